@@ -1,0 +1,179 @@
+"""Model folders in the diffusers layout -> weights in MindSpore cells.
+
+Takes a local folder or a Hugging Face hub id; gives configs (dicts) and fills a cell's parameters from
+the component's safetensors, strictly: parameter names equal checkpoint keys, every key must match a
+parameter of the same shape, and every parameter must be in the checkpoint. Safetensors are read
+through a memory map, one tensor at a time, straight into the target dtype. Pickle files are refused.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+
+from studio.errors import CheckpointError
+
+PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
+WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
+
+# safetensors dtype code -> (numpy dtype of the stored bytes, bytes per element)
+_ST_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+
+_NP_FLOAT = {ms.float16: np.float16, ms.float32: np.float32, ms.float64: np.float64}  # bf16 goes via fp32
+
+
+def resolve_model_dir(path_or_id: str | os.PathLike) -> Path:
+    """A local folder as is; otherwise a hub id looked up in the local Hugging Face cache, then
+    downloaded with huggingface_hub when the machine is online."""
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise CheckpointError(f"{path}: no model_index.json; expected a pipeline folder in the diffusers layout")
+        return path
+    name = str(path_or_id)
+    if name.count("/") != 1 or path.exists() or name.startswith((".", "/")):
+        raise CheckpointError(f"{name}: no such model folder (and not a hub id like 'owner/name')")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:  # pragma: no cover - a dependency of transformers
+        raise CheckpointError(f"{name}: not a local folder and huggingface_hub is not installed") from e
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt"]
+    try:
+        return Path(snapshot_download(name, local_files_only=True, allow_patterns=patterns))
+    except Exception:
+        pass
+    try:
+        return Path(snapshot_download(name, allow_patterns=patterns))
+    except Exception as e:
+        raise CheckpointError(
+            f"{name}: not a local folder, not in the Hugging Face cache, and could not be downloaded "
+            f"({type(e).__name__}); pass the folder of a downloaded copy") from e
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing file")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+
+
+def weight_files(component_dir: Path, variant: str | None = None) -> list[Path]:
+    """The safetensors files of one component (single file or shards listed by an index), for a
+    variant such as 'fp16' (`*.fp16.safetensors`) or the plain names."""
+    if not component_dir.is_dir():
+        raise CheckpointError(f"{component_dir}: missing folder")
+    infix = f".{variant}" if variant else ""
+    for stem in WEIGHT_STEMS:
+        single = component_dir / f"{stem}{infix}.safetensors"
+        if single.is_file():
+            return [single]
+        index = component_dir / f"{stem}.safetensors.index{infix}.json"
+        if not index.is_file():
+            index = component_dir / f"{stem}{infix}.safetensors.index.json"
+        if index.is_file():
+            weight_map = read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise CheckpointError(f"{index}: no 'weight_map' in the shard index")
+            shards = [component_dir / name for name in dict.fromkeys(weight_map.values())]
+            for shard in shards:
+                if not shard.is_file():
+                    raise CheckpointError(f"{shard}: missing shard listed in {index.name}")
+            return shards
+    pickles = sorted(p.name for p in component_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(
+            f"{component_dir / pickles[0]}: pickle weights are refused (they can run code when loaded); "
+            "convert them to safetensors, e.g. with diffusers: "
+            "Model.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)")
+    want = f"{WEIGHT_STEMS[0]}{infix}.safetensors or {WEIGHT_STEMS[1]}{infix}.safetensors"
+    raise CheckpointError(f"{component_dir}: no weight file ({want}, or a .safetensors.index.json)")
+
+
+class SafetensorsFile:
+    """A memory-mapped safetensors file: names, shapes, and one array at a time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{path}: truncated safetensors file (no header)")
+            n = int.from_bytes(head, "little")
+            if n <= 0 or 8 + n > size:
+                raise CheckpointError(f"{path}: truncated or corrupt safetensors file (header of {n} bytes, "
+                                      f"file of {size})")
+            try:
+                header = json.loads(f.read(n))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from e
+        header.pop("__metadata__", None)
+        self.data_start = 8 + n
+        self.entries = header
+        end = max((e["data_offsets"][1] for e in header.values()), default=0)
+        if self.data_start + end > size:
+            last = max(header, key=lambda k: header[k]["data_offsets"][1])
+            raise CheckpointError(f"{path}: truncated safetensors file: key '{last}' ends at byte "
+                                  f"{self.data_start + end}, file has {size}")
+        self._map = np.memmap(path, dtype=np.uint8, mode="r") if size else None
+
+    def keys(self):
+        return self.entries.keys()
+
+    def shape(self, key: str) -> tuple:
+        return tuple(self.entries[key]["shape"])
+
+    def dtype_code(self, key: str) -> str:
+        return self.entries[key]["dtype"]
+
+    def array(self, key: str) -> np.ndarray:
+        """The tensor as a numpy array; BF16 comes back as float32 (numpy has no bfloat16)."""
+        entry = self.entries[key]
+        code = entry["dtype"]
+        if code not in _ST_DTYPES:
+            raise CheckpointError(f"{self.path}: key '{key}' has unsupported dtype {code}")
+        begin, end = entry["data_offsets"]
+        raw = self._map[self.data_start + begin:self.data_start + end]
+        arr = raw.view(_ST_DTYPES[code]).reshape(entry["shape"])
+        if code == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        return arr
+
+
+def load_weights(cell: ms.nn.Cell, files: list[Path]) -> None:
+    """Copy every tensor of `files` into the parameter of the same name, in the parameter's dtype.
+
+    Strict: an unexpected key, a shape mismatch, or a parameter no file provides is a CheckpointError.
+    A cell may define `checkpoint_aliases`, {checkpoint key: parameter name}, for keys stored under a
+    second name (T5's tied embedding: `encoder.embed_tokens.weight` is `shared.weight`).
+    """
+    params = dict(cell.parameters_and_names())
+    aliases = getattr(cell, "checkpoint_aliases", {})
+    filled: set[str] = set()
+    for path in files:
+        st = SafetensorsFile(path)
+        for key in st.keys():
+            name = key if key in params else aliases.get(key)
+            if name is None:
+                raise CheckpointError(f"{path}: unexpected key '{key}' (not a parameter of {type(cell).__name__})")
+            p = params[name]
+            if st.shape(key) != tuple(p.shape):
+                raise CheckpointError(f"{path}: key '{key}' has shape {list(st.shape(key))}, "
+                                      f"the model expects {list(p.shape)}")
+            arr = st.array(key)
+            if np.issubdtype(arr.dtype, np.floating):
+                arr = arr.astype(_NP_FLOAT.get(p.dtype, np.float32), copy=False)
+            p.set_data(ms.Tensor(np.ascontiguousarray(arr), dtype=p.dtype))
+            filled.add(name)
+    missing = [name for name in params if name not in filled]
+    if missing:
+        where = files[0].parent
+        raise CheckpointError(f"{where}: missing key '{missing[0]}' in the checkpoint"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))

@@ -1,0 +1,17 @@
+"""studio's exceptions: one small tree, each message a single line naming the bad value."""
+
+
+class StudioError(Exception):
+    """Base of every error studio raises for bad input; the CLI prints it in one line."""
+
+
+class CheckpointError(StudioError):
+    """A model folder or weight file is missing, malformed, or does not match the model."""
+
+
+class ConfigError(StudioError):
+    """A config.json / scheduler_config.json holds an unknown key or an impossible value."""
+
+
+class InputError(StudioError):
+    """An argument to the pipeline or the CLI is out of range or of the wrong kind."""

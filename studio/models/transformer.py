@@ -1,0 +1,326 @@
+"""PixArt-Sigma's diffusion transformer (arXiv 2403.04692, the DiT with adaLN-single).
+
+Latents (B, 4, h, w) are cut into p x p patches and embedded with a 2D sin-cos position code; each block
+runs self-attention, cross-attention to the projected T5 caption tokens, and a GELU(tanh) MLP, all three
+modulated by one shared timestep embedding (adaLN-single) plus a learned per-block table. The output has
+2 x 4 channels: the noise prediction, then the learned variance.
+
+Parameter names equal the keys of diffusers' PixArtTransformer2DModel checkpoints.
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn, ops
+
+from studio import backend
+from studio.errors import ConfigError
+from studio.models.attention import attention
+from studio.models.layers import Conv2d, LayerNorm, Linear, param
+
+
+@dataclass(frozen=True)
+class PixArtTransformerConfig:
+    """`transformer/config.json`; defaults are the XL-2 values."""
+
+    num_attention_heads: int = 16
+    attention_head_dim: int = 72
+    in_channels: int = 4
+    out_channels: int | None = 8
+    num_layers: int = 28
+    cross_attention_dim: int = 1152
+    attention_bias: bool = True
+    sample_size: int = 128
+    patch_size: int = 2
+    caption_channels: int | None = 4096
+    norm_eps: float = 1e-6
+    norm_elementwise_affine: bool = False
+    interpolation_scale: float | None = None
+    use_additional_conditions: bool | None = None
+    # keys whose only supported value is the one PixArt uses
+    norm_type: str = "ada_norm_single"
+    activation_fn: str = "gelu-approximate"
+    attention_type: str = "default"
+    num_embeds_ada_norm: int | None = 1000
+    upcast_attention: bool = False
+    dropout: float = 0.0
+    norm_num_groups: int = 32
+
+    # keys written by diffusers that do not change PixArt's function
+    IGNORED = frozenset({"double_self_attention", "num_vector_embeds", "only_cross_attention",
+                         "use_linear_projection"})
+    REQUIRED_VALUES = {"norm_type": "ada_norm_single", "activation_fn": "gelu-approximate",
+                       "attention_type": "default"}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PixArtTransformerConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in d if not k.startswith("_") and k not in names and k not in cls.IGNORED]
+        if unknown:
+            raise ConfigError(f"transformer config: unknown key '{unknown[0]}'")
+        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        for key, value in cls.REQUIRED_VALUES.items():
+            if getattr(cfg, key) != value:
+                raise ConfigError(f"transformer config: {key}={getattr(cfg, key)!r} is not supported "
+                                  f"(PixArt uses {value!r})")
+        return cfg
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @property
+    def output_channels(self) -> int:
+        return self.in_channels if self.out_channels is None else self.out_channels
+
+    @property
+    def pos_interpolation_scale(self) -> float:
+        """The reference's default: sample_size / 64, at least 1."""
+        if self.interpolation_scale is not None:
+            return self.interpolation_scale
+        return max(self.sample_size // 64, 1)
+
+    @property
+    def with_size_conditions(self) -> bool:
+        """PixArt-alpha's 1024 model conditions on resolution and aspect ratio; Sigma configs say false."""
+        if self.use_additional_conditions is None:
+            return self.sample_size == 128
+        return self.use_additional_conditions
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Position and timestep codes (pure numpy: computed once per size, no parameters)
+
+def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
+    """[sin(p * w_i), cos(p * w_i)] with w_i = 10000^(-i / (dim/2)); (M,) -> (M, dim), float64."""
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    angles = np.outer(positions.reshape(-1).astype(np.float64), omega)  # (M, dim/2)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int, base_size: int, interpolation_scale: float) -> np.ndarray:
+    """PixArt's 2D position code for a grid_h x grid_w patch grid, (grid_h * grid_w, dim) float32.
+
+    Coordinates are rescaled so a grid of any size spans the base grid (`base_size` patches) divided by
+    `interpolation_scale`; the first half of the channels encodes the column, the second the row.
+    """
+    rows = np.arange(grid_h, dtype=np.float32) / np.float32(grid_h / base_size) / np.float32(interpolation_scale)
+    cols = np.arange(grid_w, dtype=np.float32) / np.float32(grid_w / base_size) / np.float32(interpolation_scale)
+    col_of, row_of = np.meshgrid(cols, rows)  # each (grid_h, grid_w), token index = row * grid_w + col
+    emb = np.concatenate([sincos_1d(dim // 2, col_of), sincos_1d(dim // 2, row_of)], axis=1)
+    return emb.astype(np.float32)
+
+
+def timestep_features(t: ms.Tensor, dim: int = 256) -> ms.Tensor:
+    """Sinusoidal timestep features [cos, sin] (flip_sin_to_cos, no frequency shift); (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = np.exp(-math.log(10000) * np.arange(half, dtype=np.float32) / half).astype(np.float32)
+    angles = t.astype(ms.float32).reshape(-1, 1) * ms.Tensor(freqs).reshape(1, half)  # (B, half)
+    return ops.cat([ops.cos(angles), ops.sin(angles)], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Blocks
+
+class MLPEmbedder(nn.Cell):
+    """linear_1 -> SiLU -> linear_2 (diffusers' TimestepEmbedding)."""
+
+    def __init__(self, in_dim: int, out_dim: int, dtype):
+        super().__init__()
+        self.linear_1 = Linear(in_dim, out_dim, dtype=dtype)
+        self.linear_2 = Linear(out_dim, out_dim, dtype=dtype)
+
+    def construct(self, x):
+        return self.linear_2(backend.silu(self.linear_1(x)))
+
+
+class CombinedTimestepSizeEmbeddings(nn.Cell):
+    """Timestep embedding, plus resolution and aspect-ratio embeddings for models conditioned on size."""
+
+    def __init__(self, dim: int, with_size_conditions: bool, dtype):
+        super().__init__()
+        self.timestep_embedder = MLPEmbedder(256, dim, dtype)
+        self.with_size_conditions = with_size_conditions
+        if with_size_conditions:
+            self.resolution_embedder = MLPEmbedder(256, dim // 3, dtype)
+            self.aspect_ratio_embedder = MLPEmbedder(256, dim // 3, dtype)
+
+    def construct(self, t, resolution=None, aspect_ratio=None):
+        emb = self.timestep_embedder(timestep_features(t).astype(self.timestep_embedder.linear_1.weight.dtype))
+        if self.with_size_conditions:
+            b = emb.shape[0]
+            res = self.resolution_embedder(timestep_features(resolution.reshape(-1)).astype(emb.dtype))
+            ar = self.aspect_ratio_embedder(timestep_features(aspect_ratio.reshape(-1)).astype(emb.dtype))
+            emb = emb + ops.cat([res.reshape(b, -1), ar.reshape(b, -1)], axis=1)
+        return emb
+
+
+class AdaLayerNormSingle(nn.Cell):
+    """adaLN-single: one timestep embedding -> 6 modulation vectors shared by every block."""
+
+    def __init__(self, dim: int, with_size_conditions: bool, dtype):
+        super().__init__()
+        self.emb = CombinedTimestepSizeEmbeddings(dim, with_size_conditions, dtype)
+        self.linear = Linear(dim, 6 * dim, dtype=dtype)
+
+    def construct(self, t, resolution=None, aspect_ratio=None):
+        embedded = self.emb(t, resolution, aspect_ratio)  # (B, D)
+        return self.linear(backend.silu(embedded)), embedded  # (B, 6D), (B, D)
+
+
+class CaptionProjection(nn.Cell):
+    """T5 features (caption_channels) -> model width: linear, GELU(tanh), linear."""
+
+    def __init__(self, in_dim: int, dim: int, dtype):
+        super().__init__()
+        self.linear_1 = Linear(in_dim, dim, dtype=dtype)
+        self.linear_2 = Linear(dim, dim, dtype=dtype)
+
+    def construct(self, x):
+        return self.linear_2(backend.gelu_tanh(self.linear_1(x)))
+
+
+class Attention(nn.Cell):
+    """Multi-head attention; keys/values from `context` (cross-attention) or from x itself."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None, bias: bool, dtype):
+        super().__init__()
+        inner = heads * head_dim
+        self.heads = heads
+        self.to_q = Linear(dim, inner, bias=bias, dtype=dtype)
+        self.to_k = Linear(context_dim or dim, inner, bias=bias, dtype=dtype)
+        self.to_v = Linear(context_dim or dim, inner, bias=bias, dtype=dtype)
+        self.to_out = nn.CellList([Linear(inner, dim, dtype=dtype)])
+
+    def split_heads(self, x):
+        b, n, _ = x.shape
+        return x.reshape(b, n, self.heads, -1).transpose(0, 2, 1, 3)  # (B, heads, N, head_dim)
+
+    def construct(self, x, context=None, mask=None):
+        context = x if context is None else context
+        q = self.split_heads(self.to_q(x))
+        k = self.split_heads(self.to_k(context))
+        v = self.split_heads(self.to_v(context))
+        out = attention(q, k, v, mask=mask)  # (B, heads, N, head_dim)
+        b, _, n, _ = out.shape
+        return self.to_out[0](out.transpose(0, 2, 1, 3).reshape(b, n, -1))  # (B, N, inner) -> (B, N, D)
+
+
+class GELUProjection(nn.Cell):
+    def __init__(self, dim_in: int, dim_out: int, dtype):
+        super().__init__()
+        self.proj = Linear(dim_in, dim_out, dtype=dtype)
+
+    def construct(self, x):
+        return backend.gelu_tanh(self.proj(x))
+
+
+class FeedForward(nn.Cell):
+    """net.0 = GELU(tanh) projection to 4D, net.2 = projection back (net.1 is a parameterless dropout)."""
+
+    def __init__(self, dim: int, dtype):
+        super().__init__()
+        self.net = nn.CellList([GELUProjection(dim, 4 * dim, dtype), nn.Identity(), Linear(4 * dim, dim, dtype=dtype)])
+
+    def construct(self, x):
+        return self.net[2](self.net[0](x))
+
+
+class PixArtBlock(nn.Cell):
+    """x += g1 * SelfAttn(LN(x)(1+s1)+b1); x += CrossAttn(x, c); x += g2 * MLP(LN(x)(1+s2)+b2)."""
+
+    def __init__(self, cfg: PixArtTransformerConfig, dtype):
+        super().__init__()
+        dim = cfg.inner_dim
+        self.norm1 = LayerNorm(dim, cfg.norm_eps, cfg.norm_elementwise_affine, dtype)
+        self.attn1 = Attention(dim, cfg.num_attention_heads, cfg.attention_head_dim, None, cfg.attention_bias, dtype)
+        self.attn2 = Attention(dim, cfg.num_attention_heads, cfg.attention_head_dim, cfg.cross_attention_dim,
+                               cfg.attention_bias, dtype)
+        self.norm2 = LayerNorm(dim, cfg.norm_eps, cfg.norm_elementwise_affine, dtype)
+        self.ff = FeedForward(dim, dtype)
+        self.scale_shift_table = param((6, dim), dtype)
+
+    def construct(self, x, context, context_mask, t6):
+        # t6: (B, 6D) -> six (B, 1, D) modulation vectors
+        mods = self.scale_shift_table.reshape(1, 6, -1) + t6.reshape(t6.shape[0], 6, -1)  # (B, 6, D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ops.split(mods, 1, axis=1)
+        x = x + gate_msa * self.attn1(self.norm1(x) * (1 + scale_msa) + shift_msa)
+        x = x + self.attn2(x, context, context_mask)
+        x = x + gate_mlp * self.ff(self.norm2(x) * (1 + scale_mlp) + shift_mlp)
+        return x
+
+
+class PatchEmbed(nn.Cell):
+    """p x p patches -> tokens, plus the 2D sin-cos position code for the current grid size."""
+
+    def __init__(self, cfg: PixArtTransformerConfig, dtype):
+        super().__init__()
+        self.patch_size = cfg.patch_size
+        self.dim = cfg.inner_dim
+        self.base_size = cfg.sample_size // cfg.patch_size
+        self.interpolation_scale = cfg.pos_interpolation_scale
+        self.proj = Conv2d(cfg.in_channels, cfg.inner_dim, cfg.patch_size, stride=cfg.patch_size, dtype=dtype)
+        self._pos_cache: dict[tuple[int, int], ms.Tensor] = {}
+
+    def position_code(self, grid_h: int, grid_w: int) -> ms.Tensor:
+        key = (grid_h, grid_w)
+        if key not in self._pos_cache:
+            code = sincos_2d(self.dim, grid_h, grid_w, self.base_size, self.interpolation_scale)
+            self._pos_cache = {key: ms.Tensor(code[None])}  # (1, N, D); keep only the size in use
+        return self._pos_cache[key]
+
+    def construct(self, latents):
+        x = self.proj(latents)  # (B, D, h/p, w/p)
+        b, d, gh, gw = x.shape
+        x = x.reshape(b, d, gh * gw).transpose(0, 2, 1)  # (B, N, D)
+        return x + self.position_code(gh, gw).astype(x.dtype)
+
+
+class PixArtTransformer2DModel(nn.Cell):
+    def __init__(self, cfg: PixArtTransformerConfig, dtype=ms.float32):
+        super().__init__()
+        self.config = cfg
+        dim = cfg.inner_dim
+        self.pos_embed = PatchEmbed(cfg, dtype)
+        self.adaln_single = AdaLayerNormSingle(dim, cfg.with_size_conditions, dtype)
+        self.caption_projection = CaptionProjection(cfg.caption_channels, dim, dtype) if cfg.caption_channels else None
+        self.transformer_blocks = nn.CellList([PixArtBlock(cfg, dtype) for _ in range(cfg.num_layers)])
+        self.norm_out = LayerNorm(dim, 1e-6, elementwise_affine=False, dtype=dtype)
+        self.scale_shift_table = param((2, dim), dtype)
+        self.proj_out = Linear(dim, cfg.patch_size * cfg.patch_size * cfg.output_channels, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, folder, dtype=ms.float32, variant: str | None = None) -> "PixArtTransformer2DModel":
+        from pathlib import Path
+
+        from studio.checkpoint import load_weights, read_json, weight_files
+
+        folder = Path(folder)
+        model = cls(PixArtTransformerConfig.from_dict(read_json(folder / "config.json")), dtype)
+        load_weights(model, weight_files(folder, variant))
+        return model
+
+    def encode_context(self, caption_features: ms.Tensor) -> ms.Tensor:
+        """T5 features (B, L, caption_channels) -> cross-attention context (B, L, D)."""
+        if self.caption_projection is None:
+            return caption_features
+        return self.caption_projection(caption_features)
+
+    def construct(self, latents, timestep, context, context_mask=None, resolution=None, aspect_ratio=None):
+        """latents (B, C, h, w); timestep (B,); context (B, L, D) from `encode_context`; context_mask (B, L),
+        nonzero = attend. Returns (B, out_channels, h, w)."""
+        p = self.config.patch_size
+        b, _, h, w = latents.shape
+        x = self.pos_embed(latents)  # (B, N, D)
+        t6, t_emb = self.adaln_single(timestep, resolution, aspect_ratio)  # (B, 6D), (B, D)
+        mask = None if context_mask is None else context_mask.astype(ms.bool_).reshape(b, 1, 1, -1)  # (B,1,1,L)
+        for block in self.transformer_blocks:
+            x = block(x, context, mask, t6)
+        shift, scale = ops.split(self.scale_shift_table.reshape(1, 2, -1) + t_emb.reshape(b, 1, -1), 1, axis=1)
+        x = self.proj_out(self.norm_out(x) * (1 + scale) + shift)  # (B, N, p*p*C)
+        c = self.config.output_channels
+        x = x.reshape(b, h // p, w // p, p, p, c).transpose(0, 5, 1, 3, 2, 4)  # (B, C, h/p, p, w/p, p)
+        return x.reshape(b, c, h, w)
