@@ -100,3 +100,11 @@ def bmm(a: ms.Tensor, b: ms.Tensor, transpose_b: bool = False) -> ms.Tensor:
 def upsample_nearest2x(x: ms.Tensor) -> ms.Tensor:
     """Nearest-neighbour 2x upsampling of (B, C, H, W)."""
     return mint.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+def compute_dtype(dtype: ms.Type) -> ms.Type:
+    """The dtype models run in: as asked, except bf16 on the CPU, which has no bf16 matmul kernel, where
+    weights stored in bf16 are widened to fp32."""
+    if dtype == ms.bfloat16 and on_cpu():
+        return ms.float32
+    return dtype

@@ -1,0 +1,115 @@
+"""The `studio` command line: `studio generate`, `studio make-tiny`.
+
+User mistakes (bad sizes, missing folders, broken checkpoints, existing outputs) print one line and exit
+with status 2; no tracebacks.
+"""
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from studio.errors import InputError, StudioError
+
+DEFAULT_MODEL = os.environ.get("STUDIO_MODEL", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS")
+SAMPLERS = ("dpm++", "ddim", "euler")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' (px) -> (width, height)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not m or int(m[1]) < 1 or int(m[2]) < 1:
+        raise argparse.ArgumentTypeError(f"size '{text}' is not WIDTHxHEIGHT in pixels, e.g. 1024x1024")
+    return int(m[1]), int(m[2])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="studio", description="Posters and wallpapers with PixArt-Sigma.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate one image from a prompt")
+    gen.add_argument("prompt")
+    gen.add_argument("-o", "--output", required=True, type=Path, help="image file (.png, .jpg, .tif, .webp)")
+    gen.add_argument("--model", default=DEFAULT_MODEL,
+                     help=f"pipeline folder or Hugging Face hub id (default: $STUDIO_MODEL or {DEFAULT_MODEL})")
+    gen.add_argument("--size", type=parse_size, default=(1024, 1024), help="WIDTHxHEIGHT in px (default 1024x1024)")
+    gen.add_argument("--steps", type=int, default=20)
+    gen.add_argument("--guidance", type=float, default=4.5)
+    gen.add_argument("--seed", type=int, default=None, help="default: random, printed")
+    gen.add_argument("--negative", default="", help="negative prompt")
+    gen.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's scheduler_config.json")
+    gen.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    gen.add_argument("--variant", default=None, help="weight-file variant, e.g. fp16 for *.fp16.safetensors")
+    gen.add_argument("--no-binning", action="store_true", help="generate at the exact size (multiple of 16 px)")
+    gen.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    tiny = sub.add_parser("make-tiny", help="write a tiny random PixArt-Sigma pipeline (its output is noise)")
+    tiny.add_argument("folder", type=Path)
+    tiny.add_argument("--sample-size", type=int, default=128, choices=(32, 64, 128, 256),
+                      help="latent size of the native bin: 128 behaves like the 1024 px checkpoint")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def cmd_generate(args) -> None:
+    from studio import export
+    from studio.pipeline import PixArtSigmaPipeline
+
+    export.check_target(args.output, args.overwrite)
+    if args.steps < 1:
+        raise InputError(f"--steps must be at least 1, got {args.steps}")
+    width, height = args.size
+    t0 = time.perf_counter()
+    pipe = PixArtSigmaPipeline.from_pretrained(args.model, dtype=args.dtype, variant=args.variant)
+    if pipe.tiny_notice:
+        print(f"note: {args.model}: {pipe.tiny_notice}", file=sys.stderr)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+        bar = tqdm(total=args.steps, desc="denoising", unit="step", file=sys.stderr)
+
+    def progress(step: int, total: int) -> None:
+        if bar is not None:
+            bar.update(1)
+
+    out = pipe(args.prompt, negative_prompt=args.negative, height=height, width=width,
+               num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
+               use_resolution_binning=not args.no_binning, sampler=args.sampler, callback=progress)
+    if bar is not None:
+        bar.close()
+    meta = {"prompt": args.prompt, "negative_prompt": args.negative, "seed": out.seed, "steps": args.steps,
+            "guidance_scale": args.guidance, "sampler": args.sampler or pipe.sampler.sampler, "size": f"{width}x{height}",
+            "model": str(args.model), "software": "studio"}
+    export.save_image(out.images[0], args.output, overwrite=args.overwrite, metadata=meta)
+    print(f"wrote {args.output} ({width}x{height}, seed {out.seed}, {time.perf_counter() - t0:.1f} s)")
+
+
+def cmd_make_tiny(args) -> None:
+    from studio.tiny import NOISE_NOTICE, make_tiny
+
+    make_tiny(args.folder, sample_size=args.sample_size, seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote {args.folder}: {NOISE_NOTICE}")
+
+
+COMMANDS = {"generate": cmd_generate, "make-tiny": cmd_make_tiny}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except StudioError as e:
+        print(f"studio: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("studio: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""The T5 v1.1 encoder (Raffel et al. 2020; v1.1 has a gated-GELU feed-forward), PixArt-Sigma's text
+encoder.
+
+Takes token ids (B, L) and a padding mask (B, L); gives the last hidden state (B, L, d_model), the
+function of transformers' `T5EncoderModel(...).last_hidden_state`. Parameter names equal the keys that
+`T5EncoderModel.save_pretrained` writes (`shared.weight`, `encoder.block.N.layer.0.SelfAttention.q.weight`,
+...), so loading is a strict copy.
+
+Each block is pre-norm: x += SelfAttention(RMSNorm(x)); x += FF(RMSNorm(x)). Attention has no
+1/sqrt(d) scaling and adds a learned bias per (head, relative-position bucket), computed once in the
+first block and shared by all blocks.
+"""
+
+import functools
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn, ops
+
+from studio import backend
+from studio.checkpoint import load_weights, read_json, weight_files
+from studio.errors import ConfigError, InputError
+from studio.models.attention import attention
+from studio.models.layers import Embedding, Linear, param
+
+# feed_forward_proj -> (dense_act_fn, is_gated_act), as transformers derives them
+_FEED_FORWARD = {"gated-gelu": ("gelu_new", True), "relu": ("relu", False)}
+_ACTIVATIONS = {"gelu_new": backend.gelu_tanh, "relu": ops.relu}
+
+# config.json keys of T5 that do not change the encoder's function (decoder, training, generation, bookkeeping)
+_IGNORED_KEYS = frozenset({
+    "architectures", "bos_token_id", "classifier_dropout", "decoder_start_token_id", "dropout_rate", "dtype",
+    "eos_token_id", "gradient_checkpointing", "initializer_factor", "is_encoder_decoder", "n_positions",
+    "num_decoder_layers", "output_past", "pad_token_id", "scale_decoder_outputs", "task_specific_params",
+    "tie_word_embeddings", "torch_dtype", "transformers_version", "use_cache",
+})
+
+
+@dataclass(frozen=True)
+class T5Config:
+    """The encoder's hyper-parameters; field names equal transformers' T5 config.json keys.
+
+    Defaults are those of T5 v1.1 XXL (PixArt-Sigma's text encoder). `dense_act_fn` and `is_gated_act`
+    follow from `feed_forward_proj`; when config.json states them they must agree.
+    """
+
+    vocab_size: int = 32128
+    d_model: int = 4096
+    d_kv: int = 64
+    d_ff: int = 10240
+    num_layers: int = 24
+    num_heads: int = 64
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    layer_norm_epsilon: float = 1e-6
+    feed_forward_proj: str = "gated-gelu"
+    dense_act_fn: str | None = None
+    is_gated_act: bool | None = None
+    is_decoder: bool = False
+    model_type: str = "t5"
+
+    def __post_init__(self):
+        if self.feed_forward_proj not in _FEED_FORWARD:
+            raise ConfigError(f"T5 config: feed_forward_proj '{self.feed_forward_proj}' is not supported "
+                              f"(allowed: {', '.join(_FEED_FORWARD)})")
+        act, gated = _FEED_FORWARD[self.feed_forward_proj]
+        for key, derived in (("dense_act_fn", act), ("is_gated_act", gated)):
+            stated = getattr(self, key)
+            if stated is None:
+                object.__setattr__(self, key, derived)
+            elif stated != derived:
+                raise ConfigError(f"T5 config: {key} {stated!r} contradicts feed_forward_proj "
+                                  f"'{self.feed_forward_proj}' (which means {key} {derived!r})")
+        if self.is_decoder:
+            raise ConfigError("T5 config: is_decoder is true; the text encoder needs an encoder config")
+        if self.model_type != "t5":
+            raise ConfigError(f"T5 config: model_type '{self.model_type}' is not 't5'")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "T5Config":
+        """From a config.json dict: keys starting with '_' and known decoder/generation keys are ignored;
+        any other unknown key is a ConfigError."""
+        known = {f.name for f in fields(cls)}
+        for key in d:
+            if key not in known and not key.startswith("_") and key not in _IGNORED_KEYS:
+                raise ConfigError(f"T5 config: unknown key '{key}'")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@functools.lru_cache(maxsize=8)
+def relative_position_buckets(length: int, num_buckets: int, max_distance: int) -> np.ndarray:
+    """Bidirectional T5 buckets of key - query offsets: (L, L) int32 in [0, num_buckets).
+
+    Half of the buckets for each sign; within a half, offsets below half of it are exact and larger
+    ones fall in log-spaced bins up to max_distance (beyond it: the last bin). The logarithm runs in
+    float32, like the reference, so bins at the exact powers of two land where the reference puts them.
+    """
+    pos = np.arange(length, dtype=np.int64)
+    offset = pos[None, :] - pos[:, None]  # (L, L): key position - query position
+    half = num_buckets // 2
+    sign_bucket = (offset > 0).astype(np.int64) * half
+    distance = np.abs(offset)
+    exact = half // 2
+    with np.errstate(divide="ignore"):  # log(0) only where distance < exact, which takes the exact branch
+        ratio = np.log(distance.astype(np.float32) / np.float32(exact))
+    log_bin = ratio / np.float32(math.log(max_distance / exact)) * np.float32(half - exact)
+    large = exact + np.where(distance < exact, 0, log_bin).astype(np.int64)
+    large = np.minimum(large, half - 1)
+    buckets = sign_bucket + np.where(distance < exact, distance, large)
+    return buckets.astype(np.int32)
+
+
+class T5LayerNorm(nn.Cell):
+    """RMSNorm (Zhang & Sennrich 2019): w * x / sqrt(mean(x^2) + eps), the statistic in fp32."""
+
+    def __init__(self, dim: int, eps: float, dtype=ms.float32):
+        super().__init__()
+        self.eps = eps
+        self.weight = param((dim,), dtype)
+
+    def construct(self, x):
+        xf = x.astype(ms.float32)
+        variance = ops.square(xf).mean(axis=-1, keep_dims=True)
+        return self.weight * (xf * ops.rsqrt(variance + self.eps)).astype(self.weight.dtype)
+
+
+class T5Attention(nn.Cell):
+    """Multi-head self-attention without score scaling; the first block's also owns the bias table."""
+
+    def __init__(self, config: T5Config, has_relative_attention_bias: bool, dtype=ms.float32):
+        super().__init__()
+        self.config = config
+        inner = config.num_heads * config.d_kv
+        self.q = Linear(config.d_model, inner, bias=False, dtype=dtype)
+        self.k = Linear(config.d_model, inner, bias=False, dtype=dtype)
+        self.v = Linear(config.d_model, inner, bias=False, dtype=dtype)
+        self.o = Linear(inner, config.d_model, bias=False, dtype=dtype)
+        if has_relative_attention_bias:
+            self.relative_attention_bias = Embedding(config.relative_attention_num_buckets, config.num_heads,
+                                                     dtype=dtype)
+
+    def position_bias(self, length: int) -> ms.Tensor:
+        """The learned relative-position bias, (1, heads, L, L)."""
+        c = self.config
+        buckets = relative_position_buckets(length, c.relative_attention_num_buckets,
+                                            c.relative_attention_max_distance)
+        bias = self.relative_attention_bias(ms.Tensor(buckets))  # (L, L, heads)
+        return bias.transpose(2, 0, 1).expand_dims(0)  # (1, heads, L, L)
+
+    def construct(self, x, mask, position_bias):
+        b, n, _ = x.shape
+        h, d = self.config.num_heads, self.config.d_kv
+        q = self.q(x).reshape(b, n, h, d).swapaxes(1, 2)  # (B, heads, L, d_kv)
+        k = self.k(x).reshape(b, n, h, d).swapaxes(1, 2)  # (B, heads, L, d_kv)
+        v = self.v(x).reshape(b, n, h, d).swapaxes(1, 2)  # (B, heads, L, d_kv)
+        out = attention(q, k, v, mask=mask, bias=position_bias, scale=1.0)
+        out = out.swapaxes(1, 2).reshape(b, n, h * d)  # (B, L, heads * d_kv)
+        return self.o(out)
+
+
+class T5LayerSelfAttention(nn.Cell):
+    def __init__(self, config: T5Config, has_relative_attention_bias: bool, dtype=ms.float32):
+        super().__init__()
+        self.SelfAttention = T5Attention(config, has_relative_attention_bias, dtype=dtype)
+        self.layer_norm = T5LayerNorm(config.d_model, config.layer_norm_epsilon, dtype=dtype)
+
+    def construct(self, x, mask, position_bias):
+        return x + self.SelfAttention(self.layer_norm(x), mask, position_bias)
+
+
+class T5DenseReluDense(nn.Cell):
+    """The feed-forward: wo(act(wi_0 x) * wi_1 x) when gated (v1.1), wo(act(wi x)) otherwise.
+
+    `wo` stays fp32 in every dtype, like the reference (T5's feed-forward output overflows fp16); the
+    residual stream then becomes fp32 by promotion, as in the reference.
+    """
+
+    def __init__(self, config: T5Config, dtype=ms.float32):
+        super().__init__()
+        self.gated = config.is_gated_act
+        self.act = _ACTIVATIONS[config.dense_act_fn]
+        if self.gated:
+            self.wi_0 = Linear(config.d_model, config.d_ff, bias=False, dtype=dtype)
+            self.wi_1 = Linear(config.d_model, config.d_ff, bias=False, dtype=dtype)
+        else:
+            self.wi = Linear(config.d_model, config.d_ff, bias=False, dtype=dtype)
+        self.wo = Linear(config.d_ff, config.d_model, bias=False, dtype=ms.float32)
+
+    def construct(self, x):
+        h = self.act(self.wi_0(x)) * self.wi_1(x) if self.gated else self.act(self.wi(x))
+        return self.wo(h.astype(ms.float32))
+
+
+class T5LayerFF(nn.Cell):
+    def __init__(self, config: T5Config, dtype=ms.float32):
+        super().__init__()
+        self.DenseReluDense = T5DenseReluDense(config, dtype=dtype)
+        self.layer_norm = T5LayerNorm(config.d_model, config.layer_norm_epsilon, dtype=dtype)
+
+    def construct(self, x):
+        return x + self.DenseReluDense(self.layer_norm(x))
+
+
+class T5Block(nn.Cell):
+    def __init__(self, config: T5Config, has_relative_attention_bias: bool, dtype=ms.float32):
+        super().__init__()
+        self.layer = nn.CellList([T5LayerSelfAttention(config, has_relative_attention_bias, dtype=dtype),
+                                  T5LayerFF(config, dtype=dtype)])
+
+    def construct(self, x, mask, position_bias):
+        return self.layer[1](self.layer[0](x, mask, position_bias))
+
+
+class T5Stack(nn.Cell):
+    """The encoder blocks and the final norm; the token embedding lives in the model (`shared`)."""
+
+    def __init__(self, config: T5Config, dtype=ms.float32):
+        super().__init__()
+        self.block = nn.CellList([T5Block(config, i == 0, dtype=dtype) for i in range(config.num_layers)])
+        self.final_layer_norm = T5LayerNorm(config.d_model, config.layer_norm_epsilon, dtype=dtype)
+
+    def construct(self, x, mask):
+        position_bias = self.block[0].layer[0].SelfAttention.position_bias(x.shape[1])
+        for block in self.block:
+            x = block(x, mask, position_bias)
+        return self.final_layer_norm(x)
+
+
+class T5EncoderModel(nn.Cell):
+    """T5 encoder: token ids (B, L) and padding mask (B, L) -> last hidden state (B, L, d_model)."""
+
+    # transformers ties the encoder's embedding to `shared`; checkpoints may store it under both names
+    checkpoint_aliases = {"encoder.embed_tokens.weight": "shared.weight"}
+
+    def __init__(self, config: T5Config, dtype=ms.float32):
+        super().__init__()
+        self.config = config
+        self.shared = Embedding(config.vocab_size, config.d_model, dtype=dtype)
+        self.encoder = T5Stack(config, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, folder, dtype=ms.float32, variant: str | None = None) -> "T5EncoderModel":
+        """Build from a `text_encoder/` folder: config.json and (sharded) safetensors, `variant` e.g. 'fp16'."""
+        folder = Path(folder)
+        model = cls(T5Config.from_dict(read_json(folder / "config.json")), dtype=dtype)
+        load_weights(model, weight_files(folder, variant))
+        return model
+
+    def construct(self, input_ids: ms.Tensor, attention_mask: ms.Tensor | None = None) -> ms.Tensor:
+        """input_ids: int (B, L); attention_mask: (B, L), nonzero/True = real token, 0 = padding.
+
+        Every position gets an output, padded ones too (they attend to the real tokens only).
+        """
+        if input_ids.ndim != 2:
+            raise InputError(f"T5 input_ids: expected shape (batch, length), got {tuple(input_ids.shape)}")
+        mask = None
+        if attention_mask is not None:
+            if tuple(attention_mask.shape) != tuple(input_ids.shape):
+                raise InputError(f"T5 attention_mask: shape {tuple(attention_mask.shape)} differs from "
+                                 f"input_ids {tuple(input_ids.shape)}")
+            b, n = attention_mask.shape
+            mask = attention_mask.astype(ms.bool_).reshape(b, 1, 1, n)  # (B, 1, 1, L): keys to attend
+        x = self.shared(input_ids)  # (B, L, d_model)
+        return self.encoder(x, mask)

@@ -1,0 +1,211 @@
+"""Text -> image with PixArt-Sigma: prompt -> T5 features -> denoised latents -> VAE -> pixels.
+
+`PixArtSigmaPipeline` takes the reference's argument names, so a diffusers user switches by changing an
+import. It loads a pipeline folder in the diffusers layout (or a hub id from the local Hugging Face cache).
+"""
+
+import gc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import mindspore as ms
+import numpy as np
+
+from studio import backend, binning, sampling
+from studio.checkpoint import read_json, resolve_model_dir
+from studio.errors import CheckpointError, InputError
+from studio.models.t5 import T5EncoderModel
+from studio.models.transformer import PixArtTransformer2DModel
+from studio.models.vae import AutoencoderKL
+from studio.text import load_tokenizer, preprocess, tokenize
+
+COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+OUTPUT_TYPES = ("pil", "np", "latent")
+DTYPES = {"float32": ms.float32, "fp32": ms.float32, "float16": ms.float16, "fp16": ms.float16,
+          "bfloat16": ms.bfloat16, "bf16": ms.bfloat16}
+
+
+@dataclass
+class PipelineOutput:
+    """`images`: PIL images ("pil"), float array (N, H, W, 3) in [0, 1] ("np"), or latents (N, 4, h, w)."""
+
+    images: list | np.ndarray
+    seed: int | None = None
+
+
+def as_dtype(dtype) -> ms.Type:
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise InputError(f"dtype '{dtype}' is not one of {sorted(DTYPES)}")
+        return DTYPES[dtype]
+    return dtype
+
+
+def initial_noise(seed: int, shape: tuple) -> np.ndarray:
+    """Standard normal float32 noise from numpy's PCG64: the same for a seed on every machine and process."""
+    return np.random.Generator(np.random.PCG64(seed)).standard_normal(shape, dtype=np.float32)
+
+
+class PixArtSigmaPipeline:
+    def __init__(self, model_dir: Path, transformer: PixArtTransformer2DModel, vae: AutoencoderKL, tokenizer,
+                 sampler: sampling.SamplerConfig, dtype=ms.float32, vae_dtype=ms.float32,
+                 variant: str | None = None,
+                 keep_text_encoder: bool = False):
+        self.model_dir = model_dir
+        self.transformer = transformer
+        self.vae = vae
+        self.tokenizer = tokenizer
+        self.sampler = sampler
+        self.dtype = dtype
+        self.vae_dtype = vae_dtype
+        self.variant = variant
+        self.keep_text_encoder = keep_text_encoder
+        self._text_encoder: T5EncoderModel | None = None
+        # set for studio's tiny random checkpoint, whose output is noise
+        self.tiny_notice: str | None = read_json(model_dir / "model_index.json").get("_studio_tiny")
+
+    @classmethod
+    def from_pretrained(cls, path_or_id, dtype="float32", variant: str | None = None, device: str | None = None,
+                        keep_text_encoder: bool = False) -> "PixArtSigmaPipeline":
+        """Load a pipeline folder (or a hub id in the local Hugging Face cache / downloadable).
+
+        dtype: "float32" | "float16" | "bfloat16" (or a MindSpore type); variant: e.g. "fp16" for
+        `*.fp16.safetensors`. The text encoder is loaded when a prompt is encoded and released afterwards
+        unless keep_text_encoder=True.
+        """
+        backend.setup(device)
+        dtype = backend.compute_dtype(as_dtype(dtype))
+        folder = resolve_model_dir(path_or_id)
+        index = read_json(folder / "model_index.json")
+        missing = [c for c in COMPONENTS if c not in index or not (folder / c).is_dir()]
+        if missing:
+            raise CheckpointError(f"{folder}: component '{missing[0]}' is missing (a PixArt-Sigma pipeline has "
+                                  f"{', '.join(COMPONENTS)})")
+        transformer = PixArtTransformer2DModel.from_pretrained(folder / "transformer", dtype, variant)
+        vae_dtype = ms.float32 if _vae_needs_fp32(folder) else dtype
+        vae = AutoencoderKL.from_pretrained(folder / "vae", vae_dtype, variant)
+        tokenizer = load_tokenizer(folder / "tokenizer")
+        sampler = sampling.SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json"))
+        return cls(folder, transformer, vae, tokenizer, sampler, dtype, vae_dtype, variant, keep_text_encoder)
+
+    # -- text --------------------------------------------------------------------------------------------
+
+    @property
+    def text_encoder(self) -> T5EncoderModel:
+        if self._text_encoder is None:
+            self._text_encoder = T5EncoderModel.from_pretrained(self.model_dir / "text_encoder", self.dtype,
+                                                                self.variant)
+        return self._text_encoder
+
+    def release_text_encoder(self) -> None:
+        self._text_encoder = None
+        gc.collect()
+
+    def encode_prompt(self, prompts: list[str], max_sequence_length: int = 300) -> tuple[ms.Tensor, ms.Tensor]:
+        """Prompts -> T5 features (B, L, C) and their mask (B, L), padded to max_sequence_length tokens."""
+        ids, mask = tokenize(self.tokenizer, [preprocess(p) for p in prompts], max_sequence_length)
+        ids, mask = ms.Tensor(ids), ms.Tensor(mask)
+        return self.text_encoder(ids, mask), mask
+
+    # -- generation --------------------------------------------------------------------------------------
+
+    def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] = "", height: int = 1024,
+                 width: int = 1024, num_inference_steps: int = 20, guidance_scale: float = 4.5,
+                 seed: int | None = None, latents: np.ndarray | None = None, num_images_per_prompt: int = 1,
+                 use_resolution_binning: bool = True, max_sequence_length: int = 300, output_type: str = "pil",
+                 sampler: str | None = None, callback: Callable[[int, int], None] | None = None) -> PipelineOutput:
+        """Generate images. height/width in px; `latents` (N, 4, h/8, w/8) replace the initial noise;
+        `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; callback(step, total)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+        self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
+                           max_sequence_length, output_type)
+        out_height, out_width = height, width
+        if use_resolution_binning:
+            height, width = binning.closest_bin(height, width, binning.bins_for(self.transformer.config.sample_size))
+        self._check_size(height, width)
+        n_images = len(prompts) * num_images_per_prompt
+        config = self.sampler if sampler is None else self.sampler.with_sampler(sampler)
+        cfg = guidance_scale > 1.0
+
+        # 1. text: positive (and negative) features, then free the encoder
+        features, mask = self.encode_prompt(prompts + (negatives if cfg else []), max_sequence_length)
+        if not self.keep_text_encoder:
+            self.release_text_encoder()
+        # rows: each prompt num_images_per_prompt times, negatives first when guided (the reference's order)
+        rows = np.repeat(np.arange(len(prompts)), num_images_per_prompt)
+        rows = ms.Tensor(np.concatenate([rows + len(prompts), rows]) if cfg else rows, ms.int32)
+        features, mask = ms.ops.gather(features, rows, 0), ms.ops.gather(mask, rows, 0)
+        context = self.transformer.encode_context(features.astype(self.dtype))
+
+        # 2. initial latents
+        vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        shape = (n_images, self.transformer.config.in_channels, height // vae_scale, width // vae_scale)
+        if latents is None:
+            seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
+            latents = initial_noise(seed, shape)
+        elif tuple(latents.shape) != shape:
+            raise InputError(f"latents have shape {tuple(latents.shape)}, expected {shape} for {width}x{height}")
+        x = ms.Tensor(np.asarray(latents, np.float32) * sampling.init_noise_sigma(config, num_inference_steps),
+                      self.dtype)
+
+        # 3. denoise
+        learned_sigma = self.transformer.config.output_channels // 2 == shape[1]
+
+        def model_fn(x_in: ms.Tensor, t: float) -> ms.Tensor:
+            batch = ms.ops.cat([x_in, x_in]) if cfg else x_in
+            timestep = ms.ops.full((batch.shape[0],), t, dtype=ms.float32)
+            out = self.transformer(batch.astype(self.dtype), timestep, context, mask)
+            if learned_sigma:
+                out = out[:, :shape[1]]
+            if cfg:
+                uncond, cond = ms.ops.split(out, n_images, axis=0)
+                out = uncond + guidance_scale * (cond - uncond)
+            return out
+
+        x = sampling.sample(model_fn, x, config, num_inference_steps, callback=callback)
+        if output_type == "latent":
+            return PipelineOutput(x.astype(ms.float32).asnumpy(), seed)
+
+        # 4. decode, back to the requested size, to [0, 1]
+        images = self.decode(x)
+        if use_resolution_binning:
+            images = binning.resize_and_center_crop(images, out_height, out_width)
+        images = np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)  # (N, H, W, 3)
+        if output_type == "np":
+            return PipelineOutput(images, seed)
+        from PIL import Image
+        return PipelineOutput([Image.fromarray(im) for im in (images * 255).round().astype(np.uint8)], seed)
+
+    def decode(self, latents: ms.Tensor) -> np.ndarray:
+        """Latents (N, 4, h, w) -> images (N, 3, 8h, 8w) float32 in about [-1, 1]."""
+        z = latents.astype(self.vae_dtype) / self.vae.config.scaling_factor
+        return self.vae.decode(z).astype(ms.float32).asnumpy()
+
+    # -- checks ------------------------------------------------------------------------------------------
+
+    def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type):
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise InputError("prompt must be a string or a non-empty list of strings")
+        if len(negatives) != len(prompts):
+            raise InputError(f"negative_prompt has {len(negatives)} entries, prompt has {len(prompts)}")
+        if output_type not in OUTPUT_TYPES:
+            raise InputError(f"output_type '{output_type}' is not one of {', '.join(OUTPUT_TYPES)}")
+        for name, value in [("height", height), ("width", width), ("num_inference_steps", steps),
+                            ("num_images_per_prompt", per_prompt), ("max_sequence_length", max_len)]:
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if max_len > 300:
+            raise InputError(f"max_sequence_length {max_len} exceeds the model's 300 tokens")
+
+    def _check_size(self, height, width):
+        multiple = 2 ** (len(self.vae.config.block_out_channels) - 1) * self.transformer.config.patch_size
+        if height % multiple or width % multiple:
+            raise InputError(f"size {width}x{height} is not a multiple of {multiple} px; pass a multiple of "
+                             f"{multiple} or use_resolution_binning=True")
+
+
+def _vae_needs_fp32(folder: Path) -> bool:
+    """The SDXL VAE overflows in fp16; its config says force_upcast, and the reference then decodes in fp32."""
+    return bool(read_json(folder / "vae" / "config.json").get("force_upcast", False))

@@ -1,0 +1,434 @@
+"""Samplers: a noise predictor and initial noise in, a denoised latent out.
+
+`SamplerConfig` holds the settings of a diffusers `scheduler_config.json` that change the result.
+`timesteps_and_sigmas` computes the schedule (numpy float64, no tensors); `dpmpp_2m`, `ddim` and
+`euler` are the solver loops (MindSpore tensors, state in locals); `sample` picks one by name.
+Each reproduces what the diffusers scheduler of the same name computes in the loop
+`x = scheduler.step(model(scheduler.scale_model_input(x, t), t), t, x).prev_sample`.
+
+Noise levels are given as `sigmas`, sigma = sqrt((1 - alpha_bar) / alpha_bar), the variance-exploding
+scale; the variance-preserving sample is x_t = alpha x0 + sigma_vp eps with alpha = 1 / sqrt(1 + sigma^2)
+and sigma_vp = sigma alpha. DPM-Solver++ and DDIM carry the variance-preserving sample, Euler the
+variance-exploding one (x_t / alpha), which is why only Euler scales its initial noise and its model input.
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import mindspore as ms
+import numpy as np
+from mindspore import ops
+
+from studio.errors import ConfigError, InputError
+
+ModelFn = Callable[[ms.Tensor, float], ms.Tensor]
+"""model_fn(x_in (B, C, H, W), t) -> model output (B, C, H, W): eps, v or x0 per `prediction_type`."""
+
+Callback = Callable[[int, int], None]
+"""callback(step_index, num_steps), called after each step; step_index counts from 0."""
+
+SAMPLERS = {
+    "dpm++": "DPMSolverMultistepScheduler",
+    "ddim": "DDIMScheduler",
+    "euler": "EulerDiscreteScheduler",
+}
+
+# The `__init__` arguments of each diffusers scheduler with their defaults (diffusers 0.42). A key
+# missing from a config takes its class's default, as in diffusers' `from_config`.
+_COMMON = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "trained_betas": None,
+    "prediction_type": "epsilon",
+    "steps_offset": 0,
+    "rescale_betas_zero_snr": False,
+}
+_CLASS_KEYS = {
+    "dpm++": {
+        **_COMMON,
+        "solver_order": 2,
+        "thresholding": False,
+        "dynamic_thresholding_ratio": 0.995,
+        "sample_max_value": 1.0,
+        "algorithm_type": "dpmsolver++",
+        "solver_type": "midpoint",
+        "lower_order_final": True,
+        "euler_at_final": False,
+        "use_karras_sigmas": False,
+        "use_exponential_sigmas": False,
+        "use_beta_sigmas": False,
+        "use_lu_lambdas": False,
+        "use_flow_sigmas": False,
+        "flow_shift": 1.0,
+        "final_sigmas_type": "zero",
+        "lambda_min_clipped": -math.inf,
+        "variance_type": None,
+        "timestep_spacing": "linspace",
+        "use_dynamic_shifting": False,
+        "time_shift_type": "exponential",
+    },
+    "ddim": {
+        **_COMMON,
+        "clip_sample": True,
+        "set_alpha_to_one": True,
+        "thresholding": False,
+        "dynamic_thresholding_ratio": 0.995,
+        "clip_sample_range": 1.0,
+        "sample_max_value": 1.0,
+        "timestep_spacing": "leading",
+    },
+    "euler": {
+        **_COMMON,
+        "interpolation_type": "linear",
+        "use_karras_sigmas": False,
+        "use_exponential_sigmas": False,
+        "use_beta_sigmas": False,
+        "sigma_min": None,
+        "sigma_max": None,
+        "timestep_spacing": "linspace",
+        "timestep_type": "discrete",
+        "final_sigmas_type": "zero",
+    },
+}
+_KNOWN_KEYS = set().union(*_CLASS_KEYS.values())
+
+# Keys we accept only at one value (the alternatives are not implemented). Keys neither here nor a
+# SamplerConfig field (dynamic_thresholding_ratio, sample_max_value, flow_shift, time_shift_type)
+# only matter when one of these is switched on.
+_FIXED = {
+    "trained_betas": None,
+    "rescale_betas_zero_snr": False,
+    "thresholding": False,
+    "algorithm_type": "dpmsolver++",
+    "use_exponential_sigmas": False,
+    "use_beta_sigmas": False,
+    "use_lu_lambdas": False,
+    "use_flow_sigmas": False,
+    "use_dynamic_shifting": False,
+    "variance_type": None,  # a learned-variance model's extra channels are split off before sampling
+    "interpolation_type": "linear",
+    "timestep_type": "discrete",
+}
+
+_CHOICES = {
+    "sampler": tuple(SAMPLERS),
+    "beta_schedule": ("linear", "scaled_linear"),
+    "prediction_type": ("epsilon", "v_prediction", "sample"),
+    "timestep_spacing": ("linspace", "leading", "trailing"),
+    "solver_order": (1, 2),
+    "solver_type": ("midpoint", "heun"),
+    "final_sigmas_type": ("zero", "sigma_min"),
+}
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """The settings of a scheduler_config.json that change the result; field names are its keys.
+
+    Defaults are PixArt-Sigma's published DPMSolverMultistepScheduler config. `given` holds the
+    keys the source config set explicitly (all classes' keys), which `with_sampler` carries over.
+    """
+
+    sampler: str = "dpm++"  # "dpm++" | "ddim" | "euler"
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    beta_schedule: str = "linear"
+    prediction_type: str = "epsilon"
+    timestep_spacing: str = "linspace"
+    steps_offset: int = 0
+    # dpm++
+    solver_order: int = 2
+    solver_type: str = "midpoint"
+    lower_order_final: bool = True
+    euler_at_final: bool = False
+    lambda_min_clipped: float = -math.inf
+    # dpm++ and euler
+    use_karras_sigmas: bool = False
+    final_sigmas_type: str = "zero"
+    sigma_min: float | None = None  # Karras range; None: the schedule's own
+    sigma_max: float | None = None
+    # ddim
+    clip_sample: bool = True
+    clip_sample_range: float = 1.0
+    set_alpha_to_one: bool = True
+
+    given: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        for key, allowed in _CHOICES.items():
+            value = getattr(self, key)
+            if value not in allowed:
+                expected = ", ".join(repr(a) for a in allowed)
+                raise ConfigError(f"scheduler config: {key}={value!r} is not supported; expected one of {expected}")
+        if self.num_train_timesteps < 1:
+            raise ConfigError(f"scheduler config: num_train_timesteps={self.num_train_timesteps!r} must be >= 1")
+
+    @classmethod
+    def from_scheduler_config(cls, d: dict) -> "SamplerConfig":
+        """From a diffusers scheduler_config.json dict (or a scheduler's `.config`), as diffusers reads it."""
+        by_class = {v: k for k, v in SAMPLERS.items()}
+        class_name = d.get("_class_name")
+        if class_name not in by_class:
+            expected = ", ".join(by_class)
+            raise ConfigError(f"scheduler config: _class_name={class_name!r} is not supported; expected one of {expected}")
+        sampler = by_class[class_name]
+        # Keys diffusers filled with defaults are listed in `_use_default_values`; they do not carry over.
+        defaulted = set(d.get("_use_default_values", ()))
+        given = {k: v for k, v in d.items() if not k.startswith("_") and k not in defaulted}
+        for key in given:
+            if key not in _KNOWN_KEYS:
+                raise ConfigError(f"scheduler config: unknown key {key!r} for {class_name}")
+
+        settings = {**_CLASS_KEYS[sampler], **{k: v for k, v in given.items() if k in _CLASS_KEYS[sampler]}}
+        for key, value in settings.items():
+            if key in _FIXED and value != _FIXED[key]:
+                raise ConfigError(f"scheduler config: {key}={value!r} is not supported; only {_FIXED[key]!r}")
+        fields = {f.name for f in dataclasses.fields(cls)} - {"sampler", "given"}
+        kwargs = {k: v for k, v in settings.items() if k in fields}
+        # diffusers' DPM solver reads a Karras range from its config when a key set for Euler carried it there
+        kwargs.update({k: given[k] for k in ("sigma_min", "sigma_max") if k in given})
+        return cls(sampler=sampler, given=tuple(sorted(given.items())), **kwargs)
+
+    def with_sampler(self, name: str) -> "SamplerConfig":
+        """The same config run by another sampler, as diffusers' `NewScheduler.from_config(old.config)`:
+        keys the source config set carry over, the others take the new class's defaults (DDIM's
+        default timestep_spacing is "leading", but PixArt's config sets "linspace", which carries)."""
+        if name not in SAMPLERS:
+            raise InputError(f"sampler {name!r} is not supported; expected one of {', '.join(SAMPLERS)}")
+        return SamplerConfig.from_scheduler_config({"_class_name": SAMPLERS[name], **dict(self.given)})
+
+
+class Schedule(NamedTuple):
+    """What a solver loop walks through; step i takes the sample from sigmas[i] to sigmas_next[i]."""
+
+    timesteps: np.ndarray  # (n,) the model's time input: int64 (dpm++, ddim) or float32 (euler)
+    sigmas: np.ndarray  # (n,) float64, noise level at which the model is called in step i
+    sigmas_next: np.ndarray  # (n,) float64, noise level after step i; equals sigmas[i + 1] except in DDIM
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule: pure numpy
+
+
+def _alphas_cumprod(config: SamplerConfig) -> np.ndarray:
+    """alpha_bar_t for t = 0 .. T-1, float64."""
+    T = config.num_train_timesteps
+    if config.beta_schedule == "linear":
+        betas = np.linspace(config.beta_start, config.beta_end, T, dtype=np.float64)
+    else:  # "scaled_linear"
+        betas = np.linspace(config.beta_start**0.5, config.beta_end**0.5, T, dtype=np.float64) ** 2
+    return np.cumprod(1.0 - betas)
+
+
+def _karras(sigma_min: float, sigma_max: float, n: int) -> np.ndarray:
+    """n sigmas from sigma_max down to sigma_min, uniform in sigma^(1/7) (Karras et al. 2022, eq. 5)."""
+    rho = 7.0
+    ramp = np.linspace(0.0, 1.0, n)
+    return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+def _sigma_to_t(sigmas: np.ndarray, train_sigmas: np.ndarray) -> np.ndarray:
+    """Fractional training timestep of each sigma: linear interpolation in log sigma, clamped."""
+    log_sigmas = np.log(np.maximum(sigmas, 1e-10))
+    return np.interp(log_sigmas, np.log(train_sigmas), np.arange(len(train_sigmas), dtype=np.float64))
+
+
+def _final_sigma(config: SamplerConfig, train_sigmas: np.ndarray) -> float:
+    return 0.0 if config.final_sigmas_type == "zero" else float(train_sigmas[0])
+
+
+def _dpm_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -> Schedule:
+    T = config.num_train_timesteps
+    train_sigmas = np.sqrt((1 - alphas_cumprod) / alphas_cumprod)
+    # Timesteps whose log-SNR lambda falls below lambda_min_clipped are never visited.
+    lambdas = -np.log(train_sigmas)
+    last = T - int(np.searchsorted(lambdas[::-1], config.lambda_min_clipped))
+    if config.timestep_spacing == "linspace":
+        timesteps = np.linspace(0, last - 1, n + 1).round()[::-1][:-1]
+    elif config.timestep_spacing == "leading":
+        timesteps = (np.arange(n + 1) * (last // (n + 1)))[::-1][:-1] + config.steps_offset
+    else:  # "trailing"
+        timesteps = np.arange(last, 0, -T / n).round() - 1
+    timesteps = timesteps.astype(np.int64)
+
+    if config.use_karras_sigmas:
+        sigmas = _karras(
+            config.sigma_min if config.sigma_min is not None else train_sigmas[0],
+            config.sigma_max if config.sigma_max is not None else train_sigmas[-1],
+            n,
+        )
+        timesteps = _sigma_to_t(sigmas, train_sigmas).round().astype(np.int64)
+    else:
+        sigmas = train_sigmas[timesteps]
+    sigmas = np.append(sigmas, _final_sigma(config, train_sigmas))
+    return Schedule(timesteps, sigmas[:-1], sigmas[1:])
+
+
+def _ddim_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -> Schedule:
+    T = config.num_train_timesteps
+    if config.timestep_spacing == "linspace":
+        timesteps = np.linspace(0, T - 1, n).round()[::-1]
+    elif config.timestep_spacing == "leading":
+        timesteps = (np.arange(n) * (T // n))[::-1] + config.steps_offset
+    else:  # "trailing"
+        timesteps = np.arange(T, 0, -T / n).round() - 1
+    timesteps = timesteps.astype(np.int64)
+    # diffusers' DDIM steps from t to t - T // n whatever the spacing, so with "linspace" and
+    # "trailing" a step need not land on the next timestep. Below t = 0: alpha_bar = 1 or alpha_bar_0.
+    final = 1.0 if config.set_alpha_to_one else alphas_cumprod[0]
+    prev = timesteps - T // n
+    a = alphas_cumprod[timesteps]
+    a_next = np.where(prev >= 0, alphas_cumprod[np.maximum(prev, 0)], final)
+    return Schedule(timesteps, np.sqrt((1 - a) / a), np.sqrt((1 - a_next) / a_next))
+
+
+def _euler_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -> Schedule:
+    T = config.num_train_timesteps
+    if config.timestep_spacing == "linspace":
+        timesteps = np.linspace(0, T - 1, n, dtype=np.float32)[::-1]
+    elif config.timestep_spacing == "leading":
+        timesteps = (np.arange(n) * (T // n))[::-1].astype(np.float32) + config.steps_offset
+    else:  # "trailing"
+        timesteps = np.arange(T, 0, -T / n).round().astype(np.float32) - 1
+    train_sigmas = np.sqrt((1 - alphas_cumprod) / alphas_cumprod)
+    sigmas = np.interp(timesteps.astype(np.float64), np.arange(T, dtype=np.float64), train_sigmas)
+    if config.use_karras_sigmas:
+        sigmas = _karras(
+            config.sigma_min if config.sigma_min is not None else sigmas[-1],
+            config.sigma_max if config.sigma_max is not None else sigmas[0],
+            n,
+        )
+        timesteps = _sigma_to_t(sigmas, train_sigmas).astype(np.float32)
+    sigmas = np.append(sigmas, _final_sigma(config, train_sigmas))
+    return Schedule(np.ascontiguousarray(timesteps), sigmas[:-1], sigmas[1:])
+
+
+def timesteps_and_sigmas(config: SamplerConfig, num_steps: int) -> Schedule:
+    """The schedule of `num_steps` steps, as the diffusers scheduler's `set_timesteps` computes it."""
+    if not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= config.num_train_timesteps:
+        raise InputError(f"num_steps={num_steps!r} must be an integer in 1..{config.num_train_timesteps}")
+    make = {"dpm++": _dpm_schedule, "ddim": _ddim_schedule, "euler": _euler_schedule}[config.sampler]
+    return make(config, int(num_steps), _alphas_cumprod(config))
+
+
+def init_noise_sigma(config: SamplerConfig, num_steps: int) -> float:
+    """Scale of the initial noise: 1 for the variance-preserving samplers; for Euler the largest sigma
+    ("linspace", "trailing") or sqrt(sigma_max^2 + 1) ("leading"), as diffusers' `init_noise_sigma`."""
+    if config.sampler != "euler":
+        return 1.0
+    schedule = timesteps_and_sigmas(config, num_steps)
+    sigma_max = float(max(schedule.sigmas.max(), schedule.sigmas_next.max()))
+    if config.timestep_spacing in ("linspace", "trailing"):
+        return sigma_max
+    return math.sqrt(sigma_max**2 + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Solver loops: MindSpore tensors, coefficients as Python floats
+
+
+def _vp(sigma: float) -> tuple[float, float]:
+    """(alpha, sigma_vp) of a variance-exploding sigma: x_t = alpha x0 + sigma_vp eps."""
+    alpha = 1.0 / math.sqrt(sigma * sigma + 1.0)
+    return alpha, sigma * alpha
+
+
+def _x0_and_eps(out: ms.Tensor, x: ms.Tensor, alpha: float, sigma: float, prediction_type: str):
+    """(x0, eps) from the model output at the variance-preserving sample x = alpha x0 + sigma eps."""
+    if prediction_type == "epsilon":
+        return (x - sigma * out) / alpha, out
+    if prediction_type == "v_prediction":  # v = alpha eps - sigma x0
+        return alpha * x - sigma * out, alpha * out + sigma * x
+    return out, (x - alpha * out) / sigma  # "sample"
+
+
+def dpmpp_2m(model_fn: ModelFn, x: ms.Tensor, schedule: Schedule, config: SamplerConfig,
+             callback: Callback | None = None) -> ms.Tensor:
+    """DPM-Solver++(2M), multistep in log-SNR on the data prediction (Lu et al. 2022, arXiv:2211.01095)."""
+    timesteps, sigmas, sigmas_next = schedule
+    n = len(timesteps)
+    few_steps = config.lower_order_final and n < 15
+    old_denoised = None
+    for i, t in enumerate(timesteps):
+        s, s_next = float(sigmas[i]), float(sigmas_next[i])
+        alpha, sigma = _vp(s)
+        denoised, _ = _x0_and_eps(model_fn(x, float(t)), x, alpha, sigma, config.prediction_type)
+        last = i == n - 1
+        first_order = (config.solver_order == 1 or old_denoised is None
+                       or (last and (config.euler_at_final or few_steps or config.final_sigmas_type == "zero")))
+        if s_next == 0:  # only ever a first-order step: its limit is the data prediction itself
+            x = denoised
+        else:
+            alpha_next, sigma_next = _vp(s_next)
+            h = math.log(s / s_next)  # lambda_next - lambda, with lambda = log(alpha / sigma_vp) = -log(s)
+            c = -alpha_next * math.expm1(-h)  # alpha_next (1 - e^-h)
+            x = (sigma_next / sigma) * x + c * denoised
+            if not first_order:
+                r = math.log(float(sigmas[i - 1]) / s) / h  # h_previous / h
+                d1 = (denoised - old_denoised) * (1.0 / r)
+                k = 0.5 * c if config.solver_type == "midpoint" else alpha_next * (1.0 - c / (alpha_next * h))
+                x = x + k * d1
+        old_denoised = denoised
+        if callback is not None:
+            callback(i, n)
+    return x
+
+
+def ddim(model_fn: ModelFn, x: ms.Tensor, schedule: Schedule, config: SamplerConfig,
+         callback: Callback | None = None) -> ms.Tensor:
+    """DDIM with eta = 0, the deterministic implicit sampler (Song et al. 2020, arXiv:2010.02502, eq. 12)."""
+    timesteps, sigmas, sigmas_next = schedule
+    for i, t in enumerate(timesteps):
+        alpha, sigma = _vp(float(sigmas[i]))
+        alpha_next, sigma_next = _vp(float(sigmas_next[i]))
+        x0, eps = _x0_and_eps(model_fn(x, float(t)), x, alpha, sigma, config.prediction_type)
+        if config.clip_sample:
+            x0 = ops.clamp(x0, -config.clip_sample_range, config.clip_sample_range)
+        x = alpha_next * x0 + sigma_next * eps
+        if callback is not None:
+            callback(i, len(timesteps))
+    return x
+
+
+def euler(model_fn: ModelFn, x: ms.Tensor, schedule: Schedule, config: SamplerConfig,
+          callback: Callback | None = None) -> ms.Tensor:
+    """Euler's method on the probability-flow ODE dx/dsigma = (x - x0) / sigma (Karras et al. 2022, Alg. 2, no churn).
+
+    x is the variance-exploding sample x_t / alpha; the model sees it rescaled to variance-preserving.
+    """
+    timesteps, sigmas, sigmas_next = schedule
+    for i, t in enumerate(timesteps):
+        s, s_next = float(sigmas[i]), float(sigmas_next[i])
+        out = model_fn(x / math.sqrt(s * s + 1.0), float(t))
+        if config.prediction_type == "epsilon":
+            denoised = x - s * out
+        elif config.prediction_type == "v_prediction":
+            denoised = out * (-s / math.sqrt(s * s + 1.0)) + x / (s * s + 1.0)
+        else:  # "sample"
+            denoised = out
+        d = (x - denoised) / s
+        x = x + d * (s_next - s)
+        if callback is not None:
+            callback(i, len(timesteps))
+    return x
+
+
+_SOLVERS = {"dpm++": dpmpp_2m, "ddim": ddim, "euler": euler}
+
+
+def sample(model_fn: ModelFn, x: ms.Tensor, config: SamplerConfig, num_steps: int,
+           callback: Callback | None = None) -> ms.Tensor:
+    """Run the sampler of `config` for `num_steps` steps and return the final latent (B, C, H, W).
+
+    model_fn(x_in, t) -> output (B, C, H, W), the already guided prediction of the kind
+    `config.prediction_type` names; x_in has x's dtype and t is the float timestep.
+    x: the initial latent (B, C, H, W), unit noise ALREADY multiplied by
+    `init_noise_sigma(config, num_steps)`, as diffusers' pipelines prepare latents; the caller scales.
+    The model output should have x's dtype; the loop runs in that dtype (diffusers steps in float32).
+    """
+    return _SOLVERS[config.sampler](model_fn, x, timesteps_and_sigmas(config, num_steps), config, callback)

@@ -1,0 +1,164 @@
+"""A tiny PixArt-Sigma pipeline with random weights, written in the published diffusers layout.
+
+For smoke runs and tests on machines without the real weights: every image it makes is NOISE. The
+folder has the published structure (model_index.json; transformer/, vae/ with
+diffusion_pytorch_model.safetensors; text_encoder/ sharded through model.safetensors.index.json;
+tokenizer/ with spiece.model; scheduler/scheduler_config.json), so diffusers loads it too.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from studio.tiny_tokenizer import VOCAB_SIZE, write_tiny_tokenizer
+
+NOISE_NOTICE = "tiny random checkpoint: its output is noise, not an image of the prompt"
+
+MODEL_INDEX = {
+    "_class_name": "PixArtSigmaPipeline", "_diffusers_version": "0.28.0.dev0",
+    "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "T5EncoderModel"],
+    "tokenizer": ["transformers", "T5Tokenizer"], "transformer": ["diffusers", "PixArtTransformer2DModel"],
+    "vae": ["diffusers", "AutoencoderKL"], "_studio_tiny": NOISE_NOTICE,
+}
+
+# The published PixArt-Sigma scheduler config.
+SCHEDULER = {
+    "_class_name": "DPMSolverMultistepScheduler", "_diffusers_version": "0.22.0.dev0",
+    "algorithm_type": "dpmsolver++", "beta_end": 0.02, "beta_schedule": "linear", "beta_start": 0.0001,
+    "dynamic_thresholding_ratio": 0.995, "euler_at_final": False, "lambda_min_clipped": float("-inf"),
+    "lower_order_final": True, "num_train_timesteps": 1000, "prediction_type": "epsilon",
+    "sample_max_value": 1.0, "solver_order": 2, "solver_type": "midpoint", "steps_offset": 0,
+    "thresholding": False, "timestep_spacing": "linspace", "trained_betas": None, "use_karras_sigmas": False,
+    "use_lu_lambdas": False, "variance_type": None,
+}
+
+
+def transformer_config(sample_size: int = 128, num_layers: int = 2, heads: int = 2, head_dim: int = 16,
+                       caption_channels: int = 32) -> dict:
+    return {
+        "_class_name": "PixArtTransformer2DModel", "_diffusers_version": "0.28.0.dev0",
+        "activation_fn": "gelu-approximate", "attention_bias": True, "attention_head_dim": head_dim,
+        "attention_type": "default", "caption_channels": caption_channels, "cross_attention_dim": heads * head_dim,
+        "dropout": 0.0, "in_channels": 4, "interpolation_scale": None,
+        "norm_elementwise_affine": False, "norm_eps": 1e-6, "norm_num_groups": 32, "norm_type": "ada_norm_single",
+        "num_attention_heads": heads, "num_embeds_ada_norm": 1000, "num_layers": num_layers,
+        "out_channels": 8, "patch_size": 2,
+        "sample_size": sample_size, "upcast_attention": False, "use_additional_conditions": False,
+    }
+
+
+def t5_config(d_model: int = 32) -> dict:
+    return {
+        "_name_or_path": "tiny-t5-v1_1", "architectures": ["T5EncoderModel"], "classifier_dropout": 0.0,
+        "d_ff": 2 * d_model, "d_kv": 8, "d_model": d_model, "dense_act_fn": "gelu_new", "dropout_rate": 0.1,
+        "eos_token_id": 1, "feed_forward_proj": "gated-gelu", "initializer_factor": 1.0, "is_encoder_decoder": True,
+        "is_gated_act": True, "layer_norm_epsilon": 1e-6, "model_type": "t5", "num_decoder_layers": 2,
+        "num_heads": 4, "num_layers": 2, "output_past": True, "pad_token_id": 0,
+        "relative_attention_max_distance": 128, "relative_attention_num_buckets": 32, "tie_word_embeddings": False,
+        "torch_dtype": "float32", "use_cache": True, "vocab_size": VOCAB_SIZE,
+    }
+
+
+def vae_config(block_out_channels=(8, 8, 16, 16), groups: int = 4) -> dict:
+    n = len(block_out_channels)
+    return {
+        "_class_name": "AutoencoderKL", "_diffusers_version": "0.20.0.dev0", "act_fn": "silu",
+        "block_out_channels": list(block_out_channels), "down_block_types": ["DownEncoderBlock2D"] * n,
+        "force_upcast": True, "in_channels": 3, "latent_channels": 4, "layers_per_block": 1,
+        "norm_num_groups": groups, "out_channels": 3, "sample_size": 1024, "scaling_factor": 0.13025,
+        "up_block_types": ["UpDecoderBlock2D"] * n,
+    }
+
+
+def random_weights(model, seed: int) -> dict[str, np.ndarray]:
+    """Random float32 tensors for every parameter of `model`, scaled to keep activations near unit size:
+    matrices ~ N(0, 1/fan_in), norm scales ~ 1, biases and tables small."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, p in model.parameters_and_names():
+        shape = tuple(p.shape)
+        leaf = name.rsplit(".", 1)[-1]
+        if len(shape) >= 2 and leaf == "weight":
+            fan_in = int(np.prod(shape[1:]))
+            if "relative_attention_bias" in name or name.endswith("shared.weight"):
+                fan_in = 1
+            w = rng.standard_normal(shape) / np.sqrt(fan_in)
+        elif leaf == "weight" and ("norm" in name or "layer_norm" in name):
+            w = 1.0 + 0.1 * rng.standard_normal(shape)
+        elif name.endswith("scale_shift_table"):
+            w = rng.standard_normal(shape) / np.sqrt(shape[-1])
+        else:
+            w = 0.02 * rng.standard_normal(shape)
+        out[name] = w.astype(np.float32)
+    return out
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _save_sharded(tensors: dict[str, np.ndarray], folder: Path, stem: str, shards: int) -> None:
+    """Split into `shards` files named like transformers' (model-00001-of-00002.safetensors) plus the index."""
+    names = sorted(tensors)
+    groups = [names[i::shards] for i in range(shards)]
+    weight_map = {}
+    total = 0
+    for i, group in enumerate(groups, 1):
+        fname = f"{stem}-{i:05d}-of-{shards:05d}.safetensors"
+        save_file({k: tensors[k] for k in group}, str(folder / fname), metadata={"format": "pt"})
+        weight_map.update({k: fname for k in group})
+        total += sum(tensors[k].nbytes for k in group)
+    _write_json(folder / f"{stem}.safetensors.index.json", {"metadata": {"total_size": total},
+                                                           "weight_map": dict(sorted(weight_map.items()))})
+
+
+def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = False) -> Path:
+    """Write the tiny random pipeline into `folder` (created; must be empty or absent unless overwrite)."""
+    from studio.models.t5 import T5Config, T5EncoderModel
+    from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
+    from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        from studio.errors import InputError
+        raise InputError(f"{folder}: folder exists and is not empty (pass overwrite to replace its files)")
+    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+
+    t5 = t5_config()
+    tr = transformer_config(sample_size=sample_size, caption_channels=t5["d_model"])
+    vae = vae_config()
+    _write_json(tmp / "model_index.json", MODEL_INDEX)
+    _write_json(tmp / "scheduler" / "scheduler_config.json", SCHEDULER)
+    write_tiny_tokenizer(tmp / "tokenizer")
+    for sub, cfg, build, fname in [
+        ("transformer", tr, lambda c: PixArtTransformer2DModel(PixArtTransformerConfig.from_dict(c)),
+         "diffusion_pytorch_model.safetensors"),
+        ("vae", vae, lambda c: AutoencoderKL(AutoencoderKLConfig.from_dict(c)), "diffusion_pytorch_model.safetensors"),
+        ("text_encoder", t5, lambda c: T5EncoderModel(T5Config.from_dict(c)), None),
+    ]:
+        _write_json(tmp / sub / "config.json", cfg)
+        weights = random_weights(build(cfg), seed)
+        seed += 1
+        if fname:
+            save_file(weights, str(tmp / sub / fname), metadata={"format": "pt"})
+        else:
+            _save_sharded(weights, tmp / sub, "model", shards=2)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(tmp.rglob("*")):
+        if path.is_file():
+            target = folder / path.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    _remove_tree(tmp)
+    return folder
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)

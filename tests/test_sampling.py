@@ -1,0 +1,229 @@
+"""studio.sampling against the diffusers schedulers: same config, same fake model, same initial noise."""
+
+import json
+import math
+
+import mindspore as ms
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from mindspore import ops
+
+from studio.errors import ConfigError, InputError
+from studio.sampling import SamplerConfig, init_noise_sigma, sample, timesteps_and_sigmas
+from tests.util import rel_l2
+
+# PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, scheduler/scheduler_config.json, verbatim.
+PIXART_SIGMA_JSON = """{
+  "_class_name": "DPMSolverMultistepScheduler", "_diffusers_version": "0.22.0.dev0",
+  "algorithm_type": "dpmsolver++", "beta_end": 0.02, "beta_schedule": "linear", "beta_start": 0.0001,
+  "dynamic_thresholding_ratio": 0.995, "euler_at_final": false, "lambda_min_clipped": -Infinity,
+  "lower_order_final": true, "num_train_timesteps": 1000, "prediction_type": "epsilon",
+  "sample_max_value": 1.0, "solver_order": 2, "solver_type": "midpoint", "steps_offset": 0,
+  "thresholding": false, "timestep_spacing": "linspace", "trained_betas": null, "use_karras_sigmas": false,
+  "use_lu_lambdas": false, "variance_type": null
+}"""
+PIXART = json.loads(PIXART_SIGMA_JSON)
+REFERENCE = {"dpm++": DPMSolverMultistepScheduler, "ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}
+TOL = 1e-4
+
+
+def reference_scheduler(d: dict):
+    return {c.__name__: c for c in REFERENCE.values()}[d["_class_name"]].from_config(d)
+
+
+def noise(seed=0):
+    return np.random.default_rng(seed).standard_normal((2, 4, 8, 8)).astype(np.float32)
+
+
+# The fake model: smooth, nonlinear in x and t; the same function in each framework.
+def torch_model(x, t):
+    return torch.tanh(0.5 * x + 0.001 * float(t))
+
+
+def ms_model(x, t):
+    return ops.tanh(0.5 * x + 0.001 * t)
+
+
+def reference_loop(scheduler, num_steps, z):
+    scheduler.set_timesteps(num_steps)
+    x = torch.from_numpy(z) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        x = scheduler.step(torch_model(scheduler.scale_model_input(x, t), t), t, x).prev_sample
+    return scheduler.timesteps.numpy(), x.numpy()
+
+
+def studio_loop(config, num_steps, z):
+    x = ms.Tensor(z) * init_noise_sigma(config, num_steps)
+    return sample(ms_model, x, config, num_steps).asnumpy()
+
+
+def check_parity(d: dict, config: SamplerConfig, num_steps: int, timesteps_exact: bool = True):
+    ref_timesteps, ref_x = reference_loop(reference_scheduler(d), num_steps, noise())
+    timesteps = timesteps_and_sigmas(config, num_steps).timesteps
+    if timesteps_exact:
+        assert timesteps.dtype == ref_timesteps.dtype
+        np.testing.assert_array_equal(timesteps, ref_timesteps)
+    else:
+        np.testing.assert_allclose(timesteps, ref_timesteps, rtol=0, atol=1e-2)
+    x = studio_loop(config, num_steps, noise())
+    err = rel_l2(x, ref_x)
+    assert err <= TOL, f"rel L2 {err:.3g}"
+    return err
+
+
+DPM_CASES = [  # (overrides of the published config, steps)
+    ({}, 20),
+    ({}, 3),
+    ({}, 1),
+    ({}, 14),
+    ({"solver_order": 1}, 3),
+    ({"lower_order_final": False}, 5),
+    ({"euler_at_final": True, "final_sigmas_type": "sigma_min"}, 20),
+    ({"final_sigmas_type": "sigma_min"}, 20),
+    ({"final_sigmas_type": "sigma_min"}, 6),
+    ({"solver_type": "heun"}, 10),
+    ({"timestep_spacing": "leading"}, 20),
+    ({"timestep_spacing": "leading", "steps_offset": 1}, 7),
+    ({"timestep_spacing": "trailing"}, 20),
+    ({"use_karras_sigmas": True}, 20),
+    ({"lambda_min_clipped": -4.0}, 10),
+    ({"beta_schedule": "scaled_linear", "beta_end": 0.012, "beta_start": 0.00085}, 8),
+    ({"prediction_type": "v_prediction"}, 8),
+    ({"prediction_type": "sample"}, 8),
+]
+
+
+@pytest.mark.parametrize("overrides,steps", DPM_CASES, ids=[f"{o}-{s}" for o, s in DPM_CASES])
+def test_dpmpp_matches_diffusers(overrides, steps):
+    d = {**PIXART, **overrides}
+    check_parity(d, SamplerConfig.from_scheduler_config(d), steps)
+
+
+OTHER_CASES = [  # (sampler, extra keys in the shared config, steps)
+    ("ddim", {}, 20),
+    ("ddim", {}, 3),
+    ("ddim", {"timestep_spacing": "leading"}, 20),
+    ("ddim", {"timestep_spacing": "leading", "steps_offset": 1}, 7),
+    ("ddim", {"timestep_spacing": "trailing"}, 12),
+    ("ddim", {"set_alpha_to_one": False, "clip_sample": False}, 10),
+    ("ddim", {"clip_sample_range": 0.5}, 10),
+    ("ddim", {"prediction_type": "v_prediction"}, 8),
+    ("ddim", {"prediction_type": "sample", "clip_sample": False}, 8),
+    ("euler", {}, 20),
+    ("euler", {}, 3),
+    ("euler", {"timestep_spacing": "leading"}, 20),
+    ("euler", {"timestep_spacing": "leading", "steps_offset": 1}, 7),
+    ("euler", {"timestep_spacing": "trailing"}, 12),
+    ("euler", {"final_sigmas_type": "sigma_min"}, 10),
+    ("euler", {"prediction_type": "v_prediction"}, 8),
+]
+
+
+@pytest.mark.parametrize("name,extra,steps", OTHER_CASES, ids=[f"{n}-{e}-{s}" for n, e, s in OTHER_CASES])
+def test_switched_sampler_matches_diffusers_from_config(name, extra, steps):
+    """cfg.with_sampler(name) runs what REFERENCE[name].from_config(dpm_scheduler.config) runs."""
+    dpm = DPMSolverMultistepScheduler.from_config({**PIXART, **extra})
+    switched = REFERENCE[name].from_config(dpm.config)
+    config = SamplerConfig.from_scheduler_config({**PIXART, **extra}).with_sampler(name)
+    check_parity(dict(switched.config), config, steps)
+
+
+def test_euler_karras_matches_diffusers():
+    """Karras timesteps of Euler are fractional: float64 vs the reference's float32 schedule moves them slightly."""
+    d = {**PIXART, "_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": True}
+    check_parity(d, SamplerConfig.from_scheduler_config(d), 15, timesteps_exact=False)
+
+
+def test_schedule_sigmas_match_diffusers():
+    for name in ("dpm++", "euler"):
+        ref = REFERENCE[name].from_config(PIXART)
+        ref.set_timesteps(20)
+        s = timesteps_and_sigmas(SamplerConfig.from_scheduler_config(PIXART).with_sampler(name), 20)
+        np.testing.assert_allclose(np.append(s.sigmas, s.sigmas_next[-1]), ref.sigmas.numpy(), rtol=1e-4)
+        np.testing.assert_allclose(s.sigmas_next[:-1], s.sigmas[1:], rtol=0)
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+def test_init_noise_sigma(spacing):
+    d = {**PIXART, "timestep_spacing": spacing}
+    for name in REFERENCE:
+        ref = REFERENCE[name].from_config(DPMSolverMultistepScheduler.from_config(d).config)
+        ref.set_timesteps(10)
+        got = init_noise_sigma(SamplerConfig.from_scheduler_config(d).with_sampler(name), 10)
+        assert got == pytest.approx(float(ref.init_noise_sigma), rel=1e-5)
+
+
+def test_published_config():
+    c = SamplerConfig.from_scheduler_config(PIXART)
+    assert (c.sampler, c.solver_order, c.solver_type, c.timestep_spacing, c.final_sigmas_type) == (
+        "dpm++", 2, "midpoint", "linspace", "zero")
+    assert c.lambda_min_clipped == -math.inf
+    assert c == SamplerConfig(given=c.given)  # the dataclass defaults are PixArt-Sigma's
+
+
+def test_with_sampler_follows_from_config_defaults():
+    # PixArt's config sets timestep_spacing, so DDIM keeps "linspace"; DDIM's own keys take its defaults.
+    ddim = SamplerConfig.from_scheduler_config(PIXART).with_sampler("ddim")
+    assert (ddim.sampler, ddim.timestep_spacing, ddim.clip_sample, ddim.set_alpha_to_one) == (
+        "ddim", "linspace", True, True)
+    # A config that leaves timestep_spacing out gets each class's default.
+    bare = {k: v for k, v in PIXART.items() if k != "timestep_spacing"}
+    assert SamplerConfig.from_scheduler_config(bare).with_sampler("ddim").timestep_spacing == "leading"
+    assert SamplerConfig.from_scheduler_config(bare).with_sampler("euler").timestep_spacing == "linspace"
+    # Keys only the DPM solver reads survive a round trip through DDIM, as diffusers' hidden config keys do.
+    d = {**PIXART, "solver_order": 1, "final_sigmas_type": "sigma_min"}
+    back = SamplerConfig.from_scheduler_config(d).with_sampler("ddim").with_sampler("dpm++")
+    assert back == SamplerConfig.from_scheduler_config(d)
+    ref = DPMSolverMultistepScheduler.from_config(
+        DDIMScheduler.from_config(DPMSolverMultistepScheduler.from_config(d).config).config)
+    assert (ref.config.solver_order, ref.config.final_sigmas_type) == (back.solver_order, back.final_sigmas_type)
+    # A diffusers `.config` lists defaulted keys in _use_default_values; those do not carry over.
+    ddim_config = {**DDIMScheduler().config, "_class_name": "DDIMScheduler"}
+    assert "timestep_spacing" in ddim_config["_use_default_values"]
+    from_ref = SamplerConfig.from_scheduler_config(ddim_config).with_sampler("dpm++")
+    assert from_ref.timestep_spacing == "linspace"
+
+
+def test_callback_counts_steps():
+    seen = []
+    sample(ms_model, ms.Tensor(noise()), SamplerConfig(), 4, callback=lambda i, n: seen.append((i, n)))
+    assert seen == [(0, 4), (1, 4), (2, 4), (3, 4)]
+
+
+@pytest.mark.parametrize("key,value", [
+    ("thresholding", True),
+    ("algorithm_type", "dpmsolver"),
+    ("algorithm_type", "sde-dpmsolver++"),
+    ("use_lu_lambdas", True),
+    ("use_exponential_sigmas", True),
+    ("variance_type", "learned_range"),
+    ("solver_order", 3),
+    ("solver_type", "bh2"),
+    ("beta_schedule", "squaredcos_cap_v2"),
+    ("trained_betas", [0.1, 0.2]),
+    ("timestep_spacing", "uniform"),
+    ("prediction_type", "flow_prediction"),
+    ("final_sigmas_type", "sigma_max"),
+    ("rescale_betas_zero_snr", True),
+    ("no_such_key", 1),
+    ("_class_name", "PNDMScheduler"),
+])
+def test_unsupported_config_names_the_key(key, value):
+    with pytest.raises(ConfigError, match=key):
+        SamplerConfig.from_scheduler_config({**PIXART, key: value})
+
+
+def test_unsupported_setting_is_caught_when_switching():
+    d = {**PIXART, "interpolation_type": "log_linear"}  # an Euler key: harmless to DPM, fatal to Euler
+    config = SamplerConfig.from_scheduler_config(d)
+    with pytest.raises(ConfigError, match="interpolation_type"):
+        config.with_sampler("euler")
+
+
+def test_bad_sampler_name_and_steps():
+    with pytest.raises(InputError, match="heun"):
+        SamplerConfig().with_sampler("heun")
+    with pytest.raises(InputError, match="num_steps"):
+        timesteps_and_sigmas(SamplerConfig(), 0)
