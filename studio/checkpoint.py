@@ -43,16 +43,20 @@ def resolve_model_dir(path_or_id: str | os.PathLike) -> Path:
     except ImportError as e:  # pragma: no cover - a dependency of transformers
         raise CheckpointError(f"{name}: not a local folder and huggingface_hub is not installed") from e
     patterns = ["*.json", "*.safetensors", "*.model", "*.txt"]
+    cache_dir = os.environ.get("HF_HUB_CACHE") or None  # read now: huggingface_hub reads it at import
     try:
-        return Path(snapshot_download(name, local_files_only=True, allow_patterns=patterns))
+        return Path(snapshot_download(name, local_files_only=True, allow_patterns=patterns, cache_dir=cache_dir))
     except Exception:
         pass
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
-        return Path(snapshot_download(name, allow_patterns=patterns))
+        if offline:
+            raise ConnectionError("HF_HUB_OFFLINE is set")
+        return Path(snapshot_download(name, allow_patterns=patterns, cache_dir=cache_dir))
     except Exception as e:
         raise CheckpointError(
             f"{name}: not a local folder, not in the Hugging Face cache, and could not be downloaded "
-            f"({type(e).__name__}); pass the folder of a downloaded copy") from e
+            f"({type(e).__name__}); pass the folder of a downloaded copy") from None
 
 
 def read_json(path: Path) -> dict:

@@ -129,8 +129,9 @@ _CHOICES = {
 class SamplerConfig:
     """The settings of a scheduler_config.json that change the result; field names are its keys.
 
-    Defaults are PixArt-Sigma's published DPMSolverMultistepScheduler config. `given` holds the
-    keys the source config set explicitly (all classes' keys), which `with_sampler` carries over.
+    Build it with `from_scheduler_config`. The field defaults equal PixArt-Sigma's published
+    DPMSolverMultistepScheduler config; `given` holds the keys the source config set explicitly
+    (any class's keys), which `with_sampler` carries over.
     """
 
     sampler: str = "dpm++"  # "dpm++" | "ddim" | "euler"
@@ -200,7 +201,10 @@ class SamplerConfig:
         default timestep_spacing is "leading", but PixArt's config sets "linspace", which carries)."""
         if name not in SAMPLERS:
             raise InputError(f"sampler {name!r} is not supported; expected one of {', '.join(SAMPLERS)}")
-        return SamplerConfig.from_scheduler_config({"_class_name": SAMPLERS[name], **dict(self.given)})
+        # A config built directly (not from a dict) has no `given`: its non-default fields count as set.
+        defaults = _CLASS_KEYS[self.sampler]
+        changed = {k: v for k, v in dataclasses.asdict(self).items() if k in defaults and v != defaults[k]}
+        return SamplerConfig.from_scheduler_config({"_class_name": SAMPLERS[name], **changed, **dict(self.given)})
 
 
 class Schedule(NamedTuple):

@@ -1,5 +1,6 @@
 """studio.sampling against the diffusers schedulers: same config, same fake model, same initial noise."""
 
+import dataclasses
 import json
 import math
 
@@ -37,13 +38,22 @@ def noise(seed=0):
     return np.random.default_rng(seed).standard_normal((2, 4, 8, 8)).astype(np.float32)
 
 
-# The fake model: smooth, nonlinear in x and t; the same function in each framework.
+# The fake model, the same function in each framework: the exact noise predictor for unit-Gaussian
+# data, sqrt(1 - alpha_bar(t)) x (alpha_bar of the linear betas in closed form), plus a nonlinear term.
+# Being a real denoiser keeps the data prediction O(1), so a wrong final sigma or a wrong DDIM end point
+# moves the result by > 1e-3 (test_fake_model_tells_variants_apart); tanh(0.5 x + 0.001 t) alone lets
+# the data prediction grow to x / alpha and hides such errors below 1e-4.
+def _noise_scale(t) -> float:
+    t = float(t)
+    return math.sqrt(-math.expm1(-(1e-4 * t + (0.02 - 1e-4) * t * t / 1998)))
+
+
 def torch_model(x, t):
-    return torch.tanh(0.5 * x + 0.001 * float(t))
+    return _noise_scale(t) * x + 0.3 * torch.tanh(0.5 * x + 0.001 * float(t))
 
 
 def ms_model(x, t):
-    return ops.tanh(0.5 * x + 0.001 * t)
+    return _noise_scale(t) * x + 0.3 * ops.tanh(0.5 * x + 0.001 * t)
 
 
 def reference_loop(scheduler, num_steps, z):
@@ -136,6 +146,27 @@ def test_euler_karras_matches_diffusers():
     check_parity(d, SamplerConfig.from_scheduler_config(d), 15, timesteps_exact=False)
 
 
+MUTATIONS = [  # (class, overrides, steps, a wrong setting for studio)
+    ("DPMSolverMultistepScheduler", {}, 20, {"solver_type": "heun"}),
+    ("DPMSolverMultistepScheduler", {}, 20, {"solver_order": 1}),
+    ("DPMSolverMultistepScheduler", {}, 20, {"final_sigmas_type": "sigma_min"}),
+    ("DPMSolverMultistepScheduler", {"final_sigmas_type": "sigma_min"}, 6, {"lower_order_final": False}),
+    ("DPMSolverMultistepScheduler", {"final_sigmas_type": "sigma_min"}, 20, {"euler_at_final": True}),
+    ("DDIMScheduler", {}, 20, {"clip_sample": False}),
+    ("DDIMScheduler", {"clip_sample": False}, 10, {"set_alpha_to_one": False}),
+    ("EulerDiscreteScheduler", {}, 20, {"final_sigmas_type": "sigma_min"}),
+]
+
+
+@pytest.mark.parametrize("class_name,overrides,steps,wrong", MUTATIONS)
+def test_fake_model_tells_variants_apart(class_name, overrides, steps, wrong):
+    """The parity tests have teeth: one wrong setting moves the result far beyond TOL."""
+    d = {**PIXART, "_class_name": class_name, **overrides}
+    _, ref_x = reference_loop(reference_scheduler(d), steps, noise())
+    config = dataclasses.replace(SamplerConfig.from_scheduler_config(d), **wrong)
+    assert rel_l2(studio_loop(config, steps, noise()), ref_x) > 10 * TOL
+
+
 def test_schedule_sigmas_match_diffusers():
     for name in ("dpm++", "euler"):
         ref = REFERENCE[name].from_config(PIXART)
@@ -184,6 +215,14 @@ def test_with_sampler_follows_from_config_defaults():
     assert "timestep_spacing" in ddim_config["_use_default_values"]
     from_ref = SamplerConfig.from_scheduler_config(ddim_config).with_sampler("dpm++")
     assert from_ref.timestep_spacing == "linspace"
+
+
+def test_with_sampler_of_directly_built_config_keeps_its_settings():
+    direct = SamplerConfig(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, solver_order=1)
+    ddim = direct.with_sampler("ddim")
+    assert (ddim.beta_schedule, ddim.beta_start, ddim.beta_end) == ("scaled_linear", 0.00085, 0.012)
+    assert ddim.with_sampler("dpm++") == direct.with_sampler("dpm++")
+    assert direct.with_sampler("dpm++").solver_order == 1
 
 
 def test_callback_counts_steps():

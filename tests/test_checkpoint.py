@@ -1,0 +1,159 @@
+"""Bad checkpoints give one-line CheckpointErrors naming the file and the key; loading variants and dtypes."""
+
+import json
+import shutil
+
+import mindspore as ms
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from studio.checkpoint import SafetensorsFile, load_weights, resolve_model_dir, weight_files
+from studio.errors import CheckpointError
+from studio.models.transformer import PixArtTransformer2DModel
+from studio.pipeline import PixArtSigmaPipeline
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+@pytest.fixture
+def broken(tiny_dir, tmp_path):
+    """A fresh copy of the tiny pipeline to break."""
+    return shutil.copytree(tiny_dir, tmp_path / "copy")
+
+
+def load_error(folder) -> str:
+    with pytest.raises(CheckpointError) as info:
+        PixArtSigmaPipeline.from_pretrained(folder)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_folder(tmp_path):
+    assert "no such model folder" in load_error(tmp_path / "nope")
+
+
+def test_missing_component(broken):
+    shutil.rmtree(broken / "vae")
+    assert "component 'vae' is missing" in load_error(broken)
+
+
+def test_missing_weight_file(broken):
+    (broken / "transformer" / WEIGHTS).unlink()
+    msg = load_error(broken)
+    assert "transformer" in msg and "no weight file" in msg
+
+
+def test_missing_shard(broken):
+    (broken / "text_encoder" / "model-00002-of-00002.safetensors").unlink()
+    pipe = None
+    with pytest.raises(CheckpointError, match=r"model-00002-of-00002.safetensors: missing shard"):
+        pipe = PixArtSigmaPipeline.from_pretrained(broken)
+        pipe.encode_prompt(["a cat"])
+
+
+def test_missing_key(broken):
+    path = broken / "transformer" / WEIGHTS
+    tensors = load_file(str(path))
+    del tensors["transformer_blocks.1.attn2.to_k.bias"]
+    save_file(tensors, str(path))
+    assert "missing key 'transformer_blocks.1.attn2.to_k.bias'" in load_error(broken)
+
+
+def test_unexpected_key(broken):
+    path = broken / "transformer" / WEIGHTS
+    tensors = load_file(str(path))
+    tensors["transformer_blocks.0.attn1.to_x.weight"] = np.zeros((2, 2), np.float32)
+    save_file(tensors, str(path))
+    msg = load_error(broken)
+    assert str(path) in msg and "unexpected key 'transformer_blocks.0.attn1.to_x.weight'" in msg
+
+
+def test_wrong_shape(broken):
+    path = broken / "vae" / WEIGHTS
+    tensors = load_file(str(path))
+    tensors["decoder.conv_in.bias"] = np.zeros((3,), np.float32)
+    save_file(tensors, str(path))
+    msg = load_error(broken)
+    assert "key 'decoder.conv_in.bias' has shape [3]" in msg and str(path) in msg
+
+
+@pytest.mark.parametrize("keep", [4, 100, -1000])
+def test_truncated_file(broken, keep):
+    path = broken / "transformer" / WEIGHTS
+    data = path.read_bytes()
+    path.write_bytes(data[:keep] if keep > 0 else data[:keep])
+    msg = load_error(broken)
+    assert str(path) in msg and "truncated" in msg
+
+
+def test_pickle_refused_with_conversion_hint(broken):
+    (broken / "transformer" / WEIGHTS).unlink()
+    (broken / "transformer" / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04 not unpickled")
+    msg = load_error(broken)
+    assert "pickle weights are refused" in msg and "safetensors" in msg and "diffusion_pytorch_model.bin" in msg
+
+
+def test_bad_json(broken):
+    (broken / "transformer" / "config.json").write_text("{not json")
+    assert "not valid JSON" in load_error(broken)
+
+
+def test_hub_id_not_in_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match="owner/missing-model: not a local folder, not in the Hugging Face"):
+        resolve_model_dir("owner/missing-model")
+
+
+def test_hub_id_from_cache(tiny_dir, tmp_path, monkeypatch):
+    """A hub id resolves to its snapshot in the Hugging Face cache layout."""
+    snapshot = tmp_path / "models--someone--tiny-pixart" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_dir, snapshot)
+    (tmp_path / "models--someone--tiny-pixart" / "refs").mkdir()
+    (tmp_path / "models--someone--tiny-pixart" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_model_dir("someone/tiny-pixart") == snapshot
+
+
+def _rewrite(folder, name, convert):
+    """Rewrite the transformer weights under `name` with arrays converted by `convert`."""
+    src = folder / "transformer" / WEIGHTS
+    tensors = load_file(str(src))
+    src.unlink()
+    save_file({k: convert(v) for k, v in tensors.items()}, str(folder / "transformer" / name))
+    return tensors
+
+
+def test_fp16_variant_loads_into_fp32(broken):
+    original = _rewrite(broken, "diffusion_pytorch_model.fp16.safetensors", lambda a: a.astype(np.float16))
+    with pytest.raises(CheckpointError, match="no weight file"):
+        weight_files(broken / "transformer")
+    model = PixArtTransformer2DModel.from_pretrained(broken / "transformer", variant="fp16")
+    got = dict(model.parameters_and_names())["proj_out.weight"].asnumpy()
+    np.testing.assert_array_equal(got, original["proj_out.weight"].astype(np.float16).astype(np.float32))
+
+
+def test_bf16_file_loads(broken):
+    """bf16 safetensors (written by torch, numpy has no bf16) are widened exactly."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file as load_torch, save_file as save_torch
+    src = broken / "transformer" / WEIGHTS
+    tensors = load_torch(str(src))
+    save_torch({k: v.to(torch.bfloat16) for k, v in tensors.items()}, str(src))
+    model = PixArtTransformer2DModel.from_pretrained(broken / "transformer", dtype=ms.float16)
+    got = dict(model.parameters_and_names())["scale_shift_table"]
+    assert got.dtype == ms.float16
+    expected = tensors["scale_shift_table"].to(torch.bfloat16).float().numpy().astype(np.float16)
+    np.testing.assert_array_equal(got.asnumpy(), expected)
+
+
+def test_safetensors_reader_reads_what_safetensors_wrote(tmp_path):
+    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1, -2], np.int64)}
+    save_file(arrays, str(tmp_path / "x.safetensors"))
+    st = SafetensorsFile(tmp_path / "x.safetensors")
+    assert sorted(st.keys()) == ["a", "b"] and st.shape("a") == (2, 3)
+    np.testing.assert_array_equal(st.array("a"), arrays["a"])
+    np.testing.assert_array_equal(st.array("b"), arrays["b"])
