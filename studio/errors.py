@@ -15,3 +15,7 @@ class ConfigError(StudioError):
 
 class InputError(StudioError):
     """An argument to the pipeline or the CLI is out of range or of the wrong kind."""
+
+
+class PlanError(StudioError):
+    """A request cannot be planned within its limits (memory budget, sizes)."""

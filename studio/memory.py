@@ -1,0 +1,106 @@
+"""Memory budgets and the pure arithmetic that turns them into chunk sizes.
+
+No tensors here: budgets are bytes, shapes are integers, and every function is tested with exact tables.
+`attention_chunks` decides how `models.attention.attention` runs (whole, query-chunked, or key-chunked
+with an online softmax); `attention_budget` is the context manager through which the pipeline hands the
+attention workspace budget to the models.
+"""
+
+import contextlib
+import contextvars
+import re
+from dataclasses import dataclass
+
+from studio.errors import InputError, PlanError
+
+KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000 ** 2, "mb": 1000 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3,
+          "t": 1000 ** 4, "tb": 1000 ** 4, "kib": KiB, "mib": MiB, "gib": GiB, "tib": 1024 ** 4}
+
+# Bytes held per attention score while a (q, k) block is computed: the fp32 scores, the masked copy and
+# the fp32 probabilities can be alive at once (3 x 4 bytes), plus a cast copy for the p @ v product.
+SCORE_BYTES = 16
+# Bytes per query row and head-dimension element kept besides the scores: the output block and, when keys
+# are chunked, the running accumulator and its rescaled copy (fp32).
+ROW_BYTES = 12
+# Query rows per block when keys must be chunked: small enough that the key block stays large.
+KEY_CHUNK_Q_ROWS = 256
+# Below this many query rows per block, chunking keys is cheaper than ever-thinner query blocks.
+MIN_Q_ROWS = 64
+
+
+def parse_bytes(value) -> int | None:
+    """'6GiB', '512MiB', '2GB', '1.5g', 3_000_000_000 or None (automatic) -> bytes or None."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto", "none")):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        n = int(value)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+        if not m or m[2].lower() not in _UNITS:
+            raise InputError(f"memory budget '{value}' is not a size like 6GiB, 512MiB, 2GB or a byte count")
+        n = int(float(m[1]) * _UNITS[m[2].lower()])
+    if n <= 0:
+        raise InputError(f"memory budget must be positive, got {value!r}")
+    return n
+
+
+def format_bytes(n: int | float) -> str:
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+@dataclass(frozen=True)
+class AttentionChunks:
+    """How one attention call runs: queries in blocks of `q`, keys in blocks of `k` (k == nk: all keys,
+    plain softmax; k < nk: online softmax across key blocks)."""
+
+    q: int
+    k: int
+
+    def mode(self, nq: int, nk: int) -> str:
+        if self.k < nk:
+            return "key-chunked"
+        return "whole" if self.q >= nq else "query-chunked"
+
+
+def attention_workspace(bh: int, q_rows: int, k_cols: int, head_dim: int) -> int:
+    """Bytes one (q_rows x k_cols) block of attention over `bh` batch-heads holds beyond its inputs."""
+    return bh * q_rows * (k_cols * SCORE_BYTES + head_dim * ROW_BYTES)
+
+
+def attention_chunks(bh: int, nq: int, nk: int, head_dim: int, budget: int | None) -> AttentionChunks:
+    """Largest blocks whose workspace fits `budget` bytes (None: unbounded, run whole)."""
+    if budget is None or attention_workspace(bh, nq, nk, head_dim) <= budget:
+        return AttentionChunks(nq, nk)
+    q = budget // attention_workspace(bh, 1, nk, head_dim)
+    if q >= min(MIN_Q_ROWS, nq):
+        return AttentionChunks(int(min(q, nq)), nk)
+    q = min(KEY_CHUNK_Q_ROWS, nq)
+    while q > 1 and attention_workspace(bh, q, 1, head_dim) > budget:
+        q //= 2
+    k = (budget - bh * q * head_dim * ROW_BYTES) // (bh * q * SCORE_BYTES)
+    if k < 1:
+        need = attention_workspace(bh, 1, 1, head_dim)
+        raise PlanError(f"attention over {bh} heads x {nq} x {nk} tokens needs at least {format_bytes(need)} of "
+                        f"workspace; the budget gives {format_bytes(budget)}")
+    return AttentionChunks(q, int(min(k, nk)))
+
+
+_ATTENTION_BUDGET: contextvars.ContextVar[int | None] = contextvars.ContextVar("attention_budget", default=None)
+
+
+@contextlib.contextmanager
+def attention_budget(nbytes: int | None):
+    """Within this block, every attention call keeps its workspace under `nbytes` (None: unbounded)."""
+    token = _ATTENTION_BUDGET.set(nbytes)
+    try:
+        yield
+    finally:
+        _ATTENTION_BUDGET.reset(token)
+
+
+def current_attention_budget() -> int | None:
+    return _ATTENTION_BUDGET.get()

@@ -1,0 +1,78 @@
+"""Chunked attention equals whole attention: query blocks, key blocks with online softmax, masks, biases."""
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from studio import memory
+from studio.models.attention import attention
+from tests.util import rel_l2
+
+
+def inputs(b, h, nq, nk, d, seed=0):
+    rng = np.random.default_rng(seed)
+    return [ms.Tensor(rng.standard_normal(s).astype(np.float32) * 2) for s in
+            [(b, h, nq, d), (b, h, nk, d), (b, h, nk, d)]]
+
+
+def reference(q, k, v, mask=None, bias=None, scale=None):
+    """float64 numpy attention."""
+    q, k, v = (t.asnumpy().astype(np.float64) for t in (q, k, v))
+    s = q @ k.swapaxes(-1, -2) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    if bias is not None:
+        s = s + bias.asnumpy()
+    if mask is not None:
+        s = np.where(mask.asnumpy(), s, -np.inf)
+    s = np.exp(s - s.max(-1, keepdims=True))
+    return (s / s.sum(-1, keepdims=True)) @ v
+
+
+def budget_for(chunks_wanted, b, h, nq, nk, d):
+    """A budget whose plan is the given mode; checked through the planner itself."""
+    if chunks_wanted == "query-chunked":
+        return memory.attention_workspace(b * h, max(memory.MIN_Q_ROWS, nq // 3 + 1), nk, d)
+    return memory.attention_workspace(b * h, min(memory.KEY_CHUNK_Q_ROWS, nq), 7, d)
+
+
+@pytest.mark.parametrize("mode", ["whole", "query-chunked", "key-chunked"])
+@pytest.mark.parametrize("b,h,nq,nk,d", [(2, 3, 101, 101, 8), (2, 2, 130, 67, 16), (1, 1, 300, 257, 4)])
+def test_chunked_equals_whole(mode, b, h, nq, nk, d):
+    q, k, v = inputs(b, h, nq, nk, d)
+    rng = np.random.default_rng(1)
+    mask = rng.random((b, 1, 1, nk)) < 0.7
+    mask[:, ..., 0] = True
+    mask = ms.Tensor(mask)
+    whole = attention(q, k, v, mask=mask).asnumpy()
+    budget = None if mode == "whole" else budget_for(mode, b, h, nq, nk, d)
+    chunks = memory.attention_chunks(b * h, nq, nk, d, budget)
+    assert chunks.mode(nq, nk) == mode
+    with memory.attention_budget(budget):
+        got = attention(q, k, v, mask=mask).asnumpy()
+    assert rel_l2(got, whole) <= 1e-5
+    assert rel_l2(got, reference(q, k, v, mask)) <= 1e-5
+
+
+@pytest.mark.parametrize("budget_rows", [None, 5, 1])
+def test_bias_and_full_mask_rows(budget_rows):
+    """T5-style additive bias over (1, H, Nq, Nk) and a per-query mask (B, 1, Nq, Nk)."""
+    b, h, nq, nk, d = 2, 2, 37, 37, 8
+    q, k, v = inputs(b, h, nq, nk, d, seed=3)
+    rng = np.random.default_rng(4)
+    bias = ms.Tensor(rng.standard_normal((1, h, nq, nk)).astype(np.float32))
+    mask_np = np.tril(np.ones((nq, nk), bool))[None, None].repeat(b, 0)
+    mask = ms.Tensor(mask_np)
+    budget = None if budget_rows is None else memory.attention_workspace(b * h, budget_rows, nk, d)
+    with memory.attention_budget(budget):
+        got = attention(q, k, v, mask=mask, bias=bias, scale=1.0).asnumpy()
+    assert rel_l2(got, reference(q, k, v, mask, bias, scale=1.0)) <= 1e-5
+
+
+def test_key_chunks_that_do_not_divide():
+    b, h, nq, nk, d = 1, 2, 300, 4000, 8
+    q, k, v = inputs(b, h, nq, nk, d, seed=5)
+    budget = memory.attention_workspace(b * h, memory.KEY_CHUNK_Q_ROWS, 333, d)
+    chunks = memory.attention_chunks(b * h, nq, nk, d, budget)
+    assert chunks == memory.AttentionChunks(256, 333)
+    with memory.attention_budget(budget):
+        got = attention(q, k, v).asnumpy()
+    assert rel_l2(got, reference(q, k, v)) <= 1e-5

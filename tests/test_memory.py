@@ -1,0 +1,53 @@
+"""Budget parsing and chunk planning: exact tables."""
+
+import pytest
+
+from studio import memory
+from studio.errors import InputError, PlanError
+from studio.memory import GiB, MiB, AttentionChunks, attention_chunks, parse_bytes
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("6GiB", 6 * GiB), ("512MiB", 512 * MiB), ("2GB", 2_000_000_000), ("1.5g", 1_500_000_000),
+    (" 3 gib ", 3 * GiB), (123456, 123456), ("1000", 1000), (None, None), ("auto", None)])
+def test_parse_bytes(text, expected):
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["6 parsecs", "-1GiB", "GiB", 0, "1e3"])
+def test_parse_bytes_rejects(bad):
+    with pytest.raises(InputError, match="memory budget"):
+        parse_bytes(bad)
+
+
+# (batch*heads, Nq, Nk, head_dim, budget) -> (q block, k block); workspace = bh*q*(k*16 + d*12)
+@pytest.mark.parametrize("bh,nq,nk,d,budget,expected", [
+    (32, 4096, 4096, 72, None, (4096, 4096)),                      # no budget: whole
+    (32, 4096, 4096, 72, 32 * 4096 * (4096 * 16 + 72 * 12), (4096, 4096)),   # exactly fits: whole
+    (32, 4096, 4096, 72, 32 * 4096 * (4096 * 16 + 72 * 12) - 1, (4095, 4096)),
+    (32, 16384, 16384, 72, 1 * GiB, (127, 16384)),                 # 2K self-attention in 1 GiB
+    (32, 16384, 300, 72, 1 * GiB, (5924, 300)),                    # cross-attention to 300 tokens
+    (32, 65536, 65536, 72, 1 * GiB, (256, 8138)),                  # 4K: keys chunked
+    (2, 1000, 1000, 8, 2 * 64 * (1000 * 16 + 96), (64, 1000)),     # exactly MIN_Q_ROWS rows
+    (2, 1000, 1000, 8, 2 * 64 * (1000 * 16 + 96) - 1, (256, 246)),  # one byte less: key blocks
+    (1, 10, 10, 4, 1 * (5 * 16 + 48), (5, 10)),                    # short sequences: any row count
+])
+def test_attention_chunks_table(bh, nq, nk, d, budget, expected):
+    assert attention_chunks(bh, nq, nk, d, budget) == AttentionChunks(*expected)
+    if budget is not None:
+        q, k = expected
+        assert memory.attention_workspace(bh, q, k, d) <= budget
+
+
+def test_attention_chunks_impossible_budget():
+    with pytest.raises(PlanError, match="needs at least"):
+        attention_chunks(32, 4096, 4096, 72, 100)
+
+
+def test_budget_context_nests():
+    assert memory.current_attention_budget() is None
+    with memory.attention_budget(5):
+        with memory.attention_budget(7):
+            assert memory.current_attention_budget() == 7
+        assert memory.current_attention_budget() == 5
+    assert memory.current_attention_budget() is None
