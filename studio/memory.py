@@ -76,7 +76,7 @@ def attention_chunks(bh: int, nq: int, nk: int, head_dim: int, budget: int | Non
     if budget is None or attention_workspace(bh, nq, nk, head_dim) <= budget:
         return AttentionChunks(nq, nk)
     q = budget // attention_workspace(bh, 1, nk, head_dim)
-    if q >= min(MIN_Q_ROWS, nq):
+    if q >= MIN_Q_ROWS or (q >= 1 and nq <= MIN_Q_ROWS):
         return AttentionChunks(int(min(q, nq)), nk)
     q = min(KEY_CHUNK_Q_ROWS, nq)
     while q > 1 and attention_workspace(bh, q, 1, head_dim) > budget:

@@ -29,8 +29,9 @@ def test_parse_bytes_rejects(bad):
     (32, 16384, 300, 72, 1 * GiB, (5924, 300)),                    # cross-attention to 300 tokens
     (32, 65536, 65536, 72, 1 * GiB, (256, 8138)),                  # 4K: keys chunked
     (2, 1000, 1000, 8, 2 * 64 * (1000 * 16 + 96), (64, 1000)),     # exactly MIN_Q_ROWS rows
-    (2, 1000, 1000, 8, 2 * 64 * (1000 * 16 + 96) - 1, (256, 246)),  # one byte less: key blocks
-    (1, 10, 10, 4, 1 * (5 * 16 + 48), (5, 10)),                    # short sequences: any row count
+    (2, 1000, 1000, 8, 2 * 64 * (1000 * 16 + 96) - 1, (256, 245)),  # one byte less: key blocks
+    (1, 10, 10, 4, 5 * (10 * 16 + 48), (5, 10)),                   # short sequences: any row count
+    (1, 10, 10, 4, 2 * (1 * 16 + 48), (2, 1)),                     # not one row of keys: key blocks
 ])
 def test_attention_chunks_table(bh, nq, nk, d, budget, expected):
     assert attention_chunks(bh, nq, nk, d, budget) == AttentionChunks(*expected)
