@@ -176,15 +176,18 @@ def fill_random(cell, seed: int, max_params: int = 50_000_000) -> None:
             p.set_data(ms.Tensor(weights.pop(name), dtype=p.dtype))
 
 
-def time_calls(fn, iters: int) -> list[float]:
-    """One untimed warm-up call, then `iters` timed calls; fn must return only when its result is ready."""
+def time_calls(fn, iters: int) -> tuple[list[float], list[float]]:
+    """One untimed warm-up call, then `iters` timed calls; fn must return only when its result is ready.
+    Returns wall seconds and this process's CPU seconds (all threads) per timed call: CPU / wall well below
+    the thread count means the calls waited, for memory or for other processes on the machine."""
     fn()
-    times = []
+    times, cpu = [], []
     for _ in range(iters):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
-    return times
+        cpu.append(time.process_time() - start_cpu)
+    return times, cpu
 
 
 def studio_worker(phase: str, size: int, iters: int) -> dict:
@@ -272,12 +275,12 @@ def run(call, out: dict, iters: int, load_s: float, extra: dict) -> dict:
     rss_loaded = rss_bytes()
     peak_load = peak_rss_bytes()
     reset = reset_peak_rss()
-    times = time_calls(call, iters)
+    times, cpu = time_calls(call, iters)
     peak_calls = vm_hwm_bytes() if reset else None
     y = out["y"]
     return extra | {
-        "times": times, "load_s": load_s, "rss_loaded": rss_loaded,
-        "peak_calls": peak_calls, "peak_process": max(peak_load, peak_rss_bytes()),
+        "times": times, "cpu_times": cpu, "load_s": load_s, "rss_loaded": rss_loaded,
+        "peak_calls": peak_calls, "peak_process": max(peak_load, peak_rss_bytes(), peak_calls or 0),
         "out_shape": list(y.shape), "out_finite": bool(np.isfinite(y).all()), "out_std": float(y.std()),
     }
 
@@ -327,8 +330,10 @@ def main() -> None:
         sys.path.insert(0, str(ROOT))
         framework, phase = args.worker.split("-")
         worker = studio_worker if framework == "studio" else diffusers_worker
-        print(json.dumps(worker(phase, args.size, args.iters)))
-        return
+        print(json.dumps(worker(phase, args.size, args.iters)), flush=True)
+        # MindSpore 2.8 sometimes aborts in interpreter teardown ("corrupted size vs. prev_size") after the
+        # result is printed; skip the teardown so the worker's exit code reflects the measurement only.
+        os._exit(0)
 
     import psutil
 
@@ -356,7 +361,7 @@ def main() -> None:
             r = spawn(f"{framework}-{phase}", args)
             results[phase, framework] = r
             print(f"[{framework}-{phase}] times {', '.join(f'{t:.2f}' for t in r['times'])} s; "
-                  f"build+load {r['load_s']:.1f} s; process wall {r['wall_s']:.0f} s; "
+                  f"CPU/wall {sum(r['cpu_times']) / sum(r['times']):.2f}; build+load {r['load_s']:.1f} s; process wall {r['wall_s']:.0f} s; "
                   f"load average before {r['loadavg_before']:.2f}; {r['threads']}; "
                   f"output {tuple(r['out_shape'])} std {r['out_std']:.3g} finite {r['out_finite']}"
                   + (f"; encode_context (once per image) {r['encode_context_s']:.2f} s"

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     gen.add_argument("--variant", default=None, help="weight-file variant, e.g. fp16 for *.fp16.safetensors")
     gen.add_argument("--no-binning", action="store_true", help="generate at the exact size (multiple of 16 px)")
+    gen.add_argument("--memory-budget", default=None,
+                     help="bound on memory for weights and activations, e.g. 6GiB (default: free memory minus 1 GiB)")
+    gen.add_argument("--dry-run", action="store_true", help="print the memory plan and exit; loads no weights")
     gen.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -56,13 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_generate(args) -> None:
-    from studio import export
+    from studio import export, pipeline
     from studio.pipeline import PixArtSigmaPipeline
 
-    export.check_target(args.output, args.overwrite)
     if args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
     width, height = args.size
+    # plan first: a budget that can't be met fails here, before any weight is read
+    the_plan = pipeline.plan(args.model, height, width, guidance_scale=args.guidance, memory_budget=args.memory_budget,
+                             use_resolution_binning=not args.no_binning, dtype=args.dtype)
+    if args.dry_run:
+        print(the_plan.describe())
+        return
+    export.check_target(args.output, args.overwrite)
     t0 = time.perf_counter()
     pipe = PixArtSigmaPipeline.from_pretrained(args.model, dtype=args.dtype, variant=args.variant)
     if pipe.tiny_notice:
@@ -78,7 +87,8 @@ def cmd_generate(args) -> None:
 
     out = pipe(args.prompt, negative_prompt=args.negative, height=height, width=width,
                num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-               use_resolution_binning=not args.no_binning, sampler=args.sampler, callback=progress)
+               use_resolution_binning=not args.no_binning, sampler=args.sampler, memory_budget=args.memory_budget,
+               callback=progress)
     if bar is not None:
         bar.close()
     meta = {"prompt": args.prompt, "negative_prompt": args.negative, "seed": out.seed, "steps": args.steps,

@@ -25,6 +25,8 @@ SCORE_BYTES = 16
 ROW_BYTES = 12
 # Query rows per block when keys must be chunked: small enough that the key block stays large.
 KEY_CHUNK_Q_ROWS = 256
+# Automatic budgets leave this much of the free memory to the runtime, the OS and other processes.
+AUTO_MARGIN = 1 * 1024 ** 3
 # Below this many query rows per block, chunking keys is cheaper than ever-thinner query blocks.
 MIN_Q_ROWS = 64
 

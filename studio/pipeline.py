@@ -12,12 +12,13 @@ from typing import Callable
 import mindspore as ms
 import numpy as np
 
-from studio import backend, binning, sampling
+from studio import backend, binning, memory, sampling
 from studio.checkpoint import read_json, resolve_model_dir
+from studio.memory_plan import GenerationPlan, plan_generation
 from studio.errors import CheckpointError, InputError
-from studio.models.t5 import T5EncoderModel
-from studio.models.transformer import PixArtTransformer2DModel
-from studio.models.vae import AutoencoderKL
+from studio.models.t5 import T5Config, T5EncoderModel
+from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
+from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
 from studio.text import load_tokenizer, preprocess, tokenize
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -40,6 +41,39 @@ def as_dtype(dtype) -> ms.Type:
             raise InputError(f"dtype '{dtype}' is not one of {sorted(DTYPES)}")
         return DTYPES[dtype]
     return dtype
+
+
+def generation_size(cfg: PixArtTransformerConfig, height: int, width: int, use_binning: bool) -> tuple[int, int]:
+    """The size the model generates at for a requested height x width (px): its aspect-ratio bin, or as is."""
+    if use_binning:
+        return binning.closest_bin(height, width, binning.bins_for(cfg.sample_size))
+    return height, width
+
+
+def read_configs(folder: Path) -> tuple[PixArtTransformerConfig, T5Config, AutoencoderKLConfig]:
+    """The three model configs of a pipeline folder, without reading any weights."""
+    return (PixArtTransformerConfig.from_dict(read_json(folder / "transformer" / "config.json")),
+            T5Config.from_dict(read_json(folder / "text_encoder" / "config.json")),
+            AutoencoderKLConfig.from_dict(read_json(folder / "vae" / "config.json")))
+
+
+def plan(path_or_id, height: int = 1024, width: int = 1024, images: int = 1, guidance_scale: float = 4.5,
+         memory_budget=None, use_resolution_binning: bool = True, dtype="float32",
+         keep_text_encoder: bool = False) -> GenerationPlan:
+    """The memory plan of a generation, from the configs alone (no weights are read).
+
+    memory_budget: bytes, a string like "6GiB", or None for automatic (free memory minus a margin).
+    Raises PlanError with the smallest workable budget when it can't be met.
+    """
+    folder = resolve_model_dir(path_or_id)
+    tr, t5, vae = read_configs(folder)
+    gen_h, gen_w = generation_size(tr, height, width, use_resolution_binning)
+    budget = memory.parse_bytes(memory_budget)
+    if budget is None:
+        budget = backend.free_memory() - memory.AUTO_MARGIN
+    itemsize = 2 if backend.compute_dtype(as_dtype(dtype)) in (ms.float16, ms.bfloat16) else 4
+    return plan_generation(tr, t5, vae, gen_h, gen_w, images, budget, guidance_scale > 1.0, itemsize,
+                           keep_text_encoder)
 
 
 def initial_noise(seed: int, shape: tuple) -> np.ndarray:
@@ -114,23 +148,31 @@ class PixArtSigmaPipeline:
                  width: int = 1024, num_inference_steps: int = 20, guidance_scale: float = 4.5,
                  seed: int | None = None, latents: np.ndarray | None = None, num_images_per_prompt: int = 1,
                  use_resolution_binning: bool = True, max_sequence_length: int = 300, output_type: str = "pil",
-                 sampler: str | None = None, callback: Callable[[int, int], None] | None = None) -> PipelineOutput:
+                 sampler: str | None = None, memory_budget=None,
+                 callback: Callable[[int, int], None] | None = None) -> PipelineOutput:
         """Generate images. height/width in px; `latents` (N, 4, h/8, w/8) replace the initial noise;
-        `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; callback(step, total)."""
+        `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; `memory_budget` (bytes,
+        "6GiB", or None = free memory minus a margin) bounds the attention workspace; callback(step, total)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
         self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
                            max_sequence_length, output_type)
         out_height, out_width = height, width
-        if use_resolution_binning:
-            height, width = binning.closest_bin(height, width, binning.bins_for(self.transformer.config.sample_size))
+        height, width = generation_size(self.transformer.config, height, width, use_resolution_binning)
         self._check_size(height, width)
         n_images = len(prompts) * num_images_per_prompt
         config = self.sampler if sampler is None else self.sampler.with_sampler(sampler)
         cfg = guidance_scale > 1.0
+        budget = memory.parse_bytes(memory_budget)
+        if budget is None:  # automatic: what is free now plus the weights already resident
+            budget = backend.free_memory() - memory.AUTO_MARGIN + self._resident_bytes()
+        text_phase, denoise_phase, decode_phase = plan_generation(
+            self.transformer.config, self._t5_config, self.vae.config, height, width, n_images, budget, cfg,
+            self._itemsize, self.keep_text_encoder).phases
 
         # 1. text: positive (and negative) features, then free the encoder
-        features, mask = self.encode_prompt(prompts + (negatives if cfg else []), max_sequence_length)
+        with memory.attention_budget(text_phase.workspace):
+            features, mask = self.encode_prompt(prompts + (negatives if cfg else []), max_sequence_length)
         if not self.keep_text_encoder:
             self.release_text_encoder()
         # rows: each prompt num_images_per_prompt times, negatives first when guided (the reference's order)
@@ -164,12 +206,14 @@ class PixArtSigmaPipeline:
                 out = uncond + guidance_scale * (cond - uncond)
             return out
 
-        x = sampling.sample(model_fn, x, config, num_inference_steps, callback=callback)
+        with memory.attention_budget(denoise_phase.workspace):
+            x = sampling.sample(model_fn, x, config, num_inference_steps, callback=callback)
         if output_type == "latent":
             return PipelineOutput(x.astype(ms.float32).asnumpy(), seed)
 
         # 4. decode, back to the requested size, to [0, 1]
-        images = self.decode(x)
+        with memory.attention_budget(decode_phase.workspace):
+            images = self.decode(x)
         if use_resolution_binning:
             images = binning.resize_and_center_crop(images, out_height, out_width)
         images = np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)  # (N, H, W, 3)
@@ -182,6 +226,20 @@ class PixArtSigmaPipeline:
         """Latents (N, 4, h, w) -> images (N, 3, 8h, 8w) float32 in about [-1, 1]."""
         z = latents.astype(self.vae_dtype) / self.vae.config.scaling_factor
         return self.vae.decode(z).astype(ms.float32).asnumpy()
+
+    # -- memory --------------------------------------------------------------------------------------------
+
+    @property
+    def _itemsize(self) -> int:
+        return 2 if self.dtype in (ms.float16, ms.bfloat16) else 4
+
+    @property
+    def _t5_config(self) -> T5Config:
+        return T5Config.from_dict(read_json(self.model_dir / "text_encoder" / "config.json"))
+
+    def _resident_bytes(self) -> int:
+        cells = [self.transformer, self.vae] + ([self._text_encoder] if self._text_encoder is not None else [])
+        return sum(p.nbytes for cell in cells for _, p in cell.parameters_and_names())
 
     # -- checks ------------------------------------------------------------------------------------------
 

@@ -45,10 +45,14 @@ def _cols(t: ms.Tensor | None, nk: int, a: int, b: int) -> ms.Tensor | None:
 
 
 def _scores(q, k, mask, bias, scale):
-    """fp32 scores (B, H, nq, nk) of a block, bias added and masked positions set to the fp32 minimum."""
-    s = backend.bmm(q, k, transpose_b=True).astype(ms.float32)  # (B, H, nq, nk)
-    if scale != 1.0:
-        s = s * scale
+    """fp32 scores (B, H, nq, nk) of a block, bias added and masked positions set to the fp32 minimum.
+
+    The scale is applied to q (nq x D values) rather than to the scores (nq x nk): one pass less over
+    the largest tensor. Casts happen only when the dtype differs, for the same reason.
+    """
+    s = backend.bmm(q * scale if scale != 1.0 else q, k, transpose_b=True)  # (B, H, nq, nk)
+    if s.dtype != ms.float32:
+        s = s.astype(ms.float32)
     if bias is not None:
         s = s + bias.astype(ms.float32)
     if mask is not None:
@@ -60,7 +64,8 @@ def _block(q, k, v, mask, bias, scale, i, j):
     """Query rows i:j against all keys, plain softmax."""
     nq = q.shape[2]
     s = _scores(q[:, :, i:j], k, _rows(mask, nq, i, j), _rows(bias, nq, i, j), scale)
-    return backend.bmm(backend.softmax_fp32(s).astype(v.dtype), v)  # (B, H, j-i, D)
+    p = backend.softmax_fp32(s)
+    return backend.bmm(p if p.dtype == v.dtype else p.astype(v.dtype), v)  # (B, H, j-i, D)
 
 
 def _online_softmax_block(q, k, v, mask, bias, scale, i, j, k_chunk):
@@ -74,7 +79,8 @@ def _online_softmax_block(q, k, v, mask, bias, scale, i, j, k_chunk):
         block_max = s.max(axis=-1, keepdims=True)  # (B, H, rows, 1)
         m_new = block_max if m is None else ops.maximum(m, block_max)
         p = ops.exp(s - m_new)  # (B, H, rows, cols)
-        pv = backend.bmm(p.astype(v.dtype), v[:, :, a:b]).astype(ms.float32)  # (B, H, rows, D)
+        pv = backend.bmm(p if p.dtype == v.dtype else p.astype(v.dtype), v[:, :, a:b])  # (B, H, rows, D)
+        pv = pv if pv.dtype == ms.float32 else pv.astype(ms.float32)
         if m is None:
             l, acc = p.sum(axis=-1, keepdims=True), pv
         else:

@@ -67,17 +67,17 @@ class AutoencoderKLConfig:
         """Refuse what this implementation does not build (other block types or activations)."""
         n = len(self.block_out_channels)
         if self.down_block_types != ("DownEncoderBlock2D",) * n:
-            raise ConfigError(f"vae config: down_block_types {list(self.down_block_types)}: only {n} x DownEncoderBlock2D "
-                              "(one per block_out_channels entry) is supported")
+            raise ConfigError(f"vae config: down_block_types {list(self.down_block_types)}: only "
+                              f"{n} x DownEncoderBlock2D (one per block_out_channels entry) is supported")
         if self.up_block_types != ("UpDecoderBlock2D",) * n:
-            raise ConfigError(f"vae config: up_block_types {list(self.up_block_types)}: only {n} x UpDecoderBlock2D "
-                              "(one per block_out_channels entry) is supported")
+            raise ConfigError(f"vae config: up_block_types {list(self.up_block_types)}: only "
+                              f"{n} x UpDecoderBlock2D (one per block_out_channels entry) is supported")
         if self.act_fn != "silu":
             raise ConfigError(f"vae config: act_fn '{self.act_fn}': only 'silu' is supported")
         bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
         if bad:
-            raise ConfigError(f"vae config: block_out_channels {list(self.block_out_channels)}: {bad[0]} is not a multiple "
-                              f"of norm_num_groups {self.norm_num_groups}")
+            raise ConfigError(f"vae config: block_out_channels {list(self.block_out_channels)}: {bad[0]} is not "
+                              f"a multiple of norm_num_groups {self.norm_num_groups}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -236,6 +236,7 @@ class Decoder(nn.Cell):
         groups = config.norm_num_groups
         self.conv_in = Conv2d(config.latent_channels, channels[0], 3, padding=1, dtype=dtype)
         self.mid_block = MidBlock(channels[0], groups, config.mid_block_add_attention, dtype)
+        # each up block has one ResNet more than its encoder counterpart
         self.up_blocks = nn.CellList([
             UpBlock(channels[max(i - 1, 0)], channels[i], config.layers_per_block + 1, groups,
                     upsample=i < len(channels) - 1, dtype=dtype)
@@ -272,7 +273,7 @@ class AutoencoderKL(nn.Cell):
         return model
 
     def encode(self, x: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
-        """Image (B, 3, H, W) in [-1, 1] -> (mean, logvar), each (B, latent_channels, H/8, W/8).
+        """Image (B, 3, H, W) in [-1, 1] -> (mean, logvar), each (B, latent_channels, H/8, W/8) for the SDXL VAE.
 
         Unscaled: multiply a latent drawn from N(mean, exp(logvar)) by scaling_factor before diffusion.
         """

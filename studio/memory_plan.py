@@ -1,0 +1,207 @@
+"""Model configs + size + budget -> the peak bytes of each generation phase and the chunks it will use.
+
+Pure data: nothing here touches a tensor or a weight file, so `studio generate --dry-run` and the layout
+planner call it before loading anything. Parameter counts are exact (tested against the models);
+activation sizes are estimates of the largest set of tensors alive at once (see README for how they
+compare with measured peaks). The attention workspace is whatever the budget leaves after weights and
+activations, and the chunk sizes follow from it through `memory.attention_chunks`.
+"""
+
+from dataclasses import dataclass
+
+from studio.memory import AttentionChunks, attention_chunks, attention_workspace, format_bytes
+from studio.errors import PlanError
+from studio.models.t5 import T5Config
+from studio.models.transformer import PixArtTransformerConfig
+from studio.models.vae import AutoencoderKLConfig
+
+MAX_TOKENS = 300
+# The smallest attention block the planner accepts: below it, chunking costs more in launches than it
+# saves (64 query rows x 1024 keys).
+MIN_BLOCK_Q, MIN_BLOCK_K = 64, 1024
+
+
+# -- exact parameter counts -------------------------------------------------------------------------------
+
+def _linear(n_in: int, n_out: int, bias: bool = True) -> int:
+    return n_in * n_out + (n_out if bias else 0)
+
+
+def _conv(c_in: int, c_out: int, k: int) -> int:
+    return c_in * c_out * k * k + c_out
+
+
+def transformer_params(cfg: PixArtTransformerConfig) -> int:
+    d, p, x = cfg.inner_dim, cfg.patch_size, cfg.cross_attention_dim
+    bias = cfg.attention_bias
+    n = cfg.in_channels * p * p * d + d  # patch embedding
+    n += _linear(256, d) + _linear(d, d) + _linear(d, 6 * d)  # adaLN-single
+    if cfg.with_size_conditions:
+        n += 2 * (_linear(256, d // 3) + _linear(d // 3, d // 3))
+    if cfg.caption_channels:
+        n += _linear(cfg.caption_channels, d) + _linear(d, d)
+    block = 3 * _linear(d, d, bias) + _linear(d, d)  # self-attention
+    block += _linear(d, d, bias) + 2 * _linear(x, d, bias) + _linear(d, d)  # cross-attention
+    block += _linear(d, 4 * d) + _linear(4 * d, d) + 6 * d  # MLP, modulation table
+    block += 4 * d if cfg.norm_elementwise_affine else 0
+    return n + cfg.num_layers * block + 2 * d + _linear(d, p * p * cfg.output_channels)
+
+
+def t5_params(cfg: T5Config) -> int:
+    inner = cfg.num_heads * cfg.d_kv
+    ff = (3 if cfg.is_gated_act else 2) * cfg.d_model * cfg.d_ff
+    layer = 4 * cfg.d_model * inner + ff + 2 * cfg.d_model
+    return (cfg.vocab_size * cfg.d_model + cfg.num_layers * layer
+            + cfg.relative_attention_num_buckets * cfg.num_heads + cfg.d_model)
+
+
+def _resnet(c_in: int, c_out: int) -> int:
+    n = 2 * c_in + _conv(c_in, c_out, 3) + 2 * c_out + _conv(c_out, c_out, 3)
+    return n + (_conv(c_in, c_out, 1) if c_in != c_out else 0)
+
+
+def _mid(c: int, attention: bool) -> int:
+    return 2 * _resnet(c, c) + ((2 * c + 4 * _linear(c, c)) if attention else 0)
+
+
+def vae_params(cfg: AutoencoderKLConfig) -> int:
+    ch, lat, n_layers = cfg.block_out_channels, cfg.latent_channels, cfg.layers_per_block
+    enc = _conv(cfg.in_channels, ch[0], 3)
+    for i, c in enumerate(ch):
+        c_in = ch[max(i - 1, 0)]
+        enc += _resnet(c_in, c) + (n_layers - 1) * _resnet(c, c) + (_conv(c, c, 3) if i < len(ch) - 1 else 0)
+    enc += _mid(ch[-1], cfg.mid_block_add_attention) + 2 * ch[-1] + _conv(ch[-1], 2 * lat, 3)
+    rev = tuple(reversed(ch))
+    dec = _conv(lat, rev[0], 3) + _mid(rev[0], cfg.mid_block_add_attention)
+    for i, c in enumerate(rev):
+        c_in = rev[max(i - 1, 0)]
+        dec += _resnet(c_in, c) + n_layers * _resnet(c, c) + (_conv(c, c, 3) if i < len(rev) - 1 else 0)
+    dec += 2 * rev[-1] + _conv(rev[-1], cfg.out_channels, 3)
+    quant = (_conv(2 * lat, 2 * lat, 1) if cfg.use_quant_conv else 0) + (
+        _conv(lat, lat, 1) if cfg.use_post_quant_conv else 0)
+    return enc + dec + quant
+
+
+# -- activation estimates ---------------------------------------------------------------------------------
+
+def t5_activations(cfg: T5Config, batch: int, itemsize: int) -> int:
+    """Hidden states, their norm, q/k/v/out and the gated MLP's temporaries, for `batch` x 300 tokens."""
+    return itemsize * batch * MAX_TOKENS * (8 * cfg.d_model + 5 * cfg.d_ff)
+
+
+def transformer_activations(cfg: PixArtTransformerConfig, batch: int, tokens: int, itemsize: int) -> int:
+    """Residual stream, modulated norms, q/k/v/out, and the 4x-wide MLP with its GELU temporaries."""
+    d = cfg.inner_dim
+    return itemsize * (batch * tokens * (10 * d + 5 * 4 * d) + 3 * batch * MAX_TOKENS * d)
+
+
+def vae_decode_activations(cfg: AutoencoderKLConfig, height: int, width: int, itemsize: int) -> int:
+    """The largest stage of the decoder's up path: input, GroupNorm/SiLU temporaries, conv out, residual."""
+    rev = tuple(reversed(cfg.block_out_channels))
+    f = 2 ** (len(rev) - 1)
+    pixels = (height // f) * (width // f)
+    peak = 0
+    for i, c in enumerate(rev):
+        c_in = rev[max(i - 1, 0)]
+        peak = max(peak, pixels * (2 * c_in + 4 * c))
+        if i < len(rev) - 1:  # nearest 2x then conv: the small input, the 4x upsampled map, the conv output
+            peak = max(peak, pixels * c + 2 * 4 * pixels * c)
+            pixels *= 4
+    return itemsize * (peak + 2 * pixels * cfg.out_channels)
+
+
+# -- the plan ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    weights: int  # bytes of weights resident in this phase
+    activations: int  # bytes of activations besides attention scores
+    attention: tuple[tuple[str, int, int, int, int], ...]  # (what, batch*heads, Nq, Nk, head_dim)
+    workspace: int  # bytes left for attention scores by the budget (or the unchunked need)
+    chunks: tuple[AttentionChunks, ...]
+
+    @property
+    def peak(self) -> int:
+        return self.weights + self.activations + max(
+            (attention_workspace(bh, c.q, c.k, d) for (_, bh, _, _, d), c in zip(self.attention, self.chunks)),
+            default=0)
+
+    def unchunked(self) -> int:
+        """Bytes this phase would need with every attention whole."""
+        return self.weights + self.activations + max(
+            (attention_workspace(bh, nq, nk, d) for _, bh, nq, nk, d in self.attention), default=0)
+
+    def minimum(self) -> int:
+        """The smallest budget the planner accepts for this phase."""
+        return self.weights + self.activations + max(
+            (attention_workspace(bh, min(nq, MIN_BLOCK_Q), min(nk, MIN_BLOCK_K), d)
+             for _, bh, nq, nk, d in self.attention), default=0)
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    height: int  # generation size in px (after binning)
+    width: int
+    images: int
+    budget: int | None
+    phases: tuple[Phase, ...]
+
+    @property
+    def peak(self) -> int:
+        return max(p.peak for p in self.phases)
+
+    def describe(self) -> str:
+        budget = "unbounded" if self.budget is None else format_bytes(self.budget)
+        lines = [f"generation {self.width}x{self.height} px, {self.images} image(s), memory budget {budget}",
+                 f"{'phase':<12}{'weights':>12}{'activations':>14}{'attention':>12}{'peak':>12}  chunks"]
+        for p in self.phases:
+            chunks = "; ".join(f"{what}: {c.mode(nq, nk)} q={c.q} k={c.k}"
+                               for (what, _, nq, nk, _), c in zip(p.attention, p.chunks))
+            lines.append(f"{p.name:<12}{format_bytes(p.weights):>12}{format_bytes(p.activations):>14}"
+                         f"{format_bytes(p.peak - p.weights - p.activations):>12}{format_bytes(p.peak):>12}  {chunks}")
+        lines.append(f"peak {format_bytes(self.peak)} (unchunked it would be "
+                     f"{format_bytes(max(p.unchunked() for p in self.phases))})")
+        return "\n".join(lines)
+
+
+def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: AutoencoderKLConfig, height: int,
+                    width: int, images: int = 1, budget: int | None = None, guidance: bool = True,
+                    itemsize: int = 4, keep_text_encoder: bool = False) -> GenerationPlan:
+    """Peak bytes and attention chunks of text encoding, denoising and VAE decoding at height x width px.
+
+    Raises PlanError naming the smallest budget that would work when `budget` is too small.
+    """
+    batch = images * (2 if guidance else 1)
+    w_t5, w_tr = itemsize * t5_params(t5), itemsize * transformer_params(transformer)
+    w_vae = 4 * vae_params(vae)  # the SDXL VAE runs in fp32 (force_upcast)
+    f = 2 ** (len(vae.block_out_channels) - 1)
+    tokens = (height // f // transformer.patch_size) * (width // f // transformer.patch_size)
+    heads, head_dim = transformer.num_attention_heads, transformer.attention_head_dim
+    latent_tokens = (height // f) * (width // f)
+    mid_c = vae.block_out_channels[-1]
+    specs = [
+        ("text", w_t5 + w_tr + w_vae, t5_activations(t5, batch, itemsize),
+         [("self", batch * t5.num_heads, MAX_TOKENS, MAX_TOKENS, t5.d_kv)]),
+        ("denoise", w_tr + w_vae + (w_t5 if keep_text_encoder else 0),
+         transformer_activations(transformer, batch, tokens, itemsize),
+         [("self", batch * heads, tokens, tokens, head_dim), ("cross", batch * heads, tokens, MAX_TOKENS, head_dim)]),
+        ("decode", w_tr + w_vae + (w_t5 if keep_text_encoder else 0), vae_decode_activations(vae, height, width, 4),
+         [("vae-mid", 1, latent_tokens, latent_tokens, mid_c)] if vae.mid_block_add_attention else []),
+    ]
+    phases = []
+    for name, weights, acts, attn in specs:
+        workspace = None if budget is None else budget - weights - acts
+        probe = Phase(name, weights, acts, tuple(attn), 0, ())
+        if budget is not None and budget < probe.minimum():
+            raise PlanError(f"memory budget {format_bytes(budget)} is too small for {width}x{height}: the {name} "
+                            f"phase needs at least {format_bytes(probe.minimum())} (weights {format_bytes(weights)}"
+                            f" + activations {format_bytes(acts)} + attention); the smallest budget that works "
+                            f"is {format_bytes(_smallest(specs))}")
+        chunks = tuple(attention_chunks(bh, nq, nk, d, workspace) for _, bh, nq, nk, d in attn)
+        phases.append(Phase(name, weights, acts, tuple(attn), workspace or 0, chunks))
+    return GenerationPlan(height, width, images, budget, tuple(phases))
+
+
+def _smallest(specs) -> int:
+    return max(Phase(n, w, a, tuple(at), 0, ()).minimum() for n, w, a, at in specs)
