@@ -40,6 +40,8 @@ def on_cpu() -> bool:
 
 
 _SQRT_2_OVER_PI_X2 = 2.0 * math.sqrt(2.0 / math.pi)
+_BATCH_MATMUL = ops.BatchMatMul()
+_BATCH_MATMUL_TB = ops.BatchMatMul(transpose_b=True)
 
 
 def gelu_tanh(x: ms.Tensor) -> ms.Tensor:
@@ -75,25 +77,51 @@ def layer_norm(x: ms.Tensor, weight: ms.Tensor | None, bias: ms.Tensor | None, e
 
 
 def group_norm(x: ms.Tensor, groups: int, weight: ms.Tensor, bias: ms.Tensor, eps: float) -> ms.Tensor:
-    """GroupNorm of (B, C, H, W) with biased variance, statistics in fp32."""
-    if not on_cpu():
-        return mint.nn.functional.group_norm(x, groups, weight, bias, eps)
+    """GroupNorm of (B, C, H, W) with biased variance (mint's kernel: 2x nn.GroupNorm's speed on the CPU)."""
+    return mint.nn.functional.group_norm(x, groups, weight, bias, eps)
+
+
+def group_sums(x: ms.Tensor, groups: int) -> tuple[ms.Tensor, ms.Tensor]:
+    """Sum and sum of squares of each (sample, group) of (B, C, H, W): two (B, groups) fp32 tensors.
+
+    Sums, not means, so that tiles can be added up. Both are matrix products (a row times a ones column,
+    a row times itself), which run 5x faster than reductions on the CPU and make no full-size temporary.
+    """
+    b = x.shape[0]
+    rows = x.reshape(b * groups, 1, -1)  # (B*G, 1, n)
+    if rows.dtype != ms.float32:
+        rows = rows.astype(ms.float32)
+    ones = ops.ones((1, rows.shape[-1]), ms.float32)  # (1, n)
+    total = ops.dense(rows.reshape(b * groups, -1), ones).reshape(b, groups)
+    squares = _BATCH_MATMUL_TB(rows, rows).reshape(b, groups)
+    return total, squares
+
+
+def normalize_channels(x: ms.Tensor, mean: ms.Tensor, var: ms.Tensor, groups: int, weight: ms.Tensor,
+                       bias: ms.Tensor, eps: float) -> ms.Tensor:
+    """(x - mean) / sqrt(var + eps) * weight + bias with (B, groups) statistics, as one per-channel op."""
     b, c, h, w = x.shape
-    xf = x.astype(ms.float32).reshape(b, groups, -1)  # (B, G, C/G * H * W)
-    mean = xf.mean(axis=-1, keep_dims=True)
-    var = ops.square(xf - mean).mean(axis=-1, keep_dims=True)
-    xf = (xf - mean) * ops.rsqrt(var + eps)
-    y = xf.reshape(b, c, h, w).astype(x.dtype)  # (B, C, H, W)
-    return y * weight.reshape(1, c, 1, 1) + bias.reshape(1, c, 1, 1)
+    per = c // groups
+    mean_c = ops.tile(mean.reshape(b, groups, 1), (1, 1, per)).reshape(b * c)  # (B*C,)
+    var_c = ops.tile(var.reshape(b, groups, 1), (1, 1, per)).reshape(b * c)
+    scale = ops.tile(weight.astype(ms.float32), (b,))
+    shift = ops.tile(bias.astype(ms.float32), (b,))
+    y = _BATCH_NORM_EVAL(eps)(x.reshape(1, b * c, h, w).astype(ms.float32), scale, shift, mean_c, var_c)[0]
+    return y.reshape(b, c, h, w).astype(x.dtype)
+
+
+_BATCH_NORMS: dict[float, object] = {}
+
+
+def _BATCH_NORM_EVAL(eps: float):
+    if eps not in _BATCH_NORMS:
+        _BATCH_NORMS[eps] = ops.BatchNorm(is_training=False, epsilon=eps)
+    return _BATCH_NORMS[eps]
 
 
 def softmax_fp32(scores: ms.Tensor) -> ms.Tensor:
     """Softmax over the last axis computed in fp32 (fp16/bf16 scores overflow); returns fp32."""
     return mint.softmax(scores if scores.dtype == ms.float32 else scores.astype(ms.float32), dim=-1)
-
-
-_BATCH_MATMUL = ops.BatchMatMul()
-_BATCH_MATMUL_TB = ops.BatchMatMul(transpose_b=True)
 
 
 def bmm(a: ms.Tensor, b: ms.Tensor, transpose_b: bool = False) -> ms.Tensor:
