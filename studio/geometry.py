@@ -1,0 +1,121 @@
+"""Canvas geometry in whole pixels: boxes, exact splits, region resolution, fit, multi-monitor cuts.
+
+Pure integer arithmetic (Fractions where a ratio is involved), so that grid cells and monitor cuts sum
+exactly to what they divide.
+"""
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from studio.spec import Canvas, Grid, Region, Span
+
+SNAP = 16  # generation sizes are multiples of VAE factor 8 x patch 2
+
+
+@dataclass(frozen=True)
+class Box:
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def right(self) -> int:
+        return self.x + self.w
+
+    @property
+    def bottom(self) -> int:
+        return self.y + self.h
+
+    def offset(self, dx: int, dy: int) -> "Box":
+        return Box(self.x + dx, self.y + dy, self.w, self.h)
+
+
+def split(total: int, parts: int, gutter: int = 0) -> list[tuple[int, int]]:
+    """(start, length) of `parts` spans across `total` px with `gutter` px between them; lengths differ by
+    at most 1 px and, with the gutters, add up to `total` exactly."""
+    free = total - gutter * (parts - 1)
+    if parts < 1 or free < parts:
+        raise ValueError(f"cannot split {total} px into {parts} parts with {gutter} px gutters")
+    cuts = [round(Fraction(free * i, parts)) for i in range(parts + 1)]
+    return [(cuts[i] + i * gutter, cuts[i + 1] - cuts[i]) for i in range(parts)]
+
+
+def trim_box(canvas: Canvas) -> Box:
+    """The trim area in full-raster coordinates (the raster includes the bleed)."""
+    return Box(canvas.bleed, canvas.bleed, canvas.width, canvas.height)
+
+
+def resolve(region: Region, canvas: Canvas, grids: dict[str, Grid]) -> Box:
+    """A symbolic region -> a box in full-raster pixels (bleed included)."""
+    trim = trim_box(canvas)
+    if region.kind == "full":
+        return Box(0, 0, canvas.full_width, canvas.full_height)
+    if region.kind == "safe":
+        m = canvas.safe_margin
+        return Box(trim.x + m, trim.y + m, trim.w - 2 * m, trim.h - 2 * m)
+    if region.kind == "px":
+        return Box(trim.x + round(region.x), trim.y + round(region.y), round(region.w), round(region.h))
+    if region.kind == "percent":
+        x0 = round(Fraction(region.x).limit_denominator(10 ** 6) * trim.w / 100)
+        y0 = round(Fraction(region.y).limit_denominator(10 ** 6) * trim.h / 100)
+        x1 = round(Fraction(region.x + region.w).limit_denominator(10 ** 6) * trim.w / 100)
+        y1 = round(Fraction(region.y + region.h).limit_denominator(10 ** 6) * trim.h / 100)
+        return Box(trim.x + x0, trim.y + y0, x1 - x0, y1 - y0)
+    if region.kind == "cell":
+        grid = grids[region.grid]
+        area = resolve(grid.region, canvas, grids)
+        cols = split(area.w, grid.columns, grid.gutter)
+        rows = split(area.h, grid.rows, grid.gutter)
+        c0, c1 = cols[region.column], cols[region.column + region.column_span - 1]
+        r0, r1 = rows[region.row], rows[region.row + region.row_span - 1]
+        return Box(area.x + c0[0], area.y + r0[0], c1[0] + c1[1] - c0[0], r1[0] + r1[1] - r0[0])
+    raise ValueError(f"unknown region kind '{region.kind}'")
+
+
+def fit_box(src_w: int, src_h: int, box: Box, fit: str) -> tuple[int, int, Box]:
+    """Scale (src_w, src_h) to `box`: 'cover' fills it (cropping the overflow), 'contain' fits inside it.
+
+    Returns the scaled size (w, h) and where that scaled image's visible part lands: for cover the crop
+    offset inside the scaled image is (w - box.w) // 2, (h - box.h) // 2; for contain the box is the
+    centred sub-box of `box`.
+    """
+    sx, sy = Fraction(box.w, src_w), Fraction(box.h, src_h)
+    scale = max(sx, sy) if fit == "cover" else min(sx, sy)
+    w, h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
+    if fit == "cover":
+        w, h = max(w, box.w), max(h, box.h)
+        return w, h, box
+    return w, h, Box(box.x + (box.w - w) // 2, box.y + (box.h - h) // 2, w, h)
+
+
+def snap(n: int, multiple: int = SNAP) -> int:
+    """Nearest multiple of `multiple`, at least one multiple."""
+    return max(multiple, round(Fraction(n, multiple)) * multiple)
+
+
+def span_canvas(span: Span) -> tuple[int, int, list[Box]]:
+    """Canvas size (px) for a monitor span and each monitor's box on it.
+
+    The canvas has the highest pixel density of the monitors; every physical millimetre, bezels
+    included, maps to the same number of canvas pixels, so a straight line crosses the gaps straight.
+    Each monitor's box is later resized to the monitor's own pixel size.
+    """
+    density = max(Fraction(m.width, 1) / Fraction(m.width_mm).limit_denominator(10 ** 6) for m in span.monitors)
+    xs_mm, x = [], Fraction(0)
+    for i, m in enumerate(span.monitors):
+        xs_mm.append(x)
+        x += Fraction(m.width_mm).limit_denominator(10 ** 6)
+        if i < len(span.bezels_mm):
+            x += Fraction(span.bezels_mm[i]).limit_denominator(10 ** 6)
+    total_mm = x
+    tallest = max(Fraction(m.height_mm).limit_denominator(10 ** 6) for m in span.monitors)
+    width, height = round(total_mm * density), round(tallest * density)
+    boxes = []
+    for x_mm, m in zip(xs_mm, span.monitors):
+        h_mm = Fraction(m.height_mm).limit_denominator(10 ** 6)
+        top_mm = {"top": Fraction(0), "center": (tallest - h_mm) / 2, "bottom": tallest - h_mm}[span.align]
+        x0, x1 = round(x_mm * density), round((x_mm + Fraction(m.width_mm).limit_denominator(10 ** 6)) * density)
+        y0, y1 = round(top_mm * density), round((top_mm + h_mm) * density)
+        boxes.append(Box(x0, y0, x1 - x0, y1 - y0))
+    return width, height, boxes

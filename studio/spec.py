@@ -1,0 +1,194 @@
+"""The validated layout: what `layout.load_layout` returns and every later stage reads.
+
+Frozen dataclasses, all sizes already in pixels of the canvas (physical sizes and points converted with
+the canvas DPI by the loader); regions stay symbolic (`Region`) until the planner resolves them to boxes.
+Colours are RGBA tuples of 0-255 ints.
+
+Coordinates: the canvas is the trim size; `bleed` px extend it on every side. Region coordinates are
+relative to the trim box; the region `full` covers trim and bleed.
+"""
+
+from dataclasses import dataclass, field
+
+RGBA = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where a layer goes. kind: 'full' | 'safe' (trim minus safe margin) | 'px' | 'percent' | 'cell'.
+
+    px: x, y, w, h in px; percent: x, y, w, h in % of the trim box; cell: grid name, row, column
+    (0-based) and spans.
+    """
+
+    kind: str = "full"
+    x: float = 0
+    y: float = 0
+    w: float = 0
+    h: float = 0
+    grid: str | None = None
+    row: int = 0
+    column: int = 0
+    row_span: int = 1
+    column_span: int = 1
+
+
+@dataclass(frozen=True)
+class Grid:
+    """rows x columns cells over `region`, separated by `gutter` px (triptychs, collages)."""
+
+    name: str
+    rows: int
+    columns: int
+    gutter: int = 0
+    region: Region = Region("full")
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """One screen of a multi-monitor span: pixels and physical size (mm)."""
+
+    name: str
+    width: int
+    height: int
+    width_mm: float
+    height_mm: float
+
+
+@dataclass(frozen=True)
+class Span:
+    """Monitors left to right, `bezels_mm[i]` the physical gap between monitor i and i+1 (both bezels).
+
+    The artwork covers the whole physical span; each monitor shows the part in front of it, so lines
+    continue straight across the bezels. `align` places monitors of different heights: top|center|bottom.
+    """
+
+    monitors: tuple[Monitor, ...]
+    bezels_mm: tuple[float, ...]
+    align: str = "center"
+
+
+@dataclass(frozen=True)
+class Canvas:
+    width: int  # trim size, px
+    height: int
+    dpi: int = 72
+    bleed: int = 0  # px on each side
+    safe_margin: int = 0  # px inside the trim box
+    background: RGBA = (255, 255, 255, 255)
+    preset: str | None = None
+
+    @property
+    def full_width(self) -> int:
+        return self.width + 2 * self.bleed
+
+    @property
+    def full_height(self) -> int:
+        return self.height + 2 * self.bleed
+
+
+@dataclass(frozen=True)
+class GenerateLayer:
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 20
+    guidance: float = 4.5
+    sampler: str | None = None  # None: the model's scheduler_config.json
+    model: str | None = None  # None: the command line's --model
+    region: Region = Region("full")
+    fit: str = "cover"  # cover | contain
+    strategy: str = "auto"  # auto | direct | upscale
+    opacity: float = 1.0
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ImageLayer:
+    path: str
+    region: Region = Region("full")
+    fit: str = "cover"
+    opacity: float = 1.0
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Shadow:
+    dx: float = 4
+    dy: float = 4
+    blur: float = 4
+    color: RGBA = (0, 0, 0, 160)
+
+
+@dataclass(frozen=True)
+class TextLayer:
+    text: str
+    font: str | None = None  # a .ttf/.otf path or an installed family name; None: the bundled default
+    size: float = 48  # px (the loader converts pt with the canvas DPI)
+    color: RGBA = (0, 0, 0, 255)
+    region: Region = Region("safe")
+    align: str = "left"  # left | center | right
+    valign: str = "top"  # top | middle | bottom
+    wrap: bool = True
+    shrink_to_fit: bool = False
+    line_height: float = 1.2  # multiple of the font size
+    letter_spacing: float = 0  # px
+    stroke_width: float = 0  # px
+    stroke_color: RGBA = (0, 0, 0, 255)
+    shadow: Shadow | None = None
+    opacity: float = 1.0
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ShapeLayer:
+    shape: str  # rect | ellipse | line
+    region: Region
+    fill: RGBA | None = None
+    stroke: RGBA | None = None
+    stroke_width: float = 0
+    radius: float = 0  # rounded rectangle corner radius, px
+    opacity: float = 1.0
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class FillLayer:
+    color: RGBA
+    region: Region = Region("full")
+    opacity: float = 1.0
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class GradientLayer:
+    stops: tuple[tuple[float, RGBA], ...]  # (position 0..1, colour), sorted
+    kind: str = "linear"  # linear | radial
+    angle: float = 90  # degrees, linear only: 0 = left to right, 90 = top to bottom
+    region: Region = Region("full")
+    opacity: float = 1.0
+    name: str = ""
+
+
+Layer = GenerateLayer | ImageLayer | TextLayer | ShapeLayer | FillLayer | GradientLayer
+
+
+@dataclass(frozen=True)
+class Output:
+    formats: tuple[str, ...] = ("png",)  # png | jpeg | tiff | pdf
+    name: str = "{layout}"  # file stem pattern; {layout} and layout variables
+    jpeg_quality: int = 92
+    per_monitor: bool = True  # spans: also one file per monitor
+
+
+@dataclass(frozen=True)
+class Layout:
+    source: str  # file path (or "<string>")
+    canvas: Canvas
+    layers: tuple[Layer, ...]
+    grids: dict[str, Grid] = field(default_factory=dict)
+    span: Span | None = None
+    output: Output = Output()
+    variables: dict[str, str] = field(default_factory=dict)  # as resolved, for manifests
+    memory_budget: str | None = None
+    model: str | None = None
