@@ -90,8 +90,8 @@ def fit_box(src_w: int, src_h: int, box: Box, fit: str) -> tuple[int, int, Box]:
 
 
 def snap(n: int, multiple: int = SNAP) -> int:
-    """Nearest multiple of `multiple`, at least one multiple."""
-    return max(multiple, round(Fraction(n, multiple)) * multiple)
+    """Nearest multiple of `multiple` (halves round up), at least one multiple."""
+    return max(multiple, (n + multiple // 2) // multiple * multiple)
 
 
 def span_canvas(span: Span) -> tuple[int, int, list[Box]]:

@@ -1,0 +1,158 @@
+"""Layout spec -> plan: pure data about what rendering will do, with no tensor and no weight read.
+
+For every layer its box on the canvas; for every `generate` layer the size the model generates at (its
+checkpoint's aspect-ratio bin, or the region itself snapped to 16 px), the strategy that fills the region
+(`direct`: generate at the region's size through chunked attention and tiled decoding; `upscale`: generate
+at the native bin and resample with Lanczos), latent size, token count, the memory plan (peak bytes,
+attention chunks) and a relative cost (1.0 = one 1024x1024 generation of the same model and steps).
+"""
+
+import json
+from dataclasses import asdict, dataclass
+
+from studio import binning
+from studio.errors import CheckpointError, PlanError
+from studio.geometry import Box, resolve, snap, span_canvas
+from studio.memory import format_bytes, parse_bytes
+from studio.memory_plan import GenerationPlan, plan_generation
+from studio.models.t5 import T5Config
+from studio.models.transformer import PixArtTransformerConfig
+from studio.models.vae import AutoencoderKLConfig
+from studio.spec import GenerateLayer, Layout
+
+# `auto` generates directly up to this multiple of the checkpoint's native pixel count; beyond it the
+# model is far outside the resolutions it was trained at, and upscaling the native bin is the safer bet.
+DIRECT_MAX_AREA = 2.25
+SDXL_VAE = AutoencoderKLConfig(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                               up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, scaling_factor=0.13025)
+# Published checkpoints, for planning when the weights are not on this machine.
+PUBLISHED = {
+    "PixArt-alpha/PixArt-Sigma-XL-2-512-MS": PixArtTransformerConfig(sample_size=64, interpolation_scale=1,
+                                                                     use_additional_conditions=False),
+    "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS": PixArtTransformerConfig(sample_size=128, interpolation_scale=2,
+                                                                      use_additional_conditions=False),
+    "PixArt-alpha/PixArt-Sigma-XL-2-2K-MS": PixArtTransformerConfig(sample_size=256, interpolation_scale=4,
+                                                                    use_additional_conditions=False),
+}
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    layer: int  # index in layout.layers
+    box: Box  # the region it fills, full-raster px
+    strategy: str  # direct | upscale
+    gen_width: int  # px the model generates at
+    gen_height: int
+    latent: tuple[int, int]  # (h, w)
+    tokens: int  # image tokens per sample
+    memory: GenerationPlan
+    cost: float  # relative to one 1024x1024 generation with the same steps
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d["memory"] = {p.name: {"peak": p.peak, "chunks": [asdict(c) for c in p.chunks]} for p in self.memory.phases}
+        d["memory"]["peak"] = self.memory.peak
+        return d
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: str
+    width: int  # full raster (trim + bleed), px
+    height: int
+    boxes: tuple[Box, ...]  # per layer
+    jobs: tuple[GenerateJob, ...]
+    monitors: tuple[Box, ...]  # span cuts, empty without a span
+    budget: int | None
+
+    @property
+    def peak(self) -> int:
+        return max((j.memory.peak for j in self.jobs), default=0)
+
+    def to_json(self) -> str:
+        return json.dumps({"source": self.source, "width": self.width, "height": self.height,
+                           "boxes": [asdict(b) for b in self.boxes], "jobs": [j.summary() for j in self.jobs],
+                           "monitors": [asdict(b) for b in self.monitors], "budget": self.budget,
+                           "peak": self.peak}, indent=2)
+
+    def describe(self, layout: Layout) -> str:
+        lines = [f"{self.source}: canvas {self.width}x{self.height} px (trim {layout.canvas.width}x"
+                 f"{layout.canvas.height}, bleed {layout.canvas.bleed}, {layout.canvas.dpi} dpi), "
+                 f"{len(layout.layers)} layers, budget {format_bytes(self.budget) if self.budget else 'automatic'}"]
+        for i, (layer, box) in enumerate(zip(layout.layers, self.boxes)):
+            lines.append(f"  [{i}] {type(layer).__name__.removesuffix('Layer').lower():<9} {box.w}x{box.h} at "
+                         f"({box.x}, {box.y})")
+        for job in self.jobs:
+            chunks = ", ".join(f"{p.name} {format_bytes(p.peak)}" for p in job.memory.phases)
+            lines.append(f"  generate [{job.layer}]: {job.strategy} at {job.gen_width}x{job.gen_height} "
+                         f"(latent {job.latent[1]}x{job.latent[0]}, {job.tokens} tokens), cost {job.cost:.2f}, "
+                         f"peak {format_bytes(job.memory.peak)} ({chunks})")
+        for i, box in enumerate(self.monitors):
+            lines.append(f"  monitor {i}: {box.w}x{box.h} at ({box.x}, {box.y})")
+        lines.append(f"peak memory {format_bytes(self.peak)}")
+        return "\n".join(lines)
+
+
+def model_configs(model: str) -> tuple[PixArtTransformerConfig, T5Config, AutoencoderKLConfig]:
+    """The configs of `model` (folder or hub id): read from its config files when present on this machine,
+    else the published configs of the known checkpoints."""
+    from studio.checkpoint import resolve_model_dir
+    from studio.pipeline import read_configs
+
+    try:
+        return read_configs(resolve_model_dir(model))
+    except CheckpointError:
+        if model in PUBLISHED:
+            return PUBLISHED[model], T5Config(), SDXL_VAE
+        raise
+
+
+def generation_size(width: int, height: int, cfg: PixArtTransformerConfig, strategy: str) -> tuple[str, int, int]:
+    """(strategy, gen_width, gen_height) to fill a width x height region with a model of config `cfg`."""
+    native = (cfg.sample_size * 8) ** 2
+    if strategy == "auto":
+        strategy = "direct" if width * height <= DIRECT_MAX_AREA * native else "upscale"
+    if strategy == "direct":
+        return strategy, snap(width), snap(height)
+    gen_h, gen_w = binning.closest_bin(height, width, binning.bins_for(cfg.sample_size))
+    return strategy, gen_w, gen_h
+
+
+def relative_cost(cfg: PixArtTransformerConfig, gen_w: int, gen_h: int) -> float:
+    """Transformer FLOPs of one step relative to 1024x1024: linear layers scale with tokens N, attention
+    with N^2 (per token: ~24 D^2 in the linears, 4 N D in attention)."""
+    def flops(n):
+        return n * 24 * cfg.inner_dim ** 2 + 4 * n * n * cfg.inner_dim
+    n = (gen_w // 16) * (gen_h // 16)
+    return flops(n) / flops((1024 // 16) ** 2)
+
+
+def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=None) -> Plan:
+    """Resolve every layer's box and plan every generation. `configs` (transformer, t5, vae) skip the
+    model lookup (tests); otherwise the layer's model, the layout's, or `model` gives them."""
+    budget_bytes = parse_bytes(budget if budget is not None else layout.memory_budget)
+    if budget_bytes is None:
+        from studio import backend
+        from studio.memory import AUTO_MARGIN
+        budget_bytes = backend.free_memory() - AUTO_MARGIN
+    boxes = tuple(resolve(layer.region, layout.canvas, layout.grids) for layer in layout.layers)
+    jobs = []
+    for i, (layer, box) in enumerate(zip(layout.layers, boxes)):
+        if not isinstance(layer, GenerateLayer):
+            continue
+        tr, t5, vae = configs or model_configs(layer.model or layout.model or model)
+        strategy, gen_w, gen_h = generation_size(box.w, box.h, tr, layer.strategy)
+        try:
+            memory = plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget_bytes, layer.guidance > 1.0)
+        except PlanError as e:
+            if layer.strategy != "auto" or strategy == "upscale":
+                raise PlanError(f"{layout.source}: layers[{i}]: {e}") from None
+            strategy, gen_w, gen_h = generation_size(box.w, box.h, tr, "upscale")  # fall back to the native bin
+            memory = plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget_bytes, layer.guidance > 1.0)
+        f = 2 ** (len(vae.block_out_channels) - 1)
+        jobs.append(GenerateJob(i, box, strategy, gen_w, gen_h, (gen_h // f, gen_w // f),
+                                (gen_h // f // tr.patch_size) * (gen_w // f // tr.patch_size), memory,
+                                round(relative_cost(tr, gen_w, gen_h), 4)))
+    monitors = tuple(span_canvas(layout.span)[2]) if layout.span else ()
+    return Plan(layout.source, layout.canvas.full_width, layout.canvas.full_height, boxes, tuple(jobs), monitors,
+                budget_bytes)

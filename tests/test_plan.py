@@ -1,0 +1,127 @@
+"""Geometry and planner: exact integer tables."""
+
+import pytest
+
+from studio.geometry import Box, fit_box, resolve, snap, span_canvas, split
+from studio.models.t5 import T5Config
+from studio.models.transformer import PixArtTransformerConfig
+from studio.models.vae import AutoencoderKLConfig
+from studio.plan import generation_size, plan_layout
+from studio.tiny import vae_config
+from studio.spec import Canvas, FillLayer, GenerateLayer, Grid, Layout, Monitor, Region, Span, TextLayer
+
+
+@pytest.mark.parametrize("total,parts,gutter,expected", [
+    (100, 3, 0, [(0, 33), (33, 34), (67, 33)]),
+    (3840, 3, 40, [(0, 1253), (1293, 1254), (2587, 1253)]),
+    (7, 7, 0, [(i, 1) for i in range(7)]),
+    (10, 2, 1, [(0, 4), (5, 5)]),
+    (1, 1, 0, [(0, 1)]),
+])
+def test_split_is_exact(total, parts, gutter, expected):
+    cells = split(total, parts, gutter)
+    assert cells == expected
+    assert cells[-1][0] + cells[-1][1] == total
+    assert sum(length for _, length in cells) + gutter * (parts - 1) == total
+
+
+def test_split_impossible():
+    with pytest.raises(ValueError):
+        split(10, 4, 3)
+
+
+CANVAS = Canvas(width=3840, height=2160, bleed=0, safe_margin=100)
+BLEED = Canvas(width=4960, height=7016, dpi=300, bleed=36, safe_margin=118)
+GRIDS = {"panels": Grid("panels", rows=1, columns=3, gutter=40),
+         "inner": Grid("inner", rows=2, columns=2, gutter=10, region=Region("px", 100, 100, 1000, 500))}
+
+
+@pytest.mark.parametrize("canvas,region,expected", [
+    (CANVAS, Region("full"), Box(0, 0, 3840, 2160)),
+    (CANVAS, Region("safe"), Box(100, 100, 3640, 1960)),
+    (CANVAS, Region("px", 10, 20, 300, 400), Box(10, 20, 300, 400)),
+    (CANVAS, Region("percent", 10, 5, 80, 20), Box(384, 108, 3072, 432)),
+    (CANVAS, Region("percent", 33.3, 0, 33.4, 100), Box(1279, 0, 1282, 2160)),
+    (CANVAS, Region("cell", grid="panels", column=0), Box(0, 0, 1253, 2160)),
+    (CANVAS, Region("cell", grid="panels", column=1), Box(1293, 0, 1254, 2160)),
+    (CANVAS, Region("cell", grid="panels", column=1, column_span=2), Box(1293, 0, 2547, 2160)),
+    (CANVAS, Region("cell", grid="inner", row=1, column=1), Box(605, 355, 495, 245)),
+    (BLEED, Region("full"), Box(0, 0, 5032, 7088)),
+    (BLEED, Region("safe"), Box(154, 154, 4724, 6780)),
+    (BLEED, Region("px", 0, 0, 100, 100), Box(36, 36, 100, 100)),
+    (BLEED, Region("percent", 0, 0, 100, 100), Box(36, 36, 4960, 7016)),
+])
+def test_resolve(canvas, region, expected):
+    assert resolve(region, canvas, GRIDS) == expected
+
+
+@pytest.mark.parametrize("src,box,fit,expected", [
+    ((1344, 768), Box(0, 0, 3840, 2160), "cover", (3840, 2194, Box(0, 0, 3840, 2160))),
+    ((1344, 768), Box(0, 0, 3840, 2160), "contain", (3780, 2160, Box(30, 0, 3780, 2160))),
+    ((100, 100), Box(10, 10, 50, 20), "contain", (20, 20, Box(25, 10, 20, 20))),
+    ((100, 100), Box(10, 10, 50, 20), "cover", (50, 50, Box(10, 10, 50, 20))),
+])
+def test_fit_box(src, box, fit, expected):
+    assert fit_box(*src, box, fit) == expected
+
+
+@pytest.mark.parametrize("n,expected", [(1000, 1008), (1007, 1008), (1008, 1008), (1016, 1024), (1, 16), (2160, 2160)])
+def test_snap(n, expected):
+    assert snap(n) == expected
+
+
+def test_span_with_bezels_is_exact():
+    m = Monitor("m", 2560, 1440, 597, 336)
+    width, height, boxes = span_canvas(Span((m, m, m), (20, 20)))
+    # 1831 mm x 2560/597 px/mm = 7851.52 px; 336 mm -> 1440.80 px
+    assert (width, height) == (7852, 1441)
+    assert boxes == [Box(0, 0, 2560, 1441), Box(2646, 0, 2560, 1441), Box(5292, 0, 2560, 1441)]
+    # the gaps are the bezels at the canvas density: 20 mm * 2560 / 597 = 85.76 px
+    assert [b.x - a.right for a, b in zip(boxes, boxes[1:])] == [86, 86]
+
+
+def test_span_mixed_monitors_centered():
+    big, small = Monitor("big", 3840, 2160, 597, 336), Monitor("small", 1920, 1080, 477, 268)
+    width, height, boxes = span_canvas(Span((small, big, small), (15, 15), align="center"))
+    # density of the big one: 3840 / 597 px per mm
+    assert (width, height) == (10169, 2161)  # 1581 mm x 3840/597
+    assert boxes[0] == Box(0, 219, 3068, 1724)
+    assert boxes[1].w == 3840 and boxes[1].y == 0
+    assert boxes[2].right == width
+
+
+TINY = PixArtTransformerConfig(num_layers=2, num_attention_heads=2, attention_head_dim=16, caption_channels=32,
+                               cross_attention_dim=32, sample_size=128)
+
+
+@pytest.mark.parametrize("w,h,strategy,expected", [
+    (3840, 2160, "auto", ("upscale", 1344, 768)),
+    (1080, 2400, "auto", ("upscale", 704, 1472)),
+    (1024, 1024, "auto", ("direct", 1024, 1024)),
+    (1000, 700, "auto", ("direct", 1008, 704)),
+    (1536, 1536, "auto", ("direct", 1536, 1536)),     # 2.25x the native area: still direct
+    (1552, 1536, "auto", ("upscale", 1024, 1024)),
+    (3840, 2160, "direct", ("direct", 3840, 2160)),
+    (1000, 700, "upscale", ("upscale", 1216, 832)),
+])
+def test_generation_size(w, h, strategy, expected):
+    assert generation_size(w, h, TINY, strategy) == expected
+
+
+def test_plan_layout_table():
+    t5 = T5Config(vocab_size=356, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    layout = Layout("mem.yaml", CANVAS, (
+        FillLayer((0, 0, 0, 255)),
+        GenerateLayer("a", region=Region("cell", grid="panels", column=0)),
+        GenerateLayer("b", region=Region("full"), strategy="direct"),
+        TextLayer("hello", region=Region("percent", 10, 70, 80, 20)),
+    ), grids=GRIDS)
+    vae = AutoencoderKLConfig.from_dict(vae_config())
+    plan = plan_layout(layout, budget="4GiB", configs=(TINY, t5, vae))
+    assert (plan.width, plan.height, plan.budget) == (3840, 2160, 4 * 2 ** 30)
+    assert plan.boxes[3] == Box(384, 1512, 3072, 432)
+    a, b = plan.jobs
+    assert (a.layer, a.strategy, a.gen_width, a.gen_height, a.latent, a.tokens) == (1, "upscale", 768, 1344, (168, 96), 4032)
+    assert (b.layer, b.strategy, b.gen_width, b.gen_height, b.latent, b.tokens) == (2, "direct", 3840, 2160, (270, 480), 32400)
+    assert b.memory.peak <= 4 * 2 ** 30
+    assert b.cost > a.cost
