@@ -40,6 +40,13 @@ class PixArtTransformerConfig:
     norm_elementwise_affine: bool = False
     interpolation_scale: float | None = None
     use_additional_conditions: bool | None = None
+    # KV token compression (PixArt-Sigma, sec. 3.2): in these blocks, self-attention keys and values are
+    # downsampled by a depthwise conv with kernel = stride = kv_compress_scale_factor, then LayerNorm.
+    # The published checkpoints don't use it; a checkpoint that does carries the weights
+    # transformer_blocks.N.attn1.kv_compress.{weight,bias} and ...attn1.kv_norm.{weight,bias}.
+    kv_compress_layers: tuple[int, ...] = ()
+    kv_compress_scale_factor: int = 1
+    kv_compress_sampling: str = "conv"
     # keys whose only supported value is the one PixArt uses
     norm_type: str = "ada_norm_single"
     activation_fn: str = "gelu-approximate"
@@ -61,7 +68,15 @@ class PixArtTransformerConfig:
         unknown = [k for k in d if not k.startswith("_") and k not in names and k not in cls.IGNORED]
         if unknown:
             raise ConfigError(f"transformer config: unknown key '{unknown[0]}'")
-        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+        if cfg.kv_compress_sampling != "conv":
+            raise ConfigError(f"transformer config: kv_compress_sampling={cfg.kv_compress_sampling!r} is not "
+                              "supported (allowed: 'conv')")
+        bad = [i for i in cfg.kv_compress_layers if not 0 <= i < cfg.num_layers]
+        if bad or (cfg.kv_compress_layers and cfg.kv_compress_scale_factor < 2):
+            raise ConfigError(f"transformer config: kv_compress_layers {list(cfg.kv_compress_layers)} with "
+                              f"kv_compress_scale_factor {cfg.kv_compress_scale_factor}: layers must be in "
+                              f"[0, {cfg.num_layers}) and the factor at least 2")
         for key, value in cls.REQUIRED_VALUES.items():
             if getattr(cfg, key) != value:
                 raise ConfigError(f"transformer config: {key}={getattr(cfg, key)!r} is not supported "
@@ -184,9 +199,11 @@ class CaptionProjection(nn.Cell):
 
 
 class Attention(nn.Cell):
-    """Multi-head attention; keys/values from `context` (cross-attention) or from x itself."""
+    """Multi-head attention; keys/values from `context` (cross-attention) or from x itself, optionally
+    compressed (KV token compression: depthwise conv, kernel = stride = kv_ratio, then LayerNorm)."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None, bias: bool, dtype):
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None, bias: bool, dtype,
+                 kv_ratio: int = 1):
         super().__init__()
         inner = heads * head_dim
         self.heads = heads
@@ -194,16 +211,29 @@ class Attention(nn.Cell):
         self.to_k = Linear(context_dim or dim, inner, bias=bias, dtype=dtype)
         self.to_v = Linear(context_dim or dim, inner, bias=bias, dtype=dtype)
         self.to_out = nn.CellList([Linear(inner, dim, dtype=dtype)])
+        self.kv_ratio = kv_ratio
+        if kv_ratio > 1:
+            self.kv_compress = Conv2d(inner, inner, kv_ratio, stride=kv_ratio, groups=inner, dtype=dtype)
+            self.kv_norm = LayerNorm(inner, 1e-5, dtype=dtype)  # torch's LayerNorm default, as the paper's code
+
+    def compress(self, x, grid):
+        """(B, N, C) tokens on a grid (h, w) -> (B, N / ratio^2, C): depthwise strided conv, then LayerNorm."""
+        b, n, c = x.shape
+        x = x.transpose(0, 2, 1).reshape(b, c, *grid)  # (B, C, h, w)
+        x = self.kv_compress(x)  # (B, C, h / r, w / r)
+        return self.kv_norm(x.reshape(b, c, -1).transpose(0, 2, 1))  # (B, N', C)
 
     def split_heads(self, x):
         b, n, _ = x.shape
         return x.reshape(b, n, self.heads, -1).transpose(0, 2, 1, 3)  # (B, heads, N, head_dim)
 
-    def construct(self, x, context=None, mask=None):
+    def construct(self, x, context=None, mask=None, grid=None):
         context = x if context is None else context
         q = self.split_heads(self.to_q(x))
-        k = self.split_heads(self.to_k(context))
-        v = self.split_heads(self.to_v(context))
+        k, v = self.to_k(context), self.to_v(context)
+        if self.kv_ratio > 1:
+            k, v = self.compress(k, grid), self.compress(v, grid)
+        k, v = self.split_heads(k), self.split_heads(v)
         out = attention(q, k, v, mask=mask)  # (B, heads, N, head_dim)
         b, _, n, _ = out.shape
         return self.to_out[0](out.transpose(0, 2, 1, 3).reshape(b, n, -1))  # (B, N, inner) -> (B, N, D)
@@ -232,22 +262,23 @@ class FeedForward(nn.Cell):
 class PixArtBlock(nn.Cell):
     """x += g1 * SelfAttn(LN(x)(1+s1)+b1); x += CrossAttn(x, c); x += g2 * MLP(LN(x)(1+s2)+b2)."""
 
-    def __init__(self, cfg: PixArtTransformerConfig, dtype):
+    def __init__(self, cfg: PixArtTransformerConfig, dtype, kv_ratio: int = 1):
         super().__init__()
         dim = cfg.inner_dim
         self.norm1 = LayerNorm(dim, cfg.norm_eps, cfg.norm_elementwise_affine, dtype)
-        self.attn1 = Attention(dim, cfg.num_attention_heads, cfg.attention_head_dim, None, cfg.attention_bias, dtype)
+        self.attn1 = Attention(dim, cfg.num_attention_heads, cfg.attention_head_dim, None, cfg.attention_bias, dtype,
+                               kv_ratio)
         self.attn2 = Attention(dim, cfg.num_attention_heads, cfg.attention_head_dim, cfg.cross_attention_dim,
                                cfg.attention_bias, dtype)
         self.norm2 = LayerNorm(dim, cfg.norm_eps, cfg.norm_elementwise_affine, dtype)
         self.ff = FeedForward(dim, dtype)
         self.scale_shift_table = param((6, dim), dtype)
 
-    def construct(self, x, context, context_mask, t6):
+    def construct(self, x, context, context_mask, t6, grid=None):
         # t6: (B, 6D) -> six (B, 1, D) modulation vectors
         mods = self.scale_shift_table.reshape(1, 6, -1) + t6.reshape(t6.shape[0], 6, -1)  # (B, 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ops.split(mods, 1, axis=1)
-        x = x + gate_msa * self.attn1(self.norm1(x) * (1 + scale_msa) + shift_msa)
+        x = x + gate_msa * self.attn1(self.norm1(x) * (1 + scale_msa) + shift_msa, grid=grid)
         x = x + self.attn2(x, context, context_mask)
         x = x + gate_mlp * self.ff(self.norm2(x) * (1 + scale_mlp) + shift_mlp)
         return x
@@ -287,7 +318,9 @@ class PixArtTransformer2DModel(nn.Cell):
         self.pos_embed = PatchEmbed(cfg, dtype)
         self.adaln_single = AdaLayerNormSingle(dim, cfg.with_size_conditions, dtype)
         self.caption_projection = CaptionProjection(cfg.caption_channels, dim, dtype) if cfg.caption_channels else None
-        self.transformer_blocks = nn.CellList([PixArtBlock(cfg, dtype) for _ in range(cfg.num_layers)])
+        self.transformer_blocks = nn.CellList([
+            PixArtBlock(cfg, dtype, cfg.kv_compress_scale_factor if i in cfg.kv_compress_layers else 1)
+            for i in range(cfg.num_layers)])
         self.norm_out = LayerNorm(dim, 1e-6, elementwise_affine=False, dtype=dtype)
         self.scale_shift_table = param((2, dim), dtype)
         self.proj_out = Linear(dim, cfg.patch_size * cfg.patch_size * cfg.output_channels, dtype=dtype)
@@ -318,7 +351,7 @@ class PixArtTransformer2DModel(nn.Cell):
         t6, t_emb = self.adaln_single(timestep, resolution, aspect_ratio)  # (B, 6D), (B, D)
         mask = None if context_mask is None else context_mask.astype(ms.bool_).reshape(b, 1, 1, -1)  # (B,1,1,L)
         for block in self.transformer_blocks:
-            x = block(x, context, mask, t6)
+            x = block(x, context, mask, t6, (h // p, w // p))
         shift, scale = ops.split(self.scale_shift_table.reshape(1, 2, -1) + t_emb.reshape(b, 1, -1), 1, axis=1)
         x = self.proj_out(self.norm_out(x) * (1 + scale) + shift)  # (B, N, p*p*C)
         c = self.config.output_channels
