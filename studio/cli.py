@@ -1,4 +1,4 @@
-"""The `studio` command line: `studio generate`, `studio make-tiny`.
+"""The `studio` command line: generate, plan, proof, render, make-tiny.
 
 User mistakes (bad sizes, missing folders, broken checkpoints, existing outputs) print one line and exit
 with status 2; no tracebacks.
@@ -49,6 +49,30 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    def layout_command(name: str, help_text: str):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("layout", type=Path, help="layout file (YAML), see layouts/README.md")
+        cmd.add_argument("--set", dest="variables", action="append", default=[], metavar="NAME=VALUE",
+                         help="fill a {variable} of the layout (repeatable)")
+        return cmd
+
+    plan = layout_command("plan", "print what rendering a layout will do, without loading a model")
+    plan.add_argument("--model", default=None, help="model for layers that name none (its config is read)")
+    plan.add_argument("--memory-budget", default=None)
+    plan.add_argument("--json", action="store_true", help="machine-readable plan")
+
+    proof = layout_command("proof", "draw the layout with labelled placeholders instead of generated art")
+    proof.add_argument("-o", "--output", required=True, type=Path)
+    proof.add_argument("--model", default=None)
+    proof.add_argument("--overwrite", action="store_true")
+
+    render = layout_command("render", "plan, generate, compose and export a layout")
+    render.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    render.add_argument("--model", default=None, help=f"model for layers that name none (default {DEFAULT_MODEL})")
+    render.add_argument("--memory-budget", default=None)
+    render.add_argument("--overwrite", action="store_true")
+    render.add_argument("--quiet", action="store_true")
+
     tiny = sub.add_parser("make-tiny", help="write a tiny random PixArt-Sigma pipeline (its output is noise)")
     tiny.add_argument("folder", type=Path)
     tiny.add_argument("--sample-size", type=int, default=128, choices=(32, 64, 128, 256),
@@ -98,6 +122,65 @@ def cmd_generate(args) -> None:
     print(f"wrote {args.output} ({width}x{height}, seed {out.seed}, {time.perf_counter() - t0:.1f} s)")
 
 
+def parse_variables(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--set '{pair}' is not NAME=VALUE")
+        out[name.strip()] = value
+    return out
+
+
+def load(args):
+    from studio.layout import load_layout
+    return load_layout(args.layout, parse_variables(args.variables))
+
+
+def cmd_plan(args) -> None:
+    from studio.plan import plan_layout
+
+    layout = load(args)
+    the_plan = plan_layout(layout, args.model or DEFAULT_MODEL, args.memory_budget)
+    print(the_plan.to_json() if args.json else the_plan.describe(layout))
+
+
+def cmd_proof(args) -> None:
+    from studio.plan import plan_layout
+    from studio.render import proof
+
+    layout = load(args)
+    try:
+        the_plan = plan_layout(layout, args.model or DEFAULT_MODEL)
+    except StudioError:  # a proof needs no model: label without generation sizes
+        the_plan = None
+    path = proof(layout, args.output, the_plan, overwrite=args.overwrite)
+    print(f"wrote {path} ({layout.canvas.full_width}x{layout.canvas.full_height}, placeholders for generated art)")
+
+
+def cmd_render(args) -> None:
+    from studio.render import render
+
+    layout = load(args)
+    bars = {}
+
+    def progress(label: str, step: int, total: int) -> None:
+        if args.quiet:
+            return
+        from tqdm import tqdm
+        if label not in bars:
+            bars[label] = tqdm(total=total, desc=label, unit="step", file=sys.stderr)
+        bars[label].update(1)
+        if step == total:
+            bars[label].close()
+
+    t0 = time.perf_counter()
+    files = render(layout, args.output, args.model or DEFAULT_MODEL, args.memory_budget, args.overwrite, progress)
+    for path in files:
+        print(f"wrote {path}")
+    print(f"rendered {args.layout} in {time.perf_counter() - t0:.1f} s")
+
+
 def cmd_make_tiny(args) -> None:
     from studio.tiny import NOISE_NOTICE, make_tiny
 
@@ -105,7 +188,8 @@ def cmd_make_tiny(args) -> None:
     print(f"wrote {args.folder}: {NOISE_NOTICE}")
 
 
-COMMANDS = {"generate": cmd_generate, "make-tiny": cmd_make_tiny}
+COMMANDS = {"generate": cmd_generate, "plan": cmd_plan, "proof": cmd_proof, "render": cmd_render,
+            "make-tiny": cmd_make_tiny}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except StudioError as e:
-        print(f"studio: error: {e}", file=sys.stderr)
+        for line in str(e).splitlines() or [type(e).__name__]:
+            print(f"studio: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("studio: interrupted", file=sys.stderr)

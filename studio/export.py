@@ -1,15 +1,27 @@
-"""Pixels -> files, written atomically: a temporary file in the target folder, then a rename.
+"""Pixels -> files, written atomically: a temporary file in the target folder, fsync, then a rename.
+
+`save_image(image, path)` writes one PNG/JPEG/TIFF/WEBP file. `export(image, layout, out_dir, stem)` writes
+every format of `layout.output.formats` (png | jpeg | tiff | pdf) for one composed raster, all or none:
+every temporary file is written first, then all are renamed into place. Every file carries the canvas
+DPI (PNG pHYs, JPEG JFIF density, TIFF resolution, PDF page size) and the sRGB ICC profile; the PDF page
+is the full raster (trim + bleed) at its physical size, with BleedBox and TrimBox set.
 
 An existing file is never replaced unless the caller passes overwrite=True.
 """
 
+import functools
+import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
+
+import numpy as np
 
 from studio.errors import InputError
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+EXPORT_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "pdf": ".pdf"}  # layout format -> suffix
 
 
 def check_target(path: Path, overwrite: bool) -> Path:
@@ -17,6 +29,10 @@ def check_target(path: Path, overwrite: bool) -> Path:
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise InputError(f"{path}: unknown image format '{path.suffix}' (allowed: {', '.join(sorted(FORMATS))})")
+    return check_free(path, overwrite)
+
+
+def check_free(path: Path, overwrite: bool) -> Path:
     if path.exists() and not overwrite:
         raise InputError(f"{path}: file exists (pass --overwrite to replace it)")
     if not path.parent.is_dir():
@@ -24,34 +40,183 @@ def check_target(path: Path, overwrite: bool) -> Path:
     return path
 
 
-def save_image(image, path, overwrite: bool = False, metadata: dict[str, str] | None = None,
-               dpi: int | None = None, quality: int = 95) -> Path:
-    """Write a PIL image atomically; PNG gets `metadata` as text chunks, JPEG `quality`."""
+@functools.lru_cache(maxsize=1)
+def srgb_profile() -> bytes:
+    """An sRGB ICC profile (LittleCMS's built-in), embedded in every file we write."""
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def text_value(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def write_raster(image, f, fmt: str, dpi: int | None, metadata: dict | None, quality: int) -> None:
+    """Encode a PIL image to the open file `f`: PNG (metadata as text chunks), JPEG (RGB, 4:4:4, metadata
+    as a JSON comment), TIFF (deflate, metadata as a JSON ImageDescription) or WEBP."""
     from PIL import PngImagePlugin
 
-    path = check_target(Path(path), overwrite)
-    fmt = FORMATS[path.suffix.lower()]
-    options = {}
+    options = {"icc_profile": srgb_profile()}
     if dpi:
         options["dpi"] = (dpi, dpi)
     if fmt == "PNG" and metadata:
         info = PngImagePlugin.PngInfo()
         for key, value in metadata.items():
-            info.add_text(key, str(value))
+            info.add_text(key, text_value(value))
         options["pnginfo"] = info
     if fmt == "JPEG":
-        options["quality"] = quality
         image = image.convert("RGB")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        options.update(quality=quality, subsampling=0)  # no chroma subsampling: keeps coloured text crisp
+        if metadata:
+            options["comment"] = json.dumps(metadata, ensure_ascii=False)
+    if fmt == "TIFF":
+        options["compression"] = "tiff_deflate"
+        if metadata:
+            options["description"] = json.dumps(metadata, ensure_ascii=False)
+    if fmt == "WEBP":
+        options.update(quality=quality)
+    image.save(f, format=fmt, **options)
+
+
+def write_pdf(image, f, dpi: int, bleed: int = 0, metadata: dict | None = None) -> None:
+    """A one-page PDF showing `image` at its physical size (px / dpi inches).
+
+    MediaBox = BleedBox = the whole raster, TrimBox = the raster less `bleed` px per side. The image is an
+    sRGB (ICCBased) XObject, Flate-compressed with the PNG 'Up' predictor (lossless).
+    """
+    rgb = np.asarray(image.convert("RGB"))  # (H, W, 3)
+    h, w = rgb.shape[:2]
+    rows = rgb.reshape(h, w * 3)
+    up = np.empty((h, w * 3 + 1), dtype=np.uint8)  # each row: filter type 2 (Up), then bytes - bytes above
+    up[:, 0] = 2
+    up[0, 1:] = rows[0]
+    up[1:, 1:] = rows[1:] - rows[:-1]  # uint8 arithmetic wraps mod 256, as the filter wants
+    pixels = zlib.compress(up.tobytes(), 6)
+    icc = zlib.compress(srgb_profile())
+
+    def pt(px: float) -> str:
+        return f"{px * 72 / dpi:.4f}".rstrip("0").rstrip(".")
+
+    page_w, page_h = pt(w), pt(h)
+    trim = f"[{pt(bleed)} {pt(bleed)} {pt(w - bleed)} {pt(h - bleed)}]"
+    content = f"q {page_w} 0 0 {page_h} 0 0 cm /Im0 Do Q".encode()
+    info = "<< /Producer (studio)"
+    if metadata:
+        info += f" /Subject <{pdf_text(json.dumps(metadata, ensure_ascii=False))}>"
+    info += " >>"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        (f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {page_w} {page_h}] /BleedBox [0 0 {page_w} {page_h}] "
+         f"/TrimBox {trim} /Resources << /XObject << /Im0 5 0 R >> >> /Contents 4 0 R >>").encode(),
+        stream(b"", content),
+        stream(f"/Type /XObject /Subtype /Image /Width {w} /Height {h} /ColorSpace [/ICCBased 6 0 R] "
+               f"/BitsPerComponent 8 /Filter /FlateDecode "
+               f"/DecodeParms << /Predictor 12 /Colors 3 /BitsPerComponent 8 /Columns {w} >>".encode(), pixels),
+        stream(b"/N 3 /Alternate /DeviceRGB /Filter /FlateDecode", icc),
+        info.encode(),
+    ]
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, len(objects), xref)
+    f.write(out)
+
+
+def stream(entries: bytes, data: bytes) -> bytes:
+    """A PDF stream object: the dictionary `entries` plus /Length, then the bytes."""
+    head = b"<< " + (entries + b" " if entries else b"") + b"/Length %d >>" % len(data)
+    return head + b"\nstream\n" + data + b"\nendstream"
+
+
+def pdf_text(text: str) -> str:
+    """A PDF text string as hex: UTF-16BE with a byte-order mark."""
+    return (b"\xfe\xff" + text.encode("utf-16-be")).hex().upper()
+
+
+def write_temp(folder: Path, name: str, write) -> Path:
+    """Call write(f) on a new temporary file in `folder`, fsync it, and return its path (removed on failure)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            image.save(f, format=fmt, **options)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-        if not overwrite and path.exists():
-            raise InputError(f"{path}: file appeared while writing (not replaced)")
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename `tmp` to `path`; without overwrite, a hard link makes "only if absent" atomic."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise InputError(f"{path}: file appeared while writing (not replaced)") from None
+    tmp.unlink()
+
+
+def save_image(image, path, overwrite: bool = False, metadata: dict[str, str] | None = None,
+               dpi: int | None = None, quality: int = 95) -> Path:
+    """Write a PIL image atomically; PNG gets `metadata` as text chunks, JPEG `quality`."""
+    path = check_target(Path(path), overwrite)
+    fmt = FORMATS[path.suffix.lower()]
+    tmp = write_temp(path.parent, path.name, lambda f: write_raster(image, f, fmt, dpi, metadata, quality))
+    try:
+        move_into_place(tmp, path, overwrite)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata: dict | None = None) -> list[Path]:
+    """Write `image` (the composed full raster) as `out_dir/stem.<ext>` for each of layout.output.formats.
+
+    metadata: generation parameters (JSON-able values) stored in the files. All files or none: any failure
+    removes every file this call created and restores any it replaced. Returns the paths in format order.
+    """
+    out_dir = Path(out_dir)
+    dpi, bleed = layout.canvas.dpi, layout.canvas.bleed
+    targets = []
+    for fmt in layout.output.formats:
+        if fmt not in EXPORT_SUFFIXES:
+            raise InputError(f"output.formats: unknown format '{fmt}' (allowed: {', '.join(EXPORT_SUFFIXES)})")
+        targets.append((fmt, check_free(out_dir / (stem + EXPORT_SUFFIXES[fmt]), overwrite)))
+
+    def writer(fmt):
+        if fmt == "pdf":
+            return lambda f: write_pdf(image, f, dpi, bleed, metadata)
+        return lambda f: write_raster(image, f, fmt.upper(), dpi, metadata, layout.output.jpeg_quality)
+
+    temps, backups, placed = [], {}, []
+    try:
+        for fmt, path in targets:
+            temps.append(write_temp(out_dir, path.name, writer(fmt)))
+        for tmp, (_, path) in zip(temps, targets):
+            if overwrite and path.exists():  # kept until every file is in place, to restore on failure
+                backups[path] = tmp.with_name(tmp.name + ".old")
+                os.link(path, backups[path])
+            move_into_place(tmp, path, overwrite)
+            placed.append(path)
+    except BaseException:
+        for path in placed:
+            if path in backups:
+                os.replace(backups.pop(path), path)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    finally:
+        for tmp in temps + list(backups.values()):
+            tmp.unlink(missing_ok=True)
+    return [path for _, path in targets]

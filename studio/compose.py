@@ -1,0 +1,325 @@
+"""A layout and its generated art -> one RGB raster of the full canvas (trim + bleed).
+
+`compose(layout, art)` takes the validated `Layout` and, for each GenerateLayer, the image generated for it
+(`art[i]`, i = the layer's index in `layout.layers`); it returns an RGB image of
+`canvas.full_width x canvas.full_height` px: the background, then every layer alpha-composited in list
+order. Each layer is drawn into an RGBA tile at its resolved box (`geometry.resolve`), its alpha multiplied
+by the layer's opacity, and composited with Pillow's `alpha_composite`. Text is antialiased; fills, shapes
+and gradients are exact (no antialiasing), so tiny canvases have exact expected pixels.
+
+`cut_span(image, boxes, monitors)` cuts a span canvas into one image per monitor.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from studio import fonts
+from studio.errors import InputError
+from studio.geometry import Box, fit_box, resolve
+from studio.spec import (FillLayer, GenerateLayer, GradientLayer, ImageLayer, Layout, Monitor, ShapeLayer,
+                         TextLayer)
+
+RGBA = tuple[int, int, int, int]
+PLACEHOLDER_TINTS = [(120, 160, 220), (220, 140, 120), (130, 200, 140), (200, 170, 90), (170, 130, 210)]
+GRADIENT_ROWS = 256  # gradients are computed this many rows at a time (memory stays small at A2 / 300 dpi)
+
+
+def compose(layout: Layout, art: dict[int, Image.Image] | None = None, proof: bool = False,
+            labels: dict[int, str] | None = None) -> Image.Image:
+    """The full raster (trim + bleed) as RGB.
+
+    art: layer index -> generated image for that GenerateLayer (any size; fitted with Lanczos).
+    proof: draw every GenerateLayer as a labelled placeholder (fast at any size); layers without art are
+    placeholders anyway. labels: layer index -> extra placeholder text (e.g. "generate 1024x1536, upscale").
+    """
+    art, labels = art or {}, labels or {}
+    canvas = layout.canvas
+    base_dir = None if layout.source.startswith("<") else Path(layout.source).parent
+    image = Image.new("RGBA", (canvas.full_width, canvas.full_height), (255, 255, 255, 255))
+    paste(image, Image.new("RGBA", image.size, canvas.background), (0, 0))
+    for i, layer in enumerate(layout.layers):
+        box = resolve(layer.region, canvas, layout.grids)
+        if box.w <= 0 or box.h <= 0:
+            continue
+        if isinstance(layer, GenerateLayer):
+            if proof or i not in art:
+                tile, at = placeholder(layer, i, box, labels.get(i, "")), (box.x, box.y)
+            else:
+                tile, at = fitted(art[i], box, layer.fit)
+        elif isinstance(layer, ImageLayer):
+            tile, at = fitted(open_image(layer, i, base_dir), box, layer.fit)
+        elif isinstance(layer, TextLayer):
+            tile, at = text_tile(layer, box, base_dir)
+        elif isinstance(layer, ShapeLayer):
+            tile, at = shape_tile(layer, box)
+        elif isinstance(layer, FillLayer):
+            tile, at = Image.new("RGBA", (box.w, box.h), layer.color), (box.x, box.y)
+        elif isinstance(layer, GradientLayer):
+            tile, at = gradient_tile(layer, box), (box.x, box.y)
+        else:
+            raise InputError(f"layers[{i}]: cannot draw a {type(layer).__name__}")
+        paste(image, with_opacity(tile, layer.opacity), at)
+    return image.convert("RGB")
+
+
+def paste(image: Image.Image, tile: Image.Image, at: tuple[int, int]) -> None:
+    """Alpha-composite `tile` onto `image` with its top-left at `at` (may be partly off the image)."""
+    x, y = at
+    left, top = max(0, -x), max(0, -y)
+    right, bottom = min(tile.width, image.width - x), min(tile.height, image.height - y)
+    if right <= left or bottom <= top:
+        return
+    if (left, top, right, bottom) != (0, 0, tile.width, tile.height):
+        tile = tile.crop((left, top, right, bottom))
+    image.alpha_composite(tile, dest=(x + left, y + top))
+
+
+def with_opacity(tile: Image.Image, opacity: float) -> Image.Image:
+    """alpha := round(alpha * opacity)."""
+    if opacity >= 1:
+        return tile
+    tile = tile.copy()
+    tile.putalpha(tile.getchannel("A").point(lambda a: math.floor(a * opacity + 0.5)))
+    return tile
+
+
+# -- pictures ------------------------------------------------------------------------------------------------
+
+def fitted(picture: Image.Image, box: Box, fit: str) -> tuple[Image.Image, tuple[int, int]]:
+    """`picture` scaled (Lanczos) to cover or fit inside `box`; cover crops the overflow evenly on both sides,
+    contain leaves the rest of the box transparent. Returns the tile and its top-left."""
+    picture = picture.convert("RGBA")
+    w, h, dest = fit_box(picture.width, picture.height, box, fit)
+    if (w, h) != picture.size:
+        picture = picture.resize((w, h), Image.Resampling.LANCZOS)
+    if fit == "cover":
+        dx, dy = (w - box.w) // 2, (h - box.h) // 2
+        return picture.crop((dx, dy, dx + box.w, dy + box.h)), (box.x, box.y)
+    return picture, (dest.x, dest.y)
+
+
+def open_image(layer: ImageLayer, index: int, base_dir: Path | None) -> Image.Image:
+    path = Path(layer.path)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGBA")
+    except (OSError, ValueError) as e:
+        raise InputError(f"layers[{index}].path: cannot read image '{layer.path}' ({e})") from None
+
+
+def placeholder(layer: GenerateLayer, index: int, box: Box, label: str) -> Image.Image:
+    """A tinted, hatched box with a frame and the layer's name, prompt excerpt and `label`."""
+    tint = PLACEHOLDER_TINTS[index % len(PLACEHOLDER_TINTS)]
+    tile = Image.new("RGBA", (box.w, box.h), tint + (255,))
+    draw = ImageDraw.Draw(tile)
+    line = tuple(c * 3 // 4 for c in tint) + (255,)
+    step = max(8, min(box.w, box.h) // 16)
+    for d in range(0, box.w + box.h, step):  # 45-degree hatching
+        draw.line((d, 0, d - box.h, box.h), fill=line, width=max(1, step // 8))
+    draw.rectangle((0, 0, box.w - 1, box.h - 1), outline=(40, 40, 40, 255), width=max(1, step // 8))
+    title = layer.name or f"layers[{index}]"
+    prompt = layer.prompt if len(layer.prompt) <= 120 else layer.prompt[:117] + "..."
+    text = "\n".join(t for t in (f"{title} (generate)", prompt, label) if t)
+    size = max(6, min(box.w, box.h) // 18)
+    font = fonts.load_font(None, size)
+    margin = max(2, step // 2)
+    lines = wrap(text, font, box.w - 2 * margin, 0)
+    ascent, _ = font.getmetrics()
+    for n, words in enumerate(lines):
+        y = margin + ascent + n * round(size * 1.2)
+        if y > box.h:
+            break
+        draw.text((margin, y), words, font=font, fill=(20, 20, 20, 255), anchor="ls")
+    return tile
+
+
+# -- text ------------------------------------------------------------------------------------------------------
+
+def line_width(line: str, font, spacing: float) -> float:
+    """Advance width in px; with letter spacing each glyph advances by its own width + `spacing`."""
+    if not spacing:
+        return font.getlength(line)
+    return sum(font.getlength(ch) for ch in line) + spacing * max(0, len(line) - 1)
+
+
+def wrap(text: str, font, width: float, spacing: float) -> list[str]:
+    """Greedy word wrap of each paragraph ('\\n') to `width` px; a word wider than the box keeps its own line."""
+    lines = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split():
+            candidate = f"{line} {word}" if line else word
+            if line and line_width(candidate, font, spacing) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        lines.append(line)
+    return lines
+
+
+def text_lines(layer: TextLayer, font, box: Box) -> list[str]:
+    if layer.wrap:
+        return wrap(layer.text, font, box.w - 2 * layer.stroke_width, layer.letter_spacing)
+    return layer.text.split("\n")
+
+
+def block_size(lines: list[str], font, size: float, layer: TextLayer) -> tuple[float, float]:
+    """(width, height) px of the laid-out lines: widest advance; ascent + descent + (n-1) line pitches."""
+    ascent, descent = font.getmetrics()
+    width = max(line_width(line, font, layer.letter_spacing) for line in lines)
+    height = ascent + descent + (len(lines) - 1) * size * layer.line_height
+    return width + 2 * layer.stroke_width, height + 2 * layer.stroke_width
+
+
+def fitting_size(layer: TextLayer, box: Box, base_dir) -> int:
+    """Largest integer px size <= layer.size whose laid-out text fits `box` (binary search; 1 if none fits)."""
+    lo, hi = 1, max(1, math.floor(layer.size))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        font = fonts.load_font(layer.font, mid, base_dir)
+        w, h = block_size(text_lines(layer, font, box), font, mid, layer)
+        if w <= box.w and h <= box.h:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[int, int]]:
+    """Shadow, stroke and fill of the laid-out text, on a tile a little larger than `box` so that stroke and
+    shadow are not clipped at the box edge; text overflowing its box further (no shrink_to_fit) is clipped.
+    Returns the tile and its top-left."""
+    size = fitting_size(layer, box, base_dir) if layer.shrink_to_fit else layer.size
+    font = fonts.load_font(layer.font, size, base_dir)
+    lines = text_lines(layer, font, box)
+    _, block_h = block_size(lines, font, size, layer)
+    shadow = layer.shadow
+    pad = math.ceil(layer.stroke_width) + 2
+    if shadow:
+        pad += math.ceil(max(abs(shadow.dx), abs(shadow.dy)) + 3 * shadow.blur)
+    tile_size = (box.w + 2 * pad, box.h + 2 * pad)
+
+    ascent, _ = font.getmetrics()
+    top = {"top": 0, "middle": (box.h - block_h) / 2, "bottom": box.h - block_h}[layer.valign]
+    fill_mask, ink_mask = Image.new("L", tile_size), Image.new("L", tile_size)  # ink = fill + stroke
+    fill_draw, ink_draw = ImageDraw.Draw(fill_mask), ImageDraw.Draw(ink_mask)
+    for n, line in enumerate(lines):
+        slack = box.w - 2 * layer.stroke_width - line_width(line, font, layer.letter_spacing)
+        x = pad + layer.stroke_width + {"left": 0, "center": slack / 2, "right": slack}[layer.align]
+        baseline = pad + top + layer.stroke_width + ascent + n * size * layer.line_height
+        draw_line(fill_draw, (x, baseline), line, font, layer.letter_spacing, 0)
+        draw_line(ink_draw, (x, baseline), line, font, layer.letter_spacing, layer.stroke_width)
+
+    tile = Image.new("RGBA", tile_size, (0, 0, 0, 0))
+    if shadow:
+        shifted = Image.new("L", tile_size)
+        shifted.paste(ink_mask, (round(shadow.dx), round(shadow.dy)))
+        if shadow.blur > 0:
+            shifted = shifted.filter(ImageFilter.GaussianBlur(shadow.blur))
+        tile.alpha_composite(coloured(shifted, shadow.color))
+    if layer.stroke_width > 0:
+        tile.alpha_composite(coloured(ink_mask, layer.stroke_color))
+    tile.alpha_composite(coloured(fill_mask, layer.color))
+    return tile, (box.x - pad, box.y - pad)
+
+
+def draw_line(draw: ImageDraw.ImageDraw, at: tuple[float, float], line: str, font, spacing: float,
+              stroke: float) -> None:
+    """One line of text at (x, baseline) into an L mask; glyph by glyph when letter-spaced."""
+    x, baseline = at
+    if not spacing:
+        draw.text((x, baseline), line, fill=255, font=font, anchor="ls", stroke_width=stroke)
+        return
+    for ch in line:
+        draw.text((x, baseline), ch, fill=255, font=font, anchor="ls", stroke_width=stroke)
+        x += font.getlength(ch) + spacing
+
+
+def coloured(mask: Image.Image, color: RGBA) -> Image.Image:
+    """An RGBA image of `color` whose alpha is mask * color alpha / 255."""
+    tile = Image.new("RGBA", mask.size, color[:3] + (0,))
+    alpha = mask if color[3] == 255 else mask.point(lambda m: math.floor(m * color[3] / 255 + 0.5))
+    tile.putalpha(alpha)
+    return tile
+
+
+# -- shapes and gradients -----------------------------------------------------------------------------------
+
+def shape_tile(layer: ShapeLayer, box: Box) -> tuple[Image.Image, tuple[int, int]]:
+    """rect / ellipse inside `box` (the stroke grows inwards); line from the box's top-left pixel to its
+    bottom-right pixel, `stroke` colour (else `fill`), at least 1 px wide."""
+    width = round(layer.stroke_width)
+    if layer.shape == "line":
+        pad = width // 2 + 1
+        tile = Image.new("RGBA", (box.w + 2 * pad, box.h + 2 * pad), (0, 0, 0, 0))
+        color = layer.stroke or layer.fill
+        if color:
+            ImageDraw.Draw(tile).line((pad, pad, pad + box.w - 1, pad + box.h - 1), fill=color, width=max(1, width))
+        return tile, (box.x - pad, box.y - pad)
+    tile = Image.new("RGBA", (box.w, box.h), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(tile)
+    outline = layer.stroke if width > 0 else None
+    corners = (0, 0, box.w - 1, box.h - 1)
+    if layer.shape == "rect" and layer.radius > 0:
+        draw.rounded_rectangle(corners, radius=round(layer.radius), fill=layer.fill, outline=outline, width=width)
+    elif layer.shape == "rect":
+        draw.rectangle(corners, fill=layer.fill, outline=outline, width=width)
+    elif layer.shape == "ellipse":
+        draw.ellipse(corners, fill=layer.fill, outline=outline, width=width)
+    else:
+        raise InputError(f"shape '{layer.shape}' (allowed: rect, ellipse, line)")
+    return tile, (box.x, box.y)
+
+
+def gradient_position(kind: str, angle: float, w: int, h: int, rows: slice) -> np.ndarray:
+    """Gradient parameter t (float64, rows x w) at pixel centres.
+
+    linear: projection on the direction (cos a, sin a) (y down), 0 and 1 where the lines through the box's
+    extreme corners cross it (CSS semantics). radial: distance from the box centre / distance to a corner.
+    """
+    y, x = np.mgrid[rows, 0:w]
+    px, py = x + 0.5 - w / 2, y + 0.5 - h / 2
+    if kind == "radial":
+        return np.hypot(px, py) / math.hypot(w / 2, h / 2)
+    a = math.radians(angle)
+    dx, dy = round(math.cos(a), 12), round(math.sin(a), 12)  # cos(90 deg) is exactly 0
+    half = (abs(dx) * w + abs(dy) * h) / 2
+    return 0.5 + (px * dx + py * dy) / (2 * half)
+
+
+def gradient_tile(layer: GradientLayer, box: Box) -> Image.Image:
+    """Colours interpolated between stops in premultiplied RGBA (a fade to transparent keeps its hue),
+    clamped beyond the first and last stop, rounded half up."""
+    positions = np.array([p for p, _ in layer.stops], dtype=np.float64)
+    colours = np.array([c for _, c in layer.stops], dtype=np.float64)
+    alpha_scale = colours[:, 3:] / 255
+    premul = np.concatenate([colours[:, :3] * alpha_scale, colours[:, 3:]], axis=1)
+    out = np.empty((box.h, box.w, 4), dtype=np.uint8)
+    for r0 in range(0, box.h, GRADIENT_ROWS):
+        rows = slice(r0, min(box.h, r0 + GRADIENT_ROWS))
+        t = gradient_position(layer.kind, layer.angle, box.w, box.h, rows)
+        alpha = np.interp(t, positions, premul[:, 3])
+        scale = np.where(alpha > 0, alpha / 255, 1)
+        out[rows, :, 3] = np.floor(alpha + 0.5)
+        for c in range(3):
+            out[rows, :, c] = np.floor(np.interp(t, positions, premul[:, c]) / scale + 0.5).clip(0, 255)
+    return Image.fromarray(out, "RGBA")
+
+
+# -- spans ------------------------------------------------------------------------------------------------------
+
+def cut_span(image: Image.Image, boxes: list[Box], monitors: tuple[Monitor, ...] | list[Monitor]) -> list[Image.Image]:
+    """Each monitor's box of a span canvas (`geometry.span_canvas`), resized (Lanczos) to its pixel size."""
+    cuts = []
+    for box, monitor in zip(boxes, monitors, strict=True):
+        part = image.crop((box.x, box.y, box.right, box.bottom))
+        if part.size != (monitor.width, monitor.height):
+            part = part.resize((monitor.width, monitor.height), Image.Resampling.LANCZOS)
+        cuts.append(part)
+    return cuts

@@ -1,0 +1,386 @@
+"""Compositor tests on tiny canvases with exact expected pixels (ASCII maps: one character per pixel)."""
+
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio import compose as C
+from studio.geometry import Box, span_canvas
+from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Region,
+                         ShapeLayer, Shadow, Span, TextLayer)
+
+WHITE, BLACK = (255, 255, 255, 255), (0, 0, 0, 255)
+RED, BLUE, GREEN = (255, 0, 0, 255), (0, 0, 255, 255), (0, 255, 0, 255)
+PALETTE = {".": WHITE[:3], "R": RED[:3], "B": BLUE[:3], "G": GREEN[:3], "K": BLACK[:3]}
+
+
+def layout(*layers, w=8, h=6, bleed=0, safe=0, grids=None, source="<string>", background=WHITE):
+    canvas = Canvas(w, h, bleed=bleed, safe_margin=safe, background=background)
+    return Layout(source, canvas, tuple(layers), grids=grids or {})
+
+
+def ascii_map(image: Image.Image) -> list[str]:
+    names = {rgb: ch for ch, rgb in PALETTE.items()}
+    a = np.asarray(image.convert("RGB"))
+    return ["".join(names.get(tuple(int(v) for v in px), "?") for px in row) for row in a]
+
+
+def ink(image: Image.Image) -> np.ndarray:
+    """Mask of pixels that are not white."""
+    return (np.asarray(image.convert("RGB")) != 255).any(axis=2)
+
+
+def colours(image: Image.Image) -> set[tuple[int, ...]]:
+    return {tuple(int(v) for v in px) for px in np.asarray(image).reshape(-1, len(image.getbands()))}
+
+
+def ink_box(image: Image.Image) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the non-white pixels, right/bottom exclusive."""
+    ys, xs = np.nonzero(ink(image))
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+# -- fills and regions ------------------------------------------------------------------------------------------
+
+def test_background_and_px_region():
+    image = C.compose(layout(FillLayer(RED, Region("px", 2, 1, 3, 2)), background=BLUE))
+    assert image.mode == "RGB" and image.size == (8, 6)
+    assert ascii_map(image) == [
+        "BBBBBBBB",
+        "BBRRRBBB",
+        "BBRRRBBB",
+        "BBBBBBBB",
+        "BBBBBBBB",
+        "BBBBBBBB",
+    ]
+
+
+def test_percent_region():
+    image = C.compose(layout(FillLayer(RED, Region("percent", 50, 0, 50, 50))))
+    assert ascii_map(image) == [
+        "....RRRR",
+        "....RRRR",
+        "....RRRR",
+        "........",
+        "........",
+        "........",
+    ]
+
+
+def test_cell_region():
+    # 2 columns with a 2 px gutter over 8 px: columns 0..2 and 5..7
+    grids = {"g": Grid("g", rows=1, columns=2, gutter=2)}
+    image = C.compose(layout(FillLayer(RED, Region("cell", grid="g", column=0)),
+                             FillLayer(BLUE, Region("cell", grid="g", column=1)), grids=grids))
+    assert ascii_map(image) == ["RRR..BBB"] * 6
+
+
+def test_bleed_offsets_regions():
+    # trim 4x2 + 1 px bleed = 6x4 raster; px regions count from the trim corner, 'full' includes the bleed
+    image = C.compose(layout(FillLayer(BLUE), FillLayer(RED, Region("safe")), FillLayer(GREEN, Region("px", 0, 0, 1, 1)),
+                             w=4, h=2, bleed=1))
+    assert ascii_map(image) == [
+        "BBBBBB",
+        "BGRRRB",
+        "BRRRRB",
+        "BBBBBB",
+    ]
+
+
+def test_safe_margin():
+    image = C.compose(layout(FillLayer(RED, Region("safe")), w=6, h=4, safe=1))
+    assert ascii_map(image) == ["......", ".RRRR.", ".RRRR.", "......"]
+
+
+def test_region_partly_off_canvas_is_clipped():
+    image = C.compose(layout(FillLayer(RED, Region("px", -2, 4, 4, 5))))
+    assert ascii_map(image)[4:] == ["RR......", "RR......"]
+
+
+def test_layers_stack_in_list_order():
+    image = C.compose(layout(FillLayer(RED, Region("px", 0, 0, 4, 1)), FillLayer(BLUE, Region("px", 2, 0, 4, 1))))
+    assert ascii_map(image)[0] == "RRBBBB.."
+
+
+def test_opacity_multiplies_alpha():
+    # alpha 255 * 0.5 -> 128; over white: 255 - 255 * 128 / 255 = 127
+    image = C.compose(layout(FillLayer(RED, opacity=0.5)))
+    assert image.getpixel((0, 0)) == (255, 127, 127)
+    image = C.compose(layout(FillLayer((255, 0, 0, 128), opacity=0.5)))  # 128 * 0.5 = 64
+    assert image.getpixel((0, 0)) == (255, 191, 191)
+
+
+# -- shapes ------------------------------------------------------------------------------------------------------
+
+def test_rect_with_stroke():
+    image = C.compose(layout(ShapeLayer("rect", Region("px", 1, 1, 6, 4), fill=RED, stroke=BLUE, stroke_width=1)))
+    assert ascii_map(image) == [
+        "........",
+        ".BBBBBB.",
+        ".BRRRRB.",
+        ".BRRRRB.",
+        ".BBBBBB.",
+        "........",
+    ]
+
+
+def test_rounded_rect_cuts_corners():
+    image = C.compose(layout(ShapeLayer("rect", Region("full"), fill=RED, radius=2)))
+    assert ascii_map(image) == [
+        "..RRRR..",
+        ".RRRRRR.",
+        "RRRRRRRR",
+        "RRRRRRRR",
+        ".RRRRRR.",
+        "..RRRR..",
+    ]
+
+
+def test_ellipse():
+    image = C.compose(layout(ShapeLayer("ellipse", Region("px", 1, 1, 6, 4), fill=RED, stroke=BLUE, stroke_width=1)))
+    assert ascii_map(image) == [
+        "........",
+        "..BBBB..",
+        ".BRRRRB.",
+        ".BRRRRB.",
+        "..BBBB..",
+        "........",
+    ]
+
+
+def test_line_from_top_left_to_bottom_right():
+    image = C.compose(layout(ShapeLayer("line", Region("px", 1, 1, 6, 4), stroke=BLUE)))
+    assert ascii_map(image) == [
+        "........",
+        ".B......",
+        "..BB....",
+        "....BB..",
+        "......B.",
+        "........",
+    ]
+
+
+# -- gradients -----------------------------------------------------------------------------------------------------
+
+BLACK_TO_WHITE = ((0.0, BLACK), (1.0, WHITE))
+
+
+def red(image):
+    return np.asarray(image)[:, :, 0].tolist()
+
+
+def test_linear_gradient_0_degrees_runs_left_to_right():
+    # t = (x + 0.5) / 8 at pixel centres; 255 t rounded half up
+    image = C.compose(layout(GradientLayer(BLACK_TO_WHITE, angle=0)))
+    assert red(image) == [[16, 48, 80, 112, 143, 175, 207, 239]] * 6
+
+
+def test_linear_gradient_90_degrees_runs_top_to_bottom():
+    # t = (y + 0.5) / 6
+    image = C.compose(layout(GradientLayer(BLACK_TO_WHITE, angle=90)))
+    assert red(image) == [[v] * 8 for v in (21, 64, 106, 149, 191, 234)]
+
+
+def test_linear_gradient_45_degrees_runs_corner_to_corner():
+    # t = (x + y + 1) / 8 on a 4x4 box (the lines through opposite corners are t = 0 and t = 1)
+    image = C.compose(layout(GradientLayer(BLACK_TO_WHITE, angle=45), w=4, h=4))
+    assert red(image) == [
+        [32, 64, 96, 128],
+        [64, 96, 128, 159],
+        [96, 128, 159, 191],
+        [128, 159, 191, 223],
+    ]
+
+
+def test_radial_gradient_from_centre_to_farthest_corner():
+    # t = distance from the centre / distance to a corner (2 sqrt 2): 0.25, 0.559, 0.75
+    image = C.compose(layout(GradientLayer(BLACK_TO_WHITE, kind="radial"), w=4, h=4))
+    assert red(image) == [
+        [191, 143, 143, 191],
+        [143, 64, 64, 143],
+        [143, 64, 64, 143],
+        [191, 143, 143, 191],
+    ]
+
+
+def test_gradient_with_three_stops_in_a_region():
+    stops = ((0.0, BLACK), (0.5, RED), (1.0, BLUE))
+    image = C.compose(layout(GradientLayer(stops, angle=0, region=Region("px", 2, 0, 4, 1))))
+    # t = 0.125, 0.375, 0.625, 0.875
+    assert np.asarray(image)[0].tolist() == [
+        [255, 255, 255], [255, 255, 255],
+        [64, 0, 0], [191, 0, 0], [191, 0, 64], [64, 0, 191],
+        [255, 255, 255], [255, 255, 255],
+    ]
+
+
+def test_gradient_fading_to_transparent_keeps_its_hue():
+    stops = ((0.0, RED), (1.0, (0, 0, 0, 0)))  # premultiplied interpolation: red fading, not darkening
+    tile = C.gradient_tile(GradientLayer(stops, angle=0), Box(0, 0, 4, 1))
+    assert np.asarray(tile)[0].tolist() == [[255, 0, 0, 223], [255, 0, 0, 159], [255, 0, 0, 96], [255, 0, 0, 32]]
+
+
+# -- pictures ------------------------------------------------------------------------------------------------------
+
+def halves(w, h, left, right):
+    image = Image.new("RGBA", (w, h), left)
+    image.paste(Image.new("RGBA", (w - w // 2, h), right), (w // 2, 0))
+    return image
+
+
+def test_art_cover_crops_centre():
+    # 4x2 art into a 2x2 box: scale 1, the middle two columns show
+    art = {0: halves(4, 2, RED, BLUE)}
+    image = C.compose(layout(GenerateLayer("x", region=Region("px", 3, 2, 2, 2), fit="cover")), art=art)
+    assert ascii_map(image) == ["........", "........", "...RB...", "...RB...", "........", "........"]
+
+
+def test_art_contain_letterboxes():
+    # 4x2 art into a 4x4 box: scale 1, centred vertically; the bars stay transparent
+    art = {0: Image.new("RGB", (4, 2), GREEN[:3])}
+    image = C.compose(layout(GenerateLayer("x", region=Region("px", 2, 1, 4, 4), fit="contain")), art=art)
+    assert ascii_map(image) == ["........", "........", "..GGGG..", "..GGGG..", "........", "........"]
+
+
+def test_art_is_resized_to_cover_the_box():
+    art = {0: Image.new("RGB", (3, 2), GREEN[:3])}
+    image = C.compose(layout(GenerateLayer("x")), art=art)
+    assert ascii_map(image) == ["GGGGGGGG"] * 6
+
+
+def test_image_layer_path_relative_to_layout(tmp_path):
+    halves(2, 1, RED, BLUE).save(tmp_path / "logo.png")
+    lay = layout(ImageLayer("logo.png", Region("px", 0, 0, 2, 1)), source=str(tmp_path / "poster.yaml"))
+    assert ascii_map(C.compose(lay))[0] == "RB......"
+
+
+def test_proof_draws_placeholders_instead_of_art():
+    lay = layout(GenerateLayer("a sunset", name="sky", region=Region("px", 0, 0, 64, 48)), w=80, h=60)
+    art = {0: Image.new("RGB", (64, 48), GREEN[:3])}
+    with_art, proof, missing = C.compose(lay, art), C.compose(lay, art, proof=True), C.compose(lay)
+    assert ascii_map(with_art)[0][:64] == "G" * 64
+    for image in (proof, missing):
+        assert ink(image)[:48, :64].all()  # the whole box is tinted
+        assert not ink(image)[48:, :].any() and not ink(image)[:, 64:].any()
+        assert len(colours(image.crop((0, 0, 64, 48)))) > 3  # tint, hatching, frame, label
+    labelled = C.compose(lay, proof=True, labels={0: "generate 1024x768"})
+    assert labelled.tobytes() != proof.tobytes()
+
+
+def test_proof_at_4k():
+    lay = Layout("<string>", Canvas(3840, 2160), (GenerateLayer("a city at night"),))
+    image = C.compose(lay, proof=True, labels={0: "generate 2048x1152 + upscale"})
+    assert image.size == (3840, 2160)
+
+
+# -- text ------------------------------------------------------------------------------------------------------------
+
+def text_layout(w=200, h=80, **text):
+    text.setdefault("region", Region("px", 20, 10, 160, 60))
+    return layout(TextLayer(**text), w=w, h=h)
+
+
+def test_default_font_draws_text():
+    assert C.fonts.find_font(None) == C.fonts.DEFAULT  # Pillow's bundled font: no installed fonts needed
+    image = C.compose(text_layout(text="Hello", size=20))
+    assert ink(image).sum() > 20
+    assert np.asarray(image).min() == 0  # solid black core: antialiased, not all grey
+
+
+def test_wrap_breaks_lines_inside_the_box():
+    text = "mama sees a cocoon near ocean area"  # x-height letters only: lines never touch
+    image = C.compose(text_layout(text=text, size=16, region=Region("px", 20, 10, 100, 60)))
+    left, top, right, bottom = ink_box(image)
+    assert left >= 20 and right <= 120 and top >= 10 and bottom <= 70
+    rows = ink(image).any(axis=1)
+    bands = int(np.sum(rows[1:] & ~rows[:-1]) + rows[0])
+    lines = C.wrap(text, C.fonts.load_font(None, 16), 100, 0)
+    assert bands == len(lines) == 3
+    assert " ".join(lines) == text
+
+
+def test_no_wrap_keeps_one_line():
+    lay = text_layout(text="alpha beta gamma delta", size=16, wrap=False, region=Region("px", 20, 10, 70, 60))
+    rows = ink(C.compose(lay)).any(axis=1)
+    assert int(np.sum(rows[1:] & ~rows[:-1])) == 1
+
+
+def test_shrink_to_fit_makes_text_fit():
+    region = Region("px", 20, 10, 100, 30)
+    big = C.compose(text_layout(text="Grand Opening", size=60, region=region))
+    fitted = C.compose(text_layout(text="Grand Opening", size=60, region=region, shrink_to_fit=True))
+    assert ink_box(big)[2] > 120  # overflows the box
+    left, top, right, bottom = ink_box(fitted)
+    assert left >= 20 and right <= 120 and top >= 10 and bottom <= 40
+    layer = TextLayer("Grand Opening", size=60, region=region, shrink_to_fit=True)
+    size = C.fitting_size(layer, Box(20, 10, 100, 30), None)
+    assert 1 <= size < 60
+    font = C.fonts.load_font(None, size + 1)
+    assert C.line_width("Grand Opening", font, 0) > 100 or sum(font.getmetrics()) > 30  # size + 1 would not fit
+
+
+@pytest.mark.parametrize("align", ["left", "center", "right"])
+def test_alignment_moves_ink(align):
+    image = C.compose(text_layout(text="Hi", size=20, align=align))
+    left, _, right, _ = ink_box(image)
+    middle = (left + right) / 2
+    expected = {"left": 20 + (right - left) / 2, "center": 100, "right": 180 - (right - left) / 2}[align]
+    assert abs(middle - expected) <= 3
+
+
+@pytest.mark.parametrize("valign", ["top", "middle", "bottom"])
+def test_vertical_alignment_moves_ink(valign):
+    image = C.compose(text_layout(text="HH", size=20, valign=valign))
+    _, top, _, bottom = ink_box(image)
+    if valign == "top":
+        assert 10 <= top <= 16
+    elif valign == "middle":
+        assert abs((top + bottom) / 2 - 40) <= 4
+    else:
+        assert 64 <= bottom <= 70
+
+
+def test_line_height_spreads_lines():
+    tight = ink_box(C.compose(text_layout(text="A\nA", size=16, line_height=1.0)))
+    loose = ink_box(C.compose(text_layout(text="A\nA", size=16, line_height=2.0)))
+    assert (loose[3] - loose[1]) - (tight[3] - tight[1]) == 16
+
+
+def test_letter_spacing_widens_text():
+    plain = ink_box(C.compose(text_layout(text="abc", size=16)))
+    spaced = ink_box(C.compose(text_layout(text="abc", size=16, letter_spacing=5)))
+    assert (spaced[2] - spaced[0]) - (plain[2] - plain[0]) in (9, 10, 11)  # 2 gaps x 5 px, +-1 px rounding
+
+
+def test_stroke_adds_stroke_coloured_pixels():
+    plain = C.compose(text_layout(text="Hi", size=24))
+    stroked = C.compose(text_layout(text="Hi", size=24, stroke_width=2, stroke_color=RED))
+    assert ink(stroked).sum() > ink(plain).sum()
+    assert (255, 0, 0) in colours(stroked)
+
+
+def test_shadow_adds_pixels_below_the_text():
+    plain = C.compose(text_layout(text="Hi", size=24, color=RED))
+    shadowed = C.compose(text_layout(text="Hi", size=24, color=RED, shadow=Shadow(dx=3, dy=3, blur=1)))
+    assert ink(shadowed).sum() > ink(plain).sum()
+    assert ink_box(shadowed)[3] > ink_box(plain)[3] and ink_box(shadowed)[2] > ink_box(plain)[2]
+    assert (255, 0, 0) in colours(shadowed)  # the text stays on top of its shadow
+
+
+def test_text_opacity():
+    image = C.compose(text_layout(text="Hi", size=24, opacity=0.5))
+    assert np.asarray(image).min() == 127
+
+
+# -- spans ---------------------------------------------------------------------------------------------------------------
+
+def test_cut_span_gives_each_monitor_its_pixels():
+    span = Span((Monitor("a", 40, 30, 400, 300), Monitor("b", 20, 15, 400, 300)), bezels_mm=(20,), align="top")
+    width, height, boxes = span_canvas(span)
+    assert (width, height) == (82, 30) and boxes[1] == Box(42, 0, 40, 30)
+    canvas = C.compose(layout(GradientLayer(BLACK_TO_WHITE, angle=0), w=width, h=height))
+    cuts = C.cut_span(canvas, boxes, span.monitors)
+    assert [c.size for c in cuts] == [(40, 30), (20, 15)]
+    assert cuts[0].tobytes() == canvas.crop((0, 0, 40, 30)).tobytes()
+    assert sum(b.w for b in boxes) + 2 == width  # monitors + bezel gap cover the canvas

@@ -1,0 +1,162 @@
+"""Export: every format carries DPI, sRGB and metadata; files are written all-or-none and never clobbered."""
+
+import re
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio import export as E
+from studio.errors import InputError
+from studio.spec import Canvas, FillLayer, Layout, Output
+
+ALL = ("png", "jpeg", "tiff", "pdf")
+
+
+def poster(formats=ALL, dpi=300, bleed=6):
+    """A 100x60 px trim at 300 dpi with 6 px bleed: a 112x72 px raster."""
+    return Layout("<string>", Canvas(100, 60, dpi=dpi, bleed=bleed), (FillLayer((255, 0, 0, 255)),),
+                  output=Output(formats=formats, jpeg_quality=90))
+
+
+def raster(w=112, h=72, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+
+
+def pdf_image(data: bytes) -> np.ndarray:
+    """Decode our PDF's image XObject (Flate + PNG Up predictor) back to (H, W, 3) pixels."""
+    head = re.search(rb"/Subtype /Image /Width (\d+) /Height (\d+).*?/Length (\d+) >>\nstream\n", data)
+    w, h, length = (int(v) for v in head.groups())
+    rows = np.frombuffer(zlib.decompress(data[head.end():head.end() + length]), np.uint8).reshape(h, 3 * w + 1)
+    assert (rows[:, 0] == 2).all()
+    return np.cumsum(rows[:, 1:], axis=0, dtype=np.uint8).reshape(h, w, 3)  # undo "minus the row above"
+
+
+def box(data: bytes, name: str) -> list[float]:
+    return [float(v) for v in re.search(rb"/" + name.encode() + rb" \[([^\]]*)\]", data).group(1).split()]
+
+
+def test_writes_every_format_with_dpi_and_srgb(tmp_path):
+    paths = E.export(raster(), poster(), tmp_path, "poster")
+    assert [p.name for p in paths] == ["poster.png", "poster.jpg", "poster.tif", "poster.pdf"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temporaries left
+    for path in paths[:3]:
+        with Image.open(path) as im:
+            assert im.size == (112, 72)
+            assert tuple(round(v) for v in im.info["dpi"]) == (300, 300)  # PNG pHYs stores px/m: 299.9994
+            assert im.info["icc_profile"] == E.srgb_profile()
+    assert b"/ICCBased" in paths[3].read_bytes()
+
+
+def test_pdf_page_is_the_physical_size_with_trim_and_bleed_boxes(tmp_path):
+    image = raster()
+    (path,) = E.export(image, poster(("pdf",)), tmp_path, "poster")
+    data = path.read_bytes()
+    assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    assert box(data, "MediaBox") == pytest.approx([0, 0, 112 / 300 * 72, 72 / 300 * 72])  # 26.88 x 17.28 pt
+    assert box(data, "BleedBox") == box(data, "MediaBox")
+    assert box(data, "TrimBox") == [1.44, 1.44, 25.44, 15.84]  # 6 px bleed = 1.44 pt
+    assert (pdf_image(data) == np.asarray(image)).all()  # lossless
+
+
+def test_pdf_xref_offsets_point_at_objects(tmp_path):
+    (path,) = E.export(raster(8, 6), poster(("pdf",)), tmp_path, "p")
+    data = path.read_bytes()
+    start = int(re.search(rb"startxref\n(\d+)", data).group(1))
+    assert data[start:start + 4] == b"xref"
+    offsets = [int(m) for m in re.findall(rb"(\d{10}) 00000 n", data)]
+    for number, offset in enumerate(offsets, start=1):
+        assert data[offset:].startswith(b"%d 0 obj" % number)
+
+
+def test_metadata_in_png_text_chunks_jpeg_comment_tiff_description(tmp_path):
+    meta = {"prompt": "a café at dusk", "seed": 7, "layers": [{"steps": 20}]}
+    png, jpg, tif, pdf = E.export(raster(), poster(), tmp_path, "p", metadata=meta)
+    with Image.open(png) as im:
+        assert im.text == {"prompt": "a café at dusk", "seed": "7", "layers": '[{"steps": 20}]'}
+    with Image.open(jpg) as im:
+        assert im.info["comment"].decode() == '{"prompt": "a café at dusk", "seed": 7, "layers": [{"steps": 20}]}'
+    with Image.open(tif) as im:
+        assert '"seed": 7' in im.tag_v2[270]
+    assert b"/Subject <FEFF" in pdf.read_bytes()
+
+
+def test_jpeg_is_rgb_at_the_layout_quality(tmp_path):
+    (jpg,) = E.export(raster().convert("RGBA"), poster(("jpeg",)), tmp_path, "p")
+    with Image.open(jpg) as im:
+        assert im.mode == "RGB"
+
+
+def test_tiff_is_lossless(tmp_path):
+    image = raster()
+    (tif,) = E.export(image, poster(("tiff",)), tmp_path, "p")
+    with Image.open(tif) as im:
+        assert im.info["compression"] == "tiff_adobe_deflate"
+        assert im.tobytes() == image.tobytes()
+
+
+def test_no_clobber_without_overwrite(tmp_path):
+    E.export(raster(seed=1), poster(), tmp_path, "p")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    (tmp_path / "q.pdf").write_bytes(b"mine")
+    with pytest.raises(InputError, match="file exists"):
+        E.export(raster(seed=2), poster(), tmp_path, "p")
+    with pytest.raises(InputError, match="q.pdf: file exists"):
+        E.export(raster(seed=2), poster(), tmp_path, "q")
+    assert not (tmp_path / "q.png").exists()  # checked before anything is written
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.stem == "p"} == before
+
+
+def test_overwrite_replaces(tmp_path):
+    E.export(raster(seed=1), poster(("png",)), tmp_path, "p")
+    E.export(raster(seed=2), poster(("png",)), tmp_path, "p", overwrite=True)
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.tobytes() == raster(seed=2).tobytes()
+
+
+def test_failure_while_encoding_leaves_no_files(tmp_path, monkeypatch):
+    def broken_pdf(image, f, *args):
+        f.write(b"%PDF-1.4 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(E, "write_pdf", broken_pdf)
+    with pytest.raises(OSError, match="disk full"):
+        E.export(raster(), poster(), tmp_path, "p")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failure_while_renaming_leaves_no_new_files_and_restores_old_ones(tmp_path, monkeypatch):
+    E.export(raster(seed=1), poster(("png", "jpeg")), tmp_path, "old")
+    old = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_move, calls = E.move_into_place, []
+
+    def move_fails_second_time(tmp, path, overwrite):
+        calls.append(path)
+        if len(calls) % 2 == 0:
+            raise OSError("rename failed")
+        real_move(tmp, path, overwrite)
+
+    monkeypatch.setattr(E, "move_into_place", move_fails_second_time)
+    with pytest.raises(OSError):
+        E.export(raster(seed=2), poster(("png", "jpeg")), tmp_path, "new")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old  # new.png removed, no temporaries
+    with pytest.raises(OSError):
+        E.export(raster(seed=2), poster(("png", "jpeg")), tmp_path, "old", overwrite=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old  # old.png restored
+
+
+def test_unknown_format(tmp_path):
+    with pytest.raises(InputError, match="unknown format 'gif'"):
+        E.export(raster(), poster(("png", "gif")), tmp_path, "p")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_image_still_writes_one_file(tmp_path):
+    path = E.save_image(raster(), tmp_path / "a.png", metadata={"seed": "3"}, dpi=150)
+    with Image.open(path) as im:
+        assert im.text["seed"] == "3" and round(im.info["dpi"][0]) == 150
+    with pytest.raises(InputError, match="file exists"):
+        E.save_image(raster(), path)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
