@@ -19,3 +19,11 @@ class InputError(StudioError):
 
 class PlanError(StudioError):
     """A request cannot be planned within its limits (memory budget, sizes)."""
+
+
+class LayoutError(StudioError):
+    """A layout file has problems: `errors` holds one line each, `file:line: key.path: what is wrong`."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))

@@ -1,0 +1,97 @@
+"""Font names -> font files, the one lookup shared by the layout loader (validation) and the compositor.
+
+A layout names a font as a path to a .ttf/.otf/.ttc file (relative to the layout's folder) or as an
+installed family ("DejaVu Sans", "DejaVuSans", "dejavu-sans-bold"). Families are found with fontconfig's
+`fc-match` when it is installed, else (or when fontconfig has no such family) by a file in the usual font
+folders whose name matches. Absent = the bundled default, which always exists.
+"""
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from studio.errors import InputError
+
+DEFAULT = "default"
+FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc")
+FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "~/.local/share/fonts",
+             "/Library/Fonts", "/System/Library/Fonts", "~/Library/Fonts", "C:/Windows/Fonts")
+
+
+def find_font(name_or_path: str | None, base_dir: Path | str | None = None) -> str | None:
+    """A font file path for `name_or_path`, "default" for None/"" (the bundled font), None if not found.
+
+    A value with a font suffix or a path separator is a path, relative to `base_dir` (default: the
+    current folder); anything else is a family name, matched case-, space-, '-' and '_'-insensitively.
+    """
+    if name_or_path is None or not name_or_path.strip() or name_or_path.strip().lower() == DEFAULT:
+        return DEFAULT
+    if _looks_like_path(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.is_absolute():
+            path = Path(base_dir or ".") / path
+        return str(path.resolve()) if path.is_file() else None
+    return _find_family(_normal(name_or_path))
+
+
+def load_font(name_or_path: str | None, size: float, base_dir: Path | str | None = None):
+    """A Pillow FreeType font of `size` px for a layout's font value (None: the bundled default)."""
+    path = find_font(name_or_path, base_dir)
+    if path is None:
+        raise InputError(f"no such font '{name_or_path}' (a .ttf/.otf path or an installed family)")
+    return _open_font(path, size)
+
+
+@functools.lru_cache(maxsize=64)
+def _open_font(path: str, size: float):
+    from PIL import ImageFont
+
+    if path == DEFAULT:
+        return ImageFont.load_default(size)  # Pillow's bundled FreeType font (Pillow >= 10.1)
+    return ImageFont.truetype(path, size)
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.lower().endswith(FONT_SUFFIXES) or "/" in text or "\\" in text
+
+
+def _normal(name: str) -> str:
+    """'DejaVu Sans-Bold' -> 'dejavusansbold': the form in which families and file stems are compared."""
+    return re.sub(r"[\s_\-]+", "", name).casefold()
+
+
+@functools.lru_cache(maxsize=None)
+def _find_family(normal_name: str) -> str | None:
+    return _fc_match(normal_name) or _font_files().get(normal_name)
+
+
+def _fc_match(normal_name: str) -> str | None:
+    """fontconfig's file for the family, or None; fc-match always answers, so its family must match."""
+    if shutil.which("fc-match") is None:
+        return None
+    try:
+        out = subprocess.run(["fc-match", "-f", "%{family}\n%{file}", normal_name], capture_output=True,
+                             text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    families, _, file = out.partition("\n")
+    if file and normal_name in {_normal(f) for f in families.split(",")} and Path(file).is_file():
+        return file
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _font_files() -> dict[str, str]:
+    """Normalised file stem -> path, over the usual font folders (first found wins)."""
+    found = {}
+    for folder in FONT_DIRS:
+        root = Path(os.path.expanduser(folder))
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*")):
+            if path.suffix.lower() in FONT_SUFFIXES:
+                found.setdefault(_normal(path.stem), str(path))
+    return found

@@ -1,0 +1,1191 @@
+"""Layout files (YAML) -> the validated `spec.Layout`: the first stage of layout -> plan -> render -> compose.
+
+`load_layout(path, variables)` reads a file, `parse_layout(text, ...)` a string. Sizes come out in canvas
+pixels (mm/cm/in/pt converted with the canvas DPI); regions stay symbolic (`spec.Region`). Every problem
+in a file is collected and raised at once as one `LayoutError`, one line each:
+`poster.yaml:14: layers[2].text.font: no such font 'Inter' (a .ttf/.otf path or an installed family)`.
+
+The allowed keys live in the tables below (`TOP_KEYS`, `CANVAS_KEYS`, ...), each key with its value kind;
+the same tables give the JSON Schema (`layout_schema()`, written to layouts/layout.schema.json by
+`python -m studio.layout --schema`). The format is documented in layouts/README.md.
+"""
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import yaml
+from PIL import Image, ImageColor
+
+from studio import fonts
+from studio.errors import InputError, LayoutError
+from studio.geometry import resolve, span_canvas, split
+from studio.memory import parse_bytes
+from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor,
+                         Output, Region, Shadow, ShapeLayer, Span, TextLayer)
+
+MAX_SIDE = 32768  # px per side of the full canvas (bleed included)
+MAX_PIXELS = 2 ** 28  # px in the full canvas
+MAX_DPI = 10000
+SAMPLERS = ("dpm++", "ddim", "euler")  # = sampling.SAMPLERS (not imported: it loads MindSpore)
+OUTPUT_FIELDS = ("layout", "seed", "monitor")  # placeholders output.name keeps for the exporter
+
+MM_PER_UNIT = {"mm": Fraction(1), "cm": Fraction(10), "in": Fraction(254, 10), "pt": Fraction(254, 720)}
+UNITS = ("px", "pt", "mm", "cm", "in")
+
+# name: (width, height, unit) in the preset's natural orientation
+PRESETS = {
+    "fhd": (1920, 1080, "px"), "qhd": (2560, 1440, "px"), "4k": (3840, 2160, "px"), "5k": (5120, 2880, "px"),
+    "8k": (7680, 4320, "px"), "uwfhd": (2560, 1080, "px"), "uwqhd": (3440, 1440, "px"),
+    "5k-ultrawide": (5120, 2160, "px"), "dqhd": (5120, 1440, "px"),
+    "iphone-15": (1179, 2556, "px"), "iphone-15-pro-max": (1290, 2796, "px"), "pixel-8": (1080, 2400, "px"),
+    "pixel-8-pro": (1344, 2992, "px"), "galaxy-s24": (1080, 2340, "px"), "ipad-pro-13": (2064, 2752, "px"),
+    "a0": (841, 1189, "mm"), "a1": (594, 841, "mm"), "a2": (420, 594, "mm"), "a3": (297, 420, "mm"),
+    "a4": (210, 297, "mm"), "a5": (148, 210, "mm"),
+    "letter": (Fraction(17, 2), 11, "in"), "legal": (Fraction(17, 2), 14, "in"), "tabloid": (11, 17, "in"),
+    "poster-18x24": (18, 24, "in"), "poster-24x36": (24, 36, "in"), "poster-27x40": (27, 40, "in"),
+}
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
+_LENGTH_RE = re.compile(rf"\s*({_NUMBER})\s*({'|'.join(UNITS)})?\s*")
+_PERCENT_RE = re.compile(rf"\s*({_NUMBER})\s*%\s*")
+_VARIABLE_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RESOLVER = yaml.resolver.Resolver()
+
+
+class _Bad(Exception):
+    """A value is invalid. With a message: still to be reported at the value; without: already reported."""
+
+
+def _a(value) -> str:
+    """How a wrong value is named in a message: "'high' (text)", '3.5 (a number)', 'a list'."""
+    if isinstance(value, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(value, yaml.SequenceNode):
+        return "a list"
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, (int, float)):
+        return f"{value} (a number)"
+    return f"'{value}' (text)"
+
+
+def _q(value) -> str:
+    """A value quoted in a message: "'centre'", or as `_a` names it when it is not text."""
+    return f"'{value}'" if isinstance(value, str) else _a(value)
+
+
+def _suggest(word, choices) -> str | None:
+    """The choice closest to `word` (ignoring case), or None when none is close."""
+    by_folded = {str(c).casefold(): str(c) for c in choices}
+    match = difflib.get_close_matches(str(word).casefold(), by_folded, n=1, cutoff=0.6)
+    return by_folded[match[0]] if match else None
+
+
+def _closest(word, choices) -> str:
+    """" (did you mean 'x'?)" for the closest choice, or ""."""
+    match = _suggest(word, choices)
+    return f" (did you mean '{match}'?)" if match else ""
+
+
+# -- the reader: errors with lines, variables, what is known so far -------------------------------------------
+
+class _Reader:
+    """State of one load: where errors go, the variables, and the canvas and grids once they are read."""
+
+    def __init__(self, source: str, variables: dict[str, str], base_dir: Path):
+        self.source, self.variables, self.base_dir = source, variables, base_dir
+        self.errors: list[tuple[int, str]] = []
+        self.dpi = 72
+        self.canvas: Canvas | None = None
+        self.grids: dict[str, Grid] = {}
+        self._explicit: dict[int, list] = {}  # mapping node id -> its written keys (merge keys applied)
+
+    def error(self, node, path: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else 1
+        self.errors.append((line, f"{self.source}:{line}: {path}: {message}" if path else
+                            f"{self.source}:{line}: {message}"))
+
+    def parse(self, kind, node, path: str):
+        """kind.parse, reporting its complaint at `node`; raises a bare _Bad when the value is invalid."""
+        try:
+            return kind.parse(self, node, path)
+        except _Bad as bad:
+            if bad.args:
+                self.error(node, path, bad.args[0])
+            raise _Bad() from None
+
+    def substitute(self, text: str, keep: tuple[str, ...] = ()) -> str:
+        """'{name}' -> the variable's value, '{{' / '}}' -> a brace; names in `keep` that are not variables
+        stay as they are, and so do the escapes (the result is a str.format pattern for the exporter)."""
+        def one(m):
+            token, name = m[0], m[1]
+            if token in ("{{", "}}"):
+                return token if keep else token[0]
+            if name is None:
+                raise _Bad(f"unmatched '{token}' in '{text}' (write {token}{token} for a literal brace)")
+            if name in keep and name not in self.variables:
+                return token
+            if name not in self.variables:
+                known = ", ".join(sorted(self.variables)) or "none"
+                raise _Bad(f"undefined variable {{{name}}} (defined: {known}){_closest(name, self.variables)}")
+            return self.variables[name]
+        return _VARIABLE_RE.sub(one, text)
+
+    def scalar(self, node):
+        """A scalar node's value, variables substituted in text (then re-read: "{seed}" can be an int)."""
+        if isinstance(node, yaml.MappingNode) and len(node.value) == 1 and node.value[0][1].tag.endswith(":null"):
+            raise _Bad(f"got a mapping {{{node.value[0][0].value}}}; quote text that starts with '{{': "
+                       f"\"{{{node.value[0][0].value}}}\"")
+        if not isinstance(node, yaml.ScalarNode):
+            raise _Bad(f"expected a single value, got {_a(node)}")
+        value = _construct(node)
+        if isinstance(value, str) and ("{" in value or "}" in value):
+            text = self.substitute(value)
+            if text != value:  # resolve the type again, as if the value had been written there
+                tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
+                return _construct(yaml.ScalarNode(tag, text))
+            return text
+        return value
+
+    def entries(self, node, path: str, table: dict) -> dict | None:
+        """key -> (key node, value node) of a mapping, after reporting unknown, duplicate and missing keys."""
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, path, f"expected a mapping with keys {', '.join(table)}, got {_a(_value_of(node))}")
+            return None
+        explicit = self._flatten(node, path)
+        seen, found = set(), {}
+        for key_node in explicit:
+            if key_node.value in seen:
+                self.error(key_node, _join(path, key_node.value), "duplicate key")
+            seen.add(key_node.value)
+        misspelt = set()  # required keys an unknown key was taken for: not reported missing as well
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in table:
+                found[key] = (key_node, value_node)
+            elif key_node in explicit:
+                match = _suggest(key, table)
+                misspelt.add(match)
+                hint = f"did you mean '{match}'?" if match else f"allowed: {', '.join(table)}"
+                self.error(key_node, _join(path, key), f"unknown key ({hint})")
+        for key, spec in table.items():
+            if spec.required and key not in found and key not in misspelt:
+                self.error(node, path, f"missing required key '{key}'")
+        return found
+
+    def _flatten(self, node, path: str) -> list:
+        """Apply YAML merge keys (<<: *style) to a mapping node, once; returns its explicitly written keys."""
+        if id(node) not in self._explicit:
+            self._explicit[id(node)] = [k for k, _ in node.value if k.value != "<<"]
+            try:
+                yaml.constructor.SafeConstructor().flatten_mapping(node)
+            except yaml.YAMLError as e:
+                self.error(node, _join(path, "<<"), f"bad YAML merge: {e.problem}")
+                node.value = [(k, v) for k, v in node.value if k.value != "<<"]
+        return self._explicit[id(node)]
+
+    def values(self, node, path: str, table: dict) -> dict | None:
+        """A mapping read against `table`: key -> parsed value; None if anything in it was invalid."""
+        found = self.entries(node, path, table)
+        if found is None:
+            return None
+        values, ok = {}, len(self.errors)
+        for key, (_, value_node) in found.items():
+            try:
+                values[key] = self.parse(table[key].kind, value_node, _join(path, key))
+            except _Bad:
+                pass
+        return values if len(self.errors) == ok and all(
+            k in values for k, s in table.items() if s.required) else None
+
+
+def _construct(node):
+    """A scalar node's Python value (str, int, float, bool, None, date)."""
+    try:
+        return yaml.constructor.SafeConstructor().construct_object(node)
+    except (yaml.YAMLError, ValueError) as e:
+        raise _Bad(f"cannot read {node.value!r} as {node.tag.rsplit(':', 1)[-1]}: {getattr(e, 'problem', e)}") \
+            from None
+
+
+def _value_of(node):
+    """A node as a message names it: a scalar's value, else the node (a list or mapping)."""
+    if not isinstance(node, yaml.ScalarNode):
+        return node
+    try:
+        return _construct(node)
+    except _Bad:
+        return node.value
+
+
+def _join(path: str, key) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+# -- value kinds: parse(reader, node, path) -> value, schema(defs) -> JSON Schema -----------------------------
+
+_VARIABLE_SCHEMA = {"type": "string", "pattern": r"\{[A-Za-z_][A-Za-z0-9_]*\}"}
+
+
+def _ref(defs: dict, name: str, schema: dict) -> dict:
+    defs.setdefault(name, schema)
+    return {"$ref": f"#/$defs/{name}"}
+
+
+class Text:
+    """Any scalar as written ("2024" stays "2024"), variables substituted."""
+
+    def parse(self, r, node, path):
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag.endswith(":null"):
+                raise _Bad("expected text, got nothing")
+            return r.substitute(node.value)
+        return r.scalar(node)  # reports the mapping / list
+
+    def schema(self, defs):
+        return {"type": "string"}
+
+
+class Template(Text):
+    """Text that keeps the exporter's placeholders {layout}, {seed}, {monitor} (output.name)."""
+
+    def parse(self, r, node, path):
+        if isinstance(node, yaml.ScalarNode) and not node.tag.endswith(":null"):
+            return r.substitute(node.value, keep=OUTPUT_FIELDS)
+        return super().parse(r, node, path)
+
+
+@dataclass(frozen=True)
+class Int:
+    lo: int | None = None
+    hi: int | None = None
+
+    def parse(self, r, node, path):
+        value = r.scalar(node)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Bad(f"expected a whole number, got {_a(value)}")
+        return _in_range(value, self.lo, self.hi)
+
+    def schema(self, defs):
+        body = {"type": "integer"} | _bounds(self.lo, self.hi)
+        return {"anyOf": [body, _VARIABLE_SCHEMA]}
+
+
+@dataclass(frozen=True)
+class Number:
+    lo: float | None = None
+    hi: float | None = None
+    positive: bool = False
+
+    def parse(self, r, node, path):
+        value = r.scalar(node)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Bad(f"expected a number, got {_a(value)}")
+        if self.positive and value <= 0:
+            raise _Bad(f"must be greater than 0, got {value}")
+        return _in_range(value, self.lo, self.hi)
+
+    def schema(self, defs):
+        body = {"type": "number"} | _bounds(self.lo, self.hi)
+        if self.positive:
+            body["exclusiveMinimum"] = 0
+        return {"anyOf": [body, _VARIABLE_SCHEMA]}
+
+
+def _in_range(value, lo, hi):
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if hi is None:
+            raise _Bad(f"must be at least {lo}, got {value}")
+        raise _Bad(f"{value} is out of range {lo}..{hi}")
+    return value
+
+
+def _bounds(lo, hi) -> dict:
+    return ({} if lo is None else {"minimum": lo}) | ({} if hi is None else {"maximum": hi})
+
+
+class Bool:
+    def parse(self, r, node, path):
+        value = r.scalar(node)
+        if not isinstance(value, bool):
+            raise _Bad(f"expected true or false, got {_a(value)}")
+        return value
+
+    def schema(self, defs):
+        return {"type": "boolean"}
+
+
+class Enum:
+    def __init__(self, *choices: str):
+        self.choices = choices
+
+    def parse(self, r, node, path):
+        value = r.scalar(node)
+        if value not in self.choices or not isinstance(value, str):
+            raise _Bad(f"{_q(value)} is not one of {', '.join(self.choices)}{_closest(value, self.choices)}")
+        return value
+
+    def schema(self, defs):
+        return {"enum": list(self.choices)}
+
+
+def _length(r, node) -> tuple[Fraction, str]:
+    """A length value -> (number, unit); a bare number is px."""
+    value = r.scalar(node)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return Fraction(value), "px"
+    m = _LENGTH_RE.fullmatch(value) if isinstance(value, str) else None
+    if not m:
+        raise _Bad(f"{_q(value)} is not a length (a number with px, pt, mm, cm or in, e.g. 3mm; "
+                   f"a bare number is px)")
+    return Fraction(m[1]), m[2] or "px"
+
+
+def _to_px(number: Fraction, unit: str, dpi: int) -> Fraction:
+    return number if unit == "px" else number * MM_PER_UNIT[unit] * dpi / Fraction(254, 10)
+
+
+def _sign_check(number, minimum: str) -> None:
+    if minimum == "positive" and number <= 0:
+        raise _Bad(f"must be greater than 0, got {_show(number)}")
+    if minimum == "zero" and number < 0:
+        raise _Bad(f"must not be negative, got {_show(number)}")
+
+
+def _show(number: Fraction) -> str:
+    return str(int(number)) if number.denominator == 1 else f"{float(number):g}"
+
+
+def _length_schema(defs, signed: bool) -> dict:
+    sign = "-?" if signed else ""
+    pattern = rf"^\s*{sign}(\d+(\.\d*)?|\.\d+)\s*(px|pt|mm|cm|in)?\s*$"
+    body = {"anyOf": [{"type": "number"} | ({} if signed else {"minimum": 0}),
+                      {"type": "string", "pattern": pattern}, _VARIABLE_SCHEMA],
+            "description": "a length: a number of px, or a number with px, pt, mm, cm or in"}
+    return _ref(defs, "signed_length" if signed else "length", body)
+
+
+@dataclass(frozen=True)
+class Length:
+    """A length -> px (float) at the canvas DPI. minimum: 'positive' | 'zero' | 'any'."""
+
+    minimum: str = "zero"
+
+    def parse(self, r, node, path):
+        number, unit = _length(r, node)
+        _sign_check(number, self.minimum)
+        return float(_to_px(number, unit, r.dpi))
+
+    def schema(self, defs):
+        return _length_schema(defs, self.minimum == "any")
+
+
+@dataclass(frozen=True)
+class CanvasLength(Length):
+    """A canvas length -> (number, unit), converted once the canvas DPI is known."""
+
+    def parse(self, r, node, path):
+        number, unit = _length(r, node)
+        _sign_check(number, self.minimum)
+        return number, unit
+
+
+@dataclass(frozen=True)
+class PhysicalLength(Length):
+    """A physical length (mm, cm, in, pt) -> mm (float); 0 needs no unit."""
+
+    def parse(self, r, node, path):
+        number, unit = _length(r, node)
+        if unit == "px" and number != 0:
+            raise _Bad(f"{_q(r.scalar(node))} has no physical size; give it in mm, cm or in")
+        _sign_check(number, self.minimum)
+        return float(number * MM_PER_UNIT.get(unit, 0))
+
+
+class Position:
+    """A region coordinate: '12.5%' of the trim size -> ('%', 12.5), or a length -> ('px', px)."""
+
+    def parse(self, r, node, path):
+        value = r.scalar(node)
+        m = _PERCENT_RE.fullmatch(value) if isinstance(value, str) else None
+        if m:
+            return "%", float(m[1])
+        try:
+            number, unit = _length(r, node)
+        except _Bad:
+            raise _Bad(f"{_q(value)} is not a percentage or a length (10%, 120px, 20mm)") from None
+        return "px", float(_to_px(number, unit, r.dpi))
+
+    def schema(self, defs):
+        body = {"anyOf": [{"type": "number"},
+                          {"type": "string", "pattern": rf"^\s*-?(\d+(\.\d*)?|\.\d+)\s*(%|px|pt|mm|cm|in)?\s*$"},
+                          _VARIABLE_SCHEMA],
+                "description": "10% of the trim size, or a length: 120px, 20mm, 1in"}
+        return _ref(defs, "position", body)
+
+
+class Colour:
+    """'#rgb', '#rrggbb', '#rrggbbaa', CSS names and functions (Pillow's ImageColor), [r, g, b(, a)] -> RGBA."""
+
+    def parse(self, r, node, path):
+        if isinstance(node, yaml.SequenceNode):
+            return self._channels(r, node)
+        value = r.scalar(node)
+        if value is None:
+            raise _Bad("expected a colour, got nothing (quote colours that start with '#': \"#fff\")")
+        try:
+            rgba = ImageColor.getrgb(value) if isinstance(value, str) else None
+        except ValueError:
+            rgba = None
+        if rgba is None:
+            raise _Bad(f"{_q(value)} is not a colour ('#rrggbb', '#rrggbbaa', [r, g, b], [r, g, b, a] "
+                       f"or a name like 'navy')")
+        return tuple(rgba) + (255,) * (4 - len(rgba))
+
+    def _channels(self, r, node):
+        items = [r.scalar(n) for n in node.value]
+        if len(items) not in (3, 4) or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255
+                                                for c in items):
+            raise _Bad(f"{items} is not a colour: a list is [r, g, b] or [r, g, b, a] with whole numbers 0..255")
+        return tuple(items) + (255,) * (4 - len(items))
+
+    def schema(self, defs):
+        channel = {"type": "integer", "minimum": 0, "maximum": 255}
+        body = {"anyOf": [{"type": "string"},
+                          {"type": "array", "items": channel, "minItems": 3, "maxItems": 4}],
+                "description": "'#rrggbb', '#rrggbbaa', a CSS name, [r, g, b] or [r, g, b, a] (0..255)"}
+        return _ref(defs, "colour", body)
+
+
+class Font(Text):
+    def parse(self, r, node, path):
+        name = super().parse(r, node, path)
+        path_found = fonts.find_font(name, r.base_dir)
+        if path_found is None:
+            raise _Bad(f"no such font '{name}' (a .ttf/.otf path or an installed family)")
+        return None if path_found == fonts.DEFAULT else path_found
+
+
+class ImagePath(Text):
+    def parse(self, r, node, path):
+        name = super().parse(r, node, path)
+        file = (r.base_dir / Path(name).expanduser()).resolve()
+        if not file.is_file():
+            raise _Bad(f"no such image file '{name}' (paths are relative to the layout file's folder)")
+        try:
+            with Image.open(file):
+                pass
+        except OSError:
+            raise _Bad(f"'{name}' is not an image Pillow can read") from None
+        return str(file)
+
+
+class ByteSize(Text):
+    def parse(self, r, node, path):
+        text = super().parse(r, node, path)
+        try:
+            parse_bytes(text)
+        except InputError:
+            raise _Bad(f"'{text}' is not a size like 6GiB, 512MiB or 2GB") from None
+        return text
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: object
+    min_items: int = 0
+    max_items: int | None = None
+    single_ok: bool = False  # a single item may stand for a one-item list
+
+    def parse(self, r, node, path):
+        if self.single_ok and not isinstance(node, yaml.SequenceNode):
+            return (r.parse(self.item, node, path),)
+        if not isinstance(node, yaml.SequenceNode):
+            raise _Bad(f"expected a list, got {_a(_value_of(node))}")
+        n = len(node.value)
+        if n < self.min_items or (self.max_items is not None and n > self.max_items):
+            wanted = (f"{self.min_items}" if self.min_items == self.max_items else
+                      f"at least {self.min_items}" if self.max_items is None else
+                      f"{self.min_items} to {self.max_items}")
+            raise _Bad(f"expected {wanted} items, got {n}")
+        items, bad = [], False
+        for i, child in enumerate(node.value):
+            try:
+                items.append(r.parse(self.item, child, _join(path, i)))
+            except _Bad:
+                bad = True
+        if bad:
+            raise _Bad()
+        return tuple(items)
+
+    def schema(self, defs):
+        body = {"type": "array", "items": self.item.schema(defs), "minItems": self.min_items}
+        if self.max_items is not None:
+            body["maxItems"] = self.max_items
+        return {"anyOf": [self.item.schema(defs), body]} if self.single_ok else body
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A nested mapping read against a key table -> dict (key -> value)."""
+
+    name: str
+    table: dict
+
+    def parse(self, r, node, path):
+        values = r.values(node, path, self.table)
+        if values is None:
+            raise _Bad()
+        return values
+
+    def schema(self, defs):
+        return _ref(defs, self.name, _object_schema(self.table, defs))
+
+
+def _object_schema(table: dict, defs: dict) -> dict:
+    body = {"type": "object", "properties": {}, "additionalProperties": False}
+    for key, spec in table.items():
+        body["properties"][key] = spec.kind.schema(defs) | ({"description": spec.doc} if spec.doc else {})
+    required = [k for k, s in table.items() if s.required]
+    return body | ({"required": required} if required else {})
+
+
+@dataclass(frozen=True)
+class Key:
+    kind: object
+    doc: str = ""
+    required: bool = False
+
+
+# -- regions ------------------------------------------------------------------------------------------------
+
+BOX_KEYS = {
+    "x": Key(Position(), "left edge from the trim's left: 10%, 120px, 20mm (default 0)"),
+    "y": Key(Position(), "top edge from the trim's top (default 0)"),
+    "w": Key(Position(), "width", required=True),
+    "h": Key(Position(), "height", required=True),
+}
+CELL_KEYS = {
+    "cell": Key(ListOf(Text(), 3, 3), "[grid, row, column], row and column from 0", required=True),
+    "span": Key(ListOf(Int(1), 2, 2), "[rows, columns] the region covers (default [1, 1])"),
+}
+
+
+class RegionKind:
+    """'full' | 'safe' | {x, y, w, h} | {cell: [grid, row, column], span: [rows, columns]} -> spec.Region."""
+
+    def __init__(self, allow_empty: bool = False):
+        self.allow_empty = allow_empty  # lines may have zero width or height
+
+    def parse(self, r, node, path):
+        if not isinstance(node, yaml.MappingNode):
+            value = r.scalar(node)
+            if value not in ("full", "safe"):
+                raise _Bad(f"{_q(value)} is not a region (full, safe, {{x, y, w, h}} or "
+                           f"{{cell: [grid, row, column]}}){_closest(value, ('full', 'safe'))}")
+            return Region(value)
+        if any(k.value == "cell" for k, _ in node.value):
+            return self._cell(r, node, path)
+        return self._box(r, node, path)
+
+    def _box(self, r, node, path):
+        values = r.values(node, path, BOX_KEYS)
+        if values is None:
+            raise _Bad()
+        coords = {k: values.get(k, ("%", 0.0)) for k in "xywh"}
+        for k in "wh":
+            if coords[k][1] < 0 or (coords[k][1] == 0 and not self.allow_empty):
+                raise _Bad(f"{k} must be greater than 0, got {coords[k][1]:g}{'%' if coords[k][0] == '%' else ' px'}")
+        trim = {"x": r.canvas.width, "w": r.canvas.width, "y": r.canvas.height, "h": r.canvas.height}
+        px = {k: v if unit == "px" else v * trim[k] / 100 for k, (unit, v) in coords.items()}
+        _check_inside(px, r.canvas)
+        units = {unit for unit, _ in coords.values()}
+        if units == {"%"}:
+            return Region("percent", *(coords[k][1] for k in "xywh"))
+        return Region("px", *(px[k] for k in "xywh"))
+
+    def _cell(self, r, node, path):
+        values = r.values(node, path, CELL_KEYS)
+        if values is None:
+            raise _Bad()
+        name, row, column = values["cell"]
+        rows, columns = values.get("span", (1, 1))
+        grid = r.grids.get(name)
+        if grid is None:
+            known = ", ".join(r.grids) or "none defined before this point"
+            raise _Bad(f"cell: no grid '{name}'{_closest(name, r.grids)} (grids: {known})")
+        indices = []
+        for what, text, count, extent in (("row", row, grid.rows, rows), ("column", column, grid.columns, columns)):
+            if not re.fullmatch(r"\d+", text):
+                raise _Bad(f"cell: the {what} must be a whole number from 0, got '{text}'")
+            index = int(text)
+            if index + extent > count:
+                last = f"{what}s {index}..{index + extent - 1}" if extent > 1 else f"{what} {index}"
+                raise _Bad(f"cell: {last} out of range: grid '{name}' has {count} {what}s (0..{count - 1})")
+            indices.append(index)
+        return Region("cell", grid=name, row=indices[0], column=indices[1], row_span=rows, column_span=columns)
+
+    def schema(self, defs):
+        box = _object_schema(BOX_KEYS, defs)
+        cell = _object_schema(CELL_KEYS, defs)
+        cell["properties"]["cell"]["prefixItems"] = [{"type": "string"}, {"type": "integer", "minimum": 0},
+                                                     {"type": "integer", "minimum": 0}]
+        cell["properties"]["cell"]["items"] = False
+        body = {"anyOf": [{"enum": ["full", "safe"]}, box, cell],
+                "description": "full (trim + bleed), safe (trim minus safe_margin), {x, y, w, h} or "
+                               "{cell: [grid, row, column], span: [rows, columns]}"}
+        return _ref(defs, "region", body)
+
+
+def _check_inside(px: dict, canvas: Canvas) -> None:
+    """A box (trim coordinates, px) must lie on the full canvas, bleed included."""
+    b = canvas.bleed
+    edges = ((px["x"] < -b - 1e-6, f"x = {px['x']:g} px is left of the canvas (from {-b} px)"),
+             (px["y"] < -b - 1e-6, f"y = {px['y']:g} px is above the canvas (from {-b} px)"),
+             (px["x"] + px["w"] > canvas.width + b + 1e-6,
+              f"x + w = {px['x'] + px['w']:g} px is right of the canvas (to {canvas.width + b} px)"),
+             (px["y"] + px["h"] > canvas.height + b + 1e-6,
+              f"y + h = {px['y'] + px['h']:g} px is below the canvas (to {canvas.height + b} px)"))
+    for outside, message in edges:
+        if outside:
+            raise _Bad(f"the region is outside the canvas: {message}")
+
+
+# -- gradient stops -----------------------------------------------------------------------------------------
+
+class Stops:
+    """['#000', '#fff'] (evenly spaced) or [[0, '#000'], [0.3, red], [1, '#fff']] -> ((pos, RGBA), ...)."""
+
+    def parse(self, r, node, path):
+        if not isinstance(node, yaml.SequenceNode) or len(node.value) < 2:
+            raise _Bad(f"expected a list of at least 2 colours or [position, colour] pairs, "
+                       f"got {_a(_value_of(node)) if not isinstance(node, yaml.SequenceNode) else 'one'}")
+        pairs = [isinstance(n, yaml.SequenceNode) and len(n.value) == 2 for n in node.value]
+        if any(pairs) and not all(pairs):
+            raise _Bad("mixes colours and [position, colour] pairs; use one form")
+        if not any(pairs):
+            colours = r.parse(ListOf(Colour()), node, path)
+            return tuple((i / (len(colours) - 1), c) for i, c in enumerate(colours))
+        stops, bad = [], False
+        for i, pair in enumerate(node.value):
+            try:
+                stops.append((r.parse(Number(0, 1), pair.value[0], _join(_join(path, i), 0)),
+                              r.parse(Colour(), pair.value[1], _join(_join(path, i), 1))))
+            except _Bad:
+                bad = True
+        if bad:
+            raise _Bad()
+        for (a, _), (b, _) in zip(stops, stops[1:]):
+            if b < a:
+                raise _Bad(f"positions must not decrease: {b:g} comes after {a:g}")
+        return tuple(stops)
+
+    def schema(self, defs):
+        colour = Colour().schema(defs)
+        pair = {"type": "array", "prefixItems": [{"type": "number", "minimum": 0, "maximum": 1}, colour],
+                "items": False, "minItems": 2}
+        return {"type": "array", "items": {"anyOf": [colour, pair]}, "minItems": 2,
+                "description": "colours evenly spaced, or [position 0..1, colour] pairs"}
+
+
+# -- layers -------------------------------------------------------------------------------------------------
+
+STROKE_KEYS = {
+    "width": Key(Length("positive"), "stroke width", required=True),
+    "color": Key(Colour(), "stroke colour (default black)"),
+}
+SHADOW_KEYS = {
+    "dx": Key(Length("any"), "offset right (default 4px)"),
+    "dy": Key(Length("any"), "offset down (default 4px)"),
+    "blur": Key(Length(), "Gaussian blur radius (default 4px)"),
+    "color": Key(Colour(), "shadow colour (default #000000a0)"),
+}
+COMMON_KEYS = {
+    "opacity": Key(Number(0, 1), "0..1, multiplies the layer's alpha (default 1)"),
+    "name": Key(Text(), "a name for messages and manifests (unique)"),
+}
+GENERATE_KEYS = {
+    "prompt": Key(Text(), "what to generate", required=True),
+    "negative_prompt": Key(Text(), "what to avoid"),
+    "seed": Key(Int(0, 2 ** 32 - 1), "random seed (default 0)"),
+    "steps": Key(Int(1, 1000), "sampling steps (default 20)"),
+    "guidance": Key(Number(0), "classifier-free guidance scale (default 4.5)"),
+    "sampler": Key(Enum(*SAMPLERS), "default: the model's scheduler"),
+    "model": Key(Text(), "model folder or hub id (default: the command line's --model)"),
+    "region": Key(RegionKind(), "where the image goes (default full)"),
+    "fit": Key(Enum("cover", "contain"), "cover crops, contain letterboxes (default cover)"),
+    "strategy": Key(Enum("auto", "direct", "upscale"), "how large sizes are made (default auto)"),
+} | COMMON_KEYS
+IMAGE_KEYS = {
+    "path": Key(ImagePath(), "image file, relative to the layout's folder", required=True),
+    "region": Key(RegionKind(), "default full"),
+    "fit": Key(Enum("cover", "contain"), "default cover"),
+} | COMMON_KEYS
+TEXT_KEYS = {
+    "text": Key(Text(), "the text; '\\n' breaks lines", required=True),
+    "font": Key(Font(), "a .ttf/.otf path or an installed family (default: the bundled font)"),
+    "size": Key(Length("positive"), "font size: 48pt, 120px, 10mm (default 48px)"),
+    "color": Key(Colour(), "default black"),
+    "region": Key(RegionKind(), "default safe"),
+    "align": Key(Enum("left", "center", "right"), "default left"),
+    "valign": Key(Enum("top", "middle", "bottom"), "default top"),
+    "wrap": Key(Bool(), "wrap words to the region's width (default true)"),
+    "shrink_to_fit": Key(Bool(), "shrink the size until the text fits the region (default false)"),
+    "line_height": Key(Number(positive=True), "multiple of the size (default 1.2)"),
+    "letter_spacing": Key(Length("any"), "extra space between letters (default 0)"),
+    "stroke": Key(Mapping("stroke", STROKE_KEYS), "outline: {width, color}"),
+    "shadow": Key(Mapping("shadow", SHADOW_KEYS), "drop shadow: {dx, dy, blur, color}"),
+} | COMMON_KEYS
+SHAPE_KEYS = {
+    "shape": Key(Enum("rect", "ellipse", "line"), "line: from the region's top-left to bottom-right",
+                 required=True),
+    "region": Key(RegionKind(allow_empty=True), required=True),
+    "fill": Key(Colour(), "fill colour (rect, ellipse)"),
+    "stroke": Key(Mapping("stroke", STROKE_KEYS), "outline: {width, color}"),
+    "radius": Key(Length(), "corner radius (rect)"),
+} | COMMON_KEYS
+FILL_KEYS = {
+    "color": Key(Colour(), required=True),
+    "region": Key(RegionKind(), "default full"),
+} | COMMON_KEYS
+GRADIENT_KEYS = {
+    "stops": Key(Stops(), required=True),
+    "kind": Key(Enum("linear", "radial"), "default linear"),
+    "angle": Key(Number(), "degrees, linear only: 0 left to right, 90 top to bottom (default 90)"),
+    "region": Key(RegionKind(), "default full"),
+} | COMMON_KEYS
+
+
+def _generate(v: dict, r, node, path) -> GenerateLayer:
+    return GenerateLayer(**v)
+
+
+def _image(v: dict, r, node, path) -> ImageLayer:
+    return ImageLayer(**v)
+
+
+def _text(v: dict, r, node, path) -> TextLayer:
+    stroke, shadow = v.pop("stroke", None), v.pop("shadow", None)
+    if stroke:
+        v |= {"stroke_width": stroke["width"], "stroke_color": stroke.get("color", (0, 0, 0, 255))}
+    if shadow is not None:
+        v["shadow"] = Shadow(**shadow)
+    return TextLayer(**v)
+
+
+def _shape(v: dict, r, node, path) -> ShapeLayer:
+    stroke = v.pop("stroke", None)
+    if stroke:
+        v |= {"stroke": stroke.get("color", (0, 0, 0, 255)), "stroke_width": stroke["width"]}
+    problem = (
+        "a line has no fill; give it a stroke: {width, color}" if v["shape"] == "line" and "fill" in v else
+        "a line needs a stroke: {width, color}" if v["shape"] == "line" and not stroke else
+        f"a {v['shape']} with neither fill nor stroke draws nothing" if not stroke and "fill" not in v else
+        "radius applies to rect only" if v["shape"] != "rect" and v.get("radius") else
+        None)
+    if problem:
+        raise _Bad(problem)
+    if v["shape"] != "line" and (v["region"].kind in ("px", "percent")) and not (v["region"].w and v["region"].h):
+        raise _Bad(f"a {v['shape']} needs a region with w and h greater than 0")
+    return ShapeLayer(**v)
+
+
+def _fill(v: dict, r, node, path) -> FillLayer:
+    return FillLayer(**v)
+
+
+def _gradient(v: dict, r, node, path) -> GradientLayer:
+    return GradientLayer(**v)
+
+
+# type key -> (key table, builder(values, reader, node, path) -> spec layer)
+LAYER_TYPES = {
+    "generate": (GENERATE_KEYS, _generate),
+    "image": (IMAGE_KEYS, _image),
+    "text": (TEXT_KEYS, _text),
+    "shape": (SHAPE_KEYS, _shape),
+    "fill": (FILL_KEYS, _fill),
+    "gradient": (GRADIENT_KEYS, _gradient),
+}
+
+
+class LayerKind:
+    """- text: {...}: a one-key mapping, the key naming the layer type."""
+
+    def parse(self, r, node, path):
+        if not isinstance(node, yaml.MappingNode) or not node.value:
+            raise _Bad(f"expected a layer, one of {', '.join(LAYER_TYPES)}: {{...}}, got {_a(_value_of(node))}")
+        types = [(k, v) for k, v in node.value if k.value in LAYER_TYPES]
+        type_keys = LAYER_TYPES[types[0][0].value][0] if types else {}
+        for key_node, _ in node.value:
+            if key_node.value in LAYER_TYPES:
+                continue
+            if key_node.value in type_keys:
+                r.error(key_node, _join(path, key_node.value),
+                        f"belongs inside '{types[0][0].value}:' (indent it under the layer type)")
+            else:
+                hint = _closest(key_node.value, LAYER_TYPES) or f" (layer types: {', '.join(LAYER_TYPES)})"
+                r.error(key_node, _join(path, key_node.value), f"unknown layer type{hint}")
+        if len(types) > 1:
+            raise _Bad(f"one layer per list item; this one is {' and '.join(k.value for k, _ in types)}")
+        if not types or len(types) != len(node.value):
+            raise _Bad()
+        key_node, body = types[0]
+        sub = _join(path, key_node.value)
+        table, build = LAYER_TYPES[key_node.value]
+        values = r.values(body, sub, table)
+        if values is None:
+            raise _Bad()
+        try:
+            return build(values, r, body, sub)
+        except _Bad as bad:
+            r.error(body, sub, bad.args[0])
+            raise _Bad() from None
+
+    def schema(self, defs):
+        options = [{"type": "object", "properties": {name: _ref(defs, f"{name}_layer", _object_schema(table, defs))},
+                    "required": [name], "additionalProperties": False}
+                   for name, (table, _) in LAYER_TYPES.items()]
+        return {"oneOf": options}
+
+
+# -- the sections -------------------------------------------------------------------------------------------
+
+CANVAS_KEYS = {
+    "preset": Key(Enum(*PRESETS), "a named size (see layouts/README.md); or width and height"),
+    "orientation": Key(Enum("landscape", "portrait"), "swap width and height to this orientation"),
+    "width": Key(CanvasLength("positive"), "trim width: 3000px, 420mm, 16.5in"),
+    "height": Key(CanvasLength("positive"), "trim height"),
+    "dpi": Key(Int(1, MAX_DPI), "pixels per inch (default 300 for physical sizes, else 72)"),
+    "bleed": Key(CanvasLength(), "extra margin cut off in print, on every side (default 0)"),
+    "safe_margin": Key(CanvasLength(), "margin inside the trim kept clear of cuts (default 0)"),
+    "background": Key(Colour(), "default white"),
+}
+GRID_KEYS = {
+    "rows": Key(Int(1, 1000), required=True),
+    "columns": Key(Int(1, 1000), required=True),
+    "gutter": Key(Length(), "gap between cells (default 0)"),
+    "region": Key(RegionKind(), "the area divided (default full)"),
+}
+MONITOR_KEYS = {
+    "name": Key(Text(), "default monitor-1, monitor-2, ..."),
+    "width": Key(Int(1, MAX_SIDE), "pixels", required=True),
+    "height": Key(Int(1, MAX_SIDE), "pixels", required=True),
+    "size": Key(ListOf(PhysicalLength("positive"), 2, 2), "[width, height] of the picture: [597mm, 336mm]"),
+    "diagonal": Key(PhysicalLength("positive"), "picture diagonal, e.g. 27in (instead of size)"),
+}
+SPAN_KEYS = {
+    "monitors": Key(ListOf(Mapping("monitor", MONITOR_KEYS), 1), "left to right", required=True),
+    "bezels": Key(ListOf(PhysicalLength(), single_ok=True),
+                  "gap between neighbouring pictures (both bezels): one length or one per gap (default 0)"),
+    "align": Key(Enum("top", "center", "bottom"), "vertical alignment of monitors of different heights"),
+}
+OUTPUT_KEYS = {
+    "formats": Key(ListOf(Enum("png", "jpeg", "tiff", "pdf"), 1, single_ok=True), "default [png]"),
+    "name": Key(Template(), "file name pattern: layout variables and {layout}, {seed}, {monitor}"),
+    "jpeg_quality": Key(Int(1, 100), "default 92"),
+    "per_monitor": Key(Bool(), "spans: also write one file per monitor (default true)"),
+}
+
+
+class Variables:
+    def parse(self, r, node, path):
+        raise AssertionError("variables are read by _variables")
+
+    def schema(self, defs):
+        return {"type": "object", "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                "additionalProperties": {"type": ["string", "number", "boolean", "null"]}}
+
+
+class Grids:
+    def parse(self, r, node, path):
+        raise AssertionError("grids are read by _grids")
+
+    def schema(self, defs):
+        return {"type": "object", "additionalProperties": _ref(defs, "grid", _object_schema(GRID_KEYS, defs))}
+
+
+TOP_KEYS = {
+    "canvas": Key(Mapping("canvas", CANVAS_KEYS), "size, dpi, bleed, safe margin, background"),
+    "variables": Key(Variables(), "defaults for {name} in any text; --set name=value overrides"),
+    "grids": Key(Grids(), "named grids of cells: {rows, columns, gutter, region}"),
+    "span": Key(Mapping("span", SPAN_KEYS), "a multi-monitor wallpaper; the span sets the canvas size"),
+    "layers": Key(ListOf(LayerKind(), 1), "drawn in order, first at the bottom", required=True),
+    "output": Key(Mapping("output", OUTPUT_KEYS), "formats and file names"),
+    "memory_budget": Key(ByteSize(), "e.g. 6GiB"),
+    "model": Key(Text(), "default model folder or hub id"),
+}
+
+
+def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
+    """The file's variables with the overrides applied; a null default must be overridden."""
+    defaults, nodes = {}, {}
+    if node is not None:
+        if not isinstance(node, yaml.MappingNode):
+            r.error(node, "variables", f"expected a mapping of name: value, got {_a(_value_of(node))}")
+        else:
+            for key_node, value_node in node.value:
+                name, path = key_node.value, _join("variables", key_node.value)
+                if not _NAME_RE.fullmatch(name):
+                    r.error(key_node, path, f"'{name}' is not a variable name (letters, digits and _)")
+                elif not isinstance(value_node, yaml.ScalarNode):
+                    r.error(value_node, path, f"expected text, got {_a(value_node)}")
+                else:
+                    defaults[name] = None if value_node.tag.endswith(":null") else value_node.value
+                    nodes[name] = value_node
+    for name in overrides:
+        if name not in defaults:
+            r.error(node, f"variables.{name}",
+                    f"set on the command line but not defined in the file{_closest(name, defaults)}")
+    resolved = {k: overrides.get(k, v) for k, v in defaults.items()}
+    for name, value in resolved.items():
+        if value is None:
+            r.error(nodes[name], f"variables.{name}", f"has no default; set it: --set {name}=...")
+    return {k: "" if v is None else str(v) for k, v in resolved.items()}  # "" after an error: no follow-ups
+
+
+def _canvas(r: _Reader, values: dict, node, span: Span | None) -> Canvas | None:
+    """The canvas section (already read) -> spec.Canvas in px; sizes checked."""
+    if span is not None:
+        for key in ("preset", "orientation", "width", "height", "bleed"):
+            if key in values:
+                r.error(node, f"canvas.{key}", "a span sets the canvas size; remove this key or the span")
+        width, height, _ = span_canvas(span)
+        physical = False
+    elif "preset" in values:
+        for key in ("width", "height"):
+            if key in values:
+                r.error(node, f"canvas.{key}", "give either preset or width and height, not both")
+        w, h, unit = PRESETS[values["preset"]]
+        width, height, physical = (Fraction(w), unit), (Fraction(h), unit), unit != "px"
+    else:
+        missing = [k for k in ("width", "height") if k not in values]
+        if missing:
+            r.error(node, "canvas", f"missing {' and '.join(missing)} (or give a preset)")
+            return None
+        width, height = values["width"], values["height"]
+        physical = width[1] != "px" or height[1] != "px"
+    dpi = values.get("dpi", 300 if physical else 72)
+    px = lambda q: round(_to_px(q[0], q[1], dpi))  # noqa: E731
+    if span is None:
+        width, height = px(width), px(height)
+        wants = values.get("orientation")
+        if (wants == "landscape" and height > width) or (wants == "portrait" and width > height):
+            width, height = height, width
+    bleed, safe = px(values.get("bleed", (0, "px"))), px(values.get("safe_margin", (0, "px")))
+    canvas = Canvas(width, height, dpi, bleed, safe, values.get("background", (255, 255, 255, 255)),
+                    values.get("preset"))
+    problem = _size_problem(canvas)
+    if problem:
+        r.error(node, "span" if span is not None else "canvas", problem)
+        return None
+    if 2 * safe >= min(width, height):
+        r.error(node, "canvas.safe_margin", f"{safe} px on each side leaves no safe area in {width} x {height} px")
+        return None
+    return canvas
+
+
+def _size_problem(canvas: Canvas) -> str | None:
+    w, h = canvas.full_width, canvas.full_height
+    if w < 1 or h < 1:
+        return f"{w} x {h} px is empty"
+    if max(w, h) > MAX_SIDE:
+        return f"{w} x {h} px (bleed included) is too large: at most {MAX_SIDE} px per side"
+    if w * h > MAX_PIXELS:
+        return f"{w} x {h} px (bleed included) = {w * h} pixels is too large: at most {MAX_PIXELS} (2^28)"
+    return None
+
+
+def _span(r: _Reader, values: dict, node) -> Span | None:
+    monitors, ok = [], True
+    for i, m in enumerate(values["monitors"]):
+        mnode = _node_at(node, "monitors", i)
+        name = m.get("name", f"monitor-{i + 1}")
+        if ("size" in m) == ("diagonal" in m):
+            r.error(mnode, f"span.monitors[{i}]", "give the picture's size: [width, height] or diagonal (one of them)")
+            ok = False
+            continue
+        if "size" in m:
+            w_mm, h_mm = m["size"]
+        else:
+            d = m["diagonal"] / (m["width"] ** 2 + m["height"] ** 2) ** 0.5
+            w_mm, h_mm = m["width"] * d, m["height"] * d
+        if name in (x.name for x in monitors):
+            r.error(mnode, f"span.monitors[{i}].name", f"'{name}' is already the name of another monitor")
+            ok = False
+        monitors.append(Monitor(name, m["width"], m["height"], w_mm, h_mm))
+    bezels = values.get("bezels", (0.0,))
+    gaps = len(values["monitors"]) - 1
+    if len(bezels) == 1:
+        bezels = bezels * gaps
+    elif len(bezels) != gaps:
+        r.error(_node_at(node, "bezels"), "span.bezels",
+                f"{gaps + 1} monitors have {gaps} gaps; got {len(bezels)} bezels (give one length or {gaps})")
+        ok = False
+    if not ok:
+        return None
+    return Span(tuple(monitors), tuple(bezels[:gaps]), values.get("align", "center"))
+
+
+def _node_at(node, key: str, index: int | None = None):
+    """The value node under `key` (and list `index`) of a mapping node, or the node itself."""
+    for key_node, value_node in getattr(node, "value", ()):
+        if getattr(key_node, "value", None) == key:
+            if index is None:
+                return value_node
+            return value_node.value[index] if isinstance(value_node, yaml.SequenceNode) else value_node
+    return node
+
+
+def _grids(r: _Reader, node) -> None:
+    """grids: {name: {rows, columns, gutter, region}} -> r.grids, in order (a grid's region may be a cell of
+    an earlier grid); each checked to divide its region."""
+    if not isinstance(node, yaml.MappingNode):
+        r.error(node, "grids", f"expected a mapping of name: {{rows, columns, gutter, region}}, "
+                               f"got {_a(_value_of(node))}")
+        return
+    for key_node, value_node in node.value:
+        name, path = key_node.value, _join("grids", key_node.value)
+        values = r.values(value_node, path, GRID_KEYS)
+        if values is None:
+            continue
+        grid = Grid(name, values["rows"], values["columns"], round(values.get("gutter", 0)),
+                    values.get("region", Region("full")))
+        area = resolve(grid.region, r.canvas, r.grids)
+        try:
+            split(area.w, grid.columns, grid.gutter)
+            split(area.h, grid.rows, grid.gutter)
+        except ValueError:
+            r.error(value_node, path, f"{grid.rows} x {grid.columns} cells with {grid.gutter} px gutters do not fit "
+                                      f"in {area.w} x {area.h} px")
+            continue
+        r.grids[name] = grid
+
+
+def _unique_names(r: _Reader, layers_node, layers) -> None:
+    first = {}
+    for i, layer in enumerate(layers):
+        if layer.name and layer.name in first:
+            item = layers_node.value[i]
+            r.error(item, f"layers[{i}].name", f"'{layer.name}' is already the name of layers[{first[layer.name]}]")
+        first.setdefault(layer.name, i)
+
+
+# -- entry points -------------------------------------------------------------------------------------------
+
+def load_layout(path, variables: dict[str, str] | None = None) -> Layout:
+    """A layout file -> the validated Layout; `variables` (from --set) override the file's defaults.
+
+    Raises LayoutError listing every problem in the file, each `file:line: key.path: message`.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LayoutError([f"{path}: no such layout file"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LayoutError([f"{path}: cannot read the layout ({type(e).__name__}: {e})"]) from None
+    return parse_layout(text, str(path), variables, path.parent)
+
+
+def parse_layout(text: str, source: str = "<string>", variables: dict[str, str] | None = None,
+                 base_dir: Path | None = None) -> Layout:
+    """Layout YAML text -> the validated Layout. source: the name used in messages and Layout.source;
+    base_dir: the folder relative image and font paths are found in (default: the current folder)."""
+    r = _Reader(source, {}, Path(base_dir) if base_dir is not None else Path.cwd())
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        raise LayoutError([f"{source}:{line}: YAML syntax: {getattr(e, 'problem', None) or e}"]) from None
+    if root is None:
+        raise LayoutError([f"{source}:1: the layout is empty; it needs canvas (or span) and layers"])
+    _drop_complex_keys(r, root, set())
+    layout = _read(r, root, dict(variables or {}))
+    if r.errors:
+        raise LayoutError([message for _, message in sorted(r.errors, key=lambda e: e[0])])
+    return layout
+
+
+def _drop_complex_keys(r: _Reader, node, seen: set) -> None:
+    """Report and remove mapping keys that are lists or mappings (every key in a layout is a name)."""
+    if id(node) in seen or isinstance(node, yaml.ScalarNode):
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                r.error(key_node, "", f"a key must be a name, not {_a(key_node)}")
+        node.value = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+    for child in (v for pair in node.value for v in pair) if isinstance(node, yaml.MappingNode) else node.value:
+        _drop_complex_keys(r, child, seen)
+
+
+_INVALID = object()  # a section that was reported invalid
+
+
+def _read(r: _Reader, root, overrides: dict[str, str]) -> Layout | None:
+    """The sections in dependency order: variables, span, canvas, grids, then the rest."""
+    found = r.entries(root, "", TOP_KEYS)
+    if found is None:
+        return None
+    node = {k: v for k, (_, v) in found.items()}
+    r.variables = _variables(r, node.get("variables"), overrides)
+
+    def section(key):
+        try:
+            return r.parse(TOP_KEYS[key].kind, node[key], key) if key in node else None
+        except _Bad:
+            return _INVALID
+
+    span_values, canvas_values = section("span"), section("canvas")
+    span = _span(r, span_values, node["span"]) if isinstance(span_values, dict) else None
+    canvas = None
+    if span_values is None and canvas_values is None:
+        r.error(root, "canvas", "missing: give canvas (preset or width and height) or a span")
+    elif _INVALID not in (span_values, canvas_values) and (span_values is None or span is not None):
+        canvas = _canvas(r, canvas_values or {}, node.get("canvas", root), span)
+    # Without a valid canvas the rest is still checked, on a lenient stand-in (no false "outside" errors).
+    r.canvas = canvas or Canvas(MAX_SIDE, MAX_SIDE, _stand_in_dpi(canvas_values), bleed=MAX_SIDE)
+    r.dpi = r.canvas.dpi
+    if "grids" in node:
+        _grids(r, node["grids"])
+    layers, output, memory_budget, model = (section(k) for k in ("layers", "output", "memory_budget", "model"))
+    if isinstance(layers, tuple):
+        _unique_names(r, node["layers"], layers)
+    if canvas is None or _INVALID in (layers, output, memory_budget, model) or layers is None:
+        return None
+    return Layout(source=r.source, canvas=canvas, layers=layers, grids=dict(r.grids), span=span,
+                  output=Output(**(output or {})), variables=dict(r.variables), memory_budget=memory_budget,
+                  model=model)
+
+
+def _stand_in_dpi(canvas_values) -> int:
+    return canvas_values.get("dpi", 72) if isinstance(canvas_values, dict) else 72
+
+
+def layout_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of layout files, built from the key tables above."""
+    defs: dict = {}
+    body = _object_schema(TOP_KEYS, defs)
+    body["anyOf"] = [{"required": ["canvas"]}, {"required": ["span"]}]
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "studio layout"} | body | {
+        "$defs": dict(sorted(defs.items()))}
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--schema"]:
+        sys.exit("usage: python -m studio.layout --schema > layouts/layout.schema.json")
+    print(json.dumps(layout_schema(), indent=2))

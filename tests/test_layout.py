@@ -1,0 +1,463 @@
+"""Layout files -> spec.Layout: exact tables for sizes, units, regions, variables and spans, and a corpus of
+broken layouts, each with the exact one-line message it must produce."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from studio import layout as layout_module
+from studio.errors import LayoutError
+from studio.fonts import find_font
+from studio.layout import LAYER_TYPES, TOP_KEYS, layout_schema, load_layout, parse_layout
+from studio.spec import Region
+
+ROOT = Path(__file__).resolve().parents[1]
+FILL = "layers: [{fill: {color: red}}]\n"
+
+
+def canvas_of(canvas_yaml: str):
+    return parse_layout(f"canvas: {canvas_yaml}\n{FILL}").canvas
+
+
+# -- sizes and units ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("canvas_yaml, width, height, dpi", [
+    ("{preset: fhd}", 1920, 1080, 72),
+    ("{preset: 4k}", 3840, 2160, 72),
+    ("{preset: 4k, orientation: portrait}", 2160, 3840, 72),
+    ("{preset: 4k, orientation: landscape}", 3840, 2160, 72),
+    ("{preset: iphone-15}", 1179, 2556, 72),
+    ("{preset: iphone-15, orientation: landscape}", 2556, 1179, 72),
+    ("{preset: a4}", 2480, 3508, 300),  # 210 x 297 mm at 300 dpi = 2480.3 x 3507.9
+    ("{preset: a4, orientation: landscape}", 3508, 2480, 300),
+    ("{preset: a4, dpi: 150}", 1240, 1754, 150),
+    ("{preset: a3}", 3508, 4961, 300),
+    ("{preset: a0, dpi: 100}", 3311, 4681, 100),  # 841 x 1189 mm
+    ("{preset: letter}", 2550, 3300, 300),
+    ("{preset: tabloid, dpi: 100}", 1100, 1700, 100),
+    ("{preset: poster-24x36, dpi: 100}", 2400, 3600, 100),
+    ("{width: 3000, height: 2000}", 3000, 2000, 72),
+    ("{width: 3000px, height: 2000px, dpi: 300}", 3000, 2000, 300),
+    ("{width: 420mm, height: 594mm}", 4961, 7016, 300),
+    ("{width: 16.5in, height: 11.7in}", 4950, 3510, 300),
+    ("{width: 10cm, height: 5cm, dpi: 254}", 1000, 500, 254),
+    ("{width: 72pt, height: 144pt}", 300, 600, 300),
+    ("{width: 72pt, height: 144pt, dpi: 72}", 72, 144, 72),
+    ("{width: 100mm, height: 500px, orientation: portrait}", 500, 1181, 300),  # swapped
+    ("{width: 500px, height: 100mm, orientation: portrait}", 500, 1181, 300),  # already portrait
+])
+def test_canvas_sizes(canvas_yaml, width, height, dpi):
+    canvas = canvas_of(canvas_yaml)
+    assert (canvas.width, canvas.height, canvas.dpi) == (width, height, dpi)
+
+
+@pytest.mark.parametrize("extra, bleed, safe", [
+    ("bleed: 3mm, safe_margin: 10mm", 35, 118),  # 35.4, 118.1 px at 300 dpi
+    ("bleed: 0.125in, safe_margin: 0.5in", 38, 150),  # 37.5 rounds to even
+    ("bleed: 12px, safe_margin: 24", 12, 24),
+    ("bleed: 9pt", 38, 0),  # 37.5
+    ("bleed: 0", 0, 0),
+])
+def test_bleed_and_safe_margin(extra, bleed, safe):
+    canvas = canvas_of(f"{{preset: a4, {extra}}}")
+    assert (canvas.bleed, canvas.safe_margin) == (bleed, safe)
+    assert (canvas.full_width, canvas.full_height) == (2480 + 2 * bleed, 3508 + 2 * bleed)
+
+
+@pytest.mark.parametrize("value, rgba", [
+    ('"#fff"', (255, 255, 255, 255)),
+    ('"#11223344"', (17, 34, 51, 68)),
+    ("navy", (0, 0, 128, 255)),
+    ("[1, 2, 3]", (1, 2, 3, 255)),
+    ("[1, 2, 3, 4]", (1, 2, 3, 4)),
+    ('"rgb(10, 20, 30)"', (10, 20, 30, 255)),
+])
+def test_colours(value, rgba):
+    assert canvas_of(f"{{preset: fhd, background: {value}}}").background == rgba
+
+
+@pytest.mark.parametrize("size, dpi, px", [("48pt", 300, 200.0), ("12pt", 72, 12.0), ("120px", 300, 120.0),
+                                           ("120", 300, 120.0), ("1in", 300, 300.0), ("5mm", 254, 50.0)])
+def test_text_sizes(size, dpi, px):
+    text = f"canvas: {{width: 1000, height: 1000, dpi: {dpi}}}\nlayers: [{{text: {{text: hi, size: {size}}}}}]"
+    assert parse_layout(text).layers[0].size == px
+
+
+@pytest.mark.parametrize("region, expected", [
+    ("full", Region("full")),
+    ("safe", Region("safe")),
+    ("{x: 10%, y: 20%, w: 50%, h: 25%}", Region("percent", 10, 20, 50, 25)),
+    ("{w: 50%, h: 25%}", Region("percent", 0, 0, 50, 25)),
+    ("{x: 10px, y: 20, w: 300px, h: 100}", Region("px", 10, 20, 300, 100)),
+    ("{x: 1in, y: 0, w: 2in, h: 0.5in}", Region("px", 300, 0, 600, 150)),
+    ("{x: 10%, y: 100px, w: 50%, h: 1in}", Region("px", 200, 100, 1000, 300)),  # % of the 2000 x 1000 trim
+    ("{x: -10px, y: -10px, w: 2020px, h: 1020px}", Region("px", -10, -10, 2020, 1020)),  # into the bleed
+    ("{cell: [g, 1, 2]}", Region("cell", grid="g", row=1, column=2)),
+    ("{cell: [g, 0, 0], span: [2, 3]}", Region("cell", grid="g", row=0, column=0, row_span=2, column_span=3)),
+])
+def test_regions(region, expected):
+    text = ("canvas: {width: 2000, height: 1000, dpi: 300, bleed: 10px}\n"
+            "grids: {g: {rows: 2, columns: 3, gutter: 10px}}\n"
+            f"layers: [{{fill: {{color: red, region: {region}}}}}]")
+    assert parse_layout(text).layers[0].region == expected
+
+
+def test_grids():
+    layout = parse_layout("canvas: {preset: fhd}\n"
+                          "grids:\n  panels: {rows: 1, columns: 3, gutter: 0.5in, region: safe}\n"
+                          "  inner: {rows: 2, columns: 2, region: {cell: [panels, 0, 1]}}\n" + FILL)
+    panels, inner = layout.grids["panels"], layout.grids["inner"]
+    assert (panels.rows, panels.columns, panels.gutter, panels.region) == (1, 3, 36, Region("safe"))
+    assert inner.region == Region("cell", grid="panels", row=0, column=1)
+
+
+# -- variables --------------------------------------------------------------------------------------------
+
+VARIABLE_LAYOUT = """\
+canvas: {preset: fhd}
+variables: {title: Summer, year: 2024, seed: 7, subtitle: ~}
+layers:
+  - generate: {prompt: "{title} beach", seed: "{seed}"}
+  - text: {text: "{title} {year} {subtitle} {{braces}}"}
+output: {name: "{layout}-{title}-{seed}-{monitor}"}
+"""
+
+
+@pytest.mark.parametrize("overrides, prompt, seed, text, name", [
+    ({"subtitle": "Live"}, "Summer beach", 7, "Summer 2024 Live {braces}", "{layout}-Summer-7-{monitor}"),
+    ({"subtitle": "", "title": "Winter", "seed": "11"}, "Winter beach", 11, "Winter 2024  {braces}",
+     "{layout}-Winter-11-{monitor}"),
+])
+def test_variables_and_overrides(overrides, prompt, seed, text, name):
+    layout = parse_layout(VARIABLE_LAYOUT, variables=overrides)
+    assert (layout.layers[0].prompt, layout.layers[0].seed, layout.layers[1].text, layout.output.name) == (
+        prompt, seed, text, name)
+    assert layout.variables == {"title": "Summer", "year": "2024", "seed": "7", "subtitle": ""} | overrides
+
+
+def test_output_name_keeps_exporter_fields():
+    layout = parse_layout("canvas: {preset: fhd}\n" + FILL + "output: {name: '{layout}-{seed}'}")
+    assert layout.output.name == "{layout}-{seed}"
+
+
+def test_merge_keys_and_lines():
+    layout = parse_layout("""\
+canvas: {preset: fhd}
+layers:
+  - text: &headline {text: A, size: 96pt, align: center}
+  - text: {<<: *headline, text: B}
+  - text: {<<: *headline, text: C}
+  - shape: {shape: line, region: {x: 0, y: 10, w: 100, h: 0}, stroke: {width: 2}}
+""")
+    assert [(t.text, t.size, t.align) for t in layout.layers[:3]] == [("A", 96, "center"), ("B", 96, "center"),
+                                                                      ("C", 96, "center")]
+    assert (layout.layers[3].region, layout.layers[3].stroke_width) == (Region("px", 0, 10, 100, 0), 2)
+
+
+# -- spans ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("span, width, height, bezels", [
+    ("{monitors: [{width: 2560, height: 1440, size: [597mm, 336mm]}]}", 2560, 1441, ()),
+    # 2 x 597 mm + 18 mm at 2560 px / 597 mm
+    ("{monitors: [{width: 2560, height: 1440, size: [597mm, 336mm]}, {width: 2560, height: 1440, size: "
+     "[59.7cm, 33.6cm]}], bezels: 18mm}", 5197, 1441, (18.0,)),
+    # 4 px/mm everywhere: 100 + 5 + 100 + 10 + 50 mm
+    ("{monitors: [{width: 400, height: 200, size: [100mm, 50mm]}, {width: 400, height: 200, size: [100mm, 50mm]},"
+     " {width: 200, height: 120, size: [50mm, 30mm]}], bezels: [5mm, 1cm], align: top}", 1060, 200, (5.0, 10.0)),
+])
+def test_spans(span, width, height, bezels):
+    layout = parse_layout(f"span: {span}\n{FILL}")
+    assert (layout.canvas.width, layout.canvas.height, layout.canvas.dpi) == (width, height, 72)
+    assert layout.span.bezels_mm == bezels
+
+
+def test_span_monitor_diagonal():
+    layout = parse_layout("span: {monitors: [{name: m, width: 3000, height: 4000, diagonal: 50mm}]}\n" + FILL)
+    monitor = layout.span.monitors[0]
+    assert (monitor.name, monitor.width, monitor.height) == ("m", 3000, 4000)
+    assert (monitor.width_mm, monitor.height_mm) == pytest.approx((30.0, 40.0))
+
+
+# -- the broken corpus: each layout, its one message --------------------------------------------------------
+
+BROKEN = [
+    # YAML syntax
+    ("canvas: {preset: fhd\nlayers: []\n",
+     "poster.yaml:2: YAML syntax: expected ',' or '}', but got ':'"),
+    ("", "poster.yaml:1: the layout is empty; it needs canvas (or span) and layers"),
+    # unknown keys, missing keys, wrong shapes
+    ("canvas: {preset: fhd, backgrund: red}\n" + FILL,
+     "poster.yaml:1: canvas.backgrund: unknown key (did you mean 'background'?)"),
+    ("canvas: {preset: fhd}\nlayer: []\n",
+     "poster.yaml:2: layer: unknown key (did you mean 'layers'?)"),
+    ("canvas: {preset: fhd}\n",
+     "poster.yaml:1: missing required key 'layers'"),
+    ("layers: [{fill: {color: red}}]\n",
+     "poster.yaml:1: canvas: missing: give canvas (preset or width and height) or a span"),
+    ("canvas: {preset: fhd}\nlayers: [{txt: {text: hi}}]\n",
+     "poster.yaml:2: layers[0].txt: unknown layer type (did you mean 'text'?)"),
+    ("canvas: {preset: fhd}\nlayers:\n  - fill: {color: red}\n    region: safe\n",
+     "poster.yaml:4: layers[0].region: belongs inside 'fill:' (indent it under the layer type)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {size: 12}}]\n",
+     "poster.yaml:2: layers[0].text: missing required key 'text'"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: {title}}}]\n",
+     "poster.yaml:2: layers[0].text.text: got a mapping {title}; quote text that starts with '{': \"{title}\""),
+    ("canvas: {preset: fhd, preset: 4k}\n" + FILL,
+     "poster.yaml:1: canvas.preset: duplicate key"),
+    # wrong types and enums
+    ("canvas: {preset: fhd, dpi: high}\n" + FILL,
+     "poster.yaml:1: canvas.dpi: expected a whole number, got 'high' (text)"),
+    ("canvas: {preset: fhd}\nlayers: [{generate: {prompt: x, seed: 1.5}}]\n",
+     "poster.yaml:2: layers[0].generate.seed: expected a whole number, got 1.5 (a number)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, wrap: maybe}}]\n",
+     "poster.yaml:2: layers[0].text.wrap: expected true or false, got 'maybe' (text)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, align: centre}}]\n",
+     "poster.yaml:2: layers[0].text.align: 'centre' is not one of left, center, right (did you mean 'center'?)"),
+    ("canvas: {preset: 4K}\n" + FILL,
+     "poster.yaml:1: canvas.preset: '4K' is not one of " + ", ".join(layout_module.PRESETS) + " (did you mean '4k'?)"),
+    ("canvas: {preset: fhd}\nlayers: [{generate: {prompt: x, sampler: dpm}}]\n",
+     "poster.yaml:2: layers[0].generate.sampler: 'dpm' is not one of dpm++, ddim, euler (did you mean 'dpm++'?)"),
+    ("canvas: {preset: fhd}\n" + FILL + "output: {formats: [png, jpg]}\n",
+     "poster.yaml:3: output.formats[1]: 'jpg' is not one of png, jpeg, tiff, pdf (did you mean 'jpeg'?)"),
+    # sizes and units
+    ("canvas: {width: 0, height: 100}\n" + FILL,
+     "poster.yaml:1: canvas.width: must be greater than 0, got 0"),
+    ("canvas: {width: 40000, height: 100}\n" + FILL,
+     "poster.yaml:1: canvas: 40000 x 100 px (bleed included) is too large: at most 32768 px per side"),
+    ("canvas: {width: 20000, height: 20000}\n" + FILL,
+     "poster.yaml:1: canvas: 20000 x 20000 px (bleed included) = 400000000 pixels is too large: at most "
+     "268435456 (2^28)"),
+    ("canvas: {preset: a0, dpi: 1200}\n" + FILL,
+     "poster.yaml:1: canvas: 39732 x 56173 px (bleed included) is too large: at most 32768 px per side"),
+    ("canvas: {preset: fhd, bleed: 3 millimetres}\n" + FILL,
+     "poster.yaml:1: canvas.bleed: '3 millimetres' is not a length (a number with px, pt, mm, cm or in, e.g. 3mm;"
+     " a bare number is px)"),
+    ("canvas: {preset: fhd, safe_margin: 600px}\n" + FILL,
+     "poster.yaml:1: canvas.safe_margin: 600 px on each side leaves no safe area in 1920 x 1080 px"),
+    ("canvas: {preset: fhd, width: 100}\n" + FILL,
+     "poster.yaml:1: canvas.width: give either preset or width and height, not both"),
+    ("canvas: {width: 100}\n" + FILL,
+     "poster.yaml:1: canvas: missing height (or give a preset)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, size: -3pt}}]\n",
+     "poster.yaml:2: layers[0].text.size: must be greater than 0, got -3"),
+    # regions and grids
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {x: 90%, w: 20%, h: 10%}}}]\n",
+     "poster.yaml:2: layers[0].fill.region: the region is outside the canvas: x + w = 2112 px is right of the "
+     "canvas (to 1920 px)"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {x: -5px, y: 0, w: 10, h: 10}}}]\n",
+     "poster.yaml:2: layers[0].fill.region: the region is outside the canvas: x = -5 px is left of the canvas "
+     "(from 0 px)"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {w: 0%, h: 10%}}}]\n",
+     "poster.yaml:2: layers[0].fill.region: w must be greater than 0, got 0%"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: top}}]\n",
+     "poster.yaml:2: layers[0].fill.region: 'top' is not a region (full, safe, {x, y, w, h} or "
+     "{cell: [grid, row, column]})"),
+    ("canvas: {preset: fhd}\ngrids: {g: {rows: 2, columns: 3}}\nlayers: [{fill: {color: red, region: "
+     "{cell: [g, 2, 0]}}}]\n",
+     "poster.yaml:3: layers[0].fill.region: cell: row 2 out of range: grid 'g' has 2 rows (0..1)"),
+    ("canvas: {preset: fhd}\ngrids: {g: {rows: 2, columns: 3}}\nlayers: [{fill: {color: red, region: "
+     "{cell: [g, 0, 1], span: [1, 3]}}}]\n",
+     "poster.yaml:3: layers[0].fill.region: cell: columns 1..3 out of range: grid 'g' has 3 columns (0..2)"),
+    ("canvas: {preset: fhd}\ngrids: {g: {rows: 2, columns: 3}}\nlayers: [{fill: {color: red, region: "
+     "{cell: [panels, 0, 0]}}}]\n",
+     "poster.yaml:3: layers[0].fill.region: cell: no grid 'panels' (grids: g)"),
+    ("canvas: {width: 100, height: 100}\ngrids: {g: {rows: 1, columns: 30, gutter: 3px}}\n" + FILL,
+     "poster.yaml:2: grids.g: 1 x 30 cells with 3 px gutters do not fit in 100 x 100 px"),
+    # files and fonts
+    ("canvas: {preset: fhd}\nlayers: [{image: {path: missing.png}}]\n",
+     "poster.yaml:2: layers[0].image.path: no such image file 'missing.png' (paths are relative to the layout "
+     "file's folder)"),
+    ("canvas: {preset: fhd}\nlayers: [{image: {path: notes.txt}}]\n",
+     "poster.yaml:2: layers[0].image.path: 'notes.txt' is not an image Pillow can read"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: NoSuchFontFamily}}]\n",
+     "poster.yaml:2: layers[0].text.font: no such font 'NoSuchFontFamily' (a .ttf/.otf path or an installed "
+     "family)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: fonts/Inter.ttf}}]\n",
+     "poster.yaml:2: layers[0].text.font: no such font 'fonts/Inter.ttf' (a .ttf/.otf path or an installed "
+     "family)"),
+    # variables
+    ("canvas: {preset: fhd}\nvariables: {title: x}\nlayers: [{text: {text: '{titel}'}}]\n",
+     "poster.yaml:3: layers[0].text.text: undefined variable {titel} (defined: title) (did you mean 'title'?)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: 'a {b'}}]\n",
+     "poster.yaml:2: layers[0].text.text: unmatched '{' in 'a {b' (write {{ for a literal brace)"),
+    ("canvas: {preset: fhd}\nvariables: {title: ~}\nlayers: [{text: {text: '{title}'}}]\n",
+     "poster.yaml:2: variables.title: has no default; set it: --set title=..."),
+    ("canvas: {preset: fhd}\nvariables: {2nd: x}\n" + FILL,
+     "poster.yaml:2: variables.2nd: '2nd' is not a variable name (letters, digits and _)"),
+    # colours
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: blu}}]\n",
+     "poster.yaml:2: layers[0].fill.color: 'blu' is not a colour ('#rrggbb', '#rrggbbaa', [r, g, b], "
+     "[r, g, b, a] or a name like 'navy')"),
+    ("canvas: {preset: fhd}\nlayers:\n  - fill:\n      color: #fff\n",
+     "poster.yaml:4: layers[0].fill.color: expected a colour, got nothing (quote colours that start with '#': "
+     "\"#fff\")"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: [255, 0, 300]}}]\n",
+     "poster.yaml:2: layers[0].fill.color: [255, 0, 300] is not a colour: a list is [r, g, b] or [r, g, b, a] "
+     "with whole numbers 0..255"),
+    # layer-specific rules
+    ("canvas: {preset: fhd}\nlayers: [{shape: {shape: rect, region: safe}}]\n",
+     "poster.yaml:2: layers[0].shape: a rect with neither fill nor stroke draws nothing"),
+    ("canvas: {preset: fhd}\nlayers: [{shape: {shape: ellipse, region: safe, fill: red, radius: 4px}}]\n",
+     "poster.yaml:2: layers[0].shape: radius applies to rect only"),
+    ("canvas: {preset: fhd}\nlayers: [{gradient: {stops: [[0, red], [0.6, blue], [0.2, green]]}}]\n",
+     "poster.yaml:2: layers[0].gradient.stops: positions must not decrease: 0.2 comes after 0.6"),
+    ("canvas: {preset: fhd}\nlayers: [{gradient: {stops: [red]}}]\n",
+     "poster.yaml:2: layers[0].gradient.stops: expected a list of at least 2 colours or [position, colour] pairs, "
+     "got one"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: a, name: t}}, {text: {text: b, name: t}}]\n",
+     "poster.yaml:2: layers[1].name: 't' is already the name of layers[0]"),
+    ("canvas: {preset: fhd}\n" + FILL + "memory_budget: lots\n",
+     "poster.yaml:3: memory_budget: 'lots' is not a size like 6GiB, 512MiB or 2GB"),
+    # spans
+    ("span: {monitors: [{width: 2560, height: 1440}]}\n" + FILL,
+     "poster.yaml:1: span.monitors[0]: give the picture's size: [width, height] or diagonal (one of them)"),
+    ("span: {monitors: [{width: 2560, height: 1440, size: [597, 336mm]}]}\n" + FILL,
+     "poster.yaml:1: span.monitors[0].size[0]: 597 (a number) has no physical size; give it in mm, cm or in"),
+    ("span:\n  monitors:\n    - {width: 10, height: 10, size: [1mm, 1mm]}\n    - {width: 10, height: 10, "
+     "size: [1mm, 1mm]}\n  bezels: [1mm, 2mm]\n" + FILL,
+     "poster.yaml:5: span.bezels: 2 monitors have 1 gaps; got 2 bezels (give one length or 1)"),
+    ("canvas: {preset: 4k}\nspan: {monitors: [{width: 10, height: 10, size: [1mm, 1mm]}]}\n" + FILL,
+     "poster.yaml:1: canvas.preset: a span sets the canvas size; remove this key or the span"),
+]
+
+
+@pytest.fixture
+def layout_dir(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+@pytest.mark.parametrize("text, message", BROKEN, ids=[m.split(": ", 2)[1][:40] for _, m in BROKEN])
+def test_broken_layouts(text, message, layout_dir):
+    with pytest.raises(LayoutError) as info:
+        parse_layout(text, "poster.yaml", base_dir=layout_dir)
+    assert info.value.errors == [message]
+    assert str(info.value) == message
+
+
+def test_corpus_is_large():
+    assert len(BROKEN) >= 20
+
+
+def test_undeclared_override():
+    with pytest.raises(LayoutError) as info:
+        parse_layout("canvas: {preset: fhd}\nvariables: {title: x}\n" + FILL, "poster.yaml", {"titel": "y"})
+    assert info.value.errors == ["poster.yaml:2: variables.titel: set on the command line but not defined in the "
+                                 "file (did you mean 'title'?)"]
+
+
+def test_every_error_at_once(layout_dir):
+    text = """\
+canvas:
+  preset: a7
+  backgrund: white
+variables: {title: Summer}
+layers:
+  - text:
+      text: "{titel}"
+      font: NoSuchFontFamily
+      align: centre
+  - image: {path: nope.png}
+  - txt: {text: hi}
+  - generate: {prompt: x, steps: 0, sampler: dpm}
+output: {formats: [png, gif], jpeg_quality: 101}
+"""
+    with pytest.raises(LayoutError) as info:
+        parse_layout(text, "poster.yaml", base_dir=layout_dir)
+    assert [line.split(": ", 2)[:2] for line in info.value.errors] == [
+        ["poster.yaml:2", "canvas.preset"],
+        ["poster.yaml:3", "canvas.backgrund"],
+        ["poster.yaml:7", "layers[0].text.text"],
+        ["poster.yaml:8", "layers[0].text.font"],
+        ["poster.yaml:9", "layers[0].text.align"],
+        ["poster.yaml:10", "layers[1].image.path"],
+        ["poster.yaml:11", "layers[2].txt"],
+        ["poster.yaml:12", "layers[3].generate.steps"],
+        ["poster.yaml:12", "layers[3].generate.sampler"],
+        ["poster.yaml:13", "output.formats[1]"],
+        ["poster.yaml:13", "output.jpeg_quality"],
+    ]
+
+
+def test_missing_layout_file(tmp_path):
+    with pytest.raises(LayoutError) as info:
+        load_layout(tmp_path / "nope.yaml")
+    assert info.value.errors == [f"{tmp_path / 'nope.yaml'}: no such layout file"]
+
+
+# -- files relative to the layout ---------------------------------------------------------------------------
+
+def test_image_and_font_paths_are_relative_to_the_layout(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "logo.png")
+    font = find_font("DejaVu Sans") or pytest.skip("no DejaVu Sans installed")
+    (tmp_path / "fonts").mkdir()
+    shutil.copy(font, tmp_path / "fonts" / "Brand.ttf")
+    (tmp_path / "poster.yaml").write_text("canvas: {preset: fhd}\nlayers:\n  - image: {path: logo.png}\n"
+                                          "  - text: {text: hi, font: fonts/Brand.ttf}\n  - text: {text: hi}\n")
+    layout = load_layout(tmp_path / "poster.yaml")
+    assert layout.layers[0].path == str((tmp_path / "logo.png").resolve())
+    assert layout.layers[1].font == str((tmp_path / "fonts" / "Brand.ttf").resolve())
+    assert layout.layers[2].font is None
+
+
+def test_find_font():
+    assert find_font(None) == "default"
+    assert find_font("NoSuchFontFamily") is None
+    assert find_font("missing/Inter.ttf") is None
+
+
+# -- examples, schema, single sources of truth ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["poster-a3.yaml", "triptych-4k.yaml", "span-3-monitors.yaml"])
+def test_example_layouts_load(name):
+    layout = load_layout(ROOT / "layouts" / name)
+    assert layout.layers
+
+
+def test_schema_file_is_generated_from_the_key_tables():
+    on_disk = json.loads((ROOT / "layouts" / "layout.schema.json").read_text())
+    assert on_disk == json.loads(json.dumps(layout_schema())), \
+        "regenerate: python -m studio.layout --schema > layouts/layout.schema.json"
+
+
+def test_schema_names_what_the_loader_accepts():
+    schema = layout_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert set(schema["properties"]) == set(TOP_KEYS)
+    for name, (table, _) in LAYER_TYPES.items():
+        assert set(schema["$defs"][f"{name}_layer"]["properties"]) == set(table)
+    layer_options = schema["properties"]["layers"]["items"]["oneOf"]
+    assert [next(iter(o["properties"])) for o in layer_options] == list(LAYER_TYPES)
+
+
+def test_schema_patterns_compile():
+    def patterns(node):
+        if isinstance(node, dict):
+            yield from ([node["pattern"]] if isinstance(node.get("pattern"), str) else [])
+            for value in node.values():
+                yield from patterns(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from patterns(value)
+    found = list(patterns(layout_schema()))
+    assert found and all(re.compile(p) for p in found)
+
+
+def test_key_tables_match_the_spec_fields():
+    """Layer keys are the spec dataclass fields, except stroke, which the loader splits into two fields."""
+    import dataclasses
+    from studio import spec
+    classes = {"generate": spec.GenerateLayer, "image": spec.ImageLayer, "text": spec.TextLayer,
+               "shape": spec.ShapeLayer, "fill": spec.FillLayer, "gradient": spec.GradientLayer}
+    for name, (table, _) in LAYER_TYPES.items():
+        fields = {f.name for f in dataclasses.fields(classes[name])}
+        assert set(table) - {"stroke"} == fields - {"stroke", "stroke_width", "stroke_color"}, name
+
+
+def test_samplers_match_sampling():
+    sampling = pytest.importorskip("studio.sampling")
+    assert layout_module.SAMPLERS == tuple(sampling.SAMPLERS)
