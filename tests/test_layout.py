@@ -412,12 +412,6 @@ def test_find_font():
 
 # -- examples, schema, single sources of truth ----------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["poster-a3.yaml", "triptych-4k.yaml", "span-3-monitors.yaml"])
-def test_example_layouts_load(name):
-    layout = load_layout(ROOT / "layouts" / name)
-    assert layout.layers
-
-
 def test_schema_file_is_generated_from_the_key_tables():
     on_disk = json.loads((ROOT / "layouts" / "layout.schema.json").read_text())
     assert on_disk == json.loads(json.dumps(layout_schema())), \
