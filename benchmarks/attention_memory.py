@@ -46,7 +46,7 @@ def worker(tokens: int, budget_gib: float | None, head_dim: int) -> dict:
     chunks = memory.attention_chunks(16, tokens, tokens, head_dim, budget)
     start = time.perf_counter()
     with memory.attention_budget(budget):
-        out = block(x, context, mask, t6, grid)
+        out = block(x, block.context_keys_values(context), mask, t6, grid)
         out.asnumpy()
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

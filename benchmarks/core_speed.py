@@ -208,7 +208,7 @@ def studio_worker(phase: str, size: int, iters: int) -> dict:
         mask = ms.Tensor(x["mask"])
         t0 = time.perf_counter()
         context = model.encode_context(ms.Tensor(x["t5"]))  # once per image in studio's pipeline
-        context.asnumpy()
+        context[-1][1].asnumpy()  # waits for the result
         extra = {"encode_context_s": time.perf_counter() - t0}
         load_s = time.perf_counter() - start
         out = {}

@@ -12,6 +12,7 @@ import mindspore as ms
 from mindspore import mint, ops
 
 _SETUP_DONE = False
+_DEVICE: str | None = None  # the device target, read once: ms.get_context can't be called in a compiled graph
 
 
 def setup(device: str | None = None) -> str:
@@ -20,11 +21,12 @@ def setup(device: str | None = None) -> str:
     On the CPU, PyNative dispatch threads compete with the compute threads; launching blocking
     roughly doubles matmul throughput there (measured, README).
     """
-    global _SETUP_DONE
+    global _SETUP_DONE, _DEVICE
     device = device or os.environ.get("STUDIO_DEVICE")
     if not _SETUP_DONE:
         if device:
             ms.set_device(device)
+        _DEVICE = None
         if device_target() == "CPU":
             ms.runtime.launch_blocking()
         _SETUP_DONE = True
@@ -32,7 +34,13 @@ def setup(device: str | None = None) -> str:
 
 
 def device_target() -> str:
-    return ms.get_context("device_target")
+    return _DEVICE if _DEVICE is not None else _read_device()
+
+
+def _read_device() -> str:
+    global _DEVICE
+    _DEVICE = ms.get_context("device_target")
+    return _DEVICE
 
 
 def on_cpu() -> bool:

@@ -227,16 +227,23 @@ class Attention(nn.Cell):
         b, n, _ = x.shape
         return x.reshape(b, n, self.heads, -1).transpose(0, 2, 1, 3)  # (B, heads, N, head_dim)
 
-    def construct(self, x, context=None, mask=None, grid=None):
-        context = x if context is None else context
-        q = self.split_heads(self.to_q(x))
+    def queries(self, x):
+        return self.split_heads(self.to_q(x))  # (B, heads, N, head_dim)
+
+    def keys_values(self, context, grid=None):
+        """Keys and values of `context` (B, M, C), each (B, heads, M', head_dim), M' = M / ratio^2."""
         k, v = self.to_k(context), self.to_v(context)
         if self.kv_ratio > 1:
             k, v = self.compress(k, grid), self.compress(v, grid)
-        k, v = self.split_heads(k), self.split_heads(v)
-        out = attention(q, k, v, mask=mask)  # (B, heads, N, head_dim)
+        return self.split_heads(k), self.split_heads(v)
+
+    def output(self, out):
         b, _, n, _ = out.shape
         return self.to_out[0](out.transpose(0, 2, 1, 3).reshape(b, n, -1))  # (B, N, inner) -> (B, N, D)
+
+    def construct(self, x, context=None, mask=None, grid=None):
+        k, v = self.keys_values(x if context is None else context, grid)
+        return self.output(attention(self.queries(x), k, v, mask=mask))
 
 
 class GELUProjection(nn.Cell):
@@ -274,14 +281,20 @@ class PixArtBlock(nn.Cell):
         self.ff = FeedForward(dim, dtype)
         self.scale_shift_table = param((6, dim), dtype)
 
-    def construct(self, x, context, context_mask, t6, grid=None):
-        # t6: (B, 6D) -> six (B, 1, D) modulation vectors
+    def construct(self, x, context_kv, context_mask, t6, grid=None):
+        """x (B, N, D) on a token grid (h, w); context_kv: this block's cross-attention keys and values from
+        `context_keys_values`; context_mask (B, 1, 1, L) bool; t6 (B, 6D)."""
         mods = self.scale_shift_table.reshape(1, 6, -1) + t6.reshape(t6.shape[0], 6, -1)  # (B, 6, D)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ops.split(mods, 1, axis=1)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ops.split(mods, 1, axis=1)  # (B, 1, D)
         x = x + gate_msa * self.attn1(self.norm1(x) * (1 + scale_msa) + shift_msa, grid=grid)
-        x = x + self.attn2(x, context, context_mask)
+        k, v = context_kv
+        x = x + self.attn2.output(attention(self.attn2.queries(x), k, v, mask=context_mask))
         x = x + gate_mlp * self.ff(self.norm2(x) * (1 + scale_mlp) + shift_mlp)
         return x
+
+    def context_keys_values(self, context):
+        """Cross-attention keys and values of the caption (B, L, D): they don't depend on the timestep."""
+        return self.attn2.keys_values(context)
 
 
 class PatchEmbed(nn.Cell):
@@ -336,22 +349,24 @@ class PixArtTransformer2DModel(nn.Cell):
         load_weights(model, weight_files(folder, variant))
         return model
 
-    def encode_context(self, caption_features: ms.Tensor) -> ms.Tensor:
-        """T5 features (B, L, caption_channels) -> cross-attention context (B, L, D)."""
-        if self.caption_projection is None:
-            return caption_features
-        return self.caption_projection(caption_features)
+    def encode_context(self, caption_features: ms.Tensor) -> tuple[tuple[ms.Tensor, ms.Tensor], ...]:
+        """T5 features (B, L, caption_channels) -> every block's cross-attention keys and values, each
+        (B, heads, L, head_dim). They don't depend on the timestep: computed once per generation."""
+        context = caption_features
+        if self.caption_projection is not None:
+            context = self.caption_projection(caption_features)  # (B, L, D)
+        return tuple(block.context_keys_values(context) for block in self.transformer_blocks)
 
     def construct(self, latents, timestep, context, context_mask=None, resolution=None, aspect_ratio=None):
-        """latents (B, C, h, w); timestep (B,); context (B, L, D) from `encode_context`; context_mask (B, L),
+        """latents (B, C, h, w); timestep (B,); context from `encode_context`; context_mask (B, L),
         nonzero = attend. Returns (B, out_channels, h, w)."""
         p = self.config.patch_size
         b, _, h, w = latents.shape
         x = self.pos_embed(latents)  # (B, N, D)
         t6, t_emb = self.adaln_single(timestep, resolution, aspect_ratio)  # (B, 6D), (B, D)
         mask = None if context_mask is None else context_mask.astype(ms.bool_).reshape(b, 1, 1, -1)  # (B,1,1,L)
-        for block in self.transformer_blocks:
-            x = block(x, context, mask, t6, (h // p, w // p))
+        for block, context_kv in zip(self.transformer_blocks, context):
+            x = block(x, context_kv, mask, t6, (h // p, w // p))
         shift, scale = ops.split(self.scale_shift_table.reshape(1, 2, -1) + t_emb.reshape(b, 1, -1), 1, axis=1)
         x = self.proj_out(self.norm_out(x) * (1 + scale) + shift)  # (B, N, p*p*C)
         c = self.config.output_channels
