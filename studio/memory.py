@@ -25,6 +25,9 @@ SCORE_BYTES = 16
 ROW_BYTES = 12
 # Query rows per block when keys must be chunked: small enough that the key block stays large.
 KEY_CHUNK_Q_ROWS = 256
+# Bytes per hidden unit of a transformer MLP while a block of token rows runs: the 4D-wide projection,
+# its cube and the GELU's sigmoid and product can be alive at once (4 x fp32).
+MLP_BYTES_PER_HIDDEN = 16
 # Automatic budgets leave this much of the free memory to the runtime, the OS and other processes.
 AUTO_MARGIN = 1 * 1024 ** 3
 # Below this many query rows per block, chunking keys is cheaper than ever-thinner query blocks.
@@ -91,12 +94,20 @@ def attention_chunks(bh: int, nq: int, nk: int, head_dim: int, budget: int | Non
     return AttentionChunks(q, int(min(k, nk)))
 
 
+def mlp_rows(n_rows: int, hidden: int, budget: int | None) -> int:
+    """Token rows per MLP block so that rows x hidden units x MLP_BYTES_PER_HIDDEN fit `budget` (None: all)."""
+    if budget is None:
+        return n_rows
+    return int(max(1, min(n_rows, budget // (hidden * MLP_BYTES_PER_HIDDEN))))
+
+
 _ATTENTION_BUDGET: contextvars.ContextVar[int | None] = contextvars.ContextVar("attention_budget", default=None)
 
 
 @contextlib.contextmanager
 def attention_budget(nbytes: int | None):
-    """Within this block, every attention call keeps its workspace under `nbytes` (None: unbounded)."""
+    """Within this block, every attention call and every transformer MLP keeps its workspace (scores,
+    or the wide hidden activations) under `nbytes` (None: unbounded)."""
     token = _ATTENTION_BUDGET.set(nbytes)
     try:
         yield

@@ -76,3 +76,26 @@ def test_key_chunks_that_do_not_divide():
     with memory.attention_budget(budget):
         got = attention(q, k, v).asnumpy()
     assert rel_l2(got, reference(q, k, v)) <= 1e-5
+
+
+def test_transformer_block_under_a_small_budget_equals_unbounded():
+    """Query/key-chunked attention and row-blocked MLP inside a whole PixArt block."""
+    from studio.models.transformer import PixArtBlock, PixArtTransformerConfig
+    from studio.tiny import random_weights
+
+    cfg = PixArtTransformerConfig(num_attention_heads=2, attention_head_dim=8, num_layers=1, cross_attention_dim=16)
+    block = PixArtBlock(cfg, ms.float32)
+    params = dict(block.parameters_and_names())
+    for name, w in random_weights(block, 3).items():
+        params[name].set_data(ms.Tensor(w))
+    rng = np.random.default_rng(6)
+    x = ms.Tensor(rng.standard_normal((2, 90, 16)).astype(np.float32))  # a 9 x 10 token grid
+    kv = block.context_keys_values(ms.Tensor(rng.standard_normal((2, 7, 16)).astype(np.float32)))
+    mask = ms.Tensor(np.array([[True] * 7, [True] * 3 + [False] * 4]).reshape(2, 1, 1, 7))
+    t6 = ms.Tensor(rng.standard_normal((2, 96)).astype(np.float32) * 0.2)
+    whole = block(x, kv, mask, t6, (9, 10)).asnumpy()
+    budget = 2 * 64 * 16 * 10  # ~20 KB: MLP in blocks of 10 rows, attention in small blocks
+    assert memory.mlp_rows(90, 2 * 64, budget) == 10
+    with memory.attention_budget(budget):
+        got = block(x, kv, mask, t6, (9, 10)).asnumpy()
+    assert rel_l2(got, whole) <= 1e-5

@@ -16,7 +16,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from studio import backend
+from studio import backend, memory
 from studio.errors import ConfigError
 from studio.models.attention import attention
 from studio.models.layers import Conv2d, LayerNorm, Linear, param
@@ -289,8 +289,15 @@ class PixArtBlock(nn.Cell):
         x = x + gate_msa * self.attn1(self.norm1(x) * (1 + scale_msa) + shift_msa, grid=grid)
         k, v = context_kv
         x = x + self.attn2.output(attention(self.attn2.queries(x), k, v, mask=context_mask))
-        x = x + gate_mlp * self.ff(self.norm2(x) * (1 + scale_mlp) + shift_mlp)
-        return x
+        return x + self.mlp(x, shift_mlp, scale_mlp, gate_mlp)
+
+    def mlp(self, x, shift, scale, gate):
+        """gate * MLP(LN(x)(1 + scale) + shift), over blocks of token rows whose 4x-wide hidden activations fit
+        the workspace budget in force (the MLP is row-wise, so the blocks give the same result)."""
+        b, n, d = x.shape
+        rows = memory.mlp_rows(n, b * 4 * d, memory.current_attention_budget())
+        parts = [gate * self.ff(self.norm2(x[:, i:i + rows]) * (1 + scale) + shift) for i in range(0, n, rows)]
+        return parts[0] if len(parts) == 1 else ops.cat(parts, axis=1)  # (B, N, D)
 
     def context_keys_values(self, context):
         """Cross-attention keys and values of the caption (B, L, D): they don't depend on the timestep."""
