@@ -1,4 +1,4 @@
-"""The `studio` command line: generate, plan, proof, render, make-tiny.
+"""The `studio` command line: generate, plan, proof, render, batch, rerender, make-tiny.
 
 User mistakes (bad sizes, missing folders, broken checkpoints, existing outputs) print one line and exit
 with status 2; no tracebacks.
@@ -15,6 +15,7 @@ from studio.errors import InputError, StudioError
 
 DEFAULT_MODEL = os.environ.get("STUDIO_MODEL", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS")
 SAMPLERS = ("dpm++", "ddim", "euler")
+VAE_TILING = {"auto": None, "on": True, "off": False}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-binning", action="store_true", help="generate at the exact size (multiple of 16 px)")
     gen.add_argument("--memory-budget", default=None,
                      help="bound on memory for weights and activations, e.g. 6GiB (default: free memory minus 1 GiB)")
+    gen.add_argument("--vae-tiling", choices=tuple(VAE_TILING), default="auto",
+                     help="decode in tiles: auto (when the untiled decode would exceed the budget), on, off")
     gen.add_argument("--dry-run", action="store_true", help="print the memory plan and exit; loads no weights")
     gen.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -73,6 +76,27 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--overwrite", action="store_true")
     render.add_argument("--quiet", action="store_true")
 
+    # -- batch (studio.batch) --
+    batch = sub.add_parser("batch", help="render every item of a job file into a folder: resumable, shardable")
+    batch.add_argument("job", type=Path, help="job file (YAML or CSV), see layouts/README.md, 'Batch jobs'")
+    batch.add_argument("-o", "--output", type=Path, help="output folder (created); required unless --list")
+    batch.add_argument("--model", default=None,
+                       help=f"model for layouts that name none (default: the job's, else {DEFAULT_MODEL})")
+    batch.add_argument("--shard", default="0/1", type=parse_shard, metavar="I/N",
+                       help="render items I, I+N, I+2N, ... (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/8")
+    batch.add_argument("--memory-budget", default=None, help="overrides the job's and the layouts'")
+    batch.add_argument("--cache-dir", type=Path, default=None,
+                       help="T5 feature cache and weight-file hashes (default OUTDIR/.cache)")
+    batch.add_argument("--no-cache", action="store_true", help="encode every prompt; store no T5 features")
+    batch.add_argument("--list", action="store_true", help="print the items (of this shard) and exit")
+    batch.add_argument("--quiet", action="store_true", help="no progress bars: one line per item, for logs")
+
+    rerender = sub.add_parser("rerender", help="render a batch item again from its manifest; compare the bytes")
+    rerender.add_argument("manifest", type=Path, help="an item's <name>.manifest.json")
+    rerender.add_argument("-o", "--output", type=Path, default=None,
+                          help="folder for the files (default: a temporary one, only compared)")
+    rerender.add_argument("--overwrite", action="store_true")
+
     tiny = sub.add_parser("make-tiny", help="write a tiny random PixArt-Sigma pipeline (its output is noise)")
     tiny.add_argument("folder", type=Path)
     tiny.add_argument("--sample-size", type=int, default=128, choices=(32, 64, 128, 256),
@@ -91,7 +115,8 @@ def cmd_generate(args) -> None:
     width, height = args.size
     # plan first: a budget that can't be met fails here, before any weight is read
     the_plan = pipeline.plan(args.model, height, width, guidance_scale=args.guidance, memory_budget=args.memory_budget,
-                             use_resolution_binning=not args.no_binning, dtype=args.dtype)
+                             use_resolution_binning=not args.no_binning, dtype=args.dtype,
+                             vae_tiling=VAE_TILING[args.vae_tiling])
     if args.dry_run:
         print(the_plan.describe())
         return
@@ -112,7 +137,7 @@ def cmd_generate(args) -> None:
     out = pipe(args.prompt, negative_prompt=args.negative, height=height, width=width,
                num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
                use_resolution_binning=not args.no_binning, sampler=args.sampler, memory_budget=args.memory_budget,
-               callback=progress)
+               vae_tiling=VAE_TILING[args.vae_tiling], callback=progress)
     if bar is not None:
         bar.close()
     meta = {"prompt": args.prompt, "negative_prompt": args.negative, "seed": out.seed, "steps": args.steps,
@@ -181,6 +206,40 @@ def cmd_render(args) -> None:
     print(f"rendered {args.layout} in {time.perf_counter() - t0:.1f} s")
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not int(m[1]) < int(m[2]):
+        raise argparse.ArgumentTypeError(f"shard '{text}' is not I/N with 0 <= I < N, e.g. 0/4")
+    return int(m[1]), int(m[2])
+
+
+def cmd_batch(args) -> int:
+    from studio.batch import describe_items, load_job, run_batch, select_shard
+
+    job = load_job(args.job, args.model, DEFAULT_MODEL)
+    if args.list:
+        describe_items(select_shard(job.items, args.shard), sys.stdout)
+        return 0
+    if args.output is None:
+        raise InputError("studio batch: -o/--output OUTDIR is required")
+    summary = run_batch(job, args.output, args.shard, args.cache_dir, not args.no_cache, args.memory_budget,
+                        args.quiet)
+    return summary.exit_code
+
+
+def cmd_rerender(args) -> int:
+    from studio.batch import rerender
+
+    different = 0
+    for name, recorded, now in rerender(args.manifest, args.output, args.overwrite):
+        same = recorded == now
+        different += not same
+        note = "" if same else f" (manifest {recorded[:16]})"
+        print(f"{'identical' if same else 'DIFFERENT'}  {name}  {now[:16]}{note}")
+    return 1 if different else 0
+
+
 def cmd_make_tiny(args) -> None:
     from studio.tiny import NOISE_NOTICE, make_tiny
 
@@ -189,13 +248,13 @@ def cmd_make_tiny(args) -> None:
 
 
 COMMANDS = {"generate": cmd_generate, "plan": cmd_plan, "proof": cmd_proof, "render": cmd_render,
-            "make-tiny": cmd_make_tiny}
+            "make-tiny": cmd_make_tiny, "batch": cmd_batch, "rerender": cmd_rerender}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except StudioError as e:
         for line in str(e).splitlines() or [type(e).__name__]:
             print(f"studio: error: {line}", file=sys.stderr)
@@ -203,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("studio: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -10,9 +10,13 @@ An existing file is never replaced unless the caller passes overwrite=True.
 """
 
 import functools
+import hashlib
 import json
 import os
+import struct
+import sys
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from studio.errors import InputError
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 EXPORT_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "pdf": ".pdf"}  # layout format -> suffix
+ICC_DATE = struct.pack(">6H", 2024, 1, 1, 0, 0, 0)  # the creation date written in the sRGB profile
 
 
 def check_target(path: Path, overwrite: bool) -> Path:
@@ -42,10 +47,20 @@ def check_free(path: Path, overwrite: bool) -> Path:
 
 @functools.lru_cache(maxsize=1)
 def srgb_profile() -> bytes:
-    """An sRGB ICC profile (LittleCMS's built-in), embedded in every file we write."""
+    """An sRGB ICC profile (LittleCMS's built-in), embedded in every file we write.
+
+    LittleCMS stamps the profile header with the time it was made (bytes 24-35); a fixed date makes the same
+    pixels give the same file bytes in every process (batch reruns and `studio rerender` compare hashes).
+    """
     from PIL import ImageCms
 
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    profile[24:36] = ICC_DATE
+    if any(profile[84:100]):  # a profile ID is the MD5 of the profile with flags, intent and ID zeroed
+        profile[84:100] = bytes(16)
+        unsigned = profile[:44] + bytes(4) + profile[48:64] + bytes(4) + profile[68:]
+        profile[84:100] = hashlib.md5(unsigned).digest()
+    return bytes(profile)
 
 
 def text_value(value) -> str:
@@ -141,18 +156,46 @@ def pdf_text(text: str) -> str:
     return (b"\xfe\xff" + text.encode("utf-16-be")).hex().upper()
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def write_temp(folder: Path, name: str, write) -> Path:
     """Call write(f) on a new temporary file in `folder`, fsync it, and return its path (removed on failure)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
+            pause_point("write", name)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
+
+
+_PAUSES: dict[str, int] = {}
+
+
+def pause_point(name: str, detail: str = "") -> None:
+    """Test hook, inert unless STUDIO_TEST_PAUSE_IN=name[:detail][@n]: the n-th time (default 1) this process
+    reaches `name` (with this `detail`, e.g. the file name) it prints 'studio: test pause: ...' to stderr
+    and sleeps $STUDIO_TEST_PAUSE_SECONDS (default 600), so a test can kill or signal it right there."""
+    spec, _, nth = os.environ.get("STUDIO_TEST_PAUSE_IN", "").partition("@")
+    point, _, want = spec.partition(":")
+    if point != name or (want and want != detail):
+        return
+    _PAUSES[spec] = _PAUSES.get(spec, 0) + 1
+    if _PAUSES[spec] == int(nth or 1):
+        print(f"studio: test pause: {name} {detail}", file=sys.stderr, flush=True)
+        time.sleep(float(os.environ.get("STUDIO_TEST_PAUSE_SECONDS", 600)))
 
 
 def move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:

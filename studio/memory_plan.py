@@ -14,6 +14,7 @@ from studio.errors import PlanError
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKLConfig
+from studio.vae_tiling import DEFAULT_TILE, MIN_TILE, TilePlan, plan_tiles, tiled_activations, vae_decode_activations
 
 MAX_TOKENS = 300
 # The smallest attention block the planner accepts: below it, chunking costs more in launches than it
@@ -90,24 +91,10 @@ def t5_activations(cfg: T5Config, batch: int, itemsize: int) -> int:
 
 
 def transformer_activations(cfg: PixArtTransformerConfig, batch: int, tokens: int, itemsize: int) -> int:
-    """Residual stream, modulated norms, q/k/v/out, and the 4x-wide MLP with its GELU temporaries."""
+    """Residual stream, modulated norms, q/k/v and attention output, and every block's caption keys and
+    values. The 4x-wide MLP runs in blocks of token rows inside the workspace budget, as attention does."""
     d = cfg.inner_dim
-    return itemsize * (batch * tokens * (10 * d + 5 * 4 * d) + 3 * batch * MAX_TOKENS * d)
-
-
-def vae_decode_activations(cfg: AutoencoderKLConfig, height: int, width: int, itemsize: int) -> int:
-    """The largest stage of the decoder's up path: input, GroupNorm/SiLU temporaries, conv out, residual."""
-    rev = tuple(reversed(cfg.block_out_channels))
-    f = 2 ** (len(rev) - 1)
-    pixels = (height // f) * (width // f)
-    peak = 0
-    for i, c in enumerate(rev):
-        c_in = rev[max(i - 1, 0)]
-        peak = max(peak, pixels * (2 * c_in + 4 * c))
-        if i < len(rev) - 1:  # nearest 2x then conv: the small input, the 4x upsampled map, the conv output
-            peak = max(peak, pixels * c + 2 * 4 * pixels * c)
-            pixels *= 4
-    return itemsize * (peak + 2 * pixels * cfg.out_channels)
+    return itemsize * (batch * tokens * 10 * d + 2 * cfg.num_layers * batch * MAX_TOKENS * d)
 
 
 # -- the plan ---------------------------------------------------------------------------------------------
@@ -120,6 +107,7 @@ class Phase:
     attention: tuple[tuple[str, int, int, int, int], ...]  # (what, batch*heads, Nq, Nk, head_dim)
     workspace: int  # bytes left for attention scores by the budget (or the unchunked need)
     chunks: tuple[AttentionChunks, ...]
+    tiles: TilePlan | None = None  # decode: the VAE tile grid, or None for one untiled decode
 
     @property
     def peak(self) -> int:
@@ -156,8 +144,9 @@ class GenerationPlan:
         lines = [f"generation {self.width}x{self.height} px, {self.images} image(s), memory budget {budget}",
                  f"{'phase':<12}{'weights':>12}{'activations':>14}{'attention':>12}{'peak':>12}  chunks"]
         for p in self.phases:
-            chunks = "; ".join(f"{what}: {c.mode(nq, nk)} q={c.q} k={c.k}"
-                               for (what, _, nq, nk, _), c in zip(p.attention, p.chunks))
+            chunks = "; ".join([f"{what}: {c.mode(nq, nk)} q={c.q} k={c.k}"
+                                for (what, _, nq, nk, _), c in zip(p.attention, p.chunks)]
+                               + ([f"vae: {p.tiles.describe()}"] if p.tiles is not None else []))
             lines.append(f"{p.name:<12}{format_bytes(p.weights):>12}{format_bytes(p.activations):>14}"
                          f"{format_bytes(p.peak - p.weights - p.activations):>12}{format_bytes(p.peak):>12}  {chunks}")
         lines.append(f"peak {format_bytes(self.peak)} (unchunked it would be "
@@ -167,10 +156,13 @@ class GenerationPlan:
 
 def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: AutoencoderKLConfig, height: int,
                     width: int, images: int = 1, budget: int | None = None, guidance: bool = True,
-                    itemsize: int = 4, keep_text_encoder: bool = False) -> GenerationPlan:
+                    itemsize: int = 4, keep_text_encoder: bool = False,
+                    vae_tiling: bool | None = None) -> GenerationPlan:
     """Peak bytes and attention chunks of text encoding, denoising and VAE decoding at height x width px.
 
-    Raises PlanError naming the smallest budget that would work when `budget` is too small.
+    vae_tiling: None decodes in tiles only when one untiled decode would exceed the budget, True always
+    (cores of at most DEFAULT_TILE latent px), False never. Raises PlanError naming the smallest budget
+    that would work when `budget` is too small.
     """
     batch = images * (2 if guidance else 1)
     w_t5, w_tr = itemsize * t5_params(t5), itemsize * transformer_params(transformer)
@@ -180,14 +172,18 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     heads, head_dim = transformer.num_attention_heads, transformer.attention_head_dim
     latent_tokens = (height // f) * (width // f)
     mid_c = vae.block_out_channels[-1]
+    w_decode = w_tr + w_vae + (w_t5 if keep_text_encoder else 0)
+    mid_attention = [("vae-mid", 1, latent_tokens, latent_tokens, mid_c)] if vae.mid_block_add_attention else []
+    tiles = _vae_tiles(vae, height // f, width // f, budget, vae_tiling,
+                       Phase("decode", w_decode, vae_decode_activations(vae, height, width, 4), tuple(mid_attention), 0, ()))
     specs = [
         ("text", w_t5 + w_tr + w_vae, t5_activations(t5, batch, itemsize),
          [("self", batch * t5.num_heads, MAX_TOKENS, MAX_TOKENS, t5.d_kv)]),
         ("denoise", w_tr + w_vae + (w_t5 if keep_text_encoder else 0),
          transformer_activations(transformer, batch, tokens, itemsize),
          [("self", batch * heads, tokens, tokens, head_dim), ("cross", batch * heads, tokens, MAX_TOKENS, head_dim)]),
-        ("decode", w_tr + w_vae + (w_t5 if keep_text_encoder else 0), vae_decode_activations(vae, height, width, 4),
-         [("vae-mid", 1, latent_tokens, latent_tokens, mid_c)] if vae.mid_block_add_attention else []),
+        ("decode", w_decode, vae_decode_activations(vae, height, width, 4) if tiles is None
+         else tiled_activations(vae, tiles), mid_attention),
     ]
     phases = []
     for name, weights, acts, attn in specs:
@@ -199,8 +195,23 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
                             f" + activations {format_bytes(acts)} + attention); the smallest budget that works "
                             f"is {format_bytes(_smallest(specs))}")
         chunks = tuple(attention_chunks(bh, nq, nk, d, workspace) for _, bh, nq, nk, d in attn)
-        phases.append(Phase(name, weights, acts, tuple(attn), workspace or 0, chunks))
+        phases.append(Phase(name, weights, acts, tuple(attn), workspace or 0, chunks,
+                            tiles if name == "decode" else None))
     return GenerationPlan(height, width, images, budget, tuple(phases))
+
+
+def _vae_tiles(vae: AutoencoderKLConfig, latent_h: int, latent_w: int, budget: int | None,
+               vae_tiling: bool | None, untiled: Phase) -> TilePlan | None:
+    """The decode phase's tile grid: the largest tiles whose activations fit what the budget leaves after
+    the weights and the smallest attention block; the smallest tiles when none fit (the caller then
+    reports the budget that would work)."""
+    if vae_tiling is False or (vae_tiling is None and (budget is None or untiled.minimum() <= budget)):
+        return None
+    room = None if budget is None else budget - untiled.minimum() + untiled.activations
+    try:
+        return plan_tiles(vae, latent_h, latent_w, tile=DEFAULT_TILE if vae_tiling else None, budget=room)
+    except PlanError:
+        return plan_tiles(vae, latent_h, latent_w, tile=MIN_TILE)
 
 
 def _smallest(specs) -> int:

@@ -133,8 +133,8 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
     budget_bytes = parse_bytes(budget if budget is not None else layout.memory_budget)
     if budget_bytes is None:
         from studio import backend
-        from studio.memory import AUTO_MARGIN
-        budget_bytes = backend.free_memory() - AUTO_MARGIN
+        from studio.memory import auto_budget
+        budget_bytes = auto_budget(backend.free_memory())
     boxes = tuple(resolve(layer.region, layout.canvas, layout.grids) for layer in layout.layers)
     jobs = []
     for i, (layer, box) in enumerate(zip(layout.layers, boxes)):

@@ -33,10 +33,17 @@ def output_stem(layout: Layout, monitor: str | None = None) -> str:
     return stem
 
 
-def _targets(layout: Layout, out_dir: Path) -> list[Path]:
-    paths = [out_dir / (output_stem(layout) + EXPORT_SUFFIXES[f]) for f in layout.output.formats]
+def output_paths(layout: Layout, out_dir: Path, stem: str | None = None) -> list[Path]:
+    """The files `render` writes: one per format, then one PNG per monitor of a span. `stem` replaces
+    layout.output.name (batches name their outputs); monitor files are then `stem-<monitor>`."""
+    def name(monitor=None):
+        if stem is None:
+            return output_stem(layout, monitor)
+        return f"{stem}-{monitor}" if monitor else stem
+
+    paths = [out_dir / (name() + EXPORT_SUFFIXES[f]) for f in layout.output.formats]
     if layout.span and layout.output.per_monitor:
-        paths += [out_dir / (output_stem(layout, m.name) + ".png") for m in layout.span.monitors]
+        paths += [out_dir / (name(m.name) + ".png") for m in layout.span.monitors]
     return paths
 
 
@@ -51,11 +58,15 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
 
 
 def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None, overwrite: bool = False,
-           progress: Callable[[str, int, int], None] | None = None, pipelines: dict | None = None) -> list[Path]:
+           progress: Callable[[str, int, int], None] | None = None, pipelines: dict | None = None,
+           stem: str | None = None, metadata: dict | None = None, record: dict | None = None) -> list[Path]:
     """Generate, compose and export `layout` into `out_dir`; returns the written files.
 
     model: the default model for layers and layouts that name none. progress(label, step, total) reports
     each denoising step. pipelines: a dict model -> loaded pipeline, reused across calls (batches).
+    For batches (studio.batch): stem replaces layout.output.name; metadata entries are added to (or
+    replace) those stored in the files; record, a dict, receives the memory budget and each generation's
+    settings.
     """
     from studio.pipeline import PixArtSigmaPipeline
 
@@ -63,7 +74,8 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     if not out_dir.is_dir():
         raise InputError(f"{out_dir}: no such output folder")
     plan = plan_layout(layout, model, memory_budget)
-    for path in _targets(layout, out_dir):  # before any generation: don't compute what can't be written
+    targets = output_paths(layout, out_dir, stem)
+    for path in targets:  # before any generation: don't compute what can't be written
         check_free(path, overwrite)
     pipelines = {} if pipelines is None else pipelines
     art, jobs_meta = {}, []
@@ -87,12 +99,15 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                           "strategy": job.strategy, "size": f"{job.gen_width}x{job.gen_height}",
                           "peak_memory_planned": format_bytes(job.memory.peak)})
     image = compose(layout, art)
+    if record is not None:
+        record.update(budget=plan.budget, generations=jobs_meta)
     metadata = {"software": f"studio {__version__}", "layout": layout.source,
-                "variables": json.dumps(layout.variables, sort_keys=True), "generations": json.dumps(jobs_meta)}
-    files = export(image, layout, out_dir, output_stem(layout), overwrite, metadata)
+                "variables": json.dumps(layout.variables, sort_keys=True), "generations": json.dumps(jobs_meta),
+                **(metadata or {})}
+    files = export(image, layout, out_dir, output_stem(layout) if stem is None else stem, overwrite, metadata)
     if layout.span and layout.output.per_monitor:
         from studio.export import save_image
-        for monitor, cut in zip(layout.span.monitors, cut_span(image, list(plan.monitors), layout.span.monitors)):
-            files.append(save_image(cut, out_dir / (output_stem(layout, monitor.name) + ".png"), overwrite=overwrite,
-                                    metadata={**metadata, "monitor": monitor.name}))
+        cuts = cut_span(image, list(plan.monitors), layout.span.monitors)
+        for monitor, cut, path in zip(layout.span.monitors, cuts, targets[len(files):]):
+            files.append(save_image(cut, path, overwrite=overwrite, metadata={**metadata, "monitor": monitor.name}))
     return files

@@ -94,8 +94,9 @@ def test_transformer_block_under_a_small_budget_equals_unbounded():
     mask = ms.Tensor(np.array([[True] * 7, [True] * 3 + [False] * 4]).reshape(2, 1, 1, 7))
     t6 = ms.Tensor(rng.standard_normal((2, 96)).astype(np.float32) * 0.2)
     whole = block(x, kv, mask, t6, (9, 10)).asnumpy()
-    budget = 2 * 64 * 16 * 10  # ~20 KB: MLP in blocks of 10 rows, attention in small blocks
+    budget = 2 * 64 * memory.MLP_BYTES_PER_HIDDEN * 10  # ~51 KB: MLP in blocks of 10 rows, attention in blocks
     assert memory.mlp_rows(90, 2 * 64, budget) == 10
+    assert memory.attention_chunks(2 * 2, 90, 90, 8, budget).mode(90, 90) == "key-chunked"
     with memory.attention_budget(budget):
         got = block(x, kv, mask, t6, (9, 10)).asnumpy()
     assert rel_l2(got, whole) <= 1e-5

@@ -4,6 +4,9 @@ MindSpore's own nn.LayerNorm/nn.GroupNorm/nn.Embedding name their parameters gam
 these use weight/bias so that loading a checkpoint is a strict copy by name.
 """
 
+import contextlib
+import contextvars
+
 import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Zero, initializer
@@ -37,6 +40,21 @@ class LayerNorm(nn.Cell):
         return backend.layer_norm(x, self.weight, self.bias, self.eps)
 
 
+# Set by tiled VAE decoding/encoding (studio.vae_tiling): hook(cell, x) replaces GroupNorm's per-call
+# statistics with ones shared across tiles. None: plain GroupNorm.
+_GROUP_NORM_HOOK: contextvars.ContextVar = contextvars.ContextVar("group_norm_hook", default=None)
+
+
+@contextlib.contextmanager
+def group_norm_hook(hook):
+    """Within this block every GroupNorm.construct(x) returns hook(cell, x)."""
+    token = _GROUP_NORM_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _GROUP_NORM_HOOK.reset(token)
+
+
 class GroupNorm(nn.Cell):
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-6, dtype=ms.float32):
         super().__init__()
@@ -46,6 +64,9 @@ class GroupNorm(nn.Cell):
         self.bias = param((num_channels,), dtype)
 
     def construct(self, x):
+        hook = _GROUP_NORM_HOOK.get()
+        if hook is not None:
+            return hook(self, x)
         return backend.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
 

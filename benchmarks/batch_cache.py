@@ -1,0 +1,126 @@
+"""Time a 20-item batch over 4 distinct prompts on the tiny checkpoint, with and without the T5 feature cache.
+
+Usage: python benchmarks/batch_cache.py [--size 256] [--steps 2]
+
+A tiny random pipeline (studio make-tiny, 256 px bins) and a job of 4 prompts x 5 seeds are written to a
+temporary folder. Each case runs `run_batch` in its own subprocess (models load once per batch, as in
+`studio batch`) and reports the batch's wall time, the seconds spent in the text phase (encode_prompt,
+including loading T5), how many prompts were encoded and how often T5 was loaded:
+
+  no cache          every prompt encoded (--no-cache)
+  cache, cold       an empty cache: each distinct prompt (and the empty negative prompt) encoded once
+  cache, warm       a second batch on the same cache: no prompt encoded, T5 never loaded
+
+each with T5 kept loaded between items (what the batch does when memory allows) and released before
+every denoise (what it does when memory is tight: then each encoded prompt reloads T5). The files of
+every case must be identical (sha256 from the manifests).
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROMPTS = ["a red fox in the snow", "misty mountains at dawn", "a lighthouse in a storm", "neon city at night"]
+CASES = ("no cache", "cache, cold", "cache, warm")
+
+
+def write_inputs(folder: Path, size: int, steps: int) -> None:
+    from studio.tiny import make_tiny
+
+    make_tiny(folder / "tiny", sample_size=32)
+    (folder / "card.yaml").write_text(
+        f"canvas: {{width: {size}, height: {size}}}\nvariables: {{prompt: x, seed: 0}}\n"
+        f"layers:\n  - generate: {{prompt: \"{{prompt}}\", seed: \"{{seed}}\", steps: {steps}}}\n")
+    prompts = ", ".join(json.dumps(p) for p in PROMPTS)
+    (folder / "job.yaml").write_text(f"layout: card.yaml\nname: \"{{prompt_slug}}-{{seed}}\"\n"
+                                     f"matrix:\n  prompt: [{prompts}]\n  seed: [1, 2, 3, 4, 5]\n")
+
+
+def child(folder: Path, out: str, cache: str, release: bool) -> None:
+    import io
+
+    from studio import batch
+    from studio.models.t5 import T5EncoderModel
+    from studio.pipeline import PixArtSigmaPipeline
+
+    counts = {"text_s": 0.0, "encoded": 0, "t5_loads": 0}
+    encode, load_t5 = PixArtSigmaPipeline.encode_prompt, T5EncoderModel.from_pretrained.__func__
+
+    def timed_encode(self, prompts, max_sequence_length=300):
+        start = time.perf_counter()
+        try:
+            return encode(self, prompts, max_sequence_length)
+        finally:
+            counts["text_s"] += time.perf_counter() - start
+
+    def counted_load(cls, *args, **kwargs):
+        counts["t5_loads"] += 1
+        return load_t5(cls, *args, **kwargs)
+
+    PixArtSigmaPipeline.encode_prompt = timed_encode
+    T5EncoderModel.from_pretrained = classmethod(counted_load)
+    if release:  # as when the memory budget can't hold T5 through denoising
+        keep = batch._keep_text_encoder
+
+        def released(task, pipelines, default_model):
+            models = keep(task, pipelines, default_model)
+            for model in models:
+                pipelines[model].keep_text_encoder = False
+            return dict.fromkeys(models, False)
+
+        batch._keep_text_encoder = released
+    job = batch.load_job(folder / "job.yaml", str(folder / "tiny"))
+    start = time.perf_counter()
+    summary = batch.run_batch(job, folder / out, cache_dir=folder / (cache or "unused"), use_cache=bool(cache),
+                              memory_budget="4GiB", quiet=True, out=io.StringIO())
+    seconds = time.perf_counter() - start
+    assert summary.exit_code == 0 and len(summary.rendered) == 20, summary
+    records = [json.loads(p.read_text()) for p in sorted((folder / out).glob("*.manifest.json"))]
+    counts["encoded"] = sum(c["misses"] for r in records for c in r["embedding_cache"].values())
+    files = {f["path"]: f["sha256"] for r in records for f in r["files"]}
+    print(json.dumps({"seconds": seconds, **counts, "files": files}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256, help="canvas side, px")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per case; the fastest is shown")
+    parser.add_argument("--child", nargs=4, metavar=("FOLDER", "OUT", "CACHE", "RELEASE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    if args.child:
+        folder, out, cache, release = args.child
+        child(Path(folder), out, "" if cache == "-" else cache, release == "1")
+        return
+    rows, files = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_inputs(folder, args.size, args.steps)
+        for release in (False, True):
+            for n, label in enumerate(CASES):
+                runs = []
+                for repeat in range(args.repeats):
+                    # a cold run starts with an empty cache; a warm one uses the cache of the first cold run
+                    cache = {0: "-", 1: f"cache-{int(release)}-{repeat}", 2: f"cache-{int(release)}-0"}[n]
+                    out = f"out-{int(release)}-{n}-{repeat}"
+                    cmd = [sys.executable, __file__, "--child", str(folder), out, cache, str(int(release))]
+                    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                    runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                    files = files or runs[-1]["files"]
+                    assert runs[-1]["files"] == files, f"{label}: files differ from the first case"
+                rows.append(("T5 released" if release else "T5 kept", label, min(runs, key=lambda r: r["seconds"])))
+    print(f"20 items (4 prompts x 5 seeds), {args.size}x{args.size} px, {args.steps} steps, tiny checkpoint, "
+          f"1 process per run, fastest of {args.repeats}")
+    print(f"{'T5':<13}{'case':<14}{'batch s':>9}{'text s':>9}{'encoded':>9}{'T5 loads':>10}")
+    for mode, label, r in rows:
+        print(f"{mode:<13}{label:<14}{r['seconds']:9.2f}{r['text_s']:9.2f}{r['encoded']:9d}{r['t5_loads']:10d}")
+    print("files: identical in every case (sha256)")
+
+
+if __name__ == "__main__":
+    main()

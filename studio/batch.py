@@ -1,0 +1,846 @@
+"""Job files -> many rendered layouts, resumable, reproducible and shardable (`studio batch`, `studio rerender`).
+
+A job (YAML or CSV, see layouts/README.md "Batch jobs") lists items: a layout file and its variables,
+from a matrix over one template, an explicit list, or CSV rows. `load_job` expands it into `Item`s, each
+with an output name (a pattern filled with its variables, always inside OUTDIR) and a key (the hash of
+the layout's bytes, the variables and the model). `run_batch` takes every n-th item (`--shard i/n`),
+skips those whose manifest proves them finished (studio.manifest), and renders the rest with the models
+loaded once and T5 features cached on disk (`EmbeddingCache`). Outputs are written atomically, the
+manifest after them, so a run killed at any moment resumes where it stopped. `rerender` renders one item
+again from its manifest and compares the bytes.
+"""
+
+import csv
+import itertools
+import json
+import os
+import re
+import signal
+import string
+import sys
+import tempfile
+import threading
+import time
+import unicodedata
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from studio import manifest
+from studio.errors import InputError, StudioError
+from studio.export import pause_point, write_temp
+
+JOB_KEYS = ("layout", "name", "model", "memory_budget", "variables", "matrix", "items")
+RESERVED = ("layout", "name")  # keys of matrix axes, items and CSV columns that are not variables
+DEFAULT_NAME = "{layout}-{n}"
+MAX_NAME_PART = 200  # bytes per folder or file name, leaving room for suffixes
+SLUG_LENGTH = 60
+
+
+class JobError(InputError):
+    """A job file has problems: one line each, `jobs.yaml:12: matrix.seed: what is wrong`."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int  # position in the job, from 0
+    layout: str  # the layout path as the job writes it (relative to the job file's folder)
+    layout_file: Path  # where it is read
+    layout_text: str | None  # its contents (None: unreadable, the item fails)
+    variables: dict  # name -> text, given to the layout as --set
+    name: str  # output path without suffix, relative to OUTDIR, '/'-separated
+    key: str  # sha256 of (layout bytes, variables, model)
+    where: str  # 'jobs.yaml:12', for messages
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    model: str  # for layouts and layers that name none
+    memory_budget: str | None
+    items: tuple[Item, ...]
+
+
+# -- names ----------------------------------------------------------------------------------------------------
+
+def slug(text: str) -> str:
+    """'A Red Fox, at dusk!' -> 'a-red-fox-at-dusk': ASCII letters and digits joined by '-', at most 60
+    characters; text with no such characters (e.g. Chinese) -> 'x' + the first 8 hex of its sha256."""
+    ascii_text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode()
+    out = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:SLUG_LENGTH].rstrip("-")
+    return out or "x" + manifest.sha256_json(str(text))[:8]
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` can't be an output path inside OUTDIR, or None. Sub-folders ('a/b') are allowed; absolute
+    paths, '..', '.', empty parts, backslashes, control characters and hidden names ('.x', studio's own
+    temporary files and cache) are not."""
+    if not name:
+        return "is empty"
+    if name.startswith("/") or "\\" in name or re.match(r"[A-Za-z]:", name):
+        return "is absolute or has a backslash (use '/' between folders inside OUTDIR)"
+    for part in name.split("/"):
+        if not part:
+            return "has an empty part ('//' or a '/' at the end)"
+        if part in (".", ".."):
+            return f"has a '{part}' part (names stay inside OUTDIR)"
+        if part.startswith("."):
+            return f"has a hidden part '{part}' (names starting with '.' are studio's temporary files)"
+        if any(ord(c) < 32 or ord(c) == 127 for c in part):
+            return "has a control character"
+        if len(part.encode()) > MAX_NAME_PART:
+            return f"has a part longer than {MAX_NAME_PART} bytes"
+    return None
+
+
+def format_name(pattern: str, fields: dict) -> str:
+    """`pattern` with {field} and {field:spec} filled from `fields`; raises ValueError naming a bad field."""
+    out = []
+    for literal, field_name, spec, conversion in string.Formatter().parse(pattern):
+        out.append(literal)
+        if field_name is None:
+            continue
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", field_name) or conversion:
+            raise ValueError(f"'{{{field_name}}}' is not a plain field name")
+        if field_name not in fields:
+            raise ValueError(f"{{{field_name}}} is not set for this item (fields: {', '.join(sorted(fields))})")
+        value = fields[field_name]
+        if spec:
+            for number in (int, float):
+                try:
+                    value = number(value)
+                    break
+                except ValueError:
+                    pass
+            try:
+                value = format(value, spec)
+            except ValueError as e:
+                raise ValueError(f"{{{field_name}:{spec}}}: {e}") from None
+        out.append(str(value))
+    return "".join(out)
+
+
+def name_fields(layout: str, variables: dict, n: int, total: int, key: str) -> dict:
+    """What a name pattern can use: the item's variables, each also as <name>_slug, {layout} (the layout
+    file's stem) and {layout_slug}, {n} (the item number from 1, zero-padded) and {key} (12 hex)."""
+    fields = dict(variables)
+    fields["layout"] = Path(layout).stem
+    fields.update({f"{k}_slug": slug(v) for k, v in list(fields.items())})
+    fields["n"] = str(n).zfill(len(str(total)))
+    fields["key"] = key[:12]
+    return fields
+
+
+# -- job files ------------------------------------------------------------------------------------------------
+
+class _Map(dict):
+    """A YAML mapping that remembers the line of each key."""
+    line = 1
+    lines: dict = {}
+
+
+class _Seq(list):
+    line = 1
+    lines: list = []
+
+
+class _JobLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_map(loader, node):
+    loader.flatten_mapping(node)
+    out = _Map()
+    out.line, out.lines = node.start_mark.line + 1, {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)):
+            raise yaml.constructor.ConstructorError(None, None, "a key must be a name", key_node.start_mark)
+        key = str(key)
+        if key in out:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.lines[key] = key_node.start_mark.line + 1
+    return out
+
+
+def _construct_seq(loader, node):
+    out = _Seq(loader.construct_object(child, deep=True) for child in node.value)
+    out.line, out.lines = node.start_mark.line + 1, [child.start_mark.line + 1 for child in node.value]
+    return out
+
+
+_JobLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+_JobLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
+
+
+def _text(value) -> str | None:
+    """A variable value as the layout gets it (text), or None when it is not a scalar."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return None
+
+
+def _kind(value) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "nothing" if value is None else repr(value)
+
+
+def load_job(path, model: str | None = None, default_model: str | None = None) -> Job:
+    """A job file (.yaml/.yml or .csv) -> its items in order. model overrides the file's `model`;
+    default_model is used when neither names one. Raises JobError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise JobError([f"{path}: no such job file"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise JobError([f"{path}: cannot read the job ({type(e).__name__}: {e})"]) from None
+    errors: list[str] = []
+    if path.suffix.lower() == ".csv":
+        doc, rows = {}, _csv_rows(text, str(path), errors)
+    else:
+        doc, rows = _yaml_job(text, path, errors)
+    model = model or doc.get("model") or default_model
+    if errors:
+        raise JobError(errors)
+    if not model:
+        raise JobError([f"{path}: no model: give `model:` in the job or --model"])
+    budget = doc.get("memory_budget")
+    items = _items(path, rows, doc, str(model), errors)
+    if errors:
+        raise JobError(errors)
+    return Job(path, str(model), None if budget is None else str(budget), tuple(items))
+
+
+def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
+    """The job's top-level settings and its raw rows: (values, where) with values a dict of scalars."""
+    src = str(path)
+    try:
+        doc = yaml.load(text, Loader=_JobLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        errors.append(f"{src}:{mark.line + 1 if mark else 1}: YAML: {getattr(e, 'problem', None) or e}")
+        return {}, []
+    if not isinstance(doc, _Map):
+        errors.append(f"{src}:1: a job is a mapping with keys {', '.join(JOB_KEYS)}")
+        return {}, []
+    for key in doc:
+        if key not in JOB_KEYS:
+            errors.append(f"{src}:{doc.lines[key]}: {key}: unknown key (allowed: {', '.join(JOB_KEYS)})")
+    for key in ("layout", "name", "model", "memory_budget"):
+        if key in doc and (not isinstance(doc[key], (str, int)) or isinstance(doc[key], bool) or doc[key] == ""):
+            errors.append(f"{src}:{doc.lines[key]}: {key}: expected text, got {_kind(doc[key])}")
+    base = doc.get("variables", _Map())
+    if not isinstance(base, _Map):
+        errors.append(f"{src}:{doc.lines['variables']}: variables: expected a mapping of name: value")
+        base = _Map()
+    base_vars = _scalars(base, "variables", src, errors, reserved_ok=False)
+    rows = []
+    if "matrix" in doc:
+        rows += _matrix(doc["matrix"], doc.lines["matrix"], src, errors)
+    if "items" in doc:
+        items = doc["items"]
+        line = doc.lines["items"]
+        if isinstance(items, str):
+            csv_path = path.parent / items
+            try:
+                rows += _csv_rows(csv_path.read_text(encoding="utf-8-sig"), str(csv_path), errors)
+            except (OSError, UnicodeDecodeError) as e:
+                errors.append(f"{src}:{line}: items: cannot read '{items}' ({type(e).__name__})")
+        elif isinstance(items, _Seq) and items:
+            for i, (entry, entry_line) in enumerate(zip(items, items.lines)):
+                if not isinstance(entry, _Map):
+                    errors.append(f"{src}:{entry_line}: items[{i}]: expected a mapping of name: value")
+                    continue
+                rows.append((_scalars(entry, f"items[{i}]", src, errors), f"{src}:{entry_line}"))
+        else:
+            errors.append(f"{src}:{line}: items: expected a non-empty list of mappings or a CSV file name")
+    if "matrix" not in doc and "items" not in doc:
+        rows.append(({}, f"{src}:{doc.line}"))
+    rows = [({**base_vars, **values}, where) for values, where in rows]
+    return doc, rows
+
+
+def _scalars(mapping: _Map, path: str, src: str, errors: list[str], reserved_ok: bool = True) -> dict:
+    out = {}
+    for key, value in mapping.items():
+        if not reserved_ok and key in RESERVED:
+            errors.append(f"{src}:{mapping.lines[key]}: {path}.{key}: '{key}' is set at the top of the job, "
+                          f"not among the variables")
+        elif _text(value) is None:
+            errors.append(f"{src}:{mapping.lines[key]}: {path}.{key}: expected text or a number, got "
+                          f"{_kind(value)}")
+        else:
+            out[key] = _text(value)
+    return out
+
+
+def _matrix(matrix, line: int, src: str, errors: list[str]) -> list:
+    """Every combination of the axes' values, the first axis outermost. A value may be a mapping: several
+    variables set together (size: [{width: 1920, height: 1080}, ...])."""
+    if not isinstance(matrix, _Map) or not matrix:
+        errors.append(f"{src}:{line}: matrix: expected a mapping of name: [values]")
+        return []
+    axes = []
+    for axis, values in matrix.items():
+        where = f"{src}:{matrix.lines[axis]}: matrix.{axis}"
+        if not isinstance(values, _Seq) or not values:
+            errors.append(f"{where}: expected a non-empty list of values")
+            continue
+        choices = []
+        for j, value in enumerate(values):
+            if isinstance(value, _Map) and axis not in RESERVED:
+                choices.append(_scalars(value, f"matrix.{axis}[{j}]", src, errors))
+            elif _text(value) is not None:
+                choices.append({axis: _text(value)})
+            else:
+                errors.append(f"{src}:{values.lines[j]}: matrix.{axis}[{j}]: expected text, a number or a "
+                              f"mapping of them, got {_kind(value)}")
+        axes.append(choices)
+    return [({k: v for choice in combo for k, v in choice.items()}, f"{src}:{line}")
+            for combo in itertools.product(*axes)]
+
+
+def _csv_rows(text: str, src: str, errors: list[str]) -> list:
+    """CSV rows as items: a header of variable names (and `layout`, `name`), one item per row; an empty
+    cell leaves the variable unset (the layout's default)."""
+    reader = csv.reader(text.splitlines())
+    header = next(reader, None)
+    if not header:
+        errors.append(f"{src}:1: empty CSV; the first row names the columns")
+        return []
+    header = [h.strip() for h in header]
+    for i, name in enumerate(header):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            errors.append(f"{src}:1: column {i + 1}: '{name}' is not a variable name")
+        elif header.index(name) != i:
+            errors.append(f"{src}:1: column {i + 1}: '{name}' appears twice")
+    rows = []
+    for cells in reader:
+        if not any(c.strip() for c in cells):
+            continue
+        where = f"{src}:{reader.line_num}"
+        if len(cells) > len(header):
+            errors.append(f"{where}: {len(cells)} cells, the header has {len(header)} columns")
+            continue
+        rows.append(({k: v for k, v in zip(header, cells) if v != ""}, where))
+    if not rows and not errors:
+        errors.append(f"{src}: no rows after the header")
+    return rows
+
+
+def _items(path: Path, rows: list, doc: dict, model: str, errors: list[str]) -> list[Item]:
+    texts: dict[Path, str | None] = {}
+    items, names = [], {}
+    for index, (values, where) in enumerate(rows):
+        variables = {k: v for k, v in values.items() if k not in RESERVED}
+        layout = values.get("layout") or (str(doc["layout"]) if "layout" in doc else None)
+        if layout is None:
+            errors.append(f"{where}: no layout: give `layout:` in the job or a `layout` column/key")
+            continue
+        layout_file = path.parent / layout
+        if layout_file not in texts:
+            try:
+                texts[layout_file] = layout_file.read_bytes().decode("utf-8")
+            except (OSError, UnicodeDecodeError):
+                texts[layout_file] = None  # reported when the item runs; the others go on
+        text = texts[layout_file]
+        key = manifest.sha256_json({"layout": None if text is None else manifest.sha256_text(text),
+                                    "variables": variables, "model": model})
+        pattern = values.get("name") or str(doc.get("name", DEFAULT_NAME))
+        try:
+            name = format_name(pattern, name_fields(layout, variables, index + 1, len(rows), key))
+        except ValueError as e:
+            errors.append(f"{where}: name '{pattern}': {e}")
+            continue
+        problem = name_problem(name)
+        if problem:
+            errors.append(f"{where}: output name '{name}' {problem}")
+            continue
+        if name.casefold() in names:
+            errors.append(f"{where}: output name '{name}' is also the name of the item at {names[name.casefold()]}")
+            continue
+        names[name.casefold()] = where
+        items.append(Item(index, layout, layout_file, text, variables, name, key, where))
+    return items
+
+
+def select_shard(items, shard: tuple[int, int]) -> list:
+    """Shard i of n: the items at positions i, i+n, i+2n, ... (every item in exactly one shard)."""
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise InputError(f"shard {i}/{n}: expected i/n with 0 <= i < n")
+    return list(items)[i::n]
+
+
+def log_path(out_dir: Path, shard: tuple[int, int]) -> Path:
+    """OUTDIR/manifest.jsonl; a shard of several writes its own log, so shard folders merge by copying."""
+    i, n = shard
+    return out_dir / (manifest.LOG_NAME if n == 1 else f"manifest-{i}-of-{n}.jsonl")
+
+
+# -- T5 feature cache -----------------------------------------------------------------------------------------
+
+class EmbeddingCache:
+    """T5 features on disk, one .npz per key: the pipeline's `embedding_cache` (see encode_prompt).
+
+    identity: the hash of the model's text encoder and tokenizer files, added to every key. folder None:
+    nothing is stored (every prompt is encoded, in the same way as when cached).
+    """
+
+    def __init__(self, folder: Path | None, identity: str):
+        self.folder, self.identity = folder, identity
+        self.hits = self.misses = 0
+
+    def _path(self, key: dict) -> tuple[str, Path | None]:
+        digest = manifest.sha256_json({"text_model": self.identity, **key})
+        return digest, None if self.folder is None else self.folder / digest[:2] / f"{digest}.npz"
+
+    def get(self, key: dict):
+        digest, path = self._path(key)
+        if path is not None:
+            try:
+                with np.load(path) as data:
+                    if str(data["key"]) == digest:
+                        self.hits += 1
+                        return data["features"], data["mask"]
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                pass  # absent or damaged: encode again
+        self.misses += 1
+        return None
+
+    def put(self, key: dict, features: np.ndarray, mask: np.ndarray) -> None:
+        digest, path = self._path(key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = write_temp(path.parent, path.name, lambda f: np.savez(f, features=features, mask=mask,
+                                                                    key=np.array(digest)))
+        os.replace(tmp, path)
+
+
+def text_identity(model_files: dict) -> str:
+    """What decides T5 features: the text encoder's and tokenizer's files (relative path -> sha256)."""
+    return manifest.sha256_json({k: v for k, v in model_files.items()
+                                 if k.startswith(("text_encoder/", "tokenizer/"))})
+
+
+# -- running --------------------------------------------------------------------------------------------------
+
+class Interrupted(BaseException):
+    """A second SIGINT/SIGTERM: drop the current item now."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Signals:
+    """SIGINT/SIGTERM: the first asks to stop after the current item, the second raises Interrupted."""
+
+    def __init__(self, err):
+        self.err, self.received, self.saved = err, None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise Interrupted(signum)
+        self.received = signum
+        print(f"studio: batch: {signal.Signals(signum).name}: stopping after the current item "
+              f"(again to drop it now)", file=self.err, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class Summary:
+    items: int  # in the job
+    selected: int  # in this shard
+    rendered: list = field(default_factory=list)  # names
+    skipped: list = field(default_factory=list)  # names, finished by an earlier run
+    failed: list = field(default_factory=list)  # (name, message)
+    dropped: str | None = None  # the item interrupted by a second signal
+    signal: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.signal is not None:
+            return 128 + self.signal
+        return 1 if self.failed else 0
+
+
+@dataclass
+class _Task:
+    item: Item
+    layout: object  # spec.Layout
+    plan: object  # plan.Plan
+    folder: Path
+    stem: str
+    inputs: dict
+    models: dict  # model id -> {relative path: sha256}
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None, use_cache: bool = True,
+              memory_budget=None, quiet: bool = False, out=None, err=None) -> Summary:
+    """Render the items of shard i/n of `job` into `out_dir` (created), skipping finished ones.
+
+    cache_dir: T5 features and weight-file hashes (default OUTDIR/.cache); use_cache=False encodes every
+    prompt. memory_budget overrides the job's and the layouts'. Progress goes to `err` (bars) and one line
+    per item to `out`. Never raises for a bad item: it is reported in the summary.
+    """
+    out, err = out or sys.stdout, err or sys.stderr
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = out_dir.resolve()
+    cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / ".cache"
+    hashes = manifest.FileHashes(cache_dir / "file-hashes.json")
+    items = select_shard(job.items, shard)
+    summary = Summary(len(job.items), len(items))
+    log = log_path(out_dir, shard)
+    where = f"shard {shard[0]}/{shard[1]}: " if shard[1] > 1 else ""
+    with _Signals(err) as signals:
+        try:
+            todo = _scan(job, items, root, hashes, memory_budget, log, summary, out)
+            print(f"{job.source}: {len(job.items)} items; {where}{len(items)}: {len(summary.skipped)} already "
+                  f"done, {len(summary.failed)} failed, {len(todo)} to render", file=out, flush=True)
+            _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summary, signals, out, err)
+        except Interrupted as e:
+            summary.signal = e.signum
+        hashes.save()
+    if signals.received is not None and summary.signal is None:
+        summary.signal = signals.received
+    summary.seconds = time.perf_counter() - t_start
+    _print_summary(job, summary, out, where)
+    return summary
+
+
+def _scan(job, items, root, hashes, memory_budget, log, summary, out) -> list[_Task]:
+    """Load each item's layout and plan, clean its leftover temporary files, and sort it into done (its
+    manifest checks out), failed (bad layout, budget, model) or to render."""
+    from studio.layout import parse_layout
+    from studio.memory import parse_bytes
+    from studio.plan import plan_layout
+    from studio.render import output_paths
+
+    logged = {(r.get("manifest"), r.get("item")) for p in root.glob("manifest*.jsonl")
+              for r in manifest.read_lines(p)}
+    models: dict = {}
+    auto_budget = None
+    todo = []
+    for item in items:
+        try:
+            target = root / item.name
+            folder = target.parent.resolve()
+            if folder != root and root not in folder.parents:
+                raise InputError(f"output '{item.name}' leaves OUTDIR through a symbolic link ({folder})")
+            if item.layout_text is None:
+                raise InputError(f"{item.layout_file}: cannot read the layout")
+            layout = parse_layout(item.layout_text, str(item.layout_file), item.variables, item.layout_file.parent)
+            budget = parse_bytes(memory_budget if memory_budget is not None else job.memory_budget)
+            if budget is None and layout.memory_budget is None:
+                if auto_budget is None:  # one automatic budget for the whole batch
+                    from studio import backend
+                    from studio.memory import auto_budget as automatic
+                    auto_budget = automatic(backend.free_memory())
+                budget = auto_budget
+            the_plan = plan_layout(layout, job.model, budget)
+            used = sorted({str(layout.layers[j.layer].model or layout.model or job.model) for j in the_plan.jobs})
+            for model_id in used:
+                if model_id not in models:
+                    models[model_id] = manifest.model_record(model_id, hashes)["files"]
+            task = _Task(item, layout, the_plan, folder, target.name, _inputs(layout, item.layout_file.parent, hashes),
+                         {m: models[m] for m in used})
+            sidecar = manifest.sidecar_path(folder, task.stem)
+            names = {p.name for p in output_paths(layout, folder, task.stem)} | {sidecar.name}
+            _remove_temporaries(folder, names)
+            record = manifest.read_sidecar(sidecar)
+            reason = manifest.check(record, folder, {"item": item.key, "inputs": task.inputs, "models": task.models})
+        except Exception as e:  # a bad item (layout, budget, model, unreadable file) must not stop the batch
+            message = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+            summary.failed.append((item.name, message))
+            print(f"failed {item.name} (item {item.index + 1}, {item.where}): {_first_line(message)}", file=out,
+                  flush=True)
+            continue
+        if record is not None and reason is not None:
+            print(f"{item.name}: rendering again ({reason})", file=out, flush=True)
+        if reason is None:
+            summary.skipped.append(item.name)
+            rel = sidecar.relative_to(root).as_posix()
+            if (rel, item.key) not in logged:  # killed between the manifest and its log line
+                manifest.append_line(log, manifest.log_record(record, sidecar, root))
+        else:
+            todo.append(task)
+    return todo
+
+
+def _inputs(layout, base_dir: Path, hashes) -> dict:
+    """sha256 of the files a layout reads besides itself: images and fonts named by path or family."""
+    from studio import fonts
+    from studio.spec import ImageLayer, TextLayer
+
+    out = {}
+    for layer in layout.layers:
+        if isinstance(layer, ImageLayer):
+            path = Path(layer.path) if Path(layer.path).is_absolute() else base_dir / layer.path
+            out[f"image:{layer.path}"] = hashes(path) if path.is_file() else None
+        elif isinstance(layer, TextLayer) and layer.font:
+            path = fonts.find_font(layer.font, base_dir)
+            if path and path != fonts.DEFAULT:
+                out[f"font:{layer.font}"] = hashes(Path(path))
+    return out
+
+
+def _remove_temporaries(folder: Path, names: set[str]) -> None:
+    """Delete leftover '.<name>.<random>.part' (and '.part.old') files of these names only: other shards
+    may be writing theirs in the same folder."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        n = path.name
+        if n.startswith(".") and (n.endswith(".part") or n.endswith(".part.old")):
+            target = n[1:].removesuffix(".old").removesuffix(".part").rsplit(".", 1)[0]
+            if target in names:
+                path.unlink(missing_ok=True)
+
+
+def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summary, signals, out, err):
+    from studio.render import render
+
+    pipelines: dict = {}
+    caches: dict = {}
+    software = manifest.software()
+    durations: list[float] = []
+    bar = None
+    if not quiet and todo:
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo), desc="batch", unit="item", file=err, position=0)
+    for k, task in enumerate(todo, 1):
+        if signals.received is not None:
+            break
+        item = task.item
+        head = f"[{k}/{len(todo)}]"
+        t0 = time.perf_counter()
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        try:
+            loading = _load_models(job, task, pipelines, caches, cache_dir, use_cache, err)
+            keep = _keep_text_encoder(task, pipelines, job.model)
+            hits0 = {m: (c.hits, c.misses) for m, c in caches.items()}
+            task.folder.mkdir(parents=True, exist_ok=True)
+            steps = _step_bar(quiet, item.name, err)
+            info: dict = {}
+            t1 = time.perf_counter()
+            files = render(task.layout, task.folder, job.model, task.plan.budget, overwrite=True, progress=steps,
+                           pipelines=pipelines, stem=task.stem, record=info,
+                           metadata={"layout": item.layout, "batch_item": item.key})
+            steps(None, 0, 0)
+            t2 = time.perf_counter()
+            record = {
+                "format": manifest.FORMAT, "item": item.key, "index": item.index, "name": item.name,
+                "job": str(job.source),
+                "layout": {"path": item.layout, "file": str(item.layout_file.resolve()),
+                           "sha256": manifest.sha256_text(item.layout_text), "text": item.layout_text},
+                "variables": item.variables, "resolved_variables": task.layout.variables, "inputs": task.inputs,
+                "model": job.model, "models": task.models, "memory_budget": info["budget"],
+                "generations": info["generations"],
+                "text_encoder": {m: "kept" if kept else "released" for m, kept in keep.items()},
+                "embedding_cache": {m: {"stored": use_cache, "hits": c.hits - hits0[m][0],
+                                        "misses": c.misses - hits0[m][1]} for m, c in caches.items() if m in keep},
+                "software": software,
+                "timings": {"started": started, "load_s": round(loading, 3), "render_s": round(t2 - t1, 3)},
+                "files": manifest.file_entries(files, task.folder),
+            }
+            record["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
+            pause_point("manifest", item.name)
+            sidecar = manifest.sidecar_path(task.folder, task.stem)
+            manifest.write_sidecar(sidecar, record)
+            manifest.append_line(log, manifest.log_record(record, sidecar, root))
+        except Interrupted:
+            summary.dropped = item.name
+            raise
+        except Exception as e:  # one bad item must not stop the batch; StudioError or not, it is reported
+            message = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+            summary.failed.append((item.name, message))
+            _line(bar, f"{head} failed {item.name}: {_first_line(message)}", out)
+            if bar is not None:
+                bar.update(1)
+            continue
+        finally:
+            hashes.save()
+        seconds = time.perf_counter() - t0
+        durations.append(seconds - loading)  # the ETA leaves out loading models, done once
+        summary.rendered.append(item.name)
+        left = len(todo) - k
+        eta = f", {left} left, eta {_clock(left * sum(durations) / len(durations))}" if left else ""
+        _line(bar, f"{head} rendered {item.name} ({seconds:.1f} s{eta})", out)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+
+def _load_models(job, task, pipelines, caches, cache_dir, use_cache, err) -> float:
+    """Load the models this item needs that are not loaded yet, each with its embedding cache; seconds."""
+    from studio.pipeline import PixArtSigmaPipeline
+
+    t0 = time.perf_counter()
+    for model_id, files in task.models.items():
+        if model_id in pipelines:
+            continue
+        pipe = PixArtSigmaPipeline.from_pretrained(model_id)
+        if pipe.tiny_notice:
+            print(f"note: {model_id}: {pipe.tiny_notice}", file=err)
+        folder = cache_dir / "embeddings" if use_cache else None
+        pipe.embedding_cache = caches[model_id] = EmbeddingCache(folder, text_identity(files))
+        pipelines[model_id] = pipe
+    return time.perf_counter() - t0
+
+
+def _keep_text_encoder(task, pipelines, default_model) -> dict:
+    """Per model of the item: keep T5 loaded through denoising only when that changes no attention chunk
+    (memory allows it without slowing or changing anything); otherwise it is released before denoising."""
+    from studio.errors import PlanError
+    from studio.memory_plan import plan_generation
+
+    keep = {}
+    for job in task.plan.jobs:
+        layer = task.layout.layers[job.layer]
+        model_id = str(layer.model or task.layout.model or default_model)
+        pipe = pipelines[model_id]
+        args = (pipe.transformer.config, pipe._t5_config, pipe.vae.config, job.gen_height, job.gen_width, 1,
+                task.plan.budget, layer.guidance > 1.0, pipe._itemsize)
+        try:
+            kept = plan_generation(*args, keep_text_encoder=True)
+            same = [p.chunks for p in kept.phases] == [p.chunks for p in plan_generation(*args).phases]
+        except PlanError:
+            same = False
+        keep[model_id] = keep.get(model_id, True) and same
+    for model_id, kept in keep.items():
+        pipelines[model_id].keep_text_encoder = kept
+    return keep
+
+
+def _step_bar(quiet: bool, name: str, err):
+    """progress(label, step, total) for render: a bar per generation unless quiet; (None, ...) closes it."""
+    bars = {}
+
+    def progress(label, step, total):
+        if label is None:
+            for b in bars.values():
+                b.close()
+            return
+        if step == 1:
+            pause_point("denoise", name)
+        if quiet:
+            return
+        if label not in bars:
+            from tqdm import tqdm
+            bars[label] = tqdm(total=total, desc=f"{name}: {label}", unit="step", file=err, position=1, leave=False)
+        bars[label].update(1)
+
+    return progress
+
+
+def _line(bar, text: str, out) -> None:
+    if bar is not None:
+        bar.write(text, file=out)  # above the bars
+    else:
+        print(text, file=out, flush=True)
+
+
+def _first_line(e) -> str:
+    lines = str(e).splitlines()
+    return lines[0] + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "") if lines else type(e).__name__
+
+
+def _print_summary(job, summary: Summary, out, where: str) -> None:
+    parts = [f"{len(summary.rendered)} rendered", f"{len(summary.skipped)} already done",
+             f"{len(summary.failed)} failed"]
+    if summary.signal is not None:
+        left = summary.selected - len(summary.rendered) - len(summary.skipped) - len(summary.failed)
+        parts.append(f"stopped by {signal.Signals(summary.signal).name} with {left} not rendered"
+                     + (f" ({summary.dropped} dropped)" if summary.dropped else ""))
+    print(f"{job.source}: {where}{', '.join(parts)} in {_clock(summary.seconds)}", file=out)
+    for name, message in summary.failed:
+        print(f"  failed {name}:", file=out)
+        for line in message.splitlines():
+            print(f"    {line}", file=out)
+    out.flush()
+
+
+# -- rerender -------------------------------------------------------------------------------------------------
+
+def rerender(manifest_file, out_dir=None, overwrite: bool = False) -> list[tuple[str, str, str]]:
+    """Render the item of a batch manifest again, as it was: same layout text, variables, model files
+    (checked), memory budget; into `out_dir`, or a temporary folder when None. Returns (file, sha256 in the
+    manifest, sha256 now) per file; equal hashes mean bit-identical files."""
+    from studio.layout import parse_layout
+    from studio.pipeline import PixArtSigmaPipeline
+    from studio.render import render
+
+    manifest_file = Path(manifest_file)
+    record = manifest.read_sidecar(manifest_file)
+    if record is None:
+        raise InputError(f"{manifest_file}: not a studio batch manifest (a <name>{manifest.SIDECAR_SUFFIX} file)")
+    lay = record["layout"]
+    if manifest.sha256_text(lay["text"]) != lay["sha256"]:
+        raise InputError(f"{manifest_file}: the layout text does not match its recorded sha256")
+    layout_file = Path(lay["file"])
+    layout = parse_layout(lay["text"], str(layout_file), record["variables"], layout_file.parent)
+    hashes = manifest.FileHashes(None)
+    inputs = _inputs(layout, layout_file.parent, hashes)
+    for name, digest in record["inputs"].items():
+        if inputs.get(name) != digest:
+            raise InputError(f"{manifest_file}: input {name} changed since the item was rendered")
+    pipelines = {}
+    for model_id, files in record["models"].items():
+        now = manifest.model_record(model_id, hashes)["files"]
+        changed = sorted(set(files.items()) ^ set(now.items()))
+        if changed:
+            raise InputError(f"{manifest_file}: model {model_id}: {changed[0][0]} differs from the recorded file")
+        pipe = PixArtSigmaPipeline.from_pretrained(model_id)
+        pipe.embedding_cache = EmbeddingCache(None, text_identity(files))
+        pipe.keep_text_encoder = record["text_encoder"].get(model_id) == "kept"
+        pipelines[model_id] = pipe
+    stem = record["name"].rsplit("/", 1)[-1]
+    with tempfile.TemporaryDirectory(prefix="studio-rerender-") as tmp:
+        folder = Path(out_dir) if out_dir is not None else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = render(layout, folder, record["model"], record["memory_budget"], overwrite=overwrite,
+                       pipelines=pipelines, stem=stem, metadata={"layout": lay["path"], "batch_item": record["item"]})
+        now = {p.name: manifest.sha256_file(p) for p in files}
+    return [(e["path"], e["sha256"], now.get(Path(e["path"]).name, "")) for e in record["files"]]
+
+
+def describe_items(items, out) -> None:
+    """One line per item: number, output name, layout, variables (`studio batch --list`)."""
+    for item in items:
+        print(f"{item.index + 1}\t{item.name}\t{item.layout}\t{json.dumps(item.variables, ensure_ascii=False)}",
+              file=out)

@@ -1,0 +1,431 @@
+"""Batch jobs: expansion, names, shards, manifests, resume after SIGKILL/SIGTERM/SIGINT, rerender, failures.
+
+The end-to-end tests run `studio batch` on the tiny checkpoint with a 128x128 canvas and one step, in
+this process or (for kills) in a subprocess that a test hook (STUDIO_TEST_PAUSE_IN) stops at a chosen
+point: mid-denoise, mid-write (temporary file written, not renamed), or outputs in place without manifest.
+"""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from studio import manifest
+from studio.batch import (JOB_KEYS, EmbeddingCache, JobError, format_name, load_job, name_problem, rerender, run_batch,
+                          select_shard, slug)
+
+LAYOUT = """\
+canvas: {width: 128, height: 128}
+variables: {prompt: "a cat", seed: 1}
+layers:
+  - generate: {prompt: "{prompt}", seed: "{seed}", steps: 1}
+"""
+
+
+def write_job(folder: Path, body: str, layout: str = LAYOUT, name: str = "job.yaml") -> Path:
+    (folder / "card.yaml").write_text(layout)
+    (folder / name).write_text(body)
+    return folder / name
+
+
+def run(job: Path, out: Path, model, **kwargs):
+    """run_batch, quiet, with a fixed memory budget (the automatic one follows the machine's free memory)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    kwargs.setdefault("memory_budget", "2GiB")
+    summary = run_batch(load_job(job, str(model)), out, quiet=True, out=stdout, err=stderr, **kwargs)
+    return summary, stdout.getvalue()
+
+
+def sidecars(out: Path) -> dict[str, dict]:
+    return {str(p.relative_to(out)).removesuffix(manifest.SIDECAR_SUFFIX): json.loads(p.read_text())
+            for p in out.rglob("*" + manifest.SIDECAR_SUFFIX)}
+
+
+def assert_complete(out: Path, names: set[str]) -> None:
+    """Exactly `names` are finished: each sidecar lists files whose bytes hash to the recorded sha256;
+    no temporary file is left anywhere in `out`."""
+    found = sidecars(out)
+    assert set(found) == names
+    for name, record in found.items():
+        folder = (out / name).parent
+        assert manifest.check(record, folder, {"item": record["item"]}) is None, name
+    assert not [p for p in out.rglob("*") if ".part" in p.name]
+
+
+# -- jobs and names (no model) ----------------------------------------------------------------------------------
+
+def test_matrix_then_items_in_order_with_names(tmp_path):
+    job = write_job(tmp_path, """\
+layout: card.yaml
+name: "{prompt_slug}-{seed:03d}-{n}"
+variables: {prompt: unused}
+matrix:
+  prompt: ["A Red Fox!", "misty mountains"]
+  seed: [1, 2]
+items:
+  - {seed: 9}
+""")
+    items = load_job(job, "m").items
+    assert [i.name for i in items] == ["a-red-fox-001-1", "a-red-fox-002-2", "misty-mountains-001-3",
+                                       "misty-mountains-002-4", "unused-009-5"]
+    assert items[0].variables == {"prompt": "A Red Fox!", "seed": "1"}
+    assert len({i.key for i in items}) == 5
+    assert [i.key for i in load_job(job, "m").items] == [i.key for i in items]  # stable
+    assert load_job(job, "other").items[0].key != items[0].key  # the model is part of an item's identity
+
+
+def test_matrix_value_sets_several_variables_and_layout_axis(tmp_path):
+    layout = LAYOUT.replace("canvas: {width: 128, height: 128}", 'canvas: {width: "{w}", height: "{h}"}')
+    layout = layout.replace("variables: {", "variables: {w: 128, h: 128, ")
+    job = write_job(tmp_path, """\
+layout: card.yaml
+name: "{layout}-{w}x{h}"
+matrix:
+  size: [{w: 128, h: 64}, {w: 64, h: 128}]
+""", layout)
+    assert [(i.name, i.variables) for i in load_job(job, "m").items] == [
+        ("card-128x64", {"w": "128", "h": "64"}), ("card-64x128", {"w": "64", "h": "128"})]
+
+
+def test_csv_job_with_layout_and_name_columns(tmp_path):
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    (tmp_path / "jobs.csv").write_text("layout,name,prompt,seed\ncard.yaml,{prompt_slug}-{seed},a boat,3\n"
+                                       "card.yaml,plain-{n},,4\n")
+    items = load_job(tmp_path / "jobs.csv", "m").items
+    assert [(i.name, i.variables) for i in items] == [("a-boat-3", {"prompt": "a boat", "seed": "3"}),
+                                                      ("plain-2", {"seed": "4"})]  # empty cell: unset
+
+
+def test_yaml_job_reads_items_from_csv(tmp_path):
+    (tmp_path / "rows.csv").write_text("prompt,seed\nfox,1\nowl,2\n")
+    job = write_job(tmp_path, "layout: card.yaml\nname: '{prompt}/{seed}'\nitems: rows.csv\n")
+    assert [i.name for i in load_job(job, "m").items] == ["fox/1", "owl/2"]
+
+
+def test_slug():
+    assert slug("  A Red Fox, at dusk! ") == "a-red-fox-at-dusk"
+    assert slug("Café crème") == "cafe-creme"
+    assert slug("海边的灯塔").startswith("x") and len(slug("海边的灯塔")) == 9
+    assert len(slug("word " * 40)) <= 60
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/x", "a/../../b", "a\\b", ".hidden", "a/.cache", "a//b", "a/",
+                                  "", ".", "C:x", "a\nb"])
+def test_escaping_or_hidden_names_are_rejected(name):
+    assert name_problem(name) is not None
+
+
+@pytest.mark.parametrize("name", ["a", "fox/1", "a b/c-d_e.v2", "x" * 200])
+def test_plain_names_and_subfolders_are_accepted(name):
+    assert name_problem(name) is None
+
+
+def test_job_with_escaping_names_fails_before_rendering(tmp_path):
+    job = write_job(tmp_path, """\
+layout: card.yaml
+name: "{prompt}"
+items:
+  - {prompt: ok}
+  - {prompt: ../../outside}
+  - {prompt: /etc/passwd}
+""")
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert [line.split(": ", 1)[0] for line in e.value.errors] == [f"{job}:5", f"{job}:6"]
+    assert "'../../outside'" in e.value.errors[0] and "stay inside OUTDIR" in e.value.errors[0]
+    from studio.cli import main
+    assert main(["batch", str(job), "-o", str(tmp_path / "out"), "--model", "m"]) == 2
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "outside").exists()
+
+
+def test_job_errors_name_file_line_and_key(tmp_path):
+    job = write_job(tmp_path, """\
+layout: card.yaml
+nmae: x
+matrix:
+  seed: []
+  prompt: [[1, 2]]
+""")
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert e.value.errors == [f"{job}:2: nmae: unknown key (allowed: {', '.join(JOB_KEYS)})",
+                              f"{job}:4: matrix.seed: expected a non-empty list of values",
+                              f"{job}:5: matrix.prompt[0]: expected text, a number or a mapping of them, got a list"]
+    job = write_job(tmp_path, """\
+layout: card.yaml
+items:
+  - {seed: 1, name: "{nope}"}
+  - {seed: 1, name: same}
+  - {seed: 2, name: SAME}
+""")
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert e.value.errors[0].startswith(f"{job}:3: name '{{nope}}': {{nope}} is not set for this item (fields: ")
+    assert e.value.errors[1] == f"{job}:5: output name 'SAME' is also the name of the item at {job}:4"
+
+
+def test_format_name_fields():
+    assert format_name("{a}-{n:>4}-{{x}}", {"a": "1", "n": "7"}) == "1-   7-{x}"
+    for bad in ["{a.__class__}", "{a!r}", "{0}", "{missing}"]:
+        with pytest.raises(ValueError):
+            format_name(bad, {"a": "1"})
+
+
+def test_shards_are_disjoint_and_complete():
+    items = list(range(11))
+    for n in range(1, 6):
+        shards = [select_shard(items, (i, n)) for i in range(n)]
+        assert sorted(x for s in shards for x in s) == items
+        assert max(len(s) for s in shards) - min(len(s) for s in shards) <= 1
+    with pytest.raises(Exception):
+        select_shard(items, (2, 2))
+
+
+def test_log_tolerates_a_torn_line_and_appends_after_it(tmp_path):
+    log = tmp_path / "manifest.jsonl"
+    manifest.append_line(log, {"a": 1})
+    with open(log, "ab") as f:
+        f.write(b'{"b": 2, "tor')  # a crash in the middle of a line
+    manifest.append_line(log, {"c": 3})
+    assert manifest.read_lines(log) == [{"a": 1}, {"c": 3}]
+    assert log.read_bytes().count(b"\n") == 3
+
+
+def test_file_hashes_are_remembered_by_size_and_mtime(tmp_path):
+    f, memo = tmp_path / "w.bin", tmp_path / "memo.json"
+    f.write_bytes(b"abc")
+    hashes = manifest.FileHashes(memo)
+    first = hashes(f)
+    hashes.save()
+    assert manifest.FileHashes(memo).known[str(f.resolve())][2] == first
+    f.write_bytes(b"abcd")
+    assert manifest.FileHashes(memo)(f) == manifest.sha256_file(f) != first
+
+
+# -- in-process batches on the tiny checkpoint --------------------------------------------------------------------
+
+MATRIX_JOB = """\
+layout: card.yaml
+name: "{prompt_slug}/{seed}"
+matrix:
+  prompt: ["a red fox", "an owl"]
+  seed: [1, 2]
+"""
+
+
+def test_batch_renders_then_resumes_and_redoes_only_what_changed(tiny_dir, tmp_path):
+    job, out = write_job(tmp_path, MATRIX_JOB), tmp_path / "out"
+    names = {"a-red-fox/1", "a-red-fox/2", "an-owl/1", "an-owl/2"}
+    summary, _ = run(job, out, tiny_dir)
+    assert (summary.exit_code, set(summary.rendered)) == (0, names)
+    assert_complete(out, names)
+    record = sidecars(out)["an-owl/2"]
+    assert record["resolved_variables"] == {"prompt": "an owl", "seed": "2"}
+    assert record["generations"][0]["seed"] == 2 and record["generations"][0]["steps"] == 1
+    assert record["models"][str(tiny_dir)]["transformer/diffusion_pytorch_model.safetensors"]
+    assert record["software"]["mindspore"] and record["timings"]["render_s"] > 0
+    assert record["layout"]["sha256"] == manifest.sha256_file(tmp_path / "card.yaml")
+    assert len(manifest.read_lines(out / "manifest.jsonl")) == 4
+
+    summary, _ = run(job, out, tiny_dir)
+    assert (summary.rendered, len(summary.skipped)) == ([], 4)
+
+    (out / "an-owl/1.png").write_bytes(b"not the picture")  # an altered output
+    (out / "a-red-fox/2.manifest.json").unlink()  # outputs without a manifest (a kill before it)
+    summary, text = run(job, out, tiny_dir)
+    assert sorted(summary.rendered) == ["a-red-fox/2", "an-owl/1"]
+    assert "an-owl/1: rendering again (1.png: differs from its manifest)" in text
+    assert_complete(out, names)
+
+
+def test_one_bad_item_does_not_stop_the_batch(tiny_dir, tmp_path):
+    (tmp_path / "broken.yaml").write_text("canvas: {width: 128}\nlayers: []\n")
+    (tmp_path / "greedy.yaml").write_text(LAYOUT.replace("width: 128, height: 128", "width: 16384, height: 16384")
+                                          .replace("steps: 1", "steps: 1, strategy: direct"))  # > 2 GiB
+    job = write_job(tmp_path, """\
+layout: card.yaml
+name: "{layout}-{seed}"
+items:
+  - {seed: 1}
+  - {layout: broken.yaml, seed: 2}
+  - {layout: greedy.yaml, seed: 2}
+  - {layout: missing.yaml, seed: 2}
+  - {seed: 3, colour: red}
+  - {seed: 4}
+""")
+    summary, text = run(job, tmp_path / "out", tiny_dir)
+    assert sorted(summary.rendered) == ["card-1", "card-4"]
+    failed = dict(summary.failed)
+    assert sorted(failed) == ["broken-2", "card-3", "greedy-2", "missing-2"]
+    assert "broken.yaml:1: canvas" in failed["broken-2"]
+    assert "too small" in failed["greedy-2"]
+    assert "cannot read the layout" in failed["missing-2"]
+    assert "colour" in failed["card-3"]  # a variable the layout does not define
+    assert summary.exit_code == 1 and "2 rendered, 0 already done, 4 failed" in text
+    assert_complete(tmp_path / "out", {"card-1", "card-4"})
+
+
+def test_output_through_a_symlink_out_of_outdir_fails(tiny_dir, tmp_path):
+    job = write_job(tmp_path, "layout: card.yaml\nname: 'link/{seed}'\nitems: [{seed: 1}]\n")
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "link").symlink_to(elsewhere)
+    summary, _ = run(job, out, tiny_dir)
+    assert "leaves OUTDIR" in summary.failed[0][1] and not list(elsewhere.iterdir())
+
+
+def test_shards_render_disjoint_parts_into_one_folder(tiny_dir, tmp_path):
+    job, out = write_job(tmp_path, MATRIX_JOB), tmp_path / "out"
+    first, _ = run(job, out, tiny_dir, shard=(0, 2))
+    second, _ = run(job, out, tiny_dir, shard=(1, 2))
+    assert set(first.rendered).isdisjoint(second.rendered)
+    assert len(first.rendered) == len(second.rendered) == 2
+    assert_complete(out, set(first.rendered) | set(second.rendered))
+    logs = {p.name: {r["name"] for r in manifest.read_lines(p)} for p in out.glob("manifest*.jsonl")}
+    assert logs == {"manifest-0-of-2.jsonl": set(first.rendered), "manifest-1-of-2.jsonl": set(second.rendered)}
+    whole, _ = run(job, out, tiny_dir)
+    assert (whole.rendered, len(whole.skipped)) == ([], 4)
+
+
+def test_embedding_cache_gives_the_same_files_and_skips_the_text_encoder(tiny_dir, tmp_path):
+    job = write_job(tmp_path, MATRIX_JOB)
+    cache = tmp_path / "cache"
+    run(job, tmp_path / "a", tiny_dir, cache_dir=cache)
+    run(job, tmp_path / "b", tiny_dir, cache_dir=cache)  # every prompt cached
+    run(job, tmp_path / "c", tiny_dir, use_cache=False)
+    a, b, c = (sidecars(tmp_path / x) for x in "abc")
+    assert [r["embedding_cache"][str(tiny_dir)]["misses"] for r in b.values()] == [0, 0, 0, 0]
+    assert sum(r["embedding_cache"][str(tiny_dir)]["misses"] for r in a.values()) == 3  # 2 prompts and ""
+    assert not (tmp_path / "c" / ".cache" / "embeddings").exists()
+    assert {k: r["files"] for k, r in a.items()} == {k: r["files"] for k, r in b.items()} == {
+        k: r["files"] for k, r in c.items()}
+
+
+def test_embedding_cache_survives_a_damaged_entry(tmp_path):
+    import numpy as np
+
+    cache = EmbeddingCache(tmp_path, "model")
+    key = {"prompt": "a cat", "max_sequence_length": 300}
+    assert cache.get(key) is None
+    cache.put(key, np.ones((1, 3, 2), np.float32), np.ones((1, 3), np.int32))
+    features, mask = cache.get(key)
+    assert features.shape == (1, 3, 2) and mask.dtype == np.int32
+    next(tmp_path.rglob("*.npz")).write_bytes(b"PK garbage")
+    assert cache.get(key) is None and (cache.hits, cache.misses) == (1, 2)
+    assert EmbeddingCache(tmp_path, "other model").get(key) is None
+
+
+# -- subprocesses: kills, signals, rerender --------------------------------------------------------------------
+
+class Studio:
+    """`python -m studio.cli ARGS` in a subprocess, its stdout and stderr in files; `pause` sets the test hook."""
+
+    def __init__(self, args, logs: Path, pause: str = "", pause_seconds: float = 600):
+        self.out, self.err = logs / "stdout.txt", logs / "stderr.txt"
+        env = {**os.environ, "STUDIO_TEST_PAUSE_IN": pause, "STUDIO_TEST_PAUSE_SECONDS": str(pause_seconds)}
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "studio.cli", *map(str, args)], stdout=out,
+                                         stderr=err, env=env)
+
+    def wait_for(self, marker: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while marker not in self.err.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"no '{marker}': {self.err.read_text()}")
+            time.sleep(0.05)
+
+    def signal(self, signum) -> None:
+        self.proc.send_signal(signum)
+
+    def finish(self) -> tuple[int, str]:
+        code = self.proc.wait(timeout=120)
+        return code, self.out.read_text()
+
+
+def test_sigkill_anywhere_leaves_only_complete_files_and_resumes(tiny_dir, tmp_path):
+    job = write_job(tmp_path, """\
+layout: card.yaml
+name: "{prompt_slug}-{seed}"
+matrix:
+  prompt: ["a red fox", "an owl"]
+  seed: [1, 2]
+""")
+    out = tmp_path / "out"
+    batch = ["batch", job, "-o", out, "--model", tiny_dir, "--quiet", "--memory-budget", "2GiB"]
+    names = ["a-red-fox-1", "a-red-fox-2", "an-owl-1", "an-owl-2"]
+
+    def killed_at(pause: str, finished: list[str]) -> None:
+        run = Studio(batch, tmp_path, pause)
+        run.wait_for("studio: test pause")
+        run.signal(signal.SIGKILL)
+        assert run.finish()[0] == -signal.SIGKILL
+        found = sidecars(out)
+        assert set(found) == set(finished)
+        for record in found.values():  # every finished item's files are whole
+            assert manifest.check(record, out, {}) is None
+
+    killed_at("denoise:a-red-fox-2", names[:1])  # mid-denoise
+    assert not (out / "a-red-fox-2.png").exists()
+    killed_at("write:an-owl-1.png", names[:2])  # mid-write: the temporary file exists, the target does not
+    assert list(out.glob(".an-owl-1.png.*.part")) and not (out / "an-owl-1.png").exists()
+
+    code, text = Studio(batch, tmp_path).finish()
+    assert code == 0 and "2 rendered, 2 already done, 0 failed" in text, text
+    assert_complete(out, set(names))  # and the leftover temporary file is gone
+    assert {r["name"] for r in manifest.read_lines(out / "manifest.jsonl")} == set(names)
+
+    # the same file, bit for bit, in another process, from the manifest
+    [(name, recorded, now)] = rerender(out / "an-owl-1.manifest.json")
+    assert name == "an-owl-1.png" and recorded == now
+
+
+def test_a_signal_finishes_the_current_item_a_second_drops_it(tiny_dir, tmp_path, monkeypatch):
+    import studio.batch
+    import studio.export
+
+    job, out = write_job(tmp_path, MATRIX_JOB), tmp_path / "out"
+
+    def signal_at(point, detail, signals):
+        def pause(name, what=""):
+            if (name, what) == (point, detail):
+                for signum in signals:
+                    os.kill(os.getpid(), signum)
+        return pause
+
+    # one SIGINT mid-denoise: a-red-fox/2 is finished, then the batch stops. (While MindSpore computes, its
+    # own handler turns SIGINT into SIGTERM: either means "stop after this item".)
+    monkeypatch.setattr(studio.batch, "pause_point", signal_at("denoise", "a-red-fox/2", [signal.SIGINT]))
+    summary, text = run(job, out, tiny_dir)
+    assert summary.rendered == ["a-red-fox/1", "a-red-fox/2"] and summary.exit_code in (130, 143)
+    assert "stopped by SIG" in text and "with 2 not rendered" in text
+    assert_complete(out, {"a-red-fox/1", "a-red-fox/2"})
+
+    # two SIGTERMs while an-owl/1.png is written: the item is dropped and its temporary file removed
+    monkeypatch.setattr(studio.batch, "pause_point", lambda *a: None)
+    monkeypatch.setattr(studio.export, "pause_point", signal_at("write", "1.png", [signal.SIGTERM] * 2))
+    summary, text = run(job, out, tiny_dir)
+    assert (summary.rendered, summary.dropped, summary.exit_code) == ([], "an-owl/1", 143)
+    assert "(an-owl/1 dropped)" in text
+    assert_complete(out, {"a-red-fox/1", "a-red-fox/2"})
+    assert not list((out / "an-owl").iterdir())
+
+
+def test_rerender_reports_a_different_file(tiny_dir, tmp_path):
+    job, out = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 5}]\n"), tmp_path / "out"
+    run(job, out, tiny_dir)
+    sidecar = out / "card-1.manifest.json"
+    [(name, recorded, now)] = rerender(sidecar, tmp_path / "again")
+    assert name == "card-1.png" and recorded == now == manifest.sha256_file(tmp_path / "again" / "card-1.png")
+    record = json.loads(sidecar.read_text())
+    record["variables"]["seed"] = "6"  # as if the manifest described another picture
+    sidecar.write_text(json.dumps(record))
+    [(_, recorded, now)] = rerender(sidecar)
+    assert recorded != now
