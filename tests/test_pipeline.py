@@ -48,3 +48,18 @@ def test_text_encoder_released_by_default(tiny_dir):
     pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir)
     pipe("a cat", height=256, width=256, num_inference_steps=1, output_type="latent", seed=0)
     assert pipe._text_encoder is None
+
+
+def test_small_and_large_memory_budgets_give_the_same_latents(tiny_dir):
+    """A budget small enough to chunk attention (and block the MLP) changes nothing but memory."""
+    from studio.memory_plan import plan_generation
+    pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir, keep_text_encoder=True)
+    kwargs = dict(height=384, width=512, use_resolution_binning=False, num_inference_steps=3, seed=5,
+                  output_type="latent")
+    large = pipe("a red cat", memory_budget="16GiB", **kwargs).images
+    small_budget = 24 * 2 ** 20
+    denoise = plan_generation(pipe.transformer.config, pipe._t5_config, pipe.vae.config, 384, 512, 1,
+                              small_budget).phases[1]
+    assert denoise.chunks[0].mode(768, 768) == "query-chunked"  # 768 tokens of self-attention, chunked
+    small = pipe("a red cat", memory_budget=small_budget, **kwargs).images
+    assert np.abs(small - large).max() <= 1e-5 * np.abs(large).max()
