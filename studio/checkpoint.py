@@ -181,3 +181,11 @@ def load_weights(cell: ms.nn.Cell, files: list[Path]) -> None:
         where = files[0].parent
         raise CheckpointError(f"{where}: missing key '{missing[0]}' in the checkpoint"
                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+
+
+def load_component(model_cls, config_cls, folder, dtype, variant: str | None = None):
+    """Build `model_cls(config_cls.from_dict(folder/config.json), dtype)` and load its weights strictly."""
+    folder = Path(folder)
+    model = model_cls(config_cls.from_dict(read_json(folder / "config.json")), dtype)
+    load_weights(model, weight_files(folder, variant))
+    return model

@@ -427,7 +427,7 @@ class Position:
 
     def schema(self, defs):
         body = {"anyOf": [{"type": "number"},
-                          {"type": "string", "pattern": rf"^\s*-?(\d+(\.\d*)?|\.\d+)\s*(%|px|pt|mm|cm|in)?\s*$"},
+                          {"type": "string", "pattern": r"^\s*-?(\d+(\.\d*)?|\.\d+)\s*(%|px|pt|mm|cm|in)?\s*$"},
                           _VARIABLE_SCHEMA],
                 "description": "10% of the trim size, or a length: 120px, 20mm, 1in"}
         return _ref(defs, "position", body)

@@ -14,14 +14,13 @@ first block and shared by all blocks.
 import functools
 import math
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
 from studio import backend
-from studio.checkpoint import load_weights, read_json, weight_files
+from studio.checkpoint import load_component
 from studio.errors import ConfigError, InputError
 from studio.models.attention import attention
 from studio.models.layers import Embedding, Linear, param
@@ -244,10 +243,7 @@ class T5EncoderModel(nn.Cell):
     @classmethod
     def from_pretrained(cls, folder, dtype=ms.float32, variant: str | None = None) -> "T5EncoderModel":
         """Build from a `text_encoder/` folder: config.json and (sharded) safetensors, `variant` e.g. 'fp16'."""
-        folder = Path(folder)
-        model = cls(T5Config.from_dict(read_json(folder / "config.json")), dtype=dtype)
-        load_weights(model, weight_files(folder, variant))
-        return model
+        return load_component(cls, T5Config, folder, dtype, variant)
 
     def construct(self, input_ids: ms.Tensor, attention_mask: ms.Tensor | None = None) -> ms.Tensor:
         """input_ids: int (B, L); attention_mask: (B, L), nonzero/True = real token, 0 = padding.

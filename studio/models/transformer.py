@@ -347,14 +347,9 @@ class PixArtTransformer2DModel(nn.Cell):
 
     @classmethod
     def from_pretrained(cls, folder, dtype=ms.float32, variant: str | None = None) -> "PixArtTransformer2DModel":
-        from pathlib import Path
-
-        from studio.checkpoint import load_weights, read_json, weight_files
-
-        folder = Path(folder)
-        model = cls(PixArtTransformerConfig.from_dict(read_json(folder / "config.json")), dtype)
-        load_weights(model, weight_files(folder, variant))
-        return model
+        """Build from a diffusers `transformer/` folder (config.json + safetensors), weights loaded strictly."""
+        from studio.checkpoint import load_component
+        return load_component(cls, PixArtTransformerConfig, folder, dtype, variant)
 
     def encode_context(self, caption_features: ms.Tensor) -> tuple[tuple[ms.Tensor, ms.Tensor], ...]:
         """T5 features (B, L, caption_channels) -> every block's cross-attention keys and values, each

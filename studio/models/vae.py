@@ -9,13 +9,12 @@ middle, stride-2 convolutions down and nearest-neighbour 2x + convolution up.
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import mindspore as ms
 from mindspore import nn, ops
 
 from studio import backend
-from studio.checkpoint import load_weights, read_json, weight_files
+from studio.checkpoint import load_component
 from studio.errors import ConfigError
 from studio.models.attention import attention
 from studio.models.layers import Conv2d, GroupNorm, Linear
@@ -267,10 +266,7 @@ class AutoencoderKL(nn.Cell):
     @classmethod
     def from_pretrained(cls, folder, dtype=ms.float32, variant: str | None = None) -> "AutoencoderKL":
         """Build from a diffusers `vae/` folder (config.json + safetensors) and load its weights strictly."""
-        folder = Path(folder)
-        model = cls(AutoencoderKLConfig.from_dict(read_json(folder / "config.json")), dtype)
-        load_weights(model, weight_files(folder, variant))
-        return model
+        return load_component(cls, AutoencoderKLConfig, folder, dtype, variant)
 
     def encode(self, x: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
         """Image (B, 3, H, W) in [-1, 1] -> (mean, logvar), each (B, latent_channels, H/8, W/8) for the SDXL VAE.
