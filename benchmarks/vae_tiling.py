@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/vae_tiling.py [--sizes 1024 2048] [--big 3840x2160] [--tile 64] [--stats-passes 2]
 
-One diffusers AutoencoderKL with the published SDXL config and random weights (as benchmarks/vae_decode.py)
+One diffusers AutoencoderKL with the published SDXL config and random weights
 is saved once. For each square size, four runs, each in its own subprocess so that its peak RSS is its own:
 studio untiled, studio tiled (`vae_tiling.decode_tiled`, cores of --tile latent px), diffusers untiled
 and diffusers `enable_tiling()` with its 512 px tiles (tile_sample_min_size, 25% overlap, linear blend).
