@@ -205,9 +205,10 @@ def studio_worker(phase: str, size: int, iters: int) -> dict:
         fill_random(model, seed=1)
         latents = ms.Tensor(x["latents"])
         timestep = ms.ops.full((CFG_BATCH,), float(TIMESTEP), dtype=ms.float32)
-        mask = ms.Tensor(x["mask"])
+        from studio.pipeline import trim_caption
         t0 = time.perf_counter()
-        context = model.encode_context(ms.Tensor(x["t5"]))  # once per image in studio's pipeline
+        t5, mask = trim_caption(ms.Tensor(x["t5"]), ms.Tensor(x["mask"]))  # as studio's pipeline does
+        context = model.encode_context(t5)  # once per image in studio's pipeline
         context[-1][1].asnumpy()  # waits for the result
         extra = {"encode_context_s": time.perf_counter() - t0}
         load_s = time.perf_counter() - start

@@ -71,9 +71,20 @@ def silu(x: ms.Tensor) -> ms.Tensor:
     return ops.silu(x)
 
 
+_MATMUL_TB = ops.MatMul(transpose_b=True)
+
+
 def linear(x: ms.Tensor, weight: ms.Tensor, bias: ms.Tensor | None) -> ms.Tensor:
-    """y = x @ weight.T + bias with weight in the checkpoint's (out, in) layout (the fast layout)."""
-    return ops.dense(x, weight, bias)
+    """y = x @ weight.T + bias with weight in the checkpoint's (out, in) layout.
+
+    As a 2D MatMul(transpose_b) plus bias_add: at (2048 x 1152) @ (4608 x 1152)ᵀ that ran 129 ms (168
+    GFLOP/s, torch 124 ms) where ops.dense on the 3D input took 218 ms (100 GFLOP/s).
+    """
+    lead = x.shape[:-1]
+    y = _MATMUL_TB(x.reshape(-1, x.shape[-1]), weight)  # (rows, out)
+    if bias is not None:
+        y = ops.bias_add(y, bias)
+    return y.reshape(*lead, weight.shape[0])
 
 
 def layer_norm(x: ms.Tensor, weight: ms.Tensor | None, bias: ms.Tensor | None, eps: float) -> ms.Tensor:

@@ -77,6 +77,17 @@ def plan(path_or_id, height: int = 1024, width: int = 1024, images: int = 1, gui
                            keep_text_encoder, vae_tiling)
 
 
+def trim_caption(features: ms.Tensor, mask: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
+    """Drop the caption positions that are padding in every row: (B, L, C), (B, L) -> (B, keep, C), (B, keep).
+
+    Tokens are padded on the right, so keys past the longest prompt are masked in every row and get weight
+    exp(-inf) = 0 (the reference's -10000 bias underflows to 0 as well): dropping them is exact, and makes
+    cross-attention up to 300 / keep times cheaper. One host read per generation, outside the sampling loop.
+    """
+    keep = max(1, int(mask.astype(ms.int32).sum(axis=1).max()))
+    return features[:, :keep], mask[:, :keep]
+
+
 def initial_noise(seed: int, shape: tuple) -> np.ndarray:
     """Standard normal float32 noise from numpy's PCG64: the same for a seed on every machine and process."""
     return np.random.Generator(np.random.PCG64(seed)).standard_normal(shape, dtype=np.float32)
@@ -212,6 +223,7 @@ class PixArtSigmaPipeline:
         rows = np.repeat(np.arange(len(prompts)), num_images_per_prompt)
         rows = ms.Tensor(np.concatenate([rows + len(prompts), rows]) if cfg else rows, ms.int32)
         features, mask = ms.ops.gather(features, rows, 0), ms.ops.gather(mask, rows, 0)
+        features, mask = trim_caption(features, mask)
         context = self.transformer.encode_context(features.astype(self.dtype))
 
         # 2. initial latents
