@@ -202,13 +202,10 @@ def _kind(value) -> str:
 def load_job(path, model: str | None = None, default_model: str | None = None) -> Job:
     """A job file (.yaml/.yml or .csv) -> its items in order. model overrides the file's `model`;
     default_model is used when neither names one. Raises JobError listing every problem."""
+    from studio.layout import read_source
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise JobError([f"{path}: no such job file"]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise JobError([f"{path}: cannot read the job ({type(e).__name__}: {e})"]) from None
+    text = read_source(path, "job", JobError, encoding="utf-8-sig")
     errors: list[str] = []
     if path.suffix.lower() == ".csv":
         doc, rows = {}, _csv_rows(text, str(path), errors)

@@ -1082,19 +1082,23 @@ def _unique_names(r: _Reader, layers_node, layers) -> None:
 
 # -- entry points -------------------------------------------------------------------------------------------
 
+def read_source(path: Path, what: str, error, encoding: str = "utf-8") -> str:
+    """The text of a user's file (a layout, a job); a missing or unreadable file raises error([one line])."""
+    try:
+        return path.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise error([f"{path}: no such {what} file"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error([f"{path}: cannot read the {what} ({type(e).__name__}: {e})"]) from None
+
+
 def load_layout(path, variables: dict[str, str] | None = None) -> Layout:
     """A layout file -> the validated Layout; `variables` (from --set) override the file's defaults.
 
     Raises LayoutError listing every problem in the file, each `file:line: key.path: message`.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LayoutError([f"{path}: no such layout file"]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise LayoutError([f"{path}: cannot read the layout ({type(e).__name__}: {e})"]) from None
-    return parse_layout(text, str(path), variables, path.parent)
+    return parse_layout(read_source(path, "layout", LayoutError), str(path), variables, path.parent)
 
 
 def parse_layout(text: str, source: str = "<string>", variables: dict[str, str] | None = None,
