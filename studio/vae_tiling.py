@@ -195,9 +195,9 @@ class _SharedNorms:
         else:
             stats = self._fixed.get(key)
         if stats is None:
-            return backend.group_norm(x, cell.num_groups, cell.weight, cell.bias, cell.eps)
+            return backend.group_norm(x, cell.num_groups, cell.weight, cell.bias, cell.eps, cell.silu)
         mean, var = (ms.Tensor(a, ms.float32) for a in stats)
-        return backend.normalize_channels(x, mean, var, cell.num_groups, cell.weight, cell.bias, cell.eps)
+        return backend.normalize_channels(x, mean, var, cell.num_groups, cell.weight, cell.bias, cell.eps, cell.silu)
 
 
 def _core_sums(cell, x: ms.Tensor, tile: Tile) -> tuple[np.ndarray, np.ndarray, int]:
@@ -292,7 +292,7 @@ def _decoder_tile(vae: AutoencoderKL, x: ms.Tensor) -> ms.Tensor:
         x = dec.up_blocks[0].upsamplers[0](x)
     for block in dec.up_blocks[1:]:
         x = block(x)
-    return dec.conv_out(backend.silu(dec.conv_norm_out(x)))
+    return dec.conv_out(dec.conv_norm_out(x))  # GroupNorm + SiLU
 
 
 def _check(what: str, shape, plan: TilePlan, f: int) -> None:
@@ -334,7 +334,7 @@ def _encoder_latent_stage(vae: AutoencoderKL, x: ms.Tensor) -> tuple[ms.Tensor, 
     """The last down block, mid-block, conv_out and quant_conv on the whole latent -> (mean, logvar)."""
     enc = vae.encoder
     x = enc.mid_block(enc.down_blocks[-1](x))
-    moments = enc.conv_out(backend.silu(enc.conv_norm_out(x)))
+    moments = enc.conv_out(enc.conv_norm_out(x))  # GroupNorm + SiLU
     if vae.quant_conv is not None:
         moments = vae.quant_conv(moments)
     mean, logvar = ops.split(moments, vae.config.latent_channels, axis=1)  # 2 x (B, latent, h, w)

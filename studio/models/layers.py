@@ -56,10 +56,13 @@ def group_norm_hook(hook):
 
 
 class GroupNorm(nn.Cell):
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-6, dtype=ms.float32):
+    """GroupNorm, followed by SiLU when `silu` (the VAE's norm-then-activation, fused on the CPU)."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-6, dtype=ms.float32, silu: bool = False):
         super().__init__()
         self.num_groups = num_groups
         self.eps = eps
+        self.silu = silu
         self.weight = param((num_channels,), dtype)
         self.bias = param((num_channels,), dtype)
 
@@ -67,7 +70,7 @@ class GroupNorm(nn.Cell):
         hook = _GROUP_NORM_HOOK.get()
         if hook is not None:
             return hook(self, x)
-        return backend.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        return backend.group_norm(x, self.num_groups, self.weight, self.bias, self.eps, self.silu)
 
 
 class Conv2d(nn.Cell):

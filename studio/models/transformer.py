@@ -217,33 +217,37 @@ class Attention(nn.Cell):
             self.kv_norm = LayerNorm(inner, 1e-5, dtype=dtype)  # torch's LayerNorm default, as the paper's code
 
     def compress(self, x, grid):
-        """(B, N, C) tokens on a grid (h, w) -> (B, N / ratio^2, C): depthwise strided conv, then LayerNorm."""
-        b, n, c = x.shape
-        x = x.transpose(0, 2, 1).reshape(b, c, *grid)  # (B, C, h, w)
-        x = self.kv_compress(x)  # (B, C, h / r, w / r)
-        return self.kv_norm(x.reshape(b, c, -1).transpose(0, 2, 1))  # (B, N', C)
+        """Channels-first (B, C, N) on a token grid (h, w) -> (B, C, N / ratio^2): depthwise strided conv,
+        then LayerNorm over the channels."""
+        b, c, _ = x.shape
+        x = self.kv_compress(x.reshape(b, c, *grid)).reshape(b, c, -1)  # (B, C, N')
+        return self.kv_norm(x.transpose(0, 2, 1)).transpose(0, 2, 1)
 
     def split_heads(self, x):
-        b, n, _ = x.shape
-        return x.reshape(b, n, self.heads, -1).transpose(0, 2, 1, 3)  # (B, heads, N, head_dim)
+        b, c, n = x.shape
+        return x.reshape(b, self.heads, c // self.heads, n)  # (B, heads, head_dim, N): a reshape, no copy
 
     def queries(self, x):
-        return self.split_heads(self.to_q(x))  # (B, heads, N, head_dim)
+        """Tokens (B, N, C) -> channels-first queries (B, heads, head_dim, N)."""
+        return self.split_heads(backend.linear_channels_first(x, self.to_q.weight, self.to_q.bias))
 
     def keys_values(self, context, grid=None):
-        """Keys and values of `context` (B, M, C), each (B, heads, M', head_dim), M' = M / ratio^2."""
-        k, v = self.to_k(context), self.to_v(context)
+        """Keys and values of `context` (B, M, C), each (B, heads, head_dim, M'), M' = M / ratio^2."""
+        k = backend.linear_channels_first(context, self.to_k.weight, self.to_k.bias)
+        v = backend.linear_channels_first(context, self.to_v.weight, self.to_v.bias)
         if self.kv_ratio > 1:
             k, v = self.compress(k, grid), self.compress(v, grid)
         return self.split_heads(k), self.split_heads(v)
 
     def output(self, out):
-        b, _, n, _ = out.shape
-        return self.to_out[0](out.transpose(0, 2, 1, 3).reshape(b, n, -1))  # (B, N, inner) -> (B, N, D)
+        """Channels-first heads (B, heads, head_dim, N) -> tokens (B, N, D)."""
+        b, h, d, n = out.shape
+        proj = self.to_out[0]
+        return backend.linear_from_channels_first(out.reshape(b, h * d, n), proj.weight, proj.bias)
 
     def construct(self, x, context=None, mask=None, grid=None):
         k, v = self.keys_values(x if context is None else context, grid)
-        return self.output(attention(self.queries(x), k, v, mask=mask))
+        return self.output(attention(self.queries(x), k, v, mask=mask, channels_first=True))
 
 
 class GELUProjection(nn.Cell):
@@ -252,7 +256,7 @@ class GELUProjection(nn.Cell):
         self.proj = Linear(dim_in, dim_out, dtype=dtype)
 
     def construct(self, x):
-        return backend.gelu_tanh(self.proj(x))
+        return backend.gelu_tanh(backend.linear(x, self.proj.weight, None), self.proj.bias)
 
 
 class FeedForward(nn.Cell):
@@ -286,17 +290,22 @@ class PixArtBlock(nn.Cell):
         `context_keys_values`; context_mask (B, 1, 1, L) bool; t6 (B, 6D)."""
         mods = self.scale_shift_table.reshape(1, 6, -1) + t6.reshape(t6.shape[0], 6, -1)  # (B, 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ops.split(mods, 1, axis=1)  # (B, 1, D)
-        x = x + gate_msa * self.attn1(self.norm1(x) * (1 + scale_msa) + shift_msa, grid=grid)
+        h = backend.modulated_layer_norm(x, shift_msa, scale_msa, self.norm1.eps)
+        x = backend.gated_add(x, gate_msa, self.attn1(h, grid=grid))
         k, v = context_kv
-        x = x + self.attn2.output(attention(self.attn2.queries(x), k, v, mask=context_mask))
-        return x + self.mlp(x, shift_mlp, scale_mlp, gate_mlp)
+        x = x + self.attn2.output(attention(self.attn2.queries(x), k, v, mask=context_mask, channels_first=True))
+        return self.mlp(x, shift_mlp, scale_mlp, gate_mlp)
 
     def mlp(self, x, shift, scale, gate):
-        """gate * MLP(LN(x)(1 + scale) + shift), over blocks of token rows whose 4x-wide hidden activations fit
+        """x + gate * MLP(LN(x)(1 + scale) + shift), over blocks of token rows whose 4x-wide hidden activations fit
         the workspace budget in force (the MLP is row-wise, so the blocks give the same result)."""
         b, n, d = x.shape
         rows = memory.mlp_rows(n, b * 4 * d, memory.current_attention_budget())
-        parts = [gate * self.ff(self.norm2(x[:, i:i + rows]) * (1 + scale) + shift) for i in range(0, n, rows)]
+        parts = []
+        for i in range(0, n, rows):
+            xi = x[:, i:i + rows]
+            parts.append(backend.gated_add(xi, gate, self.ff(backend.modulated_layer_norm(xi, shift, scale,
+                                                                                          self.norm2.eps))))
         return parts[0] if len(parts) == 1 else ops.cat(parts, axis=1)  # (B, N, D)
 
     def context_keys_values(self, context):
@@ -353,7 +362,7 @@ class PixArtTransformer2DModel(nn.Cell):
 
     def encode_context(self, caption_features: ms.Tensor) -> tuple[tuple[ms.Tensor, ms.Tensor], ...]:
         """T5 features (B, L, caption_channels) -> every block's cross-attention keys and values, each
-        (B, heads, L, head_dim). They don't depend on the timestep: computed once per generation."""
+        (B, heads, head_dim, L). They don't depend on the timestep: computed once per generation."""
         context = caption_features
         if self.caption_projection is not None:
             context = self.caption_projection(caption_features)  # (B, L, D)
@@ -370,7 +379,7 @@ class PixArtTransformer2DModel(nn.Cell):
         for block, context_kv in zip(self.transformer_blocks, context):
             x = block(x, context_kv, mask, t6, (h // p, w // p))
         shift, scale = ops.split(self.scale_shift_table.reshape(1, 2, -1) + t_emb.reshape(b, 1, -1), 1, axis=1)
-        x = self.proj_out(self.norm_out(x) * (1 + scale) + shift)  # (B, N, p*p*C)
+        x = self.proj_out(backend.modulated_layer_norm(x, shift, scale, self.norm_out.eps))  # (B, N, p*p*C)
         c = self.config.output_channels
         x = x.reshape(b, h // p, w // p, p, p, c).transpose(0, 5, 1, 3, 2, 4)  # (B, C, h/p, p, w/p, p)
         return x.reshape(b, c, h, w)

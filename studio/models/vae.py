@@ -88,15 +88,15 @@ class ResnetBlock(nn.Cell):
 
     def __init__(self, in_channels: int, out_channels: int, groups: int, dtype=ms.float32):
         super().__init__()
-        self.norm1 = GroupNorm(groups, in_channels, EPS, dtype=dtype)
+        self.norm1 = GroupNorm(groups, in_channels, EPS, dtype=dtype, silu=True)
         self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1, dtype=dtype)
-        self.norm2 = GroupNorm(groups, out_channels, EPS, dtype=dtype)
+        self.norm2 = GroupNorm(groups, out_channels, EPS, dtype=dtype, silu=True)
         self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1, dtype=dtype)
         self.conv_shortcut = Conv2d(in_channels, out_channels, 1, dtype=dtype) if in_channels != out_channels else None
 
     def construct(self, x):
-        h = self.conv1(backend.silu(self.norm1(x)))
-        h = self.conv2(backend.silu(self.norm2(h)))
+        h = self.conv1(self.norm1(x))  # norms here are GroupNorm + SiLU
+        h = self.conv2(self.norm2(h))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
         return x + h
@@ -215,7 +215,7 @@ class Encoder(nn.Cell):
                       downsample=i < len(channels) - 1, dtype=dtype)
             for i in range(len(channels))])
         self.mid_block = MidBlock(channels[-1], groups, config.mid_block_add_attention, dtype)
-        self.conv_norm_out = GroupNorm(groups, channels[-1], EPS, dtype=dtype)
+        self.conv_norm_out = GroupNorm(groups, channels[-1], EPS, dtype=dtype, silu=True)
         self.conv_out = Conv2d(channels[-1], 2 * config.latent_channels, 3, padding=1, dtype=dtype)
 
     def construct(self, x):
@@ -223,7 +223,7 @@ class Encoder(nn.Cell):
         for block in self.down_blocks:
             x = block(x)
         x = self.mid_block(x)
-        return self.conv_out(backend.silu(self.conv_norm_out(x)))
+        return self.conv_out(self.conv_norm_out(x))
 
 
 class Decoder(nn.Cell):
@@ -240,7 +240,7 @@ class Decoder(nn.Cell):
             UpBlock(channels[max(i - 1, 0)], channels[i], config.layers_per_block + 1, groups,
                     upsample=i < len(channels) - 1, dtype=dtype)
             for i in range(len(channels))])
-        self.conv_norm_out = GroupNorm(groups, channels[-1], EPS, dtype=dtype)
+        self.conv_norm_out = GroupNorm(groups, channels[-1], EPS, dtype=dtype, silu=True)
         self.conv_out = Conv2d(channels[-1], config.out_channels, 3, padding=1, dtype=dtype)
 
     def construct(self, z):
@@ -248,7 +248,7 @@ class Decoder(nn.Cell):
         x = self.mid_block(x)
         for block in self.up_blocks:
             x = block(x)
-        return self.conv_out(backend.silu(self.conv_norm_out(x)))
+        return self.conv_out(self.conv_norm_out(x))
 
 
 class AutoencoderKL(nn.Cell):

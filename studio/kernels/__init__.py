@@ -1,0 +1,111 @@
+"""Fused CPU kernels (cpu_kernels.cc), compiled on first use and run through MindSpore's "aot" Custom op.
+
+`get(name)` returns a callable op, or None when the kernels are off (STUDIO_CPU_KERNELS=0), there is no C++
+compiler, or the build fails: callers then use their MindSpore op chains (backend.py), which compute the
+same functions. The library is built once per source, compiler and machine (-march=native) into
+$STUDIO_CACHE/kernels (default ~/.cache/studio/kernels), written to a temporary name and renamed, so
+concurrent processes never load a half-written file.
+
+The object file is compiled with -ffast-math (vectorised exp) and linked without it: linking with it would
+add crtfastmath.o, which turns on flush-to-zero for the whole process.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import mindspore as ms
+from mindspore import ops
+
+SOURCE = Path(__file__).with_name("cpu_kernels.cc")
+COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-fPIC", "-std=c++17", "-pthread"]
+LINK_FLAGS = ["-shared", "-pthread"]
+
+# name -> (output shapes from input shapes, output dtypes from input dtypes)
+_SAME = (lambda *shapes: shapes[0], lambda *types: types[0])
+SIGNATURES = {
+    "BiasGeluTanh": _SAME,
+    "ModulatedLayerNorm": _SAME,
+    "GatedAdd": _SAME,
+    "GroupSums": (lambda x: [x[0], x[1], 2], lambda x: ms.float64),
+    "GroupNormApply": _SAME,
+}
+
+_LIBRARY: Path | None | bool = False  # False: not tried yet
+_OPS: dict[str, object] = {}
+
+
+def enabled() -> bool:
+    return os.environ.get("STUDIO_CPU_KERNELS", "1") != "0"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("STUDIO_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                          os.path.expanduser("~/.cache"), "studio")
+    return Path(root) / "kernels"
+
+
+def compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+
+
+def library() -> Path | None:
+    """The built kernel library, building it if needed; None if unavailable."""
+    global _LIBRARY
+    if _LIBRARY is False:
+        _LIBRARY = _build() if enabled() else None
+    return _LIBRARY
+
+
+def _build() -> Path | None:
+    cxx = compiler()
+    if cxx is None:
+        return None
+    try:
+        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
+        key = hashlib.sha256("\0".join([SOURCE.read_text(), version, *COMPILE_FLAGS, *LINK_FLAGS, _cpu_flags()])
+                             .encode()).hexdigest()[:16]
+        target = cache_dir() / f"cpu_kernels-{key}.so"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                obj, lib = Path(tmp) / "k.o", Path(tmp) / "k.so"
+                subprocess.run([cxx, *COMPILE_FLAGS, "-c", str(SOURCE), "-o", str(obj)], capture_output=True,
+                               text=True, check=True)
+                subprocess.run([cxx, *LINK_FLAGS, str(obj), "-o", str(lib)], capture_output=True, text=True,
+                               check=True)
+                os.replace(lib, target)
+        return target
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = getattr(e, "stderr", "") or str(e)
+        warnings.warn(f"studio: fused CPU kernels unavailable ({detail.strip().splitlines()[-1] if detail else e}); "
+                      "using MindSpore ops", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags: -march=native code is only valid on a CPU that has them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return sys.platform
+
+
+def get(name: str):
+    """The Custom op running kernel `name`, or None (see module docstring)."""
+    if name not in _OPS:
+        lib = library()
+        if lib is None:
+            _OPS[name] = None
+        else:
+            shape_fn, dtype_fn = SIGNATURES[name]
+            _OPS[name] = ops.Custom(f"{lib}:{name}", out_shape=shape_fn, out_dtype=dtype_fn, func_type="aot")
+    return _OPS[name]
