@@ -32,6 +32,7 @@ SIGNATURES = {
     "BiasGeluTanh": _SAME,
     "ModulatedLayerNorm": _SAME,
     "GatedAdd": _SAME,
+    "RmsNorm": _SAME,
     "GroupSums": (lambda x: [x[0], x[1], 2], lambda x: ms.float64),
     "GroupNormApply": _SAME,
 }
@@ -82,9 +83,9 @@ def _build() -> Path | None:
                 os.replace(lib, target)
         return target
     except (OSError, subprocess.CalledProcessError) as e:
-        detail = getattr(e, "stderr", "") or str(e)
-        warnings.warn(f"studio: fused CPU kernels unavailable ({detail.strip().splitlines()[-1] if detail else e}); "
-                      "using MindSpore ops", RuntimeWarning, stacklevel=3)
+        lines = (getattr(e, "stderr", "") or "").strip().splitlines()
+        warnings.warn(f"studio: fused CPU kernels unavailable ({lines[-1] if lines else e}); using MindSpore ops",
+                      RuntimeWarning, stacklevel=3)
         return None
 
 

@@ -115,6 +115,27 @@ extern "C" int ModulatedLayerNorm(int, void **params, int *ndims, int64_t **shap
   return 0;
 }
 
+// y = weight * x / sqrt(mean(x^2) + eps) over the last axis (T5's RMSNorm); x (rows, D), weight (D), cfg = [eps]
+extern "C" int RmsNorm(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *x = Param<float>(params, 0), *weight = Param<float>(params, 1);
+  const float eps = Param<float>(params, 2)[0];
+  float *y = Param<float>(params, 3);
+  const int64_t d = shapes[1][0], rows = Numel(ndims[0], shapes[0]) / d;
+  ParallelFor(rows, rows * d, [=](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float *xr = x + r * d;
+      float *yr = y + r * d;
+      float sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
+      for (int64_t c = 0; c < d; ++c) sq += xr[c] * xr[c];
+      const float rstd = 1.0f / std::sqrt(sq / d + eps);
+#pragma omp simd
+      for (int64_t c = 0; c < d; ++c) yr[c] = weight[c] * (xr[c] * rstd);
+    }
+  });
+  return 0;
+}
+
 // out = x + gate * y; x and y (B, N, D), gate (B, 1, D)
 extern "C" int GatedAdd(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
   const float *x = Param<float>(params, 0), *gate = Param<float>(params, 1), *y = Param<float>(params, 2);

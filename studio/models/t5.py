@@ -121,9 +121,7 @@ class T5LayerNorm(nn.Cell):
         self.weight = param((dim,), dtype)
 
     def construct(self, x):
-        xf = x.astype(ms.float32)
-        variance = ops.square(xf).mean(axis=-1, keep_dims=True)
-        return self.weight * (xf * ops.rsqrt(variance + self.eps)).astype(self.weight.dtype)
+        return backend.rms_norm(x, self.weight, self.eps)
 
 
 class T5Attention(nn.Cell):
@@ -152,12 +150,10 @@ class T5Attention(nn.Cell):
     def construct(self, x, mask, position_bias):
         b, n, _ = x.shape
         h, d = self.config.num_heads, self.config.d_kv
-        q = self.q(x).reshape(b, n, h, d).swapaxes(1, 2)  # (B, heads, L, d_kv)
-        k = self.k(x).reshape(b, n, h, d).swapaxes(1, 2)  # (B, heads, L, d_kv)
-        v = self.v(x).reshape(b, n, h, d).swapaxes(1, 2)  # (B, heads, L, d_kv)
-        out = attention(q, k, v, mask=mask, bias=position_bias, scale=1.0)
-        out = out.swapaxes(1, 2).reshape(b, n, h * d)  # (B, L, heads * d_kv)
-        return self.o(out)
+        q, k, v = (backend.linear_channels_first(x, proj.weight, None).reshape(b, h, d, n)  # (B, heads, d_kv, L)
+                   for proj in (self.q, self.k, self.v))
+        out = attention(q, k, v, mask=mask, bias=position_bias, scale=1.0, channels_first=True)
+        return backend.linear_from_channels_first(out.reshape(b, h * d, n), self.o.weight, None)  # (B, L, d_model)
 
 
 class T5LayerSelfAttention(nn.Cell):
