@@ -1,8 +1,8 @@
-"""Seconds per call of studio (MindSpore) and diffusers (PyTorch) on the two heavy models, fp32, random weights.
+"""Seconds per call of studio (MindSpore) and diffusers (PyTorch) on PixArt-Sigma's three models, fp32, random weights.
 
-Usage: python benchmarks/core_speed.py [--size 512] [--iters 2] [--phase all|transformer|vae]
+Usage: python benchmarks/core_speed.py [--size 512] [--iters 2] [--phase all|transformer|vae|t5] [--t5-layers 4]
 
-Phases, each at a `size` x `size` px image:
+Phases, each at a `size` x `size` px image (t5 doesn't depend on it):
   transformer  one denoising step of PixArt-Sigma XL-2 (the published 1024-MS config: 28 layers x 1152,
                16 heads x 72, caption_channels 4096): latents (2, 4, size/8, size/8) (classifier-free
                guidance doubles the batch), 300 caption tokens, mask = 20 valid tokens in the prompt row
@@ -10,6 +10,14 @@ Phases, each at a `size` x `size` px image:
                studio's context (the caption projection) is computed once before the loop, diffusers
                projects the 300 T5 features inside every forward (~0.3% of the step's FLOPs).
   vae          SDXL-VAE decode of a latent (1, 4, size/8, size/8) to a (1, 3, size, size) image.
+  t5           T5 v1.1 XXL encoder (PixArt-Sigma's text encoder, 4096 wide, 64 heads, d_ff 10240) on a batch of
+               2 x 300 tokens (prompt and negative prompt, 20 and 1 real tokens, the rest padding), every
+               position computed, as both pipelines encode. Only the first --t5-layers of its 24 layers are
+               built (the full encoder is 19 GB in fp32, as much as this machine's RAM holds beside the
+               reference): time per layer is the same in every layer, so the ratio is the full encoder's.
+
+Peak: cores x 2 FMA units x SIMD lanes (16 fp32 with AVX-512, 8 with AVX2) x 2 FLOPs x the clock
+/proc/cpuinfo reports; a nominal ceiling (the issue's figure for these machines: ~358 GFLOP/s).
 
 Every framework x phase runs in its own subprocess (`--worker studio-transformer`, ...) so its peak RSS is
 its own; the parent imports neither framework and prints the table. Weights: studio's parameters are set
@@ -51,11 +59,19 @@ SDXL_VAE = {
     "out_channels": 3, "sample_size": 1024, "scaling_factor": 0.13025, "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
 
+# google/t5-v1_1-xxl, config.json (PixArt-Sigma's text_encoder), except num_layers (--t5-layers)
+T5_XXL = {
+    "d_ff": 10240, "d_kv": 64, "d_model": 4096, "dense_act_fn": "gelu_new", "feed_forward_proj": "gated-gelu",
+    "is_gated_act": True, "layer_norm_epsilon": 1e-6, "num_heads": 64, "num_layers": 24,
+    "relative_attention_max_distance": 128, "relative_attention_num_buckets": 32, "vocab_size": 32128,
+}
+
 CFG_BATCH = 2
 CAPTION_TOKENS = 300
 VALID_TOKENS = (20, 1)  # prompt row, negative-prompt row
 TIMESTEP = 999
-WORKERS = ("studio-transformer", "diffusers-transformer", "studio-vae", "diffusers-vae")
+PHASES = ("transformer", "vae", "t5")
+WORKERS = tuple(f"{framework}-{phase}" for phase in PHASES for framework in ("studio", "diffusers"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -79,6 +95,15 @@ def transformer_flops(cfg: dict, batch: int, latent_hw: tuple[int, int], tokens:
     flops += cfg["num_layers"] * per_block
     flops += 2 * bn * d * p * p * cfg["out_channels"]  # proj_out
     return flops
+
+
+def t5_flops(cfg: dict, batch: int, tokens: int) -> int:
+    """T5EncoderModel on (batch, tokens) ids: q, k, v, o; gated feed-forward (wi_0, wi_1, wo); q kᵀ and p v."""
+    inner = cfg["num_heads"] * cfg["d_kv"]
+    rows = batch * tokens
+    per_layer = (2 * rows * cfg["d_model"] * inner * 4 + 2 * rows * cfg["d_model"] * cfg["d_ff"] * 3
+                 + 2 * 2 * batch * tokens * tokens * inner)
+    return cfg["num_layers"] * per_layer
 
 
 def _conv(hw: int, cin: int, cout: int, k: int) -> int:
@@ -121,6 +146,7 @@ def inputs(size: int) -> dict[str, np.ndarray]:
         "t5": (0.2 * rng.standard_normal((CFG_BATCH, CAPTION_TOKENS, 4096))).astype(np.float32),  # (B, L, 4096)
         "mask": mask,  # (B, L), 1 = attend
         "z": rng.standard_normal((1, 4, n, n)).astype(np.float32),  # (1, 4, h, w), already / scaling_factor
+        "ids": np.where(mask, rng.integers(3, T5_XXL["vocab_size"], mask.shape), 0).astype(np.int64),  # (B, L)
     }
 
 
@@ -190,7 +216,11 @@ def time_calls(fn, iters: int) -> tuple[list[float], list[float]]:
     return times, cpu
 
 
-def studio_worker(phase: str, size: int, iters: int) -> dict:
+def t5_config(layers: int) -> dict:
+    return T5_XXL | {"num_layers": layers}
+
+
+def studio_worker(phase: str, size: int, iters: int, t5_layers: int) -> dict:
     import mindspore as ms
 
     from studio import backend
@@ -216,6 +246,18 @@ def studio_worker(phase: str, size: int, iters: int) -> dict:
 
         def call():
             out["y"] = model(latents, timestep, context, mask).asnumpy()  # asnumpy waits for the result
+    elif phase == "t5":
+        from studio.models.t5 import T5Config, T5EncoderModel
+
+        model = T5EncoderModel(T5Config.from_dict(t5_config(t5_layers)))
+        fill_random(model, seed=1)
+        ids, mask = ms.Tensor(x["ids"].astype(np.int32)), ms.Tensor(x["mask"].astype(np.int32))
+        load_s = time.perf_counter() - start
+        extra = {}
+        out = {}
+
+        def call():
+            out["y"] = model(ids, mask).asnumpy()
     else:
         from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
 
@@ -232,7 +274,7 @@ def studio_worker(phase: str, size: int, iters: int) -> dict:
     return run(call, out, iters, load_s, extra | {"threads": "MindSpore default", "version": ms.__version__})
 
 
-def diffusers_worker(phase: str, size: int, iters: int) -> dict:
+def diffusers_worker(phase: str, size: int, iters: int, t5_layers: int) -> dict:
     import torch
 
     torch.set_num_threads(os.cpu_count())
@@ -251,6 +293,14 @@ def diffusers_worker(phase: str, size: int, iters: int) -> dict:
         def forward():  # as PixArtSigmaPipeline calls it each step
             return model(latents, encoder_hidden_states=t5, encoder_attention_mask=mask, timestep=timestep,
                          added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
+    elif phase == "t5":
+        from transformers import T5Config, T5EncoderModel
+
+        model = T5EncoderModel(T5Config(**t5_config(t5_layers))).eval()
+        ids, mask = torch.from_numpy(x["ids"]), torch.from_numpy(x["mask"])
+
+        def forward():  # as PixArtSigmaPipeline.encode_prompt calls it
+            return model(ids, attention_mask=mask)[0]
     else:
         from diffusers import AutoencoderKL
 
@@ -289,6 +339,18 @@ def run(call, out: dict, iters: int, load_s: float, extra: dict) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 # Parent: machine, workers, table
 
+def fp32_peak() -> tuple[float, str]:
+    """Nominal fp32 peak in GFLOP/s of this process's cores, and how it was computed."""
+    info = Path("/proc/cpuinfo").read_text()
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "").split()
+    mhz = max(float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz"))
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    cores = len(os.sched_getaffinity(0))
+    peak = cores * 2 * lanes * 2 * mhz / 1000
+    return peak, (f"{cores} cores x 2 FMA units x {lanes} fp32 lanes x 2 FLOPs x {mhz:.0f} MHz = {peak:.0f} GFLOP/s "
+                  "(nominal)")
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -298,7 +360,7 @@ def cpu_model() -> str:
 
 def spawn(worker: str, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, "--size", str(args.size),
-           "--iters", str(args.iters)]
+           "--iters", str(args.iters), "--t5-layers", str(args.t5_layers)]
     load = os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -319,7 +381,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="image side in px (multiple of 16); latent = size/8")
     parser.add_argument("--iters", type=int, default=2, help="timed calls after one warm-up call")
-    parser.add_argument("--phase", choices=["all", "transformer", "vae"], default="all")
+    parser.add_argument("--phase", choices=["all", *PHASES], default="all")
+    parser.add_argument("--t5-layers", type=int, default=4, help="T5 layers built (of 24; see the docstring)")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.size <= 0 or args.size % 16:
@@ -331,7 +394,7 @@ def main() -> None:
         sys.path.insert(0, str(ROOT))
         framework, phase = args.worker.split("-")
         worker = studio_worker if framework == "studio" else diffusers_worker
-        print(json.dumps(worker(phase, args.size, args.iters)), flush=True)
+        print(json.dumps(worker(phase, args.size, args.iters, args.t5_layers)), flush=True)
         # MindSpore 2.8 sometimes aborts in interpreter teardown ("corrupted size vs. prev_size") after the
         # result is printed; skip the teardown so the worker's exit code reflects the measurement only.
         os._exit(0)
@@ -339,7 +402,7 @@ def main() -> None:
     import psutil
 
     n = args.size // 8
-    phases = ["transformer", "vae"] if args.phase == "all" else [args.phase]
+    phases = list(PHASES) if args.phase == "all" else [args.phase]
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical / {psutil.cpu_count(logical=False)} physical cores, "
           f"{psutil.virtual_memory().total / GIB:.1f} GiB RAM, {platform.system()} {platform.release()}")
     print(f"versions: python {platform.python_version()}, mindspore {metadata.version('mindspore')}, "
@@ -353,9 +416,13 @@ def main() -> None:
         ("transformer", "diffusers"): transformer_flops(PIXART_SIGMA_XL, CFG_BATCH, (n, n), CAPTION_TOKENS, True),
         ("vae", "studio"): vae_decode_flops(SDXL_VAE, (n, n)),
         ("vae", "diffusers"): vae_decode_flops(SDXL_VAE, (n, n)),
+        ("t5", "studio"): t5_flops(t5_config(args.t5_layers), CFG_BATCH, CAPTION_TOKENS),
+        ("t5", "diffusers"): t5_flops(t5_config(args.t5_layers), CFG_BATCH, CAPTION_TOKENS),
     }
+    peak, peak_how = fp32_peak()
     label = {"transformer": f"PixArt-Σ XL step {args.size}² (B={CFG_BATCH}, {CAPTION_TOKENS} tok)",
-             "vae": f"SDXL-VAE decode {args.size}²"}
+             "vae": f"SDXL-VAE decode {args.size}²",
+             "t5": f"T5-XXL encode, {args.t5_layers} of 24 layers (B={CFG_BATCH}, {CAPTION_TOKENS} tok)"}
     results = {}
     for phase in phases:
         for framework in ("studio", "diffusers"):
@@ -368,9 +435,9 @@ def main() -> None:
                   + (f"; encode_context (once per image) {r['encode_context_s']:.2f} s"
                      if "encode_context_s" in r else ""), flush=True)
     print()
-    print(f"| phase | framework | s / call (best of {args.iters}) | studio / diffusers | GFLOP/s "
+    print(f"| phase | framework | s / call (best of {args.iters}) | studio / diffusers | GFLOP/s | of peak "
           "| RSS after load GiB | peak RSS in calls GiB | peak RSS process GiB |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for phase in phases:
         ref = min(results[phase, "diffusers"]["times"])
         for framework in ("studio", "diffusers"):
@@ -378,7 +445,7 @@ def main() -> None:
             best = min(r["times"])
             ratio = f"{best / ref:.2f}x" if framework == "studio" else "1.00x"
             gflops = flops[phase, framework] / best / 1e9
-            print(f"| {label[phase]} | {framework} | {best:.2f} | {ratio} | {gflops:.0f} "
+            print(f"| {label[phase]} | {framework} | {best:.2f} | {ratio} | {gflops:.0f} | {gflops / peak:.0%} "
                   f"| {gib(r['rss_loaded'])} | {gib(r['peak_calls'])} | {gib(r['peak_process'])} |")
     print()
     for phase in phases:
@@ -386,6 +453,7 @@ def main() -> None:
         extra = f" (diffusers {f_d / 1e9:.0f}: it also runs the caption projection)" if f_s != f_d else ""
         print(f"FLOPs per call, {phase}: studio {f_s / 1e9:.0f} GFLOP{extra}")
     print("GFLOP/s counts matmul and convolution FLOPs only (norms, softmax, elementwise ops excluded).")
+    print(f"Peak: {peak_how}")
     print("Peak RSS in calls: VmHWM restarted after the model is built, so it is loaded weights + activations; "
           "peak RSS process: ru_maxrss, weight building included.")
 

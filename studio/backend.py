@@ -138,24 +138,37 @@ def linear(x: ms.Tensor, weight: ms.Tensor, bias: ms.Tensor | None) -> ms.Tensor
 
 def linear_channels_first(x: ms.Tensor, weight: ms.Tensor, bias: ms.Tensor | None) -> ms.Tensor:
     """Tokens (B, N, in) -> channels-first (B, out, N): W @ x_bᵀ + bias for each sample, x read transposed
-    in place: the layout attention heads want, with no transpose of the activation.
-
-    One batched product against the weight tiled over the batch: 3-4 ms faster per (1152 x 1152)
-    projection at N = 1024 than a product per sample and a stack (benchmarks/backend_ops.py).
-    """
+    in place: the layout attention heads want, with no transpose of the activation."""
     b = x.shape[0]
-    y = _BATCH_MATMUL_TB(_batched(weight, b), x)  # (B, out, N)
+    if _tile_weight(weight, b, x.shape[1]):
+        y = _BATCH_MATMUL_TB(_batched(weight, b), x)  # (B, out, N)
+    else:
+        y = ops.stack([_MATMUL_TB(weight, x[i]) for i in range(b)])  # (B, out, N)
     return y if bias is None else ops.bias_add(y, bias)
 
 
 def linear_from_channels_first(x: ms.Tensor, weight: ms.Tensor, bias: ms.Tensor | None) -> ms.Tensor:
     """Channels-first (B, in, N) -> tokens (B, N, out): x_bᵀ @ Wᵀ + bias per sample, both read transposed."""
-    b = x.shape[0]
-    y = _BATCH_MATMULS[True, True](x, _batched(weight, b))  # (B, N, out)
+    b, _, n = x.shape
+    if _tile_weight(weight, b, n):
+        y = _BATCH_MATMULS[True, True](x, _batched(weight, b))  # (B, N, out)
+    else:
+        y = ops.stack([_MATMUL_TA_TB(x[i], weight) for i in range(b)])  # (B, N, out)
     if bias is None:
         return y
-    _, n, out = y.shape
+    out = y.shape[-1]
     return ops.bias_add(y.reshape(b * n, out), bias).reshape(b, n, out)
+
+
+_MATMUL_TA_TB = ops.MatMul(transpose_a=True, transpose_b=True)
+
+
+def _tile_weight(weight: ms.Tensor, b: int, n: int) -> bool:
+    """Whether one batched product against the weight tiled over the batch beats a product per sample and a
+    stack: it writes (B - 1) weight copies where the stack writes the B x N x out result again. The batched
+    product ran 3-4 ms faster per (1152 x 1152) projection at N = 1024 (benchmarks/backend_ops.py); with
+    T5's 4096 x 4096 weights and N = 300 the copies cost more than the stack."""
+    return b == 1 or (b - 1) * weight.shape[1] < b * n
 
 
 def _batched(weight: ms.Tensor, b: int) -> ms.Tensor:
