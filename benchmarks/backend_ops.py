@@ -3,7 +3,8 @@
     python benchmarks/backend_ops.py [--reps 5]
 
 Each row: milliseconds per call (best of --reps after one warm-up) for studio's formulation, the plain
-MindSpore one, and torch, on the shapes where the choice was made.
+MindSpore one, and torch, on the shapes where the choice was made. On the CPU studio's column includes the
+fused kernels (studio/kernels) where backend.py uses them; STUDIO_CPU_KERNELS=0 shows its op chains instead.
 """
 
 import argparse
@@ -80,6 +81,29 @@ def main() -> None:
     rows.append(("GELU(tanh) 2 x 1024 x 4608", best(lambda: backend.gelu_tanh(mh), args.reps),
                  "ops.gelu(approximate='tanh')", best(lambda: ops.gelu(mh, approximate="tanh"), args.reps),
                  best(lambda: torch.nn.functional.gelu(th, approximate="tanh"), args.reps)))
+
+    # adaLN at 512^2, CFG batch 2: x (2, 1024, 1152), per-sample shift/scale/gate (2, 1, 1152)
+    a, y, sh, sc = arrays((2, 1024, 1152), (2, 1024, 1152), (2, 1, 1152), (2, 1, 1152))
+    ma, my, msh, msc = (ms.Tensor(t) for t in (a, y, sh, sc))
+    ta, ty, tsh, tsc = (torch.from_numpy(t) for t in (a, y, sh, sc))
+    rows.append(("x * g, (2,1024,1152) by (2,1,1152)", best(lambda: ma * backend.expand(msc, ma.shape), args.reps),
+                 "broadcast multiply", best(lambda: ma * msc, args.reps), best(lambda: ta * tsc, args.reps)))
+    one, zero = ms.Tensor(np.ones(1152, np.float32)), ms.Tensor(np.zeros(1152, np.float32))
+    layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=1e-6)
+    rows.append(("LayerNorm(x)(1 + scale) + shift", best(lambda: backend.modulated_layer_norm(ma, msh, msc, 1e-6),
+                                                          args.reps),
+                 "ops.LayerNorm, broadcast ops", best(lambda: layer_norm(ma, one, zero)[0] * (1 + msc) + msh, args.reps),
+                 best(lambda: torch.nn.functional.layer_norm(ta, (1152,), eps=1e-6) * (1 + tsc) + tsh, args.reps)))
+    rows.append(("x + gate * y", best(lambda: backend.gated_add(ma, msc, my), args.reps),
+                 "broadcast multiply-add", best(lambda: ma + msc * my, args.reps),
+                 best(lambda: ta + tsc * ty, args.reps)))
+    # a self-attention projection to heads, channels-first vs tokens-first + head transpose
+    wq, = arrays((1152, 1152))
+    mwq, twq = ms.Tensor(wq), torch.from_numpy(wq)
+    rows.append(("x -> heads (2, 16, 72, 1024)", best(lambda: backend.linear_channels_first(ma, mwq, None), args.reps),
+                 "linear + transpose to (2,16,1024,72)",
+                 best(lambda: backend.linear(ma, mwq, None).reshape(2, 1024, 16, 72).transpose(0, 2, 1, 3), args.reps),
+                 best(lambda: (ta @ twq.T).view(2, 1024, 16, 72).transpose(1, 2).contiguous(), args.reps)))
 
     print(f"mindspore {ms.__version__}, torch {torch.__version__}; ms per call, best of {args.reps}")
     print("| op | studio (backend.py) | replaced form | replaced form ms | torch |")

@@ -248,38 +248,39 @@ def layer_norm(x: ms.Tensor, weight: ms.Tensor | None, bias: ms.Tensor | None, e
     return ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)(x, weight, bias)[0]
 
 
-def group_norm(x: ms.Tensor, groups: int, weight: ms.Tensor, bias: ms.Tensor, eps: float,
-               silu: bool = False) -> ms.Tensor:
-    """GroupNorm of (B, C, H, W) with biased variance, then SiLU if `silu`.
+def group_norm(x: ms.Tensor, groups: int, weight: ms.Tensor, bias: ms.Tensor, eps: float, silu: bool = False,
+               shift: ms.Tensor | None = None) -> ms.Tensor:
+    """GroupNorm of x + shift, (B, C, H, W) with biased variance, then SiLU if `silu`. `shift` (C,) is a
+    per-channel bias not yet added to x (the previous conv's), or None.
 
-    On the CPU with the fused kernels: sums in float64 in one pass, then normalise, scale and SiLU in one
-    more; else mint's kernel (2x nn.GroupNorm's speed on the CPU) and a SiLU op.
+    On the CPU with the fused kernels: sums in float64 in one pass, then shift, normalise, scale and SiLU in
+    one more; else mint's kernel (2x nn.GroupNorm's speed on the CPU) and a SiLU op.
     """
     if _kernel("GroupNormApply", x, weight, bias) is not None:
-        total, squares = group_sums(x, groups)
+        total, squares = group_sums(x, groups, shift)
         n = x.size // (x.shape[0] * groups)
         mean = total / n
         var = ops.maximum(squares / n - mean * mean, 0.0)
         return normalize_channels(x, mean.astype(ms.float32), var.astype(ms.float32), groups, weight, bias, eps,
-                                  silu)
-    y = mint.nn.functional.group_norm(x, groups, weight, bias, eps)
+                                  silu, shift)
+    y = mint.nn.functional.group_norm(_shifted(x, shift), groups, weight, bias, eps)
     return ops.silu(y) if silu else y
 
 
-def group_sums(x: ms.Tensor, groups: int) -> tuple[ms.Tensor, ms.Tensor]:
-    """Sum and sum of squares of each (sample, group) of (B, C, H, W): two (B, groups) tensors, float64
-    from the CPU kernel, else fp32.
+def group_sums(x: ms.Tensor, groups: int, shift: ms.Tensor | None = None) -> tuple[ms.Tensor, ms.Tensor]:
+    """Sum and sum of squares of each (sample, group) of x + shift, x (B, C, H, W), shift (C,) or None: two
+    (B, groups) tensors, float64 from the CPU kernel, else fp32.
 
     Sums, not means, so that tiles can be added up. Without the kernel both are matrix products (a row
     times a ones column, a row times itself), which run 5x faster than reductions on the CPU and make no
     full-size temporary.
     """
-    b = x.shape[0]
-    kernel = _kernel("GroupSums", x)
+    b, c = x.shape[:2]
+    kernel = _kernel("GroupSums", x, *([] if shift is None else [shift]))
     if kernel is not None:
-        sums = kernel(x.reshape(b, groups, -1))  # (B, G, 2) float64
+        sums = kernel(x.reshape(b, groups, c // groups, -1), _zeros_if_none(shift, c))  # (B, G, 2) float64
         return sums[..., 0], sums[..., 1]
-    rows = x.reshape(b * groups, 1, -1)  # (B*G, 1, n)
+    rows = _shifted(x, shift).reshape(b * groups, 1, -1)  # (B*G, 1, n)
     if rows.dtype != ms.float32:
         rows = rows.astype(ms.float32)
     ones = ops.ones((1, rows.shape[-1]), ms.float32)  # (1, n)
@@ -289,14 +290,32 @@ def group_sums(x: ms.Tensor, groups: int) -> tuple[ms.Tensor, ms.Tensor]:
 
 
 def normalize_channels(x: ms.Tensor, mean: ms.Tensor, var: ms.Tensor, groups: int, weight: ms.Tensor,
-                       bias: ms.Tensor, eps: float, silu: bool = False) -> ms.Tensor:
-    """(x - mean) / sqrt(var + eps) * weight + bias with (B, groups) fp32 statistics, then SiLU if `silu`:
-    one fused pass on the CPU, else one per-channel op (BatchNorm's kernel) and a SiLU op."""
-    kernel = _kernel("GroupNormApply", x, mean, var, weight, bias)
+                       bias: ms.Tensor, eps: float, silu: bool = False, shift: ms.Tensor | None = None) -> ms.Tensor:
+    """(x + shift - mean) / sqrt(var + eps) * weight + bias with (B, groups) fp32 statistics, then SiLU if
+    `silu`: one fused pass on the CPU, else one per-channel op (BatchNorm's kernel) and a SiLU op."""
+    kernel = _kernel("GroupNormApply", x, mean, var, weight, bias, *([] if shift is None else [shift]))
     if kernel is not None:
-        return kernel(x, mean, ops.rsqrt(var + eps), weight, bias, _cfg(float(silu)))
-    y = _normalize_channels(x, mean, var, groups, weight, bias, eps)
+        return kernel(x, mean, ops.rsqrt(var + eps), _zeros_if_none(shift, x.shape[1]), weight, bias,
+                      _cfg(float(silu)))
+    y = _normalize_channels(_shifted(x, shift), mean, var, groups, weight, bias, eps)
     return ops.silu(y) if silu else y
+
+
+def residual_add(x: ms.Tensor, y: ms.Tensor, bias: ms.Tensor | None) -> ms.Tensor:
+    """x + y + bias with x, y (B, C, H, W) and a per-channel bias (C,) not yet added to y (its conv's), or
+    None: one pass on the CPU instead of a bias pass and an add pass."""
+    kernel = _kernel("AddChannelBias", x, y, bias) if bias is not None and x.shape == y.shape else None
+    if kernel is not None:
+        return kernel(x, y, bias)
+    return x + _shifted(y, bias)
+
+
+def _shifted(x: ms.Tensor, shift: ms.Tensor | None) -> ms.Tensor:
+    return x if shift is None else ops.bias_add(x, shift)
+
+
+def _zeros_if_none(t: ms.Tensor | None, n: int) -> ms.Tensor:
+    return t if t is not None else ops.zeros((n,), ms.float32)
 
 
 def _normalize_channels(x, mean, var, groups, weight, bias, eps):
@@ -330,9 +349,39 @@ def bmm(a: ms.Tensor, b: ms.Tensor, transpose_a: bool = False, transpose_b: bool
     return _BATCH_MATMULS[transpose_a, transpose_b](a, b)
 
 
-def upsample_nearest2x(x: ms.Tensor) -> ms.Tensor:
-    """Nearest-neighbour 2x upsampling of (B, C, H, W)."""
-    return mint.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+def upsample2x_conv3x3(x: ms.Tensor, weight: ms.Tensor, bias: ms.Tensor | None) -> ms.Tensor:
+    """A 3x3 convolution (zero padding 1) of x upsampled 2x by nearest neighbour, weight (O, I, 3, 3): (B, I, H, W) -> (B, O, 2H, 2W).
+
+    Computed at the input's resolution: output pixel (2i + p, 2j + q) sees input rows i - 1, i (p = 0) or
+    i, i + 1 (p = 1), so each of the four phases (p, q) is a 2x2 convolution of x with the 3x3 taps summed
+    per input pixel. 16 multiply-adds per output instead of 36, and no 4x upsampled copy of x. On the CPU
+    one fused pass interleaves the phases and adds the bias.
+    """
+    rows = (ops.stack([weight[:, :, 0], weight[:, :, 1] + weight[:, :, 2]], axis=2),  # p = 0: (O, I, 2, 3)
+            ops.stack([weight[:, :, 0] + weight[:, :, 1], weight[:, :, 2]], axis=2))  # p = 1
+    phases = []
+    for p, wr in enumerate(rows):
+        for q, k in enumerate((ops.stack([wr[..., 0], wr[..., 1] + wr[..., 2]], axis=3),  # q = 0: (O, I, 2, 2)
+                               ops.stack([wr[..., 0] + wr[..., 1], wr[..., 2]], axis=3))):  # q = 1
+            phases.append(_phase_conv(k.shape[0], p, q)(x, k))  # (B, O, H, W)
+    bias = _zeros_if_none(bias, weight.shape[0])
+    kernel = _kernel("InterleavePhases", *phases, bias)
+    if kernel is not None:
+        return kernel(*phases, bias)
+    b, o, h, w = phases[0].shape
+    y = ops.stack(phases).reshape(2, 2, b, o, h, w).transpose(2, 3, 4, 0, 5, 1)  # (B, O, H, p, W, q)
+    return ops.bias_add(y.reshape(b, o, 2 * h, 2 * w), bias)
+
+
+_PHASE_CONVS: dict[tuple[int, int, int], object] = {}
+
+
+def _phase_conv(out_channels: int, p: int, q: int):
+    """2x2 convolution padded (top, bottom, left, right) = (1, 0) or (0, 1) per axis for phase (p, q)."""
+    key = (out_channels, p, q)
+    if key not in _PHASE_CONVS:
+        _PHASE_CONVS[key] = ops.Conv2D(out_channels, 2, mode=1, pad_mode="pad", pad=(1 - p, p, 1 - q, q))
+    return _PHASE_CONVS[key]
 
 
 def compute_dtype(dtype: ms.Type) -> ms.Type:

@@ -195,34 +195,46 @@ GROUP_CASES = [  # (B, C, H, W), groups, view
 ]
 
 
-@pytest.mark.parametrize("silu", [False, True])
+def channel_shift(rng, c: int, with_shift: bool) -> ms.Tensor | None:
+    """A per-channel shift (a conv bias not yet added), or None."""
+    return tensor(2.0 * rng.standard_normal(c)) if with_shift else None
+
+
+def shifted64(x: ms.Tensor, shift: ms.Tensor | None) -> np.ndarray:
+    return as64(x) if shift is None else as64(x) + as64(shift)[None, :, None, None]
+
+
+@pytest.mark.parametrize("silu,with_shift", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("shape,groups,view", GROUP_CASES)
-def test_group_norm(fresh_build, monkeypatch, shape, groups, view, silu):
+def test_group_norm(fresh_build, monkeypatch, shape, groups, view, silu, with_shift):
     rng = np.random.default_rng(5)
     x = strided(rng, shape, view, loc=1.5, spread=2.0)
     weight, bias = tensor(1.0 + 0.3 * rng.standard_normal(shape[1])), tensor(0.3 * rng.standard_normal(shape[1]))
+    shift = channel_shift(rng, shape[1], with_shift)
     fused, chain = fused_and_chain(monkeypatch, "GroupNormApply",
-                                   lambda: backend.group_norm(x, groups, weight, bias, EPS, silu).asnumpy())
-    mean, var = group_moments_ref(as64(x), groups)
-    expected = normalize_channels_ref(as64(x), mean, var, groups, as64(weight), as64(bias), EPS, silu)
+                                   lambda: backend.group_norm(x, groups, weight, bias, EPS, silu, shift).asnumpy())
+    mean, var = group_moments_ref(shifted64(x, shift), groups)
+    expected = normalize_channels_ref(shifted64(x, shift), mean, var, groups, as64(weight), as64(bias), EPS, silu)
     assert_close(fused, expected)
     assert_close(chain, expected)
     assert_close(fused, chain)
 
 
+@pytest.mark.parametrize("with_shift", [False, True])
 @pytest.mark.parametrize("shape,groups,view", GROUP_CASES)
-def test_group_sums(fresh_build, monkeypatch, shape, groups, view):
+def test_group_sums(fresh_build, monkeypatch, shape, groups, view, with_shift):
     """The kernel's sums are float64 and equal numpy's float64 sums; the op chain's are fp32."""
     rng = np.random.default_rng(6)
     x = strided(rng, shape, view, loc=1.5, spread=2.0)
+    shift = channel_shift(rng, shape[1], with_shift)
 
     def sums():
-        total, squares = backend.group_sums(x, groups)
+        total, squares = backend.group_sums(x, groups, shift)
         assert total.dtype == squares.dtype
         return total.dtype, np.stack([total.asnumpy(), squares.asnumpy()])  # (2, B, G)
 
     (fused_dtype, fused), (chain_dtype, chain) = fused_and_chain(monkeypatch, "GroupSums", sums)
-    rows = as64(x).reshape(shape[0], groups, -1)  # (B, G, n)
+    rows = shifted64(x, shift).reshape(shape[0], groups, -1)  # (B, G, n)
     expected = np.stack([rows.sum(axis=-1), (rows * rows).sum(axis=-1)])
     magnitude = np.stack([np.abs(rows).sum(axis=-1), (rows * rows).sum(axis=-1)])  # a signed sum may be near 0
     assert (fused_dtype, chain_dtype) == (ms.float64, ms.float32)
@@ -231,17 +243,31 @@ def test_group_sums(fresh_build, monkeypatch, shape, groups, view):
     assert np.all(np.abs(chain - expected) <= 1e-5 * magnitude)
 
 
-@pytest.mark.parametrize("silu", [False, True])
+@pytest.mark.parametrize("silu,with_shift", [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("shape,groups,view", GROUP_CASES)
-def test_normalize_channels(fresh_build, monkeypatch, shape, groups, view, silu):
+def test_normalize_channels(fresh_build, monkeypatch, shape, groups, view, silu, with_shift):
     """Given (B, groups) statistics, as tiled VAE decoding passes them."""
     rng = np.random.default_rng(7)
     x = strided(rng, shape, view, loc=0.5, spread=2.0)
     mean, var = tensor(rng.standard_normal((shape[0], groups))), tensor(rng.uniform(0.5, 4.0, (shape[0], groups)))
     weight, bias = tensor(1.0 + 0.3 * rng.standard_normal(shape[1])), tensor(0.3 * rng.standard_normal(shape[1]))
+    shift = channel_shift(rng, shape[1], with_shift)
     fused, chain = fused_and_chain(monkeypatch, "GroupNormApply", lambda: backend.normalize_channels(
-        x, mean, var, groups, weight, bias, EPS, silu).asnumpy())
-    expected = normalize_channels_ref(as64(x), as64(mean), as64(var), groups, as64(weight), as64(bias), EPS, silu)
+        x, mean, var, groups, weight, bias, EPS, silu, shift).asnumpy())
+    expected = normalize_channels_ref(shifted64(x, shift), as64(mean), as64(var), groups, as64(weight), as64(bias),
+                                      EPS, silu)
+    assert_close(fused, expected)
+    assert_close(chain, expected)
+    assert_close(fused, chain)
+
+
+@pytest.mark.parametrize("shape,view", [((1, 6, 5, 7), "none"), ((3, 12, 7, 7), "slice"), ((2, 10, 9, 5), "transpose")])
+def test_residual_add(fresh_build, monkeypatch, shape, view):
+    rng = np.random.default_rng(8)
+    x, y = strided(rng, shape, view), strided(rng, shape, "none")
+    bias = tensor(rng.standard_normal(shape[1]))
+    fused, chain = fused_and_chain(monkeypatch, "AddChannelBias", lambda: backend.residual_add(x, y, bias).asnumpy())
+    expected = as64(x) + shifted64(y, bias)
     assert_close(fused, expected)
     assert_close(chain, expected)
     assert_close(fused, chain)
@@ -307,3 +333,23 @@ def test_kernels_off_by_environment(monkeypatch, tmp_path):
         assert kernels.get("GatedAdd") is None
         assert kernels.library() is None
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("b,c,o,h,w,view", [(1, 3, 5, 7, 6, "none"), (2, 4, 4, 5, 9, "slice"), (1, 2, 3, 1, 1, "none")])
+def test_upsample2x_conv3x3(fresh_build, monkeypatch, b, c, o, h, w, view):
+    """The four-phase form at the input's resolution equals a 3x3 conv of the nearest-upsampled input."""
+    rng = np.random.default_rng(9)
+    x = strided(rng, (b, c, h, w), view)
+    weight, bias = tensor(rng.standard_normal((o, c, 3, 3))), tensor(rng.standard_normal(o))
+    fused, chain = fused_and_chain(monkeypatch, "InterleavePhases",
+                                   lambda: backend.upsample2x_conv3x3(x, weight, bias).asnumpy())
+    up = np.repeat(np.repeat(as64(x), 2, axis=2), 2, axis=3)  # (B, C, 2H, 2W)
+    padded = np.pad(up, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    w64 = as64(weight)
+    expected = np.zeros((b, o, 2 * h, 2 * w)) + as64(bias)[None, :, None, None]
+    for dy in range(3):
+        for dx in range(3):
+            expected += np.einsum("oi,bihw->bohw", w64[:, :, dy, dx], padded[:, :, dy:dy + 2 * h, dx:dx + 2 * w])
+    assert_close(fused, expected, rtol=1e-4, atol=1e-4)
+    assert_close(chain, expected, rtol=1e-4, atol=1e-4)
+    assert_close(fused, chain)

@@ -33,8 +33,10 @@ SIGNATURES = {
     "ModulatedLayerNorm": _SAME,
     "GatedAdd": _SAME,
     "RmsNorm": _SAME,
-    "GroupSums": (lambda x: [x[0], x[1], 2], lambda x: ms.float64),
+    "GroupSums": (lambda x, shift: [x[0], x[1], 2], lambda x, shift: ms.float64),
     "GroupNormApply": _SAME,
+    "AddChannelBias": _SAME,
+    "InterleavePhases": (lambda a, *_: [a[0], a[1], 2 * a[2], 2 * a[3]], lambda a, *_: a),
 }
 
 _LIBRARY: Path | None | bool = False  # False: not tried yet

@@ -152,21 +152,25 @@ extern "C" int GatedAdd(int, void **params, int *ndims, int64_t **shapes, const 
   return 0;
 }
 
-// Sum and sum of squares of each row of x (B, G, n): out (B, G, 2) float64, so that the variance
-// sum_sq / n - mean^2 keeps its precision and tiles can add their sums. GroupNorm passes (B, C, H, W) as
-// (B, groups, C / groups * H * W).
-extern "C" int GroupSums(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  const float *x = Param<float>(params, 0);
-  double *out = Param<double>(params, 1);
-  const int64_t rows = shapes[0][0] * shapes[0][1], n = Numel(ndims[0], shapes[0]) / rows;
-  ParallelFor(rows, rows * n, [=](int64_t begin, int64_t end) {
+// Sum and sum of squares of x + shift (a per-channel shift: a conv's bias not yet added) over each (sample,
+// group) of x given as (B, G, C / G, H * W): out (B, G, 2) float64, so that the variance sum_sq / n - mean^2
+// keeps its precision and tiles can add their sums. shift (C).
+extern "C" int GroupSums(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *x = Param<float>(params, 0), *shift = Param<float>(params, 1);
+  double *out = Param<double>(params, 2);
+  const int64_t groups = shapes[0][1], per = shapes[0][2], hw = shapes[0][3], rows = shapes[0][0] * groups;
+  ParallelFor(rows, rows * per * hw, [=](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const float *xr = x + r * n;
       double sum = 0.0, sq = 0.0;
+      for (int64_t ch = 0; ch < per; ++ch) {
+        const float *xc = x + (r * per + ch) * hw;
+        const float s = shift[(r % groups) * per + ch];
 #pragma omp simd reduction(+ : sum, sq)
-      for (int64_t i = 0; i < n; ++i) {
-        sum += xr[i];
-        sq += static_cast<double>(xr[i]) * xr[i];
+        for (int64_t i = 0; i < hw; ++i) {
+          const double v = static_cast<double>(xc[i]) + s;
+          sum += v;
+          sq += v * v;
+        }
       }
       out[2 * r] = sum;
       out[2 * r + 1] = sq;
@@ -175,19 +179,19 @@ extern "C" int GroupSums(int, void **params, int *ndims, int64_t **shapes, const
   return 0;
 }
 
-// y = (x - mean) * rstd * weight + bias per channel, then SiLU if cfg[0] != 0; x (B, C, H, W), mean and rstd
-// (B, G), weight and bias (C).
+// y = (x + shift - mean) * rstd * weight + bias per channel, then SiLU if cfg[0] != 0; x (B, C, H, W), mean and
+// rstd (B, G), shift, weight and bias (C).
 extern "C" int GroupNormApply(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
   const float *x = Param<float>(params, 0), *mean = Param<float>(params, 1), *rstd = Param<float>(params, 2);
-  const float *weight = Param<float>(params, 3), *bias = Param<float>(params, 4);
-  const bool silu = Param<float>(params, 5)[0] != 0.0f;
-  float *y = Param<float>(params, 6);
+  const float *shift = Param<float>(params, 3), *weight = Param<float>(params, 4), *bias = Param<float>(params, 5);
+  const bool silu = Param<float>(params, 6)[0] != 0.0f;
+  float *y = Param<float>(params, 7);
   const int64_t b = shapes[0][0], c = shapes[0][1], groups = shapes[1][1];
   const int64_t hw = Numel(ndims[0], shapes[0]) / (b * c), per = c / groups;
   ParallelFor(b * c, b * c * hw, [=](int64_t begin, int64_t end) {
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t ch = bc % c, g = (bc / c) * groups + ch / per;
-      const float a = rstd[g] * weight[ch], s = bias[ch] - mean[g] * a;
+      const float a = rstd[g] * weight[ch], s = bias[ch] + (shift[ch] - mean[g]) * a;
       const float *xr = x + bc * hw;
       float *yr = y + bc * hw;
       if (silu) {
@@ -196,6 +200,47 @@ extern "C" int GroupNormApply(int, void **params, int *ndims, int64_t **shapes, 
       } else {
 #pragma omp simd
         for (int64_t i = 0; i < hw; ++i) yr[i] = xr[i] * a + s;
+      }
+    }
+  });
+  return 0;
+}
+
+// out = x + y + bias per channel: a residual sum with the conv bias of y not yet added; x, y (B, C, H, W), bias (C)
+extern "C" int AddChannelBias(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *x = Param<float>(params, 0), *y = Param<float>(params, 1), *bias = Param<float>(params, 2);
+  float *out = Param<float>(params, 3);
+  const int64_t c = shapes[2][0], planes = Numel(ndims[0], shapes[0]) / (shapes[0][2] * shapes[0][3]);
+  const int64_t hw = shapes[0][2] * shapes[0][3];
+  ParallelFor(planes, planes * hw, [=](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const float bc = bias[p % c];
+      const float *xp = x + p * hw, *yp = y + p * hw;
+      float *o = out + p * hw;
+#pragma omp simd
+      for (int64_t i = 0; i < hw; ++i) o[i] = xp[i] + yp[i] + bc;
+    }
+  });
+  return 0;
+}
+
+// The four output phases of a 2x upsampled convolution interleaved, plus a per-channel bias:
+// out[b, c, 2i + p, 2j + q] = phase_pq[b, c, i, j] + bias[c]; each phase (B, C, H, W), out (B, C, 2H, 2W).
+extern "C" int InterleavePhases(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *p00 = Param<float>(params, 0), *p01 = Param<float>(params, 1);
+  const float *p10 = Param<float>(params, 2), *p11 = Param<float>(params, 3), *bias = Param<float>(params, 4);
+  float *out = Param<float>(params, 5);
+  const int64_t c = shapes[0][1], h = shapes[0][2], w = shapes[0][3], planes = shapes[0][0] * c;
+  ParallelFor(planes * h, planes * h * w * 4, [=](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {  // r = plane * h + i
+      const float bc = bias[(r / h) % c];
+      const float *a0 = p00 + r * w, *a1 = p01 + r * w, *b0 = p10 + r * w, *b1 = p11 + r * w;
+      float *top = out + 4 * r * w, *bottom = top + 2 * w;  // rows 2i and 2i + 1 of the plane
+      for (int64_t j = 0; j < w; ++j) {
+        top[2 * j] = a0[j] + bc;
+        top[2 * j + 1] = a1[j] + bc;
+        bottom[2 * j] = b0[j] + bc;
+        bottom[2 * j + 1] = b1[j] + bc;
       }
     }
   });

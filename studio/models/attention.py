@@ -135,7 +135,7 @@ def _online_softmax_block(layout, q, k, v, mask, bias, k_chunk):
     m = l = acc = None
     for a in range(0, nk, k_chunk):
         b = min(a + k_chunk, nk)
-        s = _scores(layout, q, layout.take(k, a, b), _cols(mask, nk, a, b), _cols(bias, nk, a, b), )
+        s = _scores(layout, q, layout.take(k, a, b), _cols(mask, nk, a, b), _cols(bias, nk, a, b))
         block_max = s.max(axis=-1, keepdims=True)  # (B, H, rows, 1)
         m_new = block_max if m is None else ops.maximum(m, block_max)
         p = ops.exp(s - backend.expand(m_new, s.shape))  # (B, H, rows, cols)

@@ -66,11 +66,12 @@ class GroupNorm(nn.Cell):
         self.weight = param((num_channels,), dtype)
         self.bias = param((num_channels,), dtype)
 
-    def construct(self, x):
+    def construct(self, x, shift=None):
+        """GroupNorm of x + shift; shift (C,): the previous conv's bias, not yet added to x (or None)."""
         hook = _GROUP_NORM_HOOK.get()
         if hook is not None:
-            return hook(self, x)
-        return backend.group_norm(x, self.num_groups, self.weight, self.bias, self.eps, self.silu)
+            return hook(self, x if shift is None else ops.bias_add(x, shift))
+        return backend.group_norm(x, self.num_groups, self.weight, self.bias, self.eps, self.silu, shift)
 
 
 class Conv2d(nn.Cell):
@@ -87,6 +88,10 @@ class Conv2d(nn.Cell):
     def construct(self, x):
         y = self._conv(x, self.weight)
         return y if self.bias is None else ops.bias_add(y, self.bias)  # 10x a broadcast add on the CPU
+
+    def without_bias(self, x):
+        """The convolution with its bias left for the next op to add in its own pass."""
+        return self._conv(x, self.weight)
 
 
 class Embedding(nn.Cell):
