@@ -63,3 +63,22 @@ def test_small_and_large_memory_budgets_give_the_same_latents(tiny_dir):
     assert denoise.chunks[0].mode(768, 768) == "query-chunked"  # 768 tokens of self-attention, chunked
     small = pipe("a red cat", memory_budget=small_budget, **kwargs).images
     assert np.abs(small - large).max() <= 1e-5 * np.abs(large).max()
+
+
+def test_encode_prompt_encodes_real_tokens_only(tiny_dir):
+    """Features cut after the longest prompt's tokens equal the real positions of a full-length encoding."""
+    import mindspore as ms
+
+    from studio.text import preprocess, tokenize
+
+    pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir, keep_text_encoder=True)
+    prompts = ["A red fox asleep in deep snow under a pale winter sky, soft light", "snow", ""]
+    features, mask = pipe.encode_prompt(prompts)
+    ids, full_mask = tokenize(pipe.tokenizer, [preprocess(p) for p in prompts], 300)
+    counts = full_mask.sum(axis=1)
+    assert 1 <= counts.min() < counts.max() < 300
+    assert features.shape[:2] == mask.shape == (3, counts.max())
+    np.testing.assert_array_equal(mask.asnumpy(), full_mask[:, :counts.max()])
+    full = pipe.text_encoder(ms.Tensor(ids), ms.Tensor(full_mask)).asnumpy()  # (3, 300, C)
+    for row, n in enumerate(counts):
+        assert rel_l2(features.asnumpy()[row, :n], full[row, :n]) <= 1e-5
