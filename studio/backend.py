@@ -350,7 +350,8 @@ def bmm(a: ms.Tensor, b: ms.Tensor, transpose_a: bool = False, transpose_b: bool
 
 
 def upsample2x_conv3x3(x: ms.Tensor, weight: ms.Tensor, bias: ms.Tensor | None) -> ms.Tensor:
-    """A 3x3 convolution (zero padding 1) of x upsampled 2x by nearest neighbour, weight (O, I, 3, 3): (B, I, H, W) -> (B, O, 2H, 2W).
+    """A 3x3 convolution (zero padding 1, weight (O, I, 3, 3)) of x upsampled 2x by nearest neighbour:
+    (B, I, H, W) -> (B, O, 2H, 2W).
 
     Computed at the input's resolution: output pixel (2i + p, 2j + q) sees input rows i - 1, i (p = 0) or
     i, i + 1 (p = 1), so each of the four phases (p, q) is a 2x2 convolution of x with the 3x3 taps summed
