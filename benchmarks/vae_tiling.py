@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_decode import SDXL_VAE
+from core_speed import SDXL_VAE
 
 ATTENTION_BUDGET = 1024 ** 3  # bytes for studio's mid-block attention scores (key-chunked beyond that)
 
