@@ -110,11 +110,6 @@ def gelu_tanh(x: ms.Tensor, bias: ms.Tensor | None = None) -> ms.Tensor:
     return ops.gelu(x, approximate="tanh")
 
 
-def gelu(x: ms.Tensor) -> ms.Tensor:
-    """Exact (erf) GELU."""
-    return ops.gelu(x, approximate="none")
-
-
 def silu(x: ms.Tensor) -> ms.Tensor:
     return ops.silu(x)
 
