@@ -105,6 +105,22 @@ def main() -> None:
                  best(lambda: backend.linear(ma, mwq, None).reshape(2, 1024, 16, 72).transpose(0, 2, 1, 3), args.reps),
                  best(lambda: (ta @ twq.T).view(2, 1024, 16, 72).transpose(1, 2).contiguous(), args.reps)))
 
+    # T5-XXL's q projection to heads and its output projection from heads (2, 300, 4096), 64 heads x 64:
+    # tokens-first + head transposes (studio's T5) vs channels-first, a product per sample
+    h5, w5 = arrays((2, 300, 4096), (4096, 4096))
+    mh5, mw5, th5, tw5 = ms.Tensor(h5), ms.Tensor(w5), torch.from_numpy(h5), torch.from_numpy(w5)
+    rows.append(("T5 x -> heads (2, 64, 300, 64)",
+                 best(lambda: backend.linear(mh5, mw5, None).reshape(2, 300, 64, 64).transpose(0, 2, 1, 3), args.reps),
+                 "channels-first (2, 64, 64, 300)", best(lambda: backend.linear_channels_first(mh5, mw5, None), args.reps),
+                 best(lambda: (th5 @ tw5.T).view(2, 300, 64, 64).transpose(1, 2).contiguous(), args.reps)))
+    mo5, to5 = ms.Tensor(h5.reshape(2, 300, 64, 64).transpose(0, 2, 1, 3).copy()), torch.from_numpy(h5)
+    mc5 = ms.Tensor(h5.reshape(2, 4096, 300).copy())
+    rows.append(("T5 heads (2, 64, 300, 64) -> x",
+                 best(lambda: backend.linear(mo5.transpose(0, 2, 1, 3).reshape(2, 300, 4096), mw5, None), args.reps),
+                 "from channels-first (2, 4096, 300)",
+                 best(lambda: backend.linear_from_channels_first(mc5, mw5, None), args.reps),
+                 best(lambda: to5.view(2, 64, 300, 64).transpose(1, 2).reshape(2, 300, 4096) @ tw5.T, args.reps)))
+
     print(f"mindspore {ms.__version__}, torch {torch.__version__}; ms per call, best of {args.reps}")
     print("| op | studio (backend.py) | replaced form | replaced form ms | torch |")
     print("|---|---|---|---|---|")

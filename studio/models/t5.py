@@ -22,7 +22,7 @@ from mindspore import nn, ops
 from studio import backend
 from studio.checkpoint import load_component
 from studio.errors import ConfigError, InputError
-from studio.models.attention import attention
+from studio.models.attention import attention, fold_mask
 from studio.models.layers import Embedding, Linear, param
 
 # feed_forward_proj -> (dense_act_fn, is_gated_act), as transformers derives them
@@ -147,13 +147,18 @@ class T5Attention(nn.Cell):
         bias = self.relative_attention_bias(ms.Tensor(buckets))  # (L, L, heads)
         return bias.transpose(2, 0, 1).expand_dims(0)  # (1, heads, L, L)
 
-    def construct(self, x, mask, position_bias):
+    def construct(self, x, bias):
+        """bias: (B, heads, L, L), the relative position bias with padded keys masked (T5Stack).
+
+        Tokens-first: each projection is one (B*L, d_model) product, heads moved by a transpose. The
+        channels-first layout the PixArt transformer uses (no head transposes) would need a product per
+        sample here, where the batch is 2 x 300 rows against 4096-wide weights: 18% slower for this layer
+        (min of 12, (2, 300, 4096), benchmarks/backend_ops.py)."""
         b, n, _ = x.shape
         h, d = self.config.num_heads, self.config.d_kv
-        q, k, v = (backend.linear_channels_first(x, proj.weight, None).reshape(b, h, d, n)  # (B, heads, d_kv, L)
-                   for proj in (self.q, self.k, self.v))
-        out = attention(q, k, v, mask=mask, bias=position_bias, scale=1.0, channels_first=True)
-        return backend.linear_from_channels_first(out.reshape(b, h * d, n), self.o.weight, None)  # (B, L, d_model)
+        q, k, v = (proj(x).reshape(b, n, h, d).transpose(0, 2, 1, 3) for proj in (self.q, self.k, self.v))
+        out = attention(q, k, v, bias=bias, scale=1.0)  # (B, heads, L, d_kv)
+        return self.o(out.transpose(0, 2, 1, 3).reshape(b, n, h * d))  # (B, L, d_model)
 
 
 class T5LayerSelfAttention(nn.Cell):
@@ -162,8 +167,8 @@ class T5LayerSelfAttention(nn.Cell):
         self.SelfAttention = T5Attention(config, has_relative_attention_bias, dtype=dtype)
         self.layer_norm = T5LayerNorm(config.d_model, config.layer_norm_epsilon, dtype=dtype)
 
-    def construct(self, x, mask, position_bias):
-        return x + self.SelfAttention(self.layer_norm(x), mask, position_bias)
+    def construct(self, x, bias):
+        return x + self.SelfAttention(self.layer_norm(x), bias)
 
 
 class T5DenseReluDense(nn.Cell):
@@ -205,8 +210,8 @@ class T5Block(nn.Cell):
         self.layer = nn.CellList([T5LayerSelfAttention(config, has_relative_attention_bias, dtype=dtype),
                                   T5LayerFF(config, dtype=dtype)])
 
-    def construct(self, x, mask, position_bias):
-        return self.layer[1](self.layer[0](x, mask, position_bias))
+    def construct(self, x, bias):
+        return self.layer[1](self.layer[0](x, bias))
 
 
 class T5Stack(nn.Cell):
@@ -218,9 +223,11 @@ class T5Stack(nn.Cell):
         self.final_layer_norm = T5LayerNorm(config.d_model, config.layer_norm_epsilon, dtype=dtype)
 
     def construct(self, x, mask):
-        position_bias = self.block[0].layer[0].SelfAttention.position_bias(x.shape[1])
+        attn = self.block[0].layer[0].SelfAttention
+        b, n, _ = x.shape
+        bias = fold_mask(attn.position_bias(n), mask, (b, attn.config.num_heads, n, n))  # shared by all blocks
         for block in self.block:
-            x = block(x, mask, position_bias)
+            x = block(x, bias)
         return self.final_layer_norm(x)
 
 
