@@ -84,3 +84,28 @@ def test_published_configs_have_no_compression():
 def test_bad_compression_config(bad, match):
     with pytest.raises(ConfigError, match=match):
         PixArtTransformerConfig.from_dict({**CFG, **bad})
+
+
+@pytest.mark.parametrize("kv_ratio", [1, 2])
+@pytest.mark.parametrize("mode", ["query-chunked", "key-chunked"])
+def test_block_in_row_blocks_equals_whole(kv_ratio, mode):
+    """Under a budget that chunks the self-attention's queries, the block runs in row blocks: same output."""
+    from studio import memory
+    from studio.models.transformer import PixArtBlock
+    cfg = PixArtTransformerConfig.from_dict({**CFG, "num_layers": 1, "kv_compress_layers": []})
+    block = PixArtBlock(cfg, ms.float32, kv_ratio)
+    set_weights(block, 3)
+    rng = np.random.default_rng(0)
+    grid = (10, 14)  # 140 tokens: row blocks that don't divide it
+    x = ms.Tensor(rng.standard_normal((2, 140, 16), dtype=np.float32))
+    context = block.context_keys_values(ms.Tensor(rng.standard_normal((2, 5, 16), dtype=np.float32)))
+    mask = ms.Tensor(np.arange(5)[None, None, None, :] < np.array([3, 5])[:, None, None, None])
+    t6 = ms.Tensor(0.3 * rng.standard_normal((2, 96), dtype=np.float32))
+    nk = 140 // kv_ratio ** 2
+    budget = memory.attention_workspace(4, 100, nk, 8) if mode == "query-chunked" else 10_000  # 100 / 17 rows
+    chunks = memory.attention_chunks(4, 140, nk, 8, budget)
+    assert chunks.mode(140, nk) == mode and 140 % chunks.q
+    whole = block(x, context, mask, t6, grid).asnumpy()
+    with memory.attention_budget(budget):
+        chunked = block(x, context, mask, t6, grid).asnumpy()
+    assert rel_l2(chunked, whole) <= 1e-5

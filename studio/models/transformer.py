@@ -287,14 +287,29 @@ class PixArtBlock(nn.Cell):
 
     def construct(self, x, context_kv, context_mask, t6, grid=None):
         """x (B, N, D) on a token grid (h, w); context_kv: this block's cross-attention keys and values from
-        `context_keys_values`; context_mask (B, 1, 1, L) bool; t6 (B, 6D)."""
+        `context_keys_values`; context_mask (B, 1, 1, L) bool; t6 (B, 6D).
+
+        Everything but the self-attention's keys and values is token-wise, so when the budget in force
+        chunks the self-attention's queries, the whole block runs over those same blocks of token rows:
+        besides x, its norm, the keys, the values and the output, no full-size tensor is alive (each
+        row block's temporaries are ~1% of its attention scores).
+        """
         mods = self.scale_shift_table.reshape(1, 6, -1) + t6.reshape(t6.shape[0], 6, -1)  # (B, 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ops.split(mods, 1, axis=1)  # (B, 1, D)
         h = backend.modulated_layer_norm(x, shift_msa, scale_msa, self.norm1.eps)
-        x = backend.gated_add(x, gate_msa, self.attn1(h, grid=grid))
-        k, v = context_kv
-        x = x + self.attn2.output(attention(self.attn2.queries(x), k, v, mask=context_mask, channels_first=True))
-        return self.mlp(x, shift_mlp, scale_mlp, gate_mlp)
+        k, v = self.attn1.keys_values(h, grid)  # each (B, heads, head_dim, N')
+        b, n, _ = x.shape
+        heads, head_dim, nk = k.shape[1], k.shape[2], k.shape[3]
+        rows = memory.attention_chunks(b * heads, n, nk, head_dim, memory.current_attention_budget()).q
+        parts = []
+        for i in range(0, n, rows):
+            xi, hi = (x, h) if rows >= n else (x[:, i:i + rows], h[:, i:i + rows])
+            xi = backend.gated_add(xi, gate_msa, self.attn1.output(
+                attention(self.attn1.queries(hi), k, v, channels_first=True)))
+            xi = xi + self.attn2.output(attention(self.attn2.queries(xi), *context_kv, mask=context_mask,
+                                                  channels_first=True))
+            parts.append(self.mlp(xi, shift_mlp, scale_mlp, gate_mlp))
+        return parts[0] if len(parts) == 1 else ops.cat(parts, axis=1)  # (B, N, D)
 
     def mlp(self, x, shift, scale, gate):
         """x + gate * MLP(LN(x)(1 + scale) + shift), over blocks of token rows whose 4x-wide hidden activations fit
