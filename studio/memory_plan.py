@@ -91,8 +91,10 @@ def t5_activations(cfg: T5Config, batch: int, itemsize: int) -> int:
 
 
 def transformer_activations(cfg: PixArtTransformerConfig, batch: int, tokens: int, itemsize: int) -> int:
-    """Residual stream, modulated norms, q/k/v and attention output, and every block's caption keys and
-    values. The 4x-wide MLP runs in blocks of token rows inside the workspace budget, as attention does."""
+    """Ten full-size tensors: a block's five when its self-attention is chunked (x, its norm, keys, values,
+    the output; the rest of the block runs in the same row blocks inside the workspace budget, MLP
+    included) and the sampler's latents, noise predictions and guidance, with margin; plus every block's
+    caption keys and values."""
     d = cfg.inner_dim
     return itemsize * (batch * tokens * 10 * d + 2 * cfg.num_layers * batch * MAX_TOKENS * d)
 
