@@ -1,23 +1,24 @@
 """Tiled VAE decoding and encoding: a latent of any size <-> an image, in memory set by the tile, seam-free.
 
 Plan (pure integers, latent px): `plan_tiles` cuts the latent into a grid of tile *cores* that partition it
-exactly, and grows each core by a *halo* as wide as the receptive-field reach of the tiled layers, so that
-every core pixel is computed from the same inputs as in the untiled run (`decode_halo`, `encode_halo`).
+exactly, as large as the memory budget allows.
 
 Execute (`decode_tiled`, `encode_tiled`): the layers at latent resolution (decoder: conv_in, mid-block,
 the first up block's ResNets; encoder: the last down block, mid-block, conv_out) run once over the whole
-latent, the mid-block's attention through the budgeted `attention`; the layers at higher resolution run
-tile by tile on (core + halo) crops, and each tile keeps its core. What differs from the untiled run is
-GroupNorm, whose statistics span the whole feature map. Tiles share them: statistics passes run every
-tile and add up, for each GroupNorm, the sums and squared sums over the tile *cores* (each pixel counted
-once); the output pass normalises every tile with those whole-map statistics. Within a statistics pass a
-norm uses the best estimate so far (Gauss-Seidel: this pass's sums of the tiles done, the previous pass's
-of the rest), so the estimate converges in a few passes; `stats_passes` sets how many (measured error in
-tests/test_vae_tiling.py). With shared statistics and exact halos every output pixel is computed the same
-way whichever tile holds it, so cores simply abut: there is no seam to blend away.
+latent, the mid-block's attention through the budgeted `attention`. The layers at higher resolution run
+one layer at a time over all tiles: each reads its input feature map in crops (the core at that
+resolution plus the 1 px its 3x3 conv reaches), writes its output core to a new map in a temporary
+folder, and adds up that map's GroupNorm sums as it goes. Every GroupNorm therefore normalises with the
+exact statistics of its whole input, and every pixel is computed exactly as untiled, up to float
+rounding: cores simply abut, there is no seam to blend away and no tone shift between tiles. Memory holds
+one tile's crops; the maps live on disk (`map_disk_bytes`: three maps of the largest stage at a time).
 """
 
+import contextlib
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 
 import mindspore as ms
@@ -28,12 +29,11 @@ from studio import backend
 from studio.errors import InputError, PlanError
 from studio.geometry import Box, split
 from studio.memory import format_bytes
-from studio.models.layers import group_norm_hook
 from studio.models.vae import LOGVAR_RANGE, AutoencoderKL, AutoencoderKLConfig
 
 DEFAULT_TILE = 64  # latent px (512 px), diffusers' tile for the SDXL VAE: the core when tiling is forced
-MIN_TILE = 16  # latent px: the smallest core the budget search tries; below it the halos cost most of the work
-STATS_PASSES = 2  # statistics passes before the output pass (measured: 1 pass 24-32 dB, 2 passes 49-52 dB)
+MIN_TILE = 16  # latent px: the smallest core the budget search tries; below it launches cost most of the time
+HALO = 1  # latent px a tile's crop may reach beyond its core: a 3x3 conv reads 1 px at its own resolution
 
 
 # -- plan ---------------------------------------------------------------------------------------------------
@@ -42,39 +42,10 @@ def _factor(cfg: AutoencoderKLConfig) -> int:
     return 2 ** (len(cfg.block_out_channels) - 1)
 
 
-def decode_halo(cfg: AutoencoderKLConfig) -> int:
-    """Latent px around a core that the decoder's tiled layers read: their receptive-field reach, rounded up.
-
-    Counted in px at each resolution: a 3x3 conv reaches 1 px further, nearest 2x doubles the reach.
-    """
-    n, convs = len(cfg.block_out_channels), 2 * (cfg.layers_per_block + 1)
-    reach = 0
-    for i in range(n):
-        if i > 0:  # the first up block's ResNets run on the whole latent
-            reach += convs
-        if i < n - 1:
-            reach = 2 * reach + 1  # nearest 2x, then a 3x3 conv
-    return math.ceil((reach + 1) / _factor(cfg))  # + conv_out
-
-
-def encode_halo(cfg: AutoencoderKLConfig) -> int:
-    """Latent px around a core that the encoder's tiled layers read (conv_in and all but the last down block).
-
-    The stride-2 downsampling pads only after (bottom/right): a crop edge before it stops costing at
-    half the reach, rounded up, one after it at half the reach rounded down plus the padded row.
-    """
-    convs = 2 * cfg.layers_per_block
-    before = after = 1  # conv_in
-    for _ in range(len(cfg.block_out_channels) - 1):
-        before, after = before + convs, after + convs
-        before, after = (before + 1) // 2, after // 2 + 1
-    return max(before, after) if len(cfg.block_out_channels) > 1 else 0
-
-
 @dataclass(frozen=True)
 class Tile:
     core: Box  # latent px this tile produces; the cores of a plan partition the latent exactly
-    crop: Box  # the core grown by the halo on every side and clipped to the latent: what the tile reads
+    crop: Box  # the core grown by the halo on every side and clipped to the latent: a tile's reach, for sizing
 
 
 @dataclass(frozen=True)
@@ -105,7 +76,7 @@ class TilePlan:
     def describe(self, factor: int = 8) -> str:
         rows, cols = self.grid
         h, w = max(n for _, n in self.rows), max(n for _, n in self.cols)
-        return f"{rows}x{cols} tiles of <= {factor * w}x{factor * h} px + {factor * self.halo} px halo"
+        return f"{rows}x{cols} tiles of <= {factor * w}x{factor * h} px, layer by layer"
 
 
 def grid_plan(height: int, width: int, tile: int, halo: int) -> TilePlan:
@@ -132,10 +103,10 @@ def vae_decode_activations(cfg: AutoencoderKLConfig, height: int, width: int, it
 
 
 def tiled_activations(cfg: AutoencoderKLConfig, plan: TilePlan, itemsize: int = 4) -> int:
-    """Bytes of a tiled decode: the latent-resolution features the tiles read and the image they write,
-    alive throughout, plus the larger of the whole-latent stage (conv_in, mid-block, first up block: about
-    six maps at the widest channel count) and one tile's up path (the largest crop). The encoder's tiles
-    are smaller than the decoder's (fewer ResNets, no upsampling temporaries); the same bound serves."""
+    """Bytes of a tiled decode: the latent-resolution features and the image, held throughout, plus the
+    larger of the whole-latent stage (conv_in, mid-block, first up block: about six maps at the widest
+    channel count) and one tile's largest layer (that of the up path on the largest crop). The encoder's
+    layers are smaller than the decoder's (no upsampling temporaries); the same bound serves."""
     f, c = _factor(cfg), cfg.block_out_channels[-1]
     n = plan.height * plan.width
     held = n * c + f * f * n * cfg.out_channels
@@ -145,14 +116,14 @@ def tiled_activations(cfg: AutoencoderKLConfig, plan: TilePlan, itemsize: int = 
 
 
 def plan_tiles(cfg: AutoencoderKLConfig, height: int, width: int, tile: int | None = None,
-               budget: int | None = None, encode: bool = False) -> TilePlan:
+               budget: int | None = None) -> TilePlan:
     """Tiles for a height x width latent (latent px).
 
     tile: the largest core side in latent px (default: the whole latent with a budget, else DEFAULT_TILE);
     budget: bytes for activations (`tiled_activations`); the core is then the largest <= tile that fits.
     Raises PlanError naming the bytes the smallest tile needs when none fits.
     """
-    halo = encode_halo(cfg) if encode else decode_halo(cfg)
+    halo = HALO
     if budget is None:
         return grid_plan(height, width, tile or DEFAULT_TILE, halo)
     side = tile or max(height, width)
@@ -168,111 +139,179 @@ def plan_tiles(cfg: AutoencoderKLConfig, height: int, width: int, tile: int | No
 
 # -- execute ------------------------------------------------------------------------------------------------
 
-class _SharedNorms:
-    """The GroupNorm hook of one tiled pass.
+class _Map:
+    """A (B, C, H, W) fp32 feature map that a step writes tile by tile and the next step reads in crops, with
+    the per-(sample, group) sums of everything written (the statistics of the GroupNorm that reads it).
 
-    Output pass (`sums` given, `record` False): every tile normalises with the whole-map statistics of
-    `sums`. Statistics pass (`record` True): each norm adds up its sums over the tile's core and
-    normalises with the best estimate so far, Gauss-Seidel style: this pass's sums for the tiles already
-    done and for this tile, the previous pass's (if any) for the tiles still to come.
+    Held in a numpy array when given one (the latent-resolution maps, small), else in a raw file in
+    `folder`, mapped only while a tile is read or written so that the resident pages stay those of one tile.
     """
 
-    def __init__(self, previous: dict | None, record: bool):
-        self.previous = previous or {}  # tile index -> {id(cell): (sum (B, G), squares (B, G), count)}
-        self.record = record
-        self.sums: dict[int, dict] = {}  # this pass's, same layout
-        self.index = 0
-        self.tile: Tile | None = None
-        self._fixed = {} if record else moments(self.previous)
+    def __init__(self, shape: tuple[int, ...], groups: int, folder=None, array: np.ndarray | None = None):
+        self.shape, self.groups = tuple(shape), groups
+        self.array = array
+        self.path = None
+        if array is None:
+            self.path = os.path.join(folder, f"map-{id(self):x}.f32")
+            with open(self.path, "wb") as f:
+                f.truncate(4 * math.prod(self.shape))
+        self.total = np.zeros(self.shape[:1] + (groups,))
+        self.squares = np.zeros_like(self.total)
 
-    def __call__(self, cell, x: ms.Tensor) -> ms.Tensor:
-        key = id(cell)
-        if self.record:
-            self.sums.setdefault(self.index, {})[key] = _core_sums(cell, x, self.tile)
-            parts = [tile[key] for i, tile in self.sums.items() if key in tile]
-            parts += [tile[key] for i, tile in self.previous.items() if i > self.index and key in tile]
-            stats = _moments(*_add(parts))
-        else:
-            stats = self._fixed.get(key)
-        if stats is None:
-            return backend.group_norm(x, cell.num_groups, cell.weight, cell.bias, cell.eps, cell.silu)
-        mean, var = (ms.Tensor(a, ms.float32) for a in stats)
-        return backend.normalize_channels(x, mean, var, cell.num_groups, cell.weight, cell.bias, cell.eps, cell.silu)
+    @contextlib.contextmanager
+    def _view(self, mode: str):
+        if self.array is not None:
+            yield self.array
+            return
+        view = np.memmap(self.path, np.float32, mode, shape=self.shape)
+        try:
+            yield view
+        finally:
+            del view  # unmapped: its pages leave the resident set
 
+    def read(self, box: Box, dtype=ms.float32) -> ms.Tensor:
+        with self._view("r") as m:
+            t = ms.Tensor(np.ascontiguousarray(m[:, :, box.y:box.bottom, box.x:box.right]))
+        return t if dtype == ms.float32 else t.astype(dtype)
 
-def _core_sums(cell, x: ms.Tensor, tile: Tile) -> tuple[np.ndarray, np.ndarray, int]:
-    """Sum and squared sum (B, groups) of x over the tile's core, and the count of each."""
-    core, crop = tile.core, tile.crop
-    r = x.shape[2] // crop.h  # px of x per latent px
-    if core != crop:
-        y0, x0 = (core.y - crop.y) * r, (core.x - crop.x) * r
-        x = x[:, :, y0:y0 + core.h * r, x0:x0 + core.w * r]
-    total, squares = backend.group_sums(x, cell.num_groups)
-    count = x.shape[1] // cell.num_groups * x.shape[2] * x.shape[3]
-    return total.asnumpy().astype(np.float64), squares.asnumpy().astype(np.float64), count
+    def write(self, box: Box, y: ms.Tensor, record: bool = True) -> None:
+        if record:
+            total, squares = backend.group_sums(y, self.groups)
+            self.total += total.asnumpy()
+            self.squares += squares.asnumpy()
+        with self._view("r+") as m:
+            m[:, :, box.y:box.bottom, box.x:box.right] = y.astype(ms.float32).asnumpy()
 
+    def moments(self) -> tuple[ms.Tensor, ms.Tensor]:
+        """(mean, biased variance) over the whole map, (B, groups) fp32, from float64 sums."""
+        count = self.shape[1] // self.groups * self.shape[2] * self.shape[3]
+        mean = self.total / count
+        var = np.maximum(self.squares / count - mean * mean, 0.0)
+        return ms.Tensor(mean, ms.float32), ms.Tensor(var, ms.float32)
 
-def _add(parts):
-    return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
-
-
-def _moments(total, squares, count):
-    """(mean, biased variance) from sums."""
-    mean = total / count
-    return mean, np.maximum(squares / count - mean * mean, 0.0)
-
-
-def moments(statistics: dict) -> dict:
-    """Statistics from `decode_statistics`/`encode_statistics` -> {id(GroupNorm cell): (mean, variance)},
-    each (B, groups) float64 over the whole feature map."""
-    return {key: _moments(*_add(parts)) for key, parts in _by_norm(statistics).items()}
+    def delete(self) -> None:
+        if self.path is not None and os.path.exists(self.path):
+            os.remove(self.path)
 
 
-def _by_norm(sums: dict) -> dict:
-    out: dict = {}
-    for tile in sums.values():
-        for key, part in tile.items():
-            out.setdefault(key, []).append(part)
-    return out
+def _grow(box: Box, before: int, after: int, height: int, width: int) -> Box:
+    """box grown by `before` px up/left and `after` px down/right, clipped to height x width."""
+    x0, y0 = max(box.x - before, 0), max(box.y - before, 0)
+    x1, y1 = min(box.right + after, width), min(box.bottom + after, height)
+    return Box(x0, y0, x1 - x0, y1 - y0)
 
 
-def _run_tiles(fn, x: ms.Tensor, plan: TilePlan, scale_in: int, scale_out: int, norms: _SharedNorms,
-               write: bool) -> np.ndarray | None:
-    """fn on every tile's crop of x (scale_in px per latent px); with `write`, the cores of its outputs
-    (scale_out px per latent px) assembled into one array."""
-    out = None
-    for i, tile in enumerate(plan.tiles):
-        crop, core = tile.crop, tile.core
-        piece = x
-        if (crop.w, crop.h) != (plan.width, plan.height):
-            piece = x[:, :, crop.y * scale_in:crop.bottom * scale_in, crop.x * scale_in:crop.right * scale_in]
-        norms.index, norms.tile = i, tile
-        with group_norm_hook(norms):
-            y = fn(piece)
-        if not write:
-            continue
-        y0, x0, s = (core.y - crop.y) * scale_out, (core.x - crop.x) * scale_out, scale_out
-        y = y[:, :, y0:y0 + core.h * s, x0:x0 + core.w * s].asnumpy()
-        if out is None:
-            out = np.empty((y.shape[0], y.shape[1], plan.height * s, plan.width * s), y.dtype)
-        out[:, :, core.y * s:core.bottom * s, core.x * s:core.right * s] = y
-    return out
+def _scale(box: Box, num: int, den: int = 1) -> Box:
+    return Box(box.x * num // den, box.y * num // den, box.w * num // den, box.h * num // den)
 
 
-def _statistics(fn, x, plan: TilePlan, scale_in: int, stats_passes: int) -> dict | None:
-    """Shared GroupNorm statistics after `stats_passes` passes over the tiles (None after none)."""
-    statistics = None
-    for _ in range(stats_passes):
-        norms = _SharedNorms(statistics, record=True)
-        _run_tiles(fn, x, plan, scale_in, 1, norms, write=False)
-        statistics = norms.sums
-    return statistics
+def _trim(y: ms.Tensor, origin: Box, core: Box) -> ms.Tensor:
+    """The core's part of an output computed on a crop whose output starts at origin's corner."""
+    if (y.shape[2], y.shape[3]) == (core.h, core.w):
+        return y
+    dy, dx = core.y - origin.y, core.x - origin.x
+    return y[:, :, dy:dy + core.h, dx:dx + core.w]
 
 
-def _tiled(fn, x, plan, scale_in, scale_out, stats_passes, statistics) -> np.ndarray:
-    if statistics is None:
-        statistics = _statistics(fn, x, plan, scale_in, stats_passes)
-    return _run_tiles(fn, x, plan, scale_in, scale_out, _SharedNorms(statistics, record=False), write=True)
+class _Steps:
+    """Runs the tiled layers of a decoder or encoder one layer at a time over all tiles.
+
+    Each step reads its input map in crops (a tile's core at the map's resolution, grown by the conv's
+    reach: 1 px), computes the layer and writes the core to a new map, adding up its GroupNorm sums. A
+    norm therefore always normalises with the exact statistics of its whole input map: every pixel is
+    computed as in the untiled run, up to float rounding, whatever tile holds it.
+    """
+
+    def __init__(self, plan: TilePlan, groups: int, folder, dtype):
+        self.plan, self.groups, self.folder, self.dtype = plan, groups, folder, dtype
+
+    def new_map(self, like: _Map, channels: int, scale_num: int = 1, scale_den: int = 1) -> _Map:
+        b, _, h, w = like.shape
+        return _Map((b, channels, h * scale_num // scale_den, w * scale_num // scale_den), self.groups, self.folder)
+
+    def map(self, fn, src: _Map, r_in: int, r_out: int, channels: int, before: int = 1, after: int = 1,
+            out: _Map | None = None, record: bool = True) -> _Map:
+        """out[core] = fn(src crop, core) for every tile: src at r_in px per latent px, out at r_out; the crop
+        is the core at r_in grown by before/after px."""
+        out = out or self.new_map(src, channels, r_out, r_in)
+        for tile in self.plan.tiles:
+            crop = _grow(_scale(tile.core, r_in), before, after, src.shape[2], src.shape[3])
+            core = _scale(tile.core, r_out)
+            out.write(core, fn(src.read(crop, self.dtype), _scale(crop, r_out, r_in), core), record)
+        return out
+
+    def conv(self, conv, src: _Map, r: int, norm=None) -> _Map:
+        """A 3x3 conv (padding 1), after GroupNorm + SiLU with src's whole-map statistics if `norm`."""
+        stats = src.moments() if norm is not None else None
+
+        def fn(x, origin, core):
+            if norm is not None:
+                x = backend.normalize_channels(x, *stats, norm.num_groups, norm.weight, norm.bias, norm.eps,
+                                               norm.silu)
+            return _trim(conv(x), origin, core)
+        return self.map(fn, src, r, r, conv.weight.shape[0])
+
+    def resnet(self, resnet, src: _Map, r: int) -> _Map:
+        """x + conv2(silu(norm2(conv1(silu(norm1(x)))))), the skip through conv_shortcut when it has one."""
+        h = self.conv(resnet.conv1, src, r, resnet.norm1)
+        stats = h.moments()
+        norm = resnet.norm2
+
+        def fn(x, origin, core):
+            y = _trim(resnet.conv2(backend.normalize_channels(x, *stats, norm.num_groups, norm.weight, norm.bias,
+                                                              norm.eps, norm.silu)), origin, core)
+            skip = src.read(core, self.dtype)
+            if resnet.conv_shortcut is not None:
+                skip = resnet.conv_shortcut(skip)
+            return skip + y
+        out = self.map(fn, h, r, r, resnet.conv2.weight.shape[0])
+        h.delete()
+        return out
+
+    def upsample(self, upsampler, src: _Map, r: int) -> _Map:
+        conv = upsampler.conv
+        return self.map(lambda x, origin, core: _trim(backend.upsample2x_conv3x3(x, conv.weight, conv.bias),
+                                                      origin, core), src, r, 2 * r, conv.weight.shape[0])
+
+    def downsample(self, downsampler, src: _Map, r: int) -> _Map:
+        """The stride-2 conv padded only after: output px i reads input px 2i..2i+2, so crops grow 1 px
+        down/right and start on even px (cores scaled by r, which is even here)."""
+        conv = downsampler.conv
+        return self.map(lambda x, origin, core: _trim(conv(x), origin, core), src, r, r // 2,
+                        conv.weight.shape[0], before=0, after=1)
+
+
+def _folder(need: int):
+    """A temporary folder for the feature maps, on $STUDIO_TMPDIR or the system's; PlanError when its disk
+    has less than `need` bytes free."""
+    base = os.environ.get("STUDIO_TMPDIR") or tempfile.gettempdir()
+    free = shutil.disk_usage(base).free
+    if free < need:
+        raise PlanError(f"tiled VAE needs {format_bytes(need)} of temporary disk for its feature maps; {base} has "
+                        f"{format_bytes(free)} free (set STUDIO_TMPDIR to a folder on a larger disk)")
+    return tempfile.TemporaryDirectory(prefix="studio-vae-", dir=base)
+
+
+def map_disk_bytes(cfg: AutoencoderKLConfig, batch: int, height: int, width: int) -> int:
+    """Temporary disk of a tiled decode or encode of a height x width latent: the most maps alive at once,
+    over every layer (a ResNet's input, inner map and output; a resampler's input and output)."""
+    rev, ch, f = tuple(reversed(cfg.block_out_channels)), cfg.block_out_channels, _factor(cfg)
+    peaks = [4 * rev[0]]  # the first upsampler's output (its input is in memory)
+    for i in range(1, len(rev)):  # decoder stage i at 2^i px per latent px
+        s = 4 ** i
+        peaks.append((rev[i - 1] + 2 * rev[i]) * s)
+        if i < len(rev) - 1:
+            peaks.append(5 * rev[i] * s)
+    for k in range(len(ch) - 1):  # encoder block k at f / 2^k px per latent px
+        s = (f >> k) ** 2
+        peaks += [(ch[max(k - 1, 0)] + 2 * ch[k]) * s, ch[k] * s + ch[k] * s // 4]
+    return 4 * batch * height * width * max(peaks)
+
+
+def _check(what: str, shape, plan: TilePlan, f: int) -> None:
+    if tuple(shape[2:]) != (plan.height * f, plan.width * f):
+        raise InputError(f"{what} of size {shape[3]}x{shape[2]} does not match the tile plan's "
+                         f"{plan.width * f}x{plan.height * f}")
 
 
 def _decoder_latent_stage(vae: AutoencoderKL, z: ms.Tensor) -> ms.Tensor:
@@ -285,74 +324,67 @@ def _decoder_latent_stage(vae: AutoencoderKL, z: ms.Tensor) -> ms.Tensor:
     return x
 
 
-def _decoder_tile(vae: AutoencoderKL, x: ms.Tensor) -> ms.Tensor:
-    """The rest of the decoder, on one crop."""
-    dec = vae.decoder
-    if dec.up_blocks[0].upsamplers is not None:
-        x = dec.up_blocks[0].upsamplers[0](x)
-    for block in dec.up_blocks[1:]:
-        x = block(x)
-    return dec.conv_out(dec.conv_norm_out(x))  # GroupNorm + SiLU
-
-
-def _check(what: str, shape, plan: TilePlan, f: int) -> None:
-    if tuple(shape[2:]) != (plan.height * f, plan.width * f):
-        raise InputError(f"{what} of size {shape[3]}x{shape[2]} does not match the tile plan's "
-                         f"{plan.width * f}x{plan.height * f}")
-
-
-def decode_tiled(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan, stats_passes: int = STATS_PASSES,
-                 statistics: dict | None = None) -> ms.Tensor:
+def decode_tiled(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan) -> ms.Tensor:
     """`vae.decode(z)` tile by tile: latent (B, C, h, w) already divided by scaling_factor -> image (B, 3, fh, fw).
 
-    plan: from `plan_tiles(vae.config, h, w, ...)`. stats_passes: passes that estimate the shared GroupNorm
-    statistics (0: each tile uses its own, as diffusers' tiling does). statistics: use these instead
-    (from `decode_statistics`).
+    plan: from `plan_tiles(vae.config, h, w, ...)`. The layers at latent resolution run once on the whole
+    latent; the rest one layer at a time over the tiles (`_Steps`), through feature maps in a temporary
+    folder (`map_disk_bytes` of disk).
     """
     _check("latent", z.shape, plan, 1)
-    x = _decoder_latent_stage(vae, z)
-    out = _tiled(lambda crop: _decoder_tile(vae, crop), x, plan, 1, _factor(vae.config), stats_passes, statistics)
-    return ms.Tensor(out)
+    cfg, dec = vae.config, vae.decoder
+    x = _decoder_latent_stage(vae, z).astype(ms.float32).asnumpy()
+    with _folder(map_disk_bytes(cfg, z.shape[0], plan.height, plan.width)) as folder:
+        steps = _Steps(plan, cfg.norm_num_groups, folder, z.dtype)
+        src, r = _Map(x.shape, cfg.norm_num_groups, array=x), 1
+        if dec.up_blocks[0].upsamplers is not None:
+            src, r = steps.upsample(dec.up_blocks[0].upsamplers[0], src, r), 2 * r
+        for block in dec.up_blocks[1:]:
+            for resnet in block.resnets:
+                src, old = steps.resnet(resnet, src, r), src
+                old.delete()
+            if block.upsamplers is not None:
+                src, old = steps.upsample(block.upsamplers[0], src, r), src
+                old.delete()
+                r *= 2
+        b, _, h, w = src.shape
+        image = _Map((b, cfg.out_channels, h, w), 1, array=np.empty((b, cfg.out_channels, h, w), np.float32))
+        norm = dec.conv_norm_out
+        stats = src.moments()
+        steps.map(lambda t, origin, core: _trim(dec.conv_out(backend.normalize_channels(
+            t, *stats, norm.num_groups, norm.weight, norm.bias, norm.eps, norm.silu)), origin, core),
+            src, r, r, cfg.out_channels, out=image, record=False)
+        src.delete()
+    return ms.Tensor(image.array).astype(z.dtype)
 
 
-def decode_statistics(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan, stats_passes: int = STATS_PASSES) -> dict:
-    """The shared GroupNorm statistics `decode_tiled` would use; with a one-tile plan, the exact ones."""
-    x = _decoder_latent_stage(vae, z)
-    return _statistics(lambda crop: _decoder_tile(vae, crop), x, plan, 1, stats_passes)
-
-
-def _encoder_tile(vae: AutoencoderKL, x: ms.Tensor) -> ms.Tensor:
-    """conv_in and every down block but the last, on one crop."""
-    enc = vae.encoder
-    x = enc.conv_in(x)
-    for block in enc.down_blocks[:-1]:
-        x = block(x)
-    return x
-
-
-def _encoder_latent_stage(vae: AutoencoderKL, x: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
-    """The last down block, mid-block, conv_out and quant_conv on the whole latent -> (mean, logvar)."""
-    enc = vae.encoder
-    x = enc.mid_block(enc.down_blocks[-1](x))
-    moments = enc.conv_out(enc.conv_norm_out(x))  # GroupNorm + SiLU
-    if vae.quant_conv is not None:
-        moments = vae.quant_conv(moments)
-    mean, logvar = ops.split(moments, vae.config.latent_channels, axis=1)  # 2 x (B, latent, h, w)
-    return mean, ops.clamp(logvar, *LOGVAR_RANGE)
-
-
-def encode_tiled(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan, stats_passes: int = STATS_PASSES,
-                 statistics: dict | None = None) -> tuple[ms.Tensor, ms.Tensor]:
+def encode_tiled(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan) -> tuple[ms.Tensor, ms.Tensor]:
     """`vae.encode(x)` tile by tile: image (B, 3, fh, fw) in [-1, 1] -> (mean, logvar), each (B, 4, h, w).
 
-    plan: from `plan_tiles(vae.config, h, w, ..., encode=True)`, in latent px.
+    plan: from `plan_tiles(vae.config, h, w, ...)`, in latent px. conv_in and every down block
+    but the last run one layer at a time over the tiles; the rest on the whole latent.
     """
-    f = _factor(vae.config)
+    cfg, enc = vae.config, vae.encoder
+    f = _factor(cfg)
     _check("image", x.shape, plan, f)
-    features = _tiled(lambda crop: _encoder_tile(vae, crop), x, plan, f, 1, stats_passes, statistics)
-    return _encoder_latent_stage(vae, ms.Tensor(features))
-
-
-def encode_statistics(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan, stats_passes: int = STATS_PASSES) -> dict:
-    """The shared GroupNorm statistics `encode_tiled` would use; with a one-tile plan, the exact ones."""
-    return _statistics(lambda crop: _encoder_tile(vae, crop), x, plan, _factor(vae.config), stats_passes)
+    image = x.astype(ms.float32).asnumpy()
+    with _folder(map_disk_bytes(cfg, x.shape[0], plan.height, plan.width)) as folder:
+        steps = _Steps(plan, cfg.norm_num_groups, folder, x.dtype)
+        src, r = steps.conv(enc.conv_in, _Map(image.shape, 1, array=image), f), f
+        for block in enc.down_blocks[:-1]:
+            for resnet in block.resnets:
+                src, old = steps.resnet(resnet, src, r), src
+                old.delete()
+            if block.downsamplers is not None:
+                src, old = steps.downsample(block.downsamplers[0], src, r), src
+                old.delete()
+                r //= 2
+        with src._view("r") as m:
+            features = ms.Tensor(np.array(m)).astype(x.dtype)
+        src.delete()
+    h = enc.mid_block(enc.down_blocks[-1](features))
+    moments = enc.conv_out(enc.conv_norm_out(h))  # GroupNorm + SiLU
+    if vae.quant_conv is not None:
+        moments = vae.quant_conv(moments)
+    mean, logvar = ops.split(moments, cfg.latent_channels, axis=1)  # 2 x (B, latent, h, w)
+    return mean, ops.clamp(logvar, *LOGVAR_RANGE)

@@ -4,9 +4,6 @@ MindSpore's own nn.LayerNorm/nn.GroupNorm/nn.Embedding name their parameters gam
 these use weight/bias so that loading a checkpoint is a strict copy by name.
 """
 
-import contextlib
-import contextvars
-
 import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Zero, initializer
@@ -40,21 +37,6 @@ class LayerNorm(nn.Cell):
         return backend.layer_norm(x, self.weight, self.bias, self.eps)
 
 
-# Set by tiled VAE decoding/encoding (studio.vae_tiling): hook(cell, x) replaces GroupNorm's per-call
-# statistics with ones shared across tiles. None: plain GroupNorm.
-_GROUP_NORM_HOOK: contextvars.ContextVar = contextvars.ContextVar("group_norm_hook", default=None)
-
-
-@contextlib.contextmanager
-def group_norm_hook(hook):
-    """Within this block every GroupNorm.construct(x) returns hook(cell, x)."""
-    token = _GROUP_NORM_HOOK.set(hook)
-    try:
-        yield
-    finally:
-        _GROUP_NORM_HOOK.reset(token)
-
-
 class GroupNorm(nn.Cell):
     """GroupNorm, followed by SiLU when `silu` (the VAE's norm-then-activation, fused on the CPU)."""
 
@@ -68,9 +50,6 @@ class GroupNorm(nn.Cell):
 
     def construct(self, x, shift=None):
         """GroupNorm of x + shift; shift (C,): the previous conv's bias, not yet added to x (or None)."""
-        hook = _GROUP_NORM_HOOK.get()
-        if hook is not None:
-            return hook(self, x if shift is None else ops.bias_add(x, shift))
         return backend.group_norm(x, self.num_groups, self.weight, self.bias, self.eps, self.silu, shift)
 
 
