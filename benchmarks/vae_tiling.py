@@ -1,6 +1,6 @@
 """Tiled vs untiled SDXL VAE decoding in studio (MindSpore) and diffusers (PyTorch), fp32, random weights.
 
-Usage: python benchmarks/vae_tiling.py [--sizes 1024 2048] [--big 3840x2160] [--tile 64] [--big-tile 128]
+Usage: python benchmarks/vae_tiling.py [--sizes 1024 2048] [--big 3840x2160] [--tile 64] [--big-tile 64]
 
 One diffusers AutoencoderKL with the published SDXL config and random weights
 is saved once. For each square size, four runs, each in its own subprocess so that its peak RSS is its own:
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[1024], help="square sizes in px (multiples of 8)")
     parser.add_argument("--big", default="3840x2160", help="WxH for studio tiled alone ('' to skip)")
     parser.add_argument("--tile", type=int, default=64, help="tile core in latent px (studio); diffusers: 8x px")
-    parser.add_argument("--big-tile", type=int, default=128, help="tile core for --big, latent px")
+    parser.add_argument("--big-tile", type=int, default=64, help="tile core for --big, latent px")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=lambda s: tuple(int(v) for v in s.split("x")), help=argparse.SUPPRESS)

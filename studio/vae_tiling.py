@@ -170,8 +170,8 @@ class _Map:
             del view  # unmapped: its pages leave the resident set
 
     def read(self, box: Box, dtype=ms.float32) -> ms.Tensor:
-        with self._view("r") as m:
-            t = ms.Tensor(np.ascontiguousarray(m[:, :, box.y:box.bottom, box.x:box.right]))
+        with self._view("r") as m:  # one copy, which the tensor then owns
+            t = ms.from_numpy(np.array(m[:, :, box.y:box.bottom, box.x:box.right], np.float32, order="C"))
         return t if dtype == ms.float32 else t.astype(dtype)
 
     def write(self, box: Box, y: ms.Tensor, record: bool = True) -> None:
@@ -180,7 +180,7 @@ class _Map:
             self.total += total.asnumpy()
             self.squares += squares.asnumpy()
         with self._view("r+") as m:
-            m[:, :, box.y:box.bottom, box.x:box.right] = y.astype(ms.float32).asnumpy()
+            m[:, :, box.y:box.bottom, box.x:box.right] = (y if y.dtype == ms.float32 else y.astype(ms.float32)).asnumpy()
 
     def moments(self) -> tuple[ms.Tensor, ms.Tensor]:
         """(mean, biased variance) over the whole map, (B, groups) fp32, from float64 sums."""
@@ -206,11 +206,14 @@ def _scale(box: Box, num: int, den: int = 1) -> Box:
 
 
 def _trim(y: ms.Tensor, origin: Box, core: Box) -> ms.Tensor:
-    """The core's part of an output computed on a crop whose output starts at origin's corner."""
+    """The core's part of an output computed on a crop whose output starts at origin's corner. Copied
+    through numpy on the CPU, where MindSpore's strided slice was 4x slower (175 vs 43 ms at 128 x 512^2)."""
     if (y.shape[2], y.shape[3]) == (core.h, core.w):
         return y
     dy, dx = core.y - origin.y, core.x - origin.x
-    return y[:, :, dy:dy + core.h, dx:dx + core.w]
+    if not backend.on_cpu():
+        return y[:, :, dy:dy + core.h, dx:dx + core.w]
+    return ms.from_numpy(np.ascontiguousarray(y.asnumpy()[:, :, dy:dy + core.h, dx:dx + core.w]))
 
 
 class _Steps:
