@@ -271,6 +271,20 @@ class _Steps:
         h.delete()
         return out
 
+    def block(self, block, src: _Map, r: int) -> tuple[_Map, int]:
+        """An up or down block's ResNets, then its resampler if it has one: the output map and its px per
+        latent px. Each input map is deleted once read for the last time."""
+        for resnet in block.resnets:
+            src, old = self.resnet(resnet, src, r), src
+            old.delete()
+        if getattr(block, "upsamplers", None) is not None:
+            src, old, r = self.upsample(block.upsamplers[0], src, r), src, 2 * r
+            old.delete()
+        elif getattr(block, "downsamplers", None) is not None:
+            src, old, r = self.downsample(block.downsamplers[0], src, r), src, r // 2
+            old.delete()
+        return src, r
+
     def upsample(self, upsampler, src: _Map, r: int) -> _Map:
         conv = upsampler.conv
         return self.map(lambda x, origin, core: _trim(backend.upsample2x_conv3x3(x, conv.weight, conv.bias),
@@ -343,13 +357,7 @@ def decode_tiled(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan) -> ms.Tensor:
         if dec.up_blocks[0].upsamplers is not None:
             src, r = steps.upsample(dec.up_blocks[0].upsamplers[0], src, r), 2 * r
         for block in dec.up_blocks[1:]:
-            for resnet in block.resnets:
-                src, old = steps.resnet(resnet, src, r), src
-                old.delete()
-            if block.upsamplers is not None:
-                src, old = steps.upsample(block.upsamplers[0], src, r), src
-                old.delete()
-                r *= 2
+            src, r = steps.block(block, src, r)
         b, _, h, w = src.shape
         image = _Map((b, cfg.out_channels, h, w), 1, array=np.empty((b, cfg.out_channels, h, w), np.float32))
         norm = dec.conv_norm_out
@@ -375,13 +383,7 @@ def encode_tiled(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan) -> tuple[ms.T
         steps = _Steps(plan, cfg.norm_num_groups, folder, x.dtype)
         src, r = steps.conv(enc.conv_in, _Map(image.shape, 1, array=image), f), f
         for block in enc.down_blocks[:-1]:
-            for resnet in block.resnets:
-                src, old = steps.resnet(resnet, src, r), src
-                old.delete()
-            if block.downsamplers is not None:
-                src, old = steps.downsample(block.downsamplers[0], src, r), src
-                old.delete()
-                r //= 2
+            src, r = steps.block(block, src, r)
         with src._view("r") as m:
             features = ms.Tensor(np.array(m)).astype(x.dtype)
         src.delete()
