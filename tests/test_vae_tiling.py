@@ -124,7 +124,7 @@ def decoded(vae):
 @pytest.mark.parametrize("tile,grid", [(12, (4, 5)), (20, (2, 3)), (5, (8, 10))])
 def test_tiled_decode_equals_untiled(vae, decoded, tile, grid):
     """Every GroupNorm sees its whole map's statistics, every conv its real neighbours: the same image,
-    including 5-px cores at the first up layer (10 px after it: crops reach past several cores)."""
+    down to cores of 5 x 5 latent px (8 x 10 tiles)."""
     z, untiled = decoded
     plan = plan_tiles(SMALL, H, W, tile=tile)
     assert plan.grid == grid
@@ -134,7 +134,7 @@ def test_tiled_decode_equals_untiled(vae, decoded, tile, grid):
 
 def test_tiled_decode_batch_and_own_statistics(vae):
     """Statistics are per (sample, group): a batch of two differently scaled latents decodes as untiled,
-    while normalising each tile with its own statistics (diffusers' tiling) would not come close."""
+    while decoding the same tiles independently (own statistics, no neighbours) does not come close."""
     z = uneven_latent(2, 21, 30, seed=1)
     z[1] *= 0.5
     z = ms.Tensor(z)
