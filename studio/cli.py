@@ -262,7 +262,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("studio: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        if not out_of_memory(e):
+            raise
+        print("studio: error: out of memory: MindSpore could not allocate a tensor; set a smaller --memory-budget "
+              "(see --dry-run for the plan)", file=sys.stderr)
+        return 2
     return code or 0
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether e is MindSpore failing to allocate device or host memory (a RuntimeError with its C++ trace)."""
+    return any(m in str(e) for m in ("Allocate memory failed", "MallocForOutputs", "Out of memory"))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ MLP_BYTES_PER_HIDDEN = 40
 AUTO_MARGIN = 1 * 1024 ** 3
 # Below this many query rows per block, chunking keys is cheaper than ever-thinner query blocks.
 MIN_Q_ROWS = 64
+# The largest fp32 scores block one attention call makes, whatever the budget: MindSpore's CPU allocator
+# refuses single tensors above ~5.5 GiB (measured: 5 GiB allocates, 6 GiB fails with 22 GiB free).
+MAX_SCORES_BLOCK = 4 * GiB
 
 
 def parse_bytes(value) -> int | None:
@@ -83,8 +86,12 @@ def attention_workspace(bh: int, q_rows: int, k_cols: int, head_dim: int) -> int
 
 
 def attention_chunks(bh: int, nq: int, nk: int, head_dim: int, budget: int | None) -> AttentionChunks:
-    """Largest blocks whose workspace fits `budget` bytes (None: unbounded, run whole)."""
-    if budget is None or attention_workspace(bh, nq, nk, head_dim) <= budget:
+    """Largest blocks whose workspace fits `budget` bytes (None: unbounded, run whole) and whose scores stay
+    within MAX_SCORES_BLOCK."""
+    if budget is None:
+        return AttentionChunks(nq, nk)
+    budget = min(budget, MAX_SCORES_BLOCK // 4 * SCORE_BYTES)  # the 4-byte scores are 1/4 of SCORE_BYTES
+    if attention_workspace(bh, nq, nk, head_dim) <= budget:
         return AttentionChunks(nq, nk)
     q = budget // attention_workspace(bh, 1, nk, head_dim)
     if q >= MIN_Q_ROWS or (q >= 1 and nq <= MIN_Q_ROWS):

@@ -7,11 +7,12 @@ Execute (`decode_tiled`, `encode_tiled`): the layers at latent resolution (decod
 the first up block's ResNets; encoder: the last down block, mid-block, conv_out) run once over the whole
 latent, the mid-block's attention through the budgeted `attention`. The layers at higher resolution run
 one layer at a time over all tiles: each reads its input feature map in crops (the core at that
-resolution plus the 1 px its 3x3 conv reaches), writes its output core to a new map in a temporary
-folder, and adds up that map's GroupNorm sums as it goes. Every GroupNorm therefore normalises with the
+resolution plus the 1 px its 3x3 conv reaches), writes its output core to a new map, and adds up that
+map's GroupNorm sums as it goes. Every GroupNorm therefore normalises with the
 exact statistics of its whole input, and every pixel is computed exactly as untiled, up to float
 rounding: cores simply abut, there is no seam to blend away and no tone shift between tiles. Memory holds
-one tile's crops; the maps live on disk (`map_disk_bytes`: three maps of the largest stage at a time).
+one tile's crops; the maps live in unnamed temporary files (`map_disk_bytes`), which the system
+frees even when the process is killed.
 """
 
 import contextlib
@@ -34,6 +35,10 @@ from studio.models.vae import LOGVAR_RANGE, AutoencoderKL, AutoencoderKLConfig
 DEFAULT_TILE = 64  # latent px (512 px), diffusers' tile for the SDXL VAE: the core when tiling is forced
 MIN_TILE = 16  # latent px: the smallest core the budget search tries; below it launches cost most of the time
 HALO = 1  # latent px a tile's crop may reach beyond its core: a 3x3 conv reads 1 px at its own resolution
+# The largest core the budget search starts from, latent px (1024 px): larger tiles save little (crops grow
+# by 1 px per layer) and their maps outgrow what MindSpore's CPU allocator takes in one tensor (~5.5 GiB;
+# 256 channels at 2048^2 are 4 GiB).
+MAX_TILE = 128
 
 
 # -- plan ---------------------------------------------------------------------------------------------------
@@ -119,14 +124,14 @@ def plan_tiles(cfg: AutoencoderKLConfig, height: int, width: int, tile: int | No
                budget: int | None = None) -> TilePlan:
     """Tiles for a height x width latent (latent px).
 
-    tile: the largest core side in latent px (default: the whole latent with a budget, else DEFAULT_TILE);
+    tile: the largest core side in latent px (default: MAX_TILE with a budget, else DEFAULT_TILE);
     budget: bytes for activations (`tiled_activations`); the core is then the largest <= tile that fits.
     Raises PlanError naming the bytes the smallest tile needs when none fits.
     """
     halo = HALO
     if budget is None:
         return grid_plan(height, width, tile or DEFAULT_TILE, halo)
-    side = tile or max(height, width)
+    side = tile or min(max(height, width), MAX_TILE)
     while True:
         plan = grid_plan(height, width, side, halo)
         if tiled_activations(cfg, plan) <= budget:
@@ -143,18 +148,18 @@ class _Map:
     """A (B, C, H, W) fp32 feature map that a step writes tile by tile and the next step reads in crops, with
     the per-(sample, group) sums of everything written (the statistics of the GroupNorm that reads it).
 
-    Held in a numpy array when given one (the latent-resolution maps, small), else in a raw file in
-    `folder`, mapped only while a tile is read or written so that the resident pages stay those of one tile.
+    Held in a numpy array when given one (the latent-resolution maps, small), else in an unnamed temporary
+    file in `folder` (the system frees it when the map is deleted or the process ends, SIGKILL included),
+    mapped only while a tile is read or written so that the resident pages stay those of one tile.
     """
 
     def __init__(self, shape: tuple[int, ...], groups: int, folder=None, array: np.ndarray | None = None):
         self.shape, self.groups = tuple(shape), groups
         self.array = array
-        self.path = None
+        self.file = None
         if array is None:
-            self.path = os.path.join(folder, f"map-{id(self):x}.f32")
-            with open(self.path, "wb") as f:
-                f.truncate(4 * math.prod(self.shape))
+            self.file = tempfile.TemporaryFile(dir=folder)
+            self.file.truncate(4 * math.prod(self.shape))
         self.total = np.zeros(self.shape[:1] + (groups,))
         self.squares = np.zeros_like(self.total)
 
@@ -163,7 +168,7 @@ class _Map:
         if self.array is not None:
             yield self.array
             return
-        view = np.memmap(self.path, np.float32, mode, shape=self.shape)
+        view = np.memmap(self.file, np.float32, mode, shape=self.shape)
         try:
             yield view
         finally:
@@ -190,8 +195,8 @@ class _Map:
         return ms.Tensor(mean, ms.float32), ms.Tensor(var, ms.float32)
 
     def delete(self) -> None:
-        if self.path is not None and os.path.exists(self.path):
-            os.remove(self.path)
+        if self.file is not None:
+            self.file.close()
 
 
 def _grow(box: Box, before: int, after: int, height: int, width: int) -> Box:
@@ -298,15 +303,15 @@ class _Steps:
                         conv.weight.shape[0], before=0, after=1)
 
 
-def _folder(need: int):
-    """A temporary folder for the feature maps, on $STUDIO_TMPDIR or the system's; PlanError when its disk
-    has less than `need` bytes free."""
+def _folder(need: int) -> str:
+    """The folder for the feature maps: $STUDIO_TMPDIR or the system's temporary folder; PlanError when its
+    disk has less than `need` bytes free."""
     base = os.environ.get("STUDIO_TMPDIR") or tempfile.gettempdir()
     free = shutil.disk_usage(base).free
     if free < need:
         raise PlanError(f"tiled VAE needs {format_bytes(need)} of temporary disk for its feature maps; {base} has "
                         f"{format_bytes(free)} free (set STUDIO_TMPDIR to a folder on a larger disk)")
-    return tempfile.TemporaryDirectory(prefix="studio-vae-", dir=base)
+    return base
 
 
 def map_disk_bytes(cfg: AutoencoderKLConfig, batch: int, height: int, width: int) -> int:
@@ -345,27 +350,27 @@ def decode_tiled(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan) -> ms.Tensor:
     """`vae.decode(z)` tile by tile: latent (B, C, h, w) already divided by scaling_factor -> image (B, 3, fh, fw).
 
     plan: from `plan_tiles(vae.config, h, w, ...)`. The layers at latent resolution run once on the whole
-    latent; the rest one layer at a time over the tiles (`_Steps`), through feature maps in a temporary
-    folder (`map_disk_bytes` of disk).
+    latent; the rest one layer at a time over the tiles (`_Steps`), through feature maps in unnamed
+    temporary files (`map_disk_bytes` of disk).
     """
     _check("latent", z.shape, plan, 1)
     cfg, dec = vae.config, vae.decoder
     x = _decoder_latent_stage(vae, z).astype(ms.float32).asnumpy()
-    with _folder(map_disk_bytes(cfg, z.shape[0], plan.height, plan.width)) as folder:
-        steps = _Steps(plan, cfg.norm_num_groups, folder, z.dtype)
-        src, r = _Map(x.shape, cfg.norm_num_groups, array=x), 1
-        if dec.up_blocks[0].upsamplers is not None:
-            src, r = steps.upsample(dec.up_blocks[0].upsamplers[0], src, r), 2 * r
-        for block in dec.up_blocks[1:]:
-            src, r = steps.block(block, src, r)
-        b, _, h, w = src.shape
-        image = _Map((b, cfg.out_channels, h, w), 1, array=np.empty((b, cfg.out_channels, h, w), np.float32))
-        norm = dec.conv_norm_out
-        stats = src.moments()
-        steps.map(lambda t, origin, core: _trim(dec.conv_out(backend.normalize_channels(
-            t, *stats, norm.num_groups, norm.weight, norm.bias, norm.eps, norm.silu)), origin, core),
-            src, r, r, cfg.out_channels, out=image, record=False)
-        src.delete()
+    steps = _Steps(plan, cfg.norm_num_groups, _folder(map_disk_bytes(cfg, z.shape[0], plan.height, plan.width)),
+                   z.dtype)
+    src, r = _Map(x.shape, cfg.norm_num_groups, array=x), 1
+    if dec.up_blocks[0].upsamplers is not None:
+        src, r = steps.upsample(dec.up_blocks[0].upsamplers[0], src, r), 2 * r
+    for block in dec.up_blocks[1:]:
+        src, r = steps.block(block, src, r)
+    b, _, h, w = src.shape
+    image = _Map((b, cfg.out_channels, h, w), 1, array=np.empty((b, cfg.out_channels, h, w), np.float32))
+    norm = dec.conv_norm_out
+    stats = src.moments()
+    steps.map(lambda t, origin, core: _trim(dec.conv_out(backend.normalize_channels(
+        t, *stats, norm.num_groups, norm.weight, norm.bias, norm.eps, norm.silu)), origin, core),
+        src, r, r, cfg.out_channels, out=image, record=False)
+    src.delete()
     return ms.Tensor(image.array).astype(z.dtype)
 
 
@@ -379,14 +384,14 @@ def encode_tiled(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan) -> tuple[ms.T
     f = _factor(cfg)
     _check("image", x.shape, plan, f)
     image = x.astype(ms.float32).asnumpy()
-    with _folder(map_disk_bytes(cfg, x.shape[0], plan.height, plan.width)) as folder:
-        steps = _Steps(plan, cfg.norm_num_groups, folder, x.dtype)
-        src, r = steps.conv(enc.conv_in, _Map(image.shape, 1, array=image), f), f
-        for block in enc.down_blocks[:-1]:
-            src, r = steps.block(block, src, r)
-        with src._view("r") as m:
-            features = ms.Tensor(np.array(m)).astype(x.dtype)
-        src.delete()
+    steps = _Steps(plan, cfg.norm_num_groups, _folder(map_disk_bytes(cfg, x.shape[0], plan.height, plan.width)),
+                   x.dtype)
+    src, r = steps.conv(enc.conv_in, _Map(image.shape, 1, array=image), f), f
+    for block in enc.down_blocks[:-1]:
+        src, r = steps.block(block, src, r)
+    with src._view("r") as m:
+        features = ms.Tensor(np.array(m)).astype(x.dtype)
+    src.delete()
     h = enc.mid_block(enc.down_blocks[-1](features))
     moments = enc.conv_out(enc.conv_norm_out(h))  # GroupNorm + SiLU
     if vae.quant_conv is not None:

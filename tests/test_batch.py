@@ -429,3 +429,21 @@ def test_rerender_reports_a_different_file(tiny_dir, tmp_path):
     sidecar.write_text(json.dumps(record))
     [(_, recorded, now)] = rerender(sidecar)
     assert recorded != now
+
+
+def test_cli_reports_an_allocation_failure_in_one_line(monkeypatch, capsys):
+    """MindSpore's allocation failure (a RuntimeError with a C++ trace) becomes one line; other errors propagate."""
+    from studio import cli
+
+    def fail(message):
+        def command(args):
+            raise RuntimeError(message)
+        return command
+    monkeypatch.setitem(cli.COMMANDS, "generate", fail("Allocate memory failed\n- C++ Call Stack:\nMallocForOutputs"))
+    assert cli.main(["generate", "a cat", "-o", "x.png"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "studio: error: out of memory: MindSpore could not allocate a tensor; set a smaller --memory-budget "
+        "(see --dry-run for the plan)"]
+    monkeypatch.setitem(cli.COMMANDS, "generate", fail("some bug"))
+    with pytest.raises(RuntimeError, match="some bug"):
+        cli.main(["generate", "a cat", "-o", "x.png"])

@@ -28,6 +28,7 @@ def test_parse_bytes_rejects(bad):
     (32, 16384, 16384, 72, 1 * GiB, (127, 16384)),                 # 2K self-attention in 1 GiB
     (32, 16384, 300, 72, 1 * GiB, (5924, 300)),                    # cross-attention to 300 tokens
     (32, 65536, 65536, 72, 1 * GiB, (256, 8138)),                  # 4K: keys chunked
+    (32, 16384, 16384, 72, 64 * GiB, (2041, 16384)),              # scores block capped at 4 GiB
     (2, 1000, 1000, 8, 2 * 64 * (1000 * 16 + 96), (64, 1000)),     # exactly MIN_Q_ROWS rows
     (2, 1000, 1000, 8, 2 * 64 * (1000 * 16 + 96) - 1, (256, 245)),  # one byte less: key blocks
     (1, 10, 10, 4, 5 * (10 * 16 + 48), (5, 10)),                   # short sequences: any row count
@@ -37,7 +38,7 @@ def test_attention_chunks_table(bh, nq, nk, d, budget, expected):
     assert attention_chunks(bh, nq, nk, d, budget) == AttentionChunks(*expected)
     if budget is not None:
         q, k = expected
-        assert memory.attention_workspace(bh, q, k, d) <= budget
+        assert memory.attention_workspace(bh, q, k, d) <= budget and bh * q * k * 4 <= memory.MAX_SCORES_BLOCK
 
 
 def test_attention_chunks_impossible_budget():

@@ -49,7 +49,7 @@ def test_cores_partition_the_latent(h, w, tile):
 
 # SDXL VAE at 3840x2160 (latent 480x270): budget for activations -> grid and largest core (rows, cols)
 @pytest.mark.parametrize("budget,grid,core", [
-    (16 * GiB, (2, 2), (135, 240)),
+    (16 * GiB, (3, 4), (90, 120)),  # room for larger tiles: capped at MAX_TILE (128)
     (4 * GiB, (3, 4), (90, 120)),
     (2 * GiB, (4, 6), (68, 80)),
 ])
@@ -159,10 +159,15 @@ def test_tiled_encode_equals_untiled(vae, decoded, tile):
 
 
 def test_feature_maps_use_a_temporary_folder(vae, decoded, tmp_path, monkeypatch):
-    """The maps go to $STUDIO_TMPDIR and are gone afterwards; too little disk is a one-line PlanError."""
+    """The maps are unnamed files in $STUDIO_TMPDIR (nothing left behind, even if killed); too little disk is
+    a one-line PlanError."""
     z, _ = decoded
     monkeypatch.setenv("STUDIO_TMPDIR", str(tmp_path))
+    folders = []
+    temporary_file = vae_tiling.tempfile.TemporaryFile
+    monkeypatch.setattr(vae_tiling.tempfile, "TemporaryFile", lambda dir: folders.append(dir) or temporary_file(dir=dir))
     vae_tiling.decode_tiled(vae, z, plan_tiles(SMALL, H, W, tile=20))
+    assert len(folders) == 10 and set(folders) == {str(tmp_path)}  # 2 upsamplers, 2 x 2 ResNets x 2 maps
     assert list(tmp_path.iterdir()) == []
     # the largest: the last up stage's first ResNet at 4x, input 32 ch, inner map and output 16 ch
     assert map_disk_bytes(SMALL, 1, H, W) == 4 * 37 * 50 * 16 * (32 + 16 + 16)
