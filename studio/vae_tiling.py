@@ -153,8 +153,10 @@ class _Map:
     mapped only while a tile is read or written so that the resident pages stay those of one tile.
     """
 
-    def __init__(self, shape: tuple[int, ...], groups: int, folder=None, array: np.ndarray | None = None):
+    def __init__(self, shape: tuple[int, ...], groups: int, folder=None, array: np.ndarray | None = None,
+                 shift: ms.Tensor | None = None):
         self.shape, self.groups = tuple(shape), groups
+        self.shift = shift  # (C,): a conv bias not yet added to the stored values (the reader's norm adds it)
         self.array = array
         self.file = None
         if array is None:
@@ -181,7 +183,7 @@ class _Map:
 
     def write(self, box: Box, y: ms.Tensor, record: bool = True) -> None:
         if record:
-            total, squares = backend.group_sums(y, self.groups)
+            total, squares = backend.group_sums(y, self.groups, self.shift)
             self.total += total.asnumpy()
             self.squares += squares.asnumpy()
         with self._view("r+") as m:
@@ -233,45 +235,46 @@ class _Steps:
     def __init__(self, plan: TilePlan, groups: int, folder, dtype):
         self.plan, self.groups, self.folder, self.dtype = plan, groups, folder, dtype
 
-    def new_map(self, like: _Map, channels: int, scale_num: int = 1, scale_den: int = 1) -> _Map:
-        b, _, h, w = like.shape
-        return _Map((b, channels, h * scale_num // scale_den, w * scale_num // scale_den), self.groups, self.folder)
-
     def map(self, fn, src: _Map, r_in: int, r_out: int, channels: int, before: int = 1, after: int = 1,
-            out: _Map | None = None, record: bool = True) -> _Map:
+            out: _Map | None = None, record: bool = True, shift: ms.Tensor | None = None) -> _Map:
         """out[core] = fn(src crop, core) for every tile: src at r_in px per latent px, out at r_out; the crop
-        is the core at r_in grown by before/after px."""
-        out = out or self.new_map(src, channels, r_out, r_in)
+        is the core at r_in grown by before/after px. shift: the bias fn leaves out, for the sums."""
+        if out is None:
+            b, _, h, w = src.shape
+            out = _Map((b, channels, h * r_out // r_in, w * r_out // r_in), self.groups, self.folder, shift=shift)
         for tile in self.plan.tiles:
             crop = _grow(_scale(tile.core, r_in), before, after, src.shape[2], src.shape[3])
             core = _scale(tile.core, r_out)
             out.write(core, fn(src.read(crop, self.dtype), _scale(crop, r_out, r_in), core), record)
         return out
 
-    def conv(self, conv, src: _Map, r: int, norm=None) -> _Map:
-        """A 3x3 conv (padding 1), after GroupNorm + SiLU with src's whole-map statistics if `norm`."""
+    def conv(self, conv, src: _Map, r: int, norm=None, fuse_bias: bool = False) -> _Map:
+        """A 3x3 conv (padding 1), after GroupNorm + SiLU with src's whole-map statistics if `norm`. With
+        `fuse_bias` the conv's bias is left for the next norm to add in its own pass (the map's shift)."""
         stats = src.moments() if norm is not None else None
 
         def fn(x, origin, core):
             if norm is not None:
-                x = backend.normalize_channels(x, *stats, norm.num_groups, norm.weight, norm.bias, norm.eps,
-                                               norm.silu)
-            return _trim(conv(x), origin, core)
-        return self.map(fn, src, r, r, conv.weight.shape[0])
+                x = self.normalize(x, stats, norm, src.shift)
+            return _trim(conv.without_bias(x) if fuse_bias else conv(x), origin, core)
+        return self.map(fn, src, r, r, conv.weight.shape[0], shift=conv.bias if fuse_bias else None)
+
+    @staticmethod
+    def normalize(x, stats, norm, shift):
+        return backend.normalize_channels(x, *stats, norm.num_groups, norm.weight, norm.bias, norm.eps, norm.silu,
+                                          shift)
 
     def resnet(self, resnet, src: _Map, r: int) -> _Map:
         """x + conv2(silu(norm2(conv1(silu(norm1(x)))))), the skip through conv_shortcut when it has one."""
-        h = self.conv(resnet.conv1, src, r, resnet.norm1)
+        h = self.conv(resnet.conv1, src, r, resnet.norm1, fuse_bias=True)
         stats = h.moments()
-        norm = resnet.norm2
 
         def fn(x, origin, core):
-            y = _trim(resnet.conv2(backend.normalize_channels(x, *stats, norm.num_groups, norm.weight, norm.bias,
-                                                              norm.eps, norm.silu)), origin, core)
+            y = _trim(resnet.conv2.without_bias(self.normalize(x, stats, resnet.norm2, h.shift)), origin, core)
             skip = src.read(core, self.dtype)
             if resnet.conv_shortcut is not None:
                 skip = resnet.conv_shortcut(skip)
-            return skip + y
+            return backend.residual_add(skip, y, resnet.conv2.bias)  # conv2's bias added in the same pass
         out = self.map(fn, h, r, r, resnet.conv2.weight.shape[0])
         h.delete()
         return out
@@ -367,9 +370,8 @@ def decode_tiled(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan) -> ms.Tensor:
     image = _Map((b, cfg.out_channels, h, w), 1, array=np.empty((b, cfg.out_channels, h, w), np.float32))
     norm = dec.conv_norm_out
     stats = src.moments()
-    steps.map(lambda t, origin, core: _trim(dec.conv_out(backend.normalize_channels(
-        t, *stats, norm.num_groups, norm.weight, norm.bias, norm.eps, norm.silu)), origin, core),
-        src, r, r, cfg.out_channels, out=image, record=False)
+    steps.map(lambda t, origin, core: _trim(dec.conv_out(steps.normalize(t, stats, norm, src.shift)), origin, core),
+              src, r, r, cfg.out_channels, out=image, record=False)
     src.delete()
     return ms.Tensor(image.array).astype(z.dtype)
 
