@@ -260,10 +260,10 @@ def studio_worker(phase: str, size: int, iters: int, t5_layers: int) -> dict:
             out["y"] = model(ids, mask).asnumpy()
 
         # as studio's pipeline calls it: only the positions up to the longest prompt's last real token
-        keep = int(x["mask"].sum(axis=1).max())
-        real_ids, real_mask = ids[:, :keep], mask[:, :keep]
+        from studio.pipeline import real_tokens
+        real_ids, real_mask = (ms.Tensor(t.astype(np.int32)) for t in real_tokens(x["ids"], x["mask"]))
         times, _ = time_calls(lambda: model(real_ids, real_mask).asnumpy(), iters)
-        extra = {"pipeline_times": times, "pipeline_tokens": keep}
+        extra = {"pipeline_times": times, "pipeline_tokens": real_ids.shape[1]}
     else:
         from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
 

@@ -162,7 +162,7 @@ def _tile_weight(weight: ms.Tensor, b: int, n: int) -> bool:
     """Whether one batched product against the weight tiled over the batch beats a product per sample and a
     stack: it writes (B - 1) weight copies where the stack writes the B x N x out result again. The batched
     product ran 3-4 ms faster per (1152 x 1152) projection at N = 1024 (benchmarks/backend_ops.py); with
-    T5's 4096 x 4096 weights and N = 300 the copies cost more than the stack."""
+    4096-wide weights and N = 300 the copies cost more than the stack (T5 therefore projects tokens-first)."""
     return b == 1 or (b - 1) * weight.shape[1] < b * n
 
 

@@ -166,7 +166,8 @@ class PixArtSigmaPipeline:
         denoiser never attends to padded positions, and T5's features at real positions don't depend on the
         padding after them (padded keys are masked; the relative position bias depends on distances only),
         so only the tokens up to the longest prompt are encoded: a 20-token prompt costs 20/300 of the
-        reference's encoder time, with the same real-position features (test_t5.py checks both).
+        reference's encoder time, with the same real-position features
+        (tests/test_pipeline.py::test_encode_prompt_encodes_real_tokens_only).
 
         With `self.embedding_cache` set (get(key) -> (features (1, L, C) float32, mask (1, L)) or None;
         put(key, features, mask); `key` a dict of the text settings, to which the cache adds the model's

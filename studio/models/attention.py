@@ -50,8 +50,8 @@ def attention(q: ms.Tensor, k: ms.Tensor, v: ms.Tensor, mask: ms.Tensor | None =
 def fold_mask(bias: ms.Tensor, mask: ms.Tensor | None, shape: tuple[int, ...]) -> ms.Tensor:
     """The bias of shape (B, H, Nq, Nk) in fp32 with masked positions set to the fp32 minimum, for layers that
     share one bias and mask across calls (T5: every block): each call then adds one same-shape tensor instead
-    of broadcasting a bias and filling a mask (17 of 64 ms per T5-XXL block at 2 x 300 tokens). Scores
-    added to the minimum round back to it, so the result equals masking after the bias."""
+    of broadcasting a bias and filling a mask (17 of 64 ms per T5-XXL block at 2 x 300 tokens, a scratch
+    measurement). Scores added to the minimum round back to it, so the result equals masking after the bias."""
     bias = backend.expand(bias.astype(ms.float32), shape)
     return bias if mask is None else ops.masked_fill(bias, ~backend.expand(mask, shape), _MASKED)
 
