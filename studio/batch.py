@@ -33,6 +33,7 @@ import yaml
 from studio import manifest
 from studio.errors import InputError, StudioError
 from studio.export import pause_point, write_temp
+from studio.progress import PhaseBars
 
 JOB_KEYS = ("layout", "name", "model", "memory_budget", "variables", "matrix", "items")
 RESERVED = ("layout", "name")  # keys of matrix axes, items and CSV columns that are not variables
@@ -651,13 +652,15 @@ def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summa
             keep = _keep_text_encoder(task, pipelines, job.model)
             hits0 = {m: (c.hits, c.misses) for m, c in caches.items()}
             task.folder.mkdir(parents=True, exist_ok=True)
-            steps = _step_bar(quiet, item.name, err)
+            bars = _ItemBars(quiet, item.name, err)
             info: dict = {}
             t1 = time.perf_counter()
-            files = render(task.layout, task.folder, job.model, task.plan.budget, overwrite=True, progress=steps,
-                           pipelines=pipelines, stem=task.stem, record=info,
-                           metadata={"layout": item.layout, "batch_item": item.key})
-            steps(None, 0, 0)
+            try:
+                files = render(task.layout, task.folder, job.model, task.plan.budget, overwrite=True,
+                               progress=bars, pipelines=pipelines, stem=task.stem, record=info,
+                               metadata={"layout": item.layout, "batch_item": item.key})
+            finally:
+                bars.close()
             t2 = time.perf_counter()
             record = {
                 "format": manifest.FORMAT, "item": item.key, "index": item.index, "name": item.name,
@@ -744,25 +747,17 @@ def _keep_text_encoder(task, pipelines, default_model) -> dict:
     return keep
 
 
-def _step_bar(quiet: bool, name: str, err):
-    """progress(label, step, total) for render: a bar per generation unless quiet; (None, ...) closes it."""
-    bars = {}
+class _ItemBars(PhaseBars):
+    """An item's phase bars, below the batch's bar; its first denoising step is a pause point (tests)."""
 
-    def progress(label, step, total):
-        if label is None:
-            for b in bars.values():
-                b.close()
-            return
-        if step == 1:
-            pause_point("denoise", name)
-        if quiet:
-            return
-        if label not in bars:
-            from tqdm import tqdm
-            bars[label] = tqdm(total=total, desc=f"{name}: {label}", unit="step", file=err, position=1, leave=False)
-        bars[label].update(1)
+    def __init__(self, quiet: bool, name: str, err):
+        super().__init__(quiet, prefix=name, file=err, position=1, leave=False)
+        self.name = name
 
-    return progress
+    def __call__(self, label: str, phase: str, done: int, total: int) -> None:
+        if phase == "denoise" and done == 1:
+            pause_point("denoise", self.name)
+        super().__call__(label, phase, done, total)
 
 
 def _line(bar, text: str, out) -> None:

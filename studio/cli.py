@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from studio.errors import InputError, StudioError
+from studio.progress import PhaseBars
 
 DEFAULT_MODEL = os.environ.get("STUDIO_MODEL", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS")
 SAMPLERS = ("dpm++", "ddim", "euler")
@@ -125,21 +126,15 @@ def cmd_generate(args) -> None:
     pipe = PixArtSigmaPipeline.from_pretrained(args.model, dtype=args.dtype, variant=args.variant)
     if pipe.tiny_notice:
         print(f"note: {args.model}: {pipe.tiny_notice}", file=sys.stderr)
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-        bar = tqdm(total=args.steps, desc="denoising", unit="step", file=sys.stderr)
-
-    def progress(step: int, total: int) -> None:
-        if bar is not None:
-            bar.update(1)
-
-    out = pipe(args.prompt, negative_prompt=args.negative, height=height, width=width,
-               num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-               use_resolution_binning=not args.no_binning, sampler=args.sampler, memory_budget=args.memory_budget,
-               vae_tiling=VAE_TILING[args.vae_tiling], callback=progress)
-    if bar is not None:
-        bar.close()
+    bars = PhaseBars(args.quiet)
+    try:
+        out = pipe(args.prompt, negative_prompt=args.negative, height=height, width=width,
+                   num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
+                   use_resolution_binning=not args.no_binning, sampler=args.sampler,
+                   memory_budget=args.memory_budget, vae_tiling=VAE_TILING[args.vae_tiling],
+                   progress=lambda phase, done, total: bars("", phase, done, total))
+    finally:
+        bars.close()
     meta = {"prompt": args.prompt, "negative_prompt": args.negative, "seed": out.seed, "steps": args.steps,
             "guidance_scale": args.guidance, "sampler": args.sampler or pipe.sampler.sampler, "size": f"{width}x{height}",
             "model": str(args.model), "software": "studio"}
@@ -187,20 +182,12 @@ def cmd_render(args) -> None:
     from studio.render import render
 
     layout = load(args)
-    bars = {}
-
-    def progress(label: str, step: int, total: int) -> None:
-        if args.quiet:
-            return
-        from tqdm import tqdm
-        if label not in bars:
-            bars[label] = tqdm(total=total, desc=label, unit="step", file=sys.stderr)
-        bars[label].update(1)
-        if step == total:
-            bars[label].close()
-
+    bars = PhaseBars(args.quiet)
     t0 = time.perf_counter()
-    files = render(layout, args.output, args.model or DEFAULT_MODEL, args.memory_budget, args.overwrite, progress)
+    try:
+        files = render(layout, args.output, args.model or DEFAULT_MODEL, args.memory_budget, args.overwrite, bars)
+    finally:
+        bars.close()
     for path in files:
         print(f"wrote {path}")
     print(f"rendered {args.layout} in {time.perf_counter() - t0:.1f} s")

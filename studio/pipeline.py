@@ -69,12 +69,21 @@ def plan(path_or_id, height: int = 1024, width: int = 1024, images: int = 1, gui
     folder = resolve_model_dir(path_or_id)
     tr, t5, vae = read_configs(folder)
     gen_h, gen_w = generation_size(tr, height, width, use_resolution_binning)
+    check_size(tr, vae, gen_h, gen_w)
     budget = memory.parse_bytes(memory_budget)
     if budget is None:
         budget = memory.auto_budget(backend.free_memory())
     itemsize = 2 if backend.compute_dtype(as_dtype(dtype)) in (ms.float16, ms.bfloat16) else 4
     return plan_generation(tr, t5, vae, gen_h, gen_w, images, budget, guidance_scale > 1.0, itemsize,
                            keep_text_encoder, vae_tiling)
+
+
+def check_size(tr: PixArtTransformerConfig, vae: AutoencoderKLConfig, height: int, width: int) -> None:
+    """InputError unless height and width are multiples of the latent patch in px (16 for PixArt-Sigma)."""
+    multiple = 2 ** (len(vae.block_out_channels) - 1) * tr.patch_size
+    if height % multiple or width % multiple:
+        raise InputError(f"size {width}x{height} is not a multiple of {multiple} px; pick a multiple of {multiple}, "
+                         f"or leave resolution binning on (use_resolution_binning=True; the CLI without --no-binning)")
 
 
 def real_tokens(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,19 +217,22 @@ class PixArtSigmaPipeline:
                  seed: int | None = None, latents: np.ndarray | None = None, num_images_per_prompt: int = 1,
                  use_resolution_binning: bool = True, max_sequence_length: int = 300, output_type: str = "pil",
                  sampler: str | None = None, memory_budget=None, vae_tiling: bool | None = None,
-                 callback: Callable[[int, int], None] | None = None) -> PipelineOutput:
+                 callback: Callable[[int, int], None] | None = None,
+                 progress: Callable[[str, int, int], None] | None = None) -> PipelineOutput:
         """Generate images. height/width in px; `latents` (N, 4, h/8, w/8) replace the initial noise;
         `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; `memory_budget` (bytes,
         "6GiB", or None = free memory minus a margin) bounds the attention workspace and the VAE decode;
         `vae_tiling` decodes in tiles: None when the untiled decode would exceed the budget, True always,
-        False never; callback(step, total)."""
+        False never; callback(step, total) after each denoising step (step from 0). progress(phase, done,
+        total) for every phase: "text" (0 then 1 of 1), "denoise" (steps done), "decode" (tile passes
+        done when tiled, else 0 then 1 of 1), each called with done = 0 when the phase starts."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
         self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
                            max_sequence_length, output_type)
         out_height, out_width = height, width
         height, width = generation_size(self.transformer.config, height, width, use_resolution_binning)
-        self._check_size(height, width)
+        check_size(self.transformer.config, self.vae.config, height, width)
         n_images = len(prompts) * num_images_per_prompt
         config = self.sampler if sampler is None else self.sampler.with_sampler(sampler)
         cfg = guidance_scale > 1.0
@@ -231,9 +243,13 @@ class PixArtSigmaPipeline:
             self.transformer.config, self._t5_config, self.vae.config, height, width, n_images, budget, cfg,
             self._itemsize, self.keep_text_encoder, vae_tiling).phases
 
+        report = progress or (lambda phase, done, total: None)
+
         # 1. text: positive (and negative) features, then free the encoder
+        report("text", 0, 1)
         with memory.attention_budget(text_phase.workspace):
             features, mask = self.encode_prompt(prompts + (negatives if cfg else []), max_sequence_length)
+        report("text", 1, 1)
         if not self.keep_text_encoder:
             self.release_text_encoder()
         # rows: each prompt num_images_per_prompt times, negatives first when guided (the reference's order)
@@ -268,14 +284,20 @@ class PixArtSigmaPipeline:
                 out = uncond + guidance_scale * (cond - uncond)
             return out
 
+        def after_step(i: int, total: int) -> None:
+            if callback is not None:
+                callback(i, total)
+            report("denoise", i + 1, total)
+
+        report("denoise", 0, num_inference_steps)
         with memory.attention_budget(denoise_phase.workspace):
-            x = sampling.sample(model_fn, x, config, num_inference_steps, callback=callback)
+            x = sampling.sample(model_fn, x, config, num_inference_steps, callback=after_step)
         if output_type == "latent":
             return PipelineOutput(x.astype(ms.float32).asnumpy(), seed)
 
         # 4. decode, back to the requested size, to [0, 1]
         with memory.attention_budget(decode_phase.workspace):
-            images = self.decode(x, decode_phase.tiles)
+            images = self.decode(x, decode_phase.tiles, progress=lambda done, total: report("decode", done, total))
         if use_resolution_binning:
             images = binning.resize_and_center_crop(images, out_height, out_width)
         images = np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)  # (N, H, W, 3)
@@ -284,12 +306,19 @@ class PixArtSigmaPipeline:
         from PIL import Image
         return PipelineOutput([Image.fromarray(im) for im in (images * 255).round().astype(np.uint8)], seed)
 
-    def decode(self, latents: ms.Tensor, tiles: tiling.TilePlan | None = None) -> np.ndarray:
+    def decode(self, latents: ms.Tensor, tiles: tiling.TilePlan | None = None,
+               progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Latents (N, 4, h, w) -> images (N, 3, 8h, 8w) float32 in about [-1, 1]; in tiles with a plan
-        (`vae_tiling.plan_tiles`)."""
+        (`vae_tiling.plan_tiles`). progress(done, total): tile passes when tiled, else 0 then 1 of 1."""
         z = latents.astype(self.vae_dtype) / self.vae.config.scaling_factor
-        image = self.vae.decode(z) if tiles is None else tiling.decode_tiled(self.vae, z, tiles)
-        return image.astype(ms.float32).asnumpy()
+        if tiles is not None:
+            return tiling.decode_tiled(self.vae, z, tiles, progress).astype(ms.float32).asnumpy()
+        if progress is not None:
+            progress(0, 1)
+        image = self.vae.decode(z).astype(ms.float32).asnumpy()
+        if progress is not None:
+            progress(1, 1)
+        return image
 
     # -- memory --------------------------------------------------------------------------------------------
 
@@ -321,11 +350,6 @@ class PixArtSigmaPipeline:
         if max_len > 300:
             raise InputError(f"max_sequence_length {max_len} exceeds the model's 300 tokens")
 
-    def _check_size(self, height, width):
-        multiple = 2 ** (len(self.vae.config.block_out_channels) - 1) * self.transformer.config.patch_size
-        if height % multiple or width % multiple:
-            raise InputError(f"size {width}x{height} is not a multiple of {multiple} px; pass a multiple of "
-                             f"{multiple} or use_resolution_binning=True")
 
 
 def _vae_needs_fp32(folder: Path) -> bool:

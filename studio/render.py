@@ -58,12 +58,13 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
 
 
 def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None, overwrite: bool = False,
-           progress: Callable[[str, int, int], None] | None = None, pipelines: dict | None = None,
+           progress: Callable[[str, str, int, int], None] | None = None, pipelines: dict | None = None,
            stem: str | None = None, metadata: dict | None = None, record: dict | None = None) -> list[Path]:
     """Generate, compose and export `layout` into `out_dir`; returns the written files.
 
-    model: the default model for layers and layouts that name none. progress(label, step, total) reports
-    each denoising step. pipelines: a dict model -> loaded pipeline, reused across calls (batches).
+    model: the default model for layers and layouts that name none. progress(label, phase, done, total)
+    reports each generation's phases as the pipeline's `progress` does ("text", "denoise", "decode"), label
+    naming the layer. pipelines: a dict model -> loaded pipeline, reused across calls (batches).
     For batches (studio.batch): stem replaces layout.output.name; metadata entries are added to (or
     replace) those stored in the files; record, a dict, receives the memory budget and each generation's
     settings.
@@ -91,7 +92,8 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         out = pipe(layer.prompt, negative_prompt=layer.negative_prompt, height=job.gen_height, width=job.gen_width,
                    num_inference_steps=layer.steps, guidance_scale=layer.guidance, seed=layer.seed,
                    use_resolution_binning=False, sampler=layer.sampler, memory_budget=plan.budget,
-                   callback=(lambda i, total, label=label: progress(label, i + 1, total)) if progress else None)
+                   progress=(lambda phase, done, total, label=label: progress(label, phase, done, total))
+                   if progress else None)
         art[job.layer] = out.images[0]
         jobs_meta.append({"layer": job.layer, "model": str(model_id), "prompt": layer.prompt,
                           "negative_prompt": layer.negative_prompt, "seed": layer.seed, "steps": layer.steps,

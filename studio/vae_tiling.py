@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mindspore as ms
@@ -233,8 +234,16 @@ class _Steps:
     computed as in the untiled run, up to float rounding, whatever tile holds it.
     """
 
-    def __init__(self, plan: TilePlan, groups: int, folder, dtype):
+    def __init__(self, plan: TilePlan, groups: int, folder, dtype, passes: int,
+                 progress: Callable[[int, int], None] | None = None):
         self.plan, self.groups, self.folder, self.dtype = plan, groups, folder, dtype
+        self.total, self.done = passes * len(plan.tiles), 0  # progress in tile passes: one map() over one tile
+        self.progress = progress
+        self._report()
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
     def map(self, fn, src: _Map, r_in: int, r_out: int, channels: int, before: int = 1, after: int = 1,
             out: _Map | None = None, record: bool = True, shift: ms.Tensor | None = None) -> _Map:
@@ -247,6 +256,8 @@ class _Steps:
             crop = _grow(_scale(tile.core, r_in), before, after, src.shape[2], src.shape[3])
             core = _scale(tile.core, r_out)
             out.write(core, fn(src.read(crop, self.dtype), _scale(crop, r_out, r_in), core), record)
+            self.done += 1
+            self._report()
         return out
 
     def conv(self, conv, src: _Map, r: int, norm=None, fuse_bias: bool = False) -> _Map:
@@ -334,6 +345,12 @@ def map_disk_bytes(cfg: AutoencoderKLConfig, batch: int, height: int, width: int
     return 4 * batch * height * width * max(peaks)
 
 
+def _block_passes(block) -> int:
+    """map() calls of `_Steps.block`: two per ResNet, one for a resampler."""
+    resampler = getattr(block, "upsamplers", None) is not None or getattr(block, "downsamplers", None) is not None
+    return 2 * len(block.resnets) + resampler
+
+
 def _check(what: str, shape, plan: TilePlan, f: int) -> None:
     if tuple(shape[2:]) != (plan.height * f, plan.width * f):
         raise InputError(f"{what} of size {shape[3]}x{shape[2]} does not match the tile plan's "
@@ -350,20 +367,24 @@ def _decoder_latent_stage(vae: AutoencoderKL, z: ms.Tensor) -> ms.Tensor:
     return x
 
 
-def decode_tiled(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan) -> ms.Tensor:
+def decode_tiled(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan,
+                 progress: Callable[[int, int], None] | None = None) -> ms.Tensor:
     """`vae.decode(z)` tile by tile: latent (B, C, h, w) already divided by scaling_factor -> image (B, 3, fh, fw).
 
     plan: from `plan_tiles(vae.config, h, w, ...)`. The layers at latent resolution run once on the whole
     latent; the rest one layer at a time over the tiles (`_Steps`), through feature maps in unnamed
-    temporary files (`map_disk_bytes` of disk).
+    temporary files (`map_disk_bytes` of disk). progress(done, total) counts tile passes (one layer over
+    one tile), from 0 before the latent-resolution stage.
     """
     _check("latent", z.shape, plan, 1)
     cfg, dec = vae.config, vae.decoder
+    folder = _folder(map_disk_bytes(cfg, z.shape[0], plan.height, plan.width))
+    first_upsampler = dec.up_blocks[0].upsamplers is not None
+    passes = first_upsampler + sum(_block_passes(block) for block in dec.up_blocks[1:]) + 1  # + conv_out
+    steps = _Steps(plan, cfg.norm_num_groups, folder, z.dtype, passes, progress)
     x = _decoder_latent_stage(vae, z).astype(ms.float32).asnumpy()
-    steps = _Steps(plan, cfg.norm_num_groups, _folder(map_disk_bytes(cfg, z.shape[0], plan.height, plan.width)),
-                   z.dtype)
     src, r = _Map(x.shape, cfg.norm_num_groups, array=x), 1
-    if dec.up_blocks[0].upsamplers is not None:
+    if first_upsampler:
         src, r = steps.upsample(dec.up_blocks[0].upsamplers[0], src, r), 2 * r
     for block in dec.up_blocks[1:]:
         src, r = steps.block(block, src, r)
@@ -377,18 +398,21 @@ def decode_tiled(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan) -> ms.Tensor:
     return ms.Tensor(image.array).astype(z.dtype)
 
 
-def encode_tiled(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan) -> tuple[ms.Tensor, ms.Tensor]:
+def encode_tiled(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[ms.Tensor, ms.Tensor]:
     """`vae.encode(x)` tile by tile: image (B, 3, fh, fw) in [-1, 1] -> (mean, logvar), each (B, 4, h, w).
 
     plan: from `plan_tiles(vae.config, h, w, ...)`, in latent px. conv_in and every down block
-    but the last run one layer at a time over the tiles; the rest on the whole latent.
+    but the last run one layer at a time over the tiles; the rest on the whole latent. progress(done, total)
+    counts tile passes.
     """
     cfg, enc = vae.config, vae.encoder
     f = _factor(cfg)
     _check("image", x.shape, plan, f)
+    folder = _folder(map_disk_bytes(cfg, x.shape[0], plan.height, plan.width))
+    passes = 1 + sum(_block_passes(block) for block in enc.down_blocks[:-1])  # conv_in + blocks
+    steps = _Steps(plan, cfg.norm_num_groups, folder, x.dtype, passes, progress)
     image = x.astype(ms.float32).asnumpy()
-    steps = _Steps(plan, cfg.norm_num_groups, _folder(map_disk_bytes(cfg, x.shape[0], plan.height, plan.width)),
-                   x.dtype)
     src, r = steps.conv(enc.conv_in, _Map(image.shape, 1, array=image), f), f
     for block in enc.down_blocks[:-1]:
         src, r = steps.block(block, src, r)

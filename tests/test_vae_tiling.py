@@ -153,7 +153,10 @@ def test_tiled_encode_equals_untiled(vae, decoded, tile):
     mean, logvar = (t.asnumpy() for t in vae.encode(image))
     plan = plan_tiles(SMALL, H, W, tile=tile)
     assert plan.grid[0] >= 2 and plan.grid[1] >= 3
-    t_mean, t_logvar = (t.asnumpy() for t in vae_tiling.encode_tiled(vae, image, plan))
+    calls = []
+    t_mean, t_logvar = (t.asnumpy() for t in vae_tiling.encode_tiled(vae, image, plan, lambda *c: calls.append(c)))
+    passes = 1 + 2 * (2 * 1 + 1)  # conv_in, then 2 down blocks of 1 ResNet (2 convs) and a downsampler
+    assert calls == [(done, passes * len(plan.tiles)) for done in range(passes * len(plan.tiles) + 1)]
     assert np.abs(t_mean - mean).max() < 1e-4 * np.abs(mean).max()
     assert np.abs(t_logvar - logvar).max() < 1e-4 * np.abs(logvar).max()
 
@@ -166,8 +169,12 @@ def test_feature_maps_use_a_temporary_folder(vae, decoded, tmp_path, monkeypatch
     folders = []
     temporary_file = vae_tiling.tempfile.TemporaryFile
     monkeypatch.setattr(vae_tiling.tempfile, "TemporaryFile", lambda dir: folders.append(dir) or temporary_file(dir=dir))
-    vae_tiling.decode_tiled(vae, z, plan_tiles(SMALL, H, W, tile=20))
+    calls = []
+    plan = plan_tiles(SMALL, H, W, tile=20)
+    vae_tiling.decode_tiled(vae, z, plan, progress=lambda done, total: calls.append((done, total)))
     assert len(folders) == 10 and set(folders) == {str(tmp_path)}  # 2 upsamplers, 2 x 2 ResNets x 2 maps
+    # progress: one pass per map and tile, and one more per tile for conv_out into the image
+    assert calls == [(done, 11 * 6) for done in range(11 * 6 + 1)] and plan.grid == (2, 3)
     assert list(tmp_path.iterdir()) == []
     # the largest: the last up stage's first ResNet at 4x, input 32 ch, inner map and output 16 ch
     assert map_disk_bytes(SMALL, 1, H, W) == 4 * 37 * 50 * 16 * (32 + 16 + 16)
@@ -186,5 +193,12 @@ def test_pipeline_decodes_in_tiles(tiny_dir):
     untiled = pipe.decode(latents)
     assert np.abs(pipe.decode(latents, plan) - untiled).max() < 1e-4
     args = dict(prompt="a lighthouse", height=256, width=256, num_inference_steps=2, seed=1, output_type="np")
-    forced = pipe(**args, vae_tiling=True).images  # one 32 x 32 tile at DEFAULT_TILE: same as untiled
-    assert np.abs(forced - pipe(**args, vae_tiling=False).images).max() < 1e-4
+    phases = {True: [], False: []}
+    forced, untiled = (pipe(**args, vae_tiling=tiled, progress=lambda *call, tiled=tiled: phases[tiled].append(call))
+                       for tiled in (True, False))
+    # one 32 x 32 tile at DEFAULT_TILE: the same image as untiled
+    assert np.abs(forced.images - untiled.images).max() < 1e-4
+    start = [("text", 0, 1), ("text", 1, 1), ("denoise", 0, 2), ("denoise", 1, 2), ("denoise", 2, 2)]
+    assert phases[False] == start + [("decode", 0, 1), ("decode", 1, 1)]
+    decode = phases[True][len(start):]
+    assert phases[True][:len(start)] == start and decode == [("decode", d, len(decode) - 1) for d in range(len(decode))]

@@ -1,0 +1,63 @@
+"""`studio generate` end to end on the tiny checkpoint: the file, its metadata, the progress of every phase,
+--dry-run, and one-line errors."""
+
+import re
+
+import numpy as np
+from PIL import Image
+
+from studio.cli import main
+
+
+def bars(stderr: str) -> dict[str, tuple[int, int]]:
+    """The last state of each tqdm bar in stderr: description -> (done, total)."""
+    found = {}
+    for desc, done, total in re.findall(r"(?:^|\r)([^\r\n:]+): *\d+%\|[^|]*\| *(\d+)/(\d+)", stderr):
+        found[desc.strip()] = (int(done), int(total))
+    return found
+
+
+def test_generate_writes_the_image_and_shows_every_phase(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "cat.png"
+    args = ["generate", "a cat", "--model", str(tiny_dir), "-o", str(out), "--size", "256x192", "--steps", "3",
+            "--seed", "7", "--no-binning"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out and "seed 7" in captured.out
+    assert "output is noise" in captured.err
+    assert bars(captured.err) == {"encoding prompt": (1, 1), "denoising": (3, 3), "decoding": (1, 1)}
+    with Image.open(out) as image:
+        assert image.size == (256, 192)
+        assert image.text["prompt"] == "a cat" and image.text["seed"] == "7"
+        first = np.asarray(image)
+
+    # the file exists: refused in one line, untouched
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("studio: error:") and "--overwrite" in err
+
+    # tiled decode: the bar counts tile passes; the same seed gives the same image
+    assert main(args + ["--overwrite", "--vae-tiling", "on"]) == 0
+    decoding = bars(capsys.readouterr().err)["decoding"]
+    assert decoding[0] == decoding[1] > 1
+    with Image.open(out) as image:
+        assert np.abs(np.asarray(image).astype(int) - first).max() <= 1
+
+
+def test_generate_dry_run_and_budget_errors(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "x.png"
+    base = ["generate", "a cat", "--model", str(tiny_dir), "-o", str(out)]
+    assert main(base + ["--dry-run", "--size", "3840x2160", "--no-binning", "--memory-budget", "2GiB"]) == 0
+    plan = capsys.readouterr().out
+    assert plan.startswith("generation 3840x2160 px, 1 image(s), memory budget 2.00 GiB")
+    assert re.search(r"denoise .* self: query-chunked q=994 k=32400", plan)  # 2 x 32,400 tokens
+    assert re.search(r"decode .* vae: 3x4 tiles", plan) and not out.exists()
+
+    assert main(base + ["--memory-budget", "1MiB"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "smallest budget that works" in err and not out.exists()
+
+    assert main(base + ["--size", "100x100", "--no-binning"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("studio: error: size 100x100 is not a multiple of 16 px; pick a multiple of 16, or leave "
+                   "resolution binning on (use_resolution_binning=True; the CLI without --no-binning)")
