@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="decode in tiles: auto (when the untiled decode would exceed the budget), on, off")
     gen.add_argument("--dry-run", action="store_true", help="print the memory plan and exit; loads no weights")
     gen.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
-    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def layout_command(name: str, help_text: str):
         cmd = sub.add_parser(name, help=help_text)
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--model", default=None, help=f"model for layers that name none (default {DEFAULT_MODEL})")
     render.add_argument("--memory-budget", default=None)
     render.add_argument("--overwrite", action="store_true")
-    render.add_argument("--quiet", action="store_true")
+    render.add_argument("--quiet", action="store_true", help="no progress bars")
 
     # -- batch (studio.batch) --
     batch = sub.add_parser("batch", help="render every item of a job file into a folder: resumable, shardable")
