@@ -29,6 +29,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="studio", description="Posters and wallpapers with PixArt-Sigma.")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate one image from a prompt")
@@ -105,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--overwrite", action="store_true")
     return parser
+
+
+def version_line() -> str:
+    """'studio X (mindspore Y, numpy Z)', read from the installed packages' metadata (nothing imported)."""
+    from importlib import metadata
+
+    from studio import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+    return f"studio {__version__} (mindspore {installed('mindspore')}, numpy {installed('numpy')})"
 
 
 def cmd_generate(args) -> None:

@@ -351,7 +351,6 @@ class PixArtSigmaPipeline:
             raise InputError(f"max_sequence_length {max_len} exceeds the model's 300 tokens")
 
 
-
 def _vae_needs_fp32(folder: Path) -> bool:
     """The SDXL VAE overflows in fp16; its config says force_upcast, and the reference then decodes in fp32."""
     return bool(read_json(folder / "vae" / "config.json").get("force_upcast", False))

@@ -2,10 +2,13 @@
 --dry-run, and one-line errors."""
 
 import re
+from importlib import metadata
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from studio import __version__
 from studio.cli import main
 
 
@@ -61,3 +64,11 @@ def test_generate_dry_run_and_budget_errors(tiny_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("studio: error: size 100x100 is not a multiple of 16 px; pick a multiple of 16, or leave "
                    "resolution binning on (use_resolution_binning=True; the CLI without --no-binning)")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    line = capsys.readouterr().out.strip()
+    assert line == f"studio {__version__} (mindspore {metadata.version('mindspore')}, numpy {metadata.version('numpy')})"
