@@ -225,7 +225,7 @@ class PixArtSigmaPipeline:
         `vae_tiling` decodes in tiles: None when the untiled decode would exceed the budget, True always,
         False never; callback(step, total) after each denoising step (step from 0). progress(phase, done,
         total) for every phase: "text" (0 then 1 of 1), "denoise" (steps done), "decode" (tile passes
-        done when tiled, else 0 then 1 of 1), each called with done = 0 when the phase starts."""
+        done when tiled, else images), each called with done = 0 when the phase starts."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
         self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
@@ -308,17 +308,24 @@ class PixArtSigmaPipeline:
 
     def decode(self, latents: ms.Tensor, tiles: tiling.TilePlan | None = None,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Latents (N, 4, h, w) -> images (N, 3, 8h, 8w) float32 in about [-1, 1]; in tiles with a plan
-        (`vae_tiling.plan_tiles`). progress(done, total): tile passes when tiled, else 0 then 1 of 1."""
+        """Latents (N, 4, h, w) -> images (N, 3, 8h, 8w) float32 in about [-1, 1], one image at a time (the
+        memory plan counts one image's decode); in tiles with a plan (`vae_tiling.plan_tiles`).
+        progress(done, total): tile passes when tiled, else images."""
         z = latents.astype(self.vae_dtype) / self.vae.config.scaling_factor
-        if tiles is not None:
-            return tiling.decode_tiled(self.vae, z, tiles, progress).astype(ms.float32).asnumpy()
-        if progress is not None:
-            progress(0, 1)
-        image = self.vae.decode(z).astype(ms.float32).asnumpy()
-        if progress is not None:
-            progress(1, 1)
-        return image
+        n = z.shape[0]
+        images = []
+        for i in range(n):
+            if tiles is not None:
+                report = (lambda done, total, i=i: progress(i * total + done, n * total)) if progress else None
+                image = tiling.decode_tiled(self.vae, z[i:i + 1], tiles, report)
+            else:
+                if progress is not None and i == 0:
+                    progress(0, n)
+                image = self.vae.decode(z[i:i + 1])
+            images.append(image.astype(ms.float32).asnumpy())  # (1, 3, 8h, 8w)
+            if progress is not None and tiles is None:
+                progress(i + 1, n)
+        return np.concatenate(images)
 
     # -- memory --------------------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 The pipeline reports progress(phase, done, total) for its phases, "text", "denoise" and "decode"
 (`PixArtSigmaPipeline.__call__`), and `render` adds a label naming the layer. `PhaseBars` turns those calls
-into bars: "encoding prompt" (one unit), "denoising" (steps), "decoding" (tile passes when tiled, one unit
+into bars: "encoding prompt" (one unit), "denoising" (steps), "decoding" (tile passes when tiled, images
 otherwise), each opened when its phase starts and closed when it completes, so a 4K decode that takes
 minutes shows where it is like the denoising does.
 """

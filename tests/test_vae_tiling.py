@@ -192,6 +192,12 @@ def test_pipeline_decodes_in_tiles(tiny_dir):
     assert plan.grid == (3, 2)
     untiled = pipe.decode(latents)
     assert np.abs(pipe.decode(latents, plan) - untiled).max() < 1e-4
+    # two images decode one at a time: the same images, progress over both
+    calls = []
+    pair = pipe.decode(ms.ops.cat([latents, latents * 0.5]), plan, lambda *call: calls.append(call))
+    assert np.abs(pair[:1] - untiled).max() < 1e-4 and np.abs(pair[1:] - pipe.decode(latents * 0.5)).max() < 1e-4
+    per_image = len(calls) // 2  # calls (0..T, T..2T): T + 1 each
+    assert calls[0] == (0, 2 * (per_image - 1)) and calls[-1] == (2 * (per_image - 1),) * 2
     args = dict(prompt="a lighthouse", height=256, width=256, num_inference_steps=2, seed=1, output_type="np")
     phases = {True: [], False: []}
     forced, untiled = (pipe(**args, vae_tiling=tiled, progress=lambda *call, tiled=tiled: phases[tiled].append(call))
