@@ -25,7 +25,8 @@ def test_layout_plans_proofs_and_renders(path, tiny_dir, tmp_path, capsys):
     assert main(["plan", str(path), "--model", str(tiny_dir), "--memory-budget", "6GiB"]) == 0
     assert "canvas" in capsys.readouterr().out
     assert main(["proof", str(path), "-o", str(tmp_path / "proof.png"), "--model", str(tiny_dir)]) == 0
-    assert Image.open(tmp_path / "proof.png").size == (layout.canvas.full_width, layout.canvas.full_height)
+    with Image.open(tmp_path / "proof.png") as proof:
+        assert proof.size == (layout.canvas.full_width, layout.canvas.full_height)
     out = tmp_path / "out"
     out.mkdir()
     assert main(["render", str(path), "-o", str(out), "--model", str(tiny_dir), "--set", "steps=2", "--quiet"]) == 0
