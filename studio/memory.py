@@ -33,9 +33,10 @@ MLP_BYTES_PER_HIDDEN = 40
 AUTO_MARGIN = 1 * 1024 ** 3
 # Below this many query rows per block, chunking keys is cheaper than ever-thinner query blocks.
 MIN_Q_ROWS = 64
-# The largest fp32 scores block one attention call makes, whatever the budget: MindSpore's CPU allocator
-# refuses single tensors above ~5.5 GiB (measured: 5 GiB allocates, 6 GiB fails with 22 GiB free).
-MAX_SCORES_BLOCK = 4 * GiB
+# The largest single tensor a planned step makes, whatever the budget (an attention block's fp32 scores, a
+# VAE feature map): MindSpore's CPU allocator refuses single tensors above ~5.5 GiB (measured: 5 GiB
+# allocates, 6 GiB fails with 22 GiB free).
+MAX_TENSOR = 4 * GiB
 
 
 def parse_bytes(value) -> int | None:
@@ -87,10 +88,10 @@ def attention_workspace(bh: int, q_rows: int, k_cols: int, head_dim: int) -> int
 
 def attention_chunks(bh: int, nq: int, nk: int, head_dim: int, budget: int | None) -> AttentionChunks:
     """Largest blocks whose workspace fits `budget` bytes (None: unbounded, run whole) and whose scores stay
-    within MAX_SCORES_BLOCK."""
+    within MAX_TENSOR."""
     if budget is None:
         return AttentionChunks(nq, nk)
-    budget = min(budget, MAX_SCORES_BLOCK // 4 * SCORE_BYTES)  # the 4-byte scores are 1/4 of SCORE_BYTES
+    budget = min(budget, MAX_TENSOR // 4 * SCORE_BYTES)  # the 4-byte scores are 1/4 of SCORE_BYTES
     if attention_workspace(bh, nq, nk, head_dim) <= budget:
         return AttentionChunks(nq, nk)
     q = budget // attention_workspace(bh, 1, nk, head_dim)
@@ -108,10 +109,12 @@ def attention_chunks(bh: int, nq: int, nk: int, head_dim: int, budget: int | Non
 
 
 def mlp_rows(n_rows: int, hidden: int, budget: int | None) -> int:
-    """Token rows per MLP block so that rows x hidden units x MLP_BYTES_PER_HIDDEN fit `budget` (None: all)."""
-    if budget is None:
-        return n_rows
-    return int(max(1, min(n_rows, budget // (hidden * MLP_BYTES_PER_HIDDEN))))
+    """Token rows per MLP block so that rows x hidden units x MLP_BYTES_PER_HIDDEN fit `budget` (None:
+    unbounded) and the block's fp32 hidden activations stay within MAX_TENSOR."""
+    rows = min(n_rows, MAX_TENSOR // (hidden * 4))
+    if budget is not None:
+        rows = min(rows, budget // (hidden * MLP_BYTES_PER_HIDDEN))
+    return int(max(1, rows))
 
 
 _ATTENTION_BUDGET: contextvars.ContextVar[int | None] = contextvars.ContextVar("attention_budget", default=None)

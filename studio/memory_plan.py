@@ -9,12 +9,13 @@ activations, and the chunk sizes follow from it through `memory.attention_chunks
 
 from dataclasses import dataclass
 
-from studio.memory import AttentionChunks, attention_chunks, attention_workspace, format_bytes
+from studio.memory import MAX_TENSOR, AttentionChunks, attention_chunks, attention_workspace, format_bytes
 from studio.errors import PlanError
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKLConfig
-from studio.vae_tiling import DEFAULT_TILE, MIN_TILE, TilePlan, plan_tiles, tiled_activations, vae_decode_activations
+from studio.vae_tiling import (DEFAULT_TILE, MIN_TILE, TilePlan, largest_decode_tensor, plan_tiles,
+                                tiled_activations, vae_decode_activations)
 
 MAX_TOKENS = 300
 # The smallest attention block the planner accepts: below it, chunking costs more in launches than it
@@ -187,7 +188,7 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     w_decode = w_tr + w_vae + (w_t5 if keep_text_encoder else 0)
     mid_attention = [("vae-mid", 1, latent_tokens, latent_tokens, mid_c)] if vae.mid_block_add_attention else []
     untiled = measured(vae_decode_activations(vae, height, width, 4))
-    tiles = _vae_tiles(vae, height // f, width // f, budget, vae_tiling,
+    tiles = _vae_tiles(vae, height, width, budget, vae_tiling,
                        Phase("decode", w_decode, untiled, tuple(mid_attention), 0, ()))
     specs = [
         ("text", w_t5 + w_tr + w_vae, t5_activations(t5, batch, itemsize),
@@ -212,13 +213,18 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     return GenerationPlan(height, width, images, budget, tuple(phases))
 
 
-def _vae_tiles(vae: AutoencoderKLConfig, latent_h: int, latent_w: int, budget: int | None,
+def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | None,
                vae_tiling: bool | None, untiled: Phase) -> TilePlan | None:
-    """The decode phase's tile grid: the largest tiles whose activations fit what the budget leaves after
-    the weights and the smallest attention block; the smallest tiles when none fit (the caller then
-    reports the budget that would work)."""
-    if vae_tiling is False or (vae_tiling is None and (budget is None or untiled.minimum() <= budget)):
+    """The decode phase's tile grid for height x width px, or None for one untiled decode. Automatic
+    (vae_tiling None): untiled when it fits the budget and none of its feature maps exceeds MAX_TENSOR,
+    else the largest tiles whose activations fit what the budget leaves after the weights and the smallest
+    attention block; the smallest tiles when none fit (the caller then reports the budget that would work)."""
+    fits = budget is None or untiled.minimum() <= budget
+    allocatable = largest_decode_tensor(vae, height, width, 4) <= MAX_TENSOR
+    if vae_tiling is False or (vae_tiling is None and fits and allocatable):
         return None
+    f = 2 ** (len(vae.block_out_channels) - 1)
+    latent_h, latent_w = height // f, width // f
     room = None if budget is None else (budget - untiled.minimum() + untiled.activations) * 10 // DECODE_MEASURED_RATIO
     try:
         return plan_tiles(vae, latent_h, latent_w, tile=DEFAULT_TILE if vae_tiling else None, budget=room)

@@ -108,6 +108,21 @@ def vae_decode_activations(cfg: AutoencoderKLConfig, height: int, width: int, it
     return itemsize * (peak + 2 * pixels * cfg.out_channels)
 
 
+def largest_decode_tensor(cfg: AutoencoderKLConfig, height: int, width: int, itemsize: int) -> int:
+    """Bytes of the largest single feature map of an untiled decode to height x width px: each up stage's
+    maps and its upsampler's output, at twice the resolution before the next stage narrows it."""
+    rev = tuple(reversed(cfg.block_out_channels))
+    f = 2 ** (len(rev) - 1)
+    pixels = (height // f) * (width // f)
+    largest = 0
+    for i, c in enumerate(rev):
+        largest = max(largest, pixels * max(c, rev[max(i - 1, 0)]))
+        if i < len(rev) - 1:
+            pixels *= 4
+            largest = max(largest, pixels * c)
+    return itemsize * largest
+
+
 def tiled_activations(cfg: AutoencoderKLConfig, plan: TilePlan, itemsize: int = 4) -> int:
     """Bytes of a tiled decode: the latent-resolution features and the image, held throughout, plus the
     larger of the whole-latent stage (conv_in, mid-block, first up block: about six maps at the widest

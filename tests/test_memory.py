@@ -38,7 +38,7 @@ def test_attention_chunks_table(bh, nq, nk, d, budget, expected):
     assert attention_chunks(bh, nq, nk, d, budget) == AttentionChunks(*expected)
     if budget is not None:
         q, k = expected
-        assert memory.attention_workspace(bh, q, k, d) <= budget and bh * q * k * 4 <= memory.MAX_SCORES_BLOCK
+        assert memory.attention_workspace(bh, q, k, d) <= budget and bh * q * k * 4 <= memory.MAX_TENSOR
 
 
 def test_attention_chunks_impossible_budget():
@@ -53,3 +53,12 @@ def test_budget_context_nests():
             assert memory.current_attention_budget() == 7
         assert memory.current_attention_budget() == 5
     assert memory.current_attention_budget() is None
+
+
+@pytest.mark.parametrize("n,budget,rows", [
+    (32400, None, 32400),  # 4K, CFG batch of 2: hidden 2 x 32400 x 4608 fp32 = 1.1 GiB, whole
+    (129600, None, 116508),  # 8K: 4.45 GiB whole would exceed MAX_TENSOR; 4 GiB / (2 x 4608 x 4 B) rows
+    (129600, 1 * GiB, 2912),  # the budget: 1 GiB / (2 x 4608 x MLP_BYTES_PER_HIDDEN)
+])
+def test_mlp_rows(n, budget, rows):
+    assert memory.mlp_rows(n, 2 * 4 * 1152, budget) == rows

@@ -86,6 +86,19 @@ def test_generation_plan_tiles_only_when_needed():
         decode(100 * MiB)
 
 
+@pytest.mark.parametrize("side,largest,tiled", [
+    (1024, 1 * GiB, False),  # 256 ch at 1024^2: the upsampler into the last stage
+    (2048, 4 * GiB, False),  # exactly MAX_TENSOR: allocates (measured untiled at 2048^2)
+    (2560, 256 * 2560 ** 2 * 4, True),  # 6.25 GiB: MindSpore's CPU allocator refuses it, so tiles
+])
+def test_untiled_decode_only_when_its_maps_can_be_allocated(side, largest, tiled):
+    """However large the budget, a decode whose largest feature map exceeds MAX_TENSOR runs in tiles."""
+    assert vae_tiling.largest_decode_tensor(SDXL, side, side, 4) == largest
+    tr = PixArtTransformerConfig.from_dict(transformer_config(sample_size=32, caption_channels=t5_config()["d_model"]))
+    decode = plan_generation(tr, T5Config.from_dict(t5_config()), SDXL, side, side, budget=1024 * GiB).phases[2]
+    assert (decode.tiles is not None) == tiled
+
+
 # -- execution: tiled vs untiled ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
