@@ -13,8 +13,9 @@ Phases, each at a `size` x `size` px image (t5 doesn't depend on it):
   t5           T5 v1.1 XXL encoder (PixArt-Sigma's text encoder, 4096 wide, 64 heads, d_ff 10240) on a batch of
                2 x 300 tokens (prompt and negative prompt, 20 and 1 real tokens, the rest padding), every
                position computed, as both pipelines encode. Only the first --t5-layers of its 24 layers are
-               built (the full encoder is 19 GB in fp32, as much as this machine's RAM holds beside the
-               reference): time per layer is the same in every layer, so the ratio is the full encoder's.
+               built (default 4: time per layer is the same in every layer, so the ratio is the full
+               encoder's); --t5-layers 24 builds the whole encoder, 19 GB in fp32 per process (peak RSS
+               ~18.5 GiB each, one process at a time; ~3.5 min per process to build and run).
 
 Peak: cores x 2 FMA units x SIMD lanes (16 fp32 with AVX-512, 8 with AVX2) x 2 FLOPs x the clock
 /proc/cpuinfo reports; a nominal ceiling (the issue's figure for these machines: ~358 GFLOP/s).
