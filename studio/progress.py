@@ -9,7 +9,7 @@ minutes shows where it is like the denoising does.
 
 import sys
 
-PHASES = {"text": ("encoding prompt", "prompt"), "denoise": ("denoising", "step"), "decode": ("decoding", "pass")}
+PHASES = {"text": ("encoding prompt", "prompt"), "denoise": ("denoising", "step"), "decode": ("decoding", "step")}
 
 
 class PhaseBars:
