@@ -38,9 +38,11 @@ def test_generate_writes_the_image_and_shows_every_phase(tiny_dir, tmp_path, cap
         first = np.asarray(image)
 
     # the file exists: refused in one line, untouched
-    assert main(args) == 2
+    written = out.read_bytes()
+    assert main(args + ["--seed", "8"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("studio: error:") and "--overwrite" in err
+    assert out.read_bytes() == written
 
     # tiled decode: the bar counts tile passes; the same seed gives the same image
     assert main(args + ["--overwrite", "--vae-tiling", "on"]) == 0
