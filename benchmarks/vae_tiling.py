@@ -1,11 +1,13 @@
 """Tiled vs untiled SDXL VAE decoding in studio (MindSpore) and diffusers (PyTorch), fp32, random weights.
 
 Usage: python benchmarks/vae_tiling.py [--sizes 1024 2048] [--big 3840x2160] [--tile 64] [--big-tile 64]
+       [--roles studio-untiled studio-tiled studio-memtiled torch-untiled torch-tiled]
 
 One diffusers AutoencoderKL with the published SDXL config and random weights
-is saved once. For each square size, four runs, each in its own subprocess so that its peak RSS is its own:
-studio untiled, studio tiled (`vae_tiling.decode_tiled`, cores of --tile latent px), diffusers untiled
-and diffusers `enable_tiling()` with its 512 px tiles (tile_sample_min_size, 25% overlap, linear blend).
+is saved once. For each square size, five runs (or --roles), each in its own subprocess so that its peak
+RSS is its own: studio untiled, studio tiled (`vae_tiling.decode_tiled`, cores of --tile latent px, feature
+maps in temporary files), studio tiled with the maps in memory ("memtiled"), diffusers untiled and
+diffusers `enable_tiling()` with its 512 px tiles (tile_sample_min_size, 25% overlap, linear blend).
 Each run loads the model, then decodes one latent once, timed (no warm-up call: it would double the
 time of the largest runs, and a first call costs well under a second more here). Then studio
 tiled alone at --big. The latent is standard normal with its amplitude varying smoothly from 0.4 to 1.6
@@ -27,6 +29,7 @@ import numpy as np
 
 from core_speed import SDXL_VAE
 
+ROLES = ("studio-untiled", "studio-tiled", "studio-memtiled", "torch-untiled", "torch-tiled")
 ATTENTION_BUDGET = 1024 ** 3  # bytes for studio's mid-block attention scores (key-chunked beyond that)
 
 
@@ -65,7 +68,9 @@ def run_torch(folder: Path, z: np.ndarray, tiled: bool, args) -> np.ndarray:
     return image, time.perf_counter() - start
 
 
-def run_studio(folder: Path, z: np.ndarray, tiled: bool, args) -> np.ndarray:
+def run_studio(folder: Path, z: np.ndarray, tiled: bool, args, maps_in_memory: bool = False) -> np.ndarray:
+    import dataclasses
+
     import mindspore as ms
 
     from studio import backend, memory, vae_tiling
@@ -74,6 +79,7 @@ def run_studio(folder: Path, z: np.ndarray, tiled: bool, args) -> np.ndarray:
     backend.setup()
     model = AutoencoderKL.from_pretrained(folder / "vae")
     plan = vae_tiling.plan_tiles(model.config, z.shape[2], z.shape[3], tile=args.tile)
+    plan = dataclasses.replace(plan, maps_in_memory=maps_in_memory)
     start = time.perf_counter()
     with memory.attention_budget(ATTENTION_BUDGET):  # asnumpy waits for the result
         if tiled:
@@ -90,7 +96,10 @@ def child(role: str, folder: Path, args) -> None:
     framework, mode = role.split("-")
     w, h = args.size
     z = latent(h // 8, w // 8)
-    image, seconds = {"torch": run_torch, "studio": run_studio}[framework](folder, z, mode == "tiled", args)
+    if framework == "torch":
+        image, seconds = run_torch(folder, z, mode == "tiled", args)
+    else:
+        image, seconds = run_studio(folder, z, mode != "untiled", args, maps_in_memory=mode == "memtiled")
     np.save(folder / f"{role}-{w}x{h}.npy", image)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb}))
@@ -115,6 +124,7 @@ def main() -> None:
     parser.add_argument("--big", default="3840x2160", help="WxH for studio tiled alone ('' to skip)")
     parser.add_argument("--tile", type=int, default=64, help="tile core in latent px (studio); diffusers: 8x px")
     parser.add_argument("--big-tile", type=int, default=64, help="tile core for --big, latent px")
+    parser.add_argument("--roles", nargs="+", choices=ROLES, default=ROLES, help="runs per size (default: all)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=lambda s: tuple(int(v) for v in s.split("x")), help=argparse.SUPPRESS)
@@ -130,8 +140,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         spawn("make", folder, (0, 0), 0, args)
-        runs = [((n, n), role, args.tile) for n in args.sizes
-                for role in ("studio-untiled", "studio-tiled", "torch-untiled", "torch-tiled")]
+        runs = [((n, n), role, args.tile) for n in args.sizes for role in ROLES if role in args.roles]
         if args.big:
             runs.append((tuple(int(v) for v in args.big.split("x")), "studio-tiled", args.big_tile))
         for size, role, tile in runs:

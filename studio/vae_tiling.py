@@ -63,6 +63,7 @@ class TilePlan:
     halo: int
     rows: tuple[tuple[int, int], ...]  # (start, length) of each tile row
     cols: tuple[tuple[int, int], ...]
+    maps_in_memory: bool = False  # feature maps in RAM (when the budget holds them), else in temporary files
 
     @property
     def tiles(self) -> tuple[Tile, ...]:
@@ -82,7 +83,8 @@ class TilePlan:
     def describe(self, factor: int = 8) -> str:
         rows, cols = self.grid
         h, w = max(n for _, n in self.rows), max(n for _, n in self.cols)
-        return f"{rows}x{cols} tiles of <= {factor * w}x{factor * h} px, layer by layer"
+        where = "in memory" if self.maps_in_memory else "in temporary files"
+        return f"{rows}x{cols} tiles of <= {factor * w}x{factor * h} px, layer by layer, maps {where}"
 
 
 def grid_plan(height: int, width: int, tile: int, halo: int) -> TilePlan:
@@ -164,18 +166,19 @@ class _Map:
     """A (B, C, H, W) fp32 feature map that a step writes tile by tile and the next step reads in crops, with
     the per-(sample, group) sums of everything written (the statistics of the GroupNorm that reads it).
 
-    Held in a numpy array when given one (the latent-resolution maps, small), else in an unnamed temporary
-    file in `folder` (the system frees it when the map is deleted or the process ends, SIGKILL included),
-    mapped only while a tile is read or written so that the resident pages stay those of one tile.
+    Held in a numpy array when given one (the latent-resolution maps, small) or when there is no `folder`
+    (the plan keeps the maps in memory), else in an unnamed temporary file in `folder` (the system frees it
+    when the map is deleted or the process ends, SIGKILL included), mapped only while a tile is read or
+    written so that the resident pages stay those of one tile.
     """
 
     def __init__(self, shape: tuple[int, ...], groups: int, folder=None, array: np.ndarray | None = None,
                  shift: ms.Tensor | None = None):
         self.shape, self.groups = tuple(shape), groups
         self.shift = shift  # (C,): a conv bias not yet added to the stored values (the reader's norm adds it)
-        self.array = array
+        self.array = np.empty(self.shape, np.float32) if array is None and folder is None else array
         self.file = None
-        if array is None:
+        if self.array is None:
             self.file = tempfile.TemporaryFile(dir=folder)
             self.file.truncate(4 * math.prod(self.shape))
         self.total = np.zeros(self.shape[:1] + (groups,))
@@ -213,6 +216,7 @@ class _Map:
         return ms.Tensor(mean, ms.float32), ms.Tensor(var, ms.float32)
 
     def delete(self) -> None:
+        self.array = None
         if self.file is not None:
             self.file.close()
 
@@ -388,12 +392,12 @@ def decode_tiled(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan,
 
     plan: from `plan_tiles(vae.config, h, w, ...)`. The layers at latent resolution run once on the whole
     latent; the rest one layer at a time over the tiles (`_Steps`), through feature maps in unnamed
-    temporary files (`map_disk_bytes` of disk). progress(done, total) counts tile passes (one layer over
-    one tile), from 0 before the latent-resolution stage.
+    temporary files (`map_disk_bytes` of disk), or in memory when `plan.maps_in_memory`. progress(done,
+    total) counts tile passes (one layer over one tile), from 0 before the latent-resolution stage.
     """
     _check("latent", z.shape, plan, 1)
     cfg, dec = vae.config, vae.decoder
-    folder = _folder(map_disk_bytes(cfg, z.shape[0], plan.height, plan.width))
+    folder = None if plan.maps_in_memory else _folder(map_disk_bytes(cfg, z.shape[0], plan.height, plan.width))
     first_upsampler = dec.up_blocks[0].upsamplers is not None
     passes = first_upsampler + sum(_block_passes(block) for block in dec.up_blocks[1:]) + 1  # + conv_out
     steps = _Steps(plan, cfg.norm_num_groups, folder, z.dtype, passes, progress)
@@ -424,7 +428,7 @@ def encode_tiled(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan,
     cfg, enc = vae.config, vae.encoder
     f = _factor(cfg)
     _check("image", x.shape, plan, f)
-    folder = _folder(map_disk_bytes(cfg, x.shape[0], plan.height, plan.width))
+    folder = None if plan.maps_in_memory else _folder(map_disk_bytes(cfg, x.shape[0], plan.height, plan.width))
     passes = 1 + sum(_block_passes(block) for block in enc.down_blocks[:-1])  # conv_in + blocks
     steps = _Steps(plan, cfg.norm_num_groups, folder, x.dtype, passes, progress)
     image = x.astype(ms.float32).asnumpy()

@@ -1,5 +1,7 @@
 """Tiled VAE decoding/encoding: exact plan tables, and tiled == untiled on small random VAEs."""
 
+from dataclasses import replace
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from studio import vae_tiling
 from studio.errors import PlanError
 from studio.geometry import Box
 from studio.memory import GiB, MiB
-from studio.memory_plan import plan_generation
+from studio.memory_plan import measured, plan_generation
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
@@ -77,6 +79,10 @@ def test_generation_plan_tiles_only_when_needed():
     assert decode(8 * GiB).tiles is None  # untiled fits
     assert decode(300 * MiB).tiles.grid == (4, 7)  # tile estimates carry the measured decode ratio (17/10)
     assert decode(8 * GiB, True).tiles.grid == (5, 8)  # forced: cores of at most DEFAULT_TILE
+    # the maps in memory when they take at most half of what is left, and then counted as activations
+    maps = map_disk_bytes(vae, 1, 270, 480)
+    assert not decode(300 * MiB).tiles.maps_in_memory and decode(8 * GiB, True).tiles.maps_in_memory
+    assert decode(8 * GiB, True).activations == measured(tiled_activations(vae, decode(8 * GiB, True).tiles)) + maps
     assert decode(300 * MiB).peak <= 300 * MiB
     assert "vae: 4x7 tiles of <= 552x544 px, layer by layer" in plan_generation(
         tr, t5, vae, 2160, 3840, budget=300 * MiB).describe()
@@ -97,6 +103,9 @@ def test_untiled_decode_only_when_its_maps_can_be_allocated(side, largest, tiled
     tr = PixArtTransformerConfig.from_dict(transformer_config(sample_size=32, caption_channels=t5_config()["d_model"]))
     decode = plan_generation(tr, T5Config.from_dict(t5_config()), SDXL, side, side, budget=1024 * GiB).phases[2]
     assert (decode.tiles is not None) == tiled
+    if tiled:  # the budget holds the maps twice over: in memory. The most alive at once: the last stage's
+        # first ResNet at 8x8 px per latent px, its 256-channel input, 128-channel inner map and output
+        assert decode.tiles.maps_in_memory and map_disk_bytes(SDXL, 1, 320, 320) == 4 * 320 ** 2 * 64 * (256 + 2 * 128)
 
 
 # -- execution: tiled vs untiled ----------------------------------------------------------------------------
@@ -194,6 +203,15 @@ def test_feature_maps_use_a_temporary_folder(vae, decoded, tmp_path, monkeypatch
     monkeypatch.setattr(vae_tiling.shutil, "disk_usage", lambda path: type("U", (), {"free": 1000})())
     with pytest.raises(PlanError, match=r"tiled VAE needs .* of temporary disk .* has 1000 B free \(set STUDIO_TMPDIR"):
         vae_tiling.decode_tiled(vae, z, plan_tiles(SMALL, H, W, tile=20))
+
+
+def test_maps_in_memory(vae, decoded, monkeypatch):
+    """A plan that keeps the maps in memory decodes the same image and opens no temporary file."""
+    z, untiled = decoded
+    monkeypatch.setattr(vae_tiling.tempfile, "TemporaryFile", lambda dir: pytest.fail("a temporary file"))
+    plan = replace(plan_tiles(SMALL, H, W, tile=12), maps_in_memory=True)
+    assert "maps in memory" in plan.describe()
+    assert np.abs(vae_tiling.decode_tiled(vae, z, plan).asnumpy() - untiled).max() < 1e-4
 
 
 def test_pipeline_decodes_in_tiles(tiny_dir):
