@@ -180,7 +180,7 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     batch = images * (2 if guidance else 1)
     w_t5, w_tr = itemsize * t5_params(t5), itemsize * transformer_params(transformer)
     w_vae = 4 * vae_params(vae)  # the SDXL VAE runs in fp32 (force_upcast)
-    f = 2 ** (len(vae.block_out_channels) - 1)
+    f = vae.downsample_factor
     tokens = (height // f // transformer.patch_size) * (width // f // transformer.patch_size)
     heads, head_dim = transformer.num_attention_heads, transformer.attention_head_dim
     latent_tokens = (height // f) * (width // f)
@@ -223,16 +223,15 @@ def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | 
     allocatable = largest_decode_tensor(vae, height, width, 4) <= MAX_TENSOR
     if vae_tiling is False or (vae_tiling is None and fits and allocatable):
         return None
-    f = 2 ** (len(vae.block_out_channels) - 1)
-    latent_h, latent_w = height // f, width // f
+    latent_h, latent_w = height // vae.downsample_factor, width // vae.downsample_factor
     room = None if budget is None else (budget - untiled.minimum() + untiled.activations) * 10 // DECODE_MEASURED_RATIO
     try:
         plan = plan_tiles(vae, latent_h, latent_w, tile=DEFAULT_TILE if vae_tiling else None, budget=room)
     except PlanError:
         return plan_tiles(vae, latent_h, latent_w, tile=MIN_TILE)
     # the maps in memory when they take at most half of what the budget leaves after the weights and the
-    # tiles (the other half stays for the mid-block's attention): files cost time (1.46x untiled at 2048^2,
-    # 1.06x with the maps in memory), memory is what tiling saves
+    # tiles (the other half stays for the mid-block's attention): files cost time (at 2048^2 1.46x untiled,
+    # 1.24x with the maps in memory: benchmarks/vae_tiling.py), memory is what tiling saves
     left = None if budget is None else budget - untiled.weights - tiled_decode_activations(vae, plan)
     if left is None or 2 * map_disk_bytes(vae, 1, latent_h, latent_w) <= left:
         plan = replace(plan, maps_in_memory=True)

@@ -80,7 +80,7 @@ def plan(path_or_id, height: int = 1024, width: int = 1024, images: int = 1, gui
 
 def check_size(tr: PixArtTransformerConfig, vae: AutoencoderKLConfig, height: int, width: int) -> None:
     """InputError unless height and width are multiples of the latent patch in px (16 for PixArt-Sigma)."""
-    multiple = 2 ** (len(vae.block_out_channels) - 1) * tr.patch_size
+    multiple = vae.downsample_factor * tr.patch_size
     if height % multiple or width % multiple:
         raise InputError(f"size {width}x{height} is not a multiple of {multiple} px; pick a multiple of {multiple}, "
                          f"or leave resolution binning on (use_resolution_binning=True; the CLI without --no-binning)")
@@ -260,7 +260,7 @@ class PixArtSigmaPipeline:
         context = self.transformer.encode_context(features.astype(self.dtype))
 
         # 2. initial latents
-        vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        vae_scale = self.vae.config.downsample_factor
         shape = (n_images, self.transformer.config.in_channels, height // vae_scale, width // vae_scale)
         if latents is None:
             seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
@@ -313,17 +313,18 @@ class PixArtSigmaPipeline:
         progress(done, total): tile passes when tiled, else images."""
         z = latents.astype(self.vae_dtype) / self.vae.config.scaling_factor
         n = z.shape[0]
+        per_image = progress is not None and tiles is None
+        if per_image:
+            progress(0, n)
         images = []
         for i in range(n):
-            if tiles is not None:
-                report = (lambda done, total, i=i: progress(i * total + done, n * total)) if progress else None
-                image = tiling.decode_tiled(self.vae, z[i:i + 1], tiles, report)
-            else:
-                if progress is not None and i == 0:
-                    progress(0, n)
+            if tiles is None:
                 image = self.vae.decode(z[i:i + 1])
+            else:
+                passes = (lambda done, total, i=i: progress(i * total + done, n * total)) if progress else None
+                image = tiling.decode_tiled(self.vae, z[i:i + 1], tiles, passes)
             images.append(image.astype(ms.float32).asnumpy())  # (1, 3, 8h, 8w)
-            if progress is not None and tiles is None:
+            if per_image:
                 progress(i + 1, n)
         return np.concatenate(images)
 

@@ -149,7 +149,7 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
                 raise PlanError(f"{layout.source}: layers[{i}]: {e}") from None
             strategy, gen_w, gen_h = generation_size(box.w, box.h, tr, "upscale")  # fall back to the native bin
             memory = plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget_bytes, layer.guidance > 1.0)
-        f = 2 ** (len(vae.block_out_channels) - 1)
+        f = vae.downsample_factor
         jobs.append(GenerateJob(i, box, strategy, gen_w, gen_h, (gen_h // f, gen_w // f),
                                 (gen_h // f // tr.patch_size) * (gen_w // f // tr.patch_size), memory,
                                 round(relative_cost(tr, gen_w, gen_h), 4)))

@@ -44,10 +44,6 @@ MAX_TILE = 128
 
 # -- plan ---------------------------------------------------------------------------------------------------
 
-def _factor(cfg: AutoencoderKLConfig) -> int:
-    return 2 ** (len(cfg.block_out_channels) - 1)
-
-
 @dataclass(frozen=True)
 class Tile:
     core: Box  # latent px this tile produces; the cores of a plan partition the latent exactly
@@ -97,8 +93,7 @@ def grid_plan(height: int, width: int, tile: int, halo: int) -> TilePlan:
 
 def vae_decode_activations(cfg: AutoencoderKLConfig, height: int, width: int, itemsize: int) -> int:
     """The largest stage of the decoder's up path: input, GroupNorm/SiLU temporaries, conv out, residual."""
-    rev = tuple(reversed(cfg.block_out_channels))
-    f = 2 ** (len(rev) - 1)
+    rev, f = tuple(reversed(cfg.block_out_channels)), cfg.downsample_factor
     pixels = (height // f) * (width // f)
     peak = 0
     for i, c in enumerate(rev):
@@ -113,8 +108,7 @@ def vae_decode_activations(cfg: AutoencoderKLConfig, height: int, width: int, it
 def largest_decode_tensor(cfg: AutoencoderKLConfig, height: int, width: int, itemsize: int) -> int:
     """Bytes of the largest single feature map of an untiled decode to height x width px: each up stage's
     maps and its upsampler's output, at twice the resolution before the next stage narrows it."""
-    rev = tuple(reversed(cfg.block_out_channels))
-    f = 2 ** (len(rev) - 1)
+    rev, f = tuple(reversed(cfg.block_out_channels)), cfg.downsample_factor
     pixels = (height // f) * (width // f)
     largest = 0
     for i, c in enumerate(rev):
@@ -130,7 +124,7 @@ def tiled_activations(cfg: AutoencoderKLConfig, plan: TilePlan, itemsize: int = 
     larger of the whole-latent stage (conv_in, mid-block, first up block: about six maps at the widest
     channel count) and one tile's largest layer (that of the up path on the largest crop). The encoder's
     layers are smaller than the decoder's (no upsampling temporaries); the same bound serves."""
-    f, c = _factor(cfg), cfg.block_out_channels[-1]
+    f, c = cfg.downsample_factor, cfg.block_out_channels[-1]
     n = plan.height * plan.width
     held = n * c + f * f * n * cfg.out_channels
     whole = 6 * n * c
@@ -351,7 +345,7 @@ def _folder(need: int) -> str:
 def map_disk_bytes(cfg: AutoencoderKLConfig, batch: int, height: int, width: int) -> int:
     """Temporary disk of a tiled decode or encode of a height x width latent: the most maps alive at once,
     over every layer (a ResNet's input, inner map and output; a resampler's input and output)."""
-    rev, ch, f = tuple(reversed(cfg.block_out_channels)), cfg.block_out_channels, _factor(cfg)
+    rev, ch, f = tuple(reversed(cfg.block_out_channels)), cfg.block_out_channels, cfg.downsample_factor
     peaks = [4 * rev[0]]  # the first upsampler's output (its input is in memory)
     for i in range(1, len(rev)):  # decoder stage i at 2^i px per latent px
         s = 4 ** i
@@ -426,7 +420,7 @@ def encode_tiled(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan,
     counts tile passes.
     """
     cfg, enc = vae.config, vae.encoder
-    f = _factor(cfg)
+    f = cfg.downsample_factor
     _check("image", x.shape, plan, f)
     folder = None if plan.maps_in_memory else _folder(map_disk_bytes(cfg, x.shape[0], plan.height, plan.width))
     passes = 1 + sum(_block_passes(block) for block in enc.down_blocks[:-1])  # conv_in + blocks

@@ -50,6 +50,11 @@ class AutoencoderKLConfig:
     use_post_quant_conv: bool = True
     mid_block_add_attention: bool = True
 
+    @property
+    def downsample_factor(self) -> int:
+        """Image px per latent px: 2 per down block after the first (8 for the SDXL VAE)."""
+        return 2 ** (len(self.block_out_channels) - 1)
+
     @classmethod
     def from_dict(cls, d: dict) -> "AutoencoderKLConfig":
         fields = {f.name for f in dataclasses.fields(cls)}
