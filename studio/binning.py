@@ -7,6 +7,8 @@ the requested size and center-cropped, as the reference pipeline does. The bin t
 
 import numpy as np
 
+from studio.errors import ConfigError
+
 
 def _table(*rows):
     """(ratio, height, width) rows -> {ratio: (height, width)}."""
@@ -60,8 +62,9 @@ BINS_BY_SAMPLE_SIZE = {256: BIN_2048, 128: BIN_1024, 64: BIN_512, 32: BIN_256}
 def bins_for(sample_size: int) -> dict:
     """The bin table of a transformer with this latent `sample_size` (256 -> the 2048 px bins, ...)."""
     if sample_size not in BINS_BY_SAMPLE_SIZE:
-        raise ValueError(f"no aspect-ratio bins for sample_size {sample_size} "
-                         f"(known: {sorted(BINS_BY_SAMPLE_SIZE)})")
+        raise ConfigError(f"no aspect-ratio bins for a transformer of sample_size {sample_size} (there are bins "
+                          f"for {', '.join(map(str, sorted(BINS_BY_SAMPLE_SIZE)))}); generate at the exact size "
+                          f"instead: use_resolution_binning=False, or --no-binning on the command line")
     return BINS_BY_SAMPLE_SIZE[sample_size]
 
 

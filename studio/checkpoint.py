@@ -27,9 +27,10 @@ _ST_DTYPES = {
 _NP_FLOAT = {ms.float16: np.float16, ms.float32: np.float32, ms.float64: np.float64}  # bf16 goes via fp32
 
 
-def resolve_model_dir(path_or_id: str | os.PathLike) -> Path:
+def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True) -> Path:
     """A local folder as is; otherwise a hub id looked up in the local Hugging Face cache, then
-    downloaded with huggingface_hub when the machine is online."""
+    downloaded with huggingface_hub when the machine is online: the whole pipeline, or with
+    weights=False only its JSON configs (what a memory plan reads; no multi-GB download to plan)."""
     path = Path(path_or_id).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -42,10 +43,13 @@ def resolve_model_dir(path_or_id: str | os.PathLike) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError as e:  # pragma: no cover - a dependency of transformers
         raise CheckpointError(f"{name}: not a local folder and huggingface_hub is not installed") from e
-    patterns = ["*.json", "*.safetensors", "*.model", "*.txt"]
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt"] if weights else ["*.json"]
     cache_dir = os.environ.get("HF_HUB_CACHE") or None  # read now: huggingface_hub reads it at import
     try:
-        return Path(snapshot_download(name, local_files_only=True, allow_patterns=patterns, cache_dir=cache_dir))
+        folder = Path(snapshot_download(name, local_files_only=True, allow_patterns=patterns, cache_dir=cache_dir))
+        # a snapshot a plan fetched holds only the configs: then the weights are still to download
+        if not weights or any((folder / "transformer").glob("*.safetensors")):
+            return folder
     except Exception:
         pass
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
@@ -118,7 +122,11 @@ class SafetensorsFile:
                 header = json.loads(f.read(n))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from e
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
         header.pop("__metadata__", None)
+        for key, entry in header.items():
+            _check_entry(path, key, entry)
         self.data_start = 8 + n
         self.entries = header
         end = max((e["data_offsets"][1] for e in header.values()), default=0)
@@ -141,14 +149,30 @@ class SafetensorsFile:
         """The tensor as a numpy array; BF16 comes back as float32 (numpy has no bfloat16)."""
         entry = self.entries[key]
         code = entry["dtype"]
-        if code not in _ST_DTYPES:
-            raise CheckpointError(f"{self.path}: key '{key}' has unsupported dtype {code}")
         begin, end = entry["data_offsets"]
         raw = self._map[self.data_start + begin:self.data_start + end]
         arr = raw.view(_ST_DTYPES[code]).reshape(entry["shape"])
         if code == "BF16":
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
         return arr
+
+
+def _check_entry(path: Path, key: str, entry) -> None:
+    """One header entry: a known dtype, a shape, and data offsets spanning exactly that many bytes."""
+    try:
+        code, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+        ints = [*shape, begin, end]
+        if not all(isinstance(i, int) and i >= 0 for i in ints):
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: corrupt safetensors header: key '{key}' needs a dtype, a shape and "
+                              "two data offsets") from None
+    if code not in _ST_DTYPES:
+        raise CheckpointError(f"{path}: key '{key}' has unsupported dtype {code}")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(_ST_DTYPES[code]).itemsize
+    if end - begin != nbytes:
+        raise CheckpointError(f"{path}: corrupt safetensors header: key '{key}' of shape {list(shape)} "
+                              f"{code} takes {nbytes} bytes, its data offsets span {end - begin}")
 
 
 def load_weights(cell: ms.nn.Cell, files: list[Path]) -> None:
@@ -178,7 +202,7 @@ def load_weights(cell: ms.nn.Cell, files: list[Path]) -> None:
             filled.add(name)
     missing = [name for name in params if name not in filled]
     if missing:
-        where = files[0].parent
+        where = files[0] if len(files) == 1 else f"{files[0].parent} ({', '.join(p.name for p in files)})"
         raise CheckpointError(f"{where}: missing key '{missing[0]}' in the checkpoint"
                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-o", "--output", required=True, type=Path, help="image file (.png, .jpg, .tif, .webp)")
     gen.add_argument("--model", default=DEFAULT_MODEL,
                      help=f"pipeline folder or Hugging Face hub id (default: $STUDIO_MODEL or {DEFAULT_MODEL})")
-    gen.add_argument("--size", type=parse_size, default=(1024, 1024), help="WIDTHxHEIGHT in px (default 1024x1024)")
+    gen.add_argument("--size", type=parse_size, default=(None, None),
+                     help="WIDTHxHEIGHT in px (default: the checkpoint's native size, 1024x1024 for the 1024 model)")
     gen.add_argument("--steps", type=int, default=20)
     gen.add_argument("--guidance", type=float, default=4.5)
     gen.add_argument("--seed", type=int, default=None, help="default: random, printed")
@@ -151,10 +152,11 @@ def cmd_generate(args) -> None:
     finally:
         bars.close()
     meta = {"prompt": args.prompt, "negative_prompt": args.negative, "seed": out.seed, "steps": args.steps,
-            "guidance_scale": args.guidance, "sampler": args.sampler or pipe.sampler.sampler, "size": f"{width}x{height}",
+            "guidance_scale": args.guidance, "sampler": args.sampler or pipe.sampler.sampler,
+            "size": "{}x{}".format(*out.images[0].size),
             "model": str(args.model), "software": "studio"}
     export.save_image(out.images[0], args.output, overwrite=args.overwrite, metadata=meta)
-    print(f"wrote {args.output} ({width}x{height}, seed {out.seed}, {time.perf_counter() - t0:.1f} s)")
+    print(f"wrote {args.output} ({meta['size']}, seed {out.seed}, {time.perf_counter() - t0:.1f} s)")
 
 
 def parse_variables(pairs: list[str]) -> dict[str, str]:

@@ -7,6 +7,7 @@ attention workspace budget to the models.
 """
 
 import contextlib
+import math
 import contextvars
 import re
 from dataclasses import dataclass
@@ -60,11 +61,13 @@ def auto_budget(free: int) -> int:
     return max(free - AUTO_MARGIN, free // 2)
 
 
-def format_bytes(n: int | float) -> str:
+def format_bytes(n: int | float, up: bool = False) -> str:
+    """Bytes to two decimals of the largest binary unit; `up` rounds up, so that a minimum the user may
+    pass back as a budget ('at least 33.78 MiB') is never printed below itself."""
     for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
         if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{int(n)} B"
+            return f"{(math.ceil(n * 100 / size) / 100 if up else n / size):.2f} {unit}"
+    return f"{math.ceil(n) if up else int(n)} B"
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,10 @@ def attention_workspace(bh: int, q_rows: int, k_cols: int, head_dim: int) -> int
 
 
 def attention_chunks(bh: int, nq: int, nk: int, head_dim: int, budget: int | None) -> AttentionChunks:
-    """Largest blocks whose workspace fits `budget` bytes (None: unbounded, run whole) and whose scores stay
-    within MAX_TENSOR."""
-    if budget is None:
-        return AttentionChunks(nq, nk)
-    budget = min(budget, MAX_TENSOR // 4 * SCORE_BYTES)  # the 4-byte scores are 1/4 of SCORE_BYTES
+    """Largest blocks whose workspace fits `budget` bytes (None: unbounded) and whose scores stay within
+    MAX_TENSOR, whatever the budget: MindSpore could not allocate a larger one."""
+    cap = MAX_TENSOR // 4 * SCORE_BYTES  # the 4-byte scores are 1/4 of SCORE_BYTES
+    budget = cap if budget is None else min(budget, cap)
     if attention_workspace(bh, nq, nk, head_dim) <= budget:
         return AttentionChunks(nq, nk)
     q = budget // attention_workspace(bh, 1, nk, head_dim)
@@ -103,7 +105,7 @@ def attention_chunks(bh: int, nq: int, nk: int, head_dim: int, budget: int | Non
     k = (budget - bh * q * head_dim * ROW_BYTES) // (bh * q * SCORE_BYTES)
     if k < 1:
         need = attention_workspace(bh, 1, 1, head_dim)
-        raise PlanError(f"attention over {bh} heads x {nq} x {nk} tokens needs at least {format_bytes(need)} of "
+        raise PlanError(f"attention over {bh} heads x {nq} x {nk} tokens needs at least {format_bytes(need, up=True)} of "
                         f"workspace; the budget gives {format_bytes(budget)}")
     return AttentionChunks(q, int(min(k, nk)))
 

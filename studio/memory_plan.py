@@ -181,7 +181,8 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     w_t5, w_tr = itemsize * t5_params(t5), itemsize * transformer_params(transformer)
     w_vae = 4 * vae_params(vae)  # the SDXL VAE runs in fp32 (force_upcast)
     f = vae.downsample_factor
-    tokens = (height // f // transformer.patch_size) * (width // f // transformer.patch_size)
+    grid_h, grid_w = height // f // transformer.patch_size, width // f // transformer.patch_size
+    tokens = grid_h * grid_w
     heads, head_dim = transformer.num_attention_heads, transformer.attention_head_dim
     latent_tokens = (height // f) * (width // f)
     mid_c = vae.block_out_channels[-1]
@@ -195,7 +196,7 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
          [("self", batch * t5.num_heads, MAX_TOKENS, MAX_TOKENS, t5.d_kv)]),
         ("denoise", w_tr + w_vae + (w_t5 if keep_text_encoder else 0),
          transformer_activations(transformer, batch, tokens, itemsize),
-         [("self", batch * heads, tokens, tokens, head_dim), ("cross", batch * heads, tokens, MAX_TOKENS, head_dim)]),
+         _self_attention(transformer, batch, grid_h, grid_w) + [("cross", batch * heads, tokens, MAX_TOKENS, head_dim)]),
         ("decode", w_decode, untiled if tiles is None else tiled_decode_activations(vae, tiles), mid_attention),
     ]
     phases = []
@@ -204,13 +205,22 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
         probe = Phase(name, weights, acts, tuple(attn), 0, ())
         if budget is not None and budget < probe.minimum():
             raise PlanError(f"memory budget {format_bytes(budget)} is too small for {width}x{height}: the {name} "
-                            f"phase needs at least {format_bytes(probe.minimum())} (weights {format_bytes(weights)}"
+                            f"phase needs at least {format_bytes(probe.minimum(), up=True)} (weights {format_bytes(weights)}"
                             f" + activations {format_bytes(acts)} + attention); the smallest budget that works "
-                            f"is {format_bytes(_smallest(specs))}")
+                            f"is {format_bytes(_smallest(specs), up=True)}")
         chunks = tuple(attention_chunks(bh, nq, nk, d, workspace) for _, bh, nq, nk, d in attn)
         phases.append(Phase(name, weights, acts, tuple(attn), workspace or 0, chunks,
                             tiles if name == "decode" else None))
     return GenerationPlan(height, width, images, budget, tuple(phases))
+
+
+def _self_attention(cfg: PixArtTransformerConfig, batch: int, grid_h: int, grid_w: int) -> list[tuple]:
+    """The transformer's self-attention shapes: over all tokens in the layers without KV compression, over
+    the keys and values the depthwise conv leaves (grid // ratio a side) in the layers with it."""
+    bh, tokens, r = batch * cfg.num_attention_heads, grid_h * grid_w, cfg.kv_compress_scale_factor
+    compressed = set(cfg.kv_compress_layers)
+    return ([("self", bh, tokens, tokens, cfg.attention_head_dim)] if len(compressed) < cfg.num_layers else []) + \
+        ([("self-kv", bh, tokens, (grid_h // r) * (grid_w // r), cfg.attention_head_dim)] if compressed else [])
 
 
 def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | None,

@@ -43,6 +43,13 @@ def as_dtype(dtype) -> ms.Type:
     return dtype
 
 
+def default_size(tr: PixArtTransformerConfig, vae: AutoencoderKLConfig, height: int | None,
+                 width: int | None) -> tuple[int, int]:
+    """height, width, each defaulting to the checkpoint's native size (sample_size latent px), as the reference."""
+    native = tr.sample_size * vae.downsample_factor
+    return height or native, width or native
+
+
 def generation_size(cfg: PixArtTransformerConfig, height: int, width: int, use_binning: bool) -> tuple[int, int]:
     """The size the model generates at for a requested height x width (px): its aspect-ratio bin, or as is."""
     if use_binning:
@@ -57,17 +64,18 @@ def read_configs(folder: Path) -> tuple[PixArtTransformerConfig, T5Config, Autoe
             AutoencoderKLConfig.from_dict(read_json(folder / "vae" / "config.json")))
 
 
-def plan(path_or_id, height: int = 1024, width: int = 1024, images: int = 1, guidance_scale: float = 4.5,
+def plan(path_or_id, height: int | None = None, width: int | None = None, images: int = 1, guidance_scale: float = 4.5,
          memory_budget=None, use_resolution_binning: bool = True, dtype="float32",
          keep_text_encoder: bool = False, vae_tiling: bool | None = None) -> GenerationPlan:
     """The memory plan of a generation, from the configs alone (no weights are read).
 
-    memory_budget: bytes, a string like "6GiB", or None for automatic (free memory minus a margin);
+    height, width: px, by default the checkpoint's native size; memory_budget: bytes, a string like "6GiB", or
+    None for automatic (free memory minus a margin);
     vae_tiling: None (tile when the untiled decode would not fit), True or False.
     Raises PlanError with the smallest workable budget when it can't be met.
     """
-    folder = resolve_model_dir(path_or_id)
-    tr, t5, vae = read_configs(folder)
+    tr, t5, vae = read_configs(resolve_model_dir(path_or_id, weights=False))
+    height, width = default_size(tr, vae, height, width)
     gen_h, gen_w = generation_size(tr, height, width, use_resolution_binning)
     check_size(tr, vae, gen_h, gen_w)
     budget = memory.parse_bytes(memory_budget)
@@ -84,6 +92,15 @@ def check_size(tr: PixArtTransformerConfig, vae: AutoencoderKLConfig, height: in
     if height % multiple or width % multiple:
         raise InputError(f"size {width}x{height} is not a multiple of {multiple} px; pick a multiple of {multiple}, "
                          f"or leave resolution binning on (use_resolution_binning=True; the CLI without --no-binning)")
+
+
+def size_conditions(cfg: PixArtTransformerConfig, height: int, width: int, batch: int) -> tuple:
+    """(resolution (B, 2), aspect ratio (B, 1)) of the generation size for transformers conditioned on size
+    (PixArt-alpha's 1024 px checkpoint; its pipeline passes them so), else ()."""
+    if not cfg.with_size_conditions:
+        return ()
+    return (ms.Tensor(np.tile([[float(height), float(width)]], (batch, 1)), ms.float32),
+            ms.Tensor(np.full((batch, 1), height / width), ms.float32))
 
 
 def real_tokens(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -212,14 +229,15 @@ class PixArtSigmaPipeline:
 
     # -- generation --------------------------------------------------------------------------------------
 
-    def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] = "", height: int = 1024,
-                 width: int = 1024, num_inference_steps: int = 20, guidance_scale: float = 4.5,
+    def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] = "", height: int | None = None,
+                 width: int | None = None, num_inference_steps: int = 20, guidance_scale: float = 4.5,
                  seed: int | None = None, latents: np.ndarray | None = None, num_images_per_prompt: int = 1,
                  use_resolution_binning: bool = True, max_sequence_length: int = 300, output_type: str = "pil",
                  sampler: str | None = None, memory_budget=None, vae_tiling: bool | None = None,
                  callback: Callable[[int, int], None] | None = None,
                  progress: Callable[[str, int, int], None] | None = None) -> PipelineOutput:
-        """Generate images. height/width in px; `latents` (N, 4, h/8, w/8) replace the initial noise;
+        """Generate images. height/width in px (default: the checkpoint's native size, 1024 for the 1024
+        checkpoint); `seed` a non-negative integer; `latents` (N, 4, h/8, w/8) replace the initial noise;
         `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; `memory_budget` (bytes,
         "6GiB", or None = free memory minus a margin) bounds the attention workspace and the VAE decode;
         `vae_tiling` decodes in tiles: None when the untiled decode would exceed the budget, True always,
@@ -228,8 +246,9 @@ class PixArtSigmaPipeline:
         done when tiled, else images), each called with done = 0 when the phase starts."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+        height, width = default_size(self.transformer.config, self.vae.config, height, width)
         self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
-                           max_sequence_length, output_type)
+                           max_sequence_length, output_type, seed)
         out_height, out_width = height, width
         height, width = generation_size(self.transformer.config, height, width, use_resolution_binning)
         check_size(self.transformer.config, self.vae.config, height, width)
@@ -272,11 +291,12 @@ class PixArtSigmaPipeline:
 
         # 3. denoise
         learned_sigma = self.transformer.config.output_channels // 2 == shape[1]
+        sizes = size_conditions(self.transformer.config, height, width, n_images * (2 if cfg else 1))
 
         def model_fn(x_in: ms.Tensor, t: float) -> ms.Tensor:
             batch = ms.ops.cat([x_in, x_in]) if cfg else x_in
             timestep = ms.ops.full((batch.shape[0],), t, dtype=ms.float32)
-            out = self.transformer(batch.astype(self.dtype), timestep, context, mask)
+            out = self.transformer(batch.astype(self.dtype), timestep, context, mask, *sizes)
             if learned_sigma:
                 out = out[:, :shape[1]]
             if cfg:
@@ -344,7 +364,7 @@ class PixArtSigmaPipeline:
 
     # -- checks ------------------------------------------------------------------------------------------
 
-    def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type):
+    def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type, seed):
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise InputError("prompt must be a string or a non-empty list of strings")
         if len(negatives) != len(prompts):
@@ -355,6 +375,8 @@ class PixArtSigmaPipeline:
                             ("num_images_per_prompt", per_prompt), ("max_sequence_length", max_len)]:
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
+            raise InputError(f"seed must be a non-negative integer, got {seed!r}")
         if max_len > 300:
             raise InputError(f"max_sequence_length {max_len} exceeds the model's 300 tokens")
 

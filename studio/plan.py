@@ -100,7 +100,7 @@ def model_configs(model: str) -> tuple[PixArtTransformerConfig, T5Config, Autoen
     from studio.pipeline import read_configs
 
     try:
-        return read_configs(resolve_model_dir(model))
+        return read_configs(resolve_model_dir(model, weights=False))
     except CheckpointError:
         if model in PUBLISHED:
             return PUBLISHED[model], T5Config(), SDXL_VAE

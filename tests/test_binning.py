@@ -38,3 +38,9 @@ def test_resize_and_center_crop_matches_reference(src, dst):
     actual = binning.resize_and_center_crop(x, *dst)
     assert actual.shape == expected.shape == (2, 3, *dst)
     assert rel_l2(actual, expected) <= 1e-6
+
+
+def test_no_bins_for_an_unknown_sample_size_is_a_one_line_error():
+    from studio.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"sample_size 96 \(there are bins for 32, 64, 128, 256\).*--no-binning"):
+        binning.bins_for(96)

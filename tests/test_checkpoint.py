@@ -1,5 +1,6 @@
 """Bad checkpoints give one-line CheckpointErrors naming the file and the key; loading variants and dtypes."""
 
+import json
 import shutil
 
 import mindspore as ms
@@ -56,7 +57,8 @@ def test_missing_key(broken):
     tensors = load_file(str(path))
     del tensors["transformer_blocks.1.attn2.to_k.bias"]
     save_file(tensors, str(path))
-    assert "missing key 'transformer_blocks.1.attn2.to_k.bias'" in load_error(broken)
+    msg = load_error(broken)
+    assert "missing key 'transformer_blocks.1.attn2.to_k.bias'" in msg and str(path) in msg
 
 
 def test_unexpected_key(broken):
@@ -84,6 +86,30 @@ def test_truncated_file(broken, keep):
     path.write_bytes(data[:keep] if keep > 0 else data[:keep])
     msg = load_error(broken)
     assert str(path) in msg and "truncated" in msg
+
+
+def _rewrite_header(path, edit):
+    """Rewrite a safetensors file's JSON header through `edit(header)`, keeping its data bytes."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    edit(header["decoder.conv_in.bias"])
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda e: e.pop("data_offsets"), "key 'decoder.conv_in.bias' needs a dtype, a shape and two data offsets"),
+    (lambda e: e.update(shape=[5]), "key 'decoder.conv_in.bias' of shape [5] F32 takes 20 bytes, its data "
+                                    "offsets span"),
+    (lambda e: e.update(shape="8"), "needs a dtype, a shape and two data offsets"),
+    (lambda e: e.update(dtype="F9"), "key 'decoder.conv_in.bias' has unsupported dtype F9"),
+])
+def test_corrupt_header(broken, edit, expected):
+    path = broken / "vae" / WEIGHTS
+    _rewrite_header(path, edit)
+    msg = load_error(broken)
+    assert str(path) in msg and expected in msg
 
 
 def test_pickle_refused_with_conversion_hint(broken):
@@ -114,6 +140,35 @@ def test_hub_id_from_cache(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert resolve_model_dir("someone/tiny-pixart") == snapshot
+
+
+def test_planning_fetches_configs_only(tiny_dir, tmp_path, monkeypatch):
+    """A plan of a hub id not in the cache downloads its JSON configs only; loading then still fetches the
+    weights, not mistaking the configs-only snapshot for the pipeline."""
+    import huggingface_hub
+    snapshot = tmp_path / "snapshot"
+    calls = []
+
+    def fake_download(name, local_files_only=False, allow_patterns=(), cache_dir=None):
+        calls.append((local_files_only, tuple(allow_patterns)))
+        if not local_files_only:  # "download": the files the patterns select
+            for src in tiny_dir.rglob("*"):
+                if src.is_file() and any(src.match(p) for p in allow_patterns):
+                    (snapshot / src.relative_to(tiny_dir)).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(src, snapshot / src.relative_to(tiny_dir))
+        if not snapshot.is_dir():
+            raise FileNotFoundError(name)
+        return str(snapshot)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    assert resolve_model_dir("someone/tiny-pixart", weights=False) == snapshot
+    assert calls == [(True, ("*.json",)), (False, ("*.json",))]
+    assert not list(snapshot.rglob("*.safetensors"))
+    calls.clear()
+    assert resolve_model_dir("someone/tiny-pixart") == snapshot  # cached configs only: download the rest
+    assert [local for local, _ in calls] == [True, False] and "*.safetensors" in calls[1][1]
+    assert (snapshot / "transformer" / WEIGHTS).is_file()
 
 
 def _rewrite(folder, name, convert):

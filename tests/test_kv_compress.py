@@ -109,3 +109,20 @@ def test_block_in_row_blocks_equals_whole(kv_ratio, mode):
     with memory.attention_budget(budget):
         chunked = block(x, context, mask, t6, grid).asnumpy()
     assert rel_l2(chunked, whole) <= 1e-5
+
+
+@pytest.mark.parametrize("layers,expected", [
+    ([], [("self", 32, 4096, 4096)]),  # 1024 px: 64 x 64 tokens, CFG batch 2 x 16 heads
+    ([0, 5], [("self", 32, 4096, 4096), ("self-kv", 32, 4096, 1024)]),
+    (list(range(28)), [("self-kv", 32, 4096, 1024)]),  # every layer compressed: keys are 32 x 32
+])
+def test_memory_plan_counts_compressed_keys(layers, expected):
+    from studio.memory_plan import plan_generation
+    from studio.models.t5 import T5Config
+    from studio.plan import SDXL_VAE
+    tr = PixArtTransformerConfig(sample_size=128, kv_compress_layers=tuple(layers),
+                                 kv_compress_scale_factor=2 if layers else 1)
+    denoise = plan_generation(tr, T5Config(), SDXL_VAE, 1024, 1024, budget=None).phases[1]
+    assert [a[:4] for a in denoise.attention if a[0] != "cross"] == expected
+    plain = plan_generation(PixArtTransformerConfig(sample_size=128), T5Config(), SDXL_VAE, 1024, 1024).phases[1]
+    assert (denoise.unchunked() < plain.unchunked()) == (len(layers) == 28)

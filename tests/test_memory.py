@@ -4,7 +4,7 @@ import pytest
 
 from studio import memory
 from studio.errors import InputError, PlanError
-from studio.memory import GiB, MiB, AttentionChunks, attention_chunks, parse_bytes
+from studio.memory import KiB, GiB, MiB, AttentionChunks, attention_chunks, format_bytes, parse_bytes
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -29,6 +29,7 @@ def test_parse_bytes_rejects(bad):
     (32, 16384, 300, 72, 1 * GiB, (5924, 300)),                    # cross-attention to 300 tokens
     (32, 65536, 65536, 72, 1 * GiB, (256, 8138)),                  # 4K: keys chunked
     (32, 16384, 16384, 72, 64 * GiB, (2041, 16384)),              # scores block capped at 4 GiB
+    (32, 16384, 16384, 72, None, (2041, 16384)),                  # ... with no budget too
     (2, 1000, 1000, 8, 2 * 64 * (1000 * 16 + 96), (64, 1000)),     # exactly MIN_Q_ROWS rows
     (2, 1000, 1000, 8, 2 * 64 * (1000 * 16 + 96) - 1, (256, 245)),  # one byte less: key blocks
     (1, 10, 10, 4, 5 * (10 * 16 + 48), (5, 10)),                   # short sequences: any row count
@@ -62,3 +63,29 @@ def test_budget_context_nests():
 ])
 def test_mlp_rows(n, budget, rows):
     assert memory.mlp_rows(n, 2 * 4 * 1152, budget) == rows
+
+
+@pytest.mark.parametrize("n,down,up", [
+    (0, "0 B", "0 B"), (1023, "1023 B", "1023 B"), (GiB, "1.00 GiB", "1.00 GiB"),
+    (GiB + 1, "1.00 GiB", "1.01 GiB"), (int(33.776 * MiB), "33.78 MiB", "33.78 MiB"),
+    (int(33.771 * MiB), "33.77 MiB", "33.78 MiB"), (1536 * KiB, "1.50 MiB", "1.50 MiB")])
+def test_format_bytes(n, down, up):
+    assert (format_bytes(n), format_bytes(n, up=True)) == (down, up)
+
+
+@pytest.mark.parametrize("free,budget", [(24 * GiB, 23 * GiB), (2 * GiB, 1 * GiB), (1 * GiB, 512 * MiB),
+                                         (100, 50)])
+def test_auto_budget(free, budget):
+    assert memory.auto_budget(free) == budget  # free minus 1 GiB, never below half of it
+
+
+def test_automatic_budget_reads_the_device_in_use(monkeypatch, tiny_dir):
+    import psutil
+
+    from studio import backend, pipeline
+    assert backend.on_cpu()
+    before = psutil.virtual_memory().available
+    free = backend.free_memory()
+    assert abs(free - before) < 256 * MiB  # host RAM on the CPU
+    monkeypatch.setattr(backend, "free_memory", lambda: 9 * GiB)
+    assert pipeline.plan(tiny_dir, 256, 256).budget == 8 * GiB

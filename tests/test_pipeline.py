@@ -18,7 +18,7 @@ def pipes(tiny_dir):
 
 
 @pytest.mark.parametrize("height,width,negative,n_per_prompt", [
-    (256, 256, "", 1), (200, 328, "blurry, low quality", 2)])
+    (256, 256, "", 1), (256, 256, "watermark, text", 1), (200, 328, "blurry, low quality", 2)])
 def test_pipeline_matches_diffusers(pipes, height, width, negative, n_per_prompt):
     ours, ref = pipes
     prompts = ["A Red cat at night, oil painting ", "a wooden boat by the sea"]
@@ -42,6 +42,57 @@ def test_pil_output_and_seed_reproducible(pipes):
     b = ours("a cat", height=256, width=256, num_inference_steps=2, seed=7, output_type="np").images
     assert a[0].size == (256, 256) and a[0].mode == "RGB"
     np.testing.assert_array_equal(np.asarray(a[0]), (b[0] * 255).round().astype(np.uint8))
+
+
+def test_default_size_is_the_checkpoints_native_size(pipes):
+    """Without height/width both pipelines generate at sample_size x 8 px (256 for this checkpoint)."""
+    ours, ref = pipes
+    native = ours.transformer.config.sample_size * 8
+    latents = np.random.default_rng(4).standard_normal((1, 4, native // 8, native // 8)).astype(np.float32)
+    expected = ref("a cat", latents=torch.from_numpy(latents), num_inference_steps=2, output_type="latent",
+                   clean_caption=False).images.numpy()
+    actual = ours("a cat", latents=latents, num_inference_steps=2, output_type="latent").images
+    assert actual.shape == expected.shape == (1, 4, native // 8, native // 8)
+    assert rel_l2(actual, expected) <= 1e-3
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "7"])
+def test_bad_seed_is_refused_before_any_work(pipes, seed):
+    from studio.errors import InputError
+    with pytest.raises(InputError, match=f"seed must be a non-negative integer, got {seed!r}"):
+        pipes[0]("a cat", seed=seed)
+
+
+def test_size_conditioned_transformer_gets_resolution_and_aspect_ratio(tiny_dir, tmp_path, monkeypatch):
+    """A transformer conditioned on size (PixArt-alpha's 1024 px model) receives the generation size, as
+    PixArt-alpha's pipeline passes it: resolution (h, w) and aspect ratio h / w per row of the batch."""
+    import json
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
+    from studio.tiny import random_weights
+    folder = shutil.copytree(tiny_dir, tmp_path / "alpha")
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    config.update(use_additional_conditions=True, num_attention_heads=3, cross_attention_dim=48)  # width % 3 == 0
+    (folder / "transformer" / "config.json").write_text(json.dumps(config))
+    model = PixArtTransformer2DModel(PixArtTransformerConfig.from_dict(config))
+    save_file(random_weights(model, seed=1), str(folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+    seen = []
+    original = PixArtTransformer2DModel.construct
+
+    def spy(self, latents, timestep, context, mask=None, resolution=None, aspect_ratio=None):
+        seen.append((resolution.asnumpy(), aspect_ratio.asnumpy()))
+        return original(self, latents, timestep, context, mask, resolution, aspect_ratio)
+
+    monkeypatch.setattr(PixArtTransformer2DModel, "construct", spy)
+    pipe = PixArtSigmaPipeline.from_pretrained(folder)
+    out = pipe("a cat", height=192, width=320, num_inference_steps=1, output_type="latent", seed=0).images
+    assert out.shape == (1, 4, 24, 40) and np.isfinite(out).all()
+    resolution, aspect = seen[0]
+    np.testing.assert_array_equal(resolution, [[192.0, 320.0]] * 2)  # CFG: negative and positive rows
+    np.testing.assert_allclose(aspect, [[0.6]] * 2, rtol=1e-6)
 
 
 def test_text_encoder_released_by_default(tiny_dir):

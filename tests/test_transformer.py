@@ -43,6 +43,22 @@ def test_transformer_matches_diffusers(tmp_path, hw):
     assert rel_l2(actual, expected) <= 1e-4
 
 
+def test_transformer_with_affine_norms_matches_diffusers(tmp_path):
+    """norm_elementwise_affine: the blocks' LayerNorms carry a weight and bias, applied before adaLN."""
+    ref = reference_model(tmp_path, use_additional_conditions=False, norm_elementwise_affine=True)
+    ours = PixArtTransformer2DModel.from_pretrained(tmp_path / "transformer")
+    rng = np.random.default_rng(4)
+    latents = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    caption = rng.standard_normal((2, 5, 24)).astype(np.float32)
+    t = np.array([500, 20], dtype=np.int64)
+    with torch.no_grad():
+        expected = ref(torch.from_numpy(latents), encoder_hidden_states=torch.from_numpy(caption),
+                       timestep=torch.from_numpy(t),
+                       added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample.numpy()
+    actual = ours(ms.Tensor(latents), ms.Tensor(t), ours.encode_context(ms.Tensor(caption))).asnumpy()
+    assert rel_l2(actual, expected) <= 1e-4
+
+
 def test_transformer_with_size_conditions_matches_diffusers(tmp_path):
     """PixArt-alpha-style resolution / aspect-ratio conditioning (use_additional_conditions)."""
     ref = reference_model(tmp_path, use_additional_conditions=True, num_attention_heads=3,

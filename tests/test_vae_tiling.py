@@ -9,7 +9,7 @@ import pytest
 from studio import vae_tiling
 from studio.errors import PlanError
 from studio.geometry import Box
-from studio.memory import GiB, MiB
+from studio.memory import GiB, MiB, parse_bytes
 from studio.memory_plan import measured, plan_generation
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
@@ -90,6 +90,17 @@ def test_generation_plan_tiles_only_when_needed():
         decode(300 * MiB, False)
     with pytest.raises(PlanError, match="smallest budget that works"):
         decode(100 * MiB)
+
+
+@pytest.mark.parametrize("height,width", [(1024, 1024), (256, 256), (608, 800), (2048, 2048), (1024, 4096)])
+def test_the_smallest_budget_named_works(height, width):
+    """The budget an error names, passed back as printed, plans: the message rounds up, never down."""
+    tr = PixArtTransformerConfig.from_dict(transformer_config(sample_size=32, caption_channels=t5_config()["d_model"]))
+    t5, vae = T5Config.from_dict(t5_config()), AutoencoderKLConfig.from_dict(vae_config())
+    with pytest.raises(PlanError, match="smallest budget that works is") as e:
+        plan_generation(tr, t5, vae, height, width, budget=1 * MiB)
+    named = str(e.value).rsplit("is ", 1)[1]
+    assert plan_generation(tr, t5, vae, height, width, budget=parse_bytes(named)).peak <= parse_bytes(named)
 
 
 @pytest.mark.parametrize("side,largest,tiled", [

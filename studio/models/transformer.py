@@ -270,6 +270,15 @@ class FeedForward(nn.Cell):
         return self.net[2](self.net[0](x))
 
 
+def _affine(norm: LayerNorm, shift, scale):
+    """(shift, scale) for LN(x)(1 + scale) + shift that also apply the norm's own weight w and bias b when it
+    has them (norm_elementwise_affine): (LN(x) w + b)(1 + scale) + shift = LN(x)(1 + scale') + shift' with
+    scale' = w (1 + scale) - 1 and shift' = b (1 + scale) + shift, all (B, 1, D)."""
+    if norm.weight is None:
+        return shift, scale
+    return norm.bias * (1 + scale) + shift, norm.weight * (1 + scale) - 1
+
+
 class PixArtBlock(nn.Cell):
     """x += g1 * SelfAttn(LN(x)(1+s1)+b1); x += CrossAttn(x, c); x += g2 * MLP(LN(x)(1+s2)+b2)."""
 
@@ -296,7 +305,7 @@ class PixArtBlock(nn.Cell):
         """
         mods = self.scale_shift_table.reshape(1, 6, -1) + t6.reshape(t6.shape[0], 6, -1)  # (B, 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ops.split(mods, 1, axis=1)  # (B, 1, D)
-        h = backend.modulated_layer_norm(x, shift_msa, scale_msa, self.norm1.eps)
+        h = backend.modulated_layer_norm(x, *_affine(self.norm1, shift_msa, scale_msa), self.norm1.eps)
         k, v = self.attn1.keys_values(h, grid)  # each (B, heads, head_dim, N')
         b, n, _ = x.shape
         heads, head_dim, nk = k.shape[1], k.shape[2], k.shape[3]
@@ -316,6 +325,7 @@ class PixArtBlock(nn.Cell):
         the workspace budget in force (the MLP is row-wise, so the blocks give the same result)."""
         b, n, d = x.shape
         rows = memory.mlp_rows(n, b * 4 * d, memory.current_attention_budget())
+        shift, scale = _affine(self.norm2, shift, scale)
         parts = []
         for i in range(0, n, rows):
             xi = x[:, i:i + rows]
