@@ -133,6 +133,13 @@ class Phase:
         return self.weights + self.activations + max(
             (attention_workspace(bh, nq, nk, d) for _, bh, nq, nk, d in self.attention), default=0)
 
+    def chunking(self) -> str:
+        """How the phase runs: each attention's mode and blocks, and the VAE's tiles, e.g.
+        'self: query-chunked q=994 k=32400; cross: whole q=32400 k=300'."""
+        return "; ".join([f"{what}: {c.mode(nq, nk)} q={c.q} k={c.k}"
+                          for (what, _, nq, nk, _), c in zip(self.attention, self.chunks)]
+                         + ([f"vae: {self.tiles.describe()}"] if self.tiles is not None else []))
+
     def minimum(self) -> int:
         """The smallest budget the planner accepts for this phase."""
         return self.weights + self.activations + max(
@@ -157,11 +164,9 @@ class GenerationPlan:
         lines = [f"generation {self.width}x{self.height} px, {self.images} image(s), memory budget {budget}",
                  f"{'phase':<12}{'weights':>12}{'activations':>14}{'attention':>12}{'peak':>12}  chunks"]
         for p in self.phases:
-            chunks = "; ".join([f"{what}: {c.mode(nq, nk)} q={c.q} k={c.k}"
-                                for (what, _, nq, nk, _), c in zip(p.attention, p.chunks)]
-                               + ([f"vae: {p.tiles.describe()}"] if p.tiles is not None else []))
             lines.append(f"{p.name:<12}{format_bytes(p.weights):>12}{format_bytes(p.activations):>14}"
-                         f"{format_bytes(p.peak - p.weights - p.activations):>12}{format_bytes(p.peak):>12}  {chunks}")
+                         f"{format_bytes(p.peak - p.weights - p.activations):>12}{format_bytes(p.peak):>12}  "
+                         f"{p.chunking()}")
         lines.append(f"peak {format_bytes(self.peak)} (unchunked it would be "
                      f"{format_bytes(max(p.unchunked() for p in self.phases))})")
         return "\n".join(lines)

@@ -4,7 +4,8 @@ For every layer its box on the canvas; for every `generate` layer the size the m
 checkpoint's aspect-ratio bin, or the region itself snapped to 16 px), the strategy that fills the region
 (`direct`: generate at the region's size through chunked attention and tiled decoding; `upscale`: generate
 at the native bin and resample with Lanczos), latent size, token count, the memory plan (peak bytes,
-attention chunks) and a relative cost (1.0 = one 1024x1024 generation of the same model and steps).
+attention chunks, VAE tiles) and a relative cost (1.0 = one 1024x1024 generation of the same model with
+20 steps and guidance).
 """
 
 import json
@@ -46,11 +47,13 @@ class GenerateJob:
     latent: tuple[int, int]  # (h, w)
     tokens: int  # image tokens per sample
     memory: GenerationPlan
-    cost: float  # relative to one 1024x1024 generation with the same steps
+    cost: float  # relative to one 1024x1024 generation with 20 steps and guidance (relative_cost)
 
     def summary(self) -> dict:
         d = asdict(self)
-        d["memory"] = {p.name: {"peak": p.peak, "chunks": [asdict(c) for c in p.chunks]} for p in self.memory.phases}
+        d["memory"] = {p.name: {"peak": p.peak, "chunks": [asdict(c) for c in p.chunks], "chunking": p.chunking(),
+                                "vae_tiles": None if p.tiles is None else p.tiles.describe()}
+                       for p in self.memory.phases}
         d["memory"]["peak"] = self.memory.peak
         return d
 
@@ -83,10 +86,11 @@ class Plan:
             lines.append(f"  [{i}] {type(layer).__name__.removesuffix('Layer').lower():<9} {box.w}x{box.h} at "
                          f"({box.x}, {box.y})")
         for job in self.jobs:
-            chunks = ", ".join(f"{p.name} {format_bytes(p.peak)}" for p in job.memory.phases)
+            peaks = ", ".join(f"{p.name} {format_bytes(p.peak)}" for p in job.memory.phases)
             lines.append(f"  generate [{job.layer}]: {job.strategy} at {job.gen_width}x{job.gen_height} "
                          f"(latent {job.latent[1]}x{job.latent[0]}, {job.tokens} tokens), cost {job.cost:.2f}, "
-                         f"peak {format_bytes(job.memory.peak)} ({chunks})")
+                         f"peak {format_bytes(job.memory.peak)} ({peaks})")
+            lines.extend(f"      {p.name}: {p.chunking()}" for p in job.memory.phases)
         for i, box in enumerate(self.monitors):
             lines.append(f"  monitor {i}: {box.w}x{box.h} at ({box.x}, {box.y})")
         lines.append(f"peak memory {format_bytes(self.peak)}")
@@ -118,13 +122,15 @@ def generation_size(width: int, height: int, cfg: PixArtTransformerConfig, strat
     return strategy, gen_w, gen_h
 
 
-def relative_cost(cfg: PixArtTransformerConfig, gen_w: int, gen_h: int) -> float:
-    """Transformer FLOPs of one step relative to 1024x1024: linear layers scale with tokens N, attention
-    with N^2 (per token: ~24 D^2 in the linears, 4 N D in attention)."""
-    def flops(n):
-        return n * 24 * cfg.inner_dim ** 2 + 4 * n * n * cfg.inner_dim
+def relative_cost(cfg: PixArtTransformerConfig, gen_w: int, gen_h: int, steps: int = 20,
+                  guidance: bool = True) -> float:
+    """Transformer FLOPs of a generation relative to one at 1024x1024 with 20 steps and guidance: steps x
+    (2 with guidance) x one pass, whose linear layers scale with tokens N and attention with N^2 (per token:
+    ~24 D^2 in the linears, 4 N D in attention)."""
+    def flops(n, steps, batch):
+        return steps * batch * (n * 24 * cfg.inner_dim ** 2 + 4 * n * n * cfg.inner_dim)
     n = (gen_w // 16) * (gen_h // 16)
-    return flops(n) / flops((1024 // 16) ** 2)
+    return flops(n, steps, 2 if guidance else 1) / flops((1024 // 16) ** 2, 20, 2)
 
 
 def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=None) -> Plan:
@@ -152,7 +158,7 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
         f = vae.downsample_factor
         jobs.append(GenerateJob(i, box, strategy, gen_w, gen_h, (gen_h // f, gen_w // f),
                                 (gen_h // f // tr.patch_size) * (gen_w // f // tr.patch_size), memory,
-                                round(relative_cost(tr, gen_w, gen_h), 4)))
+                                round(relative_cost(tr, gen_w, gen_h, layer.steps, layer.guidance > 1.0), 4)))
     monitors = tuple(span_canvas(layout.span)[2]) if layout.span else ()
     return Plan(layout.source, layout.canvas.full_width, layout.canvas.full_height, boxes, tuple(jobs), monitors,
                 budget_bytes)

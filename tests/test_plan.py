@@ -1,12 +1,15 @@
 """Geometry and planner: exact integer tables."""
 
+import json
+
 import pytest
 
 from studio.geometry import Box, fit_box, resolve, snap, span_canvas, split
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKLConfig
-from studio.plan import generation_size, plan_layout
+from studio.memory import attention_chunks
+from studio.plan import generation_size, plan_layout, relative_cost
 from studio.tiny import vae_config
 from studio.spec import Canvas, FillLayer, GenerateLayer, Grid, Layout, Monitor, Region, Span, TextLayer
 
@@ -113,7 +116,7 @@ def test_plan_layout_table():
     layout = Layout("mem.yaml", CANVAS, (
         FillLayer((0, 0, 0, 255)),
         GenerateLayer("a", region=Region("cell", grid="panels", column=0)),
-        GenerateLayer("b", region=Region("full"), strategy="direct"),
+        GenerateLayer("b", region=Region("full"), strategy="direct", steps=10),
         TextLayer("hello", region=Region("percent", 10, 70, 80, 20)),
     ), grids=GRIDS)
     vae = AutoencoderKLConfig.from_dict(vae_config())
@@ -124,4 +127,31 @@ def test_plan_layout_table():
     assert (a.layer, a.strategy, a.gen_width, a.gen_height, a.latent, a.tokens) == (1, "upscale", 768, 1344, (168, 96), 4032)
     assert (b.layer, b.strategy, b.gen_width, b.gen_height, b.latent, b.tokens) == (2, "direct", 3840, 2160, (270, 480), 32400)
     assert b.memory.peak <= 4 * 2 ** 30
-    assert b.cost > a.cost
+    # cost: tokens x (24 D^2 + 4 N D) per pass, D = 32, against 4096 tokens at 20 steps; b runs 10 steps
+    assert a.cost == round(4032 * (24 * 32 ** 2 + 4 * 4032 * 32) / (4096 * (24 * 32 ** 2 + 4 * 4096 * 32)), 4)
+    assert b.cost == round(32400 * (24 * 32 ** 2 + 4 * 32400 * 32) / (4096 * (24 * 32 ** 2 + 4 * 4096 * 32)) / 2, 4)
+    # the text output names each phase's chunking, as the memory plan decided it
+    self_attention = attention_chunks(2 * 2, 32400, 32400, 16, b.memory.phases[1].workspace)
+    assert self_attention.mode(32400, 32400) == "query-chunked"
+    text = plan.describe(layout)
+    assert (f"      denoise: self: query-chunked q={self_attention.q} k=32400; cross: whole q=32400 k=300"
+            in text.splitlines())
+    assert json.loads(plan.to_json())["jobs"][1]["memory"]["denoise"]["chunking"] == b.memory.phases[1].chunking()
+
+
+@pytest.mark.parametrize("size,steps,guidance,cost", [
+    (1024, 20, True, 1.0), (1024, 10, True, 0.5), (1024, 20, False, 0.5), (1024, 50, True, 2.5),
+    (2048, 20, True, 16384 * (24 * 32 ** 2 + 4 * 16384 * 32) / (4096 * (24 * 32 ** 2 + 4 * 4096 * 32))),
+])
+def test_relative_cost(size, steps, guidance, cost):
+    assert relative_cost(TINY, size, size, steps, guidance) == pytest.approx(cost, rel=1e-12)
+
+
+def test_plan_names_vae_tiles():
+    t5 = T5Config(vocab_size=356, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    layout = Layout("tiles.yaml", CANVAS, (GenerateLayer("b", region=Region("full"), strategy="direct"),))
+    plan = plan_layout(layout, budget="300MiB", configs=(TINY, t5, AutoencoderKLConfig.from_dict(vae_config())))
+    tiles = plan.jobs[0].memory.phases[2].tiles
+    assert tiles is not None and "      decode: vae-mid: " in plan.describe(layout)
+    assert f"vae: {tiles.describe()}" in plan.describe(layout)
+    assert json.loads(plan.to_json())["jobs"][0]["memory"]["decode"]["vae_tiles"] == tiles.describe()
