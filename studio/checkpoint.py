@@ -105,7 +105,11 @@ def weight_files(component_dir: Path, variant: str | None = None) -> list[Path]:
 
 
 class SafetensorsFile:
-    """A memory-mapped safetensors file: names, shapes, and one array at a time."""
+    """A safetensors file: names and shapes from its header, then one tensor (or some rows of one) at a time.
+
+    Tensors are read with plain file reads, not through a memory map: a map's pages count in the process's
+    resident memory while it is open (a 2 GB shard read through one took the loader's peak RSS from the
+    weights to the weights + 2 GB), a read's pages only in the kernel's reclaimable page cache."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -134,7 +138,6 @@ class SafetensorsFile:
             last = max(header, key=lambda k: header[k]["data_offsets"][1])
             raise CheckpointError(f"{path}: truncated safetensors file: key '{last}' ends at byte "
                                   f"{self.data_start + end}, file has {size}")
-        self._map = np.memmap(path, dtype=np.uint8, mode="r") if size else None
 
     def keys(self):
         return self.entries.keys()
@@ -148,13 +151,35 @@ class SafetensorsFile:
     def array(self, key: str) -> np.ndarray:
         """The tensor as a numpy array; BF16 comes back as float32 (numpy has no bfloat16)."""
         entry = self.entries[key]
-        code = entry["dtype"]
         begin, end = entry["data_offsets"]
-        raw = self._map[self.data_start + begin:self.data_start + end]
-        arr = raw.view(_ST_DTYPES[code]).reshape(entry["shape"])
-        if code == "BF16":
-            arr = (arr.astype(np.uint32) << 16).view(np.float32)
-        return arr
+        raw = np.empty(end - begin, np.uint8)
+        with open(self.path, "rb") as f:
+            f.seek(self.data_start + begin)
+            f.readinto(raw)
+        return _decode(raw, entry["dtype"]).reshape(entry["shape"])
+
+    def rows(self, key: str, index: np.ndarray) -> np.ndarray:
+        """Rows `index` (int array of any shape) of a 2D tensor, reading only those rows:
+        (*index.shape, columns). For an embedding table of which a prompt needs a few dozen rows."""
+        entry = self.entries[key]
+        n, columns = entry["shape"]
+        itemsize = np.dtype(_ST_DTYPES[entry["dtype"]]).itemsize
+        unique, inverse = np.unique(index, return_inverse=True)
+        if unique.size and not 0 <= unique[0] <= unique[-1] < n:
+            raise IndexError(f"{self.path}: '{key}' has {n} rows, asked for row {unique[-1]}")
+        raw = np.empty((unique.size, columns * itemsize), np.uint8)
+        with open(self.path, "rb") as f:
+            for row, i in zip(raw, unique):
+                f.seek(self.data_start + entry["data_offsets"][0] + int(i) * columns * itemsize)
+                f.readinto(row)
+        return _decode(raw.reshape(-1), entry["dtype"]).reshape(unique.size, columns)[inverse.reshape(-1)].reshape(
+            *index.shape, columns)
+
+
+def _decode(raw: np.ndarray, code: str) -> np.ndarray:
+    """Stored bytes (uint8, 1D) -> values; BF16 widened to float32 (numpy has no bfloat16)."""
+    arr = raw.view(_ST_DTYPES[code])
+    return (arr.astype(np.uint32) << 16).view(np.float32) if code == "BF16" else arr
 
 
 def _check_entry(path: Path, key: str, entry) -> None:
@@ -175,12 +200,14 @@ def _check_entry(path: Path, key: str, entry) -> None:
                               f"{code} takes {nbytes} bytes, its data offsets span {end - begin}")
 
 
-def load_weights(cell: ms.nn.Cell, files: list[Path]) -> None:
+def load_weights(cell: ms.nn.Cell, files: list[Path], prefix: str = "") -> None:
     """Copy every tensor of `files` into the parameter of the same name, in the parameter's dtype.
 
     Strict: an unexpected key, a shape mismatch, or a parameter no file provides is a CheckpointError.
     A cell may define `checkpoint_aliases`, {checkpoint key: parameter name}, for keys stored under a
-    second name (T5's tied embedding: `encoder.embed_tokens.weight` is `shared.weight`).
+    second name (T5's tied embedding: `encoder.embed_tokens.weight` is `shared.weight`). With a `prefix`
+    (e.g. "encoder.block.3.") only the keys under it are read, into the parameters named by the rest of
+    the key: one part of a model at a time (the streamed T5 encoder), strict within that part.
     """
     params = dict(cell.parameters_and_names())
     aliases = getattr(cell, "checkpoint_aliases", {})
@@ -188,7 +215,10 @@ def load_weights(cell: ms.nn.Cell, files: list[Path]) -> None:
     for path in files:
         st = SafetensorsFile(path)
         for key in st.keys():
-            name = key if key in params else aliases.get(key)
+            if not key.startswith(prefix):
+                continue
+            local = key[len(prefix):]
+            name = local if local in params else aliases.get(local)
             if name is None:
                 raise CheckpointError(f"{path}: unexpected key '{key}' (not a parameter of {type(cell).__name__})")
             p = params[name]
@@ -203,7 +233,7 @@ def load_weights(cell: ms.nn.Cell, files: list[Path]) -> None:
     missing = [name for name in params if name not in filled]
     if missing:
         where = files[0] if len(files) == 1 else f"{files[0].parent} ({', '.join(p.name for p in files)})"
-        raise CheckpointError(f"{where}: missing key '{missing[0]}' in the checkpoint"
+        raise CheckpointError(f"{where}: missing key '{prefix}{missing[0]}' in the checkpoint"
                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 
 

@@ -49,12 +49,20 @@ def transformer_params(cfg: PixArtTransformerConfig) -> int:
     return n + cfg.num_layers * block + 2 * d + _linear(d, p * p * cfg.output_channels)
 
 
-def t5_params(cfg: T5Config) -> int:
+def _t5_block(cfg: T5Config) -> int:
     inner = cfg.num_heads * cfg.d_kv
-    ff = (3 if cfg.is_gated_act else 2) * cfg.d_model * cfg.d_ff
-    layer = 4 * cfg.d_model * inner + ff + 2 * cfg.d_model
-    return (cfg.vocab_size * cfg.d_model + cfg.num_layers * layer
+    return 4 * cfg.d_model * inner + (3 if cfg.is_gated_act else 2) * cfg.d_model * cfg.d_ff + 2 * cfg.d_model
+
+
+def t5_params(cfg: T5Config) -> int:
+    return (cfg.vocab_size * cfg.d_model + cfg.num_layers * _t5_block(cfg)
             + cfg.relative_attention_num_buckets * cfg.num_heads + cfg.d_model)
+
+
+def t5_streamed_params(cfg: T5Config) -> int:
+    """What the streamed encoder (`StreamedT5Encoder`) holds at once: two blocks (one running, the next
+    being copied in with its read buffer), the bias table, the final norm."""
+    return 2 * _t5_block(cfg) + cfg.relative_attention_num_buckets * cfg.num_heads + cfg.d_model
 
 
 def _resnet(c_in: int, c_out: int) -> int:
@@ -121,6 +129,7 @@ class Phase:
     workspace: int  # bytes left for attention scores by the budget (or the unchunked need)
     chunks: tuple[AttentionChunks, ...]
     tiles: TilePlan | None = None  # decode: the VAE tile grid, or None for one untiled decode
+    streamed: bool = False  # text: the T5 encoder runs block by block from its files (StreamedT5Encoder)
 
     @property
     def peak(self) -> int:
@@ -138,7 +147,8 @@ class Phase:
         'self: query-chunked q=994 k=32400; cross: whole q=32400 k=300'."""
         return "; ".join([f"{what}: {c.mode(nq, nk)} q={c.q} k={c.k}"
                           for (what, _, nq, nk, _), c in zip(self.attention, self.chunks)]
-                         + ([f"vae: {self.tiles.describe()}"] if self.tiles is not None else []))
+                         + ([f"vae: {self.tiles.describe()}"] if self.tiles is not None else [])
+                         + (["t5: block by block from its files"] if self.streamed else []))
 
     def minimum(self) -> int:
         """The smallest budget the planner accepts for this phase."""
@@ -175,12 +185,14 @@ class GenerationPlan:
 def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: AutoencoderKLConfig, height: int,
                     width: int, images: int = 1, budget: int | None = None, guidance: bool = True,
                     itemsize: int = 4, keep_text_encoder: bool = False,
-                    vae_tiling: bool | None = None) -> GenerationPlan:
+                    vae_tiling: bool | None = None, stream_text_encoder: bool | None = None) -> GenerationPlan:
     """Peak bytes and attention chunks of text encoding, denoising and VAE decoding at height x width px.
 
     vae_tiling: None decodes in tiles only when one untiled decode would exceed the budget, True always
-    (cores of at most DEFAULT_TILE latent px), False never. Raises PlanError naming the smallest budget
-    that would work when `budget` is too small.
+    (cores of at most DEFAULT_TILE latent px), False never. stream_text_encoder: None runs T5 block by
+    block from its files only when the budget can't hold it whole, True always, False never (nor with
+    keep_text_encoder, which holds it whole). Raises PlanError naming the smallest budget that would work
+    when `budget` is too small.
     """
     batch = images * (2 if guidance else 1)
     w_t5, w_tr = itemsize * t5_params(t5), itemsize * transformer_params(transformer)
@@ -196,14 +208,19 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     untiled = measured(vae_decode_activations(vae, height, width, 4))
     tiles = _vae_tiles(vae, height, width, budget, vae_tiling,
                        Phase("decode", w_decode, untiled, tuple(mid_attention), 0, ()))
+    t5_attention = [("self", batch * t5.num_heads, MAX_TOKENS, MAX_TOKENS, t5.d_kv)]
+    whole_text = ("text", w_t5 + w_tr + w_vae, t5_activations(t5, batch, itemsize), t5_attention)
+    streamed_text = ("text", itemsize * t5_streamed_params(t5) + w_tr + w_vae, *whole_text[2:])
+    may_stream = stream_text_encoder is not False and not keep_text_encoder
+    streamed = may_stream and (stream_text_encoder is True or (budget is not None and budget < _smallest([whole_text])))
     specs = [
-        ("text", w_t5 + w_tr + w_vae, t5_activations(t5, batch, itemsize),
-         [("self", batch * t5.num_heads, MAX_TOKENS, MAX_TOKENS, t5.d_kv)]),
+        streamed_text if streamed else whole_text,
         ("denoise", w_tr + w_vae + (w_t5 if keep_text_encoder else 0),
          transformer_activations(transformer, batch, tokens, itemsize),
          _self_attention(transformer, batch, grid_h, grid_w) + [("cross", batch * heads, tokens, MAX_TOKENS, head_dim)]),
         ("decode", w_decode, untiled if tiles is None else tiled_decode_activations(vae, tiles), mid_attention),
     ]
+    floor = [streamed_text if may_stream else whole_text] + specs[1:]  # what the smallest budget needs
     phases = []
     for name, weights, acts, attn in specs:
         workspace = None if budget is None else budget - weights - acts
@@ -212,10 +229,10 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
             raise PlanError(f"memory budget {format_bytes(budget)} is too small for {width}x{height}: the {name} "
                             f"phase needs at least {format_bytes(probe.minimum(), up=True)} (weights {format_bytes(weights)}"
                             f" + activations {format_bytes(acts)} + attention); the smallest budget that works "
-                            f"is {format_bytes(_smallest(specs), up=True)}")
+                            f"is {format_bytes(_smallest(floor), up=True)}")
         chunks = tuple(attention_chunks(bh, nq, nk, d, workspace) for _, bh, nq, nk, d in attn)
         phases.append(Phase(name, weights, acts, tuple(attn), workspace or 0, chunks,
-                            tiles if name == "decode" else None))
+                            tiles if name == "decode" else None, streamed and name == "text"))
     return GenerationPlan(height, width, images, budget, tuple(phases))
 
 

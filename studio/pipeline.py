@@ -16,7 +16,7 @@ from studio import backend, binning, memory, sampling, vae_tiling as tiling
 from studio.checkpoint import read_json, resolve_model_dir
 from studio.memory_plan import GenerationPlan, plan_generation
 from studio.errors import CheckpointError, InputError
-from studio.models.t5 import T5Config, T5EncoderModel
+from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
 from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
 from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
 from studio.text import load_tokenizer, preprocess, tokenize
@@ -178,13 +178,21 @@ class PixArtSigmaPipeline:
                                                                 self.variant)
         return self._text_encoder
 
+    def _encoder(self, stream: bool):
+        """The T5 encoder to run: loaded whole (and kept until released), or streamed block by block from
+        its files when the memory plan says so and it isn't loaded already."""
+        if stream and self._text_encoder is None:
+            return StreamedT5Encoder(self.model_dir / "text_encoder", self.dtype, self.variant)
+        return self.text_encoder
+
     def release_text_encoder(self) -> None:
         if self._text_encoder is None:  # not loaded (every prompt from the embedding cache): skip a ~0.2 s gc
             return
         self._text_encoder = None
         gc.collect()
 
-    def encode_prompt(self, prompts: list[str], max_sequence_length: int = 300) -> tuple[ms.Tensor, ms.Tensor]:
+    def encode_prompt(self, prompts: list[str], max_sequence_length: int = 300,
+                      stream: bool = False) -> tuple[ms.Tensor, ms.Tensor]:
         """Prompts -> T5 features (B, L, C) and their mask (B, L), 1 = token; L is the longest prompt's token
         count (at most max_sequence_length).
 
@@ -199,16 +207,20 @@ class PixArtSigmaPipeline:
         put(key, features, mask); `key` a dict of the text settings, to which the cache adds the model's
         identity: studio.batch.EmbeddingCache), each prompt is encoded alone, so a cached prompt gives the
         same numbers as a fresh one, and a cached prompt skips the text encoder.
+
+        `stream` runs the encoder block by block from its files (`StreamedT5Encoder`: one block's weights
+        in memory, the same features) unless it is loaded already.
         """
         if self.embedding_cache is not None:
-            return self._encode_cached(prompts, max_sequence_length)
+            return self._encode_cached(prompts, max_sequence_length, stream)
         ids, mask = real_tokens(*tokenize(self.tokenizer, [preprocess(p) for p in prompts], max_sequence_length))
         ids, mask = ms.Tensor(ids), ms.Tensor(mask)
-        return self.text_encoder(ids, mask), mask
+        return self._encoder(stream)(ids, mask), mask
 
-    def _encode_cached(self, prompts: list[str], max_sequence_length: int) -> tuple[ms.Tensor, ms.Tensor]:
+    def _encode_cached(self, prompts: list[str], max_sequence_length: int,
+                       stream: bool) -> tuple[ms.Tensor, ms.Tensor]:
         t5 = self._t5_config
-        rows = []
+        rows, todo = [], []  # todo: (index in rows, ids, mask, key) of the prompts not in the cache
         for text in (preprocess(p) for p in prompts):
             ids, mask = real_tokens(*tokenize(self.tokenizer, [text], max_sequence_length))
             # the attention blocks the budget gives T5 change the features' last bits, so they are part of the key
@@ -216,12 +228,14 @@ class PixArtSigmaPipeline:
                                              memory.current_attention_budget())
             key = {"prompt": text, "max_sequence_length": max_sequence_length, "dtype": str(self.dtype),
                    "attention_chunks": [chunks.q, chunks.k], "positions": "real tokens"}
-            row = self.embedding_cache.get(key)
-            if row is None:
-                features = self.text_encoder(ms.Tensor(ids), ms.Tensor(mask)).astype(ms.float32).asnumpy()
-                row = (features, mask)
-                self.embedding_cache.put(key, features, mask)
-            rows.append(row)
+            rows.append(self.embedding_cache.get(key))
+            if rows[-1] is None:
+                todo.append((len(rows) - 1, ids, mask, key))
+        if todo:  # each prompt alone, so that a cached prompt gives the numbers of a fresh one
+            encoded = self._encoder(stream).encode_each([(ms.Tensor(ids), ms.Tensor(mask)) for _, ids, mask, _ in todo])
+            for (i, _, mask, key), features in zip(todo, encoded):
+                rows[i] = (features.astype(ms.float32).asnumpy(), mask)
+                self.embedding_cache.put(key, *rows[i])
         length = max(f.shape[1] for f, _ in rows)  # rows padded with masked zeros to the longest
         features = np.concatenate([np.pad(f, ((0, 0), (0, length - f.shape[1]), (0, 0))) for f, _ in rows])
         masks = np.concatenate([np.pad(m, ((0, 0), (0, length - m.shape[1]))) for _, m in rows])
@@ -234,14 +248,16 @@ class PixArtSigmaPipeline:
                  seed: int | None = None, latents: np.ndarray | None = None, num_images_per_prompt: int = 1,
                  use_resolution_binning: bool = True, max_sequence_length: int = 300, output_type: str = "pil",
                  sampler: str | None = None, memory_budget=None, vae_tiling: bool | None = None,
-                 callback: Callable[[int, int], None] | None = None,
+                 stream_text_encoder: bool | None = None, callback: Callable[[int, int], None] | None = None,
                  progress: Callable[[str, int, int], None] | None = None) -> PipelineOutput:
         """Generate images. height/width in px (default: the checkpoint's native size, 1024 for the 1024
         checkpoint); `seed` a non-negative integer; `latents` (N, 4, h/8, w/8) replace the initial noise;
         `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; `memory_budget` (bytes,
         "6GiB", or None = free memory minus a margin) bounds the attention workspace and the VAE decode;
         `vae_tiling` decodes in tiles: None when the untiled decode would exceed the budget, True always,
-        False never; callback(step, total) after each denoising step (step from 0). progress(phase, done,
+        False never; `stream_text_encoder` runs T5 block by block from its files (one block's weights in
+        memory, the same features): None when the budget can't hold it whole, True always, False never;
+        callback(step, total) after each denoising step (step from 0). progress(phase, done,
         total) for every phase: "text" (0 then 1 of 1), "denoise" (steps done), "decode" (tile passes
         done when tiled, else images), each called with done = 0 when the phase starts."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -260,14 +276,15 @@ class PixArtSigmaPipeline:
             budget = memory.auto_budget(backend.free_memory()) + self._resident_bytes()
         text_phase, denoise_phase, decode_phase = plan_generation(
             self.transformer.config, self._t5_config, self.vae.config, height, width, n_images, budget, cfg,
-            self._itemsize, self.keep_text_encoder, vae_tiling).phases
+            self._itemsize, self.keep_text_encoder, vae_tiling, stream_text_encoder).phases
 
         report = progress or (lambda phase, done, total: None)
 
         # 1. text: positive (and negative) features, then free the encoder
         report("text", 0, 1)
         with memory.attention_budget(text_phase.workspace):
-            features, mask = self.encode_prompt(prompts + (negatives if cfg else []), max_sequence_length)
+            features, mask = self.encode_prompt(prompts + (negatives if cfg else []), max_sequence_length,
+                                                stream=text_phase.streamed)
         report("text", 1, 1)
         if not self.keep_text_encoder:
             self.release_text_encoder()

@@ -210,3 +210,25 @@ def test_safetensors_reader_reads_what_safetensors_wrote(tmp_path):
     assert sorted(st.keys()) == ["a", "b"] and st.shape("a") == (2, 3)
     np.testing.assert_array_equal(st.array("a"), arrays["a"])
     np.testing.assert_array_equal(st.array("b"), arrays["b"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_safetensors_rows_read_only_what_is_asked(tmp_path, dtype):
+    table = np.random.default_rng(0).standard_normal((50, 7)).astype(dtype)
+    save_file({"table": table, "other": np.ones(3, np.float32)}, str(tmp_path / "x.safetensors"))
+    st = SafetensorsFile(tmp_path / "x.safetensors")
+    index = np.array([[3, 49, 3, 0], [7, 7, 12, 1]])
+    np.testing.assert_array_equal(st.rows("table", index), table[index])
+    assert st.rows("table", np.zeros((0,), np.int64)).shape == (0, 7)
+    with pytest.raises(IndexError, match="has 50 rows, asked for row 50"):
+        st.rows("table", np.array([50]))
+
+
+def test_bf16_rows_are_widened(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file as save_torch
+    table = torch.randn(20, 6).to(torch.bfloat16)
+    save_torch({"t": table}, str(tmp_path / "x.safetensors"))
+    index = np.array([5, 0, 19])
+    np.testing.assert_array_equal(SafetensorsFile(tmp_path / "x.safetensors").rows("t", index),
+                                  table.float().numpy()[index])

@@ -1,5 +1,6 @@
 """Budget parsing and chunk planning: exact tables."""
 
+import numpy as np
 import pytest
 
 from studio import memory
@@ -89,3 +90,29 @@ def test_automatic_budget_reads_the_device_in_use(monkeypatch, tiny_dir):
     assert abs(free - before) < 256 * MiB  # host RAM on the CPU
     monkeypatch.setattr(backend, "free_memory", lambda: 9 * GiB)
     assert pipeline.plan(tiny_dir, 256, 256).budget == 8 * GiB
+
+
+def _count(cell) -> int:
+    return sum(int(np.prod(p.shape)) for _, p in cell.parameters_and_names())
+
+
+@pytest.mark.parametrize("overrides", [{}, {"use_additional_conditions": True, "num_attention_heads": 3,
+                                            "cross_attention_dim": 48},
+                                       {"norm_elementwise_affine": True}])
+def test_parameter_counts_equal_the_models(overrides):
+    """The memory plan's exact parameter counts, against the models built from the same configs."""
+    from studio.memory_plan import t5_params, t5_streamed_params, transformer_params, vae_params
+    from studio.models.t5 import T5Block, T5Config, T5EncoderModel
+    from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
+    from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
+    from studio.tiny import t5_config, transformer_config, vae_config
+    tr = PixArtTransformerConfig.from_dict({**transformer_config(sample_size=32), **overrides})
+    assert transformer_params(tr) == _count(PixArtTransformer2DModel(tr))
+    t5 = T5Config.from_dict(t5_config())
+    assert t5_params(t5) == _count(T5EncoderModel(t5))
+    block = _count(T5Block(t5, False))
+    bias_table = t5.relative_attention_num_buckets * t5.num_heads
+    assert t5_streamed_params(t5) == 2 * block + bias_table + t5.d_model
+    assert _count(T5Block(t5, True)) == block + bias_table
+    vae = AutoencoderKLConfig.from_dict(vae_config())
+    assert vae_params(vae) == _count(AutoencoderKL(vae))

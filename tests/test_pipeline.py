@@ -116,6 +116,68 @@ def test_small_and_large_memory_budgets_give_the_same_latents(tiny_dir):
     assert np.abs(small - large).max() <= 1e-5 * np.abs(large).max()
 
 
+def test_streamed_text_encoder_gives_the_same_latents(tiny_dir, monkeypatch):
+    """T5 run block by block from its files (as budgets too small for the whole encoder do) changes nothing
+    in the result; the whole encoder is then never loaded."""
+    from studio.models import t5
+    pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir)
+    kwargs = dict(negative_prompt="blurry", height=256, width=256, num_inference_steps=2, seed=3,
+                  output_type="latent")
+    whole = pipe(["a red cat", "a boat"], stream_text_encoder=False, **kwargs).images
+    monkeypatch.setattr(t5.T5EncoderModel, "from_pretrained", None)  # loading it whole would now fail
+    streamed = pipe(["a red cat", "a boat"], stream_text_encoder=True, **kwargs).images
+    np.testing.assert_array_equal(streamed, whole)
+
+
+def test_cached_prompts_encode_alone_streamed_or_whole(tiny_dir):
+    """With an embedding cache each prompt is encoded on its own; the streamed encoder reads every block once
+    for all of them and gives the same rows as the whole one, and a cached prompt skips the encoder."""
+    import json
+
+    class Cache(dict):
+        def get(self, key):
+            return super().get(json.dumps(key, sort_keys=True))
+
+        def put(self, key, features, mask):
+            self[json.dumps(key, sort_keys=True)] = (features, mask)
+
+    pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir)
+    prompts = ["a red fox asleep in deep snow", "snow", "a lighthouse at dusk"]
+    pipe.embedding_cache = whole_cache = Cache()
+    whole, mask = pipe.encode_prompt(prompts, stream=False)
+    pipe.release_text_encoder()
+    pipe.embedding_cache = Cache()
+    streamed, streamed_mask = pipe.encode_prompt(prompts, stream=True)
+    assert pipe._text_encoder is None and len(pipe.embedding_cache) == 3
+    np.testing.assert_array_equal(streamed.asnumpy(), whole.asnumpy())
+    np.testing.assert_array_equal(streamed_mask.asnumpy(), mask.asnumpy())
+    cached, _ = pipe.encode_prompt(prompts[1:2])  # from the cache: the row a fresh encoding gives
+    assert pipe._text_encoder is None
+    pipe.embedding_cache = None
+    fresh, _ = pipe.encode_prompt(prompts[1:2])
+    np.testing.assert_array_equal(cached.asnumpy(), fresh.asnumpy())
+    assert len(whole_cache) == 3
+
+
+def test_memory_plan_streams_t5_when_the_budget_cannot_hold_it():
+    """PixArt-Sigma XL at 1024^2: T5-XXL whole needs ~20.7 GiB in the text phase; a smaller budget streams it."""
+    from studio.memory import GiB
+    from studio.memory_plan import plan_generation, t5_params, t5_streamed_params
+    from studio.models.t5 import T5Config
+    from studio.plan import PUBLISHED, SDXL_VAE
+    from studio.errors import PlanError
+    tr, t5 = PUBLISHED["PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"], T5Config()
+    whole = plan_generation(tr, t5, SDXL_VAE, 1024, 1024).phases[0]
+    assert not whole.streamed and whole.peak > 20 * GiB
+    text = plan_generation(tr, t5, SDXL_VAE, 1024, 1024, budget=8 * GiB).phases[0]
+    assert text.streamed and text.peak <= 8 * GiB and "t5: block by block" in text.chunking()
+    assert whole.weights - text.weights == 4 * (t5_params(t5) - t5_streamed_params(t5))
+    with pytest.raises(PlanError, match="text phase"):
+        plan_generation(tr, t5, SDXL_VAE, 1024, 1024, budget=8 * GiB, stream_text_encoder=False)
+    with pytest.raises(PlanError, match="text phase"):  # a kept encoder is whole
+        plan_generation(tr, t5, SDXL_VAE, 1024, 1024, budget=8 * GiB, keep_text_encoder=True)
+
+
 def test_encode_prompt_encodes_real_tokens_only(tiny_dir):
     """Features cut after the longest prompt's tokens equal the real positions of a full-length encoding."""
     import mindspore as ms

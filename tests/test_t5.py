@@ -1,6 +1,7 @@
 """T5 encoder and tokenizer side vs transformers / diffusers, on tiny random weights and a tiny tokenizer."""
 
 import json
+import re
 import shutil
 
 import mindspore as ms
@@ -13,7 +14,7 @@ from safetensors.torch import save_file
 from transformers.models.t5.modeling_t5 import T5Attention as RefT5Attention
 
 from studio.errors import ConfigError
-from studio.models.t5 import T5Config, T5EncoderModel, relative_position_buckets
+from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel, relative_position_buckets
 from studio.text import load_tokenizer, preprocess, tokenize, truncated_text
 from studio.tiny_tokenizer import VOCAB_SIZE, write_tiny_tokenizer
 from tests.util import rel_l2
@@ -108,6 +109,39 @@ def test_encoder_matches_reference_everywhere(folders, tokenizer):
         assert rel_l2(ours[b, :n], ref[b, :n]) <= TOL
         assert rel_l2(ours[b, n:], ref[b, n:]) <= TOL
     assert rel_l2(ours, ref) <= TOL
+
+
+def test_streamed_encoder_equals_the_whole_one(folders, tokenizer):
+    """Block by block from the shards (8 KB each here), the same features as the model loaded whole, bit for
+    bit; and the same keys are checked."""
+    ids, mask = _batch(tokenizer)
+    whole = _ours(T5EncoderModel.from_pretrained(folders / "text_encoder"), ids, mask)
+    streamed = StreamedT5Encoder(folders / "text_encoder")
+    assert len(streamed.files) > 3
+    np.testing.assert_array_equal(_ours(streamed, ids, mask), whole)
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda t: t.update({"encoder.block.0.layer.0.SelfAttention.x.weight": torch.zeros(2)}),
+     "unexpected key 'encoder.block.0.layer.0.SelfAttention.x.weight'"),
+    (lambda t: t.update({"encoder.block.7.layer.1.layer_norm.weight": torch.zeros(2)}),
+     "unexpected key 'encoder.block.7.layer.1.layer_norm.weight'"),
+    (lambda t: t.pop("encoder.block.1.layer.1.DenseReluDense.wo.weight"),
+     "missing key 'encoder.block.1.layer.1.DenseReluDense.wo.weight'"),
+    (lambda t: t.pop("shared.weight"), "missing key 'shared.weight'"),
+    (lambda t: t.update({"encoder.block.1.layer.0.SelfAttention.q.weight": torch.zeros(3, 32)}),
+     "key 'encoder.block.1.layer.0.SelfAttention.q.weight' has shape [3, 32], the model expects [32, 32]"),
+])
+def test_streamed_encoder_is_strict(tmp_path, tokenizer, edit, expected):
+    from studio.errors import CheckpointError
+    reference = _random_reference(3)
+    reference.config.to_json_file(tmp_path / "config.json")
+    tensors = {k: v.clone() for k, v in reference.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    edit(tensors)
+    save_file(tensors, tmp_path / "model.safetensors")
+    ids, mask = _batch(tokenizer, max_length=20)
+    with pytest.raises(CheckpointError, match=re.escape(expected)):
+        _ours(StreamedT5Encoder(tmp_path), ids, mask)
 
 
 def test_relu_checkpoint_with_tied_embedding_key(tmp_path, tokenizer):

@@ -13,15 +13,17 @@ first block and shared by all blocks.
 
 import functools
 import math
+import re
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
 from studio import backend
-from studio.checkpoint import load_component
-from studio.errors import ConfigError, InputError
+from studio.checkpoint import SafetensorsFile, load_component, load_weights, read_json, weight_files
+from studio.errors import CheckpointError, ConfigError, InputError
 from studio.models.attention import attention, fold_mask
 from studio.models.layers import Embedding, Linear, param
 
@@ -223,12 +225,29 @@ class T5Stack(nn.Cell):
         self.final_layer_norm = T5LayerNorm(config.d_model, config.layer_norm_epsilon, dtype=dtype)
 
     def construct(self, x, mask):
-        attn = self.block[0].layer[0].SelfAttention
-        b, n, _ = x.shape
-        bias = fold_mask(attn.position_bias(n), mask, (b, attn.config.num_heads, n, n))  # shared by all blocks
+        bias = shared_bias(self.block[0], mask, *x.shape[:2])
         for block in self.block:
             x = block(x, bias)
         return self.final_layer_norm(x)
+
+
+def shared_bias(first: T5Block, mask: ms.Tensor | None, b: int, n: int) -> ms.Tensor:
+    """The first block's relative position bias with padded keys masked, (B, heads, L, L): every block's."""
+    attn = first.layer[0].SelfAttention
+    return fold_mask(attn.position_bias(n), mask, (b, attn.config.num_heads, n, n))
+
+
+def key_mask(input_ids: ms.Tensor, attention_mask: ms.Tensor | None) -> ms.Tensor | None:
+    """Checks the inputs' shapes; the padding mask as (B, 1, 1, L) bool keys to attend, or None."""
+    if input_ids.ndim != 2:
+        raise InputError(f"T5 input_ids: expected shape (batch, length), got {tuple(input_ids.shape)}")
+    if attention_mask is None:
+        return None
+    if tuple(attention_mask.shape) != tuple(input_ids.shape):
+        raise InputError(f"T5 attention_mask: shape {tuple(attention_mask.shape)} differs from "
+                         f"input_ids {tuple(input_ids.shape)}")
+    b, n = attention_mask.shape
+    return attention_mask.astype(ms.bool_).reshape(b, 1, 1, n)
 
 
 class T5EncoderModel(nn.Cell):
@@ -253,14 +272,79 @@ class T5EncoderModel(nn.Cell):
 
         Every position gets an output, padded ones too (they attend to the real tokens only).
         """
-        if input_ids.ndim != 2:
-            raise InputError(f"T5 input_ids: expected shape (batch, length), got {tuple(input_ids.shape)}")
-        mask = None
-        if attention_mask is not None:
-            if tuple(attention_mask.shape) != tuple(input_ids.shape):
-                raise InputError(f"T5 attention_mask: shape {tuple(attention_mask.shape)} differs from "
-                                 f"input_ids {tuple(input_ids.shape)}")
-            b, n = attention_mask.shape
-            mask = attention_mask.astype(ms.bool_).reshape(b, 1, 1, n)  # (B, 1, 1, L): keys to attend
+        mask = key_mask(input_ids, attention_mask)
         x = self.shared(input_ids)  # (B, L, d_model)
         return self.encoder(x, mask)
+
+    def encode_each(self, inputs: list[tuple[ms.Tensor, ms.Tensor | None]]) -> list[ms.Tensor]:
+        """Each (ids, mask) encoded on its own (as the streamed encoder does it)."""
+        return [self(ids, mask) for ids, mask in inputs]
+
+
+_EMBEDDING_KEYS = ("shared.weight", "encoder.embed_tokens.weight")
+
+
+class StreamedT5Encoder:
+    """The T5 encoder run one block at a time from its weight files, for budgets that can't hold it whole.
+
+    Each block's weights are read from the safetensors just before it runs and replaced by the next
+    block's, and only the embedding rows of the prompt's tokens are read: the encoder then holds one
+    block's weights (T5-XXL: ~0.8 GB in fp32) instead of all of them (19 GB), at the cost of reading the
+    files once per call (from the page cache when memory allows). Same ops, same weights: the features
+    equal `T5EncoderModel`'s. Keys are checked before anything runs; each block loads strictly.
+    """
+
+    def __init__(self, folder, dtype=ms.float32, variant: str | None = None):
+        folder = Path(folder)
+        self.config = T5Config.from_dict(read_json(folder / "config.json"))
+        self.dtype = dtype
+        self.files = weight_files(folder, variant)
+        self._embedding = self._check_keys()
+
+    def _check_keys(self) -> tuple[SafetensorsFile, str]:
+        """Every key a T5 encoder key, and the embedding table present: (its file, its key)."""
+        block = re.compile(r"encoder\.block\.(\d+)\.")
+        embedding = None
+        for path in self.files:
+            st = SafetensorsFile(path)
+            for key in st.keys():
+                m = block.match(key)
+                if key in _EMBEDDING_KEYS:
+                    embedding = embedding or (st, key)
+                elif not (key == "encoder.final_layer_norm.weight" or m and int(m[1]) < self.config.num_layers):
+                    raise CheckpointError(f"{path}: unexpected key '{key}' (not a parameter of T5EncoderModel)")
+        if embedding is None:
+            raise CheckpointError(f"{self.files[0].parent}: missing key 'shared.weight' in the checkpoint")
+        st, key = embedding
+        if st.shape(key) != (self.config.vocab_size, self.config.d_model):
+            raise CheckpointError(f"{st.path}: key '{key}' has shape {list(st.shape(key))}, the model expects "
+                                  f"{[self.config.vocab_size, self.config.d_model]}")
+        return embedding
+
+    def _load(self, cell: nn.Cell, prefix: str) -> nn.Cell:
+        load_weights(cell, self.files, prefix)
+        return cell
+
+    def __call__(self, input_ids: ms.Tensor, attention_mask: ms.Tensor | None = None) -> ms.Tensor:
+        """As `T5EncoderModel`: ids (B, L), mask (B, L) -> last hidden state (B, L, d_model)."""
+        return self.encode_each([(input_ids, attention_mask)])[0]
+
+    def encode_each(self, inputs: list[tuple[ms.Tensor, ms.Tensor | None]]) -> list[ms.Tensor]:
+        """Each (ids, mask) encoded on its own, every block read once for all of them."""
+        c, dtype = self.config, self.dtype
+        st, key = self._embedding
+        xs, biases = [], []
+        first = self._load(T5Block(c, True, dtype), "encoder.block.0.")
+        for input_ids, attention_mask in inputs:
+            mask = key_mask(input_ids, attention_mask)
+            rows = st.rows(key, input_ids.asnumpy())  # (B, L, d_model): only these rows are read
+            x = ms.Tensor(rows.astype(np.float32), ms.float32).astype(dtype)
+            biases.append(shared_bias(first, mask, *x.shape[:2]))
+            xs.append(first(x, biases[-1]))
+        del first
+        block = T5Block(c, False, dtype)  # refilled block by block: one block's weights alive
+        for i in range(1, c.num_layers):
+            self._load(block, f"encoder.block.{i}.")
+            xs = [block(x, bias) for x, bias in zip(xs, biases)]
+        norm = self._load(T5LayerNorm(c.d_model, c.layer_norm_epsilon, dtype), "encoder.final_layer_norm.")
+        return [norm(x) for x in xs]
