@@ -5,11 +5,14 @@
 `canvas.full_width x canvas.full_height` px: the background, then every layer alpha-composited in list
 order. Each layer is drawn into an RGBA tile at its resolved box (`geometry.resolve`), its alpha multiplied
 by the layer's opacity, and composited with Pillow's `alpha_composite`. Text is antialiased; fills, shapes
-and gradients are exact (no antialiasing), so tiny canvases have exact expected pixels.
+and gradients are exact (no antialiasing), so tiny canvases have exact expected pixels. Image files are
+turned upright by their EXIF orientation and converted to sRGB from their embedded ICC profile.
 
+`text_problems(layout)` lists text that leaves its region or enters the safe margin (for proofs).
 `cut_span(image, boxes, monitors)` cuts a span canvas into one image per monitor.
 """
 
+import io
 import math
 from pathlib import Path
 
@@ -19,12 +22,14 @@ from PIL import Image, ImageDraw, ImageFilter
 from studio import fonts
 from studio.errors import InputError
 from studio.geometry import Box, fit_box, resolve
-from studio.spec import (FillLayer, GenerateLayer, GradientLayer, ImageLayer, Layout, Monitor, ShapeLayer,
+from studio.spec import (FillLayer, GenerateLayer, GradientLayer, ImageLayer, Layout, Monitor, Region, ShapeLayer,
                          TextLayer)
 
 RGBA = tuple[int, int, int, int]
 PLACEHOLDER_TINTS = [(120, 160, 220), (220, 140, 120), (130, 200, 140), (200, 170, 90), (170, 130, 210)]
 GRADIENT_ROWS = 256  # gradients are computed this many rows at a time (memory stays small at A2 / 300 dpi)
+SIDES = ("left", "top", "right", "bottom")
+PROFILE_MODES = {"RGB": "RGB", "CMYK": "CMYK", "GRAY": "L", "LAB": "LAB"}  # ICC colour space -> Pillow mode
 
 
 def compose(layout: Layout, art: dict[int, Image.Image] | None = None, proof: bool = False,
@@ -36,14 +41,13 @@ def compose(layout: Layout, art: dict[int, Image.Image] | None = None, proof: bo
     placeholders anyway. labels: layer index -> extra placeholder text (e.g. "generate 1024x1536, upscale").
     """
     art, labels = art or {}, labels or {}
-    canvas = layout.canvas
-    base_dir = None if layout.source.startswith("<") else Path(layout.source).parent
+    canvas, base_dir = layout.canvas, layout_dir(layout)
     image = Image.new("RGBA", (canvas.full_width, canvas.full_height), (255, 255, 255, 255))
     paste(image, Image.new("RGBA", image.size, canvas.background), (0, 0))
     for i, layer in enumerate(layout.layers):
         box = resolve(layer.region, canvas, layout.grids)
-        if box.w <= 0 or box.h <= 0:
-            continue
+        if (box.w <= 0 or box.h <= 0) and not (isinstance(layer, ShapeLayer) and layer.shape == "line"):
+            continue  # an empty region draws nothing, except a line's (horizontal and vertical lines)
         if isinstance(layer, GenerateLayer):
             if proof or i not in art:
                 tile, at = placeholder(layer, i, box, labels.get(i, "")), (box.x, box.y)
@@ -63,6 +67,11 @@ def compose(layout: Layout, art: dict[int, Image.Image] | None = None, proof: bo
             raise InputError(f"layers[{i}]: cannot draw a {type(layer).__name__}")
         paste(image, with_opacity(tile, layer.opacity), at)
     return image.convert("RGB")
+
+
+def layout_dir(layout: Layout) -> Path | None:
+    """The folder that image and font paths are relative to (None for a layout from a string)."""
+    return None if layout.source.startswith("<") else Path(layout.source).parent
 
 
 def paste(image: Image.Image, tile: Image.Image, at: tuple[int, int]) -> None:
@@ -102,14 +111,48 @@ def fitted(picture: Image.Image, box: Box, fit: str) -> tuple[Image.Image, tuple
 
 
 def open_image(layer: ImageLayer, index: int, base_dir: Path | None) -> Image.Image:
+    """The layer's picture as sRGB RGBA, turned upright by its EXIF orientation."""
+    from PIL import ImageCms, ImageOps
+
     path = Path(layer.path)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     try:
         with Image.open(path) as im:
-            return im.convert("RGBA")
-    except (OSError, ValueError) as e:
+            icc = im.info.get("icc_profile")
+            return in_srgb(eight_bit(ImageOps.exif_transpose(im)), icc)
+    except (OSError, ValueError, ImageCms.PyCMSError, Image.DecompressionBombError) as e:
         raise InputError(f"layers[{index}].path: cannot read image '{layer.path}' ({e})") from None
+
+
+def eight_bit(picture: Image.Image) -> Image.Image:
+    """16-bit greyscale (modes I;16*, and I as Pillow opens some 16-bit files) -> L: v / 257 rounded, so
+    65535 -> 255 and 32768 -> 128 (Pillow's own conversion clips everything above 255 to white)."""
+    if not picture.mode.startswith("I"):
+        return picture
+    v = np.asarray(picture).astype(np.int64)
+    return Image.fromarray(((v.clip(0, 65535) + 128) // 257).astype(np.uint8), "L")  # v / 257 is never x.5
+
+
+def in_srgb(picture: Image.Image, icc: bytes | None) -> Image.Image:
+    """RGBA in sRGB. An embedded ICC profile (Display P3, Adobe RGB, a CMYK press profile, ...) is converted
+    with LittleCMS, relative colorimetric with black point compensation; without one the picture is taken
+    to be sRGB (CMYK by Pillow's naive formula)."""
+    if not icc:
+        return picture.convert("RGBA")
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    space = profile.profile.xcolor_space.strip()  # 'RGB', 'CMYK', 'GRAY', ...
+    ours = {"CMYK": "CMYK", "LAB": "LAB", "L": "GRAY", "LA": "GRAY", "1": "GRAY"}.get(picture.mode, "RGB")
+    if space not in PROFILE_MODES or (ours != space and (ours, space) != ("GRAY", "RGB")):
+        raise ValueError(f"its {space} colour profile does not fit a {picture.mode} picture")
+    alpha = picture.convert("RGBA").getchannel("A")
+    rgb = ImageCms.profileToProfile(picture.convert(PROFILE_MODES[space]), profile, ImageCms.createProfile("sRGB"),
+                                    renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB",
+                                    flags=ImageCms.Flags.BLACKPOINTCOMPENSATION)
+    rgb.putalpha(alpha)
+    return rgb
 
 
 def placeholder(layer: GenerateLayer, index: int, box: Box, label: str) -> Image.Image:
@@ -177,24 +220,32 @@ def block_size(lines: list[str], font, size: float, layer: TextLayer) -> tuple[f
     return width + 2 * layer.stroke_width, height + 2 * layer.stroke_width
 
 
-def fitting_size(layer: TextLayer, box: Box, base_dir) -> int:
-    """Largest integer px size <= layer.size whose laid-out text fits `box` (binary search; 1 if none fits)."""
-    lo, hi = 1, max(1, math.floor(layer.size))
+def fits(layer: TextLayer, size: float, box: Box, base_dir) -> bool:
+    """Whether the text laid out at `size` px fits inside `box`."""
+    font = fonts.load_font(layer.font, size, base_dir)
+    w, h = block_size(text_lines(layer, font, box), font, size, layer)
+    return w <= box.w and h <= box.h
+
+
+def fitting_size(layer: TextLayer, box: Box, base_dir) -> float:
+    """layer.size if the laid-out text fits `box`, else the largest integer px size below it that fits
+    (binary search; 1 if none fits)."""
+    if fits(layer, layer.size, box, base_dir):
+        return layer.size
+    lo, hi = 1, max(1, math.ceil(layer.size) - 1)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        font = fonts.load_font(layer.font, mid, base_dir)
-        w, h = block_size(text_lines(layer, font, box), font, mid, layer)
-        if w <= box.w and h <= box.h:
+        if fits(layer, mid, box, base_dir):
             lo = mid
         else:
             hi = mid - 1
     return lo
 
 
-def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[int, int]]:
-    """Shadow, stroke and fill of the laid-out text, on a tile a little larger than `box` so that stroke and
-    shadow are not clipped at the box edge; text overflowing its box further (no shrink_to_fit) is clipped.
-    Returns the tile and its top-left."""
+def text_masks(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, Image.Image, int]:
+    """(fill, ink) L masks of the laid-out text (ink = fill + stroke) on a tile `pad` px larger than `box` on
+    every side, so that stroke and shadow are not clipped at the box edge; text overflowing its box further
+    (no shrink_to_fit) is clipped. Returns the masks and `pad`."""
     size = fitting_size(layer, box, base_dir) if layer.shrink_to_fit else layer.size
     font = fonts.load_font(layer.font, size, base_dir)
     lines = text_lines(layer, font, box)
@@ -215,7 +266,14 @@ def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[
         baseline = pad + top + layer.stroke_width + ascent + n * size * layer.line_height
         draw_line(fill_draw, (x, baseline), line, font, layer.letter_spacing, 0)
         draw_line(ink_draw, (x, baseline), line, font, layer.letter_spacing, layer.stroke_width)
+    return fill_mask, ink_mask, pad
 
+
+def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[int, int]]:
+    """Shadow, stroke and fill of the laid-out text on the tile of `text_masks`. Returns the tile and its
+    top-left."""
+    fill_mask, ink_mask, pad = text_masks(layer, box, base_dir)
+    tile_size, shadow = fill_mask.size, layer.shadow
     tile = Image.new("RGBA", tile_size, (0, 0, 0, 0))
     if shadow:
         shifted = Image.new("L", tile_size)
@@ -227,6 +285,41 @@ def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[
         tile.alpha_composite(coloured(ink_mask, layer.stroke_color))
     tile.alpha_composite(coloured(fill_mask, layer.color))
     return tile, (box.x - pad, box.y - pad)
+
+
+def text_problems(layout: Layout) -> list[str]:
+    """One line per text layer whose ink (fill and stroke, not shadow) leaves its region (it is clipped
+    where it reaches the edge of `text_masks`' tile) or enters the safe margin, e.g.
+    'layers[2] (caption): text overflows its region (right clipped, bottom 3 px)'."""
+    canvas, base_dir = layout.canvas, layout_dir(layout)
+    safe = resolve(Region("safe"), canvas, layout.grids) if canvas.safe_margin > 0 else None
+    problems = []
+    for i, layer in enumerate(layout.layers):
+        box = resolve(layer.region, canvas, layout.grids)
+        if not isinstance(layer, TextLayer) or box.w <= 0 or box.h <= 0:
+            continue
+        _, ink_mask, pad = text_masks(layer, box, base_dir)
+        bbox = ink_mask.getbbox()
+        if bbox is None:
+            continue
+        left, top, right, bottom = bbox
+        ink = Box(box.x - pad + left, box.y - pad + top, right - left, bottom - top)
+        margins = (left, top, ink_mask.width - right, ink_mask.height - bottom)  # ink to the tile's edges
+        found = []
+        if overflow := outside(ink, box, clipped=frozenset(side for side, m in zip(SIDES, margins) if m == 0)):
+            found.append(f"overflows its region ({overflow})")
+        if safe and (overflow := outside(ink, safe)):
+            found.append(f"reaches into the safe margin ({overflow})")
+        if found:
+            problems.append(f"layers[{i}]{f' ({layer.name})' if layer.name else ''}: text {' and '.join(found)}")
+    return problems
+
+
+def outside(inner: Box, outer: Box, clipped: frozenset[str] = frozenset()) -> str:
+    """How far `inner` reaches out of `outer`, e.g. 'right 3 px, bottom clipped'; '' if it is inside."""
+    beyond = (outer.x - inner.x, outer.y - inner.y, inner.right - outer.right, inner.bottom - outer.bottom)
+    return ", ".join(f"{side} clipped" if side in clipped else f"{side} {px} px"
+                     for side, px in zip(SIDES, beyond) if px > 0)
 
 
 def draw_line(draw: ImageDraw.ImageDraw, at: tuple[float, float], line: str, font, spacing: float,
@@ -253,14 +346,17 @@ def coloured(mask: Image.Image, color: RGBA) -> Image.Image:
 
 def shape_tile(layer: ShapeLayer, box: Box) -> tuple[Image.Image, tuple[int, int]]:
     """rect / ellipse inside `box` (the stroke grows inwards); line from the box's top-left pixel to its
-    bottom-right pixel, `stroke` colour (else `fill`), at least 1 px wide."""
+    bottom-right pixel, `stroke` colour (else `fill`), at least 1 px wide. A line's box may have no width
+    or height: a zero-width box at x draws the vertical line through pixel column x, as a 1 px wide box
+    would (Pillow widens it to the right for even widths: columns x .. x + 1 for 2 px)."""
     width = round(layer.stroke_width)
     if layer.shape == "line":
+        w, h = max(1, box.w), max(1, box.h)
         pad = width // 2 + 1
-        tile = Image.new("RGBA", (box.w + 2 * pad, box.h + 2 * pad), (0, 0, 0, 0))
+        tile = Image.new("RGBA", (w + 2 * pad, h + 2 * pad), (0, 0, 0, 0))
         color = layer.stroke or layer.fill
         if color:
-            ImageDraw.Draw(tile).line((pad, pad, pad + box.w - 1, pad + box.h - 1), fill=color, width=max(1, width))
+            ImageDraw.Draw(tile).line((pad, pad, pad + w - 1, pad + h - 1), fill=color, width=max(1, width))
         return tile, (box.x - pad, box.y - pad)
     tile = Image.new("RGBA", (box.w, box.h), (0, 0, 0, 0))
     draw = ImageDraw.Draw(tile)

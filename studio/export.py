@@ -1,10 +1,11 @@
 """Pixels -> files, written atomically: a temporary file in the target folder, fsync, then a rename.
 
 `save_image(image, path)` writes one PNG/JPEG/TIFF/WEBP file. `export(image, layout, out_dir, stem)` writes
-every format of `layout.output.formats` (png | jpeg | tiff | pdf) for one composed raster, all or none:
-every temporary file is written first, then all are renamed into place. Every file carries the canvas
-DPI (PNG pHYs, JPEG JFIF density, TIFF resolution, PDF page size) and the sRGB ICC profile; the PDF page
-is the full raster (trim + bleed) at its physical size, with BleedBox and TrimBox set.
+every format of `layout.output.formats` (png | jpeg | tiff | pdf) for one composed raster and for each
+monitor's cut of a span, all or none: every temporary file is written first, then all are renamed into
+place. Every file carries its DPI (the canvas's, or the monitor's pixel density; PNG pHYs, JPEG JFIF
+density, TIFF resolution, PDF page size) and the sRGB ICC profile; the PDF page is the full raster (trim +
+bleed) at its physical size, with BleedBox and TrimBox set.
 
 An existing file is never replaced unless the caller passes overwrite=True.
 """
@@ -18,7 +19,9 @@ import sys
 import tempfile
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -223,30 +226,45 @@ def save_image(image, path, overwrite: bool = False, metadata: dict[str, str] | 
     return path
 
 
-def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata: dict | None = None) -> list[Path]:
-    """Write `image` (the composed full raster) as `out_dir/stem.<ext>` for each of layout.output.formats.
+@dataclass(frozen=True)
+class Picture:
+    """A raster that `export` writes in every format, as `<stem>.<ext>`."""
+
+    image: Any  # PIL image
+    stem: str
+    dpi: int
+    bleed: int = 0  # px per side, for the PDF's TrimBox
+    metadata: dict | None = None
+
+
+def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata: dict | None = None,
+           extra: Sequence[Picture] = ()) -> list[Path]:
+    """Write `image` (the composed full raster) as `out_dir/stem.<ext>` for each of layout.output.formats,
+    at the canvas DPI with its bleed, then each `extra` picture (a span's monitors) likewise.
 
     metadata: generation parameters (JSON-able values) stored in the files. All files or none: any failure
-    removes every file this call created and restores any it replaced. Returns the paths in format order.
+    removes every file this call created and restores any it replaced. Returns the paths, the image's in
+    format order, then each extra picture's.
     """
     out_dir = Path(out_dir)
-    dpi, bleed = layout.canvas.dpi, layout.canvas.bleed
-    targets = []
     for fmt in layout.output.formats:
         if fmt not in EXPORT_SUFFIXES:
             raise InputError(f"output.formats: unknown format '{fmt}' (allowed: {', '.join(EXPORT_SUFFIXES)})")
-        targets.append((fmt, check_free(out_dir / (stem + EXPORT_SUFFIXES[fmt]), overwrite)))
+    pictures = [Picture(image, stem, layout.canvas.dpi, layout.canvas.bleed, metadata), *extra]
+    targets = [(fmt, check_free(out_dir / (picture.stem + EXPORT_SUFFIXES[fmt]), overwrite), picture)
+               for picture in pictures for fmt in layout.output.formats]
 
-    def writer(fmt):
+    def writer(fmt, picture):
         if fmt == "pdf":
-            return lambda f: write_pdf(image, f, dpi, bleed, metadata)
-        return lambda f: write_raster(image, f, fmt.upper(), dpi, metadata, layout.output.jpeg_quality)
+            return lambda f: write_pdf(picture.image, f, picture.dpi, picture.bleed, picture.metadata)
+        return lambda f: write_raster(picture.image, f, fmt.upper(), picture.dpi, picture.metadata,
+                                      layout.output.jpeg_quality)
 
     temps, backups, placed = [], {}, []
     try:
-        for fmt, path in targets:
-            temps.append(write_temp(out_dir, path.name, writer(fmt)))
-        for tmp, (_, path) in zip(temps, targets):
+        for fmt, path, picture in targets:
+            temps.append(write_temp(out_dir, path.name, writer(fmt, picture)))
+        for tmp, (_, path, _) in zip(temps, targets):
             if overwrite and path.exists():  # kept until every file is in place, to restore on failure
                 backups[path] = tmp.with_name(tmp.name + ".old")
                 os.link(path, backups[path])
@@ -262,4 +280,4 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
     finally:
         for tmp in temps + list(backups.values()):
             tmp.unlink(missing_ok=True)
-    return [path for _, path in targets]
+    return [path for _, path, _ in targets]

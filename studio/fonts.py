@@ -2,8 +2,9 @@
 
 A layout names a font as a path to a .ttf/.otf/.ttc file (relative to the layout's folder) or as an
 installed family ("DejaVu Sans", "DejaVuSans", "dejavu-sans-bold"). Families are found with fontconfig's
-`fc-match` when it is installed, else (or when fontconfig has no such family) by a file in the usual font
-folders whose name matches. Absent = the bundled default, which always exists.
+`fc-match` when it is installed, else (or when fontconfig has no such family) in the usual font folders,
+by the family and style names inside each file ("Roboto" = "Roboto Regular", "Roboto Bold") or by the
+file's name ("Roboto-Regular.ttf" is also "Roboto"). Absent = the bundled default, which always exists.
 """
 
 import functools
@@ -19,6 +20,7 @@ DEFAULT = "default"
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc")
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "~/.local/share/fonts",
              "/Library/Fonts", "/System/Library/Fonts", "~/Library/Fonts", "C:/Windows/Fonts")
+PLAIN_STYLES = ("regular", "book", "normal", "roman")  # the style a bare family name means
 
 
 def find_font(name_or_path: str | None, base_dir: Path | str | None = None) -> str | None:
@@ -85,13 +87,29 @@ def _fc_match(normal_name: str) -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def _font_files() -> dict[str, str]:
-    """Normalised file stem -> path, over the usual font folders (first found wins)."""
-    found = {}
+    """Normalised name -> path, over the usual font folders. Each readable font file is known by its family
+    + style ('robotobold'), its family alone for a plain style ('roboto'), its file stem, and its stem less
+    a plain-style suffix ('Roboto-Regular' -> 'roboto'). Family and style names win over file names; among
+    equals, the first file found."""
+    from PIL import ImageFont
+
+    by_name, by_file = {}, {}
     for folder in FONT_DIRS:
         root = Path(os.path.expanduser(folder))
         if not root.is_dir():
             continue
         for path in sorted(root.rglob("*")):
-            if path.suffix.lower() in FONT_SUFFIXES:
-                found.setdefault(_normal(path.stem), str(path))
-    return found
+            if path.suffix.lower() not in FONT_SUFFIXES:
+                continue
+            try:
+                family, style = (n or "" for n in ImageFont.truetype(str(path), 10).getname())  # first face
+            except OSError:  # not a font after all
+                continue
+            by_name.setdefault(_normal(family + style), str(path))
+            if style.casefold() in PLAIN_STYLES:
+                by_name.setdefault(_normal(family), str(path))
+            by_file.setdefault(_normal(path.stem), str(path))
+            plain = re.fullmatch(rf"(.+)[\s_\-]({'|'.join(PLAIN_STYLES)})", path.stem, re.IGNORECASE)
+            if plain:
+                by_file.setdefault(_normal(plain[1]), str(path))
+    return by_file | by_name

@@ -7,7 +7,7 @@ exactly to what they divide.
 from dataclasses import dataclass
 from fractions import Fraction
 
-from studio.spec import Canvas, Grid, Region, Span
+from studio.spec import Canvas, Grid, Monitor, Region, Span
 
 SNAP = 16  # generation sizes are multiples of VAE factor 8 x patch 2
 
@@ -65,8 +65,8 @@ def resolve(region: Region, canvas: Canvas, grids: dict[str, Grid]) -> Box:
     if region.kind == "cell":
         grid = grids[region.grid]
         area = resolve(grid.region, canvas, grids)
-        cols = split(area.w, grid.columns, grid.gutter)
-        rows = split(area.h, grid.rows, grid.gutter)
+        rows = split(area.h, grid.rows, grid.gutter[0])
+        cols = split(area.w, grid.columns, grid.gutter[1])
         c0, c1 = cols[region.column], cols[region.column + region.column_span - 1]
         r0, r1 = rows[region.row], rows[region.row + region.row_span - 1]
         return Box(area.x + c0[0], area.y + r0[0], c1[0] + c1[1] - c0[0], r1[0] + r1[1] - r0[0])
@@ -92,6 +92,11 @@ def fit_box(src_w: int, src_h: int, box: Box, fit: str) -> tuple[int, int, Box]:
 def snap(n: int, multiple: int = SNAP) -> int:
     """Nearest multiple of `multiple` (halves round up), at least one multiple."""
     return max(multiple, (n + multiple // 2) // multiple * multiple)
+
+
+def monitor_dpi(monitor: Monitor) -> int:
+    """The monitor's pixel density, px per inch (rounded): the DPI written in its files."""
+    return max(1, round(monitor.width * 25.4 / monitor.width_mm))
 
 
 def span_canvas(span: Span) -> tuple[int, int, list[Box]]:

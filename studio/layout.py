@@ -12,17 +12,19 @@ the same tables give the JSON Schema (`layout_schema()`, written to layouts/layo
 
 import difflib
 import json
+import math
 import re
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import yaml
-from PIL import Image, ImageColor
+from PIL import Image, ImageColor, ImageFont
 
 from studio import fonts
 from studio.errors import InputError, LayoutError
-from studio.geometry import resolve, span_canvas, split
+from studio.geometry import monitor_dpi, resolve, span_canvas, split
 from studio.memory import parse_bytes
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor,
                          Output, Region, Shadow, ShapeLayer, Span, TextLayer)
@@ -32,6 +34,10 @@ MAX_PIXELS = 2 ** 28  # px in the full canvas
 MAX_DPI = 10000
 SAMPLERS = ("dpm++", "ddim", "euler")  # = sampling.SAMPLERS (not imported: it loads MindSpore)
 OUTPUT_FIELDS = ("layout", "seed", "monitor")  # placeholders output.name keeps for the exporter
+
+# Images may have as many pixels as a canvas: the loader checks each image against MAX_PIXELS, and Pillow's
+# own bomb check (179 MP by default), which every later Image.open also makes, is set to the same limit.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 MM_PER_UNIT = {"mm": Fraction(1), "cm": Fraction(10), "in": Fraction(254, 10), "pt": Fraction(254, 720)}
 UNITS = ("px", "pt", "mm", "cm", "in")
@@ -54,6 +60,7 @@ _LENGTH_RE = re.compile(rf"\s*({_NUMBER})\s*({'|'.join(UNITS)})?\s*")
 _PERCENT_RE = re.compile(rf"\s*({_NUMBER})\s*%\s*")
 _VARIABLE_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INDEX_RE = re.compile(r"\d+")
 _RESOLVER = yaml.resolver.Resolver()
 
 
@@ -94,6 +101,47 @@ def _closest(word, choices) -> str:
     return f" (did you mean '{match}'?)" if match else ""
 
 
+# What other tools call our keys and values: word -> our candidates; the first one allowed where the word
+# is written is suggested (before spelling neighbours). Words are compared in lower case, keys with '-' as '_'.
+KEY_SYNONYMS = {
+    "width": ("w",), "height": ("h",), "left": ("x",), "top": ("y",),
+    "file": ("path", "name"), "filename": ("path", "name"), "src": ("path",), "source": ("path",),
+    "cfg": ("guidance",), "cfg_scale": ("guidance",), "guidance_scale": ("guidance",),
+    "num_inference_steps": ("steps",), "negative": ("negative_prompt",),
+    "font_size": ("size",), "fontsize": ("size",), "font_family": ("font",), "colour": ("color",),
+    "fill": ("color",), "alpha": ("opacity",), "margin": ("safe_margin",), "format": ("formats",),
+    "quality": ("jpeg_quality",), "gap": ("gutter",), "spacing": ("gutter", "letter_spacing"),
+    "tracking": ("letter_spacing",), "leading": ("line_height",), "line_spacing": ("line_height",),
+    "outline": ("stroke",), "border": ("stroke",), "type": ("shape", "kind"), "rotation": ("angle",),
+    "direction": ("angle",), "from": ("stops",), "to": ("stops",), "colors": ("stops",),
+    "colours": ("stops",), "corner_radius": ("radius",), "text_align": ("align",),
+    "vertical_align": ("valign",), "box": ("region",), "area": ("region",), "position": ("region",),
+}
+VALUE_SYNONYMS = {
+    "middle": ("center",), "centre": ("center", "middle"), "center": ("middle",), "centered": ("center",),
+    "start": ("left", "top"), "end": ("right", "bottom"), "rectangle": ("rect",), "square": ("rect",),
+    "circle": ("ellipse",), "oval": ("ellipse",), "crop": ("cover",), "fill": ("cover",),
+    "fit": ("contain",), "letterbox": ("contain",), "horizontal": ("landscape",), "vertical": ("portrait",),
+    "jpg": ("jpeg",), "tif": ("tiff",), "1080p": ("fhd",), "full-hd": ("fhd",), "fullhd": ("fhd",),
+    "1440p": ("qhd",), "wqhd": ("qhd",), "uhd": ("4k",), "2160p": ("4k",), "4320p": ("8k",),
+    "dpmpp": ("dpm++",), "dpm-solver": ("dpm++",), "dpmsolver": ("dpm++",), "dpm++2m": ("dpm++",),
+}
+LAYER_SYNONYMS = {  # a layer type written as another tool names it -> what to write instead
+    "rect": "shape: {shape: rect, ...}", "rectangle": "shape: {shape: rect, ...}",
+    "box": "shape: {shape: rect, ...}", "ellipse": "shape: {shape: ellipse, ...}",
+    "circle": "shape: {shape: ellipse, ...}", "line": "shape: {shape: line, ...}",
+    "picture": "image", "photo": "image", "logo": "image", "img": "image",
+    "label": "text", "title": "text", "heading": "text", "caption": "text",
+    "solid": "fill", "color": "fill", "colour": "fill", "background": "fill",
+    "prompt": "generate", "ai": "generate", "art": "generate",
+}
+
+
+def _synonym(word, synonyms: dict, choices) -> str | None:
+    """Our name, among `choices`, for what another tool calls `word` (any case); None if there is none."""
+    return next((c for c in synonyms.get(str(word).casefold(), ()) if c in choices), None)
+
+
 # -- the reader: errors with lines, variables, what is known so far -------------------------------------------
 
 class _Reader:
@@ -104,7 +152,10 @@ class _Reader:
         self.errors: list[tuple[int, str]] = []
         self.dpi = 72
         self.canvas: Canvas | None = None
+        self.stand_in = False  # the canvas is invalid: later sections are checked on a lenient stand-in
+        self.is_span = False  # a multi-monitor span: the whole span's file name has {monitor} = 'span'
         self.grids: dict[str, Grid] = {}
+        self.bad_grids: set[str] = set()  # grids reported invalid: cells of them are not reported again
         self._explicit: dict[int, list] = {}  # mapping node id -> its written keys (merge keys applied)
 
     def error(self, node, path: str, message: str) -> None:
@@ -123,7 +174,8 @@ class _Reader:
 
     def substitute(self, text: str, keep: tuple[str, ...] = ()) -> str:
         """'{name}' -> the variable's value, '{{' / '}}' -> a brace; names in `keep` that are not variables
-        stay as they are, and so do the escapes (the result is a str.format pattern for the exporter)."""
+        stay as they are, and so do the escapes and the braces in values (the result is a str.format
+        pattern for the exporter, variables filled in literally)."""
         def one(m):
             token, name = m[0], m[1]
             if token in ("{{", "}}"):
@@ -132,10 +184,14 @@ class _Reader:
                 raise _Bad(f"unmatched '{token}' in '{text}' (write {token}{token} for a literal brace)")
             if name in keep and name not in self.variables:
                 return token
+            field = re.split(r"[:!.\[]", name)[0]
+            if field != name and (field in keep or field in self.variables):
+                raise _Bad(f"write {{{field}}}, not {{{name}}}: fields take no format, conversion or index")
             if name not in self.variables:
                 known = ", ".join(sorted(self.variables)) or "none"
                 raise _Bad(f"undefined variable {{{name}}} (defined: {known}){_closest(name, self.variables)}")
-            return self.variables[name]
+            value = self.variables[name]
+            return value.replace("{", "{{").replace("}", "}}") if keep else value
         return _VARIABLE_RE.sub(one, text)
 
     def scalar(self, node):
@@ -171,7 +227,7 @@ class _Reader:
             if key in table:
                 found[key] = (key_node, value_node)
             elif key_node in explicit:
-                match = _suggest(key, table)
+                match = _synonym(key.replace("-", "_"), KEY_SYNONYMS, table) or _suggest(key, table)
                 misspelt.add(match)
                 hint = f"did you mean '{match}'?" if match else f"allowed: {', '.join(table)}"
                 self.error(key_node, _join(path, key), f"unknown key ({hint})")
@@ -234,6 +290,7 @@ def _join(path: str, key) -> str:
 # -- value kinds: parse(reader, node, path) -> value, schema(defs) -> JSON Schema -----------------------------
 
 _VARIABLE_SCHEMA = {"type": "string", "pattern": r"\{[A-Za-z_][A-Za-z0-9_]*\}"}
+_SCALAR_SCHEMA = {"type": ["string", "number", "boolean"]}  # text as written: `text: 2024` is "2024"
 
 
 def _ref(defs: dict, name: str, schema: dict) -> dict:
@@ -252,16 +309,45 @@ class Text:
         return r.scalar(node)  # reports the mapping / list
 
     def schema(self, defs):
-        return {"type": "string"}
+        return dict(_SCALAR_SCHEMA)
 
 
 class Template(Text):
-    """Text that keeps the exporter's placeholders {layout}, {seed}, {monitor} (output.name)."""
+    """output.name: a file name pattern that keeps the exporter's placeholders {layout}, {seed}, {monitor}
+    (variables are filled in literally); as written, it must give a file name."""
 
     def parse(self, r, node, path):
-        if isinstance(node, yaml.ScalarNode) and not node.tag.endswith(":null"):
-            return r.substitute(node.value, keep=OUTPUT_FIELDS)
-        return super().parse(r, node, path)
+        if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
+            return super().parse(r, node, path)
+        pattern = r.substitute(node.value, keep=OUTPUT_FIELDS)
+        # Each variable stands for a plain word here: batches do not use the name, so their values are
+        # checked where the name is used (render.output_stem).
+        written = _VARIABLE_RE.sub(lambda m: "x" if m[1] in r.variables else m[0], node.value)
+        monitor = "span" if r.is_span else ""  # in the canvas's own file, as render.output_stems
+        problem = _file_name_problem(written.format(layout=Path(r.source).stem, seed=0, monitor=monitor))
+        if problem:
+            raise _Bad(f"'{node.value}' gives a file name that {problem} (a name in the output folder: not "
+                       f"empty, '.' or '..', without '/', '\\' or control characters)")
+        return pattern
+
+
+def _file_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a file in the output folder ("has a '/'", ...), or None."""
+    if name in ("", ".", ".."):
+        return "is empty" if not name else f"is '{name}'"
+    for c in name:
+        if c in "/\\":
+            return f"has a '{c}'"
+        if ord(c) < 32 or ord(c) == 127:
+            return "has a control character"
+    return None
+
+
+def _finite(value):
+    """`value` (a number) if it is finite; YAML's .inf and .nan are no sizes, angles or scales."""
+    if not math.isfinite(value):
+        raise _Bad(f"expected a finite number, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -290,6 +376,7 @@ class Number:
         value = r.scalar(node)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Bad(f"expected a number, got {_a(value)}")
+        _finite(value)
         if self.positive and value <= 0:
             raise _Bad(f"must be greater than 0, got {value}")
         return _in_range(value, self.lo, self.hi)
@@ -321,28 +408,34 @@ class Bool:
         return value
 
     def schema(self, defs):
-        return {"type": "boolean"}
+        return {"anyOf": [{"type": "boolean"}, _VARIABLE_SCHEMA]}
 
 
 class Enum:
-    def __init__(self, *choices: str):
-        self.choices = choices
+    """One of `choices`; `elsewhere`: value -> the other key it is a value of ('middle' -> 'valign: middle')."""
+
+    def __init__(self, *choices: str, elsewhere: dict[str, str] | None = None):
+        self.choices, self.elsewhere = choices, elsewhere or {}
 
     def parse(self, r, node, path):
         value = r.scalar(node)
         if value not in self.choices or not isinstance(value, str):
-            raise _Bad(f"{_q(value)} is not one of {', '.join(self.choices)}{_closest(value, self.choices)}")
+            match = _synonym(value, VALUE_SYNONYMS, self.choices) or _suggest(value, self.choices)
+            other = self.elsewhere.get(str(value).casefold())
+            hint = " or ".join(([f"'{match}'"] if match else []) + ([other] if other else []))
+            raise _Bad(f"{_q(value)} is not one of {', '.join(self.choices)}"
+                       f"{f' (did you mean {hint}?)' if hint else ''}")
         return value
 
     def schema(self, defs):
-        return {"enum": list(self.choices)}
+        return {"anyOf": [{"enum": list(self.choices)}, _VARIABLE_SCHEMA]}
 
 
 def _length(r, node) -> tuple[Fraction, str]:
     """A length value -> (number, unit); a bare number is px."""
     value = r.scalar(node)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return Fraction(value), "px"
+        return Fraction(_finite(value)), "px"
     m = _LENGTH_RE.fullmatch(value) if isinstance(value, str) else None
     if not m:
         raise _Bad(f"{_q(value)} is not a length (a number with px, pt, mm, cm or in, e.g. 3mm; "
@@ -366,7 +459,7 @@ def _show(number: Fraction) -> str:
 
 
 def _length_schema(defs, signed: bool) -> dict:
-    sign = "-?" if signed else ""
+    sign = "[-+]?" if signed else r"\+?"
     pattern = rf"^\s*{sign}(\d+(\.\d*)?|\.\d+)\s*(px|pt|mm|cm|in)?\s*$"
     body = {"anyOf": [{"type": "number"} | ({} if signed else {"minimum": 0}),
                       {"type": "string", "pattern": pattern}, _VARIABLE_SCHEMA],
@@ -376,14 +469,21 @@ def _length_schema(defs, signed: bool) -> dict:
 
 @dataclass(frozen=True)
 class Length:
-    """A length -> px (float) at the canvas DPI. minimum: 'positive' | 'zero' | 'any'."""
+    """A length -> px (float) at the canvas DPI; its size at most the canvas's larger side (bleed included).
+    minimum: 'positive' | 'zero' | 'any'."""
 
     minimum: str = "zero"
 
     def parse(self, r, node, path):
         number, unit = _length(r, node)
         _sign_check(number, self.minimum)
-        return float(_to_px(number, unit, r.dpi))
+        px = _to_px(number, unit, r.dpi)
+        side = MAX_SIDE if r.stand_in else max(r.canvas.full_width, r.canvas.full_height)
+        if abs(px) > side:
+            canvas = "any canvas" if r.stand_in else \
+                f"the canvas ({r.canvas.full_width} x {r.canvas.full_height} px, bleed included)"
+            raise _Bad(f"{_show(px)} px is larger than {canvas}: at {'least -' if px < 0 else 'most '}{side} px")
+        return float(px)
 
     def schema(self, defs):
         return _length_schema(defs, self.minimum == "any")
@@ -419,6 +519,8 @@ class Position:
         m = _PERCENT_RE.fullmatch(value) if isinstance(value, str) else None
         if m:
             return "%", float(m[1])
+        if isinstance(value, float):
+            _finite(value)
         try:
             number, unit = _length(r, node)
         except _Bad:
@@ -427,7 +529,7 @@ class Position:
 
     def schema(self, defs):
         body = {"anyOf": [{"type": "number"},
-                          {"type": "string", "pattern": r"^\s*-?(\d+(\.\d*)?|\.\d+)\s*(%|px|pt|mm|cm|in)?\s*$"},
+                          {"type": "string", "pattern": r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)\s*(%|px|pt|mm|cm|in)?\s*$"},
                           _VARIABLE_SCHEMA],
                 "description": "10% of the trim size, or a length: 120px, 20mm, 1in"}
         return _ref(defs, "position", body)
@@ -449,6 +551,10 @@ class Colour:
         if rgba is None:
             raise _Bad(f"{_q(value)} is not a colour ('#rrggbb', '#rrggbbaa', [r, g, b], [r, g, b, a] "
                        f"or a name like 'navy')")
+        if not all(0 <= c <= 255 for c in rgba):  # Pillow reads rgb(300, 0, 0) as (300, 0, 0)
+            allowed = ("saturation and lightness (or value) are 0%..100%" if value.lower().startswith("hs") else
+                       "components are 0..255, or 0%..100%")
+            raise _Bad(f"'{value}' is out of range: {allowed}")
         return tuple(rgba) + (255,) * (4 - len(rgba))
 
     def _channels(self, r, node):
@@ -459,7 +565,7 @@ class Colour:
         return tuple(items) + (255,) * (4 - len(items))
 
     def schema(self, defs):
-        channel = {"type": "integer", "minimum": 0, "maximum": 255}
+        channel = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 255}, _VARIABLE_SCHEMA]}
         body = {"anyOf": [{"type": "string"},
                           {"type": "array", "items": channel, "minItems": 3, "maxItems": 4}],
                 "description": "'#rrggbb', '#rrggbbaa', a CSS name, [r, g, b] or [r, g, b, a] (0..255)"}
@@ -472,21 +578,54 @@ class Font(Text):
         path_found = fonts.find_font(name, r.base_dir)
         if path_found is None:
             raise _Bad(f"no such font '{name}' (a .ttf/.otf path or an installed family)")
-        return None if path_found == fonts.DEFAULT else path_found
+        if path_found == fonts.DEFAULT:
+            return None
+        try:
+            ImageFont.truetype(path_found, 12)
+        except (OSError, ValueError) as e:
+            raise _Bad(f"'{name}' is not a font Pillow can read ({e})") from None
+        return path_found
 
 
 class ImagePath(Text):
+    """An image file (relative to the layout file's folder) of at most MAX_PIXELS -> its absolute path."""
+
     def parse(self, r, node, path):
         name = super().parse(r, node, path)
         file = (r.base_dir / Path(name).expanduser()).resolve()
         if not file.is_file():
             raise _Bad(f"no such image file '{name}' (paths are relative to the layout file's folder)")
+        too_large = f"'{name}' is too large: an image may have at most {MAX_PIXELS} pixels (2^28)"
         try:
-            with Image.open(file):
-                pass
+            with warnings.catch_warnings():  # the warning Pillow gives up to twice its limit: checked below
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(file) as image:
+                    w, h = image.size
+        except Image.DecompressionBombError:
+            raise _Bad(too_large) from None
         except OSError:
             raise _Bad(f"'{name}' is not an image Pillow can read") from None
+        if w * h > MAX_PIXELS:
+            raise _Bad(f"{too_large}; it is {w} x {h} px = {w * h}")
         return str(file)
+
+
+class Model(Text):
+    """A model folder (relative to the layout file's folder) -> its absolute path, or a hub id 'owner/name'."""
+
+    def parse(self, r, node, path):
+        name = super().parse(r, node, path)
+        if not name.strip():
+            raise _Bad("expected a model folder or hub id, got ''")
+        folder = r.base_dir / Path(name).expanduser()  # an absolute path stays as it is
+        if folder.is_dir():
+            if not (folder / "model_index.json").is_file():
+                raise _Bad(f"'{name}' has no model_index.json (expected a pipeline folder in the diffusers layout)")
+            return str(folder.resolve())
+        if name.startswith((".", "/", "~")) or name.count("/") != 1 or "\\" in name or folder.exists():
+            raise _Bad(f"no such model folder '{name}' (folders are relative to the layout file's folder; "
+                       f"a hub id is 'owner/name')")
+        return name
 
 
 class ByteSize(Text):
@@ -620,12 +759,14 @@ class RegionKind:
         name, row, column = values["cell"]
         rows, columns = values.get("span", (1, 1))
         grid = r.grids.get(name)
+        if grid is None and name in r.bad_grids:
+            raise _Bad()  # the grid's own error says what is wrong
         if grid is None:
             known = ", ".join(r.grids) or "none defined before this point"
             raise _Bad(f"cell: no grid '{name}'{_closest(name, r.grids)} (grids: {known})")
         indices = []
         for what, text, count, extent in (("row", row, grid.rows, rows), ("column", column, grid.columns, columns)):
-            if not re.fullmatch(r"\d+", text):
+            if not _INDEX_RE.fullmatch(text):
                 raise _Bad(f"cell: the {what} must be a whole number from 0, got '{text}'")
             index = int(text)
             if index + extent > count:
@@ -637,10 +778,11 @@ class RegionKind:
     def schema(self, defs):
         box = _object_schema(BOX_KEYS, defs)
         cell = _object_schema(CELL_KEYS, defs)
-        cell["properties"]["cell"]["prefixItems"] = [{"type": "string"}, {"type": "integer", "minimum": 0},
-                                                     {"type": "integer", "minimum": 0}]
+        index = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": rf"^{_INDEX_RE.pattern}$"},
+                           _VARIABLE_SCHEMA]}
+        cell["properties"]["cell"]["prefixItems"] = [dict(_SCALAR_SCHEMA), index, index]
         cell["properties"]["cell"]["items"] = False
-        body = {"anyOf": [{"enum": ["full", "safe"]}, box, cell],
+        body = {"anyOf": [{"enum": ["full", "safe"]}, _VARIABLE_SCHEMA, box, cell],
                 "description": "full (trim + bleed), safe (trim minus safe_margin), {x, y, w, h} or "
                                "{cell: [grid, row, column], span: [rows, columns]}"}
         return _ref(defs, "region", body)
@@ -691,7 +833,7 @@ class Stops:
 
     def schema(self, defs):
         colour = Colour().schema(defs)
-        pair = {"type": "array", "prefixItems": [{"type": "number", "minimum": 0, "maximum": 1}, colour],
+        pair = {"type": "array", "prefixItems": [Number(0, 1).schema(defs), colour],
                 "items": False, "minItems": 2}
         return {"type": "array", "items": {"anyOf": [colour, pair]}, "minItems": 2,
                 "description": "colours evenly spaced, or [position 0..1, colour] pairs"}
@@ -720,7 +862,8 @@ GENERATE_KEYS = {
     "steps": Key(Int(1, 1000), "sampling steps (default 20)"),
     "guidance": Key(Number(0), "classifier-free guidance scale (default 4.5)"),
     "sampler": Key(Enum(*SAMPLERS), "default: the model's scheduler"),
-    "model": Key(Text(), "model folder or hub id (default: the command line's --model)"),
+    "model": Key(Model(), "model folder (relative to the layout file) or hub id (default: the command line's "
+                          "--model)"),
     "region": Key(RegionKind(), "where the image goes (default full)"),
     "fit": Key(Enum("cover", "contain"), "cover crops, contain letterboxes (default cover)"),
     "strategy": Key(Enum("auto", "direct", "upscale"), "how large sizes are made (default auto)"),
@@ -736,8 +879,8 @@ TEXT_KEYS = {
     "size": Key(Length("positive"), "font size: 48pt, 120px, 10mm (default 48px)"),
     "color": Key(Colour(), "default black"),
     "region": Key(RegionKind(), "default safe"),
-    "align": Key(Enum("left", "center", "right"), "default left"),
-    "valign": Key(Enum("top", "middle", "bottom"), "default top"),
+    "align": Key(Enum("left", "center", "right", elsewhere={"middle": "valign: middle"}), "default left"),
+    "valign": Key(Enum("top", "middle", "bottom", elsewhere={"center": "align: center"}), "default top"),
     "wrap": Key(Bool(), "wrap words to the region's width (default true)"),
     "shrink_to_fit": Key(Bool(), "shrink the size until the text fits the region (default false)"),
     "line_height": Key(Number(positive=True), "multiple of the size (default 1.2)"),
@@ -818,6 +961,17 @@ LAYER_TYPES = {
 }
 
 
+def _named(r: _Reader, path: str, body) -> str:
+    """A layer's path in messages with its name when its body gives one: 'layers[2] (title)'."""
+    for key_node, value_node in body.value if isinstance(body, yaml.MappingNode) else ():
+        if key_node.value == "name" and isinstance(value_node, yaml.ScalarNode) and value_node.value:
+            try:
+                return f"{path} ({r.substitute(value_node.value)})"
+            except _Bad:
+                return path
+    return path
+
+
 class LayerKind:
     """- text: {...}: a one-key mapping, the key naming the layer type."""
 
@@ -826,6 +980,8 @@ class LayerKind:
             raise _Bad(f"expected a layer, one of {', '.join(LAYER_TYPES)}: {{...}}, got {_a(_value_of(node))}")
         types = [(k, v) for k, v in node.value if k.value in LAYER_TYPES]
         type_keys = LAYER_TYPES[types[0][0].value][0] if types else {}
+        if len(types) == 1:
+            path = _named(r, path, types[0][1])
         for key_node, _ in node.value:
             if key_node.value in LAYER_TYPES:
                 continue
@@ -833,7 +989,10 @@ class LayerKind:
                 r.error(key_node, _join(path, key_node.value),
                         f"belongs inside '{types[0][0].value}:' (indent it under the layer type)")
             else:
-                hint = _closest(key_node.value, LAYER_TYPES) or f" (layer types: {', '.join(LAYER_TYPES)})"
+                other = LAYER_SYNONYMS.get(str(key_node.value).casefold())
+                hint = (f" (did you mean {other}?)" if other and " " in other else
+                        f" (did you mean '{other}'?)" if other else
+                        _closest(key_node.value, LAYER_TYPES) or f" (layer types: {', '.join(LAYER_TYPES)})")
                 r.error(key_node, _join(path, key_node.value), f"unknown layer type{hint}")
         if len(types) > 1:
             raise _Bad(f"one layer per list item; this one is {' and '.join(k.value for k, _ in types)}")
@@ -873,7 +1032,8 @@ CANVAS_KEYS = {
 GRID_KEYS = {
     "rows": Key(Int(1, 1000), required=True),
     "columns": Key(Int(1, 1000), required=True),
-    "gutter": Key(Length(), "gap between cells (default 0)"),
+    "gutter": Key(ListOf(Length(), 1, 2, single_ok=True),
+                  "gap between cells: one length, or [between rows, between columns] (default 0)"),
     "region": Key(RegionKind(), "the area divided (default full)"),
 }
 MONITOR_KEYS = {
@@ -903,7 +1063,8 @@ class Variables:
 
     def schema(self, defs):
         return {"type": "object", "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                "additionalProperties": {"type": ["string", "number", "boolean", "null"]}}
+                "additionalProperties": {"not": {"type": ["object", "array"]},  # any scalar, dates too
+                                         "description": "text, a number, true/false, or ~ (no default)"}}
 
 
 class Grids:
@@ -922,7 +1083,7 @@ TOP_KEYS = {
     "layers": Key(ListOf(LayerKind(), 1), "drawn in order, first at the bottom", required=True),
     "output": Key(Mapping("output", OUTPUT_KEYS), "formats and file names"),
     "memory_budget": Key(ByteSize(), "e.g. 6GiB"),
-    "model": Key(Text(), "default model folder or hub id"),
+    "model": Key(Model(), "default model folder (relative to the layout file) or hub id"),
 }
 
 
@@ -974,7 +1135,8 @@ def _canvas(r: _Reader, values: dict, node, span: Span | None) -> Canvas | None:
             return None
         width, height = values["width"], values["height"]
         physical = width[1] != "px" or height[1] != "px"
-    dpi = values.get("dpi", 300 if physical else 72)
+    # a span's default: the densest monitor's, at which its canvas is drawn (pt/mm lengths as on that monitor)
+    dpi = values.get("dpi", max(map(monitor_dpi, span.monitors)) if span else 300 if physical else 72)
     px = lambda q: round(_to_px(q[0], q[1], dpi))  # noqa: E731
     if span is None:
         width, height = px(width), px(height)
@@ -1022,6 +1184,10 @@ def _span(r: _Reader, values: dict, node) -> Span | None:
         if name in (x.name for x in monitors):
             r.error(mnode, f"span.monitors[{i}].name", f"'{name}' is already the name of another monitor")
             ok = False
+        elif _file_name_problem(name):
+            r.error(_node_at(mnode, "name"), f"span.monitors[{i}].name",
+                    f"'{name}' {_file_name_problem(name)}: monitor names are used in file names")
+            ok = False
         monitors.append(Monitor(name, m["width"], m["height"], w_mm, h_mm))
     bezels = values.get("bezels", (0.0,))
     gaps = len(values["monitors"]) - 1
@@ -1048,25 +1214,34 @@ def _node_at(node, key: str, index: int | None = None):
 
 def _grids(r: _Reader, node) -> None:
     """grids: {name: {rows, columns, gutter, region}} -> r.grids, in order (a grid's region may be a cell of
-    an earlier grid); each checked to divide its region."""
+    an earlier grid); each checked to divide its region. Invalid ones go to r.bad_grids."""
     if not isinstance(node, yaml.MappingNode):
         r.error(node, "grids", f"expected a mapping of name: {{rows, columns, gutter, region}}, "
                                f"got {_a(_value_of(node))}")
         return
     for key_node, value_node in node.value:
         name, path = key_node.value, _join("grids", key_node.value)
+        if name in r.grids or name in r.bad_grids:
+            r.error(key_node, path, "duplicate key")
+            continue
         values = r.values(value_node, path, GRID_KEYS)
         if values is None:
+            r.bad_grids.add(name)
             continue
-        grid = Grid(name, values["rows"], values["columns"], round(values.get("gutter", 0)),
+        gutter = values.get("gutter", (0,))
+        grid = Grid(name, values["rows"], values["columns"], (round(gutter[0]), round(gutter[-1])),
                     values.get("region", Region("full")))
         area = resolve(grid.region, r.canvas, r.grids)
         try:
-            split(area.w, grid.columns, grid.gutter)
-            split(area.h, grid.rows, grid.gutter)
+            split(area.h, grid.rows, grid.gutter[0])
+            split(area.w, grid.columns, grid.gutter[1])
         except ValueError:
-            r.error(value_node, path, f"{grid.rows} x {grid.columns} cells with {grid.gutter} px gutters do not fit "
+            row_gutter, column_gutter = grid.gutter
+            gutters = (f"{row_gutter} px gutters" if row_gutter == column_gutter else
+                       f"{row_gutter} px gutters between rows and {column_gutter} px between columns")
+            r.error(value_node, path, f"{grid.rows} x {grid.columns} cells with {gutters} do not fit "
                                       f"in {area.w} x {area.h} px")
+            r.bad_grids.add(name)
             continue
         r.grids[name] = grid
 
@@ -1145,6 +1320,7 @@ def _read(r: _Reader, root, overrides: dict[str, str]) -> Layout | None:
         return None
     node = {k: v for k, (_, v) in found.items()}
     r.variables = _variables(r, node.get("variables"), overrides)
+    r.is_span = "span" in node
 
     def section(key):
         try:
@@ -1161,7 +1337,7 @@ def _read(r: _Reader, root, overrides: dict[str, str]) -> Layout | None:
         canvas = _canvas(r, canvas_values or {}, node.get("canvas", root), span)
     # Without a valid canvas the rest is still checked, on a lenient stand-in (no false "outside" errors).
     r.canvas = canvas or Canvas(MAX_SIDE, MAX_SIDE, _stand_in_dpi(canvas_values), bleed=MAX_SIDE)
-    r.dpi = r.canvas.dpi
+    r.dpi, r.stand_in = r.canvas.dpi, canvas is None
     if "grids" in node:
         _grids(r, node["grids"])
     layers, output, memory_budget, model = (section(k) for k in ("layers", "output", "memory_budget", "model"))

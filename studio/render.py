@@ -2,8 +2,8 @@
 
 `render(layout, out_dir, ...)` plans (failing early on budgets and existing outputs), loads each model
 once, generates every `generate` layer at its planned size, composes the canvas and exports it in the
-layout's formats (and per monitor for spans). `proof(layout, path)` composes with labelled placeholders
-instead of generated art: no model, seconds.
+layout's formats (for spans also each monitor's cut, at the monitor's pixel density). `proof(layout, path)`
+composes with labelled placeholders instead of generated art: no model, seconds.
 """
 
 import json
@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Callable
 
 from studio import __version__
-from studio.compose import compose, cut_span
+from studio.compose import compose, cut_span, text_problems
 from studio.errors import InputError
-from studio.export import EXPORT_SUFFIXES, check_free, export
+from studio.export import EXPORT_SUFFIXES, Picture, check_free, export
+from studio.geometry import monitor_dpi
 from studio.memory import format_bytes
 from studio.plan import Plan, plan_layout
 from studio.spec import GenerateLayer, Layout
@@ -25,36 +26,49 @@ def output_stem(layout: Layout, monitor: str | None = None) -> str:
     {monitor} filled; a stem that would leave the output folder is refused."""
     seeds = [layer.seed for layer in layout.layers if isinstance(layer, GenerateLayer)]
     fields = {"layout": Path(layout.source).stem, "seed": seeds[0] if seeds else 0, "monitor": monitor or ""}
-    stem = layout.output.name.format(**fields)
-    if monitor and "{monitor}" not in layout.output.name:
+    try:  # the loader escapes braces in variables' values: they come out literally
+        stem = layout.output.name.format(**fields)
+    except (KeyError, IndexError, ValueError) as e:
+        raise InputError(f"{layout.source}: output.name '{layout.output.name}' is not a name pattern ({e!r})") from None
+    if monitor and "{monitor}" not in layout.output.name.replace("{{", ""):  # not an escaped '{{monitor}}'
         stem = f"{stem}-{monitor}"
     if not stem or "/" in stem or "\\" in stem or stem in (".", ".."):
         raise InputError(f"{layout.source}: output.name '{layout.output.name}' gives '{stem}', not a file name")
     return stem
 
 
-def output_paths(layout: Layout, out_dir: Path, stem: str | None = None) -> list[Path]:
-    """The files `render` writes: one per format, then one PNG per monitor of a span. `stem` replaces
-    layout.output.name (batches name their outputs); monitor files are then `stem-<monitor>`."""
-    def name(monitor=None):
-        if stem is None:
-            return output_stem(layout, monitor)
-        return f"{stem}-{monitor}" if monitor else stem
+def output_stems(layout: Layout, stem: str | None = None) -> list[str]:
+    """The stems `render` writes, each in every format: the canvas's, then one per monitor of a span (with
+    output.per_monitor). In the whole span's stem `{monitor}` is `span`. `stem` replaces layout.output.name
+    (batches name their outputs); monitor files are then `stem-<monitor>`."""
+    monitors = [m.name for m in layout.span.monitors] if layout.span and layout.output.per_monitor else []
+    if stem is not None:
+        return [stem] + [f"{stem}-{m}" for m in monitors]
+    whole = "span" if layout.span and "{monitor}" in layout.output.name.replace("{{", "") else None
+    stems = [output_stem(layout, whole)] + [output_stem(layout, m) for m in monitors]
+    if len(set(stems)) < len(stems):
+        raise InputError(f"{layout.source}: output.name '{layout.output.name}' gives two files the same name "
+                         f"({', '.join(stems)}); the whole span's {{monitor}} is 'span'")
+    return stems
 
-    paths = [out_dir / (name() + EXPORT_SUFFIXES[f]) for f in layout.output.formats]
-    if layout.span and layout.output.per_monitor:
-        paths += [out_dir / (name(m.name) + ".png") for m in layout.span.monitors]
-    return paths
+
+def output_paths(layout: Layout, out_dir: Path, stem: str | None = None) -> list[Path]:
+    """The files `render` writes: each of `output_stems` in each of output.formats."""
+    return [out_dir / (s + EXPORT_SUFFIXES[f]) for s in output_stems(layout, stem) for f in layout.output.formats]
 
 
 def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = False) -> Path:
-    """The layout with labelled placeholders for generated art, written to `path` (PNG/JPEG/TIFF)."""
+    """The layout with labelled placeholders for generated art, written to `path` (PNG/JPEG/TIFF); prints a
+    warning to stderr for each text layer that leaves its region or enters the safe margin."""
     from studio.export import save_image
 
     labels = {}
     for job in plan.jobs if plan else ():
         labels[job.layer] = f"{job.strategy} {job.gen_width}x{job.gen_height}"
-    return save_image(compose(layout, proof=True, labels=labels), path, overwrite=overwrite, dpi=layout.canvas.dpi)
+    path = save_image(compose(layout, proof=True, labels=labels), path, overwrite=overwrite, dpi=layout.canvas.dpi)
+    for problem in text_problems(layout):
+        print(f"warning: {layout.source}: {problem}", file=sys.stderr)
+    return path
 
 
 def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None, overwrite: bool = False,
@@ -106,10 +120,10 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     metadata = {"software": f"studio {__version__}", "layout": layout.source,
                 "variables": json.dumps(layout.variables, sort_keys=True), "generations": json.dumps(jobs_meta),
                 **(metadata or {})}
-    files = export(image, layout, out_dir, output_stem(layout) if stem is None else stem, overwrite, metadata)
-    if layout.span and layout.output.per_monitor:
-        from studio.export import save_image
+    main_stem, *monitor_stems = output_stems(layout, stem)
+    monitors = []
+    if monitor_stems:
         cuts = cut_span(image, list(plan.monitors), layout.span.monitors)
-        for monitor, cut, path in zip(layout.span.monitors, cuts, targets[len(files):]):
-            files.append(save_image(cut, path, overwrite=overwrite, metadata={**metadata, "monitor": monitor.name}))
-    return files
+        monitors = [Picture(cut, s, monitor_dpi(m), metadata={**metadata, "monitor": m.name})
+                    for m, cut, s in zip(layout.span.monitors, cuts, monitor_stems, strict=True)]
+    return export(image, layout, out_dir, main_stem, overwrite, metadata, extra=monitors)

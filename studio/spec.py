@@ -35,13 +35,18 @@ class Region:
 
 @dataclass(frozen=True)
 class Grid:
-    """rows x columns cells over `region`, separated by `gutter` px (triptychs, collages)."""
+    """rows x columns cells over `region` (triptychs, collages), separated by `gutter` px: (between rows,
+    between columns); one int stands for both."""
 
     name: str
     rows: int
     columns: int
-    gutter: int = 0
+    gutter: tuple[int, int] = (0, 0)
     region: Region = Region("full")
+
+    def __post_init__(self):
+        if isinstance(self.gutter, int):
+            object.__setattr__(self, "gutter", (self.gutter, self.gutter))
 
 
 @dataclass(frozen=True)

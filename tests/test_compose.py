@@ -1,11 +1,16 @@
 """Compositor tests on tiny canvases with exact expected pixels (ASCII maps: one character per pixel)."""
 
 
+import itertools
+import struct
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from studio import compose as C
+from studio.errors import InputError
+from studio.export import srgb_profile
 from studio.geometry import Box, span_canvas
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Region,
                          ShapeLayer, Shadow, Span, TextLayer)
@@ -161,6 +166,28 @@ def test_line_from_top_left_to_bottom_right():
     ]
 
 
+def test_lines_of_zero_width_or_height():
+    # a zero-width region at x draws the column x (2 px wide: x and x + 1), a zero-height one the row y,
+    # and an empty one the pixel
+    image = C.compose(layout(ShapeLayer("line", Region("px", 3, 0, 0, 6), stroke=BLUE, stroke_width=2),
+                             ShapeLayer("line", Region("px", 0, 4, 8, 0), stroke=RED, stroke_width=1),
+                             ShapeLayer("line", Region("px", 7, 1, 0, 0), stroke=GREEN)))
+    assert ascii_map(image) == [
+        "...BB...",
+        "...BB..G",
+        "...BB...",
+        "...BB...",
+        "RRRRRRRR",
+        "...BB...",
+    ]
+
+
+def test_empty_regions_draw_nothing_but_lines():
+    image = C.compose(layout(FillLayer(RED, Region("px", 3, 0, 0, 6)),
+                             ShapeLayer("rect", Region("px", 0, 4, 8, 0), fill=RED)))
+    assert ascii_map(image) == ["........"] * 6
+
+
 # -- gradients -----------------------------------------------------------------------------------------------------
 
 BLACK_TO_WHITE = ((0.0, BLACK), (1.0, WHITE))
@@ -255,6 +282,106 @@ def test_image_layer_path_relative_to_layout(tmp_path):
     assert ascii_map(C.compose(lay))[0] == "RB......"
 
 
+def image_layer(tmp_path, name, w=2, h=1):
+    return layout(ImageLayer(name, Region("px", 0, 0, w, h), fit="contain"), source=str(tmp_path / "poster.yaml"))
+
+
+def test_image_layer_is_turned_upright_by_its_exif_orientation(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: turn 90 degrees clockwise to show
+    halves(2, 1, RED, BLUE).convert("RGB").save(tmp_path / "phone.png", exif=exif)
+    assert ascii_map(C.compose(image_layer(tmp_path, "phone.png", 2, 2)))[:2] == ["R.......", "B......."]
+
+
+def test_16_bit_grey_is_scaled_to_8_bits(tmp_path):
+    values = np.array([[0, 257, 32768, 65535]], dtype=np.uint16)  # v / 257: 0, 1, 127.5, 255
+    Image.fromarray(values).save(tmp_path / "grey16.png")
+    with Image.open(tmp_path / "grey16.png") as im:
+        assert im.mode == "I;16"
+    image = C.compose(image_layer(tmp_path, "grey16.png", 4, 1))
+    assert np.asarray(image)[0, :4].tolist() == [[0] * 3, [1] * 3, [128] * 3, [255] * 3]
+
+
+def icc_tags(profile: bytes) -> dict[bytes, int]:
+    """Tag signature -> offset of its entry in the tag table."""
+    count = struct.unpack(">I", profile[128:132])[0]
+    return {profile[132 + 12 * i:136 + 12 * i]: 132 + 12 * i for i in range(count)}
+
+
+def swapped_primaries_profile() -> bytes:
+    """An RGB profile whose red primary is sRGB's green and vice versa: sRGB's with two tags swapped."""
+    tags, profile = icc_tags(srgb_profile()), bytearray(srgb_profile())
+    r, g = tags[b"rXYZ"], tags[b"gXYZ"]
+    profile[r + 4:r + 12], profile[g + 4:g + 12] = profile[g + 4:g + 12], profile[r + 4:r + 12]
+    profile[84:100] = bytes(16)  # no profile ID
+    return bytes(profile)
+
+
+def s15f16(*values: float) -> bytes:
+    return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+
+def cmyk_profile(inks: dict[str, tuple[int, int, int]]) -> bytes:
+    """A v2 CMYK -> XYZ profile (lut16, 2 grid points per ink) in which each ink multiplies linear sRGB by
+    its colour: 100% of one ink alone is exactly that sRGB colour."""
+    d50 = (0.9642, 1.0, 0.8249)
+    srgb_to_xyz = np.array([[0.4360747, 0.3850649, 0.1430804], [0.2225045, 0.7168786, 0.0606169],
+                            [0.0139322, 0.0971045, 0.7141733]])  # linear sRGB -> XYZ (D50)
+
+    def linear(rgb):
+        c = np.asarray(rgb, dtype=np.float64) / 255
+        return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+    grid = []
+    for on in itertools.product((0, 1), repeat=4):  # C, M, Y, K; K varies fastest
+        rgb = np.prod([linear(inks[ink]) for ink, o in zip("CMYK", on) if o] or [np.ones(3)], axis=0)
+        grid += [round(min(v, 1.99997) * 32768) for v in srgb_to_xyz @ rgb]  # u1Fixed15
+    # lut16: 4 inputs, 3 outputs, 2 grid points; identity matrix; 2-entry identity input and output curves
+    lut = (b"mft2" + bytes(4) + bytes([4, 3, 2, 0]) + s15f16(1, 0, 0, 0, 1, 0, 0, 0, 1) + struct.pack(">HH", 2, 2)
+           + struct.pack(">8H", *[0, 65535] * 4) + struct.pack(f">{len(grid)}H", *grid)
+           + struct.pack(">6H", *[0, 65535] * 3))
+    desc = b"desc" + bytes(4) + struct.pack(">I", 5) + b"CMYK\0" + bytes(78)
+    tags = [(b"desc", desc), (b"wtpt", b"XYZ " + bytes(4) + s15f16(*d50)), (b"A2B0", lut)]
+    table, data, start = b"", b"", 132 + 12 * len(tags)
+    for signature, body in tags:
+        body += bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", start + len(data), len(body))
+        data += body
+    header = (struct.pack(">I", start + len(data)) + b"lcms" + struct.pack(">I", 0x02100000) + b"prtrCMYKXYZ "
+              + bytes(12) + b"acsp" + bytes(28) + s15f16(*d50) + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def test_icc_profile_is_converted_to_srgb(tmp_path):
+    picture = Image.new("RGB", (3, 1))
+    picture.putpixel((0, 0), RED[:3])
+    picture.putpixel((1, 0), GREEN[:3])
+    picture.putpixel((2, 0), (128, 128, 128))
+    picture.save(tmp_path / "swapped.png", icc_profile=swapped_primaries_profile())
+    image = C.compose(image_layer(tmp_path, "swapped.png", 3, 1))
+    assert np.asarray(image)[0, :3].tolist() == [[0, 255, 0], [255, 0, 0], [128, 128, 128]]
+    picture.save(tmp_path / "srgb.png", icc_profile=srgb_profile())  # sRGB to sRGB changes nothing
+    assert np.asarray(C.compose(image_layer(tmp_path, "srgb.png", 3, 1)))[0, :3].tolist() == [
+        [255, 0, 0], [0, 255, 0], [128, 128, 128]]
+
+
+def test_cmyk_jpeg_is_converted_with_its_profile(tmp_path):
+    inks = {"C": (0, 160, 220), "M": (230, 0, 126), "Y": (255, 240, 0), "K": (35, 31, 32)}
+    picture = Image.new("CMYK", (5, 1))
+    for x, cmyk in enumerate([(255, 0, 0, 0), (0, 255, 0, 0), (0, 0, 255, 0), (0, 0, 0, 255), (0, 0, 0, 0)]):
+        picture.putpixel((x, 0), cmyk)
+    picture.save(tmp_path / "press.jpg", quality=100, icc_profile=cmyk_profile(inks))
+    pixels = np.asarray(C.compose(image_layer(tmp_path, "press.jpg", 5, 1)))[0, :5].astype(int)
+    expected = np.array([inks["C"], inks["M"], inks["Y"], inks["K"], (255, 255, 255)])
+    assert np.abs(pixels - expected).max() <= 1  # not Pillow's naive (0, 255, 255), (255, 0, 255), ...
+
+
+def test_colour_profile_of_another_colour_space_is_an_error(tmp_path):
+    Image.new("RGB", (1, 1)).save(tmp_path / "odd.png", icc_profile=cmyk_profile(dict.fromkeys("CMYK", (0, 0, 0))))
+    with pytest.raises(InputError, match=r"layers\[0\].path: cannot read image 'odd.png' .*CMYK colour profile"):
+        C.compose(image_layer(tmp_path, "odd.png"))
+
+
 def test_proof_draws_placeholders_instead_of_art():
     lay = layout(GenerateLayer("a sunset", name="sky", region=Region("px", 0, 0, 64, 48)), w=80, h=60)
     art = {0: Image.new("RGB", (64, 48), GREEN[:3])}
@@ -288,6 +415,34 @@ def test_default_font_draws_text():
     assert np.asarray(image).min() == 0  # solid black core: antialiased, not all grey
 
 
+@pytest.fixture
+def font_dir(tmp_path, monkeypatch):
+    """A font folder holding only Pillow's bundled face (family 'Aileron', style 'Regular') as Brand-Regular.ttf;
+    no fontconfig."""
+    from PIL import ImageFont
+
+    folder = tmp_path / "fonts"
+    folder.mkdir()
+    (folder / "Brand-Regular.ttf").write_bytes(ImageFont.load_default(10).path.getvalue())
+    monkeypatch.setattr(C.fonts, "FONT_DIRS", (str(folder),))
+    monkeypatch.setattr(C.fonts, "_fc_match", lambda name: None)
+    C.fonts._font_files.cache_clear()
+    C.fonts._find_family.cache_clear()
+    yield folder
+    C.fonts._font_files.cache_clear()
+    C.fonts._find_family.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["Aileron", "aileron-regular", "Aileron Regular", "Brand", "brand_regular"])
+def test_family_is_found_by_the_names_inside_the_file_and_its_file_name(font_dir, name):
+    assert C.fonts.find_font(name) == str(font_dir / "Brand-Regular.ttf")
+
+
+@pytest.mark.parametrize("name", ["Aileron Bold", "Brand Bold", "Regular"])
+def test_family_not_found(font_dir, name):
+    assert C.fonts.find_font(name) is None
+
+
 def test_wrap_breaks_lines_inside_the_box():
     text = "mama sees a cocoon near ocean area"  # x-height letters only: lines never touch
     image = C.compose(text_layout(text=text, size=16, region=Region("px", 20, 10, 100, 60)))
@@ -318,6 +473,37 @@ def test_shrink_to_fit_makes_text_fit():
     assert 1 <= size < 60
     font = C.fonts.load_font(None, size + 1)
     assert C.line_width("Grand Opening", font, 0) > 100 or sum(font.getmetrics()) > 30  # size + 1 would not fit
+
+
+def test_shrink_to_fit_keeps_a_size_that_fits():
+    region = Region("px", 20, 10, 160, 60)
+    layer = TextLayer("Hi", size=41.67, region=region, shrink_to_fit=True)
+    assert C.fitting_size(layer, Box(20, 10, 160, 60), None) == 41.67  # not floored to 41
+    fitted = C.compose(text_layout(text="Hi", size=41.67, region=region, shrink_to_fit=True))
+    assert fitted.tobytes() == C.compose(text_layout(text="Hi", size=41.67, region=region)).tobytes()
+    assert C.fitting_size(TextLayer("Hi", size=41.67, region=region), Box(20, 10, 160, 30), None) == 24
+
+
+def canvas_with_safe_margin(*layers, safe=10):
+    return Layout("<string>", Canvas(200, 80, safe_margin=safe), tuple(layers))
+
+
+def test_text_problems_measure_ink_leaving_the_region_or_entering_the_safe_margin():
+    inside = TextLayer("Hi", size=24, region=Region("px", 20, 10, 100, 40), stroke_width=3, align="right",
+                       valign="bottom")  # the stroke is laid out inside the region too
+    assert C.text_problems(canvas_with_safe_margin(inside)) == []
+    corner = canvas_with_safe_margin(TextLayer("Hi", size=24, region=Region("px", 0, 0, 200, 80), align="right",
+                                               valign="bottom"))
+    _, _, right, bottom = ink_box(C.compose(corner))
+    assert (right, bottom) == (199, 74)  # the safe area ends at 190, 70
+    assert C.text_problems(corner) == ["layers[0]: text reaches into the safe margin (right 9 px, bottom 4 px)"]
+
+
+def test_text_problems_report_clipped_text():
+    wide = canvas_with_safe_margin(TextLayer("Grand Opening", size=30, wrap=False, name="title",
+                                             region=Region("px", 20, 10, 60, 30)), safe=0)
+    assert ink_box(C.compose(wide))[2] == 82  # the tile reaches 2 px beyond the region's right edge at 80
+    assert C.text_problems(wide) == ["layers[0] (title): text overflows its region (right clipped)"]
 
 
 @pytest.mark.parametrize("align", ["left", "center", "right"])

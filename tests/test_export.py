@@ -1,4 +1,5 @@
-"""Export: every format carries DPI, sRGB and metadata; files are written all-or-none and never clobbered."""
+"""Export: every format carries DPI, sRGB and metadata; files are written all-or-none and never clobbered; a span's
+files are named by render.output_stems."""
 
 import re
 import zlib
@@ -9,7 +10,9 @@ from PIL import Image
 
 from studio import export as E
 from studio.errors import InputError
-from studio.spec import Canvas, FillLayer, Layout, Output
+from studio.geometry import monitor_dpi
+from studio.render import output_paths, output_stems, proof
+from studio.spec import Canvas, FillLayer, Layout, Monitor, Output, Region, Span, TextLayer
 
 ALL = ("png", "jpeg", "tiff", "pdf")
 
@@ -160,3 +163,77 @@ def test_save_image_still_writes_one_file(tmp_path):
     with pytest.raises(InputError, match="file exists"):
         E.save_image(raster(), path)
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_extra_pictures_are_written_in_every_format_at_their_own_dpi(tmp_path):
+    left = raster(40, 30, seed=1)
+    paths = E.export(raster(), poster(), tmp_path, "span",
+                     extra=[E.Picture(left, "span-left", 109, metadata={"monitor": "left"})])
+    assert [p.name for p in paths] == ["span.png", "span.jpg", "span.tif", "span.pdf",
+                                       "span-left.png", "span-left.jpg", "span-left.tif", "span-left.pdf"]
+    for path in paths[4:7]:
+        with Image.open(path) as im:
+            assert im.size == (40, 30) and tuple(round(v) for v in im.info["dpi"]) == (109, 109)
+            assert im.info["icc_profile"] == E.srgb_profile()
+    with Image.open(paths[4]) as im:
+        assert im.text == {"monitor": "left"} and im.tobytes() == left.tobytes()
+    data = paths[7].read_bytes()
+    assert box(data, "MediaBox") == pytest.approx([0, 0, 40 / 109 * 72, 30 / 109 * 72])  # 26.4220 x 19.8165 pt
+    assert box(data, "TrimBox") == box(data, "MediaBox")  # no bleed
+
+
+def test_an_existing_extra_file_stops_the_export_before_writing(tmp_path):
+    (tmp_path / "span-left.jpg").write_bytes(b"mine")
+    with pytest.raises(InputError, match="span-left.jpg: file exists"):
+        E.export(raster(), poster(("png", "jpeg")), tmp_path, "span", extra=[E.Picture(raster(4, 3), "span-left", 96)])
+    assert [p.name for p in tmp_path.iterdir()] == ["span-left.jpg"]
+
+
+# -- output names (studio.render) ---------------------------------------------------------------------------------
+
+def span_layout(name="{layout}-{monitor}", monitors=("left", "right"), per_monitor=True):
+    span = Span(tuple(Monitor(m, 2560, 1440, 597, 336) for m in monitors), (18,) * (len(monitors) - 1))
+    return Layout("/layouts/span-2.yaml", Canvas(100, 20), (FillLayer((0, 0, 0, 255)),), span=span,
+                  output=Output(formats=("png", "jpeg"), name=name, per_monitor=per_monitor))
+
+
+@pytest.mark.parametrize("name,stems", [
+    ("{layout}-{monitor}", ["span-2-span", "span-2-left", "span-2-right"]),  # not 'span-2-'
+    ("{layout}", ["span-2", "span-2-left", "span-2-right"]),
+    ("{monitor}", ["span", "left", "right"]),
+])
+def test_output_stems_of_a_span(name, stems):
+    assert output_stems(span_layout(name)) == stems
+    assert output_stems(span_layout(name), stem="batch/item-1") == ["batch/item-1", "batch/item-1-left",
+                                                                     "batch/item-1-right"]
+    assert output_stems(span_layout(name, per_monitor=False)) == stems[:1]
+
+
+def test_output_paths_are_every_stem_in_every_format(tmp_path):
+    assert [p.name for p in output_paths(span_layout(), tmp_path)] == [
+        "span-2-span.png", "span-2-span.jpg", "span-2-left.png", "span-2-left.jpg", "span-2-right.png",
+        "span-2-right.jpg"]
+
+
+def test_a_monitor_named_span_clashes_with_the_whole_span():
+    with pytest.raises(InputError, match="gives two files the same name"):
+        output_stems(span_layout(monitors=("span", "right")))
+
+
+def test_monitor_dpi_is_its_pixel_density():
+    assert monitor_dpi(Monitor("left", 2560, 1440, 597, 336)) == 109  # 108.9 px per inch
+    assert monitor_dpi(Monitor("laptop", 2880, 1800, 301.6, 188.5)) == 243  # 242.6
+
+
+def test_an_escaped_monitor_field_is_literal_text():
+    assert output_stems(span_layout("{layout}-{{monitor}}")) == ["span-2-{monitor}", "span-2-{monitor}-left",
+                                                                  "span-2-{monitor}-right"]
+
+
+def test_proof_warns_about_clipped_text(tmp_path, capsys):
+    layout = Layout("<string>", Canvas(200, 80), (TextLayer("Grand Opening", size=30, wrap=False, name="title",
+                                                            region=Region("px", 20, 10, 60, 30)),))
+    path = proof(layout, tmp_path / "proof.png")
+    with Image.open(path) as im:
+        assert im.size == (200, 80)
+    assert capsys.readouterr().err == "warning: <string>: layers[0] (title): text overflows its region (right clipped)\n"

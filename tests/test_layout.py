@@ -4,16 +4,20 @@ broken layouts, each with the exact one-line message it must produce."""
 import json
 import re
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from studio import layout as layout_module
 from studio.errors import LayoutError
 from studio.fonts import find_font
+from studio.geometry import Box, resolve
 from studio.layout import LAYER_TYPES, TOP_KEYS, layout_schema, load_layout, parse_layout
-from studio.spec import Region
+from studio.spec import Canvas, Grid, Region
 
 ROOT = Path(__file__).resolve().parents[1]
 FILL = "layers: [{fill: {color: red}}]\n"
@@ -111,8 +115,58 @@ def test_grids():
                           "grids:\n  panels: {rows: 1, columns: 3, gutter: 0.5in, region: safe}\n"
                           "  inner: {rows: 2, columns: 2, region: {cell: [panels, 0, 1]}}\n" + FILL)
     panels, inner = layout.grids["panels"], layout.grids["inner"]
-    assert (panels.rows, panels.columns, panels.gutter, panels.region) == (1, 3, 36, Region("safe"))
+    assert (panels.rows, panels.columns, panels.gutter, panels.region) == (1, 3, (36, 36), Region("safe"))
     assert inner.region == Region("cell", grid="panels", row=0, column=1)
+
+
+@pytest.mark.parametrize("gutter, dpi, expected", [
+    ("10px", 72, (10, 10)), ("[10px, 25px]", 72, (10, 25)), ("[2mm, 1mm]", 254, (20, 10)), ("[0, 3]", 72, (0, 3)),
+    ("[7px]", 72, (7, 7)),
+])
+def test_grid_gutters(gutter, dpi, expected):
+    """gutter: one length for both, or [between rows, between columns]."""
+    layout = parse_layout(f"canvas: {{width: 1000, height: 1000, dpi: {dpi}}}\n"
+                          f"grids: {{g: {{rows: 2, columns: 3, gutter: {gutter}}}}}\n" + FILL)
+    assert layout.grids["g"].gutter == expected
+    assert Grid("g", 2, 3, gutter=expected[0]).gutter == (expected[0], expected[0])  # an int stands for both
+
+
+def test_grid_cells_with_row_and_column_gutters():
+    """100 x 50 px, 2 rows x 3 columns, 4 px between rows, 5 px between columns: 30 x 23 px cells."""
+    grid = Grid("g", rows=2, columns=3, gutter=(4, 5))
+    cells = [[resolve(Region("cell", grid="g", row=i, column=j), Canvas(100, 50), {"g": grid}) for j in range(3)]
+             for i in range(2)]
+    assert cells == [[Box(0, 0, 30, 23), Box(35, 0, 30, 23), Box(70, 0, 30, 23)],
+                     [Box(0, 27, 30, 23), Box(35, 27, 30, 23), Box(70, 27, 30, 23)]]
+
+
+@pytest.mark.parametrize("area, rows, columns, gutter", [
+    ((0, 0, 1000, 700), 3, 4, (7, 13)),
+    ((37, 11, 997, 613), 7, 3, (0, 29)),
+    ((5, 5, 101, 103), 5, 5, (3, 1)),
+    ((0, 0, 1920, 1080), 1, 3, (0, 40)),
+    ((1, 2, 1999, 997), 13, 17, (11, 2)),
+])
+def test_grid_cells_and_gutters_sum_exactly(area, rows, columns, gutter):
+    """Cells and gutters tile the region in whole pixels: each row and column of cells, with its gutters,
+    spans the region exactly; cell sizes differ by at most 1 px; a span covers the cells and gutters."""
+    canvas, grid = Canvas(2000, 1000), Grid("g", rows, columns, gutter, Region("px", *area))
+    x, y, w, h = area
+    cells = [[resolve(Region("cell", grid="g", row=i, column=j), canvas, {"g": grid}) for j in range(columns)]
+             for i in range(rows)]
+    for row in cells:
+        assert (row[0].x, row[-1].right) == (x, x + w)
+        assert sum(c.w for c in row) + gutter[1] * (columns - 1) == w
+        assert all(b.x == a.right + gutter[1] for a, b in zip(row, row[1:]))
+    for column in zip(*cells):
+        assert (column[0].y, column[-1].bottom) == (y, y + h)
+        assert sum(c.h for c in column) + gutter[0] * (rows - 1) == h
+        assert all(b.y == a.bottom + gutter[0] for a, b in zip(column, column[1:]))
+    sizes = [(c.w, c.h) for row in cells for c in row]
+    assert max(s[0] for s in sizes) - min(s[0] for s in sizes) <= 1
+    assert max(s[1] for s in sizes) - min(s[1] for s in sizes) <= 1
+    whole = Region("cell", grid="g", row=0, column=0, row_span=rows, column_span=columns)
+    assert resolve(whole, canvas, {"g": grid}) == Box(x, y, w, h)
 
 
 # -- variables --------------------------------------------------------------------------------------------
@@ -144,6 +198,28 @@ def test_output_name_keeps_exporter_fields():
     assert layout.output.name == "{layout}-{seed}"
 
 
+@pytest.mark.parametrize("title, stem", [("Rock {n} Roll", "poster-Rock {n} Roll-{x}"), ("a}b", "poster-a}b-{x}"),
+                                         ("{layout}", "poster-{layout}-{x}"), ("{{", "poster-{{-{x}")])
+def test_output_name_variables_are_literal(title, stem):
+    """Braces in a variable's value (--set title='Rock {n} Roll') are text in the file name, not fields."""
+    from studio.render import output_stem
+
+    layout = parse_layout("canvas: {preset: fhd}\nvariables: {title: x}\n" + FILL +
+                          "output: {name: '{layout}-{title}-{{x}}'}", "poster.yaml", {"title": title})
+    assert output_stem(layout) == stem
+
+
+def test_output_name_values_are_checked_where_the_name_is_used():
+    """A batch, which names its own files, may set a variable in output.name to 'AC/DC'; render refuses it."""
+    from studio.errors import InputError
+    from studio.render import output_stem
+
+    layout = parse_layout("canvas: {preset: fhd}\nvariables: {title: x}\n" + FILL + "output: {name: '{title}'}",
+                          "poster.yaml", {"title": "AC/DC"})
+    with pytest.raises(InputError, match="gives 'AC/DC', not a file name"):
+        output_stem(layout)
+
+
 def test_merge_keys_and_lines():
     layout = parse_layout("""\
 canvas: {preset: fhd}
@@ -160,18 +236,20 @@ layers:
 
 # -- spans ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("span, width, height, bezels", [
-    ("{monitors: [{width: 2560, height: 1440, size: [597mm, 336mm]}]}", 2560, 1441, ()),
+# dpi: the densest monitor's, rounded (2560 px / 597 mm = 108.9 px per inch; 4 px/mm = 101.6)
+@pytest.mark.parametrize("span, width, height, bezels, dpi", [
+    ("{monitors: [{width: 2560, height: 1440, size: [597mm, 336mm]}]}", 2560, 1441, (), 109),
     # 2 x 597 mm + 18 mm at 2560 px / 597 mm
     ("{monitors: [{width: 2560, height: 1440, size: [597mm, 336mm]}, {width: 2560, height: 1440, size: "
-     "[59.7cm, 33.6cm]}], bezels: 18mm}", 5197, 1441, (18.0,)),
+     "[59.7cm, 33.6cm]}], bezels: 18mm}", 5197, 1441, (18.0,), 109),
     # 4 px/mm everywhere: 100 + 5 + 100 + 10 + 50 mm
     ("{monitors: [{width: 400, height: 200, size: [100mm, 50mm]}, {width: 400, height: 200, size: [100mm, 50mm]},"
-     " {width: 200, height: 120, size: [50mm, 30mm]}], bezels: [5mm, 1cm], align: top}", 1060, 200, (5.0, 10.0)),
+     " {width: 200, height: 120, size: [50mm, 30mm]}], bezels: [5mm, 1cm], align: top}", 1060, 200, (5.0, 10.0),
+     102),
 ])
-def test_spans(span, width, height, bezels):
+def test_spans(span, width, height, bezels, dpi):
     layout = parse_layout(f"span: {span}\n{FILL}")
-    assert (layout.canvas.width, layout.canvas.height, layout.canvas.dpi) == (width, height, 72)
+    assert (layout.canvas.width, layout.canvas.height, layout.canvas.dpi) == (width, height, dpi)
     assert layout.span.bezels_mm == bezels
 
 
@@ -223,6 +301,49 @@ BROKEN = [
      "poster.yaml:2: layers[0].generate.sampler: 'dpm' is not one of dpm++, ddim, euler (did you mean 'dpm++'?)"),
     ("canvas: {preset: fhd}\n" + FILL + "output: {formats: [png, jpg]}\n",
      "poster.yaml:3: output.formats[1]: 'jpg' is not one of png, jpeg, tiff, pdf (did you mean 'jpeg'?)"),
+    # what other tools call our keys and values
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {x: 0, width: 50%, h: 20%}}}]\n",
+     "poster.yaml:2: layers[0].fill.region.width: unknown key (did you mean 'w'?)"),
+    ("canvas: {preset: fhd}\nlayers: [{image: {file: logo.png}}]\n",
+     "poster.yaml:2: layers[0].image.file: unknown key (did you mean 'path'?)"),
+    ("canvas: {preset: fhd}\nlayers: [{generate: {prompt: x, cfg: 7}}]\n",
+     "poster.yaml:2: layers[0].generate.cfg: unknown key (did you mean 'guidance'?)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font-size: 20}}]\n",
+     "poster.yaml:2: layers[0].text.font-size: unknown key (did you mean 'size'?)"),
+    ("canvas: {preset: fhd}\nlayers: [{rectangle: {region: safe, fill: red}}]\n",
+     "poster.yaml:2: layers[0].rectangle: unknown layer type (did you mean shape: {shape: rect, ...}?)"),
+    ("canvas: {preset: fhd}\nlayers: [{picture: {path: x.png}}]\n",
+     "poster.yaml:2: layers[0].picture: unknown layer type (did you mean 'image'?)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, align: middle}}]\n",
+     "poster.yaml:2: layers[0].text.align: 'middle' is not one of left, center, right (did you mean 'center' or "
+     "valign: middle?)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, valign: center}}]\n",
+     "poster.yaml:2: layers[0].text.valign: 'center' is not one of top, middle, bottom (did you mean 'middle' or "
+     "align: center?)"),
+    ("canvas: {preset: fhd}\nlayers: [{shape: {shape: circle, region: safe, fill: red}}]\n",
+     "poster.yaml:2: layers[0].shape.shape: 'circle' is not one of rect, ellipse, line (did you mean 'ellipse'?)"),
+    ("canvas: {preset: fhd}\nlayers: [{generate: {prompt: x, fit: crop}}]\n",
+     "poster.yaml:2: layers[0].generate.fit: 'crop' is not one of cover, contain (did you mean 'cover'?)"),
+    # a layer's name in its path
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: red}}, {text: {text: hi, name: title, wrap: maybe}}]\n",
+     "poster.yaml:2: layers[1] (title).text.wrap: expected true or false, got 'maybe' (text)"),
+    ("canvas: {preset: fhd}\nvariables: {t: head}\nlayers:\n  - text: {text: hi, name: '{t}-line'}\n    size: 10\n",
+     "poster.yaml:5: layers[0] (head-line).size: belongs inside 'text:' (indent it under the layer type)"),
+    # numbers that are not finite
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, letter_spacing: .inf}}]\n",
+     "poster.yaml:2: layers[0].text.letter_spacing: expected a finite number, got inf"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, line_height: .inf}}]\n",
+     "poster.yaml:2: layers[0].text.line_height: expected a finite number, got inf"),
+    ("canvas: {preset: fhd}\nlayers: [{gradient: {stops: [red, blue], angle: -.inf}}]\n",
+     "poster.yaml:2: layers[0].gradient.angle: expected a finite number, got -inf"),
+    ("canvas: {preset: fhd}\nlayers: [{generate: {prompt: x, guidance: .nan}}]\n",
+     "poster.yaml:2: layers[0].generate.guidance: expected a finite number, got nan"),
+    ("canvas: {preset: fhd}\nlayers: [{gradient: {stops: [[0, red], [.nan, blue]]}}]\n",
+     "poster.yaml:2: layers[0].gradient.stops[1][0]: expected a finite number, got nan"),
+    ("canvas: {preset: fhd, bleed: .inf}\n" + FILL,
+     "poster.yaml:1: canvas.bleed: expected a finite number, got inf"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {x: .inf, w: 10, h: 10}}}]\n",
+     "poster.yaml:2: layers[0].fill.region.x: expected a finite number, got inf"),
     # sizes and units
     ("canvas: {width: 0, height: 100}\n" + FILL,
      "poster.yaml:1: canvas.width: must be greater than 0, got 0"),
@@ -244,6 +365,15 @@ BROKEN = [
      "poster.yaml:1: canvas: missing height (or give a preset)"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, size: -3pt}}]\n",
      "poster.yaml:2: layers[0].text.size: must be greater than 0, got -3"),
+    ("canvas: {width: 200, height: 100}\nlayers: [{text: {text: hi, size: 20000px}}]\n",
+     "poster.yaml:2: layers[0].text.size: 20000 px is larger than the canvas (200 x 100 px, bleed included): "
+     "at most 200 px"),
+    ("canvas: {width: 200, height: 100, bleed: 10px}\nlayers: [{text: {text: hi, letter_spacing: -10in}}]\n",
+     "poster.yaml:2: layers[0].text.letter_spacing: -720 px is larger than the canvas (220 x 120 px, bleed "
+     "included): at least -220 px"),
+    ("canvas: {width: 200, height: 100}\nlayers: [{text: {text: hi, shadow: {blur: 1000}}}]\n",
+     "poster.yaml:2: layers[0].text.shadow.blur: 1000 px is larger than the canvas (200 x 100 px, bleed "
+     "included): at most 200 px"),
     # regions and grids
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {x: 90%, w: 20%, h: 10%}}}]\n",
      "poster.yaml:2: layers[0].fill.region: the region is outside the canvas: x + w = 2112 px is right of the "
@@ -267,6 +397,22 @@ BROKEN = [
      "poster.yaml:3: layers[0].fill.region: cell: no grid 'panels' (grids: g)"),
     ("canvas: {width: 100, height: 100}\ngrids: {g: {rows: 1, columns: 30, gutter: 3px}}\n" + FILL,
      "poster.yaml:2: grids.g: 1 x 30 cells with 3 px gutters do not fit in 100 x 100 px"),
+    ("canvas: {width: 100, height: 100}\ngrids: {g: {rows: 10, columns: 2, gutter: [11px, 1px]}}\n" + FILL,
+     "poster.yaml:2: grids.g: 10 x 2 cells with 11 px gutters between rows and 1 px between columns do not fit "
+     "in 100 x 100 px"),
+    ("canvas: {width: 100, height: 100}\ngrids: {g: {rows: 1, columns: 2, gutter: [1px, 2px, 3px]}}\n" + FILL,
+     "poster.yaml:2: grids.g.gutter: expected 1 to 2 items, got 3"),
+    ("canvas: {preset: fhd}\ngrids: {g: {rows: 1, columns: 2}, g: {rows: 2, columns: 2}}\n" + FILL,
+     "poster.yaml:2: grids.g: duplicate key"),
+    # an invalid grid is reported once, not again at each cell of it or grid inside it
+    ("canvas: {preset: fhd}\ngrids: {g: {rows: 1, columns: 3, gutter: 2%}}\nlayers:\n"
+     "  - fill: {color: red, region: {cell: [g, 0, 1]}}\n  - fill: {color: red, region: {cell: [g, 0, 2]}}\n",
+     "poster.yaml:2: grids.g.gutter: '2%' is not a length (a number with px, pt, mm, cm or in, e.g. 3mm; a bare "
+     "number is px)"),
+    ("canvas: {width: 100, height: 100}\ngrids:\n  g: {rows: 1, columns: 30, gutter: 3px}\n"
+     "  inner: {rows: 2, columns: 1, region: {cell: [g, 0, 0]}}\n"
+     "layers: [{fill: {color: red, region: {cell: [inner, 0, 0]}}}]\n",
+     "poster.yaml:3: grids.g: 1 x 30 cells with 3 px gutters do not fit in 100 x 100 px"),
     # files and fonts
     ("canvas: {preset: fhd}\nlayers: [{image: {path: missing.png}}]\n",
      "poster.yaml:2: layers[0].image.path: no such image file 'missing.png' (paths are relative to the layout "
@@ -279,6 +425,33 @@ BROKEN = [
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: fonts/Inter.ttf}}]\n",
      "poster.yaml:2: layers[0].text.font: no such font 'fonts/Inter.ttf' (a .ttf/.otf path or an installed "
      "family)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: fake.ttf}}]\n",
+     "poster.yaml:2: layers[0].text.font: 'fake.ttf' is not a font Pillow can read (unknown file format)"),
+    ("canvas: {preset: fhd}\nlayers: [{image: {path: big.png}}]\n",
+     "poster.yaml:2: layers[0].image.path: 'big.png' is too large: an image may have at most 268435456 pixels "
+     "(2^28); it is 20000 x 20000 px = 400000000"),
+    ("canvas: {preset: fhd}\nlayers: [{image: {path: bomb.png}}]\n",  # beyond Pillow's hard limit, 2 x ours
+     "poster.yaml:2: layers[0].image.path: 'bomb.png' is too large: an image may have at most 268435456 pixels "
+     "(2^28)"),
+    # models
+    ("canvas: {preset: fhd}\nlayers: [{generate: {prompt: x, model: ./nosuch}}]\n",
+     "poster.yaml:2: layers[0].generate.model: no such model folder './nosuch' (folders are relative to the layout "
+     "file's folder; a hub id is 'owner/name')"),
+    ("canvas: {preset: fhd}\nmodel: models/pixart/v1\n" + FILL,
+     "poster.yaml:2: model: no such model folder 'models/pixart/v1' (folders are relative to the layout file's "
+     "folder; a hub id is 'owner/name')"),
+    ("canvas: {preset: fhd}\nmodel: notamodel\n" + FILL,
+     "poster.yaml:2: model: 'notamodel' has no model_index.json (expected a pipeline folder in the diffusers "
+     "layout)"),
+    # output names
+    ("canvas: {preset: fhd}\nvariables: {title: x}\n" + FILL + "output: {name: '{layout}/{title}'}\n",
+     "poster.yaml:4: output.name: '{layout}/{title}' gives a file name that has a '/' (a name in the output "
+     "folder: not empty, '.' or '..', without '/', '\\' or control characters)"),
+    ("canvas: {preset: fhd}\n" + FILL + "output: {name: '{monitor}'}\n",  # '' for the canvas's own file
+     "poster.yaml:3: output.name: '{monitor}' gives a file name that is empty (a name in the output folder: not "
+     "empty, '.' or '..', without '/', '\\' or control characters)"),
+    ("canvas: {preset: fhd}\n" + FILL + "output: {name: '{seed:04d}'}\n",
+     "poster.yaml:3: output.name: write {seed}, not {seed:04d}: fields take no format, conversion or index"),
     # variables
     ("canvas: {preset: fhd}\nvariables: {title: x}\nlayers: [{text: {text: '{titel}'}}]\n",
      "poster.yaml:3: layers[0].text.text: undefined variable {titel} (defined: title) (did you mean 'title'?)"),
@@ -298,6 +471,14 @@ BROKEN = [
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: [255, 0, 300]}}]\n",
      "poster.yaml:2: layers[0].fill.color: [255, 0, 300] is not a colour: a list is [r, g, b] or [r, g, b, a] "
      "with whole numbers 0..255"),
+    ("canvas: {preset: fhd, background: 'rgb(300, 0, 0)'}\n" + FILL,
+     "poster.yaml:1: canvas.background: 'rgb(300, 0, 0)' is out of range: components are 0..255, or 0%..100%"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: 'rgb(120%, 0%, 0%)'}}]\n",
+     "poster.yaml:2: layers[0].fill.color: 'rgb(120%, 0%, 0%)' is out of range: components are 0..255, or "
+     "0%..100%"),
+    ("canvas: {preset: fhd, background: 'hsl(0, 100%, 150%)'}\n" + FILL,
+     "poster.yaml:1: canvas.background: 'hsl(0, 100%, 150%)' is out of range: saturation and lightness (or "
+     "value) are 0%..100%"),
     # layer-specific rules
     ("canvas: {preset: fhd}\nlayers: [{shape: {shape: rect, region: safe}}]\n",
      "poster.yaml:2: layers[0].shape: a rect with neither fill nor stroke draws nothing"),
@@ -322,12 +503,26 @@ BROKEN = [
      "poster.yaml:5: span.bezels: 2 monitors have 1 gaps; got 2 bezels (give one length or 1)"),
     ("canvas: {preset: 4k}\nspan: {monitors: [{width: 10, height: 10, size: [1mm, 1mm]}]}\n" + FILL,
      "poster.yaml:1: canvas.preset: a span sets the canvas size; remove this key or the span"),
+    ("span: {monitors: [{name: left/top, width: 10, height: 10, size: [1mm, 1mm]}]}\n" + FILL,
+     "poster.yaml:1: span.monitors[0].name: 'left/top' has a '/': monitor names are used in file names"),
 ]
+
+
+def png_header(path: Path, width: int, height: int) -> None:
+    """A 1-bit PNG that holds only its header: Pillow opens it (and checks its size) without decoding."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IEND", b""))
 
 
 @pytest.fixture
 def layout_dir(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "fake.ttf").write_text("not a font")
+    (tmp_path / "notamodel").mkdir()
+    png_header(tmp_path / "big.png", 20000, 20000)  # 400 MP: over 2^28
+    png_header(tmp_path / "bomb.png", 30000, 30000)  # 900 MP: over twice 2^28, Pillow refuses to open it
     return tmp_path
 
 
@@ -404,6 +599,29 @@ def test_image_and_font_paths_are_relative_to_the_layout(tmp_path):
     assert layout.layers[2].font is None
 
 
+def test_images_up_to_studio_limit(tmp_path):
+    """Pillow refuses images over 179 MP by default; studio takes them up to its own 2^28 px, without a warning."""
+    png_header(tmp_path / "wide.png", 14000, 14000)  # 196 MP
+    layout = parse_layout("canvas: {preset: fhd}\nlayers: [{image: {path: wide.png}}]\n", base_dir=tmp_path)
+    assert layout.layers[0].path == str(tmp_path / "wide.png")
+    with Image.open(tmp_path / "wide.png") as image:  # and so does the compositor's Image.open
+        assert image.size == (14000, 14000)
+
+
+def test_model_paths_are_relative_to_the_layout(tmp_path, monkeypatch):
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    (tmp_path / "models" / "tiny" / "model_index.json").write_text("{}")
+    (tmp_path / "layouts").mkdir()
+    (tmp_path / "layouts" / "poster.yaml").write_text(
+        "canvas: {preset: fhd}\nmodel: ../models/tiny\nlayers:\n  - generate: {prompt: x, model: ../models/tiny}\n"
+        "  - generate: {prompt: y, model: PixArt-alpha/PixArt-Sigma-XL-2-1024-MS}\n")
+    monkeypatch.chdir(tmp_path / "models")  # not the layout's folder: ../models/tiny is not found from here
+    layout = load_layout(tmp_path / "layouts" / "poster.yaml")
+    folder = str((tmp_path / "models" / "tiny").resolve())
+    assert (layout.model, layout.layers[0].model) == (folder, folder)
+    assert layout.layers[1].model == "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"  # a hub id stays an id
+
+
 def test_find_font():
     assert find_font(None) == "default"
     assert find_font("NoSuchFontFamily") is None
@@ -450,6 +668,107 @@ def test_key_tables_match_the_spec_fields():
     for name, (table, _) in LAYER_TYPES.items():
         fields = {f.name for f in dataclasses.fields(classes[name])}
         assert set(table) - {"stroke"} == fields - {"stroke", "stroke_width", "stroke_color"}, name
+
+
+class EditorYaml(yaml.SafeLoader):
+    """YAML read as an editor's schema check reads it (YAML 1.2, as JSON): 2024-06-21 is text, not a date."""
+
+
+EditorYaml.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+SCHEMA_ACCEPTED = [  # the loader accepts each; so must the schema
+    "canvas: {preset: fhd}\nlayers: [{text: {text: 2024, name: 1}}, {generate: {prompt: 1984}}]\n",
+    "canvas: {preset: fhd}\nlayers: [{text: {text: 2024-06-21}}, {text: {text: true}}]\n",
+    "canvas: {preset: '{size}'}\nvariables: {size: fhd}\n" + FILL,
+    "canvas: {preset: fhd, orientation: '{o}'}\nvariables: {o: portrait}\n" + FILL,
+    "canvas: {preset: fhd}\nvariables: {a: left, w: 'false', v: bottom, s: 2}\n"
+    "layers: [{text: {text: x, align: '{a}', wrap: '{w}', valign: '{v}', size: '{s}'}}]\n",
+    "canvas: {preset: fhd}\nvariables: {d: 2024-06-21, n: 3, b: true, f: 1.5}\nlayers: [{text: {text: '{d}'}}]\n",
+    "canvas: {preset: fhd}\ngrids: {g: {rows: 1, columns: 2}}\n"
+    "layers: [{fill: {color: red, region: {cell: [g, '0', '1']}}}]\n",
+    "canvas: {preset: fhd}\nvariables: {c: 1, r: 0}\ngrids: {g: {rows: 1, columns: 2}}\n"
+    "layers: [{fill: {color: red, region: {cell: [g, '{r}', '{c}']}}}]\n",
+    "canvas: {preset: fhd}\ngrids: {1: {rows: 1, columns: 2, gutter: [8px, 1mm]}}\n"
+    "layers: [{fill: {color: red, region: {cell: [1, 0, 1], span: [1, 1]}}}]\n",
+    "canvas: {preset: fhd}\nvariables: {r: 255, where: safe, p: 0.5}\n"
+    "layers: [{fill: {color: ['{r}', 0, 0], region: '{where}'}}, "
+    "{gradient: {stops: [[0, red], ['{p}', blue]]}}]\n",
+    "canvas: {preset: fhd, bleed: +3mm}\nlayers: [{fill: {color: red, region: {x: +10%, w: 10%, h: 10%}}}]\n",
+    "canvas: {preset: fhd}\nvariables: {seed: 7}\nlayers: [{generate: {prompt: x, seed: '{seed}', "
+    "model: owner/name}}]\nmodel: owner/name\nmemory_budget: 6GiB\noutput: {formats: pdf, name: '{layout}-{seed}'}\n",
+    "canvas: {preset: fhd}\nlayers:\n  - text: &h {text: A, size: 96pt}\n  - text: {<<: *h, text: B}\n",
+    "span: {monitors: [{width: 10, height: 10, size: [1mm, 1mm]}]}\ncanvas: {background: red}\n" + FILL,
+    "span: {monitors: [{width: 10, height: 10, size: [1mm, 1mm]}]}\n" + FILL + "output: {name: '{monitor}'}\n",
+]
+SCHEMA_REJECTED = [  # the loader rejects each; the schema can tell too
+    "canvas: {preset: fhd, backgrund: red}\n" + FILL,
+    "canvas: {preset: fhd}\nlayers: [{text: {text: hi, align: centre}}]\n",
+    "canvas: {preset: fhd}\nlayers: [{text: {text: hi, wrap: maybe}}]\n",
+    "canvas: {preset: fhd, bleed: -3mm}\n" + FILL,
+    "canvas: {preset: fhd, dpi: 1.5}\n" + FILL,
+    "canvas: {preset: fhd}\nlayers: [{fill: {color: [255, 0, 300]}}]\n",
+    "canvas: {preset: fhd}\nlayers: []\n",
+    "canvas: {preset: fhd}\n",
+    FILL,
+    "canvas: {preset: fhd}\nlayers: [{txt: {text: hi}}]\n",
+    "canvas: {preset: fhd}\nlayers: [{text: {text: {title}}}]\n",
+    "canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: top}}]\n",
+    "canvas: {preset: fhd}\ngrids: {g: {rows: 1, columns: 2}}\n"
+    "layers: [{fill: {color: red, region: {cell: [g, -1, 0]}}}]\n",
+    "canvas: {preset: fhd}\ngrids: {g: {rows: 1, columns: 2, gutter: 2%}}\n" + FILL,
+    "canvas: {preset: fhd}\ngrids: {g: {rows: 1, columns: 2, gutter: [1, 2, 3]}}\n" + FILL,
+    "canvas: {preset: fhd}\n" + FILL + "output: {formats: [png, gif]}\n",
+    "canvas: {preset: fhd}\nlayers: [{generate: {prompt: x, seed: -1}}]\n",
+]
+
+
+def schema_errors(text: str) -> list[str]:
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(json.loads((ROOT / "layouts" / "layout.schema.json").read_text()))
+    return [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(yaml.load(text, EditorYaml))]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "layouts").glob("*.yaml")), ids=lambda p: p.name)
+def test_schema_accepts_the_example_layouts(path):
+    assert schema_errors(path.read_text()) == []
+
+
+@pytest.mark.parametrize("text", SCHEMA_ACCEPTED)
+def test_schema_accepts_what_the_loader_accepts(text):
+    parse_layout(text)
+    assert schema_errors(text) == []
+
+
+@pytest.mark.parametrize("text", SCHEMA_REJECTED)
+def test_schema_rejects_what_it_can_of_what_the_loader_rejects(text):
+    with pytest.raises(LayoutError):
+        parse_layout(text)
+    assert schema_errors(text) != []
+
+
+def test_schema_takes_dates_in_variables_as_python_reads_them():
+    """yaml.safe_load reads 2024-06-21 as a date; a variable's value may be any scalar."""
+    jsonschema = pytest.importorskip("jsonschema")
+    data = yaml.safe_load("canvas: {preset: fhd}\nvariables: {d: 2024-06-21}\n" + FILL)
+    jsonschema.validate(data, layout_schema(), cls=jsonschema.Draft202012Validator)
+
+
+def test_synonyms_name_real_keys_and_values():
+    """The hints for other tools' words point at keys, values and layer types that exist."""
+    tables = [table for table, _ in LAYER_TYPES.values()] + [
+        layout_module.CANVAS_KEYS, layout_module.GRID_KEYS, layout_module.MONITOR_KEYS, layout_module.SPAN_KEYS,
+        layout_module.OUTPUT_KEYS, layout_module.BOX_KEYS, layout_module.CELL_KEYS, layout_module.STROKE_KEYS,
+        layout_module.SHADOW_KEYS, TOP_KEYS]
+    keys = {key for table in tables for key in table}
+    values = {choice for table in tables for spec in table.values()
+              for kind in (spec.kind, getattr(spec.kind, "item", None)) if isinstance(kind, layout_module.Enum)
+              for choice in kind.choices}
+    assert {k for targets in layout_module.KEY_SYNONYMS.values() for k in targets} <= keys
+    assert {v for targets in layout_module.VALUE_SYNONYMS.values() for v in targets} <= values
+    assert {t.split(":")[0] for t in layout_module.LAYER_SYNONYMS.values()} <= set(LAYER_TYPES)
+    assert set(layout_module.KEY_SYNONYMS) & keys == {"width", "height", "fill"}  # keys elsewhere (canvas, shape)
 
 
 def test_samplers_match_sampling():

@@ -1,14 +1,20 @@
 """Every file in layouts/ plans, proofs and renders on the tiny checkpoint; examples/ run too."""
 
+import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from studio.cli import main
+from studio.compose import text_tile
+from studio.geometry import monitor_dpi, resolve
 from studio.layout import load_layout
+from studio.render import output_paths
+from studio.spec import Region, TextLayer
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUTS = sorted((ROOT / "layouts").glob("*.yaml"))
@@ -27,16 +33,45 @@ def test_layout_plans_proofs_and_renders(path, tiny_dir, tmp_path, capsys):
     assert main(["proof", str(path), "-o", str(tmp_path / "proof.png"), "--model", str(tiny_dir)]) == 0
     with Image.open(tmp_path / "proof.png") as proof:
         assert proof.size == (layout.canvas.full_width, layout.canvas.full_height)
+    assert "warning" not in capsys.readouterr().err  # no text leaves its region or enters the safe margin
     out = tmp_path / "out"
     out.mkdir()
     assert main(["render", str(path), "-o", str(out), "--model", str(tiny_dir), "--set", "steps=2", "--quiet"]) == 0
-    written = sorted(p.name for p in out.iterdir())
-    assert len(written) == len(layout.output.formats) + (len(layout.span.monitors) if layout.span else 0)
-    main_png = next(p for p in out.iterdir() if p.suffix == ".png" and (not layout.span or "-" in p.stem))
-    with Image.open(main_png) as image:
-        if not layout.span:  # the full canvas, bleed included, at full size
-            assert image.size == (layout.canvas.full_width, layout.canvas.full_height)
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    expected = output_paths(layout, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in expected)  # no temporary files left
+    monitors = layout.span.monitors if layout.span else ()
+    sizes = [((layout.canvas.full_width, layout.canvas.full_height), layout.canvas.dpi)]  # bleed included
+    sizes += [((m.width, m.height), monitor_dpi(m)) for m in monitors]
+    formats = layout.output.formats
+    assert len(expected) == len(sizes) * len(formats)
+    for n, file in enumerate(expected):
+        (w, h), dpi = sizes[n // len(formats)]
+        if file.suffix == ".pdf":
+            page = re.search(rb"/MediaBox \[0 0 ([\d.]+) ([\d.]+)\]", file.read_bytes()).groups()
+            assert [float(v) for v in page] == pytest.approx([w * 72 / dpi, h * 72 / dpi], abs=1e-4)
+            continue
+        with Image.open(file) as image:
+            assert image.size == (w, h) and round(image.info["dpi"][0]) == dpi, file.name
+    if layout.span:
+        assert [p.stem for p in expected[::len(formats)]] == ["span-3-monitors-span", "span-3-monitors-left",
+                                                              "span-3-monitors-center", "span-3-monitors-right"]
+        assert sizes[1:] == [((2560, 1440), 109), ((3840, 2160), 163), ((2560, 1440), 109)]
+
+
+@pytest.mark.parametrize("path", LAYOUTS, ids=lambda p: p.stem)
+def test_text_ink_stays_inside_its_region_and_the_safe_area(path):
+    layout = load_layout(path)
+    safe = resolve(Region("safe"), layout.canvas, layout.grids)
+    for layer in layout.layers:
+        if not isinstance(layer, TextLayer):
+            continue
+        box = resolve(layer.region, layout.canvas, layout.grids)
+        tile, (x, y) = text_tile(replace(layer, shadow=None), box, path.parent)  # fill and stroke
+        left, top, right, bottom = tile.getchannel("A").getbbox()
+        ink = (x + left, y + top, x + right, y + bottom)
+        for area in (box, safe):
+            assert area.x <= ink[0] and area.y <= ink[1] and ink[2] <= area.right and ink[3] <= area.bottom, (
+                layer.text, ink, area)
 
 
 @pytest.mark.parametrize("script,args", [
