@@ -50,10 +50,10 @@ def child(folder: Path, out: str, cache: str, release: bool) -> None:
     counts = {"text_s": 0.0, "encoded": 0, "t5_loads": 0}
     encode, load_t5 = PixArtSigmaPipeline.encode_prompt, T5EncoderModel.from_pretrained.__func__
 
-    def timed_encode(self, prompts, max_sequence_length=300):
+    def timed_encode(self, prompts, *args, **kwargs):  # whatever encode_prompt takes (max_sequence_length, stream)
         start = time.perf_counter()
         try:
-            return encode(self, prompts, max_sequence_length)
+            return encode(self, prompts, *args, **kwargs)
         finally:
             counts["text_s"] += time.perf_counter() - start
 

@@ -2,15 +2,16 @@
 
 A job (YAML or CSV, see layouts/README.md "Batch jobs") lists items: a layout file and its variables,
 from a matrix over one template, an explicit list, or CSV rows. `load_job` expands it into `Item`s, each
-with an output name (a pattern filled with its variables, always inside OUTDIR) and a key (the hash of
-the layout's bytes, the variables and the model). `run_batch` takes every n-th item (`--shard i/n`),
-skips those whose manifest proves them finished (studio.manifest), and renders the rest with the models
-loaded once and T5 features cached on disk (`EmbeddingCache`). Outputs are written atomically, the
-manifest after them, so a run killed at any moment resumes where it stopped. `rerender` renders one item
-again from its manifest and compares the bytes.
+with its parsed layout, an output name (a pattern filled with its variables, always inside OUTDIR; no two
+items write the same file) and a key (the hash of the layout's bytes, the variables and the model's
+identity). `run_batch` takes every n-th item (`--shard i/n`), skips those whose manifest proves them
+finished (studio.manifest), and renders the rest with the models loaded once and T5 features cached on
+disk (`EmbeddingCache`). Outputs are written atomically, the manifest after them, so a run killed at any
+moment resumes where it stopped. `rerender` renders one item again from its manifest and compares the bytes.
 """
 
 import csv
+import io
 import itertools
 import json
 import os
@@ -23,6 +24,7 @@ import threading
 import time
 import unicodedata
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,9 +39,11 @@ from studio.progress import PhaseBars
 
 JOB_KEYS = ("layout", "name", "model", "memory_budget", "variables", "matrix", "items")
 RESERVED = ("layout", "name")  # keys of matrix axes, items and CSV columns that are not variables
+NAME_FIELDS = ("n", "key")  # fields of names that are not variables (nor are 'layout' and '<x>_slug')
 DEFAULT_NAME = "{layout}-{n}"
 MAX_NAME_PART = 200  # bytes per folder or file name, leaving room for suffixes
 SLUG_LENGTH = 60
+STALE_PART = 15 * 60  # s: an older temporary file in the cache was left by a killed run, not a running shard
 
 
 class JobError(InputError):
@@ -53,21 +57,24 @@ class JobError(InputError):
 @dataclass(frozen=True)
 class Item:
     index: int  # position in the job, from 0
-    layout: str  # the layout path as the job writes it (relative to the job file's folder)
+    layout: str  # the layout path as the job writes it (relative to the job file's folder, a CSV's to the CSV's)
     layout_file: Path  # where it is read
     layout_text: str | None  # its contents (None: unreadable, the item fails)
     variables: dict  # name -> text, given to the layout as --set
     name: str  # output path without suffix, relative to OUTDIR, '/'-separated
-    key: str  # sha256 of (layout bytes, variables, model)
+    key: str  # manifest.item_key: sha256 of (layout bytes, variables, model identity)
     where: str  # 'jobs.yaml:12', for messages
+    spec: object = None  # the parsed layout (spec.Layout); None: the item fails with `problem`
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
 class Job:
     source: Path
-    model: str  # for layouts and layers that name none
+    model: str  # for layouts and layers that name none, as the job or --model spells it (and the files name it)
     memory_budget: str | None
     items: tuple[Item, ...]
+    model_identity: str  # manifest.model_identity(model): what item keys name the model by
 
 
 # -- names ----------------------------------------------------------------------------------------------------
@@ -102,8 +109,12 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d+))?[a-zA-Z%]?", re.S)  # Python's format spec
+
+
 def format_name(pattern: str, fields: dict) -> str:
-    """`pattern` with {field} and {field:spec} filled from `fields`; raises ValueError naming a bad field."""
+    """`pattern` with {field} and {field:spec} filled from `fields`; raises ValueError naming a bad field.
+    Widths and precisions above MAX_NAME_PART are refused (no name part is longer)."""
     out = []
     for literal, field_name, spec, conversion in string.Formatter().parse(pattern):
         out.append(literal)
@@ -115,6 +126,9 @@ def format_name(pattern: str, fields: dict) -> str:
             raise ValueError(f"{{{field_name}}} is not set for this item (fields: {', '.join(sorted(fields))})")
         value = fields[field_name]
         if spec:
+            m = _SPEC.fullmatch(spec)
+            if m and max(int(m[1] or 0), int(m[2] or 0)) > MAX_NAME_PART:
+                raise ValueError(f"{{{field_name}:{spec}}}: width or precision above {MAX_NAME_PART}")
             for number in (int, float):
                 try:
                     value = number(value)
@@ -123,21 +137,27 @@ def format_name(pattern: str, fields: dict) -> str:
                     pass
             try:
                 value = format(value, spec)
-            except ValueError as e:
+            except (ValueError, OverflowError) as e:  # OverflowError: {seed:c} with a seed above 0x10ffff
                 raise ValueError(f"{{{field_name}:{spec}}}: {e}") from None
         out.append(str(value))
     return "".join(out)
 
 
-def name_fields(layout: str, variables: dict, n: int, total: int, key: str) -> dict:
+def name_fields(layout: str, variables: dict, n: int, key: str) -> dict:
     """What a name pattern can use: the item's variables, each also as <name>_slug, {layout} (the layout
-    file's stem) and {layout_slug}, {n} (the item number from 1, zero-padded) and {key} (12 hex)."""
+    file's stem) and {layout_slug}, {n} (the item number from 1, not padded: adding items renames none;
+    {n:04d} pads) and {key} (12 hex)."""
     fields = dict(variables)
     fields["layout"] = Path(layout).stem
     fields.update({f"{k}_slug": slug(v) for k, v in list(fields.items())})
-    fields["n"] = str(n).zfill(len(str(total)))
+    fields["n"] = str(n)
     fields["key"] = key[:12]
     return fields
+
+
+def shadowed(name: str, variables) -> bool:
+    """Whether a name field hides the variable `name`: {n}, {key}, {layout_slug}, or {x_slug} of a variable x."""
+    return name in NAME_FIELDS or name.endswith("_slug") and name.removesuffix("_slug") in {*variables, "layout"}
 
 
 # -- job files ------------------------------------------------------------------------------------------------
@@ -209,7 +229,7 @@ def load_job(path, model: str | None = None, default_model: str | None = None) -
     text = read_source(path, "job", JobError, encoding="utf-8-sig")
     errors: list[str] = []
     if path.suffix.lower() == ".csv":
-        doc, rows = {}, _csv_rows(text, str(path), errors)
+        doc, rows = {}, _csv_rows(text, str(path), path.parent, errors)
     else:
         doc, rows = _yaml_job(text, path, errors)
     model = model or doc.get("model") or default_model
@@ -218,14 +238,18 @@ def load_job(path, model: str | None = None, default_model: str | None = None) -
     if not model:
         raise JobError([f"{path}: no model: give `model:` in the job or --model"])
     budget = doc.get("memory_budget")
-    items = _items(path, rows, doc, str(model), errors)
+    identity = manifest.model_identity(str(model))
+    items = _items(path, rows, doc, identity, errors)
     if errors:
         raise JobError(errors)
-    return Job(path, str(model), None if budget is None else str(budget), tuple(items))
+    return Job(path, str(model), None if budget is None else str(budget), tuple(items), identity)
 
 
 def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
-    """The job's top-level settings and its raw rows: (values, where) with values a dict of scalars."""
+    """The job's top-level settings and its raw rows: (values, where, folder) with values a dict of scalars
+    and folder the one a `layout` among them is relative to."""
+    from studio.memory import parse_bytes
+
     src = str(path)
     try:
         doc = yaml.load(text, Loader=_JobLoader)
@@ -242,6 +266,11 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
     for key in ("layout", "name", "model", "memory_budget"):
         if key in doc and (not isinstance(doc[key], (str, int)) or isinstance(doc[key], bool) or doc[key] == ""):
             errors.append(f"{src}:{doc.lines[key]}: {key}: expected text, got {_kind(doc[key])}")
+        elif key == "memory_budget" and key in doc:
+            try:
+                parse_bytes(doc[key])
+            except StudioError as e:
+                errors.append(f"{src}:{doc.lines[key]}: {key}: {e}")
     base = doc.get("variables", _Map())
     if not isinstance(base, _Map):
         errors.append(f"{src}:{doc.lines['variables']}: variables: expected a mapping of name: value")
@@ -249,14 +278,15 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
     base_vars = _scalars(base, "variables", src, errors, reserved_ok=False)
     rows = []
     if "matrix" in doc:
-        rows += _matrix(doc["matrix"], doc.lines["matrix"], src, errors)
+        matrix = _matrix(doc["matrix"], doc.lines["matrix"], src, errors)
+        rows += [(values, where, path.parent) for values, where in matrix]
     if "items" in doc:
         items = doc["items"]
         line = doc.lines["items"]
         if isinstance(items, str):
             csv_path = path.parent / items
             try:
-                rows += _csv_rows(csv_path.read_text(encoding="utf-8-sig"), str(csv_path), errors)
+                rows += _csv_rows(csv_path.read_text(encoding="utf-8-sig"), str(csv_path), csv_path.parent, errors)
             except (OSError, UnicodeDecodeError) as e:
                 errors.append(f"{src}:{line}: items: cannot read '{items}' ({type(e).__name__})")
         elif isinstance(items, _Seq) and items:
@@ -264,12 +294,12 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
                 if not isinstance(entry, _Map):
                     errors.append(f"{src}:{entry_line}: items[{i}]: expected a mapping of name: value")
                     continue
-                rows.append((_scalars(entry, f"items[{i}]", src, errors), f"{src}:{entry_line}"))
+                rows.append((_scalars(entry, f"items[{i}]", src, errors), f"{src}:{entry_line}", path.parent))
         else:
             errors.append(f"{src}:{line}: items: expected a non-empty list of mappings or a CSV file name")
     if "matrix" not in doc and "items" not in doc:
-        rows.append(({}, f"{src}:{doc.line}"))
-    rows = [({**base_vars, **values}, where) for values, where in rows]
+        rows.append(({}, f"{src}:{doc.line}", path.parent))
+    rows = [({**base_vars, **values}, where, folder) for values, where, folder in rows]
     return doc, rows
 
 
@@ -313,68 +343,122 @@ def _matrix(matrix, line: int, src: str, errors: list[str]) -> list:
             for combo in itertools.product(*axes)]
 
 
-def _csv_rows(text: str, src: str, errors: list[str]) -> list:
-    """CSV rows as items: a header of variable names (and `layout`, `name`), one item per row; an empty
-    cell leaves the variable unset (the layout's default)."""
-    reader = csv.reader(text.splitlines())
-    header = next(reader, None)
-    if not header:
-        errors.append(f"{src}:1: empty CSV; the first row names the columns")
+def _csv_rows(text: str, src: str, folder: Path, errors: list[str]) -> list:
+    """CSV rows as items (values, where, folder): a header of variable names (and `layout`, relative to
+    `folder`, and `name`), one item per row; cells are stripped, an empty one leaves the variable unset (the
+    layout's default). Quoted cells may hold commas, quotes ("") and line breaks; a quote left open is an error."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows, start = [], 1  # start: the line the row being read begins on
+    try:
+        header = [h.strip() for h in next(reader, [])]
+        if not any(header):
+            errors.append(f"{src}:1: empty CSV; the first row names the columns")
+            return []
+        for i, name in enumerate(header):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                errors.append(f"{src}:1: column {i + 1}: '{name}' is not a variable name")
+            elif header.index(name) != i:
+                errors.append(f"{src}:1: column {i + 1}: '{name}' appears twice")
+        start = reader.line_num + 1
+        for cells in reader:
+            where, start = f"{src}:{start}", reader.line_num + 1
+            cells = [c.strip() for c in cells]
+            if not any(cells):
+                continue
+            if len(cells) > len(header):
+                errors.append(f"{where}: {len(cells)} cells, the header has {len(header)} columns")
+                continue
+            rows.append(({k: v for k, v in zip(header, cells) if v}, where, folder))
+    except csv.Error as e:
+        errors.append(f"{src}:{start}: CSV: {e}" + (" (a quote is not closed)" if "end of data" in str(e) else ""))
         return []
-    header = [h.strip() for h in header]
-    for i, name in enumerate(header):
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            errors.append(f"{src}:1: column {i + 1}: '{name}' is not a variable name")
-        elif header.index(name) != i:
-            errors.append(f"{src}:1: column {i + 1}: '{name}' appears twice")
-    rows = []
-    for cells in reader:
-        if not any(c.strip() for c in cells):
-            continue
-        where = f"{src}:{reader.line_num}"
-        if len(cells) > len(header):
-            errors.append(f"{where}: {len(cells)} cells, the header has {len(header)} columns")
-            continue
-        rows.append(({k: v for k, v in zip(header, cells) if v != ""}, where))
     if not rows and not errors:
         errors.append(f"{src}: no rows after the header")
     return rows
 
 
-def _items(path: Path, rows: list, doc: dict, model: str, errors: list[str]) -> list[Item]:
+def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[str]) -> list[Item]:
     texts: dict[Path, str | None] = {}
-    items, names = [], {}
-    for index, (values, where) in enumerate(rows):
+    items, names, hidden = [], {}, set()
+    taken: dict[str, tuple[str, str, str]] = {}  # casefolded path in OUTDIR -> (file or folder, item name, where)
+    for index, (values, where, folder) in enumerate(rows):
         variables = {k: v for k, v in values.items() if k not in RESERVED}
-        layout = values.get("layout") or (str(doc["layout"]) if "layout" in doc else None)
-        if layout is None:
+        for var in sorted(v for v in variables if shadowed(v, variables) and v not in hidden):
+            hidden.add(var)  # once per variable, not per item
+            errors.append(f"{where}: variable '{var}': output names use {{{var}}} for the item's "
+                          f"{'number' if var == 'n' else 'key' if var == 'key' else 'slug'}; rename the variable")
+        if "layout" in values:  # from an item, a matrix axis or a CSV column (relative to the CSV file)
+            layout, layout_file = values["layout"], folder / values["layout"]
+        elif "layout" in doc:
+            layout, layout_file = str(doc["layout"]), path.parent / str(doc["layout"])
+        else:
             errors.append(f"{where}: no layout: give `layout:` in the job or a `layout` column/key")
             continue
-        layout_file = path.parent / layout
         if layout_file not in texts:
             try:
                 texts[layout_file] = layout_file.read_bytes().decode("utf-8")
             except (OSError, UnicodeDecodeError):
                 texts[layout_file] = None  # reported when the item runs; the others go on
         text = texts[layout_file]
-        key = manifest.sha256_json({"layout": None if text is None else manifest.sha256_text(text),
-                                    "variables": variables, "model": model})
+        key = manifest.item_key(None if text is None else manifest.sha256_text(text), variables, model_identity)
         pattern = values.get("name") or str(doc.get("name", DEFAULT_NAME))
         try:
-            name = format_name(pattern, name_fields(layout, variables, index + 1, len(rows), key))
+            name = format_name(pattern, name_fields(layout, variables, index + 1, key))
         except ValueError as e:
             errors.append(f"{where}: name '{pattern}': {e}")
             continue
-        problem = name_problem(name)
-        if problem:
-            errors.append(f"{where}: output name '{name}' {problem}")
+        why = name_problem(name)
+        if why:
+            errors.append(f"{where}: output name '{name}' {why}")
             continue
         if name.casefold() in names:
             errors.append(f"{where}: output name '{name}' is also the name of the item at {names[name.casefold()]}")
             continue
         names[name.casefold()] = where
-        items.append(Item(index, layout, layout_file, text, variables, name, key, where))
+        spec, problem = _parse(text, layout_file, variables)
+        clash = _claim(taken, _outputs(name, spec), name, where)
+        if clash:
+            errors.append(clash)
+            continue
+        items.append(Item(index, layout, layout_file, text, variables, name, key, where, spec, problem))
     return items
+
+
+def _parse(text: str | None, layout_file: Path, variables: dict):
+    """(the parsed layout, None) or (None, why it can't be parsed): a bad layout fails its item when it runs."""
+    from studio.layout import parse_layout
+
+    if text is None:
+        return None, f"{layout_file}: cannot read the layout"
+    try:
+        return parse_layout(text, str(layout_file), variables, layout_file.parent), None
+    except Exception as e:  # whatever it is, it is that item's failure: the others go on
+        return None, str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+
+
+def _outputs(name: str, spec) -> list[str]:
+    """The files an item writes, relative to OUTDIR: one per format, one per monitor of a span, the sidecar."""
+    from studio.render import output_paths
+
+    folder, _, stem = name.rpartition("/")
+    files = [p.name for p in output_paths(spec, Path(), stem)] if spec is not None else []
+    return [f"{folder}/{f}" if folder else f for f in files + [stem + manifest.SIDECAR_SUFFIX]]
+
+
+def _claim(taken: dict, outputs: list[str], name: str, where: str) -> str | None:
+    """Claim an item's files and folders in `taken` (keys casefolded: macOS and Windows ignore case); or the
+    error when another item has one of these files, or a file where this item needs a folder."""
+    wanted = [(path, "file") for path in outputs]
+    parts = outputs[0].split("/")[:-1]
+    wanted += [("/".join(parts[:i]), "folder") for i in range(1, len(parts) + 1)]
+    for path, kind in wanted:
+        other = taken.get(path.casefold())
+        if other and other[1] != name and "file" in (kind, other[0]):
+            return (f"{where}: '{path}' is a {kind} of item '{name}' and a {other[0]} of item '{other[1]}' at "
+                    f"{other[2]} (output paths are compared ignoring case)")
+    for path, kind in wanted:
+        taken.setdefault(path.casefold(), (kind, name, where))
+    return None
 
 
 def select_shard(items, shard: tuple[int, int]) -> list:
@@ -397,12 +481,14 @@ class EmbeddingCache:
     """T5 features on disk, one .npz per key: the pipeline's `embedding_cache` (see encode_prompt).
 
     identity: the hash of the model's text encoder and tokenizer files, added to every key. folder None:
-    nothing is stored (every prompt is encoded, in the same way as when cached).
+    nothing is stored (every prompt is encoded, in the same way as when cached). An entry that can't be
+    written (a full disk) is only encoded again next time: `warn` gets the first such failure.
     """
 
-    def __init__(self, folder: Path | None, identity: str):
-        self.folder, self.identity = folder, identity
+    def __init__(self, folder: Path | None, identity: str, warn=None):
+        self.folder, self.identity, self.warn = folder, identity, warn
         self.hits = self.misses = 0
+        self.failed = False
 
     def _path(self, key: dict) -> tuple[str, Path | None]:
         digest = manifest.sha256_json({"text_model": self.identity, **key})
@@ -425,10 +511,16 @@ class EmbeddingCache:
         digest, path = self._path(key)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = write_temp(path.parent, path.name, lambda f: np.savez(f, features=features, mask=mask,
-                                                                    key=np.array(digest)))
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = write_temp(path.parent, path.name, lambda f: np.savez(f, features=features, mask=mask,
+                                                                        key=np.array(digest)))
+            os.replace(tmp, path)
+        except OSError as e:
+            if not self.failed and self.warn is not None:
+                self.warn(f"cannot write T5 features to {self.folder} ({e.strerror or e}); they are encoded again "
+                          f"next run")
+            self.failed = True
 
 
 def text_identity(model_files: dict) -> str:
@@ -498,6 +590,7 @@ class _Task:
     stem: str
     inputs: dict
     models: dict  # model id -> {relative path: sha256}
+    folders: dict  # model id -> the resolved folder it was read from
 
 
 def _clock(seconds: float) -> str:
@@ -511,19 +604,35 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
 
     cache_dir: T5 features and weight-file hashes (default OUTDIR/.cache); use_cache=False encodes every
     prompt. memory_budget overrides the job's and the layouts'. Progress goes to `err` (bars) and one line
-    per item to `out`. Never raises for a bad item: it is reported in the summary.
+    per item to `out`. A bad memory budget, model, output or cache folder raises InputError (CheckpointError)
+    before anything is created; after that, never raises for a bad item: it is reported in the summary.
+    An unsharded run first merges the shards' logs into OUTDIR/manifest.jsonl.
     """
+    from studio.memory import parse_bytes
+
     out, err = out or sys.stdout, err or sys.stderr
     t_start = time.perf_counter()
+    items = select_shard(job.items, shard)
+    parse_bytes(memory_budget)
+    check_model(job.model)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if cache_dir is not None:
+        _make_folder(Path(cache_dir), "cache folder")
+    _make_folder(out_dir, "output folder")
     root = out_dir.resolve()
     cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / ".cache"
+    _make_folder(cache_dir, "cache folder")
+    _sweep_cache(cache_dir)
     hashes = manifest.FileHashes(cache_dir / "file-hashes.json")
-    items = select_shard(job.items, shard)
     summary = Summary(len(job.items), len(items))
     log = log_path(out_dir, shard)
     where = f"shard {shard[0]}/{shard[1]}: " if shard[1] > 1 else ""
+    if shard[1] == 1:
+        _remove_temporaries(out_dir, {manifest.LOG_NAME})  # of a merge killed while writing
+        try:
+            manifest.merge_logs(out_dir)
+        except OSError as e:
+            print(f"studio: batch: warning: cannot merge the shards' logs into {log} ({e.strerror or e})", file=err)
     with _Signals(err) as signals:
         try:
             todo = _scan(job, items, root, hashes, memory_budget, log, summary, out)
@@ -532,7 +641,7 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
             _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summary, signals, out, err)
         except Interrupted as e:
             summary.signal = e.signum
-        hashes.save()
+        _save_hashes(hashes, err)
     if signals.received is not None and summary.signal is None:
         summary.signal = signals.received
     summary.seconds = time.perf_counter() - t_start
@@ -540,30 +649,69 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     return summary
 
 
+def check_model(model: str) -> None:
+    """Raise CheckpointError (one line) when `model` names a local path that is not a pipeline folder, or is
+    neither a path nor a hub id. A hub id is not looked up here (that may download): items using it fail."""
+    from studio.checkpoint import resolve_model_dir
+
+    name = str(model)
+    if Path(name).expanduser().exists() or name.count("/") != 1 or name.startswith((".", "/", "~")):
+        resolve_model_dir(name, weights=False)
+
+
+def _make_folder(path: Path, what: str) -> None:
+    """Create `path` (and its parents) or raise InputError saying why it can't be a writable folder."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{what} {path}: cannot create it ({e.strerror or type(e).__name__})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {path}: not writable")
+
+
+def _sweep_cache(cache_dir: Path) -> None:
+    """Delete the temporary files a killed run left in the cache (T5 features, file hashes): those unchanged
+    for STALE_PART seconds; younger ones may be another shard's, being written."""
+    now = time.time()
+    for path in cache_dir.rglob(".*.part"):
+        try:
+            if now - path.lstat().st_mtime > STALE_PART:
+                path.unlink()
+        except OSError:
+            pass  # removed by another shard, or not ours to remove
+
+
+def _save_hashes(hashes, err) -> None:
+    warning = hashes.save()
+    if warning:
+        print(f"studio: batch: warning: {warning}", file=err, flush=True)
+
+
 def _scan(job, items, root, hashes, memory_budget, log, summary, out) -> list[_Task]:
-    """Load each item's layout and plan, clean its leftover temporary files, and sort it into done (its
-    manifest checks out), failed (bad layout, budget, model) or to render."""
-    from studio.layout import parse_layout
-    from studio.memory import parse_bytes
+    """Plan each item, clean its leftover temporary files, and sort it into done (its manifest checks out),
+    failed (bad layout, budget, model) or to render. Notes once when finished items had another budget."""
+    from studio.memory import format_bytes, parse_bytes
     from studio.plan import plan_layout
-    from studio.render import output_paths
 
     logged = {(r.get("manifest"), r.get("item")) for p in root.glob("manifest*.jsonl")
               for r in manifest.read_lines(p)}
     models: dict = {}
     auto_budget = None
-    todo = []
+    todo, budgets = [], []  # budgets: (recorded, now) of finished items planned with another budget
     for item in items:
         try:
             target = root / item.name
             folder = target.parent.resolve()
             if folder != root and root not in folder.parents:
                 raise InputError(f"output '{item.name}' leaves OUTDIR through a symbolic link ({folder})")
-            if item.layout_text is None:
-                raise InputError(f"{item.layout_file}: cannot read the layout")
-            layout = parse_layout(item.layout_text, str(item.layout_file), item.variables, item.layout_file.parent)
+            if item.spec is None:
+                raise InputError(item.problem)
+            layout = item.spec
             budget = parse_bytes(memory_budget if memory_budget is not None else job.memory_budget)
-            if budget is None and layout.memory_budget is None:
+            chosen = budget is not None or layout.memory_budget is not None
+            if not chosen:
                 if auto_budget is None:  # one automatic budget for the whole batch
                     from studio import backend
                     from studio.memory import auto_budget as automatic
@@ -573,29 +721,45 @@ def _scan(job, items, root, hashes, memory_budget, log, summary, out) -> list[_T
             used = sorted({str(layout.layers[j.layer].model or layout.model or job.model) for j in the_plan.jobs})
             for model_id in used:
                 if model_id not in models:
-                    models[model_id] = manifest.model_record(model_id, hashes)["files"]
+                    models[model_id] = manifest.model_record(model_id, hashes)
             task = _Task(item, layout, the_plan, folder, target.name, _inputs(layout, item.layout_file.parent, hashes),
-                         {m: models[m] for m in used})
+                         {m: models[m]["files"] for m in used}, {m: models[m]["folder"] for m in used})
             sidecar = manifest.sidecar_path(folder, task.stem)
-            names = {p.name for p in output_paths(layout, folder, task.stem)} | {sidecar.name}
+            names = {Path(p).name for p in _outputs(task.stem, layout)}
             _remove_temporaries(folder, names)
-            record = manifest.read_sidecar(sidecar)
-            reason = manifest.check(record, folder, {"item": item.key, "inputs": task.inputs, "models": task.models})
+            try:
+                record = manifest.load_sidecar(sidecar)
+                reason = manifest.check(record, folder, {"item": item.key, "inputs": task.inputs,
+                                                         "models": task.models})
+            except FileNotFoundError:
+                record, reason = None, None
+            except (OSError, ValueError) as e:
+                record, reason = None, f"damaged manifest: {e}"
         except Exception as e:  # a bad item (layout, budget, model, unreadable file) must not stop the batch
             message = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
             summary.failed.append((item.name, message))
             print(f"failed {item.name} (item {item.index + 1}, {item.where}): {_first_line(message)}", file=out,
                   flush=True)
             continue
-        if record is not None and reason is not None:
+        if reason is not None:
             print(f"{item.name}: rendering again ({reason})", file=out, flush=True)
-        if reason is None:
+        if record is not None and reason is None:
             summary.skipped.append(item.name)
+            if chosen and record["memory_budget"] != the_plan.budget:
+                budgets.append((record["memory_budget"], the_plan.budget))
             rel = sidecar.relative_to(root).as_posix()
             if (rel, item.key) not in logged:  # killed between the manifest and its log line
-                manifest.append_line(log, manifest.log_record(record, sidecar, root))
+                try:
+                    manifest.append_line(log, manifest.log_record(record, sidecar, root))
+                except OSError as e:  # a full disk: the next run adds it
+                    print(f"{item.name}: cannot add its line to {log} ({e.strerror or e})", file=out, flush=True)
         else:
             todo.append(task)
+    if budgets:  # the budget decides attention chunking, so the bytes: say so, but keep finished work
+        recorded, now = budgets[0]
+        print(f"note: {len(budgets)} finished item(s) were rendered with another memory budget (e.g. "
+              f"{format_bytes(recorded)}, now {format_bytes(now)}), which may change their bytes; they are kept "
+              f"(delete their manifests to render them again)", file=out, flush=True)
     return todo
 
 
@@ -668,7 +832,8 @@ def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summa
                 "layout": {"path": item.layout, "file": str(item.layout_file.resolve()),
                            "sha256": manifest.sha256_text(item.layout_text), "text": item.layout_text},
                 "variables": item.variables, "resolved_variables": task.layout.variables, "inputs": task.inputs,
-                "model": job.model, "models": task.models, "memory_budget": info["budget"],
+                "model": job.model, "model_identity": job.model_identity, "models": task.models,
+                "model_folders": task.folders, "cwd": os.getcwd(), "memory_budget": info["budget"],
                 "generations": info["generations"],
                 "text_encoder": {m: "kept" if kept else "released" for m, kept in keep.items()},
                 "embedding_cache": {m: {"stored": use_cache, "hits": c.hits - hits0[m][0],
@@ -678,6 +843,7 @@ def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summa
                 "files": manifest.file_entries(files, task.folder),
             }
             record["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
+            record["digest"] = manifest.record_digest(record)
             pause_point("manifest", item.name)
             sidecar = manifest.sidecar_path(task.folder, task.stem)
             manifest.write_sidecar(sidecar, record)
@@ -693,7 +859,7 @@ def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summa
                 bar.update(1)
             continue
         finally:
-            hashes.save()
+            _save_hashes(hashes, err)
         seconds = time.perf_counter() - t0
         durations.append(seconds - loading)  # the ETA leaves out loading models, done once
         summary.rendered.append(item.name)
@@ -718,7 +884,8 @@ def _load_models(job, task, pipelines, caches, cache_dir, use_cache, err) -> flo
         if pipe.tiny_notice:
             print(f"note: {model_id}: {pipe.tiny_notice}", file=err)
         folder = cache_dir / "embeddings" if use_cache else None
-        pipe.embedding_cache = caches[model_id] = EmbeddingCache(folder, text_identity(files))
+        pipe.embedding_cache = caches[model_id] = EmbeddingCache(
+            folder, text_identity(files), lambda text: print(f"studio: batch: warning: {text}", file=err, flush=True))
         pipelines[model_id] = pipe
     return time.perf_counter() - t0
 
@@ -792,18 +959,43 @@ def _print_summary(job, summary: Summary, out, where: str) -> None:
 def rerender(manifest_file, out_dir=None, overwrite: bool = False) -> list[tuple[str, str, str]]:
     """Render the item of a batch manifest again, as it was: same layout text, variables, model files
     (checked), memory budget; into `out_dir`, or a temporary folder when None. Returns (file, sha256 in the
-    manifest, sha256 now) per file; equal hashes mean bit-identical files."""
+    manifest, sha256 now) per file; equal hashes mean bit-identical files. A manifest that is damaged or was
+    edited (`manifest.record_problem`) is refused. Runs in the batch's working folder when it still exists,
+    so model paths relative to it mean the same folders (the files name models as the batch spelled them)."""
+    manifest_file = Path(manifest_file)
+    try:
+        record = manifest.load_sidecar(manifest_file)
+    except FileNotFoundError:
+        raise InputError(f"{manifest_file}: no such manifest") from None
+    except OSError as e:
+        raise InputError(f"{manifest_file}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:
+        raise InputError(f"{manifest_file}: not a usable batch manifest: {e}") from None
+    out_dir = None if out_dir is None else Path(out_dir).absolute()
+    with _working_folder(record.get("cwd")):
+        return _rerender(record, manifest_file.absolute(), out_dir, overwrite)
+
+
+@contextmanager
+def _working_folder(folder: str | None):
+    """Run in `folder` when it is an existing folder, else where we are; back afterwards."""
+    here = os.getcwd()
+    if not folder or not Path(folder).is_dir():
+        yield
+        return
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite: bool) -> list:
     from studio.layout import parse_layout
     from studio.pipeline import PixArtSigmaPipeline
     from studio.render import render
 
-    manifest_file = Path(manifest_file)
-    record = manifest.read_sidecar(manifest_file)
-    if record is None:
-        raise InputError(f"{manifest_file}: not a studio batch manifest (a <name>{manifest.SIDECAR_SUFFIX} file)")
     lay = record["layout"]
-    if manifest.sha256_text(lay["text"]) != lay["sha256"]:
-        raise InputError(f"{manifest_file}: the layout text does not match its recorded sha256")
     layout_file = Path(lay["file"])
     layout = parse_layout(lay["text"], str(layout_file), record["variables"], layout_file.parent)
     hashes = manifest.FileHashes(None)
@@ -813,8 +1005,13 @@ def rerender(manifest_file, out_dir=None, overwrite: bool = False) -> list[tuple
             raise InputError(f"{manifest_file}: input {name} changed since the item was rendered")
     pipelines = {}
     for model_id, files in record["models"].items():
-        now = manifest.model_record(model_id, hashes)["files"]
-        changed = sorted(set(files.items()) ^ set(now.items()))
+        try:
+            now = manifest.model_record(model_id, hashes)
+        except StudioError as e:
+            used = record.get("model_folders", {}).get(model_id)
+            raise InputError(f"{manifest_file}: model {model_id}: {_first_line(e)}"
+                             + (f" (the batch read {used}, from {record.get('cwd')})" if used else "")) from None
+        changed = sorted(set(files.items()) ^ set(now["files"].items()))
         if changed:
             raise InputError(f"{manifest_file}: model {model_id}: {changed[0][0]} differs from the recorded file")
         pipe = PixArtSigmaPipeline.from_pretrained(model_id)
@@ -823,7 +1020,7 @@ def rerender(manifest_file, out_dir=None, overwrite: bool = False) -> list[tuple
         pipelines[model_id] = pipe
     stem = record["name"].rsplit("/", 1)[-1]
     with tempfile.TemporaryDirectory(prefix="studio-rerender-") as tmp:
-        folder = Path(out_dir) if out_dir is not None else Path(tmp)
+        folder = out_dir if out_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         files = render(layout, folder, record["model"], record["memory_budget"], overwrite=overwrite,
                        pipelines=pipelines, stem=stem, metadata={"layout": lay["path"], "batch_item": record["item"]})

@@ -2,9 +2,11 @@
 
 A batch item's outputs get a sidecar `<name>.manifest.json` next to them, written atomically after the
 outputs, and a line in `OUTDIR/manifest.jsonl`. The sidecar is the proof an item is finished: `check`
-says why an item is not done (no sidecar, another item's, changed inputs or weights, a missing or
-altered file) or None when it is. File hashes are sha256; `FileHashes` remembers the hashes of big
-files (weights) by path, size and modification time, so a batch hashes each weight file once.
+says why an item is not done (no sidecar, a damaged or edited one, another item's, changed inputs or
+weights, a missing or altered file) or None when it is. A record carries its item key (`item_key`: the
+layout's sha256, the variables, the model's identity) and a digest over all its other keys, so an edit
+shows. File hashes are sha256; `FileHashes` remembers the hashes of big files (weights) by path, size and
+modification time, so a batch hashes each weight file once.
 """
 
 import hashlib
@@ -50,6 +52,7 @@ class FileHashes:
             except (OSError, ValueError):  # a damaged memo only costs a rehash
                 self.known = {}
         self.changed = False
+        self.failed = False
 
     def __call__(self, path: Path) -> str:
         path = Path(path).resolve()
@@ -63,13 +66,20 @@ class FileHashes:
         self.changed = True
         return digest
 
-    def save(self) -> None:
+    def save(self) -> str | None:
+        """Write the memo when it changed. One that can't be written (a full disk, a read-only folder) only
+        costs hashing again next time: the first failure returns a warning, the others None."""
         if self.memo is None or not self.changed:
-            return
-        self.memo.parent.mkdir(parents=True, exist_ok=True)
+            return None
         data = json.dumps(self.known, sort_keys=True).encode()
-        os.replace(write_temp(self.memo.parent, self.memo.name, lambda f: f.write(data)), self.memo)
+        try:
+            self.memo.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(write_temp(self.memo.parent, self.memo.name, lambda f: f.write(data)), self.memo)
+        except OSError as e:
+            first, self.failed = not self.failed, True
+            return f"cannot write {self.memo} ({e.strerror or e}); weights are hashed again next run" if first else None
         self.changed = False
+        return None
 
 
 def model_files(folder: Path, variant: str | None = None) -> list[Path]:
@@ -82,6 +92,18 @@ def model_files(folder: Path, variant: str | None = None) -> list[Path]:
         files += [folder / component / "config.json"] + weight_files(folder / component, variant)
     files += sorted(p for p in (folder / "tokenizer").iterdir() if p.is_file())
     return files
+
+
+def model_identity(model: str) -> str:
+    """The model as an item key names it: a local folder by its resolved absolute path, however it is spelled
+    ('m', './m', a symbolic link), anything else (a hub id) as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_dir() else str(model)
+
+
+def item_key(layout_sha256: str | None, variables: dict, model_identity: str) -> str:
+    """An item's identity: the hash of its layout file's bytes, its variables and its model."""
+    return sha256_json({"layout": layout_sha256, "variables": variables, "model": model_identity})
 
 
 def model_record(model_id: str, hashes: FileHashes, variant: str | None = None) -> dict:
@@ -112,40 +134,128 @@ def sidecar_path(folder: Path, stem: str) -> Path:
     return folder / (stem + SIDECAR_SUFFIX)
 
 
+def record_digest(record: dict) -> str:
+    """The hash of every key of a record but `digest` (canonical JSON): stored as its `digest`."""
+    return sha256_json({k: v for k, v in record.items() if k != "digest"})
+
+
 def write_sidecar(path: Path, record: dict) -> None:
     """Write `record` as JSON atomically (temporary file, fsync, rename)."""
     data = (json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
     os.replace(write_temp(path.parent, path.name, lambda f: f.write(data)), path)
 
 
-def read_sidecar(path: Path) -> dict | None:
-    """The record in `path`, or None when it is missing, unreadable or not a studio manifest."""
+def load_sidecar(path: Path) -> dict:
+    """The record in `path`; FileNotFoundError when there is none, another OSError when it can't be read,
+    ValueError saying what is wrong when it is not a whole, unedited studio manifest (`record_problem`)."""
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 ({e.reason})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON (line {e.lineno}: {e.msg})") from None
+    problem = record_problem(record)
+    if problem:
+        raise ValueError(problem)
+    return record
+
+
+def read_sidecar(path: Path) -> dict | None:
+    """The record in `path`, or None when it is missing, unreadable, damaged, edited or not a studio manifest."""
+    try:
+        return load_sidecar(path)
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("format") == FORMAT else None
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _mapping_of(test):
+    return lambda value: isinstance(value, dict) and all(_is_text(k) and test(v) for k, v in value.items())
+
+
+def _is_file_entry(value) -> bool:
+    return isinstance(value, dict) and _is_text(value.get("path")) and _is_count(value.get("bytes")) \
+        and _is_text(value.get("sha256"))
+
+
+_SHAPE = {  # key -> (test, what it must be); what the batch's resume and rerender read
+    "item": (_is_text, "text"),
+    "name": (_is_text, "text"),
+    "model": (_is_text, "text"),
+    "layout": (lambda v: isinstance(v, dict) and all(_is_text(v.get(k)) for k in ("path", "file", "sha256", "text")),
+               "a mapping of text: path, file, sha256, text"),
+    "variables": (_mapping_of(_is_text), "a mapping of name: text"),
+    "inputs": (_mapping_of(lambda v: v is None or _is_text(v)), "a mapping of input: sha256"),
+    "models": (_mapping_of(_mapping_of(_is_text)), "a mapping of model: {file: sha256}"),
+    "memory_budget": (lambda v: _is_count(v) and v > 0, "a positive byte count"),
+    "generations": (lambda v: isinstance(v, list), "a list"),
+    "text_encoder": (_mapping_of(_is_text), "a mapping of model: kept or released"),
+    "files": (lambda v: isinstance(v, list) and v and all(map(_is_file_entry, v)),
+              "a non-empty list of {path, bytes, sha256}"),
+}
+_OPTIONAL = {  # keys older records lack
+    "model_identity": (_is_text, "text"),
+    "model_folders": (_mapping_of(_is_text), "a mapping of model: folder"),
+    "cwd": (_is_text, "text"),
+    "digest": (_is_text, "text"),
+}
+
+
+def record_problem(record) -> str | None:
+    """Why `record` is not a whole, unedited item record, or None: each key the batch reads is there with the
+    right kind; the layout text hashes to layout.sha256; the item key is that of the layout, variables and
+    model; the digest, when there is one (older records have none), is that of the record."""
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        return f"not a studio batch manifest (format {FORMAT})"
+    for key, (test, what) in _SHAPE.items():
+        if key not in record:
+            return f"'{key}' is missing"
+        if not test(record[key]):
+            return f"'{key}' is not {what}"
+    for key, (test, what) in _OPTIONAL.items():
+        if key in record and not test(record[key]):
+            return f"'{key}' is not {what}"
+    layout = record["layout"]
+    if sha256_text(layout["text"]) != layout["sha256"]:
+        return "layout.text does not match layout.sha256 (edited)"
+    if item_key(layout["sha256"], record["variables"], record.get("model_identity", record["model"])) != record["item"]:
+        return "'item' is not the key of its layout, variables and model (edited)"
+    if "digest" in record and record["digest"] != record_digest(record):
+        return "'digest' does not match the record (edited after it was written)"
+    return None
 
 
 def check(record: dict | None, folder: Path, expect: dict) -> str | None:
     """Why the item whose sidecar holds `record` is not done, or None when it is.
 
-    expect: the values the record must hold (item key, inputs, models); then every listed file must exist
-    with its recorded size and sha256.
+    The record must be whole and unedited (`record_problem`) and hold the `expect`ed values (item key,
+    inputs, and models: {model: {file: sha256}}, compared by the files whatever the models' names); then
+    every listed file must exist with its recorded size and sha256.
     """
     if record is None:
         return "no manifest"
+    problem = record_problem(record)
+    if problem:
+        return f"damaged manifest: {problem}"
     for key, value in expect.items():
-        if record.get(key) != value:
+        if key == "models":  # compared by their files' hashes: 'm', './m' and '/abs/m' are the same model
+            same = sorted(map(sha256_json, record[key].values())) == sorted(map(sha256_json, value.values()))
+        else:
+            same = record.get(key) == value
+        if not same:
             return f"{key} changed"
-    files = record.get("files")
-    if not isinstance(files, list) or not files:
-        return "manifest lists no files"
-    for entry in files:
-        path = folder / entry.get("path", "")
+    for entry in record["files"]:
+        path = folder / entry["path"]
         if not path.is_file() or path.parent != folder:
-            return f"{entry.get('path')}: missing"
-        if path.stat().st_size != entry.get("bytes") or sha256_file(path) != entry.get("sha256"):
+            return f"{entry['path']}: missing"
+        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
             return f"{entry['path']}: differs from its manifest"
     return None
 
@@ -157,10 +267,14 @@ def file_entries(files: list[Path], folder: Path) -> list[dict]:
 
 # -- the log --------------------------------------------------------------------------------------------------
 
+def _json_line(record: dict) -> bytes:
+    return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
 def append_line(path: Path, record: dict) -> None:
     """Append `record` as one JSON line with a single write, then fsync. A line torn by a crash is isolated:
     when the file does not end with a newline, this line starts with one."""
-    line = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    line = _json_line(record)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         size = os.fstat(fd).st_size
@@ -197,3 +311,25 @@ def log_record(record: dict, sidecar: Path, out_dir: Path) -> dict:
     layout = {k: v for k, v in record.get("layout", {}).items() if k != "text"}
     return {**record, "layout": layout, "manifest": sidecar.relative_to(out_dir).as_posix()}
 
+
+
+def merge_logs(out_dir: Path) -> int:
+    """Add to OUTDIR/manifest.jsonl the lines of the shards' logs (`manifest-<i>-of-<n>.jsonl`) it lacks,
+    in the order their items were started, rewriting it atomically; returns how many were added. The
+    shards' logs stay (a shard may still be writing); merging again adds nothing."""
+    log = out_dir / LOG_NAME
+    lines = read_lines(log)
+    seen = {sha256_json(r) for r in lines}
+    new = []
+    for path in sorted(out_dir.glob("manifest-*-of-*.jsonl")):
+        for record in read_lines(path):
+            digest = sha256_json(record)
+            if digest not in seen:
+                seen.add(digest)
+                new.append(record)
+    if not new:
+        return 0
+    new.sort(key=lambda r: str((r.get("timings") if isinstance(r.get("timings"), dict) else {}).get("started", "")))
+    data = b"".join(map(_json_line, lines + new))
+    os.replace(write_temp(out_dir, LOG_NAME, lambda f: f.write(data)), log)
+    return len(new)

@@ -1,8 +1,9 @@
 """Batch jobs: expansion, names, shards, manifests, resume after SIGKILL/SIGTERM/SIGINT, rerender, failures.
 
-The end-to-end tests run `studio batch` on the tiny checkpoint with a 128x128 canvas and one step, in
-this process or (for kills) in a subprocess that a test hook (STUDIO_TEST_PAUSE_IN) stops at a chosen
-point: mid-denoise, mid-write (temporary file written, not renamed), or outputs in place without manifest.
+The end-to-end tests run `studio batch` on the tiny checkpoint with a 64x64 or 128x128 canvas and one
+step, in this process or (for kills) in a subprocess that a test hook (STUDIO_TEST_PAUSE_IN) stops at a
+chosen point: mid-denoise; outputs in place without a manifest; mid-write of an output that replaces an
+older one (temporary file written, not renamed); mid-write of the manifest.
 """
 
 import io
@@ -17,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from studio import manifest
-from studio.batch import (JOB_KEYS, EmbeddingCache, JobError, format_name, load_job, name_problem, rerender, run_batch,
-                          select_shard, slug)
+from studio.batch import (JOB_KEYS, STALE_PART, EmbeddingCache, JobError, format_name, load_job, name_problem,
+                          rerender, run_batch, select_shard, slug)
+from studio.cli import main
 
 LAYOUT = """\
 canvas: {width: 128, height: 128}
@@ -34,12 +36,26 @@ def write_job(folder: Path, body: str, layout: str = LAYOUT, name: str = "job.ya
     return folder / name
 
 
-def run(job: Path, out: Path, model, **kwargs):
+def run(job: Path, out: Path, model, stderr=None, **kwargs):
     """run_batch, quiet, with a fixed memory budget (the automatic one follows the machine's free memory)."""
-    stdout, stderr = io.StringIO(), io.StringIO()
+    stdout, stderr = io.StringIO(), stderr or io.StringIO()
     kwargs.setdefault("memory_budget", "2GiB")
     summary = run_batch(load_job(job, str(model)), out, quiet=True, out=stdout, err=stderr, **kwargs)
     return summary, stdout.getvalue()
+
+
+def edit(sidecar: Path, change) -> dict:
+    """Change a manifest in place as a person or a damaged disk would (no new digest); returns the record."""
+    record = json.loads(sidecar.read_text())
+    change(record)
+    sidecar.write_text(json.dumps(record))
+    return record
+
+
+def errors_of(argv: list, capsys) -> list[str]:
+    """`studio ARGV`'s stderr lines, asserting it exits with 2 (a user mistake) and prints no traceback."""
+    assert main([str(a) for a in argv]) == 2
+    return capsys.readouterr().err.splitlines()
 
 
 def sidecars(out: Path) -> dict[str, dict]:
@@ -177,6 +193,154 @@ def test_format_name_fields():
             format_name(bad, {"a": "1"})
 
 
+def test_format_name_refuses_huge_widths_and_characters_out_of_range():
+    for bad in ["{seed:c}", "{seed:=^999999999999}", "{seed:.999999999f}", "{seed:>201}"]:
+        with pytest.raises(ValueError, match="seed"):  # not OverflowError, not MemoryError
+            format_name(bad, {"seed": "9999999"})
+    assert format_name("{seed:0>200}", {"seed": "7"}) == "0" * 199 + "7"
+
+
+def test_default_names_do_not_change_when_items_are_added(tmp_path):
+    nine = load_job(write_job(tmp_path, "layout: card.yaml\nmatrix: {seed: [1, 2, 3, 4, 5, 6, 7, 8, 9]}\n"), "m")
+    ten = load_job(write_job(tmp_path, "layout: card.yaml\nmatrix: {seed: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\n"), "m")
+    assert [i.name for i in ten.items] == [i.name for i in nine.items] + ["card-10"]
+    assert nine.items[0].name == "card-1"
+    job = write_job(tmp_path, "layout: card.yaml\nname: '{n:03d}'\nmatrix: {seed: [1, 2]}\n")
+    assert [i.name for i in load_job(job, "m").items] == ["001", "002"]
+
+
+def test_variables_hidden_by_name_fields_are_rejected(tmp_path):
+    job = write_job(tmp_path, """\
+layout: card.yaml
+name: "{n}-{key}"
+items:
+  - {n: 5, seed: 1}
+  - {n: 6, seed: 2}
+  - {key: x, prompt: a, prompt_slug: b, layout_slug: c}
+""")
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert e.value.errors == [
+        f"{job}:4: variable 'n': output names use {{n}} for the item's number; rename the variable",
+        f"{job}:6: variable 'key': output names use {{key}} for the item's key; rename the variable",
+        f"{job}:6: variable 'layout_slug': output names use {{layout_slug}} for the item's slug; rename the variable",
+        f"{job}:6: variable 'prompt_slug': output names use {{prompt_slug}} for the item's slug; rename the variable"]
+    job = write_job(tmp_path, "layout: card.yaml\nitems: [{title_slug: ok}]\n")  # no variable 'title'
+    assert load_job(job, "m").items[0].variables == {"title_slug": "ok"}
+
+
+SPAN = """\
+span:
+  monitors:
+    - {name: left, width: 64, height: 64, size: [100mm, 100mm]}
+    - {name: right, width: 64, height: 64, size: [100mm, 100mm]}
+  bezels: 0mm
+variables: {seed: 1}
+layers:
+  - generate: {prompt: hills, seed: "{seed}", steps: 1}
+output: {formats: [png], per_monitor: true}
+"""
+
+
+def test_items_writing_the_same_file_are_rejected(tmp_path):
+    (tmp_path / "span.yaml").write_text(SPAN)
+    job = write_job(tmp_path, """\
+items:
+  - {layout: span.yaml, name: wall, seed: 1}
+  - {layout: card.yaml, name: Wall-Left, seed: 2}
+  - {layout: card.yaml, name: fox, seed: 3}
+  - {layout: card.yaml, name: fox.png/x, seed: 4}
+  - {layout: card.yaml, name: owl/x, seed: 5}
+  - {layout: card.yaml, name: owl, seed: 6}
+""")
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert e.value.errors == [
+        f"{job}:3: 'Wall-Left.png' is a file of item 'Wall-Left' and a file of item 'wall' at {job}:2 (output "
+        "paths are compared ignoring case)",
+        f"{job}:5: 'fox.png' is a folder of item 'fox.png/x' and a file of item 'fox' at {job}:4 (output paths "
+        "are compared ignoring case)"]  # 'owl/x' and 'owl' (owl.png, a folder owl) do not clash
+    from studio.cli import main
+    assert main(["batch", str(job), "--list", "--model", "m"]) == 2
+
+
+def test_csv_quoted_cells_line_breaks_bom_crlf_and_spaces(tmp_path):
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    rows = tmp_path / "rows.csv"
+    rows.write_bytes('\ufefflayout, name ,prompt,seed\r\ncard.yaml, {prompt_slug}-{seed} ,"a fox\r\nin ""snow""",1\r\n'
+                     'card.yaml,{seed},"a\u2028b, c", 2 \r\n\r\n'.encode())
+    items = load_job(rows, "m").items
+    assert [(i.name, i.variables, i.where) for i in items] == [
+        ("a-fox-in-snow-1", {"prompt": 'a fox\nin "snow"', "seed": "1"}, f"{rows}:2"),
+        ("2", {"prompt": "a\u2028b, c", "seed": "2"}, f"{rows}:4")]
+    rows.write_text('layout,prompt,seed\ncard.yaml,"not closed,1\ncard.yaml,b,2\n')
+    with pytest.raises(JobError) as e:  # not one item swallowing the next row
+        load_job(rows, "m")
+    assert e.value.errors == [f"{rows}:2: CSV: unexpected end of data (a quote is not closed)"]
+
+
+def test_a_csv_of_items_names_layouts_relative_to_itself(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "card.yaml").write_text(LAYOUT)
+    (tmp_path / "data" / "rows.csv").write_text("layout,prompt\ncard.yaml,fox\n")
+    (tmp_path / "other.csv").write_text("prompt\nowl\n")  # no layout column: the job's, relative to the job
+    job = write_job(tmp_path, "items: data/rows.csv\nname: '{prompt}'\n")
+    [item] = load_job(job, "m").items
+    assert item.layout_file == tmp_path / "data" / "card.yaml" and item.spec is not None
+    job = write_job(tmp_path, "layout: data/card.yaml\nitems: other.csv\nname: '{prompt}'\n")
+    assert load_job(job, "m").items[0].layout_file == tmp_path / "data" / "card.yaml"
+
+
+def test_item_keys_name_a_local_model_by_its_folder(tiny_dir, tmp_path, monkeypatch):
+    job = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 1}]\n")
+    monkeypatch.chdir(tiny_dir.parent)
+    keys = {load_job(job, spelling).items[0].key for spelling in
+            (tiny_dir.name, f"./{tiny_dir.name}", str(tiny_dir), f"{tiny_dir}/")}
+    assert len(keys) == 1
+    # the key of an absolute, resolved folder is what it was before models were normalised: old manifests hold
+    old = manifest.sha256_json({"layout": manifest.sha256_file(tmp_path / "card.yaml"), "variables": {"seed": "1"},
+                                "model": str(tiny_dir.resolve())})
+    assert keys == {old}
+    assert load_job(job, "owner/hub-model").items[0].key != old
+
+
+def test_bad_arguments_are_one_error_before_anything_is_created(tiny_dir, tmp_path, capsys):
+    job, out, afile = write_job(tmp_path, MATRIX_JOB), tmp_path / "out", tmp_path / "afile"
+    afile.write_text("")
+    batch = ["batch", job, "--model", tiny_dir, "--quiet"]
+    assert errors_of(batch + ["-o", out, "--memory-budget", "lots"], capsys) == [
+        "studio: error: memory budget 'lots' is not a size like 6GiB, 512MiB, 2GB or a byte count"]
+    assert errors_of(["batch", job, "-o", out, "--model", tmp_path / "nope"], capsys) == [
+        f"studio: error: {tmp_path / 'nope'}: no such model folder (and not a hub id like 'owner/name')"]
+    assert errors_of(["batch", job, "-o", out, "--model", tmp_path], capsys) == [
+        f"studio: error: {tmp_path}: no model_index.json; expected a pipeline folder in the diffusers layout"]
+    assert errors_of(batch + ["-o", out, "--cache-dir", afile], capsys) == [
+        f"studio: error: cache folder {afile}: is a file, not a folder"]
+    assert not out.exists()
+    assert errors_of(batch + ["-o", afile], capsys) == [
+        f"studio: error: output folder {afile}: is a file, not a folder"]
+    assert errors_of(batch + ["-o", afile / "sub"], capsys) == [
+        f"studio: error: output folder {afile / 'sub'}: cannot create it (Not a directory)"]
+    write_job(tmp_path, "layout: card.yaml\nmemory_budget: lots\n")
+    assert errors_of(batch + ["-o", out], capsys) == [
+        f"studio: error: {job}:2: memory_budget: memory budget 'lots' is not a size like 6GiB, 512MiB, 2GB or a "
+        "byte count"]
+    assert not out.exists()
+
+
+def test_merging_shard_logs(tmp_path):
+    def line(name, started):
+        return {"name": name, "manifest": f"{name}.manifest.json", "timings": {"started": started}}
+
+    manifest.append_line(tmp_path / "manifest.jsonl", line("a", "2025-01-01T00:00:00"))
+    for i, (name, started) in enumerate([("c", "2025-01-03T00:00:00"), ("b", "2025-01-02T00:00:00")]):
+        manifest.append_line(tmp_path / f"manifest-{i}-of-2.jsonl", line(name, started))
+    manifest.append_line(tmp_path / "manifest-1-of-2.jsonl", line("a", "2025-01-01T00:00:00"))  # already there
+    assert manifest.merge_logs(tmp_path) == 2
+    assert [r["name"] for r in manifest.read_lines(tmp_path / "manifest.jsonl")] == ["a", "b", "c"]
+    assert manifest.merge_logs(tmp_path) == 0 and not list(tmp_path.glob(".*.part"))
+
+
 def test_shards_are_disjoint_and_complete():
     items = list(range(11))
     for n in range(1, 6):
@@ -219,11 +383,17 @@ matrix:
 """
 
 
-def test_batch_renders_then_resumes_and_redoes_only_what_changed(tiny_dir, tmp_path):
+def test_batch_renders_then_resumes_and_redoes_only_what_changed(tiny_dir, tmp_path, monkeypatch):
+    from studio.pipeline import PixArtSigmaPipeline
+
+    loads, load = [], PixArtSigmaPipeline.from_pretrained.__func__
+    monkeypatch.setattr(PixArtSigmaPipeline, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: loads.append(a) or load(cls, *a, **k)))
     job, out = write_job(tmp_path, MATRIX_JOB), tmp_path / "out"
     names = {"a-red-fox/1", "a-red-fox/2", "an-owl/1", "an-owl/2"}
     summary, _ = run(job, out, tiny_dir)
     assert (summary.exit_code, set(summary.rendered)) == (0, names)
+    assert loads == [(str(tiny_dir),)]  # models load once per batch
     assert_complete(out, names)
     record = sidecars(out)["an-owl/2"]
     assert record["resolved_variables"] == {"prompt": "an owl", "seed": "2"}
@@ -231,6 +401,8 @@ def test_batch_renders_then_resumes_and_redoes_only_what_changed(tiny_dir, tmp_p
     assert record["models"][str(tiny_dir)]["transformer/diffusion_pytorch_model.safetensors"]
     assert record["software"]["mindspore"] and record["timings"]["render_s"] > 0
     assert record["layout"]["sha256"] == manifest.sha256_file(tmp_path / "card.yaml")
+    assert record["text_encoder"] == {str(tiny_dir): "kept"}  # 2 GiB holds T5 through denoising
+    assert record["digest"] == manifest.record_digest(record)
     assert len(manifest.read_lines(out / "manifest.jsonl")) == 4
 
     summary, _ = run(job, out, tiny_dir)
@@ -292,6 +464,10 @@ def test_shards_render_disjoint_parts_into_one_folder(tiny_dir, tmp_path):
     assert logs == {"manifest-0-of-2.jsonl": set(first.rendered), "manifest-1-of-2.jsonl": set(second.rendered)}
     whole, _ = run(job, out, tiny_dir)
     assert (whole.rendered, len(whole.skipped)) == ([], 4)
+    merged = manifest.read_lines(out / "manifest.jsonl")  # an unsharded run merges the shards' logs, once
+    assert sorted(r["name"] for r in merged) == sorted(first.rendered + second.rendered)
+    run(job, out, tiny_dir)
+    assert manifest.read_lines(out / "manifest.jsonl") == merged
 
 
 def test_embedding_cache_gives_the_same_files_and_skips_the_text_encoder(tiny_dir, tmp_path):
@@ -306,6 +482,86 @@ def test_embedding_cache_gives_the_same_files_and_skips_the_text_encoder(tiny_di
     assert not (tmp_path / "c" / ".cache" / "embeddings").exists()
     assert {k: r["files"] for k, r in a.items()} == {k: r["files"] for k, r in b.items()} == {
         k: r["files"] for k, r in c.items()}
+
+
+def test_text_encoder_is_released_when_memory_is_tight(tiny_dir, tmp_path):
+    # at 128x128 on the tiny model, 7 MiB plans denoising with smaller attention chunks when T5 stays loaded
+    job = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 1}]\n")
+    summary, _ = run(job, tmp_path / "out", tiny_dir, memory_budget="7MiB")
+    assert summary.rendered == ["card-1"]
+    assert sidecars(tmp_path / "out")["card-1"]["text_encoder"] == {str(tiny_dir): "released"}
+
+
+IMAGE_LAYOUT = """\
+canvas: {width: 64, height: 64}
+variables: {seed: 1, img: good.png}
+layers:
+  - generate: {prompt: "a cat", seed: "{seed}", steps: 1}
+  - image: {path: "{img}", region: {x: 0, y: 0, w: 32, h: 32}}
+"""
+
+
+def test_a_failure_while_rendering_fails_that_item_only(tiny_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(tmp_path / "good.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "good.png").read_bytes()[:1500])  # truncated in its pixels
+    job = write_job(tmp_path, "layout: card.yaml\nname: '{img_slug}'\nitems: [{img: cut.png}, {img: good.png}]\n",
+                    IMAGE_LAYOUT)
+    summary, text = run(job, tmp_path / "out", tiny_dir)
+    assert summary.rendered == ["good-png"] and [name for name, _ in summary.failed] == ["cut-png"]
+    assert "[1/2] failed cut-png: layers[1].path: cannot read image" in text and "truncated" in text
+    assert summary.exit_code == 1 and "1 rendered, 0 already done, 1 failed" in text and "  failed cut-png:" in text
+    assert_complete(tmp_path / "out", {"good-png"})
+
+
+def test_a_cache_that_cannot_be_written_only_warns_and_old_temporaries_go(tiny_dir, tmp_path):
+    job, cache = write_job(tmp_path, "layout: card.yaml\nmatrix: {prompt: [a fox, an owl]}\n"), tmp_path / "cache"
+    (cache / "file-hashes.json").mkdir(parents=True)  # the memo can't be replaced (as on a full disk)
+    (cache / "embeddings").write_text("")  # nor can T5 features be stored
+    (cache / "ab").mkdir()
+    stale, fresh = cache / "ab" / ".x.npz.k1.part", cache / ".file-hashes.json.k2.part"  # fresh: another shard's
+    stale.write_text("")
+    fresh.write_text("")
+    old = time.time() - STALE_PART - 60
+    os.utime(stale, (old, old))
+    err = io.StringIO()
+    summary, _ = run(job, tmp_path / "out", tiny_dir, cache_dir=cache, stderr=err)
+    assert summary.exit_code == 0 and len(summary.rendered) == 2
+    warnings = [line for line in err.getvalue().splitlines() if "warning" in line]
+    assert len(warnings) == 2, warnings  # once each, not once per item
+    assert f"cannot write T5 features to {cache / 'embeddings'}" in warnings[0]
+    assert f"cannot write {cache / 'file-hashes.json'}" in warnings[1]
+    assert not stale.exists() and fresh.exists()
+
+
+def test_damaged_or_edited_manifests_are_rendered_again_and_refused_by_rerender(tiny_dir, tmp_path, capsys):
+    job, out = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 1}, {seed: 2}]\n"), tmp_path / "out"
+    run(job, out, tiny_dir)
+    sidecar = out / "card-1.manifest.json"
+    good = sidecar.read_text()
+    for change, problem in [
+            (lambda r: r.pop("inputs"), "'inputs' is missing"),
+            (lambda r: r["layout"].update(text=None), "'layout' is not a mapping of text: path, file, sha256, text"),
+            (lambda r: r.update(files=["2.png"]), "'files' is not a non-empty list of {path, bytes, sha256}"),
+            (lambda r: r["variables"].update(seed="3"), "'item' is not the key of its layout, variables and model"),
+            (lambda r: r["generations"][0].update(seed=3), "'digest' does not match the record (edited after")]:
+        sidecar.write_text(good)
+        edit(sidecar, change)
+        [line] = errors_of(["rerender", sidecar], capsys)
+        assert line.startswith(f"studio: error: {sidecar}: not a usable batch manifest: {problem}"), line
+    summary, text = run(job, out, tiny_dir)  # the last edit: a batch renders the item again
+    assert summary.rendered == ["card-1"] and "card-1: rendering again (damaged manifest: 'digest' does not" in text
+    edit(sidecar, lambda r: r.update(files=["2.png"]))
+    summary, text = run(job, out, tiny_dir)
+    assert summary.rendered == ["card-1"] and "card-1: rendering again (damaged manifest: 'files' is not" in text
+    assert_complete(out, {"card-1", "card-2"})
+
+    # another memory budget: finished items are kept, with one note per run
+    summary, text = run(job, out, tiny_dir, memory_budget="3GiB")
+    assert len(summary.skipped) == 2 and text.count("note:") == 1
+    assert "note: 2 finished item(s) were rendered with another memory budget (e.g. 2.00 GiB, now 3.00 GiB)" in text
 
 
 def test_embedding_cache_survives_a_damaged_entry(tmp_path):
@@ -374,17 +630,23 @@ matrix:
 
     killed_at("denoise:a-red-fox-2", names[:1])  # mid-denoise
     assert not (out / "a-red-fox-2.png").exists()
-    killed_at("write:an-owl-1.png", names[:2])  # mid-write: the temporary file exists, the target does not
-    assert list(out.glob(".an-owl-1.png.*.part")) and not (out / "an-owl-1.png").exists()
+    killed_at("manifest:a-red-fox-2", names[:1])  # its outputs in place, its manifest not written yet
+    first = (out / "a-red-fox-2.png").read_bytes()
+    killed_at("write:a-red-fox-2.png", names[:1])  # rendering it again over that file: the old one stays whole
+    assert (out / "a-red-fox-2.png").read_bytes() == first and list(out.glob(".a-red-fox-2.png.*.part"))
+    killed_at("write:a-red-fox-2.manifest.json", names[:1])  # mid-write of the manifest
+    assert list(out.glob(".a-red-fox-2.manifest.json.*.part")) and not (out / "a-red-fox-2.manifest.json").exists()
+    # export's backup of a file it replaces, left by a kill between its link and the rename (no pause point)
+    (out / ".an-owl-1.png.k3.part.old").write_bytes(first)
 
-    code, text = Studio(batch, tmp_path).finish()
-    assert code == 0 and "2 rendered, 2 already done, 0 failed" in text, text
-    assert_complete(out, set(names))  # and the leftover temporary file is gone
+    summary, text = run(job, out, tiny_dir)  # resume (in this process: one fewer model load)
+    assert summary.exit_code == 0 and "3 rendered, 1 already done, 0 failed" in text, text
+    assert_complete(out, set(names))  # and the leftover temporary files are gone
     assert {r["name"] for r in manifest.read_lines(out / "manifest.jsonl")} == set(names)
 
-    # the same file, bit for bit, in another process, from the manifest
-    [(name, recorded, now)] = rerender(out / "an-owl-1.manifest.json")
-    assert name == "an-owl-1.png" and recorded == now
+    # the same file, bit for bit, from the manifest, in another process than the one that rendered it
+    [(name, recorded, now)] = rerender(out / "a-red-fox-1.manifest.json")
+    assert name == "a-red-fox-1.png" and recorded == now
 
 
 def test_a_signal_finishes_the_current_item_a_second_drops_it(tiny_dir, tmp_path, monkeypatch):
@@ -418,17 +680,24 @@ def test_a_signal_finishes_the_current_item_a_second_drops_it(tiny_dir, tmp_path
     assert not list((out / "an-owl").iterdir())
 
 
-def test_rerender_reports_a_different_file(tiny_dir, tmp_path):
+def test_rerender_from_another_folder_and_a_different_file(tiny_dir, tmp_path, monkeypatch):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "m").symlink_to(tiny_dir)
+    monkeypatch.chdir(tmp_path / "models")
     job, out = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 5}]\n"), tmp_path / "out"
-    run(job, out, tiny_dir)
+    run(job, out, "m")  # a model relative to the current folder
     sidecar = out / "card-1.manifest.json"
-    [(name, recorded, now)] = rerender(sidecar, tmp_path / "again")
+    assert json.loads(sidecar.read_text())["model_folders"] == {"m": str(tiny_dir.resolve())}
+    monkeypatch.chdir(tmp_path)  # where 'm' names nothing
+    [(name, recorded, now)] = rerender(sidecar, "again")
     assert name == "card-1.png" and recorded == now == manifest.sha256_file(tmp_path / "again" / "card-1.png")
-    record = json.loads(sidecar.read_text())
-    record["variables"]["seed"] = "6"  # as if the manifest described another picture
-    sidecar.write_text(json.dumps(record))
+
+    def made_elsewhere(record):  # another machine's bytes, with a valid digest
+        record["files"][0]["sha256"] = "0" * 64
+        record["digest"] = manifest.record_digest(record)
+    edit(sidecar, made_elsewhere)
     [(_, recorded, now)] = rerender(sidecar)
-    assert recorded != now
+    assert recorded == "0" * 64 != now
 
 
 def test_cli_reports_an_allocation_failure_in_one_line(monkeypatch, capsys):
