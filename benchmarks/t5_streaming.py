@@ -2,18 +2,21 @@
 weight files), and transformers' encoder loaded whole, on the same random weights written in the published
 sharded layout (`text_encoder/`: config.json, model.safetensors.index.json, model-0000i-of-0000n.safetensors).
 
-Usage: python benchmarks/t5_streaming.py [--layers 24] [--tokens 20] [--folder DIR] [--repeats 1]
+Usage: python benchmarks/t5_streaming.py [--layers 24] [--tokens 20] [--folder DIR] [--repeats 1] [--cold]
 
 Each run is its own process: seconds to load, seconds to encode (a batch of 2 prompts x `--tokens` real
 tokens, as the pipelines encode a prompt and its negative), peak RSS (the process's high-water mark, which
 counts the weight files' pages while they are mapped), and the features' relative L2 error against
 transformers'. Writing 24 layers takes 19 GB of disk (`--folder` picks where; it is kept for reruns when
-given, else deleted). The files are freshly written, so the runs read them from the page cache as far as
-memory holds them.
+given, else deleted). Without --cold the runs read the files from the page cache as far as memory holds
+them, which favours whichever run comes first after the files were written (and a run holding 19 GB
+evicts the cache for the next); --cold empties the page cache before each run (`/proc/sys/vm/drop_caches`:
+root only), so every run reads from disk.
 """
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -126,6 +129,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--folder", type=Path, help="where the checkpoint is written (kept); default: a temporary one")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--cold", action="store_true", help="empty the page cache before each run (root only)")
     parser.add_argument("--worker", choices=RUNS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -142,6 +146,9 @@ def main() -> None:
         results = {}
         for rep in range(args.repeats):
             for run in RUNS:
+                if args.cold:
+                    os.sync()
+                    Path("/proc/sys/vm/drop_caches").write_text("3\n")
                 out = scratch / f"{run}.npy"
                 proc = subprocess.run([sys.executable, __file__, "--worker", run, "--folder", str(folder),
                                        "--tokens", str(args.tokens), "--out", str(out)],
@@ -152,7 +159,7 @@ def main() -> None:
                     results[run] = r
         reference = np.load(scratch / "transformers-whole.npy")
         print(f"T5-XXL encoder, {args.layers} of 24 layers, 2 x {args.tokens} tokens, fp32 "
-              f"(best of {args.repeats} by load + encode)")
+              f"(best of {args.repeats} by load + encode; page cache {'emptied before each run' if args.cold else 'as left'})")
         print(f"{'run':<20}{'load s':>9}{'encode s':>10}{'total s':>9}{'peak RSS':>11}{'rel. L2 vs transformers':>26}")
         for run in RUNS:
             r = results[run]
