@@ -206,8 +206,6 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     w_decode = w_tr + w_vae + (w_t5 if keep_text_encoder else 0)
     mid_attention = [("vae-mid", 1, latent_tokens, latent_tokens, mid_c)] if vae.mid_block_add_attention else []
     untiled = measured(vae_decode_activations(vae, height, width, 4))
-    tiles = _vae_tiles(vae, height, width, budget, vae_tiling,
-                       Phase("decode", w_decode, untiled, tuple(mid_attention), 0, ()))
     t5_attention = [("self", batch * t5.num_heads, MAX_TOKENS, MAX_TOKENS, t5.d_kv)]
     whole_text = ("text", w_t5 + w_tr + w_vae, t5_activations(t5, batch, itemsize), t5_attention)
     streamed_text = ("text", itemsize * t5_streamed_params(t5) + w_tr + w_vae, *whole_text[2:])
@@ -218,22 +216,43 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
         ("denoise", w_tr + w_vae + (w_t5 if keep_text_encoder else 0),
          transformer_activations(transformer, batch, tokens, itemsize),
          _self_attention(transformer, batch, grid_h, grid_w) + [("cross", batch * heads, tokens, MAX_TOKENS, head_dim)]),
-        ("decode", w_decode, untiled if tiles is None else tiled_decode_activations(vae, tiles), mid_attention),
     ]
+    tiles = _vae_tiles(vae, height, width, budget, vae_tiling,
+                       Phase("decode", w_decode, untiled, tuple(mid_attention), 0, ()), _pool_high_water(specs, budget))
+    specs.append(("decode", w_decode, untiled if tiles is None else tiled_decode_activations(vae, tiles),
+                  mid_attention))
     floor = [streamed_text if may_stream else whole_text] + specs[1:]  # what the smallest budget needs
     phases = []
     for name, weights, acts, attn in specs:
-        workspace = None if budget is None else budget - weights - acts
         probe = Phase(name, weights, acts, tuple(attn), 0, ())
         if budget is not None and budget < probe.minimum():
             raise PlanError(f"memory budget {format_bytes(budget)} is too small for {width}x{height}: the {name} "
                             f"phase needs at least {format_bytes(probe.minimum(), up=True)} (weights {format_bytes(weights)}"
                             f" + activations {format_bytes(acts)} + attention); the smallest budget that works "
                             f"is {format_bytes(_smallest(floor), up=True)}")
-        chunks = tuple(attention_chunks(bh, nq, nk, d, workspace) for _, bh, nq, nk, d in attn)
-        phases.append(Phase(name, weights, acts, tuple(attn), workspace or 0, chunks,
-                            tiles if name == "decode" else None, streamed and name == "text"))
+        phases.append(replace(_planned(name, weights, acts, attn, budget), tiles=tiles if name == "decode" else None,
+                              streamed=streamed and name == "text"))
     return GenerationPlan(height, width, images, budget, tuple(phases))
+
+
+def _planned(name: str, weights: int, acts: int, attn, budget: int | None) -> Phase:
+    """A phase whose attention takes what the budget leaves after its weights and activations."""
+    workspace = None if budget is None else budget - weights - acts
+    chunks = tuple(attention_chunks(bh, nq, nk, d, workspace) for _, bh, nq, nk, d in attn)
+    return Phase(name, weights, acts, tuple(attn), workspace or 0, chunks)
+
+
+def _pool_high_water(specs, budget: int | None) -> int | None:
+    """The most the text and denoise phases hold at once. MindSpore's memory pool keeps its high-water mark
+    for later tensors, so memory allocated outside it afterwards (the tiled decode's maps, in numpy) comes
+    on top of it: measured on the tiny checkpoint at 3840x2160 in 2 GiB, 1.79 GiB resident after denoising
+    and 2.95 GiB at the end of a decode that kept its maps in memory."""
+    if budget is None:
+        return None
+    try:
+        return max(_planned(*spec, budget).peak for spec in specs)
+    except PlanError:  # a phase that can't be met: the caller reports it
+        return budget
 
 
 def _self_attention(cfg: PixArtTransformerConfig, batch: int, grid_h: int, grid_w: int) -> list[tuple]:
@@ -246,11 +265,12 @@ def _self_attention(cfg: PixArtTransformerConfig, batch: int, grid_h: int, grid_
 
 
 def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | None,
-               vae_tiling: bool | None, untiled: Phase) -> TilePlan | None:
+               vae_tiling: bool | None, untiled: Phase, resident: int | None) -> TilePlan | None:
     """The decode phase's tile grid for height x width px, or None for one untiled decode. Automatic
     (vae_tiling None): untiled when it fits the budget and none of its feature maps exceeds MAX_TENSOR,
     else the largest tiles whose activations fit what the budget leaves after the weights and the smallest
-    attention block; the smallest tiles when none fit (the caller then reports the budget that would work)."""
+    attention block; the smallest tiles when none fit (the caller then reports the budget that would work).
+    `resident`: what MindSpore's pool holds from the earlier phases (`_pool_high_water`)."""
     fits = budget is None or untiled.minimum() <= budget
     allocatable = largest_decode_tensor(vae, height, width, 4) <= MAX_TENSOR
     if vae_tiling is False or (vae_tiling is None and fits and allocatable):
@@ -261,10 +281,12 @@ def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | 
         plan = plan_tiles(vae, latent_h, latent_w, tile=DEFAULT_TILE if vae_tiling else None, budget=room)
     except PlanError:
         return plan_tiles(vae, latent_h, latent_w, tile=MIN_TILE)
-    # the maps in memory when they take at most half of what the budget leaves after the weights and the
-    # tiles (the other half stays for the mid-block's attention): files cost time (at 2048^2 1.46x untiled,
-    # 1.24x with the maps in memory: benchmarks/vae_tiling.py), memory is what tiling saves
-    left = None if budget is None else budget - untiled.weights - tiled_decode_activations(vae, plan)
+    # the maps in memory when they take at most half of what the budget leaves beside MindSpore's pool (its
+    # high-water mark from denoising, or the weights and tiles, whichever is more; the other half stays for
+    # the mid-block's attention): files cost time (at 2048^2 1.46x untiled, 1.24x with the maps in memory:
+    # benchmarks/vae_tiling.py), memory is what tiling saves
+    left = None if budget is None else budget - max(resident or 0,
+                                                    untiled.weights + tiled_decode_activations(vae, plan))
     if left is None or 2 * map_disk_bytes(vae, 1, latent_h, latent_w) <= left:
         plan = replace(plan, maps_in_memory=True)
     return plan

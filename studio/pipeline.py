@@ -337,11 +337,15 @@ class PixArtSigmaPipeline:
             images = self.decode(x, decode_phase.tiles, progress=lambda done, total: report("decode", done, total))
         if use_resolution_binning:
             images = binning.resize_and_center_crop(images, out_height, out_width)
-        images = np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)  # (N, H, W, 3)
+        # in place: at 3840x2160 each copy is 100 MB beside what MindSpore's pool keeps from decoding
+        images *= 0.5
+        images += 0.5
+        images = np.clip(images, 0.0, 1.0, out=images).transpose(0, 2, 3, 1)  # (N, H, W, 3)
         if output_type == "np":
             return PipelineOutput(images, seed)
         from PIL import Image
-        return PipelineOutput([Image.fromarray(im) for im in (images * 255).round().astype(np.uint8)], seed)
+        images *= 255
+        return PipelineOutput([Image.fromarray(im) for im in np.round(images, out=images).astype(np.uint8)], seed)
 
     def decode(self, latents: ms.Tensor, tiles: tiling.TilePlan | None = None,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
@@ -363,7 +367,7 @@ class PixArtSigmaPipeline:
             images.append(image.astype(ms.float32).asnumpy())  # (1, 3, 8h, 8w)
             if per_image:
                 progress(i + 1, n)
-        return np.concatenate(images)
+        return images[0] if n == 1 else np.concatenate(images)
 
     # -- memory --------------------------------------------------------------------------------------------
 

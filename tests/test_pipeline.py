@@ -195,3 +195,24 @@ def test_encode_prompt_encodes_real_tokens_only(tiny_dir):
     full = pipe.text_encoder(ms.Tensor(ids), ms.Tensor(full_mask)).asnumpy()  # (3, 300, C)
     for row, n in enumerate(counts):
         assert rel_l2(features.asnumpy()[row, :n], full[row, :n]) <= 1e-5
+
+
+def test_2k_checkpoint_generates_at_its_bins_and_beyond(tmp_path):
+    """A 2K checkpoint (sample_size 256): binning picks from the 2048 px table, the position code is the 2K
+    model's (base 256 / 2 = 128 patches, interpolation scale 4), and 3840x2160 runs beyond the native bin."""
+    from studio import binning
+    from studio.models.transformer import sincos_2d
+    from studio.tiny import make_tiny
+    pipe = PixArtSigmaPipeline.from_pretrained(make_tiny(tmp_path / "2k", sample_size=256))
+    cfg = pipe.transformer.config
+    assert (cfg.sample_size, cfg.pos_interpolation_scale) == (256, 4)
+    h, w = binning.closest_bin(2160, 3840, binning.BIN_2048)
+    binned = pipe("a cat", height=2160, width=3840, num_inference_steps=1, seed=0, output_type="latent").images
+    assert binned.shape == (1, 4, h // 8, w // 8) and (h, w) == (1536, 2688)
+    assert pipe("a cat", num_inference_steps=1, seed=0, output_type="latent").images.shape == (1, 4, 256, 256)
+    direct = pipe("a cat", height=2160, width=3840, use_resolution_binning=False, num_inference_steps=1, seed=0,
+                  output_type="latent", memory_budget="1GiB").images
+    assert direct.shape == (1, 4, 270, 480) and np.isfinite(direct).all()
+    code = pipe.transformer.pos_embed.position_code(135, 240).asnumpy().reshape(135 * 240, -1)
+    np.testing.assert_allclose(code, sincos_2d(cfg.inner_dim, 135, 240, 128, 4).reshape(135 * 240, -1), rtol=1e-6,
+                               atol=1e-6)

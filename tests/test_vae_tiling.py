@@ -79,10 +79,12 @@ def test_generation_plan_tiles_only_when_needed():
     assert decode(8 * GiB).tiles is None  # untiled fits
     assert decode(300 * MiB).tiles.grid == (4, 7)  # tile estimates carry the measured decode ratio (17/10)
     assert decode(8 * GiB, True).tiles.grid == (5, 8)  # forced: cores of at most DEFAULT_TILE
-    # the maps in memory when they take at most half of what is left, and then counted as activations
+    # the maps in memory when they take at most half of what is left beside what denoising held (MindSpore's
+    # pool keeps it: at 8 GiB the chunked attention filled it), and then counted as activations
     maps = map_disk_bytes(vae, 1, 270, 480)
-    assert not decode(300 * MiB).tiles.maps_in_memory and decode(8 * GiB, True).tiles.maps_in_memory
-    assert decode(8 * GiB, True).activations == measured(tiled_activations(vae, decode(8 * GiB, True).tiles)) + maps
+    assert not decode(300 * MiB).tiles.maps_in_memory and not decode(8 * GiB, True).tiles.maps_in_memory
+    assert decode(64 * GiB, True).tiles.maps_in_memory  # denoising's scores stop at MAX_TENSOR: room is left
+    assert decode(64 * GiB, True).activations == measured(tiled_activations(vae, decode(64 * GiB, True).tiles)) + maps
     assert decode(300 * MiB).peak <= 300 * MiB
     assert "vae: 4x7 tiles of <= 552x544 px, layer by layer" in plan_generation(
         tr, t5, vae, 2160, 3840, budget=300 * MiB).describe()
