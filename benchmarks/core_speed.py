@@ -1,8 +1,9 @@
 """Seconds per call of studio (MindSpore) and diffusers (PyTorch) on PixArt-Sigma's three models, fp32, random weights.
 
-Usage: python benchmarks/core_speed.py [--size 512] [--iters 2] [--phase all|transformer|vae|t5] [--t5-layers 4]
+Usage: python benchmarks/core_speed.py [--size 512 [1024 ...]] [--iters 2] [--phase all|transformer|vae|t5]
+       [--t5-layers 4]
 
-Phases, each at a `size` x `size` px image (t5 doesn't depend on it):
+Phases, each at every `size` x `size` px image given (t5 doesn't depend on it: run once):
   transformer  one denoising step of PixArt-Sigma XL-2 (the published 1024-MS config: 28 layers x 1152,
                16 heads x 72, caption_channels 4096): latents (2, 4, size/8, size/8) (classifier-free
                guidance doubles the batch), 300 caption tokens, mask = 20 valid tokens in the prompt row
@@ -365,8 +366,8 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def spawn(worker: str, args) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, "--size", str(args.size),
+def spawn(worker: str, args, size: int) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, "--size", str(size),
            "--iters", str(args.iters), "--t5-layers", str(args.t5_layers)]
     load = os.getloadavg()[0]
     start = time.perf_counter()
@@ -386,14 +387,16 @@ def gib(n) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=512, help="image side in px (multiple of 16); latent = size/8")
+    parser.add_argument("--size", type=int, nargs="+", default=[512],
+                        help="image sides in px (multiples of 16; latent = size/8), each measured in this run")
     parser.add_argument("--iters", type=int, default=2, help="timed calls after one warm-up call")
     parser.add_argument("--phase", choices=["all", *PHASES], default="all")
     parser.add_argument("--t5-layers", type=int, default=4, help="T5 layers built (of 24; see the docstring)")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.size <= 0 or args.size % 16:
-        parser.error(f"--size {args.size}: must be a positive multiple of 16 (VAE /8 x patch 2)")
+    for size in args.size:
+        if size <= 0 or size % 16:
+            parser.error(f"--size {size}: must be a positive multiple of 16 (VAE /8 x patch 2)")
     if args.iters < 1:
         parser.error(f"--iters {args.iters}: must be at least 1")
 
@@ -401,15 +404,16 @@ def main() -> None:
         sys.path.insert(0, str(ROOT))
         framework, phase = args.worker.split("-")
         worker = studio_worker if framework == "studio" else diffusers_worker
-        print(json.dumps(worker(phase, args.size, args.iters, args.t5_layers)), flush=True)
+        print(json.dumps(worker(phase, args.size[0], args.iters, args.t5_layers)), flush=True)
         # MindSpore 2.8 sometimes aborts in interpreter teardown ("corrupted size vs. prev_size") after the
         # result is printed; skip the teardown so the worker's exit code reflects the measurement only.
         os._exit(0)
 
     import psutil
 
-    n = args.size // 8
     phases = list(PHASES) if args.phase == "all" else [args.phase]
+    # (phase, size) rows; T5 doesn't depend on the image size: once, at the first size
+    rows = [(phase, size) for phase in phases for size in (args.size[:1] if phase == "t5" else args.size)]
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical / {psutil.cpu_count(logical=False)} physical cores, "
           f"{psutil.virtual_memory().total / GIB:.1f} GiB RAM, {platform.system()} {platform.release()}")
     print(f"versions: python {platform.python_version()}, mindspore {metadata.version('mindspore')}, "
@@ -418,24 +422,26 @@ def main() -> None:
     print(f"fp32; 1 warm-up + {args.iters} timed calls per worker, best reported; each row is its own process")
     print()
 
-    flops = {
-        ("transformer", "studio"): transformer_flops(PIXART_SIGMA_XL, CFG_BATCH, (n, n), CAPTION_TOKENS, False),
-        ("transformer", "diffusers"): transformer_flops(PIXART_SIGMA_XL, CFG_BATCH, (n, n), CAPTION_TOKENS, True),
-        ("vae", "studio"): vae_decode_flops(SDXL_VAE, (n, n)),
-        ("vae", "diffusers"): vae_decode_flops(SDXL_VAE, (n, n)),
-        ("t5", "studio"): t5_flops(t5_config(args.t5_layers), CFG_BATCH, CAPTION_TOKENS),
-        ("t5", "diffusers"): t5_flops(t5_config(args.t5_layers), CFG_BATCH, CAPTION_TOKENS),
-    }
+    def flops(phase, size, framework):
+        n = size // 8
+        if phase == "transformer":
+            return transformer_flops(PIXART_SIGMA_XL, CFG_BATCH, (n, n), CAPTION_TOKENS, framework == "diffusers")
+        if phase == "vae":
+            return vae_decode_flops(SDXL_VAE, (n, n))
+        return t5_flops(t5_config(args.t5_layers), CFG_BATCH, CAPTION_TOKENS)
+
+    def label(phase, size):
+        return {"transformer": f"PixArt-Σ XL step {size}² (B={CFG_BATCH}, {CAPTION_TOKENS} tok)",
+                "vae": f"SDXL-VAE decode {size}²",
+                "t5": f"T5-XXL encode, {args.t5_layers} of 24 layers (B={CFG_BATCH}, {CAPTION_TOKENS} tok)"}[phase]
+
     peak, peak_how = fp32_peak()
-    label = {"transformer": f"PixArt-Σ XL step {args.size}² (B={CFG_BATCH}, {CAPTION_TOKENS} tok)",
-             "vae": f"SDXL-VAE decode {args.size}²",
-             "t5": f"T5-XXL encode, {args.t5_layers} of 24 layers (B={CFG_BATCH}, {CAPTION_TOKENS} tok)"}
     results = {}
-    for phase in phases:
+    for phase, size in rows:
         for framework in ("studio", "diffusers"):
-            r = spawn(f"{framework}-{phase}", args)
-            results[phase, framework] = r
-            print(f"[{framework}-{phase}] times {', '.join(f'{t:.2f}' for t in r['times'])} s; "
+            r = spawn(f"{framework}-{phase}", args, size)
+            results[phase, size, framework] = r
+            print(f"[{framework}-{phase}{'' if phase == 't5' else f' {size}'}] times {', '.join(f'{t:.2f}' for t in r['times'])} s; "
                   f"CPU/wall {sum(r['cpu_times']) / sum(r['times']):.2f}; build+load {r['load_s']:.1f} s; process wall {r['wall_s']:.0f} s; "
                   f"load average before {r['loadavg_before']:.2f}; {r['threads']}; "
                   f"output {tuple(r['out_shape'])} std {r['out_std']:.3g} finite {r['out_finite']}"
@@ -445,26 +451,27 @@ def main() -> None:
     print(f"| phase | framework | s / call (best of {args.iters}) | studio / diffusers | GFLOP/s | of peak "
           "| RSS after load GiB | peak RSS in calls GiB | peak RSS process GiB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for phase in phases:
-        ref = min(results[phase, "diffusers"]["times"])
+    for phase, size in rows:
+        ref = min(results[phase, size, "diffusers"]["times"])
         for framework in ("studio", "diffusers"):
-            r = results[phase, framework]
+            r = results[phase, size, framework]
             best = min(r["times"])
             ratio = f"{best / ref:.2f}x" if framework == "studio" else "1.00x"
-            gflops = flops[phase, framework] / best / 1e9
-            print(f"| {label[phase]} | {framework} | {best:.2f} | {ratio} | {gflops:.0f} | {gflops / peak:.0%} "
+            gflops = flops(phase, size, framework) / best / 1e9
+            print(f"| {label(phase, size)} | {framework} | {best:.2f} | {ratio} | {gflops:.0f} | {gflops / peak:.0%} "
                   f"| {gib(r['rss_loaded'])} | {gib(r['peak_calls'])} | {gib(r['peak_process'])} |")
             if "pipeline_times" in r:
                 t = min(r["pipeline_times"])
-                print(f"| {label[phase]} | studio, as its pipeline encodes: tokens up to the longest prompt "
+                print(f"| {label(phase, size)} | studio, as its pipeline encodes: tokens up to the longest prompt "
                       f"({r['pipeline_tokens']}) | {t:.2f} | {t / ref:.2f}x | - | - | - | - | - |")
     print()
-    for phase in phases:
-        f_s, f_d = flops[phase, "studio"], flops[phase, "diffusers"]
+    for phase, size in rows:
+        f_s, f_d = flops(phase, size, "studio"), flops(phase, size, "diffusers")
         extra = f" (diffusers {f_d / 1e9:.0f}: it also runs the caption projection)" if f_s != f_d else ""
-        print(f"FLOPs per call, {phase}: studio {f_s / 1e9:.0f} GFLOP{extra}")
+        print(f"FLOPs per call, {label(phase, size)}: studio {f_s / 1e9:.0f} GFLOP{extra}")
     print("GFLOP/s counts matmul and convolution FLOPs only (norms, softmax, elementwise ops excluded), the reference's "
-          "count for both: studio's VAE runs each upsampling conv at the input resolution with 16/36 of its FLOPs.")
+          "count for both (less the caption projection, which studio runs once per generation): studio's VAE runs "
+          "each upsampling conv at the input resolution with 16/36 of its FLOPs.")
     print(f"Peak: {peak_how}")
     print("Peak RSS in calls: VmHWM restarted after the model is built, so it is loaded weights + activations; "
           "peak RSS process: ru_maxrss, weight building included.")

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--memory-budget", default=None,
                      help="bound on memory for weights and activations, e.g. 6GiB (default: free memory minus 1 GiB)")
     gen.add_argument("--vae-tiling", choices=tuple(VAE_TILING), default="auto",
-                     help="decode in tiles: auto (when the untiled decode would exceed the budget), on, off")
+                     help="decode in tiles: auto (when the untiled decode would exceed the budget or make a "
+                          "feature map above 4 GiB), on, off")
     gen.add_argument("--dry-run", action="store_true", help="print the memory plan and exit; loads no weights")
     gen.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     gen.add_argument("--quiet", action="store_true", help="no progress bars")

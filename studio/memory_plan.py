@@ -188,7 +188,8 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
                     vae_tiling: bool | None = None, stream_text_encoder: bool | None = None) -> GenerationPlan:
     """Peak bytes and attention chunks of text encoding, denoising and VAE decoding at height x width px.
 
-    vae_tiling: None decodes in tiles only when one untiled decode would exceed the budget, True always
+    vae_tiling: None decodes in tiles only when one untiled decode would exceed the budget or make a feature
+    map above MAX_TENSOR, True always
     (cores of at most DEFAULT_TILE latent px), False never. stream_text_encoder: None runs T5 block by
     block from its files only when the budget can't hold it whole, True always, False never (nor with
     keep_text_encoder, which holds it whole). Raises PlanError naming the smallest budget that would work
@@ -272,8 +273,12 @@ def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | 
     attention block; the smallest tiles when none fit (the caller then reports the budget that would work).
     `resident`: what MindSpore's pool holds from the earlier phases (`_pool_high_water`)."""
     fits = budget is None or untiled.minimum() <= budget
-    allocatable = largest_decode_tensor(vae, height, width, 4) <= MAX_TENSOR
-    if vae_tiling is False or (vae_tiling is None and fits and allocatable):
+    largest = largest_decode_tensor(vae, height, width, 4)
+    if vae_tiling is False and largest > MAX_TENSOR:
+        raise PlanError(f"an untiled decode of {width}x{height} makes a {format_bytes(largest)} feature map, more "
+                        f"than MindSpore allocates in one tensor ({format_bytes(MAX_TENSOR)}); let it tile "
+                        f"(vae_tiling None or True, --vae-tiling auto|on)")
+    if vae_tiling is False or (vae_tiling is None and fits and largest <= MAX_TENSOR):
         return None
     latent_h, latent_w = height // vae.downsample_factor, width // vae.downsample_factor
     room = None if budget is None else (budget - untiled.minimum() + untiled.activations) * 10 // DECODE_MEASURED_RATIO

@@ -71,7 +71,8 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
 
     height, width: px, by default the checkpoint's native size; memory_budget: bytes, a string like "6GiB", or
     None for automatic (free memory minus a margin);
-    vae_tiling: None (tile when the untiled decode would not fit), True or False.
+    vae_tiling: None (tile when the untiled decode would not fit the budget, or one of its feature maps
+    would exceed MAX_TENSOR), True or False.
     Raises PlanError with the smallest workable budget when it can't be met.
     """
     tr, t5, vae = read_configs(resolve_model_dir(path_or_id, weights=False))
@@ -254,7 +255,8 @@ class PixArtSigmaPipeline:
         checkpoint); `seed` a non-negative integer; `latents` (N, 4, h/8, w/8) replace the initial noise;
         `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; `memory_budget` (bytes,
         "6GiB", or None = free memory minus a margin) bounds the attention workspace and the VAE decode;
-        `vae_tiling` decodes in tiles: None when the untiled decode would exceed the budget, True always,
+        `vae_tiling` decodes in tiles: None when the untiled decode would exceed the budget (or make a
+        feature map above MAX_TENSOR, 4 GiB), True always,
         False never; `stream_text_encoder` runs T5 block by block from its files (one block's weights in
         memory, the same features): None when the budget can't hold it whole, True always, False never;
         callback(step, total) after each denoising step (step from 0). progress(phase, done,

@@ -86,9 +86,11 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     from studio.pipeline import PixArtSigmaPipeline
 
     out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise InputError(f"{out_dir}: no such output folder")
     plan = plan_layout(layout, model, memory_budget)
+    try:  # created when missing, as a designer expects of `-o out/posters`
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{out_dir}: cannot be the output folder ({e.strerror or e})") from None
     targets = output_paths(layout, out_dir, stem)
     for path in targets:  # before any generation: don't compute what can't be written
         check_free(path, overwrite)

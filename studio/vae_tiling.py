@@ -11,8 +11,8 @@ resolution plus the 1 px its 3x3 conv reaches), writes its output core to a new 
 map's GroupNorm sums as it goes. Every GroupNorm therefore normalises with the
 exact statistics of its whole input, and every pixel is computed exactly as untiled, up to float
 rounding: cores simply abut, there is no seam to blend away and no tone shift between tiles. Memory holds
-one tile's crops; the maps live in unnamed temporary files (`map_disk_bytes`), which the system
-frees even when the process is killed.
+one tile's crops; the maps live in memory when the plan says so (`TilePlan.maps_in_memory`), else in
+unnamed temporary files (`map_disk_bytes`), which the system frees even when the process is killed.
 """
 
 import contextlib

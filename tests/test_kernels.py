@@ -311,6 +311,15 @@ def test_failing_compiler_warns_once_and_backend_falls_back(monkeypatch, tmp_pat
     assert_close(gelu, gelu_tanh_ref(as64(x), None))
 
 
+def test_no_compiler_warns_once(monkeypatch, tmp_path):
+    fresh_state(monkeypatch, tmp_path, "")
+    monkeypatch.delenv("CXX")
+    monkeypatch.setattr(kernels.shutil, "which", lambda name: None)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler") as record:
+        assert kernels.get("GatedAdd") is None and kernels.library() is None
+    assert len(record) == 1 and not (tmp_path / "cache").exists()
+
+
 def test_compile_error_warns_with_its_message_and_leaves_no_files(monkeypatch, tmp_path):
     """A compiler that runs but fails to compile: the warning quotes its last line of errors, and the cache
     folder is left empty (the temporary build folder is removed)."""

@@ -34,8 +34,7 @@ def test_layout_plans_proofs_and_renders(path, tiny_dir, tmp_path, capsys):
     with Image.open(tmp_path / "proof.png") as proof:
         assert proof.size == (layout.canvas.full_width, layout.canvas.full_height)
     assert "warning" not in capsys.readouterr().err  # no text leaves its region or enters the safe margin
-    out = tmp_path / "out"
-    out.mkdir()
+    out = tmp_path / "out" / "posters"  # render creates the folder
     assert main(["render", str(path), "-o", str(out), "--model", str(tiny_dir), "--set", "steps=2", "--quiet"]) == 0
     expected = output_paths(layout, out)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in expected)  # no temporary files left

@@ -199,7 +199,8 @@ def test_encode_prompt_encodes_real_tokens_only(tiny_dir):
 
 def test_2k_checkpoint_generates_at_its_bins_and_beyond(tmp_path):
     """A 2K checkpoint (sample_size 256): binning picks from the 2048 px table, the position code is the 2K
-    model's (base 256 / 2 = 128 patches, interpolation scale 4), and 3840x2160 runs beyond the native bin."""
+    model's (base 256 / 2 = 128 patches, interpolation scale 4), and 3840x2160 runs beyond the native bin
+    (the native default size is tested on the 256 px checkpoint against diffusers)."""
     from studio import binning
     from studio.models.transformer import sincos_2d
     from studio.tiny import make_tiny
@@ -209,7 +210,6 @@ def test_2k_checkpoint_generates_at_its_bins_and_beyond(tmp_path):
     h, w = binning.closest_bin(2160, 3840, binning.BIN_2048)
     binned = pipe("a cat", height=2160, width=3840, num_inference_steps=1, seed=0, output_type="latent").images
     assert binned.shape == (1, 4, h // 8, w // 8) and (h, w) == (1536, 2688)
-    assert pipe("a cat", num_inference_steps=1, seed=0, output_type="latent").images.shape == (1, 4, 256, 256)
     direct = pipe("a cat", height=2160, width=3840, use_resolution_binning=False, num_inference_steps=1, seed=0,
                   output_type="latent", memory_budget="1GiB").images
     assert direct.shape == (1, 4, 270, 480) and np.isfinite(direct).all()

@@ -68,6 +68,8 @@ def library() -> Path | None:
 def _build() -> Path | None:
     cxx = compiler()
     if cxx is None:
+        warnings.warn("studio: fused CPU kernels unavailable (no C++ compiler: install g++ or set CXX); "
+                      "using MindSpore ops", RuntimeWarning, stacklevel=3)
         return None
     try:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
