@@ -83,8 +83,9 @@ class Plan:
                  f"{layout.canvas.height}, bleed {layout.canvas.bleed}, {layout.canvas.dpi} dpi), "
                  f"{len(layout.layers)} layers, budget {format_bytes(self.budget) if self.budget else 'automatic'}"]
         for i, (layer, box) in enumerate(zip(layout.layers, self.boxes)):
+            name = f" ({layer.name})" if getattr(layer, "name", "") else ""
             lines.append(f"  [{i}] {type(layer).__name__.removesuffix('Layer').lower():<9} {box.w}x{box.h} at "
-                         f"({box.x}, {box.y})")
+                         f"({box.x}, {box.y}){name}")
         for job in self.jobs:
             peaks = ", ".join(f"{p.name} {format_bytes(p.peak)}" for p in job.memory.phases)
             lines.append(f"  generate [{job.layer}]: {job.strategy} at {job.gen_width}x{job.gen_height} "

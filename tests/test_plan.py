@@ -117,10 +117,11 @@ def test_plan_layout_table():
         FillLayer((0, 0, 0, 255)),
         GenerateLayer("a", region=Region("cell", grid="panels", column=0)),
         GenerateLayer("b", region=Region("full"), strategy="direct", steps=10),
-        TextLayer("hello", region=Region("percent", 10, 70, 80, 20)),
+        TextLayer("hello", region=Region("percent", 10, 70, 80, 20), name="caption"),
     ), grids=GRIDS)
     vae = AutoencoderKLConfig.from_dict(vae_config())
     plan = plan_layout(layout, budget="4GiB", configs=(TINY, t5, vae))
+    assert "  [3] text      3072x432 at (384, 1512) (caption)" in plan.describe(layout).splitlines()
     assert (plan.width, plan.height, plan.budget) == (3840, 2160, 4 * 2 ** 30)
     assert plan.boxes[3] == Box(384, 1512, 3072, 432)
     a, b = plan.jobs
