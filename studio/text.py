@@ -6,6 +6,7 @@ special_tokens_map.json, with or without tokenizer.json) and prompt strings; giv
 `clean_caption=True`, which needs bs4 and ftfy) is not done: `preprocess` is the `clean_caption=False` path.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ def load_tokenizer(folder):
     folder = Path(folder)
     if not (folder / "spiece.model").is_file() and not (folder / "tokenizer.json").is_file():
         raise CheckpointError(f"{folder}: no spiece.model or tokenizer.json; expected a T5 tokenizer folder")
+    # studio takes only the tokenizer from transformers: its advice that PyTorch is missing is noise here
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     from transformers import AutoTokenizer
 
     try:
