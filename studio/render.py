@@ -104,7 +104,8 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
             if pipelines[model_id].tiny_notice:
                 print(f"note: {model_id}: {pipelines[model_id].tiny_notice}", file=sys.stderr)
         pipe = pipelines[model_id]
-        label = f"layer {job.layer} ({n}/{len(plan.jobs)}) {job.strategy} {job.gen_width}x{job.gen_height}"
+        name = f" {layer.name}" if layer.name else ""
+        label = f"layer {job.layer}{name} ({n}/{len(plan.jobs)}) {job.strategy} {job.gen_width}x{job.gen_height}"
         out = pipe(layer.prompt, negative_prompt=layer.negative_prompt, height=job.gen_height, width=job.gen_width,
                    num_inference_steps=layer.steps, guidance_scale=layer.guidance, seed=layer.seed,
                    use_resolution_binning=False, sampler=layer.sampler, memory_budget=plan.budget,
