@@ -5,15 +5,16 @@ Usage: python benchmarks/batch_cache.py [--size 256] [--steps 2]
 A tiny random pipeline (studio make-tiny, 256 px bins) and a job of 4 prompts x 5 seeds are written to a
 temporary folder. Each case runs `run_batch` in its own subprocess (models load once per batch, as in
 `studio batch`) and reports the batch's wall time, the seconds spent in the text phase (encode_prompt,
-including loading T5), how many prompts were encoded and how often T5 was loaded:
+including reading T5's weights), how many prompts were encoded and how often T5's weights were read
+(loaded whole, or streamed block by block for one call):
 
   no cache          every prompt encoded (--no-cache)
   cache, cold       an empty cache: each distinct prompt (and the empty negative prompt) encoded once
   cache, warm       a second batch on the same cache: no prompt encoded, T5 never loaded
 
 each with T5 kept loaded between items (what the batch does when memory allows) and released before
-every denoise (what it does when memory is tight: then each encoded prompt reloads T5). The files of
-every case must be identical (sha256 from the manifests).
+every denoise (what it does when memory is tight: then the items' prompts stream T5 from its files). The
+files of every case must be identical (sha256 from the manifests).
 """
 
 import argparse
@@ -44,11 +45,12 @@ def child(folder: Path, out: str, cache: str, release: bool) -> None:
     import io
 
     from studio import batch
-    from studio.models.t5 import T5EncoderModel
+    from studio.models.t5 import StreamedT5Encoder, T5EncoderModel
     from studio.pipeline import PixArtSigmaPipeline
 
-    counts = {"text_s": 0.0, "encoded": 0, "t5_loads": 0}
+    counts = {"text_s": 0.0, "encoded": 0, "t5_loads": 0, "t5_streams": 0}
     encode, load_t5 = PixArtSigmaPipeline.encode_prompt, T5EncoderModel.from_pretrained.__func__
+    stream_t5 = StreamedT5Encoder.encode_each
 
     def timed_encode(self, prompts, *args, **kwargs):  # whatever encode_prompt takes (max_sequence_length, stream)
         start = time.perf_counter()
@@ -61,8 +63,13 @@ def child(folder: Path, out: str, cache: str, release: bool) -> None:
         counts["t5_loads"] += 1
         return load_t5(cls, *args, **kwargs)
 
+    def counted_stream(self, *args, **kwargs):
+        counts["t5_streams"] += 1
+        return stream_t5(self, *args, **kwargs)
+
     PixArtSigmaPipeline.encode_prompt = timed_encode
     T5EncoderModel.from_pretrained = classmethod(counted_load)
+    StreamedT5Encoder.encode_each = counted_stream
     if release:  # as when the memory budget can't hold T5 through denoising
         keep = batch._keep_text_encoder
 
@@ -116,9 +123,10 @@ def main() -> None:
                 rows.append(("T5 released" if release else "T5 kept", label, min(runs, key=lambda r: r["seconds"])))
     print(f"20 items (4 prompts x 5 seeds), {args.size}x{args.size} px, {args.steps} steps, tiny checkpoint, "
           f"1 process per run, fastest of {args.repeats}")
-    print(f"{'T5':<13}{'case':<14}{'batch s':>9}{'text s':>9}{'encoded':>9}{'T5 loads':>10}")
+    print(f"{'T5':<13}{'case':<14}{'batch s':>9}{'text s':>9}{'encoded':>9}{'T5 loads':>10}{'T5 streams':>12}")
     for mode, label, r in rows:
-        print(f"{mode:<13}{label:<14}{r['seconds']:9.2f}{r['text_s']:9.2f}{r['encoded']:9d}{r['t5_loads']:10d}")
+        print(f"{mode:<13}{label:<14}{r['seconds']:9.2f}{r['text_s']:9.2f}{r['encoded']:9d}{r['t5_loads']:10d}"
+              f"{r['t5_streams']:12d}")
     print("files: identical in every case (sha256)")
 
 

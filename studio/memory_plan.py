@@ -185,15 +185,16 @@ class GenerationPlan:
 def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: AutoencoderKLConfig, height: int,
                     width: int, images: int = 1, budget: int | None = None, guidance: bool = True,
                     itemsize: int = 4, keep_text_encoder: bool = False,
-                    vae_tiling: bool | None = None, stream_text_encoder: bool | None = None) -> GenerationPlan:
+                    vae_tiling: bool | None = None, stream_text_encoder: bool = True) -> GenerationPlan:
     """Peak bytes and attention chunks of text encoding, denoising and VAE decoding at height x width px.
 
     vae_tiling: None decodes in tiles only when one untiled decode would exceed the budget or make a feature
-    map above MAX_TENSOR, True always
-    (cores of at most DEFAULT_TILE latent px), False never. stream_text_encoder: None runs T5 block by
-    block from its files only when the budget can't hold it whole, True always, False never (nor with
-    keep_text_encoder, which holds it whole). Raises PlanError naming the smallest budget that would work
-    when `budget` is too small.
+    map above MAX_TENSOR, True always (cores of at most DEFAULT_TILE latent px), False never.
+    stream_text_encoder: T5 runs block by block from its files (StreamedT5Encoder), unless False or
+    keep_text_encoder (which holds it whole). An encoder loaded for one call and released costs as much
+    time loading as streaming does (benchmarks/t5_streaming.py: 36-43 s whole, 32-34 s streamed for
+    T5-XXL), so only one kept across calls is loaded whole. Raises PlanError naming the smallest budget that
+    would work when `budget` is too small.
     """
     batch = images * (2 if guidance else 1)
     w_t5, w_tr = itemsize * t5_params(t5), itemsize * transformer_params(transformer)
@@ -210,8 +211,7 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     t5_attention = [("self", batch * t5.num_heads, MAX_TOKENS, MAX_TOKENS, t5.d_kv)]
     whole_text = ("text", w_t5 + w_tr + w_vae, t5_activations(t5, batch, itemsize), t5_attention)
     streamed_text = ("text", itemsize * t5_streamed_params(t5) + w_tr + w_vae, *whole_text[2:])
-    may_stream = stream_text_encoder is not False and not keep_text_encoder
-    streamed = may_stream and (stream_text_encoder is True or (budget is not None and budget < _smallest([whole_text])))
+    streamed = stream_text_encoder and not keep_text_encoder
     specs = [
         streamed_text if streamed else whole_text,
         ("denoise", w_tr + w_vae + (w_t5 if keep_text_encoder else 0),
@@ -222,7 +222,6 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
                        Phase("decode", w_decode, untiled, tuple(mid_attention), 0, ()), _pool_high_water(specs, budget))
     specs.append(("decode", w_decode, untiled if tiles is None else tiled_decode_activations(vae, tiles),
                   mid_attention))
-    floor = [streamed_text if may_stream else whole_text] + specs[1:]  # what the smallest budget needs
     phases = []
     for name, weights, acts, attn in specs:
         probe = Phase(name, weights, acts, tuple(attn), 0, ())
@@ -230,7 +229,7 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
             raise PlanError(f"memory budget {format_bytes(budget)} is too small for {width}x{height}: the {name} "
                             f"phase needs at least {format_bytes(probe.minimum(), up=True)} (weights {format_bytes(weights)}"
                             f" + activations {format_bytes(acts)} + attention); the smallest budget that works "
-                            f"is {format_bytes(_smallest(floor), up=True)}")
+                            f"is {format_bytes(_smallest(specs), up=True)}")
         phases.append(replace(_planned(name, weights, acts, attn, budget), tiles=tiles if name == "decode" else None,
                               streamed=streamed and name == "text"))
     return GenerationPlan(height, width, images, budget, tuple(phases))

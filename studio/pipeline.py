@@ -249,17 +249,17 @@ class PixArtSigmaPipeline:
                  seed: int | None = None, latents: np.ndarray | None = None, num_images_per_prompt: int = 1,
                  use_resolution_binning: bool = True, max_sequence_length: int = 300, output_type: str = "pil",
                  sampler: str | None = None, memory_budget=None, vae_tiling: bool | None = None,
-                 stream_text_encoder: bool | None = None, callback: Callable[[int, int], None] | None = None,
+                 stream_text_encoder: bool = True, callback: Callable[[int, int], None] | None = None,
                  progress: Callable[[str, int, int], None] | None = None) -> PipelineOutput:
         """Generate images. height/width in px (default: the checkpoint's native size, 1024 for the 1024
         checkpoint); `seed` a non-negative integer; `latents` (N, 4, h/8, w/8) replace the initial noise;
         `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; `memory_budget` (bytes,
         "6GiB", or None = free memory minus a margin) bounds the attention workspace and the VAE decode;
         `vae_tiling` decodes in tiles: None when the untiled decode would exceed the budget (or make a
-        feature map above MAX_TENSOR, 4 GiB), True always,
-        False never; `stream_text_encoder` runs T5 block by block from its files (one block's weights in
-        memory, the same features): None when the budget can't hold it whole, True always, False never;
-        callback(step, total) after each denoising step (step from 0). progress(phase, done,
+        feature map above MAX_TENSOR, 4 GiB), True always, False never; `stream_text_encoder` (default)
+        runs T5 block by block from its files (one block's weights in memory, the same features, about the
+        time of loading it whole) unless the pipeline keeps it loaded (keep_text_encoder); False loads it
+        whole for the call; callback(step, total) after each denoising step (step from 0). progress(phase, done,
         total) for every phase: "text" (0 then 1 of 1), "denoise" (steps done), "decode" (tile passes
         done when tiled, else images), each called with done = 0 when the phase starts."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)

@@ -159,18 +159,21 @@ def test_cached_prompts_encode_alone_streamed_or_whole(tiny_dir):
     assert len(whole_cache) == 3
 
 
-def test_memory_plan_streams_t5_when_the_budget_cannot_hold_it():
-    """PixArt-Sigma XL at 1024^2: T5-XXL whole needs ~20.7 GiB in the text phase; a smaller budget streams it."""
+def test_memory_plan_streams_t5_unless_it_is_kept():
+    """PixArt-Sigma XL at 1024^2: T5-XXL loaded whole needs ~20.7 GiB in the text phase, streamed (the
+    default, unless the encoder is kept) its text phase fits 8 GiB."""
     from studio.memory import GiB
     from studio.memory_plan import plan_generation, t5_params, t5_streamed_params
     from studio.models.t5 import T5Config
     from studio.plan import PUBLISHED, SDXL_VAE
     from studio.errors import PlanError
     tr, t5 = PUBLISHED["PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"], T5Config()
-    whole = plan_generation(tr, t5, SDXL_VAE, 1024, 1024).phases[0]
+    whole = plan_generation(tr, t5, SDXL_VAE, 1024, 1024, stream_text_encoder=False).phases[0]
     assert not whole.streamed and whole.peak > 20 * GiB
+    assert not plan_generation(tr, t5, SDXL_VAE, 1024, 1024, keep_text_encoder=True).phases[0].streamed
     text = plan_generation(tr, t5, SDXL_VAE, 1024, 1024, budget=8 * GiB).phases[0]
     assert text.streamed and text.peak <= 8 * GiB and "t5: block by block" in text.chunking()
+    assert plan_generation(tr, t5, SDXL_VAE, 1024, 1024).phases[0].streamed  # with no budget too
     assert whole.weights - text.weights == 4 * (t5_params(t5) - t5_streamed_params(t5))
     with pytest.raises(PlanError, match="text phase"):
         plan_generation(tr, t5, SDXL_VAE, 1024, 1024, budget=8 * GiB, stream_text_encoder=False)
