@@ -201,8 +201,7 @@ def _check_entry(path: Path, key: str, entry) -> None:
 
 
 def load_weights(cell: ms.nn.Cell, files: list[Path], prefix: str = "") -> None:
-    """Copy every tensor of `files` into the parameter of the same name, in the parameter's dtype, one tensor
-    at a time (never two copies of the model).
+    """Copy every tensor of `files` into the parameter of the same name, in the parameter's dtype.
 
     Strict: an unexpected key, a shape mismatch, or a parameter no file provides is a CheckpointError.
     A cell may define `checkpoint_aliases`, {checkpoint key: parameter name}, for keys stored under a
@@ -210,31 +209,6 @@ def load_weights(cell: ms.nn.Cell, files: list[Path], prefix: str = "") -> None:
     (e.g. "encoder.block.3.") only the keys under it are read, into the parameters named by the rest of
     the key: one part of a model at a time (the streamed T5 encoder), strict within that part.
     """
-    params = dict(cell.parameters_and_names())
-    for name, arr in _arrays(cell, files, prefix):
-        _set(params[name], arr)
-
-
-def read_weights(cell: ms.nn.Cell, files: list[Path], prefix: str = "") -> dict[str, np.ndarray]:
-    """What `load_weights` would copy into `cell`, {parameter name: array}, read and checked but not yet
-    copied: reading only, so it may run in another thread while the cell computes (the streamed T5 encoder
-    reads the next block while one runs). `assign` copies them in."""
-    return dict(_arrays(cell, files, prefix))
-
-
-def assign(cell: ms.nn.Cell, arrays: dict[str, np.ndarray]) -> None:
-    params = dict(cell.parameters_and_names())
-    for name, arr in arrays.items():
-        _set(params[name], arr)
-
-
-def _set(p, arr: np.ndarray) -> None:
-    same = arr.dtype == _NP_FLOAT.get(p.dtype)  # from_numpy: no copy (a third of a T5 block's load)
-    p.set_data(ms.from_numpy(arr) if same else ms.Tensor(arr, dtype=p.dtype))
-
-
-def _arrays(cell: ms.nn.Cell, files: list[Path], prefix: str):
-    """(parameter name, array in its dtype) for every key of `files` under `prefix`, checked strictly."""
     params = dict(cell.parameters_and_names())
     aliases = getattr(cell, "checkpoint_aliases", {})
     filled: set[str] = set()
@@ -254,8 +228,10 @@ def _arrays(cell: ms.nn.Cell, files: list[Path], prefix: str):
             arr = st.array(key)  # a fresh array: the tensor may take it over without a copy
             if np.issubdtype(arr.dtype, np.floating):
                 arr = arr.astype(_NP_FLOAT.get(p.dtype, np.float32), copy=False)
+            arr = np.ascontiguousarray(arr)
+            same = arr.dtype == _NP_FLOAT.get(p.dtype)  # from_numpy: no copy (a third of a T5 block's load)
+            p.set_data(ms.from_numpy(arr) if same else ms.Tensor(arr, dtype=p.dtype))
             filled.add(name)
-            yield name, np.ascontiguousarray(arr)
     missing = [name for name in params if name not in filled]
     if missing:
         where = files[0] if len(files) == 1 else f"{files[0].parent} ({', '.join(p.name for p in files)})"

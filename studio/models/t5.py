@@ -14,7 +14,6 @@ first block and shared by all blocks.
 import functools
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -23,8 +22,7 @@ import numpy as np
 from mindspore import nn, ops
 
 from studio import backend
-from studio.checkpoint import (SafetensorsFile, assign, load_component, load_weights, read_json, read_weights,
-                               weight_files)
+from studio.checkpoint import SafetensorsFile, load_component, load_weights, read_json, weight_files
 from studio.errors import CheckpointError, ConfigError, InputError
 from studio.models.attention import attention, fold_mask
 from studio.models.layers import Embedding, Linear, param
@@ -332,27 +330,21 @@ class StreamedT5Encoder:
         return self.encode_each([(input_ids, attention_mask)])[0]
 
     def encode_each(self, inputs: list[tuple[ms.Tensor, ms.Tensor | None]]) -> list[ms.Tensor]:
-        """Each (ids, mask) encoded on its own, every block read once for all of them. The next block's
-        weights are read in a second thread while one block runs (file reads release the GIL), so reading
-        overlaps computing; two blocks are in memory, as the memory plan counts."""
+        """Each (ids, mask) encoded on its own, every block read once for all of them."""
         c, dtype = self.config, self.dtype
         st, key = self._embedding
-        block = T5Block(c, False, dtype)  # blocks 1.. : refilled block by block
-        with ThreadPoolExecutor(1) as reader:
-            ahead = reader.submit(read_weights, block, self.files, "encoder.block.1.") if c.num_layers > 1 else None
-            xs, biases = [], []
-            first = self._load(T5Block(c, True, dtype), "encoder.block.0.")
-            for input_ids, attention_mask in inputs:
-                mask = key_mask(input_ids, attention_mask)
-                rows = st.rows(key, input_ids.asnumpy())  # (B, L, d_model): only these rows are read
-                x = ms.Tensor(rows.astype(np.float32), ms.float32).astype(dtype)
-                biases.append(shared_bias(first, mask, *x.shape[:2]))
-                xs.append(first(x, biases[-1]))
-            del first
-            for i in range(1, c.num_layers):
-                assign(block, ahead.result())  # block i replaces block i - 1: then read block i + 1
-                if i + 1 < c.num_layers:
-                    ahead = reader.submit(read_weights, block, self.files, f"encoder.block.{i + 1}.")
-                xs = [block(x, bias) for x, bias in zip(xs, biases)]
+        xs, biases = [], []
+        first = self._load(T5Block(c, True, dtype), "encoder.block.0.")
+        for input_ids, attention_mask in inputs:
+            mask = key_mask(input_ids, attention_mask)
+            rows = st.rows(key, input_ids.asnumpy())  # (B, L, d_model): only these rows are read
+            x = ms.Tensor(rows.astype(np.float32), ms.float32).astype(dtype)
+            biases.append(shared_bias(first, mask, *x.shape[:2]))
+            xs.append(first(x, biases[-1]))
+        del first
+        block = T5Block(c, False, dtype)  # refilled block by block: one block's weights alive
+        for i in range(1, c.num_layers):
+            self._load(block, f"encoder.block.{i}.")
+            xs = [block(x, bias) for x, bias in zip(xs, biases)]
         norm = self._load(T5LayerNorm(c.d_model, c.layer_norm_epsilon, dtype), "encoder.final_layer_norm.")
         return [norm(x) for x in xs]
