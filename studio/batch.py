@@ -35,6 +35,7 @@ import yaml
 from studio import manifest
 from studio.errors import InputError, StudioError
 from studio.export import pause_point, write_temp
+from studio.hub import is_hub_id
 from studio.progress import PhaseBars
 
 JOB_KEYS = ("layout", "name", "model", "memory_budget", "variables", "matrix", "items")
@@ -616,12 +617,14 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     parse_bytes(memory_budget)
     check_model(job.model)
     out_dir = Path(out_dir)
-    if cache_dir is not None:
-        _make_folder(Path(cache_dir), "cache folder")
+    given = cache_dir is not None
+    cache_dir = Path(cache_dir) if given else out_dir / ".cache"
+    if given:  # checked before OUTDIR is created: a bad --cache-dir leaves nothing behind
+        _make_folder(cache_dir, "cache folder")
     _make_folder(out_dir, "output folder")
+    if not given:
+        _make_folder(cache_dir, "cache folder")
     root = out_dir.resolve()
-    cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / ".cache"
-    _make_folder(cache_dir, "cache folder")
     _sweep_cache(cache_dir)
     hashes = manifest.FileHashes(cache_dir / "file-hashes.json")
     summary = Summary(len(job.items), len(items))
@@ -654,9 +657,8 @@ def check_model(model: str) -> None:
     neither a path nor a hub id. A hub id is not looked up here (that may download): items using it fail."""
     from studio.checkpoint import resolve_model_dir
 
-    name = str(model)
-    if Path(name).expanduser().exists() or name.count("/") != 1 or name.startswith((".", "/", "~")):
-        resolve_model_dir(name, weights=False)
+    if not is_hub_id(str(model)):
+        resolve_model_dir(str(model), weights=False)
 
 
 def _make_folder(path: Path, what: str) -> None:

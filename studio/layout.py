@@ -24,6 +24,7 @@ from PIL import Image, ImageColor, ImageFont
 
 from studio import fonts
 from studio.errors import InputError, LayoutError
+from studio.hub import is_hub_id
 from studio.geometry import monitor_dpi, resolve, span_canvas, split
 from studio.memory import parse_bytes
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor,
@@ -622,7 +623,7 @@ class Model(Text):
             if not (folder / "model_index.json").is_file():
                 raise _Bad(f"'{name}' has no model_index.json (expected a pipeline folder in the diffusers layout)")
             return str(folder.resolve())
-        if name.startswith((".", "/", "~")) or name.count("/") != 1 or "\\" in name or folder.exists():
+        if not is_hub_id(name, r.base_dir):
             raise _Bad(f"no such model folder '{name}' (folders are relative to the layout file's folder; "
                        f"a hub id is 'owner/name')")
         return name

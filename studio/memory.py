@@ -7,8 +7,8 @@ attention workspace budget to the models.
 """
 
 import contextlib
-import math
 import contextvars
+import math
 import re
 from dataclasses import dataclass
 
@@ -105,8 +105,8 @@ def attention_chunks(bh: int, nq: int, nk: int, head_dim: int, budget: int | Non
     k = (budget - bh * q * head_dim * ROW_BYTES) // (bh * q * SCORE_BYTES)
     if k < 1:
         need = attention_workspace(bh, 1, 1, head_dim)
-        raise PlanError(f"attention over {bh} heads x {nq} x {nk} tokens needs at least {format_bytes(need, up=True)} of "
-                        f"workspace; the budget gives {format_bytes(budget)}")
+        raise PlanError(f"attention over {bh} heads x {nq} x {nk} tokens needs at least "
+                        f"{format_bytes(need, up=True)} of workspace; the budget gives {format_bytes(budget)}")
     return AttentionChunks(q, int(min(k, nk)))
 
 

@@ -193,8 +193,8 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     stream_text_encoder: T5 runs block by block from its files (StreamedT5Encoder), unless False or
     keep_text_encoder (which holds it whole). An encoder loaded for one call and released takes longer
     than streaming it (benchmarks/t5_streaming.py, T5-XXL: 36-43 s loaded whole and run, 32-37 s streamed
-    from disk, 18 s with the files cached), so only one kept across calls is loaded whole. Raises PlanError naming the smallest budget that
-    would work when `budget` is too small.
+    from disk, 18 s with the files cached), so only one kept across calls is loaded whole. Raises
+    PlanError naming the smallest budget that would work when `budget` is too small.
     """
     batch = images * (2 if guidance else 1)
     w_t5, w_tr = itemsize * t5_params(t5), itemsize * transformer_params(transformer)
@@ -216,7 +216,8 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
         streamed_text if streamed else whole_text,
         ("denoise", w_tr + w_vae + (w_t5 if keep_text_encoder else 0),
          transformer_activations(transformer, batch, tokens, itemsize),
-         _self_attention(transformer, batch, grid_h, grid_w) + [("cross", batch * heads, tokens, MAX_TOKENS, head_dim)]),
+         _self_attention(transformer, batch, grid_h, grid_w)
+         + [("cross", batch * heads, tokens, MAX_TOKENS, head_dim)]),
     ]
     tiles = _vae_tiles(vae, height, width, budget, vae_tiling,
                        Phase("decode", w_decode, untiled, tuple(mid_attention), 0, ()), _pool_high_water(specs, budget))
@@ -227,9 +228,9 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
         probe = Phase(name, weights, acts, tuple(attn), 0, ())
         if budget is not None and budget < probe.minimum():
             raise PlanError(f"memory budget {format_bytes(budget)} is too small for {width}x{height}: the {name} "
-                            f"phase needs at least {format_bytes(probe.minimum(), up=True)} (weights {format_bytes(weights)}"
-                            f" + activations {format_bytes(acts)} + attention); the smallest budget that works "
-                            f"is {format_bytes(_smallest(specs), up=True)}")
+                            f"phase needs at least {format_bytes(probe.minimum(), up=True)} (weights "
+                            f"{format_bytes(weights)} + activations {format_bytes(acts)} + attention); the smallest "
+                            f"budget that works is {format_bytes(_smallest(specs), up=True)}")
         phases.append(replace(_planned(name, weights, acts, attn, budget), tiles=tiles if name == "decode" else None,
                               streamed=streamed and name == "text"))
     return GenerationPlan(height, width, images, budget, tuple(phases))

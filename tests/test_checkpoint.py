@@ -232,3 +232,12 @@ def test_bf16_rows_are_widened(tmp_path):
     index = np.array([5, 0, 19])
     np.testing.assert_array_equal(SafetensorsFile(tmp_path / "x.safetensors").rows("t", index),
                                   table.float().numpy()[index])
+
+
+@pytest.mark.parametrize("name,hub", [("PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", True), ("owner/name", True),
+                                      ("./owner/name", False), ("/abs/path", False), ("~/models", False),
+                                      ("a/b/c", False), ("tiny", False), ("a\\b/c", False), ("made/here", False)])
+def test_is_hub_id(tmp_path, name, hub):
+    from studio.hub import is_hub_id
+    (tmp_path / "made" / "here").mkdir(parents=True)  # an existing relative path is a folder, not an id
+    assert is_hub_id(name, tmp_path) is hub

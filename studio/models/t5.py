@@ -298,23 +298,22 @@ class StreamedT5Encoder:
         folder = Path(folder)
         self.config = T5Config.from_dict(read_json(folder / "config.json"))
         self.dtype = dtype
-        self.files = weight_files(folder, variant)
+        self.files = [SafetensorsFile(path) for path in weight_files(folder, variant)]  # headers read once
         self._embedding = self._check_keys()
 
     def _check_keys(self) -> tuple[SafetensorsFile, str]:
         """Every key a T5 encoder key, and the embedding table present: (its file, its key)."""
         block = re.compile(r"encoder\.block\.(\d+)\.")
         embedding = None
-        for path in self.files:
-            st = SafetensorsFile(path)
+        for st in self.files:
             for key in st.keys():
                 m = block.match(key)
                 if key in _EMBEDDING_KEYS:
                     embedding = embedding or (st, key)
                 elif not (key == "encoder.final_layer_norm.weight" or m and int(m[1]) < self.config.num_layers):
-                    raise CheckpointError(f"{path}: unexpected key '{key}' (not a parameter of T5EncoderModel)")
+                    raise CheckpointError(f"{st.path}: unexpected key '{key}' (not a parameter of T5EncoderModel)")
         if embedding is None:
-            raise CheckpointError(f"{self.files[0].parent}: missing key 'shared.weight' in the checkpoint")
+            raise CheckpointError(f"{self.files[0].path.parent}: missing key 'shared.weight' in the checkpoint")
         st, key = embedding
         if st.shape(key) != (self.config.vocab_size, self.config.d_model):
             raise CheckpointError(f"{st.path}: key '{key}' has shape {list(st.shape(key))}, the model expects "
