@@ -35,8 +35,8 @@ import yaml
 from studio import manifest
 from studio.errors import InputError, StudioError
 from studio.export import pause_point, write_temp
-from studio.hub import is_hub_id
 from studio.progress import PhaseBars
+from studio.spec import GenerateLayer
 
 JOB_KEYS = ("layout", "name", "model", "memory_budget", "variables", "matrix", "items")
 RESERVED = ("layout", "name")  # keys of matrix axes, items and CSV columns that are not variables
@@ -615,7 +615,8 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     t_start = time.perf_counter()
     items = select_shard(job.items, shard)
     parse_bytes(memory_budget)
-    check_model(job.model)
+    if any(_uses_job_model(item) for item in items):
+        check_model(job.model)
     out_dir = Path(out_dir)
     given = cache_dir is not None
     cache_dir = Path(cache_dir) if given else out_dir / ".cache"
@@ -653,12 +654,21 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
 
 
 def check_model(model: str) -> None:
-    """Raise CheckpointError (one line) when `model` names a local path that is not a pipeline folder, or is
-    neither a path nor a hub id. A hub id is not looked up here (that may download): items using it fail."""
+    """Raise CheckpointError (one line) when `model` is neither a pipeline folder nor a hub id that the
+    Hugging Face cache holds or the hub serves. Reads configs only: a hub id not cached downloads its JSON
+    files, not its weights (the first item that renders with it does that)."""
     from studio.checkpoint import resolve_model_dir
 
-    if not is_hub_id(str(model)):
-        resolve_model_dir(str(model), weights=False)
+    resolve_model_dir(str(model), weights=False)
+
+
+def _uses_job_model(item: Item) -> bool:
+    """Whether an item renders a layer with the job's model: one its layout and layer name none for. An item
+    whose layout did not load fails on its own, whatever the model."""
+    if item.spec is None:
+        return False
+    return any(isinstance(layer, GenerateLayer) and layer.model is None and item.spec.model is None
+               for layer in item.spec.layers)
 
 
 def _make_folder(path: Path, what: str) -> None:
@@ -949,8 +959,12 @@ def _print_summary(job, summary: Summary, out, where: str) -> None:
         parts.append(f"stopped by {signal.Signals(summary.signal).name} with {left} not rendered"
                      + (f" ({summary.dropped} dropped)" if summary.dropped else ""))
     print(f"{job.source}: {where}{', '.join(parts)} in {_clock(summary.seconds)}", file=out)
+    by_message: dict[str, list[str]] = {}  # the same reason once, with every item it failed
     for name, message in summary.failed:
-        print(f"  failed {name}:", file=out)
+        by_message.setdefault(message, []).append(name)
+    for message, names in by_message.items():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        print(f"  failed {shown}:", file=out)
         for line in message.splitlines():
             print(f"    {line}", file=out)
     out.flush()

@@ -105,7 +105,7 @@ def _closest(word, choices) -> str:
 # What other tools call our keys and values: word -> our candidates; the first one allowed where the word
 # is written is suggested (before spelling neighbours). Words are compared in lower case, keys with '-' as '_'.
 KEY_SYNONYMS = {
-    "width": ("w",), "height": ("h",), "left": ("x",), "top": ("y",),
+    "width": ("w",), "height": ("h",), "w": ("width",), "h": ("height",), "left": ("x",), "top": ("y",),
     "file": ("path", "name"), "filename": ("path", "name"), "src": ("path",), "source": ("path",),
     "cfg": ("guidance",), "cfg_scale": ("guidance",), "guidance_scale": ("guidance",),
     "num_inference_steps": ("steps",), "negative": ("negative_prompt",),
@@ -1107,7 +1107,8 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
     for name in overrides:
         if name not in defaults:
             r.error(node, f"variables.{name}",
-                    f"set on the command line but not defined in the file{_closest(name, defaults)}")
+                    f"given a value (--set, or a batch job's variables) but not defined in the file"
+                    f"{_closest(name, defaults)}")
     resolved = {k: overrides.get(k, v) for k, v in defaults.items()}
     for name, value in resolved.items():
         if value is None:

@@ -155,7 +155,6 @@ items:
         load_job(job, "m")
     assert [line.split(": ", 1)[0] for line in e.value.errors] == [f"{job}:5", f"{job}:6"]
     assert "'../../outside'" in e.value.errors[0] and "stay inside OUTDIR" in e.value.errors[0]
-    from studio.cli import main
     assert main(["batch", str(job), "-o", str(tmp_path / "out"), "--model", "m"]) == 2
     assert not (tmp_path / "out").exists() and not (tmp_path.parent / "outside").exists()
 
@@ -260,7 +259,6 @@ items:
         "paths are compared ignoring case)",
         f"{job}:5: 'fox.png' is a folder of item 'fox.png/x' and a file of item 'fox' at {job}:4 (output paths "
         "are compared ignoring case)"]  # 'owl/x' and 'owl' (owl.png, a folder owl) do not clash
-    from studio.cli import main
     assert main(["batch", str(job), "--list", "--model", "m"]) == 2
 
 
@@ -499,6 +497,28 @@ layers:
   - generate: {prompt: "a cat", seed: "{seed}", steps: 1}
   - image: {path: "{img}", region: {x: 0, y: 0, w: 32, h: 32}}
 """
+
+
+def test_a_hub_model_is_checked_before_the_batch_when_items_use_it(tiny_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    job, out = write_job(tmp_path, MATRIX_JOB), tmp_path / "out"
+    assert errors_of(["batch", job, "-o", out, "--model", "owner/absent", "--quiet"], capsys) == [
+        "studio: error: owner/absent: not a local folder, not in the Hugging Face cache, and could not be "
+        "downloaded (ConnectionError); pass the folder of a downloaded copy"]
+    assert not out.exists()
+    # layouts that name their model don't use the job's: it is not looked up, and the items render
+    write_job(tmp_path, MATRIX_JOB, f"model: {tiny_dir}\n" + LAYOUT)
+    summary, _ = run(job, out, "owner/absent")
+    assert summary.exit_code == 0 and len(summary.rendered) == 4
+    # a model a layout names fails its items only, and the summary gives the reason once
+    write_job(tmp_path, MATRIX_JOB, "model: owner/gone\n" + LAYOUT)
+    summary, text = run(job, tmp_path / "out2", tiny_dir)
+    assert len(summary.failed) == 4 and summary.exit_code == 1
+    assert text.splitlines()[-2:] == [
+        "  failed a-red-fox/1, a-red-fox/2, an-owl/1, an-owl/2:",
+        "    owner/gone: not a local folder, not in the Hugging Face cache, and could not be downloaded "
+        "(ConnectionError); pass the folder of a downloaded copy"]
 
 
 def test_a_failure_while_rendering_fails_that_item_only(tiny_dir, tmp_path):

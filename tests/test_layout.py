@@ -270,6 +270,8 @@ BROKEN = [
     # unknown keys, missing keys, wrong shapes
     ("canvas: {preset: fhd, backgrund: red}\n" + FILL,
      "poster.yaml:1: canvas.backgrund: unknown key (did you mean 'background'?)"),
+    ("canvas: {preset: fhd, w: 1000}\n" + FILL,  # w and h are the region's names
+     "poster.yaml:1: canvas.w: unknown key (did you mean 'width'?)"),
     ("canvas: {preset: fhd}\nlayer: []\n",
      "poster.yaml:2: layer: unknown key (did you mean 'layers'?)"),
     ("canvas: {preset: fhd}\n",
@@ -541,8 +543,8 @@ def test_corpus_is_large():
 def test_undeclared_override():
     with pytest.raises(LayoutError) as info:
         parse_layout("canvas: {preset: fhd}\nvariables: {title: x}\n" + FILL, "poster.yaml", {"titel": "y"})
-    assert info.value.errors == ["poster.yaml:2: variables.titel: set on the command line but not defined in the "
-                                 "file (did you mean 'title'?)"]
+    assert info.value.errors == ["poster.yaml:2: variables.titel: given a value (--set, or a batch job's variables) but not "
+                                 "defined in the file (did you mean 'title'?)"]
 
 
 def test_every_error_at_once(layout_dir):
@@ -768,7 +770,8 @@ def test_synonyms_name_real_keys_and_values():
     assert {k for targets in layout_module.KEY_SYNONYMS.values() for k in targets} <= keys
     assert {v for targets in layout_module.VALUE_SYNONYMS.values() for v in targets} <= values
     assert {t.split(":")[0] for t in layout_module.LAYER_SYNONYMS.values()} <= set(LAYER_TYPES)
-    assert set(layout_module.KEY_SYNONYMS) & keys == {"width", "height", "fill"}  # keys elsewhere (canvas, shape)
+    # words that are keys in one table and hints in another: canvas width and height vs region w and h; shape fill
+    assert set(layout_module.KEY_SYNONYMS) & keys == {"width", "height", "w", "h", "fill"}
 
 
 def test_samplers_match_sampling():
