@@ -2,10 +2,10 @@
 
 `save_image(image, path)` writes one PNG/JPEG/TIFF/WEBP file. `export(image, layout, out_dir, stem)` writes
 every format of `layout.output.formats` (png | jpeg | tiff | pdf) for one composed raster and for each
-monitor's cut of a span, all or none: every temporary file is written first, then all are renamed into
-place. Every file carries its DPI (the canvas's, or the monitor's pixel density; PNG pHYs, JPEG JFIF
-density, TIFF resolution, PDF page size) and the sRGB ICC profile; the PDF page is the full raster (trim +
-bleed) at its physical size, with BleedBox and TrimBox set.
+monitor's cut of a span, all or none: every temporary file is written first (several at once, in threads),
+then all are renamed into place. Every file carries its DPI (the canvas's, or the monitor's pixel density;
+PNG pHYs, JPEG JFIF density, TIFF resolution, PDF page size) and the sRGB ICC profile; the PDF page is the
+full raster (trim + bleed) at its physical size, with BleedBox and TrimBox set.
 
 An existing file is never replaced unless the caller passes overwrite=True.
 """
@@ -17,8 +17,10 @@ import os
 import struct
 import sys
 import tempfile
+import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -184,6 +186,29 @@ def write_temp(folder: Path, name: str, write) -> Path:
     return Path(tmp)
 
 
+def write_temps(folder: Path, writes: Sequence[tuple[str, Any]]) -> list[Path]:
+    """`write_temp(folder, name, write)` for each (name, write), several at once: the PNG and zlib (PDF)
+    encoders release the GIL, so on two cores a PNG and a PDF take about the time of the slower one.
+    Returns the temporary paths in order; on any failure (or interrupt) waits for the writes
+    under way, removes every file written and raises."""
+    if len(writes) == 1:
+        return [write_temp(folder, *writes[0])]
+    pool = ThreadPoolExecutor(max_workers=min(len(writes), os.cpu_count() or 1))
+    futures = [pool.submit(write_temp, folder, name, write) for name, write in writes]
+    try:
+        return [future.result() for future in futures]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        wait(futures)
+        for future in futures:
+            if not future.cancelled() and future.exception() is None:
+                future.result().unlink(missing_ok=True)
+        raise
+    finally:
+        pool.shutdown()
+
+
 _PAUSES: dict[str, int] = {}
 
 
@@ -254,16 +279,24 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
     targets = [(fmt, check_free(out_dir / (picture.stem + EXPORT_SUFFIXES[fmt]), overwrite), picture)
                for picture in pictures for fmt in layout.output.formats]
 
+    # Pillow's save keeps its options on the image object (encoderinfo): one image saves in one format at a
+    # time, while the PDF (numpy and zlib) and other pictures' files are written alongside
+    saving = {id(picture.image): threading.Lock() for picture in pictures}
+
     def writer(fmt, picture):
         if fmt == "pdf":
             return lambda f: write_pdf(picture.image, f, picture.dpi, picture.bleed, picture.metadata)
-        return lambda f: write_raster(picture.image, f, fmt.upper(), picture.dpi, picture.metadata,
-                                      layout.output.jpeg_quality)
+
+        def save(f):
+            with saving[id(picture.image)]:
+                write_raster(picture.image, f, fmt.upper(), picture.dpi, picture.metadata, layout.output.jpeg_quality)
+        return save
 
     temps, backups, placed = [], {}, []
     try:
-        for fmt, path, picture in targets:
-            temps.append(write_temp(out_dir, path.name, writer(fmt, picture)))
+        order = sorted(range(len(targets)), key=lambda i: targets[i][0] != "pdf")  # PDFs first: they wait for no lock
+        written = write_temps(out_dir, [(targets[i][1].name, writer(targets[i][0], targets[i][2])) for i in order])
+        temps = [tmp for _, tmp in sorted(zip(order, written))]
         for tmp, (_, path, _) in zip(temps, targets):
             if overwrite and path.exists():  # kept until every file is in place, to restore on failure
                 backups[path] = tmp.with_name(tmp.name + ".old")

@@ -130,6 +130,29 @@ def test_failure_while_encoding_leaves_no_files(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_formats_are_encoded_at_once_and_a_failure_waits_for_the_others(tmp_path, monkeypatch):
+    import threading
+
+    started = threading.Barrier(2, timeout=10)  # broken (an error) unless the PNG and the PDF encode together
+    encode_png, finished = E.write_raster, []
+
+    def png(image, f, *args):
+        started.wait()
+        encode_png(image, f, *args)
+        finished.append("png")
+
+    def broken_pdf(image, f, *args):
+        started.wait()
+        raise OSError("disk full")
+
+    monkeypatch.setattr(E.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(E, "write_raster", png)
+    monkeypatch.setattr(E, "write_pdf", broken_pdf)
+    with pytest.raises(OSError, match="disk full"):
+        E.export(raster(), poster(("png", "pdf")), tmp_path, "p")
+    assert finished == ["png"] and list(tmp_path.iterdir()) == []  # the PNG was written, then removed
+
+
 def test_failure_while_renaming_leaves_no_new_files_and_restores_old_ones(tmp_path, monkeypatch):
     E.export(raster(seed=1), poster(("png", "jpeg")), tmp_path, "old")
     old = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
