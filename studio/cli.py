@@ -27,8 +27,16 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error for a bad command line (no usage dump): the command's subparsers are
+    of this class too."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="studio", description="Posters and wallpapers with PixArt-Sigma.")
+    parser = _Parser(prog="studio", description="Posters and wallpapers with PixArt-Sigma.")
     parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True)
 

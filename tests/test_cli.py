@@ -71,6 +71,20 @@ def test_generate_dry_run_and_budget_errors(tiny_dir, tmp_path, capsys):
                    "resolution binning on (use_resolution_binning=True; the CLI without --no-binning)")
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "a cat", "-o", "x.png", "--size", "0x100"], "studio generate: error: argument --size: size '0x100' "
+     "is not WIDTHxHEIGHT in pixels, e.g. 1024x1024 (see studio generate --help)"),
+    (["render", "x.yaml"], "studio render: error: the following arguments are required: -o/--output "
+     "(see studio render --help)"),
+    (["frob"], "studio: error: argument command: invalid choice: 'frob' (choose from "),  # how choices are
+])                                                                                  # quoted varies by Python
+def test_a_bad_command_line_is_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(message) and err.count("\n") == 1 and err.endswith("--help)\n")
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
