@@ -34,7 +34,7 @@ import yaml
 
 from studio import manifest
 from studio.errors import InputError, StudioError
-from studio.export import pause_point, write_temp
+from studio.export import pause_point, remove_temporaries, write_temp
 from studio.progress import PhaseBars
 from studio.spec import GenerateLayer
 
@@ -632,7 +632,7 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     log = log_path(out_dir, shard)
     where = f"shard {shard[0]}/{shard[1]}: " if shard[1] > 1 else ""
     if shard[1] == 1:
-        _remove_temporaries(out_dir, {manifest.LOG_NAME})  # of a merge killed while writing
+        remove_temporaries(out_dir, {manifest.LOG_NAME})  # of a merge killed while writing
         try:
             manifest.merge_logs(out_dir)
         except OSError as e:
@@ -738,7 +738,7 @@ def _scan(job, items, root, hashes, memory_budget, log, summary, out) -> list[_T
                          {m: models[m]["files"] for m in used}, {m: models[m]["folder"] for m in used})
             sidecar = manifest.sidecar_path(folder, task.stem)
             names = {Path(p).name for p in _outputs(task.stem, layout)}
-            _remove_temporaries(folder, names)
+            remove_temporaries(folder, names)
             try:
                 record = manifest.load_sidecar(sidecar)
                 reason = manifest.check(record, folder, {"item": item.key, "inputs": task.inputs,
@@ -790,19 +790,6 @@ def _inputs(layout, base_dir: Path, hashes) -> dict:
             if path and path != fonts.DEFAULT:
                 out[f"font:{layer.font}"] = hashes(Path(path))
     return out
-
-
-def _remove_temporaries(folder: Path, names: set[str]) -> None:
-    """Delete leftover '.<name>.<random>.part' (and '.part.old') files of these names only: other shards
-    may be writing theirs in the same folder."""
-    if not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        n = path.name
-        if n.startswith(".") and (n.endswith(".part") or n.endswith(".part.old")):
-            target = n[1:].removesuffix(".old").removesuffix(".part").rsplit(".", 1)[0]
-            if target in names:
-                path.unlink(missing_ok=True)
 
 
 def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summary, signals, out, err):

@@ -20,10 +20,10 @@ import tempfile
 import threading
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -186,16 +186,20 @@ def write_temp(folder: Path, name: str, write) -> Path:
     return Path(tmp)
 
 
-def write_temps(folder: Path, writes: Sequence[tuple[str, Any]]) -> list[Path]:
+def write_temps(folder: Path, writes: Sequence[tuple[str, Any]],
+                progress: Callable[[int, int], None] | None = None) -> list[Path]:
     """`write_temp(folder, name, write)` for each (name, write), several at once: the PNG and zlib (PDF)
     encoders release the GIL, so on two cores a PNG and a PDF take about the time of the slower one.
-    Returns the temporary paths in order; on any failure (or interrupt) waits for the writes
-    under way, removes every file written and raises."""
-    if len(writes) == 1:
-        return [write_temp(folder, *writes[0])]
+    progress(done, total) after each file. Returns the temporary paths in order; on any failure (or
+    interrupt) waits for the writes under way, removes every file written and raises."""
+    report = progress or (lambda done, total: None)
+    report(0, len(writes))
     pool = ThreadPoolExecutor(max_workers=min(len(writes), os.cpu_count() or 1))
     futures = [pool.submit(write_temp, folder, name, write) for name, write in writes]
     try:
+        for done, future in enumerate(as_completed(futures), 1):
+            future.result()  # raises the first failure
+            report(done, len(writes))
         return [future.result() for future in futures]
     except BaseException:
         for future in futures:
@@ -207,6 +211,19 @@ def write_temps(folder: Path, writes: Sequence[tuple[str, Any]]) -> list[Path]:
         raise
     finally:
         pool.shutdown()
+
+
+def remove_temporaries(folder: Path, names: set[str]) -> None:
+    """Delete the temporary files ('.<name>.<random>.part', and '.part.old' backups) a killed run left for
+    these file names, only these: other runs (a batch's shards) may be writing theirs in the same folder."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        n = path.name
+        if n.startswith(".") and (n.endswith(".part") or n.endswith(".part.old")):
+            target = n[1:].removesuffix(".old").removesuffix(".part").rsplit(".", 1)[0]
+            if target in names:
+                path.unlink(missing_ok=True)
 
 
 _PAUSES: dict[str, int] = {}
@@ -240,9 +257,11 @@ def move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
 
 def save_image(image, path, overwrite: bool = False, metadata: dict[str, str] | None = None,
                dpi: int | None = None, quality: int = 95) -> Path:
-    """Write a PIL image atomically; PNG gets `metadata` as text chunks, JPEG `quality`."""
+    """Write a PIL image atomically (removing what a killed write of it left); PNG gets `metadata` as text
+    chunks, JPEG `quality`."""
     path = check_target(Path(path), overwrite)
     fmt = FORMATS[path.suffix.lower()]
+    remove_temporaries(path.parent, {path.name})
     tmp = write_temp(path.parent, path.name, lambda f: write_raster(image, f, fmt, dpi, metadata, quality))
     try:
         move_into_place(tmp, path, overwrite)
@@ -263,13 +282,13 @@ class Picture:
 
 
 def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata: dict | None = None,
-           extra: Sequence[Picture] = ()) -> list[Path]:
+           extra: Sequence[Picture] = (), progress: Callable[[int, int], None] | None = None) -> list[Path]:
     """Write `image` (the composed full raster) as `out_dir/stem.<ext>` for each of layout.output.formats,
     at the canvas DPI with its bleed, then each `extra` picture (a span's monitors) likewise.
 
     metadata: generation parameters (JSON-able values) stored in the files. All files or none: any failure
-    removes every file this call created and restores any it replaced. Returns the paths, the image's in
-    format order, then each extra picture's.
+    removes every file this call created and restores any it replaced. progress(done, total) counts the
+    files written. Returns the paths, the image's in format order, then each extra picture's.
     """
     out_dir = Path(out_dir)
     for fmt in layout.output.formats:
@@ -295,7 +314,8 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
     temps, backups, placed = [], {}, []
     try:
         order = sorted(range(len(targets)), key=lambda i: targets[i][0] != "pdf")  # PDFs first: they wait for no lock
-        written = write_temps(out_dir, [(targets[i][1].name, writer(targets[i][0], targets[i][2])) for i in order])
+        written = write_temps(out_dir, [(targets[i][1].name, writer(targets[i][0], targets[i][2])) for i in order],
+                              progress)
         temps = [tmp for _, tmp in sorted(zip(order, written))]
         for tmp, (_, path, _) in zip(temps, targets):
             if overwrite and path.exists():  # kept until every file is in place, to restore on failure

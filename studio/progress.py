@@ -1,15 +1,16 @@
 """Progress bars for the command line: one tqdm bar on stderr per (generation, phase).
 
 The pipeline reports progress(phase, done, total) for its phases, "text", "denoise" and "decode"
-(`PixArtSigmaPipeline.__call__`), and `render` adds a label naming the layer. `PhaseBars` turns those calls
-into bars: "encoding prompt" (one unit), "denoising" (steps), "decoding" (tile passes when tiled, images
-otherwise), each opened when its phase starts and closed when it completes, so a 4K decode that takes
+(`PixArtSigmaPipeline.__call__`), and `render` adds a label naming the layer, then its own phases "compose"
+and "export". `PhaseBars` turns those calls into bars: "encoding prompt" (one unit), "denoising" (steps),
+"decoding" (tile passes when tiled, images otherwise), "composing", "writing files" (files), each opened when its phase starts and closed when it completes, so a 4K decode that takes
 minutes shows where it is like the denoising does.
 """
 
 import sys
 
-PHASES = {"text": ("encoding prompt", "prompt"), "denoise": ("denoising", "step"), "decode": ("decoding", "step")}
+PHASES = {"text": ("encoding prompt", "prompt"), "denoise": ("denoising", "step"), "decode": ("decoding", "step"),
+          "compose": ("composing", "canvas"), "export": ("writing files", "file")}
 
 
 class PhaseBars:

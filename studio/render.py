@@ -14,7 +14,7 @@ from typing import Callable
 from studio import __version__
 from studio.compose import compose, cut_span, text_problems
 from studio.errors import InputError
-from studio.export import EXPORT_SUFFIXES, Picture, check_free, export
+from studio.export import EXPORT_SUFFIXES, Picture, check_free, export, remove_temporaries
 from studio.geometry import monitor_dpi
 from studio.memory import format_bytes
 from studio.plan import Plan, plan_layout
@@ -78,7 +78,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
 
     model: the default model for layers and layouts that name none. progress(label, phase, done, total)
     reports each generation's phases as the pipeline's `progress` does ("text", "denoise", "decode"), label
-    naming the layer. pipelines: a dict model -> loaded pipeline, reused across calls (batches).
+    naming the layer, then "compose" (0, then 1 of 1) and "export" (files written), label "". pipelines: a dict model -> loaded pipeline, reused across calls (batches).
     For batches (studio.batch): stem replaces layout.output.name; metadata entries are added to (or
     replace) those stored in the files; record, a dict, receives the memory budget and each generation's
     settings.
@@ -94,6 +94,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     targets = output_paths(layout, out_dir, stem)
     for path in targets:  # before any generation: don't compute what can't be written
         check_free(path, overwrite)
+    remove_temporaries(out_dir, {path.name for path in targets})  # what a killed run of this layout left
     pipelines = {} if pipelines is None else pipelines
     art, jobs_meta = {}, []
     for n, job in enumerate(plan.jobs, 1):
@@ -117,7 +118,10 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                           "guidance": layer.guidance, "sampler": layer.sampler or pipe.sampler.sampler,
                           "strategy": job.strategy, "size": f"{job.gen_width}x{job.gen_height}",
                           "peak_memory_planned": format_bytes(job.memory.peak)})
+    report = progress or (lambda label, phase, done, total: None)
+    report("", "compose", 0, 1)
     image = compose(layout, art)
+    report("", "compose", 1, 1)
     if record is not None:
         record.update(budget=plan.budget, generations=jobs_meta)
     metadata = {"software": f"studio {__version__}", "layout": layout.source,
@@ -129,4 +133,5 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         cuts = cut_span(image, list(plan.monitors), layout.span.monitors)
         monitors = [Picture(cut, s, monitor_dpi(m), metadata={**metadata, "monitor": m.name})
                     for m, cut, s in zip(layout.span.monitors, cuts, monitor_stems, strict=True)]
-    return export(image, layout, out_dir, main_stem, overwrite, metadata, extra=monitors)
+    return export(image, layout, out_dir, main_stem, overwrite, metadata, extra=monitors,
+                  progress=lambda done, total: report("", "export", done, total))

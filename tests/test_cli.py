@@ -18,7 +18,7 @@ from studio.cli import main
 def bars(stderr: str) -> dict[str, tuple[int, int]]:
     """The last state of each tqdm bar in stderr: description -> (done, total)."""
     found = {}
-    for desc, done, total in re.findall(r"(?:^|\r)([^\r\n:]+): *\d+%\|[^|]*\| *(\d+)/(\d+)", stderr):
+    for desc, done, total in re.findall(r"(?:^|\r)([^\r\n]+?): *\d+%\|[^|]*\| *(\d+)/(\d+)", stderr):
         found[desc.strip()] = (int(done), int(total))
     return found
 
@@ -50,6 +50,23 @@ def test_generate_writes_the_image_and_shows_every_phase(tiny_dir, tmp_path, cap
     assert decoding[0] == decoding[1] > 1
     with Image.open(out) as image:
         assert np.abs(np.asarray(image).astype(int) - first).max() <= 1
+
+
+def test_render_shows_its_phases_and_clears_what_a_killed_run_left(tiny_dir, tmp_path, capsys):
+    layout = tmp_path / "card.yaml"
+    layout.write_text("canvas: {width: 128, height: 96}\noutput: {formats: [png, jpeg, pdf]}\n"
+                      "layers: [{generate: {prompt: a cat, steps: 2}}]\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    for left in (".card.png.k1llxd.part", ".card.pdf.k1llxd.part.old", ".other.png.k1llxd.part"):
+        (out / left).write_bytes(b"half a file")  # as killed runs leave them
+    assert main(["render", str(layout), "--model", str(tiny_dir), "-o", str(out)]) == 0
+    shown = bars(capsys.readouterr().err)
+    assert {desc.rsplit(": ", 1)[-1]: state for desc, state in shown.items()} == {
+        "encoding prompt": (1, 1), "denoising": (2, 2), "decoding": (1, 1), "composing": (1, 1),
+        "writing files": (3, 3)}
+    # this layout's leftovers are gone, another's (maybe being written) stay
+    assert sorted(p.name for p in out.iterdir()) == [".other.png.k1llxd.part", "card.jpg", "card.pdf", "card.png"]
 
 
 def test_generate_dry_run_and_budget_errors(tiny_dir, tmp_path, capsys):
