@@ -151,6 +151,9 @@ def cmd_generate(args) -> None:
     pipe = PixArtSigmaPipeline.from_pretrained(args.model, dtype=args.dtype, variant=args.variant)
     if pipe.tiny_notice:
         print(f"note: {args.model}: {pipe.tiny_notice}", file=sys.stderr)
+    if pipe.dtype != pipeline.as_dtype(args.dtype):  # said, not silently changed
+        print(f"note: --dtype {args.dtype} computes in float32 here: MindSpore has no {args.dtype} matmul on the "
+              "CPU (the weights are widened as they load)", file=sys.stderr)
     bars = PhaseBars(args.quiet)
     try:
         out = pipe(args.prompt, negative_prompt=args.negative, height=height, width=width,
