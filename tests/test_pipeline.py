@@ -116,6 +116,21 @@ def test_small_and_large_memory_budgets_give_the_same_latents(tiny_dir):
     assert np.abs(small - large).max() <= 1e-5 * np.abs(large).max()
 
 
+def test_the_device_generic_ops_compute_what_the_cpu_ops_do(tiny_dir, monkeypatch):
+    """What GPU/Ascend run (backend's native ops, no fused CPU kernels, plain slicing) gives the CPU path's
+    images, untiled and tiled: run on the CPU with `backend.on_cpu` answering False, it is tested here, where
+    no accelerator is."""
+    from studio import backend
+    pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir, keep_text_encoder=True)
+    kwargs = dict(negative_prompt="blurry", height=256, width=384, use_resolution_binning=False,
+                  num_inference_steps=2, seed=4, output_type="np", memory_budget="4GiB")
+    cpu = [pipe("a red cat", vae_tiling=tiled, **kwargs).images for tiled in (False, True)]
+    monkeypatch.setattr(backend, "on_cpu", lambda: False)
+    native = [pipe("a red cat", vae_tiling=tiled, **kwargs).images for tiled in (False, True)]
+    for a, b in zip(cpu, native):
+        assert rel_l2(b, a) <= 1e-5
+
+
 def test_streamed_text_encoder_gives_the_same_latents(tiny_dir, monkeypatch):
     """T5 run block by block from its files (as budgets too small for the whole encoder do) changes nothing
     in the result; the whole encoder is then never loaded."""
