@@ -13,8 +13,9 @@ including reading T5's weights), how many prompts were encoded and how often T5'
   cache, warm       a second batch on the same cache: no prompt encoded, T5 never loaded
 
 each with T5 kept loaded between items (what the batch does when memory allows) and released before
-every denoise (what it does when memory is tight: then the items' prompts stream T5 from its files). The
-files of every case must be identical (sha256 from the manifests).
+every denoise (what it does when memory is tight: then T5 streams from its files, for the items' prompts
+or, with the cache, for all of them in one pass before the first item). The files of every case must be
+identical (sha256 from the manifests).
 """
 
 import argparse
@@ -49,37 +50,36 @@ def child(folder: Path, out: str, cache: str, release: bool) -> None:
     from studio.pipeline import PixArtSigmaPipeline
 
     counts = {"text_s": 0.0, "encoded": 0, "t5_loads": 0, "t5_streams": 0}
-    encode, load_t5 = PixArtSigmaPipeline.encode_prompt, T5EncoderModel.from_pretrained.__func__
-    stream_t5 = StreamedT5Encoder.encode_each
+    load_t5 = T5EncoderModel.from_pretrained.__func__
 
-    def timed_encode(self, prompts, *args, **kwargs):  # whatever encode_prompt takes (max_sequence_length, stream)
-        start = time.perf_counter()
-        try:
-            return encode(self, prompts, *args, **kwargs)
-        finally:
-            counts["text_s"] += time.perf_counter() - start
+    def timed(method):  # whatever it takes (prompts, max_sequence_length, stream, ...)
+        def run(self, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                counts["text_s"] += time.perf_counter() - start
+        return run
+
+    def counted(method, streamed: bool):
+        def run(self, inputs):
+            counts["encoded"] += len(inputs)
+            counts["t5_streams"] += streamed
+            return method(self, inputs)
+        return run
 
     def counted_load(cls, *args, **kwargs):
         counts["t5_loads"] += 1
         return load_t5(cls, *args, **kwargs)
 
-    def counted_stream(self, *args, **kwargs):
-        counts["t5_streams"] += 1
-        return stream_t5(self, *args, **kwargs)
-
-    PixArtSigmaPipeline.encode_prompt = timed_encode
+    PixArtSigmaPipeline.encode_prompt = timed(PixArtSigmaPipeline.encode_prompt)
+    PixArtSigmaPipeline.encode_ahead = timed(PixArtSigmaPipeline.encode_ahead)  # a batch's prompts, before its items
     T5EncoderModel.from_pretrained = classmethod(counted_load)
-    StreamedT5Encoder.encode_each = counted_stream
+    T5EncoderModel.encode_each = counted(T5EncoderModel.encode_each, False)
+    StreamedT5Encoder.encode_each = counted(StreamedT5Encoder.encode_each, True)
     if release:  # as when the memory budget can't hold T5 through denoising
-        keep = batch._keep_text_encoder
-
-        def released(task, pipelines, default_model):
-            models = keep(task, pipelines, default_model)
-            for model in models:
-                pipelines[model].keep_text_encoder = False
-            return dict.fromkeys(models, False)
-
-        batch._keep_text_encoder = released
+        kept = batch._kept
+        batch._kept = lambda generations: dict.fromkeys(kept(generations), False)
     job = batch.load_job(folder / "job.yaml", str(folder / "tiny"))
     start = time.perf_counter()
     summary = batch.run_batch(job, folder / out, cache_dir=folder / (cache or "unused"), use_cache=bool(cache),
@@ -87,7 +87,6 @@ def child(folder: Path, out: str, cache: str, release: bool) -> None:
     seconds = time.perf_counter() - start
     assert summary.exit_code == 0 and len(summary.rendered) == 20, summary
     records = [json.loads(p.read_text()) for p in sorted((folder / out).glob("*.manifest.json"))]
-    counts["encoded"] = sum(c["misses"] for r in records for c in r["embedding_cache"].values())
     files = {f["path"]: f["sha256"] for r in records for f in r["files"]}
     print(json.dumps({"seconds": seconds, **counts, "files": files}))
 

@@ -495,6 +495,11 @@ class EmbeddingCache:
         digest = manifest.sha256_json({"text_model": self.identity, **key})
         return digest, None if self.folder is None else self.folder / digest[:2] / f"{digest}.npz"
 
+    def __contains__(self, key: dict) -> bool:
+        """Whether features are stored for `key` (not read; `get` checks them)."""
+        path = self._path(key)[1]
+        return path is not None and path.is_file()
+
     def get(self, key: dict):
         digest, path = self._path(key)
         if path is not None:
@@ -803,6 +808,13 @@ def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summa
     if not quiet and todo:
         from tqdm import tqdm
         bar = tqdm(total=len(todo), desc="batch", unit="item", file=err, position=0)
+    if use_cache and todo and signals.received is None:  # the models load here, the prompts are encoded
+        for task in todo:
+            try:
+                _load_models(job, task, pipelines, caches, cache_dir, use_cache, err)
+            except Exception:  # the item fails on its own, with this error, when its turn comes
+                pass
+        _encode_ahead(todo, pipelines, job.model, quiet, out, err)
     for k, task in enumerate(todo, 1):
         if signals.received is not None:
             break
@@ -889,13 +901,12 @@ def _load_models(job, task, pipelines, caches, cache_dir, use_cache, err) -> flo
     return time.perf_counter() - t0
 
 
-def _keep_text_encoder(task, pipelines, default_model) -> dict:
-    """Per model of the item: keep T5 loaded through denoising only when that changes no attention chunk
-    (memory allows it without slowing or changing anything); otherwise it is released before denoising."""
+def _generations(task, pipelines, default_model):
+    """Per generation of the item: (model id, its layer, its plan with T5 released before denoising, and with
+    T5 kept loaded, None when the budget can't keep it)."""
     from studio.errors import PlanError
     from studio.memory_plan import plan_generation
 
-    keep = {}
     for job in task.plan.jobs:
         layer = task.layout.layers[job.layer]
         model_id = str(layer.model or task.layout.model or default_model)
@@ -904,13 +915,66 @@ def _keep_text_encoder(task, pipelines, default_model) -> dict:
                 task.plan.budget, layer.guidance > 1.0, pipe._itemsize)
         try:
             kept = plan_generation(*args, keep_text_encoder=True)
-            same = [p.chunks for p in kept.phases] == [p.chunks for p in plan_generation(*args).phases]
         except PlanError:
-            same = False
+            kept = None
+        yield model_id, layer, plan_generation(*args), kept
+
+
+def _kept(generations) -> dict:
+    """Per model, from an item's `_generations`: keep T5 loaded through denoising only when that changes no
+    attention chunk (memory allows it without slowing or changing anything); else release it before."""
+    keep = {}
+    for model_id, _, released, kept in generations:
+        same = kept is not None and [p.chunks for p in kept.phases] == [p.chunks for p in released.phases]
         keep[model_id] = keep.get(model_id, True) and same
+    return keep
+
+
+def _keep_text_encoder(task, pipelines, default_model) -> dict:
+    """Set each of the item's models to keep T5 or release it (`_kept`); returns model id -> kept."""
+    keep = _kept(_generations(task, pipelines, default_model))
     for model_id, kept in keep.items():
         pipelines[model_id].keep_text_encoder = kept
     return keep
+
+
+def _encode_ahead(todo, pipelines, default_model, quiet, out, err) -> None:
+    """Put every prompt the items to render need, and the embedding cache lacks, into the cache before
+    rendering, in one pass over the streamed T5 per model and attention budget (or as few as the items'
+    memory budget allows), where each item would otherwise read the whole encoder from its files for its
+    own prompts (T5-XXL: 18-32 s a read). Items whose T5 stays loaded encode their own. A failure here only
+    warns: the items then encode their prompts, or fail, themselves."""
+    from studio import memory
+
+    groups: dict = {}  # (model id, T5 attention budget) -> (prompts, bytes each item's budget leaves free)
+    for task in todo:
+        if not all(model_id in pipelines for model_id in task.models):
+            continue  # a model that did not load: the item fails on its own
+        generations = list(_generations(task, pipelines, default_model))
+        keep = _kept(generations)
+        for model_id, layer, released, _ in generations:
+            text = released.phases[0]
+            if keep[model_id] or not text.streamed:
+                continue
+            prompts, rooms = groups.setdefault((model_id, text.workspace), ([], []))
+            prompts += [layer.prompt] + ([layer.negative_prompt] if layer.guidance > 1.0 else [])
+            if task.plan.budget is not None:
+                rooms.append(max(task.plan.budget - text.peak, 0))
+    for (model_id, workspace), (prompts, rooms) in groups.items():
+        bars = PhaseBars(quiet, file=err, position=1, leave=False)
+        try:
+            with memory.attention_budget(workspace):
+                encoded = pipelines[model_id].encode_ahead(prompts, min(rooms, default=None),
+                                                           progress=lambda done, total: bars("", "ahead", done, total))
+        except Exception as e:  # the items encode (or fail) on their own
+            message = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+            print(f"studio: batch: warning: encoding the prompts ahead failed: {_first_line(message)}", file=err,
+                  flush=True)
+            continue
+        finally:
+            bars.close()
+        if encoded:
+            print(f"encoded {encoded} prompt{'s' * (encoded != 1)} ahead ({model_id})", file=out, flush=True)
 
 
 class _ItemBars(PhaseBars):

@@ -205,8 +205,8 @@ class PixArtSigmaPipeline:
         (tests/test_pipeline.py::test_encode_prompt_encodes_real_tokens_only).
 
         With `self.embedding_cache` set (get(key) -> (features (1, L, C) float32, mask (1, L)) or None;
-        put(key, features, mask); `key` a dict of the text settings, to which the cache adds the model's
-        identity: studio.batch.EmbeddingCache), each prompt is encoded alone, so a cached prompt gives the
+        put(key, features, mask); `key in cache` for `encode_ahead`; `key` a dict of the text settings, to
+        which the cache adds the model's identity: studio.batch.EmbeddingCache), each prompt is encoded alone, so a cached prompt gives the
         same numbers as a fresh one, and a cached prompt skips the text encoder.
 
         `stream` runs the encoder block by block from its files (`StreamedT5Encoder`: one block's weights
@@ -220,8 +220,20 @@ class PixArtSigmaPipeline:
 
     def _encode_cached(self, prompts: list[str], max_sequence_length: int,
                        stream: bool) -> tuple[ms.Tensor, ms.Tensor]:
+        entries = self._prompt_keys(prompts, max_sequence_length)
+        rows = [self.embedding_cache.get(key) for _, _, key in entries]
+        misses = [(i, *entry) for i, (entry, row) in enumerate(zip(entries, rows)) if row is None]
+        if misses:
+            self._encode_misses(misses, rows, stream)
+        length = max(f.shape[1] for f, _ in rows)  # rows padded with masked zeros to the longest
+        features = np.concatenate([np.pad(f, ((0, 0), (0, length - f.shape[1]), (0, 0))) for f, _ in rows])
+        masks = np.concatenate([np.pad(m, ((0, 0), (0, length - m.shape[1]))) for _, m in rows])
+        return ms.Tensor(features).astype(self.dtype), ms.Tensor(masks)  # (B, L, C), (B, L)
+
+    def _prompt_keys(self, prompts: list[str], max_sequence_length: int) -> list[tuple]:
+        """(ids (1, L), mask (1, L), cache key) of each prompt."""
         t5 = self._t5_config
-        rows, todo = [], []  # todo: (index in rows, ids, mask, key) of the prompts not in the cache
+        entries = []
         for text in (preprocess(p) for p in prompts):
             ids, mask = real_tokens(*tokenize(self.tokenizer, [text], max_sequence_length))
             # the attention blocks the budget gives T5 change the features' last bits, so they are part of the key
@@ -229,18 +241,45 @@ class PixArtSigmaPipeline:
                                              memory.current_attention_budget())
             key = {"prompt": text, "max_sequence_length": max_sequence_length, "dtype": str(self.dtype),
                    "attention_chunks": [chunks.q, chunks.k], "positions": "real tokens"}
-            rows.append(self.embedding_cache.get(key))
-            if rows[-1] is None:
-                todo.append((len(rows) - 1, ids, mask, key))
-        if todo:  # each prompt alone, so that a cached prompt gives the numbers of a fresh one
-            encoded = self._encoder(stream).encode_each([(ms.Tensor(ids), ms.Tensor(mask)) for _, ids, mask, _ in todo])
-            for (i, _, mask, key), features in zip(todo, encoded):
-                rows[i] = (features.astype(ms.float32).asnumpy(), mask)
-                self.embedding_cache.put(key, *rows[i])
-        length = max(f.shape[1] for f, _ in rows)  # rows padded with masked zeros to the longest
-        features = np.concatenate([np.pad(f, ((0, 0), (0, length - f.shape[1]), (0, 0))) for f, _ in rows])
-        masks = np.concatenate([np.pad(m, ((0, 0), (0, length - m.shape[1]))) for _, m in rows])
-        return ms.Tensor(features).astype(self.dtype), ms.Tensor(masks)  # (B, L, C), (B, L)
+            entries.append((ids, mask, key))
+        return entries
+
+    def _encode_misses(self, misses: list, rows: list, stream: bool) -> None:
+        """Encode the prompts the cache lacks, misses = [(index in rows, ids, mask, key)], each alone (so that
+        a cached prompt gives the numbers of a fresh one) in one pass over T5, into `rows` and the cache."""
+        encoded = self._encoder(stream).encode_each([(ms.Tensor(ids), ms.Tensor(mask)) for _, ids, mask, _ in misses])
+        for (i, _, mask, key), features in zip(misses, encoded):
+            rows[i] = (features.astype(ms.float32).asnumpy(), mask)
+            self.embedding_cache.put(key, *rows[i])
+
+    def encode_ahead(self, prompts: list[str], room: int | None = None, stream: bool = True,
+                     max_sequence_length: int = 300, progress: Callable[[int, int], None] | None = None) -> int:
+        """Put into the embedding cache the features of the prompts it lacks, in as few passes over T5 as
+        `room` bytes allow (None: one pass): a pass holds every prompt's hidden state and position bias
+        between blocks. A batch calls this before rendering, so that its items don't each read the streamed
+        encoder for their own prompts; call it under the attention budget of the items' text phase (the
+        attention blocks are part of the cache key). progress(done, total) in prompts. Returns how many
+        prompts were encoded."""
+        entries = [e for e in self._prompt_keys(list(dict.fromkeys(prompts)), max_sequence_length)
+                   if e[2] not in self.embedding_cache]  # a file test: cached features are not read
+        rows, misses = [None] * len(entries), [(i, *entry) for i, entry in enumerate(entries)]
+        t5, report = self._t5_config, progress or (lambda done, total: None)
+        passes, held = [[]], 0
+        for miss in misses:
+            n = miss[1].shape[1]  # tokens
+            size = 4 * (n * t5.d_model + t5.num_heads * n * n)  # fp32 hidden state and bias, (n, d) + (heads, n, n)
+            if passes[-1] and room is not None and held + size > room:
+                passes.append([])
+                held = 0
+            passes[-1].append(miss)
+            held += size
+        done = 0
+        report(done, len(misses))
+        for group in passes if misses else ():
+            self._encode_misses(group, rows, stream)
+            done += len(group)
+            report(done, len(misses))
+        return len(misses)
 
     # -- generation --------------------------------------------------------------------------------------
 

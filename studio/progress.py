@@ -10,7 +10,8 @@ minutes shows where it is like the denoising does.
 import sys
 
 PHASES = {"text": ("encoding prompt", "prompt"), "denoise": ("denoising", "step"), "decode": ("decoding", "step"),
-          "compose": ("composing", "canvas"), "export": ("writing files", "file")}
+          "compose": ("composing", "canvas"), "export": ("writing files", "file"),
+          "ahead": ("encoding prompts ahead", "prompt")}
 
 
 class PhaseBars:

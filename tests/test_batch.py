@@ -490,6 +490,40 @@ def test_text_encoder_is_released_when_memory_is_tight(tiny_dir, tmp_path):
     assert sidecars(tmp_path / "out")["card-1"]["text_encoder"] == {str(tiny_dir): "released"}
 
 
+def test_streamed_prompts_are_encoded_ahead_in_one_read_of_t5(tiny_dir, tmp_path, monkeypatch):
+    """With T5 released before denoising (a tight budget), the batch encodes every item's prompts in one pass
+    over the streamed encoder before the first item, instead of one pass per item; the files are those of a
+    run that encodes each item's prompts itself (--no-cache)."""
+    from studio.models.t5 import StreamedT5Encoder
+
+    passes, encode_each = [], StreamedT5Encoder.encode_each
+    monkeypatch.setattr(StreamedT5Encoder, "encode_each",
+                        lambda self, inputs: passes.append(len(inputs)) or encode_each(self, inputs))
+    job = write_job(tmp_path, MATRIX_JOB)  # 2 prompts x 2 seeds
+    summary, text = run(job, tmp_path / "ahead", tiny_dir, memory_budget="7MiB")
+    assert summary.exit_code == 0 and len(summary.rendered) == 4
+    assert passes == [3] and "encoded 3 prompts ahead" in text  # the two prompts and the empty negative one
+    ahead = sidecars(tmp_path / "ahead")
+    assert {r["text_encoder"][str(tiny_dir)] for r in ahead.values()} == {"released"}
+    assert [r["embedding_cache"][str(tiny_dir)]["misses"] for r in ahead.values()] == [0] * 4
+    passes.clear()
+    run(job, tmp_path / "each", tiny_dir, memory_budget="7MiB", use_cache=False)
+    assert passes == [2] * 4  # each item streams T5 for its prompt and the negative one
+    assert {k: r["files"] for k, r in ahead.items()} == {k: r["files"] for k, r in sidecars(tmp_path / "each").items()}
+
+
+def test_a_failure_encoding_ahead_only_warns(tiny_dir, tmp_path, monkeypatch):
+    from studio.pipeline import PixArtSigmaPipeline
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk read error")
+    monkeypatch.setattr(PixArtSigmaPipeline, "encode_ahead", broken)
+    stderr = io.StringIO()
+    summary, _ = run(write_job(tmp_path, MATRIX_JOB), tmp_path / "out", tiny_dir, stderr, memory_budget="7MiB")
+    assert summary.exit_code == 0 and len(summary.rendered) == 4  # each item encoded its own prompts
+    assert "studio: batch: warning: encoding the prompts ahead failed: OSError: disk read error" in stderr.getvalue()
+
+
 IMAGE_LAYOUT = """\
 canvas: {width: 64, height: 64}
 variables: {seed: 1, img: good.png}
@@ -680,6 +714,8 @@ def test_a_signal_finishes_the_current_item_a_second_drops_it(tiny_dir, tmp_path
             if (name, what) == (point, detail):
                 for signum in signals:
                     os.kill(os.getpid(), signum)
+                    time.sleep(0.5)  # files are written in threads: a second signal sent before the main thread
+                    # has handled the first would merge with it (signals of one kind don't queue)
         return pause
 
     # one SIGINT mid-denoise: a-red-fox/2 is finished, then the batch stops. (While MindSpore computes, its
