@@ -206,8 +206,9 @@ class PixArtSigmaPipeline:
 
         With `self.embedding_cache` set (get(key) -> (features (1, L, C) float32, mask (1, L)) or None;
         put(key, features, mask); `key in cache` for `encode_ahead`; `key` a dict of the text settings, to
-        which the cache adds the model's identity: studio.batch.EmbeddingCache), each prompt is encoded alone, so a cached prompt gives the
-        same numbers as a fresh one, and a cached prompt skips the text encoder.
+        which the cache adds the model's identity: studio.batch.EmbeddingCache), each prompt is encoded
+        alone, so a cached prompt gives the same numbers as a fresh one, and a cached prompt skips the text
+        encoder.
 
         `stream` runs the encoder block by block from its files (`StreamedT5Encoder`: one block's weights
         in memory, the same features) unless it is loaded already.
@@ -264,18 +265,18 @@ class PixArtSigmaPipeline:
                    if e[2] not in self.embedding_cache]  # a file test: cached features are not read
         rows, misses = [None] * len(entries), [(i, *entry) for i, entry in enumerate(entries)]
         t5, report = self._t5_config, progress or (lambda done, total: None)
-        passes, held = [[]], 0
+        passes, held = [], 0
         for miss in misses:
             n = miss[1].shape[1]  # tokens
             size = 4 * (n * t5.d_model + t5.num_heads * n * n)  # fp32 hidden state and bias, (n, d) + (heads, n, n)
-            if passes[-1] and room is not None and held + size > room:
+            if not passes or (room is not None and held + size > room):
                 passes.append([])
                 held = 0
             passes[-1].append(miss)
             held += size
         done = 0
         report(done, len(misses))
-        for group in passes if misses else ():
+        for group in passes:
             self._encode_misses(group, rows, stream)
             done += len(group)
             report(done, len(misses))

@@ -3,8 +3,9 @@
 The pipeline reports progress(phase, done, total) for its phases, "text", "denoise" and "decode"
 (`PixArtSigmaPipeline.__call__`), and `render` adds a label naming the layer, then its own phases "compose"
 and "export". `PhaseBars` turns those calls into bars: "encoding prompt" (one unit), "denoising" (steps),
-"decoding" (tile passes when tiled, images otherwise), "composing", "writing files" (files), each opened when its phase starts and closed when it completes, so a 4K decode that takes
-minutes shows where it is like the denoising does.
+"decoding" (tile passes when tiled, images otherwise), "composing", "writing files" (files), and for a
+batch "encoding prompts ahead", each opened when its phase starts and closed when it completes, so a 4K
+decode that takes minutes shows where it is like the denoising does.
 """
 
 import sys

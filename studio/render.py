@@ -78,7 +78,8 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
 
     model: the default model for layers and layouts that name none. progress(label, phase, done, total)
     reports each generation's phases as the pipeline's `progress` does ("text", "denoise", "decode"), label
-    naming the layer, then "compose" (0, then 1 of 1) and "export" (files written), label "". pipelines: a dict model -> loaded pipeline, reused across calls (batches).
+    naming the layer, then "compose" (0, then 1 of 1) and "export" (files written), label "". pipelines: a
+    dict model -> loaded pipeline, reused across calls (batches).
     For batches (studio.batch): stem replaces layout.output.name; metadata entries are added to (or
     replace) those stored in the files; record, a dict, receives the memory budget and each generation's
     settings.

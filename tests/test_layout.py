@@ -543,8 +543,8 @@ def test_corpus_is_large():
 def test_undeclared_override():
     with pytest.raises(LayoutError) as info:
         parse_layout("canvas: {preset: fhd}\nvariables: {title: x}\n" + FILL, "poster.yaml", {"titel": "y"})
-    assert info.value.errors == ["poster.yaml:2: variables.titel: given a value (--set, or a batch job's variables) but not "
-                                 "defined in the file (did you mean 'title'?)"]
+    assert info.value.errors == ["poster.yaml:2: variables.titel: given a value (--set, or a batch job's "
+                                 "variables) but not defined in the file (did you mean 'title'?)"]
 
 
 def test_every_error_at_once(layout_dir):
