@@ -204,25 +204,19 @@ class PixArtSigmaPipeline:
         reference's encoder time, with the same real-position features
         (tests/test_pipeline.py::test_encode_prompt_encodes_real_tokens_only).
 
-        With `self.embedding_cache` set (get(key) -> (features (1, L, C) float32, mask (1, L)) or None;
-        put(key, features, mask); `key in cache` for `encode_ahead`; `key` a dict of the text settings, to
-        which the cache adds the model's identity: studio.batch.EmbeddingCache), each prompt is encoded
-        alone, so a cached prompt gives the same numbers as a fresh one, and a cached prompt skips the text
-        encoder.
+        Each prompt is encoded alone, so that its features are the same bits whatever it is encoded with
+        (its negative prompt, a batch's other prompts, the cache): `studio generate`, `render` and `batch`
+        make the same file from the same layout. With `self.embedding_cache` set (get(key) -> (features
+        (1, L, C) float32, mask (1, L)) or None; put(key, features, mask); `key in cache` for
+        `encode_ahead`; `key` a dict of the text settings, to which the cache adds the model's identity:
+        studio.batch.EmbeddingCache) a cached prompt skips the text encoder.
 
         `stream` runs the encoder block by block from its files (`StreamedT5Encoder`: one block's weights
-        in memory, the same features) unless it is loaded already.
+        in memory, the same features) unless it is loaded already, each block read once for all prompts.
         """
-        if self.embedding_cache is not None:
-            return self._encode_cached(prompts, max_sequence_length, stream)
-        ids, mask = real_tokens(*tokenize(self.tokenizer, [preprocess(p) for p in prompts], max_sequence_length))
-        ids, mask = ms.Tensor(ids), ms.Tensor(mask)
-        return self._encoder(stream)(ids, mask), mask
-
-    def _encode_cached(self, prompts: list[str], max_sequence_length: int,
-                       stream: bool) -> tuple[ms.Tensor, ms.Tensor]:
         entries = self._prompt_keys(prompts, max_sequence_length)
-        rows = [self.embedding_cache.get(key) for _, _, key in entries]
+        cache = self.embedding_cache
+        rows = [None if cache is None else cache.get(key) for _, _, key in entries]
         misses = [(i, *entry) for i, (entry, row) in enumerate(zip(entries, rows)) if row is None]
         if misses:
             self._encode_misses(misses, rows, stream)
@@ -246,12 +240,13 @@ class PixArtSigmaPipeline:
         return entries
 
     def _encode_misses(self, misses: list, rows: list, stream: bool) -> None:
-        """Encode the prompts the cache lacks, misses = [(index in rows, ids, mask, key)], each alone (so that
-        a cached prompt gives the numbers of a fresh one) in one pass over T5, into `rows` and the cache."""
+        """Encode the prompts the cache lacks (all, without a cache), misses = [(index in rows, ids, mask,
+        key)], each alone, in one pass over T5: into `rows`, and the cache when there is one."""
         encoded = self._encoder(stream).encode_each([(ms.Tensor(ids), ms.Tensor(mask)) for _, ids, mask, _ in misses])
         for (i, _, mask, key), features in zip(misses, encoded):
             rows[i] = (features.astype(ms.float32).asnumpy(), mask)
-            self.embedding_cache.put(key, *rows[i])
+            if self.embedding_cache is not None:
+                self.embedding_cache.put(key, *rows[i])
 
     def encode_ahead(self, prompts: list[str], room: int | None = None, stream: bool = True,
                      max_sequence_length: int = 300, progress: Callable[[int, int], None] | None = None) -> int:

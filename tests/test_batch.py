@@ -512,6 +512,24 @@ def test_streamed_prompts_are_encoded_ahead_in_one_read_of_t5(tiny_dir, tmp_path
     assert {k: r["files"] for k, r in ahead.items()} == {k: r["files"] for k, r in sidecars(tmp_path / "each").items()}
 
 
+def test_render_and_batch_make_the_same_pixels(tiny_dir, tmp_path):
+    """Each prompt is encoded alone whatever encodes it, so `studio render` of a layout and a batch item of the
+    same layout and variables give the same pixels (their files differ only in metadata)."""
+    import numpy as np
+    from PIL import Image
+
+    from studio.layout import load_layout
+    from studio.render import render
+
+    job = write_job(tmp_path, "layout: card.yaml\nname: card\nitems: [{prompt: a fox, seed: 1}]\n",
+                    LAYOUT.replace("width: 128, height: 128", "width: 512, height: 256"))
+    run(job, tmp_path / "batch", tiny_dir, use_cache=False)
+    [rendered] = render(load_layout(tmp_path / "card.yaml", {"prompt": "a fox", "seed": "1"}), tmp_path / "one",
+                        str(tiny_dir), "2GiB")
+    with Image.open(rendered) as a, Image.open(tmp_path / "batch" / "card.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_a_failure_encoding_ahead_only_warns(tiny_dir, tmp_path, monkeypatch):
     from studio.pipeline import PixArtSigmaPipeline
 
