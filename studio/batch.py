@@ -905,19 +905,17 @@ def _generations(task, pipelines, default_model):
     """Per generation of the item: (model id, its layer, its plan with T5 released before denoising, and with
     T5 kept loaded, None when the budget can't keep it)."""
     from studio.errors import PlanError
-    from studio.memory_plan import plan_generation
 
     for job in task.plan.jobs:
         layer = task.layout.layers[job.layer]
         model_id = str(layer.model or task.layout.model or default_model)
         pipe = pipelines[model_id]
-        args = (pipe.transformer.config, pipe._t5_config, pipe.vae.config, job.gen_height, job.gen_width, 1,
-                task.plan.budget, layer.guidance > 1.0, pipe._itemsize)
+        args = (job.gen_height, job.gen_width, 1, task.plan.budget, layer.guidance > 1.0)
         try:
-            kept = plan_generation(*args, keep_text_encoder=True)
+            kept = pipe.generation_plan(*args, keep_text_encoder=True)
         except PlanError:
             kept = None
-        yield model_id, layer, plan_generation(*args), kept
+        yield model_id, layer, pipe.generation_plan(*args, keep_text_encoder=False), kept
 
 
 def _kept(generations) -> dict:
@@ -940,41 +938,35 @@ def _keep_text_encoder(task, pipelines, default_model) -> dict:
 
 def _encode_ahead(todo, pipelines, default_model, quiet, out, err) -> None:
     """Put every prompt the items to render need, and the embedding cache lacks, into the cache before
-    rendering, in one pass over the streamed T5 per model and attention budget (or as few as the items'
-    memory budget allows), where each item would otherwise read the whole encoder from its files for its
-    own prompts (T5-XXL: 18-32 s a read). Items whose T5 stays loaded encode their own. A failure here only
-    warns: the items then encode their prompts, or fail, themselves."""
-    from studio import memory
+    rendering, in one read of each model's streamed T5 (or as few as the items' memory budget allows),
+    where each item would otherwise read the whole encoder for its own prompts (`encode_all_ahead`). Items
+    whose T5 stays loaded encode their own. A failure here only warns: the items then encode their
+    prompts, or fail, themselves."""
+    from studio.pipeline import encode_all_ahead
 
-    groups: dict = {}  # (model id, T5 attention budget) -> (prompts, bytes each item's budget leaves free)
+    requests = []
     for task in todo:
         if not all(model_id in pipelines for model_id in task.models):
             continue  # a model that did not load: the item fails on its own
         generations = list(_generations(task, pipelines, default_model))
         keep = _kept(generations)
         for model_id, layer, released, _ in generations:
-            text = released.phases[0]
-            if keep[model_id] or not text.streamed:
-                continue
-            prompts, rooms = groups.setdefault((model_id, text.workspace), ([], []))
-            prompts += [layer.prompt] + ([layer.negative_prompt] if layer.guidance > 1.0 else [])
-            if task.plan.budget is not None:
-                rooms.append(max(task.plan.budget - text.peak, 0))
-    for (model_id, workspace), (prompts, rooms) in groups.items():
-        bars = PhaseBars(quiet, file=err, position=1, leave=False)
-        try:
-            with memory.attention_budget(workspace):
-                encoded = pipelines[model_id].encode_ahead(prompts, min(rooms, default=None),
-                                                           progress=lambda done, total: bars("", "ahead", done, total))
-        except Exception as e:  # the items encode (or fail) on their own
-            message = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
-            print(f"studio: batch: warning: encoding the prompts ahead failed: {_first_line(message)}", file=err,
-                  flush=True)
-            continue
-        finally:
-            bars.close()
-        if encoded:
-            print(f"encoded {encoded} prompt{'s' * (encoded != 1)} ahead ({model_id})", file=out, flush=True)
+            if not keep[model_id]:
+                text = released.phases[0]
+                prompts = [layer.prompt] + ([layer.negative_prompt] if layer.guidance > 1.0 else [])
+                requests.append((pipelines[model_id], prompts, text, max(task.plan.budget - text.peak, 0)))
+    bars = PhaseBars(quiet, file=err, position=1, leave=False)
+    try:
+        encoded = encode_all_ahead(requests, progress=lambda done, total: bars("", "ahead", done, total))
+    except Exception as e:  # the items encode (or fail) on their own
+        message = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+        print(f"studio: batch: warning: encoding the prompts ahead failed: {_first_line(message)}", file=err,
+              flush=True)
+        return
+    finally:
+        bars.close()
+    if encoded:
+        print(f"encoded {encoded} prompt{'s' * (encoded != 1)} ahead", file=out, flush=True)
 
 
 class _ItemBars(PhaseBars):

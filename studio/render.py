@@ -6,6 +6,7 @@ layout's formats (for spans also each monitor's cut, at the monitor's pixel dens
 composes with labelled placeholders instead of generated art: no model, seconds.
 """
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -71,6 +72,32 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     return path
 
 
+@contextlib.contextmanager
+def _prompts_ahead(layout: Layout, plan: Plan, models: list, pipelines: dict, report):
+    """With several generate layers, their prompts encoded in one read of each streamed T5 before the first
+    layer runs, instead of one read per layer (`pipeline.encode_all_ahead`); pipelines without an embedding
+    cache of their own (a batch's holds them already) get one in memory until the layers are done."""
+    from studio.pipeline import MemoryCache, encode_all_ahead
+
+    lent = [pipelines[m] for m in dict.fromkeys(models) if pipelines[m].embedding_cache is None]
+    for pipe in lent:
+        pipe.embedding_cache = MemoryCache()
+    try:
+        if len(plan.jobs) > 1:
+            requests = []
+            for job, model_id in zip(plan.jobs, models):
+                layer, pipe = layout.layers[job.layer], pipelines[model_id]
+                guided = layer.guidance > 1.0
+                text = pipe.generation_plan(job.gen_height, job.gen_width, 1, plan.budget, guided).phases[0]
+                room = None if plan.budget is None else max(plan.budget - text.peak, 0)
+                requests.append((pipe, [layer.prompt] + ([layer.negative_prompt] if guided else []), text, room))
+            encode_all_ahead(requests, progress=lambda done, total: report("", "ahead", done, total))
+        yield
+    finally:
+        for pipe in lent:
+            pipe.embedding_cache = None
+
+
 def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None, overwrite: bool = False,
            progress: Callable[[str, str, int, int], None] | None = None, pipelines: dict | None = None,
            stem: str | None = None, metadata: dict | None = None, record: dict | None = None) -> list[Path]:
@@ -97,29 +124,30 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         check_free(path, overwrite)
     remove_temporaries(out_dir, {path.name for path in targets})  # what a killed run of this layout left
     pipelines = {} if pipelines is None else pipelines
-    art, jobs_meta = {}, []
-    for n, job in enumerate(plan.jobs, 1):
-        layer = layout.layers[job.layer]
-        model_id = layer.model or layout.model or model
+    report = progress or (lambda label, phase, done, total: None)
+    models = [layout.layers[job.layer].model or layout.model or model for job in plan.jobs]
+    for model_id in dict.fromkeys(models):
         if model_id not in pipelines:
             pipelines[model_id] = PixArtSigmaPipeline.from_pretrained(model_id)
             if pipelines[model_id].tiny_notice:
                 print(f"note: {model_id}: {pipelines[model_id].tiny_notice}", file=sys.stderr)
-        pipe = pipelines[model_id]
-        name = f" {layer.name}" if layer.name else ""
-        label = f"layer {job.layer}{name} ({n}/{len(plan.jobs)}) {job.strategy} {job.gen_width}x{job.gen_height}"
-        out = pipe(layer.prompt, negative_prompt=layer.negative_prompt, height=job.gen_height, width=job.gen_width,
-                   num_inference_steps=layer.steps, guidance_scale=layer.guidance, seed=layer.seed,
-                   use_resolution_binning=False, sampler=layer.sampler, memory_budget=plan.budget,
-                   progress=(lambda phase, done, total, label=label: progress(label, phase, done, total))
-                   if progress else None)
-        art[job.layer] = out.images[0]
-        jobs_meta.append({"layer": job.layer, "model": str(model_id), "prompt": layer.prompt,
-                          "negative_prompt": layer.negative_prompt, "seed": layer.seed, "steps": layer.steps,
-                          "guidance": layer.guidance, "sampler": layer.sampler or pipe.sampler.sampler,
-                          "strategy": job.strategy, "size": f"{job.gen_width}x{job.gen_height}",
-                          "peak_memory_planned": format_bytes(job.memory.peak)})
-    report = progress or (lambda label, phase, done, total: None)
+    art, jobs_meta = {}, []
+    with _prompts_ahead(layout, plan, models, pipelines, report):
+        for n, (job, model_id) in enumerate(zip(plan.jobs, models), 1):
+            layer, pipe = layout.layers[job.layer], pipelines[model_id]
+            name = f" {layer.name}" if layer.name else ""
+            label = f"layer {job.layer}{name} ({n}/{len(plan.jobs)}) {job.strategy} {job.gen_width}x{job.gen_height}"
+            out = pipe(layer.prompt, negative_prompt=layer.negative_prompt, height=job.gen_height, width=job.gen_width,
+                       num_inference_steps=layer.steps, guidance_scale=layer.guidance, seed=layer.seed,
+                       use_resolution_binning=False, sampler=layer.sampler, memory_budget=plan.budget,
+                       progress=(lambda phase, done, total, label=label: progress(label, phase, done, total))
+                       if progress else None)
+            art[job.layer] = out.images[0]
+            jobs_meta.append({"layer": job.layer, "model": str(model_id), "prompt": layer.prompt,
+                              "negative_prompt": layer.negative_prompt, "seed": layer.seed, "steps": layer.steps,
+                              "guidance": layer.guidance, "sampler": layer.sampler or pipe.sampler.sampler,
+                              "strategy": job.strategy, "size": f"{job.gen_width}x{job.gen_height}",
+                              "peak_memory_planned": format_bytes(job.memory.peak)})
     report("", "compose", 0, 1)
     image = compose(layout, art)
     report("", "compose", 1, 1)

@@ -84,3 +84,34 @@ def test_examples_run(script, args, tiny_dir, tmp_path):
                           cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "wrote" in proc.stdout or "saved" in proc.stdout or "peak" in proc.stdout
+
+
+def test_a_layouts_prompts_are_encoded_in_one_read_of_t5(tiny_dir, tmp_path, monkeypatch):
+    """Three generate layers: every prompt is encoded in one pass over the streamed T5 before the first layer,
+    not one per layer, with the same pixels."""
+    import numpy as np
+
+    import studio.pipeline
+    from studio.models.t5 import StreamedT5Encoder
+    from studio.render import render
+
+    (tmp_path / "three.yaml").write_text("""\
+canvas: {width: 384, height: 128}
+grids: {main: {rows: 1, columns: 3}}
+layers:
+  - generate: {prompt: a fox, seed: 1, steps: 1, region: {cell: [main, 0, 0]}}
+  - generate: {prompt: an owl, negative_prompt: blurry, seed: 2, steps: 1, region: {cell: [main, 0, 1]}}
+  - generate: {prompt: a fox, seed: 3, steps: 1, guidance: 1, region: {cell: [main, 0, 2]}}
+""")
+    passes, encode_each = [], StreamedT5Encoder.encode_each
+    monkeypatch.setattr(StreamedT5Encoder, "encode_each",
+                        lambda self, inputs: passes.append(len(inputs)) or encode_each(self, inputs))
+    layout = load_layout(tmp_path / "three.yaml")
+    [ahead] = render(layout, tmp_path / "ahead", str(tiny_dir), "2GiB")
+    assert passes == [4]  # 'a fox', '', 'an owl', 'blurry'; the third layer is unguided: no negative prompt
+    passes.clear()
+    monkeypatch.setattr(studio.pipeline, "encode_all_ahead", lambda requests, progress=None: 0)
+    [each] = render(layout, tmp_path / "each", str(tiny_dir), "2GiB")
+    assert passes == [2, 2]  # per layer; the third's 'a fox' is the first's, held for the layout's layers
+    with Image.open(ahead) as a, Image.open(each) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
