@@ -253,12 +253,13 @@ class PixArtSigmaPipeline:
                      max_sequence_length: int = 300, progress: Callable[[int, int], None] | None = None) -> int:
         """Put into the embedding cache the features of the prompts it lacks, in as few passes over T5 as
         `room` bytes allow (None: one pass): a pass holds every prompt's hidden state and position bias
-        between blocks. A batch calls this before rendering, so that its items don't each read the streamed
-        encoder for their own prompts; call it under the attention budget of the items' text phase (the
-        attention blocks are part of the cache key). progress(done, total) in prompts. Returns how many
-        prompts were encoded."""
+        between blocks. `encode_all_ahead` calls it for a batch's items or a layout's layers, under the
+        attention budget of their text phase (its attention blocks are part of the cache key).
+        progress(done, total) in prompts. Returns how many prompts were encoded."""
         entries = [e for e in self._prompt_keys(list(dict.fromkeys(prompts)), max_sequence_length)
                    if e[2] not in self.embedding_cache]  # a file test: cached features are not read
+        if not entries:
+            return 0
         rows, misses = [None] * len(entries), [(i, *entry) for i, entry in enumerate(entries)]
         t5, report = self._t5_config, progress or (lambda done, total: None)
         passes, held = [], 0
