@@ -814,7 +814,7 @@ def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summa
                 _load_models(job, task, pipelines, caches, cache_dir, use_cache, err)
             except Exception:  # the item fails on its own, with this error, when its turn comes
                 pass
-        _encode_ahead(todo, pipelines, job.model, quiet, out, err)
+        _encode_ahead(todo, pipelines, job.model, quiet, lambda text: _line(bar, text, out), err)
     for k, task in enumerate(todo, 1):
         if signals.received is not None:
             break
@@ -936,12 +936,12 @@ def _keep_text_encoder(task, pipelines, default_model) -> dict:
     return keep
 
 
-def _encode_ahead(todo, pipelines, default_model, quiet, out, err) -> None:
+def _encode_ahead(todo, pipelines, default_model, quiet, say, err) -> None:
     """Put every prompt the items to render need, and the embedding cache lacks, into the cache before
     rendering, in one read of each model's streamed T5 (or as few as the items' memory budget allows),
     where each item would otherwise read the whole encoder for its own prompts (`encode_all_ahead`). Items
     whose T5 stays loaded encode their own. A failure here only warns: the items then encode their
-    prompts, or fail, themselves."""
+    prompts, or fail, themselves. say(text): a line for the log."""
     from studio.pipeline import encode_all_ahead
 
     requests = []
@@ -966,7 +966,7 @@ def _encode_ahead(todo, pipelines, default_model, quiet, out, err) -> None:
     finally:
         bars.close()
     if encoded:
-        print(f"encoded {encoded} prompt{'s' * (encoded != 1)} ahead", file=out, flush=True)
+        say(f"encoded {encoded} prompt{'s' * (encoded != 1)} ahead")
 
 
 class _ItemBars(PhaseBars):
