@@ -121,6 +121,16 @@ def main() -> None:
                  best(lambda: backend.linear_from_channels_first(mc5, mw5, None), args.reps),
                  best(lambda: to5.view(2, 64, 300, 64).transpose(1, 2).reshape(2, 300, 4096) @ tw5.T, args.reps)))
 
+    # T5-XXL's FFN input projection for one prompt of 40 tokens alone (as the pipeline encodes): few rows
+    # against a wide weight
+    x40, wi = arrays((1, 40, 4096), (10240, 4096))
+    mx40, mwi, tx40, twi = ms.Tensor(x40), ms.Tensor(wi), torch.from_numpy(x40), torch.from_numpy(wi)
+    tb_matmul = ops.MatMul(transpose_b=True)
+    rows.append(("T5 linear, 40 tokens x 4096 -> 10240 ((W xᵀ)ᵀ)",
+                 best(lambda: backend.linear(mx40, mwi, None), args.reps),
+                 "MatMul(x, W, transpose_b)", best(lambda: tb_matmul(mx40.reshape(40, 4096), mwi), args.reps),
+                 best(lambda: torch.nn.functional.linear(tx40, twi), args.reps)))
+
     print(f"mindspore {ms.__version__}, torch {torch.__version__}; ms per call, best of {args.reps}")
     print("| op | studio (backend.py) | replaced form | replaced form ms | torch |")
     print("|---|---|---|---|---|")

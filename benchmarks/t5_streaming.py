@@ -2,17 +2,20 @@
 weight files), and transformers' encoder loaded whole, on the same random weights written in the published
 sharded layout (`text_encoder/`: config.json, model.safetensors.index.json, model-0000i-of-0000n.safetensors).
 
-Usage: python benchmarks/t5_streaming.py [--layers 24] [--tokens 20] [--folder DIR] [--repeats 1] [--cold]
-       [--runs transformers-whole studio-whole studio-streamed]
+Usage: python benchmarks/t5_streaming.py [--layers 24] [--tokens 20] [--prompts 1] [--folder DIR] [--repeats 1]
+       [--cold] [--runs transformers-whole studio-whole studio-streamed studio-streamed-each]
 
-Each run is its own process: seconds to load, seconds to encode (a batch of 2 prompts x `--tokens` real
-tokens, as the pipelines encode a prompt and its negative), peak RSS (the process's high-water mark, which
-counts the weight files' pages while they are mapped), and the features' relative L2 error against
-transformers'. Writing 24 layers takes 19 GB of disk (`--folder` picks where; it is kept for reruns when
-given, else deleted). Without --cold the runs read the files from the page cache as far as memory holds
-them, which favours whichever run comes first after the files were written (and a run holding 19 GB
-evicts the cache for the next); --cold empties the page cache before each run (`/proc/sys/vm/drop_caches`:
-root only), so every run reads from disk.
+Each run is its own process: seconds to load, seconds to encode `--prompts` pairs of prompts of `--tokens`
+real tokens (a prompt and its negative, as the pipelines encode them), peak RSS (the process's high-water
+mark, which counts the weight files' pages while they are mapped), and the features' relative L2 error
+against transformers'. The whole encoders are loaded once and called once per pair. studio-streamed reads
+the encoder once for all pairs, each prompt encoded alone (as studio's pipeline encodes, and as a batch or
+a layout with several layers encodes its prompts ahead); studio-streamed-each reads it once per pair (as
+each batch item did before it encoded ahead). Writing 24 layers takes 19 GB of disk (`--folder` picks where;
+it is kept for reruns when given, else deleted). Without --cold the runs read the files from the page cache as
+far as memory holds them, which favours whichever run comes first after the files were written (and a run
+holding 19 GB evicts the cache for the next); --cold empties the page cache before each run
+(`/proc/sys/vm/drop_caches`: root only), so every run reads from disk.
 """
 
 import argparse
@@ -34,7 +37,7 @@ T5_XXL = {"architectures": ["T5EncoderModel"], "d_ff": 10240, "d_kv": 64, "d_mod
           "layer_norm_epsilon": 1e-6, "model_type": "t5", "num_heads": 64, "relative_attention_max_distance": 128,
           "relative_attention_num_buckets": 32, "vocab_size": 32128, "tie_word_embeddings": False}
 SHARD_BYTES = 2 * 1024 ** 3
-RUNS = ("transformers-whole", "studio-whole", "studio-streamed")
+RUNS = ("transformers-whole", "studio-whole", "studio-streamed", "studio-streamed-each")
 
 
 def tensor_shapes(layers: int):
@@ -92,14 +95,16 @@ def write_checkpoint(folder: Path, layers: int) -> None:
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
 
-def inputs(tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """2 prompts of `tokens` real tokens each (as studio's pipeline encodes: no padding positions)."""
+def inputs(tokens: int, pairs: int) -> tuple[np.ndarray, np.ndarray]:
+    """`pairs` x 2 prompts of `tokens` real tokens each (as studio's pipeline encodes: no padding positions)."""
     rng = np.random.default_rng(1)
-    return rng.integers(3, T5_XXL["vocab_size"], (2, tokens)).astype(np.int64), np.ones((2, tokens), np.int64)
+    return (rng.integers(3, T5_XXL["vocab_size"], (2 * pairs, tokens)).astype(np.int64),
+            np.ones((2 * pairs, tokens), np.int64))
 
 
-def worker(run: str, folder: Path, tokens: int, out: Path) -> dict:
-    ids, mask = inputs(tokens)
+def worker(run: str, folder: Path, tokens: int, pairs: int, out: Path) -> dict:
+    ids, mask = inputs(tokens, pairs)
+    each_pair = [slice(2 * i, 2 * i + 2) for i in range(pairs)]
     t0 = time.perf_counter()
     if run == "transformers-whole":
         import torch
@@ -108,26 +113,42 @@ def worker(run: str, folder: Path, tokens: int, out: Path) -> dict:
         model = T5EncoderModel.from_pretrained(folder, dtype=torch.float32).eval()
         t1 = time.perf_counter()
         with torch.no_grad():
-            features = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state
-        features = features.numpy()
+            features = np.concatenate([model(input_ids=torch.from_numpy(ids[p]),
+                                             attention_mask=torch.from_numpy(mask[p])).last_hidden_state.numpy()
+                                       for p in each_pair])
     else:
         import mindspore as ms
 
         from studio import backend
         from studio.models.t5 import StreamedT5Encoder, T5EncoderModel
         backend.setup()
-        encoder = T5EncoderModel.from_pretrained(folder) if run == "studio-whole" else StreamedT5Encoder(folder)
-        t1 = time.perf_counter()
-        features = encoder(ms.Tensor(ids), ms.Tensor(mask)).asnumpy()
+
+        def alone(rows):  # each prompt on its own, as studio's pipeline encodes
+            return [(ms.Tensor(ids[i:i + 1]), ms.Tensor(mask[i:i + 1])) for i in rows]
+        if run == "studio-whole":
+            encoder = T5EncoderModel.from_pretrained(folder)
+            t1 = time.perf_counter()
+            outputs = [y for p in each_pair for y in encoder.encode_each(alone(range(p.start, p.stop)))]
+        elif run == "studio-streamed":
+            encoder = StreamedT5Encoder(folder)
+            t1 = time.perf_counter()
+            outputs = encoder.encode_each(alone(range(2 * pairs)))
+        else:  # studio-streamed-each
+            t1 = time.perf_counter()
+            outputs = [y for p in each_pair
+                       for y in StreamedT5Encoder(folder).encode_each(alone(range(p.start, p.stop)))]
+        features = np.concatenate([y.asnumpy() for y in outputs])
     t2 = time.perf_counter()
     np.save(out, features)
-    return {"load_s": t1 - t0, "encode_s": t2 - t1, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"load_s": t1 - t0, "encode_s": t2 - t1, "peak_rss": peak}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=24)
     parser.add_argument("--tokens", type=int, default=20)
+    parser.add_argument("--prompts", type=int, default=1, help="pairs of prompts (a prompt and its negative)")
     parser.add_argument("--folder", type=Path, help="where the checkpoint is written (kept); default: a temporary one")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--cold", action="store_true", help="empty the page cache before each run (root only)")
@@ -137,7 +158,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.folder, args.tokens, args.out)), flush=True)
+        print(json.dumps(worker(args.worker, args.folder, args.tokens, args.prompts, args.out)), flush=True)
         return
     scratch = Path(tempfile.mkdtemp(prefix="t5-streaming-"))
     folder = args.folder or scratch / "text_encoder"
@@ -154,7 +175,8 @@ def main() -> None:
                     Path("/proc/sys/vm/drop_caches").write_text("3\n")
                 out = scratch / f"{run}.npy"
                 proc = subprocess.run([sys.executable, __file__, "--worker", run, "--folder", str(folder),
-                                       "--tokens", str(args.tokens), "--out", str(out)],
+                                       "--tokens", str(args.tokens), "--prompts", str(args.prompts),
+                                       "--out", str(out)],
                                       capture_output=True, text=True, check=True)
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
                 best = results.get(run)
@@ -162,8 +184,9 @@ def main() -> None:
                     results[run] = r
         ref_file = scratch / "transformers-whole.npy"
         reference = np.load(ref_file) if ref_file.is_file() else None
-        print(f"T5-XXL encoder, {args.layers} of 24 layers, 2 x {args.tokens} tokens, fp32 "
-              f"(best of {args.repeats} by load + encode; page cache {'emptied before each run' if args.cold else 'as left'})")
+        cache = "emptied before each run" if args.cold else "as left"
+        print(f"T5-XXL encoder, {args.layers} of 24 layers, {args.prompts} x 2 prompts of {args.tokens} tokens, fp32 "
+              f"(best of {args.repeats} by load + encode; page cache {cache})")
         print(f"{'run':<20}{'load s':>9}{'encode s':>10}{'total s':>9}{'peak RSS':>11}{'rel. L2 vs transformers':>26}")
         for run in args.runs:
             r = results[run]

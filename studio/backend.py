@@ -123,13 +123,26 @@ def linear(x: ms.Tensor, weight: ms.Tensor, bias: ms.Tensor | None) -> ms.Tensor
     """y = x @ weight.T + bias with weight in the checkpoint's (out, in) layout.
 
     As a 2D MatMul(transpose_b) plus bias_add: at (2048 x 1152) @ (4608 x 1152)ᵀ that ran 129 ms (168
-    GFLOP/s, torch 124 ms) where ops.dense on the 3D input took 218 ms (100 GFLOP/s).
+    GFLOP/s, torch 124 ms) where ops.dense on the 3D input took 218 ms (100 GFLOP/s). On the CPU a few
+    rows against a wide weight (`_few_rows`: a prompt's tokens in T5) run as (W xᵀ)ᵀ instead, 1.5-2.8x
+    faster there (benchmarks/backend_ops.py).
     """
     lead = x.shape[:-1]
-    y = _MATMUL_TB(x.reshape(-1, x.shape[-1]), weight)  # (rows, out)
+    x2 = x.reshape(-1, x.shape[-1])
+    if _few_rows(x2.shape[0], weight):
+        y = ops.transpose(_MATMUL_TB(weight, x2), (1, 0))  # (out, rows) -> (rows, out)
+    else:
+        y = _MATMUL_TB(x2, weight)  # (rows, out)
     if bias is not None:
         y = ops.bias_add(y, bias)
     return y.reshape(*lead, weight.shape[0])
+
+
+def _few_rows(rows: int, weight: ms.Tensor) -> bool:
+    """Whether `rows` x (in) @ (out x in)ᵀ runs faster as W xᵀ on the CPU: MindSpore's kernel for the
+    tokens-first product is slow for 16-128 rows against 4096-wide weights (40 rows, 10240 x 4096: 72 ms,
+    W xᵀ 27 ms), equal at 8 rows and beyond ~150, and no faster for 1152-wide ones."""
+    return on_cpu() and 8 < rows <= 128 and weight.shape[1] >= 4096
 
 
 def linear_channels_first(x: ms.Tensor, weight: ms.Tensor, bias: ms.Tensor | None) -> ms.Tensor:

@@ -192,8 +192,8 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     map above MAX_TENSOR, True always (cores of at most DEFAULT_TILE latent px), False never.
     stream_text_encoder: T5 runs block by block from its files (StreamedT5Encoder), unless False or
     keep_text_encoder (which holds it whole). An encoder loaded for one call and released takes longer
-    than streaming it (benchmarks/t5_streaming.py, T5-XXL: 36-43 s loaded whole and run, 32-37 s streamed
-    from disk, 18 s with the files cached), so only one kept across calls is loaded whole. Raises
+    than streaming it (benchmarks/t5_streaming.py, T5-XXL: 30 s loaded whole from disk and run, 22 s
+    streamed from disk, 11.6 s with the files cached), so only one kept across calls is loaded whole. Raises
     PlanError naming the smallest budget that would work when `budget` is too small.
     """
     batch = images * (2 if guidance else 1)

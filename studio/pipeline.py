@@ -477,7 +477,7 @@ class MemoryCache:
 
 def encode_all_ahead(requests, progress: Callable[[int, int], None] | None = None) -> int:
     """Encode the prompts of several generations before any of them runs, so that a T5 streamed from its
-    files is read once for all of them instead of once per generation (T5-XXL: 19 GB, 18-32 s a read).
+    files is read once for all of them instead of once per generation (T5-XXL: 19 GB, 12-22 s a read).
 
     requests: (pipeline, prompts, text phase of the generation's plan, bytes its budget leaves beside that
     phase or None), the pipelines with an embedding cache, which receives the features. Prompts of phases

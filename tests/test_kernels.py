@@ -362,3 +362,14 @@ def test_upsample2x_conv3x3(fresh_build, monkeypatch, b, c, o, h, w, view):
     assert_close(fused, expected, rtol=1e-4, atol=1e-4)
     assert_close(chain, expected, rtol=1e-4, atol=1e-4)
     assert_close(fused, chain)
+
+
+@pytest.mark.parametrize("rows", [3, 9, 40, 128, 129])
+def test_linear_with_few_rows_against_a_wide_weight(rows):
+    """backend.linear takes (W xᵀ)ᵀ on the CPU for 9-128 rows against 4096-wide weights (a prompt's tokens in
+    T5): the same product as x Wᵀ, either way."""
+    rng = np.random.default_rng(rows)
+    x, w, b = rng.standard_normal((1, rows, 4096)), rng.standard_normal((96, 4096)) / 64, rng.standard_normal(96)
+    assert backend._few_rows(rows, tensor(w)) == (backend.on_cpu() and 8 < rows <= 128)
+    y = backend.linear(tensor(x), tensor(w), tensor(b))
+    assert_close(y.asnumpy(), x @ w.T + b, rtol=1e-4, atol=1e-4)
