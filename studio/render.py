@@ -79,19 +79,21 @@ def _prompts_ahead(layout: Layout, plan: Plan, models: list, pipelines: dict, re
     cache of their own (a batch's holds them already) get one in memory until the layers are done."""
     from studio.pipeline import MemoryCache, encode_all_ahead
 
+    if len(plan.jobs) < 2:
+        yield
+        return
     lent = [pipelines[m] for m in dict.fromkeys(models) if pipelines[m].embedding_cache is None]
     for pipe in lent:
         pipe.embedding_cache = MemoryCache()
     try:
-        if len(plan.jobs) > 1:
-            requests = []
-            for job, model_id in zip(plan.jobs, models):
-                layer, pipe = layout.layers[job.layer], pipelines[model_id]
-                guided = layer.guidance > 1.0
-                text = pipe.generation_plan(job.gen_height, job.gen_width, 1, plan.budget, guided).phases[0]
-                room = None if plan.budget is None else max(plan.budget - text.peak, 0)
-                requests.append((pipe, [layer.prompt] + ([layer.negative_prompt] if guided else []), text, room))
-            encode_all_ahead(requests, progress=lambda done, total: report("", "ahead", done, total))
+        requests = []
+        for job, model_id in zip(plan.jobs, models):
+            layer, pipe = layout.layers[job.layer], pipelines[model_id]
+            guided = layer.guidance > 1.0
+            text = pipe.generation_plan(job.gen_height, job.gen_width, 1, plan.budget, guided).phases[0]
+            room = None if plan.budget is None else max(plan.budget - text.peak, 0)
+            requests.append((pipe, [layer.prompt] + ([layer.negative_prompt] if guided else []), text, room))
+        encode_all_ahead(requests, progress=lambda done, total: report("", "ahead", done, total))
         yield
     finally:
         for pipe in lent:
@@ -105,8 +107,9 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
 
     model: the default model for layers and layouts that name none. progress(label, phase, done, total)
     reports each generation's phases as the pipeline's `progress` does ("text", "denoise", "decode"), label
-    naming the layer, then "compose" (0, then 1 of 1) and "export" (files written), label "". pipelines: a
-    dict model -> loaded pipeline, reused across calls (batches).
+    naming the layer, then "compose" (0, then 1 of 1) and "export" (files written), label "", and before
+    the layers, when there are several, "ahead" (their prompts encoded). pipelines: a dict model -> loaded
+    pipeline, reused across calls (batches).
     For batches (studio.batch): stem replaces layout.output.name; metadata entries are added to (or
     replace) those stored in the files; record, a dict, receives the memory budget and each generation's
     settings.
@@ -137,11 +140,11 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
             layer, pipe = layout.layers[job.layer], pipelines[model_id]
             name = f" {layer.name}" if layer.name else ""
             label = f"layer {job.layer}{name} ({n}/{len(plan.jobs)}) {job.strategy} {job.gen_width}x{job.gen_height}"
-            out = pipe(layer.prompt, negative_prompt=layer.negative_prompt, height=job.gen_height, width=job.gen_width,
-                       num_inference_steps=layer.steps, guidance_scale=layer.guidance, seed=layer.seed,
-                       use_resolution_binning=False, sampler=layer.sampler, memory_budget=plan.budget,
-                       progress=(lambda phase, done, total, label=label: progress(label, phase, done, total))
-                       if progress else None)
+            out = pipe(layer.prompt, negative_prompt=layer.negative_prompt, height=job.gen_height,
+                       width=job.gen_width, num_inference_steps=layer.steps, guidance_scale=layer.guidance,
+                       seed=layer.seed, use_resolution_binning=False, sampler=layer.sampler,
+                       memory_budget=plan.budget,
+                       progress=lambda phase, done, total, label=label: report(label, phase, done, total))
             art[job.layer] = out.images[0]
             jobs_meta.append({"layer": job.layer, "model": str(model_id), "prompt": layer.prompt,
                               "negative_prompt": layer.negative_prompt, "seed": layer.seed, "steps": layer.steps,
