@@ -910,7 +910,7 @@ def _generations(task, pipelines, default_model):
         layer = task.layout.layers[job.layer]
         model_id = str(layer.model or task.layout.model or default_model)
         pipe = pipelines[model_id]
-        args = (job.gen_height, job.gen_width, 1, task.plan.budget, layer.guidance > 1.0)
+        args = (job.gen_height, job.gen_width, 1, task.plan.budget, layer.guided)
         try:
             kept = pipe.generation_plan(*args, keep_text_encoder=True)
         except PlanError:
@@ -953,8 +953,7 @@ def _encode_ahead(todo, pipelines, default_model, quiet, say, err) -> None:
         for model_id, layer, released, _ in generations:
             if not keep[model_id]:
                 text = released.phases[0]
-                prompts = [layer.prompt] + ([layer.negative_prompt] if layer.guidance > 1.0 else [])
-                requests.append((pipelines[model_id], prompts, text, max(task.plan.budget - text.peak, 0)))
+                requests.append((pipelines[model_id], layer.texts, text, max(task.plan.budget - text.peak, 0)))
     bars = PhaseBars(quiet, file=err, position=1, leave=False)
     try:
         encoded = encode_all_ahead(requests, progress=lambda done, total: bars("", "ahead", done, total))

@@ -150,16 +150,16 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
         tr, t5, vae = configs or model_configs(layer.model or layout.model or model)
         strategy, gen_w, gen_h = generation_size(box.w, box.h, tr, layer.strategy)
         try:
-            memory = plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget_bytes, layer.guidance > 1.0)
+            memory = plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget_bytes, layer.guided)
         except PlanError as e:
             if layer.strategy != "auto" or strategy == "upscale":
                 raise PlanError(f"{layout.source}: layers[{i}]: {e}") from None
             strategy, gen_w, gen_h = generation_size(box.w, box.h, tr, "upscale")  # fall back to the native bin
-            memory = plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget_bytes, layer.guidance > 1.0)
+            memory = plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget_bytes, layer.guided)
         f = vae.downsample_factor
         jobs.append(GenerateJob(i, box, strategy, gen_w, gen_h, (gen_h // f, gen_w // f),
                                 (gen_h // f // tr.patch_size) * (gen_w // f // tr.patch_size), memory,
-                                round(relative_cost(tr, gen_w, gen_h, layer.steps, layer.guidance > 1.0), 4)))
+                                round(relative_cost(tr, gen_w, gen_h, layer.steps, layer.guided), 4)))
     monitors = tuple(span_canvas(layout.span)[2]) if layout.span else ()
     return Plan(layout.source, layout.canvas.full_width, layout.canvas.full_height, boxes, tuple(jobs), monitors,
                 budget_bytes)

@@ -89,10 +89,9 @@ def _prompts_ahead(layout: Layout, plan: Plan, models: list, pipelines: dict, re
         requests = []
         for job, model_id in zip(plan.jobs, models):
             layer, pipe = layout.layers[job.layer], pipelines[model_id]
-            guided = layer.guidance > 1.0
-            text = pipe.generation_plan(job.gen_height, job.gen_width, 1, plan.budget, guided).phases[0]
+            text = pipe.generation_plan(job.gen_height, job.gen_width, 1, plan.budget, layer.guided).phases[0]
             room = None if plan.budget is None else max(plan.budget - text.peak, 0)
-            requests.append((pipe, [layer.prompt] + ([layer.negative_prompt] if guided else []), text, room))
+            requests.append((pipe, layer.texts, text, room))
         encode_all_ahead(requests, progress=lambda done, total: report("", "ahead", done, total))
         yield
     finally:

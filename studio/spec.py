@@ -107,6 +107,16 @@ class GenerateLayer:
     opacity: float = 1.0
     name: str = ""
 
+    @property
+    def guided(self) -> bool:
+        """Classifier-free guidance on (as the pipeline decides it: guidance above 1)."""
+        return self.guidance > 1.0
+
+    @property
+    def texts(self) -> list[str]:
+        """What its generation encodes with T5: the prompt, and the negative prompt when guided."""
+        return [self.prompt] + ([self.negative_prompt] if self.guided else [])
+
 
 @dataclass(frozen=True)
 class ImageLayer:
