@@ -251,6 +251,9 @@ def modulated_layer_norm(x: ms.Tensor, shift: ms.Tensor, scale: ms.Tensor, eps: 
         return kernel(x, shift, scale, _cfg(eps))
     if not on_cpu():
         return layer_norm(x, None, None, eps) * (1 + scale) + shift
+    if x.dtype != ms.float32:  # in fp32: squares of fp16 activations above 256 overflow
+        y = modulated_layer_norm(x.astype(ms.float32), shift.astype(ms.float32), scale.astype(ms.float32), eps)
+        return y.astype(x.dtype)
     centred = x - expand(row_mean(x), x.shape)
     rstd = ops.rsqrt(row_mean(centred * centred) + eps)  # (B, N, 1)
     return centred * _BATCH_MATMUL(rstd, 1 + scale) + expand(shift, x.shape)

@@ -75,7 +75,8 @@ def read_json(path: Path) -> dict:
 
 def weight_files(component_dir: Path, variant: str | None = None) -> list[Path]:
     """The safetensors files of one component (single file or shards listed by an index), for a
-    variant such as 'fp16' (`*.fp16.safetensors`) or the plain names."""
+    variant such as 'fp16' (`*.fp16.safetensors`), else the plain names: like the reference, a component
+    that has no files of the variant loads its plain ones."""
     if not component_dir.is_dir():
         raise CheckpointError(f"{component_dir}: missing folder")
     infix = f".{variant}" if variant else ""
@@ -95,6 +96,11 @@ def weight_files(component_dir: Path, variant: str | None = None) -> list[Path]:
                 if not shard.is_file():
                     raise CheckpointError(f"{shard}: missing shard listed in {index.name}")
             return shards
+    if variant:
+        try:
+            return weight_files(component_dir)
+        except CheckpointError:
+            pass  # neither: name the variant's files below
     pickles = sorted(p.name for p in component_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise CheckpointError(

@@ -13,8 +13,9 @@ class ConfigError(StudioError):
     """A config.json / scheduler_config.json holds an unknown key or an impossible value."""
 
 
-class InputError(StudioError):
-    """An argument to the pipeline or the CLI is out of range or of the wrong kind."""
+class InputError(StudioError, ValueError):
+    """An argument to the pipeline or the CLI is out of range or of the wrong kind (a ValueError, as the
+    reference raises for bad arguments)."""
 
 
 class PlanError(StudioError):

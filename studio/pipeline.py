@@ -33,15 +33,43 @@ class PipelineOutput:
     """`images`: PIL images ("pil"), float array (N, H, W, 3) in [0, 1] ("np"), or latents (N, 4, h, w)."""
 
     images: list | np.ndarray
-    seed: int | None = None
+    seed: int | None = None  # the seed that drew the initial noise; None when `latents` or a generator did
+
+    def __getitem__(self, index):  # out[0] is the images, as the reference's output indexes
+        return (self.images,)[index]
 
 
 def as_dtype(dtype) -> ms.Type:
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise InputError(f"dtype '{dtype}' is not one of {sorted(DTYPES)}")
-        return DTYPES[dtype]
-    return dtype
+    """A MindSpore type from one, or from a name ("float16", "fp16") or a torch/numpy dtype (torch.float16)."""
+    if isinstance(dtype, ms.dtype.Type):
+        return dtype
+    name = dtype if isinstance(dtype, str) else getattr(dtype, "__name__", None) or str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise InputError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def as_prompts(value, name: str) -> list[str]:
+    """A prompt argument as a list of prompts: a string is one."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(p, str) for p in value):
+        return list(value)
+    raise InputError(f"{name} must be a string or a non-empty list of strings, got {value!r:.80}")
+
+
+def torch_noise(generator, shape: tuple, dtype: ms.Type) -> np.ndarray:
+    """The initial noise the reference draws from a torch.Generator, or a list of one per image: torch.randn
+    on the generator's device in the pipeline's dtype, as diffusers' `randn_tensor`."""
+    import torch
+
+    torch_dtype = {ms.float16: torch.float16, ms.bfloat16: torch.bfloat16}.get(dtype, torch.float32)
+    if not isinstance(generator, (list, tuple)):
+        return torch.randn(shape, generator=generator, device=generator.device, dtype=torch_dtype).float().cpu().numpy()
+    if len(generator) != shape[0]:
+        raise InputError(f"{len(generator)} generators for {shape[0]} images; pass one per image, or one")
+    return np.concatenate([torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=torch_dtype)
+                           .float().cpu().numpy() for g in generator])
 
 
 def default_size(tr: PixArtTransformerConfig, vae: AutoencoderKLConfig, height: int | None,
@@ -148,16 +176,19 @@ class PixArtSigmaPipeline:
         self.tiny_notice: str | None = read_json(model_dir / "model_index.json").get("_studio_tiny")
 
     @classmethod
-    def from_pretrained(cls, path_or_id, dtype="float32", variant: str | None = None, device: str | None = None,
-                        keep_text_encoder: bool = False) -> "PixArtSigmaPipeline":
+    def from_pretrained(cls, path_or_id, dtype=None, variant: str | None = None, device: str | None = None,
+                        keep_text_encoder: bool = False, torch_dtype=None) -> "PixArtSigmaPipeline":
         """Load a pipeline folder (or a hub id in the local Hugging Face cache / downloadable).
 
-        dtype: "float32" | "float16" | "bfloat16" (or a MindSpore type); variant: e.g. "fp16" for
+        dtype: "float32" (default) | "float16" | "bfloat16", or a MindSpore type; `torch_dtype` is the
+        reference's name for it (torch.float16 is read by name). variant: e.g. "fp16" for
         `*.fp16.safetensors`. The text encoder is loaded when a prompt is encoded and released afterwards
         unless keep_text_encoder=True.
         """
+        if dtype is not None and torch_dtype is not None:
+            raise InputError("pass dtype or torch_dtype (the reference's name for it), not both")
         backend.setup(device)
-        dtype = backend.compute_dtype(as_dtype(dtype))
+        dtype = backend.compute_dtype(as_dtype(next((d for d in (dtype, torch_dtype) if d is not None), "float32")))
         folder = resolve_model_dir(path_or_id)
         index = read_json(folder / "model_index.json")
         missing = [c for c in COMPONENTS if c not in index or not (folder / c).is_dir()]
@@ -193,10 +224,10 @@ class PixArtSigmaPipeline:
         self._text_encoder = None
         gc.collect()
 
-    def encode_prompt(self, prompts: list[str], max_sequence_length: int = 300,
+    def encode_prompt(self, prompts: str | list[str], max_sequence_length: int = 300,
                       stream: bool = False) -> tuple[ms.Tensor, ms.Tensor]:
-        """Prompts -> T5 features (B, L, C) and their mask (B, L), 1 = token; L is the longest prompt's token
-        count (at most max_sequence_length).
+        """Prompts (a string is one) -> T5 features (B, L, C) and their mask (B, L), 1 = token; L is the
+        longest prompt's token count (at most max_sequence_length).
 
         The reference pads every prompt to max_sequence_length tokens and encodes the padding too, but the
         denoiser never attends to padded positions, and T5's features at real positions don't depend on the
@@ -215,7 +246,7 @@ class PixArtSigmaPipeline:
         `stream` runs the encoder block by block from its files (`StreamedT5Encoder`: one block's weights
         in memory, the same features) unless it is loaded already, each block read once for all prompts.
         """
-        entries = self._prompt_keys(prompts, max_sequence_length)
+        entries = self._prompt_keys(as_prompts(prompts, "prompt"), max_sequence_length)
         cache = self.embedding_cache
         rows = [None if cache is None else cache.get(key) for _, _, key in entries]
         misses = [(i, *entry) for i, (entry, row) in enumerate(zip(entries, rows)) if row is None]
@@ -296,7 +327,8 @@ class PixArtSigmaPipeline:
                  use_resolution_binning: bool = True, max_sequence_length: int = 300, output_type: str = "pil",
                  sampler: str | None = None, memory_budget=None, vae_tiling: bool | None = None,
                  stream_text_encoder: bool = True, callback: Callable[[int, int], None] | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> PipelineOutput:
+                 progress: Callable[[str, int, int], None] | None = None, generator=None, return_dict: bool = True,
+                 clean_caption: bool = False) -> PipelineOutput | tuple:
         """Generate images. height/width in px (default: the checkpoint's native size, 1024 for the 1024
         checkpoint); `seed` a non-negative integer; `latents` (N, 4, h/8, w/8) replace the initial noise;
         `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; `memory_budget` (bytes,
@@ -307,12 +339,19 @@ class PixArtSigmaPipeline:
         time of loading it whole) unless the pipeline keeps it loaded (keep_text_encoder); False loads it
         whole for the call; callback(step, total) after each denoising step (step from 0). progress(phase, done,
         total) for every phase: "text" (0 then 1 of 1), "denoise" (steps done), "decode" (tile passes
-        done when tiled, else images), each called with done = 0 when the phase starts."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+        done when tiled, else images), each called with done = 0 when the phase starts.
+
+        The reference's `generator` (a torch.Generator, or one per image) draws the noise the reference
+        draws, in place of `seed` (torch needed); return_dict=False returns (images,); clean_caption (the
+        reference's caption cleaning, which needs beautifulsoup4 and ftfy) is not supported: prompts are
+        encoded as written, as the reference does without those packages."""
+        prompts = as_prompts(prompt, "prompt")
+        negative = "" if negative_prompt is None else negative_prompt
+        negatives = [negative] * len(prompts) if isinstance(negative, str) else as_prompts(negative, "negative_prompt")
         height, width = default_size(self.transformer.config, self.vae.config, height, width)
         self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
-                           max_sequence_length, output_type, seed)
+                           max_sequence_length, output_type, seed, guidance_scale, vae_tiling, generator,
+                           clean_caption)
         out_height, out_width = height, width
         height, width = generation_size(self.transformer.config, height, width, use_resolution_binning)
         check_size(self.transformer.config, self.vae.config, height, width)
@@ -345,13 +384,17 @@ class PixArtSigmaPipeline:
         # 2. initial latents
         vae_scale = self.vae.config.downsample_factor
         shape = (n_images, self.transformer.config.in_channels, height // vae_scale, width // vae_scale)
-        if latents is None:
+        if latents is not None:
+            seed = None
+            latents = np.asarray(latents, np.float32)
+            if latents.shape != shape:
+                raise InputError(f"latents have shape {latents.shape}, expected {shape} for {width}x{height}")
+        elif generator is not None:
+            latents = torch_noise(generator, shape, self.dtype)
+        else:
             seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
             latents = initial_noise(seed, shape)
-        elif tuple(latents.shape) != shape:
-            raise InputError(f"latents have shape {tuple(latents.shape)}, expected {shape} for {width}x{height}")
-        x = ms.Tensor(np.asarray(latents, np.float32) * sampling.init_noise_sigma(config, num_inference_steps),
-                      self.dtype)
+        x = ms.Tensor(latents * sampling.init_noise_sigma(config, num_inference_steps), self.dtype)
 
         # 3. denoise
         learned_sigma = self.transformer.config.output_channels // 2 == shape[1]
@@ -377,7 +420,7 @@ class PixArtSigmaPipeline:
         with memory.attention_budget(denoise_phase.workspace):
             x = sampling.sample(model_fn, x, config, num_inference_steps, callback=after_step)
         if output_type == "latent":
-            return PipelineOutput(x.astype(ms.float32).asnumpy(), seed)
+            return self._output(x.astype(ms.float32).asnumpy(), seed, return_dict)
 
         # 4. decode, back to the requested size, to [0, 1]
         with memory.attention_budget(decode_phase.workspace):
@@ -389,10 +432,15 @@ class PixArtSigmaPipeline:
         images += 0.5
         images = np.clip(images, 0.0, 1.0, out=images).transpose(0, 2, 3, 1)  # (N, H, W, 3)
         if output_type == "np":
-            return PipelineOutput(images, seed)
+            return self._output(images, seed, return_dict)
         from PIL import Image
         images *= 255
-        return PipelineOutput([Image.fromarray(im) for im in np.round(images, out=images).astype(np.uint8)], seed)
+        images = [Image.fromarray(im) for im in np.round(images, out=images).astype(np.uint8)]
+        return self._output(images, seed, return_dict)
+
+    @staticmethod
+    def _output(images, seed: int | None, return_dict: bool) -> PipelineOutput | tuple:
+        return PipelineOutput(images, seed) if return_dict else (images,)
 
     def decode(self, latents: ms.Tensor, tiles: tiling.TilePlan | None = None,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
@@ -432,11 +480,19 @@ class PixArtSigmaPipeline:
 
     # -- checks ------------------------------------------------------------------------------------------
 
-    def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type, seed):
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise InputError("prompt must be a string or a non-empty list of strings")
-        if len(negatives) != len(prompts):
+    def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type, seed,
+                      guidance, vae_tiling, generator, clean_caption):
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float, np.number)):
+            raise InputError(f"guidance_scale must be a number, got {guidance!r:.80}")
+        if guidance > 1 and len(negatives) != len(prompts):  # unguided, the negatives are not used
             raise InputError(f"negative_prompt has {len(negatives)} entries, prompt has {len(prompts)}")
+        if vae_tiling not in (None, True, False):
+            raise InputError(f"vae_tiling must be None (automatic), True or False, got {vae_tiling!r:.80}")
+        if seed is not None and generator is not None:
+            raise InputError("pass seed or generator (a torch.Generator, as the reference takes), not both")
+        if clean_caption:
+            raise InputError("clean_caption=True is not supported: studio encodes prompts as written (the "
+                             "reference does too when beautifulsoup4 or ftfy is missing)")
         if output_type not in OUTPUT_TYPES:
             raise InputError(f"output_type '{output_type}' is not one of {', '.join(OUTPUT_TYPES)}")
         for name, value in [("height", height), ("width", width), ("num_inference_steps", steps),

@@ -171,7 +171,8 @@ class SamplerConfig:
 
     @classmethod
     def from_scheduler_config(cls, d: dict) -> "SamplerConfig":
-        """From a diffusers scheduler_config.json dict (or a scheduler's `.config`), as diffusers reads it."""
+        """From a diffusers scheduler_config.json dict (a scheduler's `save_config` file, or
+        `json.loads(scheduler.to_json_string())`; its `.config` lacks `_class_name`), as diffusers reads it."""
         by_class = {v: k for k, v in SAMPLERS.items()}
         class_name = d.get("_class_name")
         if class_name not in by_class:
@@ -357,14 +358,17 @@ def dpmpp_2m(model_fn: ModelFn, x: ms.Tensor, schedule: Schedule, config: Sample
     timesteps, sigmas, sigmas_next = schedule
     n = len(timesteps)
     few_steps = config.lower_order_final and n < 15
+    final_first = config.euler_at_final or few_steps or config.final_sigmas_type == "zero"
+    first_order = [config.solver_order == 1 or i == 0 or (i == n - 1 and final_first) for i in range(n)]
+    for i in range(1, n):  # a second-order step divides by its step and the one before, in log-SNR
+        if not first_order[i] and (sigmas[i] == sigmas_next[i] or sigmas[i - 1] == sigmas[i]):
+            raise InputError(f"dpm++ with timestep_spacing '{config.timestep_spacing}' visits timestep "
+                             f"{int(timesteps[i])} twice at {n} steps; use fewer steps")
     old_denoised = None
     for i, t in enumerate(timesteps):
         s, s_next = float(sigmas[i]), float(sigmas_next[i])
         alpha, sigma = _vp(s)
         denoised, _ = _x0_and_eps(model_fn(x, float(t)), x, alpha, sigma, config.prediction_type)
-        last = i == n - 1
-        first_order = (config.solver_order == 1 or old_denoised is None
-                       or (last and (config.euler_at_final or few_steps or config.final_sigmas_type == "zero")))
         if s_next == 0:  # only ever a first-order step: its limit is the data prediction itself
             x = denoised
         else:
@@ -372,7 +376,7 @@ def dpmpp_2m(model_fn: ModelFn, x: ms.Tensor, schedule: Schedule, config: Sample
             h = math.log(s / s_next)  # lambda_next - lambda, with lambda = log(alpha / sigma_vp) = -log(s)
             c = -alpha_next * math.expm1(-h)  # alpha_next (1 - e^-h)
             x = (sigma_next / sigma) * x + c * denoised
-            if not first_order:
+            if not first_order[i]:
                 r = math.log(float(sigmas[i - 1]) / s) / h  # h_previous / h
                 d1 = (denoised - old_denoised) * (1.0 / r)
                 k = 0.5 * c if config.solver_type == "midpoint" else alpha_next * (1.0 - c / (alpha_next * h))

@@ -9,9 +9,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from studio.checkpoint import SafetensorsFile, resolve_model_dir, weight_files
-from studio.errors import CheckpointError
+from studio.errors import CheckpointError, InputError
 from studio.models.transformer import PixArtTransformer2DModel
-from studio.pipeline import PixArtSigmaPipeline
+from studio.pipeline import PixArtSigmaPipeline, as_dtype
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -189,6 +189,26 @@ def test_fp16_variant_loads_into_fp32(broken):
     np.testing.assert_array_equal(got, original["proj_out.weight"].astype(np.float16).astype(np.float32))
 
 
+def test_a_component_without_the_variants_files_loads_its_plain_ones(broken):
+    """As the reference: variant="fp16" takes the fp16 transformer and the plain VAE and text encoder."""
+    original = _rewrite(broken, "diffusion_pytorch_model.fp16.safetensors", lambda a: a.astype(np.float16))
+    pipe = PixArtSigmaPipeline.from_pretrained(broken, variant="fp16")
+    got = dict(pipe.transformer.parameters_and_names())["proj_out.weight"].asnumpy()
+    np.testing.assert_array_equal(got, original["proj_out.weight"].astype(np.float16).astype(np.float32))
+    assert weight_files(broken / "vae", "fp16") == [broken / "vae" / WEIGHTS]
+    with pytest.raises(CheckpointError, match="no weight file \\(diffusion_pytorch_model.bf16.safetensors"):
+        weight_files(broken / "transformer", "bf16")  # neither the variant's files nor plain ones
+
+
+@pytest.mark.parametrize("name", ["float16", "fp16", "torch.float16", "numpy.float16"])
+def test_dtype_given_by_name_or_as_a_torch_or_numpy_dtype(name):
+    torch = pytest.importorskip("torch")
+    given = {"torch.float16": torch.float16, "numpy.float16": np.float16}.get(name, name)
+    assert as_dtype(given) == ms.float16
+    with pytest.raises(InputError, match="dtype 'float8' is not one of float32, fp32, float16"):
+        as_dtype("float8")
+
+
 def test_bf16_file_loads(broken):
     """bf16 safetensors (written by torch, numpy has no bf16) are widened exactly."""
     torch = pytest.importorskip("torch")
@@ -241,3 +261,10 @@ def test_is_hub_id(tmp_path, name, hub):
     from studio.hub import is_hub_id
     (tmp_path / "made" / "here").mkdir(parents=True)  # an existing relative path is a folder, not an id
     assert is_hub_id(name, tmp_path) is hub
+
+
+def test_torch_dtype_is_the_references_name_for_dtype(tiny_dir):
+    torch = pytest.importorskip("torch")
+    assert PixArtSigmaPipeline.from_pretrained(tiny_dir, torch_dtype=torch.float16).dtype == ms.float16
+    with pytest.raises(InputError, match="pass dtype or torch_dtype"):
+        PixArtSigmaPipeline.from_pretrained(tiny_dir, dtype="float16", torch_dtype=torch.float16)

@@ -186,6 +186,17 @@ def test_modulated_layer_norm(fresh_build, monkeypatch, b, n, d, view):
     assert_close(fused, chain)
 
 
+def test_modulated_layer_norm_of_large_fp16_activations_stays_finite():
+    """fp16 rows whose squares overflow fp16 (|x| > 256) normalise as in fp32, to fp16 rounding."""
+    rng = np.random.default_rng(5)
+    x = 400 * rng.standard_normal((2, 6, 64))
+    shift, scale = (0.5 * rng.standard_normal((2, 1, 64)) for _ in range(2))
+    y = backend.modulated_layer_norm(*(ms.Tensor(a, ms.float16) for a in (x, shift, scale)), EPS)
+    assert y.dtype == ms.float16
+    expected = modulated_layer_norm_ref(*(a.astype(np.float16).astype(np.float64) for a in (x, shift, scale)), EPS)
+    assert_close(y.asnumpy().astype(np.float64), expected, rtol=2e-3, atol=2e-3)
+
+
 GROUP_CASES = [  # (B, C, H, W), groups, view
     ((1, 6, 5, 7), 1, "none"),
     ((1, 6, 5, 7), 3, "none"),

@@ -266,3 +266,17 @@ def test_bad_sampler_name_and_steps():
         SamplerConfig().with_sampler("heun")
     with pytest.raises(InputError, match="num_steps"):
         timesteps_and_sigmas(SamplerConfig(), 0)
+
+
+def test_dpmpp_refuses_a_schedule_that_repeats_a_timestep_before_calling_the_model():
+    """linspace spacing over 1000 training steps rounds two of 1000 timesteps to 500: a second-order step
+    of zero length, which the solver divides by (diffusers returns NaN there)."""
+    config = SamplerConfig.from_scheduler_config(PIXART)
+    schedule = timesteps_and_sigmas(config, 1000)
+    assert np.sum(schedule.timesteps == 500) == 2
+
+    def model(x, t):
+        raise AssertionError("the model was called")
+    with pytest.raises(InputError, match="dpm\\+\\+ with timestep_spacing 'linspace' visits timestep 500 twice "
+                                         "at 1000 steps; use fewer steps"):
+        sample(model, ms.Tensor(noise()), config, 1000)
