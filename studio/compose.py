@@ -14,6 +14,7 @@ turned upright by their EXIF orientation and converted to sRGB from their embedd
 
 import io
 import math
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ RGBA = tuple[int, int, int, int]
 PLACEHOLDER_TINTS = [(120, 160, 220), (220, 140, 120), (130, 200, 140), (200, 170, 90), (170, 130, 210)]
 GRADIENT_ROWS = 256  # gradients are computed this many rows at a time (memory stays small at A2 / 300 dpi)
 SIDES = ("left", "top", "right", "bottom")
+MISSING_PROBE = "\U0010fffd"  # a private-use code point: every font draws it as its missing-glyph box
 PROFILE_MODES = {"RGB": "RGB", "CMYK": "CMYK", "GRAY": "L", "LAB": "LAB"}  # ICC colour space -> Pillow mode
 
 
@@ -242,10 +244,9 @@ def fitting_size(layer: TextLayer, box: Box, base_dir) -> float:
     return lo
 
 
-def text_masks(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, Image.Image, int]:
-    """(fill, ink) L masks of the laid-out text (ink = fill + stroke) on a tile `pad` px larger than `box` on
-    every side, so that stroke and shadow are not clipped at the box edge; text overflowing its box further
-    (no shrink_to_fit) is clipped. Returns the masks and `pad`."""
+def text_layout(layer: TextLayer, box: Box, base_dir):
+    """The text laid out in `box` on a tile `pad` px larger on every side (room for stroke and shadow):
+    (font, pad, tile size, [(line, x, baseline)] in tile px)."""
     size = fitting_size(layer, box, base_dir) if layer.shrink_to_fit else layer.size
     font = fonts.load_font(layer.font, size, base_dir)
     lines = text_lines(layer, font, box)
@@ -254,19 +255,41 @@ def text_masks(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, Image
     pad = math.ceil(layer.stroke_width) + 2
     if shadow:
         pad += math.ceil(max(abs(shadow.dx), abs(shadow.dy)) + 3 * shadow.blur)
-    tile_size = (box.w + 2 * pad, box.h + 2 * pad)
-
     ascent, _ = font.getmetrics()
     top = {"top": 0, "middle": (box.h - block_h) / 2, "bottom": box.h - block_h}[layer.valign]
-    fill_mask, ink_mask = Image.new("L", tile_size), Image.new("L", tile_size)  # ink = fill + stroke
-    fill_draw, ink_draw = ImageDraw.Draw(fill_mask), ImageDraw.Draw(ink_mask)
+    placed = []
     for n, line in enumerate(lines):
         slack = box.w - 2 * layer.stroke_width - line_width(line, font, layer.letter_spacing)
         x = pad + layer.stroke_width + {"left": 0, "center": slack / 2, "right": slack}[layer.align]
-        baseline = pad + top + layer.stroke_width + ascent + n * size * layer.line_height
+        placed.append((line, x, pad + top + layer.stroke_width + ascent + n * size * layer.line_height))
+    return font, pad, (box.w + 2 * pad, box.h + 2 * pad), placed
+
+
+def text_masks(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, Image.Image, int]:
+    """(fill, ink) L masks of the laid-out text (ink = fill + stroke) on the tile of `text_layout`; text
+    overflowing its box further (no shrink_to_fit) is clipped. Returns the masks and `pad`."""
+    font, pad, tile_size, placed = text_layout(layer, box, base_dir)
+    fill_mask, ink_mask = Image.new("L", tile_size), Image.new("L", tile_size)  # ink = fill + stroke
+    fill_draw, ink_draw = ImageDraw.Draw(fill_mask), ImageDraw.Draw(ink_mask)
+    for line, x, baseline in placed:
         draw_line(fill_draw, (x, baseline), line, font, layer.letter_spacing, 0)
         draw_line(ink_draw, (x, baseline), line, font, layer.letter_spacing, layer.stroke_width)
     return fill_mask, ink_mask, pad
+
+
+def cut_sides(layer: TextLayer, box: Box, base_dir) -> set[str]:
+    """The sides of `text_layout`'s tile beyond which some line lies wholly, by the font's glyph boxes: such
+    a line leaves no ink in the masks (one cut by the edge leaves ink touching it)."""
+    font, _, (w, h), placed = text_layout(layer, box, base_dir)
+    stroke, sides = layer.stroke_width, set()
+    for line, x, baseline in placed:
+        if not line.strip():
+            continue
+        left, top, right, bottom = font.getbbox(line, anchor="ls", stroke_width=stroke)
+        right = max(right, left + line_width(line, font, layer.letter_spacing) + stroke)  # letter-spaced lines
+        sides.update(side for side, beyond in zip(SIDES, (x + right <= 0, baseline + bottom <= 0, x + left >= w,
+                                                            baseline + top >= h)) if beyond)
+    return sides
 
 
 def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[int, int]]:
@@ -288,8 +311,9 @@ def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[
 
 
 def text_problems(layout: Layout) -> list[str]:
-    """One line per text layer whose ink (fill and stroke, not shadow) leaves its region (it is clipped
-    where it reaches the edge of `text_masks`' tile) or enters the safe margin, e.g.
+    """One line per text layer whose ink (fill and stroke, not shadow) leaves its region (clipped where it
+    reaches the edge of `text_masks`' tile, or lies beyond it) or enters the safe margin, or whose font
+    lacks some of its characters, e.g.
     'layers[2] (caption): text overflows its region (right clipped, bottom 3 px)'."""
     canvas, base_dir = layout.canvas, layout_dir(layout)
     safe = resolve(Region("safe"), canvas, layout.grids) if canvas.safe_margin > 0 else None
@@ -299,27 +323,60 @@ def text_problems(layout: Layout) -> list[str]:
         if not isinstance(layer, TextLayer) or box.w <= 0 or box.h <= 0:
             continue
         _, ink_mask, pad = text_masks(layer, box, base_dir)
+        clipped = cut_sides(layer, box, base_dir)
         bbox = ink_mask.getbbox()
-        if bbox is None:
-            continue
-        left, top, right, bottom = bbox
-        ink = Box(box.x - pad + left, box.y - pad + top, right - left, bottom - top)
-        margins = (left, top, ink_mask.width - right, ink_mask.height - bottom)  # ink to the tile's edges
         found = []
-        if overflow := outside(ink, box, clipped=frozenset(side for side, m in zip(SIDES, margins) if m == 0)):
-            found.append(f"overflows its region ({overflow})")
-        if safe and (overflow := outside(ink, safe)):
-            found.append(f"reaches into the safe margin ({overflow})")
+        if bbox is None:
+            if clipped:
+                found.append(f"overflows its region ({', '.join(f'{s} clipped' for s in SIDES if s in clipped)})")
+        else:
+            left, top, right, bottom = bbox
+            ink = Box(box.x - pad + left, box.y - pad + top, right - left, bottom - top)
+            margins = (left, top, ink_mask.width - right, ink_mask.height - bottom)  # ink to the tile's edges
+            clipped |= {side for side, m in zip(SIDES, margins) if m == 0}
+            if overflow := outside(ink, box, clipped):
+                found.append(f"overflows its region ({overflow})")
+            if safe and (overflow := outside(ink, safe)):
+                found.append(f"reaches into the safe margin ({overflow})")
+        if glyphs := glyph_problem(layer, base_dir):
+            found.append(glyphs)
         if found:
             problems.append(f"layers[{i}]{f' ({layer.name})' if layer.name else ''}: text {' and '.join(found)}")
     return problems
 
 
-def outside(inner: Box, outer: Box, clipped: frozenset[str] = frozenset()) -> str:
-    """How far `inner` reaches out of `outer`, e.g. 'right 3 px, bottom clipped'; '' if it is inside."""
+def missing_glyphs(text: str, font) -> list[str]:
+    """The characters of `text` (in order, once each) that `font` has no glyph for: drawn as its missing-glyph
+    box, the same bitmap as U+10FFFD (private use, in no font). Spaces, controls and marks are not checked."""
+    def bitmap(ch: str) -> bytes:
+        tile = Image.new("L", (64, 64))
+        ImageDraw.Draw(tile).text((16, 16), ch, font=font, fill=255)
+        return tile.tobytes()
+
+    missing = bitmap(MISSING_PROBE)
+    return [ch for ch in dict.fromkeys(text)
+            if unicodedata.category(ch)[0] not in "ZCM" and bitmap(ch) == missing]
+
+
+def glyph_problem(layer: TextLayer, base_dir) -> str | None:
+    """'has no glyph for 'é' '✨' in its font (drawn as boxes)', or None."""
+    font = fonts.load_font(layer.font, 24, base_dir)
+    missing = missing_glyphs(layer.text, font)
+    if not missing:
+        return None
+    shown = " ".join(repr(ch) for ch in missing[:8]) + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
+    hint = ""
+    if fonts.find_font(layer.font, base_dir) == fonts.DEFAULT and fonts.find_font("DejaVu Sans"):
+        hint = "; the default font has basic Latin only: try font: DejaVu Sans"
+    return f"has no glyph for {shown} in its font (drawn as boxes{hint})"
+
+
+def outside(inner: Box, outer: Box, clipped: set[str] = frozenset()) -> str:
+    """How far `inner` reaches out of `outer`, e.g. 'right 3 px, bottom clipped' (the `clipped` sides, whether
+    or not `inner` reaches out there); '' if it is inside and nothing is clipped."""
     beyond = (outer.x - inner.x, outer.y - inner.y, inner.right - outer.right, inner.bottom - outer.bottom)
     return ", ".join(f"{side} clipped" if side in clipped else f"{side} {px} px"
-                     for side, px in zip(SIDES, beyond) if px > 0)
+                     for side, px in zip(SIDES, beyond) if px > 0 or side in clipped)
 
 
 def draw_line(draw: ImageDraw.ImageDraw, at: tuple[float, float], line: str, font, spacing: float,

@@ -2,12 +2,15 @@
 
 A layout names a font as a path to a .ttf/.otf/.ttc file (relative to the layout's folder) or as an
 installed family ("DejaVu Sans", "DejaVuSans", "dejavu-sans-bold"). Families are found with fontconfig's
-`fc-match` when it is installed, else (or when fontconfig has no such family) in the usual font folders,
-by the family and style names inside each file ("Roboto" = "Roboto Regular", "Roboto Bold") or by the
-file's name ("Roboto-Regular.ttf" is also "Roboto"). Absent = the bundled default, which always exists.
+`fc-match` when it is installed, else (or when fontconfig has no such family) in the usual font folders
+and those of our dependencies (opencv-python's Linux wheels carry DejaVu Sans), by the family and style
+names inside each file ("Roboto" = "Roboto Regular", "Roboto Bold") or by the file's name
+("Roboto-Regular.ttf" is also "Roboto"). Absent = Pillow's bundled default (Aileron: basic Latin only, no
+accents), which always exists.
 """
 
 import functools
+import importlib.util
 import os
 import re
 import shutil
@@ -85,6 +88,13 @@ def _fc_match(normal_name: str) -> str | None:
     return None
 
 
+def _dependency_font_dirs() -> list[str]:
+    """Font folders our dependencies install: opencv-python's wheels for Linux carry DejaVu Sans (for its
+    Qt windows), so on a machine with no fonts installed `DejaVu Sans` is still found."""
+    spec = importlib.util.find_spec("cv2")
+    return [str(Path(location) / "qt" / "fonts") for location in (spec and spec.submodule_search_locations or [])]
+
+
 @functools.lru_cache(maxsize=1)
 def _font_files() -> dict[str, str]:
     """Normalised name -> path, over the usual font folders. Each readable font file is known by its family
@@ -94,7 +104,7 @@ def _font_files() -> dict[str, str]:
     from PIL import ImageFont
 
     by_name, by_file = {}, {}
-    for folder in FONT_DIRS:
+    for folder in (*FONT_DIRS, *_dependency_font_dirs()):
         root = Path(os.path.expanduser(folder))
         if not root.is_dir():
             continue

@@ -3,6 +3,7 @@
 
 import itertools
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -426,6 +427,7 @@ def font_dir(tmp_path, monkeypatch):
     (folder / "Brand-Regular.ttf").write_bytes(ImageFont.load_default(10).path.getvalue())
     monkeypatch.setattr(C.fonts, "FONT_DIRS", (str(folder),))
     monkeypatch.setattr(C.fonts, "_fc_match", lambda name: None)
+    monkeypatch.setattr(C.fonts, "_dependency_font_dirs", lambda: [])
     C.fonts._font_files.cache_clear()
     C.fonts._find_family.cache_clear()
     yield folder
@@ -441,6 +443,24 @@ def test_family_is_found_by_the_names_inside_the_file_and_its_file_name(font_dir
 @pytest.mark.parametrize("name", ["Aileron Bold", "Brand Bold", "Regular"])
 def test_family_not_found(font_dir, name):
     assert C.fonts.find_font(name) is None
+
+
+def test_dejavu_sans_from_opencv_is_found_with_no_fonts_installed(tmp_path, monkeypatch):
+    """opencv-python's Linux wheels carry DejaVu Sans: a family with accents, Greek and Cyrillic on any such
+    machine, where Pillow's bundled default has basic Latin only."""
+    folders = C.fonts._dependency_font_dirs()
+    if not any(Path(folder, "DejaVuSans.ttf").is_file() for folder in folders):
+        pytest.skip("this opencv-python wheel carries no fonts (its Linux wheels do)")
+    monkeypatch.setattr(C.fonts, "FONT_DIRS", (str(tmp_path),))  # no fonts installed, no fontconfig
+    monkeypatch.setattr(C.fonts, "_fc_match", lambda name: None)
+    C.fonts._font_files.cache_clear()
+    C.fonts._find_family.cache_clear()
+    try:
+        assert C.fonts.find_font("DejaVu Sans") == str(Path(folders[0], "DejaVuSans.ttf"))
+        assert C.fonts.find_font("DejaVu Sans Bold") == str(Path(folders[0], "DejaVuSans-Bold.ttf"))
+    finally:
+        C.fonts._font_files.cache_clear()
+        C.fonts._find_family.cache_clear()
 
 
 def test_wrap_breaks_lines_inside_the_box():
@@ -504,6 +524,26 @@ def test_text_problems_report_clipped_text():
                                              region=Region("px", 20, 10, 60, 30)), safe=0)
     assert ink_box(C.compose(wide))[2] == 82  # the tile reaches 2 px beyond the region's right edge at 80
     assert C.text_problems(wide) == ["layers[0] (title): text overflows its region (right clipped)"]
+
+
+def test_text_problems_report_lines_wholly_outside_the_tile():
+    """A wrapped line that falls wholly below the region's tile leaves no ink to measure; it is reported."""
+    layer = TextLayer("one two", size=20, line_height=3, region=Region("px", 20, 10, 50, 30))
+    _, ink_mask, _ = C.text_masks(layer, Box(20, 10, 50, 30), None)
+    assert ink_mask.getbbox()[3] < ink_mask.height  # the first line's ink stays off the tile's bottom edge
+    assert C.text_problems(canvas_with_safe_margin(layer, safe=0)) == [
+        "layers[0]: text overflows its region (bottom clipped)"]
+
+
+def test_text_problems_name_the_characters_the_font_lacks():
+    """Pillow's bundled font has basic Latin only: 'é' and '✨' come out as its missing-glyph box."""
+    region = Region("px", 0, 0, 200, 80)
+    font = C.fonts.load_font(None, 24)
+    assert C.missing_glyphs("Cafe, 100% «ok»!", font) == []
+    assert C.missing_glyphs("5 € for a café in Zürich, 5 € ", font) == ["€", "é", "ü"]
+    problems = C.text_problems(canvas_with_safe_margin(TextLayer("Café ✨ é\u0301", size=12, region=region), safe=0))
+    assert problems[0].startswith("layers[0]: text has no glyph for 'é' '✨' in its font (drawn as boxes")
+    assert C.text_problems(canvas_with_safe_margin(TextLayer("Cafe", size=12, region=region), safe=0)) == []
 
 
 @pytest.mark.parametrize("align", ["left", "center", "right"])
