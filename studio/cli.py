@@ -5,6 +5,7 @@ with status 2; no tracebacks.
 """
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -17,14 +18,40 @@ from studio.progress import PhaseBars
 DEFAULT_MODEL = os.environ.get("STUDIO_MODEL", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS")
 SAMPLERS = ("dpm++", "ddim", "euler")
 VAE_TILING = {"auto": None, "on": True, "off": False}
+MAX_SEED = 2 ** 32 - 1
+BUDGET_HELP = "bound on memory for weights and activations, e.g. 6GiB (default: free memory minus 1 GiB)"  # = a layout's and the pipeline's random seeds' range
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'WxH' (px) -> (width, height)."""
+    """'WxH' (px) -> (width, height), within a layout canvas's limits."""
+    from studio.layout import MAX_PIXELS, MAX_SIDE
+
     m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
     if not m or int(m[1]) < 1 or int(m[2]) < 1:
         raise argparse.ArgumentTypeError(f"size '{text}' is not WIDTHxHEIGHT in pixels, e.g. 1024x1024")
-    return int(m[1]), int(m[2])
+    width, height = int(m[1]), int(m[2])
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise argparse.ArgumentTypeError(f"size '{text}' is too large (at most {MAX_SIDE} px a side and "
+                                         f"{MAX_PIXELS} pixels)")
+    return width, height
+
+
+def parse_guidance(text: str) -> float:
+    """A finite guidance scale >= 0 (1 or less: no classifier-free guidance)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"guidance '{text}' is not a number >= 0, e.g. 4.5")
+    return value
+
+
+def parse_seed(text: str) -> int:
+    """A seed in 0..2^32-1, the range a layout's seed takes."""
+    if not re.fullmatch(r"\s*\d+\s*", text) or int(text) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed '{text}' is not a whole number in 0..{MAX_SEED}")
+    return int(text)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,16 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"pipeline folder or Hugging Face hub id (default: $STUDIO_MODEL or {DEFAULT_MODEL})")
     gen.add_argument("--size", type=parse_size, default=(None, None),
                      help="WIDTHxHEIGHT in px (default: the checkpoint's native size, 1024x1024 for the 1024 model)")
-    gen.add_argument("--steps", type=int, default=20)
-    gen.add_argument("--guidance", type=float, default=4.5)
-    gen.add_argument("--seed", type=int, default=None, help="default: random, printed")
+    gen.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    gen.add_argument("--guidance", type=parse_guidance, default=4.5,
+                     help="classifier-free guidance scale (default 4.5; 1 or less: none)")
+    gen.add_argument("--seed", type=parse_seed, default=None, help=f"0..{MAX_SEED} (default: random, printed)")
     gen.add_argument("--negative", default="", help="negative prompt")
     gen.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's scheduler_config.json")
     gen.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     gen.add_argument("--variant", default=None, help="weight-file variant, e.g. fp16 for *.fp16.safetensors")
     gen.add_argument("--no-binning", action="store_true", help="generate at the exact size (multiple of 16 px)")
-    gen.add_argument("--memory-budget", default=None,
-                     help="bound on memory for weights and activations, e.g. 6GiB (default: free memory minus 1 GiB)")
+    gen.add_argument("--memory-budget", default=None, help=BUDGET_HELP)
     gen.add_argument("--vae-tiling", choices=tuple(VAE_TILING), default="auto",
                      help="decode in tiles: auto (when the untiled decode would exceed the budget or make a "
                           "feature map above 4 GiB), on, off")
@@ -73,19 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = layout_command("plan", "print what rendering a layout will do, without loading a model")
     plan.add_argument("--model", default=None, help="model for layers that name none (its config is read)")
-    plan.add_argument("--memory-budget", default=None)
+    plan.add_argument("--memory-budget", default=None, help=BUDGET_HELP)
     plan.add_argument("--json", action="store_true", help="machine-readable plan")
 
     proof = layout_command("proof", "draw the layout with labelled placeholders instead of generated art")
-    proof.add_argument("-o", "--output", required=True, type=Path)
-    proof.add_argument("--model", default=None)
-    proof.add_argument("--overwrite", action="store_true")
+    proof.add_argument("-o", "--output", required=True, type=Path, help="image file (.png, .jpg, .tif, .webp)")
+    proof.add_argument("--model", default=None, help="model whose generation sizes label the placeholders "
+                                                     "(its config is read; default: as render)")
+    proof.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
 
     render = layout_command("render", "plan, generate, compose and export a layout")
-    render.add_argument("-o", "--output", required=True, type=Path, help="output folder")
-    render.add_argument("--model", default=None, help=f"model for layers that name none (default {DEFAULT_MODEL})")
-    render.add_argument("--memory-budget", default=None)
-    render.add_argument("--overwrite", action="store_true")
+    render.add_argument("-o", "--output", required=True, type=Path, help="output folder (created)")
+    render.add_argument("--model", default=None, help="model for layers that name none "
+                                                      f"(default: $STUDIO_MODEL or {DEFAULT_MODEL})")
+    render.add_argument("--memory-budget", default=None, help=BUDGET_HELP + "; overrides the layout's")
+    render.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
     render.add_argument("--quiet", action="store_true", help="no progress bars")
 
     # -- batch (studio.batch) --
@@ -195,13 +224,18 @@ def cmd_plan(args) -> None:
 
 
 def cmd_proof(args) -> None:
+    from studio.checkpoint import is_hub_id, resolve_model_dir
     from studio.plan import plan_layout
     from studio.render import proof
 
     layout = load(args)
+    if args.model and not is_hub_id(args.model):
+        resolve_model_dir(args.model, weights=False)  # a mistyped folder is an error, even for a proof
     try:
         the_plan = plan_layout(layout, args.model or DEFAULT_MODEL)
-    except StudioError:  # a proof needs no model: label without generation sizes
+    except StudioError as e:  # a proof needs no model: label without generation sizes
+        if args.model:
+            print(f"note: placeholders without generation sizes ({e})", file=sys.stderr)
         the_plan = None
     path = proof(layout, args.output, the_plan, overwrite=args.overwrite)
     print(f"wrote {path} ({layout.canvas.full_width}x{layout.canvas.full_height}, placeholders for generated art)")
@@ -278,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("studio: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # whoever read our output stopped (`studio plan --json | head`): no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush doesn't fail too
+        return 1
     except RuntimeError as e:
         if not out_of_memory(e):
             raise

@@ -31,6 +31,8 @@ from studio.errors import InputError
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 EXPORT_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "pdf": ".pdf"}  # layout format -> suffix
+# file systems allow 255 bytes per name; the temporary '.<name>.<random 8>.part.old' adds 19
+MAX_NAME_BYTES = 255 - 19
 ICC_DATE = struct.pack(">6H", 2024, 1, 1, 0, 0, 0)  # the creation date written in the sRGB profile
 
 
@@ -43,6 +45,13 @@ def check_target(path: Path, overwrite: bool) -> Path:
 
 
 def check_free(path: Path, overwrite: bool) -> Path:
+    """`path` unless it can't be written: a name too long for its temporary names, a folder, an existing file
+    (without overwrite), or no folder to hold it."""
+    if len(path.name.encode()) > MAX_NAME_BYTES:
+        raise InputError(f"{path.name[:40]}...: file name too long ({len(path.name.encode())} bytes, at most "
+                         f"{MAX_NAME_BYTES})")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a file")
     if path.exists() and not overwrite:
         raise InputError(f"{path}: file exists (pass --overwrite to replace it)")
     if not path.parent.is_dir():

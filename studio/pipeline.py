@@ -392,7 +392,7 @@ class PixArtSigmaPipeline:
         elif generator is not None:
             latents = torch_noise(generator, shape, self.dtype)
         else:
-            seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
+            seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else seed  # a layout's seed range
             latents = initial_noise(seed, shape)
         x = ms.Tensor(latents * sampling.init_noise_sigma(config, num_inference_steps), self.dtype)
 
@@ -482,8 +482,8 @@ class PixArtSigmaPipeline:
 
     def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type, seed,
                       guidance, vae_tiling, generator, clean_caption):
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float, np.number)):
-            raise InputError(f"guidance_scale must be a number, got {guidance!r:.80}")
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float, np.number)) or not np.isfinite(guidance):
+            raise InputError(f"guidance_scale must be a finite number, got {guidance!r:.80}")
         if guidance > 1 and len(negatives) != len(prompts):  # unguided, the negatives are not used
             raise InputError(f"negative_prompt has {len(negatives)} entries, prompt has {len(prompts)}")
         if vae_tiling not in (None, True, False):

@@ -152,10 +152,16 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
         try:
             memory = plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget_bytes, layer.guided)
         except PlanError as e:
-            if layer.strategy != "auto" or strategy == "upscale":
-                raise PlanError(f"{layout.source}: layers[{i}]: {e}") from None
-            strategy, gen_w, gen_h = generation_size(box.w, box.h, tr, "upscale")  # fall back to the native bin
-            memory = plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget_bytes, layer.guided)
+            problem = e
+            _, up_w, up_h = generation_size(box.w, box.h, tr, "upscale")
+            if layer.strategy == "auto" and up_w * up_h < gen_w * gen_h:  # the native bin is smaller: try it
+                try:
+                    memory = plan_generation(tr, t5, vae, up_h, up_w, 1, budget_bytes, layer.guided)
+                    strategy, gen_w, gen_h, problem = "upscale", up_w, up_h, None
+                except PlanError as smaller:
+                    problem = smaller  # names the smallest budget that works for this layer
+            if problem is not None:
+                raise PlanError(f"{layout.source}: layers[{i}]: {problem}") from None
         f = vae.downsample_factor
         jobs.append(GenerateJob(i, box, strategy, gen_w, gen_h, (gen_h // f, gen_w // f),
                                 (gen_h // f // tr.patch_size) * (gen_w // f // tr.patch_size), memory,

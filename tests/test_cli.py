@@ -101,6 +101,15 @@ def test_generate_dry_run_and_budget_errors(tiny_dir, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["generate", "a cat", "-o", "x.png", "--size", "0x100"], "studio generate: error: argument --size: size '0x100' "
      "is not WIDTHxHEIGHT in pixels, e.g. 1024x1024 (see studio generate --help)"),
+    (["generate", "a cat", "-o", "x.png", "--size", "40000x40000"], "studio generate: error: argument --size: "
+     "size '40000x40000' is too large (at most 32768 px a side and 268435456 pixels)"),
+    (["generate", "a cat", "-o", "x.png", "--guidance", "nan"], "studio generate: error: argument --guidance: "
+     "guidance 'nan' is not a number >= 0, e.g. 4.5"),
+    (["generate", "a cat", "-o", "x.png", "--guidance=-1"], "studio generate: error: argument --guidance: "
+     "guidance '-1' is not a number >= 0"),
+    (["generate", "a cat", "-o", "x.png", "--seed=-1"], "studio generate: error: argument --seed: seed '-1' is "
+     "not a whole number in 0..4294967295"),
+    (["generate", "a cat", "-o", "x.png", "--seed", "4294967296"], "studio generate: error: argument --seed: "),
     (["render", "x.yaml"], "studio render: error: the following arguments are required: -o/--output "
      "(see studio render --help)"),
     (["frob"], "studio: error: argument command: invalid choice: 'frob' (choose from "),  # how choices are
@@ -153,3 +162,25 @@ def test_4k_generate_stays_within_the_budget(tiny_dir, tmp_path, gib):
         assert image.size == (3840, 2160)
     peak = int(peak_file.read_text()) * 1024
     assert peak <= gib * 2 ** 30 + RUNTIME_OVERHEAD, f"peak RSS {peak / 2 ** 30:.2f} GiB"
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`studio plan --json | head -c 1`: the reader goes away; no BrokenPipeError traceback."""
+    layout = tmp_path / "l.yaml"
+    layout.write_text("canvas: {width: 64, height: 64}\nlayers:\n" + "  - fill: {color: red}\n" * 2000)
+    with subprocess.Popen([sys.executable, "-m", "studio.cli", "plan", str(layout), "--json"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
+        run.stdout.read(1)
+        run.stdout.close()
+        assert run.stderr.read() == b""
+    assert run.returncode == 1
+
+
+def test_proof_refuses_a_model_folder_that_does_not_exist(tmp_path, capsys):
+    """A proof needs no model, but a mistyped --model folder is still a mistake."""
+    layout = tmp_path / "l.yaml"
+    layout.write_text("canvas: {width: 64, height: 64}\nlayers:\n  - generate: {prompt: a cat}\n")
+    assert main(["proof", str(layout), "-o", str(tmp_path / "p.png"), "--model", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == f"studio: error: {tmp_path / 'nope'}: no such model folder (and not a hub id " \
+                                      "like 'owner/name')\n"
+    assert not (tmp_path / "p.png").exists()

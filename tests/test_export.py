@@ -112,6 +112,17 @@ def test_no_clobber_without_overwrite(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.stem == "p"} == before
 
 
+def test_a_folder_or_a_name_too_long_is_refused_before_writing(tmp_path):
+    (tmp_path / "p.png").mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match=f"^{tmp_path / 'p.png'}: is a folder, not a file$"):
+            E.export(raster(), poster(), tmp_path, "p", overwrite=overwrite)
+    with pytest.raises(InputError, match=f"^{'x' * 40}...: file name too long \\(240 bytes, at most 236\\)$"):
+        E.export(raster(), poster(), tmp_path, "x" * 236)  # 236 + '.png'
+    E.export(raster(), poster(("png",)), tmp_path, "x" * 232)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "x" * 232 + ".png"]
+
+
 def test_overwrite_replaces(tmp_path):
     E.export(raster(seed=1), poster(("png",)), tmp_path, "p")
     E.export(raster(seed=2), poster(("png",)), tmp_path, "p", overwrite=True)

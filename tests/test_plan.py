@@ -1,9 +1,11 @@
 """Geometry and planner: exact integer tables."""
 
 import json
+import re
 
 import pytest
 
+from studio.errors import PlanError
 from studio.geometry import Box, fit_box, resolve, snap, span_canvas, split
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
@@ -156,3 +158,27 @@ def test_plan_names_vae_tiles():
     assert tiles is not None and "      decode: vae-mid: " in plan.describe(layout)
     assert f"vae: {tiles.describe()}" in plan.describe(layout)
     assert json.loads(plan.to_json())["jobs"][0]["memory"]["decode"]["vae_tiles"] == tiles.describe()
+
+
+def _smallest(message: str) -> str:
+    return re.search(r"the smallest budget that works is (.+)$", message)[1]
+
+
+def test_a_budget_too_small_names_the_least_that_works_for_the_layer():
+    """A region smaller than the native bin: upscaling would generate more pixels, so the error is about the
+    region's own size; a region larger than the bin, when both fail: about the bin, the smaller need."""
+    t5 = T5Config(vocab_size=356, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    configs = (TINY, t5, AutoencoderKLConfig.from_dict(vae_config()))
+    small = Layout("small.yaml", Canvas(256, 256), (GenerateLayer("a"),))
+    with pytest.raises(PlanError, match=r"^small.yaml: layers\[0\]: memory budget 1.00 KiB is too small for 256x256: ") as e:
+        plan_layout(small, budget="1KiB", configs=configs)
+    job = plan_layout(small, budget=_smallest(str(e.value)), configs=configs).jobs[0]
+    assert (job.strategy, job.gen_width, job.gen_height) == ("direct", 256, 256)
+
+    large = Layout("large.yaml", Canvas(1400, 1000), (GenerateLayer("a"),))  # auto: direct, 1.3x the bin
+    assert generation_size(1400, 1000, TINY, "auto") == ("direct", 1408, 1008)
+    assert generation_size(1400, 1000, TINY, "upscale") == ("upscale", 1152, 832)
+    with pytest.raises(PlanError, match=r"^large.yaml: layers\[0\]: memory budget 1.00 KiB is too small for 1152x832: ") as e:
+        plan_layout(large, budget="1KiB", configs=configs)
+    job = plan_layout(large, budget=_smallest(str(e.value)), configs=configs).jobs[0]
+    assert (job.strategy, job.gen_width, job.gen_height) == ("upscale", 1152, 832)
