@@ -18,8 +18,8 @@ from studio.progress import PhaseBars
 DEFAULT_MODEL = os.environ.get("STUDIO_MODEL", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS")
 SAMPLERS = ("dpm++", "ddim", "euler")
 VAE_TILING = {"auto": None, "on": True, "off": False}
-MAX_SEED = 2 ** 32 - 1
-BUDGET_HELP = "bound on memory for weights and activations, e.g. 6GiB (default: free memory minus 1 GiB)"  # = a layout's and the pipeline's random seeds' range
+MAX_SEED = 2 ** 32 - 1  # = a layout's and the pipeline's random seeds' range
+BUDGET_HELP = "bound on memory for weights and activations, e.g. 6GiB (default: free memory minus 1 GiB)"
 
 
 def parse_size(text: str) -> tuple[int, int]:

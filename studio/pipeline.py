@@ -8,7 +8,7 @@ import gc
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import mindspore as ms
 import numpy as np
@@ -246,16 +246,18 @@ class PixArtSigmaPipeline:
         `stream` runs the encoder block by block from its files (`StreamedT5Encoder`: one block's weights
         in memory, the same features) unless it is loaded already, each block read once for all prompts.
         """
-        entries = self._prompt_keys(as_prompts(prompts, "prompt"), max_sequence_length)
+        return Captions.joined(self._caption_rows(as_prompts(prompts, "prompt"), max_sequence_length, stream),
+                               self.dtype)  # (B, L, C), (B, L)
+
+    def _caption_rows(self, prompts: list[str], max_sequence_length: int, stream: bool) -> list["Captions"]:
+        """Each prompt's features (1, L, C) and mask (1, L), L its own token count: `encode_prompt`'s rows."""
+        entries = self._prompt_keys(prompts, max_sequence_length)
         cache = self.embedding_cache
         rows = [None if cache is None else cache.get(key) for _, _, key in entries]
         misses = [(i, *entry) for i, (entry, row) in enumerate(zip(entries, rows)) if row is None]
         if misses:
             self._encode_misses(misses, rows, stream)
-        length = max(f.shape[1] for f, _ in rows)  # rows padded with masked zeros to the longest
-        features = np.concatenate([np.pad(f, ((0, 0), (0, length - f.shape[1]), (0, 0))) for f, _ in rows])
-        masks = np.concatenate([np.pad(m, ((0, 0), (0, length - m.shape[1]))) for _, m in rows])
-        return ms.Tensor(features).astype(self.dtype), ms.Tensor(masks)  # (B, L, C), (B, L)
+        return [Captions(*row) for row in rows]
 
     def _prompt_keys(self, prompts: list[str], max_sequence_length: int) -> list[tuple]:
         """(ids (1, L), mask (1, L), cache key) of each prompt."""
@@ -321,14 +323,15 @@ class PixArtSigmaPipeline:
         return plan_generation(self.transformer.config, self._t5_config, self.vae.config, height, width, images,
                                budget, guidance, self._itemsize, keep, vae_tiling, stream_text_encoder)
 
-    def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] = "", height: int | None = None,
-                 width: int | None = None, num_inference_steps: int = 20, guidance_scale: float = 4.5,
-                 seed: int | None = None, latents: np.ndarray | None = None, num_images_per_prompt: int = 1,
+    def __call__(self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] = "",
+                 height: int | None = None, width: int | None = None, num_inference_steps: int = 20,
+                 guidance_scale: float = 4.5, seed: int | None = None, latents: np.ndarray | None = None, num_images_per_prompt: int = 1,
                  use_resolution_binning: bool = True, max_sequence_length: int = 300, output_type: str = "pil",
                  sampler: str | None = None, memory_budget=None, vae_tiling: bool | None = None,
                  stream_text_encoder: bool = True, callback: Callable[[int, int], None] | None = None,
                  progress: Callable[[str, int, int], None] | None = None, generator=None, return_dict: bool = True,
-                 clean_caption: bool = False) -> PipelineOutput | tuple:
+                 clean_caption: bool = False, prompt_embeds=None, prompt_attention_mask=None,
+                 negative_prompt_embeds=None, negative_prompt_attention_mask=None) -> PipelineOutput | tuple:
         """Generate images. height/width in px (default: the checkpoint's native size, 1024 for the 1024
         checkpoint); `seed` a non-negative integer; `latents` (N, 4, h/8, w/8) replace the initial noise;
         `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; `memory_budget` (bytes,
@@ -344,10 +347,18 @@ class PixArtSigmaPipeline:
         The reference's `generator` (a torch.Generator, or one per image) draws the noise the reference
         draws, in place of `seed` (torch needed); return_dict=False returns (images,); clean_caption (the
         reference's caption cleaning, which needs beautifulsoup4 and ftfy) is not supported: prompts are
-        encoded as written, as the reference does without those packages."""
-        prompts = as_prompts(prompt, "prompt")
+        encoded as written, as the reference does without those packages. `prompt_embeds` (B, L, C) T5
+        features with `prompt_attention_mask` (B, L) stand for the prompts, `negative_prompt_embeds` and its
+        mask for the negatives, as the reference takes them (numpy, torch or MindSpore arrays)."""
+        given = Captions.given(prompt_embeds, prompt_attention_mask, "prompt")
+        if given is not None and prompt is not None:
+            raise InputError("pass prompt or prompt_embeds, not both")
+        prompts = as_prompts(prompt, "prompt") if given is None else [""] * given.rows
         negative = "" if negative_prompt is None else negative_prompt
         negatives = [negative] * len(prompts) if isinstance(negative, str) else as_prompts(negative, "negative_prompt")
+        given_negatives = Captions.given(negative_prompt_embeds, negative_prompt_attention_mask, "negative_prompt")
+        if given_negatives is not None:
+            negatives = [""] * given_negatives.rows
         height, width = default_size(self.transformer.config, self.vae.config, height, width)
         self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
                            max_sequence_length, output_type, seed, guidance_scale, vae_tiling, generator,
@@ -368,9 +379,15 @@ class PixArtSigmaPipeline:
 
         # 1. text: positive (and negative) features, then free the encoder
         report("text", 0, 1)
-        with memory.attention_budget(text_phase.workspace):
-            features, mask = self.encode_prompt(prompts + (negatives if cfg else []), max_sequence_length,
-                                                stream=text_phase.streamed)
+        texts = [] if given is not None else prompts
+        if cfg and given_negatives is None:
+            texts = texts + negatives
+        with memory.attention_budget(text_phase.workspace):  # one pass over T5 for all texts
+            encoded = self._caption_rows(texts, max_sequence_length, text_phase.streamed)
+        parts = [given] if given is not None else encoded[:len(prompts)]
+        if cfg:
+            parts += [given_negatives] if given_negatives is not None else encoded[len(texts) - len(negatives):]
+        features, mask = Captions.joined(parts, self.dtype)
         report("text", 1, 1)
         if not self.keep_text_encoder:
             self.release_text_encoder()
@@ -508,6 +525,49 @@ class PixArtSigmaPipeline:
 def _vae_needs_fp32(folder: Path) -> bool:
     """The SDXL VAE overflows in fp16; its config says force_upcast, and the reference then decodes in fp32."""
     return bool(read_json(folder / "vae" / "config.json").get("force_upcast", False))
+
+
+class Captions(NamedTuple):
+    """T5 features (B, L, C) float32 and their mask (B, L), 1 = token, as numpy arrays."""
+
+    features: np.ndarray
+    mask: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return self.features.shape[0]
+
+    @classmethod
+    def given(cls, embeds, mask, name: str) -> "Captions | None":
+        """The reference's `<name>_embeds` and `<name>_attention_mask` arguments (numpy, torch or MindSpore)."""
+        if embeds is None:
+            if mask is not None:
+                raise InputError(f"{name}_attention_mask without {name}_embeds")
+            return None
+        if mask is None:
+            raise InputError(f"{name}_embeds needs {name}_attention_mask (B, L): 1 for tokens, 0 for padding")
+        features, mask = (_numpy(a) for a in (embeds, mask))
+        if features.ndim != 3 or mask.shape != features.shape[:2]:
+            raise InputError(f"{name}_embeds {features.shape} and {name}_attention_mask {mask.shape} are not "
+                             f"(B, L, C) and (B, L)")
+        return cls(features.astype(np.float32), mask.astype(np.int64))
+
+    @staticmethod
+    def joined(parts: list["Captions"], dtype) -> tuple[ms.Tensor, ms.Tensor]:
+        """The parts' rows in order, padded with masked zeros to the longest: (B, L, C), (B, L) tensors."""
+        length = max(p.features.shape[1] for p in parts)
+        features = np.concatenate([np.pad(p.features, ((0, 0), (0, length - p.features.shape[1]), (0, 0)))
+                                   for p in parts])
+        mask = np.concatenate([np.pad(p.mask, ((0, 0), (0, length - p.mask.shape[1]))) for p in parts])
+        return ms.Tensor(features).astype(dtype), ms.Tensor(mask)
+
+
+def _numpy(a) -> np.ndarray:
+    """A numpy array of a numpy, torch or MindSpore array."""
+    if hasattr(a, "detach"):  # torch
+        a = a.detach().cpu()
+        return (a.float() if a.is_floating_point() else a).numpy()
+    return a.asnumpy() if isinstance(a, ms.Tensor) else np.asarray(a)
 
 
 class MemoryCache:

@@ -123,6 +123,30 @@ def test_bad_arguments_are_value_errors_naming_the_argument(pipes, kwargs, messa
         pipes[0](**kwargs)
 
 
+def test_prompt_embeds_from_the_reference_stand_for_the_prompts(pipes):
+    """diffusers' encode_prompt output (padded to 300 tokens) passed as prompt_embeds, with or without the
+    negative's: the same latents as diffusers from the same embeddings."""
+    ours, ref = pipes
+    latents = np.random.default_rng(7).standard_normal((2, 4, 32, 32)).astype(np.float32)
+    kwargs = dict(height=256, width=256, num_inference_steps=2, output_type="latent")
+    with torch.no_grad():
+        embeds, mask, negative, negative_mask = ref.encode_prompt(["a cat", "a red boat"], negative_prompt="blurry",
+                                                                  clean_caption=False)
+    expected = ref(negative_prompt=None, prompt_embeds=embeds, prompt_attention_mask=mask,  # None: it asks so
+                   negative_prompt_embeds=negative, negative_prompt_attention_mask=negative_mask,
+                   latents=torch.from_numpy(latents), **kwargs).images
+    actual = ours(prompt_embeds=embeds, prompt_attention_mask=mask, negative_prompt_embeds=negative,
+                  negative_prompt_attention_mask=negative_mask, latents=latents, **kwargs).images
+    assert rel_l2(actual, expected.numpy()) <= 1e-3
+    mixed = ours(prompt_embeds=embeds.numpy(), prompt_attention_mask=mask.numpy(), negative_prompt="blurry",
+                 latents=latents, **kwargs).images  # the negative encoded here
+    assert rel_l2(mixed, expected.numpy()) <= 1e-3
+    with pytest.raises(ValueError, match="prompt_embeds needs prompt_attention_mask"):
+        ours(prompt_embeds=embeds, **kwargs)
+    with pytest.raises(ValueError, match="pass prompt or prompt_embeds, not both"):
+        ours("a cat", prompt_embeds=embeds, prompt_attention_mask=mask, **kwargs)
+
+
 def test_encode_prompt_takes_one_prompt_as_a_string(pipes):
     features, mask = pipes[0].encode_prompt("a cat")
     expected, _ = pipes[0].encode_prompt(["a cat"])
