@@ -124,7 +124,7 @@ def open_image(layer: ImageLayer, index: int, base_dir: Path | None) -> Image.Im
             icc = im.info.get("icc_profile")
             return in_srgb(eight_bit(ImageOps.exif_transpose(im)), icc)
     except (OSError, ValueError, ImageCms.PyCMSError, Image.DecompressionBombError) as e:
-        raise InputError(f"layers[{index}].path: cannot read image '{layer.path}' ({e})") from None
+        raise InputError(f"layers[{index}].image.path: cannot read image '{layer.path}' ({e})") from None
 
 
 def eight_bit(picture: Image.Image) -> Image.Image:

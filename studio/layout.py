@@ -15,7 +15,7 @@ import json
 import math
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,6 +35,10 @@ MAX_PIXELS = 2 ** 28  # px in the full canvas
 MAX_DPI = 10000
 SAMPLERS = ("dpm++", "ddim", "euler")  # = sampling.SAMPLERS (not imported: it loads MindSpore)
 OUTPUT_FIELDS = ("layout", "seed", "monitor")  # placeholders output.name keeps for the exporter
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf")  # what the formats add to output.name
+# A file name has at most 255 bytes; the exporter adds at most 23 to a stem: '.<stem>.png.<8 random>.part.old'
+# (its temporary file, export.write_temp, and the backup of a file it replaces).
+MAX_STEM_BYTES = 255 - len("..png.12345678.part.old")
 
 # Images may have as many pixels as a canvas: the loader checks each image against MAX_PIXELS, and Pillow's
 # own bomb check (179 MP by default), which every later Image.open also makes, is set to the same limit.
@@ -61,6 +65,10 @@ _LENGTH_RE = re.compile(rf"\s*({_NUMBER})\s*({'|'.join(UNITS)})?\s*")
 _PERCENT_RE = re.compile(rf"\s*({_NUMBER})\s*%\s*")
 _VARIABLE_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# a float as YAML 1.2 (and JSON, and so editors' schema checks) reads it; YAML 1.1 reads '1e300' as text
+_INT_12_RE = re.compile(r"[-+]?[0-9]+")
+_FLOAT_12_RE = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _INDEX_RE = re.compile(r"\d+")
 _RESOLVER = yaml.resolver.Resolver()
 
@@ -94,6 +102,16 @@ def _suggest(word, choices) -> str | None:
     by_folded = {str(c).casefold(): str(c) for c in choices}
     match = difflib.get_close_matches(str(word).casefold(), by_folded, n=1, cutoff=0.6)
     return by_folded[match[0]] if match else None
+
+
+def _count(n: int, word: str) -> str:
+    """'1 row', '2 rows'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _an(word: str) -> str:
+    """'a rect', 'an ellipse'."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def _closest(word, choices) -> str:
@@ -158,9 +176,12 @@ class _Reader:
         self.grids: dict[str, Grid] = {}
         self.bad_grids: set[str] = set()  # grids reported invalid: cells of them are not reported again
         self._explicit: dict[int, list] = {}  # mapping node id -> its written keys (merge keys applied)
+        self.origins: dict[int, tuple] = {}  # scalar node id -> (variables in it, its value): for messages
+        self.own_names = True  # output.name names the files: check it with the variables' values
 
     def error(self, node, path: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
+        message = _CONTROL_RE.sub(lambda m: repr(m[0])[1:-1], message)  # one line, whatever values hold
         self.errors.append((line, f"{self.source}:{line}: {path}: {message}" if path else
                             f"{self.source}:{line}: {message}"))
 
@@ -170,8 +191,17 @@ class _Reader:
             return kind.parse(self, node, path)
         except _Bad as bad:
             if bad.args:
-                self.error(node, path, bad.args[0])
+                self.error(node, path, self._sourced(node, bad.args[0]))
             raise _Bad() from None
+
+    def _sourced(self, node, message: str) -> str:
+        """`message` naming the variables a bad value came from: "'centre' (from {a}) is not one of ..."."""
+        if id(node) not in self.origins:
+            return message
+        names, value = self.origins[id(node)]
+        note = f" (from {' and '.join(f'{{{n}}}' for n in names)})"
+        shown = _q(value)
+        return shown + note + message[len(shown):] if message.startswith(shown) else message + note
 
     def substitute(self, text: str, keep: tuple[str, ...] = ()) -> str:
         """'{name}' -> the variable's value, '{{' / '}}' -> a brace; names in `keep` that are not variables
@@ -205,11 +235,15 @@ class _Reader:
         value = _construct(node)
         if isinstance(value, str) and ("{" in value or "}" in value):
             text = self.substitute(value)
-            if text != value:  # resolve the type again, as if the value had been written there
-                tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
-                return _construct(yaml.ScalarNode(tag, text))
-            return text
-        return value
+            if text == value:
+                return text
+            # resolve the type again, as if the value had been written there
+            value = _number_12(text, _construct(yaml.ScalarNode(_RESOLVER.resolve(yaml.ScalarNode, text, (True, False)),
+                                                                text)))
+            names = [m[1] for m in _VARIABLE_RE.finditer(node.value) if m[1] in self.variables]
+            self.origins[id(node)] = (names, value)
+            return value
+        return _number_12(node.value, value) if node.style is None else value
 
     def entries(self, node, path: str, table: dict) -> dict | None:
         """key -> (key node, value node) of a mapping, after reporting unknown, duplicate and missing keys."""
@@ -248,19 +282,25 @@ class _Reader:
                 node.value = [(k, v) for k, v in node.value if k.value != "<<"]
         return self._explicit[id(node)]
 
-    def values(self, node, path: str, table: dict) -> dict | None:
-        """A mapping read against `table`: key -> parsed value; None if anything in it was invalid."""
+    def read(self, node, path: str, table: dict) -> tuple[dict, set]:
+        """A mapping read against `table`, every problem reported: (key -> parsed value of each valid key,
+        the keys without one: written but invalid, or required and missing; every key if not a mapping)."""
         found = self.entries(node, path, table)
         if found is None:
-            return None
-        values, ok = {}, len(self.errors)
+            return {}, set(table)
+        values = {}
         for key, (_, value_node) in found.items():
             try:
                 values[key] = self.parse(table[key].kind, value_node, _join(path, key))
             except _Bad:
                 pass
-        return values if len(self.errors) == ok and all(
-            k in values for k, s in table.items() if s.required) else None
+        return values, set(found) - set(values) | {k for k, s in table.items() if s.required and k not in found}
+
+    def values(self, node, path: str, table: dict) -> dict | None:
+        """A mapping read against `table`: key -> parsed value; None if anything in it was invalid."""
+        ok = len(self.errors)
+        values, bad = self.read(node, path, table)
+        return None if bad or len(self.errors) > ok else values
 
 
 def _construct(node):
@@ -270,6 +310,15 @@ def _construct(node):
     except (yaml.YAMLError, ValueError) as e:
         raise _Bad(f"cannot read {node.value!r} as {node.tag.rsplit(':', 1)[-1]}: {getattr(e, 'problem', e)}") \
             from None
+
+
+def _number_12(text: str, value):
+    """A plain scalar's `value` (as YAML 1.1 constructs it from `text`), where YAML 1.2 (and JSON, and so
+    editors' schema checks) reads a number otherwise: '0010' is 10 (1.1: octal 8), '0009' is 9 and '1e300' a
+    float (1.1: text)."""
+    if _INT_12_RE.fullmatch(text):
+        return int(text)
+    return float(text) if isinstance(value, str) and _FLOAT_12_RE.fullmatch(text) else value
 
 
 def _value_of(node):
@@ -315,33 +364,49 @@ class Text:
 
 class Template(Text):
     """output.name: a file name pattern that keeps the exporter's placeholders {layout}, {seed}, {monitor}
-    (variables are filled in literally); as written, it must give a file name."""
+    (variables are filled in literally); as written, it must give a file name. The names it gives with the
+    variables' values are checked by `_output_names`."""
 
     def parse(self, r, node, path):
         if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
             return super().parse(r, node, path)
         pattern = r.substitute(node.value, keep=OUTPUT_FIELDS)
-        # Each variable stands for a plain word here: batches do not use the name, so their values are
-        # checked where the name is used (render.output_stem).
+        if "monitor" in _fields(r, node.value) and not r.is_span:
+            raise _Bad(f"'{node.value}': {{monitor}} exists only in spans (a monitor's name in its own file)")
+        suffix = next((x for x in OUTPUT_SUFFIXES if node.value.lower().endswith(x)), None)
+        if suffix:
+            raise _Bad(f"'{node.value}' ends in '{suffix}': output.formats adds the suffix (write "
+                       f"'{node.value[:-len(suffix)]}')")
+        # each variable stands for a plain word here: the name as written
         written = _VARIABLE_RE.sub(lambda m: "x" if m[1] in r.variables else m[0], node.value)
-        monitor = "span" if r.is_span else ""  # in the canvas's own file, as render.output_stems
-        problem = _file_name_problem(written.format(layout=Path(r.source).stem, seed=0, monitor=monitor))
+        problem = file_name_problem(written.format(layout=Path(r.source).stem, seed=0, monitor="span"))
         if problem:
-            raise _Bad(f"'{node.value}' gives a file name that {problem} (a name in the output folder: not "
-                       f"empty, '.' or '..', without '/', '\\' or control characters)")
+            raise _Bad(f"'{node.value}' gives a file name that {problem} ({FILE_NAME_RULE})")
         return pattern
 
 
-def _file_name_problem(name: str) -> str | None:
+FILE_NAME_RULE = "a name in the output folder: not empty, '.' or '..', without '/', '\\' or control characters"
+
+
+def _fields(r, written: str) -> set[str]:
+    """The exporter's fields ({layout}, {seed}, {monitor}) a name pattern uses (a variable of the same name
+    takes the place of a field)."""
+    return {m[1] for m in _VARIABLE_RE.finditer(written) if m[1] in OUTPUT_FIELDS and m[1] not in r.variables}
+
+
+def _bad_character(text: str) -> str | None:
+    """The first '/', '\\' or control character in `text`, or None."""
+    return next((c for c in text if c in "/\\" or _CONTROL_RE.match(c)), None)
+
+
+def file_name_problem(name: str) -> str | None:
     """Why `name` cannot name a file in the output folder ("has a '/'", ...), or None."""
     if name in ("", ".", ".."):
         return "is empty" if not name else f"is '{name}'"
-    for c in name:
-        if c in "/\\":
-            return f"has a '{c}'"
-        if ord(c) < 32 or ord(c) == 127:
-            return "has a control character"
-    return None
+    c = _bad_character(name)
+    if c is None:
+        return None
+    return f"has a '{c}'" if c in "/\\" else "has a control character"
 
 
 def _finite(value):
@@ -393,6 +458,8 @@ def _in_range(value, lo, hi):
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         if hi is None:
             raise _Bad(f"must be at least {lo}, got {value}")
+        if lo is None:
+            raise _Bad(f"must be at most {hi}, got {value}")
         raise _Bad(f"{value} is out of range {lo}..{hi}")
     return value
 
@@ -536,8 +603,15 @@ class Position:
         return _ref(defs, "position", body)
 
 
+COLOURS = ("'#rgb', '#rrggbb', '#rrggbbaa', a name like 'navy', rgb(r, g, b), rgba(r, g, b, alpha 0..1), "
+           "hsl(h, s%, l%), hsv(h, s%, v%), [r, g, b] or [r, g, b, a]")
+# rgb()/rgba() with an alpha: CSS's alpha is 0..1 or a percentage, where Pillow reads rgba()'s as 0..255
+_CSS_ALPHA_RE = re.compile(rf"\s*(rgba?\([^,()]*,[^,()]*,[^,()]*),\s*({_NUMBER})\s*(%?)\s*\)\s*", re.IGNORECASE)
+
+
 class Colour:
-    """'#rgb', '#rrggbb', '#rrggbbaa', CSS names and functions (Pillow's ImageColor), [r, g, b(, a)] -> RGBA."""
+    """'#rgb', '#rrggbb', '#rrggbbaa', CSS names and functions (Pillow's ImageColor; rgba() with CSS's alpha),
+    [r, g, b(, a)] -> RGBA."""
 
     def parse(self, r, node, path):
         if isinstance(node, yaml.SequenceNode):
@@ -545,17 +619,22 @@ class Colour:
         value = r.scalar(node)
         if value is None:
             raise _Bad("expected a colour, got nothing (quote colours that start with '#': \"#fff\")")
+        m = _CSS_ALPHA_RE.fullmatch(value) if isinstance(value, str) else None
         try:
-            rgba = ImageColor.getrgb(value) if isinstance(value, str) else None
+            rgba = (ImageColor.getrgb(f"rgb{m[1][m[1].index('('):]})") if m else
+                    ImageColor.getrgb(value) if isinstance(value, str) else None)
         except ValueError:
             rgba = None
         if rgba is None:
-            raise _Bad(f"{_q(value)} is not a colour ('#rrggbb', '#rrggbbaa', [r, g, b], [r, g, b, a] "
-                       f"or a name like 'navy')")
-        if not all(0 <= c <= 255 for c in rgba):  # Pillow reads rgb(300, 0, 0) as (300, 0, 0)
+            raise _Bad(f"{_q(value)} is not a colour ({COLOURS})")
+        alpha = float(m[2]) / (100 if m[3] else 1) if m else 1
+        if not all(0 <= c <= 255 for c in rgba) or not 0 <= alpha <= 1:  # Pillow reads rgb(300, 0, 0) as is
             allowed = ("saturation and lightness (or value) are 0%..100%" if value.lower().startswith("hs") else
+                       "components are 0..255, or 0%..100%; alpha is 0..1 or 0%..100%" if m else
                        "components are 0..255, or 0%..100%")
             raise _Bad(f"'{value}' is out of range: {allowed}")
+        if m:
+            return tuple(rgba) + (round(alpha * 255),)
         return tuple(rgba) + (255,) * (4 - len(rgba))
 
     def _channels(self, r, node):
@@ -569,7 +648,7 @@ class Colour:
         channel = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 255}, _VARIABLE_SCHEMA]}
         body = {"anyOf": [{"type": "string"},
                           {"type": "array", "items": channel, "minItems": 3, "maxItems": 4}],
-                "description": "'#rrggbb', '#rrggbbaa', a CSS name, [r, g, b] or [r, g, b, a] (0..255)"}
+                "description": COLOURS}
         return _ref(defs, "colour", body)
 
 
@@ -594,20 +673,27 @@ class ImagePath(Text):
     def parse(self, r, node, path):
         name = super().parse(r, node, path)
         file = (r.base_dir / Path(name).expanduser()).resolve()
+        if file.is_dir():
+            raise _Bad(f"'{name}' is a folder, not an image file")
         if not file.is_file():
             raise _Bad(f"no such image file '{name}' (paths are relative to the layout file's folder)")
         too_large = f"'{name}' is too large: an image may have at most {MAX_PIXELS} pixels (2^28)"
-        try:
-            with warnings.catch_warnings():  # the warning Pillow gives up to twice its limit: checked below
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(file) as image:
-                    w, h = image.size
-        except Image.DecompressionBombError:
-            raise _Bad(too_large) from None
-        except OSError:
-            raise _Bad(f"'{name}' is not an image Pillow can read") from None
-        if w * h > MAX_PIXELS:
-            raise _Bad(f"{too_large}; it is {w} x {h} px = {w * h}")
+        with warnings.catch_warnings():  # the warning Pillow gives up to twice its limit: checked below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                image = Image.open(file)
+            except Image.DecompressionBombError:
+                raise _Bad(too_large) from None
+            except (OSError, ValueError):
+                raise _Bad(f"'{name}' is not an image Pillow can read") from None
+            with image:
+                w, h = image.size
+                if w * h > MAX_PIXELS:
+                    raise _Bad(f"{too_large}; it is {w} x {h} px = {w * h}")
+                try:  # the whole file: a damaged one fails here, not after the generations (24 MP: 0.2 s)
+                    image.load()
+                except (OSError, ValueError) as e:
+                    raise _Bad(f"'{name}' is damaged: {e}") from None
         return str(file)
 
 
@@ -630,8 +716,13 @@ class Model(Text):
 
 
 class ByteSize(Text):
+    """A memory size with its unit: 6GiB, 512MiB, 2GB (a bare number is refused: bytes? GiB?)."""
+
     def parse(self, r, node, path):
         text = super().parse(r, node, path)
+        if _FLOAT_12_RE.fullmatch(text.strip()):
+            example = text.strip() if float(text) > 0 else "6"
+            raise _Bad(f"'{text}' has no unit: give one, e.g. {example}GiB, 512MiB or 2GB")
         try:
             parse_bytes(text)
         except InputError:
@@ -653,10 +744,10 @@ class ListOf:
             raise _Bad(f"expected a list, got {_a(_value_of(node))}")
         n = len(node.value)
         if n < self.min_items or (self.max_items is not None and n > self.max_items):
-            wanted = (f"{self.min_items}" if self.min_items == self.max_items else
-                      f"at least {self.min_items}" if self.max_items is None else
-                      f"{self.min_items} to {self.max_items}")
-            raise _Bad(f"expected {wanted} items, got {n}")
+            wanted = (_count(self.min_items, "item") if self.min_items == self.max_items else
+                      f"at least {_count(self.min_items, 'item')}" if self.max_items is None else
+                      f"{self.min_items} to {self.max_items} items")
+            raise _Bad(f"expected {wanted}, got {n}")
         items, bad = [], False
         for i, child in enumerate(node.value):
             try:
@@ -772,7 +863,7 @@ class RegionKind:
             index = int(text)
             if index + extent > count:
                 last = f"{what}s {index}..{index + extent - 1}" if extent > 1 else f"{what} {index}"
-                raise _Bad(f"cell: {last} out of range: grid '{name}' has {count} {what}s (0..{count - 1})")
+                raise _Bad(f"cell: {last} out of range: grid '{name}' has {_count(count, what)} (0..{count - 1})")
             indices.append(index)
         return Region("cell", grid=name, row=indices[0], column=indices[1], row_span=rows, column_span=columns)
 
@@ -884,7 +975,7 @@ TEXT_KEYS = {
     "valign": Key(Enum("top", "middle", "bottom", elsewhere={"center": "align: center"}), "default top"),
     "wrap": Key(Bool(), "wrap words to the region's width (default true)"),
     "shrink_to_fit": Key(Bool(), "shrink the size until the text fits the region (default false)"),
-    "line_height": Key(Number(positive=True), "multiple of the size (default 1.2)"),
+    "line_height": Key(Number(hi=100, positive=True), "multiple of the size, at most 100 (default 1.2)"),
     "letter_spacing": Key(Length("any"), "extra space between letters (default 0)"),
     "stroke": Key(Mapping("stroke", STROKE_KEYS), "outline: {width, color}"),
     "shadow": Key(Mapping("shadow", SHADOW_KEYS), "drop shadow: {dx, dy, blur, color}"),
@@ -933,13 +1024,13 @@ def _shape(v: dict, r, node, path) -> ShapeLayer:
     problem = (
         "a line has no fill; give it a stroke: {width, color}" if v["shape"] == "line" and "fill" in v else
         "a line needs a stroke: {width, color}" if v["shape"] == "line" and not stroke else
-        f"a {v['shape']} with neither fill nor stroke draws nothing" if not stroke and "fill" not in v else
+        f"{_an(v['shape'])} with neither fill nor stroke draws nothing" if not stroke and "fill" not in v else
         "radius applies to rect only" if v["shape"] != "rect" and v.get("radius") else
         None)
     if problem:
         raise _Bad(problem)
     if v["shape"] != "line" and (v["region"].kind in ("px", "percent")) and not (v["region"].w and v["region"].h):
-        raise _Bad(f"a {v['shape']} needs a region with w and h greater than 0")
+        raise _Bad(f"{_an(v['shape'])} needs a region with w and h greater than 0")
     return ShapeLayer(**v)
 
 
@@ -948,6 +1039,9 @@ def _fill(v: dict, r, node, path) -> FillLayer:
 
 
 def _gradient(v: dict, r, node, path) -> GradientLayer:
+    if v.get("kind") == "radial" and "angle" in v:
+        raise _Bad("angle applies to linear gradients only (a radial one spreads from its region's centre; "
+                   "remove angle or make it kind: linear)")
     return GradientLayer(**v)
 
 
@@ -964,13 +1058,25 @@ LAYER_TYPES = {
 
 def _named(r: _Reader, path: str, body) -> str:
     """A layer's path in messages with its name when its body gives one: 'layers[2] (title)'."""
-    for key_node, value_node in body.value if isinstance(body, yaml.MappingNode) else ():
-        if key_node.value == "name" and isinstance(value_node, yaml.ScalarNode) and value_node.value:
-            try:
-                return f"{path} ({r.substitute(value_node.value)})"
-            except _Bad:
-                return path
-    return path
+    name = _written_name(r, body)
+    return f"{path} ({name})" if name else path
+
+
+def _written_name(r: _Reader, node) -> str | None:
+    """The `name:` written in a mapping node, variables substituted; None when there is none (or it is bad)."""
+    value = _node_at(node, "name") if isinstance(node, yaml.MappingNode) else node
+    if value is node or not isinstance(value, yaml.ScalarNode) or not value.value:
+        return None
+    try:
+        return r.substitute(value.value)
+    except _Bad:
+        return None
+
+
+def _layer_body(node):
+    """The mapping under a layer's type key (`- text: {...}`), or None."""
+    kind = _layer_type(node)
+    return _node_at(node, kind) if kind else None
 
 
 class LayerKind:
@@ -1044,8 +1150,36 @@ MONITOR_KEYS = {
     "size": Key(ListOf(PhysicalLength("positive"), 2, 2), "[width, height] of the picture: [597mm, 336mm]"),
     "diagonal": Key(PhysicalLength("positive"), "picture diagonal, e.g. 27in (instead of size)"),
 }
+
+
+class MonitorKind:
+    """A monitor of a span -> spec.Monitor, its picture in mm (name '' when not given: `_span` numbers it)."""
+
+    def parse(self, r, node, path):
+        ok = len(r.errors)
+        m, bad = r.read(node, path, MONITOR_KEYS)
+        if not isinstance(node, yaml.MappingNode):
+            raise _Bad()
+        if ("size" in m or "size" in bad) == ("diagonal" in m or "diagonal" in bad):
+            r.error(node, path, "give the picture's size: [width, height] or diagonal (one of them)")
+        if file_name_problem(m.get("name", "x")):
+            r.error(_node_at(node, "name"), _join(path, "name"),
+                    f"'{m['name']}' {file_name_problem(m['name'])}: monitor names are used in file names")
+        if bad or len(r.errors) > ok:
+            raise _Bad()
+        if "size" in m:
+            w_mm, h_mm = m["size"]
+        else:
+            d = m["diagonal"] / (m["width"] ** 2 + m["height"] ** 2) ** 0.5
+            w_mm, h_mm = m["width"] * d, m["height"] * d
+        return Monitor(m.get("name", ""), m["width"], m["height"], w_mm, h_mm)
+
+    def schema(self, defs):
+        return Mapping("monitor", MONITOR_KEYS).schema(defs)
+
+
 SPAN_KEYS = {
-    "monitors": Key(ListOf(Mapping("monitor", MONITOR_KEYS), 1), "left to right", required=True),
+    "monitors": Key(ListOf(MonitorKind(), 1), "left to right", required=True),
     "bezels": Key(ListOf(PhysicalLength(), single_ok=True),
                   "gap between neighbouring pictures (both bezels): one length or one per gap (default 0)"),
     "align": Key(Enum("top", "center", "bottom"), "vertical alignment of monitors of different heights"),
@@ -1116,14 +1250,31 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
     return {k: "" if v is None else str(v) for k, v in resolved.items()}  # "" after an error: no follow-ups
 
 
-def _canvas(r: _Reader, values: dict, node, span: Span | None) -> Canvas | None:
-    """The canvas section (already read) -> spec.Canvas in px; sizes checked."""
-    if span is not None:
-        for key in ("preset", "orientation", "width", "height", "bleed"):
-            if key in values:
-                r.error(node, f"canvas.{key}", "a span sets the canvas size; remove this key or the span")
+SIZE_KEYS = {"preset", "orientation", "width", "height", "bleed", "dpi"}  # canvas keys that decide its size
+SPAN_SIZE_KEYS = SIZE_KEYS - {"dpi"}  # the ones a span decides
+
+
+def _canvas(r: _Reader, node, where, span: Span | None) -> Canvas | None:
+    """The canvas section (or the span) -> spec.Canvas in px, sizes checked; None when the size is unknown or
+    invalid. A bad value that does not decide the size (background, safe_margin) is reported and defaulted.
+    where: the node a problem of the size is reported at (the span, the canvas, or the file)."""
+    values, bad = r.read(node, "canvas", CANVAS_KEYS) if node is not None else ({}, set())
+    r.dpi = values.get("dpi", 72)  # the stand-in's, if this returns None (the canvas's is set by the caller)
+    if r.is_span:
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.value in SPAN_SIZE_KEYS:
+                r.error(key_node, f"canvas.{key_node.value}", "a span sets the canvas size; remove this key or "
+                                                              "the span")
+        if span is None or "dpi" in bad:
+            return None
+        values = {k: v for k, v in values.items() if k not in SPAN_SIZE_KEYS}
         width, height, _ = span_canvas(span)
         physical = False
+    elif node is None:
+        r.error(where, "canvas", "missing: give canvas (preset or width and height) or a span")
+        return None
+    elif bad & SIZE_KEYS:
+        return None  # reported where it is wrong
     elif "preset" in values:
         for key in ("width", "height"):
             if key in values:
@@ -1133,7 +1284,7 @@ def _canvas(r: _Reader, values: dict, node, span: Span | None) -> Canvas | None:
     else:
         missing = [k for k in ("width", "height") if k not in values]
         if missing:
-            r.error(node, "canvas", f"missing {' and '.join(missing)} (or give a preset)")
+            r.error(where, "canvas", f"missing {' and '.join(missing)} (or give a preset)")
             return None
         width, height = values["width"], values["height"]
         physical = width[1] != "px" or height[1] != "px"
@@ -1150,11 +1301,12 @@ def _canvas(r: _Reader, values: dict, node, span: Span | None) -> Canvas | None:
                     values.get("preset"))
     problem = _size_problem(canvas)
     if problem:
-        r.error(node, "span" if span is not None else "canvas", problem)
+        r.error(where, "span" if span is not None else "canvas", problem)
         return None
     if 2 * safe >= min(width, height):
-        r.error(node, "canvas.safe_margin", f"{safe} px on each side leaves no safe area in {width} x {height} px")
-        return None
+        r.error(_node_at(node, "safe_margin"), "canvas.safe_margin",
+                f"{safe} px on each side leaves no safe area in {width} x {height} px")
+        canvas = Canvas(width, height, dpi, bleed, 0, canvas.background, canvas.preset)
     return canvas
 
 
@@ -1169,39 +1321,25 @@ def _size_problem(canvas: Canvas) -> str | None:
     return None
 
 
-def _span(r: _Reader, values: dict, node) -> Span | None:
-    monitors, ok = [], True
-    for i, m in enumerate(values["monitors"]):
-        mnode = _node_at(node, "monitors", i)
-        name = m.get("name", f"monitor-{i + 1}")
-        if ("size" in m) == ("diagonal" in m):
-            r.error(mnode, f"span.monitors[{i}]", "give the picture's size: [width, height] or diagonal (one of them)")
-            ok = False
-            continue
-        if "size" in m:
-            w_mm, h_mm = m["size"]
-        else:
-            d = m["diagonal"] / (m["width"] ** 2 + m["height"] ** 2) ** 0.5
-            w_mm, h_mm = m["width"] * d, m["height"] * d
-        if name in (x.name for x in monitors):
-            r.error(mnode, f"span.monitors[{i}].name", f"'{name}' is already the name of another monitor")
-            ok = False
-        elif _file_name_problem(name):
-            r.error(_node_at(mnode, "name"), f"span.monitors[{i}].name",
-                    f"'{name}' {_file_name_problem(name)}: monitor names are used in file names")
-            ok = False
-        monitors.append(Monitor(name, m["width"], m["height"], w_mm, h_mm))
-    bezels = values.get("bezels", (0.0,))
-    gaps = len(values["monitors"]) - 1
-    if len(bezels) == 1:
-        bezels = bezels * gaps
-    elif len(bezels) != gaps:
-        r.error(_node_at(node, "bezels"), "span.bezels",
-                f"{gaps + 1} monitors have {gaps} gaps; got {len(bezels)} bezels (give one length or {gaps})")
-        ok = False
-    if not ok:
+def _span(r: _Reader, node) -> Span | None:
+    """span -> spec.Span; None when invalid. Each monitor is checked on its own, their names against each
+    other and the bezels against their number, whatever else is wrong."""
+    ok = len(r.errors)
+    values, bad = r.read(node, "span", SPAN_KEYS)
+    monitors = _node_at(node, "monitors") if isinstance(node, yaml.MappingNode) else None
+    if not isinstance(monitors, yaml.SequenceNode):
         return None
-    return Span(tuple(monitors), tuple(bezels[:gaps]), values.get("align", "center"))
+    _unique_names(r, [(_written_name(r, m) or f"monitor-{i + 1}", f"span.monitors[{i}]", m)
+                      for i, m in enumerate(monitors.value)])
+    bezels, gaps = values.get("bezels", (0.0,)), len(monitors.value) - 1
+    if len(bezels) not in (1, gaps):
+        r.error(_node_at(node, "bezels"), "span.bezels",
+                f"{_count(gaps + 1, 'monitor')} have {_count(gaps, 'gap')}; got {_count(len(bezels), 'bezel')} "
+                f"(give one length or {gaps})")
+    if bad or len(r.errors) > ok:
+        return None
+    named = tuple(replace(m, name=m.name or f"monitor-{i + 1}") for i, m in enumerate(values["monitors"]))
+    return Span(named, (bezels * gaps)[:gaps], values.get("align", "center"))
 
 
 def _node_at(node, key: str, index: int | None = None):
@@ -1248,47 +1386,59 @@ def _grids(r: _Reader, node) -> None:
         r.grids[name] = grid
 
 
-def _unique_names(r: _Reader, layers_node, layers) -> None:
+def _unique_names(r: _Reader, named: list[tuple[str | None, str, object]]) -> None:
+    """Report each (name, path, node) whose name an earlier one has (None: no name)."""
     first = {}
-    for i, layer in enumerate(layers):
-        if layer.name and layer.name in first:
-            item = layers_node.value[i]
-            r.error(item, f"layers[{i}].name", f"'{layer.name}' is already the name of layers[{first[layer.name]}]")
-        first.setdefault(layer.name, i)
+    for name, path, node in named:
+        if name is not None and name in first:
+            r.error(node, f"{path}.name", f"'{name}' is already the name of {first[name]}")
+        first.setdefault(name, path)
 
 
 # -- entry points -------------------------------------------------------------------------------------------
 
 def read_source(path: Path, what: str, error, encoding: str = "utf-8") -> str:
-    """The text of a user's file (a layout, a job); a missing or unreadable file raises error([one line])."""
+    """The text of a user's file (a layout, a job), line ends as Python reads text; a missing or unreadable
+    file raises error([one line])."""
     try:
-        return path.read_text(encoding=encoding)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise error([f"{path}: no such {what} file"]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise error([f"{path}: cannot read the {what} ({type(e).__name__}: {e})"]) from None
+    except OSError as e:
+        raise error([f"{path}: cannot read the {what} ({type(e).__name__}: {e.strerror or e})"]) from None
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise error([f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the {what} as UTF-8"]) \
+            from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def load_layout(path, variables: dict[str, str] | None = None) -> Layout:
+def load_layout(path, variables: dict[str, str] | None = None, *, own_names: bool = True) -> Layout:
     """A layout file -> the validated Layout; `variables` (from --set) override the file's defaults.
 
-    Raises LayoutError listing every problem in the file, each `file:line: key.path: message`.
+    Raises LayoutError listing every problem in the file, each `file:line: key.path: message`. own_names: as
+    for `parse_layout`.
     """
     path = Path(path)
-    return parse_layout(read_source(path, "layout", LayoutError), str(path), variables, path.parent)
+    return parse_layout(read_source(path, "layout", LayoutError), str(path), variables, path.parent,
+                        own_names=own_names)
 
 
 def parse_layout(text: str, source: str = "<string>", variables: dict[str, str] | None = None,
-                 base_dir: Path | None = None) -> Layout:
+                 base_dir: Path | None = None, *, own_names: bool = True) -> Layout:
     """Layout YAML text -> the validated Layout. source: the name used in messages and Layout.source;
-    base_dir: the folder relative image and font paths are found in (default: the current folder)."""
+    base_dir: the folder relative image and font paths are found in (default: the current folder);
+    own_names: output.name names the files, so the names it gives with the variables' values are checked
+    (False for a caller that names the files itself, as batches do: output.name is checked as written)."""
     r = _Reader(source, {}, Path(base_dir) if base_dir is not None else Path.cwd())
+    r.own_names = own_names
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        raise LayoutError([f"{source}:{line}: YAML syntax: {getattr(e, 'problem', None) or e}"]) from None
+        line, problem = _yaml_problem(text, e)
+        raise LayoutError([f"{source}:{line}: YAML syntax: {problem}"]) from None
     if root is None:
         raise LayoutError([f"{source}:1: the layout is empty; it needs canvas (or span) and layers"])
     _drop_complex_keys(r, root, set())
@@ -1296,6 +1446,27 @@ def parse_layout(text: str, source: str = "<string>", variables: dict[str, str] 
     if r.errors:
         raise LayoutError([message for _, message in sorted(r.errors, key=lambda e: e[0])])
     return layout
+
+
+# '#' after ': ', ', ' or '[ ' in a flow collection ({color: #fff}): YAML reads a comment to the line's end
+_FLOW_COMMENT_RE = re.compile(r"[{\[](?:[^#\n]*?[:,])?\s+(#[^\s,}\]]*)")
+
+
+def _yaml_problem(text: str, e: yaml.YAMLError) -> tuple[int, str]:
+    """(line, one-line message) for a YAML error, with a hint where one helps."""
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow (NUL, other controls)
+        return text.count("\n", 0, e.position) + 1, (f"character #x{e.character:04x} is not allowed in YAML "
+                                                      f"(control characters other than tab and line breaks)")
+    mark = getattr(e, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else 1
+    for n, written in enumerate(text.splitlines()[:line], 1):
+        comment = _FLOW_COMMENT_RE.search(written)
+        if comment:
+            return n, (f"'{comment[1]}' starts a comment, which ends the line early; quote colours that start "
+                       f"with '#': \"{comment[1]}\"")
+    if getattr(e, "problem", None) == "but found another document":
+        return line, "a second document ('---'): a layout is one YAML document"
+    return line, getattr(e, "problem", None) or str(e).splitlines()[0]
 
 
 def _drop_complex_keys(r: _Reader, node, seen: set) -> None:
@@ -1316,13 +1487,20 @@ _INVALID = object()  # a section that was reported invalid
 
 
 def _read(r: _Reader, root, overrides: dict[str, str]) -> Layout | None:
-    """The sections in dependency order: variables, span, canvas, grids, then the rest."""
+    """The sections in dependency order: variables, span, canvas, grids, then the rest, each checked whatever
+    is wrong elsewhere; without a valid canvas, on a lenient stand-in (no false "outside" errors)."""
     found = r.entries(root, "", TOP_KEYS)
     if found is None:
         return None
     node = {k: v for k, (_, v) in found.items()}
     r.variables = _variables(r, node.get("variables"), overrides)
     r.is_span = "span" in node
+    span = _span(r, node["span"]) if r.is_span else None
+    canvas = _canvas(r, node.get("canvas"), node.get("span", node.get("canvas", root)), span)
+    r.canvas = canvas or Canvas(MAX_SIDE, MAX_SIDE, r.dpi, bleed=MAX_SIDE)
+    r.dpi, r.stand_in = r.canvas.dpi, canvas is None
+    if "grids" in node:
+        _grids(r, node["grids"])
 
     def section(key):
         try:
@@ -1330,30 +1508,69 @@ def _read(r: _Reader, root, overrides: dict[str, str]) -> Layout | None:
         except _Bad:
             return _INVALID
 
-    span_values, canvas_values = section("span"), section("canvas")
-    span = _span(r, span_values, node["span"]) if isinstance(span_values, dict) else None
-    canvas = None
-    if span_values is None and canvas_values is None:
-        r.error(root, "canvas", "missing: give canvas (preset or width and height) or a span")
-    elif _INVALID not in (span_values, canvas_values) and (span_values is None or span is not None):
-        canvas = _canvas(r, canvas_values or {}, node.get("canvas", root), span)
-    # Without a valid canvas the rest is still checked, on a lenient stand-in (no false "outside" errors).
-    r.canvas = canvas or Canvas(MAX_SIDE, MAX_SIDE, _stand_in_dpi(canvas_values), bleed=MAX_SIDE)
-    r.dpi, r.stand_in = r.canvas.dpi, canvas is None
-    if "grids" in node:
-        _grids(r, node["grids"])
     layers, output, memory_budget, model = (section(k) for k in ("layers", "output", "memory_budget", "model"))
-    if isinstance(layers, tuple):
-        _unique_names(r, node["layers"], layers)
-    if canvas is None or _INVALID in (layers, output, memory_budget, model) or layers is None:
+    items = node["layers"].value if isinstance(node.get("layers"), yaml.SequenceNode) else []
+    _unique_names(r, [(_written_name(r, _layer_body(item)), f"layers[{i}]", item) for i, item in enumerate(items)])
+    if output is not _INVALID:
+        _output_names(r, node.get("output"), output or {}, span, items, layers)
+    if r.errors:
         return None
     return Layout(source=r.source, canvas=canvas, layers=layers, grids=dict(r.grids), span=span,
                   output=Output(**(output or {})), variables=dict(r.variables), memory_budget=memory_budget,
                   model=model)
 
 
-def _stand_in_dpi(canvas_values) -> int:
-    return canvas_values.get("dpi", 72) if isinstance(canvas_values, dict) else 72
+def _output_names(r: _Reader, node, output: dict, span: Span | None, items: list, layers) -> None:
+    """output.name (valid as written) against the rest of the file: {seed} needs a generate layer; and when
+    the layout names its files (r.own_names), each file name it gives (the variables' values filled in, each
+    monitor's) must be a name in the output folder with room for the exporter's suffixes."""
+    name_node = _node_at(node, "name") if isinstance(node, yaml.MappingNode) else node  # the output's if none
+    written = name_node.value if isinstance(name_node, yaml.ScalarNode) else "{layout}"
+    if "seed" in _fields(r, written) and not any(_layer_type(item) == "generate" for item in items):
+        r.error(name_node, "output.name", f"'{written}': {{seed}} is the first generate layer's seed, and this "
+                                          f"layout has no generate layer")
+    if not r.own_names:
+        return
+    generated = [layer for layer in layers if isinstance(layer, GenerateLayer)] if isinstance(layers, tuple) else []
+    seed = generated[0].seed if generated else 0
+    monitors = [m.name for m in span.monitors] if span and output.get("per_monitor", True) else []
+    used = [m[1] for m in _VARIABLE_RE.finditer(written) if m[1] in r.variables]
+    for stem in file_stems(output.get("name", "{layout}"), r.source, seed, monitors):
+        problem, size = file_name_problem(stem), len(stem.encode())
+        if problem:
+            culprits = [n for n in used if _bad_character(r.variables[n])] or used
+            r.error(name_node, "output.name", f"'{written}'{_with(r, culprits)} gives a file name that {problem} "
+                                              f"({FILE_NAME_RULE})")
+            return
+        if size > MAX_STEM_BYTES:
+            culprits = sorted(used, key=lambda n: len(r.variables[n].encode()))[-1:]
+            r.error(name_node, "output.name", f"'{written}'{_with(r, culprits)} gives a file name of {size} bytes: "
+                                              f"at most {MAX_STEM_BYTES} (the file system's 255 less the suffixes "
+                                              f"the exporter adds)")
+            return
+
+
+def _layer_type(node) -> str | None:
+    """A layer item's type key (`- text: {...}` -> 'text'), or None."""
+    types = [k.value for k, _ in node.value if k.value in LAYER_TYPES] if isinstance(node, yaml.MappingNode) else []
+    return types[0] if len(types) == 1 else None
+
+
+def _with(r: _Reader, names: list[str]) -> str:
+    """" with {title} = 'x'" for the variables a file name's problem comes from (long values cut short)."""
+    def value(v):
+        return f"'{v}'" if len(v) <= 40 else f"'{v[:20]}...' ({len(v.encode())} bytes)"
+    return "".join(f" {'with' if i == 0 else 'and'} {{{n}}} = {value(r.variables[n])}" for i, n in enumerate(names))
+
+
+def file_stems(pattern: str, source: str, seed: int, monitors: list[str]) -> list[str]:
+    """The file stems an output.name pattern gives (render.output_stems): the canvas's, then each monitor's
+    (`{monitor}` is 'span' in the canvas's; without it a monitor's stem is the canvas's + '-<monitor>')."""
+    fields = {"layout": Path(source).stem, "seed": seed}
+    if "{monitor}" not in pattern.replace("{{", ""):
+        whole = pattern.format(**fields, monitor="")
+        return [whole] + [f"{whole}-{m}" for m in monitors]
+    return [pattern.format(**fields, monitor=m) for m in ("span", *monitors)]
 
 
 def layout_schema() -> dict:

@@ -17,36 +17,30 @@ from studio.compose import compose, cut_span, text_problems
 from studio.errors import InputError
 from studio.export import EXPORT_SUFFIXES, Picture, check_free, export, remove_temporaries
 from studio.geometry import monitor_dpi
+from studio.layout import file_name_problem, file_stems
 from studio.memory import format_bytes
 from studio.plan import Plan, plan_layout
 from studio.spec import GenerateLayer, Layout
 
 
-def output_stem(layout: Layout, monitor: str | None = None) -> str:
-    """layout.output.name with {layout} (the file's stem), {seed} (the first generate layer's) and
-    {monitor} filled; a stem that would leave the output folder is refused."""
-    seeds = [layer.seed for layer in layout.layers if isinstance(layer, GenerateLayer)]
-    fields = {"layout": Path(layout.source).stem, "seed": seeds[0] if seeds else 0, "monitor": monitor or ""}
-    try:  # the loader escapes braces in variables' values: they come out literally
-        stem = layout.output.name.format(**fields)
-    except (KeyError, IndexError, ValueError) as e:
-        raise InputError(f"{layout.source}: output.name '{layout.output.name}' is not a name pattern ({e!r})") from None
-    if monitor and "{monitor}" not in layout.output.name.replace("{{", ""):  # not an escaped '{{monitor}}'
-        stem = f"{stem}-{monitor}"
-    if not stem or "/" in stem or "\\" in stem or stem in (".", ".."):
-        raise InputError(f"{layout.source}: output.name '{layout.output.name}' gives '{stem}', not a file name")
-    return stem
-
-
 def output_stems(layout: Layout, stem: str | None = None) -> list[str]:
     """The stems `render` writes, each in every format: the canvas's, then one per monitor of a span (with
-    output.per_monitor). In the whole span's stem `{monitor}` is `span`. `stem` replaces layout.output.name
-    (batches name their outputs); monitor files are then `stem-<monitor>`."""
+    output.per_monitor): layout.output.name with {layout} (the file's stem), {seed} (the first generate
+    layer's) and {monitor} filled (`span` in the whole span's stem). `stem` replaces layout.output.name
+    (batches name their outputs); monitor files are then `stem-<monitor>`. A stem that would leave the
+    output folder is refused (the loader checks the layout's own names; a batch's variables may still give one)."""
     monitors = [m.name for m in layout.span.monitors] if layout.span and layout.output.per_monitor else []
     if stem is not None:
         return [stem] + [f"{stem}-{m}" for m in monitors]
-    whole = "span" if layout.span and "{monitor}" in layout.output.name.replace("{{", "") else None
-    stems = [output_stem(layout, whole)] + [output_stem(layout, m) for m in monitors]
+    seeds = [layer.seed for layer in layout.layers if isinstance(layer, GenerateLayer)]
+    try:  # the loader escapes braces in variables' values: they come out literally
+        stems = file_stems(layout.output.name, layout.source, seeds[0] if seeds else 0, monitors)
+    except (KeyError, IndexError, ValueError) as e:
+        raise InputError(f"{layout.source}: output.name '{layout.output.name}' is not a name pattern ({e!r})") from None
+    for s in stems:
+        if file_name_problem(s):
+            raise InputError(f"{layout.source}: output.name '{layout.output.name}' gives '{s}', not a file name "
+                             f"(it {file_name_problem(s)})")
     if len(set(stems)) < len(stems):
         raise InputError(f"{layout.source}: output.name '{layout.output.name}' gives two files the same name "
                          f"({', '.join(stems)}); the whole span's {{monitor}} is 'span'")

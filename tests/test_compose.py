@@ -379,7 +379,7 @@ def test_cmyk_jpeg_is_converted_with_its_profile(tmp_path):
 
 def test_colour_profile_of_another_colour_space_is_an_error(tmp_path):
     Image.new("RGB", (1, 1)).save(tmp_path / "odd.png", icc_profile=cmyk_profile(dict.fromkeys("CMYK", (0, 0, 0))))
-    with pytest.raises(InputError, match=r"layers\[0\].path: cannot read image 'odd.png' .*CMYK colour profile"):
+    with pytest.raises(InputError, match=r"layers\[0\].image.path: cannot read image 'odd.png' .*CMYK colour profile"):
         C.compose(image_layer(tmp_path, "odd.png"))
 
 

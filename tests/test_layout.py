@@ -79,6 +79,12 @@ def test_bleed_and_safe_margin(extra, bleed, safe):
     ("[1, 2, 3]", (1, 2, 3, 255)),
     ("[1, 2, 3, 4]", (1, 2, 3, 4)),
     ('"rgb(10, 20, 30)"', (10, 20, 30, 255)),
+    ('"rgba(10, 20, 30, 0.5)"', (10, 20, 30, 128)),  # CSS: alpha 0..1
+    ('"RGBA(10, 20, 30, 25%)"', (10, 20, 30, 64)),
+    ('"rgb(10, 20, 30, 1)"', (10, 20, 30, 255)),
+    ('"rgba(10%, 20%, 30%, 0)"', (26, 51, 77, 0)),
+    ('"hsl(200, 50%, 40%)"', (51, 119, 153, 255)),
+    ('"hsv(200, 50%, 40%)"', (51, 85, 102, 255)),
 ])
 def test_colours(value, rgba):
     assert canvas_of(f"{{preset: fhd, background: {value}}}").background == rgba
@@ -177,14 +183,14 @@ variables: {title: Summer, year: 2024, seed: 7, subtitle: ~}
 layers:
   - generate: {prompt: "{title} beach", seed: "{seed}"}
   - text: {text: "{title} {year} {subtitle} {{braces}}"}
-output: {name: "{layout}-{title}-{seed}-{monitor}"}
+output: {name: "{layout}-{title}-{seed}"}
 """
 
 
 @pytest.mark.parametrize("overrides, prompt, seed, text, name", [
-    ({"subtitle": "Live"}, "Summer beach", 7, "Summer 2024 Live {braces}", "{layout}-Summer-7-{monitor}"),
+    ({"subtitle": "Live"}, "Summer beach", 7, "Summer 2024 Live {braces}", "{layout}-Summer-7"),
     ({"subtitle": "", "title": "Winter", "seed": "11"}, "Winter beach", 11, "Winter 2024  {braces}",
-     "{layout}-Winter-11-{monitor}"),
+     "{layout}-Winter-11"),
 ])
 def test_variables_and_overrides(overrides, prompt, seed, text, name):
     layout = parse_layout(VARIABLE_LAYOUT, variables=overrides)
@@ -194,7 +200,7 @@ def test_variables_and_overrides(overrides, prompt, seed, text, name):
 
 
 def test_output_name_keeps_exporter_fields():
-    layout = parse_layout("canvas: {preset: fhd}\n" + FILL + "output: {name: '{layout}-{seed}'}")
+    layout = parse_layout("canvas: {preset: fhd}\nlayers: [{generate: {prompt: x}}]\noutput: {name: '{layout}-{seed}'}")
     assert layout.output.name == "{layout}-{seed}"
 
 
@@ -202,22 +208,54 @@ def test_output_name_keeps_exporter_fields():
                                          ("{layout}", "poster-{layout}-{x}"), ("{{", "poster-{{-{x}")])
 def test_output_name_variables_are_literal(title, stem):
     """Braces in a variable's value (--set title='Rock {n} Roll') are text in the file name, not fields."""
-    from studio.render import output_stem
+    from studio.render import output_stems
 
     layout = parse_layout("canvas: {preset: fhd}\nvariables: {title: x}\n" + FILL +
                           "output: {name: '{layout}-{title}-{{x}}'}", "poster.yaml", {"title": title})
-    assert output_stem(layout) == stem
+    assert output_stems(layout) == [stem]
 
 
 def test_output_name_values_are_checked_where_the_name_is_used():
     """A batch, which names its own files, may set a variable in output.name to 'AC/DC'; render refuses it."""
     from studio.errors import InputError
-    from studio.render import output_stem
+    from studio.render import output_stems
 
     layout = parse_layout("canvas: {preset: fhd}\nvariables: {title: x}\n" + FILL + "output: {name: '{title}'}",
-                          "poster.yaml", {"title": "AC/DC"})
-    with pytest.raises(InputError, match="gives 'AC/DC', not a file name"):
-        output_stem(layout)
+                          "poster.yaml", {"title": "AC/DC"}, own_names=False)
+    with pytest.raises(InputError, match="gives 'AC/DC', not a file name \\(it has a '/'\\)"):
+        output_stems(layout)
+
+
+NAMED = "canvas: {preset: fhd}\nvariables: {title: x}\n" + FILL + "output: {name: '{layout}-{title}'}\n"
+SPAN_NAMED = ("span: {monitors: [{name: left, width: 10, height: 10, size: [1mm, 1mm]}]}\nvariables: {title: x}\n"
+              + FILL + "output: {name: '{title}'}\n")
+RULE = "(a name in the output folder: not empty, '.' or '..', without '/', '\\' or control characters)"
+
+
+@pytest.mark.parametrize("text, title, message", [
+    (NAMED, "AC/DC", f"poster.yaml:4: output.name: '{{layout}}-{{title}}' with {{title}} = 'AC/DC' gives a file name "
+                     f"that has a '/' {RULE}"),
+    (NAMED, "a\tb", f"poster.yaml:4: output.name: '{{layout}}-{{title}}' with {{title}} = 'a\\tb' gives a file "
+                    f"name that has a control character {RULE}"),
+    (NAMED, "x" * 300, "poster.yaml:4: output.name: '{layout}-{title}' with {title} = 'xxxxxxxxxxxxxxxxxxxx...' "
+                       "(300 bytes) gives a file name of 307 bytes: at most 232 (the file system's 255 less the "
+                       "suffixes the exporter adds)"),
+    (NAMED, "é" * 113, "poster.yaml:4: output.name: '{layout}-{title}' with {title} = "  # 2 bytes each
+                       "'éééééééééééééééééééé...' (226 bytes) gives a file name of 233 bytes: at most 232 (the file "
+                       "system's 255 less the suffixes the exporter adds)"),
+    (SPAN_NAMED, "..", f"poster.yaml:4: output.name: '{{title}}' with {{title}} = '..' gives a file name that is "
+                       f"'..' {RULE}"),
+    (SPAN_NAMED, "x" * 230, "poster.yaml:4: output.name: '{title}' with {title} = 'xxxxxxxxxxxxxxxxxxxx...' (230 "
+                            "bytes) gives a file name of 235 bytes: at most 232 (the file system's 255 less the "
+                            "suffixes the exporter adds)"),  # the monitor's file: '<name>-left'
+])
+def test_output_name_values_are_checked_at_load(text, title, message):
+    """--set values in output.name: the names of the files written (each monitor's too) are checked at load."""
+    with pytest.raises(LayoutError) as info:
+        parse_layout(text, "poster.yaml", {"title": title})
+    assert info.value.errors == [message]
+    parse_layout(text, "poster.yaml", {"title": "x" * 224})  # 'poster-' + 224 + '.png...part.old': 255 bytes
+    parse_layout(text, "poster.yaml", {"title": title}, own_names=False)  # a batch names its own files
 
 
 def test_merge_keys_and_lines():
@@ -267,6 +305,17 @@ BROKEN = [
     ("canvas: {preset: fhd\nlayers: []\n",
      "poster.yaml:2: YAML syntax: expected ',' or '}', but got ':'"),
     ("", "poster.yaml:1: the layout is empty; it needs canvas (or span) and layers"),
+    ("canvas: {preset: fhd}\nlayers:\n  - fill: {color: #fff}\n",
+     "poster.yaml:3: YAML syntax: '#fff' starts a comment, which ends the line early; quote colours that start "
+     "with '#': \"#fff\""),
+    ("canvas: {preset: fhd}\nlayers:\n  - gradient: {stops: [red, #0000]}\n  - fill: {color: red}\n",
+     "poster.yaml:3: YAML syntax: '#0000' starts a comment, which ends the line early; quote colours that start "
+     "with '#': \"#0000\""),
+    ("canvas: {preset: fhd}\nlayers:\n  - fill: {color: red}\n  - text: {text: a\x00b}\n",
+     "poster.yaml:4: YAML syntax: character #x0000 is not allowed in YAML (control characters other than tab and "
+     "line breaks)"),
+    ("canvas: {preset: fhd}\n" + FILL + "---\ncanvas: {preset: 4k}\n",
+     "poster.yaml:3: YAML syntax: a second document ('---'): a layout is one YAML document"),
     # unknown keys, missing keys, wrong shapes
     ("canvas: {preset: fhd, backgrund: red}\n" + FILL,
      "poster.yaml:1: canvas.backgrund: unknown key (did you mean 'background'?)"),
@@ -421,6 +470,10 @@ BROKEN = [
      "file's folder)"),
     ("canvas: {preset: fhd}\nlayers: [{image: {path: notes.txt}}]\n",
      "poster.yaml:2: layers[0].image.path: 'notes.txt' is not an image Pillow can read"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: red}}, {image: {path: trunc.png}}]\n",
+     "poster.yaml:2: layers[1].image.path: 'trunc.png' is damaged: image file is truncated"),
+    ("canvas: {preset: fhd}\nlayers: [{image: {path: notamodel}}]\n",
+     "poster.yaml:2: layers[0].image.path: 'notamodel' is a folder, not an image file"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: NoSuchFontFamily}}]\n",
      "poster.yaml:2: layers[0].text.font: no such font 'NoSuchFontFamily' (a .ttf/.otf path or an installed "
      "family)"),
@@ -449,9 +502,16 @@ BROKEN = [
     ("canvas: {preset: fhd}\nvariables: {title: x}\n" + FILL + "output: {name: '{layout}/{title}'}\n",
      "poster.yaml:4: output.name: '{layout}/{title}' gives a file name that has a '/' (a name in the output "
      "folder: not empty, '.' or '..', without '/', '\\' or control characters)"),
-    ("canvas: {preset: fhd}\n" + FILL + "output: {name: '{monitor}'}\n",  # '' for the canvas's own file
-     "poster.yaml:3: output.name: '{monitor}' gives a file name that is empty (a name in the output folder: not "
-     "empty, '.' or '..', without '/', '\\' or control characters)"),
+    ("canvas: {preset: fhd}\n" + FILL + "output: {name: '{layout}-{monitor}'}\n",
+     "poster.yaml:3: output.name: '{layout}-{monitor}': {monitor} exists only in spans (a monitor's name in its "
+     "own file)"),
+    ("canvas: {preset: fhd}\n" + FILL + "output: {name: '{layout}.PNG'}\n",
+     "poster.yaml:3: output.name: '{layout}.PNG' ends in '.png': output.formats adds the suffix (write '{layout}')"),
+    ("canvas: {preset: fhd}\n" + FILL + "output: {name: 'poster.pdf'}\n",
+     "poster.yaml:3: output.name: 'poster.pdf' ends in '.pdf': output.formats adds the suffix (write 'poster')"),
+    ("canvas: {preset: fhd}\n" + FILL + "output: {name: '{layout}-{seed}'}\n",
+     "poster.yaml:3: output.name: '{layout}-{seed}': {seed} is the first generate layer's seed, and this layout "
+     "has no generate layer"),
     ("canvas: {preset: fhd}\n" + FILL + "output: {name: '{seed:04d}'}\n",
      "poster.yaml:3: output.name: write {seed}, not {seed:04d}: fields take no format, conversion or index"),
     # variables
@@ -465,8 +525,11 @@ BROKEN = [
      "poster.yaml:2: variables.2nd: '2nd' is not a variable name (letters, digits and _)"),
     # colours
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: blu}}]\n",
-     "poster.yaml:2: layers[0].fill.color: 'blu' is not a colour ('#rrggbb', '#rrggbbaa', [r, g, b], "
-     "[r, g, b, a] or a name like 'navy')"),
+     "poster.yaml:2: layers[0].fill.color: 'blu' is not a colour ('#rgb', '#rrggbb', '#rrggbbaa', a name like "
+     "'navy', rgb(r, g, b), rgba(r, g, b, alpha 0..1), hsl(h, s%, l%), hsv(h, s%, v%), [r, g, b] or [r, g, b, a])"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: 'rgba(0, 0, 0, 128)'}}]\n",  # CSS's alpha, not Pillow's
+     "poster.yaml:2: layers[0].fill.color: 'rgba(0, 0, 0, 128)' is out of range: components are 0..255, or "
+     "0%..100%; alpha is 0..1 or 0%..100%"),
     ("canvas: {preset: fhd}\nlayers:\n  - fill:\n      color: #fff\n",
      "poster.yaml:4: layers[0].fill.color: expected a colour, got nothing (quote colours that start with '#': "
      "\"#fff\")"),
@@ -486,6 +549,25 @@ BROKEN = [
      "poster.yaml:2: layers[0].shape: a rect with neither fill nor stroke draws nothing"),
     ("canvas: {preset: fhd}\nlayers: [{shape: {shape: ellipse, region: safe, fill: red, radius: 4px}}]\n",
      "poster.yaml:2: layers[0].shape: radius applies to rect only"),
+    ("canvas: {preset: fhd}\nlayers: [{shape: {shape: ellipse, region: safe}}]\n",
+     "poster.yaml:2: layers[0].shape: an ellipse with neither fill nor stroke draws nothing"),
+    ("canvas: {preset: fhd}\nlayers: [{gradient: {stops: [red, blue], kind: radial, angle: 45}}]\n",
+     "poster.yaml:2: layers[0].gradient: angle applies to linear gradients only (a radial one spreads from its "
+     "region's centre; remove angle or make it kind: linear)"),
+    ("canvas: {preset: fhd}\nlayers: []\n",
+     "poster.yaml:2: layers: expected at least 1 item, got 0"),
+    ("canvas: {preset: fhd}\ngrids: {g: {rows: 1, columns: 3}}\nlayers: [{fill: {color: red, region: "
+     "{cell: [g, 1, 0]}}}]\n",
+     "poster.yaml:3: layers[0].fill.region: cell: row 1 out of range: grid 'g' has 1 row (0..0)"),
+    ("canvas: {preset: fhd}\nvariables: {a: centre}\nlayers: [{text: {text: hi, align: '{a}'}}]\n",
+     "poster.yaml:3: layers[0].text.align: 'centre' (from {a}) is not one of left, center, right (did you mean "
+     "'center'?)"),
+    ("canvas: {preset: fhd}\nvariables: {s: 0, u: px}\nlayers: [{text: {text: hi, size: '{s}{u}'}}]\n",
+     "poster.yaml:3: layers[0].text.size: must be greater than 0, got 0 (from {s} and {u})"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, line_height: 1e300}}]\n",  # YAML 1.2's float
+     "poster.yaml:2: layers[0].text.line_height: must be at most 100, got 1e+300"),
+    ("canvas: {preset: fhd}\nlayers: [{gradient: {stops: [red, blue], angle: 1e1x}}]\n",
+     "poster.yaml:2: layers[0].gradient.angle: expected a number, got '1e1x' (text)"),
     ("canvas: {preset: fhd}\nlayers: [{gradient: {stops: [[0, red], [0.6, blue], [0.2, green]]}}]\n",
      "poster.yaml:2: layers[0].gradient.stops: positions must not decrease: 0.2 comes after 0.6"),
     ("canvas: {preset: fhd}\nlayers: [{gradient: {stops: [red]}}]\n",
@@ -495,6 +577,10 @@ BROKEN = [
      "poster.yaml:2: layers[1].name: 't' is already the name of layers[0]"),
     ("canvas: {preset: fhd}\n" + FILL + "memory_budget: lots\n",
      "poster.yaml:3: memory_budget: 'lots' is not a size like 6GiB, 512MiB or 2GB"),
+    ("canvas: {preset: fhd}\n" + FILL + "memory_budget: 6\n",
+     "poster.yaml:3: memory_budget: '6' has no unit: give one, e.g. 6GiB, 512MiB or 2GB"),
+    ("canvas: {preset: fhd}\n" + FILL + "memory_budget: 0\n",
+     "poster.yaml:3: memory_budget: '0' has no unit: give one, e.g. 6GiB, 512MiB or 2GB"),
     # spans
     ("span: {monitors: [{width: 2560, height: 1440}]}\n" + FILL,
      "poster.yaml:1: span.monitors[0]: give the picture's size: [width, height] or diagonal (one of them)"),
@@ -502,7 +588,7 @@ BROKEN = [
      "poster.yaml:1: span.monitors[0].size[0]: 597 (a number) has no physical size; give it in mm, cm or in"),
     ("span:\n  monitors:\n    - {width: 10, height: 10, size: [1mm, 1mm]}\n    - {width: 10, height: 10, "
      "size: [1mm, 1mm]}\n  bezels: [1mm, 2mm]\n" + FILL,
-     "poster.yaml:5: span.bezels: 2 monitors have 1 gaps; got 2 bezels (give one length or 1)"),
+     "poster.yaml:5: span.bezels: 2 monitors have 1 gap; got 2 bezels (give one length or 1)"),
     ("canvas: {preset: 4k}\nspan: {monitors: [{width: 10, height: 10, size: [1mm, 1mm]}]}\n" + FILL,
      "poster.yaml:1: canvas.preset: a span sets the canvas size; remove this key or the span"),
     ("span: {monitors: [{name: left/top, width: 10, height: 10, size: [1mm, 1mm]}]}\n" + FILL,
@@ -525,6 +611,8 @@ def layout_dir(tmp_path):
     (tmp_path / "notamodel").mkdir()
     png_header(tmp_path / "big.png", 20000, 20000)  # 400 MP: over 2^28
     png_header(tmp_path / "bomb.png", 30000, 30000)  # 900 MP: over twice 2^28, Pillow refuses to open it
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "whole.png")
+    (tmp_path / "trunc.png").write_bytes((tmp_path / "whole.png").read_bytes()[:60])  # opens, does not decode
     return tmp_path
 
 
@@ -580,6 +668,89 @@ output: {formats: [png, gif], jpeg_quality: 101}
     ]
 
 
+@pytest.mark.parametrize("text, expected", [
+    # a bad value that does not decide the canvas's size hides nothing that needs the size
+    ("canvas: {width: 256, height: 256, background: blu}\ngrids: {g: {rows: 1, columns: 3, gutter: 200px}}\n"
+     "layers:\n  - fill: {color: red, region: {x: 90%, w: 50%, h: 10%}}\n  - text: {text: hi, size: 5000px}\n",
+     [("poster.yaml:1", "canvas.background"), ("poster.yaml:2", "grids.g"), ("poster.yaml:4", "layers[0].fill.region"),
+      ("poster.yaml:5", "layers[1].text.size")]),
+    ("canvas:\n  width: 256\n  height: 256\n  safe_margin: 200px\ngrids: {g: {rows: 1, columns: 3, gutter: 200px}}\n"
+     "layers: [{fill: {color: red, region: {x: 90%, w: 50%, h: 10%}}}]\n",
+     [("poster.yaml:4", "canvas.safe_margin"), ("poster.yaml:5", "grids.g"), ("poster.yaml:6", "layers[0].fill.region")]),
+    ("canvas: {width: 256, height: 256, safe_margin: 1 inch}\nlayers: [{text: {text: hi, size: 5000px}}]\n",
+     [("poster.yaml:1", "canvas.safe_margin"), ("poster.yaml:2", "layers[0].text.size")]),
+    # a bad size still lets everything that does not need it be checked: keys, names, types
+    ("canvas: {width: 40000, height: 100, backgrund: red}\nlayers:\n  - text: {text: a, name: t, align: centre}\n"
+     "  - text: {text: b, name: t}\n  - shape: {shape: oval, region: safe}\noutput: {name: '{layout}.png'}\n",
+     [("poster.yaml:1", "canvas.backgrund"), ("poster.yaml:1", "canvas"), ("poster.yaml:3", "layers[0] (t).text.align"),
+      ("poster.yaml:4", "layers[1].name"), ("poster.yaml:5", "layers[2].shape.shape"), ("poster.yaml:6", "output.name")]),
+    # a span: the monitors' values, names, bezels and the canvas keys a span decides, all at once
+    ("canvas: {preset: 4k, bleed: 3mm, orientation: portrait, background: blu}\nspan:\n  monitors:\n"
+     "    - {name: a/b, width: 0, height: 10, size: [1mm, 1mm]}\n    - {name: x, width: 10, height: 10}\n"
+     "    - {name: x, width: 10, height: 10, size: [1mm, 1mm]}\n  bezels: [1mm, 2mm, 3mm]\n" + FILL,
+     [("poster.yaml:1", "canvas.background"), ("poster.yaml:1", "canvas.preset"), ("poster.yaml:1", "canvas.bleed"),
+      ("poster.yaml:1", "canvas.orientation"), ("poster.yaml:4", "span.monitors[0].width"),
+      ("poster.yaml:4", "span.monitors[0].name"), ("poster.yaml:5", "span.monitors[1]"),
+      ("poster.yaml:6", "span.monitors[2].name"), ("poster.yaml:7", "span.bezels")]),
+])
+def test_every_error_at_once_around_the_canvas(text, expected):
+    with pytest.raises(LayoutError) as info:
+        parse_layout(text, "poster.yaml")
+    assert [tuple(line.split(": ", 2)[:2]) for line in info.value.errors] == expected
+
+
+def test_set_values_are_named_in_messages():
+    """A bad value that came from --set names its variable: the line shows only '{a}'."""
+    with pytest.raises(LayoutError) as info:
+        parse_layout("canvas: {preset: fhd}\nvariables: {a: left, n: 1}\n"
+                     "layers: [{text: {text: hi, align: '{a}', line_height: '{n}'}}]\n", "poster.yaml",
+                     {"a": "centre", "n": "-2"})
+    assert info.value.errors == [
+        "poster.yaml:3: layers[0].text.align: 'centre' (from {a}) is not one of left, center, right (did you mean "
+        "'center'?)",
+        "poster.yaml:3: layers[0].text.line_height: must be greater than 0, got -2 (from {n})"]
+
+
+@pytest.mark.parametrize("value, expected", [("1e1", 10.0), ("1E-1", 0.1), ("+2.5e+1", 25.0), ("'{v}'", 1000.0)])
+def test_yaml_12_floats_are_numbers(value, expected):
+    """'1e1' is text to YAML 1.1 but a number to YAML 1.2 and JSON (editors' schema checks): a number here too."""
+    layout = parse_layout(f"canvas: {{preset: fhd}}\nvariables: {{v: 1e3}}\n"
+                          f"layers: [{{gradient: {{stops: [red, blue], angle: {value}}}}}]\n")
+    assert layout.layers[0].angle == expected
+
+
+@pytest.mark.parametrize("written, variable, expected", [
+    ("0010", None, 10), ("0009", None, 9), ("'{s}'", "0010", 10), ("'{s}'", "0009", 9), ("'{s}'", "+7", 7),
+])
+def test_whole_numbers_with_leading_zeros_are_decimal(written, variable, expected):
+    """YAML 1.1 reads 0010 as octal 8 and 0009 as text; YAML 1.2 (and a spreadsheet's zero-padded seeds) 10, 9."""
+    layout = parse_layout(f"canvas: {{preset: fhd}}\nvariables: {{s: 1}}\n"
+                          f"layers: [{{generate: {{prompt: x, seed: {written}}}}}]\n",
+                          variables=None if variable is None else {"s": variable})
+    assert layout.layers[0].seed == expected
+
+
+@pytest.mark.parametrize("data, message", [
+    ("canvas: {preset: fhd}\nlayers:\n  - text: {text: café}\n".encode("latin-1"),
+     "poster.yaml:3: not UTF-8 text (byte 0xe9); save the layout as UTF-8"),
+    ("canvas: {preset: fhd}\n".encode("utf-16"), "poster.yaml:1: not UTF-8 text (byte 0xff); save the layout as UTF-8"),
+])
+def test_layout_not_utf8(tmp_path, data, message):
+    (tmp_path / "poster.yaml").write_bytes(data)
+    with pytest.raises(LayoutError) as info:
+        load_layout(tmp_path / "poster.yaml")
+    assert info.value.errors == [f"{tmp_path}/{message}"]
+
+
+def test_layout_line_ends(tmp_path):
+    """CRLF and CR line ends read as LF: lines are counted the same."""
+    (tmp_path / "poster.yaml").write_bytes(b"canvas: {preset: fhd}\r\nlayers:\r  - text: {text: hi, wrap: maybe}\n")
+    with pytest.raises(LayoutError) as info:
+        load_layout(tmp_path / "poster.yaml")
+    assert info.value.errors == [f"{tmp_path}/poster.yaml:3: layers[0].text.wrap: expected true or false, got "
+                                 f"'maybe' (text)"]
+
+
 def test_missing_layout_file(tmp_path):
     with pytest.raises(LayoutError) as info:
         load_layout(tmp_path / "nope.yaml")
@@ -603,7 +774,7 @@ def test_image_and_font_paths_are_relative_to_the_layout(tmp_path):
 
 def test_images_up_to_studio_limit(tmp_path):
     """Pillow refuses images over 179 MP by default; studio takes them up to its own 2^28 px, without a warning."""
-    png_header(tmp_path / "wide.png", 14000, 14000)  # 196 MP
+    Image.new("1", (14000, 14000)).save(tmp_path / "wide.png")  # 196 MP (1 bit: 0.3 s to write, 0.2 s to read)
     layout = parse_layout("canvas: {preset: fhd}\nlayers: [{image: {path: wide.png}}]\n", base_dir=tmp_path)
     assert layout.layers[0].path == str(tmp_path / "wide.png")
     with Image.open(tmp_path / "wide.png") as image:  # and so does the compositor's Image.open
