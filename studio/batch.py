@@ -67,6 +67,7 @@ class Item:
     where: str  # 'jobs.yaml:12', for messages
     spec: object = None  # the parsed layout (spec.Layout); None: the item fails with `problem`
     problem: str | None = None
+    outputs: tuple[str, ...] = ()  # the files it writes, relative to OUTDIR (`_outputs`)
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,22 @@ def slug(text: str) -> str:
     return out or "x" + manifest.sha256_json(str(text))[:8]
 
 
+WINDOWS_CHARACTERS = '<>:"|?*'  # not allowed in Windows file names, nor are control characters
+DEVICE_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"{port}{i}" for port in ("COM", "LPT") for i in range(1, 10))}
+
+
 def name_problem(name: str) -> str | None:
     """Why `name` can't be an output path inside OUTDIR, or None. Sub-folders ('a/b') are allowed; absolute
-    paths, '..', '.', empty parts, backslashes, control characters and hidden names ('.x', studio's own
-    temporary files and cache) are not."""
+    paths, '..', '.', empty parts, backslashes, hidden names ('.x', studio's temporary files and cache), a
+    first part named like the batch's logs (manifest*.jsonl), and what Windows refuses in file names (outputs
+    move between machines: < > : " | ? *, control characters, a part ending in a space or '.', device names
+    such as CON or COM1) are not."""
     if not name:
         return "is empty"
-    if name.startswith("/") or "\\" in name or re.match(r"[A-Za-z]:", name):
+    if name.startswith("/") or "\\" in name:
         return "is absolute or has a backslash (use '/' between folders inside OUTDIR)"
+    if re.fullmatch(r"manifest.*\.jsonl", name.split("/")[0], re.I):
+        return "starts with the name of a batch log (manifest*.jsonl in OUTDIR)"
     for part in name.split("/"):
         if not part:
             return "has an empty part ('//' or a '/' at the end)"
@@ -103,19 +112,36 @@ def name_problem(name: str) -> str | None:
             return f"has a '{part}' part (names stay inside OUTDIR)"
         if part.startswith("."):
             return f"has a hidden part '{part}' (names starting with '.' are studio's temporary files)"
-        if any(ord(c) < 32 or ord(c) == 127 for c in part):
-            return "has a control character"
+        bad = next((c for c in part if c in WINDOWS_CHARACTERS or ord(c) < 32 or ord(c) == 127), None)
+        if bad is not None:
+            shown = f"'{bad}'" if bad in WINDOWS_CHARACTERS else "a control character"
+            return f"has {shown} (file names may not hold < > : \" | ? * or control characters on Windows)"
+        if part.endswith((" ", ".")):
+            return f"has a part ending in {part[-1]!r} ('{part}'), which Windows drops"
+        if part.split(".")[0].upper() in DEVICE_NAMES:
+            return f"has a part '{part}' that Windows reserves for a device (CON, PRN, AUX, NUL, COM1-9, LPT1-9)"
         if len(part.encode()) > MAX_NAME_PART:
             return f"has a part longer than {MAX_NAME_PART} bytes"
     return None
 
 
-_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d+))?[a-zA-Z%]?", re.S)  # Python's format spec
+_SPEC = re.compile(r"(?:.?(?P<align>[<>=^]))?(?P<sign>[-+ ])?(?P<z>z)?(?P<alt>#)?(?P<zero>0)?(?P<width>\d*)"
+                   r"(?P<grouping>[,_])?(?:\.(?P<precision>\d+))?(?P<type>[a-zA-Z%])?", re.S)  # Python's format spec
+NUMBER_TYPES = "bcdoxXneEfFgG%"
+_WHOLE, _DECIMAL = re.compile(r"[-+]?[0-9]+"), re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def _formats_numbers(spec: re.Match) -> bool:
+    """Whether a format spec is for numbers: a number type, or an option only numbers take (a sign, '=', 'z',
+    '#', '0' padding, ',' or '_' grouping). Other specs ('.10', '<12', '0>5') format text."""
+    return bool(spec["type"] and spec["type"] in NUMBER_TYPES or spec["align"] == "=" or spec["sign"] or spec["z"]
+                or spec["alt"] or spec["zero"] or spec["grouping"])
 
 
 def format_name(pattern: str, fields: dict) -> str:
-    """`pattern` with {field} and {field:spec} filled from `fields`; raises ValueError naming a bad field.
-    Widths and precisions above MAX_NAME_PART are refused (no name part is longer)."""
+    """`pattern` with {field} and {field:spec} filled from `fields` (text); raises ValueError naming a bad field.
+    A numeric spec ({seed:04d}) reads the value as a number, written in decimal ('0009' is 9); any other spec
+    formats the text as it is. Widths and precisions above MAX_NAME_PART are refused (no name part is longer)."""
     out = []
     for literal, field_name, spec, conversion in string.Formatter().parse(pattern):
         out.append(literal)
@@ -128,14 +154,12 @@ def format_name(pattern: str, fields: dict) -> str:
         value = fields[field_name]
         if spec:
             m = _SPEC.fullmatch(spec)
-            if m and max(int(m[1] or 0), int(m[2] or 0)) > MAX_NAME_PART:
+            if m and max(int(m["width"] or 0), int(m["precision"] or 0)) > MAX_NAME_PART:
                 raise ValueError(f"{{{field_name}:{spec}}}: width or precision above {MAX_NAME_PART}")
-            for number in (int, float):
-                try:
-                    value = number(value)
-                    break
-                except ValueError:
-                    pass
+            if m and _formats_numbers(m):
+                if not _DECIMAL.fullmatch(value):
+                    raise ValueError(f"{{{field_name}:{spec}}}: formats a number, got '{value}'")
+                value = int(value) if _WHOLE.fullmatch(value) else float(value)
             try:
                 value = format(value, spec)
             except (ValueError, OverflowError) as e:  # OverflowError: {seed:c} with a seed above 0x10ffff
@@ -184,9 +208,8 @@ def _construct_map(loader, node):
     out.line, out.lines = node.start_mark.line + 1, {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, (str, int, float, bool)):
+        if not isinstance(key, str):
             raise yaml.constructor.ConstructorError(None, None, "a key must be a name", key_node.start_mark)
-        key = str(key)
         if key in out:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
         out[key] = loader.construct_object(value_node, deep=True)
@@ -200,17 +223,16 @@ def _construct_seq(loader, node):
     return out
 
 
+def _construct_text(loader, node):
+    """A scalar as written in the file, as a layout reads its variables (the node's value): `NO`, `010`,
+    `1_000`, `0x1F` and `1.10` stay what they say, not YAML 1.1's false, 8, 1000, 31 and 1.1. Null is None."""
+    return None if node.tag.endswith(":null") else node.value
+
+
 _JobLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
 _JobLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
-
-
-def _text(value) -> str | None:
-    """A variable value as the layout gets it (text), or None when it is not a scalar."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        return str(value)
-    return None
+for _tag in ("null", "bool", "int", "float", "timestamp"):
+    _JobLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _construct_text)
 
 
 def _kind(value) -> str:
@@ -219,6 +241,15 @@ def _kind(value) -> str:
     if isinstance(value, list):
         return "a list"
     return "nothing" if value is None else repr(value)
+
+
+def _value_problem(value, expected: str, empty_ok: bool = True) -> str | None:
+    """Why a job's value is not what a key takes (text: scalars are read as written), or None."""
+    if not isinstance(value, str):
+        return f"expected {expected}, got {_kind(value)}"
+    if not value and not empty_ok:
+        return "expected text, got ''"
+    return None
 
 
 def load_job(path, model: str | None = None, default_model: str | None = None) -> Job:
@@ -233,9 +264,9 @@ def load_job(path, model: str | None = None, default_model: str | None = None) -
         doc, rows = {}, _csv_rows(text, str(path), path.parent, errors)
     else:
         doc, rows = _yaml_job(text, path, errors)
-    model = model or doc.get("model") or default_model
     if errors:
         raise JobError(errors)
+    model = model or _job_model(doc.get("model"), path.parent) or default_model
     if not model:
         raise JobError([f"{path}: no model: give `model:` in the job or --model"])
     budget = doc.get("memory_budget")
@@ -244,6 +275,15 @@ def load_job(path, model: str | None = None, default_model: str | None = None) -
     if errors:
         raise JobError(errors)
     return Job(path, str(model), None if budget is None else str(budget), tuple(items), identity)
+
+
+def _job_model(name: str | None, folder: Path) -> str | None:
+    """A job file's `model`: a folder relative to the job file's folder when it exists there; otherwise as
+    written (a hub id 'owner/name', or a folder relative to the working folder, as --model)."""
+    if name is None:
+        return None
+    there = folder / Path(name).expanduser()
+    return str(there) if there.exists() else name
 
 
 def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
@@ -265,8 +305,9 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
         if key not in JOB_KEYS:
             errors.append(f"{src}:{doc.lines[key]}: {key}: unknown key (allowed: {', '.join(JOB_KEYS)})")
     for key in ("layout", "name", "model", "memory_budget"):
-        if key in doc and (not isinstance(doc[key], (str, int)) or isinstance(doc[key], bool) or doc[key] == ""):
-            errors.append(f"{src}:{doc.lines[key]}: {key}: expected text, got {_kind(doc[key])}")
+        problem = _value_problem(doc[key], "text", empty_ok=False) if key in doc else None
+        if problem:
+            errors.append(f"{src}:{doc.lines[key]}: {key}: {problem}")
         elif key == "memory_budget" and key in doc:
             try:
                 parse_bytes(doc[key])
@@ -305,16 +346,17 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
 
 
 def _scalars(mapping: _Map, path: str, src: str, errors: list[str], reserved_ok: bool = True) -> dict:
+    """A mapping of a job table -> {key: text}; a `layout` or `name` among them may not be empty."""
     out = {}
     for key, value in mapping.items():
+        where = f"{src}:{mapping.lines[key]}: {path}.{key}"
+        problem = _value_problem(value, "text or a number", empty_ok=key not in RESERVED)
         if not reserved_ok and key in RESERVED:
-            errors.append(f"{src}:{mapping.lines[key]}: {path}.{key}: '{key}' is set at the top of the job, "
-                          f"not among the variables")
-        elif _text(value) is None:
-            errors.append(f"{src}:{mapping.lines[key]}: {path}.{key}: expected text or a number, got "
-                          f"{_kind(value)}")
+            errors.append(f"{where}: '{key}' is set at the top of the job, not among the variables")
+        elif problem:
+            errors.append(f"{where}: {problem}")
         else:
-            out[key] = _text(value)
+            out[key] = value
     return out
 
 
@@ -334,11 +376,12 @@ def _matrix(matrix, line: int, src: str, errors: list[str]) -> list:
         for j, value in enumerate(values):
             if isinstance(value, _Map) and axis not in RESERVED:
                 choices.append(_scalars(value, f"matrix.{axis}[{j}]", src, errors))
-            elif _text(value) is not None:
-                choices.append({axis: _text(value)})
+                continue
+            problem = _value_problem(value, "text, a number or a mapping of them", empty_ok=axis not in RESERVED)
+            if problem:
+                errors.append(f"{src}:{values.lines[j]}: matrix.{axis}[{j}]: {problem}")
             else:
-                errors.append(f"{src}:{values.lines[j]}: matrix.{axis}[{j}]: expected text, a number or a "
-                              f"mapping of them, got {_kind(value)}")
+                choices.append({axis: value})
         axes.append(choices)
     return [({k: v for choice in combo for k, v in choice.items()}, f"{src}:{line}")
             for combo in itertools.product(*axes)]
@@ -347,12 +390,13 @@ def _matrix(matrix, line: int, src: str, errors: list[str]) -> list:
 def _csv_rows(text: str, src: str, folder: Path, errors: list[str]) -> list:
     """CSV rows as items (values, where, folder): a header of variable names (and `layout`, relative to
     `folder`, and `name`), one item per row; cells are stripped, an empty one leaves the variable unset (the
-    layout's default). Quoted cells may hold commas, quotes ("") and line breaks; a quote left open is an error."""
+    layout's default). Trailing empty cells, in the header (as Excel writes) or a row, are dropped. Quoted
+    cells may hold commas, quotes ("") and line breaks; a quote left open is an error."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows, start = [], 1  # start: the line the row being read begins on
     try:
-        header = [h.strip() for h in next(reader, [])]
-        if not any(header):
+        header = _trimmed(next(reader, []))
+        if not header:
             errors.append(f"{src}:1: empty CSV; the first row names the columns")
             return []
         for i, name in enumerate(header):
@@ -363,11 +407,11 @@ def _csv_rows(text: str, src: str, folder: Path, errors: list[str]) -> list:
         start = reader.line_num + 1
         for cells in reader:
             where, start = f"{src}:{start}", reader.line_num + 1
-            cells = [c.strip() for c in cells]
-            if not any(cells):
+            cells = _trimmed(cells)
+            if not cells:
                 continue
             if len(cells) > len(header):
-                errors.append(f"{where}: {len(cells)} cells, the header has {len(header)} columns")
+                errors.append(f"{where}: {len(cells)} cells, the header names {len(header)} columns")
                 continue
             rows.append(({k: v for k, v in zip(header, cells) if v}, where, folder))
     except csv.Error as e:
@@ -378,9 +422,17 @@ def _csv_rows(text: str, src: str, folder: Path, errors: list[str]) -> list:
     return rows
 
 
+def _trimmed(cells: list[str]) -> list[str]:
+    """A CSV row's cells, stripped, without the empty ones at its end."""
+    cells = [c.strip() for c in cells]
+    while cells and not cells[-1]:
+        cells.pop()
+    return cells
+
+
 def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[str]) -> list[Item]:
-    texts: dict[Path, str | None] = {}
-    items, names, hidden = [], {}, set()
+    layouts: dict[Path, tuple[str | None, str | None]] = {}  # file -> (text, why it can't be read)
+    items, names, hidden = [], {}, set()  # names: casefolded output name -> the item that has it
     taken: dict[str, tuple[str, str, str]] = {}  # casefolded path in OUTDIR -> (file or folder, item name, where)
     for index, (values, where, folder) in enumerate(rows):
         variables = {k: v for k, v in values.items() if k not in RESERVED}
@@ -391,18 +443,15 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[
         if "layout" in values:  # from an item, a matrix axis or a CSV column (relative to the CSV file)
             layout, layout_file = values["layout"], folder / values["layout"]
         elif "layout" in doc:
-            layout, layout_file = str(doc["layout"]), path.parent / str(doc["layout"])
+            layout, layout_file = doc["layout"], path.parent / doc["layout"]
         else:
             errors.append(f"{where}: no layout: give `layout:` in the job or a `layout` column/key")
             continue
-        if layout_file not in texts:
-            try:
-                texts[layout_file] = layout_file.read_bytes().decode("utf-8")
-            except (OSError, UnicodeDecodeError):
-                texts[layout_file] = None  # reported when the item runs; the others go on
-        text = texts[layout_file]
+        if layout_file not in layouts:
+            layouts[layout_file] = _read_layout(layout_file)
+        text, unreadable = layouts[layout_file]
         key = manifest.item_key(None if text is None else manifest.sha256_text(text), variables, model_identity)
-        pattern = values.get("name") or str(doc.get("name", DEFAULT_NAME))
+        pattern = values.get("name", doc.get("name", DEFAULT_NAME))
         try:
             name = format_name(pattern, name_fields(layout, variables, index + 1, key))
         except ValueError as e:
@@ -412,27 +461,44 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[
         if why:
             errors.append(f"{where}: output name '{name}' {why}")
             continue
+        this = f"item {index + 1} {json.dumps(variables, ensure_ascii=False)}"  # matrix items share a line
         if name.casefold() in names:
-            errors.append(f"{where}: output name '{name}' is also the name of the item at {names[name.casefold()]}")
+            errors.append(f"{where}: output name '{name}' of {this} is also that of {names[name.casefold()]}")
             continue
-        names[name.casefold()] = where
-        spec, problem = _parse(text, layout_file, variables)
-        clash = _claim(taken, _outputs(name, spec), name, where)
+        names[name.casefold()] = f"{this} at {where}"
+        spec, problem = (None, unreadable) if text is None else _parse(text, layout_file, variables)
+        outputs = _outputs(name, spec)
+        clash = _claim(taken, outputs, name, where)
         if clash:
             errors.append(clash)
             continue
-        items.append(Item(index, layout, layout_file, text, variables, name, key, where, spec, problem))
+        items.append(Item(index, layout, layout_file, text, variables, name, key, where, spec, problem,
+                          tuple(outputs)))
     return items
 
 
-def _parse(text: str | None, layout_file: Path, variables: dict):
+def _read_layout(path: Path) -> tuple[str | None, str | None]:
+    """(a layout file's text, None) or (None, why it can't be read): that fails its items when they run, the
+    others go on. Read as bytes, so the text hashes as the file (no newline translation)."""
+    try:
+        return path.read_bytes().decode("utf-8"), None
+    except FileNotFoundError:
+        why = "no such file"
+    except IsADirectoryError:
+        why = "it is a folder"
+    except UnicodeDecodeError as e:
+        why = f"not UTF-8 ({e.reason} at byte {e.start})"
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+    return None, f"{path}: cannot read the layout: {why}"
+
+
+def _parse(text: str, layout_file: Path, variables: dict):
     """(the parsed layout, None) or (None, why it can't be parsed): a bad layout fails its item when it runs."""
     from studio.layout import parse_layout
 
-    if text is None:
-        return None, f"{layout_file}: cannot read the layout"
     try:
-        return parse_layout(text, str(layout_file), variables, layout_file.parent), None
+        return parse_layout(text, str(layout_file), variables, layout_file.parent, own_names=False), None
     except Exception as e:  # whatever it is, it is that item's failure: the others go on
         return None, str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
 
@@ -478,16 +544,21 @@ def log_path(out_dir: Path, shard: tuple[int, int]) -> Path:
 
 # -- T5 feature cache -----------------------------------------------------------------------------------------
 
+_DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # what reading a bad .npz raises
+
+
 class EmbeddingCache:
     """T5 features on disk, one .npz per key: the pipeline's `embedding_cache` (see encode_prompt).
 
     identity: the hash of the model's text encoder and tokenizer files, added to every key. folder None:
-    nothing is stored (every prompt is encoded, in the same way as when cached). An entry that can't be
-    written (a full disk) is only encoded again next time: `warn` gets the first such failure.
+    nothing is stored (every prompt is encoded, in the same way as when cached). store=False: entries are
+    read, not written (a read-only shared cache). An entry that can't be written (a full disk) is only
+    encoded again next time: `warn` gets the first such failure.
     """
 
-    def __init__(self, folder: Path | None, identity: str, warn=None):
+    def __init__(self, folder: Path | None, identity: str, warn=None, store: bool = True):
         self.folder, self.identity, self.warn = folder, identity, warn
+        self.store = folder is not None and store
         self.hits = self.misses = 0
         self.failed = False
 
@@ -496,9 +567,16 @@ class EmbeddingCache:
         return digest, None if self.folder is None else self.folder / digest[:2] / f"{digest}.npz"
 
     def __contains__(self, key: dict) -> bool:
-        """Whether features are stored for `key` (not read; `get` checks them)."""
-        path = self._path(key)[1]
-        return path is not None and path.is_file()
+        """Whether an entry for `key` is stored: an archive that opens and holds this key (its features are
+        not read; `get` checks them)."""
+        digest, path = self._path(key)
+        if path is None:
+            return False
+        try:
+            with np.load(path) as data:
+                return str(data["key"]) == digest
+        except _DAMAGED:
+            return False
 
     def get(self, key: dict):
         digest, path = self._path(key)
@@ -508,14 +586,14 @@ class EmbeddingCache:
                     if str(data["key"]) == digest:
                         self.hits += 1
                         return data["features"], data["mask"]
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            except _DAMAGED:
                 pass  # absent or damaged: encode again
         self.misses += 1
         return None
 
     def put(self, key: dict, features: np.ndarray, mask: np.ndarray) -> None:
         digest, path = self._path(key)
-        if path is None:
+        if not self.store:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -597,6 +675,7 @@ class _Task:
     inputs: dict
     models: dict  # model id -> {relative path: sha256}
     folders: dict  # model id -> the resolved folder it was read from
+    stale: list = field(default_factory=list)  # files of its last render that no item writes now: removed
 
 
 def _clock(seconds: float) -> str:
@@ -608,11 +687,12 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
               memory_budget=None, quiet: bool = False, out=None, err=None) -> Summary:
     """Render the items of shard i/n of `job` into `out_dir` (created), skipping finished ones.
 
-    cache_dir: T5 features and weight-file hashes (default OUTDIR/.cache); use_cache=False encodes every
-    prompt. memory_budget overrides the job's and the layouts'. Progress goes to `err` (bars) and one line
-    per item to `out`. A bad memory budget, model, output or cache folder raises InputError (CheckpointError)
-    before anything is created; after that, never raises for a bad item: it is reported in the summary.
-    An unsharded run first merges the shards' logs into OUTDIR/manifest.jsonl.
+    cache_dir: T5 features and weight-file hashes (default OUTDIR/.cache; a read-only one is read, with a
+    warning); use_cache=False encodes every prompt. memory_budget overrides the job's and the layouts'.
+    Progress goes to `err` (bars) and one line per item to `out`. A bad memory budget, model, output or cache
+    folder, or a batch log that can't be read, raises InputError (CheckpointError) before any item is
+    rendered; after that, never raises for a bad item: it is reported in the summary. A shard without items
+    says so and creates nothing. An unsharded run first merges the shards' logs into OUTDIR/manifest.jsonl.
     """
     from studio.memory import parse_bytes
 
@@ -620,6 +700,10 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     t_start = time.perf_counter()
     items = select_shard(job.items, shard)
     parse_bytes(memory_budget)
+    where = f"shard {shard[0]}/{shard[1]}: " if shard[1] > 1 else ""
+    if not items:
+        print(f"{job.source}: {len(job.items)} items; {where}none in this shard, nothing to do", file=out, flush=True)
+        return Summary(len(job.items), 0)
     if any(_uses_job_model(item) for item in items):
         check_model(job.model)
     out_dir = Path(out_dir)
@@ -627,15 +711,18 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     cache_dir = Path(cache_dir) if given else out_dir / ".cache"
     if given:  # checked before OUTDIR is created: a bad --cache-dir leaves nothing behind
         _make_folder(cache_dir, "cache folder")
-    _make_folder(out_dir, "output folder")
-    if not given:
-        _make_folder(cache_dir, "cache folder")
+    if not _make_folder(out_dir, "output folder"):
+        raise InputError(f"output folder {out_dir}: not writable")
+    store = _make_folder(cache_dir, "cache folder")  # a read-only one (a shared, pre-warmed cache) is read
+    if not store:
+        print(f"studio: batch: warning: cache folder {cache_dir}: read-only; the T5 features and weight hashes "
+              f"it holds are used, new ones are not stored", file=err, flush=True)
     root = out_dir.resolve()
+    logged = _logged(root)
     _sweep_cache(cache_dir)
-    hashes = manifest.FileHashes(cache_dir / "file-hashes.json")
+    hashes = manifest.FileHashes(cache_dir / "file-hashes.json", store)
     summary = Summary(len(job.items), len(items))
     log = log_path(out_dir, shard)
-    where = f"shard {shard[0]}/{shard[1]}: " if shard[1] > 1 else ""
     if shard[1] == 1:
         remove_temporaries(out_dir, {manifest.LOG_NAME})  # of a merge killed while writing
         try:
@@ -644,10 +731,11 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
             print(f"studio: batch: warning: cannot merge the shards' logs into {log} ({e.strerror or e})", file=err)
     with _Signals(err) as signals:
         try:
-            todo = _scan(job, items, root, hashes, memory_budget, log, summary, out)
+            todo = _scan(job, items, root, hashes, memory_budget, log, logged, summary, out)
             print(f"{job.source}: {len(job.items)} items; {where}{len(items)}: {len(summary.skipped)} already "
                   f"done, {len(summary.failed)} failed, {len(todo)} to render", file=out, flush=True)
-            _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summary, signals, out, err)
+            embeddings = cache_dir / "embeddings" if use_cache else None
+            _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary, signals, out, err)
         except Interrupted as e:
             summary.signal = e.signum
         _save_hashes(hashes, err)
@@ -676,16 +764,29 @@ def _uses_job_model(item: Item) -> bool:
                for layer in item.spec.layers)
 
 
-def _make_folder(path: Path, what: str) -> None:
-    """Create `path` (and its parents) or raise InputError saying why it can't be a writable folder."""
+def _make_folder(path: Path, what: str) -> bool:
+    """Create `path` (and its parents) or raise InputError saying why it can't be a folder; returns whether
+    files can be written in it."""
     if path.exists() and not path.is_dir():
         raise InputError(f"{what} {path}: is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"{what} {path}: cannot create it ({e.strerror or type(e).__name__})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise InputError(f"{what} {path}: not writable")
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def _logged(root: Path) -> set:
+    """(sidecar, item key) of every line of OUTDIR's logs (manifest*.jsonl); one that can't be read (a
+    folder, no permission, a disk error) raises InputError."""
+    logged = set()
+    for path in root.glob("manifest*.jsonl"):
+        try:
+            records = manifest.read_lines(path)
+        except OSError as e:
+            raise InputError(f"{path}: cannot read this batch log ({e.strerror or type(e).__name__})") from None
+        logged |= {(r.get("manifest"), r.get("item")) for r in records}
+    return logged
 
 
 def _sweep_cache(cache_dir: Path) -> None:
@@ -706,14 +807,14 @@ def _save_hashes(hashes, err) -> None:
         print(f"studio: batch: warning: {warning}", file=err, flush=True)
 
 
-def _scan(job, items, root, hashes, memory_budget, log, summary, out) -> list[_Task]:
+def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) -> list[_Task]:
     """Plan each item, clean its leftover temporary files, and sort it into done (its manifest checks out),
-    failed (bad layout, budget, model) or to render. Notes once when finished items had another budget."""
+    failed (bad layout, budget, model) or to render, with the files its last manifest lists that no item of
+    the job writes now (`stale`). Notes once when finished items had another budget. logged: `_logged`."""
     from studio.memory import format_bytes, parse_bytes
     from studio.plan import plan_layout
 
-    logged = {(r.get("manifest"), r.get("item")) for p in root.glob("manifest*.jsonl")
-              for r in manifest.read_lines(p)}
+    claimed = {path.casefold() for item in job.items for path in item.outputs}
     models: dict = {}
     auto_budget = None
     todo, budgets = [], []  # budgets: (recorded, now) of finished items planned with another budget
@@ -771,6 +872,8 @@ def _scan(job, items, root, hashes, memory_budget, log, summary, out) -> list[_T
                 except OSError as e:  # a full disk: the next run adds it
                     print(f"{item.name}: cannot add its line to {log} ({e.strerror or e})", file=out, flush=True)
         else:
+            if record is not None:  # a valid manifest of an earlier render of this name: its files are ours
+                task.stale = _stale(record, folder, task.stem, root, claimed)
             todo.append(task)
     if budgets:  # the budget decides attention chunking, so the bytes: say so, but keep finished work
         recorded, now = budgets[0]
@@ -778,6 +881,13 @@ def _scan(job, items, root, hashes, memory_budget, log, summary, out) -> list[_T
               f"{format_bytes(recorded)}, now {format_bytes(now)}), which may change their bytes; they are kept "
               f"(delete their manifests to render them again)", file=out, flush=True)
     return todo
+
+
+def _stale(record: dict, folder: Path, stem: str, root: Path, claimed: set) -> list[Path]:
+    """The files a manifest of the item `stem` lists (its own: in its folder, named after it) that no item of
+    the job writes now (`claimed`: casefolded paths in OUTDIR), e.g. a PDF its layout no longer asks for."""
+    paths = [folder / e["path"] for e in record["files"] if "/" not in e["path"] and e["path"].startswith(stem)]
+    return [p for p in paths if p.relative_to(root).as_posix().casefold() not in claimed]
 
 
 def _inputs(layout, base_dir: Path, hashes) -> dict:
@@ -797,7 +907,7 @@ def _inputs(layout, base_dir: Path, hashes) -> dict:
     return out
 
 
-def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summary, signals, out, err):
+def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary, signals, out, err):
     from studio.render import render
 
     pipelines: dict = {}
@@ -808,10 +918,11 @@ def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summa
     if not quiet and todo:
         from tqdm import tqdm
         bar = tqdm(total=len(todo), desc="batch", unit="item", file=err, position=0)
-    if use_cache and todo and signals.received is None:  # the models load here, the prompts are encoded
+    # the models load here and the prompts are encoded into the cache (not into one that can't store them)
+    if embeddings is not None and store and todo and signals.received is None:
         for task in todo:
             try:
-                _load_models(job, task, pipelines, caches, cache_dir, use_cache, err)
+                _load_models(job, task, pipelines, caches, embeddings, store, err)
             except Exception:  # the item fails on its own, with this error, when its turn comes
                 pass
         _encode_ahead(todo, pipelines, job.model, quiet, lambda text: _line(bar, text, out), err)
@@ -823,7 +934,7 @@ def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summa
         t0 = time.perf_counter()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
-            loading = _load_models(job, task, pipelines, caches, cache_dir, use_cache, err)
+            loading = _load_models(job, task, pipelines, caches, embeddings, store, err)
             keep = _keep_text_encoder(task, pipelines, job.model)
             hits0 = {m: (c.hits, c.misses) for m, c in caches.items()}
             task.folder.mkdir(parents=True, exist_ok=True)
@@ -847,7 +958,7 @@ def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summa
                 "model_folders": task.folders, "cwd": os.getcwd(), "memory_budget": info["budget"],
                 "generations": info["generations"],
                 "text_encoder": {m: "kept" if kept else "released" for m, kept in keep.items()},
-                "embedding_cache": {m: {"stored": use_cache, "hits": c.hits - hits0[m][0],
+                "embedding_cache": {m: {"stored": c.store, "hits": c.hits - hits0[m][0],
                                         "misses": c.misses - hits0[m][1]} for m, c in caches.items() if m in keep},
                 "software": software,
                 "timings": {"started": started, "load_s": round(loading, 3), "render_s": round(t2 - t1, 3)},
@@ -855,6 +966,8 @@ def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summa
             }
             record["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
             record["digest"] = manifest.record_digest(record)
+            for path in task.stale:  # before the manifest: a kill here leaves the old one, which lists them
+                path.unlink(missing_ok=True)
             pause_point("manifest", item.name)
             sidecar = manifest.sidecar_path(task.folder, task.stem)
             manifest.write_sidecar(sidecar, record)
@@ -883,8 +996,9 @@ def _render_all(job, todo, root, hashes, cache_dir, use_cache, quiet, log, summa
         bar.close()
 
 
-def _load_models(job, task, pipelines, caches, cache_dir, use_cache, err) -> float:
-    """Load the models this item needs that are not loaded yet, each with its embedding cache; seconds."""
+def _load_models(job, task, pipelines, caches, embeddings, store, err) -> float:
+    """Load the models this item needs that are not loaded yet, each with its embedding cache (in the folder
+    `embeddings`, None: none; store=False: read only); seconds."""
     from studio.pipeline import PixArtSigmaPipeline
 
     t0 = time.perf_counter()
@@ -894,9 +1008,8 @@ def _load_models(job, task, pipelines, caches, cache_dir, use_cache, err) -> flo
         pipe = PixArtSigmaPipeline.from_pretrained(model_id)
         if pipe.tiny_notice:
             print(f"note: {model_id}: {pipe.tiny_notice}", file=err)
-        folder = cache_dir / "embeddings" if use_cache else None
-        pipe.embedding_cache = caches[model_id] = EmbeddingCache(
-            folder, text_identity(files), lambda text: print(f"studio: batch: warning: {text}", file=err, flush=True))
+        warn = lambda text: print(f"studio: batch: warning: {text}", file=err, flush=True)  # noqa: E731
+        pipe.embedding_cache = caches[model_id] = EmbeddingCache(embeddings, text_identity(files), warn, store)
         pipelines[model_id] = pipe
     return time.perf_counter() - t0
 
@@ -1055,7 +1168,7 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
 
     lay = record["layout"]
     layout_file = Path(lay["file"])
-    layout = parse_layout(lay["text"], str(layout_file), record["variables"], layout_file.parent)
+    layout = parse_layout(lay["text"], str(layout_file), record["variables"], layout_file.parent, own_names=False)
     hashes = manifest.FileHashes(None)
     inputs = _inputs(layout, layout_file.parent, hashes)
     for name, digest in record["inputs"].items():

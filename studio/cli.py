@@ -269,7 +269,11 @@ def cmd_batch(args) -> int:
 
     job = load_job(args.job, args.model, DEFAULT_MODEL)
     if args.list:
-        describe_items(select_shard(job.items, args.shard), sys.stdout)
+        items = select_shard(job.items, args.shard)
+        describe_items(items, sys.stdout)
+        if not items:
+            print(f"{args.job}: {len(job.items)} items; shard {args.shard[0]}/{args.shard[1]}: none in this shard",
+                  file=sys.stderr)
         return 0
     if args.output is None:
         raise InputError("studio batch: -o/--output OUTDIR is required")

@@ -40,17 +40,27 @@ def sha256_json(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-class FileHashes:
-    """sha256 of files, remembered in `memo` (a JSON file) by resolved path, size and mtime."""
+def _is_memo_entry(value) -> bool:
+    """[size, mtime_ns, sha256]: a `FileHashes` memo's entry."""
+    return isinstance(value, list) and len(value) == 3 and _is_count(value[0]) and _is_count(value[1]) \
+        and _is_text(value[2])
 
-    def __init__(self, memo: Path | None):
-        self.memo = memo
+
+class FileHashes:
+    """sha256 of files, remembered in `memo` (a JSON file: {resolved path: [size, mtime_ns, sha256]}) by
+    resolved path, size and mtime. A damaged memo (not JSON, or not of that shape) only costs a rehash: what
+    is not an entry is dropped. store=False: the memo is read, never written (a read-only shared cache)."""
+
+    def __init__(self, memo: Path | None, store: bool = True):
+        self.memo, self.store = memo, store
         self.known: dict = {}
         if memo is not None and memo.is_file():
             try:
-                self.known = json.loads(memo.read_text())
-            except (OSError, ValueError):  # a damaged memo only costs a rehash
-                self.known = {}
+                known = json.loads(memo.read_text())
+            except (OSError, ValueError):
+                known = {}
+            if isinstance(known, dict):
+                self.known = {path: entry for path, entry in known.items() if _is_memo_entry(entry)}
         self.changed = False
         self.failed = False
 
@@ -69,7 +79,7 @@ class FileHashes:
     def save(self) -> str | None:
         """Write the memo when it changed. One that can't be written (a full disk, a read-only folder) only
         costs hashing again next time: the first failure returns a warning, the others None."""
-        if self.memo is None or not self.changed:
+        if self.memo is None or not self.changed or not self.store:
             return None
         data = json.dumps(self.known, sort_keys=True).encode()
         try:
@@ -290,7 +300,8 @@ def append_line(path: Path, record: dict) -> None:
 
 
 def read_lines(path: Path) -> list[dict]:
-    """The records of a log, skipping lines that are not complete JSON objects (torn by a crash)."""
+    """The records of a log, skipping lines that are not complete JSON objects (torn by a crash); none when
+    there is no log. A log that can't be read (a folder, no permission, a disk error) raises OSError."""
     records = []
     try:
         data = Path(path).read_bytes()

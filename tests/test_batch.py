@@ -182,7 +182,8 @@ items:
     with pytest.raises(JobError) as e:
         load_job(job, "m")
     assert e.value.errors[0].startswith(f"{job}:3: name '{{nope}}': {{nope}} is not set for this item (fields: ")
-    assert e.value.errors[1] == f"{job}:5: output name 'SAME' is also the name of the item at {job}:4"
+    assert e.value.errors[1] == (f"{job}:5: output name 'SAME' of item 3 {{\"seed\": \"2\"}} is also that of item 2 "
+                                 f"{{\"seed\": \"1\"}} at {job}:4")
 
 
 def test_format_name_fields():
@@ -287,6 +288,195 @@ def test_a_csv_of_items_names_layouts_relative_to_itself(tmp_path):
     assert item.layout_file == tmp_path / "data" / "card.yaml" and item.spec is not None
     job = write_job(tmp_path, "layout: data/card.yaml\nitems: other.csv\nname: '{prompt}'\n")
     assert load_job(job, "m").items[0].layout_file == tmp_path / "data" / "card.yaml"
+
+
+def test_job_values_are_text_as_written(tmp_path, capsys):
+    """YAML 1.1 would read NO as false, 010 as 8, 1_000 as 1000, 0x1F as 31 and 1.10 as 1.1: a job's values are
+    passed to the layout as the text the file holds, as a layout reads its own variables."""
+    job = write_job(tmp_path, """\
+layout: card.yaml
+name: "{n}"
+variables: {prompt: 2024-01-01}
+matrix: {prompt: [NO, yes, 1_000, 0x1F, 1.10], seed: [010]}
+items: [{seed: 0009}]
+""")
+    items = load_job(job, "m").items
+    prompts = ["NO", "yes", "1_000", "0x1F", "1.10"]
+    assert [i.variables for i in items] == [{"prompt": p, "seed": "010"} for p in prompts] + [
+        {"prompt": "2024-01-01", "seed": "0009"}]
+    assert main(["batch", str(job), "--list", "--model", "m"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == '1\t1\tcard.yaml\t{"prompt": "NO", "seed": "010"}'
+    (tmp_path / "jobs.csv").write_text("layout,name,seed\ncard.yaml,s0009,0009\ncard.yaml,s0010,0010\n")
+    assert [i.variables for i in load_job(tmp_path / "jobs.csv", "m").items] == [{"seed": "0009"}, {"seed": "0010"}]
+
+
+def test_a_zero_padded_seed_from_a_job_is_decimal(tmp_path):
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    (tmp_path / "jobs.csv").write_text("layout,name,seed\ncard.yaml,s0009,0009\ncard.yaml,s0010,0010\n")
+    items = load_job(tmp_path / "jobs.csv", "m").items
+    assert [(i.problem, i.spec and i.spec.layers[0].seed) for i in items] == [(None, 9), (None, 10)]
+
+
+def test_name_specs_format_text_unless_they_are_numeric():
+    assert format_name("{prompt:.10}-{seed}", {"prompt": "2024", "seed": "1"}) == "2024-1"
+    for text in ["Infinity", "1_000", " 12 "]:
+        assert format_name("{prompt:<12}|", {"prompt": text}) == f"{text:<12}|"
+    assert format_name("{seed:0>5}", {"seed": "1_0"}) == "001_0"  # fill and align: text
+    numeric = {"{seed:04d}": "0009", "{seed:03}": "007", "{seed:,}": "1,000", "{seed:+}": "+7", "{seed:=5}": "    7",
+               "{seed:.2f}": "7.00", "{seed:x}": "7"}
+    for pattern, expected in numeric.items():
+        value = "0009" if pattern == "{seed:04d}" else "1000" if pattern == "{seed:,}" else "7"
+        assert format_name(pattern, {"seed": value}) == expected, pattern
+    assert format_name("{v:.1f}", {"v": "1.25e1"}) == "12.5"
+    for text in ["fox", "Infinity", "1_000", " 12 ", "0x1F"]:
+        with pytest.raises(ValueError, match=f"{{prompt:d}}: formats a number, got '{text}'"):
+            format_name("{prompt:d}", {"prompt": text})
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("a:b", "has ':' (file names may not hold < > : \" | ? * or control characters on Windows)"),
+    ("C:x", "has ':'"), ("x/a?b", "has '?'"), ("a*b", "has '*'"), ('a"b', "has '\"'"), ("a<b", "has '<'"),
+    ("a>b", "has '>'"), ("a|b", "has '|'"), ("a\tb", "has a control character"),
+    ("dir./x", "has a part ending in '.' ('dir.'), which Windows drops"), ("x ", "ending in ' '"),
+    ("con", "has a part 'con' that Windows reserves for a device (CON, PRN, AUX, NUL, COM1-9, LPT1-9)"),
+    ("sub/COM1", "reserves for a device"), ("nul.tar/x", "reserves for a device"), ("LPT9", "reserves"),
+    ("manifest.jsonl/a", "starts with the name of a batch log (manifest*.jsonl in OUTDIR)"),
+    ("Manifest-0-of-2.JSONL/b", "starts with the name of a batch log")])
+def test_names_windows_or_the_logs_cannot_have_are_refused(name, problem):
+    assert problem in name_problem(name)
+
+
+def test_names_windows_allows_are_accepted():
+    for name in ["console", "com10", "a.b", "sub/lpt", "manifest", "a/manifest.jsonl", " lead"]:
+        assert name_problem(name) is None, name
+
+
+def test_a_colon_in_a_name_is_refused_for_what_it_is(tmp_path):
+    job = write_job(tmp_path, "layout: card.yaml\nname: '{prompt}'\nitems: [{prompt: 'a:b'}]\n")
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert e.value.errors == [f"{job}:3: output name 'a:b' has ':' (file names may not hold < > : \" | ? * or "
+                              "control characters on Windows)"]
+
+
+def test_names_of_logs_and_sidecars_are_not_taken_by_items(tmp_path):
+    job = write_job(tmp_path, """\
+layout: card.yaml
+items:
+  - {name: manifest.jsonl/a}
+  - {name: a}
+  - {name: a.manifest.json/b}
+""")
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert e.value.errors == [
+        f"{job}:3: output name 'manifest.jsonl/a' starts with the name of a batch log (manifest*.jsonl in OUTDIR)",
+        f"{job}:5: 'a.manifest.json' is a folder of item 'a.manifest.json/b' and a file of item 'a' at {job}:4 "
+        "(output paths are compared ignoring case)"]
+
+
+def test_a_name_clash_inside_a_matrix_names_both_items(tmp_path):
+    job = write_job(tmp_path, "layout: card.yaml\nname: '{prompt_slug}'\nmatrix:\n  prompt: [A fox, a fox!]\n")
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert e.value.errors == [f"{job}:3: output name 'a-fox' of item 2 {{\"prompt\": \"a fox!\"}} is also that of "
+                              f"item 1 {{\"prompt\": \"A fox\"}} at {job}:3"]
+
+
+def test_an_empty_item_name_or_layout_is_an_error(tmp_path):
+    job = write_job(tmp_path, """\
+layout: card.yaml
+items:
+  - {name: "", seed: 1}
+  - {layout: "", seed: 2}
+  - {prompt: "", seed: 3}
+matrix:
+  name: ["{seed}", ""]
+""")
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert e.value.errors == [f"{job}:7: matrix.name[1]: expected text, got ''",
+                              f"{job}:3: items[0].name: expected text, got ''",
+                              f"{job}:4: items[1].layout: expected text, got ''"]  # an empty variable is fine
+
+
+def test_an_unreadable_layout_says_why(tmp_path):
+    (tmp_path / "folder.yaml").mkdir()
+    (tmp_path / "latin1.yaml").write_bytes(LAYOUT.replace("a cat", "caf\xe9").encode("latin-1"))
+    job = write_job(tmp_path, """\
+name: "{layout}"
+items: [{layout: missing.yaml}, {layout: folder.yaml}, {layout: latin1.yaml}]
+""")
+    assert [i.problem for i in load_job(job, "m").items] == [
+        f"{tmp_path / 'missing.yaml'}: cannot read the layout: no such file",
+        f"{tmp_path / 'folder.yaml'}: cannot read the layout: it is a folder",
+        f"{tmp_path / 'latin1.yaml'}: cannot read the layout: not UTF-8 (invalid continuation byte at byte "
+        f"{LAYOUT.index('a cat') + 3})"]
+
+
+def test_csv_trailing_empty_columns_and_cells_are_ignored(tmp_path):
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("layout,name,prompt,seed,,\ncard.yaml,a,fox,1,,\ncard.yaml,b,owl,2\ncard.yaml,c,,3,,,\n")
+    assert [(i.name, i.variables) for i in load_job(rows, "m").items] == [
+        ("a", {"prompt": "fox", "seed": "1"}), ("b", {"prompt": "owl", "seed": "2"}), ("c", {"seed": "3"})]
+    rows.write_text("layout,name,prompt,seed,\ncard.yaml,a,fox,1,extra\n")
+    with pytest.raises(JobError) as e:
+        load_job(rows, "m")
+    assert e.value.errors == [f"{rows}:2: 5 cells, the header names 4 columns"]
+
+
+def test_a_job_model_is_relative_to_the_job_file(tmp_path, monkeypatch):
+    (tmp_path / "jobs" / "m").mkdir(parents=True)
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    job = write_job(tmp_path / "jobs", "layout: card.yaml\nmodel: m\n")
+    loaded = load_job(job)
+    assert (loaded.model, loaded.model_identity) == (str(tmp_path / "jobs" / "m"), str((tmp_path / "jobs" / "m")))
+    assert load_job(job, "other/model").model == "other/model"  # --model is as given
+    write_job(tmp_path / "jobs", "layout: card.yaml\nmodel: PixArt-alpha/PixArt-Sigma-XL-2-1024-MS\n")
+    assert load_job(job).model == "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"  # not there: a hub id
+    (tmp_path / "here" / "local").mkdir()
+    write_job(tmp_path / "jobs", "layout: card.yaml\nmodel: local\n")
+    assert load_job(job).model_identity == str(tmp_path / "here" / "local")  # nor there: the working folder's
+
+
+def test_a_shard_without_items_says_so_and_creates_nothing(tmp_path):
+    job = write_job(tmp_path, "layout: card.yaml\nmatrix: {seed: [1, 2, 3]}\n")
+    out, stdout = tmp_path / "out", io.StringIO()
+    summary = run_batch(load_job(job, "m"), out, shard=(5, 8), quiet=True, out=stdout, err=io.StringIO())
+    assert stdout.getvalue() == f"{job}: 3 items; shard 5/8: none in this shard, nothing to do\n"
+    assert summary.exit_code == 0 and not out.exists()
+
+
+def test_an_unreadable_batch_log_is_one_error(tiny_dir, tmp_path, capsys):
+    job, out = write_job(tmp_path, "layout: card.yaml\n"), tmp_path / "out"
+    (out / "manifest.jsonl").mkdir(parents=True)
+    assert errors_of(["batch", job, "-o", out, "--model", tiny_dir, "--quiet"], capsys) == [
+        f"studio: error: {out / 'manifest.jsonl'}: cannot read this batch log (Is a directory)"]
+
+
+def test_a_damaged_file_hash_memo_only_costs_a_rehash(tmp_path):
+    f, memo = tmp_path / "w.bin", tmp_path / "memo.json"
+    f.write_bytes(b"abc")
+    key = str(f.resolve())
+    for damaged in ([], None, "x", {key: 5}, {key: [3, "x", "y"]}, {key: [3, 1, 2, 3]}):
+        memo.write_text(json.dumps(damaged))
+        hashes = manifest.FileHashes(memo)
+        assert hashes(f) == manifest.sha256_file(f)
+        assert hashes.save() is None
+        assert json.loads(memo.read_text()) == {key: [3, f.stat().st_mtime_ns, manifest.sha256_file(f)]}
+
+
+def test_a_damaged_cache_entry_is_not_counted_as_cached(tmp_path):
+    import numpy as np
+
+    cache, key = EmbeddingCache(tmp_path, "model"), {"prompt": "a cat"}
+    assert key not in cache and key not in EmbeddingCache(None, "model")
+    cache.put(key, np.ones((1, 3, 2), np.float32), np.ones((1, 3), np.int32))
+    assert key in cache
+    next(tmp_path.rglob("*.npz")).write_bytes(b"PK garbage")
+    assert key not in cache  # encoded ahead again, not left to each item
 
 
 def test_item_keys_name_a_local_model_by_its_folder(tiny_dir, tmp_path, monkeypatch):
@@ -435,7 +625,7 @@ items:
     assert sorted(failed) == ["broken-2", "card-3", "greedy-2", "missing-2"]
     assert "broken.yaml:1: canvas" in failed["broken-2"]
     assert "too small" in failed["greedy-2"]
-    assert "cannot read the layout" in failed["missing-2"]
+    assert failed["missing-2"] == f"{tmp_path / 'missing.yaml'}: cannot read the layout: no such file"
     assert "colour" in failed["card-3"]  # a variable the layout does not define
     assert summary.exit_code == 1 and "2 rendered, 0 already done, 4 failed" in text
     assert_complete(tmp_path / "out", {"card-1", "card-4"})
@@ -574,16 +764,20 @@ def test_a_hub_model_is_checked_before_the_batch_when_items_use_it(tiny_dir, tmp
 
 
 def test_a_failure_while_rendering_fails_that_item_only(tiny_dir, tmp_path):
+    """An image cut short after the job was read (the loader decodes images whole, so it was good then)."""
     import numpy as np
     from PIL import Image
 
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(tmp_path / "good.png")
+    for name in ("cut.png", "good.png"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(tmp_path / name)
+    job = load_job(write_job(tmp_path, "layout: card.yaml\nname: '{img_slug}'\nitems: [{img: cut.png}, {img: good.png}]\n",
+                             IMAGE_LAYOUT), str(tiny_dir))
     (tmp_path / "cut.png").write_bytes((tmp_path / "good.png").read_bytes()[:1500])  # truncated in its pixels
-    job = write_job(tmp_path, "layout: card.yaml\nname: '{img_slug}'\nitems: [{img: cut.png}, {img: good.png}]\n",
-                    IMAGE_LAYOUT)
-    summary, text = run(job, tmp_path / "out", tiny_dir)
+    stdout = io.StringIO()
+    summary = run_batch(job, tmp_path / "out", memory_budget="2GiB", quiet=True, out=stdout, err=io.StringIO())
+    text = stdout.getvalue()
     assert summary.rendered == ["good-png"] and [name for name, _ in summary.failed] == ["cut-png"]
-    assert "[1/2] failed cut-png: layers[1].path: cannot read image" in text and "truncated" in text
+    assert "[1/2] failed cut-png: layers[1].image.path: cannot read image" in text and "truncated" in text
     assert summary.exit_code == 1 and "1 rendered, 0 already done, 1 failed" in text and "  failed cut-png:" in text
     assert_complete(tmp_path / "out", {"good-png"})
 
@@ -606,6 +800,39 @@ def test_a_cache_that_cannot_be_written_only_warns_and_old_temporaries_go(tiny_d
     assert f"cannot write T5 features to {cache / 'embeddings'}" in warnings[0]
     assert f"cannot write {cache / 'file-hashes.json'}" in warnings[1]
     assert not stale.exists() and fresh.exists()
+
+
+def test_a_read_only_cache_is_read_with_one_warning(tiny_dir, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"  # a shared cache, warmed by an earlier batch
+    run(write_job(tmp_path, "layout: card.yaml\nmatrix: {prompt: [a fox]}\n"), tmp_path / "warm", tiny_dir,
+        cache_dir=cache)
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*")}
+    access = os.access  # read-only (root ignores permission bits, so os.access says it)
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != cache and access(path, mode))
+    job = write_job(tmp_path, "layout: card.yaml\nname: '{prompt_slug}'\nmatrix: {prompt: [a fox, an owl]}\n")
+    err = io.StringIO()
+    summary, _ = run(job, tmp_path / "out", tiny_dir, cache_dir=cache, stderr=err)
+    assert summary.exit_code == 0 and sorted(summary.rendered) == ["a-fox", "an-owl"]
+    assert [line for line in err.getvalue().splitlines() if "warning" in line] == [
+        f"studio: batch: warning: cache folder {cache}: read-only; the T5 features and weight hashes it holds are "
+        "used, new ones are not stored"]
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == before
+    used = {name: r["embedding_cache"][str(tiny_dir)] for name, r in sidecars(tmp_path / "out").items()}
+    assert used == {"a-fox": {"stored": False, "hits": 2, "misses": 0},  # the prompt and the empty negative
+                    "an-owl": {"stored": False, "hits": 1, "misses": 1}}
+
+
+def test_files_an_item_no_longer_writes_are_removed(tiny_dir, tmp_path):
+    job, out = write_job(tmp_path, "layout: card.yaml\n", LAYOUT + "output: {formats: [png, pdf]}\n"), tmp_path / "out"
+    run(job, out, tiny_dir)
+    assert (out / "card-1.pdf").is_file()
+    (out / "card-1.tiff").write_bytes(b"someone's")  # not in its manifest: not the batch's to remove
+    write_job(tmp_path, "layout: card.yaml\n")  # png only
+    summary, _ = run(job, out, tiny_dir)
+    assert summary.rendered == ["card-1"]
+    assert sorted(p.name for p in out.iterdir()) == [".cache", "card-1.manifest.json", "card-1.png", "card-1.tiff",
+                                                     "manifest.jsonl"]
+    assert_complete(out, {"card-1"})
 
 
 def test_damaged_or_edited_manifests_are_rendered_again_and_refused_by_rerender(tiny_dir, tmp_path, capsys):
