@@ -403,10 +403,11 @@ def coloured(mask: Image.Image, color: RGBA) -> Image.Image:
 
 def shape_tile(layer: ShapeLayer, box: Box) -> tuple[Image.Image, tuple[int, int]]:
     """rect / ellipse inside `box` (the stroke grows inwards); line from the box's top-left pixel to its
-    bottom-right pixel, `stroke` colour (else `fill`), at least 1 px wide. A line's box may have no width
-    or height: a zero-width box at x draws the vertical line through pixel column x, as a 1 px wide box
-    would (Pillow widens it to the right for even widths: columns x .. x + 1 for 2 px)."""
-    width = round(layer.stroke_width)
+    bottom-right pixel, `stroke` colour (else `fill`). Strokes are whole pixels, at least 1 (halves round
+    up: 0.4 px is 1, 2.5 px is 3). A line's box may have no width or height: a zero-width box at x draws the
+    vertical line through pixel column x, as a 1 px wide box would (Pillow widens it to the right for even
+    widths: columns x .. x + 1 for 2 px)."""
+    width = max(1, math.floor(layer.stroke_width + 0.5)) if layer.stroke_width > 0 else 0
     if layer.shape == "line":
         w, h = max(1, box.w), max(1, box.h)
         pad = width // 2 + 1

@@ -54,8 +54,9 @@ def resolve(region: Region, canvas: Canvas, grids: dict[str, Grid]) -> Box:
     if region.kind == "safe":
         m = canvas.safe_margin
         return Box(trim.x + m, trim.y + m, trim.w - 2 * m, trim.h - 2 * m)
-    if region.kind == "px":
-        return Box(trim.x + round(region.x), trim.y + round(region.y), round(region.w), round(region.h))
+    if region.kind == "px":  # edges rounded, not sizes: regions that meet in mm meet in px
+        x0, y0 = round(region.x), round(region.y)
+        return Box(trim.x + x0, trim.y + y0, round(region.x + region.w) - x0, round(region.y + region.h) - y0)
     if region.kind == "percent":
         x0 = round(Fraction(region.x).limit_denominator(10 ** 6) * trim.w / 100)
         y0 = round(Fraction(region.y).limit_denominator(10 ** 6) * trim.h / 100)
@@ -104,23 +105,22 @@ def span_canvas(span: Span) -> tuple[int, int, list[Box]]:
 
     The canvas has the highest pixel density of the monitors; every physical millimetre, bezels
     included, maps to the same number of canvas pixels, so a straight line crosses the gaps straight.
-    Each monitor's box is later resized to the monitor's own pixel size.
+    Pixels are square: a monitor's picture is as high as its width and pixel aspect say (a measured height
+    a little off does not matter), so the densest monitor's box is exactly its pixel size, a 1:1 cut. The
+    others' boxes are later resized to their own pixel sizes.
     """
-    density = max(Fraction(m.width, 1) / Fraction(m.width_mm).limit_denominator(10 ** 6) for m in span.monitors)
-    xs_mm, x = [], Fraction(0)
-    for i, m in enumerate(span.monitors):
-        xs_mm.append(x)
-        x += Fraction(m.width_mm).limit_denominator(10 ** 6)
-        if i < len(span.bezels_mm):
-            x += Fraction(span.bezels_mm[i]).limit_denominator(10 ** 6)
-    total_mm = x
-    tallest = max(Fraction(m.height_mm).limit_denominator(10 ** 6) for m in span.monitors)
-    width, height = round(total_mm * density), round(tallest * density)
-    boxes = []
-    for x_mm, m in zip(xs_mm, span.monitors):
-        h_mm = Fraction(m.height_mm).limit_denominator(10 ** 6)
+    def mm(value) -> Fraction:
+        return Fraction(value).limit_denominator(10 ** 6)
+
+    density = max(m.width / mm(m.width_mm) for m in span.monitors)
+    heights = [mm(m.width_mm) * m.height / m.width for m in span.monitors]  # square pixels
+    tallest = max(heights)
+    x, boxes = Fraction(0), []
+    for i, (m, h_mm) in enumerate(zip(span.monitors, heights)):
         top_mm = {"top": Fraction(0), "center": (tallest - h_mm) / 2, "bottom": tallest - h_mm}[span.align]
-        x0, x1 = round(x_mm * density), round((x_mm + Fraction(m.width_mm).limit_denominator(10 ** 6)) * density)
-        y0, y1 = round(top_mm * density), round((top_mm + h_mm) * density)
-        boxes.append(Box(x0, y0, x1 - x0, y1 - y0))
+        x0, y0 = round(x * density), round(top_mm * density)
+        boxes.append(Box(x0, y0, round(mm(m.width_mm) * density), round(h_mm * density)))  # sizes, then edges
+        x += mm(m.width_mm) + (mm(span.bezels_mm[i]) if i < len(span.bezels_mm) else 0)
+    width = max(round(x * density), *(b.right for b in boxes))
+    height = max(round(tallest * density), *(b.bottom for b in boxes))
     return width, height, boxes

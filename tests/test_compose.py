@@ -131,6 +131,13 @@ def test_rect_with_stroke():
     ]
 
 
+@pytest.mark.parametrize("stroke, ring", [(0.4, 1), (1.5, 2), (2.5, 3)])
+def test_strokes_are_whole_pixels_rounded_half_up(stroke, ring):
+    """A thin stroke still draws a pixel; 2.5 px is 3 (not half to even)."""
+    image = C.compose(layout(ShapeLayer("rect", Region("full"), fill=RED, stroke=BLUE, stroke_width=stroke), w=8, h=8))
+    assert ascii_map(image)[3] == "B" * ring + "R" * (8 - 2 * ring) + "B" * ring
+
+
 def test_rounded_rect_cuts_corners():
     image = C.compose(layout(ShapeLayer("rect", Region("full"), fill=RED, radius=2)))
     assert ascii_map(image) == [

@@ -276,10 +276,11 @@ layers:
 
 # dpi: the densest monitor's, rounded (2560 px / 597 mm = 108.9 px per inch; 4 px/mm = 101.6)
 @pytest.mark.parametrize("span, width, height, bezels, dpi", [
-    ("{monitors: [{width: 2560, height: 1440, size: [597mm, 336mm]}]}", 2560, 1441, (), 109),
+    # pixels are square: the height follows the width and the pixel aspect (not the measured 336 mm)
+    ("{monitors: [{width: 2560, height: 1440, size: [597mm, 336mm]}]}", 2560, 1440, (), 109),
     # 2 x 597 mm + 18 mm at 2560 px / 597 mm
     ("{monitors: [{width: 2560, height: 1440, size: [597mm, 336mm]}, {width: 2560, height: 1440, size: "
-     "[59.7cm, 33.6cm]}], bezels: 18mm}", 5197, 1441, (18.0,), 109),
+     "[59.7cm, 33.6cm]}], bezels: 18mm}", 5197, 1440, (18.0,), 109),
     # 4 px/mm everywhere: 100 + 5 + 100 + 10 + 50 mm
     ("{monitors: [{width: 400, height: 200, size: [100mm, 50mm]}, {width: 400, height: 200, size: [100mm, 50mm]},"
      " {width: 200, height: 120, size: [50mm, 30mm]}], bezels: [5mm, 1cm], align: top}", 1060, 200, (5.0, 10.0),

@@ -78,9 +78,10 @@ def test_snap(n, expected):
 def test_span_with_bezels_is_exact():
     m = Monitor("m", 2560, 1440, 597, 336)
     width, height, boxes = span_canvas(Span((m, m, m), (20, 20)))
-    # 1831 mm x 2560/597 px/mm = 7851.52 px; 336 mm -> 1440.80 px
-    assert (width, height) == (7852, 1441)
-    assert boxes == [Box(0, 0, 2560, 1441), Box(2646, 0, 2560, 1441), Box(5292, 0, 2560, 1441)]
+    # 1831 mm x 2560/597 px/mm = 7851.52 px; pixels are square, so the measured 336 mm (1440.80 px) gives way
+    # to 597 mm x 1440/2560 = 335.81 mm: exactly 1440 px, and each monitor's cut is its own pixels, 1:1
+    assert (width, height) == (7852, 1440)
+    assert boxes == [Box(0, 0, 2560, 1440), Box(2646, 0, 2560, 1440), Box(5292, 0, 2560, 1440)]
     # the gaps are the bezels at the canvas density: 20 mm * 2560 / 597 = 85.76 px
     assert [b.x - a.right for a, b in zip(boxes, boxes[1:])] == [86, 86]
 
@@ -89,10 +90,28 @@ def test_span_mixed_monitors_centered():
     big, small = Monitor("big", 3840, 2160, 597, 336), Monitor("small", 1920, 1080, 477, 268)
     width, height, boxes = span_canvas(Span((small, big, small), (15, 15), align="center"))
     # density of the big one: 3840 / 597 px per mm
-    assert (width, height) == (10169, 2161)  # 1581 mm x 3840/597
-    assert boxes[0] == Box(0, 219, 3068, 1724)
-    assert boxes[1].w == 3840 and boxes[1].y == 0
+    assert (width, height) == (10169, 2160)  # 1581 mm x 3840/597; 597 mm x 2160/3840 = 335.81 mm high
+    # the small ones: 477 mm x 3840/597 = 3068.14 px wide, 477 x 1080/1920 = 268.31 mm = 1725.83 px high,
+    # centred: (335.81 - 268.31) / 2 mm = 217.09 px down
+    assert boxes == [Box(0, 217, 3068, 1726), Box(3165, 0, 3840, 2160), Box(7101, 217, 3068, 1726)]
     assert boxes[2].right == width
+
+
+def test_span_boxes_are_whole_pixels_from_half_pixel_offsets():
+    """A box whose left edge lands on a half pixel keeps its size (edges rounded apart would not: round(0.5)
+    is 0 but round(3.5) is 4)."""
+    m = Monitor("m", 3, 2, 3, 2)  # 1 px per mm
+    width, height, boxes = span_canvas(Span((m, m), (0.5,)))
+    assert (width, height) == (7, 2) and boxes == [Box(0, 0, 3, 2), Box(4, 0, 3, 2)]
+
+
+@pytest.mark.parametrize("region, box", [
+    (Region("px", 0, 0, 1169.29, 10), Box(0, 0, 1169, 10)),
+    (Region("px", 1169.29, 0, 1169.29, 10), Box(1169, 0, 1170, 10)),  # meets the first: 99 mm panels at 300 dpi
+    (Region("px", 2338.58, 0, 1169.29, 10), Box(2339, 0, 1169, 10)),
+])
+def test_px_regions_round_their_edges_so_neighbours_meet(region, box):
+    assert resolve(region, CANVAS, GRIDS) == box
 
 
 TINY = PixArtTransformerConfig(num_layers=2, num_attention_heads=2, attention_head_dim=16, caption_channels=32,
