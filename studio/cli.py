@@ -15,7 +15,8 @@ from pathlib import Path
 from studio.errors import InputError, StudioError
 from studio.progress import PhaseBars
 
-DEFAULT_MODEL = os.environ.get("STUDIO_MODEL", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS")
+PUBLISHED_MODEL = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
+DEFAULT_MODEL = os.environ.get("STUDIO_MODEL", PUBLISHED_MODEL)
 SAMPLERS = ("dpm++", "ddim", "euler")
 VAE_TILING = {"auto": None, "on": True, "off": False}
 MAX_SEED = 2 ** 32 - 1  # = a layout's and the pipeline's random seeds' range
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt")
     gen.add_argument("-o", "--output", required=True, type=Path, help="image file (.png, .jpg, .tif, .webp)")
     gen.add_argument("--model", default=DEFAULT_MODEL,
-                     help=f"pipeline folder or Hugging Face hub id (default: $STUDIO_MODEL or {DEFAULT_MODEL})")
+                     help=f"pipeline folder or Hugging Face hub id (default: $STUDIO_MODEL or {PUBLISHED_MODEL})")
     gen.add_argument("--size", type=parse_size, default=(None, None),
                      help="WIDTHxHEIGHT in px (default: the checkpoint's native size, 1024x1024 for the 1024 model)")
     gen.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     render = layout_command("render", "plan, generate, compose and export a layout")
     render.add_argument("-o", "--output", required=True, type=Path, help="output folder (created)")
     render.add_argument("--model", default=None, help="model for layers that name none "
-                                                      f"(default: $STUDIO_MODEL or {DEFAULT_MODEL})")
+                                                      f"(default: $STUDIO_MODEL or {PUBLISHED_MODEL})")
     render.add_argument("--memory-budget", default=None, help=BUDGET_HELP + "; overrides the layout's")
     render.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
     render.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -122,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("job", type=Path, help="job file (YAML or CSV), see layouts/README.md, 'Batch jobs'")
     batch.add_argument("-o", "--output", type=Path, help="output folder (created); required unless --list")
     batch.add_argument("--model", default=None,
-                       help=f"model for layouts that name none (default: the job's, else {DEFAULT_MODEL})")
+                       help=f"model for layouts that name none (default: the job's, else $STUDIO_MODEL or "
+                            f"{PUBLISHED_MODEL})")
     batch.add_argument("--shard", default="0/1", type=parse_shard, metavar="I/N",
                        help="render items I, I+N, I+2N, ... (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/8")
     batch.add_argument("--memory-budget", default=None, help="overrides the job's and the layouts'")
@@ -168,6 +170,7 @@ def cmd_generate(args) -> None:
     if args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
     width, height = args.size
+    export.check_target(args.output, args.overwrite)  # a bad -o fails even a dry run
     # plan first: a budget that can't be met fails here, before any weight is read
     the_plan = pipeline.plan(args.model, height, width, guidance_scale=args.guidance, memory_budget=args.memory_budget,
                              use_resolution_binning=not args.no_binning, dtype=args.dtype,
@@ -175,7 +178,6 @@ def cmd_generate(args) -> None:
     if args.dry_run:
         print(the_plan.describe())
         return
-    export.check_target(args.output, args.overwrite)
     t0 = time.perf_counter()
     pipe = PixArtSigmaPipeline.from_pretrained(args.model, dtype=args.dtype, variant=args.variant)
     if pipe.tiny_notice:

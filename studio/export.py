@@ -53,7 +53,7 @@ def check_free(path: Path, overwrite: bool) -> Path:
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a file")
     if path.exists() and not overwrite:
-        raise InputError(f"{path}: file exists (pass --overwrite to replace it)")
+        raise InputError(f"{path}: file exists (pass --overwrite, or overwrite=True, to replace it)")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: no such folder")
     return path

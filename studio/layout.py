@@ -720,14 +720,15 @@ class ByteSize(Text):
 
     def parse(self, r, node, path):
         text = super().parse(r, node, path)
-        if _FLOAT_12_RE.fullmatch(text.strip()):
-            example = text.strip() if float(text) > 0 else "6"
-            raise _Bad(f"'{text}' has no unit: give one, e.g. {example}GiB, 512MiB or 2GB")
         try:
             parse_bytes(text)
-        except InputError:
-            raise _Bad(f"'{text}' is not a size like 6GiB, 512MiB or 2GB") from None
+        except InputError as e:
+            raise _Bad(str(e).removeprefix("memory budget ")) from None
         return text
+
+    def schema(self, defs):
+        size = {"type": "string", "pattern": r"^\s*([0-9]*\.?[0-9]+\s*[A-Za-z]+|[Aa]uto)\s*$"}
+        return {"anyOf": [size, _VARIABLE_SCHEMA]}
 
 
 @dataclass(frozen=True)

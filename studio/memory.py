@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from studio.errors import InputError, PlanError
 
 KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000 ** 2, "mb": 1000 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3,
+_UNITS = {"b": 1, "k": 1000, "kb": 1000, "m": 1000 ** 2, "mb": 1000 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3,
           "t": 1000 ** 4, "tb": 1000 ** 4, "kib": KiB, "mib": MiB, "gib": GiB, "tib": 1024 ** 4}
 
 # Bytes held per attention score while a (q, k) block is computed: the fp32 scores, the masked copy and
@@ -41,15 +41,18 @@ MAX_TENSOR = 4 * GiB
 
 
 def parse_bytes(value) -> int | None:
-    """'6GiB', '512MiB', '2GB', '1.5g', 3_000_000_000 or None (automatic) -> bytes or None."""
+    """'6GiB', '512MiB', '2GB', '1.5g', '4000000B', a number of bytes (int, from Python) or None (automatic)
+    -> bytes or None. Text needs its unit: is '6' bytes or GiB?"""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto", "none")):
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         n = int(value)
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+        if m and not m[2]:
+            raise InputError(f"memory budget '{value}' has no unit: give one, e.g. 6GiB, 512MiB or 2GB")
         if not m or m[2].lower() not in _UNITS:
-            raise InputError(f"memory budget '{value}' is not a size like 6GiB, 512MiB, 2GB or a byte count")
+            raise InputError(f"memory budget '{value}' is not a size like 6GiB, 512MiB or 2GB")
         n = int(float(m[1]) * _UNITS[m[2].lower()])
     if n <= 0:
         raise InputError(f"memory budget must be positive, got {value!r}")

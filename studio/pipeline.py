@@ -102,9 +102,12 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
     None for automatic (free memory minus a margin);
     vae_tiling: None (tile when the untiled decode would not fit the budget, or one of its feature maps
     would exceed MAX_TENSOR), True or False.
-    Raises PlanError with the smallest workable budget when it can't be met.
+    Raises PlanError with the smallest workable budget when it can't be met. A published checkpoint that is
+    not on this machine is planned from its published configs, as `studio plan` does.
     """
-    tr, t5, vae = read_configs(resolve_model_dir(path_or_id, weights=False))
+    from studio.plan import model_configs
+
+    tr, t5, vae = model_configs(str(path_or_id))
     height, width = default_size(tr, vae, height, width)
     gen_h, gen_w = generation_size(tr, height, width, use_resolution_binning)
     check_size(tr, vae, gen_h, gen_w)

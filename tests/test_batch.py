@@ -497,7 +497,9 @@ def test_bad_arguments_are_one_error_before_anything_is_created(tiny_dir, tmp_pa
     afile.write_text("")
     batch = ["batch", job, "--model", tiny_dir, "--quiet"]
     assert errors_of(batch + ["-o", out, "--memory-budget", "lots"], capsys) == [
-        "studio: error: memory budget 'lots' is not a size like 6GiB, 512MiB, 2GB or a byte count"]
+        "studio: error: memory budget 'lots' is not a size like 6GiB, 512MiB or 2GB"]
+    assert errors_of(batch + ["-o", out, "--memory-budget", "6"], capsys) == [
+        "studio: error: memory budget '6' has no unit: give one, e.g. 6GiB, 512MiB or 2GB"]
     assert errors_of(["batch", job, "-o", out, "--model", tmp_path / "nope"], capsys) == [
         f"studio: error: {tmp_path / 'nope'}: no such model folder (and not a hub id like 'owner/name')"]
     assert errors_of(["batch", job, "-o", out, "--model", tmp_path], capsys) == [
@@ -511,8 +513,10 @@ def test_bad_arguments_are_one_error_before_anything_is_created(tiny_dir, tmp_pa
         f"studio: error: output folder {afile / 'sub'}: cannot create it (Not a directory)"]
     write_job(tmp_path, "layout: card.yaml\nmemory_budget: lots\n")
     assert errors_of(batch + ["-o", out], capsys) == [
-        f"studio: error: {job}:2: memory_budget: memory budget 'lots' is not a size like 6GiB, 512MiB, 2GB or a "
-        "byte count"]
+        f"studio: error: {job}:2: memory_budget: memory budget 'lots' is not a size like 6GiB, 512MiB or 2GB"]
+    write_job(tmp_path, "layout: card.yaml\nmemory_budget: 6\n")  # bytes? GiB?
+    assert errors_of(batch + ["-o", out], capsys) == [
+        f"studio: error: {job}:2: memory_budget: memory budget '6' has no unit: give one, e.g. 6GiB, 512MiB or 2GB"]
     assert not out.exists()
 
 

@@ -184,3 +184,20 @@ def test_proof_refuses_a_model_folder_that_does_not_exist(tmp_path, capsys):
     assert capsys.readouterr().err == f"studio: error: {tmp_path / 'nope'}: no such model folder (and not a hub id " \
                                       "like 'owner/name')\n"
     assert not (tmp_path / "p.png").exists()
+
+
+def test_a_dry_run_checks_the_output_and_plans_a_published_checkpoint_offline(tmp_path, capsys, monkeypatch):
+    """--dry-run refuses what the real run would (a bad -o), and plans a published checkpoint absent from this
+    machine from its published configs, as `studio plan` does."""
+    from studio import checkpoint
+    from studio.errors import CheckpointError
+
+    def offline(path_or_id, weights=True):
+        raise CheckpointError(f"{path_or_id}: not a local folder, not in the Hugging Face cache")
+    monkeypatch.setattr(checkpoint, "resolve_model_dir", offline)
+    hub = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
+    assert main(["generate", "a cat", "--model", hub, "-o", str(tmp_path / "a.gif"), "--dry-run"]) == 2
+    assert "unknown image format '.gif'" in capsys.readouterr().err
+    assert main(["generate", "a cat", "--model", hub, "-o", str(tmp_path / "a.png"), "--dry-run",
+                 "--memory-budget", "20GiB"]) == 0
+    assert "1024x1024" in capsys.readouterr().out

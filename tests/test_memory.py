@@ -10,12 +10,12 @@ from studio.memory import KiB, GiB, MiB, AttentionChunks, attention_chunks, form
 
 @pytest.mark.parametrize("text,expected", [
     ("6GiB", 6 * GiB), ("512MiB", 512 * MiB), ("2GB", 2_000_000_000), ("1.5g", 1_500_000_000),
-    (" 3 gib ", 3 * GiB), (123456, 123456), ("1000", 1000), (None, None), ("auto", None)])
+    (" 3 gib ", 3 * GiB), (123456, 123456), ("1000B", 1000), (None, None), ("auto", None)])
 def test_parse_bytes(text, expected):
     assert parse_bytes(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["6 parsecs", "-1GiB", "GiB", 0, "1e3"])
+@pytest.mark.parametrize("bad", ["6 parsecs", "-1GiB", "GiB", 0, "1e3", "6", "1000"])  # text needs a unit
 def test_parse_bytes_rejects(bad):
     with pytest.raises(InputError, match="memory budget"):
         parse_bytes(bad)
