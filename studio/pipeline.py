@@ -65,7 +65,8 @@ def torch_noise(generator, shape: tuple, dtype: ms.Type) -> np.ndarray:
 
     torch_dtype = {ms.float16: torch.float16, ms.bfloat16: torch.bfloat16}.get(dtype, torch.float32)
     if not isinstance(generator, (list, tuple)):
-        return torch.randn(shape, generator=generator, device=generator.device, dtype=torch_dtype).float().cpu().numpy()
+        noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch_dtype)
+        return noise.float().cpu().numpy()
     if len(generator) != shape[0]:
         raise InputError(f"{len(generator)} generators for {shape[0]} images; pass one per image, or one")
     return np.concatenate([torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=torch_dtype)
@@ -328,10 +329,10 @@ class PixArtSigmaPipeline:
 
     def __call__(self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] = "",
                  height: int | None = None, width: int | None = None, num_inference_steps: int = 20,
-                 guidance_scale: float = 4.5, seed: int | None = None, latents: np.ndarray | None = None, num_images_per_prompt: int = 1,
-                 use_resolution_binning: bool = True, max_sequence_length: int = 300, output_type: str = "pil",
-                 sampler: str | None = None, memory_budget=None, vae_tiling: bool | None = None,
-                 stream_text_encoder: bool = True, callback: Callable[[int, int], None] | None = None,
+                 guidance_scale: float = 4.5, seed: int | None = None, latents: np.ndarray | None = None,
+                 num_images_per_prompt: int = 1, use_resolution_binning: bool = True, max_sequence_length: int = 300,
+                 output_type: str = "pil", sampler: str | None = None, memory_budget=None,
+                 vae_tiling: bool | None = None, stream_text_encoder: bool = True, callback: Callable[[int, int], None] | None = None,
                  progress: Callable[[str, int, int], None] | None = None, generator=None, return_dict: bool = True,
                  clean_caption: bool = False, prompt_embeds=None, prompt_attention_mask=None,
                  negative_prompt_embeds=None, negative_prompt_attention_mask=None) -> PipelineOutput | tuple:
@@ -362,6 +363,11 @@ class PixArtSigmaPipeline:
         given_negatives = Captions.given(negative_prompt_embeds, negative_prompt_attention_mask, "negative_prompt")
         if given_negatives is not None:
             negatives = [""] * given_negatives.rows
+        channels = self._t5_config.d_model
+        for name, captions in (("prompt_embeds", given), ("negative_prompt_embeds", given_negatives)):
+            if captions is not None and captions.features.shape[2] != channels:
+                raise InputError(f"{name} have {captions.features.shape[2]} channels; this model's text encoder "
+                                 f"gives {channels}")
         height, width = default_size(self.transformer.config, self.vae.config, height, width)
         self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
                            max_sequence_length, output_type, seed, guidance_scale, vae_tiling, generator,
@@ -502,7 +508,8 @@ class PixArtSigmaPipeline:
 
     def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type, seed,
                       guidance, vae_tiling, generator, clean_caption):
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float, np.number)) or not np.isfinite(guidance):
+        number = isinstance(guidance, (int, float, np.number)) and not isinstance(guidance, bool)
+        if not number or not np.isfinite(guidance):
             raise InputError(f"guidance_scale must be a finite number, got {guidance!r:.80}")
         if guidance > 1 and len(negatives) != len(prompts):  # unguided, the negatives are not used
             raise InputError(f"negative_prompt has {len(negatives)} entries, prompt has {len(prompts)}")

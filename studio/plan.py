@@ -81,7 +81,8 @@ class Plan:
     def describe(self, layout: Layout) -> str:
         lines = [f"{self.source}: canvas {self.width}x{self.height} px (trim {layout.canvas.width}x"
                  f"{layout.canvas.height}, bleed {layout.canvas.bleed}, {layout.canvas.dpi} dpi), "
-                 f"{len(layout.layers)} layer{'' if len(layout.layers) == 1 else 's'}, budget {format_bytes(self.budget) if self.budget else 'automatic'}"]
+                 f"{len(layout.layers)} layer{'' if len(layout.layers) == 1 else 's'}, "
+                 f"budget {format_bytes(self.budget) if self.budget else 'automatic'}"]
         for i, (layer, box) in enumerate(zip(layout.layers, self.boxes)):
             name = f" ({layer.name})" if getattr(layer, "name", "") else ""
             lines.append(f"  [{i}] {type(layer).__name__.removesuffix('Layer').lower():<9} {box.w}x{box.h} at "

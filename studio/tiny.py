@@ -125,7 +125,8 @@ def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = F
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         from studio.errors import InputError
-        raise InputError(f"{folder}: folder exists and is not empty (pass --overwrite, or overwrite=True, to replace its files)")
+        raise InputError(f"{folder}: folder exists and is not empty (pass --overwrite, or overwrite=True, to "
+                         f"replace its files)")
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
 

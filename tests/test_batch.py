@@ -774,8 +774,8 @@ def test_a_failure_while_rendering_fails_that_item_only(tiny_dir, tmp_path):
 
     for name in ("cut.png", "good.png"):
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(tmp_path / name)
-    job = load_job(write_job(tmp_path, "layout: card.yaml\nname: '{img_slug}'\nitems: [{img: cut.png}, {img: good.png}]\n",
-                             IMAGE_LAYOUT), str(tiny_dir))
+    text = "layout: card.yaml\nname: '{img_slug}'\nitems: [{img: cut.png}, {img: good.png}]\n"
+    job = load_job(write_job(tmp_path, text, IMAGE_LAYOUT), str(tiny_dir))
     (tmp_path / "cut.png").write_bytes((tmp_path / "good.png").read_bytes()[:1500])  # truncated in its pixels
     stdout = io.StringIO()
     summary = run_batch(job, tmp_path / "out", memory_budget="2GiB", quiet=True, out=stdout, err=io.StringIO())

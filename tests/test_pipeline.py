@@ -143,6 +143,8 @@ def test_prompt_embeds_from_the_reference_stand_for_the_prompts(pipes):
     assert rel_l2(mixed, expected.numpy()) <= 1e-3
     with pytest.raises(ValueError, match="prompt_embeds needs prompt_attention_mask"):
         ours(prompt_embeds=embeds, **kwargs)
+    with pytest.raises(ValueError, match="prompt_embeds have 7 channels; this model's text encoder gives 32"):
+        ours(prompt_embeds=np.zeros((1, 4, 7)), prompt_attention_mask=np.ones((1, 4)), **kwargs)
     with pytest.raises(ValueError, match="pass prompt or prompt_embeds, not both"):
         ours("a cat", prompt_embeds=embeds, prompt_attention_mask=mask, **kwargs)
 
