@@ -330,9 +330,10 @@ class PixArtSigmaPipeline:
     def __call__(self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] = "",
                  height: int | None = None, width: int | None = None, num_inference_steps: int = 20,
                  guidance_scale: float = 4.5, seed: int | None = None, latents: np.ndarray | None = None,
-                 num_images_per_prompt: int = 1, use_resolution_binning: bool = True, max_sequence_length: int = 300,
-                 output_type: str = "pil", sampler: str | None = None, memory_budget=None,
-                 vae_tiling: bool | None = None, stream_text_encoder: bool = True, callback: Callable[[int, int], None] | None = None,
+                 num_images_per_prompt: int = 1, use_resolution_binning: bool = True,
+                 max_sequence_length: int = 300, output_type: str = "pil", sampler: str | None = None,
+                 memory_budget=None, vae_tiling: bool | None = None, stream_text_encoder: bool = True,
+                 callback: Callable[[int, int], None] | None = None,
                  progress: Callable[[str, int, int], None] | None = None, generator=None, return_dict: bool = True,
                  clean_caption: bool = False, prompt_embeds=None, prompt_attention_mask=None,
                  negative_prompt_embeds=None, negative_prompt_attention_mask=None) -> PipelineOutput | tuple:
