@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import unicodedata
 import zipfile
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ import numpy as np
 import yaml
 
 from studio import manifest
-from studio.errors import InputError, StudioError
+from studio.errors import InputError, StudioError, out_of_memory
 from studio.export import pause_point, remove_temporaries, write_temp
 from studio.progress import PhaseBars
 from studio.spec import GenerateLayer
@@ -500,7 +501,7 @@ def _parse(text: str, layout_file: Path, variables: dict):
     try:
         return parse_layout(text, str(layout_file), variables, layout_file.parent, own_names=False), None
     except Exception as e:  # whatever it is, it is that item's failure: the others go on
-        return None, str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+        return None, _failure(e)
 
 
 def _outputs(name: str, spec) -> list[str]:
@@ -854,7 +855,7 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
             except (OSError, ValueError) as e:
                 record, reason = None, f"damaged manifest: {e}"
         except Exception as e:  # a bad item (layout, budget, model, unreadable file) must not stop the batch
-            message = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+            message = _failure(e)
             summary.failed.append((item.name, message))
             print(f"failed {item.name} (item {item.index + 1}, {item.where}): {_first_line(message)}", file=out,
                   flush=True)
@@ -976,7 +977,7 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
             summary.dropped = item.name
             raise
         except Exception as e:  # one bad item must not stop the batch; StudioError or not, it is reported
-            message = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+            message = _failure(e, err)
             summary.failed.append((item.name, message))
             _line(bar, f"{head} failed {item.name}: {_first_line(message)}", out)
             if bar is not None:
@@ -1071,7 +1072,7 @@ def _encode_ahead(todo, pipelines, default_model, quiet, say, err) -> None:
     try:
         encoded = encode_all_ahead(requests, progress=lambda done, total: bars("", "ahead", done, total))
     except Exception as e:  # the items encode (or fail) on their own
-        message = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+        message = _failure(e, err)
         print(f"studio: batch: warning: encoding the prompts ahead failed: {_first_line(message)}", file=err,
               flush=True)
         return
@@ -1099,6 +1100,18 @@ def _line(bar, text: str, out) -> None:
         bar.write(text, file=out)  # above the bars
     else:
         print(text, file=out, flush=True)
+
+
+def _failure(e: Exception, err=None) -> str:
+    """What an item's failure says: a StudioError its message, running out of memory so in plain words; any
+    other exception, most likely a bug in studio, its type and message, with its traceback on `err` (default
+    stderr) for the bug report."""
+    if isinstance(e, StudioError):
+        return str(e)
+    if out_of_memory(e):
+        return "out of memory: MindSpore could not allocate a tensor; set a smaller memory budget"
+    traceback.print_exception(e, file=err or sys.stderr)
+    return f"{type(e).__name__}: {e}"
 
 
 def _first_line(e) -> str:
@@ -1143,7 +1156,7 @@ def rerender(manifest_file, out_dir=None, overwrite: bool = False) -> list[tuple
     except ValueError as e:
         raise InputError(f"{manifest_file}: not a usable batch manifest: {e}") from None
     out_dir = None if out_dir is None else Path(out_dir).absolute()
-    with _working_folder(record.get("cwd")):
+    with _working_folder(record["cwd"]):
         return _rerender(record, manifest_file.absolute(), out_dir, overwrite)
 
 
@@ -1179,7 +1192,7 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
         try:
             now = manifest.model_record(model_id, hashes)
         except StudioError as e:
-            used = record.get("model_folders", {}).get(model_id)
+            used = record["model_folders"].get(model_id)
             raise InputError(f"{manifest_file}: model {model_id}: {_first_line(e)}"
                              + (f" (the batch read {used}, from {record.get('cwd')})" if used else "")) from None
         changed = sorted(set(files.items()) ^ set(now["files"].items()))

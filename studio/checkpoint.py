@@ -2,8 +2,9 @@
 
 Takes a local folder or a Hugging Face hub id; gives configs (dicts) and fills a cell's parameters from
 the component's safetensors, strictly: parameter names equal checkpoint keys, every key must match a
-parameter of the same shape, and every parameter must be in the checkpoint. Safetensors are read
-through a memory map, one tensor at a time, straight into the target dtype. Pickle files are refused.
+parameter of the same shape, and every parameter must be in the checkpoint. Safetensors are read one
+tensor (or some rows of one) at a time with plain reads, straight into the target dtype. Pickle files are
+refused.
 """
 
 import json
@@ -19,7 +20,7 @@ from studio.hub import is_hub_id
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
 WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
 
-# safetensors dtype code -> (numpy dtype of the stored bytes, bytes per element)
+# safetensors dtype code -> numpy dtype of the stored bytes (bf16 as its raw 16 bits)
 _ST_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
@@ -51,17 +52,18 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True) -> Pa
         # a snapshot a plan fetched holds only the configs: then the weights are still to download
         if not weights or any((folder / "transformer").glob("*.safetensors")):
             return folder
-    except Exception:
+    except (OSError, ValueError):  # not in the cache (LocalEntryNotFoundError), or an id it refuses
         pass
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
         if offline:
             raise ConnectionError("HF_HUB_OFFLINE is set")
         return Path(snapshot_download(name, allow_patterns=patterns, cache_dir=cache_dir))
-    except Exception as e:
+    except Exception as e:  # no network, no such repository, a gated one, ...: said in one line
+        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"{name}: not a local folder, not in the Hugging Face cache, and could not be downloaded "
-            f"({type(e).__name__}); pass the folder of a downloaded copy") from None
+            f"({type(e).__name__}: {why}); pass the folder of a downloaded copy") from e
 
 
 def read_json(path: Path) -> dict:
@@ -152,9 +154,6 @@ class SafetensorsFile:
 
     def shape(self, key: str) -> tuple:
         return tuple(self.entries[key]["shape"])
-
-    def dtype_code(self, key: str) -> str:
-        return self.entries[key]["dtype"]
 
     def array(self, key: str) -> np.ndarray:
         """The tensor as a numpy array; BF16 comes back as float32 (numpy has no bfloat16)."""

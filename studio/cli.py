@@ -10,23 +10,21 @@ import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from studio.errors import InputError, StudioError
+from studio.errors import InputError, StudioError, out_of_memory
+from studio.layout import MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS
 from studio.progress import PhaseBars
 
 PUBLISHED_MODEL = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
 DEFAULT_MODEL = os.environ.get("STUDIO_MODEL", PUBLISHED_MODEL)
-SAMPLERS = ("dpm++", "ddim", "euler")
 VAE_TILING = {"auto": None, "on": True, "off": False}
-MAX_SEED = 2 ** 32 - 1  # = a layout's and the pipeline's random seeds' range
 BUDGET_HELP = "bound on memory for weights and activations, e.g. 6GiB (default: free memory minus 1 GiB)"
 
 
 def parse_size(text: str) -> tuple[int, int]:
     """'WxH' (px) -> (width, height), within a layout canvas's limits."""
-    from studio.layout import MAX_PIXELS, MAX_SIDE
-
     m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
     if not m or int(m[1]) < 1 or int(m[2]) < 1:
         raise argparse.ArgumentTypeError(f"size '{text}' is not WIDTHxHEIGHT in pixels, e.g. 1024x1024")
@@ -307,8 +305,14 @@ COMMANDS = {"generate": cmd_generate, "plan": cmd_plan, "proof": cmd_proof, "ren
             "make-tiny": cmd_make_tiny, "batch": cmd_batch, "rerender": cmd_rerender}
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings on the command line in one line each: 'studio: warning: ...'."""
+    return f"studio: warning: {str(message).removeprefix('studio: ')}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     try:
         code = COMMANDS[args.command](args)
     except StudioError as e:
@@ -328,11 +332,6 @@ def main(argv: list[str] | None = None) -> int:
               "(see --dry-run for the plan)", file=sys.stderr)
         return 2
     return code or 0
-
-
-def out_of_memory(e: BaseException) -> bool:
-    """Whether e is MindSpore failing to allocate device or host memory (a RuntimeError with its C++ trace)."""
-    return any(m in str(e) for m in ("Allocate memory failed", "MallocForOutputs", "Out of memory"))
 
 
 if __name__ == "__main__":

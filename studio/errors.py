@@ -22,6 +22,11 @@ class PlanError(StudioError):
     """A request cannot be planned within its limits (memory budget, sizes)."""
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """Whether e is MindSpore failing to allocate device or host memory (a RuntimeError with its C++ trace)."""
+    return any(m in str(e) for m in ("Allocate memory failed", "MallocForOutputs", "Out of memory"))
+
+
 class LayoutError(StudioError):
     """A layout file has problems: `errors` holds one line each, `file:line: key.path: what is wrong`."""
 

@@ -33,6 +33,7 @@ from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, 
 MAX_SIDE = 32768  # px per side of the full canvas (bleed included)
 MAX_PIXELS = 2 ** 28  # px in the full canvas
 MAX_DPI = 10000
+MAX_SEED = 2 ** 32 - 1  # seeds are 0..MAX_SEED here, on the command line and when drawn at random
 SAMPLERS = ("dpm++", "ddim", "euler")  # = sampling.SAMPLERS (not imported: it loads MindSpore)
 OUTPUT_FIELDS = ("layout", "seed", "monitor")  # placeholders output.name keeps for the exporter
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf")  # what the formats add to output.name
@@ -951,7 +952,7 @@ COMMON_KEYS = {
 GENERATE_KEYS = {
     "prompt": Key(Text(), "what to generate", required=True),
     "negative_prompt": Key(Text(), "what to avoid"),
-    "seed": Key(Int(0, 2 ** 32 - 1), "random seed (default 0)"),
+    "seed": Key(Int(0, MAX_SEED), "random seed (default 0)"),
     "steps": Key(Int(1, 1000), "sampling steps (default 20)"),
     "guidance": Key(Number(0), "classifier-free guidance scale (default 4.5)"),
     "sampler": Key(Enum(*SAMPLERS), "default: the model's scheduler"),

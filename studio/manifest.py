@@ -170,14 +170,6 @@ def load_sidecar(path: Path) -> dict:
     return record
 
 
-def read_sidecar(path: Path) -> dict | None:
-    """The record in `path`, or None when it is missing, unreadable, damaged, edited or not a studio manifest."""
-    try:
-        return load_sidecar(path)
-    except (OSError, ValueError):
-        return None
-
-
 def _is_text(value) -> bool:
     return isinstance(value, str)
 
@@ -209,8 +201,6 @@ _SHAPE = {  # key -> (test, what it must be); what the batch's resume and rerend
     "text_encoder": (_mapping_of(_is_text), "a mapping of model: kept or released"),
     "files": (lambda v: isinstance(v, list) and v and all(map(_is_file_entry, v)),
               "a non-empty list of {path, bytes, sha256}"),
-}
-_OPTIONAL = {  # keys older records lack
     "model_identity": (_is_text, "text"),
     "model_folders": (_mapping_of(_is_text), "a mapping of model: folder"),
     "cwd": (_is_text, "text"),
@@ -221,7 +211,7 @@ _OPTIONAL = {  # keys older records lack
 def record_problem(record) -> str | None:
     """Why `record` is not a whole, unedited item record, or None: each key the batch reads is there with the
     right kind; the layout text hashes to layout.sha256; the item key is that of the layout, variables and
-    model; the digest, when there is one (older records have none), is that of the record."""
+    model; the digest is that of the record."""
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         return f"not a studio batch manifest (format {FORMAT})"
     for key, (test, what) in _SHAPE.items():
@@ -229,15 +219,12 @@ def record_problem(record) -> str | None:
             return f"'{key}' is missing"
         if not test(record[key]):
             return f"'{key}' is not {what}"
-    for key, (test, what) in _OPTIONAL.items():
-        if key in record and not test(record[key]):
-            return f"'{key}' is not {what}"
     layout = record["layout"]
     if sha256_text(layout["text"]) != layout["sha256"]:
         return "layout.text does not match layout.sha256 (edited)"
-    if item_key(layout["sha256"], record["variables"], record.get("model_identity", record["model"])) != record["item"]:
+    if item_key(layout["sha256"], record["variables"], record["model_identity"]) != record["item"]:
         return "'item' is not the key of its layout, variables and model (edited)"
-    if "digest" in record and record["digest"] != record_digest(record):
+    if record["digest"] != record_digest(record):
         return "'digest' does not match the record (edited after it was written)"
     return None
 

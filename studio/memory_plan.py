@@ -126,7 +126,7 @@ class Phase:
     weights: int  # bytes of weights resident in this phase
     activations: int  # bytes of activations besides attention scores
     attention: tuple[tuple[str, int, int, int, int], ...]  # (what, batch*heads, Nq, Nk, head_dim)
-    workspace: int  # bytes left for attention scores by the budget (or the unchunked need)
+    workspace: int | None  # bytes the budget leaves for attention scores; None: no budget, attention whole
     chunks: tuple[AttentionChunks, ...]
     tiles: TilePlan | None = None  # decode: the VAE tile grid, or None for one untiled decode
     streamed: bool = False  # text: the T5 encoder runs block by block from its files (StreamedT5Encoder)
@@ -240,7 +240,7 @@ def _planned(name: str, weights: int, acts: int, attn, budget: int | None) -> Ph
     """A phase whose attention takes what the budget leaves after its weights and activations."""
     workspace = None if budget is None else budget - weights - acts
     chunks = tuple(attention_chunks(bh, nq, nk, d, workspace) for _, bh, nq, nk, d in attn)
-    return Phase(name, weights, acts, tuple(attn), workspace or 0, chunks)
+    return Phase(name, weights, acts, tuple(attn), workspace, chunks)
 
 
 def _pool_high_water(specs, budget: int | None) -> int | None:

@@ -4,8 +4,10 @@
 import. It loads a pipeline folder in the diffusers layout (or a hub id from the local Hugging Face cache).
 """
 
+import functools
 import gc
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -20,7 +22,7 @@ from studio.errors import CheckpointError, InputError
 from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
 from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
 from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
-from studio.text import load_tokenizer, preprocess, tokenize
+from studio.text import load_tokenizer, preprocess, tokenize, truncated_text
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 OUTPUT_TYPES = ("pil", "np", "latent")
@@ -264,11 +266,16 @@ class PixArtSigmaPipeline:
         return [Captions(*row) for row in rows]
 
     def _prompt_keys(self, prompts: list[str], max_sequence_length: int) -> list[tuple]:
-        """(ids (1, L), mask (1, L), cache key) of each prompt."""
+        """(ids (1, L), mask (1, L), cache key) of each prompt; a prompt cut at max_sequence_length tokens is
+        warned about (the reference logs it), naming what was dropped."""
         t5 = self._t5_config
         entries = []
         for text in (preprocess(p) for p in prompts):
             ids, mask = real_tokens(*tokenize(self.tokenizer, [text], max_sequence_length))
+            if ids.shape[1] == max_sequence_length and (dropped := truncated_text(self.tokenizer, text,
+                                                                                  max_sequence_length)):
+                warnings.warn(f"studio: a prompt is cut at {max_sequence_length} tokens, T5's limit here; dropped: "
+                              f"'{dropped[:80]}{'...' if len(dropped) > 80 else ''}'", stacklevel=2)
             # the attention blocks the budget gives T5 change the features' last bits, so they are part of the key
             chunks = memory.attention_chunks(t5.num_heads, ids.shape[1], ids.shape[1], t5.d_kv,
                                              memory.current_attention_budget())
@@ -363,6 +370,8 @@ class PixArtSigmaPipeline:
         negatives = [negative] * len(prompts) if isinstance(negative, str) else as_prompts(negative, "negative_prompt")
         given_negatives = Captions.given(negative_prompt_embeds, negative_prompt_attention_mask, "negative_prompt")
         if given_negatives is not None:
+            if negative_prompt:
+                raise InputError("pass negative_prompt or negative_prompt_embeds, not both")
             negatives = [""] * given_negatives.rows
         channels = self._t5_config.d_model
         for name, captions in (("prompt_embeds", given), ("negative_prompt_embeds", given_negatives)):
@@ -372,7 +381,7 @@ class PixArtSigmaPipeline:
         height, width = default_size(self.transformer.config, self.vae.config, height, width)
         self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
                            max_sequence_length, output_type, seed, guidance_scale, vae_tiling, generator,
-                           clean_caption)
+                           clean_caption, latents)
         out_height, out_width = height, width
         height, width = generation_size(self.transformer.config, height, width, use_resolution_binning)
         check_size(self.transformer.config, self.vae.config, height, width)
@@ -412,7 +421,6 @@ class PixArtSigmaPipeline:
         vae_scale = self.vae.config.downsample_factor
         shape = (n_images, self.transformer.config.in_channels, height // vae_scale, width // vae_scale)
         if latents is not None:
-            seed = None
             latents = np.asarray(latents, np.float32)
             if latents.shape != shape:
                 raise InputError(f"latents have shape {latents.shape}, expected {shape} for {width}x{height}")
@@ -497,7 +505,7 @@ class PixArtSigmaPipeline:
     def _itemsize(self) -> int:
         return 2 if self.dtype in (ms.float16, ms.bfloat16) else 4
 
-    @property
+    @functools.cached_property
     def _t5_config(self) -> T5Config:
         return T5Config.from_dict(read_json(self.model_dir / "text_encoder" / "config.json"))
 
@@ -508,7 +516,7 @@ class PixArtSigmaPipeline:
     # -- checks ------------------------------------------------------------------------------------------
 
     def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type, seed,
-                      guidance, vae_tiling, generator, clean_caption):
+                      guidance, vae_tiling, generator, clean_caption, latents):
         number = isinstance(guidance, (int, float, np.number)) and not isinstance(guidance, bool)
         if not number or not np.isfinite(guidance):
             raise InputError(f"guidance_scale must be a finite number, got {guidance!r:.80}")
@@ -518,6 +526,8 @@ class PixArtSigmaPipeline:
             raise InputError(f"vae_tiling must be None (automatic), True or False, got {vae_tiling!r:.80}")
         if seed is not None and generator is not None:
             raise InputError("pass seed or generator (a torch.Generator, as the reference takes), not both")
+        if latents is not None and (seed is not None or generator is not None):
+            raise InputError("latents replace the initial noise: pass no seed or generator with them")
         if clean_caption:
             raise InputError("clean_caption=True is not supported: studio encodes prompts as written (the "
                              "reference does too when beautifulsoup4 or ftfy is missing)")
@@ -534,8 +544,9 @@ class PixArtSigmaPipeline:
 
 
 def _vae_needs_fp32(folder: Path) -> bool:
-    """The SDXL VAE overflows in fp16; its config says force_upcast, and the reference then decodes in fp32."""
-    return bool(read_json(folder / "vae" / "config.json").get("force_upcast", False))
+    """The SDXL VAE overflows in fp16; its config says force_upcast (diffusers' default when it says nothing),
+    and the VAE then decodes in fp32."""
+    return AutoencoderKLConfig.from_dict(read_json(folder / "vae" / "config.json")).force_upcast
 
 
 class Captions(NamedTuple):

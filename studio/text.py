@@ -50,6 +50,6 @@ def tokenize(tokenizer, prompts: list[str], max_length: int = MAX_LENGTH) -> tup
 
 
 def truncated_text(tokenizer, prompt: str, max_length: int = MAX_LENGTH) -> str:
-    """The part of `prompt` that `tokenize` drops for length ('' when it fits), as the pipeline warns it."""
-    ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    """The part of `prompt` that `tokenize` drops for length ('' when it fits), which the pipeline warns of."""
+    ids = tokenizer(prompt, add_special_tokens=True, verbose=False)["input_ids"]  # long is expected here
     return tokenizer.decode(ids[max_length - 1:-1]) if len(ids) > max_length else ""

@@ -751,7 +751,7 @@ def test_a_hub_model_is_checked_before_the_batch_when_items_use_it(tiny_dir, tmp
     job, out = write_job(tmp_path, MATRIX_JOB), tmp_path / "out"
     assert errors_of(["batch", job, "-o", out, "--model", "owner/absent", "--quiet"], capsys) == [
         "studio: error: owner/absent: not a local folder, not in the Hugging Face cache, and could not be "
-        "downloaded (ConnectionError); pass the folder of a downloaded copy"]
+        "downloaded (ConnectionError: HF_HUB_OFFLINE is set); pass the folder of a downloaded copy"]
     assert not out.exists()
     # layouts that name their model don't use the job's: it is not looked up, and the items render
     write_job(tmp_path, MATRIX_JOB, f"model: {tiny_dir}\n" + LAYOUT)
@@ -764,7 +764,7 @@ def test_a_hub_model_is_checked_before_the_batch_when_items_use_it(tiny_dir, tmp
     assert text.splitlines()[-2:] == [
         "  failed a-red-fox/1, a-red-fox/2, an-owl/1, an-owl/2:",
         "    owner/gone: not a local folder, not in the Hugging Face cache, and could not be downloaded "
-        "(ConnectionError); pass the folder of a downloaded copy"]
+        "(ConnectionError: HF_HUB_OFFLINE is set); pass the folder of a downloaded copy"]
 
 
 def test_a_failure_while_rendering_fails_that_item_only(tiny_dir, tmp_path):
@@ -849,6 +849,7 @@ def test_damaged_or_edited_manifests_are_rendered_again_and_refused_by_rerender(
             (lambda r: r["layout"].update(text=None), "'layout' is not a mapping of text: path, file, sha256, text"),
             (lambda r: r.update(files=["2.png"]), "'files' is not a non-empty list of {path, bytes, sha256}"),
             (lambda r: r["variables"].update(seed="3"), "'item' is not the key of its layout, variables and model"),
+            (lambda r: r.pop("digest"), "'digest' is missing"),  # no way around the edit check
             (lambda r: r["generations"][0].update(seed=3), "'digest' does not match the record (edited after")]:
         sidecar.write_text(good)
         edit(sidecar, change)
@@ -1021,3 +1022,20 @@ def test_cli_reports_an_allocation_failure_in_one_line(monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "generate", fail("some bug"))
     with pytest.raises(RuntimeError, match="some bug"):
         cli.main(["generate", "a cat", "-o", "x.png"])
+
+
+def test_an_unexpected_error_fails_its_item_with_its_traceback_for_the_bug_report():
+    from studio.batch import _failure
+    from studio.errors import PlanError
+
+    err = io.StringIO()
+    try:
+        {}["budget"]
+    except KeyError as e:
+        assert _failure(e, err) == "KeyError: 'budget'"
+    assert err.getvalue().startswith("Traceback (most recent call last):") and "KeyError: 'budget'" in err.getvalue()
+    err = io.StringIO()
+    assert _failure(PlanError("too small"), err) == "too small"
+    assert _failure(RuntimeError("... Allocate memory failed, size: 3GB ..."), err) == (
+        "out of memory: MindSpore could not allocate a tensor; set a smaller memory budget")
+    assert err.getvalue() == ""

@@ -127,7 +127,9 @@ def test_bad_json(broken):
 def test_hub_id_not_in_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CheckpointError, match="owner/missing-model: not a local folder, not in the Hugging Face"):
+    with pytest.raises(CheckpointError, match="owner/missing-model: not a local folder, not in the Hugging Face "
+                                              "cache, and could not be downloaded \\(ConnectionError: HF_HUB_OFFLINE "
+                                              "is set\\); pass the folder of a downloaded copy$"):
         resolve_model_dir("owner/missing-model")
 
 

@@ -202,3 +202,16 @@ def test_a_budget_too_small_names_the_least_that_works_for_the_layer():
         plan_layout(large, budget="1KiB", configs=configs)
     job = plan_layout(large, budget=_smallest(str(e.value)), configs=configs).jobs[0]
     assert (job.strategy, job.gen_width, job.gen_height) == ("upscale", 1152, 832)
+
+
+def test_a_plan_without_a_budget_runs_attention_whole():
+    """budget None: no workspace bound (None, which attention_budget takes as unbounded, not 0 bytes)."""
+    from studio.memory import attention_budget
+    from studio.memory_plan import plan_generation
+    t5 = T5Config(vocab_size=356, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    plan = plan_generation(TINY, t5, AutoencoderKLConfig.from_dict(vae_config()), 256, 256, 1, None, True)
+    assert [p.workspace for p in plan.phases] == [None, None, None]
+    for phase in plan.phases:
+        assert all(c.mode(nq, nk) == "whole" for (_, _, nq, nk, _), c in zip(phase.attention, phase.chunks))
+        with attention_budget(phase.workspace):
+            assert attention_chunks(8, 300, 300, 64, phase.workspace).mode(300, 300) == "whole"
