@@ -113,7 +113,8 @@ def model_configs(model: str) -> tuple[PixArtTransformerConfig, T5Config, Autoen
         raise
 
 
-def generation_size(width: int, height: int, cfg: PixArtTransformerConfig, strategy: str) -> tuple[str, int, int]:
+def choose_generation(width: int, height: int, cfg: PixArtTransformerConfig,
+                      strategy: str) -> tuple[str, int, int]:
     """(strategy, gen_width, gen_height) to fill a width x height region with a model of config `cfg`."""
     native = (cfg.sample_size * 8) ** 2
     if strategy == "auto":
@@ -149,12 +150,12 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
         if not isinstance(layer, GenerateLayer):
             continue
         tr, t5, vae = configs or model_configs(layer.model or layout.model or model)
-        strategy, gen_w, gen_h = generation_size(box.w, box.h, tr, layer.strategy)
+        strategy, gen_w, gen_h = choose_generation(box.w, box.h, tr, layer.strategy)
         try:
             memory = plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget_bytes, layer.guided)
         except PlanError as e:
             problem = e
-            _, up_w, up_h = generation_size(box.w, box.h, tr, "upscale")
+            _, up_w, up_h = choose_generation(box.w, box.h, tr, "upscale")
             if layer.strategy == "auto" and up_w * up_h < gen_w * gen_h:  # the native bin is smaller: try it
                 try:
                     memory = plan_generation(tr, t5, vae, up_h, up_w, 1, budget_bytes, layer.guided)

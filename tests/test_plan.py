@@ -11,7 +11,7 @@ from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKLConfig
 from studio.memory import attention_chunks
-from studio.plan import generation_size, plan_layout, relative_cost
+from studio.plan import choose_generation, plan_layout, relative_cost
 from studio.tiny import vae_config
 from studio.spec import Canvas, FillLayer, GenerateLayer, Grid, Layout, Monitor, Region, Span, TextLayer
 
@@ -128,8 +128,8 @@ TINY = PixArtTransformerConfig(num_layers=2, num_attention_heads=2, attention_he
     (3840, 2160, "direct", ("direct", 3840, 2160)),
     (1000, 700, "upscale", ("upscale", 1216, 832)),
 ])
-def test_generation_size(w, h, strategy, expected):
-    assert generation_size(w, h, TINY, strategy) == expected
+def test_choose_generation(w, h, strategy, expected):
+    assert choose_generation(w, h, TINY, strategy) == expected
 
 
 def test_plan_layout_table():
@@ -196,8 +196,8 @@ def test_a_budget_too_small_names_the_least_that_works_for_the_layer():
     assert (job.strategy, job.gen_width, job.gen_height) == ("direct", 256, 256)
 
     large = Layout("large.yaml", Canvas(1400, 1000), (GenerateLayer("a"),))  # auto: direct, 1.3x the bin
-    assert generation_size(1400, 1000, TINY, "auto") == ("direct", 1408, 1008)
-    assert generation_size(1400, 1000, TINY, "upscale") == ("upscale", 1152, 832)
+    assert choose_generation(1400, 1000, TINY, "auto") == ("direct", 1408, 1008)
+    assert choose_generation(1400, 1000, TINY, "upscale") == ("upscale", 1152, 832)
     with pytest.raises(PlanError, match=too_small.format("large", "1152x832")) as e:
         plan_layout(large, budget="1KiB", configs=configs)
     job = plan_layout(large, budget=_smallest(str(e.value)), configs=configs).jobs[0]

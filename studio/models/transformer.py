@@ -47,10 +47,12 @@ class PixArtTransformerConfig:
     kv_compress_layers: tuple[int, ...] = ()
     kv_compress_scale_factor: int = 1
     kv_compress_sampling: str = "conv"
-    # keys whose only supported value is the one PixArt uses
+    # keys whose only supported value is the one PixArt uses (REQUIRED_VALUES)
     norm_type: str = "ada_norm_single"
     activation_fn: str = "gelu-approximate"
     attention_type: str = "default"
+    # keys PixArt's configs carry that don't change inference here: adaLN-single has no embedding table or
+    # group norm, dropout is off at inference, and softmax runs in fp32 whatever upcast_attention says
     num_embeds_ada_norm: int | None = 1000
     upcast_attention: bool = False
     dropout: float = 0.0

@@ -42,6 +42,7 @@ class AutoencoderKLConfig:
     norm_num_groups: int = 32
     sample_size: int | tuple[int, ...] = 32
     scaling_factor: float = 0.18215
+    # read, not applied: the reference's PixArt-Sigma pipeline decodes latents / scaling_factor alone
     shift_factor: float | None = None
     latents_mean: tuple[float, ...] | None = None
     latents_std: tuple[float, ...] | None = None
