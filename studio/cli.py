@@ -5,10 +5,13 @@ with status 2; no tracebacks.
 """
 
 import argparse
+import importlib
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -310,21 +313,58 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"studio: warning: {str(message).removeprefix('studio: ')}\n"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that what is being written is cleaned up as on Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _import_mindspore() -> None:
+    """Import MindSpore with SIGINT and SIGTERM held back: a Ctrl-C in the middle of its C++ start-up crashes
+    the interpreter; held, it arrives right after (a KeyboardInterrupt, as anywhere else)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        importlib.import_module("mindspore")
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _one_line_warning
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
+        return _run(args)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _run(args) -> int:
+    """The command, its user-side failures as one line and an exit status."""
+    try:
+        _import_mindspore()
         code = COMMANDS[args.command](args)
     except StudioError as e:
         for line in str(e).splitlines() or [type(e).__name__]:
             print(f"studio: error: {line}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("studio: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("studio: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # whoever read our output stopped (`studio plan --json | head`): no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush doesn't fail too
         return 1
+    except OSError as e:  # the disk, not the program: full, read-only, gone
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"studio: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except RuntimeError as e:
         if not out_of_memory(e):
             raise

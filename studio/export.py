@@ -14,9 +14,9 @@ import functools
 import hashlib
 import json
 import os
+import secrets
 import struct
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -31,7 +31,7 @@ from studio.errors import InputError
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 EXPORT_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "pdf": ".pdf"}  # layout format -> suffix
-# file systems allow 255 bytes per name; the temporary '.<name>.<random 8>.part.old' adds 19
+# file systems allow 255 bytes per name; the temporary '.<name>.<8-character tag>.part.old' adds 19
 MAX_NAME_BYTES = 255 - 19
 ICC_DATE = struct.pack(">6H", 2024, 1, 1, 0, 0, 0)  # the creation date written in the sRGB profile
 
@@ -56,6 +56,8 @@ def check_free(path: Path, overwrite: bool) -> Path:
         raise InputError(f"{path}: file exists (pass --overwrite, or overwrite=True, to replace it)")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: no such folder")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InputError(f"{path.parent}: cannot write in this folder (read-only, or no permission)")
     return path
 
 
@@ -179,11 +181,39 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def _temporary(folder: Path, name: str) -> tuple[int, str]:
+    """A new file '.<name>.<tag>.part' in `folder`, open for writing: (fd, path). The 8-character tag is this
+    process's pid (6 hex digits) and 2 random ones, so that `remove_temporaries` leaves alone the files a
+    running process is writing (another render into the same folder)."""
+    for _ in range(1000):
+        path = os.path.join(folder, f".{name}.{os.getpid():06x}{secrets.token_hex(1)}.part")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free temporary name for {name}")
+
+
+def _being_written(tag: str) -> bool:
+    """Whether the temporary file with this tag belongs to another process that is still running."""
+    if len(tag) != 8 or any(c not in "0123456789abcdef" for c in tag):
+        return False  # not one of ours (or from before tags named their process): a leftover
+    pid = int(tag[:6], 16)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def write_temp(folder: Path, name: str, write) -> Path:
     """Call write(f) on a new temporary file in `folder`, fsync it, and return its path (removed on failure)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    fd, tmp = _temporary(folder, name)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             pause_point("write", name)
@@ -222,17 +252,19 @@ def write_temps(folder: Path, writes: Sequence[tuple[str, Any]],
         pool.shutdown()
 
 
-def remove_temporaries(folder: Path, names: set[str]) -> None:
-    """Delete the temporary files ('.<name>.<random>.part', and '.part.old' backups) a killed run left for
-    these file names, only these: other runs (a batch's shards) may be writing theirs in the same folder."""
+def remove_temporaries(folder: Path, names: set[str], remove: Callable[[Path], None] | None = None) -> None:
+    """Delete the temporary files ('.<name>.<tag>.part', and '.part.old' backups) a killed run left for
+    these file names, only these (a batch's other shards write theirs in the same folder), and not those a
+    running process is writing (two renders of one layout at once: the later one fails with 'file exists'
+    or, with overwrite, replaces the files after the first). `remove`: how (default: unlink a file)."""
     if not folder.is_dir():
         return
     for path in folder.iterdir():
         n = path.name
         if n.startswith(".") and (n.endswith(".part") or n.endswith(".part.old")):
-            target = n[1:].removesuffix(".old").removesuffix(".part").rsplit(".", 1)[0]
-            if target in names:
-                path.unlink(missing_ok=True)
+            target, _, tag = n[1:].removesuffix(".old").removesuffix(".part").rpartition(".")
+            if target in names and not _being_written(tag):
+                (remove or (lambda p: p.unlink(missing_ok=True)))(path)
 
 
 _PAUSES: dict[str, int] = {}

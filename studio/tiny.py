@@ -117,19 +117,49 @@ def _save_sharded(tensors: dict[str, np.ndarray], folder: Path, stem: str, shard
 
 
 def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = False) -> Path:
-    """Write the tiny random pipeline into `folder` (created; must be empty or absent unless overwrite)."""
+    """Write the tiny random pipeline into `folder` (created; must be empty or absent unless overwrite).
+
+    All or nothing: the pipeline is written into a hidden folder beside it, which then takes its place in
+    one rename (with overwrite, the old folder is moved aside first and removed after); a run killed on the
+    way leaves only that hidden folder, which the next run removes.
+    """
+    from studio.errors import InputError
+    from studio.export import remove_temporaries
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise InputError(f"{folder}: folder exists and is not empty (pass --overwrite, or overwrite=True, to "
+                         f"replace its files)")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{folder.parent}: cannot create it ({e.strerror or type(e).__name__})") from None
+    remove_temporaries(folder.parent, {folder.name}, remove=_remove_tree)  # what killed runs left
+    tmp = folder.with_name(f".{folder.name}.{os.getpid():06x}00.part")
+    try:
+        _write_tiny(tmp, sample_size, seed)
+        if folder.is_dir() and any(folder.iterdir()):
+            old = tmp.with_name(tmp.name + ".old")
+            os.rename(folder, old)
+            os.rename(tmp, folder)
+            _remove_tree(old)
+        else:
+            if folder.is_dir():
+                folder.rmdir()
+            os.rename(tmp, folder)
+    finally:
+        _remove_tree(tmp)
+    return folder
+
+
+def _write_tiny(tmp: Path, sample_size: int, seed: int) -> None:
     from studio.models.t5 import T5Config, T5EncoderModel
     from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
     from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
 
-    folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()) and not overwrite:
-        from studio.errors import InputError
-        raise InputError(f"{folder}: folder exists and is not empty (pass --overwrite, or overwrite=True, to "
-                         f"replace its files)")
-    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-
+    tmp.mkdir(parents=True)
     t5 = t5_config()
     tr = transformer_config(sample_size=sample_size, caption_channels=t5["d_model"])
     vae = vae_config()
@@ -149,15 +179,6 @@ def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = F
             save_file(weights, str(tmp / sub / fname), metadata={"format": "pt"})
         else:
             _save_sharded(weights, tmp / sub, "model", shards=2)
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in sorted(tmp.rglob("*")):
-        if path.is_file():
-            target = folder / path.relative_to(tmp)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-    _remove_tree(tmp)
-    return folder
 
 
 def _remove_tree(path: Path) -> None:

@@ -201,3 +201,49 @@ def test_a_dry_run_checks_the_output_and_plans_a_published_checkpoint_offline(tm
     assert main(["generate", "a cat", "--model", hub, "-o", str(tmp_path / "a.png"), "--dry-run",
                  "--memory-budget", "20GiB"]) == 0
     assert "1024x1024" in capsys.readouterr().out
+
+
+def test_a_full_or_read_only_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    """Found before any work when the folder can't be written; a disk that fills up while writing is one line
+    too (what was written is removed by the writer, tests/test_export.py)."""
+    import os
+
+    from studio import cli
+    layout = tmp_path / "l.yaml"
+    layout.write_text("canvas: {width: 64, height: 64}\nlayers:\n  - fill: {color: red}\n")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(tmp_path) else
+                        real_access(path, mode))
+    assert main(["proof", str(layout), "-o", str(tmp_path / "p.png")]) == 2
+    assert capsys.readouterr().err == (f"studio: error: {tmp_path}: cannot write in this folder (read-only, or no "
+                                       "permission)\n")
+    monkeypatch.setattr(os, "access", real_access)
+
+    def full(args):
+        raise OSError(28, "No space left on device", str(tmp_path / "p.png"))
+    monkeypatch.setitem(cli.COMMANDS, "proof", full)
+    assert main(["proof", str(layout), "-o", str(tmp_path / "p.png")]) == 2
+    assert capsys.readouterr().err == f"studio: error: {tmp_path / 'p.png'}: No space left on device\n"
+
+
+def test_make_tiny_is_all_or_nothing(tmp_path, capsys):
+    """Written beside the target and renamed into place; a killed run's hidden folder is removed by the next
+    run; an existing pipeline is refused, or replaced whole with --overwrite; a file is no folder."""
+    import subprocess
+
+    from studio.tiny import make_tiny
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    left = tmp_path / f".tiny.{dead:06x}00.part"
+    (left / "transformer").mkdir(parents=True)  # a run killed while writing
+    make_tiny(tmp_path / "tiny", sample_size=32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    first = (tmp_path / "tiny" / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert main(["make-tiny", str(tmp_path / "tiny"), "--sample-size", "32"]) == 2
+    assert "folder exists and is not empty (pass --overwrite" in capsys.readouterr().err
+    assert main(["make-tiny", str(tmp_path / "tiny"), "--sample-size", "32", "--seed", "5", "--overwrite"]) == 0
+    assert (tmp_path / "tiny" / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    (tmp_path / "afile").write_text("")
+    assert main(["make-tiny", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err == f"studio: error: {tmp_path / 'afile'}: is a file, not a folder\n"

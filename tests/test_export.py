@@ -1,6 +1,7 @@
 """Export: every format carries DPI, sRGB and metadata; files are written all-or-none and never clobbered; a span's
 files are named by render.output_stems."""
 
+import os
 import re
 import zlib
 
@@ -198,6 +199,21 @@ def test_save_image_still_writes_one_file(tmp_path):
     with pytest.raises(InputError, match="file exists"):
         E.save_image(raster(), path)
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_temporaries_of_a_running_process_are_left_alone(tmp_path):
+    """A second render into the same folder removes what killed runs left, not what a live one is writing."""
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    alive = os.getppid()
+    (tmp_path / f".a.png.{int(dead):06x}ab.part").write_bytes(b"killed")
+    (tmp_path / f".a.png.{alive:06x}cd.part").write_bytes(b"being written")
+    (tmp_path / f".a.png.{alive:06x}cd.part.old").write_bytes(b"its backup")
+    E.save_image(raster(), tmp_path / "a.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["a.png", f".a.png.{alive:06x}cd.part", f".a.png.{alive:06x}cd.part.old"])
 
 
 def test_extra_pictures_are_written_in_every_format_at_their_own_dpi(tmp_path):
