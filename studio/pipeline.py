@@ -362,22 +362,9 @@ class PixArtSigmaPipeline:
         encoded as written, as the reference does without those packages. `prompt_embeds` (B, L, C) T5
         features with `prompt_attention_mask` (B, L) stand for the prompts, `negative_prompt_embeds` and its
         mask for the negatives, as the reference takes them (numpy, torch or MindSpore arrays)."""
-        given = Captions.given(prompt_embeds, prompt_attention_mask, "prompt")
-        if given is not None and prompt is not None:
-            raise InputError("pass prompt or prompt_embeds, not both")
-        prompts = as_prompts(prompt, "prompt") if given is None else [""] * given.rows
-        negative = "" if negative_prompt is None else negative_prompt
-        negatives = [negative] * len(prompts) if isinstance(negative, str) else as_prompts(negative, "negative_prompt")
-        given_negatives = Captions.given(negative_prompt_embeds, negative_prompt_attention_mask, "negative_prompt")
-        if given_negatives is not None:
-            if negative_prompt:
-                raise InputError("pass negative_prompt or negative_prompt_embeds, not both")
-            negatives = [""] * given_negatives.rows
-        channels = self._t5_config.d_model
-        for name, captions in (("prompt_embeds", given), ("negative_prompt_embeds", given_negatives)):
-            if captions is not None and captions.features.shape[2] != channels:
-                raise InputError(f"{name} have {captions.features.shape[2]} channels; this model's text encoder "
-                                 f"gives {channels}")
+        prompts, negatives, given, given_negatives = self._text_inputs(
+            prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
+            negative_prompt_attention_mask)
         height, width = default_size(self.transformer.config, self.vae.config, height, width)
         self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
                            max_sequence_length, output_type, seed, guidance_scale, vae_tiling, generator,
@@ -398,37 +385,17 @@ class PixArtSigmaPipeline:
 
         # 1. text: positive (and negative) features, then free the encoder
         report("text", 0, 1)
-        texts = [] if given is not None else prompts
-        if cfg and given_negatives is None:
-            texts = texts + negatives
-        with memory.attention_budget(text_phase.workspace):  # one pass over T5 for all texts
-            encoded = self._caption_rows(texts, max_sequence_length, text_phase.streamed)
-        parts = [given] if given is not None else encoded[:len(prompts)]
-        if cfg:
-            parts += [given_negatives] if given_negatives is not None else encoded[len(texts) - len(negatives):]
-        features, mask = Captions.joined(parts, self.dtype)
+        features, mask = self._captions(prompts, negatives if cfg else None, given, given_negatives,
+                                        num_images_per_prompt, max_sequence_length, text_phase)
         report("text", 1, 1)
         if not self.keep_text_encoder:
             self.release_text_encoder()
-        # rows: each prompt num_images_per_prompt times, negatives first when guided (the reference's order)
-        rows = np.repeat(np.arange(len(prompts)), num_images_per_prompt)
-        rows = ms.Tensor(np.concatenate([rows + len(prompts), rows]) if cfg else rows, ms.int32)
-        features, mask = ms.ops.gather(features, rows, 0), ms.ops.gather(mask, rows, 0)
-        features, mask = trim_caption(features, mask)
         context = self.transformer.encode_context(features.astype(self.dtype))
 
         # 2. initial latents
         vae_scale = self.vae.config.downsample_factor
         shape = (n_images, self.transformer.config.in_channels, height // vae_scale, width // vae_scale)
-        if latents is not None:
-            latents = np.asarray(latents, np.float32)
-            if latents.shape != shape:
-                raise InputError(f"latents have shape {latents.shape}, expected {shape} for {width}x{height}")
-        elif generator is not None:
-            latents = torch_noise(generator, shape, self.dtype)
-        else:
-            seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else seed  # a layout's seed range
-            latents = initial_noise(seed, shape)
+        latents, seed = self._initial_latents(shape, latents, generator, seed)
         x = ms.Tensor(latents * sampling.init_noise_sigma(config, num_inference_steps), self.dtype)
 
         # 3. denoise
@@ -472,6 +439,60 @@ class PixArtSigmaPipeline:
         images *= 255
         images = [Image.fromarray(im) for im in np.round(images, out=images).astype(np.uint8)]
         return self._output(images, seed, return_dict)
+
+    def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
+                     negative_prompt_attention_mask) -> tuple[list[str], list[str], "Captions | None",
+                                                              "Captions | None"]:
+        """The text arguments as (prompts, negatives, given prompt features, given negative features): each
+        side as texts, or as the reference's embeddings with '' standing for their texts."""
+        given = Captions.given(prompt_embeds, prompt_attention_mask, "prompt")
+        if given is not None and prompt is not None:
+            raise InputError("pass prompt or prompt_embeds, not both")
+        prompts = as_prompts(prompt, "prompt") if given is None else [""] * given.rows
+        negative = "" if negative_prompt is None else negative_prompt
+        negatives = [negative] * len(prompts) if isinstance(negative, str) else as_prompts(negative, "negative_prompt")
+        given_negatives = Captions.given(negative_prompt_embeds, negative_prompt_attention_mask, "negative_prompt")
+        if given_negatives is not None:
+            if negative_prompt:
+                raise InputError("pass negative_prompt or negative_prompt_embeds, not both")
+            negatives = [""] * given_negatives.rows
+        channels = self._t5_config.d_model
+        for name, captions in (("prompt_embeds", given), ("negative_prompt_embeds", given_negatives)):
+            if captions is not None and captions.features.shape[2] != channels:
+                raise InputError(f"{name} have {captions.features.shape[2]} channels; this model's text encoder "
+                                 f"gives {channels}")
+        return prompts, negatives, given, given_negatives
+
+    def _captions(self, prompts: list[str], negatives: list[str] | None, given, given_negatives,
+                  per_prompt: int, max_sequence_length: int, text_phase) -> tuple[ms.Tensor, ms.Tensor]:
+        """The caption features (B, L, C) and mask (B, L) the denoiser attends to, one row per image, negatives
+        first when guided (negatives not None; the reference's order), cut after the longest prompt. The
+        texts among them are encoded in one pass over T5, in the text phase's attention budget."""
+        texts = (prompts if given is None else []) + (negatives if negatives is not None and given_negatives is None
+                                                      else [])
+        with memory.attention_budget(text_phase.workspace):
+            encoded = self._caption_rows(texts, max_sequence_length, text_phase.streamed)
+        parts = [given] if given is not None else encoded[:len(prompts)]
+        if negatives is not None:
+            parts += [given_negatives] if given_negatives is not None else encoded[len(texts) - len(negatives):]
+        features, mask = Captions.joined(parts, self.dtype)
+        rows = np.repeat(np.arange(len(prompts)), per_prompt)
+        rows = ms.Tensor(np.concatenate([rows + len(prompts), rows]) if negatives is not None else rows, ms.int32)
+        return trim_caption(ms.ops.gather(features, rows, 0), ms.ops.gather(mask, rows, 0))
+
+    def _initial_latents(self, shape: tuple, latents, generator, seed: int | None) -> tuple[np.ndarray, int | None]:
+        """(the initial noise (N, C, h, w) float32, the seed that drew it): `latents` as given, the reference's
+        draw from a torch `generator`, or numpy's from `seed` (a random one, in a layout's seed range, if None)."""
+        if latents is not None:
+            latents = np.asarray(latents, np.float32)
+            if latents.shape != shape:
+                raise InputError(f"latents have shape {latents.shape}, expected {shape} (N, C, height/8, width/8 "
+                                 f"of the generation size)")
+            return latents, None
+        if generator is not None:
+            return torch_noise(generator, shape, self.dtype), None
+        seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else seed
+        return initial_noise(seed, shape), seed
 
     @staticmethod
     def _output(images, seed: int | None, return_dict: bool) -> PipelineOutput | tuple:
