@@ -64,6 +64,16 @@ def auto_budget(free: int) -> int:
     return max(free - AUTO_MARGIN, free // 2)
 
 
+def resolve_budget(value, resident=None) -> int:
+    """A budget argument in bytes (`parse_bytes`); None: automatic, from the memory free on the device in use
+    now, plus `resident()` (the bytes of weights already loaded, which the plan counts again) when given."""
+    budget = parse_bytes(value)
+    if budget is None:
+        from studio import backend
+        budget = auto_budget(backend.free_memory()) + (resident() if resident else 0)
+    return budget
+
+
 def format_bytes(n: int | float, up: bool = False) -> str:
     """Bytes to two decimals of the largest binary unit; `up` rounds up, so that a minimum the user may
     pass back as a budget ('at least 33.78 MiB') is never printed below itself."""

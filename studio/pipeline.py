@@ -114,9 +114,7 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
     height, width = default_size(tr, vae, height, width)
     gen_h, gen_w = generation_size(tr, height, width, use_resolution_binning)
     check_size(tr, vae, gen_h, gen_w)
-    budget = memory.parse_bytes(memory_budget)
-    if budget is None:
-        budget = memory.auto_budget(backend.free_memory())
+    budget = memory.resolve_budget(memory_budget)
     itemsize = 2 if backend.compute_dtype(as_dtype(dtype)) in (ms.float16, ms.bfloat16) else 4
     return plan_generation(tr, t5, vae, gen_h, gen_w, images, budget, guidance_scale > 1.0, itemsize,
                            keep_text_encoder, vae_tiling)
@@ -375,9 +373,7 @@ class PixArtSigmaPipeline:
         n_images = len(prompts) * num_images_per_prompt
         config = self.sampler if sampler is None else self.sampler.with_sampler(sampler)
         cfg = guidance_scale > 1.0
-        budget = memory.parse_bytes(memory_budget)
-        if budget is None:  # automatic: what is free now plus the weights already resident
-            budget = memory.auto_budget(backend.free_memory()) + self._resident_bytes()
+        budget = memory.resolve_budget(memory_budget, resident=self._resident_bytes)
         text_phase, denoise_phase, decode_phase = self.generation_plan(
             height, width, n_images, budget, cfg, vae_tiling, stream_text_encoder).phases
 

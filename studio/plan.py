@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from studio import binning
 from studio.errors import CheckpointError, PlanError
 from studio.geometry import Box, resolve, snap, span_canvas
-from studio.memory import format_bytes, parse_bytes
+from studio.memory import format_bytes, resolve_budget
 from studio.memory_plan import GenerationPlan, plan_generation
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
@@ -139,11 +139,7 @@ def relative_cost(cfg: PixArtTransformerConfig, gen_w: int, gen_h: int, steps: i
 def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=None) -> Plan:
     """Resolve every layer's box and plan every generation. `configs` (transformer, t5, vae) skip the
     model lookup (tests); otherwise the layer's model, the layout's, or `model` gives them."""
-    budget_bytes = parse_bytes(budget if budget is not None else layout.memory_budget)
-    if budget_bytes is None:
-        from studio import backend
-        from studio.memory import auto_budget
-        budget_bytes = auto_budget(backend.free_memory())
+    budget_bytes = resolve_budget(budget if budget is not None else layout.memory_budget)
     boxes = tuple(resolve(layer.region, layout.canvas, layout.grids) for layer in layout.layers)
     jobs = []
     for i, (layer, box) in enumerate(zip(layout.layers, boxes)):
