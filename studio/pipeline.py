@@ -589,7 +589,7 @@ class Captions(NamedTuple):
         if features.ndim != 3 or mask.shape != features.shape[:2]:
             raise InputError(f"{name}_embeds {features.shape} and {name}_attention_mask {mask.shape} are not "
                              f"(B, L, C) and (B, L)")
-        return cls(features.astype(np.float32), mask.astype(np.int64))
+        return cls(features.astype(np.float32), mask.astype(np.int32))  # as `tokenize` gives masks
 
     @staticmethod
     def joined(parts: list["Captions"], dtype) -> tuple[ms.Tensor, ms.Tensor]:

@@ -1,7 +1,8 @@
 """The validated layout: what `layout.load_layout` returns and every later stage reads.
 
 Frozen dataclasses, all sizes already in pixels of the canvas (physical sizes and points converted with
-the canvas DPI by the loader); regions stay symbolic (`Region`) until the planner resolves them to boxes.
+the canvas DPI by the loader), except a span's monitors and bezels, kept in mm (`*_mm`) for the planner's
+bezel compensation; regions stay symbolic (`Region`) until the planner resolves them to boxes.
 Colours are RGBA tuples of 0-255 ints.
 
 Coordinates: the canvas is the trim size; `bleed` px extend it on every side. Region coordinates are
