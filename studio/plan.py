@@ -66,7 +66,7 @@ class Plan:
     boxes: tuple[Box, ...]  # per layer
     jobs: tuple[GenerateJob, ...]
     monitors: tuple[Box, ...]  # span cuts, empty without a span
-    budget: int | None
+    budget: int  # bytes: the given budget, or the automatic one at planning time
 
     @property
     def peak(self) -> int:

@@ -84,8 +84,7 @@ def _prompts_ahead(layout: Layout, plan: Plan, models: list, pipelines: dict, re
         for job, model_id in zip(plan.jobs, models):
             layer, pipe = layout.layers[job.layer], pipelines[model_id]
             text = pipe.generation_plan(job.gen_height, job.gen_width, 1, plan.budget, layer.guided).phases[0]
-            room = None if plan.budget is None else max(plan.budget - text.peak, 0)
-            requests.append((pipe, layer.texts, text, room))
+            requests.append((pipe, layer.texts, text, max(plan.budget - text.peak, 0)))
         encode_all_ahead(requests, progress=lambda done, total: report("", "ahead", done, total))
         yield
     finally:
