@@ -324,6 +324,9 @@ def _terminate(signum, frame):
 def _import_mindspore() -> None:
     """Import MindSpore with SIGINT and SIGTERM held back: a Ctrl-C in the middle of its C++ start-up crashes
     the interpreter; held, it arrives right after (a KeyboardInterrupt, as anywhere else)."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        importlib.import_module("mindspore")
+        return
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         importlib.import_module("mindspore")
