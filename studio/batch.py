@@ -949,24 +949,13 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
             finally:
                 bars.close()
             t2 = time.perf_counter()
-            record = {
-                "format": manifest.FORMAT, "item": item.key, "index": item.index, "name": item.name,
-                "job": str(job.source),
-                "layout": {"path": item.layout, "file": str(item.layout_file.resolve()),
-                           "sha256": manifest.sha256_text(item.layout_text), "text": item.layout_text},
-                "variables": item.variables, "resolved_variables": task.layout.variables, "inputs": task.inputs,
-                "model": job.model, "model_identity": job.model_identity, "models": task.models,
-                "model_folders": task.folders, "cwd": os.getcwd(), "memory_budget": info["budget"],
-                "generations": info["generations"],
-                "text_encoder": {m: "kept" if kept else "released" for m, kept in keep.items()},
-                "embedding_cache": {m: {"stored": c.store, "hits": c.hits - hits0[m][0],
-                                        "misses": c.misses - hits0[m][1]} for m, c in caches.items() if m in keep},
-                "software": software,
-                "timings": {"started": started, "load_s": round(loading, 3), "render_s": round(t2 - t1, 3)},
-                "files": manifest.file_entries(files, task.folder),
-            }
-            record["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
-            record["digest"] = manifest.record_digest(record)
+            caching = {"text_encoder": {m: "kept" if kept else "released" for m, kept in keep.items()},
+                       "embedding_cache": {m: {"stored": c.store, "hits": c.hits - hits0[m][0],
+                                               "misses": c.misses - hits0[m][1]}
+                                           for m, c in caches.items() if m in keep}}
+            timings = {"started": started, "load_s": round(loading, 3), "render_s": round(t2 - t1, 3),
+                       "total_s": round(time.perf_counter() - t0, 3)}
+            record = _item_record(job, task, files, info, caching, software, timings)
             for path in task.stale:  # before the manifest: a kill here leaves the old one, which lists them
                 path.unlink(missing_ok=True)
             pause_point("manifest", item.name)
@@ -995,6 +984,26 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
             bar.update(1)
     if bar is not None:
         bar.close()
+
+
+def _item_record(job, task, files, info: dict, caching: dict, software: dict, timings: dict) -> dict:
+    """The manifest of a rendered item (manifest.FORMAT), with its digest: what it is (job, layout text,
+    variables, model files), how it was made (`render`'s info: budget, generations; T5 kept or released and
+    the embedding cache's hits, `caching`; the software) and what it wrote (files with sizes and sha256)."""
+    item = task.item
+    record = {
+        "format": manifest.FORMAT, "item": item.key, "index": item.index, "name": item.name,
+        "job": str(job.source),
+        "layout": {"path": item.layout, "file": str(item.layout_file.resolve()),
+                   "sha256": manifest.sha256_text(item.layout_text), "text": item.layout_text},
+        "variables": item.variables, "resolved_variables": task.layout.variables, "inputs": task.inputs,
+        "model": job.model, "model_identity": job.model_identity, "models": task.models,
+        "model_folders": task.folders, "cwd": os.getcwd(), "memory_budget": info["budget"],
+        "generations": info["generations"], **caching, "software": software, "timings": timings,
+        "files": manifest.file_entries(files, task.folder),
+    }
+    record["digest"] = manifest.record_digest(record)
+    return record
 
 
 def _load_models(job, task, pipelines, caches, embeddings, store, err) -> float:
