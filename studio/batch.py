@@ -1222,7 +1222,10 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
 
 
 def describe_items(items, out) -> None:
-    """One line per item: number, output name, layout, variables (`studio batch --list`)."""
+    """One line per item: number, output name, layout, variables (`studio batch --list`); an item whose
+    layout has problems gets them on the next lines, indented (it would fail when rendered)."""
     for item in items:
         print(f"{item.index + 1}\t{item.name}\t{item.layout}\t{json.dumps(item.variables, ensure_ascii=False)}",
               file=out)
+        for line in (item.problem or "").splitlines():
+            print(f"\tproblem: {line}", file=out)

@@ -245,8 +245,12 @@ def cmd_proof(args) -> None:
 
 
 def cmd_render(args) -> None:
+    from studio.export import FORMATS
     from studio.render import render
 
+    if args.output.suffix.lower() in {*FORMATS, ".pdf"} and not args.output.is_dir():
+        raise InputError(f"-o {args.output}: render writes into a folder (the file names come from the layout's "
+                         f"output.name); give a folder, or use `studio proof -o FILE` for one image")
     layout = load(args)
     bars = PhaseBars(args.quiet)
     t0 = time.perf_counter()

@@ -883,14 +883,17 @@ class RegionKind:
 
 
 def _check_inside(px: dict, canvas: Canvas) -> None:
-    """A box (trim coordinates, px) must lie on the full canvas, bleed included."""
+    """A box (trim coordinates, px) must lie on the full canvas, bleed included, once its edges are rounded
+    to whole pixels as the planner rounds them (a bleed of 3 mm at 70 dpi is 8 px, and x: -3mm is -8.27 px:
+    the canvas's edge)."""
     b = canvas.bleed
-    edges = ((px["x"] < -b - 1e-6, f"x = {px['x']:g} px is left of the canvas (from {-b} px)"),
-             (px["y"] < -b - 1e-6, f"y = {px['y']:g} px is above the canvas (from {-b} px)"),
-             (px["x"] + px["w"] > canvas.width + b + 1e-6,
-              f"x + w = {px['x'] + px['w']:g} px is right of the canvas (to {canvas.width + b} px)"),
-             (px["y"] + px["h"] > canvas.height + b + 1e-6,
-              f"y + h = {px['y'] + px['h']:g} px is below the canvas (to {canvas.height + b} px)"))
+    right, bottom = px["x"] + px["w"], px["y"] + px["h"]
+    edges = ((round(px["x"]) < -b, f"x = {px['x']:g} px is left of the canvas (from {-b} px)"),
+             (round(px["y"]) < -b, f"y = {px['y']:g} px is above the canvas (from {-b} px)"),
+             (round(right) > canvas.width + b,
+              f"x + w = {right:g} px is right of the canvas (to {canvas.width + b} px)"),
+             (round(bottom) > canvas.height + b,
+              f"y + h = {bottom:g} px is below the canvas (to {canvas.height + b} px)"))
     for outside, message in edges:
         if outside:
             raise _Bad(f"the region is outside the canvas: {message}")

@@ -1039,3 +1039,12 @@ def test_an_unexpected_error_fails_its_item_with_its_traceback_for_the_bug_repor
     assert _failure(RuntimeError("... Allocate memory failed, size: 3GB ..."), err) == (
         "out of memory: MindSpore could not allocate a tensor; set a smaller memory budget")
     assert err.getvalue() == ""
+
+
+def test_list_shows_the_problems_items_would_fail_with(tmp_path, capsys):
+    job = write_job(tmp_path, "layout: card.yaml\nmatrix: {promt: [a fox]}\n")  # a typo'd variable
+    assert main(["batch", str(job), "--list", "--model", "m"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == '1\tcard-1\tcard.yaml\t{"promt": "a fox"}'
+    assert lines[1].startswith("\tproblem: ") and "variables.promt: given a value" in lines[1]
+    assert "(did you mean 'prompt'?)" in lines[1]

@@ -247,3 +247,10 @@ def test_make_tiny_is_all_or_nothing(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     assert main(["make-tiny", str(tmp_path / "afile")]) == 2
     assert capsys.readouterr().err == f"studio: error: {tmp_path / 'afile'}: is a file, not a folder\n"
+
+
+def test_render_takes_a_folder_not_a_file_name(tmp_path, capsys):
+    layout = tmp_path / "l.yaml"
+    layout.write_text("canvas: {width: 64, height: 64}\nlayers:\n  - fill: {color: red}\n")
+    assert main(["render", str(layout), "-o", str(tmp_path / "final.png")]) == 2
+    assert "render writes into a folder" in capsys.readouterr().err and not (tmp_path / "final.png").exists()

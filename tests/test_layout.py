@@ -949,3 +949,14 @@ def test_synonyms_name_real_keys_and_values():
 def test_samplers_match_sampling():
     sampling = pytest.importorskip("studio.sampling")
     assert layout_module.SAMPLERS == tuple(sampling.SAMPLERS)
+
+
+def test_a_region_to_the_bleed_edge_in_mm_fits_whatever_the_dpi():
+    """3 mm of bleed at 70 dpi is 8 px (8.27 rounded); a region from -3mm reaches the same edge, not beyond."""
+    text = ("canvas: {{preset: a5, dpi: 70, bleed: 3mm}}\n"
+            "layers: [{{fill: {{color: red, region: {{x: {x}, y: -3mm, w: 154mm, h: 216mm}}}}}}]\n")
+    layout = parse_layout(text.format(x="-3mm"))
+    assert layout.canvas.bleed == 8
+    assert resolve(layout.layers[0].region, layout.canvas, {}) == Box(0, 0, 424, 595)  # the full raster
+    with pytest.raises(LayoutError, match="x = -11.0236 px is left of the canvas \\(from -8 px\\)"):
+        parse_layout(text.format(x="-4mm"))
