@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     proof.add_argument("--model", default=None, help="model whose generation sizes label the placeholders "
                                                      "(its config is read; default: as render)")
     proof.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    proof.add_argument("--no-guides", action="store_true", help="without the bleed, trim, safe-area and bezel "
+                                                                "guides")
 
     render = layout_command("render", "plan, generate, compose and export a layout")
     render.add_argument("-o", "--output", required=True, type=Path, help="output folder (created)")
@@ -240,7 +242,7 @@ def cmd_proof(args) -> None:
         if args.model:
             print(f"note: placeholders without generation sizes ({e})", file=sys.stderr)
         the_plan = None
-    path = proof(layout, args.output, the_plan, overwrite=args.overwrite)
+    path = proof(layout, args.output, the_plan, overwrite=args.overwrite, guides=not args.no_guides)
     print(f"wrote {path} ({layout.canvas.full_width}x{layout.canvas.full_height}, placeholders for generated art)")
 
 

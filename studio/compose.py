@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from studio import fonts
 from studio.errors import InputError
-from studio.geometry import Box, fit_box, resolve
+from studio.geometry import Box, fit_box, resolve, span_canvas, trim_box
 from studio.spec import (FillLayer, GenerateLayer, GradientLayer, ImageLayer, Layout, Monitor, Region, ShapeLayer,
                          TextLayer)
 
@@ -467,6 +467,47 @@ def gradient_tile(layer: GradientLayer, box: Box) -> Image.Image:
 
 
 # -- spans ------------------------------------------------------------------------------------------------------
+
+GUIDE_BLEED = (255, 0, 0, 56)  # tint over the bleed: cut off when trimmed
+GUIDE_HIDDEN = (0, 0, 0, 96)  # tint over a span's bezel gaps: behind the bezels, never seen
+GUIDE_TRIM = (255, 0, 255, 255)
+GUIDE_SAFE = (0, 150, 255, 255)
+
+
+def draw_guides(image: Image.Image, layout: Layout) -> Image.Image:
+    """A proof's guides over the composed raster: the bleed tinted red with a magenta line at the trim, the
+    safe area's edge dashed in blue, and a span's bezel gaps (behind the bezels) darkened. Lines are about a
+    thousandth of the canvas wide (at least 1 px). Returns a new RGB image."""
+    canvas = layout.canvas
+    out = image.convert("RGBA")
+    tint = Image.new("RGBA", out.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(tint)
+    width = max(1, round(min(out.size) / 1000))
+    trim = trim_box(canvas)
+    if canvas.bleed:
+        draw.rectangle((0, 0, out.width - 1, out.height - 1), fill=GUIDE_BLEED)
+        draw.rectangle((trim.x, trim.y, trim.right - 1, trim.bottom - 1), fill=(0, 0, 0, 0))
+    if layout.span:
+        draw.rectangle((0, 0, out.width - 1, out.height - 1), fill=GUIDE_HIDDEN)
+        for box in span_canvas(layout.span)[2]:
+            draw.rectangle((box.x, box.y, box.right - 1, box.bottom - 1), fill=(0, 0, 0, 0))
+    out.alpha_composite(tint)
+    draw = ImageDraw.Draw(out)
+    if canvas.bleed:
+        draw.rectangle((trim.x, trim.y, trim.right - 1, trim.bottom - 1), outline=GUIDE_TRIM, width=width)
+    if canvas.safe_margin:
+        safe = resolve(Region("safe"), canvas, layout.grids)
+        dash = 8 * width
+        corners = [(safe.x, safe.y), (safe.right - 1, safe.y), (safe.right - 1, safe.bottom - 1),
+                   (safe.x, safe.bottom - 1), (safe.x, safe.y)]
+        for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
+            length = max(abs(x1 - x0), abs(y1 - y0))
+            for start in range(0, length, 2 * dash):
+                a, b = start / length, min(start + dash, length) / length
+                draw.line((x0 + (x1 - x0) * a, y0 + (y1 - y0) * a, x0 + (x1 - x0) * b, y0 + (y1 - y0) * b),
+                          fill=GUIDE_SAFE, width=width)
+    return out.convert("RGB")
+
 
 def cut_span(image: Image.Image, boxes: list[Box], monitors: tuple[Monitor, ...] | list[Monitor]) -> list[Image.Image]:
     """Each monitor's box of a span canvas (`geometry.span_canvas`), resized (Lanczos) to its pixel size."""

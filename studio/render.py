@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio import __version__
-from studio.compose import compose, cut_span, text_problems
+from studio.compose import compose, cut_span, draw_guides, text_problems
 from studio.errors import InputError
 from studio.export import EXPORT_SUFFIXES, Picture, check_free, export, remove_temporaries
 from studio.geometry import monitor_dpi
@@ -52,15 +52,19 @@ def output_paths(layout: Layout, out_dir: Path, stem: str | None = None) -> list
     return [out_dir / (s + EXPORT_SUFFIXES[f]) for s in output_stems(layout, stem) for f in layout.output.formats]
 
 
-def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = False) -> Path:
-    """The layout with labelled placeholders for generated art, written to `path` (PNG/JPEG/TIFF); prints a
-    warning to stderr for each text layer that leaves its region or enters the safe margin."""
+def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = False, guides: bool = True) -> Path:
+    """The layout with labelled placeholders for generated art, written to `path` (PNG/JPEG/TIFF), with the
+    bleed, trim, safe area and a span's bezel gaps marked (`compose.draw_guides`) unless guides=False;
+    prints a warning to stderr for each text layer that leaves its region or enters the safe margin."""
     from studio.export import save_image
 
     labels = {}
     for job in plan.jobs if plan else ():
         labels[job.layer] = f"{job.strategy} {job.gen_width}x{job.gen_height}"
-    path = save_image(compose(layout, proof=True, labels=labels), path, overwrite=overwrite, dpi=layout.canvas.dpi)
+    image = compose(layout, proof=True, labels=labels)
+    if guides:
+        image = draw_guides(image, layout)
+    path = save_image(image, path, overwrite=overwrite, dpi=layout.canvas.dpi)
     for problem in text_problems(layout):
         print(f"warning: {layout.source}: {problem}", file=sys.stderr)
     return path

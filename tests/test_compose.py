@@ -617,3 +617,17 @@ def test_cut_span_gives_each_monitor_its_pixels():
     assert [c.size for c in cuts] == [(40, 30), (20, 15)]
     assert cuts[0].tobytes() == canvas.crop((0, 0, 40, 30)).tobytes()
     assert sum(b.w for b in boxes) + 2 == width  # monitors + bezel gap cover the canvas
+
+
+def test_proof_guides_mark_bleed_trim_safe_area_and_bezels():
+    image = C.draw_guides(C.compose(layout(w=10, h=8, bleed=1, safe=2)), layout(w=10, h=8, bleed=1, safe=2))
+    px = image.load()
+    assert image.size == (12, 10)
+    assert px[0, 0] == (255, 199, 199)  # the bleed, tinted red: 56/255 of (255, 0, 0) over white
+    assert px[1, 1] == px[10, 8] == (255, 0, 255)  # the trim's edge
+    assert px[3, 3] == px[8, 6] == (0, 150, 255)  # the safe area's edge
+    assert px[2, 2] == px[5, 5] == (255, 255, 255)  # between them, and inside: untouched
+    m = Monitor("m", 4, 4, 4, 4)
+    span = Layout("<string>", Canvas(9, 4), (), span=Span((m, m), (1,)))
+    px = C.draw_guides(C.compose(span), span).load()
+    assert px[4, 0] == (159, 159, 159) and px[3, 0] == px[5, 0] == (255, 255, 255)  # the bezel gap, darkened
