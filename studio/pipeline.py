@@ -7,6 +7,7 @@ import. It loads a pipeline folder in the diffusers layout (or a hub id from the
 import functools
 import gc
 import json
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,19 @@ def initial_noise(seed: int, shape: tuple) -> np.ndarray:
     return np.random.Generator(np.random.PCG64(seed)).standard_normal(shape, dtype=np.float32)
 
 
+# MindSpore's CPU kernels are not safe to call from two threads at once (two threads generating crashed the
+# process): the pipeline's entry points run one at a time per process, callers from other threads wait.
+_MINDSPORE = threading.RLock()  # re-entrant: a call decodes through the public `decode`
+
+
+def _one_at_a_time(method):
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with _MINDSPORE:
+            return method(*args, **kwargs)
+    return locked
+
+
 class PixArtSigmaPipeline:
     def __init__(self, model_dir: Path, transformer: PixArtTransformer2DModel, vae: AutoencoderKL, tokenizer,
                  sampler: sampling.SamplerConfig, dtype=ms.float32, vae_dtype=ms.float32,
@@ -228,8 +242,9 @@ class PixArtSigmaPipeline:
         self._text_encoder = None
         gc.collect()
 
+    @_one_at_a_time
     def encode_prompt(self, prompts: str | list[str], max_sequence_length: int = 300,
-                      stream: bool = False) -> tuple[ms.Tensor, ms.Tensor]:
+                      stream: bool | None = None) -> tuple[ms.Tensor, ms.Tensor]:
         """Prompts (a string is one) -> T5 features (B, L, C) and their mask (B, L), 1 = token; L is the
         longest prompt's token count (at most max_sequence_length).
 
@@ -248,10 +263,15 @@ class PixArtSigmaPipeline:
         studio.batch.EmbeddingCache) a cached prompt skips the text encoder.
 
         `stream` runs the encoder block by block from its files (`StreamedT5Encoder`: one block's weights
-        in memory, the same features) unless it is loaded already, each block read once for all prompts.
+        in memory, the same features) unless it is loaded already, each block read once for all prompts;
+        False loads it whole. None (default): as the pipeline is set, loaded and kept with keep_text_encoder,
+        else streamed. An encoder loaded here is released afterwards unless the pipeline keeps it.
         """
-        return Captions.joined(self._caption_rows(as_prompts(prompts, "prompt"), max_sequence_length, stream),
-                               self.dtype)  # (B, L, C), (B, L)
+        stream = not self.keep_text_encoder if stream is None else stream
+        rows = self._caption_rows(as_prompts(prompts, "prompt"), max_sequence_length, stream)
+        if not self.keep_text_encoder:
+            self.release_text_encoder()
+        return Captions.joined(rows, self.dtype)  # (B, L, C), (B, L)
 
     def _caption_rows(self, prompts: list[str], max_sequence_length: int, stream: bool) -> list["Captions"]:
         """Each prompt's features (1, L, C) and mask (1, L), L its own token count: `encode_prompt`'s rows."""
@@ -291,6 +311,7 @@ class PixArtSigmaPipeline:
             if self.embedding_cache is not None:
                 self.embedding_cache.put(key, *rows[i])
 
+    @_one_at_a_time
     def encode_ahead(self, prompts: list[str], room: int | None = None, stream: bool = True,
                      max_sequence_length: int = 300, progress: Callable[[int, int], None] | None = None) -> int:
         """Put into the embedding cache the features of the prompts it lacks, in as few passes over T5 as
@@ -332,6 +353,7 @@ class PixArtSigmaPipeline:
         return plan_generation(self.transformer.config, self._t5_config, self.vae.config, height, width, images,
                                budget, guidance, self._itemsize, keep, vae_tiling, stream_text_encoder)
 
+    @_one_at_a_time
     def __call__(self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] = "",
                  height: int | None = None, width: int | None = None, num_inference_steps: int = 20,
                  guidance_scale: float = 4.5, seed: int | None = None, latents: np.ndarray | None = None,
@@ -494,6 +516,7 @@ class PixArtSigmaPipeline:
     def _output(images, seed: int | None, return_dict: bool) -> PipelineOutput | tuple:
         return PipelineOutput(images, seed) if return_dict else (images,)
 
+    @_one_at_a_time
     def decode(self, latents: ms.Tensor, tiles: tiling.TilePlan | None = None,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Latents (N, 4, h, w) -> images (N, 3, 8h, 8w) float32 in about [-1, 1], one image at a time (the

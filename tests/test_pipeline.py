@@ -339,3 +339,30 @@ def test_a_prompt_cut_at_the_token_limit_is_warned_about(pipes):
         ours.encode_prompt(["a red fox in the snow at night", "a cat"], max_sequence_length=5)
     assert len(seen) == 1
     ours.encode_prompt(["a cat"], max_sequence_length=300)  # filterwarnings = error: would fail on a warning
+
+
+def test_calls_from_two_threads_run_one_at_a_time_and_give_the_same_images(tiny_dir):
+    """MindSpore's CPU kernels crashed with two threads generating at once: the calls wait for each other."""
+    import threading
+    pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir)
+    kwargs = dict(height=256, width=256, num_inference_steps=2, seed=3, output_type="latent")
+    expected = pipe("a cat", **kwargs).images
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(pipe("a cat", **kwargs).images)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2 and all(np.array_equal(r, expected) for r in results)
+
+
+def test_encode_prompt_streams_and_keeps_nothing_unless_the_pipeline_keeps_t5(tiny_dir):
+    pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir)
+    streamed, _ = pipe.encode_prompt("a cat")
+    assert pipe._text_encoder is None
+    whole, _ = pipe.encode_prompt("a cat", stream=False)  # loaded whole for the call, then released
+    assert pipe._text_encoder is None
+    np.testing.assert_array_equal(streamed.asnumpy(), whole.asnumpy())
+    kept = PixArtSigmaPipeline.from_pretrained(tiny_dir, keep_text_encoder=True)
+    kept.encode_prompt("a cat")
+    assert kept._text_encoder is not None
