@@ -16,6 +16,7 @@ import io
 import math
 import unicodedata
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -244,9 +245,17 @@ def fitting_size(layer: TextLayer, box: Box, base_dir) -> float:
     return lo
 
 
-def text_layout(layer: TextLayer, box: Box, base_dir):
-    """The text laid out in `box` on a tile `pad` px larger on every side (room for stroke and shadow):
-    (font, pad, tile size, [(line, x, baseline)] in tile px)."""
+class LaidText(NamedTuple):
+    """Text laid out in its box, on a tile `pad` px larger on every side (room for stroke and shadow)."""
+
+    font: object  # the Pillow font at the size used (after shrink_to_fit)
+    pad: int
+    tile_size: tuple[int, int]
+    placed: list[tuple[str, float, float]]  # (line, x, baseline) in tile px
+
+
+def text_layout(layer: TextLayer, box: Box, base_dir) -> LaidText:
+    """The text of `layer` laid out in `box`: wrapped, sized, aligned."""
     size = fitting_size(layer, box, base_dir) if layer.shrink_to_fit else layer.size
     font = fonts.load_font(layer.font, size, base_dir)
     lines = text_lines(layer, font, box)
@@ -262,27 +271,26 @@ def text_layout(layer: TextLayer, box: Box, base_dir):
         slack = box.w - 2 * layer.stroke_width - line_width(line, font, layer.letter_spacing)
         x = pad + layer.stroke_width + {"left": 0, "center": slack / 2, "right": slack}[layer.align]
         placed.append((line, x, pad + top + layer.stroke_width + ascent + n * size * layer.line_height))
-    return font, pad, (box.w + 2 * pad, box.h + 2 * pad), placed
+    return LaidText(font, pad, (box.w + 2 * pad, box.h + 2 * pad), placed)
 
 
-def text_masks(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, Image.Image, int]:
-    """(fill, ink) L masks of the laid-out text (ink = fill + stroke) on the tile of `text_layout`; text
-    overflowing its box further (no shrink_to_fit) is clipped. Returns the masks and `pad`."""
-    font, pad, tile_size, placed = text_layout(layer, box, base_dir)
-    fill_mask, ink_mask = Image.new("L", tile_size), Image.new("L", tile_size)  # ink = fill + stroke
+def text_masks(layer: TextLayer, laid: LaidText) -> tuple[Image.Image, Image.Image]:
+    """(fill, ink) L masks of the laid-out text (ink = fill + stroke) on its tile; text overflowing its box
+    further (no shrink_to_fit) is clipped."""
+    fill_mask, ink_mask = Image.new("L", laid.tile_size), Image.new("L", laid.tile_size)  # ink = fill + stroke
     fill_draw, ink_draw = ImageDraw.Draw(fill_mask), ImageDraw.Draw(ink_mask)
-    for line, x, baseline in placed:
-        draw_line(fill_draw, (x, baseline), line, font, layer.letter_spacing, 0)
-        draw_line(ink_draw, (x, baseline), line, font, layer.letter_spacing, layer.stroke_width)
-    return fill_mask, ink_mask, pad
+    for line, x, baseline in laid.placed:
+        draw_line(fill_draw, (x, baseline), line, laid.font, layer.letter_spacing, 0)
+        draw_line(ink_draw, (x, baseline), line, laid.font, layer.letter_spacing, layer.stroke_width)
+    return fill_mask, ink_mask
 
 
-def cut_sides(layer: TextLayer, box: Box, base_dir) -> set[str]:
-    """The sides of `text_layout`'s tile beyond which some line lies wholly, by the font's glyph boxes: such
-    a line leaves no ink in the masks (one cut by the edge leaves ink touching it)."""
-    font, _, (w, h), placed = text_layout(layer, box, base_dir)
+def cut_sides(layer: TextLayer, laid: LaidText) -> set[str]:
+    """The sides of the tile beyond which some line lies wholly, by the font's glyph boxes: such a line
+    leaves no ink in the masks (one cut by the edge leaves ink touching it)."""
+    font, (w, h) = laid.font, laid.tile_size
     stroke, sides = layer.stroke_width, set()
-    for line, x, baseline in placed:
+    for line, x, baseline in laid.placed:
         if not line.strip():
             continue
         left, top, right, bottom = font.getbbox(line, anchor="ls", stroke_width=stroke)
@@ -293,9 +301,10 @@ def cut_sides(layer: TextLayer, box: Box, base_dir) -> set[str]:
 
 
 def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[int, int]]:
-    """Shadow, stroke and fill of the laid-out text on the tile of `text_masks`. Returns the tile and its
-    top-left."""
-    fill_mask, ink_mask, pad = text_masks(layer, box, base_dir)
+    """Shadow, stroke and fill of the laid-out text on its tile. Returns the tile and its top-left."""
+    laid = text_layout(layer, box, base_dir)
+    fill_mask, ink_mask = text_masks(layer, laid)
+    pad = laid.pad
     tile_size, shadow = fill_mask.size, layer.shadow
     tile = Image.new("RGBA", tile_size, (0, 0, 0, 0))
     if shadow:
@@ -312,7 +321,7 @@ def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[
 
 def text_problems(layout: Layout) -> list[str]:
     """One line per text layer whose ink (fill and stroke, not shadow) leaves its region (clipped where it
-    reaches the edge of `text_masks`' tile, or lies beyond it) or enters the safe margin, or whose font
+    reaches the edge of its tile, or lies beyond it) or enters the safe margin, or whose font
     lacks some of its characters, e.g.
     'layers[2] (caption): text overflows its region (right clipped, bottom 3 px)'."""
     canvas, base_dir = layout.canvas, layout_dir(layout)
@@ -322,8 +331,9 @@ def text_problems(layout: Layout) -> list[str]:
         box = resolve(layer.region, canvas, layout.grids)
         if not isinstance(layer, TextLayer) or box.w <= 0 or box.h <= 0:
             continue
-        _, ink_mask, pad = text_masks(layer, box, base_dir)
-        clipped = cut_sides(layer, box, base_dir)
+        laid = text_layout(layer, box, base_dir)  # once: shrink_to_fit searches sizes
+        _, ink_mask = text_masks(layer, laid)
+        clipped, pad = cut_sides(layer, laid), laid.pad
         bbox = ink_mask.getbbox()
         found = []
         if bbox is None:

@@ -536,7 +536,7 @@ def test_text_problems_report_clipped_text():
 def test_text_problems_report_lines_wholly_outside_the_tile():
     """A wrapped line that falls wholly below the region's tile leaves no ink to measure; it is reported."""
     layer = TextLayer("one two", size=20, line_height=3, region=Region("px", 20, 10, 50, 30))
-    _, ink_mask, _ = C.text_masks(layer, Box(20, 10, 50, 30), None)
+    _, ink_mask = C.text_masks(layer, C.text_layout(layer, Box(20, 10, 50, 30), None))
     assert ink_mask.getbbox()[3] < ink_mask.height  # the first line's ink stays off the tile's bottom edge
     assert C.text_problems(canvas_with_safe_margin(layer, safe=0)) == [
         "layers[0]: text overflows its region (bottom clipped)"]
