@@ -10,9 +10,11 @@ full raster (trim + bleed) at its physical size, with BleedBox and TrimBox set.
 An existing file is never replaced unless the caller passes overwrite=True.
 """
 
+import errno
 import functools
 import hashlib
 import json
+import math
 import os
 import secrets
 import struct
@@ -33,6 +35,7 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tif
 EXPORT_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "pdf": ".pdf"}  # layout format -> suffix
 # file systems allow 255 bytes per name; the temporary '.<name>.<8-character tag>.part.old' adds 19
 MAX_NAME_BYTES = 255 - 19
+PDF_MAX_UNITS = 14400  # the largest page side, in user units (Acrobat's limit, PDF 1.7 annex C)
 ICC_DATE = struct.pack(">6H", 2024, 1, 1, 0, 0, 0)  # the creation date written in the sRGB profile
 
 
@@ -52,7 +55,7 @@ def check_free(path: Path, overwrite: bool) -> Path:
                          f"{MAX_NAME_BYTES})")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a file")
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:  # a symbolic link, even a broken one, is a file here
         raise InputError(f"{path}: file exists (pass --overwrite, or overwrite=True, to replace it)")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: no such folder")
@@ -100,21 +103,39 @@ def write_raster(image, f, fmt: str, dpi: int | None, metadata: dict | None, qua
         image = image.convert("RGB")
         options.update(quality=quality, subsampling=0)  # no chroma subsampling: keeps coloured text crisp
         if metadata:
-            options["comment"] = json.dumps(metadata, ensure_ascii=False)
+            options["comment"] = jpeg_comment(metadata)
     if fmt == "TIFF":
         options["compression"] = "tiff_deflate"
-        if metadata:
-            options["description"] = json.dumps(metadata, ensure_ascii=False)
+        if metadata:  # ImageDescription is ASCII: JSON's \u escapes keep other characters
+            options["description"] = json.dumps(metadata)
     if fmt == "WEBP":
         options.update(quality=quality)
     image.save(f, format=fmt, **options)
 
 
+JPEG_COMMENT_BYTES = 65533  # a JPEG segment's length field counts itself (2 bytes) in 16 bits
+
+
+def jpeg_comment(metadata: dict) -> str:
+    """`metadata` as JSON for a JPEG comment; the longest entries are left out (with a note naming them)
+    while it is longer than a comment holds, which only very long variables or prompts make it."""
+    kept, dropped = dict(metadata), []
+    while True:
+        text = json.dumps({**kept, **({"left_out": dropped} if dropped else {})}, ensure_ascii=False)
+        if len(text.encode()) <= JPEG_COMMENT_BYTES or not kept:
+            return text
+        longest = max(kept, key=lambda key: len(text_value(kept[key])))
+        dropped.append(longest)
+        del kept[longest]
+
+
 def write_pdf(image, f, dpi: int, bleed: int = 0, metadata: dict | None = None) -> None:
-    """A one-page PDF showing `image` at its physical size (px / dpi inches).
+    """A one-page PDF 1.7 showing `image` at its physical size (px / dpi inches).
 
     MediaBox = BleedBox = the whole raster, TrimBox = the raster less `bleed` px per side. The image is an
-    sRGB (ICCBased) XObject, Flate-compressed with the PNG 'Up' predictor (lossless).
+    sRGB (ICCBased, the ICC v4 profile PDF 1.7 allows) XObject, Flate-compressed with the PNG 'Up'
+    predictor (lossless). A page over 200 inches (PDF's limit of 14,400 units) counts in larger units
+    (UserUnit), as PDF 1.6 and later allow.
     """
     rgb = np.asarray(image.convert("RGB"))  # (H, W, 3)
     h, w = rgb.shape[:2]
@@ -126,8 +147,10 @@ def write_pdf(image, f, dpi: int, bleed: int = 0, metadata: dict | None = None) 
     pixels = zlib.compress(up.tobytes(), 6)
     icc = zlib.compress(srgb_profile())
 
+    unit = max(1, math.ceil(max(w, h) * 72 / dpi / PDF_MAX_UNITS))  # in 1/72 inch
+
     def pt(px: float) -> str:
-        return f"{px * 72 / dpi:.4f}".rstrip("0").rstrip(".")
+        return f"{px * 72 / dpi / unit:.4f}".rstrip("0").rstrip(".")
 
     page_w, page_h = pt(w), pt(h)
     trim = f"[{pt(bleed)} {pt(bleed)} {pt(w - bleed)} {pt(h - bleed)}]"
@@ -139,8 +162,9 @@ def write_pdf(image, f, dpi: int, bleed: int = 0, metadata: dict | None = None) 
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        (f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {page_w} {page_h}] /BleedBox [0 0 {page_w} {page_h}] "
-         f"/TrimBox {trim} /Resources << /XObject << /Im0 5 0 R >> >> /Contents 4 0 R >>").encode(),
+        (f"<< /Type /Page /Parent 2 0 R {f'/UserUnit {unit} ' if unit > 1 else ''}"
+         f"/MediaBox [0 0 {page_w} {page_h}] /BleedBox [0 0 {page_w} {page_h}] /TrimBox {trim} "
+         f"/Resources << /XObject << /Im0 5 0 R >> >> /Contents 4 0 R >>").encode(),
         stream(b"", content),
         stream(f"/Type /XObject /Subtype /Image /Width {w} /Height {h} /ColorSpace [/ICCBased 6 0 R] "
                f"/BitsPerComponent 8 /Filter /FlateDecode "
@@ -148,7 +172,7 @@ def write_pdf(image, f, dpi: int, bleed: int = 0, metadata: dict | None = None) 
         stream(b"/N 3 /Alternate /DeviceRGB /Filter /FlateDecode", icc),
         info.encode(),
     ]
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
         offsets.append(len(out))
@@ -253,18 +277,28 @@ def write_temps(folder: Path, writes: Sequence[tuple[str, Any]],
 
 
 def remove_temporaries(folder: Path, names: set[str], remove: Callable[[Path], None] | None = None) -> None:
-    """Delete the temporary files ('.<name>.<tag>.part', and '.part.old' backups) a killed run left for
-    these file names, only these (a batch's other shards write theirs in the same folder), and not those a
+    """Clean up after a killed run for these file names: finish the renames an `export` had begun (its
+    '.<name>.<tag>.commit' journal), then delete the temporary files ('.<name>.<tag>.part', and '.part.old'
+    backups). Only for these names (a batch's other shards write theirs in the same folder), and not those a
     running process is writing (two renders of one layout at once: the later one fails with 'file exists'
     or, with overwrite, replaces the files after the first). `remove`: how (default: unlink a file)."""
     if not folder.is_dir():
         return
-    for path in folder.iterdir():
+    leftovers = []
+    for path in sorted(folder.iterdir(), key=lambda p: not p.name.endswith(".commit")):  # journals first
         n = path.name
-        if n.startswith(".") and (n.endswith(".part") or n.endswith(".part.old")):
-            target, _, tag = n[1:].removesuffix(".old").removesuffix(".part").rpartition(".")
-            if target in names and not _being_written(tag):
-                (remove or (lambda p: p.unlink(missing_ok=True)))(path)
+        for suffix in (".part", ".part.old", ".commit"):
+            if n.startswith(".") and n.endswith(suffix):
+                target, _, tag = n[1:].removesuffix(suffix).rpartition(".")
+                if target in names and not _being_written(tag):
+                    if suffix == ".commit":
+                        _finish_journal(folder, path)
+                    else:
+                        leftovers.append(path)
+                break
+    for path in leftovers:
+        if os.path.lexists(path):  # a finished journal moved it into place
+            (remove or (lambda p: p.unlink(missing_ok=True)))(path)
 
 
 _PAUSES: dict[str, int] = {}
@@ -284,8 +318,13 @@ def pause_point(name: str, detail: str = "") -> None:
         time.sleep(float(os.environ.get("STUDIO_TEST_PAUSE_SECONDS", 600)))
 
 
+# link() errors of file systems without hard links (FAT/exFAT, many network and FUSE mounts)
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
+
+
 def move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Rename `tmp` to `path`; without overwrite, a hard link makes "only if absent" atomic."""
+    """Rename `tmp` to `path`; without overwrite, a hard link makes "only if absent" atomic (where the file
+    system has no hard links: a check, then a rename)."""
     if overwrite:
         os.replace(tmp, path)
         return
@@ -293,7 +332,80 @@ def move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
         os.link(tmp, path)
     except FileExistsError:
         raise InputError(f"{path}: file appeared while writing (not replaced)") from None
+    except OSError as e:
+        if e.errno not in _NO_LINKS:
+            raise
+        if os.path.lexists(path):
+            raise InputError(f"{path}: file appeared while writing (not replaced)") from None
+        os.rename(tmp, path)
+        return
     tmp.unlink()
+
+
+def _keep_old(path: Path, backup: Path) -> None:
+    """Keep the file `path` as `backup` until its replacement is in place: a second link, so that `path` never
+    goes missing (where the file system has no hard links: a rename)."""
+    try:
+        os.link(path, backup)
+    except OSError as e:
+        if e.errno not in _NO_LINKS:
+            raise
+        os.rename(path, backup)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the renames in `folder` durable (POSIX; where folders can't be opened, as on Windows, nothing)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_journal(folder: Path, moves: list[tuple[Path, Path]], overwrite: bool) -> Path:
+    """Record, once every temporary file is complete, the renames `export` is about to make: a process killed
+    among them leaves this '.<first name>.<tag>.commit' file, and the next run into the folder finishes them
+    (`_finish_journal`), so that a render's files end up all in place, never some old and some new."""
+    body = json.dumps({"overwrite": overwrite, "moves": [[tmp.name, path.name] for tmp, path in moves]}).encode()
+    fd, tmp = _temporary(folder, moves[0][1].name)
+    journal = Path(tmp).with_suffix(".commit")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, journal)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _sync_folder(folder)
+    return journal
+
+
+def _finish_journal(folder: Path, journal: Path) -> None:
+    """Make the renames a killed `export` recorded in `journal` and had not made yet, then remove it."""
+    try:
+        entry = json.loads(journal.read_bytes())
+        moves, overwrite = [(str(a), str(b)) for a, b in entry["moves"]], bool(entry["overwrite"])
+    except (OSError, ValueError, KeyError, TypeError):
+        moves, overwrite = [], False  # not one of ours: nothing to finish
+    for tmp_name, name in moves:
+        tmp = folder / tmp_name
+        if Path(name).name != name or Path(tmp_name).name != tmp_name or not tmp.is_file():
+            continue
+        try:
+            move_into_place(tmp, folder / name, overwrite)
+        except InputError:
+            pass  # without overwrite, a file made since then stays
+        finally:
+            tmp.unlink(missing_ok=True)
+    _sync_folder(folder)
+    journal.unlink(missing_ok=True)
 
 
 def save_image(image, path, overwrite: bool = False, metadata: dict[str, str] | None = None,
@@ -323,9 +435,11 @@ class Picture:
 
 
 def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata: dict | None = None,
-           extra: Sequence[Picture] = (), progress: Callable[[int, int], None] | None = None) -> list[Path]:
+           extra: Sequence[Picture] = (), progress: Callable[[int, int], None] | None = None,
+           dpi: int | None = None) -> list[Path]:
     """Write `image` (the composed full raster) as `out_dir/stem.<ext>` for each of layout.output.formats,
-    at the canvas DPI with its bleed, then each `extra` picture (a span's monitors) likewise.
+    at `dpi` (default: the canvas's) with the canvas's bleed, then each `extra` picture (a span's monitors)
+    likewise.
 
     metadata: generation parameters (JSON-able values) stored in the files. All files or none: any failure
     removes every file this call created and restores any it replaced. progress(done, total) counts the
@@ -335,7 +449,7 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
     for fmt in layout.output.formats:
         if fmt not in EXPORT_SUFFIXES:
             raise InputError(f"output.formats: unknown format '{fmt}' (allowed: {', '.join(EXPORT_SUFFIXES)})")
-    pictures = [Picture(image, stem, layout.canvas.dpi, layout.canvas.bleed, metadata), *extra]
+    pictures = [Picture(image, stem, dpi or layout.canvas.dpi, layout.canvas.bleed, metadata), *extra]
     targets = [(fmt, check_free(out_dir / (picture.stem + EXPORT_SUFFIXES[fmt]), overwrite), picture)
                for picture in pictures for fmt in layout.output.formats]
 
@@ -352,26 +466,30 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
                 write_raster(picture.image, f, fmt.upper(), picture.dpi, picture.metadata, layout.output.jpeg_quality)
         return save
 
-    temps, backups, placed = [], {}, []
+    temps, backups, placed, journal = [], {}, [], None
     try:
         order = sorted(range(len(targets)), key=lambda i: targets[i][0] != "pdf")  # PDFs first: they wait for no lock
         written = write_temps(out_dir, [(targets[i][1].name, writer(targets[i][0], targets[i][2])) for i in order],
                               progress)
         temps = [tmp for _, tmp in sorted(zip(order, written))]
+        journal = _write_journal(out_dir, [(tmp, path) for tmp, (_, path, _) in zip(temps, targets)], overwrite)
         for tmp, (_, path, _) in zip(temps, targets):
-            if overwrite and path.exists():  # kept until every file is in place, to restore on failure
-                backups[path] = tmp.with_name(tmp.name + ".old")
-                os.link(path, backups[path])
+            if overwrite and os.path.lexists(path):  # kept until every file is in place, to restore on failure
+                backup = tmp.with_name(tmp.name + ".old")
+                _keep_old(path, backup)
+                backups[path] = backup
             move_into_place(tmp, path, overwrite)
             placed.append(path)
+            pause_point("place", path.name)
+        _sync_folder(out_dir)
     except BaseException:
         for path in placed:
-            if path in backups:
-                os.replace(backups.pop(path), path)
-            else:
+            if path not in backups:
                 path.unlink(missing_ok=True)
+        for path, old in backups.items():
+            os.replace(old, path)
         raise
     finally:
-        for tmp in temps + list(backups.values()):
+        for tmp in temps + list(backups.values()) + ([journal] if journal else []):
             tmp.unlink(missing_ok=True)
     return [path for _, path, _ in targets]

@@ -4,6 +4,7 @@ Pure integer arithmetic (Fractions where a ratio is involved), so that grid cell
 exactly to what they divide.
 """
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -46,6 +47,17 @@ def trim_box(canvas: Canvas) -> Box:
     return Box(canvas.bleed, canvas.bleed, canvas.width, canvas.height)
 
 
+def edge(e: float | Fraction, size: int) -> int:
+    """A region's edge, px from the trim's left (or top) of `size` px, in whole pixels: the nearest, but more
+    than half a pixel into the bleed it rounds outward, as the bleed's own width does, so that an edge put at
+    the bleed's length (x: -3mm with bleed: 3mm) reaches the raster's edge."""
+    if e < -0.5:
+        return math.floor(e)
+    if e > size + 0.5:
+        return math.ceil(e)
+    return round(e)
+
+
 def resolve(region: Region, canvas: Canvas, grids: dict[str, Grid]) -> Box:
     """A symbolic region -> a box in full-raster pixels (bleed included)."""
     trim = trim_box(canvas)
@@ -55,13 +67,15 @@ def resolve(region: Region, canvas: Canvas, grids: dict[str, Grid]) -> Box:
         m = canvas.safe_margin
         return Box(trim.x + m, trim.y + m, trim.w - 2 * m, trim.h - 2 * m)
     if region.kind == "px":  # edges rounded, not sizes: regions that meet in mm meet in px
-        x0, y0 = round(region.x), round(region.y)
-        return Box(trim.x + x0, trim.y + y0, round(region.x + region.w) - x0, round(region.y + region.h) - y0)
+        x0, y0 = edge(region.x, trim.w), edge(region.y, trim.h)
+        x1, y1 = edge(region.x + region.w, trim.w), edge(region.y + region.h, trim.h)
+        return Box(trim.x + x0, trim.y + y0, x1 - x0, y1 - y0)
     if region.kind == "percent":
-        x0 = round(Fraction(region.x).limit_denominator(10 ** 6) * trim.w / 100)
-        y0 = round(Fraction(region.y).limit_denominator(10 ** 6) * trim.h / 100)
-        x1 = round(Fraction(region.x + region.w).limit_denominator(10 ** 6) * trim.w / 100)
-        y1 = round(Fraction(region.y + region.h).limit_denominator(10 ** 6) * trim.h / 100)
+        def percent(p: float, size: int) -> int:
+            return edge(Fraction(p).limit_denominator(10 ** 6) * size / 100, size)
+
+        x0, y0 = percent(region.x, trim.w), percent(region.y, trim.h)
+        x1, y1 = percent(region.x + region.w, trim.w), percent(region.y + region.h, trim.h)
         return Box(trim.x + x0, trim.y + y0, x1 - x0, y1 - y0)
     if region.kind == "cell":
         grid = grids[region.grid]

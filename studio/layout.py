@@ -25,7 +25,7 @@ from PIL import Image, ImageColor, ImageFont
 from studio import fonts
 from studio.errors import InputError, LayoutError
 from studio.hub import is_hub_id
-from studio.geometry import monitor_dpi, resolve, span_canvas, split
+from studio.geometry import edge, monitor_dpi, resolve, span_canvas, split
 from studio.memory import parse_bytes
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor,
                          Output, Region, Shadow, ShapeLayer, Span, TextLayer)
@@ -738,6 +738,7 @@ class ListOf:
     min_items: int = 0
     max_items: int | None = None
     single_ok: bool = False  # a single item may stand for a one-item list
+    unique: bool = False  # no item twice
 
     def parse(self, r, node, path):
         if self.single_ok and not isinstance(node, yaml.SequenceNode):
@@ -758,10 +759,15 @@ class ListOf:
                 bad = True
         if bad:
             raise _Bad()
+        twice = next((item for i, item in enumerate(items) if item in items[:i]), None) if self.unique else None
+        if twice is not None:
+            raise _Bad(f"'{twice}' is listed twice")
         return tuple(items)
 
     def schema(self, defs):
         body = {"type": "array", "items": self.item.schema(defs), "minItems": self.min_items}
+        if self.unique:
+            body["uniqueItems"] = True
         if self.max_items is not None:
             body["maxItems"] = self.max_items
         return {"anyOf": [self.item.schema(defs), body]} if self.single_ok else body
@@ -884,15 +890,15 @@ class RegionKind:
 
 def _check_inside(px: dict, canvas: Canvas) -> None:
     """A box (trim coordinates, px) must lie on the full canvas, bleed included, once its edges are rounded
-    to whole pixels as the planner rounds them (a bleed of 3 mm at 70 dpi is 8 px, and x: -3mm is -8.27 px:
-    the canvas's edge)."""
-    b = canvas.bleed
+    to whole pixels as the planner rounds them (`geometry.edge`: x: -3mm at 70 dpi is -8.27 px, -9, the edge
+    of a 3 mm bleed of 9 px)."""
+    b, w, h = canvas.bleed, canvas.width, canvas.height
     right, bottom = px["x"] + px["w"], px["y"] + px["h"]
-    edges = ((round(px["x"]) < -b, f"x = {px['x']:g} px is left of the canvas (from {-b} px)"),
-             (round(px["y"]) < -b, f"y = {px['y']:g} px is above the canvas (from {-b} px)"),
-             (round(right) > canvas.width + b,
+    edges = ((edge(px["x"], w) < -b, f"x = {px['x']:g} px is left of the canvas (from {-b} px)"),
+             (edge(px["y"], h) < -b, f"y = {px['y']:g} px is above the canvas (from {-b} px)"),
+             (edge(right, w) > w + b,
               f"x + w = {right:g} px is right of the canvas (to {canvas.width + b} px)"),
-             (round(bottom) > canvas.height + b,
+             (edge(bottom, h) > h + b,
               f"y + h = {bottom:g} px is below the canvas (to {canvas.height + b} px)"))
     for outside, message in edges:
         if outside:
@@ -1190,7 +1196,7 @@ SPAN_KEYS = {
     "align": Key(Enum("top", "center", "bottom"), "vertical alignment of monitors of different heights"),
 }
 OUTPUT_KEYS = {
-    "formats": Key(ListOf(Enum("png", "jpeg", "tiff", "pdf"), 1, single_ok=True), "default [png]"),
+    "formats": Key(ListOf(Enum("png", "jpeg", "tiff", "pdf"), 1, single_ok=True, unique=True), "default [png]"),
     "name": Key(Template(), "file name pattern: layout variables and {layout}, {seed}, {monitor}"),
     "jpeg_quality": Key(Int(1, 100), "default 92"),
     "per_monitor": Key(Bool(), "spans: also write one file per monitor (default true)"),
@@ -1301,7 +1307,9 @@ def _canvas(r: _Reader, node, where, span: Span | None) -> Canvas | None:
         wants = values.get("orientation")
         if (wants == "landscape" and height > width) or (wants == "portrait" and width > height):
             width, height = height, width
-    bleed, safe = px(values.get("bleed", (0, "px"))), px(values.get("safe_margin", (0, "px")))
+    # the bleed rounds up: a print shop's 3 mm is at least 3 mm (36 px at 300 dpi, not 35)
+    bleed = math.ceil(_to_px(*values.get("bleed", (0, "px")), dpi))
+    safe = px(values.get("safe_margin", (0, "px")))
     canvas = Canvas(width, height, dpi, bleed, safe, values.get("background", (255, 255, 255, 255)),
                     values.get("preset"))
     problem = _size_problem(canvas)
@@ -1335,7 +1343,7 @@ def _span(r: _Reader, node) -> Span | None:
     if not isinstance(monitors, yaml.SequenceNode):
         return None
     _unique_names(r, [(_written_name(r, m) or f"monitor-{i + 1}", f"span.monitors[{i}]", m)
-                      for i, m in enumerate(monitors.value)])
+                      for i, m in enumerate(monitors.value)], fold=True)
     bezels, gaps = values.get("bezels", (0.0,)), len(monitors.value) - 1
     if len(bezels) not in (1, gaps):
         r.error(_node_at(node, "bezels"), "span.bezels",
@@ -1391,13 +1399,23 @@ def _grids(r: _Reader, node) -> None:
         r.grids[name] = grid
 
 
-def _unique_names(r: _Reader, named: list[tuple[str | None, str, object]]) -> None:
-    """Report each (name, path, node) whose name an earlier one has (None: no name)."""
+def _unique_names(r: _Reader, named: list[tuple[str | None, str, object]], fold: bool = False) -> None:
+    """Report each (name, path, node) whose name an earlier one has (None: no name); fold: names that differ
+    only in case are the same (they name files, and macOS and Windows ignore case)."""
     first = {}
     for name, path, node in named:
-        if name is not None and name in first:
-            r.error(node, f"{path}.name", f"'{name}' is already the name of {first[name]}")
-        first.setdefault(name, path)
+        if name is None:
+            continue
+        key = name.casefold() if fold else name
+        if key not in first:
+            first[key] = (name, path)
+            continue
+        earlier, where = first[key]
+        if earlier == name:
+            r.error(node, f"{path}.name", f"'{name}' is already the name of {where}")
+        else:
+            r.error(node, f"{path}.name", f"'{name}' differs only in case from '{earlier}' ({where}): names used in "
+                                          f"file names must differ in more (macOS and Windows ignore case)")
 
 
 # -- entry points -------------------------------------------------------------------------------------------

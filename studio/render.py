@@ -7,7 +7,6 @@ composes with labelled placeholders instead of generated art: no model, seconds.
 """
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 from typing import Callable
@@ -52,6 +51,12 @@ def output_paths(layout: Layout, out_dir: Path, stem: str | None = None) -> list
     return [out_dir / (s + EXPORT_SUFFIXES[f]) for s in output_stems(layout, stem) for f in layout.output.formats]
 
 
+def file_dpi(layout: Layout) -> int:
+    """The DPI written in the canvas's files: canvas.dpi, except for a span, whose canvas is drawn at its
+    densest monitor's pixel density (canvas.dpi then only sizes its pt/mm lengths)."""
+    return max(map(monitor_dpi, layout.span.monitors)) if layout.span else layout.canvas.dpi
+
+
 def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = False, guides: bool = True) -> Path:
     """The layout with labelled placeholders for generated art, written to `path` (PNG/JPEG/TIFF), with the
     bleed, trim, safe area and a span's bezel gaps marked (`compose.draw_guides`) unless guides=False;
@@ -64,7 +69,7 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     image = compose(layout, proof=True, labels=labels)
     if guides:
         image = draw_guides(image, layout)
-    path = save_image(image, path, overwrite=overwrite, dpi=layout.canvas.dpi)
+    path = save_image(image, path, overwrite=overwrite, dpi=file_dpi(layout))
     for problem in text_problems(layout):
         print(f"warning: {layout.source}: {problem}", file=sys.stderr)
     return path
@@ -119,9 +124,10 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     except OSError as e:
         raise InputError(f"{out_dir}: cannot be the output folder ({e.strerror or e})") from None
     targets = output_paths(layout, out_dir, stem)
+    # what a killed run of this layout left: its temporary files, or renames to finish
+    remove_temporaries(out_dir, {path.name for path in targets})
     for path in targets:  # before any generation: don't compute what can't be written
         check_free(path, overwrite)
-    remove_temporaries(out_dir, {path.name for path in targets})  # what a killed run of this layout left
     pipelines = {} if pipelines is None else pipelines
     report = progress or (lambda label, phase, done, total: None)
     models = [layout.layers[job.layer].model or layout.model or model for job in plan.jobs]
@@ -153,13 +159,12 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     if record is not None:
         record.update(budget=plan.budget, generations=jobs_meta)
     metadata = {"software": f"studio {__version__}", "layout": layout.source,
-                "variables": json.dumps(layout.variables, sort_keys=True), "generations": json.dumps(jobs_meta),
-                **(metadata or {})}
+                "variables": dict(sorted(layout.variables.items())), "generations": jobs_meta, **(metadata or {})}
     main_stem, *monitor_stems = output_stems(layout, stem)
     monitors = []
     if monitor_stems:
         cuts = cut_span(image, list(plan.monitors), layout.span.monitors)
         monitors = [Picture(cut, s, monitor_dpi(m), metadata={**metadata, "monitor": m.name})
                     for m, cut, s in zip(layout.span.monitors, cuts, monitor_stems, strict=True)]
-    return export(image, layout, out_dir, main_stem, overwrite, metadata, extra=monitors,
+    return export(image, layout, out_dir, main_stem, overwrite, metadata, extra=monitors, dpi=file_dpi(layout),
                   progress=lambda done, total: report("", "export", done, total))

@@ -1,9 +1,16 @@
 """Export: every format carries DPI, sRGB and metadata; files are written all-or-none and never clobbered; a span's
 files are named by render.output_stems."""
 
+import errno
+import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import zlib
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +19,7 @@ from PIL import Image
 from studio import export as E
 from studio.errors import InputError
 from studio.geometry import monitor_dpi
-from studio.render import output_paths, output_stems, proof
+from studio.render import file_dpi, output_paths, output_stems, proof
 from studio.spec import Canvas, FillLayer, Layout, Monitor, Output, Region, Span, TextLayer
 
 ALL = ("png", "jpeg", "tiff", "pdf")
@@ -82,9 +89,19 @@ def test_metadata_in_png_text_chunks_jpeg_comment_tiff_description(tmp_path):
         assert im.text == {"prompt": "a café at dusk", "seed": "7", "layers": '[{"steps": 20}]'}
     with Image.open(jpg) as im:
         assert im.info["comment"].decode() == '{"prompt": "a café at dusk", "seed": 7, "layers": [{"steps": 20}]}'
-    with Image.open(tif) as im:
-        assert '"seed": 7' in im.tag_v2[270]
+    with Image.open(tif) as im:  # an ASCII tag: JSON escapes keep the accent
+        assert json.loads(im.tag_v2[270]) == meta
     assert b"/Subject <FEFF" in pdf.read_bytes()
+
+
+def test_metadata_too_long_for_a_jpeg_comment_leaves_out_its_longest_entries(tmp_path):
+    meta = {"software": "studio", "variables": {"story": "é" * 40000}, "prompt": "a fox " * 3000}
+    (jpg, png) = E.export(raster(), poster(("jpeg", "png")), tmp_path, "p", metadata=meta)
+    with Image.open(jpg) as im:  # 80,000 bytes of variables leave, the 18,000-byte prompt fits
+        assert json.loads(im.info["comment"]) == {"software": "studio", "prompt": meta["prompt"],
+                                                  "left_out": ["variables"]}
+    with Image.open(png) as im:
+        assert json.loads(im.text["variables"]) == meta["variables"]  # PNG text chunks have no such limit
 
 
 def test_jpeg_is_rgb_at_the_layout_quality(tmp_path):
@@ -185,6 +202,71 @@ def test_failure_while_renaming_leaves_no_new_files_and_restores_old_ones(tmp_pa
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old  # old.png restored
 
 
+def test_a_run_killed_while_placing_its_files_is_finished_by_the_next_one(tmp_path):
+    """SIGKILL between two renames: the next run into the folder finishes them (all new files, no leftovers)."""
+    E.export(raster(seed=1), poster(("png", "jpeg")), tmp_path, "p")
+    script = ("import sys; import numpy as np; from tests.test_export import E, poster, raster; "
+              "E.export(raster(seed=2), poster(('png', 'jpeg')), sys.argv[1], 'p', overwrite=True)")
+    env = {**os.environ, "STUDIO_TEST_PAUSE_IN": "place:p.png", "STUDIO_TEST_PAUSE_SECONDS": "60"}
+    with subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=env, stderr=subprocess.PIPE,
+                          text=True, cwd=Path(__file__).parent.parent) as run:
+        assert run.stderr.readline() == "studio: test pause: place p.png\n"
+        run.send_signal(signal.SIGKILL)
+    pixels = {}
+    for name in ("p.png", "p.jpg"):
+        with Image.open(tmp_path / name) as im:
+            pixels[name] = im.tobytes()
+    assert pixels["p.png"] == raster(seed=2).tobytes() and pixels["p.jpg"] != pixels["p.png"]  # half done
+    assert len([p for p in tmp_path.iterdir() if p.name.endswith(".commit")]) == 1
+    E.remove_temporaries(tmp_path, {"p.png", "p.jpg"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jpg", "p.png"]
+    with Image.open(tmp_path / "p.jpg") as im:
+        assert np.abs(np.asarray(im, float) - np.asarray(raster(seed=2), float)).mean() < 8  # the new JPEG
+
+
+def test_file_systems_without_hard_links(tmp_path, monkeypatch):
+    """FAT/exFAT and many network mounts refuse link(): a check and a rename instead, a rename for backups."""
+    def no_links(src, dst):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(E.os, "link", no_links)
+    E.export(raster(seed=1), poster(("png", "pdf")), tmp_path, "p")
+    with pytest.raises(InputError, match="file exists"):
+        E.export(raster(seed=2), poster(("png", "pdf")), tmp_path, "p")
+    E.export(raster(seed=2), poster(("png", "pdf")), tmp_path, "p", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.pdf", "p.png"]
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.tobytes() == raster(seed=2).tobytes()
+
+    real_move = E.move_into_place
+
+    def second_fails(tmp, path, overwrite):
+        if path.suffix == ".pdf":
+            raise OSError("rename failed")
+        real_move(tmp, path, overwrite)
+
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(E, "move_into_place", second_fails)
+    with pytest.raises(OSError, match="rename failed"):
+        E.export(raster(seed=3), poster(("png", "pdf")), tmp_path, "p", overwrite=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # old files back from their backups
+
+
+def test_a_symbolic_link_at_a_target_name_is_an_existing_file(tmp_path):
+    (tmp_path / "p.png").symlink_to(tmp_path / "nowhere.png")  # broken
+    with pytest.raises(InputError, match="p.png: file exists"):
+        E.export(raster(), poster(("png",)), tmp_path, "p")
+
+
+def test_a_page_over_200_inches_counts_in_larger_units(tmp_path):
+    (path,) = E.export(raster(300, 10), Layout("<string>", Canvas(300, 10, dpi=1), (), output=Output(("pdf",))),
+                       tmp_path, "banner")
+    data = path.read_bytes()  # 300 in = 21,600 pt: over PDF's 14,400, so 2/72 in per unit
+    assert data.startswith(b"%PDF-1.7\n") and b"/UserUnit 2 " in data
+    assert box(data, "MediaBox") == [0, 0, 10800, 360]
+    assert (pdf_image(data) == np.asarray(raster(300, 10))).all()
+
+
 def test_unknown_format(tmp_path):
     with pytest.raises(InputError, match="unknown format 'gif'"):
         E.export(raster(), poster(("png", "gif")), tmp_path, "p")
@@ -269,6 +351,14 @@ def test_output_paths_are_every_stem_in_every_format(tmp_path):
 def test_a_monitor_named_span_clashes_with_the_whole_span():
     with pytest.raises(InputError, match="gives two files the same name"):
         output_stems(span_layout(monitors=("span", "right")))
+
+
+def test_a_span_file_has_the_density_its_canvas_is_drawn_at():
+    layout = span_layout(monitors=("left", "laptop"))
+    layout = replace(layout, canvas=replace(layout.canvas, dpi=300),  # dpi sizes pt lengths, not the span
+                     span=replace(layout.span, monitors=(layout.span.monitors[0],
+                                                         Monitor("laptop", 2880, 1800, 301.6, 188.5))))
+    assert file_dpi(layout) == 243 and file_dpi(poster()) == 300
 
 
 def test_monitor_dpi_is_its_pixel_density():

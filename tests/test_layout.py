@@ -60,10 +60,11 @@ def test_canvas_sizes(canvas_yaml, width, height, dpi):
 
 
 @pytest.mark.parametrize("extra, bleed, safe", [
-    ("bleed: 3mm, safe_margin: 10mm", 35, 118),  # 35.4, 118.1 px at 300 dpi
-    ("bleed: 0.125in, safe_margin: 0.5in", 38, 150),  # 37.5 rounds to even
+    ("bleed: 3mm, safe_margin: 10mm", 36, 118),  # 35.4, 118.1 px at 300 dpi: the bleed rounds up
+    ("bleed: 0.125in, safe_margin: 0.5in", 38, 150),  # 37.5
     ("bleed: 12px, safe_margin: 24", 12, 24),
     ("bleed: 9pt", 38, 0),  # 37.5
+    ("bleed: 0.12in, safe_margin: 0.125in", 36, 38),  # exactly 36 stays 36 (exact arithmetic); 37.5 to even
     ("bleed: 0", 0, 0),
 ])
 def test_bleed_and_safe_margin(extra, bleed, safe):
@@ -351,6 +352,12 @@ BROKEN = [
      "poster.yaml:1: canvas.preset: '4K' is not one of " + ", ".join(layout_module.PRESETS) + " (did you mean '4k'?)"),
     ("canvas: {preset: fhd}\nlayers: [{generate: {prompt: x, sampler: dpm}}]\n",
      "poster.yaml:2: layers[0].generate.sampler: 'dpm' is not one of dpm++, ddim, euler (did you mean 'dpm++'?)"),
+    ("canvas: {preset: fhd}\n" + FILL + "output: {formats: [png, pdf, png]}\n",
+     "poster.yaml:3: output.formats: 'png' is listed twice"),
+    ("span: {monitors: [{name: Left, width: 9, height: 9, size: [1mm, 1mm]}, {name: left, width: 9, height: 9, "
+     "size: [1mm, 1mm]}]}\n" + FILL,
+     "poster.yaml:1: span.monitors[1].name: 'left' differs only in case from 'Left' (span.monitors[0]): names used "
+     "in file names must differ in more (macOS and Windows ignore case)"),
     ("canvas: {preset: fhd}\n" + FILL + "output: {formats: [png, jpg]}\n",
      "poster.yaml:3: output.formats[1]: 'jpg' is not one of png, jpeg, tiff, pdf (did you mean 'jpeg'?)"),
     # what other tools call our keys and values
@@ -952,11 +959,11 @@ def test_samplers_match_sampling():
 
 
 def test_a_region_to_the_bleed_edge_in_mm_fits_whatever_the_dpi():
-    """3 mm of bleed at 70 dpi is 8 px (8.27 rounded); a region from -3mm reaches the same edge, not beyond."""
+    """3 mm of bleed at 70 dpi is 9 px (8.27 rounded up); a region from -3mm reaches the same edge, not beyond."""
     text = ("canvas: {{preset: a5, dpi: 70, bleed: 3mm}}\n"
             "layers: [{{fill: {{color: red, region: {{x: {x}, y: -3mm, w: 154mm, h: 216mm}}}}}}]\n")
     layout = parse_layout(text.format(x="-3mm"))
-    assert layout.canvas.bleed == 8
-    assert resolve(layout.layers[0].region, layout.canvas, {}) == Box(0, 0, 424, 595)  # the full raster
-    with pytest.raises(LayoutError, match="x = -11.0236 px is left of the canvas \\(from -8 px\\)"):
+    assert layout.canvas.bleed == 9
+    assert resolve(layout.layers[0].region, layout.canvas, {}) == Box(0, 0, 426, 597)  # the full raster
+    with pytest.raises(LayoutError, match="x = -11.0236 px is left of the canvas \\(from -9 px\\)"):
         parse_layout(text.format(x="-4mm"))
