@@ -220,14 +220,33 @@ class Schedule(NamedTuple):
 # Schedule: pure numpy
 
 
+def _linspace_f32(start: float, end: float, n: int) -> np.ndarray:
+    """torch.linspace(start, end, n, dtype=float32) to the bit, as its CPU kernel computes it: a float32 step,
+    start + step * i for the first half and end - step * (n - 1 - i) for the second, each rounded once
+    (a fused multiply-add, which float64 arithmetic reproduces)."""
+    start32, end32 = np.float32(start), np.float32(end)
+    step = np.float64((end32 - start32) / np.float32(max(n - 1, 1)))
+    i = np.arange(n, dtype=np.float64)
+    ramp = np.where(i < n // 2, np.float64(start32) + step * i, np.float64(end32) - step * (n - 1 - i))
+    return ramp.astype(np.float32)
+
+
 def _alphas_cumprod(config: SamplerConfig) -> np.ndarray:
-    """alpha_bar_t for t = 0 .. T-1, float64."""
+    """alpha_bar_t for t = 0 .. T-1, as diffusers computes them in float32 (its torch.cumprod accumulates in
+    float64); float64 values of those float32 numbers. The model was trained on these, and the smallest
+    training sigma (so a Karras schedule's every sigma) moves by 1e-4 relative if they are computed in float64."""
     T = config.num_train_timesteps
     if config.beta_schedule == "linear":
-        betas = np.linspace(config.beta_start, config.beta_end, T, dtype=np.float64)
+        betas = _linspace_f32(config.beta_start, config.beta_end, T)
     else:  # "scaled_linear"
-        betas = np.linspace(config.beta_start**0.5, config.beta_end**0.5, T, dtype=np.float64) ** 2
-    return np.cumprod(1.0 - betas)
+        betas = _linspace_f32(config.beta_start**0.5, config.beta_end**0.5, T) ** 2
+    return np.cumprod((np.float32(1) - betas).astype(np.float64)).astype(np.float32).astype(np.float64)
+
+
+def _train_sigmas(alphas_cumprod: np.ndarray) -> np.ndarray:
+    """sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), in float32 as diffusers computes it; float64 values."""
+    a = alphas_cumprod.astype(np.float32)
+    return np.sqrt((np.float32(1) - a) / a).astype(np.float64)
 
 
 def _karras(sigma_min: float, sigma_max: float, n: int) -> np.ndarray:
@@ -247,9 +266,19 @@ def _final_sigma(config: SamplerConfig, train_sigmas: np.ndarray) -> float:
     return 0.0 if config.final_sigmas_type == "zero" else float(train_sigmas[0])
 
 
+def _within_training(config: SamplerConfig, timesteps: np.ndarray) -> np.ndarray:
+    """`timesteps` (int64), or an InputError when one is past the last training timestep ('leading' spacing
+    with a steps_offset, at many steps), where diffusers indexes out of range or returns NaN."""
+    if timesteps.max() >= config.num_train_timesteps:
+        raise InputError(f"{config.sampler} with timestep_spacing '{config.timestep_spacing}' and steps_offset "
+                         f"{config.steps_offset} reaches timestep {int(timesteps.max())} at {len(timesteps)} steps, "
+                         f"past the last training timestep {config.num_train_timesteps - 1}; use fewer steps")
+    return timesteps
+
+
 def _dpm_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -> Schedule:
     T = config.num_train_timesteps
-    train_sigmas = np.sqrt((1 - alphas_cumprod) / alphas_cumprod)
+    train_sigmas = _train_sigmas(alphas_cumprod)
     # Timesteps whose log-SNR lambda falls below lambda_min_clipped are never visited.
     lambdas = -np.log(train_sigmas)
     last = T - int(np.searchsorted(lambdas[::-1], config.lambda_min_clipped))
@@ -259,7 +288,7 @@ def _dpm_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -> 
         timesteps = (np.arange(n + 1) * (last // (n + 1)))[::-1][:-1] + config.steps_offset
     else:  # "trailing"
         timesteps = np.arange(last, 0, -T / n).round() - 1
-    timesteps = timesteps.astype(np.int64)
+    timesteps = _within_training(config, timesteps.astype(np.int64))
 
     if config.use_karras_sigmas:
         sigmas = _karras(
@@ -282,7 +311,7 @@ def _ddim_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) ->
         timesteps = (np.arange(n) * (T // n))[::-1] + config.steps_offset
     else:  # "trailing"
         timesteps = np.arange(T, 0, -T / n).round() - 1
-    timesteps = timesteps.astype(np.int64)
+    timesteps = _within_training(config, timesteps.astype(np.int64))
     # diffusers' DDIM steps from t to t - T // n whatever the spacing, so with "linspace" and
     # "trailing" a step need not land on the next timestep. Below t = 0: alpha_bar = 1 or alpha_bar_0.
     final = 1.0 if config.set_alpha_to_one else alphas_cumprod[0]
@@ -300,7 +329,7 @@ def _euler_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -
         timesteps = (np.arange(n) * (T // n))[::-1].astype(np.float32) + config.steps_offset
     else:  # "trailing"
         timesteps = np.arange(T, 0, -T / n).round().astype(np.float32) - 1
-    train_sigmas = np.sqrt((1 - alphas_cumprod) / alphas_cumprod)
+    train_sigmas = _train_sigmas(alphas_cumprod)
     sigmas = np.interp(timesteps.astype(np.float64), np.arange(T, dtype=np.float64), train_sigmas)
     if config.use_karras_sigmas:
         sigmas = _karras(
@@ -314,11 +343,21 @@ def _euler_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -
 
 
 def timesteps_and_sigmas(config: SamplerConfig, num_steps: int) -> Schedule:
-    """The schedule of `num_steps` steps, as the diffusers scheduler's `set_timesteps` computes it."""
+    """The schedule of `num_steps` steps, as the diffusers scheduler's `set_timesteps` computes it; an
+    InputError for a step count the config can't run (timesteps past the last training step, or, for dpm++,
+    a second-order step of zero length), before any model is called."""
     if not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= config.num_train_timesteps:
         raise InputError(f"num_steps={num_steps!r} must be an integer in 1..{config.num_train_timesteps}")
+    n = int(num_steps)
     make = {"dpm++": _dpm_schedule, "ddim": _ddim_schedule, "euler": _euler_schedule}[config.sampler]
-    return make(config, int(num_steps), _alphas_cumprod(config))
+    schedule = make(config, n, _alphas_cumprod(config))
+    if config.sampler == "dpm++":
+        first_order, (timesteps, sigmas, sigmas_next) = _dpm_first_order(config, n), schedule
+        for i in range(1, n):  # a second-order step divides by its step and the one before, in log-SNR
+            if not first_order[i] and (sigmas[i] == sigmas_next[i] or sigmas[i - 1] == sigmas[i]):
+                raise InputError(f"dpm++ with timestep_spacing '{config.timestep_spacing}' visits timestep "
+                                 f"{int(timesteps[i])} twice at {n} steps; use fewer steps")
+    return schedule
 
 
 def init_noise_sigma(config: SamplerConfig, num_steps: int) -> float:
@@ -352,18 +391,19 @@ def _x0_and_eps(out: ms.Tensor, x: ms.Tensor, alpha: float, sigma: float, predic
     return out, (x - alpha * out) / sigma  # "sample"
 
 
+def _dpm_first_order(config: SamplerConfig, n: int) -> list[bool]:
+    """Which of n DPM-Solver++ steps are first order: the first, and the last in the cases diffusers says."""
+    few_steps = config.lower_order_final and n < 15
+    final_first = config.euler_at_final or few_steps or config.final_sigmas_type == "zero"
+    return [config.solver_order == 1 or i == 0 or (i == n - 1 and final_first) for i in range(n)]
+
+
 def dpmpp_2m(model_fn: ModelFn, x: ms.Tensor, schedule: Schedule, config: SamplerConfig,
              callback: Callback | None = None) -> ms.Tensor:
     """DPM-Solver++(2M), multistep in log-SNR on the data prediction (Lu et al. 2022, arXiv:2211.01095)."""
     timesteps, sigmas, sigmas_next = schedule
     n = len(timesteps)
-    few_steps = config.lower_order_final and n < 15
-    final_first = config.euler_at_final or few_steps or config.final_sigmas_type == "zero"
-    first_order = [config.solver_order == 1 or i == 0 or (i == n - 1 and final_first) for i in range(n)]
-    for i in range(1, n):  # a second-order step divides by its step and the one before, in log-SNR
-        if not first_order[i] and (sigmas[i] == sigmas_next[i] or sigmas[i - 1] == sigmas[i]):
-            raise InputError(f"dpm++ with timestep_spacing '{config.timestep_spacing}' visits timestep "
-                             f"{int(timesteps[i])} twice at {n} steps; use fewer steps")
+    first_order = _dpm_first_order(config, n)
     old_denoised = None
     for i, t in enumerate(timesteps):
         s, s_next = float(sigmas[i]), float(sigmas_next[i])

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import re
 
 import mindspore as ms
 import numpy as np
@@ -12,7 +13,8 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteS
 from mindspore import ops
 
 from studio.errors import ConfigError, InputError
-from studio.sampling import SamplerConfig, init_noise_sigma, sample, timesteps_and_sigmas
+from studio.sampling import (SamplerConfig, _alphas_cumprod, _dpm_schedule, _train_sigmas, init_noise_sigma, sample,
+                             timesteps_and_sigmas)
 from tests.util import rel_l2
 
 # PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, scheduler/scheduler_config.json, verbatim.
@@ -102,6 +104,7 @@ DPM_CASES = [  # (overrides of the published config, steps)
     ({"beta_schedule": "scaled_linear", "beta_end": 0.012, "beta_start": 0.00085}, 8),
     ({"prediction_type": "v_prediction"}, 8),
     ({"prediction_type": "sample"}, 8),
+    ({"use_karras_sigmas": True, "prediction_type": "sample"}, 14),  # 1e-3 off with float64 alphas_cumprod
 ]
 
 
@@ -261,6 +264,29 @@ def test_unsupported_setting_is_caught_when_switching():
         config.with_sampler("euler")
 
 
+@pytest.mark.parametrize("overrides", [{}, {"beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                                                "beta_end": 0.012, "num_train_timesteps": 1001}])
+def test_training_noise_levels_are_diffusers_float32_bits(overrides):
+    d = {**PIXART, **overrides}
+    ref = DPMSolverMultistepScheduler.from_config(d)
+    config = SamplerConfig.from_scheduler_config(d)
+    np.testing.assert_array_equal(_alphas_cumprod(config), ref.alphas_cumprod.numpy())
+    # the same to an ulp: torch's float32 square root is not always correctly rounded
+    np.testing.assert_allclose(_train_sigmas(_alphas_cumprod(config)),
+                               (((1 - ref.alphas_cumprod) / ref.alphas_cumprod) ** 0.5).numpy(), rtol=1.2e-7, atol=0)
+
+
+@pytest.mark.parametrize("name,steps", [("dpm++", 999), ("ddim", 1000)])
+def test_timesteps_past_the_last_training_step_are_refused(name, steps):
+    config = SamplerConfig.from_scheduler_config({**PIXART, "timestep_spacing": "leading", "steps_offset": 1})
+    config = config.with_sampler(name)
+    assert timesteps_and_sigmas(config, steps - 1).timesteps.max() == 999  # one step fewer: the last one
+    with pytest.raises(InputError, match=f"^{re.escape(name)} with timestep_spacing 'leading' and steps_offset 1 "
+                                         f"reaches timestep 1000 at {steps} steps, past the last training timestep "
+                                         "999; use fewer steps$"):
+        timesteps_and_sigmas(config, steps)
+
+
 def test_bad_sampler_name_and_steps():
     with pytest.raises(InputError, match="heun"):
         SamplerConfig().with_sampler("heun")
@@ -272,8 +298,7 @@ def test_dpmpp_refuses_a_schedule_that_repeats_a_timestep_before_calling_the_mod
     """linspace spacing over 1000 training steps rounds two of 1000 timesteps to 500: a second-order step
     of zero length, which the solver divides by (diffusers returns NaN there)."""
     config = SamplerConfig.from_scheduler_config(PIXART)
-    schedule = timesteps_and_sigmas(config, 1000)
-    assert np.sum(schedule.timesteps == 500) == 2
+    assert np.sum(_dpm_schedule(config, 1000, _alphas_cumprod(config)).timesteps == 500) == 2
 
     def model(x, t):
         raise AssertionError("the model was called")
