@@ -190,6 +190,8 @@ class SamplerConfig:
         for key, value in settings.items():
             if key in _FIXED and value != _FIXED[key]:
                 raise ConfigError(f"scheduler config: {key}={value!r} is not supported; only {_FIXED[key]!r}")
+        if sampler == "dpm++" and settings["solver_type"] in ("logrho", "bh1", "bh2"):
+            settings["solver_type"] = "midpoint"  # UniPC's and DEIS's solver types, which diffusers' DPM runs so
         fields = {f.name for f in dataclasses.fields(cls)} - {"sampler", "given"}
         kwargs = {k: v for k, v in settings.items() if k in fields}
         # diffusers' DPM solver reads a Karras range from its config when a key set for Euler carried it there
