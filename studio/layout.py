@@ -67,11 +67,23 @@ _PERCENT_RE = re.compile(rf"\s*({_NUMBER})\s*%\s*")
 _VARIABLE_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # a float as YAML 1.2 (and JSON, and so editors' schema checks) reads it; YAML 1.1 reads '1e300' as text
-_INT_12_RE = re.compile(r"[-+]?[0-9]+")
-_FLOAT_12_RE = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+# YAML 1.2's core schema: what a plain (unquoted) scalar is; anything else is text. As editors' schema
+# checks (JSON) read it, unlike PyYAML's YAML 1.1: yes/no/on/off, 1_000, 0b101, 1:30 and dates are text,
+# 0010 is 10 (not octal 8), 0o17 is 15, 1e3 is a number.
+_CORE_12 = (
+    (re.compile(r"null|Null|NULL|~|"), lambda t: None),
+    (re.compile(r"true|True|TRUE"), lambda t: True),
+    (re.compile(r"false|False|FALSE"), lambda t: False),
+    (re.compile(r"[-+]?[0-9]+"), int),
+    (re.compile(r"0o[0-7]+"), lambda t: int(t[2:], 8)),
+    (re.compile(r"0x[0-9a-fA-F]+"), lambda t: int(t[2:], 16)),
+    (re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?"), float),
+    (re.compile(r"[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"), lambda t: float(t.replace(".", "", 1))),
+)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _INDEX_RE = re.compile(r"\d+")
 _RESOLVER = yaml.resolver.Resolver()
+YAML11_BOOLS = ("yes", "no", "on", "off", "y", "n")
 
 
 class _Bad(Exception):
@@ -233,18 +245,15 @@ class _Reader:
                        f"\"{{{node.value[0][0].value}}}\"")
         if not isinstance(node, yaml.ScalarNode):
             raise _Bad(f"expected a single value, got {_a(node)}")
-        value = _construct(node)
+        value = _scalar_value(node)
         if isinstance(value, str) and ("{" in value or "}" in value):
             text = self.substitute(value)
             if text == value:
                 return text
-            # resolve the type again, as if the value had been written there
-            value = _number_12(text, _construct(yaml.ScalarNode(_RESOLVER.resolve(yaml.ScalarNode, text, (True, False)),
-                                                                text)))
+            value = _plain_12(text)  # read again, as if the value had been written there
             names = [m[1] for m in _VARIABLE_RE.finditer(node.value) if m[1] in self.variables]
             self.origins[id(node)] = (names, value)
-            return value
-        return _number_12(node.value, value) if node.style is None else value
+        return value
 
     def entries(self, node, path: str, table: dict) -> dict | None:
         """key -> (key node, value node) of a mapping, after reporting unknown, duplicate and missing keys."""
@@ -313,13 +322,16 @@ def _construct(node):
             from None
 
 
-def _number_12(text: str, value):
-    """A plain scalar's `value` (as YAML 1.1 constructs it from `text`), where YAML 1.2 (and JSON, and so
-    editors' schema checks) reads a number otherwise: '0010' is 10 (1.1: octal 8), '0009' is 9 and '1e300' a
-    float (1.1: text)."""
-    if _INT_12_RE.fullmatch(text):
-        return int(text)
-    return float(text) if isinstance(value, str) and _FLOAT_12_RE.fullmatch(text) else value
+def _plain_12(text: str):
+    """The value of a plain scalar written `text`, as YAML 1.2 reads it (`_CORE_12`)."""
+    return next((make(text) for pattern, make in _CORE_12 if pattern.fullmatch(text)), text)
+
+
+def _scalar_value(node):
+    """A scalar node's value: plain scalars as YAML 1.2 reads them, quoted or explicitly tagged ones as written."""
+    if node.style is None and node.tag == _RESOLVER.resolve(yaml.ScalarNode, node.value, (True, False)):
+        return _plain_12(node.value)
+    return _construct(node)
 
 
 def _value_of(node):
@@ -327,7 +339,7 @@ def _value_of(node):
     if not isinstance(node, yaml.ScalarNode):
         return node
     try:
-        return _construct(node)
+        return _scalar_value(node)
     except _Bad:
         return node.value
 
@@ -473,7 +485,8 @@ class Bool:
     def parse(self, r, node, path):
         value = r.scalar(node)
         if not isinstance(value, bool):
-            raise _Bad(f"expected true or false, got {_a(value)}")
+            yaml11 = " (yes, no, on and off are text in YAML 1.2)" if str(value).lower() in YAML11_BOOLS else ""
+            raise _Bad(f"expected true or false, got {_a(value)}{yaml11}")
         return value
 
     def schema(self, defs):

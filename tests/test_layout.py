@@ -729,6 +729,7 @@ def test_yaml_12_floats_are_numbers(value, expected):
 
 @pytest.mark.parametrize("written, variable, expected", [
     ("0010", None, 10), ("0009", None, 9), ("'{s}'", "0010", 10), ("'{s}'", "0009", 9), ("'{s}'", "+7", 7),
+    ("0o17", None, 15), ("0x1F", None, 31), ("'{s}'", "0o17", 15),
 ])
 def test_whole_numbers_with_leading_zeros_are_decimal(written, variable, expected):
     """YAML 1.1 reads 0010 as octal 8 and 0009 as text; YAML 1.2 (and a spreadsheet's zero-padded seeds) 10, 9."""
@@ -736,6 +737,19 @@ def test_whole_numbers_with_leading_zeros_are_decimal(written, variable, expecte
                           f"layers: [{{generate: {{prompt: x, seed: {written}}}}}]\n",
                           variables=None if variable is None else {"s": variable})
     assert layout.layers[0].seed == expected
+
+
+@pytest.mark.parametrize("written, message", [
+    ("wrap: yes", "expected true or false, got 'yes' (text) (yes, no, on and off are text in YAML 1.2)"),
+    ("wrap: Off", "expected true or false, got 'Off' (text) (yes, no, on and off are text in YAML 1.2)"),
+    ("size: 1_000", "'1_000' is not a length"),
+    ("size: 0b11", "'0b11' is not a length"),
+])
+def test_yaml_11_readings_are_text_as_in_yaml_12(written, message):
+    """What PyYAML (YAML 1.1) reads as booleans or numbers is text to YAML 1.2, and to editors' schema checks."""
+    with pytest.raises(LayoutError, match=re.escape(message)):
+        parse_layout(f"canvas: {{preset: fhd}}\nlayers: [{{text: {{text: hi, {written}}}}}]\n")
+    assert parse_layout("canvas: {preset: fhd}\nlayers: [{text: {text: hi, wrap: FALSE}}]\n").layers[0].wrap is False
 
 
 @pytest.mark.parametrize("data, message", [
