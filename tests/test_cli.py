@@ -254,3 +254,11 @@ def test_render_takes_a_folder_not_a_file_name(tmp_path, capsys):
     layout.write_text("canvas: {width: 64, height: 64}\nlayers:\n  - fill: {color: red}\n")
     assert main(["render", str(layout), "-o", str(tmp_path / "final.png")]) == 2
     assert "render writes into a folder" in capsys.readouterr().err and not (tmp_path / "final.png").exists()
+
+
+def test_import_studio_loads_mindspore_only_for_the_pipeline():
+    """`from studio import PixArtSigmaPipeline` as from diffusers; `import studio` alone (plans, proofs) stays light."""
+    code = ("import sys, studio; light = 'mindspore' not in sys.modules; from studio import PixArtSigmaPipeline; "
+            "print(light, 'mindspore' in sys.modules, PixArtSigmaPipeline.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "studio.pipeline"]
