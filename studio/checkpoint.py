@@ -1,24 +1,33 @@
 """Model folders in the diffusers layout -> weights in MindSpore cells.
 
-Takes a local folder or a Hugging Face hub id; gives configs (dicts) and fills a cell's parameters from
-the component's safetensors, strictly: parameter names equal checkpoint keys, every key must match a
-parameter of the same shape, and every parameter must be in the checkpoint. Safetensors are read one
-tensor (or some rows of one) at a time with plain reads, straight into the target dtype. Pickle files are
-refused.
+Takes a local folder or a Hugging Face hub id (at a revision, from the hub cache or downloaded); gives
+configs (JSON objects, their values checked against the config dataclasses' field types) and fills a cell's
+parameters from the component's safetensors, strictly: parameter names equal checkpoint keys, every key must
+be a floating-point tensor of its parameter's shape stored in one file only, and every parameter must be in
+the checkpoint. Safetensors are read one tensor (or some rows of one) at a time with plain reads, straight
+into the target dtype. Pickle files are refused.
 """
 
+import dataclasses
+import errno
 import json
 import os
+import re
+import stat
+import types
+import typing
+import warnings
 from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 
-from studio.errors import CheckpointError
+from studio.errors import CheckpointError, ConfigError
 from studio.hub import is_hub_id
 
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
 WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
+WEIGHTED_COMPONENTS = ("transformer", "vae", "text_encoder")
 
 # safetensors dtype code -> numpy dtype of the stored bytes (bf16 as its raw 16 bits)
 _ST_DTYPES = {
@@ -26,83 +35,243 @@ _ST_DTYPES = {
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
 }
 
+_FLOAT_CODES = ("F32", "F16", "BF16", "F64")
 _NP_FLOAT = {ms.float16: np.float16, ms.float32: np.float32, ms.float64: np.float64}  # bf16 goes via fp32
 
 
-def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True) -> Path:
+def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, variant: str | None = None,
+                      revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                      local_files_only: bool = False) -> Path:
     """A local folder as is; otherwise a hub id looked up in the local Hugging Face cache, then
-    downloaded with huggingface_hub when the machine is online: the whole pipeline, or with
-    weights=False only its JSON configs (what a memory plan reads; no multi-GB download to plan)."""
+    downloaded with huggingface_hub when the machine is online and local_files_only is False: the pipeline
+    (each component's `variant` weights where it has them, else its plain ones), or with weights=False only
+    its JSON configs (what a memory plan reads; no multi-GB download to plan). revision: a branch, tag or
+    commit hash (default "main"); cache_dir: the hub cache (default $HF_HUB_CACHE or huggingface_hub's)."""
     path = Path(path_or_id).expanduser()
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise CheckpointError(f"{path}: no model_index.json; expected a pipeline folder in the diffusers layout")
-        return path
     name = str(path_or_id)
-    if not is_hub_id(name):
-        raise CheckpointError(f"{name}: no such model folder (and not a hub id like 'owner/name')")
+    if path.is_dir():
+        problem = not_a_file(path / "model_index.json")
+        if problem:
+            what = "" if problem == "missing file" else f" ({problem})"
+            raise CheckpointError(f"{path}: no model_index.json{what}; expected a pipeline folder in the "
+                                  "diffusers layout")
+        return path
+    if os.path.lexists(path) or not is_hub_id(name):
+        what = describe_path(path)
+        raise CheckpointError(f"{name}: no such model folder (and not a hub id like 'owner/name')" if what == "missing"
+                              else f"{name}: is {what}, not a model folder; pass the pipeline folder (the one "
+                                   "holding model_index.json) or a hub id like 'owner/name'")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import list_repo_files, snapshot_download
     except ImportError as e:  # pragma: no cover - a dependency of transformers
         raise CheckpointError(f"{name}: not a local folder and huggingface_hub is not installed") from e
-    patterns = ["*.json", "*.safetensors", "*.model", "*.txt"] if weights else ["*.json"]
-    cache_dir = os.environ.get("HF_HUB_CACHE") or None  # read now: huggingface_hub reads it at import
+    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or None  # read now: huggingface_hub reads it at import
+    at = f" at revision '{revision}'" if revision else ""
     try:
-        folder = Path(snapshot_download(name, local_files_only=True, allow_patterns=patterns, cache_dir=cache_dir))
-        # a snapshot a plan fetched holds only the configs: then the weights are still to download
-        if not weights or any((folder / "transformer").glob("*.safetensors")):
-            return folder
+        cached = Path(snapshot_download(name, revision=revision, cache_dir=cache_dir, local_files_only=True))
     except (OSError, ValueError):  # not in the cache (LocalEntryNotFoundError), or an id it refuses
-        pass
+        cached = None
+    # a snapshot a plan fetched holds only the configs: then the weights are still to download
+    if cached is not None and (not weights or _has_weights(cached, variant)):
+        return cached
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if local_files_only or offline:
+        why = "local_files_only=True" if local_files_only else "ConnectionError: HF_HUB_OFFLINE is set"
+        where = (f"in the Hugging Face cache{at} with its configs only, not its weights" if cached is not None else
+                 f"not in the Hugging Face cache{at}")
+        raise CheckpointError(f"{name}: not a local folder, {where}, and could not be downloaded ({why})"
+                              f"{_cached_revisions_hint(name, cache_dir)}; pass the folder of a downloaded copy")
     try:
-        if offline:
-            raise ConnectionError("HF_HUB_OFFLINE is set")
-        return Path(snapshot_download(name, allow_patterns=patterns, cache_dir=cache_dir))
-    except Exception as e:  # no network, no such repository, a gated one, ...: said in one line
+        patterns = ["*.json"]
+        if weights:
+            patterns += ["*.model", "*.txt", *download_weight_names(list_repo_files(name, revision=revision), variant)]
+        return Path(snapshot_download(name, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
+    except Exception as e:  # no network, no such repository or revision, a gated one, ...: said in one line
         why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{name}: not a local folder, not in the Hugging Face cache, and could not be downloaded "
+            f"{name}: not a local folder, not in the Hugging Face cache{at}, and could not be downloaded "
             f"({type(e).__name__}: {why}); pass the folder of a downloaded copy") from e
 
 
-def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing file")
+def _has_weights(folder: Path, variant: str | None) -> bool:
+    """Whether a cached snapshot holds weight files for every component (one a plan fetched has configs only)."""
+    return all((folder / c).is_dir() and download_weight_names([p.name for p in (folder / c).iterdir()], variant)
+               for c in WEIGHTED_COMPONENTS)
+
+
+def _cached_revisions_hint(name: str, cache_dir) -> str:
+    """'; the cache holds it at revision=...' naming the snapshots of `name` in the cache (say one reached by
+    commit hash only, with no refs/main), or ''."""
+    from huggingface_hub import scan_cache_dir
+
     try:
-        return json.loads(path.read_text())
+        repos = [r for r in scan_cache_dir(cache_dir).repos if r.repo_id == name and r.repo_type == "model"]
+    except Exception:  # no cache folder, or one huggingface_hub can't read: nothing to suggest
+        return ""
+    hashes = [rev.commit_hash for repo in repos for rev in repo.revisions]
+    return f"; the cache holds it at {', '.join(f'revision={h!r}' for h in hashes)}" if hashes else ""
+
+
+# a weight file's name: stem, optional variant ('model.fp16.safetensors', 'model.fp16-00001-of-00002.safetensors',
+# the older 'model-00001-of-00002.fp16.safetensors'), optional shard number
+_WEIGHT_NAME = re.compile(r"(?:diffusion_pytorch_model|model)(?:\.(?P<a>\w+))?(?:-\d+-of-\d+)?(?:\.(?P<b>\w+))?"
+                          r"\.safetensors")
+
+
+def _weight_variant(name: str) -> tuple[bool, str | None]:
+    """(whether `name` is a weight file, its variant or None)."""
+    m = _WEIGHT_NAME.fullmatch(name)
+    return (m is not None, m and (m["a"] or m["b"]))
+
+
+def download_weight_names(repo_files: list[str], variant: str | None) -> list[str]:
+    """The weight files of a repository's file list that a load of `variant` reads: per folder its variant's
+    safetensors when it has them, else its plain ones, as diffusers picks what to download."""
+    by_folder: dict[str, dict] = {}
+    for file in repo_files:
+        folder, _, name = file.rpartition("/")
+        is_weight, file_variant = _weight_variant(name)
+        if is_weight:
+            by_folder.setdefault(folder, {}).setdefault(file_variant, []).append(file)
+    return [f for found in by_folder.values() for f in (found.get(variant) or found.get(None, []))]
+
+
+def describe_path(path: Path) -> str:
+    """What is at `path`, for messages: 'missing', 'a folder', 'a file', 'a symbolic link loop', 'a broken
+    symbolic link (to X)', 'not a regular file', or the reason it can't be looked at."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if os.path.islink(path):
+            return f"a broken symbolic link (to {os.readlink(path)})"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "missing"
+        return f"unreadable ({e.strerror})"
+    return "a folder" if stat.S_ISDIR(mode) else "a file" if stat.S_ISREG(mode) else "not a regular file"
+
+
+def not_a_file(path: Path) -> str | None:
+    """None when `path` is a regular file (or a link to one), else what is there instead ('missing file',
+    'a folder, not a file', ...)."""
+    what = describe_path(path)
+    return None if what == "a file" else "missing file" if what == "missing" else f"{what}, not a file"
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file holding an object (config.json, model_index.json, a shard index)."""
+    problem = not_a_file(path)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
+    try:
+        value = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: holds {json.dumps(value)[:40]}, expected a JSON object {{...}}")
+    return value
 
 
-def weight_files(component_dir: Path, variant: str | None = None) -> list[Path]:
+def read_config(config_cls, path: Path):
+    """`config_cls.from_dict` of the JSON object in `path`, its errors naming the file."""
+    return config_cls.from_dict(read_json(path), path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Config values: checked against the dataclass fields' annotations
+
+
+def config_kwargs(cls, d: dict, where, ignored: frozenset = frozenset(), writer: str = "diffusers") -> dict:
+    """The keys of a config dict `d` that are fields of the dataclass `cls`, as its constructor takes them (lists
+    as tuples). A ConfigError for a key that is neither a field, private ('_...') nor in `ignored`; a
+    CheckpointError for a value of the wrong type (`check_types`). `where` names the file in messages."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in d if k not in names and not k.startswith("_") and k not in ignored]
+    if unknown:
+        listed = ", ".join(repr(k) for k in unknown)
+        if len(unknown) == 1:
+            what = (f"unknown key {listed}: studio doesn't know it (a newer {writer} may have written it); if it "
+                    "holds its default value, remove it from the file")
+        else:
+            what = (f"unknown keys {listed}: studio doesn't know them (a newer {writer} may have written them); if "
+                    "they hold their default values, remove them from the file")
+        raise ConfigError(f"{where}: {what}, else this model needs what studio doesn't implement")
+    check_types(cls, d, where)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+
+
+def check_types(cls, d: dict, where, min_int: int | None = 1) -> None:
+    """A CheckpointError naming `where`, the key and its value unless every key of `d` that is a field of the
+    dataclass `cls` holds a value of the field's annotation (JSON-like: an int is a float, a list a tuple). An
+    integer must be at least `min_int`: the model configs' integers are sizes and counts."""
+    hints = typing.get_type_hints(cls)
+    for key in [f.name for f in dataclasses.fields(cls) if f.name in d]:
+        if not _is_a(d[key], hints[key], min_int):
+            raise CheckpointError(f"{where}: '{key}' is {json.dumps(d[key], default=repr)[:60]}; expected "
+                                  f"{_describe(hints[key], min_int)}")
+
+
+def _is_a(value, hint, min_int: int | None) -> bool:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return any(_is_a(value, h, min_int) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:  # tuple[X, ...]: a list of X
+        return isinstance(value, (list, tuple)) and all(_is_a(v, typing.get_args(hint)[0], None) for v in value)
+    if hint is int:
+        return type(value) is int and (min_int is None or value >= min_int)
+    if hint is float:
+        return type(value) in (int, float)
+    return type(value) is (type(None) if hint is None else hint)  # bool, str, None
+
+
+def _describe(hint, min_int: int | None, plural: bool = False) -> str:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join(_describe(h, min_int, plural) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {_describe(typing.get_args(hint)[0], None, plural=True)}"
+    if hint is int:
+        return ("integers" if plural else "an integer") + (f" of at least {min_int}" if min_int is not None else "")
+    names = {float: ("a number", "numbers"), bool: ("true or false", "true or false"),
+             str: ("a string", "strings"), type(None): ("null", "null")}
+    return names.get(hint, (str(hint), str(hint)))[plural]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Weight files
+
+
+def weight_files(component_dir: Path, variant: str | None = None, warn: bool = False) -> list[Path]:
     """The safetensors files of one component (single file or shards listed by an index), for a
     variant such as 'fp16' (`*.fp16.safetensors`), else the plain names: like the reference, a component
-    that has no files of the variant loads its plain ones."""
-    if not component_dir.is_dir():
-        raise CheckpointError(f"{component_dir}: missing folder")
+    that has no files of the variant loads its plain ones (with `warn`, saying so, as the reference does).
+    A shard holding a key that its index maps to another shard is an error."""
+    what = describe_path(component_dir)
+    if what != "a folder":
+        raise CheckpointError(f"{component_dir}: " + ("missing folder" if what == "missing" else f"is {what}, "
+                                                                                                "not a folder"))
     infix = f".{variant}" if variant else ""
     for stem in WEIGHT_STEMS:
         single = component_dir / f"{stem}{infix}.safetensors"
+        indexes = [component_dir / f"{stem}.safetensors.index{infix}.json",
+                   component_dir / f"{stem}{infix}.safetensors.index.json"]
+        for candidate in [single, *indexes]:
+            if os.path.lexists(candidate) and not_a_file(candidate):
+                raise CheckpointError(f"{candidate}: {not_a_file(candidate)}")
         if single.is_file():
             return [single]
-        index = component_dir / f"{stem}.safetensors.index{infix}.json"
-        if not index.is_file():
-            index = component_dir / f"{stem}{infix}.safetensors.index.json"
-        if index.is_file():
-            weight_map = read_json(index).get("weight_map")
-            if not isinstance(weight_map, dict) or not weight_map:
-                raise CheckpointError(f"{index}: no 'weight_map' in the shard index")
-            shards = [component_dir / name for name in dict.fromkeys(weight_map.values())]
-            for shard in shards:
-                if not shard.is_file():
-                    raise CheckpointError(f"{shard}: missing shard listed in {index.name}")
-            return shards
+        index = next((i for i in indexes if i.is_file()), None)
+        if index is not None:
+            return _shards(index)
     if variant:
         try:
-            return weight_files(component_dir)
+            files = weight_files(component_dir)
         except CheckpointError:
             pass  # neither: name the variant's files below
+        else:
+            if warn:
+                warnings.warn(f"studio: {component_dir} has no {variant} weights; loading its plain ones "
+                              f"({files[0].name}{', ...' if len(files) > 1 else ''}), as diffusers does", stacklevel=2)
+            return files
     pickles = sorted(p.name for p in component_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise CheckpointError(
@@ -110,7 +279,27 @@ def weight_files(component_dir: Path, variant: str | None = None) -> list[Path]:
             "convert them to safetensors, e.g. with diffusers: "
             "Model.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)")
     want = f"{WEIGHT_STEMS[0]}{infix}.safetensors or {WEIGHT_STEMS[1]}{infix}.safetensors"
-    raise CheckpointError(f"{component_dir}: no weight file ({want}, or a .safetensors.index.json)")
+    found = sorted({v for p in component_dir.iterdir() if (v := _weight_variant(p.name)[1]) and v != variant})
+    hint = f" (found {found[0]} variant files: pass variant='{found[0]}' / --variant {found[0]})" if found else ""
+    raise CheckpointError(f"{component_dir}: no weight file ({want}, or a .safetensors.index.json){hint}")
+
+
+def _shards(index: Path) -> list[Path]:
+    """The shard files an index lists, each checked to exist and to hold only keys the index maps to it."""
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index}: no 'weight_map' in the shard index (an object: key -> shard file name)")
+    shards = [index.parent / name for name in dict.fromkeys(weight_map.values())]
+    for shard in shards:
+        problem = not_a_file(shard)
+        if problem:
+            raise CheckpointError(f"{shard}: {'missing shard' if problem == 'missing file' else problem} listed in "
+                                  f"{index.name}")
+    for shard in shards:  # a key in two shards is one of these (or, if the index doesn't list it, a load_weights error)
+        for key in SafetensorsFile(shard).keys():
+            if weight_map.get(key, shard.name) != shard.name:
+                raise CheckpointError(f"{shard}: holds key '{key}', which {index.name} maps to {weight_map[key]}")
+    return shards
 
 
 class SafetensorsFile:
@@ -165,9 +354,18 @@ class SafetensorsFile:
             f.readinto(raw)
         return _decode(raw, entry["dtype"]).reshape(entry["shape"])
 
+    def check_float(self, key: str) -> None:
+        """A CheckpointError unless `key` holds floating-point values, what a model's parameters take (an integer
+        or bool tensor in their place is a damaged or foreign checkpoint, not something to cast)."""
+        code = self.entries[key]["dtype"]
+        if code not in _FLOAT_CODES:
+            raise CheckpointError(f"{self.path}: key '{key}' has dtype {code}; expected a floating dtype (F32, F16 "
+                                  "or BF16; F64 is read too)")
+
     def rows(self, key: str, index: np.ndarray) -> np.ndarray:
-        """Rows `index` (int array of any shape) of a 2D tensor, reading only those rows:
+        """Rows `index` (int array of any shape) of a 2D float tensor, reading only those rows:
         (*index.shape, columns). For an embedding table of which a prompt needs a few dozen rows."""
+        self.check_float(key)
         entry = self.entries[key]
         n, columns = entry["shape"]
         itemsize = np.dtype(_ST_DTYPES[entry["dtype"]]).itemsize
@@ -210,7 +408,8 @@ def _check_entry(path: Path, key: str, entry) -> None:
 def load_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"], prefix: str = "") -> None:
     """Copy every tensor of `files` into the parameter of the same name, in the parameter's dtype.
 
-    Strict: an unexpected key, a shape mismatch, or a parameter no file provides is a CheckpointError.
+    Strict: an unexpected key, a key in two files, a tensor that is not floating-point, a shape mismatch, or
+    a parameter no file provides is a CheckpointError.
     A cell may define `checkpoint_aliases`, {checkpoint key: parameter name}, for keys stored under a
     second name (T5's tied embedding: `encoder.embed_tokens.weight` is `shared.weight`). With a `prefix`
     (e.g. "encoder.block.3.") only the keys under it are read, into the parameters named by the rest of
@@ -220,12 +419,16 @@ def load_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"], prefix
     params = dict(cell.parameters_and_names())
     aliases = getattr(cell, "checkpoint_aliases", {})
     filled: set[str] = set()
+    read: dict[str, Path] = {}  # key -> the file it was read from
     for st in files:
         st = st if isinstance(st, SafetensorsFile) else SafetensorsFile(st)
         path = st.path
         for key in st.keys():
             if not key.startswith(prefix):
                 continue
+            if key in read:
+                raise CheckpointError(f"{path}: key '{key}' is stored twice, here and in {read[key]}")
+            read[key] = path
             local = key[len(prefix):]
             name = local if local in params else aliases.get(local)
             if name is None:
@@ -234,9 +437,9 @@ def load_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"], prefix
             if st.shape(key) != tuple(p.shape):
                 raise CheckpointError(f"{path}: key '{key}' has shape {list(st.shape(key))}, "
                                       f"the model expects {list(p.shape)}")
+            st.check_float(key)
             arr = st.array(key)  # a fresh array: the tensor may take it over without a copy
-            if np.issubdtype(arr.dtype, np.floating):
-                arr = arr.astype(_NP_FLOAT.get(p.dtype, np.float32), copy=False)
+            arr = arr.astype(_NP_FLOAT.get(p.dtype, np.float32), copy=False)
             arr = np.ascontiguousarray(arr)
             same = arr.dtype == _NP_FLOAT.get(p.dtype)  # from_numpy: no copy (a third of a T5 block's load)
             p.set_data(ms.from_numpy(arr) if same else ms.Tensor(arr, dtype=p.dtype))
@@ -252,6 +455,6 @@ def load_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"], prefix
 def load_component(model_cls, config_cls, folder, dtype, variant: str | None = None):
     """Build `model_cls(config_cls.from_dict(folder/config.json), dtype)` and load its weights strictly."""
     folder = Path(folder)
-    model = model_cls(config_cls.from_dict(read_json(folder / "config.json")), dtype)
+    model = model_cls(read_config(config_cls, folder / "config.json"), dtype)
     load_weights(model, weight_files(folder, variant))
     return model

@@ -17,9 +17,10 @@ import mindspore as ms
 import numpy as np
 
 from studio import backend, binning, memory, sampling, vae_tiling as tiling
-from studio.checkpoint import read_json, resolve_model_dir
+from studio.checkpoint import (WEIGHTED_COMPONENTS, check_types, describe_path, read_config, read_json,
+                               resolve_model_dir, weight_files)
 from studio.memory_plan import GenerationPlan, plan_generation
-from studio.errors import CheckpointError, InputError
+from studio.errors import CheckpointError, ConfigError, InputError
 from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
 from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
 from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
@@ -92,9 +93,45 @@ def generation_size(cfg: PixArtTransformerConfig, height: int, width: int, use_b
 
 def read_configs(folder: Path) -> tuple[PixArtTransformerConfig, T5Config, AutoencoderKLConfig]:
     """The three model configs of a pipeline folder, without reading any weights."""
-    return (PixArtTransformerConfig.from_dict(read_json(folder / "transformer" / "config.json")),
-            T5Config.from_dict(read_json(folder / "text_encoder" / "config.json")),
-            AutoencoderKLConfig.from_dict(read_json(folder / "vae" / "config.json")))
+    return (read_config(PixArtTransformerConfig, folder / "transformer" / "config.json"),
+            read_config(T5Config, folder / "text_encoder" / "config.json"),
+            read_config(AutoencoderKLConfig, folder / "vae" / "config.json"))
+
+
+def read_scheduler(path: Path) -> "sampling.SamplerConfig | UnrunnableScheduler":
+    """scheduler_config.json as the sampler it configures; one studio can't run (another scheduler class, or
+    settings studio doesn't implement) as an `UnrunnableScheduler`, which a call's sampler= replaces."""
+    d = read_json(path)
+    check_types(sampling.SamplerConfig, {k: v for k, v in d.items() if k not in ("sampler", "given")}, path,
+                min_int=None)
+    try:
+        return sampling.SamplerConfig.from_scheduler_config(d)
+    except ConfigError as e:
+        return UnrunnableScheduler(path, d, e)
+
+
+class UnrunnableScheduler:
+    """`pipe.sampler` when scheduler_config.json holds a scheduler studio can't run. `with_sampler(name)` (a call's
+    sampler=) gives one of studio's samplers with the settings of the file it takes, as diffusers'
+    `NewScheduler.from_config(config)`; a call without sampler= raises `problem`, the file's."""
+
+    def __init__(self, path: Path, config: dict, problem: ConfigError):
+        self.path = path
+        self.config = config
+        self.problem = (f"{path}: {str(problem).removeprefix('scheduler config: ')}; pass sampler='dpm++', 'ddim' or "
+                        "'euler' (CLI: --sampler) to sample with one of studio's samplers instead")
+
+    def with_sampler(self, name: str) -> sampling.SamplerConfig:
+        if name not in sampling.SAMPLERS:
+            return sampling.SamplerConfig().with_sampler(name)  # its InputError
+        # the keys some sampler of studio's takes: from_scheduler_config keeps those of `name`, as from_config does
+        known = {k: v for k, v in self.config.items() if k in sampling._KNOWN_KEYS or k == "_use_default_values"}
+        try:
+            return sampling.SamplerConfig.from_scheduler_config({**known, "_class_name": sampling.SAMPLERS[name]})
+        except ConfigError as e:
+            raise ConfigError(f"{self.path}: {str(e).removeprefix('scheduler config: ')} (sampler={name!r} takes "
+                              "it from this file)") from None
+
 
 
 def plan(path_or_id, height: int | None = None, width: int | None = None, images: int = 1, guidance_scale: float = 4.5,
@@ -193,31 +230,56 @@ class PixArtSigmaPipeline:
         # set for studio's tiny random checkpoint, whose output is noise
         self.tiny_notice: str | None = read_json(model_dir / "model_index.json").get("_studio_tiny")
 
+    @property
+    def scheduler(self):
+        raise AttributeError("studio's pipeline has no scheduler object: its sampler settings are `pipe.sampler`; "
+                             "pass sampler='dpm++', 'ddim' or 'euler' to a call to change the sampler")
+
+    @scheduler.setter
+    def scheduler(self, value):
+        raise InputError("studio's pipeline takes no scheduler object (diffusers' pipe.scheduler = ...): pass "
+                         "sampler='dpm++', 'ddim' or 'euler' to a call; the settings of scheduler_config.json carry "
+                         "over, as with diffusers' from_config")
+
     @classmethod
     def from_pretrained(cls, path_or_id, dtype=None, variant: str | None = None, device: str | None = None,
-                        keep_text_encoder: bool = False, torch_dtype=None) -> "PixArtSigmaPipeline":
+                        keep_text_encoder: bool = False, torch_dtype=None, revision: str | None = None,
+                        cache_dir=None, local_files_only: bool = False) -> "PixArtSigmaPipeline":
         """Load a pipeline folder (or a hub id in the local Hugging Face cache / downloadable).
 
         dtype: "float32" (default) | "float16" | "bfloat16", or a MindSpore type; `torch_dtype` is the
         reference's name for it (torch.float16 is read by name). variant: e.g. "fp16" for
-        `*.fp16.safetensors`. The text encoder is loaded when a prompt is encoded and released afterwards
-        unless keep_text_encoder=True.
+        `*.fp16.safetensors` (a component without them loads its plain files, with a warning). For a hub id, as
+        diffusers: revision (a branch, tag or commit hash; default "main"), cache_dir (the hub cache) and
+        local_files_only (no download). Every config, the tokenizer and the weight files' names are checked
+        before any weight is read. The text encoder is loaded when a prompt is encoded and released
+        afterwards unless keep_text_encoder=True. A scheduler_config.json studio can't run loads, and is an
+        error at a call without sampler=.
         """
         if dtype is not None and torch_dtype is not None:
             raise InputError("pass dtype or torch_dtype (the reference's name for it), not both")
         backend.setup(device)
         dtype = backend.compute_dtype(as_dtype(next((d for d in (dtype, torch_dtype) if d is not None), "float32")))
-        folder = resolve_model_dir(path_or_id)
+        folder = resolve_model_dir(path_or_id, variant=variant, revision=revision, cache_dir=cache_dir,
+                                   local_files_only=local_files_only)
         index = read_json(folder / "model_index.json")
-        missing = [c for c in COMPONENTS if c not in index or not (folder / c).is_dir()]
-        if missing:
-            raise CheckpointError(f"{folder}: component '{missing[0]}' is missing (a PixArt-Sigma pipeline has "
-                                  f"{', '.join(COMPONENTS)})")
+        for c in COMPONENTS:
+            what = describe_path(folder / c) if c in index else "missing"
+            if what == "missing":
+                raise CheckpointError(f"{folder}: component '{c}' is missing (a PixArt-Sigma pipeline has "
+                                      f"{', '.join(COMPONENTS)})")
+            if what != "a folder":
+                raise CheckpointError(f"{folder / c}: is {what}, where the '{c}' component's folder should be")
+        # everything but the weights first: a bad file fails the load at once, not after minutes of XL weights
+        _, t5_config, vae_config = read_configs(folder)
+        sampler = read_scheduler(folder / "scheduler" / "scheduler_config.json")
+        tokenizer = load_tokenizer(folder / "tokenizer", t5_config.vocab_size)
+        for c in WEIGHTED_COMPONENTS:
+            weight_files(folder / c, variant, warn=True)  # the files' names and shard indexes; a variant's fallback
         transformer = PixArtTransformer2DModel.from_pretrained(folder / "transformer", dtype, variant)
-        vae_dtype = ms.float32 if _vae_needs_fp32(folder) else dtype
+        # the SDXL VAE overflows in fp16: its config says force_upcast (diffusers' default), and it decodes in fp32
+        vae_dtype = ms.float32 if vae_config.force_upcast else dtype
         vae = AutoencoderKL.from_pretrained(folder / "vae", vae_dtype, variant)
-        tokenizer = load_tokenizer(folder / "tokenizer")
-        sampler = sampling.SamplerConfig.from_scheduler_config(read_json(folder / "scheduler" / "scheduler_config.json"))
         return cls(folder, transformer, vae, tokenizer, sampler, dtype, vae_dtype, variant, keep_text_encoder)
 
     # -- text --------------------------------------------------------------------------------------------
@@ -363,7 +425,8 @@ class PixArtSigmaPipeline:
                  callback: Callable[[int, int], None] | None = None,
                  progress: Callable[[str, int, int], None] | None = None, generator=None, return_dict: bool = True,
                  clean_caption: bool = False, prompt_embeds=None, prompt_attention_mask=None,
-                 negative_prompt_embeds=None, negative_prompt_attention_mask=None) -> PipelineOutput | tuple:
+                 negative_prompt_embeds=None, negative_prompt_attention_mask=None, timesteps=None, sigmas=None,
+                 eta: float = 0.0) -> PipelineOutput | tuple:
         """Generate images. height/width in px (default: the checkpoint's native size, 1024 for the 1024
         checkpoint); `seed` a non-negative integer; `latents` (N, 4, h/8, w/8) replace the initial noise;
         `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; `memory_budget` (bytes,
@@ -381,7 +444,14 @@ class PixArtSigmaPipeline:
         reference's caption cleaning, which needs beautifulsoup4 and ftfy) is not supported: prompts are
         encoded as written, as the reference does without those packages. `prompt_embeds` (B, L, C) T5
         features with `prompt_attention_mask` (B, L) stand for the prompts, `negative_prompt_embeds` and its
-        mask for the negatives, as the reference takes them (numpy, torch or MindSpore arrays)."""
+        mask for the negatives, as the reference takes them (numpy, torch or MindSpore arrays). The reference's
+        custom `timesteps`/`sigmas` and a DDIM `eta` other than 0 are not supported (a ValueError)."""
+        for name, value in (("timesteps", timesteps), ("sigmas", sigmas)):
+            if value is not None:
+                raise InputError(f"{name}= is not supported: the schedule comes from scheduler_config.json and "
+                                 "num_inference_steps; pass sampler= to choose another sampler")
+        if eta != 0:
+            raise InputError(f"eta={eta!r} is not supported: studio's samplers are deterministic (DDIM with eta 0)")
         prompts, negatives, given, given_negatives = self._text_inputs(
             prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
             negative_prompt_attention_mask)
@@ -394,6 +464,9 @@ class PixArtSigmaPipeline:
         check_size(self.transformer.config, self.vae.config, height, width)
         n_images = len(prompts) * num_images_per_prompt
         config = self.sampler if sampler is None else self.sampler.with_sampler(sampler)
+        if isinstance(config, UnrunnableScheduler):
+            raise ConfigError(config.problem)
+        sampling.timesteps_and_sigmas(config, num_inference_steps)  # a schedule it can't run fails before any work
         cfg = guidance_scale > 1.0
         budget = memory.resolve_budget(memory_budget, resident=self._resident_bytes)
         text_phase, denoise_phase, decode_phase = self.generation_plan(
@@ -581,12 +654,6 @@ class PixArtSigmaPipeline:
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
         if max_len > 300:
             raise InputError(f"max_sequence_length {max_len} exceeds the model's 300 tokens")
-
-
-def _vae_needs_fp32(folder: Path) -> bool:
-    """The SDXL VAE overflows in fp16; its config says force_upcast (diffusers' default when it says nothing),
-    and the VAE then decodes in fp32."""
-    return AutoencoderKLConfig.from_dict(read_json(folder / "vae" / "config.json")).force_upcast
 
 
 class Captions(NamedTuple):

@@ -14,22 +14,67 @@ import numpy as np
 from studio.errors import CheckpointError, InputError
 
 MAX_LENGTH = 300  # PixArt-Sigma's max_sequence_length
+SAMPLE = "a photo of a cat"  # a text every T5 vocabulary has pieces for: the loaded tokenizer is tried on it
 
 
-def load_tokenizer(folder):
-    """The T5 tokenizer of a `tokenizer/` folder, through transformers' AutoTokenizer, offline."""
+def load_tokenizer(folder, vocab_size: int | None = None):
+    """The T5 tokenizer of a `tokenizer/` folder, through transformers' AutoTokenizer, offline; checked to work as
+    T5's ('<pad>' is id 0, '</s>' id 1, a sample text encodes to known ids ending in '</s>') and, given the text
+    encoder's `vocab_size`, to have no more tokens than the encoder has embedding rows."""
     folder = Path(folder)
     if not (folder / "spiece.model").is_file() and not (folder / "tokenizer.json").is_file():
         raise CheckpointError(f"{folder}: no spiece.model or tokenizer.json; expected a T5 tokenizer folder")
+    if not (folder / "tokenizer.json").is_file():
+        _check_sentencepiece(folder / "spiece.model")  # transformers would take a damaged one for a tiktoken file
     # studio takes only the tokenizer from transformers: its advice that PyTorch is missing is noise here
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     from transformers import AutoTokenizer
+    from transformers.utils import logging
 
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # its warnings about files it can't read: the error below says it in one line
     try:
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as e:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        problem = _t5_problem(tokenizer)
+    except Warning:  # raised as errors (tests): not the folder's fault
+        raise
+    except Exception as e:  # whatever a third-party loader raises on a damaged folder, said in one line
         raise CheckpointError(f"{folder}: the tokenizer does not load ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    finally:
+        logging.set_verbosity(verbosity)
+    if problem:
+        raise CheckpointError(f"{folder}: not a working T5 tokenizer ({problem}); copy the checkpoint's tokenizer "
+                              "folder again")
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        raise CheckpointError(f"{folder}: the tokenizer has {len(tokenizer)} tokens, the text encoder's vocab_size is "
+                              f"{vocab_size}: the tokenizer and text_encoder folders come from different models")
+    return tokenizer
+
+
+def _check_sentencepiece(path: Path) -> None:
+    """A CheckpointError unless `path` loads as a sentencepiece model (an empty or damaged one fails here)."""
+    import sentencepiece as spm
+
+    try:
+        spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as e:
+        raise CheckpointError(f"{path.parent}: spiece.model is not a sentencepiece model "
+                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); copy the checkpoint's "
+                              "tokenizer folder again") from None
+
+
+def _t5_problem(tokenizer) -> str | None:
+    """What keeps `tokenizer` from tokenizing as T5's does, or None."""
+    if (tokenizer.pad_token_id, tokenizer.eos_token_id) != (0, 1):
+        return (f"'<pad>' is id {tokenizer.pad_token_id} and '</s>' id {tokenizer.eos_token_id}, where T5's are 0 "
+                "and 1")
+    ids = tokenizer(SAMPLE)["input_ids"]
+    if ids[-1:] != [1] or not all(0 <= i < len(tokenizer) for i in ids):
+        return f"{SAMPLE!r} encodes to {ids}, not ids below {len(tokenizer)} ending in '</s>' (1)"
+    if all(i == tokenizer.unk_token_id for i in ids[:-1]):
+        return f"every piece of {SAMPLE!r} is '<unk>'"
+    return None
 
 
 def preprocess(text: str) -> str:

@@ -1,14 +1,16 @@
 """Bad checkpoints give one-line CheckpointErrors naming the file and the key; loading variants and dtypes."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from studio.checkpoint import SafetensorsFile, resolve_model_dir, weight_files
+from studio.checkpoint import SafetensorsFile, download_weight_names, load_weights, resolve_model_dir, weight_files
 from studio.errors import CheckpointError, InputError
 from studio.models.transformer import PixArtTransformer2DModel
 from studio.pipeline import PixArtSigmaPipeline, as_dtype
@@ -46,10 +48,73 @@ def test_missing_weight_file(broken):
 
 
 def test_missing_shard(broken):
+    """Found at load, though the text encoder's weights are read only when a prompt is encoded."""
     (broken / "text_encoder" / "model-00002-of-00002.safetensors").unlink()
-    pipe = PixArtSigmaPipeline.from_pretrained(broken)  # the text encoder loads when a prompt is encoded
-    with pytest.raises(CheckpointError, match=r"model-00002-of-00002.safetensors: missing shard"):
-        pipe.encode_prompt(["a cat"])
+    assert load_error(broken) == (f"{broken / 'text_encoder' / 'model-00002-of-00002.safetensors'}: missing shard "
+                                  "listed in model.safetensors.index.json")
+
+
+SHARD_1, SHARD_2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+
+
+def _first_key(shard) -> str:
+    return sorted(load_file(str(shard)))[0]
+
+
+@pytest.mark.parametrize("keep_in_first", [True, False])
+def test_a_shard_holding_a_key_its_index_maps_to_another_shard(broken, keep_in_first):
+    """Whether the key is in both shards (the second's copy would win) or moved: one line naming both files."""
+    folder = broken / "text_encoder"
+    first = load_file(str(folder / SHARD_1))
+    key = sorted(first)[0]
+    second = load_file(str(folder / SHARD_2))
+    second[key] = np.zeros_like(first[key])
+    save_file(second, str(folder / SHARD_2))
+    if not keep_in_first:
+        del first[key]
+        save_file(first, str(folder / SHARD_1))
+    msg = load_error(broken)
+    assert msg == (f"{folder / SHARD_2}: holds key '{key}', which model.safetensors.index.json maps to {SHARD_1}")
+
+
+def test_a_key_stored_in_two_files_is_an_error(tiny_dir, tmp_path):
+    model = PixArtTransformer2DModel.from_pretrained(tiny_dir / "transformer")
+    tensors = load_file(str(tiny_dir / "transformer" / WEIGHTS))
+    keys = sorted(tensors)
+    save_file({k: tensors[k] for k in keys[:5]}, str(tmp_path / "a.safetensors"))
+    save_file({k: tensors[k] * 0 for k in keys[4:]}, str(tmp_path / "b.safetensors"))
+    with pytest.raises(CheckpointError) as info:
+        load_weights(model, [tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
+    assert str(info.value) == (f"{tmp_path / 'b.safetensors'}: key '{keys[4]}' is stored twice, here and in "
+                               f"{tmp_path / 'a.safetensors'}")
+
+
+@pytest.mark.parametrize("dtype,code", [(np.int32, "I32"), (np.bool_, "BOOL"), (np.int64, "I64")])
+def test_integer_and_bool_tensors_are_refused(broken, dtype, code):
+    path = broken / "vae" / WEIGHTS
+    tensors = load_file(str(path))
+    tensors["decoder.conv_in.bias"] = tensors["decoder.conv_in.bias"].astype(dtype)
+    save_file(tensors, str(path))
+    assert load_error(broken) == (f"{path}: key 'decoder.conv_in.bias' has dtype {code}; expected a floating dtype "
+                                  "(F32, F16 or BF16; F64 is read too)")
+
+
+def test_an_integer_embedding_table_is_refused_by_the_streamed_text_encoder(broken):
+    """The streamed T5 reads only the prompt's rows of the embedding: they are checked too."""
+    index = json.loads((broken / "text_encoder" / "model.safetensors.index.json").read_text())
+    path = broken / "text_encoder" / index["weight_map"]["shared.weight"]
+    tensors = load_file(str(path))
+    tensors["shared.weight"] = tensors["shared.weight"].astype(np.int32)
+    save_file(tensors, str(path))
+    pipe = PixArtSigmaPipeline.from_pretrained(broken)
+    with pytest.raises(CheckpointError, match=f"^{path}: key 'shared.weight' has dtype I32; expected a floating"):
+        pipe.encode_prompt("a cat")
+
+
+def test_rows_of_an_integer_table_are_refused(tmp_path):
+    save_file({"table": np.arange(12, dtype=np.int64).reshape(4, 3)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(CheckpointError, match="key 'table' has dtype I64; expected a floating dtype"):
+        SafetensorsFile(tmp_path / "x.safetensors").rows("table", np.array([1]))
 
 
 def test_missing_key(broken):
@@ -124,6 +189,53 @@ def test_bad_json(broken):
     assert "not valid JSON" in load_error(broken)
 
 
+def _loop(path):
+    path.unlink() if path.is_file() else shutil.rmtree(path)
+    os.symlink(path.name, path)
+
+
+def _folder(path):
+    path.unlink()
+    path.mkdir()
+
+
+def _dangling(path):
+    path.unlink()
+    os.symlink("nowhere", path)
+
+
+@pytest.mark.parametrize("where,make,expected", [
+    ("model_index.json", _folder, "{folder}: no model_index.json (a folder, not a file); expected a pipeline "
+                                  "folder in the diffusers layout"),
+    ("transformer/config.json", _folder, "{path}: a folder, not a file"),
+    ("transformer/config.json", _loop, "{path}: a symbolic link loop, not a file"),
+    ("transformer/" + WEIGHTS, _folder, "{path}: a folder, not a file"),
+    ("text_encoder/model.safetensors.index.json", _folder, "{path}: a folder, not a file"),
+    ("text_encoder/model-00002-of-00002.safetensors", _dangling, "{path}: a broken symbolic link (to nowhere), not a "
+                                                                 "file listed in model.safetensors.index.json"),
+    ("text_encoder/model-00002-of-00002.safetensors", _loop, "{path}: a symbolic link loop, not a file listed in "
+                                                             "model.safetensors.index.json"),
+    ("vae", _loop, "{path}: is a symbolic link loop, where the 'vae' component's folder should be"),
+])
+def test_what_is_there_instead_of_a_file_or_folder_is_said(broken, where, make, expected):
+    make(broken / where)
+    assert load_error(broken) == expected.format(folder=broken, path=broken / where)
+
+
+def test_a_model_path_that_is_no_folder_says_what_it_is(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    os.symlink("/nonexistent", tmp_path / "models" / "dangling")
+    os.symlink("looping", tmp_path / "models" / "looping")
+    shutil.copy(tiny_dir / "model_index.json", tmp_path / "models" / "model_index.json")
+    for name, what in [("models/dangling", "a broken symbolic link (to /nonexistent)"),  # not taken for hub ids
+                       ("models/looping", "a symbolic link loop"), ("models/model_index.json", "a file")]:
+        with pytest.raises(CheckpointError) as info:
+            resolve_model_dir(name)
+        assert str(info.value) == (f"{name}: is {what}, not a model folder; pass the pipeline folder (the one "
+                                   "holding model_index.json) or a hub id like 'owner/name'")
+
+
 def test_hub_id_not_in_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -144,6 +256,55 @@ def test_hub_id_from_cache(tiny_dir, tmp_path, monkeypatch):
     assert resolve_model_dir("someone/tiny-pixart") == snapshot
 
 
+def _hub_cache(tiny_dir, cache, revisions, refs) -> Path:
+    """A Hugging Face cache holding the tiny pipeline as snapshots `revisions` of someone/tiny-pixart, `refs`
+    {branch: revision}; returns its snapshots folder."""
+    root = cache / "models--someone--tiny-pixart"
+    for revision in revisions:
+        shutil.copytree(tiny_dir, root / "snapshots" / revision)
+    for ref, revision in refs.items():
+        (root / "refs").mkdir(parents=True, exist_ok=True)
+        (root / "refs" / ref).write_text(revision)
+    return root / "snapshots"
+
+
+def test_hub_revision_cache_dir_and_local_files_only(tiny_dir, tmp_path, monkeypatch):
+    """diffusers' names: revision (a branch, tag or commit hash in the cache), cache_dir, local_files_only."""
+    import huggingface_hub
+
+    def online(*args, **kwargs):
+        raise AssertionError("local_files_only=True went online")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", online)
+    main, old = "a" * 40, "b" * 40
+    snapshots = _hub_cache(tiny_dir, tmp_path, [main, old], {"main": main, "v1": old})
+    for revision, expected in [(None, main), ("main", main), (old, old), ("v1", old)]:
+        assert resolve_model_dir("someone/tiny-pixart", revision=revision, cache_dir=tmp_path,
+                                 local_files_only=True) == snapshots / expected
+    with pytest.raises(CheckpointError) as info:
+        resolve_model_dir("someone/tiny-pixart", revision="v2", cache_dir=tmp_path, local_files_only=True)
+    assert str(info.value).startswith("someone/tiny-pixart: not a local folder, not in the Hugging Face cache at "
+                                      "revision 'v2', and could not be downloaded (local_files_only=True); the "
+                                      "cache holds it at revision=")
+    pipe = PixArtSigmaPipeline.from_pretrained("someone/tiny-pixart", revision=old, cache_dir=tmp_path,
+                                               local_files_only=True)
+    assert pipe.model_dir == snapshots / old
+
+
+def test_a_snapshot_cached_by_hash_alone_loads_at_that_revision(tiny_dir, tmp_path, monkeypatch):
+    """No refs/main (a snapshot fetched by commit hash): revision=<hash> finds it, and without it the error
+    names the hash."""
+    revision = "c" * 40
+    snapshots = _hub_cache(tiny_dir, tmp_path, [revision], {})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_model_dir("someone/tiny-pixart", revision=revision) == snapshots / revision
+    with pytest.raises(CheckpointError, match=f"HF_HUB_OFFLINE is set\\); the cache holds it at revision='{revision}'; "
+                                              "pass the folder"):
+        resolve_model_dir("someone/tiny-pixart")
+
+
 def test_planning_fetches_configs_only(tiny_dir, tmp_path, monkeypatch):
     """A plan of a hub id not in the cache downloads its JSON configs only; loading then still fetches the
     weights, not mistaking the configs-only snapshot for the pipeline."""
@@ -151,25 +312,32 @@ def test_planning_fetches_configs_only(tiny_dir, tmp_path, monkeypatch):
     snapshot = tmp_path / "snapshot"
     calls = []
 
-    def fake_download(name, local_files_only=False, allow_patterns=(), cache_dir=None):
-        calls.append((local_files_only, tuple(allow_patterns)))
+    def fake_download(name, revision=None, local_files_only=False, allow_patterns=None, cache_dir=None):
+        calls.append((local_files_only, allow_patterns))
         if not local_files_only:  # "download": the files the patterns select
             for src in tiny_dir.rglob("*"):
-                if src.is_file() and any(src.match(p) for p in allow_patterns):
+                if src.is_file() and any(src.relative_to(tiny_dir).match(p) for p in allow_patterns):
                     (snapshot / src.relative_to(tiny_dir)).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy(src, snapshot / src.relative_to(tiny_dir))
         if not snapshot.is_dir():
             raise FileNotFoundError(name)
         return str(snapshot)
 
+    def fake_listing(name, revision=None):
+        return [str(p.relative_to(tiny_dir)) for p in tiny_dir.rglob("*") if p.is_file()]
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", fake_listing)
     assert resolve_model_dir("someone/tiny-pixart", weights=False) == snapshot
-    assert calls == [(True, ("*.json",)), (False, ("*.json",))]
+    assert calls == [(True, None), (False, ["*.json"])]
     assert not list(snapshot.rglob("*.safetensors"))
     calls.clear()
     assert resolve_model_dir("someone/tiny-pixart") == snapshot  # cached configs only: download the rest
-    assert [local for local, _ in calls] == [True, False] and "*.safetensors" in calls[1][1]
+    assert [local for local, _ in calls] == [True, False]
+    assert sorted(calls[1][1]) == ["*.json", "*.model", "*.txt", "text_encoder/model-00001-of-00002.safetensors",
+                                   "text_encoder/model-00002-of-00002.safetensors", f"transformer/{WEIGHTS}",
+                                   f"vae/{WEIGHTS}"]
     assert (snapshot / "transformer" / WEIGHTS).is_file()
 
 
@@ -182,6 +350,41 @@ def _rewrite(folder, name, convert):
     return tensors
 
 
+@pytest.mark.parametrize("sharded", [False, True])
+def test_variant_files_loaded_without_the_variant_are_named(broken, sharded):
+    if sharded:  # as diffusers writes a sharded variant
+        tensors = load_file(str(broken / "transformer" / WEIGHTS))
+        (broken / "transformer" / WEIGHTS).unlink()
+        shard = "diffusion_pytorch_model.fp16-00001-of-00001.safetensors"
+        save_file({k: v.astype(np.float16) for k, v in tensors.items()}, str(broken / "transformer" / shard))
+        (broken / "transformer" / "diffusion_pytorch_model.safetensors.index.fp16.json").write_text(
+            json.dumps({"weight_map": {k: shard for k in tensors}}))
+    else:
+        _rewrite(broken, "diffusion_pytorch_model.fp16.safetensors", lambda a: a.astype(np.float16))
+    assert load_error(broken).endswith("no weight file (diffusion_pytorch_model.safetensors or model.safetensors, or "
+                                       "a .safetensors.index.json) (found fp16 variant files: pass variant='fp16' / "
+                                       "--variant fp16)")
+    with pytest.warns(UserWarning) as warned:  # the VAE and text encoder have no fp16 files
+        PixArtSigmaPipeline.from_pretrained(broken, variant="fp16")
+    assert len(warned) == 2 and not any("transformer" in str(w.message) for w in warned)
+
+
+def test_download_takes_each_components_variant_files_or_else_its_plain_ones():
+    files = ["model_index.json", "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors",
+             "transformer/diffusion_pytorch_model.fp16.safetensors", "vae/diffusion_pytorch_model.safetensors",
+             "vae/diffusion_pytorch_model.bf16.safetensors", "text_encoder/model.safetensors.index.json",
+             "text_encoder/model-00001-of-00002.safetensors", "text_encoder/model-00002-of-00002.safetensors",
+             "text_encoder/model.safetensors.index.fp16.json", "text_encoder/model.fp16-00001-of-00002.safetensors",
+             "text_encoder/model.fp16-00002-of-00002.safetensors", "text_encoder/model-00003-of-00003.bf16.safetensors",
+             "tokenizer/spiece.model"]
+    assert download_weight_names(files, "fp16") == [
+        "transformer/diffusion_pytorch_model.fp16.safetensors", "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.fp16-00001-of-00002.safetensors", "text_encoder/model.fp16-00002-of-00002.safetensors"]
+    assert download_weight_names(files, None) == [
+        "transformer/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model-00001-of-00002.safetensors", "text_encoder/model-00002-of-00002.safetensors"]
+
+
 def test_fp16_variant_loads_into_fp32(broken):
     original = _rewrite(broken, "diffusion_pytorch_model.fp16.safetensors", lambda a: a.astype(np.float16))
     with pytest.raises(CheckpointError, match="no weight file"):
@@ -192,9 +395,16 @@ def test_fp16_variant_loads_into_fp32(broken):
 
 
 def test_a_component_without_the_variants_files_loads_its_plain_ones(broken):
-    """As the reference: variant="fp16" takes the fp16 transformer and the plain VAE and text encoder."""
+    """As the reference: variant="fp16" takes the fp16 transformer and the plain VAE and text encoder, and says
+    so once per component (not again when the text encoder is loaded for a prompt)."""
     original = _rewrite(broken, "diffusion_pytorch_model.fp16.safetensors", lambda a: a.astype(np.float16))
-    pipe = PixArtSigmaPipeline.from_pretrained(broken, variant="fp16")
+    with pytest.warns(UserWarning) as warned:
+        pipe = PixArtSigmaPipeline.from_pretrained(broken, variant="fp16")
+    assert [str(w.message) for w in warned] == [
+        f"studio: {broken / 'vae'} has no fp16 weights; loading its plain ones ({WEIGHTS}), as diffusers does",
+        f"studio: {broken / 'text_encoder'} has no fp16 weights; loading its plain ones "
+        "(model-00001-of-00002.safetensors, ...), as diffusers does"]
+    pipe.encode_prompt("a cat")  # no warning (they are errors here)
     got = dict(pipe.transformer.parameters_and_names())["proj_out.weight"].asnumpy()
     np.testing.assert_array_equal(got, original["proj_out.weight"].astype(np.float16).astype(np.float32))
     assert weight_files(broken / "vae", "fp16") == [broken / "vae" / WEIGHTS]
@@ -258,10 +468,13 @@ def test_bf16_rows_are_widened(tmp_path):
 
 @pytest.mark.parametrize("name,hub", [("PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", True), ("owner/name", True),
                                       ("./owner/name", False), ("/abs/path", False), ("~/models", False),
-                                      ("a/b/c", False), ("tiny", False), ("a\\b/c", False), ("made/here", False)])
+                                      ("a/b/c", False), ("tiny", False), ("a\\b/c", False), ("made/here", False),
+                                      ("made/dangling", False), ("made/loop", False)])
 def test_is_hub_id(tmp_path, name, hub):
     from studio.hub import is_hub_id
     (tmp_path / "made" / "here").mkdir(parents=True)  # an existing relative path is a folder, not an id
+    os.symlink("/nonexistent", tmp_path / "made" / "dangling")  # so is a broken link, or a looping one
+    os.symlink("loop", tmp_path / "made" / "loop")
     assert is_hub_id(name, tmp_path) is hub
 
 

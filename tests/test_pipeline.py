@@ -117,6 +117,10 @@ def test_unguided_calls_ignore_the_negative_prompt_as_the_reference_does(pipes):
     (dict(negative_prompt="x", negative_prompt_embeds=np.zeros((1, 2, 32)),
           negative_prompt_attention_mask=np.ones((1, 2))), "pass negative_prompt or negative_prompt_embeds, not both"),
     (dict(clean_caption=True), "clean_caption=True is not supported"),
+    (dict(timesteps=[999, 500]), "timesteps= is not supported"),
+    (dict(sigmas=[1.0, 0.5]), "sigmas= is not supported"),
+    (dict(eta=0.5), "eta=0.5 is not supported"),
+    (dict(sampler="ddim", num_inference_steps=1001), "num_steps=1001 must be an integer in 1..1000"),
     (dict(latents=np.zeros((1, 4, 8, 8))), "latents have shape (1, 4, 8, 8), expected (1, 4, 32, 32)"),
 ])
 def test_bad_arguments_are_value_errors_naming_the_argument(pipes, kwargs, message):
@@ -124,6 +128,15 @@ def test_bad_arguments_are_value_errors_naming_the_argument(pipes, kwargs, messa
     kwargs = {"prompt": "a cat", "height": 256, "width": 256, **kwargs}
     with pytest.raises(ValueError, match=re.escape(message)):
         pipes[0](**kwargs)
+
+
+def test_a_scheduler_object_is_refused_not_ignored(pipes):
+    """diffusers code swapping pipe.scheduler would otherwise run the default sampler without a word."""
+    from diffusers import DDIMScheduler
+    with pytest.raises(ValueError, match="pass sampler='dpm\\+\\+', 'ddim' or 'euler' to a call"):
+        pipes[0].scheduler = DDIMScheduler()
+    with pytest.raises(AttributeError, match="its sampler settings are `pipe.sampler`"):
+        pipes[0].scheduler
 
 
 def test_prompt_embeds_from_the_reference_stand_for_the_prompts(pipes):

@@ -14,7 +14,7 @@ first block and shared by all blocks.
 import functools
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import mindspore as ms
@@ -22,7 +22,8 @@ import numpy as np
 from mindspore import nn, ops
 
 from studio import backend
-from studio.checkpoint import SafetensorsFile, load_component, load_weights, read_json, weight_files
+from studio.checkpoint import (SafetensorsFile, config_kwargs, load_component, load_weights, read_json,
+                               weight_files)
 from studio.errors import CheckpointError, ConfigError, InputError
 from studio.models.attention import attention, fold_mask
 from studio.models.layers import Embedding, Linear, param
@@ -81,14 +82,14 @@ class T5Config:
             raise ConfigError(f"T5 config: model_type '{self.model_type}' is not 't5'")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "T5Config":
-        """From a config.json dict: keys starting with '_' and known decoder/generation keys are ignored;
-        any other unknown key is a ConfigError."""
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known and not key.startswith("_") and key not in _IGNORED_KEYS:
-                raise ConfigError(f"T5 config: unknown key '{key}'")
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: dict, where="T5 config") -> "T5Config":
+        """From a config.json dict (`where`, its path, names it in errors): keys starting with '_' and known
+        decoder/generation keys are ignored; any other unknown key is a ConfigError."""
+        kwargs = config_kwargs(cls, d, where, _IGNORED_KEYS, writer="transformers")
+        try:
+            return cls(**kwargs)
+        except ConfigError as e:  # __post_init__'s checks, said of the file
+            raise ConfigError(f"{where}: {str(e).removeprefix('T5 config: ')}") from None
 
 
 @functools.lru_cache(maxsize=8)

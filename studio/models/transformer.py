@@ -8,7 +8,6 @@ modulated by one shared timestep embedding (adaLN-single) plus a learned per-blo
 Parameter names equal the keys of diffusers' PixArtTransformer2DModel checkpoints.
 """
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import numpy as np
 from mindspore import nn, ops
 
 from studio import backend, memory
+from studio.checkpoint import config_kwargs
 from studio.errors import ConfigError
 from studio.models.attention import attention
 from studio.models.layers import Conv2d, LayerNorm, Linear, param
@@ -65,23 +65,20 @@ class PixArtTransformerConfig:
                        "attention_type": "default"}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PixArtTransformerConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in d if not k.startswith("_") and k not in names and k not in cls.IGNORED]
-        if unknown:
-            raise ConfigError(f"transformer config: unknown key '{unknown[0]}'")
-        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict, where="transformer config") -> "PixArtTransformerConfig":
+        """From a config.json dict; `where` (its path) names it in errors."""
+        cfg = cls(**config_kwargs(cls, d, where, cls.IGNORED))
         if cfg.kv_compress_sampling != "conv":
-            raise ConfigError(f"transformer config: kv_compress_sampling={cfg.kv_compress_sampling!r} is not "
-                              "supported (allowed: 'conv')")
+            raise ConfigError(f"{where}: kv_compress_sampling={cfg.kv_compress_sampling!r} is not supported "
+                              "(allowed: 'conv')")
         bad = [i for i in cfg.kv_compress_layers if not 0 <= i < cfg.num_layers]
         if bad or (cfg.kv_compress_layers and cfg.kv_compress_scale_factor < 2):
-            raise ConfigError(f"transformer config: kv_compress_layers {list(cfg.kv_compress_layers)} with "
+            raise ConfigError(f"{where}: kv_compress_layers {list(cfg.kv_compress_layers)} with "
                               f"kv_compress_scale_factor {cfg.kv_compress_scale_factor}: layers must be in "
                               f"[0, {cfg.num_layers}) and the factor at least 2")
         for key, value in cls.REQUIRED_VALUES.items():
             if getattr(cfg, key) != value:
-                raise ConfigError(f"transformer config: {key}={getattr(cfg, key)!r} is not supported "
+                raise ConfigError(f"{where}: {key}={getattr(cfg, key)!r} is not supported "
                                   f"(PixArt uses {value!r})")
         return cfg
 

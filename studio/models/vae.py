@@ -7,14 +7,13 @@ gives the image back. The encoder and decoder are the convolutional autoencoder 
 middle, stride-2 convolutions down and nearest-neighbour 2x + convolution up.
 """
 
-import dataclasses
 from dataclasses import dataclass
 
 import mindspore as ms
 from mindspore import nn, ops
 
 from studio import backend
-from studio.checkpoint import load_component
+from studio.checkpoint import config_kwargs, load_component
 from studio.errors import ConfigError
 from studio.models.attention import attention
 from studio.models.layers import Conv2d, GroupNorm, Linear
@@ -57,31 +56,29 @@ class AutoencoderKLConfig:
         return 2 ** (len(self.block_out_channels) - 1)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AutoencoderKLConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in d if k not in fields and not k.startswith("_") and k not in _IGNORED_KEYS)
-        if unknown:
-            raise ConfigError(f"vae config: unknown key '{unknown[0]}'"
-                              + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
-        config = cls(**kwargs)
-        config.validate()
+    def from_dict(cls, d: dict, where="vae config") -> "AutoencoderKLConfig":
+        """From a config.json dict; `where` (its path) names it in errors."""
+        config = cls(**config_kwargs(cls, d, where, _IGNORED_KEYS))
+        config.validate(where)
         return config
 
-    def validate(self) -> None:
+    def validate(self, where="vae config") -> None:
         """Refuse what this implementation does not build (other block types or activations)."""
         n = len(self.block_out_channels)
+        if not n or min(self.block_out_channels) < 1:
+            raise ConfigError(f"{where}: block_out_channels {list(self.block_out_channels)}: expected one positive "
+                              "channel count per block")
         if self.down_block_types != ("DownEncoderBlock2D",) * n:
-            raise ConfigError(f"vae config: down_block_types {list(self.down_block_types)}: only "
+            raise ConfigError(f"{where}: down_block_types {list(self.down_block_types)}: only "
                               f"{n} x DownEncoderBlock2D (one per block_out_channels entry) is supported")
         if self.up_block_types != ("UpDecoderBlock2D",) * n:
-            raise ConfigError(f"vae config: up_block_types {list(self.up_block_types)}: only "
+            raise ConfigError(f"{where}: up_block_types {list(self.up_block_types)}: only "
                               f"{n} x UpDecoderBlock2D (one per block_out_channels entry) is supported")
         if self.act_fn != "silu":
-            raise ConfigError(f"vae config: act_fn '{self.act_fn}': only 'silu' is supported")
+            raise ConfigError(f"{where}: act_fn '{self.act_fn}': only 'silu' is supported")
         bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
         if bad:
-            raise ConfigError(f"vae config: block_out_channels {list(self.block_out_channels)}: {bad[0]} is not "
+            raise ConfigError(f"{where}: block_out_channels {list(self.block_out_channels)}: {bad[0]} is not "
                               f"a multiple of norm_num_groups {self.norm_num_groups}")
 
 

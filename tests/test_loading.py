@@ -1,0 +1,173 @@
+"""Loading a pipeline folder: configs of the wrong type or shape, the tokenizer, schedulers studio can't run;
+everything checked before any weight is read, each problem one line naming the file."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from studio import checkpoint
+from studio.errors import CheckpointError, ConfigError
+from studio.pipeline import PixArtSigmaPipeline
+from studio.tiny import SCHEDULER
+
+CONFIGS = {"transformer": "transformer/config.json", "vae": "vae/config.json",
+           "text_encoder": "text_encoder/config.json", "scheduler": "scheduler/scheduler_config.json"}
+
+
+@pytest.fixture
+def broken(tiny_dir, tmp_path, monkeypatch):
+    """A fresh copy of the tiny pipeline to break, whose weights must not be read: every problem here is found
+    before (the published XL weights take minutes to read)."""
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights were read")
+
+    monkeypatch.setattr(checkpoint, "load_weights", no_weights)
+    return shutil.copytree(tiny_dir, tmp_path / "copy")
+
+
+def edit(folder, rel: str, **changes) -> None:
+    path = folder / rel
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def load_error(folder, error=CheckpointError) -> str:
+    with pytest.raises(error) as info:
+        PixArtSigmaPipeline.from_pretrained(folder)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("component,key,value,expected", [
+    ("transformer", "num_layers", "2", "'num_layers' is \"2\"; expected an integer of at least 1"),
+    ("transformer", "num_layers", None, "'num_layers' is null; expected an integer of at least 1"),
+    ("transformer", "attention_head_dim", 0, "'attention_head_dim' is 0; expected an integer of at least 1"),
+    ("transformer", "norm_eps", "1e-6", "'norm_eps' is \"1e-6\"; expected a number"),
+    ("transformer", "kv_compress_layers", 3, "'kv_compress_layers' is 3; expected a list of integers"),
+    ("vae", "block_out_channels", 64, "'block_out_channels' is 64; expected a list of integers"),
+    ("vae", "latent_channels", "4", "'latent_channels' is \"4\"; expected an integer of at least 1"),
+    ("vae", "force_upcast", 1, "'force_upcast' is 1; expected true or false"),
+    ("vae", "sample_size", [64, "x"], "'sample_size' is [64, \"x\"]; expected an integer of at least 1 or a list of "
+                                      "integers"),
+    ("text_encoder", "num_layers", "2", "'num_layers' is \"2\"; expected an integer of at least 1"),
+    ("text_encoder", "feed_forward_proj", None, "'feed_forward_proj' is null; expected a string"),
+    ("scheduler", "num_train_timesteps", "1000", "'num_train_timesteps' is \"1000\"; expected an integer"),
+])
+def test_config_values_of_the_wrong_type_name_file_key_value_and_type(broken, component, key, value, expected):
+    edit(broken, CONFIGS[component], **{key: value})
+    assert load_error(broken) == f"{broken / CONFIGS[component]}: {expected}"
+
+
+def test_a_vae_without_blocks_is_refused(broken):
+    edit(broken, CONFIGS["vae"], block_out_channels=[], down_block_types=[], up_block_types=[])
+    assert load_error(broken, ConfigError) == (f"{broken / CONFIGS['vae']}: block_out_channels []: expected one "
+                                               "positive channel count per block")
+
+
+@pytest.mark.parametrize("rel", ["model_index.json", *CONFIGS.values(), "text_encoder/model.safetensors.index.json"])
+@pytest.mark.parametrize("text", ["null", "[1]", '"x"'])
+def test_json_that_is_not_an_object_is_refused(broken, rel, text):
+    (broken / rel).write_text(text)
+    assert load_error(broken) == f"{broken / rel}: holds {text}, expected a JSON object {{...}}"
+
+
+@pytest.mark.parametrize("component,writer", [("transformer", "diffusers"), ("vae", "diffusers"),
+                                              ("text_encoder", "transformers")])
+def test_an_unknown_config_key_names_the_file_and_what_to_do(broken, component, writer):
+    edit(broken, CONFIGS[component], new_future_flag=False)
+    assert load_error(broken, ConfigError) == (
+        f"{broken / CONFIGS[component]}: unknown key 'new_future_flag': studio doesn't know it (a newer {writer} may "
+        "have written it); if it holds its default value, remove it from the file, else this model needs what "
+        "studio doesn't implement")
+
+
+@pytest.mark.parametrize("component,change,expected", [
+    ("transformer", {"norm_type": "layer_norm"}, "norm_type='layer_norm' is not supported (PixArt uses "
+                                                 "'ada_norm_single')"),
+    ("vae", {"act_fn": "gelu"}, "act_fn 'gelu': only 'silu' is supported"),
+    ("text_encoder", {"feed_forward_proj": "gated-silu", "dense_act_fn": "silu"},
+     "feed_forward_proj 'gated-silu' is not supported (allowed: gated-gelu, relu)"),
+])
+def test_an_unsupported_config_value_names_the_file(broken, component, change, expected):
+    edit(broken, CONFIGS[component], **change)
+    assert load_error(broken, ConfigError) == f"{broken / CONFIGS[component]}: {expected}"
+
+
+# --- tokenizer ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"", b"\x0a\xff\xff garbage, not a ModelProto"])
+def test_an_empty_or_corrupt_spiece_model_is_one_line_naming_the_folder(broken, capfd, content):
+    (broken / "tokenizer" / "spiece.model").write_bytes(content)
+    message = load_error(broken)
+    assert message.startswith(f"{broken / 'tokenizer'}: spiece.model is not a sentencepiece model (")
+    assert "tiktoken" not in message and capfd.readouterr().err == ""
+
+
+def test_a_tokenizer_that_is_not_t5s_is_refused(broken, capfd):
+    edit(broken, "tokenizer/special_tokens_map.json", pad_token="</s>")
+    edit(broken, "tokenizer/tokenizer_config.json", pad_token="</s>")
+    assert load_error(broken) == (f"{broken / 'tokenizer'}: not a working T5 tokenizer ('<pad>' is id 1 and '</s>' "
+                                  "id 1, where T5's are 0 and 1); copy the checkpoint's tokenizer folder again")
+    assert capfd.readouterr().err == ""
+
+
+def test_a_tokenizer_larger_than_the_text_encoders_vocabulary_is_refused_at_load(broken):
+    """Token ids past the embedding table would fail at generation (an IndexError in the streamed encoder)."""
+    vocab = json.loads((broken / CONFIGS["text_encoder"]).read_text())["vocab_size"]
+    edit(broken, CONFIGS["text_encoder"], vocab_size=vocab - 6)
+    assert load_error(broken) == (f"{broken / 'tokenizer'}: the tokenizer has {vocab} tokens, the text encoder's "
+                                  f"vocab_size is {vocab - 6}: the tokenizer and text_encoder folders come from "
+                                  "different models")
+
+
+# --- scheduler ---------------------------------------------------------------------------------------
+
+
+UNIPC = {**SCHEDULER, "_class_name": "UniPCMultistepScheduler", "solver_type": "bh2", "predict_x0": True,
+         "disable_corrector": [], "solver_p": None}
+
+
+@pytest.mark.parametrize("config,problem,samplers", [
+    (UNIPC, "_class_name='UniPCMultistepScheduler' is not supported", ("dpm++", "ddim", "euler")),
+    ({**SCHEDULER, "_class_name": "EulerAncestralDiscreteScheduler"},
+     "_class_name='EulerAncestralDiscreteScheduler' is not supported", ("dpm++", "euler")),
+    ({**SCHEDULER, "algorithm_type": "sde-dpmsolver++"}, "algorithm_type='sde-dpmsolver++' is not supported",
+     ("ddim", "euler")),  # DDIM and Euler don't take algorithm_type
+])
+def test_a_scheduler_studio_cant_run_is_replaced_by_a_calls_sampler(tiny_dir, tmp_path, config, problem, samplers):
+    """It loads; a call without sampler= says what to do, one with it runs that sampler from the file's settings
+    (here PixArt's: the same latents as the published scheduler replaced by that sampler)."""
+    folder = shutil.copytree(tiny_dir, tmp_path / "copy")
+    path = folder / CONFIGS["scheduler"]
+    path.write_text(json.dumps(config))
+    pipe = PixArtSigmaPipeline.from_pretrained(folder)
+    kwargs = dict(height=64, width=64, num_inference_steps=2, seed=1, output_type="latent")
+    with pytest.raises(ConfigError) as info:
+        pipe("a cat", **kwargs)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {problem}") and "\n" not in message
+    assert message.endswith("; pass sampler='dpm++', 'ddim' or 'euler' (CLI: --sampler) to sample with one of "
+                            "studio's samplers instead")
+    published = PixArtSigmaPipeline.from_pretrained(tiny_dir)
+    for sampler in samplers:
+        np.testing.assert_array_equal(pipe("a cat", sampler=sampler, **kwargs).images,
+                                      published("a cat", sampler=sampler, **kwargs).images)
+
+
+def test_a_setting_the_calls_sampler_takes_from_an_unrunnable_file_is_still_refused(tiny_dir, tmp_path):
+    folder = shutil.copytree(tiny_dir, tmp_path / "copy")
+    path = folder / CONFIGS["scheduler"]
+    path.write_text(json.dumps({**SCHEDULER, "algorithm_type": "sde-dpmsolver++"}))
+    with pytest.raises(ConfigError, match=f"^{path}: algorithm_type='sde-dpmsolver\\+\\+' is not supported; only "
+                                          "'dpmsolver\\+\\+' \\(sampler='dpm\\+\\+' takes it from this file\\)$"):
+        PixArtSigmaPipeline.from_pretrained(folder)("a cat", height=64, width=64, num_inference_steps=2, seed=1,
+                                                    output_type="latent", sampler="dpm++")
+
+
+def test_the_scheduler_is_read_before_any_weight(broken):
+    """An unreadable scheduler_config.json fails the load at once, not after the transformer's weights."""
+    (broken / CONFIGS["scheduler"]).write_text("{")
+    assert "scheduler_config.json: not valid JSON" in load_error(broken)
