@@ -129,10 +129,16 @@ def jpeg_comment(metadata: dict) -> str:
         del kept[longest]
 
 
-def write_pdf(image, f, dpi: int, bleed: int = 0, metadata: dict | None = None) -> None:
+# crop marks, in pt: hairlines this long, from this far outside the trim (and never inside the bleed)
+CROP_MARK_LENGTH, CROP_MARK_OFFSET, CROP_MARK_WIDTH = 18, 6, 0.25
+
+
+def write_pdf(image, f, dpi: int, bleed: int = 0, metadata: dict | None = None, crop_marks: bool = False) -> None:
     """A one-page PDF 1.7 showing `image` at its physical size (px / dpi inches).
 
-    MediaBox = BleedBox = the whole raster, TrimBox = the raster less `bleed` px per side. The image is an
+    BleedBox = the whole raster, TrimBox = the raster less `bleed` px per side; MediaBox = BleedBox, or with
+    crop_marks a page larger by a margin holding trim marks at the four corners (0.25 pt black hairlines,
+    18 pt long, from 6 pt outside the trim or outside the bleed, whichever is further). The image is an
     sRGB (ICCBased, the ICC v4 profile PDF 1.7 allows) XObject, Flate-compressed with the PNG 'Up'
     predictor (lossless). A page over 200 inches (PDF's limit of 14,400 units) counts in larger units
     (UserUnit), as PDF 1.6 and later allow.
@@ -147,14 +153,29 @@ def write_pdf(image, f, dpi: int, bleed: int = 0, metadata: dict | None = None) 
     pixels = zlib.compress(up.tobytes(), 6)
     icc = zlib.compress(srgb_profile())
 
-    unit = max(1, math.ceil(max(w, h) * 72 / dpi / PDF_MAX_UNITS))  # in 1/72 inch
+    px_pt = 72 / dpi  # pt per px
+    offset = max(CROP_MARK_OFFSET, bleed * px_pt)  # from the trim to a mark's near end
+    margin = (offset + CROP_MARK_LENGTH + CROP_MARK_OFFSET - bleed * px_pt) if crop_marks else 0  # page beyond bleed
+    unit = max(1, math.ceil((max(w, h) * px_pt + 2 * margin) / PDF_MAX_UNITS))  # in 1/72 inch
 
-    def pt(px: float) -> str:
-        return f"{px * 72 / dpi / unit:.4f}".rstrip("0").rstrip(".")
+    def pt(value: float) -> str:  # a length in pt, in the page's units
+        return f"{value / unit:.4f}".rstrip("0").rstrip(".")
 
-    page_w, page_h = pt(w), pt(h)
-    trim = f"[{pt(bleed)} {pt(bleed)} {pt(w - bleed)} {pt(h - bleed)}]"
-    content = f"q {page_w} 0 0 {page_h} 0 0 cm /Im0 Do Q".encode()
+    x0, y0, x1, y1 = margin, margin, margin + w * px_pt, margin + h * px_pt  # the raster on the page
+    b = bleed * px_pt
+    page = f"[0 0 {pt(x1 + margin)} {pt(y1 + margin)}]"
+    bleed_box = f"[{pt(x0)} {pt(y0)} {pt(x1)} {pt(y1)}]"
+    trim = f"[{pt(x0 + b)} {pt(y0 + b)} {pt(x1 - b)} {pt(y1 - b)}]"
+    content = f"q {pt(x1 - x0)} 0 0 {pt(y1 - y0)} {pt(x0)} {pt(y0)} cm /Im0 Do Q"
+    if crop_marks:
+        lines = []
+        for x, sx in ((x0 + b, -1), (x1 - b, 1)):  # each trim corner: a horizontal and a vertical mark
+            for y, sy in ((y0 + b, -1), (y1 - b, 1)):
+                near, far = offset, offset + CROP_MARK_LENGTH  # from the trim outward
+                lines.append(f"{pt(x + sx * near)} {pt(y)} m {pt(x + sx * far)} {pt(y)} l")
+                lines.append(f"{pt(x)} {pt(y + sy * near)} m {pt(x)} {pt(y + sy * far)} l")
+        content += f" q {pt(CROP_MARK_WIDTH)} w 0 G {' '.join(lines)} S Q"
+    content = content.encode()
     info = "<< /Producer (studio)"
     if metadata:
         info += f" /Subject <{pdf_text(json.dumps(metadata, ensure_ascii=False))}>"
@@ -163,7 +184,7 @@ def write_pdf(image, f, dpi: int, bleed: int = 0, metadata: dict | None = None) 
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         (f"<< /Type /Page /Parent 2 0 R {f'/UserUnit {unit} ' if unit > 1 else ''}"
-         f"/MediaBox [0 0 {page_w} {page_h}] /BleedBox [0 0 {page_w} {page_h}] /TrimBox {trim} "
+         f"/MediaBox {page} /BleedBox {bleed_box} /TrimBox {trim} "
          f"/Resources << /XObject << /Im0 5 0 R >> >> /Contents 4 0 R >>").encode(),
         stream(b"", content),
         stream(f"/Type /XObject /Subtype /Image /Width {w} /Height {h} /ColorSpace [/ICCBased 6 0 R] "
@@ -459,7 +480,8 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
 
     def writer(fmt, picture):
         if fmt == "pdf":
-            return lambda f: write_pdf(picture.image, f, picture.dpi, picture.bleed, picture.metadata)
+            return lambda f: write_pdf(picture.image, f, picture.dpi, picture.bleed, picture.metadata,
+                                       layout.output.crop_marks)
 
         def save(f):
             with saving[id(picture.image)]:

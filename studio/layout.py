@@ -1213,6 +1213,7 @@ OUTPUT_KEYS = {
     "name": Key(Template(), "file name pattern: layout variables and {layout}, {seed}, {monitor}"),
     "jpeg_quality": Key(Int(1, 100), "default 92"),
     "per_monitor": Key(Bool(), "spans: also write one file per monitor (default true)"),
+    "crop_marks": Key(Bool(), "PDF: trim marks outside the bleed, on a larger page (default false)"),
 }
 
 

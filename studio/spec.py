@@ -195,6 +195,7 @@ class Output:
     name: str = "{layout}"  # file stem pattern; {layout} and layout variables
     jpeg_quality: int = 92
     per_monitor: bool = True  # spans: also one file per monitor
+    crop_marks: bool = False  # PDF: trim marks outside the bleed, on a page that much larger
 
 
 @dataclass(frozen=True)

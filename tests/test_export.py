@@ -258,6 +258,30 @@ def test_a_symbolic_link_at_a_target_name_is_an_existing_file(tmp_path):
         E.export(raster(), poster(("png",)), tmp_path, "p")
 
 
+def test_crop_marks_sit_outside_the_bleed_on_a_larger_page(tmp_path):
+    layout = replace(poster(("pdf",)), output=Output(("pdf",), crop_marks=True))
+    (path,) = E.export(raster(), layout, tmp_path, "poster")  # 112x72 px at 300 dpi, 6 px (1.44 pt) bleed
+    data = path.read_bytes()
+    margin = 6 + 18 + 6 - 1.44  # offset 6 pt from the trim (the bleed is less), 18 pt marks, 6 pt beyond
+    assert box(data, "MediaBox") == pytest.approx([0, 0, 26.88 + 2 * margin, 17.28 + 2 * margin], abs=1e-4)
+    assert box(data, "BleedBox") == pytest.approx([margin, margin, margin + 26.88, margin + 17.28], abs=1e-4)
+    assert box(data, "TrimBox") == pytest.approx([margin + 1.44, margin + 1.44, margin + 25.44, margin + 15.84],
+                                                 abs=1e-4)
+    stroke = re.search(rb"q 0.25 w 0 G (.*?) S Q", data).group(1).decode()
+    segments = [[float(v) for v in seg.split()[:2] + seg.split()[3:5]] for seg in stroke.split(" l") if seg.strip()]
+    assert len(segments) == 8
+    trim = box(data, "TrimBox")
+    for xa, ya, xb, yb in segments:  # each mark on a trim line, 6 to 24 pt beyond the trim corner, outside the bleed
+        if ya == yb:
+            assert ya in (pytest.approx(trim[1]), pytest.approx(trim[3]))
+            ends = sorted(min(abs(v - trim[0]), abs(v - trim[2])) for v in (xa, xb))
+        else:
+            assert xa in (pytest.approx(trim[0]), pytest.approx(trim[2]))
+            ends = sorted(min(abs(v - trim[1]), abs(v - trim[3])) for v in (ya, yb))
+        assert ends == pytest.approx([6, 24], abs=1e-4)
+    assert (pdf_image(data) == np.asarray(raster())).all()
+
+
 def test_a_page_over_200_inches_counts_in_larger_units(tmp_path):
     (path,) = E.export(raster(300, 10), Layout("<string>", Canvas(300, 10, dpi=1), (), output=Output(("pdf",))),
                        tmp_path, "banner")

@@ -46,8 +46,8 @@ def test_layout_plans_proofs_and_renders(path, tiny_dir, tmp_path, capsys):
     for n, file in enumerate(expected):
         (w, h), dpi = sizes[n // len(formats)]
         if file.suffix == ".pdf":
-            page = re.search(rb"/MediaBox \[0 0 ([\d.]+) ([\d.]+)\]", file.read_bytes()).groups()
-            assert [float(v) for v in page] == pytest.approx([w * 72 / dpi, h * 72 / dpi], abs=1e-4)
+            x0, y0, x1, y1 = map(float, re.search(rb"/BleedBox \[([^\]]*)\]", file.read_bytes()).group(1).split())
+            assert [x1 - x0, y1 - y0] == pytest.approx([w * 72 / dpi, h * 72 / dpi], abs=1e-3)  # the raster
             continue
         with Image.open(file) as image:
             assert image.size == (w, h) and round(image.info["dpi"][0]) == dpi, file.name
