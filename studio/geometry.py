@@ -32,13 +32,20 @@ class Box:
         return Box(self.x + dx, self.y + dy, self.w, self.h)
 
 
-def split(total: int, parts: int, gutter: int = 0) -> list[tuple[int, int]]:
-    """(start, length) of `parts` spans across `total` px with `gutter` px between them; lengths differ by
-    at most 1 px and, with the gutters, add up to `total` exactly."""
+def split(total: int, parts: int, gutter: int = 0, weights: tuple[float, ...] = ()) -> list[tuple[int, int]]:
+    """(start, length) of `parts` spans across `total` px with `gutter` px between them, in proportion to
+    `weights` (equal when empty: lengths differ by at most 1 px); with the gutters they add up to `total`
+    exactly. A ValueError when a span would be less than 1 px."""
+    shares = [Fraction(w).limit_denominator(10 ** 6) for w in weights] or [Fraction(1)] * parts
     free = total - gutter * (parts - 1)
-    if parts < 1 or free < parts:
+    if parts < 1 or len(shares) != parts or free < parts:
         raise ValueError(f"cannot split {total} px into {parts} parts with {gutter} px gutters")
-    cuts = [round(Fraction(free * i, parts)) for i in range(parts + 1)]
+    edges = [Fraction(0)]
+    for share in shares:
+        edges.append(edges[-1] + share)
+    cuts = [round(free * edge / edges[-1]) for edge in edges]
+    if any(b <= a for a, b in zip(cuts, cuts[1:])):
+        raise ValueError(f"cannot split {total} px into parts of {', '.join(map(str, weights))} with {gutter} px gutters")
     return [(cuts[i] + i * gutter, cuts[i + 1] - cuts[i]) for i in range(parts)]
 
 
@@ -80,8 +87,8 @@ def resolve(region: Region, canvas: Canvas, grids: dict[str, Grid]) -> Box:
     if region.kind == "cell":
         grid = grids[region.grid]
         area = resolve(grid.region, canvas, grids)
-        rows = split(area.h, grid.rows, grid.gutter[0])
-        cols = split(area.w, grid.columns, grid.gutter[1])
+        rows = split(area.h, grid.rows, grid.gutter[0], grid.row_weights)
+        cols = split(area.w, grid.columns, grid.gutter[1], grid.column_weights)
         c0, c1 = cols[region.column], cols[region.column + region.column_span - 1]
         r0, r1 = rows[region.row], rows[region.row + region.row_span - 1]
         return Box(area.x + c0[0], area.y + r0[0], c1[0] + c1[1] - c0[0], r1[0] + r1[1] - r0[0])

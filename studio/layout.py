@@ -1160,9 +1160,25 @@ CANVAS_KEYS = {
     "safe_margin": Key(CanvasLength(), "margin inside the trim kept clear of cuts (default 0)"),
     "background": Key(Colour(), "default white"),
 }
+class Tracks:
+    """A grid's rows (columns): a count of equal ones, or a list of relative sizes ([1, 2, 1]) -> (count, sizes),
+    sizes () when equal."""
+
+    COUNT, SIZES = Int(1, 1000), ListOf(Number(hi=1e6, positive=True), 1, 1000)
+
+    def parse(self, r, node, path):
+        if isinstance(node, yaml.SequenceNode):
+            sizes = r.parse(self.SIZES, node, path)
+            return len(sizes), sizes
+        return r.parse(self.COUNT, node, path), ()
+
+    def schema(self, defs):
+        return {"anyOf": [*self.COUNT.schema(defs)["anyOf"], self.SIZES.schema(defs)]}
+
+
 GRID_KEYS = {
-    "rows": Key(Int(1, 1000), required=True),
-    "columns": Key(Int(1, 1000), required=True),
+    "rows": Key(Tracks(), "a count, or relative heights: [1, 2, 1]", required=True),
+    "columns": Key(Tracks(), "a count, or relative widths: [2, 1]", required=True),
     "gutter": Key(ListOf(Length(), 1, 2, single_ok=True),
                   "gap between cells: one length, or [between rows, between columns] (default 0)"),
     "region": Key(RegionKind(), "the area divided (default full)"),
@@ -1396,12 +1412,13 @@ def _grids(r: _Reader, node) -> None:
             r.bad_grids.add(name)
             continue
         gutter = values.get("gutter", (0,))
-        grid = Grid(name, values["rows"], values["columns"], (round(gutter[0]), round(gutter[-1])),
-                    values.get("region", Region("full")))
+        (rows, row_weights), (columns, column_weights) = values["rows"], values["columns"]
+        grid = Grid(name, rows, columns, (round(gutter[0]), round(gutter[-1])), values.get("region", Region("full")),
+                    row_weights, column_weights)
         area = resolve(grid.region, r.canvas, r.grids)
         try:
-            split(area.h, grid.rows, grid.gutter[0])
-            split(area.w, grid.columns, grid.gutter[1])
+            split(area.h, grid.rows, grid.gutter[0], grid.row_weights)
+            split(area.w, grid.columns, grid.gutter[1], grid.column_weights)
         except ValueError:
             row_gutter, column_gutter = grid.gutter
             gutters = (f"{row_gutter} px gutters" if row_gutter == column_gutter else

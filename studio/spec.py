@@ -37,13 +37,16 @@ class Region:
 @dataclass(frozen=True)
 class Grid:
     """rows x columns cells over `region` (triptychs, collages), separated by `gutter` px: (between rows,
-    between columns); one int stands for both."""
+    between columns); one int stands for both. Rows (columns) share the height (width) in proportion to
+    `row_weights` (`column_weights`), equally when empty."""
 
     name: str
     rows: int
     columns: int
     gutter: tuple[int, int] = (0, 0)
     region: Region = Region("full")
+    row_weights: tuple[float, ...] = ()
+    column_weights: tuple[float, ...] = ()
 
     def __post_init__(self):
         if isinstance(self.gutter, int):

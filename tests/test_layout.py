@@ -126,6 +126,17 @@ def test_grids():
     assert inner.region == Region("cell", grid="panels", row=0, column=1)
 
 
+def test_grid_rows_and_columns_of_different_sizes():
+    layout = parse_layout("canvas: {width: 1000, height: 400}\n"
+                          "grids: {g: {rows: [3, 1], columns: [1, 2, 1], gutter: 10}}\n"
+                          "layers: [{fill: {color: red, region: {cell: [g, 0, 1]}}},\n"
+                          "         {fill: {color: blue, region: {cell: [g, 1, 0], span: [1, 3]}}}]\n")
+    grid = layout.grids["g"]
+    assert (grid.rows, grid.columns, grid.row_weights, grid.column_weights) == (2, 3, (3, 1), (1, 2, 1))
+    assert [resolve(layer.region, layout.canvas, layout.grids) for layer in layout.layers] == [
+        Box(255, 0, 490, 292), Box(0, 302, 1000, 98)]  # 980 px of columns 1:2:1, 390 px of rows 3:1 (292.5 -> 292)
+
+
 @pytest.mark.parametrize("gutter, dpi, expected", [
     ("10px", 72, (10, 10)), ("[10px, 25px]", 72, (10, 25)), ("[2mm, 1mm]", 254, (20, 10)), ("[0, 3]", 72, (0, 3)),
     ("[7px]", 72, (7, 7)),

@@ -35,6 +35,23 @@ def test_split_impossible():
         split(10, 4, 3)
 
 
+@pytest.mark.parametrize("total,gutter,weights,expected", [
+    (1000, 10, (1, 2, 1), [(0, 245), (255, 490), (755, 245)]),
+    (100, 0, (1, 1, 1), [(0, 33), (33, 34), (67, 33)]),  # equal weights: as no weights
+    (10, 0, (0.5, 0.25, 0.25), [(0, 5), (5, 3), (8, 2)]),  # edges at 5, 7.5 -> 8 (half to even), 10
+    (2160, 20, (3, 1), [(0, 1605), (1625, 535)]),
+])
+def test_split_by_weights_is_exact(total, gutter, weights, expected):
+    cells = split(total, len(weights), gutter, weights)
+    assert cells == expected
+    assert sum(length for _, length in cells) + gutter * (len(weights) - 1) == total
+
+
+def test_split_by_weights_refuses_a_part_under_a_pixel():
+    with pytest.raises(ValueError, match="into parts of 1, 0.001"):
+        split(100, 2, 0, (1, 0.001))
+
+
 CANVAS = Canvas(width=3840, height=2160, bleed=0, safe_margin=100)
 BLEED = Canvas(width=4960, height=7016, dpi=300, bleed=36, safe_margin=118)
 GRIDS = {"panels": Grid("panels", rows=1, columns=3, gutter=40),
