@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's scheduler_config.json")
     gen.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     gen.add_argument("--variant", default=None, help="weight-file variant, e.g. fp16 for *.fp16.safetensors")
+    gen.add_argument("--revision", default=None,
+                     help="hub ids: a branch, tag or commit hash of the repository (default main)")
     gen.add_argument("--no-binning", action="store_true", help="generate at the exact size (multiple of 16 px)")
     gen.add_argument("--memory-budget", default=None, help=BUDGET_HELP)
     gen.add_argument("--vae-tiling", choices=tuple(VAE_TILING), default="auto",
@@ -177,12 +179,13 @@ def cmd_generate(args) -> None:
     # plan first: a budget that can't be met fails here, before any weight is read
     the_plan = pipeline.plan(args.model, height, width, guidance_scale=args.guidance, memory_budget=args.memory_budget,
                              use_resolution_binning=not args.no_binning, dtype=args.dtype,
-                             vae_tiling=VAE_TILING[args.vae_tiling])
+                             vae_tiling=VAE_TILING[args.vae_tiling], revision=args.revision)
     if args.dry_run:
         print(the_plan.describe())
         return
     t0 = time.perf_counter()
-    pipe = PixArtSigmaPipeline.from_pretrained(args.model, dtype=args.dtype, variant=args.variant)
+    pipe = PixArtSigmaPipeline.from_pretrained(args.model, dtype=args.dtype, variant=args.variant,
+                                               revision=args.revision)
     if pipe.tiny_notice:
         print(f"note: {args.model}: {pipe.tiny_notice}", file=sys.stderr)
     if pipe.dtype != pipeline.as_dtype(args.dtype):  # said, not silently changed

@@ -136,7 +136,8 @@ class UnrunnableScheduler:
 
 def plan(path_or_id, height: int | None = None, width: int | None = None, images: int = 1, guidance_scale: float = 4.5,
          memory_budget=None, use_resolution_binning: bool = True, dtype="float32",
-         keep_text_encoder: bool = False, vae_tiling: bool | None = None) -> GenerationPlan:
+         keep_text_encoder: bool = False, vae_tiling: bool | None = None,
+         revision: str | None = None) -> GenerationPlan:
     """The memory plan of a generation, from the configs alone (no weights are read).
 
     height, width: px, by default the checkpoint's native size; memory_budget: bytes, a string like "6GiB", or
@@ -144,11 +145,11 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
     vae_tiling: None (tile when the untiled decode would not fit the budget, or one of its feature maps
     would exceed MAX_TENSOR), True or False.
     Raises PlanError with the smallest workable budget when it can't be met. A published checkpoint that is
-    not on this machine is planned from its published configs, as `studio plan` does.
+    not on this machine is planned from its published configs, as `studio plan` does. revision: of a hub id.
     """
     from studio.plan import model_configs
 
-    tr, t5, vae = model_configs(str(path_or_id))
+    tr, t5, vae = model_configs(str(path_or_id), revision)
     height, width = default_size(tr, vae, height, width)
     gen_h, gen_w = generation_size(tr, height, width, use_resolution_binning)
     check_size(tr, vae, gen_h, gen_w)

@@ -99,14 +99,15 @@ class Plan:
         return "\n".join(lines)
 
 
-def model_configs(model: str) -> tuple[PixArtTransformerConfig, T5Config, AutoencoderKLConfig]:
-    """The configs of `model` (folder or hub id): read from its config files when present on this machine,
-    else the published configs of the known checkpoints."""
+def model_configs(model: str, revision: str | None = None) -> tuple[PixArtTransformerConfig, T5Config,
+                                                                  AutoencoderKLConfig]:
+    """The configs of `model` (folder, or hub id at `revision`): read from its config files when present on
+    this machine, else the published configs of the known checkpoints."""
     from studio.checkpoint import resolve_model_dir
     from studio.pipeline import read_configs
 
     try:
-        return read_configs(resolve_model_dir(model, weights=False))
+        return read_configs(resolve_model_dir(model, weights=False, revision=revision))
     except CheckpointError:
         if model in PUBLISHED:
             return PUBLISHED[model], T5Config(), SDXL_VAE

@@ -262,3 +262,21 @@ def test_import_studio_loads_mindspore_only_for_the_pipeline():
             "print(light, 'mindspore' in sys.modules, PixArtSigmaPipeline.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "True", "studio.pipeline"]
+
+
+def test_revision_picks_a_cached_snapshot_of_a_hub_id(tiny_dir, tmp_path, monkeypatch, capsys):
+    """--revision as diffusers' revision=: a snapshot cached by commit hash alone plans and generates."""
+    from tests.test_checkpoint import _hub_cache
+
+    revision = "d" * 40
+    _hub_cache(tiny_dir, tmp_path / "hub", [revision], {})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["generate", "a cat", "--model", "someone/tiny-pixart", "-o", str(tmp_path / "cat.png"), "--size",
+            "128x128", "--steps", "1", "--seed", "1", "--no-binning", "--quiet"]
+    assert main(args) == 2
+    assert "not in the Hugging Face cache" in capsys.readouterr().err
+    assert main(args + ["--revision", revision, "--dry-run"]) == 0
+    assert "generation 128x128 px" in capsys.readouterr().out
+    assert main(args + ["--revision", revision]) == 0
+    assert (tmp_path / "cat.png").is_file()
