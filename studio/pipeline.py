@@ -125,7 +125,7 @@ class UnrunnableScheduler:
         if name not in sampling.SAMPLERS:
             return sampling.SamplerConfig().with_sampler(name)  # its InputError
         # the keys some sampler of studio's takes: from_scheduler_config keeps those of `name`, as from_config does
-        known = {k: v for k, v in self.config.items() if k in sampling._KNOWN_KEYS or k == "_use_default_values"}
+        known = {k: v for k, v in self.config.items() if k in sampling.KNOWN_KEYS or k == "_use_default_values"}
         try:
             return sampling.SamplerConfig.from_scheduler_config({**known, "_class_name": sampling.SAMPLERS[name]})
         except ConfigError as e:

@@ -94,7 +94,7 @@ _CLASS_KEYS = {
         "final_sigmas_type": "zero",
     },
 }
-_KNOWN_KEYS = set().union(*_CLASS_KEYS.values())
+KNOWN_KEYS = set().union(*_CLASS_KEYS.values())
 
 # Keys we accept only at one value (the alternatives are not implemented). Keys neither here nor a
 # SamplerConfig field (dynamic_thresholding_ratio, sample_max_value, flow_shift, time_shift_type)
@@ -183,7 +183,7 @@ class SamplerConfig:
         defaulted = set(d.get("_use_default_values", ()))
         given = {k: v for k, v in d.items() if not k.startswith("_") and k not in defaulted}
         for key in given:
-            if key not in _KNOWN_KEYS:
+            if key not in KNOWN_KEYS:
                 raise ConfigError(f"scheduler config: unknown key {key!r} for {class_name}")
 
         settings = {**_CLASS_KEYS[sampler], **{k: v for k, v in given.items() if k in _CLASS_KEYS[sampler]}}
