@@ -264,6 +264,11 @@ def write_temp(folder: Path, name: str, write) -> Path:
             pause_point("write", name)
             f.flush()
             os.fsync(f.fileno())
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None and e.errno is not None:  # a full disk says nothing of where: name the file
+            raise OSError(e.errno, e.strerror, str(Path(folder) / name)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -291,6 +291,17 @@ def test_a_page_over_200_inches_counts_in_larger_units(tmp_path):
     assert (pdf_image(data) == np.asarray(raster(300, 10))).all()
 
 
+def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
+    def full(image, f, *args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(E, "write_pdf", full)
+    with pytest.raises(OSError) as info:
+        E.export(raster(), poster(("pdf",)), tmp_path, "p")
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(tmp_path / "p.pdf"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_format(tmp_path):
     with pytest.raises(InputError, match="unknown format 'gif'"):
         E.export(raster(), poster(("png", "gif")), tmp_path, "p")
