@@ -192,7 +192,7 @@ def test_a_dry_run_checks_the_output_and_plans_a_published_checkpoint_offline(tm
     from studio import checkpoint
     from studio.errors import CheckpointError
 
-    def offline(path_or_id, weights=True):
+    def offline(path_or_id, weights=True, revision=None):
         raise CheckpointError(f"{path_or_id}: not a local folder, not in the Hugging Face cache")
     monkeypatch.setattr(checkpoint, "resolve_model_dir", offline)
     hub = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
