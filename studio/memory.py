@@ -113,7 +113,7 @@ def attention_chunks(bh: int, nq: int, nk: int, head_dim: int, budget: int | Non
     if q >= MIN_Q_ROWS or (q >= 1 and nq <= MIN_Q_ROWS):
         return AttentionChunks(int(min(q, nq)), nk)
     q = min(KEY_CHUNK_Q_ROWS, nq)
-    while q > 1 and attention_workspace(bh, q, 1, head_dim) > budget:
+    while q > 1 and 2 * bh * q * head_dim * ROW_BYTES > budget:  # the accumulators leave half for the scores
         q //= 2
     k = (budget - bh * q * head_dim * ROW_BYTES) // (bh * q * SCORE_BYTES)
     if k < 1:

@@ -21,6 +21,17 @@ MAX_TOKENS = 300
 # The smallest attention block the planner accepts: below it, chunking costs more in launches than it
 # saves (64 query rows x 1024 keys).
 MIN_BLOCK_Q, MIN_BLOCK_K = 64, 1024
+# ... and at least 1/64 of each side, so that at the planner's minimum one attention call runs in about
+# 64 x 64 blocks (at most 5,120 with rounding): each block costs launches (the 4K decode's mid-block
+# attention in 1 MiB took ~267k blocks, ~80 minutes) and, in MindSpore 2.8, ~7 KiB of RSS that is never
+# given back (README, Memory).
+MAX_BLOCKS_SIDE = 64
+
+
+def smallest_block(nq: int, nk: int) -> tuple[int, int]:
+    """The smallest (query, key) block the planner accepts for an nq x nk attention."""
+    return (min(nq, max(MIN_BLOCK_Q, -(-nq // MAX_BLOCKS_SIDE))),
+            min(nk, max(MIN_BLOCK_K, -(-nk // MAX_BLOCKS_SIDE))))
 
 
 # -- exact parameter counts -------------------------------------------------------------------------------
@@ -125,7 +136,8 @@ class Phase:
     name: str
     weights: int  # bytes of weights resident in this phase
     activations: int  # bytes of activations besides attention scores
-    attention: tuple[tuple[str, int, int, int, int], ...]  # (what, batch*heads, Nq, Nk, head_dim)
+    # (what, batch*heads, Nq, Nk, head_dim); a "cross" runs in the row blocks of the self-attention before it
+    attention: tuple[tuple[str, int, int, int, int], ...]
     workspace: int | None  # bytes the budget leaves for attention scores; None: no budget, attention whole
     chunks: tuple[AttentionChunks, ...]
     tiles: TilePlan | None = None  # decode: the VAE tile grid, or None for one untiled decode
@@ -144,17 +156,16 @@ class Phase:
 
     def chunking(self) -> str:
         """How the phase runs: each attention's mode and blocks, and the VAE's tiles, e.g.
-        'self: query-chunked q=994 k=32400; cross: whole q=32400 k=300'."""
-        return "; ".join([f"{what}: {c.mode(nq, nk)} q={c.q} k={c.k}"
+        'self: query-chunked q=994 k=32400; cross: query-chunked q=994 k<=300'."""
+        return "; ".join([f"{what}: {c.mode(nq, nk)} q={c.q} k{'<=' if what == 'cross' else '='}{c.k}"
                           for (what, _, nq, nk, _), c in zip(self.attention, self.chunks)]
                          + ([f"vae: {self.tiles.describe()}"] if self.tiles is not None else [])
                          + (["t5: block by block from its files"] if self.streamed else []))
 
     def minimum(self) -> int:
-        """The smallest budget the planner accepts for this phase."""
+        """The smallest budget the planner accepts for this phase: every attention gets a `smallest_block`."""
         return self.weights + self.activations + max(
-            (attention_workspace(bh, min(nq, MIN_BLOCK_Q), min(nk, MIN_BLOCK_K), d)
-             for _, bh, nq, nk, d in self.attention), default=0)
+            (attention_workspace(bh, *smallest_block(nq, nk), d) for _, bh, nq, nk, d in self.attention), default=0)
 
 
 @dataclass(frozen=True)
@@ -208,6 +219,7 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     w_decode = w_tr + w_vae + (w_t5 if keep_text_encoder else 0)
     mid_attention = [("vae-mid", 1, latent_tokens, latent_tokens, mid_c)] if vae.mid_block_add_attention else []
     untiled = measured(vae_decode_activations(vae, height, width, 4))
+    outputs = images * vae.out_channels * height * width * 4  # pipeline.decode's (N, 3, H, W) float32 array
     t5_attention = [("self", batch * t5.num_heads, MAX_TOKENS, MAX_TOKENS, t5.d_kv)]
     whole_text = ("text", w_t5 + w_tr + w_vae, t5_activations(t5, batch, itemsize), t5_attention)
     streamed_text = ("text", itemsize * t5_streamed_params(t5) + w_tr + w_vae, *whole_text[2:])
@@ -216,12 +228,13 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
         streamed_text if streamed else whole_text,
         ("denoise", w_tr + w_vae + (w_t5 if keep_text_encoder else 0),
          transformer_activations(transformer, batch, tokens, itemsize),
-         _self_attention(transformer, batch, grid_h, grid_w)
-         + [("cross", batch * heads, tokens, MAX_TOKENS, head_dim)]),
+         [a for self_attention in _self_attention(transformer, batch, grid_h, grid_w)
+          for a in (self_attention, ("cross", batch * heads, tokens, MAX_TOKENS, head_dim))]),
     ]
-    tiles = _vae_tiles(vae, height, width, budget, vae_tiling,
-                       Phase("decode", w_decode, untiled, tuple(mid_attention), 0, ()), _pool_high_water(specs, budget))
-    specs.append(("decode", w_decode, untiled if tiles is None else tiled_decode_activations(vae, tiles),
+    tiles = _vae_tiles(vae, height, width, budget, vae_tiling, Phase("decode", w_decode, outputs + untiled,
+                                                                     tuple(mid_attention), 0, ()),
+                       outputs, _pool_high_water(specs, budget))
+    specs.append(("decode", w_decode, outputs + (untiled if tiles is None else tiled_decode_activations(vae, tiles)),
                   mid_attention))
     phases = []
     for name, weights, acts, attn in specs:
@@ -237,10 +250,15 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
 
 
 def _planned(name: str, weights: int, acts: int, attn, budget: int | None) -> Phase:
-    """A phase whose attention takes what the budget leaves after its weights and activations."""
+    """A phase whose attention takes what the budget leaves after its weights and activations. A "cross"
+    attention runs in the row blocks of the self-attention listed before it (`PixArtBlock`), against the
+    trimmed caption's keys: MAX_TOKENS bounds them."""
     workspace = None if budget is None else budget - weights - acts
-    chunks = tuple(attention_chunks(bh, nq, nk, d, workspace) for _, bh, nq, nk, d in attn)
-    return Phase(name, weights, acts, tuple(attn), workspace, chunks)
+    chunks = []
+    for what, bh, nq, nk, d in attn:
+        rows = chunks[-1].q if what == "cross" else nq
+        chunks.append(attention_chunks(bh, rows, nk, d, workspace))
+    return Phase(name, weights, acts, tuple(attn), workspace, tuple(chunks))
 
 
 def _pool_high_water(specs, budget: int | None) -> int | None:
@@ -266,12 +284,13 @@ def _self_attention(cfg: PixArtTransformerConfig, batch: int, grid_h: int, grid_
 
 
 def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | None,
-               vae_tiling: bool | None, untiled: Phase, resident: int | None) -> TilePlan | None:
+               vae_tiling: bool | None, untiled: Phase, outputs: int, resident: int | None) -> TilePlan | None:
     """The decode phase's tile grid for height x width px, or None for one untiled decode. Automatic
     (vae_tiling None): untiled when it fits the budget and none of its feature maps exceeds MAX_TENSOR,
-    else the largest tiles whose activations fit what the budget leaves after the weights and the smallest
-    attention block; the smallest tiles when none fit (the caller then reports the budget that would work).
-    `resident`: what MindSpore's pool holds from the earlier phases (`_pool_high_water`)."""
+    else the largest tiles whose activations fit what the budget leaves after the weights, the `outputs`
+    (the decoded images' array, counted in `untiled`'s activations) and the smallest attention block; the
+    smallest tiles when none fit (the caller then reports the budget that would work). `resident`: what
+    MindSpore's pool holds from the earlier phases (`_pool_high_water`)."""
     fits = budget is None or untiled.minimum() <= budget
     largest = largest_decode_tensor(vae, height, width, 4)
     if vae_tiling is False and largest > MAX_TENSOR:
@@ -281,17 +300,18 @@ def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | 
     if vae_tiling is False or (vae_tiling is None and fits and largest <= MAX_TENSOR):
         return None
     latent_h, latent_w = height // vae.downsample_factor, width // vae.downsample_factor
-    room = None if budget is None else (budget - untiled.minimum() + untiled.activations) * 10 // DECODE_MEASURED_RATIO
+    room = None if budget is None else (budget - untiled.minimum() + untiled.activations - outputs) * 10 // \
+        DECODE_MEASURED_RATIO
     try:
         plan = plan_tiles(vae, latent_h, latent_w, tile=DEFAULT_TILE if vae_tiling else None, budget=room)
     except PlanError:
         return plan_tiles(vae, latent_h, latent_w, tile=MIN_TILE)
     # the maps in memory when they take at most half of what the budget leaves beside MindSpore's pool (its
     # high-water mark from denoising, or the weights and tiles, whichever is more; the other half stays for
-    # the mid-block's attention): files cost time (at 2048^2 1.46x untiled, 1.24x with the maps in memory:
-    # benchmarks/vae_tiling.py), memory is what tiling saves
-    left = None if budget is None else budget - max(resident or 0,
-                                                    untiled.weights + tiled_decode_activations(vae, plan))
+    # the mid-block's attention) and the outputs (numpy, like the maps): files cost time (at 2048^2 1.46x
+    # untiled, 1.24x with the maps in memory: benchmarks/vae_tiling.py), memory is what tiling saves
+    left = None if budget is None else budget - outputs - max(resident or 0,
+                                                              untiled.weights + tiled_decode_activations(vae, plan))
     if left is None or 2 * map_disk_bytes(vae, 1, latent_h, latent_w) <= left:
         plan = replace(plan, maps_in_memory=True)
     return plan

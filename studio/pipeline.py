@@ -593,25 +593,26 @@ class PixArtSigmaPipeline:
     @_one_at_a_time
     def decode(self, latents: ms.Tensor, tiles: tiling.TilePlan | None = None,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Latents (N, 4, h, w) -> images (N, 3, 8h, 8w) float32 in about [-1, 1], one image at a time (the
-        memory plan counts one image's decode); in tiles with a plan (`vae_tiling.plan_tiles`).
-        progress(done, total): tile passes when tiled, else images."""
+        """Latents (N, 4, h, w) -> images (N, 3, 8h, 8w) float32 in about [-1, 1], one image at a time into
+        one array (the memory plan counts one image's decode and the N outputs); in tiles with a plan
+        (`vae_tiling.plan_tiles`), each written straight into its output. progress(done, total): tile passes
+        when tiled, else images."""
         z = latents.astype(self.vae_dtype) / self.vae.config.scaling_factor
-        n = z.shape[0]
+        n, _, h, w = z.shape
+        f = self.vae.config.downsample_factor
+        images = np.empty((n, self.vae.config.out_channels, f * h, f * w), np.float32)  # (N, 3, 8h, 8w)
         per_image = progress is not None and tiles is None
         if per_image:
             progress(0, n)
-        images = []
         for i in range(n):
             if tiles is None:
-                image = self.vae.decode(z[i:i + 1])
+                images[i:i + 1] = self.vae.decode(z[i:i + 1]).asnumpy()  # a view of the tensor, copied (cast) once
             else:
                 passes = (lambda done, total, i=i: progress(i * total + done, n * total)) if progress else None
-                image = tiling.decode_tiled(self.vae, z[i:i + 1], tiles, passes)
-            images.append(image.astype(ms.float32).asnumpy())  # (1, 3, 8h, 8w)
+                tiling.decode_tiled(self.vae, z[i:i + 1], tiles, passes, out=images[i:i + 1])
             if per_image:
                 progress(i + 1, n)
-        return images[0] if n == 1 else np.concatenate(images)
+        return images
 
     # -- memory --------------------------------------------------------------------------------------------
 

@@ -40,6 +40,11 @@ HALO = 1  # latent px a tile's crop may reach beyond its core: a 3x3 conv reads 
 # by 1 px per layer) and their maps outgrow what MindSpore's CPU allocator takes in one tensor (~5.5 GiB;
 # 256 channels at 2048^2 are 4 GiB).
 MAX_TILE = 128
+# Feature maps (latent px x widest channels, fp32) the decoder's latent-resolution stage holds at its peak,
+# besides its attention's workspace, as estimated before the measured ratio (memory_plan.measured, 1.7x):
+# 6 x 1.7 = 10.2, and 9.1-9.6 measured (peak RSS of the stage after a warm-up, c = 256 and 512 channels,
+# 128^2 and 180^2 latents: x, its norms, conv outputs, q, k, v, the attention's tokens and output).
+LATENT_STAGE_MAPS = 6
 
 
 # -- plan ---------------------------------------------------------------------------------------------------
@@ -120,16 +125,16 @@ def largest_decode_tensor(cfg: AutoencoderKLConfig, height: int, width: int, ite
 
 
 def tiled_activations(cfg: AutoencoderKLConfig, plan: TilePlan, itemsize: int = 4) -> int:
-    """Bytes of a tiled decode: the latent-resolution features and the image, held throughout, plus the
-    larger of the whole-latent stage (conv_in, mid-block, first up block: about six maps at the widest
-    channel count) and one tile's largest layer (that of the up path on the largest crop). The encoder's
-    layers are smaller than the decoder's (no upsampling temporaries); the same bound serves."""
+    """Bytes of a tiled decode besides the image it writes (the caller's output, `decode_tiled(out=)`) and
+    the mid-block attention's workspace: the latent-resolution features, held throughout; the whole-latent
+    stage (conv_in, mid-block, first up block: about LATENT_STAGE_MAPS maps at the widest channel count);
+    and, on top of it, one tile's largest layer (that of the up path on the largest crop): MindSpore's
+    pool keeps what the whole-latent stage took, and the tile passes grow it further (measured, README).
+    The encoder's layers are smaller than the decoder's (no upsampling temporaries); the same bound serves."""
     f, c = cfg.downsample_factor, cfg.block_out_channels[-1]
     n = plan.height * plan.width
-    held = n * c + f * f * n * cfg.out_channels
-    whole = 6 * n * c
     tile = max(vae_decode_activations(cfg, f * t.crop.h, f * t.crop.w, 1) for t in plan.tiles)
-    return itemsize * (held + max(whole, tile))
+    return itemsize * (n * c + LATENT_STAGE_MAPS * n * c + tile)
 
 
 def plan_tiles(cfg: AutoencoderKLConfig, height: int, width: int, tile: int | None = None,
@@ -160,10 +165,11 @@ class _Map:
     """A (B, C, H, W) fp32 feature map that a step writes tile by tile and the next step reads in crops, with
     the per-(sample, group) sums of everything written (the statistics of the GroupNorm that reads it).
 
-    Held in a numpy array when given one (the latent-resolution maps, small) or when there is no `folder`
-    (the plan keeps the maps in memory), else in an unnamed temporary file in `folder` (the system frees it
-    when the map is deleted or the process ends, SIGKILL included), mapped only while a tile is read or
-    written so that the resident pages stay those of one tile.
+    Held in `array` when given one (the caller's output, written here), in a new numpy array when there is
+    no `folder` (the plan keeps the maps in memory), else in an unnamed temporary file in `folder` (the
+    system frees it when the map is deleted or the process ends, SIGKILL included), mapped only while a
+    tile is read or written so that the resident pages stay those of one tile. Its contents come only
+    through `write`, which adds up their sums: a map's statistics are always those of what it holds.
     """
 
     def __init__(self, shape: tuple[int, ...], groups: int, folder=None, array: np.ndarray | None = None,
@@ -376,34 +382,43 @@ def _decoder_latent_stage(vae: AutoencoderKL, z: ms.Tensor) -> ms.Tensor:
 
 
 def decode_tiled(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan,
-                 progress: Callable[[int, int], None] | None = None) -> ms.Tensor:
+                 progress: Callable[[int, int], None] | None = None, out: np.ndarray | None = None) -> ms.Tensor:
     """`vae.decode(z)` tile by tile: latent (B, C, h, w) already divided by scaling_factor -> image (B, 3, fh, fw).
 
     plan: from `plan_tiles(vae.config, h, w, ...)`. The layers at latent resolution run once on the whole
     latent; the rest one layer at a time over the tiles (`_Steps`), through feature maps in unnamed
     temporary files (`map_disk_bytes` of disk), or in memory when `plan.maps_in_memory`. progress(done,
     total) counts tile passes (one layer over one tile), from 0 before the latent-resolution stage.
+    out: a C-contiguous float32 array (B, 3, fh, fw) the tiles are written into (a fp32 result shares it);
+    else one is allocated.
     """
     _check("latent", z.shape, plan, 1)
     cfg, dec = vae.config, vae.decoder
+    f = cfg.downsample_factor
+    shape = (z.shape[0], cfg.out_channels, f * plan.height, f * plan.width)
+    if out is not None and (out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous):
+        raise InputError(f"decode_tiled: out must be a C-contiguous float32 array of shape {shape}, got "
+                         f"{out.dtype} {out.shape}")
     folder = None if plan.maps_in_memory else _folder(map_disk_bytes(cfg, z.shape[0], plan.height, plan.width))
     first_upsampler = dec.up_blocks[0].upsamplers is not None
     passes = first_upsampler + sum(_block_passes(block) for block in dec.up_blocks[1:]) + 1  # + conv_out
     steps = _Steps(plan, cfg.norm_num_groups, folder, z.dtype, passes, progress)
-    x = _decoder_latent_stage(vae, z).astype(ms.float32).asnumpy()
-    src, r = _Map(x.shape, cfg.norm_num_groups, array=x), 1
+    x = _decoder_latent_stage(vae, z)  # (B, C, h, w)
+    src, r = _Map(x.shape, cfg.norm_num_groups), 1  # in memory: small, and read by every tile of the next step
+    src.write(Box(0, 0, plan.width, plan.height), x)  # with its sums: conv_norm_out reads it when f = 1
+    del x
     if first_upsampler:
         src, r = steps.upsample(dec.up_blocks[0].upsamplers[0], src, r), 2 * r
     for block in dec.up_blocks[1:]:
         src, r = steps.block(block, src, r)
-    b, _, h, w = src.shape
-    image = _Map((b, cfg.out_channels, h, w), 1, array=np.empty((b, cfg.out_channels, h, w), np.float32))
+    image = _Map(shape, 1, array=np.empty(shape, np.float32) if out is None else out)
     norm = dec.conv_norm_out
     stats = src.moments()
     steps.map(lambda t, origin, core: _trim(dec.conv_out(steps.normalize(t, stats, norm, src.shift)), origin, core),
               src, r, r, cfg.out_channels, out=image, record=False)
     src.delete()
-    return ms.Tensor(image.array).astype(z.dtype)
+    result = ms.from_numpy(image.array)  # shares the array: no copy
+    return result if z.dtype == ms.float32 else result.astype(z.dtype)
 
 
 def encode_tiled(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan,
@@ -420,8 +435,10 @@ def encode_tiled(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan,
     folder = None if plan.maps_in_memory else _folder(map_disk_bytes(cfg, x.shape[0], plan.height, plan.width))
     passes = 1 + sum(_block_passes(block) for block in enc.down_blocks[:-1])  # conv_in + blocks
     steps = _Steps(plan, cfg.norm_num_groups, folder, x.dtype, passes, progress)
-    image = x.astype(ms.float32).asnumpy()
-    src, r = steps.conv(enc.conv_in, _Map(image.shape, 1, array=image), f), f
+    image = _Map(x.shape, 1)
+    image.write(Box(0, 0, x.shape[3], x.shape[2]), x)
+    src, r = steps.conv(enc.conv_in, image, f), f
+    image.delete()
     for block in enc.down_blocks[:-1]:
         src, r = steps.block(block, src, r)
     with src._view("r") as m:

@@ -34,13 +34,34 @@ def test_parse_bytes_rejects(bad):
     (2, 1000, 1000, 8, 2 * 64 * (1000 * 16 + 96), (64, 1000)),     # exactly MIN_Q_ROWS rows
     (2, 1000, 1000, 8, 2 * 64 * (1000 * 16 + 96) - 1, (256, 245)),  # one byte less: key blocks
     (1, 10, 10, 4, 5 * (10 * 16 + 48), (5, 10)),                   # short sequences: any row count
-    (1, 10, 10, 4, 2 * (1 * 16 + 48), (2, 1)),                     # not one row of keys: key blocks
+    (1, 10, 10, 4, 2 * (1 * 16 + 48), (1, 5)),                     # not one row of keys: key blocks
+    (1, 4471, 4471, 512, 70 * (1024 * 16 + 512 * 12), (128, 386)),  # the accumulators take half at most
 ])
 def test_attention_chunks_table(bh, nq, nk, d, budget, expected):
     assert attention_chunks(bh, nq, nk, d, budget) == AttentionChunks(*expected)
     if budget is not None:
         q, k = expected
         assert memory.attention_workspace(bh, q, k, d) <= budget and bh * q * k * 4 <= memory.MAX_TENSOR
+
+
+# (batch*heads, Nq, Nk, head_dim) -> the planner's smallest block, and the chunks attention_chunks runs in
+# its workspace: at most ~64 x 64 blocks (5,120 with rounding) however long the sequence
+@pytest.mark.parametrize("bh,nq,nk,d,block,chunks", [
+    (1, 129600, 129600, 16, (2025, 2025), (256, 16100)),   # 4K decode's mid-block, tiny VAE: 507 x 9 blocks
+    (1, 129600, 129600, 512, (2025, 2025), (256, 18671)),  # ... SDXL VAE: 507 x 7
+    (1, 16384, 16384, 512, (256, 1024), (256, 1024)),      # 1024^2 decode's mid-block: 64 x 16
+    (4, 32400, 32400, 16, (507, 1024), (256, 2039)),       # 4K self-attention, tiny, CFG: 127 x 16
+    (4, 4096, 4096, 16, (64, 1024), (256, 247)),           # MIN_BLOCK_Q x MIN_BLOCK_K: 16 x 17
+    (1, 4471, 4471, 512, (70, 1024), (128, 386)),          # wide heads: 35 x 12
+    (4, 32400, 300, 16, (507, 300), (507, 300)),           # few keys: 64 query blocks
+    (1, 300, 300, 16, (64, 300), (64, 300)),
+    (1, 261094, 261094, 16, (4080, 4080), (256, 65204)),   # the most blocks: 1020 x 5
+])
+def test_the_planners_smallest_block_bounds_the_blocks(bh, nq, nk, d, block, chunks):
+    from studio.memory_plan import smallest_block
+    assert smallest_block(nq, nk) == block
+    got = attention_chunks(bh, nq, nk, d, memory.attention_workspace(bh, *block, d))
+    assert got == AttentionChunks(*chunks) and -(-nq // got.q) * -(-nk // got.k) <= 5120
 
 
 def test_attention_chunks_impossible_budget():

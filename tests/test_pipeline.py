@@ -225,6 +225,29 @@ def test_small_and_large_memory_budgets_give_the_same_latents(tiny_dir):
     assert np.abs(small - large).max() <= 1e-5 * np.abs(large).max()
 
 
+def test_a_small_budget_runs_the_attention_its_plan_describes(tiny_dir, monkeypatch):
+    """Denoising runs each cross-attention in its self-attention's row blocks against the trimmed caption:
+    the plan's cross entry says so (its query block is self's, its keys at most MAX_TOKENS)."""
+    from studio import memory
+    pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir)
+    budget = 24 * 2 ** 20
+    denoise = pipe.generation_plan(384, 512, 1, budget, True).phases[1]
+    planned = {what: c for (what, *_), c in zip(denoise.attention, denoise.chunks)}
+    assert planned["self"].mode(768, 768) == "query-chunked" and planned["cross"].q == planned["self"].q
+    assert f"cross: query-chunked q={planned['self'].q} k<=300" in denoise.chunking()
+    phase, calls = [None], []
+    chunks = memory.attention_chunks
+    monkeypatch.setattr(memory, "attention_chunks", lambda *a: calls.append((phase[0], a)) or chunks(*a))
+    pipe("a red cat", height=384, width=512, use_resolution_binning=False, num_inference_steps=1, seed=5,
+         output_type="latent", memory_budget=budget, progress=lambda name, *_: phase.__setitem__(0, name))
+    cross = [(nq, nk) for name, (_, nq, nk, _, _) in calls if name == "denoise" and nk < 768]
+    assert cross and max(nq for nq, _ in cross) == planned["cross"].q and max(nk for _, nk in cross) <= 300
+    for name, a in calls:
+        if name == "denoise":
+            got, plan = chunks(*a), planned["cross" if a[2] < 768 else "self"]
+            assert got.q <= plan.q and got.k <= plan.k
+
+
 def test_the_device_generic_ops_compute_what_the_cpu_ops_do(tiny_dir, monkeypatch):
     """What GPU/Ascend run (backend's native ops, no fused CPU kernels, plain slicing) gives the CPU path's
     images, untiled and tiled: run on the CPU with `backend.on_cpu` answering False, it is tested here, where

@@ -10,7 +10,7 @@ from studio import vae_tiling
 from studio.errors import PlanError
 from studio.geometry import Box
 from studio.memory import GiB, MiB, parse_bytes
-from studio.memory_plan import measured, plan_generation
+from studio.memory_plan import measured, plan_generation, tiled_decode_activations
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
@@ -52,8 +52,8 @@ def test_cores_partition_the_latent(h, w, tile):
 # SDXL VAE at 3840x2160 (latent 480x270): budget for activations -> grid and largest core (rows, cols)
 @pytest.mark.parametrize("budget,grid,core", [
     (16 * GiB, (3, 4), (90, 120)),  # room for larger tiles: capped at MAX_TILE (128)
-    (4 * GiB, (3, 4), (90, 120)),
-    (2 * GiB, (4, 6), (68, 80)),
+    (4 * GiB, (3, 5), (90, 96)),  # the tiles come on top of the latent stage's 7 maps of 265 MB
+    (2 * GiB, (9, 15), (30, 32)),
 ])
 def test_plan_tiles_from_budget(budget, grid, core):
     plan = plan_tiles(SDXL, 270, 480, budget=budget)
@@ -62,10 +62,19 @@ def test_plan_tiles_from_budget(budget, grid, core):
     assert tiled_activations(SDXL, plan) <= budget
 
 
+def test_tiled_activations_count_the_latent_stage_under_the_tiles():
+    """The tile passes run on top of what the whole-latent stage took (MindSpore's pool keeps it): the
+    features copied out (1 map), the stage's maps (LATENT_STAGE_MAPS, 6) and the largest tile's layer add
+    up. SDXL VAE at 3840x2160: maps of 270 x 480 x 512 fp32 (265 MB), the largest crop 56 x 62 latent px."""
+    plan = plan_tiles(SDXL, 270, 480, tile=64)
+    assert plan.grid == (5, 8) and vae_tiling.vae_decode_activations(SDXL, 8 * 56, 8 * 62, 1) == 228_874_240
+    assert tiled_activations(SDXL, plan) == 4 * (7 * 270 * 480 * 512 + 228_874_240)
+
+
 def test_plan_tiles_defaults_and_errors():
     assert plan_tiles(SDXL, 128, 128).grid == (2, 2)  # DEFAULT_TILE 64 without a budget
     assert plan_tiles(SDXL, 270, 480, tile=100, budget=16 * GiB).grid == (3, 5)  # tile caps the budget's choice
-    with pytest.raises(PlanError, match="VAE tiles of 16 latent px need 1.82 GiB .* budget gives 1.50 GiB"):
+    with pytest.raises(PlanError, match="VAE tiles of 16 latent px need 1.81 GiB .* budget gives 1.50 GiB"):
         plan_tiles(SDXL, 270, 480, budget=1536 * MiB)
 
 
@@ -77,16 +86,17 @@ def test_generation_plan_tiles_only_when_needed():
         return plan_generation(tr, t5, vae, 2160, 3840, budget=budget, vae_tiling=tiling).phases[2]
 
     assert decode(8 * GiB).tiles is None  # untiled fits
-    assert decode(300 * MiB).tiles.grid == (4, 7)  # tile estimates carry the measured decode ratio (17/10)
+    assert decode(300 * MiB).tiles.grid == (7, 12)  # tile estimates carry the measured decode ratio (17/10)
     assert decode(8 * GiB, True).tiles.grid == (5, 8)  # forced: cores of at most DEFAULT_TILE
     # the maps in memory when they take at most half of what is left beside what denoising held (MindSpore's
     # pool keeps it: at 8 GiB the chunked attention filled it), and then counted as activations
     maps = map_disk_bytes(vae, 1, 270, 480)
     assert not decode(300 * MiB).tiles.maps_in_memory and not decode(8 * GiB, True).tiles.maps_in_memory
     assert decode(64 * GiB, True).tiles.maps_in_memory  # denoising's scores stop at MAX_TENSOR: room is left
-    assert decode(64 * GiB, True).activations == measured(tiled_activations(vae, decode(64 * GiB, True).tiles)) + maps
+    assert decode(64 * GiB, True).activations == (measured(tiled_activations(vae, decode(64 * GiB, True).tiles)) + maps
+                                                  + 3 * 2160 * 3840 * 4)  # and the image
     assert decode(300 * MiB).peak <= 300 * MiB
-    assert "vae: 4x7 tiles of <= 552x544 px, layer by layer" in plan_generation(
+    assert "vae: 7x12 tiles of <= 320x312 px, layer by layer" in plan_generation(
         tr, t5, vae, 2160, 3840, budget=300 * MiB).describe()
     with pytest.raises(PlanError, match="decode phase"):
         decode(300 * MiB, False)
@@ -94,15 +104,35 @@ def test_generation_plan_tiles_only_when_needed():
         decode(100 * MiB)
 
 
-@pytest.mark.parametrize("height,width", [(1024, 1024), (256, 256), (608, 800), (2048, 2048), (1024, 4096)])
+def test_the_decode_phase_counts_every_output_image():
+    """pipeline.decode writes the N images into one (N, 3, H, W) float32 array: the plan counts all of it."""
+    tr = PixArtTransformerConfig.from_dict(transformer_config(sample_size=32, caption_channels=t5_config()["d_model"]))
+    t5, vae = T5Config.from_dict(t5_config()), AutoencoderKLConfig.from_dict(vae_config())
+    for tiling in (False, True):
+        one, three = (plan_generation(tr, t5, vae, 1024, 1024, images=n, vae_tiling=tiling).phases[2] for n in (1, 3))
+        assert three.tiles == one.tiles and three.activations - one.activations == 2 * 3 * 1024 * 1024 * 4
+    plan = plan_generation(tr, t5, vae, 1024, 1024, images=3, budget=96 * MiB)
+    three, outputs = plan.phases[2], 3 * 3 * 1024 * 1024 * 4
+    assert three.tiles is not None and three.peak <= 96 * MiB
+    assert three.activations == outputs + tiled_decode_activations(vae, three.tiles)
+
+
+@pytest.mark.parametrize("height,width", [(1024, 1024), (256, 256), (608, 800), (2048, 2048), (1024, 4096),
+                                          (2160, 3840), (256, 8192)])
 def test_the_smallest_budget_named_works(height, width):
-    """The budget an error names, passed back as printed, plans: the message rounds up, never down."""
+    """The budget an error names, passed back as printed, plans: the message rounds up, never down. Every
+    attention then runs in at most ~64 x 64 blocks (the 4K decode's mid-block took 266,175 before)."""
     tr = PixArtTransformerConfig.from_dict(transformer_config(sample_size=32, caption_channels=t5_config()["d_model"]))
     t5, vae = T5Config.from_dict(t5_config()), AutoencoderKLConfig.from_dict(vae_config())
     with pytest.raises(PlanError, match="smallest budget that works is") as e:
         plan_generation(tr, t5, vae, height, width, budget=1 * MiB)
-    named = str(e.value).rsplit("is ", 1)[1]
-    assert plan_generation(tr, t5, vae, height, width, budget=parse_bytes(named)).peak <= parse_bytes(named)
+    named = parse_bytes(str(e.value).rsplit("is ", 1)[1])
+    plan = plan_generation(tr, t5, vae, height, width, budget=named)
+    assert plan.peak <= named
+    for phase in plan.phases:
+        for i, ((what, _, nq, nk, _), c) in enumerate(zip(phase.attention, phase.chunks)):
+            rows = phase.chunks[i - 1].q if what == "cross" else nq  # cross: in the self-attention's row blocks
+            assert -(-rows // c.q) * -(-nk // c.k) * -(-nq // rows) <= 5120, (phase.name, what, c)
 
 
 def test_untiled_decode_beyond_max_tensor_is_refused_when_forced():
@@ -173,6 +203,21 @@ def test_tiled_decode_equals_untiled(vae, decoded, tile, grid):
     assert np.abs(tiled - untiled).max() < 1e-4 and psnr(tiled, untiled) >= 90.0
 
 
+@pytest.mark.parametrize("tile,grid", [(64, (1, 1)), (3, (2, 2))])
+def test_tiled_decode_of_a_one_block_vae(tile, grid):
+    """Downsample factor 1 (AutoencoderKLConfig's defaults): no upsampler, so conv_norm_out reads the
+    latent-resolution map itself, whose GroupNorm sums must be recorded like every other map's."""
+    cfg = config((16,), 1)
+    model = AutoencoderKL(cfg)
+    weights = random_weights(model, 0)
+    for name, p in model.parameters_and_names():
+        p.set_data(ms.Tensor(weights[name]))
+    z = ms.Tensor(uneven_latent(2, 5, 6))
+    plan = plan_tiles(cfg, 5, 6, tile=tile)
+    assert plan.grid == grid
+    assert np.abs(vae_tiling.decode_tiled(model, z, plan).asnumpy() - model.decode(z).asnumpy()).max() < 1e-4
+
+
 def test_tiled_decode_batch_and_own_statistics(vae):
     """Statistics are per (sample, group): a batch of two differently scaled latents decodes as untiled,
     while decoding the same tiles independently (own statistics, no neighbours) does not come close."""
@@ -234,7 +279,7 @@ def test_maps_in_memory(vae, decoded, monkeypatch):
     assert np.abs(vae_tiling.decode_tiled(vae, z, plan).asnumpy() - untiled).max() < 1e-4
 
 
-def test_pipeline_decodes_in_tiles(tiny_dir):
+def test_pipeline_decodes_in_tiles(tiny_dir, monkeypatch):
     from studio.pipeline import PixArtSigmaPipeline
 
     pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir)
@@ -243,9 +288,14 @@ def test_pipeline_decodes_in_tiles(tiny_dir):
     assert plan.grid == (3, 2)
     untiled = pipe.decode(latents)
     assert np.abs(pipe.decode(latents, plan) - untiled).max() < 1e-4
-    # two images decode one at a time: the same images, progress over both
-    calls = []
+    # two images decode one at a time, each straight into its part of one output array (no copy of the
+    # pair): the same images, progress over both
+    calls, outs = [], []
+    decode_tiled = vae_tiling.decode_tiled
+    monkeypatch.setattr(vae_tiling, "decode_tiled", lambda *a, out=None: outs.append(out) or decode_tiled(*a, out=out))
     pair = pipe.decode(ms.ops.cat([latents, latents * 0.5]), plan, lambda *call: calls.append(call))
+    assert len(outs) == 2 and all(np.shares_memory(out, pair[i]) for i, out in enumerate(outs))
+    monkeypatch.undo()
     assert np.abs(pair[:1] - untiled).max() < 1e-4 and np.abs(pair[1:] - pipe.decode(latents * 0.5)).max() < 1e-4
     per_image = len(calls) // 2  # calls (0..T, T..2T): T + 1 each
     assert calls[0] == (0, 2 * (per_image - 1)) and calls[-1] == (2 * (per_image - 1),) * 2
