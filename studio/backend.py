@@ -5,20 +5,40 @@ kernels differ a lot in speed and a dozen `mint` ops have no kernel at all (see 
 2.8"), so a few functions pick a formulation per device; on GPU/Ascend the native op is used.
 """
 
+import contextlib
 import math
 import os
+import sys
+import tempfile
 import threading
 
 import mindspore as ms
 import numpy as np
 from mindspore import mint, ops
 
+from studio.errors import InputError
+
 _SETUP_DONE = False
 _DEVICE: str | None = None  # the device target, read once: ms.get_context can't be called in a compiled graph
 
 
+DEVICES = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend", "npu": "Ascend"}
+DEVICE_HELP = "CPU, GPU or Ascend, with ':N' for the device number (GPU:1)"
+
+
+def parse_device(text: str) -> tuple[str, int | None]:
+    """'gpu', 'GPU:1', 'Ascend', 'npu:0' -> (MindSpore's device target, device number or None)."""
+    name, colon, number = str(text).strip().partition(":")
+    target = DEVICES.get(name.strip().lower())
+    if target is None or (colon and not number.strip().isdigit()):
+        raise InputError(f"device '{text}' is not one of {DEVICE_HELP}")
+    return target, int(number) if colon else None
+
+
 def setup(device: str | None = None) -> str:
-    """Set the MindSpore context once: device from `device`, $STUDIO_DEVICE, or MindSpore's default.
+    """Set the MindSpore context once per process: the device from `device` ('GPU:1', see `parse_device`),
+    else $STUDIO_DEVICE, else MindSpore's default. A device this MindSpore can't use, or another device than
+    the one already set, is an InputError.
 
     On the CPU, PyNative dispatch threads compete with the compute threads; launching blocking
     roughly doubles matmul throughput there (measured, README). While a kernel runs, the calling thread
@@ -31,15 +51,54 @@ def setup(device: str | None = None) -> str:
     """
     global _SETUP_DONE, _DEVICE
     device = device or os.environ.get("STUDIO_DEVICE")
-    if not _SETUP_DONE:
-        if device:
-            ms.set_device(device)
-        _DEVICE = None
-        if device_target() == "CPU":
-            ms.runtime.launch_blocking()
-            _lower_waiting_thread_priority()
-        _SETUP_DONE = True
+    wanted = parse_device(device) if device else None
+    if _SETUP_DONE:
+        if wanted is not None and wanted[0] != device_target():
+            raise InputError(f"device '{device}': this process already runs on {device_target()} (MindSpore's "
+                             f"device is chosen once per process)")
+        return device_target()
+    if wanted is not None:
+        _set_device(*wanted)
+    _DEVICE = None
+    if device_target() == "CPU":
+        ms.runtime.launch_blocking()
+        _lower_waiting_thread_priority()
+    _SETUP_DONE = True
     return device_target()
+
+
+def _set_device(target: str, number: int | None) -> None:
+    """ms.set_device, with what MindSpore prints while it looks for a device's libraries held back when the
+    device turns out unusable (then a one-line InputError says so)."""
+    with _stderr_held() as said:
+        usable = target == "CPU" or ms.hal.is_available(target)
+        count = ms.hal.device_count(target) if usable and number is not None and target != "CPU" else None
+    if not usable:
+        raise InputError(f"device {target}: this MindSpore ({ms.__version__}) can't use it here (it needs "
+                         f"MindSpore's {target} build and the device's drivers)")
+    if count is not None and number >= count:
+        raise InputError(f"device {target}:{number}: there are {count} {target} device(s), numbered from 0")
+    sys.stderr.write(said[0])
+    ms.set_device(target, number) if number is not None else ms.set_device(target)
+
+
+@contextlib.contextmanager
+def _stderr_held():
+    """Runs the block with file descriptor 2 going to a temporary file (C++ libraries write there directly);
+    yields a list whose one item becomes what was written, once the block is done."""
+    said = [""]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield said
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            said[0] = f.read().decode(errors="replace")
 
 
 def _lower_waiting_thread_priority() -> None:

@@ -23,6 +23,8 @@ from studio.progress import PhaseBars
 PUBLISHED_MODEL = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
 DEFAULT_MODEL = os.environ.get("STUDIO_MODEL", PUBLISHED_MODEL)
 VAE_TILING = {"auto": None, "on": True, "off": False}
+DEVICE_HELP = ("CPU, GPU or Ascend, with :N for the device number, e.g. GPU:1 (default: $STUDIO_DEVICE, else "
+               "MindSpore's default)")
 BUDGET_HELP = "bound on memory for weights and activations, e.g. 6GiB (default: free memory minus 1 GiB)"
 
 
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hub ids: a branch, tag or commit hash of the repository (default main)")
     gen.add_argument("--no-binning", action="store_true", help="generate at the exact size (multiple of 16 px)")
     gen.add_argument("--memory-budget", default=None, help=BUDGET_HELP)
+    gen.add_argument("--device", default=None, help=DEVICE_HELP)
     gen.add_argument("--vae-tiling", choices=tuple(VAE_TILING), default="auto",
                      help="decode in tiles: auto (when the untiled decode would exceed the budget or make a "
                           "feature map above 4 GiB), on, off")
@@ -105,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan = layout_command("plan", "print what rendering a layout will do, without loading a model")
     plan.add_argument("--model", default=None, help="model for layers that name none (its config is read)")
     plan.add_argument("--memory-budget", default=None, help=BUDGET_HELP)
+    plan.add_argument("--device", default=None, help=DEVICE_HELP + "; its free memory is the automatic budget")
     plan.add_argument("--json", action="store_true", help="machine-readable plan")
 
     proof = layout_command("proof", "draw the layout with labelled placeholders instead of generated art")
@@ -120,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--model", default=None, help="model for layers that name none "
                                                       f"(default: $STUDIO_MODEL or {PUBLISHED_MODEL})")
     render.add_argument("--memory-budget", default=None, help=BUDGET_HELP + "; overrides the layout's")
+    render.add_argument("--device", default=None, help=DEVICE_HELP)
     render.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
     render.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -133,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--shard", default="0/1", type=parse_shard, metavar="I/N",
                        help="render items I, I+N, I+2N, ... (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/8")
     batch.add_argument("--memory-budget", default=None, help="overrides the job's and the layouts'")
+    batch.add_argument("--device", default=None, help=DEVICE_HELP)
     batch.add_argument("--cache-dir", type=Path, default=None,
                        help="T5 feature cache and weight-file hashes (default OUTDIR/.cache)")
     batch.add_argument("--no-cache", action="store_true", help="encode every prompt; store no T5 features")
@@ -144,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerender.add_argument("-o", "--output", type=Path, default=None,
                           help="folder for the files (default: a temporary one, only compared)")
     rerender.add_argument("--overwrite", action="store_true")
+    rerender.add_argument("--device", default=None, help=DEVICE_HELP)
 
     tiny = sub.add_parser("make-tiny", help="write a tiny random PixArt-Sigma pipeline (its output is noise)")
     tiny.add_argument("folder", type=Path)
@@ -359,6 +366,9 @@ def _run(args) -> int:
     """The command, its user-side failures as one line and an exit status."""
     try:
         _import_mindspore()
+        if getattr(args, "device", None):
+            from studio import backend
+            backend.setup(args.device)
         code = COMMANDS[args.command](args)
     except StudioError as e:
         for line in str(e).splitlines() or [type(e).__name__]:

@@ -250,7 +250,8 @@ class PixArtSigmaPipeline:
 
         dtype: "float32" (default) | "float16" | "bfloat16", or a MindSpore type; `torch_dtype` is the
         reference's name for it (torch.float16 is read by name). variant: e.g. "fp16" for
-        `*.fp16.safetensors` (a component without them loads its plain files, with a warning). For a hub id, as
+        `*.fp16.safetensors` (a component without them loads its plain files, with a warning). device: "CPU",
+        "GPU", "Ascend" or e.g. "GPU:1" (default $STUDIO_DEVICE, else MindSpore's), once per process. For a hub id, as
         diffusers: revision (a branch, tag or commit hash; default "main"), cache_dir (the hub cache) and
         local_files_only (no download). Every config, the tokenizer and the weight files' names are checked
         before any weight is read. The text encoder is loaded when a prompt is encoded and released

@@ -12,6 +12,7 @@ from PIL import Image
 
 from studio import __version__
 from studio.cli import main
+from studio.errors import InputError
 
 
 def bars(stderr: str) -> dict[str, tuple[int, int]]:
@@ -141,6 +142,7 @@ GENERATE_AND_REPORT_PEAK = """
 import re, sys
 from pathlib import Path
 from studio.cli import main
+from studio.errors import InputError
 code = main(sys.argv[2:])
 Path(sys.argv[1]).write_text(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1])
 sys.exit(code)
@@ -280,3 +282,48 @@ def test_revision_picks_a_cached_snapshot_of_a_hub_id(tiny_dir, tmp_path, monkey
     assert "generation 128x128 px" in capsys.readouterr().out
     assert main(args + ["--revision", revision]) == 0
     assert (tmp_path / "cat.png").is_file()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("cpu", ("CPU", None)), ("GPU", ("GPU", None)), (" gpu:1 ", ("GPU", 1)), ("Ascend:0", ("Ascend", 0)),
+    ("npu", ("Ascend", None)),
+])
+def test_device_names(text, expected):
+    from studio.backend import parse_device
+    assert parse_device(text) == expected
+
+
+@pytest.mark.parametrize("text", ["tpu", "GPU:", "GPU:x", "gpu:-1", ""])
+def test_device_names_refused(text):
+    from studio.backend import parse_device
+    with pytest.raises(InputError, match=r"is not one of CPU, GPU or Ascend, with ':N'"):
+        parse_device(text)
+
+
+def test_a_device_this_mindspore_cannot_use_is_one_line(tmp_path):
+    """--device GPU with MindSpore's CPU build: MindSpore prints what libraries it could not load and raises
+    a C++ error; studio says it in one line, before reading the model."""
+    import mindspore as ms
+    from studio import backend
+    with backend._stderr_held():
+        if ms.hal.is_available("GPU"):
+            pytest.skip("this machine has a GPU")
+    done = subprocess.run([sys.executable, "-m", "studio.cli", "generate", "a cat", "--model", str(tmp_path / "none"),
+                           "-o", str(tmp_path / "a.png"), "--device", "gpu:1"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr == (f"studio: error: device GPU: this MindSpore ({ms.__version__}) can't use it here (it needs "
+                           "MindSpore's GPU build and the device's drivers)\n")
+    bad = subprocess.run([sys.executable, "-m", "studio.cli", "plan", "x.yaml", "--device", "tpu"], capture_output=True,
+                         text=True)
+    assert (bad.returncode, bad.stderr) == (2, "studio: error: device 'tpu' is not one of CPU, GPU or Ascend, with "
+                                               "':N' for the device number (GPU:1)\n")
+
+
+def test_the_device_is_chosen_once_per_process(monkeypatch):
+    from studio import backend
+    monkeypatch.setattr(backend, "_SETUP_DONE", True)
+    monkeypatch.setattr(backend, "_DEVICE", "CPU")
+    assert backend.setup("cpu") == "CPU"
+    with pytest.raises(InputError, match=r"^device 'GPU:0': this process already runs on CPU \(MindSpore's device is "
+                                         r"chosen once per process\)$"):
+        backend.setup("GPU:0")
