@@ -14,12 +14,13 @@ turned upright by their EXIF orientation and converted to sRGB from their embedd
 
 import io
 import math
+import re
 import unicodedata
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from studio import fonts
 from studio.errors import InputError
@@ -33,6 +34,10 @@ GRADIENT_ROWS = 256  # gradients are computed this many rows at a time (memory s
 SIDES = ("left", "top", "right", "bottom")
 MISSING_PROBE = "\U0010fffd"  # a private-use code point: every font draws it as its missing-glyph box
 PROFILE_MODES = {"RGB": "RGB", "CMYK": "CMYK", "GRAY": "L", "LAB": "LAB"}  # ICC colour space -> Pillow mode
+# the spaces a line may break at: not the no-break spaces U+00A0, U+2007 (figure) and U+202F (narrow)
+BREAKING_SPACES = " \t\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2008\u2009\u200a\u205f\u3000"
+WORD = re.compile(f"[^{BREAKING_SPACES}]+")
+ZWJ = "\u200d"  # zero width joiner: the characters on either side are drawn as one (emoji sequences)
 
 
 def compose(layout: Layout, art: dict[int, Image.Image] | None = None, proof: bool = False,
@@ -186,33 +191,79 @@ def placeholder(layer: GenerateLayer, index: int, box: Box, label: str) -> Image
 
 # -- text ------------------------------------------------------------------------------------------------------
 
+def paragraphs(text: str) -> list[str]:
+    """The lines of `text` as written, split at every line end (LF, CRLF, CR, U+2028, U+2029, ...: raqm cannot
+    lay out a CR); a line end at the very end starts no new line (a YAML `|` block ends with one)."""
+    return text.splitlines() or [""]
+
+
+def clusters(line: str) -> list[str]:
+    """`line` cut into the characters letter spacing moves apart, each with the combining marks and the
+    zero-width-joined characters that follow it."""
+    out = []
+    for ch in line:
+        if out and (unicodedata.category(ch).startswith("M") or ch == ZWJ or out[-1].endswith(ZWJ)):
+            out[-1] += ch
+        else:
+            out.append(ch)
+    return out
+
+
+def tracking(line: str, spacing: float) -> float:
+    """The letter spacing of `line`: none for a line with right-to-left text (drawn glyph by glyph it would
+    come out reversed, and Arabic's letters would lose their joins)."""
+    return 0 if spacing and any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in line) else spacing
+
+
 def line_width(line: str, font, spacing: float) -> float:
-    """Advance width in px; with letter spacing each glyph advances by its own width + `spacing`."""
-    if not spacing:
-        return font.getlength(line)
-    return sum(font.getlength(ch) for ch in line) + spacing * max(0, len(line) - 1)
+    """Advance width in px (kerned); letter spacing adds `spacing` between characters (`clusters`)."""
+    spacing = tracking(line, spacing)
+    return font.getlength(line) + spacing * max(0, len(clusters(line)) - 1)
+
+
+def breakable(a: str, b: str) -> bool:
+    """Whether a line may break between the characters `a` and `b` with no space between them: next to a CJK
+    character (ideographs, kana, hangul), but not before closing punctuation or a mark, nor after opening
+    punctuation (Unicode's line breaking, UAX #14, simplified)."""
+    def cjk(ch):
+        return unicodedata.east_asian_width(ch) in "WF" and unicodedata.category(ch).startswith("L")
+
+    after, before = unicodedata.category(a), unicodedata.category(b)  # a space here is a no-break one
+    return ((cjk(a) or cjk(b)) and after not in ("Ps", "Pi", "Zs")
+            and before not in ("Pe", "Pf", "Po", "Cf", "Zs") and not before.startswith("M"))
+
+
+def pieces(word: str) -> list[str]:
+    """`word` cut where a line may break inside it (`breakable`): CJK text, which has no spaces."""
+    cuts = [0] + [i for i in range(1, len(word)) if breakable(word[i - 1], word[i])] + [len(word)]
+    return [word[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
 def wrap(text: str, font, width: float, spacing: float) -> list[str]:
-    """Greedy word wrap of each paragraph ('\\n') to `width` px; a word wider than the box keeps its own line."""
-    lines = []
-    for paragraph in text.split("\n"):
+    """Greedy line breaking of each line of `text` to `width` px, at spaces (not the no-break ones: U+00A0,
+    U+2007, U+202F) and between CJK characters; a word wider than the box keeps its own line. Spaces the font
+    lacks become plain ones (`plain_spaces`)."""
+    lines, spaces = [], plain_spaces(text, font)
+    for paragraph in paragraphs(text):
         line = ""
-        for word in paragraph.split():
-            candidate = f"{line} {word}" if line else word
-            if line and line_width(candidate, font, spacing) > width:
-                lines.append(line)
-                line = word
-            else:
-                line = candidate
+        for word in WORD.findall(paragraph):
+            for n, piece in enumerate(pieces(word.translate(spaces))):  # a space before the word, none inside
+                candidate = line + ("" if n else " ") + piece if line else piece
+                if line and line_width(candidate, font, spacing) > width:
+                    lines.append(line)
+                    line = piece
+                else:
+                    line = candidate
         lines.append(line)
     return lines
 
 
 def text_lines(layer: TextLayer, font, box: Box) -> list[str]:
     if layer.wrap:
-        return wrap(layer.text, font, box.w - 2 * layer.stroke_width, layer.letter_spacing)
-    return layer.text.split("\n")
+        return wrap(layer.text, font, box.w - 2 * stroke_px(layer.stroke_width), layer.letter_spacing)
+    # a tab is a space (fonts draw it as a missing-glyph box); trailing spaces move no line
+    spaces = plain_spaces(layer.text, font) | {ord("\t"): " "}
+    return [line.translate(spaces).rstrip(BREAKING_SPACES) for line in paragraphs(layer.text)]
 
 
 def block_size(lines: list[str], font, size: float, layer: TextLayer) -> tuple[float, float]:
@@ -220,7 +271,8 @@ def block_size(lines: list[str], font, size: float, layer: TextLayer) -> tuple[f
     ascent, descent = font.getmetrics()
     width = max(line_width(line, font, layer.letter_spacing) for line in lines)
     height = ascent + descent + (len(lines) - 1) * size * layer.line_height
-    return width + 2 * layer.stroke_width, height + 2 * layer.stroke_width
+    stroke = stroke_px(layer.stroke_width)
+    return width + 2 * stroke, height + 2 * stroke
 
 
 def fits(layer: TextLayer, size: float, box: Box, base_dir) -> bool:
@@ -246,7 +298,8 @@ def fitting_size(layer: TextLayer, box: Box, base_dir) -> float:
 
 
 class LaidText(NamedTuple):
-    """Text laid out in its box, on a tile `pad` px larger on every side (room for stroke and shadow)."""
+    """Text laid out in its box, on a tile `pad` px larger on every side (room for stroke, shadow and glyphs
+    reaching out of their advance boxes)."""
 
     font: object  # the Pillow font at the size used (after shrink_to_fit)
     pad: int
@@ -260,28 +313,41 @@ def text_layout(layer: TextLayer, box: Box, base_dir) -> LaidText:
     font = fonts.load_font(layer.font, size, base_dir)
     lines = text_lines(layer, font, box)
     _, block_h = block_size(lines, font, size, layer)
-    shadow = layer.shadow
-    pad = math.ceil(layer.stroke_width) + 2
+    shadow, stroke = layer.shadow, stroke_px(layer.stroke_width)
+    pad = stroke + 2 + overhang(lines, font)
     if shadow:
         pad += math.ceil(max(abs(shadow.dx), abs(shadow.dy)) + 3 * shadow.blur)
     ascent, _ = font.getmetrics()
     top = {"top": 0, "middle": (box.h - block_h) / 2, "bottom": box.h - block_h}[layer.valign]
     placed = []
     for n, line in enumerate(lines):
-        slack = box.w - 2 * layer.stroke_width - line_width(line, font, layer.letter_spacing)
-        x = pad + layer.stroke_width + {"left": 0, "center": slack / 2, "right": slack}[layer.align]
-        placed.append((line, x, pad + top + layer.stroke_width + ascent + n * size * layer.line_height))
+        slack = box.w - 2 * stroke - line_width(line, font, layer.letter_spacing)
+        x = pad + stroke + {"left": 0, "center": slack / 2, "right": slack}[layer.align]
+        placed.append((line, x, pad + top + stroke + ascent + n * size * layer.line_height))
     return LaidText(font, pad, (box.w + 2 * pad, box.h + 2 * pad), placed)
+
+
+def overhang(lines: list[str], font) -> int:
+    """How far (px, rounded up) the glyphs of `lines` reach out of their lines' advance boxes (from the
+    line's start to its advance, ascent to descent): a j's or an italic's side bearing, accents above the
+    ascent. The tile leaves that much room, so text that fits its box is never cut."""
+    ascent, descent = font.getmetrics()
+    reach = 0
+    for line in lines:
+        if line.strip():
+            left, top, right, bottom = font.getbbox(line, anchor="ls")
+            reach = max(reach, -left, right - font.getlength(line), -top - ascent, bottom - descent)
+    return math.ceil(reach)
 
 
 def text_masks(layer: TextLayer, laid: LaidText) -> tuple[Image.Image, Image.Image]:
     """(fill, ink) L masks of the laid-out text (ink = fill + stroke) on its tile; text overflowing its box
-    further (no shrink_to_fit) is clipped."""
+    further than the tile's pad (no shrink_to_fit) is clipped."""
     fill_mask, ink_mask = Image.new("L", laid.tile_size), Image.new("L", laid.tile_size)  # ink = fill + stroke
     fill_draw, ink_draw = ImageDraw.Draw(fill_mask), ImageDraw.Draw(ink_mask)
     for line, x, baseline in laid.placed:
         draw_line(fill_draw, (x, baseline), line, laid.font, layer.letter_spacing, 0)
-        draw_line(ink_draw, (x, baseline), line, laid.font, layer.letter_spacing, layer.stroke_width)
+        draw_line(ink_draw, (x, baseline), line, laid.font, layer.letter_spacing, stroke_px(layer.stroke_width))
     return fill_mask, ink_mask
 
 
@@ -289,7 +355,7 @@ def cut_sides(layer: TextLayer, laid: LaidText) -> set[str]:
     """The sides of the tile beyond which some line lies wholly, by the font's glyph boxes: such a line
     leaves no ink in the masks (one cut by the edge leaves ink touching it)."""
     font, (w, h) = laid.font, laid.tile_size
-    stroke, sides = layer.stroke_width, set()
+    stroke, sides = stroke_px(layer.stroke_width), set()
     for line, x, baseline in laid.placed:
         if not line.strip():
             continue
@@ -301,7 +367,11 @@ def cut_sides(layer: TextLayer, laid: LaidText) -> set[str]:
 
 
 def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[int, int]]:
-    """Shadow, stroke and fill of the laid-out text on its tile. Returns the tile and its top-left."""
+    """Shadow, stroke and fill of the laid-out text on its tile. Returns the tile and its top-left.
+
+    Stroke and fill lie side by side: a pixel holds `fill` coverage of the fill colour and the rest of its
+    ink coverage (ink - fill) of the stroke colour, summed premultiplied, so that a transparent fill leaves
+    outline lettering and a translucent one shows what lies below it (not the stroke)."""
     laid = text_layout(layer, box, base_dir)
     fill_mask, ink_mask = text_masks(layer, laid)
     pad = laid.pad
@@ -313,9 +383,11 @@ def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[
         if shadow.blur > 0:
             shifted = shifted.filter(ImageFilter.GaussianBlur(shadow.blur))
         tile.alpha_composite(coloured(shifted, shadow.color))
-    if layer.stroke_width > 0:
-        tile.alpha_composite(coloured(ink_mask, layer.stroke_color))
-    tile.alpha_composite(coloured(fill_mask, layer.color))
+    letters = coloured(fill_mask, layer.color)
+    if stroke_px(layer.stroke_width):
+        ring = coloured(ImageChops.subtract(ink_mask, fill_mask), layer.stroke_color)
+        letters = ImageChops.add(ring.convert("RGBa"), letters.convert("RGBa")).convert("RGBA")
+    tile.alpha_composite(letters)
     return tile, (box.x - pad, box.y - pad)
 
 
@@ -356,16 +428,30 @@ def text_problems(layout: Layout) -> list[str]:
 
 
 def missing_glyphs(text: str, font) -> list[str]:
-    """The characters of `text` (in order, once each) that `font` has no glyph for: drawn as its missing-glyph
-    box, the same bitmap as U+10FFFD (private use, in no font). Spaces, controls and marks are not checked."""
+    """The characters of `text` (in order, once each) that `font` has no glyph for (`drawn_as_boxes`). Spaces,
+    controls and marks are not checked."""
+    return drawn_as_boxes([ch for ch in dict.fromkeys(text) if unicodedata.category(ch)[0] not in "ZCM"], font)
+
+
+def drawn_as_boxes(chars: list[str], font) -> list[str]:
+    """Those of `chars` that `font` has no glyph for: drawn as its missing-glyph box, the same bitmap as
+    U+10FFFD (private use, in no font)."""
     def bitmap(ch: str) -> bytes:
         tile = Image.new("L", (64, 64))
         ImageDraw.Draw(tile).text((16, 16), ch, font=font, fill=255)
         return tile.tobytes()
 
+    if not chars:
+        return []
     missing = bitmap(MISSING_PROBE)
-    return [ch for ch in dict.fromkeys(text)
-            if unicodedata.category(ch)[0] not in "ZCM" and bitmap(ch) == missing]
+    return [ch for ch in chars if bitmap(ch) == missing]
+
+
+def plain_spaces(text: str, font) -> dict[int, str]:
+    """A `str.translate` table drawing the spaces of `text` that `font` lacks (Pillow's bundled font has no
+    U+00A0) as plain spaces, not as missing-glyph boxes."""
+    spaces = [ch for ch in dict.fromkeys(text) if ch != " " and unicodedata.category(ch) == "Zs"]
+    return {ord(ch): " " for ch in drawn_as_boxes(spaces, font)}
 
 
 def glyph_problem(layer: TextLayer, base_dir) -> str | None:
@@ -390,15 +476,25 @@ def outside(inner: Box, outer: Box, clipped: set[str] = frozenset()) -> str:
 
 
 def draw_line(draw: ImageDraw.ImageDraw, at: tuple[float, float], line: str, font, spacing: float,
-              stroke: float) -> None:
-    """One line of text at (x, baseline) into an L mask; glyph by glyph when letter-spaced."""
+              stroke: int) -> None:
+    """One line of text at (x, baseline) into an L mask; cluster by cluster when letter-spaced, each where the
+    kerned line puts it plus `spacing` px per cluster before it (see `line_width`)."""
     x, baseline = at
+    spacing = tracking(line, spacing)
     if not spacing:
         draw.text((x, baseline), line, fill=255, font=font, anchor="ls", stroke_width=stroke)
         return
-    for ch in line:
-        draw.text((x, baseline), ch, fill=255, font=font, anchor="ls", stroke_width=stroke)
-        x += font.getlength(ch) + spacing
+    end = 0
+    for n, cluster in enumerate(clusters(line)):
+        end += len(cluster)
+        kerned = x + font.getlength(line[:end]) - font.getlength(cluster)  # where the unspaced line draws it
+        draw.text((kerned + n * spacing, baseline), cluster, fill=255, font=font, anchor="ls", stroke_width=stroke)
+
+
+def stroke_px(width: float) -> int:
+    """A stroke width in whole px, halves up, at least 1 when set: 0.4 px is 1, 2.5 px is 3. (Pillow draws a
+    text stroke of a fractional width up to a pixel off its fill.)"""
+    return max(1, math.floor(width + 0.5)) if width > 0 else 0
 
 
 def coloured(mask: Image.Image, color: RGBA) -> Image.Image:
@@ -417,7 +513,7 @@ def shape_tile(layer: ShapeLayer, box: Box) -> tuple[Image.Image, tuple[int, int
     up: 0.4 px is 1, 2.5 px is 3). A line's box may have no width or height: a zero-width box at x draws the
     vertical line through pixel column x, as a 1 px wide box would (Pillow widens it to the right for even
     widths: columns x .. x + 1 for 2 px)."""
-    width = max(1, math.floor(layer.stroke_width + 0.5)) if layer.stroke_width > 0 else 0
+    width = stroke_px(layer.stroke_width)
     if layer.shape == "line":
         w, h = max(1, box.w), max(1, box.h)
         pad = width // 2 + 1
@@ -430,7 +526,9 @@ def shape_tile(layer: ShapeLayer, box: Box) -> tuple[Image.Image, tuple[int, int
     draw = ImageDraw.Draw(tile)
     outline = layer.stroke if width > 0 else None
     corners = (0, 0, box.w - 1, box.h - 1)
-    if layer.shape == "rect" and layer.radius > 0:
+    if (box.w, box.h) == (1, 1):  # the pixel: Pillow fills no 1 px ellipse or rounded rectangle
+        draw.rectangle(corners, fill=outline or layer.fill)
+    elif layer.shape == "rect" and layer.radius > 0:
         draw.rounded_rectangle(corners, radius=round(layer.radius), fill=layer.fill, outline=outline, width=width)
     elif layer.shape == "rect":
         draw.rectangle(corners, fill=layer.fill, outline=outline, width=width)

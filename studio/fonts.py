@@ -47,7 +47,10 @@ def load_font(name_or_path: str | None, size: float, base_dir: Path | str | None
     path = find_font(name_or_path, base_dir)
     if path is None:
         raise InputError(f"no such font '{name_or_path}' (a .ttf/.otf path or an installed family)")
-    return _open_font(path, size)
+    try:
+        return _open_font(path, size)
+    except OSError as e:  # FreeType: 'invalid ppem value' below 0.5 px, a bitmap font at a size it lacks, ...
+        raise InputError(f"cannot draw font '{name_or_path or 'default'}' at {size:g} px ({e})") from None
 
 
 @functools.lru_cache(maxsize=64)

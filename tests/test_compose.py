@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from studio import compose as C
 from studio.errors import InputError
@@ -194,6 +194,13 @@ def test_empty_regions_draw_nothing_but_lines():
     image = C.compose(layout(FillLayer(RED, Region("px", 3, 0, 0, 6)),
                              ShapeLayer("rect", Region("px", 0, 4, 8, 0), fill=RED)))
     assert ascii_map(image) == ["........"] * 6
+
+
+def test_one_pixel_ellipse_and_rounded_rect_draw_their_pixel():
+    image = C.compose(layout(ShapeLayer("ellipse", Region("px", 1, 1, 1, 1), fill=RED),
+                             ShapeLayer("rect", Region("px", 3, 1, 1, 1), fill=BLUE, radius=2),
+                             ShapeLayer("ellipse", Region("px", 5, 1, 1, 1), fill=RED, stroke=GREEN, stroke_width=1)))
+    assert ascii_map(image)[:3] == ["........", ".R.B.G..", "........"]
 
 
 # -- gradients -----------------------------------------------------------------------------------------------------
@@ -593,6 +600,26 @@ def test_stroke_adds_stroke_coloured_pixels():
     assert (255, 0, 0) in colours(stroked)
 
 
+def test_stroke_and_fill_lie_side_by_side():
+    """Outline lettering: with a transparent fill only the stroke is drawn; a translucent fill shows what lies
+    below it, not the stroke; opaque colours cover exactly the ink (no seam between fill and stroke)."""
+    box, region = Box(0, 0, 60, 70), Region("px", 0, 0, 60, 70)
+
+    def tile(color):
+        layer = TextLayer("O", size=60, color=color, stroke_width=2, stroke_color=WHITE, region=region)
+        return np.asarray(C.text_tile(layer, box, None)[0]).astype(int)
+
+    layer = TextLayer("O", size=60, stroke_width=2, region=region)
+    fill, ink_mask = (np.asarray(m).astype(int) for m in C.text_masks(layer, C.text_layout(layer, box, None)))
+    inside = fill == 255
+    assert inside.sum() > 100 and ((ink_mask > fill) & (fill == 0)).sum() > 100  # letters, and a ring around
+    hollow = tile((0, 0, 0, 0))
+    assert (hollow[..., 3] == np.clip(ink_mask - fill, 0, None)).all() and not hollow[inside, 3].any()
+    assert (hollow[hollow[..., 3] > 0, :3] == 255).all()
+    assert (tile((0, 0, 255, 128))[inside] == (0, 0, 255, 128)).all()
+    assert (tile(RED)[..., 3] == np.maximum(ink_mask, fill)).all()
+
+
 def test_shadow_adds_pixels_below_the_text():
     plain = C.compose(text_layout(text="Hi", size=24, color=RED))
     shadowed = C.compose(text_layout(text="Hi", size=24, color=RED, shadow=Shadow(dx=3, dy=3, blur=1)))
@@ -604,6 +631,126 @@ def test_shadow_adds_pixels_below_the_text():
 def test_text_opacity():
     image = C.compose(text_layout(text="Hi", size=24, opacity=0.5))
     assert np.asarray(image).min() == 127
+
+
+@pytest.fixture
+def dejavu():
+    """DejaVu Sans's path (installed, or from opencv-python's wheel): kerning, accents, Hebrew, and raqm's layout."""
+    path = C.fonts.find_font("DejaVu Sans")
+    if path is None:
+        pytest.skip("no DejaVu Sans on this machine")
+    return path
+
+
+def test_every_line_end_breaks_a_line_and_a_final_one_adds_none():
+    assert C.paragraphs("a\r\nb\rc\u2029d\u2028e\n") == ["a", "b", "c", "d", "e"]
+    assert C.paragraphs("a\n\n") == ["a", ""] and C.paragraphs("") == [""]
+    # a YAML `|` block ends with a line end: no empty last line lifting bottom-aligned text
+    block = C.compose(text_layout(text="Hello\n", size=20, valign="bottom"))
+    assert block.tobytes() == C.compose(text_layout(text="Hello", size=20, valign="bottom")).tobytes()
+
+
+@pytest.mark.parametrize("wrap", [True, False])
+def test_carriage_returns_are_line_ends(dejavu, wrap):
+    """raqm cannot lay out a CR (RuntimeError 'raqm_layout() failed'): a CRLF from a CSV cell is a line end."""
+    crlf = C.compose(text_layout(text="one\r\ntwo\u2029three", font=dejavu, size=16, wrap=wrap))
+    assert crlf.tobytes() == C.compose(text_layout(text="one\ntwo\nthree", font=dejavu, size=16, wrap=wrap)).tobytes()
+
+
+def test_wrap_keeps_no_break_spaces(dejavu):
+    font = C.fonts.load_font(dejavu, 20)
+    assert C.wrap("Prix\u00a0: 10\u00a0km", font, 60, 0) == ["Prix\u00a0:", "10\u00a0km"]
+    assert C.wrap("a 20\u202f% b \u6771\u00a0\u4eac\u6771", font, 30, 0) == ["a", "20\u202f%", "b",
+                                                                             "\u6771\u00a0\u4eac", "\u6771"]
+
+
+def test_spaces_the_font_lacks_are_drawn_as_plain_spaces():
+    """Pillow's bundled font has no U+00A0 or U+2009: they'd be missing-glyph boxes."""
+    font = C.fonts.load_font(None, 20)
+    assert C.plain_spaces("a\u00a0b\u2009c d", font) == {0xa0: " ", 0x2009: " "}
+    assert C.wrap("Prix\u00a0: 10\u00a0km", font, 50, 0) == ["Prix :", "10 km"]  # still no break there
+    for wrap in (True, False):
+        nbsp = C.compose(text_layout(text="a\u00a0b\u2009c", size=20, wrap=wrap))
+        assert nbsp.tobytes() == C.compose(text_layout(text="a b c", size=20, wrap=wrap)).tobytes()
+
+
+def test_cjk_text_wraps_between_characters():
+    """Chinese and Japanese have no spaces: lines break between characters, but not before closing
+    punctuation (，。」) nor after opening punctuation (「)."""
+    font = C.fonts.load_font(None, 20)  # no CJK glyphs: each is its 10 px missing-glyph box
+    assert C.line_width("\u6625\u3002", font, 0) == 20
+    text = "\u6625\u7720\u4e0d\u89c9\u6653\uff0c\u300c\u5904\u5904\u300d\u95fb\u557c\u9e1f\u3002"
+    assert C.wrap(text, font, 80, 0) == ["\u6625\u7720\u4e0d\u89c9\u6653\uff0c\u300c\u5904",
+                                         "\u5904\u300d\u95fb\u557c\u9e1f\u3002"]
+    assert C.wrap(text, font, 50, 0) == ["\u6625\u7720\u4e0d\u89c9", "\u6653\uff0c\u300c\u5904",
+                                         "\u5904\u300d\u95fb\u557c", "\u9e1f\u3002"]
+
+
+@pytest.mark.parametrize("align", ["center", "right"])
+def test_trailing_spaces_do_not_move_aligned_text(align):
+    spaced = C.compose(text_layout(text="Hi   \nthere ", size=20, wrap=False, align=align))
+    assert spaced.tobytes() == C.compose(text_layout(text="Hi\nthere", size=20, wrap=False, align=align)).tobytes()
+
+
+def test_a_tab_is_a_space_not_a_missing_glyph_box():
+    tab = C.compose(text_layout(text="a\tb", size=20, wrap=False))
+    assert tab.tobytes() == C.compose(text_layout(text="a b", size=20, wrap=False)).tobytes()
+    assert C.wrap("a\tb", C.fonts.load_font(None, 20), 100, 0) == ["a b"]
+
+
+def letter_spaced(text, font, spacing, size=(300, 100)):
+    mask = Image.new("L", size)
+    C.draw_line(ImageDraw.Draw(mask), (10, 70), text, font, spacing, 0)
+    return np.asarray(mask)
+
+
+def test_letter_spacing_keeps_kerning_and_accents(dejavu):
+    font = C.fonts.load_font(dejavu, 60)
+    assert font.getlength("AV") < font.getlength("A") + font.getlength("V")  # a kerned pair
+    assert C.line_width("AVAV", font, 2) == font.getlength("AVAV") + 3 * 2
+    assert (letter_spaced("AVAV", font, 1e-6) == letter_spaced("AVAV", font, 0)).all()
+    # an accent written as a combining mark (NFD) stays on its letter, not a spacing away on a dotted circle
+    assert C.clusters("e\u0301te") == ["e\u0301", "t", "e"]
+    assert (letter_spaced("e\u0301", font, 20) == letter_spaced("e\u0301", font, 0)).all()
+    assert C.line_width("e\u0301t", font, 5) == font.getlength("e\u0301t") + 5
+
+
+def test_right_to_left_text_is_not_letter_spaced(dejavu):
+    """Hebrew drawn letter by letter from the left would come out reversed; Arabic would lose its joins."""
+    font, shalom = C.fonts.load_font(dejavu, 60), "\u05e9\u05dc\u05d5\u05dd"
+    assert (letter_spaced(shalom, font, 5) == letter_spaced(shalom, font, 0)).all()
+    assert C.line_width(shalom, font, 5) == font.getlength(shalom)
+
+
+def test_fractional_text_stroke_is_whole_pixels_around_the_fill():
+    """Pillow draws a stroke of 2.5 px up to a pixel off its fill (3 px on one side, 1 on the other): text
+    strokes round to whole pixels as shapes' do."""
+    def masks(stroke):
+        layer = TextLayer("H", size=20, stroke_width=stroke, region=Region("px", 0, 0, 40, 30))
+        return C.text_masks(layer, C.text_layout(layer, Box(0, 0, 40, 30), None))
+
+    fill, ink_mask = masks(2.5)
+    (fl, ft, fr, fb), (il, it, ir, ib) = fill.getbbox(), ink_mask.getbbox()
+    assert (fl - il, ft - it, ir - fr, ib - fb) == (3, 3, 3, 3)
+    assert [m.tobytes() for m in masks(2.5)] == [m.tobytes() for m in masks(3)]
+
+
+def test_glyphs_reaching_out_of_their_advance_are_not_cut():
+    """An oblique J reaches left of where its line starts: text that fits its region keeps all its ink (and
+    the proof says how far it reaches out)."""
+    oblique = C.fonts.find_font("DejaVu Sans Oblique")
+    if oblique is None:
+        pytest.skip("no DejaVu Sans Oblique on this machine")
+    left = C.fonts.load_font(oblique, 100).getbbox("Jump", anchor="ls")[0]
+    assert left <= -5  # more than the tile's 2 px margin
+    lay = layout(TextLayer("Jump", font=oblique, size=100, region=Region("px", 50, 20, 300, 150)), w=400, h=200)
+    assert ink_box(C.compose(lay))[0] == 50 + left
+    assert C.text_problems(lay) == [f"layers[0]: text overflows its region (left {-left} px)"]
+
+
+def test_text_too_small_for_freetype_is_an_input_error():
+    with pytest.raises(InputError, match=r"cannot draw font 'default' at 0.3 px \(invalid ppem value\)"):
+        C.compose(text_layout(text="fine print", size=0.3))
 
 
 # -- spans ---------------------------------------------------------------------------------------------------------------
