@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 import unicodedata
+import warnings
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ DEFAULT_NAME = "{layout}-{n}"
 MAX_NAME_PART = 200  # bytes per folder or file name, leaving room for suffixes
 SLUG_LENGTH = 60
 STALE_PART = 15 * 60  # s: an older temporary file in the cache was left by a killed run, not a running shard
+EMBEDDINGS, HASHES = "embeddings", "file-hashes.json"  # in the cache folder: T5 features, the weights' hash memo
 
 
 class JobError(InputError):
@@ -179,6 +181,12 @@ def name_fields(layout: str, variables: dict, n: int, key: str) -> dict:
     fields["n"] = str(n)
     fields["key"] = key[:12]
     return fields
+
+
+def path_key(path: str) -> str:
+    """What two output paths share when macOS or Windows takes them for one file: case ignored, and (macOS)
+    Unicode normalization: 'Café' with 'é' as one character or as 'e' and a combining accent gives 'café'."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", path).casefold())
 
 
 def shadowed(name: str, variables) -> bool:
@@ -433,8 +441,8 @@ def _trimmed(cells: list[str]) -> list[str]:
 
 def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[str]) -> list[Item]:
     layouts: dict[Path, tuple[str | None, str | None]] = {}  # file -> (text, why it can't be read)
-    items, names, hidden = [], {}, set()  # names: casefolded output name -> the item that has it
-    taken: dict[str, tuple[str, str, str]] = {}  # casefolded path in OUTDIR -> (file or folder, item name, where)
+    items, names, hidden = [], {}, set()  # names: path_key(output name) -> the item that has it
+    taken: dict[str, tuple[str, str, str]] = {}  # path_key(path in OUTDIR) -> (file or folder, item name, where)
     for index, (values, where, folder) in enumerate(rows):
         variables = {k: v for k, v in values.items() if k not in RESERVED}
         for var in sorted(v for v in variables if shadowed(v, variables) and v not in hidden):
@@ -463,10 +471,10 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[
             errors.append(f"{where}: output name '{name}' {why}")
             continue
         this = f"item {index + 1} {json.dumps(variables, ensure_ascii=False)}"  # matrix items share a line
-        if name.casefold() in names:
-            errors.append(f"{where}: output name '{name}' of {this} is also that of {names[name.casefold()]}")
+        if path_key(name) in names:
+            errors.append(f"{where}: output name '{name}' of {this} is also that of {names[path_key(name)]}")
             continue
-        names[name.casefold()] = f"{this} at {where}"
+        names[path_key(name)] = f"{this} at {where}"
         spec, problem = (None, unreadable) if text is None else _parse(text, layout_file, variables)
         outputs = _outputs(name, spec)
         clash = _claim(taken, outputs, name, where)
@@ -514,18 +522,18 @@ def _outputs(name: str, spec) -> list[str]:
 
 
 def _claim(taken: dict, outputs: list[str], name: str, where: str) -> str | None:
-    """Claim an item's files and folders in `taken` (keys casefolded: macOS and Windows ignore case); or the
+    """Claim an item's files and folders in `taken` (keys `path_key`: macOS and Windows ignore case); or the
     error when another item has one of these files, or a file where this item needs a folder."""
     wanted = [(path, "file") for path in outputs]
     parts = outputs[0].split("/")[:-1]
     wanted += [("/".join(parts[:i]), "folder") for i in range(1, len(parts) + 1)]
     for path, kind in wanted:
-        other = taken.get(path.casefold())
+        other = taken.get(path_key(path))
         if other and other[1] != name and "file" in (kind, other[0]):
             return (f"{where}: '{path}' is a {kind} of item '{name}' and a {other[0]} of item '{other[1]}' at "
                     f"{other[2]} (output paths are compared ignoring case)")
     for path, kind in wanted:
-        taken.setdefault(path.casefold(), (kind, name, where))
+        taken.setdefault(path_key(path), (kind, name, where))
     return None
 
 
@@ -551,7 +559,8 @@ _DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # what
 class EmbeddingCache:
     """T5 features on disk, one .npz per key: the pipeline's `embedding_cache` (see encode_prompt).
 
-    identity: the hash of the model's text encoder and tokenizer files, added to every key. folder None:
+    identity: the hash of the model's text encoder and tokenizer files, added to every key with how this
+    process computes (`manifest.compute_identity`), which changes the features' last bits. folder None:
     nothing is stored (every prompt is encoded, in the same way as when cached). store=False: entries are
     read, not written (a read-only shared cache). An entry that can't be written (a full disk) is only
     encoded again next time: `warn` gets the first such failure.
@@ -559,12 +568,13 @@ class EmbeddingCache:
 
     def __init__(self, folder: Path | None, identity: str, warn=None, store: bool = True):
         self.folder, self.identity, self.warn = folder, identity, warn
+        self.compute = manifest.compute_identity()
         self.store = folder is not None and store
         self.hits = self.misses = 0
         self.failed = False
 
     def _path(self, key: dict) -> tuple[str, Path | None]:
-        digest = manifest.sha256_json({"text_model": self.identity, **key})
+        digest = manifest.sha256_json({"text_model": self.identity, "compute": self.compute, **key})
         return digest, None if self.folder is None else self.folder / digest[:2] / f"{digest}.npz"
 
     def __contains__(self, key: dict) -> bool:
@@ -721,7 +731,7 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     root = out_dir.resolve()
     logged = _logged(root)
     _sweep_cache(cache_dir)
-    hashes = manifest.FileHashes(cache_dir / "file-hashes.json", store)
+    hashes = manifest.FileHashes(cache_dir / HASHES, store)
     summary = Summary(len(job.items), len(items))
     log = log_path(out_dir, shard)
     if shard[1] == 1:
@@ -735,7 +745,7 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
             todo = _scan(job, items, root, hashes, memory_budget, log, logged, summary, out)
             print(f"{job.source}: {len(job.items)} items; {where}{len(items)}: {len(summary.skipped)} already "
                   f"done, {len(summary.failed)} failed, {len(todo)} to render", file=out, flush=True)
-            embeddings = cache_dir / "embeddings" if use_cache else None
+            embeddings = cache_dir / EMBEDDINGS if use_cache else None
             _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary, signals, out, err)
         except Interrupted as e:
             summary.signal = e.signum
@@ -778,7 +788,8 @@ def _make_folder(path: Path, what: str) -> bool:
 
 
 def _logged(root: Path) -> set:
-    """(sidecar, item key) of every line of OUTDIR's logs (manifest*.jsonl); one that can't be read (a
+    """The digests of the records in OUTDIR's logs (manifest*.jsonl): one per render of an item, so a render
+    whose line is missing is told from an earlier render of the same item; a log that can't be read (a
     folder, no permission, a disk error) raises InputError."""
     logged = set()
     for path in root.glob("manifest*.jsonl"):
@@ -786,15 +797,16 @@ def _logged(root: Path) -> set:
             records = manifest.read_lines(path)
         except OSError as e:
             raise InputError(f"{path}: cannot read this batch log ({e.strerror or type(e).__name__})") from None
-        logged |= {(r.get("manifest"), r.get("item")) for r in records}
+        logged |= {r["digest"] for r in records if isinstance(r.get("digest"), str)}
     return logged
 
 
 def _sweep_cache(cache_dir: Path) -> None:
     """Delete the temporary files a killed run left in the cache (T5 features, file hashes): those unchanged
-    for STALE_PART seconds; younger ones may be another shard's, being written."""
+    for STALE_PART seconds; younger ones may be another shard's, being written. Only studio's own names, where
+    studio writes them: --cache-dir may be a folder other programs use too."""
     now = time.time()
-    for path in cache_dir.rglob(".*.part"):
+    for path in [*cache_dir.glob(f".{HASHES}.*.part"), *cache_dir.glob(f"{EMBEDDINGS}/*/.*.npz.*.part")]:
         try:
             if now - path.lstat().st_mtime > STALE_PART:
                 path.unlink()
@@ -815,7 +827,7 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
     from studio.memory import format_bytes, parse_bytes
     from studio.plan import plan_layout
 
-    claimed = {path.casefold() for item in job.items for path in item.outputs}
+    claimed = {path_key(path) for item in job.items for path in item.outputs}
     models: dict = {}
     auto_budget = None
     todo, budgets = [], []  # budgets: (recorded, now) of finished items planned with another budget
@@ -850,7 +862,7 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
                 record = manifest.load_sidecar(sidecar)
                 reason = manifest.check(record, folder, {"item": item.key, "inputs": task.inputs,
                                                          "models": task.models})
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # none (its folder may be a file: the item fails)
                 record, reason = None, None
             except (OSError, ValueError) as e:
                 record, reason = None, f"damaged manifest: {e}"
@@ -866,8 +878,7 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
             summary.skipped.append(item.name)
             if chosen and record["memory_budget"] != the_plan.budget:
                 budgets.append((record["memory_budget"], the_plan.budget))
-            rel = sidecar.relative_to(root).as_posix()
-            if (rel, item.key) not in logged:  # killed between the manifest and its log line
+            if record["digest"] not in logged:  # killed between the manifest and its log line
                 try:
                     manifest.append_line(log, manifest.log_record(record, sidecar, root))
                 except OSError as e:  # a full disk: the next run adds it
@@ -886,9 +897,9 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
 
 def _stale(record: dict, folder: Path, stem: str, root: Path, claimed: set) -> list[Path]:
     """The files a manifest of the item `stem` lists (its own: in its folder, named after it) that no item of
-    the job writes now (`claimed`: casefolded paths in OUTDIR), e.g. a PDF its layout no longer asks for."""
+    the job writes now (`claimed`: `path_key` of paths in OUTDIR), e.g. a PDF its layout no longer asks for."""
     paths = [folder / e["path"] for e in record["files"] if "/" not in e["path"] and e["path"].startswith(stem)]
-    return [p for p in paths if p.relative_to(root).as_posix().casefold() not in claimed]
+    return [p for p in paths if path_key(p.relative_to(root).as_posix()) not in claimed]
 
 
 def _inputs(layout, base_dir: Path, hashes) -> dict:
@@ -1112,11 +1123,14 @@ def _line(bar, text: str, out) -> None:
 
 
 def _failure(e: Exception, err=None) -> str:
-    """What an item's failure says: a StudioError its message, running out of memory so in plain words; any
-    other exception, most likely a bug in studio, its type and message, with its traceback on `err` (default
-    stderr) for the bug report."""
+    """What an item's failure says: a StudioError its message, an OSError (the disk or a file: full, missing,
+    in the way) the file and what is wrong, running out of memory so in plain words; any other exception,
+    most likely a bug in studio, its type and message, with its traceback on `err` (default stderr) for the
+    bug report."""
     if isinstance(e, StudioError):
         return str(e)
+    if isinstance(e, OSError):  # not a bug: no traceback
+        return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else f"{type(e).__name__}: {e}"
     if out_of_memory(e):
         return "out of memory: MindSpore could not allocate a tensor; set a smaller memory budget"
     traceback.print_exception(e, file=err or sys.stderr)
@@ -1211,6 +1225,10 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
         pipe.embedding_cache = EmbeddingCache(None, text_identity(files))
         pipe.keep_text_encoder = record["text_encoder"].get(model_id) == "kept"
         pipelines[model_id] = pipe
+    changes = manifest.software_changes(record["software"], manifest.software())
+    if changes:
+        warnings.warn(f"{manifest_file}: rendered with other software or hardware ({'; '.join(changes)}): the "
+                      f"files may differ in their last bits")
     stem = record["name"].rsplit("/", 1)[-1]
     with tempfile.TemporaryDirectory(prefix="studio-rerender-") as tmp:
         folder = out_dir if out_dir is not None else Path(tmp)

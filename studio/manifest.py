@@ -135,7 +135,27 @@ def software() -> dict:
 
     return {"studio": __version__, "mindspore": mindspore.__version__, "numpy": numpy.__version__,
             "pillow": PIL.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "machine": platform.machine()}
+            "machine": platform.machine(), "compute": compute_identity()}
+
+
+def compute_identity() -> str:
+    """How this process computes, which changes results in their last bits: the device, and on the CPU the
+    fused kernels' build (named by a hash of their source, the compiler and the CPU's flags) or none
+    (STUDIO_CPU_KERNELS=0, no compiler). Keeps apart the machines that share a T5 cache; recorded with the
+    software, so that `rerender` can say why bytes may differ."""
+    from studio import backend, kernels
+
+    if not backend.on_cpu():
+        return backend.device_target()
+    library = kernels.library()
+    return f"CPU with {library.name}" if library else "CPU without fused kernels"
+
+
+def software_changes(recorded: dict, now: dict) -> list[str]:
+    """'name: recorded -> now' for what decides the pixels or the bytes and differs (the platform string
+    aside: a kernel update changes it, not the results)."""
+    keys = ("studio", "mindspore", "numpy", "pillow", "python", "machine", "compute")
+    return [f"{k}: {recorded.get(k)} -> {now.get(k)}" for k in keys if recorded.get(k, now.get(k)) != now.get(k)]
 
 
 # -- the sidecar ----------------------------------------------------------------------------------------------

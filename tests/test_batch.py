@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from studio import manifest
@@ -381,6 +382,16 @@ def test_a_name_clash_inside_a_matrix_names_both_items(tmp_path):
         load_job(job, "m")
     assert e.value.errors == [f"{job}:3: output name 'a-fox' of item 2 {{\"prompt\": \"a fox!\"}} is also that of "
                               f"item 1 {{\"prompt\": \"A fox\"}} at {job}:3"]
+
+
+def test_names_that_differ_only_in_unicode_normalization_clash(tmp_path):
+    # 'café' with 'é' as one character and as 'e' + a combining accent: one file on macOS, one name to a reader
+    job = write_job(tmp_path, 'layout: card.yaml\nname: "{prompt}"\nitems:\n  - {prompt: "caf\\u00e9"}\n'
+                              '  - {prompt: "Cafe\\u0301"}\n')
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert e.value.errors == [f"{job}:5: output name 'Cafe\u0301' of item 2 {{\"prompt\": \"Cafe\u0301\"}} is also "
+                              f"that of item 1 {{\"prompt\": \"caf\u00e9\"}} at {job}:4"]
 
 
 def test_an_empty_item_name_or_layout_is_an_error(tmp_path):
@@ -790,8 +801,7 @@ def test_a_cache_that_cannot_be_written_only_warns_and_old_temporaries_go(tiny_d
     job, cache = write_job(tmp_path, "layout: card.yaml\nmatrix: {prompt: [a fox, an owl]}\n"), tmp_path / "cache"
     (cache / "file-hashes.json").mkdir(parents=True)  # the memo can't be replaced (as on a full disk)
     (cache / "embeddings").write_text("")  # nor can T5 features be stored
-    (cache / "ab").mkdir()
-    stale, fresh = cache / "ab" / ".x.npz.k1.part", cache / ".file-hashes.json.k2.part"  # fresh: another shard's
+    stale, fresh = cache / ".file-hashes.json.k1.part", cache / ".file-hashes.json.k2.part"  # fresh: another shard's
     stale.write_text("")
     fresh.write_text("")
     old = time.time() - STALE_PART - 60
@@ -839,6 +849,33 @@ def test_files_an_item_no_longer_writes_are_removed(tiny_dir, tmp_path):
     assert_complete(out, {"card-1"})
 
 
+def test_a_render_whose_log_line_was_lost_gets_it_on_the_next_run(tiny_dir, tmp_path, monkeypatch):
+    """Rendered again (a file edited), then killed between its new manifest and its log line: the next run
+    adds that render's line, though the log holds a line of the same item from its first render."""
+    job, out = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 1}]\n"), tmp_path / "out"
+    run(job, out, tiny_dir)
+    (out / "card-1.png").write_bytes(b"edited")
+    with monkeypatch.context() as m:
+        m.setattr(manifest, "append_line", lambda path, record: None)  # the line a kill would not let it write
+        assert run(job, out, tiny_dir)[0].rendered == ["card-1"]
+    summary, _ = run(job, out, tiny_dir)
+    assert summary.skipped == ["card-1"]
+    digests = [r["digest"] for r in manifest.read_lines(out / "manifest.jsonl")]
+    assert len(digests) == 2 and digests[-1] == sidecars(out)["card-1"]["digest"]  # the last line is the current
+
+
+def test_a_file_in_the_way_fails_its_item_in_one_line(tiny_dir, tmp_path):
+    job = write_job(tmp_path, "layout: card.yaml\nname: '{prompt_slug}/{seed}'\n"
+                              "matrix: {prompt: [fox, owl], seed: [1]}\n")
+    out, err = tmp_path / "out", io.StringIO()
+    out.mkdir()
+    (out / "fox").write_text("")  # where the item fox/1 needs a folder
+    summary, text = run(job, out, tiny_dir, stderr=err)
+    assert (summary.exit_code, summary.rendered) == (1, ["owl/1"])
+    assert summary.failed == [("fox/1", f"{out / 'fox'}: File exists")]  # the disk's problem, not a bug in studio
+    assert "Traceback" not in err.getvalue() and "damaged manifest" not in text  # it has none: not damaged
+
+
 def test_damaged_or_edited_manifests_are_rendered_again_and_refused_by_rerender(tiny_dir, tmp_path, capsys):
     job, out = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 1}, {seed: 2}]\n"), tmp_path / "out"
     run(job, out, tiny_dir)
@@ -880,6 +917,39 @@ def test_embedding_cache_survives_a_damaged_entry(tmp_path):
     next(tmp_path.rglob("*.npz")).write_bytes(b"PK garbage")
     assert cache.get(key) is None and (cache.hits, cache.misses) == (1, 2)
     assert EmbeddingCache(tmp_path, "other model").get(key) is None
+
+
+def test_cached_t5_features_are_kept_apart_by_how_they_were_computed(tmp_path, monkeypatch):
+    """The fused CPU kernels (or another device) change T5 features' last bits, and then the images': a
+    cache shared by machines that compute differently must not give one machine's features to another
+    (rerender, which encodes afresh, would find the file DIFFERENT)."""
+    import numpy as np
+
+    from studio import kernels
+
+    key = {"prompt": "a cat", "max_sequence_length": 300}
+    monkeypatch.setattr(kernels, "library", lambda: None)  # a machine without a C++ compiler
+    EmbeddingCache(tmp_path, "model").put(key, np.ones((1, 3, 2), np.float32), np.ones((1, 3), np.int32))
+    assert key in EmbeddingCache(tmp_path, "model")
+    monkeypatch.setattr(kernels, "library", lambda: Path("cpu_kernels-0123456789abcdef.so"))  # one with them
+    assert key not in EmbeddingCache(tmp_path, "model")
+    assert EmbeddingCache(tmp_path, "model").get(key) is None
+
+
+def test_the_cache_sweep_removes_only_studios_old_temporary_files(tmp_path):
+    from studio.batch import _sweep_cache
+
+    cache, old = tmp_path / "cache", time.time() - STALE_PART - 60
+    ours = [cache / ".file-hashes.json.0001a2k1.part", cache / "embeddings" / "ab" / ".ab12.npz.0001a2k1.part"]
+    young = cache / "embeddings" / "ab" / ".ab34.npz.0001a2k2.part"  # another shard's, being written
+    others = [cache / ".download.k1.part", cache / "app" / ".video.mp4.part"]  # --cache-dir ~/.cache: not ours
+    for path in ours + others + [young]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+        if path != young:
+            os.utime(path, (old, old))
+    _sweep_cache(cache)
+    assert [p.exists() for p in ours + others + [young]] == [False, False, True, True, True]
 
 
 # -- subprocesses: kills, signals, rerender --------------------------------------------------------------------
@@ -1004,6 +1074,28 @@ def test_rerender_from_another_folder_and_a_different_file(tiny_dir, tmp_path, m
     edit(sidecar, made_elsewhere)
     [(_, recorded, now)] = rerender(sidecar)
     assert recorded == "0" * 64 != now
+
+
+def test_rerender_names_the_software_that_changed(tiny_dir, tmp_path):
+    """The manifest records how the process computed (device, fused kernels); a rerender under other software
+    warns which part changed, since the bytes may then differ."""
+    job, out = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 5}]\n"), tmp_path / "out"
+    run(job, out, str(tiny_dir))
+    sidecar = out / "card-1.manifest.json"
+    recorded = json.loads(sidecar.read_text())["software"]
+    assert recorded["compute"] == manifest.compute_identity() and recorded["compute"].startswith("CPU")
+    assert manifest.software_changes(recorded, manifest.software()) == []
+
+    def other_machine(record):
+        record["software"].update(compute="GPU", numpy="1.0.0", platform="Linux-other")
+        record["digest"] = manifest.record_digest(record)
+    edit(sidecar, other_machine)
+    with pytest.warns(UserWarning) as warned:
+        [(_, before, now)] = rerender(sidecar)
+    assert before == now  # the same bytes here: only a warning
+    assert str(warned[0].message) == (
+        f"{sidecar}: rendered with other software or hardware (numpy: 1.0.0 -> {np.__version__}; compute: GPU -> "
+        f"{manifest.compute_identity()}): the files may differ in their last bits")
 
 
 def test_cli_reports_an_allocation_failure_in_one_line(monkeypatch, capsys):
