@@ -635,10 +635,12 @@ class Interrupted(BaseException):
 
 
 class _Signals:
-    """SIGINT/SIGTERM: the first asks to stop after the current item, the second raises Interrupted."""
+    """SIGINT/SIGTERM: the first asks to stop after the current item, the second raises Interrupted; while
+    `checking` (the finished items' manifests and files, which has nothing to finish) the first raises it."""
 
     def __init__(self, err):
         self.err, self.received, self.saved = err, None, {}
+        self.checking = False
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -647,7 +649,8 @@ class _Signals:
         return self
 
     def _handle(self, signum, frame):
-        if self.received is not None:
+        if self.received is not None or self.checking:
+            self.received = signum
             raise Interrupted(signum)
         self.received = signum
         print(f"studio: batch: {signal.Signals(signum).name}: stopping after the current item "
@@ -742,7 +745,9 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
             print(f"studio: batch: warning: cannot merge the shards' logs into {log} ({e.strerror or e})", file=err)
     with _Signals(err) as signals:
         try:
+            signals.checking = True
             todo = _scan(job, items, root, hashes, memory_budget, log, logged, summary, out)
+            signals.checking = False
             print(f"{job.source}: {len(job.items)} items; {where}{len(items)}: {len(summary.skipped)} already "
                   f"done, {len(summary.failed)} failed, {len(todo)} to render", file=out, flush=True)
             embeddings = cache_dir / EMBEDDINGS if use_cache else None
@@ -832,6 +837,7 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
     auto_budget = None
     todo, budgets = [], []  # budgets: (recorded, now) of finished items planned with another budget
     for item in items:
+        pause_point("check", item.name)
         try:
             target = root / item.name
             folder = target.parent.resolve()

@@ -1055,6 +1055,15 @@ def test_a_signal_finishes_the_current_item_a_second_drops_it(tiny_dir, tmp_path
     assert_complete(out, {"a-red-fox/1", "a-red-fox/2"})
     assert not list((out / "an-owl").iterdir())
 
+    # one SIGINT while the finished items are checked (hashing every output: minutes for a large batch): there
+    # is nothing to finish, so the run stops at once
+    monkeypatch.setattr(studio.export, "pause_point", lambda *a: None)
+    monkeypatch.setattr(studio.batch, "pause_point", signal_at("check", "a-red-fox/2", [signal.SIGINT]))
+    summary, text = run(job, out, tiny_dir)
+    assert (summary.skipped, summary.rendered, summary.exit_code) == (["a-red-fox/1"], [], 130)
+    assert "stopped by SIGINT with 3 not rendered" in text and "to render" not in text
+    assert_complete(out, {"a-red-fox/1", "a-red-fox/2"})
+
 
 def test_rerender_from_another_folder_and_a_different_file(tiny_dir, tmp_path, monkeypatch):
     (tmp_path / "models").mkdir()
