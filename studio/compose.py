@@ -6,7 +6,8 @@
 order. Each layer is drawn into an RGBA tile at its resolved box (`geometry.resolve`), its alpha multiplied
 by the layer's opacity, and composited with Pillow's `alpha_composite`. Text is antialiased; fills, shapes
 and gradients are exact (no antialiasing), so tiny canvases have exact expected pixels. Image files are
-turned upright by their EXIF orientation and converted to sRGB from their embedded ICC profile.
+turned upright by their EXIF orientation and converted to sRGB from their embedded ICC profile;
+greyscale of 16 bits or 32-bit floats (0..1) becomes 8 bits (`eight_bit`).
 
 `text_problems(layout)` lists text that leaves its region or enters the safe margin (for proofs).
 `cut_span(image, boxes, monitors)` cuts a span canvas into one image per monitor.
@@ -119,7 +120,7 @@ def fitted(picture: Image.Image, box: Box, fit: str) -> tuple[Image.Image, tuple
 
 
 def open_image(layer: ImageLayer, index: int, base_dir: Path | None) -> Image.Image:
-    """The layer's picture as sRGB RGBA, turned upright by its EXIF orientation."""
+    """The layer's picture as sRGB RGBA, turned upright by its EXIF orientation, greyscale made 8-bit."""
     from PIL import ImageCms, ImageOps
 
     path = Path(layer.path)
@@ -134,8 +135,13 @@ def open_image(layer: ImageLayer, index: int, base_dir: Path | None) -> Image.Im
 
 
 def eight_bit(picture: Image.Image) -> Image.Image:
-    """16-bit greyscale (modes I;16*, and I as Pillow opens some 16-bit files) -> L: v / 257 rounded, so
-    65535 -> 255 and 32768 -> 128 (Pillow's own conversion clips everything above 255 to white)."""
+    """Greyscale beyond 8 bits -> L, where Pillow's own conversion clips everything above 255 to white:
+    16-bit (modes I;16*, and I: 32-bit integers, as Pillow opens 16-bit PGM and some TIFFs) v / 257
+    rounded, so 65535 -> 255 and 32768 -> 128, clipped to 0..65535; 32-bit float (F) v * 255 rounded,
+    so 0..1 is black..white, clipped, NaN black."""
+    if picture.mode == "F":
+        v = np.nan_to_num(np.asarray(picture, dtype=np.float64), nan=0.0)
+        return Image.fromarray(np.floor(v.clip(0, 1) * 255 + 0.5).astype(np.uint8), "L")
     if not picture.mode.startswith("I"):
         return picture
     v = np.asarray(picture).astype(np.int64)

@@ -1,21 +1,28 @@
-"""Font names -> font files, the one lookup shared by the layout loader (validation) and the compositor.
+"""Font names -> font faces, the one lookup shared by the layout loader (validation) and the compositor.
 
 A layout names a font as a path to a .ttf/.otf/.ttc file (relative to the layout's folder) or as an
 installed family ("DejaVu Sans", "DejaVuSans", "dejavu-sans-bold"). Families are found with fontconfig's
 `fc-match` when it is installed, else (or when fontconfig has no such family) in the usual font folders
 and those of our dependencies (opencv-python's Linux wheels carry DejaVu Sans), by the family and style
-names inside each file ("Roboto" = "Roboto Regular", "Roboto Bold") or by the file's name
+names inside each face (every face of a .ttc collection, every named instance of a variable font:
+"Roboto" = "Roboto Regular", "Roboto Bold", "Inter Bold" in Inter[wght].ttf) or by the file's name
 ("Roboto-Regular.ttf" is also "Roboto"). Absent = Pillow's bundled default (Aileron: basic Latin only, no
 accents), which always exists.
+
+A face is a file and FreeType's face index, as fontconfig prints it (`fc-list : file index`): the face of
+a collection, plus 65536 x the named instance of a variable font (1 = the first). A path names a face
+other than the first with `#index`: `fonts/NotoSansCJK.ttc#2`, `Inter[wght].ttf#262144`.
 """
 
 import functools
 import importlib.util
+import itertools
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 from studio.errors import InputError
 
@@ -24,42 +31,102 @@ FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc")
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "~/.local/share/fonts",
              "/Library/Fonts", "/System/Library/Fonts", "~/Library/Fonts", "C:/Windows/Fonts")
 PLAIN_STYLES = ("regular", "book", "normal", "roman")  # the style a bare family name means
+INSTANCE = 1 << 16  # FreeType's face index: face + INSTANCE x named instance (1-based; 0 = the default)
+_INDEXED_RE = re.compile(rf"(.+(?:{'|'.join(map(re.escape, FONT_SUFFIXES))}))#(\d+)", re.IGNORECASE)
+
+
+class Face(NamedTuple):
+    """A font file (or DEFAULT) and FreeType's face index in it."""
+
+    path: str
+    index: int = 0
+
+    def __str__(self) -> str:
+        """As a layout names it: the path, with '#index' for a face other than the first."""
+        return f"{self.path}#{self.index}" if self.index else self.path
+
+
+def find_face(name_or_path: str | None, base_dir: Path | str | None = None) -> Face | None:
+    """The face `name_or_path` names, Face("default") for None/"" (the bundled font), None if not found.
+
+    A value with a font suffix (optionally '#index') or a path separator is a path, relative to `base_dir`
+    (default: the current folder); anything else is a family name, matched case-, space-, '-' and
+    '_'-insensitively.
+    """
+    if name_or_path is None or not name_or_path.strip() or name_or_path.strip().lower() == DEFAULT:
+        return Face(DEFAULT)
+    indexed = _INDEXED_RE.fullmatch(name_or_path)
+    name, index = (indexed[1], int(indexed[2])) if indexed else (name_or_path, 0)
+    if _looks_like_path(name):
+        path = Path(name).expanduser()
+        if not path.is_absolute():
+            path = Path(base_dir or ".") / path
+        return Face(str(path.resolve()), index) if path.is_file() else None
+    return _find_family(_normal(name_or_path))
 
 
 def find_font(name_or_path: str | None, base_dir: Path | str | None = None) -> str | None:
-    """A font file path for `name_or_path`, "default" for None/"" (the bundled font), None if not found.
-
-    A value with a font suffix or a path separator is a path, relative to `base_dir` (default: the
-    current folder); anything else is a family name, matched case-, space-, '-' and '_'-insensitively.
-    """
-    if name_or_path is None or not name_or_path.strip() or name_or_path.strip().lower() == DEFAULT:
-        return DEFAULT
-    if _looks_like_path(name_or_path):
-        path = Path(name_or_path).expanduser()
-        if not path.is_absolute():
-            path = Path(base_dir or ".") / path
-        return str(path.resolve()) if path.is_file() else None
-    return _find_family(_normal(name_or_path))
+    """The font file `name_or_path` names (whichever face of it), "default" for None/"", None if not found."""
+    face = find_face(name_or_path, base_dir)
+    return face and face.path
 
 
 def load_font(name_or_path: str | None, size: float, base_dir: Path | str | None = None):
     """A Pillow FreeType font of `size` px for a layout's font value (None: the bundled default)."""
-    path = find_font(name_or_path, base_dir)
-    if path is None:
+    face = find_face(name_or_path, base_dir)
+    if face is None:
         raise InputError(f"no such font '{name_or_path}' (a .ttf/.otf path or an installed family)")
     try:
-        return _open_font(path, size)
+        return open_face(face, size)
     except OSError as e:  # FreeType: 'invalid ppem value' below 0.5 px, a bitmap font at a size it lacks, ...
         raise InputError(f"cannot draw font '{name_or_path or 'default'}' at {size:g} px ({e})") from None
 
 
 @functools.lru_cache(maxsize=64)
-def _open_font(path: str, size: float):
+def open_face(face: Face, size: float):
+    """Pillow's font for `face` at `size` px (OSError from FreeType: see `index_problem` for a bad index)."""
     from PIL import ImageFont
 
-    if path == DEFAULT:
+    if face.path == DEFAULT:
         return ImageFont.load_default(size)  # Pillow's bundled FreeType font (Pillow >= 10.1)
-    return ImageFont.truetype(path, size)
+    font = ImageFont.truetype(face.path, size, index=face.index)
+    if face.index >= INSTANCE:  # FreeType without variation support ignores the instance: say so instead
+        try:
+            font.get_variation_names()
+        except OSError:
+            raise OSError("a named instance of a variable font, and this Pillow's FreeType cannot vary "
+                          "fonts") from None
+    return font
+
+
+def index_problem(face: Face) -> str | None:
+    """Why `face.index` names no face of its file ('no face 5: the file has 2, #0 to #1'), or None."""
+    from PIL import ImageFont
+
+    try:
+        faces = face_count(face.path)
+    except OSError:
+        return None
+    number, instance = face.index % INSTANCE, face.index // INSTANCE
+    if number >= faces:
+        return f"no face {number}: the file has {faces}, #0{f' to #{faces - 1}' if faces > 1 else ''}"
+    if instance:
+        try:
+            count = len(_named_instances(ImageFont.truetype(face.path, 10, index=number), face.path, number))
+        except OSError:
+            return None
+        if instance > count:
+            has = f"has {count} named instances" if count else "is not a variable font"
+            return (f"no named instance {instance} (#{face.index} = face {number} + {instance} x 65536): "
+                    f"face {number} {has}")
+    return None
+
+
+def face_count(path: str) -> int:
+    """The number of faces in a font file: a collection's header says (OpenType's 'ttcf'), others have one."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return int.from_bytes(head[8:12], "big") if head[:4] == b"ttcf" and len(head) == 12 else 1
 
 
 def _looks_like_path(text: str) -> bool:
@@ -72,22 +139,22 @@ def _normal(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _find_family(normal_name: str) -> str | None:
+def _find_family(normal_name: str) -> Face | None:
     return _fc_match(normal_name) or _font_files().get(normal_name)
 
 
-def _fc_match(normal_name: str) -> str | None:
-    """fontconfig's file for the family, or None; fc-match always answers, so its family must match."""
+def _fc_match(normal_name: str) -> Face | None:
+    """fontconfig's face for the family, or None; fc-match always answers, so its family must match."""
     if shutil.which("fc-match") is None:
         return None
     try:
-        out = subprocess.run(["fc-match", "-f", "%{family}\n%{file}", normal_name], capture_output=True,
+        out = subprocess.run(["fc-match", "-f", "%{family}\n%{file}\n%{index}", normal_name], capture_output=True,
                              text=True, timeout=10, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    families, _, file = out.partition("\n")
+    families, file, index = (out.split("\n") + ["", ""])[:3]
     if file and normal_name in {_normal(f) for f in families.split(",")} and Path(file).is_file():
-        return file
+        return Face(file, int(index) if index.isdigit() else 0)
     return None
 
 
@@ -99,14 +166,22 @@ def _dependency_font_dirs() -> list[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _font_files() -> dict[str, str]:
-    """Normalised name -> path, over the usual font folders. Each readable font file is known by its family
-    + style ('robotobold'), its family alone for a plain style ('roboto'), its file stem, and its stem less
-    a plain-style suffix ('Roboto-Regular' -> 'roboto'). Family and style names win over file names; among
-    equals, the first file found."""
+def _font_files() -> dict[str, Face]:
+    """Normalised name -> face, over the usual font folders. Each face of each readable font file is known by
+    its family + style ('robotobold') and its family alone for a plain style ('roboto'), and so is each named
+    instance of a variable font ('interbold'); the file's first face also by its stem and its stem less a
+    plain-style suffix ('Roboto-Regular' -> 'roboto'). Family and style names win over file names; among
+    equals, the first file and face found (a face's own names before its instances')."""
     from PIL import ImageFont
 
     by_name, by_file = {}, {}
+
+    def known_as(family: str | None, style: str | None, face: Face) -> None:
+        family, style = family or "", style or ""
+        by_name.setdefault(_normal(family + style), face)
+        if style.casefold() in PLAIN_STYLES:
+            by_name.setdefault(_normal(family), face)
+
     for folder in (*FONT_DIRS, *_dependency_font_dirs()):
         root = Path(os.path.expanduser(folder))
         if not root.is_dir():
@@ -115,14 +190,37 @@ def _font_files() -> dict[str, str]:
             if path.suffix.lower() not in FONT_SUFFIXES:
                 continue
             try:
-                family, style = (n or "" for n in ImageFont.truetype(str(path), 10).getname())  # first face
-            except OSError:  # not a font after all
+                faces = face_count(str(path))
+            except OSError:
                 continue
-            by_name.setdefault(_normal(family + style), str(path))
-            if style.casefold() in PLAIN_STYLES:
-                by_name.setdefault(_normal(family), str(path))
-            by_file.setdefault(_normal(path.stem), str(path))
-            plain = re.fullmatch(rf"(.+)[\s_\-]({'|'.join(PLAIN_STYLES)})", path.stem, re.IGNORECASE)
-            if plain:
-                by_file.setdefault(_normal(plain[1]), str(path))
+            for index in range(faces):
+                try:
+                    font = ImageFont.truetype(str(path), 10, index=index)
+                except OSError:  # not a font after all (nor the faces a damaged header counts after this one)
+                    break
+                known_as(*font.getname(), Face(str(path), index))
+                if index == 0:
+                    by_file.setdefault(_normal(path.stem), Face(str(path)))
+                    plain = re.fullmatch(rf"(.+)[\s_\-]({'|'.join(PLAIN_STYLES)})", path.stem, re.IGNORECASE)
+                    if plain:
+                        by_file.setdefault(_normal(plain[1]), Face(str(path)))
+                for instance in _named_instances(font, str(path), index):
+                    known_as(*instance.getname(), Face(str(path), instance.index))
     return by_file | by_name
+
+
+def _named_instances(font, path: str, index: int) -> list:
+    """Pillow's fonts of each named instance of face `index`, if it is a variable font (its style name is the
+    instance's: 'Bold'); none when FreeType cannot vary fonts."""
+    from PIL import ImageFont
+
+    try:
+        font.get_variation_names()
+    except OSError:  # not a variable font, or FreeType without variation support
+        return []
+    instances = []
+    for number in itertools.count(1):  # FreeType refuses the number after the last
+        try:
+            instances.append(ImageFont.truetype(path, 10, index=index + number * INSTANCE))
+        except OSError:
+            return instances

@@ -20,7 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import yaml
-from PIL import Image, ImageColor, ImageFont
+from PIL import Image, ImageColor
 
 from studio import fonts
 from studio.errors import InputError, LayoutError
@@ -572,6 +572,22 @@ class Length:
 
 
 @dataclass(frozen=True)
+class TextSize(Length):
+    """A text size -> px: a length of at least 1 px at the canvas DPI (FreeType refuses sizes under 0.5 px and
+    draws nothing legible under 1 px)."""
+
+    minimum: str = "positive"
+
+    def parse(self, r, node, path):
+        px = super().parse(r, node, path)
+        value, (_, unit) = r.scalar(node), _length(r, node)
+        if px < 1 and not (r.stand_in and unit != "px"):  # a stand-in canvas's DPI may not be the file's
+            at = f"{_q(value)} is {px:g} px at {r.dpi} dpi" if unit != "px" else f"{px:g} px is too small"
+            raise _Bad(f"{at}; a text size is at least 1 px")
+        return px
+
+
+@dataclass(frozen=True)
 class CanvasLength(Length):
     """A canvas length -> (number, unit), converted once the canvas DPI is known."""
 
@@ -617,15 +633,24 @@ class Position:
         return _ref(defs, "position", body)
 
 
-COLOURS = ("'#rgb', '#rrggbb', '#rrggbbaa', a name like 'navy', rgb(r, g, b), rgba(r, g, b, alpha 0..1), "
-           "hsl(h, s%, l%), hsv(h, s%, v%), [r, g, b] or [r, g, b, a]")
+COLOURS = ("'#rgb', '#rrggbb', '#rrggbbaa', a name like 'navy', transparent, rgb(r, g, b), "
+           "rgba(r, g, b, alpha 0..1), rgb(r g b / alpha), hsl(h, s%, l%), hsv(h, s%, v%), [r, g, b] or [r, g, b, a]")
 # rgb()/rgba() with an alpha: CSS's alpha is 0..1 or a percentage, where Pillow reads rgba()'s as 0..255
 _CSS_ALPHA_RE = re.compile(rf"\s*(rgba?\([^,()]*,[^,()]*,[^,()]*),\s*({_NUMBER})\s*(%?)\s*\)\s*", re.IGNORECASE)
+# CSS4's space-separated form of the functions (Pillow reads only commas): 'rgb(10 20 30 / 50%)'
+_CSS_SPACED_RE = re.compile(rf"\s*(rgba?|hsl|hsv|hsb)\(\s*({_NUMBER}%?)\s+({_NUMBER}%?)\s+({_NUMBER}%?)\s*"
+                            rf"(?:/\s*({_NUMBER}%?)\s*)?\)\s*", re.IGNORECASE)
+
+
+def _comma_form(text: str) -> str:
+    """'rgb(10 20 30 / 50%)' -> 'rgb(10, 20, 30, 50%)'; any other text as it is."""
+    m = _CSS_SPACED_RE.fullmatch(text)
+    return f"{m[1]}({', '.join(c for c in m.groups()[1:] if c is not None)})" if m else text
 
 
 class Colour:
-    """'#rgb', '#rrggbb', '#rrggbbaa', CSS names and functions (Pillow's ImageColor; rgba() with CSS's alpha),
-    [r, g, b(, a)] -> RGBA."""
+    """'#rgb', '#rrggbb', '#rrggbbaa', CSS names and functions (Pillow's ImageColor; rgba() with CSS's alpha;
+    CSS4's space-separated rgb(r g b / alpha)), 'transparent', [r, g, b(, a)] -> RGBA."""
 
     def parse(self, r, node, path):
         if isinstance(node, yaml.SequenceNode):
@@ -633,10 +658,13 @@ class Colour:
         value = r.scalar(node)
         if value is None:
             raise _Bad("expected a colour, got nothing (quote colours that start with '#': \"#fff\")")
-        m = _CSS_ALPHA_RE.fullmatch(value) if isinstance(value, str) else None
+        if isinstance(value, str) and value.strip().casefold() == "transparent":
+            return 0, 0, 0, 0  # CSS's: transparent black (gradients mix premultiplied, so it takes any hue)
+        text = _comma_form(value) if isinstance(value, str) else None
+        m = _CSS_ALPHA_RE.fullmatch(text) if text else None
         try:
             rgba = (ImageColor.getrgb(f"rgb{m[1][m[1].index('('):]})") if m else
-                    ImageColor.getrgb(value) if isinstance(value, str) else None)
+                    ImageColor.getrgb(text) if text else None)
         except ValueError:
             rgba = None
         if rgba is None:
@@ -669,16 +697,17 @@ class Colour:
 class Font(Text):
     def parse(self, r, node, path):
         name = super().parse(r, node, path)
-        path_found = fonts.find_font(name, r.base_dir)
-        if path_found is None:
+        face = fonts.find_face(name, r.base_dir)
+        if face is None:
             raise _Bad(f"no such font '{name}' (a .ttf/.otf path or an installed family)")
-        if path_found == fonts.DEFAULT:
+        if face.path == fonts.DEFAULT:
             return None
         try:
-            ImageFont.truetype(path_found, 12)
+            fonts.open_face(face, 12)
         except (OSError, ValueError) as e:
-            raise _Bad(f"'{name}' is not a font Pillow can read ({e})") from None
-        return path_found
+            problem = fonts.index_problem(face)
+            raise _Bad(f"'{name}': {problem}" if problem else f"'{name}' is not a font Pillow can read ({e})") from None
+        return str(face)  # the file, with '#index' for another face than the first
 
 
 class ImagePath(Text):
@@ -991,8 +1020,9 @@ IMAGE_KEYS = {
 } | COMMON_KEYS
 TEXT_KEYS = {
     "text": Key(Text(), "the text; '\\n' breaks lines", required=True),
-    "font": Key(Font(), "a .ttf/.otf path or an installed family (default: the bundled font)"),
-    "size": Key(Length("positive"), "font size: 48pt, 120px, 10mm (default 48px)"),
+    "font": Key(Font(), "a .ttf/.otf/.ttc path (#index: another face than the first) or an installed family "
+                        "(default: the bundled font)"),
+    "size": Key(TextSize(), "font size: 48pt, 120px, 10mm, at least 1 px (default 48px)"),
     "color": Key(Colour(), "default black"),
     "region": Key(RegionKind(), "default safe"),
     "align": Key(Enum("left", "center", "right", elsewhere={"middle": "valign: middle"}), "default left"),

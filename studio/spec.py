@@ -142,7 +142,7 @@ class Shadow:
 @dataclass(frozen=True)
 class TextLayer:
     text: str
-    font: str | None = None  # a .ttf/.otf path or an installed family name; None: the bundled default
+    font: str | None = None  # a font file path (with "#index" for another face than the first) or an installed family; None: the bundled default
     size: float = 48  # px (the loader converts pt with the canvas DPI)
     color: RGBA = (0, 0, 0, 255)
     region: Region = Region("safe")

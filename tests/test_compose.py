@@ -2,7 +2,9 @@
 
 
 import itertools
+import shutil
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +12,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from studio import compose as C
-from studio.errors import InputError
+from studio.errors import InputError, LayoutError
 from studio.export import srgb_profile
 from studio.geometry import Box, span_canvas
+from studio.layout import load_layout, parse_layout
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Region,
                          ShapeLayer, Shadow, Span, TextLayer)
 
@@ -317,6 +320,36 @@ def test_16_bit_grey_is_scaled_to_8_bits(tmp_path):
     assert np.asarray(image)[0, :4].tolist() == [[0] * 3, [1] * 3, [128] * 3, [255] * 3]
 
 
+def test_16_bit_big_endian_grey_is_scaled_to_8_bits(tmp_path):
+    values = np.array([[0, 257, 32768, 65535]], dtype=">u2")
+    Image.frombytes("I;16B", (4, 1), values.tobytes()).save(tmp_path / "grey16b.tif")
+    with Image.open(tmp_path / "grey16b.tif") as im:
+        assert im.mode == "I;16B"
+    image = C.compose(image_layer(tmp_path, "grey16b.tif", 4, 1))
+    assert np.asarray(image)[0, :4].tolist() == [[0] * 3, [1] * 3, [128] * 3, [255] * 3]
+
+
+def test_32_bit_integer_grey_is_read_as_16_bit_values(tmp_path):
+    """Mode I (a 32-bit TIFF; Pillow's 16-bit PGM): v / 257 as for 16 bits, clipped to 0..65535."""
+    values = np.array([[0, -5, 257, 32768, 65535, 70000]], dtype=np.int32)
+    Image.fromarray(values).save(tmp_path / "grey32.tif")
+    with Image.open(tmp_path / "grey32.tif") as im:
+        assert im.mode == "I"
+    image = C.compose(layout(ImageLayer("grey32.tif", Region("px", 0, 0, 6, 1)), source=str(tmp_path / "p.yaml")))
+    assert np.asarray(image)[0, :6, 0].tolist() == [0, 0, 1, 128, 255, 255]
+
+
+def test_float_grey_is_scaled_from_0_1_to_8_bits(tmp_path):
+    """Mode F (a float TIFF): 0..1 is black..white, v * 255 rounded half up; outside 0..1 clipped, NaN black.
+    Pillow's own conversion drew it all black (1.0 -> 1)."""
+    values = np.array([[0, 0.25, 0.5, 1, -0.5, 2, np.nan, 1 / 255]], dtype=np.float32)
+    Image.fromarray(values).save(tmp_path / "float.tif")
+    with Image.open(tmp_path / "float.tif") as im:
+        assert im.mode == "F"
+    image = C.compose(layout(ImageLayer("float.tif", Region("px", 0, 0, 8, 1)), source=str(tmp_path / "p.yaml")))
+    assert np.asarray(image)[0, :8, 0].tolist() == [0, 64, 128, 255, 0, 255, 0, 1]
+
+
 def icc_tags(profile: bytes) -> dict[bytes, int]:
     """Tag signature -> offset of its entry in the tag table."""
     count = struct.unpack(">I", profile[128:132])[0]
@@ -475,6 +508,193 @@ def test_dejavu_sans_from_opencv_is_found_with_no_fonts_installed(tmp_path, monk
     finally:
         C.fonts._font_files.cache_clear()
         C.fonts._find_family.cache_clear()
+
+
+# Tiny TrueType fonts built byte by byte: one glyph, 'I', a bar 700 units high from x = 100 to 100 + bar
+# (1000 units per em: at 10 px, whole pixels, so every pixel is exactly ink or paper).
+
+def sfnt(tables: dict[str, bytes]) -> bytes:
+    """An OpenType file of `tables` (search fields zero: FreeType does not read them)."""
+    out = struct.pack(">IHHHH", 0x00010000, len(tables), 0, 0, 0)
+    offset, body = 12 + 16 * len(tables), b""
+    for tag in sorted(tables):
+        data = tables[tag] + bytes(-len(tables[tag]) % 4)
+        checksum = sum(struct.unpack(f">{len(data) // 4}I", data)) & 0xFFFFFFFF
+        out += struct.pack(">4sIII", tag.encode(), checksum, offset + len(body), len(tables[tag]))
+        body += data
+    return out + body
+
+
+def name_table(names: dict[int, str]) -> bytes:
+    records, strings = b"", b""
+    for name_id, text in names.items():  # Windows, Unicode BMP, US English
+        records += struct.pack(">6H", 3, 1, 0x409, name_id, len(text.encode("utf-16-be")), len(strings))
+        strings += text.encode("utf-16-be")
+    return struct.pack(">3H", 0, len(names), 6 + 12 * len(names)) + records + strings
+
+
+def tiny_font(family: str, style: str, bar: int = 300, variable: bool = False) -> bytes:
+    """variable: a 'wght' axis 400..700 (default 400) whose 700 widens the bar by 500 units, with named
+    instances Regular (400) and Bold (700)."""
+    x0, x1 = 100, 100 + bar
+    glyph = (struct.pack(">5h", 1, x0, 0, x1, 700) + struct.pack(">HH", 3, 0) + bytes([1] * 4)  # 4 on-curve points
+             + struct.pack(">4h", x0, 0, x1 - x0, 0) + struct.pack(">4h", 0, 700, 0, -700))  # x, y deltas
+    tables = {
+        "head": struct.pack(">4I2H2Q4h2H3h", 0x10000, 0x10000, 0, 0x5F0F3CF5, 0b1011, 1000, 0, 0,
+                            0, 0, 1000, 1000, 0, 3, 2, 0, 0),
+        "hhea": struct.pack(">I3hH11hH", 0x10000, 800, -200, 0, 1000, 0, 0, 1000, 1, 0, 0, 0, 0, 0, 0, 0, 2),
+        "maxp": struct.pack(">I14H", 0x10000, 2, 4, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0),
+        "hmtx": struct.pack(">HhHh", 1000, 0, 1000, x0),
+        "loca": struct.pack(">3H", 0, 0, len(glyph) // 2),
+        "glyf": glyph,
+        "cmap": struct.pack(">4HI", 0, 1, 3, 1, 12) + struct.pack(  # format 4: 'I' -> glyph 1
+            ">7H 2H H 2H 2h 2H", 4, 32, 0, 4, 4, 1, 0, 0x49, 0xFFFF, 0, 0x49, 0xFFFF, 1 - 0x49, 1, 0, 0),
+        "post": struct.pack(">2I2h5I", 0x30000, 0, 0, 0, 1, 0, 0, 0, 0),
+    }
+    names = {1: family, 2: style, 4: f"{family} {style}", 6: f"{family}-{style}".replace(" ", "")}
+    if variable:
+        names |= {256: "Weight", 257: "Regular", 258: "Bold"}
+        fixed = lambda v: v << 16  # noqa: E731
+        tables["fvar"] = (struct.pack(">8H", 1, 0, 16, 2, 1, 20, 2, 8)
+                          + struct.pack(">4s3i2H", b"wght", fixed(400), fixed(400), fixed(700), 0, 256)
+                          + struct.pack(">2Hi", 257, 0, fixed(400)) + struct.pack(">2Hi", 258, 0, fixed(700)))
+        # glyph 1's one tuple, peak wght = 700, for all its points (4 + 4 phantom): x deltas 0 0 500 500 0 0 0 0
+        # (the bar's right edge), y deltas all 0; packed: 'all points', 2 zeros, 2 words, 4 zeros; 8 zeros
+        deltas = bytes([0, 0x81, 0x41]) + struct.pack(">2h", 500, 500) + bytes([0x83, 0x87])
+        data = struct.pack(">4Hh", 1, 10, len(deltas), 0xA000, 0x4000) + deltas  # embedded peak, own points
+        data += bytes(len(data) % 2)
+        tables["gvar"] = (struct.pack(">4HI2HI", 1, 0, 1, 0, 0, 2, 0, 26)
+                          + struct.pack(">3H", 0, 0, len(data) // 2) + data)
+    tables["name"] = name_table(names)
+    return sfnt(tables)
+
+
+def collection(*fonts: bytes) -> bytes:
+    """A .ttc of whole fonts: each font's table offsets moved by where it lands in the file."""
+    starts = list(itertools.accumulate([12 + 4 * len(fonts)] + [len(f) for f in fonts[:-1]]))
+    out = b"ttcf" + struct.pack(f">2I{len(fonts)}I", 0x10000, len(fonts), *starts)
+    for font, start in zip(fonts, starts):
+        font = bytearray(font)  # each a multiple of 4 bytes long
+        for i in range(struct.unpack(">H", font[4:6])[0]):
+            at = 12 + 16 * i + 8
+            font[at:at + 4] = struct.pack(">I", struct.unpack(">I", font[at:at + 4])[0] + start)
+        out += bytes(font)
+    return out
+
+
+BARS = {3: [".###......."] * 7, 5: [".#####....."] * 7, 8: [".########.."] * 7}  # rows 2..8 of an 'I' at 10 px
+
+
+def bar(font) -> list[str]:
+    """'I' drawn at (0, 9) on its baseline in an 11 x 10 canvas: its rows 2..8 (# ink, . paper, ? partial)."""
+    mask = Image.new("L", (11, 10))
+    ImageDraw.Draw(mask).text((0, 9), "I", font=font, fill=255, anchor="ls")
+    rows = ["".join("#" if v == 255 else "." if v == 0 else "?" for v in row) for row in np.asarray(mask)]
+    assert rows[:2] + rows[9:] == ["." * 11] * 3
+    return rows[2:9]
+
+
+@pytest.fixture
+def tiny_fonts(tmp_path, monkeypatch):
+    """A font folder (no fontconfig) with a collection of two families, Test JP (face 0, a 3-unit bar) and
+    Test SC (face 1, 5), and a variable Test Var (Regular: 3, Bold: 8)."""
+    folder = tmp_path / "fonts"
+    folder.mkdir()
+    (folder / "cjk.ttc").write_bytes(collection(tiny_font("Test JP", "Regular"), tiny_font("Test SC", "Regular", 500)))
+    (folder / "Var[wght].ttf").write_bytes(tiny_font("Test Var", "Regular", variable=True))
+    monkeypatch.setattr(C.fonts, "FONT_DIRS", (str(folder),))
+    monkeypatch.setattr(C.fonts, "_fc_match", lambda name: None)
+    monkeypatch.setattr(C.fonts, "_dependency_font_dirs", lambda: [])
+    caches = (C.fonts._font_files, C.fonts._find_family, C.fonts.open_face)
+    for cache in caches:
+        cache.cache_clear()
+    yield folder
+    for cache in caches:
+        cache.cache_clear()
+
+
+@pytest.mark.parametrize("name, face, width", [
+    ("Test JP", ("cjk.ttc", 0), 3),
+    ("Test SC", ("cjk.ttc", 1), 5),  # was face 0, Test JP's
+    ("test-sc-regular", ("cjk.ttc", 1), 5),
+    ("Test Var", ("Var[wght].ttf", 0), 3),
+    ("Test Var Regular", ("Var[wght].ttf", 0), 3),
+    ("Test Var Bold", ("Var[wght].ttf", 2 * 65536), 8),  # the second named instance; was not found
+    ("cjk", ("cjk.ttc", 0), 3),  # the file's name: its first face
+])
+def test_faces_of_collections_and_instances_of_variable_fonts(tiny_fonts, name, face, width):
+    assert C.fonts.find_face(name) == (str(tiny_fonts / face[0]), face[1])
+    assert C.fonts.find_font(name) == str(tiny_fonts / face[0])  # the file, as manifests hash it
+    assert bar(C.fonts.load_font(name, 10)) == BARS[width]
+
+
+@pytest.mark.parametrize("path, width", [("cjk.ttc", 3), ("cjk.ttc#0", 3), ("cjk.ttc#1", 5),
+                                         ("Var[wght].ttf#65536", 3), ("Var[wght].ttf#131072", 8)])
+def test_a_path_picks_a_face_with_its_index(tiny_fonts, path, width):
+    assert bar(C.fonts.load_font(path, 10, tiny_fonts)) == BARS[width]
+
+
+def test_a_family_in_a_collection_is_drawn_with_its_own_face(tiny_fonts):
+    """The layout keeps the face ('path#1') and the compositor draws it."""
+    layout_file = tiny_fonts / "poster.yaml"
+    layout_file.write_text("canvas: {width: 12, height: 10}\nlayers:\n"
+                           "  - text: {text: I, font: Test SC, size: 10, region: {x: 0, y: 0, w: 12, h: 10}}\n"
+                           "  - text: {text: I, font: 'cjk.ttc#1', size: 10, region: {x: 0, y: 0, w: 12, h: 10}}\n"
+                           "  - text: {text: I, font: Test Var Bold, size: 10, region: {x: 2, y: 0, w: 10, h: 10}}\n")
+    lay = load_layout(layout_file)
+    assert [layer.font for layer in lay.layers] == [f"{tiny_fonts / 'cjk.ttc'}#1"] * 2 + [
+        f"{tiny_fonts / 'Var[wght].ttf'}#131072"]
+    sc, bold = [".KKKKK......"] * 7, ["...KKKKKKKK."] * 7  # Test SC's 5 px bar from x = 0, Bold's 8 from x = 2
+    for layer, bar_rows in zip(lay.layers, [sc, sc, bold]):
+        assert ascii_map(C.compose(replace(lay, layers=(layer,)))) == ["." * 12] + bar_rows + ["." * 12] * 2
+
+
+FC_MATCH = C.fonts._fc_match  # the real one: the tiny_fonts fixture replaces it
+
+
+def test_fontconfig_gives_the_face_index(tiny_fonts, tmp_path, monkeypatch):
+    """fc-match answers with the file and the face of a collection (its %{index})."""
+    if shutil.which("fc-match") is None:
+        pytest.skip("no fontconfig")
+    conf = tmp_path / "fonts.conf"
+    conf.write_text(f"<?xml version='1.0'?>\n<fontconfig><dir>{tiny_fonts}</dir>"
+                    f"<cachedir>{tmp_path / 'fc-cache'}</cachedir></fontconfig>\n")
+    monkeypatch.setenv("FONTCONFIG_FILE", str(conf))  # fontconfig knows only the tiny fonts
+    assert FC_MATCH("testsc") == (str(tiny_fonts / "cjk.ttc"), 1)
+    assert FC_MATCH("testjp") == (str(tiny_fonts / "cjk.ttc"), 0)
+    assert FC_MATCH("testvarbold") is None  # no such family: the folder scan finds styles
+
+
+@pytest.mark.parametrize("font, message", [
+    ("cjk.ttc#2", "'cjk.ttc#2': no face 2: the file has 2, #0 to #1"),
+    ("Var[wght].ttf#1", "'Var[wght].ttf#1': no face 1: the file has 1, #0"),
+    ("Var[wght].ttf#196608", "'Var[wght].ttf#196608': no named instance 3 (#196608 = face 0 + 3 x 65536): face 0 "
+                             "has 2 named instances"),
+    ("cjk.ttc#65537", "'cjk.ttc#65537': no named instance 1 (#65537 = face 1 + 1 x 65536): face 1 is not a "
+                      "variable font"),
+    ("cjk.ttc#x", "no such font 'cjk.ttc#x' (a .ttf/.otf path or an installed family)"),
+])
+def test_a_face_the_file_lacks_is_a_layout_error(tiny_fonts, font, message):
+    with pytest.raises(LayoutError) as info:
+        parse_layout(f"canvas: {{width: 12, height: 10}}\nlayers:\n  - text: {{text: I, font: '{font}'}}\n",
+                     "poster.yaml", base_dir=tiny_fonts)
+    assert info.value.errors == [f"poster.yaml:3: layers[0].text.font: {message}"]
+
+
+def test_without_variation_support_a_named_instance_is_an_error(tiny_fonts, monkeypatch):
+    """FreeType built without variation support would draw an instance's index as the default: refused instead,
+    and the folder scan knows no instances."""
+    from PIL import ImageFont
+
+    def unsupported(self):
+        raise OSError("unimplemented feature")
+    monkeypatch.setattr(ImageFont.FreeTypeFont, "get_variation_names", unsupported)
+    assert C.fonts.find_face("Test Var Bold") is None
+    assert C.fonts.find_face("Test Var") == (str(tiny_fonts / "Var[wght].ttf"), 0)
+    with pytest.raises(InputError) as info:
+        C.fonts.load_font("Var[wght].ttf#131072", 10, tiny_fonts)
+    assert str(info.value) == ("cannot draw font 'Var[wght].ttf#131072' at 10 px (a named instance of a variable "
+                               "font, and this Pillow's FreeType cannot vary fonts)")
 
 
 def test_wrap_breaks_lines_inside_the_box():

@@ -73,6 +73,16 @@ def test_bleed_and_safe_margin(extra, bleed, safe):
     assert (canvas.full_width, canvas.full_height) == (2480 + 2 * bleed, 3508 + 2 * bleed)
 
 
+def test_text_size_in_pt_is_not_judged_by_a_stand_in_dpi():
+    """A bad dpi leaves the DPI unknown: a 0.5pt size may be 2 px at the DPI meant, so only px sizes are judged."""
+    with pytest.raises(LayoutError) as info:
+        parse_layout("canvas: {preset: a4, dpi: 0}\nlayers:\n  - text: {text: a, size: 0.5pt}\n"
+                     "  - text: {text: b, size: 0.5px}\n", "poster.yaml")
+    assert info.value.errors == [
+        "poster.yaml:1: canvas.dpi: 0 is out of range 1..10000",
+        "poster.yaml:4: layers[1].text.size: 0.5 px is too small; a text size is at least 1 px"]
+
+
 @pytest.mark.parametrize("value, rgba", [
     ('"#fff"', (255, 255, 255, 255)),
     ('"#11223344"', (17, 34, 51, 68)),
@@ -86,13 +96,22 @@ def test_bleed_and_safe_margin(extra, bleed, safe):
     ('"rgba(10%, 20%, 30%, 0)"', (26, 51, 77, 0)),
     ('"hsl(200, 50%, 40%)"', (51, 119, 153, 255)),
     ('"hsv(200, 50%, 40%)"', (51, 85, 102, 255)),
+    ("transparent", (0, 0, 0, 0)),  # CSS's transparent black
+    ("Transparent", (0, 0, 0, 0)),
+    ('"rgb(10 20 30)"', (10, 20, 30, 255)),  # CSS4's space-separated forms
+    ('"rgb(10 20 30 / 50%)"', (10, 20, 30, 128)),
+    ('"rgb(10 20 30 / 0.25)"', (10, 20, 30, 64)),
+    ('"rgba(10  20 30/0)"', (10, 20, 30, 0)),
+    ('"rgb(10% 20% 30%)"', (26, 51, 77, 255)),
+    ('"hsl(200 50% 40%)"', (51, 119, 153, 255)),
 ])
 def test_colours(value, rgba):
     assert canvas_of(f"{{preset: fhd, background: {value}}}").background == rgba
 
 
 @pytest.mark.parametrize("size, dpi, px", [("48pt", 300, 200.0), ("12pt", 72, 12.0), ("120px", 300, 120.0),
-                                           ("120", 300, 120.0), ("1in", 300, 300.0), ("5mm", 254, 50.0)])
+                                           ("120", 300, 120.0), ("1in", 300, 300.0), ("5mm", 254, 50.0),
+                                           ("1px", 72, 1.0), ("0.24pt", 300, 1.0)])  # the least: 1 px
 def test_text_sizes(size, dpi, px):
     text = f"canvas: {{width: 1000, height: 1000, dpi: {dpi}}}\nlayers: [{{text: {{text: hi, size: {size}}}}}]"
     assert parse_layout(text).layers[0].size == px
@@ -545,7 +564,17 @@ BROKEN = [
     # colours
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: blu}}]\n",
      "poster.yaml:2: layers[0].fill.color: 'blu' is not a colour ('#rgb', '#rrggbb', '#rrggbbaa', a name like "
-     "'navy', rgb(r, g, b), rgba(r, g, b, alpha 0..1), hsl(h, s%, l%), hsv(h, s%, v%), [r, g, b] or [r, g, b, a])"),
+     "'navy', transparent, rgb(r, g, b), rgba(r, g, b, alpha 0..1), rgb(r g b / alpha), hsl(h, s%, l%), "
+     "hsv(h, s%, v%), [r, g, b] or [r, g, b, a])"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: 'rgb(10 20, 30)'}}]\n",  # CSS: commas or spaces, not both
+     "poster.yaml:2: layers[0].fill.color: 'rgb(10 20, 30)' is not a colour ('#rgb', '#rrggbb', '#rrggbbaa', a "
+     "name like 'navy', transparent, rgb(r, g, b), rgba(r, g, b, alpha 0..1), rgb(r g b / alpha), hsl(h, s%, l%), "
+     "hsv(h, s%, v%), [r, g, b] or [r, g, b, a])"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: 'rgb(10 20 30 / 1.5)'}}]\n",
+     "poster.yaml:2: layers[0].fill.color: 'rgb(10 20 30 / 1.5)' is out of range: components are 0..255, or "
+     "0%..100%; alpha is 0..1 or 0%..100%"),
+    ("canvas: {preset: fhd, background: 'rgb(300 0 0)'}\n" + FILL,
+     "poster.yaml:1: canvas.background: 'rgb(300 0 0)' is out of range: components are 0..255, or 0%..100%"),
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: 'rgba(0, 0, 0, 128)'}}]\n",  # CSS's alpha, not Pillow's
      "poster.yaml:2: layers[0].fill.color: 'rgba(0, 0, 0, 128)' is out of range: components are 0..255, or "
      "0%..100%; alpha is 0..1 or 0%..100%"),
@@ -583,6 +612,14 @@ BROKEN = [
      "'center'?)"),
     ("canvas: {preset: fhd}\nvariables: {s: 0, u: px}\nlayers: [{text: {text: hi, size: '{s}{u}'}}]\n",
      "poster.yaml:3: layers[0].text.size: must be greater than 0, got 0 (from {s} and {u})"),
+    ("canvas: {preset: fhd}\nlayers:\n  - text: {text: hi, size: 0.5pt}\n",  # FreeType: 'invalid ppem' < 0.5 px
+     "poster.yaml:3: layers[0].text.size: '0.5pt' is 0.5 px at 72 dpi; a text size is at least 1 px"),
+    ("canvas: {preset: a4}\nlayers:\n  - text: {text: hi, size: 0.07mm}\n",
+     "poster.yaml:3: layers[0].text.size: '0.07mm' is 0.826772 px at 300 dpi; a text size is at least 1 px"),
+    ("canvas: {preset: fhd}\nlayers:\n  - text: {text: hi, size: 0.9}\n",
+     "poster.yaml:3: layers[0].text.size: 0.9 px is too small; a text size is at least 1 px"),
+    ("canvas: {preset: fhd}\nvariables: {s: 0.1pt}\nlayers:\n  - text: {text: hi, size: '{s}'}\n",
+     "poster.yaml:4: layers[0].text.size: '0.1pt' (from {s}) is 0.1 px at 72 dpi; a text size is at least 1 px"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, line_height: 1e300}}]\n",  # YAML 1.2's float
      "poster.yaml:2: layers[0].text.line_height: must be at most 100, got 1e+300"),
     ("canvas: {preset: fhd}\nlayers: [{gradient: {stops: [red, blue], angle: 1e1x}}]\n",
