@@ -212,6 +212,26 @@ def _one_at_a_time(method):
     return locked
 
 
+def check_folder(folder: Path, variant: str | None = None, warn: bool = True):
+    """Everything of a pipeline folder but its weights, checked as loading it does first (components, configs,
+    scheduler, tokenizer, the weight files' names and shard indexes; `warn`: a variant's fallback to plain
+    files): CheckpointError/ConfigError at the first problem. Returns (vae config, sampler, tokenizer)."""
+    index = read_json(folder / "model_index.json")
+    for c in COMPONENTS:
+        what = describe_path(folder / c) if c in index else "missing"
+        if what == "missing":
+            raise CheckpointError(f"{folder}: component '{c}' is missing (a PixArt-Sigma pipeline has "
+                                  f"{', '.join(COMPONENTS)})")
+        if what != "a folder":
+            raise CheckpointError(f"{folder / c}: is {what}, where the '{c}' component's folder should be")
+    _, t5_config, vae_config = read_configs(folder)
+    sampler = read_scheduler(folder / "scheduler" / "scheduler_config.json")
+    tokenizer = load_tokenizer(folder / "tokenizer", t5_config.vocab_size)
+    for c in WEIGHTED_COMPONENTS:
+        weight_files(folder / c, variant, warn=warn)
+    return vae_config, sampler, tokenizer
+
+
 class PixArtSigmaPipeline:
     def __init__(self, model_dir: Path, transformer: PixArtTransformer2DModel, vae: AutoencoderKL, tokenizer,
                  sampler: sampling.SamplerConfig, dtype=ms.float32, vae_dtype=ms.float32,
@@ -264,20 +284,8 @@ class PixArtSigmaPipeline:
         dtype = backend.compute_dtype(as_dtype(next((d for d in (dtype, torch_dtype) if d is not None), "float32")))
         folder = resolve_model_dir(path_or_id, variant=variant, revision=revision, cache_dir=cache_dir,
                                    local_files_only=local_files_only)
-        index = read_json(folder / "model_index.json")
-        for c in COMPONENTS:
-            what = describe_path(folder / c) if c in index else "missing"
-            if what == "missing":
-                raise CheckpointError(f"{folder}: component '{c}' is missing (a PixArt-Sigma pipeline has "
-                                      f"{', '.join(COMPONENTS)})")
-            if what != "a folder":
-                raise CheckpointError(f"{folder / c}: is {what}, where the '{c}' component's folder should be")
         # everything but the weights first: a bad file fails the load at once, not after minutes of XL weights
-        _, t5_config, vae_config = read_configs(folder)
-        sampler = read_scheduler(folder / "scheduler" / "scheduler_config.json")
-        tokenizer = load_tokenizer(folder / "tokenizer", t5_config.vocab_size)
-        for c in WEIGHTED_COMPONENTS:
-            weight_files(folder / c, variant, warn=True)  # the files' names and shard indexes; a variant's fallback
+        vae_config, sampler, tokenizer = check_folder(folder, variant)
         transformer = PixArtTransformer2DModel.from_pretrained(folder / "transformer", dtype, variant)
         # the SDXL VAE overflows in fp16: its config says force_upcast (diffusers' default), and it decodes in fp32
         vae_dtype = ms.float32 if vae_config.force_upcast else dtype

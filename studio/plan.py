@@ -1,25 +1,27 @@
 """Layout spec -> plan: pure data about what rendering will do, with no tensor and no weight read.
 
 For every layer its box on the canvas; for every `generate` layer the size the model generates at (its
-checkpoint's aspect-ratio bin, or the region itself snapped to 16 px), the strategy that fills the region
-(`direct`: generate at the region's size through chunked attention and tiled decoding; `upscale`: generate
-at the native bin and resample with Lanczos), latent size, token count, the memory plan (peak bytes,
-attention chunks, VAE tiles) and a relative cost (1.0 = one 1024x1024 generation of the same model with
-20 steps and guidance).
+checkpoint's aspect-ratio bin, or the region itself rounded up to 16 px), the strategy that fills the region
+(`direct`: generate at the region's size through chunked attention and tiled decoding, then cut the
+rounding off; `upscale`: generate at the native bin and resample with Lanczos), latent size, token count,
+the memory plan (peak bytes, attention chunks, VAE tiles), a relative cost (1.0 = one 1024x1024 generation
+of the same model with 20 steps and guidance), and whether an earlier layer makes the same generation
+(`reuses`: it is generated once). A sampler or step count the layer's model can't run is an error here,
+before any generation.
 """
 
 import json
 from dataclasses import asdict, dataclass
 
 from studio import binning
-from studio.errors import CheckpointError, PlanError
-from studio.geometry import Box, resolve, snap, span_canvas
-from studio.memory import format_bytes, resolve_budget
+from studio.errors import CheckpointError, ConfigError, InputError, PlanError
+from studio.geometry import SNAP, Box, resolve, span_canvas
+from studio.memory import format_bytes, parse_bytes, resolve_budget
 from studio.memory_plan import GenerationPlan, plan_generation
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKLConfig
-from studio.spec import GenerateLayer, Layout
+from studio.spec import Canvas, GenerateLayer, Layout
 
 # `auto` generates directly up to this multiple of the checkpoint's native pixel count; beyond it the
 # model is far outside the resolutions it was trained at, and upscaling the native bin is the safer bet.
@@ -47,7 +49,9 @@ class GenerateJob:
     latent: tuple[int, int]  # (h, w)
     tokens: int  # image tokens per sample
     memory: GenerationPlan
-    cost: float  # relative to one 1024x1024 generation with 20 steps and guidance (relative_cost)
+    cost: float  # relative to one 1024x1024 generation with 20 steps and guidance (relative_cost); 0 when reused
+    model: str | None  # the model it runs (None: planned from given configs)
+    reuses: int | None  # the layer whose identical generation it takes (same model, settings and size)
 
     def summary(self) -> dict:
         d = asdict(self)
@@ -67,35 +71,51 @@ class Plan:
     jobs: tuple[GenerateJob, ...]
     monitors: tuple[Box, ...]  # span cuts, empty without a span
     budget: int  # bytes: the given budget, or the automatic one at planning time
+    canvas: Canvas  # the layout's: trim size, bleed, dpi
+    layers: tuple[tuple[str, str], ...]  # per layer: (type, name), e.g. ("generate", "sky")
+    budget_automatic: bool  # budget is the free memory at planning time, not a given one
 
     @property
     def peak(self) -> int:
         return max((j.memory.peak for j in self.jobs), default=0)
 
+    @property
+    def cost(self) -> float:
+        """The generations' relative cost in all (reused ones count once)."""
+        return round(sum(j.cost for j in self.jobs), 4)
+
     def to_json(self) -> str:
+        """Everything `describe` shows, as JSON."""
+        c = self.canvas
         return json.dumps({"source": self.source, "width": self.width, "height": self.height,
+                           "trim": {"width": c.width, "height": c.height}, "bleed": c.bleed, "dpi": c.dpi,
+                           "layers": [{"type": kind, "name": name, "box": asdict(box)}
+                                      for (kind, name), box in zip(self.layers, self.boxes)],
                            "boxes": [asdict(b) for b in self.boxes], "jobs": [j.summary() for j in self.jobs],
                            "monitors": [asdict(b) for b in self.monitors], "budget": self.budget,
-                           "peak": self.peak}, indent=2)
+                           "budget_automatic": self.budget_automatic, "peak": self.peak, "cost": self.cost},
+                          indent=2)
 
-    def describe(self, layout: Layout) -> str:
-        lines = [f"{self.source}: canvas {self.width}x{self.height} px (trim {layout.canvas.width}x"
-                 f"{layout.canvas.height}, bleed {layout.canvas.bleed}, {layout.canvas.dpi} dpi), "
-                 f"{len(layout.layers)} layer{'' if len(layout.layers) == 1 else 's'}, "
-                 f"budget {format_bytes(self.budget) if self.budget else 'automatic'}"]
-        for i, (layer, box) in enumerate(zip(layout.layers, self.boxes)):
-            name = f" ({layer.name})" if getattr(layer, "name", "") else ""
-            lines.append(f"  [{i}] {type(layer).__name__.removesuffix('Layer').lower():<9} {box.w}x{box.h} at "
-                         f"({box.x}, {box.y}){name}")
+    def describe(self, layout: Layout | None = None) -> str:
+        """The plan in lines of text (`layout` is not needed: the plan carries what it shows)."""
+        c, n = self.canvas, len(self.boxes)
+        budget = format_bytes(self.budget) + (" (automatic: free memory now)" if self.budget_automatic else "")
+        lines = [f"{self.source}: canvas {self.width}x{self.height} px (trim {c.width}x{c.height}, bleed {c.bleed}, "
+                 f"{c.dpi} dpi), {n} layer{'' if n == 1 else 's'}, budget {budget}"]
+        for i, ((kind, name), box) in enumerate(zip(self.layers, self.boxes)):
+            lines.append(f"  [{i}] {kind:<9} {box.w}x{box.h} at ({box.x}, {box.y}){f' ({name})' if name else ''}")
+        several_models = len({job.model for job in self.jobs}) > 1
         for job in self.jobs:
             peaks = ", ".join(f"{p.name} {format_bytes(p.peak)}" for p in job.memory.phases)
+            reused = f" (the generation of [{job.reuses}], reused)" if job.reuses is not None else ""
             lines.append(f"  generate [{job.layer}]: {job.strategy} at {job.gen_width}x{job.gen_height} "
-                         f"(latent {job.latent[1]}x{job.latent[0]}, {job.tokens} tokens), cost {job.cost:.2f}, "
+                         f"(latent {job.latent[1]}x{job.latent[0]}, {job.tokens} tokens)"
+                         f"{f' with {job.model}' if several_models else ''}, cost {job.cost:.2f}{reused}, "
                          f"peak {format_bytes(job.memory.peak)} ({peaks})")
             lines.extend(f"      {p.name}: {p.chunking()}" for p in job.memory.phases)
         for i, box in enumerate(self.monitors):
             lines.append(f"  monitor {i}: {box.w}x{box.h} at ({box.x}, {box.y})")
-        lines.append(f"peak memory {format_bytes(self.peak)}")
+        lines.append(f"peak memory {format_bytes(self.peak)}, cost {self.cost:.2f}")
         return "\n".join(lines)
 
 
@@ -114,14 +134,47 @@ def model_configs(model: str, revision: str | None = None) -> tuple[PixArtTransf
         raise
 
 
+def model_sampler(model: str, revision: str | None = None):
+    """The sampler `model`'s scheduler_config.json configures (`pipeline.read_scheduler`: a SamplerConfig, or
+    an UnrunnableScheduler), or None for a published checkpoint that is not on this machine."""
+    from studio.checkpoint import resolve_model_dir
+    from studio.pipeline import read_scheduler
+
+    try:
+        folder = resolve_model_dir(model, weights=False, revision=revision)
+    except CheckpointError:
+        if model in PUBLISHED:
+            return None
+        raise
+    return read_scheduler(folder / "scheduler" / "scheduler_config.json")
+
+
+def check_schedule(sampler, layer: GenerateLayer) -> None:
+    """The error the layer's generation would raise before its first step, raised now: its model's scheduler
+    is one studio can't run and the layer names no `sampler`, or the schedule can't take its step count."""
+    from studio import sampling
+    from studio.pipeline import UnrunnableScheduler
+
+    config = sampler if layer.sampler is None else sampler.with_sampler(layer.sampler)
+    if isinstance(config, UnrunnableScheduler):
+        try:
+            sampling.SamplerConfig.from_scheduler_config(config.config)
+        except ConfigError as e:
+            raise ConfigError(f"{config.path}: {str(e).removeprefix('scheduler config: ')}; give the layer "
+                              f"`sampler: dpm++` (or ddim, euler) to sample with one of studio's samplers") from None
+    sampling.timesteps_and_sigmas(config, layer.steps)
+
+
 def choose_generation(width: int, height: int, cfg: PixArtTransformerConfig,
                       strategy: str) -> tuple[str, int, int]:
-    """(strategy, gen_width, gen_height) to fill a width x height region with a model of config `cfg`."""
+    """(strategy, gen_width, gen_height) to fill a width x height region with a model of config `cfg`.
+    `direct` rounds each side up to a multiple of 16 px: the generation covers the region, whose pixels are
+    then a crop of it, not a resampling (a side rounded down would stretch the whole picture by a few px)."""
     native = (cfg.sample_size * 8) ** 2
     if strategy == "auto":
         strategy = "direct" if width * height <= DIRECT_MAX_AREA * native else "upscale"
     if strategy == "direct":
-        return strategy, snap(width), snap(height)
+        return strategy, -(-width // SNAP) * SNAP, -(-height // SNAP) * SNAP
     gen_h, gen_w = binning.closest_bin(height, width, binning.bins_for(cfg.sample_size))
     return strategy, gen_w, gen_h
 
@@ -139,14 +192,28 @@ def relative_cost(cfg: PixArtTransformerConfig, gen_w: int, gen_h: int, steps: i
 
 def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=None) -> Plan:
     """Resolve every layer's box and plan every generation. `configs` (transformer, t5, vae) skip the
-    model lookup (tests); otherwise the layer's model, the layout's, or `model` gives them."""
-    budget_bytes = resolve_budget(budget if budget is not None else layout.memory_budget)
+    model lookup and the sampler check (tests); otherwise the layer's model, the layout's, or `model` gives
+    them."""
+    given = budget if budget is not None else layout.memory_budget
+    budget_bytes = resolve_budget(given)
     boxes = tuple(resolve(layer.region, layout.canvas, layout.grids) for layer in layout.layers)
-    jobs = []
+    jobs, models, generations = [], {}, {}
     for i, (layer, box) in enumerate(zip(layout.layers, boxes)):
-        if not isinstance(layer, GenerateLayer):
-            continue
-        tr, t5, vae = configs or model_configs(layer.model or layout.model or model)
+        if not isinstance(layer, GenerateLayer) or box.w <= 0 or box.h <= 0:
+            continue  # an empty region (a percentage rounding to 0 px) draws nothing: nothing to generate
+        model_id = layer.model or layout.model or model
+        if configs:
+            (tr, t5, vae), sampler = configs, None
+        else:
+            if model_id not in models:
+                models[model_id] = model_configs(model_id), model_sampler(model_id)
+            (tr, t5, vae), sampler = models[model_id]
+        if sampler is not None:
+            try:
+                check_schedule(sampler, layer)
+            except (ConfigError, InputError) as e:
+                name = f" ({layer.name})" if layer.name else ""
+                raise type(e)(f"{layout.source}: layers[{i}]{name}: {e}") from None
         strategy, gen_w, gen_h = choose_generation(box.w, box.h, tr, layer.strategy)
         try:
             memory = plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget_bytes, layer.guided)
@@ -162,9 +229,18 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
             if problem is not None:
                 raise PlanError(f"{layout.source}: layers[{i}]: {problem}") from None
         f = vae.downsample_factor
+        # what decides the pixels (the budget, and so the attention blocks, is the layout's for every layer);
+        # the negative prompt and the guidance scale only count when guided
+        same = (model_id, layer.prompt, layer.negative_prompt if layer.guided else None, layer.seed, layer.steps,
+                layer.guidance if layer.guided else None, layer.sampler, gen_w, gen_h)
+        reuses = generations.setdefault(same, i)
+        cost = relative_cost(tr, gen_w, gen_h, layer.steps, layer.guided) if reuses == i else 0.0
         jobs.append(GenerateJob(i, box, strategy, gen_w, gen_h, (gen_h // f, gen_w // f),
                                 (gen_h // f // tr.patch_size) * (gen_w // f // tr.patch_size), memory,
-                                round(relative_cost(tr, gen_w, gen_h, layer.steps, layer.guided), 4)))
+                                round(cost, 4), None if model_id is None else str(model_id),
+                                None if reuses == i else reuses))
     monitors = tuple(span_canvas(layout.span)[2]) if layout.span else ()
+    kinds = tuple((type(layer).__name__.removesuffix("Layer").lower(), getattr(layer, "name", ""))
+                  for layer in layout.layers)
     return Plan(layout.source, layout.canvas.full_width, layout.canvas.full_height, boxes, tuple(jobs), monitors,
-                budget_bytes)
+                budget_bytes, layout.canvas, kinds, parse_bytes(given) is None)

@@ -1,12 +1,15 @@
 """Plan -> pixels -> files: run every generation of a planned layout, compose, export.
 
-`render(layout, out_dir, ...)` plans (failing early on budgets and existing outputs), loads each model
-once, generates every `generate` layer at its planned size, composes the canvas and exports it in the
-layout's formats (for spans also each monitor's cut, at the monitor's pixel density). `proof(layout, path)`
-composes with labelled placeholders instead of generated art: no model, seconds.
+`render(layout, out_dir, ...)` plans (failing early on budgets, samplers, models and existing outputs),
+generates every `generate` layer at its planned size one model at a time (each loaded once and released
+after its last layer, so that one model's weights are resident, as the plan counts), makes a generation
+that two layers share once, composes the canvas and exports it in the layout's formats (for spans also
+each monitor's cut, at the monitor's pixel density). `proof(layout, path)` composes with labelled
+placeholders instead of generated art: no model, seconds.
 """
 
 import contextlib
+import gc
 import sys
 from pathlib import Path
 from typing import Callable
@@ -18,7 +21,7 @@ from studio.export import EXPORT_SUFFIXES, Picture, check_free, export, remove_t
 from studio.geometry import monitor_dpi
 from studio.layout import file_name_problem, file_stems
 from studio.memory import format_bytes
-from studio.plan import Plan, plan_layout
+from studio.plan import GenerateJob, Plan, plan_layout
 from studio.spec import GenerateLayer, Layout
 
 
@@ -75,29 +78,48 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     return path
 
 
+def cut_to_region(picture, job: GenerateJob):
+    """A `direct` generation cut to its region: the generation is the region with each side rounded up to
+    16 px, so the region is its centre, pixel for pixel (compose would otherwise resample the whole picture
+    by that rounding, and `fit: contain` would letterbox it). An `upscale` one as it is (compose fits it)."""
+    if job.strategy != "direct":
+        return picture
+    dx, dy = (picture.width - job.box.w) // 2, (picture.height - job.box.h) // 2
+    return picture.crop((dx, dy, dx + job.box.w, dy + job.box.h))
+
+
+def check_loadable(model_id) -> None:
+    """What loading `model_id` checks before reading any weight (`pipeline.check_folder`; a hub id's files
+    fetched), so that a model whose layers come later fails before the first layer is generated, not after."""
+    from studio.checkpoint import resolve_model_dir
+    from studio.pipeline import check_folder
+
+    check_folder(resolve_model_dir(model_id), warn=False)
+
+
 @contextlib.contextmanager
-def _prompts_ahead(layout: Layout, plan: Plan, models: list, pipelines: dict, report):
-    """With several generate layers, their prompts encoded in one read of each streamed T5 before the first
-    layer runs, instead of one read per layer (`pipeline.encode_all_ahead`); pipelines without an embedding
-    cache of their own (a batch's holds them already) get one in memory until the layers are done."""
+def _prompts_ahead(layout: Layout, plan: Plan, jobs: list[GenerateJob], pipe, report):
+    """With several generations on one pipeline, their prompts encoded in one read of its streamed T5 before
+    the first runs, instead of one read per generation (`pipeline.encode_all_ahead`); a pipeline without an
+    embedding cache of its own (a batch's holds them already) gets one in memory until they are done."""
     from studio.pipeline import MemoryCache, encode_all_ahead
 
-    if len(plan.jobs) < 2:
+    if len(jobs) < 2:
         yield
         return
-    lent = [pipelines[m] for m in dict.fromkeys(models) if pipelines[m].embedding_cache is None]
-    for pipe in lent:
+    lent = pipe.embedding_cache is None
+    if lent:
         pipe.embedding_cache = MemoryCache()
     try:
         requests = []
-        for job, model_id in zip(plan.jobs, models):
-            layer, pipe = layout.layers[job.layer], pipelines[model_id]
+        for job in jobs:
+            layer = layout.layers[job.layer]
             text = pipe.generation_plan(job.gen_height, job.gen_width, 1, plan.budget, layer.guided).phases[0]
             requests.append((pipe, layer.texts, text, max(plan.budget - text.peak, 0)))
         encode_all_ahead(requests, progress=lambda done, total: report("", "ahead", done, total))
         yield
     finally:
-        for pipe in lent:
+        if lent:
             pipe.embedding_cache = None
 
 
@@ -108,9 +130,12 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
 
     model: the default model for layers and layouts that name none. progress(label, phase, done, total)
     reports each generation's phases as the pipeline's `progress` does ("text", "denoise", "decode"), label
-    naming the layer, then "compose" (0, then 1 of 1) and "export" (files written), label "", and before
-    the layers, when there are several, "ahead" (their prompts encoded). pipelines: a dict model -> loaded
-    pipeline, reused across calls (batches).
+    naming the layer, then "compose" (0, then 1 of 1) and "export" (files written), label "", and before a
+    model's generations, when it has several, "ahead" (their prompts encoded). pipelines: a dict model ->
+    loaded pipeline, used and left loaded (batches reuse them across calls); a model not in it is loaded
+    when its first generation comes and released after its last, so that models don't add up in memory.
+    Generations run model by model, each model's in layer order; a layer whose generation an earlier one
+    makes (`GenerateJob.reuses`) takes its picture.
     For batches (studio.batch): stem replaces layout.output.name; metadata entries are added to (or
     replace) those stored in the files; record, a dict, receives the memory budget and each generation's
     settings.
@@ -128,31 +153,46 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     remove_temporaries(out_dir, {path.name for path in targets})
     for path in targets:  # before any generation: don't compute what can't be written
         check_free(path, overwrite)
-    pipelines = {} if pipelines is None else pipelines
+    loaded = {} if pipelines is None else pipelines
     report = progress or (lambda label, phase, done, total: None)
-    models = [layout.layers[job.layer].model or layout.model or model for job in plan.jobs]
-    for model_id in dict.fromkeys(models):
-        if model_id not in pipelines:
-            pipelines[model_id] = PixArtSigmaPipeline.from_pretrained(model_id)
-            if pipelines[model_id].tiny_notice:
-                print(f"note: {model_id}: {pipelines[model_id].tiny_notice}", file=sys.stderr)
+    by_model: dict = {}  # model -> its generations, models in the order of their first layer
+    for job in plan.jobs:
+        if job.reuses is None:
+            by_model.setdefault(job.model, []).append(job)
+    for model_id in list(by_model)[1:]:  # the first loads before any generation anyway
+        if model_id not in loaded:
+            check_loadable(model_id)
+    made, n, runs = {}, 0, sum(map(len, by_model.values()))  # made: layer -> (picture, sampler)
+    for model_id, jobs in by_model.items():
+        pipe = loaded.get(model_id)
+        if pipe is None:
+            pipe = PixArtSigmaPipeline.from_pretrained(model_id)
+            if pipe.tiny_notice:
+                print(f"note: {model_id}: {pipe.tiny_notice}", file=sys.stderr)
+        with _prompts_ahead(layout, plan, jobs, pipe, report):
+            for job in jobs:
+                n += 1
+                layer = layout.layers[job.layer]
+                name = f" {layer.name}" if layer.name else ""
+                label = f"layer {job.layer}{name} ({n}/{runs}) {job.strategy} {job.gen_width}x{job.gen_height}"
+                out = pipe(layer.prompt, negative_prompt=layer.negative_prompt, height=job.gen_height,
+                           width=job.gen_width, num_inference_steps=layer.steps, guidance_scale=layer.guidance,
+                           seed=layer.seed, use_resolution_binning=False, sampler=layer.sampler,
+                           memory_budget=plan.budget,
+                           progress=lambda phase, done, total, label=label: report(label, phase, done, total))
+                made[job.layer] = out.images[0], layer.sampler or pipe.sampler.sampler
+        if model_id not in loaded:  # released before the next model loads
+            del pipe
+            gc.collect()
     art, jobs_meta = {}, []
-    with _prompts_ahead(layout, plan, models, pipelines, report):
-        for n, (job, model_id) in enumerate(zip(plan.jobs, models), 1):
-            layer, pipe = layout.layers[job.layer], pipelines[model_id]
-            name = f" {layer.name}" if layer.name else ""
-            label = f"layer {job.layer}{name} ({n}/{len(plan.jobs)}) {job.strategy} {job.gen_width}x{job.gen_height}"
-            out = pipe(layer.prompt, negative_prompt=layer.negative_prompt, height=job.gen_height,
-                       width=job.gen_width, num_inference_steps=layer.steps, guidance_scale=layer.guidance,
-                       seed=layer.seed, use_resolution_binning=False, sampler=layer.sampler,
-                       memory_budget=plan.budget,
-                       progress=lambda phase, done, total, label=label: report(label, phase, done, total))
-            art[job.layer] = out.images[0]
-            jobs_meta.append({"layer": job.layer, "model": str(model_id), "prompt": layer.prompt,
-                              "negative_prompt": layer.negative_prompt, "seed": layer.seed, "steps": layer.steps,
-                              "guidance": layer.guidance, "sampler": layer.sampler or pipe.sampler.sampler,
-                              "strategy": job.strategy, "size": f"{job.gen_width}x{job.gen_height}",
-                              "peak_memory_planned": format_bytes(job.memory.peak)})
+    for job in plan.jobs:
+        layer, (picture, sampler) = layout.layers[job.layer], made[job.layer if job.reuses is None else job.reuses]
+        art[job.layer] = cut_to_region(picture, job)
+        jobs_meta.append({"layer": job.layer, "model": str(job.model), "prompt": layer.prompt,
+                          "negative_prompt": layer.negative_prompt, "seed": layer.seed, "steps": layer.steps,
+                          "guidance": layer.guidance, "sampler": sampler, "strategy": job.strategy,
+                          "size": f"{job.gen_width}x{job.gen_height}",
+                          "peak_memory_planned": format_bytes(job.memory.peak)})
     report("", "compose", 0, 1)
     image = compose(layout, art)
     report("", "compose", 1, 1)

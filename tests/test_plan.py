@@ -10,7 +10,7 @@ from studio.geometry import Box, fit_box, resolve, snap, span_canvas, split
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKLConfig
-from studio.memory import attention_chunks
+from studio.memory import attention_chunks, format_bytes
 from studio.plan import choose_generation, plan_layout, relative_cost
 from studio.tiny import vae_config
 from studio.spec import Canvas, FillLayer, GenerateLayer, Grid, Layout, Monitor, Region, Span, TextLayer
@@ -144,6 +144,13 @@ TINY = PixArtTransformerConfig(num_layers=2, num_attention_heads=2, attention_he
     (1552, 1536, "auto", ("upscale", 1024, 1024)),
     (3840, 2160, "direct", ("direct", 3840, 2160)),
     (1000, 700, "upscale", ("upscale", 1216, 832)),
+    # direct rounds each side up, so the generation covers the region (nearest would give 1008x1008: 2 px short)
+    (1010, 1000, "direct", ("direct", 1024, 1008)),
+    (40, 20, "auto", ("direct", 48, 32)),
+    (3, 3, "auto", ("direct", 16, 16)),  # a few px: the smallest generation
+    (8192, 64, "auto", ("direct", 8192, 64)),  # 0.5x the native area
+    (8192, 65, "auto", ("direct", 8192, 80)),
+    (8192, 64, "upscale", ("upscale", 2048, 512)),  # the widest bin; compose covers the strip from it
 ])
 def test_choose_generation(w, h, strategy, expected):
     assert choose_generation(w, h, TINY, strategy) == expected
@@ -233,3 +240,99 @@ def test_a_plan_without_a_budget_runs_attention_whole():
         assert all(c.mode(nq, nk) == "whole" for (_, _, nq, nk, _), c in zip(phase.attention, phase.chunks))
         with attention_budget(phase.workspace):
             assert attention_chunks(8, 300, 300, 64, phase.workspace).mode(300, 300) == "whole"
+
+
+T5_TINY = T5Config(vocab_size=356, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+
+
+def test_the_same_generation_in_two_layers_is_planned_once():
+    """Layers with the same model, prompt, seed, steps, sampler and generation size make the same pixels: the
+    later ones reuse the first (cost 0). Unguided, the negative prompt and the scale don't enter."""
+    configs = (TINY, T5_TINY, AutoencoderKLConfig.from_dict(vae_config()))
+    layout = Layout("same.yaml", Canvas(1024, 512), (
+        GenerateLayer("fox", seed=3, region=Region("px", 0, 0, 512, 512)),
+        GenerateLayer("fox", seed=3, region=Region("px", 512, 0, 512, 512), fit="contain", name="again"),
+        GenerateLayer("fox", seed=4, region=Region("px", 512, 0, 512, 512)),  # another seed
+        GenerateLayer("fox", seed=3, steps=10, region=Region("px", 512, 0, 512, 512)),  # other steps
+        GenerateLayer("fox", seed=3, negative_prompt="blur", region=Region("px", 0, 0, 512, 512)),  # guided: differs
+        GenerateLayer("fox", seed=3, guidance=1, region=Region("px", 0, 0, 512, 512)),
+        GenerateLayer("fox", seed=3, guidance=0, negative_prompt="x", region=Region("px", 0, 0, 512, 512)),
+    ))
+    plan = plan_layout(layout, budget="4GiB", configs=configs)
+    assert [j.reuses for j in plan.jobs] == [None, 0, None, None, None, None, 5]
+    one = relative_cost(TINY, 512, 512)
+    assert [j.cost for j in plan.jobs] == [round(c, 4) for c in (one, 0, one, one / 2, one, one / 2, 0)]
+    assert plan.cost == round(sum(j.cost for j in plan.jobs), 4)
+    text = plan.describe().splitlines()
+    assert text[12].startswith("  generate [1]: direct at 512x512 (latent 64x64, 1024 tokens), cost 0.00 (the "
+                               "generation of [0], reused), peak ")
+    assert text[-1] == f"peak memory {format_bytes(plan.peak)}, cost {plan.cost:.2f}"
+
+
+def test_plan_json_carries_what_the_text_shows():
+    """Trim, bleed, dpi, each layer's type and name, whether the budget was automatic, each generation's model
+    and reuse, and the total cost: in the JSON as in the text."""
+    configs = (TINY, T5_TINY, AutoencoderKLConfig.from_dict(vae_config()))
+    layout = Layout("poster.yaml", BLEED, (
+        GenerateLayer("sky", region=Region("percent", 0, 0, 100, 50), name="sky"),
+        TextLayer("hello", region=Region("percent", 10, 70, 80, 20), name="caption"),
+    ))
+    given = json.loads(plan_layout(layout, budget="6GiB", configs=configs).to_json())
+    assert (given["trim"], given["bleed"], given["dpi"]) == ({"width": 4960, "height": 7016}, 36, 300)
+    assert given["layers"] == [{"type": "generate", "name": "sky", "box": {"x": 36, "y": 36, "w": 4960, "h": 3508}},
+                               {"type": "text", "name": "caption",
+                                "box": {"x": 532, "y": 4947, "w": 3968, "h": 1403}}]
+    assert given["boxes"] == [layer["box"] for layer in given["layers"]]  # as before
+    assert (given["budget"], given["budget_automatic"]) == (6 * 2 ** 30, False)
+    [job] = given["jobs"]
+    assert (job["model"], job["reuses"], job["strategy"]) == (None, None, "upscale")
+    assert given["cost"] == job["cost"] > 0
+    auto = plan_layout(layout, budget="auto", configs=configs)
+    assert json.loads(auto.to_json())["budget_automatic"] is True
+    assert auto.describe().splitlines()[0] == (
+        f"poster.yaml: canvas 5032x7088 px (trim 4960x7016, bleed 36, 300 dpi), 2 layers, budget "
+        f"{format_bytes(auto.budget)} (automatic: free memory now)")
+
+
+def _scheduler(folder, **changes):
+    path = folder / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_a_sampler_the_model_cannot_run_fails_at_planning(tiny_dir, tmp_path):
+    """The pipeline would raise these at the layer's generation, after the layers before it had been
+    generated; the plan raises them first, naming the layer."""
+    import shutil
+    from studio.errors import ConfigError, InputError
+    from studio.layout import load_layout
+
+    unipc = shutil.copytree(tiny_dir, tmp_path / "unipc")
+    _scheduler(unipc, _class_name="UniPCMultistepScheduler")
+    layout_file = tmp_path / "l.yaml"
+
+    def plan(layers):
+        text = "".join(f"  - generate: {layer}\n" for layer in layers)
+        layout_file.write_text("canvas: {width: 64, height: 64}\nlayers:\n" + text)
+        return plan_layout(load_layout(layout_file), str(tiny_dir), "1GiB")
+
+    with pytest.raises(ConfigError, match=r"l.yaml: layers\[1\] \(owl\): .*unipc/scheduler/scheduler_config.json: "
+                                          r"_class_name='UniPCMultistepScheduler' is not supported; .*give the layer "
+                                          r"`sampler: dpm\+\+` \(or ddim, euler\)"):
+        plan(["{prompt: a}", f"{{prompt: b, model: {unipc}, name: owl}}"])
+    assert [j.model for j in plan(["{prompt: a}", f"{{prompt: b, model: {unipc}, sampler: euler}}"]).jobs] == [
+        str(tiny_dir), str(unipc)]
+    # dpm++ with linspace spacing visits a timestep twice at 1000 steps
+    with pytest.raises(InputError, match=r"layers\[0\]: dpm\+\+ with timestep_spacing 'linspace' visits timestep "
+                                         r"500 twice at 1000 steps"):
+        plan(["{prompt: a, steps: 1000}"])
+    assert plan(["{prompt: a, steps: 1000, sampler: ddim}"]).jobs[0].cost > 0
+
+
+def test_a_region_that_rounds_to_nothing_generates_nothing():
+    """w: 0.01% of 1000 px is 0 px: compose draws nothing there, so there is no generation (not one of 0 px)."""
+    configs = (TINY, T5_TINY, AutoencoderKLConfig.from_dict(vae_config()))
+    layout = Layout("empty.yaml", Canvas(1000, 500), (GenerateLayer("a", region=Region("percent", 10, 0, 0.01, 50)),
+                                                      GenerateLayer("b", region=Region("percent", 10, 0, 0.06, 50))))
+    plan = plan_layout(layout, budget="1GiB", configs=configs)
+    assert plan.boxes == (Box(100, 0, 0, 250), Box(100, 0, 1, 250))
+    assert [(j.layer, j.strategy, j.gen_width, j.gen_height) for j in plan.jobs] == [(1, "direct", 16, 256)]

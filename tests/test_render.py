@@ -1,0 +1,125 @@
+"""render: generations on the tiny checkpoint, one model at a time, placed on their regions pixel for pixel."""
+
+import gc
+import json
+import shutil
+import weakref
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import studio.pipeline
+from studio.errors import CheckpointError
+from studio.layout import load_layout
+from studio.render import render
+from studio.tiny import make_tiny
+
+
+@pytest.fixture(scope="module")
+def other_tiny(tmp_path_factory):
+    """A second tiny pipeline (other random weights), for layouts that use two models."""
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "other", sample_size=32, seed=1)
+
+
+@pytest.fixture
+def watched(monkeypatch):
+    """Records each pipeline load with the pipelines still alive then, and each generation."""
+    loads, calls, alive = [], [], []
+    Pipeline = studio.pipeline.PixArtSigmaPipeline
+    load, call = Pipeline.from_pretrained.__func__, Pipeline.__call__
+
+    def from_pretrained(cls, path, *args, **kwargs):
+        gc.collect()
+        loads.append((str(path), [str(ref().model_dir) for ref in alive if ref() is not None]))
+        pipe = load(cls, path, *args, **kwargs)
+        alive.append(weakref.ref(pipe))
+        return pipe
+
+    def generate(self, prompt, **kwargs):
+        out = call(self, prompt, **kwargs)
+        calls.append((str(self.model_dir), prompt, kwargs["seed"], np.asarray(out.images[0])))
+        return out
+
+    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(from_pretrained))
+    monkeypatch.setattr(Pipeline, "__call__", generate)
+    return loads, calls
+
+
+def test_one_model_at_a_time_and_a_shared_generation_made_once(tiny_dir, other_tiny, tmp_path, watched):
+    """Layers alternating between two models: each model loads once and is released before the next loads
+    (the plan's peak counts one model's weights); a layer repeating another's generation takes its pixels."""
+    loads, calls = watched
+    (tmp_path / "two.yaml").write_text(f"""\
+canvas: {{width: 96, height: 32}}
+grids: {{g: {{rows: 1, columns: 3}}}}
+layers:
+  - generate: {{prompt: a fox, seed: 1, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 0]}}}}
+  - generate: {{prompt: an owl, seed: 2, steps: 1, model: {other_tiny}, region: {{cell: [g, 0, 1]}}}}
+  - generate: {{prompt: a fox, seed: 1, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 2]}}}}
+output: {{formats: [png]}}
+""")
+    [file] = render(load_layout(tmp_path / "two.yaml"), tmp_path / "out", memory_budget="1GiB")
+    assert loads == [(str(tiny_dir), []), (str(other_tiny), [])]
+    assert [c[:3] for c in calls] == [(str(tiny_dir), "a fox", 1), (str(other_tiny), "an owl", 2)]
+    gc.collect()
+    with Image.open(file) as image:
+        pixels = np.asarray(image.convert("RGB"))
+        generations = json.loads(image.text["generations"])
+    assert np.array_equal(pixels[:, :32], calls[0][3]) and np.array_equal(pixels[:, 64:], calls[0][3])
+    assert np.array_equal(pixels[:, 32:64], calls[1][3])
+    assert [(g["layer"], g["model"], g["prompt"], g["seed"]) for g in generations] == [
+        (0, str(tiny_dir), "a fox", 1), (1, str(other_tiny), "an owl", 2), (2, str(tiny_dir), "a fox", 1)]
+
+
+def test_pipelines_the_caller_passes_are_used_and_kept(tiny_dir, other_tiny, tmp_path, watched):
+    loads, calls = watched
+    (tmp_path / "two.yaml").write_text(f"""\
+canvas: {{width: 64, height: 32}}
+grids: {{g: {{rows: 1, columns: 2}}}}
+layers:
+  - generate: {{prompt: a fox, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 0]}}}}
+  - generate: {{prompt: an owl, steps: 1, model: {other_tiny}, region: {{cell: [g, 0, 1]}}}}
+""")
+    pipe = studio.pipeline.PixArtSigmaPipeline.from_pretrained(str(tiny_dir))
+    pipelines = {str(tiny_dir): pipe}
+    render(load_layout(tmp_path / "two.yaml"), tmp_path / "out", memory_budget="1GiB", pipelines=pipelines)
+    assert [path for path, _ in loads] == [str(tiny_dir), str(other_tiny)]  # ours, then render's for the other
+    assert pipelines == {str(tiny_dir): pipe}
+    assert [c[0] for c in calls] == [str(tiny_dir), str(other_tiny)]
+
+
+@pytest.mark.parametrize("fit", ["cover", "contain"])
+def test_a_direct_generation_is_its_regions_pixels(tiny_dir, tmp_path, watched, fit):
+    """40x20 px is generated at 48x32 (each side rounded up to 16 px) and the region is its centre, pixel for
+    pixel: nothing resampled, no letterbox with `fit: contain` (the red background stays hidden)."""
+    _, calls = watched
+    (tmp_path / "d.yaml").write_text(f"""\
+canvas: {{width: 40, height: 20, background: "#ff0000"}}
+layers:
+  - generate: {{prompt: a fox, seed: 5, steps: 1, fit: {fit}}}
+""")
+    [file] = render(load_layout(tmp_path / "d.yaml"), tmp_path / "out", str(tiny_dir), "1GiB")
+    [(_, _, _, generated)] = calls
+    assert generated.shape == (32, 48, 3)
+    with Image.open(file) as image:
+        assert np.array_equal(np.asarray(image.convert("RGB")), generated[6:26, 4:44])
+
+
+def test_a_model_that_cannot_load_fails_before_the_first_generation(tiny_dir, tmp_path, watched):
+    """The second model's weights are missing: found before the first layer is generated, not after."""
+    _, calls = watched
+    broken = shutil.copytree(tiny_dir, tmp_path / "broken")
+    for weights in (broken / "vae").glob("*.safetensors"):
+        weights.unlink()
+    (tmp_path / "b.yaml").write_text(f"""\
+canvas: {{width: 64, height: 32}}
+grids: {{g: {{rows: 1, columns: 2}}}}
+layers:
+  - generate: {{prompt: a fox, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 0]}}}}
+  - generate: {{prompt: an owl, steps: 1, model: {broken}, region: {{cell: [g, 0, 1]}}}}
+""")
+    with pytest.raises(CheckpointError, match="broken/vae"):
+        render(load_layout(tmp_path / "b.yaml"), tmp_path / "out", memory_budget="1GiB")
+    assert calls == []
+    assert list((tmp_path / "out").iterdir()) == []
