@@ -144,7 +144,8 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
     None for automatic (free memory minus a margin);
     vae_tiling: None (tile when the untiled decode would not fit the budget, or one of its feature maps
     would exceed MAX_TENSOR), True or False.
-    Raises PlanError with the smallest workable budget when it can't be met. A published checkpoint that is
+    Raises PlanError with the smallest workable budget when it can't be met, or when a tiled decode's
+    feature maps go to temporary files and their disk lacks room ($STUDIO_TMPDIR). A published checkpoint that is
     not on this machine is planned from its published configs, as `studio plan` does. revision: of a hub id.
     """
     from studio.plan import model_configs
@@ -155,8 +156,10 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
     check_size(tr, vae, gen_h, gen_w)
     budget = memory.resolve_budget(memory_budget)
     itemsize = 2 if backend.compute_dtype(as_dtype(dtype)) in (ms.float16, ms.bfloat16) else 4
-    return plan_generation(tr, t5, vae, gen_h, gen_w, images, budget, guidance_scale > 1.0, itemsize,
-                           keep_text_encoder, vae_tiling)
+    result = plan_generation(tr, t5, vae, gen_h, gen_w, images, budget, guidance_scale > 1.0, itemsize,
+                             keep_text_encoder, vae_tiling)
+    tiling.check_map_disk(vae, result.phases[-1].tiles)
+    return result
 
 
 def check_size(tr: PixArtTransformerConfig, vae: AutoencoderKLConfig, height: int, width: int) -> None:
@@ -481,6 +484,8 @@ class PixArtSigmaPipeline:
         budget = memory.resolve_budget(memory_budget, resident=self._resident_bytes)
         text_phase, denoise_phase, decode_phase = self.generation_plan(
             height, width, n_images, budget, cfg, vae_tiling, stream_text_encoder).phases
+        if output_type != "latent":
+            tiling.check_map_disk(self.vae.config, decode_phase.tiles)  # not after minutes of denoising
 
         report = progress or (lambda phase, done, total: None)
 

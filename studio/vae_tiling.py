@@ -343,6 +343,13 @@ def _folder(need: int) -> str:
     return base
 
 
+def check_map_disk(cfg: AutoencoderKLConfig, plan: TilePlan | None) -> None:
+    """The PlanError a tiled decode (one image at a time) would raise when its maps go to files and their disk
+    lacks room (`_folder`), raised now, before any work; nothing for an untiled decode or maps in memory."""
+    if plan is not None and not plan.maps_in_memory:
+        _folder(map_disk_bytes(cfg, 1, plan.height, plan.width))
+
+
 def map_disk_bytes(cfg: AutoencoderKLConfig, batch: int, height: int, width: int) -> int:
     """Temporary disk of a tiled decode or encode of a height x width latent: the most maps alive at once,
     over every layer (a ResNet's input, inner map and output; a resampler's input and output)."""

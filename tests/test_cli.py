@@ -327,3 +327,31 @@ def test_the_device_is_chosen_once_per_process(monkeypatch):
     with pytest.raises(InputError, match=r"^device 'GPU:0': this process already runs on CPU \(MindSpore's device is "
                                          r"chosen once per process\)$"):
         backend.setup("GPU:0")
+
+
+def test_too_little_temporary_disk_for_a_tiled_decode_fails_before_any_work(tiny_dir, tmp_path, monkeypatch, capsys):
+    """The maps of a tiled decode in files need disk ($STUDIO_TMPDIR): too little is found by --dry-run, and by a
+    call before it encodes a prompt, not after denoising."""
+    import shutil
+    from studio import vae_tiling
+    from studio.errors import PlanError
+    from studio.pipeline import PixArtSigmaPipeline
+
+    monkeypatch.setenv("STUDIO_TMPDIR", str(tmp_path))
+    monkeypatch.setattr(vae_tiling.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
+    args = ["generate", "a cat", "--model", str(tiny_dir), "-o", str(tmp_path / "a.png"), "--size", "1024x1024",
+            "--memory-budget", "25MiB", "--dry-run"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"studio: error: tiled VAE needs [\d.]+ MiB of temporary disk for its feature maps; "
+                        rf"{re.escape(str(tmp_path))} has 4.00 KiB free \(set STUDIO_TMPDIR to a folder on a larger "
+                        rf"disk\)\n", err), err
+    assert main(args[:-3] + ["--memory-budget", "4GiB", "--dry-run"]) == 0  # untiled: no disk needed
+    capsys.readouterr()
+    pipe, phases = PixArtSigmaPipeline.from_pretrained(tiny_dir), []
+    with pytest.raises(PlanError, match="tiled VAE needs"):
+        pipe("a cat", height=1024, width=1024, num_inference_steps=1, memory_budget="25MiB",
+             progress=lambda phase, done, total: phases.append(phase))
+    assert phases == []
+    assert pipe("a cat", height=1024, width=1024, num_inference_steps=1, memory_budget="25MiB",
+                output_type="latent").images.shape == (1, 4, 32, 32)  # no decode: no disk (binned to 256 px)
