@@ -111,11 +111,17 @@ def fitted(picture: Image.Image, box: Box, fit: str) -> tuple[Image.Image, tuple
     contain leaves the rest of the box transparent. Returns the tile and its top-left."""
     picture = picture.convert("RGBA")
     w, h, dest = fit_box(picture.width, picture.height, box, fit)
+    if fit == "cover" and (w, h) != (box.w, box.h):
+        # only the part that stays is resampled: a thin strip cut from a picture scaled to cover it would
+        # first make the whole scaled picture (32768 x 8192 px for a 32768 x 200 strip: 1 GiB)
+        dx, dy = (w - box.w) // 2, (h - box.h) // 2
+        if picture.size == (w, h):
+            return picture.crop((dx, dy, dx + box.w, dy + box.h)), (box.x, box.y)
+        sx, sy = picture.width / w, picture.height / h
+        return picture.resize((box.w, box.h), Image.Resampling.LANCZOS,
+                              box=(dx * sx, dy * sy, (dx + box.w) * sx, (dy + box.h) * sy)), (box.x, box.y)
     if (w, h) != picture.size:
         picture = picture.resize((w, h), Image.Resampling.LANCZOS)
-    if fit == "cover":
-        dx, dy = (w - box.w) // 2, (h - box.h) // 2
-        return picture.crop((dx, dy, dx + box.w, dy + box.h)), (box.x, box.y)
     return picture, (dest.x, dest.y)
 
 

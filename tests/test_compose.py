@@ -998,3 +998,22 @@ def test_proof_guides_mark_bleed_trim_safe_area_and_bezels():
     span = Layout("<string>", Canvas(9, 4), (), span=Span((m, m), (1,)))
     px = C.draw_guides(C.compose(span), span).load()
     assert px[4, 0] == (159, 159, 159) and px[3, 0] == px[5, 0] == (255, 255, 255)  # the bezel gap, darkened
+
+
+def test_cover_resamples_only_what_it_keeps(monkeypatch):
+    """A thin strip covered by a picture: only the kept part is resampled (the whole picture scaled to cover
+    32768 x 200 px would be 32768 x 8192 px, 1 GiB), with the pixels of scaling it whole, then cropping."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (512, 2048, 4), dtype=np.uint8)
+    pixels[..., 3] = 255
+    picture, box = Image.fromarray(pixels, "RGBA"), Box(5, 7, 2999, 700)
+    w, h, _ = C.fit_box(2048, 512, box, "cover")
+    dx, dy = (w - box.w) // 2, (h - box.h) // 2
+    whole = np.asarray(picture.resize((w, h), Image.Resampling.LANCZOS).crop((dx, dy, dx + box.w, dy + box.h)))
+    sizes, resize = [], Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda im, size, *a, **k: sizes.append(size) or resize(im, size, *a, **k))
+    tile, at = C.fitted(picture, box, "cover")
+    assert at == (5, 7) and set(sizes) == {(2999, 700)}  # (Pillow resizes RGBA through RGBa: twice)
+    assert np.abs(np.asarray(tile).astype(int) - whole).max() <= 2  # the box's fractional edges: rounding only
+    C.fitted(picture, Box(0, 0, 32768, 200), "cover")
+    assert sizes[-1] == (32768, 200)
