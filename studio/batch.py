@@ -5,12 +5,15 @@ from a matrix over one template, an explicit list, or CSV rows. `load_job` expan
 with its parsed layout, an output name (a pattern filled with its variables, always inside OUTDIR; no two
 items write the same file) and a key (the hash of the layout's bytes, the variables and the model's
 identity). `run_batch` takes every n-th item (`--shard i/n`), skips those whose manifest proves them
-finished (studio.manifest), and renders the rest with the models loaded once and T5 features cached on
-disk (`EmbeddingCache`). Outputs are written atomically, the manifest after them, so a run killed at any
-moment resumes where it stopped. `rerender` renders one item again from its manifest and compares the bytes.
+finished (studio.manifest), and renders the rest grouped by the models they use, with T5 features cached
+on disk (`EmbeddingCache`): the models stay loaded from item to item when they fit the memory budget
+together, else each is loaded only while its items render. Outputs are written atomically, the manifest
+after them, so a run killed at any moment resumes where it stopped. `rerender` renders one item again from
+its manifest and compares the bytes.
 """
 
 import csv
+import gc
 import io
 import itertools
 import json
@@ -932,28 +935,38 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
     caches: dict = {}
     software = manifest.software()
     durations: list[float] = []
+    weights = _weights(todo)
+    keep_all = _fit_together(todo, weights)
+    todo = _grouped(todo)
     bar = None
     if not quiet and todo:
         from tqdm import tqdm
         bar = tqdm(total=len(todo), desc="batch", unit="item", file=err, position=0)
-    # the models load here and the prompts are encoded into the cache (not into one that can't store them)
-    if embeddings is not None and store and todo and signals.received is None:
-        for task in todo:
+    say = lambda text: _line(bar, text, out)  # noqa: E731
+    if len(weights) > 1 and not keep_all:
+        say(f"note: the job's {len(weights)} models don't fit the memory budget together: each is loaded only "
+            f"while its items render")
+    ahead = embeddings is not None and store  # prompts are encoded ahead into the cache (one that stores them)
+    group = None  # the models of the items being rendered
+    for k, task in enumerate(todo, 1):
+        if signals.received is not None:
+            break
+        _hold(task, pipelines, keep_all)
+        if ahead and set(task.models) != group:  # a group's first item: its models load, its prompts are encoded
+            group = set(task.models)
             try:
                 _load_models(job, task, pipelines, caches, embeddings, store, err)
             except Exception:  # the item fails on its own, with this error, when its turn comes
                 pass
-        _encode_ahead(todo, pipelines, job.model, quiet, lambda text: _line(bar, text, out), err)
-    for k, task in enumerate(todo, 1):
-        if signals.received is not None:
-            break
+            _encode_ahead([t for t in todo if set(t.models) == group], pipelines, job.model, weights, quiet, say,
+                          err)
         item = task.item
         head = f"[{k}/{len(todo)}]"
         t0 = time.perf_counter()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
             loading = _load_models(job, task, pipelines, caches, embeddings, store, err)
-            keep = _keep_text_encoder(task, pipelines, job.model)
+            keep = _keep_text_encoder(task, pipelines, job.model, weights)
             hits0 = {m: (c.hits, c.misses) for m, c in caches.items()}
             task.folder.mkdir(parents=True, exist_ok=True)
             bars = _ItemBars(quiet, item.name, err)
@@ -992,7 +1005,7 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
         finally:
             _save_hashes(hashes, err)
         seconds = time.perf_counter() - t0
-        durations.append(seconds - loading)  # the ETA leaves out loading models, done once
+        durations.append(seconds - loading)  # the ETA leaves out loading models, done at most once per group
         summary.rendered.append(item.name)
         left = len(todo) - k
         eta = f", {left} left, eta {_clock(left * sum(durations) / len(durations))}" if left else ""
@@ -1041,9 +1054,52 @@ def _load_models(job, task, pipelines, caches, embeddings, store, err) -> float:
     return time.perf_counter() - t0
 
 
-def _generations(task, pipelines, default_model):
+def _weights(todo) -> dict:
+    """Model id -> the bytes of its weights that stay loaded from item to item (transformer and VAE), as the
+    items' plans count them in their denoising phase (T5 released)."""
+    return {job.model: next(p.weights for p in job.memory.phases if p.name == "denoise")
+            for task in todo for job in task.plan.jobs}
+
+
+def _fit_together(todo, weights: dict) -> bool:
+    """Whether all the batch's models can stay loaded from item to item (the fastest): every generation's
+    planned peak, which counts its own model's weights, fits its item's budget beside the other models'."""
+    total = sum(weights.values())
+    return all(job.memory.peak - weights[job.model] + total <= task.plan.budget
+               for task in todo for job in task.plan.jobs)
+
+
+def _grouped(todo) -> list:
+    """The items in the order they render: grouped by the set of models they use, so that a model that can't
+    stay loaded loads as few times as it can. The first item's group comes first, then each time the group
+    sharing the most models with the one before (the first in job order on a tie); job order within a group."""
+    groups: dict = {}
+    for task in todo:
+        groups.setdefault(frozenset(task.models), []).append(task)
+    order, left = [], list(groups)
+    while left:
+        before = order[-1] if order else frozenset()
+        order.append(max(left, key=lambda models: len(models & before)))  # max: the first of the best
+        left.remove(order[-1])
+    return [task for models in order for task in groups[models]]
+
+
+def _hold(task, pipelines: dict, keep_all: bool) -> None:
+    """Before an item, release what its memory plan does not count: the models it doesn't use, or, when all
+    stay loaded (`_fit_together` counts their transformers and VAEs), the T5 encoders those models keep."""
+    unused = [model_id for model_id in pipelines if model_id not in task.models]
+    for model_id in unused:
+        if keep_all:
+            pipelines[model_id].release_text_encoder()
+        else:
+            del pipelines[model_id]
+    if unused and not keep_all:
+        gc.collect()  # their memory is free before the next model loads
+
+
+def _generations(task, pipelines, default_model, weights: dict):
     """Per generation of the item: (model id, its layer, its plan with T5 released before denoising, and with
-    T5 kept loaded, None when the budget can't keep it)."""
+    T5 kept loaded, None when the budget can't keep it, and the bytes of the other models loaded beside it)."""
     from studio.errors import PlanError
 
     for job in task.plan.jobs:
@@ -1055,45 +1111,51 @@ def _generations(task, pipelines, default_model):
             kept = pipe.generation_plan(*args, keep_text_encoder=True)
         except PlanError:
             kept = None
-        yield model_id, layer, pipe.generation_plan(*args, keep_text_encoder=False), kept
+        beside = sum(weights[m] for m in pipelines if m != model_id)
+        yield model_id, layer, pipe.generation_plan(*args, keep_text_encoder=False), kept, beside
 
 
-def _kept(generations) -> dict:
+def _kept(generations: list) -> dict:
     """Per model, from an item's `_generations`: keep T5 loaded through denoising only when that changes no
-    attention chunk (memory allows it without slowing or changing anything); else release it before."""
+    attention chunk (memory allows it without slowing or changing anything) and fits the budget beside the
+    other models loaded, in an item that uses one model (render runs an item's models one after another: a
+    kept T5 would stay beside the next, whose plan does not count it); else release it before."""
+    one_model = len({model_id for model_id, *_ in generations}) == 1
     keep = {}
-    for model_id, _, released, kept in generations:
+    for model_id, _, released, kept, beside in generations:
         same = kept is not None and [p.chunks for p in kept.phases] == [p.chunks for p in released.phases]
-        keep[model_id] = keep.get(model_id, True) and same
+        keep[model_id] = keep.get(model_id, True) and one_model and same and kept.peak + beside <= kept.budget
     return keep
 
 
-def _keep_text_encoder(task, pipelines, default_model) -> dict:
+def _keep_text_encoder(task, pipelines, default_model, weights: dict) -> dict:
     """Set each of the item's models to keep T5 or release it (`_kept`); returns model id -> kept."""
-    keep = _kept(_generations(task, pipelines, default_model))
+    keep = _kept(list(_generations(task, pipelines, default_model, weights)))
     for model_id, kept in keep.items():
         pipelines[model_id].keep_text_encoder = kept
     return keep
 
 
-def _encode_ahead(todo, pipelines, default_model, quiet, say, err) -> None:
-    """Put every prompt the items to render need, and the embedding cache lacks, into the cache before
-    rendering, in one read of each model's streamed T5 (or as few as the items' memory budget allows),
-    where each item would otherwise read the whole encoder for its own prompts (`encode_all_ahead`). Items
-    whose T5 stays loaded encode their own. A failure here only warns: the items then encode their
-    prompts, or fail, themselves. say(text): a line for the log."""
+def _encode_ahead(todo, pipelines, default_model, weights: dict, quiet, say, err) -> None:
+    """Put every prompt the items `todo` need, and the embedding cache lacks, into the cache before rendering
+    them, in one read of each model's streamed T5 (or as few as the items' memory budget allows), where
+    each item would otherwise read the whole encoder for its own prompts (`encode_all_ahead`). Needs the
+    items' models loaded (they are planned with `pipelines` as they will render). Items whose T5 stays
+    loaded encode their own. A failure here only warns: the items then encode their prompts, or fail,
+    themselves. say(text): a line for the log."""
     from studio.pipeline import encode_all_ahead
 
     requests = []
     for task in todo:
         if not all(model_id in pipelines for model_id in task.models):
             continue  # a model that did not load: the item fails on its own
-        generations = list(_generations(task, pipelines, default_model))
+        generations = list(_generations(task, pipelines, default_model, weights))
         keep = _kept(generations)
-        for model_id, layer, released, _ in generations:
+        for model_id, layer, released, _, beside in generations:
             if not keep[model_id]:
                 text = released.phases[0]
-                requests.append((pipelines[model_id], layer.texts, text, max(task.plan.budget - text.peak, 0)))
+                requests.append((pipelines[model_id], layer.texts, text,
+                                 max(task.plan.budget - text.peak - beside, 0)))
     bars = PhaseBars(quiet, file=err, position=1, leave=False)
     try:
         encoded = encode_all_ahead(requests, progress=lambda done, total: bars("", "ahead", done, total))

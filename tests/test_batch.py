@@ -735,6 +735,98 @@ def test_render_and_batch_make_the_same_pixels(tiny_dir, tmp_path):
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
+TWO_MODELS_JOB = """\
+name: "{layout}-{seed}"
+items:
+  - {layout: a.yaml, seed: 1}
+  - {layout: b.yaml, seed: 1}
+  - {layout: a.yaml, seed: 2}
+  - {layout: b.yaml, seed: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def other_tiny(tmp_path_factory):
+    """A second tiny pipeline, with other random weights (a second model for the same job)."""
+    from studio.tiny import make_tiny
+    return make_tiny(tmp_path_factory.mktemp("tiny-b") / "pixart", sample_size=32, seed=1)
+
+
+def run_two_models(tmp_path, out, tiny_dir, other_tiny, budget, monkeypatch):
+    """A job whose items alternate between two models, at `budget`; returns the summary, stdout and, per model
+    load, (model, [(model, T5 loaded) of each pipeline still alive when it starts])."""
+    import gc
+    import weakref
+
+    from studio.pipeline import PixArtSigmaPipeline
+
+    loads, alive, load = [], [], PixArtSigmaPipeline.from_pretrained.__func__
+
+    def counting(cls, model_id, *args, **kwargs):
+        gc.collect()  # what is still referenced, not what awaits the collector
+        loads.append((model_id, [(m, ref()._text_encoder is not None) for m, ref in alive if ref() is not None]))
+        pipe = load(cls, model_id, *args, **kwargs)
+        alive.append((model_id, weakref.ref(pipe)))
+        return pipe
+    monkeypatch.setattr(PixArtSigmaPipeline, "from_pretrained", classmethod(counting))
+    layout = LAYOUT.replace("width: 128, height: 128", "width: 64, height: 64").replace("steps: 1}",
+                                                                                        "steps: 1, strategy: direct}")
+    (tmp_path / "a.yaml").write_text(f"model: {tiny_dir}\n{layout}")
+    (tmp_path / "b.yaml").write_text(f"model: {other_tiny}\n{layout}")
+    summary, text = run(write_job(tmp_path, TWO_MODELS_JOB), out, tiny_dir, memory_budget=budget)
+    assert summary.exit_code == 0
+    return summary, text, loads
+
+
+def test_models_that_fit_the_budget_together_stay_loaded(tiny_dir, other_tiny, tmp_path, monkeypatch):
+    summary, text, loads = run_two_models(tmp_path, tmp_path / "out", tiny_dir, other_tiny, "2GiB", monkeypatch)
+    a, b = str(tiny_dir), str(other_tiny)
+    # each model loads once and stays; the first one's T5, kept through its items, goes before the other's
+    assert loads == [(a, []), (b, [(a, False)])]
+    assert summary.rendered == ["a-1", "a-2", "b-1", "b-2"]  # grouped by model, in job order within a group
+    assert "don't fit the memory budget together" not in text
+    assert [list(r["text_encoder"].values()) for r in sidecars(tmp_path / "out").values()] == [["kept"]] * 4
+
+
+def test_models_that_do_not_fit_together_load_one_at_a_time_grouped(tiny_dir, other_tiny, tmp_path, monkeypatch):
+    """At 64x64 on the tiny models the text phase plans 13.70 MB whole (the T5 attention's workspace), so a
+    13.8 MB budget runs every generation as 2 GiB does, but can't hold the other model's 0.48 MB beside it:
+    the models load one at a time, each once, and make the files the 2 GiB run makes."""
+    summary, text, loads = run_two_models(tmp_path, tmp_path / "tight", tiny_dir, other_tiny, "13.8MB", monkeypatch)
+    assert loads == [(str(tiny_dir), []), (str(other_tiny), [])]  # nothing else alive when a model loads
+    assert summary.rendered == ["a-1", "a-2", "b-1", "b-2"]
+    assert "note: the job's 2 models don't fit the memory budget together" in text
+    run_two_models(tmp_path, tmp_path / "roomy", tiny_dir, other_tiny, "2GiB", monkeypatch)
+    tight, roomy = sidecars(tmp_path / "tight"), sidecars(tmp_path / "roomy")
+    assert {r["memory_budget"] for r in tight.values()} == {13_800_000}
+    assert {k: r["files"] for k, r in tight.items()} == {k: r["files"] for k, r in roomy.items()}
+
+
+def test_prompts_are_encoded_ahead_with_only_their_model_loaded(tiny_dir, other_tiny, tmp_path, monkeypatch):
+    """7 MiB releases T5 before denoising and can't hold both models: each model's prompts (the item's and the
+    empty negative one) are encoded in one read of its T5 when it loads, the other model not loaded."""
+    from studio.models.t5 import StreamedT5Encoder
+
+    passes, encode_each = [], StreamedT5Encoder.encode_each
+    monkeypatch.setattr(StreamedT5Encoder, "encode_each",
+                        lambda self, inputs: passes.append(len(inputs)) or encode_each(self, inputs))
+    summary, text, loads = run_two_models(tmp_path, tmp_path / "out", tiny_dir, other_tiny, "7MiB", monkeypatch)
+    assert loads == [(str(tiny_dir), []), (str(other_tiny), [])]
+    assert passes == [2, 2] and text.count("encoded 2 prompts ahead") == 2
+    assert summary.rendered == ["a-1", "a-2", "b-1", "b-2"]
+
+
+def test_items_are_grouped_so_that_each_model_loads_as_few_times_as_it_can():
+    from types import SimpleNamespace
+
+    from studio.batch import _grouped
+
+    uses = ["A", "B", "AB", "C", "A", "", "B"]  # the models of each item, in job order
+    tasks = [SimpleNamespace(n=n, models=dict.fromkeys(models)) for n, models in enumerate(uses)]
+    # A's items; A and B (shares A); B (shares B); then C and none in job order (they share nothing)
+    assert [t.n for t in _grouped(tasks)] == [0, 4, 2, 1, 6, 3, 5]
+
+
 def test_a_failure_encoding_ahead_only_warns(tiny_dir, tmp_path, monkeypatch):
     from studio.pipeline import PixArtSigmaPipeline
 
