@@ -1011,7 +1011,8 @@ GENERATE_KEYS = {
                           "--model)"),
     "region": Key(RegionKind(), "where the image goes (default full)"),
     "fit": Key(Enum("cover", "contain"), "cover crops, contain letterboxes (default cover)"),
-    "strategy": Key(Enum("auto", "direct", "upscale"), "how large sizes are made (default auto)"),
+    "strategy": Key(Enum("auto", "direct", "upscale"), "direct: at the region's size; upscale: at the model's bin, "
+                    "resampled (default auto: direct from 0.25x to 2.25x the model's native pixels)"),
 } | COMMON_KEYS
 IMAGE_KEYS = {
     "path": Key(ImagePath(), "image file, relative to the layout's folder", required=True),

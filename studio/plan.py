@@ -23,8 +23,10 @@ from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKLConfig
 from studio.spec import Canvas, GenerateLayer, Layout
 
-# `auto` generates directly up to this multiple of the checkpoint's native pixel count; beyond it the
-# model is far outside the resolutions it was trained at, and upscaling the native bin is the safer bet.
+# `auto` generates directly between these multiples of the checkpoint's native pixel count; outside them the
+# model is far from the resolutions it was trained at, and resampling its nearest bin (up for a large region,
+# down for a small one) is the safer bet. (The 1024 checkpoint: 512x512 to 1536x1536.)
+DIRECT_MIN_AREA = 0.25
 DIRECT_MAX_AREA = 2.25
 SDXL_VAE = AutoencoderKLConfig(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
                                up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, scaling_factor=0.13025)
@@ -172,7 +174,7 @@ def choose_generation(width: int, height: int, cfg: PixArtTransformerConfig,
     then a crop of it, not a resampling (a side rounded down would stretch the whole picture by a few px)."""
     native = (cfg.sample_size * 8) ** 2
     if strategy == "auto":
-        strategy = "direct" if width * height <= DIRECT_MAX_AREA * native else "upscale"
+        strategy = "direct" if DIRECT_MIN_AREA * native <= width * height <= DIRECT_MAX_AREA * native else "upscale"
     if strategy == "direct":
         return strategy, -(-width // SNAP) * SNAP, -(-height // SNAP) * SNAP
     gen_h, gen_w = binning.closest_bin(height, width, binning.bins_for(cfg.sample_size))
@@ -219,11 +221,12 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
             memory = plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget_bytes, layer.guided)
         except PlanError as e:
             problem = e
-            _, up_w, up_h = choose_generation(box.w, box.h, tr, "upscale")
-            if layer.strategy == "auto" and up_w * up_h < gen_w * gen_h:  # the native bin is smaller: try it
+            other = "upscale" if strategy == "direct" else "direct"
+            _, alt_w, alt_h = choose_generation(box.w, box.h, tr, other)
+            if layer.strategy == "auto" and alt_w * alt_h < gen_w * gen_h:  # the other way is smaller: try it
                 try:
-                    memory = plan_generation(tr, t5, vae, up_h, up_w, 1, budget_bytes, layer.guided)
-                    strategy, gen_w, gen_h, problem = "upscale", up_w, up_h, None
+                    memory = plan_generation(tr, t5, vae, alt_h, alt_w, 1, budget_bytes, layer.guided)
+                    strategy, gen_w, gen_h, problem = other, alt_w, alt_h, None
                 except PlanError as smaller:
                     problem = smaller  # names the smallest budget that works for this layer
             if problem is not None:

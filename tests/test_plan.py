@@ -146,8 +146,11 @@ TINY = PixArtTransformerConfig(num_layers=2, num_attention_heads=2, attention_he
     (1000, 700, "upscale", ("upscale", 1216, 832)),
     # direct rounds each side up, so the generation covers the region (nearest would give 1008x1008: 2 px short)
     (1010, 1000, "direct", ("direct", 1024, 1008)),
-    (40, 20, "auto", ("direct", 48, 32)),
-    (3, 3, "auto", ("direct", 16, 16)),  # a few px: the smallest generation
+    (40, 20, "auto", ("upscale", 1408, 704)),  # far below the native size: the nearest bin, resampled down
+    (40, 20, "direct", ("direct", 48, 32)),
+    (3, 3, "direct", ("direct", 16, 16)),  # a few px: the smallest generation
+    (512, 512, "auto", ("direct", 512, 512)),  # a quarter of the native pixels: still direct
+    (496, 512, "auto", ("upscale", 1024, 1024)),
     (8192, 64, "auto", ("direct", 8192, 64)),  # 0.5x the native area
     (8192, 65, "auto", ("direct", 8192, 80)),
     (8192, 64, "upscale", ("upscale", 2048, 512)),  # the widest bin; compose covers the strip from it
@@ -331,8 +334,9 @@ def test_a_sampler_the_model_cannot_run_fails_at_planning(tiny_dir, tmp_path):
 def test_a_region_that_rounds_to_nothing_generates_nothing():
     """w: 0.01% of 1000 px is 0 px: compose draws nothing there, so there is no generation (not one of 0 px)."""
     configs = (TINY, T5_TINY, AutoencoderKLConfig.from_dict(vae_config()))
-    layout = Layout("empty.yaml", Canvas(1000, 500), (GenerateLayer("a", region=Region("percent", 10, 0, 0.01, 50)),
-                                                      GenerateLayer("b", region=Region("percent", 10, 0, 0.06, 50))))
+    layout = Layout("empty.yaml", Canvas(1000, 500),
+                    (GenerateLayer("a", region=Region("percent", 10, 0, 0.01, 50), strategy="direct"),
+                     GenerateLayer("b", region=Region("percent", 10, 0, 0.06, 50), strategy="direct")))
     plan = plan_layout(layout, budget="1GiB", configs=configs)
     assert plan.boxes == (Box(100, 0, 0, 250), Box(100, 0, 1, 250))
     assert [(j.layer, j.strategy, j.gen_width, j.gen_height) for j in plan.jobs] == [(1, "direct", 16, 256)]

@@ -54,9 +54,9 @@ def test_one_model_at_a_time_and_a_shared_generation_made_once(tiny_dir, other_t
 canvas: {{width: 96, height: 32}}
 grids: {{g: {{rows: 1, columns: 3}}}}
 layers:
-  - generate: {{prompt: a fox, seed: 1, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 0]}}}}
-  - generate: {{prompt: an owl, seed: 2, steps: 1, model: {other_tiny}, region: {{cell: [g, 0, 1]}}}}
-  - generate: {{prompt: a fox, seed: 1, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 2]}}}}
+  - generate: {{prompt: a fox, seed: 1, steps: 1, strategy: direct, model: {tiny_dir}, region: {{cell: [g, 0, 0]}}}}
+  - generate: {{prompt: an owl, seed: 2, steps: 1, strategy: direct, model: {other_tiny}, region: {{cell: [g, 0, 1]}}}}
+  - generate: {{prompt: a fox, seed: 1, steps: 1, strategy: direct, model: {tiny_dir}, region: {{cell: [g, 0, 2]}}}}
 output: {{formats: [png]}}
 """)
     [file] = render(load_layout(tmp_path / "two.yaml"), tmp_path / "out", memory_budget="1GiB")
@@ -97,7 +97,7 @@ def test_a_direct_generation_is_its_regions_pixels(tiny_dir, tmp_path, watched, 
     (tmp_path / "d.yaml").write_text(f"""\
 canvas: {{width: 40, height: 20, background: "#ff0000"}}
 layers:
-  - generate: {{prompt: a fox, seed: 5, steps: 1, fit: {fit}}}
+  - generate: {{prompt: a fox, seed: 5, steps: 1, strategy: direct, fit: {fit}}}
 """)
     [file] = render(load_layout(tmp_path / "d.yaml"), tmp_path / "out", str(tiny_dir), "1GiB")
     [(_, _, _, generated)] = calls
