@@ -90,12 +90,18 @@ def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 def resize_and_center_crop(images: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Scale (N, C, H, W) images to cover height x width (bilinear), then crop the centre."""
+    """Scale (N, C, H, W) images to cover height x width (bilinear), then crop the centre.
+
+    The scaled size is the reference's int(size * ratio) in floating point, except where that falls short of
+    the request: 304 * (231 / 304) = 230.99999 gives 230 < 231, and the reference's crop then keeps a single
+    column (height 151, width 231 gave 151 x 1 px; 1-2% of requested sizes do so); studio takes the requested
+    size there, which is the exact product.
+    """
     in_h, in_w = images.shape[2:]
     if (in_h, in_w) == (height, width):
         return images
     ratio = max(height / in_h, width / in_w)
-    out_h, out_w = int(in_h * ratio), int(in_w * ratio)
+    out_h, out_w = max(height, int(in_h * ratio)), max(width, int(in_w * ratio))
     rows = _bilinear_matrix(in_h, out_h).astype(np.float32)  # (out_h, in_h)
     cols = _bilinear_matrix(in_w, out_w).astype(np.float32)  # (out_w, in_w)
     top, left = (out_h - height) // 2, (out_w - width) // 2

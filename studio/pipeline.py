@@ -24,7 +24,7 @@ from studio.errors import CheckpointError, ConfigError, InputError
 from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
 from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
 from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
-from studio.text import load_tokenizer, preprocess, tokenize, truncated_text
+from studio.text import MAX_LENGTH, load_tokenizer, preprocess, tokenize, truncated_text
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 OUTPUT_TYPES = ("pil", "np", "latent")
@@ -60,6 +60,13 @@ def as_prompts(value, name: str) -> list[str]:
     if isinstance(value, (list, tuple)) and value and all(isinstance(p, str) for p in value):
         return list(value)
     raise InputError(f"{name} must be a string or a non-empty list of strings, got {value!r:.80}")
+
+
+def check_max_sequence_length(value) -> None:
+    """InputError unless `value` is a token count from 1 to 300 (the memory plan bounds captions by 300)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= MAX_LENGTH:
+        raise InputError(f"max_sequence_length must be an integer from 1 to {MAX_LENGTH} (PixArt-Sigma's caption "
+                         f"length), got {value!r:.80}")
 
 
 def torch_noise(generator, shape: tuple, dtype: ms.Type) -> np.ndarray:
@@ -187,13 +194,16 @@ def real_tokens(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def trim_caption(features: ms.Tensor, mask: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
-    """Drop the caption positions that are padding in every row: (B, L, C), (B, L) -> (B, keep, C), (B, keep).
+    """Drop the caption positions after the last one any row attends to: (B, L, C), (B, L) -> (B, keep, C), (B, keep).
 
-    Tokens are padded on the right, so keys past the longest prompt are masked in every row and get weight
-    exp(-inf) = 0 (the reference's -10000 bias underflows to 0 as well): dropping them is exact, and makes
-    cross-attention up to 300 / keep times cheaper. One host read per generation, outside the sampling loop.
+    Those keys are masked in every row and get weight exp(-inf) = 0 (the reference's -10000 bias underflows to
+    0 as well): dropping them is exact, and makes cross-attention up to 300 / keep times cheaper. Tokenized
+    prompts are padded on the right, so `keep` is the longest prompt's token count; a given mask may also hold
+    zeros before its last one (a token masked out, left padding), which is why the cut is not at sum(mask).
+    One host read per generation, outside the sampling loop.
     """
-    keep = max(1, int(mask.astype(ms.int32).sum(axis=1).max()))
+    used = np.flatnonzero(mask.astype(ms.int32).max(axis=0).asnumpy())  # positions some row attends to
+    keep = int(used[-1]) + 1 if used.size else 1
     return features[:, :keep], mask[:, :keep]
 
 
@@ -318,7 +328,7 @@ class PixArtSigmaPipeline:
         gc.collect()
 
     @_one_at_a_time
-    def encode_prompt(self, prompts: str | list[str], max_sequence_length: int = 300,
+    def encode_prompt(self, prompts: str | list[str], *, max_sequence_length: int = 300,
                       stream: bool | None = None) -> tuple[ms.Tensor, ms.Tensor]:
         """Prompts (a string is one) -> T5 features (B, L, C) and their mask (B, L), 1 = token; L is the
         longest prompt's token count (at most max_sequence_length).
@@ -341,7 +351,11 @@ class PixArtSigmaPipeline:
         in memory, the same features) unless it is loaded already, each block read once for all prompts;
         False loads it whole. None (default): as the pipeline is set, loaded and kept with keep_text_encoder,
         else streamed. An encoder loaded here is released afterwards unless the pipeline keeps it.
+
+        max_sequence_length and stream are keyword-only: the reference's second argument is
+        do_classifier_free_guidance, which would otherwise be taken for a length of 1 token.
         """
+        check_max_sequence_length(max_sequence_length)
         stream = not self.keep_text_encoder if stream is None else stream
         rows = self._caption_rows(as_prompts(prompts, "prompt"), max_sequence_length, stream)
         if not self.keep_text_encoder:
@@ -394,6 +408,7 @@ class PixArtSigmaPipeline:
         between blocks. `encode_all_ahead` calls it for a batch's items or a layout's layers, under the
         attention budget of their text phase (its attention blocks are part of the cache key).
         progress(done, total) in prompts. Returns how many prompts were encoded."""
+        check_max_sequence_length(max_sequence_length)
         entries = [e for e in self._prompt_keys(list(dict.fromkeys(prompts)), max_sequence_length)
                    if e[2] not in self.embedding_cache]  # a file test: cached features are not read
         if not entries:
@@ -471,7 +486,7 @@ class PixArtSigmaPipeline:
         height, width = default_size(self.transformer.config, self.vae.config, height, width)
         self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
                            max_sequence_length, output_type, seed, guidance_scale, vae_tiling, generator,
-                           clean_caption, latents)
+                           clean_caption, latents, given is not None, given_negatives is not None)
         out_height, out_width = height, width
         height, width = generation_size(self.transformer.config, height, width, use_resolution_binning)
         check_size(self.transformer.config, self.vae.config, height, width)
@@ -554,6 +569,9 @@ class PixArtSigmaPipeline:
         given = Captions.given(prompt_embeds, prompt_attention_mask, "prompt")
         if given is not None and prompt is not None:
             raise InputError("pass prompt or prompt_embeds, not both")
+        if prompt is None and given is None:
+            raise InputError("prompt must be a string or a non-empty list of strings, got None (or pass prompt_embeds "
+                             "with prompt_attention_mask)")
         prompts = as_prompts(prompt, "prompt") if given is None else [""] * given.rows
         negative = "" if negative_prompt is None else negative_prompt
         negatives = [negative] * len(prompts) if isinstance(negative, str) else as_prompts(negative, "negative_prompt")
@@ -645,12 +663,15 @@ class PixArtSigmaPipeline:
     # -- checks ------------------------------------------------------------------------------------------
 
     def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type, seed,
-                      guidance, vae_tiling, generator, clean_caption, latents):
+                      guidance, vae_tiling, generator, clean_caption, latents, embeds_given, negative_embeds_given):
         number = isinstance(guidance, (int, float, np.number)) and not isinstance(guidance, bool)
         if not number or not np.isfinite(guidance):
             raise InputError(f"guidance_scale must be a finite number, got {guidance!r:.80}")
         if guidance > 1 and len(negatives) != len(prompts):  # unguided, the negatives are not used
-            raise InputError(f"negative_prompt has {len(negatives)} entries, prompt has {len(prompts)}")
+            n = len(negatives)
+            what = (f"negative_prompt_embeds has {n} row{'s' * (n != 1)}" if negative_embeds_given else
+                    f"negative_prompt has {n} entr{'ies' if n != 1 else 'y'}")
+            raise InputError(f"{what}, {'prompt_embeds' if embeds_given else 'prompt'} has {len(prompts)}")
         if vae_tiling not in (None, True, False):
             raise InputError(f"vae_tiling must be None (automatic), True or False, got {vae_tiling!r:.80}")
         if seed is not None and generator is not None:
@@ -663,13 +684,12 @@ class PixArtSigmaPipeline:
         if output_type not in OUTPUT_TYPES:
             raise InputError(f"output_type '{output_type}' is not one of {', '.join(OUTPUT_TYPES)}")
         for name, value in [("height", height), ("width", width), ("num_inference_steps", steps),
-                            ("num_images_per_prompt", per_prompt), ("max_sequence_length", max_len)]:
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value!r}")
+                            ("num_images_per_prompt", per_prompt)]:
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r:.80}")
+        check_max_sequence_length(max_len)
         if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-        if max_len > 300:
-            raise InputError(f"max_sequence_length {max_len} exceeds the model's 300 tokens")
 
 
 class Captions(NamedTuple):

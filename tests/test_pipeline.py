@@ -38,6 +38,78 @@ def test_pipeline_matches_diffusers(pipes, height, width, negative, n_per_prompt
     assert actual.shape == (2 * n_per_prompt, height, width, 3)
 
 
+def test_prompt_and_negative_lists_pair_up_as_in_the_reference(pipes):
+    """Each negative guides its own prompt's images, in the reference's order (prompt-major, n per prompt), for
+    prompts that are empty, blank, unicode with outer whitespace (lowercased and stripped by both) or longer
+    than max_sequence_length (cut there by both; studio warns of each cut text, the reference logs prompts')."""
+    ours, ref = pipes
+    long = "a red cat sitting on a wooden boat by the sea at night, oil painting " * 12
+    prompts, negatives = ["", "  Ünïcödé ÇAT 猫 \t", long], ["blurry", "   ", "  WATERMARK, Text " + long]
+    latents = np.random.default_rng(8).standard_normal((6, 4, 32, 32)).astype(np.float32)
+    kwargs = dict(height=256, width=256, num_inference_steps=2, num_images_per_prompt=2, max_sequence_length=120,
+                  output_type="latent")
+    expected = ref(prompts, negative_prompt=negatives, latents=torch.from_numpy(latents), clean_caption=False,
+                   **kwargs).images.numpy()
+    with pytest.warns(UserWarning, match="a prompt is cut at 120 tokens") as cut:
+        actual = ours(prompts, negative_prompt=negatives, latents=latents, **kwargs).images
+    assert len(cut) == 2
+    assert rel_l2(actual, expected) <= 1e-3
+    with pytest.warns(UserWarning, match="a prompt is cut at 120 tokens"):
+        swapped = ours(prompts, negative_prompt=negatives[::-1], latents=latents, **kwargs).images
+    assert rel_l2(swapped, expected) > 1e-2  # the pairing matters
+
+
+@pytest.mark.parametrize("sampler", ["dpm++", "ddim", "euler"])
+def test_one_step_of_each_sampler_matches_the_reference(pipes, sampler):
+    ours, ref = pipes
+    schedulers = {"dpm++": diffusers.DPMSolverMultistepScheduler, "ddim": diffusers.DDIMScheduler,
+                  "euler": diffusers.EulerDiscreteScheduler}
+    original = ref.scheduler
+    ref.scheduler = schedulers[sampler].from_config(original.config)
+    latents = np.random.default_rng(9).standard_normal((2, 4, 32, 32)).astype(np.float32)
+    kwargs = dict(negative_prompt="blurry", height=256, width=256, num_inference_steps=1, output_type="latent")
+    try:
+        expected = ref(["a cat", "a dog"], latents=torch.from_numpy(latents), clean_caption=False, **kwargs).images
+    finally:
+        ref.scheduler = original
+    actual = ours(["a cat", "a dog"], latents=latents, sampler=sampler, **kwargs).images
+    assert rel_l2(actual, expected.numpy()) <= 1e-3
+
+
+def test_binning_gives_the_requested_size_where_the_references_rounding_cuts_it_to_one_pixel(pipes):
+    """151 x 231 px generates at the 208 x 304 bin. Scaling it to cover the request, the reference computes
+    int(304 * (231 / 304)) = int(230.99999) = 230 px, and its centre crop of 231 columns from 230 keeps one:
+    a 151 x 1 px image (1-2% of requested sizes do so). Studio scales to the exact 231 px: the reference's
+    own decode, resized by torch to 158 x 231 and centre-cropped."""
+    ours, ref = pipes
+    latents = np.random.default_rng(10).standard_normal((1, 4, 26, 38)).astype(np.float32)
+    kwargs = dict(height=151, width=231, num_inference_steps=2)
+    with torch.no_grad():
+        z = ref("a cat", latents=torch.from_numpy(latents), output_type="latent", clean_caption=False, **kwargs).images
+        decoded = ref.vae.decode(z / ref.vae.config.scaling_factor).sample  # (1, 3, 208, 304)
+        scaled = torch.nn.functional.interpolate(decoded, size=(158, 231), mode="bilinear", align_corners=False)
+        expected = (scaled[:, :, 3:154] / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    actual = ours("a cat", latents=latents, output_type="np", **kwargs).images
+    assert actual.shape == (1, 151, 231, 3)
+    assert rel_l2(actual, expected) <= 1e-3
+
+
+@pytest.mark.parametrize("src,dst,scaled", [
+    ((208, 304), (151, 231), (158, 231)), ((176, 368), (6, 13), (6, 13)), ((640, 1600), (43, 113), (45, 113)),
+    ((1216, 832), (106, 71), (106, 72)), ((208, 304), (150, 200), (150, 219))])  # the last: no rounding issue
+def test_resize_and_center_crop_covers_the_request(src, dst, scaled):
+    """Where the reference's floating-point cover size falls one pixel short (the first four), studio's is the
+    request; elsewhere the two are the same. Either way: torch's bilinear resize to that size, centre-cropped."""
+    from studio import binning
+    x = np.random.default_rng(0).random((1, 3, *src), dtype=np.float32)
+    resized = torch.nn.functional.interpolate(torch.from_numpy(x), size=scaled, mode="bilinear", align_corners=False)
+    top, left = (scaled[0] - dst[0]) // 2, (scaled[1] - dst[1]) // 2
+    expected = resized[:, :, top:top + dst[0], left:left + dst[1]].numpy()
+    actual = binning.resize_and_center_crop(x, *dst)
+    assert actual.shape == (1, 3, *dst)
+    assert rel_l2(actual, expected) <= 1e-4  # torch computes source positions in float32, studio in float64
+
+
 def test_pil_output_and_seed_reproducible(pipes):
     ours, _ = pipes
     a = ours("a cat", height=256, width=256, num_inference_steps=2, seed=7).images
@@ -122,6 +194,15 @@ def test_unguided_calls_ignore_the_negative_prompt_as_the_reference_does(pipes):
     (dict(eta=0.5), "eta=0.5 is not supported"),
     (dict(sampler="ddim", num_inference_steps=1001), "num_steps=1001 must be an integer in 1..1000"),
     (dict(latents=np.zeros((1, 4, 8, 8))), "latents have shape (1, 4, 8, 8), expected (1, 4, 32, 32)"),
+    (dict(prompt=None, prompt_embeds=np.zeros((2, 4, 32)), prompt_attention_mask=np.ones((2, 4)),
+          negative_prompt_embeds=np.zeros((1, 4, 32)), negative_prompt_attention_mask=np.ones((1, 4))),
+     "negative_prompt_embeds has 1 row, prompt_embeds has 2"),  # the reference: a ValueError on the shapes
+    (dict(prompt=None, prompt_embeds=np.zeros((2, 4, 32)), prompt_attention_mask=np.ones((2, 4)),
+          negative_prompt=["a", "b", "c"]), "negative_prompt has 3 entries, prompt_embeds has 2"),
+    (dict(max_sequence_length=301), "max_sequence_length must be an integer from 1 to 300 (PixArt-Sigma's caption "
+                                    "length), got 301"),  # the memory plan bounds captions by 300 tokens
+    (dict(max_sequence_length=0), "max_sequence_length must be an integer from 1 to 300"),
+    (dict(num_inference_steps=True), "num_inference_steps must be a positive integer, got True"),
 ])
 def test_bad_arguments_are_value_errors_naming_the_argument(pipes, kwargs, message):
     """Before any work, as the reference's check_inputs (a ValueError there too)."""
@@ -163,6 +244,40 @@ def test_prompt_embeds_from_the_reference_stand_for_the_prompts(pipes):
         ours(prompt_embeds=np.zeros((1, 4, 7)), prompt_attention_mask=np.ones((1, 4)), **kwargs)
     with pytest.raises(ValueError, match="pass prompt or prompt_embeds, not both"):
         ours("a cat", prompt_embeds=embeds, prompt_attention_mask=mask, **kwargs)
+
+
+def test_given_masks_with_zeros_before_their_last_token_keep_every_token(pipes):
+    """A prompt_attention_mask need not be ones then zeros: a token masked out in the middle, or a row padded
+    on the left. The caption is cut after the last position any row attends to (it was cut after sum(mask)
+    positions, which dropped real tokens), so the reference's latents come out."""
+    ours, ref = pipes
+    with torch.no_grad():
+        embeds, mask, negative, negative_mask = ref.encode_prompt(["a red cat at night by the sea", "a boat"],
+                                                                  negative_prompt="blurry", clean_caption=False)
+    n = int(mask[1].sum())
+    assert int(mask[0].sum()) < 20
+    mask[0, 2] = 0  # a hole in the first row
+    tokens = embeds[1, :n].clone()  # the second row's tokens moved right, zeros before them
+    embeds[1], mask[1] = 0, 0
+    embeds[1, 20:20 + n], mask[1, 20:20 + n] = tokens, 1
+    latents = np.random.default_rng(11).standard_normal((2, 4, 32, 32)).astype(np.float32)
+    kwargs = dict(prompt_embeds=embeds, prompt_attention_mask=mask, negative_prompt_embeds=negative,
+                  negative_prompt_attention_mask=negative_mask, height=256, width=256, num_inference_steps=2,
+                  output_type="latent")
+    expected = ref(negative_prompt=None, latents=torch.from_numpy(latents), **kwargs).images.numpy()
+    assert rel_l2(ours(latents=latents, **kwargs).images, expected) <= 1e-3
+
+
+def test_encode_prompt_checks_its_length_and_takes_it_by_keyword_only(pipes):
+    """The reference's encode_prompt(prompt, True, ...) has do_classifier_free_guidance second: studio's
+    takes max_sequence_length by keyword only, so that True is not read as a length of 1 token."""
+    ours, _ = pipes
+    for bad in (0, 301, True, None, 1.5):
+        with pytest.raises(ValueError, match=re.escape(f"max_sequence_length must be an integer from 1 to 300 "
+                                                       f"(PixArt-Sigma's caption length), got {bad!r}")):
+            ours.encode_prompt("a cat", max_sequence_length=bad)
+    with pytest.raises(TypeError):
+        ours.encode_prompt("a cat", True)
 
 
 def test_encode_prompt_takes_one_prompt_as_a_string(pipes):
