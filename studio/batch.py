@@ -955,7 +955,7 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
         if ahead and set(task.models) != group:  # a group's first item: its models load, its prompts are encoded
             group = set(task.models)
             try:
-                _load_models(job, task, pipelines, caches, embeddings, store, err)
+                _load_models(job, task, pipelines, caches, embeddings, store, err, quiet)
             except Exception:  # the item fails on its own, with this error, when its turn comes
                 pass
             _encode_ahead([t for t in todo if set(t.models) == group], pipelines, job.model, weights, quiet, say,
@@ -965,7 +965,7 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
         t0 = time.perf_counter()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
-            loading = _load_models(job, task, pipelines, caches, embeddings, store, err)
+            loading = _load_models(job, task, pipelines, caches, embeddings, store, err, quiet)
             keep = _keep_text_encoder(task, pipelines, job.model, weights)
             hits0 = {m: (c.hits, c.misses) for m, c in caches.items()}
             task.folder.mkdir(parents=True, exist_ok=True)
@@ -1036,16 +1036,21 @@ def _item_record(job, task, files, info: dict, caching: dict, software: dict, ti
     return record
 
 
-def _load_models(job, task, pipelines, caches, embeddings, store, err) -> float:
+def _load_models(job, task, pipelines, caches, embeddings, store, err, quiet: bool = True) -> float:
     """Load the models this item needs that are not loaded yet, each with its embedding cache (in the folder
-    `embeddings`, None: none; store=False: read only); seconds."""
+    `embeddings`, None: none; store=False: read only), with a bar unless quiet; seconds."""
     from studio.pipeline import PixArtSigmaPipeline
 
     t0 = time.perf_counter()
     for model_id, files in task.models.items():
         if model_id in pipelines:
             continue
-        pipe = PixArtSigmaPipeline.from_pretrained(model_id)
+        bars = PhaseBars(quiet, file=err, position=1, leave=False)
+        try:
+            pipe = PixArtSigmaPipeline.from_pretrained(model_id, progress=lambda done, total: bars(
+                str(model_id), "load", done, total))
+        finally:
+            bars.close()
         if pipe.tiny_notice:
             print(f"note: {model_id}: {pipe.tiny_notice}", file=err)
         warn = lambda text: print(f"studio: batch: warning: {text}", file=err, flush=True)  # noqa: E731

@@ -405,7 +405,8 @@ def _check_entry(path: Path, key: str, entry) -> None:
                               f"{code} takes {nbytes} bytes, its data offsets span {end - begin}")
 
 
-def load_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"], prefix: str = "") -> None:
+def load_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"], prefix: str = "",
+                 progress: typing.Callable[[int], None] | None = None) -> None:
     """Copy every tensor of `files` into the parameter of the same name, in the parameter's dtype.
 
     Strict: an unexpected key, a key in two files, a tensor that is not floating-point, a shape mismatch, or
@@ -415,6 +416,7 @@ def load_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"], prefix
     (e.g. "encoder.block.3.") only the keys under it are read, into the parameters named by the rest of
     the key: one part of a model at a time (the streamed T5 encoder, which passes its files opened once:
     `SafetensorsFile`s, so their headers are not read again for every part), strict within that part.
+    progress(bytes): called after each tensor with the bytes it took in its file.
     """
     params = dict(cell.parameters_and_names())
     aliases = getattr(cell, "checkpoint_aliases", {})
@@ -439,11 +441,14 @@ def load_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"], prefix
                                       f"the model expects {list(p.shape)}")
             st.check_float(key)
             arr = st.array(key)  # a fresh array: the tensor may take it over without a copy
+            stored = arr.nbytes
             arr = arr.astype(_NP_FLOAT.get(p.dtype, np.float32), copy=False)
             arr = np.ascontiguousarray(arr)
             same = arr.dtype == _NP_FLOAT.get(p.dtype)  # from_numpy: no copy (a third of a T5 block's load)
             p.set_data(ms.from_numpy(arr) if same else ms.Tensor(arr, dtype=p.dtype))
             filled.add(name)
+            if progress is not None:
+                progress(stored)
     missing = [name for name in params if name not in filled]
     if missing:
         paths = [getattr(f, "path", f) for f in files]
@@ -452,9 +457,11 @@ def load_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"], prefix
                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 
 
-def load_component(model_cls, config_cls, folder, dtype, variant: str | None = None):
-    """Build `model_cls(config_cls.from_dict(folder/config.json), dtype)` and load its weights strictly."""
+def load_component(model_cls, config_cls, folder, dtype, variant: str | None = None,
+                   progress: typing.Callable[[int], None] | None = None):
+    """Build `model_cls(config_cls.from_dict(folder/config.json), dtype)` and load its weights strictly
+    (progress: see `load_weights`)."""
     folder = Path(folder)
     model = model_cls(read_config(config_cls, folder / "config.json"), dtype)
-    load_weights(model, weight_files(folder, variant))
+    load_weights(model, weight_files(folder, variant), progress=progress)
     return model

@@ -191,15 +191,16 @@ def cmd_generate(args) -> None:
         print(the_plan.describe())
         return
     t0 = time.perf_counter()
-    pipe = PixArtSigmaPipeline.from_pretrained(args.model, dtype=args.dtype, variant=args.variant,
-                                               revision=args.revision)
-    if pipe.tiny_notice:
-        print(f"note: {args.model}: {pipe.tiny_notice}", file=sys.stderr)
-    if pipe.dtype != pipeline.as_dtype(args.dtype):  # said, not silently changed
-        print(f"note: --dtype {args.dtype} computes in float32 here: MindSpore has no {args.dtype} matmul on the "
-              "CPU (the weights are widened as they load)", file=sys.stderr)
     bars = PhaseBars(args.quiet)
     try:
+        pipe = PixArtSigmaPipeline.from_pretrained(args.model, dtype=args.dtype, variant=args.variant,
+                                                   revision=args.revision,
+                                                   progress=lambda done, total: bars("", "load", done, total))
+        if pipe.tiny_notice:
+            print(f"note: {args.model}: {pipe.tiny_notice}", file=sys.stderr)
+        if pipe.dtype != pipeline.as_dtype(args.dtype):  # said, not silently changed
+            print(f"note: --dtype {args.dtype} computes in float32 here: MindSpore has no {args.dtype} matmul on "
+                  "the CPU (the weights are widened as they load)", file=sys.stderr)
         out = pipe(args.prompt, negative_prompt=args.negative, height=height, width=width,
                    num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
                    use_resolution_binning=not args.no_binning, sampler=args.sampler,

@@ -245,6 +245,26 @@ def check_folder(folder: Path, variant: str | None = None, warn: bool = True):
     return vae_config, sampler, tokenizer
 
 
+class _LoadProgress:
+    """Calls progress(bytes read, total) as tensors load (`load_weights`' progress(bytes)); total is the size
+    of the components' weight files (headers included: `done` reports the end)."""
+
+    def __init__(self, progress, components: list[Path], variant: str | None):
+        self.progress, self.read = progress, 0
+        self.total = sum(f.stat().st_size for c in components for f in weight_files(c, variant)) if progress else 0
+        if progress is not None:
+            progress(0, self.total)
+
+    def __call__(self, nbytes: int) -> None:
+        if self.progress is not None:
+            self.read += nbytes
+            self.progress(min(self.read, self.total), self.total)
+
+    def done(self) -> None:
+        if self.progress is not None:
+            self.progress(self.total, self.total)
+
+
 class PixArtSigmaPipeline:
     def __init__(self, model_dir: Path, transformer: PixArtTransformer2DModel, vae: AutoencoderKL, tokenizer,
                  sampler: sampling.SamplerConfig, dtype=ms.float32, vae_dtype=ms.float32,
@@ -278,7 +298,8 @@ class PixArtSigmaPipeline:
     @classmethod
     def from_pretrained(cls, path_or_id, dtype=None, variant: str | None = None, device: str | None = None,
                         keep_text_encoder: bool = False, torch_dtype=None, revision: str | None = None,
-                        cache_dir=None, local_files_only: bool = False) -> "PixArtSigmaPipeline":
+                        cache_dir=None, local_files_only: bool = False,
+                        progress: Callable[[int, int], None] | None = None) -> "PixArtSigmaPipeline":
         """Load a pipeline folder (or a hub id in the local Hugging Face cache / downloadable).
 
         dtype: "float32" (default) | "float16" | "bfloat16", or a MindSpore type; `torch_dtype` is the
@@ -289,7 +310,8 @@ class PixArtSigmaPipeline:
         local_files_only (no download). Every config, the tokenizer and the weight files' names are checked
         before any weight is read. The text encoder is loaded when a prompt is encoded and released
         afterwards unless keep_text_encoder=True. A scheduler_config.json studio can't run loads, and is an
-        error at a call without sampler=.
+        error at a call without sampler=. progress(done, total): bytes of the transformer's and VAE's weight
+        files read, after each tensor.
         """
         if dtype is not None and torch_dtype is not None:
             raise InputError("pass dtype or torch_dtype (the reference's name for it), not both")
@@ -299,10 +321,12 @@ class PixArtSigmaPipeline:
                                    local_files_only=local_files_only)
         # everything but the weights first: a bad file fails the load at once, not after minutes of XL weights
         vae_config, sampler, tokenizer = check_folder(folder, variant)
-        transformer = PixArtTransformer2DModel.from_pretrained(folder / "transformer", dtype, variant)
+        read = _LoadProgress(progress, [folder / c for c in ("transformer", "vae")], variant)
+        transformer = PixArtTransformer2DModel.from_pretrained(folder / "transformer", dtype, variant, read)
         # the SDXL VAE overflows in fp16: its config says force_upcast (diffusers' default), and it decodes in fp32
         vae_dtype = ms.float32 if vae_config.force_upcast else dtype
-        vae = AutoencoderKL.from_pretrained(folder / "vae", vae_dtype, variant)
+        vae = AutoencoderKL.from_pretrained(folder / "vae", vae_dtype, variant, read)
+        read.done()
         return cls(folder, transformer, vae, tokenizer, sampler, dtype, vae_dtype, variant, keep_text_encoder)
 
     # -- text --------------------------------------------------------------------------------------------

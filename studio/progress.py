@@ -3,16 +3,16 @@
 The pipeline reports progress(phase, done, total) for its phases, "text", "denoise" and "decode"
 (`PixArtSigmaPipeline.__call__`), and `render` adds a label naming the layer, then its own phases "compose"
 and "export". `PhaseBars` turns those calls into bars: "encoding prompt" (one unit), "denoising" (steps),
-"decoding" (tile passes when tiled, images otherwise), "composing", "writing files" (files), and for a
-batch "encoding prompts ahead", each opened when its phase starts and closed when it completes, so a 4K
-decode that takes minutes shows where it is like the denoising does.
+"decoding" (tile passes when tiled, images otherwise), "composing", "writing files" (files), "loading model"
+(bytes of weights read), and for a batch "encoding prompts ahead", each opened when its phase starts and
+closed when it completes, so a 4K decode that takes minutes shows where it is like the denoising does.
 """
 
 import sys
 
 PHASES = {"text": ("encoding prompt", "prompt"), "denoise": ("denoising", "step"), "decode": ("decoding", "step"),
           "compose": ("composing", "canvas"), "export": ("writing files", "file"),
-          "ahead": ("encoding prompts ahead", "prompt")}
+          "ahead": ("encoding prompts ahead", "prompt"), "load": ("loading model", "B")}
 
 
 class PhaseBars:
@@ -34,7 +34,8 @@ class PhaseBars:
             name, unit = PHASES.get(phase, (phase, "it"))
             desc = ": ".join(part for part in (self.prefix, label, name) if part)
             bar = self.bars[label, phase] = tqdm(total=total, desc=desc, unit=unit, file=self.file,
-                                                 position=self.position, leave=self.leave)
+                                                 position=self.position, leave=self.leave,
+                                                 unit_scale=unit == "B", unit_divisor=1024 if unit == "B" else 1000)
         bar.update(done - bar.n)
         if done >= total:
             self.close(label, phase)

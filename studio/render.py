@@ -131,7 +131,8 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     model: the default model for layers and layouts that name none. progress(label, phase, done, total)
     reports each generation's phases as the pipeline's `progress` does ("text", "denoise", "decode"), label
     naming the layer, then "compose" (0, then 1 of 1) and "export" (files written), label "", and before a
-    model's generations, when it has several, "ahead" (their prompts encoded). pipelines: a dict model ->
+    model's generations "load" (bytes of its weights read, when render loads it) and, when it has several,
+    "ahead" (their prompts encoded). pipelines: a dict model ->
     loaded pipeline, used and left loaded (batches reuse them across calls); a model not in it is loaded
     when its first generation comes and released after its last, so that models don't add up in memory.
     Generations run model by model, each model's in layer order; a layer whose generation an earlier one
@@ -166,7 +167,8 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     for model_id, jobs in by_model.items():
         pipe = loaded.get(model_id)
         if pipe is None:
-            pipe = PixArtSigmaPipeline.from_pretrained(model_id)
+            pipe = PixArtSigmaPipeline.from_pretrained(model_id, progress=lambda done, total: report("", "load", done,
+                                                                                                       total))
             if pipe.tiny_notice:
                 print(f"note: {model_id}: {pipe.tiny_notice}", file=sys.stderr)
         with _prompts_ahead(layout, plan, jobs, pipe, report):

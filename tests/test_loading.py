@@ -171,3 +171,13 @@ def test_the_scheduler_is_read_before_any_weight(broken):
     """An unreadable scheduler_config.json fails the load at once, not after the transformer's weights."""
     (broken / CONFIGS["scheduler"]).write_text("{")
     assert "scheduler_config.json: not valid JSON" in load_error(broken)
+
+
+def test_loading_reports_the_bytes_read(tiny_dir):
+    """progress(done, total) from 0 to the transformer's and VAE's weight files' size, never going back."""
+    calls = []
+    PixArtSigmaPipeline.from_pretrained(tiny_dir, progress=lambda done, total: calls.append((done, total)))
+    total = sum(f.stat().st_size for c in ("transformer", "vae") for f in (tiny_dir / c).glob("*.safetensors"))
+    assert calls[0] == (0, total) and calls[-1] == (total, total) and len(calls) > 10
+    assert all(t == total for _, t in calls) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert calls[-2][0] > 0.9 * total  # the tensors are the files, less their headers (5% of tiny files)

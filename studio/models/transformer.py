@@ -379,10 +379,11 @@ class PixArtTransformer2DModel(nn.Cell):
         self.proj_out = Linear(dim, cfg.patch_size * cfg.patch_size * cfg.output_channels, dtype=dtype)
 
     @classmethod
-    def from_pretrained(cls, folder, dtype=ms.float32, variant: str | None = None) -> "PixArtTransformer2DModel":
+    def from_pretrained(cls, folder, dtype=ms.float32, variant: str | None = None,
+                        progress=None) -> "PixArtTransformer2DModel":
         """Build from a diffusers `transformer/` folder (config.json + safetensors), weights loaded strictly."""
         from studio.checkpoint import load_component
-        return load_component(cls, PixArtTransformerConfig, folder, dtype, variant)
+        return load_component(cls, PixArtTransformerConfig, folder, dtype, variant, progress)
 
     def encode_context(self, caption_features: ms.Tensor) -> tuple[tuple[ms.Tensor, ms.Tensor], ...]:
         """T5 features (B, L, caption_channels) -> every block's cross-attention keys and values, each

@@ -268,9 +268,9 @@ class AutoencoderKL(nn.Cell):
         self.post_quant_conv = Conv2d(latent, latent, 1, dtype=dtype) if config.use_post_quant_conv else None
 
     @classmethod
-    def from_pretrained(cls, folder, dtype=ms.float32, variant: str | None = None) -> "AutoencoderKL":
+    def from_pretrained(cls, folder, dtype=ms.float32, variant: str | None = None, progress=None) -> "AutoencoderKL":
         """Build from a diffusers `vae/` folder (config.json + safetensors) and load its weights strictly."""
-        return load_component(cls, AutoencoderKLConfig, folder, dtype, variant)
+        return load_component(cls, AutoencoderKLConfig, folder, dtype, variant, progress)
 
     def encode(self, x: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
         """Image (B, 3, H, W) in [-1, 1] -> (mean, logvar), each (B, latent_channels, H/8, W/8) for the SDXL VAE.
