@@ -4,12 +4,15 @@
 generates every `generate` layer at its planned size one model at a time (each loaded once and released
 after its last layer, so that one model's weights are resident, as the plan counts), makes a generation
 that two layers share once, composes the canvas and exports it in the layout's formats (for spans also
-each monitor's cut, at the monitor's pixel density). `proof(layout, path)` composes with labelled
-placeholders instead of generated art: no model, seconds.
+each monitor's cut, at the monitor's pixel density). Each generation's picture is kept in the output
+folder's `.studio-art/` until the files are written, so that a render that fails or is stopped after some
+layers takes their art up again the next time, not minutes of generation (`art_key`). `proof(layout, path)`
+composes with labelled placeholders instead of generated art: no model, seconds.
 """
 
 import contextlib
 import gc
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -17,7 +20,7 @@ from typing import Callable
 from studio import __version__
 from studio.compose import compose, cut_span, draw_guides, text_problems
 from studio.errors import InputError
-from studio.export import EXPORT_SUFFIXES, Picture, check_free, export, remove_temporaries
+from studio.export import EXPORT_SUFFIXES, Picture, check_free, export, remove_temporaries, write_temp
 from studio.geometry import monitor_dpi
 from studio.layout import file_name_problem, file_stems
 from studio.memory import format_bytes
@@ -97,6 +100,67 @@ def check_loadable(model_id) -> None:
     check_folder(resolve_model_dir(model_id), warn=False)
 
 
+ART_FOLDER = ".studio-art"  # in the output folder: generated pictures, until the render's files are written
+
+
+def model_stamp(model_id) -> dict:
+    """What tells a model folder's files apart without reading them: each file's size and modification time."""
+    from studio.checkpoint import resolve_model_dir
+
+    folder = resolve_model_dir(model_id)
+    return {"folder": str(folder.resolve()),
+            "files": {p.relative_to(folder).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns]
+                      for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}}
+
+
+def art_key(job: GenerateJob, layer: GenerateLayer, stamp: dict, budget: int) -> str:
+    """The name of a generation's kept picture: a hash of everything that decides its pixels (the model's
+    files, the settings, the size, the budget's attention blocks, how this process computes, studio's
+    version)."""
+    from studio import manifest
+
+    return manifest.sha256_json({
+        "studio": __version__, "compute": manifest.compute_identity(), "model": stamp, "prompt": layer.prompt,
+        "negative_prompt": layer.negative_prompt, "seed": layer.seed, "steps": layer.steps,
+        "guidance": layer.guidance, "sampler": layer.sampler, "size": [job.gen_width, job.gen_height],
+        "budget": budget})[:32]
+
+
+def _kept_art(folder: Path, key: str):
+    """(picture, sampler) an earlier, unfinished render of the same generation kept, or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(folder / f"{key}.png") as im:
+            im.load()
+            return im.convert("RGB"), im.text["sampler"]
+    except (OSError, KeyError, ValueError):  # none, or damaged: generated again
+        return None
+
+
+def _keep_art(folder: Path, key: str, picture, sampler: str) -> None:
+    """Keep a generation's picture (atomically) until the render's files are written; a failure to (a full
+    disk) only costs the reuse."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("sampler", sampler)
+    try:
+        folder.mkdir(exist_ok=True)
+        tmp = write_temp(folder, f"{key}.png", lambda f: picture.save(f, "PNG", pnginfo=info, compress_level=1))
+        os.replace(tmp, folder / f"{key}.png")
+    except OSError as e:
+        print(f"studio: warning: cannot keep the art of a layer in {folder} ({e.strerror or e}): a failed render "
+              f"will generate it again", file=sys.stderr)
+
+
+def _drop_art(folder: Path, keys) -> None:
+    for key in keys:
+        (folder / f"{key}.png").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # when nothing else is kept there
+
+
 @contextlib.contextmanager
 def _prompts_ahead(layout: Layout, plan: Plan, jobs: list[GenerateJob], pipe, report):
     """With several generations on one pipeline, their prompts encoded in one read of its streamed T5 before
@@ -156,14 +220,27 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         check_free(path, overwrite)
     loaded = {} if pipelines is None else pipelines
     report = progress or (lambda label, phase, done, total: None)
-    by_model: dict = {}  # model -> its generations, models in the order of their first layer
+    art_dir, stamps, keys = out_dir / ART_FOLDER, {}, {}
+    made = {}  # layer -> (picture, sampler)
+    by_model: dict = {}  # model -> its generations to run, models in the order of their first layer
     for job in plan.jobs:
         if job.reuses is None:
+            if job.model not in stamps:
+                stamps[job.model] = model_stamp(job.model)
+            keys[job.layer] = art_key(job, layout.layers[job.layer], stamps[job.model], plan.budget)
+    remove_temporaries(art_dir, {f"{key}.png" for key in keys.values()})  # of a kill while keeping art
+    for job in plan.jobs:
+        kept = _kept_art(art_dir, keys[job.layer]) if job.reuses is None else None
+        if kept is not None:
+            made[job.layer] = kept
+            print(f"note: layer {job.layer}: its art from an earlier render that stopped before writing its files",
+                  file=sys.stderr)
+        elif job.reuses is None:
             by_model.setdefault(job.model, []).append(job)
     for model_id in list(by_model)[1:]:  # the first loads before any generation anyway
         if model_id not in loaded:
             check_loadable(model_id)
-    made, n, runs = {}, 0, sum(map(len, by_model.values()))  # made: layer -> (picture, sampler)
+    n, runs = 0, sum(map(len, by_model.values()))
     for model_id, jobs in by_model.items():
         pipe = loaded.get(model_id)
         if pipe is None:
@@ -183,6 +260,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                            memory_budget=plan.budget,
                            progress=lambda phase, done, total, label=label: report(label, phase, done, total))
                 made[job.layer] = out.images[0], layer.sampler or pipe.sampler.sampler
+                _keep_art(art_dir, keys[job.layer], *made[job.layer])
         if model_id not in loaded:  # released before the next model loads
             del pipe
             gc.collect()
@@ -208,5 +286,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         cuts = cut_span(image, list(plan.monitors), layout.span.monitors)
         monitors = [Picture(cut, s, monitor_dpi(m), metadata={**metadata, "monitor": m.name})
                     for m, cut, s in zip(layout.span.monitors, cuts, monitor_stems, strict=True)]
-    return export(image, layout, out_dir, main_stem, overwrite, metadata, extra=monitors, dpi=file_dpi(layout),
-                  progress=lambda done, total: report("", "export", done, total))
+    files = export(image, layout, out_dir, main_stem, overwrite, metadata, extra=monitors, dpi=file_dpi(layout),
+                   progress=lambda done, total: report("", "export", done, total))
+    _drop_art(art_dir, keys.values())
+    return files

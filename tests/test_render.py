@@ -123,3 +123,39 @@ layers:
         render(load_layout(tmp_path / "b.yaml"), tmp_path / "out", memory_budget="1GiB")
     assert calls == []
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_render_stopped_after_a_layer_takes_its_art_up_again(tiny_dir, other_tiny, tmp_path, watched, monkeypatch):
+    """The second model fails (its generation raises, as a kill or a full disk would stop it): the first
+    layer's picture is kept in .studio-art, the next render uses it instead of generating again (its model
+    is not even loaded), writes the files a render that never failed writes, and leaves no .studio-art."""
+    loads, calls = watched
+    (tmp_path / "two.yaml").write_text(f"""\
+canvas: {{width: 192, height: 64}}
+grids: {{g: {{rows: 1, columns: 2}}}}
+layers:
+  - generate: {{prompt: a fox, seed: 1, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 0]}}}}
+  - generate: {{prompt: an owl, seed: 2, steps: 1, model: {other_tiny}, region: {{cell: [g, 0, 1]}}}}
+output: {{formats: [png]}}
+""")
+    layout = load_layout(tmp_path / "two.yaml")
+    [clean] = render(layout, tmp_path / "clean", None, "1GiB")
+    generate = studio.pipeline.PixArtSigmaPipeline.__call__
+
+    def owl_fails(self, prompt, **kwargs):
+        if prompt == "an owl":
+            raise KeyboardInterrupt
+        return generate(self, prompt, **kwargs)
+    monkeypatch.setattr(studio.pipeline.PixArtSigmaPipeline, "__call__", owl_fails)
+    with pytest.raises(KeyboardInterrupt):
+        render(layout, tmp_path / "out", None, "1GiB")
+    [kept] = (tmp_path / "out" / ".studio-art").iterdir()
+    assert kept.suffix == ".png" and list((tmp_path / "out").iterdir()) == [tmp_path / "out" / ".studio-art"]
+
+    monkeypatch.setattr(studio.pipeline.PixArtSigmaPipeline, "__call__", generate)
+    del loads[:], calls[:]
+    [again] = render(layout, tmp_path / "out", None, "1GiB")
+    assert [c[:2] for c in calls] == [(str(other_tiny), "an owl")]  # the fox came from .studio-art
+    assert [path for path, _ in loads] == [str(other_tiny)]
+    assert again.read_bytes() == clean.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["two.png"]
