@@ -187,6 +187,11 @@ class SamplerConfig:
                 raise ConfigError(f"scheduler config: unknown key {key!r} for {class_name}")
 
         settings = {**_CLASS_KEYS[sampler], **{k: v for k, v in given.items() if k in _CLASS_KEYS[sampler]}}
+        if sampler == "dpm++" and settings["algorithm_type"] == "deis":  # a DEIS config: diffusers' DPM runs it
+            if settings["final_sigmas_type"] == "zero":  # as dpmsolver++, after refusing this combination
+                raise ConfigError("scheduler config: final_sigmas_type='zero' is not supported for "
+                                  "algorithm_type='deis' (diffusers refuses it too); choose 'sigma_min'")
+            settings["algorithm_type"] = "dpmsolver++"
         for key, value in settings.items():
             if key in _FIXED and value != _FIXED[key]:
                 raise ConfigError(f"scheduler config: {key}={value!r} is not supported; only {_FIXED[key]!r}")

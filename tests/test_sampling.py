@@ -106,6 +106,8 @@ DPM_CASES = [  # (overrides of the published config, steps)
     ({"prediction_type": "sample"}, 8),
     ({"use_karras_sigmas": True, "prediction_type": "sample"}, 14),  # 1e-3 off with float64 alphas_cumprod
     ({"solver_type": "bh2"}, 6),  # a UniPC config's, carried over: diffusers runs it as midpoint
+    ({"algorithm_type": "deis", "final_sigmas_type": "sigma_min"}, 8),  # diffusers runs DEIS as dpmsolver++
+    ({"algorithm_type": "deis", "final_sigmas_type": "sigma_min", "solver_type": "logrho"}, 5),
 ]
 
 
@@ -306,3 +308,11 @@ def test_dpmpp_refuses_a_schedule_that_repeats_a_timestep_before_calling_the_mod
     with pytest.raises(InputError, match="dpm\\+\\+ with timestep_spacing 'linspace' visits timestep 500 twice "
                                          "at 1000 steps; use fewer steps"):
         sample(model, ms.Tensor(noise()), config, 1000)
+
+
+def test_deis_with_zero_final_sigma_is_refused_as_diffusers_does():
+    d = {**PIXART, "algorithm_type": "deis", "final_sigmas_type": "zero"}
+    with pytest.raises(ValueError, match="final_sigmas_type"):
+        reference_scheduler(d)
+    with pytest.raises(ConfigError, match=r"final_sigmas_type='zero' is not supported for algorithm_type='deis'"):
+        SamplerConfig.from_scheduler_config(d)
