@@ -23,7 +23,7 @@ import mindspore as ms
 import numpy as np
 
 from studio.errors import CheckpointError, ConfigError
-from studio.hub import is_hub_id
+from studio.hub import is_hub_id, split_revision
 
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
 WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
@@ -46,7 +46,8 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
     downloaded with huggingface_hub when the machine is online and local_files_only is False: the pipeline
     (each component's `variant` weights where it has them, else its plain ones), or with weights=False only
     its JSON configs (what a memory plan reads; no multi-GB download to plan). revision: a branch, tag or
-    commit hash (default "main"); cache_dir: the hub cache (default $HF_HUB_CACHE or huggingface_hub's)."""
+    commit hash (default "main"), also written 'owner/name@revision'; cache_dir: the hub cache (default
+    $HF_HUB_CACHE or huggingface_hub's)."""
     path = Path(path_or_id).expanduser()
     name = str(path_or_id)
     if path.is_dir():
@@ -61,6 +62,11 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
         raise CheckpointError(f"{name}: no such model folder (and not a hub id like 'owner/name')" if what == "missing"
                               else f"{name}: is {what}, not a model folder; pass the pipeline folder (the one "
                                    "holding model_index.json) or a hub id like 'owner/name'")
+    name, written = split_revision(name)
+    if written is not None:
+        if revision is not None and revision != written:
+            raise CheckpointError(f"{path_or_id}: names revision '{written}', and revision='{revision}' was given too")
+        revision = written
     try:
         from huggingface_hub import list_repo_files, snapshot_download
     except ImportError as e:  # pragma: no cover - a dependency of transformers

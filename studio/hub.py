@@ -1,4 +1,4 @@
-"""Model names: a local pipeline folder, or a Hugging Face hub id ('owner/name').
+"""Model names: a local pipeline folder, or a Hugging Face hub id ('owner/name', 'owner/name@revision').
 
 No MindSpore here: the layout loader and the batch check names before anything is loaded.
 """
@@ -9,8 +9,16 @@ from pathlib import Path
 
 def is_hub_id(name: str, base: Path | None = None) -> bool:
     """Whether `name` can only be a hub id: 'owner/name' (one '/', no backslash, not starting with '.', '/' or
-    '~') naming no existing path, relative to `base` when given, else to the working folder (a broken or looping
-    symbolic link exists: it is a path, not an id)."""
-    if name.count("/") != 1 or "\\" in name or name.startswith((".", "/", "~")):
+    '~'), optionally '@revision', naming no existing path, relative to `base` when given, else to the working
+    folder (a broken or looping symbolic link exists: it is a path, not an id)."""
+    repo = split_revision(name)[0]
+    if repo.count("/") != 1 or "\\" in repo or repo.startswith((".", "/", "~")):
         return False
     return not os.path.lexists((base or Path()) / name)
+
+
+def split_revision(name: str) -> tuple[str, str | None]:
+    """'owner/name@revision' -> ('owner/name', 'revision'): a branch, tag or commit hash ('refs/pr/1' too); a
+    repository name has no '@'. Anything else -> (name, None)."""
+    repo, at, revision = str(name).partition("@")
+    return (repo, revision) if at and revision and repo.count("/") == 1 else (str(name), None)

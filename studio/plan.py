@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from studio import binning
 from studio.errors import CheckpointError, ConfigError, InputError, PlanError
 from studio.geometry import SNAP, Box, resolve, span_canvas
+from studio.hub import split_revision
 from studio.memory import format_bytes, parse_bytes, resolve_budget
 from studio.memory_plan import GenerationPlan, plan_generation
 from studio.models.t5 import T5Config
@@ -131,8 +132,8 @@ def model_configs(model: str, revision: str | None = None) -> tuple[PixArtTransf
     try:
         return read_configs(resolve_model_dir(model, weights=False, revision=revision))
     except CheckpointError:
-        if model in PUBLISHED:
-            return PUBLISHED[model], T5Config(), SDXL_VAE
+        if split_revision(model)[0] in PUBLISHED:
+            return PUBLISHED[split_revision(model)[0]], T5Config(), SDXL_VAE
         raise
 
 
@@ -145,7 +146,7 @@ def model_sampler(model: str, revision: str | None = None):
     try:
         folder = resolve_model_dir(model, weights=False, revision=revision)
     except CheckpointError:
-        if model in PUBLISHED:
+        if split_revision(model)[0] in PUBLISHED:
             return None
         raise
     return read_scheduler(folder / "scheduler" / "scheduler_config.json")

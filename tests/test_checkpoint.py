@@ -305,6 +305,27 @@ def test_a_snapshot_cached_by_hash_alone_loads_at_that_revision(tiny_dir, tmp_pa
         resolve_model_dir("someone/tiny-pixart")
 
 
+def test_a_hub_id_names_its_revision_after_an_at(tiny_dir, tmp_path, monkeypatch):
+    """'owner/name@revision' (what a layout or batch job can write, where there is no revision key): the
+    revision that follows, a branch, tag or hash ('refs/pr/1' too); with a different revision= it's an error."""
+    from studio.hub import is_hub_id, split_revision
+
+    main, old = "a" * 40, "b" * 40
+    snapshots = _hub_cache(tiny_dir, tmp_path, [main, old], {"main": main, "v1": old})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for written, expected in [("someone/tiny-pixart", main), (f"someone/tiny-pixart@{old}", old),
+                              ("someone/tiny-pixart@v1", old), ("someone/tiny-pixart@main", main)]:
+        assert resolve_model_dir(written) == snapshots / expected
+    assert split_revision("someone/x@refs/pr/1") == ("someone/x", "refs/pr/1")
+    assert split_revision("a@b") == ("a@b", None) and split_revision("someone/x@") == ("someone/x@", None)
+    assert is_hub_id("someone/x@refs/pr/1") and not is_hub_id("./x@v1")
+    with pytest.raises(CheckpointError, match=r"^someone/tiny-pixart@v1: names revision 'v1', and revision='main' "
+                                              r"was given too$"):
+        resolve_model_dir("someone/tiny-pixart@v1", revision="main")
+    assert PixArtSigmaPipeline.from_pretrained("someone/tiny-pixart@v1").model_dir == snapshots / old
+
+
 def test_planning_fetches_configs_only(tiny_dir, tmp_path, monkeypatch):
     """A plan of a hub id not in the cache downloads its JSON configs only; loading then still fetches the
     weights, not mistaking the configs-only snapshot for the pipeline."""
