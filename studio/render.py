@@ -113,17 +113,19 @@ def model_stamp(model_id) -> dict:
                       for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}}
 
 
-def art_key(job: GenerateJob, layer: GenerateLayer, stamp: dict, budget: int) -> str:
+def art_key(job: GenerateJob, layer: GenerateLayer, stamp: dict) -> str:
     """The name of a generation's kept picture: a hash of everything that decides its pixels (the model's
-    files, the settings, the size, the budget's attention blocks, how this process computes, studio's
-    version)."""
+    files, the settings, the size, the attention blocks and VAE tiles its memory plan chose, how this process
+    computes, studio's version). Not the budget itself: an automatic one moves with the free memory, the
+    blocks it gives mostly don't."""
     from studio import manifest
 
+    blocks = [[p.name, repr(p.chunks), p.tiles.describe() if p.tiles else None] for p in job.memory.phases]
     return manifest.sha256_json({
         "studio": __version__, "compute": manifest.compute_identity(), "model": stamp, "prompt": layer.prompt,
         "negative_prompt": layer.negative_prompt, "seed": layer.seed, "steps": layer.steps,
         "guidance": layer.guidance, "sampler": layer.sampler, "size": [job.gen_width, job.gen_height],
-        "budget": budget})[:32]
+        "blocks": blocks})[:32]
 
 
 def _kept_art(folder: Path, key: str):
@@ -227,7 +229,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         if job.reuses is None:
             if job.model not in stamps:
                 stamps[job.model] = model_stamp(job.model)
-            keys[job.layer] = art_key(job, layout.layers[job.layer], stamps[job.model], plan.budget)
+            keys[job.layer] = art_key(job, layout.layers[job.layer], stamps[job.model])
     remove_temporaries(art_dir, {f"{key}.png" for key in keys.values()})  # of a kill while keeping art
     for job in plan.jobs:
         kept = _kept_art(art_dir, keys[job.layer]) if job.reuses is None else None

@@ -1145,7 +1145,9 @@ def test_a_signal_finishes_the_current_item_a_second_drops_it(tiny_dir, tmp_path
     assert (summary.rendered, summary.dropped, summary.exit_code) == ([], "an-owl/1", 143)
     assert "(an-owl/1 dropped)" in text
     assert_complete(out, {"a-red-fox/1", "a-red-fox/2"})
-    assert not list((out / "an-owl").iterdir())
+    # no file of the item; its generated picture kept for the next run (render's .studio-art)
+    assert [p.name for p in (out / "an-owl").iterdir()] == [".studio-art"]
+    assert [p.suffix for p in (out / "an-owl" / ".studio-art").iterdir()] == [".png"]
 
     # one SIGINT while the finished items are checked (hashing every output: minutes for a large batch): there
     # is nothing to finish, so the run stops at once
@@ -1155,6 +1157,13 @@ def test_a_signal_finishes_the_current_item_a_second_drops_it(tiny_dir, tmp_path
     assert (summary.skipped, summary.rendered, summary.exit_code) == (["a-red-fox/1"], [], 130)
     assert "stopped by SIGINT with 3 not rendered" in text and "to render" not in text
     assert_complete(out, {"a-red-fox/1", "a-red-fox/2"})
+
+    # the rest, an-owl/1 from its kept picture: then nothing is kept
+    monkeypatch.setattr(studio.batch, "pause_point", lambda *a: None)
+    summary, text = run(job, out, tiny_dir)
+    assert summary.rendered == ["an-owl/1", "an-owl/2"] and summary.exit_code == 0
+    assert_complete(out, {"a-red-fox/1", "a-red-fox/2", "an-owl/1", "an-owl/2"})
+    assert not list(out.rglob(".studio-art"))
 
 
 def test_rerender_from_another_folder_and_a_different_file(tiny_dir, tmp_path, monkeypatch):
