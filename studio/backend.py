@@ -20,6 +20,7 @@ from studio.errors import InputError
 
 _SETUP_DONE = False
 _DEVICE: str | None = None  # the device target, read once: ms.get_context can't be called in a compiled graph
+_NUMBER: int | None = None  # the device number setup() chose, if it chose one
 
 
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend", "npu": "Ascend"}
@@ -32,6 +33,8 @@ def parse_device(text: str) -> tuple[str, int | None]:
     target = DEVICES.get(name.strip().lower())
     if target is None or (colon and not number.strip().isdigit()):
         raise InputError(f"device '{text}' is not one of {DEVICE_HELP}")
+    if target == "CPU" and colon:
+        raise InputError(f"device '{text}': the CPU has no device number (write CPU)")
     return target, int(number) if colon else None
 
 
@@ -49,16 +52,20 @@ def setup(device: str | None = None) -> str:
     STUDIO_CPU_NICE=0 keeps the calling thread's priority (a raised nice value cannot be lowered again
     without privileges).
     """
-    global _SETUP_DONE, _DEVICE
+    global _SETUP_DONE, _DEVICE, _NUMBER
+    if _SETUP_DONE:  # $STUDIO_DEVICE only chose the first time: a --device given then wins over it
+        wanted = parse_device(device) if device else None
+        if wanted is not None and (wanted[0] != device_target() or None not in (wanted[1], _NUMBER)
+                                   and wanted[1] != _NUMBER):
+            now = device_target() + (f":{_NUMBER}" if _NUMBER is not None else "")
+            raise InputError(f"device '{device}': this process already runs on {now} (MindSpore's device is "
+                             f"chosen once per process)")
+        return device_target()
     device = device or os.environ.get("STUDIO_DEVICE")
     wanted = parse_device(device) if device else None
-    if _SETUP_DONE:
-        if wanted is not None and wanted[0] != device_target():
-            raise InputError(f"device '{device}': this process already runs on {device_target()} (MindSpore's "
-                             f"device is chosen once per process)")
-        return device_target()
     if wanted is not None:
         _set_device(*wanted)
+        _NUMBER = wanted[1]
     _DEVICE = None
     if device_target() == "CPU":
         ms.runtime.launch_blocking()

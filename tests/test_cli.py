@@ -300,6 +300,12 @@ def test_device_names_refused(text):
         parse_device(text)
 
 
+def test_the_cpu_has_no_device_number():
+    from studio.backend import parse_device
+    with pytest.raises(InputError, match=r"^device 'CPU:3': the CPU has no device number \(write CPU\)$"):
+        parse_device("CPU:3")
+
+
 def test_a_device_this_mindspore_cannot_use_is_one_line(tmp_path):
     """--device GPU with MindSpore's CPU build: MindSpore prints what libraries it could not load and raises
     a C++ error; studio says it in one line, before reading the model."""
@@ -320,13 +326,33 @@ def test_a_device_this_mindspore_cannot_use_is_one_line(tmp_path):
 
 
 def test_the_device_is_chosen_once_per_process(monkeypatch):
+    """Once set, a call without a device (the pipeline's, the automatic budget's) keeps it: $STUDIO_DEVICE only
+    chose the first time, so --device wins over it; another device, or another number of it, is refused."""
     from studio import backend
     monkeypatch.setattr(backend, "_SETUP_DONE", True)
     monkeypatch.setattr(backend, "_DEVICE", "CPU")
-    assert backend.setup("cpu") == "CPU"
+    monkeypatch.setenv("STUDIO_DEVICE", "GPU")
+    assert backend.setup("cpu") == "CPU" and backend.setup() == "CPU"
     with pytest.raises(InputError, match=r"^device 'GPU:0': this process already runs on CPU \(MindSpore's device is "
                                          r"chosen once per process\)$"):
         backend.setup("GPU:0")
+    monkeypatch.setattr(backend, "_DEVICE", "GPU")
+    monkeypatch.setattr(backend, "_NUMBER", 0)
+    assert backend.setup("GPU") == backend.setup("gpu:0") == "GPU"
+    with pytest.raises(InputError, match=r"^device 'GPU:1': this process already runs on GPU:0 "):
+        backend.setup("GPU:1")
+
+
+def test_device_flag_wins_over_the_environment(tiny_dir, tmp_path):
+    """STUDIO_DEVICE=GPU exported, --device CPU given: the command runs on the CPU (it used to fail when the
+    pipeline set the device up again from the environment)."""
+    import os
+    env = {**os.environ, "STUDIO_DEVICE": "GPU"}
+    done = subprocess.run([sys.executable, "-m", "studio.cli", "generate", "a cat", "--model", str(tiny_dir), "-o",
+                           str(tmp_path / "a.png"), "--size", "64x64", "--no-binning", "--steps", "1", "--quiet",
+                           "--device", "CPU"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert (tmp_path / "a.png").is_file()
 
 
 def test_too_little_temporary_disk_for_a_tiled_decode_fails_before_any_work(tiny_dir, tmp_path, monkeypatch, capsys):
