@@ -1307,7 +1307,8 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
         folder = out_dir if out_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         files = render(layout, folder, record["model"], record["memory_budget"], overwrite=overwrite,
-                       pipelines=pipelines, stem=stem, metadata={"layout": lay["path"], "batch_item": record["item"]})
+                       pipelines=pipelines, stem=stem, metadata={"layout": lay["path"], "batch_item": record["item"]},
+                       reuse_art=False)  # every generation made again: that's what is checked
         now = {p.name: manifest.sha256_file(p) for p in files}
     return [(e["path"], e["sha256"], now.get(Path(e["path"]).name, "")) for e in record["files"]]
 

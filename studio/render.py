@@ -12,6 +12,7 @@ composes with labelled placeholders instead of generated art: no model, seconds.
 
 import contextlib
 import gc
+import glob
 import os
 import sys
 from pathlib import Path
@@ -113,34 +114,39 @@ def model_stamp(model_id) -> dict:
                       for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}}
 
 
-def art_key(job: GenerateJob, layer: GenerateLayer, stamp: dict) -> str:
+def art_key(job: GenerateJob, layer: GenerateLayer, stamp: dict, pipe=None) -> str:
     """The name of a generation's kept picture: a hash of everything that decides its pixels (the model's
-    files, the settings, the size, the attention blocks and VAE tiles its memory plan chose, how this process
-    computes, studio's version). Not the budget itself: an automatic one moves with the free memory, the
-    blocks it gives mostly don't."""
+    files, and the dtype and weight variant of `pipe` when given, else float32 as render loads them; the
+    settings, the size, the attention blocks and VAE tiles its memory plan chose, how this process computes,
+    studio's version). Not the budget itself: an automatic one moves with the free memory, the blocks it
+    gives mostly don't."""
     from studio import manifest
 
     blocks = [[p.name, repr(p.chunks), p.tiles.describe() if p.tiles else None] for p in job.memory.phases]
+    weights = [str(pipe.dtype), pipe.variant] if pipe is not None else ["Float32", None]
     return manifest.sha256_json({
-        "studio": __version__, "compute": manifest.compute_identity(), "model": stamp, "prompt": layer.prompt,
+        "studio": __version__, "compute": manifest.compute_identity(), "model": stamp, "weights": weights,
+        "prompt": layer.prompt,
         "negative_prompt": layer.negative_prompt, "seed": layer.seed, "steps": layer.steps,
         "guidance": layer.guidance, "sampler": layer.sampler, "size": [job.gen_width, job.gen_height],
         "blocks": blocks})[:32]
 
 
-def _kept_art(folder: Path, key: str):
-    """(picture, sampler) an earlier, unfinished render of the same generation kept, or None."""
+def _kept_art(path: Path, size: tuple[int, int]):
+    """(picture, sampler) an earlier, unfinished render of the same generation kept at `path`, or None."""
     from PIL import Image
 
     try:
-        with Image.open(folder / f"{key}.png") as im:
+        with Image.open(path) as im:
             im.load()
+            if im.size != size:  # not what this generation makes (a file put there by hand): made again
+                return None
             return im.convert("RGB"), im.text["sampler"]
     except (OSError, KeyError, ValueError):  # none, or damaged: generated again
         return None
 
 
-def _keep_art(folder: Path, key: str, picture, sampler: str) -> None:
+def _keep_art(path: Path, picture, sampler: str) -> None:
     """Keep a generation's picture (atomically) until the render's files are written; a failure to (a full
     disk) only costs the reuse."""
     from PIL.PngImagePlugin import PngInfo
@@ -148,19 +154,27 @@ def _keep_art(folder: Path, key: str, picture, sampler: str) -> None:
     info = PngInfo()
     info.add_text("sampler", sampler)
     try:
-        folder.mkdir(exist_ok=True)
-        tmp = write_temp(folder, f"{key}.png", lambda f: picture.save(f, "PNG", pnginfo=info, compress_level=1))
-        os.replace(tmp, folder / f"{key}.png")
+        path.parent.mkdir(exist_ok=True)
+        tmp = write_temp(path.parent, path.name, lambda f: picture.save(f, "PNG", pnginfo=info, compress_level=1))
+        os.replace(tmp, path)
     except OSError as e:
-        print(f"studio: warning: cannot keep the art of a layer in {folder} ({e.strerror or e}): a failed render "
-              f"will generate it again", file=sys.stderr)
+        print(f"studio: warning: cannot keep the art of a layer in {path.parent} ({e.strerror or e}): a failed "
+              f"render will generate it again", file=sys.stderr)
 
 
-def _drop_art(folder: Path, keys) -> None:
-    for key in keys:
-        (folder / f"{key}.png").unlink(missing_ok=True)
+def _drop_art(folder: Path, stem: str) -> None:
+    """Once an output's files are written: every picture kept for it ('<stem>.<key>.png'), this render's and
+    those of earlier ones that stopped (before its layout was edited, say), with their temporary files;
+    then the folder, when nothing else is kept there."""
+    if not folder.is_dir():
+        return
+    names = {p.name for p in folder.glob(f"{glob.escape(stem)}.*.png")}
+    names |= {p.name[1:].removesuffix(".part").rpartition(".")[0] for p in folder.glob(f".{glob.escape(stem)}.*.part")}
+    remove_temporaries(folder, names)
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
-        folder.rmdir()  # when nothing else is kept there
+        folder.rmdir()
 
 
 @contextlib.contextmanager
@@ -191,7 +205,8 @@ def _prompts_ahead(layout: Layout, plan: Plan, jobs: list[GenerateJob], pipe, re
 
 def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None, overwrite: bool = False,
            progress: Callable[[str, str, int, int], None] | None = None, pipelines: dict | None = None,
-           stem: str | None = None, metadata: dict | None = None, record: dict | None = None) -> list[Path]:
+           stem: str | None = None, metadata: dict | None = None, record: dict | None = None,
+           reuse_art: bool = True) -> list[Path]:
     """Generate, compose and export `layout` into `out_dir`; returns the written files.
 
     model: the default model for layers and layouts that name none. progress(label, phase, done, total)
@@ -205,7 +220,8 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     makes (`GenerateJob.reuses`) takes its picture.
     For batches (studio.batch): stem replaces layout.output.name; metadata entries are added to (or
     replace) those stored in the files; record, a dict, receives the memory budget and each generation's
-    settings.
+    settings. reuse_art=False generates every layer even when an earlier render kept its picture (rerender,
+    which checks that the generation gives the recorded bytes).
     """
     from studio.pipeline import PixArtSigmaPipeline
 
@@ -222,17 +238,20 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         check_free(path, overwrite)
     loaded = {} if pipelines is None else pipelines
     report = progress or (lambda label, phase, done, total: None)
-    art_dir, stamps, keys = out_dir / ART_FOLDER, {}, {}
+    main_stem, *monitor_stems = output_stems(layout, stem)
+    art_dir, stamps, kept_at = out_dir / ART_FOLDER, {}, {}  # kept_at: layer -> where its picture is kept
     made = {}  # layer -> (picture, sampler)
     by_model: dict = {}  # model -> its generations to run, models in the order of their first layer
     for job in plan.jobs:
         if job.reuses is None:
             if job.model not in stamps:
                 stamps[job.model] = model_stamp(job.model)
-            keys[job.layer] = art_key(job, layout.layers[job.layer], stamps[job.model])
-    remove_temporaries(art_dir, {f"{key}.png" for key in keys.values()})  # of a kill while keeping art
+            key = art_key(job, layout.layers[job.layer], stamps[job.model], loaded.get(job.model))
+            kept_at[job.layer] = art_dir / f"{main_stem}.{key}.png"
+    remove_temporaries(art_dir, {path.name for path in kept_at.values()})  # of a kill while keeping art
     for job in plan.jobs:
-        kept = _kept_art(art_dir, keys[job.layer]) if job.reuses is None else None
+        kept = (_kept_art(kept_at[job.layer], (job.gen_width, job.gen_height)) if job.reuses is None and reuse_art
+                else None)
         if kept is not None:
             made[job.layer] = kept
             print(f"note: layer {job.layer}: its art from an earlier render that stopped before writing its files",
@@ -262,7 +281,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                            memory_budget=plan.budget,
                            progress=lambda phase, done, total, label=label: report(label, phase, done, total))
                 made[job.layer] = out.images[0], layer.sampler or pipe.sampler.sampler
-                _keep_art(art_dir, keys[job.layer], *made[job.layer])
+                _keep_art(kept_at[job.layer], *made[job.layer])
         if model_id not in loaded:  # released before the next model loads
             del pipe
             gc.collect()
@@ -282,7 +301,6 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         record.update(budget=plan.budget, generations=jobs_meta)
     metadata = {"software": f"studio {__version__}", "layout": layout.source,
                 "variables": dict(sorted(layout.variables.items())), "generations": jobs_meta, **(metadata or {})}
-    main_stem, *monitor_stems = output_stems(layout, stem)
     monitors = []
     if monitor_stems:
         cuts = cut_span(image, list(plan.monitors), layout.span.monitors)
@@ -290,5 +308,5 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                     for m, cut, s in zip(layout.span.monitors, cuts, monitor_stems, strict=True)]
     files = export(image, layout, out_dir, main_stem, overwrite, metadata, extra=monitors, dpi=file_dpi(layout),
                    progress=lambda done, total: report("", "export", done, total))
-    _drop_art(art_dir, keys.values())
+    _drop_art(art_dir, main_stem)
     return files

@@ -336,6 +336,8 @@ def _folder(need: int) -> str:
     """The folder for the feature maps: $STUDIO_TMPDIR or the system's temporary folder; PlanError when its
     disk has less than `need` bytes free."""
     base = os.environ.get("STUDIO_TMPDIR") or tempfile.gettempdir()
+    if not os.path.isdir(base):
+        raise PlanError(f"STUDIO_TMPDIR={base}: no such folder (tiled VAE decoding keeps its feature maps there)")
     free = shutil.disk_usage(base).free
     if free < need:
         raise PlanError(f"tiled VAE needs {format_bytes(need)} of temporary disk for its feature maps; {base} has "

@@ -373,6 +373,11 @@ def test_too_little_temporary_disk_for_a_tiled_decode_fails_before_any_work(tiny
                         rf"{re.escape(str(tmp_path))} has 4.00 KiB free \(set STUDIO_TMPDIR to a folder on a larger "
                         rf"disk\)\n", err), err
     assert main(args[:-3] + ["--memory-budget", "4GiB", "--dry-run"]) == 0  # untiled: no disk needed
+    monkeypatch.setenv("STUDIO_TMPDIR", str(tmp_path / "nowhere"))
+    assert main(args) == 2
+    assert capsys.readouterr().err.endswith(f"studio: error: STUDIO_TMPDIR={tmp_path / 'nowhere'}: no such folder "
+                                            "(tiled VAE decoding keeps its feature maps there)\n")
+    monkeypatch.setenv("STUDIO_TMPDIR", str(tmp_path))
     capsys.readouterr()
     pipe, phases = PixArtSigmaPipeline.from_pretrained(tiny_dir), []
     with pytest.raises(PlanError, match="tiled VAE needs"):

@@ -159,3 +159,35 @@ output: {{formats: [png]}}
     assert [path for path, _ in loads] == [str(other_tiny)]
     assert again.read_bytes() == clean.read_bytes()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["two.png"]
+
+
+def test_kept_art_of_an_edited_layout_goes_when_its_output_is_written(tiny_dir, tmp_path):
+    """Pictures kept for an output by earlier renders that stopped (before its layout was edited: other keys)
+    and their temporaries go once the output is written; another output's kept pictures stay; a kept picture
+    of the wrong size is not used."""
+    (tmp_path / "one.yaml").write_text(f"""\
+canvas: {{width: 64, height: 64}}
+layers:
+  - generate: {{prompt: a fox, seed: 1, steps: 1, strategy: direct, model: {tiny_dir}}}
+output: {{formats: [png]}}
+""")
+    layout = load_layout(tmp_path / "one.yaml")
+    [clean] = render(layout, tmp_path / "clean", None, "1GiB")
+    art = tmp_path / "out" / ".studio-art"
+    art.mkdir(parents=True)
+    old, temporary, other = art / "one.0123abcd.png", art / ".one.4567cdef.png.ffffff00.part", art / "two.89ab.png"
+    for path in (old, temporary, other):
+        Image.new("RGB", (8, 8)).save(path, "PNG")
+    [done] = render(layout, tmp_path / "out", None, "1GiB")
+    assert done.read_bytes() == clean.read_bytes()
+    assert sorted(p.name for p in art.iterdir()) == ["two.89ab.png"]
+
+    from PIL.PngImagePlugin import PngInfo
+    from studio.render import _kept_art
+    assert _kept_art(other, (8, 8)) is None  # no sampler recorded: not one of ours
+    info = PngInfo()
+    info.add_text("sampler", "ddim")
+    Image.new("RGB", (8, 8), "red").save(other, "PNG", pnginfo=info)
+    picture, sampler = _kept_art(other, (8, 8))
+    assert sampler == "ddim" and picture.getpixel((0, 0)) == (255, 0, 0)
+    assert _kept_art(other, (16, 16)) is None  # not the size this generation makes
