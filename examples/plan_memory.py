@@ -18,7 +18,7 @@ args = parser.parse_args()
 
 layout = load_layout(args.layout)
 plan = plan_layout(layout, model=args.model, budget=args.budget)
-print(plan.describe(layout))
+print(plan.describe())
 for job in plan.jobs:
     for phase in job.memory.phases:
         print(f"layer {job.layer} {phase.name:>8}: peak {format_bytes(phase.peak)}, "

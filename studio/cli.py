@@ -236,7 +236,7 @@ def cmd_plan(args) -> None:
 
     layout = load(args)
     the_plan = plan_layout(layout, args.model or DEFAULT_MODEL, args.memory_budget)
-    print(the_plan.to_json() if args.json else the_plan.describe(layout))
+    print(the_plan.to_json() if args.json else the_plan.describe())
 
 
 def cmd_proof(args) -> None:

@@ -99,8 +99,8 @@ class Plan:
                            "budget_automatic": self.budget_automatic, "peak": self.peak, "cost": self.cost},
                           indent=2)
 
-    def describe(self, layout: Layout | None = None) -> str:
-        """The plan in lines of text (`layout` is not needed: the plan carries what it shows)."""
+    def describe(self) -> str:
+        """The plan in lines of text."""
         c, n = self.canvas, len(self.boxes)
         budget = format_bytes(self.budget) + (" (automatic: free memory now)" if self.budget_automatic else "")
         lines = [f"{self.source}: canvas {self.width}x{self.height} px (trim {c.width}x{c.height}, bleed {c.bleed}, "
@@ -132,8 +132,9 @@ def model_configs(model: str, revision: str | None = None) -> tuple[PixArtTransf
     try:
         return read_configs(resolve_model_dir(model, weights=False, revision=revision))
     except CheckpointError:
-        if split_revision(model)[0] in PUBLISHED:
-            return PUBLISHED[split_revision(model)[0]], T5Config(), SDXL_VAE
+        repo = split_revision(model)[0]
+        if repo in PUBLISHED:
+            return PUBLISHED[repo], T5Config(), SDXL_VAE
         raise
 
 

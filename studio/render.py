@@ -109,9 +109,12 @@ def model_stamp(model_id) -> dict:
     from studio.checkpoint import resolve_model_dir
 
     folder = resolve_model_dir(model_id)
-    return {"folder": str(folder.resolve()),
-            "files": {p.relative_to(folder).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns]
-                      for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}}
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and not p.name.startswith("."):
+            st = p.stat()
+            files[p.relative_to(folder).as_posix()] = [st.st_size, st.st_mtime_ns]
+    return {"folder": str(folder.resolve()), "files": files}
 
 
 def art_key(job: GenerateJob, layer: GenerateLayer, stamp: dict, pipe=None) -> str:

@@ -169,7 +169,7 @@ def test_plan_layout_table():
     ), grids=GRIDS)
     vae = AutoencoderKLConfig.from_dict(vae_config())
     plan = plan_layout(layout, budget="4GiB", configs=(TINY, t5, vae))
-    assert "  [3] text      3072x432 at (384, 1512) (caption)" in plan.describe(layout).splitlines()
+    assert "  [3] text      3072x432 at (384, 1512) (caption)" in plan.describe().splitlines()
     assert (plan.width, plan.height, plan.budget) == (3840, 2160, 4 * 2 ** 30)
     assert plan.boxes[3] == Box(384, 1512, 3072, 432)
     a, b = plan.jobs
@@ -182,7 +182,7 @@ def test_plan_layout_table():
     # the text output names each phase's chunking, as the memory plan decided it
     self_attention = attention_chunks(2 * 2, 32400, 32400, 16, b.memory.phases[1].workspace)
     assert self_attention.mode(32400, 32400) == "query-chunked"
-    text = plan.describe(layout)
+    text = plan.describe()
     # cross-attention runs in self-attention's row blocks, against at most 300 caption tokens
     assert (f"      denoise: self: query-chunked q={self_attention.q} k=32400; cross: query-chunked "
             f"q={self_attention.q} k<=300" in text.splitlines())
@@ -202,8 +202,8 @@ def test_plan_names_vae_tiles():
     layout = Layout("tiles.yaml", CANVAS, (GenerateLayer("b", region=Region("full"), strategy="direct"),))
     plan = plan_layout(layout, budget="300MiB", configs=(TINY, t5, AutoencoderKLConfig.from_dict(vae_config())))
     tiles = plan.jobs[0].memory.phases[2].tiles
-    assert tiles is not None and "      decode: vae-mid: " in plan.describe(layout)
-    assert f"vae: {tiles.describe()}" in plan.describe(layout)
+    assert tiles is not None and "      decode: vae-mid: " in plan.describe()
+    assert f"vae: {tiles.describe()}" in plan.describe()
     assert json.loads(plan.to_json())["jobs"][0]["memory"]["decode"]["vae_tiles"] == tiles.describe()
 
 

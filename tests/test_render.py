@@ -72,15 +72,20 @@ output: {{formats: [png]}}
         (0, str(tiny_dir), "a fox", 1), (1, str(other_tiny), "an owl", 2), (2, str(tiny_dir), "a fox", 1)]
 
 
-def test_pipelines_the_caller_passes_are_used_and_kept(tiny_dir, other_tiny, tmp_path, watched):
-    loads, calls = watched
-    (tmp_path / "two.yaml").write_text(f"""\
+def side_by_side(path, fox_model, owl_model) -> None:
+    """A 64x32 layout: a fox by `fox_model` on the left, an owl by `owl_model` on the right."""
+    path.write_text(f"""\
 canvas: {{width: 64, height: 32}}
 grids: {{g: {{rows: 1, columns: 2}}}}
 layers:
-  - generate: {{prompt: a fox, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 0]}}}}
-  - generate: {{prompt: an owl, steps: 1, model: {other_tiny}, region: {{cell: [g, 0, 1]}}}}
+  - generate: {{prompt: a fox, steps: 1, model: {fox_model}, region: {{cell: [g, 0, 0]}}}}
+  - generate: {{prompt: an owl, steps: 1, model: {owl_model}, region: {{cell: [g, 0, 1]}}}}
 """)
+
+
+def test_pipelines_the_caller_passes_are_used_and_kept(tiny_dir, other_tiny, tmp_path, watched):
+    loads, calls = watched
+    side_by_side(tmp_path / "two.yaml", tiny_dir, other_tiny)
     pipe = studio.pipeline.PixArtSigmaPipeline.from_pretrained(str(tiny_dir))
     pipelines = {str(tiny_dir): pipe}
     render(load_layout(tmp_path / "two.yaml"), tmp_path / "out", memory_budget="1GiB", pipelines=pipelines)
@@ -112,13 +117,7 @@ def test_a_model_that_cannot_load_fails_before_the_first_generation(tiny_dir, tm
     broken = shutil.copytree(tiny_dir, tmp_path / "broken")
     for weights in (broken / "vae").glob("*.safetensors"):
         weights.unlink()
-    (tmp_path / "b.yaml").write_text(f"""\
-canvas: {{width: 64, height: 32}}
-grids: {{g: {{rows: 1, columns: 2}}}}
-layers:
-  - generate: {{prompt: a fox, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 0]}}}}
-  - generate: {{prompt: an owl, steps: 1, model: {broken}, region: {{cell: [g, 0, 1]}}}}
-""")
+    side_by_side(tmp_path / "b.yaml", tiny_dir, broken)
     with pytest.raises(CheckpointError, match="broken/vae"):
         render(load_layout(tmp_path / "b.yaml"), tmp_path / "out", memory_budget="1GiB")
     assert calls == []
