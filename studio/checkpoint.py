@@ -16,7 +16,6 @@ import re
 import stat
 import types
 import typing
-import warnings
 from pathlib import Path
 
 import mindspore as ms
@@ -246,11 +245,11 @@ def _describe(hint, min_int: int | None, plural: bool = False) -> str:
 # Weight files
 
 
-def weight_files(component_dir: Path, variant: str | None = None, warn: bool = False) -> list[Path]:
+def weight_files(component_dir: Path, variant: str | None = None) -> list[Path]:
     """The safetensors files of one component (single file or shards listed by an index), for a
     variant such as 'fp16' (`*.fp16.safetensors`), else the plain names: like the reference, a component
-    that has no files of the variant loads its plain ones (with `warn`, saying so, as the reference does).
-    A shard holding a key that its index maps to another shard is an error."""
+    that has no files of the variant loads its plain ones (`falls_back` tells). A shard holding a key that its
+    index maps to another shard is an error."""
     what = describe_path(component_dir)
     if what != "a folder":
         raise CheckpointError(f"{component_dir}: " + ("missing folder" if what == "missing" else f"is {what}, "
@@ -270,14 +269,9 @@ def weight_files(component_dir: Path, variant: str | None = None, warn: bool = F
             return _shards(index)
     if variant:
         try:
-            files = weight_files(component_dir)
+            return weight_files(component_dir)
         except CheckpointError:
             pass  # neither: name the variant's files below
-        else:
-            if warn:
-                warnings.warn(f"studio: {component_dir} has no {variant} weights; loading its plain ones "
-                              f"({files[0].name}{', ...' if len(files) > 1 else ''}), as diffusers does", stacklevel=2)
-            return files
     pickles = sorted(p.name for p in component_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise CheckpointError(
@@ -288,6 +282,11 @@ def weight_files(component_dir: Path, variant: str | None = None, warn: bool = F
     found = sorted({v for p in component_dir.iterdir() if (v := _weight_variant(p.name)[1]) and v != variant})
     hint = f" (found {found[0]} variant files: pass variant='{found[0]}' / --variant {found[0]})" if found else ""
     raise CheckpointError(f"{component_dir}: no weight file ({want}, or a .safetensors.index.json){hint}")
+
+
+def falls_back(files: list[Path], variant: str | None) -> bool:
+    """Whether a component's `weight_files` for `variant` are its plain ones (it has none of the variant)."""
+    return variant is not None and _weight_variant(files[0].name)[1] != variant
 
 
 def _shards(index: Path) -> list[Path]:

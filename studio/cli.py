@@ -198,9 +198,6 @@ def cmd_generate(args) -> None:
                                                    progress=lambda done, total: bars("", "load", done, total))
         if pipe.tiny_notice:
             print(f"note: {args.model}: {pipe.tiny_notice}", file=sys.stderr)
-        if pipe.dtype != pipeline.as_dtype(args.dtype):  # said, not silently changed
-            print(f"note: --dtype {args.dtype} computes in float32 here: MindSpore has no {args.dtype} matmul on "
-                  "the CPU (the weights are widened as they load)", file=sys.stderr)
         out = pipe(args.prompt, negative_prompt=args.negative, height=height, width=width,
                    num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
                    use_resolution_binning=not args.no_binning, sampler=args.sampler,

@@ -6,6 +6,7 @@ import. It loads a pipeline folder in the diffusers layout (or a hub id from the
 
 import functools
 import gc
+import inspect
 import json
 import threading
 import warnings
@@ -17,7 +18,7 @@ import mindspore as ms
 import numpy as np
 
 from studio import backend, binning, memory, sampling, vae_tiling as tiling
-from studio.checkpoint import (WEIGHTED_COMPONENTS, check_types, describe_path, read_config, read_json,
+from studio.checkpoint import (WEIGHTED_COMPONENTS, check_types, describe_path, falls_back, read_config, read_json,
                                resolve_model_dir, weight_files)
 from studio.memory_plan import GenerationPlan, plan_generation
 from studio.errors import CheckpointError, ConfigError, InputError
@@ -39,8 +40,14 @@ class PipelineOutput:
     images: list | np.ndarray
     seed: int | None = None  # the seed that drew the initial noise; None when `latents` or a generator did
 
-    def __getitem__(self, index):  # out[0] is the images, as the reference's output indexes
-        return (self.images,)[index]
+    def __getitem__(self, index):  # out[0] and out["images"] are the images, as the reference's output indexes
+        return {"images": self.images}[index] if isinstance(index, str) else self.to_tuple()[index]
+
+    def keys(self) -> list[str]:
+        return ["images"]
+
+    def to_tuple(self) -> tuple:
+        return (self.images,)
 
 
 def as_dtype(dtype) -> ms.Type:
@@ -240,8 +247,14 @@ def check_folder(folder: Path, variant: str | None = None, warn: bool = True):
     _, t5_config, vae_config = read_configs(folder)
     sampler = read_scheduler(folder / "scheduler" / "scheduler_config.json")
     tokenizer = load_tokenizer(folder / "tokenizer", t5_config.vocab_size)
-    for c in WEIGHTED_COMPONENTS:
-        weight_files(folder / c, variant, warn=warn)
+    files = {c: weight_files(folder / c, variant) for c in WEIGHTED_COMPONENTS}
+    plain = {c: f for c, f in files.items() if falls_back(f, variant)}
+    if plain and len(plain) == len(files):  # as diffusers: a variant that no component has is an error
+        raise CheckpointError(f"{folder}: no component has {variant} weights (*.{variant}.safetensors); pass no "
+                              "variant to load the plain ones")
+    for c, f in plain.items() if warn else ():  # a component without them loads its plain ones, as diffusers
+        warnings.warn(f"studio: {folder / c} has no {variant} weights; loading its plain ones ({f[0].name}"
+                      f"{', ...' if len(f) > 1 else ''}), as diffusers does", stacklevel=3)
     return vae_config, sampler, tokenizer
 
 
@@ -263,6 +276,20 @@ class _LoadProgress:
     def done(self) -> None:
         if self.progress is not None:
             self.progress(self.total, self.total)
+
+
+_OFFLOAD = ("the text encoder is released before denoising, and memory_budget= bounds the rest (chunked attention, "
+            "tiled decoding)")
+_REFERENCE_ONLY = {
+    "enable_model_cpu_offload": _OFFLOAD, "enable_sequential_cpu_offload": _OFFLOAD,
+    "enable_attention_slicing": "attention is chunked from memory_budget= (exactly, whenever it would not fit)",
+    "enable_xformers_memory_efficient_attention": "attention is chunked from memory_budget=",
+    "enable_vae_tiling": "pass vae_tiling=True to a call (None, the default, tiles when the decode would not fit)",
+    "disable_vae_tiling": "pass vae_tiling=False to a call",
+    "enable_vae_slicing": "images are decoded one at a time already",
+    "set_progress_bar_config": "it draws no progress bar; pass progress=(phase, done, total) or callback=(step, total)"
+                               " to a call",
+}
 
 
 class PixArtSigmaPipeline:
@@ -299,7 +326,8 @@ class PixArtSigmaPipeline:
     def from_pretrained(cls, path_or_id, dtype=None, variant: str | None = None, device: str | None = None,
                         keep_text_encoder: bool = False, torch_dtype=None, revision: str | None = None,
                         cache_dir=None, local_files_only: bool = False,
-                        progress: Callable[[int, int], None] | None = None) -> "PixArtSigmaPipeline":
+                        progress: Callable[[int, int], None] | None = None,
+                        use_safetensors: bool | None = None) -> "PixArtSigmaPipeline":
         """Load a pipeline folder (or a hub id in the local Hugging Face cache / downloadable).
 
         dtype: "float32" (default) | "float16" | "bfloat16", or a MindSpore type; `torch_dtype` is the
@@ -311,12 +339,20 @@ class PixArtSigmaPipeline:
         before any weight is read. The text encoder is loaded when a prompt is encoded and released
         afterwards unless keep_text_encoder=True. A scheduler_config.json studio can't run loads, and is an
         error at a call without sampler=. progress(done, total): bytes of the transformer's and VAE's weight
-        files read, after each tensor.
+        files read, after each tensor. use_safetensors: the reference's switch; studio reads only safetensors.
         """
         if dtype is not None and torch_dtype is not None:
             raise InputError("pass dtype or torch_dtype (the reference's name for it), not both")
+        if use_safetensors is False:
+            raise InputError("use_safetensors=False: studio reads only safetensors files (pickle weights can run "
+                             "code when loaded)")
         backend.setup(device)
-        dtype = backend.compute_dtype(as_dtype(next((d for d in (dtype, torch_dtype) if d is not None), "float32")))
+        asked = as_dtype(next((d for d in (dtype, torch_dtype) if d is not None), "float32"))
+        dtype = backend.compute_dtype(asked)
+        if dtype != asked:  # said, not silently changed
+            asked_name, name = str(asked).lower(), str(dtype).lower()
+            warnings.warn(f"studio: {asked_name} computes in {name} here: MindSpore has no {asked_name} matmul on the "
+                          f"{backend.device_target()} (the weights are widened as they load)", stacklevel=2)
         folder = resolve_model_dir(path_or_id, variant=variant, revision=revision, cache_dir=cache_dir,
                                    local_files_only=local_files_only)
         # everything but the weights first: a bad file fails the load at once, not after minutes of XL weights
@@ -328,6 +364,29 @@ class PixArtSigmaPipeline:
         vae = AutoencoderKL.from_pretrained(folder / "vae", vae_dtype, variant, read)
         read.done()
         return cls(folder, transformer, vae, tokenizer, sampler, dtype, vae_dtype, variant, keep_text_encoder)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent pixel (8 for the SDXL VAE), as the reference's attribute."""
+        return self.vae.config.downsample_factor
+
+    def to(self, device=None):
+        """The reference's `pipe.to(device)`: MindSpore's device is chosen once per process, so `device` ('cpu',
+        'cuda', 'cuda:1', 'npu', or studio's 'CPU', 'GPU:1', 'Ascend') must be the one this pipeline loaded on
+        (choose it with from_pretrained(device=) or $STUDIO_DEVICE). Returns the pipeline."""
+        name = str(device)
+        kind, _, number = name.partition(":")
+        kind = {"cpu": "CPU", "cuda": "GPU", "npu": "Ascend"}.get(kind, kind)
+        if not isinstance(device, str) and not hasattr(device, "type") or kind not in ("CPU", "GPU", "Ascend"):
+            raise InputError(f"pipe.to({device!r}): the dtype is chosen at load (from_pretrained(dtype=)); a device "
+                             "is 'cpu', 'cuda[:N]', 'npu' or 'CPU', 'GPU[:N]', 'Ascend[:N]'")
+        backend.setup(kind + (f":{number}" if number else ""))
+        return self
+
+    def __getattr__(self, name: str):
+        if name in _REFERENCE_ONLY:  # the reference's memory and progress switches: said what studio does instead
+            raise AttributeError(f"studio's pipeline has no {name}(): {_REFERENCE_ONLY[name]}")
+        return object.__getattribute__(self, name)  # the usual error (or a property's own)
 
     # -- text --------------------------------------------------------------------------------------------
 
@@ -469,7 +528,7 @@ class PixArtSigmaPipeline:
 
     @_one_at_a_time
     def __call__(self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] = "",
-                 height: int | None = None, width: int | None = None, num_inference_steps: int = 20,
+                 num_inference_steps: int = 20, *, height: int | None = None, width: int | None = None,
                  guidance_scale: float = 4.5, seed: int | None = None, latents: np.ndarray | None = None,
                  num_images_per_prompt: int = 1, use_resolution_binning: bool = True,
                  max_sequence_length: int = 300, output_type: str = "pil", sampler: str | None = None,
@@ -479,7 +538,8 @@ class PixArtSigmaPipeline:
                  clean_caption: bool = False, prompt_embeds=None, prompt_attention_mask=None,
                  negative_prompt_embeds=None, negative_prompt_attention_mask=None, timesteps=None, sigmas=None,
                  eta: float = 0.0) -> PipelineOutput | tuple:
-        """Generate images. height/width in px (default: the checkpoint's native size, 1024 for the 1024
+        """Generate images. prompt, negative_prompt and num_inference_steps may be given by position (the
+        reference's first three); the rest by name. height/width in px (default: the checkpoint's native size, 1024 for the 1024
         checkpoint); `seed` a non-negative integer; `latents` (N, 4, h/8, w/8) replace the initial noise;
         `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; `memory_budget` (bytes,
         "6GiB", or None = free memory minus a margin) bounds the attention workspace and the VAE decode;
@@ -510,7 +570,11 @@ class PixArtSigmaPipeline:
         height, width = default_size(self.transformer.config, self.vae.config, height, width)
         self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
                            max_sequence_length, output_type, seed, guidance_scale, vae_tiling, generator,
-                           clean_caption, latents, given is not None, given_negatives is not None)
+                           clean_caption, latents, given is not None, given_negatives is not None, callback)
+        # numpy scalars pass the checks; MindSpore takes only Python numbers where they meet tensors
+        height, width, num_inference_steps, num_images_per_prompt = map(
+            int, (height, width, num_inference_steps, num_images_per_prompt))
+        guidance_scale, seed = float(guidance_scale), None if seed is None else int(seed)
         out_height, out_width = height, width
         height, width = generation_size(self.transformer.config, height, width, use_resolution_binning)
         check_size(self.transformer.config, self.vae.config, height, width)
@@ -632,7 +696,7 @@ class PixArtSigmaPipeline:
         """(the initial noise (N, C, h, w) float32, the seed that drew it): `latents` as given, the reference's
         draw from a torch `generator`, or numpy's from `seed` (a random one, in a layout's seed range, if None)."""
         if latents is not None:
-            latents = np.asarray(latents, np.float32)
+            latents = _numpy(latents).astype(np.float32, copy=False)
             if latents.shape != shape:
                 raise InputError(f"latents have shape {latents.shape}, expected {shape} (N, C, height/8, width/8 "
                                  f"of the generation size)")
@@ -687,7 +751,8 @@ class PixArtSigmaPipeline:
     # -- checks ------------------------------------------------------------------------------------------
 
     def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type, seed,
-                      guidance, vae_tiling, generator, clean_caption, latents, embeds_given, negative_embeds_given):
+                      guidance, vae_tiling, generator, clean_caption, latents, embeds_given, negative_embeds_given,
+                      callback):
         number = isinstance(guidance, (int, float, np.number)) and not isinstance(guidance, bool)
         if not number or not np.isfinite(guidance):
             raise InputError(f"guidance_scale must be a finite number, got {guidance!r:.80}")
@@ -714,6 +779,14 @@ class PixArtSigmaPipeline:
         check_max_sequence_length(max_len)
         if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+        if callback is not None:  # checked here, not after the text encoder and a denoising step
+            try:
+                inspect.signature(callback).bind(0, steps)
+            except TypeError:
+                raise InputError("callback is called as callback(step, total) after each denoising step (the "
+                                 "reference's callback(step, timestep, latents) is not taken)") from None
+            except ValueError:
+                pass  # a callable with no signature to read: called as it is
 
 
 class Captions(NamedTuple):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -431,6 +432,23 @@ def test_a_component_without_the_variants_files_loads_its_plain_ones(broken):
     assert weight_files(broken / "vae", "fp16") == [broken / "vae" / WEIGHTS]
     with pytest.raises(CheckpointError, match="no weight file \\(diffusion_pytorch_model.bf16.safetensors"):
         weight_files(broken / "transformer", "bf16")  # neither the variant's files nor plain ones
+
+
+def test_a_variant_no_component_has_is_an_error(broken):
+    """As diffusers: variant="fp16" loads plain files only beside some fp16 ones; with none at all it is an error,
+    said before any weight is read; and use_safetensors=False asks for what studio refuses to read."""
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(broken))}: no component has fp16 weights "
+                                              "\\(\\*.fp16.safetensors\\); pass no variant to load the plain ones$"):
+        PixArtSigmaPipeline.from_pretrained(broken, variant="fp16")
+    with pytest.raises(InputError, match="use_safetensors=False: studio reads only safetensors"):
+        PixArtSigmaPipeline.from_pretrained(broken, use_safetensors=False)
+
+
+def test_bfloat16_asked_through_the_api_is_said_to_compute_in_float32(tiny_dir):
+    with pytest.warns(UserWarning, match="^studio: bfloat16 computes in float32 here: MindSpore has no bfloat16 "
+                                         "matmul on the CPU"):
+        pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir, dtype="bfloat16", use_safetensors=True)
+    assert pipe.dtype == ms.float32
 
 
 @pytest.mark.parametrize("name", ["float16", "fp16", "torch.float16", "numpy.float16"])

@@ -203,12 +203,49 @@ def test_unguided_calls_ignore_the_negative_prompt_as_the_reference_does(pipes):
                                     "length), got 301"),  # the memory plan bounds captions by 300 tokens
     (dict(max_sequence_length=0), "max_sequence_length must be an integer from 1 to 300"),
     (dict(num_inference_steps=True), "num_inference_steps must be a positive integer, got True"),
+    (dict(callback=lambda step, timestep, latents: None), "callback is called as callback(step, total) after each "
+                                                          "denoising step (the reference's callback(step, timestep, "
+                                                          "latents) is not taken)"),
 ])
 def test_bad_arguments_are_value_errors_naming_the_argument(pipes, kwargs, message):
     """Before any work, as the reference's check_inputs (a ValueError there too)."""
     kwargs = {"prompt": "a cat", "height": 256, "width": 256, **kwargs}
     with pytest.raises(ValueError, match=re.escape(message)):
         pipes[0](**kwargs)
+
+
+def test_positional_arguments_numpy_numbers_and_torch_latents_as_the_reference_takes_them(pipes):
+    """The reference's first three arguments by position (prompt, negative_prompt, num_inference_steps; a fourth
+    is refused, not read as something else), numpy numbers for guidance, image count and size, and latents as
+    a torch tensor that needs grad: the reference's latents."""
+    ours, ref = pipes
+    latents = np.random.default_rng(5).standard_normal((2, 4, 32, 32)).astype(np.float32)
+    expected = ref("a cat", "blurry", 3, height=256, width=256, guidance_scale=4.5, num_images_per_prompt=2,
+                   latents=torch.from_numpy(latents), output_type="latent", clean_caption=False).images.numpy()
+    actual = ours("a cat", "blurry", 3, height=np.int64(256), width=np.int32(256), guidance_scale=np.float32(4.5),
+                  num_images_per_prompt=np.int64(2), latents=torch.from_numpy(latents).requires_grad_(),
+                  output_type="latent").images
+    assert rel_l2(actual, expected) <= 1e-3
+    with pytest.raises(TypeError, match="positional argument"):
+        ours("a cat", "", 3, 256)
+
+
+def test_the_references_output_mapping_and_attributes(pipes):
+    """out["images"], out.to_tuple(), out.keys(), pipe.vae_scale_factor, pipe.to() of this process's device; the
+    reference's offload and progress-bar switches say what studio does instead."""
+    ours, ref = pipes
+    out = ours("a cat", height=256, width=256, num_inference_steps=1, output_type="latent", seed=1)
+    assert out["images"] is out.images and out.to_tuple()[0] is out.images and out.keys() == ["images"]
+    assert ours.vae_scale_factor == ref.vae_scale_factor == 8
+    assert ours.to("cpu") is ours and ours.to(torch.device("cpu")) is ours
+    with pytest.raises(ValueError, match="device 'GPU': this process already runs on CPU"):
+        ours.to("cuda")
+    with pytest.raises(ValueError, match="the dtype is chosen at load"):
+        ours.to(torch.float16)
+    with pytest.raises(AttributeError, match="no enable_model_cpu_offload\\(\\): the text encoder is released"):
+        ours.enable_model_cpu_offload()
+    with pytest.raises(AttributeError, match="has no attribute 'unet'"):
+        ours.unet
 
 
 def test_a_scheduler_object_is_refused_not_ignored(pipes):
