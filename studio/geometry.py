@@ -35,8 +35,9 @@ class Box:
 def split(total: int, parts: int, gutter: int = 0, weights: tuple[float, ...] = ()) -> list[tuple[int, int]]:
     """(start, length) of `parts` spans across `total` px with `gutter` px between them, in proportion to
     `weights` (equal when empty: lengths differ by at most 1 px); with the gutters they add up to `total`
-    exactly. A ValueError when a span would be less than 1 px."""
-    shares = [Fraction(w).limit_denominator(10 ** 6) for w in weights] or [Fraction(1)] * parts
+    exactly. Weights are positive and taken as their decimals say (0.0000004 and 0.0000012 are 1:3, as are
+    0.1 and 0.3). A ValueError when a span would be less than 1 px."""
+    shares = [Fraction(str(w)) for w in weights] or [Fraction(1)] * parts
     free = total - gutter * (parts - 1)
     if parts < 1 or len(shares) != parts or free < parts:
         raise ValueError(f"cannot split {total} px into {parts} parts with {gutter} px gutters")

@@ -40,6 +40,9 @@ OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf")  # what the
 # A file name has at most 255 bytes; the exporter adds at most 23 to a stem: '.<stem>.png.<8 random>.part.old'
 # (its temporary file, export.write_temp, and the backup of a file it replaces).
 MAX_STEM_BYTES = 255 - len("..png.12345678.part.old")
+MAX_DEPTH = 100  # levels of nested lists and mappings (a layout needs six; PyYAML recurses once per level)
+MAX_DIGITS = 100  # characters of a number as written: no size, seed or angle needs more, and Python's int()
+# refuses more than 4300 digits
 
 # Images may have as many pixels as a canvas: the loader checks each image against MAX_PIXELS, and Pillow's
 # own bomb check (179 MP by default), which every later Image.open also makes, is set to the same limit.
@@ -81,6 +84,9 @@ _CORE_12 = (
     (re.compile(r"[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"), lambda t: float(t.replace(".", "", 1))),
 )
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Line breaks to YAML 1.1 (PyYAML) but text to YAML 1.2 (editors, the schema): NEL, LINE and PARAGRAPH SEPARATOR
+YAML11_BREAKS = "\x85\u2028\u2029"
+_BREAKING_RE = re.compile(rf"[\x00-\x1f\x7f{YAML11_BREAKS}]")  # what would break a message's line
 _INDEX_RE = re.compile(r"\d+")
 _RESOLVER = yaml.resolver.Resolver()
 YAML11_BOOLS = ("yes", "no", "on", "off", "y", "n")
@@ -194,7 +200,7 @@ class _Reader:
 
     def error(self, node, path: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
-        message = _CONTROL_RE.sub(lambda m: repr(m[0])[1:-1], message)  # one line, whatever values hold
+        message = _BREAKING_RE.sub(lambda m: repr(m[0])[1:-1], message)  # one line, whatever values hold
         self.errors.append((line, f"{self.source}:{line}: {path}: {message}" if path else
                             f"{self.source}:{line}: {message}"))
 
@@ -324,7 +330,14 @@ def _construct(node):
 
 def _plain_12(text: str):
     """The value of a plain scalar written `text`, as YAML 1.2 reads it (`_CORE_12`)."""
-    return next((make(text) for pattern, make in _CORE_12 if pattern.fullmatch(text)), text)
+    return next((make(_number_text(text)) for pattern, make in _CORE_12 if pattern.fullmatch(text)), text)
+
+
+def _number_text(text: str) -> str:
+    """`text`, a number as written, if it has at most MAX_DIGITS characters."""
+    if len(text.strip()) > MAX_DIGITS:
+        raise _Bad(f"'{text.strip()[:20]}...' is a number of {len(text.strip())} characters: at most {MAX_DIGITS}")
+    return text
 
 
 def _scalar_value(node):
@@ -522,11 +535,21 @@ def _length(r, node) -> tuple[Fraction, str]:
     if not m:
         raise _Bad(f"{_q(value)} is not a length (a number with px, pt, mm, cm or in, e.g. 3mm; "
                    f"a bare number is px)")
-    return Fraction(m[1]), m[2] or "px"
+    return Fraction(_number_text(m[1])), m[2] or "px"
 
 
 def _to_px(number: Fraction, unit: str, dpi: int) -> Fraction:
     return number if unit == "px" else number * MM_PER_UNIT[unit] * dpi / Fraction(254, 10)
+
+
+def _on_canvas(r, px: Fraction) -> float:
+    """A length or offset in px, if it is at most the canvas's larger side (bleed included) either way."""
+    side = MAX_SIDE if r.stand_in else max(r.canvas.full_width, r.canvas.full_height)
+    if abs(px) > side:
+        canvas = "any canvas" if r.stand_in else \
+            f"the canvas ({r.canvas.full_width} x {r.canvas.full_height} px, bleed included)"
+        raise _Bad(f"{_show(px)} px is larger than {canvas}: at {'least -' if px < 0 else 'most '}{side} px")
+    return float(px)
 
 
 def _sign_check(number, minimum: str) -> None:
@@ -537,7 +560,7 @@ def _sign_check(number, minimum: str) -> None:
 
 
 def _show(number: Fraction) -> str:
-    return str(int(number)) if number.denominator == 1 else f"{float(number):g}"
+    return str(int(number)) if number.denominator == 1 and abs(number) < 10 ** 15 else f"{float(number):g}"
 
 
 def _length_schema(defs, signed: bool) -> dict:
@@ -559,13 +582,7 @@ class Length:
     def parse(self, r, node, path):
         number, unit = _length(r, node)
         _sign_check(number, self.minimum)
-        px = _to_px(number, unit, r.dpi)
-        side = MAX_SIDE if r.stand_in else max(r.canvas.full_width, r.canvas.full_height)
-        if abs(px) > side:
-            canvas = "any canvas" if r.stand_in else \
-                f"the canvas ({r.canvas.full_width} x {r.canvas.full_height} px, bleed included)"
-            raise _Bad(f"{_show(px)} px is larger than {canvas}: at {'least -' if px < 0 else 'most '}{side} px")
-        return float(px)
+        return _on_canvas(r, _to_px(number, unit, r.dpi))
 
     def schema(self, defs):
         return _length_schema(defs, self.minimum == "any")
@@ -616,14 +633,14 @@ class Position:
         value = r.scalar(node)
         m = _PERCENT_RE.fullmatch(value) if isinstance(value, str) else None
         if m:
-            return "%", float(m[1])
+            return "%", float(_number_text(m[1]))
         if isinstance(value, float):
             _finite(value)
-        try:
-            number, unit = _length(r, node)
-        except _Bad:
-            raise _Bad(f"{_q(value)} is not a percentage or a length (10%, 120px, 20mm)") from None
-        return "px", float(_to_px(number, unit, r.dpi))
+        written = isinstance(value, str) and _LENGTH_RE.fullmatch(value)
+        if not written and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise _Bad(f"{_q(value)} is not a percentage or a length (10%, 120px, 20mm)")
+        number, unit = _length(r, node)
+        return "px", _on_canvas(r, _to_px(number, unit, r.dpi))
 
     def schema(self, defs):
         body = {"anyOf": [{"type": "number"},
@@ -737,7 +754,23 @@ class ImagePath(Text):
                     image.load()
                 except (OSError, ValueError) as e:
                     raise _Bad(f"'{name}' is damaged: {e}") from None
+                if image.info.get("icc_profile"):
+                    _check_profile(name, image)
         return str(file)
+
+
+def _check_profile(name: str, image: Image.Image) -> None:
+    """An image's colour profile converts to sRGB as the compositor converts it (one pixel of it, here)."""
+    from PIL import ImageCms
+
+    from studio.compose import eight_bit, in_srgb
+
+    try:
+        in_srgb(eight_bit(image.crop((0, 0, 1, 1))), image.info["icc_profile"])
+    except ValueError as e:  # a profile of another colour space than the picture's
+        raise _Bad(f"'{name}': {e}") from None
+    except (OSError, ImageCms.PyCMSError) as e:
+        raise _Bad(f"'{name}' has a colour profile that cannot be used ({e})") from None
 
 
 class Model(Text):
@@ -759,7 +792,8 @@ class Model(Text):
 
 
 class ByteSize(Text):
-    """A memory size with its unit: 6GiB, 512MiB, 2GB (a bare number is refused: bytes? GiB?)."""
+    """A memory size with its unit: 6GiB, 512MiB, 2GB (a bare number is refused: bytes? GiB?); or auto, also
+    written none, in any case (`memory.parse_bytes`, as --memory-budget takes it): the automatic budget."""
 
     def parse(self, r, node, path):
         text = super().parse(r, node, path)
@@ -770,7 +804,7 @@ class ByteSize(Text):
         return text
 
     def schema(self, defs):
-        size = {"type": "string", "pattern": r"^\s*([0-9]*\.?[0-9]+\s*[A-Za-z]+|[Aa]uto)\s*$"}
+        size = {"type": "string", "pattern": r"^\s*([0-9]*\.?[0-9]+\s*[A-Za-z]+|[Aa][Uu][Tt][Oo]|[Nn][Oo][Nn][Ee])\s*$"}
         return {"anyOf": [size, _VARIABLE_SCHEMA]}
 
 
@@ -1142,10 +1176,13 @@ class LayerKind:
             raise _Bad(f"expected a layer, one of {', '.join(LAYER_TYPES)}: {{...}}, got {_a(_value_of(node))}")
         types = [(k, v) for k, v in node.value if k.value in LAYER_TYPES]
         type_keys = LAYER_TYPES[types[0][0].value][0] if types else {}
+        # a setting named like a layer type beside the layer (`- text:` then `text: hi` below it, not indented)
+        types = types[:1] + [(k, v) for k, v in types[1:]
+                             if k.value not in type_keys or isinstance(v, yaml.MappingNode)]
         if len(types) == 1:
             path = _named(r, path, types[0][1])
         for key_node, _ in node.value:
-            if key_node.value in LAYER_TYPES:
+            if any(key_node is k for k, _ in types):
                 continue
             if key_node.value in type_keys:
                 r.error(key_node, _join(path, key_node.value),
@@ -1158,13 +1195,14 @@ class LayerKind:
                 r.error(key_node, _join(path, key_node.value), f"unknown layer type{hint}")
         if len(types) > 1:
             raise _Bad(f"one layer per list item; this one is {' and '.join(k.value for k, _ in types)}")
-        if not types or len(types) != len(node.value):
+        stray = len(types) != len(node.value)  # reported above; the layer's own settings are still checked
+        if not types or (stray and types[0][1].tag.endswith(":null")):
             raise _Bad()
         key_node, body = types[0]
         sub = _join(path, key_node.value)
         table, build = LAYER_TYPES[key_node.value]
         values = r.values(body, sub, table)
-        if values is None:
+        if values is None or stray:
             raise _Bad()
         try:
             return build(values, r, body, sub)
@@ -1243,6 +1281,12 @@ class MonitorKind:
         else:
             d = m["diagonal"] / (m["width"] ** 2 + m["height"] ** 2) ** 0.5
             w_mm, h_mm = m["width"] * d, m["height"] * d
+        if m["width"] * 25.4 > w_mm * MAX_DPI:  # the span's canvas takes its densest monitor's dpi
+            key = "size" if "size" in m else "diagonal"
+            r.error(_node_at(node, key), _join(path, key),
+                    f"{m['width']} px across {w_mm:g} mm is {m['width'] * 25.4 / w_mm:.0f} dpi: at most {MAX_DPI} "
+                    f"(a picture at least {m['width'] * 25.4 / MAX_DPI:g} mm wide)")
+            raise _Bad()
         return Monitor(m.get("name", ""), m["width"], m["height"], w_mm, h_mm)
 
     def schema(self, defs):
@@ -1289,7 +1333,7 @@ TOP_KEYS = {
     "span": Key(Mapping("span", SPAN_KEYS), "a multi-monitor wallpaper; the span sets the canvas size"),
     "layers": Key(ListOf(LayerKind(), 1), "drawn in order, first at the bottom", required=True),
     "output": Key(Mapping("output", OUTPUT_KEYS), "formats and file names"),
-    "memory_budget": Key(ByteSize(), "e.g. 6GiB"),
+    "memory_budget": Key(ByteSize(), "e.g. 6GiB; auto or none: free memory minus a margin (the default)"),
     "model": Key(Model(), "default model folder (relative to the layout file) or hub id"),
 }
 
@@ -1301,15 +1345,19 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
         if not isinstance(node, yaml.MappingNode):
             r.error(node, "variables", f"expected a mapping of name: value, got {_a(_value_of(node))}")
         else:
+            seen = set()
             for key_node, value_node in node.value:
                 name, path = key_node.value, _join("variables", key_node.value)
                 if not _NAME_RE.fullmatch(name):
                     r.error(key_node, path, f"'{name}' is not a variable name (letters, digits and _)")
+                elif name in seen:
+                    r.error(key_node, path, "duplicate key")
                 elif not isinstance(value_node, yaml.ScalarNode):
                     r.error(value_node, path, f"expected text, got {_a(value_node)}")
                 else:
                     defaults[name] = None if value_node.tag.endswith(":null") else value_node.value
                     nodes[name] = value_node
+                seen.add(name)
     for name in overrides:
         if name not in defaults:
             r.error(node, f"variables.{name}",
@@ -1454,7 +1502,8 @@ def _grids(r: _Reader, node) -> None:
             row_gutter, column_gutter = grid.gutter
             gutters = (f"{row_gutter} px gutters" if row_gutter == column_gutter else
                        f"{row_gutter} px gutters between rows and {column_gutter} px between columns")
-            r.error(value_node, path, f"{grid.rows} x {grid.columns} cells with {gutters} do not fit "
+            sized = " of their relative sizes" if grid.row_weights or grid.column_weights else ""
+            r.error(value_node, path, f"{grid.rows} x {grid.columns} cells{sized} with {gutters} do not fit "
                                       f"in {area.w} x {area.h} px")
             r.bad_grids.add(name)
             continue
@@ -1483,8 +1532,9 @@ def _unique_names(r: _Reader, named: list[tuple[str | None, str, object]], fold:
 # -- entry points -------------------------------------------------------------------------------------------
 
 def read_source(path: Path, what: str, error, encoding: str = "utf-8") -> str:
-    """The text of a user's file (a layout, a job), line ends as Python reads text; a missing or unreadable
-    file raises error([one line])."""
+    """The text of a user's file (a layout, a job), CRLF and CR read as LF (YAML11_BREAKS stay characters, as
+    YAML 1.2 has them: `parse_layout` counts lines by LF alone); a missing or unreadable file raises
+    error([one line])."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -1519,22 +1569,49 @@ def parse_layout(text: str, source: str = "<string>", variables: dict[str, str] 
     (False for a caller that names the files itself, as batches do: output.name is checked as written)."""
     r = _Reader(source, {}, Path(base_dir) if base_dir is not None else Path.cwd())
     r.own_names = own_names
+    stand_ins = _stand_ins(text)
+    yaml_text = text.translate(str.maketrans(stand_ins))
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(yaml_text, Loader=_Loader)
     except yaml.YAMLError as e:
-        line, problem = _yaml_problem(text, e)
+        line, problem = _yaml_problem(yaml_text, e)
         raise LayoutError([f"{source}:{line}: YAML syntax: {problem}"]) from None
     if root is None:
         raise LayoutError([f"{source}:1: the layout is empty; it needs canvas (or span) and layers"])
-    _drop_complex_keys(r, root, set())
+    if stand_ins:
+        back = str.maketrans({v: k for k, v in stand_ins.items()})
+        for node in _nodes(root):
+            if isinstance(node, yaml.ScalarNode):
+                node.value = node.value.translate(back)
+    _drop_complex_keys(r, root)
     layout = _read(r, root, dict(variables or {}))
     if r.errors:
         raise LayoutError([message for _, message in sorted(r.errors, key=lambda e: e[0])])
     return layout
 
 
-# '#' after ': ', ', ' or '[ ' in a flow collection ({color: #fff}): YAML reads a comment to the line's end
-_FLOW_COMMENT_RE = re.compile(r"[{\[](?:[^#\n]*?[:,])?\s+(#[^\s,}\]]*)")
+def _stand_ins(text: str) -> dict[str, str]:
+    """Each of YAML11_BREAKS in `text` -> a private-use character that is not: PyYAML reads that as YAML 1.2
+    reads the break, as a character of the text (the scalars get the breaks back), so lines count only LFs."""
+    free = (c for c in map(chr, range(0xF0000, 0xFFFFE)) if c not in text)
+    return {c: next(free) for c in YAML11_BREAKS if c in text}
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, nesting at most MAX_DEPTH levels: it composes a level per call, and deeper would
+    run out of Python's stack."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        if self.depth == MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep (lists and "
+                                              f"mappings inside each other)", self.peek_event().start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _yaml_problem(text: str, e: yaml.YAMLError) -> tuple[int, str]:
@@ -1544,28 +1621,73 @@ def _yaml_problem(text: str, e: yaml.YAMLError) -> tuple[int, str]:
                                                       f"(control characters other than tab and line breaks)")
     mark = getattr(e, "problem_mark", None)
     line = mark.line + 1 if mark is not None else 1
-    for n, written in enumerate(text.splitlines()[:line], 1):
-        comment = _FLOW_COMMENT_RE.search(written)
-        if comment:
-            return n, (f"'{comment[1]}' starts a comment, which ends the line early; quote colours that start "
-                       f"with '#': \"{comment[1]}\"")
+    comment = _flow_comment(text, line)
+    if comment:
+        n, word = comment
+        return n, f"'{word}' starts a comment, which ends the line early; quote colours that start with '#': \"{word}\""
     if getattr(e, "problem", None) == "but found another document":
         return line, "a second document ('---'): a layout is one YAML document"
+    written = text.split("\n")[mark.line] if mark is not None else ""
+    braces = _BRACED_RE.search(written[:mark.column]) if mark is not None else None
+    if braces:  # the value from its '{' to the end of the line, or of the item in brackets
+        value = (written[braces.start(1):mark.column] + re.match(r"[^#,\]}]*", written[mark.column:])[0]).rstrip()
+        return line, (f"'{value}' starts with a mapping, {braces[1]}, and goes on; quote text that starts with "
+                      f"'{{': \"{value}\"")
     return line, getattr(e, "problem", None) or str(e).splitlines()[0]
 
 
-def _drop_complex_keys(r: _Reader, node, seen: set) -> None:
+# a value in braces just before where YAML stopped (`text: {title} 2024` stops at 2024): text that starts with '{'
+_BRACED_RE = re.compile(r"(?:^|[:,\[-])\s+(\{[^{}]*\})\s*$")
+_FLOW_STARTS = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken)
+_FLOW_ENDS = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken)
+_COMMENT_RE = re.compile(r"^[ \t]*(#[^\s,\]}]+)", re.MULTILINE)  # the first '#' of a line's gap starts a comment
+
+
+def _flow_comment(text: str, last_line: int) -> tuple[int, str] | None:
+    """(line, word) of the first comment by line `last_line` that starts with a word right after its '#' inside
+    a list or mapping in brackets (`[#000, #fff]`, `{color: #fff}`): a value YAML took for a comment, which
+    cut the line short. Comments are what YAML skips between its tokens."""
+    depth, start, gaps = 0, 0, []
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if depth:
+                gaps.append((start, token.start_mark.index))
+            depth += isinstance(token, _FLOW_STARTS) - isinstance(token, _FLOW_ENDS)
+            start = token.end_mark.index
+    except yaml.YAMLError as e:
+        if depth and getattr(e, "problem_mark", None) is not None:
+            gaps.append((start, e.problem_mark.index))
+    for a, b in gaps:
+        comment = _COMMENT_RE.search(text[a:b])
+        if comment:
+            line = text.count("\n", 0, a + comment.start(1)) + 1
+            return (line, comment[1]) if line <= last_line else None
+    return None
+
+
+def _nodes(root):
+    """Every node of a composed document once (aliases share nodes), each before what it holds."""
+    seen, todo = set(), [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        if isinstance(node, yaml.MappingNode):
+            todo.extend(reversed([v for pair in node.value for v in pair]))
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend(reversed(node.value))
+
+
+def _drop_complex_keys(r: _Reader, root) -> None:
     """Report and remove mapping keys that are lists or mappings (every key in a layout is a name)."""
-    if id(node) in seen or isinstance(node, yaml.ScalarNode):
-        return
-    seen.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                r.error(key_node, "", f"a key must be a name, not {_a(key_node)}")
-        node.value = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
-    for child in (v for pair in node.value for v in pair) if isinstance(node, yaml.MappingNode) else node.value:
-        _drop_complex_keys(r, child, seen)
+    for node in _nodes(root):
+        if isinstance(node, yaml.MappingNode):
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    r.error(key_node, "", f"a key must be a name, not {_a(key_node)}")
+            node.value = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
 
 
 _INVALID = object()  # a section that was reported invalid
@@ -1597,7 +1719,7 @@ def _read(r: _Reader, root, overrides: dict[str, str]) -> Layout | None:
     items = node["layers"].value if isinstance(node.get("layers"), yaml.SequenceNode) else []
     _unique_names(r, [(_written_name(r, _layer_body(item)), f"layers[{i}]", item) for i, item in enumerate(items)])
     if output is not _INVALID:
-        _output_names(r, node.get("output"), output or {}, span, items, layers)
+        _output_names(r, node.get("output"), output or {}, span, node.get("span"), items, layers)
     if r.errors:
         return None
     return Layout(source=r.source, canvas=canvas, layers=layers, grids=dict(r.grids), span=span,
@@ -1605,10 +1727,11 @@ def _read(r: _Reader, root, overrides: dict[str, str]) -> Layout | None:
                   model=model)
 
 
-def _output_names(r: _Reader, node, output: dict, span: Span | None, items: list, layers) -> None:
+def _output_names(r: _Reader, node, output: dict, span: Span | None, span_node, items: list, layers) -> None:
     """output.name (valid as written) against the rest of the file: {seed} needs a generate layer; and when
     the layout names its files (r.own_names), each file name it gives (the variables' values filled in, each
-    monitor's) must be a name in the output folder with room for the exporter's suffixes."""
+    monitor's) must be a name in the output folder with room for the exporter's suffixes, and a monitor's
+    must not be the whole span's, ignoring case (a monitor named 'span' where {monitor} is 'span')."""
     name_node = _node_at(node, "name") if isinstance(node, yaml.MappingNode) else node  # the output's if none
     written = name_node.value if isinstance(name_node, yaml.ScalarNode) else "{layout}"
     if "seed" in _fields(r, written) and not any(_layer_type(item) == "generate" for item in items):
@@ -1620,7 +1743,15 @@ def _output_names(r: _Reader, node, output: dict, span: Span | None, items: list
     seed = generated[0].seed if generated else 0
     monitors = [m.name for m in span.monitors] if span and output.get("per_monitor", True) else []
     used = [m[1] for m in _VARIABLE_RE.finditer(written) if m[1] in r.variables]
-    for stem in file_stems(output.get("name", "{layout}"), r.source, seed, monitors):
+    stems = file_stems(output.get("name", "{layout}"), r.source, seed, monitors)
+    monitor_nodes = _node_at(span_node, "monitors").value if monitors else []
+    for i, (stem, monitor_node) in enumerate(zip(stems[1:], monitor_nodes)):  # monitors differ from each other
+        if stem.casefold() == stems[0].casefold():
+            same = "is" if stem == stems[0] else "differs only in case from"
+            r.error(_node_at(monitor_node, "name"), f"span.monitors[{i}].name",
+                    f"'{monitors[i]}' names its file '{stem}', which {same} the whole span's '{stems[0]}' "
+                    f"({{monitor}} is 'span' there); give the monitor another name")
+    for stem in stems:
         problem, size = file_name_problem(stem), len(stem.encode())
         if problem:
             culprits = [n for n in used if _bad_character(r.variables[n])] or used

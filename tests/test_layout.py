@@ -168,6 +168,14 @@ def test_grid_gutters(gutter, dpi, expected):
     assert Grid("g", 2, 3, gutter=expected[0]).gutter == (expected[0], expected[0])  # an int stands for both
 
 
+def test_grid_relative_sizes_however_small():
+    """Relative sizes are read as their decimals say: 0.0000004 and 0.0000012 are 1:3 (not 0 and 1e-6)."""
+    layout = parse_layout("canvas: {width: 1000, height: 100}\n"
+                          "grids: {g: {rows: 1, columns: [0.0000004, 0.0000012]}}\n" + FILL)
+    assert [resolve(Region("cell", grid="g", column=c), layout.canvas, layout.grids) for c in (0, 1)] == [
+        Box(0, 0, 250, 100), Box(250, 0, 750, 100)]
+
+
 def test_grid_cells_with_row_and_column_gutters():
     """100 x 50 px, 2 rows x 3 columns, 4 px between rows, 5 px between columns: 30 x 23 px cells."""
     grid = Grid("g", rows=2, columns=3, gutter=(4, 5))
@@ -343,6 +351,25 @@ BROKEN = [
     ("canvas: {preset: fhd}\nlayers:\n  - gradient: {stops: [red, #0000]}\n  - fill: {color: red}\n",
      "poster.yaml:3: YAML syntax: '#0000' starts a comment, which ends the line early; quote colours that start "
      "with '#': \"#0000\""),
+    ("canvas: {preset: fhd}\nlayers:\n  - gradient: {stops: [#000000, #ffffff], angle: 90}\n  - fill: {color: red}\n",
+     "poster.yaml:3: YAML syntax: '#000000' starts a comment, which ends the line early; quote colours that start "
+     "with '#': \"#000000\""),
+    ("canvas: {preset: fhd}\nlayers:\n  - gradient:\n      stops: [#000000, #ffffff]\n      angle: 90\n",  # YAML
+     "poster.yaml:4: YAML syntax: '#000000' starts a comment, which ends the line early; quote colours that start "
+     "with '#': \"#000000\""),  # stops at line 5's ':', still in the list; the comment is on line 4
+    ("canvas: {preset: fhd}\nlayers:\n  - gradient:\n      stops: [ \"#000000\", #ffffff ]\n  - fill: {color: red}\n",
+     "poster.yaml:4: YAML syntax: '#ffffff' starts a comment, which ends the line early; quote colours that start "
+     "with '#': \"#ffffff\""),
+    ("canvas: {preset: fhd}\nlayers: [  # under the text\n  {fill: {color: red}}\n",
+     "poster.yaml:4: YAML syntax: expected ',' or ']', but got '<stream end>'"),  # a comment, not a colour
+    ("canvas: {preset: fhd}\nvariables: {title: Hi}\nlayers:\n  - text:\n      text: {title} 2024\n      size: 20\n",
+     "poster.yaml:5: YAML syntax: '{title} 2024' starts with a mapping, {title}, and goes on; quote text that "
+     "starts with '{': \"{title} 2024\""),
+    ("canvas: {preset: fhd}\nvariables: {s: 12}\nlayers:\n  - text: {text: hi, size: {s}pt}\n",
+     "poster.yaml:4: YAML syntax: '{s}pt' starts with a mapping, {s}, and goes on; quote text that starts with "
+     "'{': \"{s}pt\""),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, name: " + "[" * 1000 + "]" * 1000 + "}}]\n",
+     "poster.yaml:2: YAML syntax: nested more than 100 levels deep (lists and mappings inside each other)"),
     ("canvas: {preset: fhd}\nlayers:\n  - fill: {color: red}\n  - text: {text: a\x00b}\n",
      "poster.yaml:4: YAML syntax: character #x0000 is not allowed in YAML (control characters other than tab and "
      "line breaks)"),
@@ -369,6 +396,10 @@ BROKEN = [
      "poster.yaml:2: layers[0].text.text: got a mapping {title}; quote text that starts with '{': \"{title}\""),
     ("canvas: {preset: fhd, preset: 4k}\n" + FILL,
      "poster.yaml:1: canvas.preset: duplicate key"),
+    ("canvas: {preset: fhd}\nvariables:\n  title: Summer\n  title: Winter\n" + FILL,
+     "poster.yaml:4: variables.title: duplicate key"),
+    ("canvas: {preset: fhd}\nlayers:\n  - shape: {shape: rect, region: safe}\n    fill: red\n",
+     "poster.yaml:4: layers[0].fill: belongs inside 'shape:' (indent it under the layer type)"),  # not a fill layer
     # wrong types and enums
     ("canvas: {preset: fhd, dpi: high}\n" + FILL,
      "poster.yaml:1: canvas.dpi: expected a whole number, got 'high' (text)"),
@@ -433,6 +464,24 @@ BROKEN = [
      "poster.yaml:1: canvas.bleed: expected a finite number, got inf"),
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {x: .inf, w: 10, h: 10}}}]\n",
      "poster.yaml:2: layers[0].fill.region.x: expected a finite number, got inf"),
+    # numbers too large for the canvas or too long to read
+    ("canvas: {width: 100, height: 100}\nlayers: [{fill: {color: red, region: {x: 1e308, w: 10, h: 10}}}]\n",
+     "poster.yaml:2: layers[0].fill.region.x: 1e+308 px is larger than the canvas (100 x 100 px, bleed included): "
+     "at most 100 px"),
+    ("canvas: {width: 100, height: 100, bleed: 2}\nlayers: [{fill: {color: red, region: {x: -2in, w: 10, h: 10}}}]\n",
+     "poster.yaml:2: layers[0].fill.region.x: -144 px is larger than the canvas (104 x 104 px, bleed included): "
+     "at least -104 px"),
+    ("canvas: {width: 100, height: 100}\nlayers: [{fill: {color: red, region: {w: " + "1" * 400 + "%, h: 10%}}}]\n",
+     "poster.yaml:2: layers[0].fill.region.w: '11111111111111111111...' is a number of 400 characters: at most 100"),
+    ("canvas: {width: 100, height: 100}\nlayers: [{text: {text: hi, size: " + "9" * 400 + "mm}}]\n",
+     "poster.yaml:2: layers[0].text.size: '99999999999999999999...' is a number of 400 characters: at most 100"),
+    ("canvas: {preset: fhd}\nlayers: [{generate: {prompt: x, seed: " + "1" * 5000 + "}}]\n",  # int() stops at 4300
+     "poster.yaml:2: layers[0].generate.seed: '11111111111111111111...' is a number of 5000 characters: at most 100"),
+    ("canvas: {preset: fhd}\nvariables: {s: '" + "1" * 5000 + "'}\nlayers: [{generate: {prompt: x, seed: '{s}'}}]\n",
+     "poster.yaml:3: layers[0].generate.seed: '11111111111111111111...' is a number of 5000 characters: at most "
+     "100"),
+    ("canvas: {preset: fhd}\nlayers: [{gradient: {stops: [red, blue], angle: " + "1" * 400 + "}}]\n",
+     "poster.yaml:2: layers[0].gradient.angle: '11111111111111111111...' is a number of 400 characters: at most 100"),
     # sizes and units
     ("canvas: {width: 0, height: 100}\n" + FILL,
      "poster.yaml:1: canvas.width: must be greater than 0, got 0"),
@@ -491,6 +540,8 @@ BROKEN = [
      "in 100 x 100 px"),
     ("canvas: {width: 100, height: 100}\ngrids: {g: {rows: 1, columns: 2, gutter: [1px, 2px, 3px]}}\n" + FILL,
      "poster.yaml:2: grids.g.gutter: expected 1 to 2 items, got 3"),
+    ("canvas: {width: 100, height: 100}\ngrids: {g: {rows: 1, columns: [1e-300, 1]}}\n" + FILL,  # 1e-298 px
+     "poster.yaml:2: grids.g: 1 x 2 cells of their relative sizes with 0 px gutters do not fit in 100 x 100 px"),
     ("canvas: {preset: fhd}\ngrids: {g: {rows: 1, columns: 2}, g: {rows: 2, columns: 2}}\n" + FILL,
      "poster.yaml:2: grids.g: duplicate key"),
     # an invalid grid is reported once, not again at each cell of it or grid inside it
@@ -510,6 +561,9 @@ BROKEN = [
      "poster.yaml:2: layers[0].image.path: 'notes.txt' is not an image Pillow can read"),
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: red}}, {image: {path: trunc.png}}]\n",
      "poster.yaml:2: layers[1].image.path: 'trunc.png' is damaged: image file is truncated"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: red}}, {image: {path: badicc.png}}]\n",  # not after generating
+     "poster.yaml:2: layers[1].image.path: 'badicc.png' has a colour profile that cannot be used (cannot open "
+     "profile from string)"),
     ("canvas: {preset: fhd}\nlayers: [{image: {path: notamodel}}]\n",
      "poster.yaml:2: layers[0].image.path: 'notamodel' is a folder, not an image file"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: NoSuchFontFamily}}]\n",
@@ -649,6 +703,17 @@ BROKEN = [
      "poster.yaml:1: canvas.preset: a span sets the canvas size; remove this key or the span"),
     ("span: {monitors: [{name: left/top, width: 10, height: 10, size: [1mm, 1mm]}]}\n" + FILL,
      "poster.yaml:1: span.monitors[0].name: 'left/top' has a '/': monitor names are used in file names"),
+    ("span:\n  monitors:\n    - {name: left, width: 9, height: 9, size: [1mm, 1mm]}\n"
+     "    - {name: Span, width: 9, height: 9, size: [1mm, 1mm]}\n" + FILL + "output: {name: 'wall-{monitor}'}\n",
+     "poster.yaml:4: span.monitors[1].name: 'Span' names its file 'wall-Span', which differs only in case from the "
+     "whole span's 'wall-span' ({monitor} is 'span' there); give the monitor another name"),
+    ("span: {monitors: [{name: span, width: 9, height: 9, size: [1mm, 1mm]}]}\n" + FILL +
+     "output: {name: '{monitor}'}\n",
+     "poster.yaml:1: span.monitors[0].name: 'span' names its file 'span', which is the whole span's 'span' ({monitor} "
+     "is 'span' there); give the monitor another name"),
+    ("span:\n  monitors:\n    - {width: 1920, height: 1080, size: [0.0000001mm, 1mm]}\n" + FILL,
+     "poster.yaml:3: span.monitors[0].size: 1920 px across 1e-07 mm is 487680000000 dpi: at most 10000 (a picture "
+     "at least 4.8768 mm wide)"),
 ]
 
 
@@ -669,6 +734,7 @@ def layout_dir(tmp_path):
     png_header(tmp_path / "bomb.png", 30000, 30000)  # 900 MP: over twice 2^28, Pillow refuses to open it
     Image.new("RGB", (64, 64), "red").save(tmp_path / "whole.png")
     (tmp_path / "trunc.png").write_bytes((tmp_path / "whole.png").read_bytes()[:60])  # opens, does not decode
+    Image.new("RGB", (4, 4)).save(tmp_path / "badicc.png", icc_profile=b"not a profile")
     return tmp_path
 
 
@@ -722,6 +788,39 @@ output: {formats: [png, gif], jpeg_quality: 101}
         ["poster.yaml:13", "output.formats[1]"],
         ["poster.yaml:13", "output.jpeg_quality"],
     ]
+
+
+@pytest.mark.parametrize("layer, expected", [
+    # the settings at the layer type's indent, not under it: `text: hi` is a setting, not a second layer
+    ("  - text:\n    text: hi\n    size: 12\n",
+     ["poster.yaml:4: layers[0].text: belongs inside 'text:' (indent it under the layer type)",
+      "poster.yaml:5: layers[0].size: belongs inside 'text:' (indent it under the layer type)"]),
+    ("  - shape:\n    shape: rect\n    region: safe\n",
+     ["poster.yaml:4: layers[0].shape: belongs inside 'shape:' (indent it under the layer type)",
+      "poster.yaml:5: layers[0].region: belongs inside 'shape:' (indent it under the layer type)"]),
+    # a stray setting hides nothing wrong inside the layer
+    ("  - text: {text: hi, align: centre}\n    size: 12\n",
+     ["poster.yaml:3: layers[0].text.align: 'centre' is not one of left, center, right (did you mean 'center'?)",
+      "poster.yaml:4: layers[0].size: belongs inside 'text:' (indent it under the layer type)"]),
+    ("  - text:\n    image: {path: logo.png}\n",  # two layers in one item
+     ["poster.yaml:3: layers[0]: one layer per list item; this one is text and image"]),
+])
+def test_layer_settings_beside_the_layer_type(layer, expected):
+    with pytest.raises(LayoutError) as info:
+        parse_layout("canvas: {preset: fhd}\nlayers:\n" + layer, "poster.yaml")
+    assert info.value.errors == expected
+
+
+def test_region_of_numbers_beyond_floats():
+    """x + w = 1e308 + 1e308 is no float: each is refused as larger than the canvas, not summed."""
+    with pytest.raises(LayoutError) as info:
+        parse_layout("canvas: {width: 100, height: 100}\n"
+                     "layers: [{fill: {color: red, region: {x: 1e308, y: 0, w: 1e308, h: 10}}}]\n", "poster.yaml")
+    assert info.value.errors == [
+        "poster.yaml:2: layers[0].fill.region.x: 1e+308 px is larger than the canvas (100 x 100 px, bleed included): "
+        "at most 100 px",
+        "poster.yaml:2: layers[0].fill.region.w: 1e+308 px is larger than the canvas (100 x 100 px, bleed included): "
+        "at most 100 px"]
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -819,6 +918,24 @@ def test_layout_line_ends(tmp_path):
         load_layout(tmp_path / "poster.yaml")
     assert info.value.errors == [f"{tmp_path}/poster.yaml:3: layers[0].text.wrap: expected true or false, got "
                                  f"'maybe' (text)"]
+
+
+@pytest.mark.parametrize("mark", ["\u2028", "\u2029", "\x85"])
+def test_yaml_11_line_breaks_are_text(tmp_path, mark):
+    """NEL, U+2028 and U+2029 end lines to PyYAML (YAML 1.1) but are characters of the text to YAML 1.2 and
+    editors: lines are counted without them, and text keeps them, quoted or not (a text layer breaks lines there)."""
+    text = (f"canvas: {{preset: fhd}}\nlayers:\n  - text: {{text: \"one{mark}two\"}}\n"
+            f"  - text:\n      text: one{mark}two\n")
+    assert [layer.text for layer in parse_layout(text).layers] == [f"one{mark}two"] * 2
+    bad_align = f"  - text: {{text: hi, align: 'cen{mark}tre'}}\n"
+    for more, error in [(bad_align, f"6: layers[2].text.align: 'cen{repr(mark)[1:-1]}tre' is not one of left, center, "
+                                    f"right (did you mean 'center'?)"),  # a message stays one line
+                        (bad_align + "  - fill: {color: red\n",
+                         "8: YAML syntax: expected ',' or '}', but got '<stream end>'")]:
+        (tmp_path / "poster.yaml").write_text(text + more, encoding="utf-8")
+        with pytest.raises(LayoutError) as info:
+            load_layout(tmp_path / "poster.yaml")
+        assert info.value.errors == [f"{tmp_path}/poster.yaml:{error}"]
 
 
 def test_missing_layout_file(tmp_path):
@@ -939,6 +1056,8 @@ SCHEMA_ACCEPTED = [  # the loader accepts each; so must the schema
     "layers: [{fill: {color: ['{r}', 0, 0], region: '{where}'}}, "
     "{gradient: {stops: [[0, red], ['{p}', blue]]}}]\n",
     "canvas: {preset: fhd, bleed: +3mm}\nlayers: [{fill: {color: red, region: {x: +10%, w: 10%, h: 10%}}}]\n",
+    "canvas: {preset: fhd}\n" + FILL + "memory_budget: none\n",  # as --memory-budget none: automatic
+    "canvas: {preset: fhd}\n" + FILL + "memory_budget: AUTO\n",
     "canvas: {preset: fhd}\nvariables: {seed: 7}\nlayers: [{generate: {prompt: x, seed: '{seed}', "
     "model: owner/name}}]\nmodel: owner/name\nmemory_budget: 6GiB\noutput: {formats: pdf, name: '{layout}-{seed}'}\n",
     "canvas: {preset: fhd}\nlayers:\n  - text: &h {text: A, size: 96pt}\n  - text: {<<: *h, text: B}\n",
@@ -1018,6 +1137,17 @@ def test_synonyms_name_real_keys_and_values():
 def test_samplers_match_sampling():
     sampling = pytest.importorskip("studio.sampling")
     assert layout_module.SAMPLERS == tuple(sampling.SAMPLERS)
+
+
+def test_poster_example_darkens_into_the_bleed():
+    """poster-a2's gradient behind the text covers the bleed too: no hard edge where the poster is cut."""
+    from studio.spec import GradientLayer
+
+    layout = load_layout(ROOT / "layouts" / "poster-a2.yaml")
+    gradient = next(layer for layer in layout.layers if isinstance(layer, GradientLayer))
+    assert resolve(gradient.region, layout.canvas, layout.grids) == Box(
+        0, 0, layout.canvas.full_width, layout.canvas.full_height)
+    assert [position for position, _ in gradient.stops] == [0, 0.5, 1]  # clear down to the middle
 
 
 def test_a_region_to_the_bleed_edge_in_mm_fits_whatever_the_dpi():

@@ -40,6 +40,9 @@ def test_split_impossible():
     (100, 0, (1, 1, 1), [(0, 33), (33, 34), (67, 33)]),  # equal weights: as no weights
     (10, 0, (0.5, 0.25, 0.25), [(0, 5), (5, 3), (8, 2)]),  # edges at 5, 7.5 -> 8 (half to even), 10
     (2160, 20, (3, 1), [(0, 1605), (1625, 535)]),
+    (1000, 0, (0.0000004, 0.0000012), [(0, 250), (250, 750)]),  # 1:3 however small, not 0:1 (nor 0:0)
+    (1000, 0, (1e-300, 3e-300), [(0, 250), (250, 750)]),
+    (100, 0, (0.1, 0.3), [(0, 25), (25, 75)]),  # as the decimals say, not as the nearest binary floats
 ])
 def test_split_by_weights_is_exact(total, gutter, weights, expected):
     cells = split(total, len(weights), gutter, weights)
@@ -50,6 +53,8 @@ def test_split_by_weights_is_exact(total, gutter, weights, expected):
 def test_split_by_weights_refuses_a_part_under_a_pixel():
     with pytest.raises(ValueError, match="into parts of 1, 0.001"):
         split(100, 2, 0, (1, 0.001))
+    with pytest.raises(ValueError, match="into parts of 1e-300, 1 with 0 px gutters"):
+        split(100, 2, 0, (1e-300, 1))
 
 
 CANVAS = Canvas(width=3840, height=2160, bleed=0, safe_margin=100)
