@@ -183,6 +183,8 @@ def cmd_generate(args) -> None:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
     width, height = args.size
     export.check_target(args.output, args.overwrite)  # a bad -o fails even a dry run
+    if width:  # the picture comes out at the size asked for (binning generates at another, then resizes)
+        export.check_size(args.output, width, height)
     # plan first: a budget that can't be met fails here, before any weight is read
     the_plan = pipeline.plan(args.model, height, width, guidance_scale=args.guidance, memory_budget=args.memory_budget,
                              use_resolution_binning=not args.no_binning, dtype=args.dtype,

@@ -9,7 +9,7 @@ and gradients are exact (no antialiasing), so tiny canvases have exact expected 
 turned upright by their EXIF orientation and converted to sRGB from their embedded ICC profile;
 greyscale of 16 bits or 32-bit floats (0..1) becomes 8 bits (`eight_bit`).
 
-`text_problems(layout)` lists text that leaves its region or enters the safe margin (for proofs).
+`text_problems(layout)` lists text that leaves its region or enters the safe margin (proof and render warn).
 `cut_span(image, boxes, monitors)` cuts a span canvas into one image per monitor.
 """
 
@@ -133,25 +133,37 @@ def open_image(layer: ImageLayer, index: int, base_dir: Path | None) -> Image.Im
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     try:
-        with Image.open(path) as im:
+        # opened from a file, not a path: from a path Pillow maps an uncompressed TIFF into memory at its upright
+        # size, which garbles one turned by 90 degrees (EXIF orientation 5-8) in modes L, I;16, P, RGBA, CMYK
+        with open(path, "rb") as f, Image.open(f) as im:
             icc = im.info.get("icc_profile")
             return in_srgb(eight_bit(ImageOps.exif_transpose(im)), icc)
     except (OSError, ValueError, ImageCms.PyCMSError, Image.DecompressionBombError) as e:
         raise InputError(f"layers[{index}].image.path: cannot read image '{layer.path}' ({e})") from None
 
 
+def eight_bits(v: np.ndarray) -> np.ndarray:
+    """16-bit values -> uint8: v / 257 rounded, so 65535 -> 255 and 32768 -> 128 (v / 257 is never x.5), clipped
+    to 0..65535 first."""
+    return ((v.astype(np.int64).clip(0, 65535) + 128) // 257).astype(np.uint8)
+
+
 def eight_bit(picture: Image.Image) -> Image.Image:
     """Greyscale beyond 8 bits -> L, where Pillow's own conversion clips everything above 255 to white:
-    16-bit (modes I;16*, and I: 32-bit integers, as Pillow opens 16-bit PGM and some TIFFs) v / 257
-    rounded, so 65535 -> 255 and 32768 -> 128, clipped to 0..65535; 32-bit float (F) v * 255 rounded,
-    so 0..1 is black..white, clipped, NaN black."""
+    16-bit (modes I;16*, and I: 32-bit integers, as Pillow opens 16-bit PGM and some TIFFs) `eight_bits`,
+    clipped to 0..65535, and LA where a PNG's tRNS makes one value transparent; 32-bit float (F) v * 255
+    rounded, so 0..1 is black..white, clipped, NaN black."""
     if picture.mode == "F":
         v = np.nan_to_num(np.asarray(picture, dtype=np.float64), nan=0.0)
         return Image.fromarray(np.floor(v.clip(0, 1) * 255 + 0.5).astype(np.uint8), "L")
     if not picture.mode.startswith("I"):
         return picture
-    v = np.asarray(picture).astype(np.int64)
-    return Image.fromarray(((v.clip(0, 65535) + 128) // 257).astype(np.uint8), "L")  # v / 257 is never x.5
+    v = np.asarray(picture)
+    grey = Image.fromarray(eight_bits(v), "L")
+    key = picture.info.get("transparency")
+    if isinstance(key, int):  # the 16-bit value that is transparent (8-bit, it could stand for others too)
+        grey.putalpha(Image.fromarray(np.where(v == key, 0, 255).astype(np.uint8), "L"))
+    return grey
 
 
 def in_srgb(picture: Image.Image, icc: bytes | None) -> Image.Image:
@@ -520,11 +532,11 @@ def coloured(mask: Image.Image, color: RGBA) -> Image.Image:
 # -- shapes and gradients -----------------------------------------------------------------------------------
 
 def shape_tile(layer: ShapeLayer, box: Box) -> tuple[Image.Image, tuple[int, int]]:
-    """rect / ellipse inside `box` (the stroke grows inwards); line from the box's top-left pixel to its
-    bottom-right pixel, `stroke` colour (else `fill`). Strokes are whole pixels, at least 1 (halves round
-    up: 0.4 px is 1, 2.5 px is 3). A line's box may have no width or height: a zero-width box at x draws the
-    vertical line through pixel column x, as a 1 px wide box would (Pillow widens it to the right for even
-    widths: columns x .. x + 1 for 2 px)."""
+    """rect / ellipse inside `box` (the stroke grows inwards, composited over the fill: a translucent stroke
+    shows the fill below it); line from the box's top-left pixel to its bottom-right pixel, `stroke` colour
+    (else `fill`). Strokes are whole pixels, at least 1 (halves round up: 0.4 px is 1, 2.5 px is 3). A line's
+    box may have no width or height: a zero-width box at x draws the vertical line through pixel column x, as
+    a 1 px wide box would (Pillow widens it to the right for even widths: columns x .. x + 1 for 2 px)."""
     width = stroke_px(layer.stroke_width)
     if layer.shape == "line":
         w, h = max(1, box.w), max(1, box.h)
@@ -534,21 +546,32 @@ def shape_tile(layer: ShapeLayer, box: Box) -> tuple[Image.Image, tuple[int, int
         if color:
             ImageDraw.Draw(tile).line((pad, pad, pad + w - 1, pad + h - 1), fill=color, width=max(1, width))
         return tile, (box.x - pad, box.y - pad)
+    if layer.shape not in ("rect", "ellipse"):
+        raise InputError(f"shape '{layer.shape}' (allowed: rect, ellipse, line)")
+    outline = layer.stroke if width > 0 else None
+    if layer.fill and outline and outline[3] < 255:  # Pillow's outline replaces the fill's pixels: drawn apart
+        tile = shape_pixels(layer, box, layer.fill, None, 0)
+        tile.alpha_composite(shape_pixels(layer, box, None, outline, width))
+    else:
+        tile = shape_pixels(layer, box, layer.fill, outline, width)
+    return tile, (box.x, box.y)
+
+
+def shape_pixels(layer: ShapeLayer, box: Box, fill: RGBA | None, outline: RGBA | None, width: int) -> Image.Image:
+    """A rect or ellipse filling a tile of the box's size, with `fill` and an `outline` `width` px wide inside
+    its edge (written over the fill's pixels, not composited)."""
     tile = Image.new("RGBA", (box.w, box.h), (0, 0, 0, 0))
     draw = ImageDraw.Draw(tile)
-    outline = layer.stroke if width > 0 else None
     corners = (0, 0, box.w - 1, box.h - 1)
     if (box.w, box.h) == (1, 1):  # the pixel: Pillow fills no 1 px ellipse or rounded rectangle
-        draw.rectangle(corners, fill=outline or layer.fill)
+        draw.rectangle(corners, fill=outline or fill)
     elif layer.shape == "rect" and layer.radius > 0:
-        draw.rounded_rectangle(corners, radius=round(layer.radius), fill=layer.fill, outline=outline, width=width)
+        draw.rounded_rectangle(corners, radius=round(layer.radius), fill=fill, outline=outline, width=width)
     elif layer.shape == "rect":
-        draw.rectangle(corners, fill=layer.fill, outline=outline, width=width)
-    elif layer.shape == "ellipse":
-        draw.ellipse(corners, fill=layer.fill, outline=outline, width=width)
+        draw.rectangle(corners, fill=fill, outline=outline, width=width)
     else:
-        raise InputError(f"shape '{layer.shape}' (allowed: rect, ellipse, line)")
-    return tile, (box.x, box.y)
+        draw.ellipse(corners, fill=fill, outline=outline, width=width)
+    return tile
 
 
 def gradient_position(kind: str, angle: float, w: int, h: int, rows: slice) -> np.ndarray:

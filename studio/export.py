@@ -7,7 +7,8 @@ then all are renamed into place. Every file carries its DPI (the canvas's, or th
 PNG pHYs, JPEG JFIF density, TIFF resolution, PDF page size) and the sRGB ICC profile; the PDF page is the
 full raster (trim + bleed) at its physical size, with BleedBox and TrimBox set.
 
-An existing file is never replaced unless the caller passes overwrite=True.
+An existing file is never replaced unless the caller passes overwrite=True, and a size its format can't hold
+(WebP past 16383 px a side, JPEG past 65500) is refused before any work (`check_size`).
 """
 
 import errno
@@ -35,6 +36,9 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tif
 EXPORT_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "pdf": ".pdf"}  # layout format -> suffix
 # file systems allow 255 bytes per name; the temporary '.<name>.<8-character tag>.part.old' adds 19
 MAX_NAME_BYTES = 255 - 19
+# px per side the encoders take: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit size fields (PNG and TIFF take
+# far more than a canvas may have, PDF pages count in larger units instead)
+MAX_SIDES = {"JPEG": 65500, "WEBP": 16383}
 PDF_MAX_UNITS = 14400  # the largest page side, in user units (Acrobat's limit, PDF 1.7 annex C)
 ICC_DATE = struct.pack(">6H", 2024, 1, 1, 0, 0, 0)  # the creation date written in the sRGB profile
 
@@ -62,6 +66,15 @@ def check_free(path: Path, overwrite: bool) -> Path:
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise InputError(f"{path.parent}: cannot write in this folder (read-only, or no permission)")
     return path
+
+
+def check_size(path: Path, width: int, height: int) -> None:
+    """Fail early (before any work) if a `width` x `height` px image is too large for `path`'s format."""
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    limit = MAX_SIDES.get(fmt)
+    if limit and max(width, height) > limit:
+        raise InputError(f"{path}: {width}x{height} px is too large for {fmt} (at most {limit} px a side); "
+                         f"write a PNG or TIFF instead")
 
 
 @functools.lru_cache(maxsize=1)
@@ -110,7 +123,12 @@ def write_raster(image, f, fmt: str, dpi: int | None, metadata: dict | None, qua
             options["description"] = json.dumps(metadata)
     if fmt == "WEBP":
         options.update(quality=quality)
-    image.save(f, format=fmt, **options)
+    try:
+        image.save(f, format=fmt, **options)
+    except (OSError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise  # the disk, not the encoder: write_temp names the file
+        raise InputError(f"cannot encode a {image.width}x{image.height} px image as {fmt} ({e})") from None
 
 
 JPEG_COMMENT_BYTES = 65533  # a JPEG segment's length field counts itself (2 bytes) in 16 bits
@@ -439,6 +457,7 @@ def save_image(image, path, overwrite: bool = False, metadata: dict[str, str] | 
     """Write a PIL image atomically (removing what a killed write of it left); PNG gets `metadata` as text
     chunks, JPEG `quality`."""
     path = check_target(Path(path), overwrite)
+    check_size(path, image.width, image.height)
     fmt = FORMATS[path.suffix.lower()]
     remove_temporaries(path.parent, {path.name})
     tmp = write_temp(path.parent, path.name, lambda f: write_raster(image, f, fmt, dpi, metadata, quality))
@@ -478,6 +497,8 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
     pictures = [Picture(image, stem, dpi or layout.canvas.dpi, layout.canvas.bleed, metadata), *extra]
     targets = [(fmt, check_free(out_dir / (picture.stem + EXPORT_SUFFIXES[fmt]), overwrite), picture)
                for picture in pictures for fmt in layout.output.formats]
+    for _, path, picture in targets:
+        check_size(path, picture.image.width, picture.image.height)
 
     # Pillow's save keeps its options on the image object (encoderinfo): one image saves in one format at a
     # time, while the PDF (numpy and zlib) and other pictures' files are written alongside

@@ -12,8 +12,9 @@ composes with labelled placeholders instead of generated art: no model, seconds.
 
 import contextlib
 import gc
-import glob
+import hashlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,8 @@ from typing import Callable
 from studio import __version__
 from studio.compose import compose, cut_span, draw_guides, text_problems
 from studio.errors import InputError
-from studio.export import EXPORT_SUFFIXES, Picture, check_free, export, remove_temporaries, write_temp
+from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
+                           remove_temporaries, save_image, write_temp)
 from studio.geometry import monitor_dpi
 from studio.layout import file_name_problem, file_stems
 from studio.memory import format_bytes
@@ -58,6 +60,12 @@ def output_paths(layout: Layout, out_dir: Path, stem: str | None = None) -> list
     return [out_dir / (s + EXPORT_SUFFIXES[f]) for s in output_stems(layout, stem) for f in layout.output.formats]
 
 
+def output_sizes(layout: Layout) -> list[tuple[int, int]]:
+    """(width, height) px of each of `output_stems`' files: the full canvas, then each monitor of a span."""
+    monitors = layout.span.monitors if layout.span and layout.output.per_monitor else ()
+    return [(layout.canvas.full_width, layout.canvas.full_height)] + [(m.width, m.height) for m in monitors]
+
+
 def file_dpi(layout: Layout) -> int:
     """The DPI written in the canvas's files: canvas.dpi, except for a span, whose canvas is drawn at its
     densest monitor's pixel density (canvas.dpi then only sizes its pt/mm lengths)."""
@@ -68,8 +76,8 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     """The layout with labelled placeholders for generated art, written to `path` (PNG/JPEG/TIFF), with the
     bleed, trim, safe area and a span's bezel gaps marked (`compose.draw_guides`) unless guides=False;
     prints a warning to stderr for each text layer that leaves its region or enters the safe margin."""
-    from studio.export import save_image
-
+    path = check_target(Path(path), overwrite)  # before any work
+    check_size(path, layout.canvas.full_width, layout.canvas.full_height)
     labels = {}
     for job in plan.jobs if plan else ():
         labels[job.layer] = f"{job.strategy} {job.gen_width}x{job.gen_height}"
@@ -77,9 +85,15 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     if guides:
         image = draw_guides(image, layout)
     path = save_image(image, path, overwrite=overwrite, dpi=file_dpi(layout))
+    warn_text_problems(layout)
+    return path
+
+
+def warn_text_problems(layout: Layout) -> None:
+    """A warning on stderr for each text layer that leaves its region (clipped), enters the safe margin or has
+    characters its font lacks (`compose.text_problems`)."""
     for problem in text_problems(layout):
         print(f"warning: {layout.source}: {problem}", file=sys.stderr)
-    return path
 
 
 def cut_to_region(picture, job: GenerateJob):
@@ -102,6 +116,7 @@ def check_loadable(model_id) -> None:
 
 
 ART_FOLDER = ".studio-art"  # in the output folder: generated pictures, until the render's files are written
+ART_KEY_DIGITS = 32  # hex digits of `art_key`
 
 
 def model_stamp(model_id) -> dict:
@@ -132,7 +147,7 @@ def art_key(job: GenerateJob, layer: GenerateLayer, stamp: dict, pipe=None) -> s
         "prompt": layer.prompt,
         "negative_prompt": layer.negative_prompt, "seed": layer.seed, "steps": layer.steps,
         "guidance": layer.guidance, "sampler": layer.sampler, "size": [job.gen_width, job.gen_height],
-        "blocks": blocks})[:32]
+        "blocks": blocks})[:ART_KEY_DIGITS]
 
 
 def _kept_art(path: Path, size: tuple[int, int]):
@@ -165,14 +180,32 @@ def _keep_art(path: Path, picture, sampler: str) -> None:
               f"render will generate it again", file=sys.stderr)
 
 
+def art_stem(stem: str) -> str:
+    """How the names of the pictures kept for the output `stem` begin ('<art_stem>.<key>.png'): `stem`, or for a
+    stem too long for such a name's temporary file (MAX_NAME_BYTES) as many of its first characters as fit,
+    '~' and 16 hex digits of its hash."""
+    room = MAX_NAME_BYTES - len(f".{'0' * ART_KEY_DIGITS}.png")
+    if len(stem.encode()) <= room:
+        return stem
+    tail = "~" + hashlib.sha256(stem.encode()).hexdigest()[:16]
+    return stem.encode()[:room - len(tail)].decode(errors="ignore") + tail  # no character cut in two
+
+
 def _drop_art(folder: Path, stem: str) -> None:
-    """Once an output's files are written: every picture kept for it ('<stem>.<key>.png'), this render's and
-    those of earlier ones that stopped (before its layout was edited, say), with their temporary files;
-    then the folder, when nothing else is kept there."""
+    """Once an output's files are written: every picture kept for it ('<art_stem>.<key>.png'), this render's and
+    those of earlier ones that stopped (before its layout was edited, say), with their temporary files
+    ('.<art_stem>.<key>.png.<tag>.part'), not another output's ('poster.v2.<key>.png' stays when 'poster' is
+    written); then the folder, when nothing else is kept there."""
     if not folder.is_dir():
         return
-    names = {p.name for p in folder.glob(f"{glob.escape(stem)}.*.png")}
-    names |= {p.name[1:].removesuffix(".part").rpartition(".")[0] for p in folder.glob(f".{glob.escape(stem)}.*.part")}
+    ours = re.compile(re.escape(art_stem(stem)) + rf"\.[0-9a-f]{{{ART_KEY_DIGITS}}}\.png")
+    names = set()
+    for path in folder.iterdir():
+        name = path.name
+        if name.startswith(".") and name.endswith(".part"):  # a temporary: the name it was to have
+            name = name[1:].removesuffix(".part").rpartition(".")[0]
+        if ours.fullmatch(name):
+            names.add(name)
     remove_temporaries(folder, names)
     for name in names:
         (folder / name).unlink(missing_ok=True)
@@ -220,7 +253,8 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     loaded pipeline, used and left loaded (batches reuse them across calls); a model not in it is loaded
     when its first generation comes and released after its last, so that models don't add up in memory.
     Generations run model by model, each model's in layer order; a layer whose generation an earlier one
-    makes (`GenerateJob.reuses`) takes its picture.
+    makes (`GenerateJob.reuses`) takes its picture. Text that leaves its region is warned about before any
+    generation, as `proof` does (`warn_text_problems`).
     For batches (studio.batch): stem replaces layout.output.name; metadata entries are added to (or
     replace) those stored in the files; record, a dict, receives the memory budget and each generation's
     settings. reuse_art=False generates every layer even when an earlier render kept its picture (rerender,
@@ -237,8 +271,12 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     targets = output_paths(layout, out_dir, stem)
     # what a killed run of this layout left: its temporary files, or renames to finish
     remove_temporaries(out_dir, {path.name for path in targets})
-    for path in targets:  # before any generation: don't compute what can't be written
+    # before any generation: don't compute what can't be written
+    sizes = [size for size in output_sizes(layout) for _ in layout.output.formats]  # in output_paths' order
+    for path, (width, height) in zip(targets, sizes, strict=True):
         check_free(path, overwrite)
+        check_size(path, width, height)
+    warn_text_problems(layout)  # the final files clip such text as the proof does
     loaded = {} if pipelines is None else pipelines
     report = progress or (lambda label, phase, done, total: None)
     main_stem, *monitor_stems = output_stems(layout, stem)
@@ -250,7 +288,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
             if job.model not in stamps:
                 stamps[job.model] = model_stamp(job.model)
             key = art_key(job, layout.layers[job.layer], stamps[job.model], loaded.get(job.model))
-            kept_at[job.layer] = art_dir / f"{main_stem}.{key}.png"
+            kept_at[job.layer] = art_dir / f"{art_stem(main_stem)}.{key}.png"
     remove_temporaries(art_dir, {path.name for path in kept_at.values()})  # of a kill while keeping art
     for job in plan.jobs:
         kept = (_kept_art(kept_at[job.layer], (job.gen_width, job.gen_height)) if job.reuses is None and reuse_art

@@ -141,6 +141,19 @@ def test_strokes_are_whole_pixels_rounded_half_up(stroke, ring):
     assert ascii_map(image)[3] == "B" * ring + "R" * (8 - 2 * ring) + "B" * ring
 
 
+@pytest.mark.parametrize("shape, radius", [("rect", 0), ("rect", 3), ("ellipse", 0)])
+def test_a_translucent_stroke_is_composited_over_the_fill(shape, radius):
+    """Half-transparent blue over red (SVG's and CSS's order), on the pixels an opaque stroke covers: not over
+    the white below, as when the stroke's pixels replaced the fill's."""
+    def drawn(stroke):
+        return np.asarray(C.compose(layout(ShapeLayer(shape, Region("full"), fill=RED, stroke=stroke, stroke_width=2,
+                                                      radius=radius), w=10, h=8)))
+    opaque, translucent = drawn(BLUE), drawn((0, 0, 255, 128))
+    ring = (opaque == BLUE[:3]).all(axis=2)
+    assert ring.sum() > 0 and (translucent[ring] == (127, 0, 128)).all()  # 255 * 127 / 255, 255 * 128 / 255
+    assert (translucent[~ring] == opaque[~ring]).all()
+
+
 def test_rounded_rect_cuts_corners():
     image = C.compose(layout(ShapeLayer("rect", Region("full"), fill=RED, radius=2)))
     assert ascii_map(image) == [
@@ -327,6 +340,45 @@ def test_16_bit_big_endian_grey_is_scaled_to_8_bits(tmp_path):
         assert im.mode == "I;16B"
     image = C.compose(image_layer(tmp_path, "grey16b.tif", 4, 1))
     assert np.asarray(image)[0, :4].tolist() == [[0] * 3, [1] * 3, [128] * 3, [255] * 3]
+
+
+def test_16_bit_grey_keeps_its_transparent_value(tmp_path):
+    """A tRNS chunk makes the 16-bit value 257 transparent; 300, which is 1 at 8 bits too, stays opaque."""
+    Image.fromarray(np.array([[0, 257, 300, 65535]], dtype=np.uint16)).save(tmp_path / "key.png", transparency=257)
+    with Image.open(tmp_path / "key.png") as im:
+        assert (im.mode, im.info["transparency"]) == ("I;16", 257)
+    picture = C.open_image(ImageLayer("key.png"), 0, tmp_path)
+    assert np.asarray(picture)[0].tolist() == [[0, 0, 0, 255], [1, 1, 1, 0], [1, 1, 1, 255], [255, 255, 255, 255]]
+
+
+ORIENTATIONS = {5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}  # EXIF orientation -> Pillow's turn that shows it upright
+
+
+# stored 3 x 2 px, one value each: every turn shows another arrangement
+TURNED = np.array([[10, 60, 110], [160, 210, 250]], dtype=np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16", "P", "RGB", "RGBA", "CMYK"])
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+def test_an_uncompressed_tiff_turned_by_90_degrees_is_drawn_upright(tmp_path, mode, orientation):
+    """Each mode from an uncompressed TIFF stored sideways (EXIF orientation 5-8) as from an upright one."""
+    def picture(values):
+        if mode == "I;16":
+            return Image.fromarray(values.astype(np.uint16) * 257)
+        if mode == "RGBA":
+            return Image.merge("RGBA", [Image.fromarray(values)] * 3 + [Image.fromarray(255 - values // 2)])
+        return Image.fromarray(values).convert(mode)
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    picture(TURNED).save(tmp_path / "turned.tif", compression="raw", exif=exif)
+    upright = np.asarray(Image.fromarray(TURNED).transpose(ORIENTATIONS[orientation]))  # as Pillow turns a picture
+    picture(upright).save(tmp_path / "upright.tif", compression="raw")
+    with Image.open(tmp_path / "turned.tif") as im:
+        assert (im.mode, im.info["compression"]) == (mode, "raw")
+    composed = [np.asarray(C.compose(image_layer(tmp_path, name, 2, 3))) for name in ("turned.tif", "upright.tif")]
+    assert np.array_equal(*composed)
 
 
 def test_32_bit_integer_grey_is_read_as_16_bit_values(tmp_path):

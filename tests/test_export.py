@@ -2,6 +2,7 @@
 files are named by render.output_stems."""
 
 import errno
+import io
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from PIL import Image
 from studio import export as E
 from studio.errors import InputError
 from studio.geometry import monitor_dpi
-from studio.render import file_dpi, output_paths, output_stems, proof
+from studio.render import file_dpi, output_paths, output_sizes, output_stems, proof
 from studio.spec import Canvas, FillLayer, Layout, Monitor, Output, Region, Span, TextLayer
 
 ALL = ("png", "jpeg", "tiff", "pdf")
@@ -308,6 +309,64 @@ def test_unknown_format(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name, width, height, limit", [
+    ("a.webp", 16384, 8, 16383), ("a.webp", 8, 16384, 16383), ("a.jpg", 65501, 8, 65500), ("a.JPEG", 8, 65501, 65500)])
+def test_a_size_the_format_cannot_hold_is_refused(tmp_path, name, width, height, limit):
+    fmt = "WEBP" if name.endswith("webp") else "JPEG"
+    with pytest.raises(InputError, match=f"^{re.escape(str(tmp_path / name))}: {width}x{height} px is too large for "
+                                         f"{fmt} \\(at most {limit} px a side\\); write a PNG or TIFF instead$"):
+        E.check_size(tmp_path / name, width, height)
+    E.check_size(tmp_path / name, min(width, limit), min(height, limit))
+    for other in ("a.png", "a.tif", "a.pdf"):  # far beyond any canvas
+        E.check_size(tmp_path / other, 65536, 65536)
+
+
+def test_save_image_and_export_refuse_a_size_their_format_cannot_hold(tmp_path, monkeypatch):
+    with pytest.raises(InputError, match=r"a.webp: 16384x1 px is too large for WEBP \(at most 16383 px a side\)"):
+        E.save_image(Image.new("RGB", (16384, 1)), tmp_path / "a.webp")
+    monkeypatch.setitem(E.MAX_SIDES, "JPEG", 100)
+    with pytest.raises(InputError, match=r"p.jpg: 112x72 px is too large for JPEG \(at most 100 px a side\)"):
+        E.export(raster(), poster(), tmp_path, "p")  # 112 px wide
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_encoder_failure_is_one_line_naming_the_format_and_size():
+    """What the encoder refuses (past the sizes check_size knows) is an InputError, not Pillow's traceback; the
+    disk's errors stay OSErrors (write_temp names the file)."""
+    with pytest.raises(InputError, match=r"^cannot encode a 16384x1 px image as WEBP \(encoding error 5: Image size "
+                                         r"exceeds WebP limit of 16383 pixels\)$"):
+        E.write_raster(Image.new("RGB", (16384, 1)), io.BytesIO(), "WEBP", None, None, 90)
+    with pytest.raises(InputError, match=r"^cannot encode a 65501x1 px image as JPEG \(broken data stream when "
+                                         r"writing image file\)$"):
+        E.write_raster(Image.new("RGB", (65501, 1)), io.BytesIO(), "JPEG", None, None, 90)
+
+    class FullDisk(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OSError) as info:
+        E.write_raster(raster(), FullDisk(), "PNG", None, None, 90)
+    assert info.value.errno == errno.ENOSPC
+
+
+def test_proof_refuses_a_size_its_format_cannot_hold_before_composing(tmp_path, monkeypatch):
+    import studio.render
+
+    monkeypatch.setattr(studio.render, "compose", lambda *args, **kwargs: pytest.fail("composed"))
+    layout = Layout("<string>", Canvas(17000, 200), (FillLayer((255, 0, 0, 255)),))
+    with pytest.raises(InputError, match=r"proof.webp: 17000x200 px is too large for WEBP \(at most 16383 px a side\)"):
+        proof(layout, tmp_path / "proof.webp")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_refuses_a_size_its_format_cannot_hold_before_planning(tiny_dir, tmp_path, capsys):
+    from studio.cli import main
+
+    out = tmp_path / "wide.webp"
+    assert main(["generate", "a cat", "--model", str(tiny_dir), "--size", "16384x64", "-o", str(out), "--dry-run"]) == 2
+    assert capsys.readouterr().err == (f"studio: error: {out}: 16384x64 px is too large for WEBP (at most 16383 px a "
+                                       "side); write a PNG or TIFF instead\n")
+
+
 def test_save_image_still_writes_one_file(tmp_path):
     (tmp_path / ".a.png.k1llxd.part").write_bytes(b"half")  # a killed write's leftover: removed
     path = E.save_image(raster(), tmp_path / "a.png", metadata={"seed": "3"}, dpi=150)
@@ -381,6 +440,14 @@ def test_output_paths_are_every_stem_in_every_format(tmp_path):
     assert [p.name for p in output_paths(span_layout(), tmp_path)] == [
         "span-2-span.png", "span-2-span.jpg", "span-2-left.png", "span-2-left.jpg", "span-2-right.png",
         "span-2-right.jpg"]
+
+
+def test_output_sizes_are_the_canvas_then_each_monitor():
+    layout = replace(span_layout(), span=replace(span_layout().span, monitors=(
+        Monitor("left", 2560, 1440, 597, 336), Monitor("right", 1920, 1080, 527, 296))))
+    assert output_sizes(layout) == [(100, 20), (2560, 1440), (1920, 1080)]
+    assert output_sizes(span_layout(per_monitor=False)) == [(100, 20)]
+    assert output_sizes(poster()) == [(112, 72)]  # with the bleed
 
 
 def test_a_monitor_named_span_clashes_with_the_whole_span():

@@ -10,10 +10,12 @@ import pytest
 from PIL import Image
 
 import studio.pipeline
-from studio.errors import CheckpointError
+from studio.errors import CheckpointError, InputError
 from studio.layout import load_layout
 from studio.render import render
 from studio.tiny import make_tiny
+
+KEY = "0123456789abcdef" * 2  # an art_key: 32 hex digits
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +176,7 @@ output: {{formats: [png]}}
     [clean] = render(layout, tmp_path / "clean", None, "1GiB")
     art = tmp_path / "out" / ".studio-art"
     art.mkdir(parents=True)
-    old, temporary, other = art / "one.0123abcd.png", art / ".one.4567cdef.png.ffffff00.part", art / "two.89ab.png"
+    old, temporary, other = art / f"one.{KEY}.png", art / f".one.{KEY[::-1]}.png.ffffff00.part", art / "two.89ab.png"
     for path in (old, temporary, other):
         Image.new("RGB", (8, 8)).save(path, "PNG")
     [done] = render(layout, tmp_path / "out", None, "1GiB")
@@ -190,3 +192,92 @@ output: {{formats: [png]}}
     picture, sampler = _kept_art(other, (8, 8))
     assert sampler == "ddim" and picture.getpixel((0, 0)) == (255, 0, 0)
     assert _kept_art(other, (16, 16)) is None  # not the size this generation makes
+
+
+def test_an_output_drops_only_its_own_kept_art(tmp_path):
+    """'poster' written: its pictures and their temporaries go, not those of 'poster.v2' (nor a name that is not
+    '<stem>.<key>.png')."""
+    from studio.render import _drop_art
+
+    names = [f"poster.{KEY}.png", f".poster.{KEY}.png.ffffff00.part", f"poster.v2.{KEY}.png",
+             f".poster.v2.{KEY}.png.ffffff00.part", "poster.v2.png", f"poster.{KEY[:8]}.png"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    _drop_art(tmp_path, "poster")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+
+@pytest.mark.parametrize("stem, kept", [
+    ("poster", "poster"),
+    ("n" * 199, "n" * 199),  # '<stem>.<key>.png' is 236 bytes, export.MAX_NAME_BYTES
+    ("n" * 200, "n" * 182 + "~1be63cc0bde6bd45"),  # the first 16 hex digits of its SHA-256
+    ("é" * 116, "é" * 91 + "~9102139bdb9ca1e5"),  # 232 bytes: as many whole characters as fit
+])
+def test_kept_art_of_a_long_output_name_has_a_name_that_fits(tmp_path, stem, kept):
+    from studio.render import _drop_art, art_stem
+
+    assert art_stem(stem) == kept
+    temporary = f".{kept}.{KEY}.png.ffffff00.part"
+    assert len(temporary.encode()) <= 255
+    for name in (f"{kept}.{KEY}.png", temporary, f"{art_stem(stem + 'x')}.{KEY}.png"):
+        (tmp_path / name).write_bytes(b"")
+    _drop_art(tmp_path, stem)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{art_stem(stem + 'x')}.{KEY}.png"]  # another output's
+
+
+def test_a_long_output_name_keeps_its_art(tiny_dir, tmp_path, watched, monkeypatch, capsys):
+    """A 232-byte output name (the longest the loader takes): its art is kept when the export fails, and used."""
+    import studio.render
+
+    _, calls = watched
+    name = "n" * 232
+    (tmp_path / "long.yaml").write_text(f"""\
+canvas: {{width: 32, height: 32}}
+layers:
+  - generate: {{prompt: a fox, seed: 1, steps: 1, model: {tiny_dir}}}
+output: {{formats: [png], name: {name}}}
+""")
+    layout = load_layout(tmp_path / "long.yaml")
+    export = studio.render.export
+
+    def stopped(*args, **kwargs):  # as Ctrl-C while writing the files
+        raise KeyboardInterrupt
+    monkeypatch.setattr(studio.render, "export", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        render(layout, tmp_path / "out", None, "1GiB")
+    [kept] = (tmp_path / "out" / ".studio-art").iterdir()
+    assert kept.name.startswith("n" * 182 + "~") and "cannot keep" not in capsys.readouterr().err
+    monkeypatch.setattr(studio.render, "export", export)
+    [file] = render(layout, tmp_path / "out", None, "1GiB")
+    assert len(calls) == 1 and file.name == name + ".png"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [file.name]
+
+
+def test_render_refuses_a_size_its_formats_cannot_hold_before_generating(tiny_dir, tmp_path, watched, monkeypatch):
+    import studio.export
+
+    _, calls = watched
+    (tmp_path / "wide.yaml").write_text(f"""\
+canvas: {{width: 64, height: 32}}
+layers:
+  - generate: {{prompt: a fox, seed: 1, steps: 1, model: {tiny_dir}}}
+output: {{formats: [png, jpeg]}}
+""")
+    monkeypatch.setitem(studio.export.MAX_SIDES, "JPEG", 48)
+    with pytest.raises(InputError, match=f"^{tmp_path / 'out' / 'wide.jpg'}: 64x32 px is too large for JPEG "
+                                         r"\(at most 48 px a side\); write a PNG or TIFF instead$"):
+        render(load_layout(tmp_path / "wide.yaml"), tmp_path / "out", None, "1GiB")
+    assert calls == [] and list((tmp_path / "out").iterdir()) == []
+
+
+def test_render_warns_about_clipped_text_as_the_proof_does(tiny_dir, tmp_path, capsys):
+    (tmp_path / "title.yaml").write_text("""\
+canvas: {width: 200, height: 80}
+layers:
+  - text: {text: Grand Opening, size: 30px, wrap: false, name: title, region: {x: 20px, y: 10px, w: 60px, h: 30px}}
+output: {formats: [png]}
+""")
+    [file] = render(load_layout(tmp_path / "title.yaml"), tmp_path / "out", str(tiny_dir), "1GiB")
+    assert file.name == "title.png"
+    assert capsys.readouterr().err == (f"warning: {tmp_path / 'title.yaml'}: layers[0] (title): text overflows its "
+                                       "region (right clipped)\n")
