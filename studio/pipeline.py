@@ -812,6 +812,10 @@ class Captions(NamedTuple):
         if features.ndim != 3 or mask.shape != features.shape[:2]:
             raise InputError(f"{name}_embeds {features.shape} and {name}_attention_mask {mask.shape} are not "
                              f"(B, L, C) and (B, L)")
+        attended = np.flatnonzero(mask.any(axis=0))
+        if attended.size and attended[-1] >= MAX_LENGTH:  # positions past it are dropped unread (trim_caption)
+            raise InputError(f"{name}_attention_mask attends to position {attended[-1] + 1}: at most {MAX_LENGTH} "
+                             f"(PixArt-Sigma's caption length, which the memory plan counts)")
         return cls(features.astype(np.float32), mask.astype(np.int32))  # as `tokenize` gives masks
 
     @staticmethod

@@ -202,6 +202,9 @@ def test_unguided_calls_ignore_the_negative_prompt_as_the_reference_does(pipes):
     (dict(max_sequence_length=301), "max_sequence_length must be an integer from 1 to 300 (PixArt-Sigma's caption "
                                     "length), got 301"),  # the memory plan bounds captions by 300 tokens
     (dict(max_sequence_length=0), "max_sequence_length must be an integer from 1 to 300"),
+    (dict(prompt=None, prompt_embeds=np.zeros((1, 302, 32)), prompt_attention_mask=np.eye(1, 302, 300)),
+     "prompt_attention_mask attends to position 301: at most 300 (PixArt-Sigma's caption length, which the memory "
+     "plan counts)"),
     (dict(num_inference_steps=True), "num_inference_steps must be a positive integer, got True"),
     (dict(callback=lambda step, timestep, latents: None), "callback is called as callback(step, total) after each "
                                                           "denoising step (the reference's callback(step, timestep, "
@@ -275,6 +278,10 @@ def test_prompt_embeds_from_the_reference_stand_for_the_prompts(pipes):
     mixed = ours(prompt_embeds=embeds.numpy(), prompt_attention_mask=mask.numpy(), negative_prompt="blurry",
                  latents=latents, **kwargs).images  # the negative encoded here
     assert rel_l2(mixed, expected.numpy()) <= 1e-3
+    padded = ours(prompt_embeds=np.pad(embeds.numpy(), ((0, 0), (0, 20), (0, 0))),  # masked past 300: taken
+                  prompt_attention_mask=np.pad(mask.numpy(), ((0, 0), (0, 20))), negative_prompt="blurry",
+                  latents=latents, **kwargs).images
+    np.testing.assert_array_equal(padded, mixed)
     with pytest.raises(ValueError, match="prompt_embeds needs prompt_attention_mask"):
         ours(prompt_embeds=embeds, **kwargs)
     with pytest.raises(ValueError, match="prompt_embeds have 7 channels; this model's text encoder gives 32"):
