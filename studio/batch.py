@@ -187,9 +187,17 @@ def name_fields(layout: str, variables: dict, n: int, key: str) -> dict:
 
 
 def path_key(path: str) -> str:
-    """What two output paths share when macOS or Windows takes them for one file: case ignored, and (macOS)
-    Unicode normalization: 'Café' with 'é' as one character or as 'e' and a combining accent gives 'café'."""
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", path).casefold())
+    """What two output paths share when macOS or Windows takes them for one file: case ignored character by
+    character, as APFS/HFS+ and NTFS's upcase table compare (Unicode simple case folding: 'Fox' is 'fox', but
+    'Straße' is not 'STRASSE' nor 'ﬁle' 'file'), and (macOS) Unicode normalization: 'Café' with 'é' as one
+    character or as 'e' and a combining accent gives 'café'."""
+    return unicodedata.normalize("NFC", "".join(map(_fold, unicodedata.normalize("NFC", path))))
+
+
+def _fold(c: str) -> str:
+    """A character's simple case folding: its full folding when that is one character, else its lowercase
+    when that is one ('ẞ' -> 'ß'), else itself ('ß', 'ﬁ', 'İ' fold to several characters)."""
+    return next((f for f in (c.casefold(), c.lower()) if len(f) == 1), c)
 
 
 def shadowed(name: str, variables) -> bool:
@@ -215,15 +223,24 @@ class _JobLoader(yaml.SafeLoader):
 
 
 def _construct_map(loader, node):
-    loader.flatten_mapping(node)
+    """A mapping with YAML merge keys (`<<: *base`) applied as layouts apply them: a key written in the mapping
+    overrides a merged one; a key written twice is an error."""
+    written = {id(key_node) for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge"}
+    loader.flatten_mapping(node)  # merged keys first, then the written ones
     out = _Map()
     out.line, out.lines = node.start_mark.line + 1, {}
+    seen = set()
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, str):
             raise yaml.constructor.ConstructorError(None, None, "a key must be a name", key_node.start_mark)
-        if key in out:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+        if _surrogate(key):
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r}: {_surrogate(key)}",
+                                                    key_node.start_mark)
+        if id(key_node) in written:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
         out[key] = loader.construct_object(value_node, deep=True)
         out.lines[key] = key_node.start_mark.line + 1
     return out
@@ -237,13 +254,14 @@ def _construct_seq(loader, node):
 
 def _construct_text(loader, node):
     """A scalar as written in the file, as a layout reads its variables (the node's value): `NO`, `010`,
-    `1_000`, `0x1F` and `1.10` stay what they say, not YAML 1.1's false, 8, 1000, 31 and 1.1. Null is None."""
+    `1_000`, `0x1F`, `1.10`, `=` and `<<` stay what they say, not YAML 1.1's false, 8, 1000, 31, 1.1 and
+    its value and merge tags (which have no value). Null is None."""
     return None if node.tag.endswith(":null") else node.value
 
 
 _JobLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
 _JobLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
-for _tag in ("null", "bool", "int", "float", "timestamp"):
+for _tag in ("null", "bool", "int", "float", "timestamp", "value", "merge"):
     _JobLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _construct_text)
 
 
@@ -255,13 +273,21 @@ def _kind(value) -> str:
     return "nothing" if value is None else repr(value)
 
 
+def _surrogate(text: str) -> str | None:
+    """Why `text` is not text when it holds a lone surrogate (YAML reads the escape "\\udce9", half of a UTF-16
+    pair, which is no character: no file name nor tokenizer takes it), or None."""
+    bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
+    return None if bad is None else (f"\\u{ord(bad):04x} is half of a UTF-16 surrogate pair, not a character; "
+                                     f"write the character itself")
+
+
 def _value_problem(value, expected: str, empty_ok: bool = True) -> str | None:
     """Why a job's value is not what a key takes (text: scalars are read as written), or None."""
     if not isinstance(value, str):
         return f"expected {expected}, got {_kind(value)}"
     if not value and not empty_ok:
         return "expected text, got ''"
-    return None
+    return _surrogate(value)
 
 
 def load_job(path, model: str | None = None, default_model: str | None = None) -> Job:
@@ -374,11 +400,12 @@ def _scalars(mapping: _Map, path: str, src: str, errors: list[str], reserved_ok:
 
 def _matrix(matrix, line: int, src: str, errors: list[str]) -> list:
     """Every combination of the axes' values, the first axis outermost. A value may be a mapping: several
-    variables set together (size: [{width: 1920, height: 1080}, ...])."""
+    variables set together (size: [{width: 1920, height: 1080}, ...]); a variable is set by one axis only."""
     if not isinstance(matrix, _Map) or not matrix:
         errors.append(f"{src}:{line}: matrix: expected a mapping of name: [values]")
         return []
     axes = []
+    setters: dict[str, str] = {}  # variable -> the axis that sets it
     for axis, values in matrix.items():
         where = f"{src}:{matrix.lines[axis]}: matrix.{axis}"
         if not isinstance(values, _Seq) or not values:
@@ -394,6 +421,11 @@ def _matrix(matrix, line: int, src: str, errors: list[str]) -> list:
                 errors.append(f"{src}:{values.lines[j]}: matrix.{axis}[{j}]: {problem}")
             else:
                 choices.append({axis: value})
+        for var in dict.fromkeys(k for choice in choices for k in choice):
+            other = setters.setdefault(var, axis)
+            if other != axis:
+                errors.append(f"{where}: sets '{var}', which matrix.{other} ({src}:{matrix.lines[other]}) sets too; "
+                              f"a variable may come from one axis only")
         axes.append(choices)
     return [({k: v for choice in combo for k, v in choice.items()}, f"{src}:{line}")
             for combo in itertools.product(*axes)]
@@ -566,7 +598,8 @@ class EmbeddingCache:
     process computes (`manifest.compute_identity`), which changes the features' last bits. folder None:
     nothing is stored (every prompt is encoded, in the same way as when cached). store=False: entries are
     read, not written (a read-only shared cache). An entry that can't be written (a full disk) is only
-    encoded again next time: `warn` gets the first such failure.
+    encoded again next time: `warn` gets the first such failure. Within `holding`, what is put is also
+    kept in memory, stored or not: the prompts an item's render encodes ahead reach its layers.
     """
 
     def __init__(self, folder: Path | None, identity: str, warn=None, store: bool = True):
@@ -575,15 +608,18 @@ class EmbeddingCache:
         self.store = folder is not None and store
         self.hits = self.misses = 0
         self.failed = False
+        self.held: dict | None = None  # digest -> (features, mask), within `holding`
 
     def _path(self, key: dict) -> tuple[str, Path | None]:
         digest = manifest.sha256_json({"text_model": self.identity, "compute": self.compute, **key})
         return digest, None if self.folder is None else self.folder / digest[:2] / f"{digest}.npz"
 
     def __contains__(self, key: dict) -> bool:
-        """Whether an entry for `key` is stored: an archive that opens and holds this key (its features are
-        not read; `get` checks them)."""
+        """Whether an entry for `key` is held (`holding`) or stored: an archive that opens and holds this key
+        (its features are not read; `get` checks them)."""
         digest, path = self._path(key)
+        if self.held and digest in self.held:
+            return True
         if path is None:
             return False
         try:
@@ -594,6 +630,9 @@ class EmbeddingCache:
 
     def get(self, key: dict):
         digest, path = self._path(key)
+        if self.held and digest in self.held:
+            self.hits += 1
+            return self.held[digest]
         if path is not None:
             try:
                 with np.load(path) as data:
@@ -607,6 +646,8 @@ class EmbeddingCache:
 
     def put(self, key: dict, features: np.ndarray, mask: np.ndarray) -> None:
         digest, path = self._path(key)
+        if self.held is not None:
+            self.held[digest] = features, mask
         if not self.store:
             return
         try:
@@ -619,6 +660,20 @@ class EmbeddingCache:
                 self.warn(f"cannot write T5 features to {self.folder} ({e.strerror or e}); they are encoded again "
                           f"next run")
             self.failed = True
+
+
+@contextmanager
+def holding(caches):
+    """Within it, each of the EmbeddingCaches `caches` keeps in memory what is put, stored on disk or not, for
+    one item's render: the prompts it encodes ahead reach its layers, and memory does not grow from item to
+    item."""
+    for cache in caches:
+        cache.held = {}
+    try:
+        yield
+    finally:
+        for cache in caches:
+            cache.held = None
 
 
 def text_identity(model_files: dict) -> str:
@@ -834,6 +889,7 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
     the job writes now (`stale`). Notes once when finished items had another budget. logged: `_logged`."""
     from studio.memory import format_bytes, parse_bytes
     from studio.plan import plan_layout
+    from studio.render import temporary_targets
 
     claimed = {path_key(path) for item in job.items for path in item.outputs}
     models: dict = {}
@@ -865,8 +921,8 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
             task = _Task(item, layout, the_plan, folder, target.name, _inputs(layout, item.layout_file.parent, hashes),
                          {m: models[m]["files"] for m in used}, {m: models[m]["folder"] for m in used})
             sidecar = manifest.sidecar_path(folder, task.stem)
-            names = {Path(p).name for p in _outputs(task.stem, layout)}
-            remove_temporaries(folder, names)
+            # its own stems' temporaries in any format (its layout may have dropped one), not other items'
+            remove_temporaries(folder, temporary_targets(layout, task.stem) | {task.stem + manifest.SIDECAR_SUFFIX})
             try:
                 record = manifest.load_sidecar(sidecar)
                 reason = manifest.check(record, folder, {"item": item.key, "inputs": task.inputs,
@@ -888,10 +944,9 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
             if chosen and record["memory_budget"] != the_plan.budget:
                 budgets.append((record["memory_budget"], the_plan.budget))
             if record["digest"] not in logged:  # killed between the manifest and its log line
-                try:
-                    manifest.append_line(log, manifest.log_record(record, sidecar, root))
-                except OSError as e:  # a full disk: the next run adds it
-                    print(f"{item.name}: cannot add its line to {log} ({e.strerror or e})", file=out, flush=True)
+                note = _log(log, record, sidecar, root)
+                if note:
+                    print(f"{item.name}: {note}", file=out, flush=True)
         else:
             if record is not None:  # a valid manifest of an earlier render of this name: its files are ours
                 task.stale = _stale(record, folder, task.stem, root, claimed)
@@ -902,6 +957,16 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
               f"{format_bytes(recorded)}, now {format_bytes(now)}), which may change their bytes; they are kept "
               f"(delete their manifests to render them again)", file=out, flush=True)
     return todo
+
+
+def _log(log: Path, record: dict, sidecar: Path, root: Path) -> str | None:
+    """Add a rendered item's line to the batch log; or, when it can't be written (a full disk), what to say
+    of it: its manifest is written, so the item is done, and the next run adds the line (`_scan`)."""
+    try:
+        manifest.append_line(log, manifest.log_record(record, sidecar, root))
+    except OSError as e:
+        return f"cannot add its line to {log} ({e.strerror or e}); the next run adds it"
+    return None
 
 
 def _stale(record: dict, folder: Path, stem: str, root: Path, claimed: set) -> list[Path]:
@@ -958,24 +1023,30 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
                 _load_models(job, task, pipelines, caches, embeddings, store, err, quiet)
             except Exception:  # the item fails on its own, with this error, when its turn comes
                 pass
-            _encode_ahead([t for t in todo if set(t.models) == group], pipelines, job.model, weights, quiet, say,
-                          err)
+            if signals.received is None:
+                _encode_ahead([t for t in todo if set(t.models) == group], pipelines, job.model, weights, quiet,
+                              say, err)
         item = task.item
         head = f"[{k}/{len(todo)}]"
         t0 = time.perf_counter()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
             loading = _load_models(job, task, pipelines, caches, embeddings, store, err, quiet)
+            if signals.received is not None:  # asked to stop while models loaded or prompts were encoded ahead
+                break  # before the item starts
             keep = _keep_text_encoder(task, pipelines, job.model, weights)
             hits0 = {m: (c.hits, c.misses) for m, c in caches.items()}
             task.folder.mkdir(parents=True, exist_ok=True)
             bars = _ItemBars(quiet, item.name, err)
+            warning = f"{head} warning: {item.name}: {item.layout}: "  # text that leaves its region, say
             info: dict = {}
             t1 = time.perf_counter()
             try:
-                files = render(task.layout, task.folder, job.model, task.plan.budget, overwrite=True,
-                               progress=bars, pipelines=pipelines, stem=task.stem, record=info,
-                               metadata={"layout": item.layout, "batch_item": item.key})
+                with holding([caches[m] for m in task.models]):
+                    files = render(task.layout, task.folder, job.model, task.plan.budget, overwrite=True,
+                                   progress=bars, pipelines=pipelines, stem=task.stem, record=info,
+                                   metadata={"layout": item.layout, "batch_item": item.key},
+                                   warn=lambda problem: _line(bar, warning + problem, out))
             finally:
                 bars.close()
             t2 = time.perf_counter()
@@ -991,7 +1062,9 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
             pause_point("manifest", item.name)
             sidecar = manifest.sidecar_path(task.folder, task.stem)
             manifest.write_sidecar(sidecar, record)
-            manifest.append_line(log, manifest.log_record(record, sidecar, root))
+            note = _log(log, record, sidecar, root)
+            if note:
+                _line(bar, f"{head} {item.name}: {note}", out)
         except Interrupted:
             summary.dropped = item.name
             raise
@@ -1252,8 +1325,9 @@ def rerender(manifest_file, out_dir=None, overwrite: bool = False) -> list[tuple
     except ValueError as e:
         raise InputError(f"{manifest_file}: not a usable batch manifest: {e}") from None
     out_dir = None if out_dir is None else Path(out_dir).absolute()
+    manifest_file = manifest_file.absolute()  # here, not in the batch's working folder
     with _working_folder(record["cwd"]):
-        return _rerender(record, manifest_file.absolute(), out_dir, overwrite)
+        return _rerender(record, manifest_file, out_dir, overwrite)
 
 
 @contextmanager
@@ -1306,9 +1380,11 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
     with tempfile.TemporaryDirectory(prefix="studio-rerender-") as tmp:
         folder = out_dir if out_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        files = render(layout, folder, record["model"], record["memory_budget"], overwrite=overwrite,
-                       pipelines=pipelines, stem=stem, metadata={"layout": lay["path"], "batch_item": record["item"]},
-                       reuse_art=False)  # every generation made again: that's what is checked
+        with holding([pipe.embedding_cache for pipe in pipelines.values()]):
+            files = render(layout, folder, record["model"], record["memory_budget"], overwrite=overwrite,
+                           pipelines=pipelines, stem=stem, metadata={"layout": lay["path"],
+                                                                     "batch_item": record["item"]},
+                           reuse_art=False)  # every generation made again: that's what is checked
         now = {p.name: manifest.sha256_file(p) for p in files}
     return [(e["path"], e["sha256"], now.get(Path(e["path"]).name, "")) for e in record["files"]]
 

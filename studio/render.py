@@ -60,6 +60,12 @@ def output_paths(layout: Layout, out_dir: Path, stem: str | None = None) -> list
     return [out_dir / (s + EXPORT_SUFFIXES[f]) for s in output_stems(layout, stem) for f in layout.output.formats]
 
 
+def temporary_targets(layout: Layout, stem: str | None = None) -> set[str]:
+    """The file names whose temporaries a killed render of `layout` may have left: each of `output_stems` in
+    every export format, not only output.formats (a layout edited since may no longer write a format)."""
+    return {s + suffix for s in output_stems(layout, stem) for suffix in EXPORT_SUFFIXES.values()}
+
+
 def output_sizes(layout: Layout) -> list[tuple[int, int]]:
     """(width, height) px of each of `output_stems`' files: the full canvas, then each monitor of a span."""
     monitors = layout.span.monitors if layout.span and layout.output.per_monitor else ()
@@ -89,11 +95,15 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     return path
 
 
-def warn_text_problems(layout: Layout) -> None:
-    """A warning on stderr for each text layer that leaves its region (clipped), enters the safe margin or has
-    characters its font lacks (`compose.text_problems`)."""
+def warn_text_problems(layout: Layout, warn: Callable[[str], None] | None = None) -> None:
+    """A warning for each text layer that leaves its region (clipped), enters the safe margin or has
+    characters its font lacks (`compose.text_problems`): warn(problem), default a line on stderr naming the
+    layout file."""
     for problem in text_problems(layout):
-        print(f"warning: {layout.source}: {problem}", file=sys.stderr)
+        if warn is None:
+            print(f"warning: {layout.source}: {problem}", file=sys.stderr)
+        else:
+            warn(problem)
 
 
 def cut_to_region(picture, job: GenerateJob):
@@ -242,7 +252,7 @@ def _prompts_ahead(layout: Layout, plan: Plan, jobs: list[GenerateJob], pipe, re
 def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None, overwrite: bool = False,
            progress: Callable[[str, str, int, int], None] | None = None, pipelines: dict | None = None,
            stem: str | None = None, metadata: dict | None = None, record: dict | None = None,
-           reuse_art: bool = True) -> list[Path]:
+           reuse_art: bool = True, warn: Callable[[str], None] | None = None) -> list[Path]:
     """Generate, compose and export `layout` into `out_dir`; returns the written files.
 
     model: the default model for layers and layouts that name none. progress(label, phase, done, total)
@@ -254,7 +264,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     when its first generation comes and released after its last, so that models don't add up in memory.
     Generations run model by model, each model's in layer order; a layer whose generation an earlier one
     makes (`GenerateJob.reuses`) takes its picture. Text that leaves its region is warned about before any
-    generation, as `proof` does (`warn_text_problems`).
+    generation, as `proof` does (`warn_text_problems`; warn(problem) instead of a line on stderr when given).
     For batches (studio.batch): stem replaces layout.output.name; metadata entries are added to (or
     replace) those stored in the files; record, a dict, receives the memory budget and each generation's
     settings. reuse_art=False generates every layer even when an earlier render kept its picture (rerender,
@@ -270,13 +280,13 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         raise InputError(f"{out_dir}: cannot be the output folder ({e.strerror or e})") from None
     targets = output_paths(layout, out_dir, stem)
     # what a killed run of this layout left: its temporary files, or renames to finish
-    remove_temporaries(out_dir, {path.name for path in targets})
+    remove_temporaries(out_dir, temporary_targets(layout, stem))
     # before any generation: don't compute what can't be written
     sizes = [size for size in output_sizes(layout) for _ in layout.output.formats]  # in output_paths' order
     for path, (width, height) in zip(targets, sizes, strict=True):
         check_free(path, overwrite)
         check_size(path, width, height)
-    warn_text_problems(layout)  # the final files clip such text as the proof does
+    warn_text_problems(layout, warn)  # the final files clip such text as the proof does
     loaded = {} if pipelines is None else pipelines
     report = progress or (lambda label, phase, done, total: None)
     main_stem, *monitor_stems = output_stems(layout, stem)

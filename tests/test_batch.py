@@ -394,6 +394,79 @@ def test_names_that_differ_only_in_unicode_normalization_clash(tmp_path):
                               f"that of item 1 {{\"prompt\": \"caf\u00e9\"}} at {job}:4"]
 
 
+def test_names_are_compared_by_simple_case_folding_as_file_systems_do():
+    """APFS and NTFS ignore case one character for one: 'ß' is not 'SS', 'ﬁ' not 'fi' (str.casefold merges
+    them); 'ẞ' is 'ß' and final 'ς' is 'σ'. Unicode normalization is ignored as macOS does."""
+    from studio.batch import path_key
+
+    same = [("Fox/A.png", "fox/a.png"), ("ẞ", "ß"), ("ΣΑΣ", "σας"), ("Caf\u00e9", "cafe\u0301"), ("ǅ", "ǆ")]
+    apart = [("Straße", "STRASSE"), ("ﬁle", "file"), ("İ", "i"), ("ŉ", "ʼn")]
+    assert [path_key(a) == path_key(b) for a, b in same] == [True] * len(same)
+    assert [path_key(a) == path_key(b) for a, b in apart] == [False] * len(apart)
+
+
+def test_items_named_as_no_file_system_merges_them_are_accepted(tmp_path):
+    job = write_job(tmp_path, 'layout: card.yaml\nname: "{prompt}"\nitems:\n  - {prompt: Straße}\n'
+                              '  - {prompt: STRASSE}\n  - {prompt: "\\ufb01le"}\n  - {prompt: file}\n')
+    assert [i.name for i in load_job(job, "m").items] == ["Straße", "STRASSE", "\ufb01le", "file"]
+
+
+def test_yaml_merge_keys_are_overridden_by_written_keys(tmp_path):
+    job = write_job(tmp_path, """\
+layout: card.yaml
+name: "{prompt_slug}-{seed}"
+variables: &v {prompt: fox, seed: 1}
+items:
+  - &base {prompt: owl, seed: 1}
+  - {<<: *base, seed: 2}
+  - {<<: [*base, *v], prompt: cat}
+  - {<<: *v}
+""")
+    assert [(i.name, i.variables) for i in load_job(job, "m").items] == [
+        ("owl-1", {"prompt": "owl", "seed": "1"}), ("owl-2", {"prompt": "owl", "seed": "2"}),
+        ("cat-1", {"prompt": "cat", "seed": "1"}), ("fox-1", {"prompt": "fox", "seed": "1"})]
+    job = write_job(tmp_path, "layout: card.yaml\nitems:\n  - &base {seed: 1}\n  - {<<: *base, seed: 2, seed: 3}\n")
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert e.value.errors == [f"{job}:4: YAML: duplicate key 'seed'"]  # written twice: still an error
+
+
+def test_equals_and_merge_signs_are_text(tmp_path):
+    job = write_job(tmp_path, "layout: card.yaml\nname: '{n}'\nitems:\n  - {prompt: =}\n  - {prompt: <<}\n")
+    assert [i.variables for i in load_job(job, "m").items] == [{"prompt": "="}, {"prompt": "<<"}]
+
+
+def test_lone_surrogates_are_refused_at_load(tmp_path):
+    """YAML's "\\udce9" escape is half of a UTF-16 pair: no character, so no file name nor T5 prompt."""
+    job = write_job(tmp_path, 'layout: card.yaml\nname: "{n}"\nitems:\n  - {seed: 1, prompt: "caf\\udce9"}\n')
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert e.value.errors == [f"{job}:4: items[0].prompt: \\udce9 is half of a UTF-16 surrogate pair, not a "
+                              f"character; write the character itself"]
+    job = write_job(tmp_path, 'layout: card.yaml\nvariables:\n  "caf\\ud83d": 1\n')
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert e.value.errors == [f"{job}:3: YAML: key 'caf\\ud83d': \\ud83d is half of a UTF-16 surrogate pair, not "
+                              f"a character; write the character itself"]
+
+
+def test_two_matrix_axes_setting_one_variable_is_an_error(tmp_path):
+    job = write_job(tmp_path, """\
+layout: card.yaml
+matrix:
+  combo: [{prompt: fox, seed: 5}, {prompt: owl}]
+  seed: [1, 2]
+  prompt: [cat]
+""")
+    with pytest.raises(JobError) as e:
+        load_job(job, "m")
+    assert e.value.errors == [
+        f"{job}:4: matrix.seed: sets 'seed', which matrix.combo ({job}:3) sets too; a variable may come from one "
+        f"axis only",
+        f"{job}:5: matrix.prompt: sets 'prompt', which matrix.combo ({job}:3) sets too; a variable may come from "
+        f"one axis only"]
+
+
 def test_an_empty_item_name_or_layout_is_an_error(tmp_path):
     job = write_job(tmp_path, """\
 layout: card.yaml
@@ -717,6 +790,32 @@ def test_streamed_prompts_are_encoded_ahead_in_one_read_of_t5(tiny_dir, tmp_path
     assert {k: r["files"] for k, r in ahead.items()} == {k: r["files"] for k, r in sidecars(tmp_path / "each").items()}
 
 
+def test_an_item_streams_t5_once_when_no_cache_stores_its_prompts(tiny_dir, tmp_path, monkeypatch):
+    """Two generate layers, T5 released (7 MiB): without a cache, or with a read-only one that lacks the
+    prompts, the item's render encodes its three prompts in one pass of T5 and its layers take them from
+    memory (not three passes: ahead, then again for each layer)."""
+    from studio.models.t5 import StreamedT5Encoder
+
+    passes, encode_each = [], StreamedT5Encoder.encode_each
+    monkeypatch.setattr(StreamedT5Encoder, "encode_each",
+                        lambda self, inputs: passes.append(len(inputs)) or encode_each(self, inputs))
+    layout = LAYOUT.replace("width: 128, height: 128", "width: 64, height: 64").replace("steps: 1}", (
+        "steps: 1, strategy: direct}\n  - generate: {prompt: '{prompt} at night', seed: 9, steps: 1, strategy: "
+        "direct, region: {x: 0, y: 0, w: 32, h: 32}}"))
+    job = write_job(tmp_path, "layout: card.yaml\nname: '{prompt_slug}'\nitems: [{prompt: a fox}]\n", layout)
+    summary, _ = run(job, tmp_path / "none", tiny_dir, memory_budget="7MiB", use_cache=False)
+    assert summary.rendered == ["a-fox"] and passes == [3]  # the prompt, '' and the night one
+    cache, access = tmp_path / "cache", os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != cache and access(path, mode))
+    passes.clear()
+    summary, _ = run(job, tmp_path / "read-only", tiny_dir, memory_budget="7MiB", cache_dir=cache)
+    assert summary.rendered == ["a-fox"] and passes == [3]
+    none, read_only = sidecars(tmp_path / "none"), sidecars(tmp_path / "read-only")
+    assert read_only["a-fox"]["embedding_cache"][str(tiny_dir)] == {"stored": False, "hits": 4, "misses": 0}
+    assert none["a-fox"]["text_encoder"] == {str(tiny_dir): "released"}
+    assert none["a-fox"]["files"] == read_only["a-fox"]["files"]
+
+
 def test_render_and_batch_make_the_same_pixels(tiny_dir, tmp_path):
     """Each prompt is encoded alone whatever encodes it, so `studio render` of a layout and a batch item of the
     same layout and variables give the same pixels (their files differ only in metadata)."""
@@ -939,6 +1038,74 @@ def test_files_an_item_no_longer_writes_are_removed(tiny_dir, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [".cache", "card-1.manifest.json", "card-1.png", "card-1.tiff",
                                                      "manifest.jsonl"]
     assert_complete(out, {"card-1"})
+
+
+FILL = "canvas: {width: 64, height: 32}\nlayers:\n  - fill: {color: navy}\n"  # no model: fast
+CLIPPED = FILL + "  - text: {text: Grand Opening, size: 20px, wrap: false, name: title, region: full}\n"
+
+
+def test_a_killed_runs_temporaries_go_in_any_format_of_the_items_own_names(tiny_dir, tmp_path):
+    """A run killed while writing a PDF, then the layout edited to write PNG only: the PDF's temporary goes,
+    when the item renders again and when it is finished; another item's (another shard's) stay."""
+    job, out = write_job(tmp_path, "layout: card.yaml\n", FILL + "output: {formats: [png]}\n"), tmp_path / "out"
+    ours, others = [".card-1.pdf.k1.part", ".card-1.tif.k2.part.old"], [".card-2.pdf.k1.part", ".card.pdf.k1.part"]
+    out.mkdir()
+    for name in ours + others:
+        (out / name).write_bytes(b"")
+    assert run(job, out, tiny_dir)[0].rendered == ["card-1"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".card")) == sorted(others)
+    for name in ours:
+        (out / name).write_bytes(b"")
+    assert run(job, out, tiny_dir)[0].skipped == ["card-1"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".card")) == sorted(others)
+
+
+def test_text_problems_are_said_once_per_item_naming_it_on_the_batch_output(tiny_dir, tmp_path, capsys):
+    job = write_job(tmp_path, "layout: card.yaml\nitems: [{}, {}]\n", CLIPPED)
+    summary, text = run(job, tmp_path / "out", tiny_dir)
+    assert summary.rendered == ["card-1", "card-2"]
+    assert [line for line in text.splitlines() if "warning" in line] == [
+        "[1/2] warning: card-1: card.yaml: layers[1] (title): text overflows its region (right clipped)",
+        "[2/2] warning: card-2: card.yaml: layers[1] (title): text overflows its region (right clipped)"]
+    assert capsys.readouterr().err == ""  # not on stderr, naming the layout file only
+
+
+def test_an_item_whose_log_line_cannot_be_written_is_done(tiny_dir, tmp_path, monkeypatch):
+    """Its files and manifest are written: a note, not a failure; the next run adds the line."""
+    import errno
+
+    def full(path, record):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    job, out = write_job(tmp_path, "layout: card.yaml\n", FILL), tmp_path / "out"
+    with monkeypatch.context() as m:
+        m.setattr(manifest, "append_line", full)
+        summary, text = run(job, out, tiny_dir)
+    assert (summary.rendered, summary.failed, summary.exit_code) == (["card-1"], [], 0)
+    assert text.splitlines()[1] == (f"[1/1] card-1: cannot add its line to {out / 'manifest.jsonl'} (No space "
+                                    f"left on device); the next run adds it")
+    assert text.splitlines()[2].startswith("[1/1] rendered card-1 (")
+    summary, _ = run(job, out, tiny_dir)
+    assert summary.skipped == ["card-1"]
+    assert [r["digest"] for r in manifest.read_lines(out / "manifest.jsonl")] == [sidecars(out)["card-1"]["digest"]]
+
+
+@pytest.mark.parametrize("where", ["load", "ahead"])
+def test_a_signal_while_models_load_or_prompts_are_encoded_ahead_renders_no_item(tiny_dir, tmp_path, monkeypatch,
+                                                                                 where):
+    import studio.pipeline
+    from studio.pipeline import PixArtSigmaPipeline
+
+    load, ahead = PixArtSigmaPipeline.from_pretrained.__func__, studio.pipeline.encode_all_ahead
+    if where == "load":  # the items load their models (no cache: nothing is encoded ahead)
+        monkeypatch.setattr(PixArtSigmaPipeline, "from_pretrained", classmethod(
+            lambda cls, *a, **k: os.kill(os.getpid(), signal.SIGINT) or load(cls, *a, **k)))
+    else:
+        monkeypatch.setattr(studio.pipeline, "encode_all_ahead",
+                            lambda *a, **k: os.kill(os.getpid(), signal.SIGINT) or ahead(*a, **k))
+    summary, text = run(write_job(tmp_path, MATRIX_JOB), tmp_path / "out", tiny_dir, memory_budget="7MiB",
+                        use_cache=where != "load")
+    assert (summary.rendered, summary.failed, summary.dropped, summary.exit_code) == ([], [], None, 130)
+    assert "stopped by SIGINT with 4 not rendered" in text and not sidecars(tmp_path / "out")
 
 
 def test_a_render_whose_log_line_was_lost_gets_it_on_the_next_run(tiny_dir, tmp_path, monkeypatch):
@@ -1206,6 +1373,22 @@ def test_rerender_names_the_software_that_changed(tiny_dir, tmp_path):
     assert str(warned[0].message) == (
         f"{sidecar}: rendered with other software or hardware (numpy: 1.0.0 -> {np.__version__}; compute: GPU -> "
         f"{manifest.compute_identity()}): the files may differ in their last bits")
+
+
+def test_rerender_names_a_relative_manifest_where_it_is_not_in_the_batchs_folder(tiny_dir, tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")  # the batch's working folder, where rerender runs
+    job = write_job(tmp_path, "layout: card.yaml\n", FILL)
+    run(job, tmp_path / "out", str(tiny_dir))
+
+    def other_machine(record):
+        record["software"]["numpy"] = "1.0.0"
+        record["digest"] = manifest.record_digest(record)
+    edit(tmp_path / "out" / "card-1.manifest.json", other_machine)
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning) as warned:
+        rerender("out/card-1.manifest.json")
+    assert str(warned[0].message).startswith(f"{tmp_path / 'out' / 'card-1.manifest.json'}: rendered with other ")
 
 
 def test_cli_reports_an_allocation_failure_in_one_line(monkeypatch, capsys):

@@ -270,6 +270,19 @@ output: {{formats: [png, jpeg]}}
     assert calls == [] and list((tmp_path / "out").iterdir()) == []
 
 
+def test_a_killed_renders_temporaries_go_in_every_format_of_its_own_names(tmp_path):
+    """Killed while writing x.pdf, the layout then edited to write PNG only: the PDF's temporary goes too;
+    those of other names (another render's, writing now) stay."""
+    (tmp_path / "x.yaml").write_text("canvas: {width: 16, height: 16}\nlayers:\n  - fill: {color: navy}\n"
+                                     "output: {formats: [png]}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in [".x.pdf.k1.part", ".x.tif.k2.part.old", ".x.jpg.k3.part", ".y.pdf.k1.part", ".x-2.pdf.k1.part"]:
+        (out / name).write_bytes(b"")
+    render(load_layout(tmp_path / "x.yaml"), out, None, "1GiB")
+    assert sorted(p.name for p in out.iterdir()) == [".x-2.pdf.k1.part", ".y.pdf.k1.part", "x.png"]
+
+
 def test_render_warns_about_clipped_text_as_the_proof_does(tiny_dir, tmp_path, capsys):
     (tmp_path / "title.yaml").write_text("""\
 canvas: {width: 200, height: 80}
