@@ -38,6 +38,7 @@ import numpy as np
 import yaml
 
 from studio import manifest
+from studio.layout import surrogate_problem
 from studio.errors import InputError, StudioError, out_of_memory
 from studio.export import pause_point, remove_temporaries, write_temp
 from studio.progress import PhaseBars
@@ -234,8 +235,8 @@ def _construct_map(loader, node):
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, str):
             raise yaml.constructor.ConstructorError(None, None, "a key must be a name", key_node.start_mark)
-        if _surrogate(key):
-            raise yaml.constructor.ConstructorError(None, None, f"key {key!r}: {_surrogate(key)}",
+        if surrogate_problem(key):
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r}: {surrogate_problem(key)}",
                                                     key_node.start_mark)
         if id(key_node) in written:
             if key in seen:
@@ -273,21 +274,13 @@ def _kind(value) -> str:
     return "nothing" if value is None else repr(value)
 
 
-def _surrogate(text: str) -> str | None:
-    """Why `text` is not text when it holds a lone surrogate (YAML reads the escape "\\udce9", half of a UTF-16
-    pair, which is no character: no file name nor tokenizer takes it), or None."""
-    bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
-    return None if bad is None else (f"\\u{ord(bad):04x} is half of a UTF-16 surrogate pair, not a character; "
-                                     f"write the character itself")
-
-
 def _value_problem(value, expected: str, empty_ok: bool = True) -> str | None:
     """Why a job's value is not what a key takes (text: scalars are read as written), or None."""
     if not isinstance(value, str):
         return f"expected {expected}, got {_kind(value)}"
     if not value and not empty_ok:
         return "expected text, got ''"
-    return _surrogate(value)
+    return surrogate_problem(value)
 
 
 def load_job(path, model: str | None = None, default_model: str | None = None) -> Job:

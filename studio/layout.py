@@ -1584,6 +1584,10 @@ def parse_layout(text: str, source: str = "<string>", variables: dict[str, str] 
             if isinstance(node, yaml.ScalarNode):
                 node.value = node.value.translate(back)
     _drop_complex_keys(r, root)
+    for node in _nodes(root):
+        if isinstance(node, yaml.ScalarNode) and surrogate_problem(node.value):
+            r.error(node, "", surrogate_problem(node.value))
+            node.value = re.sub("[\ud800-\udfff]", "\ufffd", node.value)  # reported: not again, as a value
     layout = _read(r, root, dict(variables or {}))
     if r.errors:
         raise LayoutError([message for _, message in sorted(r.errors, key=lambda e: e[0])])
@@ -1678,6 +1682,14 @@ def _nodes(root):
             todo.extend(reversed([v for pair in node.value for v in pair]))
         elif isinstance(node, yaml.SequenceNode):
             todo.extend(reversed(node.value))
+
+
+def surrogate_problem(text: str) -> str | None:
+    """Why `text` is not text when it holds a lone surrogate (YAML reads the escape "\\udce9", half of a UTF-16
+    pair, which is no character: no file name nor tokenizer takes it), or None."""
+    bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
+    return None if bad is None else (f"\\u{ord(bad):04x} is half of a UTF-16 surrogate pair, not a character; "
+                                     f"write the character itself")
 
 
 def _drop_complex_keys(r: _Reader, root) -> None:

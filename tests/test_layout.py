@@ -564,6 +564,10 @@ BROKEN = [
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: red}}, {image: {path: badicc.png}}]\n",  # not after generating
      "poster.yaml:2: layers[1].image.path: 'badicc.png' has a colour profile that cannot be used (cannot open "
      "profile from string)"),
+    ('canvas: {preset: fhd}\nlayers: [{text: {text: "caf\\udce9"}}]\n',  # an escape YAML takes
+     "poster.yaml:2: \\udce9 is half of a UTF-16 surrogate pair, not a character; write the character itself"),
+    ('canvas: {preset: fhd}\nlayers: [{fill: {color: red}}]\noutput: {name: "x\\ud83d"}\n',  # not a traceback
+     "poster.yaml:3: \\ud83d is half of a UTF-16 surrogate pair, not a character; write the character itself"),
     ("canvas: {preset: fhd}\nlayers: [{image: {path: notamodel}}]\n",
      "poster.yaml:2: layers[0].image.path: 'notamodel' is a folder, not an image file"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: NoSuchFontFamily}}]\n",
