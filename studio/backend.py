@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 import threading
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -481,13 +482,47 @@ def compute_dtype(dtype: ms.Type) -> ms.Type:
 
 
 def free_memory() -> int:
-    """Bytes free for tensors on the device in use: available host RAM on the CPU, or the device's total
+    """Bytes free for tensors on the device in use: available host RAM on the CPU (no more than this process's
+    memory cgroups allow, `cgroup_room`: a container's or a Slurm job's limit), or the device's total
     memory minus what MindSpore holds on GPU/Ascend (other processes' use of the device is not visible
     to MindSpore: pass a budget when sharing one). Sets the context first ($STUDIO_DEVICE), so a plan made
     before loading reads the device the pipeline will run on."""
     setup()
     if on_cpu():
         import psutil
-        return int(psutil.virtual_memory().available)
+        return int(min(psutil.virtual_memory().available, cgroup_room()))
     total = ms.hal.get_device_properties(ms.get_context("device_id")).total_memory
     return int(total - ms.runtime.memory_reserved())
+
+
+def cgroup_room(proc: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> float:
+    """Bytes this process's memory cgroups still allow (a container's, a Kubernetes pod's, a Slurm job's; v2 and
+    v1, at every level from its own up): the least of limit - working set, the working set being the usage
+    less the inactive file cache the kernel reclaims first (as container runtimes count it); inf when no
+    level sets a limit or none can be read."""
+    try:
+        lines = Path(proc).read_text().splitlines()
+    except OSError:
+        return math.inf
+    room = math.inf
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one hierarchy (beside v1 ones, it is mounted at unified/)
+            base = Path(root) / "unified" if (Path(root) / "unified").is_dir() else Path(root)
+            names = ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):
+            base, names = Path(root) / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes",
+                                                 "total_inactive_file")
+        else:
+            continue
+        folder = base / path.lstrip("/")
+        for level in [folder, *folder.parents[:len(folder.parents) - len(base.parents)]]:
+            try:
+                limit = (level / names[0]).read_text().strip()
+                usage = int((level / names[1]).read_text())
+                stat = dict(row.split() for row in (level / "memory.stat").read_text().splitlines())
+            except (OSError, ValueError):
+                continue
+            if limit != "max" and int(limit) < 2 ** 60:  # v1 writes 'no limit' as a huge number
+                room = min(room, int(limit) - usage + int(stat.get(names[2], 0)))
+    return max(room, 0)

@@ -18,8 +18,8 @@ class InputError(StudioError, ValueError):
     reference raises for bad arguments)."""
 
 
-class PlanError(StudioError):
-    """A request cannot be planned within its limits (memory budget, sizes)."""
+class PlanError(StudioError, ValueError):
+    """A request cannot be planned within its limits (memory budget, sizes): a ValueError, as a bad argument."""
 
 
 def out_of_memory(e: BaseException) -> bool:

@@ -9,6 +9,7 @@ attention workspace budget to the models.
 import contextlib
 import contextvars
 import math
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -45,15 +46,17 @@ def parse_bytes(value) -> int | None:
     -> bytes or None. Text needs its unit: is '6' bytes or GiB?"""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto", "none")):
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy's numbers too
+        if not math.isfinite(value):
+            raise InputError(f"memory budget must be a finite number of bytes, got {value!r}")
         n = int(value)
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
-        if m and not m[2]:
+        if m and not m[2] and float(m[1]) > 0:
             raise InputError(f"memory budget '{value}' has no unit: give one, e.g. 6GiB, 512MiB or 2GB")
-        if not m or m[2].lower() not in _UNITS:
+        if not m or m[2] and m[2].lower() not in _UNITS:
             raise InputError(f"memory budget '{value}' is not a size like 6GiB, 512MiB or 2GB")
-        n = int(float(m[1]) * _UNITS[m[2].lower()])
+        n = int(float(m[1]) * _UNITS[m[2].lower()]) if m[2] else 0
     if n <= 0:
         raise InputError(f"memory budget must be positive, got {value!r}")
     return n

@@ -646,7 +646,9 @@ class PixArtSigmaPipeline:
             return self._output(images, seed, return_dict)
         from PIL import Image
         images *= 255
-        images = [Image.fromarray(im) for im in np.round(images, out=images).astype(np.uint8)]
+        pixels = np.round(images, out=images).astype(np.uint8)
+        del images  # the floats go before PIL copies the pixels (at 3840x2160: 100 MB, beside 33 MB each)
+        images = [Image.fromarray(im) for im in pixels]
         return self._output(images, seed, return_dict)
 
     def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,

@@ -338,6 +338,11 @@ def _folder(need: int) -> str:
     base = os.environ.get("STUDIO_TMPDIR") or tempfile.gettempdir()
     if not os.path.isdir(base):
         raise PlanError(f"STUDIO_TMPDIR={base}: no such folder (tiled VAE decoding keeps its feature maps there)")
+    try:  # a folder that can't be written (read-only, no permission) fails here, not after the denoising
+        tempfile.TemporaryFile(dir=base).close()
+    except OSError as e:
+        raise PlanError(f"{base}: cannot write there ({e.strerror or e}); tiled VAE decoding keeps its feature maps "
+                        f"there (set STUDIO_TMPDIR to a writable folder)") from None
     free = shutil.disk_usage(base).free
     if free < need:
         raise PlanError(f"tiled VAE needs {format_bytes(need)} of temporary disk for its feature maps; {base} has "

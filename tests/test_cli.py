@@ -1,6 +1,8 @@
 """`studio generate` end to end on the tiny checkpoint: the file, its metadata, the progress of every phase,
 --dry-run, one-line errors, and a 4K run's peak memory against its budget."""
 
+import errno
+import os
 import re
 import subprocess
 import sys
@@ -377,6 +379,15 @@ def test_too_little_temporary_disk_for_a_tiled_decode_fails_before_any_work(tiny
     assert capsys.readouterr().err.endswith(f"studio: error: STUDIO_TMPDIR={tmp_path / 'nowhere'}: no such folder "
                                             "(tiled VAE decoding keeps its feature maps there)\n")
     monkeypatch.setenv("STUDIO_TMPDIR", str(tmp_path))
+
+    def read_only(dir):  # as a read-only mount answers (root writes through file permissions)
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), dir)
+    with monkeypatch.context() as m:
+        m.setattr(vae_tiling.tempfile, "TemporaryFile", read_only)
+        assert main(args) == 2
+    assert capsys.readouterr().err.endswith(f"studio: error: {tmp_path}: cannot write there (Read-only file system); "
+                                            "tiled VAE decoding keeps its feature maps there (set STUDIO_TMPDIR to a "
+                                            "writable folder)\n")
     capsys.readouterr()
     pipe, phases = PixArtSigmaPipeline.from_pretrained(tiny_dir), []
     with pytest.raises(PlanError, match="tiled VAE needs"):

@@ -1,5 +1,7 @@
 """Budget parsing and chunk planning: exact tables."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,49 @@ def test_parse_bytes(text, expected):
 def test_parse_bytes_rejects(bad):
     with pytest.raises(InputError, match="memory budget"):
         parse_bytes(bad)
+
+
+@pytest.mark.parametrize("value,message", [
+    (float("inf"), "memory budget must be a finite number of bytes, got inf"),
+    (float("nan"), "memory budget must be a finite number of bytes, got nan"),
+    ("0", "memory budget must be positive, got '0'"), ("0GiB", "memory budget must be positive, got '0GiB'")])
+def test_parse_bytes_says_why(value, message):
+    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+        parse_bytes(value)
+
+
+def test_numpy_numbers_are_bytes():
+    assert parse_bytes(np.int64(2 ** 31)) == 2 ** 31 and parse_bytes(np.float32(1e9)) == 1_000_000_000
+
+
+def _cgroup(folder, limit, usage, inactive, v1=False):
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file") if v1 else \
+        ("memory.max", "memory.current", "inactive_file")
+    (folder / names[0]).write_text(f"{limit}\n")
+    (folder / names[1]).write_text(f"{usage}\n")
+    (folder / "memory.stat").write_text(f"anon 5\n{names[2]} {inactive}\nfile 9\n")
+
+
+def test_the_automatic_budget_stays_inside_the_memory_cgroups(tmp_path):
+    """A container's or a Slurm job's limit: limit - (usage - inactive file cache), the least over the levels
+    from the process's cgroup up; none set (v2 'max', v1's huge number) or none readable: no bound."""
+    from studio.backend import cgroup_room
+    proc, root = tmp_path / "cgroup", tmp_path / "fs"
+    proc.write_text("0::/job_7/step_0\n")
+    _cgroup(root / "job_7" / "step_0", "max", 3 * GiB, 0)
+    _cgroup(root / "job_7", 4 * GiB, 3 * GiB, 1 * GiB)
+    assert cgroup_room(str(proc), str(root)) == 2 * GiB
+    _cgroup(root / "job_7" / "step_0", 3 * GiB, 3 * GiB - 100, 50)
+    assert cgroup_room(str(proc), str(root)) == 150  # the tighter level
+    _cgroup(root / "job_7", "max", 0, 0)
+    _cgroup(root / "job_7" / "step_0", "max", 0, 0)
+    assert cgroup_room(str(proc), str(root)) == float("inf")
+    proc.write_text("5:cpu,memory:/pod/ctr\n4:pids:/\n")  # v1
+    _cgroup(root / "memory" / "pod" / "ctr", 2 ** 63 - 4096, 7, 0, v1=True)
+    _cgroup(root / "memory" / "pod", 8 * GiB, 6 * GiB, 0, v1=True)
+    assert cgroup_room(str(proc), str(root)) == 2 * GiB
+    assert cgroup_room(str(tmp_path / "none"), str(root)) == float("inf")
 
 
 # (batch*heads, Nq, Nk, head_dim, budget) -> (q block, k block); workspace = bh*q*(k*16 + d*12)

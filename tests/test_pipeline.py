@@ -206,6 +206,7 @@ def test_unguided_calls_ignore_the_negative_prompt_as_the_reference_does(pipes):
      "prompt_attention_mask attends to position 301: at most 300 (PixArt-Sigma's caption length, which the memory "
      "plan counts)"),
     (dict(num_inference_steps=True), "num_inference_steps must be a positive integer, got True"),
+    (dict(memory_budget="1KiB"), "memory budget 1.00 KiB is too small for 256x256"),  # a PlanError, a ValueError too
     (dict(callback=lambda step, timestep, latents: None), "callback is called as callback(step, total) after each "
                                                           "denoising step (the reference's callback(step, timestep, "
                                                           "latents) is not taken)"),
