@@ -24,7 +24,9 @@ MIN_BLOCK_Q, MIN_BLOCK_K = 64, 1024
 # ... and at least 1/64 of each side, so that at the planner's minimum one attention call runs in about
 # 64 x 64 blocks (at most 5,120 with rounding): each block costs launches (the 4K decode's mid-block
 # attention in 1 MiB took ~267k blocks, ~80 minutes) and, in MindSpore 2.8, ~7 KiB of RSS that is never
-# given back (README, Memory).
+# given back (README, Memory). From about 9,700^2 px (XL's self-attention with guidance) such a block's
+# scores would exceed MAX_TENSOR: every budget then runs the capped blocks `attention_chunks` picks, as few
+# as that limit allows but more than 5,120 (`smallest_workspace`).
 MAX_BLOCKS_SIDE = 64
 
 
@@ -32,6 +34,14 @@ def smallest_block(nq: int, nk: int) -> tuple[int, int]:
     """The smallest (query, key) block the planner accepts for an nq x nk attention."""
     return (min(nq, max(MIN_BLOCK_Q, -(-nq // MAX_BLOCKS_SIDE))),
             min(nk, max(MIN_BLOCK_K, -(-nk // MAX_BLOCKS_SIDE))))
+
+
+def smallest_workspace(bh: int, nq: int, nk: int, head_dim: int) -> int:
+    """The least workspace the planner gives one attention: that of the blocks `attention_chunks` picks in a
+    `smallest_block`'s workspace. Those are the blocks it picks again in this much, and they are smaller
+    than the smallest block only where its scores would exceed MAX_TENSOR (no budget runs larger ones)."""
+    c = attention_chunks(bh, nq, nk, head_dim, attention_workspace(bh, *smallest_block(nq, nk), head_dim))
+    return attention_workspace(bh, c.q, c.k, head_dim)
 
 
 # -- exact parameter counts -------------------------------------------------------------------------------
@@ -163,9 +173,10 @@ class Phase:
                          + (["t5: block by block from its files"] if self.streamed else []))
 
     def minimum(self) -> int:
-        """The smallest budget the planner accepts for this phase: every attention gets a `smallest_block`."""
+        """The smallest budget the planner accepts for this phase: every attention gets its
+        `smallest_workspace`."""
         return self.weights + self.activations + max(
-            (attention_workspace(bh, *smallest_block(nq, nk), d) for _, bh, nq, nk, d in self.attention), default=0)
+            (smallest_workspace(bh, nq, nk, d) for _, bh, nq, nk, d in self.attention), default=0)
 
 
 @dataclass(frozen=True)
@@ -175,6 +186,7 @@ class GenerationPlan:
     images: int
     budget: int | None
     phases: tuple[Phase, ...]
+    minimum: int  # bytes: the smallest budget this generation plans in; every larger one plans too
 
     @property
     def peak(self) -> int:
@@ -205,7 +217,7 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     keep_text_encoder (which holds it whole). An encoder loaded for one call and released takes longer
     than streaming it (benchmarks/t5_streaming.py, T5-XXL: 30 s loaded whole from disk and run, 22 s
     streamed from disk, 11.6 s with the files cached), so only one kept across calls is loaded whole. Raises
-    PlanError naming the smallest budget that would work when `budget` is too small.
+    PlanError naming the smallest budget that works (`GenerationPlan.minimum`) when `budget` is below it.
     """
     batch = images * (2 if guidance else 1)
     w_t5, w_tr = itemsize * t5_params(t5), itemsize * transformer_params(transformer)
@@ -231,22 +243,23 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
          [a for self_attention in _self_attention(transformer, batch, grid_h, grid_w)
           for a in (self_attention, ("cross", batch * heads, tokens, MAX_TOKENS, head_dim))]),
     ]
-    tiles = _vae_tiles(vae, height, width, budget, vae_tiling, Phase("decode", w_decode, outputs + untiled,
-                                                                     tuple(mid_attention), 0, ()),
-                       outputs, _pool_high_water(specs, budget))
-    specs.append(("decode", w_decode, outputs + (untiled if tiles is None else tiled_decode_activations(vae, tiles)),
-                  mid_attention))
-    phases = []
-    for name, weights, acts, attn in specs:
-        probe = Phase(name, weights, acts, tuple(attn), 0, ())
-        if budget is not None and budget < probe.minimum():
-            raise PlanError(f"memory budget {format_bytes(budget)} is too small for {width}x{height}: the {name} "
-                            f"phase needs at least {format_bytes(probe.minimum(), up=True)} (weights "
-                            f"{format_bytes(weights)} + activations {format_bytes(acts)} + attention); the smallest "
-                            f"budget that works is {format_bytes(_smallest(specs), up=True)}")
-        phases.append(replace(_planned(name, weights, acts, attn, budget), tiles=tiles if name == "decode" else None,
-                              streamed=streamed and name == "text"))
-    return GenerationPlan(height, width, images, budget, tuple(phases))
+    untiled_decode = Phase("decode", w_decode, outputs + untiled, tuple(mid_attention), 0, ())
+    tiles = _vae_tiles(vae, height, width, budget, vae_tiling, untiled_decode, outputs, _pool_high_water(specs, budget))
+    # what each phase needs at the least, the decode in its cheapest way (`_least_decode`): at every budget
+    # from the largest of them up, `_vae_tiles` picks a way that fits
+    least = [Phase(name, weights, acts, tuple(attn), 0, ()) for name, weights, acts, attn in specs]
+    least.append(_least_decode(vae, height, width, vae_tiling, untiled_decode, outputs))
+    minimum = max(p.minimum() for p in least)
+    for p in least:
+        if budget is not None and budget < p.minimum():
+            raise PlanError(f"memory budget {format_bytes(budget)} is too small for {width}x{height}: the {p.name} "
+                            f"phase needs at least {format_bytes(p.minimum(), up=True)} (weights "
+                            f"{format_bytes(p.weights)} + activations {format_bytes(p.activations)} + attention); "
+                            f"the smallest budget that works is {format_bytes(minimum, up=True)}")
+    specs.append(("decode", w_decode, _decode_phase(vae, untiled_decode, outputs, tiles).activations, mid_attention))
+    phases = [replace(_planned(name, weights, acts, attn, budget), tiles=tiles if name == "decode" else None,
+                      streamed=streamed and name == "text") for name, weights, acts, attn in specs]
+    return GenerationPlan(height, width, images, budget, tuple(phases), minimum)
 
 
 def _planned(name: str, weights: int, acts: int, attn, budget: int | None) -> Phase:
@@ -283,21 +296,44 @@ def _self_attention(cfg: PixArtTransformerConfig, batch: int, grid_h: int, grid_
         ([("self-kv", bh, tokens, (grid_h // r) * (grid_w // r), cfg.attention_head_dim)] if compressed else [])
 
 
-def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | None,
-               vae_tiling: bool | None, untiled: Phase, outputs: int, resident: int | None) -> TilePlan | None:
-    """The decode phase's tile grid for height x width px, or None for one untiled decode. Automatic
-    (vae_tiling None): untiled when it fits the budget and none of its feature maps exceeds MAX_TENSOR,
-    else the largest tiles whose activations fit what the budget leaves after the weights, the `outputs`
-    (the decoded images' array, counted in `untiled`'s activations) and the smallest attention block; the
-    smallest tiles when none fit (the caller then reports the budget that would work). `resident`: what
-    MindSpore's pool holds from the earlier phases (`_pool_high_water`)."""
-    fits = budget is None or untiled.minimum() <= budget
+def _untiled_allowed(vae: AutoencoderKLConfig, height: int, width: int, vae_tiling: bool | None) -> bool:
+    """Whether the decode may run untiled: always with tiling off, never when forced, and when automatic
+    if none of the untiled decode's feature maps exceeds MAX_TENSOR. PlanError when tiling is off and one
+    would."""
     largest = largest_decode_tensor(vae, height, width, 4)
     if vae_tiling is False and largest > MAX_TENSOR:
         raise PlanError(f"an untiled decode of {width}x{height} makes a {format_bytes(largest)} feature map, more "
                         f"than MindSpore allocates in one tensor ({format_bytes(MAX_TENSOR)}); let it tile "
                         f"(vae_tiling None or True, --vae-tiling auto|on)")
-    if vae_tiling is False or (vae_tiling is None and fits and largest <= MAX_TENSOR):
+    return vae_tiling is False or (vae_tiling is None and largest <= MAX_TENSOR)
+
+
+def _decode_phase(vae: AutoencoderKLConfig, untiled: Phase, outputs: int, tiles: TilePlan | None) -> Phase:
+    """The decode phase (unplanned) with `tiles`, or `untiled` itself for None."""
+    return untiled if tiles is None else replace(untiled, activations=outputs + tiled_decode_activations(vae, tiles))
+
+
+def _least_decode(vae: AutoencoderKLConfig, height: int, width: int, vae_tiling: bool | None, untiled: Phase,
+                  outputs: int) -> Phase:
+    """The decode phase with the smallest `minimum` among what `_vae_tiles` falls back to at small budgets:
+    untiled when allowed, the smallest tiles (MIN_TILE, maps in files) unless tiling is off."""
+    ways = ([None] if _untiled_allowed(vae, height, width, vae_tiling) else []) + (
+        [] if vae_tiling is False else
+        [plan_tiles(vae, height // vae.downsample_factor, width // vae.downsample_factor, tile=MIN_TILE)])
+    return min((_decode_phase(vae, untiled, outputs, tiles) for tiles in ways), key=Phase.minimum)
+
+
+def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | None,
+               vae_tiling: bool | None, untiled: Phase, outputs: int, resident: int | None) -> TilePlan | None:
+    """The decode phase's tile grid for height x width px, or None for one untiled decode. Automatic
+    (vae_tiling None): untiled when it fits the budget and none of its feature maps exceeds MAX_TENSOR,
+    else the largest tiles whose activations fit what the budget leaves after the weights, the `outputs`
+    (the decoded images' array, counted in `untiled`'s activations) and the smallest attention workspace;
+    the smallest tiles when none fit (the caller then reports the budget that would work). Whatever it
+    picks fits every budget from `_least_decode`'s minimum up. `resident`: what MindSpore's pool holds
+    from the earlier phases (`_pool_high_water`)."""
+    allowed = _untiled_allowed(vae, height, width, vae_tiling)
+    if vae_tiling is False or (allowed and (budget is None or untiled.minimum() <= budget)):
         return None
     latent_h, latent_w = height // vae.downsample_factor, width // vae.downsample_factor
     room = None if budget is None else (budget - untiled.minimum() + untiled.activations - outputs) * 10 // \
@@ -306,14 +342,18 @@ def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | 
         plan = plan_tiles(vae, latent_h, latent_w, tile=DEFAULT_TILE if vae_tiling else None, budget=room)
     except PlanError:
         return plan_tiles(vae, latent_h, latent_w, tile=MIN_TILE)
+    in_memory = replace(plan, maps_in_memory=True)
+    if budget is None:
+        return in_memory
     # the maps in memory when they take at most half of what the budget leaves beside MindSpore's pool (its
     # high-water mark from denoising, or the weights and tiles, whichever is more; the other half stays for
-    # the mid-block's attention) and the outputs (numpy, like the maps): files cost time (at 2048^2 1.46x
+    # the mid-block's attention) and the outputs (numpy, like the maps), and the phase still fits with them
+    # (the attention's smallest workspace may want more than that half): files cost time (at 2048^2 1.46x
     # untiled, 1.24x with the maps in memory: benchmarks/vae_tiling.py), memory is what tiling saves
-    left = None if budget is None else budget - outputs - max(resident or 0,
-                                                              untiled.weights + tiled_decode_activations(vae, plan))
-    if left is None or 2 * map_disk_bytes(vae, 1, latent_h, latent_w) <= left:
-        plan = replace(plan, maps_in_memory=True)
+    left = budget - outputs - max(resident, untiled.weights + tiled_decode_activations(vae, plan))
+    if 2 * map_disk_bytes(vae, 1, latent_h, latent_w) <= left and \
+            _decode_phase(vae, untiled, outputs, in_memory).minimum() <= budget:
+        return in_memory
     return plan
 
 
@@ -322,7 +362,3 @@ def tiled_decode_activations(vae: AutoencoderKLConfig, plan: TilePlan) -> int:
     feature maps when they are held in memory."""
     maps = map_disk_bytes(vae, 1, plan.height, plan.width) if plan.maps_in_memory else 0
     return measured(tiled_activations(vae, plan)) + maps
-
-
-def _smallest(specs) -> int:
-    return max(Phase(n, w, a, tuple(at), 0, ()).minimum() for n, w, a, at in specs)

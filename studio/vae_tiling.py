@@ -133,8 +133,16 @@ def tiled_activations(cfg: AutoencoderKLConfig, plan: TilePlan, itemsize: int = 
     The encoder's layers are smaller than the decoder's (no upsampling temporaries); the same bound serves."""
     f, c = cfg.downsample_factor, cfg.block_out_channels[-1]
     n = plan.height * plan.width
-    tile = max(vae_decode_activations(cfg, f * t.crop.h, f * t.crop.w, 1) for t in plan.tiles)
+    # the largest crop: every row of tiles meets every column, so the tallest crop and the widest share a
+    # tile (counted from the rows and columns: 16384^2 px in the smallest tiles are 16,384 tiles)
+    tile = vae_decode_activations(cfg, f * _longest_crop(plan.rows, plan.halo, plan.height),
+                                  f * _longest_crop(plan.cols, plan.halo, plan.width), 1)
     return itemsize * (n * c + LATENT_STAGE_MAPS * n * c + tile)
+
+
+def _longest_crop(spans: tuple[tuple[int, int], ...], halo: int, total: int) -> int:
+    """The longest of the (start, length) spans grown by `halo` each way and clipped to 0..total."""
+    return max(min(start + length + halo, total) - max(start - halo, 0) for start, length in spans)
 
 
 def plan_tiles(cfg: AutoencoderKLConfig, height: int, width: int, tile: int | None = None,

@@ -1,5 +1,6 @@
 """Budget parsing and chunk planning: exact tables."""
 
+import math
 import re
 
 import numpy as np
@@ -103,10 +104,34 @@ def test_attention_chunks_table(bh, nq, nk, d, budget, expected):
     (1, 261094, 261094, 16, (4080, 4080), (256, 65204)),   # the most blocks: 1020 x 5
 ])
 def test_the_planners_smallest_block_bounds_the_blocks(bh, nq, nk, d, block, chunks):
-    from studio.memory_plan import smallest_block
+    from studio.memory_plan import smallest_block, smallest_workspace
     assert smallest_block(nq, nk) == block
     got = attention_chunks(bh, nq, nk, d, memory.attention_workspace(bh, *block, d))
     assert got == AttentionChunks(*chunks) and -(-nq // got.q) * -(-nk // got.k) <= 5120
+    # the planner's least workspace is these chunks', and in it attention_chunks runs them again
+    least = smallest_workspace(bh, nq, nk, d)
+    assert least == memory.attention_workspace(bh, *chunks, d) and attention_chunks(bh, nq, nk, d, least) == got
+
+
+# Past ~10,000^2 px the smallest block's fp32 scores exceed MAX_TENSOR (4 GiB), so no budget runs it: the
+# planner's least workspace is that of the capped blocks attention_chunks runs at every budget, as few
+# blocks as the cap allows (scores / 4 GiB: 5,184, 16,384, 32,768) instead of at most 5,120
+# (batch*heads, Nq, Nk, head_dim) -> the smallest block's scores in GiB, the chunks, the blocks per call
+@pytest.mark.parametrize("bh,nq,nk,d,scores,chunks,blocks", [
+    (1, 2359296, 2359296, 16, 5.0625, (455, 2359296), 5186),  # 12288^2 decode's mid-block, tiny VAE
+    (1, 4194304, 4194304, 16, 16, (255, 4194304), 16449),     # 16384^2 (the most px), tiny VAE
+    (1, 4194304, 4194304, 512, 16, (255, 4194304), 16449),    # ... SDXL VAE
+    (4, 1048576, 1048576, 16, 4, (255, 1048576), 4113),       # 16384^2 self-attention, tiny, CFG: the rows' bytes
+    (32, 1048576, 1048576, 72, 32, (256, 131018), 36864),     # ... PixArt-Sigma XL, CFG: keys chunked
+])
+def test_beyond_max_tensor_the_least_workspace_is_the_capped_blocks(bh, nq, nk, d, scores, chunks, blocks):
+    from studio.memory_plan import smallest_block, smallest_workspace
+    assert bh * math.prod(smallest_block(nq, nk)) * 4 == scores * GiB
+    least = smallest_workspace(bh, nq, nk, d)
+    assert least == memory.attention_workspace(bh, *chunks, d) and bh * math.prod(chunks) * 4 <= memory.MAX_TENSOR
+    for budget in (least, 2 * least, None):  # the same blocks at every budget from there up
+        got = attention_chunks(bh, nq, nk, d, budget)
+        assert got == AttentionChunks(*chunks) and -(-nq // got.q) * -(-nk // got.k) == blocks
 
 
 def test_attention_chunks_impossible_budget():

@@ -9,7 +9,7 @@ import pytest
 from studio import vae_tiling
 from studio.errors import PlanError
 from studio.geometry import Box
-from studio.memory import GiB, MiB, parse_bytes
+from studio.memory import GiB, MiB, attention_chunks, parse_bytes
 from studio.memory_plan import measured, plan_generation, tiled_decode_activations
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
@@ -117,22 +117,45 @@ def test_the_decode_phase_counts_every_output_image():
     assert three.activations == outputs + tiled_decode_activations(vae, three.tiles)
 
 
-@pytest.mark.parametrize("height,width", [(1024, 1024), (256, 256), (608, 800), (2048, 2048), (1024, 4096),
-                                          (2160, 3840), (256, 8192)])
-def test_the_smallest_budget_named_works(height, width):
-    """The budget an error names, passed back as printed, plans: the message rounds up, never down. Every
-    attention then runs in at most ~64 x 64 blocks (the 4K decode's mid-block took 266,175 before)."""
-    tr = PixArtTransformerConfig.from_dict(transformer_config(sample_size=32, caption_channels=t5_config()["d_model"]))
-    t5, vae = T5Config.from_dict(t5_config()), AutoencoderKLConfig.from_dict(vae_config())
-    with pytest.raises(PlanError, match="smallest budget that works is") as e:
-        plan_generation(tr, t5, vae, height, width, budget=1 * MiB)
-    named = parse_bytes(str(e.value).rsplit("is ", 1)[1])
-    plan = plan_generation(tr, t5, vae, height, width, budget=named)
-    assert plan.peak <= named
-    for phase in plan.phases:
-        for i, ((what, _, nq, nk, _), c) in enumerate(zip(phase.attention, phase.chunks)):
-            rows = phase.chunks[i - 1].q if what == "cross" else nq  # cross: in the self-attention's row blocks
-            assert -(-rows // c.q) * -(-nk // c.k) * -(-nq // rows) <= 5120, (phase.name, what, c)
+def _configs(model: str) -> tuple:
+    """(transformer, T5, VAE) configs: the tiny checkpoint's, or PixArt-Sigma XL's as published."""
+    if model == "xl":
+        from studio.plan import PUBLISHED, SDXL_VAE
+        return PUBLISHED["PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"], T5Config(), SDXL_VAE
+    return (PixArtTransformerConfig.from_dict(transformer_config(sample_size=32, caption_channels=t5_config()["d_model"])),
+            T5Config.from_dict(t5_config()), AutoencoderKLConfig.from_dict(vae_config()))
+
+
+# the smallest budget named, as printed (rounded up): README quotes the 1024^2 to 3840x2160 ones. From
+# 12288^2 the smallest attention block outgrows MAX_TENSOR (test_memory.py) and the capped blocks decide.
+@pytest.mark.parametrize("model,height,width,images,named", [
+    ("tiny", 1024, 1024, 1, "35.67 MiB"), ("tiny", 1024, 1024, 3, "59.67 MiB"), ("tiny", 256, 256, 1, "9.45 MiB"),
+    ("tiny", 608, 800, 1, "20.29 MiB"), ("tiny", 2048, 2048, 1, "119.51 MiB"), ("tiny", 1024, 4096, 1, "119.51 MiB"),
+    ("tiny", 2160, 3840, 1, "259.72 MiB"), ("tiny", 256, 8192, 1, "63.22 MiB"),
+    ("tiny", 12288, 12288, 1, "19.37 GiB"), ("tiny", 8192, 16384, 1, "18.97 GiB"),
+    ("tiny", 16384, 16384, 1, "21.93 GiB"), ("tiny", 8192, 32768, 1, "21.93 GiB"),
+    ("xl", 1024, 1024, 1, "4.26 GiB"), ("xl", 2048, 2048, 1, "4.28 GiB"), ("xl", 2160, 3840, 1, "5.83 GiB"),
+    ("xl", 12288, 12288, 1, "73.96 GiB"), ("xl", 8192, 16384, 1, "67.80 GiB"),
+    ("xl", 16384, 16384, 1, "116.87 GiB"), ("xl", 8192, 32768, 1, "116.87 GiB"),
+])
+def test_the_smallest_budget_named_works(model, height, width, images, named):
+    """The smallest budget (`GenerationPlan.minimum`, what a refusal names) plans, exactly and as printed,
+    within itself, and so does every larger budget; one byte less is refused. Every attention then runs in
+    at most ~64 x 64 blocks (the 4K decode's mid-block took 266,175 before), or, where a block that size
+    would pass MAX_TENSOR, in the capped blocks that no budget enlarges. (16384^2 on the tiny checkpoint
+    named 70 GiB, which was refused for 94 GiB, which was refused for 94.36 GiB.)"""
+    configs = _configs(model)
+    minimum = plan_generation(*configs, height, width, images).minimum
+    with pytest.raises(PlanError, match=f"the smallest budget that works is {named}$"):
+        plan_generation(*configs, height, width, images, budget=minimum - 1)
+    for budget in (minimum, parse_bytes(named), int(minimum * 1.0001), 2 * minimum, 10 * minimum):
+        plan = plan_generation(*configs, height, width, images, budget=budget)
+        assert plan.peak <= budget and plan.minimum == minimum
+        for phase in plan.phases:
+            for i, ((what, bh, nq, nk, d), c) in enumerate(zip(phase.attention, phase.chunks)):
+                rows = phase.chunks[i - 1].q if what == "cross" else nq  # cross: in the self-attention's row blocks
+                blocks = -(-rows // c.q) * -(-nk // c.k) * -(-nq // rows)
+                assert blocks <= 5120 or c == attention_chunks(bh, rows, nk, d, None), (budget, phase.name, what, c)
 
 
 def test_untiled_decode_beyond_max_tensor_is_refused_when_forced():
@@ -259,7 +282,8 @@ def test_feature_maps_use_a_temporary_folder(vae, decoded, tmp_path, monkeypatch
     calls = []
     plan = plan_tiles(SMALL, H, W, tile=20)
     vae_tiling.decode_tiled(vae, z, plan, progress=lambda done, total: calls.append((done, total)))
-    assert len(folders) == 10 and set(folders) == {str(tmp_path)}  # 2 upsamplers, 2 x 2 ResNets x 2 maps
+    # one probe that the folder takes files (before any work), then 2 upsamplers, 2 x 2 ResNets x 2 maps
+    assert len(folders) == 1 + 10 and set(folders) == {str(tmp_path)}
     # progress: one pass per map and tile, and one more per tile for conv_out into the image
     assert calls == [(done, 11 * 6) for done in range(11 * 6 + 1)] and plan.grid == (2, 3)
     assert list(tmp_path.iterdir()) == []
