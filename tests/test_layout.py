@@ -694,7 +694,7 @@ BROKEN = [
     ("canvas: {preset: fhd}\n" + FILL + "memory_budget: 6\n",
      "poster.yaml:3: memory_budget: '6' has no unit: give one, e.g. 6GiB, 512MiB or 2GB"),
     ("canvas: {preset: fhd}\n" + FILL + "memory_budget: 0\n",
-     "poster.yaml:3: memory_budget: '0' has no unit: give one, e.g. 6GiB, 512MiB or 2GB"),
+     "poster.yaml:3: memory_budget: must be positive, got '0'"),
     # spans
     ("span: {monitors: [{width: 2560, height: 1440}]}\n" + FILL,
      "poster.yaml:1: span.monitors[0]: give the picture's size: [width, height] or diagonal (one of them)"),
