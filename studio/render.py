@@ -99,11 +99,9 @@ def warn_text_problems(layout: Layout, warn: Callable[[str], None] | None = None
     """A warning for each text layer that leaves its region (clipped), enters the safe margin or has
     characters its font lacks (`compose.text_problems`): warn(problem), default a line on stderr naming the
     layout file."""
+    warn = warn or (lambda problem: print(f"warning: {layout.source}: {problem}", file=sys.stderr))
     for problem in text_problems(layout):
-        if warn is None:
-            print(f"warning: {layout.source}: {problem}", file=sys.stderr)
-        else:
-            warn(problem)
+        warn(problem)
 
 
 def cut_to_region(picture, job: GenerateJob):
