@@ -4,9 +4,9 @@ Usage: python benchmarks/batch_cache.py [--size 256] [--steps 2]
 
 A tiny random pipeline (studio make-tiny, 256 px bins) and a job of 4 prompts x 5 seeds are written to a
 temporary folder. Each case runs `run_batch` in its own subprocess (models load once per batch, as in
-`studio batch`) and reports the batch's wall time, the seconds spent in the text phase (encode_prompt,
-including reading T5's weights), how many prompts were encoded and how often T5's weights were read
-(loaded whole, or streamed block by block for one call):
+`studio batch`) and reports the batch's wall time, the seconds spent in the text phase (each call's caption
+features and the batch's encoding ahead, including reading T5's weights), how many prompts were encoded and
+how often T5's weights were read (loaded whole, or streamed block by block for one call):
 
   no cache          every prompt encoded (--no-cache)
   cache, cold       an empty cache: each distinct prompt (and the empty negative prompt) encoded once
@@ -72,7 +72,7 @@ def child(folder: Path, out: str, cache: str, release: bool) -> None:
         counts["t5_loads"] += 1
         return load_t5(cls, *args, **kwargs)
 
-    PixArtSigmaPipeline.encode_prompt = timed(PixArtSigmaPipeline.encode_prompt)
+    PixArtSigmaPipeline._caption_rows = timed(PixArtSigmaPipeline._caption_rows)  # each call's prompts, cache or T5
     PixArtSigmaPipeline.encode_ahead = timed(PixArtSigmaPipeline.encode_ahead)  # a batch's prompts, before its items
     T5EncoderModel.from_pretrained = classmethod(counted_load)
     T5EncoderModel.encode_each = counted(T5EncoderModel.encode_each, False)

@@ -1027,7 +1027,7 @@ STROKE_KEYS = {
 SHADOW_KEYS = {
     "dx": Key(Length("any"), "offset right (default 4px)"),
     "dy": Key(Length("any"), "offset down (default 4px)"),
-    "blur": Key(Length(), "Gaussian blur radius (default 4px)"),
+    "blur": Key(Length(), "the Gaussian blur's standard deviation (default 4px; CSS's blur radius is about twice it)"),
     "color": Key(Colour(), "shadow colour (default #000000a0)"),
 }
 COMMON_KEYS = {
@@ -1041,8 +1041,8 @@ GENERATE_KEYS = {
     "steps": Key(Int(1, 1000), "sampling steps (default 20)"),
     "guidance": Key(Number(0), "classifier-free guidance scale (default 4.5)"),
     "sampler": Key(Enum(*SAMPLERS), "default: the model's scheduler"),
-    "model": Key(Model(), "model folder (relative to the layout file) or hub id (default: the command line's "
-                          "--model)"),
+    "model": Key(Model(), "model folder (relative to the layout file) or hub id (default: the layout's "
+                          "model, else the command line's --model)"),
     "region": Key(RegionKind(), "where the image goes (default full)"),
     "fit": Key(Enum("cover", "contain"), "cover crops, contain letterboxes (default cover)"),
     "strategy": Key(Enum("auto", "direct", "upscale"), "direct: at the region's size; upscale: at the model's bin, "
