@@ -9,14 +9,17 @@ and gradients are exact (no antialiasing), so tiny canvases have exact expected 
 turned upright by their EXIF orientation and converted to sRGB from their embedded ICC profile;
 greyscale of 16 bits or 32-bit floats (0..1) becomes 8 bits (`eight_bit`).
 
-`text_problems(layout)` lists text that leaves its region or enters the safe margin (proof and render warn).
+`text_problems(layout)` lists text that leaves its region, enters the safe margin or the bleed, lacks glyphs or
+needs raqm (proof and render warn).
 `cut_span(image, boxes, monitors)` cuts a span canvas into one image per monitor.
 """
 
+import contextlib
 import io
 import math
 import re
 import unicodedata
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,10 +38,14 @@ GRADIENT_ROWS = 256  # gradients are computed this many rows at a time (memory s
 SIDES = ("left", "top", "right", "bottom")
 MISSING_PROBE = "\U0010fffd"  # a private-use code point: every font draws it as its missing-glyph box
 PROFILE_MODES = {"RGB": "RGB", "CMYK": "CMYK", "GRAY": "L", "LAB": "LAB"}  # ICC colour space -> Pillow mode
-# the spaces a line may break at: not the no-break spaces U+00A0, U+2007 (figure) and U+202F (narrow)
-BREAKING_SPACES = " \t\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2008\u2009\u200a\u205f\u3000"
-WORD = re.compile(f"[^{BREAKING_SPACES}]+")
+# the spaces a line may break at: not the no-break spaces U+00A0, U+2007 (figure) and U+202F (narrow); and U+200B,
+# the zero width space, a break opportunity with no space
+BREAKING_SPACES = " \t\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2008\u2009\u200a\u205f\u3000\u200b"
+GAP_WORD = re.compile(f"([{BREAKING_SPACES}]*)([^{BREAKING_SPACES}]+)")  # a word and the spaces before it
 ZWJ = "\u200d"  # zero width joiner: the characters on either side are drawn as one (emoji sequences)
+REGIONAL_INDICATORS = range(0x1F1E6, 0x1F200)  # two make a flag
+EMOJI_MODIFIERS = range(0x1F3FB, 0x1F400)  # skin tones, after their emoji
+TAGS = range(0xE0020, 0xE0080)  # after a black flag: a subdivision's flag (England, Scotland)
 
 
 def compose(layout: Layout, art: dict[int, Image.Image] | None = None, proof: bool = False,
@@ -65,7 +72,8 @@ def compose(layout: Layout, art: dict[int, Image.Image] | None = None, proof: bo
         elif isinstance(layer, ImageLayer):
             tile, at = fitted(open_image(layer, i, base_dir), box, layer.fit)
         elif isinstance(layer, TextLayer):
-            tile, at = text_tile(layer, box, base_dir)
+            with glyph_bitmaps(i):
+                tile, at = text_tile(layer, box, base_dir)
         elif isinstance(layer, ShapeLayer):
             tile, at = shape_tile(layer, box)
         elif isinstance(layer, FillLayer):
@@ -222,21 +230,32 @@ def paragraphs(text: str) -> list[str]:
 
 
 def clusters(line: str) -> list[str]:
-    """`line` cut into the characters letter spacing moves apart, each with the combining marks and the
-    zero-width-joined characters that follow it."""
+    """`line` cut into the characters letter spacing moves apart, each with what follows it and is drawn with it:
+    combining marks (variation selectors among them), zero-width-joined characters, emoji modifiers and tags; and
+    regional indicators in pairs (a flag)."""
     out = []
     for ch in line:
-        if out and (unicodedata.category(ch).startswith("M") or ch == ZWJ or out[-1].endswith(ZWJ)):
+        code = ord(ch)
+        if out and (unicodedata.category(ch).startswith("M") or ch == ZWJ or out[-1].endswith(ZWJ)
+                    or code in EMOJI_MODIFIERS or code in TAGS
+                    or (code in REGIONAL_INDICATORS and len(out[-1]) == 1 and ord(out[-1]) in REGIONAL_INDICATORS)):
             out[-1] += ch
         else:
             out.append(ch)
     return out
 
 
+def needs_shaping(ch: str) -> bool:
+    """Whether `ch` needs a line laid out as a whole (raqm): right-to-left (Hebrew, Arabic), or a virama (Indic
+    scripts, whose letters join around it)."""
+    return unicodedata.bidirectional(ch) in ("R", "AL") or unicodedata.combining(ch) == 9
+
+
 def tracking(line: str, spacing: float) -> float:
-    """The letter spacing of `line`: none for a line with right-to-left text (drawn glyph by glyph it would
-    come out reversed, and Arabic's letters would lose their joins)."""
-    return 0 if spacing and any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in line) else spacing
+    """The letter spacing of `line`: none for a line with right-to-left text or a virama (`needs_shaping`): drawn
+    glyph by glyph it would come out reversed, Arabic's letters would lose their joins and Devanagari's
+    conjuncts would fall apart."""
+    return 0 if spacing and any(map(needs_shaping, line)) else spacing
 
 
 def line_width(line: str, font, spacing: float) -> float:
@@ -265,14 +284,15 @@ def pieces(word: str) -> list[str]:
 
 def wrap(text: str, font, width: float, spacing: float) -> list[str]:
     """Greedy line breaking of each line of `text` to `width` px, at spaces (not the no-break ones: U+00A0,
-    U+2007, U+202F) and between CJK characters; a word wider than the box keeps its own line. Spaces the font
-    lacks become plain ones (`plain_spaces`)."""
+    U+2007, U+202F), at U+200B and between CJK characters; a word wider than the box keeps its own line. The
+    spaces between words and before a line's first are kept as written; those at a break and at a line's end
+    go. Tabs and spaces the font lacks become plain spaces (`plain_spaces`)."""
     lines, spaces = [], plain_spaces(text, font)
     for paragraph in paragraphs(text):
         line = ""
-        for word in WORD.findall(paragraph):
-            for n, piece in enumerate(pieces(word.translate(spaces))):  # a space before the word, none inside
-                candidate = line + ("" if n else " ") + piece if line else piece
+        for gap, word in GAP_WORD.findall(paragraph):
+            for n, piece in enumerate(pieces(word.translate(spaces))):  # the gap before the word, none inside
+                candidate = line + ("" if n else gap.translate(spaces)) + piece
                 if line and line_width(candidate, font, spacing) > width:
                     lines.append(line)
                     line = piece
@@ -283,11 +303,12 @@ def wrap(text: str, font, width: float, spacing: float) -> list[str]:
 
 
 def text_lines(layer: TextLayer, font, box: Box) -> list[str]:
+    """The lines of the layer's text (composed, NFC: 'e' + U+0301 is drawn as the font's 'é'), wrapped or not."""
+    text = unicodedata.normalize("NFC", layer.text)
     if layer.wrap:
-        return wrap(layer.text, font, box.w - 2 * stroke_px(layer.stroke_width), layer.letter_spacing)
-    # a tab is a space (fonts draw it as a missing-glyph box); trailing spaces move no line
-    spaces = plain_spaces(layer.text, font) | {ord("\t"): " "}
-    return [line.translate(spaces).rstrip(BREAKING_SPACES) for line in paragraphs(layer.text)]
+        return wrap(text, font, box.w - 2 * stroke_px(layer.stroke_width), layer.letter_spacing)
+    spaces = plain_spaces(text, font)  # trailing spaces move no line
+    return [line.translate(spaces).rstrip(BREAKING_SPACES) for line in paragraphs(text)]
 
 
 def block_size(lines: list[str], font, size: float, layer: TextLayer) -> tuple[float, float]:
@@ -300,10 +321,12 @@ def block_size(lines: list[str], font, size: float, layer: TextLayer) -> tuple[f
 
 
 def fits(layer: TextLayer, size: float, box: Box, base_dir) -> bool:
-    """Whether the text laid out at `size` px fits inside `box`."""
+    """Whether the text laid out at `size` px fits inside `box`: its `extent`, glyphs reaching out of their lines'
+    boxes (an italic's overhang) included."""
     font = fonts.load_font(layer.font, size, base_dir)
-    w, h = block_size(text_lines(layer, font, box), font, size, layer)
-    return w <= box.w and h <= box.h
+    lines = text_lines(layer, font, box)
+    left, top, right, bottom = extent(layer, lines, font, positions(layer, lines, font, size, box))
+    return right - left <= box.w and bottom - top <= box.h
 
 
 def fitting_size(layer: TextLayer, box: Box, base_dir) -> float:
@@ -331,24 +354,53 @@ class LaidText(NamedTuple):
     placed: list[tuple[str, float, float]]  # (line, x, baseline) in tile px
 
 
+def positions(layer: TextLayer, lines: list[str], font, size: float, box: Box) -> list[tuple[float, float]]:
+    """(x, baseline) px of each line from the top-left of `box`: the lines' advance boxes aligned inside it, the
+    stroke's width in from its edges."""
+    _, block_h = block_size(lines, font, size, layer)
+    stroke, (ascent, _) = stroke_px(layer.stroke_width), font.getmetrics()
+    top = {"top": 0, "middle": (box.h - block_h) / 2, "bottom": box.h - block_h}[layer.valign]
+    out = []
+    for n, line in enumerate(lines):
+        slack = box.w - 2 * stroke - line_width(line, font, layer.letter_spacing)
+        out.append((stroke + {"left": 0, "center": slack / 2, "right": slack}[layer.align],
+                    top + stroke + ascent + n * size * layer.line_height))
+    return out
+
+
 def text_layout(layer: TextLayer, box: Box, base_dir) -> LaidText:
     """The text of `layer` laid out in `box`: wrapped, sized, aligned."""
     size = fitting_size(layer, box, base_dir) if layer.shrink_to_fit else layer.size
     font = fonts.load_font(layer.font, size, base_dir)
     lines = text_lines(layer, font, box)
-    _, block_h = block_size(lines, font, size, layer)
     shadow, stroke = layer.shadow, stroke_px(layer.stroke_width)
     pad = stroke + 2 + overhang(lines, font)
     if shadow:
         pad += math.ceil(max(abs(shadow.dx), abs(shadow.dy)) + 3 * shadow.blur)
-    ascent, _ = font.getmetrics()
-    top = {"top": 0, "middle": (box.h - block_h) / 2, "bottom": box.h - block_h}[layer.valign]
-    placed = []
-    for n, line in enumerate(lines):
-        slack = box.w - 2 * stroke - line_width(line, font, layer.letter_spacing)
-        x = pad + stroke + {"left": 0, "center": slack / 2, "right": slack}[layer.align]
-        placed.append((line, x, pad + top + stroke + ascent + n * size * layer.line_height))
+    at = positions(layer, lines, font, size, box)
+    if layer.shrink_to_fit:  # moved so that glyphs reaching out of their lines' boxes stay inside it too
+        left, top, right, bottom = extent(layer, lines, font, at)
+        dx, dy = inward(left, right, box.w), inward(top, bottom, box.h)
+        at = [(x + dx, baseline + dy) for x, baseline in at]
+    placed = [(line, pad + x, pad + baseline) for line, (x, baseline) in zip(lines, at)]
     return LaidText(font, pad, (box.w + 2 * pad, box.h + 2 * pad), placed)
+
+
+def inward(start: float, end: float, size: int) -> float:
+    """The shortest move bringing start..end inside 0..size; none if it is longer than size."""
+    return max(-start, min(0, size - end)) if end - start <= size else 0
+
+
+def extent(layer: TextLayer, lines: list[str], font, at: list[tuple[float, float]]) -> tuple[float, ...]:
+    """(left, top, right, bottom) px of `lines` drawn at `at` [(x, baseline)]: their advance boxes (ascent to
+    descent) and their glyphs' (`line_box`), all with the stroke."""
+    stroke, (ascent, descent) = stroke_px(layer.stroke_width), font.getmetrics()
+    boxes = []
+    for line, (x, baseline) in zip(lines, at):
+        left, top, right, bottom = line_box(line, font, layer.letter_spacing, stroke)
+        boxes += [(x - stroke, baseline - ascent - stroke, x + line_width(line, font, layer.letter_spacing) + stroke,
+                   baseline + descent + stroke), (x + left, baseline + top, x + right, baseline + bottom)]
+    return united(boxes)
 
 
 def overhang(lines: list[str], font) -> int:
@@ -375,18 +427,27 @@ def text_masks(layer: TextLayer, laid: LaidText) -> tuple[Image.Image, Image.Ima
     return fill_mask, ink_mask
 
 
-def cut_sides(layer: TextLayer, laid: LaidText) -> set[str]:
-    """The sides of the tile beyond which some line lies wholly, by the font's glyph boxes: such a line
-    leaves no ink in the masks (one cut by the edge leaves ink touching it)."""
-    font, (w, h) = laid.font, laid.tile_size
+def cut_sides(layer: TextLayer, font, placed: list[tuple[str, float, float]], size: tuple[int, int]) -> set[str]:
+    """The sides of a w x h px area (a tile, a box) where the glyphs of the (line, x, baseline) in `placed` are
+    cut: those a glyph on the area reaches past, and those a glyph off it lies beyond. A cut may fall in a gap
+    between glyphs, leaving no ink at the edge. A line is looked at whole (`line_box`), or glyph by glyph
+    (`glyph_boxes`) when it reaches past a corner (a descender beyond the right edge is not cut at the bottom)."""
+    w, h = size
     stroke, sides = stroke_px(layer.stroke_width), set()
-    for line, x, baseline in laid.placed:
-        if not line.strip():
-            continue
-        left, top, right, bottom = font.getbbox(line, anchor="ls", stroke_width=stroke)
-        right = max(right, left + line_width(line, font, layer.letter_spacing) + stroke)  # letter-spaced lines
-        sides.update(side for side, beyond in zip(SIDES, (x + right <= 0, baseline + bottom <= 0, x + left >= w,
-                                                            baseline + top >= h)) if beyond)
+    for line, x, baseline in placed:
+        boxes = [line_box(line, font, layer.letter_spacing, stroke)]
+        left, top, right, bottom = boxes[0]
+        if (x + left < 0 or x + right > w) and (baseline + top < 0 or baseline + bottom > h):
+            boxes = glyph_boxes(line, font, layer.letter_spacing, stroke)
+        for left, top, right, bottom in boxes:
+            left, top, right, bottom = x + left, baseline + top, x + right, baseline + bottom
+            if right <= left or bottom <= top:
+                continue  # no ink: a space
+            if left < w and top < h and right > 0 and bottom > 0:
+                cut = (left < 0, top < 0, right > w, bottom > h)
+            else:
+                cut = (right <= 0, bottom <= 0, left >= w, top >= h)
+            sides.update(side for side, beyond in zip(SIDES, cut) if beyond)
     return sides
 
 
@@ -417,19 +478,21 @@ def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[
 
 def text_problems(layout: Layout) -> list[str]:
     """One line per text layer whose ink (fill and stroke, not shadow) leaves its region (clipped where it
-    reaches the edge of its tile, or lies beyond it) or enters the safe margin, or whose font
-    lacks some of its characters, e.g.
+    reaches past the edge of its tile) or enters the safe margin (without one, crosses the trim into the
+    bleed), whose font lacks some of its characters, or which needs raqm that Pillow lacks, e.g.
     'layers[2] (caption): text overflows its region (right clipped, bottom 3 px)'."""
     canvas, base_dir = layout.canvas, layout_dir(layout)
     safe = resolve(Region("safe"), canvas, layout.grids) if canvas.safe_margin > 0 else None
+    trim = trim_box(canvas) if canvas.bleed > 0 else None
     problems = []
     for i, layer in enumerate(layout.layers):
         box = resolve(layer.region, canvas, layout.grids)
         if not isinstance(layer, TextLayer) or box.w <= 0 or box.h <= 0:
             continue
         laid = text_layout(layer, box, base_dir)  # once: shrink_to_fit searches sizes
-        _, ink_mask = text_masks(layer, laid)
-        clipped, pad = cut_sides(layer, laid), laid.pad
+        with glyph_bitmaps(i):
+            _, ink_mask = text_masks(layer, laid)
+        clipped, pad = cut_sides(layer, laid.font, laid.placed, laid.tile_size), laid.pad
         bbox = ink_mask.getbbox()
         found = []
         if bbox is None:
@@ -444,8 +507,12 @@ def text_problems(layout: Layout) -> list[str]:
                 found.append(f"overflows its region ({overflow})")
             if safe and (overflow := outside(ink, safe)):
                 found.append(f"reaches into the safe margin ({overflow})")
+            elif trim and (overflow := outside(ink, trim)):
+                found.append(f"crosses the trim into the bleed ({overflow})")
         if glyphs := glyph_problem(layer, base_dir):
             found.append(glyphs)
+        if shaping := shaping_problem(layer.text):
+            found.append(shaping)
         if found:
             problems.append(f"layers[{i}]{f' ({layer.name})' if layer.name else ''}: text {' and '.join(found)}")
     return problems
@@ -453,8 +520,10 @@ def text_problems(layout: Layout) -> list[str]:
 
 def missing_glyphs(text: str, font) -> list[str]:
     """The characters of `text` (in order, once each) that `font` has no glyph for (`drawn_as_boxes`). Spaces,
-    controls and marks are not checked."""
-    return drawn_as_boxes([ch for ch in dict.fromkeys(text) if unicodedata.category(ch)[0] not in "ZCM"], font)
+    controls and marks are not checked; format characters (U+200B, U+00AD, ...) are: raqm draws them as
+    nothing, the basic layout engine as boxes."""
+    return drawn_as_boxes([ch for ch in dict.fromkeys(text)
+                           if unicodedata.category(ch) == "Cf" or unicodedata.category(ch)[0] not in "ZCM"], font)
 
 
 def drawn_as_boxes(chars: list[str], font) -> list[str]:
@@ -472,23 +541,36 @@ def drawn_as_boxes(chars: list[str], font) -> list[str]:
 
 
 def plain_spaces(text: str, font) -> dict[int, str]:
-    """A `str.translate` table drawing the spaces of `text` that `font` lacks (Pillow's bundled font has no
-    U+00A0) as plain spaces, not as missing-glyph boxes."""
+    """A `str.translate` table drawing the tabs of `text` and the spaces that `font` lacks (Pillow's bundled
+    font has no U+00A0) as plain spaces, not as missing-glyph boxes."""
     spaces = [ch for ch in dict.fromkeys(text) if ch != " " and unicodedata.category(ch) == "Zs"]
-    return {ord(ch): " " for ch in drawn_as_boxes(spaces, font)}
+    return {ord("\t"): " "} | {ord(ch): " " for ch in drawn_as_boxes(spaces, font)}
 
 
 def glyph_problem(layer: TextLayer, base_dir) -> str | None:
-    """'has no glyph for 'é' '✨' in its font (drawn as boxes)', or None."""
+    """'has no glyph for 'é' '✨' in its font (drawn as boxes)', or None; with a hint to use DejaVu Sans for the
+    default font when DejaVu Sans has them all."""
     font = fonts.load_font(layer.font, 24, base_dir)
-    missing = missing_glyphs(layer.text, font)
+    missing = missing_glyphs(unicodedata.normalize("NFC", layer.text), font)  # as `text_lines` draws it
     if not missing:
         return None
     shown = " ".join(repr(ch) for ch in missing[:8]) + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
-    hint = ""
-    if fonts.find_font(layer.font, base_dir) == fonts.DEFAULT and fonts.find_font("DejaVu Sans"):
+    hint, dejavu = "", fonts.find_font("DejaVu Sans")
+    if (fonts.find_font(layer.font, base_dir) == fonts.DEFAULT and dejavu
+            and not missing_glyphs("".join(missing), fonts.load_font(dejavu, 24))):
         hint = "; the default font has basic Latin only: try font: DejaVu Sans"
     return f"has no glyph for {shown} in its font (drawn as boxes{hint})"
+
+
+def shaping_problem(text: str) -> str | None:
+    """'needs complex text layout (libraqm with libfribidi), which this Pillow lacks: Hebrew, Devanagari' for text
+    with right-to-left letters or a virama (`needs_shaping`) when Pillow has no raqm; else None."""
+    from PIL import features
+
+    scripts = dict.fromkeys(unicodedata.name(ch, "").split(" ")[0].title() for ch in text if needs_shaping(ch))
+    if not scripts or features.check("raqm"):
+        return None
+    return f"needs complex text layout (libraqm with libfribidi), which this Pillow lacks: {', '.join(scripts)}"
 
 
 def outside(inner: Box, outer: Box, clipped: set[str] = frozenset()) -> str:
@@ -499,20 +581,63 @@ def outside(inner: Box, outer: Box, clipped: set[str] = frozenset()) -> str:
                      for side, px in zip(SIDES, beyond) if px > 0 or side in clipped)
 
 
+def spaced_clusters(line: str, font, spacing: float) -> list[tuple[float, str]]:
+    """The clusters of a letter-spaced line, each with its x px from the line's start: where the kerned line puts
+    it plus `spacing` px per cluster before it (see `line_width`)."""
+    out, end = [], 0
+    for n, cluster in enumerate(clusters(line)):
+        end += len(cluster)
+        out.append((font.getlength(line[:end]) - font.getlength(cluster) + n * spacing, cluster))
+    return out
+
+
+def glyph_boxes(line: str, font, spacing: float, stroke: int) -> list[tuple[float, float, float, float]]:
+    """(left, top, right, bottom) px of the glyphs of `line` as `draw_line` draws it at (0, baseline 0), with the
+    stroke: one box per cluster (`spaced_clusters`), or one for a line laid out as a whole (`needs_shaping`). A
+    box spans at least its advance (Pillow's getbbox)."""
+    if any(map(needs_shaping, line)):
+        return [font.getbbox(line, anchor="ls", stroke_width=stroke)]
+    return [(x + left, top, x + right, bottom) for x, cluster in spaced_clusters(line, font, tracking(line, spacing))
+            for left, top, right, bottom in [font.getbbox(cluster, anchor="ls", stroke_width=stroke)]]
+
+
+def line_box(line: str, font, spacing: float, stroke: int) -> tuple[float, float, float, float]:
+    """The box holding `glyph_boxes`: Pillow's getbbox of the whole line when it is not letter-spaced."""
+    if not tracking(line, spacing):
+        return font.getbbox(line, anchor="ls", stroke_width=stroke)
+    return united(glyph_boxes(line, font, spacing, stroke))
+
+
+def united(boxes: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+    """The smallest (left, top, right, bottom) holding all of `boxes`."""
+    lefts, tops, rights, bottoms = zip(*boxes)
+    return min(lefts), min(tops), max(rights), max(bottoms)
+
+
 def draw_line(draw: ImageDraw.ImageDraw, at: tuple[float, float], line: str, font, spacing: float,
               stroke: int) -> None:
-    """One line of text at (x, baseline) into an L mask; cluster by cluster when letter-spaced, each where the
-    kerned line puts it plus `spacing` px per cluster before it (see `line_width`)."""
+    """One line of text at (x, baseline) into an L mask; cluster by cluster when letter-spaced
+    (`spaced_clusters`)."""
     x, baseline = at
     spacing = tracking(line, spacing)
     if not spacing:
         draw.text((x, baseline), line, fill=255, font=font, anchor="ls", stroke_width=stroke)
         return
-    end = 0
-    for n, cluster in enumerate(clusters(line)):
-        end += len(cluster)
-        kerned = x + font.getlength(line[:end]) - font.getlength(cluster)  # where the unspaced line draws it
-        draw.text((kerned + n * spacing, baseline), cluster, fill=255, font=font, anchor="ls", stroke_width=stroke)
+    for dx, cluster in spaced_clusters(line, font, spacing):
+        draw.text((x + dx, baseline), cluster, fill=255, font=font, anchor="ls", stroke_width=stroke)
+
+
+@contextlib.contextmanager
+def glyph_bitmaps(index: int):
+    """Pillow's decompression-bomb check on the bitmaps of our own glyphs (a line at poster sizes): its warning
+    silenced, its error an InputError naming layers[index]."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        except Image.DecompressionBombError:
+            raise InputError(f"layers[{index}]: text too large to draw: a line's glyphs need a bitmap of more than "
+                             f"{2 * Image.MAX_IMAGE_PIXELS} px (use a smaller size or shorter lines)") from None
 
 
 def stroke_px(width: float) -> int:

@@ -16,10 +16,12 @@ other than the first with `#index`: `fonts/NotoSansCJK.ttc#2`, `Inter[wght].ttf#
 
 import functools
 import importlib.util
+import io
 import itertools
 import os
 import re
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 from typing import NamedTuple
@@ -84,12 +86,21 @@ def load_font(name_or_path: str | None, size: float, base_dir: Path | str | None
 
 @functools.lru_cache(maxsize=64)
 def open_face(face: Face, size: float):
-    """Pillow's font for `face` at `size` px (OSError from FreeType: see `index_problem` for a bad index)."""
+    """Pillow's font for `face` at `size` px, laid out by raqm when Pillow has it (OSError from FreeType: see
+    `index_problem` for a bad index)."""
     from PIL import ImageFont
 
-    if face.path == DEFAULT:
-        return ImageFont.load_default(size)  # Pillow's bundled FreeType font (Pillow >= 10.1)
-    font = ImageFont.truetype(face.path, size, index=face.index)
+    if face.path == DEFAULT:  # Pillow's bundled FreeType font (Pillow >= 10.1); load_default lays it out with the
+        # basic engine (no kerning, zero-width characters drawn as boxes), so its bytes are opened as any font's
+        return ImageFont.truetype(io.BytesIO(ImageFont.load_default(size).font_bytes), size)
+    try:
+        font = ImageFont.truetype(face.path, size, index=face.index)
+    except OSError:
+        if (strikes := bitmap_strikes(face)) is None:
+            raise
+        sizes, colour = strikes
+        raise OSError(f"a bitmap font, with fixed sizes only: {', '.join(map(str, sizes))} px"
+                      + ("; its glyphs are colour pictures, which studio does not draw" if colour else "")) from None
     if face.index >= INSTANCE:  # FreeType without variation support ignores the instance: say so instead
         try:
             font.get_variation_names()
@@ -120,6 +131,29 @@ def index_problem(face: Face) -> str | None:
             return (f"no named instance {instance} (#{face.index} = face {number} + {instance} x 65536): "
                     f"face {number} {has}")
     return None
+
+
+def bitmap_strikes(face: Face) -> tuple[list[int], bool] | None:
+    """(pixel sizes, in colour) of a font whose glyphs are bitmaps only (no glyf, CFF or CFF2 outlines): colour
+    emoji (CBLC, sbix) or a bitmap font (EBLC); None for any other file."""
+    try:
+        data = Path(face.path).read_bytes()
+        start = struct.unpack_from(">I", data, 12 + 4 * (face.index % INSTANCE))[0] if data[:4] == b"ttcf" else 0
+        tables = {tag: at for tag, _, at, _ in (struct.unpack_from(">4s3I", data, start + 12 + 16 * n)
+                                                for n in range(struct.unpack_from(">H", data, start + 4)[0]))}
+        if tables.keys() & {b"glyf", b"CFF ", b"CFF2"}:
+            return None
+        if b"sbix" in tables:  # strike offsets, each strike starting with its ppem
+            at = tables[b"sbix"]
+            offsets = struct.unpack_from(f">{struct.unpack_from('>I', data, at + 4)[0]}I", data, at + 8)
+            sizes = [struct.unpack_from(">H", data, at + offset)[0] for offset in offsets]
+        elif at := tables.get(b"CBLC", tables.get(b"EBLC")):  # 48-byte BitmapSize records, ppemY at 45
+            sizes = [data[at + 8 + 48 * n + 45] for n in range(struct.unpack_from(">I", data, at + 4)[0])]
+        else:
+            return None
+    except (OSError, IndexError, struct.error):
+        return None
+    return sorted(set(sizes)), b"EBLC" not in tables
 
 
 def face_count(path: str) -> int:
