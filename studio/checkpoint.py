@@ -44,7 +44,8 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
     """A local folder as is; otherwise a hub id looked up in the local Hugging Face cache, then
     downloaded with huggingface_hub when the machine is online and local_files_only is False: the pipeline
     (each component's `variant` weights where it has them, else its plain ones), or with weights=False only
-    its JSON configs (what a memory plan reads; no multi-GB download to plan). revision: a branch, tag or
+    its JSON configs (what a memory plan reads; no multi-GB download to plan). Online, a cached snapshot without
+    any of `variant`'s files gets them from the hub (where it has them), as diffusers does. revision: a branch, tag or
     commit hash (default "main"), also written 'owner/name@revision'; cache_dir: the hub cache (default
     $HF_HUB_CACHE or huggingface_hub's)."""
     path = Path(path_or_id).expanduser()
@@ -76,14 +77,28 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
         cached = Path(snapshot_download(name, revision=revision, cache_dir=cache_dir, local_files_only=True))
     except (OSError, ValueError):  # not in the cache (LocalEntryNotFoundError), or an id it refuses
         cached = None
-    # a snapshot a plan fetched holds only the configs: then the weights are still to download
-    if cached is not None and (not weights or _has_weights(cached, variant)):
+    offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if cached is not None and not weights:
         return cached
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    if local_files_only or offline:
+    where = f"not in the Hugging Face cache{at}"
+    if cached is not None:
+        found = _weight_variants(cached)
+        held = set().union(*found.values())
+        missing = [c for c, variants in found.items() if not variants & {variant, None}]
+        # a snapshot a plan fetched holds the configs only: the weights are still to download; and online, a
+        # variant the snapshot has no files of is looked for on the hub, as diffusers does
+        if not missing and (offline or variant in held):
+            return cached
+        if not held:
+            lacks = "with its configs only, not its weights"
+        elif missing:
+            kind = "plain" if variant is None else f"{variant} or plain"
+            lacks = f"without {kind} weights for {', '.join(missing)}{_variant_hint(held - {variant, None})}"
+        else:
+            lacks = f"without {variant} weights"
+        where = f"in the Hugging Face cache{at} {lacks}"
+    if offline:
         why = "local_files_only=True" if local_files_only else "ConnectionError: HF_HUB_OFFLINE is set"
-        where = (f"in the Hugging Face cache{at} with its configs only, not its weights" if cached is not None else
-                 f"not in the Hugging Face cache{at}")
         raise CheckpointError(f"{name}: not a local folder, {where}, and could not be downloaded ({why})"
                               f"{_cached_revisions_hint(name, cache_dir)}; pass the folder of a downloaded copy")
     try:
@@ -94,14 +109,15 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
     except Exception as e:  # no network, no such repository or revision, a gated one, ...: said in one line
         why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{name}: not a local folder, not in the Hugging Face cache{at}, and could not be downloaded "
+            f"{name}: not a local folder, {where}, and could not be downloaded "
             f"({type(e).__name__}: {why}); pass the folder of a downloaded copy") from e
 
 
-def _has_weights(folder: Path, variant: str | None) -> bool:
-    """Whether a cached snapshot holds weight files for every component (one a plan fetched has configs only)."""
-    return all((folder / c).is_dir() and download_weight_names([p.name for p in (folder / c).iterdir()], variant)
-               for c in WEIGHTED_COMPONENTS)
+def _weight_variants(folder: Path) -> dict[str, set]:
+    """{component: the variants of its weight files, None for the plain ones} of a cached snapshot (one a plan
+    fetched has configs only)."""
+    return {c: {_weight_variant(p.name)[1] for p in (folder / c).iterdir() if _weight_variant(p.name)[0]}
+            if (folder / c).is_dir() else set() for c in WEIGHTED_COMPONENTS}
 
 
 def _cached_revisions_hint(name: str, cache_dir) -> str:
@@ -279,9 +295,14 @@ def weight_files(component_dir: Path, variant: str | None = None) -> list[Path]:
             "convert them to safetensors, e.g. with diffusers: "
             "Model.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)")
     want = f"{WEIGHT_STEMS[0]}{infix}.safetensors or {WEIGHT_STEMS[1]}{infix}.safetensors"
-    found = sorted({v for p in component_dir.iterdir() if (v := _weight_variant(p.name)[1]) and v != variant})
-    hint = f" (found {found[0]} variant files: pass variant='{found[0]}' / --variant {found[0]})" if found else ""
+    hint = _variant_hint({v for p in component_dir.iterdir() if (v := _weight_variant(p.name)[1]) and v != variant})
     raise CheckpointError(f"{component_dir}: no weight file ({want}, or a .safetensors.index.json){hint}")
+
+
+def _variant_hint(variants: set[str]) -> str:
+    """' (found fp16 variant files: pass variant='fp16' / --variant fp16)' for the first of `variants`, or ''."""
+    found = sorted(variants)
+    return f" (found {found[0]} variant files: pass variant='{found[0]}' / --variant {found[0]})" if found else ""
 
 
 def falls_back(files: list[Path], variant: str | None) -> bool:

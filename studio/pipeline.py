@@ -113,35 +113,60 @@ def read_configs(folder: Path) -> tuple[PixArtTransformerConfig, T5Config, Autoe
 
 
 def read_scheduler(path: Path) -> "sampling.SamplerConfig | UnrunnableScheduler":
-    """scheduler_config.json as the sampler it configures; one studio can't run (another scheduler class, or
-    settings studio doesn't implement) as an `UnrunnableScheduler`, which a call's sampler= replaces."""
+    """A pipeline folder's scheduler/scheduler_config.json as the sampler it configures, of the scheduler class
+    the folder's model_index.json names (the file's `_class_name` when it names none), as diffusers builds it;
+    one studio can't run (another scheduler class, or settings studio doesn't implement) as an
+    `UnrunnableScheduler`, which a call's sampler= replaces."""
     d = read_json(path)
     check_types(sampling.SamplerConfig, {k: v for k, v in d.items() if k not in ("sampler", "given")}, path,
                 min_int=None)
+    entry = read_json(path.parent.parent / "model_index.json").get("scheduler")
+    named = entry[1] if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str) else None
+    where = path
+    if named is not None and d.get("_class_name", named) != named:  # another class's file: read as sampler= reads it
+        d, where = _as_class(d, named), f"{path} (read as model_index.json's {named})"
+    d = {"_class_name": named, **d}
     try:
         return sampling.SamplerConfig.from_scheduler_config(d)
     except ConfigError as e:
-        return UnrunnableScheduler(path, d, e)
+        return UnrunnableScheduler(where, d, e)
+
+
+def _as_class(config: dict, class_name: str) -> dict:
+    """A scheduler config read as `class_name`'s, as diffusers' `from_config`: of the keys some sampler of studio's
+    takes (the others are another class's), from_scheduler_config keeps those of `class_name`."""
+    known = {k: v for k, v in config.items() if k in sampling.KNOWN_KEYS or k == "_use_default_values"}
+    return {**known, "_class_name": class_name}
 
 
 class UnrunnableScheduler:
     """`pipe.sampler` when scheduler_config.json holds a scheduler studio can't run. `with_sampler(name)` (a call's
     sampler=) gives one of studio's samplers with the settings of the file it takes, as diffusers'
-    `NewScheduler.from_config(config)`; a call without sampler= raises `problem`, the file's."""
+    `NewScheduler.from_config(config)`; a call without sampler= raises `problem`, the file's, naming the samplers
+    that take the file's settings."""
 
-    def __init__(self, path: Path, config: dict, problem: ConfigError):
+    def __init__(self, path: Path | str, config: dict, problem: ConfigError):
         self.path = path
         self.config = config
-        self.problem = (f"{path}: {str(problem).removeprefix('scheduler config: ')}; pass sampler='dpm++', 'ddim' or "
-                        "'euler' (CLI: --sampler) to sample with one of studio's samplers instead")
+        self.runnable = [name for name in sampling.SAMPLERS if self._takes(name)]  # the samplers taking the file
+        quoted = [f"'{name}'" for name in self.runnable]
+        listed = " or ".join(filter(None, [", ".join(quoted[:-1]), *quoted[-1:]]))
+        hint = (f"; pass sampler={listed} (CLI: --sampler) to sample with one of studio's samplers instead"
+                if quoted else "")
+        self.problem = f"{path}: {str(problem).removeprefix('scheduler config: ')}{hint}"
+
+    def _takes(self, name: str) -> bool:
+        try:
+            self.with_sampler(name)
+        except ConfigError:
+            return False
+        return True
 
     def with_sampler(self, name: str) -> sampling.SamplerConfig:
         if name not in sampling.SAMPLERS:
             return sampling.SamplerConfig().with_sampler(name)  # its InputError
-        # the keys some sampler of studio's takes: from_scheduler_config keeps those of `name`, as from_config does
-        known = {k: v for k, v in self.config.items() if k in sampling.KNOWN_KEYS or k == "_use_default_values"}
         try:
-            return sampling.SamplerConfig.from_scheduler_config({**known, "_class_name": sampling.SAMPLERS[name]})
+            return sampling.SamplerConfig.from_scheduler_config(_as_class(self.config, sampling.SAMPLERS[name]))
         except ConfigError as e:
             raise ConfigError(f"{self.path}: {str(e).removeprefix('scheduler config: ')} (sampler={name!r} takes "
                               "it from this file)") from None
@@ -582,7 +607,8 @@ class PixArtSigmaPipeline:
         config = self.sampler if sampler is None else self.sampler.with_sampler(sampler)
         if isinstance(config, UnrunnableScheduler):
             raise ConfigError(config.problem)
-        sampling.timesteps_and_sigmas(config, num_inference_steps)  # a schedule it can't run fails before any work
+        # a schedule it can't run fails before any work; some configs run fewer steps than asked
+        steps = len(sampling.timesteps_and_sigmas(config, num_inference_steps).timesteps)
         cfg = guidance_scale > 1.0
         budget = memory.resolve_budget(memory_budget, resident=self._resident_bytes)
         text_phase, denoise_phase, decode_phase = self.generation_plan(
@@ -627,7 +653,7 @@ class PixArtSigmaPipeline:
                 callback(i, total)
             report("denoise", i + 1, total)
 
-        report("denoise", 0, num_inference_steps)
+        report("denoise", 0, steps)
         with memory.attention_budget(denoise_phase.workspace):
             x = sampling.sample(model_fn, x, config, num_inference_steps, callback=after_step)
         if output_type == "latent":

@@ -153,9 +153,10 @@ def model_sampler(model: str, revision: str | None = None):
     return read_scheduler(folder / "scheduler" / "scheduler_config.json")
 
 
-def check_schedule(sampler, layer: GenerateLayer) -> None:
+def check_schedule(sampler, layer: GenerateLayer) -> int:
     """The error the layer's generation would raise before its first step, raised now: its model's scheduler
-    is one studio can't run and the layer names no `sampler`, or the schedule can't take its step count."""
+    is one studio can't run and the layer names no `sampler`, or the schedule can't take its step count. Returns
+    the steps it runs (dpm++ with a lambda_min_clipped may run fewer than asked)."""
     from studio import sampling
     from studio.pipeline import UnrunnableScheduler
 
@@ -164,9 +165,11 @@ def check_schedule(sampler, layer: GenerateLayer) -> None:
         try:
             sampling.SamplerConfig.from_scheduler_config(config.config)
         except ConfigError as e:
-            raise ConfigError(f"{config.path}: {str(e).removeprefix('scheduler config: ')}; give the layer "
-                              f"`sampler: dpm++` (or ddim, euler) to sample with one of studio's samplers") from None
-    sampling.timesteps_and_sigmas(config, layer.steps)
+            first, *others = config.runnable or [None]
+            also = f" (or {', '.join(others)})" if others else ""
+            hint = f"; give the layer `sampler: {first}`{also} to sample with one of studio's samplers" if first else ""
+            raise ConfigError(f"{config.path}: {str(e).removeprefix('scheduler config: ')}{hint}") from None
+    return len(sampling.timesteps_and_sigmas(config, layer.steps).timesteps)
 
 
 def choose_generation(width: int, height: int, cfg: PixArtTransformerConfig,
@@ -212,9 +215,10 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
             if model_id not in models:
                 models[model_id] = model_configs(model_id), model_sampler(model_id)
             (tr, t5, vae), sampler = models[model_id]
+        steps = layer.steps
         if sampler is not None:
             try:
-                check_schedule(sampler, layer)
+                steps = check_schedule(sampler, layer)
             except (ConfigError, InputError) as e:
                 name = f" ({layer.name})" if layer.name else ""
                 raise type(e)(f"{layout.source}: layers[{i}]{name}: {e}") from None
@@ -239,7 +243,7 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
         same = (model_id, layer.prompt, layer.negative_prompt if layer.guided else None, layer.seed, layer.steps,
                 layer.guidance if layer.guided else None, layer.sampler, gen_w, gen_h)
         reuses = generations.setdefault(same, i)
-        cost = relative_cost(tr, gen_w, gen_h, layer.steps, layer.guided) if reuses == i else 0.0
+        cost = relative_cost(tr, gen_w, gen_h, steps, layer.guided) if reuses == i else 0.0
         jobs.append(GenerateJob(i, box, strategy, gen_w, gen_h, (gen_h // f, gen_w // f),
                                 (gen_h // f // tr.patch_size) * (gen_w // f // tr.patch_size), memory,
                                 round(cost, 4), None if model_id is None else str(model_id),

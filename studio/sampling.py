@@ -230,11 +230,11 @@ class Schedule(NamedTuple):
 def _linspace_f32(start: float, end: float, n: int) -> np.ndarray:
     """torch.linspace(start, end, n, dtype=float32) to the bit, as its CPU kernel computes it: a float32 step,
     start + step * i for the first half and end - step * (n - 1 - i) for the second, each rounded once
-    (a fused multiply-add, which float64 arithmetic reproduces)."""
+    (a fused multiply-add, which float64 arithmetic reproduces); [start] for n = 1."""
     start32, end32 = np.float32(start), np.float32(end)
     step = np.float64((end32 - start32) / np.float32(max(n - 1, 1)))
     i = np.arange(n, dtype=np.float64)
-    ramp = np.where(i < n // 2, np.float64(start32) + step * i, np.float64(end32) - step * (n - 1 - i))
+    ramp = np.where(i < max(n // 2, 1), np.float64(start32) + step * i, np.float64(end32) - step * (n - 1 - i))
     return ramp.astype(np.float32)
 
 
@@ -304,8 +304,8 @@ def _dpm_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -> 
             n,
         )
         timesteps = _sigma_to_t(sigmas, train_sigmas).round().astype(np.int64)
-    else:
-        sigmas = train_sigmas[timesteps]
+    else:  # "trailing" spacing with a lambda_min_clipped can end at timestep -1, which takes sigma_0 here
+        sigmas = np.interp(timesteps, np.arange(T), train_sigmas)
     sigmas = np.append(sigmas, _final_sigma(config, train_sigmas))
     return Schedule(timesteps, sigmas[:-1], sigmas[1:])
 
@@ -350,20 +350,28 @@ def _euler_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -
 
 
 def timesteps_and_sigmas(config: SamplerConfig, num_steps: int) -> Schedule:
-    """The schedule of `num_steps` steps, as the diffusers scheduler's `set_timesteps` computes it; an
-    InputError for a step count the config can't run (timesteps past the last training step, or, for dpm++,
-    a second-order step of zero length), before any model is called."""
+    """The schedule of `num_steps` steps, as the diffusers scheduler's `set_timesteps` computes it: for dpm++
+    with "trailing" spacing and a lambda_min_clipped, fewer steps than asked. An InputError for a step count the
+    config can't run (timesteps past the last training step, or, for dpm++, a second-order step that divides
+    by zero), before any model is called."""
     if not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= config.num_train_timesteps:
         raise InputError(f"num_steps={num_steps!r} must be an integer in 1..{config.num_train_timesteps}")
     n = int(num_steps)
     make = {"dpm++": _dpm_schedule, "ddim": _ddim_schedule, "euler": _euler_schedule}[config.sampler]
     schedule = make(config, n, _alphas_cumprod(config))
     if config.sampler == "dpm++":
-        first_order, (timesteps, sigmas, sigmas_next) = _dpm_first_order(config, n), schedule
-        for i in range(1, n):  # a second-order step divides by its step and the one before, in log-SNR
-            if not first_order[i] and (sigmas[i] == sigmas_next[i] or sigmas[i - 1] == sigmas[i]):
+        timesteps, sigmas, sigmas_next = schedule
+        first_order = _dpm_first_order(config, len(timesteps))
+        # a second-order step divides by the step before it in log-SNR, heun's by its own too (the float32
+        # sigmas diffusers steps on); the midpoint rule's step of zero length leaves the sample as it is
+        for i in np.flatnonzero(np.logical_not(first_order)):
+            if sigmas[i - 1] == sigmas[i]:
                 raise InputError(f"dpm++ with timestep_spacing '{config.timestep_spacing}' visits timestep "
                                  f"{int(timesteps[i])} twice at {n} steps; use fewer steps")
+            if config.solver_type == "heun" and np.float32(sigmas[i]) == np.float32(sigmas_next[i]):
+                raise InputError(f"dpm++ with solver_type 'heun' takes a step of zero length at {n} steps (from "
+                                 f"timestep {int(timesteps[i])} to its own noise level), which the heun update "
+                                 "divides by (diffusers returns NaN); use solver_type 'midpoint'")
     return schedule
 
 
@@ -423,7 +431,7 @@ def dpmpp_2m(model_fn: ModelFn, x: ms.Tensor, schedule: Schedule, config: Sample
             h = math.log(s / s_next)  # lambda_next - lambda, with lambda = log(alpha / sigma_vp) = -log(s)
             c = -alpha_next * math.expm1(-h)  # alpha_next (1 - e^-h)
             x = (sigma_next / sigma) * x + c * denoised
-            if not first_order[i]:
+            if not first_order[i] and h:  # zero length (sigma_min at timestep 0 or -1): diffusers' D1 = 0
                 r = math.log(float(sigmas[i - 1]) / s) / h  # h_previous / h
                 d1 = (denoised - old_denoised) * (1.0 / r)
                 k = 0.5 * c if config.solver_type == "midpoint" else alpha_next * (1.0 - c / (alpha_next * h))

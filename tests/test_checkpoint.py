@@ -363,6 +363,59 @@ def test_planning_fetches_configs_only(tiny_dir, tmp_path, monkeypatch):
     assert (snapshot / "transformer" / WEIGHTS).is_file()
 
 
+def test_a_variant_the_cached_snapshot_lacks_is_looked_for_on_the_hub(tiny_dir, tmp_path, monkeypatch):
+    """As diffusers online: a snapshot cached with plain weights only still gets the fp16 files the hub has for
+    variant="fp16"; offline, the cached snapshot is what there is."""
+    import huggingface_hub
+    hub = shutil.copytree(tiny_dir, tmp_path / "hub")  # the repository: an fp16 transformer beside the plain one
+    fp16 = "transformer/diffusion_pytorch_model.fp16.safetensors"
+    save_file({k: v.astype(np.float16) for k, v in load_file(str(hub / "transformer" / WEIGHTS)).items()},
+              str(hub / fp16))
+    snapshot = _hub_cache(tiny_dir, tmp_path / "cache", ["a" * 40], {"main": "a" * 40}) / ("a" * 40)
+    calls = []
+
+    def fake_download(name, revision=None, local_files_only=False, allow_patterns=None, cache_dir=None):
+        calls.append(allow_patterns)
+        for src in [] if local_files_only else hub.rglob("*"):  # "download": the files the patterns select
+            if src.is_file() and any(src.relative_to(hub).match(p) for p in allow_patterns):
+                shutil.copy(src, snapshot / src.relative_to(hub))
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files",
+                        lambda name, revision=None: [str(p.relative_to(hub)) for p in hub.rglob("*") if p.is_file()])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_model_dir("someone/tiny-pixart", variant="fp16", cache_dir=tmp_path / "cache") == snapshot
+    assert calls == [None] and not (snapshot / fp16).exists()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert resolve_model_dir("someone/tiny-pixart", variant="fp16", cache_dir=tmp_path / "cache") == snapshot
+    cache, hub_patterns = calls[1:]  # the cache looked at, then the hub
+    assert cache is None and sorted(hub_patterns) == [
+        "*.json", "*.model", "*.txt", "text_encoder/model-00001-of-00002.safetensors",
+        "text_encoder/model-00002-of-00002.safetensors", fp16, f"vae/{WEIGHTS}"]
+    assert (snapshot / fp16).is_file()
+    calls.clear()  # now cached: loaded without going online
+    assert resolve_model_dir("someone/tiny-pixart", variant="fp16", cache_dir=tmp_path / "cache") == snapshot
+    assert calls == [None]
+
+
+def test_a_cached_snapshot_with_variant_weights_only_names_the_variant(tiny_dir, tmp_path, monkeypatch):
+    """Loaded without a variant, offline: said as a folder's weight_files says it, not as a configs-only snapshot."""
+    revision = "a" * 40
+    snapshot = _hub_cache(tiny_dir, tmp_path, [revision], {"main": revision}) / revision
+    _rewrite(snapshot, "diffusion_pytorch_model.fp16.safetensors", lambda a: a.astype(np.float16))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError) as info:
+        resolve_model_dir("someone/tiny-pixart")
+    assert str(info.value) == (
+        "someone/tiny-pixart: not a local folder, in the Hugging Face cache without plain weights for transformer "
+        "(found fp16 variant files: pass variant='fp16' / --variant fp16), and could not be downloaded "
+        f"(ConnectionError: HF_HUB_OFFLINE is set); the cache holds it at revision='{revision}'; pass the folder of "
+        "a downloaded copy")
+    assert resolve_model_dir("someone/tiny-pixart", variant="fp16") == snapshot
+
+
 def _rewrite(folder, name, convert):
     """Rewrite the transformer weights under `name` with arrays converted by `convert`."""
     src = folder / "transformer" / WEIGHTS

@@ -11,6 +11,7 @@ from studio import checkpoint
 from studio.errors import CheckpointError, ConfigError
 from studio.pipeline import PixArtSigmaPipeline
 from studio.tiny import SCHEDULER
+from tests.util import rel_l2
 
 CONFIGS = {"transformer": "transformer/config.json", "vae": "vae/config.json",
            "text_encoder": "text_encoder/config.json", "scheduler": "scheduler/scheduler_config.json"}
@@ -130,31 +131,74 @@ UNIPC = {**SCHEDULER, "_class_name": "UniPCMultistepScheduler", "solver_type": "
          "disable_corrector": [], "solver_p": None}
 
 
-@pytest.mark.parametrize("config,problem,samplers", [
-    (UNIPC, "_class_name='UniPCMultistepScheduler' is not supported", ("dpm++", "ddim", "euler")),
+ONE_OF = "expected one of DPMSolverMultistepScheduler, DDIMScheduler, EulerDiscreteScheduler"
+
+
+@pytest.mark.parametrize("config,problem,samplers,hint", [
+    (UNIPC, f"_class_name='UniPCMultistepScheduler' is not supported; {ONE_OF}", ("dpm++", "ddim", "euler"),
+     "'dpm++', 'ddim' or 'euler'"),
     ({**SCHEDULER, "_class_name": "EulerAncestralDiscreteScheduler"},
-     "_class_name='EulerAncestralDiscreteScheduler' is not supported", ("dpm++", "euler")),
-    ({**SCHEDULER, "algorithm_type": "sde-dpmsolver++"}, "algorithm_type='sde-dpmsolver++' is not supported",
-     ("ddim", "euler")),  # DDIM and Euler don't take algorithm_type
+     f"_class_name='EulerAncestralDiscreteScheduler' is not supported; {ONE_OF}", ("dpm++", "ddim", "euler"),
+     "'dpm++', 'ddim' or 'euler'"),
+    ({**SCHEDULER, "algorithm_type": "sde-dpmsolver++"}, "algorithm_type='sde-dpmsolver++' is not supported; only "
+     "'dpmsolver++'", ("ddim", "euler"), "'ddim' or 'euler'"),  # DDIM and Euler don't take algorithm_type
+    ({**SCHEDULER, "rescale_betas_zero_snr": True}, "rescale_betas_zero_snr=True is not supported; only False", (),
+     None),  # no sampler of studio's takes it
 ])
-def test_a_scheduler_studio_cant_run_is_replaced_by_a_calls_sampler(tiny_dir, tmp_path, config, problem, samplers):
-    """It loads; a call without sampler= says what to do, one with it runs that sampler from the file's settings
-    (here PixArt's: the same latents as the published scheduler replaced by that sampler)."""
+def test_a_scheduler_studio_cant_run_is_replaced_by_a_calls_sampler(tiny_dir, tmp_path, config, problem, samplers,
+                                                                    hint):
+    """It loads; a call without sampler= says what to do, naming the samplers that take the file's settings; one
+    with it runs that sampler from the file's settings (here PixArt's: the same latents as the published
+    scheduler replaced by that sampler)."""
     folder = shutil.copytree(tiny_dir, tmp_path / "copy")
     path = folder / CONFIGS["scheduler"]
     path.write_text(json.dumps(config))
+    edit(folder, "model_index.json", scheduler=["diffusers", config["_class_name"]])  # as diffusers saves it
     pipe = PixArtSigmaPipeline.from_pretrained(folder)
     kwargs = dict(height=64, width=64, num_inference_steps=2, seed=1, output_type="latent")
     with pytest.raises(ConfigError) as info:
         pipe("a cat", **kwargs)
-    message = str(info.value)
-    assert message.startswith(f"{path}: {problem}") and "\n" not in message
-    assert message.endswith("; pass sampler='dpm++', 'ddim' or 'euler' (CLI: --sampler) to sample with one of "
-                            "studio's samplers instead")
+    assert str(info.value) == f"{path}: {problem}" + (f"; pass sampler={hint} (CLI: --sampler) to sample with one "
+                                                      "of studio's samplers instead" if hint else "")
     published = PixArtSigmaPipeline.from_pretrained(tiny_dir)
     for sampler in samplers:
         np.testing.assert_array_equal(pipe("a cat", sampler=sampler, **kwargs).images,
                                       published("a cat", sampler=sampler, **kwargs).images)
+
+
+@pytest.mark.parametrize("class_name,config,sampler", [
+    ("EulerDiscreteScheduler", SCHEDULER, "euler"),
+    ("DPMSolverMultistepScheduler", {k: v for k, v in SCHEDULER.items() if k != "_class_name"}, "dpm++"),
+    ("DDIMScheduler", UNIPC, "ddim"),  # the keys only UniPC takes are ignored
+])
+def test_the_scheduler_is_the_class_model_index_json_names(tiny_dir, tmp_path, class_name, config, sampler):
+    """As diffusers: the class model_index.json names, built from scheduler_config.json whatever its _class_name
+    (or none), as `Class.from_config` builds it: the reference's latents."""
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    folder = shutil.copytree(tiny_dir, tmp_path / "copy")
+    (folder / CONFIGS["scheduler"]).write_text(json.dumps(config))
+    edit(folder, "model_index.json", scheduler=["diffusers", class_name])
+    ref = diffusers.PixArtSigmaPipeline.from_pretrained(folder)
+    ref.set_progress_bar_config(disable=True)
+    pipe = PixArtSigmaPipeline.from_pretrained(folder)
+    assert type(ref.scheduler).__name__ == class_name and pipe.sampler.sampler == sampler
+    latents = np.random.default_rng(2).standard_normal((1, 4, 32, 32)).astype(np.float32)
+    kwargs = dict(height=256, width=256, num_inference_steps=3, output_type="latent")
+    expected = ref("a cat", latents=torch.from_numpy(latents), clean_caption=False, **kwargs).images.numpy()
+    actual = pipe("a cat", latents=latents, **kwargs).images
+    assert rel_l2(actual, expected) <= 1e-3
+
+
+def test_a_scheduler_class_studio_cant_run_named_by_model_index_json_is_said_so(tiny_dir, tmp_path):
+    folder = shutil.copytree(tiny_dir, tmp_path / "copy")
+    edit(folder, "model_index.json", scheduler=["diffusers", "UniPCMultistepScheduler"])
+    with pytest.raises(ConfigError) as info:
+        PixArtSigmaPipeline.from_pretrained(folder)("a cat", height=64, width=64, num_inference_steps=2, seed=1)
+    assert str(info.value) == (f"{folder / CONFIGS['scheduler']} (read as model_index.json's UniPCMultistepScheduler): "
+                               f"_class_name='UniPCMultistepScheduler' is not supported; {ONE_OF}; pass "
+                               "sampler='dpm++', 'ddim' or 'euler' (CLI: --sampler) to sample with one of studio's "
+                               "samplers instead")
 
 
 def test_a_setting_the_calls_sampler_takes_from_an_unrunnable_file_is_still_refused(tiny_dir, tmp_path):

@@ -76,6 +76,31 @@ def test_one_step_of_each_sampler_matches_the_reference(pipes, sampler):
     assert rel_l2(actual, expected.numpy()) <= 1e-3
 
 
+def test_progress_and_callback_count_the_steps_run_where_the_reference_runs_fewer_than_asked(pipes):
+    """DPM-Solver++ with "trailing" spacing and a lambda_min_clipped runs 9 steps for num_inference_steps=10, as
+    the reference: the same latents, and progress and callback count 9."""
+    from studio.sampling import SamplerConfig
+    from studio.tiny import SCHEDULER
+    ours, ref = pipes
+    d = {**SCHEDULER, "timestep_spacing": "trailing", "lambda_min_clipped": -4.0}
+    latents = np.random.default_rng(4).standard_normal((1, 4, 32, 32)).astype(np.float32)
+    kwargs = dict(height=256, width=256, num_inference_steps=10, output_type="latent")
+    original = ours.sampler, ref.scheduler
+    ours.sampler = SamplerConfig.from_scheduler_config(d)
+    ref.scheduler = diffusers.DPMSolverMultistepScheduler.from_config(d)
+    try:
+        expected = ref("a cat", latents=torch.from_numpy(latents), clean_caption=False, **kwargs).images
+        steps, progress = [], []
+        actual = ours("a cat", latents=latents, callback=lambda i, n: steps.append((i, n)),
+                      progress=lambda phase, done, total: progress.append((phase, done, total)), **kwargs).images
+        assert len(ref.scheduler.timesteps) == 9
+    finally:
+        ours.sampler, ref.scheduler = original
+    assert rel_l2(actual, expected.numpy()) <= 1e-3
+    assert steps == [(i, 9) for i in range(9)]
+    assert [p for p in progress if p[0] == "denoise"] == [("denoise", i, 9) for i in range(10)]
+
+
 def test_binning_gives_the_requested_size_where_the_references_rounding_cuts_it_to_one_pixel(pipes):
     """151 x 231 px generates at the 208 x 304 bin. Scaling it to cover the request, the reference computes
     int(304 * (231 / 304)) = int(230.99999) = 230 px, and its centre crop of 231 columns from 230 keeps one:

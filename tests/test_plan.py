@@ -316,6 +316,10 @@ def test_a_sampler_the_model_cannot_run_fails_at_planning(tiny_dir, tmp_path):
 
     unipc = shutil.copytree(tiny_dir, tmp_path / "unipc")
     _scheduler(unipc, _class_name="UniPCMultistepScheduler")
+    index = unipc / "model_index.json"  # the class diffusers builds
+    index.write_text(json.dumps({**json.loads(index.read_text()), "scheduler": ["diffusers", "UniPCMultistepScheduler"]}))
+    zero_snr = shutil.copytree(tiny_dir, tmp_path / "zsnr")
+    _scheduler(zero_snr, rescale_betas_zero_snr=True)  # no sampler of studio's takes it
     layout_file = tmp_path / "l.yaml"
 
     def plan(layers):
@@ -327,6 +331,9 @@ def test_a_sampler_the_model_cannot_run_fails_at_planning(tiny_dir, tmp_path):
                                           r"_class_name='UniPCMultistepScheduler' is not supported; .*give the layer "
                                           r"`sampler: dpm\+\+` \(or ddim, euler\)"):
         plan(["{prompt: a}", f"{{prompt: b, model: {unipc}, name: owl}}"])
+    with pytest.raises(ConfigError, match=r"l.yaml: layers\[0\]: .*zsnr/scheduler/scheduler_config.json: "
+                                          r"rescale_betas_zero_snr=True is not supported; only False$"):
+        plan([f"{{prompt: a, model: {zero_snr}}}"])
     assert [j.model for j in plan(["{prompt: a}", f"{{prompt: b, model: {unipc}, sampler: euler}}"]).jobs] == [
         str(tiny_dir), str(unipc)]
     # dpm++ with linspace spacing visits a timestep twice at 1000 steps

@@ -46,7 +46,7 @@ def noise(seed=0):
 # moves the result by > 1e-3 (test_fake_model_tells_variants_apart); tanh(0.5 x + 0.001 t) alone lets
 # the data prediction grow to x / alpha and hides such errors below 1e-4.
 def _noise_scale(t) -> float:
-    t = float(t)
+    t = max(float(t), 0.0)  # timestep -1 ("trailing" spacing with a lambda_min_clipped) is at the noise of 0
     return math.sqrt(-math.expm1(-(1e-4 * t + (0.02 - 1e-4) * t * t / 1998)))
 
 
@@ -101,6 +101,10 @@ DPM_CASES = [  # (overrides of the published config, steps)
     ({"timestep_spacing": "trailing"}, 20),
     ({"use_karras_sigmas": True}, 20),
     ({"lambda_min_clipped": -4.0}, 10),
+    ({"timestep_spacing": "trailing", "lambda_min_clipped": -4.0}, 30),  # diffusers runs 27 steps
+    ({"timestep_spacing": "trailing", "lambda_min_clipped": -4.0, "final_sigmas_type": "sigma_min"}, 18),  # to t=-1
+    ({"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"}, 1000),  # the last step has zero length
+    ({"num_train_timesteps": 1}, 1),
     ({"beta_schedule": "scaled_linear", "beta_end": 0.012, "beta_start": 0.00085}, 8),
     ({"prediction_type": "v_prediction"}, 8),
     ({"prediction_type": "sample"}, 8),
@@ -127,6 +131,7 @@ OTHER_CASES = [  # (sampler, extra keys in the shared config, steps)
     ("ddim", {"clip_sample_range": 0.5}, 10),
     ("ddim", {"prediction_type": "v_prediction"}, 8),
     ("ddim", {"prediction_type": "sample", "clip_sample": False}, 8),
+    ("ddim", {"num_train_timesteps": 1}, 1),
     ("euler", {}, 20),
     ("euler", {}, 3),
     ("euler", {"timestep_spacing": "leading"}, 20),
@@ -134,6 +139,7 @@ OTHER_CASES = [  # (sampler, extra keys in the shared config, steps)
     ("euler", {"timestep_spacing": "trailing"}, 12),
     ("euler", {"final_sigmas_type": "sigma_min"}, 10),
     ("euler", {"prediction_type": "v_prediction"}, 8),
+    ("euler", {"num_train_timesteps": 1}, 1),
 ]
 
 
@@ -237,6 +243,17 @@ def test_callback_counts_steps():
     assert seen == [(0, 4), (1, 4), (2, 4), (3, 4)]
 
 
+def test_callback_counts_the_steps_run_where_diffusers_runs_fewer_than_asked():
+    d = {**PIXART, "timestep_spacing": "trailing", "lambda_min_clipped": -4.0}
+    ref = reference_scheduler(d)
+    ref.set_timesteps(30)
+    assert len(ref.timesteps) == 27
+    seen = []
+    sample(ms_model, ms.Tensor(noise()), SamplerConfig.from_scheduler_config(d), 30,
+           callback=lambda i, n: seen.append((i, n)))
+    assert seen == [(i, 27) for i in range(27)]
+
+
 @pytest.mark.parametrize("key,value", [
     ("thresholding", True),
     ("algorithm_type", "dpmsolver"),
@@ -268,7 +285,8 @@ def test_unsupported_setting_is_caught_when_switching():
 
 
 @pytest.mark.parametrize("overrides", [{}, {"beta_schedule": "scaled_linear", "beta_start": 0.00085,
-                                                "beta_end": 0.012, "num_train_timesteps": 1001}])
+                                                "beta_end": 0.012, "num_train_timesteps": 1001},
+                                       {"num_train_timesteps": 1}, {"num_train_timesteps": 2}])
 def test_training_noise_levels_are_diffusers_float32_bits(overrides):
     d = {**PIXART, **overrides}
     ref = DPMSolverMultistepScheduler.from_config(d)
@@ -308,6 +326,19 @@ def test_dpmpp_refuses_a_schedule_that_repeats_a_timestep_before_calling_the_mod
     with pytest.raises(InputError, match="dpm\\+\\+ with timestep_spacing 'linspace' visits timestep 500 twice "
                                          "at 1000 steps; use fewer steps"):
         sample(model, ms.Tensor(noise()), config, 1000)
+
+
+@pytest.mark.parametrize("overrides,steps", [({"timestep_spacing": "trailing"}, 1000),
+                                             ({"use_karras_sigmas": True}, 20)])
+def test_dpmpp_heun_refuses_a_step_of_zero_length_where_diffusers_returns_nan(overrides, steps):
+    """With final_sigmas_type 'sigma_min' the last step can go from sigma_min to itself: the midpoint update
+    leaves the sample as it is there (test_dpmpp_matches_diffusers), heun's divides 0 by 0."""
+    d = {**PIXART, "solver_type": "heun", "final_sigmas_type": "sigma_min", **overrides}
+    assert np.isnan(reference_loop(reference_scheduler(d), steps, noise())[1]).all()
+    with pytest.raises(InputError, match=f"^dpm\\+\\+ with solver_type 'heun' takes a step of zero length at {steps} "
+                                         "steps \\(from timestep 0 to its own noise level\\), which the heun update "
+                                         "divides by \\(diffusers returns NaN\\); use solver_type 'midpoint'$"):
+        timesteps_and_sigmas(SamplerConfig.from_scheduler_config(d), steps)
 
 
 def test_deis_with_zero_final_sigma_is_refused_as_diffusers_does():
