@@ -46,6 +46,7 @@ ZWJ = "\u200d"  # zero width joiner: the characters on either side are drawn as 
 REGIONAL_INDICATORS = range(0x1F1E6, 0x1F200)  # two make a flag
 EMOJI_MODIFIERS = range(0x1F3FB, 0x1F400)  # skin tones, after their emoji
 TAGS = range(0xE0020, 0xE0080)  # after a black flag: a subdivision's flag (England, Scotland)
+INK_MARGIN = 2  # px past its glyphs' boxes (getbbox) that antialiased text drawn at a fractional position may reach
 
 
 def compose(layout: Layout, art: dict[int, Image.Image] | None = None, proof: bool = False,
@@ -346,12 +347,15 @@ def fitting_size(layer: TextLayer, box: Box, base_dir) -> float:
 
 class LaidText(NamedTuple):
     """Text laid out in its box, on a tile `pad` px larger on every side (room for stroke, shadow and glyphs
-    reaching out of their advance boxes)."""
+    reaching out of their advance boxes; what reaches further is clipped). Only the tile's `window` is drawn:
+    the part that the ink and its shadow can reach (`ink_window`), so a short line in a large region costs
+    a small bitmap."""
 
     font: object  # the Pillow font at the size used (after shrink_to_fit)
     pad: int
     tile_size: tuple[int, int]
     placed: list[tuple[str, float, float]]  # (line, x, baseline) in tile px
+    window: Box  # in tile px
 
 
 def positions(layer: TextLayer, lines: list[str], font, size: float, box: Box) -> list[tuple[float, float]]:
@@ -374,7 +378,7 @@ def text_layout(layer: TextLayer, box: Box, base_dir) -> LaidText:
     font = fonts.load_font(layer.font, size, base_dir)
     lines = text_lines(layer, font, box)
     shadow, stroke = layer.shadow, stroke_px(layer.stroke_width)
-    pad = stroke + 2 + overhang(lines, font)
+    pad = stroke + INK_MARGIN + overhang(lines, font)
     if shadow:
         pad += math.ceil(max(abs(shadow.dx), abs(shadow.dy)) + 3 * shadow.blur)
     at = positions(layer, lines, font, size, box)
@@ -383,7 +387,8 @@ def text_layout(layer: TextLayer, box: Box, base_dir) -> LaidText:
         dx, dy = inward(left, right, box.w), inward(top, bottom, box.h)
         at = [(x + dx, baseline + dy) for x, baseline in at]
     placed = [(line, pad + x, pad + baseline) for line, (x, baseline) in zip(lines, at)]
-    return LaidText(font, pad, (box.w + 2 * pad, box.h + 2 * pad), placed)
+    tile_size = (box.w + 2 * pad, box.h + 2 * pad)
+    return LaidText(font, pad, tile_size, placed, ink_window(layer, font, placed, tile_size))
 
 
 def inward(start: float, end: float, size: int) -> float:
@@ -403,6 +408,32 @@ def extent(layer: TextLayer, lines: list[str], font, at: list[tuple[float, float
     return united(boxes)
 
 
+def ink_window(layer: TextLayer, font, placed: list[tuple[str, float, float]], tile_size: tuple[int, int]) -> Box:
+    """(x, y, w, h) px of the part of a tile that the text drawn at `placed` [(line, x, baseline), tile px] and
+    its shadow can reach, within the tile: the lines' `extent`, and the same moved by the shadow's offset and
+    grown by its blur (Pillow's Gaussian blur is three box blurs, each reaching at most floor(blur) + 1 px),
+    INK_MARGIN px wider on every side.
+
+    The window holds exactly the tile's pixels there (the rest of the tile is transparent): the text on it
+    moves by whole px, and no pen position moves past the window's left or top edge, so Pillow, which draws
+    a glyph at int(x) rendered at the fraction of x, draws the same glyphs; the shadow's mask is 0 on the
+    window's edges after each box blur, as on the tile's, so the box blur's extending of the edges outwards
+    changes nothing."""
+    lines, at = [line for line, _, _ in placed], [(x, baseline) for _, x, baseline in placed]
+    reach = [extent(layer, lines, font, at)]
+    if shadow := layer.shadow:
+        spread = 3 * (math.floor(shadow.blur) + 1) if shadow.blur > 0 else 0
+        dx, dy = round(shadow.dx), round(shadow.dy)
+        left, top, right, bottom = reach[0]
+        reach.append((left + dx - spread, top + dy - spread, right + dx + spread, bottom + dy + spread))
+    left, top, right, bottom = united(reach)
+    pens = [x + start for line, x, _ in placed for start, _ in runs(line, font, layer.letter_spacing)]
+    x = max(0, min([math.floor(left) - INK_MARGIN] + [math.floor(p) for p in pens if p >= 0]))
+    y = max(0, min([math.floor(top) - INK_MARGIN] + [math.floor(b) for _, b in at if b >= 0]))
+    right, bottom = min(tile_size[0], math.ceil(right) + INK_MARGIN), min(tile_size[1], math.ceil(bottom) + INK_MARGIN)
+    return Box(x, y, max(0, right - x), max(0, bottom - y))
+
+
 def overhang(lines: list[str], font) -> int:
     """How far (px, rounded up) the glyphs of `lines` reach out of their lines' advance boxes (from the
     line's start to its advance, ascent to descent): a j's or an italic's side bearing, accents above the
@@ -417,13 +448,15 @@ def overhang(lines: list[str], font) -> int:
 
 
 def text_masks(layer: TextLayer, laid: LaidText) -> tuple[Image.Image, Image.Image]:
-    """(fill, ink) L masks of the laid-out text (ink = fill + stroke) on its tile; text overflowing its box
-    further than the tile's pad (no shrink_to_fit) is clipped."""
-    fill_mask, ink_mask = Image.new("L", laid.tile_size), Image.new("L", laid.tile_size)  # ink = fill + stroke
+    """(fill, ink) L masks of the laid-out text (ink = fill + stroke) on its tile's window; text overflowing its
+    box further than the tile's pad (no shrink_to_fit) is clipped."""
+    window = laid.window
+    fill_mask, ink_mask = Image.new("L", (window.w, window.h)), Image.new("L", (window.w, window.h))
     fill_draw, ink_draw = ImageDraw.Draw(fill_mask), ImageDraw.Draw(ink_mask)
     for line, x, baseline in laid.placed:
-        draw_line(fill_draw, (x, baseline), line, laid.font, layer.letter_spacing, 0)
-        draw_line(ink_draw, (x, baseline), line, laid.font, layer.letter_spacing, stroke_px(layer.stroke_width))
+        at = (x - window.x, baseline - window.y)
+        draw_line(fill_draw, at, line, laid.font, layer.letter_spacing, 0)
+        draw_line(ink_draw, at, line, laid.font, layer.letter_spacing, stroke_px(layer.stroke_width))
     return fill_mask, ink_mask
 
 
@@ -452,14 +485,13 @@ def cut_sides(layer: TextLayer, font, placed: list[tuple[str, float, float]], si
 
 
 def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[int, int]]:
-    """Shadow, stroke and fill of the laid-out text on its tile. Returns the tile and its top-left.
+    """Shadow, stroke and fill of the laid-out text on its tile's window. Returns it and its top-left.
 
     Stroke and fill lie side by side: a pixel holds `fill` coverage of the fill colour and the rest of its
     ink coverage (ink - fill) of the stroke colour, summed premultiplied, so that a transparent fill leaves
     outline lettering and a translucent one shows what lies below it (not the stroke)."""
     laid = text_layout(layer, box, base_dir)
     fill_mask, ink_mask = text_masks(layer, laid)
-    pad = laid.pad
     tile_size, shadow = fill_mask.size, layer.shadow
     tile = Image.new("RGBA", tile_size, (0, 0, 0, 0))
     if shadow:
@@ -473,7 +505,7 @@ def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[
         ring = coloured(ImageChops.subtract(ink_mask, fill_mask), layer.stroke_color)
         letters = ImageChops.add(ring.convert("RGBa"), letters.convert("RGBa")).convert("RGBA")
     tile.alpha_composite(letters)
-    return tile, (box.x - pad, box.y - pad)
+    return tile, (box.x - laid.pad + laid.window.x, box.y - laid.pad + laid.window.y)
 
 
 def text_problems(layout: Layout) -> list[str]:
@@ -492,16 +524,17 @@ def text_problems(layout: Layout) -> list[str]:
         laid = text_layout(layer, box, base_dir)  # once: shrink_to_fit searches sizes
         with glyph_bitmaps(i):
             _, ink_mask = text_masks(layer, laid)
-        clipped, pad = cut_sides(layer, laid.font, laid.placed, laid.tile_size), laid.pad
+        clipped, pad, window = cut_sides(layer, laid.font, laid.placed, laid.tile_size), laid.pad, laid.window
         bbox = ink_mask.getbbox()
         found = []
         if bbox is None:
             if clipped:
                 found.append(f"overflows its region ({', '.join(f'{s} clipped' for s in SIDES if s in clipped)})")
         else:
-            left, top, right, bottom = bbox
+            left, top, right, bottom = (v + o for v, o in zip(bbox, (window.x, window.y) * 2))  # in tile px
             ink = Box(box.x - pad + left, box.y - pad + top, right - left, bottom - top)
-            margins = (left, top, ink_mask.width - right, ink_mask.height - bottom)  # ink to the tile's edges
+            w, h = laid.tile_size
+            margins = (left, top, w - right, h - bottom)  # ink to the tile's edges (not the window's)
             clipped |= {side for side, m in zip(SIDES, margins) if m == 0}
             if overflow := outside(ink, box, clipped):
                 found.append(f"overflows its region ({overflow})")
@@ -602,8 +635,9 @@ def glyph_boxes(line: str, font, spacing: float, stroke: int) -> list[tuple[floa
 
 
 def line_box(line: str, font, spacing: float, stroke: int) -> tuple[float, float, float, float]:
-    """The box holding `glyph_boxes`: Pillow's getbbox of the whole line when it is not letter-spaced."""
-    if not tracking(line, spacing):
+    """The box holding `glyph_boxes`: Pillow's getbbox of the whole line when it is not letter-spaced or is
+    empty (a blank line has no glyphs)."""
+    if not tracking(line, spacing) or not line:
         return font.getbbox(line, anchor="ls", stroke_width=stroke)
     return united(glyph_boxes(line, font, spacing, stroke))
 
@@ -614,17 +648,19 @@ def united(boxes: list[tuple[float, float, float, float]]) -> tuple[float, float
     return min(lefts), min(tops), max(rights), max(bottoms)
 
 
+def runs(line: str, font, spacing: float) -> list[tuple[float, str]]:
+    """The pieces `draw_line` draws `line` in, each with its x px from the line's start: the line whole, or
+    cluster by cluster when letter-spaced (`spaced_clusters`)."""
+    spacing = tracking(line, spacing)
+    return spaced_clusters(line, font, spacing) if spacing else [(0, line)]
+
+
 def draw_line(draw: ImageDraw.ImageDraw, at: tuple[float, float], line: str, font, spacing: float,
               stroke: int) -> None:
-    """One line of text at (x, baseline) into an L mask; cluster by cluster when letter-spaced
-    (`spaced_clusters`)."""
+    """One line of text at (x, baseline) into an L mask, piece by piece (`runs`)."""
     x, baseline = at
-    spacing = tracking(line, spacing)
-    if not spacing:
-        draw.text((x, baseline), line, fill=255, font=font, anchor="ls", stroke_width=stroke)
-        return
-    for dx, cluster in spaced_clusters(line, font, spacing):
-        draw.text((x + dx, baseline), cluster, fill=255, font=font, anchor="ls", stroke_width=stroke)
+    for dx, run in runs(line, font, spacing):
+        draw.text((x + dx, baseline), run, fill=255, font=font, anchor="ls", stroke_width=stroke)
 
 
 @contextlib.contextmanager

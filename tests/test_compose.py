@@ -850,8 +850,9 @@ def test_text_problems_report_clipped_text():
 def test_text_problems_report_lines_wholly_outside_the_tile():
     """A wrapped line that falls wholly below the region's tile leaves no ink to measure; it is reported."""
     layer = TextLayer("one two", size=20, line_height=3, region=Region("px", 20, 10, 50, 30))
-    _, ink_mask = C.text_masks(layer, C.text_layout(layer, Box(20, 10, 50, 30), None))
-    assert ink_mask.getbbox()[3] < ink_mask.height  # the first line's ink stays off the tile's bottom edge
+    laid = C.text_layout(layer, Box(20, 10, 50, 30), None)
+    _, ink_mask = C.text_masks(layer, laid)
+    assert laid.window.y + ink_mask.getbbox()[3] < laid.tile_size[1]  # the first line's ink stays off the tile's edge
     assert C.text_problems(canvas_with_safe_margin(layer, safe=0)) == [
         "layers[0]: text overflows its region (bottom clipped)"]
 
@@ -862,7 +863,7 @@ def test_text_problems_report_text_cut_between_glyphs():
     layer = TextLayer("Hello world", size=40, wrap=False, region=Region("px", 10, 10, 100, 60))
     laid = C.text_layout(layer, Box(10, 10, 100, 60), None)
     _, ink_mask = C.text_masks(layer, laid)
-    assert ink_mask.getbbox()[2] <= laid.tile_size[0] - 8  # the ink ends 8 px or more before the tile's edge
+    assert laid.window.x + ink_mask.getbbox()[2] <= laid.tile_size[0] - 8  # the ink ends 8 px or more before the edge
     assert C.text_problems(layout(layer, w=200, h=80)) == ["layers[0]: text overflows its region (right clipped)"]
 
 
@@ -1190,6 +1191,59 @@ def test_glyphs_reaching_out_of_their_advance_are_not_cut():
     lay = layout(TextLayer("Jump", font=oblique, size=100, region=Region("px", 50, 20, 300, 150)), w=400, h=200)
     assert ink_box(C.compose(lay))[0] == 50 + left
     assert C.text_problems(lay) == [f"layers[0]: text overflows its region (left {-left} px)"]
+
+
+def test_text_is_drawn_on_the_window_its_ink_can_reach():
+    """'Hi' at 20 px in a 2000 x 2000 px region: the tile is the corner the letters and their shadow reach, not
+    the region; it lies where the region's tile would put those pixels."""
+    box = Box(30, 40, 2000, 2000)
+    for shadow in (None, Shadow(dx=-6, dy=5, blur=3)):
+        layer = TextLayer("Hi", size=20, shadow=shadow, region=Region("px", 30, 40, 2000, 2000))
+        laid = C.text_layout(layer, box, None)
+        tile, at = C.text_tile(layer, box, None)
+        assert tile.width < 100 and tile.height < 100
+        assert at == (box.x - laid.pad + laid.window.x, box.y - laid.pad + laid.window.y)
+        assert tile.size == (laid.window.w, laid.window.h) and laid.tile_size == (2000 + 2 * laid.pad,) * 2
+
+
+def test_text_drawn_on_its_window_is_the_text_drawn_on_the_whole_tile(monkeypatch):
+    """Parity with the whole tile (the region + pad, as drawn before windows): the same composed bytes and the
+    same problems, for wrapped, stroked, letter-spaced, aligned, shadowed (blurred, offset up and left),
+    overflowing (clipped at the tile's edges) and shrunk text, and text whose second line leaves the tile."""
+    shadow = Shadow(dx=-3.4, dy=-2.6, blur=2.5, color=(0, 0, 255, 160))
+    lay = layout(
+        FillLayer((200, 220, 240, 255), Region("full")),
+        TextLayer("Summer nights on the pier", size=14, align="center", valign="bottom", letter_spacing=1.5,
+                  stroke_width=1.5, stroke_color=RED, shadow=shadow, region=Region("px", 5, 5, 90, 60)),
+        TextLayer("Overflowing", size=30, wrap=False, align="right", color=(0, 128, 0, 200),
+                  shadow=Shadow(dx=4, dy=-5, blur=1), region=Region("px", 100, 70, 40, 20)),
+        TextLayer("Grand Opening", size=60, shrink_to_fit=True, letter_spacing=-1, valign="middle", stroke_width=1,
+                  shadow=Shadow(dx=2, dy=3, blur=0), region=Region("px", 10, 80, 80, 30)),
+        TextLayer("one two", size=12, line_height=3, opacity=0.6, shadow=Shadow(dx=1, dy=1, blur=0.5),
+                  region=Region("px", 110, 5, 40, 20)),
+        TextLayer("Hi", size=20, align="right", valign="bottom", color=(0, 0, 0, 0), stroke_width=2,
+                  stroke_color=BLUE, shadow=Shadow(dx=-5, dy=4, blur=4), region=Region("full")),
+        w=160, h=120)
+    windowed, problems = C.compose(lay).tobytes(), C.text_problems(lay)
+    assert problems == ["layers[2]: text overflows its region (left clipped, bottom clipped)",
+                        "layers[4]: text overflows its region (bottom clipped)"]
+    laid = [C.text_layout(layer, C.resolve(layer.region, lay.canvas, lay.grids), None) for layer in lay.layers[1:]]
+    assert [(t.window.w, t.window.h) == t.tile_size for t in laid] == [False, True, False, False, False]
+
+    def on_whole_tile(layer, box, base_dir, laid_out=C.text_layout):
+        laid = laid_out(layer, box, base_dir)
+        return laid._replace(window=Box(0, 0, *laid.tile_size))
+
+    monkeypatch.setattr(C, "text_layout", on_whole_tile)
+    assert C.compose(lay).tobytes() == windowed
+    assert C.text_problems(lay) == problems
+
+
+def test_a_blank_letter_spaced_line_is_measured_as_unspaced():
+    """A blank line has no glyphs to space apart: its box is Pillow's for no text, as without letter spacing."""
+    lay = text_layout(text="a\n\nb", size=12, letter_spacing=2, shrink_to_fit=True)
+    assert C.text_problems(lay) == []
+    assert C.compose(lay).tobytes() == C.compose(text_layout(text="a\n\nb", size=12, letter_spacing=2)).tobytes()
 
 
 def test_text_too_small_for_freetype_is_an_input_error():
