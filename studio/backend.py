@@ -42,7 +42,7 @@ def parse_device(text: str) -> tuple[str, int | None]:
 def setup(device: str | None = None) -> str:
     """Set the MindSpore context once per process: the device from `device` ('GPU:1', see `parse_device`),
     else $STUDIO_DEVICE, else MindSpore's default. A device this MindSpore can't use, or another device than
-    the one already set, is an InputError.
+    the one already set, is an InputError (naming STUDIO_DEVICE when the device came from there).
 
     On the CPU, PyNative dispatch threads compete with the compute threads; launching blocking
     roughly doubles matmul throughput there (measured, README). While a kernel runs, the calling thread
@@ -62,10 +62,17 @@ def setup(device: str | None = None) -> str:
             raise InputError(f"device '{device}': this process already runs on {now} (MindSpore's device is "
                              f"chosen once per process)")
         return device_target()
-    device = device or os.environ.get("STUDIO_DEVICE")
-    wanted = parse_device(device) if device else None
+    from_env = None if device else os.environ.get("STUDIO_DEVICE")
+    device = device or from_env
+    try:
+        wanted = parse_device(device) if device else None
+        if wanted is not None:
+            _set_device(*wanted)
+    except InputError as e:
+        if from_env:  # say where the device came from: the command line names none
+            raise InputError(f"STUDIO_DEVICE={from_env}: {e}") from None
+        raise
     if wanted is not None:
-        _set_device(*wanted)
         _NUMBER = wanted[1]
     _DEVICE = None
     if device_target() == "CPU":

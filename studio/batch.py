@@ -41,7 +41,7 @@ from studio import manifest
 from studio.layout import surrogate_problem
 from studio.errors import InputError, StudioError, out_of_memory
 from studio.export import pause_point, remove_temporaries, write_temp
-from studio.progress import PhaseBars
+from studio.progress import PhaseBars, progress_bar
 from studio.spec import GenerateLayer
 
 JOB_KEYS = ("layout", "name", "model", "memory_budget", "variables", "matrix", "items")
@@ -799,8 +799,9 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
             signals.checking = True
             todo = _scan(job, items, root, hashes, memory_budget, log, logged, summary, out)
             signals.checking = False
-            print(f"{job.source}: {len(job.items)} items; {where}{len(items)}: {len(summary.skipped)} already "
-                  f"done, {len(summary.failed)} failed, {len(todo)} to render", file=out, flush=True)
+            in_shard = f", {len(items)} in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else ""
+            print(f"{job.source}: {len(job.items)} items{in_shard}: {len(summary.skipped)} already done, "
+                  f"{len(summary.failed)} failed, {len(todo)} to render", file=out, flush=True)
             embeddings = cache_dir / EMBEDDINGS if use_cache else None
             _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary, signals, out, err)
         except Interrupted as e:
@@ -970,20 +971,11 @@ def _stale(record: dict, folder: Path, stem: str, root: Path, claimed: set) -> l
 
 
 def _inputs(layout, base_dir: Path, hashes) -> dict:
-    """sha256 of the files a layout reads besides itself: images and fonts named by path or family."""
-    from studio import fonts
-    from studio.spec import ImageLayer, TextLayer
+    """sha256 of the files a layout reads besides itself (`render.layout_inputs`; None: an image that is not a
+    file): images, and fonts named by path or family."""
+    from studio.render import layout_inputs
 
-    out = {}
-    for layer in layout.layers:
-        if isinstance(layer, ImageLayer):
-            path = Path(layer.path) if Path(layer.path).is_absolute() else base_dir / layer.path
-            out[f"image:{layer.path}"] = hashes(path) if path.is_file() else None
-        elif isinstance(layer, TextLayer) and layer.font:
-            path = fonts.find_font(layer.font, base_dir)
-            if path and path != fonts.DEFAULT:
-                out[f"font:{layer.font}"] = hashes(Path(path))
-    return out
+    return {name: hashes(path) if path.is_file() else None for _, name, path in layout_inputs(layout, base_dir)}
 
 
 def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary, signals, out, err):
@@ -998,8 +990,7 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
     todo = _grouped(todo)
     bar = None
     if not quiet and todo:
-        from tqdm import tqdm
-        bar = tqdm(total=len(todo), desc="batch", unit="item", file=err, position=0)
+        bar = progress_bar(len(todo), "batch", "item", err, position=0)
     say = lambda text: _line(bar, text, out)  # noqa: E731
     if len(weights) > 1 and not keep_all:
         say(f"note: the job's {len(weights)} models don't fit the memory budget together: each is loaded only "
@@ -1106,6 +1097,7 @@ def _load_models(job, task, pipelines, caches, embeddings, store, err, quiet: bo
     """Load the models this item needs that are not loaded yet, each with its embedding cache (in the folder
     `embeddings`, None: none; store=False: read only), with a bar unless quiet; seconds."""
     from studio.pipeline import PixArtSigmaPipeline
+    from studio.tiny import note_if_tiny
 
     t0 = time.perf_counter()
     for model_id, files in task.models.items():
@@ -1117,8 +1109,7 @@ def _load_models(job, task, pipelines, caches, embeddings, store, err, quiet: bo
                 str(model_id), "load", done, total))
         finally:
             bars.close()
-        if pipe.tiny_notice:
-            print(f"note: {model_id}: {pipe.tiny_notice}", file=err)
+        note_if_tiny(model_id, pipe, err)
         warn = lambda text: print(f"studio: batch: warning: {text}", file=err, flush=True)  # noqa: E731
         pipe.embedding_cache = caches[model_id] = EmbeddingCache(embeddings, text_identity(files), warn, store)
         pipelines[model_id] = pipe
@@ -1340,11 +1331,16 @@ def _working_folder(folder: str | None):
 def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite: bool) -> list:
     from studio.layout import parse_layout
     from studio.pipeline import PixArtSigmaPipeline
-    from studio.render import render
+    from studio.render import check_outputs, output_paths, render
+    from studio.tiny import note_if_tiny
 
     lay = record["layout"]
     layout_file = Path(lay["file"])
     layout = parse_layout(lay["text"], str(layout_file), record["variables"], layout_file.parent, own_names=False)
+    stem = record["name"].rsplit("/", 1)[-1]
+    if out_dir is not None:  # before hashing and loading the models: a folder that can't take the files fails now
+        _make_folder(out_dir, "output folder")
+        check_outputs(layout, output_paths(layout, out_dir, stem), overwrite)
     hashes = manifest.FileHashes(None)
     inputs = _inputs(layout, layout_file.parent, hashes)
     for name, digest in record["inputs"].items():
@@ -1362,6 +1358,7 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
         if changed:
             raise InputError(f"{manifest_file}: model {model_id}: {changed[0][0]} differs from the recorded file")
         pipe = PixArtSigmaPipeline.from_pretrained(model_id)
+        note_if_tiny(model_id, pipe)
         pipe.embedding_cache = EmbeddingCache(None, text_identity(files))
         pipe.keep_text_encoder = record["text_encoder"].get(model_id) == "kept"
         pipelines[model_id] = pipe
@@ -1369,7 +1366,6 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
     if changes:
         warnings.warn(f"{manifest_file}: rendered with other software or hardware ({'; '.join(changes)}): the "
                       f"files may differ in their last bits")
-    stem = record["name"].rsplit("/", 1)[-1]
     with tempfile.TemporaryDirectory(prefix="studio-rerender-") as tmp:
         folder = out_dir if out_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)

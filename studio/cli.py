@@ -21,11 +21,20 @@ from studio.layout import MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS
 from studio.progress import PhaseBars
 
 PUBLISHED_MODEL = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
-DEFAULT_MODEL = os.environ.get("STUDIO_MODEL", PUBLISHED_MODEL)
 VAE_TILING = {"auto": None, "on": True, "off": False}
 DEVICE_HELP = ("CPU, GPU or Ascend, with :N for the device number, e.g. GPU:1 (default: $STUDIO_DEVICE, else "
                "MindSpore's default)")
 BUDGET_HELP = "bound on memory for weights and activations, e.g. 6GiB (default: free memory minus 1 GiB)"
+
+
+def env_model() -> str | None:
+    """$STUDIO_MODEL, the default --model; None when unset or empty."""
+    return os.environ.get("STUDIO_MODEL") or None
+
+
+def default_model() -> str:
+    """The model of a command given no --model: $STUDIO_MODEL, else the published 1024 px checkpoint."""
+    return env_model() or PUBLISHED_MODEL
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -65,6 +74,14 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown argument is an error of the command it follows (its --help named),
+        not only of the top-level parser."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="studio", description="Posters and wallpapers with PixArt-Sigma.")
@@ -72,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate one image from a prompt")
-    gen.add_argument("prompt")
+    gen.add_argument("prompt", help="what to generate (T5 reads up to 300 tokens)")
     gen.add_argument("-o", "--output", required=True, type=Path, help="image file (.png, .jpg, .tif, .webp)")
-    gen.add_argument("--model", default=DEFAULT_MODEL,
+    gen.add_argument("--model", default=None,
                      help=f"pipeline folder or Hugging Face hub id (default: $STUDIO_MODEL or {PUBLISHED_MODEL})")
     gen.add_argument("--size", type=parse_size, default=(None, None),
                      help="WIDTHxHEIGHT in px (default: the checkpoint's native size, 1024x1024 for the 1024 model)")
@@ -84,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=parse_seed, default=None, help=f"0..{MAX_SEED} (default: random, printed)")
     gen.add_argument("--negative", default="", help="negative prompt")
     gen.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's scheduler_config.json")
-    gen.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    gen.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                     help="weight and compute type (default float32)")
     gen.add_argument("--variant", default=None, help="weight-file variant, e.g. fp16 for *.fp16.safetensors")
     gen.add_argument("--revision", default=None,
                      help="hub ids: a branch, tag or commit hash of the repository (default main)")
@@ -149,15 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     rerender.add_argument("manifest", type=Path, help="an item's <name>.manifest.json")
     rerender.add_argument("-o", "--output", type=Path, default=None,
                           help="folder for the files (default: a temporary one, only compared)")
-    rerender.add_argument("--overwrite", action="store_true")
+    rerender.add_argument("--overwrite", action="store_true", help="replace the files in the -o folder if they exist")
     rerender.add_argument("--device", default=None, help=DEVICE_HELP)
 
     tiny = sub.add_parser("make-tiny", help="write a tiny random PixArt-Sigma pipeline (its output is noise)")
-    tiny.add_argument("folder", type=Path)
+    tiny.add_argument("folder", type=Path, help="folder to write the pipeline into (created)")
     tiny.add_argument("--sample-size", type=int, default=128, choices=(32, 64, 128, 256),
                       help="latent size of the native bin: 128 behaves like the 1024 px checkpoint")
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.add_argument("--overwrite", action="store_true")
+    tiny.add_argument("--seed", type=parse_seed, default=0, help=f"0..{MAX_SEED}, for the random weights (default 0)")
+    tiny.add_argument("--overwrite", action="store_true",
+                      help="replace the folder if it holds a pipeline (model_index.json)")
     return parser
 
 
@@ -175,31 +194,54 @@ def version_line() -> str:
     return f"studio {__version__} (mindspore {installed('mindspore')}, numpy {installed('numpy')})"
 
 
+def check_steps(model: str, revision: str | None, steps: int, sampler: str | None) -> None:
+    """--steps against the model's scheduler config, as `studio plan` checks a layer's (`plan.check_schedule`),
+    without reading any weight; a scheduler studio can't run without --sampler fails here too."""
+    from studio.errors import ConfigError
+    from studio.pipeline import UnrunnableScheduler
+    from studio.plan import check_schedule, model_sampler
+    from studio.sampling import SamplerConfig
+    from studio.spec import GenerateLayer
+
+    config = model_sampler(model, revision)
+    if config is None:  # a published checkpoint not on this machine: its published config, SamplerConfig's defaults
+        config = SamplerConfig()
+    if isinstance(config, UnrunnableScheduler) and sampler is None:
+        raise ConfigError(config.problem)
+    try:
+        check_schedule(config, GenerateLayer("", steps=steps, sampler=sampler))
+    except InputError as e:
+        raise InputError(f"--steps {steps}: {e}") from None
+
+
 def cmd_generate(args) -> None:
     from studio import export, pipeline
     from studio.pipeline import PixArtSigmaPipeline
+    from studio.tiny import note_if_tiny
 
     if args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
+    model = args.model or default_model()
     width, height = args.size
     export.check_target(args.output, args.overwrite)  # a bad -o fails even a dry run
     if width:  # the picture comes out at the size asked for (binning generates at another, then resizes)
         export.check_size(args.output, width, height)
-    # plan first: a budget that can't be met fails here, before any weight is read
-    the_plan = pipeline.plan(args.model, height, width, guidance_scale=args.guidance, memory_budget=args.memory_budget,
+    # plan first: a budget that can't be met, or a step count the scheduler can't run, fails here, before any
+    # weight is read
+    the_plan = pipeline.plan(model, height, width, guidance_scale=args.guidance, memory_budget=args.memory_budget,
                              use_resolution_binning=not args.no_binning, dtype=args.dtype,
                              vae_tiling=VAE_TILING[args.vae_tiling], revision=args.revision)
+    check_steps(model, args.revision, args.steps, args.sampler)
     if args.dry_run:
         print(the_plan.describe())
         return
     t0 = time.perf_counter()
     bars = PhaseBars(args.quiet)
     try:
-        pipe = PixArtSigmaPipeline.from_pretrained(args.model, dtype=args.dtype, variant=args.variant,
+        pipe = PixArtSigmaPipeline.from_pretrained(model, dtype=args.dtype, variant=args.variant,
                                                    revision=args.revision,
                                                    progress=lambda done, total: bars("", "load", done, total))
-        if pipe.tiny_notice:
-            print(f"note: {args.model}: {pipe.tiny_notice}", file=sys.stderr)
+        note_if_tiny(model, pipe)
         out = pipe(args.prompt, negative_prompt=args.negative, height=height, width=width,
                    num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
                    use_resolution_binning=not args.no_binning, sampler=args.sampler,
@@ -210,7 +252,7 @@ def cmd_generate(args) -> None:
     meta = {"prompt": args.prompt, "negative_prompt": args.negative, "seed": out.seed, "steps": args.steps,
             "guidance_scale": args.guidance, "sampler": args.sampler or pipe.sampler.sampler,
             "size": "{}x{}".format(*out.images[0].size),
-            "model": str(args.model), "software": "studio"}
+            "model": str(model), "software": "studio"}
     export.save_image(out.images[0], args.output, overwrite=args.overwrite, metadata=meta)
     print(f"wrote {args.output} ({meta['size']}, seed {out.seed}, {time.perf_counter() - t0:.1f} s)")
 
@@ -234,7 +276,7 @@ def cmd_plan(args) -> None:
     from studio.plan import plan_layout
 
     layout = load(args)
-    the_plan = plan_layout(layout, args.model or DEFAULT_MODEL, args.memory_budget)
+    the_plan = plan_layout(layout, args.model or default_model(), args.memory_budget)
     print(the_plan.to_json() if args.json else the_plan.describe())
 
 
@@ -247,7 +289,7 @@ def cmd_proof(args) -> None:
     if args.model and not is_hub_id(args.model):
         resolve_model_dir(args.model, weights=False)  # a mistyped folder is an error, even for a proof
     try:
-        the_plan = plan_layout(layout, args.model or DEFAULT_MODEL)
+        the_plan = plan_layout(layout, args.model or default_model())
     except StudioError as e:  # a proof needs no model: label without generation sizes
         if args.model:
             print(f"note: placeholders without generation sizes ({e})", file=sys.stderr)
@@ -267,7 +309,7 @@ def cmd_render(args) -> None:
     bars = PhaseBars(args.quiet)
     t0 = time.perf_counter()
     try:
-        files = render(layout, args.output, args.model or DEFAULT_MODEL, args.memory_budget, args.overwrite, bars)
+        files = render(layout, args.output, args.model or default_model(), args.memory_budget, args.overwrite, bars)
     finally:
         bars.close()
     for path in files:
@@ -286,7 +328,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 def cmd_batch(args) -> int:
     from studio.batch import describe_items, load_job, run_batch, select_shard
 
-    job = load_job(args.job, args.model, DEFAULT_MODEL)
+    job = load_job(args.job, args.model, default_model())
     if args.list:
         items = select_shard(job.items, args.shard)
         describe_items(items, sys.stdout)
@@ -295,7 +337,7 @@ def cmd_batch(args) -> int:
                   file=sys.stderr)
         return 0
     if args.output is None:
-        raise InputError("studio batch: -o/--output OUTDIR is required")
+        raise InputError("-o/--output OUTDIR is required (unless --list)")
     summary = run_batch(job, args.output, args.shard, args.cache_dir, not args.no_cache, args.memory_budget,
                         args.quiet)
     return summary.exit_code
@@ -350,7 +392,27 @@ def _import_mindspore() -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
+def not_utf8(argv: list[str]) -> str | None:
+    """The error for the first argument that is not UTF-8 text (os.fsdecode gives its undecodable bytes as lone
+    surrogates, which no file name, prompt or file metadata can hold), those bytes shown as \\x escapes; or None."""
+    for arg in argv:
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            try:
+                shown = arg.encode(errors="surrogateescape").decode(errors="backslashreplace")
+            except UnicodeEncodeError:  # a surrogate no undecodable byte gives (a caller's string)
+                shown = arg.encode(errors="backslashreplace").decode()
+            return f"argument '{shown}' is not valid UTF-8 text"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    problem = not_utf8(argv)
+    if problem:
+        print(f"studio: error: {problem}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _one_line_warning
     on_main_thread = threading.current_thread() is threading.main_thread()
@@ -360,6 +422,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, before)
+
+
+def _said_of_env_model(line: str, args) -> str:
+    """An error line about $STUDIO_MODEL's model ('nosuch: no such model folder ...'), when the command took its
+    model from there, saying so: 'nosuch (from $STUDIO_MODEL): ...'."""
+    model = env_model()
+    if model is None or getattr(args, "model", "") is not None:  # --model given, or a command without one
+        return line
+    for name in dict.fromkeys([model, str(Path(model).expanduser())]):  # as given, as checkpoint names a folder
+        if line.startswith(f"{name}: "):
+            return f"{name} (from $STUDIO_MODEL): {line.removeprefix(f'{name}: ')}"
+    return line
 
 
 def _run(args) -> int:
@@ -372,7 +446,7 @@ def _run(args) -> int:
         code = COMMANDS[args.command](args)
     except StudioError as e:
         for line in str(e).splitlines() or [type(e).__name__]:
-            print(f"studio: error: {line}", file=sys.stderr)
+            print(f"studio: error: {_said_of_env_model(line, args)}", file=sys.stderr)
         return 2
     except Terminated:
         print("studio: terminated", file=sys.stderr)

@@ -46,6 +46,8 @@ ICC_DATE = struct.pack(">6H", 2024, 1, 1, 0, 0, 0)  # the creation date written 
 def check_target(path: Path, overwrite: bool) -> Path:
     """Fail early (before any work) if `path` can't be written: unknown format, existing file, no folder."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name ending {', '.join(sorted(FORMATS))}")
     if path.suffix.lower() not in FORMATS:
         raise InputError(f"{path}: unknown image format '{path.suffix}' (allowed: {', '.join(sorted(FORMATS))})")
     return check_free(path, overwrite)

@@ -6,18 +6,64 @@ and "export". `PhaseBars` turns those calls into bars: "encoding prompt" (one un
 "decoding" (tile passes when tiled, images otherwise), "composing", "writing files" (files), "loading model"
 (bytes of weights read), and for a batch "encoding prompts ahead", each opened when its phase starts and
 closed when it completes, so a 4K decode that takes minutes shows where it is like the denoising does.
+On a file that is not a terminal (a log) the bars are plain lines instead (`LineBar`): no escape sequences.
 """
 
 import sys
+import time
+
+from studio.memory import format_bytes
+
+LINE_SECONDS = 10.0  # a log's progress lines between a phase's first and last: at most one per 10 s ...
+LINE_STEP = 0.1  # ... and per 10% of the phase
 
 PHASES = {"text": ("encoding prompt", "prompt"), "denoise": ("denoising", "step"), "decode": ("decoding", "step"),
           "compose": ("composing", "canvas"), "export": ("writing files", "file"),
           "ahead": ("encoding prompts ahead", "prompt"), "load": ("loading model", "B")}
 
 
+def progress_bar(total: int, desc: str, unit: str, file, position: int | None = None, leave: bool = True):
+    """A tqdm bar on `file` when it is a terminal, else a `LineBar`."""
+    if not getattr(file, "isatty", lambda: False)():
+        return LineBar(total, desc, unit, file)
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, file=file, position=position, leave=leave, unit_scale=unit == "B",
+                unit_divisor=1024 if unit == "B" else 1000)
+
+
+class LineBar:
+    """A bar for a file that is not a terminal (a log): a plain line 'desc: done/total (p%, s s)' at its first
+    update and when done reaches total, and between them at most one per LINE_SECONDS and per LINE_STEP of total.
+    Has what studio uses of a tqdm bar: n, update, close, write."""
+
+    def __init__(self, total: int, desc: str, unit: str, file):
+        self.total, self.desc, self.unit, self.file = total, desc, unit, file
+        self.n, self.start = 0, time.monotonic()
+        self.said: tuple[int, float] | None = None  # (n, time) of the last line
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        now = time.monotonic()
+        if self.said is not None:
+            n, at = self.said
+            if not (self.n >= self.total > n or self.n - n >= LINE_STEP * self.total and now - at >= LINE_SECONDS):
+                return
+        self.said = self.n, now
+        count = (f"{format_bytes(self.n)}/{format_bytes(self.total)}" if self.unit == "B"
+                 else f"{self.n}/{self.total}")
+        percent = 100 * self.n // self.total if self.total else 100
+        print(f"{self.desc}: {count} ({percent}%, {now - self.start:.1f} s)", file=self.file, flush=True)
+
+    def close(self) -> None:
+        pass
+
+    def write(self, text: str, file=None) -> None:
+        print(text, file=file or self.file, flush=True)
+
+
 class PhaseBars:
-    """progress(label, phase, done, total) -> bars. quiet: no bars at all. Bars go to `file` (stderr) at
-    `position` (below a batch's overall bar) and stay on screen unless `leave` is False."""
+    """progress(label, phase, done, total) -> bars (`progress_bar`). quiet: no bars at all. Bars go to `file`
+    (stderr) at `position` (below a batch's overall bar) and stay on screen unless `leave` is False."""
 
     def __init__(self, quiet: bool = False, prefix: str = "", file=None, position: int | None = None,
                  leave: bool = True):
@@ -30,12 +76,9 @@ class PhaseBars:
             return
         bar = self.bars.get((label, phase))
         if bar is None:
-            from tqdm import tqdm
             name, unit = PHASES.get(phase, (phase, "it"))
             desc = ": ".join(part for part in (self.prefix, label, name) if part)
-            bar = self.bars[label, phase] = tqdm(total=total, desc=desc, unit=unit, file=self.file,
-                                                 position=self.position, leave=self.leave,
-                                                 unit_scale=unit == "B", unit_divisor=1024 if unit == "B" else 1000)
+            bar = self.bars[label, phase] = progress_bar(total, desc, unit, self.file, self.position, self.leave)
         bar.update(done - bar.n)
         if done >= total:
             self.close(label, phase)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio import __version__
-from studio.compose import compose, cut_span, draw_guides, text_problems
+from studio.compose import compose, cut_span, draw_guides, layout_dir, text_problems
 from studio.errors import InputError
 from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
                            remove_temporaries, save_image, write_temp)
@@ -66,6 +66,49 @@ def temporary_targets(layout: Layout, stem: str | None = None) -> set[str]:
     return {s + suffix for s in output_stems(layout, stem) for suffix in EXPORT_SUFFIXES.values()}
 
 
+def layout_inputs(layout: Layout, base_dir: Path | None) -> list[tuple[str, str, Path]]:
+    """The files a layout reads besides itself, each as (its key, 'layers[0].image.path'; its name in batch
+    manifests, 'image:logo.png'; the file): every image layer's path (relative to `base_dir`, the layout's
+    folder) and every text layer's font file (not the bundled default)."""
+    from studio import fonts
+    from studio.spec import ImageLayer, TextLayer
+
+    out = []
+    for i, layer in enumerate(layout.layers):
+        if isinstance(layer, ImageLayer):
+            out.append((f"layers[{i}].image.path", f"image:{layer.path}", Path(base_dir or ".") / layer.path))
+        elif isinstance(layer, TextLayer) and layer.font:
+            path = fonts.find_font(layer.font, base_dir)
+            if path and path != fonts.DEFAULT:
+                out.append((f"layers[{i}].text.font", f"font:{layer.font}", Path(path)))
+    return out
+
+
+def check_not_input(layout: Layout, paths) -> None:
+    """InputError when one of `paths`, files to write, is a file the layout reads (`layout_inputs`), even with
+    overwrite: it would replace its own input."""
+    inputs = layout_inputs(layout, layout_dir(layout))
+    for path in map(Path, paths):
+        for key, _, file in inputs:
+            if _same_file(path, file):
+                raise InputError(f"{path} is an input of the layout ({key})")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """os.path.samefile where both exist (links, other spellings), else whether the resolved paths are equal."""
+    return os.path.samefile(a, b) if a.exists() and b.exists() else a.resolve() == b.resolve()
+
+
+def check_outputs(layout: Layout, targets: list[Path], overwrite: bool) -> None:
+    """Before any work, that `render` can write `targets` (`output_paths`' files): none is a file the layout reads
+    (`check_not_input`), none exists unless overwrite, each is within its format's size limit."""
+    check_not_input(layout, targets)
+    sizes = [size for size in output_sizes(layout) for _ in layout.output.formats]  # in output_paths' order
+    for path, (width, height) in zip(targets, sizes, strict=True):
+        check_free(path, overwrite)
+        check_size(path, width, height)
+
+
 def output_sizes(layout: Layout) -> list[tuple[int, int]]:
     """(width, height) px of each of `output_stems`' files: the full canvas, then each monitor of a span."""
     monitors = layout.span.monitors if layout.span and layout.output.per_monitor else ()
@@ -83,6 +126,7 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     bleed, trim, safe area and a span's bezel gaps marked (`compose.draw_guides`) unless guides=False;
     prints a warning to stderr for each text layer that leaves its region or enters the safe margin."""
     path = check_target(Path(path), overwrite)  # before any work
+    check_not_input(layout, [path])
     check_size(path, layout.canvas.full_width, layout.canvas.full_height)
     labels = {}
     for job in plan.jobs if plan else ():
@@ -269,6 +313,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     which checks that the generation gives the recorded bytes).
     """
     from studio.pipeline import PixArtSigmaPipeline
+    from studio.tiny import note_if_tiny
 
     out_dir = Path(out_dir)
     plan = plan_layout(layout, model, memory_budget)
@@ -279,11 +324,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     targets = output_paths(layout, out_dir, stem)
     # what a killed run of this layout left: its temporary files, or renames to finish
     remove_temporaries(out_dir, temporary_targets(layout, stem))
-    # before any generation: don't compute what can't be written
-    sizes = [size for size in output_sizes(layout) for _ in layout.output.formats]  # in output_paths' order
-    for path, (width, height) in zip(targets, sizes, strict=True):
-        check_free(path, overwrite)
-        check_size(path, width, height)
+    check_outputs(layout, targets, overwrite)  # before any generation: don't compute what can't be written
     warn_text_problems(layout, warn)  # the final files clip such text as the proof does
     loaded = {} if pipelines is None else pipelines
     report = progress or (lambda label, phase, done, total: None)
@@ -316,8 +357,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         if pipe is None:
             pipe = PixArtSigmaPipeline.from_pretrained(model_id, progress=lambda done, total: report("", "load", done,
                                                                                                        total))
-            if pipe.tiny_notice:
-                print(f"note: {model_id}: {pipe.tiny_notice}", file=sys.stderr)
+            note_if_tiny(model_id, pipe)
         with _prompts_ahead(layout, plan, jobs, pipe, report):
             for job in jobs:
                 n += 1

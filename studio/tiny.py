@@ -8,6 +8,7 @@ tokenizer/ with spiece.model; scheduler/scheduler_config.json), so diffusers loa
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -116,8 +117,16 @@ def _save_sharded(tensors: dict[str, np.ndarray], folder: Path, stem: str, shard
                                                            "weight_map": dict(sorted(weight_map.items()))})
 
 
+def note_if_tiny(model_id, pipe, file=None) -> None:
+    """Say on `file` (stderr) that the loaded pipeline `pipe` is a tiny random checkpoint, when it is: its output
+    is noise."""
+    if pipe.tiny_notice:
+        print(f"note: {model_id}: {pipe.tiny_notice}", file=file or sys.stderr)
+
+
 def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = False) -> Path:
-    """Write the tiny random pipeline into `folder` (created; must be empty or absent unless overwrite).
+    """Write the tiny random pipeline into `folder` (created; must be empty or absent, or with overwrite a
+    pipeline folder: one holding model_index.json, never a folder of other files). Returns its absolute path.
 
     All or nothing: the pipeline is written into a hidden folder beside it, which then takes its place in
     one rename (with overwrite, the old folder is moved aside first and removed after); a run killed on the
@@ -126,12 +135,16 @@ def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = F
     from studio.errors import InputError
     from studio.export import remove_temporaries
 
-    folder = Path(folder)
+    given, folder = Path(folder), Path(os.path.abspath(folder))  # '.' has no name to put a folder beside
     if folder.exists() and not folder.is_dir():
-        raise InputError(f"{folder}: is a file, not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise InputError(f"{folder}: folder exists and is not empty (pass --overwrite, or overwrite=True, to "
-                         f"replace its files)")
+        raise InputError(f"{given}: is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        if not (folder / "model_index.json").is_file():  # a folder of other files is never replaced
+            raise InputError(f"{given}: not a pipeline folder (no model_index.json) and not empty; nothing was "
+                             f"changed (only a pipeline folder is replaced, with --overwrite)")
+        if not overwrite:
+            raise InputError(f"{given}: folder exists and is not empty (pass --overwrite, or overwrite=True, to "
+                             f"replace its files)")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

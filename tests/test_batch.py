@@ -580,6 +580,7 @@ def test_bad_arguments_are_one_error_before_anything_is_created(tiny_dir, tmp_pa
     job, out, afile = write_job(tmp_path, MATRIX_JOB), tmp_path / "out", tmp_path / "afile"
     afile.write_text("")
     batch = ["batch", job, "--model", tiny_dir, "--quiet"]
+    assert errors_of(batch, capsys) == ["studio: error: -o/--output OUTDIR is required (unless --list)"]
     assert errors_of(batch + ["-o", out, "--memory-budget", "lots"], capsys) == [
         "studio: error: memory budget 'lots' is not a size like 6GiB, 512MiB or 2GB"]
     assert errors_of(batch + ["-o", out, "--memory-budget", "6"], capsys) == [
@@ -731,15 +732,17 @@ def test_output_through_a_symlink_out_of_outdir_fails(tiny_dir, tmp_path):
 
 def test_shards_render_disjoint_parts_into_one_folder(tiny_dir, tmp_path):
     job, out = write_job(tmp_path, MATRIX_JOB), tmp_path / "out"
-    first, _ = run(job, out, tiny_dir, shard=(0, 2))
+    first, text = run(job, out, tiny_dir, shard=(0, 2))
+    assert text.startswith(f"{job}: 4 items, 2 in shard 0/2: 0 already done, 0 failed, 2 to render\n")
     second, _ = run(job, out, tiny_dir, shard=(1, 2))
     assert set(first.rendered).isdisjoint(second.rendered)
     assert len(first.rendered) == len(second.rendered) == 2
     assert_complete(out, set(first.rendered) | set(second.rendered))
     logs = {p.name: {r["name"] for r in manifest.read_lines(p)} for p in out.glob("manifest*.jsonl")}
     assert logs == {"manifest-0-of-2.jsonl": set(first.rendered), "manifest-1-of-2.jsonl": set(second.rendered)}
-    whole, _ = run(job, out, tiny_dir)
+    whole, text = run(job, out, tiny_dir)
     assert (whole.rendered, len(whole.skipped)) == ([], 4)
+    assert text.startswith(f"{job}: 4 items: 4 already done, 0 failed, 0 to render\n")
     merged = manifest.read_lines(out / "manifest.jsonl")  # an unsharded run merges the shards' logs, once
     assert sorted(r["name"] for r in merged) == sorted(first.rendered + second.rendered)
     run(job, out, tiny_dir)
@@ -1351,6 +1354,43 @@ def test_rerender_from_another_folder_and_a_different_file(tiny_dir, tmp_path, m
     edit(sidecar, made_elsewhere)
     [(_, recorded, now)] = rerender(sidecar)
     assert recorded == "0" * 64 != now
+
+
+def test_rerender_checks_its_output_folder_before_reading_the_model_and_notes_a_tiny_one(tiny_dir, tmp_path,
+                                                                                         monkeypatch, capsys):
+    """-o that is a file, or holds the files already (without --overwrite), fails before the model's files are
+    hashed or loaded; a rerender with the tiny checkpoint says that its output is noise, as render does."""
+    from studio.tiny import NOISE_NOTICE
+
+    job, out = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 5}]\n"), tmp_path / "out"
+    run(job, out, str(tiny_dir))
+    sidecar, afile, again = out / "card-1.manifest.json", tmp_path / "afile.txt", tmp_path / "again"
+    afile.write_text("")
+    again.mkdir()
+    (again / "card-1.png").write_bytes(b"mine")
+    with monkeypatch.context() as m:
+        m.setattr(manifest, "model_record", lambda *args: pytest.fail("the model was read"))
+        assert errors_of(["rerender", sidecar, "-o", afile], capsys) == [
+            f"studio: error: output folder {afile}: is a file, not a folder"]
+        assert errors_of(["rerender", sidecar, "-o", again], capsys) == [
+            f"studio: error: {again / 'card-1.png'}: file exists (pass --overwrite, or overwrite=True, to replace it)"]
+    assert (again / "card-1.png").read_bytes() == b"mine"
+    assert main(["rerender", str(sidecar), "-o", str(again), "--overwrite"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == f"note: {tiny_dir}: {NOISE_NOTICE}\n"
+    assert captured.out.startswith("identical  card-1.png  ")
+
+
+def test_progress_in_a_log_is_plain_lines(tiny_dir, tmp_path):
+    """stderr that is not a terminal (a batch's log) gets progress as lines, without a terminal's escape sequences
+    (tqdm moves the cursor up to redraw an item's bars below the batch's)."""
+    job, out = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 1}, {seed: 2}]\n"), tmp_path / "out"
+    err = io.StringIO()
+    summary = run_batch(load_job(job, str(tiny_dir)), out, memory_budget="2GiB", out=io.StringIO(), err=err)
+    assert summary.rendered == ["card-1", "card-2"]
+    log = err.getvalue()
+    assert "\x1b" not in log and "\r" not in log
+    assert "card-2: layer 0 (1/1) direct 128x128: denoising: 1/1 (100%, " in log and "\nbatch: 2/2 (100%, " in log
 
 
 def test_rerender_names_the_software_that_changed(tiny_dir, tmp_path):

@@ -2,8 +2,10 @@
 --dry-run, one-line errors, and a 4K run's peak memory against its budget."""
 
 import errno
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -18,10 +20,11 @@ from studio.errors import InputError
 
 
 def bars(stderr: str) -> dict[str, tuple[int, int]]:
-    """The last state of each tqdm bar in stderr: description -> (done, total)."""
+    """The last state of each progress bar counting units (not bytes) in stderr, a log here (not a terminal: plain
+    lines, `progress.LineBar`): description -> (done, total)."""
     found = {}
-    for desc, done, total in re.findall(r"(?:^|\r)([^\r\n]+?): *\d+%\|[^|]*\| *(\d+)/(\d+)", stderr):
-        found[desc.strip()] = (int(done), int(total))
+    for desc, done, total in re.findall(r"^(.+): (\d+)/(\d+) \(\d+%, [\d.]+ s\)$", stderr, re.MULTILINE):
+        found[desc] = (int(done), int(total))
     return found
 
 
@@ -32,7 +35,7 @@ def test_generate_writes_the_image_and_shows_every_phase(tiny_dir, tmp_path, cap
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "wrote" in captured.out and "seed 7" in captured.out
-    assert "output is noise" in captured.err
+    assert "output is noise" in captured.err and "\x1b" not in captured.err and "\r" not in captured.err
     assert bars(captured.err) == {"encoding prompt": (1, 1), "denoising": (3, 3), "decoding": (1, 1)}
     with Image.open(out) as image:
         assert image.size == (256, 192)
@@ -99,6 +102,26 @@ def test_generate_dry_run_and_budget_errors(tiny_dir, tmp_path, capsys):
     assert err == ("studio: error: size 100x100 is not a multiple of 16 px; pick a multiple of 16, or leave "
                    "resolution binning on (use_resolution_binning=True; the CLI without --no-binning)")
 
+    # more steps than the scheduler's training timesteps: refused before any weight is read, dry run or not
+    for dry_run in (["--dry-run"], []):
+        assert main(base + ["--steps", "100000", "--size", "128x128"] + dry_run) == 2
+        assert capsys.readouterr().err == ("studio: error: --steps 100000: num_steps=100000 must be an integer in "
+                                           "1..1000\n")
+    assert not out.exists()
+
+    # a scheduler studio can't run, without --sampler: the pipeline's error, before any weight is read
+    unipc = tmp_path / "unipc"
+    shutil.copytree(tiny_dir, unipc, ignore=shutil.ignore_patterns("*.safetensors"))
+    index = json.loads((unipc / "model_index.json").read_text())
+    (unipc / "model_index.json").write_text(json.dumps({**index, "scheduler": ["diffusers", "UniPCMultistepScheduler"]}))
+    args = ["generate", "a cat", "--model", str(unipc), "-o", str(out), "--dry-run", "--size", "128x128"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"studio: error: {unipc / 'scheduler' / 'scheduler_config.json'} ") and err.count("\n") == 1
+    assert err.endswith("pass sampler='dpm++', 'ddim' or 'euler' (CLI: --sampler) to sample with one of studio's "
+                        "samplers instead\n")
+    assert main(args + ["--sampler", "ddim"]) == 0
+
 
 @pytest.mark.parametrize("argv, message", [
     (["generate", "a cat", "-o", "x.png", "--size", "0x100"], "studio generate: error: argument --size: size '0x100' "
@@ -114,6 +137,10 @@ def test_generate_dry_run_and_budget_errors(tiny_dir, tmp_path, capsys):
     (["generate", "a cat", "-o", "x.png", "--seed", "4294967296"], "studio generate: error: argument --seed: "),
     (["render", "x.yaml"], "studio render: error: the following arguments are required: -o/--output "
      "(see studio render --help)"),
+    (["make-tiny", "t", "--seed", "-1"], "studio make-tiny: error: argument --seed: seed '-1' is not a whole number "
+     "in 0..4294967295 (see studio make-tiny --help)"),
+    (["generate", "a cat", "-o", "x.png", "--bogus"], "studio generate: error: unrecognized arguments: --bogus "
+     "(see studio generate --help)"),
     (["frob"], "studio: error: argument command: invalid choice: 'frob' (choose from "),  # how choices are
 ])                                                                                  # quoted varies by Python
 def test_a_bad_command_line_is_one_line(argv, message, capsys):
@@ -121,6 +148,63 @@ def test_a_bad_command_line_is_one_line(argv, message, capsys):
         main(argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith(message) and err.count("\n") == 1 and err.endswith("--help)\n")
+
+
+@pytest.mark.parametrize("argv, shown", [
+    (["generate", "cat\udcff", "-o", "x.png"], "cat\\xff"),  # $'cat\xff' as Python decodes argv
+    (["proof", "l.yaml", "--set", "caption=caf\udce9", "-o", "p.png"], "caption=caf\\xe9"),
+    (["generate", "cat", "-o", "bad\udcff.png"], "bad\\xff.png"),
+    (["proof", "lay/f\udcffl.yaml", "-o", "p.png"], "lay/f\\xffl.yaml"),
+    (["generate", "cat\ud800", "-o", "x.png"], "cat\\ud800"),  # a surrogate no byte decodes to
+])
+def test_arguments_that_are_not_utf8_text_are_one_line(argv, shown, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"studio: error: argument '{shown}' is not valid UTF-8 text\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_argument_has_a_help_text():
+    import argparse
+
+    from studio.cli import build_parser
+    [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert [f"{name} {a.dest}" for name, cmd in commands.choices.items() for a in cmd._actions if not a.help] == []
+
+
+def test_progress_is_a_bar_on_a_terminal_and_a_few_plain_lines_in_a_log(monkeypatch):
+    """A log (stderr not a terminal) gets no escape sequences: a line when a phase starts and ends, and between
+    them at most one per 10 s and per 10% of the phase."""
+    import io
+    import types
+
+    from studio import progress
+    from studio.progress import PhaseBars
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    shown = Terminal()
+    bars = PhaseBars(file=shown)
+    for done in range(4):
+        bars("", "denoise", done, 3)
+    assert "denoising: 100%|" in shown.getvalue()
+
+    def lines(total, seconds_per_step):
+        now = [0.0]
+        monkeypatch.setattr(progress, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+        log = io.StringIO()
+        bars = PhaseBars(file=log)
+        for done in range(total + 1):
+            now[0] = done * seconds_per_step
+            bars("layer 0", "denoise", done, total)
+        return log.getvalue()
+    assert lines(20, 3) == "".join(f"layer 0: denoising: {n}/20 ({5 * n}%, {3 * n:.1f} s)\n" for n in range(0, 21, 4))
+    assert lines(100, 5) == "".join(f"layer 0: denoising: {n}/100 ({n}%, {5 * n:.1f} s)\n" for n in range(0, 101, 10))
+    assert lines(3, 0.1) == "layer 0: denoising: 0/3 (0%, 0.0 s)\nlayer 0: denoising: 3/3 (100%, 0.3 s)\n"
+    quiet = io.StringIO()
+    PhaseBars(quiet=True, file=quiet)("", "denoise", 0, 3)
+    assert quiet.getvalue() == ""
 
 
 def test_version(capsys):
@@ -250,6 +334,90 @@ def test_make_tiny_is_all_or_nothing(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     assert main(["make-tiny", str(tmp_path / "afile")]) == 2
     assert capsys.readouterr().err == f"studio: error: {tmp_path / 'afile'}: is a file, not a folder\n"
+
+
+def test_make_tiny_replaces_only_a_pipeline_and_takes_the_working_folder(tmp_path, monkeypatch, capsys):
+    """--overwrite replaces a pipeline folder or an empty one, never a folder of other files; '.' and '' name the
+    working folder."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    assert main(["make-tiny", str(mine), "--sample-size", "32", "--overwrite"]) == 2
+    assert capsys.readouterr().err == (f"studio: error: {mine}: not a pipeline folder (no model_index.json) and not "
+                                       "empty; nothing was changed (only a pipeline folder is replaced, with "
+                                       "--overwrite)\n")
+    assert [p.name for p in mine.iterdir()] == ["thesis.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)  # replaced by the new folder: the working folder is then a removed one
+    assert main(["make-tiny", ".", "--sample-size", "32"]) == 0
+    assert (here / "model_index.json").is_file()
+    monkeypatch.chdir(here)
+    first = (here / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert main(["make-tiny", "", "--sample-size", "32", "--seed", "1", "--overwrite"]) == 0
+    assert (here / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "mine"]
+
+
+def test_an_output_that_is_an_input_of_the_layout_is_refused_even_with_overwrite(tmp_path, capsys):
+    """proof -o and render's files may not be a file the layout reads: the same path, or the same file through a
+    symbolic link."""
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "logo.png")
+    logo = (tmp_path / "logo.png").read_bytes()
+    layout = tmp_path / "l.yaml"
+    layout.write_text("canvas: {width: 64, height: 32}\nlayers:\n  - fill: {color: navy}\n  - image: {path: logo.png}\n"
+                      "output: {name: logo, formats: [png]}\n")
+    (tmp_path / "again").symlink_to(tmp_path)
+    for command, out, path in [("proof", tmp_path / "logo.png", tmp_path / "logo.png"),
+                               ("proof", tmp_path / "again" / "logo.png", tmp_path / "again" / "logo.png"),
+                               ("render", tmp_path / "again", tmp_path / "again" / "logo.png")]:
+        assert main([command, str(layout), "-o", str(out), "--overwrite"]) == 2
+        assert capsys.readouterr().err == f"studio: error: {path} is an input of the layout (layers[1].image.path)\n"
+    assert (tmp_path / "logo.png").read_bytes() == logo
+    assert main(["proof", str(layout), "-o", str(tmp_path / "proof.png")]) == 0
+
+
+def test_an_output_file_that_is_a_folder_is_said_to_be_one(tmp_path, capsys):
+    layout = tmp_path / "l.yaml"
+    layout.write_text("canvas: {width: 64, height: 64}\nlayers:\n  - fill: {color: red}\n")
+    for argv in (["generate", "a cat", "--dry-run"], ["proof", str(layout)]):
+        assert main(argv + ["-o", str(tmp_path)]) == 2
+        assert capsys.readouterr().err == (f"studio: error: {tmp_path}: is a folder; give a file name ending .jpeg, "
+                                           ".jpg, .png, .tif, .tiff, .webp\n")
+
+
+def test_the_environments_model_is_named_in_errors(tmp_path, monkeypatch, capsys):
+    """$STUDIO_MODEL empty is unset (the published checkpoint); a model taken from it is said to come from there
+    when it is wrong."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    layout = tmp_path / "l.yaml"
+    layout.write_text("canvas: {width: 64, height: 64}\nlayers:\n  - generate: {prompt: a cat}\n")
+    base = ["generate", "a cat", "-o", str(tmp_path / "a.png"), "--dry-run", "--memory-budget", "20GiB"]
+    monkeypatch.setenv("STUDIO_MODEL", "")
+    assert main(base) == 0
+    assert capsys.readouterr().out.startswith("generation 1024x1024 px")  # planned from the published configs
+    nope = tmp_path / "nope"
+    monkeypatch.setenv("STUDIO_MODEL", str(nope))
+    for argv in (base, ["render", str(layout), "-o", str(tmp_path / "out"), "--memory-budget", "2GiB"]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == (f"studio: error: {nope} (from $STUDIO_MODEL): no such model folder (and "
+                                           "not a hub id like 'owner/name')\n")
+    assert main(base + ["--model", str(nope)]) == 2
+    assert capsys.readouterr().err == (f"studio: error: {nope}: no such model folder (and not a hub id like "
+                                       "'owner/name')\n")
+
+
+def test_a_bad_studio_device_is_named(tiny_dir, tmp_path, monkeypatch, capsys):
+    """A device from the environment that is wrong is said to come from there: the command line names none."""
+    from studio import backend
+
+    monkeypatch.setattr(backend, "_SETUP_DONE", False)  # as in a new process: $STUDIO_DEVICE is read
+    monkeypatch.setenv("STUDIO_DEVICE", "TPU")
+    assert main(["generate", "a cat", "--model", str(tiny_dir), "-o", str(tmp_path / "a.png"), "--dry-run"]) == 2
+    assert capsys.readouterr().err == ("studio: error: STUDIO_DEVICE=TPU: device 'TPU' is not one of CPU, GPU or "
+                                       "Ascend, with ':N' for the device number (GPU:1)\n")
 
 
 def test_render_takes_a_folder_not_a_file_name(tmp_path, capsys):
