@@ -6,6 +6,7 @@
 import argparse
 from pathlib import Path
 
+from studio.plan import plan_layout
 from studio.render import render
 from studio.spec import Canvas, GenerateLayer, GradientLayer, Layout, Output, Region, Shadow, TextLayer
 
@@ -26,6 +27,6 @@ layout = Layout(
     ),
     output=Output(formats=("png", "jpeg"), name="title-card"),
 )
-Path(args.output).mkdir(parents=True, exist_ok=True)
+print(plan_layout(layout, model=args.model).describe())  # sizes, strategy and memory, no model loaded
 for path in render(layout, args.output, model=args.model, overwrite=True):
     print(f"wrote {path}")

@@ -1793,8 +1793,9 @@ def _with(r: _Reader, names: list[str]) -> str:
 
 def file_stems(pattern: str, source: str, seed: int, monitors: list[str]) -> list[str]:
     """The file stems an output.name pattern gives (render.output_stems): the canvas's, then each monitor's
-    (`{monitor}` is 'span' in the canvas's; without it a monitor's stem is the canvas's + '-<monitor>')."""
-    fields = {"layout": Path(source).stem, "seed": seed}
+    (`{monitor}` is 'span' in the canvas's; without it a monitor's stem is the canvas's + '-<monitor>'). {layout}
+    is the source file's stem; 'layout' for a layout from text ('<string>', parse_layout's default source)."""
+    fields = {"layout": "layout" if source.startswith("<") else Path(source).stem, "seed": seed}
     if "{monitor}" not in pattern.replace("{{", ""):
         whole = pattern.format(**fields, monitor="")
         return [whole] + [f"{whole}-{m}" for m in monitors]

@@ -94,6 +94,13 @@ def check_not_input(layout: Layout, paths) -> None:
                 raise InputError(f"{path} is an input of the layout ({key})")
 
 
+def model_key(model) -> str:
+    """How `render`'s pipelines= are matched to the plan's models: a folder by its resolved path (a Path, a
+    relative or a trailing-slash spelling of it alike), a hub id as written."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else str(model)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """os.path.samefile where both exist (links, other spellings), else whether the resolved paths are equal."""
     return os.path.samefile(a, b) if a.exists() and b.exists() else a.resolve() == b.resolve()
@@ -301,9 +308,9 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     reports each generation's phases as the pipeline's `progress` does ("text", "denoise", "decode"), label
     naming the layer, then "compose" (0, then 1 of 1) and "export" (files written), label "", and before a
     model's generations "load" (bytes of its weights read, when render loads it) and, when it has several,
-    "ahead" (their prompts encoded). pipelines: a dict model ->
-    loaded pipeline, used and left loaded (batches reuse them across calls); a model not in it is loaded
-    when its first generation comes and released after its last, so that models don't add up in memory.
+    "ahead" (their prompts encoded). pipelines: a dict model (folder or hub id, `model_key`) -> loaded
+    pipeline, used and left loaded (batches reuse them across calls); a model not in it is loaded when its
+    first generation comes and released after its last, so that models don't add up in memory.
     Generations run model by model, each model's in layer order; a layer whose generation an earlier one
     makes (`GenerateJob.reuses`) takes its picture. Text that leaves its region is warned about before any
     generation, as `proof` does (`warn_text_problems`; warn(problem) instead of a line on stderr when given).
@@ -326,7 +333,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     remove_temporaries(out_dir, temporary_targets(layout, stem))
     check_outputs(layout, targets, overwrite)  # before any generation: don't compute what can't be written
     warn_text_problems(layout, warn)  # the final files clip such text as the proof does
-    loaded = {} if pipelines is None else pipelines
+    loaded = {model_key(m): pipe for m, pipe in (pipelines or {}).items()}
     report = progress or (lambda label, phase, done, total: None)
     main_stem, *monitor_stems = output_stems(layout, stem)
     art_dir, stamps, kept_at = out_dir / ART_FOLDER, {}, {}  # kept_at: layer -> where its picture is kept
@@ -336,7 +343,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         if job.reuses is None:
             if job.model not in stamps:
                 stamps[job.model] = model_stamp(job.model)
-            key = art_key(job, layout.layers[job.layer], stamps[job.model], loaded.get(job.model))
+            key = art_key(job, layout.layers[job.layer], stamps[job.model], loaded.get(model_key(job.model)))
             kept_at[job.layer] = art_dir / f"{art_stem(main_stem)}.{key}.png"
     remove_temporaries(art_dir, {path.name for path in kept_at.values()})  # of a kill while keeping art
     for job in plan.jobs:
@@ -349,11 +356,11 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         elif job.reuses is None:
             by_model.setdefault(job.model, []).append(job)
     for model_id in list(by_model)[1:]:  # the first loads before any generation anyway
-        if model_id not in loaded:
+        if model_key(model_id) not in loaded:
             check_loadable(model_id)
     n, runs = 0, sum(map(len, by_model.values()))
     for model_id, jobs in by_model.items():
-        pipe = loaded.get(model_id)
+        pipe = loaded.get(model_key(model_id))
         if pipe is None:
             pipe = PixArtSigmaPipeline.from_pretrained(model_id, progress=lambda done, total: report("", "load", done,
                                                                                                        total))
@@ -371,7 +378,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                            progress=lambda phase, done, total, label=label: report(label, phase, done, total))
                 made[job.layer] = out.images[0], layer.sampler or pipe.sampler.sampler
                 _keep_art(kept_at[job.layer], *made[job.layer])
-        if model_id not in loaded:  # released before the next model loads
+        if model_key(model_id) not in loaded:  # released before the next model loads
             del pipe
             gc.collect()
     art, jobs_meta = {}, []

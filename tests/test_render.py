@@ -94,6 +94,11 @@ def test_pipelines_the_caller_passes_are_used_and_kept(tiny_dir, other_tiny, tmp
     assert [path for path, _ in loads] == [str(tiny_dir), str(other_tiny)]  # ours, then render's for the other
     assert pipelines == {str(tiny_dir): pipe}
     assert [c[0] for c in calls] == [str(tiny_dir), str(other_tiny)]
+    # the same folder under another spelling (a Path, a trailing slash) is the same model: not loaded again
+    render(load_layout(tmp_path / "two.yaml"), tmp_path / "again", memory_budget="1GiB", pipelines={tiny_dir: pipe})
+    render(load_layout(tmp_path / "two.yaml"), tmp_path / "again2", memory_budget="1GiB",
+           pipelines={f"{tiny_dir}/": pipe})
+    assert [path for path, _ in loads] == [str(tiny_dir), str(other_tiny), str(other_tiny), str(other_tiny)]
 
 
 @pytest.mark.parametrize("fit", ["cover", "contain"])
@@ -294,3 +299,12 @@ output: {formats: [png]}
     assert file.name == "title.png"
     assert capsys.readouterr().err == (f"warning: {tmp_path / 'title.yaml'}: layers[0] (title): text overflows its "
                                        "region (right clipped)\n")
+
+
+def test_a_layout_from_text_names_its_files_layout():
+    from studio.layout import parse_layout
+    from studio.render import output_stems
+
+    text = "canvas: {width: 8, height: 8}\nlayers: [fill: {color: red}]\n"
+    assert output_stems(parse_layout(text)) == ["layout"]
+    assert output_stems(parse_layout(text, "posters/a.yaml")) == ["a"]
