@@ -1359,13 +1359,16 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
                     nodes[name] = value_node
                 seen.add(name)
     for name in overrides:
-        if name not in defaults:
+        if name in defaults and overrides[name] is None:
+            r.error(nodes[name], f"variables.{name}", "is given no value (null, None): give it text or a number, or "
+                                                      "leave it out for the file's default")
+        elif name not in defaults:
             r.error(node, f"variables.{name}",
                     f"given a value (--set, or a batch job's variables) but not defined in the file"
                     f"{_closest(name, defaults)}")
-    resolved = {k: overrides.get(k, v) for k, v in defaults.items()}
+    resolved = {k: v if overrides.get(k) is None else overrides[k] for k, v in defaults.items()}
     for name, value in resolved.items():
-        if value is None:
+        if value is None and name not in overrides:  # given None: said above
             r.error(nodes[name], f"variables.{name}", f"has no default; set it: --set {name}=...")
     return {k: "" if v is None else str(v) for k, v in resolved.items()}  # "" after an error: no follow-ups
 
@@ -1550,6 +1553,16 @@ def read_source(path: Path, what: str, error, encoding: str = "utf-8") -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _variable_text(name: str, value) -> str:
+    """A variable's value given in Python as the text --set would give: a str as is, a number written out;
+    None (a batch job's null) stays, for the loader to report."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return str(value)
+    raise InputError(f"variables['{name}']: {value!r} is not a value (give text, or a number)")
+
+
 def load_layout(path, variables: dict[str, str] | None = None, *, own_names: bool = True) -> Layout:
     """A layout file -> the validated Layout; `variables` (from --set) override the file's defaults.
 
@@ -1561,12 +1574,19 @@ def load_layout(path, variables: dict[str, str] | None = None, *, own_names: boo
                         own_names=own_names)
 
 
-def parse_layout(text: str, source: str = "<string>", variables: dict[str, str] | None = None,
+def parse_layout(text: str | dict, source: str = "<string>", variables: dict[str, str] | None = None,
                  base_dir: Path | None = None, *, own_names: bool = True) -> Layout:
-    """Layout YAML text -> the validated Layout. source: the name used in messages and Layout.source;
-    base_dir: the folder relative image and font paths are found in (default: the current folder);
-    own_names: output.name names the files, so the names it gives with the variables' values are checked
-    (False for a caller that names the files itself, as batches do: output.name is checked as written)."""
+    """Layout YAML text, or a dict of the same keys, -> the validated Layout (a dict is read as its YAML: the
+    messages' line numbers are of that). source: the name used in messages and Layout.source; variables: values
+    (text, or numbers) overriding the file's defaults, as --set; base_dir: the folder relative image and font
+    paths are found in (default: the current folder); own_names: output.name names the files, so the names it
+    gives with the variables' values are checked (False for a caller that names the files itself, as batches
+    do: output.name is checked as written)."""
+    if isinstance(text, dict):
+        text = yaml.safe_dump(text, sort_keys=False, allow_unicode=True)
+    if not isinstance(text, str):
+        raise TypeError(f"parse_layout takes YAML text (str) or a dict, not {type(text).__name__}")
+    variables = {name: _variable_text(name, value) for name, value in (variables or {}).items()}
     r = _Reader(source, {}, Path(base_dir) if base_dir is not None else Path.cwd())
     r.own_names = own_names
     stand_ins = _stand_ins(text)
@@ -1588,7 +1608,7 @@ def parse_layout(text: str, source: str = "<string>", variables: dict[str, str] 
         if isinstance(node, yaml.ScalarNode) and surrogate_problem(node.value):
             r.error(node, "", surrogate_problem(node.value))
             node.value = re.sub("[\ud800-\udfff]", "\ufffd", node.value)  # reported: not again, as a value
-    layout = _read(r, root, dict(variables or {}))
+    layout = _read(r, root, variables)
     if r.errors:
         raise LayoutError([message for _, message in sorted(r.errors, key=lambda e: e[0])])
     return layout

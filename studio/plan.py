@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from studio import binning
+from studio.check import check_layout
 from studio.errors import CheckpointError, ConfigError, InputError, PlanError
 from studio.geometry import SNAP, Box, resolve, span_canvas
 from studio.hub import split_revision
@@ -200,7 +201,8 @@ def relative_cost(cfg: PixArtTransformerConfig, gen_w: int, gen_h: int, steps: i
 def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=None) -> Plan:
     """Resolve every layer's box and plan every generation. `configs` (transformer, t5, vae) skip the
     model lookup and the sampler check (tests); otherwise the layer's model, the layout's, or `model` gives
-    them."""
+    them. The layout is checked first (`check.check_layout`: a Layout built in code gets the loader's checks)."""
+    check_layout(layout)
     given = budget if budget is not None else layout.memory_budget
     budget_bytes = resolve_budget(given)
     boxes = tuple(resolve(layer.region, layout.canvas, layout.grids) for layer in layout.layers)
@@ -209,6 +211,10 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
         if not isinstance(layer, GenerateLayer) or box.w <= 0 or box.h <= 0:
             continue  # an empty region (a percentage rounding to 0 px) draws nothing: nothing to generate
         model_id = layer.model or layout.model or model
+        name = f" ({layer.name})" if layer.name else ""
+        if model_id is None and not configs:
+            raise InputError(f"{layout.source}: layers[{i}]{name}: no model: pass model= (CLI: --model) or set the "
+                             f"layout's or the layer's model")
         if configs:
             (tr, t5, vae), sampler = configs, None
         else:
@@ -220,7 +226,6 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
             try:
                 steps = check_schedule(sampler, layer)
             except (ConfigError, InputError) as e:
-                name = f" ({layer.name})" if layer.name else ""
                 raise type(e)(f"{layout.source}: layers[{i}]{name}: {e}") from None
         strategy, gen_w, gen_h = choose_generation(box.w, box.h, tr, layer.strategy)
         try:

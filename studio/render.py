@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio import __version__
+from studio.check import check_layout
 from studio.compose import compose, cut_span, draw_guides, layout_dir, text_problems
 from studio.errors import InputError
 from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
@@ -132,6 +133,7 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     """The layout with labelled placeholders for generated art, written to `path` (PNG/JPEG/TIFF), with the
     bleed, trim, safe area and a span's bezel gaps marked (`compose.draw_guides`) unless guides=False;
     prints a warning to stderr for each text layer that leaves its region or enters the safe margin."""
+    check_layout(layout)  # a layout built in code gets the loader's checks
     path = check_target(Path(path), overwrite)  # before any work
     check_not_input(layout, [path])
     check_size(path, layout.canvas.full_width, layout.canvas.full_height)

@@ -5,6 +5,9 @@ the canvas DPI by the loader), except a span's monitors and bezels, kept in mm (
 bezel compensation; regions stay symbolic (`Region`) until the planner resolves them to boxes.
 Colours are RGBA tuples of 0-255 ints.
 
+Built in code, a Layout gets the loader's checks from `check.check_layout`, which `plan.plan_layout` (and so
+render) runs before any work.
+
 Coordinates: the canvas is the trim size; `bleed` px extend it on every side. Region coordinates are
 relative to the trim box; the region `full` covers trim and bleed.
 """
@@ -66,7 +69,8 @@ class Monitor:
 
 @dataclass(frozen=True)
 class Span:
-    """Monitors left to right, `bezels_mm[i]` the physical gap between monitor i and i+1 (both bezels).
+    """Monitors left to right, `bezels_mm[i]` the physical gap between monitor i and i+1 (both bezels): one per
+    gap. A Layout with a span has the canvas `geometry.span_canvas(span)` sizes, without bleed.
 
     The artwork covers the whole physical span; each monitor shows the part in front of it, so lines
     continue straight across the bezels. `align` places monitors of different heights: top|center|bottom.

@@ -1163,3 +1163,30 @@ def test_a_region_to_the_bleed_edge_in_mm_fits_whatever_the_dpi():
     assert resolve(layout.layers[0].region, layout.canvas, {}) == Box(0, 0, 426, 597)  # the full raster
     with pytest.raises(LayoutError, match="x = -11.0236 px is left of the canvas \\(from -9 px\\)"):
         parse_layout(text.format(x="-4mm"))
+
+
+def test_a_layout_from_python_values():
+    """parse_layout takes a dict as it takes YAML text, and variables as text or numbers; None, a bool or bytes
+    are said to be what they are."""
+    from studio.errors import InputError
+    from studio.layout import parse_layout
+
+    text = ("canvas: {width: 64, height: 32}\nvariables: {title: Hi, size: 10}\n"
+            "layers:\n  - text: {text: '{title}', size: '{size}'}\n")
+    layout = parse_layout(text, variables={"size": 12})
+    assert (layout.layers[0].text, layout.layers[0].size) == ("Hi", 12)
+    assert layout.variables == {"title": "Hi", "size": "12"}
+    assert parse_layout({"canvas": {"width": 64, "height": 32, "background": "#fff"},
+                         "layers": [{"text": {"text": "yes"}}]}).layers[0].text == "yes"
+    with pytest.raises(LayoutError) as info:
+        parse_layout({"canvas": {"width": 64, "height": 32}, "layers": [{"text": {"text": "a", "align": "centre"}}]})
+    assert info.value.errors == ["<string>:7: layers[0].text.align: 'centre' is not one of left, center, right (did you "
+                                 "mean 'center'?)"]  # the line of the dict's YAML
+    with pytest.raises(LayoutError) as info:
+        parse_layout(text, variables={"title": None})
+    assert info.value.errors == ["<string>:2: variables.title: is given no value (null, None): give it text or a "
+                                 "number, or leave it out for the file's default"]
+    with pytest.raises(InputError, match=r"^variables\['title'\]: True is not a value \(give text, or a number\)$"):
+        parse_layout(text, variables={"title": True})
+    with pytest.raises(TypeError, match="^parse_layout takes YAML text \\(str\\) or a dict, not bytes$"):
+        parse_layout(text.encode())

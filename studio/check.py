@@ -1,0 +1,647 @@
+"""A Layout built in code -> checked as the loader checks a file: `check_layout(layout)` raises one InputError
+listing every problem, one line each, `source: field.path: what is wrong`:
+
+    title-card: layers[2] (TextLayer).align: 'centre' is not one of left, center, right (did you mean 'center'?)
+    title-card: canvas.bleed: must be at least 0, got -10
+
+`layout.load_layout` checks a file while it reads it; its output always passes here. A Layout built from
+spec's dataclasses is checked by `plan.plan_layout` (and so by render) before any work: types (bool is no
+number, colours are RGBA tuples of 0..255 ints; a list where a tuple is expected is fine where it is a list
+of values, not a colour), the loader's ranges and choices, and what goes together: gradient stops in order,
+cells inside their grid, grids that fit their region, a span's canvas equal to `geometry.span_canvas(span)`
+with one bezel per gap, image files and fonts that exist.
+
+The limits and choices in the tables below are the loader's (its constants, or equal to its key tables'
+values: tests/test_spec.py compares them).
+"""
+
+import difflib
+import math
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from studio.errors import InputError
+from studio.export import EXPORT_SUFFIXES
+from studio.geometry import edge, resolve, span_canvas, split
+from studio.layout import MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS
+from studio.memory import parse_bytes
+from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
+                         Region, Shadow, ShapeLayer, Span, TextLayer)
+
+MAX_STEPS = 1000
+MAX_TRACKS = 1000  # rows (columns) of a grid
+MAX_WEIGHT = 1e6  # a grid row's (column's) relative size
+FORMATS = tuple(EXPORT_SUFFIXES)  # png, jpeg, tiff, pdf
+REGION_KINDS = ("full", "safe", "px", "percent", "cell")
+BOX_FIELDS = ("x", "y", "w", "h")  # what a px or percent region uses
+CELL_FIELDS = ("grid", "row", "column", "row_span", "column_span")  # what a cell region uses
+
+
+class _Checker:
+    """One check: the problems found, and what later checks rely on once it is known to be valid."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.problems: list[str] = []
+        self.canvas: Canvas | None = None  # once its size is valid: regions are checked against it
+        self.grids: dict[str, Grid] = {}  # the valid grids so far
+        self.bad_grids: set = set()  # grids reported invalid: cells of them are not reported again
+        self.grids_known = True  # False when layout.grids is no dict
+
+    def error(self, path: str, message: str) -> bool:
+        self.problems.append(f"{path}: {message}")
+        return False
+
+    def base_dir(self) -> Path | None:
+        """The folder relative image and font paths are read from, as compose reads them."""
+        from studio.compose import layout_dir
+
+        return layout_dir(self.layout) if isinstance(self.layout.source, str) else None
+
+
+# -- how values are named in messages -------------------------------------------------------------------------
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _an(word: str) -> str:
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+def _a(value) -> str:
+    """A wrong value as a message names it: "'20' (text)", '200.5 (a number)', '(255, 0, 0) (a tuple)'."""
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return f"{value} (a boolean)"
+    if type(value) in (int, float):
+        return f"{_n(value)} (a number)"
+    if isinstance(value, str):
+        return f"{_short(repr(value))} (text)"
+    kind = type(value)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__.split('.')[0]}.{kind.__name__}"
+    return f"{_short(repr(value))} ({_an(name)})"
+
+
+def _q(value) -> str:
+    """A value quoted: "'centre'", or as `_a` names it when it is not text."""
+    return _short(repr(value)) if isinstance(value, str) else _a(value)
+
+
+def _n(number) -> str:
+    return f"{number:g}" if isinstance(number, float) else str(number)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _closest(word, choices) -> str:
+    """" (did you mean 'x'?)" for the choice closest to `word` (ignoring case), or ""."""
+    if not isinstance(word, str):
+        return ""
+    by_folded = {c.casefold(): c for c in choices}
+    match = difflib.get_close_matches(word.casefold(), by_folded, n=1, cutoff=0.6)
+    return f" (did you mean '{by_folded[match[0]]}'?)" if match else ""
+
+
+# -- value kinds: check(checker, path, value) -> whether it is valid (problems reported) ----------------------
+
+def _in_range(c: _Checker, path: str, value, lo, hi) -> bool:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if hi is None:
+            return c.error(path, f"must be at least {_n(lo)}, got {_n(value)}")
+        if lo is None:
+            return c.error(path, f"must be at most {_n(hi)}, got {_n(value)}")
+        return c.error(path, f"{_n(value)} is out of range {_n(lo)}..{_n(hi)}")
+    return True
+
+
+@dataclass(frozen=True)
+class Int:
+    lo: int | None = None
+    hi: int | None = None
+
+    def check(self, c, path, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return c.error(path, f"expected a whole number, got {_a(value)}")
+        return _in_range(c, path, value, self.lo, self.hi)
+
+
+@dataclass(frozen=True)
+class Number:
+    lo: float | None = None
+    hi: float | None = None
+    positive: bool = False
+
+    def check(self, c, path, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return c.error(path, f"expected a number, got {_a(value)}")
+        if not math.isfinite(value):
+            return c.error(path, f"expected a finite number, got {value}")
+        if self.positive and value <= 0:
+            return c.error(path, f"must be greater than 0, got {_n(value)}")
+        return _in_range(c, path, value, self.lo, self.hi)
+
+
+@dataclass(frozen=True)
+class Length:
+    """px, at most the canvas's larger side (bleed included) either way. minimum: 'positive' | 'zero' | 'any'."""
+
+    minimum: str = "zero"
+
+    def check(self, c, path, value):
+        if not Number().check(c, path, value):
+            return False
+        if self.minimum == "positive" and value <= 0:
+            return c.error(path, f"must be greater than 0, got {_n(value)}")
+        if self.minimum == "zero" and value < 0:
+            return c.error(path, f"must not be negative, got {_n(value)}")
+        side = MAX_SIDE if c.canvas is None else max(c.canvas.full_width, c.canvas.full_height)
+        if abs(value) > side:
+            canvas = ("any canvas" if c.canvas is None else
+                      f"the canvas ({c.canvas.full_width} x {c.canvas.full_height} px, bleed included)")
+            return c.error(path, f"{_n(value)} px is larger than {canvas}: at {'least -' if value < 0 else 'most '}"
+                                 f"{side} px")
+        return True
+
+
+@dataclass(frozen=True)
+class TextSize(Length):
+    """A text size: at least 1 px (FreeType draws nothing legible under it)."""
+
+    minimum: str = "positive"
+
+    def check(self, c, path, value):
+        if not super().check(c, path, value):
+            return False
+        return value >= 1 or c.error(path, f"{_n(value)} px is too small; a text size is at least 1 px")
+
+
+class Enum:
+    """One of `choices`; `elsewhere`: value -> the other field it is a value of ('middle' -> "valign='middle'")."""
+
+    def __init__(self, *choices: str, elsewhere: dict[str, str] | None = None):
+        self.choices, self.elsewhere = choices, elsewhere or {}
+
+    def check(self, c, path, value):
+        if isinstance(value, str) and value in self.choices:
+            return True
+        hint = _closest(value, self.choices)
+        other = self.elsewhere.get(value) if isinstance(value, str) else None
+        if other:
+            hint = f" (did you mean {other}?)"
+        return c.error(path, f"{_q(value)} is not one of {', '.join(self.choices)}{hint}")
+
+
+class Bool:
+    def check(self, c, path, value):
+        return isinstance(value, bool) or c.error(path, f"expected True or False, got {_a(value)}")
+
+
+class Text:
+    def check(self, c, path, value):
+        return isinstance(value, str) or c.error(path, f"expected text, got {_a(value)}")
+
+
+@dataclass(frozen=True)
+class Optional:
+    """None, or a value of `kind`."""
+
+    kind: object
+
+    def check(self, c, path, value):
+        return value is None or self.kind.check(c, path, value)
+
+
+class Colour:
+    """An RGBA tuple of 4 whole numbers 0..255 (compose appends to its slices: a list would fail there)."""
+
+    def check(self, c, path, value):
+        channels = isinstance(value, (tuple, list)) and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
+        if channels and isinstance(value, tuple) and len(value) == 4:
+            return True
+        hint = ""
+        if channels and len(value) == 3:
+            hint = f"; add the alpha: {tuple(value) + (255,)}"
+        elif channels and len(value) == 4:
+            hint = f"; give it as a tuple: {tuple(value)}"
+        elif isinstance(value, str):
+            hint = f"; PIL.ImageColor.getcolor({_short(repr(value))}, 'RGBA') reads text colours"
+        return c.error(path, f"expected an RGBA colour, a tuple of 4 whole numbers 0..255, got {_a(value)}{hint}")
+
+
+@dataclass(frozen=True)
+class Seq:
+    """A tuple (or list) of `item`s."""
+
+    item: object
+    min_items: int = 0
+    max_items: int | None = None
+    unique: bool = False
+    noun: str = "item"
+
+    def check(self, c, path, value):
+        if not isinstance(value, (tuple, list)):
+            return c.error(path, f"expected a tuple, got {_a(value)}")
+        n = len(value)
+        if n < self.min_items or (self.max_items is not None and n > self.max_items):
+            wanted = (_count(self.min_items, self.noun) if self.min_items == self.max_items else
+                      f"at least {_count(self.min_items, self.noun)}" if self.max_items is None else
+                      f"{self.min_items} to {self.max_items} {self.noun}s")
+            return c.error(path, f"expected {wanted}, got {n}")
+        ok = all([self.item.check(c, f"{path}[{i}]", item) for i, item in enumerate(value)])
+        twice = next((v for i, v in enumerate(value) if v in value[:i]), None) if ok and self.unique else None
+        if twice is not None:
+            return c.error(path, f"{_q(twice)} is listed twice")
+        return ok
+
+
+@dataclass(frozen=True)
+class Of:
+    """An instance of spec class `cls`, its fields checked against `table`."""
+
+    cls: type
+    table: dict
+
+    def check(self, c, path, value):
+        if not isinstance(value, self.cls):
+            return c.error(path, f"expected {_an(self.cls.__name__)}, got {_a(value)}")
+        return all(_fields(c, path, value, self.table).values())
+
+
+def _path_text(c, path, value, what: str) -> bool:
+    if not isinstance(value, (str, os.PathLike)):
+        return c.error(path, f"expected {what} (text or a Path), got {_a(value)}")
+    if not str(value).strip():
+        return c.error(path, f"expected {what}, got {_q(str(value))}")
+    return True
+
+
+class Model:
+    """A model folder or hub id (plan looks it up)."""
+
+    def check(self, c, path, value):
+        return _path_text(c, path, value, "a model folder or hub id")
+
+
+class ImagePath:
+    """An image file, relative to the layout's folder (the current folder for a source like '<code>')."""
+
+    def check(self, c, path, value):
+        if not _path_text(c, path, value, "an image file"):
+            return False
+        base = c.base_dir()
+        file = Path(value) if Path(value).is_absolute() or base is None else base / value
+        if file.is_dir():
+            return c.error(path, f"{_q(str(value))} is a folder, not an image file")
+        if not file.is_file():
+            where = ("the current folder" if base is None or base == Path(".") else
+                     f"{base}, the folder of the layout's source")
+            return c.error(path, f"no such image file {_q(str(value))} (relative paths are read from {where})")
+        return True
+
+
+class Font:
+    """A font file or an installed family, as the loader gives it (None, the bundled font, is Optional's)."""
+
+    def check(self, c, path, value):
+        from studio import fonts
+
+        if not isinstance(value, str):
+            return c.error(path, f"expected a font file or family (text), got {_a(value)}")
+        if fonts.find_face(value, c.base_dir()) is None:
+            return c.error(path, f"no such font {_q(value)} (a .ttf/.otf path or an installed family)")
+        return True
+
+
+@dataclass(frozen=True)
+class RegionKind:
+    """A spec.Region: its kind, the fields that kind uses (numbers; a cell's grid, row and column in range)
+    and, for px and percent, lying on the canvas. allow_empty: w and h may be 0 (lines)."""
+
+    allow_empty: bool = False
+
+    def check(self, c, path, region):
+        if not isinstance(region, Region):
+            return c.error(path, f"expected a Region, got {_a(region)}")
+        if not Enum(*REGION_KINDS).check(c, f"{path}.kind", region.kind):
+            return False
+        used = BOX_FIELDS if region.kind in ("px", "percent") else CELL_FIELDS if region.kind == "cell" else ()
+        default = Region()
+        for name in BOX_FIELDS + CELL_FIELDS:
+            value = getattr(region, name)
+            if name not in used and value != getattr(default, name):
+                users = ("x, y, w and h are for kind 'px' or 'percent'" if name in BOX_FIELDS else
+                         "grid, row, column and the spans are for kind 'cell'")
+                return c.error(f"{path}.{name}", f"{_short(repr(value))} is not used by {_an(repr(region.kind))} "
+                                                 f"region: {users}")
+        if region.kind in ("px", "percent"):
+            return self._box(c, path, region)
+        if region.kind == "cell":
+            return _cell(c, path, region)
+        return True
+
+    def _box(self, c, path, region):
+        if not all([Number().check(c, f"{path}.{k}", getattr(region, k)) for k in BOX_FIELDS]):
+            return False
+        unit = "%" if region.kind == "percent" else " px"
+        for k in "wh":
+            size = getattr(region, k)
+            if size < 0 or (size == 0 and not self.allow_empty):
+                return c.error(f"{path}.{k}", f"must be greater than 0, got {_n(size)}{unit}" if not self.allow_empty
+                               else f"must not be negative, got {_n(size)}{unit}")
+        if c.canvas is None:
+            return True
+        trim = {"x": c.canvas.width, "w": c.canvas.width, "y": c.canvas.height, "h": c.canvas.height}
+        px = {k: getattr(region, k) * (trim[k] / 100 if region.kind == "percent" else 1) for k in BOX_FIELDS}
+        problem = _outside(px, c.canvas)
+        return problem is None or c.error(path, f"the region is outside the canvas: {problem}")
+
+
+def _outside(px: dict, canvas: Canvas) -> str | None:
+    """What of a box (trim coordinates, px) leaves the full canvas, once its edges are rounded as the planner
+    rounds them (`geometry.edge`), as the loader says it; None when it lies on the canvas."""
+    b, w, h = canvas.bleed, canvas.width, canvas.height
+    right, bottom = px["x"] + px["w"], px["y"] + px["h"]
+    edges = ((edge(px["x"], w) < -b, f"x = {px['x']:g} px is left of the canvas (from {-b} px)"),
+             (edge(px["y"], h) < -b, f"y = {px['y']:g} px is above the canvas (from {-b} px)"),
+             (edge(right, w) > w + b, f"x + w = {right:g} px is right of the canvas (to {w + b} px)"),
+             (edge(bottom, h) > h + b, f"y + h = {bottom:g} px is below the canvas (to {h + b} px)"))
+    return next((message for outside, message in edges if outside), None)
+
+
+def _cell(c: _Checker, path: str, region: Region) -> bool:
+    """A cell region: its grid exists (a grid's region: an earlier grid), row and column with their spans in it."""
+    ok = Text().check(c, f"{path}.grid", region.grid)
+    ok = all([Int(0).check(c, f"{path}.row", region.row), Int(0).check(c, f"{path}.column", region.column),
+              Int(1).check(c, f"{path}.row_span", region.row_span),
+              Int(1).check(c, f"{path}.column_span", region.column_span)]) and ok
+    if not ok:
+        return False
+    grid = c.grids.get(region.grid)
+    if grid is None:
+        if region.grid in c.bad_grids or not c.grids_known:
+            return False  # the grid's own problem is reported
+        if isinstance(c.layout.grids, dict) and region.grid in c.layout.grids:
+            return c.error(f"{path}.grid", f"{region.grid!r} comes later in grids: a grid's region may only be a "
+                                           f"cell of an earlier grid")
+        known = ", ".join(c.grids) or "none"
+        return c.error(f"{path}.grid", f"no grid {region.grid!r}{_closest(region.grid, c.grids)} (grids: {known})")
+    for what, index, extent, count in (("row", region.row, region.row_span, grid.rows),
+                                       ("column", region.column, region.column_span, grid.columns)):
+        if index + extent > count:
+            cells = f"{what}s {index}..{index + extent - 1}" if extent > 1 else f"{what} {index}"
+            return c.error(f"{path}.{what}", f"{cells} out of range: grid {region.grid!r} has "
+                                             f"{_count(count, what)} (0..{count - 1})")
+    return True
+
+
+class Stops:
+    """((position 0..1, RGBA), ...): at least 2, positions not decreasing."""
+
+    def check(self, c, path, stops):
+        if not isinstance(stops, (tuple, list)) or len(stops) < 2:
+            got = _a(stops) if not isinstance(stops, (tuple, list)) else _count(len(stops), "stop")
+            return c.error(path, f"expected at least 2 (position, colour) stops, got {got}")
+        ok = True
+        for i, stop in enumerate(stops):
+            if not isinstance(stop, (tuple, list)) or len(stop) != 2:
+                ok = c.error(f"{path}[{i}]", f"expected a (position, colour) pair, got {_a(stop)}")
+                continue
+            ok = all([Number(0, 1).check(c, f"{path}[{i}][0]", stop[0]),
+                      Colour().check(c, f"{path}[{i}][1]", stop[1])]) and ok
+        if not ok:
+            return False
+        for (a, _), (b, _) in zip(stops, stops[1:]):
+            if b < a:
+                return c.error(path, f"positions must not decrease: {_n(b)} comes after {_n(a)}")
+        return True
+
+
+# -- the tables: a spec class's fields -> their kinds (the loader's key tables, in spec's names) ---------------
+
+COMMON_FIELDS = {"opacity": Number(0, 1), "name": Text()}
+GENERATE_FIELDS = {
+    "prompt": Text(), "negative_prompt": Text(), "seed": Int(0, MAX_SEED), "steps": Int(1, MAX_STEPS),
+    "guidance": Number(0), "sampler": Optional(Enum(*SAMPLERS)), "model": Optional(Model()), "region": RegionKind(),
+    "fit": Enum("cover", "contain"), "strategy": Enum("auto", "direct", "upscale"),
+} | COMMON_FIELDS
+IMAGE_FIELDS = {"path": ImagePath(), "region": RegionKind(), "fit": Enum("cover", "contain")} | COMMON_FIELDS
+SHADOW_FIELDS = {"dx": Length("any"), "dy": Length("any"), "blur": Length(), "color": Colour()}
+TEXT_FIELDS = {
+    "text": Text(), "font": Optional(Font()), "size": TextSize(), "color": Colour(), "region": RegionKind(),
+    "align": Enum("left", "center", "right", elsewhere={"middle": "valign='middle'"}),
+    "valign": Enum("top", "middle", "bottom", elsewhere={"center": "align='center'"}),
+    "wrap": Bool(), "shrink_to_fit": Bool(), "line_height": Number(hi=100, positive=True),
+    "letter_spacing": Length("any"), "stroke_width": Length(), "stroke_color": Colour(),
+    "shadow": Optional(Of(Shadow, SHADOW_FIELDS)),
+} | COMMON_FIELDS
+SHAPE_FIELDS = {
+    "shape": Enum("rect", "ellipse", "line"), "region": RegionKind(allow_empty=True), "fill": Optional(Colour()),
+    "stroke": Optional(Colour()), "stroke_width": Length(), "radius": Length(),
+} | COMMON_FIELDS
+FILL_FIELDS = {"color": Colour(), "region": RegionKind()} | COMMON_FIELDS
+GRADIENT_FIELDS = {"stops": Stops(), "kind": Enum("linear", "radial"), "angle": Number(),
+                   "region": RegionKind()} | COMMON_FIELDS
+LAYER_FIELDS = {GenerateLayer: GENERATE_FIELDS, ImageLayer: IMAGE_FIELDS, TextLayer: TEXT_FIELDS,
+                ShapeLayer: SHAPE_FIELDS, FillLayer: FILL_FIELDS, GradientLayer: GRADIENT_FIELDS}
+CANVAS_FIELDS = {"width": Int(1), "height": Int(1), "dpi": Int(1, MAX_DPI), "bleed": Int(0), "safe_margin": Int(0),
+                 "background": Colour(), "preset": Optional(Text())}
+MONITOR_FIELDS = {"name": Text(), "width": Int(1, MAX_SIDE), "height": Int(1, MAX_SIDE),
+                  "width_mm": Number(positive=True), "height_mm": Number(positive=True)}
+SPAN_FIELDS = {"monitors": Seq(Of(Monitor, MONITOR_FIELDS), 1, noun="monitor"), "bezels_mm": Seq(Number(0)),
+               "align": Enum("top", "center", "bottom")}
+GRID_FIELDS = {"name": Text(), "rows": Int(1, MAX_TRACKS), "columns": Int(1, MAX_TRACKS),
+               "gutter": Seq(Int(0), 2, 2), "region": RegionKind(),
+               "row_weights": Seq(Number(hi=MAX_WEIGHT, positive=True), 0, MAX_TRACKS),
+               "column_weights": Seq(Number(hi=MAX_WEIGHT, positive=True), 0, MAX_TRACKS)}
+OUTPUT_FIELDS = {"formats": Seq(Enum(*FORMATS), 1, unique=True, noun="format"), "name": Text(),
+                 "jpeg_quality": Int(1, 100), "per_monitor": Bool(), "crop_marks": Bool()}
+
+
+def _fields(c: _Checker, path: str, obj, table: dict) -> dict[str, bool]:
+    """Each field of `obj` checked against `table`: field -> valid."""
+    return {f.name: table[f.name].check(c, f"{path}.{f.name}", getattr(obj, f.name)) for f in fields(obj)}
+
+
+# -- the sections ----------------------------------------------------------------------------------------------
+
+def check_layout(layout: Layout) -> None:
+    """Raise InputError listing every problem of `layout` (one line each, `source: field.path: problem`), in the
+    order the loader reads a file: canvas, span, grids, layers, output, variables, memory budget, model."""
+    if not isinstance(layout, Layout):
+        raise InputError(f"expected a studio.spec.Layout, got {_a(layout)}")
+    c = _Checker(layout)
+    Text().check(c, "source", layout.source)
+    _canvas(c, layout.canvas)
+    _span(c, layout.span, layout.canvas)
+    _grids(c, layout.grids)
+    _layers(c, layout.layers)
+    Of(Output, OUTPUT_FIELDS).check(c, "output", layout.output)
+    _variables(c, layout.variables)
+    if layout.memory_budget is not None:
+        try:
+            parse_bytes(layout.memory_budget)
+        except InputError as e:
+            c.error("memory_budget", str(e).removeprefix("memory budget "))
+    Optional(Model()).check(c, "model", layout.model)
+    if c.problems:
+        raise InputError("\n".join(f"{layout.source}: {problem}" for problem in c.problems))
+
+
+def _canvas(c: _Checker, canvas) -> None:
+    if not isinstance(canvas, Canvas):
+        c.error("canvas", f"expected a Canvas, got {_a(canvas)}")
+        return
+    ok = _fields(c, "canvas", canvas, CANVAS_FIELDS)
+    if not (ok["width"] and ok["height"] and ok["bleed"]):
+        return
+    w, h = canvas.full_width, canvas.full_height
+    if max(w, h) > MAX_SIDE:
+        c.error("canvas", f"{w} x {h} px (bleed included) is too large: at most {MAX_SIDE} px per side")
+    elif w * h > MAX_PIXELS:
+        c.error("canvas", f"{w} x {h} px (bleed included) = {w * h} pixels is too large: at most {MAX_PIXELS} (2^28)")
+    else:
+        c.canvas = canvas
+    if ok["safe_margin"] and 2 * canvas.safe_margin >= min(canvas.width, canvas.height):
+        c.error("canvas.safe_margin", f"{canvas.safe_margin} px on each side leaves no safe area in "
+                                      f"{canvas.width} x {canvas.height} px")
+
+
+def _span(c: _Checker, span, canvas) -> None:
+    """The span's fields, its monitors' names and densities, one bezel per gap, and the canvas it needs."""
+    if span is None:
+        return
+    if not isinstance(span, Span):
+        c.error("span", f"expected a Span or None, got {_a(span)}")
+        return
+    ok = _fields(c, "span", span, SPAN_FIELDS)
+    if not ok["monitors"]:
+        return
+    seen = {}
+    for i, m in enumerate(span.monitors):
+        path = f"span.monitors[{i}]"
+        if not m.name.strip():
+            ok["monitors"] = c.error(f"{path}.name", "expected a name (monitor names are used in file names), got ''")
+        elif m.name.casefold() in seen:
+            ok["monitors"] = c.error(f"{path}.name", f"{m.name!r} is already the name of {seen[m.name.casefold()]} "
+                                                     f"(names used in file names differ in more than case)")
+        seen.setdefault(m.name.casefold(), path)
+        if m.width * 25.4 > m.width_mm * MAX_DPI:  # the span's canvas takes its densest monitor's dpi
+            ok["monitors"] = c.error(f"{path}.width_mm", f"{m.width} px across {_n(m.width_mm)} mm is "
+                                                         f"{m.width * 25.4 / m.width_mm:.0f} dpi: at most {MAX_DPI}")
+    gaps = len(span.monitors) - 1
+    if ok["bezels_mm"] and len(span.bezels_mm) != gaps:
+        ok["bezels_mm"] = c.error("span.bezels_mm", f"{_count(gaps + 1, 'monitor')} have {_count(gaps, 'gap')}; got "
+                                                    f"{_count(len(span.bezels_mm), 'bezel')} (give one per gap)")
+    sized = isinstance(canvas, Canvas) and all(isinstance(v, int) and not isinstance(v, bool)
+                                               for v in (canvas.width, canvas.height, canvas.bleed))
+    if not (all(ok.values()) and sized):
+        return  # what is wrong is reported
+    width, height, _ = span_canvas(span)
+    if (canvas.width, canvas.height) != (width, height):
+        c.error("canvas", f"{canvas.width} x {canvas.height} px is not the span's {width} x {height} px: "
+                          f"give it the size geometry.span_canvas(span) returns")
+    if canvas.bleed != 0:
+        c.error("canvas.bleed", f"a span has no bleed, got {canvas.bleed}")
+
+
+def _grids(c: _Checker, grids) -> None:
+    """Each grid in order (a grid's region may be a cell of an earlier one), checked to divide its region."""
+    if not isinstance(grids, dict):
+        c.grids_known = False
+        c.error("grids", f"expected a dict of name -> Grid, got {_a(grids)}")
+        return
+    for key, grid in grids.items():
+        path = f"grids[{key!r}]"
+        if not isinstance(grid, Grid):
+            c.bad_grids.add(key)
+            c.error(path, f"expected a Grid, got {_a(grid)}")
+            continue
+        ok = _fields(c, path, grid, GRID_FIELDS)
+        if ok["name"] and grid.name != key:
+            ok["name"] = c.error(f"{path}.name", f"{grid.name!r} is not its key in grids, {key!r}")
+        for tracks, weights in (("rows", "row_weights"), ("columns", "column_weights")):
+            count, sizes = getattr(grid, tracks), getattr(grid, weights)
+            if ok[tracks] and ok[weights] and sizes and len(sizes) != count:
+                ok[weights] = c.error(f"{path}.{weights}", f"{_count(len(sizes), 'weight')} for "
+                                                           f"{_count(count, tracks[:-1])} (one each, or none for "
+                                                           f"equal {tracks})")
+        if all(ok.values()) and c.canvas is not None:
+            area = resolve(grid.region, c.canvas, c.grids)
+            try:
+                split(area.h, grid.rows, grid.gutter[0], grid.row_weights)
+                split(area.w, grid.columns, grid.gutter[1], grid.column_weights)
+            except ValueError:
+                rows, columns = grid.gutter
+                gutters = (f"{rows} px gutters" if rows == columns else
+                           f"{rows} px gutters between rows and {columns} px between columns")
+                sized = " of their relative sizes" if grid.row_weights or grid.column_weights else ""
+                ok["region"] = c.error(path, f"{grid.rows} x {grid.columns} cells{sized} with {gutters} do not fit "
+                                             f"in {area.w} x {area.h} px")
+        if all(ok.values()):
+            c.grids[key] = grid
+        else:
+            c.bad_grids.add(key)
+
+
+def _layers(c: _Checker, layers) -> None:
+    if not isinstance(layers, (tuple, list)):
+        c.error("layers", f"expected a tuple of layers, got {_a(layers)}")
+        return
+    if not layers:
+        c.error("layers", "expected at least 1 layer, got none")
+    named = {}
+    for i, layer in enumerate(layers):
+        table = next((t for cls, t in LAYER_FIELDS.items() if isinstance(layer, cls)), None)
+        if table is None:
+            c.error(f"layers[{i}]", f"expected a layer ({', '.join(cls.__name__ for cls in LAYER_FIELDS)}), "
+                                    f"got {_a(layer)}")
+            continue
+        name = layer.name if isinstance(layer.name, str) else ""
+        path = f"layers[{i}] ({type(layer).__name__}{f' {name!r}' if name else ''})"
+        ok = _fields(c, path, layer, table)
+        if name in named:
+            c.error(f"{path}.name", f"{name!r} is already the name of {named[name]}")
+        elif name:
+            named[name] = f"layers[{i}]"
+        if all(ok.values()) and isinstance(layer, ShapeLayer):
+            _shape(c, path, layer)
+        if isinstance(layer, GradientLayer) and ok["kind"] and ok["angle"] and layer.kind == "radial" \
+                and layer.angle != 90:
+            c.error(f"{path}.angle", f"{_n(layer.angle)} degrees: a radial gradient has no angle (it spreads from "
+                                     f"its region's centre); leave angle at 90 or make the gradient linear")
+
+
+def _shape(c: _Checker, path: str, s: ShapeLayer) -> None:
+    """What the loader's shape rules refuse: a line needs a stroke and takes no fill; a rect or ellipse needs a
+    fill or a stroke and a region with an area; a stroke needs a width; radius is a rect's."""
+    if s.shape == "line" and s.fill is not None:
+        c.error(f"{path}.fill", "a line has no fill; give it a stroke colour and a stroke_width")
+    elif s.shape == "line" and s.stroke is None:
+        c.error(f"{path}.stroke", "a line needs a stroke colour and a stroke_width")
+    elif s.fill is None and s.stroke is None:
+        c.error(path, f"{_an(s.shape)} with neither fill nor stroke draws nothing")
+    if s.stroke is not None and s.stroke_width == 0:
+        c.error(f"{path}.stroke_width", "a stroke needs a width greater than 0, got 0")
+    if s.stroke is None and s.stroke_width > 0:
+        c.error(f"{path}.stroke_width", f"{_n(s.stroke_width)} px without a stroke colour draws nothing")
+    if s.shape != "rect" and s.radius:
+        c.error(f"{path}.radius", "applies to rect only")
+    if s.shape != "line" and s.region.kind in ("px", "percent") and not (s.region.w and s.region.h):
+        c.error(f"{path}.region", f"{_an(s.shape)} needs a region with w and h greater than 0")
+
+
+def _variables(c: _Checker, variables) -> None:
+    if not isinstance(variables, dict):
+        c.error("variables", f"expected a dict of name -> text, got {_a(variables)}")
+        return
+    for name, value in variables.items():
+        if not isinstance(name, str):
+            c.error("variables", f"a variable's name is text, got {_a(name)}")
+        elif not isinstance(value, str):
+            c.error(f"variables[{name!r}]", f"expected text (values are recorded as written), got {_a(value)}")

@@ -1,0 +1,345 @@
+"""Layouts built in code (studio.spec) -> check.check_layout: what the loader gives passes, what it refuses is
+refused with one line per problem, and the checker's limits and choices are the loader's."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from studio import check
+from studio import layout as loader
+from studio import spec
+from studio.check import check_layout
+from studio.errors import InputError
+from studio.geometry import span_canvas
+from studio.layout import load_layout
+from studio.plan import plan_layout
+from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
+                         Region, Shadow, ShapeLayer, Span, TextLayer)
+
+ROOT = Path(__file__).resolve().parents[1]
+C = Canvas(200, 100)
+FILL = FillLayer((1, 2, 3, 255))
+BW = ((0.0, (0, 0, 0, 255)), (1.0, (255, 255, 255, 255)))
+MONITORS = (Monitor("left", 1920, 1080, 531, 299), Monitor("right", 1920, 1080, 531, 299))
+SPAN = Span(MONITORS, (20.0,))  # span_canvas: 3912 x 1080
+G3 = {"g": Grid("g", 1, 3)}
+
+
+def card(*layers, canvas=C, **kw) -> Layout:
+    return Layout("card", canvas, layers or (FILL,), **kw)
+
+
+def cell(**kw) -> FillLayer:
+    return FillLayer((1, 2, 3, 255), region=Region("cell", grid="g", **kw))
+
+
+def problems(layout) -> list[str]:
+    with pytest.raises(InputError) as e:
+        check_layout(layout)
+    return str(e.value).splitlines()
+
+
+# -- what passes ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", sorted((ROOT / "layouts").glob("*.yaml")), ids=lambda p: p.name)
+def test_the_loaders_layouts_pass(path):
+    check_layout(load_layout(path))
+
+
+def test_layouts_built_in_code_pass(tmp_path):
+    """The example of examples/layout_in_code.py, lists where tuples are expected (not colours), numpy floats
+    (floats), a span on its own canvas, cells of grids, a grid in a cell of an earlier grid, every layer type."""
+    import numpy as np
+    from PIL import Image
+
+    logo = tmp_path / "logo.png"
+    Image.new("RGB", (4, 4)).save(logo)
+
+    check_layout(Layout(
+        source="title-card",
+        canvas=Canvas(width=1920, height=1080, safe_margin=60, background=(12, 16, 28, 255)),
+        layers=(
+            GenerateLayer("aurora over a frozen lake, long exposure, stars", seed=5, steps=20),
+            GradientLayer(stops=((0.0, (12, 16, 28, 0)), (1.0, (12, 16, 28, 220))),
+                          region=Region("percent", 0, 60, 100, 40)),
+            TextLayer("Northern Lights", size=120, color=(255, 255, 255, 255), region=Region("percent", 5, 70, 90, 20),
+                      align="center", valign="middle", shrink_to_fit=True, shadow=Shadow(dx=4, dy=4, blur=6)),
+        ),
+        output=Output(formats=("png", "jpeg"), name="title-card")))
+    grids = {"g": Grid("g", 2, 3, gutter=[4, 8], column_weights=[1, 2, 1]),
+             "inner": Grid("inner", 2, 2, region=Region("cell", grid="g", row=1, column=1))}
+    check_layout(Layout("code", Canvas(300, 200, bleed=3), [
+        FillLayer((0, 0, 0, 255), region=Region("cell", grid="g", column=1, column_span=2), opacity=np.float64(0.5)),
+        GradientLayer(stops=[[0, (0, 0, 0, 255)], [1, (255, 255, 255, 0)]], kind="radial"),
+        ShapeLayer("line", Region("px", -3, 50, 306, 0), stroke=(255, 0, 0, 255), stroke_width=2),
+        ShapeLayer("rect", Region("cell", grid="inner", row=1, column=1), fill=(9, 9, 9, 255), radius=3),
+        TextLayer("x", font=None, region=Region("full")),
+        ImageLayer(str(logo), fit="contain"),
+    ], grids=grids, output=Output(formats=["png", "pdf"])))
+    check_layout(Layout("wall", Canvas(*span_canvas(SPAN)[:2]), (FILL,), span=SPAN))
+    check_layout(Layout("one", Canvas(*span_canvas(Span(MONITORS[:1], ()))[:2]), (FILL,),
+                        span=Span(MONITORS[:1], ())))
+
+
+# -- what is refused, one problem at a time -----------------------------------------------------------------------
+
+BAD = [  # (layout, the exact message)
+    (card(GradientLayer(stops=BW, kind="conic")),
+     "card: layers[0] (GradientLayer).kind: 'conic' is not one of linear, radial"),
+    (card(GradientLayer(stops=(BW[1], BW[0]))),
+     "card: layers[0] (GradientLayer).stops: positions must not decrease: 0 comes after 1"),
+    (card(GradientLayer(stops=())),
+     "card: layers[0] (GradientLayer).stops: expected at least 2 (position, colour) stops, got 0 stops"),
+    (card(GradientLayer(stops=((0, "#000"), (1, (0, 0, 0, 255))))),
+     "card: layers[0] (GradientLayer).stops[0][1]: expected an RGBA colour, a tuple of 4 whole numbers 0..255, got "
+     "'#000' (text); PIL.ImageColor.getcolor('#000', 'RGBA') reads text colours"),
+    (card(GradientLayer(stops=BW, kind="radial", angle=45)),
+     "card: layers[0] (GradientLayer).angle: 45 degrees: a radial gradient has no angle (it spreads from its "
+     "region's centre); leave angle at 90 or make the gradient linear"),
+    (card(canvas=Canvas(200, 100, bleed=-10)), "card: canvas.bleed: must be at least 0, got -10"),
+    (card(canvas=Canvas(200, 100, safe_margin=-10)), "card: canvas.safe_margin: must be at least 0, got -10"),
+    (card(canvas=Canvas(200, 100, safe_margin=50)),
+     "card: canvas.safe_margin: 50 px on each side leaves no safe area in 200 x 100 px"),
+    (card(canvas=Canvas(width="200", height=100)), "card: canvas.width: expected a whole number, got '200' (text)"),
+    (card(canvas=Canvas(width=200.5, height=100)), "card: canvas.width: expected a whole number, got 200.5 (a number)"),
+    (card(canvas=Canvas(40000, 100)),
+     "card: canvas: 40000 x 100 px (bleed included) is too large: at most 32768 px per side"),
+    (card(canvas=Canvas(200, 100, dpi=0)), "card: canvas.dpi: 0 is out of range 1..10000"),
+    (card(canvas=Canvas(200, 100, background=(1, 2, 3))),
+     "card: canvas.background: expected an RGBA colour, a tuple of 4 whole numbers 0..255, got (1, 2, 3) (a tuple); "
+     "add the alpha: (1, 2, 3, 255)"),
+    (card(cell(column=-1), grids={"g": Grid("g", 1, 4)}),
+     "card: layers[0] (FillLayer).region.column: must be at least 0, got -1"),
+    (card(cell(row=5), grids=G3),
+     "card: layers[0] (FillLayer).region.row: row 5 out of range: grid 'g' has 1 row (0..0)"),
+    (card(cell(column=2, column_span=2), grids=G3),
+     "card: layers[0] (FillLayer).region.column: columns 2..3 out of range: grid 'g' has 3 columns (0..2)"),
+    (card(FillLayer((1, 2, 3, 255), region=Region("cell", grid="panel")), grids={"panels": Grid("panels", 1, 3)}),
+     "card: layers[0] (FillLayer).region.grid: no grid 'panel' (did you mean 'panels'?) (grids: panels)"),
+    (card(cell()), "card: layers[0] (FillLayer).region.grid: no grid 'g' (grids: none)"),
+    (card(cell(), grids={"g": Grid("g", 0, 3)}), "card: grids['g'].rows: 0 is out of range 1..1000"),
+    (card(cell(), grids={"g": Grid("g", 1, 3, gutter=500)}),
+     "card: grids['g']: 1 x 3 cells with 500 px gutters do not fit in 200 x 100 px"),
+    (card(cell(), grids={"g": Grid("g", 1, 3, column_weights=(1, 2))}),
+     "card: grids['g'].column_weights: 2 weights for 3 columns (one each, or none for equal columns)"),
+    (card(cell(), grids=[Grid("g", 1, 3)]),
+     "card: grids: expected a dict of name -> Grid, got [Grid(name='g', rows=1, columns=3, gutter=(0, 0), region=... "
+     "(a list)"),
+    (card(grids={"a": Grid("b", 1, 3)}), "card: grids['a'].name: 'b' is not its key in grids, 'a'"),
+    (card(grids={"a": Grid("a", 1, 3, region=Region("cell", grid="b")), "b": Grid("b", 1, 1)}),
+     "card: grids['a'].region.grid: 'b' comes later in grids: a grid's region may only be a cell of an earlier grid"),
+    (card(FillLayer((1, 2, 3, 255), region=Region("px", "0", 0, 10, 10))),
+     "card: layers[0] (FillLayer).region.x: expected a number, got '0' (text)"),
+    (card(FillLayer((1, 2, 3, 255), region=Region("pixels", 0, 0, 10, 10))),
+     "card: layers[0] (FillLayer).region.kind: 'pixels' is not one of full, safe, px, percent, cell"),
+    (card(FillLayer((1, 2, 3, 255), region=Region(x=10, y=10, w=50, h=50))),
+     "card: layers[0] (FillLayer).region.x: 10 is not used by a 'full' region: x, y, w and h are for kind 'px' or "
+     "'percent'"),
+    (card(FillLayer((1, 2, 3, 255), region=Region("percent", 50, 50, 100, 100))),
+     "card: layers[0] (FillLayer).region: the region is outside the canvas: x + w = 300 px is right of the canvas "
+     "(to 200 px)"),
+    (card(FillLayer((1, 2, 3, 255), region=Region("px", 0, 0, -10, 10))),
+     "card: layers[0] (FillLayer).region.w: must be greater than 0, got -10 px"),
+    (card(FillLayer((1, 2, 3, 255), region="full")),
+     "card: layers[0] (FillLayer).region: expected a Region, got 'full' (text)"),
+    (card(GenerateLayer("x", fit="stretch")),
+     "card: layers[0] (GenerateLayer).fit: 'stretch' is not one of cover, contain"),
+    (card(GenerateLayer("x", strategy="tile")),
+     "card: layers[0] (GenerateLayer).strategy: 'tile' is not one of auto, direct, upscale"),
+    (card(GenerateLayer("x", guidance="4.5")),
+     "card: layers[0] (GenerateLayer).guidance: expected a number, got '4.5' (text)"),
+    (card(GenerateLayer("x", seed=-1, name="sky")),
+     "card: layers[0] (GenerateLayer 'sky').seed: -1 is out of range 0..4294967295"),
+    (card(GenerateLayer("x", seed="1")),
+     "card: layers[0] (GenerateLayer).seed: expected a whole number, got '1' (text)"),
+    (card(GenerateLayer("x", steps=True)),
+     "card: layers[0] (GenerateLayer).steps: expected a whole number, got True (a boolean)"),
+    (card(GenerateLayer(None)), "card: layers[0] (GenerateLayer).prompt: expected text, got None"),
+    (card(GenerateLayer("x", sampler="euler_a")),
+     "card: layers[0] (GenerateLayer).sampler: 'euler_a' is not one of dpm++, ddim, euler (did you mean 'euler'?)"),
+    (card(GenerateLayer("x", model="")),
+     "card: layers[0] (GenerateLayer).model: expected a model folder or hub id, got ''"),
+    (card(TextLayer("Hi", size="20")), "card: layers[0] (TextLayer).size: expected a number, got '20' (text)"),
+    (card(TextLayer("Hi", size=0)), "card: layers[0] (TextLayer).size: must be greater than 0, got 0"),
+    (card(TextLayer("Hi", size=0.5)),
+     "card: layers[0] (TextLayer).size: 0.5 px is too small; a text size is at least 1 px"),
+    (card(TextLayer("Hi", size=500)),
+     "card: layers[0] (TextLayer).size: 500 px is larger than the canvas (200 x 100 px, bleed included): at most "
+     "200 px"),
+    (card(TextLayer("Hi", size=float("nan"))), "card: layers[0] (TextLayer).size: expected a finite number, got nan"),
+    (card(TextLayer("Hi", align="centre")),
+     "card: layers[0] (TextLayer).align: 'centre' is not one of left, center, right (did you mean 'center'?)"),
+    (card(TextLayer("Hi", valign="center")),
+     "card: layers[0] (TextLayer).valign: 'center' is not one of top, middle, bottom (did you mean align='center'?)"),
+    (card(TextLayer("Hi", color=(255, 0, 0))),
+     "card: layers[0] (TextLayer).color: expected an RGBA colour, a tuple of 4 whole numbers 0..255, got (255, 0, 0) "
+     "(a tuple); add the alpha: (255, 0, 0, 255)"),
+    (card(TextLayer("Hi", color="#fff")),
+     "card: layers[0] (TextLayer).color: expected an RGBA colour, a tuple of 4 whole numbers 0..255, got '#fff' "
+     "(text); PIL.ImageColor.getcolor('#fff', 'RGBA') reads text colours"),
+    (card(FillLayer([1, 2, 3, 4])),
+     "card: layers[0] (FillLayer).color: expected an RGBA colour, a tuple of 4 whole numbers 0..255, got [1, 2, 3, 4] "
+     "(a list); give it as a tuple: (1, 2, 3, 4)"),
+    (card(FillLayer((300, -5, 0, 255))),
+     "card: layers[0] (FillLayer).color: expected an RGBA colour, a tuple of 4 whole numbers 0..255, got "
+     "(300, -5, 0, 255) (a tuple)"),
+    (card(TextLayer("Hi", shadow=Shadow(color="#000"))),
+     "card: layers[0] (TextLayer).shadow.color: expected an RGBA colour, a tuple of 4 whole numbers 0..255, got "
+     "'#000' (text); PIL.ImageColor.getcolor('#000', 'RGBA') reads text colours"),
+    (card(TextLayer("Hi", wrap="no")), "card: layers[0] (TextLayer).wrap: expected True or False, got 'no' (text)"),
+    (card(TextLayer(None)), "card: layers[0] (TextLayer).text: expected text, got None"),
+    (card(TextLayer("Hi", font="NoSuchFontAnywhere")),
+     "card: layers[0] (TextLayer).font: no such font 'NoSuchFontAnywhere' (a .ttf/.otf path or an installed family)"),
+    (card(ImageLayer("no-such-logo.png")),
+     "card: layers[0] (ImageLayer).path: no such image file 'no-such-logo.png' (relative paths are read from the "
+     "current folder)"),
+    (card(FillLayer((1, 2, 3, 255), opacity=-1)), "card: layers[0] (FillLayer).opacity: -1 is out of range 0..1"),
+    (card(FillLayer((1, 2, 3, 255), opacity="0.5")),
+     "card: layers[0] (FillLayer).opacity: expected a number, got '0.5' (text)"),
+    (card(ShapeLayer("rect", Region("full"))),
+     "card: layers[0] (ShapeLayer): a rect with neither fill nor stroke draws nothing"),
+    (card(ShapeLayer("line", Region("px", 0, 10, 100, 0), fill=(0, 0, 0, 255))),
+     "card: layers[0] (ShapeLayer).fill: a line has no fill; give it a stroke colour and a stroke_width"),
+    (card(ShapeLayer("rect", Region("full"), stroke=(0, 0, 0, 255))),
+     "card: layers[0] (ShapeLayer).stroke_width: a stroke needs a width greater than 0, got 0"),
+    (card(ShapeLayer("ellipse", Region("full"), fill=(0, 0, 0, 255), radius=5)),
+     "card: layers[0] (ShapeLayer).radius: applies to rect only"),
+    (card(FillLayer((1, 2, 3, 255), name="bg"), FillLayer((1, 2, 3, 255), name="bg")),
+     "card: layers[1] (FillLayer 'bg').name: 'bg' is already the name of layers[0]"),
+    (card({"text": "Hi"}),
+     "card: layers[0]: expected a layer (GenerateLayer, ImageLayer, TextLayer, ShapeLayer, FillLayer, GradientLayer), "
+     "got {'text': 'Hi'} (a dict)"),
+    (Layout("card", C, ()), "card: layers: expected at least 1 layer, got none"),
+    (Layout("wall", Canvas(3840, 1080), (FILL,), span=SPAN),
+     "wall: canvas: 3840 x 1080 px is not the span's 3912 x 1080 px: give it the size geometry.span_canvas(span) "
+     "returns"),
+    (Layout("wall", Canvas(3912, 1080, bleed=5), (FILL,), span=SPAN), "wall: canvas.bleed: a span has no bleed, got 5"),
+    (Layout("wall", Canvas(4021, 1080), (FILL,), span=Span(MONITORS, (20.0, 30.0, 40.0))),
+     "wall: span.bezels_mm: 2 monitors have 1 gap; got 3 bezels (give one per gap)"),
+    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span(MONITORS, (20.0,), align="middle")),
+     "wall: span.align: 'middle' is not one of top, center, bottom"),
+    (Layout("wall", Canvas(100, 100), (FILL,), span=Span((), ())),
+     "wall: span.monitors: expected at least 1 monitor, got 0"),
+    (Layout("wall", Canvas(100, 100), (FILL,), span=Span((Monitor("a", 100, 100, 0, 10),), ())),
+     "wall: span.monitors[0].width_mm: must be greater than 0, got 0"),
+    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], MONITORS[0]), (20.0,))),
+     "wall: span.monitors[1].name: 'left' is already the name of span.monitors[0] (names used in file names differ "
+     "in more than case)"),
+    (card(output=Output(formats="png")), "card: output.formats: expected a tuple, got 'png' (text)"),
+    (card(output=Output(formats=("JPEG",))),
+     "card: output.formats[0]: 'JPEG' is not one of png, jpeg, tiff, pdf (did you mean 'jpeg'?)"),
+    (card(output=Output(formats=("png", "png"))), "card: output.formats: 'png' is listed twice"),
+    (card(output=Output(formats=("jpeg",), jpeg_quality=500)), "card: output.jpeg_quality: 500 is out of range 1..100"),
+    (card(variables={"n": 1}),
+     "card: variables['n']: expected text (values are recorded as written), got 1 (a number)"),
+    (card(memory_budget="lots"), "card: memory_budget: 'lots' is not a size like 6GiB, 512MiB or 2GB"),
+    (Layout(Path("card.yaml"), C, (FILL,)),
+     "card.yaml: source: expected text, got PosixPath('card.yaml') (a pathlib.PosixPath)"),
+]
+
+
+@pytest.mark.parametrize("layout,message", BAD, ids=[m.split(": ", 1)[1][:60] for _, m in BAD])
+def test_bad_layouts_are_refused_with_one_line(layout, message):
+    assert problems(layout) == [message]
+
+
+def test_not_a_layout():
+    with pytest.raises(InputError, match=r"^expected a studio.spec.Layout, got \{'canvas': 1\} \(a dict\)$"):
+        check_layout({"canvas": 1})
+
+
+def test_every_problem_at_once():
+    """A problem never hides another, unless it is the cause (a cell of a broken grid is not reported again)."""
+    layout = Layout("poster", Canvas(200, 100, bleed=-10, background="#fff"), (
+        GenerateLayer("sky", seed=-1, strategy="tile", name="sky"),
+        TextLayer("Hi", size="20", align="centre", color=(255, 0, 0)),
+        FillLayer((0, 0, 0, 255), region=Region("cell", grid="g", row=9)),  # the grid's own problem
+        GradientLayer(stops=(BW[1], BW[0])),
+    ), grids={"g": Grid("g", 0, 3)}, output=Output(formats=("webp",)), memory_budget="6")
+    assert problems(layout) == [
+        "poster: canvas.bleed: must be at least 0, got -10",
+        "poster: canvas.background: expected an RGBA colour, a tuple of 4 whole numbers 0..255, got '#fff' (text); "
+        "PIL.ImageColor.getcolor('#fff', 'RGBA') reads text colours",
+        "poster: grids['g'].rows: 0 is out of range 1..1000",
+        "poster: layers[0] (GenerateLayer 'sky').seed: -1 is out of range 0..4294967295",
+        "poster: layers[0] (GenerateLayer 'sky').strategy: 'tile' is not one of auto, direct, upscale",
+        "poster: layers[1] (TextLayer).size: expected a number, got '20' (text)",
+        "poster: layers[1] (TextLayer).color: expected an RGBA colour, a tuple of 4 whole numbers 0..255, got "
+        "(255, 0, 0) (a tuple); add the alpha: (255, 0, 0, 255)",
+        "poster: layers[1] (TextLayer).align: 'centre' is not one of left, center, right (did you mean 'center'?)",
+        "poster: layers[3] (GradientLayer).stops: positions must not decrease: 0 comes after 1",
+        "poster: output.formats[0]: 'webp' is not one of png, jpeg, tiff, pdf",
+        "poster: memory_budget: '6' has no unit: give one, e.g. 6GiB, 512MiB or 2GB",
+    ]
+
+
+# -- plan_layout checks first -----------------------------------------------------------------------------------
+
+def test_plan_layout_checks_before_any_work():
+    """Nothing is looked up or planned for a layout that would be drawn wrongly or fail later."""
+    with pytest.raises(InputError, match=r"^card: layers\[0\] \(GenerateLayer\)\.seed: -1 is out of range"):
+        plan_layout(card(GenerateLayer("x", seed=-1)), model="/no/such/model", budget="1GiB")
+
+
+def test_a_generation_without_a_model_anywhere():
+    layout = card(FILL, GenerateLayer("x", name="sky"))
+    with pytest.raises(InputError, match=r"^card: layers\[1\] \(sky\): no model: pass model= \(CLI: --model\) or set "
+                                         r"the layout's or the layer's model$"):
+        plan_layout(layout, budget="1GiB")
+
+
+# -- the limits and choices are the loader's --------------------------------------------------------------------
+
+def test_limits_are_the_loaders():
+    """Those the checker doesn't import from the loader (MAX_SIDE, MAX_SEED, ... it does) equal its key tables'."""
+    assert check.FORMATS == loader.OUTPUT_KEYS["formats"].kind.item.choices
+    assert (check.MAX_TRACKS, check.MAX_WEIGHT) == (loader.Tracks.COUNT.hi, loader.Tracks.SIZES.item.hi)
+
+
+TABLES = [  # spec class, the checker's table, the loader's
+    (GenerateLayer, check.GENERATE_FIELDS, loader.GENERATE_KEYS), (ImageLayer, check.IMAGE_FIELDS, loader.IMAGE_KEYS),
+    (TextLayer, check.TEXT_FIELDS, loader.TEXT_KEYS), (ShapeLayer, check.SHAPE_FIELDS, loader.SHAPE_KEYS),
+    (FillLayer, check.FILL_FIELDS, loader.FILL_KEYS), (GradientLayer, check.GRADIENT_FIELDS, loader.GRADIENT_KEYS),
+    (Shadow, check.SHADOW_FIELDS, loader.SHADOW_KEYS), (Canvas, check.CANVAS_FIELDS, loader.CANVAS_KEYS),
+    (Monitor, check.MONITOR_FIELDS, loader.MONITOR_KEYS), (Span, check.SPAN_FIELDS, loader.SPAN_KEYS),
+    (Grid, check.GRID_FIELDS, loader.GRID_KEYS), (Output, check.OUTPUT_FIELDS, loader.OUTPUT_KEYS),
+]
+
+
+def _inner(kind):
+    """A kind without its wrappers: Optional, a list's items, a grid's count of rows (Tracks.COUNT)."""
+    for inner in ("kind", "item", "COUNT"):
+        while hasattr(kind, inner):
+            kind = getattr(kind, inner)
+    return kind
+
+
+BOUNDS = {"Enum": ("choices",), "Int": ("lo", "hi"), "Number": ("lo", "hi", "positive"), "Length": ("minimum",),
+          "TextSize": ("minimum",)}
+# fields the two read differently by design: the loader reads lengths the spec holds as rounded px, a preset name
+# the spec only records, nested mappings the spec holds as fields or dataclasses, and output.name, which render
+# checks as it fills it in
+DIFFERENT = {"Canvas.width", "Canvas.height", "Canvas.bleed", "Canvas.safe_margin", "Canvas.preset", "Grid.gutter",
+             "TextLayer.shadow", "ShapeLayer.stroke", "Span.monitors", "Output.name"}
+
+
+def test_tables_name_every_spec_field_and_bound_them_as_the_loader():
+    compared, different = 0, set()
+    for cls, ours, theirs in TABLES:
+        assert set(ours) == {f.name for f in dataclasses.fields(cls)}, cls.__name__
+        for name in set(ours) & set(theirs):
+            mine, loaders = _inner(ours[name]), _inner(theirs[name].kind)
+            if type(mine).__name__ != type(loaders).__name__:
+                different.add(f"{cls.__name__}.{name}")
+            elif type(mine).__name__ in BOUNDS:
+                values = BOUNDS[type(mine).__name__]
+                assert [getattr(mine, v) for v in values] == [getattr(loaders, v) for v in values], \
+                    f"{cls.__name__}.{name}"
+                compared += 1
+    assert different == DIFFERENT
+    assert compared >= 30  # ranges and choices compared (the rest: text, booleans, colours, regions)
+    assert set(check.LAYER_FIELDS) == {GenerateLayer, ImageLayer, TextLayer, ShapeLayer, FillLayer, GradientLayer}
+    assert [f.name for f in dataclasses.fields(Region)] == ["kind", *check.BOX_FIELDS, *check.CELL_FIELDS]
+    assert {f.name for f in dataclasses.fields(spec.Layout)} == {
+        "source", "canvas", "layers", "grids", "span", "output", "variables", "memory_budget", "model"}
