@@ -116,7 +116,9 @@ def attention_chunks(bh: int, nq: int, nk: int, head_dim: int, budget: int | Non
     if q >= MIN_Q_ROWS or (q >= 1 and nq <= MIN_Q_ROWS):
         return AttentionChunks(int(min(q, nq)), nk)
     q = min(KEY_CHUNK_Q_ROWS, nq)
-    while q > 1 and 2 * bh * q * head_dim * ROW_BYTES > budget:  # the accumulators leave half for the scores
+    # the accumulators leave half for the scores, and room for one key at least (with head_dim 1, half can be
+    # less than a key's SCORE_BYTES per row: the key block would round to 0)
+    while q > 1 and max(2 * bh * q * head_dim * ROW_BYTES, attention_workspace(bh, q, 1, head_dim)) > budget:
         q //= 2
     k = (budget - bh * q * head_dim * ROW_BYTES) // (bh * q * SCORE_BYTES)
     if k < 1:

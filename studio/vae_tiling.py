@@ -17,6 +17,7 @@ unnamed temporary files (`map_disk_bytes`), which the system frees even when the
 
 import contextlib
 import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -88,10 +89,16 @@ class TilePlan:
         return f"{rows}x{cols} tiles of <= {factor * w}x{factor * h} px, layer by layer, maps {where}"
 
 
+def _check_px(height, width, tile) -> None:
+    """PlanError unless the latent's height and width and the tile side are whole latent px, at least 1."""
+    for name, value in (("latent height", height), ("latent width", width), ("tile side", tile)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise PlanError(f"{name} must be a whole number of latent px, at least 1, got {value!r}")
+
+
 def grid_plan(height: int, width: int, tile: int, halo: int) -> TilePlan:
     """The fewest rows and columns of cores at most `tile` latent px on a side, sizes within 1 px."""
-    if tile < 1:
-        raise PlanError(f"tile size must be at least 1 latent px, got {tile}")
+    _check_px(height, width, tile)
     return TilePlan(height, width, halo, tuple(split(height, math.ceil(height / tile))),
                     tuple(split(width, math.ceil(width / tile))))
 
@@ -151,12 +158,14 @@ def plan_tiles(cfg: AutoencoderKLConfig, height: int, width: int, tile: int | No
 
     tile: the largest core side in latent px (default: MAX_TILE with a budget, else DEFAULT_TILE);
     budget: bytes for activations (`tiled_activations`); the core is then the largest <= tile that fits.
-    Raises PlanError naming the bytes the smallest tile needs when none fits.
+    Raises PlanError naming the bytes the smallest tile needs when none fits, or a size that is not a whole
+    number of latent px >= 1.
     """
+    _check_px(height, width, DEFAULT_TILE if tile is None else tile)
     halo = HALO
     if budget is None:
-        return grid_plan(height, width, tile or DEFAULT_TILE, halo)
-    side = tile or min(max(height, width), MAX_TILE)
+        return grid_plan(height, width, DEFAULT_TILE if tile is None else tile, halo)
+    side = min(max(height, width), MAX_TILE) if tile is None else tile
     while True:
         plan = grid_plan(height, width, side, halo)
         if tiled_activations(cfg, plan) <= budget:

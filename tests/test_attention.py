@@ -16,13 +16,14 @@ def inputs(b, h, nq, nk, d, seed=0):
 
 
 def reference(q, k, v, mask=None, bias=None, scale=None):
-    """float64 numpy attention."""
+    """float64 numpy attention; a row with no key to attend averages v uniformly (attention's convention)."""
     q, k, v = (t.asnumpy().astype(np.float64) for t in (q, k, v))
     s = q @ k.swapaxes(-1, -2) * (q.shape[-1] ** -0.5 if scale is None else scale)
     if bias is not None:
         s = s + bias.asnumpy()
     if mask is not None:
-        s = np.where(mask.asnumpy(), s, -np.inf)
+        attend = np.broadcast_to(mask.asnumpy(), s.shape)
+        s = np.where(attend.any(-1, keepdims=True), np.where(attend, s, -np.inf), 0.0)
     s = np.exp(s - s.max(-1, keepdims=True))
     return (s / s.sum(-1, keepdims=True)) @ v
 
@@ -52,19 +53,76 @@ def test_chunked_equals_whole(mode, b, h, nq, nk, d):
     assert rel_l2(got, reference(q, k, v, mask)) <= 1e-5
 
 
-@pytest.mark.parametrize("budget_rows", [None, 5, 1])
-def test_bias_and_full_mask_rows(budget_rows):
-    """T5-style additive bias over (1, H, Nq, Nk) and a per-query mask (B, 1, Nq, Nk)."""
+@pytest.mark.parametrize("rows,cols,mode", [(None, None, "whole"), (5, 37, "query-chunked"),
+                                             (1, 37, "query-chunked"), (1, 4, "key-chunked")])
+def test_bias_and_full_mask_rows(rows, cols, mode):
+    """T5-style additive bias over (1, H, Nq, Nk) and a per-query mask (B, 1, Nq, Nk) with a fully masked row,
+    which averages v uniformly, as the other paths do (`_MASKED` is finite: no NaN)."""
     b, h, nq, nk, d = 2, 2, 37, 37, 8
     q, k, v = inputs(b, h, nq, nk, d, seed=3)
     rng = np.random.default_rng(4)
     bias = ms.Tensor(rng.standard_normal((1, h, nq, nk)).astype(np.float32))
     mask_np = np.tril(np.ones((nq, nk), bool))[None, None].repeat(b, 0)
+    mask_np[0, 0, 6] = False  # sample 0, query 6: no key
     mask = ms.Tensor(mask_np)
-    budget = None if budget_rows is None else memory.attention_workspace(b * h, budget_rows, nk, d)
+    budget = None if rows is None else memory.attention_workspace(b * h, rows, cols, d)
+    assert memory.attention_chunks(b * h, nq, nk, d, budget).mode(nq, nk) == mode
     with memory.attention_budget(budget):
         got = attention(q, k, v, mask=mask, bias=bias, scale=1.0).asnumpy()
     assert rel_l2(got, reference(q, k, v, mask, bias, scale=1.0)) <= 1e-5
+    assert np.abs(got[0, :, 6] - v.asnumpy()[0].mean(axis=1)).max() <= 1e-6
+
+
+@pytest.mark.parametrize("mode", ["whole", "query-chunked", "key-chunked"])
+def test_minus_inf_bias_masks(mode):
+    """-inf in a float bias (torch's float-mask convention) masks like False: a partly -inf row equals torch's
+    scaled_dot_product_attention, an all -inf row averages v uniformly as the bool mask's fully masked row."""
+    torch = pytest.importorskip("torch")
+    b, h, nq, nk, d = 2, 2, 9, 12, 4
+    q, k, v = inputs(b, h, nq, nk, d, seed=7)
+    bias_np = np.random.default_rng(8).standard_normal((b, h, nq, nk)).astype(np.float32)
+    bias_np[0, 0, 0] = -np.inf  # no key
+    bias_np[0, 1, 2, :5] = -np.inf  # the first key block (4 keys when key-chunked) all -inf
+    bias_np[1, 0, 3, ::2] = -np.inf
+    bias = ms.Tensor(bias_np)
+    budget = {"whole": None, "query-chunked": memory.attention_workspace(b * h, 2, nk, d),
+              "key-chunked": memory.attention_workspace(b * h, 1, 4, d)}[mode]
+    chunks = memory.attention_chunks(b * h, nq, nk, d, budget)
+    assert chunks.mode(nq, nk) == mode and chunks.k in (4, nk)
+    with memory.attention_budget(budget):
+        got = attention(q, k, v, bias=bias).asnumpy()
+    whole = attention(q, k, v, bias=bias).asnumpy()
+    assert np.isfinite(got).all() and rel_l2(got, whole) <= 1e-5
+    keys = np.isfinite(bias_np).any(-1)  # (B, H, Nq): rows with a key to attend
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        *(torch.from_numpy(t.asnumpy()) for t in (q, k, v)), attn_mask=torch.from_numpy(bias_np)).numpy()
+    assert rel_l2(got[keys], expected[keys]) <= 1e-5
+    masked = attention(q, k, v, mask=ms.Tensor(np.isfinite(bias_np))).asnumpy()  # the bool-mask path
+    assert np.abs(got[~keys] - masked[~keys]).max() <= 1e-6
+    assert np.abs(got[0, 0, 0] - v.asnumpy()[0, 0].mean(axis=0)).max() <= 1e-6
+
+
+@pytest.mark.parametrize("mode", ["whole", "query-chunked", "key-chunked"])
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_lower_rank_masks_and_biases_broadcast(mode, channels_first):
+    """(Nk,), (Nq, Nk) and (1, Nq, Nk) masks and biases give leading 1-axes, as numpy broadcasts them."""
+    b, h, nq, nk, d = 2, 2, 9, 12, 4
+    q, k, v = inputs(b, h, nq, nk, d, seed=9)
+    if channels_first:
+        q, k, v = (t.swapaxes(2, 3) for t in (q, k, v))  # (B, H, D, N)
+    rng = np.random.default_rng(10)
+    mask_np, bias_np = rng.random((nq, nk)) < 0.7, rng.standard_normal((nq, nk)).astype(np.float32)
+    budget = {"whole": None, "query-chunked": memory.attention_workspace(b * h, 2, nk, d),
+              "key-chunked": memory.attention_workspace(b * h, 1, 4, d)}[mode]
+    assert memory.attention_chunks(b * h, nq, nk, d, budget).mode(nq, nk) == mode
+    with memory.attention_budget(budget):
+        def run(mask, bias):
+            return attention(q, k, v, mask=ms.Tensor(mask), bias=ms.Tensor(bias),
+                             channels_first=channels_first).asnumpy()
+        four_d = run(mask_np[None, None], bias_np[None, None])
+        assert np.array_equal(run(mask_np, bias_np), four_d)
+        assert np.array_equal(run(mask_np[None], bias_np[None]), four_d)
+        assert np.array_equal(run(mask_np[-1], bias_np[-1]), run(mask_np[None, None, -1:], bias_np[None, None, -1:]))
 
 
 def test_key_chunks_that_do_not_divide():

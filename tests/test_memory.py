@@ -82,6 +82,11 @@ def test_the_automatic_budget_stays_inside_the_memory_cgroups(tmp_path):
     (1, 10, 10, 4, 5 * (10 * 16 + 48), (5, 10)),                   # short sequences: any row count
     (1, 10, 10, 4, 2 * (1 * 16 + 48), (1, 5)),                     # not one row of keys: key blocks
     (1, 4471, 4471, 512, 70 * (1024 * 16 + 512 * 12), (128, 386)),  # the accumulators take half at most
+    (1, 2, 7, 1, 50, (1, 2)),             # head_dim 1: half the budget is less than a key per row at q = 2
+    (1, 2, 7, 1, 28, (1, 1)),             # ... the least workspace, one 1 x 1 block (1 x 16 + 1 x 12)
+    (1, 256, 4096, 1, 6144, (128, 2)),    # ... q = 256 leaves 12 of a key's 16 bytes per row: halved once
+    (3, 300, 300, 1, 3 * 28 * 64, (64, 1)),  # ... over 3 heads: one key for 64 rows exactly
+    (3, 300, 300, 1, 3 * 28 * 64 - 1, (32, 2)),  # one byte less: 32 rows
 ])
 def test_attention_chunks_table(bh, nq, nk, d, budget, expected):
     assert attention_chunks(bh, nq, nk, d, budget) == AttentionChunks(*expected)
@@ -137,6 +142,8 @@ def test_beyond_max_tensor_the_least_workspace_is_the_capped_blocks(bh, nq, nk, 
 def test_attention_chunks_impossible_budget():
     with pytest.raises(PlanError, match="needs at least"):
         attention_chunks(32, 4096, 4096, 72, 100)
+    with pytest.raises(PlanError, match="needs at least 28 B of workspace; the budget gives 27 B$"):
+        attention_chunks(1, 2, 7, 1, 27)  # one byte less than the 1 x 1 block head_dim 1 needs
 
 
 def test_budget_context_nests():

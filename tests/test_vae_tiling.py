@@ -1,5 +1,6 @@
 """Tiled VAE decoding/encoding: exact plan tables, and tiled == untiled on small random VAEs."""
 
+import re
 from dataclasses import replace
 
 import mindspore as ms
@@ -76,6 +77,26 @@ def test_plan_tiles_defaults_and_errors():
     assert plan_tiles(SDXL, 270, 480, tile=100, budget=16 * GiB).grid == (3, 5)  # tile caps the budget's choice
     with pytest.raises(PlanError, match="VAE tiles of 16 latent px need 1.81 GiB .* budget gives 1.50 GiB"):
         plan_tiles(SDXL, 270, 480, budget=1536 * MiB)
+
+
+@pytest.mark.parametrize("height,width,tile,budget,message", [
+    (0, 5, None, None, "latent height must be a whole number of latent px, at least 1, got 0"),
+    (5, 0, None, GiB, "latent width must be a whole number of latent px, at least 1, got 0"),
+    (-3, 5, None, None, "latent height must be a whole number of latent px, at least 1, got -3"),
+    (100, 100, 0, None, "tile side must be a whole number of latent px, at least 1, got 0"),  # not the default
+    (100, 100, 0, GiB, "tile side must be a whole number of latent px, at least 1, got 0"),
+    (100, 100, 2.5, None, "tile side must be a whole number of latent px, at least 1, got 2.5"),
+    (100.0, 100, None, None, "latent height must be a whole number of latent px, at least 1, got 100.0"),
+])
+def test_plan_tiles_rejects_sizes(height, width, tile, budget, message):
+    with pytest.raises(PlanError, match=f"^{re.escape(message)}$"):
+        plan_tiles(SDXL, height, width, tile=tile, budget=budget)
+    with pytest.raises(PlanError, match=f"^{re.escape(message)}$"):
+        grid_plan(height, width, 64 if tile is None else tile, HALO)
+
+
+def test_plan_tiles_takes_numpy_integers():
+    assert plan_tiles(SDXL, np.int64(128), np.int32(128), tile=np.int64(64)) == plan_tiles(SDXL, 128, 128, tile=64)
 
 
 def test_generation_plan_tiles_only_when_needed():
