@@ -17,7 +17,9 @@ values: tests/test_spec.py compares them).
 
 import difflib
 import math
+import numbers
 import os
+from fractions import Fraction
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -125,7 +127,7 @@ class Int:
     hi: int | None = None
 
     def check(self, c, path, value):
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             return c.error(path, f"expected a whole number, got {_a(value)}")
         return _in_range(c, path, value, self.lo, self.hi)
 
@@ -137,7 +139,7 @@ class Number:
     positive: bool = False
 
     def check(self, c, path, value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return c.error(path, f"expected a number, got {_a(value)}")
         if not math.isfinite(value):
             return c.error(path, f"expected a finite number, got {value}")
@@ -148,7 +150,9 @@ class Number:
 
 @dataclass(frozen=True)
 class Length:
-    """px, at most the canvas's larger side (bleed included) either way. minimum: 'positive' | 'zero' | 'any'."""
+    """px, at most the largest canvas's side either way (the loader bounds a length written in a file by its
+    canvas's larger side; spec's defaults, e.g. a text size of 48 px, go on any canvas). minimum: 'positive' |
+    'zero' | 'any'."""
 
     minimum: str = "zero"
 
@@ -159,12 +163,9 @@ class Length:
             return c.error(path, f"must be greater than 0, got {_n(value)}")
         if self.minimum == "zero" and value < 0:
             return c.error(path, f"must not be negative, got {_n(value)}")
-        side = MAX_SIDE if c.canvas is None else max(c.canvas.full_width, c.canvas.full_height)
-        if abs(value) > side:
-            canvas = ("any canvas" if c.canvas is None else
-                      f"the canvas ({c.canvas.full_width} x {c.canvas.full_height} px, bleed included)")
-            return c.error(path, f"{_n(value)} px is larger than {canvas}: at {'least -' if value < 0 else 'most '}"
-                                 f"{side} px")
+        if abs(value) > MAX_SIDE:
+            return c.error(path, f"{_n(value)} px is larger than any canvas: at {'least -' if value < 0 else 'most '}"
+                                 f"{MAX_SIDE} px")
         return True
 
 
@@ -216,13 +217,17 @@ class Optional:
         return value is None or self.kind.check(c, path, value)
 
 
+@dataclass(frozen=True)
 class Colour:
-    """An RGBA tuple of 4 whole numbers 0..255 (compose appends to its slices: a list would fail there)."""
+    """An RGBA tuple of 4 whole numbers 0..255 (compose appends to its slices: a list would fail there; a
+    gradient stop's colour may be a list, `lists`)."""
+
+    lists: bool = False
 
     def check(self, c, path, value):
         channels = isinstance(value, (tuple, list)) and all(
-            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
-        if channels and isinstance(value, tuple) and len(value) == 4:
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
+        if channels and isinstance(value, (tuple, list) if self.lists else tuple) and len(value) == 4:
             return True
         hint = ""
         if channels and len(value) == 3:
@@ -356,21 +361,24 @@ class RegionKind:
                                else f"must not be negative, got {_n(size)}{unit}")
         if c.canvas is None:
             return True
-        trim = {"x": c.canvas.width, "w": c.canvas.width, "y": c.canvas.height, "h": c.canvas.height}
-        px = {k: getattr(region, k) * (trim[k] / 100 if region.kind == "percent" else 1) for k in BOX_FIELDS}
-        problem = _outside(px, c.canvas)
+        w, h = c.canvas.width, c.canvas.height
+
+        def px(value, size: int):  # an edge in trim px, as `geometry.resolve` computes it
+            return Fraction(value).limit_denominator(10 ** 6) * size / 100 if region.kind == "percent" else value
+
+        edges = (px(region.x, w), px(region.y, h), px(region.x + region.w, w), px(region.y + region.h, h))
+        problem = _outside(*edges, c.canvas)
         return problem is None or c.error(path, f"the region is outside the canvas: {problem}")
 
 
-def _outside(px: dict, canvas: Canvas) -> str | None:
-    """What of a box (trim coordinates, px) leaves the full canvas, once its edges are rounded as the planner
+def _outside(left, top, right, bottom, canvas: Canvas) -> str | None:
+    """What of a box (its edges in trim px) leaves the full canvas, once its edges are rounded as the planner
     rounds them (`geometry.edge`), as the loader says it; None when it lies on the canvas."""
     b, w, h = canvas.bleed, canvas.width, canvas.height
-    right, bottom = px["x"] + px["w"], px["y"] + px["h"]
-    edges = ((edge(px["x"], w) < -b, f"x = {px['x']:g} px is left of the canvas (from {-b} px)"),
-             (edge(px["y"], h) < -b, f"y = {px['y']:g} px is above the canvas (from {-b} px)"),
-             (edge(right, w) > w + b, f"x + w = {right:g} px is right of the canvas (to {w + b} px)"),
-             (edge(bottom, h) > h + b, f"y + h = {bottom:g} px is below the canvas (to {h + b} px)"))
+    edges = ((edge(left, w) < -b, f"x = {float(left):g} px is left of the canvas (from {-b} px)"),
+             (edge(top, h) < -b, f"y = {float(top):g} px is above the canvas (from {-b} px)"),
+             (edge(right, w) > w + b, f"x + w = {float(right):g} px is right of the canvas (to {w + b} px)"),
+             (edge(bottom, h) > h + b, f"y + h = {float(bottom):g} px is below the canvas (to {h + b} px)"))
     return next((message for outside, message in edges if outside), None)
 
 
@@ -413,7 +421,7 @@ class Stops:
                 ok = c.error(f"{path}[{i}]", f"expected a (position, colour) pair, got {_a(stop)}")
                 continue
             ok = all([Number(0, 1).check(c, f"{path}[{i}][0]", stop[0]),
-                      Colour().check(c, f"{path}[{i}][1]", stop[1])]) and ok
+                      Colour(lists=True).check(c, f"{path}[{i}][1]", stop[1])]) and ok
         if not ok:
             return False
         for (a, _), (b, _) in zip(stops, stops[1:]):
@@ -538,7 +546,7 @@ def _span(c: _Checker, span, canvas) -> None:
     if ok["bezels_mm"] and len(span.bezels_mm) != gaps:
         ok["bezels_mm"] = c.error("span.bezels_mm", f"{_count(gaps + 1, 'monitor')} have {_count(gaps, 'gap')}; got "
                                                     f"{_count(len(span.bezels_mm), 'bezel')} (give one per gap)")
-    sized = isinstance(canvas, Canvas) and all(isinstance(v, int) and not isinstance(v, bool)
+    sized = isinstance(canvas, Canvas) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
                                                for v in (canvas.width, canvas.height, canvas.bleed))
     if not (all(ok.values()) and sized):
         return  # what is wrong is reported

@@ -45,7 +45,8 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
     downloaded with huggingface_hub when the machine is online and local_files_only is False: the pipeline
     (each component's `variant` weights where it has them, else its plain ones), or with weights=False only
     its JSON configs (what a memory plan reads; no multi-GB download to plan). Online, a cached snapshot without
-    any of `variant`'s files gets them from the hub (where it has them), as diffusers does. revision: a branch, tag or
+    any of `variant`'s files gets them from the hub (where it has them), as diffusers does, and is used as it is
+    when the hub can't be reached. revision: a branch, tag or
     commit hash (default "main"), also written 'owner/name@revision'; cache_dir: the hub cache (default
     $HF_HUB_CACHE or huggingface_hub's)."""
     path = Path(path_or_id).expanduser()
@@ -80,14 +81,15 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
     offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     if cached is not None and not weights:
         return cached
-    where = f"not in the Hugging Face cache{at}"
+    where, complete = f"not in the Hugging Face cache{at}", False
     if cached is not None:
         found = _weight_variants(cached)
         held = set().union(*found.values())
         missing = [c for c, variants in found.items() if not variants & {variant, None}]
         # a snapshot a plan fetched holds the configs only: the weights are still to download; and online, a
         # variant the snapshot has no files of is looked for on the hub, as diffusers does
-        if not missing and (offline or variant in held):
+        complete = not missing
+        if complete and (offline or variant in held):
             return cached
         if not held:
             lacks = "with its configs only, not its weights"
@@ -107,6 +109,8 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
             patterns += ["*.model", "*.txt", *download_weight_names(list_repo_files(name, revision=revision), variant)]
         return Path(snapshot_download(name, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
     except Exception as e:  # no network, no such repository or revision, a gated one, ...: said in one line
+        if complete:  # the cached snapshot has weights for every component (not the variant's): as offline
+            return cached
         why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"{name}: not a local folder, {where}, and could not be downloaded "

@@ -464,13 +464,15 @@ def cut_sides(layer: TextLayer, font, placed: list[tuple[str, float, float]], si
     """The sides of a w x h px area (a tile, a box) where the glyphs of the (line, x, baseline) in `placed` are
     cut: those a glyph on the area reaches past, and those a glyph off it lies beyond. A cut may fall in a gap
     between glyphs, leaving no ink at the edge. A line is looked at whole (`line_box`), or glyph by glyph
-    (`glyph_boxes`) when it reaches past a corner (a descender beyond the right edge is not cut at the bottom)."""
+    (`glyph_boxes`) when it reaches past a corner (a descender beyond the right edge is not cut at the bottom)
+    or starts with spaces (which have no ink)."""
     w, h = size
     stroke, sides = stroke_px(layer.stroke_width), set()
     for line, x, baseline in placed:
         boxes = [line_box(line, font, layer.letter_spacing, stroke)]
         left, top, right, bottom = boxes[0]
-        if (x + left < 0 or x + right > w) and (baseline + top < 0 or baseline + bottom > h):
+        # glyph by glyph past a corner, or after leading spaces (Pillow's box of a line starts at its origin)
+        if line[:1].isspace() or (x + left < 0 or x + right > w) and (baseline + top < 0 or baseline + bottom > h):
             boxes = glyph_boxes(line, font, layer.letter_spacing, stroke)
         for left, top, right, bottom in boxes:
             left, top, right, bottom = x + left, baseline + top, x + right, baseline + bottom

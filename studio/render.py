@@ -95,6 +95,11 @@ def check_not_input(layout: Layout, paths) -> None:
                 raise InputError(f"{path} is an input of the layout ({key})")
 
 
+def _plain(number):
+    """A number as JSON writes it: a numpy number (a layout built in code may hold one) as Python's."""
+    return number.item() if hasattr(number, "item") else number
+
+
 def model_key(model) -> str:
     """How `render`'s pipelines= are matched to the plan's models: a folder by its resolved path (a Path, a
     relative or a trailing-slash spelling of it alike), a hub id as written."""
@@ -388,8 +393,9 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         layer, (picture, sampler) = layout.layers[job.layer], made[job.layer if job.reuses is None else job.reuses]
         art[job.layer] = cut_to_region(picture, job)
         jobs_meta.append({"layer": job.layer, "model": str(job.model), "prompt": layer.prompt,
-                          "negative_prompt": layer.negative_prompt, "seed": layer.seed, "steps": layer.steps,
-                          "guidance": layer.guidance, "sampler": sampler, "strategy": job.strategy,
+                          "negative_prompt": layer.negative_prompt, "seed": _plain(layer.seed),
+                          "steps": _plain(layer.steps), "guidance": _plain(layer.guidance), "sampler": sampler,
+                          "strategy": job.strategy,
                           "size": f"{job.gen_width}x{job.gen_height}",
                           "peak_memory_planned": format_bytes(job.memory.peak)})
     report("", "compose", 0, 1)

@@ -136,6 +136,9 @@ def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = F
     from studio.export import remove_temporaries
 
     given, folder = Path(folder), Path(os.path.abspath(folder))  # '.' has no name to put a folder beside
+    if Path.cwd().resolve().is_relative_to(folder.resolve()):  # renamed away, it would leave the shell nowhere
+        raise InputError(f"{given}: is the working folder{'' if folder.samefile('.') else ' or holds it'}; make-tiny "
+                         f"replaces its folder whole: name another one (e.g. make-tiny tiny)")
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{given}: is a file, not a folder")
     if folder.is_dir() and any(folder.iterdir()):

@@ -74,35 +74,6 @@ def test_bias_and_full_mask_rows(rows, cols, mode):
 
 
 @pytest.mark.parametrize("mode", ["whole", "query-chunked", "key-chunked"])
-def test_minus_inf_bias_masks(mode):
-    """-inf in a float bias (torch's float-mask convention) masks like False: a partly -inf row equals torch's
-    scaled_dot_product_attention, an all -inf row averages v uniformly as the bool mask's fully masked row."""
-    torch = pytest.importorskip("torch")
-    b, h, nq, nk, d = 2, 2, 9, 12, 4
-    q, k, v = inputs(b, h, nq, nk, d, seed=7)
-    bias_np = np.random.default_rng(8).standard_normal((b, h, nq, nk)).astype(np.float32)
-    bias_np[0, 0, 0] = -np.inf  # no key
-    bias_np[0, 1, 2, :5] = -np.inf  # the first key block (4 keys when key-chunked) all -inf
-    bias_np[1, 0, 3, ::2] = -np.inf
-    bias = ms.Tensor(bias_np)
-    budget = {"whole": None, "query-chunked": memory.attention_workspace(b * h, 2, nk, d),
-              "key-chunked": memory.attention_workspace(b * h, 1, 4, d)}[mode]
-    chunks = memory.attention_chunks(b * h, nq, nk, d, budget)
-    assert chunks.mode(nq, nk) == mode and chunks.k in (4, nk)
-    with memory.attention_budget(budget):
-        got = attention(q, k, v, bias=bias).asnumpy()
-    whole = attention(q, k, v, bias=bias).asnumpy()
-    assert np.isfinite(got).all() and rel_l2(got, whole) <= 1e-5
-    keys = np.isfinite(bias_np).any(-1)  # (B, H, Nq): rows with a key to attend
-    expected = torch.nn.functional.scaled_dot_product_attention(
-        *(torch.from_numpy(t.asnumpy()) for t in (q, k, v)), attn_mask=torch.from_numpy(bias_np)).numpy()
-    assert rel_l2(got[keys], expected[keys]) <= 1e-5
-    masked = attention(q, k, v, mask=ms.Tensor(np.isfinite(bias_np))).asnumpy()  # the bool-mask path
-    assert np.abs(got[~keys] - masked[~keys]).max() <= 1e-6
-    assert np.abs(got[0, 0, 0] - v.asnumpy()[0, 0].mean(axis=0)).max() <= 1e-6
-
-
-@pytest.mark.parametrize("mode", ["whole", "query-chunked", "key-chunked"])
 @pytest.mark.parametrize("channels_first", [False, True])
 def test_lower_rank_masks_and_biases_broadcast(mode, channels_first):
     """(Nk,), (Nq, Nk) and (1, Nq, Nk) masks and biases give leading 1-axes, as numpy broadcasts them."""

@@ -388,8 +388,16 @@ def test_a_variant_the_cached_snapshot_lacks_is_looked_for_on_the_hub(tiny_dir, 
     assert resolve_model_dir("someone/tiny-pixart", variant="fp16", cache_dir=tmp_path / "cache") == snapshot
     assert calls == [None] and not (snapshot / fp16).exists()
     monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    def unreachable(name, revision=None):
+        raise ConnectionError("Connection refused")
+
+    with monkeypatch.context() as m:  # online but the hub can't be reached: the cached snapshot, as offline
+        m.setattr(huggingface_hub, "list_repo_files", unreachable)
+        assert resolve_model_dir("someone/tiny-pixart", variant="fp16", cache_dir=tmp_path / "cache") == snapshot
+    calls.clear()
     assert resolve_model_dir("someone/tiny-pixart", variant="fp16", cache_dir=tmp_path / "cache") == snapshot
-    cache, hub_patterns = calls[1:]  # the cache looked at, then the hub
+    cache, hub_patterns = calls  # the cache looked at, then the hub
     assert cache is None and sorted(hub_patterns) == [
         "*.json", "*.model", "*.txt", "text_encoder/model-00001-of-00002.safetensors",
         "text_encoder/model-00002-of-00002.safetensors", fp16, f"vae/{WEIGHTS}"]

@@ -336,9 +336,9 @@ def test_make_tiny_is_all_or_nothing(tmp_path, capsys):
     assert capsys.readouterr().err == f"studio: error: {tmp_path / 'afile'}: is a file, not a folder\n"
 
 
-def test_make_tiny_replaces_only_a_pipeline_and_takes_the_working_folder(tmp_path, monkeypatch, capsys):
-    """--overwrite replaces a pipeline folder or an empty one, never a folder of other files; '.' and '' name the
-    working folder."""
+def test_make_tiny_replaces_only_a_pipeline_and_never_the_working_folder(tmp_path, monkeypatch, capsys):
+    """--overwrite replaces a pipeline folder or an empty one, never a folder of other files, nor the working
+    folder ('.', '') or one holding it (the shell would be left in a removed folder)."""
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.txt").write_text("years of work")
@@ -349,14 +349,15 @@ def test_make_tiny_replaces_only_a_pipeline_and_takes_the_working_folder(tmp_pat
     assert [p.name for p in mine.iterdir()] == ["thesis.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
 
     here = tmp_path / "here"
-    here.mkdir()
-    monkeypatch.chdir(here)  # replaced by the new folder: the working folder is then a removed one
-    assert main(["make-tiny", ".", "--sample-size", "32"]) == 0
-    assert (here / "model_index.json").is_file()
-    monkeypatch.chdir(here)
-    first = (here / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
-    assert main(["make-tiny", "", "--sample-size", "32", "--seed", "1", "--overwrite"]) == 0
-    assert (here / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() != first
+    (here / "sub").mkdir(parents=True)
+    monkeypatch.chdir(here / "sub")
+    for given, what in ((".", "is the working folder"), ("", "is the working folder"),
+                        ("..", "is the working folder or holds it")):
+        assert main(["make-tiny", given, "--sample-size", "32", "--overwrite"]) == 2
+        assert capsys.readouterr().err == (f"studio: error: {given or '.'}: {what}; make-tiny replaces its folder "
+                                           "whole: name another one (e.g. make-tiny tiny)\n")
+    assert main(["make-tiny", "tiny", "--sample-size", "32"]) == 0
+    assert (here / "sub" / "tiny" / "model_index.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "mine"]
 
 

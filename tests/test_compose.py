@@ -1295,3 +1295,14 @@ def test_cover_resamples_only_what_it_keeps(monkeypatch):
     assert np.abs(np.asarray(tile).astype(int) - whole).max() <= 2  # the box's fractional edges: rounding only
     C.fitted(picture, Box(0, 0, 32768, 200), "cover")
     assert sizes[-1] == (32768, 200)
+
+
+def test_leading_spaces_are_not_ink_that_is_cut(dejavu):
+    """Pillow's box of '      ab' starts at the line's origin, left of the tile here: the spaces leave no ink,
+    so nothing is cut."""
+    lay = layout(TextLayer("            ab", font=dejavu, size=40, region=Region("px", 250, 50, 100, 60), align="right"),
+                 w=400, h=200)
+    assert C.text_problems(lay) == []
+    assert C.text_problems(layout(TextLayer("            ab", font=dejavu, size=40, wrap=False,
+                                            region=Region("px", 250, 50, 40, 60)), w=400, h=200)) == [
+        "layers[0]: text overflows its region (right clipped)"]

@@ -25,8 +25,10 @@ def attention(q: ms.Tensor, k: ms.Tensor, v: ms.Tensor, mask: ms.Tensor | None =
     """softmax(q kᵀ * scale + bias, masked) v for q (B, H, Nq, D), k and v (B, H, Nk, D) -> (B, H, Nq, D);
     with channels_first, q (B, H, D, Nq), k and v (B, H, D, Nk) -> (B, H, D, Nq).
 
-    mask: bool, True = attend; bias: additive float (e.g. T5's relative position bias), where -inf masks
-    as False does; both broadcast to (B, H, Nq, Nk), lower ranks gaining leading 1-axes (numpy's rule).
+    mask: bool, True = attend; bias: additive float (e.g. T5's relative position bias), finite: mask with
+    `mask`, or with `fold_mask`'s finite minimum (a -inf bias gives NaN rows when key-chunked, and MindSpore's
+    CPU softmax mishandles rows of -inf; clamping it would cost T5 a pass per block); both broadcast to
+    (B, H, Nq, Nk), lower ranks gaining leading 1-axes (numpy's rule).
     A row with no key to attend averages v uniformly. scale defaults to D ** -0.5.
     q kᵀ is formed in the inputs' dtype (fp16 logits beyond 65504 overflow), then cast to fp32 for the
     bias, the mask and the softmax statistics; the result has v's dtype.
@@ -139,9 +141,7 @@ def _scores(layout, q, k, mask, bias):
     if s.dtype != ms.float32:
         s = s.astype(ms.float32)
     if bias is not None:
-        # clamped to _MASKED: a -inf bias then masks, as False does (a row of -inf made MindSpore's CPU
-        # softmax corrupt other rows, and the online softmax compute exp(-inf - -inf) = NaN)
-        s = ops.clamp(s + backend.expand(bias.astype(ms.float32), s.shape), min=_MASKED)
+        s = s + backend.expand(bias.astype(ms.float32), s.shape)
     if mask is not None:
         s = ops.masked_fill(s, ~backend.expand(mask, s.shape), _MASKED)
     return s
