@@ -767,7 +767,7 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     parse_bytes(memory_budget)
     where = f"shard {shard[0]}/{shard[1]}: " if shard[1] > 1 else ""
     if not items:
-        print(f"{job.source}: {len(job.items)} items; {where}none in this shard, nothing to do", file=out, flush=True)
+        print(f"{job.source}: {_item_count(len(job.items))}; {where}none in this shard, nothing to do", file=out, flush=True)
         return Summary(len(job.items), 0)
     if any(_uses_job_model(item) for item in items):
         check_model(job.model)
@@ -800,7 +800,7 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
             todo = _scan(job, items, root, hashes, memory_budget, log, logged, summary, out)
             signals.checking = False
             in_shard = f", {len(items)} in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else ""
-            print(f"{job.source}: {len(job.items)} items{in_shard}: {len(summary.skipped)} already done, "
+            print(f"{job.source}: {_item_count(len(job.items))}{in_shard}: {len(summary.skipped)} already done, "
                   f"{len(summary.failed)} failed, {len(todo)} to render", file=out, flush=True)
             embeddings = cache_dir / EMBEDDINGS if use_cache else None
             _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary, signals, out, err)
@@ -968,6 +968,10 @@ def _stale(record: dict, folder: Path, stem: str, root: Path, claimed: set) -> l
     the job writes now (`claimed`: `path_key` of paths in OUTDIR), e.g. a PDF its layout no longer asks for."""
     paths = [folder / e["path"] for e in record["files"] if "/" not in e["path"] and e["path"].startswith(stem)]
     return [p for p in paths if path_key(p.relative_to(root).as_posix()) not in claimed]
+
+
+def _item_count(n: int) -> str:
+    return f"{n} item{'' if n == 1 else 's'}"
 
 
 def _inputs(layout, base_dir: Path, hashes) -> dict:

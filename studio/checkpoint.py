@@ -11,6 +11,7 @@ into the target dtype. Pickle files are refused.
 import dataclasses
 import errno
 import json
+import logging
 import os
 import re
 import stat
@@ -103,6 +104,9 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
         why = "local_files_only=True" if local_files_only else "ConnectionError: HF_HUB_OFFLINE is set"
         raise CheckpointError(f"{name}: not a local folder, {where}, and could not be downloaded ({why})"
                               f"{_cached_revisions_hint(name, cache_dir)}; pass the folder of a downloaded copy")
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its retries' warnings ('Retrying in 8s ...'): the error below says it once
     try:
         patterns = ["*.json"]
         if weights:
@@ -115,6 +119,8 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
         raise CheckpointError(
             f"{name}: not a local folder, {where}, and could not be downloaded "
             f"({type(e).__name__}: {why}); pass the folder of a downloaded copy") from e
+    finally:
+        hub_log.setLevel(level)
 
 
 def _weight_variants(folder: Path) -> dict[str, set]:

@@ -1369,7 +1369,8 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
     resolved = {k: v if overrides.get(k) is None else overrides[k] for k, v in defaults.items()}
     for name, value in resolved.items():
         if value is None and name not in overrides:  # given None: said above
-            r.error(nodes[name], f"variables.{name}", f"has no default; set it: --set {name}=...")
+            r.error(nodes[name], f"variables.{name}", f"has no default; set it: --set {name}=... (or a batch job's "
+                                                      f"variables)")
     return {k: "" if v is None else str(v) for k, v in resolved.items()}  # "" after an error: no follow-ups
 
 
