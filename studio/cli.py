@@ -426,9 +426,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _said_of_env_model(line: str, args) -> str:
     """An error line about $STUDIO_MODEL's model ('nosuch: no such model folder ...'), when the command took its
-    model from there, saying so: 'nosuch (from $STUDIO_MODEL): ...'."""
+    model from there, saying so: 'nosuch (from $STUDIO_MODEL): ...'; about the published model a command took
+    by default, with how to name another."""
     model = env_model()
-    if model is None or getattr(args, "model", "") is not None:  # --model given, or a command without one
+    if getattr(args, "model", "") is not None:  # --model given, or a command without one
+        return line
+    if model is None:
+        if line.startswith(f"{PUBLISHED_MODEL}: "):
+            return (f"{line} (no --model given: the published checkpoint is the default; pass --model DIR, set "
+                    f"$STUDIO_MODEL, or try `studio make-tiny tiny` and --model tiny)")
         return line
     for name in dict.fromkeys([model, str(Path(model).expanduser())]):  # as given, as checkpoint names a folder
         if line.startswith(f"{name}: "):

@@ -326,11 +326,16 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     settings. reuse_art=False generates every layer even when an earlier render kept its picture (rerender,
     which checks that the generation gives the recorded bytes).
     """
+    from studio.checkpoint import resolve_model_dir
     from studio.pipeline import PixArtSigmaPipeline
     from studio.tiny import note_if_tiny
 
     out_dir = Path(out_dir)
     plan = plan_layout(layout, model, memory_budget)
+    if not out_dir.exists():  # no art kept there: every model is needed; one that can't be found creates no folder
+        for model_id in dict.fromkeys(job.model for job in plan.jobs):
+            if model_key(model_id) not in {model_key(m) for m in pipelines or {}}:
+                resolve_model_dir(model_id)
     try:  # created when missing, as a designer expects of `-o out/posters`
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

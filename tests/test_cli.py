@@ -408,6 +408,13 @@ def test_the_environments_model_is_named_in_errors(tmp_path, monkeypatch, capsys
     assert main(base + ["--model", str(nope)]) == 2
     assert capsys.readouterr().err == (f"studio: error: {nope}: no such model folder (and not a hub id like "
                                        "'owner/name')\n")
+    # no model anywhere: the published default, not on this machine, is said to be the default; no folder made
+    monkeypatch.delenv("STUDIO_MODEL")
+    assert main(["render", str(layout), "-o", str(tmp_path / "out"), "--memory-budget", "8GiB"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "(no --model given: the published checkpoint is the default; pass --model DIR, set $STUDIO_MODEL, or try "
+        "`studio make-tiny tiny` and --model tiny)\n")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_bad_studio_device_is_named(tiny_dir, tmp_path, monkeypatch, capsys):
