@@ -26,7 +26,7 @@ from pathlib import Path
 from studio.errors import InputError
 from studio.export import EXPORT_SUFFIXES
 from studio.geometry import edge, resolve, span_canvas, split
-from studio.layout import MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS
+from studio.layout import MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, range_problem
 from studio.memory import parse_bytes
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
                          Region, Shadow, ShapeLayer, Span, TextLayer)
@@ -112,13 +112,8 @@ def _closest(word, choices) -> str:
 # -- value kinds: check(checker, path, value) -> whether it is valid (problems reported) ----------------------
 
 def _in_range(c: _Checker, path: str, value, lo, hi) -> bool:
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        if hi is None:
-            return c.error(path, f"must be at least {_n(lo)}, got {_n(value)}")
-        if lo is None:
-            return c.error(path, f"must be at most {_n(hi)}, got {_n(value)}")
-        return c.error(path, f"{_n(value)} is out of range {_n(lo)}..{_n(hi)}")
-    return True
+    problem = range_problem(value, lo, hi)
+    return problem is None or c.error(path, problem)
 
 
 @dataclass(frozen=True)

@@ -480,13 +480,21 @@ class Number:
         return {"anyOf": [body, _VARIABLE_SCHEMA]}
 
 
-def _in_range(value, lo, hi):
+def range_problem(value, lo, hi) -> str | None:
+    """'must be at least 1, got 0' when `value` is outside lo..hi (None: unbounded), else None; the loader's
+    and studio.check's wording."""
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         if hi is None:
-            raise _Bad(f"must be at least {lo}, got {value}")
+            return f"must be at least {lo}, got {value}"
         if lo is None:
-            raise _Bad(f"must be at most {hi}, got {value}")
-        raise _Bad(f"{value} is out of range {lo}..{hi}")
+            return f"must be at most {hi}, got {value}"
+        return f"{value} is out of range {lo}..{hi}"
+    return None
+
+
+def _in_range(value, lo, hi):
+    if problem := range_problem(value, lo, hi):
+        raise _Bad(problem)
     return value
 
 
