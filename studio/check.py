@@ -25,8 +25,8 @@ from pathlib import Path
 
 from studio.errors import InputError
 from studio.export import EXPORT_SUFFIXES
-from studio.geometry import edge, resolve, span_canvas, split
-from studio.layout import MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, range_problem
+from studio.geometry import edge, resolve, span_canvas
+from studio.layout import MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, grid_fit_problem, range_problem
 from studio.memory import parse_bytes
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
                          Region, Shadow, ShapeLayer, Span, TextLayer)
@@ -575,17 +575,8 @@ def _grids(c: _Checker, grids) -> None:
                                                            f"{_count(count, tracks[:-1])} (one each, or none for "
                                                            f"equal {tracks})")
         if all(ok.values()) and c.canvas is not None:
-            area = resolve(grid.region, c.canvas, c.grids)
-            try:
-                split(area.h, grid.rows, grid.gutter[0], grid.row_weights)
-                split(area.w, grid.columns, grid.gutter[1], grid.column_weights)
-            except ValueError:
-                rows, columns = grid.gutter
-                gutters = (f"{rows} px gutters" if rows == columns else
-                           f"{rows} px gutters between rows and {columns} px between columns")
-                sized = " of their relative sizes" if grid.row_weights or grid.column_weights else ""
-                ok["region"] = c.error(path, f"{grid.rows} x {grid.columns} cells{sized} with {gutters} do not fit "
-                                             f"in {area.w} x {area.h} px")
+            if problem := grid_fit_problem(grid, resolve(grid.region, c.canvas, c.grids)):
+                ok["region"] = c.error(path, problem)
         if all(ok.values()):
             c.grids[key] = grid
         else:

@@ -480,6 +480,21 @@ class Number:
         return {"anyOf": [body, _VARIABLE_SCHEMA]}
 
 
+def grid_fit_problem(grid: Grid, area) -> str | None:
+    """'3 x 4 cells with 20 px gutters do not fit in 50 x 40 px' when `grid` can't divide its `area` (a Box) into
+    cells of at least 1 px, else None; the loader's and studio.check's wording."""
+    try:
+        split(area.h, grid.rows, grid.gutter[0], grid.row_weights)
+        split(area.w, grid.columns, grid.gutter[1], grid.column_weights)
+    except ValueError:
+        rows, columns = grid.gutter
+        gutters = (f"{rows} px gutters" if rows == columns else
+                   f"{rows} px gutters between rows and {columns} px between columns")
+        sized = " of their relative sizes" if grid.row_weights or grid.column_weights else ""
+        return f"{grid.rows} x {grid.columns} cells{sized} with {gutters} do not fit in {area.w} x {area.h} px"
+    return None
+
+
 def range_problem(value, lo, hi) -> str | None:
     """'must be at least 1, got 0' when `value` is outside lo..hi (None: unbounded), else None; the loader's
     and studio.check's wording."""
@@ -1506,17 +1521,8 @@ def _grids(r: _Reader, node) -> None:
         (rows, row_weights), (columns, column_weights) = values["rows"], values["columns"]
         grid = Grid(name, rows, columns, (round(gutter[0]), round(gutter[-1])), values.get("region", Region("full")),
                     row_weights, column_weights)
-        area = resolve(grid.region, r.canvas, r.grids)
-        try:
-            split(area.h, grid.rows, grid.gutter[0], grid.row_weights)
-            split(area.w, grid.columns, grid.gutter[1], grid.column_weights)
-        except ValueError:
-            row_gutter, column_gutter = grid.gutter
-            gutters = (f"{row_gutter} px gutters" if row_gutter == column_gutter else
-                       f"{row_gutter} px gutters between rows and {column_gutter} px between columns")
-            sized = " of their relative sizes" if grid.row_weights or grid.column_weights else ""
-            r.error(value_node, path, f"{grid.rows} x {grid.columns} cells{sized} with {gutters} do not fit "
-                                      f"in {area.w} x {area.h} px")
+        if problem := grid_fit_problem(grid, resolve(grid.region, r.canvas, r.grids)):
+            r.error(value_node, path, problem)
             r.bad_grids.add(name)
             continue
         r.grids[name] = grid
