@@ -138,7 +138,8 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     """The layout with labelled placeholders for generated art, written to `path` (PNG/JPEG/TIFF), with the
     bleed, trim, safe area and a span's bezel gaps marked (`compose.draw_guides`) unless guides=False;
     prints a warning to stderr for each text layer that leaves its region or enters the safe margin."""
-    check_layout(layout)  # a layout built in code gets the loader's checks
+    if plan is None:  # a plan's layout is checked (plan_layout): a layout built in code gets the loader's checks
+        check_layout(layout)
     path = check_target(Path(path), overwrite)  # before any work
     check_not_input(layout, [path])
     check_size(path, layout.canvas.full_width, layout.canvas.full_height)

@@ -356,3 +356,13 @@ def test_what_the_loader_and_old_code_accepted_passes():
         FillLayer(tuple(np.array([1, 2, 3, 255], np.uint8)), region=Region("px", np.int64(10), np.float32(10), 50, 20)),
         TextLayer("hi", size=np.int64(20)),
         GradientLayer(stops=((0, [0, 0, 0, 255]), (1, [255, 255, 255, 255]))))))
+
+
+def test_proof_without_a_plan_checks_the_layout(tmp_path):
+    """proof given no plan (no model needed) checks the layout itself; a plan's layout was checked by plan_layout."""
+    from studio.render import proof
+
+    with pytest.raises(InputError, match=r"^card: layers\[0\] \(TextLayer\)\.align: 'centre' is not one of left, "
+                                         r"center, right \(did you mean 'center'\?\)$"):
+        proof(card(TextLayer("Hi", align="centre")), tmp_path / "p.png")
+    assert not (tmp_path / "p.png").exists()
