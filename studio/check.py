@@ -299,10 +299,13 @@ class ImagePath:
         if file.is_dir():
             return c.error(path, f"{_q(str(value))} is a folder, not an image file")
         if not file.is_file():
-            where = ("the current folder" if base is None or base == Path(".") else
-                     f"{base}, the folder of the layout's source")
-            return c.error(path, f"no such image file {_q(str(value))} (relative paths are read from {where})")
+            return c.error(path, f"no such image file {_q(str(value))} (relative paths are read from {_where(base)})")
         return True
+
+
+def _where(base: Path | None) -> str:
+    """Where a checked layout's relative paths are read from, in words."""
+    return "the current folder" if base is None or base == Path(".") else f"{base}, the folder of the layout's source"
 
 
 class Font:
@@ -313,8 +316,9 @@ class Font:
 
         if not isinstance(value, str):
             return c.error(path, f"expected a font file or family (text), got {_a(value)}")
-        if fonts.find_face(value, c.base_dir()) is None:
-            return c.error(path, f"no such font {_q(value)} (a .ttf/.otf path or an installed family)")
+        base = c.base_dir()
+        if fonts.find_face(value, base) is None:
+            return c.error(path, fonts.not_found(value, base, _where(base)))
         return True
 
 

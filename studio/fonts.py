@@ -67,6 +67,20 @@ def find_face(name_or_path: str | None, base_dir: Path | str | None = None) -> F
     return _find_family(_normal(name_or_path))
 
 
+def not_found(name: str, base_dir: Path | str | None, relative_to: str) -> str:
+    """Why find_face(name, base_dir) found nothing, one line; `relative_to` says where relative paths are read."""
+    indexed = _INDEXED_RE.fullmatch(name)
+    bare = indexed[1] if indexed else name
+    file = Path(base_dir or ".") / Path(bare).expanduser()  # an absolute path replaces the folder
+    if file.is_dir():
+        return f"'{name}' is a folder, not a font file"
+    if _looks_like_path(bare):
+        return f"no such font file '{name}' (relative paths are read from {relative_to})"
+    if file.is_file():
+        return f"'{name}' is not a font file ({', '.join(FONT_SUFFIXES)}) nor an installed family"
+    return f"no such font '{name}' (a .ttf/.otf path or an installed family)"
+
+
 def find_font(name_or_path: str | None, base_dir: Path | str | None = None) -> str | None:
     """The font file `name_or_path` names (whichever face of it), "default" for None/"", None if not found."""
     face = find_face(name_or_path, base_dir)

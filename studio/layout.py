@@ -586,13 +586,18 @@ def _show(number: Fraction) -> str:
     return str(int(number)) if number.denominator == 1 and abs(number) < 10 ** 15 else f"{float(number):g}"
 
 
-def _length_schema(defs, signed: bool) -> dict:
-    sign = "[-+]?" if signed else r"\+?"
-    pattern = rf"^\s*{sign}(\d+(\.\d*)?|\.\d+)\s*(px|pt|mm|cm|in)?\s*$"
-    body = {"anyOf": [{"type": "number"} | ({} if signed else {"minimum": 0}),
-                      {"type": "string", "pattern": pattern}, _VARIABLE_SCHEMA],
-            "description": "a length: a number of px, or a number with px, pt, mm, cm or in"}
-    return _ref(defs, "signed_length" if signed else "length", body)
+def _length_schema(defs, minimum: str) -> dict:
+    """A length's schema; minimum as Length's."""
+    sign, digits, bound, name = {
+        "any": ("[-+]?", r"\d+(\.\d*)?|\.\d+", {}, "signed_length"),
+        "zero": (r"\+?", r"\d+(\.\d*)?|\.\d+", {"minimum": 0}, "length"),
+        "positive": (r"\+?", r"\d*[1-9]\d*(\.\d*)?|\d*\.\d*[1-9]\d*", {"exclusiveMinimum": 0}, "positive_length"),
+    }[minimum]
+    pattern = rf"^\s*{sign}({digits})\s*(px|pt|mm|cm|in)?\s*$"
+    body = {"anyOf": [{"type": "number"} | bound, {"type": "string", "pattern": pattern}, _VARIABLE_SCHEMA],
+            "description": "a length: a number of px, or a number with px, pt, mm, cm or in"
+                           + (", greater than 0" if minimum == "positive" else "")}
+    return _ref(defs, name, body)
 
 
 @dataclass(frozen=True)
@@ -608,7 +613,7 @@ class Length:
         return _on_canvas(r, _to_px(number, unit, r.dpi))
 
     def schema(self, defs):
-        return _length_schema(defs, self.minimum == "any")
+        return _length_schema(defs, self.minimum)
 
 
 @dataclass(frozen=True)
@@ -739,7 +744,7 @@ class Font(Text):
         name = super().parse(r, node, path)
         face = fonts.find_face(name, r.base_dir)
         if face is None:
-            raise _Bad(f"no such font '{name}' (a .ttf/.otf path or an installed family)")
+            raise _Bad(fonts.not_found(name, r.base_dir, "the layout file's folder"))
         if face.path == fonts.DEFAULT:
             return None
         try:
@@ -1292,7 +1297,10 @@ class MonitorKind:
         m, bad = r.read(node, path, MONITOR_KEYS)
         if not isinstance(node, yaml.MappingNode):
             raise _Bad()
-        if ("size" in m or "size" in bad) == ("diagonal" in m or "diagonal" in bad):
+        sized = ("size" in m or "size" in bad), ("diagonal" in m or "diagonal" in bad)
+        if all(sized):
+            r.error(node, path, "give the picture's size or its diagonal, not both")
+        elif not any(sized):
             r.error(node, path, "give the picture's size: [width, height] or diagonal (one of them)")
         if file_name_problem(m.get("name", "x")):
             r.error(_node_at(node, "name"), _join(path, "name"),
@@ -1638,9 +1646,20 @@ def _stand_ins(text: str) -> dict[str, str]:
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, nesting at most MAX_DEPTH levels: it composes a level per call, and deeper would
-    run out of Python's stack."""
+    run out of Python's stack. Tabs before a comment or a line's end are skipped as YAML 1.2 (and editors)
+    skip them; PyYAML (YAML 1.1) stops at them."""
 
     depth = 0
+
+    def scan_to_next_token(self):
+        while True:
+            super().scan_to_next_token()
+            k = 0
+            while self.peek(k) in " \t":
+                k += 1
+            if k == 0 or self.peek(k) not in "#\0\r\n\x85\u2028\u2029":
+                return
+            self.forward(k)
 
     def compose_node(self, parent, index):
         if self.depth == MAX_DEPTH:
@@ -1664,6 +1683,8 @@ def _yaml_problem(text: str, e: yaml.YAMLError) -> tuple[int, str]:
     if comment:
         n, word = comment
         return n, f"'{word}' starts a comment, which ends the line early; quote colours that start with '#': \"{word}\""
+    if mark is not None and text.split("\n")[mark.line][mark.column:mark.column + 1] == "\t":
+        return line, "a tab: indent with spaces, and put spaces, not tabs, after a key's ':' or a list's '-'"
     if getattr(e, "problem", None) == "but found another document":
         return line, "a second document ('---'): a layout is one YAML document"
     written = text.split("\n")[mark.line] if mark is not None else ""

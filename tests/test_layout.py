@@ -368,6 +368,12 @@ BROKEN = [
     ("canvas: {preset: fhd}\nvariables: {s: 12}\nlayers:\n  - text: {text: hi, size: {s}pt}\n",
      "poster.yaml:4: YAML syntax: '{s}pt' starts with a mapping, {s}, and goes on; quote text that starts with "
      "'{': \"{s}pt\""),
+    ("canvas:\n\tpreset: fhd\nlayers: [{fill: {color: red}}]\n",
+     "poster.yaml:2: YAML syntax: a tab: indent with spaces, and put spaces, not tabs, after a key's ':' or a "
+     "list's '-'"),
+    ("canvas: {preset: fhd}\nlayers:\n  - fill: {color: red}\t# behind the text\n  -\ttext: {text: hi}\n",
+     "poster.yaml:4: YAML syntax: a tab: indent with spaces, and put spaces, not tabs, after a key's ':' or a "
+     "list's '-'"),  # the tab before the comment is fine (YAML 1.2), not the one after '-'
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, name: " + "[" * 1000 + "]" * 1000 + "}}]\n",
      "poster.yaml:2: YAML syntax: nested more than 100 levels deep (lists and mappings inside each other)"),
     ("canvas: {preset: fhd}\nlayers:\n  - fill: {color: red}\n  - text: {text: a\x00b}\n",
@@ -574,8 +580,13 @@ BROKEN = [
      "poster.yaml:2: layers[0].text.font: no such font 'NoSuchFontFamily' (a .ttf/.otf path or an installed "
      "family)"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: fonts/Inter.ttf}}]\n",
-     "poster.yaml:2: layers[0].text.font: no such font 'fonts/Inter.ttf' (a .ttf/.otf path or an installed "
-     "family)"),
+     "poster.yaml:2: layers[0].text.font: no such font file 'fonts/Inter.ttf' (relative paths are read from the "
+     "layout file's folder)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: notamodel}}]\n",
+     "poster.yaml:2: layers[0].text.font: 'notamodel' is a folder, not a font file"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: notes.txt}}]\n",
+     "poster.yaml:2: layers[0].text.font: 'notes.txt' is not a font file (.ttf, .otf, .ttc, .otc) nor an installed "
+     "family"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: fake.ttf}}]\n",
      "poster.yaml:2: layers[0].text.font: 'fake.ttf' is not a font Pillow can read (unknown file format)"),
     ("canvas: {preset: fhd}\nlayers: [{image: {path: big.png}}]\n",
@@ -698,6 +709,8 @@ BROKEN = [
     # spans
     ("span: {monitors: [{width: 2560, height: 1440}]}\n" + FILL,
      "poster.yaml:1: span.monitors[0]: give the picture's size: [width, height] or diagonal (one of them)"),
+    ("span: {monitors: [{width: 2560, height: 1440, size: [597mm, 336mm], diagonal: 27in}]}\n" + FILL,
+     "poster.yaml:1: span.monitors[0]: give the picture's size or its diagonal, not both"),
     ("span: {monitors: [{width: 2560, height: 1440, size: [597, 336mm]}]}\n" + FILL,
      "poster.yaml:1: span.monitors[0].size[0]: 597 (a number) has no physical size; give it in mm, cm or in"),
     ("span:\n  monitors:\n    - {width: 10, height: 10, size: [1mm, 1mm]}\n    - {width: 10, height: 10, "
@@ -1087,6 +1100,9 @@ SCHEMA_REJECTED = [  # the loader rejects each; the schema can tell too
     "canvas: {preset: fhd}\ngrids: {g: {rows: 1, columns: 2, gutter: [1, 2, 3]}}\n" + FILL,
     "canvas: {preset: fhd}\n" + FILL + "output: {formats: [png, gif]}\n",
     "canvas: {preset: fhd}\nlayers: [{generate: {prompt: x, seed: -1}}]\n",
+    "canvas: {preset: fhd}\nlayers: [{text: {text: hi, stroke: {width: 0px}}}]\n",
+    "canvas: {preset: fhd}\nlayers: [{text: {text: hi, size: 0}}]\n",
+    "canvas: {width: 0.0mm, height: 10mm}\n" + FILL,
 ]
 
 
@@ -1099,6 +1115,13 @@ def schema_errors(text: str) -> list[str]:
 @pytest.mark.parametrize("path", sorted((ROOT / "layouts").glob("*.yaml")), ids=lambda p: p.name)
 def test_schema_accepts_the_example_layouts(path):
     assert schema_errors(path.read_text()) == []
+
+
+def test_tabs_before_comments_and_line_ends_are_space():
+    """YAML 1.2 (and editors) take tabs as the space before a comment or at a line's end; PyYAML stops there."""
+    layout = parse_layout("canvas:\n  preset: fhd\t# full HD\n\t\nlayers:\n  - fill: {color: red}\t \t# red\n"
+                          "  - text: {text: \"a\t# b\"}\t\n")
+    assert (layout.canvas.width, layout.layers[0].color, layout.layers[1].text) == (1920, (255, 0, 0, 255), "a\t# b")
 
 
 @pytest.mark.parametrize("text", SCHEMA_ACCEPTED)
