@@ -4,8 +4,8 @@
 every format of `layout.output.formats` (png | jpeg | tiff | pdf) for one composed raster and for each
 monitor's cut of a span, all or none: every temporary file is written first (several at once, in threads),
 then all are renamed into place. Every file carries its DPI (the canvas's, or the monitor's pixel density;
-PNG pHYs, JPEG JFIF density, TIFF resolution, PDF page size) and the sRGB ICC profile; the PDF page is the
-full raster (trim + bleed) at its physical size, with BleedBox and TrimBox set.
+PNG pHYs, JPEG JFIF density, TIFF resolution, WebP EXIF resolution, PDF page size) and the sRGB ICC
+profile; the PDF page is the full raster (trim + bleed) at its physical size, with BleedBox and TrimBox set.
 
 An existing file is never replaced unless the caller passes overwrite=True, and a size its format can't hold
 (WebP past 16383 px a side, JPEG past 65500) is refused before any work (`check_size`).
@@ -125,12 +125,31 @@ def write_raster(image, f, fmt: str, dpi: int | None, metadata: dict | None, qua
             options["description"] = json.dumps(metadata)
     if fmt == "WEBP":
         options.update(quality=quality)
+        if dpi:  # WebP has no density field: EXIF's XResolution, YResolution and ResolutionUnit (inch)
+            from PIL import Image, TiffImagePlugin
+
+            exif = Image.Exif()
+            exif[282] = exif[283] = TiffImagePlugin.IFDRational(dpi)
+            exif[296] = 2
+            options["exif"] = exif.tobytes()
     try:
         image.save(f, format=fmt, **options)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: libtiff could not write the header
         if isinstance(e, OSError) and e.errno is not None:
             raise  # the disk, not the encoder: write_temp names the file
+        if fmt == "TIFF" and _disk_full(f, image.width * image.height * 3):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None  # libtiff writes to the descriptor
         raise InputError(f"cannot encode a {image.width}x{image.height} px image as {fmt} ({e})") from None
+
+
+def _disk_full(f, needed: int) -> bool:
+    """Whether the file system of the open file `f` has less than `needed` bytes free: libtiff's write errors
+    reach Python as an encoder error without an errno."""
+    try:
+        stat = os.fstatvfs(f.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return stat.f_bavail * stat.f_frsize < needed
 
 
 JPEG_COMMENT_BYTES = 65533  # a JPEG segment's length field counts itself (2 bytes) in 16 bits

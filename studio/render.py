@@ -95,6 +95,11 @@ def check_not_input(layout: Layout, paths) -> None:
                 raise InputError(f"{path} is an input of the layout ({key})")
 
 
+def _model_name(model: str) -> str:
+    """A model as a file's metadata names it: a hub id as it is, a local folder by its name alone."""
+    return Path(model).name if Path(model).is_absolute() else model
+
+
 def _plain(number):
     """A number as JSON writes it: a numpy number (a layout built in code may hold one) as Python's."""
     return number.item() if hasattr(number, "item") else number
@@ -409,8 +414,10 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     report("", "compose", 1, 1)
     if record is not None:
         record.update(budget=plan.budget, generations=jobs_meta)
-    metadata = {"software": f"studio {__version__}", "layout": layout.source,
-                "variables": dict(sorted(layout.variables.items())), "generations": jobs_meta, **(metadata or {})}
+    public = [{**meta, "model": _model_name(meta["model"])} for meta in jobs_meta]  # files travel: no local paths
+    metadata = {"software": f"studio {__version__}", "layout": Path(layout.source).name,
+                "variables": dict(sorted(layout.variables.items())), "memory_budget": plan.budget,
+                "generations": public, **(metadata or {})}
     monitors = []
     if monitor_stems:
         cuts = cut_span(image, list(plan.monitors), layout.span.monitors)

@@ -62,6 +62,13 @@ def test_writes_every_format_with_dpi_and_srgb(tmp_path):
     assert b"/ICCBased" in paths[3].read_bytes()
 
 
+def test_webp_carries_its_dpi_in_exif(tmp_path):
+    """WebP has no density field; save_image (proof, generate) writes EXIF's resolution tags, in inches."""
+    path = E.save_image(raster(), tmp_path / "a.webp", dpi=150)
+    with Image.open(path) as im:
+        assert (dict(im.getexif()), im.info["icc_profile"]) == ({282: 150, 283: 150, 296: 2}, E.srgb_profile())
+
+
 def test_pdf_page_is_the_physical_size_with_trim_and_bleed_boxes(tmp_path):
     image = raster()
     (path,) = E.export(image, poster(("pdf",)), tmp_path, "poster")
@@ -345,6 +352,20 @@ def test_an_encoder_failure_is_one_line_naming_the_format_and_size():
             raise OSError(errno.ENOSPC, "No space left on device")
     with pytest.raises(OSError) as info:
         E.write_raster(raster(), FullDisk(), "PNG", None, None, 90)
+    assert info.value.errno == errno.ENOSPC
+
+
+def test_a_tiff_write_error_on_a_full_disk_is_the_disk_s(tmp_path, monkeypatch):
+    """libtiff writes to the file's descriptor itself and reports a failed write as an encoder error without an
+    errno: on a file system without room for the image that is ENOSPC (write_temp names the file)."""
+    (tmp_path / "a.tif").write_bytes(b"")
+    with open(tmp_path / "a.tif", "rb") as read_only:  # every write of libtiff's fails, the header's first
+        with pytest.raises(InputError, match=r"^cannot encode a 112x72 px image as TIFF \(tiff codec "
+                                             r"initialization failed\)$"):
+            E.write_raster(raster(), read_only, "TIFF", None, None, 90)
+        monkeypatch.setattr(E.os, "fstatvfs", lambda fd: os.statvfs_result((4096, 4096, 9, 9, 1, 9, 9, 9, 0, 255)))
+        with pytest.raises(OSError) as info:  # 4 KiB free, for a 24 KiB image
+            E.write_raster(raster(), read_only, "TIFF", None, None, 90)
     assert info.value.errno == errno.ENOSPC
 
 
