@@ -558,7 +558,7 @@ class PixArtSigmaPipeline:
                  num_images_per_prompt: int = 1, use_resolution_binning: bool = True,
                  max_sequence_length: int = 300, output_type: str = "pil", sampler: str | None = None,
                  memory_budget=None, vae_tiling: bool | None = None, stream_text_encoder: bool = True,
-                 callback: Callable[[int, int], None] | None = None,
+                 callback: Callable[[int, int], None] | None = None, callback_steps: int = 1,
                  progress: Callable[[str, int, int], None] | None = None, generator=None, return_dict: bool = True,
                  clean_caption: bool = False, prompt_embeds=None, prompt_attention_mask=None,
                  negative_prompt_embeds=None, negative_prompt_attention_mask=None, timesteps=None, sigmas=None,
@@ -572,7 +572,8 @@ class PixArtSigmaPipeline:
         feature map above MAX_TENSOR, 4 GiB), True always, False never; `stream_text_encoder` (default)
         runs T5 block by block from its files (one block's weights in memory, the same features, about the
         time of loading it whole) unless the pipeline keeps it loaded (keep_text_encoder); False loads it
-        whole for the call; callback(step, total) after each denoising step (step from 0). progress(phase, done,
+        whole for the call; callback(step, total) after each denoising step (step from 0; with the reference's
+        callback_steps=k, after every k-th: steps 0, k, 2k, ...). progress(phase, done,
         total) for every phase: "text" (0 then 1 of 1), "denoise" (steps done), "decode" (tile passes
         done when tiled, else images), each called with done = 0 when the phase starts.
 
@@ -593,9 +594,11 @@ class PixArtSigmaPipeline:
             prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
             negative_prompt_attention_mask)
         height, width = default_size(self.transformer.config, self.vae.config, height, width)
+        output_type = "np" if output_type is None else output_type  # as the reference's postprocess reads None
         self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
                            max_sequence_length, output_type, seed, guidance_scale, vae_tiling, generator,
-                           clean_caption, latents, given is not None, given_negatives is not None, callback)
+                           clean_caption, latents, given is not None, given_negatives is not None, callback,
+                           callback_steps)
         # numpy scalars pass the checks; MindSpore takes only Python numbers where they meet tensors
         height, width, num_inference_steps, num_images_per_prompt = map(
             int, (height, width, num_inference_steps, num_images_per_prompt))
@@ -649,7 +652,7 @@ class PixArtSigmaPipeline:
             return out
 
         def after_step(i: int, total: int) -> None:
-            if callback is not None:
+            if callback is not None and i % callback_steps == 0:
                 callback(i, total)
             report("denoise", i + 1, total)
 
@@ -780,7 +783,7 @@ class PixArtSigmaPipeline:
 
     def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type, seed,
                       guidance, vae_tiling, generator, clean_caption, latents, embeds_given, negative_embeds_given,
-                      callback):
+                      callback, callback_steps):
         number = isinstance(guidance, (int, float, np.number)) and not isinstance(guidance, bool)
         if not number or not np.isfinite(guidance):
             raise InputError(f"guidance_scale must be a finite number, got {guidance!r:.80}")
@@ -801,7 +804,7 @@ class PixArtSigmaPipeline:
         if output_type not in OUTPUT_TYPES:
             raise InputError(f"output_type '{output_type}' is not one of {', '.join(OUTPUT_TYPES)}")
         for name, value in [("height", height), ("width", width), ("num_inference_steps", steps),
-                            ("num_images_per_prompt", per_prompt)]:
+                            ("num_images_per_prompt", per_prompt), ("callback_steps", callback_steps)]:
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r:.80}")
         check_max_sequence_length(max_len)

@@ -359,6 +359,14 @@ def timesteps_and_sigmas(config: SamplerConfig, num_steps: int) -> Schedule:
     n = int(num_steps)
     make = {"dpm++": _dpm_schedule, "ddim": _ddim_schedule, "euler": _euler_schedule}[config.sampler]
     schedule = make(config, n, _alphas_cumprod(config))
+    if config.sampler != "ddim" and len(schedule.timesteps) > 1 and schedule.timesteps[0] == schedule.timesteps[1]:
+        # diffusers finds where to start by the first timestep, taking the second of two equal ones: it skips a
+        # step and fails at the end (an index past the schedule)
+        largest = _train_sigmas(_alphas_cumprod(config))[-1]
+        why = (f": sigma_max {config.sigma_max:g} is above the largest training noise level {largest:.6g}; lower it"
+               if config.use_karras_sigmas and config.sigma_max is not None and config.sigma_max > largest else
+               "; use fewer steps")
+        raise InputError(f"{config.sampler} starts at timestep {int(schedule.timesteps[0])} twice at {n} steps{why}")
     if config.sampler == "dpm++":
         timesteps, sigmas, sigmas_next = schedule
         first_order = _dpm_first_order(config, len(timesteps))

@@ -143,6 +143,24 @@ def test_pil_output_and_seed_reproducible(pipes):
     np.testing.assert_array_equal(np.asarray(a[0]), (b[0] * 255).round().astype(np.uint8))
 
 
+def test_callback_steps_and_output_type_none_as_the_reference_takes_them(pipes):
+    """callback_steps=k calls the callback at steps 0, k, 2k, ... as diffusers does (progress still every
+    step); output_type=None gives numpy images, as diffusers' postprocess reads it."""
+    from studio.errors import InputError
+    ours, ref = pipes
+    kwargs = dict(height=256, width=256, num_inference_steps=5)
+    seen, expected = [], []
+    ref("a cat", callback=lambda i, t, x: expected.append(i), callback_steps=2, clean_caption=False,
+        latents=torch.zeros(1, 4, 32, 32), output_type="latent", **kwargs)  # None: a deprecation warning there
+    images = ours("a cat", callback=lambda i, n: seen.append(i), callback_steps=2, seed=1, output_type=None,
+                  **kwargs).images
+    assert seen == expected == [0, 2, 4]
+    assert isinstance(images, np.ndarray) and images.shape == (1, 256, 256, 3)
+    for bad in (0, 1.5, True):
+        with pytest.raises(InputError, match=f"^callback_steps must be a positive integer, got {bad!r}$"):
+            ours("a cat", callback_steps=bad)
+
+
 def test_default_size_is_the_checkpoints_native_size(pipes):
     """Without height/width both pipelines generate at sample_size x 8 px (256 for this checkpoint)."""
     ours, ref = pipes

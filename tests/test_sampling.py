@@ -328,6 +328,23 @@ def test_dpmpp_refuses_a_schedule_that_repeats_a_timestep_before_calling_the_mod
         sample(model, ms.Tensor(noise()), config, 1000)
 
 
+@pytest.mark.parametrize("class_name", ["EulerDiscreteScheduler", "DPMSolverMultistepScheduler"])
+def test_a_karras_sigma_max_above_the_training_range_is_refused_where_diffusers_fails(class_name):
+    """sigma_max above the largest training sigma maps the first Karras sigmas to timestep 999 alike; diffusers
+    then starts at the second of them, skips a step and fails at the end. A sigma_max within the range runs."""
+    d = {**PIXART, "_class_name": class_name, "use_karras_sigmas": True, "sigma_max": 1000.0}
+    with pytest.raises(IndexError):
+        reference_loop(reference_scheduler(d), 14, noise())
+    config = SamplerConfig.from_scheduler_config(d)
+    largest = _train_sigmas(_alphas_cumprod(config))[-1]
+    with pytest.raises(InputError, match=f"^{re.escape(config.sampler)} starts at timestep 999 twice at 14 steps: "
+                                         f"sigma_max 1000 is above the largest training noise level {largest:.6g}; "
+                                         "lower it$"):
+        timesteps_and_sigmas(config, 14)
+    within = SamplerConfig.from_scheduler_config({**d, "sigma_max": float(largest) * 0.9})
+    assert len(set(timesteps_and_sigmas(within, 14).timesteps.tolist())) == 14
+
+
 @pytest.mark.parametrize("overrides,steps", [({"timestep_spacing": "trailing"}, 1000),
                                              ({"use_karras_sigmas": True}, 20)])
 def test_dpmpp_heun_refuses_a_step_of_zero_length_where_diffusers_returns_nan(overrides, steps):
