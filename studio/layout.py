@@ -197,6 +197,7 @@ class _Reader:
         self._explicit: dict[int, list] = {}  # mapping node id -> its written keys (merge keys applied)
         self.origins: dict[int, tuple] = {}  # scalar node id -> (variables in it, its value): for messages
         self.own_names = True  # output.name names the files: check it with the variables' values
+        self.unset: set[str] = set()  # variables reported without a value: what they fill is not reported again
 
     def error(self, node, path: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -209,7 +210,7 @@ class _Reader:
         try:
             return kind.parse(self, node, path)
         except _Bad as bad:
-            if bad.args:
+            if bad.args and not self.unset.intersection(self.origins.get(id(node), ((),))[0]):
                 self.error(node, path, self._sourced(node, bad.args[0]))
             raise _Bad() from None
 
@@ -1393,6 +1394,7 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
         if name in defaults and overrides[name] is None:
             r.error(nodes[name], f"variables.{name}", "is given no value (null, None): give it text or a number, or "
                                                       "leave it out for the file's default")
+            r.unset.add(name)
         elif name not in defaults:
             r.error(node, f"variables.{name}",
                     f"given a value (--set, or a batch job's variables) but not defined in the file"
@@ -1402,6 +1404,7 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
         if value is None and name not in overrides:  # given None: said above
             r.error(nodes[name], f"variables.{name}", f"has no default; set it: --set {name}=... (or a batch job's "
                                                       f"variables)")
+            r.unset.add(name)
     return {k: "" if v is None else str(v) for k, v in resolved.items()}  # "" after an error: no follow-ups
 
 

@@ -628,6 +628,9 @@ BROKEN = [
      "poster.yaml:2: layers[0].text.text: unmatched '{' in 'a {b' (write {{ for a literal brace)"),
     ("canvas: {preset: fhd}\nvariables: {title: ~}\nlayers: [{text: {text: '{title}'}}]\n",
      "poster.yaml:2: variables.title: has no default; set it: --set title=... (or a batch job's variables)"),
+    ("canvas: {preset: fhd}\nvariables: {seed: ~}\nlayers: [{generate: {prompt: a, seed: '{seed}', steps: "
+     "'x{seed}'}}]\n",  # nothing about the seed and steps it fills: one line
+     "poster.yaml:2: variables.seed: has no default; set it: --set seed=... (or a batch job's variables)"),
     ("canvas: {preset: fhd}\nvariables: {2nd: x}\n" + FILL,
      "poster.yaml:2: variables.2nd: '2nd' is not a variable name (letters, digits and _)"),
     # colours
