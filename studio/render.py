@@ -416,8 +416,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         record.update(budget=plan.budget, generations=jobs_meta)
     public = [{**meta, "model": _model_name(meta["model"])} for meta in jobs_meta]  # files travel: no local paths
     metadata = {"software": f"studio {__version__}", "layout": Path(layout.source).name,
-                "variables": dict(sorted(layout.variables.items())), "memory_budget": plan.budget,
-                "generations": public, **(metadata or {})}
+                "variables": dict(sorted(layout.variables.items())), "generations": public, **(metadata or {})}
     monitors = []
     if monitor_stems:
         cuts = cut_span(image, list(plan.monitors), layout.span.monitors)
