@@ -19,7 +19,12 @@ class InputError(StudioError, ValueError):
 
 
 class PlanError(StudioError, ValueError):
-    """A request cannot be planned within its limits (memory budget, sizes): a ValueError, as a bad argument."""
+    """A request cannot be planned within its limits (memory budget, sizes): a ValueError, as a bad argument.
+    `minimum`: when the memory budget is what falls short, the smallest budget that works, in bytes; else None."""
+
+    def __init__(self, message: str, minimum: int | None = None):
+        super().__init__(message)
+        self.minimum = minimum
 
 
 def out_of_memory(e: BaseException) -> bool:

@@ -217,7 +217,8 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     keep_text_encoder (which holds it whole). An encoder loaded for one call and released takes longer
     than streaming it (benchmarks/t5_streaming.py, T5-XXL: 30 s loaded whole from disk and run, 22 s
     streamed from disk, 11.6 s with the files cached), so only one kept across calls is loaded whole. Raises
-    PlanError naming the smallest budget that works (`GenerationPlan.minimum`) when `budget` is below it.
+    PlanError when `budget` is below the smallest budget that works (`GenerationPlan.minimum`, the error's
+    `minimum`), naming it and the phase that needs it.
     """
     batch = images * (2 if guidance else 1)
     w_t5, w_tr = itemsize * t5_params(t5), itemsize * transformer_params(transformer)
@@ -249,13 +250,13 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     # from the largest of them up, `_vae_tiles` picks a way that fits
     least = [Phase(name, weights, acts, tuple(attn), 0, ()) for name, weights, acts, attn in specs]
     least.append(_least_decode(vae, height, width, vae_tiling, untiled_decode, outputs))
-    minimum = max(p.minimum() for p in least)
-    for p in least:
-        if budget is not None and budget < p.minimum():
-            raise PlanError(f"memory budget {format_bytes(budget)} is too small for {width}x{height}: the {p.name} "
-                            f"phase needs at least {format_bytes(p.minimum(), up=True)} (weights "
-                            f"{format_bytes(p.weights)} + activations {format_bytes(p.activations)} + attention); "
-                            f"the smallest budget that works is {format_bytes(minimum, up=True)}")
+    needs = max(least, key=Phase.minimum)  # the phase that sets the smallest budget (the first of equals)
+    minimum = needs.minimum()
+    if budget is not None and budget < minimum:
+        raise PlanError(f"memory budget {format_bytes(budget)} is too small for {width}x{height}: the {needs.name} "
+                        f"phase needs the most (weights {format_bytes(needs.weights)} + activations "
+                        f"{format_bytes(needs.activations)} + attention); the smallest budget that works is "
+                        f"{format_bytes(minimum, up=True)}", minimum)
     specs.append(("decode", w_decode, _decode_phase(vae, untiled_decode, outputs, tiles).activations, mid_attention))
     phases = [replace(_planned(name, weights, acts, attn, budget), tiles=tiles if name == "decode" else None,
                       streamed=streamed and name == "text") for name, weights, acts, attn in specs]

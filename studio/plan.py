@@ -177,14 +177,49 @@ def choose_generation(width: int, height: int, cfg: PixArtTransformerConfig,
                       strategy: str) -> tuple[str, int, int]:
     """(strategy, gen_width, gen_height) to fill a width x height region with a model of config `cfg`.
     `direct` rounds each side up to a multiple of 16 px: the generation covers the region, whose pixels are
-    then a crop of it, not a resampling (a side rounded down would stretch the whole picture by a few px)."""
+    then a crop of it, not a resampling (a side rounded down would stretch the whole picture by a few px).
+    A model without an aspect-ratio bin table has nothing to upscale from: `auto` is then `direct`, and
+    `upscale` a ConfigError."""
     native = (cfg.sample_size * 8) ** 2
+    bins = binning.BINS_BY_SAMPLE_SIZE.get(cfg.sample_size)
     if strategy == "auto":
-        strategy = "direct" if DIRECT_MIN_AREA * native <= width * height <= DIRECT_MAX_AREA * native else "upscale"
+        direct = bins is None or DIRECT_MIN_AREA * native <= width * height <= DIRECT_MAX_AREA * native
+        strategy = "direct" if direct else "upscale"
     if strategy == "direct":
         return strategy, -(-width // SNAP) * SNAP, -(-height // SNAP) * SNAP
-    gen_h, gen_w = binning.closest_bin(height, width, binning.bins_for(cfg.sample_size))
+    if bins is None:
+        raise ConfigError(f"`strategy: upscale` generates at the model's aspect-ratio bins, and a transformer of "
+                          f"sample_size {cfg.sample_size} has none (there are bins for sample_size "
+                          f"{', '.join(map(str, sorted(binning.BINS_BY_SAMPLE_SIZE)))}); give the layer "
+                          f"`strategy: direct`")
+    gen_h, gen_w = binning.closest_bin(height, width, bins)
     return strategy, gen_w, gen_h
+
+
+def plan_region(box: Box, layer: GenerateLayer, configs: tuple, budget: int | None) -> tuple[str, int, int,
+                                                                                             GenerationPlan]:
+    """(strategy, gen_width, gen_height, memory plan) of a generate layer filling `box` with a model of
+    `configs` (transformer, t5, vae). `auto` takes the other strategy when the budget can't plan its choice
+    and the other generates fewer pixels. A budget that plans neither: the PlanError of the one that needs
+    the smaller budget (its `minimum` is then the layer's)."""
+    tr, t5, vae = configs
+    strategy, gen_w, gen_h = choose_generation(box.w, box.h, tr, layer.strategy)
+    try:
+        return strategy, gen_w, gen_h, plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget, layer.guided)
+    except PlanError as e:
+        if layer.strategy != "auto" or tr.sample_size not in binning.BINS_BY_SAMPLE_SIZE:
+            raise
+        first = e
+    other = "upscale" if strategy == "direct" else "direct"
+    _, alt_w, alt_h = choose_generation(box.w, box.h, tr, other)
+    if alt_w * alt_h >= gen_w * gen_h:  # the other way is no smaller: no use trying it
+        raise first
+    try:
+        return other, alt_w, alt_h, plan_generation(tr, t5, vae, alt_h, alt_w, 1, budget, layer.guided)
+    except PlanError as smaller:
+        if first.minimum is None or (smaller.minimum is not None and smaller.minimum <= first.minimum):
+            raise
+        raise first from None
 
 
 def relative_cost(cfg: PixArtTransformerConfig, gen_w: int, gen_h: int, steps: int = 20,
@@ -207,13 +242,14 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
     budget_bytes = resolve_budget(given)
     boxes = tuple(resolve(layer.region, layout.canvas, layout.grids) for layer in layout.layers)
     jobs, models, generations = [], {}, {}
+    short = []  # (PlanError, layer label) of each layer the budget is too small for
     for i, (layer, box) in enumerate(zip(layout.layers, boxes)):
         if not isinstance(layer, GenerateLayer) or box.w <= 0 or box.h <= 0:
             continue  # an empty region (a percentage rounding to 0 px) draws nothing: nothing to generate
         model_id = layer.model or layout.model or model
-        name = f" ({layer.name})" if layer.name else ""
+        label = f"layers[{i}]" + (f" ({layer.name})" if layer.name else "")
         if model_id is None and not configs:
-            raise InputError(f"{layout.source}: layers[{i}]{name}: no model: pass model= (CLI: --model) or set the "
+            raise InputError(f"{layout.source}: {label}: no model: pass model= (CLI: --model) or set the "
                              f"layout's or the layer's model")
         if configs:
             (tr, t5, vae), sampler = configs, None
@@ -226,22 +262,16 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
             try:
                 steps = check_schedule(sampler, layer)
             except (ConfigError, InputError) as e:
-                raise type(e)(f"{layout.source}: layers[{i}]{name}: {e}") from None
-        strategy, gen_w, gen_h = choose_generation(box.w, box.h, tr, layer.strategy)
+                raise type(e)(f"{layout.source}: {label}: {e}") from None
         try:
-            memory = plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget_bytes, layer.guided)
+            strategy, gen_w, gen_h, memory = plan_region(box, layer, (tr, t5, vae), budget_bytes)
+        except ConfigError as e:
+            raise ConfigError(f"{layout.source}: {label}: {e}") from None
         except PlanError as e:
-            problem = e
-            other = "upscale" if strategy == "direct" else "direct"
-            _, alt_w, alt_h = choose_generation(box.w, box.h, tr, other)
-            if layer.strategy == "auto" and alt_w * alt_h < gen_w * gen_h:  # the other way is smaller: try it
-                try:
-                    memory = plan_generation(tr, t5, vae, alt_h, alt_w, 1, budget_bytes, layer.guided)
-                    strategy, gen_w, gen_h, problem = other, alt_w, alt_h, None
-                except PlanError as smaller:
-                    problem = smaller  # names the smallest budget that works for this layer
-            if problem is not None:
-                raise PlanError(f"{layout.source}: layers[{i}]: {problem}") from None
+            if e.minimum is None:
+                raise PlanError(f"{layout.source}: {label}: {e}") from None
+            short.append((e, label))  # the other layers are planned too: the error names what they all need
+            continue
         f = vae.downsample_factor
         # what decides the pixels (the budget, and so the attention blocks, is the layout's for every layer);
         # the negative prompt and the guidance scale only count when guided
@@ -253,8 +283,27 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
                                 (gen_h // f // tr.patch_size) * (gen_w // f // tr.patch_size), memory,
                                 round(cost, 4), None if model_id is None else str(model_id),
                                 None if reuses == i else reuses))
+    if short:
+        raise too_small(layout.source, budget_bytes, short)
     monitors = tuple(span_canvas(layout.span)[2]) if layout.span else ()
     kinds = tuple((type(layer).__name__.removesuffix("Layer").lower(), getattr(layer, "name", ""))
                   for layer in layout.layers)
     return Plan(layout.source, layout.canvas.full_width, layout.canvas.full_height, boxes, tuple(jobs), monitors,
                 budget_bytes, layout.canvas, kinds, parse_bytes(given) is None)
+
+
+def too_small(source: str, budget: int, short: list[tuple[PlanError, str]]) -> PlanError:
+    """One error for the layers `budget` is too small for ((their PlanError, with its `minimum`, and their
+    label) in layer order), naming the smallest budget that plans them all, the largest of their minima: one
+    layer's own error, located; for several, what each needs, the largest first (three of them at most)."""
+    minimum = max(e.minimum for e, _ in short)
+    if len(short) == 1:
+        [(e, label)] = short
+        return PlanError(f"{source}: {label}: {e}", minimum)
+    ranked = sorted(short, key=lambda s: -s[0].minimum)  # sorted() is stable: layer order among equals
+    needs = ", ".join(f"{label}{' needs' if n == 0 else ''} {format_bytes(e.minimum, up=True)}"
+                      for n, (e, label) in enumerate(ranked[:3]))
+    if len(ranked) > 3:
+        needs += f" and {len(ranked) - 3} more, each at most {format_bytes(ranked[3][0].minimum, up=True)}"
+    return PlanError(f"{source}: memory budget {format_bytes(budget)} is too small for {len(short)} generate "
+                     f"layers: {needs}; the smallest budget that works is {format_bytes(minimum, up=True)}", minimum)

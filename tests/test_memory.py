@@ -214,3 +214,39 @@ def test_parameter_counts_equal_the_models(overrides):
     assert _count(T5Block(t5, True)) == block + bias_table
     vae = AutoencoderKLConfig.from_dict(vae_config())
     assert vae_params(vae) == _count(AutoencoderKL(vae))
+
+
+def _configs(model: str) -> tuple:
+    """(transformer, T5, VAE) configs: the tiny checkpoint's, or PixArt-Sigma XL's as published."""
+    from studio.models.t5 import T5Config
+    from studio.models.transformer import PixArtTransformerConfig
+    from studio.models.vae import AutoencoderKLConfig
+    from studio.tiny import t5_config, transformer_config, vae_config
+    if model == "xl":
+        from studio.plan import PUBLISHED, SDXL_VAE
+        return PUBLISHED["PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"], T5Config(), SDXL_VAE
+    tr = PixArtTransformerConfig.from_dict(transformer_config(sample_size=32, caption_channels=t5_config()["d_model"]))
+    return tr, T5Config.from_dict(t5_config()), AutoencoderKLConfig.from_dict(vae_config())
+
+
+@pytest.mark.parametrize("model,size,options,budget,message", [
+    # the denoise phase (14.80 MiB) is short too, and was named, beside the decode's 35.67 MiB
+    ("tiny", 1024, {}, 10 * MiB, "memory budget 10.00 MiB is too small for 1024x1024: the decode phase needs the "
+     "most (weights 471.12 KiB + activations 31.16 MiB + attention); the smallest budget that works is 35.67 MiB"),
+    ("tiny", 256, {"images": 4}, KiB, "memory budget 1.00 KiB is too small for 256x256: the text phase needs the "
+     "most (weights 552.25 KiB + activations 5.27 MiB + attention); the smallest budget that works is 15.38 MiB"),
+    # T5 kept loaded: the text phase (20.56 GiB) was named, beside the denoise's 20.86 GiB
+    ("xl", 1024, {"keep_text_encoder": True}, KiB, "memory budget 1.00 KiB is too small for 1024x1024: the denoise "
+     "phase needs the most (weights 20.33 GiB + activations 507.66 MiB + attention); the smallest budget that works "
+     "is 20.86 GiB"),
+])
+def test_a_budget_too_small_names_the_phase_that_sets_the_smallest_budget(model, size, options, budget, message):
+    """The phase named is the one whose least need is the smallest budget that works, and the error carries
+    that budget in bytes (`minimum`), in which the generation plans."""
+    from studio.memory_plan import plan_generation
+    configs = _configs(model)
+    with pytest.raises(PlanError, match=f"^{re.escape(message)}$") as e:
+        plan_generation(*configs, size, size, budget=budget, **options)
+    plan = plan_generation(*configs, size, size, budget=e.value.minimum, **options)
+    assert e.value.minimum == plan.minimum and plan.peak <= e.value.minimum
+    assert message.endswith(f"the smallest budget that works is {format_bytes(e.value.minimum, up=True)}")

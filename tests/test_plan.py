@@ -235,6 +235,113 @@ def test_a_budget_too_small_names_the_least_that_works_for_the_layer():
         plan_layout(large, budget="1KiB", configs=configs)
     job = plan_layout(large, budget=_smallest(str(e.value)), configs=configs).jobs[0]
     assert (job.strategy, job.gen_width, job.gen_height) == ("upscale", 1152, 832)
+    assert e.value.minimum == job.memory.minimum  # the error's minimum: bytes, the layer's smallest budget
+
+
+def _squares(*layers) -> Layout:
+    """A layout of generate layers (side px, strategy, name), each a square at the top left of a 4000 px canvas."""
+    return Layout("squares.yaml", Canvas(4000, 4000), tuple(
+        GenerateLayer(f"p{i}", region=Region("px", 0, 0, side, side), strategy=strategy, name=name)
+        for i, (side, strategy, name) in enumerate(layers)))
+
+
+def test_a_layouts_budget_too_small_names_what_all_its_layers_need():
+    """Every layer the budget can't plan is planned first: the error names each one's need, the largest first
+    (three at most), and the smallest budget for the whole layout, the largest need, which then plans every
+    layer. Only the layer that needs more than the first one did was named before: 35.69 MiB, which then
+    failed on layers[1] (70.63 MiB)."""
+    configs = (TINY, T5_TINY, AutoencoderKLConfig.from_dict(vae_config()))
+    # 1536 px auto: direct (2.25x the native area) when the budget takes it, else upscale at the 1024 px bin
+    two = _squares((1024, "auto", ""), (1536, "direct", "big"), (1536, "auto", ""))
+    with pytest.raises(PlanError) as e:
+        plan_layout(two, budget="10MiB", configs=configs)
+    assert str(e.value) == ("squares.yaml: memory budget 10.00 MiB is too small for 3 generate layers: layers[1] "
+                            "(big) needs 70.63 MiB, layers[0] 35.69 MiB, layers[2] 35.69 MiB; the smallest budget "
+                            "that works is 70.63 MiB")
+    assert e.value.minimum == 74053077 and format_bytes(e.value.minimum, up=True) == "70.63 MiB"
+    for budget in (e.value.minimum, _smallest(str(e.value))):  # exactly, and as printed
+        plan = plan_layout(two, budget=budget, configs=configs)
+        assert [(j.layer, j.strategy, j.gen_width, j.gen_height) for j in plan.jobs] == [
+            (0, "direct", 1024, 1024), (1, "direct", 1536, 1536), (2, "direct", 1536, 1536)]
+        assert plan.peak <= plan.budget
+    # at the first layer's need, layers[2] plans by upscaling: only layers[1] is short, in its own words
+    with pytest.raises(PlanError) as short:
+        plan_layout(two, budget="35.69MiB", configs=configs)
+    assert str(short.value) == ("squares.yaml: layers[1] (big): memory budget 35.69 MiB is too small for "
+                                "1536x1536: the decode phase needs the most (weights 492.06 KiB + activations "
+                                "61.04 MiB + attention); the smallest budget that works is 70.63 MiB")
+    assert short.value.minimum == e.value.minimum
+    without_big = _squares((1024, "auto", ""), (1536, "auto", ""))
+    assert [(j.strategy, j.gen_width) for j in plan_layout(without_big, budget="35.69MiB", configs=configs).jobs] == [
+        ("direct", 1024), ("upscale", 1024)]
+    with pytest.raises(PlanError, match=r"^squares.yaml: layers\[1\] \(big\): memory budget 70.62 MiB is too small "):
+        plan_layout(two, budget=e.value.minimum - 1, configs=configs)
+
+    five = _squares((1024, "auto", ""), (1536, "direct", "big"), (1536, "auto", ""), (512, "direct", ""),
+                    (768, "direct", "mid"))
+    with pytest.raises(PlanError) as e:
+        plan_layout(five, budget="1KiB", configs=configs)
+    assert str(e.value) == ("squares.yaml: memory budget 1.00 KiB is too small for 5 generate layers: layers[1] "
+                            "(big) needs 70.63 MiB, layers[0] 35.69 MiB, layers[2] 35.69 MiB and 2 more, each at "
+                            "most 23.46 MiB; the smallest budget that works is 70.63 MiB")
+    assert len(plan_layout(five, budget=_smallest(str(e.value)), configs=configs).jobs) == 5
+
+
+NO_BINS = PixArtTransformerConfig(num_layers=2, num_attention_heads=2, attention_head_dim=16, caption_channels=32,
+                                  cross_attention_dim=32, sample_size=96)  # 768 px: no aspect-ratio bin table
+UPSCALE_WITHOUT_BINS = ("`strategy: upscale` generates at the model's aspect-ratio bins, and a transformer of "
+                        "sample_size 96 has none (there are bins for sample_size 32, 64, 128, 256); give the layer "
+                        "`strategy: direct`")
+
+
+@pytest.mark.parametrize("w,h,strategy,expected", [
+    (3840, 2160, "auto", ("direct", 3840, 2160)),  # 14x the native area: upscale, had the model bins
+    (1000, 700, "auto", ("direct", 1008, 704)),
+    (40, 20, "auto", ("direct", 48, 32)),
+    (40, 20, "direct", ("direct", 48, 32)),
+])
+def test_a_model_without_bins_generates_directly(w, h, strategy, expected):
+    assert choose_generation(w, h, NO_BINS, strategy) == expected
+
+
+def test_a_model_without_bins_cannot_upscale():
+    from studio.errors import ConfigError
+    with pytest.raises(ConfigError, match=f"^{re.escape(UPSCALE_WITHOUT_BINS)}$"):
+        choose_generation(1000, 700, NO_BINS, "upscale")
+    configs = (NO_BINS, T5_TINY, AutoencoderKLConfig.from_dict(vae_config()))
+    layout = Layout("bins.yaml", CANVAS, (GenerateLayer("a"), GenerateLayer("b", strategy="upscale", name="sky")))
+    with pytest.raises(ConfigError, match=f"^bins.yaml: layers\\[1\\] \\(sky\\): {re.escape(UPSCALE_WITHOUT_BINS)}$"):
+        plan_layout(layout, budget="1GiB", configs=configs)
+    # auto: direct; a budget too small for it names direct's need (there is no other way to try)
+    auto = Layout("bins.yaml", CANVAS, (GenerateLayer("a", name="sky"),))
+    [job] = plan_layout(auto, budget="1GiB", configs=configs).jobs
+    assert (job.strategy, job.gen_width, job.gen_height) == ("direct", 3840, 2160)
+    with pytest.raises(PlanError) as e:
+        plan_layout(auto, budget="1KiB", configs=configs)
+    assert str(e.value) == ("bins.yaml: layers[0] (sky): memory budget 1.00 KiB is too small for 3840x2160: the "
+                            "decode phase needs the most (weights 471.12 KiB + activations 196.31 MiB + attention); "
+                            "the smallest budget that works is 259.72 MiB")
+
+
+def test_a_checkpoint_without_bins_plans_from_its_folder(tiny_dir, tmp_path):
+    """As `studio plan` reads it: a folder whose transformer has sample_size 96 (no bin table) plans `auto`
+    layers directly, and refuses `upscale` naming the layer (it named neither file nor layer, and hinted at
+    --no-binning, which layouts don't have)."""
+    import shutil
+    from studio.errors import ConfigError
+    from studio.layout import load_layout
+
+    folder = shutil.copytree(tiny_dir, tmp_path / "tiny96")
+    config = folder / "transformer" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "sample_size": 96}))
+    layout_file = tmp_path / "l.yaml"
+    layout_file.write_text("canvas: {preset: 4k}\nlayers:\n  - generate: {prompt: x, name: sky}\n")
+    [job] = plan_layout(load_layout(layout_file), str(folder), "8GiB").jobs
+    assert (job.strategy, job.gen_width, job.gen_height) == ("direct", 3840, 2160)
+    layout_file.write_text("canvas: {preset: 4k}\nlayers:\n  - generate: {prompt: x, name: sky, strategy: upscale}\n")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(layout_file))}: layers\\[0\\] \\(sky\\): "
+                                          f"{re.escape(UPSCALE_WITHOUT_BINS)}$"):
+        plan_layout(load_layout(layout_file), str(folder), "8GiB")
 
 
 def test_a_plan_without_a_budget_runs_attention_whole():
