@@ -584,6 +584,14 @@ def log_path(out_dir: Path, shard: tuple[int, int]) -> Path:
 _DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # what reading a bad .npz raises
 
 
+def _usable(features: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether an entry's arrays are one prompt's features: (1, L, C) finite floats and a (1, L) mask of 0s and
+    1s. (That L is the prompt's token count and C the encoder's width, the pipeline checks.)"""
+    return (features.ndim == 3 and features.shape[0] == 1 and mask.shape == features.shape[:2]
+            and np.issubdtype(features.dtype, np.floating) and bool(np.isfinite(features).all())
+            and bool(np.isin(mask, (0, 1)).all()))
+
+
 class EmbeddingCache:
     """T5 features on disk, one .npz per key: the pipeline's `embedding_cache` (see encode_prompt).
 
@@ -602,6 +610,7 @@ class EmbeddingCache:
         self.hits = self.misses = 0
         self.failed = False
         self.held: dict | None = None  # digest -> (features, mask), within `holding`
+        self.served: set[str] = set()  # digests whose last `get` read them from disk: put back, a miss after all
 
     def _path(self, key: dict) -> tuple[str, Path | None]:
         digest = manifest.sha256_json({"text_model": self.identity, "compute": self.compute, **key})
@@ -622,16 +631,20 @@ class EmbeddingCache:
             return False
 
     def get(self, key: dict):
+        """(features (1, L, C), mask (1, L)) of `key`, or None: absent, or damaged (not an archive, another
+        key, or rows that are not features: see `_usable`), which the caller encodes again and puts back."""
         digest, path = self._path(key)
+        self.served.discard(digest)
         if self.held and digest in self.held:
             self.hits += 1
             return self.held[digest]
         if path is not None:
             try:
                 with np.load(path) as data:
-                    if str(data["key"]) == digest:
+                    if str(data["key"]) == digest and _usable(features := data["features"], mask := data["mask"]):
                         self.hits += 1
-                        return data["features"], data["mask"]
+                        self.served.add(digest)
+                        return features, mask
             except _DAMAGED:
                 pass  # absent or damaged: encode again
         self.misses += 1
@@ -639,6 +652,9 @@ class EmbeddingCache:
 
     def put(self, key: dict, features: np.ndarray, mask: np.ndarray) -> None:
         digest, path = self._path(key)
+        if digest in self.served:  # read, then found unusable by the pipeline (not its prompt's length or width)
+            self.served.discard(digest)
+            self.hits, self.misses = self.hits - 1, self.misses + 1
         if self.held is not None:
             self.held[digest] = features, mask
         if not self.store:

@@ -9,6 +9,7 @@ shows. File hashes are sha256; `FileHashes` remembers the hashes of big files (w
 modification time, so a batch hashes each weight file once.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -126,16 +127,37 @@ def model_record(model_id: str, hashes: FileHashes, variant: str | None = None) 
 
 
 def software() -> dict:
-    """Versions of what decides the pixels and the file bytes."""
+    """Versions of what decides the pixels and the file bytes; `studio_build` tells two builds of studio apart,
+    which share a version number."""
     import mindspore
     import numpy
     import PIL
 
     from studio import __version__
 
-    return {"studio": __version__, "mindspore": mindspore.__version__, "numpy": numpy.__version__,
-            "pillow": PIL.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "machine": platform.machine(), "compute": compute_identity()}
+    return {"studio": __version__, "studio_build": studio_build(), "mindspore": mindspore.__version__,
+            "numpy": numpy.__version__, "pillow": PIL.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "machine": platform.machine(), "compute": compute_identity()}
+
+
+SOURCE_SUFFIXES = (".py", ".cc")  # the modules, and the fused CPU kernels' C++ (compiled on first use)
+
+
+def source_hash(root: Path) -> str:
+    """sha256 over the source files under `root` (SOURCE_SUFFIXES, in every subfolder): each one's path
+    relative to `root` and the sha256 of its bytes, in path order. A file edited, added, removed or renamed
+    changes it; compiled files (__pycache__) don't."""
+    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
+                   if p.suffix in SOURCE_SUFFIXES and p.is_file())
+    return sha256_json([[name, sha256_file(path)] for name, path in files])
+
+
+@functools.cache
+def studio_build() -> str:
+    """The build of studio this process runs: `source_hash` of the package's folder, computed once. The
+    kernels' C++ counts too (`compute` also names their compiled build): it decides the pixels on a CPU that
+    uses them."""
+    return source_hash(Path(__file__).resolve().parent)
 
 
 def compute_identity() -> str:
@@ -153,9 +175,17 @@ def compute_identity() -> str:
 
 def software_changes(recorded: dict, now: dict) -> list[str]:
     """'name: recorded -> now' for what decides the pixels or the bytes and differs (the platform string
-    aside: a kernel update changes it, not the results)."""
-    keys = ("studio", "mindspore", "numpy", "pillow", "python", "machine", "compute")
-    return [f"{k}: {recorded.get(k)} -> {now.get(k)}" for k in keys if recorded.get(k, now.get(k)) != now.get(k)]
+    aside: a kernel update changes it, not the results). A key the record lacks is not compared, but for
+    `studio_build`: a manifest written before studio recorded its build was made by an unknown build, which
+    may differ ('studio_build: unknown -> 0123456789ab'; builds show 12 hex digits of their hash)."""
+    keys = ("studio", "studio_build", "mindspore", "numpy", "pillow", "python", "machine", "compute")
+    changes = []
+    for k in keys:
+        before = recorded.get(k, "unknown" if k == "studio_build" else now.get(k))
+        if before != now.get(k):
+            show = (lambda v: str(v)[:12]) if k == "studio_build" else str
+            changes.append(f"{k}: {show(before)} -> {show(now.get(k))}")
+    return changes
 
 
 # -- the sidecar ----------------------------------------------------------------------------------------------

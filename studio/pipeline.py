@@ -471,10 +471,17 @@ class PixArtSigmaPipeline:
         return Captions.joined(rows, self.dtype)  # (B, L, C), (B, L)
 
     def _caption_rows(self, prompts: list[str], max_sequence_length: int, stream: bool) -> list["Captions"]:
-        """Each prompt's features (1, L, C) and mask (1, L), L its own token count: `encode_prompt`'s rows."""
+        """Each prompt's features (1, L, C) and mask (1, L), L its own token count: `encode_prompt`'s rows. A
+        cached row that is not this prompt's shape (L tokens, C = T5's d_model) or mask is damaged: a miss,
+        encoded again and put back in its place."""
         entries = self._prompt_keys(prompts, max_sequence_length)
-        cache = self.embedding_cache
-        rows = [None if cache is None else cache.get(key) for _, _, key in entries]
+        cache, channels = self.embedding_cache, self._t5_config.d_model
+        rows = []
+        for ids, mask, key in entries:
+            cached = None if cache is None else cache.get(key)
+            fits = cached is not None and cached[0].shape == (1, ids.shape[1], channels) \
+                and np.array_equal(cached[1], mask)
+            rows.append((cached[0].astype(np.float32, copy=False), mask) if fits else None)  # the tokenizer's mask
         misses = [(i, *entry) for i, (entry, row) in enumerate(zip(entries, rows)) if row is None]
         if misses:
             self._encode_misses(misses, rows, stream)

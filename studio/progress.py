@@ -32,22 +32,24 @@ def progress_bar(total: int, desc: str, unit: str, file, position: int | None = 
 
 
 class LineBar:
-    """A bar for a file that is not a terminal (a log): a plain line 'desc: done/total (p%, s s)' at its first
-    update and when done reaches total, and between them at most one per LINE_SECONDS and per LINE_STEP of total.
-    Has what studio uses of a tqdm bar: n, update, close, write."""
+    """A bar for a file that is not a terminal (a log): a plain line 'desc: done/total (p%, s s)' when it is
+    opened (its phase starts: 0/total) and when done reaches total, and between them at most one per LINE_SECONDS
+    and per LINE_STEP of total. Has what studio uses of a tqdm bar: n, update, close, write."""
 
     def __init__(self, total: int, desc: str, unit: str, file):
         self.total, self.desc, self.unit, self.file = total, desc, unit, file
         self.n, self.start = 0, time.monotonic()
-        self.said: tuple[int, float] | None = None  # (n, time) of the last line
+        self.said: tuple[int, float]  # (n, time) of the last line
+        self._say(self.start)  # as tqdm draws 0/total when opened: a phase's first line comes when it starts
 
     def update(self, k: int = 1) -> None:
         self.n += k
         now = time.monotonic()
-        if self.said is not None:
-            n, at = self.said
-            if not (self.n >= self.total > n or self.n - n >= LINE_STEP * self.total and now - at >= LINE_SECONDS):
-                return
+        n, at = self.said
+        if self.n >= self.total > n or self.n > n and self.n - n >= LINE_STEP * self.total and now - at >= LINE_SECONDS:
+            self._say(now)
+
+    def _say(self, now: float) -> None:
         self.said = self.n, now
         count = (f"{format_bytes(self.n)}/{format_bytes(self.total)}" if self.unit == "B"
                  else f"{self.n}/{self.total}")

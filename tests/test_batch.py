@@ -1181,6 +1181,48 @@ def test_embedding_cache_survives_a_damaged_entry(tmp_path):
     assert EmbeddingCache(tmp_path, "other model").get(key) is None
 
 
+def test_embedding_cache_entries_that_are_not_features_are_misses(tmp_path):
+    """An archive that opens and holds its key, but not one prompt's finite float features (1, L, C) with a
+    (1, L) mask of 0s and 1s, is a miss: encoded again, and put in its place."""
+    cache = EmbeddingCache(tmp_path, "model")
+    key = {"prompt": "a cat", "max_sequence_length": 300}
+    features, mask = np.ones((1, 3, 2), np.float32), np.ones((1, 3), np.int32)
+    for bad in [(features[0], mask),  # (L, C): no row axis
+                (np.ones((2, 3, 2), np.float32), np.ones((2, 3), np.int32)),  # two rows
+                (features, np.ones((1, 4), np.int32)),  # a mask of another length
+                (features.astype(np.int32), mask),  # not floats
+                (np.full((1, 3, 2), np.nan, np.float32), mask),  # not finite
+                (features * np.inf, mask),
+                (features, 2 * mask)]:  # a mask not of 0s and 1s
+        cache.put(key, *bad)
+        assert cache.get(key) is None
+    assert (cache.hits, cache.misses) == (0, 7)
+    cache.put(key, features, mask)
+    assert [a.shape for a in cache.get(key)] == [(1, 3, 2), (1, 3)] and (cache.hits, cache.misses) == (1, 7)
+
+
+def test_a_cache_entry_of_another_shape_is_encoded_again_and_replaced(tiny_dir, tmp_path):
+    """An entry that reads as features but not of its prompt's shape (here narrower than T5's width, which only
+    the pipeline knows) fails no item: it is a miss, the item's files are those of a sound cache, and the
+    entry is replaced."""
+    job, cache = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 1}]\n"), tmp_path / "cache"
+    run(job, tmp_path / "a", tiny_dir, cache_dir=cache)
+    entry = max(cache.rglob("*.npz"), key=lambda p: np.load(p)["features"].shape[1])  # 'a cat' (the other: '')
+    with np.load(entry) as data:
+        sound = dict(data)
+    with open(entry, "wb") as f:
+        np.savez(f, **{**sound, "features": sound["features"][:, :, :3]})
+    for out in ("b", "c"):  # and not only once
+        summary, _ = run(job, tmp_path / out, tiny_dir, cache_dir=cache)
+        assert summary.exit_code == 0 and summary.rendered == ["card-1"]
+    a, b, c = (sidecars(tmp_path / out)["card-1"] for out in "abc")
+    assert b["files"] == c["files"] == a["files"]
+    assert b["embedding_cache"][str(tiny_dir)] == {"stored": True, "hits": 1, "misses": 1}  # '' hit, 'a cat' not
+    assert c["embedding_cache"][str(tiny_dir)] == {"stored": True, "hits": 2, "misses": 0}
+    with np.load(entry) as data:
+        assert {k: data[k].tolist() for k in data} == {k: v.tolist() for k, v in sound.items()}
+
+
 def test_cached_t5_features_are_kept_apart_by_how_they_were_computed(tmp_path, monkeypatch):
     """The fused CPU kernels (or another device) change T5 features' last bits, and then the images': a
     cache shared by machines that compute differently must not give one machine's features to another
@@ -1391,6 +1433,24 @@ def test_progress_in_a_log_is_plain_lines(tiny_dir, tmp_path):
     log = err.getvalue()
     assert "\x1b" not in log and "\r" not in log
     assert "card-2: layer 0 (1/1) direct 128x128: denoising: 1/1 (100%, " in log and "\nbatch: 2/2 (100%, " in log
+    assert log.index("batch: 0/2 (0%, 0.0 s)\n") < log.index("card-1: ")  # its first line as the batch starts
+
+
+def test_a_bar_in_a_log_says_its_first_line_when_it_opens():
+    """As a terminal's bar shows 0/total when it opens, a log's gets its first line then, not at its first
+    update, which may come after a long phase (the batch's bar counts finished items)."""
+    from studio.progress import progress_bar
+
+    log = io.StringIO()
+    bar = progress_bar(3, "batch", "item", log)
+    assert log.getvalue() == "batch: 0/3 (0%, 0.0 s)\n"
+    bar.update(0)
+    assert log.getvalue() == "batch: 0/3 (0%, 0.0 s)\n"
+    bar.update(3)
+    assert log.getvalue().startswith("batch: 0/3 (0%, 0.0 s)\nbatch: 3/3 (100%, ")
+    empty = io.StringIO()
+    progress_bar(0, "batch", "item", empty).update(0)
+    assert empty.getvalue() == "batch: 0/0 (100%, 0.0 s)\n"
 
 
 def test_rerender_names_the_software_that_changed(tiny_dir, tmp_path):
@@ -1403,16 +1463,45 @@ def test_rerender_names_the_software_that_changed(tiny_dir, tmp_path):
     assert recorded["compute"] == manifest.compute_identity() and recorded["compute"].startswith("CPU")
     assert manifest.software_changes(recorded, manifest.software()) == []
 
-    def other_machine(record):
+    def other_machine(record):  # and an older studio, which did not record its build
         record["software"].update(compute="GPU", numpy="1.0.0", platform="Linux-other")
+        record["software"].pop("studio_build")
         record["digest"] = manifest.record_digest(record)
     edit(sidecar, other_machine)
     with pytest.warns(UserWarning) as warned:
         [(_, before, now)] = rerender(sidecar)
     assert before == now  # the same bytes here: only a warning
     assert str(warned[0].message) == (
-        f"{sidecar}: rendered with other software or hardware (numpy: 1.0.0 -> {np.__version__}; compute: GPU -> "
+        f"{sidecar}: rendered with other software or hardware (studio_build: unknown -> "
+        f"{manifest.studio_build()[:12]}; numpy: 1.0.0 -> {np.__version__}; compute: GPU -> "
         f"{manifest.compute_identity()}): the files may differ in their last bits")
+
+
+def test_the_studio_build_is_named_by_a_hash_of_its_source(tmp_path):
+    """Every commit of studio has version 0.1.0: the manifest tells builds apart by a hash of the package's
+    source (its modules and the fused kernels' C++), which a rerender compares like the versions."""
+    build = manifest.studio_build()
+    assert len(build) == 64 and set(build) <= set("0123456789abcdef") and manifest.studio_build() is build
+    now = manifest.software()
+    assert now["studio_build"] == build and manifest.software_changes(dict(now), now) == []
+    assert manifest.software_changes({**now, "studio_build": "0123456789abcdef"}, now) == [
+        f"studio_build: 0123456789ab -> {build[:12]}"]
+    assert manifest.software_changes({k: v for k, v in now.items() if k != "studio_build"}, now) == [
+        f"studio_build: unknown -> {build[:12]}"]  # a manifest from before builds were recorded
+
+    root = tmp_path / "studio"
+    (root / "kernels" / "__pycache__").mkdir(parents=True)
+    (root / "a.py").write_text("x = 1\n")
+    (root / "kernels" / "k.cc").write_text("int x;\n")
+    hashes = [manifest.source_hash(root)]
+    (root / "kernels" / "__pycache__" / "a.cpython-312.pyc").write_bytes(b"compiled")  # not source
+    (root / "notes.txt").write_text("not source")
+    assert manifest.source_hash(root) == hashes[0]
+    for change in [lambda: (root / "a.py").write_text("x = 2\n"), lambda: (root / "kernels" / "k.cc").write_text(""),
+                   lambda: (root / "a.py").rename(root / "b.py"), lambda: (root / "kernels" / "c.py").write_text("")]:
+        change()
+        hashes.append(manifest.source_hash(root))
+    assert len(set(hashes)) == len(hashes)
 
 
 def test_rerender_names_a_relative_manifest_where_it_is_not_in_the_batchs_folder(tiny_dir, tmp_path, monkeypatch):
