@@ -14,9 +14,11 @@ import json
 import logging
 import os
 import re
+import socket
 import stat
 import types
 import typing
+import urllib.parse
 from pathlib import Path
 
 import mindspore as ms
@@ -108,6 +110,9 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
     level = hub_log.level
     hub_log.setLevel(logging.ERROR)  # its retries' warnings ('Retrying in 8s ...'): the error below says it once
     try:
+        unreachable = _hub_unreachable()
+        if unreachable:
+            raise ConnectionError(unreachable)
         patterns = ["*.json"]
         if weights:
             patterns += ["*.model", "*.txt", *download_weight_names(list_repo_files(name, revision=revision), variant)]
@@ -121,6 +126,26 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
             f"({type(e).__name__}: {why}); pass the folder of a downloaded copy") from e
     finally:
         hub_log.setLevel(level)
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
+
+
+def _hub_unreachable() -> str | None:
+    """Why the hub can't be reached, found at once: its host name does not resolve, which huggingface_hub
+    retries for ~25 s before it gives up. None when it resolves, or when a proxy resolves names instead."""
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return None
+    from huggingface_hub import constants
+
+    host = urllib.parse.urlsplit(constants.ENDPOINT).hostname
+    try:
+        socket.getaddrinfo(host, 443)
+    except socket.gaierror as e:
+        return f"cannot resolve {host}: {e.strerror} (no network?)"
+    except (OSError, UnicodeError):
+        return None  # not a question of names: left to huggingface_hub
+    return None
 
 
 def _weight_variants(folder: Path) -> dict[str, set]:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from studio.checkpoint import SafetensorsFile, download_weight_names, load_weights, resolve_model_dir, weight_files
+from studio.checkpoint import (SafetensorsFile, _hub_unreachable, download_weight_names, load_weights,
+                               resolve_model_dir, weight_files)
 from studio.errors import CheckpointError, InputError
 from studio.models.transformer import PixArtTransformer2DModel
 from studio.pipeline import PixArtSigmaPipeline, as_dtype
@@ -243,6 +244,36 @@ def test_hub_id_not_in_cache(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="owner/missing-model: not a local folder, not in the Hugging Face "
                                               "cache, and could not be downloaded \\(ConnectionError: HF_HUB_OFFLINE "
                                               "is set\\); pass the folder of a downloaded copy$"):
+        resolve_model_dir("owner/missing-model")
+
+
+def test_a_hub_whose_name_does_not_resolve_fails_at_once(tmp_path, monkeypatch):
+    """Online, not in the cache, and the hub's host name doesn't resolve (no network): one line at once,
+    not huggingface_hub's ~25 s of retries; with a proxy (which resolves names itself) the hub is asked."""
+    import socket
+
+    import huggingface_hub
+    from studio import checkpoint
+
+    def no_names(host, port, *args):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def asked(*args, **kwargs):
+        raise OSError("the hub was asked")
+    monkeypatch.setattr(checkpoint, "_hub_unreachable", _hub_unreachable)
+    monkeypatch.setattr(socket, "getaddrinfo", no_names)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", asked)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in checkpoint.PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(CheckpointError) as info:
+        resolve_model_dir("owner/missing-model")
+    assert str(info.value) == ("owner/missing-model: not a local folder, not in the Hugging Face cache, and could "
+                               "not be downloaded (ConnectionError: cannot resolve huggingface.co: Name or service "
+                               "not known (no network?)); pass the folder of a downloaded copy")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    with pytest.raises(CheckpointError, match=r"\(OSError: the hub was asked\)"):
         resolve_model_dir("owner/missing-model")
 
 
