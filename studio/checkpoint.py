@@ -238,12 +238,17 @@ def read_config(config_cls, path: Path):
 # Config values: checked against the dataclass fields' annotations
 
 
-def config_kwargs(cls, d: dict, where, ignored: frozenset = frozenset(), writer: str = "diffusers") -> dict:
+def config_kwargs(cls, d: dict, where, ignored: frozenset = frozenset(), writer: str = "diffusers",
+                  notes: dict[str, str] | None = None) -> dict:
     """The keys of a config dict `d` that are fields of the dataclass `cls`, as its constructor takes them (lists
-    as tuples). A ConfigError for a key that is neither a field, private ('_...') nor in `ignored`; a
+    as tuples). A ConfigError for a key that is neither a field, private ('_...') nor in `ignored`: for a key in
+    `notes` (one another implementation writes), its note says why and what studio takes instead. A
     CheckpointError for a value of the wrong type (`check_types`). `where` names the file in messages."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in d if k not in names and not k.startswith("_") and k not in ignored]
+    noted = [k for k in unknown if k in (notes or {})]
+    if noted:
+        raise ConfigError(f"{where}: " + "; ".join(f"{k!r} {notes[k]}" for k in noted))
     if unknown:
         listed = ", ".join(repr(k) for k in unknown)
         if len(unknown) == 1:

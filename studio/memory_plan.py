@@ -241,7 +241,7 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
         streamed_text if streamed else whole_text,
         ("denoise", w_tr + w_vae + (w_t5 if keep_text_encoder else 0),
          transformer_activations(transformer, batch, tokens, itemsize),
-         [a for self_attention in _self_attention(transformer, batch, grid_h, grid_w)
+         [a for self_attention in _self_attention(transformer, batch, height, width, f * transformer.patch_size)
           for a in (self_attention, ("cross", batch * heads, tokens, MAX_TOKENS, head_dim))]),
     ]
     untiled_decode = Phase("decode", w_decode, outputs + untiled, tuple(mid_attention), 0, ())
@@ -288,11 +288,18 @@ def _pool_high_water(specs, budget: int | None) -> int | None:
         return budget
 
 
-def _self_attention(cfg: PixArtTransformerConfig, batch: int, grid_h: int, grid_w: int) -> list[tuple]:
-    """The transformer's self-attention shapes: over all tokens in the layers without KV compression, over
-    the keys and values the depthwise conv leaves (grid // ratio a side) in the layers with it."""
+def _self_attention(cfg: PixArtTransformerConfig, batch: int, height: int, width: int, token_px: int) -> list[tuple]:
+    """The transformer's self-attention shapes at height x width px (`token_px` px a token a side): over all
+    tokens in the layers without KV compression, over the keys and values the depthwise conv leaves (grid //
+    ratio a side) in the layers with it. PlanError when a side of the grid is shorter than the ratio: the
+    conv would leave no key."""
+    grid_h, grid_w = height // token_px, width // token_px
     bh, tokens, r = batch * cfg.num_attention_heads, grid_h * grid_w, cfg.kv_compress_scale_factor
     compressed = set(cfg.kv_compress_layers)
+    if compressed and min(grid_h, grid_w) < r:
+        raise PlanError(f"KV compression at ratio {r} needs a token grid of at least {r} x {r} ({r * token_px} x "
+                        f"{r * token_px} px); size {width}x{height} px makes {grid_w} x {grid_h}: make each side "
+                        f"at least {r * token_px} px")
     return ([("self", bh, tokens, tokens, cfg.attention_head_dim)] if len(compressed) < cfg.num_layers else []) + \
         ([("self-kv", bh, tokens, (grid_h // r) * (grid_w // r), cfg.attention_head_dim)] if compressed else [])
 

@@ -224,13 +224,17 @@ def plan_region(box: Box, layer: GenerateLayer, configs: tuple, budget: int | No
 
 def relative_cost(cfg: PixArtTransformerConfig, gen_w: int, gen_h: int, steps: int = 20,
                   guidance: bool = True) -> float:
-    """Transformer FLOPs of a generation relative to one at 1024x1024 with 20 steps and guidance: steps x
-    (2 with guidance) x one pass, whose linear layers scale with tokens N and attention with N^2 (per token:
-    ~24 D^2 in the linears, 4 N D in attention)."""
-    def flops(n, steps, batch):
-        return steps * batch * (n * 24 * cfg.inner_dim ** 2 + 4 * n * n * cfg.inner_dim)
-    n = (gen_w // 16) * (gen_h // 16)
-    return flops(n, steps, 2 if guidance else 1) / flops((1024 // 16) ** 2, 20, 2)
+    """Transformer FLOPs of a generation relative to one of the same model (`cfg`, its KV compression
+    included) at 1024x1024 with 20 steps and guidance: steps x (2 with guidance) x one pass. Per token and
+    layer, ~24 D^2 in the linears and 4 N_kv D in self-attention (scores and weighted values), where N_kv
+    is the number of keys: all N tokens, or in the layers with KV compression at ratio r, (h // r)(w // r)
+    on an h x w token grid. Like the norms, the compression's depthwise conv (~4 D a token) is not counted."""
+    def flops(grid_h, grid_w, steps, batch):
+        n, r, layers = grid_h * grid_w, cfg.kv_compress_scale_factor, cfg.num_layers
+        compressed = len(set(cfg.kv_compress_layers))
+        keys = (layers - compressed) * n + compressed * (grid_h // r) * (grid_w // r)  # summed over the layers
+        return steps * batch * (layers * n * 24 * cfg.inner_dim ** 2 + 4 * n * keys * cfg.inner_dim)
+    return flops(gen_h // 16, gen_w // 16, steps, 2 if guidance else 1) / flops(1024 // 16, 1024 // 16, 20, 2)
 
 
 def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=None) -> Plan:

@@ -5,7 +5,8 @@ runs self-attention, cross-attention to the projected T5 caption tokens, and a G
 modulated by one shared timestep embedding (adaLN-single) plus a learned per-block table. The output has
 2 x 4 channels: the noise prediction, then the learned variance.
 
-Parameter names equal the keys of diffusers' PixArtTransformer2DModel checkpoints.
+Parameter names equal the keys of diffusers' PixArtTransformer2DModel checkpoints, but for KV compression's,
+which diffusers lacks (see PixArtTransformerConfig).
 """
 
 import math
@@ -42,8 +43,11 @@ class PixArtTransformerConfig:
     use_additional_conditions: bool | None = None
     # KV token compression (PixArt-Sigma, sec. 3.2): in these blocks, self-attention keys and values are
     # downsampled by a depthwise conv with kernel = stride = kv_compress_scale_factor, then LayerNorm.
-    # The published checkpoints don't use it; a checkpoint that does carries the weights
-    # transformer_blocks.N.attn1.kv_compress.{weight,bias} and ...attn1.kv_norm.{weight,bias}.
+    # No published checkpoint uses it and diffusers has none (its converter can't write these weights), so
+    # these three keys and the weight names are studio's own. The weights are
+    # transformer_blocks.N.attn1.kv_compress.{weight,bias} and ...attn1.kv_norm.{weight,bias}, which the
+    # original repository names blocks.N.attn.sr.* and blocks.N.attn.norm.*; for its config's keys, see
+    # ORIGINAL_KEYS.
     kv_compress_layers: tuple[int, ...] = ()
     kv_compress_scale_factor: int = 1
     kv_compress_sampling: str = "conv"
@@ -63,11 +67,20 @@ class PixArtTransformerConfig:
                          "use_linear_projection"})
     REQUIRED_VALUES = {"norm_type": "ada_norm_single", "activation_fn": "gelu-approximate",
                        "attention_type": "default"}
+    # keys of the original PixArt-sigma repository's model config, which studio doesn't take, each with the note
+    # its error gives
+    ORIGINAL_KEYS = {
+        "kv_compress_config": "is the original PixArt-sigma repository's name for studio's kv_compress_sampling, "
+                              "kv_compress_scale_factor and kv_compress_layers (its sampling, scale_factor and "
+                              "kv_compress_layer)",
+        "qk_norm": "is the original PixArt-sigma repository's key, and studio doesn't support query-key "
+                   "normalization (with qk_norm false, remove the key)",
+    }
 
     @classmethod
     def from_dict(cls, d: dict, where="transformer config") -> "PixArtTransformerConfig":
         """From a config.json dict; `where` (its path) names it in errors."""
-        cfg = cls(**config_kwargs(cls, d, where, cls.IGNORED))
+        cfg = cls(**config_kwargs(cls, d, where, cls.IGNORED, notes=cls.ORIGINAL_KEYS))
         if cfg.kv_compress_sampling != "conv":
             raise ConfigError(f"{where}: kv_compress_sampling={cfg.kv_compress_sampling!r} is not supported "
                               "(allowed: 'conv')")
