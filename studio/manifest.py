@@ -136,8 +136,19 @@ def software() -> dict:
     from studio import __version__
 
     return {"studio": __version__, "studio_build": studio_build(), "mindspore": mindspore.__version__,
-            "numpy": numpy.__version__, "pillow": PIL.__version__, "python": platform.python_version(),
+            "numpy": numpy.__version__, "pillow": PIL.__version__, "transformers": _version("transformers"),
+            "tokenizers": _version("tokenizers"), "python": platform.python_version(),
             "platform": platform.platform(), "machine": platform.machine(), "compute": compute_identity()}
+
+
+def _version(package: str) -> str | None:
+    """An installed package's version (the tokenizer's packages decide the token ids), None if absent."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 SOURCE_SUFFIXES = (".py", ".cc")  # the modules, and the fused CPU kernels' C++ (compiled on first use)
@@ -178,7 +189,8 @@ def software_changes(recorded: dict, now: dict) -> list[str]:
     aside: a kernel update changes it, not the results). A key the record lacks is not compared, but for
     `studio_build`: a manifest written before studio recorded its build was made by an unknown build, which
     may differ ('studio_build: unknown -> 0123456789ab'; builds show 12 hex digits of their hash)."""
-    keys = ("studio", "studio_build", "mindspore", "numpy", "pillow", "python", "machine", "compute")
+    keys = ("studio", "studio_build", "mindspore", "numpy", "pillow", "transformers", "tokenizers", "python",
+            "machine", "compute")
     changes = []
     for k in keys:
         before = recorded.get(k, "unknown" if k == "studio_build" else now.get(k))

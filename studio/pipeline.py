@@ -501,8 +501,9 @@ class PixArtSigmaPipeline:
             # the attention blocks the budget gives T5 change the features' last bits, so they are part of the key
             chunks = memory.attention_chunks(t5.num_heads, ids.shape[1], ids.shape[1], t5.d_kv,
                                              memory.current_attention_budget())
-            key = {"prompt": text, "max_sequence_length": max_sequence_length, "dtype": str(self.dtype),
-                   "attention_chunks": [chunks.q, chunks.k], "positions": "real tokens"}
+            # the ids too: another version of the tokenizer's packages may cut the same text differently
+            key = {"prompt": text, "ids": ids[0].tolist(), "max_sequence_length": max_sequence_length,
+                   "dtype": str(self.dtype), "attention_chunks": [chunks.q, chunks.k], "positions": "real tokens"}
             entries.append((ids, mask, key))
         return entries
 

@@ -18,8 +18,9 @@ SAMPLE = "a photo of a cat"  # a text every T5 vocabulary has pieces for: the lo
 
 
 def load_tokenizer(folder, vocab_size: int | None = None):
-    """The T5 tokenizer of a `tokenizer/` folder, through transformers' AutoTokenizer, offline; checked to work as
-    T5's ('<pad>' is id 0, '</s>' id 1, a sample text encodes to known ids ending in '</s>') and, given the text
+    """The T5 tokenizer of a `tokenizer/` folder, through transformers' T5Tokenizer (the class the published
+    model_index.json names, as diffusers loads it: a folder with tokenizer.json alone, or without
+    tokenizer_config.json, loads too), offline; checked to work as T5's ('<pad>' is id 0, '</s>' id 1, a sample text encodes to known ids ending in '</s>') and, given the text
     encoder's `vocab_size`, to have no more tokens than the encoder has embedding rows."""
     folder = Path(folder)
     if not (folder / "spiece.model").is_file() and not (folder / "tokenizer.json").is_file():
@@ -28,19 +29,19 @@ def load_tokenizer(folder, vocab_size: int | None = None):
         _check_sentencepiece(folder / "spiece.model")  # transformers would take a damaged one for a tiktoken file
     # studio takes only the tokenizer from transformers: its advice that PyTorch is missing is noise here
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from transformers import AutoTokenizer
+    from transformers import T5Tokenizer
     from transformers.utils import logging
 
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # its warnings about files it can't read: the error below says it in one line
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        tokenizer = T5Tokenizer.from_pretrained(str(folder), local_files_only=True)
         problem = _t5_problem(tokenizer)
     except Warning:  # raised as errors (tests): not the folder's fault
         raise
     except Exception as e:  # whatever a third-party loader raises on a damaged folder, said in one line
         raise CheckpointError(f"{folder}: the tokenizer does not load ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
+                              f"{_first_sentence(str(e))})") from e
     finally:
         logging.set_verbosity(verbosity)
     if problem:
@@ -72,9 +73,18 @@ def _t5_problem(tokenizer) -> str | None:
     ids = tokenizer(SAMPLE)["input_ids"]
     if ids[-1:] != [1] or not all(0 <= i < len(tokenizer) for i in ids):
         return f"{SAMPLE!r} encodes to {ids}, not ids below {len(tokenizer)} ending in '</s>' (1)"
-    if all(i == tokenizer.unk_token_id for i in ids[:-1]):
-        return f"every piece of {SAMPLE!r} is '<unk>'"
+    if tokenizer.unk_token_id in ids:  # a vocabulary without these common words' pieces is none at all
+        return f"{SAMPLE!r} encodes to {ids}, with '<unk>' ({tokenizer.unk_token_id}) among them"
     return None
+
+
+def _first_sentence(message: str) -> str:
+    """A third-party error's first line, on one line; with the lines after it when it ends in ':' (a list)."""
+    lines = [line.strip() for line in message.strip().splitlines()]
+    if not lines:
+        return ""
+    end = next((i for i, line in enumerate(lines) if not line.endswith(":")), len(lines) - 1)
+    return " ".join(lines[:end + 1])[:300]
 
 
 def preprocess(text: str) -> str:

@@ -1456,6 +1456,8 @@ def test_a_bar_in_a_log_says_its_first_line_when_it_opens():
 def test_rerender_names_the_software_that_changed(tiny_dir, tmp_path):
     """The manifest records how the process computed (device, fused kernels); a rerender under other software
     warns which part changed, since the bytes may then differ."""
+    import transformers
+
     job, out = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 5}]\n"), tmp_path / "out"
     run(job, out, str(tiny_dir))
     sidecar = out / "card-1.manifest.json"
@@ -1464,7 +1466,7 @@ def test_rerender_names_the_software_that_changed(tiny_dir, tmp_path):
     assert manifest.software_changes(recorded, manifest.software()) == []
 
     def other_machine(record):  # and an older studio, which did not record its build
-        record["software"].update(compute="GPU", numpy="1.0.0", platform="Linux-other")
+        record["software"].update(compute="GPU", numpy="1.0.0", transformers="4.57.0", platform="Linux-other")
         record["software"].pop("studio_build")
         record["digest"] = manifest.record_digest(record)
     edit(sidecar, other_machine)
@@ -1473,7 +1475,8 @@ def test_rerender_names_the_software_that_changed(tiny_dir, tmp_path):
     assert before == now  # the same bytes here: only a warning
     assert str(warned[0].message) == (
         f"{sidecar}: rendered with other software or hardware (studio_build: unknown -> "
-        f"{manifest.studio_build()[:12]}; numpy: 1.0.0 -> {np.__version__}; compute: GPU -> "
+        f"{manifest.studio_build()[:12]}; numpy: 1.0.0 -> {np.__version__}; transformers: 4.57.0 -> "
+        f"{transformers.__version__}; compute: GPU -> "
         f"{manifest.compute_identity()}): the files may differ in their last bits")
 
 

@@ -115,6 +115,42 @@ def test_a_tokenizer_that_is_not_t5s_is_refused(broken, capfd):
     assert capfd.readouterr().err == ""
 
 
+PROMPTS = ["a red cat on a hill", "", "<extra_id_5> sentinel </s> café 猫 🐱", "x " * 400]
+
+
+@pytest.mark.parametrize("keep", [("tokenizer.json",), ("spiece.model", "special_tokens_map.json")])
+def test_a_tokenizer_folder_diffusers_loads_loads_with_the_same_ids(tiny_dir, tmp_path, keep):
+    """As diffusers loads `tokenizer/` (T5Tokenizer, the class model_index.json names): tokenizer.json alone,
+    or spiece.model without tokenizer_config.json; the ids are the published layout's."""
+    from transformers import T5Tokenizer
+
+    from studio.text import load_tokenizer, tokenize
+
+    published = load_tokenizer(tiny_dir / "tokenizer")
+    T5Tokenizer.from_pretrained(tiny_dir / "tokenizer").save_pretrained(tmp_path / "saved")  # writes tokenizer.json
+    (tmp_path / "folder").mkdir()
+    for name in keep:
+        shutil.copy((tmp_path / "saved" if name == "tokenizer.json" else tiny_dir / "tokenizer") / name,
+                    tmp_path / "folder")
+    ids, mask = tokenize(load_tokenizer(tmp_path / "folder"), PROMPTS, 300)
+    expected_ids, expected_mask = tokenize(published, PROMPTS, 300)
+    assert np.array_equal(ids, expected_ids) and np.array_equal(mask, expected_mask)
+
+
+def test_a_tokenizer_without_a_vocabulary_is_refused(tmp_path):
+    """T5Tokenizer() saved as it is has the special tokens and sentinels only: every word is '<unk>'."""
+    from transformers import T5Tokenizer
+
+    from studio.text import load_tokenizer
+
+    T5Tokenizer().save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError) as info:
+        load_tokenizer(tmp_path)
+    assert str(info.value) == (f"{tmp_path}: not a working T5 tokenizer ('a photo of a cat' encodes to [3, 2, 3, 2, "
+                               "3, 2, 3, 2, 3, 2, 1], with '<unk>' (2) among them); copy the checkpoint's tokenizer "
+                               "folder again")
+
+
 def test_a_tokenizer_larger_than_the_text_encoders_vocabulary_is_refused_at_load(broken):
     """Token ids past the embedding table would fail at generation (an IndexError in the streamed encoder)."""
     vocab = json.loads((broken / CONFIGS["text_encoder"]).read_text())["vocab_size"]
