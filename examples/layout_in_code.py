@@ -4,7 +4,6 @@
 """
 
 import argparse
-from pathlib import Path
 
 from studio.plan import plan_layout
 from studio.render import render

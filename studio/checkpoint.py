@@ -246,9 +246,8 @@ def config_kwargs(cls, d: dict, where, ignored: frozenset = frozenset(), writer:
     CheckpointError for a value of the wrong type (`check_types`). `where` names the file in messages."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in d if k not in names and not k.startswith("_") and k not in ignored]
-    noted = [k for k in unknown if k in (notes or {})]
-    if noted:
-        raise ConfigError(f"{where}: " + "; ".join(f"{k!r} {notes[k]}" for k in noted))
+    noted = [f"{k!r} {notes[k]}" for k in unknown if k in (notes or {})]
+    unknown = [k for k in unknown if k not in (notes or {})]
     if unknown:
         listed = ", ".join(repr(k) for k in unknown)
         if len(unknown) == 1:
@@ -257,7 +256,9 @@ def config_kwargs(cls, d: dict, where, ignored: frozenset = frozenset(), writer:
         else:
             what = (f"unknown keys {listed}: studio doesn't know them (a newer {writer} may have written them); if "
                     "they hold their default values, remove them from the file")
-        raise ConfigError(f"{where}: {what}, else this model needs what studio doesn't implement")
+        noted.append(f"{what}, else this model needs what studio doesn't implement")
+    if noted:
+        raise ConfigError(f"{where}: " + "; ".join(noted))
     check_types(cls, d, where)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
 

@@ -187,6 +187,7 @@ class _Reader:
 
     def __init__(self, source: str, variables: dict[str, str], base_dir: Path):
         self.source, self.variables, self.base_dir = source, variables, base_dir
+        self.relative_to = "the layout file's folder"  # where relative paths are read from, in words
         self.errors: list[tuple[int, str]] = []
         self.dpi = 72
         self.canvas: Canvas | None = None
@@ -745,7 +746,7 @@ class Font(Text):
         name = super().parse(r, node, path)
         face = fonts.find_face(name, r.base_dir)
         if face is None:
-            raise _Bad(fonts.not_found(name, r.base_dir, "the layout file's folder"))
+            raise _Bad(fonts.not_found(name, r.base_dir, r.relative_to))
         if face.path == fonts.DEFAULT:
             return None
         try:
@@ -765,7 +766,7 @@ class ImagePath(Text):
         if file.is_dir():
             raise _Bad(f"'{name}' is a folder, not an image file")
         if not file.is_file():
-            raise _Bad(f"no such image file '{name}' (paths are relative to the layout file's folder)")
+            raise _Bad(f"no such image file '{name}' (relative paths are read from {r.relative_to})")
         too_large = f"'{name}' is too large: an image may have at most {MAX_PIXELS} pixels (2^28)"
         with warnings.catch_warnings():  # the warning Pillow gives up to twice its limit: checked below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -1614,6 +1615,8 @@ def parse_layout(text: str | dict, source: str = "<string>", variables: dict[str
         raise TypeError(f"parse_layout takes YAML text (str) or a dict, not {type(text).__name__}")
     variables = {name: _variable_text(name, value) for name, value in (variables or {}).items()}
     r = _Reader(source, {}, Path(base_dir) if base_dir is not None else Path.cwd())
+    if base_dir is None:
+        r.relative_to = "the current folder"
     r.own_names = own_names
     stand_ins = _stand_ins(text)
     yaml_text = text.translate(str.maketrans(stand_ins))
@@ -1686,11 +1689,14 @@ def _yaml_problem(text: str, e: yaml.YAMLError) -> tuple[int, str]:
     if comment:
         n, word = comment
         return n, f"'{word}' starts a comment, which ends the line early; quote colours that start with '#': \"{word}\""
-    if mark is not None and text.split("\n")[mark.line][mark.column:mark.column + 1] == "\t":
+    written = text.split("\n")[mark.line] if mark is not None else ""
+    if mark is not None and written[mark.column:mark.column + 1] == "\t":
+        before = written[:mark.column].rstrip(" \t")
+        if before and before[-1] not in ":-,[{?":  # after a value's first word
+            return line, "a tab inside a value: write a space, or quote the text"
         return line, "a tab: indent with spaces, and put spaces, not tabs, after a key's ':' or a list's '-'"
     if getattr(e, "problem", None) == "but found another document":
         return line, "a second document ('---'): a layout is one YAML document"
-    written = text.split("\n")[mark.line] if mark is not None else ""
     braces = _BRACED_RE.search(written[:mark.column]) if mark is not None else None
     if braces:  # the value from its '{' to the end of the line, or of the item in brackets
         value = (written[braces.start(1):mark.column] + re.match(r"[^#,\]}]*", written[mark.column:])[0]).rstrip()

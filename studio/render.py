@@ -96,8 +96,10 @@ def check_not_input(layout: Layout, paths) -> None:
 
 
 def _model_name(model: str) -> str:
-    """A model as a file's metadata names it: a hub id as it is, a local folder by its name alone."""
-    return Path(model).name if Path(model).is_absolute() else model
+    """A model as a file's metadata names it: a local folder by its name alone (as resolve_model_dir, a folder
+    before a hub id), a hub id as it is."""
+    folder = Path(model).expanduser()
+    return folder.name if folder.is_dir() else model
 
 
 def _plain(number):
@@ -414,7 +416,9 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     report("", "compose", 1, 1)
     if record is not None:
         record.update(budget=plan.budget, generations=jobs_meta)
-    public = [{**meta, "model": _model_name(meta["model"])} for meta in jobs_meta]  # files travel: no local paths
+    # files travel: no local paths; and the same pixels make the same file, whatever the budget planned
+    public = [{**{k: v for k, v in meta.items() if k != "peak_memory_planned"}, "model": _model_name(meta["model"])}
+              for meta in jobs_meta]
     metadata = {"software": f"studio {__version__}", "layout": Path(layout.source).name,
                 "variables": dict(sorted(layout.variables.items())), "generations": public, **(metadata or {})}
     monitors = []

@@ -260,12 +260,14 @@ def test_relative_cost_counts_compressed_keys(layers, ratio, w, h, steps, guidan
     ({"qk_norm": False},
      "t/config.json: 'qk_norm' is the original PixArt-sigma repository's key, and studio doesn't support "
      "query-key normalization (with qk_norm false, remove the key)"),
-    # both at once, with a key nobody knows: the ones studio can say more about come first, in file order
+    # both at once, with a key nobody knows: the ones studio can say more about first, in file order, then it
     ({"qk_norm": True, "future_flag": 1, "kv_compress_config": {}},
      "t/config.json: 'qk_norm' is the original PixArt-sigma repository's key, and studio doesn't support "
      "query-key normalization (with qk_norm false, remove the key); 'kv_compress_config' is the original "
      "PixArt-sigma repository's name for studio's kv_compress_sampling, kv_compress_scale_factor and "
-     "kv_compress_layers (its sampling, scale_factor and kv_compress_layer)"),
+     "kv_compress_layers (its sampling, scale_factor and kv_compress_layer); unknown key 'future_flag': studio "
+     "doesn't know it (a newer diffusers may have written it); if it holds its default value, remove it from the "
+     "file, else this model needs what studio doesn't implement"),
 ])
 def test_the_original_repositorys_keys_are_named_as_such(extra, message):
     config = {k: v for k, v in CFG.items() if not k.startswith("kv_")}

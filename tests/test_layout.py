@@ -374,6 +374,8 @@ BROKEN = [
     ("canvas: {preset: fhd}\nlayers:\n  - fill: {color: red}\t# behind the text\n  -\ttext: {text: hi}\n",
      "poster.yaml:4: YAML syntax: a tab: indent with spaces, and put spaces, not tabs, after a key's ':' or a "
      "list's '-'"),  # the tab before the comment is fine (YAML 1.2), not the one after '-'
+    ("canvas: {preset: fhd}\nlayers:\n  - text: {text: hello\tworld}\n",
+     "poster.yaml:3: YAML syntax: a tab inside a value: write a space, or quote the text"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, name: " + "[" * 1000 + "]" * 1000 + "}}]\n",
      "poster.yaml:2: YAML syntax: nested more than 100 levels deep (lists and mappings inside each other)"),
     ("canvas: {preset: fhd}\nlayers:\n  - fill: {color: red}\n  - text: {text: a\x00b}\n",
@@ -561,8 +563,8 @@ BROKEN = [
      "poster.yaml:3: grids.g: 1 x 30 cells with 3 px gutters do not fit in 100 x 100 px"),
     # files and fonts
     ("canvas: {preset: fhd}\nlayers: [{image: {path: missing.png}}]\n",
-     "poster.yaml:2: layers[0].image.path: no such image file 'missing.png' (paths are relative to the layout "
-     "file's folder)"),
+     "poster.yaml:2: layers[0].image.path: no such image file 'missing.png' (relative paths are read from the "
+     "layout file's folder)"),
     ("canvas: {preset: fhd}\nlayers: [{image: {path: notes.txt}}]\n",
      "poster.yaml:2: layers[0].image.path: 'notes.txt' is not an image Pillow can read"),
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: red}}, {image: {path: trunc.png}}]\n",
@@ -764,6 +766,18 @@ def test_broken_layouts(text, message, layout_dir):
         parse_layout(text, "poster.yaml", base_dir=layout_dir)
     assert info.value.errors == [message]
     assert str(info.value) == message
+
+
+def test_relative_paths_of_a_layout_from_text_are_the_current_folder_s(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LayoutError) as info:
+        parse_layout("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: fonts/Inter.ttf}}, "
+                     "{image: {path: logo.png}}]\n")
+    assert info.value.errors == [
+        "<string>:2: layers[0].text.font: no such font file 'fonts/Inter.ttf' (relative paths are read from the "
+        "current folder)",
+        "<string>:2: layers[1].image.path: no such image file 'logo.png' (relative paths are read from the current "
+        "folder)"]
 
 
 def test_corpus_is_large():

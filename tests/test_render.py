@@ -12,6 +12,7 @@ from PIL import Image
 import studio.pipeline
 from studio.errors import CheckpointError, InputError
 from studio.layout import load_layout
+from studio.plan import plan_layout
 from studio.render import render
 from studio.tiny import make_tiny
 
@@ -76,6 +77,26 @@ output: {{formats: [png]}}
     assert source == "two.yaml"  # the file's name: files travel, local paths stay
     # not the budget: an automatic one changes with free memory, and the same pixels should make the same file
     assert keys == {"software", "layout", "variables", "generations"}
+
+
+def test_the_same_pixels_make_the_same_file_whatever_the_budget(tiny_dir, tmp_path, monkeypatch):
+    """A render's files don't record the budget or the peak it planned (an automatic budget changes with free
+    memory), nor a local model's folders, even given relative to the working folder."""
+    monkeypatch.chdir(tiny_dir.parent.parent)
+    model = f"{tiny_dir.parent.name}/{tiny_dir.name}"  # a folder, relative to the working folder
+    (tmp_path / "card.yaml").write_text("canvas: {width: 64, height: 64}\n"
+                                        "layers: [{generate: {prompt: a fox, seed: 1, steps: 1}}]\n")
+    layout = load_layout(tmp_path / "card.yaml")
+    budgets = ("40MiB", "2GiB")  # the same generation, planned to peak at 40.00 and 40.35 MiB
+    assert len({plan_layout(layout, model, budget).peak for budget in budgets}) == 2
+    texts = []
+    for budget in budgets:
+        [file] = render(layout, tmp_path / budget, model=model, memory_budget=budget)
+        with Image.open(file) as image:
+            texts.append(dict(image.text))
+    assert texts[0] == texts[1]
+    [generation] = json.loads(texts[0]["generations"])
+    assert generation["model"] == tiny_dir.name and "peak_memory_planned" not in generation
 
 
 def side_by_side(path, fox_model, owl_model) -> None:
