@@ -56,9 +56,10 @@ def setup(device: str | None = None) -> str:
     global _SETUP_DONE, _DEVICE, _NUMBER
     if _SETUP_DONE:  # $STUDIO_DEVICE only chose the first time: a --device given then wins over it
         wanted = parse_device(device) if device else None
-        if wanted is not None and (wanted[0] != device_target() or None not in (wanted[1], _NUMBER)
-                                   and wanted[1] != _NUMBER):
-            now = device_target() + (f":{_NUMBER}" if _NUMBER is not None else "")
+        # a device set without a number runs on MindSpore's device_id (0 unless set)
+        number = _NUMBER if _NUMBER is not None or device_target() == "CPU" else ms.get_context("device_id")
+        if wanted is not None and (wanted[0] != device_target() or wanted[1] not in (None, number)):
+            now = device_target() + (f":{number}" if number is not None else "")
             raise InputError(f"device '{device}': this process already runs on {now} (MindSpore's device is "
                              f"chosen once per process)")
         return device_target()
@@ -78,6 +79,9 @@ def setup(device: str | None = None) -> str:
     if device_target() == "CPU":
         ms.runtime.launch_blocking()
         _lower_waiting_thread_priority()
+    else:  # Ascend's memory counters read 0 until the device has run something (MindSpore's hal docs)
+        one = ops.ones((1,), ms.float32)
+        (one + one).asnumpy()
     _SETUP_DONE = True
     return device_target()
 
@@ -491,15 +495,21 @@ def compute_dtype(dtype: ms.Type) -> ms.Type:
 def free_memory() -> int:
     """Bytes free for tensors on the device in use: available host RAM on the CPU (no more than this process's
     memory cgroups allow, `cgroup_room`: a container's or a Slurm job's limit), or the device's total
-    memory minus what MindSpore holds on GPU/Ascend (other processes' use of the device is not visible
-    to MindSpore: pass a budget when sharing one). Sets the context first ($STUDIO_DEVICE), so a plan made
-    before loading reads the device the pipeline will run on."""
+    memory on GPU/Ascend less what MindSpore's tensors hold (its pool's idle blocks count as free: tensors
+    reuse them), and no more than the device reports free plus those idle blocks, where it reports that
+    (other processes' use; else pass a budget when sharing a device). Sets the context first
+    ($STUDIO_DEVICE), so a plan made before loading reads the device the pipeline will run on."""
     setup()
     if on_cpu():
         import psutil
         return int(min(psutil.virtual_memory().available, cgroup_room()))
-    total = ms.hal.get_device_properties(ms.get_context("device_id")).total_memory
-    return int(total - ms.runtime.memory_reserved())
+    properties = ms.hal.get_device_properties(ms.get_context("device_id"))
+    allocated, reserved = ms.runtime.memory_allocated(), ms.runtime.memory_reserved()
+    room = properties.total_memory - allocated
+    reported = getattr(properties, "free_memory", None)  # the device's own count: MindSpore's pool is used there
+    if reported:
+        room = min(room, reported + reserved - allocated)
+    return int(room)
 
 
 def cgroup_room(proc: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> float:

@@ -194,6 +194,7 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
     gen_h, gen_w = generation_size(tr, height, width, use_resolution_binning)
     check_size(tr, vae, gen_h, gen_w)
     budget = memory.resolve_budget(memory_budget)
+    backend.setup()  # the device decides the dtype's size (bf16 runs in fp32 on the CPU), given a budget too
     itemsize = 2 if backend.compute_dtype(as_dtype(dtype)) in (ms.float16, ms.bfloat16) else 4
     result = plan_generation(tr, t5, vae, gen_h, gen_w, images, budget, guidance_scale > 1.0, itemsize,
                              keep_text_encoder, vae_tiling)

@@ -518,6 +518,11 @@ def test_the_device_is_chosen_once_per_process(monkeypatch):
     assert backend.setup("GPU") == backend.setup("gpu:0") == "GPU"
     with pytest.raises(InputError, match=r"^device 'GPU:1': this process already runs on GPU:0 "):
         backend.setup("GPU:1")
+    import mindspore as ms
+    monkeypatch.setattr(backend, "_NUMBER", None)  # set without a number: MindSpore's device_id, 0 here
+    assert ms.get_context("device_id") == 0 and backend.setup("GPU:0") == "GPU"
+    with pytest.raises(InputError, match=r"^device 'GPU:1': this process already runs on GPU:0 "):
+        backend.setup("GPU:1")
 
 
 def test_device_flag_wins_over_the_environment(tiny_dir, tmp_path):

@@ -190,6 +190,21 @@ def test_automatic_budget_reads_the_device_in_use(monkeypatch, tiny_dir):
     assert pipeline.plan(tiny_dir, 256, 256).budget == 8 * GiB
 
 
+@pytest.mark.parametrize("reported,expected", [(None, 24 * GiB - 2 * GiB), (10 * GiB, 10 * GiB + 9 * GiB)])
+def test_a_devices_free_memory_counts_the_pools_idle_blocks_as_free(monkeypatch, reported, expected):
+    """On GPU/Ascend: total less what tensors hold (2 GiB), the pool's other reserved blocks (9 GiB) being
+    reused by tensors; and no more than the device reports free (other processes) plus those idle blocks."""
+    import mindspore as ms
+
+    from studio import backend
+    properties = type("Properties", (), {"total_memory": 24 * GiB, "free_memory": reported})()
+    monkeypatch.setattr(backend, "on_cpu", lambda: False)
+    monkeypatch.setattr(ms.hal, "get_device_properties", lambda device_id: properties)
+    monkeypatch.setattr(ms.runtime, "memory_allocated", lambda: 2 * GiB)
+    monkeypatch.setattr(ms.runtime, "memory_reserved", lambda: 11 * GiB)
+    assert backend.free_memory() == expected
+
+
 def _count(cell) -> int:
     return sum(int(np.prod(p.shape)) for _, p in cell.parameters_and_names())
 

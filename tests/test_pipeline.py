@@ -455,14 +455,25 @@ def test_the_device_generic_ops_compute_what_the_cpu_ops_do(tiny_dir, monkeypatc
     """What GPU/Ascend run (backend's native ops, no fused CPU kernels, plain slicing) gives the CPU path's
     images, untiled and tiled: run on the CPU with `backend.on_cpu` answering False, it is tested here, where
     no accelerator is."""
-    from studio import backend
+    import mindspore as ms
+
+    from studio import backend, kernels
+    from studio.vae_tiling import decode_tiled, plan_tiles
     pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir, keep_text_encoder=True)
     kwargs = dict(negative_prompt="blurry", height=256, width=384, use_resolution_binning=False,
                   num_inference_steps=2, seed=4, output_type="np", memory_budget="4GiB")
-    cpu = [pipe("a red cat", vae_tiling=tiled, **kwargs).images for tiled in (False, True)]
+    z = ms.Tensor(np.random.default_rng(5).standard_normal((1, 4, 32, 48)).astype(np.float32))
+    plan = plan_tiles(pipe.vae.config, 32, 48, tile=16)  # six tiles: the plain slicing of the tiles' crops
+    assert plan.grid == (2, 3)
+
+    def run():
+        return [pipe("a red cat", vae_tiling=tiled, **kwargs).images for tiled in (False, True)] + [
+            decode_tiled(pipe.vae, z, plan).asnumpy()]
+    cpu = run()
     monkeypatch.setattr(backend, "on_cpu", lambda: False)
-    native = [pipe("a red cat", vae_tiling=tiled, **kwargs).images for tiled in (False, True)]
-    for a, b in zip(cpu, native):
+    monkeypatch.setattr(kernels, "get", lambda name: pytest.fail(f"the fused CPU kernel {name} ran"))
+    native = run()
+    for a, b in zip(cpu, native, strict=True):
         assert rel_l2(b, a) <= 1e-5
 
 
@@ -527,7 +538,8 @@ def test_memory_plan_streams_t5_unless_it_is_kept():
     assert whole.weights - text.weights == 4 * (t5_params(t5) - t5_streamed_params(t5))
     with pytest.raises(PlanError, match="text phase"):
         plan_generation(tr, t5, SDXL_VAE, 1024, 1024, budget=8 * GiB, stream_text_encoder=False)
-    with pytest.raises(PlanError, match="text phase"):  # a kept encoder is whole
+    # a kept encoder is whole, and held through denoising beside the transformer and the VAE
+    with pytest.raises(PlanError, match=r"the denoise phase needs the most \(weights 20\.33 GiB"):
         plan_generation(tr, t5, SDXL_VAE, 1024, 1024, budget=8 * GiB, keep_text_encoder=True)
 
 
