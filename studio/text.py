@@ -20,8 +20,9 @@ SAMPLE = "a photo of a cat"  # a text every T5 vocabulary has pieces for: the lo
 def load_tokenizer(folder, vocab_size: int | None = None):
     """The T5 tokenizer of a `tokenizer/` folder, through transformers' T5Tokenizer (the class the published
     model_index.json names, as diffusers loads it: a folder with tokenizer.json alone, or without
-    tokenizer_config.json, loads too), offline; checked to work as T5's ('<pad>' is id 0, '</s>' id 1, a sample text encodes to known ids ending in '</s>') and, given the text
-    encoder's `vocab_size`, to have no more tokens than the encoder has embedding rows."""
+    tokenizer_config.json, loads too), offline; checked to work as T5's ('<pad>' is id 0, '</s>' id 1, a
+    sample text encodes to known ids ending in '</s>', none of them '<unk>') and, given the text encoder's
+    `vocab_size`, to have no more tokens than the encoder has embedding rows."""
     folder = Path(folder)
     if not (folder / "spiece.model").is_file() and not (folder / "tokenizer.json").is_file():
         raise CheckpointError(f"{folder}: no spiece.model or tokenizer.json; expected a T5 tokenizer folder")
