@@ -1694,7 +1694,7 @@ def _yaml_problem(text: str, e: yaml.YAMLError) -> tuple[int, str]:
         before = written[:mark.column].rstrip(" \t")
         if before and before[-1] not in ":-,[{?":  # after a value's first word
             return line, "a tab inside a value: write a space, or quote the text"
-        return line, "a tab: indent with spaces, and put spaces, not tabs, after a key's ':' or a list's '-'"
+        return line, "a tab: indent with spaces, and put spaces, not tabs, after ':', '-', ',' or a bracket"
     if getattr(e, "problem", None) == "but found another document":
         return line, "a second document ('---'): a layout is one YAML document"
     braces = _BRACED_RE.search(written[:mark.column]) if mark is not None else None

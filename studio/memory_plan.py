@@ -222,7 +222,7 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     """
     batch = images * (2 if guidance else 1)
     w_t5, w_tr = itemsize * t5_params(t5), itemsize * transformer_params(transformer)
-    w_vae = 4 * vae_params(vae)  # the SDXL VAE runs in fp32 (force_upcast)
+    w_vae = (4 if vae.force_upcast else itemsize) * vae_params(vae)  # force_upcast: the VAE runs in fp32
     f = vae.downsample_factor
     grid_h, grid_w = height // f // transformer.patch_size, width // f // transformer.patch_size
     tokens = grid_h * grid_w

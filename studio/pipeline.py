@@ -385,7 +385,7 @@ class PixArtSigmaPipeline:
         vae_config, sampler, tokenizer = check_folder(folder, variant)
         read = _LoadProgress(progress, [folder / c for c in ("transformer", "vae")], variant)
         transformer = PixArtTransformer2DModel.from_pretrained(folder / "transformer", dtype, variant, read)
-        # the SDXL VAE overflows in fp16: its config says force_upcast (diffusers' default), and it decodes in fp32
+        # a VAE whose config says force_upcast (diffusers' default; PixArt-Sigma publishes false) decodes in fp32
         vae_dtype = ms.float32 if vae_config.force_upcast else dtype
         vae = AutoencoderKL.from_pretrained(folder / "vae", vae_dtype, variant, read)
         read.done()

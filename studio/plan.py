@@ -31,7 +31,8 @@ from studio.spec import Canvas, GenerateLayer, Layout
 DIRECT_MIN_AREA = 0.25
 DIRECT_MAX_AREA = 2.25
 SDXL_VAE = AutoencoderKLConfig(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                               up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, scaling_factor=0.13025)
+                               up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, scaling_factor=0.13025,
+                               force_upcast=False, sample_size=512)  # as PixArt-Sigma publishes it
 # Published checkpoints, for planning when the weights are not on this machine.
 PUBLISHED = {
     "PixArt-alpha/PixArt-Sigma-XL-2-512-MS": PixArtTransformerConfig(sample_size=64, interpolation_scale=1,

@@ -68,8 +68,8 @@ def vae_config(block_out_channels=(8, 8, 16, 16), groups: int = 4) -> dict:
     return {
         "_class_name": "AutoencoderKL", "_diffusers_version": "0.20.0.dev0", "act_fn": "silu",
         "block_out_channels": list(block_out_channels), "down_block_types": ["DownEncoderBlock2D"] * n,
-        "force_upcast": True, "in_channels": 3, "latent_channels": 4, "layers_per_block": 1,
-        "norm_num_groups": groups, "out_channels": 3, "sample_size": 1024, "scaling_factor": 0.13025,
+        "force_upcast": False, "in_channels": 3, "latent_channels": 4, "layers_per_block": 1,  # as published
+        "norm_num_groups": groups, "out_channels": 3, "sample_size": 512, "scaling_factor": 0.13025,
         "up_block_types": ["UpDecoderBlock2D"] * n,
     }
 

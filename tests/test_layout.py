@@ -369,11 +369,11 @@ BROKEN = [
      "poster.yaml:4: YAML syntax: '{s}pt' starts with a mapping, {s}, and goes on; quote text that starts with "
      "'{': \"{s}pt\""),
     ("canvas:\n\tpreset: fhd\nlayers: [{fill: {color: red}}]\n",
-     "poster.yaml:2: YAML syntax: a tab: indent with spaces, and put spaces, not tabs, after a key's ':' or a "
-     "list's '-'"),
+     "poster.yaml:2: YAML syntax: a tab: indent with spaces, and put spaces, not tabs, after ':', '-', ',' or a "
+     "bracket"),
     ("canvas: {preset: fhd}\nlayers:\n  - fill: {color: red}\t# behind the text\n  -\ttext: {text: hi}\n",
-     "poster.yaml:4: YAML syntax: a tab: indent with spaces, and put spaces, not tabs, after a key's ':' or a "
-     "list's '-'"),  # the tab before the comment is fine (YAML 1.2), not the one after '-'
+     "poster.yaml:4: YAML syntax: a tab: indent with spaces, and put spaces, not tabs, after ':', '-', ',' or a "
+     "bracket"),  # the tab before the comment is fine (YAML 1.2), not the one after '-'
     ("canvas: {preset: fhd}\nlayers:\n  - text: {text: hello\tworld}\n",
      "poster.yaml:3: YAML syntax: a tab inside a value: write a space, or quote the text"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, name: " + "[" * 1000 + "]" * 1000 + "}}]\n",
