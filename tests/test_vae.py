@@ -96,3 +96,26 @@ def test_sdxl_config_is_accepted():
 def test_bad_config_is_rejected(extra, match):
     with pytest.raises(ConfigError, match=match):
         AutoencoderKLConfig.from_dict({**TINY, **extra})
+
+
+def test_force_upcast_decides_the_vae_dtype_of_a_half_precision_pipeline(tiny_dir, tmp_path):
+    """PixArt-Sigma publishes its VAE with force_upcast false: an fp16 pipeline decodes in fp16, as diffusers
+    does; a config saying true decodes in fp32 (as diffusers' SDXL pipeline), and the plan counts its weights
+    at 4 bytes then."""
+    import json
+    import shutil
+    from dataclasses import replace
+
+    from studio.memory_plan import plan_generation, vae_params
+    from studio.pipeline import PixArtSigmaPipeline
+
+    upcast = shutil.copytree(tiny_dir, tmp_path / "upcast")
+    config = upcast / "vae" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "force_upcast": True}))
+    assert PixArtSigmaPipeline.from_pretrained(tiny_dir, dtype="float16").vae_dtype == ms.float16
+    pipe = PixArtSigmaPipeline.from_pretrained(upcast, dtype="float16")
+    assert pipe.vae_dtype == ms.float32
+    tr, t5 = pipe.transformer.config, pipe._t5_config
+    weights = [plan_generation(tr, t5, vae, 256, 256, 1, None, True, 2).phases[-1].weights
+               for vae in (pipe.vae.config, replace(pipe.vae.config, force_upcast=False))]
+    assert weights[0] - weights[1] == 2 * vae_params(pipe.vae.config)
