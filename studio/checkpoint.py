@@ -1,24 +1,28 @@
 """Model folders in the diffusers layout -> weights in MindSpore cells.
 
-Takes a local folder or a Hugging Face hub id (at a revision, from the hub cache or downloaded); gives
-configs (JSON objects, their values checked against the config dataclasses' field types) and fills a cell's
-parameters from the component's safetensors, strictly: parameter names equal checkpoint keys, every key must
-be a floating-point tensor of its parameter's shape stored in one file only, and every parameter must be in
-the checkpoint. Safetensors are read one tensor (or some rows of one) at a time with plain reads, straight
-into the target dtype. Pickle files are refused.
+Takes a local folder or a Hugging Face hub id (at a revision, from the hub cache or downloaded), a model of a
+transformer only completed with a base pipeline in a folder of links (`compose`); gives configs (JSON objects,
+their values checked against the config dataclasses' field types) and fills a cell's parameters from the
+component's safetensors, strictly: parameter names equal checkpoint keys, every key must be a floating-point
+tensor of its parameter's shape stored in one file only, and every parameter must be in the checkpoint.
+Safetensors are read one tensor (or some rows of one) at a time with plain reads, straight into the target dtype.
+Pickle files are refused.
 """
 
 import dataclasses
 import errno
+import hashlib
 import json
 import logging
 import os
 import re
+import shutil
 import socket
 import stat
 import types
 import typing
 import urllib.parse
+import warnings
 from pathlib import Path
 
 import mindspore as ms
@@ -30,6 +34,9 @@ from studio.hub import is_hub_id, split_revision
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
 WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
 WEIGHTED_COMPONENTS = ("transformer", "vae", "text_encoder")
+# what completes a transformer-only model (a folder or repository holding transformer/ alone, as the published
+# 512 and 2K PixArt-Sigma checkpoints do), as their model card pairs them; $STUDIO_BASE_PIPELINE names another
+BASE_PIPELINE = "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers"
 
 # safetensors dtype code -> numpy dtype of the stored bytes (bf16 as its raw 16 bits)
 _ST_DTYPES = {
@@ -44,18 +51,147 @@ _NP_FLOAT = {ms.float16: np.float16, ms.float32: np.float32, ms.float64: np.floa
 def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, variant: str | None = None,
                       revision: str | None = None, cache_dir: str | os.PathLike | None = None,
                       local_files_only: bool = False) -> Path:
-    """A local folder as is; otherwise a hub id looked up in the local Hugging Face cache, then
-    downloaded with huggingface_hub when the machine is online and local_files_only is False: the pipeline
-    (each component's `variant` weights where it has them, else its plain ones), or with weights=False only
-    its JSON configs (what a memory plan reads; no multi-GB download to plan). Online, a cached snapshot without
-    any of `variant`'s files gets them from the hub (where it has them), as diffusers does, and is used as it is
-    when the hub can't be reached. revision: a branch, tag or
-    commit hash (default "main"), also written 'owner/name@revision'; cache_dir: the hub cache (default
-    $HF_HUB_CACHE or huggingface_hub's)."""
+    """The pipeline folder of a model: a local folder as is; otherwise a hub id looked up in the local Hugging
+    Face cache, then downloaded with huggingface_hub when the machine is online and local_files_only is False: the
+    pipeline (each component's `variant` weights where it has them, else its plain ones), or with weights=False
+    only its JSON configs (what a memory plan reads; no multi-GB download to plan). Online, a cached snapshot
+    without any of `variant`'s files gets them from the hub (where it has them), as diffusers does, and is used as
+    it is when the hub can't be reached. revision: a branch, tag or commit hash (default "main"), also written
+    'owner/name@revision'; cache_dir: the hub cache (default $HF_HUB_CACHE or huggingface_hub's).
+
+    A transformer-only model (transformer/ and no model_index.json) is completed with the base pipeline
+    ($STUDIO_BASE_PIPELINE, else BASE_PIPELINE; found the same way, at its own default revision): the folder
+    returned is `compose`d of both, with a warning saying so once."""
+    hub = dict(weights=weights, variant=variant, cache_dir=cache_dir, local_files_only=local_files_only)
+    folder = _resolve_one(path_or_id, revision=revision, **hub)
+    if not transformer_only(folder):
+        return folder
+    base = base_pipeline(str(path_or_id), folder / "transformer", **hub)
+    warnings.warn(f"studio: {path_or_id} holds a transformer only; the rest of the pipeline (text encoder, "
+                  f"tokenizer, VAE, scheduler) comes from {base.name}")
+    return compose(folder / "transformer", base.folder)
+
+
+class MissingBase(CheckpointError):
+    """A transformer-only model whose base pipeline is not found; `transformer`: its transformer folder,
+    `default`: whether the base is the published BASE_PIPELINE (not one $STUDIO_BASE_PIPELINE names)."""
+
+    def __init__(self, message: str, transformer: Path, default: bool):
+        super().__init__(message)
+        self.transformer, self.default = transformer, default
+
+
+class Base(typing.NamedTuple):
+    name: str  # as given: a folder or hub id, with '($STUDIO_BASE_PIPELINE)' when from there
+    folder: Path
+
+
+def base_pipeline(model: str, transformer: Path, weights: bool = True, variant: str | None = None,
+                  cache_dir=None, local_files_only: bool = False) -> Base:
+    """The pipeline that completes the transformer-only `model` (whose transformer folder is `transformer`):
+    $STUDIO_BASE_PIPELINE, else BASE_PIPELINE, resolved as a model is (at its own default revision).
+    A MissingBase error when it can't be found or is no full pipeline."""
+    given = os.environ.get("STUDIO_BASE_PIPELINE")
+    name = given or BASE_PIPELINE
+    label = f"{name} ($STUDIO_BASE_PIPELINE)" if given else name
+    try:
+        folder = _resolve_one(name, weights=weights, variant=variant, cache_dir=cache_dir,
+                              local_files_only=local_files_only)
+        if not (folder / "model_index.json").is_file():
+            raise CheckpointError(f"{name}: holds a transformer only too")
+    except CheckpointError as e:
+        raise MissingBase(f"{model}: holds a transformer only (transformer/, no model_index.json), and the base "
+                          f"pipeline that completes it, {label}, is not usable ({e}); set $STUDIO_BASE_PIPELINE to "
+                          f"the folder of a pipeline, or download {BASE_PIPELINE}", transformer, not given) from None
+    return Base(label, folder)
+
+
+def transformer_folder(transformer: str | os.PathLike, weights: bool = True, variant: str | None = None,
+                       cache_dir=None, local_files_only: bool = False) -> Path:
+    """The transformer folder `from_pretrained(transformer=...)` names: a folder holding config.json itself, or
+    the transformer/ of a model (folder or hub id, resolved as a model is, not completed with a base)."""
+    path = Path(transformer).expanduser()
+    if path.is_dir() and (path / "config.json").is_file() and not (path / "transformer").exists():
+        return path
+    folder = _resolve_one(transformer, weights=weights, variant=variant, cache_dir=cache_dir,
+                          local_files_only=local_files_only)
+    return folder / "transformer"
+
+
+def composed_root() -> Path:
+    """Where composed pipelines go: $STUDIO_CACHE/composed (default ~/.cache/studio/composed)."""
+    root = os.environ.get("STUDIO_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                          os.path.expanduser("~/.cache"), "studio")
+    return Path(root) / "composed"
+
+
+def compose(transformer: Path, base: Path) -> Path:
+    """A pipeline folder of `base`'s files with `transformer` (a folder holding config.json and weights) as its
+    transformer/: real folders holding symbolic links to each file (so what lists or hashes a model's files, and
+    a file's size and time, sees the linked files), under `composed_root()` at a name keyed by both resolved
+    folders. Written to a temporary name and renamed; one already there with the same links is reused, one with
+    others (files added or removed since) replaced."""
+    transformer, base = transformer.resolve(), base.resolve()
+    links = {Path("transformer") / rel: target for rel, target in _files(transformer).items()}
+    links.update({rel: target for rel, target in _files(base).items() if rel.parts[0] != "transformer"})
+    key = hashlib.sha256(f"{transformer}\0{base}".encode()).hexdigest()[:16]
+    root = composed_root()
+    folder = root / f"{transformer.parent.name}-{key}"
+    if folder.is_dir() and _files(folder, resolve=False) == links:
+        return folder
+    try:
+        return _write_links(folder, links)
+    except OSError as e:
+        raise CheckpointError(f"{folder}: cannot write the pipeline composed of {transformer} and {base} "
+                              f"({e.strerror or e}); set $STUDIO_CACHE to a writable folder") from e
+
+
+def _write_links(folder: Path, links: dict[Path, Path]) -> Path:
+    """`compose`'s folder of symbolic links {relative path: target}, written to a temporary name and renamed."""
+    root = folder.parent
+    root.mkdir(parents=True, exist_ok=True)
+    temp = root / f".{folder.name}.{os.getpid()}.tmp"
+    shutil.rmtree(temp, ignore_errors=True)
+    for rel, target in links.items():
+        (temp / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, temp / rel)
+    if folder.exists():  # another set of links: moved aside, then removed
+        old = root / f".{folder.name}.{os.getpid()}.old"
+        os.rename(folder, old)
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.rename(temp, folder)
+    except OSError:  # another process wrote it meanwhile
+        shutil.rmtree(temp, ignore_errors=True)
+        if not (folder.is_dir() and _files(folder, resolve=False) == links):
+            raise
+    return folder
+
+
+def _files(folder: Path, resolve: bool = True) -> dict[Path, Path]:
+    """{path relative to `folder`: the file (resolved) or, with resolve=False, a link's target} of every file
+    under `folder` but hidden ones, through linked folders too."""
+    found = {}
+    for parent, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if not name.startswith("."):
+                path = Path(parent) / name
+                link = not resolve and os.path.islink(path)
+                found[path.relative_to(folder)] = Path(os.readlink(path)) if link else path.resolve()
+    return found
+
+
+def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: str | None = None,
+                 revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                 local_files_only: bool = False) -> Path:
+    """`resolve_model_dir` of one model, a transformer-only one not completed."""
     path = Path(path_or_id).expanduser()
     name = str(path_or_id)
     if path.is_dir():
         problem = not_a_file(path / "model_index.json")
+        if problem == "missing file" and transformer_only(path):
+            return path
         if problem:
             what = "" if problem == "missing file" else f" ({problem})"
             raise CheckpointError(f"{path}: no model_index.json{what}; expected a pipeline folder in the "
@@ -148,11 +284,17 @@ def _hub_unreachable() -> str | None:
     return None
 
 
+def transformer_only(folder: Path) -> bool:
+    """Whether `folder` is a transformer-only model: transformer/config.json and no model_index.json."""
+    return not os.path.lexists(folder / "model_index.json") and (folder / "transformer" / "config.json").is_file()
+
+
 def _weight_variants(folder: Path) -> dict[str, set]:
     """{component: the variants of its weight files, None for the plain ones} of a cached snapshot (one a plan
-    fetched has configs only)."""
+    fetched has configs only); of a transformer-only one, its transformer's only."""
+    components = ("transformer",) if transformer_only(folder) else WEIGHTED_COMPONENTS
     return {c: {_weight_variant(p.name)[1] for p in (folder / c).iterdir() if _weight_variant(p.name)[0]}
-            if (folder / c).is_dir() else set() for c in WEIGHTED_COMPONENTS}
+            if (folder / c).is_dir() else set() for c in components}
 
 
 def _cached_revisions_hint(name: str, cache_dir) -> str:

@@ -8,6 +8,7 @@ import functools
 import gc
 import inspect
 import json
+import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ import mindspore as ms
 import numpy as np
 
 from studio import backend, binning, memory, sampling, vae_tiling as tiling
-from studio.checkpoint import (WEIGHTED_COMPONENTS, check_types, describe_path, falls_back, read_config, read_json,
-                               resolve_model_dir, weight_files)
+from studio.checkpoint import (WEIGHTED_COMPONENTS, check_types, compose, describe_path, falls_back, read_config,
+                               read_json, resolve_model_dir, transformer_folder, weight_files)
 from studio.memory_plan import GenerationPlan, plan_generation
 from studio.errors import CheckpointError, ConfigError, InputError
 from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
@@ -353,7 +354,7 @@ class PixArtSigmaPipeline:
                         keep_text_encoder: bool = False, torch_dtype=None, revision: str | None = None,
                         cache_dir=None, local_files_only: bool = False,
                         progress: Callable[[int, int], None] | None = None,
-                        use_safetensors: bool | None = None) -> "PixArtSigmaPipeline":
+                        use_safetensors: bool | None = None, transformer=None) -> "PixArtSigmaPipeline":
         """Load a pipeline folder (or a hub id in the local Hugging Face cache / downloadable).
 
         dtype: "float32" (default) | "float16" | "bfloat16", or a MindSpore type; `torch_dtype` is the
@@ -366,7 +367,15 @@ class PixArtSigmaPipeline:
         afterwards unless keep_text_encoder=True. A scheduler_config.json studio can't run loads, and is an
         error at a call without sampler=. progress(done, total): bytes of the transformer's and VAE's weight
         files read, after each tensor. use_safetensors: the reference's switch; studio reads only safetensors.
+        transformer: as diffusers' keyword, the transformer to load in place of the pipeline's: the folder or hub id
+        of a model whose transformer/ it is (e.g. "PixArt-alpha/PixArt-Sigma-XL-2-2K-MS"), or a transformer folder
+        (holding config.json); a model object is not taken. A model of a transformer only (no model_index.json)
+        needs no base named: it is completed with $STUDIO_BASE_PIPELINE, else BASE_PIPELINE (`resolve_model_dir`).
         """
+        if transformer is not None and not isinstance(transformer, (str, os.PathLike)):
+            raise InputError(f"transformer={type(transformer).__name__}(...): studio loads the transformer itself; "
+                             "pass the folder or hub id it was loaded from (e.g. transformer=\"PixArt-alpha/"
+                             "PixArt-Sigma-XL-2-2K-MS\")")
         if dtype is not None and torch_dtype is not None:
             raise InputError("pass dtype or torch_dtype (the reference's name for it), not both")
         if use_safetensors is False:
@@ -381,6 +390,9 @@ class PixArtSigmaPipeline:
                           f"{backend.device_target()} (the weights are widened as they load)", stacklevel=2)
         folder = resolve_model_dir(path_or_id, variant=variant, revision=revision, cache_dir=cache_dir,
                                    local_files_only=local_files_only)
+        if transformer is not None:
+            folder = compose(transformer_folder(transformer, variant=variant, cache_dir=cache_dir,
+                                                local_files_only=local_files_only), folder)
         # everything but the weights first: a bad file fails the load at once, not after minutes of XL weights
         vae_config, sampler, tokenizer = check_folder(folder, variant)
         read = _LoadProgress(progress, [folder / c for c in ("transformer", "vae")], variant)

@@ -127,12 +127,17 @@ class Plan:
 def model_configs(model: str, revision: str | None = None) -> tuple[PixArtTransformerConfig, T5Config,
                                                                   AutoencoderKLConfig]:
     """The configs of `model` (folder, or hub id at `revision`): read from its config files when present on
-    this machine, else the published configs of the known checkpoints."""
-    from studio.checkpoint import resolve_model_dir
+    this machine, else the published configs of the known checkpoints. A transformer-only model whose base is
+    the published BASE_PIPELINE, not on this machine: its own transformer config with the base's published ones."""
+    from studio.checkpoint import MissingBase, read_config, resolve_model_dir
     from studio.pipeline import read_configs
 
     try:
         return read_configs(resolve_model_dir(model, weights=False, revision=revision))
+    except MissingBase as e:
+        if not e.default:
+            raise
+        return read_config(PixArtTransformerConfig, e.transformer / "config.json"), T5Config(), SDXL_VAE
     except CheckpointError:
         repo = split_revision(model)[0]
         if repo in PUBLISHED:
@@ -142,12 +147,17 @@ def model_configs(model: str, revision: str | None = None) -> tuple[PixArtTransf
 
 def model_sampler(model: str, revision: str | None = None):
     """The sampler `model`'s scheduler_config.json configures (`pipeline.read_scheduler`: a SamplerConfig, or
-    an UnrunnableScheduler), or None for a published checkpoint that is not on this machine."""
-    from studio.checkpoint import resolve_model_dir
+    an UnrunnableScheduler), or None for a published checkpoint that is not on this machine (or a
+    transformer-only model whose published base is not)."""
+    from studio.checkpoint import MissingBase, resolve_model_dir
     from studio.pipeline import read_scheduler
 
     try:
         folder = resolve_model_dir(model, weights=False, revision=revision)
+    except MissingBase as e:
+        if not e.default:
+            raise
+        return None
     except CheckpointError:
         if split_revision(model)[0] in PUBLISHED:
             return None

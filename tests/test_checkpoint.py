@@ -614,3 +614,95 @@ def test_torch_dtype_is_the_references_name_for_dtype(tiny_dir):
     assert PixArtSigmaPipeline.from_pretrained(tiny_dir, torch_dtype=torch.float16).dtype == ms.float16
     with pytest.raises(InputError, match="pass dtype or torch_dtype"):
         PixArtSigmaPipeline.from_pretrained(tiny_dir, dtype="float16", torch_dtype=torch.float16)
+
+
+def _split(tiny_dir, tmp_path, monkeypatch) -> Path:
+    """The tiny pipeline but its transformer as the base $STUDIO_BASE_PIPELINE names (composed pipelines under a
+    temporary $STUDIO_CACHE); returns the base folder."""
+    base = shutil.copytree(tiny_dir, tmp_path / "base")
+    shutil.rmtree(base / "transformer")
+    monkeypatch.setenv("STUDIO_BASE_PIPELINE", str(base))
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "studio"))
+    return base
+
+
+def test_a_cached_snapshot_of_a_transformer_only_repository_resolves_offline_with_the_base(tiny_dir, tmp_path,
+                                                                                          monkeypatch):
+    """As the published 512 and 2K repositories are: transformer/ and no model_index.json. Its transformer's
+    weights make the snapshot complete; the rest comes from the base."""
+    import huggingface_hub
+
+    base = _split(tiny_dir, tmp_path, monkeypatch)
+    revision = "a" * 40
+    snapshot = tmp_path / "hub" / "models--someone--tiny-pixart" / "snapshots" / revision
+    shutil.copytree(tiny_dir / "transformer", snapshot / "transformer")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda *a, **k: pytest.fail("went online"))
+    note = ("studio: someone/tiny-pixart holds a transformer only; the rest of the pipeline (text encoder, tokenizer, "
+            f"VAE, scheduler) comes from {base} ($STUDIO_BASE_PIPELINE)")
+    with pytest.warns(UserWarning, match=f"^{re.escape(note)}$"):
+        folder = resolve_model_dir("someone/tiny-pixart", local_files_only=True)
+    assert folder.parent == tmp_path / "studio" / "composed"
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(
+        p.relative_to(tiny_dir).as_posix() for p in tiny_dir.rglob("*") if p.is_file())
+    assert (folder / "transformer" / WEIGHTS).resolve() == (snapshot / "transformer" / WEIGHTS).resolve()
+    assert (folder / "model_index.json").resolve() == base / "model_index.json"
+    (snapshot / "transformer" / WEIGHTS).unlink()  # configs only, as a plan fetches them: not complete offline
+    with pytest.raises(CheckpointError, match="^someone/tiny-pixart: not a local folder, in the Hugging Face cache "
+                                              "with its configs only, not its weights, and could not be downloaded "
+                                              r"\(local_files_only=True\)"):
+        resolve_model_dir("someone/tiny-pixart", local_files_only=True)
+
+
+def test_a_composed_pipeline_is_reused_and_follows_its_folders(tiny_dir, tmp_path, monkeypatch):
+    """The same two folders: the same composed folder; a file added to the base: its links rewritten."""
+    from studio.checkpoint import compose
+
+    base = _split(tiny_dir, tmp_path, monkeypatch)
+    folder = compose(tiny_dir / "transformer", base)
+    assert compose(tiny_dir / "transformer", base) == folder
+    (base / "vae" / "notes.txt").write_text("x")
+    assert compose(tiny_dir / "transformer", base) == folder
+    assert (folder / "vae" / "notes.txt").read_text() == "x"
+    assert [p.name for p in (tmp_path / "studio" / "composed").iterdir()] == [folder.name]  # no temporary left
+    (base / "transformer").mkdir()  # the given transformer wins over the base's
+    (base / "transformer" / "config.json").write_text("{}")
+    assert (compose(tiny_dir / "transformer", base) / "transformer" / "config.json").resolve() == (
+        tiny_dir / "transformer" / "config.json")
+
+
+def test_a_transformer_only_repository_downloads_its_transformer(tiny_dir, tmp_path, monkeypatch):
+    """Planned: its configs fetched; loaded: its transformer's weights, the configs-only snapshot not taken for
+    complete (it was taken as lacking the text encoder's and VAE's weights, which it never has)."""
+    import huggingface_hub
+
+    base = _split(tiny_dir, tmp_path, monkeypatch)
+    hub, snapshot = tmp_path / "repo", tmp_path / "snapshot"
+    shutil.copytree(tiny_dir / "transformer", hub / "transformer")
+    calls = []
+
+    def fake_download(name, revision=None, local_files_only=False, allow_patterns=None, cache_dir=None):
+        calls.append(None if local_files_only else sorted(allow_patterns))
+        for src in [] if local_files_only else hub.rglob("*"):
+            if src.is_file() and any(src.relative_to(hub).match(p) for p in allow_patterns):
+                (snapshot / src.relative_to(hub)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(src, snapshot / src.relative_to(hub))
+        if not snapshot.is_dir():
+            raise FileNotFoundError(name)
+        return str(snapshot)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files",
+                        lambda name, revision=None: [p.relative_to(hub).as_posix() for p in hub.rglob("*")
+                                                     if p.is_file()])
+    with pytest.warns(UserWarning, match=f"comes from {re.escape(str(base))}"):
+        folder = resolve_model_dir("someone/big-transformer", weights=False)
+        assert calls == [None, ["*.json"]] and not (folder / "transformer" / WEIGHTS).exists()
+        calls.clear()
+        assert resolve_model_dir("someone/big-transformer") == folder
+    assert calls == [None, ["*.json", "*.model", "*.txt", f"transformer/{WEIGHTS}"]]
+    assert (folder / "transformer" / WEIGHTS).is_file() and (folder / "vae" / WEIGHTS).is_file()

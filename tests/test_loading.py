@@ -6,9 +6,10 @@ import shutil
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
 from studio import checkpoint
-from studio.errors import CheckpointError, ConfigError
+from studio.errors import CheckpointError, ConfigError, InputError
 from studio.pipeline import PixArtSigmaPipeline
 from studio.tiny import SCHEDULER
 from tests.util import rel_l2
@@ -261,3 +262,84 @@ def test_loading_reports_the_bytes_read(tiny_dir):
     assert calls[0] == (0, total) and calls[-1] == (total, total) and len(calls) > 10
     assert all(t == total for _, t in calls) and [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert calls[-2][0] > 0.9 * total  # the tensors are the files, less their headers (5% of tiny files)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Transformer-only models (the published 512 and 2K checkpoints hold transformer/ alone), completed with a base
+
+
+@pytest.fixture
+def split_tiny(tiny_dir, tmp_path, monkeypatch):
+    """The tiny pipeline split in two: a transformer-only model (its transformer/ alone) and the rest, which
+    $STUDIO_BASE_PIPELINE names; composed pipelines go under a temporary $STUDIO_CACHE."""
+    only = tmp_path / "only"
+    shutil.copytree(tiny_dir / "transformer", only / "transformer")
+    base = shutil.copytree(tiny_dir, tmp_path / "base", ignore=lambda d, names: ["transformer"] if d == str(tiny_dir)
+                           else [])
+    monkeypatch.setenv("STUDIO_BASE_PIPELINE", str(base))
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "cache"))
+    return only, base
+
+
+def from_base_note(model) -> str:
+    return (f"studio: {model} holds a transformer only; the rest of the pipeline (text encoder, tokenizer, VAE, "
+            f"scheduler) comes from {model.parent / 'base'} ($STUDIO_BASE_PIPELINE)")
+
+
+TINY_CALL = dict(height=64, width=64, num_inference_steps=1, output_type="latent", seed=3)
+
+
+def test_a_transformer_only_model_loads_with_the_base_and_generates_as_the_whole(tiny_dir, split_tiny):
+    only, base = split_tiny
+    with pytest.warns(UserWarning) as record:
+        pipe = PixArtSigmaPipeline.from_pretrained(only)
+    assert [str(w.message) for w in record] == [from_base_note(only)]
+    folder = pipe.model_dir
+    assert folder.parent == only.parent / "cache" / "composed"
+    assert (folder / "transformer" / "config.json").resolve() == only / "transformer" / "config.json"
+    assert (folder / "vae" / "config.json").resolve() == base / "vae" / "config.json"
+    expected = PixArtSigmaPipeline.from_pretrained(tiny_dir)("a cat", **TINY_CALL).images
+    np.testing.assert_array_equal(pipe("a cat", **TINY_CALL).images, expected)
+    with pytest.warns(UserWarning):  # the same links: the same folder, reused
+        assert checkpoint.resolve_model_dir(only) == folder
+
+
+def test_transformer_keyword_replaces_the_pipelines_transformer(tiny_dir, split_tiny, tmp_path):
+    """diffusers' from_pretrained(base, transformer=...): a model's folder, or the transformer folder itself."""
+    only, base = split_tiny
+    other = shutil.copytree(tiny_dir, tmp_path / "other")  # a whole pipeline with another transformer
+    weights = str(other / "transformer" / "diffusion_pytorch_model.safetensors")
+    save_file({k: v * 0 for k, v in load_file(weights).items()}, weights)
+    expected = PixArtSigmaPipeline.from_pretrained(tiny_dir)("a cat", **TINY_CALL).images
+    for transformer, folder in [(only, only), (only / "transformer", only), (str(tiny_dir), tiny_dir)]:
+        pipe = PixArtSigmaPipeline.from_pretrained(other, transformer=transformer)
+        np.testing.assert_array_equal(pipe("a cat", **TINY_CALL).images, expected)
+        assert (pipe.model_dir / "transformer" / "config.json").resolve() == folder / "transformer" / "config.json"
+        assert (pipe.model_dir / "vae" / "config.json").resolve() == other / "vae" / "config.json"
+    with pytest.raises(InputError) as info:
+        PixArtSigmaPipeline.from_pretrained(base, transformer=object())
+    assert str(info.value) == ("transformer=object(...): studio loads the transformer itself; pass the folder or hub "
+                               "id it was loaded from (e.g. transformer=\"PixArt-alpha/PixArt-Sigma-XL-2-2K-MS\")")
+
+
+def test_a_transformer_only_model_without_its_base_says_how_to_give_it(split_tiny, monkeypatch):
+    only, base = split_tiny
+    shutil.rmtree(base)
+    message = load_error(only)
+    assert message == (f"{only}: holds a transformer only (transformer/, no model_index.json), and the base pipeline "
+                       f"that completes it, {base} ($STUDIO_BASE_PIPELINE), is not usable ({base}: no such model "
+                       "folder (and not a hub id like 'owner/name')); set $STUDIO_BASE_PIPELINE to the folder of a "
+                       "pipeline, or download PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers")
+    monkeypatch.delenv("STUDIO_BASE_PIPELINE")
+    monkeypatch.setenv("HF_HUB_CACHE", str(base.parent / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert load_error(only) == (
+        f"{only}: holds a transformer only (transformer/, no model_index.json), and the base pipeline that completes "
+        "it, PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers, is not usable (PixArt-alpha/pixart_sigma_sdxlvae_T5_"
+        "diffusers: not a local folder, not in the Hugging Face cache, and could not be downloaded (ConnectionError: "
+        "HF_HUB_OFFLINE is set); pass the folder of a downloaded copy); set $STUDIO_BASE_PIPELINE to the folder of "
+        "a pipeline, or download PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers")
+    monkeypatch.setenv("STUDIO_BASE_PIPELINE", str(only))  # a base that is no whole pipeline either
+    assert load_error(only).endswith(f"is not usable ({only}: holds a transformer only too); set "
+                                     "$STUDIO_BASE_PIPELINE to the folder of a pipeline, or download "
+                                     "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers")

@@ -459,3 +459,43 @@ def test_a_region_that_rounds_to_nothing_generates_nothing():
     plan = plan_layout(layout, budget="1GiB", configs=configs)
     assert plan.boxes == (Box(100, 0, 0, 250), Box(100, 0, 1, 250))
     assert [(j.layer, j.strategy, j.gen_width, j.gen_height) for j in plan.jobs] == [(1, "direct", 16, 256)]
+
+
+def test_a_transformer_only_model_plans_with_the_bases_configs(tiny_dir, tmp_path, monkeypatch):
+    """Its own transformer config and the base's others (from $STUDIO_BASE_PIPELINE's folder; without the
+    published base on this machine, its published configs); a base $STUDIO_BASE_PIPELINE names must be there."""
+    import shutil
+    from studio.checkpoint import MissingBase
+    from studio.layout import load_layout
+    from studio.pipeline import read_configs
+    from studio.plan import SDXL_VAE, model_configs, model_sampler
+
+    only = tmp_path / "only"
+    shutil.copytree(tiny_dir / "transformer", only / "transformer")
+    config = only / "transformer" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "sample_size": 96}))  # not the base's
+    base = shutil.copytree(tiny_dir, tmp_path / "base")
+    shutil.rmtree(base / "transformer")
+    monkeypatch.setenv("STUDIO_BASE_PIPELINE", str(base))
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "studio"))
+    layout_file = tmp_path / "l.yaml"
+    layout_file.write_text("canvas: {width: 256, height: 256}\nlayers:\n  - generate: {prompt: x, steps: 2}\n")
+    tiny = read_configs(tiny_dir)
+    with pytest.warns(UserWarning, match="holds a transformer only"):
+        tr, t5, vae = model_configs(str(only))
+        sampler = model_sampler(str(only))
+        [job] = plan_layout(load_layout(layout_file), str(only), "1GiB").jobs
+    assert (tr.sample_size, t5, vae) == (96, tiny[1], tiny[2])
+    assert sampler.sampler == "dpm++"
+    assert (job.strategy, job.gen_width, job.gen_height, job.latent) == ("direct", 256, 256, (32, 32))
+    shutil.rmtree(base)
+    with pytest.raises(MissingBase, match=f"^{re.escape(str(only))}: holds a transformer only"):
+        model_configs(str(only))
+    monkeypatch.delenv("STUDIO_BASE_PIPELINE")  # the published base, not on this machine
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tr, t5, vae = model_configs(str(only))
+    assert (tr.sample_size, t5, vae) == (96, T5Config(), SDXL_VAE)
+    assert model_sampler(str(only)) is None
+    [job] = plan_layout(load_layout(layout_file), str(only), "8GiB").jobs
+    assert (job.gen_width, job.gen_height, job.latent) == (256, 256, (32, 32))
