@@ -67,9 +67,19 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
     if not transformer_only(folder):
         return folder
     base = base_pipeline(str(path_or_id), folder / "transformer", **hub)
-    warnings.warn(f"studio: {path_or_id} holds a transformer only; the rest of the pipeline (text encoder, "
-                  f"tokenizer, VAE, scheduler) comes from {base.name}")
-    return compose(folder / "transformer", base.folder)
+    if (str(path_or_id), base.name) not in _SAID_BASE:  # once per process, whatever filters warnings
+        _SAID_BASE.add((str(path_or_id), base.name))
+        warnings.warn(f"studio: {path_or_id} holds a transformer only; the rest of the pipeline (text encoder, "
+                      f"tokenizer, VAE, scheduler) comes from {base.name}")
+    return compose(folder / "transformer", base.folder, _model_name(path_or_id))
+
+
+_SAID_BASE: set[tuple[str, str]] = set()  # (model, base) pairs the warning has named
+
+
+def _model_name(path_or_id) -> str:
+    """A model's name for a composed folder: a folder's own name, a hub id's repository name."""
+    return split_revision(str(path_or_id))[0].rstrip("/\\").replace("\\", "/").split("/")[-1] or "model"
 
 
 class MissingBase(CheckpointError):
@@ -96,7 +106,7 @@ def base_pipeline(model: str, transformer: Path, weights: bool = True, variant: 
     label = f"{name} ($STUDIO_BASE_PIPELINE)" if given else name
     try:
         folder = _resolve_one(name, weights=weights, variant=variant, cache_dir=cache_dir,
-                              local_files_only=local_files_only)
+                              local_files_only=local_files_only, components=("text_encoder", "vae"))
         if not (folder / "model_index.json").is_file():
             raise CheckpointError(f"{name}: holds a transformer only too")
     except CheckpointError as e:
@@ -125,29 +135,35 @@ def composed_root() -> Path:
     return Path(root) / "composed"
 
 
-def compose(transformer: Path, base: Path) -> Path:
+def compose(transformer: Path, base: Path, name: str = "model") -> Path:
     """A pipeline folder of `base`'s files with `transformer` (a folder holding config.json and weights) as its
     transformer/: real folders holding symbolic links to each file (so what lists or hashes a model's files, and
-    a file's size and time, sees the linked files), under `composed_root()` at a name keyed by both resolved
-    folders. Written to a temporary name and renamed; one already there with the same links is reused, one with
-    others (files added or removed since) replaced."""
+    a file's size and time, sees the linked files), and the base's model_index.json naming the transformer
+    (the published base names none). Under `composed_root()`, named `name` and a digest of its contents: a
+    folder is never changed once written (other contents, another name), so processes composing at once
+    share it; written to a temporary name and renamed."""
     transformer, base = transformer.resolve(), base.resolve()
     links = {Path("transformer") / rel: target for rel, target in _files(transformer).items()}
-    links.update({rel: target for rel, target in _files(base).items() if rel.parts[0] != "transformer"})
-    key = hashlib.sha256(f"{transformer}\0{base}".encode()).hexdigest()[:16]
-    root = composed_root()
-    folder = root / f"{transformer.parent.name}-{key}"
-    if folder.is_dir() and _files(folder, resolve=False) == links:
+    links.update({rel: target for rel, target in _files(base).items()
+                  if rel.parts[0] != "transformer" and rel != Path("model_index.json")})
+    index = read_json(base / "model_index.json")
+    if not isinstance(index.get("transformer"), list) or None in index["transformer"]:
+        index["transformer"] = ["diffusers", "PixArtTransformer2DModel"]
+    index = json.dumps(index, indent=2, sort_keys=True) + "\n"
+    contents = json.dumps([[str(rel), str(target)] for rel, target in sorted(links.items())] + [index])
+    folder = composed_root() / f"{name}-{hashlib.sha256(contents.encode()).hexdigest()[:16]}"
+    if folder.is_dir():
         return folder
     try:
-        return _write_links(folder, links)
+        return _write_links(folder, links, index)
     except OSError as e:
         raise CheckpointError(f"{folder}: cannot write the pipeline composed of {transformer} and {base} "
                               f"({e.strerror or e}); set $STUDIO_CACHE to a writable folder") from e
 
 
-def _write_links(folder: Path, links: dict[Path, Path]) -> Path:
-    """`compose`'s folder of symbolic links {relative path: target}, written to a temporary name and renamed."""
+def _write_links(folder: Path, links: dict[Path, Path], index: str) -> Path:
+    """`compose`'s folder: symbolic links {relative path: target} and model_index.json, written to a temporary
+    name and renamed (a folder another process renamed there first is the same: it is kept)."""
     root = folder.parent
     root.mkdir(parents=True, exist_ok=True)
     temp = root / f".{folder.name}.{os.getpid()}.tmp"
@@ -155,15 +171,12 @@ def _write_links(folder: Path, links: dict[Path, Path]) -> Path:
     for rel, target in links.items():
         (temp / rel).parent.mkdir(parents=True, exist_ok=True)
         os.symlink(target, temp / rel)
-    if folder.exists():  # another set of links: moved aside, then removed
-        old = root / f".{folder.name}.{os.getpid()}.old"
-        os.rename(folder, old)
-        shutil.rmtree(old, ignore_errors=True)
+    (temp / "model_index.json").write_text(index)
     try:
         os.rename(temp, folder)
-    except OSError:  # another process wrote it meanwhile
+    except OSError:
         shutil.rmtree(temp, ignore_errors=True)
-        if not (folder.is_dir() and _files(folder, resolve=False) == links):
+        if not folder.is_dir():
             raise
     return folder
 
@@ -184,8 +197,9 @@ def _files(folder: Path, resolve: bool = True) -> dict[Path, Path]:
 
 def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: str | None = None,
                  revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 local_files_only: bool = False) -> Path:
-    """`resolve_model_dir` of one model, a transformer-only one not completed."""
+                 local_files_only: bool = False, components: tuple[str, ...] = WEIGHTED_COMPONENTS) -> Path:
+    """`resolve_model_dir` of one model, a transformer-only one not completed; `components`: those whose
+    weights a cached snapshot must hold (a base pipeline has no transformer)."""
     path = Path(path_or_id).expanduser()
     name = str(path_or_id)
     if path.is_dir():
@@ -222,7 +236,7 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
         return cached
     where, complete = f"not in the Hugging Face cache{at}", False
     if cached is not None:
-        found = _weight_variants(cached)
+        found = _weight_variants(cached, components)
         held = set().union(*found.values())
         missing = [c for c, variants in found.items() if not variants & {variant, None}]
         # a snapshot a plan fetched holds the configs only: the weights are still to download; and online, a
@@ -289,10 +303,10 @@ def transformer_only(folder: Path) -> bool:
     return not os.path.lexists(folder / "model_index.json") and (folder / "transformer" / "config.json").is_file()
 
 
-def _weight_variants(folder: Path) -> dict[str, set]:
+def _weight_variants(folder: Path, components: tuple[str, ...] = WEIGHTED_COMPONENTS) -> dict[str, set]:
     """{component: the variants of its weight files, None for the plain ones} of a cached snapshot (one a plan
-    fetched has configs only); of a transformer-only one, its transformer's only."""
-    components = ("transformer",) if transformer_only(folder) else WEIGHTED_COMPONENTS
+    fetched has configs only), of `components`; of a transformer-only one, its transformer's only."""
+    components = ("transformer",) if transformer_only(folder) else components
     return {c: {_weight_variant(p.name)[1] for p in (folder / c).iterdir() if _weight_variant(p.name)[0]}
             if (folder / c).is_dir() else set() for c in components}
 

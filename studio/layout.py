@@ -812,8 +812,9 @@ class Model(Text):
             raise _Bad("expected a model folder or hub id, got ''")
         folder = r.base_dir / Path(name).expanduser()  # an absolute path stays as it is
         if folder.is_dir():
-            if not (folder / "model_index.json").is_file():
-                raise _Bad(f"'{name}' has no model_index.json (expected a pipeline folder in the diffusers layout)")
+            if not (folder / "model_index.json").is_file() and not (folder / "transformer" / "config.json").is_file():
+                raise _Bad(f"'{name}' has no model_index.json (expected a pipeline folder in the diffusers layout, "
+                           f"or a transformer-only one: transformer/config.json)")
             return str(folder.resolve())
         if not is_hub_id(name, r.base_dir):
             raise _Bad(f"no such model folder '{name}' (folders are relative to the layout file's folder; "

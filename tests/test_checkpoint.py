@@ -649,7 +649,7 @@ def test_a_cached_snapshot_of_a_transformer_only_repository_resolves_offline_wit
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(
         p.relative_to(tiny_dir).as_posix() for p in tiny_dir.rglob("*") if p.is_file())
     assert (folder / "transformer" / WEIGHTS).resolve() == (snapshot / "transformer" / WEIGHTS).resolve()
-    assert (folder / "model_index.json").resolve() == base / "model_index.json"
+    assert json.loads((folder / "model_index.json").read_text()) == json.loads((base / "model_index.json").read_text())
     (snapshot / "transformer" / WEIGHTS).unlink()  # configs only, as a plan fetches them: not complete offline
     with pytest.raises(CheckpointError, match="^someone/tiny-pixart: not a local folder, in the Hugging Face cache "
                                               "with its configs only, not its weights, and could not be downloaded "
@@ -657,17 +657,44 @@ def test_a_cached_snapshot_of_a_transformer_only_repository_resolves_offline_wit
         resolve_model_dir("someone/tiny-pixart", local_files_only=True)
 
 
+def test_the_published_base_from_the_hub_cache_has_no_transformer_and_is_complete(tiny_dir, tmp_path, monkeypatch):
+    """PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers holds no transformer: cached, offline, it completes a
+    transformer-only model (its snapshot was taken as lacking the transformer's weights)."""
+    from studio.checkpoint import BASE_PIPELINE
+
+    revision = "b" * 40
+    repo = tmp_path / "hub" / f"models--{BASE_PIPELINE.replace('/', '--')}"
+    shutil.copytree(tiny_dir, repo / "snapshots" / revision, ignore=shutil.ignore_patterns("transformer"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    only = tmp_path / "only"
+    shutil.copytree(tiny_dir / "transformer", only / "transformer")
+    monkeypatch.delenv("STUDIO_BASE_PIPELINE", raising=False)
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "studio"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.warns(UserWarning, match=f"comes from {re.escape(BASE_PIPELINE)}$"):
+        folder = resolve_model_dir(only)
+    assert (folder / "vae" / WEIGHTS).resolve() == (repo / "snapshots" / revision / "vae" / WEIGHTS).resolve()
+    assert (folder / "transformer" / WEIGHTS).resolve() == only / "transformer" / WEIGHTS
+
+
 def test_a_composed_pipeline_is_reused_and_follows_its_folders(tiny_dir, tmp_path, monkeypatch):
-    """The same two folders: the same composed folder; a file added to the base: its links rewritten."""
+    """The same contents: the same composed folder; a file added to the base: another folder (one never changes
+    once written, so processes composing at once share it); a base whose model_index.json names no transformer
+    (as the published one) gets it named."""
     from studio.checkpoint import compose
 
     base = _split(tiny_dir, tmp_path, monkeypatch)
-    folder = compose(tiny_dir / "transformer", base)
-    assert compose(tiny_dir / "transformer", base) == folder
+    folder = compose(tiny_dir / "transformer", base, "tiny")
+    assert folder.name.startswith("tiny-") and compose(tiny_dir / "transformer", base, "tiny") == folder
     (base / "vae" / "notes.txt").write_text("x")
-    assert compose(tiny_dir / "transformer", base) == folder
-    assert (folder / "vae" / "notes.txt").read_text() == "x"
-    assert [p.name for p in (tmp_path / "studio" / "composed").iterdir()] == [folder.name]  # no temporary left
+    other = compose(tiny_dir / "transformer", base, "tiny")
+    assert other != folder and (other / "vae" / "notes.txt").read_text() == "x"
+    assert sorted(p.name for p in (tmp_path / "studio" / "composed").iterdir()) == sorted([folder.name, other.name])
+    index = json.loads((base / "model_index.json").read_text())
+    (base / "model_index.json").write_text(json.dumps({**index, "transformer": [None, None]}))
+    assert json.loads((compose(tiny_dir / "transformer", base) / "model_index.json").read_text()) == index
     (base / "transformer").mkdir()  # the given transformer wins over the base's
     (base / "transformer" / "config.json").write_text("{}")
     assert (compose(tiny_dir / "transformer", base) / "transformer" / "config.json").resolve() == (
@@ -701,8 +728,8 @@ def test_a_transformer_only_repository_downloads_its_transformer(tiny_dir, tmp_p
                                                      if p.is_file()])
     with pytest.warns(UserWarning, match=f"comes from {re.escape(str(base))}"):
         folder = resolve_model_dir("someone/big-transformer", weights=False)
-        assert calls == [None, ["*.json"]] and not (folder / "transformer" / WEIGHTS).exists()
-        calls.clear()
-        assert resolve_model_dir("someone/big-transformer") == folder
+    assert calls == [None, ["*.json"]] and not (folder / "transformer" / WEIGHTS).exists()
+    calls.clear()
+    folder = resolve_model_dir("someone/big-transformer")  # with its weights now: another composed folder
     assert calls == [None, ["*.json", "*.model", "*.txt", f"transformer/{WEIGHTS}"]]
     assert (folder / "transformer" / WEIGHTS).is_file() and (folder / "vae" / WEIGHTS).is_file()

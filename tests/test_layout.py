@@ -606,7 +606,7 @@ BROKEN = [
      "folder; a hub id is 'owner/name')"),
     ("canvas: {preset: fhd}\nmodel: notamodel\n" + FILL,
      "poster.yaml:2: model: 'notamodel' has no model_index.json (expected a pipeline folder in the diffusers "
-     "layout)"),
+     "layout, or a transformer-only one: transformer/config.json)"),
     # output names
     ("canvas: {preset: fhd}\nvariables: {title: x}\n" + FILL + "output: {name: '{layout}/{title}'}\n",
      "poster.yaml:4: output.name: '{layout}/{title}' gives a file name that has a '/' (a name in the output "
@@ -778,6 +778,14 @@ def test_relative_paths_of_a_layout_from_text_are_the_current_folder_s(tmp_path,
         "current folder)",
         "<string>:2: layers[1].image.path: no such image file 'logo.png' (relative paths are read from the current "
         "folder)"]
+
+
+def test_a_layouts_model_may_be_a_transformer_only_folder(tmp_path):
+    """As the published 512 and 2K checkpoints: transformer/ alone, completed with a base when loaded."""
+    (tmp_path / "t2k" / "transformer").mkdir(parents=True)
+    (tmp_path / "t2k" / "transformer" / "config.json").write_text("{}")
+    layout = parse_layout("canvas: {preset: fhd}\nmodel: t2k\n" + FILL, "poster.yaml", base_dir=tmp_path)
+    assert layout.model == str(tmp_path / "t2k")
 
 
 def test_corpus_is_large():

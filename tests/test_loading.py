@@ -300,8 +300,10 @@ def test_a_transformer_only_model_loads_with_the_base_and_generates_as_the_whole
     assert (folder / "vae" / "config.json").resolve() == base / "vae" / "config.json"
     expected = PixArtSigmaPipeline.from_pretrained(tiny_dir)("a cat", **TINY_CALL).images
     np.testing.assert_array_equal(pipe("a cat", **TINY_CALL).images, expected)
-    with pytest.warns(UserWarning):  # the same links: the same folder, reused
-        assert checkpoint.resolve_model_dir(only) == folder
+    assert folder.name.startswith("only-") and json.loads((folder / "model_index.json").read_text())[
+        "transformer"] == ["diffusers", "PixArtTransformer2DModel"]
+    # the same contents: the same folder, reused; and the warning said once per process
+    assert checkpoint.resolve_model_dir(only) == folder
 
 
 def test_transformer_keyword_replaces_the_pipelines_transformer(tiny_dir, split_tiny, tmp_path):
