@@ -181,17 +181,16 @@ def _write_links(folder: Path, links: dict[Path, Path], index: str) -> Path:
     return folder
 
 
-def _files(folder: Path, resolve: bool = True) -> dict[Path, Path]:
-    """{path relative to `folder`: the file (resolved) or, with resolve=False, a link's target} of every file
-    under `folder` but hidden ones, through linked folders too."""
+def _files(folder: Path) -> dict[Path, Path]:
+    """{path relative to `folder`: the file, resolved} of every file under `folder` but hidden ones, through
+    linked folders too."""
     found = {}
     for parent, dirs, names in os.walk(folder, followlinks=True):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in names:
             if not name.startswith("."):
                 path = Path(parent) / name
-                link = not resolve and os.path.islink(path)
-                found[path.relative_to(folder)] = Path(os.readlink(path)) if link else path.resolve()
+                found[path.relative_to(folder)] = path.resolve()
     return found
 
 
