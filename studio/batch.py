@@ -755,7 +755,7 @@ class _Task:
     stem: str
     inputs: dict
     models: dict  # model id -> {relative path: sha256}
-    folders: dict  # model id -> the resolved folder it was read from
+    folders: dict  # model id -> the resolved folder it was read from (and the base that completed it)
     stale: list = field(default_factory=list)  # files of its last render that no item writes now: removed
 
 
@@ -929,7 +929,9 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
                 if model_id not in models:
                     models[model_id] = manifest.model_record(model_id, hashes)
             task = _Task(item, layout, the_plan, folder, target.name, _inputs(layout, item.layout_file.parent, hashes),
-                         {m: models[m]["files"] for m in used}, {m: models[m]["folder"] for m in used})
+                         {m: models[m]["files"] for m in used},
+                         {m: models[m]["folder"] + (f", with the base pipeline {models[m]['base']}"
+                                                    if "base" in models[m] else "") for m in used})
             sidecar = manifest.sidecar_path(folder, task.stem)
             # its own stems' temporaries in any format (its layout may have dropped one), not other items'
             remove_temporaries(folder, temporary_targets(layout, task.stem) | {task.stem + manifest.SIDECAR_SUFFIX})

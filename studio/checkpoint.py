@@ -102,8 +102,7 @@ def base_pipeline(model: str, transformer: Path, weights: bool = True, variant: 
     $STUDIO_BASE_PIPELINE, else BASE_PIPELINE, resolved as a model is (at its own default revision).
     A MissingBase error when it can't be found or is no full pipeline."""
     given = os.environ.get("STUDIO_BASE_PIPELINE")
-    name = given or BASE_PIPELINE
-    label = f"{name} ($STUDIO_BASE_PIPELINE)" if given else name
+    name, label = given or BASE_PIPELINE, base_label()
     try:
         folder = _resolve_one(name, weights=weights, variant=variant, cache_dir=cache_dir,
                               local_files_only=local_files_only, components=("text_encoder", "vae"))
@@ -114,6 +113,18 @@ def base_pipeline(model: str, transformer: Path, weights: bool = True, variant: 
                           f"pipeline that completes it, {label}, is not usable ({e}); set $STUDIO_BASE_PIPELINE to "
                           f"the folder of a pipeline, or download {BASE_PIPELINE}", transformer, not given) from None
     return Base(label, folder)
+
+
+def base_label() -> str:
+    """The base pipeline in force, as messages and manifests name it: $STUDIO_BASE_PIPELINE's value (said so),
+    else BASE_PIPELINE."""
+    given = os.environ.get("STUDIO_BASE_PIPELINE")
+    return f"{given} ($STUDIO_BASE_PIPELINE)" if given else BASE_PIPELINE
+
+
+def is_composed(folder: Path) -> bool:
+    """Whether `folder` is a pipeline `compose` wrote (a transformer-only model with its base)."""
+    return Path(folder).resolve().parent == composed_root().resolve()
 
 
 def transformer_folder(transformer: str | os.PathLike, weights: bool = True, variant: str | None = None,

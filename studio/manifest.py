@@ -118,12 +118,14 @@ def item_key(layout_sha256: str | None, variables: dict, model_identity: str) ->
 
 
 def model_record(model_id: str, hashes: FileHashes, variant: str | None = None) -> dict:
-    """{"id", "folder", "files": {relative path: sha256}} of a model folder or hub id."""
-    from studio.checkpoint import resolve_model_dir
+    """{"id", "folder", "files": {relative path: sha256}} of a model folder or hub id; of a transformer-only
+    model, also "base": the base pipeline that completed it (`checkpoint.base_label`)."""
+    from studio.checkpoint import base_label, is_composed, resolve_model_dir
 
     folder = resolve_model_dir(model_id)
-    return {"id": str(model_id), "folder": str(folder.resolve()),
-            "files": {p.relative_to(folder).as_posix(): hashes(p) for p in model_files(folder, variant)}}
+    record = {"id": str(model_id), "folder": str(folder.resolve()),
+              "files": {p.relative_to(folder).as_posix(): hashes(p) for p in model_files(folder, variant)}}
+    return record | ({"base": base_label()} if is_composed(folder) else {})
 
 
 def software() -> dict:

@@ -9,6 +9,8 @@ older one (temporary file written, not renamed); mid-write of the manifest.
 import io
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from studio import manifest
 from studio.batch import (JOB_KEYS, STALE_PART, EmbeddingCache, JobError, format_name, load_job, name_problem,
                           rerender, run_batch, select_shard, slug)
 from studio.cli import main
+from studio.errors import InputError
 
 LAYOUT = """\
 canvas: {width: 128, height: 128}
@@ -1565,3 +1568,25 @@ def test_list_shows_the_problems_items_would_fail_with(tmp_path, capsys):
     assert lines[0] == '1\tcard-1\tcard.yaml\t{"promt": "a fox"}'
     assert lines[1].startswith("\tproblem: ") and "variables.promt: given a value" in lines[1]
     assert "(did you mean 'prompt'?)" in lines[1]
+
+
+def test_a_transformer_only_models_manifest_names_its_base(tiny_dir, tmp_path, monkeypatch):
+    """A transformer-only model is completed with a base pipeline: the manifest says which, so a rerender
+    that can't find it says what the batch used; with it, the rerender is identical."""
+    only, base = tmp_path / "only", tmp_path / "base"
+    shutil.copytree(tiny_dir / "transformer", only / "transformer")
+    shutil.copytree(tiny_dir, base, ignore=shutil.ignore_patterns("transformer"))
+    monkeypatch.setenv("STUDIO_BASE_PIPELINE", str(base))
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "cache"))
+    job, out = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 5}]\n"), tmp_path / "out"
+    with pytest.warns(UserWarning, match="holds a transformer only"):
+        summary, _ = run(job, out, str(only))
+    assert summary.rendered == ["card-1"]
+    sidecar = out / "card-1.manifest.json"
+    [used] = json.loads(sidecar.read_text())["model_folders"].values()
+    assert used.endswith(f", with the base pipeline {base} ($STUDIO_BASE_PIPELINE)")
+    [(_, before, now)] = rerender(sidecar)
+    assert before == now
+    monkeypatch.setenv("STUDIO_BASE_PIPELINE", str(tmp_path / "gone"))
+    with pytest.raises(InputError, match=re.escape(f"(the batch read {used}, from ")):
+        rerender(sidecar)
