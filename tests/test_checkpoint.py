@@ -358,37 +358,41 @@ def test_a_hub_id_names_its_revision_after_an_at(tiny_dir, tmp_path, monkeypatch
     assert PixArtSigmaPipeline.from_pretrained("someone/tiny-pixart@v1").model_dir == snapshots / old
 
 
-def test_planning_fetches_configs_only(tiny_dir, tmp_path, monkeypatch):
-    """A plan of a hub id not in the cache downloads its JSON configs only; loading then still fetches the
-    weights, not mistaking the configs-only snapshot for the pipeline."""
+def fake_hub(monkeypatch, repo: Path, snapshot: Path) -> list:
+    """huggingface_hub standing for a repository of `repo`'s files: snapshot_download copies into `snapshot` what
+    its patterns select (a cache lookup copies nothing, and fails while `snapshot` doesn't exist), list_repo_files
+    lists `repo`. Returns the calls made: None for a cache lookup, else the sorted patterns."""
     import huggingface_hub
-    snapshot = tmp_path / "snapshot"
     calls = []
 
-    def fake_download(name, revision=None, local_files_only=False, allow_patterns=None, cache_dir=None):
-        calls.append((local_files_only, allow_patterns))
-        if not local_files_only:  # "download": the files the patterns select
-            for src in tiny_dir.rglob("*"):
-                if src.is_file() and any(src.relative_to(tiny_dir).match(p) for p in allow_patterns):
-                    (snapshot / src.relative_to(tiny_dir)).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(src, snapshot / src.relative_to(tiny_dir))
+    def download(name, revision=None, local_files_only=False, allow_patterns=None, cache_dir=None):
+        calls.append(None if local_files_only else sorted(allow_patterns))
+        for src in [] if local_files_only else repo.rglob("*"):
+            if src.is_file() and any(src.relative_to(repo).match(p) for p in allow_patterns):
+                (snapshot / src.relative_to(repo)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(src, snapshot / src.relative_to(repo))
         if not snapshot.is_dir():
             raise FileNotFoundError(name)
         return str(snapshot)
 
-    def fake_listing(name, revision=None):
-        return [str(p.relative_to(tiny_dir)) for p in tiny_dir.rglob("*") if p.is_file()]
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda name, revision=None: [
+        p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()])
+    return calls
 
+
+def test_planning_fetches_configs_only(tiny_dir, tmp_path, monkeypatch):
+    """A plan of a hub id not in the cache downloads its JSON configs only; loading then still fetches the
+    weights, not mistaking the configs-only snapshot for the pipeline."""
+    snapshot = tmp_path / "snapshot"
+    calls = fake_hub(monkeypatch, tiny_dir, snapshot)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
-    monkeypatch.setattr(huggingface_hub, "list_repo_files", fake_listing)
     assert resolve_model_dir("someone/tiny-pixart", weights=False) == snapshot
-    assert calls == [(True, None), (False, ["*.json"])]
+    assert calls == [None, ["*.json"]]
     assert not list(snapshot.rglob("*.safetensors"))
     calls.clear()
     assert resolve_model_dir("someone/tiny-pixart") == snapshot  # cached configs only: download the rest
-    assert [local for local, _ in calls] == [True, False]
-    assert sorted(calls[1][1]) == ["*.json", "*.model", "*.txt", "text_encoder/model-00001-of-00002.safetensors",
+    assert calls[0] is None and calls[1] == ["*.json", "*.model", "*.txt", "text_encoder/model-00001-of-00002.safetensors",
                                    "text_encoder/model-00002-of-00002.safetensors", f"transformer/{WEIGHTS}",
                                    f"vae/{WEIGHTS}"]
     assert (snapshot / "transformer" / WEIGHTS).is_file()
@@ -403,18 +407,7 @@ def test_a_variant_the_cached_snapshot_lacks_is_looked_for_on_the_hub(tiny_dir, 
     save_file({k: v.astype(np.float16) for k, v in load_file(str(hub / "transformer" / WEIGHTS)).items()},
               str(hub / fp16))
     snapshot = _hub_cache(tiny_dir, tmp_path / "cache", ["a" * 40], {"main": "a" * 40}) / ("a" * 40)
-    calls = []
-
-    def fake_download(name, revision=None, local_files_only=False, allow_patterns=None, cache_dir=None):
-        calls.append(allow_patterns)
-        for src in [] if local_files_only else hub.rglob("*"):  # "download": the files the patterns select
-            if src.is_file() and any(src.relative_to(hub).match(p) for p in allow_patterns):
-                shutil.copy(src, snapshot / src.relative_to(hub))
-        return str(snapshot)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
-    monkeypatch.setattr(huggingface_hub, "list_repo_files",
-                        lambda name, revision=None: [str(p.relative_to(hub)) for p in hub.rglob("*") if p.is_file()])
+    calls = fake_hub(monkeypatch, hub, snapshot)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert resolve_model_dir("someone/tiny-pixart", variant="fp16", cache_dir=tmp_path / "cache") == snapshot
     assert calls == [None] and not (snapshot / fp16).exists()
@@ -429,7 +422,7 @@ def test_a_variant_the_cached_snapshot_lacks_is_looked_for_on_the_hub(tiny_dir, 
     calls.clear()
     assert resolve_model_dir("someone/tiny-pixart", variant="fp16", cache_dir=tmp_path / "cache") == snapshot
     cache, hub_patterns = calls  # the cache looked at, then the hub
-    assert cache is None and sorted(hub_patterns) == [
+    assert cache is None and hub_patterns == [
         "*.json", "*.model", "*.txt", "text_encoder/model-00001-of-00002.safetensors",
         "text_encoder/model-00002-of-00002.safetensors", fp16, f"vae/{WEIGHTS}"]
     assert (snapshot / fp16).is_file()
@@ -704,28 +697,11 @@ def test_a_composed_pipeline_is_reused_and_follows_its_folders(tiny_dir, tmp_pat
 def test_a_transformer_only_repository_downloads_its_transformer(tiny_dir, tmp_path, monkeypatch):
     """Planned: its configs fetched; loaded: its transformer's weights, the configs-only snapshot not taken for
     complete (it was taken as lacking the text encoder's and VAE's weights, which it never has)."""
-    import huggingface_hub
-
     base = _split(tiny_dir, tmp_path, monkeypatch)
     hub, snapshot = tmp_path / "repo", tmp_path / "snapshot"
     shutil.copytree(tiny_dir / "transformer", hub / "transformer")
-    calls = []
-
-    def fake_download(name, revision=None, local_files_only=False, allow_patterns=None, cache_dir=None):
-        calls.append(None if local_files_only else sorted(allow_patterns))
-        for src in [] if local_files_only else hub.rglob("*"):
-            if src.is_file() and any(src.relative_to(hub).match(p) for p in allow_patterns):
-                (snapshot / src.relative_to(hub)).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(src, snapshot / src.relative_to(hub))
-        if not snapshot.is_dir():
-            raise FileNotFoundError(name)
-        return str(snapshot)
-
+    calls = fake_hub(monkeypatch, hub, snapshot)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
-    monkeypatch.setattr(huggingface_hub, "list_repo_files",
-                        lambda name, revision=None: [p.relative_to(hub).as_posix() for p in hub.rglob("*")
-                                                     if p.is_file()])
     with pytest.warns(UserWarning, match=f"comes from {re.escape(str(base))}"):
         folder = resolve_model_dir("someone/big-transformer", weights=False)
     assert calls == [None, ["*.json"]] and not (folder / "transformer" / WEIGHTS).exists()
