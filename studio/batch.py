@@ -1389,8 +1389,7 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
         warnings.warn(f"{manifest_file}: rendered with other software or hardware ({'; '.join(changes)}): the "
                       f"files may differ in their last bits")
     with tempfile.TemporaryDirectory(prefix="studio-rerender-") as tmp:
-        folder = out_dir if out_dir is not None else Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = out_dir if out_dir is not None else Path(tmp)  # made above, or by the context: render writes there
         with holding([pipe.embedding_cache for pipe in pipelines.values()]):
             files = render(layout, folder, record["model"], record["memory_budget"], overwrite=overwrite,
                            pipelines=pipelines, stem=stem, metadata={"layout": lay["path"],

@@ -37,8 +37,17 @@ def sha256_text(text: str) -> str:
 
 
 def sha256_json(value) -> str:
-    """The hash of a JSON-able value in canonical form (sorted keys, no spaces)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """The hash of a JSON-able value in canonical form (sorted keys, no spaces); numpy numbers (a layout built
+    in code may hold them) as the Python numbers they equal."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"), default=_number).encode()
+                          ).hexdigest()
+
+
+def _number(value):
+    """json's fallback: a numpy number as its Python number; anything else is not JSON."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _is_memo_entry(value) -> bool:

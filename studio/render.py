@@ -108,10 +108,10 @@ def _plain(number):
 
 
 def model_key(model) -> str:
-    """How `render`'s pipelines= are matched to the plan's models: a folder by its resolved path (a Path, a
-    relative or a trailing-slash spelling of it alike), a hub id as written."""
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else str(model)
+    """How `render`'s pipelines= are matched to the plan's models: as an item key names a model
+    (`manifest.model_identity`: a folder by its resolved path, however spelled; a hub id as written)."""
+    from studio.manifest import model_identity
+    return model_identity(str(model))
 
 
 def _same_file(a: Path, b: Path) -> bool:

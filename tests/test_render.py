@@ -333,3 +333,17 @@ def test_a_layout_from_text_names_its_files_layout():
     text = "canvas: {width: 8, height: 8}\nlayers: [fill: {color: red}]\n"
     assert output_stems(parse_layout(text)) == ["layout"]
     assert output_stems(parse_layout(text, "posters/a.yaml")) == ["a"]
+
+
+def test_a_layout_built_in_code_with_numpy_numbers_renders(tiny_dir, tmp_path):
+    """check_layout takes numpy numbers (a layout computed with numpy): the generation's key hashes them as the
+    Python numbers they equal (it raised 'Object of type int64 is not JSON serializable'), and the files'
+    metadata writes them as JSON numbers."""
+    from studio.spec import Canvas, GenerateLayer, Layout
+
+    layout = Layout("card", Canvas(64, 64), (GenerateLayer("a fox", seed=np.int64(5), steps=np.int64(1),
+                                                           guidance=np.float64(4.5)),))
+    [file] = render(layout, tmp_path / "out", model=str(tiny_dir), memory_budget="1GiB")
+    with Image.open(file) as image:
+        [generation] = json.loads(image.text["generations"])
+    assert (generation["seed"], generation["steps"], generation["guidance"]) == (5, 1, 4.5)
