@@ -29,7 +29,7 @@ from studio.geometry import edge, resolve, span_canvas
 from studio.layout import MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, grid_fit_problem, range_problem
 from studio.memory import parse_bytes
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
-                         Region, Shadow, ShapeLayer, Span, TextLayer)
+                         Region, Shadow, ShapeLayer, Span, TextLayer, input_path)
 
 MAX_STEPS = 1000
 MAX_TRACKS = 1000  # rows (columns) of a grid
@@ -295,7 +295,7 @@ class ImagePath:
         if not _path_text(c, path, value, "an image file"):
             return False
         base = c.base_dir()
-        file = Path(value) if Path(value).is_absolute() or base is None else base / value
+        file = input_path(value, base)
         if file.is_dir():
             return c.error(path, f"{_q(str(value))} is a folder, not an image file")
         if not file.is_file():

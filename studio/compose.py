@@ -30,7 +30,7 @@ from studio import fonts
 from studio.errors import InputError
 from studio.geometry import Box, fit_box, resolve, span_canvas, trim_box
 from studio.spec import (FillLayer, GenerateLayer, GradientLayer, ImageLayer, Layout, Monitor, Region, ShapeLayer,
-                         TextLayer)
+                         TextLayer, input_path)
 
 RGBA = tuple[int, int, int, int]
 PLACEHOLDER_TINTS = [(120, 160, 220), (220, 140, 120), (130, 200, 140), (200, 170, 90), (170, 130, 210)]
@@ -138,9 +138,7 @@ def open_image(layer: ImageLayer, index: int, base_dir: Path | None) -> Image.Im
     """The layer's picture as sRGB RGBA, turned upright by its EXIF orientation, greyscale made 8-bit."""
     from PIL import ImageCms, ImageOps
 
-    path = Path(layer.path)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
+    path = input_path(layer.path, base_dir)
     try:
         # opened from a file, not a path: from a path Pillow maps an uncompressed TIFF into memory at its upright
         # size, which garbles one turned by 90 degrees (EXIF orientation 5-8) in modes L, I;16, P, RGBA, CMYK

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from studio.errors import InputError
+from studio.spec import input_path
 
 DEFAULT = "default"
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc")
@@ -60,9 +61,7 @@ def find_face(name_or_path: str | None, base_dir: Path | str | None = None) -> F
     indexed = _INDEXED_RE.fullmatch(name_or_path)
     name, index = (indexed[1], int(indexed[2])) if indexed else (name_or_path, 0)
     if _looks_like_path(name):
-        path = Path(name).expanduser()
-        if not path.is_absolute():
-            path = Path(base_dir or ".") / path
+        path = input_path(name, base_dir)
         return Face(str(path.resolve()), index) if path.is_file() else None
     return _find_family(_normal(name_or_path))
 
@@ -71,7 +70,7 @@ def not_found(name: str, base_dir: Path | str | None, relative_to: str) -> str:
     """Why find_face(name, base_dir) found nothing, one line; `relative_to` says where relative paths are read."""
     indexed = _INDEXED_RE.fullmatch(name)
     bare = indexed[1] if indexed else name
-    file = Path(base_dir or ".") / Path(bare).expanduser()  # an absolute path replaces the folder
+    file = input_path(bare, base_dir)
     if file.is_dir():
         return f"'{name}' is a folder, not a font file"
     if _looks_like_path(bare):

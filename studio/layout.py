@@ -28,7 +28,7 @@ from studio.hub import is_hub_id
 from studio.geometry import edge, monitor_dpi, resolve, span_canvas, split
 from studio.memory import parse_bytes
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor,
-                         Output, Region, Shadow, ShapeLayer, Span, TextLayer)
+                         Output, Region, Shadow, ShapeLayer, Span, TextLayer, input_path)
 
 MAX_SIDE = 32768  # px per side of the full canvas (bleed included)
 MAX_PIXELS = 2 ** 28  # px in the full canvas
@@ -762,7 +762,7 @@ class ImagePath(Text):
 
     def parse(self, r, node, path):
         name = super().parse(r, node, path)
-        file = (r.base_dir / Path(name).expanduser()).resolve()
+        file = input_path(name, r.base_dir).resolve()
         if file.is_dir():
             raise _Bad(f"'{name}' is a folder, not an image file")
         if not file.is_file():
@@ -810,7 +810,7 @@ class Model(Text):
         name = super().parse(r, node, path)
         if not name.strip():
             raise _Bad("expected a model folder or hub id, got ''")
-        folder = r.base_dir / Path(name).expanduser()  # an absolute path stays as it is
+        folder = input_path(name, r.base_dir)
         if folder.is_dir():
             if not (folder / "model_index.json").is_file() and not (folder / "transformer" / "config.json").is_file():
                 raise _Bad(f"'{name}' has no model_index.json (expected a pipeline folder in the diffusers layout, "

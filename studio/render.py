@@ -72,12 +72,12 @@ def layout_inputs(layout: Layout, base_dir: Path | None) -> list[tuple[str, str,
     manifests, 'image:logo.png'; the file): every image layer's path (relative to `base_dir`, the layout's
     folder) and every text layer's font file (not the bundled default)."""
     from studio import fonts
-    from studio.spec import ImageLayer, TextLayer
+    from studio.spec import ImageLayer, TextLayer, input_path
 
     out = []
     for i, layer in enumerate(layout.layers):
         if isinstance(layer, ImageLayer):
-            out.append((f"layers[{i}].image.path", f"image:{layer.path}", Path(base_dir or ".") / layer.path))
+            out.append((f"layers[{i}].image.path", f"image:{layer.path}", input_path(layer.path, base_dir)))
         elif isinstance(layer, TextLayer) and layer.font:
             path = fonts.find_font(layer.font, base_dir)
             if path and path != fonts.DEFAULT:

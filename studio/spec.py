@@ -13,8 +13,15 @@ relative to the trim box; the region `full` covers trim and bleed.
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 RGBA = tuple[int, int, int, int]
+
+
+def input_path(name: str, base_dir: Path | str | None) -> Path:
+    """A file or folder a layout names, as every stage reads it: '~' expanded, relative to `base_dir` (the layout
+    file's folder; None: the current folder); an absolute path stays as it is."""
+    return Path(base_dir or ".") / Path(name).expanduser()
 
 
 @dataclass(frozen=True)

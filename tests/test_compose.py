@@ -315,6 +315,19 @@ def test_image_layer_path_relative_to_layout(tmp_path):
     assert ascii_map(C.compose(lay))[0] == "RB......"
 
 
+def test_image_path_from_home_reads_the_same_in_code_and_yaml(tmp_path, monkeypatch):
+    """'~/logo.png' is the home folder's file whether the layout is a YAML file or built in code."""
+    from studio.check import check_layout
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    halves(2, 1, RED, BLUE).save(tmp_path / "logo.png")
+    in_code = layout(ImageLayer("~/logo.png", Region("px", 0, 0, 2, 1)), source="<code>")
+    check_layout(in_code)
+    from_yaml = parse_layout("canvas: {width: 8, height: 6}\nlayers:\n  - image: {path: ~/logo.png, region: {x: 0, y: 0, w: 2, h: 1}}\n",
+                             source=str(tmp_path / "sub" / "poster.yaml"))
+    assert ascii_map(C.compose(in_code))[0] == ascii_map(C.compose(from_yaml))[0] == "RB......"
+
+
 def image_layer(tmp_path, name, w=2, h=1):
     return layout(ImageLayer(name, Region("px", 0, 0, w, h), fit="contain"), source=str(tmp_path / "poster.yaml"))
 
