@@ -1,7 +1,7 @@
 """Samplers: a noise predictor and initial noise in, a denoised latent out.
 
 `SamplerConfig` holds the settings of a diffusers `scheduler_config.json` that change the result.
-`timesteps_and_sigmas` computes the schedule (numpy float64, no tensors); `dpmpp_2m`, `ddim` and
+`timesteps_and_sigmas` computes the schedule (numpy float64, no tensors); `dpmpp`, `ddim` and
 `euler` are the solver loops (MindSpore tensors, state in locals); `sample` picks one by name.
 Each reproduces what the diffusers scheduler of the same name computes in the loop
 `x = scheduler.step(model(scheduler.scale_model_input(x, t), t), t, x).prev_sample`.
@@ -119,7 +119,7 @@ _CHOICES = {
     "beta_schedule": ("linear", "scaled_linear"),
     "prediction_type": ("epsilon", "v_prediction", "sample"),
     "timestep_spacing": ("linspace", "leading", "trailing"),
-    "solver_order": (1, 2),
+    "solver_order": (1, 2, 3),
     "solver_type": ("midpoint", "heun"),
     "final_sigmas_type": ("zero", "sigma_min"),
 }
@@ -369,17 +369,21 @@ def timesteps_and_sigmas(config: SamplerConfig, num_steps: int) -> Schedule:
         raise InputError(f"{config.sampler} starts at timestep {int(schedule.timesteps[0])} twice at {n} steps{why}")
     if config.sampler == "dpm++":
         timesteps, sigmas, sigmas_next = schedule
-        first_order = _dpm_first_order(config, len(timesteps))
-        # a second-order step divides by the step before it in log-SNR, heun's by its own too (the float32
-        # sigmas diffusers steps on); the midpoint rule's step of zero length leaves the sample as it is
-        for i in np.flatnonzero(np.logical_not(first_order)):
-            if sigmas[i - 1] == sigmas[i]:
+        # a step of order k divides by the k - 1 steps before it in log-SNR; heun's second-order update and the
+        # third-order one by their own length too (the float32 sigmas diffusers steps on); the midpoint rule's
+        # step of zero length leaves the sample as it is
+        for i, order in enumerate(_dpm_orders(config, len(timesteps))):
+            if any(sigmas[j - 1] == sigmas[j] for j in range(i - order + 2, i + 1)):
                 raise InputError(f"dpm++ with timestep_spacing '{config.timestep_spacing}' visits timestep "
                                  f"{int(timesteps[i])} twice at {n} steps; use fewer steps")
-            if config.solver_type == "heun" and np.float32(sigmas[i]) == np.float32(sigmas_next[i]):
-                raise InputError(f"dpm++ with solver_type 'heun' takes a step of zero length at {n} steps (from "
-                                 f"timestep {int(timesteps[i])} to its own noise level), which the heun update "
-                                 "divides by (diffusers returns NaN); use solver_type 'midpoint'")
+            setting, fix = (("solver_order 3", "solver_order 2") if order == 3 else
+                            ("solver_type 'heun'", "solver_type 'midpoint'") if order == 2 and config.solver_type == "heun"
+                            else (None, None))
+            if setting and np.float32(sigmas[i]) == np.float32(sigmas_next[i]):
+                update = "third-order" if order == 3 else "heun"
+                raise InputError(f"dpm++ with {setting} takes a step of zero length at {n} steps (from timestep "
+                                 f"{int(timesteps[i])} to its own noise level), which the {update} update divides by "
+                                 f"(diffusers returns NaN); use {fix}")
     return schedule
 
 
@@ -414,20 +418,28 @@ def _x0_and_eps(out: ms.Tensor, x: ms.Tensor, alpha: float, sigma: float, predic
     return out, (x - alpha * out) / sigma  # "sample"
 
 
-def _dpm_first_order(config: SamplerConfig, n: int) -> list[bool]:
-    """Which of n DPM-Solver++ steps are first order: the first, and the last in the cases diffusers says."""
+def _dpm_orders(config: SamplerConfig, n: int) -> list[int]:
+    """The order of each of n DPM-Solver++ steps, as diffusers picks it: one more per step up to solver_order
+    (a step of order k uses the k - 1 data predictions before it), the last step first order and the one
+    before it at most second order in the cases diffusers says."""
     few_steps = config.lower_order_final and n < 15
     final_first = config.euler_at_final or few_steps or config.final_sigmas_type == "zero"
-    return [config.solver_order == 1 or i == 0 or (i == n - 1 and final_first) for i in range(n)]
+    orders = [min(config.solver_order, i + 1) for i in range(n)]
+    if n and final_first:
+        orders[-1] = 1
+    if n > 1 and few_steps:
+        orders[-2] = min(orders[-2], 2)
+    return orders
 
 
-def dpmpp_2m(model_fn: ModelFn, x: ms.Tensor, schedule: Schedule, config: SamplerConfig,
-             callback: Callback | None = None) -> ms.Tensor:
-    """DPM-Solver++(2M), multistep in log-SNR on the data prediction (Lu et al. 2022, arXiv:2211.01095)."""
+def dpmpp(model_fn: ModelFn, x: ms.Tensor, schedule: Schedule, config: SamplerConfig,
+          callback: Callback | None = None) -> ms.Tensor:
+    """DPM-Solver++(2M) or (3M), multistep in log-SNR on the data prediction (Lu et al. 2022, arXiv:2211.01095;
+    the third order as diffusers has it, from Lu et al. 2022, arXiv:2206.00927)."""
     timesteps, sigmas, sigmas_next = schedule
     n = len(timesteps)
-    first_order = _dpm_first_order(config, n)
-    old_denoised = None
+    orders = _dpm_orders(config, n)
+    old = []  # the data predictions of the last two steps, newest last
     for i, t in enumerate(timesteps):
         s, s_next = float(sigmas[i]), float(sigmas_next[i])
         alpha, sigma = _vp(s)
@@ -439,12 +451,20 @@ def dpmpp_2m(model_fn: ModelFn, x: ms.Tensor, schedule: Schedule, config: Sample
             h = math.log(s / s_next)  # lambda_next - lambda, with lambda = log(alpha / sigma_vp) = -log(s)
             c = -alpha_next * math.expm1(-h)  # alpha_next (1 - e^-h)
             x = (sigma_next / sigma) * x + c * denoised
-            if not first_order[i] and h:  # zero length (sigma_min at timestep 0 or -1): diffusers' D1 = 0
-                r = math.log(float(sigmas[i - 1]) / s) / h  # h_previous / h
-                d1 = (denoised - old_denoised) * (1.0 / r)
-                k = 0.5 * c if config.solver_type == "midpoint" else alpha_next * (1.0 - c / (alpha_next * h))
-                x = x + k * d1
-        old_denoised = denoised
+            if orders[i] > 1 and h:  # zero length (sigma_min at timestep 0 or -1): diffusers' D1 = 0
+                r0 = math.log(float(sigmas[i - 1]) / s) / h  # h_previous / h
+                d1 = (denoised - old[-1]) * (1.0 / r0)
+                if orders[i] == 2:
+                    k = 0.5 * c if config.solver_type == "midpoint" else alpha_next * (1.0 - c / (alpha_next * h))
+                    x = x + k * d1
+                else:
+                    r1 = math.log(float(sigmas[i - 2]) / float(sigmas[i - 1])) / h
+                    d1_1 = (old[-1] - old[-2]) * (1.0 / r1)
+                    d2 = (d1 - d1_1) * (1.0 / (r0 + r1))
+                    d1 = d1 + r0 * d2
+                    x = x + (alpha_next * (math.expm1(-h) / h + 1.0)) * d1 \
+                        - (alpha_next * ((math.expm1(-h) + h) / (h * h) - 0.5)) * d2
+        old = [*old[-1:], denoised]
         if callback is not None:
             callback(i, n)
     return x
@@ -489,7 +509,7 @@ def euler(model_fn: ModelFn, x: ms.Tensor, schedule: Schedule, config: SamplerCo
     return x
 
 
-_SOLVERS = {"dpm++": dpmpp_2m, "ddim": ddim, "euler": euler}
+_SOLVERS = {"dpm++": dpmpp, "ddim": ddim, "euler": euler}
 
 
 def sample(model_fn: ModelFn, x: ms.Tensor, config: SamplerConfig, num_steps: int,

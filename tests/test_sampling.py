@@ -91,6 +91,11 @@ DPM_CASES = [  # (overrides of the published config, steps)
     ({}, 1),
     ({}, 14),
     ({"solver_order": 1}, 3),
+    ({"solver_order": 3}, 20),
+    ({"solver_order": 3}, 14),  # third order up to the last two steps: second, then first order
+    ({"solver_order": 3}, 3),
+    ({"solver_order": 3, "lower_order_final": False, "final_sigmas_type": "sigma_min"}, 6),  # third order to the end
+    ({"solver_order": 3, "use_karras_sigmas": True, "prediction_type": "v_prediction"}, 16),
     ({"lower_order_final": False}, 5),
     ({"euler_at_final": True, "final_sigmas_type": "sigma_min"}, 20),
     ({"final_sigmas_type": "sigma_min"}, 20),
@@ -161,6 +166,8 @@ def test_euler_karras_matches_diffusers():
 MUTATIONS = [  # (class, overrides, steps, a wrong setting for studio)
     ("DPMSolverMultistepScheduler", {}, 20, {"solver_type": "heun"}),
     ("DPMSolverMultistepScheduler", {}, 20, {"solver_order": 1}),
+    ("DPMSolverMultistepScheduler", {"solver_order": 3}, 20, {"solver_order": 2}),
+    ("DPMSolverMultistepScheduler", {"solver_order": 3, "lower_order_final": False}, 6, {"lower_order_final": True}),
     ("DPMSolverMultistepScheduler", {}, 20, {"final_sigmas_type": "sigma_min"}),
     ("DPMSolverMultistepScheduler", {"final_sigmas_type": "sigma_min"}, 6, {"lower_order_final": False}),
     ("DPMSolverMultistepScheduler", {"final_sigmas_type": "sigma_min"}, 20, {"euler_at_final": True}),
@@ -261,7 +268,7 @@ def test_callback_counts_the_steps_run_where_diffusers_runs_fewer_than_asked():
     ("use_lu_lambdas", True),
     ("use_exponential_sigmas", True),
     ("variance_type", "learned_range"),
-    ("solver_order", 3),
+    ("solver_order", 4),
     ("solver_type", "taylor"),
     ("beta_schedule", "squaredcos_cap_v2"),
     ("trained_betas", [0.1, 0.2]),
@@ -345,16 +352,25 @@ def test_a_karras_sigma_max_above_the_training_range_is_refused_where_diffusers_
     assert len(set(timesteps_and_sigmas(within, 14).timesteps.tolist())) == 14
 
 
-@pytest.mark.parametrize("overrides,steps", [({"timestep_spacing": "trailing"}, 1000),
-                                             ({"use_karras_sigmas": True}, 20)])
-def test_dpmpp_heun_refuses_a_step_of_zero_length_where_diffusers_returns_nan(overrides, steps):
+ZERO_LENGTH = [  # (a setting whose update divides by its step's length, the way out, overrides, steps)
+    ({"solver_type": "heun"}, "solver_type 'midpoint'", {"timestep_spacing": "trailing"}, 1000),
+    ({"solver_type": "heun"}, "solver_type 'midpoint'", {"use_karras_sigmas": True}, 20),
+    ({"solver_order": 3}, "solver_order 2", {"use_karras_sigmas": True}, 20),
+]
+
+
+@pytest.mark.parametrize("setting,fix,overrides,steps", ZERO_LENGTH)
+def test_dpmpp_refuses_a_step_of_zero_length_where_diffusers_returns_nan(setting, fix, overrides, steps):
     """With final_sigmas_type 'sigma_min' the last step can go from sigma_min to itself: the midpoint update
-    leaves the sample as it is there (test_dpmpp_matches_diffusers), heun's divides 0 by 0."""
-    d = {**PIXART, "solver_type": "heun", "final_sigmas_type": "sigma_min", **overrides}
+    leaves the sample as it is there (test_dpmpp_matches_diffusers), heun's and the third-order one divide 0 by 0."""
+    d = {**PIXART, "final_sigmas_type": "sigma_min", **setting, **overrides}
     assert np.isnan(reference_loop(reference_scheduler(d), steps, noise())[1]).all()
-    with pytest.raises(InputError, match=f"^dpm\\+\\+ with solver_type 'heun' takes a step of zero length at {steps} "
-                                         "steps \\(from timestep 0 to its own noise level\\), which the heun update "
-                                         "divides by \\(diffusers returns NaN\\); use solver_type 'midpoint'$"):
+    (key, value), = setting.items()
+    named = f"{key} {value!r}" if isinstance(value, str) else f"{key} {value}"
+    update = "heun" if key == "solver_type" else "third-order"
+    with pytest.raises(InputError, match=re.escape(
+            f"dpm++ with {named} takes a step of zero length at {steps} steps (from timestep 0 to its own noise "
+            f"level), which the {update} update divides by (diffusers returns NaN); use {fix}") + "$"):
         timesteps_and_sigmas(SamplerConfig.from_scheduler_config(d), steps)
 
 
