@@ -17,6 +17,7 @@ import gc
 import io
 import itertools
 import json
+import math
 import os
 import re
 import signal
@@ -38,7 +39,7 @@ import numpy as np
 import yaml
 
 from studio import manifest
-from studio.layout import surrogate_problem
+from studio.layout import ShallowLoader, control_problem, one_line, surrogate_problem
 from studio.errors import InputError, StudioError, out_of_memory
 from studio.export import pause_point, remove_temporaries, write_temp
 from studio.progress import PhaseBars, progress_bar
@@ -49,6 +50,7 @@ RESERVED = ("layout", "name")  # keys of matrix axes, items and CSV columns that
 NAME_FIELDS = ("n", "key")  # fields of names that are not variables (nor are 'layout' and '<x>_slug')
 DEFAULT_NAME = "{layout}-{n}"
 MAX_NAME_PART = 200  # bytes per folder or file name, leaving room for suffixes
+MAX_ITEMS = 100_000  # per job: a matrix's combinations are counted before they are made
 SLUG_LENGTH = 60
 STALE_PART = 15 * 60  # s: an older temporary file in the cache was left by a killed run, not a running shard
 EMBEDDINGS, HASHES = "embeddings", "file-hashes.json"  # in the cache folder: T5 features, the weights' hash memo
@@ -58,7 +60,7 @@ class JobError(InputError):
     """A job file has problems: one line each, `jobs.yaml:12: matrix.seed: what is wrong`."""
 
     def __init__(self, errors: list[str]):
-        self.errors = list(errors)
+        self.errors = [one_line(e) for e in errors]  # values in them may hold line breaks
         super().__init__("\n".join(self.errors))
 
 
@@ -108,6 +110,8 @@ def name_problem(name: str) -> str | None:
     such as CON or COM1) are not."""
     if not name:
         return "is empty"
+    if surrogate_problem(name):  # {seed:c} of 55296
+        return "has half of a UTF-16 surrogate pair, which is no character"
     if name.startswith("/") or "\\" in name:
         return "is absolute or has a backslash (use '/' between folders inside OUTDIR)"
     if re.fullmatch(r"manifest.*\.jsonl", name.split("/")[0], re.I):
@@ -163,14 +167,20 @@ def format_name(pattern: str, fields: dict) -> str:
             m = _SPEC.fullmatch(spec)
             if m and max(int(m["width"] or 0), int(m["precision"] or 0)) > MAX_NAME_PART:
                 raise ValueError(f"{{{field_name}:{spec}}}: width or precision above {MAX_NAME_PART}")
-            if m and _formats_numbers(m):
-                if not _DECIMAL.fullmatch(value):
-                    raise ValueError(f"{{{field_name}:{spec}}}: formats a number, got '{value}'")
-                value = int(value) if _WHOLE.fullmatch(value) else float(value)
+            shown = f"'{value}'" if len(value) <= 20 else f"'{value[:20]}...' ({len(value)} characters)"
+            number = m and _formats_numbers(m)
+            if number and not _DECIMAL.fullmatch(value):
+                raise ValueError(f"{{{field_name}:{spec}}}: formats a number, got {shown}")
+            kind = ("the whole number" if _WHOLE.fullmatch(value) else "the number") if number else "the text"
             try:
-                value = format(value, spec)
-            except (ValueError, OverflowError) as e:  # OverflowError: {seed:c} with a seed above 0x10ffff
-                raise ValueError(f"{{{field_name}:{spec}}}: {e}") from None
+                if number:  # int() refuses over 4300 digits
+                    value = int(value) if _WHOLE.fullmatch(value) else float(value)
+                text = format(value, spec)
+            except (ValueError, OverflowError):  # 'd' of 1.5, 'c' of a number above 0x10ffff
+                raise ValueError(f"{{{field_name}:{spec}}}: cannot format {kind} {shown} as '{spec}'") from None
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{{{field_name}:{spec}}}: {shown} is not a finite number (it would write '{text}')")
+            value = text
         out.append(str(value))
     return "".join(out)
 
@@ -219,7 +229,7 @@ class _Seq(list):
     lines: list = []
 
 
-class _JobLoader(yaml.SafeLoader):
+class _JobLoader(ShallowLoader):
     pass
 
 
@@ -274,12 +284,15 @@ def _kind(value) -> str:
     return "nothing" if value is None else repr(value)
 
 
-def _value_problem(value, expected: str, empty_ok: bool = True) -> str | None:
-    """Why a job's value is not what a key takes (text: scalars are read as written), or None."""
+def _value_problem(value, expected: str, empty_ok: bool = True, path: bool = False) -> str | None:
+    """Why a job's value is not what a key takes (text: scalars are read as written; a path or model name has no
+    control character), or None."""
     if not isinstance(value, str):
         return f"expected {expected}, got {_kind(value)}"
     if not value and not empty_ok:
         return "expected text, got ''"
+    if path and control_problem(value):
+        return f"'{value}' {control_problem(value)}"
     return surrogate_problem(value)
 
 
@@ -295,6 +308,9 @@ def load_job(path, model: str | None = None, default_model: str | None = None) -
         doc, rows = {}, _csv_rows(text, str(path), path.parent, errors)
     else:
         doc, rows = _yaml_job(text, path, errors)
+    if len(rows) > MAX_ITEMS:
+        errors.append(f"{rows[MAX_ITEMS][1]}: item {MAX_ITEMS + 1} of {len(rows)}: a job has at most {MAX_ITEMS} "
+                      f"items (split it into several jobs)")
     if errors:
         raise JobError(errors)
     model = model or _job_model(doc.get("model"), path.parent) or default_model
@@ -336,7 +352,8 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
         if key not in JOB_KEYS:
             errors.append(f"{src}:{doc.lines[key]}: {key}: unknown key (allowed: {', '.join(JOB_KEYS)})")
     for key in ("layout", "name", "model", "memory_budget"):
-        problem = _value_problem(doc[key], "text", empty_ok=False) if key in doc else None
+        problem = (_value_problem(doc[key], "text", empty_ok=False, path=key in ("layout", "model")) if key in doc
+                   else None)
         if problem:
             errors.append(f"{src}:{doc.lines[key]}: {key}: {problem}")
         elif key == "memory_budget" and key in doc:
@@ -356,7 +373,9 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
     if "items" in doc:
         items = doc["items"]
         line = doc.lines["items"]
-        if isinstance(items, str):
+        if isinstance(items, str) and control_problem(items):
+            errors.append(f"{src}:{line}: items: '{items}' {control_problem(items)}")
+        elif isinstance(items, str):
             csv_path = path.parent / items
             try:
                 rows += _csv_rows(csv_path.read_text(encoding="utf-8-sig"), str(csv_path), csv_path.parent, errors)
@@ -420,6 +439,11 @@ def _matrix(matrix, line: int, src: str, errors: list[str]) -> list:
                 errors.append(f"{where}: sets '{var}', which matrix.{other} ({src}:{matrix.lines[other]}) sets too; "
                               f"a variable may come from one axis only")
         axes.append(choices)
+    count = math.prod(map(len, axes))
+    if count > MAX_ITEMS:
+        errors.append(f"{src}:{line}: matrix: {count} combinations of its axes' values; a job has at most {MAX_ITEMS} "
+                      f"items (split it into several jobs)")
+        return []
     return [({k: v for choice in combo for k, v in choice.items()}, f"{src}:{line}")
             for combo in itertools.product(*axes)]
 
@@ -483,6 +507,9 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[
             layout, layout_file = doc["layout"], path.parent / doc["layout"]
         else:
             errors.append(f"{where}: no layout: give `layout:` in the job or a `layout` column/key")
+            continue
+        if control_problem(layout):
+            errors.append(f"{where}: layout '{layout}' {control_problem(layout)}")
             continue
         if layout_file not in layouts:
             layouts[layout_file] = _read_layout(layout_file)

@@ -19,14 +19,17 @@ import difflib
 import math
 import numbers
 import os
-from fractions import Fraction
+import sys
 from dataclasses import dataclass, fields
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 from studio.errors import InputError
 from studio.export import EXPORT_SUFFIXES
 from studio.geometry import edge, resolve, span_canvas
-from studio.layout import MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, grid_fit_problem, range_problem
+from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, control_problem, grid_fit_problem,
+                           name_pattern_problem, range_problem)
 from studio.memory import parse_bytes
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
                          Region, Shadow, ShapeLayer, Span, TextLayer, input_path)
@@ -136,6 +139,11 @@ class Number:
     def check(self, c, path, value):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return c.error(path, f"expected a number, got {_a(value)}")
+        try:
+            float(value)
+        except OverflowError:  # a whole number beyond floats: 10 ** 400
+            return c.error(path, f"{Decimal(int(value)).normalize():.6g} is out of range: a number is at "
+                                 f"{'least -' if value < 0 else 'most '}{sys.float_info.max:.6g}")
         if not math.isfinite(value):
             return c.error(path, f"expected a finite number, got {value}")
         if self.positive and value <= 0:
@@ -200,6 +208,16 @@ class Bool:
 class Text:
     def check(self, c, path, value):
         return isinstance(value, str) or c.error(path, f"expected text, got {_a(value)}")
+
+
+class NamePattern:
+    """output.name: text with the fields {layout}, {seed} and {monitor} as they are (`layout.name_pattern_problem`)."""
+
+    def check(self, c, path, value):
+        if not Text().check(c, path, value):
+            return False
+        problem = name_pattern_problem(value)
+        return problem is None or c.error(path, problem)
 
 
 @dataclass(frozen=True)
@@ -278,6 +296,8 @@ def _path_text(c, path, value, what: str) -> bool:
         return c.error(path, f"expected {what} (text or a Path), got {_a(value)}")
     if not str(value).strip():
         return c.error(path, f"expected {what}, got {_q(str(value))}")
+    if control_problem(str(value)):
+        return c.error(path, f"{_q(str(value))} {control_problem(str(value))}")
     return True
 
 
@@ -298,6 +318,8 @@ class ImagePath:
         file = input_path(value, base)
         if file.is_dir():
             return c.error(path, f"{_q(str(value))} is a folder, not an image file")
+        if file.exists() and not file.is_file():
+            return c.error(path, f"{_q(str(value))} is a device, pipe or socket, not an image file")
         if not file.is_file():
             return c.error(path, f"no such image file {_q(str(value))} (relative paths are read from {_where(base)})")
         return True
@@ -316,6 +338,8 @@ class Font:
 
         if not isinstance(value, str):
             return c.error(path, f"expected a font file or family (text), got {_a(value)}")
+        if control_problem(value):
+            return c.error(path, f"{_q(value)} {control_problem(value)}")
         base = c.base_dir()
         if fonts.find_face(value, base) is None:
             return c.error(path, fonts.not_found(value, base, _where(base)))
@@ -466,7 +490,7 @@ GRID_FIELDS = {"name": Text(), "rows": Int(1, MAX_TRACKS), "columns": Int(1, MAX
                "gutter": Seq(Int(0), 2, 2), "region": RegionKind(),
                "row_weights": Seq(Number(hi=MAX_WEIGHT, positive=True), 0, MAX_TRACKS),
                "column_weights": Seq(Number(hi=MAX_WEIGHT, positive=True), 0, MAX_TRACKS)}
-OUTPUT_FIELDS = {"formats": Seq(Enum(*FORMATS), 1, unique=True, noun="format"), "name": Text(),
+OUTPUT_FIELDS = {"formats": Seq(Enum(*FORMATS), 1, unique=True, noun="format"), "name": NamePattern(),
                  "jpeg_quality": Int(1, 100), "per_monitor": Bool(), "crop_marks": Bool()}
 
 

@@ -35,7 +35,9 @@ FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "~/.local
              "/Library/Fonts", "/System/Library/Fonts", "~/Library/Fonts", "C:/Windows/Fonts")
 PLAIN_STYLES = ("regular", "book", "normal", "roman")  # the style a bare family name means
 INSTANCE = 1 << 16  # FreeType's face index: face + INSTANCE x named instance (1-based; 0 = the default)
-_INDEXED_RE = re.compile(rf"(.+(?:{'|'.join(map(re.escape, FONT_SUFFIXES))}))#(\d+)", re.IGNORECASE)
+MAX_INDEX = (1 << 31) - 1  # FreeType reads bits 0-30 of a face index (Pillow overflows past 2^63)
+# '#index': ASCII digits, at most 100 (int() refuses over 4300); `index_problem` bounds the value
+_INDEXED_RE = re.compile(rf"(.+(?:{'|'.join(map(re.escape, FONT_SUFFIXES))}))#([0-9]{{1,100}})", re.IGNORECASE)
 
 
 class Face(NamedTuple):
@@ -73,6 +75,8 @@ def not_found(name: str, base_dir: Path | str | None, relative_to: str) -> str:
     file = input_path(bare, base_dir)
     if file.is_dir():
         return f"'{name}' is a folder, not a font file"
+    if file.exists() and not file.is_file():
+        return f"'{name}' is a device, pipe or socket, not a font file"
     if _looks_like_path(bare):
         return f"no such font file '{name}' (relative paths are read from {relative_to})"
     if file.is_file():
@@ -106,6 +110,8 @@ def open_face(face: Face, size: float):
     if face.path == DEFAULT:  # Pillow's bundled FreeType font (Pillow >= 10.1); load_default lays it out with the
         # basic engine (no kerning, zero-width characters drawn as boxes), so its bytes are opened as any font's
         return ImageFont.truetype(io.BytesIO(ImageFont.load_default(size).font_bytes), size)
+    if face.index > MAX_INDEX:
+        raise OSError(index_problem(face))
     try:
         font = ImageFont.truetype(face.path, size, index=face.index)
     except OSError:
@@ -127,6 +133,8 @@ def index_problem(face: Face) -> str | None:
     """Why `face.index` names no face of its file ('no face 5: the file has 2, #0 to #1'), or None."""
     from PIL import ImageFont
 
+    if face.index > MAX_INDEX:
+        return f"#{face.index} is out of range: a face index is at most {MAX_INDEX} (2^31 - 1)"
     try:
         faces = face_count(face.path)
     except OSError:
@@ -197,7 +205,7 @@ def _fc_match(normal_name: str) -> Face | None:
     try:
         out = subprocess.run(["fc-match", "-f", "%{family}\n%{file}\n%{index}", normal_name], capture_output=True,
                              text=True, timeout=10, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, ValueError, subprocess.SubprocessError):  # ValueError: a NUL in the name
         return None
     families, file, index = (out.split("\n") + ["", ""])[:3]
     if file and normal_name in {_normal(f) for f in families.split(",")} and Path(file).is_file():

@@ -64,7 +64,7 @@ PRESETS = {
     "poster-18x24": (18, 24, "in"), "poster-24x36": (24, 36, "in"), "poster-27x40": (27, 40, "in"),
 }
 
-_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
+_NUMBER = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"  # ASCII: Python's \d takes '١' too, ECMA's (the schema's) not
 _LENGTH_RE = re.compile(rf"\s*({_NUMBER})\s*({'|'.join(UNITS)})?\s*")
 _PERCENT_RE = re.compile(rf"\s*({_NUMBER})\s*%\s*")
 _VARIABLE_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -87,7 +87,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # Line breaks to YAML 1.1 (PyYAML) but text to YAML 1.2 (editors, the schema): NEL, LINE and PARAGRAPH SEPARATOR
 YAML11_BREAKS = "\x85\u2028\u2029"
 _BREAKING_RE = re.compile(rf"[\x00-\x1f\x7f{YAML11_BREAKS}]")  # what would break a message's line
-_INDEX_RE = re.compile(r"\d+")
+_INDEX_RE = re.compile(r"\d+", re.ASCII)  # its pattern is the schema's (ECMA \d is ASCII)
 _RESOLVER = yaml.resolver.Resolver()
 YAML11_BOOLS = ("yes", "no", "on", "off", "y", "n")
 
@@ -114,6 +114,11 @@ def _a(value) -> str:
 def _q(value) -> str:
     """A value quoted in a message: "'centre'", or as `_a` names it when it is not text."""
     return f"'{value}'" if isinstance(value, str) else _a(value)
+
+
+def one_line(text: str) -> str:
+    """`text` with what would break its line (controls, YAML11_BREAKS) escaped: 'a\\nb' for a newline."""
+    return _BREAKING_RE.sub(lambda m: repr(m[0])[1:-1], text)
 
 
 def _suggest(word, choices) -> str | None:
@@ -202,7 +207,7 @@ class _Reader:
 
     def error(self, node, path: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
-        message = _BREAKING_RE.sub(lambda m: repr(m[0])[1:-1], message)  # one line, whatever values hold
+        path, message = one_line(path), one_line(message)  # whatever values (and layer names in paths) hold
         self.errors.append((line, f"{self.source}:{line}: {path}: {message}" if path else
                             f"{self.source}:{line}: {message}"))
 
@@ -232,13 +237,10 @@ class _Reader:
             token, name = m[0], m[1]
             if token in ("{{", "}}"):
                 return token if keep else token[0]
-            if name is None:
-                raise _Bad(f"unmatched '{token}' in '{text}' (write {token}{token} for a literal brace)")
             if name in keep and name not in self.variables:
                 return token
-            field = re.split(r"[:!.\[]", name)[0]
-            if field != name and (field in keep or field in self.variables):
-                raise _Bad(f"write {{{field}}}, not {{{name}}}: fields take no format, conversion or index")
+            if problem := _brace_problem(text, m, (*keep, *self.variables)):
+                raise _Bad(problem)
             if name not in self.variables:
                 known = ", ".join(sorted(self.variables)) or "none"
                 raise _Bad(f"undefined variable {{{name}}} (defined: {known}){_closest(name, self.variables)}")
@@ -416,6 +418,29 @@ class Template(Text):
 FILE_NAME_RULE = "a name in the output folder: not empty, '.' or '..', without '/', '\\' or control characters"
 
 
+def _brace_problem(text: str, m: re.Match, fields) -> str | None:
+    """What is wrong with `m`, a `_VARIABLE_RE` match in `text` whose {names} may be `fields`: a lone brace, or a
+    field with a format, conversion, attribute or index ({seed:04d}, {layout.__class__}); else None."""
+    if m[1] is None:
+        lone = m[0] not in ("{{", "}}")
+        return f"unmatched '{m[0]}' in '{text}' (write {m[0] * 2} for a literal brace)" if lone else None
+    field = re.split(r"[:!.\[]", m[1])[0]
+    if field != m[1] and field in fields:
+        return f"write {{{field}}}, not {{{m[1]}}}: fields take no format, conversion or index"
+    return None
+
+
+def name_pattern_problem(pattern: str) -> str | None:
+    """Why `pattern`, an output.name as the loader gives it (variables filled in, their braces doubled), is not one
+    `file_stems` fills: a lone brace, or a field other than {layout}, {seed} or {monitor} as they are; else None."""
+    for m in _VARIABLE_RE.finditer(pattern):
+        if problem := _brace_problem(pattern, m, OUTPUT_FIELDS):
+            return problem
+        if m[1] is not None and m[1] not in OUTPUT_FIELDS:
+            return f"{{{m[1]}}} is not a field ({{layout}}, {{seed}} or {{monitor}}; write {{{{ or }}}} for a brace)"
+    return None
+
+
 def _fields(r, written: str) -> set[str]:
     """The exporter's fields ({layout}, {seed}, {monitor}) a name pattern uses (a variable of the same name
     takes the place of a field)."""
@@ -425,6 +450,12 @@ def _fields(r, written: str) -> set[str]:
 def _bad_character(text: str) -> str | None:
     """The first '/', '\\' or control character in `text`, or None."""
     return next((c for c in text if c in "/\\" or _CONTROL_RE.match(c)), None)
+
+
+def control_problem(name: str) -> str | None:
+    """'has a control character, ...' when `name`, a path or a font's or model's name, holds one (the system takes
+    no NUL in a path), else None."""
+    return "has a control character, which no path, font or model name may hold" if _CONTROL_RE.search(name) else None
 
 
 def file_name_problem(name: str) -> str | None:
@@ -744,6 +775,8 @@ class Colour:
 class Font(Text):
     def parse(self, r, node, path):
         name = super().parse(r, node, path)
+        if control_problem(name):
+            raise _Bad(f"'{name}' {control_problem(name)}")
         face = fonts.find_face(name, r.base_dir)
         if face is None:
             raise _Bad(fonts.not_found(name, r.base_dir, r.relative_to))
@@ -762,9 +795,19 @@ class ImagePath(Text):
 
     def parse(self, r, node, path):
         name = super().parse(r, node, path)
-        file = input_path(name, r.base_dir).resolve()
+        if control_problem(name):
+            raise _Bad(f"'{name}' {control_problem(name)}")
+        file = input_path(name, r.base_dir)
+        try:
+            file = file.resolve()
+        except RuntimeError:  # a loop, before Python 3.13; later ones stop at a link of it
+            pass
+        if file.is_symlink() and not file.exists():  # resolving stopped at a link (a broken one resolves to its target)
+            raise _Bad(f"'{name}' is a symbolic link loop")
         if file.is_dir():
             raise _Bad(f"'{name}' is a folder, not an image file")
+        if file.exists() and not file.is_file():
+            raise _Bad(f"'{name}' is a device, pipe or socket, not an image file")
         if not file.is_file():
             raise _Bad(f"no such image file '{name}' (relative paths are read from {r.relative_to})")
         too_large = f"'{name}' is too large: an image may have at most {MAX_PIXELS} pixels (2^28)"
@@ -810,6 +853,8 @@ class Model(Text):
         name = super().parse(r, node, path)
         if not name.strip():
             raise _Bad("expected a model folder or hub id, got ''")
+        if control_problem(name):
+            raise _Bad(f"'{name}' {control_problem(name)}")
         folder = input_path(name, r.base_dir)
         if folder.is_dir():
             if not (folder / "model_index.json").is_file() and not (folder / "transformer" / "config.json").is_file():
@@ -1651,22 +1696,11 @@ def _stand_ins(text: str) -> dict[str, str]:
     return {c: next(free) for c in YAML11_BREAKS if c in text}
 
 
-class _Loader(yaml.SafeLoader):
+class ShallowLoader(yaml.SafeLoader):
     """PyYAML's safe loader, nesting at most MAX_DEPTH levels: it composes a level per call, and deeper would
-    run out of Python's stack. Tabs before a comment or a line's end are skipped as YAML 1.2 (and editors)
-    skip them; PyYAML (YAML 1.1) stops at them."""
+    run out of Python's stack (layouts and batch jobs)."""
 
     depth = 0
-
-    def scan_to_next_token(self):
-        while True:
-            super().scan_to_next_token()
-            k = 0
-            while self.peek(k) in " \t":
-                k += 1
-            if k == 0 or self.peek(k) not in "#\0\r\n\x85\u2028\u2029":
-                return
-            self.forward(k)
 
     def compose_node(self, parent, index):
         if self.depth == MAX_DEPTH:
@@ -1677,6 +1711,21 @@ class _Loader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+
+class _Loader(ShallowLoader):
+    """The layout loader: tabs before a comment or a line's end are skipped as YAML 1.2 (and editors) skip them;
+    PyYAML (YAML 1.1) stops at them."""
+
+    def scan_to_next_token(self):
+        while True:
+            super().scan_to_next_token()
+            k = 0
+            while self.peek(k) in " \t":
+                k += 1
+            if k == 0 or self.peek(k) not in "#\0\r\n\x85\u2028\u2029":
+                return
+            self.forward(k)
 
 
 def _yaml_problem(text: str, e: yaml.YAMLError) -> tuple[int, str]:
@@ -1860,7 +1909,10 @@ def _with(r: _Reader, names: list[str]) -> str:
 def file_stems(pattern: str, source: str, seed: int, monitors: list[str]) -> list[str]:
     """The file stems an output.name pattern gives (render.output_stems): the canvas's, then each monitor's
     (`{monitor}` is 'span' in the canvas's; without it a monitor's stem is the canvas's + '-<monitor>'). {layout}
-    is the source file's stem; 'layout' for a layout from text ('<string>', parse_layout's default source)."""
+    is the source file's stem; 'layout' for a layout from text ('<string>', parse_layout's default source).
+    ValueError for a pattern `name_pattern_problem` refuses (str.format would fill {layout.__class__} too)."""
+    if problem := name_pattern_problem(pattern):
+        raise ValueError(problem)
     fields = {"layout": "layout" if source.startswith("<") else Path(source).stem, "seed": seed}
     if "{monitor}" not in pattern.replace("{{", ""):
         whole = pattern.format(**fields, monitor="")

@@ -44,8 +44,8 @@ def output_stems(layout: Layout, stem: str | None = None) -> list[str]:
     seeds = [layer.seed for layer in layout.layers if isinstance(layer, GenerateLayer)]
     try:  # the loader escapes braces in variables' values: they come out literally
         stems = file_stems(layout.output.name, layout.source, seeds[0] if seeds else 0, monitors)
-    except (KeyError, IndexError, ValueError) as e:
-        raise InputError(f"{layout.source}: output.name '{layout.output.name}' is not a name pattern ({e!r})") from None
+    except ValueError as e:
+        raise InputError(f"{layout.source}: output.name: {e}") from None
     for s in stems:
         if file_name_problem(s):
             raise InputError(f"{layout.source}: output.name '{layout.output.name}' gives '{s}', not a file name "
@@ -115,8 +115,12 @@ def model_key(model) -> str:
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    """os.path.samefile where both exist (links, other spellings), else whether the resolved paths are equal."""
-    return os.path.samefile(a, b) if a.exists() and b.exists() else a.resolve() == b.resolve()
+    """os.path.samefile where both exist (links, other spellings), else whether the resolved paths are equal (not
+    when one is a symbolic link loop: that is no file)."""
+    try:
+        return os.path.samefile(a, b) if a.exists() and b.exists() else a.resolve() == b.resolve()
+    except RuntimeError:  # a loop (Python 3.13 resolves what it can)
+        return False
 
 
 def check_outputs(layout: Layout, targets: list[Path], overwrite: bool) -> None:

@@ -740,12 +740,23 @@ def test_fontconfig_gives_the_face_index(tiny_fonts, tmp_path, monkeypatch):
     ("cjk.ttc#65537", "'cjk.ttc#65537': no named instance 1 (#65537 = face 1 + 1 x 65536): face 1 is not a "
                       "variable font"),
     ("cjk.ttc#x", "no such font 'cjk.ttc#x' (a .ttf/.otf path or an installed family)"),
+    ("cjk.ttc#\u0661", "no such font 'cjk.ttc#\u0661' (a .ttf/.otf path or an installed family)"),  # ASCII digits
+    ("cjk.ttc#99999999999999999999", "'cjk.ttc#99999999999999999999': #99999999999999999999 is out of range: a face "
+                                     "index is at most 2147483647 (2^31 - 1)"),  # Pillow: OverflowError
 ])
 def test_a_face_the_file_lacks_is_a_layout_error(tiny_fonts, font, message):
     with pytest.raises(LayoutError) as info:
         parse_layout(f"canvas: {{width: 12, height: 10}}\nlayers:\n  - text: {{text: I, font: '{font}'}}\n",
                      "poster.yaml", base_dir=tiny_fonts)
     assert info.value.errors == [f"poster.yaml:3: layers[0].text.font: {message}"]
+
+
+def test_a_face_index_beyond_freetypes_is_refused_when_drawn(tiny_fonts):
+    """FreeType reads bits 0-30 of an index: #4294967296 (2^32) would draw face 0."""
+    with pytest.raises(InputError) as info:
+        C.fonts.load_font("cjk.ttc#4294967296", 10, tiny_fonts)
+    assert str(info.value) == ("cannot draw font 'cjk.ttc#4294967296' at 10 px (#4294967296 is out of range: a face "
+                               "index is at most 2147483647 (2^31 - 1))")
 
 
 def test_a_colour_bitmap_font_is_refused_naming_its_sizes(tiny_fonts):

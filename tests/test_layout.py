@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
+from PIL import Image, ImageFont
 
 from studio import layout as layout_module
 from studio.errors import LayoutError
@@ -597,6 +597,23 @@ BROKEN = [
     ("canvas: {preset: fhd}\nlayers: [{image: {path: bomb.png}}]\n",  # beyond Pillow's hard limit, 2 x ours
      "poster.yaml:2: layers[0].image.path: 'bomb.png' is too large: an image may have at most 268435456 pixels "
      "(2^28)"),
+    ("canvas: {preset: fhd}\nlayers: [{image: {path: loop.png}}]\n",  # not RuntimeError from Path.resolve
+     "poster.yaml:2: layers[0].image.path: 'loop.png' is a symbolic link loop"),
+    ("canvas: {preset: fhd}\nlayers: [{image: {path: /dev/null}}]\n",
+     "poster.yaml:2: layers[0].image.path: '/dev/null' is a device, pipe or socket, not an image file"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: /dev/null}}]\n",
+     "poster.yaml:2: layers[0].text.font: '/dev/null' is a device, pipe or socket, not a font file"),
+    ('canvas: {preset: fhd}\nlayers: [{image: {path: "x\\0.png"}}]\n',  # not ValueError: embedded null byte
+     "poster.yaml:2: layers[0].image.path: 'x\\x00.png' has a control character, which no path, font or model name "
+     "may hold"),
+    ('canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: "DejaVu\\0Sans"}}]\n',  # not from fc-match
+     "poster.yaml:2: layers[0].text.font: 'DejaVu\\x00Sans' has a control character, which no path, font or model "
+     "name may hold"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: 'brand.ttf#99999999999999999999'}}]\n",  # no overflow
+     "poster.yaml:2: layers[0].text.font: 'brand.ttf#99999999999999999999': #99999999999999999999 is out of range: a "
+     "face index is at most 2147483647 (2^31 - 1)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: 'brand.ttf#2147483647'}}]\n",
+     "poster.yaml:2: layers[0].text.font: 'brand.ttf#2147483647': no face 65535: the file has 1, #0"),
     # models
     ("canvas: {preset: fhd}\nlayers: [{generate: {prompt: x, model: ./nosuch}}]\n",
      "poster.yaml:2: layers[0].generate.model: no such model folder './nosuch' (folders are relative to the layout "
@@ -604,6 +621,8 @@ BROKEN = [
     ("canvas: {preset: fhd}\nmodel: models/pixart/v1\n" + FILL,
      "poster.yaml:2: model: no such model folder 'models/pixart/v1' (folders are relative to the layout file's "
      "folder; a hub id is 'owner/name')"),
+    ('canvas: {preset: fhd}\nmodel: "a/b\\0c"\n' + FILL,  # not a hub id
+     "poster.yaml:2: model: 'a/b\\x00c' has a control character, which no path, font or model name may hold"),
     ("canvas: {preset: fhd}\nmodel: notamodel\n" + FILL,
      "poster.yaml:2: model: 'notamodel' has no model_index.json (expected a pipeline folder in the diffusers "
      "layout, or a transformer-only one: transformer/config.json)"),
@@ -703,6 +722,16 @@ BROKEN = [
     ("canvas: {preset: fhd}\nlayers: [{gradient: {stops: [red]}}]\n",
      "poster.yaml:2: layers[0].gradient.stops: expected a list of at least 2 colours or [position, colour] pairs, "
      "got one"),
+    ('canvas: {preset: fhd}\nlayers: [{text: {text: hi, size: 0, name: "a\\nc"}}]\n',  # one line, name and all
+     "poster.yaml:2: layers[0] (a\\nc).text.size: must be greater than 0, got 0"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, size: '\u0661\u0660px'}}]\n",  # Arabic-Indic 10: as the schema
+     "poster.yaml:2: layers[0].text.size: '\u0661\u0660px' is not a length (a number with px, pt, mm, cm or in, e.g. "
+     "3mm; a bare number is px)"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {x: '\uff11%', w: 10%, h: 10%}}}]\n",  # full width
+     "poster.yaml:2: layers[0].fill.region.x: '\uff11%' is not a percentage or a length (10%, 120px, 20mm)"),
+    ("canvas: {preset: fhd}\ngrids: {g: {rows: 2, columns: 2}}\nlayers: [{fill: {color: red, region: "
+     "{cell: [g, '\u0661', 0]}}}]\n",
+     "poster.yaml:3: layers[0].fill.region: cell: the row must be a whole number from 0, got '\u0661'"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: a, name: t}}, {text: {text: b, name: t}}]\n",
      "poster.yaml:2: layers[1].name: 't' is already the name of layers[0]"),
     ("canvas: {preset: fhd}\n" + FILL + "memory_budget: lots\n",
@@ -757,6 +786,8 @@ def layout_dir(tmp_path):
     Image.new("RGB", (64, 64), "red").save(tmp_path / "whole.png")
     (tmp_path / "trunc.png").write_bytes((tmp_path / "whole.png").read_bytes()[:60])  # opens, does not decode
     Image.new("RGB", (4, 4)).save(tmp_path / "badicc.png", icc_profile=b"not a profile")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    (tmp_path / "brand.ttf").write_bytes(ImageFont.load_default(10).path.getvalue())  # Pillow's bundled face
     return tmp_path
 
 

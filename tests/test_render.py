@@ -347,3 +347,37 @@ def test_a_layout_built_in_code_with_numpy_numbers_renders(tiny_dir, tmp_path):
     with Image.open(file) as image:
         [generation] = json.loads(image.text["generations"])
     assert (generation["seed"], generation["steps"], generation["guidance"]) == (5, 1, 4.5)
+
+
+def test_a_proof_written_over_a_symbolic_link_loop_replaces_the_link(tmp_path):
+    """A loop is no input of the layout (Path.resolve raised RuntimeError: Symlink loop); it exists as a link, so
+    it is replaced only with overwrite."""
+    from studio.render import proof
+
+    Image.new("RGB", (4, 4), "red").save(tmp_path / "logo.png")
+    (tmp_path / "card.yaml").write_text("canvas: {width: 16, height: 16}\nlayers: [image: {path: logo.png}]\n")
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    layout = load_layout(tmp_path / "card.yaml")
+    with pytest.raises(InputError, match=r"a\.png: file exists \(pass --overwrite"):
+        proof(layout, tmp_path / "a.png")
+    proof(layout, tmp_path / "a.png", overwrite=True, guides=False)
+    with Image.open(tmp_path / "a.png") as image:
+        assert not (tmp_path / "a.png").is_symlink() and image.getpixel((8, 8)) == (255, 0, 0)
+
+
+def test_output_names_take_no_attribute_format_or_conversion():
+    """str.format filled '{layout.__class__}' with "<class 'str'>"; check_layout refuses it too (test_spec)."""
+    from studio.layout import file_stems
+    from studio.render import output_stems
+    from studio.spec import Canvas, FillLayer, Layout, Output
+
+    layout = Layout("card", Canvas(8, 8), (FillLayer((1, 2, 3, 255)),), output=Output(name="{layout.__class__}"))
+    with pytest.raises(InputError) as e:
+        output_stems(layout)
+    assert str(e.value) == ("card: output.name: write {layout}, not {layout.__class__}: fields take no format, "
+                            "conversion or index")
+    with pytest.raises(ValueError, match=r"^\{x\} is not a field \(\{layout\}, \{seed\} or \{monitor\}; write \{\{ or "
+                                         r"\}\} for a brace\)$"):
+        file_stems("{x}", "card", 0, [])
+    assert file_stems("{{x}}-{layout}-{seed}", "a/card.yaml", 7, ["l"]) == ["{x}-card-7", "{x}-card-7-l"]

@@ -131,6 +131,8 @@ BAD = [  # (layout, the exact message)
      "card: grids['a'].region.grid: 'b' comes later in grids: a grid's region may only be a cell of an earlier grid"),
     (card(FillLayer((1, 2, 3, 255), region=Region("px", "0", 0, 10, 10))),
      "card: layers[0] (FillLayer).region.x: expected a number, got '0' (text)"),
+    (card(FillLayer((1, 2, 3, 255), region=Region("px", 10 ** 400, 0, 10, 10))),  # no float: not OverflowError
+     "card: layers[0] (FillLayer).region.x: 1e+400 is out of range: a number is at most 1.79769e+308"),
     (card(FillLayer((1, 2, 3, 255), region=Region("pixels", 0, 0, 10, 10))),
      "card: layers[0] (FillLayer).region.kind: 'pixels' is not one of full, safe, px, percent, cell"),
     (card(FillLayer((1, 2, 3, 255), region=Region(x=10, y=10, w=50, h=50))),
@@ -190,6 +192,17 @@ BAD = [  # (layout, the exact message)
     (card(TextLayer(None)), "card: layers[0] (TextLayer).text: expected text, got None"),
     (card(TextLayer("Hi", font="NoSuchFontAnywhere")),
      "card: layers[0] (TextLayer).font: no such font 'NoSuchFontAnywhere' (a .ttf/.otf path or an installed family)"),
+    (card(TextLayer("Hi", font="Deja\0Vu")),  # not ValueError from fc-match
+     "card: layers[0] (TextLayer).font: 'Deja\\x00Vu' has a control character, which no path, font or model name may "
+     "hold"),
+    (card(GenerateLayer("x", model="a/b\0c")),  # not a hub id
+     "card: layers[0] (GenerateLayer).model: 'a/b\\x00c' has a control character, which no path, font or model name "
+     "may hold"),
+    (card(ImageLayer("x\0.png")),
+     "card: layers[0] (ImageLayer).path: 'x\\x00.png' has a control character, which no path, font or model name may "
+     "hold"),
+    (card(ImageLayer("/dev/null")),
+     "card: layers[0] (ImageLayer).path: '/dev/null' is a device, pipe or socket, not an image file"),
     (card(ImageLayer("no-such-logo.png")),
      "card: layers[0] (ImageLayer).path: no such image file 'no-such-logo.png' (relative paths are read from the "
      "current folder)"),
@@ -230,6 +243,13 @@ BAD = [  # (layout, the exact message)
      "card: output.formats[0]: 'JPEG' is not one of png, jpeg, tiff, pdf (did you mean 'jpeg'?)"),
     (card(output=Output(formats=("png", "png"))), "card: output.formats: 'png' is listed twice"),
     (card(output=Output(formats=("jpeg",), jpeg_quality=500)), "card: output.jpeg_quality: 500 is out of range 1..100"),
+    (card(output=Output(name="{layout.__class__}")),  # str.format would name the file "<class 'str'>"
+     "card: output.name: write {layout}, not {layout.__class__}: fields take no format, conversion or index"),
+    (card(output=Output(name="{seed!r}")),
+     "card: output.name: write {seed}, not {seed!r}: fields take no format, conversion or index"),
+    (card(output=Output(name="{title}")),
+     "card: output.name: {title} is not a field ({layout}, {seed} or {monitor}; write {{ or }} for a brace)"),
+    (card(output=Output(name="a}b")), "card: output.name: unmatched '}' in 'a}b' (write }} for a literal brace)"),
     (card(variables={"n": 1}),
      "card: variables['n']: expected text (values are recorded as written), got 1 (a number)"),
     (card(memory_budget="lots"), "card: memory_budget: 'lots' is not a size like 6GiB, 512MiB or 2GB"),
@@ -317,8 +337,8 @@ def _inner(kind):
 BOUNDS = {"Enum": ("choices",), "Int": ("lo", "hi"), "Number": ("lo", "hi", "positive"), "Length": ("minimum",),
           "TextSize": ("minimum",)}
 # fields the two read differently by design: the loader reads lengths the spec holds as rounded px, a preset name
-# the spec only records, nested mappings the spec holds as fields or dataclasses, and output.name, which render
-# checks as it fills it in
+# the spec only records, nested mappings the spec holds as fields or dataclasses, and output.name, a pattern whose
+# variables the loader has filled in
 DIFFERENT = {"Canvas.width", "Canvas.height", "Canvas.bleed", "Canvas.safe_margin", "Canvas.preset", "Grid.gutter",
              "TextLayer.shadow", "ShapeLayer.stroke", "Span.monitors", "Output.name"}
 
