@@ -27,6 +27,7 @@ from studio.errors import InputError, LayoutError
 from studio.hub import is_hub_id
 from studio.geometry import edge, monitor_dpi, resolve, span_canvas, split
 from studio.memory import parse_bytes
+from studio.text import surrogate_problem
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor,
                          Output, Region, Shadow, ShapeLayer, Span, TextLayer, input_path)
 
@@ -1797,14 +1798,6 @@ def _nodes(root):
             todo.extend(reversed([v for pair in node.value for v in pair]))
         elif isinstance(node, yaml.SequenceNode):
             todo.extend(reversed(node.value))
-
-
-def surrogate_problem(text: str) -> str | None:
-    """Why `text` is not text when it holds a lone surrogate (YAML reads the escape "\\udce9", half of a UTF-16
-    pair, which is no character: no file name nor tokenizer takes it), or None."""
-    bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
-    return None if bad is None else (f"\\u{ord(bad):04x} is half of a UTF-16 surrogate pair, not a character; "
-                                     f"write the character itself")
 
 
 def _drop_complex_keys(r: _Reader, root) -> None:

@@ -26,7 +26,7 @@ from studio.errors import CheckpointError, ConfigError, InputError
 from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
 from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
 from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
-from studio.text import MAX_LENGTH, load_tokenizer, preprocess, tokenize, truncated_text
+from studio.text import MAX_LENGTH, load_tokenizer, preprocess, surrogate_problem, tokenize, truncated_text
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 OUTPUT_TYPES = ("pil", "np", "latent")
@@ -64,10 +64,15 @@ def as_dtype(dtype) -> ms.Type:
 def as_prompts(value, name: str) -> list[str]:
     """A prompt argument as a list of prompts: a string is one."""
     if isinstance(value, str):
-        return [value]
+        value = [value]
     if isinstance(value, (list, tuple)) and value and all(isinstance(p, str) for p in value):
-        return list(value)
-    raise InputError(f"{name} must be a string or a non-empty list of strings, got {value!r:.80}")
+        value = list(value)
+    else:
+        raise InputError(f"{name} must be a string or a non-empty list of strings, got {value!r:.80}")
+    for p in value:
+        if problem := surrogate_problem(p):  # the tokenizer raises a TypeError
+            raise InputError(f"{name} {p!r:.80}: {problem}")
+    return value
 
 
 def check_max_sequence_length(value) -> None:
@@ -514,9 +519,11 @@ class PixArtSigmaPipeline:
             # the attention blocks the budget gives T5 change the features' last bits, so they are part of the key
             chunks = memory.attention_chunks(t5.num_heads, ids.shape[1], ids.shape[1], t5.d_kv,
                                              memory.current_attention_budget())
-            # the ids too: another version of the tokenizer's packages may cut the same text differently
-            key = {"prompt": text, "ids": ids[0].tolist(), "max_sequence_length": max_sequence_length,
-                   "dtype": str(self.dtype), "attention_chunks": [chunks.q, chunks.k], "positions": "real tokens"}
+            # the ids, not the text: the features are the ids' (the tokenizer's files are in the cache's identity),
+            # so 'a dog', 'A DOG ' and 'a  dog' share an entry, and another tokenizer package cutting the same text
+            # differently gets its own
+            key = {"ids": ids[0].tolist(), "dtype": str(self.dtype), "attention_chunks": [chunks.q, chunks.k],
+                   "positions": "real tokens"}
             entries.append((ids, mask, key))
         return entries
 
@@ -714,7 +721,7 @@ class PixArtSigmaPipeline:
                              "with prompt_attention_mask)")
         prompts = as_prompts(prompt, "prompt") if given is None else [""] * given.rows
         negative = "" if negative_prompt is None else negative_prompt
-        negatives = [negative] * len(prompts) if isinstance(negative, str) else as_prompts(negative, "negative_prompt")
+        negatives = as_prompts(negative, "negative_prompt") * (len(prompts) if isinstance(negative, str) else 1)
         given_negatives = Captions.given(negative_prompt_embeds, negative_prompt_attention_mask, "negative_prompt")
         if given_negatives is not None:
             if negative_prompt:

@@ -17,6 +17,14 @@ MAX_LENGTH = 300  # PixArt-Sigma's max_sequence_length
 SAMPLE = "a photo of a cat"  # a text every T5 vocabulary has pieces for: the loaded tokenizer is tried on it
 
 
+def surrogate_problem(text: str) -> str | None:
+    """Why `text` is not text when it holds a lone surrogate (YAML reads the escape "\\udce9", half of a UTF-16
+    pair, which is no character: no file name nor tokenizer takes it), or None."""
+    bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
+    return None if bad is None else (f"\\u{ord(bad):04x} is half of a UTF-16 surrogate pair, not a character; "
+                                     f"write the character itself")
+
+
 def load_tokenizer(folder, vocab_size: int | None = None):
     """The T5 tokenizer of a `tokenizer/` folder, through transformers' T5Tokenizer (the class the published
     model_index.json names, as diffusers loads it: a folder with tokenizer.json alone, or without

@@ -368,6 +368,33 @@ def test_encode_prompt_checks_its_length_and_takes_it_by_keyword_only(pipes):
         ours.encode_prompt("a cat", True)
 
 
+def test_texts_of_the_same_tokens_share_an_embedding_cache_entry(pipes):
+    """The features are the token ids': 'a dog', 'A DOG ' and 'a  dog' tokenize alike (lowercased, stripped, spaces
+    folded) and are encoded once; another cut (max_sequence_length) of a long prompt is another entry."""
+    from studio.pipeline import MemoryCache
+
+    ours, _ = pipes
+    ours.embedding_cache = cache = MemoryCache()
+    try:
+        first, _ = ours.encode_prompt("a dog")
+        for same in ("A DOG ", "a  dog", ["a dog"]):
+            np.testing.assert_array_equal(ours.encode_prompt(same)[0].asnumpy(), first.asnumpy())
+        assert len(cache.entries) == 1
+        with pytest.warns(UserWarning, match="a prompt is cut at 2 tokens"):
+            ours.encode_prompt("a dog", max_sequence_length=2)
+        assert len(cache.entries) == 2
+    finally:
+        ours.embedding_cache = None
+
+
+def test_a_lone_surrogate_in_a_prompt_is_a_value_error(pipes):
+    """The tokenizer raised a TypeError for it."""
+    for args in (("a \ud800 cat",), ("a cat", "bad \udfff")):
+        with pytest.raises(ValueError, match=re.escape("\\ud800 is half") if len(args) == 1 else "negative_prompt"):
+            pipes[0](*args[:1], negative_prompt=args[1] if len(args) > 1 else "", num_inference_steps=1,
+                     output_type="latent", height=256, width=256)
+
+
 def test_encode_prompt_takes_one_prompt_as_a_string(pipes):
     features, mask = pipes[0].encode_prompt("a cat")
     expected, _ = pipes[0].encode_prompt(["a cat"])
