@@ -3,13 +3,13 @@
 A job (YAML or CSV, see layouts/README.md "Batch jobs") lists items: a layout file and its variables,
 from a matrix over one template, an explicit list, or CSV rows. `load_job` expands it into `Item`s, each
 with its parsed layout, an output name (a pattern filled with its variables, always inside OUTDIR; no two
-items write the same file) and a key (the hash of the layout's bytes, the variables and the model's
-identity). `run_batch` takes every n-th item (`--shard i/n`), skips those whose manifest proves them
-finished (studio.manifest), and renders the rest grouped by the models they use, with T5 features cached
-on disk (`EmbeddingCache`): the models stay loaded from item to item when they fit the memory budget
-together, else each is loaded only while its items render. Outputs are written atomically, the manifest
-after them, so a run killed at any moment resumes where it stopped. `rerender` renders one item again from
-its manifest and compares the bytes.
+items write the same file) and a key (the hash of the layout's bytes, the variables and, when the item uses
+it, the job model's identity). `run_batch` takes every n-th item (`--shard i/n`), skips those whose manifest
+proves them finished (studio.manifest) or that another run is rendering (`_ItemLock`), and renders the rest
+grouped by the models they use, with T5 features cached on disk (`EmbeddingCache`): the models stay loaded
+from item to item when they fit the memory budget together, else each is loaded only while its items
+render. Outputs are written atomically, the manifest after them, so a run killed at any moment resumes where
+it stopped. `rerender` renders one item again from its manifest and compares the bytes.
 """
 
 import csv
@@ -39,11 +39,17 @@ import numpy as np
 import yaml
 
 from studio import manifest
-from studio.layout import ShallowLoader, control_problem, one_line, surrogate_problem
+from studio.layout import ShallowLoader, control_problem, one_line
 from studio.errors import InputError, StudioError, out_of_memory
 from studio.export import pause_point, remove_temporaries, write_temp
 from studio.progress import PhaseBars, progress_bar
+from studio.text import surrogate_problem
 from studio.spec import GenerateLayer
+
+try:
+    import fcntl  # flock, for `_ItemLock`
+except ImportError:  # Windows: items are not locked
+    fcntl = None
 
 JOB_KEYS = ("layout", "name", "model", "memory_budget", "variables", "matrix", "items")
 RESERVED = ("layout", "name")  # keys of matrix axes, items and CSV columns that are not variables
@@ -72,7 +78,7 @@ class Item:
     layout_text: str | None  # its contents (None: unreadable, the item fails)
     variables: dict  # name -> text, given to the layout as --set
     name: str  # output path without suffix, relative to OUTDIR, '/'-separated
-    key: str  # manifest.item_key: sha256 of (layout bytes, variables, model identity)
+    key: str  # manifest.item_key: sha256 of (layout bytes, variables, job model identity if `_uses_job_model`)
     where: str  # 'jobs.yaml:12', for messages
     spec: object = None  # the parsed layout (spec.Layout); None: the item fails with `problem`
     problem: str | None = None
@@ -514,7 +520,9 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[
         if layout_file not in layouts:
             layouts[layout_file] = _read_layout(layout_file)
         text, unreadable = layouts[layout_file]
-        key = manifest.item_key(None if text is None else manifest.sha256_text(text), variables, model_identity)
+        spec, problem = (None, unreadable) if text is None else _parse(text, layout_file, variables)
+        key = manifest.item_key(None if text is None else manifest.sha256_text(text), variables,
+                                model_identity if _uses_job_model(spec) else None)
         pattern = values.get("name", doc.get("name", DEFAULT_NAME))
         try:
             name = format_name(pattern, name_fields(layout, variables, index + 1, key))
@@ -530,7 +538,6 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[
             errors.append(f"{where}: output name '{name}' of {this} is also that of {names[path_key(name)]}")
             continue
         names[path_key(name)] = f"{this} at {where}"
-        spec, problem = (None, unreadable) if text is None else _parse(text, layout_file, variables)
         outputs = _outputs(name, spec)
         clash = _claim(taken, outputs, name, where)
         if clash:
@@ -761,6 +768,7 @@ class Summary:
     selected: int  # in this shard
     rendered: list = field(default_factory=list)  # names
     skipped: list = field(default_factory=list)  # names, finished by an earlier run
+    elsewhere: list = field(default_factory=list)  # names, being rendered by another run (`_ItemLock`)
     failed: list = field(default_factory=list)  # (name, message)
     dropped: str | None = None  # the item interrupted by a second signal
     signal: int | None = None
@@ -812,7 +820,7 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     if not items:
         print(f"{job.source}: {_item_count(len(job.items))}; {where}none in this shard, nothing to do", file=out, flush=True)
         return Summary(len(job.items), 0)
-    if any(_uses_job_model(item) for item in items):
+    if any(_uses_job_model(item.spec) for item in items):
         check_model(job.model)
     out_dir = Path(out_dir)
     given = cache_dir is not None
@@ -866,13 +874,13 @@ def check_model(model: str) -> None:
     resolve_model_dir(str(model), weights=False)
 
 
-def _uses_job_model(item: Item) -> bool:
-    """Whether an item renders a layer with the job's model: one its layout and layer name none for. An item
-    whose layout did not load fails on its own, whatever the model."""
-    if item.spec is None:
+def _uses_job_model(spec) -> bool:
+    """Whether an item whose layout is `spec` renders a layer with the job's model: one its layout and layer name
+    none for. An item whose layout did not load (None) fails on its own, whatever the model."""
+    if spec is None:
         return False
-    return any(isinstance(layer, GenerateLayer) and layer.model is None and item.spec.model is None
-               for layer in item.spec.layers)
+    return any(isinstance(layer, GenerateLayer) and layer.model is None and spec.model is None
+               for layer in spec.layers)
 
 
 def _make_folder(path: Path, what: str) -> bool:
@@ -962,14 +970,7 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
             sidecar = manifest.sidecar_path(folder, task.stem)
             # its own stems' temporaries in any format (its layout may have dropped one), not other items'
             remove_temporaries(folder, temporary_targets(layout, task.stem) | {task.stem + manifest.SIDECAR_SUFFIX})
-            try:
-                record = manifest.load_sidecar(sidecar)
-                reason = manifest.check(record, folder, {"item": item.key, "inputs": task.inputs,
-                                                         "models": task.models})
-            except (FileNotFoundError, NotADirectoryError):  # none (its folder may be a file: the item fails)
-                record, reason = None, None
-            except (OSError, ValueError) as e:
-                record, reason = None, f"damaged manifest: {e}"
+            record, reason = _recorded(task)
         except Exception as e:  # a bad item (layout, budget, model, unreadable file) must not stop the batch
             message = _failure(e)
             summary.failed.append((item.name, message))
@@ -996,6 +997,63 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
               f"{format_bytes(recorded)}, now {format_bytes(now)}), which may change their bytes; they are kept "
               f"(delete their manifests to render them again)", file=out, flush=True)
     return todo
+
+
+def _recorded(task) -> tuple[dict | None, str | None]:
+    """(the item's manifest, why it is not done or None when it is done); (None, None) when it has none."""
+    try:
+        record = manifest.load_sidecar(manifest.sidecar_path(task.folder, task.stem))
+        return record, manifest.check(record, task.folder, {"item": task.item.key, "inputs": task.inputs,
+                                                            "models": task.models})
+    except (FileNotFoundError, NotADirectoryError):  # none (its folder may be a file: the item fails)
+        return None, None
+    except (OSError, ValueError) as e:
+        return None, f"damaged manifest: {e}"
+
+
+class _ItemLock:
+    """An item's lock file '.<stem>.lock' in its folder, locked (flock, exclusive) while a run renders the item, so
+    that two runs of one job into one OUTDIR (a requeued Slurm job beside its first attempt) don't both render it.
+    The kernel releases the lock when the process dies, SIGKILL included; the file stays then, and the next run
+    takes it. Without fcntl (Windows), or on a file system that takes no locks (ENOLCK: NFS without its lock
+    daemon), nothing is locked."""
+
+    def __init__(self, folder: Path, stem: str):
+        self.path, self.fd = folder / f".{stem}.lock", None
+
+    def take(self) -> str | None:
+        """Lock it: None when this process holds it (or nothing can be locked), else ' (pid N)' naming the process
+        that does ('' when it has not written its pid yet). Retried until the locked file is the one the path
+        names: another run may have removed it (`release`) after it was opened here."""
+        while fcntl is not None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                with os.fdopen(fd, "rb") as f:
+                    pid = f.read(20).decode(errors="replace").strip()
+                return f" (pid {pid})" if pid.isdigit() else ""
+            except OSError:  # no locks on this file system
+                os.close(fd)
+                return None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)  # a killed run's pid may be there
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self.fd = fd
+                return None
+            os.close(fd)
+        return None
+
+    def release(self) -> None:
+        """Remove the file, then unlock it: a run that opened it meanwhile finds it removed once it takes it."""
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
 
 
 def _log(log: Path, record: dict, sidecar: Path, root: Path) -> str | None:
@@ -1063,13 +1121,28 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
         head = f"[{k}/{len(todo)}]"
         t0 = time.perf_counter()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        lock = _ItemLock(task.folder, task.stem)
         try:
+            task.folder.mkdir(parents=True, exist_ok=True)
+            holder = lock.take()
+            if holder is not None:
+                summary.elsewhere.append(item.name)
+                skipped = f"being rendered by another studio run{holder}; skipped"
+            else:  # ours now: another run may have finished the item since it was checked
+                record, reason = _recorded(task)
+                skipped = "finished by another studio run; already done" if record and reason is None else None
+                if skipped:
+                    summary.skipped.append(item.name)
+            if skipped:
+                _line(bar, f"{head} {item.name}: {skipped}", out)
+                if bar is not None:
+                    bar.update(1)
+                continue
             loading = _load_models(job, task, pipelines, caches, embeddings, store, err, quiet)
             if signals.received is not None:  # asked to stop while models loaded or prompts were encoded ahead
                 break  # before the item starts
             keep = _keep_text_encoder(task, pipelines, job.model, weights)
             hits0 = {m: (c.hits, c.misses) for m, c in caches.items()}
-            task.folder.mkdir(parents=True, exist_ok=True)
             bars = _ItemBars(quiet, item.name, err)
             warning = f"{head} warning: {item.name}: {item.layout}: "  # text that leaves its region, say
             info: dict = {}
@@ -1109,6 +1182,7 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
                 bar.update(1)
             continue
         finally:
+            lock.release()
             _save_hashes(hashes, err)
         seconds = time.perf_counter() - t0
         durations.append(seconds - loading)  # the ETA leaves out loading models, done at most once per group
@@ -1133,7 +1207,8 @@ def _item_record(job, task, files, info: dict, caching: dict, software: dict, ti
         "layout": {"path": item.layout, "file": str(item.layout_file.resolve()),
                    "sha256": manifest.sha256_text(item.layout_text), "text": item.layout_text},
         "variables": item.variables, "resolved_variables": task.layout.variables, "inputs": task.inputs,
-        "model": job.model, "model_identity": job.model_identity, "models": task.models,
+        "model": job.model, "model_identity": job.model_identity if _uses_job_model(task.layout) else None,
+        "models": task.models,
         "model_folders": task.folders, "cwd": os.getcwd(), "memory_budget": info["budget"],
         "generations": info["generations"], **caching, "software": software, "timings": timings,
         "files": manifest.file_entries(files, task.folder),
@@ -1324,8 +1399,11 @@ def _first_line(e) -> str:
 def _print_summary(job, summary: Summary, out, where: str) -> None:
     parts = [f"{len(summary.rendered)} rendered", f"{len(summary.skipped)} already done",
              f"{len(summary.failed)} failed"]
+    if summary.elsewhere:
+        parts.append(f"{len(summary.elsewhere)} left to another studio run")
     if summary.signal is not None:
-        left = summary.selected - len(summary.rendered) - len(summary.skipped) - len(summary.failed)
+        left = (summary.selected - len(summary.rendered) - len(summary.skipped) - len(summary.failed)
+                - len(summary.elsewhere))
         parts.append(f"stopped by {signal.Signals(summary.signal).name} with {left} not rendered"
                      + (f" ({summary.dropped} dropped)" if summary.dropped else ""))
     print(f"{job.source}: {where}{', '.join(parts)} in {_clock(summary.seconds)}", file=out)

@@ -217,6 +217,7 @@ def check_steps(model: str, revision: str | None, steps: int, sampler: str | Non
 def cmd_generate(args) -> None:
     from studio import export, pipeline
     from studio.pipeline import PixArtSigmaPipeline
+    from studio.render import model_name
     from studio.tiny import note_if_tiny
 
     if args.steps < 1:
@@ -252,7 +253,7 @@ def cmd_generate(args) -> None:
     meta = {"prompt": args.prompt, "negative_prompt": args.negative, "seed": out.seed, "steps": args.steps,
             "guidance_scale": args.guidance, "sampler": args.sampler or pipe.sampler.sampler,
             "size": "{}x{}".format(*out.images[0].size),
-            "model": str(model), "software": "studio"}
+            "model": model_name(model), "software": "studio"}
     export.save_image(out.images[0], args.output, overwrite=args.overwrite, metadata=meta)
     print(f"wrote {args.output} ({meta['size']}, seed {out.seed}, {time.perf_counter() - t0:.1f} s)")
 
@@ -442,9 +443,18 @@ def _said_of_env_model(line: str, args) -> str:
     return line
 
 
+def check_model_arg(model: str | None) -> None:
+    """InputError for a --model with a control character, in the words of the layout loader's `model:`."""
+    from studio.layout import control_problem, one_line
+
+    if model is not None and control_problem(model):
+        raise InputError(f"--model '{one_line(model)}' {control_problem(model)}")
+
+
 def _run(args) -> int:
     """The command, its user-side failures as one line and an exit status."""
     try:
+        check_model_arg(getattr(args, "model", None))
         _import_mindspore()
         if getattr(args, "device", None):
             from studio import backend

@@ -341,14 +341,16 @@ def write_temps(folder: Path, writes: Sequence[tuple[str, Any]],
         pool.shutdown()
 
 
-def remove_temporaries(folder: Path, names: set[str], remove: Callable[[Path], None] | None = None) -> None:
+def remove_temporaries(folder: Path, names: set[str], remove: Callable[[Path], None] | None = None) -> set[str]:
     """Clean up after a killed run for these file names: finish the renames an `export` had begun (its
     '.<name>.<tag>.commit' journal), then delete the temporary files ('.<name>.<tag>.part', and '.part.old'
     backups). Only for these names (a batch's other shards write theirs in the same folder), and not those a
     running process is writing (two renders of one layout at once: the later one fails with 'file exists'
-    or, with overwrite, replaces the files after the first). `remove`: how (default: unlink a file)."""
+    or, with overwrite, replaces the files after the first). `remove`: how (default: unlink a file).
+    Returns the names whose journals it finished (each export's first file: its files are written)."""
+    finished: set[str] = set()
     if not folder.is_dir():
-        return
+        return finished
     leftovers = []
     for path in sorted(folder.iterdir(), key=lambda p: not p.name.endswith(".commit")):  # journals first
         n = path.name
@@ -358,12 +360,14 @@ def remove_temporaries(folder: Path, names: set[str], remove: Callable[[Path], N
                 if target in names and not _being_written(tag):
                     if suffix == ".commit":
                         _finish_journal(folder, path)
+                        finished.add(target)
                     else:
                         leftovers.append(path)
                 break
     for path in leftovers:
         if os.path.lexists(path):  # a finished journal moved it into place
             (remove or (lambda p: p.unlink(missing_ok=True)))(path)
+    return finished
 
 
 _PAUSES: dict[str, int] = {}

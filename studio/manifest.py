@@ -4,9 +4,9 @@ A batch item's outputs get a sidecar `<name>.manifest.json` next to them, writte
 outputs, and a line in `OUTDIR/manifest.jsonl`. The sidecar is the proof an item is finished: `check`
 says why an item is not done (no sidecar, a damaged or edited one, another item's, changed inputs or
 weights, a missing or altered file) or None when it is. A record carries its item key (`item_key`: the
-layout's sha256, the variables, the model's identity) and a digest over all its other keys, so an edit
-shows. File hashes are sha256; `FileHashes` remembers the hashes of big files (weights) by path, size and
-modification time, so a batch hashes each weight file once.
+layout's sha256, the variables, the job model's identity when the item uses that model) and a digest over
+all its other keys, so an edit shows. File hashes are sha256; `FileHashes` remembers the hashes of big
+files (weights) by path and `file_stamp`, so a batch hashes each weight file once.
 """
 
 import functools
@@ -50,16 +50,24 @@ def _number(value):
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def file_stamp(path: Path) -> list[int]:
+    """What tells a file's versions apart without reading it: [size, mtime_ns, inode, ctime_ns]. The mtime alone
+    can be set back (cp -p, tar x, reproducible builds); the ctime can't, and a file written anew by a rename
+    has another inode."""
+    st = Path(path).stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
 def _is_memo_entry(value) -> bool:
-    """[size, mtime_ns, sha256]: a `FileHashes` memo's entry."""
-    return isinstance(value, list) and len(value) == 3 and _is_count(value[0]) and _is_count(value[1]) \
-        and _is_text(value[2])
+    """[size, mtime_ns, inode, ctime_ns, sha256]: a `FileHashes` memo's entry (`file_stamp` and the hash)."""
+    return isinstance(value, list) and len(value) == 5 and all(map(_is_count, value[:4])) and _is_text(value[4])
 
 
 class FileHashes:
-    """sha256 of files, remembered in `memo` (a JSON file: {resolved path: [size, mtime_ns, sha256]}) by
-    resolved path, size and mtime. A damaged memo (not JSON, or not of that shape) only costs a rehash: what
-    is not an entry is dropped. store=False: the memo is read, never written (a read-only shared cache)."""
+    """sha256 of files, remembered in `memo` (a JSON file: {resolved path: `file_stamp` + [sha256]}) by resolved
+    path and stamp. A damaged memo (not JSON, or not of that shape) only costs a rehash: what is not an entry
+    is dropped, as are the entries of memos written before the stamp held the inode and ctime ([size,
+    mtime_ns, sha256]). store=False: the memo is read, never written (a read-only shared cache)."""
 
     def __init__(self, memo: Path | None, store: bool = True):
         self.memo, self.store = memo, store
@@ -76,11 +84,10 @@ class FileHashes:
 
     def __call__(self, path: Path) -> str:
         path = Path(path).resolve()
-        st = path.stat()
-        stamp = [st.st_size, st.st_mtime_ns]
+        stamp = file_stamp(path)
         entry = self.known.get(str(path))
-        if entry and entry[:2] == stamp:
-            return entry[2]
+        if entry and entry[:4] == stamp:
+            return entry[4]
         digest = sha256_file(path)
         self.known[str(path)] = stamp + [digest]
         self.changed = True
@@ -121,8 +128,9 @@ def model_identity(model: str) -> str:
     return str(path.resolve()) if path.is_dir() else str(model)
 
 
-def item_key(layout_sha256: str | None, variables: dict, model_identity: str) -> str:
-    """An item's identity: the hash of its layout file's bytes, its variables and its model."""
+def item_key(layout_sha256: str | None, variables: dict, model_identity: str | None) -> str:
+    """An item's identity: the hash of its layout file's bytes, its variables and the job's model (None for an
+    item whose layout names its models: the job's does not make it)."""
     return sha256_json({"layout": layout_sha256, "variables": variables, "model": model_identity})
 
 
@@ -274,7 +282,7 @@ _SHAPE = {  # key -> (test, what it must be); what the batch's resume and rerend
     "text_encoder": (_mapping_of(_is_text), "a mapping of model: kept or released"),
     "files": (lambda v: isinstance(v, list) and v and all(map(_is_file_entry, v)),
               "a non-empty list of {path, bytes, sha256}"),
-    "model_identity": (_is_text, "text"),
+    "model_identity": (lambda v: v is None or _is_text(v), "text or null"),
     "model_folders": (_mapping_of(_is_text), "a mapping of model: folder"),
     "cwd": (_is_text, "text"),
     "digest": (_is_text, "text"),

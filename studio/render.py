@@ -95,11 +95,12 @@ def check_not_input(layout: Layout, paths) -> None:
                 raise InputError(f"{path} is an input of the layout ({key})")
 
 
-def _model_name(model: str) -> str:
-    """A model as a file's metadata names it: a local folder by its name alone (as resolve_model_dir, a folder
-    before a hub id), a hub id as it is."""
+def model_name(model: str) -> str:
+    """A model as a file's metadata names it: a local folder by the name of the folder it resolves to (so that
+    '.', '..' and a symbolic link name it as a layout's `model:` does; as resolve_model_dir, a folder before a
+    hub id), a hub id as it is."""
     folder = Path(model).expanduser()
-    return folder.name if folder.is_dir() else model
+    return folder.resolve().name if folder.is_dir() else model
 
 
 def _plain(number):
@@ -198,15 +199,15 @@ ART_KEY_DIGITS = 32  # hex digits of `art_key`
 
 
 def model_stamp(model_id) -> dict:
-    """What tells a model folder's files apart without reading them: each file's size and modification time."""
+    """What tells a model folder's files apart without reading them: each file's `manifest.file_stamp`."""
     from studio.checkpoint import resolve_model_dir
+    from studio.manifest import file_stamp
 
     folder = resolve_model_dir(model_id)
     files = {}
     for p in sorted(folder.rglob("*")):
         if p.is_file() and not p.name.startswith("."):
-            st = p.stat()
-            files[p.relative_to(folder).as_posix()] = [st.st_size, st.st_mtime_ns]
+            files[p.relative_to(folder).as_posix()] = file_stamp(p)
     return {"folder": str(folder.resolve()), "files": files}
 
 
@@ -214,18 +215,17 @@ def art_key(job: GenerateJob, layer: GenerateLayer, stamp: dict, pipe=None) -> s
     """The name of a generation's kept picture: a hash of everything that decides its pixels (the model's
     files, and the dtype and weight variant of `pipe` when given, else float32 as render loads them; the
     settings, the size, the attention blocks and VAE tiles its memory plan chose, how this process computes,
-    studio's version). Not the budget itself: an automatic one moves with the free memory, the blocks it
-    gives mostly don't."""
+    studio's build, `manifest.studio_build`: its version stays the same between commits). Not the budget
+    itself: an automatic one moves with the free memory, the blocks it gives mostly don't."""
     from studio import manifest
 
     blocks = [[p.name, repr(p.chunks), p.tiles.describe() if p.tiles else None] for p in job.memory.phases]
     weights = [str(pipe.dtype), pipe.variant] if pipe is not None else ["Float32", None]
     return manifest.sha256_json({
-        "studio": __version__, "compute": manifest.compute_identity(), "model": stamp, "weights": weights,
-        "prompt": layer.prompt,
-        "negative_prompt": layer.negative_prompt, "seed": layer.seed, "steps": layer.steps,
-        "guidance": layer.guidance, "sampler": layer.sampler, "size": [job.gen_width, job.gen_height],
-        "blocks": blocks})[:ART_KEY_DIGITS]
+        "studio_build": manifest.studio_build(), "compute": manifest.compute_identity(), "model": stamp,
+        "weights": weights, "prompt": layer.prompt, "negative_prompt": layer.negative_prompt, "seed": layer.seed,
+        "steps": layer.steps, "guidance": layer.guidance, "sampler": layer.sampler,
+        "size": [job.gen_width, job.gen_height], "blocks": blocks})[:ART_KEY_DIGITS]
 
 
 def _kept_art(path: Path, size: tuple[int, int]):
@@ -353,8 +353,10 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     except OSError as e:
         raise InputError(f"{out_dir}: cannot be the output folder ({e.strerror or e})") from None
     targets = output_paths(layout, out_dir, stem)
-    # what a killed run of this layout left: its temporary files, or renames to finish
-    remove_temporaries(out_dir, temporary_targets(layout, stem))
+    # what a killed run of this layout left: its temporary files, or renames to finish; an output whose renames
+    # are finished is written, so the art kept for it goes (as when that run ends)
+    for name in remove_temporaries(out_dir, temporary_targets(layout, stem)):
+        _drop_art(out_dir / ART_FOLDER, name.rpartition(".")[0])
     check_outputs(layout, targets, overwrite)  # before any generation: don't compute what can't be written
     warn_text_problems(layout, warn)  # the final files clip such text as the proof does
     loaded = {model_key(m): pipe for m, pipe in (pipelines or {}).items()}
@@ -421,7 +423,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     if record is not None:
         record.update(budget=plan.budget, generations=jobs_meta)
     # files travel: no local paths; and the same pixels make the same file, whatever the budget planned
-    public = [{**{k: v for k, v in meta.items() if k != "peak_memory_planned"}, "model": _model_name(meta["model"])}
+    public = [{**{k: v for k, v in meta.items() if k != "peak_memory_planned"}, "model": model_name(meta["model"])}
               for meta in jobs_meta]
     metadata = {"software": f"studio {__version__}", "layout": Path(layout.source).name,
                 "variables": dict(sorted(layout.variables.items())), "generations": public, **(metadata or {})}

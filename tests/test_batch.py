@@ -599,13 +599,15 @@ def test_an_unreadable_batch_log_is_one_error(tiny_dir, tmp_path, capsys):
 def test_a_damaged_file_hash_memo_only_costs_a_rehash(tmp_path):
     f, memo = tmp_path / "w.bin", tmp_path / "memo.json"
     f.write_bytes(b"abc")
-    key = str(f.resolve())
-    for damaged in ([], None, "x", {key: 5}, {key: [3, "x", "y"]}, {key: [3, 1, 2, 3]}):
+    key, st = str(f.resolve()), f.stat()
+    old_form = [3, st.st_mtime_ns, "0" * 64]  # [size, mtime_ns, sha256], as memos were written before the inode
+    for damaged in ([], None, "x", {key: 5}, {key: [3, "x", "y"]}, {key: [3, 1, 2, 3]}, {key: old_form}):
         memo.write_text(json.dumps(damaged))
         hashes = manifest.FileHashes(memo)
         assert hashes(f) == manifest.sha256_file(f)
         assert hashes.save() is None
-        assert json.loads(memo.read_text()) == {key: [3, f.stat().st_mtime_ns, manifest.sha256_file(f)]}
+        assert json.loads(memo.read_text()) == {key: [3, st.st_mtime_ns, st.st_ino, st.st_ctime_ns,
+                                                      manifest.sha256_file(f)]}
 
 
 def test_a_damaged_cache_entry_is_not_counted_as_cached(tmp_path):
@@ -630,6 +632,19 @@ def test_item_keys_name_a_local_model_by_its_folder(tiny_dir, tmp_path, monkeypa
                                 "model": str(tiny_dir.resolve())})
     assert keys == {old}
     assert load_job(job, "owner/hub-model").items[0].key != old
+
+
+def test_an_items_key_names_the_job_model_only_when_the_item_uses_it(tiny_dir, tmp_path):
+    """An item whose layout names its model is not rendered again when the job's model changes; its manifest
+    names no job model."""
+    layout = LAYOUT.replace("layers:", f"model: {tiny_dir}\nlayers:")
+    job, out = write_job(tmp_path, "layout: card.yaml\nname: '{layout}-{seed}'\nitems: [{seed: 1}]\n", layout), \
+        tmp_path / "out"
+    assert load_job(job, "owner/a").items[0].key == load_job(job, "owner/b").items[0].key
+    summary, _ = run(job, out, tiny_dir)
+    assert summary.rendered == ["card-1"] and sidecars(out)["card-1"]["model_identity"] is None
+    summary, text = run(job, out, "owner/other-model")
+    assert (summary.rendered, summary.skipped) == ([], ["card-1"]), text
 
 
 def test_bad_arguments_are_one_error_before_anything_is_created(tiny_dir, tmp_path, capsys):
@@ -694,14 +709,30 @@ def test_log_tolerates_a_torn_line_and_appends_after_it(tmp_path):
     assert log.read_bytes().count(b"\n") == 3
 
 
-def test_file_hashes_are_remembered_by_size_and_mtime(tmp_path):
+def test_file_hashes_are_remembered_by_size_mtime_inode_and_ctime(tmp_path):
     f, memo = tmp_path / "w.bin", tmp_path / "memo.json"
     f.write_bytes(b"abc")
     hashes = manifest.FileHashes(memo)
     first = hashes(f)
     hashes.save()
-    assert manifest.FileHashes(memo).known[str(f.resolve())][2] == first
+    assert manifest.FileHashes(memo).known[str(f.resolve())][4] == first
     f.write_bytes(b"abcd")
+    assert manifest.FileHashes(memo)(f) == manifest.sha256_file(f) != first
+
+
+def test_file_hashes_see_a_change_whose_size_and_mtime_were_restored(tmp_path):
+    """cp -p, tar x and reproducible builds give a changed file its old mtime: the ctime, which can't be set,
+    tells it changed."""
+    f, memo = tmp_path / "w.bin", tmp_path / "memo.json"
+    f.write_bytes(b"abc")
+    hashes = manifest.FileHashes(memo)
+    first = hashes(f)
+    hashes.save()
+    st = f.stat()
+    time.sleep(0.05)  # file times tick coarsely (a few ms): the change lands in a later tick
+    f.write_bytes(b"abd")  # in place: the same inode
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
     assert manifest.FileHashes(memo)(f) == manifest.sha256_file(f) != first
 
 
@@ -1381,6 +1412,60 @@ matrix:
     # the same file, bit for bit, from the manifest, in another process than the one that rendered it
     [(name, recorded, now)] = rerender(out / "a-red-fox-1.manifest.json")
     assert name == "a-red-fox-1.png" and recorded == now
+
+
+def test_two_runs_of_one_job_into_one_outdir_render_each_item_once(tiny_dir, tmp_path):
+    """A requeued job beside its first attempt: the first run, paused mid-denoise of its first item, holds that
+    item's lock; the second skips it, naming the first's pid, and renders the others, which the first then
+    finds done once it holds their locks. Each item is rendered once, with one log line; no lock file stays."""
+    job = write_job(tmp_path, """\
+layout: card.yaml
+name: "{prompt_slug}-{seed}"
+matrix:
+  prompt: ["a red fox", "an owl"]
+  seed: [1, 2]
+""")
+    out, names = tmp_path / "out", ["a-red-fox-1", "a-red-fox-2", "an-owl-1", "an-owl-2"]
+    batch = ["batch", job, "-o", out, "--model", tiny_dir, "--quiet", "--memory-budget", "2GiB"]
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = Studio(batch, tmp_path / "first", "denoise:a-red-fox-1", pause_seconds=25)
+    first.wait_for("studio: test pause")
+    second = Studio(batch, tmp_path / "second")
+    (code, text), (first_code, first_text) = second.finish(), first.finish()
+    assert (code, first_code) == (0, 0)
+    assert f"[1/4] a-red-fox-1: being rendered by another studio run (pid {first.proc.pid}); skipped" in text
+    assert "3 rendered, 0 already done, 0 failed, 1 left to another studio run in" in text
+    assert "1 rendered, 3 already done, 0 failed in" in first_text
+    assert sorted(re.findall(r"rendered (\S+) \(", text + first_text)) == names
+    assert sorted(r["name"] for r in manifest.read_lines(out / "manifest.jsonl")) == names
+    assert_complete(out, set(names))
+    assert not list(out.glob(".*.lock"))
+
+
+def test_an_item_lock_is_held_once_and_its_removal_is_race_free(tmp_path, monkeypatch):
+    """One open file holds the lock; a killed holder's file (its pid in it) is taken over. A run that opened the
+    file just before its holder removed it locks a removed file: it sees that and tries the new one."""
+    (tmp_path / ".x.lock").write_text("4194999\n56\n")
+    first, second, third = (batch._ItemLock(tmp_path, "x") for _ in range(3))
+    assert first.take() is None and (tmp_path / ".x.lock").read_text() == f"{os.getpid()}\n"
+    assert second.take() == f" (pid {os.getpid()})"
+    first.release()
+    assert not (tmp_path / ".x.lock").exists()
+
+    assert first.take() is None
+    flock, raced = batch.fcntl.flock, []
+
+    def release_then_another_takes(fd, operation):
+        if not raced:  # second has opened the file: first removes it, third makes and locks a new one
+            raced.append(fd)
+            first.release()
+            assert third.take() is None
+        return flock(fd, operation)
+    monkeypatch.setattr(batch.fcntl, "flock", release_then_another_takes)
+    assert second.take() == f" (pid {os.getpid()})" and raced
+    third.release()
+    assert not (tmp_path / ".x.lock").exists()
 
 
 def test_a_signal_finishes_the_current_item_a_second_drops_it(tiny_dir, tmp_path, monkeypatch):

@@ -40,6 +40,7 @@ def test_generate_writes_the_image_and_shows_every_phase(tiny_dir, tmp_path, cap
     with Image.open(out) as image:
         assert image.size == (256, 192)
         assert image.text["prompt"] == "a cat" and image.text["seed"] == "7"
+        assert image.text["model"] == tiny_dir.name  # as render names it: files travel, local paths stay
         first = np.asarray(image)
 
     # the file exists: refused in one line, untouched
@@ -161,6 +162,20 @@ def test_arguments_that_are_not_utf8_text_are_one_line(argv, shown, tmp_path, mo
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert capsys.readouterr().err == f"studio: error: argument '{shown}' is not valid UTF-8 text\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["generate", "a cat", "-o", "x.png"], ["plan", "l.yaml"],
+                                     ["proof", "l.yaml", "-o", "p.png"], ["render", "l.yaml", "-o", "out"],
+                                     ["batch", "job.yaml", "-o", "out"]])
+@pytest.mark.parametrize("model", ["ti\x00ny", "ti\nny"])
+def test_a_model_with_a_control_character_is_refused_as_a_layouts_is(command, model, tmp_path, monkeypatch,
+                                                                      capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(command + ["--model", model]) == 2
+    shown = model.replace("\x00", "\\x00").replace("\n", "\\n")
+    assert capsys.readouterr().err == (f"studio: error: --model '{shown}' has a control character, which no path, "
+                                       f"font or model name may hold\n")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -226,8 +226,9 @@ def test_a_run_killed_while_placing_its_files_is_finished_by_the_next_one(tmp_pa
             pixels[name] = im.tobytes()
     assert pixels["p.png"] == raster(seed=2).tobytes() and pixels["p.jpg"] != pixels["p.png"]  # half done
     assert len([p for p in tmp_path.iterdir() if p.name.endswith(".commit")]) == 1
-    E.remove_temporaries(tmp_path, {"p.png", "p.jpg"})
+    assert E.remove_temporaries(tmp_path, {"p.png", "p.jpg"}) == {"p.png"}  # the journal's: its export is written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jpg", "p.png"]
+    assert E.remove_temporaries(tmp_path, {"p.png", "p.jpg"}) == set()
     with Image.open(tmp_path / "p.jpg") as im:
         assert np.abs(np.asarray(im, float) - np.asarray(raster(seed=2), float)).mean() < 8  # the new JPEG
 

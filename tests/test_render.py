@@ -2,7 +2,12 @@
 
 import gc
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import weakref
 
 import numpy as np
@@ -281,6 +286,91 @@ output: {{formats: [png], name: {name}}}
     [file] = render(layout, tmp_path / "out", None, "1GiB")
     assert len(calls) == 1 and file.name == name + ".png"
     assert [p.name for p in (tmp_path / "out").iterdir()] == [file.name]
+
+
+def test_art_kept_by_another_build_of_studio_is_generated_again(tiny_dir, tmp_path, watched, monkeypatch, capsys):
+    """studio's version stays the same between commits: kept art is keyed by its build (manifest.studio_build),
+    so another build generates the layer again, as a rerender of the files it writes would."""
+    import studio.manifest
+    import studio.render
+
+    _, calls = watched
+    (tmp_path / "one.yaml").write_text(f"""\
+canvas: {{width: 32, height: 32}}
+layers:
+  - generate: {{prompt: a fox, seed: 1, steps: 1, model: {tiny_dir}}}
+output: {{formats: [png]}}
+""")
+    layout = load_layout(tmp_path / "one.yaml")
+    export = studio.render.export
+
+    def stopped(*args, **kwargs):  # as Ctrl-C while writing the files
+        raise KeyboardInterrupt
+    monkeypatch.setattr(studio.render, "export", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        render(layout, tmp_path / "out", None, "1GiB")
+    assert len(list((tmp_path / "out" / ".studio-art").iterdir())) == 1
+    monkeypatch.setattr(studio.render, "export", export)
+    monkeypatch.setattr(studio.manifest, "studio_build", lambda: "another build")
+    capsys.readouterr()
+    render(layout, tmp_path / "out", None, "1GiB")
+    assert len(calls) == 2 and "its art from an earlier render" not in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one.png"]
+
+
+def test_a_model_file_changed_with_its_size_and_mtime_restored_changes_the_art_key(tiny_dir, tmp_path):
+    """A weight file rewritten in place with its old mtime (cp -p, tar x): its ctime tells it changed."""
+    from studio.render import model_stamp
+
+    model = shutil.copytree(tiny_dir, tmp_path / "m")
+    before = model_stamp(model)
+    weights = model / "vae" / "diffusion_pytorch_model.safetensors"
+    st, data = weights.stat(), bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    time.sleep(0.05)  # file times tick coarsely (a few ms): the change lands in a later tick
+    weights.write_bytes(data)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (weights.stat().st_size, weights.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    changed = [name for name, stamp in model_stamp(model)["files"].items() if stamp != before["files"][name]]
+    assert changed == ["vae/diffusion_pytorch_model.safetensors"]
+
+
+def test_a_model_folder_is_named_by_the_folder_it_resolves_to(tiny_dir, tmp_path, monkeypatch):
+    """'.', '..' and a symbolic link name the model as its folder does (a layout's `model:` resolves it): the
+    same pixels make the same file."""
+    from studio.render import model_name
+
+    (tmp_path / "mylink").symlink_to(tiny_dir)
+    (tmp_path / "card.yaml").write_text("canvas: {width: 32, height: 32}\n"
+                                        "layers: [{generate: {prompt: a fox, seed: 1, steps: 1}}]\n")
+    layout = load_layout(tmp_path / "card.yaml")
+    files = []
+    for folder, model in ((tmp_path, "mylink"), (tiny_dir, "."), (tiny_dir / "vae", ".."), (tmp_path, str(tiny_dir))):
+        monkeypatch.chdir(folder)
+        assert model_name(model) == tiny_dir.name
+        [file] = render(layout, tmp_path / f"out{len(files)}", model, "1GiB")
+        files.append(file.read_bytes())
+    assert files[1:] == files[:1] * 3
+    assert model_name("owner/name") == "owner/name"
+
+
+def test_a_finished_rename_log_drops_the_outputs_kept_art(tiny_dir, tmp_path):
+    """A render killed between its renames, its art still kept: the next render finishes the renames and, though
+    it then stops at 'file exists', the art kept for those files goes (they are written)."""
+    (tmp_path / "card.yaml").write_text("canvas: {width: 32, height: 32}\noutput: {formats: [png, jpeg]}\n"
+                                        "layers: [{generate: {prompt: a fox, seed: 1, steps: 1}}]\n")
+    out = tmp_path / "out"
+    env = {**os.environ, "STUDIO_TEST_PAUSE_IN": "place:card.png", "STUDIO_TEST_PAUSE_SECONDS": "60"}
+    with subprocess.Popen([sys.executable, "-m", "studio.cli", "render", tmp_path / "card.yaml", "-o", out,
+                           "--model", tiny_dir, "--memory-budget", "1GiB", "--quiet"], env=env,
+                          stderr=subprocess.PIPE, text=True) as run:
+        assert any(line == "studio: test pause: place card.png\n" for line in run.stderr)  # read until it
+        run.send_signal(signal.SIGKILL)
+    assert (out / "card.png").exists() and not (out / "card.jpg").exists()
+    assert len(list((out / ".studio-art").iterdir())) == 1
+    with pytest.raises(InputError, match="card.png: file exists"):
+        render(load_layout(tmp_path / "card.yaml"), out, str(tiny_dir), "1GiB")
+    assert sorted(p.name for p in out.iterdir()) == ["card.jpg", "card.png"]
 
 
 def test_render_refuses_a_size_its_formats_cannot_hold_before_generating(tiny_dir, tmp_path, watched, monkeypatch):
