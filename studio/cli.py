@@ -72,6 +72,11 @@ class _Parser(argparse.ArgumentParser):
     of this class too."""
 
     def error(self, message):
+        option = re.fullmatch(r"argument (?:\S+/)?(--\S+): expected one argument", message)
+        if option:  # or its value starts with '-', which argparse reads as an option
+            message += f" (a value that starts with '-' takes '=': {option[1]}=-value)"
+        elif "arguments are required: prompt" in message:
+            message += " (a prompt that starts with '-' goes last, after '--': -o x.png -- \"-cat\")"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def parse_known_args(self, args=None, namespace=None):

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from studio import __version__
-from studio.cli import main
+from studio.cli import build_parser, main
 from studio.errors import InputError
 
 
@@ -264,6 +264,21 @@ def test_4k_generate_stays_within_the_budget(tiny_dir, tmp_path, gib):
         assert image.size == (3840, 2160)
     peak = int(peak_file.read_text()) * 1024
     assert peak <= gib * 2 ** 30 + RUNTIME_OVERHEAD, f"peak RSS {peak / 2 ** 30:.2f} GiB"
+
+
+def test_a_prompt_or_value_starting_with_a_dash_is_explained(capsys):
+    """argparse reads '-cat' and '-blurry' as options: the error says how to pass them."""
+    for argv, expected in [
+        (["generate", "-cat", "-o", "x.png"], "studio generate: error: the following arguments are required: prompt (a "
+         "prompt that starts with '-' goes last, after '--': -o x.png -- \"-cat\") (see studio generate --help)"),
+        (["generate", "a cat", "--negative", "-blurry", "-o", "x.png"], "studio generate: error: argument --negative: "
+         "expected one argument (a value that starts with '-' takes '=': --negative=-value) (see studio generate "
+         "--help)")]:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2 and capsys.readouterr().err == expected + "\n"
+    args = build_parser().parse_args(["generate", "--negative=-blurry", "-o", "x.png", "--", "-cat"])
+    assert (args.prompt, args.negative) == ("-cat", "-blurry")
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path):
