@@ -9,11 +9,13 @@ Safetensors are read one tensor (or some rows of one) at a time with plain reads
 Pickle files are refused.
 """
 
+import collections
 import dataclasses
 import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -432,12 +434,15 @@ def config_kwargs(cls, d: dict, where, ignored: frozenset = frozenset(), writer:
 def check_types(cls, d: dict, where, min_int: int | None = 1) -> None:
     """A CheckpointError naming `where`, the key and its value unless every key of `d` that is a field of the
     dataclass `cls` holds a value of the field's annotation (JSON-like: an int is a float, a list a tuple). An
-    integer must be at least `min_int`: the model configs' integers are sizes and counts."""
+    integer must be at least `min_int`: the model configs' integers are sizes and counts. A number must be
+    finite (JSON as Python reads it has NaN and Infinity), unless it is the field's own non-finite default (the
+    scheduler's lambda_min_clipped, -Infinity)."""
     hints = typing.get_type_hints(cls)
-    for key in [f.name for f in dataclasses.fields(cls) if f.name in d]:
-        if not _is_a(d[key], hints[key], min_int):
-            raise CheckpointError(f"{where}: '{key}' is {json.dumps(d[key], default=repr)[:60]}; expected "
-                                  f"{_describe(hints[key], min_int)}")
+    for f in [f for f in dataclasses.fields(cls) if f.name in d]:
+        value = d[f.name]
+        if not (_is_a(value, hints[f.name], min_int) or type(value) is float and value == f.default):
+            raise CheckpointError(f"{where}: '{f.name}' is {json.dumps(value, default=repr)[:60]}; expected "
+                                  f"{_describe(hints[f.name], min_int)}")
 
 
 def _is_a(value, hint, min_int: int | None) -> bool:
@@ -448,7 +453,7 @@ def _is_a(value, hint, min_int: int | None) -> bool:
     if hint is int:
         return type(value) is int and (min_int is None or value >= min_int)
     if hint is float:
-        return type(value) in (int, float)
+        return type(value) is int or type(value) is float and math.isfinite(value)
     return type(value) is (type(None) if hint is None else hint)  # bool, str, None
 
 
@@ -459,7 +464,7 @@ def _describe(hint, min_int: int | None, plural: bool = False) -> str:
         return f"a list of {_describe(typing.get_args(hint)[0], None, plural=True)}"
     if hint is int:
         return ("integers" if plural else "an integer") + (f" of at least {min_int}" if min_int is not None else "")
-    names = {float: ("a number", "numbers"), bool: ("true or false", "true or false"),
+    names = {float: ("a finite number", "finite numbers"), bool: ("true or false", "true or false"),
              str: ("a string", "strings"), type(None): ("null", "null")}
     return names.get(hint, (str(hint), str(hint)))[plural]
 
@@ -536,7 +541,8 @@ def _shards(index: Path) -> list[Path]:
 
 
 class SafetensorsFile:
-    """A safetensors file: names and shapes from its header, then one tensor (or some rows of one) at a time.
+    """A safetensors file: names and shapes from its header (its layout checked as safetensors does), then one
+    tensor (or some rows of one) at a time.
 
     Tensors are read with plain file reads, not through a memory map: a map's pages count in the process's
     resident memory while it is open (`benchmarks/t5_streaming.py --layers 2`, 2.1 GB of weights in two
@@ -555,21 +561,36 @@ class SafetensorsFile:
                 raise CheckpointError(f"{path}: truncated or corrupt safetensors file (header of {n} bytes, "
                                       f"file of {size})")
             try:
-                header = json.loads(f.read(n))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                header = json.loads(f.read(n), object_pairs_hook=_unique_keys)
+            except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a repeated key
                 raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from e
         if not isinstance(header, dict):
             raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
-        header.pop("__metadata__", None)
+        metadata = header.pop("__metadata__", None)
+        if not (metadata is None or isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+            raise CheckpointError(f"{path}: corrupt safetensors header: '__metadata__' is "
+                                  f"{json.dumps(metadata)[:60]}; expected an object of strings")
         for key, entry in header.items():
             _check_entry(path, key, entry)
         self.data_start = 8 + n
         self.entries = header
-        end = max((e["data_offsets"][1] for e in header.values()), default=0)
+        # as safetensors: in offset order, each tensor's bytes start where the previous one's end (zero-size
+        # tensors share their offset), from the data's first byte to the file's last
+        end, last = 0, None
+        for key in sorted(header, key=lambda k: header[k]["data_offsets"]):
+            begin, stop = header[key]["data_offsets"]
+            if begin != end:
+                where = (f"before key '{last}' ends (at {end}): their bytes overlap" if begin < end else
+                         f"after a gap: {f'key {last!r} ends' if last else 'the data starts'} at {end}")
+                raise CheckpointError(f"{path}: corrupt safetensors header: key '{key}' starts at byte {begin} of "
+                                      f"the data, {where}")
+            end, last = stop, key
         if self.data_start + end > size:
-            last = max(header, key=lambda k: header[k]["data_offsets"][1])
             raise CheckpointError(f"{path}: truncated safetensors file: key '{last}' ends at byte "
                                   f"{self.data_start + end}, file has {size}")
+        if self.data_start + end < size:
+            raise CheckpointError(f"{path}: corrupt safetensors file: {size - self.data_start - end} bytes after "
+                                  f"the last tensor's data (which ends at byte {self.data_start + end})")
 
     def keys(self):
         return self.entries.keys()
@@ -620,41 +641,51 @@ def _decode(raw: np.ndarray, code: str) -> np.ndarray:
     return (arr.astype(np.uint32) << 16).view(np.float32) if code == "BF16" else arr
 
 
+def _unique_keys(pairs: list[tuple[str, typing.Any]]) -> dict:
+    """A JSON object of a safetensors header; a key given twice is a ValueError (json.loads keeps the last)."""
+    twice = [key for key, count in collections.Counter(key for key, _ in pairs).items() if count > 1]
+    if twice:
+        raise ValueError(f"key '{twice[0]}' is given twice")
+    return dict(pairs)
+
+
 def _check_entry(path: Path, key: str, entry) -> None:
     """One header entry: a known dtype, a shape, and data offsets spanning exactly that many bytes."""
     try:
         code, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
         ints = [*shape, begin, end]
-        if not all(isinstance(i, int) and i >= 0 for i in ints):
+        if not all(type(i) is int and i >= 0 for i in ints):
             raise ValueError
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{path}: corrupt safetensors header: key '{key}' needs a dtype, a shape and "
                               "two data offsets") from None
     if code not in _ST_DTYPES:
         raise CheckpointError(f"{path}: key '{key}' has unsupported dtype {code}")
-    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(_ST_DTYPES[code]).itemsize
+    nbytes = math.prod(shape) * np.dtype(_ST_DTYPES[code]).itemsize  # Python ints: no overflow
     if end - begin != nbytes:
         raise CheckpointError(f"{path}: corrupt safetensors header: key '{key}' of shape {list(shape)} "
                               f"{code} takes {nbytes} bytes, its data offsets span {end - begin}")
 
 
-def load_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"], prefix: str = "",
-                 progress: typing.Callable[[int], None] | None = None) -> None:
-    """Copy every tensor of `files` into the parameter of the same name, in the parameter's dtype.
+def check_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"],
+                  prefix: str = "") -> dict[str, tuple[SafetensorsFile, str]]:
+    """Which tensor of `files` fills each parameter of `cell`, from the files' headers alone (no weight is read):
+    {parameter name: (file, key)}.
 
     Strict: an unexpected key, a key in two files, a tensor that is not floating-point, a shape mismatch, or
     a parameter no file provides is a CheckpointError.
     A cell may define `checkpoint_aliases`, {checkpoint key: parameter name}, for keys stored under a
-    second name (T5's tied embedding: `encoder.embed_tokens.weight` is `shared.weight`). With a `prefix`
-    (e.g. "encoder.block.3.") only the keys under it are read, into the parameters named by the rest of
-    the key: one part of a model at a time (the streamed T5 encoder, which passes its files opened once:
-    `SafetensorsFile`s, so their headers are not read again for every part), strict within that part.
-    progress(bytes): called after each tensor with the bytes it took in its file.
+    second name (T5's tied embedding: `encoder.embed_tokens.weight` is `shared.weight`); where a checkpoint
+    holds both, the alias fills the parameter, whatever the order of the keys: it is what transformers' T5
+    encoder reads (it unties the two when they differ). With a `prefix` (e.g. "encoder.block.3.") only the
+    keys under it count, for the parameters named by the rest of the key: one part of a model at a time (the
+    streamed T5 encoder, which passes its files opened once: `SafetensorsFile`s, so their headers are not read
+    again for every part), strict within that part.
     """
     params = dict(cell.parameters_and_names())
     aliases = getattr(cell, "checkpoint_aliases", {})
-    filled: set[str] = set()
-    read: dict[str, Path] = {}  # key -> the file it was read from
+    sources: dict[str, tuple[SafetensorsFile, str]] = {}
+    read: dict[str, Path] = {}  # key -> the file it is in
     for st in files:
         st = st if isinstance(st, SafetensorsFile) else SafetensorsFile(st)
         path = st.path
@@ -673,21 +704,33 @@ def load_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"], prefix
                 raise CheckpointError(f"{path}: key '{key}' has shape {list(st.shape(key))}, "
                                       f"the model expects {list(p.shape)}")
             st.check_float(key)
-            arr = st.array(key)  # a fresh array: the tensor may take it over without a copy
-            stored = arr.nbytes
-            arr = arr.astype(_NP_FLOAT.get(p.dtype, np.float32), copy=False)
-            arr = np.ascontiguousarray(arr)
-            same = arr.dtype == _NP_FLOAT.get(p.dtype)  # from_numpy: no copy (a third of a T5 block's load)
-            p.set_data(ms.from_numpy(arr) if same else ms.Tensor(arr, dtype=p.dtype))
-            filled.add(name)
-            if progress is not None:
-                progress(stored)
-    missing = [name for name in params if name not in filled]
+            if local != name or name not in sources:  # the parameter's own key does not replace its alias
+                sources[name] = (st, key)
+    missing = [name for name in params if name not in sources]
     if missing:
         paths = [getattr(f, "path", f) for f in files]
         where = paths[0] if len(paths) == 1 else f"{paths[0].parent} ({', '.join(p.name for p in paths)})"
         raise CheckpointError(f"{where}: missing key '{prefix}{missing[0]}' in the checkpoint"
                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return sources
+
+
+def load_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"], prefix: str = "",
+                 progress: typing.Callable[[int], None] | None = None) -> None:
+    """Copy into each parameter of `cell` the tensor of `files` that `check_weights` gives it (strictly; aliases
+    and `prefix` as there), in the parameter's dtype. progress(bytes): called after each tensor with the bytes
+    it took in its file."""
+    params = dict(cell.parameters_and_names())
+    for name, (st, key) in check_weights(cell, files, prefix).items():
+        p = params[name]
+        arr = st.array(key)  # a fresh array: the tensor may take it over without a copy
+        stored = arr.nbytes
+        arr = arr.astype(_NP_FLOAT.get(p.dtype, np.float32), copy=False)
+        arr = np.ascontiguousarray(arr)
+        same = arr.dtype == _NP_FLOAT.get(p.dtype)  # from_numpy: no copy (a third of a T5 block's load)
+        p.set_data(ms.from_numpy(arr) if same else ms.Tensor(arr, dtype=p.dtype))
+        if progress is not None:
+            progress(stored)
 
 
 def load_component(model_cls, config_cls, folder, dtype, variant: str | None = None,

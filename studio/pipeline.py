@@ -19,8 +19,8 @@ import mindspore as ms
 import numpy as np
 
 from studio import backend, binning, memory, sampling, vae_tiling as tiling
-from studio.checkpoint import (WEIGHTED_COMPONENTS, check_types, compose, describe_path, falls_back, read_config,
-                               read_json, resolve_model_dir, transformer_folder, weight_files)
+from studio.checkpoint import (WEIGHTED_COMPONENTS, check_types, check_weights, compose, describe_path, falls_back,
+                               read_config, read_json, resolve_model_dir, transformer_folder, weight_files)
 from studio.memory_plan import GenerationPlan, plan_generation
 from studio.errors import CheckpointError, ConfigError, InputError
 from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
@@ -266,8 +266,9 @@ def _one_at_a_time(method):
 
 def check_folder(folder: Path, variant: str | None = None, warn: bool = True):
     """Everything of a pipeline folder but its weights, checked as loading it does first (components, configs,
-    scheduler, tokenizer, the weight files' names and shard indexes; `warn`: a variant's fallback to plain
-    files): CheckpointError/ConfigError at the first problem. Returns (vae config, sampler, tokenizer)."""
+    scheduler, tokenizer, the weight files' names and shard indexes, the text encoder's keys, shapes and dtypes
+    against its config; `warn`: a variant's fallback to plain files): CheckpointError/ConfigError at the first
+    problem. Returns (vae config, sampler, tokenizer)."""
     index = read_json(folder / "model_index.json")
     for c in COMPONENTS:
         what = describe_path(folder / c) if c in index else "missing"
@@ -287,6 +288,8 @@ def check_folder(folder: Path, variant: str | None = None, warn: bool = True):
     for c, f in plain.items() if warn else ():  # a component without them loads its plain ones, as diffusers
         warnings.warn(f"studio: {folder / c} has no {variant} weights; loading its plain ones ({f[0].name}"
                       f"{', ...' if len(f) > 1 else ''}), as diffusers does", stacklevel=3)
+    # its weights are read at the first prompt: their headers are checked now (the model is not allocated)
+    check_weights(T5EncoderModel(t5_config), files["text_encoder"])
     return vae_config, sampler, tokenizer
 
 

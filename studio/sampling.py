@@ -168,6 +168,9 @@ class SamplerConfig:
                 raise ConfigError(f"scheduler config: {key}={value!r} is not supported; expected one of {expected}")
         if self.num_train_timesteps < 1:
             raise ConfigError(f"scheduler config: num_train_timesteps={self.num_train_timesteps!r} must be >= 1")
+        if not 0 < self.beta_start <= self.beta_end < 1:  # equal: constant betas, which diffusers runs too
+            raise ConfigError(f"scheduler config: beta_start={self.beta_start!r} and beta_end={self.beta_end!r} "
+                              "must satisfy 0 < beta_start <= beta_end < 1")
 
     @classmethod
     def from_scheduler_config(cls, d: dict) -> "SamplerConfig":

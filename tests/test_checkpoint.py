@@ -9,6 +9,7 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 import pytest
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from studio.checkpoint import (SafetensorsFile, _hub_unreachable, download_weight_names, load_weights,
@@ -79,6 +80,26 @@ def test_a_shard_holding_a_key_its_index_maps_to_another_shard(broken, keep_in_f
     assert msg == (f"{folder / SHARD_2}: holds key '{key}', which model.safetensors.index.json maps to {SHARD_1}")
 
 
+def test_a_text_encoder_key_in_a_shard_its_index_does_not_list_is_refused_at_load(broken):
+    """A second copy of the embedding, in the other shard and not in the index: the streamed text encoder took the
+    first it saw; refused when the pipeline loads, and by the streamed encoder itself."""
+    from studio.models.t5 import StreamedT5Encoder
+
+    folder = broken / "text_encoder"
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    home = index["weight_map"].pop("shared.weight")
+    other = SHARD_2 if home == SHARD_1 else SHARD_1
+    tensors = load_file(str(folder / other))
+    tensors["shared.weight"] = load_file(str(folder / home))["shared.weight"] * 0
+    save_file(tensors, str(folder / other))
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    expected = f"{folder / SHARD_2}: key 'shared.weight' is stored twice, here and in {folder / SHARD_1}"
+    assert load_error(broken) == expected
+    with pytest.raises(CheckpointError) as info:
+        StreamedT5Encoder(folder)
+    assert str(info.value) == expected
+
+
 def test_a_key_stored_in_two_files_is_an_error(tiny_dir, tmp_path):
     model = PixArtTransformer2DModel.from_pretrained(tiny_dir / "transformer")
     tensors = load_file(str(tiny_dir / "transformer" / WEIGHTS))
@@ -101,16 +122,16 @@ def test_integer_and_bool_tensors_are_refused(broken, dtype, code):
                                   "(F32, F16 or BF16; F64 is read too)")
 
 
-def test_an_integer_embedding_table_is_refused_by_the_streamed_text_encoder(broken):
-    """The streamed T5 reads only the prompt's rows of the embedding: they are checked too."""
+def test_an_integer_embedding_table_is_refused_at_load(broken):
+    """The streamed T5 reads only the prompt's rows of the embedding, at the first prompt: its dtype is checked
+    when the pipeline loads, from the header."""
     index = json.loads((broken / "text_encoder" / "model.safetensors.index.json").read_text())
     path = broken / "text_encoder" / index["weight_map"]["shared.weight"]
     tensors = load_file(str(path))
     tensors["shared.weight"] = tensors["shared.weight"].astype(np.int32)
     save_file(tensors, str(path))
-    pipe = PixArtSigmaPipeline.from_pretrained(broken)
-    with pytest.raises(CheckpointError, match=f"^{path}: key 'shared.weight' has dtype I32; expected a floating"):
-        pipe.encode_prompt("a cat")
+    assert load_error(broken) == (f"{path}: key 'shared.weight' has dtype I32; expected a floating dtype (F32, F16 "
+                                  "or BF16; F64 is read too)")
 
 
 def test_rows_of_an_integer_table_are_refused(tmp_path):
@@ -160,7 +181,7 @@ def _rewrite_header(path, edit):
     data = path.read_bytes()
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + n])
-    edit(header["decoder.conv_in.bias"])
+    edit(header)
     raw = json.dumps(header).encode()
     path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
 
@@ -174,9 +195,102 @@ def _rewrite_header(path, edit):
 ])
 def test_corrupt_header(broken, edit, expected):
     path = broken / "vae" / WEIGHTS
-    _rewrite_header(path, edit)
+    _rewrite_header(path, lambda header: edit(header["decoder.conv_in.bias"]))
     msg = load_error(broken)
     assert str(path) in msg and expected in msg
+
+
+def _raw(path, header, data: bytes = b"") -> Path:
+    """A safetensors file of `header` (a dict, or JSON text, where a key may repeat) and `data`."""
+    raw = (header if isinstance(header, str) else json.dumps(header)).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+    return path
+
+
+def _f32(begin, end, shape=None) -> dict:
+    return {"dtype": "F32", "shape": [(end - begin) // 4] if shape is None else shape, "data_offsets": [begin, end]}
+
+
+FOUR = np.arange(4, dtype=np.float32).tobytes()  # 16 bytes
+# safetensors keeps the last 'a' and finds bytes 0-8 nobody's; studio refuses any key given twice
+A_TWICE = f'{{"a": {json.dumps(_f32(0, 8))}, "a": {json.dumps(_f32(8, 16))}}}'
+
+
+@pytest.mark.parametrize("header,data", [
+    ({"b": _f32(8, 16), "a": _f32(0, 8)}, FOUR),  # any order in the header
+    ({"z": _f32(0, 0, [0, 3]), "y": _f32(0, 0, [0]), "a": _f32(0, 16), "x": _f32(16, 16, [0])}, FOUR),  # zero-size
+    ({"__metadata__": {"format": "pt"}, "a": _f32(0, 16)}, FOUR),
+    ({"__metadata__": None, "a": _f32(0, 16, [2, 2])}, FOUR),
+    ({"s": _f32(0, 4, [])}, FOUR[:4]),
+    ({}, b""),
+])
+def test_safetensors_layouts_that_safetensors_reads_are_read_alike(tmp_path, header, data):
+    path = _raw(tmp_path / "x.safetensors", header, data)
+    expected = load_file(str(path))
+    st = SafetensorsFile(path)
+    assert sorted(st.keys()) == sorted(expected)
+    for key, value in expected.items():
+        assert st.shape(key) == value.shape
+        np.testing.assert_array_equal(st.array(key), value)
+
+
+@pytest.mark.parametrize("header,data,expected", [
+    ({"a": _f32(0, 8), "b": _f32(0, 8)}, FOUR[:8],
+     "corrupt safetensors header: key 'b' starts at byte 0 of the data, before key 'a' ends (at 8): their bytes "
+     "overlap"),
+    ({"a": _f32(0, 16), "z": _f32(8, 8, [0])}, FOUR,
+     "corrupt safetensors header: key 'z' starts at byte 8 of the data, before key 'a' ends (at 16): their bytes "
+     "overlap"),
+    ({"a": _f32(0, 8), "b": _f32(12, 20)}, FOUR + FOUR[:4],
+     "corrupt safetensors header: key 'b' starts at byte 12 of the data, after a gap: key 'a' ends at 8"),
+    ({"a": _f32(4, 12)}, FOUR[:12],
+     "corrupt safetensors header: key 'a' starts at byte 4 of the data, after a gap: the data starts at 0"),
+    (A_TWICE, FOUR, "corrupt safetensors header (key 'a' is given twice)"),
+    ({"__metadata__": {"format": 1}, "a": _f32(0, 16)}, FOUR,
+     "corrupt safetensors header: '__metadata__' is {\"format\": 1}; expected an object of strings"),
+    ({"__metadata__": ["pt"], "a": _f32(0, 16)}, FOUR,
+     "corrupt safetensors header: '__metadata__' is [\"pt\"]; expected an object of strings"),
+    ({"a": _f32(0, 8, [2 ** 64])}, FOUR[:8], "corrupt safetensors header: key 'a' of shape [18446744073709551616] "
+                                             "F32 takes 73786976294838206464 bytes, its data offsets span 8"),
+    ({"a": _f32(0, 0, [2 ** 32, 2 ** 32])}, b"", "corrupt safetensors header: key 'a' of shape [4294967296, "
+                                                 "4294967296] F32 takes 73786976294838206464 bytes, its data offsets "
+                                                 "span 0"),
+    ({"a": _f32(0, 4, [True])}, FOUR[:4], "corrupt safetensors header: key 'a' needs a dtype, a shape and two data "
+                                          "offsets"),
+])
+def test_safetensors_layouts_that_safetensors_refuses_are_refused(tmp_path, header, data, expected):
+    """As safetensors checks a file as a whole: in offset order, each tensor's bytes start where the previous one's
+    end, from the data's first byte to the file's last; metadata maps strings to strings; sizes don't overflow."""
+    path = _raw(tmp_path / "x.safetensors", header, data)
+    with pytest.raises(SafetensorError):
+        load_file(str(path))
+    with pytest.raises(CheckpointError) as info:
+        SafetensorsFile(path)
+    assert str(info.value) == f"{path}: {expected}"
+
+
+@pytest.mark.parametrize("header,data,extra", [({"a": _f32(0, 8)}, FOUR, 8), ({}, b"xx", 2)])
+def test_bytes_after_the_last_tensor_are_refused(tmp_path, header, data, extra):
+    path = _raw(tmp_path / "x.safetensors", header, data)
+    with pytest.raises(SafetensorError, match="file not fully covered"):
+        load_file(str(path))
+    with pytest.raises(CheckpointError) as info:
+        SafetensorsFile(path)
+    end = path.stat().st_size - extra
+    assert str(info.value) == (f"{path}: corrupt safetensors file: {extra} bytes after the last tensor's data (which "
+                               f"ends at byte {end})")
+
+
+def test_tensors_sharing_bytes_are_refused_at_load(broken):
+    """Two keys of one shape pointing at the same bytes loaded silently, both with the same values."""
+    path = broken / "vae" / WEIGHTS
+
+    def share(header):
+        header["decoder.conv_norm_out.weight"]["data_offsets"] = header["decoder.conv_norm_out.bias"]["data_offsets"]
+    _rewrite_header(path, share)
+    assert load_error(broken) == (f"{path}: corrupt safetensors header: key 'decoder.conv_norm_out.weight' starts at "
+                                  "byte 2368 of the data, before key 'decoder.conv_norm_out.bias' ends (at 2400): "
+                                  "their bytes overlap")
 
 
 def test_pickle_refused_with_conversion_hint(broken):

@@ -46,7 +46,14 @@ def load_error(folder, error=CheckpointError) -> str:
     ("transformer", "num_layers", "2", "'num_layers' is \"2\"; expected an integer of at least 1"),
     ("transformer", "num_layers", None, "'num_layers' is null; expected an integer of at least 1"),
     ("transformer", "attention_head_dim", 0, "'attention_head_dim' is 0; expected an integer of at least 1"),
-    ("transformer", "norm_eps", "1e-6", "'norm_eps' is \"1e-6\"; expected a number"),
+    ("transformer", "norm_eps", "1e-6", "'norm_eps' is \"1e-6\"; expected a finite number"),
+    ("transformer", "norm_eps", float("nan"), "'norm_eps' is NaN; expected a finite number"),
+    ("vae", "scaling_factor", float("inf"), "'scaling_factor' is Infinity; expected a finite number"),
+    ("vae", "latents_mean", [0.5, float("-inf")], "'latents_mean' is [0.5, -Infinity]; expected a list of finite "
+                                                  "numbers or null"),
+    ("text_encoder", "layer_norm_epsilon", float("nan"), "'layer_norm_epsilon' is NaN; expected a finite number"),
+    ("scheduler", "beta_end", float("inf"), "'beta_end' is Infinity; expected a finite number"),
+    ("scheduler", "lambda_min_clipped", float("inf"), "'lambda_min_clipped' is Infinity; expected a finite number"),
     ("transformer", "kv_compress_layers", 3, "'kv_compress_layers' is 3; expected a list of integers"),
     ("vae", "block_out_channels", 64, "'block_out_channels' is 64; expected a list of integers"),
     ("vae", "latent_channels", "4", "'latent_channels' is \"4\"; expected an integer of at least 1"),
@@ -60,6 +67,41 @@ def load_error(folder, error=CheckpointError) -> str:
 def test_config_values_of_the_wrong_type_name_file_key_value_and_type(broken, component, key, value, expected):
     edit(broken, CONFIGS[component], **{key: value})
     assert load_error(broken) == f"{broken / CONFIGS[component]}: {expected}"
+
+
+@pytest.mark.parametrize("component,key,value,expected", [
+    ("transformer", "norm_eps", -1.0, "norm_eps=-1.0 must be > 0"),
+    ("transformer", "norm_eps", 0, "norm_eps=0 must be > 0"),
+    ("transformer", "interpolation_scale", 0.0, "interpolation_scale=0.0 must be > 0"),
+    ("text_encoder", "layer_norm_epsilon", -1e-6, "layer_norm_epsilon=-1e-06 must be > 0"),
+    ("vae", "scaling_factor", 0, "scaling_factor=0 must not be 0 (latents are divided by it)"),
+])
+def test_config_values_out_of_range_name_file_key_and_range(broken, component, key, value, expected):
+    """norm_eps -1.0 made a black image, exit status 0; a published config's values load (the tiny pipeline's are
+    copies of them, the scheduler's lambda_min_clipped -Infinity included)."""
+    edit(broken, CONFIGS[component], **{key: value})
+    assert load_error(broken, ConfigError) == f"{broken / CONFIGS[component]}: {expected}"
+
+
+SHARDS = "model-00001-of-00002.safetensors, model-00002-of-00002.safetensors"
+
+
+@pytest.mark.parametrize("change,where,expected", [
+    ({"num_layers": 3}, f"text_encoder ({SHARDS})", "missing key 'encoder.block.2.layer.0.SelfAttention.q.weight' in "
+                                                    "the checkpoint (and 8 more)"),
+    ({"num_layers": 1}, "text_encoder/model-00001-of-00002.safetensors",
+     "unexpected key 'encoder.block.1.layer.0.SelfAttention.k.weight' (not a parameter of T5EncoderModel)"),
+    ({"d_ff": 48}, "text_encoder/model-00001-of-00002.safetensors",
+     "key 'encoder.block.0.layer.1.DenseReluDense.wi_0.weight' has shape [64, 32], the model expects [48, 32]"),
+    ({"relative_attention_num_buckets": 16}, "text_encoder/model-00002-of-00002.safetensors",
+     "key 'encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight' has shape [32, 4], the model "
+     "expects [16, 4]"),
+])
+def test_a_text_encoder_config_its_weights_do_not_fit_is_refused_at_load(broken, change, where, expected):
+    """From the weight files' headers when the pipeline loads (no weight is read), not at the first prompt, where
+    the streamed text encoder reads its weights."""
+    edit(broken, CONFIGS["text_encoder"], **change)
+    assert load_error(broken) == f"{broken / where}: {expected}"
 
 
 def test_a_vae_without_blocks_is_refused(broken):
@@ -181,6 +223,8 @@ ONE_OF = "expected one of DPMSolverMultistepScheduler, DDIMScheduler, EulerDiscr
      "'dpmsolver++'", ("ddim", "euler"), "'ddim' or 'euler'"),  # DDIM and Euler don't take algorithm_type
     ({**SCHEDULER, "rescale_betas_zero_snr": True}, "rescale_betas_zero_snr=True is not supported; only False", (),
      None),  # no sampler of studio's takes it
+    ({**SCHEDULER, "beta_end": 2.0}, "beta_start=0.0001 and beta_end=2.0 must satisfy 0 < beta_start <= beta_end < 1",
+     (), None),
 ])
 def test_a_scheduler_studio_cant_run_is_replaced_by_a_calls_sampler(tiny_dir, tmp_path, config, problem, samplers,
                                                                     hint):

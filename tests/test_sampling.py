@@ -293,7 +293,8 @@ def test_unsupported_setting_is_caught_when_switching():
 
 @pytest.mark.parametrize("overrides", [{}, {"beta_schedule": "scaled_linear", "beta_start": 0.00085,
                                                 "beta_end": 0.012, "num_train_timesteps": 1001},
-                                       {"num_train_timesteps": 1}, {"num_train_timesteps": 2}])
+                                       {"num_train_timesteps": 1}, {"num_train_timesteps": 2},
+                                       {"beta_start": 0.01, "beta_end": 0.01}])  # constant betas: diffusers runs them
 def test_training_noise_levels_are_diffusers_float32_bits(overrides):
     d = {**PIXART, **overrides}
     ref = DPMSolverMultistepScheduler.from_config(d)
@@ -302,6 +303,15 @@ def test_training_noise_levels_are_diffusers_float32_bits(overrides):
     # the same to an ulp: torch's float32 square root is not always correctly rounded
     np.testing.assert_allclose(_train_sigmas(_alphas_cumprod(config)),
                                (((1 - ref.alphas_cumprod) / ref.alphas_cumprod) ** 0.5).numpy(), rtol=1.2e-7, atol=0)
+
+
+@pytest.mark.parametrize("beta_start,beta_end", [(0.0, 0.02), (-0.1, 0.02), (0.0001, 1.0), (0.0001, 2.0), (0.03, 0.02)])
+def test_betas_outside_zero_to_one_or_decreasing_are_refused(beta_start, beta_end):
+    """beta_end 1 or more makes alpha_bar 0 and the noise levels infinite; beta_start 0 a noise level of 0."""
+    with pytest.raises(ConfigError) as info:
+        SamplerConfig.from_scheduler_config({**PIXART, "beta_start": beta_start, "beta_end": beta_end})
+    assert str(info.value) == (f"scheduler config: beta_start={beta_start!r} and beta_end={beta_end!r} must satisfy "
+                               "0 < beta_start <= beta_end < 1")
 
 
 @pytest.mark.parametrize("name,steps", [("dpm++", 999), ("ddim", 1000)])

@@ -156,6 +156,32 @@ def test_relu_checkpoint_with_tied_embedding_key(tmp_path, tokenizer):
     assert rel_l2(ours, _reference_output(reference, ids, mask)) <= TOL
 
 
+@pytest.mark.parametrize("first,second", [("shared.weight", "encoder.embed_tokens.weight"),
+                                          ("encoder.embed_tokens.weight", "shared.weight")])
+def test_both_embedding_keys_differing_load_embed_tokens_as_transformers(tmp_path, tokenizer, first, second):
+    """transformers unties the two names when their tables differ, and its encoder reads
+    `encoder.embed_tokens.weight`: so do the whole and the streamed encoders, whichever shard holds which."""
+    reference = _random_reference(4)
+    reference.config.to_json_file(tmp_path / "config.json")
+    tensors = {k: v.clone() for k, v in reference.state_dict().items()}
+    tensors["encoder.embed_tokens.weight"] = torch.randn_like(tensors["shared.weight"])
+    rest = sorted(k for k in tensors if k not in (first, second))
+    shards = {"model-00001-of-00002.safetensors": [first, *rest[:5]],
+              "model-00002-of-00002.safetensors": [second, *rest[5:]]}
+    for name, keys in shards.items():
+        save_file({k: tensors[k] for k in keys}, tmp_path / name)
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {k: name for name, keys in shards.items() for k in keys}}))
+    ids, mask = _batch(tokenizer, max_length=40)
+    expected = _reference_output(transformers.T5EncoderModel.from_pretrained(tmp_path), ids, mask)
+    with torch.no_grad():
+        reference.encoder.embed_tokens.weight.copy_(tensors["encoder.embed_tokens.weight"])
+    np.testing.assert_array_equal(expected, _reference_output(reference, ids, mask))
+    whole = _ours(T5EncoderModel.from_pretrained(tmp_path), ids, mask)
+    assert rel_l2(whole, expected) <= TOL
+    np.testing.assert_array_equal(_ours(StreamedT5Encoder(tmp_path), ids, mask), whole)
+
+
 def test_fp16_variant_loads_into_fp32(tmp_path, tokenizer):
     _random_reference(2).half().save_pretrained(tmp_path, variant="fp16")
     assert (tmp_path / "model.fp16.safetensors").is_file()

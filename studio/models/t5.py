@@ -13,7 +13,6 @@ first block and shared by all blocks.
 
 import functools
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +21,9 @@ import numpy as np
 from mindspore import nn, ops
 
 from studio import backend
-from studio.checkpoint import (SafetensorsFile, config_kwargs, load_component, load_weights, read_json,
-                               weight_files)
-from studio.errors import CheckpointError, ConfigError, InputError
+from studio.checkpoint import (SafetensorsFile, check_weights, config_kwargs, load_component, load_weights,
+                               read_json, weight_files)
+from studio.errors import ConfigError, InputError
 from studio.models.attention import attention, fold_mask
 from studio.models.layers import Embedding, Linear, param
 
@@ -80,6 +79,8 @@ class T5Config:
             raise ConfigError("T5 config: is_decoder is true; the text encoder needs an encoder config")
         if self.model_type != "t5":
             raise ConfigError(f"T5 config: model_type '{self.model_type}' is not 't5'")
+        if not self.layer_norm_epsilon > 0:
+            raise ConfigError(f"T5 config: layer_norm_epsilon={self.layer_norm_epsilon!r} must be > 0")
 
     @classmethod
     def from_dict(cls, d: dict, where="T5 config") -> "T5Config":
@@ -282,9 +283,6 @@ class T5EncoderModel(nn.Cell):
         return [self(ids, mask) for ids, mask in inputs]
 
 
-_EMBEDDING_KEYS = ("shared.weight", "encoder.embed_tokens.weight")
-
-
 class StreamedT5Encoder:
     """The T5 encoder run one block at a time from its weight files, for budgets that can't hold it whole.
 
@@ -292,7 +290,8 @@ class StreamedT5Encoder:
     block's, and only the embedding rows of the prompt's tokens are read: the encoder then holds one
     block's weights (T5-XXL: ~0.8 GB in fp32) instead of all of them (19 GB), at the cost of reading the
     files once per call (from the page cache when memory allows). Same ops, same weights: the features
-    equal `T5EncoderModel`'s. Keys are checked before anything runs; each block loads strictly.
+    equal `T5EncoderModel`'s. Every key is checked against the config before anything runs (`check_weights`
+    on the headers, as loading the pipeline does); each block loads strictly.
     """
 
     def __init__(self, folder, dtype=ms.float32, variant: str | None = None):
@@ -300,26 +299,8 @@ class StreamedT5Encoder:
         self.config = T5Config.from_dict(read_json(folder / "config.json"))
         self.dtype = dtype
         self.files = [SafetensorsFile(path) for path in weight_files(folder, variant)]  # headers read once
-        self._embedding = self._check_keys()
-
-    def _check_keys(self) -> tuple[SafetensorsFile, str]:
-        """Every key a T5 encoder key, and the embedding table present: (its file, its key)."""
-        block = re.compile(r"encoder\.block\.(\d+)\.")
-        embedding = None
-        for st in self.files:
-            for key in st.keys():
-                m = block.match(key)
-                if key in _EMBEDDING_KEYS:
-                    embedding = embedding or (st, key)
-                elif not (key == "encoder.final_layer_norm.weight" or m and int(m[1]) < self.config.num_layers):
-                    raise CheckpointError(f"{st.path}: unexpected key '{key}' (not a parameter of T5EncoderModel)")
-        if embedding is None:
-            raise CheckpointError(f"{self.files[0].path.parent}: missing key 'shared.weight' in the checkpoint")
-        st, key = embedding
-        if st.shape(key) != (self.config.vocab_size, self.config.d_model):
-            raise CheckpointError(f"{st.path}: key '{key}' has shape {list(st.shape(key))}, the model expects "
-                                  f"{[self.config.vocab_size, self.config.d_model]}")
-        return embedding
+        # the model's parameters are not allocated until filled: this builds their names and shapes only
+        self._embedding = check_weights(T5EncoderModel(self.config), self.files)["shared.weight"]
 
     def _load(self, cell: nn.Cell, prefix: str) -> nn.Cell:
         load_weights(cell, self.files, prefix)

@@ -93,6 +93,11 @@ class PixArtTransformerConfig:
             if getattr(cfg, key) != value:
                 raise ConfigError(f"{where}: {key}={getattr(cfg, key)!r} is not supported "
                                   f"(PixArt uses {value!r})")
+        # norm_eps is added to a variance under a square root, interpolation_scale divides positions (None: its
+        # default, from sample_size)
+        for key in ("norm_eps", "interpolation_scale"):
+            if getattr(cfg, key) is not None and not getattr(cfg, key) > 0:
+                raise ConfigError(f"{where}: {key}={getattr(cfg, key)!r} must be > 0")
         return cfg
 
     @property

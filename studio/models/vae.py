@@ -63,7 +63,8 @@ class AutoencoderKLConfig:
         return config
 
     def validate(self, where="vae config") -> None:
-        """Refuse what this implementation does not build (other block types or activations)."""
+        """Refuse what this implementation does not build (other block types or activations), and a
+        scaling_factor of 0."""
         n = len(self.block_out_channels)
         if not n or min(self.block_out_channels) < 1:
             raise ConfigError(f"{where}: block_out_channels {list(self.block_out_channels)}: expected one positive "
@@ -76,6 +77,9 @@ class AutoencoderKLConfig:
                               f"{n} x UpDecoderBlock2D (one per block_out_channels entry) is supported")
         if self.act_fn != "silu":
             raise ConfigError(f"{where}: act_fn '{self.act_fn}': only 'silu' is supported")
+        if not self.scaling_factor:
+            raise ConfigError(f"{where}: scaling_factor={self.scaling_factor!r} must not be 0 (latents are divided "
+                              "by it)")
         bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
         if bad:
             raise ConfigError(f"{where}: block_out_channels {list(self.block_out_channels)}: {bad[0]} is not "
