@@ -16,6 +16,7 @@ needs raqm (proof and render warn).
 
 import contextlib
 import io
+import itertools
 import math
 import re
 import unicodedata
@@ -46,6 +47,7 @@ ZWJ = "\u200d"  # zero width joiner: the characters on either side are drawn as 
 REGIONAL_INDICATORS = range(0x1F1E6, 0x1F200)  # two make a flag
 EMOJI_MODIFIERS = range(0x1F3FB, 0x1F400)  # skin tones, after their emoji
 TAGS = range(0xE0020, 0xE0080)  # after a black flag: a subdivision's flag (England, Scotland)
+CONTEXT = 16  # clusters back that a letter-spaced line's kerning and ligatures are measured in (`spaced_clusters`)
 INK_MARGIN = 2  # px past its glyphs' boxes (getbbox) that antialiased text drawn at a fractional position may reach
 
 
@@ -265,10 +267,10 @@ def line_width(line: str, font, spacing: float) -> float:
 
 def breakable(a: str, b: str) -> bool:
     """Whether a line may break between the characters `a` and `b` with no space between them: next to a CJK
-    character (ideographs, kana, hangul), but not before closing punctuation or a mark, nor after opening
-    punctuation (Unicode's line breaking, UAX #14, simplified)."""
+    character (ideographs, kana, hangul, wide punctuation: between 」 and 「), but not before closing punctuation
+    or a mark, nor after opening punctuation (Unicode's line breaking, UAX #14, simplified)."""
     def cjk(ch):
-        return unicodedata.east_asian_width(ch) in "WF" and unicodedata.category(ch).startswith("L")
+        return unicodedata.east_asian_width(ch) in "WF" and unicodedata.category(ch)[0] in "LP"
 
     after, before = unicodedata.category(a), unicodedata.category(b)  # a space here is a no-break one
     return ((cjk(a) or cjk(b)) and after not in ("Ps", "Pi", "Zs")
@@ -328,18 +330,30 @@ def fits(layer: TextLayer, size: float, box: Box, base_dir) -> bool:
     return right - left <= box.w and bottom - top <= box.h
 
 
+def block_fits(layer: TextLayer, size: float, box: Box, base_dir) -> bool:
+    """Whether the advance boxes of the text laid out at `size` px fit inside `box` (`block_size`): true wherever
+    `fits` is and, unlike it, false at the sizes above one where it is false (wrapping measures advances too)."""
+    font = fonts.load_font(layer.font, size, base_dir)
+    width, height = block_size(text_lines(layer, font, box), font, size, layer)
+    return width <= box.w and height <= box.h
+
+
 def fitting_size(layer: TextLayer, box: Box, base_dir) -> float:
-    """layer.size if the laid-out text fits `box`, else the largest integer px size below it that fits
-    (binary search; 1 if none fits)."""
+    """layer.size if the laid-out text fits `box`, else the largest integer px size below it that fits (1 if none
+    fits): the largest whose advance boxes fit (`block_fits`, binary search), then down one px at a time until
+    the ink fits too (`fits` is not monotonic: a line that wraps with 0.1 px to spare may have ink 1 px wider,
+    while a size larger wraps elsewhere and fits)."""
     if fits(layer, layer.size, box, base_dir):
         return layer.size
     lo, hi = 1, max(1, math.ceil(layer.size) - 1)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if fits(layer, mid, box, base_dir):
+        if block_fits(layer, mid, box, base_dir):
             lo = mid
         else:
             hi = mid - 1
+    while lo > 1 and not fits(layer, lo, box, base_dir):
+        lo -= 1
     return lo
 
 
@@ -616,11 +630,16 @@ def outside(inner: Box, outer: Box, clipped: set[str] = frozenset()) -> str:
 
 def spaced_clusters(line: str, font, spacing: float) -> list[tuple[float, str]]:
     """The clusters of a letter-spaced line, each with its x px from the line's start: where the kerned line puts
-    it plus `spacing` px per cluster before it (see `line_width`)."""
-    out, end = [], 0
-    for n, cluster in enumerate(clusters(line)):
-        end += len(cluster)
-        out.append((font.getlength(line[:end]) - font.getlength(cluster) + n * spacing, cluster))
+    it plus `spacing` px per cluster before it (see `line_width`). The kerned line's advance up to each cluster
+    is summed from the growth of a stretch of the line `CONTEXT` clusters long, not measured whole each time
+    (quadratic in the line's length): the same where kerning and ligatures reach back no further."""
+    parts = clusters(line)
+    starts = list(itertools.accumulate(map(len, parts), initial=0))
+    out, end = [], 0.0  # end: the advance of the line up to the end of the cluster
+    for n, cluster in enumerate(parts):
+        back = starts[max(0, n - CONTEXT)]
+        end += font.getlength(line[back:starts[n + 1]]) - font.getlength(line[back:starts[n]])
+        out.append((end - font.getlength(cluster) + n * spacing, cluster))
     return out
 
 

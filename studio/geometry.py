@@ -66,6 +66,11 @@ def edge(e: float | Fraction, size: int) -> int:
     return round(e)
 
 
+def percent(p: float, size: int) -> Fraction:
+    """`p` % of `size` px, exactly, `p` taken as its decimals say (to 6 places: 6.2 is 31/5, not the float)."""
+    return Fraction(p).limit_denominator(10 ** 6) * size / 100
+
+
 def resolve(region: Region, canvas: Canvas, grids: dict[str, Grid]) -> Box:
     """A symbolic region -> a box in full-raster pixels (bleed included)."""
     trim = trim_box(canvas)
@@ -79,11 +84,9 @@ def resolve(region: Region, canvas: Canvas, grids: dict[str, Grid]) -> Box:
         x1, y1 = edge(region.x + region.w, trim.w), edge(region.y + region.h, trim.h)
         return Box(trim.x + x0, trim.y + y0, x1 - x0, y1 - y0)
     if region.kind == "percent":
-        def percent(p: float, size: int) -> int:
-            return edge(Fraction(p).limit_denominator(10 ** 6) * size / 100, size)
-
-        x0, y0 = percent(region.x, trim.w), percent(region.y, trim.h)
-        x1, y1 = percent(region.x + region.w, trim.w), percent(region.y + region.h, trim.h)
+        x0, y0 = edge(percent(region.x, trim.w), trim.w), edge(percent(region.y, trim.h), trim.h)
+        x1 = edge(percent(region.x + region.w, trim.w), trim.w)
+        y1 = edge(percent(region.y + region.h, trim.h), trim.h)
         return Box(trim.x + x0, trim.y + y0, x1 - x0, y1 - y0)
     if region.kind == "cell":
         grid = grids[region.grid]

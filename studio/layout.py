@@ -25,7 +25,7 @@ from PIL import Image, ImageColor
 from studio import fonts
 from studio.errors import InputError, LayoutError
 from studio.hub import is_hub_id
-from studio.geometry import edge, monitor_dpi, resolve, span_canvas, split
+from studio.geometry import edge, monitor_dpi, percent, resolve, span_canvas, split
 from studio.memory import parse_bytes
 from studio.text import surrogate_problem
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor,
@@ -689,7 +689,8 @@ class PhysicalLength(Length):
 
 
 class Position:
-    """A region coordinate: '12.5%' of the trim size -> ('%', 12.5), or a length -> ('px', px)."""
+    """A region coordinate: '12.5%' of the trim size -> ('%', 12.5), or a length -> ('px', px): a Fraction, exact
+    (a bare number as written: 0.1 is 1/10)."""
 
     def parse(self, r, node, path):
         value = r.scalar(node)
@@ -702,7 +703,9 @@ class Position:
         if not written and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise _Bad(f"{_q(value)} is not a percentage or a length (10%, 120px, 20mm)")
         number, unit = _length(r, node)
-        return "px", _on_canvas(r, _to_px(number, unit, r.dpi))
+        px = _to_px(Fraction(repr(value)) if isinstance(value, float) else number, unit, r.dpi)
+        _on_canvas(r, px)
+        return "px", px
 
     def schema(self, defs):
         body = {"anyOf": [{"type": "number"},
@@ -996,9 +999,11 @@ class RegionKind:
         coords = {k: values.get(k, ("%", 0.0)) for k in "xywh"}
         for k in "wh":
             if coords[k][1] < 0 or (coords[k][1] == 0 and not self.allow_empty):
-                raise _Bad(f"{k} must be greater than 0, got {coords[k][1]:g}{'%' if coords[k][0] == '%' else ' px'}")
+                raise _Bad(f"{k} must be greater than 0, got "
+                           f"{float(coords[k][1]):g}{'%' if coords[k][0] == '%' else ' px'}")
         trim = {"x": r.canvas.width, "w": r.canvas.width, "y": r.canvas.height, "h": r.canvas.height}
-        px = {k: v if unit == "px" else v * trim[k] / 100 for k, (unit, v) in coords.items()}
+        # exact: edges that meet in exact arithmetic round alike (a float sum may fall a hair short of a half)
+        px = {k: v if unit == "px" else percent(v, trim[k]) for k, (unit, v) in coords.items()}
         _check_inside(px, r.canvas)
         units = {unit for unit, _ in coords.values()}
         if units == {"%"}:
@@ -1047,12 +1052,12 @@ def _check_inside(px: dict, canvas: Canvas) -> None:
     of a 3 mm bleed of 9 px)."""
     b, w, h = canvas.bleed, canvas.width, canvas.height
     right, bottom = px["x"] + px["w"], px["y"] + px["h"]
-    edges = ((edge(px["x"], w) < -b, f"x = {px['x']:g} px is left of the canvas (from {-b} px)"),
-             (edge(px["y"], h) < -b, f"y = {px['y']:g} px is above the canvas (from {-b} px)"),
+    edges = ((edge(px["x"], w) < -b, f"x = {float(px['x']):g} px is left of the canvas (from {-b} px)"),
+             (edge(px["y"], h) < -b, f"y = {float(px['y']):g} px is above the canvas (from {-b} px)"),
              (edge(right, w) > w + b,
-              f"x + w = {right:g} px is right of the canvas (to {canvas.width + b} px)"),
+              f"x + w = {float(right):g} px is right of the canvas (to {canvas.width + b} px)"),
              (edge(bottom, h) > h + b,
-              f"y + h = {bottom:g} px is below the canvas (to {canvas.height + b} px)"))
+              f"y + h = {float(bottom):g} px is below the canvas (to {canvas.height + b} px)"))
     for outside, message in edges:
         if outside:
             raise _Bad(f"the region is outside the canvas: {message}")

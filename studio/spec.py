@@ -28,8 +28,8 @@ def input_path(name: str, base_dir: Path | str | None) -> Path:
 class Region:
     """Where a layer goes. kind: 'full' | 'safe' (trim minus safe margin) | 'px' | 'percent' | 'cell'.
 
-    px: x, y, w, h in px; percent: x, y, w, h in % of the trim box; cell: grid name, row, column
-    (0-based) and spans.
+    px: x, y, w, h in px (the loader's are exact Fractions); percent: x, y, w, h in % of the trim box; cell: grid
+    name, row, column (0-based) and spans.
     """
 
     kind: str = "full"

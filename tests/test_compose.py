@@ -847,6 +847,38 @@ def test_shrink_to_fit_keeps_glyphs_reaching_out_of_their_advance_inside():
     assert C.text_problems(lay) == []
 
 
+
+def test_shrink_to_fit_takes_the_largest_size_whose_ink_fits():
+    """Lines wrap by their advances but fit by their ink: at 13 px 'july and summer' is one line of 96.2 px whose
+    ink is 98 px (the j reaches left of it), while 14 px wraps it in two; `fits` is not monotonic in the size."""
+    layer, box = TextLayer("july and summer", size=36, shrink_to_fit=True), Box(0, 0, 97, 36)
+    assert [C.fits(layer, size, box, None) for size in (12, 13, 14, 15)] == [True, False, True, False]
+    assert C.fitting_size(layer, box, None) == 14  # was 12
+
+
+@pytest.mark.parametrize("text, w, h", [
+    ("july and summer", 97, 36),
+    ("harbour now festival music the us", 62, 67),
+    ("food july at music summer food", 98, 27),
+    ("Grand Opening", 100, 30),
+    ("summer nights festival of lights join us for music food and friends at the old harbour", 300, 120),
+])
+def test_shrink_to_fit_size_is_the_largest_that_fits(text, w, h):
+    layer, box = TextLayer(text, size=min(w, h), shrink_to_fit=True), Box(0, 0, w, h)
+    largest = max(size for size in range(1, min(w, h)) if C.fits(layer, size, box, None))
+    assert C.fitting_size(layer, box, None) == largest
+
+
+def test_shrink_to_fit_of_a_bold_line_a_hair_too_wide(dejavu):
+    """At 14 px the first line is 340.9 px of advances in a 341 px box, and its ink 342 px."""
+    bold = C.fonts.find_font("DejaVu Sans Bold")
+    layer = TextLayer("harbour old us harbour in and food festival join friends july tickets", font=bold, size=106,
+                      shrink_to_fit=True)
+    box = Box(0, 0, 341, 106)
+    assert [size for size in range(13, 28) if C.fits(layer, size, box, None)] == [13, 15, 16, 17, 18, 19, 20, 21,
+                                                                                   22, 23, 24, 25, 26]
+    assert C.fitting_size(layer, box, None) == 26  # was 13
+
 def canvas_with_safe_margin(*layers, safe=10):
     return Layout("<string>", Canvas(200, 80, safe_margin=safe), tuple(layers))
 
@@ -1110,6 +1142,18 @@ def test_cjk_text_wraps_between_characters():
                                          "\u5904\u300d\u95fb\u557c", "\u9e1f\u3002"]
 
 
+
+def test_cjk_text_breaks_between_closing_and_opening_punctuation():
+    """」「 and 。「 are break opportunities (wide punctuation is CJK), not one piece overflowing the line."""
+    font = C.fonts.load_font(None, 20)  # each CJK character is a 10 px missing-glyph box
+    text = "\u300c\u6625\u304c\u6765\u305f\u300d\u300c\u590f\u304c\u6765\u305f\u300d"  # 「春が来た」「夏が来た」
+    assert C.wrap(text, font, 30, 0) == ["\u300c\u6625\u304c", "\u6765\u305f\u300d", "\u300c\u590f\u304c",
+                                         "\u6765\u305f\u300d"]  # was 「春が, 来, た」「夏 (40 px), が来, た」
+    assert C.wrap(text, font, 60, 0) == [text[:6], text[6:]]
+    assert C.wrap("\u6625\u304c\u6765\u305f\u3002\u300c\u590f\u300d", font, 40, 0) == [
+        "\u6625\u304c\u6765", "\u305f\u3002", "\u300c\u590f\u300d"]  # 春が来た。「夏」: 。「 breaks
+    assert not C.breakable("\u300c", "\u6625") and not C.breakable("\u305f", "\u300d")  # 「春, た」 stay
+
 @pytest.mark.parametrize("align", ["center", "right"])
 def test_trailing_spaces_do_not_move_aligned_text(align):
     spaced = C.compose(text_layout(text="Hi   \nthere ", size=20, wrap=False, align=align))
@@ -1138,6 +1182,30 @@ def test_letter_spacing_keeps_kerning_and_accents(dejavu):
     assert (letter_spaced("e\u0301", font, 20) == letter_spaced("e\u0301", font, 0)).all()
     assert C.line_width("e\u0301t", font, 5) == font.getlength("e\u0301t") + 5
 
+
+
+class MeasuredFont:
+    """A font that counts the characters it measures (getlength)."""
+
+    def __init__(self, font):
+        self.font, self.measured = font, 0
+
+    def getlength(self, text):
+        self.measured += len(text)
+        return self.font.getlength(text)
+
+
+@pytest.mark.parametrize("text", ["office affine ffi ffl Tj AVAWAY To. Ta, fjord", "e\u0301te\u0301 cafe\u0301 AVAV",
+                                  "Wave Yacht office AVAILABLE fly " * 20])
+def test_letter_spaced_positions_are_the_kerned_line_measured_whole(dejavu, text):
+    """Each cluster sits where the whole kerned (and ligated) line up to it puts it, measured in linear time."""
+    for path in (dejavu, None):
+        font = MeasuredFont(C.fonts.load_font(path, 37.5))
+        parts = C.clusters(text)
+        whole = [font.font.getlength("".join(parts[:n + 1])) - font.font.getlength(part) + n * 3
+                 for n, part in enumerate(parts)]
+        assert C.spaced_clusters(text, font, 3) == list(zip(whole, parts))
+        assert font.measured <= 40 * len(text)  # was the sum of all prefixes: 189,300 characters for 600
 
 def test_right_to_left_text_is_not_letter_spaced(dejavu):
     """Hebrew drawn letter by letter from the left would come out reversed; Arabic would lose its joins."""

@@ -6,6 +6,7 @@ import re
 import shutil
 import struct
 import zlib
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,19 @@ def test_regions(region, expected):
             "grids: {g: {rows: 2, columns: 3, gutter: 10px}}\n"
             f"layers: [{{fill: {{color: red, region: {region}}}}}]")
     assert parse_layout(text).layers[0].region == expected
+
+
+@pytest.mark.parametrize("left", ["{x: 6.2%, w: 43.8%, y: 0px, h: 10px}", "{x: 73.098px, w: 43.8%, y: 0, h: 10}",
+                                  "{x: 73.098, w: 43.8%, y: 0, h: 10}", "{x: 0, w: 589.5px, y: 0, h: 10%}"])
+def test_regions_in_px_and_percent_meet_where_they_meet_exactly(left):
+    """6.2% + 43.8% of 1179 px is 589.5 px, 50% of it: both edges round to 590 (a float sum, 589.4999999999999,
+    left a 1 px gap)."""
+    lay = parse_layout("canvas: {preset: iphone-15}\n"
+                       f"layers:\n  - fill: {{color: red, region: {left}}}\n"
+                       "  - fill: {color: blue, region: {x: 50%, w: 50%, y: 0%, h: 10%}}\n")
+    red, blue = (resolve(layer.region, lay.canvas, lay.grids) for layer in lay.layers)
+    assert (red.right, blue.x) == (590, 590)
+    assert lay.layers[0].region.x + lay.layers[0].region.w == Fraction(1179, 2)
 
 
 def test_grids():

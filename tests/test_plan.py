@@ -2,11 +2,12 @@
 
 import json
 import re
+from fractions import Fraction
 
 import pytest
 
 from studio.errors import PlanError
-from studio.geometry import Box, fit_box, resolve, snap, span_canvas, split
+from studio.geometry import Box, fit_box, percent, resolve, snap, span_canvas, split
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKLConfig
@@ -80,6 +81,13 @@ GRIDS = {"panels": Grid("panels", rows=1, columns=3, gutter=40),
 ])
 def test_resolve(canvas, region, expected):
     assert resolve(region, canvas, GRIDS) == expected
+
+
+
+@pytest.mark.parametrize("p, size, px", [(6.2, 1179, Fraction(36549, 500)), (43.8, 1179, Fraction(258201, 500)),
+                                         (50, 1179, Fraction(1179, 2)), (33.333333, 3, Fraction(99999999, 10 ** 8))])
+def test_percent_is_exact(p, size, px):
+    assert percent(p, size) == px
 
 
 @pytest.mark.parametrize("src,box,fit,expected", [
