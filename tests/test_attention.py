@@ -107,6 +107,26 @@ def test_key_chunks_that_do_not_divide():
     assert rel_l2(got, reference(q, k, v)) <= 1e-5
 
 
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_fp16_key_chunks_do_not_overflow_where_the_whole_attention_does_not(channels_first):
+    """Diffuse attention over values ~40 in fp16: a key block's unnormalised weighted sum (up to 2000 x 40) passed
+    65504 and gave inf; each block's weights now sum to 1 in fp16 and are rescaled in fp32."""
+    rng = np.random.default_rng(0)
+    nq, nk, d = 256, 16384, 16
+    q, k, v = (rng.standard_normal((1, 1, n, d)) * scale + shift for n, scale, shift in
+               [(nq, 0.1, 0), (nk, 1, 0), (nk, 1, 40)])
+    if channels_first:
+        q, k, v = (t.swapaxes(2, 3) for t in (q, k, v))
+    q, k, v = (ms.Tensor(t.astype(np.float16)) for t in (q, k, v))
+    budget = memory.attention_workspace(1, 256, 2000, d)
+    assert memory.attention_chunks(1, nq, nk, d, budget) == memory.AttentionChunks(256, 2000)
+    whole = attention(q, k, v, channels_first=channels_first).asnumpy().astype(np.float32)
+    with memory.attention_budget(budget):
+        got = attention(q, k, v, channels_first=channels_first).asnumpy().astype(np.float32)
+    assert np.isfinite(whole).all() and np.isfinite(got).all()
+    assert np.abs(got - whole).max() <= 0.0625  # two fp16 steps at 40
+
+
 def test_transformer_block_under_a_small_budget_equals_unbounded():
     """Query/key-chunked attention and row-blocked MLP inside a whole PixArt block."""
     from studio.models.transformer import PixArtBlock, PixArtTransformerConfig

@@ -260,10 +260,20 @@ def test_kept_art_of_a_long_output_name_has_a_name_that_fits(tmp_path, stem, kep
     assert [p.name for p in tmp_path.iterdir()] == [f"{art_stem(stem + 'x')}.{KEY}.png"]  # another output's
 
 
-def test_a_long_output_name_keeps_its_art(tiny_dir, tmp_path, watched, monkeypatch, capsys):
-    """A 232-byte output name (the longest the loader takes): its art is kept when the export fails, and used."""
+def stop_while_writing(layout, out, monkeypatch) -> None:
+    """Render `layout` into `out` and stop it as Ctrl-C would while its files are written (its art is kept)."""
     import studio.render
 
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patch:
+        patch.setattr(studio.render, "export", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            render(layout, out, None, "1GiB")
+
+
+def test_a_long_output_name_keeps_its_art(tiny_dir, tmp_path, watched, monkeypatch, capsys):
+    """A 232-byte output name (the longest the loader takes): its art is kept when the export fails, and used."""
     _, calls = watched
     name = "n" * 232
     (tmp_path / "long.yaml").write_text(f"""\
@@ -273,16 +283,9 @@ layers:
 output: {{formats: [png], name: {name}}}
 """)
     layout = load_layout(tmp_path / "long.yaml")
-    export = studio.render.export
-
-    def stopped(*args, **kwargs):  # as Ctrl-C while writing the files
-        raise KeyboardInterrupt
-    monkeypatch.setattr(studio.render, "export", stopped)
-    with pytest.raises(KeyboardInterrupt):
-        render(layout, tmp_path / "out", None, "1GiB")
+    stop_while_writing(layout, tmp_path / "out", monkeypatch)
     [kept] = (tmp_path / "out" / ".studio-art").iterdir()
     assert kept.name.startswith("n" * 182 + "~") and "cannot keep" not in capsys.readouterr().err
-    monkeypatch.setattr(studio.render, "export", export)
     [file] = render(layout, tmp_path / "out", None, "1GiB")
     assert len(calls) == 1 and file.name == name + ".png"
     assert [p.name for p in (tmp_path / "out").iterdir()] == [file.name]
@@ -292,7 +295,6 @@ def test_art_kept_by_another_build_of_studio_is_generated_again(tiny_dir, tmp_pa
     """studio's version stays the same between commits: kept art is keyed by its build (manifest.studio_build),
     so another build generates the layer again, as a rerender of the files it writes would."""
     import studio.manifest
-    import studio.render
 
     _, calls = watched
     (tmp_path / "one.yaml").write_text(f"""\
@@ -302,15 +304,8 @@ layers:
 output: {{formats: [png]}}
 """)
     layout = load_layout(tmp_path / "one.yaml")
-    export = studio.render.export
-
-    def stopped(*args, **kwargs):  # as Ctrl-C while writing the files
-        raise KeyboardInterrupt
-    monkeypatch.setattr(studio.render, "export", stopped)
-    with pytest.raises(KeyboardInterrupt):
-        render(layout, tmp_path / "out", None, "1GiB")
+    stop_while_writing(layout, tmp_path / "out", monkeypatch)
     assert len(list((tmp_path / "out" / ".studio-art").iterdir())) == 1
-    monkeypatch.setattr(studio.render, "export", export)
     monkeypatch.setattr(studio.manifest, "studio_build", lambda: "another build")
     capsys.readouterr()
     render(layout, tmp_path / "out", None, "1GiB")

@@ -18,6 +18,7 @@ from mindspore import ops
 from studio import backend, memory
 
 _MASKED = float(np.finfo(np.float32).min)  # finite, so a fully masked row gives uniform weights, not NaN
+_TINY = float(np.finfo(np.float32).tiny)
 
 
 def attention(q: ms.Tensor, k: ms.Tensor, v: ms.Tensor, mask: ms.Tensor | None = None,
@@ -157,13 +158,18 @@ def _online_softmax_block(layout, q, k, v, mask, bias, k_chunk):
         block_max = s.max(axis=-1, keepdims=True)  # (B, H, rows, 1)
         m_new = block_max if m is None else ops.maximum(m, block_max)
         p = ops.exp(s - backend.expand(m_new, s.shape))  # (B, H, rows, cols)
-        pv = layout.weighted_values(p if p.dtype == v.dtype else p.astype(v.dtype), layout.take(v, a, b))
-        pv = pv if pv.dtype == ms.float32 else pv.astype(ms.float32)
+        p_sum = p.sum(axis=-1, keepdims=True)  # (B, H, rows, 1)
+        if v.dtype == ms.float32:
+            pv = layout.weighted_values(p, layout.take(v, a, b))
+        else:  # weights summing to 1 in v's dtype: unnormalised, a block's sum of up to k_chunk values overflows fp16
+            weights = p / backend.expand(ops.maximum(p_sum, _TINY), p.shape)  # a block far below the max: p = 0
+            pv = layout.weighted_values(weights.astype(v.dtype), layout.take(v, a, b)).astype(ms.float32)
+            pv = pv * backend.expand(layout.per_query(p_sum), pv.shape)
         if m is None:
-            l, acc = p.sum(axis=-1, keepdims=True), pv
+            l, acc = p_sum, pv
         else:
             correction = ops.exp(m - m_new)  # (B, H, rows, 1)
-            l = l * correction + p.sum(axis=-1, keepdims=True)
+            l = l * correction + p_sum
             acc = acc * backend.expand(layout.per_query(correction), acc.shape) + pv
         m = m_new
     return (acc / backend.expand(layout.per_query(l), acc.shape)).astype(v.dtype)
