@@ -16,6 +16,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -533,6 +534,8 @@ def range_problem(value, lo, hi) -> str | None:
     """'must be at least 1, got 0' when `value` is outside lo..hi (None: unbounded), else None; the loader's
     and studio.check's wording."""
     if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if isinstance(value, int) and value.bit_length() > 64:  # str() refuses over 4300 digits
+            value = f"{Decimal(value):.6g}"
         if hi is None:
             return f"must be at least {lo}, got {value}"
         if lo is None:

@@ -153,6 +153,8 @@ BAD = [  # (layout, the exact message)
      "card: layers[0] (GenerateLayer).guidance: expected a number, got '4.5' (text)"),
     (card(GenerateLayer("x", seed=-1, name="sky")),
      "card: layers[0] (GenerateLayer 'sky').seed: -1 is out of range 0..4294967295"),
+    (card(GenerateLayer("x", seed=10 ** 5000)),  # str() of it raised ValueError (over 4300 digits)
+     "card: layers[0] (GenerateLayer).seed: 1.00000e+5000 is out of range 0..4294967295"),
     (card(GenerateLayer("x", seed="1")),
      "card: layers[0] (GenerateLayer).seed: expected a whole number, got '1' (text)"),
     (card(GenerateLayer("x", steps=True)),
