@@ -20,6 +20,7 @@ import os
 import secrets
 import struct
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -67,6 +68,11 @@ def check_free(path: Path, overwrite: bool) -> Path:
         raise InputError(f"{path.parent}: no such folder")
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise InputError(f"{path.parent}: cannot write in this folder (read-only, or no permission)")
+    try:  # access() answers for root from the mode bits alone: /sys and /proc say yes and create nothing
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise InputError(f"{path.parent}: cannot write in this folder ({e.strerror or e})") from None
     return path
 
 

@@ -577,8 +577,9 @@ def test_too_little_temporary_disk_for_a_tiled_decode_fails_before_any_work(tiny
 
     monkeypatch.setenv("STUDIO_TMPDIR", str(tmp_path))
     monkeypatch.setattr(vae_tiling.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
-    args = ["generate", "a cat", "--model", str(tiny_dir), "-o", str(tmp_path / "a.png"), "--size", "1024x1024",
-            "--memory-budget", "25MiB", "--dry-run"]
+    (tmp_path / "out").mkdir()
+    args = ["generate", "a cat", "--model", str(tiny_dir), "-o", str(tmp_path / "out" / "a.png"), "--size",
+            "1024x1024", "--memory-budget", "25MiB", "--dry-run"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert re.fullmatch(rf"studio: error: tiled VAE needs [\d.]+ MiB of temporary disk for its feature maps; "
@@ -591,7 +592,11 @@ def test_too_little_temporary_disk_for_a_tiled_decode_fails_before_any_work(tiny
                                             "(tiled VAE decoding keeps its feature maps there)\n")
     monkeypatch.setenv("STUDIO_TMPDIR", str(tmp_path))
 
-    def read_only(dir):  # as a read-only mount answers (root writes through file permissions)
+    real_temporary_file = vae_tiling.tempfile.TemporaryFile
+
+    def read_only(*args, dir=None, **kwargs):  # as a read-only mount answers (root writes through file permissions)
+        if str(dir) != str(tmp_path):  # the output's folder, checked first, is another
+            return real_temporary_file(*args, dir=dir, **kwargs)
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), dir)
     with monkeypatch.context() as m:
         m.setattr(vae_tiling.tempfile, "TemporaryFile", read_only)

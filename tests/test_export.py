@@ -502,3 +502,13 @@ def test_proof_warns_about_clipped_text(tmp_path, capsys):
     with Image.open(path) as im:
         assert im.size == (200, 80)
     assert capsys.readouterr().err == "warning: <string>: layers[0] (title): text overflows its region (right clipped)\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux's /proc")
+def test_a_folder_that_creates_no_file_is_found_before_any_work():
+    """/proc passes access(W_OK) for root (mode bits alone) yet creates no file: an output there failed after the
+    whole generation."""
+    from studio.export import check_target
+
+    with pytest.raises(InputError, match=r"^/proc: cannot write in this folder \("):
+        check_target(Path("/proc/x.png"), overwrite=False)
