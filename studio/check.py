@@ -32,7 +32,7 @@ from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, co
                            name_pattern_problem, range_problem)
 from studio.memory import parse_bytes
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
-                         Region, Shadow, ShapeLayer, Span, TextLayer, input_path)
+                         Region, Shadow, ShapeLayer, Span, TextLayer, file_problem, input_path)
 
 MAX_STEPS = 1000
 MAX_TRACKS = 1000  # rows (columns) of a grid
@@ -315,14 +315,8 @@ class ImagePath:
         if not _path_text(c, path, value, "an image file"):
             return False
         base = c.base_dir()
-        file = input_path(value, base)
-        if file.is_dir():
-            return c.error(path, f"{_q(str(value))} is a folder, not an image file")
-        if file.exists() and not file.is_file():
-            return c.error(path, f"{_q(str(value))} is a device, pipe or socket, not an image file")
-        if not file.is_file():
-            return c.error(path, f"no such image file {_q(str(value))} (relative paths are read from {_where(base)})")
-        return True
+        problem = file_problem(str(value), input_path(value, base), "image file", _where(base))
+        return problem is None or c.error(path, problem)
 
 
 def _where(base: Path | None) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from studio.errors import InputError
-from studio.spec import input_path
+from studio.spec import file_problem, input_path
 
 DEFAULT = "default"
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc")
@@ -73,12 +73,9 @@ def not_found(name: str, base_dir: Path | str | None, relative_to: str) -> str:
     indexed = _INDEXED_RE.fullmatch(name)
     bare = indexed[1] if indexed else name
     file = input_path(bare, base_dir)
-    if file.is_dir():
-        return f"'{name}' is a folder, not a font file"
-    if file.exists() and not file.is_file():
-        return f"'{name}' is a device, pipe or socket, not a font file"
-    if _looks_like_path(bare):
-        return f"no such font file '{name}' (relative paths are read from {relative_to})"
+    problem = file_problem(name, file, "font file", relative_to)
+    if problem and (file.exists() or _looks_like_path(bare)):  # a folder, a device, a missing path
+        return problem
     if file.is_file():
         return f"'{name}' is not a font file ({', '.join(FONT_SUFFIXES)}) nor an installed family"
     return f"no such font '{name}' (a .ttf/.otf path or an installed family)"

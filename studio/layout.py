@@ -30,7 +30,8 @@ from studio.geometry import edge, monitor_dpi, percent, resolve, span_canvas, sp
 from studio.memory import parse_bytes
 from studio.text import surrogate_problem
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor,
-                         Output, Region, Shadow, ShapeLayer, Span, TextLayer, input_path)
+                         Output, Region, Shadow, ShapeLayer, Span, TextLayer, file_problem,
+                         input_path)
 
 MAX_SIDE = 32768  # px per side of the full canvas (bleed included)
 MAX_PIXELS = 2 ** 28  # px in the full canvas
@@ -811,12 +812,8 @@ class ImagePath(Text):
             pass
         if file.is_symlink() and not file.exists():  # resolving stopped at a link (a broken one resolves to its target)
             raise _Bad(f"'{name}' is a symbolic link loop")
-        if file.is_dir():
-            raise _Bad(f"'{name}' is a folder, not an image file")
-        if file.exists() and not file.is_file():
-            raise _Bad(f"'{name}' is a device, pipe or socket, not an image file")
-        if not file.is_file():
-            raise _Bad(f"no such image file '{name}' (relative paths are read from {r.relative_to})")
+        if problem := file_problem(name, file, "image file", r.relative_to):
+            raise _Bad(problem)
         too_large = f"'{name}' is too large: an image may have at most {MAX_PIXELS} pixels (2^28)"
         with warnings.catch_warnings():  # the warning Pillow gives up to twice its limit: checked below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

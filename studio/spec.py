@@ -24,6 +24,19 @@ def input_path(name: str, base_dir: Path | str | None) -> Path:
     return Path(base_dir or ".") / Path(name).expanduser()
 
 
+def file_problem(name: str, file: Path, kind: str, relative_to: str) -> str | None:
+    """Why `file`, which a layout names `name`, is no `kind` ('image file') to read: a folder, a device, or
+    missing (`relative_to`: where relative paths are read, in words); None for a regular file."""
+    article = "an" if kind[0] in "aeiou" else "a"
+    if file.is_dir():
+        return f"'{name}' is a folder, not {article} {kind}"
+    if file.exists() and not file.is_file():
+        return f"'{name}' is a device, pipe or socket, not {article} {kind}"
+    if not file.is_file():
+        return f"no such {kind} '{name}' (relative paths are read from {relative_to})"
+    return None
+
+
 @dataclass(frozen=True)
 class Region:
     """Where a layer goes. kind: 'full' | 'safe' (trim minus safe margin) | 'px' | 'percent' | 'cell'.
