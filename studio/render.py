@@ -161,7 +161,7 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     image = compose(layout, proof=True, labels=labels)
     if guides:
         image = draw_guides(image, layout)
-    path = save_image(image, path, overwrite=overwrite, dpi=file_dpi(layout))
+    path = save_image(image, path, overwrite=overwrite, dpi=file_dpi(layout), quality=layout.output.jpeg_quality)
     warn_text_problems(layout)
     return path
 

@@ -504,6 +504,17 @@ def test_proof_warns_about_clipped_text(tmp_path, capsys):
     assert capsys.readouterr().err == "warning: <string>: layers[0] (title): text overflows its region (right clipped)\n"
 
 
+def test_a_jpeg_proof_has_the_layouts_jpeg_quality(tmp_path):
+    def tables(quality):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buf, "JPEG", quality=quality, subsampling=0)
+        return Image.open(buf).quantization
+
+    layout = poster()  # jpeg_quality=90
+    with Image.open(proof(layout, tmp_path / "proof.jpg")) as im:
+        assert im.quantization == tables(90) != tables(95)
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux's /proc")
 def test_a_folder_that_creates_no_file_is_found_before_any_work():
     """/proc passes access(W_OK) for root (mode bits alone) yet creates no file: an output there failed after the
