@@ -40,6 +40,13 @@ def write_job(folder: Path, body: str, layout: str = LAYOUT, name: str = "job.ya
     return folder / name
 
 
+def job_errors(path: Path, model: str | None = None) -> list[str]:
+    """The problems `load_job(path, model)` reports, asserting it raises JobError."""
+    with pytest.raises(JobError) as e:
+        load_job(path, model)
+    return e.value.errors
+
+
 def run(job: Path, out: Path, model, stderr=None, **kwargs):
     """run_batch, quiet, with a fixed memory budget (the automatic one follows the machine's free memory)."""
     stdout, stderr = io.StringIO(), stderr or io.StringIO()
@@ -155,10 +162,9 @@ items:
   - {prompt: ../../outside}
   - {prompt: /etc/passwd}
 """)
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert [line.split(": ", 1)[0] for line in e.value.errors] == [f"{job}:5", f"{job}:6"]
-    assert "'../../outside'" in e.value.errors[0] and "stay inside OUTDIR" in e.value.errors[0]
+    errors = job_errors(job, "m")
+    assert [line.split(": ", 1)[0] for line in errors] == [f"{job}:5", f"{job}:6"]
+    assert "'../../outside'" in errors[0] and "stay inside OUTDIR" in errors[0]
     assert main(["batch", str(job), "-o", str(tmp_path / "out"), "--model", "m"]) == 2
     assert not (tmp_path / "out").exists() and not (tmp_path.parent / "outside").exists()
 
@@ -171,11 +177,10 @@ matrix:
   seed: []
   prompt: [[1, 2]]
 """)
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [f"{job}:2: nmae: unknown key (allowed: {', '.join(JOB_KEYS)})",
-                              f"{job}:4: matrix.seed: expected a non-empty list of values",
-                              f"{job}:5: matrix.prompt[0]: expected text, a number or a mapping of them, got a list"]
+    errors = job_errors(job, "m")
+    assert errors == [f"{job}:2: nmae: unknown key (allowed: {', '.join(JOB_KEYS)})",
+                      f"{job}:4: matrix.seed: expected a non-empty list of values",
+                      f"{job}:5: matrix.prompt[0]: expected text, a number or a mapping of them, got a list"]
     job = write_job(tmp_path, """\
 layout: card.yaml
 items:
@@ -183,11 +188,10 @@ items:
   - {seed: 1, name: same}
   - {seed: 2, name: SAME}
 """)
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors[0].startswith(f"{job}:3: name '{{nope}}': {{nope}} is not set for this item (fields: ")
-    assert e.value.errors[1] == (f"{job}:5: output name 'SAME' of item 3 {{\"seed\": \"2\"}} is also that of item 2 "
-                                 f"{{\"seed\": \"1\"}} at {job}:4")
+    errors = job_errors(job, "m")
+    assert errors[0].startswith(f"{job}:3: name '{{nope}}': {{nope}} is not set for this item (fields: ")
+    assert errors[1] == (f"{job}:5: output name 'SAME' of item 3 {{\"seed\": \"2\"}} is also that of item 2 "
+                         f"{{\"seed\": \"1\"}} at {job}:4")
 
 
 def test_format_name_fields():
@@ -222,9 +226,8 @@ items:
   - {n: 6, seed: 2}
   - {key: x, prompt: a, prompt_slug: b, layout_slug: c}
 """)
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [
+    errors = job_errors(job, "m")
+    assert errors == [
         f"{job}:4: variable 'n': output names use {{n}} for the item's number; rename the variable",
         f"{job}:6: variable 'key': output names use {{key}} for the item's key; rename the variable",
         f"{job}:6: variable 'layout_slug': output names use {{layout_slug}} for the item's slug; rename the variable",
@@ -257,9 +260,8 @@ items:
   - {layout: card.yaml, name: owl/x, seed: 5}
   - {layout: card.yaml, name: owl, seed: 6}
 """)
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [
+    errors = job_errors(job, "m")
+    assert errors == [
         f"{job}:3: 'Wall-Left.png' is a file of item 'Wall-Left' and a file of item 'wall' at {job}:2 (output "
         "paths are compared ignoring case)",
         f"{job}:5: 'fox.png' is a folder of item 'fox.png/x' and a file of item 'fox' at {job}:4 (output paths "
@@ -277,9 +279,8 @@ def test_csv_quoted_cells_line_breaks_bom_crlf_and_spaces(tmp_path):
         ("a-fox-in-snow-1", {"prompt": 'a fox\nin "snow"', "seed": "1"}, f"{rows}:2"),
         ("2", {"prompt": "a\u2028b, c", "seed": "2"}, f"{rows}:4")]
     rows.write_text('layout,prompt,seed\ncard.yaml,"not closed,1\ncard.yaml,b,2\n')
-    with pytest.raises(JobError) as e:  # not one item swallowing the next row
-        load_job(rows, "m")
-    assert e.value.errors == [f"{rows}:2: CSV: unexpected end of data (a quote is not closed)"]
+    errors = job_errors(rows, "m")  # not one item swallowing the next row
+    assert errors == [f"{rows}:2: CSV: unexpected end of data (a quote is not closed)"]
 
 
 def test_a_csv_of_items_names_layouts_relative_to_itself(tmp_path):
@@ -357,10 +358,9 @@ def test_names_windows_allows_are_accepted():
 
 def test_a_colon_in_a_name_is_refused_for_what_it_is(tmp_path):
     job = write_job(tmp_path, "layout: card.yaml\nname: '{prompt}'\nitems: [{prompt: 'a:b'}]\n")
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [f"{job}:3: output name 'a:b' has ':' (file names may not hold < > : \" | ? * or "
-                              "control characters on Windows)"]
+    errors = job_errors(job, "m")
+    assert errors == [f"{job}:3: output name 'a:b' has ':' (file names may not hold < > : \" | ? * or "
+                      "control characters on Windows)"]
 
 
 def test_names_of_logs_and_sidecars_are_not_taken_by_items(tmp_path):
@@ -371,9 +371,8 @@ items:
   - {name: a}
   - {name: a.manifest.json/b}
 """)
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [
+    errors = job_errors(job, "m")
+    assert errors == [
         f"{job}:3: output name 'manifest.jsonl/a' starts with the name of a batch log (manifest*.jsonl in OUTDIR)",
         f"{job}:5: 'a.manifest.json' is a folder of item 'a.manifest.json/b' and a file of item 'a' at {job}:4 "
         "(output paths are compared ignoring case)"]
@@ -381,20 +380,18 @@ items:
 
 def test_a_name_clash_inside_a_matrix_names_both_items(tmp_path):
     job = write_job(tmp_path, "layout: card.yaml\nname: '{prompt_slug}'\nmatrix:\n  prompt: [A fox, a fox!]\n")
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [f"{job}:3: output name 'a-fox' of item 2 {{\"prompt\": \"a fox!\"}} is also that of "
-                              f"item 1 {{\"prompt\": \"A fox\"}} at {job}:3"]
+    errors = job_errors(job, "m")
+    assert errors == [f"{job}:3: output name 'a-fox' of item 2 {{\"prompt\": \"a fox!\"}} is also that of "
+                      f"item 1 {{\"prompt\": \"A fox\"}} at {job}:3"]
 
 
 def test_names_that_differ_only_in_unicode_normalization_clash(tmp_path):
     # 'café' with 'é' as one character and as 'e' + a combining accent: one file on macOS, one name to a reader
     job = write_job(tmp_path, 'layout: card.yaml\nname: "{prompt}"\nitems:\n  - {prompt: "caf\\u00e9"}\n'
                               '  - {prompt: "Cafe\\u0301"}\n')
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [f"{job}:5: output name 'Cafe\u0301' of item 2 {{\"prompt\": \"Cafe\u0301\"}} is also "
-                              f"that of item 1 {{\"prompt\": \"caf\u00e9\"}} at {job}:4"]
+    errors = job_errors(job, "m")
+    assert errors == [f"{job}:5: output name 'Cafe\u0301' of item 2 {{\"prompt\": \"Cafe\u0301\"}} is also "
+                      f"that of item 1 {{\"prompt\": \"caf\u00e9\"}} at {job}:4"]
 
 
 def test_names_are_compared_by_simple_case_folding_as_file_systems_do():
@@ -429,9 +426,8 @@ items:
         ("owl-1", {"prompt": "owl", "seed": "1"}), ("owl-2", {"prompt": "owl", "seed": "2"}),
         ("cat-1", {"prompt": "cat", "seed": "1"}), ("fox-1", {"prompt": "fox", "seed": "1"})]
     job = write_job(tmp_path, "layout: card.yaml\nitems:\n  - &base {seed: 1}\n  - {<<: *base, seed: 2, seed: 3}\n")
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [f"{job}:4: YAML: duplicate key 'seed'"]  # written twice: still an error
+    errors = job_errors(job, "m")
+    assert errors == [f"{job}:4: YAML: duplicate key 'seed'"]  # written twice: still an error
 
 
 def test_equals_and_merge_signs_are_text(tmp_path):
@@ -442,52 +438,45 @@ def test_equals_and_merge_signs_are_text(tmp_path):
 def test_lone_surrogates_are_refused_at_load(tmp_path):
     """YAML's "\\udce9" escape is half of a UTF-16 pair: no character, so no file name nor T5 prompt."""
     job = write_job(tmp_path, 'layout: card.yaml\nname: "{n}"\nitems:\n  - {seed: 1, prompt: "caf\\udce9"}\n')
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [f"{job}:4: items[0].prompt: \\udce9 is half of a UTF-16 surrogate pair, not a "
-                              f"character; write the character itself"]
+    errors = job_errors(job, "m")
+    assert errors == [f"{job}:4: items[0].prompt: \\udce9 is half of a UTF-16 surrogate pair, not a "
+                      f"character; write the character itself"]
     job = write_job(tmp_path, 'layout: card.yaml\nvariables:\n  "caf\\ud83d": 1\n')
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [f"{job}:3: YAML: key 'caf\\ud83d': \\ud83d is half of a UTF-16 surrogate pair, not "
-                              f"a character; write the character itself"]
+    errors = job_errors(job, "m")
+    assert errors == [f"{job}:3: YAML: key 'caf\\ud83d': \\ud83d is half of a UTF-16 surrogate pair, not "
+                      f"a character; write the character itself"]
 
 
 def test_a_matrix_of_too_many_combinations_is_refused_before_they_are_made(tmp_path, monkeypatch):
     """10 axes of 10 values are 10^10 items: counted, not expanded (which grew by 90 MB/s)."""
     job = write_job(tmp_path, "layout: card.yaml\nmatrix: {a: &v [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], b: *v, c: *v, d: *v, "
                               "e: *v, f: *v, g: *v, h: *v, i: *v, j: *v}\n")
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [f"{job}:2: matrix: 10000000000 combinations of its axes' values; a job has at most "
-                              f"100000 items (split it into several jobs)"]
+    errors = job_errors(job, "m")
+    assert errors == [f"{job}:2: matrix: 10000000000 combinations of its axes' values; a job has at most "
+                      f"100000 items (split it into several jobs)"]
     monkeypatch.setattr(batch, "MAX_ITEMS", 3)  # a matrix within the limit, and items after it beyond it
     job = write_job(tmp_path, "layout: card.yaml\nmatrix: {seed: [1, 2]}\nitems:\n  - {seed: 3}\n  - {seed: 4}\n")
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [f"{job}:5: item 4 of 4: a job has at most 3 items (split it into several jobs)"]
+    errors = job_errors(job, "m")
+    assert errors == [f"{job}:5: item 4 of 4: a job has at most 3 items (split it into several jobs)"]
 
 
 def test_a_job_nested_too_deep_is_one_error(tmp_path):
     """The layout loader's depth limit: PyYAML recurses once per level."""
     job = write_job(tmp_path, "layout: card.yaml\nvariables: " + "[" * 3000 + "]" * 3000 + "\n")
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [f"{job}:2: YAML: nested more than 100 levels deep (lists and mappings inside each other)"]
+    errors = job_errors(job, "m")
+    assert errors == [f"{job}:2: YAML: nested more than 100 levels deep (lists and mappings inside each other)"]
 
 
 def test_control_characters_in_paths_and_models_are_refused(tmp_path):
     """The system takes no NUL in a path (ValueError: embedded null byte), and a model 'a/b\\0c' is no hub id."""
     job = write_job(tmp_path, 'layout: "card\\0.yaml"\nmodel: "a/b\\0c"\nitems: "x\\0.csv"\n')
-    with pytest.raises(JobError) as e:
-        load_job(job)
+    errors = job_errors(job)
     rule = "has a control character, which no path, font or model name may hold"
-    assert e.value.errors == [f"{job}:1: layout: 'card\\x00.yaml' {rule}", f"{job}:2: model: 'a/b\\x00c' {rule}",
-                              f"{job}:3: items: 'x\\x00.csv' {rule}"]
+    assert errors == [f"{job}:1: layout: 'card\\x00.yaml' {rule}", f"{job}:2: model: 'a/b\\x00c' {rule}",
+                      f"{job}:3: items: 'x\\x00.csv' {rule}"]
     (tmp_path / "jobs.csv").write_text("layout,seed\ncard.yaml,1\ncard\0.yaml,2\n")
-    with pytest.raises(JobError) as e:
-        load_job(tmp_path / "jobs.csv", "m")
-    assert e.value.errors == [f"{tmp_path / 'jobs.csv'}:3: layout 'card\\x00.yaml' {rule}"]
+    errors = job_errors(tmp_path / "jobs.csv", "m")
+    assert errors == [f"{tmp_path / 'jobs.csv'}:3: layout 'card\\x00.yaml' {rule}"]
 
 
 @pytest.mark.parametrize("name, seed, message", [
@@ -501,9 +490,8 @@ def test_control_characters_in_paths_and_models_are_refused(tmp_path):
 ], ids=["surrogate", "line-break", "decimal-as-d", "100000-digits", "infinity"])
 def test_names_a_format_cannot_give_are_one_plain_line(tmp_path, name, seed, message):
     job = write_job(tmp_path, f"layout: card.yaml\nname: '{name}'\nvariables: {{seed: '{seed}'}}\n")
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [f"{job}:1: {message}"]
+    errors = job_errors(job, "m")
+    assert errors == [f"{job}:1: {message}"]
 
 
 def test_two_matrix_axes_setting_one_variable_is_an_error(tmp_path):
@@ -514,9 +502,8 @@ matrix:
   seed: [1, 2]
   prompt: [cat]
 """)
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [
+    errors = job_errors(job, "m")
+    assert errors == [
         f"{job}:4: matrix.seed: sets 'seed', which matrix.combo ({job}:3) sets too; a variable may come from one "
         f"axis only",
         f"{job}:5: matrix.prompt: sets 'prompt', which matrix.combo ({job}:3) sets too; a variable may come from "
@@ -533,11 +520,10 @@ items:
 matrix:
   name: ["{seed}", ""]
 """)
-    with pytest.raises(JobError) as e:
-        load_job(job, "m")
-    assert e.value.errors == [f"{job}:7: matrix.name[1]: expected text, got ''",
-                              f"{job}:3: items[0].name: expected text, got ''",
-                              f"{job}:4: items[1].layout: expected text, got ''"]  # an empty variable is fine
+    errors = job_errors(job, "m")
+    assert errors == [f"{job}:7: matrix.name[1]: expected text, got ''",
+                      f"{job}:3: items[0].name: expected text, got ''",
+                      f"{job}:4: items[1].layout: expected text, got ''"]  # an empty variable is fine
 
 
 def test_an_unreadable_layout_says_why(tmp_path):
@@ -561,9 +547,8 @@ def test_csv_trailing_empty_columns_and_cells_are_ignored(tmp_path):
     assert [(i.name, i.variables) for i in load_job(rows, "m").items] == [
         ("a", {"prompt": "fox", "seed": "1"}), ("b", {"prompt": "owl", "seed": "2"}), ("c", {"seed": "3"})]
     rows.write_text("layout,name,prompt,seed,\ncard.yaml,a,fox,1,extra\n")
-    with pytest.raises(JobError) as e:
-        load_job(rows, "m")
-    assert e.value.errors == [f"{rows}:2: 5 cells, the header names 4 columns"]
+    errors = job_errors(rows, "m")
+    assert errors == [f"{rows}:2: 5 cells, the header names 4 columns"]
 
 
 def test_a_job_model_is_relative_to_the_job_file(tmp_path, monkeypatch):
