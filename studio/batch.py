@@ -39,8 +39,8 @@ import numpy as np
 import yaml
 
 from studio import manifest
-from studio.layout import ShallowLoader, control_problem, one_line
-from studio.errors import InputError, StudioError, out_of_memory
+from studio.errors import InputError, StudioError, control_problem, one_line, out_of_memory
+from studio.layout import ShallowLoader
 from studio.export import pause_point, remove_temporaries, write_temp
 from studio.progress import PhaseBars, progress_bar
 from studio.text import surrogate_problem

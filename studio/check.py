@@ -25,11 +25,11 @@ from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
-from studio.errors import InputError
+from studio.errors import InputError, control_problem
 from studio.export import EXPORT_SUFFIXES
 from studio.geometry import edge, resolve, span_canvas
-from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, control_problem, grid_fit_problem,
-                           name_pattern_problem, range_problem)
+from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, grid_fit_problem, name_pattern_problem,
+                           range_problem)
 from studio.memory import parse_bytes
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
                          Region, Shadow, ShapeLayer, Span, TextLayer, file_problem, input_path)

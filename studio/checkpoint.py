@@ -30,7 +30,7 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 
-from studio.errors import CheckpointError, ConfigError
+from studio.errors import CheckpointError, ConfigError, control_problem, one_line
 from studio.hub import is_hub_id, split_revision
 
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
@@ -212,8 +212,10 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
                  local_files_only: bool = False, components: tuple[str, ...] = WEIGHTED_COMPONENTS) -> Path:
     """`resolve_model_dir` of one model, a transformer-only one not completed; `components`: those whose
     weights a cached snapshot must hold (a base pipeline has no transformer)."""
-    path = Path(path_or_id).expanduser()
     name = str(path_or_id)
+    if control_problem(name):  # ($STUDIO_MODEL, the API) the system takes no NUL; a newline would split the message
+        raise CheckpointError(f"'{one_line(name)}' {control_problem(name)}")
+    path = Path(path_or_id).expanduser()
     if path.is_dir():
         problem = not_a_file(path / "model_index.json")
         if problem == "missing file" and transformer_only(path):

@@ -16,7 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
-from studio.errors import InputError, StudioError, out_of_memory
+from studio.errors import InputError, StudioError, control_problem, one_line, out_of_memory
 from studio.layout import MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS
 from studio.progress import PhaseBars
 
@@ -448,18 +448,20 @@ def _said_of_env_model(line: str, args) -> str:
     return line
 
 
-def check_model_arg(model: str | None) -> None:
-    """InputError for a --model with a control character, in the words of the layout loader's `model:`."""
-    from studio.layout import control_problem, one_line
-
-    if model is not None and control_problem(model):
-        raise InputError(f"--model '{one_line(model)}' {control_problem(model)}")
+def check_model_arg(args) -> None:
+    """InputError for a --model (or the $STUDIO_MODEL a command without one takes) with a control character, in
+    the words of the layout loader's `model:`."""
+    model, name = getattr(args, "model", ""), "--model"
+    if model is None:
+        model, name = env_model(), "$STUDIO_MODEL"
+    if model and control_problem(model):
+        raise InputError(f"{name} '{one_line(model)}' {control_problem(model)}")
 
 
 def _run(args) -> int:
     """The command, its user-side failures as one line and an exit status."""
     try:
-        check_model_arg(getattr(args, "model", None))
+        check_model_arg(args)
         _import_mindspore()
         if getattr(args, "device", None):
             from studio import backend

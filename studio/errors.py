@@ -1,4 +1,12 @@
-"""studio's exceptions: one small tree, each message a single line naming the bad value."""
+"""studio's exceptions: one small tree, each message a single line naming the bad value; and the checks that
+keep a message on one line."""
+
+import re
+
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Line breaks to YAML 1.1 (PyYAML) but text to YAML 1.2 (editors, the schema): NEL, LINE and PARAGRAPH SEPARATOR
+YAML11_BREAKS = "\x85\u2028\u2029"
+_BREAKING_RE = re.compile(rf"[\x00-\x1f\x7f{YAML11_BREAKS}]")  # what would break a message's line
 
 
 class StudioError(Exception):
@@ -38,3 +46,14 @@ class LayoutError(StudioError):
     def __init__(self, errors: list[str]):
         self.errors = list(errors)
         super().__init__("\n".join(self.errors))
+
+
+def one_line(text: str) -> str:
+    """`text` with what would break its line (controls, YAML11_BREAKS) escaped: 'a\\nb' for a newline."""
+    return _BREAKING_RE.sub(lambda m: repr(m[0])[1:-1], text)
+
+
+def control_problem(name: str) -> str | None:
+    """'has a control character, ...' when `name`, a path or a font's or model's name, holds one (the system takes
+    no NUL in a path), else None."""
+    return "has a control character, which no path, font or model name may hold" if CONTROL_RE.search(name) else None

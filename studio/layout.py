@@ -24,7 +24,8 @@ import yaml
 from PIL import Image, ImageColor
 
 from studio import fonts
-from studio.errors import InputError, LayoutError
+from studio.errors import (CONTROL_RE, YAML11_BREAKS, InputError, LayoutError, control_problem,
+                           one_line)
 from studio.hub import is_hub_id
 from studio.geometry import edge, monitor_dpi, percent, resolve, span_canvas, split
 from studio.memory import parse_bytes
@@ -86,10 +87,6 @@ _CORE_12 = (
     (re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?"), float),
     (re.compile(r"[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"), lambda t: float(t.replace(".", "", 1))),
 )
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-# Line breaks to YAML 1.1 (PyYAML) but text to YAML 1.2 (editors, the schema): NEL, LINE and PARAGRAPH SEPARATOR
-YAML11_BREAKS = "\x85\u2028\u2029"
-_BREAKING_RE = re.compile(rf"[\x00-\x1f\x7f{YAML11_BREAKS}]")  # what would break a message's line
 _INDEX_RE = re.compile(r"\d+", re.ASCII)  # its pattern is the schema's (ECMA \d is ASCII)
 _RESOLVER = yaml.resolver.Resolver()
 YAML11_BOOLS = ("yes", "no", "on", "off", "y", "n")
@@ -117,11 +114,6 @@ def _a(value) -> str:
 def _q(value) -> str:
     """A value quoted in a message: "'centre'", or as `_a` names it when it is not text."""
     return f"'{value}'" if isinstance(value, str) else _a(value)
-
-
-def one_line(text: str) -> str:
-    """`text` with what would break its line (controls, YAML11_BREAKS) escaped: 'a\\nb' for a newline."""
-    return _BREAKING_RE.sub(lambda m: repr(m[0])[1:-1], text)
 
 
 def _suggest(word, choices) -> str | None:
@@ -452,13 +444,7 @@ def _fields(r, written: str) -> set[str]:
 
 def _bad_character(text: str) -> str | None:
     """The first '/', '\\' or control character in `text`, or None."""
-    return next((c for c in text if c in "/\\" or _CONTROL_RE.match(c)), None)
-
-
-def control_problem(name: str) -> str | None:
-    """'has a control character, ...' when `name`, a path or a font's or model's name, holds one (the system takes
-    no NUL in a path), else None."""
-    return "has a control character, which no path, font or model name may hold" if _CONTROL_RE.search(name) else None
+    return next((c for c in text if c in "/\\" or CONTROL_RE.match(c)), None)
 
 
 def file_name_problem(name: str) -> str | None:

@@ -352,6 +352,14 @@ def test_a_model_path_that_is_no_folder_says_what_it_is(tiny_dir, tmp_path, monk
                                    "holding model_index.json) or a hub id like 'owner/name'")
 
 
+@pytest.mark.parametrize("name,shown", [("ti\x00ny", "ti\\x00ny"), ("owner/ti\nny", "owner/ti\\nny")])
+def test_a_model_name_with_a_control_character_is_refused(name, shown):
+    """The API and $STUDIO_MODEL reach resolve_model_dir without the CLI's check: NUL made Python's ValueError."""
+    with pytest.raises(CheckpointError) as info:
+        resolve_model_dir(name)
+    assert str(info.value) == f"'{shown}' has a control character, which no path, font or model name may hold"
+
+
 def test_hub_id_not_in_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

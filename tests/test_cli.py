@@ -165,9 +165,12 @@ def test_arguments_that_are_not_utf8_text_are_one_line(argv, shown, tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("command", [["generate", "a cat", "-o", "x.png"], ["plan", "l.yaml"],
-                                     ["proof", "l.yaml", "-o", "p.png"], ["render", "l.yaml", "-o", "out"],
-                                     ["batch", "job.yaml", "-o", "out"]])
+# each command that takes --model (or $STUDIO_MODEL), with what else it needs
+MODEL_COMMANDS = [["generate", "a cat", "-o", "x.png"], ["plan", "l.yaml"], ["proof", "l.yaml", "-o", "p.png"],
+                  ["render", "l.yaml", "-o", "out"], ["batch", "job.yaml", "-o", "out"]]
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
 @pytest.mark.parametrize("model", ["ti\x00ny", "ti\nny"])
 def test_a_model_with_a_control_character_is_refused_as_a_layouts_is(command, model, tmp_path, monkeypatch,
                                                                       capsys):
@@ -176,6 +179,16 @@ def test_a_model_with_a_control_character_is_refused_as_a_layouts_is(command, mo
     shown = model.replace("\x00", "\\x00").replace("\n", "\\n")
     assert capsys.readouterr().err == (f"studio: error: --model '{shown}' has a control character, which no path, "
                                        f"font or model name may hold\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
+def test_a_studio_model_with_a_control_character_is_refused(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STUDIO_MODEL", "ti\nny")  # (an environment variable holds no NUL)
+    assert main(command) == 2
+    assert capsys.readouterr().err == ("studio: error: $STUDIO_MODEL 'ti\\nny' has a control character, which no "
+                                       "path, font or model name may hold\n")
     assert list(tmp_path.iterdir()) == []
 
 
