@@ -1026,7 +1026,11 @@ class _ItemLock:
         that does ('' when it has not written its pid yet). Retried until the locked file is the one the path
         names: another run may have removed it (`release`) after it was opened here."""
         while fcntl is not None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # another run's failed item removed the folder it had made
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -1054,6 +1058,24 @@ class _ItemLock:
             self.path.unlink(missing_ok=True)
             os.close(self.fd)
             self.fd = None
+
+
+def _new_folders(folder: Path, root: Path) -> list[Path]:
+    """The folders that creating `folder` inside `root` makes, deepest first."""
+    new = []
+    while folder != root and not folder.exists():
+        new.append(folder)
+        folder = folder.parent
+    return new
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first) while they are empty: another run may have put files in them."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _log(log: Path, record: dict, sidecar: Path, root: Path) -> str | None:
@@ -1122,6 +1144,7 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
         t0 = time.perf_counter()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         lock = _ItemLock(task.folder, task.stem)
+        new = _new_folders(task.folder, root)
         try:
             task.folder.mkdir(parents=True, exist_ok=True)
             holder = lock.take()
@@ -1175,6 +1198,8 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
             summary.dropped = item.name
             raise
         except Exception as e:  # one bad item must not stop the batch; StudioError or not, it is reported
+            lock.release()
+            _remove_empty(new)  # the folders made for the item: a failed item leaves none behind
             message = _failure(e, err)
             summary.failed.append((item.name, message))
             _line(bar, f"{head} failed {item.name}: {_first_line(message)}", out)

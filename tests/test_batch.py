@@ -6,6 +6,7 @@ chosen point: mid-denoise; outputs in place without a manifest; mid-write of an 
 older one (temporary file written, not renamed); mid-write of the manifest.
 """
 
+import errno
 import io
 import json
 import os
@@ -1117,6 +1118,27 @@ def test_files_an_item_no_longer_writes_are_removed(tiny_dir, tmp_path):
 
 FILL = "canvas: {width: 64, height: 32}\nlayers:\n  - fill: {color: navy}\n"  # no model: fast
 CLIPPED = FILL + "  - text: {text: Grand Opening, size: 20px, wrap: false, name: title, region: full}\n"
+
+
+def test_a_failed_item_leaves_no_folder_it_made(tiny_dir, tmp_path, monkeypatch):
+    job = write_job(tmp_path, "layout: card.yaml\nname: '{where}/card'\nitems: [{where: a/b}, {where: c}]\n",
+                    FILL + "variables: {where: x}\n")
+    from studio import render as R
+
+    out, render = tmp_path / "out", R.render
+
+    def full_disk(layout, folder, *args, **kwargs):
+        if folder.name == "b":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return render(layout, folder, *args, **kwargs)
+
+    (out / "c").mkdir(parents=True)
+    (out / "c" / "keep.txt").write_text("")
+    monkeypatch.setattr(R, "render", full_disk)
+    summary, _ = run(job, out, tiny_dir)
+    assert (summary.rendered, summary.failed) == (["c/card"], [("a/b/card", "OSError: [Errno 28] No space left on device")])
+    assert not (out / "a").exists() and sorted(p.name for p in (out / "c").iterdir()) == [
+        "card.manifest.json", "card.png", "keep.txt"]
 
 
 def test_a_killed_runs_temporaries_go_in_any_format_of_the_items_own_names(tiny_dir, tmp_path):
