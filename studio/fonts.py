@@ -74,7 +74,7 @@ def not_found(name: str, base_dir: Path | str | None, relative_to: str) -> str:
     bare = indexed[1] if indexed else name
     file = input_path(bare, base_dir)
     problem = file_problem(name, file, "font file", relative_to)
-    if problem and (file.exists() or _looks_like_path(bare)):  # a folder, a device, a missing path
+    if problem and (os.path.lexists(file) or _looks_like_path(bare)):  # a folder, a device, a link, a missing path
         return problem
     if file.is_file():
         return f"'{name}' is not a font file ({', '.join(FONT_SUFFIXES)}) nor an installed family"

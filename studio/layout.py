@@ -792,14 +792,9 @@ class ImagePath(Text):
         if control_problem(name):
             raise _Bad(f"'{name}' {control_problem(name)}")
         file = input_path(name, r.base_dir)
-        try:
-            file = file.resolve()
-        except RuntimeError:  # a loop, before Python 3.13; later ones stop at a link of it
-            pass
-        if file.is_symlink() and not file.exists():  # resolving stopped at a link (a broken one resolves to its target)
-            raise _Bad(f"'{name}' is a symbolic link loop")
         if problem := file_problem(name, file, "image file", r.relative_to):
             raise _Bad(problem)
+        file = file.resolve()  # a regular file: no loop on the way
         too_large = f"'{name}' is too large: an image may have at most {MAX_PIXELS} pixels (2^28)"
         with warnings.catch_warnings():  # the warning Pillow gives up to twice its limit: checked below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

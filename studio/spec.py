@@ -12,6 +12,8 @@ Coordinates: the canvas is the trim size; `bleed` px extend it on every side. Re
 relative to the trim box; the region `full` covers trim and bleed.
 """
 
+import errno
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +27,17 @@ def input_path(name: str, base_dir: Path | str | None) -> Path:
 
 
 def file_problem(name: str, file: Path, kind: str, relative_to: str) -> str | None:
-    """Why `file`, which a layout names `name`, is no `kind` ('image file') to read: a folder, a device, or
-    missing (`relative_to`: where relative paths are read, in words); None for a regular file."""
+    """Why `file`, which a layout names `name`, is no `kind` ('image file') to read: a folder, a device, a
+    symbolic link that leads nowhere, or missing (`relative_to`: where relative paths are read, in words); None
+    for a regular file."""
     article = "an" if kind[0] in "aeiou" else "a"
+    if os.path.islink(file) and not file.exists():
+        try:
+            os.stat(file)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return f"'{name}' is a symbolic link loop"
+        return f"'{name}' is a broken symbolic link (to {os.readlink(file)})"
     if file.is_dir():
         return f"'{name}' is a folder, not {article} {kind}"
     if file.exists() and not file.is_file():

@@ -613,6 +613,12 @@ BROKEN = [
      "(2^28)"),
     ("canvas: {preset: fhd}\nlayers: [{image: {path: loop.png}}]\n",  # not RuntimeError from Path.resolve
      "poster.yaml:2: layers[0].image.path: 'loop.png' is a symbolic link loop"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: loop.ttf}}]\n",  # not 'no such font file'
+     "poster.yaml:2: layers[0].text.font: 'loop.ttf' is a symbolic link loop"),
+    ("canvas: {preset: fhd}\nlayers: [{image: {path: gone.png}}]\n",
+     "poster.yaml:2: layers[0].image.path: 'gone.png' is a broken symbolic link (to /nonexistent/photo.png)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: gone.png}}]\n",  # a link: a path, not a family
+     "poster.yaml:2: layers[0].text.font: 'gone.png' is a broken symbolic link (to /nonexistent/photo.png)"),
     ("canvas: {preset: fhd}\nlayers: [{image: {path: /dev/null}}]\n",
      "poster.yaml:2: layers[0].image.path: '/dev/null' is a device, pipe or socket, not an image file"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: /dev/null}}]\n",
@@ -801,6 +807,8 @@ def layout_dir(tmp_path):
     (tmp_path / "trunc.png").write_bytes((tmp_path / "whole.png").read_bytes()[:60])  # opens, does not decode
     Image.new("RGB", (4, 4)).save(tmp_path / "badicc.png", icc_profile=b"not a profile")
     (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    (tmp_path / "loop.ttf").symlink_to(tmp_path / "loop.ttf")
+    (tmp_path / "gone.png").symlink_to("/nonexistent/photo.png")
     (tmp_path / "brand.ttf").write_bytes(ImageFont.load_default(10).path.getvalue())  # Pillow's bundled face
     return tmp_path
 
