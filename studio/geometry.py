@@ -132,10 +132,14 @@ def span_canvas(span: Span) -> tuple[int, int, list[Box]]:
     included, maps to the same number of canvas pixels, so a straight line crosses the gaps straight.
     Pixels are square: a monitor's picture is as high as its width and pixel aspect say (a measured height
     a little off does not matter), so the densest monitor's box is exactly its pixel size, a 1:1 cut. The
-    others' boxes are later resized to their own pixel sizes.
+    others' boxes are later resized to their own pixel sizes. Edges are rounded, half up, not sizes: monitors
+    that meet (no bezel) meet in pixels too, and a whole number of pixels (the densest monitor's) stays whole.
     """
     def mm(value) -> Fraction:
         return Fraction(value).limit_denominator(10 ** 6)
+
+    def px(length_mm: Fraction) -> int:
+        return math.floor(length_mm * density + Fraction(1, 2))
 
     density = max(m.width / mm(m.width_mm) for m in span.monitors)
     heights = [mm(m.width_mm) * m.height / m.width for m in span.monitors]  # square pixels
@@ -143,9 +147,9 @@ def span_canvas(span: Span) -> tuple[int, int, list[Box]]:
     x, boxes = Fraction(0), []
     for i, (m, h_mm) in enumerate(zip(span.monitors, heights)):
         top_mm = {"top": Fraction(0), "center": (tallest - h_mm) / 2, "bottom": tallest - h_mm}[span.align]
-        x0, y0 = round(x * density), round(top_mm * density)
-        boxes.append(Box(x0, y0, round(mm(m.width_mm) * density), round(h_mm * density)))  # sizes, then edges
+        x0, y0 = px(x), px(top_mm)
+        boxes.append(Box(x0, y0, px(x + mm(m.width_mm)) - x0, px(top_mm + h_mm) - y0))
         x += mm(m.width_mm) + (mm(span.bezels_mm[i]) if i < len(span.bezels_mm) else 0)
-    width = max(round(x * density), *(b.right for b in boxes))
-    height = max(round(tallest * density), *(b.bottom for b in boxes))
+    width = max(px(x), *(b.right for b in boxes))
+    height = max(px(tallest), *(b.bottom for b in boxes))
     return width, height, boxes

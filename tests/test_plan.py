@@ -135,6 +135,15 @@ def test_span_boxes_are_whole_pixels_from_half_pixel_offsets():
     assert (width, height) == (7, 2) and boxes == [Box(0, 0, 3, 2), Box(4, 0, 3, 2)]
 
 
+def test_span_monitors_without_bezels_meet_in_pixels():
+    """Edges are rounded, not sizes: 100.15 mm at 4 px/mm is 400.6 px, and monitors from 1000 px on end at
+    1400.6, 1801.2 and 2201.8 px; rounding sizes (401 each) overlapped the second and third by a column."""
+    wide, narrow = Monitor("a", 1000, 500, 250, 125), Monitor("b", 300, 300, 100.15, 1)
+    width, height, boxes = span_canvas(Span((wide, narrow, narrow, narrow), (0, 0, 0)))
+    assert [(b.x, b.right) for b in boxes] == [(0, 1000), (1000, 1401), (1401, 1801), (1801, 2202)]
+    assert (width, height) == (2202, 500)
+
+
 @pytest.mark.parametrize("region, box", [
     (Region("px", 0, 0, 1169.29, 10), Box(0, 0, 1169, 10)),
     (Region("px", 1169.29, 0, 1169.29, 10), Box(1169, 0, 1170, 10)),  # meets the first: 99 mm panels at 300 dpi
