@@ -12,6 +12,7 @@ An existing file is never replaced unless the caller passes overwrite=True, and 
 """
 
 import errno
+import io
 import functools
 import hashlib
 import json
@@ -138,24 +139,17 @@ def write_raster(image, f, fmt: str, dpi: int | None, metadata: dict | None, qua
             exif[282] = exif[283] = TiffImagePlugin.IFDRational(dpi)
             exif[296] = 2
             options["exif"] = exif.tobytes()
+    # libtiff writes to a file's descriptor itself, reporting a failed write (a full disk or quota, a file size
+    # limit) as an encoder error and on stderr: a TIFF is encoded in memory, and Python writes it
+    target = io.BytesIO() if fmt == "TIFF" else f
     try:
-        image.save(f, format=fmt, **options)
-    except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: libtiff could not write the header
+        image.save(target, format=fmt, **options)
+    except (OSError, ValueError, RuntimeError) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise  # the disk, not the encoder: write_temp names the file
-        if fmt == "TIFF" and _disk_full(f, image.width * image.height * 3):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None  # libtiff writes to the descriptor
         raise InputError(f"cannot encode a {image.width}x{image.height} px image as {fmt} ({e})") from None
-
-
-def _disk_full(f, needed: int) -> bool:
-    """Whether the file system of the open file `f` has less than `needed` bytes free: libtiff's write errors
-    reach Python as an encoder error without an errno."""
-    try:
-        stat = os.fstatvfs(f.fileno())
-    except (AttributeError, OSError, ValueError):
-        return False
-    return stat.f_bavail * stat.f_frsize < needed
+    if target is not f:
+        f.write(target.getbuffer())
 
 
 JPEG_COMMENT_BYTES = 65533  # a JPEG segment's length field counts itself (2 bytes) in 16 bits

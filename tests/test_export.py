@@ -356,18 +356,35 @@ def test_an_encoder_failure_is_one_line_naming_the_format_and_size():
     assert info.value.errno == errno.ENOSPC
 
 
-def test_a_tiff_write_error_on_a_full_disk_is_the_disk_s(tmp_path, monkeypatch):
-    """libtiff writes to the file's descriptor itself and reports a failed write as an encoder error without an
-    errno: on a file system without room for the image that is ENOSPC (write_temp names the file)."""
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+def test_a_tiff_write_error_is_the_disk_s(code, tmp_path, capfd):
+    """libtiff, writing to the descriptor itself, made any failed write 'encoder error -2' and printed its own
+    lines; it now encodes in memory, and the disk's error is an OSError (write_temp names the file)."""
+    class Failing(io.BytesIO):
+        def write(self, data):
+            raise OSError(code, os.strerror(code))
+
+    with pytest.raises(OSError) as info:
+        E.write_raster(raster(), Failing(), "TIFF", None, None, 90)
+    assert info.value.errno == code
     (tmp_path / "a.tif").write_bytes(b"")
-    with open(tmp_path / "a.tif", "rb") as read_only:  # every write of libtiff's fails, the header's first
-        with pytest.raises(InputError, match=r"^cannot encode a 112x72 px image as TIFF \(tiff codec "
-                                             r"initialization failed\)$"):
-            E.write_raster(raster(), read_only, "TIFF", None, None, 90)
-        monkeypatch.setattr(E.os, "fstatvfs", lambda fd: os.statvfs_result((4096, 4096, 9, 9, 1, 9, 9, 9, 0, 255)))
-        with pytest.raises(OSError) as info:  # 4 KiB free, for a 24 KiB image
-            E.write_raster(raster(), read_only, "TIFF", None, None, 90)
-    assert info.value.errno == errno.ENOSPC
+    with open(tmp_path / "a.tif", "rb") as read_only, pytest.raises(OSError) as info:
+        E.write_raster(raster(), read_only, "TIFF", None, None, 90)
+    assert isinstance(info.value, io.UnsupportedOperation) and capfd.readouterr().err == ""
+
+
+def test_a_file_size_limit_is_one_line_naming_the_file(tmp_path):
+    """As `ulimit -f` (or a full quota) makes it: 'p.tif: File too large', not an encoder error."""
+    layout = tmp_path / "l.yaml"
+    layout.write_text("canvas: {width: 112, height: 72}\nlayers: [{image: {path: noise.png}}]\n")
+    raster().save(tmp_path / "noise.png")  # 24 KiB that no encoder shrinks
+    code = ("import resource, signal, sys; from studio.cli import main; signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); sys.exit(main(sys.argv[1:]))")
+    for name in ("p.tif", "p.png"):
+        done = subprocess.run([sys.executable, "-c", code, "proof", str(layout), "-o", str(tmp_path / name)],
+                              capture_output=True, text=True, timeout=120)
+        assert (done.returncode, done.stderr) == (2, f"studio: error: {tmp_path / name}: File too large\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.yaml", "noise.png"]
 
 
 def test_proof_refuses_a_size_its_format_cannot_hold_before_composing(tmp_path, monkeypatch):
