@@ -16,7 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
-from studio.errors import InputError, StudioError, control_problem, one_line, out_of_memory
+from studio.errors import InputError, StudioError, control_problem, interrupt_in, one_line, out_of_memory
 from studio.layout import MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS
 from studio.progress import PhaseBars
 
@@ -386,16 +386,22 @@ def _terminate(signum, frame):
 
 
 def _import_mindspore() -> None:
-    """Import MindSpore with SIGINT and SIGTERM held back: a Ctrl-C in the middle of its C++ start-up crashes
-    the interpreter; held, it arrives right after (a KeyboardInterrupt, as anywhere else)."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+    """Import MindSpore with SIGINT and SIGTERM held back: a Ctrl-C in the middle of its C++ start-up failed the
+    import or aborted the interpreter at exit; held, it arrives right after (a KeyboardInterrupt, as anywhere
+    else). Held by handlers that only note the signal (Python runs them in the main thread, between bytecodes),
+    not by a thread's signal mask, which numpy's threads, started already, don't share."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
         importlib.import_module("mindspore")
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    received = []
+    held = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         importlib.import_module("mindspore")
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for s, handler in held.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: a handler set outside Python
+    for s in received:
+        signal.raise_signal(s)  # to the handler held back: KeyboardInterrupt, Terminated, or ignored
 
 
 def not_utf8(argv: list[str]) -> str | None:
@@ -461,12 +467,15 @@ def check_model_arg(args) -> None:
 def _run(args) -> int:
     """The command, its user-side failures as one line and an exit status."""
     try:
-        check_model_arg(args)
-        _import_mindspore()
-        if getattr(args, "device", None):
-            from studio import backend
-            backend.setup(args.device)
-        code = COMMANDS[args.command](args)
+        try:
+            check_model_arg(args)
+            _import_mindspore()
+            if getattr(args, "device", None):
+                from studio import backend
+                backend.setup(args.device)
+            code = COMMANDS[args.command](args)
+        except ImportError as e:  # a lazy import cut short by a signal: the signal's
+            raise interrupt_in(e) or e
     except StudioError as e:
         for line in str(e).splitlines() or [type(e).__name__]:
             print(f"studio: error: {_said_of_env_model(line, args)}", file=sys.stderr)

@@ -57,3 +57,11 @@ def control_problem(name: str) -> str | None:
     """'has a control character, ...' when `name`, a path or a font's or model's name, holds one (the system takes
     no NUL in a path), else None."""
     return "has a control character, which no path, font or model name may hold" if CONTROL_RE.search(name) else None
+
+
+def interrupt_in(e: BaseException | None) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt `e` is or was raised from: a signal in the middle of a C extension's start-up makes
+    its import fail with ImportError('initialization failed') from the interrupt; else None."""
+    while e is not None and not isinstance(e, KeyboardInterrupt):
+        e = e.__cause__ or e.__context__
+    return e

@@ -625,3 +625,43 @@ def test_too_little_temporary_disk_for_a_tiled_decode_fails_before_any_work(tiny
     assert phases == []
     assert pipe("a cat", height=1024, width=1024, num_inference_steps=1, memory_budget="25MiB",
                 output_type="latent").images.shape == (1, 4, 32, 32)  # no decode: no disk (binned to 256 px)
+
+
+def run_with_import_hook(module: str, action: str, args: list[str], cwd) -> subprocess.CompletedProcess:
+    """The `studio` command in a new process whose first import of `module` runs `action` (Python, where `os`,
+    `signal` and `sys` are imported): a signal at a chosen moment of start-up."""
+    script = f"""\
+import os, signal, sys
+class Hook:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            sys.meta_path.remove(self)
+            {action}
+sys.meta_path.insert(0, Hook())
+from studio.__main__ import main
+sys.exit(main())
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # set in this process by an import
+    env["OPENBLAS_NUM_THREADS"] = "2"  # numpy's threads run, as a user's do: a signal may go to one of them
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("signum, code, said", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_signal_while_mindspore_loads_ends_the_command_cleanly(signum, code, said, tiny_dir, tmp_path):
+    """Held until MindSpore is in, then taken as anywhere else (numpy's threads took it through the thread mask
+    held before: a half-loaded MindSpore aborted the interpreter at exit, status 134)."""
+    done = run_with_import_hook("mindspore.nn", f"os.kill(os.getpid(), signal.{signum})",
+                                ["generate", "a cat", "-o", "a.png", "--model", str(tiny_dir), "--size", "64x64"],
+                                tmp_path)
+    assert (done.returncode, done.stderr) == (code, f"studio: {said}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module, action", [
+    ("yaml", "os.kill(os.getpid(), signal.SIGINT)"),  # while studio.cli loads, before it handles signals
+    ("studio.render", "raise ImportError('initialization failed') from KeyboardInterrupt()"),  # a C extension's
+])
+def test_a_ctrl_c_while_modules_load_is_one_line(module, action, tmp_path):
+    done = run_with_import_hook(module, action, ["proof", "l.yaml", "-o", "p.png"], tmp_path)
+    assert (done.returncode, done.stderr) == (130, "studio: interrupted\n")
