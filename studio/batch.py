@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import yaml
@@ -1445,12 +1446,14 @@ def _print_summary(job, summary: Summary, out, where: str) -> None:
 
 # -- rerender -------------------------------------------------------------------------------------------------
 
-def rerender(manifest_file, out_dir=None, overwrite: bool = False) -> list[tuple[str, str, str]]:
+def rerender(manifest_file, out_dir=None, overwrite: bool = False,
+             progress: Callable[[str, str, int, int], None] | None = None) -> list[tuple[str, str, str]]:
     """Render the item of a batch manifest again, as it was: same layout text, variables, model files
     (checked), memory budget; into `out_dir`, or a temporary folder when None. Returns (file, sha256 in the
     manifest, sha256 now) per file; equal hashes mean bit-identical files. A manifest that is damaged or was
     edited (`manifest.record_problem`) is refused. Runs in the batch's working folder when it still exists,
-    so model paths relative to it mean the same folders (the files name models as the batch spelled them)."""
+    so model paths relative to it mean the same folders (the files name models as the batch spelled them).
+    progress(label, phase, done, total): loading each model ('load'), then as `render` reports."""
     manifest_file = Path(manifest_file)
     try:
         record = manifest.load_sidecar(manifest_file)
@@ -1463,7 +1466,7 @@ def rerender(manifest_file, out_dir=None, overwrite: bool = False) -> list[tuple
     out_dir = None if out_dir is None else Path(out_dir).absolute()
     manifest_file = manifest_file.absolute()  # here, not in the batch's working folder
     with _working_folder(record["cwd"]):
-        return _rerender(record, manifest_file, out_dir, overwrite)
+        return _rerender(record, manifest_file, out_dir, overwrite, progress)
 
 
 @contextmanager
@@ -1480,7 +1483,7 @@ def _working_folder(folder: str | None):
         os.chdir(here)
 
 
-def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite: bool) -> list:
+def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite: bool, progress) -> list:
     from studio.layout import parse_layout
     from studio.pipeline import PixArtSigmaPipeline
     from studio.render import check_outputs, output_paths, render
@@ -1509,7 +1512,8 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
         changed = sorted(set(files.items()) ^ set(now["files"].items()))
         if changed:
             raise InputError(f"{manifest_file}: model {model_id}: {changed[0][0]} differs from the recorded file")
-        pipe = PixArtSigmaPipeline.from_pretrained(model_id)
+        loading = None if progress is None else (lambda done, total: progress(model_id, "load", done, total))
+        pipe = PixArtSigmaPipeline.from_pretrained(model_id, progress=loading)
         note_if_tiny(model_id, pipe)
         pipe.embedding_cache = EmbeddingCache(None, text_identity(files))
         pipe.keep_text_encoder = record["text_encoder"].get(model_id) == "kept"
@@ -1522,7 +1526,7 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
         folder = out_dir if out_dir is not None else Path(tmp)  # made above, or by the context: render writes there
         with holding([pipe.embedding_cache for pipe in pipelines.values()]):
             files = render(layout, folder, record["model"], record["memory_budget"], overwrite=overwrite,
-                           pipelines=pipelines, stem=stem, metadata={"layout": lay["path"],
+                           progress=progress, pipelines=pipelines, stem=stem, metadata={"layout": lay["path"],
                                                                      "batch_item": record["item"]},
                            reuse_art=False)  # every generation made again: that's what is checked
         now = {p.name: manifest.sha256_file(p) for p in files}

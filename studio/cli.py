@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="folder for the files (default: a temporary one, only compared)")
     rerender.add_argument("--overwrite", action="store_true", help="replace the files in the -o folder if they exist")
     rerender.add_argument("--device", default=None, help=DEVICE_HELP)
+    rerender.add_argument("--quiet", action="store_true", help="no progress bars")
 
     tiny = sub.add_parser("make-tiny", help="write a tiny random PixArt-Sigma pipeline (its output is noise)")
     tiny.add_argument("folder", type=Path, help="folder to write the pipeline into (created)")
@@ -352,8 +353,13 @@ def cmd_batch(args) -> int:
 def cmd_rerender(args) -> int:
     from studio.batch import rerender
 
+    bars = PhaseBars(args.quiet)
+    try:
+        compared = rerender(args.manifest, args.output, args.overwrite, bars)
+    finally:
+        bars.close()
     different = 0
-    for name, recorded, now in rerender(args.manifest, args.output, args.overwrite):
+    for name, recorded, now in compared:
         same = recorded == now
         different += not same
         note = "" if same else f" (manifest {recorded[:16]})"

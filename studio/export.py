@@ -66,7 +66,8 @@ def check_free(path: Path, overwrite: bool) -> Path:
     if os.path.lexists(path) and not overwrite:  # a symbolic link, even a broken one, is a file here
         raise InputError(f"{path}: file exists (pass --overwrite, or overwrite=True, to replace it)")
     if not path.parent.is_dir():
-        raise InputError(f"{path.parent}: no such folder")
+        what = "is a file, not a folder" if path.parent.is_file() else "no such folder"
+        raise InputError(f"{path.parent}: {what}")
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise InputError(f"{path.parent}: cannot write in this folder (read-only, or no permission)")
     try:  # access() answers for root from the mode bits alone: /sys and /proc say yes and create nothing

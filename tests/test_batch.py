@@ -1565,10 +1565,14 @@ def test_rerender_checks_its_output_folder_before_reading_the_model_and_notes_a_
         assert errors_of(["rerender", sidecar, "-o", again], capsys) == [
             f"studio: error: {again / 'card-1.png'}: file exists (pass --overwrite, or overwrite=True, to replace it)"]
     assert (again / "card-1.png").read_bytes() == b"mine"
-    assert main(["rerender", str(sidecar), "-o", str(again), "--overwrite"]) == 0
+    assert main(["rerender", str(sidecar), "-o", str(again), "--overwrite", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert captured.err == f"note: {tiny_dir}: {NOISE_NOTICE}\n"
     assert captured.out.startswith("identical  card-1.png  ")
+    assert main(["rerender", str(sidecar)]) == 0  # progress, as render shows it: minutes at 4K
+    err = capsys.readouterr().err
+    assert re.search(rf"^{re.escape(str(tiny_dir))}: loading model: (\S+ \S+)/\1 \(100%, ", err, re.M)
+    assert "layer 0 (1/1) direct 128x128: denoising: 1/1 (100%, " in err and "writing files: 1/1 (100%, " in err
 
 
 def test_progress_in_a_log_is_plain_lines(tiny_dir, tmp_path):

@@ -521,6 +521,14 @@ def test_proof_warns_about_clipped_text(tmp_path, capsys):
     assert capsys.readouterr().err == "warning: <string>: layers[0] (title): text overflows its region (right clipped)\n"
 
 
+def test_an_output_whose_folder_is_a_file_says_so(tmp_path):
+    (tmp_path / "cover.png").write_bytes(b"")
+    for parent, what in [("cover.png", "is a file, not a folder"), ("nowhere", "no such folder")]:
+        with pytest.raises(InputError) as info:
+            E.check_free(tmp_path / parent / "a.png", overwrite=False)
+        assert str(info.value) == f"{tmp_path / parent}: {what}"
+
+
 def test_a_jpeg_proof_has_the_layouts_jpeg_quality(tmp_path):
     def tables(quality):
         buf = io.BytesIO()
