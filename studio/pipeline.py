@@ -9,6 +9,7 @@ import gc
 import inspect
 import json
 import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -83,18 +84,28 @@ def check_max_sequence_length(value) -> None:
 
 
 def torch_noise(generator, shape: tuple, dtype: ms.Type) -> np.ndarray:
-    """The initial noise the reference draws from a torch.Generator, or a list of one per image: torch.randn
-    on the generator's device in the pipeline's dtype, as diffusers' `randn_tensor`."""
+    """The initial noise the reference draws from a torch.Generator, or a list of one per image (`check_generator`):
+    torch.randn on the generator's device in the pipeline's dtype, as diffusers' `randn_tensor`."""
     import torch
 
     torch_dtype = {ms.float16: torch.float16, ms.bfloat16: torch.bfloat16}.get(dtype, torch.float32)
     if not isinstance(generator, (list, tuple)):
         noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch_dtype)
         return noise.float().cpu().numpy()
-    if len(generator) != shape[0]:
-        raise InputError(f"{len(generator)} generators for {shape[0]} images; pass one per image, or one")
     return np.concatenate([torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=torch_dtype)
                            .float().cpu().numpy() for g in generator])
+
+
+def check_generator(generator, images: int) -> None:
+    """InputError unless `generator` is a torch.Generator or a list (tuple) of one per image."""
+    torch = sys.modules.get("torch")  # a torch.Generator was made with torch imported: no import of a dev extra
+    several = isinstance(generator, (list, tuple))
+    if torch is None or not all(isinstance(g, torch.Generator) for g in (generator if several else [generator])):
+        raise InputError(f"generator must be a torch.Generator or a list of {images} (one per image), got "
+                         f"{generator!r:.80}")
+    if several and len(generator) != images:
+        raise InputError(f"{len(generator)} generators for {images} image{'s' * (images != 1)}; pass one per image, "
+                         "or one")
 
 
 def default_size(tr: PixArtTransformerConfig, vae: AutoencoderKLConfig, height: int | None,
@@ -724,7 +735,10 @@ class PixArtSigmaPipeline:
                              "with prompt_attention_mask)")
         prompts = as_prompts(prompt, "prompt") if given is None else [""] * given.rows
         negative = "" if negative_prompt is None else negative_prompt
-        negatives = as_prompts(negative, "negative_prompt") * (len(prompts) if isinstance(negative, str) else 1)
+        if isinstance(negative, (list, tuple)) and not negative:  # unguided, unused (the reference takes it); guided,
+            negatives = []  # "negative_prompt has 0 entries" (_check_inputs; the reference's IndexError)
+        else:
+            negatives = as_prompts(negative, "negative_prompt") * (len(prompts) if isinstance(negative, str) else 1)
         given_negatives = Captions.given(negative_prompt_embeds, negative_prompt_attention_mask, "negative_prompt")
         if given_negatives is not None:
             if negative_prompt:
@@ -815,6 +829,8 @@ class PixArtSigmaPipeline:
     def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type, seed,
                       guidance, vae_tiling, generator, clean_caption, latents, embeds_given, negative_embeds_given,
                       callback, callback_steps):
+        if getattr(guidance, "ndim", None) == 0:  # a 0-d array or tensor (torch.tensor(4.5)): the reference takes it
+            guidance = _numpy(guidance)[()]  # a numpy scalar, checked as one (a bool or str one is refused)
         number = isinstance(guidance, (int, float, np.number)) and not isinstance(guidance, bool)
         if not number or not np.isfinite(guidance):
             raise InputError(f"guidance_scale must be a finite number, got {guidance!r:.80}")
@@ -841,6 +857,8 @@ class PixArtSigmaPipeline:
         check_max_sequence_length(max_len)
         if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+        if generator is not None:  # here, not after the text encoder ran
+            check_generator(generator, len(prompts) * per_prompt)
         if callback is not None:  # checked here, not after the text encoder and a denoising step
             try:
                 inspect.signature(callback).bind(0, steps)
@@ -874,11 +892,19 @@ class Captions(NamedTuple):
         if features.ndim != 3 or mask.shape != features.shape[:2]:
             raise InputError(f"{name}_embeds {features.shape} and {name}_attention_mask {mask.shape} are not "
                              f"(B, L, C) and (B, L)")
+        mask = mask.astype(np.int32)  # as `tokenize` gives masks (a copy: the caller's is not changed)
+        # a row that attends to no token attends to all its L positions in the reference: its -10000 bias is the
+        # same for every key, so softmax cancels it, as for a row of ones; here masked keys weigh exactly 0 (and
+        # trim_caption drops them), so such a row is taken as the ones it acts as
+        empty = ~mask.any(axis=1)
+        mask[empty] = 1
         attended = np.flatnonzero(mask.any(axis=0))
         if attended.size and attended[-1] >= MAX_LENGTH:  # positions past it are dropped unread (trim_caption)
             raise InputError(f"{name}_attention_mask attends to position {attended[-1] + 1}: at most {MAX_LENGTH} "
-                             f"(PixArt-Sigma's caption length, which the memory plan counts)")
-        return cls(features.astype(np.float32), mask.astype(np.int32))  # as `tokenize` gives masks
+                             f"(PixArt-Sigma's caption length, which the memory plan counts)"
+                             + ("; a row of zeros attends to all its positions, as in the reference" if empty.any()
+                                else ""))
+        return cls(features.astype(np.float32), mask)
 
     @staticmethod
     def joined(parts: list["Captions"], dtype) -> tuple[ms.Tensor, ms.Tensor]:

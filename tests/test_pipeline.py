@@ -196,6 +196,23 @@ def test_a_torch_generator_draws_the_references_noise(pipes):
     assert rel_l2(out.images, expected.numpy()) <= 1e-3
 
 
+@pytest.mark.parametrize("generator,images,message", [
+    (42, 1, "generator must be a torch.Generator or a list of 1 (one per image), got 42"),
+    (np.random.default_rng(0), 1, "generator must be a torch.Generator or a list of 1 (one per image), got Generator("),
+    ([torch.Generator(), 42], 2, "generator must be a torch.Generator or a list of 2 (one per image), got [<"),
+    ([torch.Generator()] * 3, 2, "3 generators for 2 images; pass one per image, or one"),
+    ([], 1, "0 generators for 1 image; pass one per image, or one"),
+])
+def test_a_bad_generator_is_refused_before_any_work(pipes, generator, images, message):
+    """Not a raw AttributeError, nor a wrong count found after the text encoder ran."""
+    from studio.errors import InputError
+    phases = []
+    with pytest.raises(InputError, match=re.escape(message)):
+        pipes[0]("a cat", height=256, width=256, num_inference_steps=1, output_type="latent", generator=generator,
+                 num_images_per_prompt=images, progress=lambda phase, done, total: phases.append(phase))
+    assert phases == []
+
+
 def test_fp16_stays_as_close_to_fp32_as_the_references_fp16(tiny_dir, pipes):
     """Five guided steps in fp16 against the fp32 reference: diffusers' fp16 is 2.9e-3 away (relative L2)
     on this checkpoint, whose latents grow to ~100 (fp16 layer norms then overflowed: 1.1e-2)."""
@@ -212,7 +229,7 @@ def test_unguided_calls_ignore_the_negative_prompt_as_the_reference_does(pipes):
     latents = np.random.default_rng(5).standard_normal((2, 4, 32, 32)).astype(np.float32)
     kwargs = dict(height=256, width=256, num_inference_steps=2, guidance_scale=1.0, output_type="latent")
     expected = ref(["a cat", "a dog"], latents=torch.from_numpy(latents), clean_caption=False, **kwargs).images
-    for negative in (None, ["unused"]):
+    for negative in (None, ["unused"], []):
         out = ours(["a cat", "a dog"], negative_prompt=negative, latents=latents.tolist(), **kwargs)
         assert rel_l2(out.images, expected.numpy()) <= 1e-3
         assert out.seed is None  # the latents decided the image
@@ -226,6 +243,11 @@ def test_unguided_calls_ignore_the_negative_prompt_as_the_reference_does(pipes):
     (dict(negative_prompt=3), "negative_prompt must be a string or a non-empty list of strings, got 3"),
     (dict(guidance_scale=None), "guidance_scale must be a finite number, got None"),
     (dict(guidance_scale=float("nan")), "guidance_scale must be a finite number, got nan"),
+    (dict(guidance_scale=torch.tensor(float("inf"))), "guidance_scale must be a finite number, got "),
+    (dict(guidance_scale=np.array("4.5")), "guidance_scale must be a finite number, got "),
+    (dict(guidance_scale=torch.tensor(True)), "guidance_scale must be a finite number, got "),
+    (dict(guidance_scale=np.ones(1)), "guidance_scale must be a finite number, got array([1.])"),
+    (dict(negative_prompt=[]), "negative_prompt has 0 entries, prompt has 1"),  # the reference: an IndexError
     (dict(vae_tiling="yes"), "vae_tiling must be None (automatic), True or False, got 'yes'"),
     (dict(seed=1, generator=1), "pass seed or generator"),
     (dict(seed=1, latents=np.zeros((1, 4, 32, 32))), "latents replace the initial noise: pass no seed or generator"),
@@ -259,6 +281,16 @@ def test_bad_arguments_are_value_errors_naming_the_argument(pipes, kwargs, messa
     kwargs = {"prompt": "a cat", "height": 256, "width": 256, **kwargs}
     with pytest.raises(ValueError, match=re.escape(message)):
         pipes[0](**kwargs)
+
+
+def test_a_zero_dimensional_guidance_scale_is_its_number_as_the_reference_takes_it(pipes):
+    """guidance_scale=torch.tensor(4.5) (or a 0-d numpy or MindSpore array) guides as 4.5."""
+    import mindspore as ms
+    ours = pipes[0]
+    kwargs = dict(height=256, width=256, num_inference_steps=1, output_type="latent", seed=2)
+    expected = ours("a cat", guidance_scale=4.5, **kwargs).images
+    for scale in (torch.tensor(4.5), np.array(4.5), ms.Tensor(4.5)):
+        np.testing.assert_array_equal(ours("a cat", guidance_scale=scale, **kwargs).images, expected)
 
 
 def test_positional_arguments_numpy_numbers_and_torch_latents_as_the_reference_takes_them(pipes):
@@ -354,6 +386,31 @@ def test_given_masks_with_zeros_before_their_last_token_keep_every_token(pipes):
                   output_type="latent")
     expected = ref(negative_prompt=None, latents=torch.from_numpy(latents), **kwargs).images.numpy()
     assert rel_l2(ours(latents=latents, **kwargs).images, expected) <= 1e-3
+
+
+def test_a_given_mask_row_of_zeros_attends_to_every_position_as_in_the_reference(pipes):
+    """A row of prompt_attention_mask or negative_prompt_attention_mask that attends to no token: the reference's
+    -10000 bias is the same for all its L keys, so the row attends to them all, as a row of ones (studio's masked
+    keys weigh 0 and were cut: 0.16 away). Beside rows of tokens, whose captions are cut after their last token."""
+    ours, ref = pipes
+    with torch.no_grad():
+        embeds, mask, negative, negative_mask = ref.encode_prompt(["a cat", "a red boat"],
+                                                                  negative_prompt=["blurry", "watermark"],
+                                                                  clean_caption=False, max_sequence_length=40)
+    assert mask.shape == (2, 40) and int(mask.sum(axis=1).max()) < 10
+    negative_mask[0] = 0
+    given = dict(prompt_embeds=embeds, prompt_attention_mask=mask, negative_prompt_embeds=negative,
+                 negative_prompt_attention_mask=negative_mask)
+    latents = np.random.default_rng(12).standard_normal((2, 4, 32, 32)).astype(np.float32)
+    kwargs = dict(height=256, width=256, num_inference_steps=2, output_type="latent")
+    expected = ref(negative_prompt=None, latents=torch.from_numpy(latents), **given, **kwargs).images.numpy()
+    assert rel_l2(ours(latents=latents, **given, **kwargs).images, expected) <= 1e-3
+    assert int(negative_mask.sum()) < 10  # the caller's mask is read, not changed
+    mask[1] = 0  # in the prompts' mask too
+    expected = ref(negative_prompt=None, latents=torch.from_numpy(latents), **given, **kwargs).images.numpy()
+    assert rel_l2(ours(latents=latents, **given, **kwargs).images, expected) <= 1e-3
+    with pytest.raises(ValueError, match="attends to position 302: at most 300 .*; a row of zeros attends to all"):
+        ours(prompt_embeds=np.zeros((1, 302, 32)), prompt_attention_mask=np.zeros((1, 302)), **kwargs)
 
 
 def test_encode_prompt_checks_its_length_and_takes_it_by_keyword_only(pipes):
