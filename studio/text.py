@@ -59,6 +59,10 @@ def load_tokenizer(folder, vocab_size: int | None = None):
     if vocab_size is not None and len(tokenizer) > vocab_size:
         raise CheckpointError(f"{folder}: the tokenizer has {len(tokenizer)} tokens, the text encoder's vocab_size is "
                               f"{vocab_size}: the tokenizer and text_encoder folders come from different models")
+    # padding after the tokens, whatever the folder's tokenizer_config says: the pipeline keeps the first
+    # mask.sum() positions (`real_tokens`), and T5's features at real positions don't depend on where the
+    # padding is (the reference, padding on the left, gets the same features there)
+    tokenizer.padding_side = "right"
     return tokenizer
 
 
@@ -116,4 +120,7 @@ def tokenize(tokenizer, prompts: list[str], max_length: int = MAX_LENGTH) -> tup
 def truncated_text(tokenizer, prompt: str, max_length: int = MAX_LENGTH) -> str:
     """The part of `prompt` that `tokenize` drops for length ('' when it fits), which the pipeline warns of."""
     ids = tokenizer(prompt, add_special_tokens=True, verbose=False)["input_ids"]  # long is expected here
-    return tokenizer.decode(ids[max_length - 1:-1]) if len(ids) > max_length else ""
+    if len(ids) <= max_length:
+        return ""
+    left = tokenizer.truncation_side == "left"  # (a tokenizer_config may say so) the start goes, '</s>' stays
+    return tokenizer.decode(ids[:len(ids) - max_length] if left else ids[max_length - 1:-1])

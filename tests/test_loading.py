@@ -180,6 +180,25 @@ def test_a_tokenizer_folder_diffusers_loads_loads_with_the_same_ids(tiny_dir, tm
     assert np.array_equal(ids, expected_ids) and np.array_equal(mask, expected_mask)
 
 
+def test_a_tokenizer_config_that_pads_on_the_left_encodes_as_the_published(tiny_dir, tmp_path):
+    """padding_side 'left' (a re-saved tokenizer may say so) left the prompt's tokens past the positions the
+    pipeline keeps: all padding, silently; the reference's features at the real positions are the same either
+    way. truncation_side 'left' drops the start, and the warning names that part."""
+    from studio.text import load_tokenizer, truncated_text
+
+    folder = shutil.copytree(tiny_dir, tmp_path / "left")
+    edit(folder, "tokenizer/tokenizer_config.json", padding_side="left", truncation_side="left")
+    prompts = ["a red fox in the snow", "an owl"]
+    features, mask = PixArtSigmaPipeline.from_pretrained(folder).encode_prompt(prompts)
+    expected_features, expected_mask = PixArtSigmaPipeline.from_pretrained(tiny_dir).encode_prompt(prompts)
+    assert np.array_equal(mask.asnumpy(), expected_mask.asnumpy()) and mask.asnumpy()[1].sum() < mask.shape[1]
+    assert np.array_equal(features.asnumpy(), expected_features.asnumpy())
+    tokenizer = load_tokenizer(folder / "tokenizer")
+    # the tiny vocabulary's pieces: '▁', 'on', 'e', '▁t', 'w', 'o', '▁', 'th', 'ree', '▁fo', 'u', 'r', '▁f', 'i', ...
+    assert truncated_text(tokenizer, "one two three four five", 5) == "one two three four"  # '▁f i v e </s>' kept
+    assert truncated_text(load_tokenizer(tiny_dir / "tokenizer"), "one two three four five", 7) == "three four five"
+
+
 def test_a_tokenizer_without_a_vocabulary_is_refused(tmp_path):
     """T5Tokenizer() saved as it is has the special tokens and sentinels only: every word is '<unk>'."""
     from transformers import T5Tokenizer
