@@ -29,7 +29,6 @@ import time
 import traceback
 import unicodedata
 import warnings
-import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -616,9 +615,6 @@ def log_path(out_dir: Path, shard: tuple[int, int]) -> Path:
 
 # -- T5 feature cache -----------------------------------------------------------------------------------------
 
-_DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # what reading a bad .npz raises
-
-
 def _usable(features: np.ndarray, mask: np.ndarray) -> bool:
     """Whether an entry's arrays are one prompt's features: (1, L, C) finite floats and a (1, L) mask of 0s and
     1s. (That L is the prompt's token count and C the encoder's width, the pipeline checks.)"""
@@ -662,7 +658,7 @@ class EmbeddingCache:
         try:
             with np.load(path) as data:
                 return str(data["key"]) == digest
-        except _DAMAGED:
+        except Exception:  # whatever a damaged archive makes numpy or zipfile raise: a cache never fails an item
             return False
 
     def get(self, key: dict):
@@ -680,8 +676,8 @@ class EmbeddingCache:
                         self.hits += 1
                         self.served.add(digest)
                         return features, mask
-            except _DAMAGED:
-                pass  # absent or damaged: encode again
+            except Exception:  # absent or damaged (as in __contains__): encode again
+                pass
         self.misses += 1
         return None
 
@@ -696,8 +692,9 @@ class EmbeddingCache:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = write_temp(path.parent, path.name, lambda f: np.savez(f, features=features, mask=mask,
-                                                                        key=np.array(digest)))
+            archive = io.BytesIO()  # whole before the file is written: numpy's ZipFile, left open by a failed
+            np.savez(archive, features=features, mask=mask, key=np.array(digest))  # write, fails again when collected
+            tmp = write_temp(path.parent, path.name, lambda f: f.write(archive.getbuffer()))
             os.replace(tmp, path)
         except OSError as e:
             if not self.failed and self.warn is not None:
@@ -1137,7 +1134,8 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
                 _load_models(job, task, pipelines, caches, embeddings, store, err, quiet)
             except Exception:  # the item fails on its own, with this error, when its turn comes
                 pass
-            if signals.received is None:
+            unstored = any(caches[m].failed for m in group if m in caches)  # a full disk: ahead would be lost
+            if signals.received is None and not unstored:
                 _encode_ahead([t for t in todo if set(t.models) == group], pipelines, job.model, weights, quiet,
                               say, err)
         item = task.item

@@ -29,7 +29,7 @@ from studio.errors import (CONTROL_RE, YAML11_BREAKS, InputError, LayoutError, c
 from studio.hub import is_hub_id
 from studio.geometry import edge, monitor_dpi, percent, resolve, span_canvas, split
 from studio.memory import parse_bytes
-from studio.text import surrogate_problem
+from studio.text import join_surrogates, surrogate_problem
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor,
                          Output, Region, Shadow, ShapeLayer, Span, TextLayer, file_problem,
                          input_path)
@@ -1688,6 +1688,12 @@ class ShallowLoader(yaml.SafeLoader):
     run out of Python's stack (layouts and batch jobs)."""
 
     depth = 0
+
+    def scan_flow_scalar(self, style):
+        """A quoted scalar, its escaped surrogate pairs ("\\ud83e\\udd8a", as JSON writes an emoji) joined."""
+        token = super().scan_flow_scalar(style)
+        token.value = join_surrogates(token.value)
+        return token
 
     def compose_node(self, parent, index):
         if self.depth == MAX_DEPTH:

@@ -7,6 +7,7 @@ special_tokens_map.json, with or without tokenizer.json) and prompt strings; giv
 """
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,15 @@ from studio.errors import CheckpointError, InputError
 
 MAX_LENGTH = 300  # PixArt-Sigma's max_sequence_length
 SAMPLE = "a photo of a cat"  # a text every T5 vocabulary has pieces for: the loaded tokenizer is tried on it
+
+
+def join_surrogates(text: str) -> str:
+    """`text` with each UTF-16 surrogate pair as the character it encodes: what JSON's escapes "\\ud83e\\udd8a"
+    (Python's json.dump of an emoji) mean, which YAML reads as two halves; lone halves stay."""
+    if not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    return re.sub("[\ud800-\udbff][\udc00-\udfff]",
+                  lambda m: m[0].encode("utf-16-le", "surrogatepass").decode("utf-16-le"), text)
 
 
 def surrogate_problem(text: str) -> str | None:

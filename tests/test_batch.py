@@ -448,6 +448,16 @@ def test_lone_surrogates_are_refused_at_load(tmp_path):
                       f"a character; write the character itself"]
 
 
+def test_a_job_written_by_json_dump_keeps_its_emoji(tmp_path):
+    """json.dump escapes an emoji as a surrogate pair ("\\ud83e\\udd8a"), which is JSON's (and YAML 1.2's) way
+    of writing one character; PyYAML reads the halves, which were refused as lone ones."""
+    job = tmp_path / "job.yaml"
+    write_job(tmp_path, "")
+    job.write_text(json.dumps({"layout": "card.yaml", "items": [{"prompt": "\U0001F98A a fox", "seed": 1}]}))
+    assert "\\ud83e\\udd8a" in job.read_text()
+    assert load_job(job, "m").items[0].variables["prompt"] == "\U0001F98A a fox"
+
+
 def test_a_matrix_of_too_many_combinations_is_refused_before_they_are_made(tmp_path, monkeypatch):
     """10 axes of 10 values are 10^10 items: counted, not expanded (which grew by 90 MB/s)."""
     job = write_job(tmp_path, "layout: card.yaml\nmatrix: {a: &v [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], b: *v, c: *v, d: *v, "
@@ -1273,6 +1283,41 @@ def test_embedding_cache_survives_a_damaged_entry(tmp_path):
     next(tmp_path.rglob("*.npz")).write_bytes(b"PK garbage")
     assert cache.get(key) is None and (cache.hits, cache.misses) == (1, 2)
     assert EmbeddingCache(tmp_path, "other model").get(key) is None
+
+
+def test_embedding_cache_survives_any_damage_numpy_raises_for(tmp_path):
+    """A compression method zipfile doesn't know (one damaged header byte) raised NotImplementedError, which
+    failed every item using the entry, on every run: never rewritten."""
+    cache, key = EmbeddingCache(tmp_path, "model"), {"prompt": "a cat"}
+    cache.put(key, np.ones((1, 3, 2), np.float32), np.ones((1, 3), np.int32))
+    entry = next(tmp_path.rglob("*.npz"))
+    data = bytearray(entry.read_bytes())
+    for header in [m.start() for m in re.finditer(b"PK\x01\x02", data)]:  # central directory: method at +10
+        data[header + 10:header + 12] = (99).to_bytes(2, "little")
+    entry.write_bytes(bytes(data))
+    assert key not in cache and cache.get(key) is None
+
+
+def test_embedding_cache_on_a_full_disk_warns_once_and_leaves_nothing_to_collect(tmp_path, monkeypatch):
+    """numpy's ZipFile, left open by a failed write, raised again when collected ('Exception ignored in
+    ZipFile.__del__', twice per entry): the archive is made in memory, then written."""
+    import gc
+
+    class Full(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_disk(folder, name, write):
+        write(Full())
+
+    warned = []
+    cache = EmbeddingCache(tmp_path, "model", warn=warned.append)
+    monkeypatch.setattr(batch, "write_temp", full_disk)
+    for prompt in ("a cat", "an owl"):
+        cache.put({"prompt": prompt}, np.ones((1, 3, 2), np.float32), np.ones((1, 3), np.int32))
+    gc.collect()  # an unraisable exception here fails the test (filterwarnings = error)
+    assert cache.failed and warned == [f"cannot write T5 features to {tmp_path} (No space left on device); they are "
+                                       f"encoded again next run"]
 
 
 def test_embedding_cache_entries_that_are_not_features_are_misses(tmp_path):

@@ -252,6 +252,13 @@ def test_variables_and_overrides(overrides, prompt, seed, text, name):
     assert layout.variables == {"title": "Summer", "year": "2024", "seed": "7", "subtitle": ""} | overrides
 
 
+def test_an_escaped_surrogate_pair_is_its_character():
+    """"\\ud83e\\udd8a" (JSON's escape of an emoji, which a generated layout may hold) is one character; a lone
+    half stays an error (the corpus)."""
+    layout = parse_layout('canvas: {width: 64, height: 64}\nlayers: [{text: {text: "\\ud83e\\udd8a fox"}}]\n', "l.yaml")
+    assert layout.layers[0].text == "\U0001F98A fox"
+
+
 def test_output_name_keeps_exporter_fields():
     layout = parse_layout("canvas: {preset: fhd}\nlayers: [{generate: {prompt: x}}]\noutput: {name: '{layout}-{seed}'}")
     assert layout.output.name == "{layout}-{seed}"
