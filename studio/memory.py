@@ -35,9 +35,9 @@ MLP_BYTES_PER_HIDDEN = 40
 AUTO_MARGIN = 1 * 1024 ** 3
 # Below this many query rows per block, chunking keys is cheaper than ever-thinner query blocks.
 MIN_Q_ROWS = 64
-# The largest single tensor a planned step makes, whatever the budget (an attention block's fp32 scores, a
-# VAE feature map): MindSpore's CPU allocator refuses single tensors above ~5.5 GiB (measured: 5 GiB
-# allocates, 6 GiB fails with 22 GiB free).
+# The largest single tensor a planned step makes, whatever the budget (an attention block's fp32 scores on
+# every device; a VAE feature map on the CPU only, `tensor_cap`): MindSpore's CPU allocator refuses single
+# tensors above ~5.5 GiB (measured: 5 GiB allocates, 6 GiB fails with 22 GiB free).
 MAX_TENSOR = 4 * GiB
 
 
@@ -75,6 +75,15 @@ def resolve_budget(value, resident=None) -> int:
         from studio import backend
         budget = auto_budget(backend.free_memory()) + (resident() if resident else 0)
     return budget
+
+
+def tensor_cap() -> int | None:
+    """The largest single tensor the device in use allocates, for the memory plan's `max_tensor`: MAX_TENSOR
+    on the CPU (its allocator's limit), None on GPU/Ascend, where the budget (the device's memory) is the
+    limit. Sets the context first ($STUDIO_DEVICE), as `backend.free_memory` does."""
+    from studio import backend
+    backend.setup()
+    return MAX_TENSOR if backend.on_cpu() else None
 
 
 def format_bytes(n: int | float, up: bool = False) -> str:

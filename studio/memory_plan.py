@@ -86,6 +86,15 @@ def t5_streamed_params(cfg: T5Config) -> int:
     return 2 * _t5_block(cfg) + cfg.relative_attention_num_buckets * cfg.num_heads + cfg.d_model
 
 
+def t5_bytes(cfg: T5Config, itemsize: int, streamed: bool = False) -> int:
+    """Bytes of the T5 weights held at once, whole (`t5_params`) or streamed (`t5_streamed_params`), in a
+    model of `itemsize`-byte parameters: each block's feed-forward output `wo` (d_ff x d_model, no bias) stays
+    fp32 in every dtype (`T5DenseReluDense`), 4 bytes a parameter. T5-XXL in fp16: 10.75 GiB, not 8.87."""
+    params, blocks = (t5_streamed_params(cfg), 2) if streamed else (t5_params(cfg), cfg.num_layers)
+    wo = blocks * cfg.d_ff * cfg.d_model
+    return itemsize * (params - wo) + 4 * wo
+
+
 def _resnet(c_in: int, c_out: int) -> int:
     n = 2 * c_in + _conv(c_in, c_out, 3) + 2 * c_out + _conv(c_out, c_out, 3)
     return n + (_conv(c_in, c_out, 1) if c_in != c_out else 0)
@@ -111,6 +120,12 @@ def vae_params(cfg: AutoencoderKLConfig) -> int:
     quant = (_conv(2 * lat, 2 * lat, 1) if cfg.use_quant_conv else 0) + (
         _conv(lat, lat, 1) if cfg.use_post_quant_conv else 0)
     return enc + dec + quant
+
+
+def vae_itemsize(vae: AutoencoderKLConfig, itemsize: int) -> int:
+    """Bytes per weight and feature-map element of the VAE in a pipeline of `itemsize`: 4 when its config says
+    force_upcast (it then runs in fp32, as the pipeline loads it)."""
+    return 4 if vae.force_upcast else itemsize
 
 
 # -- activation estimates ---------------------------------------------------------------------------------
@@ -208,11 +223,15 @@ class GenerationPlan:
 def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: AutoencoderKLConfig, height: int,
                     width: int, images: int = 1, budget: int | None = None, guidance: bool = True,
                     itemsize: int = 4, keep_text_encoder: bool = False,
-                    vae_tiling: bool | None = None, stream_text_encoder: bool = True) -> GenerationPlan:
+                    vae_tiling: bool | None = None, stream_text_encoder: bool = True,
+                    max_tensor: int | None = MAX_TENSOR) -> GenerationPlan:
     """Peak bytes and attention chunks of text encoding, denoising and VAE decoding at height x width px.
 
     vae_tiling: None decodes in tiles only when one untiled decode would exceed the budget or make a feature
-    map above MAX_TENSOR, True always (cores of at most DEFAULT_TILE latent px), False never.
+    map above `max_tensor`, True always (cores of at most DEFAULT_TILE latent px), False never.
+    max_tensor: bytes of the largest single tensor the device allocates, MAX_TENSOR (the CPU allocator's
+    limit) by default; None: no limit beside the budget (GPU/Ascend; `memory.tensor_cap` says which). It
+    bounds the VAE's feature maps; attention blocks keep MAX_TENSOR on every device (`attention_chunks`).
     stream_text_encoder: T5 runs block by block from its files (StreamedT5Encoder), unless False or
     keep_text_encoder (which holds it whole). An encoder loaded for one call and released takes longer
     than streaming it (benchmarks/t5_streaming.py, T5-XXL: 30 s loaded whole from disk and run, 22 s
@@ -221,8 +240,8 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     `minimum`), naming it and the phase that needs it.
     """
     batch = images * (2 if guidance else 1)
-    w_t5, w_tr = itemsize * t5_params(t5), itemsize * transformer_params(transformer)
-    w_vae = (4 if vae.force_upcast else itemsize) * vae_params(vae)  # force_upcast: the VAE runs in fp32
+    w_t5, w_tr = t5_bytes(t5, itemsize), itemsize * transformer_params(transformer)
+    w_vae = vae_itemsize(vae, itemsize) * vae_params(vae)
     f = vae.downsample_factor
     grid_h, grid_w = height // f // transformer.patch_size, width // f // transformer.patch_size
     tokens = grid_h * grid_w
@@ -235,7 +254,7 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     outputs = images * vae.out_channels * height * width * 4  # pipeline.decode's (N, 3, H, W) float32 array
     t5_attention = [("self", batch * t5.num_heads, MAX_TOKENS, MAX_TOKENS, t5.d_kv)]
     whole_text = ("text", w_t5 + w_tr + w_vae, t5_activations(t5, batch, itemsize), t5_attention)
-    streamed_text = ("text", itemsize * t5_streamed_params(t5) + w_tr + w_vae, *whole_text[2:])
+    streamed_text = ("text", t5_bytes(t5, itemsize, streamed=True) + w_tr + w_vae, *whole_text[2:])
     streamed = stream_text_encoder and not keep_text_encoder
     specs = [
         streamed_text if streamed else whole_text,
@@ -245,11 +264,14 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
           for a in (self_attention, ("cross", batch * heads, tokens, MAX_TOKENS, head_dim))]),
     ]
     untiled_decode = Phase("decode", w_decode, outputs + untiled, tuple(mid_attention), 0, ())
-    tiles = _vae_tiles(vae, height, width, budget, vae_tiling, untiled_decode, outputs, _pool_high_water(specs, budget))
+    # whether an untiled decode's largest feature map, in the VAE's dtype, is one the device allocates
+    allocates = _untiled_allowed(vae, height, width, vae_tiling, vae_itemsize(vae, itemsize), max_tensor)
+    tiles = _vae_tiles(vae, height, width, budget, vae_tiling, allocates, untiled_decode, outputs,
+                       _pool_high_water(specs, budget))
     # what each phase needs at the least, the decode in its cheapest way (`_least_decode`): at every budget
     # from the largest of them up, `_vae_tiles` picks a way that fits
     least = [Phase(name, weights, acts, tuple(attn), 0, ()) for name, weights, acts, attn in specs]
-    least.append(_least_decode(vae, height, width, vae_tiling, untiled_decode, outputs))
+    least.append(_least_decode(vae, height, width, vae_tiling, allocates, untiled_decode, outputs))
     needs = max(least, key=Phase.minimum)  # the phase that sets the smallest budget (the first of equals)
     minimum = needs.minimum()
     if budget is not None and budget < minimum:
@@ -304,16 +326,18 @@ def _self_attention(cfg: PixArtTransformerConfig, batch: int, height: int, width
         ([("self-kv", bh, tokens, (grid_h // r) * (grid_w // r), cfg.attention_head_dim)] if compressed else [])
 
 
-def _untiled_allowed(vae: AutoencoderKLConfig, height: int, width: int, vae_tiling: bool | None) -> bool:
+def _untiled_allowed(vae: AutoencoderKLConfig, height: int, width: int, vae_tiling: bool | None, itemsize: int,
+                     max_tensor: int | None) -> bool:
     """Whether the decode may run untiled: always with tiling off, never when forced, and when automatic
-    if none of the untiled decode's feature maps exceeds MAX_TENSOR. PlanError when tiling is off and one
-    would."""
-    largest = largest_decode_tensor(vae, height, width, 4)
-    if vae_tiling is False and largest > MAX_TENSOR:
+    if none of the untiled decode's feature maps (`itemsize` bytes an element, the VAE's) exceeds
+    `max_tensor` (None: no limit). PlanError when tiling is off and one would."""
+    largest = largest_decode_tensor(vae, height, width, itemsize)
+    fits = max_tensor is None or largest <= max_tensor
+    if vae_tiling is False and not fits:
         raise PlanError(f"an untiled decode of {width}x{height} makes a {format_bytes(largest)} feature map, more "
-                        f"than MindSpore allocates in one tensor ({format_bytes(MAX_TENSOR)}); let it tile "
+                        f"than MindSpore allocates in one tensor ({format_bytes(max_tensor)}); let it tile "
                         f"(vae_tiling None or True, --vae-tiling auto|on)")
-    return vae_tiling is False or (vae_tiling is None and largest <= MAX_TENSOR)
+    return vae_tiling is False or (vae_tiling is None and fits)
 
 
 def _decode_phase(vae: AutoencoderKLConfig, untiled: Phase, outputs: int, tiles: TilePlan | None) -> Phase:
@@ -321,26 +345,27 @@ def _decode_phase(vae: AutoencoderKLConfig, untiled: Phase, outputs: int, tiles:
     return untiled if tiles is None else replace(untiled, activations=outputs + tiled_decode_activations(vae, tiles))
 
 
-def _least_decode(vae: AutoencoderKLConfig, height: int, width: int, vae_tiling: bool | None, untiled: Phase,
-                  outputs: int) -> Phase:
+def _least_decode(vae: AutoencoderKLConfig, height: int, width: int, vae_tiling: bool | None, allowed: bool,
+                  untiled: Phase, outputs: int) -> Phase:
     """The decode phase with the smallest `minimum` among what `_vae_tiles` falls back to at small budgets:
-    untiled when allowed, the smallest tiles (MIN_TILE, maps in files) unless tiling is off."""
-    ways = ([None] if _untiled_allowed(vae, height, width, vae_tiling) else []) + (
+    untiled when `allowed` (`_untiled_allowed`), the smallest tiles (MIN_TILE, maps in files) unless tiling
+    is off."""
+    ways = ([None] if allowed else []) + (
         [] if vae_tiling is False else
         [plan_tiles(vae, height // vae.downsample_factor, width // vae.downsample_factor, tile=MIN_TILE)])
     return min((_decode_phase(vae, untiled, outputs, tiles) for tiles in ways), key=Phase.minimum)
 
 
-def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | None,
-               vae_tiling: bool | None, untiled: Phase, outputs: int, resident: int | None) -> TilePlan | None:
+def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | None, vae_tiling: bool | None,
+               allowed: bool, untiled: Phase, outputs: int, resident: int | None) -> TilePlan | None:
     """The decode phase's tile grid for height x width px, or None for one untiled decode. Automatic
-    (vae_tiling None): untiled when it fits the budget and none of its feature maps exceeds MAX_TENSOR,
-    else the largest tiles whose activations fit what the budget leaves after the weights, the `outputs`
-    (the decoded images' array, counted in `untiled`'s activations) and the smallest attention workspace;
+    (vae_tiling None): untiled when it fits the budget and is `allowed` (`_untiled_allowed`: none of its
+    feature maps exceeds the device's largest tensor), else the largest tiles whose activations fit what the
+    budget leaves after the weights, the `outputs` (the decoded images' array, counted in `untiled`'s
+    activations) and the smallest attention workspace;
     the smallest tiles when none fit (the caller then reports the budget that would work). Whatever it
     picks fits every budget from `_least_decode`'s minimum up. `resident`: what MindSpore's pool holds
     from the earlier phases (`_pool_high_water`)."""
-    allowed = _untiled_allowed(vae, height, width, vae_tiling)
     if vae_tiling is False or (allowed and (budget is None or untiled.minimum() <= budget)):
         return None
     latent_h, latent_w = height // vae.downsample_factor, width // vae.downsample_factor

@@ -33,6 +33,12 @@ COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 OUTPUT_TYPES = ("pil", "np", "latent")
 DTYPES = {"float32": ms.float32, "fp32": ms.float32, "float16": ms.float16, "fp16": ms.float16,
           "bfloat16": ms.bfloat16, "bf16": ms.bfloat16}
+# studio's fused CPU kernels are fp32 only, and MindSpore's fp16 CPU kernels are slow and take several times
+# their input in temporaries (an fp16 add or SiLU 9-10x its input's bytes; fp32's, its output only). The tiny
+# checkpoint at 1024^2, 4 steps, denoised in 4.4-5.1 s (fp32: 0.9-1.35 s) and decoded in 5.0-6.6 s (1.5-2.2 s)
+# in two runs; at 2048^2 its peak RSS was 10.7 GiB denoising (fp32: 8.6) and 16.5 GiB decoding (13.4).
+FLOAT16_ON_CPU = ("studio: float16 on the CPU is about 4x slower than float32 (MindSpore's float16 kernels) and "
+                  "saves only the weights' memory: its activations take more than float32's")
 
 
 @dataclass
@@ -198,8 +204,8 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
 
     height, width: px, by default the checkpoint's native size; memory_budget: bytes, a string like "6GiB", or
     None for automatic (free memory minus a margin);
-    vae_tiling: None (tile when the untiled decode would not fit the budget, or one of its feature maps
-    would exceed MAX_TENSOR), True or False.
+    vae_tiling: None (tile when the untiled decode would not fit the budget, or, on the CPU, one of its
+    feature maps would exceed MAX_TENSOR), True or False.
     Raises PlanError with the smallest workable budget when it can't be met, or when a tiled decode's
     feature maps go to temporary files and their disk lacks room ($STUDIO_TMPDIR). A published checkpoint that is
     not on this machine is planned from its published configs, as `studio plan` does. revision: of a hub id.
@@ -214,7 +220,7 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
     backend.setup()  # the device decides the dtype's size (bf16 runs in fp32 on the CPU), given a budget too
     itemsize = 2 if backend.compute_dtype(as_dtype(dtype)) in (ms.float16, ms.bfloat16) else 4
     result = plan_generation(tr, t5, vae, gen_h, gen_w, images, budget, guidance_scale > 1.0, itemsize,
-                             keep_text_encoder, vae_tiling)
+                             keep_text_encoder, vae_tiling, max_tensor=memory.tensor_cap())
     tiling.check_map_disk(vae, result.phases[-1].tiles)
     return result
 
@@ -407,6 +413,8 @@ class PixArtSigmaPipeline:
             asked_name, name = str(asked).lower(), str(dtype).lower()
             warnings.warn(f"studio: {asked_name} computes in {name} here: MindSpore has no {asked_name} matmul on the "
                           f"{backend.device_target()} (the weights are widened as they load)", stacklevel=2)
+        if dtype == ms.float16 and backend.on_cpu():  # said: a user picks fp16 for speed as on a GPU
+            warnings.warn(FLOAT16_ON_CPU, stacklevel=2)
         folder = resolve_model_dir(path_or_id, variant=variant, revision=revision, cache_dir=cache_dir,
                                    local_files_only=local_files_only)
         if transformer is not None:
@@ -591,7 +599,8 @@ class PixArtSigmaPipeline:
         dtype (`memory_plan.plan_generation`); keep_text_encoder None: as the pipeline is set."""
         keep = self.keep_text_encoder if keep_text_encoder is None else keep_text_encoder
         return plan_generation(self.transformer.config, self._t5_config, self.vae.config, height, width, images,
-                               budget, guidance, self._itemsize, keep, vae_tiling, stream_text_encoder)
+                               budget, guidance, self._itemsize, keep, vae_tiling, stream_text_encoder,
+                               memory.tensor_cap())
 
     @_one_at_a_time
     def __call__(self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] = "",
@@ -610,8 +619,8 @@ class PixArtSigmaPipeline:
         checkpoint); `seed` a non-negative integer; `latents` (N, 4, h/8, w/8) replace the initial noise;
         `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; `memory_budget` (bytes,
         "6GiB", or None = free memory minus a margin) bounds the attention workspace and the VAE decode;
-        `vae_tiling` decodes in tiles: None when the untiled decode would exceed the budget (or make a
-        feature map above MAX_TENSOR, 4 GiB), True always, False never; `stream_text_encoder` (default)
+        `vae_tiling` decodes in tiles: None when the untiled decode would exceed the budget (or, on the CPU,
+        make a feature map above MAX_TENSOR, 4 GiB), True always, False never; `stream_text_encoder` (default)
         runs T5 block by block from its files (one block's weights in memory, the same features, about the
         time of loading it whole) unless the pipeline keeps it loaded (keep_text_encoder); False loads it
         whole for the call; callback(step, total) after each denoising step (step from 0; with the reference's

@@ -18,7 +18,7 @@ from studio.check import check_layout
 from studio.errors import CheckpointError, ConfigError, InputError, PlanError
 from studio.geometry import SNAP, Box, resolve, span_canvas
 from studio.hub import split_revision
-from studio.memory import format_bytes, parse_bytes, resolve_budget
+from studio.memory import format_bytes, parse_bytes, resolve_budget, tensor_cap
 from studio.memory_plan import GenerationPlan, plan_generation
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
@@ -207,16 +207,18 @@ def choose_generation(width: int, height: int, cfg: PixArtTransformerConfig,
     return strategy, gen_w, gen_h
 
 
-def plan_region(box: Box, layer: GenerateLayer, configs: tuple, budget: int | None) -> tuple[str, int, int,
-                                                                                             GenerationPlan]:
+def plan_region(box: Box, layer: GenerateLayer, configs: tuple, budget: int | None,
+                max_tensor: int | None) -> tuple[str, int, int, GenerationPlan]:
     """(strategy, gen_width, gen_height, memory plan) of a generate layer filling `box` with a model of
-    `configs` (transformer, t5, vae). `auto` takes the other strategy when the budget can't plan its choice
+    `configs` (transformer, t5, vae), on a device whose largest tensor is `max_tensor` bytes (None: no limit;
+    `plan_generation`). `auto` takes the other strategy when the budget can't plan its choice
     and the other generates fewer pixels. A budget that plans neither: the PlanError of the one that needs
     the smaller budget (its `minimum` is then the layer's)."""
     tr, t5, vae = configs
     strategy, gen_w, gen_h = choose_generation(box.w, box.h, tr, layer.strategy)
     try:
-        return strategy, gen_w, gen_h, plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget, layer.guided)
+        return strategy, gen_w, gen_h, plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget, layer.guided,
+                                                       max_tensor=max_tensor)
     except PlanError as e:
         if layer.strategy != "auto" or tr.sample_size not in binning.BINS_BY_SAMPLE_SIZE:
             raise
@@ -226,7 +228,8 @@ def plan_region(box: Box, layer: GenerateLayer, configs: tuple, budget: int | No
     if alt_w * alt_h >= gen_w * gen_h:  # the other way is no smaller: no use trying it
         raise first
     try:
-        return other, alt_w, alt_h, plan_generation(tr, t5, vae, alt_h, alt_w, 1, budget, layer.guided)
+        return other, alt_w, alt_h, plan_generation(tr, t5, vae, alt_h, alt_w, 1, budget, layer.guided,
+                                                    max_tensor=max_tensor)
     except PlanError as smaller:
         if first.minimum is None or (smaller.minimum is not None and smaller.minimum <= first.minimum):
             raise
@@ -255,6 +258,7 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
     check_layout(layout)
     given = budget if budget is not None else layout.memory_budget
     budget_bytes = resolve_budget(given)
+    max_tensor = tensor_cap()  # the device's, as the pipeline plans the generation when it runs
     boxes = tuple(resolve(layer.region, layout.canvas, layout.grids) for layer in layout.layers)
     jobs, models, generations = [], {}, {}
     short = []  # (PlanError, layer label) of each layer the budget is too small for
@@ -279,7 +283,7 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
             except (ConfigError, InputError) as e:
                 raise type(e)(f"{layout.source}: {label}: {e}") from None
         try:
-            strategy, gen_w, gen_h, memory = plan_region(box, layer, (tr, t5, vae), budget_bytes)
+            strategy, gen_w, gen_h, memory = plan_region(box, layer, (tr, t5, vae), budget_bytes, max_tensor)
         except ConfigError as e:
             raise ConfigError(f"{layout.source}: {label}: {e}") from None
         except PlanError as e:

@@ -265,3 +265,84 @@ def test_a_budget_too_small_names_the_phase_that_sets_the_smallest_budget(model,
     plan = plan_generation(*configs, size, size, budget=e.value.minimum, **options)
     assert e.value.minimum == plan.minimum and plan.peak <= e.value.minimum
     assert message.endswith(f"the smallest budget that works is {format_bytes(e.value.minimum, up=True)}")
+
+
+@pytest.mark.parametrize("itemsize,streamed,expected", [
+    # T5-XXL: 4,762,310,656 parameters, 1,006,632,960 of them the 24 blocks' `wo`, fp32 in every dtype
+    (4, False, 19_049_242_624),  # 17.74 GiB
+    (2, False, 11_537_887_232),  # 10.75 GiB (8.87 GiB if `wo` were fp16 too)
+    (4, True, 1_543_593_984),  # two blocks, the bias table, the final norm
+    (2, True, 939_569_152),
+])
+def test_t5_weight_bytes_of_xxl(itemsize, streamed, expected):
+    from studio.memory_plan import t5_bytes
+    from studio.models.t5 import T5Config
+    assert t5_bytes(T5Config(), itemsize, streamed) == expected
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_t5_weight_bytes_equal_the_loaded_encoders(tiny_dir, dtype):
+    """The plan's T5 weights, in bytes, are those of the parameters as loaded (in fp16 each block's `wo` stays
+    fp32), whole and as the streamed encoder holds them."""
+    import mindspore as ms
+
+    from studio.memory_plan import t5_bytes
+    from studio.models.t5 import T5Block, T5EncoderModel, T5LayerNorm
+
+    def nbytes(*cells):
+        return sum(p.nbytes for cell in cells for _, p in cell.parameters_and_names())
+    ms_dtype, itemsize = getattr(ms, dtype), 2 if dtype == "float16" else 4
+    model = T5EncoderModel.from_pretrained(tiny_dir / "text_encoder", ms_dtype)
+    c = model.config
+    assert t5_bytes(c, itemsize) == nbytes(model)
+    bias_table = model.encoder.block[0].layer[0].SelfAttention.relative_attention_bias
+    held = [T5Block(c, False, ms_dtype), T5Block(c, False, ms_dtype), bias_table,
+            T5LayerNorm(c.d_model, c.layer_norm_epsilon, ms_dtype)]
+    assert t5_bytes(c, itemsize, streamed=True) == nbytes(*held)
+
+
+def test_the_vaes_largest_map_is_capped_in_its_dtype_where_a_cap_is_given():
+    """At 3840x2160 the SDXL VAE's largest map (256 channels at full size) takes 7.91 GiB in fp32, above
+    MAX_TENSOR, and 3.96 GiB in fp16: under the CPU's cap an fp16 VAE decodes untiled where an fp32 one, or
+    one upcast (force_upcast), tiles; without a cap (GPU/Ascend) the budget alone decides, fp32 too."""
+    from dataclasses import replace
+
+    from studio.memory_plan import plan_generation
+    from studio.plan import SDXL_VAE
+    from studio.vae_tiling import largest_decode_tensor
+    tr, t5, _ = _configs("tiny")
+    assert largest_decode_tensor(SDXL_VAE, 2160, 3840, 2) <= memory.MAX_TENSOR < \
+        largest_decode_tensor(SDXL_VAE, 2160, 3840, 4)
+
+    def tiled(vae=SDXL_VAE, **options):
+        return plan_generation(tr, t5, vae, 2160, 3840, budget=1024 * GiB, **options).phases[2].tiles is not None
+    assert tiled() and tiled(itemsize=4, max_tensor=memory.MAX_TENSOR)  # the cap is MAX_TENSOR by default
+    assert not tiled(itemsize=2)
+    assert tiled(replace(SDXL_VAE, force_upcast=True), itemsize=2)
+    assert not tiled(max_tensor=None) and not tiled(itemsize=2, max_tensor=None)
+    assert tiled(max_tensor=None, vae_tiling=True)
+    with pytest.raises(PlanError, match=r"^an untiled decode of 3840x2160 makes a 7\.91 GiB feature map, more than "
+                                        r"MindSpore allocates in one tensor \(4\.00 GiB\); let it tile"):
+        plan_generation(tr, t5, SDXL_VAE, 2160, 3840, budget=1024 * GiB, vae_tiling=False)
+    for options in ({"itemsize": 2}, {"max_tensor": None}):
+        assert not tiled(vae_tiling=False, **options)
+
+
+def test_only_the_cpu_caps_a_single_tensor(monkeypatch):
+    from studio import backend
+    assert backend.on_cpu() and memory.tensor_cap() == memory.MAX_TENSOR
+    monkeypatch.setattr(backend, "on_cpu", lambda: False)
+    assert memory.tensor_cap() is None
+
+
+def test_the_pipelines_plan_caps_a_tensor_on_the_cpu_only(tiny_dir, monkeypatch):
+    """`pipeline.plan` takes the device's cap: the tiny VAE's largest map at 16384^2 (8 channels at full size)
+    is 8 GiB in fp32, which tiles on the CPU and not where no cap holds."""
+    from studio import backend, pipeline
+
+    def tiles():
+        return pipeline.plan(tiny_dir, 16384, 16384, memory_budget="1024GiB", use_resolution_binning=False,
+                             dtype="float32").phases[2].tiles
+    assert tiles() is not None
+    monkeypatch.setattr(backend, "on_cpu", lambda: False)
+    assert tiles() is None

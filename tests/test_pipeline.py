@@ -220,8 +220,24 @@ def test_fp16_stays_as_close_to_fp32_as_the_references_fp16(tiny_dir, pipes):
     latents = np.random.default_rng(6).standard_normal((1, 4, 32, 32)).astype(np.float32)
     kwargs = dict(height=256, width=256, num_inference_steps=5, output_type="latent")
     expected = ref("a cat", latents=torch.from_numpy(latents), clean_caption=False, **kwargs).images.numpy()
-    half = PixArtSigmaPipeline.from_pretrained(tiny_dir, dtype="float16")
+    with pytest.warns(UserWarning, match="^studio: float16 on the CPU"):
+        half = PixArtSigmaPipeline.from_pretrained(tiny_dir, dtype="float16")
     assert rel_l2(half("a cat", latents=latents, **kwargs).images, expected) <= 4e-3
+
+
+def test_float16_on_the_cpu_is_said_to_be_slower_and_planned_at_its_weights_bytes(tiny_dir):
+    """fp16 on the CPU runs MindSpore's fp16 kernels (studio's fused ones are fp32 only): said at load. The plan
+    counts the weights as loaded, T5's fp32 `wo` included: exactly the bytes the kept encoder and the models
+    hold."""
+    from studio.pipeline import FLOAT16_ON_CPU
+    with pytest.warns(UserWarning, match=f"^{re.escape(FLOAT16_ON_CPU)}$") as said:
+        pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir, dtype="float16", keep_text_encoder=True)
+    assert len(said) == 1 and FLOAT16_ON_CPU == (
+        "studio: float16 on the CPU is about 4x slower than float32 (MindSpore's float16 kernels) and saves only the "
+        "weights' memory: its activations take more than float32's")
+    pipe.encode_prompt("a cat")
+    assert pipe._text_encoder is not None
+    assert pipe.generation_plan(256, 256, 1, None, True).phases[1].weights == pipe._resident_bytes()
 
 
 def test_unguided_calls_ignore_the_negative_prompt_as_the_reference_does(pipes):

@@ -516,3 +516,18 @@ def test_a_transformer_only_model_plans_with_the_bases_configs(tiny_dir, tmp_pat
     assert model_sampler(str(only)) is None
     [job] = plan_layout(load_layout(layout_file), str(only), "8GiB").jobs
     assert (job.gen_width, job.gen_height, job.latent) == (256, 256, (32, 32))
+
+
+def test_the_layout_planner_caps_a_vae_map_on_the_cpu_only(monkeypatch):
+    """A 3840x2160 generation decodes through the SDXL VAE's 7.91 GiB fp32 map (256 channels at full size): in
+    tiles on the CPU, whose allocator caps a tensor at MAX_TENSOR, untiled where the budget alone decides."""
+    from studio import backend
+    from studio.plan import SDXL_VAE
+    layout = Layout("big.yaml", CANVAS, (GenerateLayer("b", region=Region("full"), strategy="direct"),))
+
+    def tiles():
+        [job] = plan_layout(layout, budget="1024GiB", configs=(TINY, T5_TINY, SDXL_VAE)).jobs
+        return job.memory.phases[2].tiles
+    assert tiles() is not None
+    monkeypatch.setattr(backend, "on_cpu", lambda: False)
+    assert tiles() is None

@@ -112,8 +112,9 @@ def test_force_upcast_decides_the_vae_dtype_of_a_half_precision_pipeline(tiny_di
     upcast = shutil.copytree(tiny_dir, tmp_path / "upcast")
     config = upcast / "vae" / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "force_upcast": True}))
-    assert PixArtSigmaPipeline.from_pretrained(tiny_dir, dtype="float16").vae_dtype == ms.float16
-    pipe = PixArtSigmaPipeline.from_pretrained(upcast, dtype="float16")
+    with pytest.warns(UserWarning, match="^studio: float16 on the CPU"):  # slower there (test_pipeline.py)
+        assert PixArtSigmaPipeline.from_pretrained(tiny_dir, dtype="float16").vae_dtype == ms.float16
+        pipe = PixArtSigmaPipeline.from_pretrained(upcast, dtype="float16")
     assert pipe.vae_dtype == ms.float32
     tr, t5 = pipe.transformer.config, pipe._t5_config
     weights = [plan_generation(tr, t5, vae, 256, 256, 1, None, True, 2).phases[-1].weights
