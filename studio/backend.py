@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import mindspore as ms
@@ -489,6 +490,17 @@ def compute_dtype(dtype: ms.Type) -> ms.Type:
     weights stored in bf16 are widened to fp32."""
     if dtype == ms.bfloat16 and on_cpu():
         return ms.float32
+    return dtype
+
+
+def widened(asked: ms.Type, stacklevel: int) -> ms.Type:
+    """compute_dtype(asked), with a warning when that is not `asked` (said, not silently changed); stacklevel:
+    warnings.warn's, counted from this function's caller."""
+    dtype = compute_dtype(asked)
+    if dtype != asked:
+        asked_name, name = str(asked).lower(), str(dtype).lower()
+        warnings.warn(f"studio: {asked_name} computes in {name} here: MindSpore has no {asked_name} matmul on the "
+                      f"{device_target()} (the weights are widened as they load)", stacklevel=stacklevel + 1)
     return dtype
 
 

@@ -738,8 +738,11 @@ def load_weights(cell: ms.nn.Cell, files: list["Path | SafetensorsFile"], prefix
 def load_component(model_cls, config_cls, folder, dtype, variant: str | None = None,
                    progress: typing.Callable[[int], None] | None = None):
     """Build `model_cls(config_cls.from_dict(folder/config.json), dtype)` and load its weights strictly
-    (progress: see `load_weights`)."""
+    (progress: see `load_weights`). A dtype the device can't compute in (bf16 on the CPU) is widened, and said."""
+    from studio import backend
+
     folder = Path(folder)
+    dtype = backend.widened(dtype, stacklevel=3)  # to the caller of the model's from_pretrained
     model = model_cls(read_config(config_cls, folder / "config.json"), dtype)
     load_weights(model, weight_files(folder, variant), progress=progress)
     return model

@@ -408,11 +408,7 @@ class PixArtSigmaPipeline:
                              "code when loaded)")
         backend.setup(device)
         asked = as_dtype(next((d for d in (dtype, torch_dtype) if d is not None), "float32"))
-        dtype = backend.compute_dtype(asked)
-        if dtype != asked:  # said, not silently changed
-            asked_name, name = str(asked).lower(), str(dtype).lower()
-            warnings.warn(f"studio: {asked_name} computes in {name} here: MindSpore has no {asked_name} matmul on the "
-                          f"{backend.device_target()} (the weights are widened as they load)", stacklevel=2)
+        dtype = backend.widened(asked, stacklevel=2)
         if dtype == ms.float16 and backend.on_cpu():  # said: a user picks fp16 for speed as on a GPU
             warnings.warn(FLOAT16_ON_CPU, stacklevel=2)
         folder = resolve_model_dir(path_or_id, variant=variant, revision=revision, cache_dir=cache_dir,

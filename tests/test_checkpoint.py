@@ -653,9 +653,9 @@ def test_a_variant_no_component_has_is_an_error(broken):
 
 def test_bfloat16_asked_through_the_api_is_said_to_compute_in_float32(tiny_dir):
     with pytest.warns(UserWarning, match="^studio: bfloat16 computes in float32 here: MindSpore has no bfloat16 "
-                                         "matmul on the CPU"):
+                                         "matmul on the CPU") as caught:
         pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir, dtype="bfloat16", use_safetensors=True)
-    assert pipe.dtype == ms.float32
+    assert pipe.dtype == ms.float32 and [w.filename for w in caught] == [__file__]  # once, at the caller's line
 
 
 @pytest.mark.parametrize("name", ["float16", "fp16", "torch.float16", "numpy.float16"])

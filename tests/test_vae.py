@@ -120,3 +120,14 @@ def test_force_upcast_decides_the_vae_dtype_of_a_half_precision_pipeline(tiny_di
     weights = [plan_generation(tr, t5, vae, 256, 256, 1, None, True, 2).phases[-1].weights
                for vae in (pipe.vae.config, replace(pipe.vae.config, force_upcast=False))]
     assert weights[0] - weights[1] == 2 * vae_params(pipe.vae.config)
+
+
+def test_a_bfloat16_vae_loaded_on_its_own_computes_in_float32_and_says_so(tiny_dir):
+    """As the pipeline does: MindSpore's CPU has no bf16 convolution (a C++ 'Kernel select failed' before)."""
+    with pytest.warns(UserWarning, match=r"^studio: bfloat16 computes in float32 here: MindSpore has no bfloat16 "
+                                         r"matmul on the CPU") as caught:
+        vae = AutoencoderKL.from_pretrained(tiny_dir / "vae", ms.bfloat16)
+    assert caught[0].filename == __file__  # the caller's line
+    latent = np.random.default_rng(0).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    expected = AutoencoderKL.from_pretrained(tiny_dir / "vae").decode(ms.Tensor(latent)).asnumpy()
+    assert np.array_equal(vae.decode(ms.Tensor(latent)).asnumpy(), expected)
