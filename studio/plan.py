@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from studio import binning
 from studio.check import check_layout
 from studio.errors import CheckpointError, ConfigError, InputError, PlanError
-from studio.geometry import SNAP, Box, resolve, span_canvas
+from studio.geometry import SNAP, Box, monitor_dpi, resolve, span_canvas
 from studio.hub import split_revision
 from studio.memory import format_bytes, parse_bytes, resolve_budget, tensor_cap
 from studio.memory_plan import GenerationPlan, plan_generation
@@ -79,6 +79,7 @@ class Plan:
     canvas: Canvas  # the layout's: trim size, bleed, dpi
     layers: tuple[tuple[str, str], ...]  # per layer: (type, name), e.g. ("generate", "sky")
     budget_automatic: bool  # budget is the free memory at planning time, not a given one
+    file_dpi: int  # written in the canvas's files (`file_dpi`): a span's densest monitor's, not canvas.dpi
 
     @property
     def peak(self) -> int:
@@ -94,6 +95,7 @@ class Plan:
         c = self.canvas
         return json.dumps({"source": self.source, "width": self.width, "height": self.height,
                            "trim": {"width": c.width, "height": c.height}, "bleed": c.bleed, "dpi": c.dpi,
+                           "file_dpi": self.file_dpi,
                            "layers": [{"type": kind, "name": name, "box": asdict(box)}
                                       for (kind, name), box in zip(self.layers, self.boxes)],
                            "boxes": [asdict(b) for b in self.boxes], "jobs": [j.summary() for j in self.jobs],
@@ -105,8 +107,9 @@ class Plan:
         """The plan in lines of text."""
         c, n = self.canvas, len(self.boxes)
         budget = format_bytes(self.budget) + (" (automatic: free memory now)" if self.budget_automatic else "")
+        dpi = f"{c.dpi} dpi" + (f", files at {self.file_dpi} dpi" if self.file_dpi != c.dpi else "")
         lines = [f"{self.source}: canvas {self.width}x{self.height} px (trim {c.width}x{c.height}, bleed {c.bleed}, "
-                 f"{c.dpi} dpi), {n} layer{'' if n == 1 else 's'}, budget {budget}"]
+                 f"{dpi}), {n} layer{'' if n == 1 else 's'}, budget {budget}"]
         for i, ((kind, name), box) in enumerate(zip(self.layers, self.boxes)):
             lines.append(f"  [{i}] {kind:<9} {box.w}x{box.h} at ({box.x}, {box.y}){f' ({name})' if name else ''}")
         several_models = len({job.model for job in self.jobs}) > 1
@@ -308,7 +311,13 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
     kinds = tuple((type(layer).__name__.removesuffix("Layer").lower(), getattr(layer, "name", ""))
                   for layer in layout.layers)
     return Plan(layout.source, layout.canvas.full_width, layout.canvas.full_height, boxes, tuple(jobs), monitors,
-                budget_bytes, layout.canvas, kinds, parse_bytes(given) is None)
+                budget_bytes, layout.canvas, kinds, parse_bytes(given) is None, file_dpi(layout))
+
+
+def file_dpi(layout: Layout) -> int:
+    """The DPI written in the canvas's files: canvas.dpi, except for a span, whose canvas is drawn at its
+    densest monitor's pixel density (canvas.dpi then only sizes its pt/mm lengths)."""
+    return max(map(monitor_dpi, layout.span.monitors)) if layout.span else layout.canvas.dpi
 
 
 def too_small(source: str, budget: int, short: list[tuple[PlanError, str]]) -> PlanError:

@@ -28,7 +28,7 @@ from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free,
 from studio.geometry import monitor_dpi
 from studio.layout import file_name_problem, file_stems
 from studio.memory import format_bytes
-from studio.plan import GenerateJob, Plan, plan_layout
+from studio.plan import GenerateJob, Plan, file_dpi, plan_layout
 from studio.spec import GenerateLayer, Layout
 
 
@@ -138,12 +138,6 @@ def output_sizes(layout: Layout) -> list[tuple[int, int]]:
     """(width, height) px of each of `output_stems`' files: the full canvas, then each monitor of a span."""
     monitors = layout.span.monitors if layout.span and layout.output.per_monitor else ()
     return [(layout.canvas.full_width, layout.canvas.full_height)] + [(m.width, m.height) for m in monitors]
-
-
-def file_dpi(layout: Layout) -> int:
-    """The DPI written in the canvas's files: canvas.dpi, except for a span, whose canvas is drawn at its
-    densest monitor's pixel density (canvas.dpi then only sizes its pt/mm lengths)."""
-    return max(map(monitor_dpi, layout.span.monitors)) if layout.span else layout.canvas.dpi
 
 
 def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = False, guides: bool = True) -> Path:

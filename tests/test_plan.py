@@ -410,7 +410,8 @@ def test_plan_json_carries_what_the_text_shows():
         TextLayer("hello", region=Region("percent", 10, 70, 80, 20), name="caption"),
     ))
     given = json.loads(plan_layout(layout, budget="6GiB", configs=configs).to_json())
-    assert (given["trim"], given["bleed"], given["dpi"]) == ({"width": 4960, "height": 7016}, 36, 300)
+    assert (given["trim"], given["bleed"], given["dpi"], given["file_dpi"]) == ({"width": 4960, "height": 7016}, 36,
+                                                                                300, 300)
     assert given["layers"] == [{"type": "generate", "name": "sky", "box": {"x": 36, "y": 36, "w": 4960, "h": 3508}},
                                {"type": "text", "name": "caption",
                                 "box": {"x": 532, "y": 4947, "w": 3968, "h": 1403}}]
@@ -424,6 +425,18 @@ def test_plan_json_carries_what_the_text_shows():
     assert auto.describe().splitlines()[0] == (
         f"poster.yaml: canvas 5032x7088 px (trim 4960x7016, bleed 36, 300 dpi), 2 layers, budget "
         f"{format_bytes(auto.budget)} (automatic: free memory now)")
+
+
+def test_a_spans_plan_says_the_dpi_its_files_carry():
+    """A span's canvas is drawn at its densest monitor's density (109 dpi: 2560 px over 597 mm), which its files
+    carry; canvas.dpi (300 here) only sizes pt and mm lengths."""
+    left, right = Monitor("left", 2560, 1440, 597, 336), Monitor("right", 2560, 1440, 597, 336)
+    span = Span((left, right), (20,))
+    plan = plan_layout(Layout("wall.yaml", Canvas(*span_canvas(span)[:2], dpi=300), (FillLayer((0, 0, 0, 255)),),
+                              span=span), budget="1GiB")
+    assert (plan.file_dpi, json.loads(plan.to_json())["file_dpi"]) == (109, 109)
+    assert plan.describe().splitlines()[0] == ("wall.yaml: canvas 5206x1440 px (trim 5206x1440, bleed 0, 300 dpi, "
+                                               "files at 109 dpi), 1 layer, budget 1.00 GiB")
 
 
 def _scheduler(folder, **changes):
