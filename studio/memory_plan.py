@@ -145,13 +145,17 @@ def transformer_activations(cfg: PixArtTransformerConfig, batch: int, tokens: in
 
 
 def measured(decode_estimate: int) -> int:
-    """A VAE decode's activation estimate scaled by what we measured above it (MindSpore's memory pool and
-    GroupNorm temporaries): the tiny VAE untiled at 3840x2160 took 2.77 GiB against 1.67 estimated, the
-    SDXL VAE at 1024^2 ~5.1 GB against 4.3 GB; the larger ratio, rounded up, is used."""
+    """A tiled VAE decode's activation estimate scaled by what we measured above it (MindSpore's memory pool
+    and GroupNorm temporaries); see UNTILED_DECODE_EXTRA for the untiled decode."""
     return decode_estimate * DECODE_MEASURED_RATIO // 10
 
 
 DECODE_MEASURED_RATIO = 17  # tenths
+# An untiled decode's estimate (`vae_decode_activations`) is above what the decode itself grows a fresh process
+# by (peak RSS less RSS before it, fp32 on the CPU, the tiny and SDXL VAEs from 256^2 to 3840x2160: 0.68-0.91
+# of it), but for a fixed start-up cost, 15 MiB at 256^2. The 1.7 that tiles keep overcounted it ~2x: a
+# 2048^2 decode that runs in 1 GiB was refused below 1.5 GiB, and tiled between.
+UNTILED_DECODE_EXTRA = 16 * 2 ** 20
 
 
 # -- the plan ---------------------------------------------------------------------------------------------
@@ -250,7 +254,7 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     mid_c = vae.block_out_channels[-1]
     w_decode = w_tr + w_vae + (w_t5 if keep_text_encoder else 0)
     mid_attention = [("vae-mid", 1, latent_tokens, latent_tokens, mid_c)] if vae.mid_block_add_attention else []
-    untiled = measured(vae_decode_activations(vae, height, width, 4))
+    untiled = vae_decode_activations(vae, height, width, 4) + UNTILED_DECODE_EXTRA
     outputs = images * vae.out_channels * height * width * 4  # pipeline.decode's (N, 3, H, W) float32 array
     t5_attention = [("self", batch * t5.num_heads, MAX_TOKENS, MAX_TOKENS, t5.d_kv)]
     whole_text = ("text", w_t5 + w_tr + w_vae, t5_activations(t5, batch, itemsize), t5_attention)

@@ -92,7 +92,10 @@ def test_generate_dry_run_and_budget_errors(tiny_dir, tmp_path, capsys):
     plan = capsys.readouterr().out
     assert plan.startswith("generation 3840x2160 px, 1 image(s), memory budget 2.00 GiB")
     assert re.search(r"denoise .* self: query-chunked q=994 k=32400", plan)  # 2 x 32,400 tokens
-    assert re.search(r"decode .* vae: 3x4 tiles", plan) and not out.exists()
+    decode = next(line for line in plan.splitlines() if line.startswith("decode"))
+    assert "vae-mid: query-chunked" in decode and "tiles" not in decode  # the untiled decode fits 2 GiB
+    assert main(base + ["--dry-run", "--size", "3840x2160", "--no-binning", "--memory-budget", "1GiB"]) == 0
+    assert re.search(r"decode .* vae: 3x4 tiles", capsys.readouterr().out) and not out.exists()  # 1 GiB doesn't
 
     assert main(base + ["--memory-budget", "1MiB"]) == 2
     err = capsys.readouterr().err.strip()
@@ -264,8 +267,8 @@ sys.exit(code)
 
 @pytest.mark.parametrize("gib", [1, 2])
 def test_4k_generate_stays_within_the_budget(tiny_dir, tmp_path, gib):
-    """3840x2160 direct (32,400 tokens per image, chunked attention, tiled decode) in a 1 and a 2 GiB budget:
-    the process's own peak RSS stays within the budget plus the runtime overhead."""
+    """3840x2160 direct (32,400 tokens per image, chunked attention; a tiled decode in 1 GiB, untiled in 2) in a
+    1 and a 2 GiB budget: the process's own peak RSS stays within the budget plus the runtime overhead."""
     out, peak_file = tmp_path / "4k.png", tmp_path / "peak.txt"
     cmd = [sys.executable, "-c", GENERATE_AND_REPORT_PEAK, str(peak_file), "generate", "a cat", "--model",
            str(tiny_dir), "-o", str(out), "--size", "3840x2160", "--no-binning", "--memory-budget", f"{gib}GiB",
