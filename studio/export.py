@@ -12,9 +12,9 @@ An existing file is never replaced unless the caller passes overwrite=True, and 
 """
 
 import errno
-import io
 import functools
 import hashlib
+import io
 import json
 import math
 import os

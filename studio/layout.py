@@ -24,8 +24,7 @@ import yaml
 from PIL import Image, ImageColor
 
 from studio import fonts
-from studio.errors import (CONTROL_RE, YAML11_BREAKS, InputError, LayoutError, control_problem,
-                           one_line)
+from studio.errors import CONTROL_RE, YAML11_BREAKS, InputError, LayoutError, control_problem, one_line
 from studio.hub import is_hub_id
 from studio.geometry import edge, monitor_dpi, percent, resolve, span_canvas, split
 from studio.memory import parse_bytes
