@@ -1423,14 +1423,17 @@ class Studio:
         return code, self.out.read_text()
 
 
-def test_sigkill_anywhere_leaves_only_complete_files_and_resumes(tiny_dir, tmp_path):
-    job = write_job(tmp_path, """\
+FOX_OWL_JOB = """\
 layout: card.yaml
 name: "{prompt_slug}-{seed}"
 matrix:
   prompt: ["a red fox", "an owl"]
   seed: [1, 2]
-""")
+"""  # items a-red-fox-1, a-red-fox-2, an-owl-1, an-owl-2
+
+
+def test_sigkill_anywhere_leaves_only_complete_files_and_resumes(tiny_dir, tmp_path):
+    job = write_job(tmp_path, FOX_OWL_JOB)
     out = tmp_path / "out"
     batch = ["batch", job, "-o", out, "--model", tiny_dir, "--quiet", "--memory-budget", "2GiB"]
     names = ["a-red-fox-1", "a-red-fox-2", "an-owl-1", "an-owl-2"]
@@ -1470,13 +1473,7 @@ def test_two_runs_of_one_job_into_one_outdir_render_each_item_once(tiny_dir, tmp
     """A requeued job beside its first attempt: the first run, paused mid-denoise of its first item, holds that
     item's lock; the second skips it, naming the first's pid, and renders the others, which the first then
     finds done once it holds their locks. Each item is rendered once, with one log line; no lock file stays."""
-    job = write_job(tmp_path, """\
-layout: card.yaml
-name: "{prompt_slug}-{seed}"
-matrix:
-  prompt: ["a red fox", "an owl"]
-  seed: [1, 2]
-""")
+    job = write_job(tmp_path, FOX_OWL_JOB)
     out, names = tmp_path / "out", ["a-red-fox-1", "a-red-fox-2", "an-owl-1", "an-owl-2"]
     batch = ["batch", job, "-o", out, "--model", tiny_dir, "--quiet", "--memory-budget", "2GiB"]
     (tmp_path / "first").mkdir()
