@@ -199,7 +199,7 @@ class UnrunnableScheduler:
 def plan(path_or_id, height: int | None = None, width: int | None = None, images: int = 1, guidance_scale: float = 4.5,
          memory_budget=None, use_resolution_binning: bool = True, dtype="float32",
          keep_text_encoder: bool = False, vae_tiling: bool | None = None,
-         revision: str | None = None) -> GenerationPlan:
+         revision: str | None = None, device: str | None = None) -> GenerationPlan:
     """The memory plan of a generation, from the configs alone (no weights are read).
 
     height, width: px, by default the checkpoint's native size; memory_budget: bytes, a string like "6GiB", or
@@ -209,6 +209,8 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
     Raises PlanError with the smallest workable budget when it can't be met, or when a tiled decode's
     feature maps go to temporary files and their disk lacks room ($STUDIO_TMPDIR). A published checkpoint that is
     not on this machine is planned from its published configs, as `studio plan` does. revision: of a hub id.
+    device: as `from_pretrained`'s, chosen here when the plan is made first (it reads the device's memory and
+    MindSpore's device is set once per process).
     """
     from studio.plan import model_configs
 
@@ -216,8 +218,8 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
     height, width = default_size(tr, vae, height, width)
     gen_h, gen_w = generation_size(tr, height, width, use_resolution_binning)
     check_size(tr, vae, gen_h, gen_w)
+    backend.setup(device)  # the device decides the automatic budget and the dtype's size (bf16 runs in fp32 on the CPU)
     budget = memory.resolve_budget(memory_budget)
-    backend.setup()  # the device decides the dtype's size (bf16 runs in fp32 on the CPU), given a budget too
     itemsize = 2 if backend.compute_dtype(as_dtype(dtype)) in (ms.float16, ms.bfloat16) else 4
     result = plan_generation(tr, t5, vae, gen_h, gen_w, images, budget, guidance_scale > 1.0, itemsize,
                              keep_text_encoder, vae_tiling, max_tensor=memory.tensor_cap())

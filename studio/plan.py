@@ -254,11 +254,15 @@ def relative_cost(cfg: PixArtTransformerConfig, gen_w: int, gen_h: int, steps: i
     return flops(gen_h // 16, gen_w // 16, steps, 2 if guidance else 1) / flops(1024 // 16, 1024 // 16, 20, 2)
 
 
-def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=None) -> Plan:
+def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=None, device: str | None = None) -> Plan:
     """Resolve every layer's box and plan every generation. `configs` (transformer, t5, vae) skip the
     model lookup and the sampler check (tests); otherwise the layer's model, the layout's, or `model` gives
-    them. The layout is checked first (`check.check_layout`: a Layout built in code gets the loader's checks)."""
+    them. The layout is checked first (`check.check_layout`: a Layout built in code gets the loader's checks).
+    device: as `PixArtSigmaPipeline.from_pretrained`'s (the automatic budget is its free memory); MindSpore's
+    device is set once per process, so a plan made before loading chooses it."""
     check_layout(layout)
+    from studio import backend
+    backend.setup(device)
     given = budget if budget is not None else layout.memory_budget
     budget_bytes = resolve_budget(given)
     max_tensor = tensor_cap()  # the device's, as the pipeline plans the generation when it runs

@@ -314,7 +314,8 @@ def _prompts_ahead(layout: Layout, plan: Plan, jobs: list[GenerateJob], pipe, re
 def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None, overwrite: bool = False,
            progress: Callable[[str, str, int, int], None] | None = None, pipelines: dict | None = None,
            stem: str | None = None, metadata: dict | None = None, record: dict | None = None,
-           reuse_art: bool = True, warn: Callable[[str], None] | None = None) -> list[Path]:
+           reuse_art: bool = True, warn: Callable[[str], None] | None = None,
+           device: str | None = None) -> list[Path]:
     """Generate, compose and export `layout` into `out_dir`; returns the written files.
 
     model: the default model for layers and layouts that name none. progress(label, phase, done, total)
@@ -330,14 +331,14 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     For batches (studio.batch): stem replaces layout.output.name; metadata entries are added to (or
     replace) those stored in the files; record, a dict, receives the memory budget and each generation's
     settings. reuse_art=False generates every layer even when an earlier render kept its picture (rerender,
-    which checks that the generation gives the recorded bytes).
+    which checks that the generation gives the recorded bytes). device: as `PixArtSigmaPipeline.from_pretrained`'s.
     """
     from studio.checkpoint import resolve_model_dir
     from studio.pipeline import PixArtSigmaPipeline
     from studio.tiny import note_if_tiny
 
     out_dir = Path(out_dir)
-    plan = plan_layout(layout, model, memory_budget)
+    plan = plan_layout(layout, model, memory_budget, device=device)
     if not out_dir.exists():  # no art kept there: every model is needed; one that can't be found creates no folder
         for model_id in dict.fromkeys(job.model for job in plan.jobs):
             if model_key(model_id) not in {model_key(m) for m in pipelines or {}}:

@@ -571,6 +571,27 @@ def test_the_device_is_chosen_once_per_process(monkeypatch):
         backend.setup("GPU:1")
 
 
+def test_a_plan_made_before_loading_takes_the_device(tiny_dir, tmp_path):
+    """The API's plans and render choose the device as from_pretrained does (a plan reads the device's free
+    memory, which sets MindSpore's device for the process): one made without it left a later
+    from_pretrained(device="GPU:1") refused. Here the process runs on the CPU, so the GPU is refused by each."""
+    from studio import pipeline, render
+    from studio.layout import parse_layout
+    from studio.plan import plan_layout
+
+    layout = parse_layout("canvas: {width: 64, height: 64}\nlayers:\n  - generate: {prompt: a cat, steps: 1}\n")
+    assert pipeline.plan(tiny_dir, 64, 64, device="cpu").budget > 0
+    assert plan_layout(layout, str(tiny_dir), device="CPU").jobs[0].model == str(tiny_dir)
+    refused = r"^device 'GPU': this process already runs on CPU "
+    with pytest.raises(InputError, match=refused):
+        pipeline.plan(tiny_dir, 64, 64, memory_budget="1GiB", device="GPU")
+    with pytest.raises(InputError, match=refused):
+        plan_layout(layout, str(tiny_dir), device="GPU")
+    with pytest.raises(InputError, match=refused):
+        render.render(layout, tmp_path / "out", str(tiny_dir), device="GPU")
+    assert not (tmp_path / "out").exists()
+
+
 def test_device_flag_wins_over_the_environment(tiny_dir, tmp_path):
     """STUDIO_DEVICE=GPU exported, --device CPU given: the command runs on the CPU (it used to fail when the
     pipeline set the device up again from the environment)."""
