@@ -551,7 +551,8 @@ def _span(c: _Checker, span, canvas) -> None:
     for i, m in enumerate(span.monitors):
         path = f"span.monitors[{i}]"
         if not m.name.strip():
-            ok["monitors"] = c.error(f"{path}.name", "expected a name (monitor names are used in file names), got ''")
+            ok["monitors"] = c.error(f"{path}.name", f"expected a name (monitor names are used in file names), "
+                                                     f"got {m.name!r}")
         elif m.name.casefold() in seen:
             ok["monitors"] = c.error(f"{path}.name", f"{m.name!r} is already the name of {seen[m.name.casefold()]} "
                                                      f"(names used in file names differ in more than case)")

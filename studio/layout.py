@@ -27,7 +27,7 @@ from studio import fonts
 from studio.errors import CONTROL_RE, YAML11_BREAKS, InputError, LayoutError, control_problem, one_line
 from studio.hub import is_hub_id
 from studio.geometry import edge, monitor_dpi, percent, resolve, span_canvas, split
-from studio.memory import parse_bytes
+from studio.memory import _UNITS, parse_bytes
 from studio.text import join_surrogates, surrogate_problem
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor,
                          Output, Region, Shadow, ShapeLayer, Span, TextLayer, file_problem,
@@ -88,6 +88,7 @@ _CORE_12 = (
 )
 _INDEX_RE = re.compile(r"\d+", re.ASCII)  # its pattern is the schema's (ECMA \d is ASCII)
 _RESOLVER = yaml.resolver.Resolver()
+_MERGE = "tag:yaml.org,2002:merge"  # the tag of a plain '<<' key
 YAML11_BOOLS = ("yes", "no", "on", "off", "y", "n")
 
 
@@ -264,7 +265,7 @@ class _Reader:
         if not isinstance(node, yaml.MappingNode):
             self.error(node, path, f"expected a mapping with keys {', '.join(table)}, got {_a(_value_of(node))}")
             return None
-        explicit = self._flatten(node, path)
+        explicit = self.flatten(node, path)
         seen, found = set(), {}
         for key_node in explicit:
             if key_node.value in seen:
@@ -285,15 +286,30 @@ class _Reader:
                 self.error(node, path, f"missing required key '{key}'")
         return found
 
-    def _flatten(self, node, path: str) -> list:
-        """Apply YAML merge keys (<<: *style) to a mapping node, once; returns its explicitly written keys."""
-        if id(node) not in self._explicit:
-            self._explicit[id(node)] = [k for k, _ in node.value if k.value != "<<"]
-            try:
-                yaml.constructor.SafeConstructor().flatten_mapping(node)
-            except yaml.YAMLError as e:
-                self.error(node, _join(path, "<<"), f"bad YAML merge: {e.problem}")
-                node.value = [(k, v) for k, v in node.value if k.value != "<<"]
+    def flatten(self, node, path: str) -> list:
+        """Apply YAML merge keys (<<: *style, <<: [*a, *b]) to a mapping node, once, as YAML says: a written key
+        overrides a merged one, an earlier mapping in the list a later one. Returns the written keys; the node's
+        pairs are then the merged ones that stay, then the written ones (duplicates too: `entries` reports them).
+        (PyYAML's flatten_mapping keeps the first of a mapping's own pairs and a merged one of the same key.)"""
+        if id(node) in self._explicit:
+            return self._explicit[id(node)]
+        written = [(k, v) for k, v in node.value if k.tag != _MERGE]
+        self._explicit[id(node)] = [k for k, _ in written]
+        merged = {}  # key -> the pair that stays
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE:
+                continue
+            for source in value_node.value if isinstance(value_node, yaml.SequenceNode) else (value_node,):
+                if not isinstance(source, yaml.MappingNode):
+                    self.error(source, _join(path, "<<"), f"bad YAML merge: expected a mapping or a list of "
+                                                          f"mappings, got {_a(_value_of(source))}")
+                    continue
+                self.flatten(source, _join(path, "<<"))  # a mapping merging itself: once, as written
+                last = {k.value: (k, v) for k, v in source.value if k.tag != _MERGE}  # its duplicates: the last
+                for name, pair in last.items():
+                    merged.setdefault(name, pair)
+        names = {k.value for k, _ in written}
+        node.value = [pair for name, pair in merged.items() if name not in names] + written
         return self._explicit[id(node)]
 
     def read(self, node, path: str, table: dict) -> tuple[dict, set]:
@@ -611,12 +627,12 @@ def _show(number: Fraction) -> str:
 
 def _length_schema(defs, minimum: str) -> dict:
     """A length's schema; minimum as Length's."""
-    sign, digits, bound, name = {
-        "any": ("[-+]?", r"\d+(\.\d*)?|\.\d+", {}, "signed_length"),
-        "zero": (r"\+?", r"\d+(\.\d*)?|\.\d+", {"minimum": 0}, "length"),
-        "positive": (r"\+?", r"\d*[1-9]\d*(\.\d*)?|\d*\.\d*[1-9]\d*", {"exclusiveMinimum": 0}, "positive_length"),
+    number, bound, name = {
+        "any": (r"[-+]?(\d+(\.\d*)?|\.\d+)", {}, "signed_length"),
+        "zero": (r"\+?(\d+(\.\d*)?|\.\d+)|-(0+(\.0*)?|\.0+)", {"minimum": 0}, "length"),  # -0 is not negative
+        "positive": (r"\+?(\d*[1-9]\d*(\.\d*)?|\d*\.\d*[1-9]\d*)", {"exclusiveMinimum": 0}, "positive_length"),
     }[minimum]
-    pattern = rf"^\s*{sign}({digits})\s*(px|pt|mm|cm|in)?\s*$"
+    pattern = rf"^\s*({number})\s*(px|pt|mm|cm|in)?\s*$"
     body = {"anyOf": [{"type": "number"} | bound, {"type": "string", "pattern": pattern}, _VARIABLE_SCHEMA],
             "description": "a length: a number of px, or a number with px, pt, mm, cm or in"
                            + (", greater than 0" if minimum == "positive" else "")}
@@ -857,6 +873,8 @@ class ByteSize(Text):
 
     def parse(self, r, node, path):
         text = super().parse(r, node, path)
+        if not text.strip():  # parse_bytes reads '' as auto (no --memory-budget); written, it is a slip
+            raise _Bad(f"'{text}' is not a size: write one like 6GiB, or auto")
         try:
             parse_bytes(text)
         except InputError as e:
@@ -864,8 +882,15 @@ class ByteSize(Text):
         return text
 
     def schema(self, defs):
-        size = {"type": "string", "pattern": r"^\s*([0-9]*\.?[0-9]+\s*[A-Za-z]+|[Aa][Uu][Tt][Oo]|[Nn][Oo][Nn][Ee])\s*$"}
+        units = "|".join(map(_any_case, _UNITS))
+        size = {"type": "string",
+                "pattern": rf"^\s*([0-9]*\.?[0-9]+\s*({units})|{_any_case('auto')}|{_any_case('none')})\s*$"}
         return {"anyOf": [size, _VARIABLE_SCHEMA]}
+
+
+def _any_case(word: str) -> str:
+    """A pattern of `word` in any case: 'gib' -> '[Gg][Ii][Bb]' (JSON Schema patterns have no flags)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
 
 
 @dataclass(frozen=True)
@@ -968,6 +993,7 @@ class RegionKind:
                 raise _Bad(f"{_q(value)} is not a region (full, safe, {{x, y, w, h}} or "
                            f"{{cell: [grid, row, column]}}){_closest(value, ('full', 'safe'))}")
             return Region(value)
+        r.flatten(node, path)
         if any(k.value == "cell" for k, _ in node.value):
             return self._cell(r, node, path)
         return self._box(r, node, path)
@@ -1018,8 +1044,9 @@ class RegionKind:
         cell = _object_schema(CELL_KEYS, defs)
         index = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": rf"^{_INDEX_RE.pattern}$"},
                            _VARIABLE_SCHEMA]}
+        # prefixItems is draft 2020-12's; a draft-07 validator (older editors) skips it: no "items": false beside
+        # it, which draft-07 would read as "no items" (the length is minItems and maxItems)
         cell["properties"]["cell"]["prefixItems"] = [dict(_SCALAR_SCHEMA), index, index]
-        cell["properties"]["cell"]["items"] = False
         body = {"anyOf": [{"enum": ["full", "safe"]}, _VARIABLE_SCHEMA, box, cell],
                 "description": "full (trim + bleed), safe (trim minus safe_margin), {x, y, w, h} or "
                                "{cell: [grid, row, column], span: [rows, columns]}"}
@@ -1074,8 +1101,8 @@ class Stops:
 
     def schema(self, defs):
         colour = Colour().schema(defs)
-        pair = {"type": "array", "prefixItems": [Number(0, 1).schema(defs), colour],
-                "items": False, "minItems": 2}
+        pair = {"type": "array", "prefixItems": [Number(0, 1).schema(defs), colour],  # see RegionKind.schema
+                "minItems": 2, "maxItems": 2}
         return {"type": "array", "items": {"anyOf": [colour, pair]}, "minItems": 2,
                 "description": "colours evenly spaced, or [position 0..1, colour] pairs"}
 
@@ -1236,12 +1263,15 @@ class LayerKind:
     def parse(self, r, node, path):
         if not isinstance(node, yaml.MappingNode) or not node.value:
             raise _Bad(f"expected a layer, one of {', '.join(LAYER_TYPES)}: {{...}}, got {_a(_value_of(node))}")
+        r.flatten(node, path)
         types = [(k, v) for k, v in node.value if k.value in LAYER_TYPES]
         type_keys = LAYER_TYPES[types[0][0].value][0] if types else {}
         # a setting named like a layer type beside the layer (`- text:` then `text: hi` below it, not indented)
         types = types[:1] + [(k, v) for k, v in types[1:]
                              if k.value not in type_keys or isinstance(v, yaml.MappingNode)]
         if len(types) == 1:
+            if isinstance(types[0][1], yaml.MappingNode):  # its name may be merged
+                r.flatten(types[0][1], _join(path, types[0][0].value))
             path = _named(r, path, types[0][1])
         for key_node, _ in node.value:
             if any(key_node is k for k, _ in types):
@@ -1286,7 +1316,8 @@ CANVAS_KEYS = {
     "orientation": Key(Enum("landscape", "portrait"), "swap width and height to this orientation"),
     "width": Key(CanvasLength("positive"), "trim width: 3000px, 420mm, 16.5in"),
     "height": Key(CanvasLength("positive"), "trim height"),
-    "dpi": Key(Int(1, MAX_DPI), "pixels per inch (default 300 for physical sizes, else 72)"),
+    "dpi": Key(Int(1, MAX_DPI), "pixels per inch (default 300 for physical sizes, else 72; in a span, the "
+                                "densest monitor's)"),
     "bleed": Key(CanvasLength(), "extra margin cut off in print, on every side (default 0)"),
     "safe_margin": Key(CanvasLength(), "margin inside the trim kept clear of cuts (default 0)"),
     "background": Key(Colour(), "default white"),
@@ -1336,9 +1367,10 @@ class MonitorKind:
             r.error(node, path, "give the picture's size or its diagonal, not both")
         elif not any(sized):
             r.error(node, path, "give the picture's size: [width, height] or diagonal (one of them)")
-        if file_name_problem(m.get("name", "x")):
-            r.error(_node_at(node, "name"), _join(path, "name"),
-                    f"'{m['name']}' {file_name_problem(m['name'])}: monitor names are used in file names")
+        name = m.get("name", "x")
+        if problem := file_name_problem(name) or ("is blank" if not name.strip() else None):
+            r.error(_node_at(node, "name"), _join(path, "name"), f"'{name}' {problem}: monitor names are used in "
+                                                                 f"file names")
         if bad or len(r.errors) > ok:
             raise _Bad()
         if "size" in m:
@@ -1410,6 +1442,7 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
         if not isinstance(node, yaml.MappingNode):
             r.error(node, "variables", f"expected a mapping of name: value, got {_a(_value_of(node))}")
         else:
+            r.flatten(node, "variables")
             seen = set()
             for key_node, value_node in node.value:
                 name, path = key_node.value, _join("variables", key_node.value)
@@ -1536,8 +1569,9 @@ def _span(r: _Reader, node) -> Span | None:
 
 
 def _node_at(node, key: str, index: int | None = None):
-    """The value node under `key` (and list `index`) of a mapping node, or the node itself."""
-    for key_node, value_node in getattr(node, "value", ()):
+    """The value node under `key` (and list `index`) of a mapping node, or the node itself. Of a key written
+    twice, the last: the one the constructed mapping takes."""
+    for key_node, value_node in reversed(node.value if isinstance(node, yaml.MappingNode) else ()):
         if getattr(key_node, "value", None) == key:
             if index is None:
                 return value_node
@@ -1552,6 +1586,7 @@ def _grids(r: _Reader, node) -> None:
         r.error(node, "grids", f"expected a mapping of name: {{rows, columns, gutter, region}}, "
                                f"got {_a(_value_of(node))}")
         return
+    r.flatten(node, "grids")
     for key_node, value_node in node.value:
         name, path = key_node.value, _join("grids", key_node.value)
         if name in r.grids or name in r.bad_grids:

@@ -332,6 +332,57 @@ layers:
     assert (layout.layers[3].region, layout.layers[3].stroke_width) == (Region("px", 0, 10, 100, 0), 2)
 
 
+def test_merge_keys_give_what_yaml_constructs():
+    """A written key overrides a merged one (names too: no false 'already the name'), and a merge works wherever
+    a mapping is read: a region, a whole layer, variables, grids, a span's monitors, output."""
+    layout = parse_layout("""\
+canvas: {preset: fhd}
+variables: {<<: [{title: Hi, sub: x}, {title: Ho, n: 2}], sub: there}
+grids:
+  <<: {a: {rows: 1, columns: 2}}
+  b: {<<: {rows: 2}, columns: 1}
+layers:
+  - text: &h {text: '{title} {sub}', name: title, size: 40}
+  - text: {<<: *h, text: B, name: subtitle}
+  - &bg {fill: {color: red, region: &c {cell: [a, 0, 1]}}}
+  - {<<: *bg}
+  - {<<: *bg, fill: {color: blue, region: {<<: *c}}}
+  - fill: {color: red, region: {<<: *c, cell: [b, 1, 0]}}
+output: {<<: {name: merged}, name: plain}
+""", "poster.yaml")
+    assert layout.variables == {"title": "Hi", "sub": "there", "n": "2"}  # of a list, the earlier mapping wins
+    assert [(g.rows, g.columns) for g in layout.grids.values()] == [(1, 2), (2, 1)]
+    assert [(t.text, t.name, t.size) for t in layout.layers[:2]] == [("Hi there", "title", 40), ("B", "subtitle", 40)]
+    a01 = Region("cell", grid="a", row=0, column=1)
+    assert [(f.color, f.region) for f in layout.layers[2:]] == [
+        ((255, 0, 0, 255), a01), ((255, 0, 0, 255), a01), ((0, 0, 255, 255), a01),
+        ((255, 0, 0, 255), Region("cell", grid="b", row=1, column=0))]
+    assert layout.output.name == "plain"
+    span = parse_layout("""\
+span:
+  monitors:
+    - &m {name: left, width: 1920, height: 1080, diagonal: 24in}
+    - {<<: *m, name: right}
+layers: [{fill: {color: red}}]
+output: {name: "{layout}-{monitor}"}
+""").span
+    assert [m.name for m in span.monitors] == ["left", "right"]
+
+
+def test_a_merged_mapping_keeps_its_own_keys():
+    """A mapping merged by one read first (grids are read before layers) is still read as written: its merged
+    x and its own x are not a duplicate."""
+    layout = parse_layout("""\
+canvas: {width: 100, height: 100}
+layers:
+  - fill: {color: red, region: &r {<<: {x: 0%, y: 0%}, w: 10%, h: 10%, x: 5%}}
+grids:
+  g: {rows: 1, columns: 1, region: {<<: *r}}
+""")
+    assert layout.layers[0].region == Region("percent", 5, 0, 10, 10)
+    assert layout.grids["g"].region == Region("percent", 5, 0, 10, 10)
+
+
 # -- spans ------------------------------------------------------------------------------------------------
 
 # dpi: the densest monitor's, rounded (2560 px / 597 mm = 108.9 px per inch; 4 px/mm = 101.6)
@@ -767,6 +818,10 @@ BROKEN = [
      "poster.yaml:3: memory_budget: '6' has no unit: give one, e.g. 6GiB, 512MiB or 2GB"),
     ("canvas: {preset: fhd}\n" + FILL + "memory_budget: 0\n",
      "poster.yaml:3: memory_budget: must be positive, got '0'"),
+    ("canvas: {preset: fhd}\n" + FILL + "memory_budget: ''\n",  # --memory-budget '' is auto; written, a slip
+     "poster.yaml:3: memory_budget: '' is not a size: write one like 6GiB, or auto"),
+    ("canvas: {preset: fhd}\n" + FILL + "memory_budget: '  '\n",
+     "poster.yaml:3: memory_budget: '  ' is not a size: write one like 6GiB, or auto"),
     # spans
     ("span: {monitors: [{width: 2560, height: 1440}]}\n" + FILL,
      "poster.yaml:1: span.monitors[0]: give the picture's size: [width, height] or diagonal (one of them)"),
@@ -781,6 +836,8 @@ BROKEN = [
      "poster.yaml:1: canvas.preset: a span sets the canvas size; remove this key or the span"),
     ("span: {monitors: [{name: left/top, width: 10, height: 10, size: [1mm, 1mm]}]}\n" + FILL,
      "poster.yaml:1: span.monitors[0].name: 'left/top' has a '/': monitor names are used in file names"),
+    ("span:\n  monitors:\n    - {name: ' ', width: 10, height: 10, size: [1mm, 1mm]}\n" + FILL,
+     "poster.yaml:3: span.monitors[0].name: ' ' is blank: monitor names are used in file names"),
     ("span:\n  monitors:\n    - {name: left, width: 9, height: 9, size: [1mm, 1mm]}\n"
      "    - {name: Span, width: 9, height: 9, size: [1mm, 1mm]}\n" + FILL + "output: {name: 'wall-{monitor}'}\n",
      "poster.yaml:4: span.monitors[1].name: 'Span' names its file 'wall-Span', which differs only in case from the "
@@ -1108,6 +1165,23 @@ def test_schema_names_what_the_loader_accepts():
     assert [next(iter(o["properties"])) for o in layer_options] == list(LAYER_TYPES)
 
 
+def test_schema_lists_by_position_read_alike_in_draft_07():
+    """prefixItems is draft 2020-12's; draft-07 validators (older editors' YAML servers) skip it and read a
+    beside it "items": false as "no items at all". The length is bounded by minItems and maxItems instead."""
+    def by_position(node):
+        if isinstance(node, dict):
+            yield from [node] if "prefixItems" in node else []
+            for value in node.values():
+                yield from by_position(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from by_position(value)
+    found = list(by_position(layout_schema()))
+    assert [(len(n["prefixItems"]), n["minItems"], n["maxItems"], n.get("items")) for n in found] == [
+        (2, 2, 2, None),  # a gradient stop [position, colour]
+        (3, 3, 3, {"type": ["string", "number", "boolean"]})]  # a grid cell [grid, row, column]: scalars in draft-07
+
+
 def test_schema_patterns_compile():
     def patterns(node):
         if isinstance(node, dict):
@@ -1165,6 +1239,8 @@ SCHEMA_ACCEPTED = [  # the loader accepts each; so must the schema
     "canvas: {preset: fhd}\nlayers:\n  - text: &h {text: A, size: 96pt}\n  - text: {<<: *h, text: B}\n",
     "span: {monitors: [{width: 10, height: 10, size: [1mm, 1mm]}]}\ncanvas: {background: red}\n" + FILL,
     "span: {monitors: [{width: 10, height: 10, size: [1mm, 1mm]}]}\n" + FILL + "output: {name: '{monitor}'}\n",
+    "canvas: {preset: fhd, bleed: -0mm, safe_margin: '-.0'}\n" + FILL,  # -0 is not negative
+    "canvas: {preset: fhd}\n" + FILL + "memory_budget: 1.5gIb\n",  # units in any case, as parse_bytes reads them
 ]
 SCHEMA_REJECTED = [  # the loader rejects each; the schema can tell too
     "canvas: {preset: fhd, backgrund: red}\n" + FILL,
@@ -1188,18 +1264,21 @@ SCHEMA_REJECTED = [  # the loader rejects each; the schema can tell too
     "canvas: {preset: fhd}\nlayers: [{text: {text: hi, stroke: {width: 0px}}}]\n",
     "canvas: {preset: fhd}\nlayers: [{text: {text: hi, size: 0}}]\n",
     "canvas: {width: 0.0mm, height: 10mm}\n" + FILL,
+    "canvas: {preset: fhd}\n" + FILL + "memory_budget: 6XB\n",  # parse_bytes's units only
+    "canvas: {preset: fhd}\n" + FILL + "memory_budget: ''\n",
 ]
 
 
-def schema_errors(text: str) -> list[str]:
+def schema_errors(text: str, draft: str = "Draft202012Validator") -> list[str]:
     jsonschema = pytest.importorskip("jsonschema")
-    validator = jsonschema.Draft202012Validator(json.loads((ROOT / "layouts" / "layout.schema.json").read_text()))
+    validator = getattr(jsonschema, draft)(json.loads((ROOT / "layouts" / "layout.schema.json").read_text()))
     return [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(yaml.load(text, EditorYaml))]
 
 
+@pytest.mark.parametrize("draft", ["Draft202012Validator", "Draft7Validator"])  # 7: older editors' YAML servers
 @pytest.mark.parametrize("path", sorted((ROOT / "layouts").glob("*.yaml")), ids=lambda p: p.name)
-def test_schema_accepts_the_example_layouts(path):
-    assert schema_errors(path.read_text()) == []
+def test_schema_accepts_the_example_layouts(path, draft):
+    assert schema_errors(path.read_text(), draft) == []
 
 
 def test_tabs_before_comments_and_line_ends_are_space():
@@ -1220,6 +1299,12 @@ def test_schema_rejects_what_it_can_of_what_the_loader_rejects(text):
     with pytest.raises(LayoutError):
         parse_layout(text)
     assert schema_errors(text) != []
+
+
+def test_schema_says_a_spans_default_dpi():
+    """The hover text of canvas.dpi: in a span the default is the densest monitor's, not 300 or 72."""
+    assert layout_schema()["$defs"]["canvas"]["properties"]["dpi"]["description"] == (
+        "pixels per inch (default 300 for physical sizes, else 72; in a span, the densest monitor's)")
 
 
 def test_schema_takes_dates_in_variables_as_python_reads_them():

@@ -237,6 +237,9 @@ BAD = [  # (layout, the exact message)
      "wall: span.monitors: expected at least 1 monitor, got 0"),
     (Layout("wall", Canvas(100, 100), (FILL,), span=Span((Monitor("a", 100, 100, 0, 10),), ())),
      "wall: span.monitors[0].width_mm: must be greater than 0, got 0"),
+    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor(" ", 1920, 1080, 531, 299)),
+                                                              (20.0,))),
+     "wall: span.monitors[1].name: expected a name (monitor names are used in file names), got ' '"),
     (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], MONITORS[0]), (20.0,))),
      "wall: span.monitors[1].name: 'left' is already the name of span.monitors[0] (names used in file names differ "
      "in more than case)"),
