@@ -23,6 +23,7 @@ from studio.errors import InputError
 _SETUP_DONE = False
 _DEVICE: str | None = None  # the device target, read once: ms.get_context can't be called in a compiled graph
 _NUMBER: int | None = None  # the device number setup() chose, if it chose one
+_SETUP = threading.Lock()  # threads setting up at once (a service's first requests): one sets the context
 
 
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend", "npu": "Ascend"}
@@ -54,6 +55,11 @@ def setup(device: str | None = None) -> str:
     STUDIO_CPU_NICE=0 keeps the calling thread's priority (a raised nice value cannot be lowered again
     without privileges).
     """
+    with _SETUP:
+        return _setup(device)
+
+
+def _setup(device: str | None) -> str:
     global _SETUP_DONE, _DEVICE, _NUMBER
     if _SETUP_DONE:  # $STUDIO_DEVICE only chose the first time: a --device given then wins over it
         wanted = parse_device(device) if device else None

@@ -21,6 +21,7 @@ import re
 import shutil
 import socket
 import stat
+import threading
 import types
 import typing
 import urllib.parse
@@ -39,6 +40,10 @@ WEIGHTED_COMPONENTS = ("transformer", "vae", "text_encoder")
 # what completes a transformer-only model (a folder or repository holding transformer/ alone, as the published
 # 512 and 2K PixArt-Sigma checkpoints do), as their model card pairs them; $STUDIO_BASE_PIPELINE names another
 BASE_PIPELINE = "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers"
+# one load at a time per process: loading sets process-wide state of third-party libraries for its duration
+# (huggingface_hub's log level here, transformers' in studio.text), which two threads overlapping would leave
+# changed. Re-entrant: `PixArtSigmaPipeline.from_pretrained` holds it while it resolves the folder.
+LOADING = threading.RLock()
 
 # safetensors dtype code -> numpy dtype of the stored bytes (bf16 as its raw 16 bits)
 _ST_DTYPES = {
@@ -270,26 +275,28 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
         why = "local_files_only=True" if local_files_only else "ConnectionError: HF_HUB_OFFLINE is set"
         raise CheckpointError(f"{name}: not a local folder, {where}, and could not be downloaded ({why})"
                               f"{_cached_revisions_hint(name, cache_dir)}; pass the folder of a downloaded copy")
-    hub_log = logging.getLogger("huggingface_hub")
-    level = hub_log.level
-    hub_log.setLevel(logging.ERROR)  # its retries' warnings ('Retrying in 8s ...'): the error below says it once
-    try:
-        unreachable = _hub_unreachable()
-        if unreachable:
-            raise ConnectionError(unreachable)
-        patterns = ["*.json"]
-        if weights:
-            patterns += ["*.model", "*.txt", *download_weight_names(list_repo_files(name, revision=revision), variant)]
-        return Path(snapshot_download(name, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
-    except Exception as e:  # no network, no such repository or revision, a gated one, ...: said in one line
-        if complete:  # the cached snapshot has weights for every component (not the variant's): as offline
-            return cached
-        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{name}: not a local folder, {where}, and could not be downloaded "
-            f"({type(e).__name__}: {why}); pass the folder of a downloaded copy") from e
-    finally:
-        hub_log.setLevel(level)
+    with LOADING:  # the log level is the process's: another thread's download would restore it under us
+        hub_log = logging.getLogger("huggingface_hub")
+        level = hub_log.level
+        hub_log.setLevel(logging.ERROR)  # its retries' warnings ('Retrying in 8s ...'): the error below says it once
+        try:
+            unreachable = _hub_unreachable()
+            if unreachable:
+                raise ConnectionError(unreachable)
+            patterns = ["*.json"]
+            if weights:
+                patterns += ["*.model", "*.txt",
+                             *download_weight_names(list_repo_files(name, revision=revision), variant)]
+            return Path(snapshot_download(name, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
+        except Exception as e:  # no network, no such repository or revision, a gated one, ...: said in one line
+            if complete:  # the cached snapshot has weights for every component (not the variant's): as offline
+                return cached
+            why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"{name}: not a local folder, {where}, and could not be downloaded "
+                f"({type(e).__name__}: {why}); pass the folder of a downloaded copy") from e
+        finally:
+            hub_log.setLevel(level)
 
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")

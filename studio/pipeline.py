@@ -20,8 +20,9 @@ import mindspore as ms
 import numpy as np
 
 from studio import backend, binning, memory, sampling, vae_tiling as tiling
-from studio.checkpoint import (WEIGHTED_COMPONENTS, check_types, check_weights, compose, describe_path, falls_back,
-                               read_config, read_json, resolve_model_dir, transformer_folder, weight_files)
+from studio.checkpoint import (LOADING, WEIGHTED_COMPONENTS, check_types, check_weights, compose, describe_path,
+                               falls_back, read_config, read_json, resolve_model_dir, transformer_folder,
+                               weight_files)
 from studio.memory_plan import GenerationPlan, plan_generation
 from studio.errors import CheckpointError, ConfigError, InputError
 from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
@@ -112,6 +113,16 @@ def check_generator(generator, images: int) -> None:
     if several and len(generator) != images:
         raise InputError(f"{len(generator)} generators for {images} image{'s' * (images != 1)}; pass one per image, "
                          "or one")
+
+
+def as_latents(latents, shape: tuple) -> np.ndarray:
+    """A call's `latents=` (numpy, torch or MindSpore) as float32 numpy; InputError unless of `shape`, the
+    generation's (N, C, h, w)."""
+    latents = _numpy(latents).astype(np.float32, copy=False)
+    if latents.shape != shape:
+        raise InputError(f"latents have shape {latents.shape}, expected {shape} (N, C, height/8, width/8 "
+                         f"of the generation size)")
+    return latents
 
 
 def default_size(tr: PixArtTransformerConfig, vae: AutoencoderKLConfig, height: int | None,
@@ -398,6 +409,11 @@ class PixArtSigmaPipeline:
         of a model whose transformer/ it is (e.g. "PixArt-alpha/PixArt-Sigma-XL-2-2K-MS"), or a transformer folder
         (holding config.json); a model object is not taken. A model of a transformer only (no model_index.json)
         needs no base named: it is completed with $STUDIO_BASE_PIPELINE, else BASE_PIPELINE (`resolve_model_dir`).
+
+        Loads from several threads run one at a time. On the CPU, the process's first load (or `plan`) lowers
+        the calling thread's priority to nice 19 for good (`backend.setup`), and the threads and subprocesses that
+        thread starts afterwards inherit it: a service keeps its main thread's priority with STUDIO_CPU_NICE=0, or
+        by loading from a worker thread.
         """
         if transformer is not None and not isinstance(transformer, (str, os.PathLike)):
             raise InputError(f"transformer={type(transformer).__name__}(...): studio loads the transformer itself; "
@@ -408,25 +424,28 @@ class PixArtSigmaPipeline:
         if use_safetensors is False:
             raise InputError("use_safetensors=False: studio reads only safetensors files (pickle weights can run "
                              "code when loaded)")
-        backend.setup(device)
-        asked = as_dtype(next((d for d in (dtype, torch_dtype) if d is not None), "float32"))
-        dtype = backend.widened(asked, stacklevel=2)
-        if dtype == ms.float16 and backend.on_cpu():  # said: a user picks fp16 for speed as on a GPU
-            warnings.warn(FLOAT16_ON_CPU, stacklevel=2)
-        folder = resolve_model_dir(path_or_id, variant=variant, revision=revision, cache_dir=cache_dir,
-                                   local_files_only=local_files_only)
-        if transformer is not None:
-            folder = compose(transformer_folder(transformer, variant=variant, cache_dir=cache_dir,
-                                                local_files_only=local_files_only), folder)
-        # everything but the weights first: a bad file fails the load at once, not after minutes of XL weights
-        vae_config, sampler, tokenizer = check_folder(folder, variant)
-        read = _LoadProgress(progress, [folder / c for c in ("transformer", "vae")], variant)
-        transformer = PixArtTransformer2DModel.from_pretrained(folder / "transformer", dtype, variant, read)
-        # a VAE whose config says force_upcast (diffusers' default; PixArt-Sigma publishes false) decodes in fp32
-        vae_dtype = ms.float32 if vae_config.force_upcast else dtype
-        vae = AutoencoderKL.from_pretrained(folder / "vae", vae_dtype, variant, read)
-        read.done()
-        return cls(folder, transformer, vae, tokenizer, sampler, dtype, vae_dtype, variant, keep_text_encoder)
+        # one load at a time (`LOADING`): transformers' lazy import is not thread-safe, and loading sets
+        # process-wide state (the device, the libraries' log levels) that two loads overlapping would leave changed
+        with LOADING:
+            backend.setup(device)
+            asked = as_dtype(next((d for d in (dtype, torch_dtype) if d is not None), "float32"))
+            dtype = backend.widened(asked, stacklevel=2)
+            if dtype == ms.float16 and backend.on_cpu():  # said: a user picks fp16 for speed as on a GPU
+                warnings.warn(FLOAT16_ON_CPU, stacklevel=2)
+            folder = resolve_model_dir(path_or_id, variant=variant, revision=revision, cache_dir=cache_dir,
+                                       local_files_only=local_files_only)
+            if transformer is not None:
+                folder = compose(transformer_folder(transformer, variant=variant, cache_dir=cache_dir,
+                                                    local_files_only=local_files_only), folder)
+            # everything but the weights first: a bad file fails the load at once, not after minutes of XL weights
+            vae_config, sampler, tokenizer = check_folder(folder, variant)
+            read = _LoadProgress(progress, [folder / c for c in ("transformer", "vae")], variant)
+            transformer = PixArtTransformer2DModel.from_pretrained(folder / "transformer", dtype, variant, read)
+            # a VAE whose config says force_upcast (diffusers' default; PixArt-Sigma publishes false) decodes in fp32
+            vae_dtype = ms.float32 if vae_config.force_upcast else dtype
+            vae = AutoencoderKL.from_pretrained(folder / "vae", vae_dtype, variant, read)
+            read.done()
+            return cls(folder, transformer, vae, tokenizer, sampler, dtype, vae_dtype, variant, keep_text_encoder)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -503,9 +522,11 @@ class PixArtSigmaPipeline:
         """
         check_max_sequence_length(max_sequence_length)
         stream = not self.keep_text_encoder if stream is None else stream
-        rows = self._caption_rows(as_prompts(prompts, "prompt"), max_sequence_length, stream)
-        if not self.keep_text_encoder:
-            self.release_text_encoder()
+        try:
+            rows = self._caption_rows(as_prompts(prompts, "prompt"), max_sequence_length, stream)
+        finally:  # an interrupted call (Ctrl-C, a raising callback) leaves no whole T5 behind either
+            if not self.keep_text_encoder:
+                self.release_text_encoder()
         return Captions.joined(rows, self.dtype)  # (B, L, C), (B, L)
 
     def _caption_rows(self, prompts: list[str], max_sequence_length: int, stream: bool) -> list["Captions"]:
@@ -656,6 +677,10 @@ class PixArtSigmaPipeline:
         height, width = generation_size(self.transformer.config, height, width, use_resolution_binning)
         check_size(self.transformer.config, self.vae.config, height, width)
         n_images = len(prompts) * num_images_per_prompt
+        vae_scale = self.vae.config.downsample_factor
+        shape = (n_images, self.transformer.config.in_channels, height // vae_scale, width // vae_scale)
+        if latents is not None:  # here, not after the text encoder ran
+            latents = as_latents(latents, shape)
         config = self.sampler if sampler is None else self.sampler.with_sampler(sampler)
         if isinstance(config, UnrunnableScheduler):
             raise ConfigError(config.problem)
@@ -671,17 +696,17 @@ class PixArtSigmaPipeline:
         report = progress or (lambda phase, done, total: None)
 
         # 1. text: positive (and negative) features, then free the encoder
-        report("text", 0, 1)
-        features, mask = self._captions(prompts, negatives if cfg else None, given, given_negatives,
-                                        num_images_per_prompt, max_sequence_length, text_phase)
-        report("text", 1, 1)
-        if not self.keep_text_encoder:
-            self.release_text_encoder()
+        try:
+            report("text", 0, 1)
+            features, mask = self._captions(prompts, negatives if cfg else None, given, given_negatives,
+                                            num_images_per_prompt, max_sequence_length, text_phase)
+            report("text", 1, 1)
+        finally:  # an interrupted call (Ctrl-C, a raising progress) leaves no whole T5 behind either
+            if not self.keep_text_encoder:
+                self.release_text_encoder()
         context = self.transformer.encode_context(features.astype(self.dtype))
 
         # 2. initial latents
-        vae_scale = self.vae.config.downsample_factor
-        shape = (n_images, self.transformer.config.in_channels, height // vae_scale, width // vae_scale)
         latents, seed = self._initial_latents(shape, latents, generator, seed)
         x = ms.Tensor(latents * sampling.init_noise_sigma(config, num_inference_steps), self.dtype)
 
@@ -776,13 +801,10 @@ class PixArtSigmaPipeline:
         return trim_caption(ms.ops.gather(features, rows, 0), ms.ops.gather(mask, rows, 0))
 
     def _initial_latents(self, shape: tuple, latents, generator, seed: int | None) -> tuple[np.ndarray, int | None]:
-        """(the initial noise (N, C, h, w) float32, the seed that drew it): `latents` as given, the reference's
-        draw from a torch `generator`, or numpy's from `seed` (a random one, in a layout's seed range, if None)."""
+        """(the initial noise (N, C, h, w) float32, the seed that drew it): `latents` as given (`as_latents`), the
+        reference's draw from a torch `generator`, or numpy's from `seed` (a random one, in a layout's seed range,
+        if None)."""
         if latents is not None:
-            latents = _numpy(latents).astype(np.float32, copy=False)
-            if latents.shape != shape:
-                raise InputError(f"latents have shape {latents.shape}, expected {shape} (N, C, height/8, width/8 "
-                                 f"of the generation size)")
             return latents, None
         if generator is not None:
             return torch_noise(generator, shape, self.dtype), None

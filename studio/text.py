@@ -8,6 +8,7 @@ special_tokens_map.json, with or without tokenizer.json) and prompt strings; giv
 
 import os
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,10 @@ from studio.errors import CheckpointError, InputError
 
 MAX_LENGTH = 300  # PixArt-Sigma's max_sequence_length
 SAMPLE = "a photo of a cat"  # a text every T5 vocabulary has pieces for: the loaded tokenizer is tried on it
+# transformers' lazy import of T5Tokenizer is not thread-safe (two threads loading at once in a fresh process:
+# "cannot import name 'T5Tokenizer'"), and its logging verbosity, lowered while loading, is process-wide: two
+# threads overlapping left it at ERROR. One load at a time.
+_TRANSFORMERS = threading.Lock()
 
 
 def join_surrogates(text: str) -> str:
@@ -48,21 +53,22 @@ def load_tokenizer(folder, vocab_size: int | None = None):
         _check_sentencepiece(folder / "spiece.model")  # transformers would take a damaged one for a tiktoken file
     # studio takes only the tokenizer from transformers: its advice that PyTorch is missing is noise here
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from transformers import T5Tokenizer
-    from transformers.utils import logging
+    with _TRANSFORMERS:
+        from transformers import T5Tokenizer
+        from transformers.utils import logging
 
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity_error()  # its warnings about files it can't read: the error below says it in one line
-    try:
-        tokenizer = T5Tokenizer.from_pretrained(str(folder), local_files_only=True)
-        problem = _t5_problem(tokenizer)
-    except Warning:  # raised as errors (tests): not the folder's fault
-        raise
-    except Exception as e:  # whatever a third-party loader raises on a damaged folder, said in one line
-        raise CheckpointError(f"{folder}: the tokenizer does not load ({type(e).__name__}: "
-                              f"{_first_sentence(str(e))})") from e
-    finally:
-        logging.set_verbosity(verbosity)
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity_error()  # its warnings about files it can't read: the error below says it in one line
+        try:
+            tokenizer = T5Tokenizer.from_pretrained(str(folder), local_files_only=True)
+            problem = _t5_problem(tokenizer)
+        except Warning:  # raised as errors (tests): not the folder's fault
+            raise
+        except Exception as e:  # whatever a third-party loader raises on a damaged folder, said in one line
+            raise CheckpointError(f"{folder}: the tokenizer does not load ({type(e).__name__}: "
+                                  f"{_first_sentence(str(e))})") from e
+        finally:
+            logging.set_verbosity(verbosity)
     if problem:
         raise CheckpointError(f"{folder}: not a working T5 tokenizer ({problem}); copy the checkpoint's tokenizer "
                               "folder again")

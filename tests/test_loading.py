@@ -327,6 +327,83 @@ def test_loading_reports_the_bytes_read(tiny_dir):
     assert calls[-2][0] > 0.9 * total  # the tensors are the files, less their headers (5% of tiny files)
 
 
+LOAD_IN_TWO_THREADS = """
+import json, sys, threading
+from studio import PixArtSigmaPipeline
+
+start, errors = threading.Barrier(4), []
+
+def load():
+    start.wait()
+    try:
+        PixArtSigmaPipeline.from_pretrained(sys.argv[1])
+    except Exception as e:
+        errors.append(f"{type(e).__name__}: {e}")
+
+threads = [threading.Thread(target=load) for _ in range(4)]  # unlocked, 2 threads failed in 3 runs of 5, 4 in 8 of 8
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+from transformers.utils import logging
+print(json.dumps({"errors": errors, "verbosity": logging.get_verbosity()}))
+"""
+
+
+def test_threads_loading_at_once_in_a_new_process_all_load(tiny_dir):
+    """transformers' lazy import of T5Tokenizer is not thread-safe ("cannot import name 'T5Tokenizer'"), and
+    its verbosity, lowered while a tokenizer loads, was left at ERROR by two loads overlapping: loads run one at
+    a time. In a new process, so that transformers is imported by the two threads."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"}
+    done = subprocess.run([sys.executable, "-c", LOAD_IN_TWO_THREADS, str(tiny_dir)], capture_output=True,
+                          text=True, cwd=Path(__file__).parents[1], env={**env, "STUDIO_CPU_NICE": "0"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"errors": [], "verbosity": 30}  # transformers' WARNING
+
+
+def test_two_threads_downloading_at_once_leave_huggingface_hubs_log_level_as_it_was(tmp_path, monkeypatch):
+    """A download quiets huggingface_hub's logger while it runs; two overlapping (the second saving the level
+    the first set) left it at ERROR."""
+    import logging
+    import threading
+    import time
+    import huggingface_hub
+    hub_log = logging.getLogger("huggingface_hub")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    second_in, downloads, resolved = threading.Event(), [], []
+
+    def download(name, revision=None, local_files_only=False, allow_patterns=None, cache_dir=None):
+        if local_files_only:  # the cache lookup: not cached
+            raise FileNotFoundError(name)
+        downloads.append(hub_log.level)
+        if len(downloads) == 1:
+            second_in.wait(1)  # the second download starts while this one runs, unless it waits for it
+        else:
+            second_in.set()
+            time.sleep(0.3)  # ends after the first
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    threads = [threading.Thread(target=lambda: resolved.append(checkpoint.resolve_model_dir("someone/model",
+                                                                                             weights=False)))
+               for _ in range(2)]
+    level = hub_log.level
+    hub_log.setLevel(logging.WARNING)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert resolved == [tmp_path, tmp_path] and downloads == [logging.ERROR, logging.ERROR]
+        assert hub_log.level == logging.WARNING
+    finally:
+        hub_log.setLevel(level)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Transformer-only models (the published 512 and 2K checkpoints hold transformer/ alone), completed with a base
 

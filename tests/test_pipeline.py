@@ -180,6 +180,16 @@ def test_bad_seed_is_refused_before_any_work(pipes, seed):
         pipes[0]("a cat", seed=seed)
 
 
+def test_latents_of_another_shape_are_refused_before_the_text_encoder_runs(pipes):
+    from studio.errors import InputError
+    phases = []
+    with pytest.raises(InputError, match=re.escape("latents have shape (1, 4, 64, 64), expected (1, 4, 32, 32) (N, "
+                                                   "C, height/8, width/8 of the generation size)")):
+        pipes[0]("a cat", height=256, width=256, use_resolution_binning=False, num_inference_steps=1,
+                 latents=np.zeros((1, 4, 64, 64), np.float32), progress=lambda *args: phases.append(args))
+    assert phases == []
+
+
 def test_a_torch_generator_draws_the_references_noise(pipes):
     """generator=torch.Generator (or one per image) gives diffusers' latents; return_dict=False a tuple."""
     ours, ref = pipes
@@ -511,6 +521,32 @@ def test_text_encoder_released_by_default(tiny_dir):
     pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir)
     pipe("a cat", height=256, width=256, num_inference_steps=1, output_type="latent", seed=0)
     assert pipe._text_encoder is None
+
+
+def test_an_interrupted_call_releases_the_text_encoder_it_loaded(tiny_dir):
+    """A call or encode_prompt stopped after T5 ran (Ctrl-C in a progress callback, a failing embedding cache)
+    releases the whole T5 it loaded, as a finished one does."""
+    from studio.pipeline import MemoryCache
+    pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir)
+    weights = pipe._resident_bytes()  # the transformer's and the VAE's
+
+    def stop(phase, done, total):
+        if (phase, done) == ("text", 1):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipe("a cat", height=256, width=256, num_inference_steps=1, output_type="latent", seed=0,
+             stream_text_encoder=False, progress=stop)
+    assert pipe._text_encoder is None and pipe._resident_bytes() == weights
+
+    class FailingCache(MemoryCache):
+        def put(self, key, features, mask):
+            raise KeyboardInterrupt
+
+    pipe.embedding_cache = FailingCache()
+    with pytest.raises(KeyboardInterrupt):
+        pipe.encode_prompt("a cat", stream=False)
+    assert pipe._text_encoder is None and pipe._resident_bytes() == weights
 
 
 def test_small_and_large_memory_budgets_give_the_same_latents(tiny_dir):
