@@ -449,7 +449,9 @@ def check_types(cls, d: dict, where, min_int: int | None = 1) -> None:
     hints = typing.get_type_hints(cls)
     for f in [f for f in dataclasses.fields(cls) if f.name in d]:
         value = d[f.name]
-        if not (_is_a(value, hints[f.name], min_int) or type(value) is float and value == f.default):
+        # (-inf == -inf; a finite float equal to an integer default, solver_order 2.0, is no integer)
+        if not (_is_a(value, hints[f.name], min_int) or type(value) is float and not math.isfinite(value)
+                and value == f.default):
             raise CheckpointError(f"{where}: '{f.name}' is {json.dumps(value, default=repr)[:60]}; expected "
                                   f"{_describe(hints[f.name], min_int)}")
 

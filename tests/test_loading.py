@@ -63,6 +63,7 @@ def load_error(folder, error=CheckpointError) -> str:
     ("text_encoder", "num_layers", "2", "'num_layers' is \"2\"; expected an integer of at least 1"),
     ("text_encoder", "feed_forward_proj", None, "'feed_forward_proj' is null; expected a string"),
     ("scheduler", "num_train_timesteps", "1000", "'num_train_timesteps' is \"1000\"; expected an integer"),
+    ("scheduler", "solver_order", 2.0, "'solver_order' is 2.0; expected an integer"),  # its default's value, a float
 ])
 def test_config_values_of_the_wrong_type_name_file_key_value_and_type(broken, component, key, value, expected):
     edit(broken, CONFIGS[component], **{key: value})
