@@ -18,7 +18,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import mint, ops
 
-from studio.errors import InputError
+from studio.errors import InputError, one_line
 
 _SETUP_DONE = False
 _DEVICE: str | None = None  # the device target, read once: ms.get_context can't be called in a compiled graph
@@ -70,6 +70,7 @@ def _setup(device: str | None) -> str:
             raise InputError(f"device '{device}': this process already runs on {now} (MindSpore's device is "
                              f"chosen once per process)")
         return device_target()
+    cpu_nice()  # a bad value is found before the device is set
     from_env = None if device else os.environ.get("STUDIO_DEVICE")
     device = device or from_env
     try:
@@ -127,8 +128,19 @@ def _stderr_held():
             said[0] = f.read().decode(errors="replace")
 
 
+def cpu_nice() -> int:
+    """$STUDIO_CPU_NICE (default 19), the nice value the thread waiting on the CPU's kernels takes; InputError
+    unless a whole number."""
+    text = os.environ.get("STUDIO_CPU_NICE", "19")
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"STUDIO_CPU_NICE={one_line(text)}: expected a whole number (19, the default, lowers the "
+                         f"waiting thread's priority most; 0 keeps it)") from None
+
+
 def _lower_waiting_thread_priority() -> None:
-    nice = int(os.environ.get("STUDIO_CPU_NICE", "19"))
+    nice = cpu_nice()
     if nice <= 0 or not hasattr(os, "setpriority"):
         return
     one = ops.ones((1,), ms.float32)

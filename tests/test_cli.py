@@ -474,6 +474,17 @@ def test_a_bad_studio_device_is_named(tiny_dir, tmp_path, monkeypatch, capsys):
                                        "Ascend, with ':N' for the device number (GPU:1)\n")
 
 
+@pytest.mark.parametrize("value", ["x", "5.5"])
+def test_a_bad_studio_cpu_nice_is_named(tiny_dir, tmp_path, monkeypatch, capsys, value):
+    from studio import backend
+
+    monkeypatch.setattr(backend, "_SETUP_DONE", False)  # as in a new process
+    monkeypatch.setenv("STUDIO_CPU_NICE", value)
+    assert main(["generate", "a cat", "--model", str(tiny_dir), "-o", str(tmp_path / "a.png"), "--dry-run"]) == 2
+    assert capsys.readouterr().err == (f"studio: error: STUDIO_CPU_NICE={value}: expected a whole number (19, the "
+                                       "default, lowers the waiting thread's priority most; 0 keeps it)\n")
+
+
 def test_render_takes_a_folder_not_a_file_name(tmp_path, capsys):
     layout = tmp_path / "l.yaml"
     layout.write_text("canvas: {width: 64, height: 64}\nlayers:\n  - fill: {color: red}\n")
