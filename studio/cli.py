@@ -16,7 +16,8 @@ import time
 import warnings
 from pathlib import Path
 
-from studio.errors import InputError, StudioError, control_problem, interrupt_in, one_line, out_of_memory
+from studio.errors import (InputError, StudioError, control_problem, interrupt_in, one_line, out_of_memory,
+                           signals_held)
 from studio.layout import MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS
 from studio.progress import PhaseBars
 
@@ -392,22 +393,11 @@ def _terminate(signum, frame):
 
 
 def _import_mindspore() -> None:
-    """Import MindSpore with SIGINT and SIGTERM held back: a Ctrl-C in the middle of its C++ start-up failed the
-    import or aborted the interpreter at exit; held, it arrives right after (a KeyboardInterrupt, as anywhere
-    else). Held by handlers that only note the signal (Python runs them in the main thread, between bytecodes),
-    not by a thread's signal mask, which numpy's threads, started already, don't share."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
+    """Import MindSpore with SIGINT and SIGTERM held back (`signals_held`): a Ctrl-C in the middle of its C++
+    start-up failed the import or aborted the interpreter at exit; held, it arrives right after (a
+    KeyboardInterrupt, as anywhere else)."""
+    with signals_held():
         importlib.import_module("mindspore")
-        return
-    received = []
-    held = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        importlib.import_module("mindspore")
-    finally:
-        for s, handler in held.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: a handler set outside Python
-    for s in received:
-        signal.raise_signal(s)  # to the handler held back: KeyboardInterrupt, Terminated, or ignored
 
 
 def not_utf8(argv: list[str]) -> str | None:

@@ -1,7 +1,10 @@
-"""studio's exceptions: one small tree, each message a single line naming the bad value; and the checks that
-keep a message on one line."""
+"""studio's exceptions: one small tree, each message a single line naming the bad value; the checks that
+keep a message on one line; and interrupts (Ctrl-C, SIGTERM) held back or found."""
 
+import contextlib
 import re
+import signal
+import threading
 
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # Line breaks to YAML 1.1 (PyYAML) but text to YAML 1.2 (editors, the schema): NEL, LINE and PARAGRAPH SEPARATOR
@@ -65,3 +68,25 @@ def interrupt_in(e: BaseException | None) -> KeyboardInterrupt | None:
     while e is not None and not isinstance(e, KeyboardInterrupt):
         e = e.__cause__ or e.__context__
     return e
+
+
+@contextlib.contextmanager
+def signals_held():
+    """SIGINT and SIGTERM held back while the block runs, then delivered to their handlers (a KeyboardInterrupt,
+    Terminated, a batch's "stop after this item"), so that a signal can't cut the block short: a C extension's
+    start-up, a cleanup, renames that must all happen or none. Held by handlers that only note the signal (Python
+    runs handlers in the main thread, between bytecodes), not by a thread's signal mask, which threads started
+    already (numpy's) don't share; in another thread nothing is held, and no KeyboardInterrupt arrives there
+    either. Gives the list of the signals held back so far."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    held = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, handler in held.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: a handler set outside Python
+        for s in dict.fromkeys(received):
+            signal.raise_signal(s)  # to the handler held back

@@ -11,6 +11,7 @@ An existing file is never replaced unless the caller passes overwrite=True, and 
 (WebP past 16383 px a side, JPEG past 65500) is refused before any work (`check_size`).
 """
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -32,7 +33,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from studio.errors import InputError
+from studio.errors import InputError, signals_held
+
+try:
+    import fcntl  # flock, for `_commit_lock`
+except ImportError:  # Windows
+    fcntl = None
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 EXPORT_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "pdf": ".pdf"}  # layout format -> suffix
@@ -295,8 +301,9 @@ def _being_written(tag: str) -> bool:
     return True
 
 
-def write_temp(folder: Path, name: str, write) -> Path:
-    """Call write(f) on a new temporary file in `folder`, fsync it, and return its path (removed on failure)."""
+def write_temp(folder: Path, name: str, write, abandoned: threading.Event | None = None) -> Path:
+    """Call write(f) on a new temporary file in `folder`, fsync it, and return its path (removed on failure, and
+    once written when `abandoned` is set by then: its caller stopped waiting for it)."""
     fd, tmp = _temporary(folder, name)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -312,6 +319,8 @@ def write_temp(folder: Path, name: str, write) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if abandoned is not None and abandoned.is_set():
+        Path(tmp).unlink(missing_ok=True)
     return Path(tmp)
 
 
@@ -320,26 +329,33 @@ def write_temps(folder: Path, writes: Sequence[tuple[str, Any]],
     """`write_temp(folder, name, write)` for each (name, write), several at once: the PNG and zlib (PDF)
     encoders release the GIL, so on two cores a PNG and a PDF take about the time of the slower one.
     progress(done, total) after each file. Returns the temporary paths in order; on any failure (or
-    interrupt) waits for the writes under way, removes every file written and raises."""
+    interrupt) waits for the writes under way (a second Ctrl-C waits too), removes every file written and raises."""
     report = progress or (lambda done, total: None)
     report(0, len(writes))
-    pool = ThreadPoolExecutor(max_workers=min(len(writes), os.cpu_count() or 1))
-    futures = [pool.submit(write_temp, folder, name, write) for name, write in writes]
+    futures, pool, abandoned = [], None, threading.Event()
     try:
+        pool = ThreadPoolExecutor(max_workers=min(len(writes), os.cpu_count() or 1))
+        for name, write in writes:
+            futures.append(pool.submit(write_temp, folder, name, write, abandoned))
         for done, future in enumerate(as_completed(futures), 1):
             future.result()  # raises the first failure
             report(done, len(writes))
         return [future.result() for future in futures]
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        wait(futures)
-        for future in futures:
-            if not future.cancelled() and future.exception() is None:
-                future.result().unlink(missing_ok=True)
+    except BaseException as e:
+        abandoned.set()  # a write that ends after all removes its own file
+        with signals_held():
+            running = [future for future in futures if not future.cancel() and not future.done()]
+            if running and isinstance(e, KeyboardInterrupt):
+                print(f"studio: stopping: waiting for {len(running)} file{'s' * (len(running) > 1)} being encoded",
+                      file=sys.stderr, flush=True)
+            wait(futures)
+            for future in futures:
+                if not future.cancelled() and future.exception() is None:
+                    future.result().unlink(missing_ok=True)
         raise
     finally:
-        pool.shutdown()
+        if pool is not None:
+            pool.shutdown()
 
 
 def remove_temporaries(folder: Path, names: set[str], remove: Callable[[Path], None] | None = None) -> set[str]:
@@ -368,6 +384,7 @@ def remove_temporaries(folder: Path, names: set[str], remove: Callable[[Path], N
     for path in leftovers:
         if os.path.lexists(path):  # a finished journal moved it into place
             (remove or (lambda p: p.unlink(missing_ok=True)))(path)
+    _remove_stale_lock(folder)
     return finished
 
 
@@ -507,14 +524,17 @@ class Picture:
 
 def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata: dict | None = None,
            extra: Sequence[Picture] = (), progress: Callable[[int, int], None] | None = None,
-           dpi: int | None = None) -> list[Path]:
+           dpi: int | None = None, on_written: Callable[[], None] | None = None) -> list[Path]:
     """Write `image` (the composed full raster) as `out_dir/stem.<ext>` for each of layout.output.formats,
     at `dpi` (default: the canvas's) with the canvas's bleed, then each `extra` picture (a span's monitors)
     likewise.
 
     metadata: generation parameters (JSON-able values) stored in the files. All files or none: any failure
     removes every file this call created and restores any it replaced. progress(done, total) counts the
-    files written. Returns the paths, the image's in format order, then each extra picture's.
+    files written. Two exports into one folder make their renames one after the other (`_commit_lock`); from
+    the first rename until every file is in place and on_written() (render drops its kept art) has run, SIGINT and
+    SIGTERM are held back (`signals_held`), then delivered. Returns the paths, the image's in format order, then
+    each extra picture's.
     """
     out_dir = Path(out_dir)
     for fmt in layout.output.formats:
@@ -540,30 +560,126 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
                 write_raster(picture.image, f, fmt.upper(), picture.dpi, picture.metadata, layout.output.jpeg_quality)
         return save
 
-    temps, backups, placed, journal = [], {}, [], None
+    order = sorted(range(len(targets)), key=lambda i: targets[i][0] != "pdf")  # PDFs first: they wait for no lock
     try:
-        order = sorted(range(len(targets)), key=lambda i: targets[i][0] != "pdf")  # PDFs first: they wait for no lock
         written = write_temps(out_dir, [(targets[i][1].name, writer(targets[i][0], targets[i][2])) for i in order],
                               progress)
         temps = [tmp for _, tmp in sorted(zip(order, written))]
-        journal = _write_journal(out_dir, [(tmp, path) for tmp, (_, path, _) in zip(temps, targets)], overwrite)
-        for tmp, (_, path, _) in zip(temps, targets):
+        try:
+            with _commit_lock(out_dir), signals_held() as held:  # waiting for another run's commit can be interrupted
+                _commit(out_dir, [(tmp, path) for tmp, (_, path, _) in zip(temps, targets)], overwrite)
+                if on_written:
+                    on_written()
+                if held:  # a Ctrl-C that came too late to stop them
+                    names = ", ".join(path.name for _, path, _ in targets)
+                    print(f"studio: stopping, after the files were written ({names})", file=sys.stderr, flush=True)
+        except BaseException:
+            with signals_held():
+                for tmp in temps:
+                    tmp.unlink(missing_ok=True)
+            raise
+    except FileNotFoundError:
+        if out_dir.is_dir():
+            raise
+        raise FileNotFoundError(errno.ENOENT, f"output folder {out_dir} disappeared") from None
+    return [path for _, path, _ in targets]
+
+
+_COMMIT_LOCK = ".studio-export-lock"  # in the output folder; no '.lock' suffix: a batch item's lock is '.<stem>.lock'
+
+
+@contextlib.contextmanager
+def _commit_lock(folder: Path):
+    """The folder's commit lock (flock, exclusive, waiting for it) on '.studio-export-lock', so that two exports into
+    one folder make their renames one after the other, never interleaved; removed, then unlocked, after. The
+    kernel releases it when a process dies. Without fcntl (Windows), or on a file system that takes no locks
+    (ENOLCK), nothing is locked; as batch's `_ItemLock`, retried until the locked file is the one the path names."""
+    path, fd = folder / _COMMIT_LOCK, None
+    while fcntl is not None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # no locks on this file system: no lock file either
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            fd = None
+            break
+        except BaseException:  # interrupted while waiting
+            os.close(fd)
+            raise
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+        fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            path.unlink(missing_ok=True)
+            os.close(fd)
+
+
+def _remove_stale_lock(folder: Path) -> None:
+    """Remove the commit lock file a killed export left (the kernel unlocked it), not one a running export holds."""
+    path = folder / _COMMIT_LOCK
+    if fcntl is None or not os.path.lexists(path):
+        return
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.samestat(os.fstat(fd), os.stat(path)):
+            path.unlink()
+    except OSError:  # held, or removed meanwhile: left alone
+        pass
+    finally:
+        os.close(fd)
+
+
+def _is(path: Path, stat: os.stat_result | None) -> bool:
+    """Whether `path` is still the file `stat` describes (not one another process has put there since)."""
+    try:
+        return stat is not None and os.path.samestat(os.lstat(path), stat)
+    except FileNotFoundError:
+        return False
+
+
+def _commit(folder: Path, moves: list[tuple[Path, Path]], overwrite: bool) -> None:
+    """Rename each (temporary, path) of `moves` into place, all or none: a journal first (`_write_journal`), and with
+    overwrite each replaced file kept until all are in place. On failure removes the files it placed and restores
+    those it replaced, unless another process has put a file of its own there since. With the folder's commit
+    lock held: the paths are checked again, since another run may have written them while this one encoded."""
+    if not overwrite:
+        for _, path in moves:
+            if os.path.lexists(path):
+                raise InputError(f"{path}: file appeared while writing (not replaced)")
+    backups, placed, journal = {}, {}, None  # placed: path -> what this run put there
+    try:
+        journal = _write_journal(folder, moves, overwrite)
+        for tmp, path in moves:
             if overwrite and os.path.lexists(path):  # kept until every file is in place, to restore on failure
                 backup = tmp.with_name(tmp.name + ".old")
                 _keep_old(path, backup)
                 backups[path] = backup
+            ours = os.stat(tmp)
             move_into_place(tmp, path, overwrite)
-            placed.append(path)
+            placed[path] = ours
             pause_point("place", path.name)
-        _sync_folder(out_dir)
+        _sync_folder(folder)
     except BaseException:
-        for path in placed:
-            if path not in backups:
+        for path, ours in placed.items():
+            if path not in backups and _is(path, ours):
                 path.unlink(missing_ok=True)
         for path, old in backups.items():
-            os.replace(old, path)
+            if not os.path.lexists(path) or _is(path, placed.get(path)):
+                os.replace(old, path)
         raise
     finally:
-        for tmp in temps + list(backups.values()) + ([journal] if journal else []):
+        for tmp in [tmp for tmp, _ in moves] + list(backups.values()) + ([journal] if journal else []):
             tmp.unlink(missing_ok=True)
-    return [path for _, path, _ in targets]

@@ -250,6 +250,8 @@ def _keep_art(path: Path, picture, sampler: str) -> None:
     except OSError as e:
         print(f"studio: warning: cannot keep the art of a layer in {path.parent} ({e.strerror or e}): a failed "
               f"render will generate it again", file=sys.stderr)
+        with contextlib.suppress(OSError):  # the folder, when nothing else is kept there
+            path.parent.rmdir()
 
 
 def art_stem(stem: str) -> str:
@@ -427,7 +429,8 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         cuts = cut_span(image, list(plan.monitors), layout.span.monitors)
         monitors = [Picture(cut, s, monitor_dpi(m), metadata={**metadata, "monitor": m.name})
                     for m, cut, s in zip(layout.span.monitors, cuts, monitor_stems, strict=True)]
-    files = export(image, layout, out_dir, main_stem, overwrite, metadata, extra=monitors, dpi=file_dpi(layout),
-                   progress=lambda done, total: report("", "export", done, total))
-    _drop_art(art_dir, main_stem)
-    return files
+    # the kept art goes with the files' renames, a Ctrl-C held until both are done: never files written and their
+    # art kept (the next run would stop at 'file exists'), nor "interrupted" with the files replaced
+    return export(image, layout, out_dir, main_stem, overwrite, metadata, extra=monitors, dpi=file_dpi(layout),
+                  progress=lambda done, total: report("", "export", done, total),
+                  on_written=lambda: _drop_art(art_dir, main_stem))

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -231,6 +232,146 @@ def test_a_run_killed_while_placing_its_files_is_finished_by_the_next_one(tmp_pa
     assert E.remove_temporaries(tmp_path, {"p.png", "p.jpg"}) == set()
     with Image.open(tmp_path / "p.jpg") as im:
         assert np.abs(np.asarray(im, float) - np.asarray(raster(seed=2), float)).mean() < 8  # the new JPEG
+
+
+def exporting(name, seed, tmp_path, overwrite, errors) -> threading.Thread:
+    """A thread `name` exporting raster(seed) as p.png and p.jpg into tmp_path; its exception into `errors`."""
+    def run():
+        try:
+            E.export(raster(seed=seed), poster(("png", "jpeg")), tmp_path, "p", overwrite=overwrite)
+        except Exception as e:
+            errors.append(e)
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread
+
+
+def test_two_exports_into_one_folder_rename_in_turn(tmp_path, monkeypatch):
+    """Run B, encoded while run A renames, waits for A's renames to end (A here fails after its first and
+    removes that file): B's files are then all in place (A's removal took B's p.png, A's later ones mixed)."""
+    placed, go, move = threading.Event(), threading.Event(), E.move_into_place
+
+    def move_a_fails_second(tmp, path, overwrite):
+        if threading.current_thread().name == "A" and placed.is_set():
+            raise OSError("rename failed")
+        move(tmp, path, overwrite)
+        if threading.current_thread().name == "A":
+            placed.set()
+            assert go.wait(10)
+
+    monkeypatch.setattr(E, "move_into_place", move_a_fails_second)
+    a_errors, b_errors = [], []
+    a = exporting("A", 1, tmp_path, True, a_errors)
+    assert placed.wait(10)
+    b = exporting("B", 2, tmp_path, True, b_errors)
+    b.join(0.5)  # done by now unless it waits for A
+    go.set()
+    a.join(10), b.join(10)
+    assert ([str(e) for e in a_errors], b_errors) == (["rename failed"], [])
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.tobytes() == raster(seed=2).tobytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jpg", "p.png"]  # no lock file left
+
+
+def test_an_export_waiting_for_another_s_renames_checks_its_files_again(tmp_path, monkeypatch):
+    """Without overwrite, the later of two exports of the same names fails naming the file the earlier wrote."""
+    ready, go, write_journal = threading.Event(), threading.Event(), E._write_journal
+
+    def a_waits(folder, moves, overwrite):
+        if threading.current_thread().name == "A":
+            ready.set()
+            assert go.wait(10)
+        return write_journal(folder, moves, overwrite)
+
+    monkeypatch.setattr(E, "_write_journal", a_waits)
+    a_errors, b_errors = [], []
+    a = exporting("A", 1, tmp_path, False, a_errors)
+    assert ready.wait(10)
+    b = exporting("B", 2, tmp_path, False, b_errors)
+    b.join(0.5)
+    go.set()
+    a.join(10), b.join(10)
+    assert a_errors == [] and [str(e) for e in b_errors] == [f"{tmp_path / 'p.png'}: file appeared while writing "
+                                                             "(not replaced)"]
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.tobytes() == raster(seed=1).tobytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jpg", "p.png"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_failed_export_leaves_a_file_another_process_put_in_its_place(tmp_path, monkeypatch, overwrite):
+    """A process that takes no lock (another program) replaces p.png after this export placed it: the export, failing
+    at p.jpg, neither removes that file nor restores the old p.png over it."""
+    if overwrite:
+        E.export(raster(seed=1), poster(("png", "jpeg")), tmp_path, "p")
+    old_jpg = (tmp_path / "p.jpg").read_bytes() if overwrite else None
+    move = E.move_into_place
+
+    def replaced_then_fails(tmp, path, overwrite):
+        if path.name == "p.jpg":
+            (tmp_path / "other").write_bytes(b"another program's")
+            os.replace(tmp_path / "other", tmp_path / "p.png")
+            raise OSError("rename failed")
+        move(tmp, path, overwrite)
+
+    monkeypatch.setattr(E, "move_into_place", replaced_then_fails)
+    with pytest.raises(OSError, match="rename failed"):
+        E.export(raster(seed=2), poster(("png", "jpeg")), tmp_path, "p", overwrite=overwrite)
+    assert (tmp_path / "p.png").read_bytes() == b"another program's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jpg", "p.png"] if overwrite else ["p.png"]
+    if overwrite:
+        assert (tmp_path / "p.jpg").read_bytes() == old_jpg
+
+
+def test_a_ctrl_c_while_the_encoders_start_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """Ctrl-C as the second file is handed to a thread, the first being written: that one is waited for and removed."""
+    written, submitted = threading.Event(), []
+
+    class Pool(E.ThreadPoolExecutor):
+        def submit(self, *args):
+            if submitted:
+                raise KeyboardInterrupt
+            submitted.append(args)
+            return super().submit(*args)
+
+    def write(f):
+        f.write(b"x")
+        written.set()
+
+    monkeypatch.setattr(E, "ThreadPoolExecutor", Pool)
+    with pytest.raises(KeyboardInterrupt):
+        E.write_temps(tmp_path, [("a.png", write), ("b.png", write)])
+    assert written.wait(10) and list(tmp_path.iterdir()) == []
+
+
+def test_a_write_its_caller_stopped_waiting_for_removes_its_file(tmp_path):
+    abandoned = threading.Event()
+    abandoned.set()
+    E.write_temp(tmp_path, "a.png", lambda f: f.write(b"x"), abandoned)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_ctrl_c_still_waits_for_the_encoders_and_removes_their_files(tmp_path):
+    script = ("import sys; from studio import export as E; "
+              "E.write_temps(sys.argv[1], [('a.png', lambda f: f.write(b'a'))])")
+    env = {**os.environ, "STUDIO_TEST_PAUSE_IN": "write:a.png", "STUDIO_TEST_PAUSE_SECONDS": "2"}
+    with subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=env, stderr=subprocess.PIPE,
+                          text=True, cwd=Path(__file__).parent.parent) as run:
+        assert run.stderr.readline() == "studio: test pause: write a.png\n"
+        run.send_signal(signal.SIGINT)
+        assert run.stderr.readline() == "studio: stopping: waiting for 1 file being encoded\n"
+        run.send_signal(signal.SIGINT)  # held until the file is written and removed, then taken
+        assert run.stderr.read().rstrip().endswith("KeyboardInterrupt")
+    assert run.returncode == -signal.SIGINT and list(tmp_path.iterdir()) == []  # an uncaught KeyboardInterrupt
+
+
+def test_an_output_folder_removed_while_writing_is_named(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(E, "check_size", lambda *args: out.rmdir() if out.exists() else None)  # after the checks
+    with pytest.raises(FileNotFoundError) as e:
+        E.export(raster(), poster(("png", "pdf")), out, "p")
+    assert (e.value.strerror, e.value.filename) == (f"output folder {out} disappeared", None)
 
 
 def test_file_systems_without_hard_links(tmp_path, monkeypatch):

@@ -466,3 +466,34 @@ def test_output_names_take_no_attribute_format_or_conversion():
                                          r"\}\} for a brace\)$"):
         file_stems("{x}", "card", 0, [])
     assert file_stems("{{x}}-{layout}-{seed}", "a/card.yaml", 7, ["l"]) == ["{x}-card-7", "{x}-card-7-l"]
+
+
+def test_a_ctrl_c_among_the_final_renames_waits_for_them_and_the_kept_art(tiny_dir, tmp_path):
+    """Held until every file is in place and the kept art is gone, then taken (exit 130): no half-replaced set, and
+    no art left that stops the next run at 'file exists'."""
+    (tmp_path / "card.yaml").write_text("canvas: {width: 32, height: 32}\noutput: {formats: [png, jpeg]}\n"
+                                        "layers: [{generate: {prompt: a fox, seed: 1, steps: 1}}]\n")
+    out = tmp_path / "out"
+    env = {**os.environ, "STUDIO_TEST_PAUSE_IN": "place:card.png", "STUDIO_TEST_PAUSE_SECONDS": "2"}
+    with subprocess.Popen([sys.executable, "-m", "studio.cli", "render", tmp_path / "card.yaml", "-o", out,
+                           "--model", tiny_dir, "--memory-budget", "1GiB", "--quiet"], env=env,
+                          stderr=subprocess.PIPE, text=True) as run:
+        assert any(line == "studio: test pause: place card.png\n" for line in run.stderr)  # read until it
+        run.send_signal(signal.SIGINT)
+        assert run.stderr.read() == ("studio: stopping, after the files were written (card.png, card.jpg)\n"
+                                     "studio: interrupted\n")
+    assert run.returncode == 130
+    assert sorted(p.name for p in out.iterdir()) == ["card.jpg", "card.png"]
+
+
+def test_art_that_cannot_be_kept_leaves_no_empty_folder(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import studio.render
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(studio.render, "write_temp", full_disk)
+    studio.render._keep_art(tmp_path / ".studio-art" / "x.png", Image.new("RGB", (4, 4)), "dpm")
+    assert list(tmp_path.iterdir()) == [] and "cannot keep the art of a layer" in capsys.readouterr().err
