@@ -98,25 +98,22 @@ KNOWN_KEYS = set().union(*_CLASS_KEYS.values())
 
 # Keys we accept only at one value (the alternatives are not implemented). Keys neither here nor a
 # SamplerConfig field (dynamic_thresholding_ratio, sample_max_value, flow_shift, time_shift_type)
-# only matter when one of these is switched on.
+# only matter when one of these is switched on, except Euler's timestep_type, which matters only with
+# v_prediction (from_scheduler_config checks it).
 _FIXED = {
     "trained_betas": None,
-    "rescale_betas_zero_snr": False,
     "thresholding": False,
     "algorithm_type": "dpmsolver++",
-    "use_exponential_sigmas": False,
     "use_beta_sigmas": False,
-    "use_lu_lambdas": False,
     "use_flow_sigmas": False,
     "use_dynamic_shifting": False,
     "variance_type": None,  # a learned-variance model's extra channels are split off before sampling
-    "interpolation_type": "linear",
-    "timestep_type": "discrete",
 }
 
 _CHOICES = {
     "sampler": tuple(SAMPLERS),
-    "beta_schedule": ("linear", "scaled_linear"),
+    "beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2"),
+    "interpolation_type": ("linear", "log_linear"),
     "prediction_type": ("epsilon", "v_prediction", "sample"),
     "timestep_spacing": ("linspace", "leading", "trailing"),
     "solver_order": (1, 2, 3),
@@ -139,6 +136,7 @@ class SamplerConfig:
     beta_start: float = 0.0001
     beta_end: float = 0.02
     beta_schedule: str = "linear"
+    rescale_betas_zero_snr: bool = False
     prediction_type: str = "epsilon"
     timestep_spacing: str = "linspace"
     steps_offset: int = 0
@@ -148,11 +146,15 @@ class SamplerConfig:
     lower_order_final: bool = True
     euler_at_final: bool = False
     lambda_min_clipped: float = -math.inf
+    use_lu_lambdas: bool = False
     # dpm++ and euler
     use_karras_sigmas: bool = False
+    use_exponential_sigmas: bool = False
     final_sigmas_type: str = "zero"
-    sigma_min: float | None = None  # Karras range; None: the schedule's own
+    sigma_min: float | None = None  # Karras or exponential range; None: the schedule's own
     sigma_max: float | None = None
+    # euler
+    interpolation_type: str = "linear"
     # ddim
     clip_sample: bool = True
     clip_sample_range: float = 1.0
@@ -168,9 +170,19 @@ class SamplerConfig:
                 raise ConfigError(f"scheduler config: {key}={value!r} is not supported; expected one of {expected}")
         if self.num_train_timesteps < 1:
             raise ConfigError(f"scheduler config: num_train_timesteps={self.num_train_timesteps!r} must be >= 1")
-        if not 0 < self.beta_start <= self.beta_end < 1:  # equal: constant betas, which diffusers runs too
+        # equal: constant betas, which diffusers runs too; the cosine schedule does not read them
+        if self.beta_schedule != "squaredcos_cap_v2" and not 0 < self.beta_start <= self.beta_end < 1:
             raise ConfigError(f"scheduler config: beta_start={self.beta_start!r} and beta_end={self.beta_end!r} "
                               "must satisfy 0 < beta_start <= beta_end < 1")
+        if self.use_karras_sigmas and self.use_exponential_sigmas:
+            raise ConfigError("scheduler config: use_karras_sigmas and use_exponential_sigmas are both true; "
+                              "set at most one (diffusers refuses both too)")
+        for ranged in [k for k in ("use_karras_sigmas", "use_exponential_sigmas") if getattr(self, k)]:
+            for key in ("sigma_min", "sigma_max"):  # read only by these two schedules
+                value = getattr(self, key)
+                if value is not None and not (math.isfinite(value) and value > 0):
+                    raise ConfigError(f"scheduler config: {key}={value!r} must be a finite number > 0 with "
+                                      f"{ranged}, or null for the training schedule's own")
 
     @classmethod
     def from_scheduler_config(cls, d: dict) -> "SamplerConfig":
@@ -195,6 +207,14 @@ class SamplerConfig:
                 raise ConfigError("scheduler config: final_sigmas_type='zero' is not supported for "
                                   "algorithm_type='deis' (diffusers refuses it too); choose 'sigma_min'")
             settings["algorithm_type"] = "dpmsolver++"
+        if settings.get("timestep_type", "discrete") not in ("discrete", "continuous"):  # only Euler's config has it
+            raise ConfigError(f"scheduler config: timestep_type={settings['timestep_type']!r} is not supported; "
+                              "expected one of 'discrete', 'continuous'")
+        if settings.get("timestep_type") == "continuous" and settings["prediction_type"] == "v_prediction":
+            # otherwise "continuous" changes nothing; with v_prediction diffusers calls the model at 0.25 log sigma
+            raise ConfigError("scheduler config: timestep_type='continuous' is not supported with "
+                              "prediction_type='v_prediction' (the model's time input would be EDM's 0.25 log sigma); "
+                              "only timestep_type='discrete'")
         for key, value in settings.items():
             if key in _FIXED and value != _FIXED[key]:
                 raise ConfigError(f"scheduler config: {key}={value!r} is not supported; only {_FIXED[key]!r}")
@@ -241,16 +261,47 @@ def _linspace_f32(start: float, end: float, n: int) -> np.ndarray:
     return ramp.astype(np.float32)
 
 
+def _cumprod_f32(x: np.ndarray) -> np.ndarray:
+    """torch.cumprod of a float32 tensor: accumulated in float64, rounded once to float32."""
+    return np.cumprod(x.astype(np.float64)).astype(np.float32)
+
+
+def _cosine_betas(T: int) -> np.ndarray:
+    """The cosine schedule (Nichol & Dhariwal 2021, eq. 17), beta_t = 1 - alpha_bar(t+1) / alpha_bar(t) capped at
+    0.999, in Python floats rounded to float32, as diffusers' `betas_for_alpha_bar`."""
+    def alpha_bar(t):
+        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+    return np.array([min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), 0.999) for i in range(T)], dtype=np.float32)
+
+
+def _rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """Betas whose alpha_bar reaches 0 at the last timestep (Lin et al. 2023, arXiv:2305.08891, Alg. 1): sqrt(alpha_bar)
+    shifted to end at 0 and scaled to keep its start, in float32 as diffusers' `rescale_zero_terminal_snr`."""
+    root = np.sqrt(_cumprod_f32(np.float32(1) - betas))
+    first, last = root[0], root[-1]
+    root = (root - last) * (first / (first - last))
+    alphas_cumprod = root**2
+    return np.float32(1) - np.concatenate([alphas_cumprod[:1], alphas_cumprod[1:] / alphas_cumprod[:-1]])
+
+
 def _alphas_cumprod(config: SamplerConfig) -> np.ndarray:
-    """alpha_bar_t for t = 0 .. T-1, as diffusers computes them in float32 (its torch.cumprod accumulates in
-    float64); float64 values of those float32 numbers. The model was trained on these, and the smallest
-    training sigma (so a Karras schedule's every sigma) moves by 1e-4 relative if they are computed in float64."""
+    """alpha_bar_t for t = 0 .. T-1, as diffusers computes them in float32; float64 values of those float32 numbers.
+    The model was trained on these, and the smallest training sigma (so a Karras schedule's every sigma) moves by
+    1e-4 relative if they are computed in float64. With rescale_betas_zero_snr the last is 0 for DDIM; the
+    other two samplers take 2^-24 there, as diffusers does, to keep the largest sigma finite (4096)."""
     T = config.num_train_timesteps
     if config.beta_schedule == "linear":
         betas = _linspace_f32(config.beta_start, config.beta_end, T)
-    else:  # "scaled_linear"
+    elif config.beta_schedule == "scaled_linear":
         betas = _linspace_f32(config.beta_start**0.5, config.beta_end**0.5, T) ** 2
-    return np.cumprod((np.float32(1) - betas).astype(np.float64)).astype(np.float32).astype(np.float64)
+    else:  # "squaredcos_cap_v2"
+        betas = _cosine_betas(T)
+    if config.rescale_betas_zero_snr:
+        betas = _rescale_zero_terminal_snr(betas)
+    alphas_cumprod = _cumprod_f32(np.float32(1) - betas).astype(np.float64)
+    if config.rescale_betas_zero_snr and config.sampler != "ddim":
+        alphas_cumprod[-1] = 2.0**-24
+    return alphas_cumprod
 
 
 def _train_sigmas(alphas_cumprod: np.ndarray) -> np.ndarray:
@@ -266,10 +317,43 @@ def _karras(sigma_min: float, sigma_max: float, n: int) -> np.ndarray:
     return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
 
 
+def _log_sigmas32(train_sigmas: np.ndarray) -> np.ndarray:
+    """log sigma_t of the training noise levels, in float32 as diffusers computes them."""
+    return np.log(train_sigmas.astype(np.float32))
+
+
+def _converted_sigmas(config: SamplerConfig, train_sigmas: np.ndarray, low: float, high: float,
+                      n: int) -> np.ndarray | None:
+    """The n sigmas from high down to low that replace the spaced ones, or None: Karras, else (dpm++) Lu et al.'s
+    (uniform in log-SNR over the whole training range, arXiv:2206.00927), else exponential (uniform in log sigma),
+    in diffusers' order of precedence; a config's sigma_min and sigma_max replace low and high, except for Lu's."""
+    sigma_min = config.sigma_min if config.sigma_min is not None else low
+    sigma_max = config.sigma_max if config.sigma_max is not None else high
+    if config.use_karras_sigmas:
+        return _karras(sigma_min, sigma_max, n)
+    if config.use_lu_lambdas and config.sampler == "dpm++":
+        log_sigmas = _log_sigmas32(train_sigmas)
+        top, bottom = float(log_sigmas[-1]), float(log_sigmas[0])
+        return np.exp(top + np.linspace(0.0, 1.0, n) * (bottom - top))
+    if config.use_exponential_sigmas:
+        return np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n))
+    return None
+
+
 def _sigma_to_t(sigmas: np.ndarray, train_sigmas: np.ndarray) -> np.ndarray:
-    """Fractional training timestep of each sigma: linear interpolation in log sigma, clamped."""
-    log_sigmas = np.log(np.maximum(sigmas, 1e-10))
-    return np.interp(log_sigmas, np.log(train_sigmas), np.arange(len(train_sigmas), dtype=np.float64))
+    """Fractional training timestep of each sigma: linear interpolation in log sigma, clamped, as diffusers'
+    `_sigma_to_t` computes it with NumPy 1 (whose value-based casting keeps it in float32). It interpolates from
+    the last training sigma not above it, which need not be the nearest: rescale_betas_zero_snr's sigma_999 (4096)
+    is below sigma_998."""
+    T = len(train_sigmas)
+    if T == 1:
+        return np.zeros(len(sigmas))
+    log_sigmas = _log_sigmas32(train_sigmas)
+    log_sigma = np.log(np.maximum(sigmas, 1e-10)).astype(np.float32)
+    below = log_sigmas[:, None] <= log_sigma  # (T, n)
+    low = np.where(below.any(axis=0), T - 1 - np.argmax(below[::-1], axis=0), 0).clip(max=T - 2)
+    w = np.clip((log_sigmas[low] - log_sigma) / (log_sigmas[low] - log_sigmas[low + 1]), 0, 1)
+    return (1 - w) * low + w * (low + 1)
 
 
 def _final_sigma(config: SamplerConfig, train_sigmas: np.ndarray) -> float:
@@ -289,25 +373,24 @@ def _within_training(config: SamplerConfig, timesteps: np.ndarray) -> np.ndarray
 def _dpm_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -> Schedule:
     T = config.num_train_timesteps
     train_sigmas = _train_sigmas(alphas_cumprod)
-    # Timesteps whose log-SNR lambda falls below lambda_min_clipped are never visited.
-    lambdas = -np.log(train_sigmas)
-    last = T - int(np.searchsorted(lambdas[::-1], config.lambda_min_clipped))
-    if config.timestep_spacing == "linspace":
-        timesteps = np.linspace(0, last - 1, n + 1).round()[::-1][:-1]
-    elif config.timestep_spacing == "leading":
-        timesteps = (np.arange(n + 1) * (last // (n + 1)))[::-1][:-1] + config.steps_offset
-    else:  # "trailing"
-        timesteps = np.arange(last, 0, -T / n).round() - 1
-    timesteps = _within_training(config, timesteps.astype(np.int64))
-
-    if config.use_karras_sigmas:
-        sigmas = _karras(
-            config.sigma_min if config.sigma_min is not None else train_sigmas[0],
-            config.sigma_max if config.sigma_max is not None else train_sigmas[-1],
-            n,
-        )
-        timesteps = _sigma_to_t(sigmas, train_sigmas).round().astype(np.int64)
-    else:  # "trailing" spacing with a lambda_min_clipped can end at timestep -1, which takes sigma_0 here
+    sigmas = _converted_sigmas(config, train_sigmas, train_sigmas[0], train_sigmas[-1], n)
+    if sigmas is not None:  # the spaced timesteps are never computed: they follow from the sigmas
+        timesteps = _sigma_to_t(sigmas, train_sigmas)
+        if (config.use_karras_sigmas or config.use_lu_lambdas) and config.beta_schedule != "squaredcos_cap_v2":
+            timesteps = timesteps.round()  # diffusers rounds these; the others it truncates
+        timesteps = timesteps.astype(np.int64)
+    else:
+        # Timesteps whose log-SNR lambda falls below lambda_min_clipped are never visited.
+        lambdas = -np.log(train_sigmas)
+        last = T - int(np.searchsorted(lambdas[::-1], config.lambda_min_clipped))
+        if config.timestep_spacing == "linspace":
+            timesteps = np.linspace(0, last - 1, n + 1).round()[::-1][:-1]
+        elif config.timestep_spacing == "leading":
+            timesteps = (np.arange(n + 1) * (last // (n + 1)))[::-1][:-1] + config.steps_offset
+        else:  # "trailing"
+            timesteps = np.arange(last, 0, -T / n).round() - 1
+        timesteps = _within_training(config, timesteps.astype(np.int64))
+        # "trailing" spacing with a lambda_min_clipped can end at timestep -1, which takes sigma_0 here
         sigmas = np.interp(timesteps, np.arange(T), train_sigmas)
     sigmas = np.append(sigmas, _final_sigma(config, train_sigmas))
     return Schedule(timesteps, sigmas[:-1], sigmas[1:])
@@ -328,7 +411,8 @@ def _ddim_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) ->
     prev = timesteps - T // n
     a = alphas_cumprod[timesteps]
     a_next = np.where(prev >= 0, alphas_cumprod[np.maximum(prev, 0)], final)
-    return Schedule(timesteps, np.sqrt((1 - a) / a), np.sqrt((1 - a_next) / a_next))
+    with np.errstate(divide="ignore"):  # alpha_bar 0 (rescale_betas_zero_snr's last timestep): sigma is infinite
+        return Schedule(timesteps, np.sqrt((1 - a) / a), np.sqrt((1 - a_next) / a_next))
 
 
 def _euler_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -> Schedule:
@@ -340,34 +424,47 @@ def _euler_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -
     else:  # "trailing"
         timesteps = np.arange(T, 0, -T / n).round().astype(np.float32) - 1
     train_sigmas = _train_sigmas(alphas_cumprod)
-    sigmas = np.interp(timesteps.astype(np.float64), np.arange(T, dtype=np.float64), train_sigmas)
-    if config.use_karras_sigmas:
-        sigmas = _karras(
-            config.sigma_min if config.sigma_min is not None else sigmas[-1],
-            config.sigma_max if config.sigma_max is not None else sigmas[0],
-            n,
-        )
+    if config.interpolation_type == "linear":
+        sigmas = np.interp(timesteps.astype(np.float64), np.arange(T, dtype=np.float64), train_sigmas)
+    else:  # "log_linear": n + 1 sigmas uniform in log sigma over the training range, in float32, whatever the timesteps
+        top, bottom = np.log(np.float32(train_sigmas[-1])), np.log(np.float32(train_sigmas[0]))
+        # torch's float32 exp is nearer the correctly rounded one than numpy's: float64, rounded once
+        sigmas = np.exp(_linspace_f32(top, bottom, n + 1).astype(np.float64)).astype(np.float32).astype(np.float64)
+    converted = _converted_sigmas(config, train_sigmas, sigmas[-1], sigmas[0], n)
+    if converted is not None:
+        sigmas = converted
         timesteps = _sigma_to_t(sigmas, train_sigmas).astype(np.float32)
     sigmas = np.append(sigmas, _final_sigma(config, train_sigmas))
-    return Schedule(np.ascontiguousarray(timesteps), sigmas[:-1], sigmas[1:])
+    # n + 2 sigmas with "log_linear" alone: diffusers' last step ends at the smallest training sigma, not the final one
+    return Schedule(np.ascontiguousarray(timesteps), sigmas[:n], sigmas[1:n + 1])
 
 
 def timesteps_and_sigmas(config: SamplerConfig, num_steps: int) -> Schedule:
     """The schedule of `num_steps` steps, as the diffusers scheduler's `set_timesteps` computes it: for dpm++
     with "trailing" spacing and a lambda_min_clipped, fewer steps than asked. An InputError for a step count the
-    config can't run (timesteps past the last training step, or, for dpm++, a second-order step that divides
-    by zero), before any model is called."""
-    if not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= config.num_train_timesteps:
-        raise InputError(f"num_steps={num_steps!r} must be an integer in 1..{config.num_train_timesteps}")
+    config can't run (timesteps past the last training step; for dpm++ a second-order step that divides by zero;
+    for ddim an epsilon model at a zero terminal SNR), before any model is called."""
+    T = config.num_train_timesteps
+    if config.sampler == "euler":  # its timesteps may fall between training timesteps: any number of them, as diffusers
+        if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+            raise InputError(f"num_steps={num_steps!r} must be an integer >= 1")
+    elif not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= T:
+        raise InputError(f"num_steps={num_steps!r} must be an integer in 1..{T}")
     n = int(num_steps)
     make = {"dpm++": _dpm_schedule, "ddim": _ddim_schedule, "euler": _euler_schedule}[config.sampler]
     schedule = make(config, n, _alphas_cumprod(config))
+    if config.prediction_type == "epsilon" and np.isinf(schedule.sigmas).any():  # ddim with rescale_betas_zero_snr
+        raise InputError(f"ddim with rescale_betas_zero_snr and prediction_type 'epsilon' starts at timestep {T - 1}, "
+                         "where alpha_bar is 0 and the data prediction divides by it (diffusers clips the infinite "
+                         "result to clip_sample_range or returns NaN); a zero terminal SNR needs prediction_type "
+                         "'v_prediction'")
     if config.sampler != "ddim" and len(schedule.timesteps) > 1 and schedule.timesteps[0] == schedule.timesteps[1]:
         # diffusers finds where to start by the first timestep, taking the second of two equal ones: it skips a
         # step and fails at the end (an index past the schedule)
         largest = _train_sigmas(_alphas_cumprod(config))[-1]
         why = (f": sigma_max {config.sigma_max:g} is above the largest training noise level {largest:.6g}; lower it"
-               if config.use_karras_sigmas and config.sigma_max is not None and config.sigma_max > largest else
+               if (config.use_karras_sigmas or config.use_exponential_sigmas) and config.sigma_max is not None
+               and config.sigma_max > largest else
                "; use fewer steps")
         raise InputError(f"{config.sampler} starts at timestep {int(schedule.timesteps[0])} twice at {n} steps{why}")
     if config.sampler == "dpm++":
@@ -408,6 +505,8 @@ def init_noise_sigma(config: SamplerConfig, num_steps: int) -> float:
 
 def _vp(sigma: float) -> tuple[float, float]:
     """(alpha, sigma_vp) of a variance-exploding sigma: x_t = alpha x0 + sigma_vp eps."""
+    if math.isinf(sigma):  # alpha_bar 0: the last timestep of a zero-terminal-SNR schedule (ddim)
+        return 0.0, 1.0
     alpha = 1.0 / math.sqrt(sigma * sigma + 1.0)
     return alpha, sigma * alpha
 

@@ -241,7 +241,7 @@ ONE_OF = "expected one of DPMSolverMultistepScheduler, DDIMScheduler, EulerDiscr
      "'dpm++', 'ddim' or 'euler'"),
     ({**SCHEDULER, "algorithm_type": "sde-dpmsolver++"}, "algorithm_type='sde-dpmsolver++' is not supported; only "
      "'dpmsolver++'", ("ddim", "euler"), "'ddim' or 'euler'"),  # DDIM and Euler don't take algorithm_type
-    ({**SCHEDULER, "rescale_betas_zero_snr": True}, "rescale_betas_zero_snr=True is not supported; only False", (),
+    ({**SCHEDULER, "trained_betas": [0.0001, 0.02]}, "trained_betas=[0.0001, 0.02] is not supported; only None", (),
      None),  # no sampler of studio's takes it
     ({**SCHEDULER, "beta_end": 2.0}, "beta_start=0.0001 and beta_end=2.0 must satisfy 0 < beta_start <= beta_end < 1",
      (), None),

@@ -4,10 +4,11 @@ import json
 import re
 from fractions import Fraction
 
+import numpy as np
 import pytest
 
 from studio.errors import PlanError
-from studio.geometry import Box, fit_box, percent, resolve, snap, span_canvas, split
+from studio.geometry import Box, edge, fit_box, percent, resolve, snap, span_canvas, split
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKLConfig
@@ -151,6 +152,28 @@ def test_span_monitors_without_bezels_meet_in_pixels():
 ])
 def test_px_regions_round_their_edges_so_neighbours_meet(region, box):
     assert resolve(region, CANVAS, GRIDS) == box
+
+
+@pytest.mark.parametrize("canvas, region, box", [
+    (Canvas(1179, 10), Region("px", Fraction(1179, 2), 0, 1, 10), Box(590, 0, 1, 10)),  # x: 50%: 589.5 -> 590, 591
+    (Canvas(1179, 10), Region("px", Fraction(1179, 2), 0, 99, 10), Box(590, 0, 99, 10)),  # 688.5 -> 689
+    (Canvas(1179, 10), Region("px", Fraction(1179, 2), 0, 100, 10), Box(590, 0, 100, 10)),  # 689.5 -> 690
+    (Canvas(20, 4), Region("percent", 7.5, 0, 5, 100), Box(2, 0, 1, 4)),  # 1.5, 2.5 -> 2, 3
+    (Canvas(20, 4), Region("percent", 12.5, 0, 5, 100), Box(3, 0, 1, 4)),  # 2.5, 3.5 -> 3, 4
+    (Canvas(8, 6), Region("px", 1.5, 2.5, 1, 2), Box(2, 3, 1, 2)),
+])
+def test_edges_round_half_up_so_whole_pixel_boxes_keep_their_size(canvas, region, box):
+    """Half to even made 1 px at 589.5 px none, 99 px 98, and two 1 px columns at 1.5 and 2.5 px 0 and 2 px."""
+    assert resolve(region, canvas, {}) == box
+
+
+@pytest.mark.parametrize("e, px", [
+    (0.5, 1), (1.5, 2), (2.5, 3), (Fraction(5, 2), 3), (np.float32(2.5), 3), (np.int64(3), 3), (-0.5, 0),
+    (0.49999999999999994, 0),  # the float below a half: float + 0.5 would be 1.0
+    (-0.6, -1), (10.5, 11), (10.6, 11),  # more than half a pixel into the bleed: outward
+])
+def test_edge_rounds_halves_up_exactly(e, px):
+    assert edge(e, 10) == px
 
 
 TINY = PixArtTransformerConfig(num_layers=2, num_attention_heads=2, attention_head_dim=16, caption_channels=32,
@@ -455,8 +478,8 @@ def test_a_sampler_the_model_cannot_run_fails_at_planning(tiny_dir, tmp_path):
     _scheduler(unipc, _class_name="UniPCMultistepScheduler")
     index = unipc / "model_index.json"  # the class diffusers builds
     index.write_text(json.dumps({**json.loads(index.read_text()), "scheduler": ["diffusers", "UniPCMultistepScheduler"]}))
-    zero_snr = shutil.copytree(tiny_dir, tmp_path / "zsnr")
-    _scheduler(zero_snr, rescale_betas_zero_snr=True)  # no sampler of studio's takes it
+    given_betas = shutil.copytree(tiny_dir, tmp_path / "betas")
+    _scheduler(given_betas, trained_betas=[0.0001, 0.02])  # no sampler of studio's takes it
     layout_file = tmp_path / "l.yaml"
 
     def plan(layers):
@@ -468,9 +491,9 @@ def test_a_sampler_the_model_cannot_run_fails_at_planning(tiny_dir, tmp_path):
                                           r"_class_name='UniPCMultistepScheduler' is not supported; .*give the layer "
                                           r"`sampler: dpm\+\+` \(or ddim, euler\)"):
         plan(["{prompt: a}", f"{{prompt: b, model: {unipc}, name: owl}}"])
-    with pytest.raises(ConfigError, match=r"l.yaml: layers\[0\]: .*zsnr/scheduler/scheduler_config.json: "
-                                          r"rescale_betas_zero_snr=True is not supported; only False$"):
-        plan([f"{{prompt: a, model: {zero_snr}}}"])
+    with pytest.raises(ConfigError, match=r"l.yaml: layers\[0\]: .*betas/scheduler/scheduler_config.json: "
+                                          r"trained_betas=\[0.0001, 0.02\] is not supported; only None$"):
+        plan([f"{{prompt: a, model: {given_betas}}}"])
     assert [j.model for j in plan(["{prompt: a}", f"{{prompt: b, model: {unipc}, sampler: euler}}"]).jobs] == [
         str(tiny_dir), str(unipc)]
     # dpm++ with linspace spacing visits a timestep twice at 1000 steps

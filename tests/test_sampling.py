@@ -71,7 +71,7 @@ def studio_loop(config, num_steps, z):
     return sample(ms_model, x, config, num_steps).asnumpy()
 
 
-def check_parity(d: dict, config: SamplerConfig, num_steps: int, timesteps_exact: bool = True):
+def check_parity(d: dict, config: SamplerConfig, num_steps: int, timesteps_exact: bool = True, tol: float = TOL):
     ref_timesteps, ref_x = reference_loop(reference_scheduler(d), num_steps, noise())
     timesteps = timesteps_and_sigmas(config, num_steps).timesteps
     if timesteps_exact:
@@ -81,7 +81,7 @@ def check_parity(d: dict, config: SamplerConfig, num_steps: int, timesteps_exact
         np.testing.assert_allclose(timesteps, ref_timesteps, rtol=0, atol=1e-2)
     x = studio_loop(config, num_steps, noise())
     err = rel_l2(x, ref_x)
-    assert err <= TOL, f"rel L2 {err:.3g}"
+    assert err <= tol, f"rel L2 {err:.3g}"
     return err
 
 
@@ -105,6 +105,8 @@ DPM_CASES = [  # (overrides of the published config, steps)
     ({"timestep_spacing": "leading", "steps_offset": 1}, 7),
     ({"timestep_spacing": "trailing"}, 20),
     ({"use_karras_sigmas": True}, 20),
+    # Karras sigmas replace the spaced timesteps, which would reach 1000 here (test_karras_timesteps_are_...)
+    ({"use_karras_sigmas": True, "timestep_spacing": "leading", "steps_offset": 60}, 20),
     ({"lambda_min_clipped": -4.0}, 10),
     ({"timestep_spacing": "trailing", "lambda_min_clipped": -4.0}, 30),  # diffusers runs 27 steps
     ({"timestep_spacing": "trailing", "lambda_min_clipped": -4.0, "final_sigmas_type": "sigma_min"}, 18),  # to t=-1
@@ -174,6 +176,14 @@ MUTATIONS = [  # (class, overrides, steps, a wrong setting for studio)
     ("DDIMScheduler", {}, 20, {"clip_sample": False}),
     ("DDIMScheduler", {"clip_sample": False}, 10, {"set_alpha_to_one": False}),
     ("EulerDiscreteScheduler", {}, 20, {"final_sigmas_type": "sigma_min"}),
+    ("DPMSolverMultistepScheduler", {"use_lu_lambdas": True}, 10,  # rounded timesteps, not truncated
+     {"use_lu_lambdas": False, "use_exponential_sigmas": True}),
+    ("DPMSolverMultistepScheduler", {"beta_schedule": "squaredcos_cap_v2"}, 10, {"beta_schedule": "linear"}),
+    ("DPMSolverMultistepScheduler", {"rescale_betas_zero_snr": True, "prediction_type": "v_prediction"}, 10,
+     {"rescale_betas_zero_snr": False}),
+    ("EulerDiscreteScheduler", {"interpolation_type": "log_linear"}, 10, {"interpolation_type": "linear"}),
+    ("EulerDiscreteScheduler", {"use_exponential_sigmas": True}, 10, {"use_exponential_sigmas": False,
+                                                                      "use_karras_sigmas": True}),
 ]
 
 
@@ -265,17 +275,16 @@ def test_callback_counts_the_steps_run_where_diffusers_runs_fewer_than_asked():
     ("thresholding", True),
     ("algorithm_type", "dpmsolver"),
     ("algorithm_type", "sde-dpmsolver++"),
-    ("use_lu_lambdas", True),
-    ("use_exponential_sigmas", True),
+    ("use_beta_sigmas", True),
+    ("use_flow_sigmas", True),
     ("variance_type", "learned_range"),
     ("solver_order", 4),
     ("solver_type", "taylor"),
-    ("beta_schedule", "squaredcos_cap_v2"),
+    ("beta_schedule", "sigmoid"),
     ("trained_betas", [0.1, 0.2]),
     ("timestep_spacing", "uniform"),
     ("prediction_type", "flow_prediction"),
     ("final_sigmas_type", "sigma_max"),
-    ("rescale_betas_zero_snr", True),
     ("no_such_key", 1),
     ("_class_name", "PNDMScheduler"),
 ])
@@ -285,16 +294,18 @@ def test_unsupported_config_names_the_key(key, value):
 
 
 def test_unsupported_setting_is_caught_when_switching():
-    d = {**PIXART, "interpolation_type": "log_linear"}  # an Euler key: harmless to DPM, fatal to Euler
+    d = {**PIXART, "timestep_type": "continuous", "prediction_type": "v_prediction"}  # harmless to DPM, not to Euler
     config = SamplerConfig.from_scheduler_config(d)
-    with pytest.raises(ConfigError, match="interpolation_type"):
+    with pytest.raises(ConfigError, match="timestep_type"):
         config.with_sampler("euler")
 
 
 @pytest.mark.parametrize("overrides", [{}, {"beta_schedule": "scaled_linear", "beta_start": 0.00085,
                                                 "beta_end": 0.012, "num_train_timesteps": 1001},
                                        {"num_train_timesteps": 1}, {"num_train_timesteps": 2},
-                                       {"beta_start": 0.01, "beta_end": 0.01}])  # constant betas: diffusers runs them
+                                       {"beta_start": 0.01, "beta_end": 0.01},  # constant betas: diffusers runs them
+                                       {"beta_schedule": "squaredcos_cap_v2"},
+                                       {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 7}])
 def test_training_noise_levels_are_diffusers_float32_bits(overrides):
     d = {**PIXART, **overrides}
     ref = DPMSolverMultistepScheduler.from_config(d)
@@ -323,6 +334,19 @@ def test_timesteps_past_the_last_training_step_are_refused(name, steps):
                                          f"reaches timestep 1000 at {steps} steps, past the last training timestep "
                                          "999; use fewer steps$"):
         timesteps_and_sigmas(config, steps)
+
+
+@pytest.mark.parametrize("offset,steps", [(1, 999), (60, 20)])
+def test_karras_timesteps_are_not_refused_for_the_spaced_ones_they_replace(offset, steps):
+    d = {**PIXART, "use_karras_sigmas": True, "timestep_spacing": "leading", "steps_offset": offset}
+    ref = reference_scheduler(d)
+    ref.set_timesteps(steps)
+    schedule = timesteps_and_sigmas(SamplerConfig.from_scheduler_config(d), steps)
+    np.testing.assert_array_equal(schedule.timesteps, ref.timesteps.numpy())
+    np.testing.assert_allclose(np.append(schedule.sigmas, schedule.sigmas_next[-1]), ref.sigmas.numpy(), rtol=1e-6)
+    spaced = SamplerConfig.from_scheduler_config({**d, "use_karras_sigmas": False})
+    with pytest.raises(InputError, match=f"reaches timestep 1000 at {steps} steps"):
+        timesteps_and_sigmas(spaced, steps)
 
 
 def test_bad_sampler_name_and_steps():
@@ -390,3 +414,136 @@ def test_deis_with_zero_final_sigma_is_refused_as_diffusers_does():
         reference_scheduler(d)
     with pytest.raises(ConfigError, match=r"final_sigmas_type='zero' is not supported for algorithm_type='deis'"):
         SamplerConfig.from_scheduler_config(d)
+
+
+# Settings of diffusers' schedulers beyond PixArt's published config: (class, overrides, steps, timesteps exact).
+# Euler's Karras and exponential timesteps are fractional and move in the 7th digit with the training sigmas,
+# which torch's float32 square root (not always correctly rounded) computes an ulp away from numpy's.
+DPM, DDIM, EULER = "DPMSolverMultistepScheduler", "DDIMScheduler", "EulerDiscreteScheduler"
+COSINE = {"beta_schedule": "squaredcos_cap_v2"}
+ZERO_SNR = {"rescale_betas_zero_snr": True, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}
+EXTENDED_CASES = [
+    (DPM, COSINE, 20, True),
+    (DPM, {**COSINE, "lambda_min_clipped": -5.1}, 7, True),
+    (DPM, {**COSINE, "use_karras_sigmas": True}, 10, True),  # Karras timesteps truncated, not rounded
+    (DDIM, COSINE, 10, True),
+    (EULER, COSINE, 10, True),
+    (DPM, ZERO_SNR, 3, True),
+    (DPM, ZERO_SNR, 20, True),
+    (DPM, {**ZERO_SNR, "use_karras_sigmas": True}, 10, True),  # sigma_999 (4096) is below sigma_998
+    (DPM, {**ZERO_SNR, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}, 7, True),
+    (DDIM, ZERO_SNR, 3, True),
+    (DDIM, ZERO_SNR, 20, True),
+    (DDIM, {**ZERO_SNR, "prediction_type": "sample", "clip_sample": False}, 7, True),
+    (EULER, ZERO_SNR, 7, True),  # at fewer steps torch's sigma_999 (4096 for 4095.9998) shows
+    (EULER, ZERO_SNR, 20, True),
+    (DPM, {"use_exponential_sigmas": True}, 3, True),
+    (DPM, {"use_exponential_sigmas": True}, 20, True),
+    (DPM, {"use_exponential_sigmas": True, "sigma_min": 0.1, "sigma_max": 20.0}, 10, True),
+    (EULER, {"use_exponential_sigmas": True}, 3, False),
+    (EULER, {"use_exponential_sigmas": True}, 20, False),
+    (EULER, {"use_exponential_sigmas": True, "sigma_min": 0.1, "sigma_max": 20.0}, 10, False),
+    (DPM, {"use_lu_lambdas": True}, 3, True),
+    (DPM, {"use_lu_lambdas": True}, 20, True),
+    (DPM, {"use_lu_lambdas": True, "solver_order": 3, "final_sigmas_type": "sigma_min"}, 10, True),
+    (DPM, {"use_lu_lambdas": True, "use_exponential_sigmas": True}, 10, True),  # diffusers takes Lu's
+    (EULER, {"interpolation_type": "log_linear"}, 1, True),
+    (EULER, {"interpolation_type": "log_linear"}, 3, True),
+    (EULER, {"interpolation_type": "log_linear"}, 20, True),
+    (EULER, {"interpolation_type": "log_linear", "timestep_spacing": "leading", "steps_offset": 1}, 10, True),
+    (EULER, {"interpolation_type": "log_linear", "use_karras_sigmas": True}, 10, False),
+    (EULER, {"timestep_type": "continuous"}, 10, True),  # as "discrete" unless prediction_type is v_prediction
+    (EULER, {"timestep_type": "continuous", "prediction_type": "sample"}, 10, True),
+    (EULER, {"num_train_timesteps": 20}, 21, True),  # more steps than training timesteps
+    (EULER, {"num_train_timesteps": 20, "timestep_spacing": "trailing"}, 30, True),  # timesteps repeat
+]
+
+
+@pytest.mark.parametrize("class_name,overrides,steps,exact", EXTENDED_CASES,
+                         ids=[f"{c[:5]}-{o}-{s}" for c, o, s, _ in EXTENDED_CASES])
+def test_further_diffusers_settings_match_diffusers(class_name, overrides, steps, exact):
+    d = {**PIXART, "_class_name": class_name, **overrides}
+    check_parity(d, SamplerConfig.from_scheduler_config(d), steps, timesteps_exact=exact, tol=1e-5)
+
+
+def test_zero_terminal_snr_noise_levels_are_diffusers_to_float32_rounding():
+    """Bit for bit but for torch's float32 square root, which the rescaling takes twice (before squaring again)."""
+    for class_name in (DPM, DDIM):
+        d = {**PIXART, "_class_name": class_name, **ZERO_SNR}
+        ref = reference_scheduler(d).alphas_cumprod.numpy()
+        ours = _alphas_cumprod(SamplerConfig.from_scheduler_config(d))
+        assert ours[-1] == ref[-1] == (0.0 if class_name == DDIM else 2.0**-24)
+        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "trailing"])
+def test_ddim_refuses_an_epsilon_model_at_zero_terminal_snr(spacing):
+    """alpha_bar_999 is 0: x0 = (x - eps) / 0, which diffusers clips to +-clip_sample_range or, unclipped, is NaN."""
+    d = {**PIXART, "_class_name": DDIM, "rescale_betas_zero_snr": True, "timestep_spacing": spacing,
+         "clip_sample": False}
+    assert np.isnan(reference_loop(reference_scheduler(d), 10, noise())[1]).any()
+    with pytest.raises(InputError, match="^ddim with rescale_betas_zero_snr and prediction_type 'epsilon' starts at "
+                                         "timestep 999, where alpha_bar is 0"):
+        timesteps_and_sigmas(SamplerConfig.from_scheduler_config(d), 10)
+    leading = SamplerConfig.from_scheduler_config({**d, "timestep_spacing": "leading"})  # never visits 999
+    assert timesteps_and_sigmas(leading, 10).timesteps[0] == 900
+
+
+def test_euler_continuous_timesteps_with_v_prediction_are_refused():
+    """diffusers then calls the model at 0.25 log sigma instead of a training timestep."""
+    d = {**PIXART, "_class_name": EULER, "timestep_type": "continuous", "prediction_type": "v_prediction"}
+    ref = reference_scheduler(d)
+    ref.set_timesteps(4)
+    np.testing.assert_allclose(ref.timesteps.numpy(), 0.25 * np.log(ref.sigmas[:-1].numpy()), rtol=1e-6)
+    with pytest.raises(ConfigError, match=re.escape("scheduler config: timestep_type='continuous' is not supported "
+                                                    "with prediction_type='v_prediction'")):
+        SamplerConfig.from_scheduler_config(d)
+    with pytest.raises(ConfigError, match=re.escape("timestep_type='edm' is not supported; expected one of "
+                                                    "'discrete', 'continuous'")):
+        SamplerConfig.from_scheduler_config({**d, "timestep_type": "edm"})
+
+
+def test_karras_and_exponential_sigmas_together_are_refused_as_diffusers_does():
+    d = {**PIXART, "use_karras_sigmas": True, "use_exponential_sigmas": True}
+    with pytest.raises(ValueError, match="Only one of"):
+        reference_scheduler(d)
+    with pytest.raises(ConfigError, match="^scheduler config: use_karras_sigmas and use_exponential_sigmas are both "
+                                          "true; set at most one"):
+        SamplerConfig.from_scheduler_config(d)
+
+
+@pytest.mark.parametrize("class_name,overrides", [
+    (DPM, {"use_karras_sigmas": True, "sigma_min": 0, "final_sigmas_type": "sigma_min"}),  # failed after the loop
+    (DPM, {"use_karras_sigmas": True, "sigma_min": -1.0}),
+    (EULER, {"use_karras_sigmas": True, "sigma_min": -1.0}),
+    (EULER, {"use_karras_sigmas": True, "sigma_max": 0.0}),
+    (EULER, {"use_exponential_sigmas": True, "sigma_min": 0}),
+    (DPM, {"use_karras_sigmas": True, "sigma_max": math.inf}),
+    (EULER, {"use_karras_sigmas": True, "sigma_min": math.nan}),
+])
+def test_a_karras_or_exponential_range_must_be_positive_and_finite(class_name, overrides):
+    d = {**PIXART, "_class_name": class_name, **overrides}
+    key = "sigma_min" if "sigma_min" in overrides else "sigma_max"
+    ranged = "use_karras_sigmas" if "use_karras_sigmas" in overrides else "use_exponential_sigmas"
+    with pytest.raises(ConfigError) as info:
+        SamplerConfig.from_scheduler_config(d)
+    assert str(info.value) == (f"scheduler config: {key}={overrides[key]!r} must be a finite number > 0 with "
+                               f"{ranged}, or null for the training schedule's own")
+    # a range no schedule reads is no error, as in diffusers
+    plain = SamplerConfig.from_scheduler_config({**d, ranged: False})
+    np.testing.assert_equal(getattr(plain, key), overrides[key])
+
+
+def test_euler_takes_more_steps_than_training_timesteps_and_the_others_do_not():
+    d = {**PIXART, "num_train_timesteps": 100}
+    config = SamplerConfig.from_scheduler_config(d)
+    assert len(timesteps_and_sigmas(config.with_sampler("euler"), 250).timesteps) == 250
+    for name in ("dpm++", "ddim"):
+        with pytest.raises(InputError, match=r"^num_steps=101 must be an integer in 1\.\.100$"):
+            timesteps_and_sigmas(config.with_sampler(name), 101)
+    with pytest.raises(InputError, match="^num_steps=0 must be an integer >= 1$"):
+        timesteps_and_sigmas(config.with_sampler("euler"), 0)
+    # "leading" spacing puts every timestep at 0 past 100 steps: diffusers skips a step and fails at the end
+    leading = SamplerConfig.from_scheduler_config({**d, "timestep_spacing": "leading"}).with_sampler("euler")
+    with pytest.raises(InputError, match="^euler starts at timestep 0 twice at 101 steps; use fewer steps$"):
+        timesteps_and_sigmas(leading, 101)
