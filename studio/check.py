@@ -27,9 +27,9 @@ from pathlib import Path
 
 from studio.errors import InputError, control_problem
 from studio.export import EXPORT_SUFFIXES
-from studio.geometry import edge, resolve, span_canvas
+from studio.geometry import resolve, span_canvas
 from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, grid_fit_problem, name_pattern_problem,
-                           range_problem)
+                           outside_problem, range_problem)
 from studio.memory import parse_bytes
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
                          Region, Shadow, ShapeLayer, Span, TextLayer, file_problem, input_path)
@@ -384,19 +384,8 @@ class RegionKind:
             return Fraction(value).limit_denominator(10 ** 6) * size / 100 if region.kind == "percent" else value
 
         edges = (px(region.x, w), px(region.y, h), px(region.x + region.w, w), px(region.y + region.h, h))
-        problem = _outside(*edges, c.canvas)
+        problem = outside_problem(*edges, c.canvas)
         return problem is None or c.error(path, f"the region is outside the canvas: {problem}")
-
-
-def _outside(left, top, right, bottom, canvas: Canvas) -> str | None:
-    """What of a box (its edges in trim px) leaves the full canvas, once its edges are rounded as the planner
-    rounds them (`geometry.edge`), as the loader says it; None when it lies on the canvas."""
-    b, w, h = canvas.bleed, canvas.width, canvas.height
-    edges = ((edge(left, w) < -b, f"x = {float(left):g} px is left of the canvas (from {-b} px)"),
-             (edge(top, h) < -b, f"y = {float(top):g} px is above the canvas (from {-b} px)"),
-             (edge(right, w) > w + b, f"x + w = {float(right):g} px is right of the canvas (to {w + b} px)"),
-             (edge(bottom, h) > h + b, f"y + h = {float(bottom):g} px is below the canvas (to {h + b} px)"))
-    return next((message for outside, message in edges if outside), None)
 
 
 def _cell(c: _Checker, path: str, region: Region) -> bool:

@@ -7,7 +7,8 @@ order. Each layer is drawn into an RGBA tile at its resolved box (`geometry.reso
 by the layer's opacity, and composited with Pillow's `alpha_composite`. Text is antialiased; fills, shapes
 and gradients are exact (no antialiasing), so tiny canvases have exact expected pixels. Image files are
 turned upright by their EXIF orientation and converted to sRGB from their embedded ICC profile;
-greyscale of 16 bits or 32-bit floats (0..1) becomes 8 bits (`eight_bit`).
+greyscale of 16 bits or 32-bit floats (0..1) becomes 8 bits (`eight_bit`); a PNG's transparent colour is found
+among the file's own samples (`colour_keyed`, `eight_bit`).
 
 `text_problems(layout)` lists text that leaves its region, enters the safe margin or the bleed, lacks glyphs or
 needs raqm (proof and render warn).
@@ -22,7 +23,7 @@ import re
 import unicodedata
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
@@ -146,9 +147,44 @@ def open_image(layer: ImageLayer, index: int, base_dir: Path | None) -> Image.Im
         # size, which garbles one turned by 90 degrees (EXIF orientation 5-8) in modes L, I;16, P, RGBA, CMYK
         with open(path, "rb") as f, Image.open(f) as im:
             icc = im.info.get("icc_profile")
-            return in_srgb(eight_bit(ImageOps.exif_transpose(im)), icc)
+            return in_srgb(eight_bit(ImageOps.exif_transpose(colour_keyed(im, f))), icc)
     except (OSError, ValueError, ImageCms.PyCMSError, Image.DecompressionBombError) as e:
         raise InputError(f"layers[{index}].image.path: cannot read image '{layer.path}' ({e})") from None
+
+
+def colour_keyed(picture: Image.Image, f: BinaryIO) -> Image.Image:
+    """A PNG (just opened from file `f`) whose tRNS chunk makes one grey level or colour transparent, as LA or
+    RGBA with that key applied to the file's own samples, as the PNG spec has it. Pillow scales 2- and 4-bit grey
+    to 0..255 and keeps only the high byte of 16-bit colour, but leaves the key in the file's units, so its own
+    conversion keys the wrong pixels or none: here the key of 2- and 4-bit grey is scaled as Pillow scales the
+    pixels, and 16-bit colour is read again with OpenCV, which keeps all 16 bits, transparent where its three
+    samples equal the key's. Any other picture as it is (Pillow keys 1- and 8-bit PNGs right; `eight_bit`
+    keys 16-bit grey)."""
+    key = picture.info.get("transparency")
+    if picture.format != "PNG" or picture.mode not in ("L", "RGB") or key is None:
+        return picture
+    picture.load()  # Pillow is done with `f`: it may be read again
+    f.seek(0)
+    head = f.read(26)  # signature (8 bytes), IHDR's length and name (8), width, height (8), bit depth, colour type
+    if head[12:16] != b"IHDR":
+        raise ValueError("its first chunk is not IHDR")
+    depth = head[24]
+    if depth == 8:
+        return picture
+    if picture.mode == "L":  # 2 or 4 bits (1 bit is mode 1)
+        opaque = np.asarray(picture) != key * 255 // (2 ** depth - 1)
+    else:  # 16 bits a sample
+        import cv2
+
+        f.seek(0)
+        bgr = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_UNCHANGED)  # as stored: no EXIF turn
+        if bgr is None or bgr.dtype != np.uint16 or bgr.ndim != 3 or bgr.shape[:2] != (picture.height, picture.width):
+            raise ValueError("OpenCV cannot read its 16-bit samples to find its transparent colour")
+        opaque = (bgr[..., 2::-1] != np.array(key)).any(axis=2)  # BGR(A) -> RGB
+    keyed = picture.copy()  # info (EXIF orientation) kept
+    keyed.putalpha(Image.fromarray(np.where(opaque, 255, 0).astype(np.uint8), "L"))
+    del keyed.info["transparency"]
+    return keyed
 
 
 def eight_bits(v: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ exactly to what they divide.
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -56,14 +57,17 @@ def trim_box(canvas: Canvas) -> Box:
 
 
 def edge(e: float | Fraction, size: int) -> int:
-    """A region's edge, px from the trim's left (or top) of `size` px, in whole pixels: the nearest, but more
-    than half a pixel into the bleed it rounds outward, as the bleed's own width does, so that an edge put at
-    the bleed's length (x: -3mm with bleed: 3mm) reaches the raster's edge."""
+    """A region's edge, px from the trim's left (or top) of `size` px, in whole pixels: the nearest, halves up
+    (exactly: a float is taken as the binary number it is), so that a box of whole pixels keeps its size
+    wherever it sits (half to even would make 1 px at 589.5 px none, and at 590.5 px two); but more than half
+    a pixel into the bleed it rounds outward, as the bleed's own width does, so that an edge put at the
+    bleed's length (x: -3mm with bleed: 3mm) reaches the raster's edge."""
     if e < -0.5:
         return math.floor(e)
     if e > size + 0.5:
         return math.ceil(e)
-    return round(e)
+    exact = Fraction(e) if isinstance(e, numbers.Rational) else Fraction(float(e))  # a numpy float too
+    return math.floor(exact + Fraction(1, 2))
 
 
 def percent(p: float, size: int) -> Fraction:

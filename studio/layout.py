@@ -1054,20 +1054,32 @@ class RegionKind:
 
 
 def _check_inside(px: dict, canvas: Canvas) -> None:
-    """A box (trim coordinates, px) must lie on the full canvas, bleed included, once its edges are rounded
-    to whole pixels as the planner rounds them (`geometry.edge`: x: -3mm at 70 dpi is -8.27 px, -9, the edge
-    of a 3 mm bleed of 9 px)."""
+    """A box (trim coordinates, px) must lie on the full canvas (`outside_problem`)."""
+    problem = outside_problem(px["x"], px["y"], px["x"] + px["w"], px["y"] + px["h"], canvas)
+    if problem:
+        raise _Bad(f"the region is outside the canvas: {problem}")
+
+
+def outside_problem(left, top, right, bottom, canvas: Canvas) -> str | None:
+    """What of a box (its edges in trim px) leaves the full canvas, bleed included, once its edges are rounded to
+    whole pixels as the planner rounds them (`geometry.edge`: x: -3mm at 70 dpi is -8.27 px, -9, the edge of a
+    3 mm bleed of 9 px); None when it lies on the canvas. A box of no width (a line's) is the column at its left
+    edge, which must be on the canvas too: x: 100% is one past the last column (as y: 100% is past the last row),
+    where w: 100% ends a line at the last one. The loader and `check.check_layout` say it alike."""
     b, w, h = canvas.bleed, canvas.width, canvas.height
-    right, bottom = px["x"] + px["w"], px["y"] + px["h"]
-    edges = ((edge(px["x"], w) < -b, f"x = {float(px['x']):g} px is left of the canvas (from {-b} px)"),
-             (edge(px["y"], h) < -b, f"y = {float(px['y']):g} px is above the canvas (from {-b} px)"),
-             (edge(right, w) > w + b,
-              f"x + w = {float(right):g} px is right of the canvas (to {canvas.width + b} px)"),
-             (edge(bottom, h) > h + b,
-              f"y + h = {float(bottom):g} px is below the canvas (to {canvas.height + b} px)"))
-    for outside, message in edges:
-        if outside:
-            raise _Bad(f"the region is outside the canvas: {message}")
+    edges = ((edge(left, w) < -b, f"x = {float(left):g} px is left of the canvas (from {-b} px)"),
+             (edge(top, h) < -b, f"y = {float(top):g} px is above the canvas (from {-b} px)"),
+             (edge(right, w) > w + b, f"x + w = {float(right):g} px is right of the canvas (to {w + b} px)"),
+             (edge(bottom, h) > h + b, f"y + h = {float(bottom):g} px is below the canvas (to {h + b} px)"),
+             (right == left and edge(left, w) >= w + b, _past_the_last("x", "w", "column", left, w, b)),
+             (bottom == top and edge(top, h) >= h + b, _past_the_last("y", "h", "row", top, h, b)))
+    return next((message for outside, message in edges if outside), None)
+
+
+def _past_the_last(key: str, size: str, line: str, at, trim: int, bleed: int) -> str:
+    last = trim + bleed - 1
+    return (f"with {size}: 0 the region is the {line} at {key}, and {key} = {float(at):g} px is past the last "
+            f"{line}, {last} px ({f'{key}: 100% is one past it; ' if not bleed else ''}write {key}: {last}px)")
 
 
 # -- gradient stops -----------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import itertools
 import re
 import shutil
 import struct
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,6 +86,20 @@ def test_cell_region():
     image = C.compose(layout(FillLayer(RED, Region("cell", grid="g", column=0)),
                              FillLayer(BLUE, Region("cell", grid="g", column=1)), grids=grids))
     assert ascii_map(image) == ["RRR..BBB"] * 6
+
+
+def test_boxes_of_whole_pixels_at_half_pixel_positions_keep_their_size():
+    """Edges round half up: two 5% columns of a 20 px canvas at 7.5% and 12.5% (1.5 and 2.5 px) are 1 px each, not
+    0 and 2 px (half to even), and a 1 px rect at 5.5, 1.5 px is the pixel at 6, 2."""
+    image = C.compose(layout(FillLayer(RED, Region("percent", 7.5, 0, 5, 100)),
+                             FillLayer(BLUE, Region("percent", 12.5, 0, 5, 100)),
+                             ShapeLayer("rect", Region("px", 5.5, 1.5, 1, 1), fill=GREEN), w=20, h=4))
+    assert ascii_map(image) == [
+        "..RB................",
+        "..RB................",
+        "..RB..G.............",
+        "..RB................",
+    ]
 
 
 def test_bleed_offsets_regions():
@@ -206,6 +221,18 @@ def test_lines_of_zero_width_or_height():
         "RRRRRRRR",
         "...BB...",
     ]
+
+
+def test_lines_of_zero_width_or_height_on_the_last_column_and_row_and_in_the_bleed():
+    """x: 7px is the last column of 8 (x: 100%, one past it, is refused: it drew nothing); with a bleed x: 100% is
+    the bleed's first column."""
+    frame = parse_layout("canvas: {width: 8, height: 6}\nlayers:\n"
+                         "  - shape: {shape: line, region: {x: 7px, w: 0, h: 100%}, stroke: {width: 1, color: red}}\n"
+                         "  - shape: {shape: line, region: {y: 5px, w: 100%, h: 0}, stroke: {width: 1, color: blue}}\n")
+    assert ascii_map(C.compose(frame)) == [".......R"] * 5 + ["BBBBBBBB"]
+    bled = parse_layout("canvas: {width: 6, height: 2, bleed: 1px}\nlayers:\n"
+                        "  - shape: {shape: line, region: {x: 100%, w: 0, h: 100%}, stroke: {width: 1, color: red}}\n")
+    assert ascii_map(C.compose(bled)) == ["........", ".......R", ".......R", "........"]
 
 
 def test_empty_regions_draw_nothing_but_lines():
@@ -364,6 +391,60 @@ def test_16_bit_grey_keeps_its_transparent_value(tmp_path):
         assert (im.mode, im.info["transparency"]) == ("I;16", 257)
     picture = C.open_image(ImageLayer("key.png"), 0, tmp_path)
     assert np.asarray(picture)[0].tolist() == [[0, 0, 0, 255], [1, 1, 1, 0], [1, 1, 1, 255], [255, 255, 255, 255]]
+
+
+def png(path: Path, width: int, height: int, depth: int, colour_type: int, samples: list[list[int]],
+        trns: tuple[int, ...], orientation: int | None = None) -> None:
+    """A PNG written byte by byte (Pillow writes no 16-bit colour, nor 2- or 4-bit grey with a tRNS chunk): rows of
+    samples of `depth` bits, a tRNS colour key of 16-bit values, an EXIF orientation in an eXIf chunk."""
+    def chunk(name: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + name + data + struct.pack(">I", zlib.crc32(name + data))
+
+    def row(values: list[int]) -> bytes:
+        if depth == 16:
+            return np.array(values, ">u2").tobytes()
+        bits = "".join(format(v, f"0{depth}b") for v in values)
+        return int(bits + "0" * (-len(bits) % 8), 2).to_bytes((len(bits) + 7) // 8, "big")
+
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"tRNS", struct.pack(f">{len(trns)}H", *trns))
+                     + (chunk(b"eXIf", exif.tobytes()[6:]) if orientation else b"")  # less the 'Exif\0\0' of JPEG
+                     + chunk(b"IDAT", zlib.compress(b"".join(b"\0" + row(r) for r in samples))) + chunk(b"IEND", b""))
+
+
+def test_16_bit_colour_is_keyed_by_all_16_bits(tmp_path):
+    """The key (0, 0, 255) is a near black: Pillow keeps the high byte, (0, 0, 0), and keyed its 8-bit pixels with
+    the 16-bit key, so this pixel was drawn black and pure blue (0, 0, 65535 -> 255) transparent. (0, 0, 254),
+    one level off, stays opaque (0, 0, 0)."""
+    png(tmp_path / "key16.png", 4, 1, 16, 2, [[0, 0, 255, 0, 0, 65535, 65535, 65535, 65535, 0, 0, 254]], (0, 0, 255))
+    with Image.open(tmp_path / "key16.png") as im:
+        assert (im.mode, im.info["transparency"]) == ("RGB", (0, 0, 255))
+    image = C.compose(replace(image_layer(tmp_path, "key16.png", 4, 1), canvas=Canvas(4, 1, background=RED)))
+    assert np.asarray(image).tolist() == [[[255, 0, 0], [0, 0, 255], [255, 255, 255], [0, 0, 0]]]
+
+
+def test_16_bit_colour_key_turns_with_the_exif_orientation(tmp_path):
+    """Stored 3 x 1 px with orientation 6 (turn 90 degrees clockwise): shown 1 x 3, the keyed pixel on top."""
+    png(tmp_path / "turned.png", 3, 1, 16, 2, [[0, 0, 255, 0, 0, 65535, 65535, 0, 0]], (0, 0, 255), orientation=6)
+    picture = C.open_image(ImageLayer("turned.png"), 0, tmp_path)
+    assert np.asarray(picture).tolist() == [[[0, 0, 0, 0]], [[0, 0, 255, 255]], [[255, 0, 0, 255]]]
+
+
+@pytest.mark.parametrize("depth, key, pixels", [
+    (2, 1, [[0, 0, 0, 255], [85, 85, 85, 0], [170, 170, 170, 255], [255, 255, 255, 255]]),  # 0..3 x 85
+    (4, 5, [[0, 0, 0, 255], [85, 85, 85, 0], [170, 170, 170, 255], [255, 255, 255, 255]]),  # 0..15 x 17
+    (1, 1, [[0, 0, 0, 255], [255, 255, 255, 0], [255, 255, 255, 0], [0, 0, 0, 255]]),  # Pillow keys this one itself
+])
+def test_grey_of_fewer_than_8_bits_is_keyed_by_the_level_written(tmp_path, depth, key, pixels):
+    """Pillow scales 2- and 4-bit grey to 0..255 but kept the key as written (1 of 0..3), which then keyed no
+    pixel: the level written (1) is transparent, the others opaque."""
+    written = {2: [0, 1, 2, 3], 4: [0, 5, 10, 15], 1: [0, 1, 1, 0]}[depth]
+    png(tmp_path / "grey.png", 4, 1, depth, 0, [written], (key,))
+    assert np.asarray(C.open_image(ImageLayer("grey.png"), 0, tmp_path)).tolist() == [pixels]
 
 
 ORIENTATIONS = {5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,

@@ -599,6 +599,14 @@ BROKEN = [
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {x: -5px, y: 0, w: 10, h: 10}}}]\n",
      "poster.yaml:2: layers[0].fill.region: the region is outside the canvas: x = -5 px is left of the canvas "
      "(from 0 px)"),
+    ("canvas: {width: 8, height: 6}\nlayers: [{shape: {shape: line, region: {x: 100%, w: 0, h: 100%}, "
+     "stroke: {width: 1px}}}]\n",
+     "poster.yaml:2: layers[0].shape.region: the region is outside the canvas: with w: 0 the region is the column "
+     "at x, and x = 8 px is past the last column, 7 px (x: 100% is one past it; write x: 7px)"),
+    ("canvas: {width: 8, height: 6}\nlayers: [{shape: {shape: line, region: {y: 100%, w: 100%, h: 0}, "
+     "stroke: {width: 1px}}}]\n",
+     "poster.yaml:2: layers[0].shape.region: the region is outside the canvas: with h: 0 the region is the row at "
+     "y, and y = 6 px is past the last row, 5 px (y: 100% is one past it; write y: 5px)"),
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {w: 0%, h: 10%}}}]\n",
      "poster.yaml:2: layers[0].fill.region: w must be greater than 0, got 0%"),
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: top}}]\n",

@@ -143,6 +143,14 @@ BAD = [  # (layout, the exact message)
      "(to 200 px)"),
     (card(FillLayer((1, 2, 3, 255), region=Region("px", 0, 0, -10, 10))),
      "card: layers[0] (FillLayer).region.w: must be greater than 0, got -10 px"),
+    # a line of no width is the column at x (of no height the row at y): x: 100% is one past the last
+    (card(ShapeLayer("line", Region("percent", 100, 0, 0, 100), stroke=(0, 0, 0, 255), stroke_width=1)),
+     "card: layers[0] (ShapeLayer).region: the region is outside the canvas: with w: 0 the region is the column at "
+     "x, and x = 200 px is past the last column, 199 px (x: 100% is one past it; write x: 199px)"),
+    (card(ShapeLayer("line", Region("px", 0, 103.6, 200, 0), stroke=(0, 0, 0, 255), stroke_width=1),
+          canvas=Canvas(200, 100, bleed=4)),  # 103.6 px is row 104, past the bleed's last, 103
+     "card: layers[0] (ShapeLayer).region: the region is outside the canvas: with h: 0 the region is the row at y, "
+     "and y = 103.6 px is past the last row, 103 px (write y: 103px)"),
     (card(FillLayer((1, 2, 3, 255), region="full")),
      "card: layers[0] (FillLayer).region: expected a Region, got 'full' (text)"),
     (card(GenerateLayer("x", fit="stretch")),
