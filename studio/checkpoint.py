@@ -147,7 +147,8 @@ def transformer_folder(transformer: str | os.PathLike, weights: bool = True, var
 
 
 def composed_root() -> Path:
-    """Where composed pipelines go: $STUDIO_CACHE/composed (default ~/.cache/studio/composed)."""
+    """Where composed pipelines go: $STUDIO_CACHE/composed (default $XDG_CACHE_HOME/studio/composed, else
+    ~/.cache/studio/composed)."""
     root = os.environ.get("STUDIO_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
                                                           os.path.expanduser("~/.cache"), "studio")
     return Path(root) / "composed"
