@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -332,23 +332,25 @@ def write_temps(folder: Path, writes: Sequence[tuple[str, Any]],
     interrupt) waits for the writes under way (a second Ctrl-C waits too), removes every file written and raises."""
     report = progress or (lambda done, total: None)
     report(0, len(writes))
-    futures, pool, abandoned = [], None, threading.Event()
+    futures, pool, abandoned, submitting = [], None, threading.Event(), 0
     try:
         pool = ThreadPoolExecutor(max_workers=min(len(writes), os.cpu_count() or 1))
         for name, write in writes:
+            submitting += 1  # a Ctrl-C inside submit() loses its future, not its write, which may have begun
             futures.append(pool.submit(write_temp, folder, name, write, abandoned))
         for done, future in enumerate(as_completed(futures), 1):
             future.result()  # raises the first failure
             report(done, len(writes))
         return [future.result() for future in futures]
     except BaseException as e:
-        abandoned.set()  # a write that ends after all removes its own file
+        abandoned.set()  # a write that ends after all removes its own file (one whose future was lost too)
         with signals_held():
-            running = [future for future in futures if not future.cancel() and not future.done()]
+            running = sum(not future.cancel() and not future.done() for future in futures) + submitting - len(futures)
             if running and isinstance(e, KeyboardInterrupt):
-                print(f"studio: stopping: waiting for {len(running)} file{'s' * (len(running) > 1)} being encoded",
+                print(f"studio: stopping: waiting for {running} file{'s' * (running > 1)} being encoded",
                       file=sys.stderr, flush=True)
-            wait(futures)
+            if pool is not None:
+                pool.shutdown()  # every write under way, a lost future's too
             for future in futures:
                 if not future.cancelled() and future.exception() is None:
                     future.result().unlink(missing_ok=True)
