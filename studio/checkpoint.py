@@ -32,11 +32,12 @@ import mindspore as ms
 import numpy as np
 
 from studio.errors import CheckpointError, ConfigError, control_problem, one_line
-from studio.hub import is_hub_id, split_revision
+from studio.hub import HubId, is_hub_id, split_revision
 
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
 WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
 WEIGHTED_COMPONENTS = ("transformer", "vae", "text_encoder")
+BASE_COMPONENTS = ("text_encoder", "vae")  # what a base pipeline holds weights for: it has no transformer
 # what completes a transformer-only model (a folder or repository holding transformer/ alone, as the published
 # 512 and 2K PixArt-Sigma checkpoints do), as their model card pairs them; $STUDIO_BASE_PIPELINE names another
 BASE_PIPELINE = "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers"
@@ -57,36 +58,47 @@ _NP_FLOAT = {ms.float16: np.float16, ms.float32: np.float32, ms.float64: np.floa
 
 def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, variant: str | None = None,
                       revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-                      local_files_only: bool = False) -> Path:
+                      local_files_only: bool = False, transformer: str | os.PathLike | None = None) -> Path:
     """The pipeline folder of a model: a local folder as is; otherwise a hub id looked up in the local Hugging
     Face cache, then downloaded with huggingface_hub when the machine is online and local_files_only is False: the
     pipeline (each component's `variant` weights where it has them, else its plain ones), or with weights=False
     only its JSON configs (what a memory plan reads; no multi-GB download to plan). Online, a cached snapshot
     without any of `variant`'s files gets them from the hub (where it has them), as diffusers does, and is used as
     it is when the hub can't be reached. revision: a branch, tag or commit hash (default "main"), also written
-    'owner/name@revision'; cache_dir: the hub cache (default $HF_HUB_CACHE or huggingface_hub's).
+    'owner/name@revision'; cache_dir: the hub cache (default as huggingface_hub finds it, from the environment
+    as it is now: $HF_HUB_CACHE, $HF_HOME/hub, ...). A `HubId` (a layout's hub id) is looked up on the hub only,
+    whatever folder of that name the working folder holds.
 
     A transformer-only model (transformer/ and no model_index.json) is completed with the base pipeline
     ($STUDIO_BASE_PIPELINE, else BASE_PIPELINE; found the same way, at its own default revision): the folder
-    returned is `compose`d of both, with a warning saying so once."""
+    returned is `compose`d of both, with a warning saying so once.
+
+    transformer: as `PixArtSigmaPipeline.from_pretrained`'s, the model (folder or hub id) whose transformer
+    replaces this one's (`transformer_folder`): the folder returned is `compose`d of both, named after it; this
+    model then needs no transformer weights of its own (the published base pipeline has none)."""
     hub = dict(weights=weights, variant=variant, cache_dir=cache_dir, local_files_only=local_files_only)
-    folder = _resolve_one(path_or_id, revision=revision, **hub)
-    if not transformer_only(folder):
+    folder = _resolve_one(path_or_id, revision=revision, **hub,
+                          components=WEIGHTED_COMPONENTS if transformer is None else BASE_COMPONENTS)
+    if transformer_only(folder):
+        base = base_pipeline(str(path_or_id), folder / "transformer", **hub)
+        if (str(path_or_id), base.name) not in _SAID_BASE:  # once per process, whatever filters warnings
+            _SAID_BASE.add((str(path_or_id), base.name))
+            warnings.warn(f"studio: {path_or_id} holds a transformer only; the rest of the pipeline (text encoder, "
+                          f"tokenizer, VAE, scheduler) comes from {base.name}")
+        folder = compose(folder / "transformer", base.folder, _model_name(path_or_id))
+    if transformer is None:
         return folder
-    base = base_pipeline(str(path_or_id), folder / "transformer", **hub)
-    if (str(path_or_id), base.name) not in _SAID_BASE:  # once per process, whatever filters warnings
-        _SAID_BASE.add((str(path_or_id), base.name))
-        warnings.warn(f"studio: {path_or_id} holds a transformer only; the rest of the pipeline (text encoder, "
-                      f"tokenizer, VAE, scheduler) comes from {base.name}")
-    return compose(folder / "transformer", base.folder, _model_name(path_or_id))
+    return compose(transformer_folder(transformer, **hub), folder, _model_name(transformer))
 
 
 _SAID_BASE: set[tuple[str, str]] = set()  # (model, base) pairs the warning has named
 
 
 def _model_name(path_or_id) -> str:
-    """A model's name for a composed folder: a folder's own name, a hub id's repository name."""
-    return split_revision(str(path_or_id))[0].rstrip("/\\").replace("\\", "/").split("/")[-1] or "model"
+    """A model's name for a composed folder: a folder's own name (a transformer folder's, its model's), a hub
+    id's repository name."""
+    parts = split_revision(str(path_or_id))[0].rstrip("/\\").replace("\\", "/").split("/")
+    return (parts[-2] if parts[-1] == "transformer" and len(parts) > 1 else parts[-1]) or "model"
 
 
 class MissingBase(CheckpointError):
@@ -112,7 +124,7 @@ def base_pipeline(model: str, transformer: Path, weights: bool = True, variant: 
     name, label = given or BASE_PIPELINE, base_label()
     try:
         folder = _resolve_one(name, weights=weights, variant=variant, cache_dir=cache_dir,
-                              local_files_only=local_files_only, components=("text_encoder", "vae"))
+                              local_files_only=local_files_only, components=BASE_COMPONENTS)
         if not (folder / "model_index.json").is_file():
             raise CheckpointError(f"{name}: holds a transformer only too")
     except CheckpointError as e:
@@ -139,7 +151,8 @@ def transformer_folder(transformer: str | os.PathLike, weights: bool = True, var
     """The transformer folder `from_pretrained(transformer=...)` names: a folder holding config.json itself, or
     the transformer/ of a model (folder or hub id, resolved as a model is, not completed with a base)."""
     path = Path(transformer).expanduser()
-    if path.is_dir() and (path / "config.json").is_file() and not (path / "transformer").exists():
+    if (not isinstance(transformer, HubId) and path.is_dir() and (path / "config.json").is_file()
+            and not (path / "transformer").exists()):
         return path
     folder = _resolve_one(transformer, weights=weights, variant=variant, cache_dir=cache_dir,
                           local_files_only=local_files_only)
@@ -222,7 +235,8 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
     if control_problem(name):  # ($STUDIO_MODEL, the API) the system takes no NUL; a newline would split the message
         raise CheckpointError(f"'{one_line(name)}' {control_problem(name)}")
     path = Path(path_or_id).expanduser()
-    if path.is_dir():
+    hub_only = isinstance(path_or_id, HubId)  # a layout's hub id: the same model whatever the working folder holds
+    if not hub_only and path.is_dir():
         problem = not_a_file(path / "model_index.json")
         if problem == "missing file" and transformer_only(path):
             return path
@@ -231,7 +245,7 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
             raise CheckpointError(f"{path}: no model_index.json{what}; expected a pipeline folder in the "
                                   "diffusers layout")
         return path
-    if os.path.lexists(path) or not is_hub_id(name):
+    if not hub_only and os.path.lexists(path) or not is_hub_id(name):
         what = describe_path(path)
         raise CheckpointError(f"{name}: no such model folder (and not a hub id like 'owner/name')" if what == "missing"
                               else f"{name}: is {what}, not a model folder; pass the pipeline folder (the one "
@@ -245,13 +259,14 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
         from huggingface_hub import list_repo_files, snapshot_download
     except ImportError as e:  # pragma: no cover - a dependency of transformers
         raise CheckpointError(f"{name}: not a local folder and huggingface_hub is not installed") from e
-    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or None  # read now: huggingface_hub reads it at import
+    cache_dir = cache_dir or hub_cache()
     at = f" at revision '{revision}'" if revision else ""
     try:
         cached = Path(snapshot_download(name, revision=revision, cache_dir=cache_dir, local_files_only=True))
     except (OSError, ValueError):  # not in the cache (LocalEntryNotFoundError), or an id it refuses
         cached = None
-    offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    offline_by = offline_variable()
+    offline = local_files_only or offline_by is not None
     if cached is not None and not weights:
         return cached
     where, complete = f"not in the Hugging Face cache{at}", False
@@ -260,9 +275,11 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
         held = set().union(*found.values())
         missing = [c for c, variants in found.items() if not variants & {variant, None}]
         # a snapshot a plan fetched holds the configs only: the weights are still to download; and online, a
-        # variant the snapshot has no files of is looked for on the hub, as diffusers does
+        # variant the snapshot has no files of is looked for on the hub, as diffusers does, and files lost from
+        # the cache (a link to a blob no longer there, a shard an index lists) are downloaded again; offline, a
+        # snapshot that names every component's weights is loaded, and a lost file is the loader's error
         complete = not missing
-        if complete and (offline or variant in held):
+        if complete and (offline or variant in held and not _lost_files(cached, found, variant)):
             return cached
         if not held:
             lacks = "with its configs only, not its weights"
@@ -273,9 +290,10 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
             lacks = f"without {variant} weights"
         where = f"in the Hugging Face cache{at} {lacks}"
     if offline:
-        why = "local_files_only=True" if local_files_only else "ConnectionError: HF_HUB_OFFLINE is set"
+        why = "local_files_only=True" if local_files_only else f"ConnectionError: {offline_by} is set"
         raise CheckpointError(f"{name}: not a local folder, {where}, and could not be downloaded ({why})"
-                              f"{_cached_revisions_hint(name, cache_dir)}; pass the folder of a downloaded copy")
+                              f"{_cached_revisions_hint(name, cache_dir, cached)}; pass the folder of a downloaded "
+                              "copy")
     with LOADING:  # the log level is the process's: another thread's download would restore it under us
         hub_log = logging.getLogger("huggingface_hub")
         level = hub_log.level
@@ -298,6 +316,31 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
                 f"({type(e).__name__}: {why}); pass the folder of a downloaded copy") from e
         finally:
             hub_log.setLevel(level)
+
+
+def offline_variable() -> str | None:
+    """The environment variable that makes huggingface_hub offline, read now (it reads them at import):
+    HF_HUB_OFFLINE, else TRANSFORMERS_OFFLINE, set to one of its true values (1, ON, YES, TRUE, any case); or
+    None."""
+    from huggingface_hub import constants
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name):  # the first one set decides, as in huggingface_hub ('0' keeps it online)
+            return name if os.environ[name].upper() in constants.ENV_VARS_TRUE_VALUES else None
+    return None
+
+
+def hub_cache() -> str:
+    """The Hugging Face cache folder, found from the environment now as huggingface_hub finds it at import:
+    $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+    ~/.cache/huggingface/hub, with ~ and $VARIABLES expanded."""
+    def expanded(path: str) -> str:
+        return os.path.expandvars(os.path.expanduser(path))
+
+    home = expanded(os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface"))
+    return expanded(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+                    or os.path.join(home, "hub"))
 
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
@@ -333,23 +376,52 @@ def _weight_variants(folder: Path, components: tuple[str, ...] = WEIGHTED_COMPON
             if (folder / c).is_dir() else set() for c in components}
 
 
-def _cached_revisions_hint(name: str, cache_dir) -> str:
+def _lost_files(snapshot: Path, found: dict[str, set], variant: str | None) -> list[str]:
+    """The weight files, relative to `snapshot`, that a load of `variant` reads but the cache has lost: a link
+    to a blob no longer there, or a shard an index lists (`found`: `_weight_variants`' components)."""
+    lost = []
+    for component, variants in found.items():
+        chosen = variant if variant in variants else None  # as weight_files falls back to the plain files
+        folder = snapshot / component
+        for path in sorted(folder.iterdir()):
+            if _weight_variant(path.name) == (True, chosen) and not path.is_file():  # is_file follows the link
+                lost.append(path)
+            index = _INDEX_NAME.fullmatch(path.name)
+            if index and (index["a"] or index["b"]) == chosen and path.is_file():
+                try:
+                    shards = json.loads(path.read_text()).get("weight_map", {}).values()
+                    lost += [folder / s for s in dict.fromkeys(shards) if not (folder / s).is_file()]
+                except (ValueError, AttributeError, TypeError, OSError):
+                    pass  # an index that is no shard index: the loader says so
+    return [p.relative_to(snapshot).as_posix() for p in dict.fromkeys(lost)]
+
+
+def _cached_revisions_hint(name: str, cache_dir, rejected: Path | None = None) -> str:
     """'; the cache holds it at revision=...' naming the snapshots of `name` in the cache (say one reached by
-    commit hash only, with no refs/main), or ''."""
+    commit hash only, with no refs/main) but `rejected`, each with the branches and tags that point to it, or
+    ''."""
     from huggingface_hub import scan_cache_dir
 
     try:
         repos = [r for r in scan_cache_dir(cache_dir).repos if r.repo_id == name and r.repo_type == "model"]
     except Exception:  # no cache folder, or one huggingface_hub can't read: nothing to suggest
         return ""
-    hashes = [rev.commit_hash for repo in repos for rev in repo.revisions]
-    return f"; the cache holds it at {', '.join(f'revision={h!r}' for h in hashes)}" if hashes else ""
+    revisions = sorted((rev.commit_hash, sorted(rev.refs)) for repo in repos for rev in repo.revisions
+                       if rejected is None or rev.commit_hash != rejected.name)
+    said = [f"revision={h!r}" + (f" ({', '.join(refs)})" if refs else "") for h, refs in revisions]
+    return f"; the cache holds it at {', '.join(said)}" if said else ""
 
 
 # a weight file's name: stem, optional variant ('model.fp16.safetensors', 'model.fp16-00001-of-00002.safetensors',
 # the older 'model-00001-of-00002.fp16.safetensors'), optional shard number
 _WEIGHT_NAME = re.compile(r"(?:diffusion_pytorch_model|model)(?:\.(?P<a>\w+))?(?:-\d+-of-\d+)?(?:\.(?P<b>\w+))?"
                           r"\.safetensors")
+
+
+# a shard index's name: 'model.safetensors.index.json', with a variant 'model.safetensors.index.fp16.json' or
+# 'model.fp16.safetensors.index.json'
+_INDEX_NAME = re.compile(r"(?:diffusion_pytorch_model|model)(?:\.(?P<a>\w+))?\.safetensors\.index"
+                         r"(?:\.(?P<b>\w+))?\.json")
 
 
 def _weight_variant(name: str) -> tuple[bool, str | None]:

@@ -260,7 +260,7 @@ def cmd_generate(args) -> None:
     meta = {"prompt": args.prompt, "negative_prompt": args.negative, "seed": out.seed, "steps": args.steps,
             "guidance_scale": args.guidance, "sampler": args.sampler or pipe.sampler.sampler,
             "size": "{}x{}".format(*out.images[0].size),
-            "model": model_name(model), "software": "studio"}
+            "model": model_name(model, args.revision), "software": "studio"}
     export.save_image(out.images[0], args.output, overwrite=args.overwrite, metadata=meta)
     print(f"wrote {args.output} ({meta['size']}, seed {out.seed}, {time.perf_counter() - t0:.1f} s)")
 

@@ -7,14 +7,26 @@ import os
 from pathlib import Path
 
 
+class HubId(str):
+    """A name a layout decided is a hub id (no folder of that name beside the layout): resolved on the hub even
+    where the working folder holds a folder of that name, so that the layout means one model wherever it is
+    rendered. A str (equal to, hashed and written as its text); str() of it stays a HubId, so that code that
+    normalises a model name with str() keeps the decision."""
+
+    __slots__ = ()
+
+    def __str__(self) -> "HubId":
+        return self
+
+
 def is_hub_id(name: str, base: Path | None = None) -> bool:
     """Whether `name` can only be a hub id: 'owner/name' (one '/', no backslash, not starting with '.', '/' or
     '~'), optionally '@revision', naming no existing path, relative to `base` when given, else to the working
-    folder (a broken or looping symbolic link exists: it is a path, not an id)."""
+    folder (a broken or looping symbolic link exists: it is a path, not an id); a `HubId` names no path."""
     repo = split_revision(name)[0]
     if repo.count("/") != 1 or "\\" in repo or repo.startswith((".", "/", "~")):
         return False
-    return not os.path.lexists((base or Path()) / name)
+    return isinstance(name, HubId) or not os.path.lexists((base or Path()) / name)
 
 
 def split_revision(name: str) -> tuple[str, str | None]:

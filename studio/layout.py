@@ -25,7 +25,7 @@ from PIL import Image, ImageColor
 
 from studio import fonts
 from studio.errors import CONTROL_RE, YAML11_BREAKS, InputError, LayoutError, control_problem, one_line
-from studio.hub import is_hub_id
+from studio.hub import HubId, is_hub_id
 from studio.geometry import edge, monitor_dpi, percent, resolve, span_canvas, split
 from studio.memory import _UNITS, parse_bytes
 from studio.text import join_surrogates, surrogate_problem
@@ -847,7 +847,8 @@ def _check_profile(name: str, image: Image.Image) -> None:
 
 
 class Model(Text):
-    """A model folder (relative to the layout file's folder) -> its absolute path, or a hub id 'owner/name'."""
+    """A model folder (relative to the layout file's folder) -> its absolute path, or a hub id 'owner/name' (a
+    `HubId`: a folder of that name in the working folder does not replace it)."""
 
     def parse(self, r, node, path):
         name = super().parse(r, node, path)
@@ -864,7 +865,7 @@ class Model(Text):
         if not is_hub_id(name, r.base_dir):
             raise _Bad(f"no such model folder '{name}' (folders are relative to the layout file's folder; "
                        f"a hub id is 'owner/name')")
-        return name
+        return HubId(name)
 
 
 class ByteSize(Text):

@@ -20,9 +20,8 @@ import mindspore as ms
 import numpy as np
 
 from studio import backend, binning, memory, sampling, vae_tiling as tiling
-from studio.checkpoint import (LOADING, WEIGHTED_COMPONENTS, check_types, check_weights, compose, describe_path,
-                               falls_back, read_config, read_json, resolve_model_dir, transformer_folder,
-                               weight_files)
+from studio.checkpoint import (LOADING, WEIGHTED_COMPONENTS, check_types, check_weights, describe_path, falls_back,
+                               read_config, read_json, resolve_model_dir, weight_files)
 from studio.memory_plan import GenerationPlan, plan_generation
 from studio.errors import CheckpointError, ConfigError, InputError
 from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
@@ -433,10 +432,7 @@ class PixArtSigmaPipeline:
             if dtype == ms.float16 and backend.on_cpu():  # said: a user picks fp16 for speed as on a GPU
                 warnings.warn(FLOAT16_ON_CPU, stacklevel=2)
             folder = resolve_model_dir(path_or_id, variant=variant, revision=revision, cache_dir=cache_dir,
-                                       local_files_only=local_files_only)
-            if transformer is not None:
-                folder = compose(transformer_folder(transformer, variant=variant, cache_dir=cache_dir,
-                                                    local_files_only=local_files_only), folder)
+                                       local_files_only=local_files_only, transformer=transformer)
             # everything but the weights first: a bad file fails the load at once, not after minutes of XL weights
             vae_config, sampler, tokenizer = check_folder(folder, variant)
             read = _LoadProgress(progress, [folder / c for c in ("transformer", "vae")], variant)

@@ -26,6 +26,7 @@ from studio.errors import InputError
 from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
                            remove_temporaries, save_image, write_temp)
 from studio.geometry import monitor_dpi
+from studio.hub import HubId, split_revision
 from studio.layout import file_name_problem, file_stems
 from studio.memory import format_bytes
 from studio.plan import GenerateJob, Plan, file_dpi, plan_layout
@@ -95,12 +96,15 @@ def check_not_input(layout: Layout, paths) -> None:
                 raise InputError(f"{path} is an input of the layout ({key})")
 
 
-def model_name(model: str) -> str:
+def model_name(model: str, revision: str | None = None) -> str:
     """A model as a file's metadata names it: a local folder by the name of the folder it resolves to (so that
     '.', '..' and a symbolic link name it as a layout's `model:` does; as resolve_model_dir, a folder before a
-    hub id), a hub id as it is."""
+    hub id, but a layout's `HubId`), a hub id as it is, with '@revision' when `revision` is given and it names
+    none (the form a layout's `model:` and --model take)."""
     folder = Path(model).expanduser()
-    return folder.resolve().name if folder.is_dir() else model
+    if not isinstance(model, HubId) and folder.is_dir():
+        return folder.resolve().name
+    return f"{model}@{revision}" if revision and split_revision(model)[1] is None else model
 
 
 def _plain(number):
@@ -110,9 +114,10 @@ def _plain(number):
 
 def model_key(model) -> str:
     """How `render`'s pipelines= are matched to the plan's models: as an item key names a model
-    (`manifest.model_identity`: a folder by its resolved path, however spelled; a hub id as written)."""
+    (`manifest.model_identity`: a folder by its resolved path, however spelled; a hub id, and a layout's `HubId`
+    whatever the working folder holds, as written)."""
     from studio.manifest import model_identity
-    return model_identity(str(model))
+    return model if isinstance(model, HubId) else model_identity(str(model))
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -565,8 +565,7 @@ def test_a_cached_snapshot_with_variant_weights_only_names_the_variant(tiny_dir,
     assert str(info.value) == (
         "someone/tiny-pixart: not a local folder, in the Hugging Face cache without plain weights for transformer "
         "(found fp16 variant files: pass variant='fp16' / --variant fp16), and could not be downloaded "
-        f"(ConnectionError: HF_HUB_OFFLINE is set); the cache holds it at revision='{revision}'; pass the folder of "
-        "a downloaded copy")
+        "(ConnectionError: HF_HUB_OFFLINE is set); pass the folder of a downloaded copy")  # no hint: its only snapshot
     assert resolve_model_dir("someone/tiny-pixart", variant="fp16") == snapshot
 
 
@@ -832,3 +831,143 @@ def test_a_transformer_only_repository_downloads_its_transformer(tiny_dir, tmp_p
     folder = resolve_model_dir("someone/big-transformer")  # with its weights now: another composed folder
     assert calls == [None, ["*.json", "*.model", "*.txt", f"transformer/{WEIGHTS}"]]
     assert (folder / "transformer" / WEIGHTS).is_file() and (folder / "vae" / WEIGHTS).is_file()
+
+
+def _published_pair(tiny_dir, cache: Path) -> tuple[Path, Path]:
+    """A Hugging Face cache holding the tiny pipeline split as the published checkpoints are: BASE_PIPELINE
+    without a transformer (its model_index.json naming none), and someone/tiny-2k holding transformer/ alone.
+    Returns (the base's snapshot, the transformer model's)."""
+    from studio.checkpoint import BASE_PIPELINE
+
+    base = cache / f"models--{BASE_PIPELINE.replace('/', '--')}" / "snapshots" / ("b" * 40)
+    shutil.copytree(tiny_dir, base, ignore=shutil.ignore_patterns("transformer"))
+    index = json.loads((base / "model_index.json").read_text())
+    (base / "model_index.json").write_text(json.dumps({**index, "transformer": [None, None]}))
+    only = cache / "models--someone--tiny-2k" / "snapshots" / ("a" * 40)
+    shutil.copytree(tiny_dir / "transformer", only / "transformer")
+    for snapshot in (base, only):
+        (snapshot.parent.parent / "refs").mkdir()
+        (snapshot.parent.parent / "refs" / "main").write_text(snapshot.name)
+    return base, only
+
+
+def test_the_transformer_keyword_takes_the_published_base_from_the_cache(tiny_dir, tmp_path, monkeypatch):
+    """from_pretrained(BASE_PIPELINE, transformer="owner/2k"), both cached: the base needs no transformer of its
+    own (it was taken as lacking one: an error offline, a download each time online), and the composed folder is
+    named after the transformer's model."""
+    import huggingface_hub
+    from studio.checkpoint import BASE_PIPELINE
+
+    base, only = _published_pair(tiny_dir, tmp_path / "hub")
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "studio"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("STUDIO_BASE_PIPELINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    for offline in ("1", None):
+        if offline:
+            monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+        else:  # online: nothing to download
+            monkeypatch.delenv("HF_HUB_OFFLINE")
+            monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda *a, **k: pytest.fail("went online"))
+        pipe = PixArtSigmaPipeline.from_pretrained(BASE_PIPELINE, transformer="someone/tiny-2k")
+        assert pipe.model_dir.parent == tmp_path / "studio" / "composed"
+        assert pipe.model_dir.name.startswith("tiny-2k-")
+        assert (pipe.model_dir / "transformer" / WEIGHTS).resolve() == only / "transformer" / WEIGHTS
+        assert (pipe.model_dir / "vae" / WEIGHTS).resolve() == base / "vae" / WEIGHTS
+
+
+def _lose(snapshot: Path, rel: str) -> None:
+    """`rel` in a cached snapshot as huggingface_hub leaves a file whose blob is gone: a link to a missing blob."""
+    blob = snapshot.parent.parent / "blobs" / rel.replace("/", "-")
+    blob.parent.mkdir(exist_ok=True)
+    (snapshot / rel).unlink()
+    (snapshot / rel).symlink_to(os.path.relpath(blob, (snapshot / rel).parent))
+
+
+@pytest.mark.parametrize("loss", ["blob", "shard"])
+def test_a_cached_snapshot_that_lost_a_weight_file_is_repaired_online(tiny_dir, tmp_path, monkeypatch, loss):
+    """Online, a weight file whose blob is gone, or a shard its index lists that is missing, makes the snapshot
+    incomplete: downloaded again (it was taken as complete by the files' names, and never repaired); offline,
+    the snapshot is loaded and the loader's one-line error names the file."""
+    revision = "a" * 40
+    snapshot = _hub_cache(tiny_dir, tmp_path / "cache", [revision], {"main": revision}) / revision
+    lost = f"vae/{WEIGHTS}" if loss == "blob" else "text_encoder/model-00002-of-00002.safetensors"
+    if loss == "blob":
+        _lose(snapshot, lost)
+    else:
+        (snapshot / lost).unlink()
+    calls = fake_hub(monkeypatch, tiny_dir, snapshot)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_model_dir("someone/tiny-pixart", cache_dir=tmp_path / "cache") == snapshot
+    problem = "a broken symbolic link" if loss == "blob" else "missing shard listed in model.safetensors.index.json"
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(snapshot / lost))}: {problem}"):
+        PixArtSigmaPipeline.from_pretrained("someone/tiny-pixart", cache_dir=tmp_path / "cache")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    calls.clear()
+    assert resolve_model_dir("someone/tiny-pixart", cache_dir=tmp_path / "cache") == snapshot
+    assert calls[0] is None and lost in calls[1] and (snapshot / lost).is_file()
+    calls.clear()  # repaired: loaded without going online
+    assert resolve_model_dir("someone/tiny-pixart", cache_dir=tmp_path / "cache") == snapshot and calls == [None]
+
+
+@pytest.mark.parametrize("environment, offline", [
+    ({"HF_HUB_OFFLINE": "ON"}, "HF_HUB_OFFLINE"), ({"HF_HUB_OFFLINE": "yes"}, "HF_HUB_OFFLINE"),
+    ({"TRANSFORMERS_OFFLINE": "1"}, "TRANSFORMERS_OFFLINE"),
+    ({"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "1"}, None),  # the first one set decides
+    ({"HF_HUB_OFFLINE": "", "TRANSFORMERS_OFFLINE": "true"}, "TRANSFORMERS_OFFLINE"),
+])
+def test_offline_is_read_from_the_environment_as_huggingface_hub_reads_it(tmp_path, monkeypatch, environment, offline):
+    """HF_HUB_OFFLINE, else TRANSFORMERS_OFFLINE, with huggingface_hub's true values, read at the call."""
+    import huggingface_hub
+
+    def asked(*args, **kwargs):
+        raise OSError("the hub was asked")
+
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", asked)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    why = f"ConnectionError: {offline} is set" if offline else "OSError: the hub was asked"
+    with pytest.raises(CheckpointError, match=f"could not be downloaded \\({why}\\)"):
+        resolve_model_dir("owner/missing-model")
+
+
+@pytest.mark.parametrize("variables", [
+    {"HF_HUB_CACHE": "~/hub"}, {"HF_HUB_CACHE": "$CACHES/hub"}, {"HUGGINGFACE_HUB_CACHE": "$CACHES/hub"},
+    {"HF_HOME": "$CACHES"}, {"XDG_CACHE_HOME": "$CACHES/.."},
+])
+def test_the_hub_cache_is_found_as_huggingface_hub_finds_it(tiny_dir, tmp_path, monkeypatch, variables):
+    """At the call, with ~ and $VARIABLES expanded; $HF_HOME/hub and $XDG_CACHE_HOME/huggingface/hub too."""
+    from studio.checkpoint import hub_cache
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CACHES", str(tmp_path / "huggingface"))
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = Path(os.path.normpath(hub_cache()))
+    assert cache in (tmp_path / "hub", tmp_path / "huggingface" / "hub")
+    snapshots = _hub_cache(tiny_dir, cache, ["a" * 40], {"main": "a" * 40})
+    assert resolve_model_dir("someone/tiny-pixart") == snapshots / ("a" * 40)
+
+
+def test_the_cached_revisions_named_leave_out_the_rejected_one_and_name_their_refs(tiny_dir, tmp_path, monkeypatch):
+    """Offline, a snapshot refused (configs only, as a plan fetches): the hint names the others, sorted, each with
+    the branches and tags that point to it, not the one just refused."""
+    main, tagged, bare = "c" * 40, "a" * 40, "b" * 40
+    snapshots = _hub_cache(tiny_dir, tmp_path, [main, tagged, bare], {"main": main, "v1": tagged, "dev": tagged})
+    for weights in (snapshots / main).rglob("*.safetensors"):
+        weights.unlink()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError) as info:
+        resolve_model_dir("someone/tiny-pixart")
+    assert str(info.value) == (
+        "someone/tiny-pixart: not a local folder, in the Hugging Face cache with its configs only, not its weights, "
+        f"and could not be downloaded (ConnectionError: HF_HUB_OFFLINE is set); the cache holds it at "
+        f"revision='{tagged}' (dev, v1), revision='{bare}'; pass the folder of a downloaded copy")

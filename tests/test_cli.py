@@ -501,7 +501,8 @@ def test_import_studio_loads_mindspore_only_for_the_pipeline():
 
 
 def test_revision_picks_a_cached_snapshot_of_a_hub_id(tiny_dir, tmp_path, monkeypatch, capsys):
-    """--revision as diffusers' revision=: a snapshot cached by commit hash alone plans and generates."""
+    """--revision as diffusers' revision=: a snapshot cached by commit hash alone plans and generates; the file
+    names the model as a layout's `model:` or --model pins it, owner/name@revision."""
     from tests.test_checkpoint import _hub_cache
 
     revision = "d" * 40
@@ -515,7 +516,11 @@ def test_revision_picks_a_cached_snapshot_of_a_hub_id(tiny_dir, tmp_path, monkey
     assert main(args + ["--revision", revision, "--dry-run"]) == 0
     assert "generation 128x128 px" in capsys.readouterr().out
     assert main(args + ["--revision", revision]) == 0
-    assert (tmp_path / "cat.png").is_file()
+    with Image.open(tmp_path / "cat.png") as image:
+        assert image.text["model"] == f"someone/tiny-pixart@{revision}"
+    assert main(args + [f"--model=someone/tiny-pixart@{revision}", "--revision", revision, "--overwrite"]) == 0
+    with Image.open(tmp_path / "cat.png") as image:
+        assert image.text["model"] == f"someone/tiny-pixart@{revision}"
 
 
 @pytest.mark.parametrize("text, expected", [

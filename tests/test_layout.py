@@ -1147,6 +1147,9 @@ def test_model_paths_are_relative_to_the_layout(tmp_path, monkeypatch):
     folder = str((tmp_path / "models" / "tiny").resolve())
     assert (layout.model, layout.layers[0].model) == (folder, folder)
     assert layout.layers[1].model == "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"  # a hub id stays an id
+    # ... one that no folder of the working folder replaces (test_render: ..._whatever_the_working_folder_holds)
+    from studio.hub import HubId
+    assert isinstance(layout.layers[1].model, HubId) and not isinstance(layout.model, HubId)
 
 
 def test_find_font():

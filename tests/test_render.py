@@ -349,6 +349,38 @@ def test_a_model_folder_is_named_by_the_folder_it_resolves_to(tiny_dir, tmp_path
     assert model_name("owner/name") == "owner/name"
 
 
+def test_a_layouts_hub_id_means_the_hub_model_whatever_the_working_folder_holds(tiny_dir, other_tiny, tmp_path,
+                                                                               monkeypatch, watched):
+    """`model: someone/tiny-pixart` with no such folder beside the layout is the hub id, from any working folder:
+    a folder of that name where studio runs doesn't replace it (it did, silently), in the render, its plan and
+    the file's metadata."""
+    from studio.checkpoint import resolve_model_dir
+    from studio.hub import HubId
+    from studio.render import model_key, model_name
+    from tests.test_checkpoint import _hub_cache
+
+    loads, calls = watched
+    snapshot = _hub_cache(tiny_dir, tmp_path / "hub", ["a" * 40], {"main": "a" * 40}) / ("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "layouts").mkdir()
+    (tmp_path / "layouts" / "card.yaml").write_text("canvas: {width: 32, height: 32}\nmodel: someone/tiny-pixart\n"
+                                                    "layers: [{generate: {prompt: a fox, seed: 1, steps: 1}}]\n")
+    shutil.copytree(other_tiny, tmp_path / "work" / "someone" / "tiny-pixart")  # another model, same name
+    monkeypatch.chdir(tmp_path / "work")
+    layout = load_layout(tmp_path / "layouts" / "card.yaml")
+    assert layout.model == "someone/tiny-pixart" and isinstance(str(layout.model), HubId)  # str() keeps it
+    assert json.dumps(layout.model) == '"someone/tiny-pixart"'
+    assert model_key(layout.model) == model_name(layout.model) == "someone/tiny-pixart"
+    assert resolve_model_dir(plan_layout(layout, None, "1GiB").jobs[0].model, weights=False) == snapshot
+    [file] = render(layout, tmp_path / "out", memory_budget="1GiB")
+    assert [c[0] for c in calls] == [str(snapshot)]
+    with Image.open(file) as image:
+        assert json.loads(image.text["generations"])[0]["model"] == "someone/tiny-pixart"
+    # --model's plain name: the working folder's, as before
+    assert resolve_model_dir("someone/tiny-pixart").resolve() == tmp_path / "work" / "someone" / "tiny-pixart"
+
+
 def test_a_finished_rename_log_drops_the_outputs_kept_art(tiny_dir, tmp_path):
     """A render killed between its renames, its art still kept: the next render finishes the renames and, though
     it then stops at 'file exists', the art kept for those files goes (they are written)."""
