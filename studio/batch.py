@@ -42,6 +42,7 @@ from studio import manifest
 from studio.errors import InputError, StudioError, control_problem, one_line, out_of_memory
 from studio.layout import ShallowLoader
 from studio.export import pause_point, remove_temporaries, write_temp
+from studio.hub import HubId
 from studio.progress import PhaseBars, progress_bar
 from studio.text import surrogate_problem
 from studio.spec import GenerateLayer
@@ -1500,7 +1501,11 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
         if inputs.get(name) != digest:
             raise InputError(f"{manifest_file}: input {name} changed since the item was rendered")
     pipelines = {}
+    # a hub id the layout names is one (a HubId) whatever folder of that name the working folder holds
+    hub_ids = {m: m for m in [layout.model, *(getattr(layer, "model", None) for layer in layout.layers)]
+               if isinstance(m, HubId)}
     for model_id, files in record["models"].items():
+        model_id = hub_ids.get(model_id, model_id)
         try:
             now = manifest.model_record(model_id, hashes)
         except StudioError as e:

@@ -1588,6 +1588,25 @@ def test_rerender_from_another_folder_and_a_different_file(tiny_dir, tmp_path, m
     assert recorded == "0" * 64 != now
 
 
+def test_rerender_takes_a_layouts_hub_id_from_the_hub_whatever_the_working_folder_holds(tiny_dir, other_tiny,
+                                                                                         tmp_path, monkeypatch):
+    """The manifest records the layout's `model: someone/tiny-pixart` as text; rerendered from a folder holding
+    another model of that name, it is still the hub's (the folder's was hashed and refused as changed)."""
+    from tests.test_checkpoint import _hub_cache
+
+    _hub_cache(tiny_dir, tmp_path / "hub", ["a" * 40], {"main": "a" * 40})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    job = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 5}]\n", LAYOUT.replace("layers:", "model: "
+                    "someone/tiny-pixart\nlayers:", 1))
+    run(job, tmp_path / "out", None)
+    shutil.copytree(other_tiny, tmp_path / "work" / "someone" / "tiny-pixart")  # another model, same name
+    [(name, recorded, now)] = rerender(tmp_path / "out" / "card-1.manifest.json", tmp_path / "again")
+    assert name == "card-1.png" and recorded == now
+
+
 def test_rerender_checks_its_output_folder_before_reading_the_model_and_notes_a_tiny_one(tiny_dir, tmp_path,
                                                                                          monkeypatch, capsys):
     """-o that is a file, or holds the files already (without --overwrite), fails before the model's files are
