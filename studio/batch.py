@@ -306,10 +306,8 @@ def _value_problem(value, expected: str, empty_ok: bool = True, path: bool = Fal
 def load_job(path, model: str | None = None, default_model: str | None = None) -> Job:
     """A job file (.yaml/.yml or .csv) -> its items in order. model overrides the file's `model`;
     default_model is used when neither names one. Raises JobError listing every problem."""
-    from studio.layout import read_source
-
     path = Path(path)
-    text = read_source(path, "job", JobError, encoding="utf-8-sig")
+    text = _read_text(path, "job")
     errors: list[str] = []
     if path.suffix.lower() == ".csv":
         doc, rows = {}, _csv_rows(text, str(path), path.parent, errors)
@@ -329,6 +327,15 @@ def load_job(path, model: str | None = None, default_model: str | None = None) -
     if errors:
         raise JobError(errors)
     return Job(path, str(model), None if budget is None else str(budget), tuple(items), identity)
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A job's or CSV's text (`read_source`: not UTF-8 is an error naming the line and byte), without a leading
+    byte-order mark. Decoded as plain UTF-8, then the mark dropped: utf-8-sig would count the byte from after
+    the mark, and name the wrong one."""
+    from studio.layout import read_source
+
+    return read_source(path, what, JobError).removeprefix("\ufeff")
 
 
 def _job_model(name: str | None, folder: Path) -> str | None:
@@ -385,9 +392,11 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
         elif isinstance(items, str):
             csv_path = path.parent / items
             try:
-                rows += _csv_rows(csv_path.read_text(encoding="utf-8-sig"), str(csv_path), csv_path.parent, errors)
-            except (OSError, UnicodeDecodeError) as e:
-                errors.append(f"{src}:{line}: items: cannot read '{items}' ({type(e).__name__})")
+                text = _read_text(csv_path, "CSV")
+            except JobError as e:  # 'rows.csv:3: not UTF-8 text (byte 0xe9); save the CSV as UTF-8'
+                errors.append(f"{src}:{line}: items: {e.errors[0]}")
+            else:
+                rows += _csv_rows(text, str(csv_path), csv_path.parent, errors)
         elif isinstance(items, _Seq) and items:
             for i, (entry, entry_line) in enumerate(zip(items, items.lines)):
                 if not isinstance(entry, _Map):
@@ -458,14 +467,20 @@ def _matrix(matrix, line: int, src: str, errors: list[str]) -> list:
 def _csv_rows(text: str, src: str, folder: Path, errors: list[str]) -> list:
     """CSV rows as items (values, where, folder): a header of variable names (and `layout`, relative to
     `folder`, and `name`), one item per row; cells are stripped, an empty one leaves the variable unset (the
-    layout's default). Trailing empty cells, in the header (as Excel writes) or a row, are dropped. Quoted
-    cells may hold commas, quotes ("") and line breaks; a quote left open is an error."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    job's `variables`, else the layout's default). Trailing empty cells, in the header (as Excel writes) or a
+    row, are dropped. Quoted cells may hold commas, quotes ("") and line breaks, and may follow a space
+    (`a, "b, c"`, as CSV is written by hand); a quote left open is an error."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
     rows, start = [], 1  # start: the line the row being read begins on
     try:
         header = _trimmed(next(reader, []))
         if not header:
             errors.append(f"{src}:1: empty CSV; the first row names the columns")
+            return []
+        if len(header) == 1 and (";" in header[0] or "\t" in header[0]):  # Excel where ',' is the decimal mark
+            separator = "';'" if ";" in header[0] else "tabs"
+            errors.append(f"{src}:1: the columns are separated by {separator}: export as comma-separated CSV (or save "
+                          f"with commas)")
             return []
         for i, name in enumerate(header):
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -483,11 +498,23 @@ def _csv_rows(text: str, src: str, folder: Path, errors: list[str]) -> list:
                 continue
             rows.append(({k: v for k, v in zip(header, cells) if v}, where, folder))
     except csv.Error as e:
-        errors.append(f"{src}:{start}: CSV: {e}" + (" (a quote is not closed)" if "end of data" in str(e) else ""))
+        row = text.split("\n")[start - 1:reader.line_num]  # the lines of the row that failed
+        errors.append(f"{src}:{start}: CSV: {e}{_csv_hint(str(e), row)}")
         return []
     if not rows and not errors:
         errors.append(f"{src}: no rows after the header")
     return rows
+
+
+def _csv_hint(message: str, lines: list[str]) -> str:
+    """What a person likely did to cause the csv module's error `message` in the row of `lines`, or ""."""
+    if "end of data" in message:
+        return " (a quote is not closed)"
+    if "expected after" in message:
+        if any(re.search(r'" +(,|$)', line) for line in lines):
+            return " (a space after a closing quote: delete it, or put it inside the quotes)"
+        return ' (text after a closing quote: quote the whole cell, writing a quote inside it as "")'
+    return ""
 
 
 def _trimmed(cells: list[str]) -> list[str]:
@@ -513,7 +540,9 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[
         elif "layout" in doc:
             layout, layout_file = doc["layout"], path.parent / doc["layout"]
         else:
-            errors.append(f"{where}: no layout: give `layout:` in the job or a `layout` column/key")
+            near = next((k for k in values if k.lower() == "layout"), None)  # 'Layout' is a variable
+            hint = f" ('{near}' is a variable: did you mean 'layout'?)" if near else ""
+            errors.append(f"{where}: no layout: give `layout:` in the job or a `layout` column/key{hint}")
             continue
         if control_problem(layout):
             errors.append(f"{where}: layout '{layout}' {control_problem(layout)}")
@@ -1125,20 +1154,24 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
             f"while its items render")
     ahead = embeddings is not None and store  # prompts are encoded ahead into the cache (one that stores them)
     group = None  # the models of the items being rendered
+    ahead_load = ahead_encode = 0.0  # s: the group's models loaded and prompts encoded ahead, for its first record
     for k, task in enumerate(todo, 1):
         if signals.received is not None:
             break
         _hold(task, pipelines, keep_all)
         if ahead and set(task.models) != group:  # a group's first item: its models load, its prompts are encoded
             group = set(task.models)
+            ta = time.perf_counter()
             try:
                 _load_models(job, task, pipelines, caches, embeddings, store, err, quiet)
             except Exception:  # the item fails on its own, with this error, when its turn comes
                 pass
+            tb = time.perf_counter()
             unstored = any(caches[m].failed for m in group if m in caches)  # a full disk: ahead would be lost
             if signals.received is None and not unstored:
                 _encode_ahead([t for t in todo if set(t.models) == group], pipelines, job.model, weights, quiet,
                               say, err)
+            ahead_load, ahead_encode = tb - ta, time.perf_counter() - tb
         item = task.item
         head = f"[{k}/{len(todo)}]"
         t0 = time.perf_counter()
@@ -1183,8 +1216,10 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
                        "embedding_cache": {m: {"stored": c.store, "hits": c.hits - hits0[m][0],
                                                "misses": c.misses - hits0[m][1]}
                                            for m, c in caches.items() if m in keep}}
-            timings = {"started": started, "load_s": round(loading, 3), "render_s": round(t2 - t1, 3),
-                       "total_s": round(time.perf_counter() - t0, 3)}
+            timings = {"started": started, "load_s": round(ahead_load + loading, 3),
+                       "encode_ahead_s": round(ahead_encode, 3), "render_s": round(t2 - t1, 3),
+                       "total_s": round(time.perf_counter() - t0 + ahead_load + ahead_encode, 3)}
+            ahead_load = ahead_encode = 0.0  # the group's next items did not wait for them
             record = _item_record(job, task, files, info, caching, software, timings)
             for path in task.stale:  # before the manifest: a kill here leaves the old one, which lists them
                 path.unlink(missing_ok=True)

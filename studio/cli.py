@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--cache-dir", type=Path, default=None,
                        help="T5 feature cache and weight-file hashes (default OUTDIR/.cache)")
     batch.add_argument("--no-cache", action="store_true", help="encode every prompt; store no T5 features")
-    batch.add_argument("--list", action="store_true", help="print the items (of this shard) and exit")
+    batch.add_argument("--list", action="store_true", help="print the items (of this shard) and exit: 1 when any would fail (a problem shown)")
     batch.add_argument("--quiet", action="store_true", help="no progress bars: one line per item, for logs")
 
     rerender = sub.add_parser("rerender", help="render a batch item again from its manifest; compare the bytes")
@@ -343,7 +343,7 @@ def cmd_batch(args) -> int:
         if not items:
             print(f"{args.job}: {len(job.items)} items; shard {args.shard[0]}/{args.shard[1]}: none in this shard",
                   file=sys.stderr)
-        return 0
+        return 1 if any(item.problem for item in items) else 0  # a pre-flight check: these would fail
     if args.output is None:
         raise InputError("-o/--output OUTDIR is required (unless --list)")
     summary = run_batch(job, args.output, args.shard, args.cache_dir, not args.no_cache, args.memory_budget,

@@ -386,9 +386,13 @@ def read_lines(path: Path) -> list[dict]:
 
 
 def log_record(record: dict, sidecar: Path, out_dir: Path) -> dict:
-    """The log line of an item: its sidecar's record without the layout text, and where the sidecar is."""
+    """The log line of an item: its sidecar's record without the layout text, with where the sidecar is
+    (`manifest`) and each file's path in OUTDIR (`output`; `path` stays relative to the sidecar's folder). Its
+    `digest` stays the sidecar's: `record_digest` of the line is not it."""
     layout = {k: v for k, v in record.get("layout", {}).items() if k != "text"}
-    return {**record, "layout": layout, "manifest": sidecar.relative_to(out_dir).as_posix()}
+    folder = sidecar.parent.relative_to(out_dir)
+    files = [{**entry, "output": (folder / entry["path"]).as_posix()} for entry in record.get("files", [])]
+    return {**record, "layout": layout, "files": files, "manifest": sidecar.relative_to(out_dir).as_posix()}
 
 
 

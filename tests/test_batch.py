@@ -562,6 +562,50 @@ def test_csv_trailing_empty_columns_and_cells_are_ignored(tmp_path):
     assert errors == [f"{rows}:2: 5 cells, the header names 4 columns"]
 
 
+def test_csv_cells_quoted_after_a_space_are_read_and_a_space_after_the_quote_is_named(tmp_path):
+    """`a, "b, c"` (CSV written by hand) is two cells, the quotes not in the value; a space after a closing
+    quote is what the csv module's "',' expected" means here, and the message says so."""
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    rows = tmp_path / "rows.csv"
+    rows.write_text('layout, prompt, seed\ncard.yaml, "a red, fox", 1\ncard.yaml, "an ""old"" owl", 2\n')
+    assert [i.variables for i in load_job(rows, "m").items] == [{"prompt": "a red, fox", "seed": "1"},
+                                                                {"prompt": 'an "old" owl', "seed": "2"}]
+    rows.write_text('layout,prompt,seed\ncard.yaml,fox,1\ncard.yaml,"a red fox" ,2\n')
+    assert job_errors(rows, "m") == [f"{rows}:3: CSV: ',' expected after '\"' (a space after a closing quote: "
+                                     f"delete it, or put it inside the quotes)"]
+    rows.write_text('layout,prompt,seed\ncard.yaml,"a red" fox,2\n')
+    assert job_errors(rows, "m") == [f"{rows}:2: CSV: ',' expected after '\"' (text after a closing quote: quote "
+                                     f'the whole cell, writing a quote inside it as "")']
+
+
+def test_a_csv_of_another_separator_encoding_or_case_says_what_to_do(tmp_path):
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("layout;name;prompt;seed\ncard.yaml;a;fox;1\n")  # European Excel
+    assert job_errors(rows, "m") == [
+        f"{rows}:1: the columns are separated by ';': export as comma-separated CSV (or save with commas)"]
+    rows.write_text("layout\tprompt\ncard.yaml\tfox\n")
+    assert job_errors(rows, "m") == [
+        f"{rows}:1: the columns are separated by tabs: export as comma-separated CSV (or save with commas)"]
+    rows.write_text("Layout,Prompt,Seed\ncard.yaml,a red fox,1\n")
+    assert job_errors(rows, "m") == [f"{rows}:2: no layout: give `layout:` in the job or a `layout` column/key "
+                                     f"('Layout' is a variable: did you mean 'layout'?)"]
+    rows.write_bytes(b"\xef\xbb\xbfprompt\ncaf\xe9 au lait\n")  # Windows-1252 after a byte-order mark
+    assert job_errors(rows, "m") == [f"{rows}:2: not UTF-8 text (byte 0xe9); save the job as UTF-8"]
+    job = write_job(tmp_path, "layout: card.yaml\nitems: rows.csv\n")
+    assert job_errors(job, "m") == [f"{job}:2: items: {rows}:2: not UTF-8 text (byte 0xe9); save the CSV as UTF-8"]
+    job = write_job(tmp_path, "layout: card.yaml\nitems: gone.csv\n")
+    assert job_errors(job, "m") == [f"{job}:2: items: {tmp_path / 'gone.csv'}: no such CSV file"]
+
+
+def test_an_empty_csv_cell_leaves_the_jobs_variable_else_the_layouts_default(tmp_path):
+    (tmp_path / "rows.csv").write_text("prompt,seed\nfox,\n,2\n")
+    job = write_job(tmp_path, "layout: card.yaml\nvariables: {seed: 7}\nitems: rows.csv\nname: '{n}'\n")
+    assert [(i.variables, i.spec.variables) for i in load_job(job, "m").items] == [
+        ({"prompt": "fox", "seed": "7"}, {"prompt": "fox", "seed": "7"}),
+        ({"seed": "2"}, {"prompt": "a cat", "seed": "2"})]
+
+
 def test_a_job_model_is_relative_to_the_job_file(tmp_path, monkeypatch):
     (tmp_path / "jobs" / "m").mkdir(parents=True)
     (tmp_path / "here").mkdir()
@@ -683,6 +727,19 @@ def test_merging_shard_logs(tmp_path):
     assert manifest.merge_logs(tmp_path) == 2
     assert [r["name"] for r in manifest.read_lines(tmp_path / "manifest.jsonl")] == ["a", "b", "c"]
     assert manifest.merge_logs(tmp_path) == 0 and not list(tmp_path.glob(".*.part"))
+
+
+def test_a_log_line_names_each_file_by_its_path_in_outdir(tmp_path):
+    """A line's `files[].path` is the sidecar's (relative to its folder); `output` is the path in OUTDIR, where
+    the log is. Its `digest` is the sidecar's, which resume matches lines by."""
+    entry = {"path": "a-fox-1.png", "bytes": 3, "sha256": "s"}
+    record = {"name": "sub/a-fox-1", "layout": {"path": "card.yaml", "text": "t"}, "files": [entry], "digest": "d"}
+    line = manifest.log_record(record, tmp_path / "sub" / "a-fox-1.manifest.json", tmp_path)
+    assert line == {"name": "sub/a-fox-1", "layout": {"path": "card.yaml"}, "digest": "d",
+                    "files": [{**entry, "output": "sub/a-fox-1.png"}], "manifest": "sub/a-fox-1.manifest.json"}
+    assert record["files"] == [entry]  # the sidecar's record is left as it is
+    line = manifest.log_record(record, tmp_path / "a-fox-1.manifest.json", tmp_path)
+    assert line["files"] == [{**entry, "output": "a-fox-1.png"}]
 
 
 def test_shards_are_disjoint_and_complete():
@@ -846,6 +903,25 @@ def test_embedding_cache_gives_the_same_files_and_skips_the_text_encoder(tiny_di
         k: r["files"] for k, r in c.items()}
 
 
+def test_a_model_groups_first_item_counts_the_loading_before_it(tiny_dir, tmp_path):
+    """With the embedding cache, a group's models load (and its prompts are encoded ahead) before its first
+    item starts: that item's timings count them, in load_s, encode_ahead_s and total_s; the next item's
+    load nothing. The log's lines name the files where they are in OUTDIR."""
+    layout = LAYOUT.replace("width: 128, height: 128", "width: 32, height: 32")
+    job, out = write_job(tmp_path, "layout: card.yaml\nname: 'sub/{seed}'\nitems: [{seed: 1}, {seed: 2}]\n",
+                         layout), tmp_path / "out"
+    summary, _ = run(job, out, tiny_dir)
+    assert summary.rendered == ["sub/1", "sub/2"]
+    lines = manifest.read_lines(out / "manifest.jsonl")
+    first, second = (line["timings"] for line in lines)
+    assert first["load_s"] > 0 and (second["load_s"], second["encode_ahead_s"]) == (0.0, 0.0)
+    for timings in first, second:
+        assert timings["total_s"] >= timings["load_s"] + timings["encode_ahead_s"] + timings["render_s"] - 0.002
+    assert [[(f["path"], f["output"]) for f in line["files"]] for line in lines] == [[("1.png", "sub/1.png")],
+                                                                                     [("2.png", "sub/2.png")]]
+    assert [line["digest"] for line in lines] == [sidecars(out)[name]["digest"] for name in ("sub/1", "sub/2")]
+
+
 def test_text_encoder_is_released_when_memory_is_tight(tiny_dir, tmp_path):
     # at 128x128 on the tiny model, 7 MiB plans denoising with smaller attention chunks when T5 stays loaded
     job = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 1}]\n")
@@ -870,6 +946,9 @@ def test_streamed_prompts_are_encoded_ahead_in_one_read_of_t5(tiny_dir, tmp_path
     ahead = sidecars(tmp_path / "ahead")
     assert {r["text_encoder"][str(tiny_dir)] for r in ahead.values()} == {"released"}
     assert [r["embedding_cache"][str(tiny_dir)]["misses"] for r in ahead.values()] == [0] * 4
+    lines = manifest.read_lines(tmp_path / "ahead" / "manifest.jsonl")  # in the order the items rendered
+    encoding = [line["timings"]["encode_ahead_s"] for line in lines]
+    assert encoding[0] > 0 and encoding[1:] == [0.0] * 3  # the first item's record counts the encoding ahead
     passes.clear()
     run(job, tmp_path / "each", tiny_dir, memory_budget="7MiB", use_cache=False)
     assert passes == [2] * 4  # each item streams T5 for its prompt and the negative one
@@ -1773,7 +1852,7 @@ def test_an_unexpected_error_fails_its_item_with_its_traceback_for_the_bug_repor
 
 def test_list_shows_the_problems_items_would_fail_with(tmp_path, capsys):
     job = write_job(tmp_path, "layout: card.yaml\nmatrix: {promt: [a fox]}\n")  # a typo'd variable
-    assert main(["batch", str(job), "--list", "--model", "m"]) == 0
+    assert main(["batch", str(job), "--list", "--model", "m"]) == 1  # a pre-flight check fails
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == '1\tcard-1\tcard.yaml\t{"promt": "a fox"}'
     assert lines[1].startswith("\tproblem: ") and "variables.promt: given a value" in lines[1]
