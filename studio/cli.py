@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--cache-dir", type=Path, default=None,
                        help="T5 feature cache and weight-file hashes (default OUTDIR/.cache)")
     batch.add_argument("--no-cache", action="store_true", help="encode every prompt; store no T5 features")
-    batch.add_argument("--list", action="store_true", help="print the items (of this shard) and exit: 1 when any would fail (a problem shown)")
+    batch.add_argument("--list", action="store_true",
+                       help="print the items (of this shard) and exit: 1 when any would fail (a problem shown)")
     batch.add_argument("--quiet", action="store_true", help="no progress bars: one line per item, for logs")
 
     rerender = sub.add_parser("rerender", help="render a batch item again from its manifest; compare the bytes")
