@@ -3,8 +3,8 @@
 `get(name)` returns a callable op, or None when the kernels are off (STUDIO_CPU_KERNELS=0), there is no C++
 compiler, or the build fails: callers then use their MindSpore op chains (backend.py), which compute the
 same functions. The library is built once per source, compiler and machine (-march=native) into
-$STUDIO_CACHE/kernels (default $XDG_CACHE_HOME/studio/kernels, else ~/.cache/studio/kernels), written to a temporary name and renamed, so
-concurrent processes never load a half-written file.
+$STUDIO_CACHE/kernels (default $XDG_CACHE_HOME/studio/kernels, else ~/.cache/studio/kernels), written to a
+temporary name and renamed, so concurrent processes never load a half-written file.
 
 The object file is compiled with -ffast-math (vectorised exp) and linked without it: linking with it would
 add crtfastmath.o, which turns on flush-to-zero for the whole process.
