@@ -1,6 +1,7 @@
 """Export: every format carries DPI, sRGB and metadata; files are written all-or-none and never clobbered; a span's
 files are named by render.output_stems."""
 
+import contextlib
 import errno
 import io
 import json
@@ -211,15 +212,23 @@ def test_failure_while_renaming_leaves_no_new_files_and_restores_old_ones(tmp_pa
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old  # old.png restored
 
 
+@contextlib.contextmanager
+def paused(script: str, folder, point: str, name: str, seconds: int):
+    """`python -c script folder` from the repository, paused for `seconds` at the pause point (`point`, `name`):
+    yields the process there."""
+    env = {**os.environ, "STUDIO_TEST_PAUSE_IN": f"{point}:{name}", "STUDIO_TEST_PAUSE_SECONDS": str(seconds)}
+    with subprocess.Popen([sys.executable, "-c", script, str(folder)], env=env, stderr=subprocess.PIPE,
+                          text=True, cwd=Path(__file__).parent.parent) as run:
+        assert run.stderr.readline() == f"studio: test pause: {point} {name}\n"
+        yield run
+
+
 def test_a_run_killed_while_placing_its_files_is_finished_by_the_next_one(tmp_path):
     """SIGKILL between two renames: the next run into the folder finishes them (all new files, no leftovers)."""
     E.export(raster(seed=1), poster(("png", "jpeg")), tmp_path, "p")
     script = ("import sys; import numpy as np; from tests.test_export import E, poster, raster; "
               "E.export(raster(seed=2), poster(('png', 'jpeg')), sys.argv[1], 'p', overwrite=True)")
-    env = {**os.environ, "STUDIO_TEST_PAUSE_IN": "place:p.png", "STUDIO_TEST_PAUSE_SECONDS": "60"}
-    with subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=env, stderr=subprocess.PIPE,
-                          text=True, cwd=Path(__file__).parent.parent) as run:
-        assert run.stderr.readline() == "studio: test pause: place p.png\n"
+    with paused(script, tmp_path, "place", "p.png", 60) as run:
         run.send_signal(signal.SIGKILL)
     pixels = {}
     for name in ("p.png", "p.jpg"):
@@ -354,10 +363,7 @@ def test_a_write_its_caller_stopped_waiting_for_removes_its_file(tmp_path):
 def test_a_second_ctrl_c_still_waits_for_the_encoders_and_removes_their_files(tmp_path):
     script = ("import sys; from studio import export as E; "
               "E.write_temps(sys.argv[1], [('a.png', lambda f: f.write(b'a'))])")
-    env = {**os.environ, "STUDIO_TEST_PAUSE_IN": "write:a.png", "STUDIO_TEST_PAUSE_SECONDS": "2"}
-    with subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=env, stderr=subprocess.PIPE,
-                          text=True, cwd=Path(__file__).parent.parent) as run:
-        assert run.stderr.readline() == "studio: test pause: write a.png\n"
+    with paused(script, tmp_path, "write", "a.png", 2) as run:
         run.send_signal(signal.SIGINT)
         assert run.stderr.readline() == "studio: stopping: waiting for 1 file being encoded\n"
         run.send_signal(signal.SIGINT)  # held until the file is written and removed, then taken

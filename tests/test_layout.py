@@ -1179,30 +1179,25 @@ def test_schema_names_what_the_loader_accepts():
 def test_schema_lists_by_position_read_alike_in_draft_07():
     """prefixItems is draft 2020-12's; draft-07 validators (older editors' YAML servers) skip it and read a
     beside it "items": false as "no items at all". The length is bounded by minItems and maxItems instead."""
-    def by_position(node):
-        if isinstance(node, dict):
-            yield from [node] if "prefixItems" in node else []
-            for value in node.values():
-                yield from by_position(value)
-        elif isinstance(node, list):
-            for value in node:
-                yield from by_position(value)
-    found = list(by_position(layout_schema()))
+    found = [node for node in schema_objects(layout_schema()) if "prefixItems" in node]
     assert [(len(n["prefixItems"]), n["minItems"], n["maxItems"], n.get("items")) for n in found] == [
         (2, 2, 2, None),  # a gradient stop [position, colour]
         (3, 3, 3, {"type": ["string", "number", "boolean"]})]  # a grid cell [grid, row, column]: scalars in draft-07
 
 
+def schema_objects(node):
+    """Every JSON object in a schema, depth first."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from schema_objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from schema_objects(value)
+
+
 def test_schema_patterns_compile():
-    def patterns(node):
-        if isinstance(node, dict):
-            yield from ([node["pattern"]] if isinstance(node.get("pattern"), str) else [])
-            for value in node.values():
-                yield from patterns(value)
-        elif isinstance(node, list):
-            for value in node:
-                yield from patterns(value)
-    found = list(patterns(layout_schema()))
+    found = [node["pattern"] for node in schema_objects(layout_schema()) if isinstance(node.get("pattern"), str)]
     assert found and all(re.compile(p) for p in found)
 
 

@@ -1,5 +1,6 @@
 """render: generations on the tiny checkpoint, one model at a time, placed on their regions pixel for pixel."""
 
+import contextlib
 import gc
 import json
 import os
@@ -381,17 +382,25 @@ def test_a_layouts_hub_id_means_the_hub_model_whatever_the_working_folder_holds(
     assert resolve_model_dir("someone/tiny-pixart").resolve() == tmp_path / "work" / "someone" / "tiny-pixart"
 
 
-def test_a_finished_rename_log_drops_the_outputs_kept_art(tiny_dir, tmp_path):
-    """A render killed between its renames, its art still kept: the next render finishes the renames and, though
-    it then stops at 'file exists', the art kept for those files goes (they are written)."""
+@contextlib.contextmanager
+def render_paused_placing(tiny_dir, tmp_path, seconds: int):
+    """`studio render` of a 32 px card as PNG and JPEG into tmp_path/out, in a subprocess paused for `seconds` as
+    it puts card.png in place: yields (the process, the output folder) there."""
     (tmp_path / "card.yaml").write_text("canvas: {width: 32, height: 32}\noutput: {formats: [png, jpeg]}\n"
                                         "layers: [{generate: {prompt: a fox, seed: 1, steps: 1}}]\n")
     out = tmp_path / "out"
-    env = {**os.environ, "STUDIO_TEST_PAUSE_IN": "place:card.png", "STUDIO_TEST_PAUSE_SECONDS": "60"}
+    env = {**os.environ, "STUDIO_TEST_PAUSE_IN": "place:card.png", "STUDIO_TEST_PAUSE_SECONDS": str(seconds)}
     with subprocess.Popen([sys.executable, "-m", "studio.cli", "render", tmp_path / "card.yaml", "-o", out,
                            "--model", tiny_dir, "--memory-budget", "1GiB", "--quiet"], env=env,
                           stderr=subprocess.PIPE, text=True) as run:
         assert any(line == "studio: test pause: place card.png\n" for line in run.stderr)  # read until it
+        yield run, out
+
+
+def test_a_finished_rename_log_drops_the_outputs_kept_art(tiny_dir, tmp_path):
+    """A render killed between its renames, its art still kept: the next render finishes the renames and, though
+    it then stops at 'file exists', the art kept for those files goes (they are written)."""
+    with render_paused_placing(tiny_dir, tmp_path, 60) as (run, out):
         run.send_signal(signal.SIGKILL)
     assert (out / "card.png").exists() and not (out / "card.jpg").exists()
     assert len(list((out / ".studio-art").iterdir())) == 1
@@ -503,14 +512,7 @@ def test_output_names_take_no_attribute_format_or_conversion():
 def test_a_ctrl_c_among_the_final_renames_waits_for_them_and_the_kept_art(tiny_dir, tmp_path):
     """Held until every file is in place and the kept art is gone, then taken (exit 130): no half-replaced set, and
     no art left that stops the next run at 'file exists'."""
-    (tmp_path / "card.yaml").write_text("canvas: {width: 32, height: 32}\noutput: {formats: [png, jpeg]}\n"
-                                        "layers: [{generate: {prompt: a fox, seed: 1, steps: 1}}]\n")
-    out = tmp_path / "out"
-    env = {**os.environ, "STUDIO_TEST_PAUSE_IN": "place:card.png", "STUDIO_TEST_PAUSE_SECONDS": "2"}
-    with subprocess.Popen([sys.executable, "-m", "studio.cli", "render", tmp_path / "card.yaml", "-o", out,
-                           "--model", tiny_dir, "--memory-budget", "1GiB", "--quiet"], env=env,
-                          stderr=subprocess.PIPE, text=True) as run:
-        assert any(line == "studio: test pause: place card.png\n" for line in run.stderr)  # read until it
+    with render_paused_placing(tiny_dir, tmp_path, 2) as (run, out):
         run.send_signal(signal.SIGINT)
         assert run.stderr.read() == ("studio: stopping, after the files were written (card.png, card.jpg)\n"
                                      "studio: interrupted\n")
