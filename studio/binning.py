@@ -89,21 +89,115 @@ def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
     return m
 
 
-def resize_and_center_crop(images: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Scale (N, C, H, W) images to cover height x width (bilinear), then crop the centre.
-
-    The scaled size is the reference's int(size * ratio) in floating point, except where that falls short of
-    the request: 304 * (231 / 304) = 230.99999 gives 230 < 231, and the reference's crop then keeps a single
-    column (height 151, width 231 gave 151 x 1 px; 1-2% of requested sizes do so); studio takes the requested
-    size there, which is the exact product.
-    """
-    in_h, in_w = images.shape[2:]
-    if (in_h, in_w) == (height, width):
-        return images
+def _weights(in_h: int, in_w: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The resize's float32 (height, in_h) and (width, in_w) matrices: scale to cover height x width, keep
+    the centre. The scaled size is the reference's int(size * ratio) in floating point, except where that
+    falls short of the request: 304 * (231 / 304) = 230.99999 gives 230 < 231, and the reference's crop then
+    keeps a single column (height 151, width 231 gave 151 x 1 px; 1-2% of requested sizes do so); studio
+    takes the requested size there, which is the exact product."""
     ratio = max(height / in_h, width / in_w)
     out_h, out_w = max(height, int(in_h * ratio)), max(width, int(in_w * ratio))
-    rows = _bilinear_matrix(in_h, out_h).astype(np.float32)  # (out_h, in_h)
-    cols = _bilinear_matrix(in_w, out_w).astype(np.float32)  # (out_w, in_w)
     top, left = (out_h - height) // 2, (out_w - width) // 2
-    rows, cols = rows[top:top + height], cols[left:left + width]
-    return np.einsum("yh,nchw,xw->ncyx", rows, images, cols, optimize=True).astype(images.dtype)
+    rows = _bilinear_matrix(in_h, out_h)[top:top + height].astype(np.float32)  # (height, in_h)
+    cols = _bilinear_matrix(in_w, out_w)[left:left + width].astype(np.float32)  # (width, in_w)
+    return rows, cols
+
+
+def _rows_first(channels: int, in_h: int, in_w: int, height: int, width: int) -> bool:
+    """Whether one image's resize contracts the rows (height) before the columns: the order numpy's greedy
+    einsum path takes for "yh,nchw,xw->ncyx" with n = 1, which the resize keeps so that its values stay the
+    einsum's. (Landscape upscales go columns first.)"""
+    shapes = (height, in_h), (1, channels, in_h, in_w), (width, in_w)
+    path = np.einsum_path("yh,nchw,xw->ncyx", *(np.broadcast_to(np.float32(0), s) for s in shapes),
+                          optimize=True)[0]
+    return path[1] == (0, 1)
+
+
+def _resize_one(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, rows_first: bool,
+                out: np.ndarray) -> None:
+    """out (C, height, width) = image (C, H, W) resized: the two matrix products np.einsum("yh,chw,xw->cyx",
+    rows, image, cols, optimize=True) makes, each over all channels at once (split per channel, BLAS rounds
+    differently), the second written straight into `out` where its layout is the product's."""
+    c = image.shape[0]
+    if rows_first:
+        t = np.tensordot(image, rows, axes=((1,), (1,)))  # (C, W, height)
+        a = t.transpose(0, 2, 1).reshape(c * rows.shape[0], -1)  # (C * height, W), a copy
+        target, b = out, cols.T  # (C, height, width) = (C * height, W) @ (W, width)
+    else:
+        t = np.tensordot(cols, image, axes=((1,), (2,)))  # (width, C, H)
+        a = t.transpose(1, 0, 2).reshape(c * cols.shape[0], -1)  # (C * width, H), a copy
+        target, b = out.transpose(0, 2, 1), rows.T  # (C, width, height) = (C * width, H) @ (H, height)
+    del t
+    if target.flags.c_contiguous:
+        np.dot(a, b, out=target.reshape(a.shape[0], -1))
+    else:
+        target[...] = np.dot(a, b).reshape(target.shape)
+
+
+def empty_resized(n: int, channels: int, height: int, width: int, in_h: int, in_w: int) -> np.ndarray:
+    """An uninitialised float32 (n, channels, height, width) array laid out as the resize from in_h x in_w
+    writes each image (`resized`): (height, width) planes, or (width, height) ones seen transposed."""
+    if _rows_first(channels, in_h, in_w, height, width):
+        return np.empty((n, channels, height, width), np.float32)
+    return np.empty((n, channels, width, height), np.float32).transpose(0, 1, 3, 2)
+
+
+def resized(images: np.ndarray, height: int, width: int, out: np.ndarray | None = None):
+    """Yield each of the float32 images (N, C, H, W) scaled to cover height x width (bilinear) and
+    centre-cropped: (C, height, width), one at a time, each as np.einsum computes that image alone (the
+    values do not depend on N). Into out[i] when `out` (N, C, height, width) is given, straight into it when
+    it comes from `empty_resized`; else into one buffer that every image reuses, so take what you need before
+    the next. Images already of that size are yielded as they are (views of `images`), or copied into out."""
+    n, c, in_h, in_w = images.shape
+    if (in_h, in_w) == (height, width):
+        for i in range(n):
+            if out is not None and out is not images:
+                out[i] = images[i]
+            yield images[i] if out is None else out[i]
+        return
+    rows, cols = _weights(in_h, in_w, height, width)
+    rows_first = _rows_first(c, in_h, in_w, height, width)
+    buffer = empty_resized(1, c, height, width, in_h, in_w)[0] if out is None else None
+    for i in range(n):
+        target = buffer if out is None else out[i]
+        _resize_one(images[i], rows, cols, rows_first, target)
+        yield target
+
+
+def resize_and_center_crop(images: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scale float32 (N, C, H, W) images to cover height x width (bilinear), then crop the centre: a new
+    (N, C, height, width) array, or `images` itself when already that size (`resized`)."""
+    if images.shape[2:] == (height, width):
+        return images
+    out = empty_resized(*images.shape[:2], height, width, *images.shape[2:])
+    for _ in resized(images, height, width, out=out):
+        pass
+    return out
+
+
+# numpy's BLAS (OpenBLAS) takes a 32 MiB buffer at its first matrix product in the process, the resize's
+# (MindSpore's CPU kernels are not BLAS), and keeps it: measured 31 MiB
+BLAS_BUFFER = 32 * 2 ** 20
+
+
+def resize_bytes(images: int, channels: int, in_h: int, in_w: int, height: int, width: int,
+                 output_type: str = "pil") -> int:
+    """The most the pipeline holds at once to resize `images` decoded images from in_h x in_w px to height x
+    width px and convert them to `output_type`, beside the decoded array: BLAS's buffer; while resizing, the
+    two weight matrices, one image's first product and its transposed copy (`_resize_one`, which frees the
+    first before the second product) and the outputs: for 'np' the (N, C, height, width) float32 array; for
+    'pil' one float32 image (`resized`'s buffer) and the uint8 pixels of each; then, the floats gone, the
+    pixels turned into PIL images one by one (4 bytes a pixel: PIL keeps RGB as RGBX). 0 when nothing is
+    resized (same size, or 'latent'). Measured from 1024^2 to 8192^2: 959 MiB 'np' (this counts 960), 1055
+    MiB 'pil' (1056); README, Memory."""
+    if (in_h, in_w) == (height, width) or output_type == "latent":
+        return 0
+    matrices = 4 * (height * in_h + width * in_w)
+    first = 4 * channels * (height * in_w if _rows_first(channels, in_h, in_w, height, width) else in_h * width)
+    image = 4 * channels * height * width
+    if output_type == "np":  # image i's copy beside the i images before it, or its product beside i + 1
+        return BLAS_BUFFER + matrices + first + (images - 1) * image + max(first, image)
+    pixels, picture = 3 * height * width, 4 * height * width
+    # the last image's copy (beside the buffer once an image before it was written), product, conversion
+    last = max(2 * first + (image if images > 1 else 0), first + image, image + pixels)
+    return BLAS_BUFFER + max(matrices + (images - 1) * pixels + last, pixels + images * picture)

@@ -9,6 +9,7 @@ activations, and the chunk sizes follow from it through `memory.attention_chunks
 
 from dataclasses import dataclass, replace
 
+from studio import binning
 from studio.memory import MAX_TENSOR, AttentionChunks, attention_chunks, attention_workspace, format_bytes
 from studio.errors import PlanError
 from studio.models.t5 import T5Config
@@ -171,16 +172,19 @@ class Phase:
     chunks: tuple[AttentionChunks, ...]
     tiles: TilePlan | None = None  # decode: the VAE tile grid, or None for one untiled decode
     streamed: bool = False  # text: the T5 encoder runs block by block from its files (StreamedT5Encoder)
+    # bytes of the resize to the output size after decoding (`binning.resize_bytes`), left free in every phase:
+    # its numpy arrays come on top of MindSpore's pool, which keeps the high-water mark of every phase before
+    resize: int = 0
 
     @property
     def peak(self) -> int:
-        return self.weights + self.activations + max(
+        return self.weights + self.activations + self.resize + max(
             (attention_workspace(bh, c.q, c.k, d) for (_, bh, _, _, d), c in zip(self.attention, self.chunks)),
             default=0)
 
     def unchunked(self) -> int:
         """Bytes this phase would need with every attention whole."""
-        return self.weights + self.activations + max(
+        return self.weights + self.activations + self.resize + max(
             (attention_workspace(bh, nq, nk, d) for _, bh, nq, nk, d in self.attention), default=0)
 
     def chunking(self) -> str:
@@ -194,7 +198,7 @@ class Phase:
     def minimum(self) -> int:
         """The smallest budget the planner accepts for this phase: every attention gets its
         `smallest_workspace`."""
-        return self.weights + self.activations + max(
+        return self.weights + self.activations + self.resize + max(
             (smallest_workspace(bh, nq, nk, d) for _, bh, nq, nk, d in self.attention), default=0)
 
 
@@ -206,6 +210,7 @@ class GenerationPlan:
     budget: int | None
     phases: tuple[Phase, ...]
     minimum: int  # bytes: the smallest budget this generation plans in; every larger one plans too
+    output: tuple[int, int] | None = None  # (height, width) px the images are resized to after decoding
 
     @property
     def peak(self) -> int:
@@ -213,12 +218,17 @@ class GenerationPlan:
 
     def describe(self) -> str:
         budget = "unbounded" if self.budget is None else format_bytes(self.budget)
-        lines = [f"generation {self.width}x{self.height} px, {self.images} image(s), memory budget {budget}",
-                 f"{'phase':<12}{'weights':>12}{'activations':>14}{'attention':>12}{'peak':>12}  chunks"]
+        output = "" if self.output is None else \
+            f", output {self.output[1]}x{self.output[0]} px (resized after decoding)"
+        resize = self.output is not None  # then a column for the resize's bytes, which every phase leaves free
+        lines = [f"generation {self.width}x{self.height} px{output}, {self.images} image(s), memory budget {budget}",
+                 f"{'phase':<12}{'weights':>12}{'activations':>14}" + (f"{'resize':>12}" if resize else "")
+                 + f"{'attention':>12}{'peak':>12}  chunks"]
         for p in self.phases:
             lines.append(f"{p.name:<12}{format_bytes(p.weights):>12}{format_bytes(p.activations):>14}"
-                         f"{format_bytes(p.peak - p.weights - p.activations):>12}{format_bytes(p.peak):>12}  "
-                         f"{p.chunking()}")
+                         + (f"{format_bytes(p.resize):>12}" if resize else "")
+                         + f"{format_bytes(p.peak - p.weights - p.activations - p.resize):>12}"
+                         f"{format_bytes(p.peak):>12}  {p.chunking()}")
         lines.append(f"peak {format_bytes(self.peak)} (unchunked it would be "
                      f"{format_bytes(max(p.unchunked() for p in self.phases))})")
         return "\n".join(lines)
@@ -228,9 +238,14 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
                     width: int, images: int = 1, budget: int | None = None, guidance: bool = True,
                     itemsize: int = 4, keep_text_encoder: bool = False,
                     vae_tiling: bool | None = None, stream_text_encoder: bool = True,
-                    max_tensor: int | None = MAX_TENSOR) -> GenerationPlan:
+                    max_tensor: int | None = MAX_TENSOR, output: tuple[int, int] | None = None,
+                    output_type: str = "pil") -> GenerationPlan:
     """Peak bytes and attention chunks of text encoding, denoising and VAE decoding at height x width px.
 
+    output: (height, width) px the decoded images are resized to (resolution binning); None, the generation
+    size, or output_type 'latent' (which decodes nothing) for none. The resize's arrays for `output_type`
+    (`binning.resize_bytes`) are numpy's, made after decoding on top of what MindSpore's pool kept from every
+    phase, so every phase leaves them free.
     vae_tiling: None decodes in tiles only when one untiled decode would exceed the budget or make a feature
     map above `max_tensor`, True always (cores of at most DEFAULT_TILE latent px), False never.
     max_tensor: bytes of the largest single tensor the device allocates, MAX_TENSOR (the CPU allocator's
@@ -256,6 +271,9 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     mid_attention = [("vae-mid", 1, latent_tokens, latent_tokens, mid_c)] if vae.mid_block_add_attention else []
     untiled = vae_decode_activations(vae, height, width, 4) + UNTILED_DECODE_EXTRA
     outputs = images * vae.out_channels * height * width * 4  # pipeline.decode's (N, 3, H, W) float32 array
+    output = None if output in (None, (height, width)) or output_type == "latent" else tuple(output)
+    resize = 0 if output is None else binning.resize_bytes(images, vae.out_channels, height, width, *output,
+                                                            output_type)
     t5_attention = [("self", batch * t5.num_heads, MAX_TOKENS, MAX_TOKENS, t5.d_kv)]
     whole_text = ("text", w_t5 + w_tr + w_vae, t5_activations(t5, batch, itemsize), t5_attention)
     streamed_text = ("text", t5_bytes(t5, itemsize, streamed=True) + w_tr + w_vae, *whole_text[2:])
@@ -267,51 +285,53 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
          [a for self_attention in _self_attention(transformer, batch, height, width, f * transformer.patch_size)
           for a in (self_attention, ("cross", batch * heads, tokens, MAX_TOKENS, head_dim))]),
     ]
-    untiled_decode = Phase("decode", w_decode, outputs + untiled, tuple(mid_attention), 0, ())
+    untiled_decode = Phase("decode", w_decode, outputs + untiled, tuple(mid_attention), 0, (), resize=resize)
     # whether an untiled decode's largest feature map, in the VAE's dtype, is one the device allocates
     allocates = _untiled_allowed(vae, height, width, vae_tiling, vae_itemsize(vae, itemsize), max_tensor)
     tiles = _vae_tiles(vae, height, width, budget, vae_tiling, allocates, untiled_decode, outputs,
-                       _pool_high_water(specs, budget))
+                       _pool_high_water(specs, budget, resize))
     # what each phase needs at the least, the decode in its cheapest way (`_least_decode`): at every budget
     # from the largest of them up, `_vae_tiles` picks a way that fits
-    least = [Phase(name, weights, acts, tuple(attn), 0, ()) for name, weights, acts, attn in specs]
+    least = [Phase(name, weights, acts, tuple(attn), 0, (), resize=resize) for name, weights, acts, attn in specs]
     least.append(_least_decode(vae, height, width, vae_tiling, allocates, untiled_decode, outputs))
     needs = max(least, key=Phase.minimum)  # the phase that sets the smallest budget (the first of equals)
     minimum = needs.minimum()
     if budget is not None and budget < minimum:
+        resized = "" if output is None else f" + the resize to {output[1]}x{output[0]} {format_bytes(resize)}"
         raise PlanError(f"memory budget {format_bytes(budget)} is too small for {width}x{height}: the {needs.name} "
                         f"phase needs the most (weights {format_bytes(needs.weights)} + activations "
-                        f"{format_bytes(needs.activations)} + attention); the smallest budget that works is "
-                        f"{format_bytes(minimum, up=True)}", minimum)
+                        f"{format_bytes(needs.activations)}{resized} + attention); the smallest budget that works "
+                        f"is {format_bytes(minimum, up=True)}", minimum)
     specs.append(("decode", w_decode, _decode_phase(vae, untiled_decode, outputs, tiles).activations, mid_attention))
-    phases = [replace(_planned(name, weights, acts, attn, budget), tiles=tiles if name == "decode" else None,
+    phases = [replace(_planned(name, weights, acts, attn, budget, resize), tiles=tiles if name == "decode" else None,
                       streamed=streamed and name == "text") for name, weights, acts, attn in specs]
-    return GenerationPlan(height, width, images, budget, tuple(phases), minimum)
+    return GenerationPlan(height, width, images, budget, tuple(phases), minimum, output)
 
 
-def _planned(name: str, weights: int, acts: int, attn, budget: int | None) -> Phase:
-    """A phase whose attention takes what the budget leaves after its weights and activations. A "cross"
-    attention runs in the row blocks of the self-attention listed before it (`PixArtBlock`), against the
-    trimmed caption's keys: MAX_TOKENS bounds them."""
-    workspace = None if budget is None else budget - weights - acts
+def _planned(name: str, weights: int, acts: int, attn, budget: int | None, resize: int = 0) -> Phase:
+    """A phase whose attention takes what the budget leaves after its weights, activations and the later
+    `resize`. A "cross" attention runs in the row blocks of the self-attention listed before it
+    (`PixArtBlock`), against the trimmed caption's keys: MAX_TOKENS bounds them."""
+    workspace = None if budget is None else budget - weights - acts - resize
     chunks = []
     for what, bh, nq, nk, d in attn:
         rows = chunks[-1].q if what == "cross" else nq
         chunks.append(attention_chunks(bh, rows, nk, d, workspace))
-    return Phase(name, weights, acts, tuple(attn), workspace, tuple(chunks))
+    return Phase(name, weights, acts, tuple(attn), workspace, tuple(chunks), resize=resize)
 
 
-def _pool_high_water(specs, budget: int | None) -> int | None:
-    """The most the text and denoise phases hold at once. MindSpore's memory pool keeps its high-water mark
+def _pool_high_water(specs, budget: int | None, resize: int = 0) -> int | None:
+    """The most the text and denoise phases hold at once in MindSpore's pool (planned leaving `resize` free,
+    which is numpy's). MindSpore's memory pool keeps its high-water mark
     for later tensors, so memory allocated outside it afterwards (the tiled decode's maps, in numpy) comes
     on top of it: measured on the tiny checkpoint at 3840x2160 in 2 GiB, 1.79 GiB resident after denoising
     and 2.95 GiB at the end of a decode that kept its maps in memory."""
     if budget is None:
         return None
     try:
-        return max(_planned(*spec, budget).peak for spec in specs)
+        return max(_planned(*spec, budget, resize).peak - resize for spec in specs)
     except PlanError:  # a phase that can't be met: the caller reports it
-        return budget
+        return budget - resize
 
 
 def _self_attention(cfg: PixArtTransformerConfig, batch: int, height: int, width: int, token_px: int) -> list[tuple]:
@@ -384,10 +404,10 @@ def _vae_tiles(vae: AutoencoderKLConfig, height: int, width: int, budget: int | 
         return in_memory
     # the maps in memory when they take at most half of what the budget leaves beside MindSpore's pool (its
     # high-water mark from denoising, or the weights and tiles, whichever is more; the other half stays for
-    # the mid-block's attention) and the outputs (numpy, like the maps), and the phase still fits with them
-    # (the attention's smallest workspace may want more than that half): files cost time (at 2048^2 1.46x
+    # the mid-block's attention), the outputs and the resize (numpy, like the maps), and the phase still fits
+    # with them (the attention's smallest workspace may want more than that half): files cost time (at 2048^2 1.46x
     # untiled, 1.24x with the maps in memory: benchmarks/vae_tiling.py), memory is what tiling saves
-    left = budget - outputs - max(resident, untiled.weights + tiled_decode_activations(vae, plan))
+    left = budget - outputs - untiled.resize - max(resident, untiled.weights + tiled_decode_activations(vae, plan))
     if 2 * map_disk_bytes(vae, 1, latent_h, latent_w) <= left and \
             _decode_phase(vae, untiled, outputs, in_memory).minimum() <= budget:
         return in_memory

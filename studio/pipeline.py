@@ -209,7 +209,7 @@ class UnrunnableScheduler:
 def plan(path_or_id, height: int | None = None, width: int | None = None, images: int = 1, guidance_scale: float = 4.5,
          memory_budget=None, use_resolution_binning: bool = True, dtype="float32",
          keep_text_encoder: bool = False, vae_tiling: bool | None = None,
-         revision: str | None = None, device: str | None = None) -> GenerationPlan:
+         revision: str | None = None, device: str | None = None, output_type: str = "pil") -> GenerationPlan:
     """The memory plan of a generation, from the configs alone (no weights are read).
 
     height, width: px, by default the checkpoint's native size; memory_budget: bytes, a string like "6GiB", or
@@ -220,7 +220,8 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
     feature maps go to temporary files and their disk lacks room ($STUDIO_TMPDIR). A published checkpoint that is
     not on this machine is planned from its published configs, as `studio plan` does. revision: of a hub id.
     device: as `from_pretrained`'s, chosen here when the plan is made first (it reads the device's memory and
-    MindSpore's device is set once per process).
+    MindSpore's device is set once per process). output_type: as the call's; with binning, the resize to
+    height x width after decoding is planned for it (`binning.resize_bytes`).
     """
     from studio.plan import model_configs
 
@@ -232,9 +233,17 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
     budget = memory.resolve_budget(memory_budget)
     itemsize = 2 if backend.compute_dtype(as_dtype(dtype)) in (ms.float16, ms.bfloat16) else 4
     result = plan_generation(tr, t5, vae, gen_h, gen_w, images, budget, guidance_scale > 1.0, itemsize,
-                             keep_text_encoder, vae_tiling, max_tensor=memory.tensor_cap())
+                             keep_text_encoder, vae_tiling, max_tensor=memory.tensor_cap(), output=(height, width),
+                             output_type=output_type)
     tiling.check_map_disk(vae, result.phases[-1].tiles)
     return result
+
+
+def to_unit_range(images: np.ndarray) -> np.ndarray:
+    """Decoded pixels in about [-1, 1] -> [0, 1], in place (returns `images`)."""
+    images *= 0.5
+    images += 0.5
+    return np.clip(images, 0.0, 1.0, out=images)
 
 
 def check_size(tr: PixArtTransformerConfig, vae: AutoencoderKLConfig, height: int, width: int) -> None:
@@ -609,13 +618,15 @@ class PixArtSigmaPipeline:
 
     def generation_plan(self, height: int, width: int, images: int, budget: int | None, guidance: bool,
                         vae_tiling: bool | None = None, stream_text_encoder: bool = True,
-                        keep_text_encoder: bool | None = None) -> GenerationPlan:
+                        keep_text_encoder: bool | None = None, output: tuple[int, int] | None = None,
+                        output_type: str = "pil") -> GenerationPlan:
         """The memory plan of a call at height x width px (after binning) with this pipeline's weights and
-        dtype (`memory_plan.plan_generation`); keep_text_encoder None: as the pipeline is set."""
+        dtype (`memory_plan.plan_generation`); keep_text_encoder None: as the pipeline is set; output: the
+        (height, width) the images are resized to after decoding, for `output_type`."""
         keep = self.keep_text_encoder if keep_text_encoder is None else keep_text_encoder
         return plan_generation(self.transformer.config, self._t5_config, self.vae.config, height, width, images,
                                budget, guidance, self._itemsize, keep, vae_tiling, stream_text_encoder,
-                               memory.tensor_cap())
+                               memory.tensor_cap(), output, output_type)
 
     @_one_at_a_time
     def __call__(self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] = "",
@@ -685,7 +696,8 @@ class PixArtSigmaPipeline:
         cfg = guidance_scale > 1.0
         budget = memory.resolve_budget(memory_budget, resident=self._resident_bytes)
         text_phase, denoise_phase, decode_phase = self.generation_plan(
-            height, width, n_images, budget, cfg, vae_tiling, stream_text_encoder).phases
+            height, width, n_images, budget, cfg, vae_tiling, stream_text_encoder, output=(out_height, out_width),
+            output_type=output_type).phases
         if output_type != "latent":
             tiling.check_map_disk(self.vae.config, decode_phase.tiles)  # not after minutes of denoising
 
@@ -732,23 +744,27 @@ class PixArtSigmaPipeline:
         if output_type == "latent":
             return self._output(x.astype(ms.float32).asnumpy(), seed, return_dict)
 
-        # 4. decode, back to the requested size, to [0, 1]
+        # 4. decode, then one image at a time back to the requested size (binning: `binning.resized`) and to
+        # [0, 1], in place: at 8192^2 a float image is 768 MiB, beside what MindSpore's pool keeps (the memory
+        # plan's `resize` counts what this holds)
         with memory.attention_budget(decode_phase.workspace):
             images = self.decode(x, decode_phase.tiles, progress=lambda done, total: report("decode", done, total))
-        if use_resolution_binning:
-            images = binning.resize_and_center_crop(images, out_height, out_width)
-        # in place: at 3840x2160 each copy is 100 MB beside what MindSpore's pool keeps from decoding
-        images *= 0.5
-        images += 0.5
-        images = np.clip(images, 0.0, 1.0, out=images).transpose(0, 2, 3, 1)  # (N, H, W, 3)
+        n, c, h, w = images.shape
         if output_type == "np":
-            return self._output(images, seed, return_dict)
+            out = images if (h, w) == (out_height, out_width) else \
+                binning.empty_resized(n, c, out_height, out_width, h, w)
+            for image in binning.resized(images, out_height, out_width, out=out):
+                to_unit_range(image)
+            return self._output(out.transpose(0, 2, 3, 1), seed, return_dict)  # (N, H, W, 3)
         from PIL import Image
-        images *= 255
-        pixels = np.round(images, out=images).astype(np.uint8)
-        del images  # the floats go before PIL copies the pixels (at 3840x2160: 100 MB, beside 33 MB each)
-        images = [Image.fromarray(im) for im in pixels]
-        return self._output(images, seed, return_dict)
+        pixels = []  # (H, W, 3) uint8 each, C-contiguous: PIL copies it once
+        for image in binning.resized(images, out_height, out_width):  # each in one reused float buffer
+            to_unit_range(image)
+            image *= 255
+            pixels.append(np.round(image, out=image).transpose(1, 2, 0).astype(np.uint8, order="C"))
+        del images, image  # the floats go before PIL copies the pixels (8192^2: 768 MiB, beside 192 MiB each)
+        pictures = [Image.fromarray(pixels.pop(0)) for _ in range(len(pixels))]  # each one's pixels then go
+        return self._output(pictures, seed, return_dict)
 
     def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
                      negative_prompt_attention_mask) -> tuple[list[str], list[str], "Captions | None",

@@ -267,6 +267,50 @@ def test_a_budget_too_small_names_the_phase_that_sets_the_smallest_budget(model,
     assert message.endswith(f"the smallest budget that works is {format_bytes(e.value.minimum, up=True)}")
 
 
+
+def test_every_phase_leaves_the_resize_to_the_output_size_free():
+    """Binning generates the tiny checkpoint's 8192^2 at its 1024^2 bin and resizes after decoding, which
+    holds 1056 MiB for 'pil', 960 for 'np' (`binning.resize_bytes`; measured 1055 and 959). Numpy makes them
+    on top of MindSpore's pool, which keeps every phase's high-water mark, so every phase leaves them free:
+    its peak grows by them, its attention workspace shrinks by them, and so does the smallest budget."""
+    from studio.memory_plan import plan_generation
+    configs = _configs("tiny")
+    for budget in (None, 2 * GiB):
+        same = plan_generation(*configs, 1024, 1024, budget=budget)
+        assert plan_generation(*configs, 1024, 1024, budget=budget, output=(1024, 1024)) == same
+        assert plan_generation(*configs, 1024, 1024, budget=budget, output=(8192, 8192), output_type="latent") \
+            == same
+        for output_type, resize in (("pil", 1056 * MiB), ("np", 960 * MiB)):
+            plan = plan_generation(*configs, 1024, 1024, budget=budget, output=(8192, 8192), output_type=output_type)
+            assert plan.output == (8192, 8192) and plan.minimum == same.minimum + resize
+            for p, q in zip(plan.phases, same.phases):
+                assert p.resize == resize and p.minimum() == q.minimum() + resize
+                if budget is None:
+                    assert p.peak == q.peak + resize
+                else:
+                    assert p.workspace == q.workspace - resize and p.peak <= budget
+
+
+def test_the_plan_shows_and_checks_the_output_size(tiny_dir):
+    """`studio generate --size 2048x2048 --dry-run` on a 256 px checkpoint: the output size beside the
+    generation size, the resize's bytes in every phase (BLAS 32 MiB, matrices 4, the float image 48, its
+    pixels 12: `binning.resize_bytes`), and a budget too small for them refused with the one that works."""
+    from studio import pipeline
+    with pytest.raises(PlanError, match=re.escape(
+            "memory budget 64.00 MiB is too small for 256x256: the decode phase needs the most (weights 471.12 KiB "
+            "+ activations 7.97 MiB + the resize to 2048x2048 96.00 MiB + attention); the smallest budget that "
+            "works is 105.45 MiB")) as e:
+        pipeline.plan(tiny_dir, 2048, 2048, memory_budget="64MiB", dtype="float32")
+    plan = pipeline.plan(tiny_dir, 2048, 2048, memory_budget=e.value.minimum, dtype="float32")
+    lines = plan.describe().splitlines()
+    assert lines[0] == ("generation 256x256 px, output 2048x2048 px (resized after decoding), 1 image(s), "
+                        "memory budget 105.44 MiB")
+    assert lines[1].split() == ["phase", "weights", "activations", "resize", "attention", "peak", "chunks"]
+    assert [line.split()[5:7] for line in lines[2:5]] == [["96.00", "MiB"]] * 3
+    assert plan.phases[2].resize == 96 * MiB and plan.peak <= e.value.minimum
+    native = pipeline.plan(tiny_dir, 256, 256, memory_budget="1GiB", dtype="float32").describe().splitlines()
+    assert native[0] == "generation 256x256 px, 1 image(s), memory budget 1.00 GiB" and "resize" not in native[1]
+
 @pytest.mark.parametrize("itemsize,streamed,expected", [
     # T5-XXL: 4,762,310,656 parameters, 1,006,632,960 of them the 24 blocks' `wo`, fp32 in every dtype
     (4, False, 19_049_242_624),  # 17.74 GiB

@@ -135,6 +135,41 @@ def test_resize_and_center_crop_covers_the_request(src, dst, scaled):
     assert rel_l2(actual, expected) <= 1e-4  # torch computes source positions in float32, studio in float64
 
 
+def test_binning_resizes_each_image_as_before_and_plans_the_resize(pipes, monkeypatch):
+    """Two images asked at 200 x 300 px generate at the 208 x 304 bin. 'np' gives each decoded image resized
+    bit for bit as the einsum studio used before did it (for that image alone), in [0, 1]; 'pil' those
+    rounded to uint8; and each call's memory plan counts the resize to 200 x 300 for its output type."""
+    import mindspore as ms
+
+    from studio import binning
+    ours, _ = pipes
+    plans, original = [], ours.generation_plan
+    monkeypatch.setattr(ours, "generation_plan", lambda *args, **kwargs: plans.append(original(*args, **kwargs))
+                        or plans[-1])
+    kwargs = dict(height=300, width=200, num_inference_steps=1, seed=3, num_images_per_prompt=2)
+    latents = ours("a cat", output_type="latent", **kwargs).images
+    decoded = ours.decode(ms.Tensor(latents))  # (2, 3, 304, 208)
+
+    def einsum_resize(image, height, width):  # studio's resize before it went one image at a time
+        in_h, in_w = image.shape[2:]
+        ratio = max(height / in_h, width / in_w)
+        out_h, out_w = max(height, int(in_h * ratio)), max(width, int(in_w * ratio))
+        rows = binning._bilinear_matrix(in_h, out_h).astype(np.float32)
+        cols = binning._bilinear_matrix(in_w, out_w).astype(np.float32)
+        top, left = (out_h - height) // 2, (out_w - width) // 2
+        rows, cols = rows[top:top + height], cols[left:left + width]
+        return np.einsum("yh,nchw,xw->ncyx", rows, image, cols, optimize=True).astype(image.dtype)
+    expected = np.concatenate([einsum_resize(decoded[i:i + 1], 300, 200) for i in range(2)])
+    expected = np.clip(expected * 0.5 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)  # (2, 300, 200, 3)
+    np.testing.assert_array_equal(ours("a cat", output_type="np", **kwargs).images, expected)
+    pictures = ours("a cat", **kwargs).images
+    for picture, image in zip(pictures, expected, strict=True):
+        np.testing.assert_array_equal(np.asarray(picture), np.round(image * 255).astype(np.uint8))
+    assert [plan.output for plan in plans] == [None, (300, 200), (300, 200)]
+    assert [plan.phases[2].resize for plan in plans] == [
+        0, binning.resize_bytes(2, 3, 304, 208, 300, 200, "np"), binning.resize_bytes(2, 3, 304, 208, 300, 200)]
+
+
 def test_pil_output_and_seed_reproducible(pipes):
     ours, _ = pipes
     a = ours("a cat", height=256, width=256, num_inference_steps=2, seed=7).images
