@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -1601,14 +1602,22 @@ def test_a_signal_finishes_the_current_item_a_second_drops_it(tiny_dir, tmp_path
     import studio.export
 
     job, out = write_job(tmp_path, MATRIX_JOB), tmp_path / "out"
+    handled, handle = threading.Event(), studio.batch._Signals._handle
+
+    def noting(self, signum, frame):
+        handled.set()
+        return handle(self, signum, frame)
+    monkeypatch.setattr(studio.batch._Signals, "_handle", noting)
 
     def signal_at(point, detail, signals):
         def pause(name, what=""):
             if (name, what) == (point, detail):
                 for signum in signals:
+                    handled.clear()
                     os.kill(os.getpid(), signum)
-                    time.sleep(0.5)  # files are written in threads: a second signal sent before the main thread
-                    # has handled the first would merge with it (signals of one kind don't queue)
+                    # files are written in threads: a second signal sent before the main thread has handled the
+                    # first would merge with it (signals of one kind don't queue), as a loaded machine showed
+                    assert handled.wait(30)
         return pause
 
     # one SIGINT mid-denoise: a-red-fox/2 is finished, then the batch stops. (While MindSpore computes, its
