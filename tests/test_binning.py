@@ -46,7 +46,7 @@ def test_no_bins_for_an_unknown_sample_size_is_a_one_line_error():
         binning.bins_for(96)
 
 
-def _einsum_resize(images, height, width):
+def einsum_resize(images, height, width):
     """The resize as studio computed it before it went one image at a time: one einsum over the batch."""
     in_h, in_w = images.shape[2:]
     ratio = max(height / in_h, width / in_w)
@@ -67,7 +67,7 @@ def test_the_resize_keeps_the_values_of_the_einsum_it_replaced(n, src, dst):
     array, and into `resized`'s one reused buffer. (A batch of several gave the einsum other roundings, in the
     last bit, depending on the batch: BLAS splits the product differently.)"""
     x = np.random.default_rng(1).standard_normal((n, 3, *src), dtype=np.float32)
-    expected = np.concatenate([_einsum_resize(x[i:i + 1], *dst) for i in range(n)])
+    expected = np.concatenate([einsum_resize(x[i:i + 1], *dst) for i in range(n)])
     np.testing.assert_array_equal(binning.resize_and_center_crop(x, *dst), expected)
     out = binning.empty_resized(n, 3, *dst, *src)
     assert all(np.shares_memory(image, out[i]) for i, image in enumerate(binning.resized(x, *dst, out=out)))
@@ -75,7 +75,7 @@ def test_the_resize_keeps_the_values_of_the_einsum_it_replaced(n, src, dst):
     for i, image in enumerate(binning.resized(x, *dst)):
         np.testing.assert_array_equal(image, expected[i])
     if n == 1:
-        np.testing.assert_array_equal(binning.resize_and_center_crop(x, *dst), _einsum_resize(x, *dst))
+        np.testing.assert_array_equal(binning.resize_and_center_crop(x, *dst), einsum_resize(x, *dst))
 
 
 def test_a_resize_to_the_same_size_yields_the_images_themselves():

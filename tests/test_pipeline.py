@@ -142,6 +142,7 @@ def test_binning_resizes_each_image_as_before_and_plans_the_resize(pipes, monkey
     import mindspore as ms
 
     from studio import binning
+    from tests.test_binning import einsum_resize  # studio's resize before it went one image at a time
     ours, _ = pipes
     plans, original = [], ours.generation_plan
     monkeypatch.setattr(ours, "generation_plan", lambda *args, **kwargs: plans.append(original(*args, **kwargs))
@@ -150,15 +151,6 @@ def test_binning_resizes_each_image_as_before_and_plans_the_resize(pipes, monkey
     latents = ours("a cat", output_type="latent", **kwargs).images
     decoded = ours.decode(ms.Tensor(latents))  # (2, 3, 304, 208)
 
-    def einsum_resize(image, height, width):  # studio's resize before it went one image at a time
-        in_h, in_w = image.shape[2:]
-        ratio = max(height / in_h, width / in_w)
-        out_h, out_w = max(height, int(in_h * ratio)), max(width, int(in_w * ratio))
-        rows = binning._bilinear_matrix(in_h, out_h).astype(np.float32)
-        cols = binning._bilinear_matrix(in_w, out_w).astype(np.float32)
-        top, left = (out_h - height) // 2, (out_w - width) // 2
-        rows, cols = rows[top:top + height], cols[left:left + width]
-        return np.einsum("yh,nchw,xw->ncyx", rows, image, cols, optimize=True).astype(image.dtype)
     expected = np.concatenate([einsum_resize(decoded[i:i + 1], 300, 200) for i in range(2)])
     expected = np.clip(expected * 0.5 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)  # (2, 300, 200, 3)
     np.testing.assert_array_equal(ours("a cat", output_type="np", **kwargs).images, expected)
