@@ -360,9 +360,22 @@ def test_a_model_name_with_a_control_character_is_refused(name, shown):
     assert str(info.value) == f"'{shown}' has a control character, which no path, font or model name may hold"
 
 
-def test_hub_id_not_in_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+def offline(monkeypatch, cache) -> None:
+    """The Hugging Face cache at `cache`, and no network ($HF_HUB_OFFLINE)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def offline_error(name: str = "someone/tiny-pixart") -> str:
+    """The one-line CheckpointError of resolving `name` (offline, as `offline` sets it)."""
+    with pytest.raises(CheckpointError) as info:
+        resolve_model_dir(name)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_hub_id_not_in_cache(tmp_path, monkeypatch):
+    offline(monkeypatch, tmp_path)
     with pytest.raises(CheckpointError, match="owner/missing-model: not a local folder, not in the Hugging Face "
                                               "cache, and could not be downloaded \\(ConnectionError: HF_HUB_OFFLINE "
                                               "is set\\); pass the folder of a downloaded copy$"):
@@ -405,8 +418,7 @@ def test_hub_id_from_cache(tiny_dir, tmp_path, monkeypatch):
     shutil.copytree(tiny_dir, snapshot)
     (tmp_path / "models--someone--tiny-pixart" / "refs").mkdir()
     (tmp_path / "models--someone--tiny-pixart" / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline(monkeypatch, tmp_path)
     assert resolve_model_dir("someone/tiny-pixart") == snapshot
 
 
@@ -451,8 +463,7 @@ def test_a_snapshot_cached_by_hash_alone_loads_at_that_revision(tiny_dir, tmp_pa
     names the hash."""
     revision = "c" * 40
     snapshots = _hub_cache(tiny_dir, tmp_path, [revision], {})
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline(monkeypatch, tmp_path)
     assert resolve_model_dir("someone/tiny-pixart", revision=revision) == snapshots / revision
     with pytest.raises(CheckpointError, match=f"HF_HUB_OFFLINE is set\\); the cache holds it at revision='{revision}'; "
                                               "pass the folder"):
@@ -466,8 +477,7 @@ def test_a_hub_id_names_its_revision_after_an_at(tiny_dir, tmp_path, monkeypatch
 
     main, old = "a" * 40, "b" * 40
     snapshots = _hub_cache(tiny_dir, tmp_path, [main, old], {"main": main, "v1": old})
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline(monkeypatch, tmp_path)
     for written, expected in [("someone/tiny-pixart", main), (f"someone/tiny-pixart@{old}", old),
                               ("someone/tiny-pixart@v1", old), ("someone/tiny-pixart@main", main)]:
         assert resolve_model_dir(written) == snapshots / expected
@@ -558,11 +568,8 @@ def test_a_cached_snapshot_with_variant_weights_only_names_the_variant(tiny_dir,
     revision = "a" * 40
     snapshot = _hub_cache(tiny_dir, tmp_path, [revision], {"main": revision}) / revision
     _rewrite(snapshot, "diffusion_pytorch_model.fp16.safetensors", lambda a: a.astype(np.float16))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CheckpointError) as info:
-        resolve_model_dir("someone/tiny-pixart")
-    assert str(info.value) == (
+    offline(monkeypatch, tmp_path)
+    assert offline_error() == (
         "someone/tiny-pixart: not a local folder, in the Hugging Face cache without plain weights for transformer "
         "(found fp16 variant files: pass variant='fp16' / --variant fp16), and could not be downloaded "
         "(ConnectionError: HF_HUB_OFFLINE is set); pass the folder of a downloaded copy")  # no hint: its only snapshot
@@ -786,8 +793,7 @@ def test_the_published_base_from_the_hub_cache_has_no_transformer_and_is_complet
     shutil.copytree(tiny_dir / "transformer", only / "transformer")
     monkeypatch.delenv("STUDIO_BASE_PIPELINE", raising=False)
     monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "studio"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline(monkeypatch, tmp_path / "hub")
     with pytest.warns(UserWarning, match=f"comes from {re.escape(BASE_PIPELINE)}$"):
         folder = resolve_model_dir(only)
     assert (folder / "vae" / WEIGHTS).resolve() == (repo / "snapshots" / revision / "vae" / WEIGHTS).resolve()
@@ -963,11 +969,8 @@ def test_the_cached_revisions_named_leave_out_the_rejected_one_and_name_their_re
     snapshots = _hub_cache(tiny_dir, tmp_path, [main, tagged, bare], {"main": main, "v1": tagged, "dev": tagged})
     for weights in (snapshots / main).rglob("*.safetensors"):
         weights.unlink()
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CheckpointError) as info:
-        resolve_model_dir("someone/tiny-pixart")
-    assert str(info.value) == (
+    offline(monkeypatch, tmp_path)
+    assert offline_error() == (
         "someone/tiny-pixart: not a local folder, in the Hugging Face cache with its configs only, not its weights, "
         f"and could not be downloaded (ConnectionError: HF_HUB_OFFLINE is set); the cache holds it at "
         f"revision='{tagged}' (dev, v1), revision='{bare}'; pass the folder of a downloaded copy")
