@@ -41,16 +41,11 @@ import yaml
 from studio import manifest
 from studio.errors import InputError, StudioError, control_problem, one_line, out_of_memory
 from studio.layout import ShallowLoader
-from studio.export import pause_point, remove_temporaries, write_temp
+from studio.export import FileLock, pause_point, remove_temporaries, write_temp
 from studio.hub import HubId
 from studio.progress import PhaseBars, progress_bar
 from studio.text import surrogate_problem
 from studio.spec import GenerateLayer
-
-try:
-    import fcntl  # flock, for `_ItemLock`
-except ImportError:  # Windows: items are not locked
-    fcntl = None
 
 JOB_KEYS = ("layout", "name", "model", "memory_budget", "variables", "matrix", "items")
 RESERVED = ("layout", "name")  # keys of matrix axes, items and CSV columns that are not variables
@@ -1039,53 +1034,31 @@ def _recorded(task) -> tuple[dict | None, str | None]:
         return None, f"damaged manifest: {e}"
 
 
-class _ItemLock:
-    """An item's lock file '.<stem>.lock' in its folder, locked (flock, exclusive) while a run renders the item, so
-    that two runs of one job into one OUTDIR (a requeued Slurm job beside its first attempt) don't both render it.
-    The kernel releases the lock when the process dies, SIGKILL included; the file stays then, and the next run
-    takes it. Without fcntl (Windows), or on a file system that takes no locks (ENOLCK: NFS without its lock
-    daemon), nothing is locked."""
+class _ItemLock(FileLock):
+    """An item's lock file '.<stem>.lock' in its folder (`export.FileLock`), locked while a run renders the item,
+    so that two runs of one job into one OUTDIR (a requeued Slurm job beside its first attempt) don't both render
+    it. A killed run's file stays, unlocked, and the next run takes it."""
 
     def __init__(self, folder: Path, stem: str):
-        self.path, self.fd = folder / f".{stem}.lock", None
+        super().__init__(folder / f".{stem}.lock")
 
     def take(self) -> str | None:
         """Lock it: None when this process holds it (or nothing can be locked), else ' (pid N)' naming the process
-        that does ('' when it has not written its pid yet). Retried until the locked file is the one the path
-        names: another run may have removed it (`release`) after it was opened here."""
-        while fcntl is not None:
+        that does ('' when it has not written its pid yet)."""
+        while True:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                held = super().take(wait=False)
+                break
             except FileNotFoundError:  # another run's failed item removed the folder it had made
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                with os.fdopen(fd, "rb") as f:
-                    pid = f.read(20).decode(errors="replace").strip()
-                return f" (pid {pid})" if pid.isdigit() else ""
-            except OSError:  # no locks on this file system
-                os.close(fd)
-                return None
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                os.ftruncate(fd, 0)  # a killed run's pid may be there
-                os.write(fd, f"{os.getpid()}\n".encode())
-                self.fd = fd
-                return None
-            os.close(fd)
-        return None
-
-    def release(self) -> None:
-        """Remove the file, then unlock it: a run that opened it meanwhile finds it removed once it takes it."""
+        if held is not None:
+            with os.fdopen(held, "rb") as f:
+                pid = f.read(20).decode(errors="replace").strip()
+            return f" (pid {pid})" if pid.isdigit() else ""
         if self.fd is not None:
-            self.path.unlink(missing_ok=True)
-            os.close(self.fd)
-            self.fd = None
+            os.ftruncate(self.fd, 0)  # a killed run's pid may be there
+            os.write(self.fd, f"{os.getpid()}\n".encode())
+        return None
 
 
 def _new_folders(folder: Path, root: Path) -> list[Path]:

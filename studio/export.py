@@ -36,7 +36,7 @@ import numpy as np
 from studio.errors import InputError, signals_held
 
 try:
-    import fcntl  # flock, for `_commit_lock`
+    import fcntl  # flock, for `FileLock`
 except ImportError:  # Windows
     fcntl = None
 
@@ -590,58 +590,73 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
 _COMMIT_LOCK = ".studio-export-lock"  # in the output folder; no '.lock' suffix: a batch item's lock is '.<stem>.lock'
 
 
+class FileLock:
+    """An exclusive lock (flock) on the file `path`, made when missing: held by one open file at a time and
+    released by the kernel when its process dies, SIGKILL included. `release` removes the file, then unlocks
+    it, so `take` retries until the file it locked is the one the path names (another process may have
+    removed it after it was opened here). Without fcntl (Windows), or on a file system that takes no locks
+    (ENOLCK: NFS without its lock daemon), nothing is locked. Used for an export's commit (`_commit_lock`)
+    and a batch item's render (`batch._ItemLock`)."""
+
+    def __init__(self, path: Path):
+        self.path, self.fd = path, None
+
+    def take(self, wait: bool = True) -> int | None:
+        """Lock it, waiting for another holder when `wait`: None when this process holds it now (or nothing can
+        be locked); otherwise (not `wait`) the descriptor of the file another process holds, for the caller to
+        read and close. A folder that is gone is FileNotFoundError."""
+        while fcntl is not None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                return fd
+            except OSError:  # no locks on this file system: no lock file either
+                os.close(fd)
+                self.path.unlink(missing_ok=True)
+                return None
+            except BaseException:  # interrupted while waiting
+                os.close(fd)
+                raise
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return None
+            os.close(fd)
+        return None
+
+    def release(self) -> None:
+        """Remove the file, then unlock it: a process that opened it meanwhile finds it removed once it locks it."""
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+
 @contextlib.contextmanager
 def _commit_lock(folder: Path):
-    """The folder's commit lock (flock, exclusive, waiting for it) on '.studio-export-lock', so that two exports into
-    one folder make their renames one after the other, never interleaved; removed, then unlocked, after. The
-    kernel releases it when a process dies. Without fcntl (Windows), or on a file system that takes no locks
-    (ENOLCK), nothing is locked; as batch's `_ItemLock`, retried until the locked file is the one the path names."""
-    path, fd = folder / _COMMIT_LOCK, None
-    while fcntl is not None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # no locks on this file system: no lock file either
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            fd = None
-            break
-        except BaseException:  # interrupted while waiting
-            os.close(fd)
-            raise
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-        fd = None
+    """The folder's commit lock ('.studio-export-lock', `FileLock`, waited for), so that two exports into one
+    folder make their renames one after the other, never interleaved."""
+    lock = FileLock(folder / _COMMIT_LOCK)
+    lock.take()
     try:
         yield
     finally:
-        if fd is not None:
-            path.unlink(missing_ok=True)
-            os.close(fd)
+        lock.release()
 
 
 def _remove_stale_lock(folder: Path) -> None:
     """Remove the commit lock file a killed export left (the kernel unlocked it), not one a running export holds."""
-    path = folder / _COMMIT_LOCK
-    if fcntl is None or not os.path.lexists(path):
-        return
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.path.samestat(os.fstat(fd), os.stat(path)):
-            path.unlink()
-    except OSError:  # held, or removed meanwhile: left alone
-        pass
-    finally:
-        os.close(fd)
+    if os.path.lexists(folder / _COMMIT_LOCK):
+        lock = FileLock(folder / _COMMIT_LOCK)
+        held = lock.take(wait=False)
+        if held is None:
+            lock.release()
+        else:
+            os.close(held)
 
 
 def _is(path: Path, stat: os.stat_result | None) -> bool:

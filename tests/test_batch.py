@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from studio import batch, manifest
+from studio import batch, export, manifest
 from studio.batch import (JOB_KEYS, STALE_PART, EmbeddingCache, JobError, format_name, load_job, name_problem,
                           rerender, run_batch, select_shard, slug)
 from studio.cli import main
@@ -1583,7 +1583,7 @@ def test_an_item_lock_is_held_once_and_its_removal_is_race_free(tmp_path, monkey
     assert not (tmp_path / ".x.lock").exists()
 
     assert first.take() is None
-    flock, raced = batch.fcntl.flock, []
+    flock, raced = export.fcntl.flock, []
 
     def release_then_another_takes(fd, operation):
         if not raced:  # second has opened the file: first removes it, third makes and locks a new one
@@ -1591,7 +1591,7 @@ def test_an_item_lock_is_held_once_and_its_removal_is_race_free(tmp_path, monkey
             first.release()
             assert third.take() is None
         return flock(fd, operation)
-    monkeypatch.setattr(batch.fcntl, "flock", release_then_another_takes)
+    monkeypatch.setattr(export.fcntl, "flock", release_then_another_takes)
     assert second.take() == f" (pid {os.getpid()})" and raced
     third.release()
     assert not (tmp_path / ".x.lock").exists()
