@@ -279,7 +279,7 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
         # the cache (a link to a blob no longer there, a shard an index lists) are downloaded again; offline, a
         # snapshot that names every component's weights is loaded, and a lost file is the loader's error
         complete = not missing
-        if complete and (offline or variant in held and not _lost_files(cached, found, variant)):
+        if complete and (offline or variant in held and _intact(cached, found, variant)):
             return cached
         if not held:
             lacks = "with its configs only, not its weights"
@@ -376,24 +376,15 @@ def _weight_variants(folder: Path, components: tuple[str, ...] = WEIGHTED_COMPON
             if (folder / c).is_dir() else set() for c in components}
 
 
-def _lost_files(snapshot: Path, found: dict[str, set], variant: str | None) -> list[str]:
-    """The weight files, relative to `snapshot`, that a load of `variant` reads but the cache has lost: a link
-    to a blob no longer there, or a shard an index lists (`found`: `_weight_variants`' components)."""
-    lost = []
-    for component, variants in found.items():
-        chosen = variant if variant in variants else None  # as weight_files falls back to the plain files
-        folder = snapshot / component
-        for path in sorted(folder.iterdir()):
-            if _weight_variant(path.name) == (True, chosen) and not path.is_file():  # is_file follows the link
-                lost.append(path)
-            index = _INDEX_NAME.fullmatch(path.name)
-            if index and (index["a"] or index["b"]) == chosen and path.is_file():
-                try:
-                    shards = json.loads(path.read_text()).get("weight_map", {}).values()
-                    lost += [folder / s for s in dict.fromkeys(shards) if not (folder / s).is_file()]
-                except (ValueError, AttributeError, TypeError, OSError):
-                    pass  # an index that is no shard index: the loader says so
-    return [p.relative_to(snapshot).as_posix() for p in dict.fromkeys(lost)]
+def _intact(snapshot: Path, components, variant: str | None) -> bool:
+    """Whether each component's weight files that a load of `variant` reads are in `snapshot` (`weight_files`: a
+    link to a blob no longer in the cache, or a shard an index lists and the cache lost, is not)."""
+    try:
+        for component in components:
+            weight_files(snapshot / component, variant)
+    except CheckpointError:
+        return False
+    return True
 
 
 def _cached_revisions_hint(name: str, cache_dir, rejected: Path | None = None) -> str:
@@ -416,12 +407,6 @@ def _cached_revisions_hint(name: str, cache_dir, rejected: Path | None = None) -
 # the older 'model-00001-of-00002.fp16.safetensors'), optional shard number
 _WEIGHT_NAME = re.compile(r"(?:diffusion_pytorch_model|model)(?:\.(?P<a>\w+))?(?:-\d+-of-\d+)?(?:\.(?P<b>\w+))?"
                           r"\.safetensors")
-
-
-# a shard index's name: 'model.safetensors.index.json', with a variant 'model.safetensors.index.fp16.json' or
-# 'model.fp16.safetensors.index.json'
-_INDEX_NAME = re.compile(r"(?:diffusion_pytorch_model|model)(?:\.(?P<a>\w+))?\.safetensors\.index"
-                         r"(?:\.(?P<b>\w+))?\.json")
 
 
 def _weight_variant(name: str) -> tuple[bool, str | None]:
