@@ -220,7 +220,7 @@ def in_srgb(picture: Image.Image, icc: bytes | None) -> Image.Image:
     from PIL import ImageCms
 
     profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-    space = profile.profile.xcolor_space.strip()  # 'RGB', 'CMYK', 'GRAY', ...
+    space = profile.profile.xcolor_space.strip().upper()  # 'RGB', 'CMYK', 'GRAY', 'LAB' (tagged 'Lab '), ...
     ours = {"CMYK": "CMYK", "LAB": "LAB", "L": "GRAY", "LA": "GRAY", "1": "GRAY"}.get(picture.mode, "RGB")
     if space not in PROFILE_MODES or (ours != space and (ours, space) != ("GRAY", "RGB")):
         raise ValueError(f"its {space} colour profile does not fit a {picture.mode} picture")
@@ -261,8 +261,10 @@ def placeholder(layer: GenerateLayer, index: int, box: Box, label: str) -> Image
 # -- text ------------------------------------------------------------------------------------------------------
 
 def paragraphs(text: str) -> list[str]:
-    """The lines of `text` as written, split at every line end (LF, CRLF, CR, U+2028, U+2029, ...: raqm cannot
-    lay out a CR); a line end at the very end starts no new line (a YAML `|` block ends with one)."""
+    """The lines of `text` as written, split at every line end `str.splitlines` knows: LF, CRLF, CR, U+2028 and
+    U+2029, and NEL, VT and FF (Unicode's line breaking has these as mandatory breaks) and U+001C-U+001E (raqm
+    cannot lay out a CR, NEL or U+001C-U+001E inside a line); a line end at the very end starts no new line (a
+    YAML `|` block ends with one)."""
     return text.splitlines() or [""]
 
 

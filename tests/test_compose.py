@@ -572,6 +572,14 @@ def test_cmyk_jpeg_is_converted_with_its_profile(tmp_path):
     assert np.abs(pixels - expected).max() <= 1  # not Pillow's naive (0, 255, 255), (255, 0, 255), ...
 
 
+def test_lab_image_with_its_lab_profile_is_converted(tmp_path):
+    Image.new("RGB", (2, 1), RED[:3]).convert("LAB").save(tmp_path / "lab.tif")  # Pillow embeds its Lab profile
+    with Image.open(tmp_path / "lab.tif") as saved:
+        assert saved.info.get("icc_profile")
+    pixels = np.asarray(C.compose(image_layer(tmp_path, "lab.tif", 2, 1)))[0, :2].astype(int)
+    assert np.abs(pixels - np.array([RED[:3]] * 2)).max() <= 6  # sRGB red through Lab (8-bit a, b) and back
+
+
 def test_colour_profile_of_another_colour_space_is_an_error(tmp_path):
     Image.new("RGB", (1, 1)).save(tmp_path / "odd.png", icc_profile=cmyk_profile(dict.fromkeys("CMYK", (0, 0, 0))))
     with pytest.raises(InputError, match=r"layers\[0\].image.path: cannot read image 'odd.png' .*CMYK colour profile"):
@@ -1163,6 +1171,11 @@ def dejavu():
 def test_every_line_end_breaks_a_line_and_a_final_one_adds_none():
     assert C.paragraphs("a\r\nb\rc\u2029d\u2028e\n") == ["a", "b", "c", "d", "e"]
     assert C.paragraphs("a\n\n") == ["a", ""] and C.paragraphs("") == [""]
+    # NEL, VT and FF are mandatory breaks in Unicode's line breaking; raqm cannot lay out NEL or U+001C-U+001E
+    assert C.paragraphs("a\x85b\x0bc\x0cd\x1ce\x1df\x1eg") == list("abcdefg")
+    for end in "\x85\x1c":
+        two_lines = C.compose(text_layout(text=f"Wait{end}what", size=20))
+        assert two_lines.tobytes() == C.compose(text_layout(text="Wait\nwhat", size=20)).tobytes()
     # a YAML `|` block ends with a line end: no empty last line lifting bottom-aligned text
     block = C.compose(text_layout(text="Hello\n", size=20, valign="bottom"))
     assert block.tobytes() == C.compose(text_layout(text="Hello", size=20, valign="bottom")).tobytes()
