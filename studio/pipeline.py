@@ -525,6 +525,7 @@ class PixArtSigmaPipeline:
         max_sequence_length and stream are keyword-only: the reference's second argument is
         do_classifier_free_guidance, which would otherwise be taken for a length of 1 token.
         """
+        max_sequence_length = _scalar(max_sequence_length)
         check_max_sequence_length(max_sequence_length)
         stream = not self.keep_text_encoder if stream is None else stream
         try:
@@ -560,8 +561,8 @@ class PixArtSigmaPipeline:
             ids, mask = real_tokens(*tokenize(self.tokenizer, [text], max_sequence_length))
             if ids.shape[1] == max_sequence_length and (dropped := truncated_text(self.tokenizer, text,
                                                                                   max_sequence_length)):
-                warnings.warn(f"studio: a prompt is cut at {max_sequence_length} tokens, T5's limit here; dropped: "
-                              f"'{dropped[:80]}{'...' if len(dropped) > 80 else ''}'", stacklevel=2)
+                warnings.warn(f"studio: '{_excerpt(text, 40)}' is cut at {max_sequence_length} tokens, T5's limit "
+                              f"here; dropped: '{_excerpt(dropped, 80)}'", stacklevel=2)
             # the attention blocks the budget gives T5 change the features' last bits, so they are part of the key
             chunks = memory.attention_chunks(t5.num_heads, ids.shape[1], ids.shape[1], t5.d_kv,
                                              memory.current_attention_budget())
@@ -670,10 +671,16 @@ class PixArtSigmaPipeline:
         prompts, negatives, given, given_negatives = self._text_inputs(
             prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
             negative_prompt_attention_mask)
+        # 0-d arrays and tensors (torch.tensor(64), as the reference takes them) as numpy scalars, checked as such
+        height, width, num_inference_steps, num_images_per_prompt, max_sequence_length, guidance_scale, seed, \
+            callback_steps, use_resolution_binning = map(_scalar, (
+                height, width, num_inference_steps, num_images_per_prompt, max_sequence_length, guidance_scale, seed,
+                callback_steps, use_resolution_binning))
         height, width = default_size(self.transformer.config, self.vae.config, height, width)
         output_type = "np" if output_type is None else output_type  # as the reference's postprocess reads None
         self._check_inputs(prompts, negatives, height, width, num_inference_steps, num_images_per_prompt,
-                           max_sequence_length, output_type, seed, guidance_scale, vae_tiling, generator,
+                           max_sequence_length, output_type, seed, guidance_scale, use_resolution_binning,
+                           vae_tiling, generator,
                            clean_caption, latents, given is not None, given_negatives is not None, callback,
                            callback_steps)
         # numpy scalars pass the checks; MindSpore takes only Python numbers where they meet tensors
@@ -868,10 +875,8 @@ class PixArtSigmaPipeline:
     # -- checks ------------------------------------------------------------------------------------------
 
     def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type, seed,
-                      guidance, vae_tiling, generator, clean_caption, latents, embeds_given, negative_embeds_given,
+                      guidance, binning, vae_tiling, generator, clean_caption, latents, embeds_given, negative_embeds_given,
                       callback, callback_steps):
-        if getattr(guidance, "ndim", None) == 0:  # a 0-d array or tensor (torch.tensor(4.5)): the reference takes it
-            guidance = _numpy(guidance)[()]  # a numpy scalar, checked as one (a bool or str one is refused)
         number = isinstance(guidance, (int, float, np.number)) and not isinstance(guidance, bool)
         if not number or not np.isfinite(guidance):
             raise InputError(f"guidance_scale must be a finite number, got {guidance!r:.80}")
@@ -880,6 +885,8 @@ class PixArtSigmaPipeline:
             what = (f"negative_prompt_embeds has {n} row{'s' * (n != 1)}" if negative_embeds_given else
                     f"negative_prompt has {n} entr{'ies' if n != 1 else 'y'}")
             raise InputError(f"{what}, {'prompt_embeds' if embeds_given else 'prompt'} has {len(prompts)}")
+        if not isinstance(binning, (bool, np.bool_)):  # a truthy "no" would generate at the bin's size
+            raise InputError(f"use_resolution_binning must be True or False, got {binning!r:.80}")
         if vae_tiling not in (None, True, False):
             raise InputError(f"vae_tiling must be None (automatic), True or False, got {vae_tiling!r:.80}")
         if seed is not None and generator is not None:
@@ -933,6 +940,8 @@ class Captions(NamedTuple):
         if features.ndim != 3 or mask.shape != features.shape[:2]:
             raise InputError(f"{name}_embeds {features.shape} and {name}_attention_mask {mask.shape} are not "
                              f"(B, L, C) and (B, L)")
+        if 0 in features.shape[:2]:
+            raise InputError(f"{name}_embeds {features.shape}: needs at least one row and one token position")
         mask = mask.astype(np.int32)  # as `tokenize` gives masks (a copy: the caller's is not changed)
         # a row that attends to no token attends to all its L positions in the reference: its -10000 bias is the
         # same for every key, so softmax cancels it, as for a row of ones; here masked keys weigh exactly 0 (and
@@ -955,6 +964,17 @@ class Captions(NamedTuple):
                                    for p in parts])
         mask = np.concatenate([np.pad(p.mask, ((0, 0), (0, length - p.mask.shape[1]))) for p in parts])
         return ms.Tensor(features).astype(dtype), ms.Tensor(mask)
+
+
+def _excerpt(text: str, n: int) -> str:
+    """`text`, its first `n` characters and '...' if longer."""
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _scalar(value):
+    """A 0-d numpy, torch or MindSpore array as a numpy scalar (the reference takes torch.tensor(64) for a size);
+    anything else as it is."""
+    return _numpy(value)[()] if getattr(value, "ndim", None) == 0 and not isinstance(value, np.generic) else value
 
 
 def _numpy(a) -> np.ndarray:

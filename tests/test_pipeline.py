@@ -50,11 +50,11 @@ def test_prompt_and_negative_lists_pair_up_as_in_the_reference(pipes):
                   output_type="latent")
     expected = ref(prompts, negative_prompt=negatives, latents=torch.from_numpy(latents), clean_caption=False,
                    **kwargs).images.numpy()
-    with pytest.warns(UserWarning, match="a prompt is cut at 120 tokens") as cut:
+    with pytest.warns(UserWarning, match="' is cut at 120 tokens") as cut:
         actual = ours(prompts, negative_prompt=negatives, latents=latents, **kwargs).images
     assert len(cut) == 2
     assert rel_l2(actual, expected) <= 1e-3
-    with pytest.warns(UserWarning, match="a prompt is cut at 120 tokens"):
+    with pytest.warns(UserWarning, match="' is cut at 120 tokens"):
         swapped = ours(prompts, negative_prompt=negatives[::-1], latents=latents, **kwargs).images
     assert rel_l2(swapped, expected) > 1e-2  # the pairing matters
 
@@ -324,6 +324,12 @@ def test_unguided_calls_ignore_the_negative_prompt_as_the_reference_does(pipes):
      "prompt_attention_mask attends to position 301: at most 300 (PixArt-Sigma's caption length, which the memory "
      "plan counts)"),
     (dict(num_inference_steps=True), "num_inference_steps must be a positive integer, got True"),
+    (dict(height=torch.tensor(256.0)), "height must be a positive integer, got 256.0"),
+    (dict(use_resolution_binning="no"), "use_resolution_binning must be True or False, got 'no'"),
+    (dict(prompt=None, prompt_embeds=np.zeros((1, 0, 32)), prompt_attention_mask=np.ones((1, 0))),
+     "prompt_embeds (1, 0, 32): needs at least one row and one token position"),
+    (dict(prompt=None, prompt_embeds=np.zeros((0, 4, 32)), prompt_attention_mask=np.ones((0, 4))),
+     "prompt_embeds (0, 4, 32): needs at least one row and one token position"),
     (dict(memory_budget="1KiB"), "memory budget 1.00 KiB is too small for 256x256"),  # a PlanError, a ValueError too
     (dict(callback=lambda step, timestep, latents: None), "callback is called as callback(step, total) after each "
                                                           "denoising step (the reference's callback(step, timestep, "
@@ -344,6 +350,18 @@ def test_a_zero_dimensional_guidance_scale_is_its_number_as_the_reference_takes_
     expected = ours("a cat", guidance_scale=4.5, **kwargs).images
     for scale in (torch.tensor(4.5), np.array(4.5), ms.Tensor(4.5)):
         np.testing.assert_array_equal(ours("a cat", guidance_scale=scale, **kwargs).images, expected)
+
+
+def test_zero_dimensional_integer_arguments_are_their_numbers_as_the_reference_takes_them(pipes):
+    """height=torch.tensor(256) and the other counts as 0-d torch, numpy or MindSpore arrays run as the numbers."""
+    import mindspore as ms
+    ours = pipes[0]
+    kwargs = dict(num_inference_steps=1, output_type="latent", seed=2, max_sequence_length=120)
+    expected = ours("a cat", height=256, width=128, **kwargs).images
+    for zero_d in (torch.tensor, np.array, ms.Tensor):
+        given = {k: zero_d(v) for k, v in dict(height=256, width=128, **kwargs).items() if k != "output_type"}
+        actual = ours("a cat", output_type="latent", use_resolution_binning=zero_d(True), **given).images
+        np.testing.assert_array_equal(actual, expected)
 
 
 def test_positional_arguments_numpy_numbers_and_torch_latents_as_the_reference_takes_them(pipes):
@@ -490,7 +508,7 @@ def test_texts_of_the_same_tokens_share_an_embedding_cache_entry(pipes):
         for same in ("A DOG ", "a  dog", ["a dog"]):
             np.testing.assert_array_equal(ours.encode_prompt(same)[0].asnumpy(), first.asnumpy())
         assert len(cache.entries) == 1
-        with pytest.warns(UserWarning, match="a prompt is cut at 2 tokens"):
+        with pytest.warns(UserWarning, match="^studio: 'a dog' is cut at 2 tokens"):
             ours.encode_prompt("a dog", max_sequence_length=2)
         assert len(cache.entries) == 2
     finally:
@@ -749,7 +767,8 @@ def test_2k_checkpoint_generates_at_its_bins_and_beyond(tmp_path):
 def test_a_prompt_cut_at_the_token_limit_is_warned_about(pipes):
     """As the reference logs it: what was dropped, once per prompt; a prompt that fits says nothing."""
     ours, _ = pipes
-    with pytest.warns(UserWarning, match="studio: a prompt is cut at 5 tokens, T5's limit here; dropped: '") as seen:
+    with pytest.warns(UserWarning, match="^studio: 'a red fox in the snow at night' is cut at 5 tokens, T5's limit "
+                                         "here; dropped: 'x in the snow at night'$") as seen:
         ours.encode_prompt(["a red fox in the snow at night", "a cat"], max_sequence_length=5)
     assert len(seen) == 1
     ours.encode_prompt(["a cat"], max_sequence_length=300)  # filterwarnings = error: would fail on a warning
