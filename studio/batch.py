@@ -45,7 +45,7 @@ from studio.export import FileLock, pause_point, remove_temporaries, write_temp
 from studio.hub import HubId
 from studio.progress import PhaseBars, progress_bar
 from studio.text import surrogate_problem
-from studio.spec import GenerateLayer
+from studio.spec import GenerateLayer, user_path
 
 JOB_KEYS = ("layout", "name", "model", "memory_budget", "variables", "matrix", "items")
 RESERVED = ("layout", "name")  # keys of matrix axes, items and CSV columns that are not variables
@@ -338,7 +338,7 @@ def _job_model(name: str | None, folder: Path) -> str | None:
     written (a hub id 'owner/name', or a folder relative to the working folder, as --model)."""
     if name is None:
         return None
-    there = folder / Path(name).expanduser()
+    there = folder / user_path(name)
     return str(there) if there.exists() else name
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from studio.errors import CheckpointError, ConfigError, control_problem, one_line
 from studio.hub import HubId, is_hub_id, split_revision
+from studio.spec import user_path
 
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
 WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
@@ -150,7 +151,7 @@ def transformer_folder(transformer: str | os.PathLike, weights: bool = True, var
                        cache_dir=None, local_files_only: bool = False) -> Path:
     """The transformer folder `from_pretrained(transformer=...)` names: a folder holding config.json itself, or
     the transformer/ of a model (folder or hub id, resolved as a model is, not completed with a base)."""
-    path = Path(transformer).expanduser()
+    path = user_path(transformer)
     if (not isinstance(transformer, HubId) and path.is_dir() and (path / "config.json").is_file()
             and not (path / "transformer").exists()):
         return path
@@ -234,7 +235,7 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
     name = str(path_or_id)
     if control_problem(name):  # ($STUDIO_MODEL, the API) the system takes no NUL; a newline would split the message
         raise CheckpointError(f"'{one_line(name)}' {control_problem(name)}")
-    path = Path(path_or_id).expanduser()
+    path = user_path(path_or_id)
     hub_only = isinstance(path_or_id, HubId)  # a layout's hub id: the same model whatever the working folder holds
     if not hub_only and path.is_dir():
         problem = not_a_file(path / "model_index.json")

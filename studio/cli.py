@@ -20,6 +20,7 @@ from studio.errors import (InputError, StudioError, control_problem, interrupt_i
                            signals_held)
 from studio.layout import MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS
 from studio.progress import PhaseBars
+from studio.spec import user_path
 
 PUBLISHED_MODEL = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
 VAE_TILING = {"auto": None, "on": True, "off": False}
@@ -445,7 +446,7 @@ def _said_of_env_model(line: str, args) -> str:
             return (f"{line} (no --model given: the published checkpoint is the default; pass --model DIR, set "
                     f"$STUDIO_MODEL, or try `studio make-tiny tiny` and --model tiny)")
         return line
-    for name in dict.fromkeys([model, str(Path(model).expanduser())]):  # as given, as checkpoint names a folder
+    for name in dict.fromkeys([model, str(user_path(model))]):  # as given, as checkpoint names a folder
         if line.startswith(f"{name}: "):
             return f"{name} (from $STUDIO_MODEL): {line.removeprefix(f'{name}: ')}"
     return line

@@ -257,7 +257,8 @@ class _Reader:
                 return text
             value = _plain_12(text)  # read again, as if the value had been written there
             names = [m[1] for m in _VARIABLE_RE.finditer(node.value) if m[1] in self.variables]
-            self.origins[id(node)] = (names, value)
+            if names:  # not when only an escape ('{{') changed the text
+                self.origins[id(node)] = (names, value)
         return value
 
     def entries(self, node, path: str, table: dict) -> dict | None:

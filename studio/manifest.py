@@ -17,6 +17,7 @@ import platform
 from pathlib import Path
 
 from studio.export import write_temp
+from studio.spec import user_path
 
 FORMAT = "studio-batch-manifest/1"
 SIDECAR_SUFFIX = ".manifest.json"
@@ -124,7 +125,7 @@ def model_files(folder: Path, variant: str | None = None) -> list[Path]:
 def model_identity(model: str) -> str:
     """The model as an item key names it: a local folder by its resolved absolute path, however it is spelled
     ('m', './m', a symbolic link), anything else (a hub id) as given."""
-    path = Path(model).expanduser()
+    path = user_path(model)
     return str(path.resolve()) if path.is_dir() else str(model)
 
 

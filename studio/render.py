@@ -30,7 +30,7 @@ from studio.hub import HubId, split_revision
 from studio.layout import file_name_problem, file_stems
 from studio.memory import format_bytes
 from studio.plan import GenerateJob, Plan, file_dpi, plan_layout
-from studio.spec import GenerateLayer, Layout
+from studio.spec import GenerateLayer, Layout, user_path
 
 
 def output_stems(layout: Layout, stem: str | None = None) -> list[str]:
@@ -101,7 +101,7 @@ def model_name(model: str, revision: str | None = None) -> str:
     '.', '..' and a symbolic link name it as a layout's `model:` does; as resolve_model_dir, a folder before a
     hub id, but a layout's `HubId`), a hub id as it is, with '@revision' when `revision` is given and it names
     none (the form a layout's `model:` and --model take)."""
-    folder = Path(model).expanduser()
+    folder = user_path(model)
     if not isinstance(model, HubId) and folder.is_dir():
         return folder.resolve().name
     return f"{model}@{revision}" if revision and split_revision(model)[1] is None else model

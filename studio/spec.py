@@ -20,10 +20,19 @@ from pathlib import Path
 RGBA = tuple[int, int, int, int]
 
 
+def user_path(name: str) -> Path:
+    """Path(name) with a leading '~' or '~user' expanded; as written when there is no such user (or no home), so
+    that a 'no such file' names it rather than a RuntimeError escaping."""
+    try:
+        return Path(name).expanduser()
+    except RuntimeError:  # 'Could not determine home directory.'
+        return Path(name)
+
+
 def input_path(name: str, base_dir: Path | str | None) -> Path:
     """A file or folder a layout names, as every stage reads it: '~' expanded, relative to `base_dir` (the layout
     file's folder; None: the current folder); an absolute path stays as it is."""
-    return Path(base_dir or ".") / Path(name).expanduser()
+    return Path(base_dir or ".") / user_path(name)
 
 
 def file_problem(name: str, file: Path, kind: str, relative_to: str) -> str | None:

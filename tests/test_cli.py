@@ -317,6 +317,10 @@ def test_proof_refuses_a_model_folder_that_does_not_exist(tmp_path, capsys):
     assert capsys.readouterr().err == f"studio: error: {tmp_path / 'nope'}: no such model folder (and not a hub id " \
                                       "like 'owner/name')\n"
     assert not (tmp_path / "p.png").exists()
+    # '~user' of no such user: Path.expanduser raises a RuntimeError; the path is taken as written
+    assert main(["generate", "a cat", "--model", "~nosuchuser/m", "-o", str(tmp_path / "g.png")]) == 2
+    assert capsys.readouterr().err == "studio: error: ~nosuchuser/m: no such model folder (and not a hub id like " \
+                                      "'owner/name')\n"
 
 
 def test_a_dry_run_checks_the_output_and_plans_a_published_checkpoint_offline(tmp_path, capsys, monkeypatch):

@@ -645,6 +645,11 @@ BROKEN = [
     ("canvas: {preset: fhd}\nlayers: [{image: {path: missing.png}}]\n",
      "poster.yaml:2: layers[0].image.path: no such image file 'missing.png' (relative paths are read from the "
      "layout file's folder)"),
+    ("canvas: {preset: fhd}\nlayers: [{image: {path: ~nosuchuser/a.png}}]\n",  # Path.expanduser: a RuntimeError
+     "poster.yaml:2: layers[0].image.path: no such image file '~nosuchuser/a.png' (relative paths are read from the "
+     "layout file's folder)"),
+    ("canvas: {preset: fhd}\nlayers: [{generate: {prompt: x, steps: '}}'}}]\n",  # an escape, no variable
+     "poster.yaml:2: layers[0].generate.steps: expected a whole number, got '}' (text)"),
     ("canvas: {preset: fhd}\nlayers: [{image: {path: notes.txt}}]\n",
      "poster.yaml:2: layers[0].image.path: 'notes.txt' is not an image Pillow can read"),
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: red}}, {image: {path: trunc.png}}]\n",
