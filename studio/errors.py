@@ -38,6 +38,11 @@ class PlanError(StudioError, ValueError):
         self.minimum = minimum
 
 
+class NumericalError(StudioError, ArithmeticError):
+    """A computation overflowed: its result holds NaN or infinite values, so there is nothing to return (the
+    reference returns black images)."""
+
+
 def out_of_memory(e: BaseException) -> bool:
     """Whether e is MindSpore failing to allocate device or host memory (a RuntimeError with its C++ trace)."""
     return any(m in str(e) for m in ("Allocate memory failed", "MallocForOutputs", "Out of memory"))

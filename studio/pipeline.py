@@ -23,7 +23,7 @@ from studio import backend, binning, memory, sampling, vae_tiling as tiling
 from studio.checkpoint import (LOADING, WEIGHTED_COMPONENTS, check_types, check_weights, describe_path, falls_back,
                                read_config, read_json, resolve_model_dir, weight_files)
 from studio.memory_plan import GenerationPlan, plan_generation
-from studio.errors import CheckpointError, ConfigError, InputError
+from studio.errors import CheckpointError, ConfigError, InputError, NumericalError
 from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
 from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
 from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
@@ -748,6 +748,8 @@ class PixArtSigmaPipeline:
         report("denoise", 0, steps)
         with memory.attention_budget(denoise_phase.workspace):
             x = sampling.sample(model_fn, x, config, num_inference_steps, callback=after_step)
+        if not np.isfinite(x.asnumpy()).all():
+            raise NumericalError(self._overflow("denoising", guidance_scale))
         if output_type == "latent":
             return self._output(x.astype(ms.float32).asnumpy(), seed, return_dict)
 
@@ -757,6 +759,8 @@ class PixArtSigmaPipeline:
         with memory.attention_budget(decode_phase.workspace):
             images = self.decode(x, decode_phase.tiles, progress=lambda done, total: report("decode", done, total))
         n, c, h, w = images.shape
+        if not all(np.isfinite(image.sum(dtype=np.float64)) for image in images):  # pixels in about [-1, 1]: a sum
+            raise NumericalError(self._overflow("decoding", guidance_scale))  # is not finite when one is not
         if output_type == "np":
             out = images if (h, w) == (out_height, out_width) else \
                 binning.empty_resized(n, c, out_height, out_width, h, w)
@@ -772,6 +776,16 @@ class PixArtSigmaPipeline:
         del images, image  # the floats go before PIL copies the pixels (8192^2: 768 MiB, beside 192 MiB each)
         pictures = [Image.fromarray(pixels.pop(0)) for _ in range(len(pixels))]  # each one's pixels then go
         return self._output(pictures, seed, return_dict)
+
+    def _overflow(self, phase: str, guidance_scale: float) -> str:
+        """What to say when `phase` gave NaN or infinite values."""
+        dtype = {ms.float16: "float16", ms.bfloat16: "bfloat16"}.get(self.vae_dtype if phase == "decoding"
+                                                                     else self.dtype, "float32")
+        hint = (f"; guidance_scale {guidance_scale:g} is far above the usual 1-20" if guidance_scale > 100 else
+                "; float16's range is +-65504: try float32" + (", or force_upcast: true in vae/config.json"
+                                                              if phase == "decoding" else "")
+                if dtype == "float16" else "")
+        return f"{phase} overflowed in {dtype}: the result holds NaN or infinite values, no image is returned{hint}"
 
     def _text_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
                      negative_prompt_attention_mask) -> tuple[list[str], list[str], "Captions | None",

@@ -352,6 +352,25 @@ def test_a_zero_dimensional_guidance_scale_is_its_number_as_the_reference_takes_
         np.testing.assert_array_equal(ours("a cat", guidance_scale=scale, **kwargs).images, expected)
 
 
+def test_an_overflow_is_an_error_not_a_black_image(pipes, monkeypatch):
+    """NaN or infinite latents or pixels (a huge guidance_scale, float16's range) raise, naming the phase; the
+    reference returns black images."""
+    from studio.errors import NumericalError
+    ours = pipes[0]
+    kwargs = dict(height=64, width=64, use_resolution_binning=False, num_inference_steps=2, seed=1)
+    for output_type in ("latent", "pil"):
+        with pytest.raises(NumericalError, match=r"^denoising overflowed in float32: the result holds NaN or infinite "
+                                                 r"values, no image is returned; guidance_scale 1e\+20 is far above"):
+            ours("a cat", guidance_scale=1e20, output_type=output_type, **kwargs)
+    assert np.isfinite(ours("a cat", guidance_scale=1e15, output_type="latent", **kwargs).images).all()
+    decode = ours.decode
+    monkeypatch.setattr(ours, "decode", lambda *a, **k: np.where(np.arange(3)[:, None, None] == 1, np.inf,
+                                                                 decode(*a, **k)))
+    with pytest.raises(NumericalError, match=r"^decoding overflowed in float32: the result holds NaN or infinite "
+                                             r"values, no image is returned$"):
+        ours("a cat", output_type="np", **kwargs)
+
+
 def test_zero_dimensional_integer_arguments_are_their_numbers_as_the_reference_takes_them(pipes):
     """height=torch.tensor(256) and the other counts as 0-d torch, numpy or MindSpore arrays run as the numbers."""
     import mindspore as ms
