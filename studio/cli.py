@@ -69,6 +69,21 @@ def parse_seed(text: str) -> int:
     return int(text)
 
 
+def not_empty(what: str, kind=Path):
+    """An argparse type: `kind(text)`, but an empty value (what an unset shell variable gives, `-o "$OUT"`) is
+    refused, saying `what` to give; Path('') would be the working folder."""
+    def parse(text: str):
+        if not text:
+            raise argparse.ArgumentTypeError(f"empty; give {what}")
+        return kind(text)
+    return parse
+
+
+IMAGE_FILE = not_empty("an image file name (.png, .jpg, .tif, .webp)")
+OUTPUT_FOLDER = not_empty("an output folder")
+MODEL = not_empty("a pipeline folder or a hub id owner/name (or leave --model out for the default)", str)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error for a bad command line (no usage dump): the command's subparsers are
     of this class too."""
@@ -97,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="generate one image from a prompt")
     gen.add_argument("prompt", help="what to generate (T5 reads up to 300 tokens)")
-    gen.add_argument("-o", "--output", required=True, type=Path, help="image file (.png, .jpg, .tif, .webp)")
-    gen.add_argument("--model", default=None,
+    gen.add_argument("-o", "--output", required=True, type=IMAGE_FILE, help="image file (.png, .jpg, .tif, .webp)")
+    gen.add_argument("--model", type=MODEL, default=None,
                      help=f"pipeline folder or Hugging Face hub id (default: $STUDIO_MODEL or {PUBLISHED_MODEL})")
     gen.add_argument("--size", type=parse_size, default=(None, None),
                      help="WIDTHxHEIGHT in px (default: the checkpoint's native size, 1024x1024 for the 1024 model)")
@@ -117,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--memory-budget", default=None, help=BUDGET_HELP)
     gen.add_argument("--device", default=None, help=DEVICE_HELP)
     gen.add_argument("--vae-tiling", choices=tuple(VAE_TILING), default="auto",
-                     help="decode in tiles: auto (when the untiled decode would exceed the budget or make a "
-                          "feature map above 4 GiB), on, off")
+                     help="decode in tiles: auto (the default: when the untiled decode would exceed the budget or "
+                          "make a feature map above 4 GiB), on, off")
     gen.add_argument("--dry-run", action="store_true", help="print the memory plan and exit; loads no weights")
     gen.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     gen.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -131,23 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
         return cmd
 
     plan = layout_command("plan", "print what rendering a layout will do, without loading a model")
-    plan.add_argument("--model", default=None, help="model for layers that name none (its config is read)")
+    plan.add_argument("--model", type=MODEL, default=None,
+                      help="model for layers that name none (its config is read)")
     plan.add_argument("--memory-budget", default=None, help=BUDGET_HELP)
     plan.add_argument("--device", default=None, help=DEVICE_HELP + "; its free memory is the automatic budget")
     plan.add_argument("--json", action="store_true", help="machine-readable plan")
 
     proof = layout_command("proof", "draw the layout with labelled placeholders instead of generated art")
-    proof.add_argument("-o", "--output", required=True, type=Path, help="image file (.png, .jpg, .tif, .webp)")
-    proof.add_argument("--model", default=None, help="model whose generation sizes label the placeholders "
-                                                     "(its config is read; default: as render)")
+    proof.add_argument("-o", "--output", required=True, type=IMAGE_FILE, help="image file (.png, .jpg, .tif, .webp)")
+    proof.add_argument("--model", type=MODEL, default=None,
+                       help="model whose generation sizes label the placeholders (its config is read; default: as "
+                            "render)")
     proof.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     proof.add_argument("--no-guides", action="store_true", help="without the bleed, trim, safe-area and bezel "
                                                                 "guides")
 
     render = layout_command("render", "plan, generate, compose and export a layout")
-    render.add_argument("-o", "--output", required=True, type=Path, help="output folder (created)")
-    render.add_argument("--model", default=None, help="model for layers that name none "
-                                                      f"(default: $STUDIO_MODEL or {PUBLISHED_MODEL})")
+    render.add_argument("-o", "--output", required=True, type=OUTPUT_FOLDER, help="output folder (created)")
+    render.add_argument("--model", type=MODEL, default=None,
+                        help=f"model for layers that name none (default: $STUDIO_MODEL or {PUBLISHED_MODEL})")
     render.add_argument("--memory-budget", default=None, help=BUDGET_HELP + "; overrides the layout's")
     render.add_argument("--device", default=None, help=DEVICE_HELP)
     render.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
@@ -156,12 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     # -- batch (studio.batch) --
     batch = sub.add_parser("batch", help="render every item of a job file into a folder: resumable, shardable")
     batch.add_argument("job", type=Path, help="job file (YAML or CSV), see layouts/README.md, 'Batch jobs'")
-    batch.add_argument("-o", "--output", type=Path, help="output folder (created); required unless --list")
-    batch.add_argument("--model", default=None,
+    batch.add_argument("-o", "--output", type=OUTPUT_FOLDER, help="output folder (created); required unless --list")
+    batch.add_argument("--model", type=MODEL, default=None,
                        help=f"model for layouts that name none (default: the job's, else $STUDIO_MODEL or "
                             f"{PUBLISHED_MODEL})")
     batch.add_argument("--shard", default="0/1", type=parse_shard, metavar="I/N",
-                       help="render items I, I+N, I+2N, ... (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/8")
+                       help="render items I, I+N, I+2N, ... (0 <= I < N; default 0/1, all), e.g. "
+                            "$SLURM_ARRAY_TASK_ID/8")
     batch.add_argument("--memory-budget", default=None, help="overrides the job's and the layouts'")
     batch.add_argument("--device", default=None, help=DEVICE_HELP)
     batch.add_argument("--cache-dir", type=Path, default=None,
@@ -173,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rerender = sub.add_parser("rerender", help="render a batch item again from its manifest; compare the bytes")
     rerender.add_argument("manifest", type=Path, help="an item's <name>.manifest.json")
-    rerender.add_argument("-o", "--output", type=Path, default=None,
+    rerender.add_argument("-o", "--output", type=OUTPUT_FOLDER, default=None,
                           help="folder for the files (default: a temporary one, only compared)")
     rerender.add_argument("--overwrite", action="store_true", help="replace the files in the -o folder if they exist")
     rerender.add_argument("--device", default=None, help=DEVICE_HELP)
@@ -182,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("make-tiny", help="write a tiny random PixArt-Sigma pipeline (its output is noise)")
     tiny.add_argument("folder", type=Path, help="folder to write the pipeline into (created)")
     tiny.add_argument("--sample-size", type=int, default=128, choices=(32, 64, 128, 256),
-                      help="latent size of the native bin: 128 behaves like the 1024 px checkpoint")
+                      help="latent size of the native bin (default 128, which behaves like the 1024 px checkpoint)")
     tiny.add_argument("--seed", type=parse_seed, default=0, help=f"0..{MAX_SEED}, for the random weights (default 0)")
     tiny.add_argument("--overwrite", action="store_true",
                       help="replace the folder if it holds a pipeline (model_index.json)")
@@ -219,8 +237,8 @@ def check_steps(model: str, revision: str | None, steps: int, sampler: str | Non
         raise ConfigError(config.problem)
     try:
         check_schedule(config, GenerateLayer("", steps=steps, sampler=sampler))
-    except InputError as e:
-        raise InputError(f"--steps {steps}: {e}") from None
+    except InputError as e:  # the sampler's 'num_steps=N must be ...', in the CLI's words
+        raise InputError(f"--steps {steps}: {str(e).removeprefix(f'num_steps={steps} ')}") from None
 
 
 def cmd_generate(args) -> None:
@@ -238,9 +256,12 @@ def cmd_generate(args) -> None:
         export.check_size(args.output, width, height)
     # plan first: a budget that can't be met, or a step count the scheduler can't run, fails here, before any
     # weight is read
-    the_plan = pipeline.plan(model, height, width, guidance_scale=args.guidance, memory_budget=args.memory_budget,
-                             use_resolution_binning=not args.no_binning, dtype=args.dtype,
-                             vae_tiling=VAE_TILING[args.vae_tiling], revision=args.revision)
+    try:
+        the_plan = pipeline.plan(model, height, width, guidance_scale=args.guidance, memory_budget=args.memory_budget,
+                                 use_resolution_binning=not args.no_binning, dtype=args.dtype,
+                                 vae_tiling=VAE_TILING[args.vae_tiling], revision=args.revision)
+    except InputError as e:  # a size binning would take: said in the CLI's words, not the API's
+        raise InputError(str(e).replace(pipeline.BINNING_ON, "leave out --no-binning")) from None
     check_steps(model, args.revision, args.steps, args.sampler)
     if args.dry_run:
         print(the_plan.describe())
@@ -268,11 +289,15 @@ def cmd_generate(args) -> None:
 
 
 def parse_variables(pairs: list[str]) -> dict[str, str]:
+    """--set NAME=VALUE pairs -> {name: value}; a name given twice is an error (which value was meant?)."""
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            raise InputError(f"--set '{pair}' is not NAME=VALUE")
+            raise InputError(f"--set '{one_line(pair)}' is not NAME=VALUE")
+        if name.strip() in out:
+            raise InputError(f"--set {one_line(name.strip())}: given twice ('{one_line(out[name.strip()])}' and "
+                             f"'{one_line(value)}'); give each variable once")
         out[name.strip()] = value
     return out
 
@@ -296,13 +321,15 @@ def cmd_proof(args) -> None:
     from studio.render import proof
 
     layout = load(args)
-    if args.model and not is_hub_id(args.model):
-        resolve_model_dir(args.model, weights=False)  # a mistyped folder is an error, even for a proof
+    model = args.model or env_model()  # named, on the command line or in $STUDIO_MODEL
+    if model and not is_hub_id(model):
+        resolve_model_dir(model, weights=False)  # a mistyped folder is an error, even for a proof
     try:
         the_plan = plan_layout(layout, args.model or default_model())
     except StudioError as e:  # a proof needs no model: label without generation sizes
-        if args.model:
-            print(f"note: placeholders without generation sizes ({e})", file=sys.stderr)
+        if model:
+            print(f"note: placeholders without generation sizes ({_said_of_env_model(one_line(str(e)), args)})",
+                  file=sys.stderr)
         the_plan = None
     path = proof(layout, args.output, the_plan, overwrite=args.overwrite, guides=not args.no_guides)
     print(f"wrote {path} ({layout.canvas.full_width}x{layout.canvas.full_height}, placeholders for generated art)")
@@ -452,21 +479,23 @@ def _said_of_env_model(line: str, args) -> str:
     return line
 
 
-def check_model_arg(args) -> None:
-    """InputError for a --model (or the $STUDIO_MODEL a command without one takes) with a control character, in
-    the words of the layout loader's `model:`."""
-    model, name = getattr(args, "model", ""), "--model"
-    if model is None:
-        model, name = env_model(), "$STUDIO_MODEL"
-    if model and control_problem(model):
-        raise InputError(f"{name} '{one_line(model)}' {control_problem(model)}")
+def check_names(args) -> None:
+    """InputError for a --model (or the $STUDIO_MODEL a command without one takes) or an -o with a control
+    character, in the words of the layout loader's `model:`; an -o's would split 'wrote ...' and errors too."""
+    model = getattr(args, "model", "")
+    named = [("--model", model) if model is not None else ("$STUDIO_MODEL", env_model())]
+    if getattr(args, "output", None) is not None:
+        named.append(("-o", str(args.output)))
+    for name, value in named:
+        if value and control_problem(value):
+            raise InputError(f"{name} '{one_line(value)}' {control_problem(value)}")
 
 
 def _run(args) -> int:
     """The command, its user-side failures as one line and an exit status."""
     try:
         try:
-            check_model_arg(args)
+            check_names(args)
             _import_mindspore()
             if getattr(args, "device", None):
                 from studio import backend

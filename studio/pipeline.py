@@ -31,6 +31,7 @@ from studio.text import MAX_LENGTH, load_tokenizer, preprocess, surrogate_proble
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 OUTPUT_TYPES = ("pil", "np", "latent")
+BINNING_ON = "leave resolution binning on (use_resolution_binning=True)"  # the CLI says it in its words
 DTYPES = {"float32": ms.float32, "fp32": ms.float32, "float16": ms.float16, "fp16": ms.float16,
           "bfloat16": ms.bfloat16, "bf16": ms.bfloat16}
 # studio's fused CPU kernels are fp32 only, and MindSpore's fp16 CPU kernels are slow and take several times
@@ -251,7 +252,7 @@ def check_size(tr: PixArtTransformerConfig, vae: AutoencoderKLConfig, height: in
     multiple = vae.downsample_factor * tr.patch_size
     if height % multiple or width % multiple:
         raise InputError(f"size {width}x{height} is not a multiple of {multiple} px; pick a multiple of {multiple}, "
-                         f"or leave resolution binning on (use_resolution_binning=True; the CLI without --no-binning)")
+                         f"or {BINNING_ON}")
 
 
 def size_conditions(cfg: PixArtTransformerConfig, height: int, width: int, batch: int) -> tuple:

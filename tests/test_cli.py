@@ -103,14 +103,13 @@ def test_generate_dry_run_and_budget_errors(tiny_dir, tmp_path, capsys):
 
     assert main(base + ["--size", "100x100", "--no-binning"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("studio: error: size 100x100 is not a multiple of 16 px; pick a multiple of 16, or leave "
-                   "resolution binning on (use_resolution_binning=True; the CLI without --no-binning)")
+    assert err == "studio: error: size 100x100 is not a multiple of 16 px; pick a multiple of 16, or leave out " \
+                  "--no-binning"  # the CLI's option, not the API's use_resolution_binning
 
     # more steps than the scheduler's training timesteps: refused before any weight is read, dry run or not
     for dry_run in (["--dry-run"], []):
         assert main(base + ["--steps", "100000", "--size", "128x128"] + dry_run) == 2
-        assert capsys.readouterr().err == ("studio: error: --steps 100000: num_steps=100000 must be an integer in "
-                                           "1..1000\n")
+        assert capsys.readouterr().err == "studio: error: --steps 100000: must be an integer in 1..1000\n"
     assert not out.exists()
 
     # a scheduler studio can't run, without --sampler: the pipeline's error, before any weight is read
@@ -195,12 +194,77 @@ def test_a_studio_model_with_a_control_character_is_refused(command, tmp_path, m
     assert list(tmp_path.iterdir()) == []
 
 
+# each command that takes -o, with what else it needs
+OUTPUT_COMMANDS = [["generate", "a cat"], ["proof", "l.yaml"], ["render", "l.yaml"], ["batch", "job.yaml"],
+                   ["rerender", "a.manifest.json"]]
+
+
+@pytest.mark.parametrize("command", OUTPUT_COMMANDS)
+@pytest.mark.parametrize("output", ["x\ny.png", "x\ty.png", "out\r"])
+def test_an_output_with_a_control_character_is_refused(command, output, tmp_path, monkeypatch, capsys):
+    """It would split 'wrote ...' and error lines: refused in one line, as a --model with one is."""
+    monkeypatch.chdir(tmp_path)
+    assert main(command + ["-o", output]) == 2
+    shown = output.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    assert capsys.readouterr().err == (f"studio: error: -o '{shown}' has a control character, which no path, font "
+                                       "or model name may hold\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "a cat", "-o", "x.png", "--model=", "--dry-run"], "studio generate: error: argument --model: empty; "
+     "give a pipeline folder or a hub id owner/name (or leave --model out for the default)"),
+    (["generate", "a cat", "-o", ""], "studio generate: error: argument -o/--output: empty; give an image file name "
+     "(.png, .jpg, .tif, .webp)"),
+    (["proof", "l.yaml", "-o", ""], "studio proof: error: argument -o/--output: empty; give an image file name"),
+    (["render", "l.yaml", "-o", ""], "studio render: error: argument -o/--output: empty; give an output folder"),
+    (["render", "l.yaml", "-o", "out", "--model", ""], "studio render: error: argument --model: empty; "),
+    (["plan", "l.yaml", "--model="], "studio plan: error: argument --model: empty; "),
+    (["batch", "job.yaml", "-o="], "studio batch: error: argument -o/--output: empty; give an output folder"),
+    (["rerender", "a.manifest.json", "-o="], "studio rerender: error: argument -o/--output: empty; give an output "
+     "folder"),
+])
+def test_an_empty_model_or_output_is_refused(argv, message, tmp_path, monkeypatch, capsys):
+    """What an unset shell variable gives (`--model "$M"`): not the default model, not the working folder
+    (Path('') is '.')."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "l.yaml").write_text("canvas: {width: 64, height: 64}\nlayers:\n  - fill: {color: red}\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(message) and err.count("\n") == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["l.yaml"]
+
+
+def test_a_variable_set_twice_is_refused(tmp_path, capsys):
+    layout = tmp_path / "l.yaml"
+    layout.write_text("canvas: {width: 64, height: 64}\nvariables: {steps: 2}\n"
+                      "layers:\n  - generate: {prompt: a cat, steps: \"{steps}\"}\n")
+    assert main(["proof", str(layout), "-o", str(tmp_path / "p.png"), "--set", "steps=2", "--set", " steps=3"]) == 2
+    assert capsys.readouterr().err == ("studio: error: --set steps: given twice ('2' and '3'); give each variable "
+                                       "once\n")
+    assert not (tmp_path / "p.png").exists()
+
+
 def test_every_argument_has_a_help_text():
     import argparse
 
     from studio.cli import build_parser
     [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     assert [f"{name} {a.dest}" for name, cmd in commands.choices.items() for a in cmd._actions if not a.help] == []
+
+
+def test_every_default_is_stated(capsys):
+    """An option's help says its default (make-tiny --sample-size's did not)."""
+    import argparse
+
+    [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    unstated = [f"{name} {a.dest}" for name, cmd in commands.choices.items() for a in cmd._actions
+                if a.default not in (None, False, "", [], (None, None), argparse.SUPPRESS) and "default" not in a.help]
+    assert unstated == []
+    with pytest.raises(SystemExit):
+        main(["make-tiny", "--help"])
+    assert "(default 128," in " ".join(capsys.readouterr().out.split())
 
 
 def test_progress_is_a_bar_on_a_terminal_and_a_few_plain_lines_in_a_log(monkeypatch):
@@ -386,6 +450,19 @@ def test_make_tiny_is_all_or_nothing(tmp_path, capsys):
     assert capsys.readouterr().err == f"studio: error: {tmp_path / 'afile'}: is a file, not a folder\n"
 
 
+def test_make_tiny_into_a_folder_it_cannot_write_in_is_said_as_export_says_it(tmp_path, monkeypatch, capsys):
+    """Not by the hidden temporary folder's name (tests run as root, where permissions stop no write: the folder is
+    made unwritable as os.access answers)."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(tmp_path / "ro") else
+                        real_access(path, mode))
+    (tmp_path / "ro").mkdir()
+    assert main(["make-tiny", str(tmp_path / "ro" / "t"), "--sample-size", "32"]) == 2
+    assert capsys.readouterr().err == (f"studio: error: {tmp_path / 'ro'}: cannot write in this folder (read-only, or "
+                                       "no permission)\n")
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
 def test_make_tiny_replaces_only_a_pipeline_and_never_the_working_folder(tmp_path, monkeypatch, capsys):
     """--overwrite replaces a pipeline folder or an empty one, never a folder of other files, nor the working
     folder ('.', '') or one holding it (the shell would be left in a removed folder)."""
@@ -451,10 +528,12 @@ def test_the_environments_model_is_named_in_errors(tmp_path, monkeypatch, capsys
     assert capsys.readouterr().out.startswith("generation 1024x1024 px")  # planned from the published configs
     nope = tmp_path / "nope"
     monkeypatch.setenv("STUDIO_MODEL", str(nope))
-    for argv in (base, ["render", str(layout), "-o", str(tmp_path / "out"), "--memory-budget", "2GiB"]):
+    for argv in (base, ["render", str(layout), "-o", str(tmp_path / "out"), "--memory-budget", "2GiB"],
+                 ["plan", str(layout)], ["proof", str(layout), "-o", str(tmp_path / "p.png")]):
         assert main(argv) == 2
         assert capsys.readouterr().err == (f"studio: error: {nope} (from $STUDIO_MODEL): no such model folder (and "
                                            "not a hub id like 'owner/name')\n")
+    assert not (tmp_path / "p.png").exists()
     assert main(base + ["--model", str(nope)]) == 2
     assert capsys.readouterr().err == (f"studio: error: {nope}: no such model folder (and not a hub id like "
                                        "'owner/name')\n")
