@@ -199,6 +199,7 @@ class _Reader:
         self.origins: dict[int, tuple] = {}  # scalar node id -> (variables in it, its value): for messages
         self.own_names = True  # output.name names the files: check it with the variables' values
         self.unset: set[str] = set()  # variables reported without a value: what they fill is not reported again
+        self.alias_lines: dict[tuple[int, int], int] = {}  # _Loader.alias_lines
 
     def error(self, node, path: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -1702,10 +1703,13 @@ def parse_layout(text: str | dict, source: str = "<string>", variables: dict[str
     stand_ins = _stand_ins(text)
     yaml_text = text.translate(str.maketrans(stand_ins))
     try:
-        root = yaml.compose(yaml_text, Loader=_Loader)
+        loader = _Loader(yaml_text)  # as yaml.compose does, keeping the loader's alias_lines
+        root = loader.get_single_node()
     except yaml.YAMLError as e:
         line, problem = _yaml_problem(yaml_text, e)
         raise LayoutError([f"{source}:{line}: YAML syntax: {problem}"]) from None
+    loader.dispose()
+    r.alias_lines = loader.alias_lines
     if root is None:
         raise LayoutError([f"{source}:1: the layout is empty; it needs canvas (or span) and layers"])
     if stand_ins:
@@ -1756,7 +1760,17 @@ class ShallowLoader(yaml.SafeLoader):
 
 class _Loader(ShallowLoader):
     """The layout loader: tabs before a comment or a line's end are skipped as YAML 1.2 (and editors) skip them;
-    PyYAML (YAML 1.1) stops at them."""
+    PyYAML (YAML 1.1) stops at them. `alias_lines`: (id of a list node, index) -> the line of an item written
+    as an alias (`- *sky`), whose node is the anchor's, with the anchor's line."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.alias_lines: dict[tuple[int, int], int] = {}
+
+    def compose_node(self, parent, index):
+        if isinstance(parent, yaml.SequenceNode) and self.check_event(yaml.AliasEvent):
+            self.alias_lines[(id(parent), index)] = self.peek_event().start_mark.line + 1
+        return super().compose_node(parent, index)
 
     def scan_to_next_token(self):
         while True:
@@ -1882,9 +1896,24 @@ def _read(r: _Reader, root, overrides: dict[str, str]) -> Layout | None:
         _output_names(r, node.get("output"), output or {}, span, node.get("span"), items, layers)
     if r.errors:
         return None
-    return Layout(source=r.source, canvas=canvas, layers=layers, grids=dict(r.grids), span=span,
-                  output=Output(**(output or {})), variables=dict(r.variables), memory_budget=memory_budget,
-                  model=model)
+    layout = Layout(source=r.source, canvas=canvas, layers=layers, grids=dict(r.grids), span=span,
+                    output=Output(**(output or {})), variables=dict(r.variables), memory_budget=memory_budget,
+                    model=model)
+    object.__setattr__(layout, "lines", _lines(r, found, items))
+    return layout
+
+
+def _lines(r: _Reader, found: dict, items: list) -> dict[str, int]:
+    """`Layout.lines`: the line of each top-level key, of each layer where it is written in `layers` (an alias
+    item at the alias), and of each generate layer's model key (a merged one where the merged mapping has it)."""
+    lines = {key: key_node.start_mark.line + 1 for key, (key_node, _) in found.items()}
+    for i, item in enumerate(items):
+        lines[f"layers[{i}]"] = r.alias_lines.get((id(found["layers"][1]), i), item.start_mark.line + 1)
+        body = _layer_body(item)
+        model = [k for k, _ in body.value if k.value == "model"] if _layer_type(item) == "generate" else []
+        if model:
+            lines[f"layers[{i}].generate.model"] = model[-1].start_mark.line + 1
+    return lines
 
 
 def _output_names(r: _Reader, node, output: dict, span: Span | None, span_node, items: list, layers) -> None:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 from studio import binning
 from studio.check import check_layout
-from studio.errors import CheckpointError, ConfigError, InputError, PlanError
+from studio.errors import CheckpointError, ConfigError, InputError, PlanError, StudioError
 from studio.geometry import SNAP, Box, monitor_dpi, resolve, span_canvas
 from studio.hub import split_revision
 from studio.memory import format_bytes, parse_bytes, resolve_budget, tensor_cap
@@ -268,35 +268,44 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
     max_tensor = tensor_cap()  # the device's, as the pipeline plans the generation when it runs
     boxes = tuple(resolve(layer.region, layout.canvas, layout.grids) for layer in layout.layers)
     jobs, models, generations = [], {}, {}
-    short = []  # (PlanError, layer label) of each layer the budget is too small for
+    short = []  # (PlanError, layer label, where) of each layer the budget is too small for
     for i, (layer, box) in enumerate(zip(layout.layers, boxes)):
         if not isinstance(layer, GenerateLayer) or box.w <= 0 or box.h <= 0:
             continue  # an empty region (a percentage rounding to 0 px) draws nothing: nothing to generate
         model_id = layer.model or layout.model or model
         label = f"layers[{i}]" + (f" ({layer.name})" if layer.name else "")
+        where = layout.where(f"layers[{i}]")  # 'poster.yaml:14', the layer's line (its source alone in code)
+        at = f"{where}: {label}"
         if model_id is None and not configs:
-            raise InputError(f"{layout.source}: {label}: no model: pass model= (CLI: --model) or set the "
-                             f"layout's or the layer's model")
+            raise InputError(f"{at}: no model: pass model= (CLI: --model) or set the layout's or the layer's model")
         if configs:
             (tr, t5, vae), sampler = configs, None
         else:
             if model_id not in models:
-                models[model_id] = model_configs(model_id), model_sampler(model_id)
+                try:
+                    models[model_id] = model_configs(model_id), model_sampler(model_id)
+                except StudioError as e:  # a model the file names: at its key (the command line's: as it is)
+                    if layer.model:
+                        key = f"layers[{i}].generate.model"
+                        raise _placed(e, f"{layout.where(key)}: {label}.generate.model") from None
+                    if layout.model:
+                        raise _placed(e, f"{layout.where('model')}: model") from None
+                    raise
             (tr, t5, vae), sampler = models[model_id]
         steps = layer.steps
         if sampler is not None:
             try:
                 steps = check_schedule(sampler, layer)
             except (ConfigError, InputError) as e:
-                raise type(e)(f"{layout.source}: {label}: {e}") from None
+                raise _placed(e, at) from None
         try:
             strategy, gen_w, gen_h, memory = plan_region(box, layer, (tr, t5, vae), budget_bytes, max_tensor)
         except ConfigError as e:
-            raise ConfigError(f"{layout.source}: {label}: {e}") from None
+            raise _placed(e, at) from None
         except PlanError as e:
             if e.minimum is None:
-                raise PlanError(f"{layout.source}: {label}: {e}") from None
-            short.append((e, label))  # the other layers are planned too: the error names what they all need
+                raise _placed(e, at) from None
+            short.append((e, label, where))  # the other layers are planned too: the error names all their needs
             continue
         f = vae.downsample_factor
         # what decides the pixels (the budget, and so the attention blocks, is the layout's for every layer);
@@ -310,7 +319,8 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
                                 round(cost, 4), None if model_id is None else str(model_id),
                                 None if reuses == i else reuses))
     if short:
-        raise too_small(layout.source, budget_bytes, short)
+        from_file = budget is None and layout.memory_budget is not None
+        raise too_small(budget_bytes, short, layout.where("memory_budget") if from_file else None)
     monitors = tuple(span_canvas(layout.span)[2]) if layout.span else ()
     kinds = tuple((type(layer).__name__.removesuffix("Layer").lower(), getattr(layer, "name", ""))
                   for layer in layout.layers)
@@ -324,18 +334,28 @@ def file_dpi(layout: Layout) -> int:
     return max(map(monitor_dpi, layout.span.monitors)) if layout.span else layout.canvas.dpi
 
 
-def too_small(source: str, budget: int, short: list[tuple[PlanError, str]]) -> PlanError:
-    """One error for the layers `budget` is too small for ((their PlanError, with its `minimum`, and their
-    label) in layer order), naming the smallest budget that plans them all, the largest of their minima: one
-    layer's own error, located; for several, what each needs, the largest first (three of them at most)."""
-    minimum = max(e.minimum for e, _ in short)
+def _placed(e: StudioError, at: str) -> StudioError:
+    """`e`, its message placed in the layout: '<at>: <message>', `at` as 'poster.yaml:14: layers[2] (sky)'; its
+    class and attributes (a PlanError's minimum, a MissingBase's folder) kept."""
+    e.args = (f"{at}: {e}",)
+    return e
+
+
+def too_small(budget: int, short: list[tuple[PlanError, str, str]], budget_where: str | None) -> PlanError:
+    """One error for the layers `budget` is too small for ((their PlanError, with its `minimum`, their label,
+    and where they are: 'poster.yaml:14') in layer order), naming the smallest budget that plans them all, the
+    largest of their minima: one layer's own error, at the layer; for several, what each needs, the largest
+    first (three of them at most), at the layout's memory_budget when it is the budget used (`budget_where`),
+    else at the layer that needs the most."""
+    minimum = max(e.minimum for e, _, _ in short)
     if len(short) == 1:
-        [(e, label)] = short
-        return PlanError(f"{source}: {label}: {e}", minimum)
+        [(e, label, where)] = short
+        return PlanError(f"{where}: {label}: {e}", minimum)
     ranked = sorted(short, key=lambda s: -s[0].minimum)  # sorted() is stable: layer order among equals
     needs = ", ".join(f"{label}{' needs' if n == 0 else ''} {format_bytes(e.minimum, up=True)}"
-                      for n, (e, label) in enumerate(ranked[:3]))
+                      for n, (e, label, _) in enumerate(ranked[:3]))
     if len(ranked) > 3:
         needs += f" and {len(ranked) - 3} more, each at most {format_bytes(ranked[3][0].minimum, up=True)}"
-    return PlanError(f"{source}: memory budget {format_bytes(budget)} is too small for {len(short)} generate "
-                     f"layers: {needs}; the smallest budget that works is {format_bytes(minimum, up=True)}", minimum)
+    return PlanError(f"{budget_where or ranked[0][2]}: memory budget {format_bytes(budget)} is too small for "
+                     f"{len(short)} generate layers: {needs}; the smallest budget that works is "
+                     f"{format_bytes(minimum, up=True)}", minimum)

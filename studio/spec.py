@@ -16,6 +16,8 @@ import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import ClassVar, Mapping
 
 RGBA = tuple[int, int, int, int]
 
@@ -255,3 +257,13 @@ class Layout:
     variables: dict[str, str] = field(default_factory=dict)  # as resolved, for manifests
     memory_budget: str | None = None
     model: str | None = None
+    # key path ('layers[2]', 'memory_budget', 'layers[2].generate.model') -> the line of the file it is written
+    # on, as the loader read it (a layer's: its item in `layers`, an alias too). Not a field: not compared,
+    # hashed or checked; a Layout built in code has none, and so has a copy changed in code (dataclasses.replace),
+    # whose layers may no longer be the file's.
+    lines: ClassVar[Mapping[str, int]] = MappingProxyType({})
+
+    def where(self, path: str) -> str:
+        """Where key path `path` is, as messages name it: 'poster.yaml:14'; the source alone without its line."""
+        line = self.lines.get(path)
+        return f"{self.source}:{line}" if line else self.source

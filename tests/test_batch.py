@@ -1131,8 +1131,8 @@ def test_a_hub_model_is_checked_before_the_batch_when_items_use_it(tiny_dir, tmp
     assert len(summary.failed) == 4 and summary.exit_code == 1
     assert text.splitlines()[-2:] == [
         "  failed a-red-fox/1, a-red-fox/2, an-owl/1, an-owl/2:",
-        "    owner/gone: not a local folder, not in the Hugging Face cache, and could not be downloaded "
-        "(ConnectionError: HF_HUB_OFFLINE is set); pass the folder of a downloaded copy"]
+        f"    {tmp_path / 'card.yaml'}:1: model: owner/gone: not a local folder, not in the Hugging Face cache, and "
+        "could not be downloaded (ConnectionError: HF_HUB_OFFLINE is set); pass the folder of a downloaded copy"]
 
 
 def test_a_failure_while_rendering_fails_that_item_only(tiny_dir, tmp_path):

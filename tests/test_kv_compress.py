@@ -205,7 +205,7 @@ def test_every_path_reports_a_small_grid_before_any_work(tiny_dir, tmp_path, cap
     (tmp_path / "out").mkdir()
     for command in (["plan", str(layout)], ["render", str(layout), "-o", str(tmp_path / "out")]):
         assert main(command + ["--model", str(folder)]) == 2
-        assert capsys.readouterr().err == f"studio: error: {layout}: layers[0]: {small_grid(2, 512, 16)}\n"
+        assert capsys.readouterr().err == f"studio: error: {layout}:3: layers[0]: {small_grid(2, 512, 16)}\n"
     assert not any((tmp_path / "out").iterdir())
 
     pipe = PixArtSigmaPipeline.from_pretrained(folder)

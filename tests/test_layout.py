@@ -383,6 +383,43 @@ grids:
     assert layout.grids["g"].region == Region("percent", 5, 0, 10, 10)
 
 
+def test_the_loader_records_where_layers_and_keys_are_written():
+    """Layout.lines, for the planner's messages: each top-level key's line, each layer's where it is written in
+    `layers` (an alias at the alias, not at its anchor; a merge at its item), and each generate layer's model key
+    (a merged one where the merged mapping has it). Not a field: layouts read from different lines are equal,
+    and a copy changed in code has none (its layers may no longer be the file's)."""
+    import copy
+    from dataclasses import replace
+    text = """\
+variables: {subject: fox}
+canvas: {width: 64px, height: 64px}
+
+memory_budget: 1GiB
+model: studio/base
+layers:
+  - &sky
+    generate: &gen {prompt: "{subject}", model: studio/tiny}
+  - generate: {<<: *gen, seed: 2}
+  - fill: {color: red}
+  - *sky
+  - generate:
+      prompt: b
+      model: studio/other
+"""
+    layout = parse_layout(text, "poster.yaml")
+    assert dict(layout.lines) == {
+        "variables": 1, "canvas": 2, "memory_budget": 4, "model": 5, "layers": 6,
+        "layers[0]": 7, "layers[0].generate.model": 8, "layers[1]": 9, "layers[1].generate.model": 8,
+        "layers[2]": 10, "layers[3]": 11, "layers[3].generate.model": 8, "layers[4]": 12,
+        "layers[4].generate.model": 14}
+    assert (layout.where("layers[3]"), layout.where("output")) == ("poster.yaml:11", "poster.yaml")
+    lower = parse_layout("\n\n" + text, "poster.yaml")
+    assert lower == layout and lower.lines["layers[3]"] == 13
+    assert replace(layout, layers=layout.layers[:1]).lines == {}
+    assert copy.deepcopy(layout).lines == layout.lines  # a copy as it is keeps them (a read-only proxy did not)
+    assert parse_layout(text, "poster.yaml", {"subject": "owl"}).lines == layout.lines  # --set: the same lines
+
+
 # -- spans ------------------------------------------------------------------------------------------------
 
 # dpi: the densest monitor's, rounded (2560 px / 597 mm = 108.9 px per inch; 4 px/mm = 101.6)

@@ -327,6 +327,85 @@ def test_a_layouts_budget_too_small_names_what_all_its_layers_need():
     assert len(plan_layout(five, budget=_smallest(str(e.value)), configs=configs).jobs) == 5
 
 
+# generate layers as in the squares above: layers[1] needs 70.63 MiB, the others 35.69 MiB each; an anchor,
+# a merge key (layers[1], written at line 6), an alias (layers[3], at line 13, its anchor at 11), and variables
+SQUARES_FILE = """\
+variables: {budget: 10MiB, subject: fox}
+canvas: {width: 4000px, height: 4000px}
+memory_budget: "{budget}"
+layers:
+  - generate: &square {prompt: "{subject}", region: {x: 0px, y: 0px, w: 1024px, h: 1024px}}
+  - generate:
+      <<: *square
+      strategy: direct
+      region: {x: 0px, y: 0px, w: 1536px, h: 1536px}
+      name: big
+  - &again
+    generate: {prompt: owl, region: {x: 0px, y: 0px, w: 1024px, h: 1024px}}
+  - *again
+"""
+
+
+def test_a_budget_too_small_for_a_file_names_the_line():
+    """A message that starts with a key path has that key's line: a layer's is where the layer is written in
+    `layers` (merged, or an alias, too). The one for several layers starts with the budget: at the file's
+    memory_budget line when the file's budget is the one used (a variable's value too), else at the layer that
+    needs the most, named first. A layout built in code has no lines: the file alone, as before."""
+    from studio.layout import parse_layout
+    configs = (TINY, T5_TINY, AutoencoderKLConfig.from_dict(vae_config()))
+    one = parse_layout("canvas: {width: 256px, height: 256px}\nmemory_budget: 1KiB\nlayers:\n"
+                       "  - generate: {prompt: x}\n", "b.yaml")
+    with pytest.raises(PlanError) as e:
+        plan_layout(one, configs=configs)
+    assert str(e.value) == ("b.yaml:4: layers[0]: memory budget 1.00 KiB is too small for 256x256: the decode "
+                            "phase needs the most (weights 492.06 KiB + activations 7.97 MiB + attention); the "
+                            "smallest budget that works is 9.47 MiB")
+
+    layout = parse_layout(SQUARES_FILE, "b.yaml")
+    with pytest.raises(PlanError) as e:
+        plan_layout(layout, configs=configs)
+    assert str(e.value) == ("b.yaml:3: memory budget 10.00 MiB is too small for 4 generate layers: layers[1] (big) "
+                            "needs 70.63 MiB, layers[0] 35.69 MiB, layers[2] 35.69 MiB and 1 more, each at most "
+                            "35.69 MiB; the smallest budget that works is 70.63 MiB")
+    with pytest.raises(PlanError) as e:
+        plan_layout(layout, budget="1KiB", configs=configs)  # the command line's budget
+    assert str(e.value).startswith("b.yaml:6: memory budget 1.00 KiB is too small for 4 generate layers: layers[1] "
+                                   "(big) needs 70.63 MiB, ")
+    with pytest.raises(PlanError) as e:
+        plan_layout(parse_layout(SQUARES_FILE, "b.yaml", {"budget": "35.69MiB"}), configs=configs)
+    assert str(e.value) == ("b.yaml:6: layers[1] (big): memory budget 35.69 MiB is too small for 1536x1536: the "
+                            "decode phase needs the most (weights 492.06 KiB + activations 61.04 MiB + attention); "
+                            "the smallest budget that works is 70.63 MiB")
+    assert e.value.minimum == 74053077
+    assert [layout.where(f"layers[{i}]") for i in range(4)] == ["b.yaml:5", "b.yaml:6", "b.yaml:11", "b.yaml:13"]
+
+    in_code = _squares((1024, "auto", ""), (1536, "direct", "big"))
+    assert in_code.where("layers[0]") == "squares.yaml"
+    with pytest.raises(PlanError, match=r"^squares.yaml: memory budget 1.00 KiB is too small for 2 generate "):
+        plan_layout(in_code, budget="1KiB", configs=configs)
+
+
+def test_a_model_the_file_names_that_cannot_be_read_is_at_its_key(tiny_dir, tmp_path, monkeypatch):
+    """The layout's model at the `model:` line, a layer's at the layer's `model:` line (the loader's path for
+    it); a model from the command line is no key of the file's: its error is as it was."""
+    from studio.errors import CheckpointError
+    from studio.layout import parse_layout
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = "nobody/nothing-here: not a local folder, not in the Hugging Face cache, and could not be downloaded"
+
+    def plan(text, model=None):
+        return plan_layout(parse_layout(text, "c.yaml", base_dir=tmp_path), model, "1GiB")
+
+    layers = "layers:\n  - generate: {prompt: a}\n  - generate:\n      prompt: b\n      name: owl\n"
+    with pytest.raises(CheckpointError, match=f"^c.yaml:2: model: {missing}"):
+        plan("canvas: {width: 64px, height: 64px}\nmodel: nobody/nothing-here\n" + layers, str(tiny_dir))
+    with pytest.raises(CheckpointError, match=f"^c.yaml:7: layers\\[1\\] \\(owl\\).generate.model: {missing}"):
+        plan("canvas: {width: 64px, height: 64px}\n" + layers + "      model: nobody/nothing-here\n", str(tiny_dir))
+    with pytest.raises(CheckpointError, match=f"^{missing}"):
+        plan("canvas: {width: 64px, height: 64px}\n" + layers, "nobody/nothing-here")
+
+
 NO_BINS = PixArtTransformerConfig(num_layers=2, num_attention_heads=2, attention_head_dim=16, caption_channels=32,
                                   cross_attention_dim=32, sample_size=96)  # 768 px: no aspect-ratio bin table
 UPSCALE_WITHOUT_BINS = ("`strategy: upscale` generates at the model's aspect-ratio bins, and a transformer of "
@@ -379,7 +458,7 @@ def test_a_checkpoint_without_bins_plans_from_its_folder(tiny_dir, tmp_path):
     [job] = plan_layout(load_layout(layout_file), str(folder), "8GiB").jobs
     assert (job.strategy, job.gen_width, job.gen_height) == ("direct", 3840, 2160)
     layout_file.write_text("canvas: {preset: 4k}\nlayers:\n  - generate: {prompt: x, name: sky, strategy: upscale}\n")
-    with pytest.raises(ConfigError, match=f"^{re.escape(str(layout_file))}: layers\\[0\\] \\(sky\\): "
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(layout_file))}:3: layers\\[0\\] \\(sky\\): "
                                           f"{re.escape(UPSCALE_WITHOUT_BINS)}$"):
         plan_layout(load_layout(layout_file), str(folder), "8GiB")
 
@@ -487,19 +566,24 @@ def test_a_sampler_the_model_cannot_run_fails_at_planning(tiny_dir, tmp_path):
         layout_file.write_text("canvas: {width: 64, height: 64}\nlayers:\n" + text)
         return plan_layout(load_layout(layout_file), str(tiny_dir), "1GiB")
 
-    with pytest.raises(ConfigError, match=r"l.yaml: layers\[1\] \(owl\): .*unipc/scheduler/scheduler_config.json: "
-                                          r"_class_name='UniPCMultistepScheduler' is not supported; .*give the layer "
-                                          r"`sampler: dpm\+\+` \(or ddim, euler\)"):
+    # each at its layer's line in the file (the layer names the model the problem comes from)
+    with pytest.raises(ConfigError) as e:
         plan(["{prompt: a}", f"{{prompt: b, model: {unipc}, name: owl}}"])
-    with pytest.raises(ConfigError, match=r"l.yaml: layers\[0\]: .*betas/scheduler/scheduler_config.json: "
-                                          r"trained_betas=\[0.0001, 0.02\] is not supported; only None$"):
+    assert str(e.value) == (f"{layout_file}:4: layers[1] (owl): {unipc}/scheduler/scheduler_config.json: "
+                            f"_class_name='UniPCMultistepScheduler' is not supported; expected one of "
+                            f"DPMSolverMultistepScheduler, DDIMScheduler, EulerDiscreteScheduler; give the layer "
+                            f"`sampler: dpm++` (or ddim, euler) to sample with one of studio's samplers")
+    with pytest.raises(ConfigError) as e:
         plan([f"{{prompt: a, model: {given_betas}}}"])
+    assert str(e.value) == (f"{layout_file}:3: layers[0]: {given_betas}/scheduler/scheduler_config.json: "
+                            f"trained_betas=[0.0001, 0.02] is not supported; only None")
     assert [j.model for j in plan(["{prompt: a}", f"{{prompt: b, model: {unipc}, sampler: euler}}"]).jobs] == [
         str(tiny_dir), str(unipc)]
     # dpm++ with linspace spacing visits a timestep twice at 1000 steps
-    with pytest.raises(InputError, match=r"layers\[0\]: dpm\+\+ with timestep_spacing 'linspace' visits timestep "
-                                         r"500 twice at 1000 steps"):
-        plan(["{prompt: a, steps: 1000}"])
+    with pytest.raises(InputError) as e:
+        plan(["{prompt: a}", "{prompt: a, steps: 1000}"])
+    assert str(e.value) == (f"{layout_file}:4: layers[1]: dpm++ with timestep_spacing 'linspace' visits timestep "
+                            f"500 twice at 1000 steps; use fewer steps")
     assert plan(["{prompt: a, steps: 1000, sampler: ddim}"]).jobs[0].cost > 0
 
 
