@@ -1173,7 +1173,7 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
             keep = _keep_text_encoder(task, pipelines, job.model, weights)
             hits0 = {m: (c.hits, c.misses) for m, c in caches.items()}
             bars = _ItemBars(quiet, item.name, err)
-            warning = f"{head} warning: {item.name}: {item.layout}: "  # text that leaves its region, say
+            warning = f"{head} warning: {item.name}: {item.layout}"  # text that leaves its region, say
             info: dict = {}
             t1 = time.perf_counter()
             try:
@@ -1181,7 +1181,8 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
                     files = render(task.layout, task.folder, job.model, task.plan.budget, overwrite=True,
                                    progress=bars, pipelines=pipelines, stem=task.stem, record=info,
                                    metadata={"layout": item.layout, "batch_item": item.key},
-                                   warn=lambda problem: _line(bar, warning + problem, out))
+                                   warn=lambda where, problem: _line(  # the layout as the job names it
+                                       bar, f"{warning}{where.removeprefix(task.layout.source)}: {problem}", out))
             finally:
                 bars.close()
             t2 = time.perf_counter()

@@ -165,13 +165,13 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     return path
 
 
-def warn_text_problems(layout: Layout, warn: Callable[[str], None] | None = None) -> None:
+def warn_text_problems(layout: Layout, warn: Callable[[str, str], None] | None = None) -> None:
     """A warning for each text layer that leaves its region (clipped), enters the safe margin or has
-    characters its font lacks (`compose.text_problems`): warn(problem), default a line on stderr naming the
-    layout file."""
-    warn = warn or (lambda problem: print(f"warning: {layout.source}: {problem}", file=sys.stderr))
+    characters its font lacks (`compose.text_problems`): warn(where, problem), where the layer is written
+    ('poster.yaml:14'; the source alone for a layout built in code); default a line on stderr."""
+    warn = warn or (lambda where, problem: print(f"studio: warning: {where}: {problem}", file=sys.stderr))
     for problem in text_problems(layout):
-        warn(problem)
+        warn(layout.where(problem.partition(" ")[0].partition(":")[0]), problem)  # each starts 'layers[2]'
 
 
 def cut_to_region(picture, job: GenerateJob):
@@ -321,7 +321,7 @@ def _prompts_ahead(layout: Layout, plan: Plan, jobs: list[GenerateJob], pipe, re
 def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None, overwrite: bool = False,
            progress: Callable[[str, str, int, int], None] | None = None, pipelines: dict | None = None,
            stem: str | None = None, metadata: dict | None = None, record: dict | None = None,
-           reuse_art: bool = True, warn: Callable[[str], None] | None = None,
+           reuse_art: bool = True, warn: Callable[[str, str], None] | None = None,
            device: str | None = None) -> list[Path]:
     """Generate, compose and export `layout` into `out_dir`; returns the written files.
 
@@ -334,7 +334,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     first generation comes and released after its last, so that models don't add up in memory.
     Generations run model by model, each model's in layer order; a layer whose generation an earlier one
     makes (`GenerateJob.reuses`) takes its picture. Text that leaves its region is warned about before any
-    generation, as `proof` does (`warn_text_problems`; warn(problem) instead of a line on stderr when given).
+    generation, as `proof` does (`warn_text_problems`; warn(where, problem) instead of a line on stderr when given).
     For batches (studio.batch): stem replaces layout.output.name; metadata entries are added to (or
     replace) those stored in the files; record, a dict, receives the memory budget and each generation's
     settings. reuse_art=False generates every layer even when an earlier render kept its picture (rerender,

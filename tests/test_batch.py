@@ -1252,8 +1252,8 @@ def test_text_problems_are_said_once_per_item_naming_it_on_the_batch_output(tiny
     summary, text = run(job, tmp_path / "out", tiny_dir)
     assert summary.rendered == ["card-1", "card-2"]
     assert [line for line in text.splitlines() if "warning" in line] == [
-        "[1/2] warning: card-1: card.yaml: layers[1] (title): text overflows its region (right clipped)",
-        "[2/2] warning: card-2: card.yaml: layers[1] (title): text overflows its region (right clipped)"]
+        "[1/2] warning: card-1: card.yaml:4: layers[1] (title): text overflows its region (right clipped)",
+        "[2/2] warning: card-2: card.yaml:4: layers[1] (title): text overflows its region (right clipped)"]
     assert capsys.readouterr().err == ""  # not on stderr, naming the layout file only
 
 

@@ -448,8 +448,8 @@ output: {formats: [png]}
 """)
     [file] = render(load_layout(tmp_path / "title.yaml"), tmp_path / "out", str(tiny_dir), "1GiB")
     assert file.name == "title.png"
-    assert capsys.readouterr().err == (f"warning: {tmp_path / 'title.yaml'}: layers[0] (title): text overflows its "
-                                       "region (right clipped)\n")
+    assert capsys.readouterr().err == (f"studio: warning: {tmp_path / 'title.yaml'}:3: layers[0] (title): text "
+                                       "overflows its region (right clipped)\n")
 
 
 def test_a_layout_from_text_names_its_files_layout():
