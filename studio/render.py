@@ -46,13 +46,13 @@ def output_stems(layout: Layout, stem: str | None = None) -> list[str]:
     try:  # the loader escapes braces in variables' values: they come out literally
         stems = file_stems(layout.output.name, layout.source, seeds[0] if seeds else 0, monitors)
     except ValueError as e:
-        raise InputError(f"{layout.source}: output.name: {e}") from None
+        raise InputError(f"{layout.where('output')}: output.name: {e}") from None
     for s in stems:
         if file_name_problem(s):
-            raise InputError(f"{layout.source}: output.name '{layout.output.name}' gives '{s}', not a file name "
+            raise InputError(f"{layout.where('output')}: output.name '{layout.output.name}' gives '{s}', not a file name "
                              f"(it {file_name_problem(s)})")
     if len(set(stems)) < len(stems):
-        raise InputError(f"{layout.source}: output.name '{layout.output.name}' gives two files the same name "
+        raise InputError(f"{layout.where('output')}: output.name '{layout.output.name}' gives two files the same name "
                          f"({', '.join(stems)}); the whole span's {{monitor}} is 'span'")
     return stems
 
