@@ -243,6 +243,7 @@ def check_steps(model: str, revision: str | None, steps: int, sampler: str | Non
 
 def cmd_generate(args) -> None:
     from studio import export, pipeline
+    from studio.checkpoint import resolve_model_dir
     from studio.pipeline import PixArtSigmaPipeline
     from studio.render import model_name
     from studio.tiny import note_if_tiny
@@ -263,6 +264,11 @@ def cmd_generate(args) -> None:
     except InputError as e:  # a size binning would take: said in the CLI's words, not the API's
         raise InputError(str(e).replace(pipeline.BINNING_ON, "leave out --no-binning")) from None
     check_steps(model, args.revision, args.steps, args.sampler)
+    folder = user_path(model)
+    if args.revision and folder.is_dir():  # from_pretrained would read the folder as it is
+        raise InputError(f"--revision {one_line(args.revision)}: {model} is a local folder; a revision is of a hub id")
+    if args.variant and folder.is_dir():  # no weight is read: the files' names
+        pipeline.variant_files(resolve_model_dir(model, weights=False), args.variant, warn=False)
     if args.dry_run:
         print(the_plan.describe())
         return

@@ -303,6 +303,21 @@ def _one_at_a_time(method):
     return locked
 
 
+def variant_files(folder: Path, variant: str | None, warn: bool = True) -> dict[str, list[Path]]:
+    """Each weighted component's safetensors files for `variant` (`weight_files`); a component without them
+    loads its plain ones, as diffusers (warned about with `warn`), but a variant no component has is an error,
+    as there."""
+    files = {c: weight_files(folder / c, variant) for c in WEIGHTED_COMPONENTS}
+    plain = {c: f for c, f in files.items() if falls_back(f, variant)}
+    if plain and len(plain) == len(files):
+        raise CheckpointError(f"{folder}: no component has {variant} weights (*.{variant}.safetensors); pass no "
+                              "variant to load the plain ones")
+    for c, f in plain.items() if warn else ():
+        warnings.warn(f"studio: {folder / c} has no {variant} weights; loading its plain ones ({f[0].name}"
+                      f"{', ...' if len(f) > 1 else ''}), as diffusers does", stacklevel=4)
+    return files
+
+
 def check_folder(folder: Path, variant: str | None = None, warn: bool = True):
     """Everything of a pipeline folder but its weights, checked as loading it does first (components, configs,
     scheduler, tokenizer, the weight files' names and shard indexes, the text encoder's keys, shapes and dtypes
@@ -319,14 +334,7 @@ def check_folder(folder: Path, variant: str | None = None, warn: bool = True):
     _, t5_config, vae_config = read_configs(folder)
     sampler = read_scheduler(folder / "scheduler" / "scheduler_config.json")
     tokenizer = load_tokenizer(folder / "tokenizer", t5_config.vocab_size)
-    files = {c: weight_files(folder / c, variant) for c in WEIGHTED_COMPONENTS}
-    plain = {c: f for c, f in files.items() if falls_back(f, variant)}
-    if plain and len(plain) == len(files):  # as diffusers: a variant that no component has is an error
-        raise CheckpointError(f"{folder}: no component has {variant} weights (*.{variant}.safetensors); pass no "
-                              "variant to load the plain ones")
-    for c, f in plain.items() if warn else ():  # a component without them loads its plain ones, as diffusers
-        warnings.warn(f"studio: {folder / c} has no {variant} weights; loading its plain ones ({f[0].name}"
-                      f"{', ...' if len(f) > 1 else ''}), as diffusers does", stacklevel=3)
+    files = variant_files(folder, variant, warn)
     # its weights are read at the first prompt: their headers are checked now (the model is not allocated)
     check_weights(T5EncoderModel(t5_config), files["text_encoder"])
     return vae_config, sampler, tokenizer

@@ -110,6 +110,14 @@ def test_generate_dry_run_and_budget_errors(tiny_dir, tmp_path, capsys):
     for dry_run in (["--dry-run"], []):
         assert main(base + ["--steps", "100000", "--size", "128x128"] + dry_run) == 2
         assert capsys.readouterr().err == "studio: error: --steps 100000: must be an integer in 1..1000\n"
+        # a variant no component has, and a revision of a local folder, as the real run would find them
+        assert main(base + ["--variant", "fp16"] + dry_run) == 2
+        assert capsys.readouterr().err == (f"studio: error: {tiny_dir}: no component has fp16 weights "
+                                           "(*.fp16.safetensors); pass no variant to load the plain ones\n")
+        assert main(base + ["--revision", "main"] + dry_run) == 2
+        assert capsys.readouterr().err == (f"studio: error: --revision main: {tiny_dir} is a local folder; a revision "
+                                           "is of a hub id\n")
+        assert not out.exists()
     assert not out.exists()
 
     # a scheduler studio can't run, without --sampler: the pipeline's error, before any weight is read
