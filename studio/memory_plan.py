@@ -298,10 +298,17 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     minimum = needs.minimum()
     if budget is not None and budget < minimum:
         resized = "" if output is None else f" + the resize to {output[1]}x{output[0]} {format_bytes(resize)}"
+        hint = ""
+        if vae_tiling is False and needs.name == "decode":  # tiling turned off: say what tiles would need
+            tiled = _least_decode(vae, height, width, None, allocates, untiled_decode, outputs)
+            if (in_tiles := max([*least[:-1], tiled], key=Phase.minimum).minimum()) < minimum:
+                hint = (f"; with tiled decoding (vae_tiling None or True; the CLI's --vae-tiling auto or on) it is "
+                        f"{format_bytes(in_tiles, up=True)}")
         raise PlanError(f"memory budget {format_bytes(budget)} is too small for {width}x{height}: the {needs.name} "
                         f"phase needs the most (weights {format_bytes(needs.weights)} + activations "
                         f"{format_bytes(needs.activations)}{resized} + attention); the smallest budget that works "
-                        f"is {format_bytes(minimum, up=True)}", minimum)
+                        f"is {format_bytes(minimum, up=True)}{hint}",
+                        minimum)
     specs.append(("decode", w_decode, _decode_phase(vae, untiled_decode, outputs, tiles).activations, mid_attention))
     phases = [replace(_planned(name, weights, acts, attn, budget, resize), tiles=tiles if name == "decode" else None,
                       streamed=streamed and name == "text") for name, weights, acts, attn in specs]

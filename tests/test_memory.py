@@ -267,6 +267,21 @@ def test_a_budget_too_small_names_the_phase_that_sets_the_smallest_budget(model,
     assert message.endswith(f"the smallest budget that works is {format_bytes(e.value.minimum, up=True)}")
 
 
+def test_a_budget_too_small_for_an_untiled_decode_says_what_tiles_would_need():
+    from studio.memory_plan import plan_generation
+    configs = _configs("tiny")
+    with pytest.raises(PlanError) as e:
+        plan_generation(*configs, 256, 256, budget=10 * MiB, vae_tiling=False)
+    m = re.fullmatch(r"memory budget 10\.00 MiB is too small for 256x256: the decode phase needs the most .*; the "
+                     r"smallest budget that works is (.*); with tiled decoding \(vae_tiling None or True; the CLI's "
+                     r"--vae-tiling auto or on\) it is (.*)", str(e.value))
+    assert m and m[1] == format_bytes(e.value.minimum, up=True)
+    tiled = plan_generation(*configs, 256, 256, budget=10 * MiB).minimum  # tiles: 10 MiB is enough
+    assert m[2] == format_bytes(tiled, up=True) and tiled < 10 * MiB < e.value.minimum
+    with pytest.raises(PlanError, match=r"the smallest budget that works is [0-9.]+ MiB$"):  # no hint: no tiles
+        plan_generation(*configs, 256, 256, budget=KiB, vae_tiling=True)  # would do better
+
+
 
 def test_every_phase_leaves_the_resize_to_the_output_size_free():
     """Binning generates the tiny checkpoint's 8192^2 at its 1024^2 bin and resizes after decoding, which
