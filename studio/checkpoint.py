@@ -32,6 +32,7 @@ import mindspore as ms
 import numpy as np
 
 from studio.errors import CheckpointError, ConfigError, control_problem, one_line
+from studio.export import remove_temporaries
 from studio.hub import HubId, is_hub_id, split_revision
 from studio.spec import user_path
 
@@ -196,21 +197,26 @@ def compose(transformer: Path, base: Path, name: str = "model") -> Path:
 
 def _write_links(folder: Path, links: dict[Path, Path], index: str) -> Path:
     """`compose`'s folder: symbolic links {relative path: target} and model_index.json, written to a temporary
-    name and renamed (a folder another process renamed there first is the same: it is kept)."""
+    name and renamed (a folder another process renamed there first is the same: it is kept). The temporary
+    folder is removed on any failure; one a killed run left is named after its process as export's temporary
+    files are, and removed by the next run (`remove_temporaries`)."""
     root = folder.parent
     root.mkdir(parents=True, exist_ok=True)
-    temp = root / f".{folder.name}.{os.getpid()}.tmp"
-    shutil.rmtree(temp, ignore_errors=True)
-    for rel, target in links.items():
-        (temp / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(target, temp / rel)
-    (temp / "model_index.json").write_text(index)
+    temp = root / f".{folder.name}.{os.getpid():06x}00.part"
+    remove_temporaries(root, {folder.name}, remove=lambda path: shutil.rmtree(path, ignore_errors=True))
     try:
+        for rel, target in links.items():
+            (temp / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(target, temp / rel)
+        (temp / "model_index.json").write_text(index)
         os.rename(temp, folder)
     except OSError:
         shutil.rmtree(temp, ignore_errors=True)
         if not folder.is_dir():
             raise
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
     return folder
 
 

@@ -469,6 +469,11 @@ def _write_journal(folder: Path, moves: list[tuple[Path, Path]], overwrite: bool
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, journal)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None and e.errno is not None:  # a full disk says nothing of where: name the journal
+            raise OSError(e.errno, e.strerror, str(journal)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

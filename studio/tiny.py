@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 from studio.tiny_tokenizer import VOCAB_SIZE, write_tiny_tokenizer
 
@@ -97,9 +97,24 @@ def random_weights(model, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _write(path: Path, data: bytes) -> None:
+    """path.write_bytes(data), an error naming the file (a full disk's names none)."""
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    _write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _save_file(tensors: dict[str, np.ndarray], path: Path) -> None:
+    """safetensors' save_file, with Python's I/O: its errors are OSErrors (save_file's are SafetensorErrors)."""
+    _write(path, save(tensors, metadata={"format": "pt"}))
 
 
 def _save_sharded(tensors: dict[str, np.ndarray], folder: Path, stem: str, shards: int) -> None:
@@ -110,7 +125,7 @@ def _save_sharded(tensors: dict[str, np.ndarray], folder: Path, stem: str, shard
     total = 0
     for i, group in enumerate(groups, 1):
         fname = f"{stem}-{i:05d}-of-{shards:05d}.safetensors"
-        save_file({k: tensors[k] for k in group}, str(folder / fname), metadata={"format": "pt"})
+        _save_file({k: tensors[k] for k in group}, folder / fname)
         weight_map.update({k: fname for k in group})
         total += sum(tensors[k].nbytes for k in group)
     _write_json(folder / f"{stem}.safetensors.index.json", {"metadata": {"total_size": total},
@@ -166,6 +181,11 @@ def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = F
             if folder.is_dir():
                 folder.rmdir()
             os.rename(tmp, folder)
+    except OSError as e:  # said of the file in the folder asked for, not in the hidden one (a full disk's: the folder)
+        where = Path(e.filename) if isinstance(e.filename, str) else tmp
+        if e.errno is None or not where.is_relative_to(tmp):
+            raise
+        raise OSError(e.errno, e.strerror, str(given / where.relative_to(tmp))) from e
     finally:
         _remove_tree(tmp)
     return folder
@@ -193,7 +213,7 @@ def _write_tiny(tmp: Path, sample_size: int, seed: int) -> None:
         weights = random_weights(build(cfg), seed)
         seed += 1
         if fname:
-            save_file(weights, str(tmp / sub / fname), metadata={"format": "pt"})
+            _save_file(weights, tmp / sub / fname)
         else:
             _save_sharded(weights, tmp / sub, "model", shards=2)
 

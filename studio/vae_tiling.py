@@ -16,6 +16,7 @@ unnamed temporary files (`map_disk_bytes`), which the system frees even when the
 """
 
 import contextlib
+import errno
 import math
 import numbers
 import os
@@ -183,10 +184,11 @@ class _Map:
     the per-(sample, group) sums of everything written (the statistics of the GroupNorm that reads it).
 
     Held in `array` when given one (the caller's output, written here), in a new numpy array when there is
-    no `folder` (the plan keeps the maps in memory), else in an unnamed temporary file in `folder` (the
-    system frees it when the map is deleted or the process ends, SIGKILL included), mapped only while a
-    tile is read or written so that the resident pages stay those of one tile. Its contents come only
-    through `write`, which adds up their sums: a map's statistics are always those of what it holds.
+    no `folder` (the plan keeps the maps in memory), else in an unnamed temporary file in `folder` (its disk
+    reserved when made, `_reserve`; the system frees it when the map is deleted or the process ends, SIGKILL
+    included), mapped only while a tile is read or written so that the resident pages stay those of one
+    tile. Its contents come only through `write`, which adds up their sums: a map's statistics are always
+    those of what it holds.
     """
 
     def __init__(self, shape: tuple[int, ...], groups: int, folder=None, array: np.ndarray | None = None,
@@ -197,7 +199,7 @@ class _Map:
         self.file = None
         if self.array is None:
             self.file = tempfile.TemporaryFile(dir=folder)
-            self.file.truncate(4 * math.prod(self.shape))
+            _reserve(self.file, 4 * math.prod(self.shape), folder)
         self.total = np.zeros(self.shape[:1] + (groups,))
         self.squares = np.zeros_like(self.total)
 
@@ -238,6 +240,30 @@ class _Map:
             self.file.close()
 
 
+def _reserve(file, size: int, folder) -> None:
+    """Give the new temporary file `size` bytes of disk now, so that a full disk is an OSError here naming
+    `folder` (the file has none), not a SIGBUS when the mapping first writes a page. Sparse where the file
+    system or platform can't reserve blocks, and there a full disk is still a SIGBUS. Closes the file on failure."""
+    allocate = getattr(os, "posix_fallocate", None)  # none on macOS and Windows
+    try:
+        try:
+            if allocate is None:
+                file.truncate(size)
+            else:
+                allocate(file.fileno(), 0, size)
+        except OSError as e:
+            if allocate is None or e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            file.truncate(size)
+    except OSError as e:
+        file.close()
+        hint = "; set STUDIO_TMPDIR to a folder on a larger disk" if e.errno == errno.ENOSPC else ""
+        raise OSError(e.errno, f"{e.strerror} (tiled VAE feature maps{hint})", str(folder)) from e
+    except BaseException:
+        file.close()
+        raise
+
+
 def _grow(box: Box, before: int, after: int, height: int, width: int) -> Box:
     """box grown by `before` px up/left and `after` px down/right, clipped to height x width."""
     x0, y0 = max(box.x - before, 0), max(box.y - before, 0)
@@ -262,7 +288,9 @@ class _Steps:
     Each step reads its input map in crops (a tile's core at the map's resolution, grown by the conv's
     reach: 1 px), computes the layer and writes the core to a new map, adding up its GroupNorm sums. A
     norm therefore always normalises with the exact statistics of its whole input map: every pixel is
-    computed as in the untiled run, up to float rounding, whatever tile holds it.
+    computed as in the untiled run, up to float rounding, whatever tile holds it. Used in a `with`, whose end
+    deletes every map made here (those a failure left alive too: their files are closed, not left to the
+    garbage collector).
     """
 
     def __init__(self, plan: TilePlan, groups: int, folder, dtype, passes: int,
@@ -270,7 +298,15 @@ class _Steps:
         self.plan, self.groups, self.folder, self.dtype = plan, groups, folder, dtype
         self.total, self.done = passes * len(plan.tiles), 0  # progress in tile passes: one map() over one tile
         self.progress = progress
+        self.maps: list[_Map] = []
         self._report()
+
+    def __enter__(self) -> "_Steps":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for m in self.maps:
+            m.delete()
 
     def _report(self) -> None:
         if self.progress is not None:
@@ -283,6 +319,7 @@ class _Steps:
         if out is None:
             b, _, h, w = src.shape
             out = _Map((b, channels, h * r_out // r_in, w * r_out // r_in), self.groups, self.folder, shift=shift)
+            self.maps.append(out)
         for tile in self.plan.tiles:
             crop = _grow(_scale(tile.core, r_in), before, after, src.shape[2], src.shape[3])
             core = _scale(tile.core, r_out)
@@ -349,9 +386,10 @@ class _Steps:
                         conv.weight.shape[0], before=0, after=1)
 
 
-def _folder(need: int) -> str:
-    """The folder for the feature maps: $STUDIO_TMPDIR or the system's temporary folder; PlanError when its
-    disk has less than `need` bytes free."""
+def _folder(cfg: AutoencoderKLConfig, batch: int, height: int, width: int) -> str:
+    """The folder for the feature maps of a tiled decode or encode of a batch x height x width latent:
+    $STUDIO_TMPDIR or the system's temporary folder; PlanError when its disk has less free than the maps take
+    (`map_disk_bytes`, each map in whole blocks of the folder's file system)."""
     base = os.environ.get("STUDIO_TMPDIR") or tempfile.gettempdir()
     if not os.path.isdir(base):
         raise PlanError(f"STUDIO_TMPDIR={base}: no such folder (tiled VAE decoding keeps its feature maps there)")
@@ -360,6 +398,8 @@ def _folder(need: int) -> str:
     except OSError as e:
         raise PlanError(f"{base}: cannot write there ({e.strerror or e}); tiled VAE decoding keeps its feature maps "
                         f"there (set STUDIO_TMPDIR to a writable folder)") from None
+    statvfs = getattr(os, "statvfs", None)  # none on Windows
+    need = map_disk_bytes(cfg, batch, height, width, max(statvfs(base).f_frsize, 1) if statvfs else 1)
     free = shutil.disk_usage(base).free
     if free < need:
         raise PlanError(f"tiled VAE needs {format_bytes(need)} of temporary disk for its feature maps; {base} has "
@@ -371,23 +411,28 @@ def check_map_disk(cfg: AutoencoderKLConfig, plan: TilePlan | None) -> None:
     """The PlanError a tiled decode (one image at a time) would raise when its maps go to files and their disk
     lacks room (`_folder`), raised now, before any work; nothing for an untiled decode or maps in memory."""
     if plan is not None and not plan.maps_in_memory:
-        _folder(map_disk_bytes(cfg, 1, plan.height, plan.width))
+        _folder(cfg, 1, plan.height, plan.width)
 
 
-def map_disk_bytes(cfg: AutoencoderKLConfig, batch: int, height: int, width: int) -> int:
+def map_disk_bytes(cfg: AutoencoderKLConfig, batch: int, height: int, width: int, block: int = 1) -> int:
     """Temporary disk of a tiled decode or encode of a height x width latent: the most maps alive at once,
-    over every layer (a ResNet's input, inner map and output; a resampler's input and output)."""
+    over every layer (a ResNet's input, inner map and output; a resampler's input and output). block: bytes
+    of the file system's allocation unit, of which each map's file takes whole ones."""
     rev, ch, f = tuple(reversed(cfg.block_out_channels)), cfg.block_out_channels, cfg.downsample_factor
-    peaks = [4 * rev[0]]  # the first upsampler's output (its input is in memory)
+
+    def size(channels: int, s: int) -> int:  # a map at s px per latent px (area), in whole blocks
+        return -(-4 * batch * height * width * channels * s // block) * block
+
+    peaks = [size(rev[0], 4)]  # the first upsampler's output (its input is in memory)
     for i in range(1, len(rev)):  # decoder stage i at 2^i px per latent px
         s = 4 ** i
-        peaks.append((rev[i - 1] + 2 * rev[i]) * s)
+        peaks.append(size(rev[i - 1], s) + 2 * size(rev[i], s))
         if i < len(rev) - 1:
-            peaks.append(5 * rev[i] * s)
+            peaks.append(size(rev[i], s) + size(rev[i], 4 * s))
     for k in range(len(ch) - 1):  # encoder block k at f / 2^k px per latent px
         s = (f >> k) ** 2
-        peaks += [(ch[max(k - 1, 0)] + 2 * ch[k]) * s, ch[k] * s + ch[k] * s // 4]
-    return 4 * batch * height * width * max(peaks)
+        peaks += [size(ch[max(k - 1, 0)], s) + 2 * size(ch[k], s), size(ch[k], s) + size(ch[k], s // 4)]
+    return max(peaks)
 
 
 def _block_passes(block) -> int:
@@ -430,24 +475,24 @@ def decode_tiled(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan,
     if out is not None and (out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous):
         raise InputError(f"decode_tiled: out must be a C-contiguous float32 array of shape {shape}, got "
                          f"{out.dtype} {out.shape}")
-    folder = None if plan.maps_in_memory else _folder(map_disk_bytes(cfg, z.shape[0], plan.height, plan.width))
+    folder = None if plan.maps_in_memory else _folder(cfg, z.shape[0], plan.height, plan.width)
     first_upsampler = dec.up_blocks[0].upsamplers is not None
     passes = first_upsampler + sum(_block_passes(block) for block in dec.up_blocks[1:]) + 1  # + conv_out
-    steps = _Steps(plan, cfg.norm_num_groups, folder, z.dtype, passes, progress)
-    x = _decoder_latent_stage(vae, z)  # (B, C, h, w)
-    src, r = _Map(x.shape, cfg.norm_num_groups), 1  # in memory: small, and read by every tile of the next step
-    src.write(Box(0, 0, plan.width, plan.height), x)  # with its sums: conv_norm_out reads it when f = 1
-    del x
-    if first_upsampler:
-        src, r = steps.upsample(dec.up_blocks[0].upsamplers[0], src, r), 2 * r
-    for block in dec.up_blocks[1:]:
-        src, r = steps.block(block, src, r)
-    image = _Map(shape, 1, array=np.empty(shape, np.float32) if out is None else out)
-    norm = dec.conv_norm_out
-    stats = src.moments()
-    steps.map(lambda t, origin, core: _trim(dec.conv_out(steps.normalize(t, stats, norm, src.shift)), origin, core),
-              src, r, r, cfg.out_channels, out=image, record=False)
-    src.delete()
+    with _Steps(plan, cfg.norm_num_groups, folder, z.dtype, passes, progress) as steps:
+        x = _decoder_latent_stage(vae, z)  # (B, C, h, w)
+        src, r = _Map(x.shape, cfg.norm_num_groups), 1  # in memory: small, and read by every tile of the next step
+        src.write(Box(0, 0, plan.width, plan.height), x)  # with its sums: conv_norm_out reads it when f = 1
+        del x
+        if first_upsampler:
+            src, r = steps.upsample(dec.up_blocks[0].upsamplers[0], src, r), 2 * r
+        for block in dec.up_blocks[1:]:
+            src, r = steps.block(block, src, r)
+        image = _Map(shape, 1, array=np.empty(shape, np.float32) if out is None else out)
+        norm = dec.conv_norm_out
+        stats = src.moments()
+        steps.map(lambda t, origin, core: _trim(dec.conv_out(steps.normalize(t, stats, norm, src.shift)), origin,
+                                                core), src, r, r, cfg.out_channels, out=image, record=False)
+        src.delete()
     result = ms.from_numpy(image.array)  # shares the array: no copy
     return result if z.dtype == ms.float32 else result.astype(z.dtype)
 
@@ -463,18 +508,18 @@ def encode_tiled(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan,
     cfg, enc = vae.config, vae.encoder
     f = cfg.downsample_factor
     _check("image", x.shape, plan, f)
-    folder = None if plan.maps_in_memory else _folder(map_disk_bytes(cfg, x.shape[0], plan.height, plan.width))
+    folder = None if plan.maps_in_memory else _folder(cfg, x.shape[0], plan.height, plan.width)
     passes = 1 + sum(_block_passes(block) for block in enc.down_blocks[:-1])  # conv_in + blocks
-    steps = _Steps(plan, cfg.norm_num_groups, folder, x.dtype, passes, progress)
-    image = _Map(x.shape, 1)
-    image.write(Box(0, 0, x.shape[3], x.shape[2]), x)
-    src, r = steps.conv(enc.conv_in, image, f), f
-    image.delete()
-    for block in enc.down_blocks[:-1]:
-        src, r = steps.block(block, src, r)
-    with src._view("r") as m:
-        features = ms.Tensor(np.array(m)).astype(x.dtype)
-    src.delete()
+    with _Steps(plan, cfg.norm_num_groups, folder, x.dtype, passes, progress) as steps:
+        image = _Map(x.shape, 1)
+        image.write(Box(0, 0, x.shape[3], x.shape[2]), x)
+        src, r = steps.conv(enc.conv_in, image, f), f
+        image.delete()
+        for block in enc.down_blocks[:-1]:
+            src, r = steps.block(block, src, r)
+        with src._view("r") as m:
+            features = ms.Tensor(np.array(m)).astype(x.dtype)
+        src.delete()
     h = enc.mid_block(enc.down_blocks[-1](features))
     moments = enc.conv_out(enc.conv_norm_out(h))  # GroupNorm + SiLU
     if vae.quant_conv is not None:

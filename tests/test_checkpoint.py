@@ -822,6 +822,43 @@ def test_a_composed_pipeline_is_reused_and_follows_its_folders(tiny_dir, tmp_pat
         tiny_dir / "transformer" / "config.json")
 
 
+def test_a_failed_compose_leaves_no_temporary_folder(tiny_dir, tmp_path, monkeypatch):
+    """A disk that fills up while the links are written: a CheckpointError naming the folder, and the temporary
+    folder removed (it stayed in $STUDIO_CACHE/composed for good). One a killed run left is removed by the next
+    compose, one a running process is writing is not."""
+    import errno
+    import subprocess
+    import sys
+
+    from studio import checkpoint
+    from studio.checkpoint import compose
+
+    base = _split(tiny_dir, tmp_path, monkeypatch)
+    composed = tmp_path / "studio" / "composed"
+    real_symlink, made = os.symlink, []
+
+    def symlink(target, link):
+        if len(made) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        made.append(link)
+        real_symlink(target, link)
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint.os, "symlink", symlink)
+        with pytest.raises(CheckpointError, match=r"composed/tiny-[0-9a-f]{16}: cannot write the pipeline composed "
+                                                  r"of .* \(No space left on device\); set \$STUDIO_CACHE"):
+            compose(tiny_dir / "transformer", base, "tiny")
+    assert len(made) == 3 and list(composed.iterdir()) == []
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    folder = compose(tiny_dir / "transformer", base, "tiny")
+    shutil.rmtree(folder)
+    killed, running = (composed / f".{folder.name}.{pid:06x}00.part" for pid in (dead, os.getppid()))
+    for left in (killed, running):
+        (left / "vae").mkdir(parents=True)
+    assert compose(tiny_dir / "transformer", base, "tiny") == folder
+    assert sorted(p.name for p in composed.iterdir()) == sorted([folder.name, running.name])
+
+
 def test_a_transformer_only_repository_downloads_its_transformer(tiny_dir, tmp_path, monkeypatch):
     """Planned: its configs fetched; loaded: its transformer's weights, the configs-only snapshot not taken for
     complete (it was taken as lacking the text encoder's and VAE's weights, which it never has)."""

@@ -471,6 +471,32 @@ def test_make_tiny_into_a_folder_it_cannot_write_in_is_said_as_export_says_it(tm
     assert list((tmp_path / "ro").iterdir()) == []
 
 
+def test_make_tiny_on_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    """The file named as in the folder asked for, not in the hidden one it is written in (safetensors' own writer
+    raised a SafetensorError: a traceback); a failure that names no file names that folder. Nothing is left."""
+    from pathlib import Path
+
+    from studio import tiny
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    real_write_bytes = Path.write_bytes
+
+    def write_bytes(path, data):  # the disk fills up at the VAE's weights
+        if path.parent.name == "vae" and path.suffix == ".safetensors":
+            full()
+        return real_write_bytes(path, data)
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    assert main(["make-tiny", str(tmp_path / "t"), "--sample-size", "32"]) == 2
+    weights = tmp_path / "t" / "vae" / "diffusion_pytorch_model.safetensors"
+    assert capsys.readouterr().err == f"studio: error: {weights}: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(tiny, "write_tiny_tokenizer", full)
+    assert main(["make-tiny", str(tmp_path / "t"), "--sample-size", "32"]) == 2
+    assert capsys.readouterr().err == f"studio: error: {tmp_path / 't'}: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_make_tiny_replaces_only_a_pipeline_and_never_the_working_folder(tmp_path, monkeypatch, capsys):
     """--overwrite replaces a pipeline folder or an empty one, never a folder of other files, nor the working
     folder ('.', '') or one holding it (the shell would be left in a removed folder)."""

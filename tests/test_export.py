@@ -458,6 +458,25 @@ def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_full_disk_while_writing_the_rename_journal_names_it(tmp_path, monkeypatch):
+    """The journal written once every file is (`_write_journal`): named like the files, and nothing is left."""
+    write_temps = E.write_temps
+
+    def then_full(*args):
+        temps = write_temps(*args)
+
+        def full(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(os, "fsync", full)  # the next file synced: the journal
+        return temps
+    monkeypatch.setattr(E, "write_temps", then_full)
+    with pytest.raises(OSError) as info:
+        E.export(raster(), poster(("png",)), tmp_path, "p")
+    assert info.value.errno == errno.ENOSPC
+    assert re.fullmatch(re.escape(str(tmp_path / ".p.png.")) + r"[0-9a-f]{8}\.commit", info.value.filename)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_format(tmp_path):
     with pytest.raises(InputError, match="unknown format 'gif'"):
         E.export(raster(), poster(("png", "gif")), tmp_path, "p")
@@ -665,7 +684,8 @@ def test_proof_warns_about_clipped_text(tmp_path, capsys):
     path = proof(layout, tmp_path / "proof.png")
     with Image.open(path) as im:
         assert im.size == (200, 80)
-    assert capsys.readouterr().err == "warning: <string>: layers[0] (title): text overflows its region (right clipped)\n"
+    assert capsys.readouterr().err == ("studio: warning: <string>: layers[0] (title): text overflows its region "
+                                       "(right clipped)\n")
 
 
 def test_an_output_whose_folder_is_a_file_says_so(tmp_path):

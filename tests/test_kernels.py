@@ -1,8 +1,11 @@
 """Fused CPU kernels (studio.kernels): each backend function with the kernels equals its MindSpore op chain and
 a float64 numpy reference, on awkward shapes and strided views; the build caches one library and fails soft."""
 
+import os
 import re
+import shutil
 import warnings
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -332,7 +335,7 @@ def test_no_compiler_warns_once(monkeypatch, tmp_path):
 
 
 def test_compile_error_warns_with_its_message_and_leaves_no_files(monkeypatch, tmp_path):
-    """A compiler that runs but fails to compile: the warning quotes its last line of errors, and the cache
+    """A compiler that runs but fails to compile: the warning quotes its first line of errors, and the cache
     folder is left empty (the temporary build folder is removed)."""
     cxx = tmp_path / "broken-c++"
     cxx.write_text('#!/bin/sh\n[ "$1" = --version ] && { echo "broken-c++ 1.0"; exit 0; }\n'
@@ -342,6 +345,36 @@ def test_compile_error_warns_with_its_message_and_leaves_no_files(monkeypatch, t
     with pytest.warns(RuntimeWarning, match="cpu_kernels.cc:1: error: something went wrong"):
         assert kernels.get("BiasGeluTanh") is None
     assert list((tmp_path / "cache" / "kernels").iterdir()) == []
+
+
+def test_a_build_failing_for_want_of_disk_says_so(monkeypatch, tmp_path):
+    """A full or unwritable cache folder is named as the cause (the compiler's last line said 'ld returned 1 exit
+    status', or that the object file it could not write was missing); else the compiler's first line of errors."""
+    cxx = tmp_path / "failing-c++"
+    cxx.write_text('#!/bin/sh\n[ "$1" = --version ] && { echo "failing-c++ 1.0"; exit 0; }\n'
+                   'printf "In file included from cpu_kernels.cc:1:\\ncpu_kernels.cc:7: error: the first\\n'
+                   'cpu_kernels.cc:9: error: the second\\ncollect2: error: ld returned 1 exit status\\n" >&2\nexit 1\n')
+    cxx.chmod(0o755)
+    kernels_dir = tmp_path / "cache" / "kernels"
+    fresh_state(monkeypatch, tmp_path, str(cxx))
+    with pytest.warns(RuntimeWarning, match=r"unavailable \(cpu_kernels\.cc:7: error: the first\); using MindSpore"):
+        assert kernels.library() is None
+    fresh_state(monkeypatch, tmp_path, str(cxx))
+    disk_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: disk_usage(path)._replace(free=40 * 1024))
+    with pytest.warns(RuntimeWarning, match=rf"unavailable \(their cache folder {re.escape(str(kernels_dir))} is "
+                                            r"full: 40 KiB free; set STUDIO_CACHE to another\); using MindSpore ops$"):
+        assert kernels.library() is None
+    fresh_state(monkeypatch, tmp_path, str(cxx))
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "ro" / "cache"))
+    (tmp_path / "ro").mkdir()
+    access = os.access  # as a read-only mount answers (tests run as root, where permissions stop no write)
+    monkeypatch.setattr(os, "access", lambda path, mode: access(path, mode) and
+                        not Path(path).is_relative_to(tmp_path / "ro"))
+    ro = re.escape(str(tmp_path / "ro" / "cache" / "kernels"))
+    with pytest.warns(RuntimeWarning, match=rf"unavailable \(their cache folder {ro} is not writable; set STUDIO_CACHE "
+                                            r"to another\); using MindSpore ops$"):
+        assert kernels.library() is None
 
 
 def test_kernels_off_by_environment(monkeypatch, tmp_path):

@@ -1,5 +1,7 @@
 """Tiled VAE decoding/encoding: exact plan tables, and tiled == untiled on small random VAEs."""
 
+import errno
+import os
 import re
 from dataclasses import replace
 
@@ -313,6 +315,68 @@ def test_feature_maps_use_a_temporary_folder(vae, decoded, tmp_path, monkeypatch
     monkeypatch.setattr(vae_tiling.shutil, "disk_usage", lambda path: type("U", (), {"free": 1000})())
     with pytest.raises(PlanError, match=r"tiled VAE needs .* of temporary disk .* has 1000 B free \(set STUDIO_TMPDIR"):
         vae_tiling.decode_tiled(vae, z, plan_tiles(SMALL, H, W, tile=20))
+
+
+def test_a_full_disk_while_decoding_is_an_error_naming_the_folder(vae, decoded, tmp_path, monkeypatch):
+    """Each map's disk is reserved when it is made: a disk that fills up after the plan's check is an OSError
+    naming the folder there, not a SIGBUS on writing a page of the mapping. Every map's file is closed and
+    nothing is left behind."""
+    z, _ = decoded
+    monkeypatch.setenv("STUDIO_TMPDIR", str(tmp_path))
+    reserved, opened = [], []
+    temporary_file = vae_tiling.tempfile.TemporaryFile
+
+    def opening(dir):
+        opened.append(temporary_file(dir=dir))
+        return opened[-1]
+    monkeypatch.setattr(vae_tiling.tempfile, "TemporaryFile", opening)
+
+    def fallocate(fd, offset, size):
+        if len(reserved) == 2:  # the third map: the first ResNet's output
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        reserved.append((offset, size))
+    monkeypatch.setattr(os, "posix_fallocate", fallocate)
+    plan = plan_tiles(SMALL, H, W, tile=20)
+    with pytest.raises(OSError) as info:
+        vae_tiling.decode_tiled(vae, z, plan)
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(tmp_path))
+    assert info.value.strerror == ("No space left on device (tiled VAE feature maps; set STUDIO_TMPDIR to a folder on "
+                                   "a larger disk)")
+    assert reserved == [(0, 4 * 32 * 37 * 50 * 4), (0, 4 * 32 * 37 * 50 * 4)]  # the upsampler's, the inner map
+    assert len(opened) == 1 + 3 and all(f.closed for f in opened) and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("unsupported", ["EOPNOTSUPP", "EINVAL", "missing"])
+def test_maps_are_sparse_files_where_blocks_cannot_be_reserved(vae, decoded, tmp_path, monkeypatch, unsupported):
+    """A file system without fallocate, or a platform without posix_fallocate (macOS, Windows): as before."""
+    z, untiled = decoded
+    monkeypatch.setenv("STUDIO_TMPDIR", str(tmp_path))
+
+    def fallocate(fd, offset, size):
+        code = getattr(errno, unsupported)
+        raise OSError(code, os.strerror(code))
+    if unsupported == "missing":
+        monkeypatch.delattr(os, "posix_fallocate", raising=False)
+    else:
+        monkeypatch.setattr(os, "posix_fallocate", fallocate)
+    tiled = vae_tiling.decode_tiled(vae, z, plan_tiles(SMALL, H, W, tile=20)).asnumpy()
+    assert np.abs(tiled - untiled).max() < 1e-4 and list(tmp_path.iterdir()) == []
+
+
+def test_the_disk_check_counts_the_maps_in_whole_blocks(tmp_path, monkeypatch):
+    """A map's file takes whole blocks of its file system, and the check counts them: at 4 KiB, the last up
+    stage's first ResNet (4x, as in test_feature_maps_use_a_temporary_folder) takes 925 blocks for its input
+    and 463 (462.5) for each 16-channel map; one byte less free is refused."""
+    assert map_disk_bytes(SMALL, 1, H, W, block=4096) == 4096 * (925 + 2 * 463) == map_disk_bytes(SMALL, 1, H, W) + 4096
+    monkeypatch.setenv("STUDIO_TMPDIR", str(tmp_path))
+    monkeypatch.setattr(os, "statvfs", lambda path: type("S", (), {"f_frsize": 4096})(), raising=False)
+    free = [4096 * (925 + 2 * 463) - 1]
+    monkeypatch.setattr(vae_tiling.shutil, "disk_usage", lambda path: type("U", (), {"free": free[0]})())
+    plan = plan_tiles(SMALL, H, W, tile=20)
+    with pytest.raises(PlanError, match=r"tiled VAE needs 7\.23 MiB of temporary disk .* has 7\.23 MiB free"):
+        vae_tiling.check_map_disk(SMALL, plan)
+    free[0] += 1
+    vae_tiling.check_map_disk(SMALL, plan)
 
 
 def test_maps_in_memory(vae, decoded, monkeypatch):

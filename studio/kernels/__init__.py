@@ -25,6 +25,9 @@ from mindspore import ops
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
 COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-fPIC", "-std=c++17", "-pthread"]
 LINK_FLAGS = ["-shared", "-pthread"]
+# free disk below which a failed build is said to be the cache's being full: the build writes an object file and
+# the library, ~80 KB each (x86-64, AVX2), into the cache folder
+BUILD_ROOM = 1 << 20
 
 # name -> (output shapes from input shapes, output dtypes from input dtypes)
 _SAME = (lambda *shapes: shapes[0], lambda *types: types[0])
@@ -87,10 +90,24 @@ def _build() -> Path | None:
                 os.replace(lib, target)
         return target
     except (OSError, subprocess.CalledProcessError) as e:
-        lines = (getattr(e, "stderr", "") or "").strip().splitlines()
-        warnings.warn(f"studio: fused CPU kernels unavailable ({lines[-1] if lines else e}); using MindSpore ops",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(f"studio: fused CPU kernels unavailable ({_failure(e)}); using MindSpore ops", RuntimeWarning,
+                      stacklevel=3)
         return None
+
+
+def _failure(e: OSError | subprocess.CalledProcessError) -> str:
+    """Why the build failed: the cache folder full or not writable when it is (a full disk makes the compiler say
+    'ld returned 1 exit status', or that the object file it could not write is missing), else the compiler's
+    first line of errors."""
+    folder = cache_dir()
+    existing = next(p for p in (folder, *folder.parents) if p.is_dir())  # the folder may not have been made
+    if not os.access(existing, os.W_OK):
+        return f"their cache folder {folder} is not writable; set STUDIO_CACHE to another"
+    free = shutil.disk_usage(existing).free
+    if free < BUILD_ROOM:
+        return f"their cache folder {folder} is full: {free // 1024} KiB free; set STUDIO_CACHE to another"
+    lines = (getattr(e, "stderr", "") or "").strip().splitlines()
+    return next((line for line in lines if "error" in line.lower()), lines[-1] if lines else str(e))
 
 
 def _cpu_flags() -> str:
