@@ -48,7 +48,8 @@ ZWJ = "\u200d"  # zero width joiner: the characters on either side are drawn as 
 REGIONAL_INDICATORS = range(0x1F1E6, 0x1F200)  # two make a flag
 EMOJI_MODIFIERS = range(0x1F3FB, 0x1F400)  # skin tones, after their emoji
 TAGS = range(0xE0020, 0xE0080)  # after a black flag: a subdivision's flag (England, Scotland)
-CONTEXT = 16  # clusters back that a letter-spaced line's kerning and ligatures are measured in (`spaced_clusters`)
+CONTEXT = 16  # clusters back that kerning and ligatures are measured in (`spaced_clusters`, `wrap`)
+BIDI = {"R", "AL", "AN", "LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"}  # classes that reorder a line
 INK_MARGIN = 2  # px past its glyphs' boxes (getbbox) that antialiased text drawn at a fractional position may reach
 
 
@@ -290,6 +291,12 @@ def needs_shaping(ch: str) -> bool:
     return unicodedata.bidirectional(ch) in ("R", "AL") or unicodedata.combining(ch) == 9
 
 
+def reorders(ch: str) -> bool:
+    """Whether `ch` may reorder a line (`BIDI`: right-to-left letters and numbers, embeddings, overrides,
+    isolates): the line's runs, and so its kerning and mirrored brackets, then depend on all of it."""
+    return unicodedata.bidirectional(ch) in BIDI
+
+
 def tracking(line: str, spacing: float) -> float:
     """The letter spacing of `line`: none for a line with right-to-left text or a virama (`needs_shaping`): drawn
     glyph by glyph it would come out reversed, Arabic's letters would lose their joins and Devanagari's
@@ -300,7 +307,7 @@ def tracking(line: str, spacing: float) -> float:
 def line_width(line: str, font, spacing: float) -> float:
     """Advance width in px (kerned); letter spacing adds `spacing` between characters (`clusters`)."""
     spacing = tracking(line, spacing)
-    return font.getlength(line) + spacing * max(0, len(clusters(line)) - 1)
+    return font.getlength(line) + (spacing * max(0, len(clusters(line)) - 1) if spacing else 0)
 
 
 def breakable(a: str, b: str) -> bool:
@@ -325,19 +332,48 @@ def wrap(text: str, font, width: float, spacing: float) -> list[str]:
     """Greedy line breaking of each line of `text` to `width` px, at spaces (not the no-break ones: U+00A0,
     U+2007, U+202F), at U+200B and between CJK characters; a word wider than the box keeps its own line. The
     spaces between words and before a line's first are kept as written; those at a break and at a line's end
-    go. Tabs and spaces the font lacks become plain spaces (`plain_spaces`)."""
-    lines, spaces = [], plain_spaces(text, font)
+    go. Tabs and spaces the font lacks become plain spaces (`plain_spaces`).
+
+    A line breaks before the piece that makes it wider than `width` (`line_width`). That width is the line's
+    so far plus what the piece (with the gap before it) adds to the line's last clusters, `CONTEXT` or more
+    (as in `spaced_clusters`), not the whole line measured again (quadratic in its length); within `font.size`
+    px of `width`, and in a line that `reorders`, it is measured whole, so lines break where they did when
+    every candidate line was measured whole."""
+    lines, spaces, cuts, joins = [], plain_spaces(text, font), {}, {}
     for paragraph in paragraphs(text):
-        line = ""
+        line, tail, tail_length, count, length, shaped, reordered = [], [], 0.0, 0, 0.0, False, False
+        # line: its pieces; tail: its last clusters, tail_length their advance; count: its clusters; length: its
+        # advance; shaped, reordered: whether any of its characters `needs_shaping`, `reorders`
         for gap, word in GAP_WORD.findall(paragraph):
-            for n, piece in enumerate(pieces(word.translate(spaces))):  # the gap before the word, none inside
-                candidate = line + ("" if n else gap.translate(spaces)) + piece
-                if line and line_width(candidate, font, spacing) > width:
-                    lines.append(line)
-                    line = piece
-                else:
-                    line = candidate
-        lines.append(line)
+            if (gap, word) not in cuts:  # (what each piece adds, the piece): the gap before the word, none inside
+                first, *rest = pieces(word.translate(spaces))
+                cuts[gap, word] = [(gap.translate(spaces) + first, first)] + [(piece, piece) for piece in rest]
+            for added, piece in cuts[gap, word]:
+                last = tail[-1] if tail else ""
+                if (last, added) not in joins:  # the last cluster (maybe longer) and those added
+                    grown = clusters(last + added)
+                    joins[last, added] = (grown, len(grown) - bool(last), any(map(needs_shaping, added)),
+                                          any(map(reorders, added)))
+                grown, more, shaping, reordering = joins[last, added]
+                tail_longer = font.getlength("".join(tail) + added)
+                longer = length + tail_longer - tail_length  # the line's advance with `added`
+                spaced = (0 if spacing and (shaped or shaping) else spacing) * max(0, count + more - 1)  # `tracking`
+                if line and (reordered or reordering or longer + spaced >= width - font.size):
+                    exact = line_width("".join(line) + added, font, spacing)
+                    if exact > width:
+                        lines.append("".join(line))
+                        line, tail = [piece], clusters(piece)
+                        tail_length = length = font.getlength(piece)
+                        count, shaped, reordered = len(tail), any(map(needs_shaping, piece)), any(map(reorders, piece))
+                        continue
+                    longer = exact - spaced
+                line.append(added)
+                tail[-1:], tail_length, count, length = grown, tail_longer, count + more, longer
+                shaped, reordered = shaped or shaping, reordered or reordering
+                if len(tail) > 4 * CONTEXT:
+                    tail = tail[-CONTEXT:]
+                    tail_length = font.getlength("".join(tail))
+        lines.append("".join(line))
     return lines
 
 

@@ -3,6 +3,8 @@
 
 import io
 import itertools
+import math
+import random
 import re
 import shutil
 import struct
@@ -1282,7 +1284,7 @@ class MeasuredFont:
     """A font that counts the characters it measures (getlength)."""
 
     def __init__(self, font):
-        self.font, self.measured = font, 0
+        self.font, self.measured, self.size = font, 0, font.size
 
     def getlength(self, text):
         self.measured += len(text)
@@ -1300,6 +1302,63 @@ def test_letter_spaced_positions_are_the_kerned_line_measured_whole(dejavu, text
                  for n, part in enumerate(parts)]
         assert C.spaced_clusters(text, font, 3) == list(zip(whole, parts))
         assert font.measured <= 40 * len(text)  # was the sum of all prefixes: 189,300 characters for 600
+
+
+def whole_width(line, font, spacing):
+    """`line_width` as it was."""
+    return font.getlength(line) + C.tracking(line, spacing) * max(0, len(C.clusters(line)) - 1)
+
+
+def greedy_wrap(text, font, width, spacing):
+    """`wrap` as it was: every candidate line measured whole."""
+    lines, spaces = [], C.plain_spaces(text, font)
+    for paragraph in C.paragraphs(text):
+        line = ""
+        for gap, word in C.GAP_WORD.findall(paragraph):
+            for n, piece in enumerate(C.pieces(word.translate(spaces))):
+                candidate = line + ("" if n else gap.translate(spaces)) + piece
+                if line and whole_width(candidate, font, spacing) > width:
+                    lines.append(line)
+                    line = piece
+                else:
+                    line = candidate
+        lines.append(line)
+    return lines
+
+
+WRAP_WORDS = ("AV To Ty Wa Yo T. P, L'amour office affine fjord ffl (a) [b] 1,200 e\u0301te\u0301 cafe\u0301 "
+              "na\u00efve 10\u00a0km 20\u202f% a\u200bb \u03b1\u03b2\u03b3 \u043f\u0440\u0438 \u0915\u094d\u0937 "
+              "\U0001f1eb\U0001f1f7 \U0001f44d\U0001f3fd \u6625\u7720\u4e0d\u89c9\u6653\uff0c\u300c\u590f\u300d "
+              "i l m W , . --").split()
+HEBREW = ["\u05e9\u05dc\u05d5\u05dd", "(\u05d0)", "\u05d9\u05d5\u05dd."]
+
+
+def test_wrap_breaks_where_measuring_every_candidate_line_whole_does(dejavu):
+    """Lines sum their pieces' widths but break exactly where measuring each candidate line whole broke them: random
+    texts (kerning, ligatures, accents, CJK, no-break and odd spaces, emoji, a virama, Hebrew), fonts, sizes,
+    letter spacings and widths, some exactly a line's width or a hair either side of it."""
+    rng = random.Random(0)
+    faces = [None, dejavu] + [face for face in map(C.fonts.find_font, ["DejaVu Serif Italic", "DejaVu Sans Bold"])
+                              if face]
+    for trial in range(32):
+        font = C.fonts.load_font(rng.choice(faces), rng.choice([4, 7.5, 12, 20, 37.5]))
+        spacing = rng.choice([0, 0, 0.1, 1, 2.5, -0.5, -3])
+        words = WRAP_WORDS + HEBREW if trial % 4 == 0 else WRAP_WORDS
+        text = "".join(rng.choice([" "] * 8 + ["  ", "\t", "\u2003", "\u2009", "\u200b", "\n"]) + rng.choice(words)
+                       for _ in range(rng.choice([10, 50, 150])))
+        exact = whole_width(greedy_wrap(text, font, rng.uniform(50, 1000), spacing)[0], font, spacing)
+        for width in (rng.uniform(0, 2000), rng.uniform(0, 2000), exact, math.nextafter(exact, 0),
+                      math.nextafter(exact, 1e9)):
+            assert C.wrap(text, font, width, spacing) == greedy_wrap(text, font, width, spacing), (trial, width)
+
+
+def test_wrap_measures_long_lines_in_linear_time():
+    """A shrink_to_fit search tries small sizes, where a line holds hundreds of words."""
+    font, text = MeasuredFont(C.fonts.load_font(None, 2)), " ".join(["word"] * 1500)
+    lines = C.wrap(text, font, 1900, 0)
+    assert len(lines) == 4 and lines == greedy_wrap(text, font.font, 1900, 0)
+    assert font.measured <= 20 * len(text)  # was the sum of all candidate lines: 189 times the text's length
+
 
 def test_right_to_left_text_is_not_letter_spaced(dejavu):
     """Hebrew drawn letter by letter from the left would come out reversed; Arabic would lose its joins."""
