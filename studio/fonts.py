@@ -78,7 +78,20 @@ def not_found(name: str, base_dir: Path | str | None, relative_to: str) -> str:
         return problem
     if file.is_file():
         return f"'{name}' is not a font file ({', '.join(FONT_SUFFIXES)}) nor an installed family"
-    return f"no such font '{name}' (a .ttf/.otf path or an installed family)"
+    return f"no such font '{name}' (a .ttf/.otf path or an installed family){_styles_hint(name)}"
+
+
+def _styles_hint(name: str) -> str:
+    """'; DejaVu Sans has the styles Bold, Bold Oblique, Book, Oblique' when `name` is an installed family (in
+    the usual font folders) and a style it lacks ('DejaVu Sans Italic': DejaVu calls it Oblique); else ''."""
+    normal, styles = _normal(name), _font_files().styles
+    family = max((f for f in styles if normal.startswith(f) and normal != f), key=len, default=None)
+    if family is None:
+        return ""
+    shown, named = styles[family]
+    named = sorted(named, key=str.casefold)
+    more = f" and {len(named) - 12} more" if len(named) > 12 else ""
+    return f"; {shown} has the styles {', '.join(named[:12])}{more}"
 
 
 def find_font(name_or_path: str | None, base_dir: Path | str | None = None) -> str | None:
@@ -192,7 +205,7 @@ def _normal(name: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _find_family(normal_name: str) -> Face | None:
-    return _fc_match(normal_name) or _font_files().get(normal_name)
+    return _fc_match(normal_name) or _font_files().faces.get(normal_name)
 
 
 def _fc_match(normal_name: str) -> Face | None:
@@ -217,8 +230,16 @@ def _dependency_font_dirs() -> list[str]:
     return [str(Path(location) / "qt" / "fonts") for location in (spec and spec.submodule_search_locations or [])]
 
 
+class FontFiles(NamedTuple):
+    """The usual font folders' faces by name (`_font_files`), and each family's styles: normalised family ->
+    (the family's name, its style names)."""
+
+    faces: dict[str, Face]
+    styles: dict[str, tuple[str, set[str]]]
+
+
 @functools.lru_cache(maxsize=1)
-def _font_files() -> dict[str, Face]:
+def _font_files() -> FontFiles:
     """Normalised name -> face, over the usual font folders. Each face of each readable font file is known by
     its family + style ('robotobold') and its family alone for a plain style ('roboto'), and so is each named
     instance of a variable font ('interbold'); the file's first face also by its stem and its stem less a
@@ -226,11 +247,13 @@ def _font_files() -> dict[str, Face]:
     equals, the first file and face found (a face's own names before its instances')."""
     from PIL import ImageFont
 
-    by_name, by_file = {}, {}
+    by_name, by_file, styles = {}, {}, {}
 
     def known_as(family: str | None, style: str | None, face: Face) -> None:
         family, style = family or "", style or ""
         by_name.setdefault(_normal(family + style), face)
+        if family and style:
+            styles.setdefault(_normal(family), (family, set()))[1].add(style)
         if style.casefold() in PLAIN_STYLES:
             by_name.setdefault(_normal(family), face)
 
@@ -258,7 +281,7 @@ def _font_files() -> dict[str, Face]:
                         by_file.setdefault(_normal(plain[1]), Face(str(path)))
                 for instance in _named_instances(font, str(path), index):
                     known_as(*instance.getname(), Face(str(path), instance.index))
-    return by_file | by_name
+    return FontFiles(by_file | by_name, styles)
 
 
 def _named_instances(font, path: str, index: int) -> list:

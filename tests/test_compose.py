@@ -650,6 +650,13 @@ def test_family_not_found(font_dir, name):
     assert C.fonts.find_font(name) is None
 
 
+def test_a_style_a_family_lacks_is_said_with_the_styles_it_has(font_dir):
+    """'DejaVu Sans Italic' is not found (DejaVu calls it Oblique): the message lists the family's styles."""
+    assert C.fonts.not_found("Aileron Bold", None, "") == ("no such font 'Aileron Bold' (a .ttf/.otf path or an "
+                                                           "installed family); Aileron has the styles Regular")
+    assert C.fonts.not_found("Brand Bold", None, "").endswith("installed family)")  # a file name, not a family
+
+
 def test_dejavu_sans_from_opencv_is_found_with_no_fonts_installed(tmp_path, monkeypatch):
     """opencv-python's Linux wheels carry DejaVu Sans: a family with accents, Greek and Cyrillic on any such
     machine, where Pillow's bundled default has basic Latin only."""
