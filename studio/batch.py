@@ -39,8 +39,8 @@ import numpy as np
 import yaml
 
 from studio import manifest
-from studio.errors import InputError, StudioError, control_problem, one_line, out_of_memory
-from studio.layout import ShallowLoader
+from studio.errors import CheckpointError, InputError, StudioError, control_problem, one_line, out_of_memory
+from studio.layout import ShallowLoader, _yaml_problem
 from studio.export import FileLock, pause_point, remove_temporaries, write_temp
 from studio.hub import HubId
 from studio.progress import PhaseBars, progress_bar
@@ -52,6 +52,7 @@ RESERVED = ("layout", "name")  # keys of matrix axes, items and CSV columns that
 NAME_FIELDS = ("n", "key")  # fields of names that are not variables (nor are 'layout' and '<x>_slug')
 DEFAULT_NAME = "{layout}-{n}"
 MAX_NAME_PART = 200  # bytes per folder or file name, leaving room for suffixes
+MAX_NAME_PATH = 240  # bytes of an item's longest file path inside OUTDIR: Windows' paths stop at 260 characters
 MAX_ITEMS = 100_000  # per job: a matrix's combinations are counted before they are made
 SLUG_LENGTH = 60
 STALE_PART = 15 * 60  # s: an older temporary file in the cache was left by a killed run, not a running shard
@@ -88,6 +89,7 @@ class Job:
     memory_budget: str | None
     items: tuple[Item, ...]
     model_identity: str  # manifest.model_identity(model): what item keys name the model by
+    model_where: str | None = None  # 'jobs.yaml:3' when the model is the job's `model:`, for messages
 
 
 # -- names ----------------------------------------------------------------------------------------------------
@@ -101,7 +103,7 @@ def slug(text: str) -> str:
 
 
 WINDOWS_CHARACTERS = '<>:"|?*'  # not allowed in Windows file names, nor are control characters
-DEVICE_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"{port}{i}" for port in ("COM", "LPT") for i in range(1, 10))}
+DEVICE_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"{port}{i}" for port in ("COM", "LPT") for i in "0123456789¹²³")}
 
 
 def name_problem(name: str) -> str | None:
@@ -109,7 +111,7 @@ def name_problem(name: str) -> str | None:
     paths, '..', '.', empty parts, backslashes, hidden names ('.x', studio's temporary files and cache), a
     first part named like the batch's logs (manifest*.jsonl), and what Windows refuses in file names (outputs
     move between machines: < > : " | ? *, control characters, a part ending in a space or '.', device names
-    such as CON or COM1) are not."""
+    such as CON or COM1, also before an extension and spaces: 'CON .png') are not."""
     if not name:
         return "is empty"
     if surrogate_problem(name):  # {seed:c} of 55296
@@ -131,8 +133,9 @@ def name_problem(name: str) -> str | None:
             return f"has {shown} (file names may not hold < > : \" | ? * or control characters on Windows)"
         if part.endswith((" ", ".")):
             return f"has a part ending in {part[-1]!r} ('{part}'), which Windows drops"
-        if part.split(".")[0].upper() in DEVICE_NAMES:
-            return f"has a part '{part}' that Windows reserves for a device (CON, PRN, AUX, NUL, COM1-9, LPT1-9)"
+        if part.split(".")[0].rstrip(" ").upper() in DEVICE_NAMES:  # Windows drops the spaces: 'CON .png' is CON
+            return (f"has a part '{part}' that Windows reserves for a device (CON, PRN, AUX, NUL, COM0-9, LPT0-9, "
+                    f"COM¹²³, LPT¹²³)")
         if len(part.encode()) > MAX_NAME_PART:
             return f"has a part longer than {MAX_NAME_PART} bytes"
     return None
@@ -300,7 +303,8 @@ def _value_problem(value, expected: str, empty_ok: bool = True, path: bool = Fal
 
 def load_job(path, model: str | None = None, default_model: str | None = None) -> Job:
     """A job file (.yaml/.yml or .csv) -> its items in order. model overrides the file's `model`;
-    default_model is used when neither names one. Raises JobError listing every problem."""
+    default_model is used when neither names one. Raises JobError listing every problem: the items are checked
+    (names, layouts) whatever is wrong elsewhere, those with a problem of their own left out."""
     path = Path(path)
     text = _read_text(path, "job")
     errors: list[str] = []
@@ -311,17 +315,17 @@ def load_job(path, model: str | None = None, default_model: str | None = None) -
     if len(rows) > MAX_ITEMS:
         errors.append(f"{rows[MAX_ITEMS][1]}: item {MAX_ITEMS + 1} of {len(rows)}: a job has at most {MAX_ITEMS} "
                       f"items (split it into several jobs)")
-    if errors:
-        raise JobError(errors)
+        rows = []
+    model_where = None if model or doc.get("model") is None else f"{path}:{doc.lines['model']}"
     model = model or _job_model(doc.get("model"), path.parent) or default_model
-    if not model:
-        raise JobError([f"{path}: no model: give `model:` in the job or --model"])
-    budget = doc.get("memory_budget")
-    identity = manifest.model_identity(str(model))
+    if not model and "model" not in doc:  # a bad `model:` is reported as such
+        errors.append(f"{path}: no model: give `model:` in the job or --model")
+    identity = manifest.model_identity(str(model)) if model else None
     items = _items(path, rows, doc, identity, errors)
     if errors:
         raise JobError(errors)
-    return Job(path, str(model), None if budget is None else str(budget), tuple(items), identity)
+    budget = doc.get("memory_budget")
+    return Job(path, str(model), None if budget is None else str(budget), tuple(items), identity, model_where)
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -343,42 +347,51 @@ def _job_model(name: str | None, folder: Path) -> str | None:
 
 
 def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
-    """The job's top-level settings and its raw rows: (values, where, folder) with values a dict of scalars
-    and folder the one a `layout` among them is relative to."""
+    """The job's top-level settings (one with a problem set to None) and its raw rows: (values, where, folder)
+    with values a dict of scalars, None for a row with a problem of its own (it keeps its place: {n} counts
+    it), and folder the one a `layout` among them is relative to. No rows when what every row is made of has
+    a problem: `variables`, the matrix's axes."""
     from studio.memory import parse_bytes
 
     src = str(path)
     try:
         doc = yaml.load(text, Loader=_JobLoader)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        errors.append(f"{src}:{mark.line + 1 if mark else 1}: YAML: {getattr(e, 'problem', None) or e}")
+        line, problem = _yaml_problem(text, e)
+        errors.append(f"{src}:{line}: YAML: {problem}")
         return {}, []
     if not isinstance(doc, _Map):
         errors.append(f"{src}:1: a job is a mapping with keys {', '.join(JOB_KEYS)}")
         return {}, []
-    for key in doc:
-        if key not in JOB_KEYS:
-            errors.append(f"{src}:{doc.lines[key]}: {key}: unknown key (allowed: {', '.join(JOB_KEYS)})")
+    unknown = [key for key in doc if key not in JOB_KEYS]
+    for key in unknown:
+        errors.append(f"{src}:{doc.lines[key]}: {key}: unknown key (allowed: {', '.join(JOB_KEYS)})")
     for key in ("layout", "name", "model", "memory_budget"):
-        problem = (_value_problem(doc[key], "text", empty_ok=False, path=key in ("layout", "model")) if key in doc
-                   else None)
-        if problem:
-            errors.append(f"{src}:{doc.lines[key]}: {key}: {problem}")
-        elif key == "memory_budget" and key in doc:
+        if key not in doc:
+            continue
+        problem = _value_problem(doc[key], "text", empty_ok=False, path=key in ("layout", "model"))
+        if problem is None and key == "memory_budget":
             try:
                 parse_bytes(doc[key])
             except StudioError as e:
-                errors.append(f"{src}:{doc.lines[key]}: {key}: {e}")
+                problem = str(e)
+        if problem:
+            errors.append(f"{src}:{doc.lines[key]}: {key}: {problem}")
+            doc[key] = None  # the items that take it are not checked: this is their problem
+    if unknown and "layout" not in doc:
+        doc["layout"] = None  # likely mistyped: items without a layout of their own are not checked
+    reported = len(errors)
     base = doc.get("variables", _Map())
     if not isinstance(base, _Map):
         errors.append(f"{src}:{doc.lines['variables']}: variables: expected a mapping of name: value")
         base = _Map()
     base_vars = _scalars(base, "variables", src, errors, reserved_ok=False)
+    whole = len(errors) == reported  # the rows are what they would be without the errors
     rows = []
     if "matrix" in doc:
         matrix = _matrix(doc["matrix"], doc.lines["matrix"], src, errors)
-        rows += [(values, where, path.parent) for values, where in matrix]
+        whole = whole and matrix is not None
+        rows += [(values, where, path.parent) for values, where in matrix or []]
     if "items" in doc:
         items = doc["items"]
         line = doc.lines["items"]
@@ -394,15 +407,19 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
                 rows += _csv_rows(text, str(csv_path), csv_path.parent, errors)
         elif isinstance(items, _Seq) and items:
             for i, (entry, entry_line) in enumerate(zip(items, items.lines)):
-                if not isinstance(entry, _Map):
+                values, reported = None, len(errors)
+                if isinstance(entry, _Map):
+                    values = _scalars(entry, f"items[{i}]", src, errors)
+                else:
                     errors.append(f"{src}:{entry_line}: items[{i}]: expected a mapping of name: value")
-                    continue
-                rows.append((_scalars(entry, f"items[{i}]", src, errors), f"{src}:{entry_line}", path.parent))
+                rows.append((values if len(errors) == reported else None, f"{src}:{entry_line}", path.parent))
         else:
             errors.append(f"{src}:{line}: items: expected a non-empty list of mappings or a CSV file name")
     if "matrix" not in doc and "items" not in doc:
         rows.append(({}, f"{src}:{doc.line}", path.parent))
-    rows = [({**base_vars, **values}, where, folder) for values, where, folder in rows]
+    if not whole:
+        return doc, []
+    rows = [(values if values is None else {**base_vars, **values}, where, folder) for values, where, folder in rows]
     return doc, rows
 
 
@@ -421,41 +438,48 @@ def _scalars(mapping: _Map, path: str, src: str, errors: list[str], reserved_ok:
     return out
 
 
-def _matrix(matrix, line: int, src: str, errors: list[str]) -> list:
-    """Every combination of the axes' values, the first axis outermost. A value may be a mapping: several
-    variables set together (size: [{width: 1920, height: 1080}, ...]); a variable is set by one axis only."""
+def _matrix(matrix, line: int, src: str, errors: list[str]) -> list | None:
+    """Every combination of the axes' values, the first axis outermost; a combination with a bad value is None.
+    A value may be a mapping: several variables set together (size: [{width: 1920, height: 1080}, ...]); a
+    variable is set by one axis only. None when the axes have a problem (not lists, too many combinations)."""
     if not isinstance(matrix, _Map) or not matrix:
         errors.append(f"{src}:{line}: matrix: expected a mapping of name: [values]")
-        return []
+        return None
     axes = []
     setters: dict[str, str] = {}  # variable -> the axis that sets it
+    whole = True  # every axis is a list of values, and sets its own variables
     for axis, values in matrix.items():
         where = f"{src}:{matrix.lines[axis]}: matrix.{axis}"
         if not isinstance(values, _Seq) or not values:
             errors.append(f"{where}: expected a non-empty list of values")
+            whole = False
             continue
-        choices = []
+        choices = []  # a bad value's is None
         for j, value in enumerate(values):
+            before = len(errors)
             if isinstance(value, _Map) and axis not in RESERVED:
-                choices.append(_scalars(value, f"matrix.{axis}[{j}]", src, errors))
+                choice = _scalars(value, f"matrix.{axis}[{j}]", src, errors)
+                choices.append(choice if len(errors) == before else None)
                 continue
             problem = _value_problem(value, "text, a number or a mapping of them", empty_ok=axis not in RESERVED)
             if problem:
                 errors.append(f"{src}:{values.lines[j]}: matrix.{axis}[{j}]: {problem}")
-            else:
-                choices.append({axis: value})
-        for var in dict.fromkeys(k for choice in choices for k in choice):
+            choices.append(None if problem else {axis: value})
+        for var in dict.fromkeys(k for choice in choices if choice for k in choice):
             other = setters.setdefault(var, axis)
             if other != axis:
                 errors.append(f"{where}: sets '{var}', which matrix.{other} ({src}:{matrix.lines[other]}) sets too; "
                               f"a variable may come from one axis only")
+                whole = False
         axes.append(choices)
+    if not whole:
+        return None
     count = math.prod(map(len, axes))
     if count > MAX_ITEMS:
         errors.append(f"{src}:{line}: matrix: {count} combinations of its axes' values; a job has at most {MAX_ITEMS} "
                       f"items (split it into several jobs)")
-        return []
-    return [({k: v for choice in combo for k, v in choice.items()}, f"{src}:{line}")
+        return None
+    return [(None if None in combo else {k: v for choice in combo for k, v in choice.items()}, f"{src}:{line}")
             for combo in itertools.product(*axes)]
 
 
@@ -464,7 +488,8 @@ def _csv_rows(text: str, src: str, folder: Path, errors: list[str]) -> list:
     `folder`, and `name`), one item per row; cells are stripped, an empty one leaves the variable unset (the
     job's `variables`, else the layout's default). Trailing empty cells, in the header (as Excel writes) or a
     row, are dropped. Quoted cells may hold commas, quotes ("") and line breaks, and may follow a space
-    (`a, "b, c"`, as CSV is written by hand); a quote left open is an error."""
+    (`a, "b, c"`, as CSV is written by hand); a quote left open is an error. A row with too many cells is None;
+    no rows when the header has a problem."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
     rows, start = [], 1  # start: the line the row being read begins on
     try:
@@ -477,11 +502,13 @@ def _csv_rows(text: str, src: str, folder: Path, errors: list[str]) -> list:
             errors.append(f"{src}:1: the columns are separated by {separator}: export as comma-separated CSV (or save "
                           f"with commas)")
             return []
+        reported = len(errors)
         for i, name in enumerate(header):
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 errors.append(f"{src}:1: column {i + 1}: '{name}' is not a variable name")
             elif header.index(name) != i:
                 errors.append(f"{src}:1: column {i + 1}: '{name}' appears twice")
+        whole = len(errors) == reported
         start = reader.line_num + 1
         for cells in reader:
             where, start = f"{src}:{start}", reader.line_num + 1
@@ -490,6 +517,7 @@ def _csv_rows(text: str, src: str, folder: Path, errors: list[str]) -> list:
                 continue
             if len(cells) > len(header):
                 errors.append(f"{where}: {len(cells)} cells, the header names {len(header)} columns")
+                rows.append((None, where, folder))  # an item still: {n} counts it
                 continue
             rows.append(({k: v for k, v in zip(header, cells) if v}, where, folder))
     except csv.Error as e:
@@ -497,8 +525,8 @@ def _csv_rows(text: str, src: str, folder: Path, errors: list[str]) -> list:
         errors.append(f"{src}:{start}: CSV: {e}{_csv_hint(str(e), row)}")
         return []
     if not rows and not errors:
-        errors.append(f"{src}: no rows after the header")
-    return rows
+        errors.append(f"{src}:1: no rows after the header")
+    return rows if whole else []
 
 
 def _csv_hint(message: str, lines: list[str]) -> str:
@@ -520,11 +548,18 @@ def _trimmed(cells: list[str]) -> list[str]:
     return cells
 
 
-def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[str]) -> list[Item]:
+def _items(path: Path, rows: list, doc: dict, model_identity: str | None, errors: list[str]) -> list[Item]:
+    """The rows (`_yaml_job`'s) as items; a row that is None, or takes a top-level `layout` or `name` that is
+    None, has its problem reported already and is left out."""
     layouts: dict[Path, tuple[str | None, str | None]] = {}  # file -> (text, why it can't be read)
     items, names, hidden = [], {}, set()  # names: path_key(output name) -> the item that has it
     taken: dict[str, tuple[str, str, str]] = {}  # path_key(path in OUTDIR) -> (file or folder, item name, where)
     for index, (values, where, folder) in enumerate(rows):
+        if values is None:
+            continue
+        pattern = values.get("name", doc.get("name", DEFAULT_NAME))
+        if pattern is None or "layout" not in values and doc.get("layout", "") is None:
+            continue  # a top-level `name` or `layout` with a problem
         variables = {k: v for k, v in values.items() if k not in RESERVED}
         for var in sorted(v for v in variables if shadowed(v, variables) and v not in hidden):
             hidden.add(var)  # once per variable, not per item
@@ -548,7 +583,6 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[
         spec, problem = (None, unreadable) if text is None else _parse(text, layout_file, variables)
         key = manifest.item_key(None if text is None else manifest.sha256_text(text), variables,
                                 model_identity if _uses_job_model(spec) else None)
-        pattern = values.get("name", doc.get("name", DEFAULT_NAME))
         try:
             name = format_name(pattern, name_fields(layout, variables, index + 1, key))
         except ValueError as e:
@@ -564,6 +598,13 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[
             continue
         names[path_key(name)] = f"{this} at {where}"
         outputs = _outputs(name, spec)
+        longest = max(outputs, key=lambda p: len(p.encode()))
+        if len(longest.encode()) > MAX_NAME_PATH:
+            shown = f"'{name}'" if len(name) <= 40 else f"'{name[:40]}...' ({len(name.encode())} bytes)"
+            errors.append(f"{where}: output name {shown} is too long: its file <name>{longest[len(name):]} has "
+                          f"{len(longest.encode())} bytes inside OUTDIR, at most {MAX_NAME_PATH} (Windows' paths "
+                          f"stop at 260 characters, OUTDIR's included)")
+            continue
         clash = _claim(taken, outputs, name, where)
         if clash:
             errors.append(clash)
@@ -575,8 +616,11 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str, errors: list[
 
 def _read_layout(path: Path) -> tuple[str | None, str | None]:
     """(a layout file's text, None) or (None, why it can't be read): that fails its items when they run, the
-    others go on. Read as bytes, so the text hashes as the file (no newline translation)."""
+    others go on. Read as bytes, so the text hashes as the file (no newline translation). A device or pipe is
+    not read (/dev/zero has no end, a pipe may never give one)."""
     try:
+        if path.exists() and not path.is_file() and not path.is_dir():
+            return None, f"{path}: cannot read the layout: it is a device, pipe or socket, not a file"
         return path.read_bytes().decode("utf-8"), None
     except FileNotFoundError:
         why = "no such file"
@@ -833,18 +877,14 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     rendered; after that, never raises for a bad item: it is reported in the summary. A shard without items
     says so and creates nothing. An unsharded run first merges the shards' logs into OUTDIR/manifest.jsonl.
     """
-    from studio.memory import parse_bytes
-
     out, err = out or sys.stdout, err or sys.stderr
     t_start = time.perf_counter()
     items = select_shard(job.items, shard)
-    parse_bytes(memory_budget)
+    check_job(job, items, memory_budget)
     where = f"shard {shard[0]}/{shard[1]}: " if shard[1] > 1 else ""
     if not items:
         print(f"{job.source}: {_item_count(len(job.items))}; {where}none in this shard, nothing to do", file=out, flush=True)
         return Summary(len(job.items), 0)
-    if any(_uses_job_model(item.spec) for item in items):
-        check_model(job.model)
     out_dir = Path(out_dir)
     given = cache_dir is not None
     cache_dir = Path(cache_dir) if given else out_dir / ".cache"
@@ -886,6 +926,23 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     summary.seconds = time.perf_counter() - t_start
     _print_summary(job, summary, out, where)
     return summary
+
+
+def check_job(job: Job, items, memory_budget=None) -> None:
+    """What `run_batch` checks of `items` (a shard's) before it renders or creates anything, and `studio batch
+    --list` too: the memory budget that overrides the job's, and the job's model when an item uses it
+    (`check_model`: no weights read), a job's `model:` named at its line. Raises InputError, CheckpointError."""
+    from studio.memory import parse_bytes
+
+    parse_bytes(memory_budget)
+    if not any(_uses_job_model(item.spec) for item in items):
+        return
+    try:
+        check_model(job.model)
+    except StudioError as e:
+        if job.model_where is None:  # --model's, $STUDIO_MODEL's: named as given
+            raise
+        raise CheckpointError(f"{job.model_where}: model: {one_line(str(e))}") from None
 
 
 def check_model(model: str) -> None:

@@ -369,11 +369,12 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def cmd_batch(args) -> int:
-    from studio.batch import describe_items, load_job, run_batch, select_shard
+    from studio.batch import check_job, describe_items, load_job, run_batch, select_shard
 
     job = load_job(args.job, args.model, default_model())
     if args.list:
         items = select_shard(job.items, args.shard)
+        check_job(job, items, args.memory_budget)  # what the run refuses before rendering, --list refuses
         describe_items(items, sys.stdout)
         if not items:
             print(f"{args.job}: {len(job.items)} items; shard {args.shard[0]}/{args.shard[1]}: none in this shard",

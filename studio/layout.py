@@ -43,6 +43,7 @@ OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf")  # what the
 # A file name has at most 255 bytes; the exporter adds at most 23 to a stem: '.<stem>.png.<8 random>.part.old'
 # (its temporary file, export.write_temp, and the backup of a file it replaces).
 MAX_STEM_BYTES = 255 - len("..png.12345678.part.old")
+MAX_SOURCE = 64 << 20  # bytes of a layout or job file (a batch's CSV of 100,000 long rows stays below)
 MAX_DEPTH = 100  # levels of nested lists and mappings (a layout needs six; PyYAML recurses once per level)
 MAX_DIGITS = 100  # characters of a number as written: no size, seed or angle needs more, and Python's int()
 # refuses more than 4300 digits
@@ -1645,14 +1646,17 @@ def _unique_names(r: _Reader, named: list[tuple[str | None, str, object]], fold:
 
 def read_source(path: Path, what: str, error, encoding: str = "utf-8") -> str:
     """The text of a user's file (a layout, a job), CRLF and CR read as LF (YAML11_BREAKS stay characters, as
-    YAML 1.2 has them: `parse_layout` counts lines by LF alone); a missing or unreadable file raises
-    error([one line])."""
+    YAML 1.2 has them: `parse_layout` counts lines by LF alone); a missing or unreadable file, or one above
+    MAX_SOURCE (/dev/zero has no end), raises error([one line]). A pipe is read (`studio render /dev/stdin`)."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(MAX_SOURCE + 1)
     except FileNotFoundError:
         raise error([f"{path}: no such {what} file"]) from None
     except OSError as e:
         raise error([f"{path}: cannot read the {what} ({type(e).__name__}: {e.strerror or e})"]) from None
+    if len(data) > MAX_SOURCE:
+        raise error([f"{path}: more than {MAX_SOURCE >> 20} MiB, too large for a {what} file"])
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as e:

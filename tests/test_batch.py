@@ -196,6 +196,48 @@ items:
                          f"{{\"seed\": \"1\"}} at {job}:4")
 
 
+def test_the_jobs_problems_and_its_items_are_reported_in_one_round(tmp_path):
+    """A problem at the top of the job (a bad budget, an unknown key) does not hide the items' problems; an item
+    with a problem of its own is left out of the items' checks, but still counted by {n}."""
+    job = write_job(tmp_path, """\
+layout: card.yaml
+name: "../{seed}"
+memory_budget: lots
+items:
+  - {seed: 1}
+  - {seed: 2, n: 3}
+""")
+    assert job_errors(job, "m") == [
+        f"{job}:3: memory_budget: memory budget 'lots' is not a size like 6GiB, 512MiB or 2GB",
+        f"{job}:5: output name '../1' has a '..' part (names stay inside OUTDIR)",
+        f"{job}:6: variable 'n': output names use {{n}} for the item's number; rename the variable",
+        f"{job}:6: output name '../2' has a '..' part (names stay inside OUTDIR)"]
+    job = write_job(tmp_path, """\
+layout: card.yaml
+nmae: "{seed}"
+items:
+  - {seed: [1]}
+  - {seed: 2, name: "a{n}"}
+  - {seed: 3, name: A2}
+""")
+    assert job_errors(job, "m") == [
+        f"{job}:2: nmae: unknown key (allowed: {', '.join(JOB_KEYS)})",
+        f"{job}:4: items[0].seed: expected text or a number, got a list",
+        f"{job}:6: output name 'A2' of item 3 {{\"seed\": \"3\"}} is also that of item 2 {{\"seed\": \"2\"}} at "
+        f"{job}:5"]
+    (tmp_path / "rows.csv").write_text("seed,name\n1,a,x\n2,a{n}\n3,A2\n")  # row 1: a cell too many
+    job = write_job(tmp_path, "layout: card.yaml\nitems: rows.csv\nmodle: m\n")
+    assert [e.removeprefix(f"{tmp_path}/") for e in job_errors(job, "m")] == [
+        "job.yaml:3: modle: unknown key (allowed: layout, name, model, memory_budget, variables, matrix, items)",
+        "rows.csv:2: 3 cells, the header names 2 columns",
+        f"rows.csv:4: output name 'A2' of item 3 {{\"seed\": \"3\"}} is also that of item 2 {{\"seed\": \"2\"}} at "
+        f"{tmp_path}/rows.csv:3"]
+    # a layout or name that every item takes, with a problem (or mistyped), is not the items' problem again
+    job = write_job(tmp_path, "layuot: card.yaml\nname: [x]\nitems: [{seed: 1}, {seed: 2, layout: card.yaml}]\n")
+    assert job_errors(job, "m") == [f"{job}:1: layuot: unknown key (allowed: {', '.join(JOB_KEYS)})",
+                                    f"{job}:2: name: expected text, got a list"]
+
+
 def test_format_name_fields():
     assert format_name("{a}-{n:>4}-{{x}}", {"a": "1", "n": "7"}) == "1-   7-{x}"
     for bad in ["{a.__class__}", "{a!r}", "{0}", "{missing}"]:
@@ -297,7 +339,7 @@ def test_a_csv_of_items_names_layouts_relative_to_itself(tmp_path):
     assert load_job(job, "m").items[0].layout_file == tmp_path / "data" / "card.yaml"
 
 
-def test_job_values_are_text_as_written(tmp_path, capsys):
+def test_job_values_are_text_as_written(tiny_dir, tmp_path, capsys):
     """YAML 1.1 would read NO as false, 010 as 8, 1_000 as 1000, 0x1F as 31 and 1.10 as 1.1: a job's values are
     passed to the layout as the text the file holds, as a layout reads its own variables."""
     job = write_job(tmp_path, """\
@@ -311,7 +353,7 @@ items: [{seed: 0009}]
     prompts = ["NO", "yes", "1_000", "0x1F", "1.10"]
     assert [i.variables for i in items] == [{"prompt": p, "seed": "010"} for p in prompts] + [
         {"prompt": "2024-01-01", "seed": "0009"}]
-    assert main(["batch", str(job), "--list", "--model", "m"]) == 0
+    assert main(["batch", str(job), "--list", "--model", str(tiny_dir)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == '1\t1\tcard.yaml\t{"prompt": "NO", "seed": "010"}'
     (tmp_path / "jobs.csv").write_text("layout,name,seed\ncard.yaml,s0009,0009\ncard.yaml,s0010,0010\n")
     assert [i.variables for i in load_job(tmp_path / "jobs.csv", "m").items] == [{"seed": "0009"}, {"seed": "0010"}]
@@ -345,8 +387,11 @@ def test_name_specs_format_text_unless_they_are_numeric():
     ("C:x", "has ':'"), ("x/a?b", "has '?'"), ("a*b", "has '*'"), ('a"b', "has '\"'"), ("a<b", "has '<'"),
     ("a>b", "has '>'"), ("a|b", "has '|'"), ("a\tb", "has a control character"),
     ("dir./x", "has a part ending in '.' ('dir.'), which Windows drops"), ("x ", "ending in ' '"),
-    ("con", "has a part 'con' that Windows reserves for a device (CON, PRN, AUX, NUL, COM1-9, LPT1-9)"),
+    ("con", "has a part 'con' that Windows reserves for a device (CON, PRN, AUX, NUL, COM0-9, LPT0-9, COM¹²³, "
+            "LPT¹²³)"),
     ("sub/COM1", "reserves for a device"), ("nul.tar/x", "reserves for a device"), ("LPT9", "reserves"),
+    ("COM¹", "reserves"), ("lpt³.txt", "reserves"), ("com0", "reserves"), ("CON .png", "reserves"),
+    ("a/aux  .x.y", "reserves"),
     ("manifest.jsonl/a", "starts with the name of a batch log (manifest*.jsonl in OUTDIR)"),
     ("Manifest-0-of-2.JSONL/b", "starts with the name of a batch log")])
 def test_names_windows_or_the_logs_cannot_have_are_refused(name, problem):
@@ -354,8 +399,25 @@ def test_names_windows_or_the_logs_cannot_have_are_refused(name, problem):
 
 
 def test_names_windows_allows_are_accepted():
-    for name in ["console", "com10", "a.b", "sub/lpt", "manifest", "a/manifest.jsonl", " lead"]:
+    for name in ["console", "com10", "a.b", "sub/lpt", "manifest", "a/manifest.jsonl", " lead", "com⁴", "con_.png",
+                 " con"]:
         assert name_problem(name) is None, name
+
+
+def test_a_name_whose_files_windows_could_not_hold_is_refused(tmp_path):
+    """Each part within MAX_NAME_PART, the whole path far beyond Windows' 260 characters: every render would fail
+    ('File name too long'). The longest file an item writes counts (its manifest: '.manifest.json')."""
+    job = write_job(tmp_path, "layout: card.yaml\nname: " + "/".join(["a" * 190] * 30) + "\n")
+    assert job_errors(job, "m") == [
+        f"{job}:1: output name '{'a' * 40}...' (5729 bytes) is too long: its file <name>.manifest.json has 5743 "
+        f"bytes inside OUTDIR, at most 240 (Windows' paths stop at 260 characters, OUTDIR's included)"]
+    name = "b" * 100 + "/c" + "é" * 62  # 226 bytes, 240 with '.manifest.json'
+    write_job(tmp_path, f"layout: card.yaml\nname: {name}\n")
+    assert load_job(job, "m").items[0].outputs == (f"{name}.png", f"{name}.manifest.json")
+    write_job(tmp_path, f"layout: card.yaml\nname: {name}x\n")
+    assert job_errors(job, "m") == [
+        f"{job}:1: output name '{name[:40]}...' (227 bytes) is too long: its file <name>.manifest.json has 241 "
+        f"bytes inside OUTDIR, at most 240 (Windows' paths stop at 260 characters, OUTDIR's included)"]
 
 
 def test_a_colon_in_a_name_is_refused_for_what_it_is(tmp_path):
@@ -479,6 +541,12 @@ def test_a_job_nested_too_deep_is_one_error(tmp_path):
     assert errors == [f"{job}:2: YAML: nested more than 100 levels deep (lists and mappings inside each other)"]
 
 
+def test_a_character_yaml_refuses_is_one_line_at_its_line(tmp_path):
+    job = write_job(tmp_path, "layout: card.yaml\nname: x\nvariables: {caption: a\x01b}\n")
+    assert job_errors(job, "m") == [f"{job}:3: YAML: character #x0001 is not allowed in YAML (control characters "
+                                    f"other than tab and line breaks)"]
+
+
 def test_control_characters_in_paths_and_models_are_refused(tmp_path):
     """The system takes no NUL in a path (ValueError: embedded null byte), and a model 'a/b\\0c' is no hub id."""
     job = write_job(tmp_path, 'layout: "card\\0.yaml"\nmodel: "a/b\\0c"\nitems: "x\\0.csv"\n')
@@ -535,7 +603,9 @@ matrix:
     errors = job_errors(job, "m")
     assert errors == [f"{job}:7: matrix.name[1]: expected text, got ''",
                       f"{job}:3: items[0].name: expected text, got ''",
-                      f"{job}:4: items[1].layout: expected text, got ''"]  # an empty variable is fine
+                      f"{job}:4: items[1].layout: expected text, got ''",  # an empty variable is fine
+                      f"{job}:6: name '{{seed}}': {{seed}} is not set for this item (fields: key, layout, "
+                      f"layout_slug, n)"]  # the other items are checked too
 
 
 def test_an_unreadable_layout_says_why(tmp_path):
@@ -550,6 +620,24 @@ items: [{layout: missing.yaml}, {layout: folder.yaml}, {layout: latin1.yaml}]
         f"{tmp_path / 'folder.yaml'}: cannot read the layout: it is a folder",
         f"{tmp_path / 'latin1.yaml'}: cannot read the layout: not UTF-8 (invalid continuation byte at byte "
         f"{LAYOUT.index('a cat') + 3})"]
+
+
+def test_a_layout_that_is_no_file_is_not_read(tmp_path):
+    """/dev/zero has no end (it was read until the process was killed), a pipe may never give one."""
+    job = write_job(tmp_path, "layout: /dev/null\n")
+    assert [i.problem for i in load_job(job, "m").items] == [
+        "/dev/null: cannot read the layout: it is a device, pipe or socket, not a file"]
+    os.mkfifo(tmp_path / "pipe.yaml")
+    write_job(tmp_path, "items: [{layout: pipe.yaml}, {layout: /dev/zero}]\n")
+    assert [i.problem for i in load_job(job, "m").items] == [
+        f"{tmp_path / 'pipe.yaml'}: cannot read the layout: it is a device, pipe or socket, not a file",
+        "/dev/zero: cannot read the layout: it is a device, pipe or socket, not a file"]
+
+
+def test_a_csv_of_a_header_only_is_an_error_at_its_line(tmp_path):
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    (tmp_path / "rows.csv").write_text("layout,seed\n")
+    assert job_errors(tmp_path / "rows.csv", "m") == [f"{tmp_path / 'rows.csv'}:1: no rows after the header"]
 
 
 def test_csv_trailing_empty_columns_and_cells_are_ignored(tmp_path):
@@ -715,6 +803,27 @@ def test_bad_arguments_are_one_error_before_anything_is_created(tiny_dir, tmp_pa
     assert errors_of(batch + ["-o", out], capsys) == [
         f"studio: error: {job}:2: memory_budget: memory budget '6' has no unit: give one, e.g. 6GiB, 512MiB or 2GB"]
     assert not out.exists()
+
+
+def test_list_refuses_what_the_run_refuses_before_rendering(tiny_dir, tmp_path, capsys):
+    """--list is the pre-flight check: the memory budget and the job's model, checked as the run checks them
+    before rendering; a job's `model:` is named at its line. No weights are read."""
+    job, out = write_job(tmp_path, MATRIX_JOB), tmp_path / "out"
+    for how in (["--list"], ["-o", out]):
+        assert errors_of(["batch", job, "--model", tiny_dir, "--memory-budget", "lots", *how], capsys) == [
+            "studio: error: memory budget 'lots' is not a size like 6GiB, 512MiB or 2GB"]
+        assert errors_of(["batch", job, "--model", tmp_path / "nope", *how], capsys) == [
+            f"studio: error: {tmp_path / 'nope'}: no such model folder (and not a hub id like 'owner/name')"]
+        write_job(tmp_path, "layout: card.yaml\nmodel: /nonexistent/model\n")
+        assert errors_of(["batch", job, *how], capsys) == [
+            f"studio: error: {job}:2: model: /nonexistent/model: no such model folder (and not a hub id like "
+            f"'owner/name')"]
+        write_job(tmp_path, MATRIX_JOB)
+    assert not out.exists()
+    shutil.copytree(tiny_dir, tmp_path / "configs", ignore=shutil.ignore_patterns("*.safetensors"))
+    write_job(tmp_path, "layout: card.yaml\nmodel: configs\n")
+    assert main(["batch", str(job), "--list"]) == 0
+    assert capsys.readouterr().out == '1\tcard-1\tcard.yaml\t{}\n'
 
 
 def test_merging_shard_logs(tmp_path):
@@ -1117,9 +1226,10 @@ def test_a_hub_model_is_checked_before_the_batch_when_items_use_it(tiny_dir, tmp
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     job, out = write_job(tmp_path, MATRIX_JOB), tmp_path / "out"
-    assert errors_of(["batch", job, "-o", out, "--model", "owner/absent", "--quiet"], capsys) == [
-        "studio: error: owner/absent: not a local folder, not in the Hugging Face cache, and could not be "
-        "downloaded (ConnectionError: HF_HUB_OFFLINE is set); pass the folder of a downloaded copy"]
+    for how in (["-o", out], ["--list"]):  # --list checks it as the run does
+        assert errors_of(["batch", job, *how, "--model", "owner/absent", "--quiet"], capsys) == [
+            "studio: error: owner/absent: not a local folder, not in the Hugging Face cache, and could not be "
+            "downloaded (ConnectionError: HF_HUB_OFFLINE is set); pass the folder of a downloaded copy"]
     assert not out.exists()
     # layouts that name their model don't use the job's: it is not looked up, and the items render
     write_job(tmp_path, MATRIX_JOB, f"model: {tiny_dir}\n" + LAYOUT)

@@ -1153,6 +1153,18 @@ def test_missing_layout_file(tmp_path):
     assert info.value.errors == [f"{tmp_path / 'nope.yaml'}: no such layout file"]
 
 
+def test_a_layout_file_is_read_up_to_a_limit(tmp_path, monkeypatch):
+    """/dev/zero as a layout was read until memory ran out; a pipe is still read (`studio render /dev/stdin`)."""
+    import studio.layout as L
+    monkeypatch.setattr(L, "MAX_SOURCE", 100)
+    (tmp_path / "big.yaml").write_text("#" * 101)
+    with pytest.raises(LayoutError) as info:
+        load_layout(tmp_path / "big.yaml")
+    assert info.value.errors == [f"{tmp_path / 'big.yaml'}: more than 0 MiB, too large for a layout file"]
+    (tmp_path / "fits.yaml").write_text("canvas: {width: 8, height: 8}\nlayers: [{fill: {color: red}}]\n")
+    assert len(L.read_source(tmp_path / "fits.yaml", "layout", LayoutError)) < 100
+
+
 # -- files relative to the layout ---------------------------------------------------------------------------
 
 def test_image_and_font_paths_are_relative_to_the_layout(tmp_path):
