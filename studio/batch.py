@@ -40,7 +40,7 @@ import yaml
 
 from studio import manifest
 from studio.errors import CheckpointError, InputError, StudioError, control_problem, one_line, out_of_memory
-from studio.layout import ShallowLoader, _yaml_problem
+from studio.layout import ShallowLoader, yaml_problem
 from studio.export import FileLock, pause_point, remove_temporaries, write_temp
 from studio.hub import HubId
 from studio.progress import PhaseBars, progress_bar
@@ -357,7 +357,7 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
     try:
         doc = yaml.load(text, Loader=_JobLoader)
     except yaml.YAMLError as e:
-        line, problem = _yaml_problem(text, e)
+        line, problem = yaml_problem(text, e, "job")
         errors.append(f"{src}:{line}: YAML: {problem}")
         return {}, []
     if not isinstance(doc, _Map):

@@ -1710,7 +1710,7 @@ def parse_layout(text: str | dict, source: str = "<string>", variables: dict[str
         loader = _Loader(yaml_text)  # as yaml.compose does, keeping the loader's alias_lines
         root = loader.get_single_node()
     except yaml.YAMLError as e:
-        line, problem = _yaml_problem(yaml_text, e)
+        line, problem = yaml_problem(yaml_text, e)
         raise LayoutError([f"{source}:{line}: YAML syntax: {problem}"]) from None
     loader.dispose()
     r.alias_lines = loader.alias_lines
@@ -1787,8 +1787,8 @@ class _Loader(ShallowLoader):
             self.forward(k)
 
 
-def _yaml_problem(text: str, e: yaml.YAMLError) -> tuple[int, str]:
-    """(line, one-line message) for a YAML error, with a hint where one helps."""
+def yaml_problem(text: str, e: yaml.YAMLError, what: str = "layout") -> tuple[int, str]:
+    """(line, one-line message) for a YAML error in a `what` file, with a hint where one helps."""
     if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow (NUL, other controls)
         return text.count("\n", 0, e.position) + 1, (f"character #x{e.character:04x} is not allowed in YAML "
                                                       f"(control characters other than tab and line breaks)")
@@ -1805,7 +1805,7 @@ def _yaml_problem(text: str, e: yaml.YAMLError) -> tuple[int, str]:
             return line, "a tab inside a value: write a space, or quote the text"
         return line, "a tab: indent with spaces, and put spaces, not tabs, after ':', '-', ',' or a bracket"
     if getattr(e, "problem", None) == "but found another document":
-        return line, "a second document ('---'): a layout is one YAML document"
+        return line, f"a second document ('---'): a {what} is one YAML document"
     braces = _BRACED_RE.search(written[:mark.column]) if mark is not None else None
     if braces:  # the value from its '{' to the end of the line, or of the item in brackets
         value = (written[braces.start(1):mark.column] + re.match(r"[^#,\]}]*", written[mark.column:])[0]).rstrip()
