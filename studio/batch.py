@@ -617,11 +617,17 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str | None, errors
 def _read_layout(path: Path) -> tuple[str | None, str | None]:
     """(a layout file's text, None) or (None, why it can't be read): that fails its items when they run, the
     others go on. Read as bytes, so the text hashes as the file (no newline translation). A device or pipe is
-    not read (/dev/zero has no end, a pipe may never give one)."""
+    not read (/dev/zero has no end, a pipe may never give one), nor a file past `layout.MAX_SOURCE`."""
+    from studio.layout import MAX_SOURCE
+
     try:
         if path.exists() and not path.is_file() and not path.is_dir():
             return None, f"{path}: cannot read the layout: it is a device, pipe or socket, not a file"
-        return path.read_bytes().decode("utf-8"), None
+        with open(path, "rb") as f:
+            data = f.read(MAX_SOURCE + 1)
+        if len(data) > MAX_SOURCE:
+            return None, f"{path}: more than {MAX_SOURCE >> 20} MiB, too large for a layout file"
+        return data.decode("utf-8"), None
     except FileNotFoundError:
         why = "no such file"
     except IsADirectoryError:

@@ -71,17 +71,22 @@ def check_free(path: Path, overwrite: bool) -> Path:
         raise InputError(f"{path}: is a folder, not a file")
     if os.path.lexists(path) and not overwrite:  # a symbolic link, even a broken one, is a file here
         raise InputError(f"{path}: file exists (pass --overwrite, or overwrite=True, to replace it)")
-    if not path.parent.is_dir():
-        what = "is a file, not a folder" if path.parent.is_file() else "no such folder"
-        raise InputError(f"{path.parent}: {what}")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise InputError(f"{path.parent}: cannot write in this folder (read-only, or no permission)")
+    check_writable(path.parent)
+    return path
+
+
+def check_writable(folder: Path) -> None:
+    """InputError unless `folder` is a folder that files can be made in."""
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.is_file() else "no such folder"
+        raise InputError(f"{folder}: {what}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{folder}: cannot write in this folder (read-only, or no permission)")
     try:  # access() answers for root from the mode bits alone: /sys and /proc say yes and create nothing
-        with tempfile.TemporaryFile(dir=path.parent):
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise InputError(f"{path.parent}: cannot write in this folder ({e.strerror or e})") from None
-    return path
+        raise InputError(f"{folder}: cannot write in this folder ({e.strerror or e})") from None
 
 
 def check_size(path: Path, width: int, height: int) -> None:

@@ -23,7 +23,7 @@ from studio import backend, binning, memory, sampling, vae_tiling as tiling
 from studio.checkpoint import (LOADING, WEIGHTED_COMPONENTS, check_types, check_weights, describe_path, falls_back,
                                read_config, read_json, resolve_model_dir, weight_files)
 from studio.memory_plan import GenerationPlan, plan_generation
-from studio.errors import CheckpointError, ConfigError, InputError, NumericalError
+from studio.errors import CheckpointError, ConfigError, InputError, NumericalError, one_line
 from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
 from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
 from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
@@ -570,8 +570,8 @@ class PixArtSigmaPipeline:
             ids, mask = real_tokens(*tokenize(self.tokenizer, [text], max_sequence_length))
             if ids.shape[1] == max_sequence_length and (dropped := truncated_text(self.tokenizer, text,
                                                                                   max_sequence_length)):
-                warnings.warn(f"studio: '{_excerpt(text, 40)}' is cut at {max_sequence_length} tokens, T5's limit "
-                              f"here; dropped: '{_excerpt(dropped, 80)}'", stacklevel=2)
+                warnings.warn(f"studio: '{one_line(_excerpt(text, 40))}' is cut at {max_sequence_length} tokens, "
+                              f"T5's limit here; dropped: '{one_line(_excerpt(dropped, 80))}'", stacklevel=2)
             # the attention blocks the budget gives T5 change the features' last bits, so they are part of the key
             chunks = memory.attention_chunks(t5.num_heads, ids.shape[1], ids.shape[1], t5.d_kv,
                                              memory.current_attention_budget())

@@ -148,7 +148,7 @@ def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = F
     way leaves only that hidden folder, which the next run removes.
     """
     from studio.errors import InputError
-    from studio.export import check_free, remove_temporaries
+    from studio.export import check_writable, remove_temporaries
 
     given, folder = Path(folder), Path(os.path.abspath(folder))  # '.' has no name to put a folder beside
     if Path.cwd().resolve().is_relative_to(folder.resolve()):  # renamed away, it would leave the shell nowhere
@@ -168,8 +168,8 @@ def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = F
     except OSError as e:
         raise InputError(f"{folder.parent}: cannot create it ({e.strerror or type(e).__name__})") from None
     tmp = folder.with_name(f".{folder.name}.{os.getpid():06x}00.part")
-    check_free(tmp, overwrite=True)  # a folder we can't write in is said as export says it, not by tmp's name
-    remove_temporaries(folder.parent, {folder.name}, remove=_remove_tree)  # what killed runs left
+    check_writable(folder.parent)  # said as export says it, not by a failure to make tmp
+    remove_temporaries(folder.parent, {folder.name}, remove=_remove_tree)  # what killed runs left (pid 1's too)
     try:
         _write_tiny(tmp, sample_size, seed)
         if folder.is_dir() and any(folder.iterdir()):

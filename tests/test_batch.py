@@ -634,6 +634,15 @@ def test_a_layout_that_is_no_file_is_not_read(tmp_path):
         "/dev/zero: cannot read the layout: it is a device, pipe or socket, not a file"]
 
 
+def test_a_layout_file_is_read_up_to_the_loader_s_limit(tmp_path, monkeypatch):
+    import studio.layout as L
+    monkeypatch.setattr(L, "MAX_SOURCE", 100)
+    (tmp_path / "big.yaml").write_text("#" * 101)
+    job = write_job(tmp_path, "layout: big.yaml\n")
+    assert [i.problem for i in load_job(job, "m").items] == [
+        f"{tmp_path / 'big.yaml'}: more than 0 MiB, too large for a layout file"]
+
+
 def test_a_csv_of_a_header_only_is_an_error_at_its_line(tmp_path):
     (tmp_path / "card.yaml").write_text(LAYOUT)
     (tmp_path / "rows.csv").write_text("layout,seed\n")

@@ -445,8 +445,13 @@ def test_make_tiny_is_all_or_nothing(tmp_path, capsys):
                               text=True, check=True).stdout)
     left = tmp_path / f".tiny.{dead:06x}00.part"
     (left / "transformer").mkdir(parents=True)  # a run killed while writing
+    mine = tmp_path / f".tiny.{os.getpid():06x}00.part"  # one of a killed run with our pid (a container's pid 1)
+    (mine / "vae").mkdir(parents=True)
     make_tiny(tmp_path / "tiny", sample_size=32)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    long = make_tiny(tmp_path / ("a" * 235), sample_size=32)  # its hidden folder's name is longer: 250 bytes
+    assert long.is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["a" * 235, "tiny"]
+    shutil.rmtree(long)
     first = (tmp_path / "tiny" / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert main(["make-tiny", str(tmp_path / "tiny"), "--sample-size", "32"]) == 2
     assert "folder exists and is not empty (pass --overwrite" in capsys.readouterr().err

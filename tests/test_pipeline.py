@@ -790,6 +790,9 @@ def test_a_prompt_cut_at_the_token_limit_is_warned_about(pipes):
                                          "here; dropped: 'x in the snow at night'$") as seen:
         ours.encode_prompt(["a red fox in the snow at night", "a cat"], max_sequence_length=5)
     assert len(seen) == 1
+    with pytest.warns(UserWarning, match=r"^studio: 'a red\\nfox in the snow' is cut at 3 tokens, T5's limit here; "
+                                         r"dropped: 'd fox in the snow'$"):  # one line
+        ours.encode_prompt("a red\nfox in the snow", max_sequence_length=3)
     ours.encode_prompt(["a cat"], max_sequence_length=300)  # filterwarnings = error: would fail on a warning
 
 
