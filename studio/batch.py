@@ -701,8 +701,9 @@ def _usable(features: np.ndarray, mask: np.ndarray) -> bool:
 class EmbeddingCache:
     """T5 features on disk, one .npz per key: the pipeline's `embedding_cache` (see encode_prompt).
 
-    identity: the hash of the model's text encoder and tokenizer files, added to every key with how this
-    process computes (`manifest.compute_identity`), which changes the features' last bits. folder None:
+    identity: the hash of the model's text encoder and tokenizer files, added to every key with the software
+    that computes the features (`manifest.computing_software`: another build or device changes their last bits,
+    a cache shared between machines or kept across upgrades serves each its own). folder None:
     nothing is stored (every prompt is encoded, in the same way as when cached). store=False: entries are
     read, not written (a read-only shared cache). An entry that can't be written (a full disk) is only
     encoded again next time: `warn` gets the first such failure. Within `holding`, what is put is also
@@ -711,7 +712,7 @@ class EmbeddingCache:
 
     def __init__(self, folder: Path | None, identity: str, warn=None, store: bool = True):
         self.folder, self.identity, self.warn = folder, identity, warn
-        self.compute = manifest.compute_identity()
+        self.software = manifest.computing_software()
         self.store = folder is not None and store
         self.hits = self.misses = 0
         self.failed = False
@@ -719,7 +720,7 @@ class EmbeddingCache:
         self.served: set[str] = set()  # digests whose last `get` read them from disk: put back, a miss after all
 
     def _path(self, key: dict) -> tuple[str, Path | None]:
-        digest = manifest.sha256_json({"text_model": self.identity, "compute": self.compute, **key})
+        digest = manifest.sha256_json({"text_model": self.identity, **self.software, **key})
         return digest, None if self.folder is None else self.folder / digest[:2] / f"{digest}.npz"
 
     def __contains__(self, key: dict) -> bool:

@@ -183,6 +183,17 @@ def source_hash(root: Path) -> str:
     return sha256_json([[name, sha256_file(path)] for name, path in files])
 
 
+def computing_software() -> dict:
+    """What decides computed values beyond their inputs: studio's build, MindSpore's and numpy's versions, and
+    how this process computes (`compute_identity`). Part of the keys of what is kept between runs (T5 features,
+    generated art), so that after a `git pull` or an upgrade none is served that another build computed."""
+    import mindspore
+    import numpy
+
+    return {"studio_build": studio_build(), "mindspore": mindspore.__version__, "numpy": numpy.__version__,
+            "compute": compute_identity()}
+
+
 @functools.cache
 def studio_build() -> str:
     """The build of studio this process runs: `source_hash` of the package's folder, computed once. The

@@ -47,13 +47,13 @@ def output_stems(layout: Layout, stem: str | None = None) -> list[str]:
         stems = file_stems(layout.output.name, layout.source, seeds[0] if seeds else 0, monitors)
     except ValueError as e:
         raise InputError(f"{layout.where('output')}: output.name: {e}") from None
+    where = f"{layout.where('output')}: output.name '{layout.output.name}'"
     for s in stems:
         if file_name_problem(s):
-            raise InputError(f"{layout.where('output')}: output.name '{layout.output.name}' gives '{s}', not a file name "
-                             f"(it {file_name_problem(s)})")
+            raise InputError(f"{where} gives '{s}', not a file name (it {file_name_problem(s)})")
     if len(set(stems)) < len(stems):
-        raise InputError(f"{layout.where('output')}: output.name '{layout.output.name}' gives two files the same name "
-                         f"({', '.join(stems)}); the whole span's {{monitor}} is 'span'")
+        raise InputError(f"{where} gives two files the same name ({', '.join(stems)}); the whole span's {{monitor}} is "
+                         f"'span'")
     return stems
 
 
@@ -213,15 +213,15 @@ def model_stamp(model_id) -> dict:
 def art_key(job: GenerateJob, layer: GenerateLayer, stamp: dict, pipe=None) -> str:
     """The name of a generation's kept picture: a hash of everything that decides its pixels (the model's
     files, and the dtype and weight variant of `pipe` when given, else float32 as render loads them; the
-    settings, the size, the attention blocks and VAE tiles its memory plan chose, how this process computes,
-    studio's build, `manifest.studio_build`: its version stays the same between commits). Not the budget
+    settings, the size, the attention blocks and VAE tiles its memory plan chose, and the software that computes
+    it, `manifest.computing_software`: studio's build, whose version stays the same between commits). Not the budget
     itself: an automatic one moves with the free memory, the blocks it gives mostly don't."""
     from studio import manifest
 
     blocks = [[p.name, repr(p.chunks), p.tiles.describe() if p.tiles else None] for p in job.memory.phases]
     weights = [str(pipe.dtype), pipe.variant] if pipe is not None else ["Float32", None]
     return manifest.sha256_json({
-        "studio_build": manifest.studio_build(), "compute": manifest.compute_identity(), "model": stamp,
+        **manifest.computing_software(), "model": stamp,
         "weights": weights, "prompt": layer.prompt, "negative_prompt": layer.negative_prompt, "seed": layer.seed,
         "steps": layer.steps, "guidance": layer.guidance, "sampler": layer.sampler,
         "size": [job.gen_width, job.gen_height], "blocks": blocks})[:ART_KEY_DIGITS]

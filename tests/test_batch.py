@@ -1484,6 +1484,20 @@ def test_embedding_cache_survives_a_damaged_entry(tmp_path):
     assert EmbeddingCache(tmp_path, "other model").get(key) is None
 
 
+def test_embedding_cache_keeps_apart_what_other_software_computed(tmp_path, monkeypatch):
+    """Features another build of studio, MindSpore or numpy computed differ in their last bits: a cache kept
+    across a `git pull` or an upgrade does not serve them (rerender gave different files on the same software)."""
+    import numpy as np
+
+    key = {"prompt": "a cat"}
+    EmbeddingCache(tmp_path, "model").put(key, np.ones((1, 3, 2), np.float32), np.ones((1, 3), np.int32))
+    assert EmbeddingCache(tmp_path, "model").get(key) is not None
+    now = manifest.computing_software()
+    for name in ("studio_build", "mindspore", "numpy", "compute"):
+        monkeypatch.setattr(manifest, "computing_software", lambda: {**now, name: "other"})
+        assert EmbeddingCache(tmp_path, "model").get(key) is None, name
+
+
 def test_embedding_cache_survives_any_damage_numpy_raises_for(tmp_path):
     """A compression method zipfile doesn't know (one damaged header byte) raised NotImplementedError, which
     failed every item using the entry, on every run: never rewritten."""
