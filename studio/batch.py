@@ -890,7 +890,8 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     check_job(job, items, memory_budget)
     where = f"shard {shard[0]}/{shard[1]}: " if shard[1] > 1 else ""
     if not items:
-        print(f"{job.source}: {_item_count(len(job.items))}; {where}none in this shard, nothing to do", file=out, flush=True)
+        print(f"{job.source}: {_item_count(len(job.items))}; {where}none in this shard, nothing to do", file=out,
+              flush=True)
         return Summary(len(job.items), 0)
     out_dir = Path(out_dir)
     given = cache_dir is not None
@@ -1302,7 +1303,7 @@ def _item_record(job, task, files, info: dict, caching: dict, software: dict, ti
     record = {
         "format": manifest.FORMAT, "item": item.key, "index": item.index, "name": item.name,
         "job": str(job.source),
-        "layout": {"path": item.layout, "file": str(item.layout_file.resolve()),
+        "layout": {"path": item.layout, "file": str(item.layout_file.absolute()),  # a link: its folder
                    "sha256": manifest.sha256_text(item.layout_text), "text": item.layout_text},
         "variables": item.variables, "resolved_variables": task.layout.variables, "inputs": task.inputs,
         "model": job.model, "model_identity": job.model_identity if _uses_job_model(task.layout) else None,

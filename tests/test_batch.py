@@ -1809,6 +1809,24 @@ def test_rerender_from_another_folder_and_a_different_file(tiny_dir, tmp_path, m
     assert recorded == "0" * 64 != now
 
 
+def test_rerender_of_a_layout_given_through_a_link_reads_its_inputs_where_the_batch_did(tmp_path):
+    """current.yaml -> versions/v2.yaml: the batch reads the layout's images beside the link; so does rerender
+    (the target's folder was read: 'input changed')."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "versions").mkdir()
+    (tmp_path / "versions" / "v2.yaml").write_text("canvas: {width: 32, height: 16}\nlayers:\n"
+                                                   "  - image: {path: logo.png}\n")
+    Image.fromarray(np.full((4, 4, 3), 200, np.uint8)).save(tmp_path / "versions" / "logo.png")
+    Image.fromarray(np.full((4, 4, 3), 30, np.uint8)).save(tmp_path / "logo.png")  # the one beside the link
+    (tmp_path / "current.yaml").symlink_to(tmp_path / "versions" / "v2.yaml")
+    job, out = write_job(tmp_path, "layout: current.yaml\n"), tmp_path / "out"
+    assert run(job, out, "m")[0].rendered == ["current-1"]
+    [(name, recorded, now)] = rerender(out / "current-1.manifest.json")
+    assert name == "current-1.png" and recorded == now
+
+
 def test_rerender_takes_a_layouts_hub_id_from_the_hub_whatever_the_working_folder_holds(tiny_dir, other_tiny,
                                                                                          tmp_path, monkeypatch):
     """The manifest records the layout's `model: someone/tiny-pixart` as text; rerendered from a folder holding
