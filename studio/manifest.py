@@ -22,6 +22,8 @@ from studio.spec import user_path
 FORMAT = "studio-batch-manifest/1"
 SIDECAR_SUFFIX = ".manifest.json"
 LOG_NAME = "manifest.jsonl"
+# Pillow's native libraries that decide text layout, drawing and the files' bytes (`pillow_libraries`)
+PILLOW_LIBRARIES = ("raqm", "fribidi", "harfbuzz", "freetype2", "zlib", "libjpeg_turbo", "libtiff", "littlecms2")
 
 
 def sha256_file(path: Path) -> str:
@@ -158,7 +160,18 @@ def software() -> dict:
     return {"studio": __version__, "studio_build": studio_build(), "mindspore": mindspore.__version__,
             "numpy": numpy.__version__, "pillow": PIL.__version__, "transformers": _version("transformers"),
             "tokenizers": _version("tokenizers"), "python": platform.python_version(),
-            "platform": platform.platform(), "machine": platform.machine(), "compute": compute_identity()}
+            "platform": platform.platform(), "machine": platform.machine(), "compute": compute_identity(),
+            "pillow_libraries": pillow_libraries()}
+
+
+def pillow_libraries() -> str:
+    """The native libraries Pillow lays text out, draws and encodes with, as found at run time: 'raqm 0.11.0,
+    fribidi 1.0.8, ...', 'none' for one missing (without fribidi, raqm is off: text is laid out without
+    kerning); a from-source Pillow links the system's codecs, whose versions change the files' bytes."""
+    from PIL import features
+
+    return ", ".join(f"{name} {features.version(name) if features.check(name) else 'none'}"
+                     for name in PILLOW_LIBRARIES)
 
 
 def _version(package: str) -> str | None:
@@ -220,8 +233,8 @@ def software_changes(recorded: dict, now: dict) -> list[str]:
     aside: a kernel update changes it, not the results). A key the record lacks is not compared, but for
     `studio_build`: a manifest written before studio recorded its build was made by an unknown build, which
     may differ ('studio_build: unknown -> 0123456789ab'; builds show 12 hex digits of their hash)."""
-    keys = ("studio", "studio_build", "mindspore", "numpy", "pillow", "transformers", "tokenizers", "python",
-            "machine", "compute")
+    keys = ("studio", "studio_build", "mindspore", "numpy", "pillow", "pillow_libraries", "transformers",
+            "tokenizers", "python", "machine", "compute")
     changes = []
     for k in keys:
         before = recorded.get(k, "unknown" if k == "studio_build" else now.get(k))

@@ -1918,7 +1918,8 @@ def test_rerender_names_the_software_that_changed(tiny_dir, tmp_path):
     assert manifest.software_changes(recorded, manifest.software()) == []
 
     def other_machine(record):  # and an older studio, which did not record its build
-        record["software"].update(compute="GPU", numpy="1.0.0", transformers="4.57.0", platform="Linux-other")
+        record["software"].update(compute="GPU", numpy="1.0.0", transformers="4.57.0", platform="Linux-other",
+                                  pillow_libraries="raqm 0.11.0, fribidi none")  # a host without libfribidi
         record["software"].pop("studio_build")
         record["digest"] = manifest.record_digest(record)
     edit(sidecar, other_machine)
@@ -1927,7 +1928,8 @@ def test_rerender_names_the_software_that_changed(tiny_dir, tmp_path):
     assert before == now  # the same bytes here: only a warning
     assert str(warned[0].message) == (
         f"{sidecar}: rendered with other software or hardware (studio_build: unknown -> "
-        f"{manifest.studio_build()[:12]}; numpy: 1.0.0 -> {np.__version__}; transformers: 4.57.0 -> "
+        f"{manifest.studio_build()[:12]}; numpy: 1.0.0 -> {np.__version__}; pillow_libraries: raqm 0.11.0, "
+        f"fribidi none -> {manifest.pillow_libraries()}; transformers: 4.57.0 -> "
         f"{transformers.__version__}; compute: GPU -> "
         f"{manifest.compute_identity()}): the files may differ in their last bits")
 
