@@ -1245,7 +1245,7 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
                 with holding([caches[m] for m in task.models]):
                     files = render(task.layout, task.folder, job.model, task.plan.budget, overwrite=True,
                                    progress=bars, pipelines=pipelines, stem=task.stem, record=info,
-                                   metadata={"layout": item.layout, "batch_item": item.key},
+                                   metadata={"batch_item": item.key},  # files travel: the layout's name alone
                                    warn=lambda where, problem: _line(  # the layout as the job names it
                                        bar, f"{warning}{where.removeprefix(task.layout.source)}: {problem}", out))
             finally:
@@ -1603,8 +1603,7 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
         folder = out_dir if out_dir is not None else Path(tmp)  # made above, or by the context: render writes there
         with holding([pipe.embedding_cache for pipe in pipelines.values()]):
             files = render(layout, folder, record["model"], record["memory_budget"], overwrite=overwrite,
-                           progress=progress, pipelines=pipelines, stem=stem, metadata={"layout": lay["path"],
-                                                                     "batch_item": record["item"]},
+                           progress=progress, pipelines=pipelines, stem=stem, metadata={"batch_item": record["item"]},
                            reuse_art=False)  # every generation made again: that's what is checked
         now = {p.name: manifest.sha256_file(p) for p in files}
     return [(e["path"], e["sha256"], now.get(Path(e["path"]).name, "")) for e in record["files"]]

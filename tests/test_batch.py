@@ -1809,6 +1809,24 @@ def test_rerender_from_another_folder_and_a_different_file(tiny_dir, tmp_path, m
     assert recorded == "0" * 64 != now
 
 
+def test_the_files_name_the_layout_without_its_folder(tmp_path):
+    """Files go to print shops: the layout by its name, as `studio render` writes it, not the job's path to it
+    (/home/alice/clients/acme/poster.yaml); the manifest, which stays with the outputs, has the path."""
+    from PIL import Image
+
+    write_job(tmp_path, "", FILL)
+    job = tmp_path / "jobs" / "job.yaml"
+    job.parent.mkdir()
+    job.write_text(f"layout: {tmp_path / 'card.yaml'}\n")
+    out = tmp_path / "out"
+    assert run(job, out, "m")[0].rendered == ["card-1"]
+    with Image.open(out / "card-1.png") as image:
+        assert image.text["layout"] == "card.yaml" and str(tmp_path) not in json.dumps(image.text)
+    assert json.loads((out / "card-1.manifest.json").read_text())["layout"]["path"] == str(tmp_path / "card.yaml")
+    [(_, recorded, now)] = rerender(out / "card-1.manifest.json")
+    assert recorded == now
+
+
 def test_rerender_of_a_layout_given_through_a_link_reads_its_inputs_where_the_batch_did(tmp_path):
     """current.yaml -> versions/v2.yaml: the batch reads the layout's images beside the link; so does rerender
     (the target's folder was read: 'input changed')."""
