@@ -7,9 +7,10 @@ listing every problem, one line each, `source: field.path: what is wrong`:
 `layout.load_layout` checks a file while it reads it; its output always passes here. A Layout built from
 spec's dataclasses is checked by `plan.plan_layout` (and so by render) before any work: types (bool is no
 number, colours are RGBA tuples of 0..255 ints; a list where a tuple is expected is fine where it is a list
-of values, not a colour), the loader's ranges and choices, and what goes together: gradient stops in order,
-cells inside their grid, grids that fit their region, a span's canvas equal to `geometry.span_canvas(span)`
-with one bezel per gap, image files and fonts that exist.
+of values, not a colour; text holds no lone surrogate), the loader's ranges and choices, and what goes
+together: gradient stops in order, cells inside their grid, grids that fit their region, a span's canvas equal
+to `geometry.span_canvas(span)` with one bezel per gap, output names that give file names, image files and
+fonts that exist. `check_arguments` checks plan_layout's and render's model= and pipelines=.
 
 The limits and choices in the tables below are the loader's (its constants, or equal to its key tables'
 values: tests/test_spec.py compares them).
@@ -22,17 +23,18 @@ import os
 import sys
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from fractions import Fraction
 from pathlib import Path
 
 from studio.errors import InputError, control_problem
 from studio.export import EXPORT_SUFFIXES
-from studio.geometry import resolve, span_canvas
-from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, grid_fit_problem, name_pattern_problem,
-                           outside_problem, range_problem)
+from studio.geometry import percent, resolve, span_canvas
+from studio.layout import (FILE_NAME_RULE, MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, MAX_STEM_BYTES, SAMPLERS,
+                           file_name_problem, file_stems, grid_fit_problem, name_pattern_problem, outside_problem,
+                           range_problem)
 from studio.memory import parse_bytes
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
                          Region, Shadow, ShapeLayer, Span, TextLayer, file_problem, input_path)
+from studio.text import surrogate_problem, surrogates_escaped
 
 MAX_STEPS = 1000
 MAX_TRACKS = 1000  # rows (columns) of a grid
@@ -81,6 +83,8 @@ def _a(value) -> str:
         return "None"
     if isinstance(value, bool):
         return f"{value} (a boolean)"
+    if type(value) is float and value.is_integer() and "e" not in _n(value):
+        return f"{_n(value)}.0 (a number)"  # 400.0, which a whole number is not
     if type(value) in (int, float):
         return f"{_n(value)} (a number)"
     if isinstance(value, str):
@@ -206,8 +210,14 @@ class Bool:
 
 
 class Text:
+    """A str without lone surrogates (os.fsdecode's stand-ins for bytes that are no UTF-8: no file, metadata or
+    tokenizer takes them)."""
+
     def check(self, c, path, value):
-        return isinstance(value, str) or c.error(path, f"expected text, got {_a(value)}")
+        if not isinstance(value, str):
+            return c.error(path, f"expected text, got {_a(value)}")
+        problem = surrogate_problem(value)
+        return problem is None or c.error(path, problem)
 
 
 class NamePattern:
@@ -381,7 +391,7 @@ class RegionKind:
         w, h = c.canvas.width, c.canvas.height
 
         def px(value, size: int):  # an edge in trim px, as `geometry.resolve` computes it
-            return Fraction(value).limit_denominator(10 ** 6) * size / 100 if region.kind == "percent" else value
+            return percent(value, size) if region.kind == "percent" else value
 
         edges = (px(region.x, w), px(region.y, h), px(region.x + region.w, w), px(region.y + region.h, h))
         problem = outside_problem(*edges, c.canvas)
@@ -490,12 +500,15 @@ def check_layout(layout: Layout) -> None:
     if not isinstance(layout, Layout):
         raise InputError(f"expected a studio.spec.Layout, got {_a(layout)}")
     c = _Checker(layout)
-    Text().check(c, "source", layout.source)
+    source_ok = Text().check(c, "source", layout.source)
     _canvas(c, layout.canvas)
-    _span(c, layout.span, layout.canvas)
+    monitors = _span(c, layout.span, layout.canvas)
     _grids(c, layout.grids)
     _layers(c, layout.layers)
-    Of(Output, OUTPUT_FIELDS).check(c, "output", layout.output)
+    # a loaded layout's names the loader checked, or a batch gives (load_layout's own_names=False): one built in code's
+    if Of(Output, OUTPUT_FIELDS).check(c, "output", layout.output) and source_ok and monitors is not None \
+            and not layout.lines:
+        _file_names(c, layout.output, layout.source, monitors)
     _variables(c, layout.variables)
     if layout.memory_budget is not None:
         try:
@@ -504,7 +517,27 @@ def check_layout(layout: Layout) -> None:
             c.error("memory_budget", str(e).removeprefix("memory budget "))
     Optional(Model()).check(c, "model", layout.model)
     if c.problems:
-        raise InputError("\n".join(f"{layout.source}: {problem}" for problem in c.problems))
+        source = layout.source
+        if isinstance(source, str):  # its lone surrogates (reported) escaped: the message prints anywhere
+            source = surrogates_escaped(source)
+        raise InputError("\n".join(f"{source}: {problem}" for problem in c.problems))
+
+
+def check_arguments(caller: str, model=None, pipelines=None) -> None:
+    """A one-line InputError unless `caller`'s (plan_layout's, render's) arguments are what it takes: model None or a
+    model folder or hub id (text or a Path); pipelines None or a dict of such models -> PixArtSigmaPipeline."""
+    c = _Checker(None)
+    Optional(Model()).check(c, f"{caller}: model", model)
+    if isinstance(pipelines, dict):
+        from studio.pipeline import PixArtSigmaPipeline  # here: it imports MindSpore
+
+        for key, pipe in pipelines.items():
+            if Model().check(c, f"{caller}: pipelines", key) and not isinstance(pipe, PixArtSigmaPipeline):
+                c.error(f"{caller}: pipelines[{key!r}]", f"expected a PixArtSigmaPipeline, got {_a(pipe)}")
+    elif pipelines is not None:
+        c.error(f"{caller}: pipelines", f"expected a dict of model -> PixArtSigmaPipeline, got {_a(pipelines)}")
+    if c.problems:
+        raise InputError(c.problems[0])
 
 
 def _canvas(c: _Checker, canvas) -> None:
@@ -526,16 +559,17 @@ def _canvas(c: _Checker, canvas) -> None:
                                       f"{canvas.width} x {canvas.height} px")
 
 
-def _span(c: _Checker, span, canvas) -> None:
-    """The span's fields, its monitors' names and densities, one bezel per gap, and the canvas it needs."""
+def _span(c: _Checker, span, canvas) -> list[str] | None:
+    """The span's fields, its monitors' names and densities, one bezel per gap, and the canvas it needs; returns
+    the monitors' names ([] without a span), or None when they are not known to be valid."""
     if span is None:
-        return
+        return []
     if not isinstance(span, Span):
         c.error("span", f"expected a Span or None, got {_a(span)}")
-        return
+        return None
     ok = _fields(c, "span", span, SPAN_FIELDS)
     if not ok["monitors"]:
-        return
+        return None
     seen = {}
     for i, m in enumerate(span.monitors):
         path = f"span.monitors[{i}]"
@@ -553,16 +587,34 @@ def _span(c: _Checker, span, canvas) -> None:
     if ok["bezels_mm"] and len(span.bezels_mm) != gaps:
         ok["bezels_mm"] = c.error("span.bezels_mm", f"{_count(gaps + 1, 'monitor')} have {_count(gaps, 'gap')}; got "
                                                     f"{_count(len(span.bezels_mm), 'bezel')} (give one per gap)")
+    names = [m.name for m in span.monitors] if ok["monitors"] else None
     sized = isinstance(canvas, Canvas) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
                                                for v in (canvas.width, canvas.height, canvas.bleed))
     if not (all(ok.values()) and sized):
-        return  # what is wrong is reported
+        return names  # what is wrong is reported
     width, height, _ = span_canvas(span)
     if (canvas.width, canvas.height) != (width, height):
         c.error("canvas", f"{canvas.width} x {canvas.height} px is not the span's {width} x {height} px: "
                           f"give it the size geometry.span_canvas(span) returns")
     if canvas.bleed != 0:
         c.error("canvas.bleed", f"a span has no bleed, got {canvas.bleed}")
+    return names
+
+
+def _file_names(c: _Checker, output: Output, source: str, monitors: list[str]) -> None:
+    """The files output.name gives (`layout.file_stems`: the canvas's, then each monitor's) are names in the output
+    folder, short enough for the exporter's temporary names, as the loader checks them."""
+    stems = file_stems(output.name, source, 0, monitors if output.per_monitor else [])  # a seed's digits fit
+    for i, stem in enumerate(stems):
+        path, what = ("output.name", _q(output.name)) if i == 0 else (f"span.monitors[{i - 1}].name",
+                                                                      _q(monitors[i - 1]))
+        if problem := file_name_problem(stem):
+            c.error(path, f"{what} gives the file name {_q(stem)}, which {problem} ({FILE_NAME_RULE})")
+            return
+        if len(stem.encode()) > MAX_STEM_BYTES:
+            c.error(path, f"{what} gives a file name of {len(stem.encode())} bytes: at most {MAX_STEM_BYTES} (the "
+                          f"file system's 255 less the suffixes the exporter adds)")
+            return
 
 
 def _grids(c: _Checker, grids) -> None:
@@ -649,5 +701,9 @@ def _variables(c: _Checker, variables) -> None:
     for name, value in variables.items():
         if not isinstance(name, str):
             c.error("variables", f"a variable's name is text, got {_a(name)}")
+        elif surrogate_problem(name):
+            c.error("variables", f"a variable's name: {surrogate_problem(name)}")
         elif not isinstance(value, str):
             c.error(f"variables[{name!r}]", f"expected text (values are recorded as written), got {_a(value)}")
+        else:
+            Text().check(c, f"variables[{name!r}]", value)

@@ -586,7 +586,8 @@ def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[
         shifted = Image.new("L", tile_size)
         shifted.paste(ink_mask, (round(shadow.dx), round(shadow.dy)))
         if shadow.blur > 0:
-            shifted = shifted.filter(ImageFilter.GaussianBlur(shadow.blur))
+            # float(): Pillow takes a numpy number for a list of radii
+            shifted = shifted.filter(ImageFilter.GaussianBlur(float(shadow.blur)))
         tile.alpha_composite(coloured(shifted, shadow.color))
     letters = coloured(fill_mask, layer.color)
     if stroke_px(layer.stroke_width):

@@ -64,8 +64,9 @@ def check_target(path: Path, overwrite: bool) -> Path:
 def check_free(path: Path, overwrite: bool) -> Path:
     """`path` unless it can't be written: a name too long for its temporary names, a folder, an existing file
     (without overwrite), or no folder to hold it."""
-    if len(path.name.encode()) > MAX_NAME_BYTES:
-        raise InputError(f"{path.name[:40]}...: file name too long ({len(path.name.encode())} bytes, at most "
+    size = len(os.fsencode(path.name))  # the bytes the file system stores (os.fsdecode's surrogates as theirs)
+    if size > MAX_NAME_BYTES:
+        raise InputError(f"{path.name[:40]}...: file name too long ({size} bytes, at most "
                          f"{MAX_NAME_BYTES})")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a file")
@@ -135,7 +136,8 @@ def write_raster(image, f, fmt: str, dpi: int | None, metadata: dict | None, qua
         options["pnginfo"] = info
     if fmt == "JPEG":
         image = image.convert("RGB")
-        options.update(quality=quality, subsampling=0)  # no chroma subsampling: keeps coloured text crisp
+        # int(): Pillow refuses a numpy integer; no chroma subsampling: keeps coloured text crisp
+        options.update(quality=int(quality), subsampling=0)
         if metadata:
             options["comment"] = jpeg_comment(metadata)
     if fmt == "TIFF":
@@ -143,7 +145,7 @@ def write_raster(image, f, fmt: str, dpi: int | None, metadata: dict | None, qua
         if metadata:  # ImageDescription is ASCII: JSON's \u escapes keep other characters
             options["description"] = json.dumps(metadata)
     if fmt == "WEBP":
-        options.update(quality=quality)
+        options.update(quality=int(quality))
         if dpi:  # WebP has no density field: EXIF's XResolution, YResolution and ResolutionUnit (inch)
             from PIL import Image, TiffImagePlugin
 

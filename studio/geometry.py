@@ -51,6 +51,11 @@ def split(total: int, parts: int, gutter: int = 0, weights: tuple[float, ...] = 
     return [(cuts[i] + i * gutter, cuts[i + 1] - cuts[i]) for i in range(parts)]
 
 
+def exact(value: numbers.Real) -> Fraction:
+    """`value` exactly: a float (numpy's too, which Fraction refuses) as the binary number it is."""
+    return Fraction(value) if isinstance(value, numbers.Rational) else Fraction(float(value))
+
+
 def trim_box(canvas: Canvas) -> Box:
     """The trim area in full-raster coordinates (the raster includes the bleed)."""
     return Box(canvas.bleed, canvas.bleed, canvas.width, canvas.height)
@@ -66,13 +71,12 @@ def edge(e: float | Fraction, size: int) -> int:
         return math.floor(e)
     if e > size + 0.5:
         return math.ceil(e)
-    exact = Fraction(e) if isinstance(e, numbers.Rational) else Fraction(float(e))  # a numpy float too
-    return math.floor(exact + Fraction(1, 2))
+    return math.floor(exact(e) + Fraction(1, 2))
 
 
 def percent(p: float, size: int) -> Fraction:
     """`p` % of `size` px, exactly, `p` taken as its decimals say (to 6 places: 6.2 is 31/5, not the float)."""
-    return Fraction(p).limit_denominator(10 ** 6) * size / 100
+    return exact(p).limit_denominator(10 ** 6) * size / 100
 
 
 def resolve(region: Region, canvas: Canvas, grids: dict[str, Grid]) -> Box:
@@ -140,7 +144,7 @@ def span_canvas(span: Span) -> tuple[int, int, list[Box]]:
     that meet (no bezel) meet in pixels too, and a whole number of pixels (the densest monitor's) stays whole.
     """
     def mm(value) -> Fraction:
-        return Fraction(value).limit_denominator(10 ** 6)
+        return exact(value).limit_denominator(10 ** 6)
 
     def px(length_mm: Fraction) -> int:
         return math.floor(length_mm * density + Fraction(1, 2))

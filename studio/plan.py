@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from studio import binning
-from studio.check import check_layout
+from studio.check import check_arguments, check_layout
 from studio.errors import CheckpointError, ConfigError, InputError, PlanError, StudioError
 from studio.geometry import SNAP, Box, monitor_dpi, resolve, span_canvas
 from studio.hub import split_revision
@@ -260,6 +260,7 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
     them. The layout is checked first (`check.check_layout`: a Layout built in code gets the loader's checks).
     device: as `PixArtSigmaPipeline.from_pretrained`'s (the automatic budget is its free memory); MindSpore's
     device is set once per process, so a plan made before loading chooses it."""
+    check_arguments("plan_layout", model)
     check_layout(layout)
     from studio import backend
     backend.setup(device)

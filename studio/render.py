@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio import __version__
-from studio.check import check_layout
+from studio.check import check_arguments, check_layout
 from studio.compose import compose, cut_span, draw_guides, layout_dir, text_problems
 from studio.errors import InputError
 from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
@@ -31,6 +31,7 @@ from studio.layout import file_name_problem, file_stems
 from studio.memory import format_bytes
 from studio.plan import GenerateJob, Plan, file_dpi, plan_layout
 from studio.spec import GenerateLayer, Layout, user_path
+from studio.text import surrogate_problem, surrogates_escaped
 
 
 def output_stems(layout: Layout, stem: str | None = None) -> list[str]:
@@ -47,14 +48,22 @@ def output_stems(layout: Layout, stem: str | None = None) -> list[str]:
         stems = file_stems(layout.output.name, layout.source, seeds[0] if seeds else 0, monitors)
     except ValueError as e:
         raise InputError(f"{layout.where('output')}: output.name: {e}") from None
-    where = f"{layout.where('output')}: output.name '{layout.output.name}'"
+    where = f"{surrogates_escaped(layout.where('output'))}: output.name '{surrogates_escaped(layout.output.name)}'"
     for s in stems:
-        if file_name_problem(s):
-            raise InputError(f"{where} gives '{s}', not a file name (it {file_name_problem(s)})")
+        if problem := _stem_problem(s):
+            raise InputError(f"{where} gives '{surrogates_escaped(s)}', not a file name (it {problem})")
     if len(set(stems)) < len(stems):
         raise InputError(f"{where} gives two files the same name ({', '.join(stems)}); the whole span's {{monitor}} is "
                          f"'span'")
     return stems
+
+
+def _stem_problem(stem: str) -> str | None:
+    """Why `stem` names no output file (`layout.file_name_problem`; or a lone surrogate, os.fsdecode's stand-in for a
+    byte that is no UTF-8, which no file's metadata encodes), or None."""
+    if problem := surrogate_problem(stem):
+        return f"has a lone surrogate: {problem}"
+    return file_name_problem(stem)
 
 
 def output_paths(layout: Layout, out_dir: Path, stem: str | None = None) -> list[Path]:
@@ -344,8 +353,10 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     from studio.pipeline import PixArtSigmaPipeline
     from studio.tiny import note_if_tiny
 
+    check_arguments("render", model, pipelines)
     out_dir = Path(out_dir)
     plan = plan_layout(layout, model, memory_budget, device=device)
+    targets = output_paths(layout, out_dir, stem)  # names only: a bad one (a batch's stem) creates no folder
     if not out_dir.exists():  # no art kept there: every model is needed; one that can't be found creates no folder
         for model_id in dict.fromkeys(job.model for job in plan.jobs):
             if model_key(model_id) not in {model_key(m) for m in pipelines or {}}:
@@ -354,7 +365,6 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"{out_dir}: cannot be the output folder ({e.strerror or e})") from None
-    targets = output_paths(layout, out_dir, stem)
     # what a killed run of this layout left: its temporary files, or renames to finish; an output whose renames
     # are finished is written, so the art kept for it goes (as when that run ends)
     for name in remove_temporaries(out_dir, temporary_targets(layout, stem)):

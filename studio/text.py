@@ -40,6 +40,12 @@ def surrogate_problem(text: str) -> str | None:
                                      f"write the character itself")
 
 
+def surrogates_escaped(text: str) -> str:
+    """`text` with lone surrogates (os.fsdecode's stand-ins for bytes that are no UTF-8) as escapes: a message
+    that holds one can be written anywhere."""
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
 def load_tokenizer(folder, vocab_size: int | None = None):
     """The T5 tokenizer of a `tokenizer/` folder, through transformers' T5Tokenizer (the class the published
     model_index.json names, as diffusers loads it: a folder with tokenizer.json alone, or without

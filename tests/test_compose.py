@@ -1163,6 +1163,14 @@ def test_shadow_adds_pixels_below_the_text():
     assert (255, 0, 0) in colours(shadowed)  # the text stays on top of its shadow
 
 
+def test_a_shadows_blur_may_be_a_numpy_number():
+    """Pillow's GaussianBlur takes a numpy number for a list of radii (ValueError: truth value of an array)."""
+    blurred = C.compose(text_layout(text="Hi", size=24, color=RED, shadow=Shadow(dx=3, dy=3, blur=1)))
+    for blur in (np.int64(1), np.float64(1)):
+        same = C.compose(text_layout(text="Hi", size=24, color=RED, shadow=Shadow(dx=3, dy=3, blur=blur)))
+        assert same.tobytes() == blurred.tobytes()
+
+
 def test_text_opacity():
     image = C.compose(text_layout(text="Hi", size=24, opacity=0.5))
     assert np.asarray(image).min() == 127

@@ -120,6 +120,23 @@ def test_jpeg_is_rgb_at_the_layout_quality(tmp_path):
         assert im.mode == "RGB"
 
 
+def test_a_numpy_jpeg_quality_is_taken(tmp_path):
+    """Pillow refuses a numpy integer quality ('Invalid quality setting'), after the whole generation."""
+    layout = replace(poster(("png", "jpeg")), output=Output(formats=("png", "jpeg"), jpeg_quality=np.int64(90)))
+    (_, jpg) = E.export(raster(), layout, tmp_path, "p")
+    (same,) = E.export(raster(), poster(("jpeg",)), tmp_path, "q")
+    assert jpg.read_bytes() == same.read_bytes()
+
+
+def test_a_file_name_from_os_fsdecode_is_measured_in_its_bytes(tmp_path):
+    """A name that is no UTF-8 (os.fsdecode gives surrogates for its bytes) is as long as its bytes: no
+    UnicodeEncodeError."""
+    name = os.fsdecode(b"caf\xe9.png")
+    assert E.check_free(tmp_path / name, overwrite=False) == tmp_path / name
+    with pytest.raises(InputError, match=r"file name too long \(237 bytes, at most 236\)$"):
+        E.check_free(tmp_path / os.fsdecode(b"\xe9" * 233 + b".png"), overwrite=False)
+
+
 def test_tiff_is_lossless(tmp_path):
     image = raster()
     (tif,) = E.export(image, poster(("tiff",)), tmp_path, "p")

@@ -91,6 +91,14 @@ def test_percent_is_exact(p, size, px):
     assert percent(p, size) == px
 
 
+def test_numpy_floats_are_taken_exactly():
+    """Fraction refuses a numpy float: percentages, a monitor's mm and bezels take it as the float it is."""
+    assert percent(np.float32(10), 200) == percent(np.float64(10), 200) == 20
+    monitors = (Monitor("l", 100, 60, 200, 120), Monitor("r", 100, 60, 200, 120))
+    numpy = Span((Monitor("l", 100, 60, np.float32(200), np.float64(120)), monitors[1]), (np.float32(10),))
+    assert span_canvas(numpy) == span_canvas(Span(monitors, (10,)))
+
+
 @pytest.mark.parametrize("src,box,fit,expected", [
     ((1344, 768), Box(0, 0, 3840, 2160), "cover", (3840, 2194, Box(0, 0, 3840, 2160))),
     ((1344, 768), Box(0, 0, 3840, 2160), "contain", (3780, 2160, Box(30, 0, 3780, 2160))),

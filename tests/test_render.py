@@ -475,6 +475,41 @@ def test_a_layout_built_in_code_with_numpy_numbers_renders(tiny_dir, tmp_path):
     assert (generation["seed"], generation["steps"], generation["guidance"]) == (5, 1, 4.5)
 
 
+def test_arguments_of_another_kind_are_refused_before_any_folder_is_made(tiny_dir, tmp_path):
+    """model= and pipelines= in one line each (not a TypeError or AttributeError after the folder is made); a bad
+    output name creates no folder either."""
+    from studio.spec import Canvas, FillLayer, GenerateLayer, Layout, Output
+
+    layout = Layout("card", Canvas(64, 64), (GenerateLayer("a fox", steps=1),))
+    for kwargs, message in [
+        (dict(model=3), "render: model: expected a model folder or hub id (text or a Path), got 3 (a number)"),
+        (dict(pipelines=["x"]), "render: pipelines: expected a dict of model -> PixArtSigmaPipeline, got ['x'] "
+                                "(a list)"),
+        (dict(pipelines={str(tiny_dir): "pipe"}), f"render: pipelines['{tiny_dir}']: expected a "
+                                                  f"PixArtSigmaPipeline, got 'pipe' (text)"),
+    ]:
+        with pytest.raises(InputError) as e:
+            render(layout, tmp_path / "out", **{"model": str(tiny_dir), **kwargs})
+        assert str(e.value) == message
+    slash = Layout("card", Canvas(64, 64), (FillLayer((1, 2, 3, 255)),), output=Output(name="a/b"))
+    with pytest.raises(InputError, match=r"^card: output.name: 'a/b' gives the file name 'a/b', which has a '/'"):
+        render(slash, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_lone_surrogate_is_no_file_name():
+    """os.fsdecode's stand-in for a byte that is no UTF-8 names no file with metadata (check_layout refuses it in a
+    source, test_spec); the message shows it escaped."""
+    from studio.render import output_stems
+    from studio.spec import Canvas, FillLayer, Layout
+
+    with pytest.raises(InputError) as e:
+        output_stems(Layout("caf\udce9.yaml", Canvas(8, 8), (FillLayer((1, 2, 3, 255)),)))
+    assert str(e.value) == ("caf\\udce9.yaml: output.name '{layout}' gives 'caf\\udce9', not a file name (it has a "
+                            "lone surrogate: \\udce9 is half of a UTF-16 surrogate pair, not a character; write the "
+                            "character itself)")
+
+
 def test_a_proof_written_over_a_symbolic_link_loop_replaces_the_link(tmp_path):
     """A loop is no input of the layout (Path.resolve raised RuntimeError: Symlink loop); it exists as a link, so
     it is replaced only with overwrite."""

@@ -268,6 +268,34 @@ BAD = [  # (layout, the exact message)
     (card(memory_budget="lots"), "card: memory_budget: 'lots' is not a size like 6GiB, 512MiB or 2GB"),
     (Layout(Path("card.yaml"), C, (FILL,)),
      "card.yaml: source: expected text, got PosixPath('card.yaml') (a pathlib.PosixPath)"),
+    (card(canvas=Canvas(200.0, 100)), "card: canvas.width: expected a whole number, got 200.0 (a number)"),
+    # lone surrogates (os.fsdecode of a name that is no UTF-8) write no file name nor metadata
+    (Layout("caf\udce9.yaml", C, (FILL,)),
+     "caf\\udce9.yaml: source: \\udce9 is half of a UTF-16 surrogate pair, not a character; write the character "
+     "itself"),
+    (card(output=Output(name="x\udce9")),
+     "card: output.name: \\udce9 is half of a UTF-16 surrogate pair, not a character; write the character itself"),
+    (card(variables={"n": "\udcff"}),
+     "card: variables['n']: \\udcff is half of a UTF-16 surrogate pair, not a character; write the character itself"),
+    (card(TextLayer("a\ud800b")), "card: layers[0] (TextLayer).text: \\ud800 is half of a UTF-16 surrogate pair, not a "
+                                  "character; write the character itself"),
+    # the files output.name gives are names in the output folder, as the loader checks them
+    (card(output=Output(name="a/b")),
+     "card: output.name: 'a/b' gives the file name 'a/b', which has a '/' (a name in the output folder: not empty, "
+     "'.' or '..', without '/', '\\' or control characters)"),
+    (card(output=Output(name="")),
+     "card: output.name: '' gives the file name '', which is empty (a name in the output folder: not empty, '.' or "
+     "'..', without '/', '\\' or control characters)"),
+    (Layout("..", C, (FILL,)),
+     "..: output.name: '{layout}' gives the file name '..', which is '..' (a name in the output folder: not empty, "
+     "'.' or '..', without '/', '\\' or control characters)"),
+    (card(output=Output(name="x" * 300)),
+     f"card: output.name: '{'x' * 56}... gives a file name of 300 bytes: at most 232 (the file system's 255 less "
+     "the suffixes the exporter adds)"),
+    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor("a/b", 1920, 1080, 531, 299)),
+                                                              (20.0,))),
+     "wall: span.monitors[1].name: 'a/b' gives the file name 'wall-a/b', which has a '/' (a name in the output "
+     "folder: not empty, '.' or '..', without '/', '\\' or control characters)"),
 ]
 
 
@@ -389,6 +417,24 @@ def test_what_the_loader_and_old_code_accepted_passes():
         FillLayer(tuple(np.array([1, 2, 3, 255], np.uint8)), region=Region("px", np.int64(10), np.float32(10), 50, 20)),
         TextLayer("hi", size=np.int64(20)),
         GradientLayer(stops=((0, [0, 0, 0, 255]), (1, [255, 255, 255, 255]))))))
+
+
+def test_numpy_floats_in_exact_geometry():
+    """Percentages, a monitor's mm and bezels taken exactly (geometry.exact): a numpy float too, as a float."""
+    import numpy as np
+
+    check_layout(card(FillLayer((1, 2, 3, 255), region=Region("percent", np.float32(10), 0, 50, 50))))
+    monitors = (Monitor("left", 1920, 1080, np.float32(531), np.float64(299)), MONITORS[1])
+    span = Span(monitors, (np.float32(20),))
+    assert span_canvas(span) == span_canvas(SPAN)
+    check_layout(Layout("wall", Canvas(*span_canvas(span)[:2]), (FILL,), span=span))
+
+
+def test_plan_layout_refuses_a_model_of_another_kind():
+    for model, got in [(3, "3 (a number)"), (b"/m", "b'/m' (a bytes)"), (["tiny"], "['tiny'] (a list)")]:
+        with pytest.raises(InputError) as e:
+            plan_layout(card(GenerateLayer("x")), model=model, budget="1GiB")
+        assert str(e.value) == f"plan_layout: model: expected a model folder or hub id (text or a Path), got {got}"
 
 
 def test_proof_without_a_plan_checks_the_layout(tmp_path):
