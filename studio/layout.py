@@ -469,6 +469,8 @@ def file_name_problem(name: str) -> str | None:
     """Why `name` cannot name a file in the output folder ("has a '/'", ...), or None."""
     if name in ("", ".", ".."):
         return "is empty" if not name else f"is '{name}'"
+    if surrogate_problem(name):  # os.fsdecode's stand-in for a byte that is no UTF-8 (a layout file's name)
+        return "has half of a UTF-16 surrogate pair, which no file's metadata encodes"
     c = _bad_character(name)
     if c is None:
         return None
@@ -1945,13 +1947,12 @@ def _output_names(r: _Reader, node, output: dict, span: Span | None, span_node, 
                     f"'{monitors[i]}' names its file '{stem}', which {same} the whole span's '{stems[0]}' "
                     f"({{monitor}} is 'span' there); give the monitor another name")
     for stem in stems:
-        problem, size = file_name_problem(stem), len(stem.encode())
-        if problem:
+        if problem := file_name_problem(stem):
             culprits = [n for n in used if _bad_character(r.variables[n])] or used
             r.error(name_node, "output.name", f"'{written}'{_with(r, culprits)} gives a file name that {problem} "
                                               f"({FILE_NAME_RULE})")
             return
-        if size > MAX_STEM_BYTES:
+        if (size := len(stem.encode())) > MAX_STEM_BYTES:
             culprits = sorted(used, key=lambda n: len(r.variables[n].encode()))[-1:]
             r.error(name_node, "output.name", f"'{written}'{_with(r, culprits)} gives a file name of {size} bytes: "
                                               f"at most {MAX_STEM_BYTES} (the file system's 255 less the suffixes "

@@ -31,7 +31,7 @@ from studio.layout import file_name_problem, file_stems
 from studio.memory import format_bytes
 from studio.plan import GenerateJob, Plan, file_dpi, plan_layout
 from studio.spec import GenerateLayer, Layout, user_path
-from studio.text import surrogate_problem, surrogates_escaped
+from studio.text import surrogates_escaped
 
 
 def output_stems(layout: Layout, stem: str | None = None) -> list[str]:
@@ -50,20 +50,12 @@ def output_stems(layout: Layout, stem: str | None = None) -> list[str]:
         raise InputError(f"{layout.where('output')}: output.name: {e}") from None
     where = f"{surrogates_escaped(layout.where('output'))}: output.name '{surrogates_escaped(layout.output.name)}'"
     for s in stems:
-        if problem := _stem_problem(s):
+        if problem := file_name_problem(s):
             raise InputError(f"{where} gives '{surrogates_escaped(s)}', not a file name (it {problem})")
     if len(set(stems)) < len(stems):
         raise InputError(f"{where} gives two files the same name ({', '.join(stems)}); the whole span's {{monitor}} is "
                          f"'span'")
     return stems
-
-
-def _stem_problem(stem: str) -> str | None:
-    """Why `stem` names no output file (`layout.file_name_problem`; or a lone surrogate, os.fsdecode's stand-in for a
-    byte that is no UTF-8, which no file's metadata encodes), or None."""
-    if problem := surrogate_problem(stem):
-        return f"has a lone surrogate: {problem}"
-    return file_name_problem(stem)
 
 
 def output_paths(layout: Layout, out_dir: Path, stem: str | None = None) -> list[Path]:

@@ -1153,6 +1153,21 @@ def test_missing_layout_file(tmp_path):
     assert info.value.errors == [f"{tmp_path / 'nope.yaml'}: no such layout file"]
 
 
+def test_a_layout_file_whose_name_is_no_utf8_gives_no_file_name(tmp_path):
+    """os.fsdecode's stand-in for the byte (as Path.glob gives the name) would go into every file's metadata, which
+    can't encode it: a one-line error (it was a UnicodeEncodeError)."""
+    import os
+    path = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.yaml")
+    with open(path, "w") as f:
+        f.write("canvas: {width: 8, height: 8}\nlayers: [{fill: {color: red}}]\n")
+    with pytest.raises(LayoutError) as info:
+        load_layout(path)
+    assert info.value.errors == [
+        f"{path}:1: output.name: '{{layout}}' gives a file name that has half of a UTF-16 surrogate pair, which no "
+        "file's metadata encodes (a name in the output folder: not empty, '.' or '..', without '/', '\\' or control "
+        "characters)"]
+
+
 def test_a_layout_file_is_read_up_to_a_limit(tmp_path, monkeypatch):
     """/dev/zero as a layout was read until memory ran out; a pipe is still read (`studio render /dev/stdin`)."""
     import studio.layout as L
