@@ -4,6 +4,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -495,6 +496,10 @@ def test_arguments_of_another_kind_are_refused_before_any_folder_is_made(tiny_di
     with pytest.raises(InputError, match=r"^card: output.name: 'a/b' gives the file name 'a/b', which has a '/'"):
         render(slash, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    for out_dir in (None, ""):  # Path('') is the working folder
+        with pytest.raises(InputError, match=rf"^render: out_dir: expected an output folder \(text or a Path\), got "
+                                             rf"{re.escape(repr(out_dir))}$"):
+            render(slash, out_dir)
 
 
 def test_a_lone_surrogate_is_no_file_name():
