@@ -5,6 +5,8 @@ request is mapped to the bin whose aspect ratio (h / w) is closest, generated th
 the requested size and center-cropped, as the reference pipeline does. The bin tables are the published ones.
 """
 
+import functools
+
 import numpy as np
 
 from studio.errors import ConfigError
@@ -103,6 +105,7 @@ def _weights(in_h: int, in_w: int, height: int, width: int) -> tuple[np.ndarray,
     return rows, cols
 
 
+@functools.lru_cache(maxsize=64)
 def _rows_first(channels: int, in_h: int, in_w: int, height: int, width: int) -> bool:
     """Whether one image's resize contracts the rows (height) before the columns: the order numpy's greedy
     einsum path takes for "yh,nchw,xw->ncyx" with n = 1, which the resize keeps so that its values stay the

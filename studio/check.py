@@ -701,8 +701,8 @@ def _variables(c: _Checker, variables) -> None:
     for name, value in variables.items():
         if not isinstance(name, str):
             c.error("variables", f"a variable's name is text, got {_a(name)}")
-        elif surrogate_problem(name):
-            c.error("variables", f"a variable's name: {surrogate_problem(name)}")
+        elif problem := surrogate_problem(name):
+            c.error("variables", f"a variable's name: {problem}")
         elif not isinstance(value, str):
             c.error(f"variables[{name!r}]", f"expected text (values are recorded as written), got {_a(value)}")
         else:

@@ -308,21 +308,27 @@ def _being_written(tag: str) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def naming(path):
+    """An OSError inside that names no file (a full disk's says nothing of where) raised again naming `path`."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e
+
+
 def write_temp(folder: Path, name: str, write, abandoned: threading.Event | None = None) -> Path:
     """Call write(f) on a new temporary file in `folder`, fsync it, and return its path (removed on failure, and
     once written when `abandoned` is set by then: its caller stopped waiting for it)."""
     fd, tmp = _temporary(folder, name)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with naming(Path(folder) / name), os.fdopen(fd, "wb") as f:
             write(f)
             pause_point("write", name)
             f.flush()
             os.fsync(f.fileno())
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        if e.filename is None and e.errno is not None:  # a full disk says nothing of where: name the file
-            raise OSError(e.errno, e.strerror, str(Path(folder) / name)) from e
-        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -471,16 +477,12 @@ def _write_journal(folder: Path, moves: list[tuple[Path, Path]], overwrite: bool
     fd, tmp = _temporary(folder, moves[0][1].name)
     journal = Path(tmp).with_suffix(".commit")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, journal)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        if e.filename is None and e.errno is not None:  # a full disk says nothing of where: name the journal
-            raise OSError(e.errno, e.strerror, str(journal)) from e
-        raise
+        with naming(journal):
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, journal)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -151,16 +151,13 @@ def model_record(model_id: str, hashes: FileHashes, variant: str | None = None) 
 def software() -> dict:
     """Versions of what decides the pixels and the file bytes; `studio_build` tells two builds of studio apart,
     which share a version number."""
-    import mindspore
-    import numpy
     import PIL
 
     from studio import __version__
 
-    return {"studio": __version__, "studio_build": studio_build(), "mindspore": mindspore.__version__,
-            "numpy": numpy.__version__, "pillow": PIL.__version__, "transformers": _version("transformers"),
-            "tokenizers": _version("tokenizers"), "python": platform.python_version(),
-            "platform": platform.platform(), "machine": platform.machine(), "compute": compute_identity(),
+    return {"studio": __version__, **computing_software(), "pillow": PIL.__version__,
+            "transformers": _version("transformers"), "tokenizers": _version("tokenizers"),
+            "python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
             "pillow_libraries": pillow_libraries()}
 
 

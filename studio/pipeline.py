@@ -757,34 +757,39 @@ class PixArtSigmaPipeline:
         report("denoise", 0, steps)
         with memory.attention_budget(denoise_phase.workspace):
             x = sampling.sample(model_fn, x, config, num_inference_steps, callback=after_step)
-        if not np.isfinite(x.asnumpy()).all():
+        final = x.astype(ms.float32).asnumpy()
+        if not np.isfinite(final).all():
             raise NumericalError(self._overflow("denoising", guidance_scale))
         if output_type == "latent":
-            return self._output(x.astype(ms.float32).asnumpy(), seed, return_dict)
+            return self._output(final, seed, return_dict)
 
         # 4. decode, then one image at a time back to the requested size (binning: `binning.resized`) and to
         # [0, 1], in place: at 8192^2 a float image is 768 MiB, beside what MindSpore's pool keeps (the memory
         # plan's `resize` counts what this holds)
         with memory.attention_budget(decode_phase.workspace):
             images = self.decode(x, decode_phase.tiles, progress=lambda done, total: report("decode", done, total))
-        n, c, h, w = images.shape
-        if not all(np.isfinite(image.sum(dtype=np.float64)) for image in images):  # pixels in about [-1, 1]: a sum
-            raise NumericalError(self._overflow("decoding", guidance_scale))  # is not finite when one is not
         if output_type == "np":
-            out = images if (h, w) == (out_height, out_width) else \
-                binning.empty_resized(n, c, out_height, out_width, h, w)
-            for image in binning.resized(images, out_height, out_width, out=out):
+            out = binning.resize_and_center_crop(images, out_height, out_width)
+            for image in out:
+                self._check_finite(image, guidance_scale)
                 to_unit_range(image)
             return self._output(out.transpose(0, 2, 3, 1), seed, return_dict)  # (N, H, W, 3)
         from PIL import Image
         pixels = []  # (H, W, 3) uint8 each, C-contiguous: PIL copies it once
         for image in binning.resized(images, out_height, out_width):  # each in one reused float buffer
+            self._check_finite(image, guidance_scale)
             to_unit_range(image)
             image *= 255
             pixels.append(np.round(image, out=image).transpose(1, 2, 0).astype(np.uint8, order="C"))
         del images, image  # the floats go before PIL copies the pixels (8192^2: 768 MiB, beside 192 MiB each)
         pictures = [Image.fromarray(pixels.pop(0)) for _ in range(len(pixels))]  # each one's pixels then go
         return self._output(pictures, seed, return_dict)
+
+    def _check_finite(self, image: np.ndarray, guidance_scale: float) -> None:
+        """NumericalError when a decoded image holds NaN or infinite values (its pixels are about [-1, 1], so
+        their sum is finite unless one is not; a resize carries such a value on)."""
+        if not np.isfinite(image.sum(dtype=np.float64)):
+            raise NumericalError(self._overflow("decoding", guidance_scale))
 
     def _overflow(self, phase: str, guidance_scale: float) -> str:
         """What to say when `phase` gave NaN or infinite values."""

@@ -99,12 +99,10 @@ def random_weights(model, seed: int) -> dict[str, np.ndarray]:
 
 def _write(path: Path, data: bytes) -> None:
     """path.write_bytes(data), an error naming the file (a full disk's names none)."""
-    try:
+    from studio.export import naming
+
+    with naming(path):
         path.write_bytes(data)
-    except OSError as e:
-        if e.filename is None and e.errno is not None:
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -492,7 +492,6 @@ def decode_tiled(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan,
         stats = src.moments()
         steps.map(lambda t, origin, core: _trim(dec.conv_out(steps.normalize(t, stats, norm, src.shift)), origin,
                                                 core), src, r, r, cfg.out_channels, out=image, record=False)
-        src.delete()
     result = ms.from_numpy(image.array)  # shares the array: no copy
     return result if z.dtype == ms.float32 else result.astype(z.dtype)
 
@@ -519,7 +518,6 @@ def encode_tiled(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan,
             src, r = steps.block(block, src, r)
         with src._view("r") as m:
             features = ms.Tensor(np.array(m)).astype(x.dtype)
-        src.delete()
     h = enc.mid_block(enc.down_blocks[-1](features))
     moments = enc.conv_out(enc.conv_norm_out(h))  # GroupNorm + SiLU
     if vae.quant_conv is not None:

@@ -978,11 +978,12 @@ def test_offline_is_read_from_the_environment_as_huggingface_hub_reads_it(tmp_pa
         resolve_model_dir("owner/missing-model")
 
 
-@pytest.mark.parametrize("variables", [
-    {"HF_HUB_CACHE": "~/hub"}, {"HF_HUB_CACHE": "$CACHES/hub"}, {"HUGGINGFACE_HUB_CACHE": "$CACHES/hub"},
-    {"HF_HOME": "$CACHES"}, {"XDG_CACHE_HOME": "$CACHES/.."},
+@pytest.mark.parametrize("variables, expected", [
+    ({"HF_HUB_CACHE": "~/hub"}, "hub"), ({"HF_HUB_CACHE": "$CACHES/hub"}, "huggingface/hub"),
+    ({"HUGGINGFACE_HUB_CACHE": "$CACHES/hub"}, "huggingface/hub"), ({"HF_HOME": "$CACHES"}, "huggingface/hub"),
+    ({"XDG_CACHE_HOME": "$CACHES/.."}, "huggingface/hub"), ({"HF_HOME": "~/hf"}, "hf/hub"),
 ])
-def test_the_hub_cache_is_found_as_huggingface_hub_finds_it(tiny_dir, tmp_path, monkeypatch, variables):
+def test_the_hub_cache_is_found_as_huggingface_hub_finds_it(tiny_dir, tmp_path, monkeypatch, variables, expected):
     """At the call, with ~ and $VARIABLES expanded; $HF_HOME/hub and $XDG_CACHE_HOME/huggingface/hub too."""
     from studio.checkpoint import hub_cache
 
@@ -993,9 +994,8 @@ def test_the_hub_cache_is_found_as_huggingface_hub_finds_it(tiny_dir, tmp_path, 
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cache = Path(os.path.normpath(hub_cache()))
-    assert cache in (tmp_path / "hub", tmp_path / "huggingface" / "hub")
-    snapshots = _hub_cache(tiny_dir, cache, ["a" * 40], {"main": "a" * 40})
+    assert Path(os.path.normpath(hub_cache())) == tmp_path / expected
+    snapshots = _hub_cache(tiny_dir, tmp_path / expected, ["a" * 40], {"main": "a" * 40})
     assert resolve_model_dir("someone/tiny-pixart") == snapshots / ("a" * 40)
 
 
