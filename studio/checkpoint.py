@@ -32,7 +32,7 @@ import mindspore as ms
 import numpy as np
 
 from studio.errors import CheckpointError, ConfigError, control_problem, one_line
-from studio.export import remove_temporaries
+from studio.export import remove_temporaries, temporary_name
 from studio.hub import HubId, is_hub_id, split_revision
 from studio.spec import user_path
 
@@ -202,7 +202,7 @@ def _write_links(folder: Path, links: dict[Path, Path], index: str) -> Path:
     files are, and removed by the next run (`remove_temporaries`)."""
     root = folder.parent
     root.mkdir(parents=True, exist_ok=True)
-    temp = root / f".{folder.name}.{os.getpid():06x}00.part"
+    temp = root / temporary_name(folder.name)
     remove_temporaries(root, {folder.name}, remove=lambda path: shutil.rmtree(path, ignore_errors=True))
     try:
         for rel, target in links.items():

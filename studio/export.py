@@ -279,12 +279,18 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def temporary_name(name: str, suffix: str = "00") -> str:
+    """'.<name>.<tag>.part': the tag this process's pid (6 hex digits) and `suffix` (2), which `remove_temporaries`
+    reads to leave alone what a running process is writing."""
+    return f".{name}.{os.getpid():06x}{suffix}.part"
+
+
 def _temporary(folder: Path, name: str) -> tuple[int, str]:
     """A new file '.<name>.<tag>.part' in `folder`, open for writing: (fd, path). The 8-character tag is this
     process's pid (6 hex digits) and 2 random ones, so that `remove_temporaries` leaves alone the files a
     running process is writing (another render into the same folder)."""
     for _ in range(1000):
-        path = os.path.join(folder, f".{name}.{os.getpid():06x}{secrets.token_hex(1)}.part")
+        path = os.path.join(folder, temporary_name(name, secrets.token_hex(1)))
         try:
             return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK), path
         except FileExistsError:

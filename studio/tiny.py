@@ -146,7 +146,7 @@ def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = F
     way leaves only that hidden folder, which the next run removes.
     """
     from studio.errors import InputError
-    from studio.export import check_writable, remove_temporaries
+    from studio.export import check_writable, remove_temporaries, temporary_name
 
     given, folder = Path(folder), Path(os.path.abspath(folder))  # '.' has no name to put a folder beside
     if Path.cwd().resolve().is_relative_to(folder.resolve()):  # renamed away, it would leave the shell nowhere
@@ -165,7 +165,7 @@ def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = F
         folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"{folder.parent}: cannot create it ({e.strerror or type(e).__name__})") from None
-    tmp = folder.with_name(f".{folder.name}.{os.getpid():06x}00.part")
+    tmp = folder.with_name(temporary_name(folder.name))
     check_writable(folder.parent)  # said as export says it, not by a failure to make tmp
     remove_temporaries(folder.parent, {folder.name}, remove=_remove_tree)  # what killed runs left (pid 1's too)
     try:
