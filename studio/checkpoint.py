@@ -31,9 +31,10 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 
-from studio.errors import CheckpointError, ConfigError, control_problem, one_line
+from studio.errors import CheckpointError, ConfigError, control_problem, first_line, one_line
 from studio.export import remove_temporaries, temporary_name
 from studio.hub import HubId, is_hub_id, split_revision
+from studio.paths import cache_root, expanded
 from studio.spec import user_path
 
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
@@ -77,12 +78,18 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
 
     transformer: as `PixArtSigmaPipeline.from_pretrained`'s, the model (folder or hub id) whose transformer
     replaces this one's (`transformer_folder`): the folder returned is `compose`d of both, named after it; this
-    model then needs no transformer weights of its own (the published base pipeline has none)."""
+    model then needs no transformer weights of its own (the published base pipeline has none).
+
+    A CheckpointError for the model (or `transformer`) itself, found missing or incomplete, names it as its
+    `model`."""
     hub = dict(weights=weights, variant=variant, cache_dir=cache_dir, local_files_only=local_files_only)
-    folder = _resolve_one(path_or_id, revision=revision, **hub,
-                          components=WEIGHTED_COMPONENTS if transformer is None else BASE_COMPONENTS)
-    if transformer_only(folder):
-        base = base_pipeline(str(path_or_id), folder / "transformer", **hub)
+    try:
+        folder = _resolve_one(path_or_id, revision=revision, **hub,
+                              components=WEIGHTED_COMPONENTS if transformer is None else BASE_COMPONENTS)
+        base = base_pipeline(str(path_or_id), folder / "transformer", **hub) if transformer_only(folder) else None
+    except CheckpointError as e:
+        raise _about(e, path_or_id)
+    if base is not None:
         if (str(path_or_id), base.name) not in _SAID_BASE:  # once per process, whatever filters warnings
             _SAID_BASE.add((str(path_or_id), base.name))
             warnings.warn(f"studio: {path_or_id} holds a transformer only; the rest of the pipeline (text encoder, "
@@ -90,7 +97,18 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
         folder = compose(folder / "transformer", base.folder, _model_name(path_or_id))
     if transformer is None:
         return folder
-    return compose(transformer_folder(transformer, **hub), folder, _model_name(transformer))
+    try:
+        transformer_dir = transformer_folder(transformer, **hub)
+    except CheckpointError as e:
+        raise _about(e, transformer)
+    return compose(transformer_dir, folder, _model_name(transformer))
+
+
+def _about(e: CheckpointError, model) -> CheckpointError:
+    """`e`, said to be about `model` (its `model`) unless it names one already."""
+    if e.model is None:
+        e.model = str(model)
+    return e
 
 
 _SAID_BASE: set[tuple[str, str]] = set()  # (model, base) pairs the warning has named
@@ -145,7 +163,7 @@ def base_label() -> str:
 
 def is_composed(folder: Path) -> bool:
     """Whether `folder` is a pipeline `compose` wrote (a transformer-only model with its base)."""
-    return Path(folder).resolve().parent == composed_root().resolve()
+    return Path(folder).resolve().parent == cache_root("composed").resolve()
 
 
 def transformer_folder(transformer: str | os.PathLike, weights: bool = True, variant: str | None = None,
@@ -161,19 +179,12 @@ def transformer_folder(transformer: str | os.PathLike, weights: bool = True, var
     return folder / "transformer"
 
 
-def composed_root() -> Path:
-    """Where composed pipelines go: $STUDIO_CACHE/composed (default $XDG_CACHE_HOME/studio/composed, else
-    ~/.cache/studio/composed)."""
-    root = os.environ.get("STUDIO_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
-                                                          os.path.expanduser("~/.cache"), "studio")
-    return Path(root) / "composed"
-
-
 def compose(transformer: Path, base: Path, name: str = "model") -> Path:
     """A pipeline folder of `base`'s files with `transformer` (a folder holding config.json and weights) as its
     transformer/: real folders holding symbolic links to each file (so what lists or hashes a model's files, and
     a file's size and time, sees the linked files), and the base's model_index.json naming the transformer
-    (the published base names none). Under `composed_root()`, named `name` and a digest of its contents: a
+    (the published base names none). Under `cache_root("composed")` ($STUDIO_CACHE/composed, else
+    $XDG_CACHE_HOME/studio/composed, else ~/.cache/studio/composed), named `name` and a digest of its contents: a
     folder is never changed once written (other contents, another name), so processes composing at once
     share it; written to a temporary name and renamed."""
     transformer, base = transformer.resolve(), base.resolve()
@@ -185,7 +196,7 @@ def compose(transformer: Path, base: Path, name: str = "model") -> Path:
         index["transformer"] = ["diffusers", "PixArtTransformer2DModel"]
     index = json.dumps(index, indent=2, sort_keys=True) + "\n"
     contents = json.dumps([[str(rel), str(target)] for rel, target in sorted(links.items())] + [index])
-    folder = composed_root() / f"{name}-{hashlib.sha256(contents.encode()).hexdigest()[:16]}"
+    folder = cache_root("composed") / f"{name}-{hashlib.sha256(contents.encode()).hexdigest()[:16]}"
     if folder.is_dir():
         return folder
     try:
@@ -317,10 +328,9 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
         except Exception as e:  # no network, no such repository or revision, a gated one, ...: said in one line
             if complete:  # the cached snapshot has weights for every component (not the variant's): as offline
                 return cached
-            why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise CheckpointError(
                 f"{name}: not a local folder, {where}, and could not be downloaded "
-                f"({type(e).__name__}: {why}); pass the folder of a downloaded copy") from e
+                f"({type(e).__name__}: {first_line(e)}); pass the folder of a downloaded copy") from e
         finally:
             hub_log.setLevel(level)
 
@@ -341,9 +351,6 @@ def hub_cache() -> str:
     """The Hugging Face cache folder, found from the environment now as huggingface_hub finds it at import:
     $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
     ~/.cache/huggingface/hub, with ~ and $VARIABLES expanded."""
-    def expanded(path: str) -> str:
-        return os.path.expandvars(os.path.expanduser(path))
-
     home = expanded(os.environ.get("HF_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface"))
     return expanded(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")

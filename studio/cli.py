@@ -16,8 +16,9 @@ import time
 import warnings
 from pathlib import Path
 
-from studio.errors import (InputError, StudioError, control_problem, interrupt_in, one_line, out_of_memory,
-                           signals_held)
+from studio.errors import (CheckpointError, InputError, StudioError, control_problem, interrupt_in, one_line,
+                           out_of_memory, signals_held)
+from studio.hub import split_revision
 from studio.layout import MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS
 from studio.progress import PhaseBars
 from studio.spec import user_path
@@ -334,7 +335,7 @@ def cmd_proof(args) -> None:
         the_plan = plan_layout(layout, args.model or default_model())
     except StudioError as e:  # a proof needs no model: label without generation sizes
         if model:
-            print(f"note: placeholders without generation sizes ({_said_of_env_model(one_line(str(e)), args)})",
+            print(f"note: placeholders without generation sizes ({_said_of_env_model(e, one_line(str(e)), args)})",
                   file=sys.stderr)
         the_plan = None
     path = proof(layout, args.output, the_plan, overwrite=args.overwrite, guides=not args.no_guides)
@@ -468,21 +469,23 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, before)
 
 
-def _said_of_env_model(line: str, args) -> str:
-    """An error line about $STUDIO_MODEL's model ('nosuch: no such model folder ...'), when the command took its
-    model from there, saying so: 'nosuch (from $STUDIO_MODEL): ...'; about the published model a command took
-    by default, with how to name another."""
-    model = env_model()
-    if getattr(args, "model", "") is not None:  # --model given, or a command without one
+def _said_of_env_model(e: StudioError, line: str, args) -> str:
+    """A line of `e`, when `e` is about $STUDIO_MODEL's model (a CheckpointError whose `model` it is: 'nosuch: no
+    such model folder ...') and the command took its model from there, saying so: 'nosuch (from $STUDIO_MODEL):
+    ...'; about the published model a command took by default, with how to name another. Else as it is."""
+    about = e.model if isinstance(e, CheckpointError) else None
+    if about is None or getattr(args, "model", "") is not None:  # --model given, or a command without one
         return line
+    model = env_model()
     if model is None:
-        if line.startswith(f"{PUBLISHED_MODEL}: "):
+        if about == PUBLISHED_MODEL and line.startswith(f"{PUBLISHED_MODEL}: "):
             return (f"{line} (no --model given: the published checkpoint is the default; pass --model DIR, set "
                     f"$STUDIO_MODEL, or try `studio make-tiny tiny` and --model tiny)")
         return line
-    for name in dict.fromkeys([model, str(user_path(model))]):  # as given, as checkpoint names a folder
-        if line.startswith(f"{name}: "):
-            return f"{name} (from $STUDIO_MODEL): {line.removeprefix(f'{name}: ')}"
+    if about == model:  # named as given, as checkpoint names a folder, or a hub id without its '@revision'
+        for name in dict.fromkeys([model, str(user_path(model)), split_revision(model)[0]]):
+            if line.startswith(f"{name}: "):
+                return f"{name} (from $STUDIO_MODEL): {line.removeprefix(f'{name}: ')}"
     return line
 
 
@@ -512,7 +515,7 @@ def _run(args) -> int:
             raise interrupt_in(e) or e
     except StudioError as e:
         for line in str(e).splitlines() or [type(e).__name__]:
-            print(f"studio: error: {_said_of_env_model(line, args)}", file=sys.stderr)
+            print(f"studio: error: {_said_of_env_model(e, line, args)}", file=sys.stderr)
         return 2
     except Terminated:
         print("studio: terminated", file=sys.stderr)

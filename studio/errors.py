@@ -17,7 +17,10 @@ class StudioError(Exception):
 
 
 class CheckpointError(StudioError):
-    """A model folder or weight file is missing, malformed, or does not match the model."""
+    """A model folder or weight file is missing, malformed, or does not match the model. `model`: the model (a
+    folder or hub id, as given) whose resolving failed, its message starting with its name; else None."""
+
+    model: str | None = None
 
 
 class ConfigError(StudioError):
@@ -59,6 +62,13 @@ class LayoutError(StudioError):
 def one_line(text: str) -> str:
     """`text` with what would break its line (controls, YAML11_BREAKS) escaped: 'a\\nb' for a newline."""
     return _BREAKING_RE.sub(lambda m: repr(m[0])[1:-1], text)
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of `e`'s message, stripped and cut to `limit` characters, on one line (`one_line`); the
+    name of its type when it has none. For a third-party error inside one of studio's."""
+    lines = str(e).strip().splitlines()
+    return one_line(lines[0].strip()[:limit]) if lines else type(e).__name__
 
 
 def control_problem(name: str) -> str | None:

@@ -1011,3 +1011,90 @@ def test_the_cached_revisions_named_leave_out_the_rejected_one_and_name_their_re
         "someone/tiny-pixart: not a local folder, in the Hugging Face cache with its configs only, not its weights, "
         f"and could not be downloaded (ConnectionError: HF_HUB_OFFLINE is set); the cache holds it at "
         f"revision='{tagged}' (dev, v1), revision='{bare}'; pass the folder of a downloaded copy")
+
+
+@pytest.mark.parametrize("variables, expected", [
+    ({"STUDIO_CACHE": "~/sc"}, "sc/composed"), ({"STUDIO_CACHE": "$CACHES/sc"}, "caches/sc/composed"),
+    ({"XDG_CACHE_HOME": "~/xdg"}, "xdg/studio/composed"), ({"XDG_CACHE_HOME": "$CACHES"}, "caches/studio/composed"),
+    ({}, ".cache/studio/composed"),
+])
+def test_composed_pipelines_go_to_the_cache_with_tilde_and_variables_expanded(tiny_dir, tmp_path, monkeypatch,
+                                                                               variables, expected):
+    """$STUDIO_CACHE, else $XDG_CACHE_HOME/studio, else ~/.cache/studio, as the hub cache is found: '~/sc' made a
+    folder named '~' in the working folder."""
+    from studio.checkpoint import compose, is_composed
+    from studio.paths import cache_root
+
+    base = _split(tiny_dir, tmp_path, monkeypatch)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CACHES", str(tmp_path / "caches"))
+    for name in ("STUDIO_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert cache_root("composed") == tmp_path / expected
+    folder = compose(tiny_dir / "transformer", base, "tiny")
+    assert folder.parent == tmp_path / expected and is_composed(folder)
+    assert list(work.iterdir()) == []
+
+
+def test_errors_resolving_a_model_name_it(tiny_dir, tmp_path, monkeypatch):
+    """A CheckpointError of resolve_model_dir about the model (or the transformer= model) itself has it as its
+    `model`, what the CLI says came from $STUDIO_MODEL; one about a file or the cache has none."""
+    from studio.checkpoint import MissingBase
+
+    def error(*args, **kwargs) -> CheckpointError:
+        with pytest.raises(CheckpointError) as info:
+            resolve_model_dir(*args, **kwargs)
+        return info.value
+
+    nope = tmp_path / "nope"
+    assert error(nope).model == str(nope)
+    assert error(str(nope)).model == str(nope)
+    assert error(tiny_dir, transformer=nope).model == str(nope)
+    only = tmp_path / "only"
+    shutil.copytree(tiny_dir / "transformer", only / "transformer")
+    monkeypatch.setenv("STUDIO_BASE_PIPELINE", str(nope))
+    missing_base = error(only)
+    assert isinstance(missing_base, MissingBase) and missing_base.model == str(only)
+    assert str(missing_base).startswith(f"{only}: holds a transformer only")
+    monkeypatch.setenv("STUDIO_BASE_PIPELINE", str(tiny_dir))
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "file" / "cache"))  # no folder can be made there
+    with pytest.warns(UserWarning, match="holds a transformer only"):
+        unwritable = error(only)
+    assert str(unwritable).endswith("set $STUDIO_CACHE to a writable folder") and unwritable.model is None
+    with pytest.raises(CheckpointError) as info:
+        weight_files(tmp_path / "nope")
+    assert info.value.model is None
+
+
+def test_a_download_error_is_said_by_its_first_line():
+    """huggingface_hub's errors run over lines (a response body): the first, stripped, cut at 200 characters and on
+    one line, else the error's type."""
+    from studio.errors import first_line
+
+    assert first_line(OSError("\n  404 Not Found  \nbody\nmore")) == "404 Not Found"
+    assert first_line(ValueError("x" * 300)) == "x" * 200 and first_line(ValueError("x" * 30), limit=10) == "x" * 10
+    assert first_line(RuntimeError("a\tb\x1b[31m")) == "a\\tb\\x1b[31m"
+    assert first_line(ConnectionError()) == first_line(ConnectionError(" \n ")) == "ConnectionError"
+
+
+def test_a_failed_download_names_the_first_line_of_its_error(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    def unreachable(*args, **kwargs):
+        raise OSError("503 Service Unavailable\n<html>" + "x" * 500 + "</html>")
+
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", unreachable)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    with pytest.raises(CheckpointError) as info:
+        resolve_model_dir("owner/missing-model")
+    assert str(info.value) == ("owner/missing-model: not a local folder, not in the Hugging Face cache, and could not "
+                               "be downloaded (OSError: 503 Service Unavailable); pass the folder of a downloaded copy")
+    assert info.value.model == "owner/missing-model"

@@ -585,6 +585,31 @@ def test_the_environments_model_is_named_in_errors(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "out").exists()
 
 
+def test_only_errors_about_the_environments_model_say_it_comes_from_there(tiny_dir, tmp_path, monkeypatch, capsys):
+    """$STUDIO_MODEL=tiny and an -o named tiny too (the model's folder): the -o's error is not said to come from
+    $STUDIO_MODEL (every line starting 'tiny: ' was); one about the model is, a hub id's without its revision."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").symlink_to(tiny_dir)
+    monkeypatch.setenv("STUDIO_MODEL", "tiny")
+    assert main(["generate", "a", "-o", "tiny", "--steps", "1", "--size", "256x256"]) == 2
+    assert capsys.readouterr().err == ("studio: error: tiny: is a folder; give a file name ending .jpeg, .jpg, .png, "
+                                       ".tif, .tiff, .webp\n")
+    (tmp_path / "tiny").unlink()
+    (tmp_path / "tiny").mkdir()  # a folder, no model: the model's error
+    assert main(["generate", "a", "-o", "a.png", "--steps", "1", "--size", "256x256"]) == 2
+    assert capsys.readouterr().err == ("studio: error: tiny (from $STUDIO_MODEL): no model_index.json; expected a "
+                                       "pipeline folder in the diffusers layout\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("STUDIO_MODEL", "someone/nope@v1")  # named without its revision
+    assert main(["generate", "a", "-o", "a.png", "--dry-run"]) == 2
+    assert capsys.readouterr().err == ("studio: error: someone/nope (from $STUDIO_MODEL): not a local folder, not in "
+                                       "the Hugging Face cache at revision 'v1', and could not be downloaded "
+                                       "(ConnectionError: HF_HUB_OFFLINE is set); pass the folder of a downloaded "
+                                       "copy\n")
+
+
 def test_a_bad_studio_device_is_named(tiny_dir, tmp_path, monkeypatch, capsys):
     """A device from the environment that is wrong is said to come from there: the command line names none."""
     from studio import backend

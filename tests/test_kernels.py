@@ -347,6 +347,33 @@ def test_compile_error_warns_with_its_message_and_leaves_no_files(monkeypatch, t
     assert list((tmp_path / "cache" / "kernels").iterdir()) == []
 
 
+@pytest.mark.parametrize("variables, expected", [
+    ({"STUDIO_CACHE": "~/sc"}, "sc/kernels"), ({"STUDIO_CACHE": "$CACHES/sc"}, "caches/sc/kernels"),
+    ({"XDG_CACHE_HOME": "~/xdg"}, "xdg/studio/kernels"), ({}, ".cache/studio/kernels"),
+])
+def test_the_library_is_built_in_the_cache_with_tilde_and_variables_expanded(monkeypatch, tmp_path, variables,
+                                                                              expected):
+    """$STUDIO_CACHE/kernels, else $XDG_CACHE_HOME/studio/kernels, else ~/.cache/studio/kernels, ~ and $VARIABLES
+    expanded ('~/sc' was a folder named '~' in the working folder). A compiler that writes its output."""
+    cxx = tmp_path / "writing-c++"
+    cxx.write_text('#!/bin/sh\n[ "$1" = --version ] && { echo "writing-c++ 1.0"; exit 0; }\n'
+                   'for last; do :; done\necho built > "$last"\n')
+    cxx.chmod(0o755)
+    fresh_state(monkeypatch, tmp_path, str(cxx))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CACHES", str(tmp_path / "caches"))
+    for name in ("STUDIO_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    library = kernels.library()
+    assert library.parent == tmp_path / expected and library.read_text() == "built\n"
+    assert list(work.iterdir()) == []
+
+
 def test_a_build_failing_for_want_of_disk_says_so(monkeypatch, tmp_path):
     """A full or unwritable cache folder is named as the cause (the compiler's last line said 'ld returned 1 exit
     status', or that the object file it could not write was missing); else the compiler's first line of errors."""

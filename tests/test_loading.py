@@ -70,6 +70,20 @@ def test_config_values_of_the_wrong_type_name_file_key_value_and_type(broken, co
     assert load_error(broken) == f"{broken / CONFIGS[component]}: {expected}"
 
 
+def test_a_load_error_names_the_model_only_when_the_model_is_what_is_missing(broken):
+    """A bad file in the model is no error about the model (its `model` None: the CLI adds no '(from
+    $STUDIO_MODEL)'); a folder that is no model is."""
+    edit(broken, CONFIGS["vae"], force_upcast=1)
+    with pytest.raises(CheckpointError) as info:
+        PixArtSigmaPipeline.from_pretrained(broken)
+    assert str(info.value).startswith(f"{broken / CONFIGS['vae']}: ") and info.value.model is None
+    (broken / "model_index.json").unlink()
+    shutil.rmtree(broken / "transformer")  # (a transformer alone is completed with a base pipeline)
+    with pytest.raises(CheckpointError) as info:
+        PixArtSigmaPipeline.from_pretrained(str(broken))
+    assert str(info.value).startswith(f"{broken}: no model_index.json") and info.value.model == str(broken)
+
+
 @pytest.mark.parametrize("component,key,value,expected", [
     ("transformer", "norm_eps", -1.0, "norm_eps=-1.0 must be > 0"),
     ("transformer", "norm_eps", 0, "norm_eps=0 must be > 0"),

@@ -3,8 +3,9 @@
 `get(name)` returns a callable op, or None when the kernels are off (STUDIO_CPU_KERNELS=0), there is no C++
 compiler, or the build fails: callers then use their MindSpore op chains (backend.py), which compute the
 same functions. The library is built once per source, compiler and machine (-march=native) into
-$STUDIO_CACHE/kernels (default $XDG_CACHE_HOME/studio/kernels, else ~/.cache/studio/kernels), written to a
-temporary name and renamed, so concurrent processes never load a half-written file.
+`paths.cache_root("kernels")` ($STUDIO_CACHE/kernels, else $XDG_CACHE_HOME/studio/kernels, else
+~/.cache/studio/kernels), written to a temporary name and renamed, so concurrent processes never load a
+half-written file.
 
 The object file is compiled with -ffast-math (vectorised exp) and linked without it: linking with it would
 add crtfastmath.o, which turns on flush-to-zero for the whole process.
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import mindspore as ms
 from mindspore import ops
+
+from studio.paths import cache_root
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
 COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-fPIC", "-std=c++17", "-pthread"]
@@ -50,12 +53,6 @@ def enabled() -> bool:
     return os.environ.get("STUDIO_CPU_KERNELS", "1") != "0"
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("STUDIO_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
-                                                          os.path.expanduser("~/.cache"), "studio")
-    return Path(root) / "kernels"
-
-
 def compiler() -> str | None:
     return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
 
@@ -78,7 +75,7 @@ def _build() -> Path | None:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
         key = hashlib.sha256("\0".join([SOURCE.read_text(), version, *COMPILE_FLAGS, *LINK_FLAGS, _cpu_flags()])
                              .encode()).hexdigest()[:16]
-        target = cache_dir() / f"cpu_kernels-{key}.so"
+        target = cache_root("kernels") / f"cpu_kernels-{key}.so"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -99,7 +96,7 @@ def _failure(e: OSError | subprocess.CalledProcessError) -> str:
     """Why the build failed: the cache folder full or not writable when it is (a full disk makes the compiler say
     'ld returned 1 exit status', or that the object file it could not write is missing), else the compiler's
     first line of errors."""
-    folder = cache_dir()
+    folder = cache_root("kernels")
     existing = next(p for p in (folder, *folder.parents) if p.is_dir())  # the folder may not have been made
     if not os.access(existing, os.W_OK):
         return f"their cache folder {folder} is not writable; set STUDIO_CACHE to another"
