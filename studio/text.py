@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from studio.errors import CheckpointError, InputError
+from studio.errors import CheckpointError, InputError, first_line
 
 MAX_LENGTH = 300  # PixArt-Sigma's max_sequence_length
 SAMPLE = "a photo of a cat"  # a text every T5 vocabulary has pieces for: the loaded tokenizer is tried on it
@@ -96,7 +96,7 @@ def _check_sentencepiece(path: Path) -> None:
         spm.SentencePieceProcessor(model_file=str(path))
     except (RuntimeError, OSError) as e:
         raise CheckpointError(f"{path.parent}: spiece.model is not a sentencepiece model "
-                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); copy the checkpoint's "
+                              f"({first_line(e)}); copy the checkpoint's "
                               "tokenizer folder again") from None
 
 
