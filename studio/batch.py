@@ -351,7 +351,7 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
     with values a dict of scalars, None for a row with a problem of its own (it keeps its place: {n} counts
     it), and folder the one a `layout` among them is relative to. No rows when what every row is made of has
     a problem: `variables`, the matrix's axes."""
-    from studio.memory import parse_bytes
+    from studio.memory import budget_problem
 
     src = str(path)
     try:
@@ -371,10 +371,7 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
             continue
         problem = _value_problem(doc[key], "text", empty_ok=False, path=key in ("layout", "model"))
         if problem is None and key == "memory_budget":
-            try:
-                parse_bytes(doc[key])
-            except StudioError as e:
-                problem = str(e)
+            problem = budget_problem(doc[key])
         if problem:
             errors.append(f"{src}:{doc.lines[key]}: {key}: {problem}")
             doc[key] = None  # the items that take it are not checked: this is their problem
@@ -616,27 +613,14 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str | None, errors
 
 def _read_layout(path: Path) -> tuple[str | None, str | None]:
     """(a layout file's text, None) or (None, why it can't be read): that fails its items when they run, the
-    others go on. Read as bytes, so the text hashes as the file (no newline translation). A device or pipe is
-    not read (/dev/zero has no end, a pipe may never give one), nor a file past `layout.MAX_SOURCE`."""
-    from studio.layout import MAX_SOURCE
+    others go on. As stored (`layout.source_text`: no newline translation), so the text hashes as the file. A
+    device or pipe is not read (/dev/zero has no end, a pipe may never give one)."""
+    from studio.layout import source_text
 
     try:
-        if path.exists() and not path.is_file() and not path.is_dir():
-            return None, f"{path}: cannot read the layout: it is a device, pipe or socket, not a file"
-        with open(path, "rb") as f:
-            data = f.read(MAX_SOURCE + 1)
-        if len(data) > MAX_SOURCE:
-            return None, f"{path}: more than {MAX_SOURCE >> 20} MiB, too large for a layout file"
-        return data.decode("utf-8"), None
-    except FileNotFoundError:
-        why = "no such file"
-    except IsADirectoryError:
-        why = "it is a folder"
-    except UnicodeDecodeError as e:
-        why = f"not UTF-8 ({e.reason} at byte {e.start})"
-    except OSError as e:
-        why = e.strerror or type(e).__name__
-    return None, f"{path}: cannot read the layout: {why}"
+        return source_text(path, "layout", pipes=False), None
+    except InputError as e:
+        return None, str(e)
 
 
 def _parse(text: str, layout_file: Path, variables: dict):

@@ -28,10 +28,9 @@ from pathlib import Path
 from studio.errors import InputError, control_problem
 from studio.export import EXPORT_SUFFIXES
 from studio.geometry import percent, resolve, span_canvas
-from studio.layout import (FILE_NAME_RULE, MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, MAX_STEM_BYTES, SAMPLERS,
-                           file_name_problem, file_stems, grid_fit_problem, name_pattern_problem, outside_problem,
-                           range_problem)
-from studio.memory import parse_bytes
+from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, _an, _count, grid_fit_problem,
+                           name_pattern_problem, outside_problem, range_problem, stem_problems)
+from studio.memory import budget_problem
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
                          Region, Shadow, ShapeLayer, Span, TextLayer, file_problem, input_path)
 from studio.text import surrogate_problem, surrogates_escaped
@@ -55,6 +54,7 @@ class _Checker:
         self.grids: dict[str, Grid] = {}  # the valid grids so far
         self.bad_grids: set = set()  # grids reported invalid: cells of them are not reported again
         self.grids_known = True  # False when layout.grids is no dict
+        self.seed: int | None = 0  # what {seed} stands for (`layout.first_seed`); None when not known to be valid
 
     def error(self, path: str, message: str) -> bool:
         self.problems.append(f"{path}: {message}")
@@ -69,12 +69,8 @@ class _Checker:
 
 # -- how values are named in messages -------------------------------------------------------------------------
 
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _an(word: str) -> str:
-    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _a(value) -> str:
@@ -101,10 +97,6 @@ def _q(value) -> str:
 
 def _n(number) -> str:
     return f"{number:g}" if isinstance(number, float) else str(number)
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _closest(word, choices) -> str:
@@ -505,16 +497,14 @@ def check_layout(layout: Layout) -> None:
     monitors = _span(c, layout.span, layout.canvas)
     _grids(c, layout.grids)
     _layers(c, layout.layers)
-    # a loaded layout's names the loader checked, or a batch gives (load_layout's own_names=False): one built in code's
+    # a loaded layout's names the loader checked, or a batch gives (parse_layout's own_names=False): one built in
+    # code's; {seed} once the seed is known to be valid (its problem is reported)
     if Of(Output, OUTPUT_FIELDS).check(c, "output", layout.output) and source_ok and monitors is not None \
-            and not layout.lines:
-        _file_names(c, layout.output, layout.source, monitors)
+            and not layout.lines and c.seed is not None:
+        _file_names(c, layout.output, layout.source, c.seed, monitors)
     _variables(c, layout.variables)
-    if layout.memory_budget is not None:
-        try:
-            parse_bytes(layout.memory_budget)
-        except InputError as e:
-            c.error("memory_budget", str(e).removeprefix("memory budget "))
+    if layout.memory_budget is not None and (problem := budget_problem(layout.memory_budget)):
+        c.error("memory_budget", problem)
     Optional(Model()).check(c, "model", layout.model)
     if c.problems:
         source = layout.source
@@ -601,20 +591,14 @@ def _span(c: _Checker, span, canvas) -> list[str] | None:
     return names
 
 
-def _file_names(c: _Checker, output: Output, source: str, monitors: list[str]) -> None:
-    """The files output.name gives (`layout.file_stems`: the canvas's, then each monitor's) are names in the output
-    folder, short enough for the exporter's temporary names, as the loader checks them."""
-    stems = file_stems(output.name, source, 0, monitors if output.per_monitor else [])  # a seed's digits fit
-    for i, stem in enumerate(stems):
-        path, what = ("output.name", _q(output.name)) if i == 0 else (f"span.monitors[{i - 1}].name",
-                                                                      _q(monitors[i - 1]))
-        if problem := file_name_problem(stem):
-            c.error(path, f"{what} gives the file name {_q(stem)}, which {problem} ({FILE_NAME_RULE})")
-            return
-        if len(stem.encode()) > MAX_STEM_BYTES:
-            c.error(path, f"{what} gives a file name of {len(stem.encode())} bytes: at most {MAX_STEM_BYTES} (the "
-                          f"file system's 255 less the suffixes the exporter adds)")
-            return
+def _file_names(c: _Checker, output: Output, source: str, seed: int, monitors: list[str]) -> None:
+    """The files output.name gives can be written (`layout.stem_problems`), as the loader checks them: each
+    problem at output.name, or at the monitor whose file it is."""
+    for p in stem_problems(output.name, source, seed, monitors if output.per_monitor else []):
+        path, what = ("output.name", _q(output.name)) if p.index == 0 else (f"span.monitors[{p.index - 1}].name",
+                                                                            _q(monitors[p.index - 1]))
+        hint = "; give the monitor another name" if p.kind == "case" else ""
+        c.error(path, f"{what} gives the file name {_q(p.stem)}, which {p.text}{hint}")
 
 
 def _grids(c: _Checker, grids) -> None:
@@ -649,11 +633,12 @@ def _grids(c: _Checker, grids) -> None:
 
 def _layers(c: _Checker, layers) -> None:
     if not isinstance(layers, (tuple, list)):
+        c.seed = None
         c.error("layers", f"expected a tuple of layers, got {_a(layers)}")
         return
     if not layers:
         c.error("layers", "expected at least 1 layer, got none")
-    named = {}
+    named, seeded = {}, False
     for i, layer in enumerate(layers):
         table = next((t for cls, t in LAYER_FIELDS.items() if isinstance(layer, cls)), None)
         if table is None:
@@ -667,6 +652,8 @@ def _layers(c: _Checker, layers) -> None:
             c.error(f"{path}.name", f"{name!r} is already the name of {named[name]}")
         elif name:
             named[name] = f"layers[{i}]"
+        if isinstance(layer, GenerateLayer) and not seeded:
+            c.seed, seeded = (layer.seed if ok["seed"] else None), True
         if all(ok.values()) and isinstance(layer, ShapeLayer):
             _shape(c, path, layer)
         if isinstance(layer, GradientLayer) and ok["kind"] and ok["angle"] and layer.kind == "radial" \

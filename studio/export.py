@@ -42,7 +42,8 @@ except ImportError:  # Windows
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 EXPORT_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "pdf": ".pdf"}  # layout format -> suffix
-# file systems allow 255 bytes per name; the temporary '.<name>.<8-character tag>.part.old' adds 19
+# file systems allow 255 bytes per name; the temporary '.<name>.<8-character tag>.part.old' adds 19 (a layout's
+# file stems have this less a format's suffix: layout.MAX_STEM_BYTES)
 MAX_NAME_BYTES = 255 - 19
 # px per side the encoders take: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit size fields (PNG and TIFF take
 # far more than a canvas may have, PDF pages count in larger units instead)

@@ -25,9 +25,10 @@ from PIL import Image, ImageColor
 
 from studio import fonts
 from studio.errors import CONTROL_RE, YAML11_BREAKS, InputError, LayoutError, control_problem, one_line
+from studio.export import EXPORT_SUFFIXES, MAX_NAME_BYTES
 from studio.hub import HubId, is_hub_id
 from studio.geometry import edge, monitor_dpi, percent, resolve, span_canvas, split
-from studio.memory import _UNITS, parse_bytes
+from studio.memory import _UNITS, budget_problem
 from studio.text import join_surrogates, surrogate_problem
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor,
                          Output, Region, Shadow, ShapeLayer, Span, TextLayer, file_problem,
@@ -40,9 +41,9 @@ MAX_SEED = 2 ** 32 - 1  # seeds are 0..MAX_SEED here, on the command line and wh
 SAMPLERS = ("dpm++", "ddim", "euler")  # = sampling.SAMPLERS (not imported: it loads MindSpore)
 OUTPUT_FIELDS = ("layout", "seed", "monitor")  # placeholders output.name keeps for the exporter
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf")  # what the formats add to output.name
-# A file name has at most 255 bytes; the exporter adds at most 23 to a stem: '.<stem>.png.<8 random>.part.old'
-# (its temporary file, export.write_temp, and the backup of a file it replaces).
-MAX_STEM_BYTES = 255 - len("..png.12345678.part.old")
+# bytes of a file stem: export.MAX_NAME_BYTES (room for the exporter's temporary and backup names) less the
+# longest suffix a format adds, so '.<stem>.png.<8 random>.part.old' has at most 255
+MAX_STEM_BYTES = MAX_NAME_BYTES - max(len(suffix) for suffix in EXPORT_SUFFIXES.values())
 MAX_SOURCE = 64 << 20  # bytes of a layout or job file (a batch's CSV of 100,000 long rows stays below)
 MAX_DEPTH = 100  # levels of nested lists and mappings (a layout needs six; PyYAML recurses once per level)
 MAX_DIGITS = 100  # characters of a number as written: no size, seed or angle needs more, and Python's int()
@@ -130,8 +131,8 @@ def _count(n: int, word: str) -> str:
 
 
 def _an(word: str) -> str:
-    """'a rect', 'an ellipse'."""
-    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+    """'a rect', 'an ellipse', 'an Output'."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
 def _closest(word, choices) -> str:
@@ -881,10 +882,8 @@ class ByteSize(Text):
         text = super().parse(r, node, path)
         if not text.strip():  # parse_bytes reads '' as auto (no --memory-budget); written, it is a slip
             raise _Bad(f"'{text}' is not a size: write one like 6GiB, or auto")
-        try:
-            parse_bytes(text)
-        except InputError as e:
-            raise _Bad(str(e).removeprefix("memory budget ")) from None
+        if problem := budget_problem(text):
+            raise _Bad(problem)
         return text
 
     def schema(self, defs):
@@ -1586,14 +1585,12 @@ def _span(r: _Reader, node) -> Span | None:
     return Span(named, (bezels * gaps)[:gaps], values.get("align", "center"))
 
 
-def _node_at(node, key: str, index: int | None = None):
-    """The value node under `key` (and list `index`) of a mapping node, or the node itself. Of a key written
-    twice, the last: the one the constructed mapping takes."""
+def _node_at(node, key: str):
+    """The value node under `key` of a mapping node, or the node itself. Of a key written twice, the last: the
+    one the constructed mapping takes."""
     for key_node, value_node in reversed(node.value if isinstance(node, yaml.MappingNode) else ()):
         if getattr(key_node, "value", None) == key:
-            if index is None:
-                return value_node
-            return value_node.value[index] if isinstance(value_node, yaml.SequenceNode) else value_node
+            return value_node
     return node
 
 
@@ -1646,25 +1643,38 @@ def _unique_names(r: _Reader, named: list[tuple[str | None, str, object]], fold:
 
 # -- entry points -------------------------------------------------------------------------------------------
 
-def read_source(path: Path, what: str, error, encoding: str = "utf-8") -> str:
-    """The text of a user's file (a layout, a job), CRLF and CR read as LF (YAML11_BREAKS stay characters, as
-    YAML 1.2 has them: `parse_layout` counts lines by LF alone); a missing or unreadable file, or one above
-    MAX_SOURCE (/dev/zero has no end), raises error([one line]). A pipe is read (`studio render /dev/stdin`)."""
+def source_text(path: Path, what: str, pipes: bool = True) -> str:
+    """The text of a user's file (a layout, a job) as stored, at most MAX_SOURCE bytes (/dev/zero has no end);
+    a missing, unreadable or larger file, or one that is not UTF-8 (the line and byte named), raises a one-line
+    InputError. pipes: a device or pipe is read too (`studio render /dev/stdin`); else it is refused."""
     try:
+        if not pipes and path.exists() and not path.is_file() and not path.is_dir():
+            raise InputError(f"{path}: is a device, pipe or socket, not a {what} file")
         with open(path, "rb") as f:
             data = f.read(MAX_SOURCE + 1)
     except FileNotFoundError:
-        raise error([f"{path}: no such {what} file"]) from None
+        raise InputError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not a {what} file") from None
     except OSError as e:
-        raise error([f"{path}: cannot read the {what} ({type(e).__name__}: {e.strerror or e})"]) from None
+        raise InputError(f"{path}: cannot read the {what} ({type(e).__name__}: {e.strerror or e})") from None
     if len(data) > MAX_SOURCE:
-        raise error([f"{path}: more than {MAX_SOURCE >> 20} MiB, too large for a {what} file"])
+        raise InputError(f"{path}: more than {MAX_SOURCE >> 20} MiB, too large for a {what} file")
     try:
-        text = data.decode(encoding)
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise error([f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the {what} as UTF-8"]) \
+        raise InputError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the {what} as UTF-8") \
             from None
+
+
+def read_source(path: Path, what: str, error) -> str:
+    """`source_text` with CRLF and CR read as LF (YAML11_BREAKS stay characters, as YAML 1.2 has them:
+    `parse_layout` counts lines by LF alone); its problem raised as error([the line])."""
+    try:
+        text = source_text(path, what)
+    except InputError as e:
+        raise error([str(e)]) from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -1678,15 +1688,13 @@ def _variable_text(name: str, value) -> str:
     raise InputError(f"variables['{name}']: {value!r} is not a value (give text, or a number)")
 
 
-def load_layout(path, variables: dict[str, str] | None = None, *, own_names: bool = True) -> Layout:
+def load_layout(path, variables: dict[str, str] | None = None) -> Layout:
     """A layout file -> the validated Layout; `variables` (from --set) override the file's defaults.
 
-    Raises LayoutError listing every problem in the file, each `file:line: key.path: message`. own_names: as
-    for `parse_layout`.
+    Raises LayoutError listing every problem in the file, each `file:line: key.path: message`.
     """
     path = Path(path)
-    return parse_layout(read_source(path, "layout", LayoutError), str(path), variables, path.parent,
-                        own_names=own_names)
+    return parse_layout(read_source(path, "layout", LayoutError), str(path), variables, path.parent)
 
 
 def parse_layout(text: str | dict, source: str = "<string>", variables: dict[str, str] | None = None,
@@ -1924,9 +1932,9 @@ def _lines(r: _Reader, found: dict, items: list) -> dict[str, int]:
 
 def _output_names(r: _Reader, node, output: dict, span: Span | None, span_node, items: list, layers) -> None:
     """output.name (valid as written) against the rest of the file: {seed} needs a generate layer; and when
-    the layout names its files (r.own_names), each file name it gives (the variables' values filled in, each
-    monitor's) must be a name in the output folder with room for the exporter's suffixes, and a monitor's
-    must not be the whole span's, ignoring case (a monitor named 'span' where {monitor} is 'span')."""
+    the layout names its files (r.own_names), the files it gives (the variables' values filled in, each
+    monitor's) must be writable (`stem_problems`): a name or length problem is reported at output.name with the
+    variables it comes from, a monitor's file named as the whole span's at the monitor."""
     name_node = _node_at(node, "name") if isinstance(node, yaml.MappingNode) else node  # the output's if none
     written = name_node.value if isinstance(name_node, yaml.ScalarNode) else "{layout}"
     if "seed" in _fields(r, written) and not any(_layer_type(item) == "generate" for item in items):
@@ -1934,30 +1942,21 @@ def _output_names(r: _Reader, node, output: dict, span: Span | None, span_node, 
                                           f"layout has no generate layer")
     if not r.own_names:
         return
-    generated = [layer for layer in layers if isinstance(layer, GenerateLayer)] if isinstance(layers, tuple) else []
-    seed = generated[0].seed if generated else 0
+    seed = first_seed(layers) if isinstance(layers, tuple) else 0
     monitors = [m.name for m in span.monitors] if span and output.get("per_monitor", True) else []
     used = [m[1] for m in _VARIABLE_RE.finditer(written) if m[1] in r.variables]
-    stems = file_stems(output.get("name", "{layout}"), r.source, seed, monitors)
     monitor_nodes = _node_at(span_node, "monitors").value if monitors else []
-    for i, (stem, monitor_node) in enumerate(zip(stems[1:], monitor_nodes)):  # monitors differ from each other
-        if stem.casefold() == stems[0].casefold():
-            same = "is" if stem == stems[0] else "differs only in case from"
-            r.error(_node_at(monitor_node, "name"), f"span.monitors[{i}].name",
-                    f"'{monitors[i]}' names its file '{stem}', which {same} the whole span's '{stems[0]}' "
-                    f"({{monitor}} is 'span' there); give the monitor another name")
-    for stem in stems:
-        if problem := file_name_problem(stem):
+    for p in stem_problems(output.get("name", "{layout}"), r.source, seed, monitors):
+        if p.kind == "case":
+            i = p.index - 1
+            r.error(_node_at(monitor_nodes[i], "name"), f"span.monitors[{i}].name",
+                    f"'{monitors[i]}' names its file '{p.stem}', which {p.text}; give the monitor another name")
+            continue
+        if p.kind == "name":
             culprits = [n for n in used if _bad_character(r.variables[n])] or used
-            r.error(name_node, "output.name", f"'{written}'{_with(r, culprits)} gives a file name that {problem} "
-                                              f"({FILE_NAME_RULE})")
-            return
-        if (size := len(stem.encode())) > MAX_STEM_BYTES:
+        else:
             culprits = sorted(used, key=lambda n: len(r.variables[n].encode()))[-1:]
-            r.error(name_node, "output.name", f"'{written}'{_with(r, culprits)} gives a file name of {size} bytes: "
-                                              f"at most {MAX_STEM_BYTES} (the file system's 255 less the suffixes "
-                                              f"the exporter adds)")
-            return
+        r.error(name_node, "output.name", f"'{written}'{_with(r, culprits)} gives a file name that {p.text}")
 
 
 def _layer_type(node) -> str | None:
@@ -1985,6 +1984,46 @@ def file_stems(pattern: str, source: str, seed: int, monitors: list[str]) -> lis
         whole = pattern.format(**fields, monitor="")
         return [whole] + [f"{whole}-{m}" for m in monitors]
     return [pattern.format(**fields, monitor=m) for m in ("span", *monitors)]
+
+
+def first_seed(layers) -> int:
+    """The seed {seed} stands for in output.name: the first generate layer's; 0 without one."""
+    return next((layer.seed for layer in layers if isinstance(layer, GenerateLayer)), 0)
+
+
+@dataclass(frozen=True)
+class StemProblem:
+    """Why one of the file stems an output.name gives can't be written (`stem_problems`)."""
+    index: int  # its place in `file_stems`' list: 0 the canvas's, i the span's monitor i - 1's
+    stem: str
+    kind: str  # 'name': not a name in the output folder; 'length': too long; 'case': an earlier stem's, ignoring case
+    text: str  # what is wrong, to follow "which": "has a '/' (a name in the output folder: ...)"
+
+
+def stem_problems(pattern: str, source: str, seed: int, monitors: list[str]) -> list[StemProblem]:
+    """What is wrong with the files `file_stems(pattern, source, seed, monitors)` gives (seed: `first_seed`, the
+    one render fills in): each stem must be a name in the output folder of at most MAX_STEM_BYTES (room for the
+    exporter's suffixes), and differ from every earlier one in more than case (macOS and Windows ignore case: a
+    monitor 'Span' where {monitor} is 'span'). Of the names and lengths, the first problem only (the later stems
+    share its cause); then each stem like an earlier one. ValueError as `file_stems`."""
+    stems = file_stems(pattern, source, seed, monitors)
+    problems = []
+    for i, stem in enumerate(stems):
+        if problem := file_name_problem(stem):
+            problems.append(StemProblem(i, stem, "name", f"{problem} ({FILE_NAME_RULE})"))
+            break
+        if (size := len(stem.encode())) > MAX_STEM_BYTES:
+            problems.append(StemProblem(i, stem, "length", f"has {size} bytes: at most {MAX_STEM_BYTES} (the file "
+                                                           f"system's 255 less the suffixes the exporter adds)"))
+            break
+    for i, stem in enumerate(stems):
+        same = next((j for j in range(i) if stems[j].casefold() == stem.casefold()), None)
+        if same is not None:
+            how = "is" if stems[same] == stem else "differs only in case from"
+            whose = (f"the whole span's '{stems[0]}' ({{monitor}} is 'span' there)" if same == 0 else
+                     f"'{stems[same]}', the file of monitor '{monitors[same - 1]}'")
+            problems.append(StemProblem(i, stem, "case", f"{how} {whose}"))
+    return problems
 
 
 def layout_schema() -> dict:

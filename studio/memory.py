@@ -43,23 +43,36 @@ MAX_TENSOR = 4 * GiB
 
 def parse_bytes(value) -> int | None:
     """'6GiB', '512MiB', '2GB', '1.5g', '4000000B', a number of bytes (int, from Python) or None (automatic)
-    -> bytes or None. Text needs its unit: is '6' bytes or GiB?"""
+    -> bytes or None. Text needs its unit: is '6' bytes or GiB? InputError: 'memory budget <budget_problem>'."""
+    n, problem = _read_bytes(value)
+    if problem:
+        raise InputError(f"memory budget {problem}")
+    return n
+
+
+def budget_problem(value) -> str | None:
+    """Why `parse_bytes` refuses `value`, without the subject ("'6' has no unit: give one, ..."), or None."""
+    return _read_bytes(value)[1]
+
+
+def _read_bytes(value) -> tuple[int | None, str | None]:
+    """(bytes or None for automatic, None) or (None, what is wrong): `parse_bytes`."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto", "none")):
-        return None
+        return None, None
     if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy's numbers too
         if not math.isfinite(value):
-            raise InputError(f"memory budget must be a finite number of bytes, got {value!r}")
+            return None, f"must be a finite number of bytes, got {value!r}"
         n = int(value)
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
         if m and not m[2] and float(m[1]) > 0:
-            raise InputError(f"memory budget '{value}' has no unit: give one, e.g. 6GiB, 512MiB or 2GB")
+            return None, f"'{value}' has no unit: give one, e.g. 6GiB, 512MiB or 2GB"
         if not m or m[2] and m[2].lower() not in _UNITS:
-            raise InputError(f"memory budget '{value}' is not a size like 6GiB, 512MiB or 2GB")
+            return None, f"'{value}' is not a size like 6GiB, 512MiB or 2GB"
         n = int(float(m[1]) * _UNITS[m[2].lower()]) if m[2] else 0
     if n <= 0:
-        raise InputError(f"memory budget must be positive, got {value!r}")
-    return n
+        return None, f"must be positive, got {value!r}"
+    return n, None
 
 
 def auto_budget(free: int) -> int:

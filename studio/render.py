@@ -27,7 +27,7 @@ from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free,
                            remove_temporaries, save_image, write_temp)
 from studio.geometry import monitor_dpi
 from studio.hub import HubId, split_revision
-from studio.layout import file_name_problem, file_stems
+from studio.layout import file_stems, first_seed, stem_problems
 from studio.memory import format_bytes
 from studio.plan import GenerateJob, Plan, file_dpi, plan_layout
 from studio.spec import GenerateLayer, Layout, user_path
@@ -36,25 +36,23 @@ from studio.text import surrogates_escaped
 
 def output_stems(layout: Layout, stem: str | None = None) -> list[str]:
     """The stems `render` writes, each in every format: the canvas's, then one per monitor of a span (with
-    output.per_monitor): layout.output.name with {layout} (the file's stem), {seed} (the first generate
-    layer's) and {monitor} filled (`span` in the whole span's stem). `stem` replaces layout.output.name
-    (batches name their outputs); monitor files are then `stem-<monitor>`. A stem that would leave the
-    output folder is refused (the loader checks the layout's own names; a batch's variables may still give one)."""
+    output.per_monitor): layout.output.name with {layout} (the file's stem), {seed} (`layout.first_seed`) and
+    {monitor} filled (`span` in the whole span's stem). `stem` replaces layout.output.name (batches name their
+    outputs); monitor files are then `stem-<monitor>`. Stems that can't be written are refused
+    (`layout.stem_problems`: the loader checks the layout's own names; a batch's variables may still give one)."""
     monitors = [m.name for m in layout.span.monitors] if layout.span and layout.output.per_monitor else []
     if stem is not None:
         return [stem] + [f"{stem}-{m}" for m in monitors]
-    seeds = [layer.seed for layer in layout.layers if isinstance(layer, GenerateLayer)]
+    seed = first_seed(layout.layers)
     try:  # the loader escapes braces in variables' values: they come out literally
-        stems = file_stems(layout.output.name, layout.source, seeds[0] if seeds else 0, monitors)
+        stems = file_stems(layout.output.name, layout.source, seed, monitors)
     except ValueError as e:
         raise InputError(f"{layout.where('output')}: output.name: {e}") from None
-    where = f"{surrogates_escaped(layout.where('output'))}: output.name '{surrogates_escaped(layout.output.name)}'"
-    for s in stems:
-        if problem := file_name_problem(s):
-            raise InputError(f"{where} gives '{surrogates_escaped(s)}', not a file name (it {problem})")
-    if len(set(stems)) < len(stems):
-        raise InputError(f"{where} gives two files the same name ({', '.join(stems)}); the whole span's {{monitor}} is "
-                         f"'span'")
+    if problems := stem_problems(layout.output.name, layout.source, seed, monitors):
+        p = problems[0]
+        whose = "" if p.index == 0 else f" monitor '{monitors[p.index - 1]}'"
+        raise InputError(surrogates_escaped(f"{layout.where('output')}: output.name '{layout.output.name}' gives"
+                                            f"{whose} the file name '{p.stem}', which {p.text}"))
     return stems
 
 

@@ -168,6 +168,18 @@ def test_a_folder_or_a_name_too_long_is_refused_before_writing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "x" * 232 + ".png"]
 
 
+def test_the_loaders_longest_stem_is_the_exporters_longest_name_less_a_suffix(tmp_path):
+    """layout.MAX_STEM_BYTES is derived from MAX_NAME_BYTES: a stem that long, with any format's suffix, still has
+    room for the temporary file and the backup of the file it replaces ('.<name>.<tag>.part.old', 255 bytes)."""
+    from studio.layout import MAX_STEM_BYTES
+
+    assert (MAX_STEM_BYTES, E.MAX_NAME_BYTES) == (232, 236)
+    for suffix in E.EXPORT_SUFFIXES.values():
+        tmp = E.write_temp(tmp_path, "x" * MAX_STEM_BYTES + suffix, lambda f: f.write(b"1"))
+        assert len((tmp.name + ".old").encode()) == 255
+        tmp.rename(tmp.with_name(tmp.name + ".old")).unlink()
+
+
 def test_overwrite_replaces(tmp_path):
     E.export(raster(seed=1), poster(("png",)), tmp_path, "p")
     E.export(raster(seed=2), poster(("png",)), tmp_path, "p", overwrite=True)
@@ -673,8 +685,10 @@ def test_output_sizes_are_the_canvas_then_each_monitor():
 
 
 def test_a_monitor_named_span_clashes_with_the_whole_span():
-    with pytest.raises(InputError, match="gives two files the same name"):
+    with pytest.raises(InputError) as e:
         output_stems(span_layout(monitors=("span", "right")))
+    assert str(e.value) == ("/layouts/span-2.yaml: output.name '{layout}-{monitor}' gives monitor 'span' the file name "
+                            "'span-2-span', which is the whole span's 'span-2-span' ({monitor} is 'span' there)")
 
 
 def test_a_span_file_has_the_density_its_canvas_is_drawn_at():

@@ -510,8 +510,9 @@ def test_a_lone_surrogate_is_no_file_name():
 
     with pytest.raises(InputError) as e:
         output_stems(Layout("caf\udce9.yaml", Canvas(8, 8), (FillLayer((1, 2, 3, 255)),)))
-    assert str(e.value) == ("caf\\udce9.yaml: output.name '{layout}' gives 'caf\\udce9', not a file name (it has "
-                            "half of a UTF-16 surrogate pair, which no file's metadata encodes)")
+    assert str(e.value) == ("caf\\udce9.yaml: output.name '{layout}' gives the file name 'caf\\udce9', which has half "
+                            "of a UTF-16 surrogate pair, which no file's metadata encodes (a name in the output folder: "
+                            "not empty, '.' or '..', without '/', '\\' or control characters)")
 
 
 def test_a_proof_written_over_a_symbolic_link_loop_replaces_the_link(tmp_path):

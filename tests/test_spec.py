@@ -290,12 +290,21 @@ BAD = [  # (layout, the exact message)
      "..: output.name: '{layout}' gives the file name '..', which is '..' (a name in the output folder: not empty, "
      "'.' or '..', without '/', '\\' or control characters)"),
     (card(output=Output(name="x" * 300)),
-     f"card: output.name: '{'x' * 56}... gives a file name of 300 bytes: at most 232 (the file system's 255 less "
-     "the suffixes the exporter adds)"),
+     f"card: output.name: '{'x' * 56}... gives the file name '{'x' * 56}..., which has 300 bytes: at most 232 (the "
+     "file system's 255 less the suffixes the exporter adds)"),
     (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor("a/b", 1920, 1080, 531, 299)),
                                                               (20.0,))),
      "wall: span.monitors[1].name: 'a/b' gives the file name 'wall-a/b', which has a '/' (a name in the output "
      "folder: not empty, '.' or '..', without '/', '\\' or control characters)"),
+    # a monitor's file is not the whole span's, ignoring case (macOS and Windows): {monitor} is 'span' there
+    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor("Span", 1920, 1080, 531, 299)),
+                                                              (20.0,)), output=Output(name="{layout}-{monitor}")),
+     "wall: span.monitors[1].name: 'Span' gives the file name 'wall-Span', which differs only in case from the whole "
+     "span's 'wall-span' ({monitor} is 'span' there); give the monitor another name"),
+    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((Monitor("span", 1920, 1080, 531, 299), MONITORS[1]),
+                                                              (20.0,)), output=Output(name="{monitor}")),
+     "wall: span.monitors[0].name: 'span' gives the file name 'span', which is the whole span's 'span' ({monitor} is "
+     "'span' there); give the monitor another name"),
 ]
 
 
@@ -332,6 +341,41 @@ def test_every_problem_at_once():
         "poster: output.formats[0]: 'webp' is not one of png, jpeg, tiff, pdf",
         "poster: memory_budget: '6' has no unit: give one, e.g. 6GiB, 512MiB or 2GB",
     ]
+
+
+def test_file_names_are_checked_with_the_seed_render_fills_in():
+    """{seed} is the first generate layer's, as the loader and render fill it (check_layout filled in 0, so 223
+    x's and the largest seed, 233 bytes, passed it and failed render later); an invalid seed is its own problem."""
+    from studio.render import output_stems
+
+    name = "x" * 223 + "{seed}"
+    layout = card(GenerateLayer("sky", seed=4294967295), output=Output(name=name))
+    too_long = "has 233 bytes: at most 232 (the file system's 255 less the suffixes the exporter adds)"
+    assert problems(layout) == [f"card: output.name: '{'x' * 56}... gives the file name '{'x' * 56}..., which "
+                                f"{too_long}"]
+    with pytest.raises(InputError) as e:
+        output_stems(layout)
+    assert str(e.value) == f"card: output.name '{name}' gives the file name '{'x' * 223}4294967295', which {too_long}"
+    with pytest.raises(loader.LayoutError) as e:
+        loader.parse_layout(f"canvas: {{width: 64, height: 64}}\nlayers: [generate: {{prompt: sky, seed: 4294967295}}]"
+                            f"\noutput: {{name: '{name}'}}\n", "card.yaml")
+    assert e.value.errors == [f"card.yaml:3: output.name: '{name}' gives a file name that {too_long}"]
+    check_layout(card(GenerateLayer("sky", seed=999999999), output=Output(name=name)))  # 232 bytes
+    assert problems(card(GenerateLayer("sky", seed=-1), output=Output(name=name))) == [
+        "card: layers[0] (GenerateLayer).seed: -1 is out of range 0..4294967295"]
+
+
+def test_a_monitor_file_named_as_the_spans_is_refused_where_the_names_are_made():
+    """Render refuses the names check_layout does (a layout render is given unchecked, as output_stems is called)."""
+    from studio.render import output_stems
+
+    layout = Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor("Span", 1920, 1080, 531,
+                                                                                          299)), (20.0,)))
+    assert output_stems(layout) == ["wall", "wall-left", "wall-Span"]  # {layout} alone: the monitor's are '-<name>'
+    with pytest.raises(InputError) as e:
+        output_stems(dataclasses.replace(layout, output=Output(name="{layout}-{monitor}")))
+    assert str(e.value) == ("wall: output.name '{layout}-{monitor}' gives monitor 'Span' the file name 'wall-Span', "
+                            "which differs only in case from the whole span's 'wall-span' ({monitor} is 'span' there)")
 
 
 # -- plan_layout checks first -----------------------------------------------------------------------------------
