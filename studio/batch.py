@@ -41,7 +41,7 @@ import yaml
 from studio import manifest
 from studio.errors import CheckpointError, InputError, StudioError, control_problem, one_line, out_of_memory
 from studio.layout import ShallowLoader, yaml_problem
-from studio.export import FileLock, pause_point, remove_temporaries, write_temp
+from studio.export import FileLock, pause_point, read_pixels, remove_temporaries, write_temp
 from studio.hub import HubId
 from studio.progress import PhaseBars, progress_bar
 from studio.text import surrogate_problem
@@ -1507,7 +1507,8 @@ def rerender(manifest_file, out_dir=None, overwrite: bool = False,
              progress: Callable[[str, str, int, int], None] | None = None) -> list[tuple[str, str, str]]:
     """Render the item of a batch manifest again, as it was: same layout text, variables, model files
     (checked), memory budget; into `out_dir`, or a temporary folder when None. Returns (file, sha256 in the
-    manifest, sha256 now) per file; equal hashes mean bit-identical files. A manifest that is damaged or was
+    manifest, sha256 now, note) per file; equal hashes mean bit-identical files, else the note says how they
+    differ (`pixel_difference`, the original read beside the manifest). A manifest that is damaged or was
     edited (`manifest.record_problem`) is refused. Runs in the batch's working folder when it still exists,
     so model paths relative to it mean the same folders (the files name models as the batch spelled them).
     progress(label, phase, done, total): loading each model ('load'), then as `render` reports."""
@@ -1589,8 +1590,35 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
             files = render(layout, folder, record["model"], record["memory_budget"], overwrite=overwrite,
                            progress=progress, pipelines=pipelines, stem=stem, metadata={"batch_item": record["item"]},
                            reuse_art=False)  # every generation made again: that's what is checked
-        now = {p.name: manifest.sha256_file(p) for p in files}
-    return [(e["path"], e["sha256"], now.get(Path(e["path"]).name, "")) for e in record["files"]]
+        now = {p.name: (manifest.sha256_file(p), p) for p in files}
+        compared = []
+        for entry in record["files"]:
+            digest, again = now.get(Path(entry["path"]).name, ("", None))
+            note = "" if digest == entry["sha256"] else \
+                "not written again" if again is None else \
+                pixel_difference(manifest_file.parent / entry["path"], entry["sha256"], again)
+            compared.append((entry["path"], entry["sha256"], digest, note))
+    return compared
+
+
+def pixel_difference(original: Path, recorded: str, again: Path) -> str:
+    """How a file rendered `again` differs from the `original` one (whose bytes have the sha256 `recorded`), which
+    it does not equal byte for byte: in its pixels (how many, by how much), or only in the bytes that encode them
+    (compression, metadata)."""
+    if not original.is_file():
+        return f"pixels not compared: the original is not at {original}"
+    if manifest.sha256_file(original) != recorded:
+        return f"pixels not compared: {original} is not the file the manifest records"
+    before, after = read_pixels(original), read_pixels(again)
+    if before is None or after is None:
+        return "pixels not compared: not a file studio reads back"
+    if before.shape != after.shape:
+        return f"other pixels: {before.shape} as recorded, {after.shape} now"
+    differ = (before != after).reshape(before.shape[0], before.shape[1], -1).any(axis=-1)
+    if not differ.any():
+        return "the same pixels; only their encoding differs (compression, metadata)"
+    largest = int(np.abs(before.astype(np.int64) - after.astype(np.int64)).max())
+    return f"{np.count_nonzero(differ)} of {differ.size} pixels differ, by at most {largest}"
 
 
 def describe_items(items, out) -> None:

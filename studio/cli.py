@@ -397,10 +397,10 @@ def cmd_rerender(args) -> int:
     finally:
         bars.close()
     different = 0
-    for name, recorded, now in compared:
+    for name, recorded, now, how in compared:
         same = recorded == now
         different += not same
-        note = "" if same else f" (manifest {recorded[:16]})"
+        note = "" if same else f" (manifest {recorded[:16]}): {how}"
         print(f"{'identical' if same else 'DIFFERENT'}  {name}  {now[:16]}{note}")
     return 1 if different else 0
 

@@ -19,6 +19,7 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 import struct
 import sys
@@ -269,6 +270,34 @@ def stream(entries: bytes, data: bytes) -> bytes:
 def pdf_text(text: str) -> str:
     """A PDF text string as hex: UTF-16BE with a byte-order mark."""
     return (b"\xfe\xff" + text.encode("utf-16-be")).hex().upper()
+
+
+_PDF_IMAGE = re.compile(rb"/Subtype /Image /Width (\d+) /Height (\d+) .*?/Columns \d+ >> /Length (\d+) >>\nstream\n")
+
+
+def read_pixels(path: Path) -> np.ndarray | None:
+    """The pixels of a file studio exported, (H, W, channels) as decoded: an image Pillow reads, or a PDF of
+    `write_pdf`'s (its image's Flate-compressed 'Up' rows undone); None for a file of neither kind."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.suffix.lower() == ".pdf":
+        data = path.read_bytes()
+        head = _PDF_IMAGE.search(data)
+        if head is None:
+            return None
+        w, h, length = map(int, head.groups())
+        try:
+            rows = np.frombuffer(zlib.decompress(data[head.end():head.end() + length]), np.uint8)
+        except zlib.error:
+            return None
+        if rows.size != h * (3 * w + 1) or (rows.reshape(h, -1)[:, 0] != 2).any():
+            return None
+        return np.cumsum(rows.reshape(h, -1)[:, 1:], axis=0, dtype=np.uint8).reshape(h, w, 3)
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image)
+    except (UnidentifiedImageError, OSError):
+        return None
 
 
 def _read_umask() -> int:

@@ -1677,7 +1677,7 @@ def test_sigkill_anywhere_leaves_only_complete_files_and_resumes(tiny_dir, tmp_p
     assert {r["name"] for r in manifest.read_lines(out / "manifest.jsonl")} == set(names)
 
     # the same file, bit for bit, from the manifest, in another process than the one that rendered it
-    [(name, recorded, now)] = rerender(out / "a-red-fox-1.manifest.json")
+    [(name, recorded, now, _)] = rerender(out / "a-red-fox-1.manifest.json")
     assert name == "a-red-fox-1.png" and recorded == now
 
 
@@ -1797,15 +1797,54 @@ def test_rerender_from_another_folder_and_a_different_file(tiny_dir, tmp_path, m
     sidecar = out / "card-1.manifest.json"
     assert json.loads(sidecar.read_text())["model_folders"] == {"m": str(tiny_dir.resolve())}
     monkeypatch.chdir(tmp_path)  # where 'm' names nothing
-    [(name, recorded, now)] = rerender(sidecar, "again")
+    [(name, recorded, now, _)] = rerender(sidecar, "again")
     assert name == "card-1.png" and recorded == now == manifest.sha256_file(tmp_path / "again" / "card-1.png")
 
     def made_elsewhere(record):  # another machine's bytes, with a valid digest
         record["files"][0]["sha256"] = "0" * 64
         record["digest"] = manifest.record_digest(record)
     edit(sidecar, made_elsewhere)
-    [(_, recorded, now)] = rerender(sidecar)
+    [(_, recorded, now, how)] = rerender(sidecar)
     assert recorded == "0" * 64 != now
+    assert how == f"pixels not compared: {out / 'card-1.png'} is not the file the manifest records"
+
+
+def test_rerender_says_whether_the_pixels_differ_or_only_their_encoding(tmp_path, capsys):
+    """A file that is not the recorded bytes is read back beside the one rendered again: the same pixels
+    encoded otherwise (another zlib, other metadata) are told apart from other pixels, in a PDF too."""
+    from PIL import Image
+
+    job = write_job(tmp_path, "layout: card.yaml\n", FILL + "output: {formats: [png, pdf]}\n")
+    out = tmp_path / "out"
+    run(job, out, None)
+    sidecar, png, pdf = out / "card-1.manifest.json", out / "card-1.png", out / "card-1.pdf"
+    with Image.open(png) as image:
+        fresh = np.array(image)
+
+    def recorded_as_is(record):  # the files as they are now are the ones the manifest records
+        for entry in record["files"]:
+            entry["sha256"] = manifest.sha256_file(out / entry["path"])
+        record["digest"] = manifest.record_digest(record)
+
+    Image.fromarray(fresh).save(png, compress_level=1)  # the same pixels in other bytes
+    edit(sidecar, recorded_as_is)
+    compared = rerender(sidecar)
+    assert [(name, how) for name, _, _, how in compared] == [
+        ("card-1.png", "the same pixels; only their encoding differs (compression, metadata)"), ("card-1.pdf", "")]
+    in_png = np.array(fresh)
+    in_png[3, 5, 0] ^= 7
+    in_png[30, 60, 2] ^= 1
+    Image.fromarray(in_png).save(png)
+    in_pdf = np.array(fresh)
+    in_pdf[0, 0, 0] ^= 2
+    with open(pdf, "wb") as f:
+        export.write_pdf(Image.fromarray(in_pdf), f, dpi=72)
+    edit(sidecar, recorded_as_is)
+    assert main(["rerender", str(sidecar), "--quiet"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == ["2 of 2048 pixels differ, by at most 7",
+                                                          "1 of 2048 pixels differ, by at most 2"]
+    assert all(line.startswith("DIFFERENT  card-1.") for line in lines)
 
 
 def test_the_files_name_the_layout_without_its_folder(tmp_path):
@@ -1822,7 +1861,7 @@ def test_the_files_name_the_layout_without_its_folder(tmp_path):
     with Image.open(out / "card-1.png") as image:
         assert image.text["layout"] == "card.yaml" and str(tmp_path) not in json.dumps(image.text)
     assert json.loads((out / "card-1.manifest.json").read_text())["layout"]["path"] == str(tmp_path / "card.yaml")
-    [(_, recorded, now)] = rerender(out / "card-1.manifest.json")
+    [(_, recorded, now, _)] = rerender(out / "card-1.manifest.json")
     assert recorded == now
 
 
@@ -1840,7 +1879,7 @@ def test_rerender_of_a_layout_given_through_a_link_reads_its_inputs_where_the_ba
     (tmp_path / "current.yaml").symlink_to(tmp_path / "versions" / "v2.yaml")
     job, out = write_job(tmp_path, "layout: current.yaml\n"), tmp_path / "out"
     assert run(job, out, "m")[0].rendered == ["current-1"]
-    [(name, recorded, now)] = rerender(out / "current-1.manifest.json")
+    [(name, recorded, now, _)] = rerender(out / "current-1.manifest.json")
     assert name == "current-1.png" and recorded == now
 
 
@@ -1859,7 +1898,7 @@ def test_rerender_takes_a_layouts_hub_id_from_the_hub_whatever_the_working_folde
                     "someone/tiny-pixart\nlayers:", 1))
     run(job, tmp_path / "out", None)
     shutil.copytree(other_tiny, tmp_path / "work" / "someone" / "tiny-pixart")  # another model, same name
-    [(name, recorded, now)] = rerender(tmp_path / "out" / "card-1.manifest.json", tmp_path / "again")
+    [(name, recorded, now, _)] = rerender(tmp_path / "out" / "card-1.manifest.json", tmp_path / "again")
     assert name == "card-1.png" and recorded == now
 
 
@@ -1941,7 +1980,7 @@ def test_rerender_names_the_software_that_changed(tiny_dir, tmp_path):
         record["digest"] = manifest.record_digest(record)
     edit(sidecar, other_machine)
     with pytest.warns(UserWarning) as warned:
-        [(_, before, now)] = rerender(sidecar)
+        [(_, before, now, _)] = rerender(sidecar)
     assert before == now  # the same bytes here: only a warning
     assert str(warned[0].message) == (
         f"{sidecar}: rendered with other software or hardware (studio_build: unknown -> "
@@ -2053,7 +2092,7 @@ def test_a_transformer_only_models_manifest_names_its_base(tiny_dir, tmp_path, m
     sidecar = out / "card-1.manifest.json"
     [used] = json.loads(sidecar.read_text())["model_folders"].values()
     assert used.endswith(f", with the base pipeline {base} ($STUDIO_BASE_PIPELINE)")
-    [(_, before, now)] = rerender(sidecar)
+    [(_, before, now, _)] = rerender(sidecar)
     assert before == now
     monkeypatch.setenv("STUDIO_BASE_PIPELINE", str(tmp_path / "gone"))
     with pytest.raises(InputError, match=re.escape(f"(the batch read {used}, from ")):

@@ -746,3 +746,18 @@ def test_a_folder_that_creates_no_file_is_found_before_any_work():
 
     with pytest.raises(InputError, match=r"^/proc: cannot write in this folder \("):
         check_target(Path("/proc/x.png"), overwrite=False)
+
+
+def test_read_pixels_reads_back_every_format_but_jpeg_exactly(tmp_path):
+    """`read_pixels` (rerender compares files with it): the raster of each file export wrote, a PDF's included;
+    None for a PDF of another program's or a file that is no image."""
+    image = raster()
+    for path in E.export(image, poster(), tmp_path, "poster"):
+        pixels = E.read_pixels(path)
+        if path.suffix == ".jpg":
+            assert pixels.shape == (72, 112, 3) and np.abs(pixels.astype(int) - np.asarray(image)).mean() < 40
+        else:
+            assert np.array_equal(pixels, np.asarray(image)), path.name
+    (tmp_path / "other.pdf").write_bytes(b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\n%%EOF\n")
+    (tmp_path / "notes.png").write_text("not an image")
+    assert E.read_pixels(tmp_path / "other.pdf") is None and E.read_pixels(tmp_path / "notes.png") is None
