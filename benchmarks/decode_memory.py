@@ -62,7 +62,7 @@ def one(case: str, tiny_folder: str) -> dict:
     h, w = height // f, width // f
     plan = None
     if tiling[0] == "untiled":
-        estimate = vae_decode_activations(cfg, height, width, 4) + UNTILED_DECODE_EXTRA
+        estimate = vae_decode_activations(cfg, height, width) + UNTILED_DECODE_EXTRA
     else:
         plan = replace(plan_tiles(cfg, h, w, tile=int(tiling[0])), maps_in_memory=tiling[1:] == ["mem"])
         estimate = tiled_decode_activations(cfg, plan)

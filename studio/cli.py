@@ -228,7 +228,7 @@ def check_steps(model: str, revision: str | None, steps: int, sampler: str | Non
     from studio.errors import ConfigError
     from studio.pipeline import UnrunnableScheduler
     from studio.plan import check_schedule, model_sampler
-    from studio.sampling import SamplerConfig
+    from studio.sampling import SamplerConfig, StepsError
     from studio.spec import GenerateLayer
 
     config = model_sampler(model, revision)
@@ -238,8 +238,8 @@ def check_steps(model: str, revision: str | None, steps: int, sampler: str | Non
         raise ConfigError(config.problem)
     try:
         check_schedule(config, GenerateLayer("", steps=steps, sampler=sampler))
-    except InputError as e:  # the sampler's 'num_steps=N must be ...', in the CLI's words
-        raise InputError(f"--steps {steps}: {str(e).removeprefix(f'num_steps={steps} ')}") from None
+    except StepsError as e:  # the sampler's 'num_steps=N must be ...', in the CLI's words
+        raise InputError(f"--steps {steps}: {e.reason}") from None
 
 
 def cmd_generate(args) -> None:
@@ -262,8 +262,8 @@ def cmd_generate(args) -> None:
         the_plan = pipeline.plan(model, height, width, guidance_scale=args.guidance, memory_budget=args.memory_budget,
                                  use_resolution_binning=not args.no_binning, dtype=args.dtype,
                                  vae_tiling=VAE_TILING[args.vae_tiling], revision=args.revision)
-    except InputError as e:  # a size binning would take: said in the CLI's words, not the API's
-        raise InputError(str(e).replace(pipeline.BINNING_ON, "leave out --no-binning")) from None
+    except pipeline.SizeError as e:  # a size binning would take: said in the CLI's words, not the API's
+        raise InputError(f"{e.problem}, or leave out --no-binning") from None
     check_steps(model, args.revision, args.steps, args.sampler)
     folder = user_path(model)
     if args.revision and folder.is_dir():  # from_pretrained would read the folder as it is

@@ -11,8 +11,6 @@ from fractions import Fraction
 
 from studio.spec import Canvas, Grid, Monitor, Region, Span
 
-SNAP = 16  # generation sizes are multiples of VAE factor 8 x patch 2
-
 
 @dataclass(frozen=True)
 class Box:
@@ -121,11 +119,6 @@ def fit_box(src_w: int, src_h: int, box: Box, fit: str) -> tuple[int, int, Box]:
         w, h = max(w, box.w), max(h, box.h)
         return w, h, box
     return w, h, Box(box.x + (box.w - w) // 2, box.y + (box.h - h) // 2, w, h)
-
-
-def snap(n: int, multiple: int = SNAP) -> int:
-    """Nearest multiple of `multiple` (halves round up), at least one multiple."""
-    return max(multiple, (n + multiple // 2) // multiple * multiple)
 
 
 def monitor_dpi(monitor: Monitor) -> int:

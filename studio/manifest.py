@@ -112,14 +112,14 @@ class FileHashes:
         return None
 
 
-def model_files(folder: Path, variant: str | None = None) -> list[Path]:
-    """The files of a pipeline folder that decide its output: configs, weights (as the loader picks them for
-    `variant`), tokenizer, scheduler."""
+def model_files(folder: Path) -> list[Path]:
+    """The files of a pipeline folder that decide its output: configs, weights (the plain ones: a batch loads
+    no variant), tokenizer, scheduler."""
     from studio.checkpoint import weight_files
 
     files = [folder / "model_index.json", folder / "scheduler" / "scheduler_config.json"]
     for component in ("transformer", "vae", "text_encoder"):
-        files += [folder / component / "config.json"] + weight_files(folder / component, variant)
+        files += [folder / component / "config.json"] + weight_files(folder / component)
     files += sorted(p for p in (folder / "tokenizer").iterdir() if p.is_file())
     return files
 
@@ -137,14 +137,14 @@ def item_key(layout_sha256: str | None, variables: dict, model_identity: str | N
     return sha256_json({"layout": layout_sha256, "variables": variables, "model": model_identity})
 
 
-def model_record(model_id: str, hashes: FileHashes, variant: str | None = None) -> dict:
+def model_record(model_id: str, hashes: FileHashes) -> dict:
     """{"id", "folder", "files": {relative path: sha256}} of a model folder or hub id; of a transformer-only
     model, also "base": the base pipeline that completed it (`checkpoint.base_label`)."""
     from studio.checkpoint import base_label, is_composed, resolve_model_dir
 
     folder = resolve_model_dir(model_id)
     record = {"id": str(model_id), "folder": str(folder.resolve()),
-              "files": {p.relative_to(folder).as_posix(): hashes(p) for p in model_files(folder, variant)}}
+              "files": {p.relative_to(folder).as_posix(): hashes(p) for p in model_files(folder)}}
     return record | ({"base": base_label()} if is_composed(folder) else {})
 
 

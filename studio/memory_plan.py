@@ -13,7 +13,7 @@ from studio import binning
 from studio.memory import MAX_TENSOR, AttentionChunks, attention_chunks, attention_workspace, format_bytes
 from studio.errors import PlanError
 from studio.models.t5 import T5Config
-from studio.models.transformer import PixArtTransformerConfig
+from studio.models.transformer import TIMESTEP_CHANNELS, PixArtTransformerConfig
 from studio.models.vae import AutoencoderKLConfig
 from studio.vae_tiling import (DEFAULT_TILE, MIN_TILE, TilePlan, largest_decode_tensor, map_disk_bytes,
                                 plan_tiles, tiled_activations, vae_decode_activations)
@@ -59,9 +59,9 @@ def transformer_params(cfg: PixArtTransformerConfig) -> int:
     d, p, x = cfg.inner_dim, cfg.patch_size, cfg.cross_attention_dim
     bias = cfg.attention_bias
     n = cfg.in_channels * p * p * d + d  # patch embedding
-    n += _linear(256, d) + _linear(d, d) + _linear(d, 6 * d)  # adaLN-single
+    n += _linear(TIMESTEP_CHANNELS, d) + _linear(d, d) + _linear(d, 6 * d)  # adaLN-single
     if cfg.with_size_conditions:
-        n += 2 * (_linear(256, d // 3) + _linear(d // 3, d // 3))
+        n += 2 * (_linear(TIMESTEP_CHANNELS, d // 3) + _linear(d // 3, d // 3))
     if cfg.caption_channels:
         n += _linear(cfg.caption_channels, d) + _linear(d, d)
     block = 3 * _linear(d, d, bias) + _linear(d, d)  # self-attention
@@ -269,7 +269,7 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
     mid_c = vae.block_out_channels[-1]
     w_decode = w_tr + w_vae + (w_t5 if keep_text_encoder else 0)
     mid_attention = [("vae-mid", 1, latent_tokens, latent_tokens, mid_c)] if vae.mid_block_add_attention else []
-    untiled = vae_decode_activations(vae, height, width, 4) + UNTILED_DECODE_EXTRA
+    untiled = vae_decode_activations(vae, height, width) + UNTILED_DECODE_EXTRA
     outputs = images * vae.out_channels * height * width * 4  # pipeline.decode's (N, 3, H, W) float32 array
     output = None if output in (None, (height, width)) or output_type == "latent" else tuple(output)
     resize = 0 if output is None else binning.resize_bytes(images, vae.out_channels, height, width, *output,

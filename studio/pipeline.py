@@ -31,7 +31,7 @@ from studio.text import MAX_LENGTH, load_tokenizer, preprocess, surrogate_proble
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 OUTPUT_TYPES = ("pil", "np", "latent")
-BINNING_ON = "leave resolution binning on (use_resolution_binning=True)"  # the CLI says it in its words
+BINNING_ON = "leave resolution binning on (use_resolution_binning=True)"  # the CLI says it in its words (SizeError)
 DTYPES = {"float32": ms.float32, "fp32": ms.float32, "float16": ms.float16, "fp16": ms.float16,
           "bfloat16": ms.bfloat16, "bf16": ms.bfloat16}
 # studio's fused CPU kernels are fp32 only, and MindSpore's fp16 CPU kernels are slow and take several times
@@ -161,7 +161,7 @@ def read_scheduler(path: Path) -> "sampling.SamplerConfig | UnrunnableScheduler"
         d, where = _as_class(d, named), f"{path} (read as model_index.json's {named})"
     d = {"_class_name": named, **d}
     try:
-        return sampling.SamplerConfig.from_scheduler_config(d)
+        return sampling.SamplerConfig.from_scheduler_config(d, where)
     except ConfigError as e:
         return UnrunnableScheduler(where, d, e)
 
@@ -176,18 +176,19 @@ def _as_class(config: dict, class_name: str) -> dict:
 class UnrunnableScheduler:
     """`pipe.sampler` when scheduler_config.json holds a scheduler studio can't run. `with_sampler(name)` (a call's
     sampler=) gives one of studio's samplers with the settings of the file it takes, as diffusers'
-    `NewScheduler.from_config(config)`; a call without sampler= raises `problem`, the file's, naming the samplers
-    that take the file's settings."""
+    `NewScheduler.from_config(config)`; a call without sampler= raises `problem`: the file's `error` (said of
+    `path`) naming the samplers that take the file's settings."""
 
-    def __init__(self, path: Path | str, config: dict, problem: ConfigError):
+    def __init__(self, path: Path | str, config: dict, error: ConfigError):
         self.path = path
         self.config = config
+        self.error = error
         self.runnable = [name for name in sampling.SAMPLERS if self._takes(name)]  # the samplers taking the file
         quoted = [f"'{name}'" for name in self.runnable]
         listed = " or ".join(filter(None, [", ".join(quoted[:-1]), *quoted[-1:]]))
         hint = (f"; pass sampler={listed} (CLI: --sampler) to sample with one of studio's samplers instead"
                 if quoted else "")
-        self.problem = f"{path}: {str(problem).removeprefix('scheduler config: ')}{hint}"
+        self.problem = f"{error}{hint}"
 
     def _takes(self, name: str) -> bool:
         try:
@@ -200,10 +201,10 @@ class UnrunnableScheduler:
         if name not in sampling.SAMPLERS:
             return sampling.SamplerConfig().with_sampler(name)  # its InputError
         try:
-            return sampling.SamplerConfig.from_scheduler_config(_as_class(self.config, sampling.SAMPLERS[name]))
+            return sampling.SamplerConfig.from_scheduler_config(_as_class(self.config, sampling.SAMPLERS[name]),
+                                                                self.path)
         except ConfigError as e:
-            raise ConfigError(f"{self.path}: {str(e).removeprefix('scheduler config: ')} (sampler={name!r} takes "
-                              "it from this file)") from None
+            raise ConfigError(f"{e} (sampler={name!r} takes it from this file)") from None
 
 
 
@@ -247,12 +248,21 @@ def to_unit_range(images: np.ndarray) -> np.ndarray:
     return np.clip(images, 0.0, 1.0, out=images)
 
 
+class SizeError(InputError):
+    """A generation size that is not a multiple of the latent patch. `problem` says so without the way out the
+    message ends with (BINNING_ON, in the API's words), for a caller that says it in its own (the CLI)."""
+
+    def __init__(self, problem: str):
+        super().__init__(f"{problem}, or {BINNING_ON}")
+        self.problem = problem
+
+
 def check_size(tr: PixArtTransformerConfig, vae: AutoencoderKLConfig, height: int, width: int) -> None:
-    """InputError unless height and width are multiples of the latent patch in px (16 for PixArt-Sigma)."""
+    """SizeError unless height and width are multiples of the latent patch in px: the VAE's downsample factor
+    times the transformer's patch size (16 for PixArt-Sigma)."""
     multiple = vae.downsample_factor * tr.patch_size
     if height % multiple or width % multiple:
-        raise InputError(f"size {width}x{height} is not a multiple of {multiple} px; pick a multiple of {multiple}, "
-                         f"or {BINNING_ON}")
+        raise SizeError(f"size {width}x{height} is not a multiple of {multiple} px; pick a multiple of {multiple}")
 
 
 def size_conditions(cfg: PixArtTransformerConfig, height: int, width: int, batch: int) -> tuple:

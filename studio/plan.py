@@ -1,7 +1,8 @@
 """Layout spec -> plan: pure data about what rendering will do, with no tensor and no weight read.
 
 For every layer its box on the canvas; for every `generate` layer the size the model generates at (its
-checkpoint's aspect-ratio bin, or the region itself rounded up to 16 px), the strategy that fills the region
+checkpoint's aspect-ratio bin, or the region itself rounded up to the model's size multiple: VAE factor x
+patch size, 16 px for PixArt-Sigma), the strategy that fills the region
 (`direct`: generate at the region's size through chunked attention and tiled decoding, then cut the
 rounding off; `upscale`: generate at the native bin and resample with Lanczos), latent size, token count,
 the memory plan (peak bytes, attention chunks, VAE tiles), a relative cost (1.0 = one 1024x1024 generation
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass
 from studio import binning
 from studio.check import check_arguments, check_layout
 from studio.errors import CheckpointError, ConfigError, InputError, PlanError, StudioError
-from studio.geometry import SNAP, Box, monitor_dpi, resolve, span_canvas
+from studio.geometry import Box, monitor_dpi, resolve, span_canvas
 from studio.hub import split_revision
 from studio.memory import format_bytes, parse_bytes, resolve_budget, tensor_cap
 from studio.memory_plan import GenerationPlan, plan_generation
@@ -177,30 +178,29 @@ def check_schedule(sampler, layer: GenerateLayer) -> int:
 
     config = sampler if layer.sampler is None else sampler.with_sampler(layer.sampler)
     if isinstance(config, UnrunnableScheduler):
-        try:
-            sampling.SamplerConfig.from_scheduler_config(config.config)
-        except ConfigError as e:
-            first, *others = config.runnable or [None]
-            also = f" (or {', '.join(others)})" if others else ""
-            hint = f"; give the layer `sampler: {first}`{also} to sample with one of studio's samplers" if first else ""
-            raise ConfigError(f"{config.path}: {str(e).removeprefix('scheduler config: ')}{hint}") from None
+        first, *others = config.runnable or [None]
+        also = f" (or {', '.join(others)})" if others else ""
+        hint = f"; give the layer `sampler: {first}`{also} to sample with one of studio's samplers" if first else ""
+        raise ConfigError(f"{config.error}{hint}")
     return len(sampling.timesteps_and_sigmas(config, layer.steps).timesteps)
 
 
-def choose_generation(width: int, height: int, cfg: PixArtTransformerConfig,
+def choose_generation(width: int, height: int, cfg: PixArtTransformerConfig, vae: AutoencoderKLConfig,
                       strategy: str) -> tuple[str, int, int]:
-    """(strategy, gen_width, gen_height) to fill a width x height region with a model of config `cfg`.
-    `direct` rounds each side up to a multiple of 16 px: the generation covers the region, whose pixels are
-    then a crop of it, not a resampling (a side rounded down would stretch the whole picture by a few px).
-    A model without an aspect-ratio bin table has nothing to upscale from: `auto` is then `direct`, and
-    `upscale` a ConfigError."""
-    native = (cfg.sample_size * 8) ** 2
+    """(strategy, gen_width, gen_height) to fill a width x height region with a model of transformer config
+    `cfg` and VAE config `vae`. `direct` rounds each side up to a multiple of the latent patch in px, the VAE's
+    downsample factor times the patch size (16 for PixArt-Sigma; `pipeline.check_size`): the generation covers
+    the region, whose pixels are then a crop of it, not a resampling (a side rounded down would stretch the
+    whole picture by a few px). A model without an aspect-ratio bin table has nothing to upscale from: `auto`
+    is then `direct`, and `upscale` a ConfigError."""
+    native = (cfg.sample_size * vae.downsample_factor) ** 2
     bins = binning.BINS_BY_SAMPLE_SIZE.get(cfg.sample_size)
     if strategy == "auto":
         direct = bins is None or DIRECT_MIN_AREA * native <= width * height <= DIRECT_MAX_AREA * native
         strategy = "direct" if direct else "upscale"
     if strategy == "direct":
-        return strategy, -(-width // SNAP) * SNAP, -(-height // SNAP) * SNAP
+        multiple = vae.downsample_factor * cfg.patch_size
+        return strategy, -(-width // multiple) * multiple, -(-height // multiple) * multiple
     if bins is None:
         raise ConfigError(f"`strategy: upscale` generates at the model's aspect-ratio bins, and a transformer of "
                           f"sample_size {cfg.sample_size} has none (there are bins for sample_size "
@@ -218,7 +218,7 @@ def plan_region(box: Box, layer: GenerateLayer, configs: tuple, budget: int | No
     and the other generates fewer pixels. A budget that plans neither: the PlanError of the one that needs
     the smaller budget (its `minimum` is then the layer's)."""
     tr, t5, vae = configs
-    strategy, gen_w, gen_h = choose_generation(box.w, box.h, tr, layer.strategy)
+    strategy, gen_w, gen_h = choose_generation(box.w, box.h, tr, vae, layer.strategy)
     try:
         return strategy, gen_w, gen_h, plan_generation(tr, t5, vae, gen_h, gen_w, 1, budget, layer.guided,
                                                        max_tensor=max_tensor)
@@ -227,7 +227,7 @@ def plan_region(box: Box, layer: GenerateLayer, configs: tuple, budget: int | No
             raise
         first = e
     other = "upscale" if strategy == "direct" else "direct"
-    _, alt_w, alt_h = choose_generation(box.w, box.h, tr, other)
+    _, alt_w, alt_h = choose_generation(box.w, box.h, tr, vae, other)
     if alt_w * alt_h >= gen_w * gen_h:  # the other way is no smaller: no use trying it
         raise first
     try:
@@ -240,18 +240,19 @@ def plan_region(box: Box, layer: GenerateLayer, configs: tuple, budget: int | No
 
 
 def relative_cost(cfg: PixArtTransformerConfig, gen_w: int, gen_h: int, steps: int = 20,
-                  guidance: bool = True) -> float:
+                  guidance: bool = True, vae: AutoencoderKLConfig = SDXL_VAE) -> float:
     """Transformer FLOPs of a generation relative to one of the same model (`cfg`, its KV compression
-    included) at 1024x1024 with 20 steps and guidance: steps x (2 with guidance) x one pass. Per token and
-    layer, ~24 D^2 in the linears and 4 N_kv D in self-attention (scores and weighted values), where N_kv
-    is the number of keys: all N tokens, or in the layers with KV compression at ratio r, (h // r)(w // r)
+    included, with `vae`) at 1024x1024 with 20 steps and guidance: steps x (2 with guidance) x one pass. Per
+    token and layer, ~24 D^2 in the linears and 4 N_kv D in self-attention (scores and weighted values), where
+    N_kv is the number of keys: all N tokens, or in the layers with KV compression at ratio r, (h // r)(w // r)
     on an h x w token grid. Like the norms, the compression's depthwise conv (~4 D a token) is not counted."""
     def flops(grid_h, grid_w, steps, batch):
         n, r, layers = grid_h * grid_w, cfg.kv_compress_scale_factor, cfg.num_layers
         compressed = len(set(cfg.kv_compress_layers))
         keys = (layers - compressed) * n + compressed * (grid_h // r) * (grid_w // r)  # summed over the layers
         return steps * batch * (layers * n * 24 * cfg.inner_dim ** 2 + 4 * n * keys * cfg.inner_dim)
-    return flops(gen_h // 16, gen_w // 16, steps, 2 if guidance else 1) / flops(1024 // 16, 1024 // 16, 20, 2)
+    px = vae.downsample_factor * cfg.patch_size  # a token's side
+    return flops(gen_h // px, gen_w // px, steps, 2 if guidance else 1) / flops(1024 // px, 1024 // px, 20, 2)
 
 
 def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=None, device: str | None = None) -> Plan:
@@ -314,7 +315,7 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
         same = (model_id, layer.prompt, layer.negative_prompt if layer.guided else None, layer.seed, layer.steps,
                 layer.guidance if layer.guided else None, layer.sampler, gen_w, gen_h)
         reuses = generations.setdefault(same, i)
-        cost = relative_cost(tr, gen_w, gen_h, steps, layer.guided) if reuses == i else 0.0
+        cost = relative_cost(tr, gen_w, gen_h, steps, layer.guided, vae) if reuses == i else 0.0
         jobs.append(GenerateJob(i, box, strategy, gen_w, gen_h, (gen_h // f, gen_w // f),
                                 (gen_h // f // tr.patch_size) * (gen_w // f // tr.patch_size), memory,
                                 round(cost, 4), None if model_id is None else str(model_id),

@@ -14,7 +14,8 @@ variance-exploding one (x_t / alpha), which is why only Euler scales its initial
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import mindspore as ms
@@ -161,70 +162,72 @@ class SamplerConfig:
     set_alpha_to_one: bool = True
 
     given: tuple[tuple[str, Any], ...] = ()
+    where: InitVar[str | Path] = "scheduler config"  # what its errors name: the file `from_scheduler_config` reads
 
-    def __post_init__(self):
+    def __post_init__(self, where: str | Path):
         for key, allowed in _CHOICES.items():
             value = getattr(self, key)
             if value not in allowed:
                 expected = ", ".join(repr(a) for a in allowed)
-                raise ConfigError(f"scheduler config: {key}={value!r} is not supported; expected one of {expected}")
+                raise ConfigError(f"{where}: {key}={value!r} is not supported; expected one of {expected}")
         if self.num_train_timesteps < 1:
-            raise ConfigError(f"scheduler config: num_train_timesteps={self.num_train_timesteps!r} must be >= 1")
+            raise ConfigError(f"{where}: num_train_timesteps={self.num_train_timesteps!r} must be >= 1")
         # equal: constant betas, which diffusers runs too; the cosine schedule does not read them
         if self.beta_schedule != "squaredcos_cap_v2" and not 0 < self.beta_start <= self.beta_end < 1:
-            raise ConfigError(f"scheduler config: beta_start={self.beta_start!r} and beta_end={self.beta_end!r} "
+            raise ConfigError(f"{where}: beta_start={self.beta_start!r} and beta_end={self.beta_end!r} "
                               "must satisfy 0 < beta_start <= beta_end < 1")
         if self.use_karras_sigmas and self.use_exponential_sigmas:
-            raise ConfigError("scheduler config: use_karras_sigmas and use_exponential_sigmas are both true; "
+            raise ConfigError(f"{where}: use_karras_sigmas and use_exponential_sigmas are both true; "
                               "set at most one (diffusers refuses both too)")
         for ranged in [k for k in ("use_karras_sigmas", "use_exponential_sigmas") if getattr(self, k)]:
             for key in ("sigma_min", "sigma_max"):  # read only by these two schedules
                 value = getattr(self, key)
                 if value is not None and not (math.isfinite(value) and value > 0):
-                    raise ConfigError(f"scheduler config: {key}={value!r} must be a finite number > 0 with "
+                    raise ConfigError(f"{where}: {key}={value!r} must be a finite number > 0 with "
                                       f"{ranged}, or null for the training schedule's own")
 
     @classmethod
-    def from_scheduler_config(cls, d: dict) -> "SamplerConfig":
+    def from_scheduler_config(cls, d: dict, where="scheduler config") -> "SamplerConfig":
         """From a diffusers scheduler_config.json dict (a scheduler's `save_config` file, or
-        `json.loads(scheduler.to_json_string())`; its `.config` lacks `_class_name`), as diffusers reads it."""
+        `json.loads(scheduler.to_json_string())`; its `.config` lacks `_class_name`), as diffusers reads it;
+        `where` (its path) names it in errors."""
         by_class = {v: k for k, v in SAMPLERS.items()}
         class_name = d.get("_class_name")
         if class_name not in by_class:
             expected = ", ".join(by_class)
-            raise ConfigError(f"scheduler config: _class_name={class_name!r} is not supported; expected one of {expected}")
+            raise ConfigError(f"{where}: _class_name={class_name!r} is not supported; expected one of {expected}")
         sampler = by_class[class_name]
         # Keys diffusers filled with defaults are listed in `_use_default_values`; they do not carry over.
         defaulted = set(d.get("_use_default_values", ()))
         given = {k: v for k, v in d.items() if not k.startswith("_") and k not in defaulted}
         for key in given:
             if key not in KNOWN_KEYS:
-                raise ConfigError(f"scheduler config: unknown key {key!r} for {class_name}")
+                raise ConfigError(f"{where}: unknown key {key!r} for {class_name}")
 
         settings = {**_CLASS_KEYS[sampler], **{k: v for k, v in given.items() if k in _CLASS_KEYS[sampler]}}
         if sampler == "dpm++" and settings["algorithm_type"] == "deis":  # a DEIS config: diffusers' DPM runs it
             if settings["final_sigmas_type"] == "zero":  # as dpmsolver++, after refusing this combination
-                raise ConfigError("scheduler config: final_sigmas_type='zero' is not supported for "
+                raise ConfigError(f"{where}: final_sigmas_type='zero' is not supported for "
                                   "algorithm_type='deis' (diffusers refuses it too); choose 'sigma_min'")
             settings["algorithm_type"] = "dpmsolver++"
         if settings.get("timestep_type", "discrete") not in ("discrete", "continuous"):  # only Euler's config has it
-            raise ConfigError(f"scheduler config: timestep_type={settings['timestep_type']!r} is not supported; "
+            raise ConfigError(f"{where}: timestep_type={settings['timestep_type']!r} is not supported; "
                               "expected one of 'discrete', 'continuous'")
         if settings.get("timestep_type") == "continuous" and settings["prediction_type"] == "v_prediction":
             # otherwise "continuous" changes nothing; with v_prediction diffusers calls the model at 0.25 log sigma
-            raise ConfigError("scheduler config: timestep_type='continuous' is not supported with "
+            raise ConfigError(f"{where}: timestep_type='continuous' is not supported with "
                               "prediction_type='v_prediction' (the model's time input would be EDM's 0.25 log sigma); "
                               "only timestep_type='discrete'")
         for key, value in settings.items():
             if key in _FIXED and value != _FIXED[key]:
-                raise ConfigError(f"scheduler config: {key}={value!r} is not supported; only {_FIXED[key]!r}")
+                raise ConfigError(f"{where}: {key}={value!r} is not supported; only {_FIXED[key]!r}")
         if sampler == "dpm++" and settings["solver_type"] in ("logrho", "bh1", "bh2"):
             settings["solver_type"] = "midpoint"  # UniPC's and DEIS's solver types, which diffusers' DPM runs so
         fields = {f.name for f in dataclasses.fields(cls)} - {"sampler", "given"}
         kwargs = {k: v for k, v in settings.items() if k in fields}
         # diffusers' DPM solver reads a Karras range from its config when a key set for Euler carried it there
         kwargs.update({k: given[k] for k in ("sigma_min", "sigma_max") if k in given})
-        return cls(sampler=sampler, given=tuple(sorted(given.items())), **kwargs)
+        return cls(sampler=sampler, given=tuple(sorted(given.items())), where=where, **kwargs)
 
     def with_sampler(self, name: str) -> "SamplerConfig":
         """The same config run by another sampler, as diffusers' `NewScheduler.from_config(old.config)`:
@@ -439,22 +442,32 @@ def _euler_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -
     return Schedule(np.ascontiguousarray(timesteps), sigmas[:n], sigmas[1:n + 1])
 
 
+class StepsError(InputError):
+    """A step count the schedule can't run: '<subject> <reason>', the subject the argument as the API names it
+    ('num_steps=5'; none when the reason names the steps); `reason` alone is for a caller that names the
+    argument in its own words (the CLI: '--steps 5: <reason>')."""
+
+    def __init__(self, reason: str, subject: str | None = None):
+        super().__init__(f"{subject} {reason}" if subject else reason)
+        self.reason = reason
+
+
 def timesteps_and_sigmas(config: SamplerConfig, num_steps: int) -> Schedule:
     """The schedule of `num_steps` steps, as the diffusers scheduler's `set_timesteps` computes it: for dpm++
-    with "trailing" spacing and a lambda_min_clipped, fewer steps than asked. An InputError for a step count the
+    with "trailing" spacing and a lambda_min_clipped, fewer steps than asked. A StepsError for a step count the
     config can't run (timesteps past the last training step; for dpm++ a second-order step that divides by zero;
     for ddim an epsilon model at a zero terminal SNR), before any model is called."""
     T = config.num_train_timesteps
     if config.sampler == "euler":  # its timesteps may fall between training timesteps: any number of them, as diffusers
         if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-            raise InputError(f"num_steps={num_steps!r} must be an integer >= 1")
+            raise StepsError("must be an integer >= 1", f"num_steps={num_steps!r}")
     elif not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= T:
-        raise InputError(f"num_steps={num_steps!r} must be an integer in 1..{T}")
+        raise StepsError(f"must be an integer in 1..{T}", f"num_steps={num_steps!r}")
     n = int(num_steps)
     make = {"dpm++": _dpm_schedule, "ddim": _ddim_schedule, "euler": _euler_schedule}[config.sampler]
     schedule = make(config, n, _alphas_cumprod(config))
     if config.prediction_type == "epsilon" and np.isinf(schedule.sigmas).any():  # ddim with rescale_betas_zero_snr
-        raise InputError(f"ddim with rescale_betas_zero_snr and prediction_type 'epsilon' starts at timestep {T - 1}, "
+        raise StepsError(f"ddim with rescale_betas_zero_snr and prediction_type 'epsilon' starts at timestep {T - 1}, "
                          "where alpha_bar is 0 and the data prediction divides by it (diffusers clips the infinite "
                          "result to clip_sample_range or returns NaN); a zero terminal SNR needs prediction_type "
                          "'v_prediction'")
@@ -466,7 +479,7 @@ def timesteps_and_sigmas(config: SamplerConfig, num_steps: int) -> Schedule:
                if (config.use_karras_sigmas or config.use_exponential_sigmas) and config.sigma_max is not None
                and config.sigma_max > largest else
                "; use fewer steps")
-        raise InputError(f"{config.sampler} starts at timestep {int(schedule.timesteps[0])} twice at {n} steps{why}")
+        raise StepsError(f"{config.sampler} starts at timestep {int(schedule.timesteps[0])} twice at {n} steps{why}")
     if config.sampler == "dpm++":
         timesteps, sigmas, sigmas_next = schedule
         # a step of order k divides by the k - 1 steps before it in log-SNR; heun's second-order update and the
@@ -474,14 +487,14 @@ def timesteps_and_sigmas(config: SamplerConfig, num_steps: int) -> Schedule:
         # step of zero length leaves the sample as it is
         for i, order in enumerate(_dpm_orders(config, len(timesteps))):
             if any(sigmas[j - 1] == sigmas[j] for j in range(i - order + 2, i + 1)):
-                raise InputError(f"dpm++ with timestep_spacing '{config.timestep_spacing}' visits timestep "
+                raise StepsError(f"dpm++ with timestep_spacing '{config.timestep_spacing}' visits timestep "
                                  f"{int(timesteps[i])} twice at {n} steps; use fewer steps")
             setting, fix = (("solver_order 3", "solver_order 2") if order == 3 else
                             ("solver_type 'heun'", "solver_type 'midpoint'") if order == 2 and config.solver_type == "heun"
                             else (None, None))
             if setting and np.float32(sigmas[i]) == np.float32(sigmas_next[i]):
                 update = "third-order" if order == 3 else "heun"
-                raise InputError(f"dpm++ with {setting} takes a step of zero length at {n} steps (from timestep "
+                raise StepsError(f"dpm++ with {setting} takes a step of zero length at {n} steps (from timestep "
                                  f"{int(timesteps[i])} to its own noise level), which the {update} update divides by "
                                  f"(diffusers returns NaN); use {fix}")
     return schedule

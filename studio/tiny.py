@@ -37,15 +37,14 @@ SCHEDULER = {
 }
 
 
-def transformer_config(sample_size: int = 128, num_layers: int = 2, heads: int = 2, head_dim: int = 16,
-                       caption_channels: int = 32) -> dict:
+def transformer_config(sample_size: int = 128, caption_channels: int = 32) -> dict:
     return {
         "_class_name": "PixArtTransformer2DModel", "_diffusers_version": "0.28.0.dev0",
-        "activation_fn": "gelu-approximate", "attention_bias": True, "attention_head_dim": head_dim,
-        "attention_type": "default", "caption_channels": caption_channels, "cross_attention_dim": heads * head_dim,
+        "activation_fn": "gelu-approximate", "attention_bias": True, "attention_head_dim": 16,
+        "attention_type": "default", "caption_channels": caption_channels, "cross_attention_dim": 32,
         "dropout": 0.0, "in_channels": 4, "interpolation_scale": None,
         "norm_elementwise_affine": False, "norm_eps": 1e-6, "norm_num_groups": 32, "norm_type": "ada_norm_single",
-        "num_attention_heads": heads, "num_embeds_ada_norm": 1000, "num_layers": num_layers,
+        "num_attention_heads": 2, "num_embeds_ada_norm": 1000, "num_layers": 2,
         "out_channels": 8, "patch_size": 2,
         "sample_size": sample_size, "upcast_attention": False, "use_additional_conditions": False,
     }

@@ -47,6 +47,10 @@ MAX_TILE = 128
 # 6 x 1.7 = 10.2, and 9.1-9.6 measured (peak RSS of the stage after a warm-up, c = 256 and 512 channels,
 # 128^2 and 180^2 latents: x, its norms, conv outputs, q, k, v, the attention's tokens and output).
 LATENT_STAGE_MAPS = 6
+# Bytes a decode's activation is counted at, in every dtype: fp32's, which the estimates were measured in
+# (memory_plan.DECODE_MEASURED_RATIO, UNTILED_DECODE_EXTRA); an fp16 decode on the CPU takes more, not half
+# (MindSpore's fp16 CPU kernels keep wider temporaries: README, What is left).
+DECODE_ITEMSIZE = 4
 
 
 # -- plan ---------------------------------------------------------------------------------------------------
@@ -104,8 +108,9 @@ def grid_plan(height: int, width: int, tile: int, halo: int) -> TilePlan:
                     tuple(split(width, math.ceil(width / tile))))
 
 
-def vae_decode_activations(cfg: AutoencoderKLConfig, height: int, width: int, itemsize: int) -> int:
-    """The largest stage of the decoder's up path: input, GroupNorm/SiLU temporaries, conv out, residual."""
+def vae_decode_activations(cfg: AutoencoderKLConfig, height: int, width: int) -> int:
+    """Bytes of the largest stage of the decoder's up path: input, GroupNorm/SiLU temporaries, conv out,
+    residual."""
     rev, f = tuple(reversed(cfg.block_out_channels)), cfg.downsample_factor
     pixels = (height // f) * (width // f)
     peak = 0
@@ -115,7 +120,7 @@ def vae_decode_activations(cfg: AutoencoderKLConfig, height: int, width: int, it
         if i < len(rev) - 1:  # nearest 2x then conv: the small input, the 4x upsampled map, the conv output
             peak = max(peak, pixels * c + 2 * 4 * pixels * c)
             pixels *= 4
-    return itemsize * (peak + 2 * pixels * cfg.out_channels)
+    return DECODE_ITEMSIZE * (peak + 2 * pixels * cfg.out_channels)
 
 
 def largest_decode_tensor(cfg: AutoencoderKLConfig, height: int, width: int, itemsize: int) -> int:
@@ -132,7 +137,7 @@ def largest_decode_tensor(cfg: AutoencoderKLConfig, height: int, width: int, ite
     return itemsize * largest
 
 
-def tiled_activations(cfg: AutoencoderKLConfig, plan: TilePlan, itemsize: int = 4) -> int:
+def tiled_activations(cfg: AutoencoderKLConfig, plan: TilePlan) -> int:
     """Bytes of a tiled decode besides the image it writes (the caller's output, `decode_tiled(out=)`) and
     the mid-block attention's workspace: the latent-resolution features, held throughout; the whole-latent
     stage (conv_in, mid-block, first up block: about LATENT_STAGE_MAPS maps at the widest channel count);
@@ -144,8 +149,8 @@ def tiled_activations(cfg: AutoencoderKLConfig, plan: TilePlan, itemsize: int = 
     # the largest crop: every row of tiles meets every column, so the tallest crop and the widest share a
     # tile (counted from the rows and columns: 16384^2 px in the smallest tiles are 16,384 tiles)
     tile = vae_decode_activations(cfg, f * _longest_crop(plan.rows, plan.halo, plan.height),
-                                  f * _longest_crop(plan.cols, plan.halo, plan.width), 1)
-    return itemsize * (n * c + LATENT_STAGE_MAPS * n * c + tile)
+                                  f * _longest_crop(plan.cols, plan.halo, plan.width))
+    return DECODE_ITEMSIZE * (n * c + LATENT_STAGE_MAPS * n * c) + tile
 
 
 def _longest_crop(spans: tuple[tuple[int, int], ...], halo: int, total: int) -> int:

@@ -188,6 +188,20 @@ def test_callback_steps_and_output_type_none_as_the_reference_takes_them(pipes):
             ours("a cat", callback_steps=bad)
 
 
+def test_a_size_off_the_latent_patch_gives_its_problem_apart(pipes, tiny_dir):
+    """The planned and the called generation refuse it alike; SizeError's `problem` is the message without the
+    API's way out, for the CLI to say its own (it replaced BINNING_ON in the text)."""
+    from studio import pipeline
+
+    ours, _ = pipes
+    for run in (lambda: pipeline.plan(tiny_dir, 100, 104, use_resolution_binning=False),
+                lambda: ours("a cat", height=100, width=104, use_resolution_binning=False)):
+        with pytest.raises(pipeline.SizeError) as info:
+            run()
+        assert info.value.problem == "size 104x100 is not a multiple of 16 px; pick a multiple of 16"
+        assert str(info.value) == f"{info.value.problem}, or {pipeline.BINNING_ON}"
+
+
 def test_default_size_is_the_checkpoints_native_size(pipes):
     """Without height/width both pipelines generate at sample_size x 8 px (256 for this checkpoint)."""
     ours, ref = pipes

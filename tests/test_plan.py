@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from studio.errors import PlanError
-from studio.geometry import Box, edge, fit_box, percent, resolve, snap, span_canvas, split
+from studio.geometry import Box, edge, fit_box, percent, resolve, span_canvas, split
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKLConfig
@@ -109,11 +109,6 @@ def test_fit_box(src, box, fit, expected):
     assert fit_box(*src, box, fit) == expected
 
 
-@pytest.mark.parametrize("n,expected", [(1000, 1008), (1007, 1008), (1008, 1008), (1016, 1024), (1, 16), (2160, 2160)])
-def test_snap(n, expected):
-    assert snap(n) == expected
-
-
 def test_span_with_bezels_is_exact():
     m = Monitor("m", 2560, 1440, 597, 336)
     width, height, boxes = span_canvas(Span((m, m, m), (20, 20)))
@@ -186,6 +181,7 @@ def test_edge_rounds_halves_up_exactly(e, px):
 
 TINY = PixArtTransformerConfig(num_layers=2, num_attention_heads=2, attention_head_dim=16, caption_channels=32,
                                cross_attention_dim=32, sample_size=128)
+TINY_VAE = AutoencoderKLConfig.from_dict(vae_config())  # downsample factor 8
 
 
 @pytest.mark.parametrize("w,h,strategy,expected", [
@@ -209,7 +205,7 @@ TINY = PixArtTransformerConfig(num_layers=2, num_attention_heads=2, attention_he
     (8192, 64, "upscale", ("upscale", 2048, 512)),  # the widest bin; compose covers the strip from it
 ])
 def test_choose_generation(w, h, strategy, expected):
-    assert choose_generation(w, h, TINY, strategy) == expected
+    assert choose_generation(w, h, TINY, TINY_VAE, strategy) == expected
 
 
 def test_plan_layout_table():
@@ -277,8 +273,8 @@ def test_a_budget_too_small_names_the_least_that_works_for_the_layer():
     assert (job.strategy, job.gen_width, job.gen_height) == ("direct", 256, 256)
 
     large = Layout("large.yaml", Canvas(1400, 1000), (GenerateLayer("a"),))  # auto: direct, 1.3x the bin
-    assert choose_generation(1400, 1000, TINY, "auto") == ("direct", 1408, 1008)
-    assert choose_generation(1400, 1000, TINY, "upscale") == ("upscale", 1152, 832)
+    assert choose_generation(1400, 1000, TINY, TINY_VAE, "auto") == ("direct", 1408, 1008)
+    assert choose_generation(1400, 1000, TINY, TINY_VAE, "upscale") == ("upscale", 1152, 832)
     with pytest.raises(PlanError, match=too_small.format("large", "1152x832")) as e:
         plan_layout(large, budget="1KiB", configs=configs)
     job = plan_layout(large, budget=_smallest(str(e.value)), configs=configs).jobs[0]
@@ -428,13 +424,13 @@ UPSCALE_WITHOUT_BINS = ("`strategy: upscale` generates at the model's aspect-rat
     (40, 20, "direct", ("direct", 48, 32)),
 ])
 def test_a_model_without_bins_generates_directly(w, h, strategy, expected):
-    assert choose_generation(w, h, NO_BINS, strategy) == expected
+    assert choose_generation(w, h, NO_BINS, TINY_VAE, strategy) == expected
 
 
 def test_a_model_without_bins_cannot_upscale():
     from studio.errors import ConfigError
     with pytest.raises(ConfigError, match=f"^{re.escape(UPSCALE_WITHOUT_BINS)}$"):
-        choose_generation(1000, 700, NO_BINS, "upscale")
+        choose_generation(1000, 700, NO_BINS, TINY_VAE, "upscale")
     configs = (NO_BINS, T5_TINY, AutoencoderKLConfig.from_dict(vae_config()))
     layout = Layout("bins.yaml", CANVAS, (GenerateLayer("a"), GenerateLayer("b", strategy="upscale", name="sky")))
     with pytest.raises(ConfigError, match=f"^bins.yaml: layers\\[1\\] \\(sky\\): {re.escape(UPSCALE_WITHOUT_BINS)}$"):
@@ -469,6 +465,29 @@ def test_a_checkpoint_without_bins_plans_from_its_folder(tiny_dir, tmp_path):
     with pytest.raises(ConfigError, match=f"^{re.escape(str(layout_file))}:3: layers\\[0\\] \\(sky\\): "
                                           f"{re.escape(UPSCALE_WITHOUT_BINS)}$"):
         plan_layout(load_layout(layout_file), str(folder), "8GiB")
+
+
+def test_a_patch_of_4_plans_the_sizes_the_pipeline_takes(tiny_dir, tmp_path):
+    """A transformer of patch_size 4 over the VAE's factor 8 takes multiples of 32 px: `direct` rounds a region up
+    to them and counts 32 px tokens, as pipeline.check_size takes them (rounded to 16 px, the plan took 1008x1008
+    with "961 tokens", which the pipeline refused); its cost counts those tokens too."""
+    import shutil
+    from studio import pipeline
+    from studio.plan import model_configs
+
+    folder = shutil.copytree(tiny_dir, tmp_path / "tiny-p4")
+    config = folder / "transformer" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "patch_size": 4}))
+    layout = Layout("p4.yaml", Canvas(1000, 1000), (GenerateLayer("a", strategy="direct"),))
+    [job] = plan_layout(layout, str(folder), "8GiB").jobs
+    assert (job.strategy, job.gen_width, job.gen_height, job.latent, job.tokens) == \
+        ("direct", 1024, 1024, (128, 128), 32 * 32)
+    tr, _, vae = model_configs(str(folder))
+    pipeline.check_size(tr, vae, job.gen_height, job.gen_width)  # taken
+    with pytest.raises(pipeline.SizeError, match="^size 1008x1008 is not a multiple of 32 px; pick a multiple of 32, "):
+        pipeline.plan(folder, 1008, 1008, use_resolution_binning=False)
+    assert relative_cost(tr, 2048, 2048, vae=vae) == \
+        pytest.approx(4096 * (24 * 32 ** 2 + 4 * 4096 * 32) / (1024 * (24 * 32 ** 2 + 4 * 1024 * 32)), rel=1e-12)
 
 
 def test_a_plan_without_a_budget_runs_attention_whole():

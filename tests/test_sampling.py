@@ -13,8 +13,8 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteS
 from mindspore import ops
 
 from studio.errors import ConfigError, InputError
-from studio.sampling import (SamplerConfig, _alphas_cumprod, _dpm_schedule, _train_sigmas, init_noise_sigma, sample,
-                             timesteps_and_sigmas)
+from studio.sampling import (SamplerConfig, StepsError, _alphas_cumprod, _dpm_schedule, _train_sigmas,
+                             init_noise_sigma, sample, timesteps_and_sigmas)
 from tests.util import rel_l2
 
 # PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, scheduler/scheduler_config.json, verbatim.
@@ -547,3 +547,28 @@ def test_euler_takes_more_steps_than_training_timesteps_and_the_others_do_not():
     leading = SamplerConfig.from_scheduler_config({**d, "timestep_spacing": "leading"}).with_sampler("euler")
     with pytest.raises(InputError, match="^euler starts at timestep 0 twice at 101 steps; use fewer steps$"):
         timesteps_and_sigmas(leading, 101)
+
+
+def test_a_step_count_refused_gives_its_reason_apart():
+    """StepsError's `reason` is the message without the API's name for the argument, for the CLI's '--steps N: '
+    (which cut 'num_steps=N ' off the text); a reason that names no argument is the whole message."""
+    d = {**PIXART, "num_train_timesteps": 100}
+    with pytest.raises(StepsError) as info:
+        timesteps_and_sigmas(SamplerConfig.from_scheduler_config(d), 101)
+    assert (str(info.value), info.value.reason) == ("num_steps=101 must be an integer in 1..100",
+                                                    "must be an integer in 1..100")
+    leading = SamplerConfig.from_scheduler_config({**d, "timestep_spacing": "leading"}).with_sampler("euler")
+    with pytest.raises(StepsError) as info:
+        timesteps_and_sigmas(leading, 101)
+    assert str(info.value) == info.value.reason == "euler starts at timestep 0 twice at 101 steps; use fewer steps"
+
+
+def test_a_scheduler_config_error_names_the_file_it_is_read_from():
+    """`where` names the config in every error, those of the dataclass's own checks too (callers cut the
+    'scheduler config: ' these began with off to put the path in)."""
+    with pytest.raises(ConfigError) as info:
+        SamplerConfig.from_scheduler_config({**PIXART, "beta_start": 0.5}, "m/scheduler/scheduler_config.json")
+    assert str(info.value) == ("m/scheduler/scheduler_config.json: beta_start=0.5 and beta_end=0.02 must satisfy "
+                               "0 < beta_start <= beta_end < 1")
+    with pytest.raises(ConfigError, match="^m/s.json: unknown key 'where' for DPMSolverMultistepScheduler$"):
+        SamplerConfig.from_scheduler_config({**PIXART, "where": "x"}, "m/s.json")  # no config key

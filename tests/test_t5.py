@@ -88,6 +88,13 @@ def test_config_reads_saved_config_json(folders):
         T5Config.from_dict({**d, "dense_act_fn": "relu"})
     with pytest.raises(ConfigError, match="feed_forward_proj 'gated-silu'"):
         T5Config.from_dict({**d, "feed_forward_proj": "gated-silu", "dense_act_fn": "silu"})
+    # the dataclass's own checks name the file `where` says, as the keys' do
+    path = folders / "text_encoder" / "config.json"
+    with pytest.raises(ConfigError) as info:
+        T5Config.from_dict({**d, "layer_norm_epsilon": 0}, path)
+    assert str(info.value) == f"{path}: layer_norm_epsilon=0 must be > 0"
+    with pytest.raises(ConfigError, match="^T5 config: is_decoder is true; "):
+        T5Config(is_decoder=True)
 
 
 def test_parameter_names_equal_checkpoint_keys(folders):

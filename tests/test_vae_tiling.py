@@ -70,7 +70,7 @@ def test_tiled_activations_count_the_latent_stage_under_the_tiles():
     features copied out (1 map), the stage's maps (LATENT_STAGE_MAPS, 6) and the largest tile's layer add
     up. SDXL VAE at 3840x2160: maps of 270 x 480 x 512 fp32 (265 MB), the largest crop 56 x 62 latent px."""
     plan = plan_tiles(SDXL, 270, 480, tile=64)
-    assert plan.grid == (5, 8) and vae_tiling.vae_decode_activations(SDXL, 8 * 56, 8 * 62, 1) == 228_874_240
+    assert plan.grid == (5, 8) and vae_tiling.vae_decode_activations(SDXL, 8 * 56, 8 * 62) == 4 * 228_874_240
     assert tiled_activations(SDXL, plan) == 4 * (7 * 270 * 480 * 512 + 228_874_240)
 
 

@@ -13,7 +13,7 @@ first block and shared by all blocks.
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from pathlib import Path
 
 import mindspore as ms
@@ -62,10 +62,11 @@ class T5Config:
     is_gated_act: bool | None = None
     is_decoder: bool = False
     model_type: str = "t5"
+    where: InitVar[str | Path] = "T5 config"  # what its errors name: the file `from_dict` reads
 
-    def __post_init__(self):
+    def __post_init__(self, where: str | Path):
         if self.feed_forward_proj not in _FEED_FORWARD:
-            raise ConfigError(f"T5 config: feed_forward_proj '{self.feed_forward_proj}' is not supported "
+            raise ConfigError(f"{where}: feed_forward_proj '{self.feed_forward_proj}' is not supported "
                               f"(allowed: {', '.join(_FEED_FORWARD)})")
         act, gated = _FEED_FORWARD[self.feed_forward_proj]
         for key, derived in (("dense_act_fn", act), ("is_gated_act", gated)):
@@ -73,24 +74,20 @@ class T5Config:
             if stated is None:
                 object.__setattr__(self, key, derived)
             elif stated != derived:
-                raise ConfigError(f"T5 config: {key} {stated!r} contradicts feed_forward_proj "
+                raise ConfigError(f"{where}: {key} {stated!r} contradicts feed_forward_proj "
                                   f"'{self.feed_forward_proj}' (which means {key} {derived!r})")
         if self.is_decoder:
-            raise ConfigError("T5 config: is_decoder is true; the text encoder needs an encoder config")
+            raise ConfigError(f"{where}: is_decoder is true; the text encoder needs an encoder config")
         if self.model_type != "t5":
-            raise ConfigError(f"T5 config: model_type '{self.model_type}' is not 't5'")
+            raise ConfigError(f"{where}: model_type '{self.model_type}' is not 't5'")
         if not self.layer_norm_epsilon > 0:
-            raise ConfigError(f"T5 config: layer_norm_epsilon={self.layer_norm_epsilon!r} must be > 0")
+            raise ConfigError(f"{where}: layer_norm_epsilon={self.layer_norm_epsilon!r} must be > 0")
 
     @classmethod
     def from_dict(cls, d: dict, where="T5 config") -> "T5Config":
         """From a config.json dict (`where`, its path, names it in errors): keys starting with '_' and known
         decoder/generation keys are ignored; any other unknown key is a ConfigError."""
-        kwargs = config_kwargs(cls, d, where, _IGNORED_KEYS, writer="transformers")
-        try:
-            return cls(**kwargs)
-        except ConfigError as e:  # __post_init__'s checks, said of the file
-            raise ConfigError(f"{where}: {str(e).removeprefix('T5 config: ')}") from None
+        return cls(**config_kwargs(cls, d, where, _IGNORED_KEYS, writer="transformers"), where=where)
 
 
 @functools.lru_cache(maxsize=8)

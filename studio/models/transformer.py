@@ -22,6 +22,8 @@ from studio.errors import ConfigError
 from studio.models.attention import attention
 from studio.models.layers import Conv2d, LayerNorm, Linear, param
 
+TIMESTEP_CHANNELS = 256  # sinusoidal features of a timestep (or a size condition), as diffusers' Timesteps(256)
+
 
 @dataclass(frozen=True)
 class PixArtTransformerConfig:
@@ -146,9 +148,9 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int, base_size: int, interpolation_
     return emb.astype(np.float32)
 
 
-def timestep_features(t: ms.Tensor, dim: int = 256) -> ms.Tensor:
-    """Sinusoidal timestep features [cos, sin] (flip_sin_to_cos, no frequency shift); (B,) -> (B, dim)."""
-    half = dim // 2
+def timestep_features(t: ms.Tensor) -> ms.Tensor:
+    """Sinusoidal timestep features [cos, sin] (flip_sin_to_cos, no frequency shift); (B,) -> (B, TIMESTEP_CHANNELS)."""
+    half = TIMESTEP_CHANNELS // 2
     freqs = np.exp(-math.log(10000) * np.arange(half, dtype=np.float32) / half).astype(np.float32)
     angles = t.astype(ms.float32).reshape(-1, 1) * ms.Tensor(freqs).reshape(1, half)  # (B, half)
     return ops.cat([ops.cos(angles), ops.sin(angles)], axis=1)
@@ -174,11 +176,11 @@ class CombinedTimestepSizeEmbeddings(nn.Cell):
 
     def __init__(self, dim: int, with_size_conditions: bool, dtype):
         super().__init__()
-        self.timestep_embedder = MLPEmbedder(256, dim, dtype)
+        self.timestep_embedder = MLPEmbedder(TIMESTEP_CHANNELS, dim, dtype)
         self.with_size_conditions = with_size_conditions
         if with_size_conditions:
-            self.resolution_embedder = MLPEmbedder(256, dim // 3, dtype)
-            self.aspect_ratio_embedder = MLPEmbedder(256, dim // 3, dtype)
+            self.resolution_embedder = MLPEmbedder(TIMESTEP_CHANNELS, dim // 3, dtype)
+            self.aspect_ratio_embedder = MLPEmbedder(TIMESTEP_CHANNELS, dim // 3, dtype)
 
     def construct(self, t, resolution=None, aspect_ratio=None):
         emb = self.timestep_embedder(timestep_features(t).astype(self.timestep_embedder.linear_1.weight.dtype))
