@@ -13,6 +13,7 @@ it stopped. `rerender` renders one item again from its manifest and compares the
 """
 
 import csv
+import dataclasses
 import gc
 import io
 import itertools
@@ -937,6 +938,39 @@ def check_job(job: Job, items, memory_budget=None) -> None:
         raise CheckpointError(f"{job.model_where}: model: {one_line(str(e))}") from None
 
 
+def planned(job: Job, items, memory_budget=None) -> list[Item]:
+    """`items`, each with the problem it would fail with when `run_batch` plans it (a budget too small for its
+    layout, a model's config that can't run it, ...), no weight read: `studio batch --list`."""
+    from studio.plan import plan_layout
+
+    automatic: dict = {}
+    checked = []
+    for item in items:
+        if item.spec is not None:
+            try:
+                plan_layout(item.spec, job.model, _budget(job, item.spec, memory_budget, automatic)[0])
+            except StudioError as e:
+                item = dataclasses.replace(item, problem=str(e))
+        checked.append(item)
+    return checked
+
+
+def _budget(job: Job, layout, memory_budget, automatic: dict) -> tuple[int | None, bool]:
+    """(the memory budget an item is planned with, whether one was chosen): --memory-budget's, else the job's,
+    else (None) its layout's own; else one automatic budget for the whole batch, found when first needed and
+    kept in `automatic`."""
+    from studio.memory import auto_budget, parse_bytes
+
+    budget = parse_bytes(memory_budget if memory_budget is not None else job.memory_budget)
+    if budget is not None or layout.memory_budget is not None:
+        return budget, True
+    if "budget" not in automatic:
+        from studio import backend
+
+        automatic["budget"] = auto_budget(backend.free_memory())
+    return automatic["budget"], False
+
+
 def check_model(model: str) -> None:
     """Raise CheckpointError (one line) when `model` is neither a pipeline folder nor a hub id that the
     Hugging Face cache holds or the hub serves. Reads configs only: a hub id not cached downloads its JSON
@@ -1004,13 +1038,13 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
     """Plan each item, clean its leftover temporary files, and sort it into done (its manifest checks out),
     failed (bad layout, budget, model) or to render, with the files its last manifest lists that no item of
     the job writes now (`stale`). Notes once when finished items had another budget. logged: `_logged`."""
-    from studio.memory import format_bytes, parse_bytes
+    from studio.memory import format_bytes
     from studio.plan import plan_layout
     from studio.render import temporary_targets
 
     claimed = {path_key(path) for item in job.items for path in item.outputs}
     models: dict = {}
-    auto_budget = None
+    automatic: dict = {}
     todo, budgets = [], []  # budgets: (recorded, now) of finished items planned with another budget
     for item in items:
         pause_point("check", item.name)
@@ -1022,14 +1056,7 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
             if item.spec is None:
                 raise InputError(item.problem)
             layout = item.spec
-            budget = parse_bytes(memory_budget if memory_budget is not None else job.memory_budget)
-            chosen = budget is not None or layout.memory_budget is not None
-            if not chosen:
-                if auto_budget is None:  # one automatic budget for the whole batch
-                    from studio import backend
-                    from studio.memory import auto_budget as automatic
-                    auto_budget = automatic(backend.free_memory())
-                budget = auto_budget
+            budget, chosen = _budget(job, layout, memory_budget, automatic)
             the_plan = plan_layout(layout, job.model, budget)
             used = sorted({str(layout.layers[j.layer].model or layout.model or job.model) for j in the_plan.jobs})
             for model_id in used:

@@ -370,12 +370,13 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def cmd_batch(args) -> int:
-    from studio.batch import check_job, describe_items, load_job, run_batch, select_shard
+    from studio.batch import check_job, describe_items, load_job, planned, run_batch, select_shard
 
     job = load_job(args.job, args.model, default_model())
     if args.list:
         items = select_shard(job.items, args.shard)
         check_job(job, items, args.memory_budget)  # what the run refuses before rendering, --list refuses
+        items = planned(job, items, args.memory_budget)  # and what fails an item when the run plans it
         describe_items(items, sys.stdout)
         if not items:
             print(f"{args.job}: {len(job.items)} items; shard {args.shard[0]}/{args.shard[1]}: none in this shard",

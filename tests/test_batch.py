@@ -1253,6 +1253,22 @@ def test_a_hub_model_is_checked_before_the_batch_when_items_use_it(tiny_dir, tmp
         "could not be downloaded (ConnectionError: HF_HUB_OFFLINE is set); pass the folder of a downloaded copy"]
 
 
+def test_list_plans_each_item_as_the_run_does(tiny_dir, tmp_path, capsys):
+    """--list, a pre-flight check, names the items the run would fail when planning them (no weight read): a
+    budget too small for the layout, here for the half of the job whose layout generates."""
+    job = write_job(tmp_path, 'name: "{prompt}/{seed}"\nitems:\n  - {layout: card.yaml, prompt: a, seed: 3}\n'
+                              '  - {layout: flat.yaml, prompt: b, seed: 4}\n')
+    (tmp_path / "flat.yaml").write_text(FILL + "variables: {prompt: x, seed: 1}\n")
+    argv = ["batch", str(job), "--list", "--model", str(tiny_dir), "--memory-budget"]
+    assert main(argv + ["1KiB"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[1] for line in lines if not line.startswith("\t")] == ["a/3", "b/4"]
+    [problem] = [line for line in lines if line.startswith("\tproblem: ")]
+    assert re.match(r"\tproblem: \S*card\.yaml:4: layers\[0\]: memory budget 1\.00 KiB is too small for 128x128", problem)
+    assert lines.index(problem) == 1  # under the item whose layout generates
+    assert main(argv + ["2GiB"]) == 0 and "problem" not in capsys.readouterr().out
+
+
 def test_a_failure_while_rendering_fails_that_item_only(tiny_dir, tmp_path):
     """An image cut short after the job was read (the loader decodes images whole, so it was good then)."""
     import numpy as np
