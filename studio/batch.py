@@ -61,10 +61,11 @@ EMBEDDINGS, HASHES = "embeddings", "file-hashes.json"  # in the cache folder: T5
 
 
 class JobError(InputError):
-    """A job file has problems: one line each, `jobs.yaml:12: matrix.seed: what is wrong`."""
+    """A job file has problems: one line each, `jobs.yaml:12: matrix.seed: what is wrong`; a line that several
+    items share (a matrix's, at its line) once."""
 
     def __init__(self, errors: list[str]):
-        self.errors = [one_line(e) for e in errors]  # values in them may hold line breaks
+        self.errors = list(dict.fromkeys(one_line(e) for e in errors))  # values in them may hold line breaks
         super().__init__("\n".join(self.errors))
 
 

@@ -194,6 +194,10 @@ items:
     assert errors[0].startswith(f"{job}:3: name '{{nope}}': {{nope}} is not set for this item (fields: ")
     assert errors[1] == (f"{job}:5: output name 'SAME' of item 3 {{\"seed\": \"2\"}} is also that of item 2 "
                          f"{{\"seed\": \"1\"}} at {job}:4")
+    # the items of a matrix share its line: a problem they all have is said once
+    job = write_job(tmp_path, 'layout: card.yaml\nname: "{seed}-{nope}"\nmatrix: {seed: [1, 2, 3]}\n')
+    [error] = job_errors(job, "m")
+    assert error.startswith(f"{job}:3: name '{{seed}}-{{nope}}': {{nope}} is not set for this item (fields: ")
 
 
 def test_the_jobs_problems_and_its_items_are_reported_in_one_round(tmp_path):
