@@ -8,9 +8,10 @@ listing every problem, one line each, `source: field.path: what is wrong`:
 spec's dataclasses is checked by `plan.plan_layout` (and so by render) before any work: types (bool is no
 number, colours are RGBA tuples of 0..255 ints; a list where a tuple is expected is fine where it is a list
 of values, not a colour; text holds no lone surrogate), the loader's ranges and choices, and what goes
-together: gradient stops in order, cells inside their grid, grids that fit their region, a span's canvas equal
-to `geometry.span_canvas(span)` with one bezel per gap, output names that give file names, image files and
-fonts that exist. `check_arguments` checks plan_layout's and render's model= and pipelines=.
+together: gradient stops in order, boxes on the canvas and at least 1 x 1 px once rounded, cells inside their
+grid, grids that fit their region, a span's canvas equal to `geometry.span_canvas(span)` with one bezel per gap,
+output names that give file names, image files and fonts that exist. `check_arguments` checks plan_layout's and
+render's model= and pipelines=.
 
 The limits and choices in the tables below are the loader's (its constants, or equal to its key tables'
 values: tests/test_spec.py compares them).
@@ -28,8 +29,8 @@ from pathlib import Path
 from studio.errors import InputError, control_problem
 from studio.export import EXPORT_SUFFIXES
 from studio.geometry import percent, resolve, span_canvas
-from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, _an, _count, grid_fit_problem,
-                           name_pattern_problem, outside_problem, range_problem, stem_problems)
+from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, _an, _count, empty_problem,
+                           grid_fit_problem, name_pattern_problem, outside_problem, range_problem, stem_problems)
 from studio.memory import budget_problem
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
                          Region, Shadow, ShapeLayer, Span, TextLayer, file_problem, input_path)
@@ -345,7 +346,8 @@ class Font:
 @dataclass(frozen=True)
 class RegionKind:
     """A spec.Region: its kind, the fields that kind uses (numbers; a cell's grid, row and column in range)
-    and, for px and percent, lying on the canvas. allow_empty: w and h may be 0 (lines)."""
+    and, for px and percent, lying on the canvas, at least 1 x 1 px once rounded. allow_empty: w and h may be 0
+    (lines; `_shape` checks a rect's and an ellipse's)."""
 
     allow_empty: bool = False
 
@@ -386,8 +388,10 @@ class RegionKind:
             return percent(value, size) if region.kind == "percent" else value
 
         edges = (px(region.x, w), px(region.y, h), px(region.x + region.w, w), px(region.y + region.h, h))
-        problem = outside_problem(*edges, c.canvas)
-        return problem is None or c.error(path, f"the region is outside the canvas: {problem}")
+        if problem := outside_problem(*edges, c.canvas):
+            return c.error(path, f"the region is outside the canvas: {problem}")
+        problem = None if self.allow_empty else empty_problem(region, c.canvas)
+        return problem is None or c.error(path, problem)
 
 
 def _cell(c: _Checker, path: str, region: Region) -> bool:
@@ -679,6 +683,9 @@ def _shape(c: _Checker, path: str, s: ShapeLayer) -> None:
         c.error(f"{path}.radius", "applies to rect only")
     if s.shape != "line" and s.region.kind in ("px", "percent") and not (s.region.w and s.region.h):
         c.error(f"{path}.region", f"{_an(s.shape)} needs a region with w and h greater than 0")
+    elif s.shape != "line" and s.region.kind in ("px", "percent") and c.canvas is not None and \
+            (problem := empty_problem(s.region, c.canvas)):
+        c.error(f"{path}.region", problem)
 
 
 def _variables(c: _Checker, variables) -> None:

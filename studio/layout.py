@@ -24,7 +24,8 @@ import yaml
 from PIL import Image, ImageColor
 
 from studio import fonts
-from studio.errors import CONTROL_RE, YAML11_BREAKS, InputError, LayoutError, control_problem, one_line
+from studio.errors import (CONTROL_RE, YAML11_BREAKS, InputError, LayoutError, control_problem, first_line,
+                           one_line)
 from studio.export import EXPORT_SUFFIXES, MAX_NAME_BYTES
 from studio.hub import HubId, is_hub_id
 from studio.geometry import edge, monitor_dpi, percent, resolve, span_canvas, split
@@ -40,6 +41,9 @@ MAX_DPI = 10000
 MAX_SEED = 2 ** 32 - 1  # seeds are 0..MAX_SEED here, on the command line and when drawn at random
 SAMPLERS = ("dpm++", "ddim", "euler")  # = sampling.SAMPLERS (not imported: it loads MindSpore)
 OUTPUT_FIELDS = ("layout", "seed", "monitor")  # placeholders output.name keeps for the exporter
+# the fields no variable may be named (a variable `seed` is the usual way to set a generate layer's seed; in
+# output.name {seed} is still the field, which it then equals)
+FIELD_NAMES = {"layout": "the layout file's name", "monitor": "a span's monitor's name"}
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf")  # what the formats add to output.name
 # bytes of a file stem: export.MAX_NAME_BYTES (room for the exporter's temporary and backup names) less the
 # longest suffix a format adds, so '.<stem>.png.<8 random>.part.old' has at most 255
@@ -228,14 +232,14 @@ class _Reader:
         return shown + note + message[len(shown):] if message.startswith(shown) else message + note
 
     def substitute(self, text: str, keep: tuple[str, ...] = ()) -> str:
-        """'{name}' -> the variable's value, '{{' / '}}' -> a brace; names in `keep` that are not variables
-        stay as they are, and so do the escapes and the braces in values (the result is a str.format
+        """'{name}' -> the variable's value, '{{' / '}}' -> a brace; names in `keep` stay as they are, a variable
+        of the same name or not, and so do the escapes and the braces in values (the result is a str.format
         pattern for the exporter, variables filled in literally)."""
         def one(m):
             token, name = m[0], m[1]
             if token in ("{{", "}}"):
                 return token if keep else token[0]
-            if name in keep and name not in self.variables:
+            if name in keep:
                 return token
             if problem := _brace_problem(text, m, (*keep, *self.variables)):
                 raise _Bad(problem)
@@ -422,7 +426,7 @@ class Template(Text):
             raise _Bad(f"'{node.value}' ends in '{suffix}': output.formats adds the suffix (write "
                        f"'{node.value[:-len(suffix)]}')")
         # each variable stands for a plain word here: the name as written
-        written = _VARIABLE_RE.sub(lambda m: "x" if m[1] in r.variables else m[0], node.value)
+        written = _VARIABLE_RE.sub(lambda m: "x" if _is_variable(r, m[1]) else m[0], node.value)
         problem = file_name_problem(written.format(layout=Path(r.source).stem, seed=0, monitor="span"))
         if problem:
             raise _Bad(f"'{node.value}' gives a file name that {problem} ({FILE_NAME_RULE})")
@@ -456,9 +460,14 @@ def name_pattern_problem(pattern: str) -> str | None:
 
 
 def _fields(r, written: str) -> set[str]:
-    """The exporter's fields ({layout}, {seed}, {monitor}) a name pattern uses (a variable of the same name
-    takes the place of a field)."""
-    return {m[1] for m in _VARIABLE_RE.finditer(written) if m[1] in OUTPUT_FIELDS and m[1] not in r.variables}
+    """The exporter's fields ({layout}, {seed}, {monitor}) a name pattern uses (a variable `seed` does not take
+    the place of the field)."""
+    return {m[1] for m in _VARIABLE_RE.finditer(written) if m[1] in OUTPUT_FIELDS}
+
+
+def _is_variable(r, name) -> bool:
+    """Whether {name} in output.name is a variable, filled in by the loader, not a field the exporter fills."""
+    return name in r.variables and name not in OUTPUT_FIELDS
 
 
 def _bad_character(text: str) -> str | None:
@@ -989,7 +998,7 @@ class RegionKind:
     """'full' | 'safe' | {x, y, w, h} | {cell: [grid, row, column], span: [rows, columns]} -> spec.Region."""
 
     def __init__(self, allow_empty: bool = False):
-        self.allow_empty = allow_empty  # lines may have zero width or height
+        self.allow_empty = allow_empty  # lines may have no width or height, written or rounded (shapes: `_shape`)
 
     def parse(self, r, node, path):
         if not isinstance(node, yaml.MappingNode):
@@ -1017,9 +1026,12 @@ class RegionKind:
         px = {k: v if unit == "px" else percent(v, trim[k]) for k, (unit, v) in coords.items()}
         _check_inside(px, r.canvas)
         units = {unit for unit, _ in coords.values()}
-        if units == {"%"}:
-            return Region("percent", *(coords[k][1] for k in "xywh"))
-        return Region("px", *(px[k] for k in "xywh"))
+        region = (Region("percent", *(coords[k][1] for k in "xywh")) if units == {"%"} else
+                  Region("px", *(px[k] for k in "xywh")))
+        # not on a stand-in: its percentages round unlike the canvas's
+        if not self.allow_empty and not r.stand_in and (problem := empty_problem(region, r.canvas)):
+            raise _Bad(problem)
+        return region
 
     def _cell(self, r, node, path):
         values = r.values(node, path, CELL_KEYS)
@@ -1079,6 +1091,23 @@ def outside_problem(left, top, right, bottom, canvas: Canvas) -> str | None:
              (right == left and edge(left, w) >= w + b, _past_the_last("x", "w", "column", left, w, b)),
              (bottom == top and edge(top, h) >= h + b, _past_the_last("y", "h", "row", top, h, b)))
     return next((message for outside, message in edges if outside), None)
+
+
+def empty_problem(region: Region, canvas: Canvas) -> str | None:
+    """What is wrong with a box region (px or percent) less than 1 px wide or high once its edges are rounded to
+    whole pixels as the planner and compositor round them (`geometry.resolve`: {x: 9.6px, w: 0.5px} is 10 to 10,
+    no column), which would draw nothing; None when it is at least 1 x 1 px. The loader and `check.check_layout`
+    say it alike."""
+    box = resolve(region, canvas, {})
+    if box.w >= 1 and box.h >= 1:
+        return None
+    key, size, trim = ("x", "w", canvas.width) if box.w < 1 else ("y", "h", canvas.height)
+    start, end = getattr(region, key), getattr(region, key) + getattr(region, size)
+    if region.kind == "percent":  # as resolve: the sum's percentage
+        start, end = percent(start, trim), percent(end, trim)
+    return (f"the region is {box.w} x {box.h} px once its edges are rounded to whole pixels ({key} = "
+            f"{float(start):g} px and {key} + {size} = {float(end):g} px both round to {edge(start, trim)}); a region "
+            f"is at least 1 px wide and high")
 
 
 def _past_the_last(key: str, size: str, line: str, at, trim: int, bleed: int) -> str:
@@ -1226,6 +1255,10 @@ def _shape(v: dict, r, node, path) -> ShapeLayer:
         raise _Bad(problem)
     if v["shape"] != "line" and (v["region"].kind in ("px", "percent")) and not (v["region"].w and v["region"].h):
         raise _Bad(f"{_an(v['shape'])} needs a region with w and h greater than 0")
+    if v["shape"] != "line" and v["region"].kind in ("px", "percent") and not r.stand_in and \
+            (problem := empty_problem(v["region"], r.canvas)):
+        r.error(_node_at(node, "region"), _join(path, "region"), problem)
+        raise _Bad()
     return ShapeLayer(**v)
 
 
@@ -1316,7 +1349,8 @@ class LayerKind:
         try:
             return build(values, r, body, sub)
         except _Bad as bad:
-            r.error(body, sub, bad.args[0])
+            if bad.args:
+                r.error(body, sub, bad.args[0])
             raise _Bad() from None
 
     def schema(self, defs):
@@ -1427,7 +1461,8 @@ class Variables:
         raise AssertionError("variables are read by _variables")
 
     def schema(self, defs):
-        return {"type": "object", "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        return {"type": "object", "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+                                                    "not": {"enum": list(FIELD_NAMES)}},
                 "additionalProperties": {"not": {"type": ["object", "array"]},  # any scalar, dates too
                                          "description": "text, a number, true/false, or ~ (no default)"}}
 
@@ -1470,11 +1505,16 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
                 elif not isinstance(value_node, yaml.ScalarNode):
                     r.error(value_node, path, f"expected text, got {_a(value_node)}")
                 else:
+                    if name in FIELD_NAMES:  # kept: what it fills is not reported again
+                        r.error(key_node, path, _field_problem(name))
                     defaults[name] = None if value_node.tag.endswith(":null") else value_node.value
                     nodes[name] = value_node
                 seen.add(name)
     for name in overrides:
-        if name in defaults and overrides[name] is None:
+        if name in FIELD_NAMES and name not in defaults:
+            r.error(node, f"variables.{name}", f"given a value (--set, or a batch job's variables), but "
+                                               f"{_field_problem(name)}")
+        elif name in defaults and overrides[name] is None:
             r.error(nodes[name], f"variables.{name}", "is given no value (null, None): give it text or a number, or "
                                                       "leave it out for the file's default")
             r.unset.add(name)
@@ -1489,6 +1529,12 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
                                                       f"variables)")
             r.unset.add(name)
     return {k: "" if v is None else str(v) for k, v in resolved.items()}  # "" after an error: no follow-ups
+
+
+def _field_problem(name: str) -> str:
+    """Why no variable may be called `name`, one of FIELD_NAMES."""
+    return (f"'{name}' is a field of output.name ({{{name}}}: {FIELD_NAMES[name]}), not a variable name; give the "
+            f"variable another name")
 
 
 SIZE_KEYS = {"preset", "orientation", "width", "height", "bleed", "dpi"}  # canvas keys that decide its size
@@ -1821,7 +1867,7 @@ def yaml_problem(text: str, e: yaml.YAMLError, what: str = "layout") -> tuple[in
         value = (written[braces.start(1):mark.column] + re.match(r"[^#,\]}]*", written[mark.column:])[0]).rstrip()
         return line, (f"'{value}' starts with a mapping, {braces[1]}, and goes on; quote text that starts with "
                       f"'{{': \"{value}\"")
-    return line, getattr(e, "problem", None) or str(e).splitlines()[0]
+    return line, getattr(e, "problem", None) or first_line(e)
 
 
 # a value in braces just before where YAML stopped (`text: {title} 2024` stops at 2024): text that starts with '{'
@@ -1944,7 +1990,7 @@ def _output_names(r: _Reader, node, output: dict, span: Span | None, span_node, 
         return
     seed = first_seed(layers) if isinstance(layers, tuple) else 0
     monitors = [m.name for m in span.monitors] if span and output.get("per_monitor", True) else []
-    used = [m[1] for m in _VARIABLE_RE.finditer(written) if m[1] in r.variables]
+    used = [m[1] for m in _VARIABLE_RE.finditer(written) if _is_variable(r, m[1])]
     monitor_nodes = _node_at(span_node, "monitors").value if monitors else []
     for p in stem_problems(output.get("name", "{layout}"), r.source, seed, monitors):
         if p.kind == "case":

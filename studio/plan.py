@@ -272,8 +272,8 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
     jobs, models, generations = [], {}, {}
     short = []  # (PlanError, layer label, where) of each layer the budget is too small for
     for i, (layer, box) in enumerate(zip(layout.layers, boxes)):
-        if not isinstance(layer, GenerateLayer) or box.w <= 0 or box.h <= 0:
-            continue  # an empty region (a percentage rounding to 0 px) draws nothing: nothing to generate
+        if not isinstance(layer, GenerateLayer):
+            continue
         model_id = layer.model or layout.model or model
         label = f"layers[{i}]" + (f" ({layer.name})" if layer.name else "")
         where = layout.where(f"layers[{i}]")  # 'poster.yaml:14', the layer's line (its source alone in code)

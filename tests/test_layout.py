@@ -137,6 +137,20 @@ def test_regions(region, expected):
     assert parse_layout(text).layers[0].region == expected
 
 
+def test_a_box_is_at_least_1_px_once_rounded_but_a_lines_may_be_none():
+    """{x: 0.3px, w: 0.4px} rounds to column 0; a line's region may round to no width (a vertical line); on a
+    stand-in canvas (the canvas is invalid) a percentage is not judged."""
+    layout = parse_layout("canvas: {width: 100, height: 100}\nlayers:\n"
+                          "  - fill: {color: red, region: {x: 0.3px, w: 0.4px, h: 10}}\n"
+                          "  - shape: {shape: line, stroke: {width: 1}, region: {x: 9.6px, w: 0.5px, h: 10}}\n")
+    assert [resolve(layer.region, layout.canvas, {}) for layer in layout.layers] == [Box(0, 0, 1, 10),
+                                                                                      Box(10, 0, 0, 10)]
+    with pytest.raises(LayoutError) as info:
+        parse_layout("canvas: {width: 0, height: 100}\nlayers: [{fill: {color: red, region: {w: 0.001%, h: 1}}}]\n",
+                     "poster.yaml")
+    assert info.value.errors == ["poster.yaml:1: canvas.width: must be greater than 0, got 0"]
+
+
 @pytest.mark.parametrize("left", ["{x: 6.2%, w: 43.8%, y: 0px, h: 10px}", "{x: 73.098px, w: 43.8%, y: 0, h: 10}",
                                   "{x: 73.098, w: 43.8%, y: 0, h: 10}", "{x: 0, w: 589.5px, y: 0, h: 10%}"])
 def test_regions_in_px_and_percent_meet_where_they_meet_exactly(left):
@@ -240,16 +254,53 @@ output: {name: "{layout}-{title}-{seed}"}
 """
 
 
-@pytest.mark.parametrize("overrides, prompt, seed, text, name", [
-    ({"subtitle": "Live"}, "Summer beach", 7, "Summer 2024 Live {braces}", "{layout}-Summer-7"),
+@pytest.mark.parametrize("overrides, prompt, seed, text, name, stem", [
+    ({"subtitle": "Live"}, "Summer beach", 7, "Summer 2024 Live {braces}", "{layout}-Summer-{seed}",
+     "layout-Summer-7"),
     ({"subtitle": "", "title": "Winter", "seed": "11"}, "Winter beach", 11, "Winter 2024  {braces}",
-     "{layout}-Winter-11"),
+     "{layout}-Winter-{seed}", "layout-Winter-11"),
 ])
-def test_variables_and_overrides(overrides, prompt, seed, text, name):
+def test_variables_and_overrides(overrides, prompt, seed, text, name, stem):
+    """{seed} in output.name stays the field (the first generate layer's seed), which the variable `seed` sets."""
+    from studio.render import output_stems
+
     layout = parse_layout(VARIABLE_LAYOUT, variables=overrides)
     assert (layout.layers[0].prompt, layout.layers[0].seed, layout.layers[1].text, layout.output.name) == (
         prompt, seed, text, name)
+    assert output_stems(layout) == [stem]
     assert layout.variables == {"title": "Summer", "year": "2024", "seed": "7", "subtitle": ""} | overrides
+
+
+def test_a_variable_seed_does_not_replace_the_field_seed():
+    """A variable `seed` that is not the first generate layer's seed: output.name's {seed} is still the layer's
+    (the variable replaced it: x-5)."""
+    from studio.render import output_stems
+
+    layout = parse_layout("canvas: {width: 64, height: 64}\nvariables: {seed: '5'}\nlayers:\n"
+                          "  - generate: {prompt: a, seed: 9}\n  - text: {text: '{seed}'}\n"
+                          "output: {name: 'x-{seed}'}\n", "card.yaml")
+    assert (layout.output.name, output_stems(layout), layout.layers[1].text) == ("x-{seed}", ["x-9"], "5")
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    # the file's name was replaced: mine-x.png
+    ("variables: {layout: mine}\n" + FILL + "output: {name: '{layout}-x'}\n", {},
+     "card.yaml:2: variables.layout: 'layout' is a field of output.name ({layout}: the layout file's name), not a "
+     "variable name; give the variable another name"),
+    ("variables: {monitor: left, title: x}\nlayers: [{text: {text: '{monitor} {title}'}}]\n", {"monitor": "right"},
+     "card.yaml:2: variables.monitor: 'monitor' is a field of output.name ({monitor}: a span's monitor's name), not "
+     "a variable name; give the variable another name"),  # once: not again for the --set, nor the text it fills
+    ("variables: {title: x}\n" + FILL, {"layout": "mine"},
+     "card.yaml:2: variables.layout: given a value (--set, or a batch job's variables), but 'layout' is a field of "
+     "output.name ({layout}: the layout file's name), not a variable name; give the variable another name"),
+    (FILL, {"monitor": "left"},
+     "card.yaml:1: variables.monitor: given a value (--set, or a batch job's variables), but 'monitor' is a field "
+     "of output.name ({monitor}: a span's monitor's name), not a variable name; give the variable another name"),
+])
+def test_variables_may_not_be_named_as_output_name_fields(text, overrides, message):
+    with pytest.raises(LayoutError) as info:
+        parse_layout("canvas: {width: 64, height: 64}\n" + text, "card.yaml", overrides)
+    assert info.value.errors == [message]
 
 
 def test_an_escaped_surrogate_pair_is_its_character():
@@ -647,6 +698,31 @@ BROKEN = [
      "y, and y = 6 px is past the last row, 5 px (y: 100% is one past it; write y: 5px)"),
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {w: 0%, h: 10%}}}]\n",
      "poster.yaml:2: layers[0].fill.region: w must be greater than 0, got 0%"),
+    # a box under 1 px once its edges are rounded (as plan and compose round them) drew nothing, silently
+    ("canvas: {width: 100, height: 100}\nlayers:\n  - generate: {prompt: a, steps: 1, region: {w: 0.4px, h: 10}}\n",
+     "poster.yaml:3: layers[0].generate.region: the region is 0 x 10 px once its edges are rounded to whole pixels "
+     "(x = 0 px and x + w = 0.4 px both round to 0); a region is at least 1 px wide and high"),
+    ("canvas: {width: 100, height: 100}\nlayers: [{text: {text: hello, region: {w: 0.3%, h: 50}}}]\n",
+     "poster.yaml:2: layers[0].text.region: the region is 0 x 50 px once its edges are rounded to whole pixels "
+     "(x = 0 px and x + w = 0.3 px both round to 0); a region is at least 1 px wide and high"),
+    ("canvas: {width: 100, height: 100}\nlayers: [{image: {path: whole.png, region: {x: 9.6px, w: 0.5px, h: 10}}}]\n",
+     "poster.yaml:2: layers[0].image.region: the region is 0 x 10 px once its edges are rounded to whole pixels "
+     "(x = 9.6 px and x + w = 10.1 px both round to 10); a region is at least 1 px wide and high"),
+    ("canvas: {width: 100, height: 100}\nlayers: [{gradient: {stops: [red, blue], region: {y: 10.6px, w: 10, "
+     "h: 0.3px}}}]\n",
+     "poster.yaml:2: layers[0].gradient.region: the region is 10 x 0 px once its edges are rounded to whole pixels "
+     "(y = 10.6 px and y + h = 10.9 px both round to 11); a region is at least 1 px wide and high"),
+    ("canvas: {width: 100, height: 100}\nlayers: [{shape: {shape: rect, fill: red, region: {w: 0.1mm, h: 10}}}]\n",
+     "poster.yaml:2: layers[0].shape.region: the region is 0 x 10 px once its edges are rounded to whole pixels "
+     "(x = 0 px and x + w = 0.283465 px both round to 0); a region is at least 1 px wide and high"),
+    ("canvas: {width: 100, height: 100, bleed: 3}\nlayers: [{fill: {color: red, region: {x: -2.8px, w: 0.2px, "
+     "h: 10}}}]\n",  # in the bleed an edge rounds outward
+     "poster.yaml:2: layers[0].fill.region: the region is 0 x 10 px once its edges are rounded to whole pixels "
+     "(x = -2.8 px and x + w = -2.6 px both round to -3); a region is at least 1 px wide and high"),
+    ("canvas: {width: 100, height: 100}\ngrids: {g: {rows: 1, columns: 2, region: {w: 0.4px, h: 10}}}\n"
+     "layers: [{fill: {color: red, region: {cell: [g, 0, 1]}}}]\n",  # once: not again for the cell
+     "poster.yaml:2: grids.g.region: the region is 0 x 10 px once its edges are rounded to whole pixels "
+     "(x = 0 px and x + w = 0.4 px both round to 0); a region is at least 1 px wide and high"),
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: top}}]\n",
      "poster.yaml:2: layers[0].fill.region: 'top' is not a region (full, safe, {x, y, w, h} or "
      "{cell: [grid, row, column]})"),
@@ -901,6 +977,12 @@ BROKEN = [
      "poster.yaml:3: span.monitors[0].size: 1920 px across 1e-07 mm is 487680000000 dpi: at most 10000 (a picture "
      "at least 4.8768 mm wide)"),
 ]
+
+
+def test_a_yaml_error_without_a_message_is_named_by_its_type():
+    """(str(e).splitlines()[0] raised IndexError)"""
+    assert layout_module.yaml_problem("a: b\n", yaml.YAMLError()) == (1, "YAMLError")
+    assert layout_module.yaml_problem("a: b\n", yaml.YAMLError("first\nsecond")) == (1, "first")
 
 
 def png_header(path: Path, width: int, height: int) -> None:
@@ -1346,6 +1428,7 @@ SCHEMA_REJECTED = [  # the loader rejects each; the schema can tell too
     "canvas: {width: 0.0mm, height: 10mm}\n" + FILL,
     "canvas: {preset: fhd}\n" + FILL + "memory_budget: 6XB\n",  # parse_bytes's units only
     "canvas: {preset: fhd}\n" + FILL + "memory_budget: ''\n",
+    "canvas: {preset: fhd}\nvariables: {layout: mine}\n" + FILL,  # output.name's field
 ]
 
 

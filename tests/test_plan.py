@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from studio.errors import PlanError
+from studio.errors import InputError, PlanError
 from studio.geometry import Box, edge, fit_box, percent, resolve, span_canvas, split
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
@@ -577,7 +577,7 @@ def test_a_sampler_the_model_cannot_run_fails_at_planning(tiny_dir, tmp_path):
     """The pipeline would raise these at the layer's generation, after the layers before it had been
     generated; the plan raises them first, naming the layer."""
     import shutil
-    from studio.errors import ConfigError, InputError
+    from studio.errors import ConfigError
     from studio.layout import load_layout
 
     unipc = shutil.copytree(tiny_dir, tmp_path / "unipc")
@@ -614,15 +614,21 @@ def test_a_sampler_the_model_cannot_run_fails_at_planning(tiny_dir, tmp_path):
     assert plan(["{prompt: a, steps: 1000, sampler: ddim}"]).jobs[0].cost > 0
 
 
-def test_a_region_that_rounds_to_nothing_generates_nothing():
-    """w: 0.01% of 1000 px is 0 px: compose draws nothing there, so there is no generation (not one of 0 px)."""
+def test_a_region_that_rounds_to_nothing_is_refused_before_planning():
+    """w: 0.01% of 1000 px is 0 px once rounded: no generation of 0 px, and no layer silently left out."""
     configs = (TINY, T5_TINY, AutoencoderKLConfig.from_dict(vae_config()))
     layout = Layout("empty.yaml", Canvas(1000, 500),
                     (GenerateLayer("a", region=Region("percent", 10, 0, 0.01, 50), strategy="direct"),
                      GenerateLayer("b", region=Region("percent", 10, 0, 0.06, 50), strategy="direct")))
+    with pytest.raises(InputError) as e:
+        plan_layout(layout, budget="1GiB", configs=configs)
+    assert str(e.value) == ("empty.yaml: layers[0] (GenerateLayer).region: the region is 0 x 250 px once its edges "
+                            "are rounded to whole pixels (x = 100 px and x + w = 100.1 px both round to 100); a region "
+                            "is at least 1 px wide and high")
+    layout = Layout("empty.yaml", Canvas(1000, 500), layout.layers[1:])
     plan = plan_layout(layout, budget="1GiB", configs=configs)
-    assert plan.boxes == (Box(100, 0, 0, 250), Box(100, 0, 1, 250))
-    assert [(j.layer, j.strategy, j.gen_width, j.gen_height) for j in plan.jobs] == [(1, "direct", 16, 256)]
+    assert plan.boxes == (Box(100, 0, 1, 250),)
+    assert [(j.layer, j.strategy, j.gen_width, j.gen_height) for j in plan.jobs] == [(0, "direct", 16, 256)]
 
 
 def test_a_transformer_only_model_plans_with_the_bases_configs(tiny_dir, tmp_path, monkeypatch):

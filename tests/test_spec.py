@@ -73,6 +73,8 @@ def test_layouts_built_in_code_pass(tmp_path):
         FillLayer((0, 0, 0, 255), region=Region("cell", grid="g", column=1, column_span=2), opacity=np.float64(0.5)),
         GradientLayer(stops=[[0, (0, 0, 0, 255)], [1, (255, 255, 255, 0)]], kind="radial"),
         ShapeLayer("line", Region("px", -3, 50, 306, 0), stroke=(255, 0, 0, 255), stroke_width=2),
+        ShapeLayer("line", Region("px", 9.6, 0, 0.5, 10), stroke=(255, 0, 0, 255), stroke_width=1),  # no width
+        FillLayer((0, 0, 0, 255), region=Region("px", 0.3, 0, 0.4, 10)),  # column 0
         ShapeLayer("rect", Region("cell", grid="inner", row=1, column=1), fill=(9, 9, 9, 255), radius=3),
         TextLayer("x", font=None, region=Region("full")),
         ImageLayer(str(logo), fit="contain"),
@@ -143,6 +145,20 @@ BAD = [  # (layout, the exact message)
      "(to 200 px)"),
     (card(FillLayer((1, 2, 3, 255), region=Region("px", 0, 0, -10, 10))),
      "card: layers[0] (FillLayer).region.w: must be greater than 0, got -10 px"),
+    # under 1 px once its edges are rounded, as plan and compose round them: the layer drew nothing
+    (card(GenerateLayer("x", region=Region("px", 9.6, 0, 0.5, 10))),
+     "card: layers[0] (GenerateLayer).region: the region is 0 x 10 px once its edges are rounded to whole pixels "
+     "(x = 9.6 px and x + w = 10.1 px both round to 10); a region is at least 1 px wide and high"),
+    (card(TextLayer("Hi", region=Region("percent", 0, 10, 50, 0.3))),  # 0.3% of 100 px
+     "card: layers[0] (TextLayer).region: the region is 100 x 0 px once its edges are rounded to whole pixels "
+     "(y = 10 px and y + h = 10.3 px both round to 10); a region is at least 1 px wide and high"),
+    (card(ShapeLayer("ellipse", Region("px", -2.8, 0, 0.2, 10), fill=(0, 0, 0, 255)),
+          canvas=Canvas(200, 100, bleed=3)),  # in the bleed an edge rounds outward
+     "card: layers[0] (ShapeLayer).region: the region is 0 x 10 px once its edges are rounded to whole pixels "
+     "(x = -2.8 px and x + w = -2.6 px both round to -3); a region is at least 1 px wide and high"),
+    (card(cell(), grids={"g": Grid("g", 1, 3, region=Region("px", 0, 0, 0.4, 10))}),  # once: not again for the cell
+     "card: grids['g'].region: the region is 0 x 10 px once its edges are rounded to whole pixels (x = 0 px and "
+     "x + w = 0.4 px both round to 0); a region is at least 1 px wide and high"),
     # a line of no width is the column at x (of no height the row at y): x: 100% is one past the last
     (card(ShapeLayer("line", Region("percent", 100, 0, 0, 100), stroke=(0, 0, 0, 255), stroke_width=1)),
      "card: layers[0] (ShapeLayer).region: the region is outside the canvas: with w: 0 the region is the column at "
