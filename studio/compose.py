@@ -597,7 +597,19 @@ def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[
     return tile, (box.x - laid.pad + laid.window.x, box.y - laid.pad + laid.window.y)
 
 
-def text_problems(layout: Layout) -> list[str]:
+class TextProblem(str):
+    """A line of `text_problems` ('layers[2] (caption): text ...') that knows its layer's key path, `path`
+    ('layers[2]'), for saying where the layer is written."""
+
+    path: str
+
+    def __new__(cls, path: str, line: str):
+        problem = super().__new__(cls, line)
+        problem.path = path
+        return problem
+
+
+def text_problems(layout: Layout) -> list[TextProblem]:
     """One line per text layer whose ink (fill and stroke, not shadow) leaves its region (clipped where it
     reaches past the edge of its tile) or enters the safe margin (without one, crosses the trim into the
     bleed), whose font lacks some of its characters, or which needs raqm that Pillow lacks, e.g.
@@ -636,7 +648,8 @@ def text_problems(layout: Layout) -> list[str]:
         if shaping := shaping_problem(layer.text):
             found.append(shaping)
         if found:
-            problems.append(f"layers[{i}]{f' ({layer.name})' if layer.name else ''}: text {' and '.join(found)}")
+            problems.append(TextProblem(f"layers[{i}]", f"layers[{i}]{f' ({layer.name})' if layer.name else ''}: "
+                                                          f"text {' and '.join(found)}"))
     return problems
 
 

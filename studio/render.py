@@ -170,7 +170,7 @@ def warn_text_problems(layout: Layout, warn: Callable[[str, str], None] | None =
     ('poster.yaml:14'; the source alone for a layout built in code); default a line on stderr."""
     warn = warn or (lambda where, problem: print(f"studio: warning: {where}: {problem}", file=sys.stderr))
     for problem in text_problems(layout):
-        warn(layout.where(problem.partition(" ")[0].partition(":")[0]), problem)  # each starts 'layers[2]'
+        warn(layout.where(problem.path), problem)
 
 
 def cut_to_region(picture, job: GenerateJob):
