@@ -63,8 +63,7 @@ def compose(layout: Layout, art: dict[int, Image.Image] | None = None, proof: bo
     """
     art, labels = art or {}, labels or {}
     canvas, base_dir = layout.canvas, layout_dir(layout)
-    image = Image.new("RGBA", (canvas.full_width, canvas.full_height), (255, 255, 255, 255))
-    paste(image, Image.new("RGBA", image.size, canvas.background), (0, 0))
+    image = Image.new("RGBA", (canvas.full_width, canvas.full_height), over_white(canvas.background))
     for i, layer in enumerate(layout.layers):
         box = resolve(layer.region, canvas, layout.grids)
         if (box.w <= 0 or box.h <= 0) and not (isinstance(layer, ShapeLayer) and layer.shape == "line"):
@@ -89,6 +88,13 @@ def compose(layout: Layout, art: dict[int, Image.Image] | None = None, proof: bo
             raise InputError(f"layers[{i}]: cannot draw a {type(layer).__name__}")
         paste(image, with_opacity(tile, layer.opacity), at)
     return image.convert("RGB")
+
+
+def over_white(colour: RGBA) -> RGBA:
+    """`colour` alpha-composited over white, by Pillow: one pixel stands for a canvas of them."""
+    pixel = Image.new("RGBA", (1, 1), (255, 255, 255, 255))
+    pixel.alpha_composite(Image.new("RGBA", (1, 1), colour))
+    return pixel.getpixel((0, 0))
 
 
 def layout_dir(layout: Layout) -> Path | None:
@@ -842,38 +848,76 @@ def shape_pixels(layer: ShapeLayer, box: Box, fill: RGBA | None, outline: RGBA |
     return tile
 
 
-def gradient_position(kind: str, angle: float, w: int, h: int, rows: slice) -> np.ndarray:
-    """Gradient parameter t (float64, rows x w) at pixel centres.
+def gradient_direction(angle: float) -> tuple[float, float]:
+    """(cos a, sin a) of a linear gradient's angle, y down, rounded to 12 places: exactly 0 along the axes."""
+    a = math.radians(angle)
+    return round(math.cos(a), 12), round(math.sin(a), 12)  # cos(90 deg) is exactly 0
+
+
+def gradient_position(kind: str, angle: float, w: int, h: int, rows: slice, columns: slice | None = None) -> np.ndarray:
+    """Gradient parameter t (float64, rows x columns, all w columns by default) at pixel centres of a w x h box.
 
     linear: projection on the direction (cos a, sin a) (y down), 0 and 1 where the lines through the box's
     extreme corners cross it (CSS semantics). radial: distance from the box centre / distance to a corner.
     """
-    y, x = np.mgrid[rows, 0:w]
+    y, x = np.mgrid[rows, columns or slice(0, w)]
     px, py = x + 0.5 - w / 2, y + 0.5 - h / 2
     if kind == "radial":
         return np.hypot(px, py) / math.hypot(w / 2, h / 2)
-    a = math.radians(angle)
-    dx, dy = round(math.cos(a), 12), round(math.sin(a), 12)  # cos(90 deg) is exactly 0
+    dx, dy = gradient_direction(angle)
     half = (abs(dx) * w + abs(dy) * h) / 2
     return 0.5 + (px * dx + py * dy) / (2 * half)
 
 
-def gradient_tile(layer: GradientLayer, box: Box) -> Image.Image:
-    """Colours interpolated between stops in premultiplied RGBA (a fade to transparent keeps its hue),
-    clamped beyond the first and last stop, rounded half up."""
+def gradient_colours(layer: GradientLayer, t: np.ndarray) -> np.ndarray:
+    """The layer's colours at gradient parameters `t` (uint8, t's shape x RGBA): interpolated between stops in
+    premultiplied RGBA (a fade to transparent keeps its hue), clamped beyond the first and last stop, rounded
+    half up."""
     positions = np.array([p for p, _ in layer.stops], dtype=np.float64)
     colours = np.array([c for _, c in layer.stops], dtype=np.float64)
-    alpha_scale = colours[:, 3:] / 255
-    premul = np.concatenate([colours[:, :3] * alpha_scale, colours[:, 3:]], axis=1)
+    premul = np.concatenate([colours[:, :3] * (colours[:, 3:] / 255), colours[:, 3:]], axis=1)
+    out = np.empty(t.shape + (4,), dtype=np.uint8)
+    alpha = np.interp(t, positions, premul[:, 3])
+    scale = np.where(alpha > 0, alpha / 255, 1)
+    out[..., 3] = np.floor(alpha + 0.5)
+    for c in range(3):
+        out[..., c] = np.floor(np.interp(t, positions, premul[:, c]) / scale + 0.5).clip(0, 255)
+    return out
+
+
+def gradient_tile(layer: GradientLayer, box: Box) -> Image.Image:
+    """The layer's gradient over `box`: `gradient_every_pixel`'s pixels, computed for fewer of them where that
+    is exact. A linear gradient along an axis (t depends on x or y alone) is one row or column repeated; a radial
+    one is one quarter mirrored (pixel centres x + 0.5 - w / 2 are exact in float64, so mirrored pixels are the
+    same distance from the centre, for odd and even sizes)."""
+    w, h = box.w, box.h
+    dx, dy = gradient_direction(layer.angle)
+    out = np.empty((h, w, 4), dtype=np.uint8)
+    pixels = out.view(np.uint32)  # (h, w, 1): a pixel as one 4-byte number, copied whole
+    if layer.kind == "radial":
+        qw, qh = (w + 1) // 2, (h + 1) // 2  # the top-left quarter, with the middle column and row of odd sizes
+        for r0 in range(0, qh, GRADIENT_ROWS):
+            rows = slice(r0, min(qh, r0 + GRADIENT_ROWS))
+            out[rows, :qw] = gradient_colours(layer, gradient_position("radial", 0, w, h, rows, slice(0, qw)))
+        pixels[:qh, qw:] = pixels[:qh, :w - qw][:, ::-1]
+        pixels[qh:] = pixels[:h - qh][::-1]
+    elif dx == 0 or dy == 0:  # one row (0 or 180 degrees) or one column (90 or 270 degrees), repeated
+        rows, columns = (slice(0, 1), slice(0, w)) if dy == 0 else (slice(0, h), slice(0, 1))
+        line = gradient_colours(layer, gradient_position("linear", layer.angle, w, h, rows, columns))
+        pixels[:] = line.view(np.uint32)
+    else:
+        return gradient_every_pixel(layer, box)
+    return Image.fromarray(out, "RGBA")
+
+
+def gradient_every_pixel(layer: GradientLayer, box: Box) -> Image.Image:
+    """The layer's gradient over `box`, `gradient_colours` at every pixel's `gradient_position`, a band of
+    `GRADIENT_ROWS` rows at a time: `gradient_tile` at other angles, and the reference its shortcuts are tested
+    against."""
     out = np.empty((box.h, box.w, 4), dtype=np.uint8)
     for r0 in range(0, box.h, GRADIENT_ROWS):
         rows = slice(r0, min(box.h, r0 + GRADIENT_ROWS))
-        t = gradient_position(layer.kind, layer.angle, box.w, box.h, rows)
-        alpha = np.interp(t, positions, premul[:, 3])
-        scale = np.where(alpha > 0, alpha / 255, 1)
-        out[rows, :, 3] = np.floor(alpha + 0.5)
-        for c in range(3):
-            out[rows, :, c] = np.floor(np.interp(t, positions, premul[:, c]) / scale + 0.5).clip(0, 255)
+        out[rows] = gradient_colours(layer, gradient_position(layer.kind, layer.angle, box.w, box.h, rows))
     return Image.fromarray(out, "RGBA")
 
 
@@ -888,21 +932,16 @@ GUIDE_SAFE = (0, 150, 255, 255)
 def draw_guides(image: Image.Image, layout: Layout) -> Image.Image:
     """A proof's guides over the composed raster: the bleed tinted red with a magenta line at the trim, the
     safe area's edge dashed in blue, and a span's bezel gaps (behind the bezels) darkened. Lines are about a
-    thousandth of the canvas wide (at least 1 px). Returns a new RGB image."""
+    thousandth of the canvas wide (at least 1 px). `image` is taken as RGB (any alpha dropped); returns a new
+    RGB image."""
     canvas = layout.canvas
-    out = image.convert("RGBA")
-    tint = Image.new("RGBA", out.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(tint)
+    out = image.convert("RGB")
     width = max(1, round(min(out.size) / 1000))
     trim = trim_box(canvas)
-    if canvas.bleed:
-        draw.rectangle((0, 0, out.width - 1, out.height - 1), fill=GUIDE_BLEED)
-        draw.rectangle((trim.x, trim.y, trim.right - 1, trim.bottom - 1), fill=(0, 0, 0, 0))
-    if layout.span:
-        draw.rectangle((0, 0, out.width - 1, out.height - 1), fill=GUIDE_HIDDEN)
-        for box in span_canvas(layout.span)[2]:
-            draw.rectangle((box.x, box.y, box.right - 1, box.bottom - 1), fill=(0, 0, 0, 0))
-    out.alpha_composite(tint)
+    if layout.span:  # the bezel gaps' tint covers any bleed's
+        tint_outside(out, span_canvas(layout.span)[2], GUIDE_HIDDEN)
+    elif canvas.bleed:
+        tint_outside(out, [trim], GUIDE_BLEED)
     draw = ImageDraw.Draw(out)
     if canvas.bleed:
         draw.rectangle((trim.x, trim.y, trim.right - 1, trim.bottom - 1), outline=GUIDE_TRIM, width=width)
@@ -917,7 +956,34 @@ def draw_guides(image: Image.Image, layout: Layout) -> Image.Image:
                 a, b = start / length, min(start + dash, length) / length
                 draw.line((x0 + (x1 - x0) * a, y0 + (y1 - y0) * a, x0 + (x1 - x0) * b, y0 + (y1 - y0) * b),
                           fill=GUIDE_SAFE, width=width)
-    return out.convert("RGB")
+    return out
+
+
+def tint_outside(image: Image.Image, holes: list[Box], colour: RGBA) -> None:
+    """Alpha-composite `colour` over the RGB `image` outside the `holes`, rectangle by rectangle (`uncovered`):
+    the pixels of compositing a canvas-sized tint, the holes transparent, over all of it as RGBA, at the cost of
+    the tinted area."""
+    for part in uncovered(image.width, image.height, holes):
+        corners = (part.x, part.y, part.right, part.bottom)
+        tinted = image.crop(corners).convert("RGBA")
+        tinted.alpha_composite(Image.new("RGBA", tinted.size, colour))
+        image.paste(tinted.convert("RGB"), corners)
+
+
+def uncovered(width: int, height: int, holes: list[Box]) -> list[Box]:
+    """The parts of a width x height px canvas outside all `holes`, as boxes: in each band between the holes'
+    top and bottom edges, the runs between the holes crossing that band."""
+    edges = sorted({0, height} | {min(max(y, 0), height) for hole in holes for y in (hole.y, hole.bottom)})
+    parts = []
+    for top, bottom in zip(edges, edges[1:]):
+        x = 0  # where the run not yet covered starts
+        for hole in sorted((hole for hole in holes if hole.y <= top and hole.bottom >= bottom), key=lambda b: b.x):
+            if min(hole.x, width) > x:
+                parts.append(Box(x, top, min(hole.x, width) - x, bottom - top))
+            x = max(x, hole.right)
+        if x < width:
+            parts.append(Box(x, top, width - x, bottom - top))
+    return parts
 
 
 def cut_span(image: Image.Image, boxes: list[Box], monitors: tuple[Monitor, ...] | list[Monitor]) -> list[Image.Image]:

@@ -70,6 +70,21 @@ def test_background_and_px_region():
     ]
 
 
+def test_a_translucent_background_is_composited_over_white():
+    """One pixel composited over white stands for the canvas: the bytes of a canvas-sized background
+    composited over a white canvas, at every alpha."""
+    for colour in [(11, 29, 42, a) for a in range(256)] + [(255, 0, 0, 128), (0, 0, 255, 1)]:
+        whole = Image.new("RGBA", (5, 3), WHITE)
+        whole.alpha_composite(Image.new("RGBA", whole.size, colour))
+        assert C.compose(layout(w=5, h=3, background=colour)).tobytes() == whole.convert("RGB").tobytes(), colour
+
+
+def test_background_over_white():
+    assert C.over_white((255, 0, 0, 128)) == (255, 127, 127, 255)
+    assert C.over_white((0, 0, 255, 1)) == (254, 254, 255, 255)
+    assert C.over_white((11, 29, 42, 0)) == WHITE
+
+
 def test_percent_region():
     image = C.compose(layout(FillLayer(RED, Region("percent", 50, 0, 50, 50))))
     assert ascii_map(image) == [
@@ -308,6 +323,55 @@ def test_gradient_fading_to_transparent_keeps_its_hue():
     stops = ((0.0, RED), (1.0, (0, 0, 0, 0)))  # premultiplied interpolation: red fading, not darkening
     tile = C.gradient_tile(GradientLayer(stops, angle=0), Box(0, 0, 4, 1))
     assert np.asarray(tile)[0].tolist() == [[255, 0, 0, 223], [255, 0, 0, 159], [255, 0, 0, 96], [255, 0, 0, 32]]
+
+
+def test_linear_gradients_at_180_and_270_degrees_run_backwards():
+    assert red(C.gradient_tile(GradientLayer(BLACK_TO_WHITE, angle=180), Box(0, 0, 8, 1))) == [
+        [239, 207, 175, 143, 112, 80, 48, 16]]
+    assert red(C.gradient_tile(GradientLayer(BLACK_TO_WHITE, angle=270), Box(0, 0, 1, 6))) == [
+        [234], [191], [149], [106], [64], [21]]
+
+
+def test_radial_gradients_of_odd_sizes_are_centred_on_the_middle_pixel():
+    # 3x3: t = 0 at the centre, 1 / (1.5 sqrt 2) at the edges' middles, 2 / 3 at the corners
+    assert red(C.gradient_tile(GradientLayer(BLACK_TO_WHITE, kind="radial"), Box(0, 0, 3, 3))) == [
+        [170, 120, 170],
+        [120, 0, 120],
+        [170, 120, 170],
+    ]
+    assert red(C.gradient_tile(GradientLayer(BLACK_TO_WHITE, kind="radial"), Box(0, 0, 5, 2))) == [
+        [195, 106, 47, 106, 195]] * 2
+
+
+GRADIENT_STOPS = [BLACK_TO_WHITE,
+                  ((0, (11, 29, 42, 0)), (0.5, (11, 29, 42, 0)), (1, (11, 29, 42, 238))),
+                  ((0.0, RED), (0.3, (0, 0, 0, 0)), (0.3, (0, 200, 10, 128)), (1.0, (3, 4, 5, 7)))]
+SHORTCUT_ANGLES = [0, 90, 180, 270, 360, -90, 450, 90.00000000000001, 1e-13]  # cos or sin rounds to 0
+GRADIENT_SIZES = [(1, 1), (1, 6), (7, 1), (2, 2), (5, 5), (6, 4), (7, 9), (40, 33), (9, 600), (600, 3)]
+
+
+@pytest.mark.parametrize("stops", GRADIENT_STOPS)
+@pytest.mark.parametrize("kind, angle", [("radial", 0), ("radial", 33)] + [("linear", a) for a in SHORTCUT_ANGLES]
+                         + [("linear", 45), ("linear", 30), ("linear", 89.9999999)])
+def test_gradient_shortcuts_give_every_pixels_bytes(stops, kind, angle):
+    """A row or column repeated, a quarter mirrored: the bytes of computing every pixel, for odd and even sizes,
+    quarters taller than `GRADIENT_ROWS`, and the angles that take no shortcut."""
+    layer = GradientLayer(stops, kind=kind, angle=angle)
+    for w, h in GRADIENT_SIZES:
+        box = Box(3, 5, w, h)
+        assert C.gradient_tile(layer, box).tobytes() == C.gradient_every_pixel(layer, box).tobytes(), (w, h)
+
+
+def test_gradients_along_an_axis_and_radial_ones_take_a_shortcut(monkeypatch):
+    def every_pixel(layer, box):
+        raise AssertionError(f"every pixel computed at {layer.angle} degrees")
+
+    monkeypatch.setattr(C, "gradient_every_pixel", every_pixel)
+    for angle in SHORTCUT_ANGLES:
+        C.gradient_tile(GradientLayer(BLACK_TO_WHITE, angle=angle), Box(0, 0, 7, 6))
+    C.gradient_tile(GradientLayer(BLACK_TO_WHITE, kind="radial", angle=45), Box(0, 0, 7, 6))
+    with pytest.raises(AssertionError, match="every pixel computed at 45 degrees"):
+        C.gradient_tile(GradientLayer(BLACK_TO_WHITE, angle=45), Box(0, 0, 7, 6))
 
 
 # -- pictures ------------------------------------------------------------------------------------------------------
@@ -1536,6 +1600,74 @@ def test_proof_guides_mark_bleed_trim_safe_area_and_bezels():
     span = Layout("<string>", Canvas(9, 4), (), span=Span((m, m), (1,)))
     px = C.draw_guides(C.compose(span), span).load()
     assert px[4, 0] == (159, 159, 159) and px[3, 0] == px[5, 0] == (255, 255, 255)  # the bezel gap, darkened
+
+
+def guides_tinted_whole(image, layout):
+    """`draw_guides` as it was: a canvas-sized tint, composited whole over the raster made RGBA."""
+    canvas = layout.canvas
+    out = image.convert("RGBA")
+    tint = Image.new("RGBA", out.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(tint)
+    width = max(1, round(min(out.size) / 1000))
+    trim = C.trim_box(canvas)
+    if canvas.bleed:
+        draw.rectangle((0, 0, out.width - 1, out.height - 1), fill=C.GUIDE_BLEED)
+        draw.rectangle((trim.x, trim.y, trim.right - 1, trim.bottom - 1), fill=(0, 0, 0, 0))
+    if layout.span:
+        draw.rectangle((0, 0, out.width - 1, out.height - 1), fill=C.GUIDE_HIDDEN)
+        for box in span_canvas(layout.span)[2]:
+            draw.rectangle((box.x, box.y, box.right - 1, box.bottom - 1), fill=(0, 0, 0, 0))
+    out.alpha_composite(tint)
+    draw = ImageDraw.Draw(out)
+    if canvas.bleed:
+        draw.rectangle((trim.x, trim.y, trim.right - 1, trim.bottom - 1), outline=C.GUIDE_TRIM, width=width)
+    if canvas.safe_margin:
+        safe = C.resolve(Region("safe"), canvas, layout.grids)
+        dash = 8 * width
+        corners = [(safe.x, safe.y), (safe.right - 1, safe.y), (safe.right - 1, safe.bottom - 1),
+                   (safe.x, safe.bottom - 1), (safe.x, safe.y)]
+        for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
+            length = max(abs(x1 - x0), abs(y1 - y0))
+            for start in range(0, length, 2 * dash):
+                a, b = start / length, min(start + dash, length) / length
+                draw.line((x0 + (x1 - x0) * a, y0 + (y1 - y0) * a, x0 + (x1 - x0) * b, y0 + (y1 - y0) * b),
+                          fill=C.GUIDE_SAFE, width=width)
+    return out.convert("RGB")
+
+
+def span_layout(align, bleed=0):
+    monitors = (Monitor("a", 40, 30, 400, 300), Monitor("b", 20, 15, 400, 300), Monitor("c", 30, 24, 400, 300))
+    span = Span(monitors, bezels_mm=(20, 30), align=align)
+    width, height, _ = span_canvas(span)
+    return Layout("<string>", Canvas(width - 2 * bleed, height - 2 * bleed, bleed=bleed), (), span=span)
+
+
+@pytest.mark.parametrize("lay", [
+    layout(w=10, h=8, bleed=1, safe=2), layout(w=13, h=7, bleed=3), layout(w=13, h=7, safe=3), layout(w=5, h=4),
+    layout(w=1600, h=1520, bleed=21, safe=40), span_layout("top"), span_layout("center"), span_layout("bottom"),
+    span_layout("center", bleed=2)], ids=["bleed-safe", "bleed", "safe", "none", "2px-lines", "span-top",
+                                          "span-center", "span-bottom", "span-bleed"])
+def test_guides_tinted_strip_by_strip_give_the_bytes_of_a_whole_canvas_tint(lay):
+    """Only the bleed or the bezel gaps tinted, on the RGB raster: the bytes of compositing a canvas-sized tint
+    over it made RGBA, on a raster of varied colours, with lines 1 px and 2 px wide, and the bezel gaps' tint
+    covering a bleed's."""
+    w, h = lay.canvas.full_width, lay.canvas.full_height
+    raster = C.compose(replace(lay, layers=(GradientLayer(GRADIENT_STOPS[2], angle=0), FillLayer((9, 99, 199, 77)),
+                                            GradientLayer(BLACK_TO_WHITE, angle=90, opacity=0.4))))
+    assert len(raster.getcolors(w * h)) > min(w, h)
+    assert C.draw_guides(raster, lay).tobytes() == guides_tinted_whole(raster, lay).tobytes()
+
+
+@pytest.mark.parametrize("width, height, holes, parts", [
+    (12, 10, [Box(1, 1, 10, 8)], [Box(0, 0, 12, 1), Box(0, 1, 1, 8), Box(11, 1, 1, 8), Box(0, 9, 12, 1)]),
+    (9, 4, [Box(0, 0, 4, 4), Box(5, 0, 4, 4)], [Box(4, 0, 1, 4)]),
+    (10, 6, [Box(6, 0, 4, 6), Box(0, 1, 4, 4)], [Box(0, 0, 6, 1), Box(4, 1, 2, 4), Box(0, 5, 6, 1)]),
+    (6, 4, [Box(-2, -1, 4, 3), Box(1, 0, 3, 2)], [Box(4, 0, 2, 2), Box(0, 2, 6, 2)]),  # off the canvas, overlapping
+    (5, 5, [Box(-1, -1, 7, 7)], []),
+    (3, 2, [], [Box(0, 0, 3, 2)]),
+])
+def test_uncovered_parts_of_a_canvas(width, height, holes, parts):
+    assert C.uncovered(width, height, holes) == parts
 
 
 def test_cover_resamples_only_what_it_keeps(monkeypatch):
