@@ -57,7 +57,8 @@ MAX_NAME_PATH = 240  # bytes of an item's longest file path inside OUTDIR: Windo
 MAX_ITEMS = 100_000  # per job: a matrix's combinations are counted before they are made
 SLUG_LENGTH = 60
 STALE_PART = 15 * 60  # s: an older temporary file in the cache was left by a killed run, not a running shard
-EMBEDDINGS, HASHES = "embeddings", "file-hashes.json"  # in the cache folder: T5 features, the weights' hash memo
+EMBEDDINGS, HASHES = "embeddings", "file-hashes.json"  # in the cache folder: T5 features, the files' hash memo
+SAVE_HASHES = 60  # s: the hash memo is written after an item at most this often (and at the end of a run)
 
 
 class JobError(InputError):
@@ -863,12 +864,13 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
               memory_budget=None, quiet: bool = False, out=None, err=None) -> Summary:
     """Render the items of shard i/n of `job` into `out_dir` (created), skipping finished ones.
 
-    cache_dir: T5 features and weight-file hashes (default OUTDIR/.cache; a read-only one is read, with a
-    warning); use_cache=False encodes every prompt. memory_budget overrides the job's and the layouts'.
-    Progress goes to `err` (bars) and one line per item to `out`. A bad memory budget, model, output or cache
-    folder, or a batch log that can't be read, raises InputError (CheckpointError) before any item is
-    rendered; after that, never raises for a bad item: it is reported in the summary. A shard without items
-    says so and creates nothing. An unsharded run first merges the shards' logs into OUTDIR/manifest.jsonl.
+    cache_dir: T5 features and the hashes of weights, inputs and outputs (default OUTDIR/.cache; a read-only
+    one is read, with a warning); use_cache=False encodes every prompt and reads every output a rerun checks.
+    memory_budget overrides the job's and the layouts'. Progress goes to `err` (bars) and one line per item to
+    `out`. A bad memory budget, model, output or cache folder, or a batch log that can't be read, raises
+    InputError (CheckpointError) before any item is rendered; after that, never raises for a bad item: it is
+    reported in the summary. A shard without items says so and creates nothing. An unsharded run first merges
+    the shards' logs into OUTDIR/manifest.jsonl.
     """
     out, err = out or sys.stdout, err or sys.stderr
     t_start = time.perf_counter()
@@ -888,12 +890,13 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
         raise InputError(f"output folder {out_dir}: not writable")
     store = _make_folder(cache_dir, "cache folder")  # a read-only one (a shared, pre-warmed cache) is read
     if not store:
-        print(f"studio: batch: warning: cache folder {cache_dir}: read-only; the T5 features and weight hashes "
+        print(f"studio: batch: warning: cache folder {cache_dir}: read-only; the T5 features and file hashes "
               f"it holds are used, new ones are not stored", file=err, flush=True)
     root = out_dir.resolve()
     logged = _logged(root)
     _sweep_cache(cache_dir)
     hashes = manifest.FileHashes(cache_dir / HASHES, store)
+    outputs = hashes if use_cache else manifest.FileHashes(None)  # the outputs' hashes, remembered or not
     summary = Summary(len(job.items), len(items))
     log = log_path(out_dir, shard)
     if shard[1] == 1:
@@ -905,13 +908,14 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     with _Signals(err) as signals:
         try:
             signals.checking = True
-            todo = _scan(job, items, root, hashes, memory_budget, log, logged, summary, out)
+            todo = _scan(job, items, root, hashes, outputs, memory_budget, log, logged, summary, out)
             signals.checking = False
             in_shard = f", {len(items)} in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else ""
             print(f"{job.source}: {_item_count(len(job.items))}{in_shard}: {len(summary.skipped)} already done, "
                   f"{len(summary.failed)} failed, {len(todo)} to render", file=out, flush=True)
             embeddings = cache_dir / EMBEDDINGS if use_cache else None
-            _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary, signals, out, err)
+            _render_all(job, todo, root, hashes, outputs, embeddings, store, quiet, log, summary, signals, out,
+                        err)
         except Interrupted as e:
             summary.signal = e.signum
         _save_hashes(hashes, err)
@@ -1029,16 +1033,17 @@ def _sweep_cache(cache_dir: Path) -> None:
             pass  # removed by another shard, or not ours to remove
 
 
-def _save_hashes(hashes, err) -> None:
-    warning = hashes.save()
+def _save_hashes(hashes, err, every: float = 0.0) -> None:
+    warning = hashes.save(every)
     if warning:
         print(f"studio: batch: warning: {warning}", file=err, flush=True)
 
 
-def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) -> list[_Task]:
-    """Plan each item, clean its leftover temporary files, and sort it into done (its manifest checks out),
-    failed (bad layout, budget, model) or to render, with the files its last manifest lists that no item of
-    the job writes now (`stale`). Notes once when finished items had another budget. logged: `_logged`."""
+def _scan(job, items, root, hashes, outputs, memory_budget, log, logged, summary, out) -> list[_Task]:
+    """Plan each item, clean its leftover temporary files, and sort it into done (its manifest checks out, its
+    files hashed by `outputs`), failed (bad layout, budget, model) or to render, with the files its last
+    manifest lists that no item of the job writes now (`stale`). Notes once when finished items had another
+    budget. logged: `_logged`."""
     from studio.memory import format_bytes
     from studio.plan import plan_layout
     from studio.render import temporary_targets
@@ -1070,7 +1075,7 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
             sidecar = manifest.sidecar_path(folder, task.stem)
             # its own stems' temporaries in any format (its layout may have dropped one), not other items'
             remove_temporaries(folder, temporary_targets(layout, task.stem) | {task.stem + manifest.SIDECAR_SUFFIX})
-            record, reason = _recorded(task)
+            record, reason = _recorded(task, outputs)
         except Exception as e:  # a bad item (layout, budget, model, unreadable file) must not stop the batch
             message = _failure(e)
             summary.failed.append((item.name, message))
@@ -1099,12 +1104,13 @@ def _scan(job, items, root, hashes, memory_budget, log, logged, summary, out) ->
     return todo
 
 
-def _recorded(task) -> tuple[dict | None, str | None]:
-    """(the item's manifest, why it is not done or None when it is done); (None, None) when it has none."""
+def _recorded(task, outputs) -> tuple[dict | None, str | None]:
+    """(the item's manifest, why it is not done or None when it is done, its files hashed by `outputs`);
+    (None, None) when it has none."""
     try:
         record = manifest.load_sidecar(manifest.sidecar_path(task.folder, task.stem))
         return record, manifest.check(record, task.folder, {"item": task.item.key, "inputs": task.inputs,
-                                                            "models": task.models})
+                                                            "models": task.models}, outputs)
     except (FileNotFoundError, NotADirectoryError):  # none (its folder may be a file: the item fails)
         return None, None
     except (OSError, ValueError) as e:
@@ -1185,7 +1191,7 @@ def _inputs(layout, base_dir: Path, hashes) -> dict:
     return {name: hashes(path) if path.is_file() else None for _, name, path in layout_inputs(layout, base_dir)}
 
 
-def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary, signals, out, err):
+def _render_all(job, todo, root, hashes, outputs, embeddings, store, quiet, log, summary, signals, out, err):
     from studio.render import render
 
     pipelines: dict = {}
@@ -1235,7 +1241,7 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
                 summary.elsewhere.append(item.name)
                 skipped = f"being rendered by another studio run{holder}; skipped"
             else:  # ours now: another run may have finished the item since it was checked
-                record, reason = _recorded(task)
+                record, reason = _recorded(task, outputs)
                 skipped = "finished by another studio run; already done" if record and reason is None else None
                 if skipped:
                     summary.skipped.append(item.name)
@@ -1271,7 +1277,7 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
                        "encode_ahead_s": round(ahead_encode, 3), "render_s": round(t2 - t1, 3),
                        "total_s": round(time.perf_counter() - t0 + ahead_load + ahead_encode, 3)}
             ahead_load = ahead_encode = 0.0  # the group's next items did not wait for them
-            record = _item_record(job, task, files, info, caching, software, timings)
+            record = _item_record(job, task, files, outputs, info, caching, software, timings)
             for path in task.stale:  # before the manifest: a kill here leaves the old one, which lists them
                 path.unlink(missing_ok=True)
             pause_point("manifest", item.name)
@@ -1294,7 +1300,7 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
             continue
         finally:
             lock.release()
-            _save_hashes(hashes, err)
+            _save_hashes(hashes, err, SAVE_HASHES)
         seconds = time.perf_counter() - t0
         durations.append(seconds - loading)  # the ETA leaves out loading models, done at most once per group
         summary.rendered.append(item.name)
@@ -1307,10 +1313,11 @@ def _render_all(job, todo, root, hashes, embeddings, store, quiet, log, summary,
         bar.close()
 
 
-def _item_record(job, task, files, info: dict, caching: dict, software: dict, timings: dict) -> dict:
+def _item_record(job, task, files, outputs, info: dict, caching: dict, software: dict, timings: dict) -> dict:
     """The manifest of a rendered item (manifest.FORMAT), with its digest: what it is (job, layout text,
     variables, model files), how it was made (`render`'s info: budget, generations; T5 kept or released and
-    the embedding cache's hits, `caching`; the software) and what it wrote (files with sizes and sha256)."""
+    the embedding cache's hits, `caching`; the software) and what it wrote (files with sizes and sha256,
+    hashed by `outputs`, which remembers them for the next run's check)."""
     item = task.item
     record = {
         "format": manifest.FORMAT, "item": item.key, "index": item.index, "name": item.name,
@@ -1322,7 +1329,7 @@ def _item_record(job, task, files, info: dict, caching: dict, software: dict, ti
         "models": task.models,
         "model_folders": task.folders, "cwd": os.getcwd(), "memory_budget": info["budget"],
         "generations": info["generations"], **caching, "software": software, "timings": timings,
-        "files": manifest.file_entries(files, task.folder),
+        "files": manifest.file_entries(files, task.folder, outputs),
     }
     record["digest"] = manifest.record_digest(record)
     return record

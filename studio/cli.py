@@ -184,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--memory-budget", default=None, help="overrides the job's and the layouts'")
     batch.add_argument("--device", default=None, help=DEVICE_HELP)
     batch.add_argument("--cache-dir", type=Path, default=None,
-                       help="T5 feature cache and weight-file hashes (default OUTDIR/.cache)")
-    batch.add_argument("--no-cache", action="store_true", help="encode every prompt; store no T5 features")
+                       help="T5 feature cache and the hashes of weights and outputs (default OUTDIR/.cache)")
+    batch.add_argument("--no-cache", action="store_true",
+                       help="encode every prompt, store no T5 features, and read every output a rerun checks (not "
+                            "only those changed since hashed)")
     batch.add_argument("--list", action="store_true",
                        help="print the items (of this shard) and exit: 1 when any would fail (a problem shown)")
     batch.add_argument("--quiet", action="store_true", help="no progress bars: one line per item, for logs")

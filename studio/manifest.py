@@ -5,8 +5,8 @@ outputs, and a line in `OUTDIR/manifest.jsonl`. The sidecar is the proof an item
 says why an item is not done (no sidecar, a damaged or edited one, another item's, changed inputs or
 weights, a missing or altered file) or None when it is. A record carries its item key (`item_key`: the
 layout's sha256, the variables, the job model's identity when the item uses that model) and a digest over
-all its other keys, so an edit shows. File hashes are sha256; `FileHashes` remembers the hashes of big
-files (weights) by path and `file_stamp`, so a batch hashes each weight file once.
+all its other keys, so an edit shows. File hashes are sha256; `FileHashes` remembers them by path and
+`file_stamp`, so a batch reads each weight file once, and a rerun reads no output unchanged since its hash.
 """
 
 import functools
@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 from studio.export import write_temp
@@ -66,49 +67,60 @@ def _is_memo_entry(value) -> bool:
     return isinstance(value, list) and len(value) == 5 and all(map(_is_count, value[:4])) and _is_text(value[4])
 
 
+def _read_memo(memo: Path | None) -> dict:
+    """The entries of a `FileHashes` memo; what is not an entry is dropped, none for a missing or damaged one."""
+    try:
+        known = json.loads(memo.read_text()) if memo is not None and memo.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    return {path: entry for path, entry in known.items() if _is_memo_entry(entry)} if isinstance(known, dict) else {}
+
+
 class FileHashes:
     """sha256 of files, remembered in `memo` (a JSON file: {resolved path: `file_stamp` + [sha256]}) by resolved
-    path and stamp. A damaged memo (not JSON, or not of that shape) only costs a rehash: what is not an entry
-    is dropped, as are the entries of memos written before the stamp held the inode and ctime ([size,
-    mtime_ns, sha256]). store=False: the memo is read, never written (a read-only shared cache)."""
+    path and stamp: a file whose stamp is the memo's is not read again; any change (a write, truncation, touch,
+    a file renamed over it) gives another stamp, so it is read anew. A damaged memo (not JSON, or not of that
+    shape) only costs a rehash: what is not an entry is dropped, as are the entries of memos written before
+    the stamp held the inode and ctime ([size, mtime_ns, sha256]). store=False: the memo is read, never
+    written (a read-only shared cache)."""
 
     def __init__(self, memo: Path | None, store: bool = True):
         self.memo, self.store = memo, store
-        self.known: dict = {}
-        if memo is not None and memo.is_file():
-            try:
-                known = json.loads(memo.read_text())
-            except (OSError, ValueError):
-                known = {}
-            if isinstance(known, dict):
-                self.known = {path: entry for path, entry in known.items() if _is_memo_entry(entry)}
-        self.changed = False
+        self.known = _read_memo(memo)
+        self.new: dict = {}  # the entries hashed here since the memo was last written
+        self.saved = None  # time.monotonic() of the last write
         self.failed = False
 
     def __call__(self, path: Path) -> str:
         path = Path(path).resolve()
-        stamp = file_stamp(path)
+        stamp = file_stamp(path)  # before reading: a write while it is read changes the ctime after this stamp
         entry = self.known.get(str(path))
         if entry and entry[:4] == stamp:
             return entry[4]
         digest = sha256_file(path)
-        self.known[str(path)] = stamp + [digest]
-        self.changed = True
+        self.known[str(path)] = self.new[str(path)] = stamp + [digest]
         return digest
 
-    def save(self) -> str | None:
-        """Write the memo when it changed. One that can't be written (a full disk, a read-only folder) only
-        costs hashing again next time: the first failure returns a warning, the others None."""
-        if self.memo is None or not self.changed or not self.store:
+    def save(self, every: float = 0.0) -> str | None:
+        """Write the memo when it gained entries, unless it was written less than `every` seconds ago (its
+        size grows with a batch's outputs). Shards share it: the entries another wrote since it was read are
+        kept, this one's over them; two writes at one moment may lose the first's, which are hashed again next
+        time. One that can't be written (a full disk, a read-only folder) only costs hashing again next time:
+        the first failure returns a warning, the others None."""
+        if self.memo is None or not self.new or not self.store:
             return None
+        if self.saved is not None and time.monotonic() - self.saved < every:
+            return None
+        self.saved = time.monotonic()
+        self.known = {**self.known, **_read_memo(self.memo), **self.new}
         data = json.dumps(self.known, sort_keys=True).encode()
         try:
             self.memo.parent.mkdir(parents=True, exist_ok=True)
             os.replace(write_temp(self.memo.parent, self.memo.name, lambda f: f.write(data)), self.memo)
         except OSError as e:
             first, self.failed = not self.failed, True
-            return f"cannot write {self.memo} ({e.strerror or e}); weights are hashed again next run" if first else None
-        self.changed = False
+            return f"cannot write {self.memo} ({e.strerror or e}); files are hashed again next run" if first else None
+        self.new = {}
         return None
 
 
@@ -332,12 +344,13 @@ def record_problem(record) -> str | None:
     return None
 
 
-def check(record: dict | None, folder: Path, expect: dict) -> str | None:
+def check(record: dict | None, folder: Path, expect: dict, hashes=sha256_file) -> str | None:
     """Why the item whose sidecar holds `record` is not done, or None when it is.
 
     The record must be whole and unedited (`record_problem`) and hold the `expect`ed values (item key,
     inputs, and models: {model: {file: sha256}}, compared by the files whatever the models' names); then
-    every listed file must exist with its recorded size and sha256.
+    every listed file must exist with its recorded size and sha256, as `hashes` gives it (a `FileHashes`
+    reads only the files its memo lacks at their stamp).
     """
     if record is None:
         return "no manifest"
@@ -355,13 +368,15 @@ def check(record: dict | None, folder: Path, expect: dict) -> str | None:
         path = folder / entry["path"]
         if not path.is_file() or path.parent != folder:
             return f"{entry['path']}: missing"
-        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+        if path.stat().st_size != entry["bytes"] or hashes(path) != entry["sha256"]:
             return f"{entry['path']}: differs from its manifest"
     return None
 
 
-def file_entries(files: list[Path], folder: Path) -> list[dict]:
-    return [{"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+def file_entries(files: list[Path], folder: Path, hashes=sha256_file) -> list[dict]:
+    """{path relative to `folder`, bytes, sha256} of each file, hashed by `hashes` (a `FileHashes` remembers
+    them for the next run's `check`)."""
+    return [{"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "sha256": hashes(p)}
             for p in files]
 
 

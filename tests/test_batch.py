@@ -911,6 +911,39 @@ def test_file_hashes_see_a_change_whose_size_and_mtime_were_restored(tmp_path):
     assert manifest.FileHashes(memo)(f) == manifest.sha256_file(f) != first
 
 
+def test_shards_sharing_a_file_hash_memo_keep_each_others_entries(tmp_path):
+    a, b, memo = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "memo.json"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    one, two = manifest.FileHashes(memo), manifest.FileHashes(memo)  # two shards, started together
+    one(a)
+    two(b)
+    assert one.save() is None and two.save() is None
+    assert json.loads(memo.read_text()) == {str(a.resolve()): manifest.file_stamp(a) + [manifest.sha256_file(a)],
+                                            str(b.resolve()): manifest.file_stamp(b) + [manifest.sha256_file(b)]}
+
+
+def test_a_file_hash_memo_is_written_at_most_every_so_often(tmp_path):
+    a, b, memo = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "memo.json"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    hashes = manifest.FileHashes(memo)
+    hashes(a)
+    hashes.save(every=60)  # the first write is not held back
+    hashes(b)
+    hashes.save(every=60)
+    assert list(json.loads(memo.read_text())) == [str(a.resolve())]
+    hashes.save()
+    assert list(json.loads(memo.read_text())) == [str(a.resolve()), str(b.resolve())]
+
+
+def count_reads(monkeypatch) -> list[Path]:
+    """The files `manifest.sha256_file` reads from now on, in order (resolved, as `FileHashes` names them)."""
+    reads, sha256_file = [], manifest.sha256_file
+    monkeypatch.setattr(manifest, "sha256_file", lambda path: reads.append(Path(path)) or sha256_file(path))
+    return reads
+
+
 # -- in-process batches on the tiny checkpoint --------------------------------------------------------------------
 
 MATRIX_JOB = """\
@@ -953,6 +986,62 @@ def test_batch_renders_then_resumes_and_redoes_only_what_changed(tiny_dir, tmp_p
     assert sorted(summary.rendered) == ["a-red-fox/2", "an-owl/1"]
     assert "an-owl/1: rendering again (1.png: differs from its manifest)" in text
     assert_complete(out, names)
+
+
+def test_a_rerun_reads_no_output_whose_stamp_is_unchanged(tiny_dir, tmp_path, monkeypatch):
+    """An output is read once, for its manifest, and enters the hash memo then; a rerun reads no file whose
+    stamp the memo holds, from a read-only cache too; --no-cache reads every output."""
+    job, out = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 1}, {seed: 2}]\n"), tmp_path.resolve() / "out"
+    pngs = [out / "card-1.png", out / "card-2.png"]
+    reads = count_reads(monkeypatch)
+    run(job, out, tiny_dir)
+    assert [p for p in reads if p.suffix == ".png"] == pngs
+    memo = json.loads((out / ".cache" / "file-hashes.json").read_text())
+    records = sidecars(out)
+    assert [memo[str(p)] for p in pngs] == [manifest.file_stamp(p) + [records[p.stem]["files"][0]["sha256"]]
+                                            for p in pngs]
+    reads.clear()
+    summary, _ = run(job, out, tiny_dir)
+    assert (len(summary.skipped), reads) == (2, [])  # nor the weights, nor the layout's inputs
+
+    cache = out / ".cache"
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*")}
+    access = os.access  # read-only (root ignores permission bits, so os.access says it)
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != cache and access(path, mode))
+    summary, _ = run(job, out, tiny_dir)
+    assert (len(summary.skipped), reads) == (2, [])
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == before
+    monkeypatch.setattr(os, "access", access)
+
+    summary, _ = run(job, out, tiny_dir, use_cache=False)
+    assert (len(summary.skipped), reads) == (2, pngs)
+
+
+def test_an_output_rewritten_with_its_mtime_restored_is_read_again(tiny_dir, tmp_path, monkeypatch):
+    """A writer that keeps the size and sets the mtime back (cp -p, tar x) still changes the ctime, which
+    can't be set: the memo's hash is not used. The same bytes are read and kept; other bytes are rendered
+    again."""
+    job, out = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 1}, {seed: 2}]\n"), tmp_path.resolve() / "out"
+    run(job, out, tiny_dir)
+    same, damaged = out / "card-1.png", out / "card-2.png"
+    before = {p: p.stat() for p in (same, damaged)}
+    time.sleep(0.05)  # file times tick coarsely on some kernels (a few ms): the rewrite lands in a later tick
+    same.write_bytes(same.read_bytes())  # in place: the same inode
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    for p, st in before.items():
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+        now = p.stat()
+        assert (now.st_size, now.st_mtime_ns, now.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+        assert now.st_ctime_ns != st.st_ctime_ns
+    reads = count_reads(monkeypatch)
+    summary, text = run(job, out, tiny_dir)
+    assert (summary.skipped, summary.rendered) == (["card-1"], ["card-2"])
+    assert "card-2: rendering again (card-2.png: differs from its manifest)" in text
+    assert [p for p in reads if p.suffix == ".png"] == [same, damaged, damaged]  # checked, then the new file
+    assert damaged.read_bytes() == data
+    reads.clear()
+    assert len(run(job, out, tiny_dir)[0].skipped) == 2 and reads == []
 
 
 def test_one_bad_item_does_not_stop_the_batch(tiny_dir, tmp_path):
@@ -1323,7 +1412,7 @@ def test_a_read_only_cache_is_read_with_one_warning(tiny_dir, tmp_path, monkeypa
     summary, _ = run(job, tmp_path / "out", tiny_dir, cache_dir=cache, stderr=err)
     assert summary.exit_code == 0 and sorted(summary.rendered) == ["a-fox", "an-owl"]
     assert [line for line in err.getvalue().splitlines() if "warning" in line] == [
-        f"studio: batch: warning: cache folder {cache}: read-only; the T5 features and weight hashes it holds are "
+        f"studio: batch: warning: cache folder {cache}: read-only; the T5 features and file hashes it holds are "
         "used, new ones are not stored"]
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == before
     used = {name: r["embedding_cache"][str(tiny_dir)] for name, r in sidecars(tmp_path / "out").items()}
