@@ -4,6 +4,9 @@
 import. It loads a pipeline folder in the diffusers layout (or a hub id from the local Hugging Face cache).
 """
 
+import contextlib
+import contextvars
+import copy
 import functools
 import gc
 import inspect
@@ -304,6 +307,21 @@ def initial_noise(seed: int, shape: tuple) -> np.ndarray:
 # process): the pipeline's entry points run one at a time per process, callers from other threads wait.
 _MINDSPORE = threading.RLock()  # re-entrant: a call decodes through the public `decode`
 
+# (pipeline, embedding cache) lent for this thread's (or task's) calls on that pipeline (`lent_embedding_cache`)
+_LENT_CACHE: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("lent_embedding_cache", default=None)
+
+
+@contextlib.contextmanager
+def lent_embedding_cache(pipe: "PixArtSigmaPipeline", cache):
+    """Within this block, `pipe`'s calls and `encode_ahead` in this thread read and fill `cache` in place of
+    `pipe.embedding_cache`, which is left as it is: render's cache for a layout's prompts, which calls on the
+    same pipeline from other threads neither see nor clear."""
+    token = _LENT_CACHE.set((pipe, cache))
+    try:
+        yield
+    finally:
+        _LENT_CACHE.reset(token)
+
 
 def _one_at_a_time(method):
     @functools.wraps(method)
@@ -489,6 +507,21 @@ class PixArtSigmaPipeline:
         backend.setup(kind + (f":{number}" if number else ""))
         return self
 
+    def __reduce__(self):
+        raise TypeError("a PixArtSigmaPipeline cannot be pickled (its MindSpore operators cannot): load it in each "
+                        "worker process (PixArtSigmaPipeline.from_pretrained); copy.deepcopy copies it in one")
+
+    # copy and deepcopy as for any object: not through __reduce__, which refuses pickle
+    def __copy__(self):
+        copied = object.__new__(type(self))
+        copied.__dict__.update(self.__dict__)
+        return copied
+
+    def __deepcopy__(self, memo: dict):
+        copied = memo[id(self)] = object.__new__(type(self))
+        copied.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return copied
+
     def __getattr__(self, name: str):
         if name in _REFERENCE_ONLY:  # the reference's memory and progress switches: said what studio does instead
             raise AttributeError(f"studio's pipeline has no {name}(): {_REFERENCE_ONLY[name]}")
@@ -531,10 +564,10 @@ class PixArtSigmaPipeline:
 
         Each prompt is encoded alone, so that its features are the same bits whatever it is encoded with
         (its negative prompt, a batch's other prompts, the cache): `studio generate`, `render` and `batch`
-        make the same file from the same layout. With `self.embedding_cache` set (get(key) -> (features
-        (1, L, C) float32, mask (1, L)) or None; put(key, features, mask); `key in cache` for
-        `encode_ahead`; `key` a dict of the text settings, to which the cache adds the model's identity:
-        studio.batch.EmbeddingCache) a cached prompt skips the text encoder.
+        make the same file from the same layout. With `self.embedding_cache` set, or one lent to the thread
+        (`lent_embedding_cache`), a cached prompt skips the text encoder: get(key) -> (features (1, L, C)
+        float32, mask (1, L)) or None; put(key, features, mask); `key in cache` for `encode_ahead`; `key` a
+        dict of the text settings, to which the cache adds the model's identity (studio.batch.EmbeddingCache).
 
         `stream` runs the encoder block by block from its files (`StreamedT5Encoder`: one block's weights
         in memory, the same features) unless it is loaded already, each block read once for all prompts;
@@ -559,7 +592,7 @@ class PixArtSigmaPipeline:
         cached row that is not this prompt's shape (L tokens, C = T5's d_model) or mask is damaged: a miss,
         encoded again and put back in its place."""
         entries = self._prompt_keys(prompts, max_sequence_length)
-        cache, channels = self.embedding_cache, self._t5_config.d_model
+        cache, channels = self._embedding_cache(), self._t5_config.d_model
         rows = []
         for ids, mask, key in entries:
             cached = None if cache is None else cache.get(key)
@@ -568,8 +601,14 @@ class PixArtSigmaPipeline:
             rows.append((cached[0].astype(np.float32, copy=False), mask) if fits else None)  # the tokenizer's mask
         misses = [(i, *entry) for i, (entry, row) in enumerate(zip(entries, rows)) if row is None]
         if misses:
-            self._encode_misses(misses, rows, stream)
+            self._encode_misses(misses, rows, stream, cache)
         return [Captions(*row) for row in rows]
+
+    def _embedding_cache(self):
+        """The embedding cache of this thread's calls: the one lent to it (`lent_embedding_cache`), else the
+        pipeline's (None: none)."""
+        lent = _LENT_CACHE.get()
+        return lent[1] if lent is not None and lent[0] is self else self.embedding_cache
 
     def _prompt_keys(self, prompts: list[str], max_sequence_length: int) -> list[tuple]:
         """(ids (1, L), mask (1, L), cache key) of each prompt; a prompt cut at max_sequence_length tokens is
@@ -593,14 +632,14 @@ class PixArtSigmaPipeline:
             entries.append((ids, mask, key))
         return entries
 
-    def _encode_misses(self, misses: list, rows: list, stream: bool) -> None:
-        """Encode the prompts the cache lacks (all, without a cache), misses = [(index in rows, ids, mask,
+    def _encode_misses(self, misses: list, rows: list, stream: bool, cache) -> None:
+        """Encode the prompts `cache` lacks (all, without a cache: None), misses = [(index in rows, ids, mask,
         key)], each alone, in one pass over T5: into `rows`, and the cache when there is one."""
         encoded = self._encoder(stream).encode_each([(ms.Tensor(ids), ms.Tensor(mask)) for _, ids, mask, _ in misses])
         for (i, _, mask, key), features in zip(misses, encoded):
             rows[i] = (features.astype(ms.float32).asnumpy(), mask)
-            if self.embedding_cache is not None:
-                self.embedding_cache.put(key, *rows[i])
+            if cache is not None:
+                cache.put(key, *rows[i])
 
     @_one_at_a_time
     def encode_ahead(self, prompts: list[str], room: int | None = None, stream: bool = True,
@@ -611,8 +650,11 @@ class PixArtSigmaPipeline:
         attention budget of their text phase (its attention blocks are part of the cache key).
         progress(done, total) in prompts. Returns how many prompts were encoded."""
         check_max_sequence_length(max_sequence_length)
+        cache = self._embedding_cache()  # read once: another thread may set pipe.embedding_cache meanwhile
+        if cache is None:
+            raise InputError("encode_ahead puts features into an embedding cache: set pipe.embedding_cache first")
         entries = [e for e in self._prompt_keys(list(dict.fromkeys(prompts)), max_sequence_length)
-                   if e[2] not in self.embedding_cache]  # a file test: cached features are not read
+                   if e[2] not in cache]  # a file test: cached features are not read
         if not entries:
             return 0
         rows, misses = [None] * len(entries), [(i, *entry) for i, entry in enumerate(entries)]
@@ -629,7 +671,7 @@ class PixArtSigmaPipeline:
         done = 0
         report(done, len(misses))
         for group in passes:
-            self._encode_misses(group, rows, stream)
+            self._encode_misses(group, rows, stream, cache)
             done += len(group)
             report(done, len(misses))
         return len(misses)
@@ -701,7 +743,7 @@ class PixArtSigmaPipeline:
                            max_sequence_length, output_type, seed, guidance_scale, use_resolution_binning,
                            vae_tiling, generator,
                            clean_caption, latents, given is not None, given_negatives is not None, callback,
-                           callback_steps)
+                           callback_steps, progress)
         # numpy scalars pass the checks; MindSpore takes only Python numbers where they meet tensors
         height, width, num_inference_steps, num_images_per_prompt = map(
             int, (height, width, num_inference_steps, num_images_per_prompt))
@@ -873,12 +915,21 @@ class PixArtSigmaPipeline:
         return PipelineOutput(images, seed) if return_dict else (images,)
 
     @_one_at_a_time
-    def decode(self, latents: ms.Tensor, tiles: tiling.TilePlan | None = None,
+    def decode(self, latents, tiles: tiling.TilePlan | None = None,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Latents (N, 4, h, w) -> images (N, 3, 8h, 8w) float32 in about [-1, 1], one image at a time into
-        one array (the memory plan counts one image's decode and the N outputs); in tiles with a plan
-        (`vae_tiling.plan_tiles`), each written straight into its output. progress(done, total): tile passes
-        when tiled, else images."""
+        """Latents (N, 4, h, w), a MindSpore, numpy or torch array (a call's output_type="latent" gives numpy)
+        -> images (N, 3, 8h, 8w) float32 in about [-1, 1], one image at a time into one array (the memory plan
+        counts one image's decode and the N outputs); in tiles with a plan (`vae_tiling.plan_tiles`), each
+        written straight into its output. progress(done, total): tile passes when tiled, else images."""
+        channels = self.vae.config.latent_channels
+        if not isinstance(latents, ms.Tensor):
+            try:
+                latents = ms.Tensor(_numpy(latents).astype(np.float32, copy=False))  # as a call's latents=
+            except (TypeError, ValueError):
+                raise InputError(f"decode: latents must be a numpy, torch or MindSpore array (N, {channels}, h, w), "
+                                 f"got {latents!r:.80}") from None
+        if latents.ndim != 4 or latents.shape[1] != channels:
+            raise InputError(f"decode: latents have shape {tuple(latents.shape)}, expected (N, {channels}, h, w)")
         z = latents.astype(self.vae_dtype) / self.vae.config.scaling_factor
         n, _, h, w = z.shape
         f = self.vae.config.downsample_factor
@@ -914,7 +965,7 @@ class PixArtSigmaPipeline:
 
     def _check_inputs(self, prompts, negatives, height, width, steps, per_prompt, max_len, output_type, seed,
                       guidance, binning, vae_tiling, generator, clean_caption, latents, embeds_given, negative_embeds_given,
-                      callback, callback_steps):
+                      callback, callback_steps, progress):
         number = isinstance(guidance, (int, float, np.number)) and not isinstance(guidance, bool)
         if not number or not np.isfinite(guidance):
             raise InputError(f"guidance_scale must be a finite number, got {guidance!r:.80}")
@@ -945,12 +996,18 @@ class PixArtSigmaPipeline:
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
         if generator is not None:  # here, not after the text encoder ran
             check_generator(generator, len(prompts) * per_prompt)
-        if callback is not None:  # checked here, not after the text encoder and a denoising step
+        # checked here, not after the text encoder and a denoising step
+        for function, arguments, how in [
+                (callback, (0, steps), "callback is called as callback(step, total) after each denoising step (the "
+                                       "reference's callback(step, timestep, latents) is not taken)"),
+                (progress, ("text", 0, 1), "progress is called as progress(phase, done, total) for each phase "
+                                           "('text', 'denoise', 'decode')")]:
+            if function is None:
+                continue
             try:
-                inspect.signature(callback).bind(0, steps)
-            except TypeError:
-                raise InputError("callback is called as callback(step, total) after each denoising step (the "
-                                 "reference's callback(step, timestep, latents) is not taken)") from None
+                inspect.signature(function).bind(*arguments)
+            except TypeError:  # not callable, or not with these arguments
+                raise InputError(f"{how}, got {function!r:.80}") from None
             except ValueError:
                 pass  # a callable with no signature to read: called as it is
 
@@ -1025,7 +1082,7 @@ def _numpy(a) -> np.ndarray:
 
 class MemoryCache:
     """An embedding cache in memory (`PixArtSigmaPipeline.embedding_cache`): holds the features `render`
-    encodes ahead for a layout's generate layers while it renders them."""
+    encodes ahead for a layout's generate layers while it renders them (`lent_embedding_cache`)."""
 
     def __init__(self):
         self.entries: dict[str, tuple] = {}
@@ -1049,9 +1106,10 @@ def encode_all_ahead(requests, progress: Callable[[int, int], None] | None = Non
     files is read once for all of them instead of once per generation (T5-XXL: 19 GB, 12-22 s a read).
 
     requests: (pipeline, prompts, text phase of the generation's plan, bytes its budget leaves beside that
-    phase or None), the pipelines with an embedding cache, which receives the features. Prompts of phases
-    that don't stream T5 are left to their generation (a loaded encoder costs no read). One
-    `PixArtSigmaPipeline.encode_ahead` per pipeline and T5 attention budget (part of the cache key).
+    phase or None), the pipelines with an embedding cache (their own, or one lent to this thread), which
+    receives the features. Prompts of phases that don't stream T5 are left to their generation (a loaded
+    encoder costs no read). One `PixArtSigmaPipeline.encode_ahead` per pipeline and T5 attention budget (part
+    of the cache key).
     progress(done, total) in prompts, per group. Returns how many prompts were encoded."""
     groups: dict = {}  # (pipeline, workspace) -> (pipeline, prompts, rooms)
     for pipe, prompts, text, room in requests:

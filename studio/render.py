@@ -294,17 +294,17 @@ def _drop_art(folder: Path, stem: str) -> None:
 @contextlib.contextmanager
 def _prompts_ahead(layout: Layout, plan: Plan, jobs: list[GenerateJob], pipe, report):
     """With several generations on one pipeline, their prompts encoded in one read of its streamed T5 before
-    the first runs, instead of one read per generation (`pipeline.encode_all_ahead`); a pipeline without an
-    embedding cache of its own (a batch's holds them already) gets one in memory until they are done."""
-    from studio.pipeline import MemoryCache, encode_all_ahead
+    the first runs, instead of one read per generation (`pipeline.encode_all_ahead`), into the pipeline's
+    embedding cache (a batch's), else into one in memory. That cache is lent to this thread's calls until they
+    are done (`pipeline.lent_embedding_cache`), not set on the pipeline: renders sharing the pipeline from
+    other threads keep their own."""
+    from studio.pipeline import MemoryCache, encode_all_ahead, lent_embedding_cache
 
     if len(jobs) < 2:
         yield
         return
-    lent = pipe.embedding_cache is None
-    if lent:
-        pipe.embedding_cache = MemoryCache()
-    try:
+    cache = pipe.embedding_cache
+    with lent_embedding_cache(pipe, MemoryCache() if cache is None else cache):
         requests = []
         for job in jobs:
             layer = layout.layers[job.layer]
@@ -312,9 +312,6 @@ def _prompts_ahead(layout: Layout, plan: Plan, jobs: list[GenerateJob], pipe, re
             requests.append((pipe, layer.texts, text, max(plan.budget - text.peak, 0)))
         encode_all_ahead(requests, progress=lambda done, total: report("", "ahead", done, total))
         yield
-    finally:
-        if lent:
-            pipe.embedding_cache = None
 
 
 def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None, overwrite: bool = False,

@@ -1,5 +1,7 @@
 """The whole pipeline against diffusers' PixArtSigmaPipeline on the same tiny checkpoint and latents."""
 
+import copy
+import pickle
 import re
 
 import numpy as np
@@ -348,6 +350,11 @@ def test_unguided_calls_ignore_the_negative_prompt_as_the_reference_does(pipes):
     (dict(callback=lambda step, timestep, latents: None), "callback is called as callback(step, total) after each "
                                                           "denoising step (the reference's callback(step, timestep, "
                                                           "latents) is not taken)"),
+    (dict(callback=5), "callback is called as callback(step, total) after each denoising step (the reference's "
+                       "callback(step, timestep, latents) is not taken), got 5"),
+    (dict(progress=5), "progress is called as progress(phase, done, total) for each phase ('text', 'denoise', "
+                       "'decode'), got 5"),
+    (dict(progress=lambda done, total: None), "progress is called as progress(phase, done, total)"),
 ])
 def test_bad_arguments_are_value_errors_naming_the_argument(pipes, kwargs, message):
     """Before any work, as the reference's check_inputs (a ValueError there too)."""
@@ -835,3 +842,83 @@ def test_encode_prompt_streams_and_keeps_nothing_unless_the_pipeline_keeps_t5(ti
     kept = PixArtSigmaPipeline.from_pretrained(tiny_dir, keep_text_encoder=True)
     kept.encode_prompt("a cat")
     assert kept._text_encoder is not None
+
+
+def test_decode_takes_the_latents_a_call_returns(pipes):
+    """pipe.decode of a call's output_type="latent" images (numpy; or torch, as latents= takes them) gives the
+    pixels of output_type="np" from the same seed, brought to [0, 1]; other values are one-line errors."""
+    import mindspore as ms
+
+    from studio.errors import InputError
+    from studio.pipeline import to_unit_range
+
+    ours = pipes[0]
+    kwargs = dict(height=128, width=256, num_inference_steps=2, seed=7, use_resolution_binning=False)
+    latents = ours("a fox", output_type="latent", **kwargs).images  # (1, 4, 16, 32)
+    expected = ours("a fox", output_type="np", **kwargs).images  # (1, 128, 256, 3)
+    for given in (latents, torch.from_numpy(latents), ms.Tensor(latents)):
+        assert np.array_equal(to_unit_range(ours.decode(given)).transpose(0, 2, 3, 1), expected)
+    with pytest.raises(InputError, match=re.escape("decode: latents have shape (4, 16, 32), expected (N, 4, h, w)")):
+        ours.decode(latents[0])
+    with pytest.raises(InputError, match="^decode: latents must be a numpy, torch or MindSpore array "
+                                         r"\(N, 4, h, w\), got 'latents'$"):
+        ours.decode("latents")
+
+
+def test_a_pipeline_is_not_pickled_but_copies(pipes):
+    """pickle (a process pool's arguments) says what to do instead, in pickle's TypeError for what it can't
+    pickle (its MindSpore operators); copy.deepcopy gives a pipeline of its own weights, copy.copy one sharing
+    them."""
+    ours = pipes[0]
+    with pytest.raises(TypeError, match=r"^a PixArtSigmaPipeline cannot be pickled \(its MindSpore operators "
+                                        r"cannot\): load it in each worker process \(PixArtSigmaPipeline\."
+                                        r"from_pretrained\); copy\.deepcopy copies it in one$"):
+        pickle.dumps(ours)
+    kwargs = dict(height=128, width=128, num_inference_steps=1, seed=7, use_resolution_binning=False,
+                  output_type="latent")
+    expected = ours("a fox", **kwargs).images
+    copied = copy.deepcopy(ours)
+    assert type(copied) is type(ours) and copied.transformer is not ours.transformer
+    assert np.array_equal(copied("a fox", **kwargs).images, expected)
+    for _, weight in copied.transformer.parameters_and_names():
+        weight.set_data(weight * 0)
+    assert np.array_equal(ours("a fox", **kwargs).images, expected)  # the copy's weights are its own
+    assert not np.array_equal(copied("a fox", **kwargs).images, expected)
+    assert copy.copy(ours).transformer is ours.transformer
+
+
+def test_a_lent_embedding_cache_serves_its_threads_calls_and_leaves_the_pipelines(tiny_dir):
+    """render's way to cache a layout's prompts (`lent_embedding_cache`): encode_ahead fills the lent cache, calls in
+    the same thread find the prompts there, another thread's calls don't see it, and pipe.embedding_cache is not
+    touched. encode_ahead with no cache at all says so."""
+    import threading
+
+    from studio.errors import InputError
+    from studio.pipeline import MemoryCache, lent_embedding_cache
+
+    pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir)
+    no_cache = "^encode_ahead puts features into an embedding cache: set pipe.embedding_cache first$"
+    with pytest.raises(InputError, match=no_cache):
+        pipe.encode_ahead(["a cat"])
+    cache, elsewhere = MemoryCache(), []
+
+    def encode_elsewhere():
+        try:
+            pipe.encode_ahead(["a dog"])
+        except InputError as e:
+            elsewhere.append(str(e))
+
+    with lent_embedding_cache(pipe, cache):
+        assert pipe.encode_ahead(["a cat", ""]) == 2 and pipe.encode_ahead(["a cat"]) == 0
+        assert len(cache.entries) == 2 and pipe.embedding_cache is None
+        [key] = [k for k, (features, _) in cache.entries.items() if features.shape[1] > 1]  # 'a cat', not ''
+        cache.entries[key] = np.zeros_like(cache.entries[key][0]), cache.entries[key][1]
+        features, _ = pipe.encode_prompt("a cat")
+        assert not features.asnumpy().any()  # the lent cache's
+        thread = threading.Thread(target=encode_elsewhere)
+        thread.start()
+        thread.join()
+    assert elsewhere == [no_cache[1:-1]] and pipe.embedding_cache is None
+    assert pipe.encode_prompt("a cat")[0].asnumpy().any()
+    with pytest.raises(InputError, match=no_cache):
+        pipe.encode_ahead(["a cat"])

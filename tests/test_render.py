@@ -133,6 +133,75 @@ def test_pipelines_the_caller_passes_are_used_and_kept(tiny_dir, other_tiny, tmp
     assert [path for path, _ in loads] == [str(tiny_dir), str(other_tiny), str(other_tiny), str(other_tiny)]
 
 
+
+def test_renders_sharing_a_pipeline_from_two_threads_each_encode_their_prompts_once(tiny_dir, tmp_path, monkeypatch):
+    """A render lends the cache of its prompts encoded ahead to its own thread's calls, and leaves the pipeline's
+    embedding_cache as it is: a second render starting on the pipeline while the first runs encodes its own prompts
+    ahead, and its generations, run after the first render ended, find them (they found the first render's cache
+    set on the pipeline, then cleared, and encoded their prompts again)."""
+    import threading
+
+    Pipeline = studio.pipeline.PixArtSigmaPipeline
+    pipe = Pipeline.from_pretrained(tiny_dir)
+    encoded, seen, failed = [], [], []  # (render, prompts encoded in one pass); pipe.embedding_cache at each call
+    encode, call, ahead = Pipeline._encode_misses, Pipeline.__call__, studio.pipeline.encode_all_ahead
+    second_encoded_ahead, first_done = threading.Event(), threading.Event()
+
+    def render_of(n: int):
+        (tmp_path / f"{n}.yaml").write_text(f"""\
+canvas: {{width: 64, height: 32}}
+grids: {{g: {{rows: 1, columns: 2}}}}
+layers:
+  - generate: {{prompt: a fox {n}, seed: 1, steps: 1, region: {{cell: [g, 0, 0]}}}}
+  - generate: {{prompt: an owl {n}, seed: 2, steps: 1, region: {{cell: [g, 0, 1]}}}}
+""")
+        render(load_layout(tmp_path / f"{n}.yaml"), tmp_path / f"out{n}", str(tiny_dir), "1GiB",
+               pipelines={str(tiny_dir): pipe})
+
+    def second_render():
+        try:
+            render_of(2)
+        except BaseException as e:
+            failed.append(e)
+
+    second = threading.Thread(target=second_render, name="2")
+
+    def counted(self, misses, *args):
+        encoded.append((threading.current_thread().name, len(misses)))
+        return encode(self, misses, *args)
+
+    def ahead_then_said(*args, **kwargs):
+        n = ahead(*args, **kwargs)
+        if threading.current_thread() is second:
+            second_encoded_ahead.set()
+        return n
+
+    def in_turn(self, *args, **kwargs):  # the second render's generations wait for the first render to end
+        seen.append(self.embedding_cache)
+        if threading.current_thread() is second:
+            first_done.wait(60)
+        elif second.ident is None:  # the first render's first generation: the second starts and encodes ahead
+            second.start()
+            assert second_encoded_ahead.wait(60)
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "_encode_misses", counted)
+    monkeypatch.setattr(Pipeline, "__call__", in_turn)
+    monkeypatch.setattr(studio.pipeline, "encode_all_ahead", ahead_then_said)
+    threading.current_thread().name, name = "1", threading.current_thread().name
+    try:
+        render_of(1)
+    finally:
+        threading.current_thread().name = name
+        first_done.set()
+        second.join(60)
+    assert not failed and not second.is_alive()
+    assert encoded == [("1", 3), ("2", 3)]  # 'a fox n', 'an owl n' and '' ahead, once per render
+    assert seen == [None] * 4 and pipe.embedding_cache is None
+    [alone] = render(load_layout(tmp_path / "2.yaml"), tmp_path / "alone", str(tiny_dir), "1GiB")
+    with Image.open(alone) as a, Image.open(tmp_path / "out2" / "2.png") as b:  # the second's own prompts
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
 @pytest.mark.parametrize("fit", ["cover", "contain"])
 def test_a_direct_generation_is_its_regions_pixels(tiny_dir, tmp_path, watched, fit):
     """40x20 px is generated at 48x32 (each side rounded up to 16 px) and the region is its centre, pixel for
