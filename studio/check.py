@@ -18,6 +18,7 @@ values: tests/test_spec.py compares them).
 """
 
 import difflib
+import inspect
 import math
 import numbers
 import os
@@ -517,11 +518,19 @@ def check_layout(layout: Layout) -> None:
         raise InputError("\n".join(f"{source}: {problem}" for problem in c.problems))
 
 
-def check_arguments(caller: str, model=None, pipelines=None) -> None:
+def check_arguments(caller: str, model=None, pipelines=None, progress=None) -> None:
     """A one-line InputError unless `caller`'s (plan_layout's, render's) arguments are what it takes: model None or a
-    model folder or hub id (text or a Path); pipelines None or a dict of such models -> PixArtSigmaPipeline."""
+    model folder or hub id (text or a Path); pipelines None or a dict of such models -> PixArtSigmaPipeline;
+    progress None or a function called as progress(label, phase, done, total)."""
     c = _Checker(None)
     Optional(Model()).check(c, f"{caller}: model", model)
+    if progress is not None:
+        try:
+            inspect.signature(progress).bind("layer 0", "text", 0, 1)
+        except TypeError:  # not callable, or not with these arguments
+            c.error(f"{caller}: progress", f"is called as progress(label, phase, done, total), got {_short(repr(progress))}")
+        except ValueError:
+            pass  # a callable with no signature to read: called as it is
     if isinstance(pipelines, dict):
         from studio.pipeline import PixArtSigmaPipeline  # here: it imports MindSpore
 

@@ -340,7 +340,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     from studio.pipeline import PixArtSigmaPipeline
     from studio.tiny import note_if_tiny
 
-    check_arguments("render", model, pipelines)
+    check_arguments("render", model, pipelines, progress)
     if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):  # Path('') would be the working folder
         raise InputError(f"render: out_dir: expected an output folder (text or a Path), got {out_dir!r:.80}")
     out_dir = Path(out_dir)

@@ -546,17 +546,21 @@ def test_a_layout_built_in_code_with_numpy_numbers_renders(tiny_dir, tmp_path):
 
 
 def test_arguments_of_another_kind_are_refused_before_any_folder_is_made(tiny_dir, tmp_path):
-    """model= and pipelines= in one line each (not a TypeError or AttributeError after the folder is made); a bad
+    """model=, pipelines= and progress= in one line each (not a TypeError or AttributeError after the folder is made); a bad
     output name creates no folder either."""
     from studio.spec import Canvas, FillLayer, GenerateLayer, Layout, Output
 
     layout = Layout("card", Canvas(64, 64), (GenerateLayer("a fox", steps=1),))
+    two = lambda done, total: None  # noqa: E731 (the pipeline's progress, not render's)
     for kwargs, message in [
         (dict(model=3), "render: model: expected a model folder or hub id (text or a Path), got 3 (a number)"),
         (dict(pipelines=["x"]), "render: pipelines: expected a dict of model -> PixArtSigmaPipeline, got ['x'] "
                                 "(a list)"),
         (dict(pipelines={str(tiny_dir): "pipe"}), f"render: pipelines['{tiny_dir}']: expected a "
                                                   f"PixArtSigmaPipeline, got 'pipe' (text)"),
+        (dict(progress=5), "render: progress: is called as progress(label, phase, done, total), got 5"),
+        (dict(progress=two), f"render: progress: is called as progress(label, phase, done, total), got "
+                             f"{repr(two)[:57]}..."),
     ]:
         with pytest.raises(InputError) as e:
             render(layout, tmp_path / "out", **{"model": str(tiny_dir), **kwargs})
