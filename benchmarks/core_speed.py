@@ -8,8 +8,10 @@ Phases, each at every `size` x `size` px image given (t5 doesn't depend on it: r
                16 heads x 72, caption_channels 4096): latents (2, 4, size/8, size/8) (classifier-free
                guidance doubles the batch), 300 caption tokens, mask = 20 valid tokens in the prompt row
                and 1 in the negative row. Each framework is called as its own pipeline calls it per step:
-               studio's context (the caption projection) is computed once before the loop, diffusers
-               projects the 300 T5 features inside every forward (~0.3% of the step's FLOPs).
+               studio's context (the caption trimmed to its 20 attended tokens, projected, and each block's
+               cross-attention keys and values) is computed once per generation before the loop (timed
+               apart; a row adds 1/20 of it to the step, a 20-step generation's share), diffusers computes it
+               for all 300 tokens inside every forward.
   vae          SDXL-VAE decode of a latent (1, 4, size/8, size/8) to a (1, 3, size, size) image.
   t5           T5 v1.1 XXL encoder (PixArt-Sigma's text encoder, 4096 wide, 64 heads, d_ff 10240) on a batch of
                2 x 300 tokens (prompt and negative prompt, 20 and 1 real tokens, the rest padding), every
@@ -25,7 +27,8 @@ Every framework x phase runs in its own subprocess (`--worker studio-transformer
 its own; the parent imports neither framework and prints the table. Weights: studio's parameters are set
 from `studio.tiny.random_weights` one sub-cell at a time (no checkpoint written); diffusers' models are
 built from the config with torch's default random init. The weights differ; only the timing is compared.
-GFLOP/s counts matmul and convolution FLOPs only (2 per multiply-add), from the config (see *_flops).
+GFLOP/s counts the matmul and convolution FLOPs (2 per multiply-add) each framework computes in the timed call,
+from the config (see *_flops): for studio fewer than diffusers in the transformer step and the VAE (above).
 """
 
 import argparse
@@ -72,6 +75,7 @@ CFG_BATCH = 2
 CAPTION_TOKENS = 300
 VALID_TOKENS = (20, 1)  # prompt row, negative-prompt row
 TIMESTEP = 999
+STEPS = 20  # the pipelines' default num_inference_steps: a generation's share of work done once per image
 PHASES = ("transformer", "vae", "t5")
 WORKERS = tuple(f"{framework}-{phase}" for phase in PHASES for framework in ("studio", "diffusers"))
 
@@ -79,19 +83,21 @@ WORKERS = tuple(f"{framework}-{phase}" for phase in PHASES for framework in ("st
 # ---------------------------------------------------------------------------------------------------------
 # FLOPs from the config (pure arithmetic; matmuls and convolutions only, 2 FLOPs per multiply-add)
 
-def transformer_flops(cfg: dict, batch: int, latent_hw: tuple[int, int], tokens: int, caption_projection: bool) -> int:
-    """One forward of PixArtTransformer2DModel on latents (batch, C, h, w) with `tokens` caption tokens."""
+def transformer_flops(cfg: dict, batch: int, latent_hw: tuple[int, int], tokens: int, context: bool) -> int:
+    """One forward of PixArtTransformer2DModel on latents (batch, C, h, w) attending to `tokens` caption tokens;
+    context: the forward also computes the caption's projection and each block's cross-attention keys and
+    values (diffusers' does; studio's pipeline computes them once per generation, `encode_context`)."""
     d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
     p = cfg["patch_size"]
     n = (latent_hw[0] // p) * (latent_hw[1] // p)  # image tokens
     bn, bl = batch * n, batch * tokens
     flops = 2 * bn * d * cfg["in_channels"] * p * p  # patch embedding conv
     flops += 2 * batch * (256 * d + d * d + d * 6 * d)  # timestep MLP + adaLN-single linear
-    if caption_projection:
+    if context:
         flops += 2 * bl * (cfg["caption_channels"] * d + d * d)
     per_block = (2 * bn * d * d * 4  # self-attention q, k, v, out
                  + 2 * 2 * batch * n * n * d  # q kᵀ and p v over all heads
-                 + 2 * bn * d * d * 2 + 2 * bl * d * d * 2  # cross-attention q, out; k, v of the context
+                 + 2 * bn * d * d * 2 + (2 * bl * d * d * 2 if context else 0)  # cross q, out; the context's k, v
                  + 2 * 2 * batch * n * tokens * d  # cross q kᵀ and p v
                  + 2 * bn * d * 4 * d * 2)  # MLP d -> 4d -> d
     flops += cfg["num_layers"] * per_block
@@ -116,8 +122,10 @@ def _resnet(hw: int, cin: int, cout: int) -> int:
     return _conv(hw, cin, cout, 3) + _conv(hw, cout, cout, 3) + (_conv(hw, cin, cout, 1) if cin != cout else 0)
 
 
-def vae_decode_flops(cfg: dict, latent_hw: tuple[int, int]) -> int:
-    """AutoencoderKL.decode of one latent (1, latent_channels, h, w), walking the decoder's blocks."""
+def vae_decode_flops(cfg: dict, latent_hw: tuple[int, int], upsample_at_input: bool = False) -> int:
+    """AutoencoderKL.decode of one latent (1, latent_channels, h, w), walking the decoder's blocks.
+    upsample_at_input: each nearest-2x-then-3x3 conv runs as four 2x2 convs at the input's size (studio's
+    VAE), 16/36 of the 3x3 conv's FLOPs at the output's size."""
     channels = list(reversed(cfg["block_out_channels"]))  # widest first
     hw = latent_hw[0] * latent_hw[1]
     lat = cfg["latent_channels"]
@@ -130,7 +138,7 @@ def vae_decode_flops(cfg: dict, latent_hw: tuple[int, int]) -> int:
             flops += _resnet(hw, cin if j == 0 else cout, cout)
         if i < len(channels) - 1:
             hw *= 4  # nearest 2x, then a 3x3 conv at the new size
-            flops += _conv(hw, cout, cout, 3)
+            flops += _conv(hw, cout, cout, 3) * (16 if upsample_at_input else 36) // 36
     return flops + _conv(hw, channels[-1], cfg["out_channels"], 3)  # conv_out
 
 
@@ -423,12 +431,13 @@ def main() -> None:
     print(f"fp32; 1 warm-up + {args.iters} timed calls per worker, best reported; each row is its own process")
     print()
 
-    def flops(phase, size, framework):
-        n = size // 8
-        if phase == "transformer":
-            return transformer_flops(PIXART_SIGMA_XL, CFG_BATCH, (n, n), CAPTION_TOKENS, framework == "diffusers")
+    def flops(phase, size, framework):  # what each framework computes in the timed call
+        n, studio = size // 8, framework == "studio"
+        if phase == "transformer":  # studio: the caption trimmed to the longest prompt, its context computed before
+            tokens = max(VALID_TOKENS) if studio else CAPTION_TOKENS
+            return transformer_flops(PIXART_SIGMA_XL, CFG_BATCH, (n, n), tokens, context=not studio)
         if phase == "vae":
-            return vae_decode_flops(SDXL_VAE, (n, n))
+            return vae_decode_flops(SDXL_VAE, (n, n), upsample_at_input=studio)
         return t5_flops(t5_config(args.t5_layers), CFG_BATCH, CAPTION_TOKENS)
 
     def label(phase, size):
@@ -461,6 +470,10 @@ def main() -> None:
             gflops = flops(phase, size, framework) / best / 1e9
             print(f"| {label(phase, size)} | {framework} | {best:.2f} | {ratio} | {gflops:.0f} | {gflops / peak:.0%} "
                   f"| {gib(r['rss_loaded'])} | {gib(r['peak_calls'])} | {gib(r['peak_process'])} |")
+            if "encode_context_s" in r:  # a 20-step generation's step: its share of the context computed once
+                t = best + r["encode_context_s"] / STEPS
+                print(f"| {label(phase, size)} | studio, with 1/{STEPS} of encode_context (once per {STEPS}-step "
+                      f"generation) | {t:.2f} | {t / ref:.2f}x | - | - | - | - | - |")
             if "pipeline_times" in r:
                 t = min(r["pipeline_times"])
                 print(f"| {label(phase, size)} | studio, as its pipeline encodes: each prompt's tokens alone "
@@ -468,11 +481,14 @@ def main() -> None:
     print()
     for phase, size in rows:
         f_s, f_d = flops(phase, size, "studio"), flops(phase, size, "diffusers")
-        extra = f" (diffusers {f_d / 1e9:.0f}: it also runs the caption projection)" if f_s != f_d else ""
-        print(f"FLOPs per call, {label(phase, size)}: studio {f_s / 1e9:.0f} GFLOP{extra}")
-    print("GFLOP/s counts matmul and convolution FLOPs only (norms, softmax, elementwise ops excluded), the reference's "
-          "count for both (less the caption projection, which studio runs once per generation): studio's VAE runs "
-          "each upsampling conv at the input resolution with 16/36 of its FLOPs.")
+        print(f"FLOPs per call, {label(phase, size)}: studio {f_s / 1e9:.0f} GFLOP, diffusers {f_d / 1e9:.0f} GFLOP")
+    print("GFLOP/s counts the matmul and convolution FLOPs each framework computes in the timed call (norms, "
+          "softmax, elementwise ops excluded): studio's transformer step attends to the caption up to its longest "
+          f"prompt ({max(VALID_TOKENS)} tokens, trim_caption) and leaves out the caption projection and the blocks' "
+          "cross-attention keys and values, which its pipeline computes once per generation (encode_context, timed "
+          "apart); diffusers' step computes them over all "
+          f"{CAPTION_TOKENS} tokens each time. Studio's VAE runs each upsampling conv at the input resolution "
+          "(16/36 of the FLOPs).")
     print(f"Peak: {peak_how}")
     print("Peak RSS in calls: VmHWM restarted after the model is built, so it is loaded weights + activations; "
           "peak RSS process: ru_maxrss, weight building included.")
