@@ -29,6 +29,7 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -123,18 +124,29 @@ def text_value(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def write_raster(image, f, fmt: str, dpi: int | None, metadata: dict | None, quality: int) -> None:
-    """Encode a PIL image to the open file `f`: PNG (metadata as text chunks), JPEG (RGB, 4:4:4, metadata
-    as a JSON comment), TIFF (deflate, metadata as a JSON ImageDescription) or WEBP."""
-    from PIL import PngImagePlugin
+PNG_LATIN1 = re.compile(r"[\n\x20-\x7e\xa1-\xff]*")  # what a PNG tEXt chunk may hold: printable Latin-1
 
+
+def write_raster(image, f, fmt: str, dpi: int | None, metadata: dict | None, quality: int) -> None:
+    """Encode a PIL image to the open file `f`: PNG (metadata as text chunks: tEXt, or UTF-8 iTXt for text
+    other than printable Latin-1), JPEG (RGB, 4:4:4, metadata as a JSON comment), TIFF (deflate, metadata as a
+    JSON ImageDescription, 72 dpi unless given: TIFF requires a resolution) or WEBP (dpi and metadata, as in
+    TIFF, in an EXIF block)."""
+    from PIL import Image, PngImagePlugin, TiffImagePlugin
+
+    if fmt == "TIFF":
+        dpi = dpi or 72
     options = {"icc_profile": srgb_profile()}
     if dpi:
         options["dpi"] = (dpi, dpi)
     if fmt == "PNG" and metadata:
         info = PngImagePlugin.PngInfo()
         for key, value in metadata.items():
-            info.add_text(key, text_value(value))
+            text = text_value(value)
+            if PNG_LATIN1.fullmatch(text):
+                info.add_text(key, text)
+            else:
+                info.add_itxt(key, text)
         options["pnginfo"] = info
     if fmt == "JPEG":
         image = image.convert("RGB")
@@ -148,12 +160,13 @@ def write_raster(image, f, fmt: str, dpi: int | None, metadata: dict | None, qua
             options["description"] = json.dumps(metadata)
     if fmt == "WEBP":
         options.update(quality=int(quality))
+        exif = Image.Exif()
         if dpi:  # WebP has no density field: EXIF's XResolution, YResolution and ResolutionUnit (inch)
-            from PIL import Image, TiffImagePlugin
-
-            exif = Image.Exif()
             exif[282] = exif[283] = TiffImagePlugin.IFDRational(dpi)
             exif[296] = 2
+        if metadata:  # EXIF is a TIFF block: the TIFF's ImageDescription
+            exif[270] = json.dumps(metadata)
+        if exif:
             options["exif"] = exif.tobytes()
     # libtiff writes to a file's descriptor itself, reporting a failed write (a full disk or quota, a file size
     # limit) as an encoder error and on stderr: a TIFF is encoded in memory, and Python writes it
@@ -208,24 +221,33 @@ def write_pdf(image, f, dpi: int, bleed: int = 0, metadata: dict | None = None, 
     pixels = zlib.compress(up.tobytes(), 6)
     icc = zlib.compress(srgb_profile())
 
-    px_pt = 72 / dpi  # pt per px
+    px_pt = Fraction(72, dpi)  # pt per px, exactly
     offset = max(CROP_MARK_OFFSET, bleed * px_pt)  # from the trim to a mark's near end
     margin = (offset + CROP_MARK_LENGTH + CROP_MARK_OFFSET - bleed * px_pt) if crop_marks else 0  # page beyond bleed
     unit = max(1, math.ceil((max(w, h) * px_pt + 2 * margin) / PDF_MAX_UNITS))  # in 1/72 inch
 
-    def pt(value: float) -> str:  # a length in pt, in the page's units
-        return f"{value / unit:.4f}".rstrip("0").rstrip(".")
+    # lengths are written to 1/10000 of a unit: boxes round inward, never past their true edges (a rasteriser
+    # at `dpi` rounds a page up to whole px: one 0.0001 too wide is a px more), the image outward (it covers them)
+    def snap(value, rounding) -> Fraction:  # a length in pt, rounded to what is written
+        return Fraction(rounding(value / unit * 10000), 10000) * unit
+
+    def pt(value) -> str:  # a length in pt, in the page's units
+        return f"{round(value / unit * 10000) / 10000:.4f}".rstrip("0").rstrip(".")
+
+    def inward(left, bottom, right, top) -> list[Fraction]:
+        return [snap(left, math.ceil), snap(bottom, math.ceil), snap(right, math.floor), snap(top, math.floor)]
 
     x0, y0, x1, y1 = margin, margin, margin + w * px_pt, margin + h * px_pt  # the raster on the page
     b = bleed * px_pt
-    page = f"[0 0 {pt(x1 + margin)} {pt(y1 + margin)}]"
-    bleed_box = f"[{pt(x0)} {pt(y0)} {pt(x1)} {pt(y1)}]"
-    trim = f"[{pt(x0 + b)} {pt(y0 + b)} {pt(x1 - b)} {pt(y1 - b)}]"
-    content = f"q {pt(x1 - x0)} 0 0 {pt(y1 - y0)} {pt(x0)} {pt(y0)} cm /Im0 Do Q"
+    page = inward(0, 0, x1 + margin, y1 + margin)
+    bleed_box = inward(x0, y0, x1, y1)
+    trim = inward(x0 + b, y0 + b, x1 - b, y1 - b)
+    ix, iy = snap(x0, math.floor), snap(y0, math.floor)  # the image's corner, then its size from there
+    content = f"q {pt(snap(x1 - ix, math.ceil))} 0 0 {pt(snap(y1 - iy, math.ceil))} {pt(ix)} {pt(iy)} cm /Im0 Do Q"
     if crop_marks:
         lines = []
-        for x, sx in ((x0 + b, -1), (x1 - b, 1)):  # each trim corner: a horizontal and a vertical mark
-            for y, sy in ((y0 + b, -1), (y1 - b, 1)):
+        for x, sx in ((trim[0], -1), (trim[2], 1)):  # each trim corner: a horizontal and a vertical mark
+            for y, sy in ((trim[1], -1), (trim[3], 1)):
                 near, far = offset, offset + CROP_MARK_LENGTH  # from the trim outward
                 lines.append(f"{pt(x + sx * near)} {pt(y)} m {pt(x + sx * far)} {pt(y)} l")
                 lines.append(f"{pt(x)} {pt(y + sy * near)} m {pt(x)} {pt(y + sy * far)} l")
@@ -239,7 +261,8 @@ def write_pdf(image, f, dpi: int, bleed: int = 0, metadata: dict | None = None, 
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         (f"<< /Type /Page /Parent 2 0 R {f'/UserUnit {unit} ' if unit > 1 else ''}"
-         f"/MediaBox {page} /BleedBox {bleed_box} /TrimBox {trim} "
+         f"/MediaBox [{' '.join(map(pt, page))}] /BleedBox [{' '.join(map(pt, bleed_box))}] "
+         f"/TrimBox [{' '.join(map(pt, trim))}] "
          f"/Resources << /XObject << /Im0 5 0 R >> >> /Contents 4 0 R >>").encode(),
         stream(b"", content),
         stream(f"/Type /XObject /Subtype /Image /Width {w} /Height {h} /ColorSpace [/ICCBased 6 0 R] "
@@ -549,8 +572,8 @@ def _finish_journal(folder: Path, journal: Path) -> None:
 
 def save_image(image, path, overwrite: bool = False, metadata: dict[str, str] | None = None,
                dpi: int | None = None, quality: int = 95) -> Path:
-    """Write a PIL image atomically (removing what a killed write of it left); PNG gets `metadata` as text
-    chunks, JPEG `quality`."""
+    """Write a PIL image atomically (removing what a killed write of it left), with `metadata` and `dpi` as
+    `write_raster` stores them in its format; JPEG and WebP at `quality`."""
     path = check_target(Path(path), overwrite)
     check_size(path, image.width, image.height)
     fmt = FORMATS[path.suffix.lower()]

@@ -58,6 +58,20 @@ def test_generate_writes_the_image_and_shows_every_phase(tiny_dir, tmp_path, cap
         assert np.abs(np.asarray(image).astype(int) - first).max() <= 1
 
 
+def test_generate_writes_its_settings_into_webp_and_tiff(tiny_dir, tmp_path):
+    """As into a PNG: WebP in EXIF's ImageDescription, TIFF in its own, both JSON; a TIFF at 72 dpi (it needs one)."""
+    args = ["generate", "a café, 猫", "--model", str(tiny_dir), "--size", "128x128", "--steps", "1", "--seed", "5",
+            "--quiet", "--no-binning"]
+    settings = {"prompt": "a café, 猫", "negative_prompt": "", "seed": 5, "steps": 1, "size": "128x128",
+                "model": tiny_dir.name, "software": "studio"}
+    for name, dpi in (("x.webp", None), ("x.tif", 72)):  # generate gives no dpi
+        assert main(args + ["-o", str(tmp_path / name)]) == 0
+        with Image.open(tmp_path / name) as image:
+            exif = image.getexif()
+        assert json.loads(exif[270]).items() >= settings.items()
+        assert (exif.get(282), exif.get(283), exif.get(296)) == ((dpi, dpi, 2) if dpi else (None, None, None))
+
+
 def test_render_shows_its_phases_and_clears_what_a_killed_run_left(tiny_dir, tmp_path, capsys):
     layout = tmp_path / "card.yaml"
     layout.write_text("canvas: {width: 128, height: 96}\noutput: {formats: [png, jpeg, pdf]}\n"

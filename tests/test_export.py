@@ -7,12 +7,15 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import zlib
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +51,8 @@ def pdf_image(data: bytes) -> np.ndarray:
     return np.cumsum(rows[:, 1:], axis=0, dtype=np.uint8).reshape(h, w, 3)  # undo "minus the row above"
 
 
-def box(data: bytes, name: str) -> list[float]:
-    return [float(v) for v in re.search(rb"/" + name.encode() + rb" \[([^\]]*)\]", data).group(1).split()]
+def box(data: bytes, name: str, kind=float) -> list:
+    return [kind(v) for v in re.search(r"/" + name + r" \[([^\]]*)\]", data.decode("latin-1")).group(1).split()]
 
 
 def test_writes_every_format_with_dpi_and_srgb(tmp_path):
@@ -71,6 +74,48 @@ def test_webp_carries_its_dpi_in_exif(tmp_path):
         assert (dict(im.getexif()), im.info["icc_profile"]) == ({282: 150, 283: 150, 296: 2}, E.srgb_profile())
 
 
+def test_webp_carries_metadata_as_a_json_image_description_in_exif(tmp_path):
+    """As in a TIFF: EXIF is a TIFF block; JSON's \\u escapes keep the characters ASCII leaves out."""
+    meta = {"prompt": "a café at dusk, 猫 \u0085", "seed": 7, "layers": [{"steps": 20}]}
+    for dpi in (None, 150):
+        path = E.save_image(raster(), tmp_path / f"{dpi}.webp", metadata=meta, dpi=dpi)
+        with Image.open(path) as im:
+            exif = dict(im.getexif())
+        assert json.loads(exif.pop(270)) == meta
+        assert exif == ({} if dpi is None else {282: 150, 283: 150, 296: 2})
+    with Image.open(E.save_image(raster(), tmp_path / "bare.webp")) as im:
+        assert "exif" not in im.info
+
+
+def test_a_tiff_without_a_dpi_is_72_dpi(tmp_path):
+    """TIFF requires XResolution, YResolution (and ResolutionUnit): `generate` gives no dpi."""
+    with Image.open(E.save_image(raster(), tmp_path / "a.tif", metadata={"seed": 3})) as im:
+        assert (im.tag_v2[282], im.tag_v2[283], im.tag_v2[296]) == (72, 72, 2)
+    with Image.open(E.save_image(raster(), tmp_path / "b.tif", dpi=150)) as im:
+        assert im.info["dpi"] == (150, 150)
+
+
+def png_text_chunks(path: Path) -> dict[str, bytes]:
+    """keyword -> chunk type (b'tEXt', b'zTXt', b'iTXt') of a PNG's text chunks."""
+    data, found, at = path.read_bytes(), {}, 8
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+            found[data[at + 8:at + 8 + length].split(b"\0", 1)[0].decode("latin-1")] = kind
+        at += 12 + length
+    return found
+
+
+def test_png_text_other_than_printable_latin_1_goes_in_itxt(tmp_path):
+    """tEXt holds Latin-1 less its control characters (newline aside): U+0085 or a no-break space would be
+    discouraged there (pngcheck), a cat can't be written at all; UTF-8 iTXt holds them."""
+    meta = {"plain": "a café\nat dusk", "c1": "next\u0085line", "nbsp": "a\xa0b", "cat": "猫", "tab": "a\tb"}
+    path = E.save_image(raster(), tmp_path / "a.png", metadata=meta)
+    assert png_text_chunks(path) == {"plain": b"tEXt", "c1": b"iTXt", "nbsp": b"iTXt", "cat": b"iTXt", "tab": b"iTXt"}
+    with Image.open(path) as im:
+        assert im.text == meta
+
+
 def test_pdf_page_is_the_physical_size_with_trim_and_bleed_boxes(tmp_path):
     image = raster()
     (path,) = E.export(image, poster(("pdf",)), tmp_path, "poster")
@@ -80,6 +125,60 @@ def test_pdf_page_is_the_physical_size_with_trim_and_bleed_boxes(tmp_path):
     assert box(data, "BleedBox") == box(data, "MediaBox")
     assert box(data, "TrimBox") == [1.44, 1.44, 25.44, 15.84]  # 6 px bleed = 1.44 pt
     assert (pdf_image(data) == np.asarray(image)).all()  # lossless
+
+
+def image_matrix(data: bytes, kind=float) -> list:
+    """The `cm` that places the PDF's image: [width, 0, 0, height, x, y] in the page's units."""
+    return [kind(v) for v in re.search(r"q ([^q]*) cm /Im0 Do", data.decode("latin-1")).group(1).split()]
+
+
+@pytest.mark.parametrize("w, h, dpi, bleed", [(640, 360, 110, 0), (640, 360, 254, 0), (640, 360, 350, 0),
+                                              (640, 360, 27, 0), (641, 359, 41, 7), (640, 360, 72, 0),
+                                              (333, 211, 300, 5), (6000, 10, 27, 0)])  # the last: UserUnit 2
+def test_a_pdf_page_is_never_larger_than_its_raster(tmp_path, w, h, dpi, bleed):
+    """Lengths are written to 4 decimals: the boxes round inward, else a rasteriser at the file's dpi rounds a page
+    0.0001 pt too large up to a px more (640x360 px at 110 dpi, 418.9091 pt: 641x361); the image rounds outward."""
+    layout = Layout("<string>", Canvas(w - 2 * bleed, h - 2 * bleed, dpi=dpi, bleed=bleed), (),
+                    output=Output(("pdf",)))
+    (path,) = E.export(raster(w, h), layout, tmp_path, "p")
+    data = path.read_bytes()
+    match = re.search(rb"/UserUnit (\d+) ", data)
+    px = (int(match.group(1)) if match else 1) * Fraction(dpi, 72)  # px per unit, exactly as the file says
+    page = box(data, "MediaBox", Fraction)
+    assert page[:2] == [0, 0] and box(data, "BleedBox", Fraction) == page
+    for side, size in zip(page[2:], (w, h)):
+        assert size - 1e-3 < side * px <= size
+    trim = box(data, "TrimBox", Fraction)
+    for near, far, size in ((trim[0], trim[2], w), (trim[1], trim[3], h)):
+        assert bleed <= near * px < bleed + 1e-3 and size - bleed - 1e-3 < far * px <= size - bleed
+    sx, _, _, sy, x, y = image_matrix(data, Fraction)
+    assert (x, y) == (0, 0) and w <= sx * px < w + 1e-3 and h <= sy * px < h + 1e-3
+
+
+@pytest.mark.parametrize("tool", ["pdftoppm", "pdftocairo"])
+@pytest.mark.parametrize("dpi, bleed, crop_marks", [(110, 0, False), (254, 0, False), (41, 3, False),
+                                                    (97, 5, True)])
+def test_poppler_rasterises_a_pdf_at_its_dpi_to_its_raster_size(tmp_path, tool, dpi, bleed, crop_marks):
+    """What the box test above stands for, where poppler is installed (CI's machine may have none)."""
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
+    layout = Layout("<string>", Canvas(640 - 2 * bleed, 360 - 2 * bleed, dpi=dpi, bleed=bleed), (),
+                    output=Output(("pdf",), crop_marks=crop_marks))
+    (path,) = E.export(raster(640, 360), layout, tmp_path, "p")
+    subprocess.run([tool, "-r", str(dpi), "-png", "-singlefile", str(path), str(tmp_path / "r")], check=True)
+    page = box(path.read_bytes(), "MediaBox")
+    with Image.open(tmp_path / "r.png") as im:  # with crop marks, the page is the raster and its margins
+        assert im.size == (640, 360) if not crop_marks else tuple(round(v * dpi / 72) for v in page[2:])
+
+
+def test_a_pdf_image_covers_its_bleed_box_beside_crop_marks(tmp_path):
+    layout = Layout("<string>", Canvas(627, 347, dpi=110, bleed=7), (), output=Output(("pdf",), crop_marks=True))
+    (path,) = E.export(raster(641, 361), layout, tmp_path, "p")
+    data = path.read_bytes()
+    sx, _, _, sy, x, y = image_matrix(data, Fraction)
+    left, bottom, right, top = box(data, "BleedBox", Fraction)
+    assert x <= left and y <= bottom and x + sx >= right and y + sy >= top
+    assert 641 - 1e-3 < (right - left) * Fraction(110, 72) <= 641 and right < box(data, "MediaBox", Fraction)[2]
 
 
 def test_pdf_xref_offsets_point_at_objects(tmp_path):
