@@ -30,8 +30,9 @@ from pathlib import Path
 from studio.errors import InputError, control_problem
 from studio.export import EXPORT_SUFFIXES
 from studio.geometry import percent, resolve, span_canvas
-from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, _an, _count, empty_problem,
-                           grid_fit_problem, name_pattern_problem, outside_problem, range_problem, stem_problems)
+from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, _an, _count, aspect_problem,
+                           empty_problem, grid_fit_problem, name_pattern_problem, outside_problem, range_problem,
+                           stem_problems)
 from studio.memory import budget_problem
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
                          Region, Shadow, ShapeLayer, Span, TextLayer, file_problem, input_path)
@@ -563,8 +564,8 @@ def _canvas(c: _Checker, canvas) -> None:
 
 
 def _span(c: _Checker, span, canvas) -> list[str] | None:
-    """The span's fields, its monitors' names and densities, one bezel per gap, and the canvas it needs; returns
-    the monitors' names ([] without a span), or None when they are not known to be valid."""
+    """The span's fields, its monitors' names, densities and aspect ratios, one bezel per gap, and the canvas it
+    needs; returns the monitors' names ([] without a span), or None when they are not known to be valid."""
     if span is None:
         return []
     if not isinstance(span, Span):
@@ -586,6 +587,10 @@ def _span(c: _Checker, span, canvas) -> list[str] | None:
         if m.width * 25.4 > m.width_mm * MAX_DPI:  # the span's canvas takes its densest monitor's dpi
             ok["monitors"] = c.error(f"{path}.width_mm", f"{m.width} px across {_n(m.width_mm)} mm is "
                                                          f"{m.width * 25.4 / m.width_mm:.0f} dpi: at most {MAX_DPI}")
+        w, h = _n(m.width_mm), _n(m.height_mm)
+        if problem := aspect_problem(m.width, m.height, m.width_mm, m.height_mm,
+                                     f"{w} x {h} mm (width_mm x height_mm)", f"width_mm={h}, height_mm={w}"):
+            ok["monitors"] = c.error(path, problem)
     gaps = len(span.monitors) - 1
     if ok["bezels_mm"] and len(span.bezels_mm) != gaps:
         ok["bezels_mm"] = c.error("span.bezels_mm", f"{_count(gaps + 1, 'monitor')} have {_count(gaps, 'gap')}; got "

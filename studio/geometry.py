@@ -122,19 +122,21 @@ def fit_box(src_w: int, src_h: int, box: Box, fit: str) -> tuple[int, int, Box]:
 
 
 def monitor_dpi(monitor: Monitor) -> int:
-    """The monitor's pixel density, px per inch (rounded): the DPI written in its files."""
+    """The monitor's pixel density, px per inch, rounded to a whole dpi: the DPI written in its files (and, for
+    the densest monitor, a span's: its files' and the one its pt/mm lengths are converted at)."""
     return max(1, round(monitor.width * 25.4 / monitor.width_mm))
 
 
 def span_canvas(span: Span) -> tuple[int, int, list[Box]]:
     """Canvas size (px) for a monitor span and each monitor's box on it.
 
-    The canvas has the highest pixel density of the monitors; every physical millimetre, bezels
-    included, maps to the same number of canvas pixels, so a straight line crosses the gaps straight.
-    Pixels are square: a monitor's picture is as high as its width and pixel aspect say (a measured height
-    a little off does not matter), so the densest monitor's box is exactly its pixel size, a 1:1 cut. The
-    others' boxes are later resized to their own pixel sizes. Edges are rounded, half up, not sizes: monitors
-    that meet (no bezel) meet in pixels too, and a whole number of pixels (the densest monitor's) stays whole.
+    The canvas has the highest pixel density of the monitors, exactly (not `monitor_dpi`'s rounding); every
+    physical millimetre, bezels included, maps to the same number of canvas pixels, so a straight line crosses
+    the gaps straight. Pixels are square: a monitor's picture is as high as its width and pixel aspect say (its
+    height_mm is not used; the loader and check.check_layout refuse one more than 5% off, `layout.aspect_problem`),
+    so the densest monitor's box is exactly its pixel size, a 1:1 cut. The others' boxes are later resized to
+    their own pixel sizes. Edges are rounded, half up, not sizes: monitors that meet (no bezel) meet in pixels
+    too, and a whole number of pixels (the densest monitor's) stays whole.
     """
     def mm(value) -> Fraction:
         return exact(value).limit_denominator(10 ** 6)

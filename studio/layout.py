@@ -38,6 +38,9 @@ from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, 
 MAX_SIDE = 32768  # px per side of the full canvas (bleed included)
 MAX_PIXELS = 2 ** 28  # px in the full canvas
 MAX_DPI = 10000
+# how far (5%) a monitor's given width:height may be from its pixels' (pixels are square): a ruler's or a
+# datasheet's rounding is well inside it, a rotated monitor's size given in the unrotated order far outside
+MAX_ASPECT_OFF = 0.05
 MAX_SEED = 2 ** 32 - 1  # seeds are 0..MAX_SEED here, on the command line and when drawn at random
 SAMPLERS = ("dpm++", "ddim", "euler")  # = sampling.SAMPLERS (not imported: it loads MindSpore)
 OUTPUT_FIELDS = ("layout", "seed", "monitor")  # placeholders output.name keeps for the exporter
@@ -703,9 +706,21 @@ class PhysicalLength(Length):
     def parse(self, r, node, path):
         number, unit = _length(r, node)
         if unit == "px" and number != 0:
-            raise _Bad(f"{_q(r.scalar(node))} has no physical size; give it in mm, cm or in")
+            raise _Bad(f"{_q(r.scalar(node))} has no physical size; give it in mm, cm, in or pt")
         _sign_check(number, self.minimum)
         return float(number * MM_PER_UNIT.get(unit, 0))
+
+    def schema(self, defs):
+        if self.minimum == "positive":
+            number, zero, name = r"\+?(\d*[1-9]\d*(\.\d*)?|\d*\.\d*[1-9]\d*)", [], "positive_physical_length"
+        else:  # a 0 may be bare or px
+            number, name = r"\+?(\d+(\.\d*)?|\.\d+)|-(0+(\.0*)?|\.0+)", "physical_length"
+            zero = [{"const": 0}, {"type": "string", "pattern": r"^\s*[-+]?(0+(\.0*)?|\.0+)\s*(px)?\s*$"}]
+        body = {"anyOf": [{"type": "string", "pattern": rf"^\s*({number})\s*(pt|mm|cm|in)\s*$"}, *zero,
+                          _VARIABLE_SCHEMA],
+                "description": "a physical length: a number with pt, mm, cm or in"
+                               + (", greater than 0" if self.minimum == "positive" else " (0 needs none)")}
+        return _ref(defs, name, body)
 
 
 class Position:
@@ -1368,7 +1383,7 @@ CANVAS_KEYS = {
     "width": Key(CanvasLength("positive"), "trim width: 3000px, 420mm, 16.5in"),
     "height": Key(CanvasLength("positive"), "trim height"),
     "dpi": Key(Int(1, MAX_DPI), "pixels per inch (default 300 for physical sizes, else 72; in a span, the "
-                                "densest monitor's)"),
+                                "densest monitor's, rounded)"),
     "bleed": Key(CanvasLength(), "extra margin cut off in print, on every side (default 0)"),
     "safe_margin": Key(CanvasLength(), "margin inside the trim kept clear of cuts (default 0)"),
     "background": Key(Colour(), "default white"),
@@ -1400,13 +1415,32 @@ MONITOR_KEYS = {
     "name": Key(Text(), "default monitor-1, monitor-2, ..."),
     "width": Key(Int(1, MAX_SIDE), "pixels", required=True),
     "height": Key(Int(1, MAX_SIDE), "pixels", required=True),
-    "size": Key(ListOf(PhysicalLength("positive"), 2, 2), "[width, height] of the picture: [597mm, 336mm]"),
+    "size": Key(ListOf(PhysicalLength("positive"), 2, 2),
+                "[width, height] of the picture as the monitor stands: [597mm, 336mm] (in portrait: [336mm, 597mm])"),
     "diagonal": Key(PhysicalLength("positive"), "picture diagonal, e.g. 27in (instead of size)"),
 }
 
 
+def aspect_problem(width: int, height: int, width_mm, height_mm, given: str, swapped: str) -> str | None:
+    """Why a monitor of `width` x `height` px cannot have a picture of `width_mm` x `height_mm` (written `given`):
+    its ratio is more than MAX_ASPECT_OFF from the pixels' (pixels are square), with `swapped` (the size the
+    other way round) suggested when that one fits; else None. The loader's and studio.check's wording."""
+    pixels = width / height
+
+    def off(ratio) -> bool:
+        return max(ratio / pixels, pixels / ratio) > 1 + MAX_ASPECT_OFF
+
+    ratio = width_mm / height_mm
+    if not off(ratio):
+        return None
+    hint = (f": did you mean {swapped}?" if not off(1 / ratio) else
+            f"; pixels are square, so a picture {width_mm:g} mm wide is {width_mm / pixels:.4g} mm high")
+    return f"{given} is {ratio:.3g}:1 but the monitor is {width}x{height} px ({pixels:.3g}:1){hint}"
+
+
 class MonitorKind:
-    """A monitor of a span -> spec.Monitor, its picture in mm (name '' when not given: `_span` numbers it)."""
+    """A monitor of a span -> spec.Monitor, its picture in mm (name '' when not given: `_span` numbers it).
+    A given size is checked against the pixels' aspect ratio (`aspect_problem`); only its width is used."""
 
     def parse(self, r, node, path):
         ok = len(r.errors)
@@ -1435,6 +1469,11 @@ class MonitorKind:
                     f"{m['width']} px across {w_mm:g} mm is {m['width'] * 25.4 / w_mm:.0f} dpi: at most {MAX_DPI} "
                     f"(a picture at least {m['width'] * 25.4 / MAX_DPI:g} mm wide)")
             raise _Bad()
+        if "size" in m:
+            w, h = (str(r.scalar(item)) for item in _node_at(node, "size").value)  # as written
+            if problem := aspect_problem(m["width"], m["height"], w_mm, h_mm, f"[{w}, {h}]", f"[{h}, {w}]"):
+                r.error(_node_at(node, "size"), _join(path, "size"), problem)
+                raise _Bad()
         return Monitor(m.get("name", ""), m["width"], m["height"], w_mm, h_mm)
 
     def schema(self, defs):

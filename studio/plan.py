@@ -24,7 +24,7 @@ from studio.memory_plan import GenerationPlan, plan_generation
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKLConfig
-from studio.spec import Canvas, GenerateLayer, Layout
+from studio.spec import Canvas, GenerateLayer, Layout, Span
 
 # `auto` generates directly between these multiples of the checkpoint's native pixel count; outside them the
 # model is far from the resolutions it was trained at, and resampling its nearest bin (up for a large region,
@@ -81,6 +81,7 @@ class Plan:
     layers: tuple[tuple[str, str], ...]  # per layer: (type, name), e.g. ("generate", "sky")
     budget_automatic: bool  # budget is the free memory at planning time, not a given one
     file_dpi: int  # written in the canvas's files (`file_dpi`): a span's densest monitor's, not canvas.dpi
+    span: Span | None  # the layout's: the monitors `monitors` are cut for
 
     @property
     def peak(self) -> int:
@@ -122,8 +123,11 @@ class Plan:
                          f"{f' with {job.model}' if several_models else ''}, cost {job.cost:.2f}{reused}, "
                          f"peak {format_bytes(job.memory.peak)} ({peaks})")
             lines.extend(f"      {p.name}: {p.chunking()}" for p in job.memory.phases)
-        for i, box in enumerate(self.monitors):
-            lines.append(f"  monitor {i}: {box.w}x{box.h} at ({box.x}, {box.y})")
+        for m, box in zip(self.span.monitors if self.span else (), self.monitors):
+            sx, sy = f"{m.width / box.w:.3g}", f"{m.height / box.h:.3g}"
+            scale = "" if (box.w, box.h) == (m.width, m.height) else f" (scale {sx if sx == sy else f'{sx} x {sy}'})"
+            lines.append(f"  monitor {m.name}: {m.width}x{m.height} px at {monitor_dpi(m)} dpi, cut from "
+                         f"{box.w}x{box.h} at ({box.x}, {box.y}) of the span{scale}")
         lines.append(f"peak memory {format_bytes(self.peak)}, cost {self.cost:.2f}")
         return "\n".join(lines)
 
@@ -327,7 +331,7 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
     kinds = tuple((type(layer).__name__.removesuffix("Layer").lower(), getattr(layer, "name", ""))
                   for layer in layout.layers)
     return Plan(layout.source, layout.canvas.full_width, layout.canvas.full_height, boxes, tuple(jobs), monitors,
-                budget_bytes, layout.canvas, kinds, parse_bytes(given) is None, file_dpi(layout))
+                budget_bytes, layout.canvas, kinds, parse_bytes(given) is None, file_dpi(layout), layout.span)
 
 
 def file_dpi(layout: Layout) -> int:

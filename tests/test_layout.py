@@ -492,6 +492,37 @@ def test_spans(span, width, height, bezels, dpi):
     assert layout.span.bezels_mm == bezels
 
 
+@pytest.mark.parametrize("size, height_mm", [
+    ("[336mm, 597mm]", 597),  # rotated, the size given as it stands
+    ("[336mm, 627mm]", 627),  # 4.9% taller than 1440x2560 px say: a ruler's error, not checked further
+    ("[13.23in, 1692pt]", 596.9),  # 336.04 mm, 596.90 mm: units mixed
+])
+def test_a_monitors_size_within_5_percent_of_its_pixels_aspect_loads(size, height_mm):
+    """Only the width is used: the height is the pixels' (1440 x 2560 px over 336 mm: 597.33 mm high)."""
+    layout = parse_layout(f"span: {{monitors: [{{name: side, width: 1440, height: 2560, size: {size}}}]}}\n{FILL}")
+    assert layout.span.monitors[0].height_mm == pytest.approx(height_mm, abs=0.01)
+    assert (layout.canvas.width, layout.canvas.height) == (1440, 2560)
+
+
+@pytest.mark.parametrize("size, message", [
+    ("[336mm, 628mm]", "[336mm, 628mm] is 0.535:1 but the monitor is 1440x2560 px (0.562:1); pixels are square, so a "
+                       "picture 336 mm wide is 597.3 mm high"),  # 5.1% off
+    ("[336mm, 568mm]", "[336mm, 568mm] is 0.592:1 but the monitor is 1440x2560 px (0.562:1); pixels are square, so a "
+                       "picture 336 mm wide is 597.3 mm high"),  # 5.2% off the other way
+])
+def test_a_monitors_size_more_than_5_percent_off_its_pixels_aspect_is_an_error(size, message):
+    with pytest.raises(LayoutError) as e:
+        parse_layout(f"span: {{monitors: [{{name: side, width: 1440, height: 2560, size: {size}}}]}}\n{FILL}")
+    assert str(e.value) == f"<string>:1: span.monitors[0].size: {message}"
+
+
+def test_the_span_example_loads_with_its_monitors_sizes():
+    layout = load_layout(ROOT / "layouts" / "span-3-monitors.yaml")
+    assert [(m.name, m.width, m.height) for m in layout.span.monitors] == [
+        ("left", 2560, 1440), ("center", 3840, 2160), ("right", 2560, 1440)]
+    assert (layout.canvas.width, layout.canvas.height, layout.canvas.dpi) == (11742, 2160, 163)
+
+
 def test_span_monitor_diagonal():
     layout = parse_layout("span: {monitors: [{name: m, width: 3000, height: 4000, diagonal: 50mm}]}\n" + FILL)
     monitor = layout.span.monitors[0]
@@ -955,7 +986,18 @@ BROKEN = [
     ("span: {monitors: [{width: 2560, height: 1440, size: [597mm, 336mm], diagonal: 27in}]}\n" + FILL,
      "poster.yaml:1: span.monitors[0]: give the picture's size or its diagonal, not both"),
     ("span: {monitors: [{width: 2560, height: 1440, size: [597, 336mm]}]}\n" + FILL,
-     "poster.yaml:1: span.monitors[0].size[0]: 597 (a number) has no physical size; give it in mm, cm or in"),
+     "poster.yaml:1: span.monitors[0].size[0]: 597 (a number) has no physical size; give it in mm, cm, in or pt"),
+    ("span: {monitors: [{width: 10, height: 10, size: [1mm, 1mm]}, {width: 10, height: 10, size: [1mm, 1mm]}], "
+     "bezels: 18px}\n" + FILL,
+     "poster.yaml:1: span.bezels: '18px' has no physical size; give it in mm, cm, in or pt"),
+    # a rotated monitor given its datasheet size: 597 mm wide and 1061 mm high, had its height not been checked
+    ("span:\n  monitors:\n    - {name: main, width: 2560, height: 1440, size: [597mm, 336mm]}\n"
+     "    - {name: side, width: 1440, height: 2560, size: [597mm, 336mm]}\n" + FILL,
+     "poster.yaml:4: span.monitors[1].size: [597mm, 336mm] is 1.78:1 but the monitor is 1440x2560 px (0.562:1): "
+     "did you mean [336mm, 597mm]?"),
+    ("span: {monitors: [{width: 2560, height: 1440, size: [23.5in, 10in]}]}\n" + FILL,
+     "poster.yaml:1: span.monitors[0].size: [23.5in, 10in] is 2.35:1 but the monitor is 2560x1440 px (1.78:1); "
+     "pixels are square, so a picture 596.9 mm wide is 335.8 mm high"),
     ("span:\n  monitors:\n    - {width: 10, height: 10, size: [1mm, 1mm]}\n    - {width: 10, height: 10, "
      "size: [1mm, 1mm]}\n  bezels: [1mm, 2mm]\n" + FILL,
      "poster.yaml:5: span.bezels: 2 monitors have 1 gap; got 2 bezels (give one length or 1)"),
@@ -1377,6 +1419,10 @@ EditorYaml.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
 SCHEMA_ACCEPTED = [  # the loader accepts each; so must the schema
+    "span: {monitors: [{width: 9, height: 9, size: [1mm, 0.04in]}, {width: 9, height: 9, size: [2.8346pt, 0.1cm]}, "
+    "{width: 9, height: 9, diagonal: 1.5mm}], bezels: [0, 0px]}\n" + FILL,
+    "span: {monitors: [{width: 9, height: 9, size: [1mm, 1mm]}, {width: 9, height: 9, size: [1mm, 1mm]}], "
+    "bezels: -0.0mm}\n" + FILL,
     "canvas: {preset: fhd}\nlayers: [{text: {text: 2024, name: 1}}, {generate: {prompt: 1984}}]\n",
     "canvas: {preset: fhd}\nlayers: [{text: {text: 2024-06-21}}, {text: {text: true}}]\n",
     "canvas: {preset: '{size}'}\nvariables: {size: fhd}\n" + FILL,
@@ -1405,6 +1451,12 @@ SCHEMA_ACCEPTED = [  # the loader accepts each; so must the schema
     "canvas: {preset: fhd}\n" + FILL + "memory_budget: 1.5gIb\n",  # units in any case, as parse_bytes reads them
 ]
 SCHEMA_REJECTED = [  # the loader rejects each; the schema can tell too
+    "span: {monitors: [{width: 9, height: 9, size: [1mm, 1mm]}, {width: 9, height: 9, size: [1mm, 1mm]}], "
+    "bezels: 18px}\n" + FILL,  # a physical length: no px
+    "span: {monitors: [{width: 9, height: 9, size: [1mm, 1mm]}, {width: 9, height: 9, size: [1mm, 1mm]}], "
+    "bezels: 18}\n" + FILL,
+    "span: {monitors: [{width: 9, height: 9, size: [1, 1mm]}]}\n" + FILL,
+    "span: {monitors: [{width: 9, height: 9, diagonal: 0mm}]}\n" + FILL,
     "canvas: {preset: fhd, backgrund: red}\n" + FILL,
     "canvas: {preset: fhd}\nlayers: [{text: {text: hi, align: centre}}]\n",
     "canvas: {preset: fhd}\nlayers: [{text: {text: hi, wrap: maybe}}]\n",
@@ -1467,7 +1519,7 @@ def test_schema_rejects_what_it_can_of_what_the_loader_rejects(text):
 def test_schema_says_a_spans_default_dpi():
     """The hover text of canvas.dpi: in a span the default is the densest monitor's, not 300 or 72."""
     assert layout_schema()["$defs"]["canvas"]["properties"]["dpi"]["description"] == (
-        "pixels per inch (default 300 for physical sizes, else 72; in a span, the densest monitor's)")
+        "pixels per inch (default 300 for physical sizes, else 72; in a span, the densest monitor's, rounded)")
 
 
 def test_schema_takes_dates_in_variables_as_python_reads_them():

@@ -568,6 +568,27 @@ def test_a_spans_plan_says_the_dpi_its_files_carry():
                                                "files at 109 dpi), 1 layer, budget 1.00 GiB")
 
 
+@pytest.mark.parametrize("monitors, lines", [
+    # 240 px over 27in's 597.73 mm (10.2 dpi) sets the density: the 160x90 px ones are cut at 240x135, 1.5x
+    ("[{name: left, width: 160, height: 90, size: [597mm, 336mm]}, {name: center, width: 240, height: 135, "
+     "diagonal: 27in}, {name: right, width: 160, height: 90, size: [597mm, 336mm]}]",
+     ["  monitor left: 160x90 px at 7 dpi, cut from 240x135 at (0, 0) of the span (scale 0.667)",
+      "  monitor center: 240x135 px at 10 dpi, cut from 240x135 at (247, 0) of the span",
+      "  monitor right: 160x90 px at 7 dpi, cut from 240x135 at (494, 0) of the span (scale 0.667)"]),
+    # span-3-monitors.yaml's: 2560 px over 3835 px wide (0.6675), 1440 over 2158 high (0.6673); unnamed ones
+    ("[{width: 2560, height: 1440, size: [597mm, 336mm]}, {width: 3840, height: 2160, diagonal: 27in}]",
+     ["  monitor monitor-1: 2560x1440 px at 109 dpi, cut from 3835x2158 at (0, 1) of the span (scale 0.668 x 0.667)",
+      "  monitor monitor-2: 3840x2160 px at 163 dpi, cut from 3840x2160 at (3951, 0) of the span"]),
+])
+def test_a_spans_plan_names_each_monitor_its_pixels_dpi_and_cut(monitors, lines):
+    """Each monitor's line: its name, its own pixels and dpi (its files'), the box of the span it is cut from, and
+    the scale from that box to its pixels when not 1."""
+    from studio.layout import parse_layout
+
+    layout = parse_layout(f"span: {{monitors: {monitors}, bezels: 18mm}}\nlayers: [{{fill: {{color: red}}}}]\n")
+    assert plan_layout(layout, budget="1GiB").describe().splitlines()[-1 - len(lines):-1] == lines
+
+
 def _scheduler(folder, **changes):
     path = folder / "scheduler" / "scheduler_config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))

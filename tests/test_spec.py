@@ -261,6 +261,15 @@ BAD = [  # (layout, the exact message)
      "wall: span.monitors: expected at least 1 monitor, got 0"),
     (Layout("wall", Canvas(100, 100), (FILL,), span=Span((Monitor("a", 100, 100, 0, 10),), ())),
      "wall: span.monitors[0].width_mm: must be greater than 0, got 0"),
+    # a rotated monitor given its datasheet size (only width_mm is used: it was 531 mm wide and 944 mm high)
+    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor("side", 1080, 1920, 531, 299)),
+                                                              (20.0,))),
+     "wall: span.monitors[1]: 531 x 299 mm (width_mm x height_mm) is 1.78:1 but the monitor is 1080x1920 px "
+     "(0.562:1): did you mean width_mm=299, height_mm=531?"),
+    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor("right", 1920, 1080, 531, 250)),
+                                                              (20.0,))),
+     "wall: span.monitors[1]: 531 x 250 mm (width_mm x height_mm) is 2.12:1 but the monitor is 1920x1080 px "
+     "(1.78:1); pixels are square, so a picture 531 mm wide is 298.7 mm high"),
     (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor(" ", 1920, 1080, 531, 299)),
                                                               (20.0,))),
      "wall: span.monitors[1].name: expected a name (monitor names are used in file names), got ' '"),
@@ -477,6 +486,16 @@ def test_what_the_loader_and_old_code_accepted_passes():
         FillLayer(tuple(np.array([1, 2, 3, 255], np.uint8)), region=Region("px", np.int64(10), np.float32(10), 50, 20)),
         TextLayer("hi", size=np.int64(20)),
         GradientLayer(stops=((0, [0, 0, 0, 255]), (1, [255, 255, 255, 255]))))))
+
+
+def test_a_rotated_monitor_given_as_it_stands_passes():
+    """Its size as it stands, and a measured height within 5% of the pixels' aspect (299 x 1920/1080 = 531.6 mm;
+    558 mm is 4.97% more): check_layout asks what the loader asks."""
+    for height_mm in (531, 558):
+        span = Span((MONITORS[0], Monitor("side", 1080, 1920, 299, height_mm)), (20.0,))
+        # 850 mm x 1920/531 px per mm (the left monitor's density) = 3073.4 px; 531.56 mm high = 1922.0 px
+        assert span_canvas(span)[:2] == (3073, 1922)
+        check_layout(Layout("wall", Canvas(3073, 1922), (FILL,), span=span))
 
 
 def test_numpy_floats_in_exact_geometry():
