@@ -1748,7 +1748,8 @@ def source_text(path: Path, what: str, pipes: bool = True) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
+        before = data[:e.start]
+        line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1  # LF, CRLF or CR (old Macs)
         raise InputError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the {what} as UTF-8") \
             from None
 

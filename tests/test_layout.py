@@ -1237,6 +1237,9 @@ def test_yaml_11_readings_are_text_as_in_yaml_12(written, message):
     ("canvas: {preset: fhd}\nlayers:\n  - text: {text: café}\n".encode("latin-1"),
      "poster.yaml:3: not UTF-8 text (byte 0xe9); save the layout as UTF-8"),
     ("canvas: {preset: fhd}\n".encode("utf-16"), "poster.yaml:1: not UTF-8 text (byte 0xff); save the layout as UTF-8"),
+    # lines counted as YAML counts them: CR (old Macs) and CRLF end one line each
+    ("canvas: {preset: fhd}\rlayers:\r\n  - text: {text: café}\r".encode("latin-1"),
+     "poster.yaml:3: not UTF-8 text (byte 0xe9); save the layout as UTF-8"),
 ])
 def test_layout_not_utf8(tmp_path, data, message):
     (tmp_path / "poster.yaml").write_bytes(data)
