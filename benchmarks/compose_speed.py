@@ -15,11 +15,12 @@ Each pair's outputs are asserted byte-identical.
 """
 
 import argparse
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 LAYOUTS = Path(__file__).resolve().parent.parent / "layouts"
 
@@ -29,43 +30,6 @@ def composited_background(width: int, height: int, colour) -> Image.Image:
     image = Image.new("RGBA", (width, height), (255, 255, 255, 255))
     image.alpha_composite(Image.new("RGBA", image.size, colour))
     return image
-
-
-def draw_guides_before(image: Image.Image, layout) -> Image.Image:
-    """`compose.draw_guides` before: a canvas-sized tint composited whole, over the raster made RGBA and back."""
-    from studio.compose import GUIDE_BLEED, GUIDE_HIDDEN, GUIDE_SAFE, GUIDE_TRIM
-    from studio.geometry import resolve, span_canvas, trim_box
-    from studio.spec import Region
-
-    canvas = layout.canvas
-    out = image.convert("RGBA")
-    tint = Image.new("RGBA", out.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(tint)
-    width = max(1, round(min(out.size) / 1000))
-    trim = trim_box(canvas)
-    if canvas.bleed:
-        draw.rectangle((0, 0, out.width - 1, out.height - 1), fill=GUIDE_BLEED)
-        draw.rectangle((trim.x, trim.y, trim.right - 1, trim.bottom - 1), fill=(0, 0, 0, 0))
-    if layout.span:
-        draw.rectangle((0, 0, out.width - 1, out.height - 1), fill=GUIDE_HIDDEN)
-        for box in span_canvas(layout.span)[2]:
-            draw.rectangle((box.x, box.y, box.right - 1, box.bottom - 1), fill=(0, 0, 0, 0))
-    out.alpha_composite(tint)
-    draw = ImageDraw.Draw(out)
-    if canvas.bleed:
-        draw.rectangle((trim.x, trim.y, trim.right - 1, trim.bottom - 1), outline=GUIDE_TRIM, width=width)
-    if canvas.safe_margin:
-        safe = resolve(Region("safe"), canvas, layout.grids)
-        dash = 8 * width
-        corners = [(safe.x, safe.y), (safe.right - 1, safe.y), (safe.right - 1, safe.bottom - 1),
-                   (safe.x, safe.bottom - 1), (safe.x, safe.y)]
-        for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
-            length = max(abs(x1 - x0), abs(y1 - y0))
-            for start in range(0, length, 2 * dash):
-                a, b = start / length, min(start + dash, length) / length
-                draw.line((x0 + (x1 - x0) * a, y0 + (y1 - y0) * a, x0 + (x1 - x0) * b, y0 + (y1 - y0) * b),
-                          fill=GUIDE_SAFE, width=width)
-    return out.convert("RGB")
 
 
 def best(repeats: int, run):
@@ -91,10 +55,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
+    sys.path.insert(0, str(LAYOUTS.parent))
     from studio import compose
     from studio.geometry import Box
     from studio.layout import load_layout
     from studio.spec import GradientLayer
+    from tests.test_compose import guides_tinted_whole  # the guides as they were, the tests' reference
 
     poster, wallpaper, span = (load_layout(LAYOUTS / f"{name}.yaml") for name in
                                ("poster-a2", "wallpaper-4k", "span-3-monitors"))
@@ -117,7 +83,7 @@ def main() -> None:
     for name, layout in (("poster-a2", poster), ("span-3-monitors", span)):
         image = compose.compose(layout, proof=True)
         row(args.repeats, f"{name} {image.width}x{image.height}", "draw_guides",
-            lambda: compose.draw_guides(image, layout), lambda: draw_guides_before(image, layout))
+            lambda: compose.draw_guides(image, layout), lambda: guides_tinted_whole(image, layout))
 
 
 if __name__ == "__main__":

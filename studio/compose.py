@@ -934,15 +934,21 @@ def draw_guides(image: Image.Image, layout: Layout) -> Image.Image:
     safe area's edge dashed in blue, and a span's bezel gaps (behind the bezels) darkened. Lines are about a
     thousandth of the canvas wide (at least 1 px). `image` is taken as RGB (any alpha dropped); returns a new
     RGB image."""
-    canvas = layout.canvas
     out = image.convert("RGB")
-    width = max(1, round(min(out.size) / 1000))
-    trim = trim_box(canvas)
     if layout.span:  # the bezel gaps' tint covers any bleed's
         tint_outside(out, span_canvas(layout.span)[2], GUIDE_HIDDEN)
-    elif canvas.bleed:
-        tint_outside(out, [trim], GUIDE_BLEED)
-    draw = ImageDraw.Draw(out)
+    elif layout.canvas.bleed:
+        tint_outside(out, [trim_box(layout.canvas)], GUIDE_BLEED)
+    draw_guide_lines(out, layout)
+    return out
+
+
+def draw_guide_lines(image: Image.Image, layout: Layout) -> None:
+    """`draw_guides`' lines, on `image` in place: the trim's edge and the safe area's, dashed."""
+    canvas = layout.canvas
+    width = max(1, round(min(image.size) / 1000))
+    trim = trim_box(canvas)
+    draw = ImageDraw.Draw(image)
     if canvas.bleed:
         draw.rectangle((trim.x, trim.y, trim.right - 1, trim.bottom - 1), outline=GUIDE_TRIM, width=width)
     if canvas.safe_margin:
@@ -956,7 +962,6 @@ def draw_guides(image: Image.Image, layout: Layout) -> Image.Image:
                 a, b = start / length, min(start + dash, length) / length
                 draw.line((x0 + (x1 - x0) * a, y0 + (y1 - y0) * a, x0 + (x1 - x0) * b, y0 + (y1 - y0) * b),
                           fill=GUIDE_SAFE, width=width)
-    return out
 
 
 def tint_outside(image: Image.Image, holes: list[Box], colour: RGBA) -> None:

@@ -17,6 +17,7 @@ from studio.checkpoint import (SafetensorsFile, _hub_unreachable, download_weigh
 from studio.errors import CheckpointError, InputError
 from studio.models.transformer import PixArtTransformer2DModel
 from studio.pipeline import PixArtSigmaPipeline, as_dtype
+from tests.util import cache_environment
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -1026,15 +1027,7 @@ def test_composed_pipelines_go_to_the_cache_with_tilde_and_variables_expanded(ti
     from studio.paths import cache_root
 
     base = _split(tiny_dir, tmp_path, monkeypatch)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("CACHES", str(tmp_path / "caches"))
-    for name in ("STUDIO_CACHE", "XDG_CACHE_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
+    work = cache_environment(monkeypatch, tmp_path, variables)
     assert cache_root("composed") == tmp_path / expected
     folder = compose(tiny_dir / "transformer", base, "tiny")
     assert folder.parent == tmp_path / expected and is_composed(folder)

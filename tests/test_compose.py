@@ -1603,12 +1603,12 @@ def test_proof_guides_mark_bleed_trim_safe_area_and_bezels():
 
 
 def guides_tinted_whole(image, layout):
-    """`draw_guides` as it was: a canvas-sized tint, composited whole over the raster made RGBA."""
+    """`draw_guides` as it was: a canvas-sized tint, composited whole over the raster made RGBA, then its lines
+    (opaque: the same drawn before or after going back to RGB)."""
     canvas = layout.canvas
     out = image.convert("RGBA")
     tint = Image.new("RGBA", out.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(tint)
-    width = max(1, round(min(out.size) / 1000))
     trim = C.trim_box(canvas)
     if canvas.bleed:
         draw.rectangle((0, 0, out.width - 1, out.height - 1), fill=C.GUIDE_BLEED)
@@ -1618,21 +1618,9 @@ def guides_tinted_whole(image, layout):
         for box in span_canvas(layout.span)[2]:
             draw.rectangle((box.x, box.y, box.right - 1, box.bottom - 1), fill=(0, 0, 0, 0))
     out.alpha_composite(tint)
-    draw = ImageDraw.Draw(out)
-    if canvas.bleed:
-        draw.rectangle((trim.x, trim.y, trim.right - 1, trim.bottom - 1), outline=C.GUIDE_TRIM, width=width)
-    if canvas.safe_margin:
-        safe = C.resolve(Region("safe"), canvas, layout.grids)
-        dash = 8 * width
-        corners = [(safe.x, safe.y), (safe.right - 1, safe.y), (safe.right - 1, safe.bottom - 1),
-                   (safe.x, safe.bottom - 1), (safe.x, safe.y)]
-        for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
-            length = max(abs(x1 - x0), abs(y1 - y0))
-            for start in range(0, length, 2 * dash):
-                a, b = start / length, min(start + dash, length) / length
-                draw.line((x0 + (x1 - x0) * a, y0 + (y1 - y0) * a, x0 + (x1 - x0) * b, y0 + (y1 - y0) * b),
-                          fill=C.GUIDE_SAFE, width=width)
-    return out.convert("RGB")
+    out = out.convert("RGB")
+    C.draw_guide_lines(out, layout)
+    return out
 
 
 def span_layout(align, bleed=0):

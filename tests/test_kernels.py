@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from studio import backend, kernels
+from tests.util import cache_environment
 
 EPS = 1e-6
 
@@ -360,15 +361,7 @@ def test_the_library_is_built_in_the_cache_with_tilde_and_variables_expanded(mon
                    'for last; do :; done\necho built > "$last"\n')
     cxx.chmod(0o755)
     fresh_state(monkeypatch, tmp_path, str(cxx))
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("CACHES", str(tmp_path / "caches"))
-    for name in ("STUDIO_CACHE", "XDG_CACHE_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
+    work = cache_environment(monkeypatch, tmp_path, variables)
     library = kernels.library()
     assert library.parent == tmp_path / expected and library.read_text() == "built\n"
     assert list(work.iterdir()) == []
