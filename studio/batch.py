@@ -301,7 +301,31 @@ def _value_problem(value, expected: str, empty_ok: bool = True, path: bool = Fal
         return "expected text, got ''"
     if path and control_problem(value):
         return f"'{value}' {control_problem(value)}"
-    return surrogate_problem(value)
+    return surrogate_problem(value) or _mojibake(value, "correct the text")
+
+
+# What UTF-8 text becomes when read as Windows-1252 (or Latin-1) and saved again: a lead byte C2 or C3 as 'Â'
+# or 'Ã' (U+0080-U+00FF: NBSP, ©, é, ü ...), E2 as 'â' (U+2000-U+2FFF: dashes, quotes, €, ™), F0 as 'ð'
+# (emoji), each continuation byte 80-BF as Windows-1252 shows it (U+0080-U+009F where it has no character, as
+# Windows reads them; U+FFFD where the reader dropped it). Real words hold such pairs too rarely to matter
+# ('São', 'Âge', 'château').
+_CONTINUATION = "".join(sorted({*bytes(range(0x80, 0xC0)).decode("cp1252", "ignore"), *map(chr, range(0x80, 0xC0)),
+                                "\ufffd"}))
+_MOJIBAKE_RE = re.compile(f"[ÂÃ][{_CONTINUATION}]|â[{_CONTINUATION}]{{2}}|ð[{_CONTINUATION}]{{3}}")
+
+
+def _mojibake(text: str, fix: str) -> str | None:
+    """"'cafÃ©' looks like 'café' read as Windows-1252 and saved again: <fix>" when `text` holds what UTF-8
+    becomes when so read (the first word that does, repaired when its bytes are all there), else None."""
+    word = next((m[0] for m in re.finditer(r"\S+", text) if _MOJIBAKE_RE.search(m[0])), None)
+    if word is None:
+        return None
+    try:
+        meant = _MOJIBAKE_RE.sub(lambda m: b"".join(c.encode("latin-1" if ord(c) < 256 else "cp1252")
+                                                    for c in m[0]).decode("utf-8"), word)
+    except UnicodeError:  # a byte was dropped (U+FFFD)
+        return f"'{word}' looks like UTF-8 text read as Windows-1252 and saved again: {fix}"
+    return f"'{word}' looks like '{meant}' read as Windows-1252 and saved again: {fix}"
 
 
 def load_job(path, model: str | None = None, default_model: str | None = None) -> Job:
@@ -309,7 +333,7 @@ def load_job(path, model: str | None = None, default_model: str | None = None) -
     default_model is used when neither names one. Raises JobError listing every problem: the items are checked
     (names, layouts) whatever is wrong elsewhere, those with a problem of their own left out."""
     path = Path(path)
-    text = _read_text(path, "job")
+    text = _read_text(path, "CSV" if path.suffix.lower() == ".csv" else "job")
     errors: list[str] = []
     if path.suffix.lower() == ".csv":
         doc, rows = {}, _csv_rows(text, str(path), path.parent, errors)
@@ -331,13 +355,30 @@ def load_job(path, model: str | None = None, default_model: str | None = None) -
     return Job(path, str(model), None if budget is None else str(budget), tuple(items), identity, model_where)
 
 
+SAVE_CSV_UTF8 = 'in Excel: Save As -> "CSV UTF-8 (Comma delimited)"'
+
+
 def _read_text(path: Path, what: str) -> str:
     """A job's or CSV's text (`read_source`: not UTF-8 is an error naming the line and byte), without a leading
     byte-order mark. Decoded as plain UTF-8, then the mark dropped: utf-8-sig would count the byte from after
-    the mark, and name the wrong one."""
+    the mark, and name the wrong one. what: 'CSV' or 'job', as messages call the file (a CSV's name Excel's
+    way to save UTF-8). UTF-16 (a byte-order mark FF FE or FE FF, or every other byte NUL, as Excel's "Unicode
+    Text" and Notepad's "Unicode" write) is told apart from other encodings by a file's first bytes (not a
+    pipe's: they would be gone)."""
     from studio.layout import read_source
 
-    return read_source(path, what, JobError).removeprefix("\ufeff")
+    if path.is_file():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(512)
+        except OSError:
+            head = b""  # read_source says why
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")) or len(head) > 1 and head.count(0) * 2 >= len(head) - 1:
+            if what == "CSV":
+                raise JobError([f"{path}:1: UTF-16 text (Excel's 'Unicode Text'), not UTF-8: save it as CSV UTF-8 "
+                                f"({SAVE_CSV_UTF8})"])
+            raise JobError([f"{path}:1: UTF-16 text, not UTF-8: save it as UTF-8"])
+    return read_source(path, what, JobError, SAVE_CSV_UTF8 if what == "CSV" else "").removeprefix("\ufeff")
 
 
 def _job_model(name: str | None, folder: Path) -> str | None:
@@ -404,7 +445,7 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
             except JobError as e:  # 'rows.csv:3: not UTF-8 text (byte 0xe9); save the CSV as UTF-8'
                 errors.append(f"{src}:{line}: items: {e.errors[0]}")
             else:
-                rows += _csv_rows(text, str(csv_path), csv_path.parent, errors)
+                rows += _csv_rows(text, str(csv_path), csv_path.parent, errors, "layout" in doc)
         elif isinstance(items, _Seq) and items:
             for i, (entry, entry_line) in enumerate(zip(items, items.lines)):
                 values, reported = None, len(errors)
@@ -483,31 +524,59 @@ def _matrix(matrix, line: int, src: str, errors: list[str]) -> list | None:
             for combo in itertools.product(*axes)]
 
 
-def _csv_rows(text: str, src: str, folder: Path, errors: list[str]) -> list:
+EXPORT_COMMAS = "export as comma-separated CSV (or save with commas)"
+REIMPORT = ("import the original UTF-8 file instead (Excel: Data > From Text/CSV, File Origin '65001: Unicode "
+            "(UTF-8)') and save it as CSV UTF-8, or correct the text")
+
+
+def _csv_rows(text: str, src: str, folder: Path, errors: list[str], layout_given: bool = False) -> list:
     """CSV rows as items (values, where, folder): a header of variable names (and `layout`, relative to
     `folder`, and `name`), one item per row; cells are stripped, an empty one leaves the variable unset (the
-    job's `variables`, else the layout's default). Trailing empty cells, in the header (as Excel writes) or a
-    row, are dropped. Quoted cells may hold commas, quotes ("") and line breaks, and may follow a space
-    (`a, "b, c"`, as CSV is written by hand); a quote left open is an error. A row with too many cells is None;
-    no rows when the header has a problem."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
-    rows, start = [], 1  # start: the line the row being read begins on
+    job's `variables`, else the layout's default; an empty `layout` is an error unless the job gives one:
+    layout_given). Empty rows before the header (a spreadsheet's empty first row) and Excel's `sep=,` line are
+    skipped; trailing empty cells, in the header (as Excel writes) or a row, are dropped. Quoted cells may hold
+    commas, quotes ("") and line breaks, and may follow a space (`a, "b, c"`, as CSV is written by hand); a quote
+    left open is an error. Cells between other separators (';', tabs, `sep=;`) are an error, told from the
+    header's line before it is parsed (quoted cells would fail it first). A row with too many cells, or a cell
+    holding UTF-8 read as Windows-1252 (`_mojibake`), is None; no rows when the header has a problem."""
+    lines = text.split("\n")
+    sep = re.fullmatch(r"sep=(.)[,;\t ]*", lines[0])  # Excel's line; a spreadsheet that shows it adds cells
+    if sep and sep[1] != ",":
+        shown = "tabs" if sep[1] == "\t" else f"'{sep[1]}'"
+        errors.append(f"{src}:1: the columns are separated by {shown} (the first line says sep={sep[1]}): "
+                      f"{EXPORT_COMMAS}")
+        return []
+    skip = 1 if sep else 0
+    while skip < len(lines) and re.fullmatch(r'[\s,;"]*', lines[skip]):
+        skip += 1
+    if skip == len(lines):
+        errors.append(f"{src}:1: empty CSV; the first row names the columns")
+        return []
+    line = skip + 1  # the header's
+    bare = re.sub(r'"[^"]*"', "", lines[skip])  # the header's line outside its quotes
+    if "," not in bare and (";" in bare or "\t" in bare):  # Excel where ',' is the decimal mark, LibreOffice
+        shown = "';'" if bare.count(";") >= bare.count("\t") else "tabs"
+        errors.append(f"{src}:{line}: the columns are separated by {shown}: {EXPORT_COMMAS}")
+        return []
+    lines[:skip] = [""] * skip  # read as empty rows: the line numbers stay
+    reader = csv.reader(io.StringIO("\n".join(lines), newline=""), strict=True, skipinitialspace=True)
+    rows, start = [], line  # start: the line the row being read begins on
     try:
-        header = _trimmed(next(reader, []))
-        if not header:
-            errors.append(f"{src}:1: empty CSV; the first row names the columns")
-            return []
-        if len(header) == 1 and (";" in header[0] or "\t" in header[0]):  # Excel where ',' is the decimal mark
-            separator = "';'" if ";" in header[0] else "tabs"
-            errors.append(f"{src}:1: the columns are separated by {separator}: export as comma-separated CSV (or save "
-                          f"with commas)")
-            return []
+        for _ in range(skip):
+            next(reader)
+        header = _trimmed(next(reader))
         reported = len(errors)
-        for i, name in enumerate(header):
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                errors.append(f"{src}:1: column {i + 1}: '{name}' is not a variable name")
+        first = next((i for i, name in enumerate(header) if name), 0)  # the first named column
+        if first:
+            errors.append(f"{src}:{line}: column 1 has no name: the table must start in column A (delete the "
+                          f"empty column{'s' if first > 1 else ''} before '{_visible(header[first])}')")
+        for i, name in enumerate(header[first:], first):
+            if not name:
+                errors.append(f"{src}:{line}: column {i + 1} has no name (name it, or delete the column)")
+            elif not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                errors.append(f"{src}:{line}: column {i + 1}: '{_visible(name)}' is not a variable name")
             elif header.index(name) != i:
-                errors.append(f"{src}:1: column {i + 1}: '{name}' appears twice")
+                errors.append(f"{src}:{line}: column {i + 1}: '{name}' appears twice")
         whole = len(errors) == reported
         start = reader.line_num + 1
         for cells in reader:
@@ -519,14 +588,26 @@ def _csv_rows(text: str, src: str, folder: Path, errors: list[str]) -> list:
                 errors.append(f"{where}: {len(cells)} cells, the header names {len(header)} columns")
                 rows.append((None, where, folder))  # an item still: {n} counts it
                 continue
-            rows.append(({k: v for k, v in zip(header, cells) if v}, where, folder))
+            values = {k: v for k, v in zip(header, cells) if v}
+            problems = [f"{where}: column '{k}': {p}" for k, v in values.items() if (p := _mojibake(v, REIMPORT))]
+            if "layout" in header and "layout" not in values and not layout_given:
+                problems.append(f"{where}: the `layout` cell (column {header.index('layout') + 1}) is empty: give the "
+                                f"row's layout file")
+            errors += problems
+            rows.append((None if problems else values, where, folder))
     except csv.Error as e:
-        row = text.split("\n")[start - 1:reader.line_num]  # the lines of the row that failed
+        row = lines[start - 1:reader.line_num]  # the lines of the row that failed
         errors.append(f"{src}:{start}: CSV: {e}{_csv_hint(str(e), row)}")
         return []
     if not rows and not errors:
-        errors.append(f"{src}:1: no rows after the header")
+        errors.append(f"{src}:{line}: no rows after the header")
     return rows if whole else []
+
+
+def _visible(text: str) -> str:
+    """`text` with what does not print escaped ('\\u200bseed' for a zero-width space, '\\xa0' for a no-break
+    space, '\\t'): for names that are wrong only by what can't be seen."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _csv_hint(message: str, lines: list[str]) -> str:
@@ -1658,9 +1739,10 @@ def pixel_difference(original: Path, recorded: str, again: Path) -> str:
 
 def describe_items(items, out) -> None:
     """One line per item: number, output name, layout, variables (`studio batch --list`); an item whose
-    layout has problems gets them on the next lines, indented (it would fail when rendered)."""
+    layout has problems gets them on the next lines, indented, after where the job gives the item
+    ('jobs.csv:12', its row): it would fail when rendered."""
     for item in items:
         print(f"{item.index + 1}\t{item.name}\t{item.layout}\t{json.dumps(item.variables, ensure_ascii=False)}",
               file=out)
         for line in (item.problem or "").splitlines():
-            print(f"\tproblem: {line}", file=out)
+            print(f"\tproblem (item at {item.where}): {line}", file=out)

@@ -1728,10 +1728,11 @@ def _unique_names(r: _Reader, named: list[tuple[str | None, str, object]], fold:
 
 # -- entry points -------------------------------------------------------------------------------------------
 
-def source_text(path: Path, what: str, pipes: bool = True) -> str:
+def source_text(path: Path, what: str, pipes: bool = True, save_as: str = "") -> str:
     """The text of a user's file (a layout, a job) as stored, at most MAX_SOURCE bytes (/dev/zero has no end);
-    a missing, unreadable or larger file, or one that is not UTF-8 (the line and byte named), raises a one-line
-    InputError. pipes: a device or pipe is read too (`studio render /dev/stdin`); else it is refused."""
+    a missing, unreadable or larger file, or one that is not UTF-8 (the line and byte named; `save_as`: how to
+    save one as UTF-8, in parentheses), raises a one-line InputError. pipes: a device or pipe is read too
+    (`studio render /dev/stdin`); else it is refused."""
     try:
         if not pipes and path.exists() and not path.is_file() and not path.is_dir():
             raise InputError(f"{path}: is a device, pipe or socket, not a {what} file")
@@ -1750,15 +1751,16 @@ def source_text(path: Path, what: str, pipes: bool = True) -> str:
     except UnicodeDecodeError as e:
         before = data[:e.start]
         line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1  # LF, CRLF or CR (old Macs)
-        raise InputError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the {what} as UTF-8") \
-            from None
+        how = f" ({save_as})" if save_as else ""
+        raise InputError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the {what} as UTF-8"
+                         f"{how}") from None
 
 
-def read_source(path: Path, what: str, error) -> str:
+def read_source(path: Path, what: str, error, save_as: str = "") -> str:
     """`source_text` with CRLF and CR read as LF (YAML11_BREAKS stay characters, as YAML 1.2 has them:
     `parse_layout` counts lines by LF alone); its problem raised as error([the line])."""
     try:
-        text = source_text(path, what)
+        text = source_text(path, what, save_as=save_as)
     except InputError as e:
         raise error([str(e)]) from None
     return text.replace("\r\n", "\n").replace("\r", "\n")

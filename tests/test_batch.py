@@ -6,6 +6,7 @@ chosen point: mid-denoise; outputs in place without a manifest; mid-write of an 
 older one (temporary file written, not renamed); mid-write of the manifest.
 """
 
+import codecs
 import errno
 import io
 import json
@@ -692,11 +693,128 @@ def test_a_csv_of_another_separator_encoding_or_case_says_what_to_do(tmp_path):
     assert job_errors(rows, "m") == [f"{rows}:2: no layout: give `layout:` in the job or a `layout` column/key "
                                      f"('Layout' is a variable: did you mean 'layout'?)"]
     rows.write_bytes(b"\xef\xbb\xbfprompt\ncaf\xe9 au lait\n")  # Windows-1252 after a byte-order mark
-    assert job_errors(rows, "m") == [f"{rows}:2: not UTF-8 text (byte 0xe9); save the job as UTF-8"]
+    excel = ' (in Excel: Save As -> "CSV UTF-8 (Comma delimited)")'  # a CSV is called one, Excel's choice named
+    assert job_errors(rows, "m") == [f"{rows}:2: not UTF-8 text (byte 0xe9); save the CSV as UTF-8{excel}"]
     job = write_job(tmp_path, "layout: card.yaml\nitems: rows.csv\n")
-    assert job_errors(job, "m") == [f"{job}:2: items: {rows}:2: not UTF-8 text (byte 0xe9); save the CSV as UTF-8"]
+    assert job_errors(job, "m") == [f"{job}:2: items: {rows}:2: not UTF-8 text (byte 0xe9); save the CSV as "
+                                    f"UTF-8{excel}"]
+    job.write_bytes(b"layout: caf\xe9.yaml\n")
+    assert job_errors(job, "m") == [f"{job}:1: not UTF-8 text (byte 0xe9); save the job as UTF-8"]
     job = write_job(tmp_path, "layout: card.yaml\nitems: gone.csv\n")
     assert job_errors(job, "m") == [f"{job}:2: items: {tmp_path / 'gone.csv'}: no such CSV file"]
+
+
+def test_csv_text_read_as_windows_1252_and_saved_again_is_named_with_the_text_meant(tmp_path):
+    """Excel opens a UTF-8 CSV as Windows-1252 and saves what it showed: 'café' becomes 'cafÃ©', which would
+    render as such; each cell is reported at its row, naming its column (and a YAML job's value at its key)."""
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    rows = tmp_path / "rows.csv"
+    mangled = "a café — “smart”".encode().decode("cp1252", "replace")
+    rows.write_bytes(f"\ufefflayout,prompt,seed\r\ncard.yaml,fox,1\r\ncard.yaml,{mangled},2\r\n"
+                     f"card.yaml,fine,â€œ3â€\ufffd\r\n".encode())
+    fix = ("import the original UTF-8 file instead (Excel: Data > From Text/CSV, File Origin '65001: Unicode "
+           "(UTF-8)') and save it as CSV UTF-8, or correct the text")
+    assert job_errors(rows, "m") == [
+        f"{rows}:3: column 'prompt': 'cafÃ©' looks like 'café' read as Windows-1252 and saved again: {fix}",
+        f"{rows}:4: column 'seed': 'â€œ3â€\ufffd' looks like UTF-8 text read as Windows-1252 and saved again: "
+        f"{fix}"]  # a byte dropped: not repaired
+    job = write_job(tmp_path, "layout: card.yaml\nitems:\n  - {prompt: naÃ¯ve}\n")
+    assert job_errors(job, "m") == [
+        f"{job}:3: items[0].prompt: 'naÃ¯ve' looks like 'naïve' read as Windows-1252 and saved again: correct the "
+        f"text"]
+    real = ["São Paulo", "Âge d'or", "château", "SÃO PAULO", "CAFÉ’S", "Straße“", "voilà «x»", "Ã la"]
+    rows.write_text("layout,prompt\n" + "".join(f"card.yaml,{text}\n" for text in real))
+    assert [i.variables["prompt"] for i in load_job(rows, "m").items] == real
+
+
+def test_csv_rows_before_the_header_and_excels_sep_line_are_skipped(tmp_path):
+    """Excel writes an empty first row as ',,,' and may start with 'sep=,'; the header after them is read, and
+    its problems named at its line. A table that starts in column B, or another separator, says what to do."""
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    rows = tmp_path / "rows.csv"
+    for before in (",,,\r\n", "\r\n , ,\r\n", "sep=,\r\n", "sep=,\r\n,,\r\n"):
+        rows.write_bytes(f"{before}layout,prompt,seed\r\ncard.yaml,fox,1\r\n".encode())
+        [item] = load_job(rows, "m").items
+        assert (item.variables, item.where) == ({"prompt": "fox", "seed": "1"}, f"{rows}:{before.count(chr(10)) + 2}")
+    rows.write_bytes(b",,,\r\nlayout,prompt,s-eed\r\ncard.yaml,fox,1\r\n")
+    assert job_errors(rows, "m") == [f"{rows}:2: column 3: 's-eed' is not a variable name"]
+    rows.write_bytes(b",,\r\nlayout,seed\r\n")
+    assert job_errors(rows, "m") == [f"{rows}:2: no rows after the header"]
+    rows.write_bytes(b",,,\r\n,,,\r\n")
+    assert job_errors(rows, "m") == [f"{rows}:1: empty CSV; the first row names the columns"]
+    rows.write_bytes(b"sep=;\r\nlayout;prompt\r\ncard.yaml;fox\r\ncard.yaml;owl\r\n")  # one error, not one a row
+    assert job_errors(rows, "m") == [f"{rows}:1: the columns are separated by ';' (the first line says sep=;): "
+                                     f"export as comma-separated CSV (or save with commas)"]
+    rows.write_bytes(b",,layout,prompt\r\n,,card.yaml,fox\r\n")
+    assert job_errors(rows, "m") == [f"{rows}:1: column 1 has no name: the table must start in column A (delete the "
+                                     f"empty columns before 'layout')"]
+    rows.write_bytes(b"layout,,prompt\r\ncard.yaml,,fox\r\n")
+    assert job_errors(rows, "m") == [f"{rows}:1: column 2 has no name (name it, or delete the column)"]
+
+
+def test_a_quoted_csv_of_another_separator_is_told_by_its_separator(tmp_path):
+    """LibreOffice's "quote all text cells" and pandas' QUOTE_ALL: the quotes would fail the parse first."""
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    rows = tmp_path / "rows.csv"
+    for data, shown in ((b'"layout";"prompt";"seed"\n"card.yaml";"a, fox";1\n', "';'"),
+                        (b'"layout"\t"prompt"\n"card.yaml"\t"fox"\n', "tabs"),
+                        (b',,\n"layout";"prompt"\n"card.yaml";"fox"\n', "';'")):
+        rows.write_bytes(data)
+        line = data.count(b"\n", 0, data.index(b"layout"))
+        assert job_errors(rows, "m") == [f"{rows}:{line + 1}: the columns are separated by {shown}: export as "
+                                         f"comma-separated CSV (or save with commas)"]
+    rows.write_bytes(b'layout,"prompt;seed"\ncard.yaml,fox\n')  # a ';' in a quoted name is no separator
+    assert job_errors(rows, "m") == [f"{rows}:1: column 2: 'prompt;seed' is not a variable name"]
+
+
+def test_a_csv_header_name_wrong_by_an_invisible_character_shows_it(tmp_path):
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    rows = tmp_path / "rows.csv"
+    rows.write_bytes("layout,prompt,\u200bseed,a\u00a0b\ncard.yaml,fox,1,2\n".encode())
+    assert job_errors(rows, "m") == [f"{rows}:1: column 3: '\\u200bseed' is not a variable name",
+                                     f"{rows}:1: column 4: 'a\\xa0b' is not a variable name"]
+
+
+def test_list_names_the_csv_row_of_an_item_with_problems(tiny_dir, tmp_path, capsys):
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    rows = tmp_path / "rows.csv"
+    rows.write_bytes(b"layout,prompt,promt\ncard.yaml,fox,\ncard.yaml,owl,\ncard.yaml,,bat\n")
+    assert main(["batch", str(rows), "--list", "--model", str(tiny_dir)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:3] == ['1\tcard-1\tcard.yaml\t{"prompt": "fox"}', '2\tcard-2\tcard.yaml\t{"prompt": "owl"}',
+                         '3\tcard-3\tcard.yaml\t{"promt": "bat"}']
+    assert lines[3].startswith(f"\tproblem (item at {rows}:4): {tmp_path / 'card.yaml'}:") and "promt" in lines[3]
+    assert len(lines) == 4
+
+
+def test_an_empty_csv_layout_cell_is_named_unless_the_job_gives_a_layout(tmp_path):
+    """An empty cell sets nothing: a YAML job's `layout:` is used then; a CSV job has none to use."""
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    rows = tmp_path / "rows.csv"
+    rows.write_bytes(b"prompt,layout,seed\nfox,card.yaml,1\n\nowl,,2\nbat, ,3\n")
+    assert job_errors(rows, "m") == [
+        f"{rows}:4: the `layout` cell (column 2) is empty: give the row's layout file",
+        f"{rows}:5: the `layout` cell (column 2) is empty: give the row's layout file"]
+    job = write_job(tmp_path, "layout: card.yaml\nname: '{n}'\nitems: rows.csv\n")
+    assert [(i.layout, i.variables) for i in load_job(job, "m").items] == [
+        ("card.yaml", {"prompt": "fox", "seed": "1"}), ("card.yaml", {"prompt": "owl", "seed": "2"}),
+        ("card.yaml", {"prompt": "bat", "seed": "3"})]
+
+
+def test_a_utf16_job_or_csv_is_told_as_such(tmp_path):
+    """Excel's "Unicode Text" and Notepad's "Unicode" are UTF-16, with a byte-order mark or without."""
+    (tmp_path / "card.yaml").write_text(LAYOUT)
+    rows = tmp_path / "rows.csv"
+    text = "layout\tprompt\r\ncard.yaml\tcafé\r\n"
+    for data in (codecs.BOM_UTF16_LE + text.encode("utf-16-le"), codecs.BOM_UTF16_BE + text.encode("utf-16-be"),
+                 text.replace("\t", ",").encode("utf-16-le")):
+        rows.write_bytes(data)
+        assert job_errors(rows, "m") == [f"{rows}:1: UTF-16 text (Excel's 'Unicode Text'), not UTF-8: save it as "
+                                         f"CSV UTF-8 (in Excel: Save As -> \"CSV UTF-8 (Comma delimited)\")"]
+    job = write_job(tmp_path, "layout: card.yaml\nitems: rows.csv\n")
+    assert job_errors(job, "m")[0].startswith(f"{job}:2: items: {rows}:1: UTF-16 text (Excel's 'Unicode Text')")
+    job.write_bytes("layout: card.yaml\n".encode("utf-16"))
+    assert job_errors(job, "m") == [f"{job}:1: UTF-16 text, not UTF-8: save it as UTF-8"]
 
 
 def test_an_empty_csv_cell_leaves_the_jobs_variable_else_the_layouts_default(tmp_path):
@@ -1356,8 +1474,9 @@ def test_list_plans_each_item_as_the_run_does(tiny_dir, tmp_path, capsys):
     assert main(argv + ["1KiB"]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[1] for line in lines if not line.startswith("\t")] == ["a/3", "b/4"]
-    [problem] = [line for line in lines if line.startswith("\tproblem: ")]
-    assert re.match(r"\tproblem: \S*card\.yaml:4: layers\[0\]: memory budget 1\.00 KiB is too small for 128x128", problem)
+    [problem] = [line for line in lines if line.startswith("\tproblem ")]
+    assert problem.startswith(f"\tproblem (item at {job}:3): {tmp_path / 'card.yaml'}:4: layers[0]: memory budget "
+                              f"1.00 KiB is too small for 128x128")
     assert lines.index(problem) == 1  # under the item whose layout generates
     assert main(argv + ["2GiB"]) == 0 and "problem" not in capsys.readouterr().out
 
@@ -2182,7 +2301,7 @@ def test_list_shows_the_problems_items_would_fail_with(tmp_path, capsys):
     assert main(["batch", str(job), "--list", "--model", "m"]) == 1  # a pre-flight check fails
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == '1\tcard-1\tcard.yaml\t{"promt": "a fox"}'
-    assert lines[1].startswith("\tproblem: ") and "variables.promt: given a value" in lines[1]
+    assert lines[1].startswith(f"\tproblem (item at {job}:2): ") and "variables.promt: given a value" in lines[1]
     assert "(did you mean 'prompt'?)" in lines[1]
 
 
