@@ -316,8 +316,16 @@ _MOJIBAKE_RE = re.compile(f"[ÂÃ][{_CONTINUATION}]|â[{_CONTINUATION}]{{2}}|ð[
 
 def _mojibake(text: str, fix: str) -> str | None:
     """"'cafÃ©' looks like 'café' read as Windows-1252 and saved again: <fix>" when `text` holds what UTF-8
-    becomes when so read (the first word that does, repaired when its bytes are all there), else None."""
-    word = next((m[0] for m in re.finditer(r"\S+", text) if _MOJIBAKE_RE.search(m[0])), None)
+    becomes when so read (the first word that does, repaired when its bytes are all there), else None. A word
+    is not taken for it when it holds other non-ASCII characters (all of a garbled word's are pairs: 'MAÇÃ”' is
+    Portuguese), or when its pair is 'Ã' or 'Â' at its end followed by closing punctuation ('IRMÃ…')."""
+    def garbled(word: str) -> bool:
+        pairs = [m for m in _MOJIBAKE_RE.finditer(word)
+                 if not (len(m[0]) == 2 and m.end() == len(word) and m[0][1] in "…”’»“‘°·–—")]
+        rest = _MOJIBAKE_RE.sub("", word)
+        return bool(pairs) and rest.isascii()
+
+    word = next((m[0] for m in re.finditer(r"\S+", text) if garbled(m[0])), None)
     if word is None:
         return None
     try:
@@ -1620,7 +1628,7 @@ def _print_summary(job, summary: Summary, out, where: str) -> None:
 # -- rerender -------------------------------------------------------------------------------------------------
 
 def rerender(manifest_file, out_dir=None, overwrite: bool = False,
-             progress: Callable[[str, str, int, int], None] | None = None) -> list[tuple[str, str, str]]:
+             progress: Callable[[str, str, int, int], None] | None = None) -> list[tuple[str, str, str, str]]:
     """Render the item of a batch manifest again, as it was: same layout text, variables, model files
     (checked), memory budget; into `out_dir`, or a temporary folder when None. Returns (file, sha256 in the
     manifest, sha256 now, note) per file; equal hashes mean bit-identical files, else the note says how they

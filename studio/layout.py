@@ -1431,6 +1431,8 @@ def aspect_problem(width: int, height: int, width_mm, height_mm, given: str, swa
         return max(ratio / pixels, pixels / ratio) > 1 + MAX_ASPECT_OFF
 
     ratio = width_mm / height_mm
+    if not (0 < ratio < math.inf):  # sizes far apart enough to overflow (a layout built in code)
+        return f"{given} is no picture size for a monitor of {width}x{height} px"
     if not off(ratio):
         return None
     hint = (f": did you mean {swapped}?" if not off(1 / ratio) else

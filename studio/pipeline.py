@@ -923,13 +923,14 @@ class PixArtSigmaPipeline:
         written straight into its output. progress(done, total): tile passes when tiled, else images."""
         channels = self.vae.config.latent_channels
         if not isinstance(latents, ms.Tensor):
-            try:
-                latents = ms.Tensor(_numpy(latents).astype(np.float32, copy=False))  # as a call's latents=
-            except (TypeError, ValueError):
+            array = None if latents is None else _numpy(latents)
+            if array is None or array.dtype.kind not in "biuf":  # None, text, objects
                 raise InputError(f"decode: latents must be a numpy, torch or MindSpore array (N, {channels}, h, w), "
-                                 f"got {latents!r:.80}") from None
-        if latents.ndim != 4 or latents.shape[1] != channels:
-            raise InputError(f"decode: latents have shape {tuple(latents.shape)}, expected (N, {channels}, h, w)")
+                                 f"got {latents!r:.80}")
+            latents = ms.Tensor(array.astype(np.float32, copy=False))  # as a call's latents=
+        if latents.ndim != 4 or latents.shape[1] != channels or 0 in latents.shape:
+            raise InputError(f"decode: latents have shape {tuple(latents.shape)}, expected (N, {channels}, h, w), "
+                             "none of them 0")
         z = latents.astype(self.vae_dtype) / self.vae.config.scaling_factor
         n, _, h, w = z.shape
         f = self.vae.config.downsample_factor

@@ -722,7 +722,8 @@ def test_csv_text_read_as_windows_1252_and_saved_again_is_named_with_the_text_me
     assert job_errors(job, "m") == [
         f"{job}:3: items[0].prompt: 'naÃ¯ve' looks like 'naïve' read as Windows-1252 and saved again: correct the "
         f"text"]
-    real = ["São Paulo", "Âge d'or", "château", "SÃO PAULO", "CAFÉ’S", "Straße“", "voilà «x»", "Ã la"]
+    real = ["São Paulo", "Âge d'or", "château", "SÃO PAULO", "CAFÉ’S", "Straße“", "voilà «x»", "Ã la",
+            "A MINHA IRMÃ…", "“MAÇÃ”", "«LÃ»"]  # Portuguese capitals before closing punctuation
     rows.write_text("layout,prompt\n" + "".join(f"card.yaml,{text}\n" for text in real))
     assert [i.variables["prompt"] for i in load_job(rows, "m").items] == real
 

@@ -860,9 +860,14 @@ def test_decode_takes_the_latents_a_call_returns(pipes):
         assert np.array_equal(to_unit_range(ours.decode(given)).transpose(0, 2, 3, 1), expected)
     with pytest.raises(InputError, match=re.escape("decode: latents have shape (4, 16, 32), expected (N, 4, h, w)")):
         ours.decode(latents[0])
-    with pytest.raises(InputError, match="^decode: latents must be a numpy, torch or MindSpore array "
-                                         r"\(N, 4, h, w\), got 'latents'$"):
-        ours.decode("latents")
+    for empty in (latents[:, :, :0], ms.Tensor(latents[:0])):
+        with pytest.raises(InputError, match=r"^decode: latents have shape \(\d+, 4, \d+, \d+\), expected "
+                                             r"\(N, 4, h, w\), none of them 0$"):
+            ours.decode(empty)
+    for wrong in ("latents", None):
+        with pytest.raises(InputError, match="^decode: latents must be a numpy, torch or MindSpore array "
+                                             rf"\(N, 4, h, w\), got {re.escape(repr(wrong))}$"):
+            ours.decode(wrong)
 
 
 def test_a_pipeline_is_not_pickled_but_copies(pipes):

@@ -498,6 +498,15 @@ def test_a_rotated_monitor_given_as_it_stands_passes():
         check_layout(Layout("wall", Canvas(3073, 1922), (FILL,), span=span))
 
 
+def test_monitor_sizes_too_far_apart_to_divide_are_one_line():
+    """Finite, positive, and their ratio past a float's range: the one-line error, not a ZeroDivisionError."""
+    for width_mm, height_mm in ((597, 1e-320), (1e308, 1e-308)):
+        span = Span((Monitor("a", 2560, 1440, width_mm, height_mm),), ())
+        with pytest.raises(InputError, match=r"^wall: span.monitors\[0\]: .* is no picture size for a monitor of "
+                                             r"2560x1440 px$"):
+            check_layout(Layout("wall", Canvas(2560, 1440), (FILL,), span=span))
+
+
 def test_numpy_floats_in_exact_geometry():
     """Percentages, a monitor's mm and bezels taken exactly (geometry.exact): a numpy float too, as a float."""
     import numpy as np
