@@ -452,6 +452,14 @@ class StepsError(InputError):
         self.reason = reason
 
 
+def _same_float32(a: float, b: float) -> bool:
+    """Whether two noise levels are one float32 value, or within 4 ulps of one: diffusers' equal float32 values
+    can come out an ulp or two apart here (Lu et al.'s last sigma as exp of its float32 log), and a step that
+    short is no step either."""
+    a, b = np.float32(a), np.float32(b)
+    return bool(abs(a - b) <= 4 * np.spacing(max(abs(a), abs(b))))
+
+
 def timesteps_and_sigmas(config: SamplerConfig, num_steps: int) -> Schedule:
     """The schedule of `num_steps` steps, as the diffusers scheduler's `set_timesteps` computes it: for dpm++
     with "trailing" spacing and a lambda_min_clipped, fewer steps than asked. A StepsError for a step count the
@@ -492,7 +500,7 @@ def timesteps_and_sigmas(config: SamplerConfig, num_steps: int) -> Schedule:
             setting, fix = (("solver_order 3", "solver_order 2") if order == 3 else
                             ("solver_type 'heun'", "solver_type 'midpoint'") if order == 2 and config.solver_type == "heun"
                             else (None, None))
-            if setting and np.float32(sigmas[i]) == np.float32(sigmas_next[i]):
+            if setting and _same_float32(sigmas[i], sigmas_next[i]):
                 update = "third-order" if order == 3 else "heun"
                 raise StepsError(f"dpm++ with {setting} takes a step of zero length at {n} steps (from timestep "
                                  f"{int(timesteps[i])} to its own noise level), which the {update} update divides by "

@@ -390,6 +390,11 @@ ZERO_LENGTH = [  # (a setting whose update divides by its step's length, the way
     ({"solver_type": "heun"}, "solver_type 'midpoint'", {"timestep_spacing": "trailing"}, 1000),
     ({"solver_type": "heun"}, "solver_type 'midpoint'", {"use_karras_sigmas": True}, 20),
     ({"solver_order": 3}, "solver_order 2", {"use_karras_sigmas": True}, 20),
+    # the last Lu sigma, exp of its float32 log, an ulp from sigma_min where diffusers has them equal
+    ({"solver_type": "heun"}, "solver_type 'midpoint'", {"use_lu_lambdas": True, "beta_schedule": "squaredcos_cap_v2"},
+     20),
+    ({"solver_order": 3}, "solver_order 2",
+     {"use_lu_lambdas": True, "beta_schedule": "squaredcos_cap_v2", "lower_order_final": False}, 7),
 ]
 
 
