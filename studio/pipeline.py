@@ -923,7 +923,10 @@ class PixArtSigmaPipeline:
         written straight into its output. progress(done, total): tile passes when tiled, else images."""
         channels = self.vae.config.latent_channels
         if not isinstance(latents, ms.Tensor):
-            array = None if latents is None else _numpy(latents)
+            try:
+                array = None if latents is None else _numpy(latents)
+            except (TypeError, ValueError):  # a ragged list
+                array = None
             if array is None or array.dtype.kind not in "biuf":  # None, text, objects
                 raise InputError(f"decode: latents must be a numpy, torch or MindSpore array (N, {channels}, h, w), "
                                  f"got {latents!r:.80}")

@@ -864,7 +864,7 @@ def test_decode_takes_the_latents_a_call_returns(pipes):
         with pytest.raises(InputError, match=r"^decode: latents have shape \(\d+, 4, \d+, \d+\), expected "
                                              r"\(N, 4, h, w\), none of them 0$"):
             ours.decode(empty)
-    for wrong in ("latents", None):
+    for wrong in ("latents", None, [[1.0], [2.0, 3.0]]):
         with pytest.raises(InputError, match="^decode: latents must be a numpy, torch or MindSpore array "
                                              rf"\(N, 4, h, w\), got {re.escape(repr(wrong))}$"):
             ours.decode(wrong)
