@@ -26,6 +26,11 @@ SPAN = Span(MONITORS, (20.0,))  # span_canvas: 3912 x 1080
 G3 = {"g": Grid("g", 1, 3)}
 
 
+def wall(monitor: Monitor, **kw) -> Layout:
+    """SPAN's canvas with `monitor` in place of its second one."""
+    return Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], monitor), (20.0,)), **kw)
+
+
 def card(*layers, canvas=C, **kw) -> Layout:
     return Layout("card", canvas, layers or (FILL,), **kw)
 
@@ -262,18 +267,15 @@ BAD = [  # (layout, the exact message)
     (Layout("wall", Canvas(100, 100), (FILL,), span=Span((Monitor("a", 100, 100, 0, 10),), ())),
      "wall: span.monitors[0].width_mm: must be greater than 0, got 0"),
     # a rotated monitor given its datasheet size (only width_mm is used: it was 531 mm wide and 944 mm high)
-    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor("side", 1080, 1920, 531, 299)),
-                                                              (20.0,))),
+    (wall(Monitor("side", 1080, 1920, 531, 299)),
      "wall: span.monitors[1]: 531 x 299 mm (width_mm x height_mm) is 1.78:1 but the monitor is 1080x1920 px "
      "(0.562:1): did you mean width_mm=299, height_mm=531?"),
-    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor("right", 1920, 1080, 531, 250)),
-                                                              (20.0,))),
+    (wall(Monitor("right", 1920, 1080, 531, 250)),
      "wall: span.monitors[1]: 531 x 250 mm (width_mm x height_mm) is 2.12:1 but the monitor is 1920x1080 px "
      "(1.78:1); pixels are square, so a picture 531 mm wide is 298.7 mm high"),
-    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor(" ", 1920, 1080, 531, 299)),
-                                                              (20.0,))),
+    (wall(Monitor(" ", 1920, 1080, 531, 299)),
      "wall: span.monitors[1].name: expected a name (monitor names are used in file names), got ' '"),
-    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], MONITORS[0]), (20.0,))),
+    (wall(MONITORS[0]),
      "wall: span.monitors[1].name: 'left' is already the name of span.monitors[0] (names used in file names differ "
      "in more than case)"),
     (card(output=Output(formats="png")), "card: output.formats: expected a tuple, got 'png' (text)"),
@@ -317,13 +319,11 @@ BAD = [  # (layout, the exact message)
     (card(output=Output(name="x" * 300)),
      f"card: output.name: '{'x' * 56}... gives the file name '{'x' * 56}..., which has 300 bytes: at most 232 (the "
      "file system's 255 less the suffixes the exporter adds)"),
-    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor("a/b", 1920, 1080, 531, 299)),
-                                                              (20.0,))),
+    (wall(Monitor("a/b", 1920, 1080, 531, 299)),
      "wall: span.monitors[1].name: 'a/b' gives the file name 'wall-a/b', which has a '/' (a name in the output "
      "folder: not empty, '.' or '..', without '/', '\\' or control characters)"),
     # a monitor's file is not the whole span's, ignoring case (macOS and Windows): {monitor} is 'span' there
-    (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor("Span", 1920, 1080, 531, 299)),
-                                                              (20.0,)), output=Output(name="{layout}-{monitor}")),
+    (wall(Monitor("Span", 1920, 1080, 531, 299), output=Output(name="{layout}-{monitor}")),
      "wall: span.monitors[1].name: 'Span' gives the file name 'wall-Span', which differs only in case from the whole "
      "span's 'wall-span' ({monitor} is 'span' there); give the monitor another name"),
     (Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((Monitor("span", 1920, 1080, 531, 299), MONITORS[1]),
@@ -394,8 +394,7 @@ def test_a_monitor_file_named_as_the_spans_is_refused_where_the_names_are_made()
     """Render refuses the names check_layout does (a layout render is given unchecked, as output_stems is called)."""
     from studio.render import output_stems
 
-    layout = Layout("wall", Canvas(3912, 1080), (FILL,), span=Span((MONITORS[0], Monitor("Span", 1920, 1080, 531,
-                                                                                          299)), (20.0,)))
+    layout = wall(Monitor("Span", 1920, 1080, 531, 299))
     assert output_stems(layout) == ["wall", "wall-left", "wall-Span"]  # {layout} alone: the monitor's are '-<name>'
     with pytest.raises(InputError) as e:
         output_stems(dataclasses.replace(layout, output=Output(name="{layout}-{monitor}")))
