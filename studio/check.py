@@ -18,7 +18,6 @@ values: tests/test_spec.py compares them).
 """
 
 import difflib
-import inspect
 import math
 import numbers
 import os
@@ -27,7 +26,7 @@ from dataclasses import dataclass, fields
 from decimal import Decimal
 from pathlib import Path
 
-from studio.errors import InputError, control_problem
+from studio.errors import InputError, control_problem, refuses
 from studio.export import EXPORT_SUFFIXES
 from studio.geometry import percent, resolve, span_canvas
 from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, _an, _count, aspect_problem,
@@ -525,13 +524,8 @@ def check_arguments(caller: str, model=None, pipelines=None, progress=None) -> N
     progress None or a function called as progress(label, phase, done, total)."""
     c = _Checker(None)
     Optional(Model()).check(c, f"{caller}: model", model)
-    if progress is not None:
-        try:
-            inspect.signature(progress).bind("layer 0", "text", 0, 1)
-        except TypeError:  # not callable, or not with these arguments
-            c.error(f"{caller}: progress", f"is called as progress(label, phase, done, total), got {_short(repr(progress))}")
-        except ValueError:
-            pass  # a callable with no signature to read: called as it is
+    if progress is not None and refuses(progress, "layer 0", "text", 0, 1):
+        c.error(f"{caller}: progress", f"is called as progress(label, phase, done, total), got {_short(repr(progress))}")
     if isinstance(pipelines, dict):
         from studio.pipeline import PixArtSigmaPipeline  # here: it imports MindSpore
 

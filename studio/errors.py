@@ -2,6 +2,7 @@
 keep a message on one line; and interrupts (Ctrl-C, SIGTERM) held back or found."""
 
 import contextlib
+import inspect
 import re
 import signal
 import threading
@@ -69,6 +70,18 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     name of its type when it has none. For a third-party error inside one of studio's."""
     lines = str(e).strip().splitlines()
     return one_line(lines[0].strip()[:limit]) if lines else type(e).__name__
+
+
+def refuses(function, *arguments) -> bool:
+    """Whether `function` cannot be called with `arguments`: not callable, or of another signature (a user's
+    callback, checked before any work). A callable whose signature can't be read is taken."""
+    try:
+        inspect.signature(function).bind(*arguments)
+    except TypeError:
+        return True
+    except ValueError:
+        pass
+    return False
 
 
 def control_problem(name: str) -> str | None:

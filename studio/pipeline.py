@@ -9,7 +9,6 @@ import contextvars
 import copy
 import functools
 import gc
-import inspect
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ from studio import backend, binning, memory, sampling, vae_tiling as tiling
 from studio.checkpoint import (LOADING, WEIGHTED_COMPONENTS, check_types, check_weights, describe_path, falls_back,
                                read_config, read_json, resolve_model_dir, weight_files)
 from studio.memory_plan import GenerationPlan, plan_generation
-from studio.errors import CheckpointError, ConfigError, InputError, NumericalError, one_line
+from studio.errors import CheckpointError, ConfigError, InputError, NumericalError, one_line, refuses
 from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
 from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
 from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
@@ -1006,14 +1005,8 @@ class PixArtSigmaPipeline:
                                        "reference's callback(step, timestep, latents) is not taken)"),
                 (progress, ("text", 0, 1), "progress is called as progress(phase, done, total) for each phase "
                                            "('text', 'denoise', 'decode')")]:
-            if function is None:
-                continue
-            try:
-                inspect.signature(function).bind(*arguments)
-            except TypeError:  # not callable, or not with these arguments
-                raise InputError(f"{how}, got {function!r:.80}") from None
-            except ValueError:
-                pass  # a callable with no signature to read: called as it is
+            if function is not None and refuses(function, *arguments):
+                raise InputError(f"{how}, got {function!r:.80}")
 
 
 class Captions(NamedTuple):
