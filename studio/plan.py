@@ -75,13 +75,17 @@ class Plan:
     height: int
     boxes: tuple[Box, ...]  # per layer
     jobs: tuple[GenerateJob, ...]
-    monitors: tuple[Box, ...]  # span cuts, empty without a span
     budget: int  # bytes: the given budget, or the automatic one at planning time
     canvas: Canvas  # the layout's: trim size, bleed, dpi
     layers: tuple[tuple[str, str], ...]  # per layer: (type, name), e.g. ("generate", "sky")
     budget_automatic: bool  # budget is the free memory at planning time, not a given one
     file_dpi: int  # written in the canvas's files (`file_dpi`): a span's densest monitor's, not canvas.dpi
     span: Span | None  # the layout's: the monitors `monitors` are cut for
+
+    @property
+    def monitors(self) -> tuple[Box, ...]:
+        """The span's cuts, one box per monitor (`geometry.span_canvas`); none without a span."""
+        return tuple(span_canvas(self.span)[2]) if self.span else ()
 
     @property
     def peak(self) -> int:
@@ -327,11 +331,10 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
     if short:
         from_file = budget is None and layout.memory_budget is not None
         raise too_small(budget_bytes, short, layout.where("memory_budget") if from_file else None)
-    monitors = tuple(span_canvas(layout.span)[2]) if layout.span else ()
     kinds = tuple((type(layer).__name__.removesuffix("Layer").lower(), getattr(layer, "name", ""))
                   for layer in layout.layers)
-    return Plan(layout.source, layout.canvas.full_width, layout.canvas.full_height, boxes, tuple(jobs), monitors,
-                budget_bytes, layout.canvas, kinds, parse_bytes(given) is None, file_dpi(layout), layout.span)
+    return Plan(layout.source, layout.canvas.full_width, layout.canvas.full_height, boxes, tuple(jobs), budget_bytes,
+                layout.canvas, kinds, parse_bytes(given) is None, file_dpi(layout), layout.span)
 
 
 def file_dpi(layout: Layout) -> int:
