@@ -641,13 +641,14 @@ class PixArtSigmaPipeline:
                 cache.put(key, *rows[i])
 
     @_one_at_a_time
-    def encode_ahead(self, prompts: list[str], room: int | None = None, stream: bool = True,
+    def encode_ahead(self, prompts: str | list[str], room: int | None = None, stream: bool = True,
                      max_sequence_length: int = 300, progress: Callable[[int, int], None] | None = None) -> int:
         """Put into the embedding cache the features of the prompts it lacks, in as few passes over T5 as
         `room` bytes allow (None: one pass): a pass holds every prompt's hidden state and position bias
         between blocks. `encode_all_ahead` calls it for a batch's items or a layout's layers, under the
         attention budget of their text phase (its attention blocks are part of the cache key).
-        progress(done, total) in prompts. Returns how many prompts were encoded."""
+        progress(done, total) in prompts. Returns how many prompts were encoded. A string is one prompt."""
+        prompts = [] if isinstance(prompts, (list, tuple)) and not prompts else as_prompts(prompts, "prompts")
         check_max_sequence_length(max_sequence_length)
         cache = self._embedding_cache()  # read once: another thread may set pipe.embedding_cache meanwhile
         if cache is None:

@@ -915,6 +915,9 @@ def test_a_lent_embedding_cache_serves_its_threads_calls_and_leaves_the_pipeline
 
     with lent_embedding_cache(pipe, cache):
         assert pipe.encode_ahead(["a cat", ""]) == 2 and pipe.encode_ahead(["a cat"]) == 0
+        assert pipe.encode_ahead("a cat") == 0 and pipe.encode_ahead([]) == 0  # a string is one prompt
+        with pytest.raises(InputError, match=r"^prompts must be a string or a non-empty list of strings, got \[None\]$"):
+            pipe.encode_ahead([None])
         assert len(cache.entries) == 2 and pipe.embedding_cache is None
         [key] = [k for k, (features, _) in cache.entries.items() if features.shape[1] > 1]  # 'a cat', not ''
         cache.entries[key] = np.zeros_like(cache.entries[key][0]), cache.entries[key][1]
