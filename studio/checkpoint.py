@@ -62,15 +62,17 @@ _NP_FLOAT = {ms.float16: np.float16, ms.float32: np.float32, ms.float64: np.floa
 def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, variant: str | None = None,
                       revision: str | None = None, cache_dir: str | os.PathLike | None = None,
                       local_files_only: bool = False, transformer: str | os.PathLike | None = None) -> Path:
-    """The pipeline folder of a model: a local folder as is; otherwise a hub id looked up in the local Hugging
-    Face cache, then downloaded with huggingface_hub when the machine is online and local_files_only is False: the
-    pipeline (each component's `variant` weights where it has them, else its plain ones), or with weights=False
-    only its JSON configs (what a memory plan reads; no multi-GB download to plan). Online, a cached snapshot
-    without any of `variant`'s files gets them from the hub (where it has them), as diffusers does, and is used as
-    it is when the hub can't be reached. revision: a branch, tag or commit hash (default "main"), also written
-    'owner/name@revision'; cache_dir: the hub cache (default as huggingface_hub finds it, from the environment
-    as it is now: $HF_HUB_CACHE, $HF_HOME/hub, ...). A `HubId` (a layout's hub id) is looked up on the hub only,
-    whatever folder of that name the working folder holds.
+    """The pipeline folder of a model, made absolute (not resolved: a link keeps its name), so that the files read
+    later (the text encoder's, at a prompt) are this model's whatever the working folder is by then: a local
+    folder as is; otherwise a hub id looked up in the local Hugging Face cache, then downloaded with
+    huggingface_hub when the machine is online and local_files_only is False: the pipeline (each component's
+    `variant` weights where it has them, else its plain ones), or with weights=False only its JSON configs (what
+    a memory plan reads; no multi-GB download to plan). Online, a cached snapshot without any of `variant`'s files
+    gets them from the hub (where it has them), as diffusers does, and is used as it is when the hub can't be
+    reached. revision: a branch, tag or commit hash (default "main"), also written 'owner/name@revision';
+    cache_dir: the hub cache (default as huggingface_hub finds it, from the environment as it is now:
+    $HF_HUB_CACHE, $HF_HOME/hub, ...). A `HubId` (a layout's hub id) is looked up on the hub only, whatever folder
+    of that name the working folder holds.
 
     A transformer-only model (transformer/ and no model_index.json) is completed with the base pipeline
     ($STUDIO_BASE_PIPELINE, else BASE_PIPELINE; found the same way, at its own default revision): the folder
@@ -96,12 +98,12 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
                           f"tokenizer, VAE, scheduler) comes from {base.name}")
         folder = compose(folder / "transformer", base.folder, _model_name(path_or_id))
     if transformer is None:
-        return folder
+        return folder.absolute()
     try:
         transformer_dir = transformer_folder(transformer, **hub)
     except CheckpointError as e:
         raise _about(e, transformer)
-    return compose(transformer_dir, folder, _model_name(transformer))
+    return compose(transformer_dir, folder, _model_name(transformer)).absolute()
 
 
 def _about(e: CheckpointError, model) -> CheckpointError:
@@ -323,8 +325,10 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
             patterns = ["*.json"]
             if weights:
                 patterns += ["*.model", "*.txt",
-                             *download_weight_names(list_repo_files(name, revision=revision), variant)]
+                             *download_weight_names(list_repo_files(name, revision=revision), variant, components)]
             return Path(snapshot_download(name, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
+        except CheckpointError as e:  # its weights are not what a load of `variant` reads: nothing downloaded
+            raise CheckpointError(f"{name}{at}: {e}") from None
         except Exception as e:  # no network, no such repository or revision, a gated one, ...: said in one line
             if complete:  # the cached snapshot has weights for every component (not the variant's): as offline
                 return cached
@@ -429,15 +433,21 @@ def _weight_variant(name: str) -> tuple[bool, str | None]:
     return (m is not None, m and (m["a"] or m["b"]))
 
 
-def download_weight_names(repo_files: list[str], variant: str | None) -> list[str]:
+def download_weight_names(repo_files: list[str], variant: str | None,
+                          components: tuple[str, ...] = WEIGHTED_COMPONENTS) -> list[str]:
     """The weight files of a repository's file list that a load of `variant` reads: per folder its variant's
-    safetensors when it has them, else its plain ones, as diffusers picks what to download."""
+    safetensors when it has them, else its plain ones, as diffusers picks what to download. One of `components`
+    with neither, but files of other variants, is a CheckpointError naming them, as for a local folder (what
+    would be downloaded could not load)."""
     by_folder: dict[str, dict] = {}
     for file in repo_files:
         folder, _, name = file.rpartition("/")
         is_weight, file_variant = _weight_variant(name)
         if is_weight:
             by_folder.setdefault(folder, {}).setdefault(file_variant, []).append(file)
+    for folder in components:
+        if folder in by_folder and not by_folder[folder].keys() & {variant, None}:
+            raise _no_weight_file(folder, variant, set(by_folder[folder]))
     return [f for found in by_folder.values() for f in (found.get(variant) or found.get(None, []))]
 
 
@@ -589,9 +599,16 @@ def weight_files(component_dir: Path, variant: str | None = None) -> list[Path]:
             f"{component_dir / pickles[0]}: pickle weights are refused (they can run code when loaded); "
             "convert them to safetensors, e.g. with diffusers: "
             "Model.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)")
+    raise _no_weight_file(component_dir, variant, {_weight_variant(p.name)[1] for p in component_dir.iterdir()})
+
+
+def _no_weight_file(where, variant: str | None, variants: set) -> CheckpointError:
+    """The error of a component (`where`) with no weight file of `variant` nor plain ones; `variants`: those of
+    its files (None: plain, or no weight file), one of which the message says to pass."""
+    infix = f".{variant}" if variant else ""
     want = f"{WEIGHT_STEMS[0]}{infix}.safetensors or {WEIGHT_STEMS[1]}{infix}.safetensors"
-    hint = _variant_hint({v for p in component_dir.iterdir() if (v := _weight_variant(p.name)[1]) and v != variant})
-    raise CheckpointError(f"{component_dir}: no weight file ({want}, or a .safetensors.index.json){hint}")
+    return CheckpointError(f"{where}: no weight file ({want}, or a .safetensors.index.json)"
+                           f"{_variant_hint(variants - {variant, None})}")
 
 
 def _variant_hint(variants: set[str]) -> str:

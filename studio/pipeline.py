@@ -347,9 +347,9 @@ def variant_files(folder: Path, variant: str | None, warn: bool = True) -> dict[
 
 def check_folder(folder: Path, variant: str | None = None, warn: bool = True):
     """Everything of a pipeline folder but its weights, checked as loading it does first (components, configs,
-    scheduler, tokenizer, the weight files' names and shard indexes, the text encoder's keys, shapes and dtypes
-    against its config; `warn`: a variant's fallback to plain files): CheckpointError/ConfigError at the first
-    problem. Returns (vae config, sampler, tokenizer)."""
+    scheduler, tokenizer, the weight files' names and shard indexes, and every weight file's header: each
+    component's keys, shapes and dtypes against its config; `warn`: a variant's fallback to plain files):
+    CheckpointError/ConfigError at the first problem. Returns (vae config, sampler, tokenizer)."""
     index = read_json(folder / "model_index.json")
     for c in COMPONENTS:
         what = describe_path(folder / c) if c in index else "missing"
@@ -358,12 +358,16 @@ def check_folder(folder: Path, variant: str | None = None, warn: bool = True):
                                   f"{', '.join(COMPONENTS)})")
         if what != "a folder":
             raise CheckpointError(f"{folder / c}: is {what}, where the '{c}' component's folder should be")
-    _, t5_config, vae_config = read_configs(folder)
+    transformer_config, t5_config, vae_config = read_configs(folder)
     sampler = read_scheduler(folder / "scheduler" / "scheduler_config.json")
     tokenizer = load_tokenizer(folder / "tokenizer", t5_config.vocab_size)
     files = variant_files(folder, variant, warn)
-    # its weights are read at the first prompt: their headers are checked now (the model is not allocated)
-    check_weights(T5EncoderModel(t5_config), files["text_encoder"])
+    # the headers of every file, before any tensor is read (the models built here allocate no parameter): a bad
+    # VAE fails the load at once, not after minutes of XL transformer weights; the text encoder's are read at
+    # the first prompt
+    for model, component in [(PixArtTransformer2DModel(transformer_config), "transformer"),
+                             (AutoencoderKL(vae_config), "vae"), (T5EncoderModel(t5_config), "text_encoder")]:
+        check_weights(model, files[component])
     return vae_config, sampler, tokenizer
 
 

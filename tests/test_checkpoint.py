@@ -459,6 +459,18 @@ def test_hub_revision_cache_dir_and_local_files_only(tiny_dir, tmp_path, monkeyp
     assert pipe.model_dir == snapshots / old
 
 
+def test_a_relative_folder_or_hub_cache_gives_an_absolute_folder_not_resolved(tiny_dir, tmp_path, monkeypatch):
+    """The pipeline reads files of its folder after the load (the text encoder, at each prompt), whatever the
+    working folder is then; a folder named through a link keeps that name."""
+    monkeypatch.chdir(tmp_path)
+    os.symlink(tiny_dir, "link")
+    assert resolve_model_dir("link") == tmp_path / "link"
+    snapshots = _hub_cache(tiny_dir, tmp_path / "cache", ["a" * 40], {"main": "a" * 40})
+    assert resolve_model_dir("someone/tiny-pixart", cache_dir="cache", local_files_only=True) == snapshots / ("a" * 40)
+    offline(monkeypatch, "cache")
+    assert resolve_model_dir("someone/tiny-pixart") == snapshots / ("a" * 40)
+
+
 def test_a_snapshot_cached_by_hash_alone_loads_at_that_revision(tiny_dir, tmp_path, monkeypatch):
     """No refs/main (a snapshot fetched by commit hash): revision=<hash> finds it, and without it the error
     names the hash."""
@@ -575,6 +587,31 @@ def test_a_cached_snapshot_with_variant_weights_only_names_the_variant(tiny_dir,
         "(found fp16 variant files: pass variant='fp16' / --variant fp16), and could not be downloaded "
         "(ConnectionError: HF_HUB_OFFLINE is set); pass the folder of a downloaded copy")  # no hint: its only snapshot
     assert resolve_model_dir("someone/tiny-pixart", variant="fp16") == snapshot
+
+
+def test_a_repository_with_variant_weights_only_names_the_variant_before_downloading(tiny_dir, tmp_path,
+                                                                                       monkeypatch):
+    """Downloaded without a variant: said as a folder's weight_files says it, from the repository's file list,
+    and no file downloaded (the plain weights it would fetch are not there)."""
+    hub = shutil.copytree(tiny_dir, tmp_path / "hub")
+    _rewrite(hub, "diffusion_pytorch_model.fp16.safetensors", lambda a: a.astype(np.float16))
+    calls = fake_hub(monkeypatch, hub, tmp_path / "snapshot")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    message = ("transformer: no weight file (diffusion_pytorch_model.safetensors or model.safetensors, or a "
+               ".safetensors.index.json) (found fp16 variant files: pass variant='fp16' / --variant fp16)")
+    with pytest.raises(CheckpointError) as info:
+        PixArtSigmaPipeline.from_pretrained("someone/tiny-pixart", cache_dir=tmp_path / "cache")
+    assert str(info.value) == f"someone/tiny-pixart: {message}" and calls == [None]
+    assert load_error(hub) == f"{hub}/{message}"  # a local folder says the same
+    with pytest.raises(CheckpointError) as info:  # a variant neither has: the one the repository has
+        resolve_model_dir("someone/tiny-pixart", variant="bf16", revision="v1")
+    assert str(info.value) == ("someone/tiny-pixart at revision 'v1': transformer: no weight file (diffusion_pytorch_"
+                               "model.bf16.safetensors or model.bf16.safetensors, or a .safetensors.index.json) "
+                               "(found fp16 variant files: pass variant='fp16' / --variant fp16)")
+    # a base pipeline needs no transformer: its variant files alone are no error
+    assert download_weight_names(["transformer/config.json", "transformer/diffusion_pytorch_model.fp16.safetensors",
+                                  f"vae/{WEIGHTS}"], None, ("text_encoder", "vae")) == [f"vae/{WEIGHTS}"]
+    assert resolve_model_dir("someone/tiny-pixart", variant="fp16") == tmp_path / "snapshot"
 
 
 def _rewrite(folder, name, convert):

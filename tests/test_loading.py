@@ -119,6 +119,53 @@ def test_a_text_encoder_config_its_weights_do_not_fit_is_refused_at_load(broken,
     assert load_error(broken) == f"{broken / where}: {expected}"
 
 
+def _rename_first_key(path):
+    weights = load_file(path)
+    first = sorted(weights)[0]
+    save_file({("renamed." + k if k == first else k): v for k, v in weights.items()}, path)
+    return f"unexpected key 'renamed.{first}' (not a parameter of AutoencoderKL)"
+
+
+def _truncate(path):
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes()[:-4])
+    return f"truncated safetensors file: key '{_last_key(path)}' ends at byte {size}, file has {size - 4}"
+
+
+def _last_key(path):
+    header = json.loads(path.read_bytes()[8:8 + int.from_bytes(path.read_bytes()[:8], "little")])
+    return max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"])
+
+
+def _garbage_header(path):
+    data = path.read_bytes()
+    path.write_bytes(b"\xff" * 8 + data[8:])
+    return f"truncated or corrupt safetensors file (header of {2 ** 64 - 1} bytes, file of {len(data)})"
+
+
+def _reshape_last(path):
+    weights = load_file(path)
+    key = _last_key(path)
+    save_file({**weights, key: weights[key].reshape(-1)[:-1]}, path)
+    return f"key '{key}' has shape [{weights[key].size - 1}], the model expects {list(weights[key].shape)}"
+
+
+@pytest.mark.parametrize("damage", [_rename_first_key, _truncate, _garbage_header, _reshape_last])
+def test_a_damaged_vae_fails_the_load_before_any_tensor_is_read(broken, monkeypatch, damage):
+    """A VAE file that doesn't fit its model fails from its header, before the transformer's tensors (minutes of
+    them for XL) are read: the error load_weights(vae) gave after them."""
+    def no_tensor(*args, **kwargs):
+        raise AssertionError("a tensor was read")
+
+    monkeypatch.setattr(checkpoint.SafetensorsFile, "array", no_tensor)
+    path = broken / "vae" / "diffusion_pytorch_model.safetensors"
+    expected = damage(path)
+    calls = []
+    with pytest.raises(CheckpointError) as info:
+        PixArtSigmaPipeline.from_pretrained(broken, progress=lambda done, total: calls.append(done))
+    assert str(info.value) == f"{path}: {expected}" and calls == []
+
+
 def test_a_vae_without_blocks_is_refused(broken):
     edit(broken, CONFIGS["vae"], block_out_channels=[], down_block_types=[], up_block_types=[])
     assert load_error(broken, ConfigError) == (f"{broken / CONFIGS['vae']}: block_out_channels []: expected one "
@@ -342,6 +389,29 @@ def test_loading_reports_the_bytes_read(tiny_dir):
     assert calls[-2][0] > 0.9 * total  # the tensors are the files, less their headers (5% of tiny files)
 
 
+TINY_CALL = dict(height=64, width=64, num_inference_steps=1, output_type="latent", seed=3)
+
+
+def test_a_model_named_by_a_relative_folder_is_read_from_there_after_the_working_folder_changes(
+        tiny_dir, tmp_path, monkeypatch):
+    """The text encoder is read at each prompt (streamed, or loaded whole): from the folder the model was loaded
+    from, not from what its relative name names in the working folder of the time (here another model, whose
+    text encoder is all zeros)."""
+    shutil.copytree(tiny_dir, tmp_path / "a" / "tiny")
+    other = shutil.copytree(tiny_dir, tmp_path / "b" / "tiny")
+    for weights in map(str, checkpoint.weight_files(other / "text_encoder")):
+        save_file({k: v * 0 for k, v in load_file(weights).items()}, weights)
+    monkeypatch.chdir(tmp_path / "a")
+    pipe = PixArtSigmaPipeline.from_pretrained("tiny")
+    expected = pipe("a cat", **TINY_CALL).images
+    features = pipe.encode_prompt("a cat", stream=False)[0].asnumpy()
+    monkeypatch.chdir(tmp_path / "b")
+    np.testing.assert_array_equal(pipe("a cat", **TINY_CALL).images, expected)  # streamed
+    np.testing.assert_array_equal(pipe.encode_prompt("a cat", stream=False)[0].asnumpy(), features)
+    assert not np.array_equal(PixArtSigmaPipeline.from_pretrained("tiny")("a cat", **TINY_CALL).images, expected)
+    assert pipe.model_dir == tmp_path / "a" / "tiny"
+
+
 LOAD_IN_TWO_THREADS = """
 import json, sys, threading
 from studio import PixArtSigmaPipeline
@@ -439,9 +509,6 @@ def split_tiny(tiny_dir, tmp_path, monkeypatch):
 def from_base_note(model) -> str:
     return (f"studio: {model} holds a transformer only; the rest of the pipeline (text encoder, tokenizer, VAE, "
             f"scheduler) comes from {model.parent / 'base'} ($STUDIO_BASE_PIPELINE)")
-
-
-TINY_CALL = dict(height=64, width=64, num_inference_steps=1, output_type="latent", seed=3)
 
 
 def test_a_transformer_only_model_loads_with_the_base_and_generates_as_the_whole(tiny_dir, split_tiny):

@@ -97,6 +97,33 @@ def test_config_reads_saved_config_json(folders):
         T5Config(is_decoder=True)
 
 
+# keys every transformers config takes, which older transformers wrote into config.json; none changes the encoder
+COMMON_KEYS = {"return_dict": False, "output_hidden_states": True, "output_attentions": True, "torchscript": True,
+               "id2label": {"0": "NO", "1": "YES"}, "label2id": {"NO": 0, "YES": 1}, "tokenizer_class": "T5Tokenizer",
+               "chunk_size_feed_forward": 0, "prefix": "summarize: ", "max_length": 20, "num_beams": 4,
+               "do_sample": True, "temperature": 0.7, "top_p": 0.9, "bad_words_ids": None, "pruned_heads": {},
+               "use_bfloat16": False, "add_cross_attention": False, "tie_encoder_decoder": False}
+
+
+def test_keys_every_transformers_config_takes_load_the_same_encoder(folders, tokenizer, tmp_path):
+    copy = shutil.copytree(folders / "text_encoder", tmp_path / "text_encoder")
+    d = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**d, **COMMON_KEYS}))
+    assert T5Config.from_dict({**d, **COMMON_KEYS}) == T5Config.from_dict(d)
+    ids, mask = _batch(tokenizer)
+    np.testing.assert_array_equal(_ours(T5EncoderModel.from_pretrained(copy), ids, mask),
+                                  _ours(T5EncoderModel.from_pretrained(folders / "text_encoder"), ids, mask))
+
+
+def test_a_pruned_model_is_refused(folders):
+    path = folders / "text_encoder" / "config.json"
+    d = json.loads(path.read_text())
+    with pytest.raises(ConfigError) as info:
+        T5Config.from_dict({**d, "pruned_heads": {"0": [1, 2]}}, path)
+    assert str(info.value) == (f'{path}: pruned_heads is {{"0": [1, 2]}}: studio\'s T5 encoder runs every attention '
+                               "head; a model with pruned heads is not supported")
+
+
 def test_parameter_names_equal_checkpoint_keys(folders):
     index = json.loads((folders / "text_encoder" / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 3

@@ -12,6 +12,7 @@ first block and shared by all blocks.
 """
 
 import functools
+import json
 import math
 from dataclasses import InitVar, dataclass
 from pathlib import Path
@@ -37,6 +38,20 @@ _IGNORED_KEYS = frozenset({
     "eos_token_id", "gradient_checkpointing", "initializer_factor", "is_encoder_decoder", "n_positions",
     "num_decoder_layers", "output_past", "pad_token_id", "scale_decoder_outputs", "task_specific_params",
     "tie_word_embeddings", "torch_dtype", "transformers_version", "use_cache",
+    # those every transformers config takes (PretrainedConfig.__init__): outputs, fine-tuning, tokenizer, the
+    # decoder side, TensorFlow; and pruned_heads, empty (`from_dict` refuses a pruned model)
+    "add_cross_attention", "chunk_size_feed_forward", "cross_attention_hidden_size", "finetuning_task", "id2label",
+    "label2id", "num_labels", "output_attentions", "output_hidden_states", "prefix", "problem_type", "pruned_heads",
+    "return_dict", "sep_token_id", "tf_legacy_loss", "tie_encoder_decoder", "tokenizer_class", "torchscript",
+    "use_bfloat16",
+    # generation settings, which older transformers saved in config.json (GenerationConfig's now)
+    "assistant_confidence_threshold", "assistant_lookbehind", "bad_words_ids", "begin_suppress_tokens",
+    "diversity_penalty", "do_sample", "early_stopping", "encoder_no_repeat_ngram_size", "encoder_repetition_penalty",
+    "epsilon_cutoff", "eta_cutoff", "exponential_decay_length_penalty", "forced_bos_token_id", "forced_eos_token_id",
+    "length_penalty", "max_length", "min_length", "no_repeat_ngram_size", "num_assistant_tokens",
+    "num_assistant_tokens_schedule", "num_beam_groups", "num_beams", "num_return_sequences", "output_scores",
+    "remove_invalid_values", "repetition_penalty", "return_dict_in_generate", "suppress_tokens", "target_lookbehind",
+    "temperature", "top_k", "top_p", "typical_p",
 })
 
 
@@ -86,7 +101,11 @@ class T5Config:
     @classmethod
     def from_dict(cls, d: dict, where="T5 config") -> "T5Config":
         """From a config.json dict (`where`, its path, names it in errors): keys starting with '_' and known
-        decoder/generation keys are ignored; any other unknown key is a ConfigError."""
+        decoder/generation keys are ignored; any other unknown key is a ConfigError, as is a pruned model
+        (`pruned_heads` not empty: studio's encoder has every head)."""
+        if d.get("pruned_heads"):
+            raise ConfigError(f"{where}: pruned_heads is {json.dumps(d['pruned_heads'], default=repr)[:60]}: studio's "
+                              "T5 encoder runs every attention head; a model with pruned heads is not supported")
         return cls(**config_kwargs(cls, d, where, _IGNORED_KEYS, writer="transformers"), where=where)
 
 
