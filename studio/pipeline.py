@@ -152,14 +152,18 @@ def read_scheduler(path: Path) -> "sampling.SamplerConfig | UnrunnableScheduler"
     """A pipeline folder's scheduler/scheduler_config.json as the sampler it configures, of the scheduler class
     the folder's model_index.json names (the file's `_class_name` when it names none), as diffusers builds it;
     one studio can't run (another scheduler class, or settings studio doesn't implement) as an
-    `UnrunnableScheduler`, which a call's sampler= replaces."""
+    `UnrunnableScheduler`, which a call's sampler= replaces. A file of a class studio implements with a key none
+    of studio's classes takes (a typo, or a newer diffusers' setting) is a ConfigError: no sampler= would read it."""
     d = read_json(path)
     check_types(sampling.SamplerConfig, {k: v for k, v in d.items() if k not in ("sampler", "given")}, path,
                 min_int=None)
     entry = read_json(path.parent.parent / "model_index.json").get("scheduler")
     named = entry[1] if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str) else None
     where = path
-    if named is not None and d.get("_class_name", named) != named:  # another class's file: read as sampler= reads it
+    own = d.get("_class_name", named)
+    if own in sampling.SAMPLERS.values():  # studio knows its every key; another class's file drops its own (_as_class)
+        sampling.check_keys(d, own, path)
+    if named is not None and own != named:  # another class's file: read as sampler= reads it
         d, where = _as_class(d, named), f"{path} (read as model_index.json's {named})"
     d = {"_class_name": named, **d}
     try:
@@ -179,13 +183,16 @@ class UnrunnableScheduler:
     """`pipe.sampler` when scheduler_config.json holds a scheduler studio can't run. `with_sampler(name)` (a call's
     sampler=) gives one of studio's samplers with the settings of the file it takes, as diffusers'
     `NewScheduler.from_config(config)`; a call without sampler= raises `problem`: the file's `error` (said of
-    `path`) naming the samplers that take the file's settings."""
+    `path`), naming the samplers that take the file's settings when the error is a class or setting studio
+    doesn't implement (a wrong value is the file's to fix, whichever sampler reads it)."""
 
     def __init__(self, path: Path | str, config: dict, error: ConfigError):
         self.path = path
         self.config = config
         self.error = error
-        self.runnable = [name for name in sampling.SAMPLERS if self._takes(name)]  # the samplers taking the file
+        # the samplers to offer: those taking the file, when another sampler is the way round its error
+        self.runnable = [name for name in sampling.SAMPLERS
+                         if isinstance(error, sampling.Unimplemented) and self._takes(name)]
         quoted = [f"'{name}'" for name in self.runnable]
         listed = " or ".join(filter(None, [", ".join(quoted[:-1]), *quoted[-1:]]))
         hint = (f"; pass sampler={listed} (CLI: --sampler) to sample with one of studio's samplers instead"

@@ -13,6 +13,7 @@ variance-exploding one (x_t / alpha), which is why only Euler scales its initial
 """
 
 import dataclasses
+import difflib
 import math
 from dataclasses import InitVar, dataclass
 from pathlib import Path
@@ -96,6 +97,22 @@ _CLASS_KEYS = {
     },
 }
 KNOWN_KEYS = set().union(*_CLASS_KEYS.values())
+# the keys of diffusers' other scheduler classes (0.42's PNDM, UniPC, LCM, EDM, flow matching, ...), which a file
+# of one of studio's classes may carry (diffusers' from_config keeps them) and which its samplers don't read, as
+# diffusers doesn't; any other key is a typo or a setting of a newer diffusers (`check_keys`)
+OTHER_CLASS_KEYS = frozenset({
+    "alpha_cum_end", "alpha_cum_start", "base_image_seq_len", "base_shift", "block_length", "clip_denoised",
+    "correct_steps", "corrector_k", "corrector_order", "corrector_selection", "corrector_selection_tau",
+    "corrector_steps", "disable_corrector", "editing_threshold", "entropy_bound", "eps", "eta",
+    "final_step_size_scale", "gamma", "gamma_cum_end", "gamma_cum_start", "invert_sigmas", "mask_token_id",
+    "masking_schedule", "max_image_seq_len", "max_shift", "minimal_topk", "n_grid", "noise_mode",
+    "num_policy_substeps", "num_vec_classes", "original_inference_steps", "predict_x0", "predictor_order", "rho", "s",
+    "s_churn", "s_max", "s_min", "s_noise", "sampling_eps", "scale_factors", "schedule_mode", "scheduler_type",
+    "shift", "shift_terminal", "sigma_data", "sigma_schedule", "skip_prk_steps", "snr", "snr_shift_scale", "solver_p",
+    "stage_range", "stages", "stochastic_sampling", "t_lim_ode", "t_lim_ode_below", "t_max", "t_min",
+    "tail_step_multiplier", "tail_steps", "tau_func", "threshold", "timestep_scaling", "tsr_k", "tsr_sigma",
+    "upscale_mode",
+})
 
 # Keys we accept only at one value (the alternatives are not implemented). Keys neither here nor a
 # SamplerConfig field (dynamic_thresholding_ratio, sample_max_value, flow_shift, time_shift_type)
@@ -121,6 +138,27 @@ _CHOICES = {
     "solver_type": ("midpoint", "heun"),
     "final_sigmas_type": ("zero", "sigma_min"),
 }
+
+
+class Unimplemented(ConfigError):
+    """A scheduler class or setting studio doesn't implement, as opposed to a wrong value: another of studio's
+    samplers may run the file (`pipeline.UnrunnableScheduler` says which)."""
+
+
+def check_keys(d: dict, class_name: str, where="scheduler config") -> None:
+    """A ConfigError for a key of the scheduler_config.json dict `d`, of studio's scheduler class `class_name`,
+    that no scheduler class of diffusers' takes (a file carries other classes' keys, as diffusers' `from_config`
+    keeps them: `OTHER_CLASS_KEYS`): a typo, or a newer diffusers' setting. Private ('_...') keys and those
+    diffusers filled with defaults (`_use_default_values`) are not checked."""
+    defaulted = set(d.get("_use_default_values", ()))
+    for key in d:
+        if key.startswith("_") or key in defaulted or key in KNOWN_KEYS or key in OTHER_CLASS_KEYS:
+            continue
+        near = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1)
+        why = (f" (did you mean {near[0]!r}?)" if near else
+               ": studio doesn't know it (a newer diffusers may have written it); if it holds its default value, "
+               "remove it from the file")
+        raise ConfigError(f"{where}: unknown key {key!r} for {class_name}{why}")
 
 
 @dataclass(frozen=True)
@@ -169,7 +207,7 @@ class SamplerConfig:
             value = getattr(self, key)
             if value not in allowed:
                 expected = ", ".join(repr(a) for a in allowed)
-                raise ConfigError(f"{where}: {key}={value!r} is not supported; expected one of {expected}")
+                raise Unimplemented(f"{where}: {key}={value!r} is not supported; expected one of {expected}")
         if self.num_train_timesteps < 1:
             raise ConfigError(f"{where}: num_train_timesteps={self.num_train_timesteps!r} must be >= 1")
         # equal: constant betas, which diffusers runs too; the cosine schedule does not read them
@@ -185,6 +223,15 @@ class SamplerConfig:
                 if value is not None and not (math.isfinite(value) and value > 0):
                     raise ConfigError(f"{where}: {key}={value!r} must be a finite number > 0 with "
                                       f"{ranged}, or null for the training schedule's own")
+        spaced = not (self.use_karras_sigmas or self.use_lu_lambdas or self.use_exponential_sigmas)
+        if self.sampler == "dpm++" and spaced and self.lambda_min_clipped != -math.inf:
+            # the spaced timesteps stop where log-SNR falls below it: above timestep 0's, there are none
+            largest = -math.log(_train_sigmas(_alphas_cumprod(self))[0])
+            if math.isnan(self.lambda_min_clipped):  # which diffusers sorts above every log-SNR
+                raise ConfigError(f"{where}: lambda_min_clipped=nan is not a number; remove it or give a log-SNR")
+            if self.lambda_min_clipped > largest:
+                raise ConfigError(f"{where}: lambda_min_clipped={self.lambda_min_clipped!r} is above every training "
+                                  f"timestep's log-SNR (the largest is {largest:.6g}); remove it or lower it")
 
     @classmethod
     def from_scheduler_config(cls, d: dict, where="scheduler config") -> "SamplerConfig":
@@ -195,14 +242,12 @@ class SamplerConfig:
         class_name = d.get("_class_name")
         if class_name not in by_class:
             expected = ", ".join(by_class)
-            raise ConfigError(f"{where}: _class_name={class_name!r} is not supported; expected one of {expected}")
+            raise Unimplemented(f"{where}: _class_name={class_name!r} is not supported; expected one of {expected}")
         sampler = by_class[class_name]
+        check_keys(d, class_name, where)
         # Keys diffusers filled with defaults are listed in `_use_default_values`; they do not carry over.
         defaulted = set(d.get("_use_default_values", ()))
-        given = {k: v for k, v in d.items() if not k.startswith("_") and k not in defaulted}
-        for key in given:
-            if key not in KNOWN_KEYS:
-                raise ConfigError(f"{where}: unknown key {key!r} for {class_name}")
+        given = {k: v for k, v in d.items() if not k.startswith("_") and k not in defaulted | OTHER_CLASS_KEYS}
 
         settings = {**_CLASS_KEYS[sampler], **{k: v for k, v in given.items() if k in _CLASS_KEYS[sampler]}}
         if sampler == "dpm++" and settings["algorithm_type"] == "deis":  # a DEIS config: diffusers' DPM runs it
@@ -211,16 +256,16 @@ class SamplerConfig:
                                   "algorithm_type='deis' (diffusers refuses it too); choose 'sigma_min'")
             settings["algorithm_type"] = "dpmsolver++"
         if settings.get("timestep_type", "discrete") not in ("discrete", "continuous"):  # only Euler's config has it
-            raise ConfigError(f"{where}: timestep_type={settings['timestep_type']!r} is not supported; "
-                              "expected one of 'discrete', 'continuous'")
+            raise Unimplemented(f"{where}: timestep_type={settings['timestep_type']!r} is not supported; "
+                                "expected one of 'discrete', 'continuous'")
         if settings.get("timestep_type") == "continuous" and settings["prediction_type"] == "v_prediction":
             # otherwise "continuous" changes nothing; with v_prediction diffusers calls the model at 0.25 log sigma
-            raise ConfigError(f"{where}: timestep_type='continuous' is not supported with "
-                              "prediction_type='v_prediction' (the model's time input would be EDM's 0.25 log sigma); "
-                              "only timestep_type='discrete'")
+            raise Unimplemented(f"{where}: timestep_type='continuous' is not supported with "
+                                "prediction_type='v_prediction' (the model's time input would be EDM's 0.25 log "
+                                "sigma); only timestep_type='discrete'")
         for key, value in settings.items():
             if key in _FIXED and value != _FIXED[key]:
-                raise ConfigError(f"{where}: {key}={value!r} is not supported; only {_FIXED[key]!r}")
+                raise Unimplemented(f"{where}: {key}={value!r} is not supported; only {_FIXED[key]!r}")
         if sampler == "dpm++" and settings["solver_type"] in ("logrho", "bh1", "bh2"):
             settings["solver_type"] = "midpoint"  # UniPC's and DEIS's solver types, which diffusers' DPM runs so
         fields = {f.name for f in dataclasses.fields(cls)} - {"sampler", "given"}
@@ -366,7 +411,7 @@ def _final_sigma(config: SamplerConfig, train_sigmas: np.ndarray) -> float:
 def _within_training(config: SamplerConfig, timesteps: np.ndarray) -> np.ndarray:
     """`timesteps` (int64), or an InputError when one is past the last training timestep ('leading' spacing
     with a steps_offset, at many steps), where diffusers indexes out of range or returns NaN."""
-    if timesteps.max() >= config.num_train_timesteps:
+    if len(timesteps) and timesteps.max() >= config.num_train_timesteps:
         raise InputError(f"{config.sampler} with timestep_spacing '{config.timestep_spacing}' and steps_offset "
                          f"{config.steps_offset} reaches timestep {int(timesteps.max())} at {len(timesteps)} steps, "
                          f"past the last training timestep {config.num_train_timesteps - 1}; use fewer steps")

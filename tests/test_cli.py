@@ -147,6 +147,15 @@ def test_generate_dry_run_and_budget_errors(tiny_dir, tmp_path, capsys):
                         "samplers instead\n")
     assert main(args + ["--sampler", "ddim"]) == 0
 
+    # a misspelt key of a class studio runs: no --sampler would read it, so no hint to pass one, and none works
+    config = unipc / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "use_karas_sigmas": True}))
+    (unipc / "model_index.json").write_text(json.dumps(index))
+    for sampler in ([], ["--sampler", "dpm++"]):
+        assert main(args + sampler) == 2
+        assert capsys.readouterr().err == (f"studio: error: {config}: unknown key 'use_karas_sigmas' for "
+                                           "DPMSolverMultistepScheduler (did you mean 'use_karras_sigmas'?)\n")
+
 
 @pytest.mark.parametrize("argv, message", [
     (["generate", "a cat", "-o", "x.png", "--size", "0x100"], "studio generate: error: argument --size: size '0x100' "

@@ -575,5 +575,113 @@ def test_a_scheduler_config_error_names_the_file_it_is_read_from():
         SamplerConfig.from_scheduler_config({**PIXART, "beta_start": 0.5}, "m/scheduler/scheduler_config.json")
     assert str(info.value) == ("m/scheduler/scheduler_config.json: beta_start=0.5 and beta_end=0.02 must satisfy "
                                "0 < beta_start <= beta_end < 1")
-    with pytest.raises(ConfigError, match="^m/s.json: unknown key 'where' for DPMSolverMultistepScheduler$"):
+    with pytest.raises(ConfigError) as info:
         SamplerConfig.from_scheduler_config({**PIXART, "where": "x"}, "m/s.json")  # no config key
+    assert str(info.value) == ("m/s.json: unknown key 'where' for DPMSolverMultistepScheduler: studio doesn't know it "
+                               "(a newer diffusers may have written it); if it holds its default value, remove it "
+                               "from the file")
+
+
+def test_a_misspelt_scheduler_key_is_refused_with_the_key_it_is_near():
+    with pytest.raises(ConfigError) as info:
+        SamplerConfig.from_scheduler_config({**PIXART, "use_karas_sigmas": True}, "m/s.json")
+    assert str(info.value) == ("m/s.json: unknown key 'use_karas_sigmas' for DPMSolverMultistepScheduler (did you "
+                               "mean 'use_karras_sigmas'?)")
+    # a key diffusers filled with its default (a newer diffusers' setting, at its default) changes nothing
+    newer = SamplerConfig.from_scheduler_config({**PIXART, "future_flag": 1, "_use_default_values": ["future_flag"]})
+    assert newer == SamplerConfig.from_scheduler_config(PIXART)
+
+
+def _pipeline_folder(tmp_path, scheduler_config: dict, model_index_class: str | None):
+    """The two files `read_scheduler` reads, as a pipeline folder holds them; the config's path."""
+    (tmp_path / "scheduler").mkdir(parents=True)
+    index = {"_class_name": "PixArtSigmaPipeline"}
+    if model_index_class:
+        index["scheduler"] = ["diffusers", model_index_class]
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    path = tmp_path / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps(scheduler_config))
+    return path
+
+
+@pytest.mark.parametrize("config,model_index_class", [
+    ({**PIXART, "use_karas_sigmas": True}, DPM),  # not a setting studio can't run: sampler= would drop it
+    ({**PIXART, "use_karas_sigmas": True}, None),
+    ({**PIXART, "use_karas_sigmas": True}, DDIM),  # read as DDIM: dropped as another class's key
+    ({**PIXART, "use_karas_sigmas": True}, "UniPCMultistepScheduler"),
+    ({k: v for k, v in PIXART.items() if k != "_class_name"} | {"use_karas_sigmas": True}, DPM),  # model_index's class
+])
+def test_a_misspelt_key_in_a_scheduler_file_studio_implements_fails_the_load(tmp_path, config, model_index_class):
+    from studio.pipeline import read_scheduler
+
+    path = _pipeline_folder(tmp_path, config, model_index_class)
+    with pytest.raises(ConfigError) as info:
+        read_scheduler(path)
+    assert str(info.value) == (f"{path}: unknown key 'use_karas_sigmas' for DPMSolverMultistepScheduler (did you "
+                               "mean 'use_karras_sigmas'?)")
+
+
+def test_keys_of_a_scheduler_class_studio_doesnt_implement_are_dropped_as_diffusers_does(tmp_path):
+    from studio.pipeline import UnrunnableScheduler, read_scheduler
+
+    unipc = {**PIXART, "_class_name": "UniPCMultistepScheduler", "predict_x0": True, "solver_p": None,
+             "clip_sampel": False}
+    assert read_scheduler(_pipeline_folder(tmp_path / "a", unipc, DDIM)) == \
+        SamplerConfig.from_scheduler_config(PIXART).with_sampler("ddim")
+    path = _pipeline_folder(tmp_path / "b", unipc, "UniPCMultistepScheduler")
+    unrunnable = read_scheduler(path)
+    assert isinstance(unrunnable, UnrunnableScheduler) and unrunnable.runnable == ["dpm++", "ddim", "euler"]
+    assert unrunnable.problem.endswith("; pass sampler='dpm++', 'ddim' or 'euler' (CLI: --sampler) to sample with one "
+                                       "of studio's samplers instead")
+    assert unrunnable.with_sampler("dpm++") == SamplerConfig.from_scheduler_config(PIXART)
+
+
+def test_another_diffusers_class_keys_in_a_file_of_studios_class_are_dropped_as_diffusers_does(tmp_path):
+    """A DPM file saved from a Stable Diffusion pipeline's PNDM config carries skip_prk_steps: diffusers' DPM
+    ignores it, and so does studio's; a key no diffusers scheduler takes is still refused."""
+    from studio.pipeline import read_scheduler
+
+    config = {**PIXART, "skip_prk_steps": True, "predict_x0": True}
+    ours = read_scheduler(_pipeline_folder(tmp_path / "a", config, DPM))
+    assert ours == SamplerConfig.from_scheduler_config(PIXART)
+    check_parity(config, ours, 7)
+    path = _pipeline_folder(tmp_path / "b", {**config, "lower_order_finale": True}, DPM)
+    with pytest.raises(ConfigError, match=r"unknown key 'lower_order_finale' for DPMSolverMultistepScheduler \(did "
+                                          r"you mean 'lower_order_final'\?\)$"):
+        read_scheduler(path)
+
+
+def test_a_wrong_value_is_not_followed_by_the_sampler_hint(tmp_path):
+    """Another sampler is the way round a class or setting studio doesn't implement, not round a wrong value,
+    even one that sampler would not read."""
+    from studio.pipeline import UnrunnableScheduler, read_scheduler
+
+    path = _pipeline_folder(tmp_path, {**PIXART, "lambda_min_clipped": 5.0}, DPM)
+    unrunnable = read_scheduler(path)
+    assert isinstance(unrunnable, UnrunnableScheduler) and unrunnable.runnable == []
+    assert unrunnable.problem == (f"{path}: lambda_min_clipped=5.0 is above every training timestep's log-SNR (the "
+                                  "largest is 4.60504); remove it or lower it")
+    assert unrunnable.with_sampler("ddim").sampler == "ddim"  # sampler= still runs it
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+def test_a_lambda_min_clipped_above_every_timestep_is_refused(spacing):
+    """diffusers then runs timesteps -1 and 0 over again ("linspace", "leading") or none ("trailing")."""
+    d = {**PIXART, "lambda_min_clipped": 5.0, "timestep_spacing": spacing}
+    ref = reference_scheduler(d)
+    ref.set_timesteps(4)
+    assert (ref.timesteps < 1).all()
+    largest = float(ref.lambda_t[0])
+    assert largest == pytest.approx(4.60504, abs=1e-5)
+    with pytest.raises(ConfigError) as info:
+        SamplerConfig.from_scheduler_config(d)
+    assert str(info.value) == ("scheduler config: lambda_min_clipped=5.0 is above every training timestep's "
+                               "log-SNR (the largest is 4.60504); remove it or lower it")
+    with pytest.raises(ConfigError, match=r"^scheduler config: lambda_min_clipped=nan is not a number; remove it"):
+        SamplerConfig.from_scheduler_config({**d, "lambda_min_clipped": math.nan})
+    # Karras sigmas replace the clipped timesteps, as in diffusers; just below the largest, one step at timestep 0
+    karras = {**d, "use_karras_sigmas": True}
+    check_parity(karras, SamplerConfig.from_scheduler_config(karras), 4)
+    below = {**d, "lambda_min_clipped": 4.6}
+    assert timesteps_and_sigmas(SamplerConfig.from_scheduler_config(below), 1).timesteps.tolist() == [0]
+    check_parity(below, SamplerConfig.from_scheduler_config(below), 1)
