@@ -688,6 +688,15 @@ class TextSize(Length):
             raise _Bad(f"{at}; a text size is at least 1 px")
         return px
 
+    def schema(self, defs):
+        px = r"\+?0*[1-9]\d*(\.\d*)?"  # from 1
+        physical = r"\+?(\d*[1-9]\d*(\.\d*)?|\d*\.\d*[1-9]\d*)"  # positive: its px depend on the dpi
+        pattern = rf"^\s*(({px})\s*(px)?|({physical})\s*(pt|mm|cm|in))\s*$"
+        body = {"anyOf": [{"type": "number", "minimum": 1}, {"type": "string", "pattern": pattern}, _VARIABLE_SCHEMA],
+                "description": "a text size: a number of px, or a number with px, pt, mm, cm or in; at least 1 px at "
+                               "the canvas's dpi"}
+        return _ref(defs, "text_size", body)
+
 
 @dataclass(frozen=True)
 class CanvasLength(Length):
@@ -723,9 +732,13 @@ class PhysicalLength(Length):
         return _ref(defs, name, body)
 
 
+@dataclass(frozen=True)
 class Position:
     """A region coordinate: '12.5%' of the trim size -> ('%', 12.5), or a length -> ('px', px): a Fraction, exact
-    (a bare number as written: 0.1 is 1/10)."""
+    (a bare number as written: 0.1 is 1/10). extent: a width or height, whose schema refuses a negative one (a 0,
+    which lines take, is the region's to judge)."""
+
+    extent: bool = False
 
     def parse(self, r, node, path):
         value = r.scalar(node)
@@ -743,15 +756,21 @@ class Position:
         return "px", px
 
     def schema(self, defs):
-        body = {"anyOf": [{"type": "number"},
-                          {"type": "string", "pattern": r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)\s*(%|px|pt|mm|cm|in)?\s*$"},
+        if self.extent:  # -0 is not negative
+            number, bound, name = r"\+?(\d+(\.\d*)?|\.\d+)|-(0+(\.0*)?|\.0+)", {"minimum": 0}, "extent"
+        else:
+            number, bound, name = r"[-+]?(\d+(\.\d*)?|\.\d+)", {}, "position"
+        body = {"anyOf": [{"type": "number"} | bound,
+                          {"type": "string", "pattern": rf"^\s*({number})\s*(%|px|pt|mm|cm|in)?\s*$"},
                           _VARIABLE_SCHEMA],
-                "description": "10% of the trim size, or a length: 120px, 20mm, 1in"}
-        return _ref(defs, "position", body)
+                "description": "10% of the trim size, or a length: 120px, 20mm, 1in"
+                               + (", not negative" if self.extent else "")}
+        return _ref(defs, name, body)
 
 
-COLOURS = ("'#rgb', '#rrggbb', '#rrggbbaa', a name like 'navy', transparent, rgb(r, g, b), "
-           "rgba(r, g, b, alpha 0..1), rgb(r g b / alpha), hsl(h, s%, l%), hsv(h, s%, v%), [r, g, b] or [r, g, b, a]")
+COLOURS = ("'#rgb', '#rgba', '#rrggbb', '#rrggbbaa', a name like 'navy', transparent, rgb(r, g, b), "
+           "rgba(r, g, b, alpha 0..1), rgb(r g b / alpha), hsl(h, s%, l%), hsv(h, s%, v%) (or hsb), [r, g, b] or "
+           "[r, g, b, a]")
 # rgb()/rgba() with an alpha: CSS's alpha is 0..1 or a percentage, where Pillow reads rgba()'s as 0..255
 _CSS_ALPHA_RE = re.compile(rf"\s*(rgba?\([^,()]*,[^,()]*,[^,()]*),\s*({_NUMBER})\s*(%?)\s*\)\s*", re.IGNORECASE)
 # CSS4's space-separated form of the functions (Pillow reads only commas): 'rgb(10 20 30 / 50%)'
@@ -766,7 +785,7 @@ def _comma_form(text: str) -> str:
 
 
 class Colour:
-    """'#rgb', '#rrggbb', '#rrggbbaa', CSS names and functions (Pillow's ImageColor; rgba() with CSS's alpha;
+    """'#rgb', '#rgba', '#rrggbb', '#rrggbbaa', CSS names and functions (Pillow's ImageColor; rgba() with CSS's alpha;
     CSS4's space-separated rgb(r g b / alpha)), 'transparent', [r, g, b(, a)] -> RGBA."""
 
     def parse(self, r, node, path):
@@ -812,8 +831,14 @@ class Colour:
 
 
 class Font(Text):
+    """A font file (relative to the layout file's folder, '#index' for another face than the first) or an installed
+    family -> the file, with its '#index'; `default` (any case) -> None, the bundled font, as leaving font out."""
+
     def parse(self, r, node, path):
         name = super().parse(r, node, path)
+        if not name.strip():  # fonts.find_face reads '' as the bundled font; written, it is a slip
+            raise _Bad(f"expected a font file or an installed family, got '{name}'; leave font out for the bundled "
+                       f"font")
         if control_problem(name):
             raise _Bad(f"'{name}' {control_problem(name)}")
         face = fonts.find_face(name, r.base_dir)
@@ -827,6 +852,9 @@ class Font(Text):
             problem = fonts.index_problem(face)
             raise _Bad(f"'{name}': {problem}" if problem else f"'{name}' is not a font Pillow can read ({e})") from None
         return str(face)  # the file, with '#index' for another face than the first
+
+    def schema(self, defs):
+        return super().schema(defs) | {"pattern": r"\S"}  # not blank (a pattern binds only text)
 
 
 class ImagePath(Text):
@@ -997,14 +1025,38 @@ class Key:
 
 # -- regions ------------------------------------------------------------------------------------------------
 
+class Cell:
+    """[grid, row, column] -> (the grid's name as written, row, column): the row and the column each a whole number
+    from 0 as YAML 1.2 reads it (1, +1, 0x1, 0o1) or as digits in text ('1'), else its text as written, which
+    `RegionKind._cell` reports."""
+
+    def parse(self, r, node, path):
+        name, *texts = ListOf(Text(), 3, 3).parse(r, node, path)
+        indices = []
+        for text, item in zip(texts, node.value[1:]):
+            value = r.scalar(item)
+            if isinstance(value, str) and _INDEX_RE.fullmatch(value):
+                value = int(_number_text(value))
+            whole = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            indices.append(value if whole else text)
+        return name, *indices
+
+    def schema(self, defs):
+        index = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": rf"^{_INDEX_RE.pattern}$"},
+                           _VARIABLE_SCHEMA]}
+        # prefixItems is draft 2020-12's; a draft-07 validator (older editors) skips it: no "items": false beside
+        # it, which draft-07 would read as "no items" (the length is minItems and maxItems)
+        return ListOf(Text(), 3, 3).schema(defs) | {"prefixItems": [dict(_SCALAR_SCHEMA), index, index]}
+
+
 BOX_KEYS = {
     "x": Key(Position(), "left edge from the trim's left: 10%, 120px, 20mm (default 0)"),
     "y": Key(Position(), "top edge from the trim's top (default 0)"),
-    "w": Key(Position(), "width", required=True),
-    "h": Key(Position(), "height", required=True),
+    "w": Key(Position(extent=True), "width", required=True),
+    "h": Key(Position(extent=True), "height", required=True),
 }
 CELL_KEYS = {
-    "cell": Key(ListOf(Text(), 3, 3), "[grid, row, column], row and column from 0", required=True),
+    "cell": Key(Cell(), "[grid, row, column], row and column from 0", required=True),
     "span": Key(ListOf(Int(1), 2, 2), "[rows, columns] the region covers (default [1, 1])"),
 }
 
@@ -1061,10 +1113,9 @@ class RegionKind:
             known = ", ".join(r.grids) or "none defined before this point"
             raise _Bad(f"cell: no grid '{name}'{_closest(name, r.grids)} (grids: {known})")
         indices = []
-        for what, text, count, extent in (("row", row, grid.rows, rows), ("column", column, grid.columns, columns)):
-            if not _INDEX_RE.fullmatch(text):
-                raise _Bad(f"cell: the {what} must be a whole number from 0, got '{text}'")
-            index = int(text)
+        for what, index, count, extent in (("row", row, grid.rows, rows), ("column", column, grid.columns, columns)):
+            if isinstance(index, str):
+                raise _Bad(f"cell: the {what} must be a whole number from 0, got '{index}'")
             if index + extent > count:
                 last = f"{what}s {index}..{index + extent - 1}" if extent > 1 else f"{what} {index}"
                 raise _Bad(f"cell: {last} out of range: grid '{name}' has {_count(count, what)} (0..{count - 1})")
@@ -1074,11 +1125,6 @@ class RegionKind:
     def schema(self, defs):
         box = _object_schema(BOX_KEYS, defs)
         cell = _object_schema(CELL_KEYS, defs)
-        index = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": rf"^{_INDEX_RE.pattern}$"},
-                           _VARIABLE_SCHEMA]}
-        # prefixItems is draft 2020-12's; a draft-07 validator (older editors) skips it: no "items": false beside
-        # it, which draft-07 would read as "no items" (the length is minItems and maxItems)
-        cell["properties"]["cell"]["prefixItems"] = [dict(_SCALAR_SCHEMA), index, index]
         body = {"anyOf": [{"enum": ["full", "safe"]}, _VARIABLE_SCHEMA, box, cell],
                 "description": "full (trim + bleed), safe (trim minus safe_margin), {x, y, w, h} or "
                                "{cell: [grid, row, column], span: [rows, columns]}"}
@@ -1206,7 +1252,7 @@ IMAGE_KEYS = {
 TEXT_KEYS = {
     "text": Key(Text(), "the text; '\\n' breaks lines", required=True),
     "font": Key(Font(), "a .ttf/.otf/.ttc path (#index: another face than the first) or an installed family "
-                        "(default: the bundled font)"),
+                        "(default: the bundled font, also written default)"),
     "size": Key(TextSize(), "font size: 48pt, 120px, 10mm, at least 1 px (default 48px)"),
     "color": Key(Colour(), "default black"),
     "region": Key(RegionKind(), "default safe"),

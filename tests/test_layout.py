@@ -97,6 +97,8 @@ def test_text_size_in_pt_is_not_judged_by_a_stand_in_dpi():
     ('"rgba(10%, 20%, 30%, 0)"', (26, 51, 77, 0)),
     ('"hsl(200, 50%, 40%)"', (51, 119, 153, 255)),
     ('"hsv(200, 50%, 40%)"', (51, 85, 102, 255)),
+    ('"hsb(200, 50%, 40%)"', (51, 85, 102, 255)),  # another name for hsv()
+    ('"#1234"', (17, 34, 51, 68)),  # #rgba
     ("transparent", (0, 0, 0, 0)),  # CSS's transparent black
     ("Transparent", (0, 0, 0, 0)),
     ('"rgb(10 20 30)"', (10, 20, 30, 255)),  # CSS4's space-separated forms
@@ -135,6 +137,22 @@ def test_regions(region, expected):
             "grids: {g: {rows: 2, columns: 3, gutter: 10px}}\n"
             f"layers: [{{fill: {{color: red, region: {region}}}}}]")
     assert parse_layout(text).layers[0].region == expected
+
+
+@pytest.mark.parametrize("variables, cell", [("{}", "[g, +1, 0x2]"), ("{}", "[g, 0o1, '2']"), ("{}", "[g, 01, 2]"),
+                                             ("{r: '+1', c: 0x2}", "[g, '{r}', '{c}']")])
+def test_a_cells_row_and_column_are_whole_numbers_as_yaml_12_reads_them(variables, cell):
+    """As span's and every whole number: +1, 0x2 and 0o1 are numbers; quoted, digits alone ('2')."""
+    text = (f"canvas: {{width: 300, height: 200}}\nvariables: {variables}\ngrids: {{g: {{rows: 2, columns: 3}}}}\n"
+            f"layers: [{{fill: {{color: red, region: {{cell: {cell}, span: [+1, 0x1]}}}}}}]\n")
+    assert parse_layout(text).layers[0].region == Region("cell", grid="g", row=1, column=2)
+
+
+def test_font_default_is_the_bundled_font():
+    layout = parse_layout("canvas: {preset: fhd}\nvariables: {f: Default}\nlayers:\n"
+                          "  - text: {text: a, font: default}\n  - text: {text: b, font: DEFAULT}\n"
+                          "  - text: {text: c, font: '{f}'}\n  - text: {text: d}\n")
+    assert [layer.font for layer in layout.layers] == [None, None, None, None]
 
 
 def test_a_box_is_at_least_1_px_once_rounded_but_a_lines_may_be_none():
@@ -729,6 +747,10 @@ BROKEN = [
      "y, and y = 6 px is past the last row, 5 px (y: 100% is one past it; write y: 5px)"),
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {w: 0%, h: 10%}}}]\n",
      "poster.yaml:2: layers[0].fill.region: w must be greater than 0, got 0%"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {x: 90%, w: -20%, h: 10%}}}]\n",
+     "poster.yaml:2: layers[0].fill.region: w must be greater than 0, got -20%"),
+    ("canvas: {preset: fhd}\nlayers: [{shape: {shape: line, region: {w: 10%, h: -1px}, stroke: {width: 1px}}}]\n",
+     "poster.yaml:2: layers[0].shape.region: h must be greater than 0, got -1 px"),
     # a box under 1 px once its edges are rounded (as plan and compose round them) drew nothing, silently
     ("canvas: {width: 100, height: 100}\nlayers:\n  - generate: {prompt: a, steps: 1, region: {w: 0.4px, h: 10}}\n",
      "poster.yaml:3: layers[0].generate.region: the region is 0 x 10 px once its edges are rounded to whole pixels "
@@ -814,6 +836,15 @@ BROKEN = [
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: fonts/Inter.ttf}}]\n",
      "poster.yaml:2: layers[0].text.font: no such font file 'fonts/Inter.ttf' (relative paths are read from the "
      "layout file's folder)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: ''}}]\n",  # not the bundled font, silently
+     "poster.yaml:2: layers[0].text.font: expected a font file or an installed family, got ''; leave font out for "
+     "the bundled font"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: '  '}}]\n",
+     "poster.yaml:2: layers[0].text.font: expected a font file or an installed family, got '  '; leave font out for "
+     "the bundled font"),
+    ("canvas: {preset: fhd}\nvariables: {f: ''}\nlayers: [{text: {text: hi, font: '{f}'}}]\n",
+     "poster.yaml:3: layers[0].text.font: expected a font file or an installed family, got ''; leave font out for "
+     "the bundled font"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: notamodel}}]\n",
      "poster.yaml:2: layers[0].text.font: 'notamodel' is a folder, not a font file"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: notes.txt}}]\n",
@@ -892,13 +923,13 @@ BROKEN = [
      "poster.yaml:2: variables.2nd: '2nd' is not a variable name (letters, digits and _)"),
     # colours
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: blu}}]\n",
-     "poster.yaml:2: layers[0].fill.color: 'blu' is not a colour ('#rgb', '#rrggbb', '#rrggbbaa', a name like "
-     "'navy', transparent, rgb(r, g, b), rgba(r, g, b, alpha 0..1), rgb(r g b / alpha), hsl(h, s%, l%), "
-     "hsv(h, s%, v%), [r, g, b] or [r, g, b, a])"),
+     "poster.yaml:2: layers[0].fill.color: 'blu' is not a colour ('#rgb', '#rgba', '#rrggbb', '#rrggbbaa', a name "
+     "like 'navy', transparent, rgb(r, g, b), rgba(r, g, b, alpha 0..1), rgb(r g b / alpha), hsl(h, s%, l%), "
+     "hsv(h, s%, v%) (or hsb), [r, g, b] or [r, g, b, a])"),
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: 'rgb(10 20, 30)'}}]\n",  # CSS: commas or spaces, not both
-     "poster.yaml:2: layers[0].fill.color: 'rgb(10 20, 30)' is not a colour ('#rgb', '#rrggbb', '#rrggbbaa', a "
-     "name like 'navy', transparent, rgb(r, g, b), rgba(r, g, b, alpha 0..1), rgb(r g b / alpha), hsl(h, s%, l%), "
-     "hsv(h, s%, v%), [r, g, b] or [r, g, b, a])"),
+     "poster.yaml:2: layers[0].fill.color: 'rgb(10 20, 30)' is not a colour ('#rgb', '#rgba', '#rrggbb', "
+     "'#rrggbbaa', a name like 'navy', transparent, rgb(r, g, b), rgba(r, g, b, alpha 0..1), rgb(r g b / alpha), "
+     "hsl(h, s%, l%), hsv(h, s%, v%) (or hsb), [r, g, b] or [r, g, b, a])"),
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: 'rgb(10 20 30 / 1.5)'}}]\n",
      "poster.yaml:2: layers[0].fill.color: 'rgb(10 20 30 / 1.5)' is out of range: components are 0..255, or "
      "0%..100%; alpha is 0..1 or 0%..100%"),
@@ -968,6 +999,18 @@ BROKEN = [
     ("canvas: {preset: fhd}\ngrids: {g: {rows: 2, columns: 2}}\nlayers: [{fill: {color: red, region: "
      "{cell: [g, '\u0661', 0]}}}]\n",
      "poster.yaml:3: layers[0].fill.region: cell: the row must be a whole number from 0, got '\u0661'"),
+    ("canvas: {preset: fhd}\ngrids: {g: {rows: 2, columns: 2}}\nlayers: [{fill: {color: red, region: "
+     "{cell: [g, '+1', 0]}}}]\n",  # quoted: text, as the schema reads it
+     "poster.yaml:3: layers[0].fill.region: cell: the row must be a whole number from 0, got '+1'"),
+    ("canvas: {preset: fhd}\ngrids: {g: {rows: 2, columns: 2}}\nlayers: [{fill: {color: red, region: "
+     "{cell: [g, 0, -1]}}}]\n",
+     "poster.yaml:3: layers[0].fill.region: cell: the column must be a whole number from 0, got '-1'"),
+    ("canvas: {preset: fhd}\ngrids: {g: {rows: 2, columns: 2}}\nlayers: [{fill: {color: red, region: "
+     "{cell: [g, 1.0, 0]}}}]\n",
+     "poster.yaml:3: layers[0].fill.region: cell: the row must be a whole number from 0, got '1.0'"),
+    ("canvas: {preset: fhd}\ngrids: {g: {rows: 2, columns: 2}}\nlayers: [{fill: {color: red, region: "
+     "{cell: [g, 0x2, 0]}}}]\n",
+     "poster.yaml:3: layers[0].fill.region: cell: row 2 out of range: grid 'g' has 2 rows (0..1)"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: a, name: t}}, {text: {text: b, name: t}}]\n",
      "poster.yaml:2: layers[1].name: 't' is already the name of layers[0]"),
     ("canvas: {preset: fhd}\n" + FILL + "memory_budget: lots\n",
@@ -1452,6 +1495,11 @@ SCHEMA_ACCEPTED = [  # the loader accepts each; so must the schema
     "span: {monitors: [{width: 10, height: 10, size: [1mm, 1mm]}]}\n" + FILL + "output: {name: '{monitor}'}\n",
     "canvas: {preset: fhd, bleed: -0mm, safe_margin: '-.0'}\n" + FILL,  # -0 is not negative
     "canvas: {preset: fhd}\n" + FILL + "memory_budget: 1.5gIb\n",  # units in any case, as parse_bytes reads them
+    "canvas: {preset: fhd}\ngrids: {g: {rows: 2, columns: 2}}\n"
+    "layers: [{fill: {color: red, region: {cell: [g, +1, 0x1], span: [+1, 1]}}}]\n",
+    "canvas: {preset: fhd}\nlayers: [{shape: {shape: line, region: {w: -0px, h: +10%}, stroke: {width: 1px}}}]\n",
+    "canvas: {preset: a4}\nlayers: [{text: {text: a, size: 1}}, {text: {text: b, size: 01.5px}}, "
+    "{text: {text: c, size: 0.24pt, font: default}}]\n",  # 0.24pt at 300 dpi: 1 px
 ]
 SCHEMA_REJECTED = [  # the loader rejects each; the schema can tell too
     "span: {monitors: [{width: 9, height: 9, size: [1mm, 1mm]}, {width: 9, height: 9, size: [1mm, 1mm]}], "
@@ -1484,6 +1532,12 @@ SCHEMA_REJECTED = [  # the loader rejects each; the schema can tell too
     "canvas: {preset: fhd}\n" + FILL + "memory_budget: 6XB\n",  # parse_bytes's units only
     "canvas: {preset: fhd}\n" + FILL + "memory_budget: ''\n",
     "canvas: {preset: fhd}\nvariables: {layout: mine}\n" + FILL,  # output.name's field
+    "canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {x: 90%, w: -20%, h: 10%}}}]\n",
+    "canvas: {preset: fhd}\nlayers: [{fill: {color: red, region: {w: 10%, h: -1}}}]\n",
+    "canvas: {preset: fhd}\nlayers: [{text: {text: hi, size: 0.5}}]\n",
+    "canvas: {preset: fhd}\nlayers: [{text: {text: hi, size: 0.5px}}]\n",
+    "canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: ''}}]\n",
+    "canvas: {preset: fhd}\nlayers: [{text: {text: hi, font: ' '}}]\n",
 ]
 
 
@@ -1517,6 +1571,22 @@ def test_schema_rejects_what_it_can_of_what_the_loader_rejects(text):
     with pytest.raises(LayoutError):
         parse_layout(text)
     assert schema_errors(text) != []
+
+
+@pytest.mark.parametrize("size, loads, schema_takes", [
+    ("1", True, True), ("1.", True, True), ("'1'", True, True), ("+1px", True, True), ("01.5px", True, True),
+    ("2pt", True, True), ("0.99", False, False), ("'0.99'", False, False), ("0.5px", False, False),
+    (".5", False, False), ("0px", False, False),
+    ("0.2pt", False, True)])  # in pt, mm, cm or in: at the canvas's dpi, which only the loader knows
+def test_schema_takes_a_text_size_of_at_least_1_px_as_the_loader(size, loads, schema_takes):
+    text = f"canvas: {{preset: a4, dpi: 72}}\nlayers: [{{text: {{text: hi, size: {size}}}}}]\n"
+    try:
+        parse_layout(text)
+    except LayoutError:
+        assert not loads
+    else:
+        assert loads
+    assert (schema_errors(text) == []) == schema_takes
 
 
 def test_schema_says_a_spans_default_dpi():
