@@ -236,6 +236,8 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
     """
     from studio.plan import model_configs
 
+    if not isinstance(images, (int, np.integer)) or isinstance(images, bool) or images < 1:
+        raise InputError(f"images must be a positive integer, got {images!r:.80}")
     tr, t5, vae = model_configs(str(path_or_id), revision)
     height, width = default_size(tr, vae, height, width)
     gen_h, gen_w = generation_size(tr, height, width, use_resolution_binning)

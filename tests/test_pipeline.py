@@ -930,3 +930,11 @@ def test_a_lent_embedding_cache_serves_its_threads_calls_and_leaves_the_pipeline
     assert pipe.encode_prompt("a cat")[0].asnumpy().any()
     with pytest.raises(InputError, match=no_cache):
         pipe.encode_ahead(["a cat"])
+
+
+@pytest.mark.parametrize("images", [-2, 0, 2.5, True])
+def test_plan_refuses_an_image_count_that_is_not_a_positive_integer(tiny_dir, images):
+    from studio import pipeline
+    from studio.errors import InputError
+    with pytest.raises(InputError, match=f"^images must be a positive integer, got {re.escape(repr(images))}$"):
+        pipeline.plan(tiny_dir, 512, 512, images=images, memory_budget="1GiB")
