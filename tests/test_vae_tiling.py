@@ -335,6 +335,7 @@ def test_a_full_disk_while_decoding_is_an_error_naming_the_folder(vae, decoded, 
         if len(reserved) == 2:  # the third map: the first ResNet's output
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         reserved.append((offset, size))
+        os.ftruncate(fd, offset + size)  # the file's length, as posix_fallocate gives it
     monkeypatch.setattr(os, "posix_fallocate", fallocate)
     plan = plan_tiles(SMALL, H, W, tile=20)
     with pytest.raises(OSError) as info:
@@ -423,3 +424,31 @@ def test_pipeline_decodes_in_tiles(tiny_dir, monkeypatch):
     assert pipeline.plan(tiny_dir, 256, 256, memory_budget="16MiB").phases[2].tiles.grid == (2, 2)
     auto = pipe(**args, memory_budget="16MiB")
     assert np.abs(auto.images - untiled.images).max() < 1e-3
+
+
+def _resident_file_bytes() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("RssFile:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's /proc/self/status")
+def test_a_tiles_crop_of_a_map_in_a_file_holds_the_pages_of_a_few_channels_at_a_time(tmp_path, monkeypatch):
+    """A 16 px wide crop of a map 1024 px wide touches a page per channel and row: written or read whole, it held
+    all 64 MiB of this map (and the kernel's fault-around mapped more); CHANNEL_STEP channels at a time, it
+    holds 16 MiB at most. The values go in and come out as they are."""
+    shape, box = (1, 64, 256, 1024), Box(500, 0, 16, 256)
+    tile = np.random.default_rng(0).standard_normal((1, 64, 256, 16)).astype(np.float32)
+    drop, held = vae_tiling._Map._drop, []
+
+    def dropping(self, mapping, first, end):
+        held.append(_resident_file_bytes() - before)
+        drop(self, mapping, first, end)
+    monkeypatch.setattr(vae_tiling._Map, "_drop", dropping)
+    feature_map = vae_tiling._Map(shape, 32, folder=tmp_path)
+    before = _resident_file_bytes()
+    feature_map.write(box, ms.Tensor(tile), record=False)
+    np.testing.assert_array_equal(feature_map.read(box).asnumpy(), tile)
+    assert len(held) == 2 * 64 // vae_tiling.CHANNEL_STEP
+    step = vae_tiling.CHANNEL_STEP * 256 * 4096  # a page per channel and row
+    assert step <= max(held) < step + 4 * MiB
+    feature_map.delete()
