@@ -10,8 +10,8 @@ number, colours are RGBA tuples of 0..255 ints; a list where a tuple is expected
 of values, not a colour; text holds no lone surrogate), the loader's ranges and choices, and what goes
 together: gradient stops in order, boxes on the canvas and at least 1 x 1 px once rounded, cells inside their
 grid, grids that fit their region, a span's canvas equal to `geometry.span_canvas(span)` with one bezel per gap,
-output names that give file names, image files and fonts that exist. `check_arguments` checks plan_layout's and
-render's model= and pipelines=.
+output names that give file names, image files that exist and can be drawn (`compose.picture_problem`, as the
+loader reads them) and fonts that exist. `check_arguments` checks plan_layout's and render's model= and pipelines=.
 
 The limits and choices in the tables below are the loader's (its constants, or equal to its key tables'
 values: tests/test_spec.py compares them).
@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields
 from decimal import Decimal
 from pathlib import Path
 
+from studio.compose import picture_problem
 from studio.errors import InputError, control_problem, refuses
 from studio.export import EXPORT_SUFFIXES
 from studio.geometry import percent, resolve, span_canvas
@@ -296,12 +297,13 @@ class Of:
 
 
 def _path_text(c, path, value, what: str) -> bool:
-    if not isinstance(value, (str, os.PathLike)):
+    if not isinstance(value, (str, os.PathLike)) or not isinstance(os.fspath(value), str):  # a path of bytes
         return c.error(path, f"expected {what} (text or a Path), got {_a(value)}")
-    if not str(value).strip():
-        return c.error(path, f"expected {what}, got {_q(str(value))}")
-    if control_problem(str(value)):
-        return c.error(path, f"{_q(str(value))} {control_problem(str(value))}")
+    text = os.fspath(value)
+    if not text.strip():
+        return c.error(path, f"expected {what}, got {_q(text)}")
+    if control_problem(text):
+        return c.error(path, f"{_q(text)} {control_problem(text)}")
     return True
 
 
@@ -313,13 +315,16 @@ class Model:
 
 
 class ImagePath:
-    """An image file, relative to the layout's folder (the current folder for a source like '<code>')."""
+    """An image file, relative to the layout's folder (the current folder for a source like '<code>'), that the
+    compositor can draw, as the loader checks it (`compose.picture_problem`)."""
 
     def check(self, c, path, value):
         if not _path_text(c, path, value, "an image file"):
             return False
         base = c.base_dir()
-        problem = file_problem(str(value), input_path(value, base), "image file", _where(base))
+        file = input_path(value, base)
+        name = os.fspath(value)
+        problem = file_problem(name, file, "image file", _where(base)) or picture_problem(name, file)
         return problem is None or c.error(path, problem)
 
 

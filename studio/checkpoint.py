@@ -85,6 +85,8 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
     A CheckpointError for the model (or `transformer`) itself, found missing or incomplete, names it as its
     `model`."""
     hub = dict(weights=weights, variant=variant, cache_dir=cache_dir, local_files_only=local_files_only)
+    path_or_id = os.fspath(path_or_id)  # a Path or any os.PathLike as its text, for the messages
+    transformer = None if transformer is None else os.fspath(transformer)
     try:
         folder = _resolve_one(path_or_id, revision=revision, **hub,
                               components=WEIGHTED_COMPONENTS if transformer is None else BASE_COMPONENTS)
@@ -251,7 +253,7 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
                  local_files_only: bool = False, components: tuple[str, ...] = WEIGHTED_COMPONENTS) -> Path:
     """`resolve_model_dir` of one model, a transformer-only one not completed; `components`: those whose
     weights a cached snapshot must hold (a base pipeline has no transformer)."""
-    name = str(path_or_id)
+    path_or_id = name = os.fspath(path_or_id)  # a Path or any os.PathLike as its text
     if control_problem(name):  # ($STUDIO_MODEL, the API) the system takes no NUL; a newline would split the message
         raise CheckpointError(f"'{one_line(name)}' {control_problem(name)}")
     path = user_path(path_or_id)

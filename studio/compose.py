@@ -6,9 +6,10 @@
 order. Each layer is drawn into an RGBA tile at its resolved box (`geometry.resolve`), its alpha multiplied
 by the layer's opacity, and composited with Pillow's `alpha_composite`. Text is antialiased; fills, shapes
 and gradients are exact (no antialiasing), so tiny canvases have exact expected pixels. Image files are
-turned upright by their EXIF orientation and converted to sRGB from their embedded ICC profile;
-greyscale of 16 bits or 32-bit floats (0..1) becomes 8 bits (`eight_bit`); a PNG's transparent colour is found
-among the file's own samples (`colour_keyed`, `eight_bit`).
+turned upright by their EXIF orientation (`exif_turn`) and converted to sRGB from their embedded ICC profile;
+greyscale of 16 bits or 32-bit floats (0..1) becomes 8 bits (`eight_bit`, `grey_alpha_16`); a PNG's transparent
+colour is found among the file's own samples (`colour_keyed`, `eight_bit`). `picture_problem(name, file)` says why
+an image file cannot be drawn, before any work (the loader and `check.check_layout`).
 
 `text_problems(layout)` lists text that leaves its region, enters the safe margin or the bleed, lacks glyphs or
 needs raqm (proof and render warn).
@@ -20,17 +21,19 @@ import io
 import itertools
 import math
 import re
+import struct
 import unicodedata
 import warnings
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from PIL import ExifTags, Image, ImageChops, ImageDraw, ImageFilter
 
 from studio import fonts
 from studio.errors import InputError
 from studio.geometry import Box, fit_box, resolve, span_canvas, trim_box
+from studio.layout import MAX_PIXELS  # and Pillow's own limit, which importing layout sets to it
 from studio.spec import (FillLayer, GenerateLayer, GradientLayer, ImageLayer, Layout, Monitor, Region, ShapeLayer,
                          TextLayer, input_path)
 
@@ -40,6 +43,15 @@ GRADIENT_ROWS = 256  # gradients are computed this many rows at a time (memory s
 SIDES = ("left", "top", "right", "bottom")
 MISSING_PROBE = "\U0010fffd"  # a private-use code point: every font draws it as its missing-glyph box
 PROFILE_MODES = {"RGB": "RGB", "CMYK": "CMYK", "GRAY": "L", "LAB": "LAB"}  # ICC colour space -> Pillow mode
+# what Pillow raises for a file it cannot read or decode: OSError (truncated, unidentified), ValueError, SyntaxError
+# and RuntimeError (AVIF: 'BMFF parsing failed', 'Failed to decode image: ...'), EOFError and struct.error (headers
+# cut short); the loader (`layout`) and the compositor catch these, not every exception
+PICTURE_ERRORS = (OSError, ValueError, SyntaxError, RuntimeError, EOFError, struct.error)
+# EXIF orientation -> the turn that shows the picture upright, as Pillow's ImageOps.exif_transpose turns it (1: as
+# stored)
+TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+         5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+         8: Image.Transpose.ROTATE_90}
 # the spaces a line may break at: not the no-break spaces U+00A0, U+2007 (figure) and U+202F (narrow); and U+200B,
 # the zero width space, a break opportunity with no space
 BREAKING_SPACES = " \t\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2008\u2009\u200a\u205f\u3000\u200b"
@@ -146,17 +158,109 @@ def fitted(picture: Image.Image, box: Box, fit: str) -> tuple[Image.Image, tuple
 
 def open_image(layer: ImageLayer, index: int, base_dir: Path | None) -> Image.Image:
     """The layer's picture as sRGB RGBA, turned upright by its EXIF orientation, greyscale made 8-bit."""
-    from PIL import ImageCms, ImageOps
+    from PIL import ImageCms
 
     path = input_path(layer.path, base_dir)
     try:
         # opened from a file, not a path: from a path Pillow maps an uncompressed TIFF into memory at its upright
         # size, which garbles one turned by 90 degrees (EXIF orientation 5-8) in modes L, I;16, P, RGBA, CMYK
         with open(path, "rb") as f, Image.open(f) as im:
-            icc = im.info.get("icc_profile")
-            return in_srgb(eight_bit(ImageOps.exif_transpose(colour_keyed(im, f))), icc)
-    except (OSError, ValueError, ImageCms.PyCMSError, Image.DecompressionBombError) as e:
+            im.load()
+            picture = eight_bit(colour_keyed(grey_alpha_16(im, f), f))
+            turn = exif_turn(im)
+            return in_srgb(picture.transpose(turn) if turn is not None else picture, im.info.get("icc_profile"))
+    except (*PICTURE_ERRORS, ImageCms.PyCMSError, Image.DecompressionBombError) as e:
         raise InputError(f"layers[{index}].image.path: cannot read image '{layer.path}' ({e})") from None
+
+
+def exif_turn(picture: Image.Image) -> Image.Transpose | None:
+    """The turn that shows `picture` upright by its EXIF orientation (or XMP's, as Pillow reads it), None for
+    none: `TURNS`, as ImageOps.exif_transpose turns it, but without writing the EXIF again, which it does to drop
+    the orientation and which fails on a tag of a non-standard type (the compositor keeps no EXIF). An EXIF too
+    damaged to give the orientation leaves the picture as stored, as image viewers show it: a designer's photo is
+    not refused for metadata that does not change its pixels (Pillow's warnings about it are not shown)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 'Corrupt EXIF data', 'Possibly corrupt EXIF data', ...
+        try:
+            orientation = picture.getexif().get(ExifTags.Base.Orientation, 1)
+        except PICTURE_ERRORS:  # e.g. SyntaxError: not a TIFF header
+            return None
+    return TURNS.get(orientation)
+
+
+def picture_problem(name: str, file: Path) -> str | None:
+    """Why the regular file `file`, which a layout names `name`, is no picture `open_image` can draw: not an image
+    Pillow can read, more than MAX_PIXELS, damaged (decoded whole, as `open_image` decodes it: it fails here, not
+    after the generations; 24 MP: 0.2 s), or with a colour profile that does not convert to sRGB (one pixel of it
+    converted); None when it can be drawn. The loader and `check.check_layout` say it alike."""
+    from PIL import ImageCms
+
+    unreadable = f"'{name}' is not an image Pillow can read"
+    too_large = f"'{name}' is too large: an image may have at most {MAX_PIXELS} pixels (2^28)"
+    try:
+        f = open(file, "rb")
+    except OSError:
+        return unreadable
+    with f, warnings.catch_warnings():  # the warning Pillow gives up to twice its limit: checked below
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(f)
+        except Image.DecompressionBombError:
+            return too_large
+        except PICTURE_ERRORS:
+            return unreadable
+        with image:
+            w, h = image.size
+            if w * h > MAX_PIXELS:
+                return f"{too_large}; it is {w} x {h} px = {w * h}"
+            try:
+                image.load()
+                picture = colour_keyed(grey_alpha_16(image, f), f)
+            except PICTURE_ERRORS as e:
+                return f"'{name}' is damaged: {e}"
+            if not image.info.get("icc_profile"):
+                return None
+            try:
+                in_srgb(eight_bit(picture.crop((0, 0, 1, 1))), image.info["icc_profile"])
+            except ValueError as e:  # a profile of another colour space than the picture's
+                return f"'{name}': {e}"
+            except (OSError, ImageCms.PyCMSError) as e:
+                return f"'{name}' has a colour profile that cannot be used ({e})"
+    return None
+
+
+def png_header(f: BinaryIO) -> tuple[int, int]:
+    """The bit depth and colour type (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA) in the IHDR chunk of the
+    PNG file `f`, read from its start."""
+    f.seek(0)
+    head = f.read(26)  # signature (8 bytes), IHDR's length and name (8), width, height (8), bit depth, colour type
+    if head[12:16] != b"IHDR":
+        raise ValueError("its first chunk is not IHDR")
+    return head[24], head[25]
+
+
+def sixteen_bit_samples(f: BinaryIO, picture: Image.Image, what: str) -> np.ndarray:
+    """The samples of the 16-bit PNG file `f` (decoded by Pillow as `picture`) as OpenCV reads them, all 16 bits:
+    uint16, height x width x 3 (BGR) or 4 (BGRA; grey + alpha as B = G = R). `what`: what they are read for."""
+    import cv2
+
+    f.seek(0)
+    bgr = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_UNCHANGED)  # as stored: no EXIF turn
+    if bgr is None or bgr.dtype != np.uint16 or bgr.ndim != 3 or bgr.shape[:2] != (picture.height, picture.width):
+        raise ValueError(f"OpenCV cannot read its 16-bit samples {what}")
+    return bgr
+
+
+def grey_alpha_16(picture: Image.Image, f: BinaryIO) -> Image.Image:
+    """A PNG of 16-bit grey with alpha (just decoded from file `f`) as LA, both samples `eight_bits` (v / 257
+    rounded) from all 16 bits, read again with OpenCV: Pillow keeps only each sample's high byte (510 -> 1, not 2)
+    and makes it RGBA. Any other picture as it is."""
+    if picture.format != "PNG" or picture.mode != "RGBA" or png_header(f) != (16, 4):
+        return picture
+    bgra = sixteen_bit_samples(f, picture, "(grey and alpha)")
+    if bgra.shape[2] != 4:
+        raise ValueError("OpenCV reads no alpha in its 16-bit grey and alpha")
+    return Image.fromarray(eight_bits(bgra[..., [0, 3]]), "LA")
 
 
 def colour_keyed(picture: Image.Image, f: BinaryIO) -> Image.Image:
@@ -171,22 +275,13 @@ def colour_keyed(picture: Image.Image, f: BinaryIO) -> Image.Image:
     if picture.format != "PNG" or picture.mode not in ("L", "RGB") or key is None:
         return picture
     picture.load()  # Pillow is done with `f`: it may be read again
-    f.seek(0)
-    head = f.read(26)  # signature (8 bytes), IHDR's length and name (8), width, height (8), bit depth, colour type
-    if head[12:16] != b"IHDR":
-        raise ValueError("its first chunk is not IHDR")
-    depth = head[24]
+    depth, _ = png_header(f)
     if depth == 8:
         return picture
     if picture.mode == "L":  # 2 or 4 bits (1 bit is mode 1)
         opaque = np.asarray(picture) != key * 255 // (2 ** depth - 1)
     else:  # 16 bits a sample
-        import cv2
-
-        f.seek(0)
-        bgr = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_UNCHANGED)  # as stored: no EXIF turn
-        if bgr is None or bgr.dtype != np.uint16 or bgr.ndim != 3 or bgr.shape[:2] != (picture.height, picture.width):
-            raise ValueError("OpenCV cannot read its 16-bit samples to find its transparent colour")
+        bgr = sixteen_bit_samples(f, picture, "to find its transparent colour")
         opaque = (bgr[..., 2::-1] != np.array(key)).any(axis=2)  # BGR(A) -> RGB
     keyed = picture.copy()  # info (EXIF orientation) kept
     keyed.putalpha(Image.fromarray(np.where(opaque, 255, 0).astype(np.uint8), "L"))

@@ -10,16 +10,19 @@ the same tables give the JSON Schema (`layout_schema()`, written to layouts/layo
 `python -m studio.layout --schema`). The format is documented in layouts/README.md.
 """
 
+import collections.abc
 import difflib
 import json
 import math
+import numbers
+import os
 import re
-import warnings
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import yaml
 from PIL import Image, ImageColor
 
@@ -858,9 +861,12 @@ class Font(Text):
 
 
 class ImagePath(Text):
-    """An image file (relative to the layout file's folder) of at most MAX_PIXELS -> its absolute path."""
+    """An image file (relative to the layout file's folder) that the compositor can draw, of at most MAX_PIXELS
+    (`compose.picture_problem`) -> its absolute path."""
 
     def parse(self, r, node, path):
+        from studio.compose import picture_problem  # compose imports this module
+
         name = super().parse(r, node, path)
         if control_problem(name):
             raise _Bad(f"'{name}' {control_problem(name)}")
@@ -868,40 +874,9 @@ class ImagePath(Text):
         if problem := file_problem(name, file, "image file", r.relative_to):
             raise _Bad(problem)
         file = file.resolve()  # a regular file: no loop on the way
-        too_large = f"'{name}' is too large: an image may have at most {MAX_PIXELS} pixels (2^28)"
-        with warnings.catch_warnings():  # the warning Pillow gives up to twice its limit: checked below
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            try:
-                image = Image.open(file)
-            except Image.DecompressionBombError:
-                raise _Bad(too_large) from None
-            except (OSError, ValueError):
-                raise _Bad(f"'{name}' is not an image Pillow can read") from None
-            with image:
-                w, h = image.size
-                if w * h > MAX_PIXELS:
-                    raise _Bad(f"{too_large}; it is {w} x {h} px = {w * h}")
-                try:  # the whole file: a damaged one fails here, not after the generations (24 MP: 0.2 s)
-                    image.load()
-                except (OSError, ValueError) as e:
-                    raise _Bad(f"'{name}' is damaged: {e}") from None
-                if image.info.get("icc_profile"):
-                    _check_profile(name, image)
+        if problem := picture_problem(name, file):
+            raise _Bad(problem)
         return str(file)
-
-
-def _check_profile(name: str, image: Image.Image) -> None:
-    """An image's colour profile converts to sRGB as the compositor converts it (one pixel of it, here)."""
-    from PIL import ImageCms
-
-    from studio.compose import eight_bit, in_srgb
-
-    try:
-        in_srgb(eight_bit(image.crop((0, 0, 1, 1))), image.info["icc_profile"])
-    except ValueError as e:  # a profile of another colour space than the picture's
-        raise _Bad(f"'{name}': {e}") from None
-    except (OSError, ImageCms.PyCMSError) as e:
-        raise _Bad(f"'{name}' has a colour profile that cannot be used ({e})") from None
 
 
 class Model(Text):
@@ -1815,13 +1790,36 @@ def read_source(path: Path, what: str, error, save_as: str = "") -> str:
 
 
 def _variable_text(name: str, value) -> str:
-    """A variable's value given in Python as the text --set would give: a str as is, a number written out;
-    None (a batch job's null) stays, for the loader to report."""
+    """A variable's value given in Python as the text --set would give: a str as is, a number (numpy's too)
+    written out; None (a batch job's null) stays, for the loader to report."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return str(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+        return str(int(value) if isinstance(value, numbers.Integral) else float(value))
     raise InputError(f"variables['{name}']: {value!r} is not a value (give text, or a number)")
+
+
+def _yaml_data(value, source: str, path: str):
+    """A layout given as a dict, with what yaml.safe_dump has no form for as the value it stands for: a number
+    (numpy's too) as Python's, an os.PathLike as its text, a tuple as a list, a str subclass as a str; an
+    InputError naming the key path of anything else."""
+    if isinstance(value, dict):
+        return {_yaml_data(k, source, path): _yaml_data(v, source, f"{path}.{k}" if path else str(k))
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_yaml_data(v, source, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, np.generic):
+        value = value.item()  # numpy's bool, number or text as Python's
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Real):
+        return int(value) if isinstance(value, numbers.Integral) else float(value)
+    if isinstance(value, str):
+        return str.__str__(value)  # a HubId's str() is a HubId
+    raise InputError(f"{source}: {path or 'the layout'}: {value!r:.60} ({type(value).__name__}) is no layout value "
+                     "(give text, a number, true/false, a list or a dict)")
 
 
 def load_layout(path, variables: dict[str, str] | None = None) -> Layout:
@@ -1833,16 +1831,23 @@ def load_layout(path, variables: dict[str, str] | None = None) -> Layout:
     return parse_layout(read_source(path, "layout", LayoutError), str(path), variables, path.parent)
 
 
-def parse_layout(text: str | dict, source: str = "<string>", variables: dict[str, str] | None = None,
+def parse_layout(text: str | dict, source: str | os.PathLike = "<string>", variables: dict[str, str] | None = None,
                  base_dir: Path | None = None, *, own_names: bool = True) -> Layout:
     """Layout YAML text, or a dict of the same keys, -> the validated Layout (a dict is read as its YAML: the
-    messages' line numbers are of that). source: the name used in messages and Layout.source; variables: values
+    messages' line numbers are of that). source: the name used in messages and Layout.source (a Path as its
+    text); variables: values
     (text, or numbers) overriding the file's defaults, as --set; base_dir: the folder relative image and font
     paths are found in (default: the current folder); own_names: output.name names the files, so the names it
     gives with the variables' values are checked (False for a caller that names the files itself, as batches
     do: output.name is checked as written)."""
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str):
+        raise InputError(f"source: {source!r:.80} is not a name (give text, or a Path)")
+    if variables is not None and not isinstance(variables, collections.abc.Mapping):
+        raise InputError(f"variables: {variables!r:.80} is not a dict of name -> value (text, or a number)")
     if isinstance(text, dict):
-        text = yaml.safe_dump(text, sort_keys=False, allow_unicode=True)
+        text = yaml.safe_dump(_yaml_data(text, source, ""), sort_keys=False, allow_unicode=True)
     if not isinstance(text, str):
         raise TypeError(f"parse_layout takes YAML text (str) or a dict, not {type(text).__name__}")
     variables = {name: _variable_text(name, value) for name, value in (variables or {}).items()}

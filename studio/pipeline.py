@@ -117,10 +117,31 @@ def check_generator(generator, images: int) -> None:
                          "or one")
 
 
+def check_flag(name: str, value, none: str | None = None) -> None:
+    """InputError unless `value` is True or False (numpy's too), or None when `none` says what None means: a
+    truthy "no" would be read as True."""
+    if not (isinstance(value, (bool, np.bool_)) or none is not None and value is None):
+        allowed = "True or False" if none is None else f"None ({none}), True or False"
+        raise InputError(f"{name} must be {allowed}, got {value!r:.80}")
+
+
+def numbers_array(value, what: str) -> np.ndarray:
+    """`value`, a numpy, torch or MindSpore array of numbers (bool, int or float), as numpy; else an InputError
+    '{what}, got <value>'."""
+    try:
+        array = None if value is None else _numpy(value)
+    except (TypeError, ValueError):  # a ragged list
+        array = None
+    if array is None or array.dtype.kind not in "biuf":  # None, text, objects
+        raise InputError(f"{what}, got {value!r:.80}")
+    return array
+
+
 def as_latents(latents, shape: tuple) -> np.ndarray:
     """A call's `latents=` (numpy, torch or MindSpore) as float32 numpy; InputError unless of `shape`, the
     generation's (N, C, h, w)."""
-    latents = _numpy(latents).astype(np.float32, copy=False)
+    latents = numbers_array(latents, "latents must be a numpy, torch or MindSpore array of numbers")
+    latents = latents.astype(np.float32, copy=False)
     if latents.shape != shape:
         raise InputError(f"latents have shape {latents.shape}, expected {shape} (N, C, height/8, width/8 "
                          f"of the generation size)")
@@ -238,7 +259,9 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
 
     if not isinstance(images, (int, np.integer)) or isinstance(images, bool) or images < 1:
         raise InputError(f"images must be a positive integer, got {images!r:.80}")
-    tr, t5, vae = model_configs(str(path_or_id), revision)
+    check_flag("use_resolution_binning", use_resolution_binning)
+    check_flag("keep_text_encoder", keep_text_encoder)
+    tr, t5, vae = model_configs(os.fspath(path_or_id), revision)
     height, width = default_size(tr, vae, height, width)
     gen_h, gen_w = generation_size(tr, height, width, use_resolution_binning)
     check_size(tr, vae, gen_h, gen_w)
@@ -329,6 +352,18 @@ def lent_embedding_cache(pipe: "PixArtSigmaPipeline", cache):
         yield
     finally:
         _LENT_CACHE.reset(token)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _outside_studio() -> int:
+    """warnings.warn's stacklevel for the caller's first frame outside studio: the user's line, however deep the
+    call (what Python 3.12's skip_file_prefixes does; studio runs on 3.10)."""
+    frame, level = sys._getframe(1), 1  # the frame that warns
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _one_at_a_time(method):
@@ -478,6 +513,7 @@ class PixArtSigmaPipeline:
                              "PixArt-Sigma-XL-2-2K-MS\")")
         if dtype is not None and torch_dtype is not None:
             raise InputError("pass dtype or torch_dtype (the reference's name for it), not both")
+        check_flag("keep_text_encoder", keep_text_encoder)
         if use_safetensors is False:
             raise InputError("use_safetensors=False: studio reads only safetensors files (pickle weights can run "
                              "code when loaded)")
@@ -591,6 +627,7 @@ class PixArtSigmaPipeline:
         """
         max_sequence_length = _scalar(max_sequence_length)
         check_max_sequence_length(max_sequence_length)
+        check_flag("stream", stream, none="as the pipeline is set")
         stream = not self.keep_text_encoder if stream is None else stream
         try:
             rows = self._caption_rows(as_prompts(prompts, "prompt"), max_sequence_length, stream)
@@ -632,7 +669,8 @@ class PixArtSigmaPipeline:
             if ids.shape[1] == max_sequence_length and (dropped := truncated_text(self.tokenizer, text,
                                                                                   max_sequence_length)):
                 warnings.warn(f"studio: '{one_line(_excerpt(text, 40))}' is cut at {max_sequence_length} tokens, "
-                              f"T5's limit here; dropped: '{one_line(_excerpt(dropped, 80))}'", stacklevel=2)
+                              f"T5's limit here; dropped: '{one_line(_excerpt(dropped, 80))}'",
+                              stacklevel=_outside_studio())
             # the attention blocks the budget gives T5 change the features' last bits, so they are part of the key
             chunks = memory.attention_chunks(t5.num_heads, ids.shape[1], ids.shape[1], t5.d_kv,
                                              memory.current_attention_budget())
@@ -663,6 +701,7 @@ class PixArtSigmaPipeline:
         progress(done, total) in prompts. Returns how many prompts were encoded. A string is one prompt."""
         prompts = [] if isinstance(prompts, (list, tuple)) and not prompts else as_prompts(prompts, "prompts")
         check_max_sequence_length(max_sequence_length)
+        check_flag("stream", stream)
         cache = self._embedding_cache()  # read once: another thread may set pipe.embedding_cache meanwhile
         if cache is None:
             raise InputError("encode_ahead puts features into an embedding cache: set pipe.embedding_cache first")
@@ -742,6 +781,8 @@ class PixArtSigmaPipeline:
                                  "num_inference_steps; pass sampler= to choose another sampler")
         if eta != 0:
             raise InputError(f"eta={eta!r} is not supported: studio's samplers are deterministic (DDIM with eta 0)")
+        check_flag("return_dict", return_dict)
+        check_flag("stream_text_encoder", stream_text_encoder)
         prompts, negatives, given, given_negatives = self._text_inputs(
             prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
             negative_prompt_attention_mask)
@@ -936,13 +977,8 @@ class PixArtSigmaPipeline:
         written straight into its output. progress(done, total): tile passes when tiled, else images."""
         channels = self.vae.config.latent_channels
         if not isinstance(latents, ms.Tensor):
-            try:
-                array = None if latents is None else _numpy(latents)
-            except (TypeError, ValueError):  # a ragged list
-                array = None
-            if array is None or array.dtype.kind not in "biuf":  # None, text, objects
-                raise InputError(f"decode: latents must be a numpy, torch or MindSpore array (N, {channels}, h, w), "
-                                 f"got {latents!r:.80}")
+            array = numbers_array(latents, f"decode: latents must be a numpy, torch or MindSpore array "
+                                           f"(N, {channels}, h, w)")
             latents = ms.Tensor(array.astype(np.float32, copy=False))  # as a call's latents=
         if latents.ndim != 4 or latents.shape[1] != channels or 0 in latents.shape:
             raise InputError(f"decode: latents have shape {tuple(latents.shape)}, expected (N, {channels}, h, w), "
@@ -991,8 +1027,7 @@ class PixArtSigmaPipeline:
             what = (f"negative_prompt_embeds has {n} row{'s' * (n != 1)}" if negative_embeds_given else
                     f"negative_prompt has {n} entr{'ies' if n != 1 else 'y'}")
             raise InputError(f"{what}, {'prompt_embeds' if embeds_given else 'prompt'} has {len(prompts)}")
-        if not isinstance(binning, (bool, np.bool_)):  # a truthy "no" would generate at the bin's size
-            raise InputError(f"use_resolution_binning must be True or False, got {binning!r:.80}")
+        check_flag("use_resolution_binning", binning)  # a truthy "no" would generate at the bin's size
         if vae_tiling not in (None, True, False):
             raise InputError(f"vae_tiling must be None (automatic), True or False, got {vae_tiling!r:.80}")
         if seed is not None and generator is not None:
@@ -1042,7 +1077,8 @@ class Captions(NamedTuple):
             return None
         if mask is None:
             raise InputError(f"{name}_embeds needs {name}_attention_mask (B, L): 1 for tokens, 0 for padding")
-        features, mask = (_numpy(a) for a in (embeds, mask))
+        features = numbers_array(embeds, f"{name}_embeds must be a numpy, torch or MindSpore array of numbers")
+        mask = numbers_array(mask, f"{name}_attention_mask must be a numpy, torch or MindSpore array of numbers")
         if features.ndim != 3 or mask.shape != features.shape[:2]:
             raise InputError(f"{name}_embeds {features.shape} and {name}_attention_mask {mask.shape} are not "
                              f"(B, L, C) and (B, L)")

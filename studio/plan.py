@@ -12,6 +12,7 @@ before any generation.
 """
 
 import json
+import os
 from dataclasses import asdict, dataclass
 
 from studio import binning
@@ -283,6 +284,8 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
         if not isinstance(layer, GenerateLayer):
             continue
         model_id = layer.model or layout.model or model
+        if isinstance(model_id, os.PathLike):  # a Path or any os.PathLike as its text (a HubId stays one)
+            model_id = os.fspath(model_id)
         label = f"layers[{i}]" + (f" ({layer.name})" if layer.name else "")
         where = layout.where(f"layers[{i}]")  # 'poster.yaml:14', the layer's line (its source alone in code)
         at = f"{where}: {label}"

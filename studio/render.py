@@ -116,7 +116,7 @@ def model_key(model) -> str:
     (`manifest.model_identity`: a folder by its resolved path, however spelled; a hub id, and a layout's `HubId`
     whatever the working folder holds, as written)."""
     from studio.manifest import model_identity
-    return model if isinstance(model, HubId) else model_identity(str(model))
+    return model if isinstance(model, HubId) else model_identity(os.fspath(model))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -144,10 +144,15 @@ def output_sizes(layout: Layout) -> list[tuple[int, int]]:
     return [(layout.canvas.full_width, layout.canvas.full_height)] + [(m.width, m.height) for m in monitors]
 
 
-def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = False, guides: bool = True) -> Path:
+def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = False, guides: bool = True,
+          warn: Callable[[str, str], None] | None = None) -> Path:
     """The layout with labelled placeholders for generated art, written to `path` (PNG/JPEG/TIFF), with the
-    bleed, trim, safe area and a span's bezel gaps marked (`compose.draw_guides`) unless guides=False;
-    prints a warning to stderr for each text layer that leaves its region or enters the safe margin."""
+    bleed, trim, safe area and a span's bezel gaps marked (`compose.draw_guides`) unless guides=False; plan:
+    `plan_layout`'s, whose strategies and sizes label the placeholders. A warning for each text layer that leaves
+    its region or enters the safe margin (`warn_text_problems`): warn(where, problem) when given, else a line on
+    stderr."""
+    if plan is not None and not isinstance(plan, Plan):
+        raise InputError(f"proof: plan: expected a Plan (plan_layout's) or None, got {plan!r:.80}")
     if plan is None:  # a plan's layout is checked (plan_layout): a layout built in code gets the loader's checks
         check_layout(layout)
     path = check_target(Path(path), overwrite)  # before any work
@@ -160,7 +165,7 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     if guides:
         image = draw_guides(image, layout)
     path = save_image(image, path, overwrite=overwrite, dpi=file_dpi(layout), quality=layout.output.jpeg_quality)
-    warn_text_problems(layout)
+    warn_text_problems(layout, warn)
     return path
 
 

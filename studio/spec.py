@@ -13,6 +13,7 @@ relative to the trim box; the region `full` covers trim and bleed.
 """
 
 import errno
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +94,7 @@ class Grid:
     column_weights: tuple[float, ...] = ()
 
     def __post_init__(self):
-        if isinstance(self.gutter, int):
+        if isinstance(self.gutter, numbers.Integral):  # numpy's too
             object.__setattr__(self, "gutter", (self.gutter, self.gutter))
 
 

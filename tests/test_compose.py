@@ -462,7 +462,7 @@ def test_16_bit_grey_keeps_its_transparent_value(tmp_path):
 def png(path: Path, width: int, height: int, depth: int, colour_type: int, samples: list[list[int]],
         trns: tuple[int, ...], orientation: int | None = None) -> None:
     """A PNG written byte by byte (Pillow writes no 16-bit colour, nor 2- or 4-bit grey with a tRNS chunk): rows of
-    samples of `depth` bits, a tRNS colour key of 16-bit values, an EXIF orientation in an eXIf chunk."""
+    samples of `depth` bits, a tRNS colour key of 16-bit values (none for ()), an EXIF orientation in an eXIf chunk."""
     def chunk(name: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + name + data + struct.pack(">I", zlib.crc32(name + data))
 
@@ -477,7 +477,7 @@ def png(path: Path, width: int, height: int, depth: int, colour_type: int, sampl
         exif[0x0112] = orientation
     header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                     + chunk(b"tRNS", struct.pack(f">{len(trns)}H", *trns))
+                     + (chunk(b"tRNS", struct.pack(f">{len(trns)}H", *trns)) if trns else b"")
                      + (chunk(b"eXIf", exif.tobytes()[6:]) if orientation else b"")  # less the 'Exif\0\0' of JPEG
                      + chunk(b"IDAT", zlib.compress(b"".join(b"\0" + row(r) for r in samples))) + chunk(b"IEND", b""))
 
@@ -500,6 +500,16 @@ def test_16_bit_colour_key_turns_with_the_exif_orientation(tmp_path):
     assert np.asarray(picture).tolist() == [[[0, 0, 0, 0]], [[0, 0, 255, 255]], [[255, 0, 0, 255]]]
 
 
+def test_16_bit_grey_with_alpha_is_scaled_to_8_bits(tmp_path):
+    """Grey and alpha of a 16-bit grey + alpha PNG as v / 257 rounded (1, 2, 255; 255, 128, 1), as 16-bit grey is:
+    Pillow kept each sample's high byte (0, 1, 255; 255, 128, 1)."""
+    png(tmp_path / "la16.png", 3, 1, 16, 4, [[255, 65535, 510, 32768, 65535, 300]], ())
+    assert np.asarray(C.open_image(ImageLayer("la16.png"), 0, tmp_path)).tolist() == [
+        [[1, 1, 1, 255], [2, 2, 2, 128], [255, 255, 255, 1]]]
+    image = C.compose(replace(image_layer(tmp_path, "la16.png", 3, 1), canvas=Canvas(3, 1, background=BLACK)))
+    assert np.asarray(image).tolist() == [[[1, 1, 1], [1, 1, 1], [1, 1, 1]]]  # 255 x 1/255 over black
+
+
 @pytest.mark.parametrize("depth, key, pixels", [
     (2, 1, [[0, 0, 0, 255], [85, 85, 85, 0], [170, 170, 170, 255], [255, 255, 255, 255]]),  # 0..3 x 85
     (4, 5, [[0, 0, 0, 255], [85, 85, 85, 0], [170, 170, 170, 255], [255, 255, 255, 255]]),  # 0..15 x 17
@@ -519,6 +529,133 @@ ORIENTATIONS = {5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: 
 
 # stored 3 x 2 px, one value each: every turn shows another arrangement
 TURNED = np.array([[10, 60, 110], [160, 210, 250]], dtype=np.uint8)
+
+
+@pytest.mark.parametrize("suffix", ["jpg", "png", "tif", "webp"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_turns_as_pillows_exif_transpose(tmp_path, suffix, orientation):
+    """The compositor turns a picture by `TURNS`, not by ImageOps.exif_transpose (which writes the EXIF again):
+    the same pixels, for each orientation and format."""
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.merge("RGB", [Image.fromarray(TURNED), Image.fromarray(255 - TURNED), Image.fromarray(TURNED // 2)]).save(
+        tmp_path / f"photo.{suffix}", exif=exif)
+    with Image.open(tmp_path / f"photo.{suffix}") as im:
+        assert im.getexif()[0x0112] == orientation
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGBA"))
+    picture = np.asarray(C.open_image(ImageLayer(f"photo.{suffix}"), 0, tmp_path))
+    assert picture.shape == ((2, 3, 4) if orientation < 5 else (3, 2, 4))
+    assert np.array_equal(picture, expected)
+
+
+def exif_block(entries: list[tuple[int, int, int, bytes]], count: int | None = None) -> bytes:
+    """An EXIF block written by hand, as Pillow's save takes it ('Exif\\0\\0', then a big-endian TIFF header and
+    IFD): (tag, type, count, 4 value bytes) entries; `count` entries announced (a damaged block announces more)."""
+    ifd = struct.pack(">H", len(entries) if count is None else count)
+    ifd += b"".join(struct.pack(">HHI", tag, kind, n) + value for tag, kind, n, value in entries) + bytes(4)
+    return b"Exif\0\0MM\0\x2a" + struct.pack(">I", 8) + ifd
+
+
+STORED = [[list(RED)] * 2 + [list(BLUE)] * 2] * 2  # 4 x 2, red left of blue
+SHOWN = [[list(RED)] * 2] * 2 + [[list(BLUE)] * 2] * 2  # turned by orientation 6: 2 x 4, red on top
+
+
+def test_exif_with_a_tag_of_a_non_standard_type_still_turns(tmp_path):
+    """Orientation 6 beside a tag (T6Options) stored as text, not its standard LONG: exif_transpose failed writing
+    the EXIF again (struct.error), so proof and render stopped. Stored 4 x 2, red left of blue: shown 2 x 4, red on
+    top."""
+    exif = exif_block([(0x0112, 3, 1, struct.pack(">HH", 6, 0)), (0x0125, 2, 2, b"x\0\0\0")])
+    halves(4, 2, RED, BLUE).convert("RGB").save(tmp_path / "photo.png", exif=exif)
+    assert np.asarray(C.open_image(ImageLayer("photo.png"), 0, tmp_path)).tolist() == SHOWN
+
+
+@pytest.mark.parametrize("exif, pixels", [
+    (b"Exif\0\0not a TIFF header", STORED),
+    (exif_block([(0x0112, 3, 1, struct.pack(">HH", 6, 0))])[:20], STORED),  # cut inside the orientation's entry
+    (exif_block([(0x0112, 3, 1, struct.pack(">HH", 6, 0))], count=5), SHOWN),  # 5 entries announced, the first read
+])
+def test_damaged_exif_turns_by_what_can_be_read(tmp_path, exif, pixels):
+    """An orientation that cannot be read leaves the picture as stored, as image viewers show it; one that can
+    turns it, the damage after it ignored; no error and no warning (Pillow's 'Corrupt EXIF data': pytest fails on
+    one)."""
+    halves(4, 2, RED, BLUE).convert("RGB").save(tmp_path / "photo.png", exif=exif)
+    assert np.asarray(C.open_image(ImageLayer("photo.png"), 0, tmp_path)).tolist() == pixels
+
+
+def test_damaged_avif_is_an_input_error(tmp_path):
+    """Pillow's AVIF decoder raises SyntaxError for a cut-short file (and RuntimeError for others), which no
+    `except OSError` caught: a traceback, not a one-line error."""
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("Pillow was built without AVIF")
+    out = io.BytesIO()
+    halves(16, 16, RED, BLUE).convert("RGB").save(out, "AVIF")
+    (tmp_path / "cut.avif").write_bytes(out.getvalue()[:-10])
+    with pytest.raises(InputError) as info:
+        C.open_image(ImageLayer("cut.avif"), 3, tmp_path)
+    assert str(info.value) == ("layers[3].image.path: cannot read image 'cut.avif' (Failed to decode frame 0: "
+                               "Truncated data)")
+    assert C.picture_problem("cut.avif", tmp_path / "cut.avif") == ("'cut.avif' is damaged: Failed to decode frame "
+                                                                    "0: Truncated data")
+    with pytest.raises(LayoutError) as loaded:  # the loader's check is that one
+        parse_layout("canvas: {width: 8, height: 8}\nlayers:\n  - image: {path: cut.avif}\n", "l.yaml",
+                     base_dir=tmp_path)
+    assert loaded.value.errors == ["l.yaml:3: layers[0].image.path: 'cut.avif' is damaged: Failed to decode frame 0: "
+                                   "Truncated data"]
+
+
+def test_decoder_runtime_error_is_an_input_error(tmp_path, monkeypatch):
+    """RuntimeError, as Pillow's AVIF decoder raises for a file it cannot decode ('Not implemented')."""
+    halves(2, 1, RED, BLUE).save(tmp_path / "logo.png")
+
+    def fails(self):
+        raise RuntimeError("Failed to decode image: Not implemented")
+
+    monkeypatch.setattr(Image.Image, "load", fails)
+    with pytest.raises(InputError, match=r"^layers\[0\]\.image\.path: cannot read image 'logo.png' \(Failed to "
+                                         r"decode image: Not implemented\)$"):
+        C.open_image(ImageLayer("logo.png"), 0, tmp_path)
+    assert C.picture_problem("logo", tmp_path / "logo.png") == "'logo' is damaged: Failed to decode image: Not implemented"
+
+
+def unreadable_images(folder: Path) -> dict[str, str]:
+    """Image files the compositor cannot draw -> what the loader says of each."""
+    (folder / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
+    out = io.BytesIO()
+    halves(8, 8, RED, BLUE).save(out, "PNG")
+    (folder / "cut.png").write_bytes(out.getvalue()[:-30])
+    halves(2, 1, RED, BLUE).convert("RGB").save(folder / "badicc.png", icc_profile=b"not a profile")
+    (folder / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(  # a header of 20000 x 20000 px, no pixels
+        struct.pack(">I", len(data)) + name + data + struct.pack(">I", zlib.crc32(name + data))
+        for name, data in [(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)), (b"IDAT", b""),
+                           (b"IEND", b"")]))
+    return {"logo.svg": "'logo.svg' is not an image Pillow can read",
+            "cut.png": "'cut.png' is damaged: image file is truncated",
+            "badicc.png": "'badicc.png' has a colour profile that cannot be used (cannot open profile from string)",
+            "huge.png": "'huge.png' is too large: an image may have at most 268435456 pixels (2^28); it is 20000 x "
+                        "20000 px = 400000000"}
+
+
+def test_code_built_layout_with_an_unreadable_image_is_refused_before_generating(tmp_path):
+    """plan_layout (which render calls first) refused only a missing file: an SVG, a cut-short PNG, an unusable
+    profile, a picture over the limit failed in the compositor, after the generations. Refused now with the
+    words the loader gives."""
+    from studio.check import check_layout
+    from studio.plan import plan_layout
+
+    for name, problem in unreadable_images(tmp_path).items():
+        with pytest.raises(LayoutError) as loaded:
+            parse_layout(f"canvas: {{width: 8, height: 8}}\nlayers:\n  - generate: {{prompt: fox}}\n"
+                         f"  - image: {{path: {name}}}\n", "poster.yaml", base_dir=tmp_path)
+        assert loaded.value.errors == [f"poster.yaml:4: layers[1].image.path: {problem}"]
+        code = Layout(str(tmp_path / "code.yaml"), Canvas(8, 8), (GenerateLayer("fox"), ImageLayer(name)))
+        for check in (check_layout, lambda lay: plan_layout(lay, model=str(tmp_path / "no-model"))):
+            with pytest.raises(InputError) as checked:
+                check(code)
+            assert str(checked.value) == f"{tmp_path / 'code.yaml'}: layers[1] (ImageLayer).path: {problem}"
 
 
 @pytest.mark.parametrize("mode", ["L", "I;16", "P", "RGB", "RGBA", "CMYK"])

@@ -1671,3 +1671,45 @@ def test_a_layout_from_python_values():
         parse_layout(text, variables={"title": True})
     with pytest.raises(TypeError, match="^parse_layout takes YAML text \\(str\\) or a dict, not bytes$"):
         parse_layout(text.encode())
+
+
+def test_a_layout_from_numpy_numbers_and_paths(tmp_path):
+    """A dict's and the variables' numpy numbers are the numbers they equal, a dict's os.PathLike its path and a
+    tuple a list (yaml.safe_dump refused them: RepresenterError); a value YAML has no form for is an InputError at
+    its key path."""
+    import numpy as np
+
+    from studio.errors import InputError
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "logo.png")
+    layout = parse_layout({"canvas": {"width": np.int64(256), "height": np.float32(128)},
+                           "layers": [{"fill": {"color": (np.uint8(1), 2, 3)}},
+                                      {"image": {"path": tmp_path / "logo.png", "opacity": np.float64(0.5)}},
+                                      {"text": {"text": np.str_("hi")}}]})
+    assert (layout.canvas.width, layout.canvas.height, layout.layers[0].color) == (256, 128, (1, 2, 3, 255))
+    assert (layout.layers[1].path, layout.layers[1].opacity, layout.layers[2].text) == (
+        str(tmp_path / "logo.png"), 0.5, "hi")
+    text = "canvas: {width: 64, height: 32}\nvariables: {size: 10}\nlayers:\n  - text: {text: a, size: '{size}'}\n"
+    assert parse_layout(text, variables={"size": np.int64(12)}).layers[0].size == 12
+    assert parse_layout(text, variables={"size": np.float32(12.5)}).variables == {"size": "12.5"}
+    with pytest.raises(InputError) as info:
+        parse_layout({"canvas": {"width": 64, "height": 32}, "layers": [{"text": {"text": b"a"}}]}, "card")
+    assert str(info.value) == ("card: layers[0].text.text: b'a' (bytes) is no layout value (give text, a number, "
+                               "true/false, a list or a dict)")
+    with pytest.raises(InputError, match=r"^variables\['size'\]: array\(\[1\]\) is not a value"):
+        parse_layout(text, variables={"size": np.array([1])})
+
+
+def test_a_source_given_as_a_path_is_its_name_and_other_kinds_are_refused(tmp_path):
+    """parse_layout's source may be a Path (an AttributeError: no startswith); a source or variables of another
+    kind is an InputError in one line (load_layout(path, [...]): an AttributeError)."""
+    from studio.errors import InputError
+
+    text = "canvas: {width: 8, height: 8}\nlayers: [fill: {color: red}]\n"
+    assert parse_layout(text, Path("posters/a.yaml")).source == "posters/a.yaml"
+    with pytest.raises(InputError, match=r"^source: 3 is not a name \(give text, or a Path\)$"):
+        parse_layout(text, 3)
+    (tmp_path / "a.yaml").write_text(text)
+    with pytest.raises(InputError, match=r"^variables: \['steps'\] is not a dict of name -> value \(text, or a "
+                                         r"number\)$"):
+        load_layout(tmp_path / "a.yaml", ["steps"])

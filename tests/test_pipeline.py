@@ -342,6 +342,15 @@ def test_unguided_calls_ignore_the_negative_prompt_as_the_reference_does(pipes):
     (dict(num_inference_steps=True), "num_inference_steps must be a positive integer, got True"),
     (dict(height=torch.tensor(256.0)), "height must be a positive integer, got 256.0"),
     (dict(use_resolution_binning="no"), "use_resolution_binning must be True or False, got 'no'"),
+    (dict(return_dict="no"), "return_dict must be True or False, got 'no'"),  # read as True
+    (dict(stream_text_encoder="no"), "stream_text_encoder must be True or False, got 'no'"),
+    (dict(latents="x"), "latents must be a numpy, torch or MindSpore array of numbers, got 'x'"),  # numpy's ValueError
+    (dict(latents=[[1, 2], [3]]), "latents must be a numpy, torch or MindSpore array of numbers, got [[1, 2], [3]]"),
+    (dict(prompt=None, prompt_embeds=np.zeros((1, 3, 32)), prompt_attention_mask=np.array([["a", "b", "c"]])),
+     "prompt_attention_mask must be a numpy, torch or MindSpore array of numbers, got array([['a', 'b', 'c']], "
+     "dtype='<U1')"),  # int()'s ValueError
+    (dict(prompt=None, prompt_embeds=object(), prompt_attention_mask=np.ones((1, 3))),
+     "prompt_embeds must be a numpy, torch or MindSpore array of numbers, got <object object at"),
     (dict(prompt=None, prompt_embeds=np.zeros((1, 0, 32)), prompt_attention_mask=np.ones((1, 0))),
      "prompt_embeds (1, 0, 32): needs at least one row and one token position"),
     (dict(prompt=None, prompt_embeds=np.zeros((0, 4, 32)), prompt_attention_mask=np.ones((0, 4))),
@@ -361,6 +370,33 @@ def test_bad_arguments_are_value_errors_naming_the_argument(pipes, kwargs, messa
     kwargs = {"prompt": "a cat", "height": 256, "width": 256, **kwargs}
     with pytest.raises(ValueError, match=re.escape(message)):
         pipes[0](**kwargs)
+
+
+def test_switches_given_text_are_refused_not_read_as_true(pipes, tiny_dir):
+    """A truthy "no" for a True/False switch outside a call's arguments (as for use_resolution_binning), and
+    latents that are no array in one line (a TypeError from numpy)."""
+    from studio import pipeline
+    from studio.errors import InputError
+
+    ours = pipes[0]
+    for call, message in [
+        (lambda: ours.encode_prompt("a cat", stream="no"),
+         "stream must be None (as the pipeline is set), True or False, got 'no'"),
+        (lambda: ours.encode_ahead("a cat", stream="no"), "stream must be True or False, got 'no'"),
+        (lambda: PixArtSigmaPipeline.from_pretrained(tiny_dir, keep_text_encoder="no"),
+         "keep_text_encoder must be True or False, got 'no'"),
+        (lambda: pipeline.plan(tiny_dir, keep_text_encoder="no"), "keep_text_encoder must be True or False, got 'no'"),
+        (lambda: pipeline.plan(tiny_dir, use_resolution_binning="no"),
+         "use_resolution_binning must be True or False, got 'no'"),
+        (lambda: ours("a cat", height=256, width=256, latents=object()),
+         "latents must be a numpy, torch or MindSpore array of numbers, got <object object at "),
+    ]:
+        with pytest.raises(InputError) as e:
+            call()
+        assert str(e.value).startswith(message)
+    kept = pipeline.plan(tiny_dir, keep_text_encoder=True)
+    assert pipeline.plan(tiny_dir, keep_text_encoder=np.bool_(True)) == kept  # numpy's bool is a bool
+    assert pipeline.plan(tiny_dir, keep_text_encoder=False) != kept
 
 
 def test_a_zero_dimensional_guidance_scale_is_its_number_as_the_reference_takes_it(pipes):
@@ -815,6 +851,25 @@ def test_a_prompt_cut_at_the_token_limit_is_warned_about(pipes):
                                          r"dropped: 'd fox in the snow'$"):  # one line
         ours.encode_prompt("a red\nfox in the snow", max_sequence_length=3)
     ours.encode_prompt(["a cat"], max_sequence_length=300)  # filterwarnings = error: would fail on a warning
+
+
+def test_a_cut_prompt_is_warned_about_at_the_callers_line(pipes):
+    """The warning names the line that called studio (encode_prompt, a call, encode_ahead), not one inside it."""
+    from studio.pipeline import MemoryCache
+
+    ours, _ = pipes
+    calls = [lambda: ours.encode_prompt("a red fox in the snow", max_sequence_length=3),
+             lambda: ours("a red fox in the snow", max_sequence_length=3, height=256, width=256,
+                          num_inference_steps=1, output_type="latent"),
+             lambda: ours.encode_ahead("a red fox in the snow at dusk", max_sequence_length=3)]
+    ours.embedding_cache = MemoryCache()
+    try:
+        for call in calls:
+            with pytest.warns(UserWarning, match="is cut at 3 tokens") as seen:
+                call()
+            assert [(w.filename, w.lineno) for w in seen] == [(__file__, call.__code__.co_firstlineno)]
+    finally:
+        ours.embedding_cache = None
 
 
 def test_calls_from_two_threads_run_one_at_a_time_and_give_the_same_images(tiny_dir):

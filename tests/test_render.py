@@ -133,6 +133,35 @@ def test_pipelines_the_caller_passes_are_used_and_kept(tiny_dir, other_tiny, tmp
     assert [path for path, _ in loads] == [str(tiny_dir), str(other_tiny), str(other_tiny), str(other_tiny)]
 
 
+class Fspath(os.PathLike):
+    """An os.PathLike that is no pathlib.Path: str() of it is its repr, not the path."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __fspath__(self):
+        return self.path
+
+
+def test_a_model_given_as_any_path_like_is_its_path(tiny_dir, tmp_path, watched):
+    """model= and pipelines= take any os.PathLike as the path it gives (they read its repr: '<Fspath object at
+    0x...>: no such model folder'), as do from_pretrained and studio.plan."""
+    from studio.spec import Canvas, GenerateLayer, Layout
+
+    loads, calls = watched
+    layout = Layout("card", Canvas(64, 64), (GenerateLayer("a fox", steps=1),))
+    assert [job.model for job in plan_layout(layout, Fspath(tiny_dir), "1GiB").jobs] == [str(tiny_dir)]
+    render(layout, tmp_path / "out", model=Fspath(tiny_dir), memory_budget="1GiB")
+    assert [path for path, _ in loads] == [str(tiny_dir)] and [c[0] for c in calls] == [str(tiny_dir)]
+    pipe = studio.pipeline.PixArtSigmaPipeline.from_pretrained(Fspath(tiny_dir))
+    assert pipe.model_dir == tiny_dir
+    del loads[:]
+    render(layout, tmp_path / "again", model=str(tiny_dir), memory_budget="1GiB", pipelines={Fspath(tiny_dir): pipe})
+    assert loads == [] and len(calls) == 2  # the pipeline passed, not one loaded
+    assert studio.pipeline.plan(Fspath(tiny_dir)).peak == studio.pipeline.plan(str(tiny_dir)).peak
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(tmp_path / 'none'))}: no such model folder"):
+        render(layout, tmp_path / "none-out", model=Fspath(tmp_path / "none"))
+
 
 def test_renders_sharing_a_pipeline_from_two_threads_each_encode_their_prompts_once(tiny_dir, tmp_path, monkeypatch):
     """A render lends the cache of its prompts encoded ahead to its own thread's calls, and leaves the pipeline's
@@ -520,6 +549,28 @@ output: {formats: [png]}
     assert file.name == "title.png"
     assert capsys.readouterr().err == (f"studio: warning: {tmp_path / 'title.yaml'}:3: layers[0] (title): text "
                                        "overflows its region (right clipped)\n")
+
+
+def test_a_proof_warns_through_warn_when_given(tmp_path, capsys):
+    """proof's warn=, as render's: warn(where, problem) for each text problem instead of a line on stderr; a plan
+    that is no Plan is refused in one line (an AttributeError)."""
+    from studio.render import proof
+
+    (tmp_path / "title.yaml").write_text("""\
+canvas: {width: 200, height: 80}
+layers:
+  - text: {text: Grand Opening, size: 30px, wrap: false, name: title, region: {x: 20px, y: 10px, w: 60px, h: 30px}}
+""")
+    layout = load_layout(tmp_path / "title.yaml")
+    said = []
+    proof(layout, tmp_path / "a.png", warn=lambda where, problem: said.append((where, str(problem))))
+    assert said == [(f"{tmp_path / 'title.yaml'}:3", "layers[0] (title): text overflows its region (right clipped)")]
+    proof(layout, tmp_path / "b.png")
+    assert capsys.readouterr().err == (f"studio: warning: {tmp_path / 'title.yaml'}:3: layers[0] (title): text "
+                                       "overflows its region (right clipped)\n")
+    with pytest.raises(InputError, match=r"^proof: plan: expected a Plan \(plan_layout's\) or None, got 'x'$"):
+        proof(layout, tmp_path / "c.png", plan="x")
+    assert not (tmp_path / "c.png").exists()
 
 
 def test_a_layout_from_text_names_its_files_layout():

@@ -532,3 +532,29 @@ def test_proof_without_a_plan_checks_the_layout(tmp_path):
                                          r"center, right \(did you mean 'center'\?\)$"):
         proof(card(TextLayer("Hi", align="centre")), tmp_path / "p.png")
     assert not (tmp_path / "p.png").exists()
+
+
+def test_a_grid_takes_a_numpy_gutter():
+    """One gutter for both directions may be a numpy integer (it stayed one, not a pair, and check_layout refused
+    it: 'expected a tuple')."""
+    import numpy as np
+
+    grid = Grid("g", 1, 2, gutter=np.int64(4))
+    assert grid.gutter == (4, 4)
+    check_layout(Layout("card", Canvas(64, 64), (FillLayer((1, 2, 3, 255), region=Region("cell", grid="g", column=1)),),
+                        grids={"g": grid}))
+
+
+def test_a_path_like_that_is_no_pathlib_path_is_checked_by_its_path(tmp_path):
+    """Its str() is its repr: a blank or a missing file was not seen as one."""
+    from tests.test_render import Fspath
+
+    def checked(path):
+        code = spec.Layout(str(tmp_path / "code.yaml"), spec.Canvas(8, 8), (spec.ImageLayer(path),))
+        with pytest.raises(InputError) as info:
+            check_layout(code)
+        return str(info.value).removeprefix(f"{tmp_path / 'code.yaml'}: layers[0] (ImageLayer).path: ")
+
+    assert checked(Fspath("")) == "expected an image file, got ''"
+    assert checked(Fspath("nothing.png")) == (f"no such image file 'nothing.png' (relative paths are read from "
+                                              f"{tmp_path}, the folder of the layout's source)")
