@@ -1835,11 +1835,10 @@ def parse_layout(text: str | dict, source: str | os.PathLike = "<string>", varia
                  base_dir: Path | None = None, *, own_names: bool = True) -> Layout:
     """Layout YAML text, or a dict of the same keys, -> the validated Layout (a dict is read as its YAML: the
     messages' line numbers are of that). source: the name used in messages and Layout.source (a Path as its
-    text); variables: values
-    (text, or numbers) overriding the file's defaults, as --set; base_dir: the folder relative image and font
-    paths are found in (default: the current folder); own_names: output.name names the files, so the names it
-    gives with the variables' values are checked (False for a caller that names the files itself, as batches
-    do: output.name is checked as written)."""
+    text); variables: values (text, or numbers) overriding the file's defaults, as --set; base_dir: the folder
+    relative image and font paths are found in (default: the current folder); own_names: output.name names the
+    files, so the names it gives with the variables' values are checked (False for a caller that names the files
+    itself, as batches do: output.name is checked as written)."""
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
     if not isinstance(source, str):
