@@ -1483,7 +1483,8 @@ def test_list_plans_each_item_as_the_run_does(tiny_dir, tmp_path, capsys):
 
 
 def test_a_failure_while_rendering_fails_that_item_only(tiny_dir, tmp_path):
-    """An image cut short after the job was read (the loader decodes images whole, so it was good then)."""
+    """An image cut short after the job was read (the loader decodes images whole, so it was good then): the item's
+    plan finds it (plan_layout checks images as the loader does), and that item alone fails."""
     import numpy as np
     from PIL import Image
 
@@ -1496,7 +1497,8 @@ def test_a_failure_while_rendering_fails_that_item_only(tiny_dir, tmp_path):
     summary = run_batch(job, tmp_path / "out", memory_budget="2GiB", quiet=True, out=stdout, err=io.StringIO())
     text = stdout.getvalue()
     assert summary.rendered == ["good-png"] and [name for name, _ in summary.failed] == ["cut-png"]
-    assert "[1/2] failed cut-png: layers[1].image.path: cannot read image" in text and "truncated" in text
+    assert f"failed cut-png (item 1, {tmp_path / 'job.yaml'}:3): " in text
+    assert f"'{tmp_path / 'cut.png'}' is damaged: image file is truncated" in text
     assert summary.exit_code == 1 and "1 rendered, 0 already done, 1 failed" in text and "  failed cut-png:" in text
     assert_complete(tmp_path / "out", {"good-png"})
 
