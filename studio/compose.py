@@ -11,8 +11,8 @@ greyscale of 16 bits or 32-bit floats (0..1) becomes 8 bits (`eight_bit`, `grey_
 colour is found among the file's own samples (`colour_keyed`, `eight_bit`). `picture_problem(name, file)` says why
 an image file cannot be drawn, before any work (the loader and `check.check_layout`).
 
-`text_problems(layout)` lists text that leaves its region, enters the safe margin or the bleed, lacks glyphs or
-needs raqm (proof and render warn).
+`text_problems(layout)` lists text that leaves its region, enters the safe margin or the bleed, fits at no size
+with shrink_to_fit, shows on no monitor of a span, lacks glyphs or needs raqm (proof and render warn).
 `cut_span(image, boxes, monitors)` cuts a span canvas into one image per monitor.
 """
 
@@ -713,11 +713,13 @@ class TextProblem(str):
 def text_problems(layout: Layout) -> list[TextProblem]:
     """One line per text layer whose ink (fill and stroke, not shadow) leaves its region (clipped where it
     reaches past the edge of its tile) or enters the safe margin (without one, crosses the trim into the
-    bleed), whose font lacks some of its characters, or which needs raqm that Pillow lacks, e.g.
+    bleed), which shrink_to_fit fits at no size (`shrink_problem`), which a span's monitors show none or only part
+    of (`hidden_problem`), whose font lacks some of its characters, or which needs raqm that Pillow lacks, e.g.
     'layers[2] (caption): text overflows its region (right clipped, bottom 3 px)'."""
     canvas, base_dir = layout.canvas, layout_dir(layout)
     safe = resolve(Region("safe"), canvas, layout.grids) if canvas.safe_margin > 0 else None
     trim = trim_box(canvas) if canvas.bleed > 0 else None
+    span = span_canvas(layout.span) if layout.span else None  # (width, height, monitor boxes)
     problems = []
     for i, layer in enumerate(layout.layers):
         box = resolve(layer.region, canvas, layout.grids)
@@ -728,6 +730,7 @@ def text_problems(layout: Layout) -> list[TextProblem]:
             _, ink_mask = text_masks(layer, laid)
         clipped, pad, window = cut_sides(layer, laid.font, laid.placed, laid.tile_size), laid.pad, laid.window
         bbox = ink_mask.getbbox()
+        tile_origin = (box.x - pad + window.x, box.y - pad + window.y)  # the ink mask's top-left in canvas px
         found = []
         if bbox is None:
             if clipped:
@@ -744,6 +747,10 @@ def text_problems(layout: Layout) -> list[TextProblem]:
                 found.append(f"reaches into the safe margin ({overflow})")
             elif trim and (overflow := outside(ink, trim)):
                 found.append(f"crosses the trim into the bleed ({overflow})")
+        if layer.shrink_to_fit and (shrink := shrink_problem(layer, laid, box, base_dir)):
+            found.insert(0, shrink)
+        if span and bbox is not None and (hidden := hidden_problem(ink_mask, tile_origin, *span)):
+            found.append(hidden)
         if glyphs := glyph_problem(layer, base_dir):
             found.append(glyphs)
         if shaping := shaping_problem(layer.text):
@@ -752,6 +759,50 @@ def text_problems(layout: Layout) -> list[TextProblem]:
             problems.append(TextProblem(f"layers[{i}]", f"layers[{i}]{f' ({layer.name})' if layer.name else ''}: "
                                                           f"text {' and '.join(found)}"))
     return problems
+
+
+def shrink_problem(layer: TextLayer, laid: LaidText, box: Box, base_dir) -> str | None:
+    """'fits at no size with shrink_to_fit (letter_spacing alone takes 1654 px of the region's 1403 px width)' when
+    shrink_to_fit found no size that fits `box` (`fitting_size` drew it at 1 px): what takes the room (letter
+    spacing and stroke are lengths that do not shrink with the text), else that the region is too small even at
+    1 px; None when the text fits."""
+    if laid.font.size > 1 or fits(layer, laid.font.size, box, base_dir):
+        return None
+    stroke = 2 * stroke_px(layer.stroke_width)
+    spacing = max(tracking(line, layer.letter_spacing) * max(0, len(clusters(line)) - 1) for line, _, _ in laid.placed)
+    if spacing > 0 and spacing + stroke >= box.w:
+        what = "letter_spacing and the stroke take" if stroke else "letter_spacing alone takes"
+        reason = f"{what} {spacing + stroke:.0f} px of the region's {box.w} px width"
+    elif stroke >= min(box.w, box.h):
+        side, room = ("width", box.w) if box.w <= box.h else ("height", box.h)
+        reason = f"the stroke alone takes {stroke} px of the region's {room} px {side}"
+    else:
+        reason = "the region is too small for it even at 1 px"
+    return f"fits at no size with shrink_to_fit ({reason})"
+
+
+def hidden_problem(ink_mask: Image.Image, origin: tuple[int, int], width: int, height: int,
+                   monitors: list[Box]) -> str | None:
+    """'shows on no monitor (...)' when none of a span's text layer's ink (`ink_mask`, its top-left at `origin`
+    px on the `width` x `height` span canvas) lies in a monitor's box (`geometry.span_canvas`): it is in the bezel
+    gaps, or outside the monitors (above or below a shorter one); 'partly shows on no monitor (...)' when some of
+    it on the canvas and outside the gaps does; else None. Ink in a gap beside ink on a monitor is not reported:
+    a line crossing the gap hides behind the bezels."""
+    left, top = max(0, origin[0]), max(0, origin[1])  # the part of the mask on the canvas, in canvas px
+    right, bottom = min(width, origin[0] + ink_mask.width), min(height, origin[1] + ink_mask.height)
+    if right <= left or bottom <= top:
+        return None  # off the canvas: `outside` reports it
+    on_canvas = ink_mask.crop((left - origin[0], top - origin[1], right - origin[0], bottom - origin[1]))
+    if on_canvas.getbbox() is None:
+        return None
+    hidden = on_canvas.copy()  # then the ink outside the monitors and the gaps between them
+    for b in monitors:
+        hidden.paste(0, (b.x - left, b.y - top, b.right - left, b.bottom - top))
+    for a, b in zip(monitors, monitors[1:]):
+        hidden.paste(0, (a.right - left, 0, b.x - left, hidden.height))
+    if not any(on_canvas.crop((b.x - left, b.y - top, b.right - left, b.bottom - top)).getbbox() for b in monitors):
+        return f"shows on no monitor ({'it is outside the monitors' if hidden.getbbox() else 'it is in the bezel gap'})"
+    return "partly shows on no monitor (above or below a shorter one)" if hidden.getbbox() else None
 
 
 def missing_glyphs(text: str, font) -> list[str]:

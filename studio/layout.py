@@ -167,6 +167,12 @@ KEY_SYNONYMS = {
     "colours": ("stops",), "corner_radius": ("radius",), "text_align": ("align",),
     "vertical_align": ("valign",), "box": ("region",), "area": ("region",), "position": ("region",),
 }
+_WEIGHT = ("font", "the weight and style are part of the font: font: DejaVu Sans Bold")
+KEY_NOTES = {  # keys other tools have, said another way here: word -> (a key of the mapping it is written in, hint)
+    "bold": _WEIGHT, "weight": _WEIGHT, "font_weight": _WEIGHT, "italic": _WEIGHT, "font_style": _WEIGHT,
+    "orientation": ("diagonal", "for a monitor turned to portrait, swap width and height (and size's two lengths): "
+                                "width: 1080, height: 1920"),
+}
 VALUE_SYNONYMS = {
     "middle": ("center",), "centre": ("center", "middle"), "center": ("middle",), "centered": ("center",),
     "start": ("left", "top"), "end": ("right", "bottom"), "rectangle": ("rect",), "square": ("rect",),
@@ -294,6 +300,8 @@ class _Reader:
                 match = _synonym(key.replace("-", "_"), KEY_SYNONYMS, table) or _suggest(key, table)
                 misspelt.add(match)
                 hint = f"did you mean '{match}'?" if match else f"allowed: {', '.join(table)}"
+                if (note := KEY_NOTES.get(key.replace("-", "_").casefold())) and note[0] in table:
+                    hint = note[1]
                 self.error(key_node, _join(path, key), f"unknown key ({hint})")
         for key, spec in table.items():
             if spec.required and key not in found and key not in misspelt:
@@ -521,11 +529,12 @@ class Number:
     lo: float | None = None
     hi: float | None = None
     positive: bool = False
+    form: str = ""  # what to write, for the message: '0..1: 0.8 for 80%'
 
     def parse(self, r, node, path):
         value = r.scalar(node)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Bad(f"expected a number, got {_a(value)}")
+            raise _Bad(f"expected a number{f' ({self.form})' if self.form else ''}, got {_a(value)}")
         _finite(value)
         if self.positive and value <= 0:
             raise _Bad(f"must be greater than 0, got {value}")
@@ -932,12 +941,13 @@ class ListOf:
     max_items: int | None = None
     single_ok: bool = False  # a single item may stand for a one-item list
     unique: bool = False  # no item twice
+    form: str = ""  # what to write, for the message: '[rows, columns], e.g. [1, 2]'
 
     def parse(self, r, node, path):
         if self.single_ok and not isinstance(node, yaml.SequenceNode):
             return (r.parse(self.item, node, path),)
         if not isinstance(node, yaml.SequenceNode):
-            raise _Bad(f"expected a list, got {_a(_value_of(node))}")
+            raise _Bad(f"expected a list{f' ({self.form})' if self.form else ''}, got {_a(_value_of(node))}")
         n = len(node.value)
         if n < self.min_items or (self.max_items is not None and n > self.max_items):
             wanted = (_count(self.min_items, "item") if self.min_items == self.max_items else
@@ -1032,7 +1042,8 @@ BOX_KEYS = {
 }
 CELL_KEYS = {
     "cell": Key(Cell(), "[grid, row, column], row and column from 0", required=True),
-    "span": Key(ListOf(Int(1), 2, 2), "[rows, columns] the region covers (default [1, 1])"),
+    "span": Key(ListOf(Int(1), 2, 2, form="[rows, columns], e.g. [1, 2]"),
+                "[rows, columns] the region covers (default [1, 1])"),
 }
 
 
@@ -1202,7 +1213,7 @@ SHADOW_KEYS = {
     "color": Key(Colour(), "shadow colour (default #000000a0)"),
 }
 COMMON_KEYS = {
-    "opacity": Key(Number(0, 1), "0..1, multiplies the layer's alpha (default 1)"),
+    "opacity": Key(Number(0, 1, form="0..1: 0.8 for 80%"), "0..1, multiplies the layer's alpha (default 1)"),
     "name": Key(Text(), "a name for messages and manifests (unique)"),
 }
 GENERATE_KEYS = {
@@ -1235,7 +1246,8 @@ TEXT_KEYS = {
     "valign": Key(Enum("top", "middle", "bottom", elsewhere={"center": "align: center"}), "default top"),
     "wrap": Key(Bool(), "wrap words to the region's width (default true)"),
     "shrink_to_fit": Key(Bool(), "shrink the size until the text fits the region (default false)"),
-    "line_height": Key(Number(hi=100, positive=True), "multiple of the size, at most 100 (default 1.2)"),
+    "line_height": Key(Number(hi=100, positive=True, form="a multiple of the size: 1.3 for 130%"),
+                       "multiple of the size, at most 100 (default 1.2)"),
     "letter_spacing": Key(Length("any"), "extra space between letters (default 0)"),
     "stroke": Key(Mapping("stroke", STROKE_KEYS), "outline: {width, color}"),
     "shadow": Key(Mapping("shadow", SHADOW_KEYS), "drop shadow: {dx, dy, blur, color}"),

@@ -1235,6 +1235,26 @@ def test_text_problems_report_text_crossing_the_trim_into_the_bleed():
     assert C.text_problems(layout(TextLayer("Hi", size=20), w=60, h=30, bleed=5)) == []  # region: safe = the trim
 
 
+def test_text_problems_say_why_shrink_to_fit_finds_no_size():
+    """Letter spacing and stroke are lengths that do not shrink with the text: at 1 px they may still not fit."""
+    def problems(text, region=Region("px", 0, 0, 100, 40), **kw):
+        return C.text_problems(canvas_with_safe_margin(TextLayer(text, size=40, wrap=False, shrink_to_fit=True,
+                                                                 region=region, **kw), safe=0))
+
+    spaced = problems("ABCDE", letter_spacing=30)  # 4 gaps of 30 px
+    assert spaced[0].startswith("layers[0]: text fits at no size with shrink_to_fit (letter_spacing alone takes "
+                                "120 px of the region's 100 px width) and overflows its region (")
+    assert problems("ABCDE", letter_spacing=20, stroke_width=15)[0].startswith(
+        "layers[0]: text fits at no size with shrink_to_fit (letter_spacing and the stroke take 110 px of the "
+        "region's 100 px width)")
+    assert problems("Hi", stroke_width=25)[0].startswith(
+        "layers[0]: text fits at no size with shrink_to_fit (the stroke alone takes 50 px of the region's 40 px "
+        "height)")
+    assert problems("\n".join("abcdefghijklmnopqrstuvwxyz"), region=Region("px", 0, 0, 100, 10))[0].startswith(
+        "layers[0]: text fits at no size with shrink_to_fit (the region is too small for it even at 1 px)")
+    assert problems("ABCDE", letter_spacing=10) == []  # 40 px of spacing: a smaller size fits
+
+
 def test_text_problems_name_the_characters_the_font_lacks():
     """Pillow's bundled font has basic Latin only: 'é' and '✨' come out as its missing-glyph box."""
     region = Region("px", 0, 0, 200, 80)
@@ -1723,6 +1743,23 @@ def test_cut_span_gives_each_monitor_its_pixels():
     assert [c.size for c in cuts] == [(40, 30), (20, 15)]
     assert cuts[0].tobytes() == canvas.crop((0, 0, 40, 30)).tobytes()
     assert sum(b.w for b in boxes) + 2 == width  # monitors + bezel gap cover the canvas
+
+
+def test_text_problems_report_span_text_that_shows_on_no_monitor():
+    """Monitor b is 100 px high beside a's 150, bottom-aligned: above b, and in the gap, no monitor shows the
+    text; a line crossing the gap from one monitor to the other is not reported."""
+    span = Span((Monitor("a", 200, 150, 200, 150), Monitor("b", 200, 100, 200, 100)), bezels_mm=(20,), align="bottom")
+    assert span_canvas(span) == (420, 150, [Box(0, 0, 200, 150), Box(220, 50, 200, 100)])
+
+    def problems(region, text="Hi"):
+        layer = TextLayer(text, size=30, wrap=False, region=Region("px", *region))
+        return C.text_problems(Layout("<string>", Canvas(420, 150), (layer,), span=span))
+
+    assert problems((250, 0, 150, 40)) == ["layers[0]: text shows on no monitor (it is outside the monitors)"]
+    assert problems((200, 60, 20, 60), text="I") == ["layers[0]: text shows on no monitor (it is in the bezel gap)"]
+    assert problems((250, 30, 150, 40)) == ["layers[0]: text partly shows on no monitor (above or below a shorter one)"]
+    assert problems((180, 60, 120, 40), text="Hello") == []  # ink from x 183 to 250: on a, the gap and b
+    assert problems((250, 60, 150, 40)) == []
 
 
 def test_proof_guides_mark_bleed_trim_safe_area_and_bezels():

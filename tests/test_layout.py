@@ -648,6 +648,23 @@ BROKEN = [
      "poster.yaml:2: layers[0].generate.cfg: unknown key (did you mean 'guidance'?)"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font-size: 20}}]\n",
      "poster.yaml:2: layers[0].text.font-size: unknown key (did you mean 'size'?)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, font_weight: 700}}]\n",  # not 'line_height'
+     "poster.yaml:2: layers[0].text.font_weight: unknown key (the weight and style are part of the font: "
+     "font: DejaVu Sans Bold)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, Italic: true}}]\n",
+     "poster.yaml:2: layers[0].text.Italic: unknown key (the weight and style are part of the font: "
+     "font: DejaVu Sans Bold)"),
+    ("span: {monitors: [{width: 2560, height: 1440, diagonal: 27in, orientation: portrait}]}\n" + FILL,
+     "poster.yaml:1: span.monitors[0].orientation: unknown key (for a monitor turned to portrait, swap width and "
+     "height (and size's two lengths): width: 1080, height: 1920)"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, opacity: 80%}}]\n",
+     "poster.yaml:2: layers[0].fill.opacity: expected a number (0..1: 0.8 for 80%), got '80%' (text)"),
+    ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, line_height: 48pt}}]\n",
+     "poster.yaml:2: layers[0].text.line_height: expected a number (a multiple of the size: 1.3 for 130%), "
+     "got '48pt' (text)"),
+    ("canvas: {preset: fhd}\ngrids: {g: {rows: 2, columns: 2}}\n"
+     "layers: [{fill: {color: red, region: {cell: [g, 0, 0], span: 2}}}]\n",
+     "poster.yaml:3: layers[0].fill.region.span: expected a list ([rows, columns], e.g. [1, 2]), got 2 (a number)"),
     ("canvas: {preset: fhd}\nlayers: [{rectangle: {region: safe, fill: red}}]\n",
      "poster.yaml:2: layers[0].rectangle: unknown layer type (did you mean shape: {shape: rect, ...}?)"),
     ("canvas: {preset: fhd}\nlayers: [{picture: {path: x.png}}]\n",
@@ -1613,6 +1630,8 @@ def test_synonyms_name_real_keys_and_values():
               for kind in (spec.kind, getattr(spec.kind, "item", None)) if isinstance(kind, layout_module.Enum)
               for choice in kind.choices}
     assert {k for targets in layout_module.KEY_SYNONYMS.values() for k in targets} <= keys
+    assert {key for key, _ in layout_module.KEY_NOTES.values()} <= keys
+    assert set(layout_module.KEY_NOTES) & keys == {"orientation"}  # the canvas's, not a monitor's
     assert {v for targets in layout_module.VALUE_SYNONYMS.values() for v in targets} <= values
     assert {t.split(":")[0] for t in layout_module.LAYER_SYNONYMS.values()} <= set(LAYER_TYPES)
     # words that are keys in one table and hints in another: canvas width and height vs region w and h; shape fill
