@@ -197,7 +197,7 @@ def compose(transformer: Path, base: Path, name: str = "model") -> Path:
                   if rel.parts[0] != "transformer" and rel != Path("model_index.json")})
     index = read_json(base / "model_index.json")
     if not isinstance(index.get("transformer"), list) or None in index["transformer"]:
-        index["transformer"] = ["diffusers", "PixArtTransformer2DModel"]
+        index["transformer"] = ["diffusers", "Transformer2DModel"]  # as published pipelines name it
     index = json.dumps(index, indent=2, sort_keys=True) + "\n"
     contents = json.dumps([[str(rel), str(target)] for rel, target in sorted(links.items())] + [index])
     folder = cache_root("composed") / f"{name}-{hashlib.sha256(contents.encode()).hexdigest()[:16]}"

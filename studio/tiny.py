@@ -21,7 +21,7 @@ NOISE_NOTICE = "tiny random checkpoint: its output is noise, not an image of the
 MODEL_INDEX = {
     "_class_name": "PixArtSigmaPipeline", "_diffusers_version": "0.28.0.dev0",
     "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "T5EncoderModel"],
-    "tokenizer": ["transformers", "T5Tokenizer"], "transformer": ["diffusers", "PixArtTransformer2DModel"],
+    "tokenizer": ["transformers", "T5Tokenizer"], "transformer": ["diffusers", "Transformer2DModel"],
     "vae": ["diffusers", "AutoencoderKL"], "_studio_tiny": NOISE_NOTICE,
 }
 
@@ -38,27 +38,35 @@ SCHEDULER = {
 
 
 def transformer_config(sample_size: int = 128, caption_channels: int = 32) -> dict:
+    """As the published PixArt-Sigma transformers' configs are written: the class diffusers had before
+    PixArtTransformer2DModel, its four keys PixArt doesn't use, and interpolation_scale explicit (the 256 px
+    model's 0.5; sample_size / 64 for the others, what null gives)."""
     return {
-        "_class_name": "PixArtTransformer2DModel", "_diffusers_version": "0.28.0.dev0",
+        "_class_name": "Transformer2DModel", "_diffusers_version": "0.28.0.dev0",
         "activation_fn": "gelu-approximate", "attention_bias": True, "attention_head_dim": 16,
         "attention_type": "default", "caption_channels": caption_channels, "cross_attention_dim": 32,
-        "dropout": 0.0, "in_channels": 4, "interpolation_scale": None,
+        "double_self_attention": False, "dropout": 0.0, "in_channels": 4,
+        "interpolation_scale": 0.5 if sample_size == 32 else max(sample_size // 64, 1),
         "norm_elementwise_affine": False, "norm_eps": 1e-6, "norm_num_groups": 32, "norm_type": "ada_norm_single",
-        "num_attention_heads": 2, "num_embeds_ada_norm": 1000, "num_layers": 2,
-        "out_channels": 8, "patch_size": 2,
+        "num_attention_heads": 2, "num_embeds_ada_norm": 1000, "num_layers": 2, "num_vector_embeds": None,
+        "only_cross_attention": False, "out_channels": 8, "patch_size": 2,
         "sample_size": sample_size, "upcast_attention": False, "use_additional_conditions": False,
+        "use_linear_projection": False,
     }
 
 
 def t5_config(d_model: int = 32) -> dict:
+    """With the published text encoder's bookkeeping keys (_name_or_path, decoder_start_token_id,
+    transformers_version) as it has them."""
     return {
-        "_name_or_path": "tiny-t5-v1_1", "architectures": ["T5EncoderModel"], "classifier_dropout": 0.0,
-        "d_ff": 2 * d_model, "d_kv": 8, "d_model": d_model, "dense_act_fn": "gelu_new", "dropout_rate": 0.1,
-        "eos_token_id": 1, "feed_forward_proj": "gated-gelu", "initializer_factor": 1.0, "is_encoder_decoder": True,
+        "_name_or_path": "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers", "architectures": ["T5EncoderModel"],
+        "classifier_dropout": 0.0, "d_ff": 2 * d_model, "d_kv": 8, "d_model": d_model, "decoder_start_token_id": 0,
+        "dense_act_fn": "gelu_new", "dropout_rate": 0.1, "eos_token_id": 1, "feed_forward_proj": "gated-gelu",
+        "initializer_factor": 1.0, "is_encoder_decoder": True,
         "is_gated_act": True, "layer_norm_epsilon": 1e-6, "model_type": "t5", "num_decoder_layers": 2,
         "num_heads": 4, "num_layers": 2, "output_past": True, "pad_token_id": 0,
         "relative_attention_max_distance": 128, "relative_attention_num_buckets": 32, "tie_word_embeddings": False,
-        "torch_dtype": "float32", "use_cache": True, "vocab_size": VOCAB_SIZE,
+        "torch_dtype": "float32", "transformers_version": "4.38.2", "use_cache": True, "vocab_size": VOCAB_SIZE,
     }
 
 
@@ -67,7 +75,8 @@ def vae_config(block_out_channels=(8, 8, 16, 16), groups: int = 4) -> dict:
     return {
         "_class_name": "AutoencoderKL", "_diffusers_version": "0.20.0.dev0", "act_fn": "silu",
         "block_out_channels": list(block_out_channels), "down_block_types": ["DownEncoderBlock2D"] * n,
-        "force_upcast": False, "in_channels": 3, "latent_channels": 4, "layers_per_block": 1,  # as published
+        "force_upcast": False, "in_channels": 3, "latent_channels": 4,
+        "layers_per_block": 1,  # the published VAE has 2
         "norm_num_groups": groups, "out_channels": 3, "sample_size": 512, "scaling_factor": 0.13025,
         "up_block_types": ["UpDecoderBlock2D"] * n,
     }

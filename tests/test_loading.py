@@ -284,6 +284,35 @@ def test_a_tokenizer_larger_than_the_text_encoders_vocabulary_is_refused_at_load
                                   "different models")
 
 
+def test_a_text_encoder_vocabulary_larger_than_the_tokenizers_encodes_as_the_unpadded(tiny_dir, tmp_path):
+    """As published: T5's embedding has 32128 rows, its tokenizer 32100 tokens. Rows no token id reaches change
+    nothing: the features are the unpadded encoder's, bit for bit."""
+    folder = shutil.copytree(tiny_dir, tmp_path / "padded")
+    encoder = folder / "text_encoder"
+    vocab = json.loads((encoder / "config.json").read_text())["vocab_size"]
+    index = json.loads((encoder / "model.safetensors.index.json").read_text())
+    padded = []
+    for shard in sorted(set(index["weight_map"].values())):
+        tensors = load_file(encoder / shard)
+        for name, w in tensors.items():
+            if w.shape[0] == vocab:  # (vocab, d_model): shared.weight, and encoder.embed_tokens.weight if written
+                extra = np.random.default_rng(5).standard_normal((28, w.shape[1])).astype(w.dtype)
+                tensors[name] = np.concatenate([w, extra])  # (vocab + 28, d_model)
+                index["metadata"]["total_size"] += extra.nbytes
+                padded.append(name)
+        save_file(tensors, encoder / shard, metadata={"format": "pt"})
+    assert padded == ["shared.weight"]
+    (encoder / "model.safetensors.index.json").write_text(json.dumps(index))
+    edit(folder, CONFIGS["text_encoder"], vocab_size=vocab + 28)
+    prompts = ["a red cat on a hill", "<extra_id_5> sentinel </s> café 猫"]
+    pipe = PixArtSigmaPipeline.from_pretrained(folder)
+    assert pipe.text_encoder.config.vocab_size == vocab + 28
+    features, mask = pipe.encode_prompt(prompts)
+    expected_features, expected_mask = PixArtSigmaPipeline.from_pretrained(tiny_dir).encode_prompt(prompts)
+    assert np.array_equal(mask.asnumpy(), expected_mask.asnumpy())
+    assert np.array_equal(features.asnumpy(), expected_features.asnumpy())
+
+
 # --- scheduler ---------------------------------------------------------------------------------------
 
 
@@ -523,7 +552,7 @@ def test_a_transformer_only_model_loads_with_the_base_and_generates_as_the_whole
     expected = PixArtSigmaPipeline.from_pretrained(tiny_dir)("a cat", **TINY_CALL).images
     np.testing.assert_array_equal(pipe("a cat", **TINY_CALL).images, expected)
     assert folder.name.startswith("only-") and json.loads((folder / "model_index.json").read_text())[
-        "transformer"] == ["diffusers", "PixArtTransformer2DModel"]
+        "transformer"] == ["diffusers", "Transformer2DModel"]  # as the base names it
     # the same contents: the same folder, reused; and the warning said once per process
     assert checkpoint.resolve_model_dir(only) == folder
 
