@@ -597,6 +597,7 @@ def test_a_repository_with_variant_weights_only_names_the_variant_before_downloa
     _rewrite(hub, "diffusion_pytorch_model.fp16.safetensors", lambda a: a.astype(np.float16))
     calls = fake_hub(monkeypatch, hub, tmp_path / "snapshot")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))  # not the machine's
     message = ("transformer: no weight file (diffusion_pytorch_model.safetensors or model.safetensors, or a "
                ".safetensors.index.json) (found fp16 variant files: pass variant='fp16' / --variant fp16)")
     with pytest.raises(CheckpointError) as info:

@@ -879,8 +879,10 @@ def test_a_ctrl_c_while_modules_load_is_one_line(module, action, tmp_path):
 
 def test_the_process_ends_with_the_commands_status_without_the_interpreters_teardown(tiny_dir, tmp_path):
     """A signal in the teardown after the command (MindSpore's took up to a second) can't change its status or
-    print a traceback: there is none. An exit hook sending SIGTERM stands for the signal; its output is flushed."""
-    action = "import atexit; atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))"
+    print a traceback: there is none (an exit hook, which would say so and send SIGTERM, never runs); the command's
+    output is flushed."""
+    action = ("import atexit; atexit.register(lambda: print('teardown', file=sys.stderr) or "
+              "os.kill(os.getpid(), signal.SIGTERM))")
     done = run_with_import_hook("mindspore", action, ["generate", "a cat", "-o", "a.png", "--model", str(tiny_dir),
                                                       "--size", "64x64", "--dry-run"], tmp_path)
     assert (done.returncode, done.stderr) == (0, "")

@@ -594,17 +594,15 @@ def test_damaged_avif_is_an_input_error(tmp_path):
     out = io.BytesIO()
     halves(16, 16, RED, BLUE).convert("RGB").save(out, "AVIF")
     (tmp_path / "cut.avif").write_bytes(out.getvalue()[:-10])
-    with pytest.raises(InputError) as info:
+    # (libavif's words, 'Failed to decode frame 0: Truncated data' here, are its version's)
+    with pytest.raises(InputError, match=r"^layers\[3\]\.image\.path: cannot read image 'cut.avif' \(.+\)$"):
         C.open_image(ImageLayer("cut.avif"), 3, tmp_path)
-    assert str(info.value) == ("layers[3].image.path: cannot read image 'cut.avif' (Failed to decode frame 0: "
-                               "Truncated data)")
-    assert C.picture_problem("cut.avif", tmp_path / "cut.avif") == ("'cut.avif' is damaged: Failed to decode frame "
-                                                                    "0: Truncated data")
+    problem = C.picture_problem("cut.avif", tmp_path / "cut.avif")
+    assert re.fullmatch(r"'cut.avif' is damaged: .+", problem)
     with pytest.raises(LayoutError) as loaded:  # the loader's check is that one
         parse_layout("canvas: {width: 8, height: 8}\nlayers:\n  - image: {path: cut.avif}\n", "l.yaml",
                      base_dir=tmp_path)
-    assert loaded.value.errors == ["l.yaml:3: layers[0].image.path: 'cut.avif' is damaged: Failed to decode frame 0: "
-                                   "Truncated data"]
+    assert loaded.value.errors == [f"l.yaml:3: layers[0].image.path: {problem}"]
 
 
 def test_decoder_runtime_error_is_an_input_error(tmp_path, monkeypatch):

@@ -133,20 +133,11 @@ def test_pipelines_the_caller_passes_are_used_and_kept(tiny_dir, other_tiny, tmp
     assert [path for path, _ in loads] == [str(tiny_dir), str(other_tiny), str(other_tiny), str(other_tiny)]
 
 
-class Fspath(os.PathLike):
-    """An os.PathLike that is no pathlib.Path: str() of it is its repr, not the path."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __fspath__(self):
-        return self.path
-
-
 def test_a_model_given_as_any_path_like_is_its_path(tiny_dir, tmp_path, watched):
     """model= and pipelines= take any os.PathLike as the path it gives (they read its repr: '<Fspath object at
     0x...>: no such model folder'), as do from_pretrained and studio.plan."""
     from studio.spec import Canvas, GenerateLayer, Layout
+    from tests.util import Fspath
 
     loads, calls = watched
     layout = Layout("card", Canvas(64, 64), (GenerateLayer("a fox", steps=1),))

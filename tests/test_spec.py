@@ -547,7 +547,7 @@ def test_a_grid_takes_a_numpy_gutter():
 
 def test_a_path_like_that_is_no_pathlib_path_is_checked_by_its_path(tmp_path):
     """Its str() is its repr: a blank or a missing file was not seen as one."""
-    from tests.test_render import Fspath
+    from tests.util import Fspath
 
     def checked(path):
         code = spec.Layout(str(tmp_path / "code.yaml"), spec.Canvas(8, 8), (spec.ImageLayer(path),))

@@ -1,5 +1,7 @@
 """Helpers shared by the tests."""
 
+import os
+
 import numpy as np
 
 
@@ -24,3 +26,13 @@ def cache_environment(monkeypatch, home, variables: dict):
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     return work
+
+
+class Fspath(os.PathLike):
+    """An os.PathLike that is no pathlib.Path: str() of it is its repr, not the path."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __fspath__(self):
+        return self.path
