@@ -26,13 +26,15 @@ def end(code: int) -> NoReturn:
     without the teardown of MindSpore's C++ runtime, which took up to a second in which a Ctrl-C or SIGTERM had no
     handler (a traceback from an exit hook, or the signal's status in place of the command's) and which, after a
     signal stopped a kernel, could abort the process ('corrupted double-linked list', status 134)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for stream in (sys.stdout, sys.stderr):
+    for stream in (sys.stdout, sys.stderr):  # before the signals are ignored: a stalled reader can still be left
         try:
             stream.flush()
         except (OSError, ValueError):  # a reader gone (`studio plan --json | head`), a stream closed
             pass
+        except KeyboardInterrupt:
+            code = 130
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os._exit(code)
 
 

@@ -17,9 +17,11 @@ with shrink_to_fit, shows on no monitor of a span, lacks glyphs or needs raqm (p
 """
 
 import contextlib
+import functools
 import io
 import itertools
 import math
+import os
 import re
 import struct
 import unicodedata
@@ -192,7 +194,17 @@ def picture_problem(name: str, file: Path) -> str | None:
     """Why the regular file `file`, which a layout names `name`, is no picture `open_image` can draw: not an image
     Pillow can read, more than MAX_PIXELS, damaged (decoded whole, as `open_image` decodes it: it fails here, not
     after the generations; 24 MP: 0.2 s), or with a colour profile that does not convert to sRGB (one pixel of it
-    converted); None when it can be drawn. The loader and `check.check_layout` say it alike."""
+    converted); None when it can be drawn. The loader and `check.check_layout` say it alike; the answer for a
+    file is kept while its size, modification time and inode stay (a batch's items share their images)."""
+    try:
+        stat = os.stat(file)
+    except OSError:
+        return f"'{name}' is not an image Pillow can read"
+    return _picture_problem(name, str(file), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=256)
+def _picture_problem(name: str, file: str, size: int, mtime_ns: int, inode: int) -> str | None:
     from PIL import ImageCms
 
     unreadable = f"'{name}' is not an image Pillow can read"

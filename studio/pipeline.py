@@ -125,6 +125,12 @@ def check_flag(name: str, value, none: str | None = None) -> None:
         raise InputError(f"{name} must be {allowed}, got {value!r:.80}")
 
 
+def check_count(name: str, value) -> None:
+    """InputError unless `value` is a positive integer (numpy's too; not a bool)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r:.80}")
+
+
 def numbers_array(value, what: str) -> np.ndarray:
     """`value`, a numpy, torch or MindSpore array of numbers (bool, int or float), as numpy; else an InputError
     '{what}, got <value>'."""
@@ -257,8 +263,7 @@ def plan(path_or_id, height: int | None = None, width: int | None = None, images
     """
     from studio.plan import model_configs
 
-    if not isinstance(images, (int, np.integer)) or isinstance(images, bool) or images < 1:
-        raise InputError(f"images must be a positive integer, got {images!r:.80}")
+    check_count("images", images)
     check_flag("use_resolution_binning", use_resolution_binning)
     check_flag("keep_text_encoder", keep_text_encoder)
     tr, t5, vae = model_configs(os.fspath(path_or_id), revision)
@@ -1041,8 +1046,7 @@ class PixArtSigmaPipeline:
             raise InputError(f"output_type '{output_type}' is not one of {', '.join(OUTPUT_TYPES)}")
         for name, value in [("height", height), ("width", width), ("num_inference_steps", steps),
                             ("num_images_per_prompt", per_prompt), ("callback_steps", callback_steps)]:
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value!r:.80}")
+            check_count(name, value)
         check_max_sequence_length(max_len)
         if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")

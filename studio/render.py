@@ -170,9 +170,9 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
 
 
 def warn_text_problems(layout: Layout, warn: Callable[[str, str], None] | None = None) -> None:
-    """A warning for each text layer that leaves its region (clipped), enters the safe margin or has
-    characters its font lacks (`compose.text_problems`): warn(where, problem), where the layer is written
-    ('poster.yaml:14'; the source alone for a layout built in code); default a line on stderr."""
+    """A warning for each line of `compose.text_problems` (text that leaves its region, enters the safe margin or
+    the bleed, fits at no size, shows on no monitor, lacks glyphs, ...): warn(where, problem), where the layer is
+    written ('poster.yaml:14'; the source alone for a layout built in code); default a line on stderr."""
     warn = warn or (lambda where, problem: print(f"studio: warning: {where}: {problem}", file=sys.stderr))
     for problem in text_problems(layout):
         warn(layout.where(problem.path), problem)

@@ -226,7 +226,8 @@ class SamplerConfig:
         spaced = not (self.use_karras_sigmas or self.use_lu_lambdas or self.use_exponential_sigmas)
         if self.sampler == "dpm++" and spaced and self.lambda_min_clipped != -math.inf:
             # the spaced timesteps stop where log-SNR falls below it: above timestep 0's, there are none
-            largest = -math.log(_train_sigmas(_alphas_cumprod(self))[0])
+            first = _train_sigmas(_alphas_cumprod(self))[0]  # 0 when alpha_bar rounds to 1 (a tiny beta_start)
+            largest = -math.log(first) if first > 0 else math.inf
             if math.isnan(self.lambda_min_clipped):  # which diffusers sorts above every log-SNR
                 raise ConfigError(f"{where}: lambda_min_clipped=nan is not a number; remove it or give a log-SNR")
             if self.lambda_min_clipped > largest:

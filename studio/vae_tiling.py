@@ -213,21 +213,19 @@ class _Map:
         self.squares = np.zeros_like(self.total)
 
     @contextlib.contextmanager
-    def _view(self, mode: str, mapped: list | None = None):
-        """The whole map as an array; from its file, mapped for the block (`mapped` receives the mapping)."""
+    def _mapped(self, mode: str, random: bool = False):
+        """(the whole map as an array, its file's mapping or None) for the block; from its file, mapped for the
+        block (random: advised as random access, for crops: the kernel otherwise kept far more than the pages a
+        crop touches, 485 MiB of a 512 MiB map for one 66 x 66 px tile). No view of it may outlive the block."""
         if self.array is not None:
-            yield self.array
+            yield self.array, None
             return
         mapping = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ if mode == "r" else mmap.ACCESS_WRITE)
-        if hasattr(mapping, "madvise"):  # not on Windows
-            # no fault-around: the kernel otherwise maps the page cache's large folios whole around each page
-            # touched, which made most of a 512 MiB map resident for one 66 x 66 px tile
-            mapping.madvise(mmap.MADV_RANDOM)
-        view = np.ndarray(self.shape, np.float32, buffer=mapping)
         try:
-            yield view if mapped is None else mapped.append(mapping) or view
+            if random and hasattr(mapping, "madvise"):  # not on Windows
+                mapping.madvise(mmap.MADV_RANDOM)
+            yield np.ndarray(self.shape, np.float32, buffer=mapping), mapping
         finally:
-            del view
             mapping.close()  # unmapped: its pages leave the resident set
 
     def _crops(self, mode: str, box: Box, fn: Callable[[slice, np.ndarray], None]) -> None:
@@ -235,13 +233,12 @@ class _Map:
         file, the pages of each step's channels are dropped from the mapping after it (they stay in the file and
         the page cache): a crop touches a page per channel and row of a map wider than a page (1024 px and up),
         which made a 256 px tile of a 256-channel map hold 260 MiB of pages, 8 times the tile."""
-        mapped = []
-        with self._view(mode, mapped) as m:
-            step = self.shape[1] if self.file is None else CHANNEL_STEP
+        with self._mapped(mode, random=True) as (m, mapping):
+            step = self.shape[1] if mapping is None else CHANNEL_STEP
             for first in range(0, self.shape[1], step):
                 fn(slice(first, first + step), m[:, first:first + step, box.y:box.bottom, box.x:box.right])
-                if mapped and hasattr(mapped[0], "madvise"):
-                    self._drop(mapped[0], first, min(first + step, self.shape[1]))
+                if mapping is not None and hasattr(mapping, "madvise"):
+                    self._drop(mapping, first, min(first + step, self.shape[1]))
 
     def _drop(self, mapping, first: int, end: int) -> None:
         """Drop channels first..end-1 of every sample from `mapping` (shared: written pages stay in the file)."""
@@ -562,7 +559,7 @@ def encode_tiled(vae: AutoencoderKL, x: ms.Tensor, plan: TilePlan,
         image.delete()
         for block in enc.down_blocks[:-1]:
             src, r = steps.block(block, src, r)
-        with src._view("r") as m:
+        with src._mapped("r") as (m, _):
             features = ms.Tensor(np.array(m)).astype(x.dtype)
     h = enc.mid_block(enc.down_blocks[-1](features))
     moments = enc.conv_out(enc.conv_norm_out(h))  # GroupNorm + SiLU

@@ -685,3 +685,9 @@ def test_a_lambda_min_clipped_above_every_timestep_is_refused(spacing):
     below = {**d, "lambda_min_clipped": 4.6}
     assert timesteps_and_sigmas(SamplerConfig.from_scheduler_config(below), 1).timesteps.tolist() == [0]
     check_parity(below, SamplerConfig.from_scheduler_config(below), 1)
+
+
+def test_a_lambda_min_clipped_beside_a_beta_start_that_rounds_alpha_bar_to_1_is_no_traceback():
+    """Timestep 0's sigma is then 0 and its log-SNR infinite: every lambda_min_clipped is below it."""
+    config = SamplerConfig.from_scheduler_config({**PIXART, "beta_start": 1e-9, "lambda_min_clipped": -5.0})
+    assert config.lambda_min_clipped == -5.0 and _train_sigmas(_alphas_cumprod(config))[0] == 0
