@@ -774,7 +774,7 @@ def text_problems(layout: Layout) -> list[TextProblem]:
 
 
 def shrink_problem(layer: TextLayer, laid: LaidText, box: Box, base_dir) -> str | None:
-    """'fits at no size with shrink_to_fit (letter_spacing alone takes 1654 px of the region's 1403 px width)' when
+    """'fits at no size with shrink_to_fit (letter_spacing alone takes 1654 px of the region's 1404 px width)' when
     shrink_to_fit found no size that fits `box` (`fitting_size` drew it at 1 px): what takes the room (letter
     spacing and stroke are lengths that do not shrink with the text), else that the region is too small even at
     1 px; None when the text fits."""
