@@ -1801,13 +1801,18 @@ def read_source(path: Path, what: str, error, save_as: str = "") -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _plain_number(value: numbers.Real) -> int | float:
+    """A number (numpy's too) as Python's int or float."""
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
 def _variable_text(name: str, value) -> str:
     """A variable's value given in Python as the text --set would give: a str as is, a number (numpy's too)
     written out; None (a batch job's null) stays, for the loader to report."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
-        return str(int(value) if isinstance(value, numbers.Integral) else float(value))
+        return str(_plain_number(value))
     raise InputError(f"variables['{name}']: {value!r} is not a value (give text, or a number)")
 
 
@@ -1827,7 +1832,7 @@ def _yaml_data(value, source: str, path: str):
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, numbers.Real):
-        return int(value) if isinstance(value, numbers.Integral) else float(value)
+        return _plain_number(value)
     if isinstance(value, str):
         return str.__str__(value)  # a HubId's str() is a HubId
     raise InputError(f"{source}: {path or 'the layout'}: {value!r:.60} ({type(value).__name__}) is no layout value "
