@@ -325,6 +325,8 @@ def _mojibake(text: str, fix: str) -> str | None:
         rest = _MOJIBAKE_RE.sub("", word)
         return bool(pairs) and rest.isascii()
 
+    if not _MOJIBAKE_RE.search(text):  # the common case: one pass, no word split
+        return None
     word = next((m[0] for m in re.finditer(r"\S+", text) if garbled(m[0])), None)
     if word is None:
         return None

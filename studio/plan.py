@@ -80,8 +80,12 @@ class Plan:
     canvas: Canvas  # the layout's: trim size, bleed, dpi
     layers: tuple[tuple[str, str], ...]  # per layer: (type, name), e.g. ("generate", "sky")
     budget_automatic: bool  # budget is the free memory at planning time, not a given one
-    file_dpi: int  # written in the canvas's files (`file_dpi`): a span's densest monitor's, not canvas.dpi
     span: Span | None  # the layout's: the monitors `monitors` are cut for
+
+    @property
+    def file_dpi(self) -> int:
+        """The DPI written in the canvas's files (`file_dpi`): a span's densest monitor's, not canvas.dpi."""
+        return _files_dpi(self.canvas, self.span)
 
     @property
     def monitors(self) -> tuple[Box, ...]:
@@ -337,13 +341,17 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
     kinds = tuple((type(layer).__name__.removesuffix("Layer").lower(), getattr(layer, "name", ""))
                   for layer in layout.layers)
     return Plan(layout.source, layout.canvas.full_width, layout.canvas.full_height, boxes, tuple(jobs), budget_bytes,
-                layout.canvas, kinds, parse_bytes(given) is None, file_dpi(layout), layout.span)
+                layout.canvas, kinds, parse_bytes(given) is None, layout.span)
 
 
 def file_dpi(layout: Layout) -> int:
     """The DPI written in the canvas's files: canvas.dpi, except for a span, whose canvas is drawn at its
     densest monitor's pixel density (canvas.dpi then only sizes its pt/mm lengths)."""
-    return max(map(monitor_dpi, layout.span.monitors)) if layout.span else layout.canvas.dpi
+    return _files_dpi(layout.canvas, layout.span)
+
+
+def _files_dpi(canvas: Canvas, span: Span | None) -> int:
+    return max(map(monitor_dpi, span.monitors)) if span else canvas.dpi
 
 
 def _placed(e: StudioError, at: str) -> StudioError:

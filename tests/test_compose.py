@@ -1809,8 +1809,9 @@ def span_layout(align, bleed=0):
                                           "span-center", "span-bottom", "span-bleed"])
 def test_guides_tinted_strip_by_strip_give_the_bytes_of_a_whole_canvas_tint(lay):
     """Only the bleed or the bezel gaps tinted, on the RGB raster: the bytes of compositing a canvas-sized tint
-    over it made RGBA, on a raster of varied colours, with lines 1 px and 2 px wide, and the bezel gaps' tint
-    covering a bleed's."""
+    over it made RGBA, on a raster of varied colours, and the bezel gaps' tint covering a bleed's. The tint only:
+    the reference draws its lines with `draw_guide_lines` too (1 px and 2 px wide), so their pixels are
+    test_proof_guides_mark_bleed_trim_safe_area_and_bezels's to check."""
     w, h = lay.canvas.full_width, lay.canvas.full_height
     raster = C.compose(replace(lay, layers=(GradientLayer(GRADIENT_STOPS[2], angle=0), FillLayer((9, 99, 199, 77)),
                                             GradientLayer(BLACK_TO_WHITE, angle=90, opacity=0.4))))
