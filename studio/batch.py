@@ -372,22 +372,9 @@ def _read_text(path: Path, what: str) -> str:
     """A job's or CSV's text (`read_source`: not UTF-8 is an error naming the line and byte), without a leading
     byte-order mark. Decoded as plain UTF-8, then the mark dropped: utf-8-sig would count the byte from after
     the mark, and name the wrong one. what: 'CSV' or 'job', as messages call the file (a CSV's name Excel's
-    way to save UTF-8). UTF-16 (a byte-order mark FF FE or FE FF, or every other byte NUL, as Excel's "Unicode
-    Text" and Notepad's "Unicode" write) is told apart from other encodings by a file's first bytes (not a
-    pipe's: they would be gone)."""
+    way to save UTF-8)."""
     from studio.layout import read_source
 
-    if path.is_file():
-        try:
-            with open(path, "rb") as f:
-                head = f.read(512)
-        except OSError:
-            head = b""  # read_source says why
-        if head.startswith((b"\xff\xfe", b"\xfe\xff")) or len(head) > 1 and head.count(0) * 2 >= len(head) - 1:
-            if what == "CSV":
-                raise JobError([f"{path}:1: UTF-16 text (Excel's 'Unicode Text'), not UTF-8: save it as CSV UTF-8 "
-                                f"({SAVE_CSV_UTF8})"])
-            raise JobError([f"{path}:1: UTF-16 text, not UTF-8: save it as UTF-8"])
     return read_source(path, what, JobError, SAVE_CSV_UTF8 if what == "CSV" else "").removeprefix("\ufeff")
 
 

@@ -1766,7 +1766,7 @@ def _unique_names(r: _Reader, named: list[tuple[str | None, str, object]], fold:
 def source_text(path: Path, what: str, pipes: bool = True, save_as: str = "") -> str:
     """The text of a user's file (a layout, a job) as stored, at most MAX_SOURCE bytes (/dev/zero has no end);
     a missing, unreadable or larger file, or one that is not UTF-8 (the line and byte named; `save_as`: how to
-    save one as UTF-8, in parentheses), raises a one-line InputError. pipes: a device or pipe is read too
+    save one as UTF-8, in parentheses; UTF-16 told as such), raises a one-line InputError. pipes: a device or pipe is read too
     (`studio render /dev/stdin`); else it is refused."""
     try:
         if not pipes and path.exists() and not path.is_file() and not path.is_dir():
@@ -1781,14 +1781,23 @@ def source_text(path: Path, what: str, pipes: bool = True, save_as: str = "") ->
         raise InputError(f"{path}: cannot read the {what} ({type(e).__name__}: {e.strerror or e})") from None
     if len(data) > MAX_SOURCE:
         raise InputError(f"{path}: more than {MAX_SOURCE >> 20} MiB, too large for a {what} file")
+    how = f" ({save_as})" if save_as else ""
+    if _utf16(data):
+        raise InputError(f"{path}:1: UTF-16 text, not UTF-8; save the {what} as UTF-8{how}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         before = data[:e.start]
         line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1  # LF, CRLF or CR (old Macs)
-        how = f" ({save_as})" if save_as else ""
         raise InputError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the {what} as UTF-8"
                          f"{how}") from None
+
+
+def _utf16(data: bytes) -> bool:
+    """Whether a file's bytes are UTF-16, as Excel's "Unicode Text" and Notepad's "Unicode" save: a byte-order
+    mark FF FE or FE FF, or every other byte of the first 512 NUL (no UTF-8 text has NULs)."""
+    head = data[:512]
+    return head.startswith((b"\xff\xfe", b"\xfe\xff")) or len(head) > 1 and head.count(0) * 2 >= len(head) - 1
 
 
 def read_source(path: Path, what: str, error, save_as: str = "") -> str:

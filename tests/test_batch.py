@@ -810,12 +810,12 @@ def test_a_utf16_job_or_csv_is_told_as_such(tmp_path):
     for data in (codecs.BOM_UTF16_LE + text.encode("utf-16-le"), codecs.BOM_UTF16_BE + text.encode("utf-16-be"),
                  text.replace("\t", ",").encode("utf-16-le")):
         rows.write_bytes(data)
-        assert job_errors(rows, "m") == [f"{rows}:1: UTF-16 text (Excel's 'Unicode Text'), not UTF-8: save it as "
-                                         f"CSV UTF-8 (in Excel: Save As -> \"CSV UTF-8 (Comma delimited)\")"]
+        assert job_errors(rows, "m") == [f"{rows}:1: UTF-16 text, not UTF-8; save the CSV as UTF-8 (in Excel: "
+                                         f"Save As -> \"CSV UTF-8 (Comma delimited)\")"]
     job = write_job(tmp_path, "layout: card.yaml\nitems: rows.csv\n")
-    assert job_errors(job, "m")[0].startswith(f"{job}:2: items: {rows}:1: UTF-16 text (Excel's 'Unicode Text')")
+    assert job_errors(job, "m")[0].startswith(f"{job}:2: items: {rows}:1: UTF-16 text, not UTF-8; save the CSV")
     job.write_bytes("layout: card.yaml\n".encode("utf-16"))
-    assert job_errors(job, "m") == [f"{job}:1: UTF-16 text, not UTF-8: save it as UTF-8"]
+    assert job_errors(job, "m") == [f"{job}:1: UTF-16 text, not UTF-8; save the job as UTF-8"]
 
 
 def test_an_empty_csv_cell_leaves_the_jobs_variable_else_the_layouts_default(tmp_path):

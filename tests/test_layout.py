@@ -1296,7 +1296,8 @@ def test_yaml_11_readings_are_text_as_in_yaml_12(written, message):
 @pytest.mark.parametrize("data, message", [
     ("canvas: {preset: fhd}\nlayers:\n  - text: {text: café}\n".encode("latin-1"),
      "poster.yaml:3: not UTF-8 text (byte 0xe9); save the layout as UTF-8"),
-    ("canvas: {preset: fhd}\n".encode("utf-16"), "poster.yaml:1: not UTF-8 text (byte 0xff); save the layout as UTF-8"),
+    ("canvas: {preset: fhd}\n".encode("utf-16"), "poster.yaml:1: UTF-16 text, not UTF-8; save the layout as UTF-8"),
+    ("canvas: {preset: fhd}\n".encode("utf-16-le"), "poster.yaml:1: UTF-16 text, not UTF-8; save the layout as UTF-8"),
     # lines counted as YAML counts them: CR (old Macs) and CRLF end one line each
     ("canvas: {preset: fhd}\rlayers:\r\n  - text: {text: café}\r".encode("latin-1"),
      "poster.yaml:3: not UTF-8 text (byte 0xe9); save the layout as UTF-8"),
