@@ -62,6 +62,15 @@ def file_stamp(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
+def _json(text: str | bytes):
+    """json.loads, with nesting too deep for the parser (a RecursionError) raised as a ValueError, as other
+    damage is: a damaged memo, sidecar or log line is told from a sound one the same way."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("not JSON (nested too deeply)") from None
+
+
 def _is_memo_entry(value) -> bool:
     """[size, mtime_ns, inode, ctime_ns, sha256]: a `FileHashes` memo's entry (`file_stamp` and the hash)."""
     return isinstance(value, list) and len(value) == 5 and all(map(_is_count, value[:4])) and _is_text(value[4])
@@ -70,7 +79,7 @@ def _is_memo_entry(value) -> bool:
 def _read_memo(memo: Path | None) -> dict:
     """The entries of a `FileHashes` memo; what is not an entry is dropped, none for a missing or damaged one."""
     try:
-        known = json.loads(memo.read_text()) if memo is not None and memo.is_file() else {}
+        known = _json(memo.read_text()) if memo is not None and memo.is_file() else {}
     except (OSError, ValueError):
         known = {}
     return {path: entry for path, entry in known.items() if _is_memo_entry(entry)} if isinstance(known, dict) else {}
@@ -274,7 +283,7 @@ def load_sidecar(path: Path) -> dict:
     """The record in `path`; FileNotFoundError when there is none, another OSError when it can't be read,
     ValueError saying what is wrong when it is not a whole, unedited studio manifest (`record_problem`)."""
     try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        record = _json(Path(path).read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise ValueError(f"not UTF-8 ({e.reason})") from None
     except json.JSONDecodeError as e:
@@ -388,9 +397,18 @@ def _json_line(record: dict) -> bytes:
 
 def append_line(path: Path, record: dict) -> None:
     """Append `record` as one JSON line with a single write, then fsync. A line torn by a crash is isolated:
-    when the file does not end with a newline, this line starts with one."""
+    when the file does not end with a newline, this line starts with one. A symbolic link at `path` is replaced
+    by a file holding its target's lines and this one (as `merge_logs` replaces it), its target left alone."""
     line = _json_line(record)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError:
+        if not os.path.islink(path):
+            raise
+        lines = read_lines(path)  # through the link
+        data = b"".join(map(_json_line, [*lines, record]))
+        os.replace(write_temp(path.parent, path.name, lambda f: f.write(data)), path)
+        return
     try:
         size = os.fstat(fd).st_size
         if size:
@@ -414,7 +432,7 @@ def read_lines(path: Path) -> list[dict]:
         return records
     for raw in data.splitlines():
         try:
-            record = json.loads(raw)
+            record = _json(raw)
         except ValueError:
             continue
         if isinstance(record, dict):

@@ -1,0 +1,49 @@
+"""studio.manifest: damaged memos, sidecars and logs are told as damage, and the log never writes through a link."""
+
+import pytest
+
+from studio import manifest
+
+DEEP = "[" * 200_000  # nesting deeper than the JSON parser's recursion limit
+
+
+def test_a_deeply_nested_memo_is_only_hashed_again(tmp_path):
+    memo, data = tmp_path / "file-hashes.json", tmp_path / "weights.bin"
+    memo.write_text(DEEP)
+    data.write_bytes(b"abc")
+    hashes = manifest.FileHashes(memo)
+    assert hashes.known == {}
+    assert hashes(data) == manifest.sha256_file(data)
+
+
+def test_a_deeply_nested_sidecar_is_a_value_error(tmp_path):
+    sidecar = tmp_path / "it-1.manifest.json"
+    sidecar.write_text(DEEP)
+    with pytest.raises(ValueError, match=r"^not JSON \(nested too deeply\)$"):
+        manifest.load_sidecar(sidecar)
+
+
+def test_a_deeply_nested_log_line_is_skipped(tmp_path):
+    log = tmp_path / "manifest.jsonl"
+    manifest.append_line(log, {"a": 1})
+    with open(log, "a") as f:
+        f.write(DEEP + "\n")
+    manifest.append_line(log, {"b": 2})
+    assert manifest.read_lines(log) == [{"a": 1}, {"b": 2}]
+
+
+def test_a_linked_log_is_replaced_and_its_target_left_alone(tmp_path):
+    target, log = tmp_path / "elsewhere.jsonl", tmp_path / "out" / "manifest.jsonl"
+    log.parent.mkdir()
+    manifest.append_line(target, {"a": 1})
+    before = target.read_bytes()
+    log.symlink_to(target)
+    manifest.append_line(log, {"b": 2})
+    assert not log.is_symlink()
+    assert target.read_bytes() == before
+    assert manifest.read_lines(log) == [{"a": 1}, {"b": 2}]
+    dangling = tmp_path / "out" / "other.jsonl"
+    dangling.symlink_to(tmp_path / "gone.jsonl")
+    manifest.append_line(dangling, {"c": 3})
+    assert not (tmp_path / "gone.jsonl").exists()
+    assert manifest.read_lines(dangling) == [{"c": 3}]
