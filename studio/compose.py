@@ -4,12 +4,14 @@
 (`art[i]`, i = the layer's index in `layout.layers`); it returns an RGB image of
 `canvas.full_width x canvas.full_height` px: the background, then every layer alpha-composited in list
 order. Each layer is drawn into an RGBA tile at its resolved box (`geometry.resolve`), its alpha multiplied
-by the layer's opacity, and composited with Pillow's `alpha_composite`. Text is antialiased; fills, shapes
-and gradients are exact (no antialiasing), so tiny canvases have exact expected pixels. Image files are
-turned upright by their EXIF orientation (`exif_turn`) and converted to sRGB from their embedded ICC profile;
-greyscale of 16 bits or 32-bit floats (0..1) becomes 8 bits (`eight_bit`, `grey_alpha_16`); a PNG's transparent
-colour is found among the file's own samples (`colour_keyed`, `eight_bit`). `picture_problem(name, file)` says why
-an image file cannot be drawn, before any work (the loader and `check.check_layout`).
+by the layer's opacity, and composited with Pillow's `alpha_composite` (a shape's fill and translucent stroke
+as two tiles, `shape_tiles`). Text is antialiased, its letters combined with their shadow in one 8-bit tile (±1
+level where both are translucent); fills, shapes and gradients are exact (no antialiasing), so tiny canvases have
+exact expected pixels. Image files are turned upright by their EXIF orientation (`exif_turn`) and converted to
+sRGB from their embedded ICC profile; greyscale of 16 bits or 32-bit floats (0..1) becomes 8 bits (`eight_bit`,
+`grey_alpha_16`); a PNG's transparent colour is found among the file's own samples (`colour_keyed`,
+`eight_bit`). `picture_problem(name, file)` says why an image file cannot be drawn, before any work (the loader
+and `check.check_layout`).
 
 `text_problems(layout)` lists text that leaves its region, enters the safe margin or the bleed, fits at no size
 with shrink_to_fit, shows on no monitor of a span, lacks glyphs or needs raqm (proof and render warn).
@@ -93,7 +95,9 @@ def compose(layout: Layout, art: dict[int, Image.Image] | None = None, proof: bo
             with glyph_bitmaps(i):
                 tile, at = text_tile(layer, box, base_dir)
         elif isinstance(layer, ShapeLayer):
-            tile, at = shape_tile(layer, box)
+            *below, (tile, at) = shape_tiles(layer, box)
+            for part, part_at in below:  # a fill below its translucent stroke
+                paste(image, part, part_at)
         elif isinstance(layer, FillLayer):
             tile, at = Image.new("RGBA", (box.w, box.h), layer.color), (box.x, box.y)
         elif isinstance(layer, GradientLayer):
@@ -690,7 +694,8 @@ def text_tile(layer: TextLayer, box: Box, base_dir) -> tuple[Image.Image, tuple[
 
     Stroke and fill lie side by side: a pixel holds `fill` coverage of the fill colour and the rest of its
     ink coverage (ink - fill) of the stroke colour, summed premultiplied, so that a transparent fill leaves
-    outline lettering and a translucent one shows what lies below it (not the stroke)."""
+    outline lettering and a translucent one shows what lies below it (not the stroke). The letters are
+    composited over the shadow in the tile, at 8 bits: ±1 level where both are translucent."""
     laid = text_layout(layer, box, base_dir)
     fill_mask, ink_mask = text_masks(layer, laid)
     tile_size, shadow = fill_mask.size, layer.shadow
@@ -963,12 +968,17 @@ def coloured(mask: Image.Image, color: RGBA) -> Image.Image:
 
 # -- shapes and gradients -----------------------------------------------------------------------------------
 
-def shape_tile(layer: ShapeLayer, box: Box) -> tuple[Image.Image, tuple[int, int]]:
-    """rect / ellipse inside `box` (the stroke grows inwards, composited over the fill: a translucent stroke
-    shows the fill below it); line from the box's top-left pixel to its bottom-right pixel, `stroke` colour
-    (else `fill`). Strokes are whole pixels, at least 1 (halves round up: 0.4 px is 1, 2.5 px is 3). A line's
-    box may have no width or height: a zero-width box at x draws the vertical line through pixel column x, as
-    a 1 px wide box would (Pillow widens it to the right for even widths: columns x .. x + 1 for 2 px)."""
+def shape_tiles(layer: ShapeLayer, box: Box) -> list[tuple[Image.Image, tuple[int, int]]]:
+    """The (tile, top-left) of a shape, composited in order: rect / ellipse inside `box` (the stroke grows
+    inwards, composited over the fill: a translucent stroke shows the fill below it); line from the box's
+    top-left pixel to its bottom-right pixel, `stroke` colour (else `fill`). Strokes are whole pixels, at least 1
+    (halves round up: 0.4 px is 1, 2.5 px is 3). A line's box may have no width or height: a zero-width box at x
+    draws the vertical line through pixel column x, as a 1 px wide box would (Pillow widens it to the right for
+    even widths: columns x .. x + 1 for 2 px).
+
+    A fill with a translucent stroke is two tiles, the fill's and the stroke's, each composited as a layer of its
+    own would be (a stroke pixel is exactly the stroke over the fill over the canvas); with an opacity below 1
+    they fade together, as one tile in which the stroke is composited over the fill at 8 bits (±1 level there)."""
     width = stroke_px(layer.stroke_width)
     if layer.shape == "line":
         w, h = max(1, box.w), max(1, box.h)
@@ -977,16 +987,18 @@ def shape_tile(layer: ShapeLayer, box: Box) -> tuple[Image.Image, tuple[int, int
         color = layer.stroke or layer.fill
         if color:
             ImageDraw.Draw(tile).line((pad, pad, pad + w - 1, pad + h - 1), fill=color, width=max(1, width))
-        return tile, (box.x - pad, box.y - pad)
+        return [(tile, (box.x - pad, box.y - pad))]
     if layer.shape not in ("rect", "ellipse"):
         raise InputError(f"shape '{layer.shape}' (allowed: rect, ellipse, line)")
-    outline = layer.stroke if width > 0 else None
-    if layer.fill and outline and outline[3] < 255:  # Pillow's outline replaces the fill's pixels: drawn apart
-        tile = shape_pixels(layer, box, layer.fill, None, 0)
-        tile.alpha_composite(shape_pixels(layer, box, None, outline, width))
-    else:
-        tile = shape_pixels(layer, box, layer.fill, outline, width)
-    return tile, (box.x, box.y)
+    outline, at = layer.stroke if width > 0 else None, (box.x, box.y)
+    if not (layer.fill and outline and outline[3] < 255):
+        return [(shape_pixels(layer, box, layer.fill, outline, width), at)]
+    # Pillow's outline replaces the fill's pixels: a translucent one is drawn apart
+    fill, stroke = shape_pixels(layer, box, layer.fill, None, 0), shape_pixels(layer, box, None, outline, width)
+    if layer.opacity >= 1:
+        return [(fill, at), (stroke, at)]
+    fill.alpha_composite(stroke)
+    return [(fill, at)]
 
 
 def shape_pixels(layer: ShapeLayer, box: Box, fill: RGBA | None, outline: RGBA | None, width: int) -> Image.Image:

@@ -209,16 +209,27 @@ def _find_family(normal_name: str) -> Face | None:
 
 
 def _fc_match(normal_name: str) -> Face | None:
-    """fontconfig's face for the family, or None; fc-match always answers, so its family must match."""
+    """fontconfig's face for the family, or None. A family + a plain style ('dejavusansregular', a family
+    fontconfig does not know) is the family's face of a plain style (DejaVu Sans Book)."""
     if shutil.which("fc-match") is None:
         return None
+    plain = re.fullmatch(rf"(.+)({'|'.join(PLAIN_STYLES)})", normal_name)
+    return (_fc_face(normal_name, normal_name)
+            or (_fc_face(f"{plain[1]}:style={plain[2]}", plain[1], plain=True) if plain else None))
+
+
+def _fc_face(pattern: str, normal_family: str, plain: bool = False) -> Face | None:
+    """fc-match's face for `pattern` if its family is `normal_family` (and its style a plain one, if `plain`):
+    fc-match always answers, with the default font for a family it does not know."""
     try:
-        out = subprocess.run(["fc-match", "-f", "%{family}\n%{file}\n%{index}", normal_name], capture_output=True,
-                             text=True, timeout=10, check=False).stdout
+        out = subprocess.run(["fc-match", "-f", "%{family}\n%{style}\n%{file}\n%{index}", pattern],
+                             capture_output=True, text=True, timeout=10, check=False).stdout
     except (OSError, ValueError, subprocess.SubprocessError):  # ValueError: a NUL in the name
         return None
-    families, file, index = (out.split("\n") + ["", ""])[:3]
-    if file and normal_name in {_normal(f) for f in families.split(",")} and Path(file).is_file():
+    families, styles, file, index = (out.split("\n") + ["", "", ""])[:4]
+    if plain and not any(style.strip().casefold() in PLAIN_STYLES for style in styles.split(",")):
+        return None
+    if file and normal_family in {_normal(f) for f in families.split(",")} and Path(file).is_file():
         return Face(file, int(index) if index.isdigit() else 0)
     return None
 
@@ -241,13 +252,15 @@ class FontFiles(NamedTuple):
 @functools.lru_cache(maxsize=1)
 def _font_files() -> FontFiles:
     """Normalised name -> face, over the usual font folders. Each face of each readable font file is known by
-    its family + style ('robotobold') and its family alone for a plain style ('roboto'), and so is each named
-    instance of a variable font ('interbold'); the file's first face also by its stem and its stem less a
-    plain-style suffix ('Roboto-Regular' -> 'roboto'). Family and style names win over file names; among
-    equals, the first file and face found (a face's own names before its instances')."""
+    its family + style ('robotobold') and, for a plain style, by its family alone ('roboto') and its family +
+    any plain style ('dejavusansregular' for DejaVu Sans Book), and so is each named instance of a variable font
+    ('interbold'); the file's first face also by its stem and its stem less a plain-style suffix
+    ('Roboto-Regular' -> 'roboto'). A face's own family and style win over another plain style's name (Avenir
+    Roman is not Avenir Book), which wins over file names; among equals, the first file and face found (a face's
+    own names before its instances')."""
     from PIL import ImageFont
 
-    by_name, by_file, styles = {}, {}, {}
+    by_name, by_plain, by_file, styles = {}, {}, {}, {}
 
     def known_as(family: str | None, style: str | None, face: Face) -> None:
         family, style = family or "", style or ""
@@ -256,6 +269,8 @@ def _font_files() -> FontFiles:
             styles.setdefault(_normal(family), (family, set()))[1].add(style)
         if style.casefold() in PLAIN_STYLES:
             by_name.setdefault(_normal(family), face)
+            for plain in PLAIN_STYLES:  # 'DejaVu Sans Regular' is its Book
+                by_plain.setdefault(_normal(family + plain), face)
 
     for folder in (*FONT_DIRS, *_dependency_font_dirs()):
         root = Path(os.path.expanduser(folder))
@@ -281,7 +296,7 @@ def _font_files() -> FontFiles:
                         by_file.setdefault(_normal(plain[1]), Face(str(path)))
                 for instance in _named_instances(font, str(path), index):
                     known_as(*instance.getname(), Face(str(path), instance.index))
-    return FontFiles(by_file | by_name, styles)
+    return FontFiles(by_file | by_plain | by_name, styles)
 
 
 def _named_instances(font, path: str, index: int) -> list:

@@ -188,6 +188,20 @@ def test_a_translucent_stroke_is_composited_over_the_fill(shape, radius):
     assert (translucent[~ring] == opaque[~ring]).all()
 
 
+def test_a_translucent_stroke_over_a_translucent_fill_is_rounded_as_two_layers():
+    """#e0401080 over #2060a010 over white: each composited once, as a fill layer and a stroke layer would be
+    (232, 154, 132), not through a tile of the two combined at 8 bits first (233, 154, 132)."""
+    fill, stroke, region = (0x20, 0x60, 0xA0, 0x10), (0xE0, 0x40, 0x10, 0x80), Region("px", 1, 1, 4, 3)
+    image = np.asarray(C.compose(layout(ShapeLayer("rect", region, fill=fill, stroke=stroke, stroke_width=1))))
+    assert tuple(image[1, 1]) == (232, 154, 132) and tuple(image[2, 2]) == (241, 245, 249)  # ring, inside
+    apart = C.compose(layout(ShapeLayer("rect", region, fill=fill), ShapeLayer("rect", region, stroke=stroke,
+                                                                                stroke_width=1)))
+    assert image.tobytes() == apart.tobytes()
+    faded = np.asarray(C.compose(layout(ShapeLayer("rect", region, fill=fill, stroke=stroke, stroke_width=1,
+                                                   opacity=0.5))))
+    assert tuple(faded[1, 1]) == (244, 205, 193)  # faded together: one tile, alpha 136 * 0.5 -> 68
+
+
 def test_rounded_rect_cuts_corners():
     image = C.compose(layout(ShapeLayer("rect", Region("full"), fill=RED, radius=2)))
     assert ascii_map(image) == [
@@ -839,7 +853,8 @@ def font_dir(tmp_path, monkeypatch):
     C.fonts._find_family.cache_clear()
 
 
-@pytest.mark.parametrize("name", ["Aileron", "aileron-regular", "Aileron Regular", "Brand", "brand_regular"])
+@pytest.mark.parametrize("name", ["Aileron", "aileron-regular", "Aileron Regular", "Brand", "brand_regular",
+                                  "Aileron Book", "aileron_normal", "Aileron Roman"])  # plain styles are one
 def test_family_is_found_by_the_names_inside_the_file_and_its_file_name(font_dir, name):
     assert C.fonts.find_font(name) == str(font_dir / "Brand-Regular.ttf")
 
@@ -869,6 +884,7 @@ def test_dejavu_sans_from_opencv_is_found_with_no_fonts_installed(tmp_path, monk
     try:
         assert C.fonts.find_font("DejaVu Sans") == str(Path(folders[0], "DejaVuSans.ttf"))
         assert C.fonts.find_font("DejaVu Sans Bold") == str(Path(folders[0], "DejaVuSans-Bold.ttf"))
+        assert C.fonts.find_font("DejaVu Sans Regular") == str(Path(folders[0], "DejaVuSans.ttf"))  # its Book
     finally:
         C.fonts._font_files.cache_clear()
         C.fonts._find_family.cache_clear()
@@ -1013,20 +1029,49 @@ def test_a_family_in_a_collection_is_drawn_with_its_own_face(tiny_fonts):
         assert ascii_map(C.compose(replace(lay, layers=(layer,)))) == ["." * 12] + bar_rows + ["." * 12] * 2
 
 
+def plain_style_fonts(folder: Path) -> None:
+    """Test Av in two files, Book (a 3-unit bar) and Roman (5), and Test Bd in Bold only (8)."""
+    (folder / "av-book.ttf").write_bytes(tiny_font("Test Av", "Book"))
+    (folder / "av-roman.ttf").write_bytes(tiny_font("Test Av", "Roman", 500))
+    (folder / "bd.ttf").write_bytes(tiny_font("Test Bd", "Bold", 800))
+
+
+def test_a_plain_style_is_named_by_any_plain_style(tiny_fonts):
+    """'DejaVu Sans Regular' is DejaVu Sans Book: a face of a plain style (regular, book, normal, roman) is also
+    the family + any of them; a face's own style wins (Avenir has both a Book and a Roman)."""
+    plain_style_fonts(tiny_fonts)
+    for name, face in [("Test JP Book", ("cjk.ttc", 0)), ("test-sc-normal", ("cjk.ttc", 1)),
+                       ("Test Var Roman", ("Var[wght].ttf", 0)), ("Test Av Book", ("av-book.ttf", 0)),
+                       ("Test Av Roman", ("av-roman.ttf", 0)), ("Test Av Regular", ("av-book.ttf", 0))]:
+        assert C.fonts.find_face(name) == (str(tiny_fonts / face[0]), face[1]), name
+    assert C.fonts.find_face("Test Bd Regular") is None  # Bold is no plain style
+    assert C.fonts.not_found("Test Bd Regular", None, "").endswith("; Test Bd has the styles Bold")
+
+
+def test_dejavu_sans_regular_is_dejavu_sans(dejavu):
+    """DejaVu calls its regular face Book: 'DejaVu Sans Regular' was refused, though fc-match gives Book."""
+    assert C.fonts.find_font("DejaVu Sans Regular") == C.fonts.find_font("DejaVu Sans Book") == dejavu
+
+
 FC_MATCH = C.fonts._fc_match  # the real one: the tiny_fonts fixture replaces it
 
 
 def test_fontconfig_gives_the_face_index(tiny_fonts, tmp_path, monkeypatch):
-    """fc-match answers with the file and the face of a collection (its %{index})."""
+    """fc-match answers with the file and the face of a collection (its %{index}); a family + a plain style is
+    asked for as the family with that style, and must be a plain style."""
     if shutil.which("fc-match") is None:
         pytest.skip("no fontconfig")
+    plain_style_fonts(tiny_fonts)
     conf = tmp_path / "fonts.conf"
     conf.write_text(f"<?xml version='1.0'?>\n<fontconfig><dir>{tiny_fonts}</dir>"
                     f"<cachedir>{tmp_path / 'fc-cache'}</cachedir></fontconfig>\n")
     monkeypatch.setenv("FONTCONFIG_FILE", str(conf))  # fontconfig knows only the tiny fonts
-    assert FC_MATCH("testsc") == (str(tiny_fonts / "cjk.ttc"), 1)
-    assert FC_MATCH("testjp") == (str(tiny_fonts / "cjk.ttc"), 0)
+    assert FC_MATCH("testsc") == FC_MATCH("testscbook") == (str(tiny_fonts / "cjk.ttc"), 1)
+    assert FC_MATCH("testjp") == FC_MATCH("testjpregular") == (str(tiny_fonts / "cjk.ttc"), 0)
     assert FC_MATCH("testvarbold") is None  # no such family: the folder scan finds styles
+    assert FC_MATCH("testavbook") == (str(tiny_fonts / "av-book.ttf"), 0)
+    assert FC_MATCH("testavroman") == (str(tiny_fonts / "av-roman.ttf"), 0)
+    assert FC_MATCH("testbdregular") is None  # fc-match answers Bold
 
 
 @pytest.mark.parametrize("font, message", [
