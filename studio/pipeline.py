@@ -145,12 +145,19 @@ def numbers_array(value, what: str) -> np.ndarray:
 
 def as_latents(latents, shape: tuple) -> np.ndarray:
     """A call's `latents=` (numpy, torch or MindSpore) as float32 numpy; InputError unless of `shape`, the
-    generation's (N, C, h, w)."""
-    latents = numbers_array(latents, "latents must be a numpy, torch or MindSpore array of numbers")
-    latents = latents.astype(np.float32, copy=False)
+    generation's (N, C, h, w), and finite as float32."""
+    given = numbers_array(latents, "latents must be a numpy, torch or MindSpore array of numbers")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+        latents = given.astype(np.float32, copy=False)
     if latents.shape != shape:
         raise InputError(f"latents have shape {latents.shape}, expected {shape} (N, C, height/8, width/8 "
                          f"of the generation size)")
+    bad = ~np.isfinite(latents)
+    if bad.any():  # here, not as a NumericalError blaming overflow after the whole run
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(f"latents must be finite float32 numbers (magnitude up to {np.finfo(np.float32).max:.2g}): "
+                         f"latents[{', '.join(map(str, first))}] is {float(given[first]):g} ({bad.sum()} of "
+                         f"{bad.size} values are not)")
     return latents
 
 
@@ -445,7 +452,9 @@ _OFFLOAD = ("the text encoder is released before denoising, and memory_budget= b
 _REFERENCE_ONLY = {
     "enable_model_cpu_offload": _OFFLOAD, "enable_sequential_cpu_offload": _OFFLOAD,
     "enable_attention_slicing": "attention is chunked from memory_budget= (exactly, whenever it would not fit)",
+    "disable_attention_slicing": "attention is chunked from memory_budget= only when it would not fit",
     "enable_xformers_memory_efficient_attention": "attention is chunked from memory_budget=",
+    "disable_xformers_memory_efficient_attention": "attention is chunked from memory_budget=",
     "enable_vae_tiling": "pass vae_tiling=True to a call (None, the default, tiles when the decode would not fit)",
     "disable_vae_tiling": "pass vae_tiling=False to a call",
     "enable_vae_slicing": "images are decoded one at a time already",
@@ -546,6 +555,13 @@ class PixArtSigmaPipeline:
     def vae_scale_factor(self) -> int:
         """Pixels per latent pixel (8 for the SDXL VAE), as the reference's attribute."""
         return self.vae.config.downsample_factor
+
+    @property
+    def device(self) -> str:
+        """The reference's `pipe.device`, as torch spells this process's MindSpore device: "cpu", "cuda" or "npu"
+        (a string, not a torch.device: torch is not needed). `pipe.to(pipe.device)` returns the pipeline, and
+        `torch.Generator(device=pipe.device)` on the CPU draws the reference's CPU noise."""
+        return {"CPU": "cpu", "GPU": "cuda", "Ascend": "npu"}[backend.device_target()]
 
     def to(self, device=None):
         """The reference's `pipe.to(device)`: MindSpore's device is chosen once per process, so `device` ('cpu',

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from studio.pipeline import PixArtSigmaPipeline
+from studio.pipeline import PixArtSigmaPipeline, as_latents
 from tests.util import rel_l2
 
 torch = pytest.importorskip("torch")
@@ -231,6 +231,29 @@ def test_latents_of_another_shape_are_refused_before_the_text_encoder_runs(pipes
         pipes[0]("a cat", height=256, width=256, use_resolution_binning=False, num_inference_steps=1,
                  latents=np.zeros((1, 4, 64, 64), np.float32), progress=lambda *args: phases.append(args))
     assert phases == []
+
+
+@pytest.mark.parametrize("value,dtype,shown,shown_torch", [
+    (np.nan, np.float32, "nan", "nan"), (-np.inf, np.float32, "-inf", "-inf"),
+    # float64 beyond float32's range: infinite once cast, with no numpy warning
+    (1e300, np.float64, "1e+300", "inf"), (-4e38, np.float64, "-4e+38", "-inf")])
+def test_non_finite_latents_are_refused_before_the_text_encoder_runs(pipes, value, dtype, shown, shown_torch):
+    """Not a NumericalError blaming overflow after the whole run. A torch tensor is read as float32 (torch's
+    cast makes float64 beyond its range infinite)."""
+    from studio.errors import InputError
+    latents = np.zeros((1, 4, 32, 32), dtype)
+    latents[0, 2, 3, 4] = latents[0, 3, 0, 0] = value
+    phases = []
+    for given, shown in ((latents, shown), (torch.from_numpy(latents), shown_torch)):
+        with pytest.raises(InputError, match=re.escape(f"latents must be finite float32 numbers (magnitude up to "
+                                                       f"3.4e+38): latents[0, 2, 3, 4] is {shown} (2 of 4096 values "
+                                                       f"are not)")):
+            pipes[0]("a cat", height=256, width=256, use_resolution_binning=False, num_inference_steps=1,
+                     latents=given, progress=lambda *args: phases.append(args))
+    assert phases == []
+    latents[0, 2, 3, 4] = latents[0, 3, 0, 0] = 3e38  # within float32's range: taken
+    taken = as_latents(latents, (1, 4, 32, 32))
+    assert taken.dtype == np.float32 and taken[0, 2, 3, 4] == np.float32(3e38) and np.count_nonzero(taken) == 2
 
 
 def test_a_torch_generator_draws_the_references_noise(pipes):
@@ -470,8 +493,43 @@ def test_the_references_output_mapping_and_attributes(pipes):
         ours.to(torch.float16)
     with pytest.raises(AttributeError, match="no enable_model_cpu_offload\\(\\): the text encoder is released"):
         ours.enable_model_cpu_offload()
+    with pytest.raises(AttributeError, match="^studio's pipeline has no disable_attention_slicing\\(\\): attention is "
+                                             "chunked from memory_budget= only when it would not fit$"):
+        ours.disable_attention_slicing()
     with pytest.raises(AttributeError, match="has no attribute 'unet'"):
         ours.unet
+
+
+@pytest.mark.parametrize("name,instead", [
+    ("enable_tiling", "pass vae_tiling=True to the pipeline's call (None, the default, tiles when the decode would "
+                      "not fit)"),
+    ("disable_tiling", "pass vae_tiling=False to the pipeline's call"),
+    ("enable_slicing", "the pipeline decodes images one at a time already (vae_tiling= of its call tiles each)"),
+    ("disable_slicing", "the pipeline decodes images one at a time, as its memory plan counts them")])
+def test_the_references_vae_switches_say_what_studio_does_instead(pipes, name, instead):
+    """diffusers' PixArt pipeline has no enable_vae_tiling: its users call pipe.vae.enable_tiling(). hasattr stays
+    False, and the VAE's parameters and sub-cells are found as before."""
+    ours, ref = pipes
+    assert callable(getattr(ref.vae, name)) and not hasattr(ours.vae, name)
+    with pytest.raises(AttributeError, match=f"^studio's AutoencoderKL has no {name}\\(\\): {re.escape(instead)}$"):
+        getattr(ours.vae, name)()
+    assert ours.vae.decoder.conv_in.weight.shape == tuple(ref.vae.decoder.conv_in.weight.shape)
+    with pytest.raises(AttributeError, match="^The 'AutoencoderKL' object has no attribute 'tiling'.$"):
+        ours.vae.tiling
+
+
+def test_the_references_device_idiom(pipes):
+    """torch.Generator(device=pipe.device) as diffusers' users write it: pipe.device is torch's spelling of this
+    process's device (a string; studio needs no torch), and draws the reference's noise; pipe.dtype is MindSpore's."""
+    import mindspore as ms
+    ours, ref = pipes
+    assert ours.device == str(ref.device) == "cpu" and ours.to(ours.device) is ours
+    assert ours.dtype == ms.float32
+    kwargs = dict(height=256, width=256, num_inference_steps=1, output_type="latent")
+    expected = ref("a cat", generator=torch.Generator(device=ref.device).manual_seed(5), clean_caption=False,
+                   **kwargs).images
+    actual = ours("a cat", generator=torch.Generator(device=ours.device).manual_seed(5), **kwargs).images
+    assert rel_l2(actual, np.asarray(expected)) <= 1e-3
 
 
 def test_a_scheduler_object_is_refused_not_ignored(pipes):

@@ -25,6 +25,16 @@ LOGVAR_RANGE = (-30.0, 20.0)  # the reference clamps the log-variance to this ra
 # known; every key diffusers has written for AutoencoderKL is a field.
 _IGNORED_KEYS = frozenset()
 
+# diffusers' AutoencoderKL switches (PixArt users call pipe.vae.enable_tiling()): an AttributeError saying what
+# studio does instead, as the pipeline's `_REFERENCE_ONLY` names
+_REFERENCE_ONLY = {
+    "enable_tiling": "pass vae_tiling=True to the pipeline's call (None, the default, tiles when the decode would "
+                     "not fit)",
+    "disable_tiling": "pass vae_tiling=False to the pipeline's call",
+    "enable_slicing": "the pipeline decodes images one at a time already (vae_tiling= of its call tiles each)",
+    "disable_slicing": "the pipeline decodes images one at a time, as its memory plan counts them",
+}
+
 
 @dataclass(frozen=True)
 class AutoencoderKLConfig:
@@ -275,6 +285,14 @@ class AutoencoderKL(nn.Cell):
     def from_pretrained(cls, folder, dtype=ms.float32, variant: str | None = None, progress=None) -> "AutoencoderKL":
         """Build from a diffusers `vae/` folder (config.json + safetensors) and load its weights strictly."""
         return load_component(cls, AutoencoderKLConfig, folder, dtype, variant, progress)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)  # the Cell's parameters, buffers and sub-cells
+        except AttributeError:
+            if name not in _REFERENCE_ONLY:
+                raise
+        raise AttributeError(f"studio's AutoencoderKL has no {name}(): {_REFERENCE_ONLY[name]}")
 
     def encode(self, x: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
         """Image (B, 3, H, W) in [-1, 1] -> (mean, logvar), each (B, latent_channels, H/8, W/8) for the SDXL VAE.
