@@ -1118,15 +1118,16 @@ def _save_hashes(hashes, err, every: float = 0.0) -> None:
 
 
 def _scan(job, items, root, hashes, outputs, memory_budget, log, logged, summary, out) -> list[_Task]:
-    """Plan each item, clean its leftover temporary files, and sort it into done (its manifest checks out, its
-    files hashed by `outputs`), failed (bad layout, budget, model) or to render, with the files its last
-    manifest lists that no item of the job writes now (`stale`). Notes once when finished items had another
-    budget. logged: `_logged`."""
+    """Plan each item, clean its leftover temporary files (`_clean`), and sort it into done (its manifest checks
+    out, its files hashed by `outputs`), failed (bad layout, budget, model, another item's file through a
+    symbolic link: `_real_owners`) or to render, with the files its last manifest lists that no item of the job
+    writes now (`stale`). Notes once when finished items had another budget. logged: `_logged`."""
     from studio.memory import format_bytes
     from studio.plan import plan_layout
     from studio.render import temporary_targets
 
-    claimed = {path_key(path) for item in job.items for path in item.outputs}
+    owners = _real_owners(job.items, root)
+    claimed = set(owners)
     models: dict = {}
     automatic: dict = {}
     todo, budgets = [], []  # budgets: (recorded, now) of finished items planned with another budget
@@ -1137,6 +1138,7 @@ def _scan(job, items, root, hashes, outputs, memory_budget, log, logged, summary
             folder = target.parent.resolve()
             if folder != root and root not in folder.parents:
                 raise InputError(f"output '{item.name}' leaves OUTDIR through a symbolic link ({folder})")
+            _check_owner(item, folder, root, owners)
             if item.spec is None:
                 raise InputError(item.problem)
             layout = item.spec
@@ -1151,8 +1153,7 @@ def _scan(job, items, root, hashes, outputs, memory_budget, log, logged, summary
                          {m: models[m]["folder"] + (f", with the base pipeline {models[m]['base']}"
                                                     if "base" in models[m] else "") for m in used})
             sidecar = manifest.sidecar_path(folder, task.stem)
-            # its own stems' temporaries in any format (its layout may have dropped one), not other items'
-            remove_temporaries(folder, temporary_targets(layout, task.stem) | {task.stem + manifest.SIDECAR_SUFFIX})
+            _clean(folder, task.stem, temporary_targets(layout, task.stem) | {task.stem + manifest.SIDECAR_SUFFIX})
             record, reason = _recorded(task, outputs)
         except Exception as e:  # a bad item (layout, budget, model, unreadable file) must not stop the batch
             message = _failure(e)
@@ -1180,6 +1181,60 @@ def _scan(job, items, root, hashes, outputs, memory_budget, log, logged, summary
               f"{format_bytes(recorded)}, now {format_bytes(now)}), which may change their bytes; they are kept "
               f"(delete their manifests to render them again)", file=out, flush=True)
     return todo
+
+
+def _clean(folder: Path, stem: str, names: set[str]) -> None:
+    """Remove what a killed run left of the item `stem` (`remove_temporaries` of `names`: its own stems' files in
+    any format, its layout may have dropped one; not other items'), holding its lock (`_ItemLock`): not while
+    another run renders it, from another host or PID namespace too, where its pid can't be seen."""
+    lock = _ItemLock(folder, stem)
+    try:
+        free = folder.is_dir() and lock.take() is None
+    except OSError:  # a folder no file can be made in (read-only): nothing can be removed either
+        return
+    if free:
+        try:
+            remove_temporaries(folder, names)
+        finally:
+            lock.release()
+
+
+def _real_outputs(item, folder: Path, root: Path) -> list[str]:
+    """The files `item` writes as they are in OUTDIR `root`, its folder `folder` resolved (links followed)."""
+    return [(folder.relative_to(root) / Path(path).name).as_posix() for path in item.outputs]
+
+
+def _real_owners(items, root: Path) -> dict:
+    """path_key of each file the job's `items` write, as it is in OUTDIR (`_real_outputs`) -> the item that
+    writes it: the one whose name is that path, else the first. A symbolic link to a folder inside OUTDIR
+    can make two items' names one file: the others fail (`_check_owner`)."""
+    direct, linked, folders = {}, {}, {}
+    for item in items:
+        written = item.name.rpartition("/")[0]
+        if written not in folders:
+            try:
+                folders[written] = (root / item.name).parent.resolve()
+            except (OSError, RuntimeError):  # a loop of links (RuntimeError before Python 3.13)
+                folders[written] = None
+        folder = folders[written]
+        if folder is None or folder != root and root not in folder.parents:
+            continue  # it fails (`_scan`)
+        through_link = path_key(folder.relative_to(root).as_posix()) != path_key(Path(written).as_posix())
+        for path in _real_outputs(item, folder, root):
+            (linked if through_link else direct).setdefault(path_key(path), item.name)
+    return {**linked, **direct}
+
+
+def _check_owner(item, folder: Path, root: Path, owners: dict) -> None:
+    """InputError when a file `item` writes is, through a symbolic link, another item's (`_real_owners`)."""
+    for path in _real_outputs(item, folder, root):
+        owner = owners.get(path_key(path), item.name)
+        if owner != item.name:
+            parts = item.name.split("/")[:-1]
+            links = [root.joinpath(*parts[:i]) for i in range(1, len(parts) + 1)]
+            link = next((f" {p} (-> {os.readlink(p)})" for p in links if p.is_symlink()), "")
+            raise InputError(f"output '{item.name}' is the file '{path}' of item '{owner}' through the symbolic "
+                             f"link{link} (two items never share a file)")
 
 
 def _recorded(task, outputs) -> tuple[dict | None, str | None]:

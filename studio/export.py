@@ -21,6 +21,7 @@ import math
 import os
 import re
 import secrets
+import stat
 import struct
 import sys
 import tempfile
@@ -437,29 +438,47 @@ def remove_temporaries(folder: Path, names: set[str], remove: Callable[[Path], N
     '.<name>.<tag>.commit' journal), then delete the temporary files ('.<name>.<tag>.part', and '.part.old'
     backups). Only for these names (a batch's other shards write theirs in the same folder), and not those a
     running process is writing (two renders of one layout at once: the later one fails with 'file exists'
-    or, with overwrite, replaces the files after the first). `remove`: how (default: unlink a file).
-    Returns the names whose journals it finished (each export's first file: its files are written)."""
+    or, with overwrite, replaces the files after the first): its pid, the tag's, is alive. With the folder's
+    commit lock (`_commit_lock`, waited for): an export making its renames, maybe from another PID namespace
+    or host sharing the folder, whose pid can't be seen from here, has made them all and removed its own
+    files first. `remove`: how (default: unlink a file). Returns the names whose journals it finished (each
+    export's first file: its files are written)."""
     finished: set[str] = set()
     if not folder.is_dir():
         return finished
-    leftovers = []
-    for path in sorted(folder.iterdir(), key=lambda p: not p.name.endswith(".commit")):  # journals first
+    if not _leftovers(folder, names):
+        _remove_stale_lock(folder)
+        return finished
+    lock = FileLock(folder / _COMMIT_LOCK)
+    try:
+        lock.take()
+    except OSError:  # a folder no file can be made in (read-only): unlocked, as where locks are not supported
+        pass
+    try:
+        for path, suffix, target in _leftovers(folder, names):  # again: another export's are gone now
+            if suffix == ".commit":
+                _finish_journal(folder, path)
+                finished.add(target)
+            elif os.path.lexists(path):  # a finished journal moved it into place
+                (remove or (lambda p: p.unlink(missing_ok=True)))(path)
+    finally:
+        lock.release()
+    return finished
+
+
+def _leftovers(folder: Path, names: set[str]) -> list[tuple[Path, str, str]]:
+    """(path, suffix, name) of the temporary files and journals in `folder` for these names that no running
+    process here is writing (`_being_written`), journals first."""
+    found = []
+    for path in sorted(folder.iterdir(), key=lambda p: not p.name.endswith(".commit")):
         n = path.name
         for suffix in (".part", ".part.old", ".commit"):
             if n.startswith(".") and n.endswith(suffix):
                 target, _, tag = n[1:].removesuffix(suffix).rpartition(".")
                 if target in names and not _being_written(tag):
-                    if suffix == ".commit":
-                        _finish_journal(folder, path)
-                        finished.add(target)
-                    else:
-                        leftovers.append(path)
+                    found.append((path, suffix, target))
                 break
-    for path in leftovers:
-        if os.path.lexists(path):  # a finished journal moved it into place
-            (remove or (lambda p: p.unlink(missing_ok=True)))(path)
-    _remove_stale_lock(folder)
-    return finished
+    return found
 
 
 _PAUSES: dict[str, int] = {}
@@ -664,12 +683,12 @@ _COMMIT_LOCK = ".studio-export-lock"  # in the output folder; no '.lock' suffix:
 
 
 class FileLock:
-    """An exclusive lock (flock) on the file `path`, made when missing: held by one open file at a time and
-    released by the kernel when its process dies, SIGKILL included. `release` removes the file, then unlocks
-    it, so `take` retries until the file it locked is the one the path names (another process may have
-    removed it after it was opened here). Without fcntl (Windows), or on a file system that takes no locks
-    (ENOLCK: NFS without its lock daemon), nothing is locked. Used for an export's commit (`_commit_lock`)
-    and a batch item's render (`batch._ItemLock`)."""
+    """An exclusive lock (flock) on the file `path`, made when missing (a link there is replaced by a file:
+    `_open_lock_file`): held by one open file at a time and released by the kernel when its process dies,
+    SIGKILL included. `release` removes the file, then unlocks it, so `take` retries until the file it locked
+    is the one the path names (another process may have removed it after it was opened here). Without fcntl
+    (Windows), or on a file system that takes no locks (ENOLCK: NFS without its lock daemon), nothing is
+    locked. Used for an export's commit (`_commit_lock`) and a batch item's render (`batch._ItemLock`)."""
 
     def __init__(self, path: Path):
         self.path, self.fd = path, None
@@ -679,7 +698,7 @@ class FileLock:
         be locked); otherwise (not `wait`) the descriptor of the file another process holds, for the caller to
         read and close. A folder that is gone is FileNotFoundError."""
         while fcntl is not None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock_file(self.path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
@@ -707,6 +726,27 @@ class FileLock:
             self.path.unlink(missing_ok=True)
             os.close(self.fd)
             self.fd = None
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file `path` (made when missing), open for reading and writing: a file of its own, never what a
+    symbolic link there names (a dangling one would make its target); a link, or a file of another kind
+    (a FIFO), is removed and a file made in its place, as outputs that are links are replaced, targets
+    left alone."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if e.errno != errno.ELOOP or not os.path.islink(path):
+                raise
+            path.unlink(missing_ok=True)
+            continue
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            return fd
+        os.close(fd)
+        if _is(path, st):
+            path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -1200,6 +1200,37 @@ def test_output_through_a_symlink_out_of_outdir_fails(tiny_dir, tmp_path):
     assert "leaves OUTDIR" in summary.failed[0][1] and not list(elsewhere.iterdir())
 
 
+def test_two_items_made_one_file_by_a_link_inside_outdir_the_one_through_it_fails(tiny_dir, tmp_path):
+    """'b -> a' in OUTDIR: items 'b/x' and 'a/x' would both write a/x.png, one rendered again at every run. The
+    item whose name is that file keeps it, whichever comes first; the other fails, naming the link."""
+    job = write_job(tmp_path, "layout: card.yaml\nname: '{d}/x'\nitems: [{d: b}, {d: a}]\n",
+                    FILL + "variables: {d: a}\n")
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    (out / "b").symlink_to("a")
+    failed = [("b/x", f"output 'b/x' is the file 'a/x.png' of item 'a/x' through the symbolic link "
+                      f"{out.resolve() / 'b'} (-> a) (two items never share a file)")]
+    summary, _ = run(job, out, tiny_dir)
+    assert (summary.rendered, summary.failed) == (["a/x"], failed)
+    again, _ = run(job, out, tiny_dir)
+    assert (again.rendered, again.skipped, again.failed) == ([], ["a/x"], failed)
+    assert sorted(p.name for p in (out / "a").iterdir()) == ["x.manifest.json", "x.png"]
+
+
+def test_an_item_written_through_a_link_inside_outdir_keeps_its_files_when_rendered_again(tiny_dir, tmp_path):
+    """'latest -> 2024' in OUTDIR, item 'latest/card', rendered again after its layout changed: the files of its
+    last render that it no longer writes go (the PDF), not those it writes (2024/card.png is its own)."""
+    job = write_job(tmp_path, "layout: card.yaml\nname: latest/card\n", FILL + "output: {formats: [png, pdf]}\n")
+    out = tmp_path / "out"
+    (out / "2024").mkdir(parents=True)
+    (out / "latest").symlink_to("2024")
+    assert run(job, out, tiny_dir)[0].rendered == ["latest/card"]
+    (tmp_path / "card.yaml").write_text(FILL.replace("navy", "teal"))
+    assert run(job, out, tiny_dir)[0].rendered == ["latest/card"]
+    assert sorted(p.name for p in (out / "2024").iterdir()) == ["card.manifest.json", "card.png"]
+    assert run(job, out, tiny_dir)[0].skipped == ["latest/card"]
+
+
 def test_shards_render_disjoint_parts_into_one_folder(tiny_dir, tmp_path):
     job, out = write_job(tmp_path, MATRIX_JOB), tmp_path / "out"
     first, text = run(job, out, tiny_dir, shard=(0, 2))
@@ -1958,6 +1989,49 @@ def test_an_item_lock_is_held_once_and_its_removal_is_race_free(tmp_path, monkey
     assert second.take() == f" (pid {os.getpid()})" and raced
     third.release()
     assert not (tmp_path / ".x.lock").exists()
+
+
+def test_a_link_or_fifo_at_an_items_lock_file_is_replaced_its_target_left_alone(tmp_path):
+    """A lock file that is a symbolic link (to a file outside OUTDIR, or dangling) or a FIFO: the run's pid goes
+    into a file of its own made in its place, never through the link."""
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    out.mkdir()
+    victim.write_text("precious\n")
+    (out / ".a.lock").symlink_to("../victim")
+    (out / ".b.lock").symlink_to("../made")
+    os.mkfifo(out / ".c.lock")
+    locks = [batch._ItemLock(out, stem) for stem in "abc"]
+    assert [lock.take() for lock in locks] == [None, None, None]
+    assert victim.read_text() == "precious\n" and not (tmp_path / "made").exists()
+    for stem in "abc":
+        path = out / f".{stem}.lock"
+        assert not path.is_symlink() and path.is_file() and path.read_text() == f"{os.getpid()}\n"
+    for lock in locks:
+        lock.release()
+    assert not list(out.iterdir())
+
+
+def test_an_item_another_run_holds_keeps_its_temporaries(tiny_dir, tmp_path):
+    """Another run renders the item from another host or PID namespace (a Kubernetes indexed Job, a Slurm array
+    sharing OUTDIR): the pid in its temporaries' tags is none this machine has, but it holds the item's lock.
+    Its temporaries, journal and backup stay and the item is left to it; once the lock is free they are a
+    killed run's: they go, and the item is rendered."""
+    job, out = write_job(tmp_path, "layout: card.yaml\n", FILL), tmp_path / "out"
+    out.mkdir()
+    theirs = [".card-1.png.ffffff00.part", ".card-1.png.ffffff01.part.old", ".card-1.manifest.json.ffffff02.part"]
+    for name in theirs:
+        (out / name).write_bytes(b"being written")
+    journal = ".card-1.png.ffffff03.commit"  # its renames under way
+    (out / journal).write_text(json.dumps({"overwrite": True, "moves": [[theirs[0], "card-1.png"]]}))
+    other = batch._ItemLock(out, "card-1")
+    assert other.take() is None
+    summary, _ = run(job, out, tiny_dir)
+    assert (summary.elsewhere, summary.rendered, summary.failed) == (["card-1"], [], [])
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".card")) == sorted(
+        [*theirs, journal, ".card-1.lock"])
+    other.release()
+    assert run(job, out, tiny_dir)[0].rendered == ["card-1"]
+    assert_complete(out, {"card-1"})
 
 
 def test_a_signal_finishes_the_current_item_a_second_drops_it(tiny_dir, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -721,6 +722,38 @@ def test_temporaries_of_a_running_process_are_left_alone(tmp_path):
     E.save_image(raster(), tmp_path / "a.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["a.png", f".a.png.{alive:06x}cd.part", f".a.png.{alive:06x}cd.part.old"])
+
+
+def test_clean_up_waits_for_another_exports_renames(tmp_path, monkeypatch):
+    """An export making its renames from another PID namespace or host: its pid (the tags') is none this machine
+    has, so only the commit lock it holds says it runs. The next run's clean-up waits for that lock, touching
+    nothing meanwhile; the export's own files are gone by then, and what a killed run left goes as before."""
+    tag = "ffffff00"  # no process here has pid 0xffffff
+    theirs = [f".p.png.{tag}.commit", f".p.png.{tag}.part", f".p.jpg.{tag}.part", f".p.jpg.{tag}.part.old"]
+    for name in theirs:
+        (tmp_path / name).write_bytes(b"theirs")
+    (tmp_path / ".p.jpg.ffffff01.part").write_bytes(b"killed")
+    other = E.FileLock(tmp_path / ".studio-export-lock")
+    assert other.take() is None
+    waiting, flock = threading.Event(), E.fcntl.flock
+
+    def noting(fd, operation):
+        if operation == E.fcntl.LOCK_EX:  # waited for
+            waiting.set()
+        return flock(fd, operation)
+    monkeypatch.setattr(E.fcntl, "flock", noting)
+    with ThreadPoolExecutor(1) as pool:
+        cleaning = pool.submit(E.remove_temporaries, tmp_path, {"p.png", "p.jpg"})
+        assert waiting.wait(30)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [*theirs, ".p.jpg.ffffff01.part", ".studio-export-lock"])
+        for name, placed in zip(theirs[1:3], ["p.png", "p.jpg"]):  # its renames made, its journal and backup gone
+            (tmp_path / name).rename(tmp_path / placed)
+        (tmp_path / theirs[0]).unlink()
+        (tmp_path / theirs[3]).unlink()
+        other.release()
+        assert cleaning.result(30) == set()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"p.png": b"theirs", "p.jpg": b"theirs"}
 
 
 def test_extra_pictures_are_written_in_every_format_at_their_own_dpi(tmp_path):
