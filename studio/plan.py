@@ -304,9 +304,9 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
                 except StudioError as e:  # a model the file names: at its key (the command line's: as it is)
                     if layer.model:
                         key = f"layers[{i}].generate.model"
-                        raise _placed(e, f"{layout.where(key)}: {label}.generate.model") from None
+                        raise placed(e, f"{layout.where(key)}: {label}.generate.model") from None
                     if layout.model:
-                        raise _placed(e, f"{layout.where('model')}: model") from None
+                        raise placed(e, f"{layout.where('model')}: model") from None
                     raise
             (tr, t5, vae), sampler = models[model_id]
         steps = layer.steps
@@ -314,14 +314,14 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
             try:
                 steps = check_schedule(sampler, layer)
             except (ConfigError, InputError) as e:
-                raise _placed(e, at) from None
+                raise placed(e, at) from None
         try:
             strategy, gen_w, gen_h, memory = plan_region(box, layer, (tr, t5, vae), budget_bytes, max_tensor)
         except ConfigError as e:
-            raise _placed(e, at) from None
+            raise placed(e, at) from None
         except PlanError as e:
             if e.minimum is None:
-                raise _placed(e, at) from None
+                raise placed(e, at) from None
             short.append((e, label, where))  # the other layers are planned too: the error names all their needs
             continue
         f = vae.downsample_factor
@@ -354,7 +354,7 @@ def _files_dpi(canvas: Canvas, span: Span | None) -> int:
     return max(map(monitor_dpi, span.monitors)) if span else canvas.dpi
 
 
-def _placed(e: StudioError, at: str) -> StudioError:
+def placed(e: StudioError, at: str) -> StudioError:
     """`e`, its message placed in the layout: '<at>: <message>', `at` as 'poster.yaml:14: layers[2] (sky)'; its
     class and attributes (a PlanError's minimum, a MissingBase's folder) kept."""
     e.args = (f"{at}: {e}",)

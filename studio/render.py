@@ -22,14 +22,14 @@ from typing import Callable
 from studio import __version__
 from studio.check import check_arguments, check_layout
 from studio.compose import compose, cut_span, draw_guides, layout_dir, text_problems
-from studio.errors import InputError
+from studio.errors import InputError, StudioError
 from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
                            remove_temporaries, save_image, write_temp)
 from studio.geometry import monitor_dpi
 from studio.hub import HubId, split_revision
 from studio.layout import file_stems, first_seed, stem_problems
 from studio.memory import format_bytes
-from studio.plan import GenerateJob, Plan, file_dpi, plan_layout
+from studio.plan import GenerateJob, Plan, file_dpi, placed, plan_layout
 from studio.spec import GenerateLayer, Layout, user_path
 from studio.text import surrogates_escaped
 
@@ -403,11 +403,15 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                 layer = layout.layers[job.layer]
                 name = f" {layer.name}" if layer.name else ""
                 label = f"layer {job.layer}{name} ({n}/{runs}) {job.strategy} {job.gen_width}x{job.gen_height}"
-                out = pipe(layer.prompt, negative_prompt=layer.negative_prompt, height=job.gen_height,
-                           width=job.gen_width, num_inference_steps=layer.steps, guidance_scale=layer.guidance,
-                           seed=layer.seed, use_resolution_binning=False, sampler=layer.sampler,
-                           memory_budget=plan.budget,
-                           progress=lambda phase, done, total, label=label: report(label, phase, done, total))
+                try:
+                    out = pipe(layer.prompt, negative_prompt=layer.negative_prompt, height=job.gen_height,
+                               width=job.gen_width, num_inference_steps=layer.steps, guidance_scale=layer.guidance,
+                               seed=layer.seed, use_resolution_binning=False, sampler=layer.sampler,
+                               memory_budget=plan.budget,
+                               progress=lambda phase, done, total, label=label: report(label, phase, done, total))
+                except StudioError as e:  # an overflow, memory: at the layer, as a plan's errors are
+                    label = f"layers[{job.layer}]" + (f" ({layer.name})" if layer.name else "")
+                    raise placed(e, f"{layout.where(f'layers[{job.layer}]')}: {label}") from None
                 made[job.layer] = out.images[0], layer.sampler or pipe.sampler.sampler
                 _keep_art(kept_at[job.layer], *made[job.layer])
         if model_key(model_id) not in loaded:  # released before the next model loads

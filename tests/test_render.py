@@ -288,6 +288,31 @@ output: {{formats: [png]}}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["two.png"]
 
 
+def test_a_generation_that_fails_is_named_by_its_layer(tiny_dir, tmp_path, monkeypatch):
+    """An overflow in one of several generations names that layer, at its line, as a plan's errors do; the
+    error keeps its class."""
+    from studio.errors import NumericalError
+
+    (tmp_path / "two.yaml").write_text(f"""\
+canvas: {{width: 128, height: 64}}
+grids: {{g: {{rows: 1, columns: 2}}}}
+layers:
+  - generate: {{prompt: a fox, seed: 1, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 0]}}}}
+  - generate: {{prompt: an owl, seed: 2, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 1]}}, name: sky}}
+output: {{formats: [png]}}
+""")
+    generate = studio.pipeline.PixArtSigmaPipeline.__call__
+
+    def owl_overflows(self, prompt, **kwargs):
+        if prompt == "an owl":
+            raise NumericalError("denoising overflowed in float32")
+        return generate(self, prompt, **kwargs)
+    monkeypatch.setattr(studio.pipeline.PixArtSigmaPipeline, "__call__", owl_overflows)
+    with pytest.raises(NumericalError) as e:
+        render(load_layout(tmp_path / "two.yaml"), tmp_path / "out", None, "1GiB")
+    assert str(e.value) == f"{tmp_path / 'two.yaml'}:5: layers[1] (sky): denoising overflowed in float32"
+
+
 def test_kept_art_of_an_edited_layout_goes_when_its_output_is_written(tiny_dir, tmp_path):
     """Pictures kept for an output by earlier renders that stopped (before its layout was edited: other keys)
     and their temporaries go once the output is written; another output's kept pictures stay; a kept picture
