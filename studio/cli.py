@@ -31,7 +31,7 @@ BUDGET_HELP = "bound on memory for weights and activations, e.g. 6GiB (default: 
 
 
 def env_model() -> str | None:
-    """$STUDIO_MODEL, the default --model; None when unset or empty."""
+    """$STUDIO_MODEL, the default --model; None when unset or empty (a blank one is refused: `check_names`)."""
     return os.environ.get("STUDIO_MODEL") or None
 
 
@@ -71,11 +71,11 @@ def parse_seed(text: str) -> int:
 
 
 def not_empty(what: str, kind=Path):
-    """An argparse type: `kind(text)`, but an empty value (what an unset shell variable gives, `-o "$OUT"`) is
-    refused, saying `what` to give; Path('') would be the working folder."""
+    """An argparse type: `kind(text)`, but an empty or blank value (what an unset shell variable gives, `-o "$OUT"`,
+    `--model "$A $B"`) is refused, saying `what` to give; Path('') would be the working folder."""
     def parse(text: str):
-        if not text:
-            raise argparse.ArgumentTypeError(f"empty; give {what}")
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{'blank' if text else 'empty'}; give {what}")
         return kind(text)
     return parse
 
@@ -83,6 +83,8 @@ def not_empty(what: str, kind=Path):
 IMAGE_FILE = not_empty("an image file name (.png, .jpg, .tif, .webp)")
 OUTPUT_FOLDER = not_empty("an output folder")
 MODEL = not_empty("a pipeline folder or a hub id owner/name (or leave --model out for the default)", str)
+BUDGET = not_empty("a memory budget, e.g. 6GiB (or leave --memory-budget out for the default)", str)
+DEVICE = not_empty("a device, e.g. CPU or GPU:1 (or leave --device out for the default)", str)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,12 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's scheduler_config.json")
     gen.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                      help="weight and compute type (default float32)")
-    gen.add_argument("--variant", default=None, help="weight-file variant, e.g. fp16 for *.fp16.safetensors")
-    gen.add_argument("--revision", default=None,
+    gen.add_argument("--variant", type=not_empty("a weight-file variant, e.g. fp16 (or leave --variant out for "
+                                                 "*.safetensors)", str), default=None,
+                     help="weight-file variant, e.g. fp16 for *.fp16.safetensors")
+    gen.add_argument("--revision", type=not_empty("a branch, tag or commit hash (or leave --revision out for main)",
+                                                  str), default=None,
                      help="hub ids: a branch, tag or commit hash of the repository (default main)")
     gen.add_argument("--no-binning", action="store_true", help="generate at the exact size (multiple of 16 px)")
-    gen.add_argument("--memory-budget", default=None, help=BUDGET_HELP)
-    gen.add_argument("--device", default=None, help=DEVICE_HELP)
+    gen.add_argument("--memory-budget", type=BUDGET, default=None, help=BUDGET_HELP)
+    gen.add_argument("--device", type=DEVICE, default=None, help=DEVICE_HELP)
     gen.add_argument("--vae-tiling", choices=tuple(VAE_TILING), default="auto",
                      help="decode in tiles: auto (the default: when the untiled decode would exceed the budget or "
                           "make a feature map above 4 GiB), on, off")
@@ -141,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def layout_command(name: str, help_text: str):
         cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("layout", type=Path, help="layout file (YAML), see layouts/README.md")
+        cmd.add_argument("layout", type=not_empty("a layout file (YAML)"),
+                         help="layout file (YAML), see layouts/README.md")
         cmd.add_argument("--set", dest="variables", action="append", default=[], metavar="NAME=VALUE",
                          help="fill a {variable} of the layout (repeatable)")
         return cmd
@@ -149,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan = layout_command("plan", "print what rendering a layout will do, without loading a model")
     plan.add_argument("--model", type=MODEL, default=None,
                       help="model for layers that name none (its config is read)")
-    plan.add_argument("--memory-budget", default=None, help=BUDGET_HELP)
-    plan.add_argument("--device", default=None, help=DEVICE_HELP + "; its free memory is the automatic budget")
+    plan.add_argument("--memory-budget", type=BUDGET, default=None, help=BUDGET_HELP)
+    plan.add_argument("--device", type=DEVICE, default=None,
+                      help=DEVICE_HELP + "; its free memory is the automatic budget")
     plan.add_argument("--json", action="store_true", help="machine-readable plan")
 
     proof = layout_command("proof", "draw the layout with labelled placeholders instead of generated art")
@@ -166,14 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-o", "--output", required=True, type=OUTPUT_FOLDER, help="output folder (created)")
     render.add_argument("--model", type=MODEL, default=None,
                         help=f"model for layers that name none (default: $STUDIO_MODEL or {PUBLISHED_MODEL})")
-    render.add_argument("--memory-budget", default=None, help=BUDGET_HELP + "; overrides the layout's")
-    render.add_argument("--device", default=None, help=DEVICE_HELP)
+    render.add_argument("--memory-budget", type=BUDGET, default=None, help=BUDGET_HELP + "; overrides the layout's")
+    render.add_argument("--device", type=DEVICE, default=None, help=DEVICE_HELP)
     render.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
     render.add_argument("--quiet", action="store_true", help="no progress bars")
 
     # -- batch (studio.batch) --
     batch = sub.add_parser("batch", help="render every item of a job file into a folder: resumable, shardable")
-    batch.add_argument("job", type=Path, help="job file (YAML or CSV), see layouts/README.md, 'Batch jobs'")
+    batch.add_argument("job", type=not_empty("a job file (YAML or CSV)"),
+                       help="job file (YAML or CSV), see layouts/README.md, 'Batch jobs'")
     batch.add_argument("-o", "--output", type=OUTPUT_FOLDER, help="output folder (created); required unless --list")
     batch.add_argument("--model", type=MODEL, default=None,
                        help=f"model for layouts that name none (default: the job's, else $STUDIO_MODEL or "
@@ -181,9 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--shard", default="0/1", type=parse_shard, metavar="I/N",
                        help="render items I, I+N, I+2N, ... (0 <= I < N; default 0/1, all), e.g. "
                             "$SLURM_ARRAY_TASK_ID/8")
-    batch.add_argument("--memory-budget", default=None, help="overrides the job's and the layouts'")
-    batch.add_argument("--device", default=None, help=DEVICE_HELP)
-    batch.add_argument("--cache-dir", type=Path, default=None,
+    batch.add_argument("--memory-budget", type=BUDGET, default=None, help="overrides the job's and the layouts'")
+    batch.add_argument("--device", type=DEVICE, default=None, help=DEVICE_HELP)
+    batch.add_argument("--cache-dir", type=not_empty("a cache folder (or leave --cache-dir out for OUTDIR/.cache)"),
+                       default=None,
                        help="T5 feature cache and the hashes of weights and outputs (default OUTDIR/.cache)")
     batch.add_argument("--no-cache", action="store_true",
                        help="encode every prompt, store no T5 features, and read every output a rerun checks (not "
@@ -193,15 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--quiet", action="store_true", help="no progress bars: one line per item, for logs")
 
     rerender = sub.add_parser("rerender", help="render a batch item again from its manifest; compare the bytes")
-    rerender.add_argument("manifest", type=Path, help="an item's <name>.manifest.json")
+    rerender.add_argument("manifest", type=not_empty("a batch item's <name>.manifest.json"),
+                          help="an item's <name>.manifest.json")
     rerender.add_argument("-o", "--output", type=OUTPUT_FOLDER, default=None,
                           help="folder for the files (default: a temporary one, only compared)")
     rerender.add_argument("--overwrite", action="store_true", help="replace the files in the -o folder if they exist")
-    rerender.add_argument("--device", default=None, help=DEVICE_HELP)
+    rerender.add_argument("--device", type=DEVICE, default=None, help=DEVICE_HELP)
     rerender.add_argument("--quiet", action="store_true", help="no progress bars")
 
     tiny = sub.add_parser("make-tiny", help="write a tiny random PixArt-Sigma pipeline (its output is noise)")
-    tiny.add_argument("folder", type=Path, help="folder to write the pipeline into (created)")
+    tiny.add_argument("folder", type=not_empty("a folder to write the pipeline into"),
+                      help="folder to write the pipeline into (created)")
     tiny.add_argument("--sample-size", type=int, default=128, choices=(32, 64, 128, 256),
                       help="latent size of the native bin (default 128, which behaves like the 1024 px checkpoint)")
     tiny.add_argument("--seed", type=parse_seed, default=0, help=f"0..{MAX_SEED}, for the random weights (default 0)")
@@ -494,9 +505,13 @@ def _said_of_env_model(e: StudioError, line: str, args) -> str:
 
 def check_names(args) -> None:
     """InputError for a --model (or the $STUDIO_MODEL a command without one takes) or an -o with a control
-    character, in the words of the layout loader's `model:`; an -o's would split 'wrote ...' and errors too."""
+    character, in the words of the layout loader's `model:`; an -o's would split 'wrote ...' and errors too. A
+    blank $STUDIO_MODEL ('  ') too, named: argparse refuses a blank --model."""
     model = getattr(args, "model", "")
     named = [("--model", model) if model is not None else ("$STUDIO_MODEL", env_model())]
+    if model is None and (env_model() or "").isspace():
+        raise InputError(f"$STUDIO_MODEL '{one_line(env_model())}' is blank; set it to a pipeline folder or a hub id "
+                         f"owner/name, or unset it for the default")
     if getattr(args, "output", None) is not None:
         named.append(("-o", str(args.output)))
     for name, value in named:

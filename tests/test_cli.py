@@ -225,6 +225,18 @@ def test_a_studio_model_with_a_control_character_is_refused(command, tmp_path, m
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
+def test_a_blank_studio_model_is_refused_naming_it(command, tmp_path, monkeypatch, capsys):
+    """Not said as the API's 'plan_layout: model: ...' or as a folder ' ': named, as its other mistakes are (an
+    empty one is unset: the default)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STUDIO_MODEL", "  ")
+    assert main(command) == 2
+    assert capsys.readouterr().err == ("studio: error: $STUDIO_MODEL '  ' is blank; set it to a pipeline folder or a "
+                                       "hub id owner/name, or unset it for the default\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 # each command that takes -o, with what else it needs
 OUTPUT_COMMANDS = [["generate", "a cat"], ["proof", "l.yaml"], ["render", "l.yaml"], ["batch", "job.yaml"],
                    ["rerender", "a.manifest.json"]]
@@ -254,10 +266,35 @@ def test_an_output_with_a_control_character_is_refused(command, output, tmp_path
     (["batch", "job.yaml", "-o="], "studio batch: error: argument -o/--output: empty; give an output folder"),
     (["rerender", "a.manifest.json", "-o="], "studio rerender: error: argument -o/--output: empty; give an output "
      "folder"),
+    (["generate", "a cat", "-o", "x.png", "--model", " ", "--dry-run"], "studio generate: error: argument --model: "
+     "blank; give a pipeline folder or a hub id owner/name (or leave --model out for the default) (see "),
+    (["plan", "l.yaml", "--model", "  "], "studio plan: error: argument --model: blank; "),
+    (["generate", "a cat", "-o", "x.png", "--memory-budget="], "studio generate: error: argument --memory-budget: "
+     "empty; give a memory budget, e.g. 6GiB (or leave --memory-budget out for the default)"),
+    (["plan", "l.yaml", "--memory-budget="], "studio plan: error: argument --memory-budget: empty; "),
+    (["render", "l.yaml", "-o", "out", "--memory-budget="], "studio render: error: argument --memory-budget: empty; "),
+    (["batch", "job.yaml", "--list", "--memory-budget="], "studio batch: error: argument --memory-budget: empty; "),
+    (["generate", "a cat", "-o", "x.png", "--device="], "studio generate: error: argument --device: empty; give a "
+     "device, e.g. CPU or GPU:1 (or leave --device out for the default)"),
+    (["plan", "l.yaml", "--device="], "studio plan: error: argument --device: empty; "),
+    (["render", "l.yaml", "-o", "out", "--device="], "studio render: error: argument --device: empty; "),
+    (["batch", "job.yaml", "--list", "--device="], "studio batch: error: argument --device: empty; "),
+    (["rerender", "a.manifest.json", "--device="], "studio rerender: error: argument --device: empty; "),
+    (["generate", "a cat", "-o", "x.png", "--variant", ""], "studio generate: error: argument --variant: empty; give "
+     "a weight-file variant, e.g. fp16 (or leave --variant out for *.safetensors)"),
+    (["generate", "a cat", "-o", "x.png", "--revision", ""], "studio generate: error: argument --revision: empty; "
+     "give a branch, tag or commit hash (or leave --revision out for main)"),
+    (["batch", "job.yaml", "--list", "--cache-dir="], "studio batch: error: argument --cache-dir: empty; give a "
+     "cache folder (or leave --cache-dir out for OUTDIR/.cache)"),
+    (["make-tiny", ""], "studio make-tiny: error: argument folder: empty; give a folder to write the pipeline into"),
+    (["plan", ""], "studio plan: error: argument layout: empty; give a layout file (YAML)"),
+    (["proof", "", "-o", "p.png"], "studio proof: error: argument layout: empty; give a layout file (YAML)"),
+    (["batch", "", "--list"], "studio batch: error: argument job: empty; give a job file (YAML or CSV)"),
+    (["rerender", ""], "studio rerender: error: argument manifest: empty; give a batch item's <name>.manifest.json"),
 ])
-def test_an_empty_model_or_output_is_refused(argv, message, tmp_path, monkeypatch, capsys):
-    """What an unset shell variable gives (`--model "$M"`): not the default model, not the working folder
-    (Path('') is '.')."""
+def test_an_empty_value_is_refused(argv, message, tmp_path, monkeypatch, capsys):
+    """What an unset shell variable gives (`--model "$M"`, `--device "$DEV"`): not the default model, budget or
+    device, not the working folder (Path('') is '.'); a blank --model ('--model "$A $B"') is no model either."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "l.yaml").write_text("canvas: {width: 64, height: 64}\nlayers:\n  - fill: {color: red}\n")
     with pytest.raises(SystemExit) as exit_:
@@ -527,7 +564,8 @@ def test_make_tiny_on_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypa
 
 def test_make_tiny_replaces_only_a_pipeline_and_never_the_working_folder(tmp_path, monkeypatch, capsys):
     """--overwrite replaces a pipeline folder or an empty one, never a folder of other files, nor the working
-    folder ('.', '') or one holding it (the shell would be left in a removed folder)."""
+    folder ('.') or one holding it (the shell would be left in a removed folder); '' is refused as empty
+    (`test_an_empty_value_is_refused`)."""
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.txt").write_text("years of work")
@@ -540,11 +578,10 @@ def test_make_tiny_replaces_only_a_pipeline_and_never_the_working_folder(tmp_pat
     here = tmp_path / "here"
     (here / "sub").mkdir(parents=True)
     monkeypatch.chdir(here / "sub")
-    for given, what in ((".", "is the working folder"), ("", "is the working folder"),
-                        ("..", "is the working folder or holds it")):
+    for given, what in ((".", "is the working folder"), ("..", "is the working folder or holds it")):
         assert main(["make-tiny", given, "--sample-size", "32", "--overwrite"]) == 2
-        assert capsys.readouterr().err == (f"studio: error: {given or '.'}: {what}; make-tiny replaces its folder "
-                                           "whole: name another one (e.g. make-tiny tiny)\n")
+        assert capsys.readouterr().err == (f"studio: error: {given}: {what}; make-tiny replaces its folder whole: "
+                                           "name another one (e.g. make-tiny tiny)\n")
     assert main(["make-tiny", "tiny", "--sample-size", "32"]) == 0
     assert (here / "sub" / "tiny" / "model_index.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "mine"]
@@ -837,11 +874,14 @@ def test_too_little_temporary_disk_for_a_tiled_decode_fails_before_any_work(tiny
                 output_type="latent").images.shape == (1, 4, 32, 32)  # no decode: no disk (binned to 256 px)
 
 
-def run_with_import_hook(module: str, action: str, args: list[str], cwd) -> subprocess.CompletedProcess:
+def run_with_import_hook(module: str, action: str, args: list[str], cwd,
+                         sigint_ignored: bool = False) -> subprocess.CompletedProcess:
     """The `studio` command in a new process whose first import of `module` runs `action` (Python, where `os`,
-    `signal` and `sys` are imported): a signal at a chosen moment of start-up."""
+    `signal` and `sys` are imported): a signal at a chosen moment of start-up. `sigint_ignored`: started with
+    SIGINT ignored, as `nohup` or a script's background job starts it."""
     script = f"""\
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN if {sigint_ignored} else signal.default_int_handler)
 class Hook:
     def find_spec(self, name, path=None, target=None):
         if name == {module!r}:
@@ -875,6 +915,45 @@ def test_a_signal_while_mindspore_loads_ends_the_command_cleanly(signum, code, s
 def test_a_ctrl_c_while_modules_load_is_one_line(module, action, tmp_path):
     done = run_with_import_hook(module, action, ["proof", "l.yaml", "-o", "p.png"], tmp_path)
     assert (done.returncode, done.stderr) == (130, "studio: interrupted\n")
+
+
+@pytest.mark.parametrize("module, signum, code, said", [
+    ("studio.errors", "SIGINT", 130, "interrupted"),  # the first module of studio's the command loads
+    ("datetime", "SIGINT", 130, "interrupted"),  # inside numpy's C start-up: its ImportError hid the interrupt
+    ("PIL.Image", "SIGTERM", 143, "terminated"),
+])
+def test_a_signal_while_the_command_line_loads_is_one_line(module, signum, code, said, tmp_path):
+    """Noted from the first line of studio.__main__ until studio.cli is in, then the command ends as the CLI
+    ends on that signal: no traceback, not numpy's 'PyCapsule_Import could not import module datetime'."""
+    done = run_with_import_hook(module, f"os.kill(os.getpid(), signal.{signum})", ["proof", "l.yaml", "-o", "p.png"],
+                                tmp_path)
+    assert (done.returncode, done.stderr) == (code, f"studio: {said}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_ctrl_c_the_caller_ignores_is_ignored_while_the_command_line_loads(tmp_path):
+    (tmp_path / "l.yaml").write_text("canvas: {width: 64, height: 48}\nlayers:\n  - fill: {color: red}\n")
+    done = run_with_import_hook("yaml", "os.kill(os.getpid(), signal.SIGINT)", ["proof", "l.yaml", "-o", "p.png"],
+                                tmp_path, sigint_ignored=True)
+    assert (done.returncode, done.stderr) == (0, "")
+    with Image.open(tmp_path / "p.png") as image:
+        assert image.size == (64, 48)
+
+
+def test_a_command_started_without_stdout_ends_with_its_status(tmp_path):
+    """`studio ... >&-`: Python has no sys.stdout (None), which the end of the process flushed no more (a traceback,
+    exit 1): an error is its one line and status 2, a command that works exits 0."""
+    (tmp_path / "l.yaml").write_text("canvas: {width: 64, height: 48}\nlayers:\n  - fill: {color: red}\n")
+
+    def closed(*args):
+        return subprocess.run(["bash", "-c", '"$@" >&-', "bash", sys.executable, "-m", "studio", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+    done = closed("plan", "missing.yaml")
+    assert (done.returncode, done.stderr) == (2, "studio: error: missing.yaml: no such layout file\n")
+    done = closed("proof", "l.yaml", "-o", "p.png")
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", "")
+    with Image.open(tmp_path / "p.png") as image:
+        assert image.size == (64, 48)
 
 
 def test_the_process_ends_with_the_commands_status_without_the_interpreters_teardown(tiny_dir, tmp_path):
