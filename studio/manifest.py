@@ -113,15 +113,17 @@ class FileHashes:
     def save(self, every: float = 0.0) -> str | None:
         """Write the memo when it gained entries, unless it was written less than `every` seconds ago (its
         size grows with a batch's outputs). Shards share it: the entries another wrote since it was read are
-        kept, this one's over them; two writes at one moment may lose the first's, which are hashed again next
-        time. One that can't be written (a full disk, a read-only folder) only costs hashing again next time:
-        the first failure returns a warning, the others None."""
+        kept, this one's over them, and those of files deleted since are dropped (the memo would grow with every
+        output ever hashed); two writes at one moment may lose the first's, which are hashed again next time.
+        One that can't be written (a full disk, a read-only folder) only costs hashing again next time: the
+        first failure returns a warning, the others None."""
         if self.memo is None or not self.new or not self.store:
             return None
         if self.saved is not None and time.monotonic() - self.saved < every:
             return None
         self.saved = time.monotonic()
-        self.known = {**self.known, **_read_memo(self.memo), **self.new}
+        merged = {**self.known, **_read_memo(self.memo), **self.new}
+        self.known = {path: entry for path, entry in merged.items() if os.path.lexists(path)}  # not deleted files
         data = json.dumps(self.known, sort_keys=True).encode()
         try:
             self.memo.parent.mkdir(parents=True, exist_ok=True)

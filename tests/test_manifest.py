@@ -47,3 +47,22 @@ def test_a_linked_log_is_replaced_and_its_target_left_alone(tmp_path):
     manifest.append_line(dangling, {"c": 3})
     assert not (tmp_path / "gone.jsonl").exists()
     assert manifest.read_lines(dangling) == [{"c": 3}]
+
+
+def test_the_memo_forgets_deleted_files(tmp_path):
+    """A shared --cache-dir's memo would otherwise grow with every output ever hashed."""
+    memo, kept, gone = tmp_path / "file-hashes.json", tmp_path / "kept.png", tmp_path / "gone.png"
+    kept.write_bytes(b"k")
+    gone.write_bytes(b"g")
+    hashes = manifest.FileHashes(memo)
+    for path in (kept, gone):
+        hashes(path)
+    assert hashes.save() is None and len(manifest._read_memo(memo)) == 2
+    gone.unlink()
+    other = tmp_path / "other.png"
+    other.write_bytes(b"o")
+    again = manifest.FileHashes(memo)
+    assert again(kept) == manifest.sha256_file(kept)
+    again(other)
+    assert again.save() is None
+    assert sorted(manifest._read_memo(memo)) == [str(kept.resolve()), str(other.resolve())]
