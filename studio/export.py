@@ -139,6 +139,7 @@ def write_raster(image, f, fmt: str, dpi: int | None, metadata: dict | None, qua
         dpi = dpi or 72
     options = {"icc_profile": srgb_profile()}
     if dpi:
+        dpi = int(dpi)  # libtiff refuses a numpy integer ('Error setting from dictionary')
         options["dpi"] = (dpi, dpi)
     if fmt == "PNG" and metadata:
         info = PngImagePlugin.PngInfo()
@@ -339,26 +340,39 @@ def temporary_name(name: str, suffix: str = "00") -> str:
     return f".{name}.{os.getpid():06x}{suffix}.part"
 
 
+# the absolute paths of the temporary files `_temporary` made in this process that are still there: being written,
+# or waiting for their rename, by a thread here (another thread's clean-up leaves them alone: `_being_written`)
+_LIVE: set[str] = set()
+_LIVE_LOCK = threading.Lock()
+
+
 def _temporary(folder: Path, name: str) -> tuple[int, str]:
     """A new file '.<name>.<tag>.part' in `folder`, open for writing: (fd, path). The 8-character tag is this
     process's pid (6 hex digits) and 2 random ones, so that `remove_temporaries` leaves alone the files a
-    running process is writing (another render into the same folder)."""
-    for _ in range(1000):
-        path = os.path.join(folder, temporary_name(name, secrets.token_hex(1)))
-        try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK), path
-        except FileExistsError:
-            continue
+    running process is writing (another render into the same folder); one a thread of this process is writing
+    is in `_LIVE` until renamed or removed."""
+    with _LIVE_LOCK:
+        _LIVE.difference_update([p for p in _LIVE if not os.path.lexists(p)])  # renamed or removed since
+        for _ in range(1000):
+            path = os.path.join(folder, temporary_name(name, secrets.token_hex(1)))
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
+            except FileExistsError:
+                continue
+            _LIVE.add(os.path.abspath(path))
+            return fd, path
     raise FileExistsError(f"{folder}: no free temporary name for {name}")
 
 
-def _being_written(tag: str) -> bool:
-    """Whether the temporary file with this tag belongs to another process that is still running."""
+def _being_written(path: Path, tag: str) -> bool:
+    """Whether the temporary file `path`, with this tag, is being written: by a thread of this process (`_LIVE`;
+    any other with this process's pid is a leftover of a failed write), or by another process still running."""
     if len(tag) != 8 or any(c not in "0123456789abcdef" for c in tag):
         return False  # not one of ours (or from before tags named their process): a leftover
     pid = int(tag[:6], 16)
     if pid == os.getpid():
-        return False
+        with _LIVE_LOCK:
+            return os.path.abspath(path) in _LIVE
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -459,8 +473,10 @@ def remove_temporaries(folder: Path, names: set[str], remove: Callable[[Path], N
             if suffix == ".commit":
                 _finish_journal(folder, path)
                 finished.add(target)
-            elif os.path.lexists(path):  # a finished journal moved it into place
-                (remove or (lambda p: p.unlink(missing_ok=True)))(path)
+            else:
+                with _LIVE_LOCK:  # gone (a finished journal moved it into place), or made again by a thread here
+                    if os.path.lexists(path) and os.path.abspath(path) not in _LIVE:
+                        (remove or (lambda p: p.unlink(missing_ok=True)))(path)
     finally:
         lock.release()
     return finished
@@ -475,7 +491,7 @@ def _leftovers(folder: Path, names: set[str]) -> list[tuple[Path, str, str]]:
         for suffix in (".part", ".part.old", ".commit"):
             if n.startswith(".") and n.endswith(suffix):
                 target, _, tag = n[1:].removesuffix(suffix).rpartition(".")
-                if target in names and not _being_written(tag):
+                if target in names and not _being_written(path, tag):
                     found.append((path, suffix, target))
                 break
     return found
@@ -600,8 +616,9 @@ def save_image(image, path, overwrite: bool = False, metadata: dict[str, str] | 
     tmp = write_temp(path.parent, path.name, lambda f: write_raster(image, f, fmt, dpi, metadata, quality))
     try:
         move_into_place(tmp, path, overwrite)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # only unless renamed: a thread here may have made a file of that name since
+        raise
     return path
 
 
@@ -658,9 +675,10 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
     try:
         written = write_temps(out_dir, [(targets[i][1].name, writer(targets[i][0], targets[i][2])) for i in order],
                               progress)
-        temps = [tmp for _, tmp in sorted(zip(order, written))]
+        temps, committing = [tmp for _, tmp in sorted(zip(order, written))], False
         try:
             with _commit_lock(out_dir), signals_held() as held:  # waiting for another run's commit can be interrupted
+                committing = True  # from here `_commit` removes the temporary files it has not renamed
                 _commit(out_dir, [(tmp, path) for tmp, (_, path, _) in zip(temps, targets)], overwrite)
                 if on_written:
                     on_written()
@@ -668,9 +686,10 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
                     names = ", ".join(path.name for _, path, _ in targets)
                     print(f"studio: stopping, after the files were written ({names})", file=sys.stderr, flush=True)
         except BaseException:
-            with signals_held():
-                for tmp in temps:
-                    tmp.unlink(missing_ok=True)
+            if not committing:
+                with signals_held():
+                    for tmp in temps:
+                        tmp.unlink(missing_ok=True)
             raise
     except FileNotFoundError:
         if out_dir.is_dir():
@@ -783,14 +802,15 @@ def _is(path: Path, stat: os.stat_result | None) -> bool:
 def _commit(folder: Path, moves: list[tuple[Path, Path]], overwrite: bool) -> None:
     """Rename each (temporary, path) of `moves` into place, all or none: a journal first (`_write_journal`), and with
     overwrite each replaced file kept until all are in place. On failure removes the files it placed and restores
-    those it replaced, unless another process has put a file of its own there since. With the folder's commit
-    lock held: the paths are checked again, since another run may have written them while this one encoded."""
-    if not overwrite:
-        for _, path in moves:
-            if os.path.lexists(path):
-                raise InputError(f"{path}: file appeared while writing (not replaced)")
+    those it replaced, unless another process has put a file of its own there since; in any case removes the
+    temporary files it did not rename. With the folder's commit lock held: the paths are checked again, since
+    another run may have written them while this one encoded."""
     backups, placed, journal = {}, {}, None  # placed: path -> what this run put there
     try:
+        if not overwrite:
+            for _, path in moves:
+                if os.path.lexists(path):
+                    raise InputError(f"{path}: file appeared while writing (not replaced)")
         journal = _write_journal(folder, moves, overwrite)
         for tmp, path in moves:
             if overwrite and os.path.lexists(path):  # kept until every file is in place, to restore on failure
@@ -810,6 +830,7 @@ def _commit(folder: Path, moves: list[tuple[Path, Path]], overwrite: bool) -> No
             if not os.path.lexists(path) or _is(path, placed.get(path)):
                 os.replace(old, path)
         raise
-    finally:
-        for tmp in [tmp for tmp, _ in moves] + list(backups.values()) + ([journal] if journal else []):
+    finally:  # not a renamed one's name: a thread here may have made a file of that name since
+        unplaced = [tmp for tmp, path in moves if path not in placed]
+        for tmp in unplaced + list(backups.values()) + ([journal] if journal else []):
             tmp.unlink(missing_ok=True)

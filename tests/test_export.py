@@ -226,6 +226,27 @@ def test_a_numpy_jpeg_quality_is_taken(tmp_path):
     assert jpg.read_bytes() == same.read_bytes()
 
 
+@pytest.mark.parametrize("kind", [np.int64, np.int32])
+def test_a_numpy_dpi_and_bleed_are_taken_in_every_format(tmp_path, kind):
+    """libtiff refused a numpy integer dpi ('cannot encode ... as TIFF (Error setting from dictionary)'), after
+    the whole generation: every format's file is the one a Python int gives, at 150 dpi."""
+    numpy_files = E.export(raster(), poster(dpi=kind(150), bleed=kind(6)), tmp_path, "n")
+    int_files = E.export(raster(), poster(dpi=150, bleed=6), tmp_path, "i")
+    assert [p.name for p in numpy_files] == ["n.png", "n.jpg", "n.tif", "n.pdf"]
+    for ours, same in zip(numpy_files, int_files):
+        assert ours.read_bytes() == same.read_bytes(), ours.name
+    for path in numpy_files[:3]:
+        with Image.open(path) as im:
+            assert tuple(round(v) for v in im.info["dpi"]) == (150, 150), path.name
+    assert box(numpy_files[3].read_bytes(), "MediaBox") == pytest.approx([0, 0, 112 / 150 * 72, 72 / 150 * 72])
+    with Image.open(E.save_image(raster(), tmp_path / "s.tif", dpi=kind(150))) as im:
+        assert im.info["dpi"] == (150, 150)
+    with Image.open(E.save_image(raster(), tmp_path / "s.webp", dpi=kind(150), quality=kind(90))) as im:
+        assert {k: v for k, v in im.getexif().items() if k in (282, 283, 296)} == {282: 150, 283: 150, 296: 2}
+    with Image.open(proof(poster(dpi=kind(150)), tmp_path / "proof.tif")) as im:
+        assert im.info["dpi"] == (150, 150)
+
+
 def test_a_file_name_from_os_fsdecode_is_measured_in_its_bytes(tmp_path):
     """A name that is no UTF-8 (os.fsdecode gives surrogates for its bytes) is as long as its bytes: no
     UnicodeEncodeError."""
@@ -754,6 +775,68 @@ def test_clean_up_waits_for_another_exports_renames(tmp_path, monkeypatch):
         other.release()
         assert cleaning.result(30) == set()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"p.png": b"theirs", "p.jpg": b"theirs"}
+
+
+def test_threads_writing_the_same_files_leave_each_other_s_temporaries_alone(tmp_path):
+    """Threads of one process (a service) proofing one file and rendering into one folder, all with overwrite: a
+    thread's clean-up (render's, save_image's) took another's temporary files, which have this process's pid
+    (FileNotFoundError on '.same.png.<tag>.part'). Now each succeeds, the last rename winning: p.png and p.tif of
+    one export; this process's leftover of a failed write (not being written) still goes."""
+    leftover = tmp_path / f".same.png.{os.getpid():06x}ff.part"
+    leftover.write_bytes(b"half")
+    images, errors = [raster(seed=seed) for seed in range(6)], []
+
+    def proofing(seed):
+        try:
+            E.save_image(images[seed], tmp_path / "same.png", overwrite=True)
+        except Exception as e:
+            errors.append(e)
+
+    def rendering(seed):
+        try:
+            E.remove_temporaries(tmp_path, {"p.png", "p.tif"})  # as render does first
+            E.export(images[seed], poster(("png", "tiff")), tmp_path, "p", overwrite=True)
+        except Exception as e:
+            errors.append(e)
+
+    for _ in range(10):
+        threads = [threading.Thread(target=proofing if seed % 2 else rendering, args=(seed,)) for seed in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert [f"{type(e).__name__}: {e}" for e in errors] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "p.tif", "same.png"]
+    with Image.open(tmp_path / "same.png") as im:
+        assert im.tobytes() in [images[seed].tobytes() for seed in (1, 3, 5)]
+    with Image.open(tmp_path / "p.png") as png, Image.open(tmp_path / "p.tif") as tif:
+        assert png.tobytes() == tif.tobytes() in [images[seed].tobytes() for seed in (0, 2, 4)]
+
+
+@pytest.mark.parametrize("writer", ["save_image", "export"])
+def test_a_written_file_s_temporary_name_is_not_removed_after_its_rename(tmp_path, monkeypatch, writer):
+    """Once renamed, a temporary's name is free for another thread of this process to take: save_image and export
+    removed it afterwards anyway, taking that thread's file (2 random hex digits in a tag: 1 in 256)."""
+    ours = f".same.png.{os.getpid():06x}"
+    monkeypatch.setattr(E.secrets, "token_hex", lambda n: "cd" if (tmp_path / f"{ours}ab.part").exists() else "ab")
+    placed, go, move = threading.Event(), threading.Event(), E.move_into_place
+
+    def move_and_wait(tmp, path, overwrite):
+        move(tmp, path, overwrite)
+        if path.name == "same.png":
+            placed.set()
+            assert go.wait(10)
+
+    monkeypatch.setattr(E, "move_into_place", move_and_wait)
+    write = {"save_image": lambda: E.save_image(raster(), tmp_path / "same.png", overwrite=True),
+             "export": lambda: E.export(raster(), poster(("png",)), tmp_path, "same", overwrite=True)}[writer]
+    with ThreadPoolExecutor(1) as pool:
+        writing = pool.submit(write)
+        assert placed.wait(10)
+        other = E.write_temp(tmp_path, "same.png", lambda f: f.write(b"another thread's"))
+        go.set()
+        writing.result(10)
+    assert other.name == f"{ours}ab.part" and other.read_bytes() == b"another thread's"
 
 
 def test_extra_pictures_are_written_in_every_format_at_their_own_dpi(tmp_path):
