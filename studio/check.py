@@ -5,13 +5,14 @@ listing every problem, one line each, `source: field.path: what is wrong`:
     title-card: canvas.bleed: must be at least 0, got -10
 
 `layout.load_layout` checks a file while it reads it; its output always passes here. A Layout built from
-spec's dataclasses is checked by `plan.plan_layout` (and so by render) before any work: types (bool is no
-number, colours are RGBA tuples of 0..255 ints; a list where a tuple is expected is fine where it is a list
+spec's dataclasses is checked by `plan.plan_layout` (and so by render) and by proof before any work: types (bool
+is no number, colours are RGBA tuples of 0..255 ints; a list where a tuple is expected is fine where it is a list
 of values, not a colour; text holds no lone surrogate), the loader's ranges and choices, and what goes
 together: gradient stops in order, boxes on the canvas and at least 1 x 1 px once rounded, cells inside their
 grid, grids that fit their region, a span's canvas equal to `geometry.span_canvas(span)` with one bezel per gap,
 output names that give file names, image files that exist and can be drawn (`compose.picture_problem`, as the
-loader reads them) and fonts that exist. `check_arguments` checks plan_layout's and render's model= and pipelines=.
+loader reads them) and fonts that can be drawn (`layout.font_problem`). `check_arguments` checks plan_layout's,
+render's and proof's model=, pipelines=, progress= and warn=.
 
 The limits and choices in the tables below are the loader's (its constants, or equal to its key tables'
 values: tests/test_spec.py compares them).
@@ -27,12 +28,12 @@ from decimal import Decimal
 from pathlib import Path
 
 from studio.compose import picture_problem
-from studio.errors import InputError, control_problem, refuses
+from studio.errors import InputError, control_problem, one_line, refuses
 from studio.export import EXPORT_SUFFIXES
 from studio.geometry import percent, resolve, span_canvas
 from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, _an, _count, aspect_problem,
-                           empty_problem, grid_fit_problem, name_pattern_problem, outside_problem, range_problem,
-                           stem_problems)
+                           empty_problem, font_problem, grid_fit_problem, name_pattern_problem, outside_problem,
+                           range_problem, stem_problems)
 from studio.memory import budget_problem
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
                          Region, Shadow, ShapeLayer, Span, TextLayer, file_problem, input_path)
@@ -99,7 +100,8 @@ def _q(value) -> str:
 
 
 def _n(number) -> str:
-    return f"{number:g}" if isinstance(number, float) else str(number)
+    """A number as messages write it: 3.5 for a float or a Fraction (7/2), a whole number as it is."""
+    return str(number) if isinstance(number, numbers.Integral) else f"{float(number):g}"
 
 
 def _closest(word, choices) -> str:
@@ -334,19 +336,15 @@ def _where(base: Path | None) -> str:
 
 
 class Font:
-    """A font file or an installed family, as the loader gives it (None, the bundled font, is Optional's)."""
+    """A font file (text or a Path, '#index' for another face than the first) or an installed family that can be
+    drawn, as the loader checks it (`layout.font_problem`; None, the bundled font, is Optional's)."""
 
     def check(self, c, path, value):
-        from studio import fonts
-
-        if not isinstance(value, str):
-            return c.error(path, f"expected a font file or family (text), got {_a(value)}")
-        if control_problem(value):
-            return c.error(path, f"{_q(value)} {control_problem(value)}")
+        if not isinstance(value, (str, os.PathLike)) or not isinstance(os.fspath(value), str):  # a path of bytes
+            return c.error(path, f"expected a font file or family (text or a Path), got {_a(value)}")
         base = c.base_dir()
-        if fonts.find_face(value, base) is None:
-            return c.error(path, fonts.not_found(value, base, _where(base)))
-        return True
+        problem = font_problem(os.fspath(value), base, _where(base))
+        return problem is None or c.error(path, one_line(problem))  # a control character shown escaped
 
 
 @dataclass(frozen=True)
@@ -523,14 +521,17 @@ def check_layout(layout: Layout) -> None:
         raise InputError("\n".join(f"{source}: {problem}" for problem in c.problems))
 
 
-def check_arguments(caller: str, model=None, pipelines=None, progress=None) -> None:
-    """A one-line InputError unless `caller`'s (plan_layout's, render's) arguments are what it takes: model None or a
-    model folder or hub id (text or a Path); pipelines None or a dict of such models -> PixArtSigmaPipeline;
-    progress None or a function called as progress(label, phase, done, total)."""
+def check_arguments(caller: str, model=None, pipelines=None, progress=None, warn=None) -> None:
+    """A one-line InputError unless `caller`'s (plan_layout's, render's, proof's) arguments are what it takes: model
+    None or a model folder or hub id (text or a Path); pipelines None or a dict of such models ->
+    PixArtSigmaPipeline; progress None or a function called as progress(label, phase, done, total); warn None or a
+    function called as warn(where, problem)."""
     c = _Checker(None)
     Optional(Model()).check(c, f"{caller}: model", model)
     if progress is not None and refuses(progress, "layer 0", "text", 0, 1):
         c.error(f"{caller}: progress", f"is called as progress(label, phase, done, total), got {_short(repr(progress))}")
+    if warn is not None and refuses(warn, "poster.yaml:3", "layers[0]: text overflows its region"):
+        c.error(f"{caller}: warn", f"is called as warn(where, problem), got {_short(repr(warn))}")
     if isinstance(pipelines, dict):
         from studio.pipeline import PixArtSigmaPipeline  # here: it imports MindSpore
 

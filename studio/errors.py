@@ -47,6 +47,16 @@ class NumericalError(StudioError, ArithmeticError):
     reference returns black images)."""
 
 
+def check_flag(name: str, value, none: str | None = None) -> None:
+    """InputError unless `value` is True or False (numpy's too), or None when `none` says what None means: a
+    truthy "no" would be read as True."""
+    import numpy as np  # loaded by every caller already; not by the command line's start-up
+
+    if not (isinstance(value, (bool, np.bool_)) or none is not None and value is None):
+        allowed = "True or False" if none is None else f"None ({none}), True or False"
+        raise InputError(f"{name} must be {allowed}, got {value!r:.80}")
+
+
 def out_of_memory(e: BaseException) -> bool:
     """Whether e is MindSpore failing to allocate device or host memory (a RuntimeError with its C++ trace)."""
     return any(m in str(e) for m in ("Allocate memory failed", "MallocForOutputs", "Out of memory"))

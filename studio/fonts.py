@@ -51,13 +51,15 @@ class Face(NamedTuple):
         return f"{self.path}#{self.index}" if self.index else self.path
 
 
-def find_face(name_or_path: str | None, base_dir: Path | str | None = None) -> Face | None:
+def find_face(name_or_path: str | os.PathLike | None, base_dir: Path | str | None = None) -> Face | None:
     """The face `name_or_path` names, Face("default") for None/"" (the bundled font), None if not found.
 
     A value with a font suffix (optionally '#index') or a path separator is a path, relative to `base_dir`
     (default: the current folder); anything else is a family name, matched case-, space-, '-' and
-    '_'-insensitively.
+    '_'-insensitively. A Path (any os.PathLike) is read as its text.
     """
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
     if name_or_path is None or not name_or_path.strip() or name_or_path.strip().lower() == DEFAULT:
         return Face(DEFAULT)
     indexed = _INDEXED_RE.fullmatch(name_or_path)

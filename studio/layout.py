@@ -842,28 +842,38 @@ class Colour:
         return _ref(defs, "colour", body)
 
 
+def font_problem(name: str, base_dir: Path | None, relative_to: str) -> str | None:
+    """Why the font `name` (a file relative to `base_dir`, '#index' for another face, or an installed family;
+    `relative_to` says where relative paths are read) can't be drawn: blank, a control character, not found
+    (`fonts.not_found`), no font Pillow reads or no such face (`fonts.index_problem`); else None. The loader's and
+    studio.check's wording."""
+    if not name.strip():  # fonts.find_face reads '' as the bundled font; written, it is a slip
+        return f"expected a font file or an installed family, got '{name}'; leave font out for the bundled font"
+    if control_problem(name):
+        return f"'{name}' {control_problem(name)}"
+    face = fonts.find_face(name, base_dir)
+    if face is None:
+        return fonts.not_found(name, base_dir, relative_to)
+    if face.path == fonts.DEFAULT:
+        return None
+    try:
+        fonts.open_face(face, 12)
+    except (OSError, ValueError) as e:
+        problem = fonts.index_problem(face)
+        return f"'{name}': {problem}" if problem else f"'{name}' is not a font Pillow can read ({e})"
+    return None
+
+
 class Font(Text):
     """A font file (relative to the layout file's folder, '#index' for another face than the first) or an installed
     family -> the file, with its '#index'; `default` (any case) -> None, the bundled font, as leaving font out."""
 
     def parse(self, r, node, path):
         name = super().parse(r, node, path)
-        if not name.strip():  # fonts.find_face reads '' as the bundled font; written, it is a slip
-            raise _Bad(f"expected a font file or an installed family, got '{name}'; leave font out for the bundled "
-                       f"font")
-        if control_problem(name):
-            raise _Bad(f"'{name}' {control_problem(name)}")
+        if problem := font_problem(name, r.base_dir, r.relative_to):
+            raise _Bad(problem)
         face = fonts.find_face(name, r.base_dir)
-        if face is None:
-            raise _Bad(fonts.not_found(name, r.base_dir, r.relative_to))
-        if face.path == fonts.DEFAULT:
-            return None
-        try:
-            fonts.open_face(face, 12)
-        except (OSError, ValueError) as e:
-            problem = fonts.index_problem(face)
-            raise _Bad(f"'{name}': {problem}" if problem else f"'{name}' is not a font Pillow can read ({e})") from None
-        return str(face)  # the file, with '#index' for another face than the first
+        return None if face.path == fonts.DEFAULT else str(face)  # the file, with '#index' for another face
 
     def schema(self, defs):
         return super().schema(defs) | {"pattern": r"\S"}  # not blank (a pattern binds only text)
@@ -1463,8 +1473,9 @@ def aspect_problem(width: int, height: int, width_mm, height_mm, given: str, swa
     def off(ratio) -> bool:
         return max(ratio / pixels, pixels / ratio) > 1 + MAX_ASPECT_OFF
 
-    ratio = width_mm / height_mm
-    if not (0 < ratio < math.inf):  # sizes far apart enough to overflow (a layout built in code)
+    width_mm, height_mm = float(width_mm), float(height_mm)  # a layout built in code may give a Fraction
+    ratio = width_mm / height_mm if height_mm else math.inf
+    if not (0 < ratio < math.inf):  # sizes far apart enough to overflow or round to 0 (a layout built in code)
         return f"{given} is no picture size for a monitor of {width}x{height} px"
     if not off(ratio):
         return None

@@ -25,7 +25,7 @@ from studio import backend, binning, memory, sampling, vae_tiling as tiling
 from studio.checkpoint import (LOADING, WEIGHTED_COMPONENTS, check_types, check_weights, describe_path, falls_back,
                                read_config, read_json, resolve_model_dir, weight_files)
 from studio.memory_plan import GenerationPlan, plan_generation
-from studio.errors import CheckpointError, ConfigError, InputError, NumericalError, one_line, refuses
+from studio.errors import CheckpointError, ConfigError, InputError, NumericalError, check_flag, one_line, refuses
 from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
 from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
 from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
@@ -115,14 +115,6 @@ def check_generator(generator, images: int) -> None:
     if several and len(generator) != images:
         raise InputError(f"{len(generator)} generators for {images} image{'s' * (images != 1)}; pass one per image, "
                          "or one")
-
-
-def check_flag(name: str, value, none: str | None = None) -> None:
-    """InputError unless `value` is True or False (numpy's too), or None when `none` says what None means: a
-    truthy "no" would be read as True."""
-    if not (isinstance(value, (bool, np.bool_)) or none is not None and value is None):
-        allowed = "True or False" if none is None else f"None ({none}), True or False"
-        raise InputError(f"{name} must be {allowed}, got {value!r:.80}")
 
 
 def check_count(name: str, value) -> None:

@@ -338,10 +338,14 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
     if short:
         from_file = budget is None and layout.memory_budget is not None
         raise too_small(budget_bytes, short, layout.where("memory_budget") if from_file else None)
-    kinds = tuple((type(layer).__name__.removesuffix("Layer").lower(), getattr(layer, "name", ""))
-                  for layer in layout.layers)
     return Plan(layout.source, layout.canvas.full_width, layout.canvas.full_height, boxes, tuple(jobs), budget_bytes,
-                layout.canvas, kinds, parse_bytes(given) is None, layout.span)
+                layout.canvas, layer_kinds(layout), parse_bytes(given) is None, layout.span)
+
+
+def layer_kinds(layout: Layout) -> tuple[tuple[str, str], ...]:
+    """(kind, name) of each layer, as `Plan.layers` holds them: ('generate', 'sky'), ('text', '')."""
+    return tuple((type(layer).__name__.removesuffix("Layer").lower(), getattr(layer, "name", ""))
+                 for layer in layout.layers)
 
 
 def file_dpi(layout: Layout) -> int:

@@ -22,15 +22,15 @@ from typing import Callable
 from studio import __version__
 from studio.check import check_arguments, check_layout
 from studio.compose import compose, cut_span, draw_guides, layout_dir, text_problems
-from studio.errors import InputError, StudioError
+from studio.errors import InputError, StudioError, check_flag
 from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
                            remove_temporaries, save_image, write_temp)
-from studio.geometry import monitor_dpi
+from studio.geometry import monitor_dpi, resolve
 from studio.hub import HubId, split_revision
 from studio.layout import file_stems, first_seed, stem_problems
 from studio.memory import format_bytes
-from studio.plan import GenerateJob, Plan, file_dpi, placed, plan_layout
-from studio.spec import GenerateLayer, Layout, user_path
+from studio.plan import GenerateJob, Plan, file_dpi, layer_kinds, placed, plan_layout
+from studio.spec import GenerateLayer, Layout, TextLayer, user_path
 from studio.text import surrogates_escaped
 
 
@@ -72,7 +72,7 @@ def layout_inputs(layout: Layout, base_dir: Path | None) -> list[tuple[str, str,
     manifests, 'image:logo.png'; the file): every image layer's path (relative to `base_dir`, the layout's
     folder) and every text layer's font file (not the bundled default)."""
     from studio import fonts
-    from studio.spec import ImageLayer, TextLayer, input_path
+    from studio.spec import ImageLayer, input_path
 
     out = []
     for i, layer in enumerate(layout.layers):
@@ -148,13 +148,20 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
           warn: Callable[[str, str], None] | None = None) -> Path:
     """The layout with labelled placeholders for generated art, written to `path` (PNG/JPEG/TIFF), with the
     bleed, trim, safe area and a span's bezel gaps marked (`compose.draw_guides`) unless guides=False; plan:
-    `plan_layout`'s, whose strategies and sizes label the placeholders. A warning for each text layer that leaves
-    its region or enters the safe margin (`warn_text_problems`): warn(where, problem) when given, else a line on
-    stderr."""
+    `plan_layout`'s of this layout (`plan_difference`), whose strategies and sizes label the placeholders. A
+    warning for each text layer that leaves its region or enters the safe margin (`warn_text_problems`):
+    warn(where, problem) when given, else a line on stderr."""
+    check_arguments("proof", warn=warn)
+    check_flag("proof: overwrite", overwrite)
+    check_flag("proof: guides", guides)
     if plan is not None and not isinstance(plan, Plan):
         raise InputError(f"proof: plan: expected a Plan (plan_layout's) or None, got {plan!r:.80}")
-    if plan is None:  # a plan's layout is checked (plan_layout): a layout built in code gets the loader's checks
-        check_layout(layout)
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str) or not os.fspath(path):
+        raise InputError(f"proof: path: expected an image file name (text or a Path), got {path!r:.80}")
+    check_layout(layout)  # with a plan too: the layout may have been edited since (a millisecond)
+    if plan is not None and (difference := plan_difference(plan, layout)):
+        raise InputError(f"proof: plan= was made for another layout ({difference}); pass plan_layout(layout) or "
+                         f"plan=None")
     path = check_target(Path(path), overwrite)  # before any work
     check_not_input(layout, [path])
     check_size(path, layout.canvas.full_width, layout.canvas.full_height)
@@ -167,6 +174,26 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     path = save_image(image, path, overwrite=overwrite, dpi=file_dpi(layout), quality=layout.output.jpeg_quality)
     warn_text_problems(layout, warn)
     return path
+
+
+def plan_difference(plan: Plan, layout: Layout) -> str | None:
+    """How the layout `plan` was made for differs from `layout` in what the plan's jobs rely on (its source, its
+    full canvas, its layers' kinds and names, the generate layers' boxes), one phrase; None when it does not."""
+    kinds = layer_kinds(layout)
+    canvas = layout.canvas
+    if plan.source != layout.source:
+        return f"{plan.source!r}, not {layout.source!r}"
+    if (plan.width, plan.height) != (canvas.full_width, canvas.full_height):
+        return f"of {plan.width} x {plan.height} px, not {canvas.full_width} x {canvas.full_height} px"
+    if len(plan.layers) != len(kinds):
+        return f"of {len(plan.layers)} layers, not {len(kinds)}"
+    for i, (planned, given) in enumerate(zip(plan.layers, kinds)):
+        if planned != given:
+            return f"layers[{i}] was {' '.join(filter(None, planned))!r}, not {' '.join(filter(None, given))!r}"
+    for job in plan.jobs:
+        if job.box != resolve(layout.layers[job.layer].region, canvas, layout.grids):
+            return f"layers[{job.layer}] had another region"
+    return None
 
 
 def warn_text_problems(layout: Layout, warn: Callable[[str, str], None] | None = None) -> None:
@@ -345,7 +372,9 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     from studio.pipeline import PixArtSigmaPipeline
     from studio.tiny import note_if_tiny
 
-    check_arguments("render", model, pipelines, progress)
+    check_arguments("render", model, pipelines, progress, warn)
+    check_flag("render: overwrite", overwrite)
+    check_flag("render: reuse_art", reuse_art)
     if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):  # Path('') would be the working folder
         raise InputError(f"render: out_dir: expected an output folder (text or a Path), got {out_dir!r:.80}")
     out_dir = Path(out_dir)

@@ -613,12 +613,13 @@ def test_a_layout_built_in_code_with_numpy_numbers_renders(tiny_dir, tmp_path):
 
 
 def test_arguments_of_another_kind_are_refused_before_any_folder_is_made(tiny_dir, tmp_path):
-    """model=, pipelines= and progress= in one line each (not a TypeError or AttributeError after the folder is made); a bad
-    output name creates no folder either."""
+    """model=, pipelines=, progress= and warn= in one line each (not a TypeError or AttributeError after the folder is
+    made); a bad output name creates no folder either."""
     from studio.spec import Canvas, FillLayer, GenerateLayer, Layout, Output
 
     layout = Layout("card", Canvas(64, 64), (GenerateLayer("a fox", steps=1),))
     two = lambda done, total: None  # noqa: E731 (the pipeline's progress, not render's)
+    one = lambda where: None  # noqa: E731 (warn takes where and problem)
     for kwargs, message in [
         (dict(model=3), "render: model: expected a model folder or hub id (text or a Path), got 3 (a number)"),
         (dict(pipelines=["x"]), "render: pipelines: expected a dict of model -> PixArtSigmaPipeline, got ['x'] "
@@ -628,6 +629,8 @@ def test_arguments_of_another_kind_are_refused_before_any_folder_is_made(tiny_di
         (dict(progress=5), "render: progress: is called as progress(label, phase, done, total), got 5"),
         (dict(progress=two), f"render: progress: is called as progress(label, phase, done, total), got "
                              f"{repr(two)[:57]}..."),
+        (dict(warn=5), "render: warn: is called as warn(where, problem), got 5"),
+        (dict(warn=one), f"render: warn: is called as warn(where, problem), got {repr(one)[:57]}..."),
     ]:
         with pytest.raises(InputError) as e:
             render(layout, tmp_path / "out", **{"model": str(tiny_dir), **kwargs})
@@ -640,6 +643,76 @@ def test_arguments_of_another_kind_are_refused_before_any_folder_is_made(tiny_di
         with pytest.raises(InputError, match=rf"^render: out_dir: expected an output folder \(text or a Path\), got "
                                              rf"{re.escape(repr(out_dir))}$"):
             render(slash, out_dir)
+
+
+def test_a_proofs_path_and_warn_are_refused_before_any_file_is_written(tmp_path):
+    """proof's path as render's out_dir, its warn= as render's: one line each (not a TypeError, for warn= after the
+    file was written)."""
+    from studio.render import proof
+    from studio.spec import Canvas, Layout, TextLayer
+
+    layout = Layout("card", Canvas(64, 64), (TextLayer("a text far too long for its canvas " * 5, size=30),))
+    for path in (b"z.png", 5, ""):
+        with pytest.raises(InputError) as e:
+            proof(layout, path)
+        assert str(e.value) == f"proof: path: expected an image file name (text or a Path), got {path!r}"
+    for warn in (5, lambda where: None):
+        with pytest.raises(InputError) as e:
+            proof(layout, tmp_path / "w.png", warn=warn)
+        assert str(e.value) == f"proof: warn: is called as warn(where, problem), got {repr(warn)[:57]}" + (
+            "..." if len(repr(warn)) > 60 else "")
+    for flag in ("overwrite", "guides"):  # a truthy "no" would be read as yes
+        with pytest.raises(InputError) as e:
+            proof(layout, tmp_path / "w.png", **{flag: "no"})
+        assert str(e.value) == f"proof: {flag} must be True or False, got 'no'"
+    with pytest.raises(InputError) as e:
+        render(layout, tmp_path / "out", overwrite="yes")
+    assert str(e.value) == "render: overwrite must be True or False, got 'yes'"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_proof_checks_a_layout_edited_after_its_plan_and_refuses_another_layouts_plan(tiny_dir, tmp_path):
+    """With plan= too, proof checks the layout (an edit since planning raised KeyError, a Pillow TypeError or drew a
+    region off the canvas), and refuses a plan made for another layout (its placeholders' labels, by layer index,
+    would land on other layers); an edit the plan does not rely on (a text) keeps it."""
+    import dataclasses
+
+    from studio.render import proof
+    from studio.spec import Canvas, FillLayer, GenerateLayer, Layout, Region, TextLayer
+
+    layout = Layout("card", Canvas(64, 64), (GenerateLayer("a fox", steps=1, region=Region("px", 0, 0, 32, 32)),
+                                             TextLayer("Hi", size=12)))
+    plan = plan_layout(layout, str(tiny_dir), "1GiB")
+    generate, text = layout.layers
+    out = tmp_path / "p.png"
+    for layers, message in [
+        ((generate, text, TextLayer("Hi", align="centre")),
+         "card: layers[2] (TextLayer).align: 'centre' is not one of left, center, right (did you mean 'center'?)"),
+        ((generate, text, FillLayer((0, 0, 0, 255), region=Region("px", 500, 500, 5, 5))),
+         "card: layers[2] (FillLayer).region: the region is outside the canvas: x + w = 505 px is right of the canvas "
+         "(to 64 px)"),
+        ((generate, text, TextLayer("Yo")),
+         "proof: plan= was made for another layout (of 2 layers, not 3); pass plan_layout(layout) or plan=None"),
+        ((text, generate),
+         "proof: plan= was made for another layout (layers[0] was 'generate', not 'text'); pass plan_layout(layout) "
+         "or plan=None"),
+        ((dataclasses.replace(generate, region=Region("px", 0, 0, 48, 32)), text),
+         "proof: plan= was made for another layout (layers[0] had another region); pass plan_layout(layout) or "
+         "plan=None"),
+    ]:
+        with pytest.raises(InputError) as e:
+            proof(dataclasses.replace(layout, layers=layers), out, plan=plan)
+        assert str(e.value) == message
+    with pytest.raises(InputError) as e:
+        proof(dataclasses.replace(layout, source="poster", canvas=Canvas(64, 80)), out, plan=plan)
+    assert str(e.value) == ("proof: plan= was made for another layout ('card', not 'poster'); pass "
+                            "plan_layout(layout) or plan=None")
+    with pytest.raises(InputError) as e:
+        proof(dataclasses.replace(layout, canvas=Canvas(64, 80)), out, plan=plan)
+    assert str(e.value) == ("proof: plan= was made for another layout (of 64 x 64 px, not 64 x 80 px); pass "
+                            "plan_layout(layout) or plan=None")
+    assert not out.exists()
+    assert proof(dataclasses.replace(layout, layers=(generate, TextLayer("Bye", size=12))), out, plan=plan) == out
 
 
 def test_a_lone_surrogate_is_no_file_name():

@@ -506,6 +506,60 @@ def test_monitor_sizes_too_far_apart_to_divide_are_one_line():
             check_layout(Layout("wall", Canvas(2560, 1440), (FILL,), span=span))
 
 
+def test_fraction_monitor_sizes_are_numbers_in_messages():
+    """A monitor's mm as a Fraction (a Real): its aspect problem is the one-line message, with 3.5 for 7/2 (a
+    TypeError from Fraction.__format__ was raised); a size as one is written as a number too."""
+    from fractions import Fraction
+
+    span = Span((Monitor("a", 64, 36, Fraction(7, 2), 340), Monitor("b", 64, 36, 600, 340)), (10,))
+    assert problems(Layout("wall", Canvas(64, 64), (FILL,), span=span))[0] == (
+        "wall: span.monitors[0]: 3.5 x 340 mm (width_mm x height_mm) is 0.0103:1 but the monitor is 64x36 px "
+        "(1.78:1); pixels are square, so a picture 3.5 mm wide is 1.969 mm high")
+    tiny = Span((Monitor("a", 64, 36, 600, Fraction(1, 10 ** 400)),), ())  # a float of 0: no ZeroDivisionError
+    [problem] = problems(Layout("wall", Canvas(64, 64), (FILL,), span=tiny))
+    assert problem.endswith("(width_mm x height_mm) is no picture size for a monitor of 64x36 px")
+    assert problems(card(TextLayer("Hi", size=Fraction(-1, 2)))) == [
+        "card: layers[0] (TextLayer).size: must be greater than 0, got -0.5"]
+    check_layout(Layout("wall", Canvas(*span_canvas(SPAN)[:2]), (FILL,),
+                        span=Span((Monitor("left", 1920, 1080, Fraction(531), Fraction(299)), MONITORS[1]), (20,))))
+
+
+def test_a_font_is_checked_as_the_loader_checks_it(tmp_path):
+    """check_layout and the loader share `layout.font_problem`: a file that is no font, a face its file lacks and a
+    blank name are refused in the same words (check_layout passed them, and proof failed on drawing after making
+    its folder); a font file given as a Path is its text."""
+    from PIL import Image, ImageFont
+
+    from studio.render import proof
+
+    (tmp_path / "ok.ttf").write_bytes(ImageFont.load_default(10).font_bytes)
+    (tmp_path / "bad.ttf").write_text("no font")
+    source = str(tmp_path / "card.yaml")
+    for font, message in [("bad.ttf", "'bad.ttf' is not a font Pillow can read (unknown file format)"),
+                          ("ok.ttf#7", "'ok.ttf#7': no face 7: the file has 1, #0"),
+                          ("", "expected a font file or an installed family, got ''; leave font out for the bundled "
+                               "font"),
+                          ("   ", "expected a font file or an installed family, got '   '; leave font out for the "
+                                  "bundled font")]:
+        assert problems(Layout(source, C, (TextLayer("Hi", font=font),))) == [
+            f"{source}: layers[0] (TextLayer).font: {message}"]
+        (tmp_path / "card.yaml").write_text(f"canvas: {{width: 200, height: 100}}\nlayers: [text: {{text: Hi, "
+                                            f"font: '{font}'}}]\n")
+        with pytest.raises(loader.LayoutError) as info:
+            load_layout(tmp_path / "card.yaml")
+        assert info.value.errors == [f"{source}:2: layers[0].text.font: {message}"]
+    assert problems(card(TextLayer("Hi", font=b"ok.ttf"))) == [
+        "card: layers[0] (TextLayer).font: expected a font file or family (text or a Path), got b'ok.ttf' (a bytes)"]
+    drawn = []
+    for font in (str(tmp_path / "ok.ttf"), tmp_path / "ok.ttf"):
+        path = proof(card(TextLayer("Hi", size=30, font=font)), tmp_path / f"{len(drawn)}.png", guides=False)
+        with Image.open(path) as image:
+            drawn.append(image.tobytes())
+    with Image.open(proof(card(TextLayer("Hi", size=30, font="DejaVu Sans")), tmp_path / "d.png",
+                          guides=False)) as image:
+        assert drawn[0] == drawn[1] != image.tobytes()  # the Path's font, not another
+
+
 def test_numpy_floats_in_exact_geometry():
     """Percentages, a monitor's mm and bezels taken exactly (geometry.exact): a numpy float too, as a float."""
     import numpy as np
