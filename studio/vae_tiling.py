@@ -35,6 +35,7 @@ from studio.errors import InputError, PlanError
 from studio.geometry import Box, split
 from studio.memory import format_bytes
 from studio.models.vae import LOGVAR_RANGE, AutoencoderKL, AutoencoderKLConfig
+from studio.paths import expanded
 
 DEFAULT_TILE = 64  # latent px (512 px), diffusers' tile for the SDXL VAE: the core when tiling is forced
 MIN_TILE = 16  # latent px: the smallest core the budget search tries; below it launches cost most of the time
@@ -431,11 +432,12 @@ class _Steps:
 
 def _folder(cfg: AutoencoderKLConfig, batch: int, height: int, width: int) -> str:
     """The folder for the feature maps of a tiled decode or encode of a batch x height x width latent:
-    $STUDIO_TMPDIR or the system's temporary folder; PlanError when its disk has less free than the maps take
-    (`map_disk_bytes`, each map in whole blocks of the folder's file system)."""
-    base = os.environ.get("STUDIO_TMPDIR") or tempfile.gettempdir()
+    $STUDIO_TMPDIR (~ and $VARIABLES expanded) or the system's temporary folder; PlanError when its disk has less
+    free than the maps take (`map_disk_bytes`, each map in whole blocks of the folder's file system)."""
+    base = expanded(os.environ.get("STUDIO_TMPDIR") or tempfile.gettempdir())
     if not os.path.isdir(base):
-        raise PlanError(f"STUDIO_TMPDIR={base}: no such folder (tiled VAE decoding keeps its feature maps there)")
+        problem = "is a file, not a folder" if os.path.exists(base) else "no such folder"
+        raise PlanError(f"STUDIO_TMPDIR={base}: {problem} (tiled VAE decoding keeps its feature maps there)")
     try:  # a folder that can't be written (read-only, no permission) fails here, not after the denoising
         tempfile.TemporaryFile(dir=base).close()
     except OSError as e:

@@ -4,6 +4,8 @@ a float64 numpy reference, on awkward shapes and strided views; the build caches
 import os
 import re
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -348,6 +350,20 @@ def test_compile_error_warns_with_its_message_and_leaves_no_files(monkeypatch, t
     assert list((tmp_path / "cache" / "kernels").iterdir()) == []
 
 
+def writing_compiler(tmp_path) -> Path:
+    """A compiler that writes 'built' as its output (and appends its arguments to `tmp_path`/runs)."""
+    cxx = tmp_path / "writing-c++"
+    cxx.write_text('#!/bin/sh\n[ "$1" = --version ] && { echo "writing-c++ 1.0"; exit 0; }\n'
+                   f'echo "$@" >> {tmp_path / "runs"}\nfor last; do :; done\necho built > "$last"\n')
+    cxx.chmod(0o755)
+    return cxx
+
+
+def loading_anything(monkeypatch):
+    """The library check passing whatever was built (a writing compiler's 'built')."""
+    monkeypatch.setattr(kernels.ctypes, "CDLL", lambda path: None)
+
+
 @pytest.mark.parametrize("variables, expected", [
     ({"STUDIO_CACHE": "~/sc"}, "sc/kernels"), ({"STUDIO_CACHE": "$CACHES/sc"}, "caches/sc/kernels"),
     ({"XDG_CACHE_HOME": "~/xdg"}, "xdg/studio/kernels"), ({}, ".cache/studio/kernels"),
@@ -356,11 +372,8 @@ def test_the_library_is_built_in_the_cache_with_tilde_and_variables_expanded(mon
                                                                               expected):
     """$STUDIO_CACHE/kernels, else $XDG_CACHE_HOME/studio/kernels, else ~/.cache/studio/kernels, ~ and $VARIABLES
     expanded ('~/sc' was a folder named '~' in the working folder). A compiler that writes its output."""
-    cxx = tmp_path / "writing-c++"
-    cxx.write_text('#!/bin/sh\n[ "$1" = --version ] && { echo "writing-c++ 1.0"; exit 0; }\n'
-                   'for last; do :; done\necho built > "$last"\n')
-    cxx.chmod(0o755)
-    fresh_state(monkeypatch, tmp_path, str(cxx))
+    fresh_state(monkeypatch, tmp_path, str(writing_compiler(tmp_path)))
+    loading_anything(monkeypatch)
     work = cache_environment(monkeypatch, tmp_path, variables)
     library = kernels.library()
     assert library.parent == tmp_path / expected and library.read_text() == "built\n"
@@ -395,6 +408,80 @@ def test_a_build_failing_for_want_of_disk_says_so(monkeypatch, tmp_path):
     with pytest.warns(RuntimeWarning, match=rf"unavailable \(their cache folder {ro} is not writable; set STUDIO_CACHE "
                                             r"to another\); using MindSpore ops$"):
         assert kernels.library() is None
+
+
+def test_a_library_that_does_not_load_warns_once_and_backend_falls_back(monkeypatch, tmp_path):
+    """A cached library the loader refuses (here not a library at all) is an unavailable one, said once per
+    process with the loader's reason, and found again by the next process, which compiles nothing; the ops
+    fall back to MindSpore's (a Custom op of it failed every run)."""
+    fresh_state(monkeypatch, tmp_path, str(writing_compiler(tmp_path)))
+    rng = np.random.default_rng(9)
+    x, y, gate = tensor(rng.standard_normal((2, 3, 11))), tensor(rng.standard_normal((2, 3, 11))), \
+        tensor(rng.standard_normal((2, 1, 11)))
+    for process in range(2):
+        fresh_state(monkeypatch, tmp_path, str(tmp_path / "writing-c++"))
+        with pytest.warns(RuntimeWarning) as record:
+            assert kernels.library() is None and kernels.library() is None
+            assert kernels.get("GatedAdd") is None
+            out = backend.gated_add(x, gate, y).asnumpy()
+        [target] = (tmp_path / "cache" / "kernels").iterdir()
+        assert [str(w.message) for w in record] == [
+            f"studio: fused CPU kernels unavailable (cannot load {target}: file too short; remove it to build it "
+            f"again); using MindSpore ops"]
+        assert re.fullmatch(r"cpu_kernels-[0-9a-f]{16}\.so", target.name) and target.read_text() == "built\n"
+        assert len((tmp_path / "runs").read_text().splitlines()) == 2  # compiled and linked once, by the first
+        assert_close(out, as64(x) + as64(gate) * as64(y))
+
+
+def test_a_library_in_a_noexec_folder_is_said_to_be_there(fresh_build, monkeypatch, tmp_path):
+    """The library built, copied into a tmpfs mounted noexec (where the audit found every run failing with a
+    MindSpore traceback): the warning names the mount as the cause. Skipped where mounting is not allowed."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,noexec", "tmpfs", str(mnt)], capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        [library] = fresh_build.iterdir()
+        (mnt / "kernels").mkdir()
+        shutil.copy(library, mnt / "kernels")
+        fresh_state(monkeypatch, tmp_path, "false")  # a compiler run would fail: none is
+        monkeypatch.delenv("CXX")
+        monkeypatch.setenv("STUDIO_CACHE", str(mnt))
+        target = mnt / "kernels" / library.name
+        with pytest.warns(RuntimeWarning) as record:
+            assert kernels.library() is None and kernels.get("RmsNorm") is None
+        assert [str(w.message) for w in record] == [
+            f"studio: fused CPU kernels unavailable (cannot load {target}: its folder is mounted noexec; set "
+            f"STUDIO_CACHE to another); using MindSpore ops"]
+    finally:
+        subprocess.run(["umount", "--lazy", str(mnt)], check=True)  # the failed dlopen left a mapping of the file
+
+
+def test_a_killed_builds_folder_is_removed_by_the_next_build(monkeypatch, tmp_path):
+    """A build works in a folder named after its process (as export's temporary files are): one a killed build
+    left (its process gone, or its pid this process's now) is removed by the next build; one a running build is
+    working in is left alone."""
+    fresh_state(monkeypatch, tmp_path, str(writing_compiler(tmp_path)))
+    loading_anything(monkeypatch)
+    target = kernels.library()
+    target.unlink()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folders = {pid: target.with_name(f".{target.name}.{pid:06x}00.part")
+                   for pid in (int(dead.stdout), os.getpid(), running.pid)}
+        for folder in folders.values():
+            folder.mkdir()
+            (folder / "k.o").write_bytes(b"half an object file")
+        fresh_state(monkeypatch, tmp_path, str(tmp_path / "writing-c++"))
+        assert kernels.library() == target and target.read_text() == "built\n"
+        assert sorted(target.parent.iterdir()) == [folders[running.pid], target]
+        assert (folders[running.pid] / "k.o").read_bytes() == b"half an object file"
+    finally:
+        running.kill()
+        running.wait()
 
 
 def test_kernels_off_by_environment(monkeypatch, tmp_path):

@@ -19,6 +19,7 @@ from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
 from studio.tiny import random_weights, t5_config, transformer_config, vae_config
 from studio.vae_tiling import HALO, Tile, grid_plan, map_disk_bytes, plan_tiles, tiled_activations
+from tests.util import cache_environment
 
 
 def config(channels, layers, groups=8) -> AutoencoderKLConfig:
@@ -378,6 +379,36 @@ def test_the_disk_check_counts_the_maps_in_whole_blocks(tmp_path, monkeypatch):
         vae_tiling.check_map_disk(SMALL, plan)
     free[0] += 1
     vae_tiling.check_map_disk(SMALL, plan)
+
+
+@pytest.mark.parametrize("value, expected", [("~/t", "t"), ("$CACHES/t", "caches/t")])
+def test_the_temporary_folder_is_expanded_as_the_cache_is(tmp_path, monkeypatch, value, expected):
+    """$STUDIO_TMPDIR with ~ and $VARIABLES expanded, as $STUDIO_CACHE is ('~/t' was 'no such folder')."""
+    cache_environment(monkeypatch, tmp_path, {})
+    (tmp_path / expected).mkdir(parents=True)
+    monkeypatch.setenv("STUDIO_TMPDIR", value)
+    folders, temporary_file = [], vae_tiling.tempfile.TemporaryFile
+    monkeypatch.setattr(vae_tiling.tempfile, "TemporaryFile",
+                        lambda dir: folders.append(dir) or temporary_file(dir=dir))
+    vae_tiling.check_map_disk(SMALL, plan_tiles(SMALL, H, W, tile=20))
+    assert folders == [str(tmp_path / expected)]
+    assert list((tmp_path / expected).iterdir()) == []
+
+
+def test_a_temporary_folder_that_is_a_file_or_missing_is_said_to_be(tmp_path, monkeypatch):
+    plan = plan_tiles(SMALL, H, W, tile=20)
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("STUDIO_TMPDIR", str(tmp_path / "afile"))
+    with pytest.raises(PlanError) as info:
+        vae_tiling.check_map_disk(SMALL, plan)
+    assert str(info.value) == (f"STUDIO_TMPDIR={tmp_path / 'afile'}: is a file, not a folder (tiled VAE decoding "
+                               f"keeps its feature maps there)")
+    cache_environment(monkeypatch, tmp_path, {})
+    monkeypatch.setenv("STUDIO_TMPDIR", "~/nowhere")
+    with pytest.raises(PlanError) as info:
+        vae_tiling.check_map_disk(SMALL, plan)
+    assert str(info.value) == (f"STUDIO_TMPDIR={tmp_path / 'nowhere'}: no such folder (tiled VAE decoding keeps its "
+                               f"feature maps there)")
 
 
 def test_maps_in_memory(vae, decoded, monkeypatch):

@@ -4,25 +4,27 @@
 compiler, or the build fails: callers then use their MindSpore op chains (backend.py), which compute the
 same functions. The library is built once per source, compiler and machine (-march=native) into
 `paths.cache_root("kernels")` ($STUDIO_CACHE/kernels, else $XDG_CACHE_HOME/studio/kernels, else
-~/.cache/studio/kernels), written to a temporary name and renamed, so concurrent processes never load a
-half-written file.
+~/.cache/studio/kernels), in a temporary folder named after the process (`export.temporary_name`, removed by the
+next build once that process is gone) and renamed, so concurrent processes never load a half-written file. A
+library that does not load (a cache folder mounted noexec) is an unavailable one too.
 
 The object file is compiled with -ffast-math (vectorised exp) and linked without it: linking with it would
 add crtfastmath.o, which turns on flush-to-zero for the whole process.
 """
 
+import ctypes
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import mindspore as ms
 from mindspore import ops
 
+from studio.export import remove_temporaries, temporary_name
 from studio.paths import cache_root
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
@@ -78,18 +80,30 @@ def _build() -> Path | None:
         target = cache_root("kernels") / f"cpu_kernels-{key}.so"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-                obj, lib = Path(tmp) / "k.o", Path(tmp) / "k.so"
+            tmp = target.parent / temporary_name(target.name)  # what a killed build leaves: the next one removes it
+            remove_temporaries(target.parent, {target.name},
+                               remove=lambda path: shutil.rmtree(path, ignore_errors=True))
+            try:
+                tmp.mkdir()
+                obj, lib = tmp / "k.o", tmp / "k.so"
                 subprocess.run([cxx, *COMPILE_FLAGS, "-c", str(SOURCE), "-o", str(obj)], capture_output=True,
                                text=True, check=True)
                 subprocess.run([cxx, *LINK_FLAGS, str(obj), "-o", str(lib)], capture_output=True, text=True,
                                check=True)
                 os.replace(lib, target)
-        return target
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     except (OSError, subprocess.CalledProcessError) as e:
         warnings.warn(f"studio: fused CPU kernels unavailable ({_failure(e)}); using MindSpore ops", RuntimeWarning,
                       stacklevel=3)
         return None
+    try:
+        ctypes.CDLL(str(target))  # as the Custom ops will: failing there, it would fail every run
+    except OSError as e:
+        warnings.warn(f"studio: fused CPU kernels unavailable (cannot load {target}: {_load_failure(target, e)}); "
+                      f"using MindSpore ops", RuntimeWarning, stacklevel=3)
+        return None
+    return target
 
 
 def _failure(e: OSError | subprocess.CalledProcessError) -> str:
@@ -105,6 +119,15 @@ def _failure(e: OSError | subprocess.CalledProcessError) -> str:
         return f"their cache folder {folder} is full: {free // 1024} KiB free; set STUDIO_CACHE to another"
     lines = (getattr(e, "stderr", "") or "").strip().splitlines()
     return next((line for line in lines if "error" in line.lower()), lines[-1] if lines else str(e))
+
+
+def _load_failure(target: Path, e: OSError) -> str:
+    """Why the library did not load: its folder mounted noexec (dlopen says 'failed to map segment from shared
+    object'), else the loader's message (a damaged file: 'invalid ELF header')."""
+    statvfs = getattr(os, "statvfs", None)  # none on Windows
+    if statvfs is not None and statvfs(target.parent).f_flag & getattr(os, "ST_NOEXEC", 0):
+        return "its folder is mounted noexec; set STUDIO_CACHE to another"
+    return f"{str(e).removeprefix(f'{target}: ')}; remove it to build it again"
 
 
 def _cpu_flags() -> str:
