@@ -41,7 +41,7 @@ import yaml
 
 from studio import manifest
 from studio.errors import CheckpointError, InputError, StudioError, control_problem, one_line, out_of_memory
-from studio.layout import ShallowLoader, yaml_problem
+from studio.layout import ShallowLoader, hash_comment_hint, yaml_problem
 from studio.export import FileLock, pause_point, read_pixels, remove_temporaries, write_temp
 from studio.hub import HubId
 from studio.progress import PhaseBars, progress_bar
@@ -93,6 +93,7 @@ class Job:
     items: tuple[Item, ...]
     model_identity: str  # manifest.model_identity(model): what item keys name the model by
     model_where: str | None = None  # 'jobs.yaml:3' when the model is the job's `model:`, for messages
+    warnings: tuple[str, ...] = ()  # 'jobs.yaml:5: variable ...': what `run_batch` and --list warn of, once a job
 
 
 # -- names ----------------------------------------------------------------------------------------------------
@@ -358,11 +359,13 @@ def load_job(path, model: str | None = None, default_model: str | None = None) -
     if not model and "model" not in doc:  # a bad `model:` is reported as such
         errors.append(f"{path}: no model: give `model:` in the job or --model")
     identity = manifest.model_identity(str(model)) if model else None
-    items = _items(path, rows, doc, identity, errors)
+    notes: list[str] = []
+    items = _items(path, rows, doc, identity, errors, notes)
     if errors:
         raise JobError(errors)
     budget = doc.get("memory_budget")
-    return Job(path, str(model), None if budget is None else str(budget), tuple(items), identity, model_where)
+    return Job(path, str(model), None if budget is None else str(budget), tuple(items), identity, model_where,
+               tuple(notes))
 
 
 SAVE_CSV_UTF8 = 'in Excel: Save As -> "CSV UTF-8 (Comma delimited)"'
@@ -423,11 +426,11 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
     if not isinstance(base, _Map):
         errors.append(f"{src}:{doc.lines['variables']}: variables: expected a mapping of name: value")
         base = _Map()
-    base_vars = _scalars(base, "variables", src, errors, reserved_ok=False)
+    base_vars = _scalars(base, "variables", src, errors, text, reserved_ok=False)
     whole = len(errors) == reported  # the rows are what they would be without the errors
     rows = []
     if "matrix" in doc:
-        matrix = _matrix(doc["matrix"], doc.lines["matrix"], src, errors)
+        matrix = _matrix(doc["matrix"], doc.lines["matrix"], src, errors, text)
         whole = whole and matrix is not None
         rows += [(values, where, path.parent) for values, where in matrix or []]
     if "items" in doc:
@@ -447,7 +450,7 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
             for i, (entry, entry_line) in enumerate(zip(items, items.lines)):
                 values, reported = None, len(errors)
                 if isinstance(entry, _Map):
-                    values = _scalars(entry, f"items[{i}]", src, errors)
+                    values = _scalars(entry, f"items[{i}]", src, errors, text)
                 else:
                     errors.append(f"{src}:{entry_line}: items[{i}]: expected a mapping of name: value")
                 rows.append((values if len(errors) == reported else None, f"{src}:{entry_line}", path.parent))
@@ -461,8 +464,9 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
     return doc, rows
 
 
-def _scalars(mapping: _Map, path: str, src: str, errors: list[str], reserved_ok: bool = True) -> dict:
-    """A mapping of a job table -> {key: text}; a `layout` or `name` among them may not be empty."""
+def _scalars(mapping: _Map, path: str, src: str, errors: list[str], text: str, reserved_ok: bool = True) -> dict:
+    """A mapping of a job table -> {key: text}; a `layout` or `name` among them may not be empty. text: the job
+    file's (`_comment_hint`)."""
     out = {}
     for key, value in mapping.items():
         where = f"{src}:{mapping.lines[key]}: {path}.{key}"
@@ -470,13 +474,20 @@ def _scalars(mapping: _Map, path: str, src: str, errors: list[str], reserved_ok:
         if not reserved_ok and key in RESERVED:
             errors.append(f"{where}: '{key}' is set at the top of the job, not among the variables")
         elif problem:
-            errors.append(f"{where}: {problem}")
+            errors.append(f"{where}: {problem}{_comment_hint(text, mapping.lines[key]) if value is None else ''}")
         else:
             out[key] = value
     return out
 
 
-def _matrix(matrix, line: int, src: str, errors: list[str]) -> list | None:
+def _comment_hint(text: str, line: int) -> str:
+    """`layout.hash_comment_hint` of line `line` (from 1) of the job file's `text`: a value YAML read as nothing
+    for the comment it starts (`tint: #ff5a5f`, `- #ff5a5f`)."""
+    lines = text.splitlines()
+    return hash_comment_hint(lines[line - 1]) if 0 < line <= len(lines) else ""
+
+
+def _matrix(matrix, line: int, src: str, errors: list[str], text: str) -> list | None:
     """Every combination of the axes' values, the first axis outermost; a combination with a bad value is None.
     A value may be a mapping: several variables set together (size: [{width: 1920, height: 1080}, ...]); a
     variable is set by one axis only. None when the axes have a problem (not lists, too many combinations)."""
@@ -496,12 +507,13 @@ def _matrix(matrix, line: int, src: str, errors: list[str]) -> list | None:
         for j, value in enumerate(values):
             before = len(errors)
             if isinstance(value, _Map) and axis not in RESERVED:
-                choice = _scalars(value, f"matrix.{axis}[{j}]", src, errors)
+                choice = _scalars(value, f"matrix.{axis}[{j}]", src, errors, text)
                 choices.append(choice if len(errors) == before else None)
                 continue
             problem = _value_problem(value, "text, a number or a mapping of them", empty_ok=axis not in RESERVED)
             if problem:
-                errors.append(f"{src}:{values.lines[j]}: matrix.{axis}[{j}]: {problem}")
+                hint = _comment_hint(text, values.lines[j]) if value is None else ""
+                errors.append(f"{src}:{values.lines[j]}: matrix.{axis}[{j}]: {problem}{hint}")
             choices.append(None if problem else {axis: value})
         for var in dict.fromkeys(k for choice in choices if choice for k in choice):
             other = setters.setdefault(var, axis)
@@ -626,10 +638,16 @@ def _trimmed(cells: list[str]) -> list[str]:
     return cells
 
 
-def _items(path: Path, rows: list, doc: dict, model_identity: str | None, errors: list[str]) -> list[Item]:
+def _items(path: Path, rows: list, doc: dict, model_identity: str | None, errors: list[str],
+           notes: list[str]) -> list[Item]:
     """The rows (`_yaml_job`'s) as items; a row that is None, or takes a top-level `layout` or `name` that is
-    None, has its problem reported already and is left out."""
+    None, has its problem reported already and is left out. A variable an item gives that its layout defines
+    but uses nowhere (`render.unused_variables`) is added to `notes` once per layout, at its first item."""
+    from studio.render import unused_variables
+
     layouts: dict[Path, tuple[str | None, str | None]] = {}  # file -> (text, why it can't be read)
+    unused: dict[Path, list[str]] = {}  # layout file -> the variables it defines and uses nowhere
+    said = set()  # (layout file, variable) warned of
     items, names, hidden = [], {}, set()  # names: path_key(output name) -> the item that has it
     taken: dict[str, tuple[str, str, str]] = {}  # path_key(path in OUTDIR) -> (file or folder, item name, where)
     for index, (values, where, folder) in enumerate(rows):
@@ -659,6 +677,16 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str | None, errors
             layouts[layout_file] = _read_layout(layout_file)
         text, unreadable = layouts[layout_file]
         spec, problem = (None, unreadable) if text is None else _parse(text, layout_file, variables)
+        if spec is not None:
+            if layout_file not in unused:
+                unused[layout_file] = unused_variables(spec, text)
+            for var in (v for v in variables if v in unused[layout_file] and (layout_file, v) not in said):
+                said.add((layout_file, var))
+                base = doc.get("variables")  # where the value is given: the job's variables, unless the row's
+                given = isinstance(base, _Map) and base.get(var) == variables[var]
+                at = f"{path}:{base.lines[var]}" if given else where
+                notes.append(f"{at}: variable '{var}': {layout} defines {{{var}}} but uses it nowhere (items that "
+                             f"differ only in it render the same picture)")
         key = manifest.item_key(None if text is None else manifest.sha256_text(text), variables,
                                 model_identity if _uses_job_model(spec) else None)
         try:
@@ -954,6 +982,8 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     t_start = time.perf_counter()
     items = select_shard(job.items, shard)
     check_job(job, items, memory_budget)
+    for warning in job.warnings:
+        print(f"studio: batch: warning: {warning}", file=err, flush=True)
     where = f"shard {shard[0]}/{shard[1]}: " if shard[1] > 1 else ""
     if not items:
         print(f"{job.source}: {_item_count(len(job.items))}; {where}none in this shard, nothing to do", file=out,

@@ -323,8 +323,19 @@ def parse_variables(pairs: list[str]) -> dict[str, str]:
 
 
 def load(args):
-    from studio.layout import load_layout
-    return load_layout(args.layout, parse_variables(args.variables))
+    """The layout file with --set's variables; a warning for each of them the layout defines but uses nowhere
+    (`render.unused_variables`: it would change nothing)."""
+    from studio.errors import LayoutError
+    from studio.layout import parse_layout, read_source
+    from studio.render import unused_variables
+
+    variables, path = parse_variables(args.variables), Path(args.layout)
+    text = read_source(path, "layout", LayoutError)  # as load_layout reads it: once (it may be /dev/stdin)
+    layout = parse_layout(text, str(path), variables, path.parent)
+    for name in unused_variables(layout, text):
+        if name in variables:
+            print(f"studio: warning: --set {name}: the layout defines {{{name}}} but uses it nowhere", file=sys.stderr)
+    return layout
 
 
 def cmd_plan(args) -> None:
@@ -389,6 +400,8 @@ def cmd_batch(args) -> int:
     if args.list:
         items = select_shard(job.items, args.shard)
         check_job(job, items, args.memory_budget)  # what the run refuses before rendering, --list refuses
+        for warning in job.warnings:  # and what it warns of
+            print(f"studio: batch: warning: {warning}", file=sys.stderr)
         items = planned(job, items, args.memory_budget)  # and what fails an item when the run plans it
         describe_items(items, sys.stdout)
         if not items:

@@ -14,7 +14,8 @@ sRGB from their embedded ICC profile; greyscale of 16 bits or 32-bit floats (0..
 and `check.check_layout`).
 
 `text_problems(layout)` lists text that leaves its region, enters the safe margin or the bleed, fits at no size
-with shrink_to_fit, shows on no monitor of a span, lacks glyphs or needs raqm (proof and render warn).
+with shrink_to_fit, shows on no monitor of a span, lacks glyphs or needs raqm; `hidden_problems(layout)` the text
+and image layers that a later opaque layer hides (a layout listed top layer first). Proof and render warn of both.
 `cut_span(image, boxes, monitors)` cuts a span canvas into one image per monitor.
 """
 
@@ -773,9 +774,87 @@ def text_problems(layout: Layout) -> list[TextProblem]:
         if shaping := shaping_problem(layer.text):
             found.append(shaping)
         if found:
-            problems.append(TextProblem(f"layers[{i}]", f"layers[{i}]{f' ({layer.name})' if layer.name else ''}: "
-                                                          f"text {' and '.join(found)}"))
+            problems.append(TextProblem(f"layers[{i}]", f"{layer_label(i, layer)}: text {' and '.join(found)}"))
     return problems
+
+
+def hidden_problems(layout: Layout) -> list[TextProblem]:
+    """One line per text or image layer that a single later layer hides whole: all it draws on the canvas (an
+    image's box, text's ink and shadow) lies in the box of a later layer that paints its box opaque
+    (`paints_box_opaque`), e.g. 'layers[0] (title): text is hidden under the generate layer layers[2], drawn
+    after it: layers are listed bottom first' (a layout listed top layer first, as Photoshop lists them). Only
+    what is certain: a layer hidden by several together, or by a shape other than a square rectangle, is not
+    said."""
+    canvas, base_dir, layers = layout.canvas, layout_dir(layout), layout.layers
+    whole = Box(0, 0, canvas.full_width, canvas.full_height)
+    boxes = [resolve(layer.region, canvas, layout.grids) for layer in layers]
+    opaque = {}  # layer index -> paints_box_opaque, asked when first needed (an image is decoded)
+    problems = []
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, (TextLayer, ImageLayer)) or boxes[i].w <= 0 or boxes[i].h <= 0:
+            continue
+        later = [j for j in range(i + 1, len(layers)) if paints_box_opaque(layers[j], j, base_dir, look=False)]
+        if not later:
+            continue
+        if isinstance(layer, ImageLayer):
+            drawn = clipped_box(boxes[i], whole)
+        else:
+            with glyph_bitmaps(i):
+                tile, (x, y) = text_tile(layer, boxes[i], base_dir)
+            ink = tile.getchannel("A").getbbox()
+            drawn = ink and clipped_box(Box(x + ink[0], y + ink[1], ink[2] - ink[0], ink[3] - ink[1]), whole)
+        if not drawn:  # nothing on the canvas: text_problems says where text went
+            continue
+        for j in later:
+            cover = clipped_box(boxes[j], whole)
+            if not cover or outside(drawn, cover):
+                continue
+            if j not in opaque:
+                opaque[j] = paints_box_opaque(layers[j], j, base_dir)
+            if opaque[j]:
+                problems.append(TextProblem(f"layers[{i}]", f"{layer_label(i, layer)}: {layer_kind(layer)} is hidden "
+                                            f"under the {layer_kind(layers[j])} layer {layer_label(j, layers[j])}, "
+                                            f"drawn after it: layers are listed bottom first"))
+                break
+    return problems
+
+
+def layer_label(index: int, layer) -> str:
+    """'layers[2] (title)', 'layers[2]' for a layer without a name."""
+    return f"layers[{index}]{f' ({layer.name})' if layer.name else ''}"
+
+
+def layer_kind(layer) -> str:
+    """The key a layout writes the layer under: 'text', 'generate', ..."""
+    return type(layer).__name__.removesuffix("Layer").lower()
+
+
+def clipped_box(box: Box, outer: Box) -> Box | None:
+    """The part of `box` inside `outer`; None when they do not overlap."""
+    x, y = max(box.x, outer.x), max(box.y, outer.y)
+    right, bottom = min(box.right, outer.right), min(box.bottom, outer.bottom)
+    return Box(x, y, right - x, bottom - y) if right > x and bottom > y else None
+
+
+def paints_box_opaque(layer, index: int, base_dir, look: bool = True) -> bool:
+    """Whether `layer` (layers[index]) paints every pixel of its box opaque, at opacity 1: a generate layer fitted
+    to cover (its art, and a proof's placeholder, have no transparency), an image fitted to cover whose picture has
+    no transparent pixel (look=False: taken as having none, not decoded), a fill of an opaque colour, a rectangle
+    with square corners and an opaque fill, a gradient whose stops are all opaque."""
+    if layer.opacity < 1:
+        return False
+    if isinstance(layer, GenerateLayer):
+        return layer.fit == "cover"
+    if isinstance(layer, ImageLayer):
+        return layer.fit == "cover" and (not look or
+                                         open_image(layer, index, base_dir).getchannel("A").getextrema() == (255, 255))
+    if isinstance(layer, FillLayer):
+        return layer.color[3] == 255
+    if isinstance(layer, ShapeLayer):
+        return layer.shape == "rect" and layer.radius == 0 and layer.fill is not None and layer.fill[3] == 255
+    if isinstance(layer, GradientLayer):
+        return all(colour[3] == 255 for _, colour in layer.stops)
+    return False
 
 
 def shrink_problem(layer: TextLayer, laid: LaidText, box: Box, base_dir) -> str | None:

@@ -80,7 +80,7 @@ PRESETS = {
 }
 
 _NUMBER = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"  # ASCII: Python's \d takes '١' too, ECMA's (the schema's) not
-_LENGTH_RE = re.compile(rf"\s*({_NUMBER})\s*({'|'.join(UNITS)})?\s*")
+_LENGTH_RE = re.compile(rf"\s*({_NUMBER})\s*({'|'.join(UNITS)})?\s*", re.IGNORECASE)  # 12PT is 12pt
 _PERCENT_RE = re.compile(rf"\s*({_NUMBER})\s*%\s*")
 _VARIABLE_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -218,6 +218,7 @@ class _Reader:
         self.own_names = True  # output.name names the files: check it with the variables' values
         self.unset: set[str] = set()  # variables reported without a value: what they fill is not reported again
         self.alias_lines: dict[tuple[int, int], int] = {}  # _Loader.alias_lines
+        self.lines: list[str] = []  # the YAML text's lines (LF), for what YAML dropped: comments after a value
 
     def error(self, node, path: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -231,8 +232,34 @@ class _Reader:
             return kind.parse(self, node, path)
         except _Bad as bad:
             if bad.args and not self.unset.intersection(self.origins.get(id(node), ((),))[0]):
-                self.error(node, path, self._sourced(node, bad.args[0]))
+                self.error(node, path, self._sourced(node, bad.args[0]) + self.comment_hint(node))
             raise _Bad() from None
+
+    def comment_hint(self, node) -> str:
+        """`hash_comment_hint` for a value left empty (`tint: #ff5a5f`, YAML's null), from the rest of its line."""
+        if not isinstance(node, yaml.ScalarNode) or node.value or not node.tag.endswith(":null") or \
+                node.start_mark.line >= len(self.lines):
+            return ""
+        return hash_comment_hint(self.lines[node.start_mark.line][node.start_mark.column:])
+
+    def dropped(self, node) -> str | None:
+        """What YAML drops of a text scalar as written, and what to write: a comment right after a plain one that
+        starts with a word right after its '#' (`Summer Sale #SummerSale`: a hashtag, where a note is '# note'), or
+        a tag (`!Sale now`) or an anchor no alias uses (`&NEW arrivals`) before it; None when nothing is."""
+        if not isinstance(node, yaml.ScalarNode) or not node.value or node.end_mark.line >= len(self.lines):
+            return None
+        start, end = node.start_mark, node.end_mark
+        head = re.match(r"(?:[!&]\S*[ \t]+)*", self.lines[start.line][start.column:])[0]  # tags and anchors
+        for word in head.split():
+            unused = word[:1] == "&" and f"*{word[1:]}" not in "\n".join(self.lines)
+            if unused or word[:1] == "!" and word != "!" and word[:2] != "!!":  # a local tag ('!!str': YAML's)
+                return (f"'{word}' is a YAML {'anchor' if unused else 'tag'}, which would be dropped: quote the "
+                        f"whole value to keep it: {yaml_quoted(head + node.value)}")
+        rest = self.lines[end.line][end.column:].rstrip()
+        if node.style is None and (m := re.match(r"[ \t]+(#\S+)", rest)):
+            return (f"text after ' #' is a YAML comment, which would be dropped: quote the whole value to keep "
+                    f"'{m[1]}': {yaml_quoted(node.value + rest)} (a comment has a space after '#')")
+        return None
 
     def _sourced(self, node, message: str) -> str:
         """`message` naming the variables a bad value came from: "'centre' (from {a}) is not one of ..."."""
@@ -241,7 +268,8 @@ class _Reader:
         names, value = self.origins[id(node)]
         note = f" (from {' and '.join(f'{{{n}}}' for n in names)})"
         shown = _q(value)
-        return shown + note + message[len(shown):] if message.startswith(shown) else message + note
+        at = message.find(shown)
+        return message[:at + len(shown)] + note + message[at + len(shown):] if at >= 0 else message + note
 
     def substitute(self, text: str, keep: tuple[str, ...] = ()) -> str:
         """'{name}' -> the variable's value, '{{' / '}}' -> a brace; names in `keep` stay as they are, a variable
@@ -260,7 +288,20 @@ class _Reader:
                 raise _Bad(f"undefined variable {{{name}}} (defined: {known}){_closest(name, self.variables)}")
             value = self.variables[name]
             return value.replace("{", "{{").replace("}", "}}") if keep else value
+        for m in _VARIABLE_RE.finditer(text):  # '{{title}}': the escapes around a name, where '{title}' was meant
+            name = _NAME_RE.match(text, m.end()) if m[0] == "{{" else None
+            if name and name[0] in self.variables and text.startswith("}}", name.end()):
+                raise _Bad(f"'{{{{{name[0]}}}}}' is a literal '{{{name[0]}}}' (doubled braces escape); write "
+                           f"{{{name[0]}}} to use the variable")
         return _VARIABLE_RE.sub(one, text)
+
+    def text(self, node) -> str:
+        """A scalar node's text as written, variables substituted; where it came from is kept for messages."""
+        text = self.substitute(node.value)
+        names = [m[1] for m in _VARIABLE_RE.finditer(node.value) if m[1] in self.variables]
+        if names:
+            self.origins[id(node)] = (names, text)
+        return text
 
     def scalar(self, node):
         """A scalar node's value, variables substituted in text (then re-read: "{seed}" can be an int)."""
@@ -410,14 +451,24 @@ def _ref(defs: dict, name: str, schema: dict) -> dict:
     return {"$ref": f"#/$defs/{name}"}
 
 
+@dataclass(frozen=True)
 class Text:
-    """Any scalar as written ("2024" stays "2024"), variables substituted."""
+    """Any scalar as written ("2024" stays "2024"), variables substituted. Refused: what YAML would drop of the
+    text as written (`_Reader.dropped`: `Summer Sale #SummerSale`, `!Sale now`); and in prose (text drawn or
+    prompted), a '\\n' written outside double quotes, which is a backslash and an n there."""
+
+    prose: bool = False
 
     def parse(self, r, node, path):
         if isinstance(node, yaml.ScalarNode):
             if node.tag.endswith(":null"):
                 raise _Bad("expected text, got nothing")
-            return r.substitute(node.value)
+            if problem := r.dropped(node):
+                raise _Bad(problem)
+            if self.prose and node.style in (None, "'") and "\\n" in node.value:
+                raise _Bad("a literal \\n: write the text in double quotes for a line break, or use a block "
+                           "scalar |")
+            return r.text(node)
         return r.scalar(node)  # reports the mapping / list
 
     def schema(self, defs):
@@ -432,6 +483,8 @@ class Template(Text):
     def parse(self, r, node, path):
         if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
             return super().parse(r, node, path)
+        if problem := r.dropped(node):
+            raise _Bad(problem)
         pattern = r.substitute(node.value, keep=OUTPUT_FIELDS)
         if "monitor" in _fields(r, node.value) and not r.is_span:
             raise _Bad(f"'{node.value}': {{monitor}} exists only in spans (a monitor's name in its own file)")
@@ -512,11 +565,12 @@ def _finite(value):
 class Int:
     lo: int | None = None
     hi: int | None = None
+    form: str = ""  # what to write, for the message: "the monitor's pixels, e.g. 3840; ..."
 
     def parse(self, r, node, path):
         value = r.scalar(node)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _Bad(f"expected a whole number, got {_a(value)}")
+            raise _Bad(f"expected a whole number{f' ({self.form})' if self.form else ''}, got {_a(value)}")
         return _in_range(value, self.lo, self.hi)
 
     def schema(self, defs):
@@ -530,14 +584,18 @@ class Number:
     hi: float | None = None
     positive: bool = False
     form: str = ""  # what to write, for the message: '0..1: 0.8 for 80%'
+    fraction: bool = False  # 1 is 100%: a value over hi, up to 100 times it, is likely a percentage
 
     def parse(self, r, node, path):
         value = r.scalar(node)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Bad(f"expected a number{f' ({self.form})' if self.form else ''}, got {_a(value)}")
+            raise _Bad(f"expected a number{f' ({self.form})' if self.form else ''}, got {_a(value)}"
+                       f"{_number_hint(value, units=False)}")
         _finite(value)
         if self.positive and value <= 0:
             raise _Bad(f"must be greater than 0, got {value}")
+        if self.fraction and self.hi < value <= 100 * self.hi:
+            raise _Bad(f"{range_problem(value, self.lo, self.hi)} ({value / 100:g} for {value:g}%)")
         return _in_range(value, self.lo, self.hi)
 
     def schema(self, defs):
@@ -618,16 +676,46 @@ class Enum:
         return {"anyOf": [{"enum": list(self.choices)}, _VARIABLE_SCHEMA]}
 
 
-def _length(r, node) -> tuple[Fraction, str]:
-    """A length value -> (number, unit); a bare number is px."""
+LENGTH_FORM = "a length (a number with px, pt, mm, cm or in, e.g. 3mm; a bare number is px)"
+# units as other tools and people write them -> ours
+_UNIT_WORDS = ((re.compile(r'"|\'\'|inch(es)?|in\.', re.IGNORECASE), "in"),
+               (re.compile(r"millimet(er|re)s?", re.IGNORECASE), "mm"),
+               (re.compile(r"centimet(er|re)s?", re.IGNORECASE), "cm"),
+               (re.compile(r"points?", re.IGNORECASE), "pt"), (re.compile(r"pixels?", re.IGNORECASE), "px"))
+_DECIMAL_COMMA_RE = re.compile(r"\s*([-+]?[0-9]+),([0-9]+)\s*(%|[a-z]*)\s*", re.IGNORECASE)
+_NUMBER_WORD_RE = re.compile(rf"\s*({_NUMBER})\s*(.+?)\s*")
+
+
+def _number_hint(value, units: bool = True) -> str:
+    """What to write for a number or length written another way: with a decimal comma ('; use a decimal point:
+    1.5mm'), or (units) with a unit as a word or mark ('; for 27" write 27in'); else ''."""
+    if not isinstance(value, str):
+        return ""
+    if m := _DECIMAL_COMMA_RE.fullmatch(value):
+        number, fraction, unit = m.groups()
+        if len(fraction) == 3:  # 1,500: a thousands separator, or a decimal comma
+            return f"; write numbers without commas: {number}{fraction}{unit}, or {number}.{fraction}{unit}"
+        return f"; use a decimal point: {number}.{fraction}{unit}"
+    m = _NUMBER_WORD_RE.fullmatch(value) if units else None
+    unit = next((ours for word, ours in _UNIT_WORDS if m and word.fullmatch(m[2])), None)
+    return f"; for {value.strip()} write {m[1]}{unit}" if unit else ""
+
+
+def _length(r, node, form: str = LENGTH_FORM) -> tuple[Fraction, str]:
+    """A length value -> (number, unit in lower case); a bare number is px. form: what a length is, for the
+    message."""
     value = r.scalar(node)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return Fraction(_finite(value)), "px"
     m = _LENGTH_RE.fullmatch(value) if isinstance(value, str) else None
     if not m:
-        raise _Bad(f"{_q(value)} is not a length (a number with px, pt, mm, cm or in, e.g. 3mm; "
-                   f"a bare number is px)")
-    return Fraction(_number_text(m[1])), m[2] or "px"
+        raise _Bad(f"{_q(value)} is not {form}{_number_hint(value)}")
+    return Fraction(_number_text(m[1])), (m[2] or "px").lower()
+
+
+def _units(*units: str) -> str:
+    """A schema pattern's alternatives of `units` in any case, as the loader reads them: 'px' -> '[Pp][Xx]'."""
+    return "|".join(map(_any_case, units))
 
 
 def _to_px(number: Fraction, unit: str, dpi: int) -> Fraction:
@@ -662,7 +750,7 @@ def _length_schema(defs, minimum: str) -> dict:
         "zero": (r"\+?(\d+(\.\d*)?|\.\d+)|-(0+(\.0*)?|\.0+)", {"minimum": 0}, "length"),  # -0 is not negative
         "positive": (r"\+?(\d*[1-9]\d*(\.\d*)?|\d*\.\d*[1-9]\d*)", {"exclusiveMinimum": 0}, "positive_length"),
     }[minimum]
-    pattern = rf"^\s*({number})\s*(px|pt|mm|cm|in)?\s*$"
+    pattern = rf"^\s*({number})\s*({_units(*UNITS)})?\s*$"
     body = {"anyOf": [{"type": "number"} | bound, {"type": "string", "pattern": pattern}, _VARIABLE_SCHEMA],
             "description": "a length: a number of px, or a number with px, pt, mm, cm or in"
                            + (", greater than 0" if minimum == "positive" else "")}
@@ -703,7 +791,7 @@ class TextSize(Length):
     def schema(self, defs):
         px = r"\+?0*[1-9]\d*(\.\d*)?"  # from 1
         physical = r"\+?(\d*[1-9]\d*(\.\d*)?|\d*\.\d*[1-9]\d*)"  # positive: its px depend on the dpi
-        pattern = rf"^\s*(({px})\s*(px)?|({physical})\s*(pt|mm|cm|in))\s*$"
+        pattern = rf"^\s*(({px})\s*({_units('px')})?|({physical})\s*({_units('pt', 'mm', 'cm', 'in')}))\s*$"
         body = {"anyOf": [{"type": "number", "minimum": 1}, {"type": "string", "pattern": pattern}, _VARIABLE_SCHEMA],
                 "description": "a text size: a number of px, or a number with px, pt, mm, cm or in; at least 1 px at "
                                "the canvas's dpi"}
@@ -725,7 +813,7 @@ class PhysicalLength(Length):
     """A physical length (mm, cm, in, pt) -> mm (float); 0 needs no unit."""
 
     def parse(self, r, node, path):
-        number, unit = _length(r, node)
+        number, unit = _length(r, node, "a physical length (a number with mm, cm, in or pt: 27in, 597mm)")
         if unit == "px" and number != 0:
             raise _Bad(f"{_q(r.scalar(node))} has no physical size; give it in mm, cm, in or pt")
         _sign_check(number, self.minimum)
@@ -736,8 +824,10 @@ class PhysicalLength(Length):
             number, zero, name = r"\+?(\d*[1-9]\d*(\.\d*)?|\d*\.\d*[1-9]\d*)", [], "positive_physical_length"
         else:  # a 0 may be bare or px
             number, name = r"\+?(\d+(\.\d*)?|\.\d+)|-(0+(\.0*)?|\.0+)", "physical_length"
-            zero = [{"const": 0}, {"type": "string", "pattern": r"^\s*[-+]?(0+(\.0*)?|\.0+)\s*(px)?\s*$"}]
-        body = {"anyOf": [{"type": "string", "pattern": rf"^\s*({number})\s*(pt|mm|cm|in)\s*$"}, *zero,
+            zero = [{"const": 0},
+                    {"type": "string", "pattern": rf"^\s*[-+]?(0+(\.0*)?|\.0+)\s*({_units('px')})?\s*$"}]
+        physical = _units("pt", "mm", "cm", "in")
+        body = {"anyOf": [{"type": "string", "pattern": rf"^\s*({number})\s*({physical})\s*$"}, *zero,
                           _VARIABLE_SCHEMA],
                 "description": "a physical length: a number with pt, mm, cm or in"
                                + (", greater than 0" if self.minimum == "positive" else " (0 needs none)")}
@@ -761,7 +851,7 @@ class Position:
             _finite(value)
         written = isinstance(value, str) and _LENGTH_RE.fullmatch(value)
         if not written and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise _Bad(f"{_q(value)} is not a percentage or a length (10%, 120px, 20mm)")
+            raise _Bad(f"{_q(value)} is not a percentage or a length (10%, 120px, 20mm){_number_hint(value)}")
         number, unit = _length(r, node)
         px = _to_px(Fraction(repr(value)) if isinstance(value, float) else number, unit, r.dpi)
         _on_canvas(r, px)
@@ -773,7 +863,7 @@ class Position:
         else:
             number, bound, name = r"[-+]?(\d+(\.\d*)?|\.\d+)", {}, "position"
         body = {"anyOf": [{"type": "number"} | bound,
-                          {"type": "string", "pattern": rf"^\s*({number})\s*(%|px|pt|mm|cm|in)?\s*$"},
+                          {"type": "string", "pattern": rf"^\s*({number})\s*(%|{_units(*UNITS)})?\s*$"},
                           _VARIABLE_SCHEMA],
                 "description": "10% of the trim size, or a length: 120px, 20mm, 1in"
                                + (", not negative" if self.extent else "")}
@@ -788,6 +878,9 @@ _CSS_ALPHA_RE = re.compile(rf"\s*(rgba?\([^,()]*,[^,()]*,[^,()]*),\s*({_NUMBER})
 # CSS4's space-separated form of the functions (Pillow reads only commas): 'rgb(10 20 30 / 50%)'
 _CSS_SPACED_RE = re.compile(rf"\s*(rgba?|hsl|hsv|hsb)\(\s*({_NUMBER}%?)\s+({_NUMBER}%?)\s+({_NUMBER}%?)\s*"
                             rf"(?:/\s*({_NUMBER}%?)\s*)?\)\s*", re.IGNORECASE)
+
+
+_HEX_RE = re.compile(r"\s*(0x)?([0-9a-f]{3,4}|[0-9a-f]{6}|[0-9a-f]{8})\s*", re.IGNORECASE)  # a colour without '#'
 
 
 def _comma_form(text: str) -> str:
@@ -805,7 +898,7 @@ class Colour:
             return self._channels(r, node)
         value = r.scalar(node)
         if value is None:
-            raise _Bad("expected a colour, got nothing (quote colours that start with '#': \"#fff\")")
+            raise _Bad("expected a colour, got nothing")
         if isinstance(value, str) and value.strip().casefold() == "transparent":
             return 0, 0, 0, 0  # CSS's: transparent black (gradients mix premultiplied, so it takes any hue)
         text = _comma_form(value) if isinstance(value, str) else None
@@ -816,6 +909,10 @@ class Colour:
         except ValueError:
             rgba = None
         if rgba is None:
+            written = value if isinstance(value, str) else node.value  # 0xff5a5f or 000000, a number in YAML
+            hexa = _HEX_RE.fullmatch(written)
+            if hexa and (hexa[1] or len(hexa[2]) in (6, 8) or not hexa[2].isdigit()):  # not 255, a grey's value
+                raise _Bad(f"'{written}' is not a colour (did you mean \"#{hexa[2]}\", quoted?)")
             raise _Bad(f"{_q(value)} is not a colour ({COLOURS})")
         alpha = float(m[2]) / (100 if m[3] else 1) if m else 1
         if not all(0 <= c <= 255 for c in rgba) or not 0 <= alpha <= 1:  # Pillow reads rgb(300, 0, 0) as is
@@ -915,8 +1012,8 @@ class Model(Text):
                            f"or a transformer-only one: transformer/config.json)")
             return str(folder.resolve())
         if not is_hub_id(name, r.base_dir):
-            raise _Bad(f"no such model folder '{name}' (folders are relative to the layout file's folder; "
-                       f"a hub id is 'owner/name')")
+            raise _Bad(f"no such model folder '{name}' (folders are relative to {r.relative_to}; a hub id is "
+                       f"'owner/name')")
         return HubId(name)
 
 
@@ -1175,6 +1272,26 @@ def _past_the_last(key: str, size: str, line: str, at, trim: int, bleed: int) ->
 
 # -- gradient stops -----------------------------------------------------------------------------------------
 
+class StopPosition:
+    """A gradient stop's position: a number 0..1, or a percentage 0%..100% -> 0..1."""
+
+    NUMBER = Number(0, 1, form="0..1, or a percentage: 0.5 or 50%", fraction=True)
+
+    def parse(self, r, node, path):
+        value = r.scalar(node)
+        m = _PERCENT_RE.fullmatch(value) if isinstance(value, str) else None
+        if not m:
+            return self.NUMBER.parse(r, node, path)
+        percent = _finite(float(_number_text(m[1])))
+        if not 0 <= percent <= 100:
+            raise _Bad(f"'{value}' is out of range 0%..100%")
+        return percent / 100
+
+    def schema(self, defs):
+        return {"anyOf": [*self.NUMBER.schema(defs)["anyOf"],
+                          {"type": "string", "pattern": r"^\s*\+?(\d+(\.\d*)?|\.\d+)\s*%\s*$"}]}
+
+
 class Stops:
     """['#000', '#fff'] (evenly spaced) or [[0, '#000'], [0.3, red], [1, '#fff']] -> ((pos, RGBA), ...)."""
 
@@ -1191,7 +1308,7 @@ class Stops:
         stops, bad = [], False
         for i, pair in enumerate(node.value):
             try:
-                stops.append((r.parse(Number(0, 1), pair.value[0], _join(_join(path, i), 0)),
+                stops.append((r.parse(StopPosition(), pair.value[0], _join(_join(path, i), 0)),
                               r.parse(Colour(), pair.value[1], _join(_join(path, i), 1))))
             except _Bad:
                 bad = True
@@ -1204,10 +1321,10 @@ class Stops:
 
     def schema(self, defs):
         colour = Colour().schema(defs)
-        pair = {"type": "array", "prefixItems": [Number(0, 1).schema(defs), colour],  # see RegionKind.schema
+        pair = {"type": "array", "prefixItems": [StopPosition().schema(defs), colour],  # see RegionKind.schema
                 "minItems": 2, "maxItems": 2}
         return {"type": "array", "items": {"anyOf": [colour, pair]}, "minItems": 2,
-                "description": "colours evenly spaced, or [position 0..1, colour] pairs"}
+                "description": "colours evenly spaced, or [position 0..1 or 0%..100%, colour] pairs"}
 
 
 # -- layers -------------------------------------------------------------------------------------------------
@@ -1223,12 +1340,13 @@ SHADOW_KEYS = {
     "color": Key(Colour(), "shadow colour (default #000000a0)"),
 }
 COMMON_KEYS = {
-    "opacity": Key(Number(0, 1, form="0..1: 0.8 for 80%"), "0..1, multiplies the layer's alpha (default 1)"),
+    "opacity": Key(Number(0, 1, form="0..1: 0.8 for 80%", fraction=True),
+                   "0..1, multiplies the layer's alpha (default 1)"),
     "name": Key(Text(), "a name for messages and manifests (unique)"),
 }
 GENERATE_KEYS = {
-    "prompt": Key(Text(), "what to generate", required=True),
-    "negative_prompt": Key(Text(), "what to avoid"),
+    "prompt": Key(Text(prose=True), "what to generate", required=True),
+    "negative_prompt": Key(Text(prose=True), "what to avoid"),
     "seed": Key(Int(0, MAX_SEED), "random seed (default 0)"),
     "steps": Key(Int(1, 1000), "sampling steps (default 20)"),
     "guidance": Key(Number(0), "classifier-free guidance scale (default 4.5)"),
@@ -1246,7 +1364,7 @@ IMAGE_KEYS = {
     "fit": Key(Enum("cover", "contain"), "default cover"),
 } | COMMON_KEYS
 TEXT_KEYS = {
-    "text": Key(Text(), "the text; '\\n' breaks lines", required=True),
+    "text": Key(Text(prose=True), "the text; '\\n' in double quotes breaks lines", required=True),
     "font": Key(Font(), "a .ttf/.otf/.ttc path (#index: another face than the first) or an installed family "
                         "(default: the bundled font, also written default)"),
     "size": Key(TextSize(), "font size: 48pt, 120px, 10mm, at least 1 px (default 48px)"),
@@ -1256,7 +1374,7 @@ TEXT_KEYS = {
     "valign": Key(Enum("top", "middle", "bottom", elsewhere={"center": "align: center"}), "default top"),
     "wrap": Key(Bool(), "wrap words to the region's width (default true)"),
     "shrink_to_fit": Key(Bool(), "shrink the size until the text fits the region (default false)"),
-    "line_height": Key(Number(hi=100, positive=True, form="a multiple of the size: 1.3 for 130%"),
+    "line_height": Key(Number(hi=100, positive=True, form="a multiple of the size: 1.3 for 130%", fraction=True),
                        "multiple of the size, at most 100 (default 1.2)"),
     "letter_spacing": Key(Length("any"), "extra space between letters (default 0)"),
     "stroke": Key(Mapping("stroke", STROKE_KEYS), "outline: {width, color}"),
@@ -1456,8 +1574,10 @@ GRID_KEYS = {
 }
 MONITOR_KEYS = {
     "name": Key(Text(), "default monitor-1, monitor-2, ..."),
-    "width": Key(Int(1, MAX_SIDE), "pixels", required=True),
-    "height": Key(Int(1, MAX_SIDE), "pixels", required=True),
+    "width": Key(Int(1, MAX_SIDE, form="the monitor's pixels, e.g. 3840; its physical size goes in size: "
+                                       "[597mm, 336mm]"), "pixels", required=True),
+    "height": Key(Int(1, MAX_SIDE, form="the monitor's pixels, e.g. 2160; its physical size goes in size: "
+                                        "[597mm, 336mm]"), "pixels", required=True),
     "size": Key(ListOf(PhysicalLength("positive"), 2, 2),
                 "[width, height] of the picture as the monitor stands: [597mm, 336mm] (in portrait: [336mm, 597mm])"),
     "diagonal": Key(PhysicalLength("positive"), "picture diagonal, e.g. 27in (instead of size)"),
@@ -1500,8 +1620,8 @@ class MonitorKind:
             r.error(node, path, "give the picture's size: [width, height] or diagonal (one of them)")
         name = m.get("name", "x")
         if problem := file_name_problem(name) or ("is blank" if not name.strip() else None):
-            r.error(_node_at(node, "name"), _join(path, "name"), f"'{name}' {problem}: monitor names are used in "
-                                                                 f"file names")
+            r.error(_node_at(node, "name"), _join(path, "name"),
+                    r._sourced(_node_at(node, "name"), f"'{name}' {problem}: monitor names are used in file names"))
         if bad or len(r.errors) > ok:
             raise _Bad()
         if "size" in m:
@@ -1592,6 +1712,8 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
                 else:
                     if name in FIELD_NAMES:  # kept: what it fills is not reported again
                         r.error(key_node, path, _field_problem(name))
+                    if dropped := r.dropped(value_node):
+                        r.error(value_node, path, dropped)
                     defaults[name] = None if value_node.tag.endswith(":null") else value_node.value
                     nodes[name] = value_node
                 seen.add(name)
@@ -1611,7 +1733,7 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
     for name, value in resolved.items():
         if value is None and name not in overrides:  # given None: said above
             r.error(nodes[name], f"variables.{name}", f"has no default; set it: --set {name}=... (or a batch job's "
-                                                      f"variables)")
+                                                      f"variables){r.comment_hint(nodes[name])}")
             r.unset.add(name)
     return {k: "" if v is None else str(v) for k, v in resolved.items()}  # "" after an error: no follow-ups
 
@@ -1888,9 +2010,10 @@ def parse_layout(text: str | dict, source: str | os.PathLike = "<string>", varia
         raise TypeError(f"parse_layout takes YAML text (str) or a dict, not {type(text).__name__}")
     variables = {name: _variable_text(name, value) for name, value in (variables or {}).items()}
     r = _Reader(source, {}, Path(base_dir) if base_dir is not None else Path.cwd())
-    if base_dir is None:
-        r.relative_to = "the current folder"
+    where = "the layout file's folder" if base_dir is not None else "the current folder"
+    r.relative_to = f"{where}, {os.path.abspath(r.base_dir)}"  # the folder too: a --set path is read from it
     r.own_names = own_names
+    r.lines = text.split("\n")
     stand_ins = _stand_ins(text)
     yaml_text = text.translate(str.maketrans(stand_ins))
     try:
@@ -1974,6 +2097,27 @@ class _Loader(ShallowLoader):
             self.forward(k)
 
 
+# `key: #value`, `- #value  # a note`: a comment where a value is (to a '# note' after it)
+_HASH_VALUE_RE = re.compile(r"(?:^|[:-])[ \t]+(#\S.*?)(?:[ \t]+#(?:[ \t].*)?)?[ \t]*$")
+
+
+def hash_comment_hint(written: str) -> str:
+    """' (quote values that start with \'#\': "#ff5a5f")' when `written`, a line of YAML whose value came out
+    empty (null), or the part of it from where the value would start, has a comment where the value would be
+    that starts with a word right after its '#' (`tint: #ff5a5f`, `- #fff`): the value YAML read as a comment.
+    Else '' (a comment such as '# note' is one)."""
+    m = _HASH_VALUE_RE.search(written)
+    return f" (quote values that start with '#': {yaml_quoted(m[1])})" if m else ""
+
+
+def yaml_quoted(text: str) -> str:
+    """`text` as a quoted YAML scalar of the same text: in double quotes, or in single quotes when it has a '"' or
+    a backslash (an escape in double quotes)."""
+    if '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return "'" + text.replace("'", "''") + "'"
+
+
 def yaml_problem(text: str, e: yaml.YAMLError, what: str = "layout") -> tuple[int, str]:
     """(line, one-line message) for a YAML error in a `what` file, with a hint where one helps."""
     if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow (NUL, other controls)
@@ -1984,7 +2128,7 @@ def yaml_problem(text: str, e: yaml.YAMLError, what: str = "layout") -> tuple[in
     comment = _flow_comment(text, line)
     if comment:
         n, word = comment
-        return n, f"'{word}' starts a comment, which ends the line early; quote colours that start with '#': \"{word}\""
+        return n, f"'{word}' starts a comment, which ends the line early; quote values that start with '#': \"{word}\""
     written = text.split("\n")[mark.line] if mark is not None else ""
     if mark is not None and written[mark.column:mark.column + 1] == "\t":
         before = written[:mark.column].rstrip(" \t")
@@ -1998,7 +2142,59 @@ def yaml_problem(text: str, e: yaml.YAMLError, what: str = "layout") -> tuple[in
         value = (written[braces.start(1):mark.column] + re.match(r"[^#,\]}]*", written[mark.column:])[0]).rstrip()
         return line, (f"'{value}' starts with a mapping, {braces[1]}, and goes on; quote text that starts with "
                       f"'{{': \"{value}\"")
-    return line, getattr(e, "problem", None) or first_line(e)
+    return line, (_punctuation_problem(written, e) if mark is not None else None) or getattr(e, "problem", None) \
+        or first_line(e)
+
+
+# a line's indentation, list marks and key: `  - text: `; group 1 the key
+_KEY_RE = re.compile(r"[ \t]*(?:-[ \t]+)*(?:([^\s:#'\"{}\[\],-][^:#]*?|\"[^\"]*\"|'[^']*')[ \t]*:(?:[ \t]+|$))?")
+_STARTS = {"*": "reads as an alias (*name)", "&": "reads as an anchor (&name)", "!": "reads as a tag (!name)",
+           "|": "reads as the start of a block of lines", ">": "reads as the start of a block of lines",
+           "@": "reserves", "`": "reserves", "%": "reads as a directive"}
+
+
+def _punctuation_problem(written: str, e: yaml.YAMLError) -> str | None:
+    """A plain message for PyYAML's at everyday punctuation on the line `written` where it stopped: ': ' inside a
+    value, a value that starts with a character YAML reads otherwise (@ ` * & ! | > %), text after a closing quote,
+    or a key or list item out of line with its neighbours. None for anything else."""
+    problem = getattr(e, "problem", None) or ""
+    key = _KEY_RE.match(written)
+    start, column = key.end(), e.problem_mark.column  # where the line's value starts, where YAML stopped
+    context = getattr(e, "context_mark", None)  # of an alias, anchor or block scalar: where it starts
+    if context is not None and context.line == e.problem_mark.line and "while scanning" in (e.context or ""):
+        column = context.column
+    if problem == "mapping values are not allowed here" and column > start:
+        value = _written_value(written, start)
+        return f"': ' inside a value starts a mapping; quote the whole value: {yaml_quoted(value)}"
+    first, value = written[column:column + 1], _written_value(written, column)
+    an_alias = problem.startswith("found undefined alias") and len(value.split()) == 1  # `*name` meant as one
+    if first in _STARTS and not an_alias:
+        return f"'{value}' starts with '{first}', which YAML {_STARTS[first]}; quote the whole value: " \
+               f"{yaml_quoted(value)}"
+    if problem == "expected <block end>, but found '<scalar>'":  # more after a quoted value or a list
+        value = _written_value(written, start)
+        if value[:1] in ("'", '"'):
+            return f"text after a closing quote: quote the whole value: {yaml_quoted(value)}"
+        return f"'{value}' starts with a list and goes on; quote the whole value: {yaml_quoted(value)}" \
+            if value[:1] == "[" else None
+    if problem == "mapping values are not allowed here" or \
+            problem.startswith(("expected <block end>, but found", "expected '<document start>', but found")):
+        if problem.endswith("'-'"):
+            return ("a list item at the wrong indentation: check this line's indentation against the previous "
+                    "item's (a list's items start in the same column)")
+        if key[1]:
+            return (f"'{key[1]}' is at the wrong indentation: check this line's indentation against the previous "
+                    f"key's (a mapping's keys start in the same column)")
+    return None
+
+
+def _written_value(written: str, start: int) -> str:
+    """The value on the line `written` from `start`: to a comment (' #'), and in brackets to a ',', ']' or '}'."""
+    value = re.split(r"[ \t]#", written[start:], maxsplit=1)[0]
+    before = written[:start]
+    if before.count("[") + before.count("{") > before.count("]") + before.count("}"):
+        value = re.split(r"[,\]}]", value, maxsplit=1)[0]
+    return value.strip()
 
 
 # a value in braces just before where YAML stopped (`text: {title} 2024` stops at 2024): text that starts with '{'

@@ -21,7 +21,7 @@ from typing import Callable
 
 from studio import __version__
 from studio.check import check_arguments, check_layout
-from studio.compose import compose, cut_span, draw_guides, layout_dir, text_problems
+from studio.compose import compose, cut_span, draw_guides, hidden_problems, layout_dir, text_problems
 from studio.errors import InputError, StudioError, check_flag
 from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
                            remove_temporaries, save_image, write_temp)
@@ -83,6 +83,35 @@ def layout_inputs(layout: Layout, base_dir: Path | None) -> list[tuple[str, str,
             if path and path != fonts.DEFAULT:
                 out.append((f"layers[{i}].text.font", f"font:{layer.font}", Path(path)))
     return out
+
+
+def unused_variables(layout: Layout, text: str) -> list[str]:
+    """The variables `layout` defines that its YAML `text` writes as {name} in no value outside its `variables`
+    block (so that setting one changes nothing but the files' metadata). A text PyYAML alone cannot read (a tab
+    before a comment, which the layout loader skips) is searched whole, comments too: only a variable written
+    nowhere is said."""
+    import yaml
+
+    from studio.layout import _VARIABLE_RE, ShallowLoader  # the loader's {name} (not '{{name}}', an escape)
+
+    try:
+        root = yaml.compose(text, Loader=ShallowLoader)
+    except yaml.YAMLError:
+        root = yaml.ScalarNode("tag:yaml.org,2002:str", text)
+    nodes = [root] if root is not None else []
+    if isinstance(root, yaml.MappingNode):  # its values but the variables block
+        nodes = [value for key, value in root.value if key.value != "variables"]
+    written, seen = set(), set()
+    while nodes:
+        node = nodes.pop()
+        if id(node) in seen:  # an alias: the anchor's node again
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            written.update(m[1] for m in _VARIABLE_RE.finditer(node.value))
+        else:
+            nodes += [value for _, value in node.value] if isinstance(node, yaml.MappingNode) else node.value
+    return [name for name in layout.variables if name not in written]
 
 
 def check_not_input(layout: Layout, paths) -> None:
@@ -149,8 +178,8 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     """The layout with labelled placeholders for generated art, written to `path` (PNG/JPEG/TIFF), with the
     bleed, trim, safe area and a span's bezel gaps marked (`compose.draw_guides`) unless guides=False; plan:
     `plan_layout`'s of this layout (`plan_difference`), whose strategies and sizes label the placeholders. A
-    warning for each text layer that leaves its region or enters the safe margin (`warn_text_problems`):
-    warn(where, problem) when given, else a line on stderr."""
+    warning for each text layer that leaves its region or enters the safe margin, and for each text or image layer
+    a later layer hides (`warn_text_problems`): warn(where, problem) when given, else a line on stderr."""
     check_arguments("proof", warn=warn)
     check_flag("proof: overwrite", overwrite)
     check_flag("proof: guides", guides)
@@ -197,11 +226,12 @@ def plan_difference(plan: Plan, layout: Layout) -> str | None:
 
 
 def warn_text_problems(layout: Layout, warn: Callable[[str, str], None] | None = None) -> None:
-    """A warning for each line of `compose.text_problems` (text that leaves its region, enters the safe margin or
-    the bleed, fits at no size, shows on no monitor, lacks glyphs, ...): warn(where, problem), where the layer is
-    written ('poster.yaml:14'; the source alone for a layout built in code); default a line on stderr."""
+    """A warning for each line of `compose.hidden_problems` (a text or image layer that a later layer hides) and
+    of `compose.text_problems` (text that leaves its region, enters the safe margin or the bleed, fits at no
+    size, shows on no monitor, lacks glyphs, ...): warn(where, problem), where the layer is written
+    ('poster.yaml:14'; the source alone for a layout built in code); default a line on stderr."""
     warn = warn or (lambda where, problem: print(f"studio: warning: {where}: {problem}", file=sys.stderr))
-    for problem in text_problems(layout):
+    for problem in hidden_problems(layout) + text_problems(layout):
         warn(layout.where(problem.path), problem)
 
 
@@ -361,8 +391,9 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     pipeline, used and left loaded (batches reuse them across calls); a model not in it is loaded when its
     first generation comes and released after its last, so that models don't add up in memory.
     Generations run model by model, each model's in layer order; a layer whose generation an earlier one
-    makes (`GenerateJob.reuses`) takes its picture. Text that leaves its region is warned about before any
-    generation, as `proof` does (`warn_text_problems`; warn(where, problem) instead of a line on stderr when given).
+    makes (`GenerateJob.reuses`) takes its picture. Text that leaves its region, and a layer that a later one
+    hides, are warned about before any generation, as `proof` does (`warn_text_problems`; warn(where, problem)
+    instead of a line on stderr when given).
     For batches (studio.batch): stem replaces layout.output.name; metadata entries are added to (or
     replace) those stored in the files; record, a dict, receives the memory budget and each generation's
     settings. reuse_art=False generates every layer even when an earlier render kept its picture (rerender,

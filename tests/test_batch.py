@@ -201,6 +201,32 @@ items:
     assert error.startswith(f"{job}:3: name '{{seed}}-{{nope}}': {{nope}} is not set for this item (fields: ")
 
 
+def test_an_unquoted_colour_is_a_comment_and_the_error_says_to_quote_it(tmp_path):
+    """`tint: #ff5a5f` and `- #ff5a5f` are a key and a dash followed by a comment: YAML reads nothing. The error
+    says to quote the colour; a value left empty on purpose, or a comment after a space, gets no such hint."""
+    job = write_job(tmp_path, """\
+layout: card.yaml
+variables:
+  tint: #ff5a5f
+  shade:
+matrix:
+  accent:
+    - #0f0   # green
+    - # a comment, not a colour
+    - "#00f"
+items:
+  - {seed: 1}
+  - tint: #abc
+""")
+    hint = "(quote values that start with '#': \"{}\")"
+    assert job_errors(job, "m") == [
+        f"{job}:3: variables.tint: expected text or a number, got nothing {hint.format('#ff5a5f')}",
+        f"{job}:4: variables.shade: expected text or a number, got nothing",
+        f"{job}:7: matrix.accent[0]: expected text, a number or a mapping of them, got nothing {hint.format('#0f0')}",
+        f"{job}:8: matrix.accent[1]: expected text, a number or a mapping of them, got nothing",
+        f"{job}:12: items[1].tint: expected text or a number, got nothing {hint.format('#abc')}"]
+
+
 def test_the_jobs_problems_and_its_items_are_reported_in_one_round(tmp_path):
     """A problem at the top of the job (a bad budget, an unknown key) does not hide the items' problems; an item
     with a problem of its own is left out of the items' checks, but still counted by {n}."""
@@ -1635,6 +1661,32 @@ def test_text_problems_are_said_once_per_item_naming_it_on_the_batch_output(tiny
         "[1/2] warning: card-1: card.yaml:4: layers[1] (title): text overflows its region (right clipped)",
         "[2/2] warning: card-2: card.yaml:4: layers[1] (title): text overflows its region (right clipped)"]
     assert capsys.readouterr().err == ""  # not on stderr, naming the layout file only
+
+
+def test_a_variable_the_layout_uses_nowhere_is_warned_of_once_a_job(tiny_dir, tmp_path, capsys):
+    """Items that differ only in a variable their layout defines but writes nowhere are the same picture under
+    other names: the run and --list say so once for the job, at the line that gives it, naming the layout."""
+    (tmp_path / "other.yaml").write_text(FILL.replace("navy", '"{shade}"') + "variables: {shade: red, tint: red}\n")
+    job = write_job(tmp_path, """\
+layout: card.yaml
+variables: {tint: red}
+matrix:
+  shade: [red, blue]
+  layout: [card.yaml, other.yaml]
+""", FILL + "variables: {shade: x, tint: x}  # {shade}\n")
+    said = [f"{job}:2: variable 'tint': card.yaml defines {{tint}} but uses it nowhere (items that differ only in it "
+            f"render the same picture)",
+            f"{job}:3: variable 'shade': card.yaml defines {{shade}} but uses it nowhere (items that differ only "
+            f"in it render the same picture)",
+            f"{job}:2: variable 'tint': other.yaml defines {{tint}} but uses it nowhere (items that differ only in it "
+            f"render the same picture)"]
+    assert list(load_job(job, str(tiny_dir)).warnings) == said
+    err = io.StringIO()
+    summary, _ = run(job, tmp_path / "out", tiny_dir, stderr=err)
+    assert summary.rendered == ["card-1", "other-2", "card-3", "other-4"]
+    assert err.getvalue() == "".join(f"studio: batch: warning: {line}\n" for line in said)
+    assert main(["batch", str(job), "--list", "--model", str(tiny_dir)]) == 0
+    assert capsys.readouterr().err == "".join(f"studio: batch: warning: {line}\n" for line in said)
 
 
 def test_an_item_whose_log_line_cannot_be_written_is_done(tiny_dir, tmp_path, monkeypatch):

@@ -314,6 +314,26 @@ def test_a_variable_set_twice_is_refused(tmp_path, capsys):
     assert not (tmp_path / "p.png").exists()
 
 
+def test_a_variable_set_but_used_nowhere_is_warned_of(tiny_dir, tmp_path, capsys):
+    """--set of a variable the layout defines but writes nowhere (only in a comment or in the variables block)
+    would change nothing: plan, proof and render say so, one line each, and go on."""
+    layout = tmp_path / "l.yaml"
+    layout.write_text('canvas: {width: 64, height: 48}\nvariables: {tint: "#000", title: Hi, sub: "{tint}"}\n'
+                      'layers:\n  - fill: {color: "#fff"}  # {tint} later\n  - text: {text: "{title}", size: 8px}\n')
+    given = ["--set", "tint=#0f0", "--set", "title=Yo", "--set", "sub=x"]
+    warnings = ("studio: warning: --set tint: the layout defines {tint} but uses it nowhere\n"
+                "studio: warning: --set sub: the layout defines {sub} but uses it nowhere\n")
+    assert main(["plan", str(layout), "--model", str(tiny_dir), *given]) == 0
+    assert capsys.readouterr().err == warnings
+    assert main(["proof", str(layout), "-o", str(tmp_path / "p.png"), *given]) == 0
+    assert capsys.readouterr().err == warnings
+    assert main(["render", str(layout), "-o", str(tmp_path / "out"), "--model", str(tiny_dir), "--quiet",
+                 *given]) == 0
+    assert capsys.readouterr().err == warnings
+    assert main(["proof", str(layout), "-o", str(tmp_path / "q.png"), "--set", "title=Yo"]) == 0
+    assert capsys.readouterr().err == ""  # tint and sub are not given: their defaults change nothing either
+
+
 def test_every_argument_has_a_help_text():
     import argparse
 

@@ -1298,6 +1298,74 @@ def test_text_problems_say_why_shrink_to_fit_finds_no_size():
     assert problems("ABCDE", letter_spacing=10) == []  # 40 px of spacing: a smaller size fits
 
 
+def test_hidden_problems_name_the_text_and_images_a_later_opaque_layer_hides(tmp_path):
+    """Layers listed top first, as Photoshop lists them: the title and the logo are drawn first, then the
+    full-canvas generation over them."""
+    logo = Image.new("RGBA", (4, 4), RED)
+    logo.putpixel((0, 0), (0, 0, 0, 0))  # a logo with transparency hides nothing but is hidden
+    logo.save(tmp_path / "logo.png")
+    title = TextLayer("Hi", size=20, name="title", region=Region("px", 10, 5, 60, 30))
+    image = ImageLayer("logo.png", Region("px", 80, 5, 20, 20))
+    source = str(tmp_path / "poster.yaml")
+    top_first = layout(title, image, GenerateLayer("sky", name="sky"), w=120, h=50, source=source)
+    assert C.hidden_problems(top_first) == [
+        "layers[0] (title): text is hidden under the generate layer layers[2] (sky), drawn after it: layers are "
+        "listed bottom first",
+        "layers[1]: image is hidden under the generate layer layers[2] (sky), drawn after it: layers are listed "
+        "bottom first"]
+    assert [p.path for p in C.hidden_problems(top_first)] == ["layers[0]", "layers[1]"]
+    assert C.hidden_problems(layout(GenerateLayer("sky"), title, image, w=120, h=50, source=source)) == []
+    covered = layout(title, image, FillLayer(BLUE), w=120, h=50, source=source)
+    assert C.hidden_problems(covered) == [
+        "layers[0] (title): text is hidden under the fill layer layers[2], drawn after it: layers are listed bottom "
+        "first",
+        "layers[1]: image is hidden under the fill layer layers[2], drawn after it: layers are listed bottom first"]
+    assert C.compose(covered).tobytes() == C.compose(layout(FillLayer(BLUE), w=120, h=50)).tobytes()
+
+
+def test_hidden_problems_say_text_hidden_only_when_all_its_ink_and_shadow_is_covered():
+    """A rectangle over exactly the text's ink and shadow hides it (the pixels are the rectangle's alone); one a
+    pixel smaller on any side does not, and is not said."""
+    text = TextLayer("Hi", size=20, region=Region("px", 10, 5, 60, 30), shadow=Shadow(3, 2, 1, (0, 0, 0, 200)))
+    left, top, right, bottom = map(int, ink_box(C.compose(layout(text, w=120, h=50))))
+    ink = Box(left, top, right - left, bottom - top)
+    for cover, hidden in [(ink, True), (Box(left + 1, top, ink.w - 1, ink.h), False),
+                          (Box(left, top + 1, ink.w, ink.h - 1), False), (Box(left, top, ink.w - 1, ink.h), False),
+                          (Box(left, top, ink.w, ink.h - 1), False)]:
+        rect = ShapeLayer("rect", Region("px", cover.x, cover.y, cover.w, cover.h), fill=BLUE)
+        lay = layout(text, rect, w=120, h=50)
+        alone = C.compose(layout(rect, w=120, h=50)).tobytes()
+        assert (C.compose(lay).tobytes() == alone) is hidden, cover
+        assert C.hidden_problems(lay) == (["layers[0]: text is hidden under the shape layer layers[1], drawn after "
+                                           "it: layers are listed bottom first"] if hidden else []), cover
+
+
+def test_hidden_problems_say_nothing_a_later_layer_may_let_show(tmp_path):
+    """Only a layer certainly opaque over all the text's box hides it: not a translucent colour, an opacity below
+    1, a picture with a transparent pixel or fitted to contain, rounded corners, an ellipse, a gradient with a
+    translucent stop, a generation fitted to contain, nor two layers that cover it together."""
+    hole = Image.new("RGB", (4, 4), "red").convert("RGBA")
+    hole.putpixel((3, 3), (255, 0, 0, 254))
+    hole.save(tmp_path / "hole.png")
+    Image.new("RGB", (4, 4), "red").save(tmp_path / "opaque.png")
+    text = TextLayer("Hi", size=20, region=Region("px", 10, 5, 60, 30))
+    for covers in [[FillLayer((0, 0, 255, 254))], [FillLayer(BLUE, opacity=0.99)], [ImageLayer("hole.png")],
+                   [ImageLayer("opaque.png", fit="contain")],
+                   [ShapeLayer("rect", Region("full"), fill=BLUE, radius=2)],
+                   [ShapeLayer("ellipse", Region("full"), fill=BLUE)],
+                   [ShapeLayer("rect", Region("full"), stroke=BLUE, stroke_width=5)],
+                   [GradientLayer(((0, BLUE), (1, (0, 0, 255, 254))))], [GenerateLayer("sky", fit="contain")],
+                   [FillLayer(BLUE, Region("percent", 0, 0, 15, 100)),
+                    FillLayer(BLUE, Region("percent", 15, 0, 85, 100))]]:
+        assert C.hidden_problems(layout(text, *covers, w=120, h=50, source=str(tmp_path / "p.yaml"))) == [], covers
+    for kind, cover in [("image", ImageLayer("opaque.png")), ("gradient", GradientLayer(((0, BLUE), (1, RED)))),
+                        ("generate", GenerateLayer("sky")),
+                        ("shape", ShapeLayer("rect", Region("full"), fill=BLUE, stroke=(0, 0, 0, 100), stroke_width=2))]:
+        assert C.hidden_problems(layout(text, cover, w=120, h=50, source=str(tmp_path / "p.yaml"))) == [
+            f"layers[0]: text is hidden under the {kind} layer layers[1], drawn after it: layers are listed bottom "
+            f"first"], cover
+
+
 def test_text_problems_name_the_characters_the_font_lacks():
     """Pillow's bundled font has basic Latin only: 'é' and '✨' come out as its missing-glyph box."""
     region = Region("px", 0, 0, 200, 80)

@@ -589,6 +589,49 @@ layers:
     assert not (tmp_path / "c.png").exists()
 
 
+def test_proof_and_render_warn_of_layers_listed_top_first(tiny_dir, tmp_path, capsys):
+    """Layers in Photoshop's order, top layer first: the title and the logo are drawn under the full-canvas
+    generation. Both proof and render say so, at each hidden layer's line."""
+    from studio.render import proof
+
+    Image.new("RGBA", (8, 8), (255, 0, 0, 128)).save(tmp_path / "logo.png")
+    (tmp_path / "poster.yaml").write_text("""\
+canvas: {width: 64, height: 48}
+layers:
+  - text: {text: Hi, size: 12px, name: title, region: {x: 4px, y: 4px, w: 40px, h: 20px}}
+  - image: {path: logo.png, region: {x: 48px, y: 4px, w: 8px, h: 8px}}
+  - generate: {prompt: a sky, steps: 2, seed: 1}
+""")
+    layout = load_layout(tmp_path / "poster.yaml")
+    warnings = (f"studio: warning: {tmp_path / 'poster.yaml'}:3: layers[0] (title): text is hidden under the "
+                f"generate layer layers[2], drawn after it: layers are listed bottom first\n"
+                f"studio: warning: {tmp_path / 'poster.yaml'}:4: layers[1]: image is hidden under the generate layer "
+                f"layers[2], drawn after it: layers are listed bottom first\n")
+    proof(layout, tmp_path / "proof.png")
+    assert capsys.readouterr().err == warnings
+    render(layout, tmp_path / "out", str(tiny_dir), "1GiB")
+    assert capsys.readouterr().err == warnings + (f"note: {tiny_dir}: tiny random checkpoint: its output is noise, "
+                                                  f"not an image of the prompt\n")
+
+
+@pytest.mark.parametrize("body, unused", [
+    ('layers:\n  - text: {text: "{title}"}\n', ["tint", "note"]),
+    ('layers:\n  - text: {text: "{title} {note}", color: "{tint}"}\n', []),
+    # in a comment, in an escape, in the variables block: not used
+    ('layers:\n  - text: {text: "{title} {{ note }}"}  # {tint} later\n', ["tint", "note"]),
+    # in output.name, through an alias: used
+    ('output: {name: "poster-{note}"}\nlayers:\n  - text: &t {text: "{title}", color: "{tint}"}\n  - text: *t\n', []),
+    # a tab before a comment (PyYAML alone stops there, the loader does not): the text searched whole, comments too
+    ('layers:\n  - text: {text: "{title}"}\t# {tint} later\n', ["note"]),
+])
+def test_unused_variables_are_those_no_value_outside_the_variables_block_writes(body, unused):
+    from studio.layout import parse_layout
+    from studio.render import unused_variables
+
+    text = 'canvas: {width: 64, height: 48}\nvariables: {tint: "#000", title: Hi, note: "{title}"}\n' + body
+    assert unused_variables(parse_layout(text), text) == unused
+
+
 def test_a_layout_from_text_names_its_files_layout():
     from studio.layout import parse_layout
     from studio.render import output_stems
