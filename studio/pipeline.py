@@ -471,6 +471,7 @@ class PixArtSigmaPipeline:
         self.keep_text_encoder = keep_text_encoder
         self._text_encoder: T5EncoderModel | None = None
         self.embedding_cache = None  # optional T5 feature cache, see encode_prompt
+        self._auto_budget: int | None = None  # the automatic budget, from the first call without one (`_budget`)
         # set for studio's tiny random checkpoint, whose output is noise
         self.tiny_notice: str | None = read_json(model_dir / "model_index.json").get("_studio_tiny")
 
@@ -829,7 +830,7 @@ class PixArtSigmaPipeline:
         # a schedule it can't run fails before any work; some configs run fewer steps than asked
         steps = len(sampling.timesteps_and_sigmas(config, num_inference_steps).timesteps)
         cfg = guidance_scale > 1.0
-        budget = memory.resolve_budget(memory_budget, resident=self._resident_bytes)
+        budget = self._budget(memory_budget)
         text_phase, denoise_phase, decode_phase = self.generation_plan(
             height, width, n_images, budget, cfg, vae_tiling, stream_text_encoder, output=(out_height, out_width),
             output_type=output_type).phases
@@ -1022,6 +1023,16 @@ class PixArtSigmaPipeline:
     @functools.cached_property
     def _t5_config(self) -> T5Config:
         return T5Config.from_dict(read_json(self.model_dir / "text_encoder" / "config.json"))
+
+    def _budget(self, memory_budget) -> int:
+        """A call's budget in bytes (`memory.resolve_budget`). The automatic one is worked out at the first call
+        without one and kept: MindSpore's CPU pool keeps what a call allocated, idle for the next, but it no longer
+        counts as free, so each later call would plan in less (an identical call refused, or other chunks)."""
+        if memory_budget is not None:
+            return memory.resolve_budget(memory_budget)
+        if self._auto_budget is None:
+            self._auto_budget = memory.resolve_budget(None, resident=self._resident_bytes)
+        return self._auto_budget
 
     def _resident_bytes(self) -> int:
         cells = [self.transformer, self.vae] + ([self._text_encoder] if self._text_encoder is not None else [])
