@@ -769,10 +769,11 @@ class PixArtSigmaPipeline:
                  negative_prompt_embeds=None, negative_prompt_attention_mask=None, timesteps=None, sigmas=None,
                  eta: float = 0.0) -> PipelineOutput | tuple:
         """Generate images. prompt, negative_prompt and num_inference_steps may be given by position (the
-        reference's first three); the rest by name. height/width in px (default: the checkpoint's native size, 1024 for the 1024
-        checkpoint); `seed` a non-negative integer; `latents` (N, 4, h/8, w/8) replace the initial noise;
-        `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; `memory_budget` (bytes,
-        "6GiB", or None = free memory minus a margin) bounds the attention workspace and the VAE decode;
+        reference's first three); the rest by name. height/width in px (default: the checkpoint's native size, 1024
+        for the 1024 checkpoint); `seed` a non-negative integer; `latents` (N, 4, h/8, w/8) replace the initial
+        noise; `sampler` ("dpm++" | "ddim" | "euler") overrides scheduler_config.json; `memory_budget` (bytes,
+        "6GiB", or None = free memory minus a margin, the first call's, kept) bounds the attention workspace and
+        the VAE decode;
         `vae_tiling` decodes in tiles: None when the untiled decode would exceed the budget (or, on the CPU,
         make a feature map above MAX_TENSOR, 4 GiB), True always, False never; `stream_text_encoder` (default)
         runs T5 block by block from its files (one block's weights in memory, the same features, about the
@@ -1028,8 +1029,9 @@ class PixArtSigmaPipeline:
         """A call's budget in bytes (`memory.resolve_budget`). The automatic one is worked out at the first call
         without one and kept: MindSpore's CPU pool keeps what a call allocated, idle for the next, but it no longer
         counts as free, so each later call would plan in less (an identical call refused, or other chunks)."""
-        if memory_budget is not None:
-            return memory.resolve_budget(memory_budget)
+        budget = memory.parse_bytes(memory_budget)  # "auto" is None's
+        if budget is not None:
+            return budget
         if self._auto_budget is None:
             self._auto_budget = memory.resolve_budget(None, resident=self._resident_bytes)
         return self._auto_budget
