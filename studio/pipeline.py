@@ -28,7 +28,7 @@ from studio.memory_plan import GenerationPlan, plan_generation
 from studio.errors import CheckpointError, ConfigError, InputError, NumericalError, check_flag, one_line, refuses
 from studio.models.t5 import StreamedT5Encoder, T5Config, T5EncoderModel
 from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
-from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
+from studio.models.vae import VAE_SWITCHES, AutoencoderKL, AutoencoderKLConfig
 from studio.text import MAX_LENGTH, load_tokenizer, preprocess, surrogate_problem, tokenize, truncated_text
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -447,9 +447,8 @@ _REFERENCE_ONLY = {
     "disable_attention_slicing": "attention is chunked from memory_budget= only when it would not fit",
     "enable_xformers_memory_efficient_attention": "attention is chunked from memory_budget=",
     "disable_xformers_memory_efficient_attention": "attention is chunked from memory_budget=",
-    "enable_vae_tiling": "pass vae_tiling=True to a call (None, the default, tiles when the decode would not fit)",
-    "disable_vae_tiling": "pass vae_tiling=False to a call",
-    "enable_vae_slicing": "images are decoded one at a time already",
+    **{f"{verb}_vae_{what}": VAE_SWITCHES[f"{verb}_{what}"] for verb in ("enable", "disable")
+       for what in ("tiling", "slicing")},  # the pipeline's names of the VAE's switches
     "set_progress_bar_config": "it draws no progress bar; pass progress=(phase, done, total) or callback=(step, total)"
                                " to a call",
 }

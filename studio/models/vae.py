@@ -25,9 +25,9 @@ LOGVAR_RANGE = (-30.0, 20.0)  # the reference clamps the log-variance to this ra
 # known; every key diffusers has written for AutoencoderKL is a field.
 _IGNORED_KEYS = frozenset()
 
-# diffusers' AutoencoderKL switches (PixArt users call pipe.vae.enable_tiling()): an AttributeError saying what
-# studio does instead, as the pipeline's `_REFERENCE_ONLY` names
-_REFERENCE_ONLY = {
+# diffusers' AutoencoderKL switches (PixArt users call pipe.vae.enable_tiling(); the pipeline's enable_vae_tiling()
+# names them too): an AttributeError saying what studio does instead
+VAE_SWITCHES = {
     "enable_tiling": "pass vae_tiling=True to the pipeline's call (None, the default, tiles when the decode would "
                      "not fit)",
     "disable_tiling": "pass vae_tiling=False to the pipeline's call",
@@ -290,9 +290,9 @@ class AutoencoderKL(nn.Cell):
         try:
             return super().__getattr__(name)  # the Cell's parameters, buffers and sub-cells
         except AttributeError:
-            if name not in _REFERENCE_ONLY:
+            if name not in VAE_SWITCHES:
                 raise
-        raise AttributeError(f"studio's AutoencoderKL has no {name}(): {_REFERENCE_ONLY[name]}")
+        raise AttributeError(f"studio's AutoencoderKL has no {name}(): {VAE_SWITCHES[name]}")
 
     def encode(self, x: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
         """Image (B, 3, H, W) in [-1, 1] -> (mean, logvar), each (B, latent_channels, H/8, W/8) for the SDXL VAE.
