@@ -41,7 +41,7 @@ import yaml
 
 from studio import manifest
 from studio.errors import CheckpointError, InputError, StudioError, control_problem, one_line, out_of_memory
-from studio.layout import ShallowLoader, hash_comment_hint, yaml_problem
+from studio.layout import ShallowLoader, _nodes, _stand_ins, hash_comment_hint, yaml_problem
 from studio.export import FileLock, pause_point, read_pixels, remove_temporaries, write_temp
 from studio.hub import HubId
 from studio.progress import PhaseBars, progress_bar
@@ -398,10 +398,21 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
     from studio.memory import budget_problem
 
     src = str(path)
+    stand_ins = _stand_ins(text)  # lines count LFs only, as a layout's (YAML 1.2, editors)
+    yaml_text = text.translate(str.maketrans(stand_ins))
     try:
-        doc = yaml.load(text, Loader=_JobLoader)
+        loader = _JobLoader(yaml_text)  # as yaml.load does, the scalars given their line breaks back
+        try:
+            root = loader.get_single_node()
+            back = str.maketrans({v: k for k, v in stand_ins.items()})
+            for node in _nodes(root) if stand_ins and root is not None else ():
+                if isinstance(node, yaml.ScalarNode):
+                    node.value = node.value.translate(back)
+            doc = None if root is None else loader.construct_document(root)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
-        line, problem = yaml_problem(text, e, "job")
+        line, problem = yaml_problem(yaml_text, e, "job")
         errors.append(f"{src}:{line}: YAML: {problem}")
         return {}, []
     if not isinstance(doc, _Map):
@@ -481,9 +492,9 @@ def _scalars(mapping: _Map, path: str, src: str, errors: list[str], text: str, r
 
 
 def _comment_hint(text: str, line: int) -> str:
-    """`layout.hash_comment_hint` of line `line` (from 1) of the job file's `text`: a value YAML read as nothing
-    for the comment it starts (`tint: #ff5a5f`, `- #ff5a5f`)."""
-    lines = text.splitlines()
+    """`layout.hash_comment_hint` of line `line` (from 1, counting LFs only, as `_yaml_job` does) of the job
+    file's `text`: a value YAML read as nothing for the comment it starts (`tint: #ff5a5f`, `- #ff5a5f`)."""
+    lines = text.split("\n")
     return hash_comment_hint(lines[line - 1]) if 0 < line <= len(lines) else ""
 
 

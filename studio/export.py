@@ -340,9 +340,10 @@ def temporary_name(name: str, suffix: str = "00") -> str:
     return f".{name}.{os.getpid():06x}{suffix}.part"
 
 
-# the absolute paths of the temporary files `_temporary` made in this process that are still there: being written,
-# or waiting for their rename, by a thread here (another thread's clean-up leaves them alone: `_being_written`)
-_LIVE: set[str] = set()
+# the temporary files `_temporary` made in this process that are still there, being written or waiting for their
+# rename by a thread here (another thread's clean-up leaves them alone: `_live`): (st_dev, st_ino) -> real path.
+# By file, not by path: a folder reached through a link, or by a relative path before a chdir, is the same folder.
+_LIVE: dict[tuple[int, int], str] = {}
 _LIVE_LOCK = threading.Lock()
 
 
@@ -352,16 +353,40 @@ def _temporary(folder: Path, name: str) -> tuple[int, str]:
     running process is writing (another render into the same folder); one a thread of this process is writing
     is in `_LIVE` until renamed or removed."""
     with _LIVE_LOCK:
-        _LIVE.difference_update([p for p in _LIVE if not os.path.lexists(p)])  # renamed or removed since
+        _forget_gone()
         for _ in range(1000):
             path = os.path.join(folder, temporary_name(name, secrets.token_hex(1)))
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
             except FileExistsError:
                 continue
-            _LIVE.add(os.path.abspath(path))
+            st = os.fstat(fd)
+            _LIVE[st.st_dev, st.st_ino] = os.path.join(os.path.realpath(folder), os.path.basename(path))
             return fd, path
     raise FileExistsError(f"{folder}: no free temporary name for {name}")
+
+
+def _forget_gone() -> None:
+    """Drop from `_LIVE` the temporary files renamed or removed since (with `_LIVE_LOCK` held): their file's number
+    may now be another file's."""
+    for key, made in list(_LIVE.items()):
+        try:
+            st = os.lstat(made)
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != key:
+            del _LIVE[key]
+
+
+def _live(path) -> bool:
+    """Whether `path` is a temporary file `_temporary` made in this process that is still there (with
+    `_LIVE_LOCK` held)."""
+    _forget_gone()
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) in _LIVE
 
 
 def _being_written(path: Path, tag: str) -> bool:
@@ -372,7 +397,7 @@ def _being_written(path: Path, tag: str) -> bool:
     pid = int(tag[:6], 16)
     if pid == os.getpid():
         with _LIVE_LOCK:
-            return os.path.abspath(path) in _LIVE
+            return _live(path)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -475,7 +500,7 @@ def remove_temporaries(folder: Path, names: set[str], remove: Callable[[Path], N
                 finished.add(target)
             else:
                 with _LIVE_LOCK:  # gone (a finished journal moved it into place), or made again by a thread here
-                    if os.path.lexists(path) and os.path.abspath(path) not in _LIVE:
+                    if os.path.lexists(path) and not _live(path):
                         (remove or (lambda p: p.unlink(missing_ok=True)))(path)
     finally:
         lock.release()

@@ -22,7 +22,7 @@ from typing import Callable
 from studio import __version__
 from studio.check import check_arguments, check_layout
 from studio.compose import compose, cut_span, draw_guides, hidden_problems, layout_dir, text_problems
-from studio.errors import InputError, StudioError, check_flag
+from studio.errors import InputError, StudioError, check_flag, out_of_memory
 from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
                            remove_temporaries, save_image, write_temp)
 from studio.geometry import monitor_dpi, resolve
@@ -469,9 +469,16 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                                seed=layer.seed, use_resolution_binning=False, sampler=layer.sampler,
                                memory_budget=plan.budget,
                                progress=lambda phase, done, total, label=label: report(label, phase, done, total))
-                except StudioError as e:  # an overflow, memory: at the layer, as a plan's errors are
+                except (StudioError, RuntimeError) as e:  # an overflow, memory: at the layer, as a plan's errors are
+                    if not isinstance(e, StudioError) and not out_of_memory(e):
+                        raise
                     label = f"layers[{job.layer}]" + (f" ({layer.name})" if layer.name else "")
-                    raise placed(e, f"{layout.where(f'layers[{job.layer}]')}: {label}") from None
+                    at = f"{layout.where(f'layers[{job.layer}]')}: {label}"
+                    if isinstance(e, StudioError):
+                        raise placed(e, at) from None
+                    # MindSpore's allocation failure, with its C++ trace: in one line, as the CLI and batch say it
+                    raise StudioError(f"{at}: out of memory: MindSpore could not allocate a tensor; set a smaller "
+                                      f"memory budget") from e
                 made[job.layer] = out.images[0], layer.sampler or pipe.sampler.sampler
                 _keep_art(kept_at[job.layer], *made[job.layer])
         if model_key(model_id) not in loaded:  # released before the next model loads

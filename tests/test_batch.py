@@ -227,6 +227,23 @@ items:
         f"{job}:12: items[1].tint: expected text or a number, got nothing {hint.format('#abc')}"]
 
 
+def test_a_yaml_1_1_line_break_in_a_value_is_text_and_starts_no_line(tmp_path):
+    """U+2028 and NEL in a job's value are text, as in a layout (YAML 1.2, editors): lines count LFs only. PyYAML
+    counted them as line breaks, so the errors named the line after, and a YAML error quoted another line."""
+    job = write_job(tmp_path, "")
+    job.write_text('layout: card.yaml\nvariables:\n  prompt: "a fox\u2028at dusk\x85"\n  tint: #ff5a5f\n'
+                   'items:\n  - {seed: 1}\n', encoding="utf-8")
+    assert job_errors(job, "m") == [f"{job}:4: variables.tint: expected text or a number, got nothing (quote values "
+                                    f"that start with '#': \"#ff5a5f\")"]
+    job.write_text('layout: card.yaml\nvariables: {prompt: "a fox\u2028at dusk\x85"}\nitems:\n  - {seed: 1}\n',
+                   encoding="utf-8")
+    [item] = load_job(job, "m").items
+    assert item.variables == {"prompt": "a fox\u2028at dusk\x85", "seed": "1"}
+    job.write_text('variables: {prompt: "a\u2028fox"}\nitems:\n\t- {seed: 1}\n', encoding="utf-8")
+    assert job_errors(job, "m") == [f"{job}:3: YAML: a tab: indent with spaces, and put spaces, not tabs, after ':', "
+                                    f"'-', ',' or a bracket"]
+
+
 def test_the_jobs_problems_and_its_items_are_reported_in_one_round(tmp_path):
     """A problem at the top of the job (a bad budget, an unknown key) does not hide the items' problems; an item
     with a problem of its own is left out of the items' checks, but still counted by {n}."""

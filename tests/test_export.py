@@ -813,6 +813,29 @@ def test_threads_writing_the_same_files_leave_each_other_s_temporaries_alone(tmp
         assert png.tobytes() == tif.tobytes() in [images[seed].tobytes() for seed in (0, 2, 4)]
 
 
+def test_a_temporary_file_being_written_is_left_alone_whatever_path_reaches_its_folder(tmp_path, monkeypatch):
+    """A thread's temporary file in a folder it reached through a link, or by a relative path before a chdir:
+    another thread's clean-up by the folder's real path took it (the live files were known by path)."""
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real)
+    fd, linked = E._temporary(link, "x.png")
+    os.close(fd)
+    monkeypatch.chdir(tmp_path)
+    fd, relative = E._temporary(Path("real"), "y.png")
+    os.close(fd)
+    relative = tmp_path / relative
+    monkeypatch.chdir(real)
+    leftover = real / f".x.png.{os.getpid():06x}ff.part"  # of a failed write: no thread here writes it
+    leftover.write_bytes(b"half")
+    assert E.remove_temporaries(real, {"x.png", "y.png"}) == set()
+    assert sorted(p.name for p in real.iterdir()) == sorted([Path(linked).name, relative.name])
+    relative.rename(real / "y.png")  # renamed: no longer being written, its name free for a leftover
+    relative.write_bytes(b"left over")
+    E.remove_temporaries(tmp_path / "link", {"x.png", "y.png"})
+    assert sorted(p.name for p in real.iterdir()) == sorted([Path(linked).name, "y.png"])
+
+
 @pytest.mark.parametrize("writer", ["save_image", "export"])
 def test_a_written_file_s_temporary_name_is_not_removed_after_its_rename(tmp_path, monkeypatch, writer):
     """Once renamed, a temporary's name is free for another thread of this process to take: save_image and export

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mindspore as ms
@@ -350,11 +351,13 @@ def test_compile_error_warns_with_its_message_and_leaves_no_files(monkeypatch, t
     assert list((tmp_path / "cache" / "kernels").iterdir()) == []
 
 
-def writing_compiler(tmp_path) -> Path:
-    """A compiler that writes 'built' as its output (and appends its arguments to `tmp_path`/runs)."""
+def writing_compiler(tmp_path, seconds: float = 0) -> Path:
+    """A compiler that writes 'built' as its output after `seconds` (and appends its arguments to
+    `tmp_path`/runs)."""
     cxx = tmp_path / "writing-c++"
     cxx.write_text('#!/bin/sh\n[ "$1" = --version ] && { echo "writing-c++ 1.0"; exit 0; }\n'
-                   f'echo "$@" >> {tmp_path / "runs"}\nfor last; do :; done\necho built > "$last"\n')
+                   f'echo "$@" >> {tmp_path / "runs"}\nsleep {seconds}\nfor last; do :; done\n'
+                   'echo built > "$last"\n')
     cxx.chmod(0o755)
     return cxx
 
@@ -482,6 +485,21 @@ def test_a_killed_builds_folder_is_removed_by_the_next_build(monkeypatch, tmp_pa
     finally:
         running.kill()
         running.wait()
+
+
+def test_threads_asking_at_once_share_one_build(monkeypatch, tmp_path):
+    """Two threads asking for the library while it is being built (a slow compiler): one builds it, the other
+    waits and gets it. Both built in one folder, the second removing the first's as a killed build's: the first's
+    compiler found its folder gone, and warned."""
+    fresh_state(monkeypatch, tmp_path, str(writing_compiler(tmp_path, seconds=0.5)))
+    loading_anything(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with ThreadPoolExecutor(2) as pool:
+            libraries = [f.result(30) for f in [pool.submit(kernels.library) for _ in range(2)]]
+    [target] = (tmp_path / "cache" / "kernels").iterdir()
+    assert libraries == [target, target] and target.read_text() == "built\n"
+    assert len((tmp_path / "runs").read_text().splitlines()) == 2  # compiled and linked once
 
 
 def test_kernels_off_by_environment(monkeypatch, tmp_path):

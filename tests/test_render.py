@@ -313,6 +313,37 @@ output: {{formats: [png]}}
     assert str(e.value) == f"{tmp_path / 'two.yaml'}:5: layers[1] (sky): denoising overflowed in float32"
 
 
+def test_running_out_of_memory_in_a_generation_is_named_by_its_layer(tiny_dir, tmp_path, monkeypatch, capsys):
+    """MindSpore failing to allocate (a RuntimeError with its C++ trace) in one of several generations: one line
+    naming that layer, as the CLI prints it; it said 'out of memory' with no layer. Other RuntimeErrors are not
+    caught."""
+    from studio import cli
+
+    (tmp_path / "two.yaml").write_text(f"""\
+canvas: {{width: 128, height: 64}}
+grids: {{g: {{rows: 1, columns: 2}}}}
+layers:
+  - generate: {{prompt: a fox, seed: 1, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 0]}}}}
+  - generate: {{prompt: an owl, seed: 2, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 1]}}, name: sky}}
+output: {{formats: [png]}}
+""")
+    generate, failure = studio.pipeline.PixArtSigmaPipeline.__call__, []
+
+    def owl_fails(self, prompt, **kwargs):
+        if prompt == "an owl":
+            raise RuntimeError(failure[0])
+        return generate(self, prompt, **kwargs)
+    monkeypatch.setattr(studio.pipeline.PixArtSigmaPipeline, "__call__", owl_fails)
+    failure.append("Allocate memory failed, size: 3GB\n- C++ Call Stack: (For framework developers)\nMallocForOutputs")
+    assert cli.main(["render", str(tmp_path / "two.yaml"), "-o", str(tmp_path / "out"), "--memory-budget", "1GiB"]) == 2
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("studio:")] == [
+        f"studio: error: {tmp_path / 'two.yaml'}:5: layers[1] (sky): out of memory: MindSpore could not allocate a "
+        f"tensor; set a smaller memory budget"]
+    failure[0] = "some bug"
+    with pytest.raises(RuntimeError, match="^some bug$"):
+        render(load_layout(tmp_path / "two.yaml"), tmp_path / "out", None, "1GiB")
+
+
 def test_kept_art_of_an_edited_layout_goes_when_its_output_is_written(tiny_dir, tmp_path):
     """Pictures kept for an output by earlier renders that stopped (before its layout was edited: other keys)
     and their temporaries go once the output is written; another output's kept pictures stay; a kept picture

@@ -5,8 +5,9 @@ compiler, or the build fails: callers then use their MindSpore op chains (backen
 same functions. The library is built once per source, compiler and machine (-march=native) into
 `paths.cache_root("kernels")` ($STUDIO_CACHE/kernels, else $XDG_CACHE_HOME/studio/kernels, else
 ~/.cache/studio/kernels), in a temporary folder named after the process (`export.temporary_name`, removed by the
-next build once that process is gone) and renamed, so concurrent processes never load a half-written file. A
-library that does not load (a cache folder mounted noexec) is an unavailable one too.
+next build once that process is gone) and renamed, so concurrent processes never load a half-written file; in a
+process, one thread builds it while the others wait for it. A library that does not load (a cache folder mounted
+noexec) is an unavailable one too.
 
 The object file is compiled with -ffast-math (vectorised exp) and linked without it: linking with it would
 add crtfastmath.o, which turns on flush-to-zero for the whole process.
@@ -15,9 +16,11 @@ add crtfastmath.o, which turns on flush-to-zero for the whole process.
 import ctypes
 import hashlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -48,6 +51,9 @@ SIGNATURES = {
 }
 
 _LIBRARY: Path | None | bool = False  # False: not tried yet
+# held while building: a second thread's build would remove the first one's folder (its process's, not a file
+# `export` is writing) as a killed build's
+_LIBRARY_LOCK = threading.Lock()
 _OPS: dict[str, object] = {}
 
 
@@ -62,9 +68,10 @@ def compiler() -> str | None:
 def library() -> Path | None:
     """The built kernel library, building it if needed; None if unavailable."""
     global _LIBRARY
-    if _LIBRARY is False:
-        _LIBRARY = _build() if enabled() else None
-    return _LIBRARY
+    with _LIBRARY_LOCK:
+        if _LIBRARY is False:
+            _LIBRARY = _build() if enabled() else None
+        return _LIBRARY
 
 
 def _build() -> Path | None:
@@ -80,7 +87,8 @@ def _build() -> Path | None:
         target = cache_root("kernels") / f"cpu_kernels-{key}.so"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.parent / temporary_name(target.name)  # what a killed build leaves: the next one removes it
+            # what a killed build leaves: the next one removes it
+            tmp = target.parent / temporary_name(target.name, secrets.token_hex(1))
             remove_temporaries(target.parent, {target.name},
                                remove=lambda path: shutil.rmtree(path, ignore_errors=True))
             try:
