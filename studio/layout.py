@@ -288,11 +288,13 @@ class _Reader:
                 raise _Bad(f"undefined variable {{{name}}} (defined: {known}){_closest(name, self.variables)}")
             value = self.variables[name]
             return value.replace("{", "{{").replace("}", "}}") if keep else value
-        for m in _VARIABLE_RE.finditer(text):  # '{{title}}': the escapes around a name, where '{title}' was meant
-            name = _NAME_RE.match(text, m.end()) if m[0] == "{{" else None
-            if name and name[0] in self.variables and text.startswith("}}", name.end()):
+        for m in _VARIABLE_RE.finditer(text):  # '{{title}}' (mustache's): the escapes around a name, where
+            # '{title}' was meant; not in a longer run of braces ('{{{{title}}}}' is the text '{{title}}')
+            name = _NAME_RE.match(text, m.end()) if m[0] == "{{" and text[m.start() - 1:m.start()] != "{" else None
+            if name and name[0] in self.variables and text[name.end():name.end() + 3] == "}}":
                 raise _Bad(f"'{{{{{name[0]}}}}}' is a literal '{{{name[0]}}}' (doubled braces escape); write "
-                           f"{{{name[0]}}} to use the variable")
+                           f"{{{name[0]}}} to use the variable, or, for the text '{{{name[0]}}}', put it in "
+                           f"another variable's value (values are used as written)")
         return _VARIABLE_RE.sub(one, text)
 
     def text(self, node) -> str:
@@ -455,7 +457,8 @@ def _ref(defs: dict, name: str, schema: dict) -> dict:
 class Text:
     """Any scalar as written ("2024" stays "2024"), variables substituted. Refused: what YAML would drop of the
     text as written (`_Reader.dropped`: `Summer Sale #SummerSale`, `!Sale now`); and in prose (text drawn or
-    prompted), a '\\n' written outside double quotes, which is a backslash and an n there."""
+    prompted), a '\\n' written outside double quotes (in a | or > block too), which is a backslash and an n
+    there."""
 
     prose: bool = False
 
@@ -465,9 +468,9 @@ class Text:
                 raise _Bad("expected text, got nothing")
             if problem := r.dropped(node):
                 raise _Bad(problem)
-            if self.prose and node.style in (None, "'") and "\\n" in node.value:
-                raise _Bad("a literal \\n: write the text in double quotes for a line break, or use a block "
-                           "scalar |")
+            if self.prose and node.style != '"' and "\\n" in node.value:  # plain, '', | and >: as written
+                raise _Bad("a literal \\n: write the text in double quotes for a line break, or put each line on "
+                           "its own line in a | block")
             return r.text(node)
         return r.scalar(node)  # reports the mapping / list
 
@@ -584,7 +587,7 @@ class Number:
     hi: float | None = None
     positive: bool = False
     form: str = ""  # what to write, for the message: '0..1: 0.8 for 80%'
-    fraction: bool = False  # 1 is 100%: a value over hi, up to 100 times it, is likely a percentage
+    fraction: bool = False  # 1 is 100%: a value over hi, up to 100 times it, of 10 or more is likely a percentage
 
     def parse(self, r, node, path):
         value = r.scalar(node)
@@ -594,7 +597,7 @@ class Number:
         _finite(value)
         if self.positive and value <= 0:
             raise _Bad(f"must be greater than 0, got {value}")
-        if self.fraction and self.hi < value <= 100 * self.hi:
+        if self.fraction and self.hi < value <= 100 * self.hi and value >= 10:
             raise _Bad(f"{range_problem(value, self.lo, self.hi)} ({value / 100:g} for {value:g}%)")
         return _in_range(value, self.lo, self.hi)
 
@@ -1899,8 +1902,8 @@ def _unique_names(r: _Reader, named: list[tuple[str | None, str, object]], fold:
 def source_text(path: Path, what: str, pipes: bool = True, save_as: str = "") -> str:
     """The text of a user's file (a layout, a job) as stored, at most MAX_SOURCE bytes (/dev/zero has no end);
     a missing, unreadable or larger file, or one that is not UTF-8 (the line and byte named; `save_as`: how to
-    save one as UTF-8, in parentheses; UTF-16 told as such), raises a one-line InputError. pipes: a device or pipe is read too
-    (`studio render /dev/stdin`); else it is refused."""
+    save one as UTF-8, in parentheses; UTF-16 told as such) or holds only NUL bytes, raises a one-line InputError.
+    pipes: a device or pipe is read too (`studio render /dev/stdin`); else it is refused."""
     try:
         if not pipes and path.exists() and not path.is_file() and not path.is_dir():
             raise InputError(f"{path}: is a device, pipe or socket, not a {what} file")
@@ -1917,6 +1920,8 @@ def source_text(path: Path, what: str, pipes: bool = True, save_as: str = "") ->
     how = f" ({save_as})" if save_as else ""
     if _utf16(data):
         raise InputError(f"{path}:1: UTF-16 text, not UTF-8; save the {what} as UTF-8{how}")
+    if data and not data.strip(b"\0"):  # what a crash can leave of a file being written
+        raise InputError(f"{path}: only NUL bytes (0x00), no text; write the {what} again")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -1928,9 +1933,11 @@ def source_text(path: Path, what: str, pipes: bool = True, save_as: str = "") ->
 
 def _utf16(data: bytes) -> bool:
     """Whether a file's bytes are UTF-16, as Excel's "Unicode Text" and Notepad's "Unicode" save: a byte-order
-    mark FF FE or FE FF, or every other byte of the first 512 NUL (no UTF-8 text has NULs)."""
+    mark FF FE or FE FF, or in the first 512 bytes, most of the even or of the odd ones NUL (the high bytes of
+    Latin text) and most of the others not (a file of zeros, as a crash can leave, is no text at all)."""
     head = data[:512]
-    return head.startswith((b"\xff\xfe", b"\xfe\xff")) or len(head) > 1 and head.count(0) * 2 >= len(head) - 1
+    mostly = [half.count(0) * 2 > len(half) for half in (head[0::2], head[1::2])]
+    return head.startswith((b"\xff\xfe", b"\xfe\xff")) or len(head) > 1 and mostly[0] != mostly[1]
 
 
 def read_source(path: Path, what: str, error, save_as: str = "") -> str:
@@ -2127,8 +2134,10 @@ def yaml_problem(text: str, e: yaml.YAMLError, what: str = "layout") -> tuple[in
     line = mark.line + 1 if mark is not None else 1
     comment = _flow_comment(text, line)
     if comment:
-        n, word = comment
-        return n, f"'{word}' starts a comment, which ends the line early; quote values that start with '#': \"{word}\""
+        n, word, value = comment
+        how = f"the whole value: {yaml_quoted(value)}" if value != word else \
+            f"values that start with '#': {yaml_quoted(word)}"
+        return n, f"'{word}' starts a comment, which ends the line early; quote {how}"
     written = text.split("\n")[mark.line] if mark is not None else ""
     if mark is not None and written[mark.column:mark.column + 1] == "\t":
         before = written[:mark.column].rstrip(" \t")
@@ -2179,7 +2188,7 @@ def _punctuation_problem(written: str, e: yaml.YAMLError) -> str | None:
             if value[:1] == "[" else None
     if problem == "mapping values are not allowed here" or \
             problem.startswith(("expected <block end>, but found", "expected '<document start>', but found")):
-        if problem.endswith("'-'"):
+        if problem.endswith(("'-'", "'<block sequence start>'")):  # not the key after the '- '
             return ("a list item at the wrong indentation: check this line's indentation against the previous "
                     "item's (a list's items start in the same column)")
         if key[1]:
@@ -2204,10 +2213,11 @@ _FLOW_ENDS = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken)
 _COMMENT_RE = re.compile(r"^[ \t]*(#[^\s,\]}]+)", re.MULTILINE)  # the first '#' of a line's gap starts a comment
 
 
-def _flow_comment(text: str, last_line: int) -> tuple[int, str] | None:
-    """(line, word) of the first comment by line `last_line` that starts with a word right after its '#' inside
-    a list or mapping in brackets (`[#000, #fff]`, `{color: #fff}`): a value YAML took for a comment, which
-    cut the line short. Comments are what YAML skips between its tokens."""
+def _flow_comment(text: str, last_line: int) -> tuple[int, str, str] | None:
+    """(line, word, value) of the first comment by line `last_line` that starts with a word right after its '#'
+    inside a list or mapping in brackets (`[#000, #fff]`, `{color: #fff}`, `{text: Summer Sale #Sale}`): a value,
+    or its end, that YAML took for a comment, which cut the line short; `value` is the whole value as written, to
+    its ',', ']' or '}'. Comments are what YAML skips between its tokens."""
     depth, start, gaps = 0, 0, []
     try:
         for token in yaml.scan(text, Loader=yaml.SafeLoader):
@@ -2221,8 +2231,11 @@ def _flow_comment(text: str, last_line: int) -> tuple[int, str] | None:
     for a, b in gaps:
         comment = _COMMENT_RE.search(text[a:b])
         if comment:
-            line = text.count("\n", 0, a + comment.start(1)) + 1
-            return (line, comment[1]) if line <= last_line else None
+            at = a + comment.start(1)
+            line = text.count("\n", 0, at) + 1
+            head = re.split(r"[{\[,]|:[ \t]", text[text.rfind("\n", 0, at) + 1:at])[-1].lstrip()  # the value's start
+            return (line, comment[1], head + re.match(r"[^,\]}\n]*", text[at:])[0].rstrip()) \
+                if line <= last_line else None
     return None
 
 

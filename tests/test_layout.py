@@ -1,6 +1,7 @@
 """Layout files -> spec.Layout: exact tables for sizes, units, regions, variables and spans, and a corpus of
 broken layouts, each with the exact one-line message it must produce."""
 
+import codecs
 import json
 import re
 import shutil
@@ -572,6 +573,12 @@ BROKEN = [
     ("canvas: {preset: fhd}\nlayers:\n  - gradient:\n      stops: [ \"#000000\", #ffffff ]\n  - fill: {color: red}\n",
      "poster.yaml:4: YAML syntax: '#ffffff' starts a comment, which ends the line early; quote values that start "
      "with '#': \"#ffffff\""),
+    ("canvas: {preset: fhd}\nlayers:\n  - text: {text: Summer Sale #Sale}\n",  # in the text: all of it quoted
+     "poster.yaml:3: YAML syntax: '#Sale' starts a comment, which ends the line early; quote the whole value: "
+     "\"Summer Sale #Sale\""),
+    ("canvas: {preset: fhd}\nlayers:\n  - text: {text: Sale #now on, size: 20}\n",
+     "poster.yaml:3: YAML syntax: '#now' starts a comment, which ends the line early; quote the whole value: "
+     "\"Sale #now on\""),
     ("canvas: {preset: fhd}\nlayers: [  # under the text\n  {fill: {color: red}}\n",
      "poster.yaml:4: YAML syntax: expected ',' or ']', but got '<stream end>'"),  # a comment, not a colour
     ("canvas: {preset: fhd}\nvariables: {title: Hi}\nlayers:\n  - text:\n      text: {title} 2024\n      size: 20\n",
@@ -641,6 +648,12 @@ BROKEN = [
      "previous key's (a mapping's keys start in the same column)"),
     ("canvas: {preset: fhd}\nlayers:\n  - text:\n      text: hi\n    - fill: {color: red}\n",
      "poster.yaml:5: YAML syntax: a list item at the wrong indentation: check this line's indentation against the "
+     "previous item's (a list's items start in the same column)"),
+    ("canvas: {preset: fhd}\nlayers:\n  - text:\n      text: hi\n   - fill: {color: blue}\n",  # not 'fill'
+     "poster.yaml:5: YAML syntax: a list item at the wrong indentation: check this line's indentation against the "
+     "previous item's (a list's items start in the same column)"),
+    ("canvas: {preset: fhd}\nlayers:\n  - fill: {color: red}\n - fill: {color: blue}\n",
+     "poster.yaml:4: YAML syntax: a list item at the wrong indentation: check this line's indentation against the "
      "previous item's (a list's items start in the same column)"),
     # unknown keys, missing keys, wrong shapes
     ("canvas: {preset: fhd, backgrund: red}\n" + FILL,
@@ -1211,6 +1224,10 @@ BROKEN = [
      "poster.yaml:2: layers[0].fill.opacity: 80 is out of range 0..1 (0.8 for 80%)"),
     ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, opacity: 255}}]\n",  # an 8-bit alpha, no percentage
      "poster.yaml:2: layers[0].fill.opacity: 255 is out of range 0..1"),
+    ("canvas: {preset: fhd}\nlayers: [{fill: {color: red, opacity: 1.5}}]\n",  # not read as 1.5% (0.015)
+     "poster.yaml:2: layers[0].fill.opacity: 1.5 is out of range 0..1"),
+    ("canvas: {preset: fhd}\nlayers: [{gradient: {stops: [[0, red], [1.2, blue]]}}]\n",
+     "poster.yaml:2: layers[0].gradient.stops[1][0]: 1.2 is out of range 0..1"),
     ("canvas: {preset: fhd}\nlayers: [{text: {text: hi, line_height: 120}}]\n",
      "poster.yaml:2: layers[0].text.line_height: must be at most 100, got 120 (1.2 for 120%)"),
     ("canvas: {preset: fhd}\nlayers: [{gradient: {stops: [[0, red], [50, blue]]}}]\n",
@@ -1223,16 +1240,23 @@ BROKEN = [
     # what renders otherwise as written, not as meant
     ("canvas: {preset: fhd}\nvariables: {title: Summer}\nlayers: [{text: {text: 'Hello {{title}}'}}]\n",
      "poster.yaml:3: layers[0].text.text: '{{title}}' is a literal '{title}' (doubled braces escape); write {title} "
-     "to use the variable"),
+     "to use the variable, or, for the text '{title}', put it in another variable's value (values are used as "
+     "written)"),
     ("canvas: {preset: fhd}\nlayers:\n  - text:\n      text: Night\\nMarket\n",
-     "poster.yaml:4: layers[0].text.text: a literal \\n: write the text in double quotes for a line break, or use a "
-     "block scalar |"),
+     "poster.yaml:4: layers[0].text.text: a literal \\n: write the text in double quotes for a line break, or put "
+     "each line on its own line in a | block"),
     ("canvas: {preset: fhd}\nlayers:\n  - text: {text: 'Night\\nMarket'}\n",
-     "poster.yaml:3: layers[0].text.text: a literal \\n: write the text in double quotes for a line break, or use a "
-     "block scalar |"),
+     "poster.yaml:3: layers[0].text.text: a literal \\n: write the text in double quotes for a line break, or put "
+     "each line on its own line in a | block"),
     ("canvas: {preset: fhd}\nlayers:\n  - generate: {prompt: a fox\\nin snow}\n",
      "poster.yaml:3: layers[0].generate.prompt: a literal \\n: write the text in double quotes for a line break, or "
-     "use a block scalar |"),
+     "put each line on its own line in a | block"),
+    ("canvas: {preset: fhd}\nlayers:\n  - text:\n      text: |\n        Night\\nMarket\n",  # a block as written
+     "poster.yaml:4: layers[0].text.text: a literal \\n: write the text in double quotes for a line break, or put "
+     "each line on its own line in a | block"),
+    ("canvas: {preset: fhd}\nlayers:\n  - generate:\n      prompt: >\n        a fox\\nin snow\n",
+     "poster.yaml:4: layers[0].generate.prompt: a literal \\n: write the text in double quotes for a line break, or "
+     "put each line on its own line in a | block"),
 ]
 
 
@@ -1455,6 +1479,16 @@ def test_yaml_11_readings_are_text_as_in_yaml_12(written, message):
      "poster.yaml:3: not UTF-8 text (byte 0xe9); save the layout as UTF-8"),
     ("canvas: {preset: fhd}\n".encode("utf-16"), "poster.yaml:1: UTF-16 text, not UTF-8; save the layout as UTF-8"),
     ("canvas: {preset: fhd}\n".encode("utf-16-le"), "poster.yaml:1: UTF-16 text, not UTF-8; save the layout as UTF-8"),
+    ("canvas: {preset: fhd}\n".encode("utf-16-be"), "poster.yaml:1: UTF-16 text, not UTF-8; save the layout as UTF-8"),
+    (codecs.BOM_UTF16_BE + "canvas: {preset: fhd}\n".encode("utf-16-be"),
+     "poster.yaml:1: UTF-16 text, not UTF-8; save the layout as UTF-8"),
+    ("canvas: {preset: fhd, name: 'Café — 夏'}\n".encode("utf-16-le"),  # not all high bytes NUL
+     "poster.yaml:1: UTF-16 text, not UTF-8; save the layout as UTF-8"),
+    # NULs: a file of zeros (what a crash can leave), or text that zeros follow; not UTF-16
+    (bytes(4096), "poster.yaml: only NUL bytes (0x00), no text; write the layout again"),
+    (b"canvas: {preset: fhd}\nlayers: []\n" + bytes(1000),
+     "poster.yaml:3: YAML syntax: character #x0000 is not allowed in YAML (control characters other than tab and line "
+     "breaks)"),
     # lines counted as YAML counts them: CR (old Macs) and CRLF end one line each
     ("canvas: {preset: fhd}\rlayers:\r\n  - text: {text: café}\r".encode("latin-1"),
      "poster.yaml:3: not UTF-8 text (byte 0xe9); save the layout as UTF-8"),
@@ -1763,6 +1797,15 @@ def test_what_yaml_reads_as_text_is_text():
                           "  - gradient: {stops: [[0, red], [50%, blue], ['100 %', green]]}\n")
     assert [layout.layers[0].text, layout.layers[1].text] == ["{Summer} {x}", "Night\nMarket"]
     assert [position for position, _ in layout.layers[2].stops] == [0, 0.5, 1.0]
+
+
+def test_the_text_of_a_variables_name_in_braces():
+    """'{{title}}' is an error where title is a variable (mustache's braces); the README's ways to write the
+    texts '{title}' (another variable's value, used as written) and '{{title}}' (doubled twice) draw them."""
+    layout = parse_layout("canvas: {preset: fhd}\nvariables: {title: Summer, braced: '{title}'}\nlayers:\n"
+                          "  - text: {text: '{braced}'}\n  - text: {text: '{{{{title}}}}'}\n"
+                          "  - text: {text: '{{{title}}}'}\n")
+    assert [layer.text for layer in layout.layers] == ["{title}", "{{title}}", "{Summer}"]
 
 
 def test_a_path_set_on_the_command_line_names_its_variable_and_folder(tmp_path):
