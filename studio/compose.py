@@ -40,7 +40,7 @@ from studio.errors import InputError
 from studio.geometry import Box, fit_box, resolve, span_canvas, trim_box
 from studio.layout import MAX_PIXELS  # and Pillow's own limit, which importing layout sets to it
 from studio.spec import (FillLayer, GenerateLayer, GradientLayer, ImageLayer, Layout, Monitor, Region, ShapeLayer,
-                         TextLayer, input_path)
+                         TextLayer, input_path, layer_kind, layer_label)
 
 RGBA = tuple[int, int, int, int]
 PLACEHOLDER_TINTS = [(120, 160, 220), (220, 140, 120), (130, 200, 140), (200, 170, 90), (170, 130, 210)]
@@ -817,16 +817,6 @@ def hidden_problems(layout: Layout) -> list[TextProblem]:
                                             f"drawn after it: layers are listed bottom first"))
                 break
     return problems
-
-
-def layer_label(index: int, layer) -> str:
-    """'layers[2] (title)', 'layers[2]' for a layer without a name."""
-    return f"layers[{index}]{f' ({layer.name})' if layer.name else ''}"
-
-
-def layer_kind(layer) -> str:
-    """The key a layout writes the layer under: 'text', 'generate', ..."""
-    return type(layer).__name__.removesuffix("Layer").lower()
 
 
 def clipped_box(box: Box, outer: Box) -> Box | None:

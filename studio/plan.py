@@ -25,7 +25,7 @@ from studio.memory_plan import GenerationPlan, plan_generation
 from studio.models.t5 import T5Config
 from studio.models.transformer import PixArtTransformerConfig
 from studio.models.vae import AutoencoderKLConfig
-from studio.spec import Canvas, GenerateLayer, Layout, Span
+from studio.spec import Canvas, GenerateLayer, Layout, Span, layer_kind, layer_label
 
 # `auto` generates directly between these multiples of the checkpoint's native pixel count; outside them the
 # model is far from the resolutions it was trained at, and resampling its nearest bin (up for a large region,
@@ -290,7 +290,7 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
         model_id = layer.model or layout.model or model
         if isinstance(model_id, os.PathLike):  # a Path or any os.PathLike as its text (a HubId stays one)
             model_id = os.fspath(model_id)
-        label = f"layers[{i}]" + (f" ({layer.name})" if layer.name else "")
+        label = layer_label(i, layer)
         where = layout.where(f"layers[{i}]")  # 'poster.yaml:14', the layer's line (its source alone in code)
         at = f"{where}: {label}"
         if model_id is None and not configs:
@@ -344,8 +344,7 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
 
 def layer_kinds(layout: Layout) -> tuple[tuple[str, str], ...]:
     """(kind, name) of each layer, as `Plan.layers` holds them: ('generate', 'sky'), ('text', '')."""
-    return tuple((type(layer).__name__.removesuffix("Layer").lower(), getattr(layer, "name", ""))
-                 for layer in layout.layers)
+    return tuple((layer_kind(layer), layer.name) for layer in layout.layers)
 
 
 def file_dpi(layout: Layout) -> int:

@@ -30,7 +30,7 @@ from studio.hub import HubId, split_revision
 from studio.layout import file_stems, first_seed, stem_problems
 from studio.memory import format_bytes
 from studio.plan import GenerateJob, Plan, file_dpi, layer_kinds, placed, plan_layout
-from studio.spec import GenerateLayer, Layout, TextLayer, user_path
+from studio.spec import GenerateLayer, Layout, TextLayer, layer_label, user_path
 from studio.text import surrogates_escaped
 
 
@@ -472,8 +472,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                 except (StudioError, RuntimeError) as e:  # an overflow, memory: at the layer, as a plan's errors are
                     if not isinstance(e, StudioError) and not out_of_memory(e):
                         raise
-                    label = f"layers[{job.layer}]" + (f" ({layer.name})" if layer.name else "")
-                    at = f"{layout.where(f'layers[{job.layer}]')}: {label}"
+                    at = f"{layout.where(f'layers[{job.layer}]')}: {layer_label(job.layer, layer)}"
                     if isinstance(e, StudioError):
                         raise placed(e, at) from None
                     # MindSpore's allocation failure, with its C++ trace: in one line, as the CLI and batch say it

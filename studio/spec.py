@@ -238,6 +238,16 @@ class GradientLayer:
 Layer = GenerateLayer | ImageLayer | TextLayer | ShapeLayer | FillLayer | GradientLayer
 
 
+def layer_label(index: int, layer: Layer) -> str:
+    """'layers[2] (title)', 'layers[2]' for a layer without a name: a layer as messages name it."""
+    return f"layers[{index}]{f' ({layer.name})' if layer.name else ''}"
+
+
+def layer_kind(layer: Layer) -> str:
+    """The key a layout writes the layer under: 'text', 'generate', ..."""
+    return type(layer).__name__.removesuffix("Layer").lower()
+
+
 @dataclass(frozen=True)
 class Output:
     formats: tuple[str, ...] = ("png",)  # png | jpeg | tiff | pdf
