@@ -44,7 +44,7 @@ from studio.errors import CheckpointError, InputError, StudioError, control_prob
 from studio.layout import ShallowLoader, _nodes, _stand_ins, hash_comment_hint, yaml_problem
 from studio.export import FileLock, pause_point, read_pixels, remove_temporaries, write_temp
 from studio.hub import HubId
-from studio.progress import PhaseBars, progress_bar
+from studio.progress import PhaseBars, above_bars, progress_bar, write_line
 from studio.text import surrogate_problem
 from studio.spec import GenerateLayer, user_path
 
@@ -919,7 +919,7 @@ class _Signals:
 
     def __init__(self, err):
         self.err, self.received, self.saved = err, None, {}
-        self.checking = False
+        self.checking = self.said = False
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -927,13 +927,19 @@ class _Signals:
                 self.saved[sig] = signal.signal(sig, self._handle)
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum, frame):  # says nothing: it may run while a bar is drawn (`acknowledge` says it)
         if self.received is not None or self.checking:
             self.received = signum
             raise Interrupted(signum)
         self.received = signum
-        print(f"studio: batch: {signal.Signals(signum).name}: stopping after the current item "
-              f"(again to drop it now)", file=self.err, flush=True)
+
+    def acknowledge(self) -> None:
+        """Say once that a first signal came, above the bars: from the batch's loop and each progress report, so
+        within a step of it."""
+        if self.received is not None and not self.said:
+            self.said = True
+            write_line(f"studio: batch: {signal.Signals(self.received).name}: stopping after the current item "
+                       f"(again to drop it now)", self.err)
 
     def __exit__(self, *exc):
         for sig, handler in self.saved.items():
@@ -1155,7 +1161,7 @@ def _sweep_cache(cache_dir: Path) -> None:
 def _save_hashes(hashes, err, every: float = 0.0) -> None:
     warning = hashes.save(every)
     if warning:
-        print(f"studio: batch: warning: {warning}", file=err, flush=True)
+        write_line(f"studio: batch: warning: {warning}", err)
 
 
 def _scan(job, items, root, hashes, outputs, memory_budget, log, logged, summary, out) -> list[_Task]:
@@ -1378,7 +1384,8 @@ def _render_all(job, todo, root, hashes, outputs, embeddings, store, quiet, log,
     bar = None
     if not quiet and todo:
         bar = progress_bar(len(todo), "batch", "item", err, position=0)
-    say = lambda text: _line(bar, text, out)  # noqa: E731
+    say = lambda text: write_line(text, out)  # noqa: E731
+    below = _BatchBars(quiet, err, signals)  # loading models, encoding ahead
     if len(weights) > 1 and not keep_all:
         say(f"note: the job's {len(weights)} models don't fit the memory budget together: each is loaded only "
             f"while its items render")
@@ -1393,13 +1400,13 @@ def _render_all(job, todo, root, hashes, outputs, embeddings, store, quiet, log,
             group = set(task.models)
             ta = time.perf_counter()
             try:
-                _load_models(job, task, pipelines, caches, embeddings, store, err, quiet)
+                _load_models(job, task, pipelines, caches, embeddings, store, err, below)
             except Exception:  # the item fails on its own, with this error, when its turn comes
                 pass
             tb = time.perf_counter()
             unstored = any(caches[m].failed for m in group if m in caches)  # a full disk: ahead would be lost
             if signals.received is None and not unstored:
-                _encode_ahead([t for t in todo if set(t.models) == group], pipelines, job.model, weights, quiet,
+                _encode_ahead([t for t in todo if set(t.models) == group], pipelines, job.model, weights, below,
                               say, err)
             ahead_load, ahead_encode = tb - ta, time.perf_counter() - tb
         item = task.item
@@ -1420,16 +1427,16 @@ def _render_all(job, todo, root, hashes, outputs, embeddings, store, quiet, log,
                 if skipped:
                     summary.skipped.append(item.name)
             if skipped:
-                _line(bar, f"{head} {item.name}: {skipped}", out)
+                write_line(f"{head} {item.name}: {skipped}", out)
                 if bar is not None:
                     bar.update(1)
                 continue
-            loading = _load_models(job, task, pipelines, caches, embeddings, store, err, quiet)
+            loading = _load_models(job, task, pipelines, caches, embeddings, store, err, below)
             if signals.received is not None:  # asked to stop while models loaded or prompts were encoded ahead
                 break  # before the item starts
             keep = _keep_text_encoder(task, pipelines, job.model, weights)
             hits0 = {m: (c.hits, c.misses) for m, c in caches.items()}
-            bars = _ItemBars(quiet, item.name, err)
+            bars = _BatchBars(quiet, err, signals, item.name)
             warning = f"{head} warning: {item.name}: {item.layout}"  # text that leaves its region, say
             info: dict = {}
             t1 = time.perf_counter()
@@ -1438,8 +1445,8 @@ def _render_all(job, todo, root, hashes, outputs, embeddings, store, quiet, log,
                     files = render(task.layout, task.folder, job.model, task.plan.budget, overwrite=True,
                                    progress=bars, pipelines=pipelines, stem=task.stem, record=info,
                                    metadata={"batch_item": item.key},  # files travel: the layout's name alone
-                                   warn=lambda where, problem: _line(  # the layout as the job names it
-                                       bar, f"{warning}{where.removeprefix(task.layout.source)}: {problem}", out))
+                                   warn=lambda where, problem: write_line(  # the layout as the job names it
+                                       f"{warning}{where.removeprefix(task.layout.source)}: {problem}", out))
             finally:
                 bars.close()
             t2 = time.perf_counter()
@@ -1459,7 +1466,7 @@ def _render_all(job, todo, root, hashes, outputs, embeddings, store, quiet, log,
             manifest.write_sidecar(sidecar, record)
             note = _log(log, record, sidecar, root)
             if note:
-                _line(bar, f"{head} {item.name}: {note}", out)
+                write_line(f"{head} {item.name}: {note}", out)
         except Interrupted:
             summary.dropped = item.name
             raise
@@ -1468,7 +1475,7 @@ def _render_all(job, todo, root, hashes, outputs, embeddings, store, quiet, log,
             _remove_empty(new)  # the folders made for the item: a failed item leaves none behind
             message = _failure(e, err)
             summary.failed.append((item.name, message))
-            _line(bar, f"{head} failed {item.name}: {_first_line(message)}", out)
+            write_line(f"{head} failed {item.name}: {_first_line(message)}", out)
             if bar is not None:
                 bar.update(1)
             continue
@@ -1480,9 +1487,10 @@ def _render_all(job, todo, root, hashes, outputs, embeddings, store, quiet, log,
         summary.rendered.append(item.name)
         left = len(todo) - k
         eta = f", {left} left, eta {_clock(left * sum(durations) / len(durations))}" if left else ""
-        _line(bar, f"{head} rendered {item.name} ({seconds:.1f} s{eta})", out)
+        write_line(f"{head} rendered {item.name} ({seconds:.1f} s{eta})", out)
         if bar is not None:
             bar.update(1)
+    signals.acknowledge()  # a signal after the last report: the loop stopped, or its last item is done
     if bar is not None:
         bar.close()
 
@@ -1509,9 +1517,9 @@ def _item_record(job, task, files, outputs, info: dict, caching: dict, software:
     return record
 
 
-def _load_models(job, task, pipelines, caches, embeddings, store, err, quiet: bool = True) -> float:
+def _load_models(job, task, pipelines, caches, embeddings, store, err, bars) -> float:
     """Load the models this item needs that are not loaded yet, each with its embedding cache (in the folder
-    `embeddings`, None: none; store=False: read only), with a bar unless quiet; seconds."""
+    `embeddings`, None: none; store=False: read only), with a bar each on `bars` (`_BatchBars`); seconds."""
     from studio.pipeline import PixArtSigmaPipeline
     from studio.tiny import note_if_tiny
 
@@ -1519,14 +1527,13 @@ def _load_models(job, task, pipelines, caches, embeddings, store, err, quiet: bo
     for model_id, files in task.models.items():
         if model_id in pipelines:
             continue
-        bars = PhaseBars(quiet, file=err, position=1, leave=False)
         try:
             pipe = PixArtSigmaPipeline.from_pretrained(model_id, progress=lambda done, total: bars(
                 str(model_id), "load", done, total))
         finally:
             bars.close()
         note_if_tiny(model_id, pipe, err)
-        warn = lambda text: print(f"studio: batch: warning: {text}", file=err, flush=True)  # noqa: E731
+        warn = lambda text: write_line(f"studio: batch: warning: {text}", err)  # noqa: E731
         pipe.embedding_cache = caches[model_id] = EmbeddingCache(embeddings, text_identity(files), warn, store)
         pipelines[model_id] = pipe
     return time.perf_counter() - t0
@@ -1614,13 +1621,13 @@ def _keep_text_encoder(task, pipelines, default_model, weights: dict) -> dict:
     return keep
 
 
-def _encode_ahead(todo, pipelines, default_model, weights: dict, quiet, say, err) -> None:
+def _encode_ahead(todo, pipelines, default_model, weights: dict, bars, say, err) -> None:
     """Put every prompt the items `todo` need, and the embedding cache lacks, into the cache before rendering
     them, in one read of each model's streamed T5 (or as few as the items' memory budget allows), where
     each item would otherwise read the whole encoder for its own prompts (`encode_all_ahead`). Needs the
     items' models loaded (they are planned with `pipelines` as they will render). Items whose T5 stays
     loaded encode their own. A failure here only warns: the items then encode their prompts, or fail,
-    themselves. say(text): a line for the log."""
+    themselves. bars: `_BatchBars`; say(text): a line for the log."""
     from studio.pipeline import encode_all_ahead
 
     requests = []
@@ -1634,13 +1641,11 @@ def _encode_ahead(todo, pipelines, default_model, weights: dict, quiet, say, err
                 text = released.phases[0]
                 requests.append((pipelines[model_id], layer.texts, text,
                                  max(task.plan.budget - text.peak - beside, 0)))
-    bars = PhaseBars(quiet, file=err, position=1, leave=False)
     try:
         encoded = encode_all_ahead(requests, progress=lambda done, total: bars("", "ahead", done, total))
     except Exception as e:  # the items encode (or fail) on their own
         message = _failure(e, err)
-        print(f"studio: batch: warning: encoding the prompts ahead failed: {_first_line(message)}", file=err,
-              flush=True)
+        write_line(f"studio: batch: warning: encoding the prompts ahead failed: {_first_line(message)}", err)
         return
     finally:
         bars.close()
@@ -1648,24 +1653,20 @@ def _encode_ahead(todo, pipelines, default_model, weights: dict, quiet, say, err
         say(f"encoded {encoded} prompt{'s' * (encoded != 1)} ahead")
 
 
-class _ItemBars(PhaseBars):
-    """An item's phase bars, below the batch's bar; its first denoising step is a pause point (tests)."""
+class _BatchBars(PhaseBars):
+    """Bars below the batch's bar: of loading models, encoding ahead, or an item's phases (prefixed with its
+    `name`). Each report first says a signal that came (`_Signals.acknowledge`); an item's first denoising step
+    is a pause point (tests)."""
 
-    def __init__(self, quiet: bool, name: str, err):
+    def __init__(self, quiet: bool, err, signals: _Signals, name: str = ""):
         super().__init__(quiet, prefix=name, file=err, position=1, leave=False)
-        self.name = name
+        self.signals, self.name = signals, name
 
     def __call__(self, label: str, phase: str, done: int, total: int) -> None:
         if phase == "denoise" and done == 1:
             pause_point("denoise", self.name)
+        self.signals.acknowledge()
         super().__call__(label, phase, done, total)
-
-
-def _line(bar, text: str, out) -> None:
-    if bar is not None:
-        bar.write(text, file=out)  # above the bars
-    else:
-        print(text, file=out, flush=True)
 
 
 def _failure(e: Exception, err=None) -> str:
@@ -1679,7 +1680,8 @@ def _failure(e: Exception, err=None) -> str:
         return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else f"{type(e).__name__}: {e}"
     if out_of_memory(e):
         return "out of memory: MindSpore could not allocate a tensor; set a smaller memory budget"
-    traceback.print_exception(e, file=err or sys.stderr)
+    with above_bars(err):
+        traceback.print_exception(e, file=err or sys.stderr)
     return f"{type(e).__name__}: {e}"
 
 

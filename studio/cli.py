@@ -20,7 +20,7 @@ from studio.errors import (CheckpointError, InputError, StudioError, control_pro
                            out_of_memory, signals_held)
 from studio.hub import split_revision
 from studio.layout import MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS
-from studio.progress import PhaseBars
+from studio.progress import PhaseBars, warnings_above_bars
 from studio.spec import user_path
 
 PUBLISHED_MODEL = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
@@ -487,11 +487,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _one_line_warning
+    shown, warnings.showwarning = warnings.showwarning, warnings_above_bars(warnings.showwarning)
     on_main_thread = threading.current_thread() is threading.main_thread()
     before = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         return _run(args)
     finally:
+        warnings.showwarning = shown
         if on_main_thread:
             signal.signal(signal.SIGTERM, before)
 

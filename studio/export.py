@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from studio.errors import InputError, signals_held
+from studio.progress import write_line
 
 try:
     import fcntl  # flock, for `FileLock`
@@ -459,8 +460,7 @@ def write_temps(folder: Path, writes: Sequence[tuple[str, Any]],
         with signals_held():
             running = sum(not future.cancel() and not future.done() for future in futures) + submitting - len(futures)
             if running and isinstance(e, KeyboardInterrupt):
-                print(f"studio: stopping: waiting for {running} file{'s' * (running > 1)} being encoded",
-                      file=sys.stderr, flush=True)
+                write_line(f"studio: stopping: waiting for {running} file{'s' * (running > 1)} being encoded")
             if pool is not None:
                 pool.shutdown()  # every write under way, a lost future's too
             for future in futures:
@@ -709,7 +709,7 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
                     on_written()
                 if held:  # a Ctrl-C that came too late to stop them
                     names = ", ".join(path.name for _, path, _ in targets)
-                    print(f"studio: stopping, after the files were written ({names})", file=sys.stderr, flush=True)
+                    write_line(f"studio: stopping, after the files were written ({names})")
         except BaseException:
             if not committing:
                 with signals_held():

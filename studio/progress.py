@@ -6,16 +6,23 @@ and "export". `PhaseBars` turns those calls into bars: "encoding prompt" (one un
 "decoding" (tile passes when tiled, images otherwise), "composing", "writing files" (files), "loading model"
 (bytes of weights read), and for a batch "encoding prompts ahead", each opened when its phase starts and
 closed when it completes, so a 4K decode that takes minutes shows where it is like the denoising does.
-On a file that is not a terminal (a log) the bars are plain lines instead (`LineBar`): no escape sequences.
+On a terminal a description too long to leave the numbers in view is cut in its middle (`fitted`); on a file
+that is not a terminal (a log) the bars are plain lines instead (`LineBar`): no escape sequences.
+What else goes to the terminal while bars are drawn (notes, warnings, a batch's lines) goes above them
+(`write_line`, `above_bars`): printed among them, a line would be glued onto a bar and then drawn over.
 """
 
+import os
 import sys
 import time
+from contextlib import contextmanager
 
 from studio.memory import format_bytes
 
 LINE_SECONDS = 10.0  # a log's progress lines between a phase's first and last: at most one per 10 s ...
 LINE_STEP = 0.1  # ... and per 10% of the phase
+NUMBERS = 42  # a terminal's columns a bar keeps for ': 100%|', a bar and '| 20/40 [00:12<00:12, 1.63step/s]'
+SHORTEST = 17  # columns a shortened part of a bar's description keeps: 'a-red-f...w/512-1'
 
 PHASES = {"text": ("encoding prompt", "prompt"), "denoise": ("denoising", "step"), "decode": ("decoding", "step"),
           "compose": ("composing", "canvas"), "export": ("writing files", "file"),
@@ -23,18 +30,80 @@ PHASES = {"text": ("encoding prompt", "prompt"), "denoise": ("denoising", "step"
 
 
 def progress_bar(total: int, desc: str, unit: str, file, position: int | None = None, leave: bool = True):
-    """A tqdm bar on `file` when it is a terminal, else a `LineBar`."""
+    """A tqdm bar on `file` when it is a terminal, its description `fitted` to leave the numbers room (tqdm cuts
+    a line at the terminal's width), else a `LineBar`."""
     if not getattr(file, "isatty", lambda: False)():
         return LineBar(total, desc, unit, file)
     from tqdm import tqdm
+    width = terminal_width(file)
+    if width is not None:
+        desc = fitted(desc, width - NUMBERS)
     return tqdm(total=total, desc=desc, unit=unit, file=file, position=position, leave=leave, unit_scale=unit == "B",
-                unit_divisor=1024 if unit == "B" else 1000)
+                unit_divisor=1024 if unit == "B" else 1000, ncols=width)
+
+
+def terminal_width(file) -> int | None:
+    """Columns of the terminal `file` writes to, else $COLUMNS's, else None (unknown)."""
+    try:
+        columns = os.get_terminal_size(file.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # not a file descriptor (io.UnsupportedOperation), or closed
+        columns = 0
+    if columns <= 0:  # or a terminal that does not say its size (0x0)
+        columns = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 0
+    return columns or None
+
+
+def fitted(desc: str, width: int) -> str:
+    """A bar's description 'item: layer 0 (1/2) direct 512x512: denoising' in `width` columns: its parts but the
+    last (the phase, kept whole) cut in their middle, first to last, none below SHORTEST columns
+    ('a-red-f...w/512-1: layer 0 (1/2) direct 512x512: denoising'); longer when that is not enough."""
+    from tqdm.utils import disp_len, disp_trim
+
+    parts = desc.split(": ")
+    for i, part in enumerate(parts[:-1]):
+        over = disp_len(": ".join(parts)) - width
+        if over <= 0:
+            break
+        keep = max(disp_len(part) - over - 3, SHORTEST - 3)  # columns of the part around its '...'
+        if keep < disp_len(part) - 3:
+            tail = keep // 2
+            parts[i] = disp_trim(part, keep - tail) + "..." + disp_trim(part[::-1], tail)[::-1]
+    return ": ".join(parts)
+
+
+@contextmanager
+def above_bars(file=None):
+    """What is written to `file` (stderr) within goes above the progress bars drawn on its terminal: they are
+    cleared before and drawn again below it after. A signal handler must not use it (it takes tqdm's lock)."""
+    file = sys.stderr if file is None else file
+    if "tqdm" not in sys.modules:  # no bar was ever drawn
+        yield
+        return
+    from tqdm import tqdm
+    with tqdm.external_write_mode(file=file):
+        yield
+
+
+def write_line(text: str, file=None) -> None:
+    """Print `text` on `file` (stderr), above the progress bars drawn there (`above_bars`)."""
+    file = sys.stderr if file is None else file
+    with above_bars(file):
+        print(text, file=file, flush=True)
+
+
+def warnings_above_bars(show):
+    """A warnings.showwarning that calls `show` (the one it replaces) above the progress bars (`above_bars`)."""
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        with above_bars(file):
+            show(message, category, filename, lineno, file, line)
+    return showwarning
 
 
 class LineBar:
     """A bar for a file that is not a terminal (a log): a plain line 'desc: done/total (p%, s s)' when it is
     opened (its phase starts: 0/total) and when done reaches total, and between them at most one per LINE_SECONDS
-    and per LINE_STEP of total. Has what studio uses of a tqdm bar: n, update, close, write."""
+    and per LINE_STEP of total, those with the time left at the rate so far: 'desc: 4/20 (20%, 8.0 s, ~32 s
+    left)'. Has what studio uses of a tqdm bar: n, update, close."""
 
     def __init__(self, total: int, desc: str, unit: str, file):
         self.total, self.desc, self.unit, self.file = total, desc, unit, file
@@ -54,13 +123,12 @@ class LineBar:
         count = (f"{format_bytes(self.n)}/{format_bytes(self.total)}" if self.unit == "B"
                  else f"{self.n}/{self.total}")
         percent = 100 * self.n // self.total if self.total else 100
-        print(f"{self.desc}: {count} ({percent}%, {now - self.start:.1f} s)", file=self.file, flush=True)
+        seconds = now - self.start
+        left = f", ~{seconds * (self.total - self.n) / self.n:.0f} s left" if 0 < self.n < self.total else ""
+        print(f"{self.desc}: {count} ({percent}%, {seconds:.1f} s{left})", file=self.file, flush=True)
 
     def close(self) -> None:
         pass
-
-    def write(self, text: str, file=None) -> None:
-        print(text, file=file or self.file, flush=True)
 
 
 class PhaseBars:

@@ -15,7 +15,6 @@ import gc
 import hashlib
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +29,7 @@ from studio.hub import HubId, split_revision
 from studio.layout import file_stems, first_seed, stem_problems
 from studio.memory import format_bytes
 from studio.plan import GenerateJob, Plan, file_dpi, layer_kinds, placed, plan_layout
+from studio.progress import write_line
 from studio.spec import GenerateLayer, Layout, TextLayer, layer_label, user_path
 from studio.text import surrogates_escaped
 
@@ -230,7 +230,7 @@ def warn_text_problems(layout: Layout, warn: Callable[[str, str], None] | None =
     of `compose.text_problems` (text that leaves its region, enters the safe margin or the bleed, fits at no
     size, shows on no monitor, lacks glyphs, ...): warn(where, problem), where the layer is written
     ('poster.yaml:14'; the source alone for a layout built in code); default a line on stderr."""
-    warn = warn or (lambda where, problem: print(f"studio: warning: {where}: {problem}", file=sys.stderr))
+    warn = warn or (lambda where, problem: write_line(f"studio: warning: {where}: {problem}"))
     for problem in hidden_problems(layout) + text_problems(layout):
         warn(layout.where(problem.path), problem)
 
@@ -314,8 +314,8 @@ def _keep_art(path: Path, picture, sampler: str) -> None:
         tmp = write_temp(path.parent, path.name, lambda f: picture.save(f, "PNG", pnginfo=info, compress_level=1))
         os.replace(tmp, path)
     except OSError as e:
-        print(f"studio: warning: cannot keep the art of a layer in {path.parent} ({e.strerror or e}): a failed "
-              f"render will generate it again", file=sys.stderr)
+        write_line(f"studio: warning: cannot keep the art of a layer in {path.parent} ({e.strerror or e}): a "
+                   f"failed render will generate it again")
         with contextlib.suppress(OSError):  # the folder, when nothing else is kept there
             path.parent.rmdir()
 
@@ -443,8 +443,8 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                 else None)
         if kept is not None:
             made[job.layer] = kept
-            print(f"note: layer {job.layer}: its art from an earlier render that stopped before writing its files",
-                  file=sys.stderr)
+            write_line(f"note: layer {job.layer}: its art from an earlier render that stopped before writing its "
+                       f"files")
         elif job.reuses is None:
             by_model.setdefault(job.model, []).append(job)
     for model_id in list(by_model)[1:]:  # the first loads before any generation anyway
@@ -454,8 +454,8 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     for model_id, jobs in by_model.items():
         pipe = loaded.get(model_key(model_id))
         if pipe is None:
-            pipe = PixArtSigmaPipeline.from_pretrained(model_id, progress=lambda done, total: report("", "load", done,
-                                                                                                       total))
+            pipe = PixArtSigmaPipeline.from_pretrained(model_id, progress=lambda done, total: report(
+                str(model_id), "load", done, total))  # named: a layout's models load one after another
             note_if_tiny(model_id, pipe)
         with _prompts_ahead(layout, plan, jobs, pipe, report):
             for job in jobs:

@@ -8,12 +8,12 @@ tokenizer/ with spiece.model; scheduler/scheduler_config.json), so diffusers loa
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save
 
+from studio.progress import write_line
 from studio.tiny_tokenizer import VOCAB_SIZE, write_tiny_tokenizer
 
 NOISE_NOTICE = "tiny random checkpoint: its output is noise, not an image of the prompt"
@@ -139,10 +139,10 @@ def _save_sharded(tensors: dict[str, np.ndarray], folder: Path, stem: str, shard
 
 
 def note_if_tiny(model_id, pipe, file=None) -> None:
-    """Say on `file` (stderr) that the loaded pipeline `pipe` is a tiny random checkpoint, when it is: its output
-    is noise."""
+    """Say on `file` (stderr, above its progress bars) that the loaded pipeline `pipe` is a tiny random
+    checkpoint, when it is: its output is noise."""
     if pipe.tiny_notice:
-        print(f"note: {model_id}: {pipe.tiny_notice}", file=file or sys.stderr)
+        write_line(f"note: {model_id}: {pipe.tiny_notice}", file)
 
 
 def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = False) -> Path:

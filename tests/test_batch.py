@@ -2318,6 +2318,41 @@ def test_progress_in_a_log_is_plain_lines(tiny_dir, tmp_path):
     assert log.index("batch: 0/2 (0%, 0.0 s)\n") < log.index("card-1: ")  # its first line as the batch starts
 
 
+def test_a_first_signal_is_said_within_a_step_above_the_bars(tiny_dir, tmp_path, monkeypatch):
+    """The signal handler only notes the signal (printing from it could split a bar being drawn); the next progress
+    report says it, in a log (a line among the bar's) and on a terminal (the bars cleared, the line printed, the
+    bars drawn again below it), as the tiny checkpoint's note."""
+    job = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 1}, {seed: 2}]\n",
+                    LAYOUT.replace("steps: 1", "steps: 3"))
+    said = r"studio: batch: SIG(?:INT|TERM): stopping after the current item \(again to drop it now\)\n"
+
+    def signal_at(name, what=""):
+        if (name, what) == ("denoise", "card-1"):  # its first step
+            signal.raise_signal(signal.SIGINT)  # to this thread: handled before the next call
+    monkeypatch.setattr(batch, "pause_point", signal_at)
+    monkeypatch.delenv("COLUMNS", raising=False)  # bars as wide as their text: none is shortened
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    for err in io.StringIO(), Terminal():
+        out = io.StringIO() if err.isatty() else err
+        summary = run_batch(load_job(job, str(tiny_dir)), tmp_path / f"out-{err.isatty()}", memory_budget="2GiB",
+                            out=out, err=err)
+        assert summary.rendered == ["card-1"] and summary.exit_code in (130, 143)
+        text = err.getvalue()
+        assert len(re.findall(said, text)) == 1
+        if not err.isatty():
+            denoising = "card-1: layer 0 (1/1) direct 128x128: denoising: "
+            assert text.index(f"{denoising}0/3 (0%, ") < re.search(said, text).start() < text.index(
+                f"{denoising}3/3 (100%, ") < text.index("[1/2] rendered card-1")
+        else:
+            redrawn = r"\r(?:batch|card-1: layer 0 \(1/1\) direct 128x128: denoising)"  # in tqdm's order
+            assert re.search(rf"\r +\r(?:\x1b\[A)?{said}{redrawn}", text)
+            note = rf"note: {re.escape(str(tiny_dir))}: tiny random checkpoint: [^\n]*\n"
+            assert re.search(rf"\r +\r{note}\rbatch: ", text)
+
+
 def test_a_bar_in_a_log_says_its_first_line_when_it_opens():
     """As a terminal's bar shows 0/total when it opens, a log's gets its first line then, not at its first
     update, which may come after a long phase (the batch's bar counts finished items)."""

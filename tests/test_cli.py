@@ -23,7 +23,7 @@ def bars(stderr: str) -> dict[str, tuple[int, int]]:
     """The last state of each progress bar counting units (not bytes) in stderr, a log here (not a terminal: plain
     lines, `progress.LineBar`): description -> (done, total)."""
     found = {}
-    for desc, done, total in re.findall(r"^(.+): (\d+)/(\d+) \(\d+%, [\d.]+ s\)$", stderr, re.MULTILINE):
+    for desc, done, total in re.findall(r"^(.+): (\d+)/(\d+) \(\d+%, [\d.]+ s(?:, ~\d+ s left)?\)$", stderr, re.M):
         found[desc] = (int(done), int(total))
     return found
 
@@ -357,7 +357,7 @@ def test_every_default_is_stated(capsys):
 
 def test_progress_is_a_bar_on_a_terminal_and_a_few_plain_lines_in_a_log(monkeypatch):
     """A log (stderr not a terminal) gets no escape sequences: a line when a phase starts and ends, and between
-    them at most one per 10 s and per 10% of the phase."""
+    them at most one per 10 s and per 10% of the phase, with the time left at the rate so far."""
     import io
     import types
 
@@ -382,12 +382,38 @@ def test_progress_is_a_bar_on_a_terminal_and_a_few_plain_lines_in_a_log(monkeypa
             now[0] = done * seconds_per_step
             bars("layer 0", "denoise", done, total)
         return log.getvalue()
-    assert lines(20, 3) == "".join(f"layer 0: denoising: {n}/20 ({5 * n}%, {3 * n:.1f} s)\n" for n in range(0, 21, 4))
-    assert lines(100, 5) == "".join(f"layer 0: denoising: {n}/100 ({n}%, {5 * n:.1f} s)\n" for n in range(0, 101, 10))
+    left = lambda n, total, seconds: f", ~{seconds * (total - n)} s left" if 0 < n < total else ""  # noqa: E731
+    assert lines(20, 3) == "".join(f"layer 0: denoising: {n}/20 ({5 * n}%, {3 * n:.1f} s{left(n, 20, 3)})\n"
+                                   for n in range(0, 21, 4))
+    assert lines(20, 3).splitlines()[1] == "layer 0: denoising: 4/20 (20%, 12.0 s, ~48 s left)"
+    assert lines(100, 5) == "".join(f"layer 0: denoising: {n}/100 ({n}%, {5 * n:.1f} s{left(n, 100, 5)})\n"
+                                    for n in range(0, 101, 10))
     assert lines(3, 0.1) == "layer 0: denoising: 0/3 (0%, 0.0 s)\nlayer 0: denoising: 3/3 (100%, 0.3 s)\n"
     quiet = io.StringIO()
     PhaseBars(quiet=True, file=quiet)("", "denoise", 0, 3)
     assert quiet.getvalue() == ""
+
+
+def test_a_warning_on_a_terminal_goes_above_the_bars(tiny_dir, tmp_path, monkeypatch):
+    """A warning while a bar is drawn (a prompt cut at T5's limit, as its encoding starts): the bars are cleared,
+    the warning is printed on its own line, and they are drawn again below it, not glued onto it."""
+    import io
+    import warnings
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    shown = Terminal()
+    monkeypatch.setattr(sys, "stderr", shown)
+    prompt = " ".join(f"word{i}" for i in range(400))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line))  # Python's, not pytest's recorder
+        assert main(["generate", prompt, "--model", str(tiny_dir), "-o", str(tmp_path / "cut.png"), "--size", "64x64",
+                     "--steps", "1", "--no-binning"]) == 0
+    assert re.search(r"\r +\rstudio: warning: 'word0 word1 [^\n]*' is cut at \d+ tokens, T5's limit here; dropped: "
+                     r"'[^\n]*'\n\rencoding prompt:   0%\|", shown.getvalue())
 
 
 def test_version(capsys):

@@ -57,8 +57,9 @@ def watched(monkeypatch):
 
 
 def test_one_model_at_a_time_and_a_shared_generation_made_once(tiny_dir, other_tiny, tmp_path, watched):
-    """Layers alternating between two models: each model loads once and is released before the next loads
-    (the plan's peak counts one model's weights); a layer repeating another's generation takes its pixels."""
+    """Layers alternating between two models: each model loads once, its bar named by it, and is released before
+    the next loads (the plan's peak counts one model's weights); a layer repeating another's generation takes its
+    pixels."""
     loads, calls = watched
     (tmp_path / "two.yaml").write_text(f"""\
 canvas: {{width: 96, height: 32}}
@@ -69,8 +70,13 @@ layers:
   - generate: {{prompt: a fox, seed: 1, steps: 1, strategy: direct, model: {tiny_dir}, region: {{cell: [g, 0, 2]}}}}
 output: {{formats: [png]}}
 """)
-    [file] = render(load_layout(tmp_path / "two.yaml"), tmp_path / "out", memory_budget="1GiB")
+    reports = []
+    [file] = render(load_layout(tmp_path / "two.yaml"), tmp_path / "out", memory_budget="1GiB",
+                    progress=lambda *report: reports.append(report))
     assert loads == [(str(tiny_dir), []), (str(other_tiny), [])]
+    # each load's bar names its model: two 'loading model' bars alike would not say which is which
+    assert [label for label, phase, done, total in reports if phase == "load" and done == total] == [
+        str(tiny_dir), str(other_tiny)]
     assert [c[:3] for c in calls] == [(str(tiny_dir), "a fox", 1), (str(other_tiny), "an owl", 2)]
     gc.collect()
     with Image.open(file) as image:
