@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -294,12 +295,9 @@ output: {{formats: [png]}}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["two.png"]
 
 
-def test_a_generation_that_fails_is_named_by_its_layer(tiny_dir, tmp_path, monkeypatch):
-    """An overflow in one of several generations names that layer, at its line, as a plan's errors do; the
-    error keeps its class."""
-    from studio.errors import NumericalError
-
-    (tmp_path / "two.yaml").write_text(f"""\
+def fox_and_failing_owl(tiny_dir, folder, monkeypatch, failure: list) -> Path:
+    """A layout of two generations, the second (an owl, layers[1] 'sky', at line 5) raising failure[0]."""
+    (folder / "two.yaml").write_text(f"""\
 canvas: {{width: 128, height: 64}}
 grids: {{g: {{rows: 1, columns: 2}}}}
 layers:
@@ -309,14 +307,23 @@ output: {{formats: [png]}}
 """)
     generate = studio.pipeline.PixArtSigmaPipeline.__call__
 
-    def owl_overflows(self, prompt, **kwargs):
+    def owl_fails(self, prompt, **kwargs):
         if prompt == "an owl":
-            raise NumericalError("denoising overflowed in float32")
+            raise failure[0]
         return generate(self, prompt, **kwargs)
-    monkeypatch.setattr(studio.pipeline.PixArtSigmaPipeline, "__call__", owl_overflows)
+    monkeypatch.setattr(studio.pipeline.PixArtSigmaPipeline, "__call__", owl_fails)
+    return folder / "two.yaml"
+
+
+def test_a_generation_that_fails_is_named_by_its_layer(tiny_dir, tmp_path, monkeypatch):
+    """An overflow in one of several generations names that layer, at its line, as a plan's errors do; the
+    error keeps its class."""
+    from studio.errors import NumericalError
+
+    path = fox_and_failing_owl(tiny_dir, tmp_path, monkeypatch, [NumericalError("denoising overflowed in float32")])
     with pytest.raises(NumericalError) as e:
-        render(load_layout(tmp_path / "two.yaml"), tmp_path / "out", None, "1GiB")
-    assert str(e.value) == f"{tmp_path / 'two.yaml'}:5: layers[1] (sky): denoising overflowed in float32"
+        render(load_layout(path), tmp_path / "out", None, "1GiB")
+    assert str(e.value) == f"{path}:5: layers[1] (sky): denoising overflowed in float32"
 
 
 def test_running_out_of_memory_in_a_generation_is_named_by_its_layer(tiny_dir, tmp_path, monkeypatch, capsys):
@@ -325,29 +332,16 @@ def test_running_out_of_memory_in_a_generation_is_named_by_its_layer(tiny_dir, t
     caught."""
     from studio import cli
 
-    (tmp_path / "two.yaml").write_text(f"""\
-canvas: {{width: 128, height: 64}}
-grids: {{g: {{rows: 1, columns: 2}}}}
-layers:
-  - generate: {{prompt: a fox, seed: 1, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 0]}}}}
-  - generate: {{prompt: an owl, seed: 2, steps: 1, model: {tiny_dir}, region: {{cell: [g, 0, 1]}}, name: sky}}
-output: {{formats: [png]}}
-""")
-    generate, failure = studio.pipeline.PixArtSigmaPipeline.__call__, []
-
-    def owl_fails(self, prompt, **kwargs):
-        if prompt == "an owl":
-            raise RuntimeError(failure[0])
-        return generate(self, prompt, **kwargs)
-    monkeypatch.setattr(studio.pipeline.PixArtSigmaPipeline, "__call__", owl_fails)
-    failure.append("Allocate memory failed, size: 3GB\n- C++ Call Stack: (For framework developers)\nMallocForOutputs")
-    assert cli.main(["render", str(tmp_path / "two.yaml"), "-o", str(tmp_path / "out"), "--memory-budget", "1GiB"]) == 2
+    failure = [RuntimeError("Allocate memory failed, size: 3GB\n- C++ Call Stack: (For framework developers)\n"
+                            "MallocForOutputs")]
+    path = fox_and_failing_owl(tiny_dir, tmp_path, monkeypatch, failure)
+    assert cli.main(["render", str(path), "-o", str(tmp_path / "out"), "--memory-budget", "1GiB"]) == 2
     assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("studio:")] == [
-        f"studio: error: {tmp_path / 'two.yaml'}:5: layers[1] (sky): out of memory: MindSpore could not allocate a "
+        f"studio: error: {path}:5: layers[1] (sky): out of memory: MindSpore could not allocate a "
         f"tensor; set a smaller memory budget"]
-    failure[0] = "some bug"
+    failure[0] = RuntimeError("some bug")
     with pytest.raises(RuntimeError, match="^some bug$"):
-        render(load_layout(tmp_path / "two.yaml"), tmp_path / "out", None, "1GiB")
+        render(load_layout(path), tmp_path / "out", None, "1GiB")
 
 
 def test_kept_art_of_an_edited_layout_goes_when_its_output_is_written(tiny_dir, tmp_path):
