@@ -920,6 +920,7 @@ class _Signals:
     def __init__(self, err):
         self.err, self.received, self.saved = err, None, {}
         self.checking = self.said = False
+        self.saying = threading.Lock()  # `acknowledge` runs in the loop and in a thread of the handler's
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -927,19 +928,23 @@ class _Signals:
                 self.saved[sig] = signal.signal(sig, self._handle)
         return self
 
-    def _handle(self, signum, frame):  # says nothing: it may run while a bar is drawn (`acknowledge` says it)
+    def _handle(self, signum, frame):
         if self.received is not None or self.checking:
             self.received = signum
             raise Interrupted(signum)
         self.received = signum
+        # said from a thread: printed here, it could split a bar being drawn (tqdm's lock is the drawing thread's)
+        threading.Thread(target=self.acknowledge, daemon=True).start()
 
     def acknowledge(self) -> None:
-        """Say once that a first signal came, above the bars: from the batch's loop and each progress report, so
-        within a step of it."""
-        if self.received is not None and not self.said:
-            self.said = True
-            write_line(f"studio: batch: {signal.Signals(self.received).name}: stopping after the current item "
-                       f"(again to drop it now)", self.err)
+        """Say once that a first signal came, above the bars: from a thread the handler starts (at once, in a
+        phase that reports no progress for minutes), and from the batch's loop and each progress report (which
+        wait for it: the line comes before the next report's)."""
+        with self.saying:
+            if self.received is not None and not self.said:
+                self.said = True
+                write_line(f"studio: batch: {signal.Signals(self.received).name}: stopping after the current item "
+                           f"(again to drop it now)", self.err)
 
     def __exit__(self, *exc):
         for sig, handler in self.saved.items():

@@ -291,7 +291,8 @@ class _Reader:
         for m in _VARIABLE_RE.finditer(text):  # '{{title}}' (mustache's): the escapes around a name, where
             # '{title}' was meant; not in a longer run of braces ('{{{{title}}}}' is the text '{{title}}')
             name = _NAME_RE.match(text, m.end()) if m[0] == "{{" and text[m.start() - 1:m.start()] != "{" else None
-            if name and name[0] in self.variables and text[name.end():name.end() + 3] == "}}":
+            if name and name[0] in self.variables and text.startswith("}}", name.end()) and \
+                    text[name.end() + 2:name.end() + 3] != "}":
                 raise _Bad(f"'{{{{{name[0]}}}}}' is a literal '{{{name[0]}}}' (doubled braces escape); write "
                            f"{{{name[0]}}} to use the variable, or, for the text '{{{name[0]}}}', put it in "
                            f"another variable's value (values are used as written)")
@@ -2135,7 +2136,7 @@ def yaml_problem(text: str, e: yaml.YAMLError, what: str = "layout") -> tuple[in
     comment = _flow_comment(text, line)
     if comment:
         n, word, value = comment
-        how = f"the whole value: {yaml_quoted(value)}" if value != word else \
+        how = f"the whole value: {yaml_quoted(value)}" if value != word and value[:1] not in "'\"" else \
             f"values that start with '#': {yaml_quoted(word)}"
         return n, f"'{word}' starts a comment, which ends the line early; quote {how}"
     written = text.split("\n")[mark.line] if mark is not None else ""

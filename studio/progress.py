@@ -21,7 +21,7 @@ from studio.memory import format_bytes
 
 LINE_SECONDS = 10.0  # a log's progress lines between a phase's first and last: at most one per 10 s ...
 LINE_STEP = 0.1  # ... and per 10% of the phase
-NUMBERS = 42  # a terminal's columns a bar keeps for ': 100%|', a bar and '| 20/40 [00:12<00:12, 1.63step/s]'
+NUMBERS = 60  # a terminal's columns a bar keeps for ': 100%|', a bar and '| 1.21G/4.47G [1:23:20<15:45:00, 108MB/s]'
 SHORTEST = 17  # columns a shortened part of a bar's description keeps: 'a-red-f...w/512-1'
 
 PHASES = {"text": ("encoding prompt", "prompt"), "denoise": ("denoising", "step"), "decode": ("decoding", "step"),

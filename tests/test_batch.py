@@ -2319,9 +2319,9 @@ def test_progress_in_a_log_is_plain_lines(tiny_dir, tmp_path):
 
 
 def test_a_first_signal_is_said_within_a_step_above_the_bars(tiny_dir, tmp_path, monkeypatch):
-    """The signal handler only notes the signal (printing from it could split a bar being drawn); the next progress
-    report says it, in a log (a line among the bar's) and on a terminal (the bars cleared, the line printed, the
-    bars drawn again below it), as the tiny checkpoint's note."""
+    """The signal handler does not print (it could split a bar being drawn): a thread it starts, or the next
+    progress report, says it, in a log (a line among the bar's) and on a terminal (the bars cleared, the line
+    printed, the bars drawn again below it), as the tiny checkpoint's note."""
     job = write_job(tmp_path, "layout: card.yaml\nitems: [{seed: 1}, {seed: 2}]\n",
                     LAYOUT.replace("steps: 1", "steps: 3"))
     said = r"studio: batch: SIG(?:INT|TERM): stopping after the current item \(again to drop it now\)\n"
@@ -2351,6 +2351,20 @@ def test_a_first_signal_is_said_within_a_step_above_the_bars(tiny_dir, tmp_path,
             assert re.search(rf"\r +\r(?:\x1b\[A)?{said}{redrawn}", text)
             note = rf"note: {re.escape(str(tiny_dir))}: tiny random checkpoint: [^\n]*\n"
             assert re.search(rf"\r +\r{note}\rbatch: ", text)
+
+
+def test_a_first_signal_is_said_at_once_in_a_phase_that_reports_nothing():
+    """Encoding ahead, an untiled decode, writing an A0 file: no progress report for minutes; the line comes at
+    once all the same (else a second Ctrl-C, the user's next move, drops the item)."""
+    err = io.StringIO()
+    with batch._Signals(err) as signals:
+        signal.raise_signal(signal.SIGINT)  # handled before the next line; nothing else calls acknowledge
+        deadline = time.monotonic() + 10
+        while not err.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert err.getvalue() == "studio: batch: SIGINT: stopping after the current item (again to drop it now)\n"
+        signals.acknowledge()  # the loop's call: said once
+    assert err.getvalue().count("stopping") == 1 and signals.received == signal.SIGINT
 
 
 def test_a_bar_in_a_log_says_its_first_line_when_it_opens():

@@ -1238,7 +1238,7 @@ BROKEN = [
      "poster.yaml:2: layers[0].gradient.stops[1][0]: expected a number (0..1, or a percentage: 0.5 or 50%), got "
      "'half' (text)"),
     # what renders otherwise as written, not as meant
-    ("canvas: {preset: fhd}\nvariables: {title: Summer}\nlayers: [{text: {text: 'Hello {{title}}'}}]\n",
+    ("canvas: {preset: fhd}\nvariables: {title: Summer}\nlayers: [{text: {text: 'Hello {{title}}!'}}]\n",
      "poster.yaml:3: layers[0].text.text: '{{title}}' is a literal '{title}' (doubled braces escape); write {title} "
      "to use the variable, or, for the text '{title}', put it in another variable's value (values are used as "
      "written)"),

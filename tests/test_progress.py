@@ -48,7 +48,7 @@ def test_a_bar_keeps_its_numbers_in_view_on_a_narrow_terminal(monkeypatch):
     for done in range(4):
         bars("layer 0 (1/2) direct 512x512", "denoise", done, 3)
     last = shown.getvalue().rstrip("\n").rsplit("\r", 1)[-1]
-    assert last.startswith("a-red-f...d/512-1: layer 0 (1/2) direct 512x512: denoising: 100%|")
+    assert last.startswith("a-red-f...d/512-1: layer 0...512x512: denoising: 100%|")
     assert "| 3/3 [00:00<00:00, " in last and len(last) <= 100
 
 
