@@ -40,7 +40,8 @@ import numpy as np
 import yaml
 
 from studio import manifest
-from studio.errors import CheckpointError, InputError, StudioError, control_problem, one_line, out_of_memory
+from studio.errors import (OUT_OF_MEMORY, CheckpointError, InputError, StudioError, control_problem, one_line,
+                           out_of_memory)
 from studio.layout import ShallowLoader, _nodes, _stand_ins, hash_comment_hint, yaml_problem
 from studio.export import FileLock, pause_point, read_pixels, remove_temporaries, write_temp
 from studio.hub import HubId
@@ -913,6 +914,12 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+def warn_job(job, err) -> None:
+    """The job's warnings (`Job.warnings`: variables it sets that its layouts use nowhere), on `err`."""
+    for warning in job.warnings:
+        write_line(f"studio: batch: warning: {warning}", err)
+
+
 class _Signals:
     """SIGINT/SIGTERM: the first asks to stop after the current item, the second raises Interrupted; while
     `checking` (the finished items' manifests and files, which has nothing to finish) the first raises it."""
@@ -940,6 +947,8 @@ class _Signals:
         """Say once that a first signal came, above the bars: from a thread the handler starts (at once, in a
         phase that reports no progress for minutes), and from the batch's loop and each progress report (which
         wait for it: the line comes before the next report's)."""
+        if self.received is None or self.said:  # each progress report asks: no lock then
+            return
         with self.saying:
             if self.received is not None and not self.said:
                 self.said = True
@@ -1004,8 +1013,7 @@ def run_batch(job: Job, out_dir, shard: tuple[int, int] = (0, 1), cache_dir=None
     t_start = time.perf_counter()
     items = select_shard(job.items, shard)
     check_job(job, items, memory_budget)
-    for warning in job.warnings:
-        print(f"studio: batch: warning: {warning}", file=err, flush=True)
+    warn_job(job, err)
     where = f"shard {shard[0]}/{shard[1]}: " if shard[1] > 1 else ""
     if not items:
         print(f"{job.source}: {_item_count(len(job.items))}; {where}none in this shard, nothing to do", file=out,
@@ -1684,7 +1692,7 @@ def _failure(e: Exception, err=None) -> str:
     if isinstance(e, OSError):  # not a bug: no traceback
         return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else f"{type(e).__name__}: {e}"
     if out_of_memory(e):
-        return "out of memory: MindSpore could not allocate a tensor; set a smaller memory budget"
+        return OUT_OF_MEMORY
     with above_bars(err):
         traceback.print_exception(e, file=err or sys.stderr)
     return f"{type(e).__name__}: {e}"

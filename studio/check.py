@@ -298,10 +298,16 @@ class Of:
         return all(_fields(c, path, value, self.table).values())
 
 
+def path_str(value) -> str | None:
+    """A path given as text or any os.PathLike, as its text; None for anything else (a path of bytes too)."""
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    return text if isinstance(text, str) else None
+
+
 def _path_text(c, path, value, what: str) -> bool:
-    if not isinstance(value, (str, os.PathLike)) or not isinstance(os.fspath(value), str):  # a path of bytes
+    text = path_str(value)
+    if text is None:
         return c.error(path, f"expected {what} (text or a Path), got {_a(value)}")
-    text = os.fspath(value)
     if not text.strip():
         return c.error(path, f"expected {what}, got {_q(text)}")
     if control_problem(text):
@@ -340,10 +346,11 @@ class Font:
     drawn, as the loader checks it (`layout.font_problem`; None, the bundled font, is Optional's)."""
 
     def check(self, c, path, value):
-        if not isinstance(value, (str, os.PathLike)) or not isinstance(os.fspath(value), str):  # a path of bytes
+        name = path_str(value)
+        if name is None:
             return c.error(path, f"expected a font file or family (text or a Path), got {_a(value)}")
         base = c.base_dir()
-        problem = font_problem(os.fspath(value), base, _where(base))
+        problem = font_problem(name, base, _where(base))
         return problem is None or c.error(path, one_line(problem))  # a control character shown escaped
 
 

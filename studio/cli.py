@@ -394,14 +394,13 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def cmd_batch(args) -> int:
-    from studio.batch import check_job, describe_items, load_job, planned, run_batch, select_shard
+    from studio.batch import check_job, describe_items, load_job, planned, run_batch, select_shard, warn_job
 
     job = load_job(args.job, args.model, default_model())
     if args.list:
         items = select_shard(job.items, args.shard)
         check_job(job, items, args.memory_budget)  # what the run refuses before rendering, --list refuses
-        for warning in job.warnings:  # and what it warns of
-            print(f"studio: batch: warning: {warning}", file=sys.stderr)
+        warn_job(job, sys.stderr)  # and what it warns of
         items = planned(job, items, args.memory_budget)  # and what fails an item when the run plans it
         describe_items(items, sys.stdout)
         if not items:

@@ -732,7 +732,7 @@ def text_problems(layout: Layout) -> list[TextProblem]:
     """One line per text layer whose ink (fill and stroke, not shadow) leaves its region (clipped where it
     reaches past the edge of its tile) or enters the safe margin (without one, crosses the trim into the
     bleed), which shrink_to_fit fits at no size (`shrink_problem`), which a span's monitors show none or only part
-    of (`hidden_problem`), whose font lacks some of its characters, or which needs raqm that Pillow lacks, e.g.
+    of (`off_monitor_problem`), whose font lacks some of its characters, or which needs raqm that Pillow lacks, e.g.
     'layers[2] (caption): text overflows its region (right clipped, bottom 3 px)'."""
     canvas, base_dir = layout.canvas, layout_dir(layout)
     safe = resolve(Region("safe"), canvas, layout.grids) if canvas.safe_margin > 0 else None
@@ -767,7 +767,7 @@ def text_problems(layout: Layout) -> list[TextProblem]:
                 found.append(f"crosses the trim into the bleed ({overflow})")
         if layer.shrink_to_fit and (shrink := shrink_problem(layer, laid, box, base_dir)):
             found.insert(0, shrink)
-        if span and bbox is not None and (hidden := hidden_problem(ink_mask, tile_origin, *span)):
+        if span and bbox is not None and (hidden := off_monitor_problem(ink_mask, tile_origin, *span)):
             found.append(hidden)
         if glyphs := glyph_problem(layer, base_dir):
             found.append(glyphs)
@@ -867,7 +867,7 @@ def shrink_problem(layer: TextLayer, laid: LaidText, box: Box, base_dir) -> str 
     return f"fits at no size with shrink_to_fit ({reason})"
 
 
-def hidden_problem(ink_mask: Image.Image, origin: tuple[int, int], width: int, height: int,
+def off_monitor_problem(ink_mask: Image.Image, origin: tuple[int, int], width: int, height: int,
                    monitors: list[Box]) -> str | None:
     """'shows on no monitor (...)' when none of a span's text layer's ink (`ink_mask`, its top-left at `origin`
     px on the `width` x `height` span canvas) lies in a monitor's box (`geometry.span_canvas`): it is in the bezel

@@ -47,6 +47,9 @@ class NumericalError(StudioError, ArithmeticError):
     reference returns black images)."""
 
 
+OUT_OF_MEMORY = "out of memory: MindSpore could not allocate a tensor; set a smaller memory budget"  # `out_of_memory`
+
+
 def check_flag(name: str, value, none: str | None = None) -> None:
     """InputError unless `value` is True or False (numpy's too), or None when `none` says what None means: a
     truthy "no" would be read as True."""

@@ -218,7 +218,8 @@ class _Reader:
         self.own_names = True  # output.name names the files: check it with the variables' values
         self.unset: set[str] = set()  # variables reported without a value: what they fill is not reported again
         self.alias_lines: dict[tuple[int, int], int] = {}  # _Loader.alias_lines
-        self.lines: list[str] = []  # the YAML text's lines (LF), for what YAML dropped: comments after a value
+        self.written = ""  # the YAML text, for what YAML dropped: comments after a value, anchors no alias uses
+        self.lines: list[str] = []  # its lines (LF)
 
     def error(self, node, path: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -251,7 +252,7 @@ class _Reader:
         start, end = node.start_mark, node.end_mark
         head = re.match(r"(?:[!&]\S*[ \t]+)*", self.lines[start.line][start.column:])[0]  # tags and anchors
         for word in head.split():
-            unused = word[:1] == "&" and f"*{word[1:]}" not in "\n".join(self.lines)
+            unused = word[:1] == "&" and f"*{word[1:]}" not in self.written
             if unused or word[:1] == "!" and word != "!" and word[:2] != "!!":  # a local tag ('!!str': YAML's)
                 return (f"'{word}' is a YAML {'anchor' if unused else 'tag'}, which would be dropped: quote the "
                         f"whole value to keep it: {yaml_quoted(head + node.value)}")
@@ -301,10 +302,14 @@ class _Reader:
     def text(self, node) -> str:
         """A scalar node's text as written, variables substituted; where it came from is kept for messages."""
         text = self.substitute(node.value)
-        names = [m[1] for m in _VARIABLE_RE.finditer(node.value) if m[1] in self.variables]
-        if names:
-            self.origins[id(node)] = (names, text)
+        self._note_origin(node, text)
         return text
+
+    def _note_origin(self, node, value) -> None:
+        """Keep which variables the node's text names, and the value they gave, for messages (`_sourced`)."""
+        names = [m[1] for m in _VARIABLE_RE.finditer(node.value) if m[1] in self.variables]
+        if names:  # not when only an escape ('{{') changed the text
+            self.origins[id(node)] = (names, value)
 
     def scalar(self, node):
         """A scalar node's value, variables substituted in text (then re-read: "{seed}" can be an int)."""
@@ -319,9 +324,7 @@ class _Reader:
             if text == value:
                 return text
             value = _plain_12(text)  # read again, as if the value had been written there
-            names = [m[1] for m in _VARIABLE_RE.finditer(node.value) if m[1] in self.variables]
-            if names:  # not when only an escape ('{{') changed the text
-                self.origins[id(node)] = (names, value)
+            self._note_origin(node, value)
         return value
 
     def entries(self, node, path: str, table: dict) -> dict | None:
@@ -2021,7 +2024,7 @@ def parse_layout(text: str | dict, source: str | os.PathLike = "<string>", varia
     where = "the layout file's folder" if base_dir is not None else "the current folder"
     r.relative_to = f"{where}, {os.path.abspath(r.base_dir)}"  # the folder too: a --set path is read from it
     r.own_names = own_names
-    r.lines = text.split("\n")
+    r.written, r.lines = text, text.split("\n")
     stand_ins = _stand_ins(text)
     yaml_text = text.translate(str.maketrans(stand_ins))
     try:

@@ -407,9 +407,7 @@ def append_line(path: Path, record: dict) -> None:
     except OSError:
         if not os.path.islink(path):
             raise
-        lines = read_lines(path)  # through the link
-        data = b"".join(map(_json_line, [*lines, record]))
-        os.replace(write_temp(path.parent, path.name, lambda f: f.write(data)), path)
+        _rewrite_log(path, [*read_lines(path), record])  # its lines read through the link
         return
     try:
         size = os.fstat(fd).st_size
@@ -470,6 +468,11 @@ def merge_logs(out_dir: Path) -> int:
     if not new:
         return 0
     new.sort(key=lambda r: str((r.get("timings") if isinstance(r.get("timings"), dict) else {}).get("started", "")))
-    data = b"".join(map(_json_line, lines + new))
-    os.replace(write_temp(out_dir, LOG_NAME, lambda f: f.write(data)), log)
+    _rewrite_log(log, lines + new)
     return len(new)
+
+
+def _rewrite_log(path: Path, records: list[dict]) -> None:
+    """Write the log `path` anew with `records`, atomically (a link there replaced by a file)."""
+    data = b"".join(map(_json_line, records))
+    os.replace(write_temp(path.parent, path.name, lambda f: f.write(data)), path)

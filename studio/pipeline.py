@@ -439,6 +439,7 @@ class _LoadProgress:
             self.progress(self.total, self.total)
 
 
+TORCH_DEVICES = {"CPU": "cpu", "GPU": "cuda", "Ascend": "npu"}  # MindSpore's device targets as torch names them
 _OFFLOAD = ("the text encoder is released before denoising, and memory_budget= bounds the rest (chunked attention, "
             "tiled decoding)")
 _REFERENCE_ONLY = {
@@ -553,7 +554,7 @@ class PixArtSigmaPipeline:
         """The reference's `pipe.device`, as torch spells this process's MindSpore device: "cpu", "cuda" or "npu"
         (a string, not a torch.device: torch is not needed). `pipe.to(pipe.device)` returns the pipeline, and
         `torch.Generator(device=pipe.device)` on the CPU draws the reference's CPU noise."""
-        return {"CPU": "cpu", "GPU": "cuda", "Ascend": "npu"}[backend.device_target()]
+        return TORCH_DEVICES[backend.device_target()]
 
     def to(self, device=None):
         """The reference's `pipe.to(device)`: MindSpore's device is chosen once per process, so `device` ('cpu',
@@ -561,7 +562,7 @@ class PixArtSigmaPipeline:
         (choose it with from_pretrained(device=) or $STUDIO_DEVICE). Returns the pipeline."""
         name = str(device)
         kind, _, number = name.partition(":")
-        kind = {"cpu": "CPU", "cuda": "GPU", "npu": "Ascend"}.get(kind, kind)
+        kind = {torch: ours for ours, torch in TORCH_DEVICES.items()}.get(kind, kind)
         if not isinstance(device, str) and not hasattr(device, "type") or kind not in ("CPU", "GPU", "Ascend"):
             raise InputError(f"pipe.to({device!r}): the dtype is chosen at load (from_pretrained(dtype=)); a device "
                              "is 'cpu', 'cuda[:N]', 'npu' or 'CPU', 'GPU[:N]', 'Ascend[:N]'")

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from studio import __version__
-from studio.check import check_arguments, check_layout
+from studio.check import check_arguments, check_layout, path_str
 from studio.compose import compose, cut_span, draw_guides, hidden_problems, layout_dir, text_problems
-from studio.errors import InputError, StudioError, check_flag, out_of_memory
+from studio.errors import OUT_OF_MEMORY, InputError, StudioError, check_flag, out_of_memory
 from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
                            remove_temporaries, save_image, write_temp)
 from studio.geometry import monitor_dpi, resolve
@@ -185,7 +185,7 @@ def proof(layout: Layout, path, plan: Plan | None = None, overwrite: bool = Fals
     check_flag("proof: guides", guides)
     if plan is not None and not isinstance(plan, Plan):
         raise InputError(f"proof: plan: expected a Plan (plan_layout's) or None, got {plan!r:.80}")
-    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str) or not os.fspath(path):
+    if not path_str(path):  # not text or a Path (bytes), or empty
         raise InputError(f"proof: path: expected an image file name (text or a Path), got {path!r:.80}")
     check_layout(layout)  # with a plan too: the layout may have been edited since (a millisecond)
     if plan is not None and (difference := plan_difference(plan, layout)):
@@ -476,8 +476,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                     if isinstance(e, StudioError):
                         raise placed(e, at) from None
                     # MindSpore's allocation failure, with its C++ trace: in one line, as the CLI and batch say it
-                    raise StudioError(f"{at}: out of memory: MindSpore could not allocate a tensor; set a smaller "
-                                      f"memory budget") from e
+                    raise StudioError(f"{at}: {OUT_OF_MEMORY}") from e
                 made[job.layer] = out.images[0], layer.sampler or pipe.sampler.sampler
                 _keep_art(kept_at[job.layer], *made[job.layer])
         if model_key(model_id) not in loaded:  # released before the next model loads
