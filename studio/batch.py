@@ -654,11 +654,9 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str | None, errors
            notes: list[str]) -> list[Item]:
     """The rows (`_yaml_job`'s) as items; a row that is None, or takes a top-level `layout` or `name` that is
     None, has its problem reported already and is left out. A variable an item gives that its layout defines
-    but uses nowhere (`render.unused_variables`) is added to `notes` once per layout, at its first item."""
-    from studio.render import unused_variables
-
+    but uses nowhere (`Layout.unused_variables`) is added to `notes` once per layout, at its first item."""
     layouts: dict[Path, tuple[str | None, str | None]] = {}  # file -> (text, why it can't be read)
-    unused: dict[Path, list[str]] = {}  # layout file -> the variables it defines and uses nowhere
+    unused: dict[Path, tuple[str, ...]] = {}  # layout file -> the variables it defines and uses nowhere
     said = set()  # (layout file, variable) warned of
     items, names, hidden = [], {}, set()  # names: path_key(output name) -> the item that has it
     taken: dict[str, tuple[str, str, str]] = {}  # path_key(path in OUTDIR) -> (file or folder, item name, where)
@@ -691,7 +689,7 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str | None, errors
         spec, problem = (None, unreadable) if text is None else _parse(text, layout_file, variables)
         if spec is not None:
             if layout_file not in unused:
-                unused[layout_file] = unused_variables(spec, text)
+                unused[layout_file] = spec.unused_variables
             for var in (v for v in variables if v in unused[layout_file] and (layout_file, v) not in said):
                 said.add((layout_file, var))
                 base = doc.get("variables")  # where the value is given: the job's variables, unless the row's

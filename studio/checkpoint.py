@@ -32,7 +32,7 @@ import mindspore as ms
 import numpy as np
 
 from studio.errors import CheckpointError, ConfigError, control_problem, first_line, one_line
-from studio.export import remove_temporaries, temporary_name
+from studio.export import remove_temporaries, temporary_folder
 from studio.hub import HubId, is_hub_id, split_revision
 from studio.paths import cache_root, expanded
 from studio.spec import user_path
@@ -217,8 +217,8 @@ def _write_links(folder: Path, links: dict[Path, Path], index: str) -> Path:
     files are, and removed by the next run (`remove_temporaries`)."""
     root = folder.parent
     root.mkdir(parents=True, exist_ok=True)
-    temp = root / temporary_name(folder.name)
     remove_temporaries(root, {folder.name}, remove=lambda path: shutil.rmtree(path, ignore_errors=True))
+    temp = temporary_folder(root, folder.name)  # this thread's: another's clean-up leaves it
     try:
         for rel, target in links.items():
             (temp / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -324,15 +324,12 @@ def parse_variables(pairs: list[str]) -> dict[str, str]:
 
 def load(args):
     """The layout file with --set's variables; a warning for each of them the layout defines but uses nowhere
-    (`render.unused_variables`: it would change nothing)."""
-    from studio.errors import LayoutError
-    from studio.layout import parse_layout, read_source
-    from studio.render import unused_variables
+    (`Layout.unused_variables`: it would change nothing)."""
+    from studio.layout import load_layout
 
-    variables, path = parse_variables(args.variables), Path(args.layout)
-    text = read_source(path, "layout", LayoutError)  # as load_layout reads it: once (it may be /dev/stdin)
-    layout = parse_layout(text, str(path), variables, path.parent)
-    for name in unused_variables(layout, text):
+    variables = parse_variables(args.variables)
+    layout = load_layout(args.layout, variables)
+    for name in layout.unused_variables:
         if name in variables:
             print(f"studio: warning: --set {name}: the layout defines {{{name}}} but uses it nowhere", file=sys.stderr)
     return layout

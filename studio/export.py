@@ -335,7 +335,7 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def temporary_name(name: str, suffix: str = "00") -> str:
+def temporary_name(name: str, suffix: str) -> str:
     """'.<name>.<tag>.part': the tag this process's pid (6 hex digits) and `suffix` (2), which `remove_temporaries`
     reads to leave alone what a running process is writing."""
     return f".{name}.{os.getpid():06x}{suffix}.part"
@@ -353,17 +353,30 @@ def _temporary(folder: Path, name: str) -> tuple[int, str]:
     process's pid (6 hex digits) and 2 random ones, so that `remove_temporaries` leaves alone the files a
     running process is writing (another render into the same folder); one a thread of this process is writing
     is in `_LIVE` until renamed or removed."""
+    return _make_temporary(folder, name, lambda path: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                                              0o666 & ~_UMASK))
+
+
+def temporary_folder(folder: Path, name: str) -> Path:
+    """A new empty folder '.<name>.<tag>.part' in `folder`, tagged and kept in `_LIVE` as `_temporary`'s files
+    are: a pipeline written there whole, then renamed into place, by one thread of several at once."""
+    return Path(_make_temporary(folder, name, os.mkdir)[1])
+
+
+def _make_temporary(folder: Path, name: str, make: Callable[[str], Any]) -> tuple[Any, str]:
+    """(what `make(path)` returned, path) of a new temporary '.<name>.<tag>.part' in `folder` that `make` created
+    (raising FileExistsError when the name is taken), registered in `_LIVE`."""
     with _LIVE_LOCK:
         _forget_gone()
         for _ in range(1000):
             path = os.path.join(folder, temporary_name(name, secrets.token_hex(1)))
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
+                made = make(path)
             except FileExistsError:
                 continue
-            st = os.fstat(fd)
+            st = os.lstat(path)
             _LIVE[st.st_dev, st.st_ino] = os.path.join(os.path.realpath(folder), os.path.basename(path))
-            return fd, path
+            return made, path
     raise FileExistsError(f"{folder}: no free temporary name for {name}")
 
 

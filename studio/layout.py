@@ -84,6 +84,7 @@ _LENGTH_RE = re.compile(rf"\s*({_NUMBER})\s*({'|'.join(UNITS)})?\s*", re.IGNOREC
 _PERCENT_RE = re.compile(rf"\s*({_NUMBER})\s*%\s*")
 _VARIABLE_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MUSTACHE_RE = re.compile(r"\{\{ *([A-Za-z_][A-Za-z0-9_]*) *\}\}")  # a name in doubled braces, spaces inside
 # a float as YAML 1.2 (and JSON, and so editors' schema checks) reads it; YAML 1.1 reads '1e300' as text
 # YAML 1.2's core schema: what a plain (unquoted) scalar is; anything else is text. As editors' schema
 # checks (JSON) read it, unlike PyYAML's YAML 1.1: yes/no/on/off, 1_000, 0b101, 1:30 and dates are text,
@@ -217,6 +218,7 @@ class _Reader:
         self.origins: dict[int, tuple] = {}  # scalar node id -> (variables in it, its value): for messages
         self.own_names = True  # output.name names the files: check it with the variables' values
         self.unset: set[str] = set()  # variables reported without a value: what they fill is not reported again
+        self.used: set[str] = set()  # variables a value outside the variables block fills in
         self.alias_lines: dict[tuple[int, int], int] = {}  # _Loader.alias_lines
         self.written = ""  # the YAML text, for what YAML dropped: comments after a value, anchors no alias uses
         self.lines: list[str] = []  # its lines (LF)
@@ -288,15 +290,17 @@ class _Reader:
                 known = ", ".join(sorted(self.variables)) or "none"
                 raise _Bad(f"undefined variable {{{name}}} (defined: {known}){_closest(name, self.variables)}")
             value = self.variables[name]
+            self.used.add(name)
             return value.replace("{", "{{").replace("}", "}}") if keep else value
-        for m in _VARIABLE_RE.finditer(text):  # '{{title}}' (mustache's): the escapes around a name, where
-            # '{title}' was meant; not in a longer run of braces ('{{{{title}}}}' is the text '{{title}}')
-            name = _NAME_RE.match(text, m.end()) if m[0] == "{{" and text[m.start() - 1:m.start()] != "{" else None
-            if name and name[0] in self.variables and text.startswith("}}", name.end()) and \
-                    text[name.end() + 2:name.end() + 3] != "}":
-                raise _Bad(f"'{{{{{name[0]}}}}}' is a literal '{{{name[0]}}}' (doubled braces escape); write "
-                           f"{{{name[0]}}} to use the variable, or, for the text '{{{name[0]}}}', put it in "
-                           f"another variable's value (values are used as written)")
+        for m in _VARIABLE_RE.finditer(text):  # '{{title}}', '{{ title }}' (mustache's, Jinja's): the escapes
+            # around a name, where '{title}' was meant; not in a longer run of braces ('{{{{title}}}}' is '{{title}}')
+            name = _MUSTACHE_RE.match(text, m.start()) if m[0] == "{{" and text[m.start() - 1:m.start()] != "{" \
+                else None
+            if name and name[1] in self.variables and text[name.end():name.end() + 1] != "}":
+                literal = name[0][1:-1]
+                raise _Bad(f"'{name[0]}' is a literal '{literal}' (doubled braces escape); write {{{name[1]}}} to use "
+                           f"the variable, or, for the text '{literal}', put it in another variable's value (values "
+                           f"are used as written)")
         return _VARIABLE_RE.sub(one, text)
 
     def text(self, node) -> str:
@@ -2304,6 +2308,7 @@ def _read(r: _Reader, root, overrides: dict[str, str]) -> Layout | None:
                     output=Output(**(output or {})), variables=dict(r.variables), memory_budget=memory_budget,
                     model=model)
     object.__setattr__(layout, "lines", _lines(r, found, items))
+    object.__setattr__(layout, "unused_variables", tuple(name for name in r.variables if name not in r.used))
     return layout
 
 

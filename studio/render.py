@@ -70,48 +70,25 @@ def temporary_targets(layout: Layout, stem: str | None = None) -> set[str]:
 def layout_inputs(layout: Layout, base_dir: Path | None) -> list[tuple[str, str, Path]]:
     """The files a layout reads besides itself, each as (its key, 'layers[0].image.path'; its name in batch
     manifests, 'image:logo.png'; the file): every image layer's path (relative to `base_dir`, the layout's
-    folder) and every text layer's font file (not the bundled default)."""
+    folder) and every text layer's font file (not the bundled default). A file in the layout's folder is named
+    relative to it, so that a project moved whole (or a share mounted elsewhere) names its inputs as before."""
     from studio import fonts
     from studio.spec import ImageLayer, input_path
 
+    def name(kind, path):
+        folder = os.path.abspath(base_dir or ".")
+        inside = os.path.commonpath([folder, os.path.abspath(path)]) == folder
+        return f"{kind}:{Path(os.path.relpath(path, folder)).as_posix() if inside else path}"
     out = []
     for i, layer in enumerate(layout.layers):
         if isinstance(layer, ImageLayer):
-            out.append((f"layers[{i}].image.path", f"image:{layer.path}", input_path(layer.path, base_dir)))
+            path = input_path(layer.path, base_dir)
+            out.append((f"layers[{i}].image.path", name("image", path), path))
         elif isinstance(layer, TextLayer) and layer.font:
             path = fonts.find_font(layer.font, base_dir)
             if path and path != fonts.DEFAULT:
-                out.append((f"layers[{i}].text.font", f"font:{layer.font}", Path(path)))
+                out.append((f"layers[{i}].text.font", name("font", path), Path(path)))
     return out
-
-
-def unused_variables(layout: Layout, text: str) -> list[str]:
-    """The variables `layout` defines that its YAML `text` writes as {name} in no value outside its `variables`
-    block (so that setting one changes nothing but the files' metadata). A text PyYAML alone cannot read (a tab
-    before a comment, which the layout loader skips) is searched whole, comments too: only a variable written
-    nowhere is said."""
-    import yaml
-
-    from studio.layout import _VARIABLE_RE, ShallowLoader  # the loader's {name} (not '{{name}}', an escape)
-
-    try:
-        root = yaml.compose(text, Loader=ShallowLoader)
-    except yaml.YAMLError:
-        root = yaml.ScalarNode("tag:yaml.org,2002:str", text)
-    nodes = [root] if root is not None else []
-    if isinstance(root, yaml.MappingNode):  # its values but the variables block
-        nodes = [value for key, value in root.value if key.value != "variables"]
-    written, seen = set(), set()
-    while nodes:
-        node = nodes.pop()
-        if id(node) in seen:  # an alias: the anchor's node again
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.ScalarNode):
-            written.update(m[1] for m in _VARIABLE_RE.finditer(node.value))
-        else:
-            nodes += [value for _, value in node.value] if isinstance(node, yaml.MappingNode) else node.value
-    return [name for name in layout.variables if name not in written]
 
 
 def check_not_input(layout: Layout, paths) -> None:

@@ -273,6 +273,9 @@ class Layout:
     # hashed or checked; a Layout built in code has none, and so has a copy changed in code (dataclasses.replace),
     # whose layers may no longer be the file's.
     lines: ClassVar[Mapping[str, int]] = MappingProxyType({})
+    # the variables the file defines that no value outside its `variables` block fills in (setting one changes
+    # nothing but the files' metadata), as the loader read it; not a field either
+    unused_variables: ClassVar[tuple[str, ...]] = ()
 
     def where(self, path: str) -> str:
         """Where key path `path` is, as messages name it: 'poster.yaml:14'; the source alone without its line."""

@@ -154,7 +154,7 @@ def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = F
     way leaves only that hidden folder, which the next run removes.
     """
     from studio.errors import InputError
-    from studio.export import check_writable, remove_temporaries, temporary_name
+    from studio.export import check_writable, remove_temporaries, temporary_folder
 
     given, folder = Path(folder), Path(os.path.abspath(folder))  # '.' has no name to put a folder beside
     if Path.cwd().resolve().is_relative_to(folder.resolve()):  # renamed away, it would leave the shell nowhere
@@ -173,9 +173,9 @@ def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = F
         folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"{folder.parent}: cannot create it ({e.strerror or type(e).__name__})") from None
-    tmp = folder.with_name(temporary_name(folder.name))
     check_writable(folder.parent)  # said as export says it, not by a failure to make tmp
     remove_temporaries(folder.parent, {folder.name}, remove=_remove_tree)  # what killed runs left (pid 1's too)
+    tmp = temporary_folder(folder.parent, folder.name)  # this thread's: another's clean-up leaves it
     try:
         _write_tiny(tmp, sample_size, seed)
         if folder.is_dir() and any(folder.iterdir()):
@@ -202,7 +202,6 @@ def _write_tiny(tmp: Path, sample_size: int, seed: int) -> None:
     from studio.models.transformer import PixArtTransformer2DModel, PixArtTransformerConfig
     from studio.models.vae import AutoencoderKL, AutoencoderKLConfig
 
-    tmp.mkdir(parents=True)
     t5 = t5_config()
     tr = transformer_config(sample_size=sample_size, caption_channels=t5["d_model"])
     vae = vae_config()

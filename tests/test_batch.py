@@ -2257,6 +2257,27 @@ def test_rerender_of_a_layout_given_through_a_link_reads_its_inputs_where_the_ba
     assert name == "current-1.png" and recorded == now
 
 
+def test_a_project_moved_whole_is_done_already(tmp_path):
+    """The manifest names an image (and a font file) in the layout's folder relative to it: the project renamed,
+    or a share mounted at another path, skips its finished items (named by their absolute paths, every one that
+    read an image was 'inputs changed')."""
+    import numpy as np
+    from PIL import Image, ImageFont
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "label.ttf").write_bytes(ImageFont.load_default(10).path.getvalue())  # Pillow's bundled face
+    Image.fromarray(np.full((4, 4, 3), 200, np.uint8)).save(project / "logo.png")
+    job = write_job(project, "layout: card.yaml\nitems: [{}]\n", "canvas: {width: 32, height: 16}\nlayers:\n"
+                    "  - image: {path: logo.png}\n  - text: {text: Hi, font: label.ttf}\n")
+    assert run(job, project / "out", "m")[0].rendered == ["card-1"]
+    record = json.loads((project / "out" / "card-1.manifest.json").read_text())
+    assert sorted(record["inputs"]) == ["font:label.ttf", "image:logo.png"]
+    moved = project.rename(tmp_path / "moved")
+    summary, _ = run(moved / "job.yaml", moved / "out", "m")
+    assert (summary.rendered, summary.skipped) == ([], ["card-1"])
+
+
 def test_rerender_takes_a_layouts_hub_id_from_the_hub_whatever_the_working_folder_holds(tiny_dir, other_tiny,
                                                                                          tmp_path, monkeypatch):
     """The manifest records the layout's `model: someone/tiny-pixart` as text; rerendered from a folder holding

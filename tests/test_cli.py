@@ -569,6 +569,30 @@ def test_make_tiny_is_all_or_nothing(tmp_path, capsys):
     assert capsys.readouterr().err == f"studio: error: {tmp_path / 'afile'}: is a file, not a folder\n"
 
 
+def test_threads_making_one_tiny_pipeline_at_once_each_write_it_whole(tmp_path):
+    """Each thread writes into a hidden folder of its own that another's clean-up of killed runs leaves alone (a
+    fixed name, shared, was removed under the first thread by the second); the last rename wins, nothing is left."""
+    import threading
+
+    from studio.tiny import make_tiny
+    failures = []
+
+    def make(seed):
+        try:
+            make_tiny(tmp_path / "tiny", sample_size=32, seed=seed, overwrite=True)
+        except Exception as e:  # noqa: BLE001 (reported below)
+            failures.append(e)
+    threads = [threading.Thread(target=make, args=(seed,)) for seed in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["model_index.json", "scheduler", "text_encoder",
+                                                                     "tokenizer", "transformer", "vae"]
+
+
 def test_make_tiny_into_a_folder_it_cannot_write_in_is_said_as_export_says_it(tmp_path, monkeypatch, capsys):
     """Not by the hidden temporary folder's name (tests run as root, where permissions stop no write: the folder is
     made unwritable as os.access answers)."""

@@ -1242,6 +1242,10 @@ BROKEN = [
      "poster.yaml:3: layers[0].text.text: '{{title}}' is a literal '{title}' (doubled braces escape); write {title} "
      "to use the variable, or, for the text '{title}', put it in another variable's value (values are used as "
      "written)"),
+    ("canvas: {preset: fhd}\nvariables: {title: Summer}\nlayers: [{text: {text: 'Hello {{ title }}!'}}]\n",
+     "poster.yaml:3: layers[0].text.text: '{{ title }}' is a literal '{ title }' (doubled braces escape); write "
+     "{title} to use the variable, or, for the text '{ title }', put it in another variable's value (values are "
+     "used as written)"),
     ("canvas: {preset: fhd}\nlayers:\n  - text:\n      text: Night\\nMarket\n",
      "poster.yaml:4: layers[0].text.text: a literal \\n: write the text in double quotes for a line break, or put "
      "each line on its own line in a | block"),
@@ -1804,8 +1808,8 @@ def test_the_text_of_a_variables_name_in_braces():
     texts '{title}' (another variable's value, used as written) and '{{title}}' (doubled twice) draw them."""
     layout = parse_layout("canvas: {preset: fhd}\nvariables: {title: Summer, braced: '{title}'}\nlayers:\n"
                           "  - text: {text: '{braced}'}\n  - text: {text: '{{{{title}}}}'}\n"
-                          "  - text: {text: '{{{title}}}'}\n")
-    assert [layer.text for layer in layout.layers] == ["{title}", "{{title}}", "{Summer}"]
+                          "  - text: {text: '{{{title}}}'}\n  - text: {text: '{{{{ title }}}}'}\n")
+    assert [layer.text for layer in layout.layers] == ["{title}", "{{title}}", "{Summer}", "{{ title }}"]
 
 
 def test_a_path_set_on_the_command_line_names_its_variable_and_folder(tmp_path):
@@ -1979,3 +1983,19 @@ def test_a_source_given_as_a_path_is_its_name_and_other_kinds_are_refused(tmp_pa
     with pytest.raises(InputError, match=r"^variables: \['steps'\] is not a dict of name -> value \(text, or a "
                                          r"number\)$"):
         load_layout(tmp_path / "a.yaml", ["steps"])
+
+
+@pytest.mark.parametrize("body, unused", [
+    ('layers:\n  - text: {text: "{title}"}\n', ("tint", "note")),
+    ('layers:\n  - text: {text: "{title} {note}", color: "{tint}"}\n', ()),
+    # in a comment, in an escape, in the variables block: not used
+    ('layers:\n  - text: {text: "{title} {{{{note}}}}"}  # {tint} later\n', ("tint", "note")),
+    # in output.name, through an alias: used
+    ('output: {name: "poster-{note}"}\nlayers:\n  - text: &t {text: "{title}", color: "{tint}"}\n  - text: *t\n', ()),
+    # after a tab before a comment (which PyYAML alone refuses): a comment still
+    ('layers:\n  - text: {text: "{title}"}\t# {tint} later\n', ("tint", "note")),
+])
+def test_unused_variables_are_those_no_value_outside_the_variables_block_fills_in(body, unused):
+    text = 'canvas: {width: 64, height: 48}\nvariables: {tint: "#000", title: Hi, note: "{title}"}\n' + body
+    assert parse_layout(text).unused_variables == unused
+    assert parse_layout(text, variables={"note": "x"}).unused_variables == unused  # whatever value it is given

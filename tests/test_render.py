@@ -645,24 +645,6 @@ layers:
                                                   f"not an image of the prompt\n")
 
 
-@pytest.mark.parametrize("body, unused", [
-    ('layers:\n  - text: {text: "{title}"}\n', ["tint", "note"]),
-    ('layers:\n  - text: {text: "{title} {note}", color: "{tint}"}\n', []),
-    # in a comment, in an escape, in the variables block: not used
-    ('layers:\n  - text: {text: "{title} {{ note }}"}  # {tint} later\n', ["tint", "note"]),
-    # in output.name, through an alias: used
-    ('output: {name: "poster-{note}"}\nlayers:\n  - text: &t {text: "{title}", color: "{tint}"}\n  - text: *t\n', []),
-    # a tab before a comment (PyYAML alone stops there, the loader does not): the text searched whole, comments too
-    ('layers:\n  - text: {text: "{title}"}\t# {tint} later\n', ["note"]),
-])
-def test_unused_variables_are_those_no_value_outside_the_variables_block_writes(body, unused):
-    from studio.layout import parse_layout
-    from studio.render import unused_variables
-
-    text = 'canvas: {width: 64, height: 48}\nvariables: {tint: "#000", title: Hi, note: "{title}"}\n' + body
-    assert unused_variables(parse_layout(text), text) == unused
-
-
 def test_a_layout_from_text_names_its_files_layout():
     from studio.layout import parse_layout
     from studio.render import output_stems

@@ -4,7 +4,7 @@
 compiler, or the build fails: callers then use their MindSpore op chains (backend.py), which compute the
 same functions. The library is built once per source, compiler and machine (-march=native) into
 `paths.cache_root("kernels")` ($STUDIO_CACHE/kernels, else $XDG_CACHE_HOME/studio/kernels, else
-~/.cache/studio/kernels), in a temporary folder named after the process (`export.temporary_name`, removed by the
+~/.cache/studio/kernels), in a temporary folder named after the process (`export.temporary_folder`, removed by the
 next build once that process is gone) and renamed, so concurrent processes never load a half-written file; in a
 process, one thread builds it while the others wait for it. A library that does not load (a cache folder mounted
 noexec) is an unavailable one too.
@@ -16,7 +16,6 @@ add crtfastmath.o, which turns on flush-to-zero for the whole process.
 import ctypes
 import hashlib
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import mindspore as ms
 from mindspore import ops
 
-from studio.export import remove_temporaries, temporary_name
+from studio.export import remove_temporaries, temporary_folder
 from studio.paths import cache_root
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
@@ -88,11 +87,10 @@ def _build() -> Path | None:
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             # what a killed build leaves: the next one removes it
-            tmp = target.parent / temporary_name(target.name, secrets.token_hex(1))
             remove_temporaries(target.parent, {target.name},
                                remove=lambda path: shutil.rmtree(path, ignore_errors=True))
+            tmp = temporary_folder(target.parent, target.name)
             try:
-                tmp.mkdir()
                 obj, lib = tmp / "k.o", tmp / "k.so"
                 subprocess.run([cxx, *COMPILE_FLAGS, "-c", str(SOURCE), "-o", str(obj)], capture_output=True,
                                text=True, check=True)
