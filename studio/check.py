@@ -32,7 +32,7 @@ from studio.errors import InputError, control_problem, one_line, refuses
 from studio.export import EXPORT_SUFFIXES
 from studio.geometry import percent, resolve, span_canvas
 from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, _an, _count, aspect_problem,
-                           empty_problem, font_problem, grid_fit_problem, name_pattern_problem, outside_problem,
+                           density_problem, empty_problem, font_problem, grid_fit_problem, name_pattern_problem, outside_problem,
                            range_problem, stem_problems)
 from studio.memory import budget_problem
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
@@ -591,9 +591,8 @@ def _span(c: _Checker, span, canvas) -> list[str] | None:
             ok["monitors"] = c.error(f"{path}.name", f"{m.name!r} is already the name of {seen[m.name.casefold()]} "
                                                      f"(names used in file names differ in more than case)")
         seen.setdefault(m.name.casefold(), path)
-        if m.width * 25.4 > m.width_mm * MAX_DPI:  # the span's canvas takes its densest monitor's dpi
-            ok["monitors"] = c.error(f"{path}.width_mm", f"{m.width} px across {_n(m.width_mm)} mm is "
-                                                         f"{m.width * 25.4 / m.width_mm:.0f} dpi: at most {MAX_DPI}")
+        if problem := density_problem(m.width, m.width_mm):
+            ok["monitors"] = c.error(f"{path}.width_mm", problem)
         w, h = _n(m.width_mm), _n(m.height_mm)
         if problem := aspect_problem(m.width, m.height, m.width_mm, m.height_mm,
                                      f"{w} x {h} mm (width_mm x height_mm)", f"width_mm={h}, height_mm={w}"):

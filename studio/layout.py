@@ -1640,11 +1640,9 @@ class MonitorKind:
         else:
             d = m["diagonal"] / (m["width"] ** 2 + m["height"] ** 2) ** 0.5
             w_mm, h_mm = m["width"] * d, m["height"] * d
-        if m["width"] * 25.4 > w_mm * MAX_DPI:  # the span's canvas takes its densest monitor's dpi
+        if problem := density_problem(m["width"], w_mm):
             key = "size" if "size" in m else "diagonal"
-            r.error(_node_at(node, key), _join(path, key),
-                    f"{m['width']} px across {w_mm:g} mm is {m['width'] * 25.4 / w_mm:.0f} dpi: at most {MAX_DPI} "
-                    f"(a picture at least {m['width'] * 25.4 / MAX_DPI:g} mm wide)")
+            r.error(_node_at(node, key), _join(path, key), problem)
             raise _Bad()
         if "size" in m:
             w, h = (str(r.scalar(item)) for item in _node_at(node, "size").value)  # as written
@@ -1655,6 +1653,20 @@ class MonitorKind:
 
     def schema(self, defs):
         return Mapping("monitor", MONITOR_KEYS).schema(defs)
+
+
+def density_problem(width: int, width_mm: float) -> str | None:
+    """Why a monitor `width` px across `width_mm` mm has a density studio can't use, or None: its dpi, rounded, is
+    the span's (when it is the densest) and its files' (1 to MAX_DPI; below 0.5, lengths would be off by more
+    than their own size)."""
+    dpi = width * 25.4 / width_mm
+    if dpi > MAX_DPI:
+        return f"{width} px across {width_mm:g} mm is {dpi:.0f} dpi: at most {MAX_DPI} (a picture at least " \
+               f"{width * 25.4 / MAX_DPI:g} mm wide)"
+    if dpi < 0.5:
+        return f"{width} px across {width_mm:g} mm is {dpi:.2g} dpi: at least 1 (a picture at most " \
+               f"{width * 25.4 / 0.5:g} mm wide)"
+    return None
 
 
 SPAN_KEYS = {
