@@ -391,6 +391,14 @@ def _job_model(name: str | None, folder: Path) -> str | None:
     return str(there) if there.exists() else name
 
 
+def _table_hint(text: str) -> str:
+    """' (a table? a CSV job is read as CSV only when ...)' when a job file that is no YAML job begins
+    with a line of separated names, not a key, list item or comment: a table saved as .txt or .tsv."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    table = ":" not in first and first.lstrip()[:1] not in "-#[{" and any(sep in first for sep in ",;\t")
+    return " (a table? a CSV job is read as CSV only when its name ends in .csv)" if table else ""
+
+
 def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
     """The job's top-level settings (one with a problem set to None) and its raw rows: (values, where, folder)
     with values a dict of scalars, None for a row with a problem of its own (it keeps its place: {n} counts
@@ -414,10 +422,10 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
             loader.dispose()
     except yaml.YAMLError as e:
         line, problem = yaml_problem(yaml_text, e, "job")
-        errors.append(f"{src}:{line}: YAML: {problem}")
+        errors.append(f"{src}:{line}: YAML: {problem}{_table_hint(text)}")
         return {}, []
     if not isinstance(doc, _Map):
-        errors.append(f"{src}:1: a job is a mapping with keys {', '.join(JOB_KEYS)}")
+        errors.append(f"{src}:1: a job is a mapping with keys {', '.join(JOB_KEYS)}{_table_hint(text)}")
         return {}, []
     unknown = [key for key in doc if key not in JOB_KEYS]
     for key in unknown:

@@ -289,7 +289,7 @@ def load_sidecar(path: Path) -> dict:
     except UnicodeDecodeError as e:
         raise ValueError(f"not UTF-8 ({e.reason})") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"not JSON (line {e.lineno}: {e.msg})") from None
+        raise ValueError(f"not JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     problem = record_problem(record)
     if problem:
         raise ValueError(problem)

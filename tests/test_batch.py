@@ -201,6 +201,17 @@ items:
     assert error.startswith(f"{job}:3: name '{{seed}}-{{nope}}': {{nope}} is not set for this item (fields: ")
 
 
+def test_a_table_not_named_csv_is_read_as_yaml_and_the_error_says_so(tmp_path):
+    """Excel's 'Text (Tab delimited)' saves .txt; a .tsv, a comma table named .txt: the YAML error adds that CSV
+    jobs are told by their name. A YAML job with a problem of its own gets no such hint."""
+    hint = " (a table? a CSV job is read as CSV only when its name ends in .csv)"
+    for name, text in [("job.txt", "layout,seed\ncard.yaml,1\n"), ("job.tsv", "layout\tseed\ncard.yaml\t1\n")]:
+        [error] = job_errors(write_job(tmp_path, text, name=name), "m")
+        assert error.startswith(f"{tmp_path / name}:") and error.endswith(hint), error
+    [error] = job_errors(write_job(tmp_path, "- layout, seed\n", name="list.yaml"), "m")
+    assert error == f"{tmp_path / 'list.yaml'}:1: a job is a mapping with keys {', '.join(JOB_KEYS)}"
+
+
 def test_an_unquoted_colour_is_a_comment_and_the_error_says_to_quote_it(tmp_path):
     """`tint: #ff5a5f` and `- #ff5a5f` are a key and a dash followed by a comment: YAML reads nothing. The error
     says to quote the colour; a value left empty on purpose, or a comment after a space, gets no such hint."""

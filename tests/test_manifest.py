@@ -23,6 +23,13 @@ def test_a_deeply_nested_sidecar_is_a_value_error(tmp_path):
         manifest.load_sidecar(sidecar)
 
 
+def test_a_sidecar_that_is_not_json_says_where(tmp_path):
+    sidecar = tmp_path / "it-1.manifest.json"
+    sidecar.write_text('{"item": "a\tb"}')  # a tab in a string: JSON wants it escaped
+    with pytest.raises(ValueError, match=r"^not JSON \(line 1, column 12: Invalid control character at\)$"):
+        manifest.load_sidecar(sidecar)
+
+
 def test_a_deeply_nested_log_line_is_skipped(tmp_path):
     log = tmp_path / "manifest.jsonl"
     manifest.append_line(log, {"a": 1})
