@@ -32,8 +32,8 @@ from studio.errors import InputError, control_problem, one_line, refuses
 from studio.export import EXPORT_SUFFIXES
 from studio.geometry import percent, resolve, span_canvas
 from studio.layout import (MAX_DPI, MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS, _an, _count, aspect_problem,
-                           density_problem, empty_problem, font_problem, grid_fit_problem, name_pattern_problem, outside_problem,
-                           range_problem, stem_problems)
+                           density_problem, empty_problem, font_problem, grid_fit_problem, name_pattern_problem,
+                           outside_problem, range_problem, stem_problems)
 from studio.memory import budget_problem
 from studio.spec import (Canvas, FillLayer, GenerateLayer, GradientLayer, Grid, ImageLayer, Layout, Monitor, Output,
                          Region, Shadow, ShapeLayer, Span, TextLayer, file_problem, input_path)

@@ -75,8 +75,9 @@ def layout_inputs(layout: Layout, base_dir: Path | None) -> list[tuple[str, str,
     from studio import fonts
     from studio.spec import ImageLayer, input_path
 
+    folder = os.path.abspath(base_dir or ".")
+
     def name(kind, path):
-        folder = os.path.abspath(base_dir or ".")
         inside = os.path.commonpath([folder, os.path.abspath(path)]) == folder
         return f"{kind}:{Path(os.path.relpath(path, folder)).as_posix() if inside else path}"
     out = []
