@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from studio import manifest
+from studio import backend, manifest
 from studio.errors import (OUT_OF_MEMORY, CheckpointError, InputError, StudioError, control_problem, one_line,
                            out_of_memory)
 from studio.layout import ShallowLoader, _nodes, _stand_ins, hash_comment_hint, yaml_problem
@@ -1599,6 +1599,7 @@ def _hold(task, pipelines: dict, keep_all: bool) -> None:
             del pipelines[model_id]
     if unused and not keep_all:
         gc.collect()  # their memory is free before the next model loads
+        backend.give_back_memory()
 
 
 def _generations(task, pipelines, default_model, weights: dict):

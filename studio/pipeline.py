@@ -528,6 +528,7 @@ class PixArtSigmaPipeline:
         # process-wide state (the device, the libraries' log levels) that two loads overlapping would leave changed
         with LOADING:
             backend.setup(device)
+            backend.give_back_memory()  # a model released before (`del pipe`) no longer resident as this one loads
             asked = as_dtype(next((d for d in (dtype, torch_dtype) if d is not None), "float32"))
             dtype = backend.widened(asked, stacklevel=2)
             if dtype == ms.float16 and backend.on_cpu():  # said: a user picks fp16 for speed as on a GPU
@@ -563,6 +564,7 @@ class PixArtSigmaPipeline:
         name = str(device)
         kind, _, number = name.partition(":")
         kind = {torch: ours for ours, torch in TORCH_DEVICES.items()}.get(kind, kind)
+        number = "" if kind == "CPU" and number == "0" else number  # torch's 'cpu:0' is the CPU
         if not isinstance(device, str) and not hasattr(device, "type") or kind not in ("CPU", "GPU", "Ascend"):
             raise InputError(f"pipe.to({device!r}): the dtype is chosen at load (from_pretrained(dtype=)); a device "
                              "is 'cpu', 'cuda[:N]', 'npu' or 'CPU', 'GPU[:N]', 'Ascend[:N]'")
@@ -610,6 +612,7 @@ class PixArtSigmaPipeline:
             return
         self._text_encoder = None
         gc.collect()
+        backend.give_back_memory()
 
     @_one_at_a_time
     def encode_prompt(self, prompts: str | list[str], *, max_sequence_length: int = 300,

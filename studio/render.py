@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from studio import __version__
+from studio import __version__, backend
 from studio.check import check_arguments, check_layout, path_str
 from studio.compose import compose, cut_span, draw_guides, hidden_problems, layout_dir, text_problems
 from studio.errors import OUT_OF_MEMORY, InputError, StudioError, check_flag, out_of_memory
@@ -460,6 +460,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
         if model_key(model_id) not in loaded:  # released before the next model loads
             del pipe
             gc.collect()
+            backend.give_back_memory()
     art, jobs_meta = {}, []
     for job in plan.jobs:
         layer, (picture, sampler) = layout.layers[job.layer], made[job.layer if job.reuses is None else job.reuses]

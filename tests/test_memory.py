@@ -405,3 +405,26 @@ def test_the_pipelines_plan_caps_a_tensor_on_the_cpu_only(tiny_dir, monkeypatch)
     assert tiles() is not None
     monkeypatch.setattr(backend, "on_cpu", lambda: False)
     assert tiles() is None
+
+
+def _resident() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * KiB for line in f if line.startswith("VmRSS:"))
+
+
+def test_freed_weight_sized_blocks_are_given_back_to_the_system():
+    """glibc keeps freed blocks below its mmap threshold (raised to 30 MiB here by freeing a mapped block of that
+    size, as freeing a model's larger tensors does) in its heap, resident; give_back_memory returns them, so a
+    released model's weights don't count while the next one loads."""
+    from studio import backend
+
+    if backend._malloc_trim() is None:
+        pytest.skip("no glibc malloc_trim on this system")
+    np.ones(30 * MiB, np.uint8)  # mapped, then freed: the threshold rises to its size
+    blocks = [np.ones(5 * MiB, np.uint8) for _ in range(40)]  # 200 MiB from the heap, resident
+    pin = np.ones(MiB, np.uint8)  # above them: the freed blocks are no top of the heap, which free() trims itself
+    del blocks
+    freed = _resident()
+    backend.give_back_memory()
+    assert freed - _resident() > 150 * MiB
+    del pin

@@ -487,6 +487,7 @@ def test_the_references_output_mapping_and_attributes(pipes):
     assert out["images"] is out.images and out.to_tuple()[0] is out.images and out.keys() == ["images"]
     assert ours.vae_scale_factor == ref.vae_scale_factor == 8
     assert ours.to("cpu") is ours and ours.to(torch.device("cpu")) is ours
+    assert ours.to("cpu:0") is ours and ours.to(torch.device("cpu", 0)) is ours  # torch's names of the CPU too
     with pytest.raises(ValueError, match="device 'GPU': this process already runs on CPU"):
         ours.to("cuda")
     with pytest.raises(ValueError, match="the dtype is chosen at load"):
