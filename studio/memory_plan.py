@@ -286,14 +286,16 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
           for a in (self_attention, ("cross", batch * heads, tokens, MAX_TOKENS, head_dim))]),
     ]
     untiled_decode = Phase("decode", w_decode, outputs + untiled, tuple(mid_attention), 0, (), resize=resize)
+    decodes = output_type != "latent"  # latents are returned before any decode: it needs nothing then
     # whether an untiled decode's largest feature map, in the VAE's dtype, is one the device allocates
-    allocates = _untiled_allowed(vae, height, width, vae_tiling, vae_itemsize(vae, itemsize), max_tensor)
+    allocates = decodes and _untiled_allowed(vae, height, width, vae_tiling, vae_itemsize(vae, itemsize), max_tensor)
     tiles = _vae_tiles(vae, height, width, budget, vae_tiling, allocates, untiled_decode, outputs,
-                       _pool_high_water(specs, budget, resize))
+                       _pool_high_water(specs, budget, resize)) if decodes else None
     # what each phase needs at the least, the decode in its cheapest way (`_least_decode`): at every budget
     # from the largest of them up, `_vae_tiles` picks a way that fits
     least = [Phase(name, weights, acts, tuple(attn), 0, (), resize=resize) for name, weights, acts, attn in specs]
-    least.append(_least_decode(vae, height, width, vae_tiling, allocates, untiled_decode, outputs))
+    if decodes:
+        least.append(_least_decode(vae, height, width, vae_tiling, allocates, untiled_decode, outputs))
     needs = max(least, key=Phase.minimum)  # the phase that sets the smallest budget (the first of equals)
     minimum = needs.minimum()
     if budget is not None and budget < minimum:
@@ -309,7 +311,8 @@ def plan_generation(transformer: PixArtTransformerConfig, t5: T5Config, vae: Aut
                         f"{format_bytes(needs.activations)}{resized} + attention); the smallest budget that works "
                         f"is {format_bytes(minimum, up=True)}{hint}",
                         minimum)
-    specs.append(("decode", w_decode, _decode_phase(vae, untiled_decode, outputs, tiles).activations, mid_attention))
+    specs.append(("decode", w_decode, _decode_phase(vae, untiled_decode, outputs, tiles).activations, mid_attention)
+                 if decodes else ("decode", 0, 0, []))
     phases = [replace(_planned(name, weights, acts, attn, budget, resize), tiles=tiles if name == "decode" else None,
                       streamed=streamed and name == "text") for name, weights, acts, attn in specs]
     return GenerationPlan(height, width, images, budget, tuple(phases), minimum, output)
