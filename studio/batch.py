@@ -42,7 +42,7 @@ import yaml
 from studio import backend, manifest
 from studio.errors import (OUT_OF_MEMORY, CheckpointError, InputError, StudioError, control_problem, one_line,
                            out_of_memory)
-from studio.layout import ShallowLoader, _nodes, _stand_ins, hash_comment_hint, yaml_problem
+from studio.layout import ShallowLoader, compose_yaml, hash_comment_hint, yaml_problem
 from studio.export import FileLock, pause_point, read_pixels, remove_temporaries, write_temp
 from studio.hub import HubId
 from studio.progress import PhaseBars, above_bars, progress_bar, write_line
@@ -407,22 +407,15 @@ def _yaml_job(text: str, path: Path, errors: list[str]) -> tuple[dict, list]:
     from studio.memory import budget_problem
 
     src = str(path)
-    stand_ins = _stand_ins(text)  # lines count LFs only, as a layout's (YAML 1.2, editors)
-    yaml_text = text.translate(str.maketrans(stand_ins))
     try:
-        loader = _JobLoader(yaml_text)  # as yaml.load does, the scalars given their line breaks back
+        root, loader = compose_yaml(text, _JobLoader)  # lines count LFs only, as a layout's (YAML 1.2, editors)
         try:
-            root = loader.get_single_node()
-            back = str.maketrans({v: k for k, v in stand_ins.items()})
-            for node in _nodes(root) if stand_ins and root is not None else ():
-                if isinstance(node, yaml.ScalarNode):
-                    node.value = node.value.translate(back)
-            doc = None if root is None else loader.construct_document(root)
+            doc = None if root is None else loader.construct_document(root)  # as yaml.load does
         finally:
             loader.dispose()
     except yaml.YAMLError as e:
-        line, problem = yaml_problem(yaml_text, e, "job")
-        errors.append(f"{src}:{line}: YAML: {problem}{_table_hint(text)}")
+        line, problem = yaml_problem(text, e, "job")
+        errors.append(f"{src}:{line}: YAML: {one_line(problem)}{_table_hint(text)}")
         return {}, []
     if not isinstance(doc, _Map):
         errors.append(f"{src}:1: a job is a mapping with keys {', '.join(JOB_KEYS)}{_table_hint(text)}")

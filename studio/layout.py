@@ -2041,23 +2041,15 @@ def parse_layout(text: str | dict, source: str | os.PathLike = "<string>", varia
     r.relative_to = f"{where}, {os.path.abspath(r.base_dir)}"  # the folder too: a --set path is read from it
     r.own_names = own_names
     r.written, r.lines = text, text.split("\n")
-    stand_ins = _stand_ins(text)
-    yaml_text = text.translate(str.maketrans(stand_ins))
     try:
-        loader = _Loader(yaml_text)  # as yaml.compose does, keeping the loader's alias_lines
-        root = loader.get_single_node()
+        root, loader = compose_yaml(text, _Loader)  # as yaml.compose does, keeping the loader's alias_lines
     except yaml.YAMLError as e:
-        line, problem = yaml_problem(yaml_text, e)
-        raise LayoutError([f"{source}:{line}: YAML syntax: {problem}"]) from None
+        line, problem = yaml_problem(text, e)
+        raise LayoutError([f"{source}:{line}: YAML syntax: {one_line(problem)}"]) from None
     loader.dispose()
     r.alias_lines = loader.alias_lines
     if root is None:
         raise LayoutError([f"{source}:1: the layout is empty; it needs canvas (or span) and layers"])
-    if stand_ins:
-        back = str.maketrans({v: k for k, v in stand_ins.items()})
-        for node in _nodes(root):
-            if isinstance(node, yaml.ScalarNode):
-                node.value = node.value.translate(back)
     _drop_complex_keys(r, root)
     for node in _nodes(root):
         if isinstance(node, yaml.ScalarNode) and surrogate_problem(node.value):
@@ -2069,11 +2061,25 @@ def parse_layout(text: str | dict, source: str | os.PathLike = "<string>", varia
     return layout
 
 
-def _stand_ins(text: str) -> dict[str, str]:
-    """Each of YAML11_BREAKS in `text` -> a private-use character that is not: PyYAML reads that as YAML 1.2
-    reads the break, as a character of the text (the scalars get the breaks back), so lines count only LFs."""
+def compose_yaml(text: str, loader_class) -> tuple:
+    """(root node, or None for no document; the loader, for the caller to dispose) of YAML `text` composed by
+    `loader_class`, YAML11_BREAKS read as YAML 1.2 (and editors) read them, as characters of the text: each is a
+    private-use character that is not in the text while PyYAML reads it, then given back to the scalars, so
+    lines count LFs only. Raises PyYAML's YAMLError, its marks in `text`'s lines and columns."""
     free = (c for c in map(chr, range(0xF0000, 0xFFFFE)) if c not in text)
-    return {c: next(free) for c in YAML11_BREAKS if c in text}
+    stand_ins = {c: next(free) for c in YAML11_BREAKS if c in text}
+    loader = loader_class(text.translate(str.maketrans(stand_ins)))
+    try:
+        root = loader.get_single_node()
+    except BaseException:
+        loader.dispose()
+        raise
+    if stand_ins and root is not None:
+        back = str.maketrans({v: k for k, v in stand_ins.items()})
+        for node in _nodes(root):
+            if isinstance(node, yaml.ScalarNode):
+                node.value = node.value.translate(back)
+    return root, loader
 
 
 class ShallowLoader(yaml.SafeLoader):

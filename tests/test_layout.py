@@ -1527,7 +1527,11 @@ def test_yaml_11_line_breaks_are_text(tmp_path, mark):
     for more, error in [(bad_align, f"6: layers[2].text.align: 'cen{repr(mark)[1:-1]}tre' is not one of left, center, "
                                     f"right (did you mean 'center'?)"),  # a message stays one line
                         (bad_align + "  - fill: {color: red\n",
-                         "8: YAML syntax: expected ',' or '}', but got '<stream end>'")]:
+                         "8: YAML syntax: expected ',' or '}', but got '<stream end>'"),
+                        # a YAML error quoting the text: its own character, on one line
+                        (f"  - text: {{text: {{title}}{mark} b}}\n",
+                         f"6: YAML syntax: '{{title}}{repr(mark)[1:-1]} b' starts with a mapping, {{title}}, and goes "
+                         f"on; quote text that starts with '{{': \"{{title}}{repr(mark)[1:-1]} b\"")]:
         (tmp_path / "poster.yaml").write_text(text + more, encoding="utf-8")
         with pytest.raises(LayoutError) as info:
             load_layout(tmp_path / "poster.yaml")
