@@ -475,23 +475,90 @@ def not_utf8(argv: list[str]) -> str | None:
     return None
 
 
+class _Messages:
+    """The command's stderr: its notes, warnings and progress, which must not stop the work they report on. Once
+    a write fails (a log's reader gone, `2>&1 | head`; its disk full; stderr closed) the rest are dropped, and
+    the command goes on writing its files."""
+
+    def __init__(self, stream):
+        self._stream, self.lost = stream, stream is None
+
+    def write(self, text: str) -> int:
+        return self._try("write", text) or len(text)
+
+    def flush(self) -> None:
+        self._try("flush")
+
+    def isatty(self) -> bool:
+        return bool(self._try("isatty"))
+
+    def _try(self, method: str, *arguments):
+        if not self.lost:
+            try:
+                return getattr(self._stream, method)(*arguments)
+            except (OSError, ValueError):  # ValueError: the stream closed
+                self.lost = True
+        return None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+class _Output:
+    """The command's stdout, flushed at each write, a failure of which names it: 'standard output: No space left
+    on device', not a file the command writes (a reader gone stays a BrokenPipeError: `studio plan --json | head`
+    ends quietly)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            n = self._stream.write(text)
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, "standard output") from e
+        return n
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null after a failed write to stdout, so that what it still holds doesn't fail
+    the exit's flush too."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a stream without a descriptor (a caller's)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    problem = not_utf8(argv)
-    if problem:
-        print(f"studio: error: {problem}", file=sys.stderr)
-        return 2
-    args = build_parser().parse_args(argv)
-    warnings.formatwarning = _one_line_warning
-    shown, warnings.showwarning = warnings.showwarning, warnings_above_bars(warnings.showwarning)
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    before = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    streams = sys.stdout, sys.stderr
+    sys.stderr = _Messages(sys.stderr)
+    if sys.stdout is not None:
+        sys.stdout = _Output(sys.stdout)
     try:
-        return _run(args)
+        problem = not_utf8(argv)
+        if problem:
+            print(f"studio: error: {problem}", file=sys.stderr)
+            return 2
+        args = build_parser().parse_args(argv)
+        warnings.formatwarning = _one_line_warning
+        shown, warnings.showwarning = warnings.showwarning, warnings_above_bars(warnings.showwarning)
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        before = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+        try:
+            return _run(args)
+        finally:
+            warnings.showwarning = shown
+            if on_main_thread:
+                signal.signal(signal.SIGTERM, before)
     finally:
-        warnings.showwarning = shown
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, before)
+        sys.stdout, sys.stderr = streams
 
 
 def _said_of_env_model(e: StudioError, line: str, args) -> str:
@@ -535,6 +602,11 @@ def _run(args) -> int:
     try:
         try:
             check_names(args)
+            try:
+                os.getcwd()  # which MindSpore's import reads, failing with a message that names no folder
+            except FileNotFoundError:
+                raise InputError("the working folder no longer exists (deleted since the shell entered it); cd to "
+                                 "an existing folder") from None
             _import_mindspore()
             if getattr(args, "device", None):
                 from studio import backend
@@ -553,9 +625,11 @@ def _run(args) -> int:
         print("studio: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # whoever read our output stopped (`studio plan --json | head`): no traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush doesn't fail too
+        _silence_stdout()
         return 1
     except OSError as e:  # the disk, not the program: full, read-only, gone
+        if e.filename == "standard output":
+            _silence_stdout()
         where = f"{e.filename}: " if e.filename else ""
         print(f"studio: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2

@@ -487,6 +487,61 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     assert run.returncode == 1
 
 
+class _Failing:
+    """A stream whose writes fail as a full disk's (or a closed pipe's) do."""
+
+    def __init__(self, error: OSError):
+        self.error, self.tries = error, 0
+
+    def write(self, text):
+        self.tries += 1
+        raise self.error
+
+    def flush(self):
+        raise self.error
+
+    def isatty(self):
+        return False
+
+
+def test_a_log_that_cant_be_written_doesnt_stop_the_work(tiny_dir, tmp_path, monkeypatch):
+    """stderr's reader gone or its disk full: the notes and progress are dropped after the first failed write, and
+    the image is written (the first progress line stopped the generation, exit 1 without a word)."""
+    import errno
+
+    for error in (BrokenPipeError(errno.EPIPE, "Broken pipe"), OSError(errno.ENOSPC, "No space left on device")):
+        err = _Failing(error)
+        monkeypatch.setattr(sys, "stderr", err)
+        out = tmp_path / f"{error.errno}.png"
+        assert main(["generate", "a cat", "--model", str(tiny_dir), "--size", "64x64", "--steps", "1", "-o",
+                     str(out)]) == 0
+        assert out.is_file() and err.tries == 1
+
+
+def test_a_full_stdout_is_named_as_such(tiny_dir, tmp_path, monkeypatch, capsys):
+    """'wrote x.png' to a full disk: the error says it was standard output (the files are written), not a bare
+    'No space left on device', which reads as the files' disk."""
+    import errno
+
+    monkeypatch.setattr(sys, "stdout", _Failing(OSError(errno.ENOSPC, "No space left on device")))
+    out = tmp_path / "x.png"
+    assert main(["generate", "a cat", "--model", str(tiny_dir), "--size", "64x64", "--steps", "1", "-o", str(out),
+                 "--quiet"]) == 2
+    assert out.is_file()
+    assert capsys.readouterr().err.splitlines()[-1] == "studio: error: standard output: No space left on device"
+
+
+def test_a_working_folder_deleted_under_the_shell_is_said(tmp_path, monkeypatch, capsys):
+    layout = tmp_path / "l.yaml"
+    layout.write_text("canvas: {width: 64, height: 64}\nlayers: [fill: {color: red}]\n")
+    (tmp_path / "gone").mkdir()
+    monkeypatch.chdir(tmp_path / "gone")
+    (tmp_path / "gone").rmdir()
+    assert main(["plan", str(layout)]) == 2
+    assert capsys.readouterr().err == ("studio: error: the working folder no longer exists (deleted since the shell "
+                                       "entered it); cd to an existing folder\n")
+
+
 def test_proof_refuses_a_model_folder_that_does_not_exist(tmp_path, capsys):
     """A proof needs no model, but a mistyped --model folder is still a mistake."""
     layout = tmp_path / "l.yaml"
