@@ -40,6 +40,11 @@ from studio.spec import user_path
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
 WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
 WEIGHTED_COMPONENTS = ("transformer", "vae", "text_encoder")
+PIPELINE_FOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")  # a pipeline's components
+# the training state diffusers' EMAModel.save_pretrained writes into the config.json of the model it saves (no
+# part of the model: ignored)
+EMA_KEYS = frozenset({"decay", "inv_gamma", "min_decay", "optimization_step", "power", "update_after_step",
+                      "use_ema_warmup"})
 BASE_COMPONENTS = ("text_encoder", "vae")  # what a base pipeline holds weights for: it has no transformer
 # what completes a transformer-only model (a folder or repository holding transformer/ alone, as the published
 # 512 and 2K PixArt-Sigma checkpoints do), as their model card pairs them; $STUDIO_BASE_PIPELINE names another
@@ -259,20 +264,40 @@ def _resolve_one(path_or_id: str | os.PathLike, weights: bool = True, variant: s
     path = user_path(path_or_id)
     hub_only = isinstance(path_or_id, HubId)  # a layout's hub id: the same model whatever the working folder holds
     if not hub_only and path.is_dir():
-        problem = not_a_file(path / "model_index.json")
-        if problem == "missing file" and transformer_only(path):
-            return path
-        if problem:
-            what = "" if problem == "missing file" else f" ({problem})"
-            raise CheckpointError(f"{path}: no model_index.json{what}; expected a pipeline folder in the "
-                                  "diffusers layout")
-        return path
+        return _pipeline_folder(path)
     if not hub_only and os.path.lexists(path) or not is_hub_id(name):
         what = describe_path(path)
         raise CheckpointError(f"{name}: no such model folder (and not a hub id like 'owner/name')" if what == "missing"
                               else f"{name}: is {what}, not a model folder; pass the pipeline folder (the one "
                                    "holding model_index.json) or a hub id like 'owner/name'")
-    name, written = split_revision(name)
+    return _pipeline_folder(_snapshot(path_or_id, revision, weights, variant, cache_dir, local_files_only,
+                                      components))
+
+
+def _pipeline_folder(folder: Path) -> Path:
+    """`folder`, a pipeline (holding model_index.json) or a transformer-only model; else a CheckpointError that
+    names the component folders it holds (a pipeline without its model_index.json is no transformer-only model:
+    diffusers refuses it)."""
+    problem = not_a_file(folder / "model_index.json")
+    if problem is None or problem == "missing file" and transformer_only(folder):
+        return folder
+    found = [c for c in PIPELINE_FOLDERS if os.path.lexists(folder / c)]
+    raise CheckpointError(f"{folder}: {_no_index(found, '' if problem == 'missing file' else problem)}")
+
+
+def _no_index(found: list[str], problem: str = "") -> str:
+    """What a model without model_index.json (`problem`: what is there instead, '' for nothing) is told; `found`:
+    the component folders it holds."""
+    what = f" ({problem})" if problem else ""
+    holds = f" (it holds {', '.join(f'{c}/' for c in found)}; a transformer-only model holds transformer/ alone)"
+    return f"no model_index.json{what}; expected a pipeline folder in the diffusers layout{holds if found else ''}"
+
+
+def _snapshot(path_or_id: str, revision: str | None, weights: bool, variant: str | None, cache_dir,
+              local_files_only: bool, components: tuple[str, ...]) -> Path:
+    """`_resolve_one` of a hub id: its snapshot in the Hugging Face cache, downloaded when the cache lacks what a
+    load of `variant` (with `weights`) reads."""
+    name, written = split_revision(path_or_id)
     if written is not None:
         if revision is not None and revision != written:
             raise CheckpointError(f"{path_or_id}: names revision '{written}', and revision='{revision}' was given too")
@@ -384,8 +409,10 @@ def _hub_unreachable() -> str | None:
 
 
 def transformer_only(folder: Path) -> bool:
-    """Whether `folder` is a transformer-only model: transformer/config.json and no model_index.json."""
-    return not os.path.lexists(folder / "model_index.json") and (folder / "transformer" / "config.json").is_file()
+    """Whether `folder` is a transformer-only model: transformer/config.json, no model_index.json, and no other
+    component's folder (vae/, text_encoder/, tokenizer/, scheduler/: a pipeline that lost its model_index.json)."""
+    return (not os.path.lexists(folder / "model_index.json") and (folder / "transformer" / "config.json").is_file()
+            and not any(os.path.lexists(folder / c) for c in PIPELINE_FOLDERS if c != "transformer"))
 
 
 def _weight_variants(folder: Path, components: tuple[str, ...] = WEIGHTED_COMPONENTS) -> dict[str, set]:

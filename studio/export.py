@@ -7,7 +7,8 @@ then all are renamed into place. Every file carries its DPI (the canvas's, or th
 PNG pHYs, JPEG JFIF density, TIFF resolution, WebP EXIF resolution, PDF page size) and the sRGB ICC
 profile; the PDF page is the full raster (trim + bleed) at its physical size, with BleedBox and TrimBox set.
 
-An existing file is never replaced unless the caller passes overwrite=True, and a size its format can't hold
+An existing file is never replaced unless the caller passes overwrite=True (its replacement then keeps its
+permission bits, `_keep_mode`; a new file has the umask's), and a size its format can't hold
 (WebP past 16383 px a side, JPEG past 65500) is refused before any work (`check_size`).
 """
 
@@ -576,6 +577,19 @@ def move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
     tmp.unlink()
 
 
+def _keep_mode(tmp: Path, old: Path) -> None:
+    """Give `tmp` the permission bits of the regular file `old` it is about to replace, as cp, a shell's redirect
+    and Pillow's save keep them (a private 600 file stays private); called just before the rename, with the
+    folder's commit lock held. A new file keeps the umask's, and so does one replacing a link (the link itself
+    is replaced, its target left alone) or a file of another kind."""
+    try:
+        st = os.lstat(old)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(st.st_mode):
+        os.chmod(tmp, stat.S_IMODE(st.st_mode))
+
+
 def _keep_old(path: Path, backup: Path) -> None:
     """Keep the file `path` as `backup` until its replacement is in place: a second link, so that `path` never
     goes missing (where the file system has no hard links: a rename)."""
@@ -630,11 +644,13 @@ def _finish_journal(folder: Path, journal: Path) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         moves, overwrite = [], False  # not one of ours: nothing to finish
     for tmp_name, name in moves:
-        tmp = folder / tmp_name
+        tmp, path = folder / tmp_name, folder / name
         if Path(name).name != name or Path(tmp_name).name != tmp_name or not tmp.is_file():
             continue
         try:
-            move_into_place(tmp, folder / name, overwrite)
+            if overwrite:  # the file it replaces, or (killed after `_keep_old` renamed it away) its backup
+                _keep_mode(tmp, path if os.path.lexists(path) else tmp.with_name(tmp_name + ".old"))
+            move_into_place(tmp, path, overwrite)
         except InputError:
             pass  # without overwrite, a file made since then stays
         finally:
@@ -646,14 +662,18 @@ def _finish_journal(folder: Path, journal: Path) -> None:
 def save_image(image, path, overwrite: bool = False, metadata: dict[str, str] | None = None,
                dpi: int | None = None, quality: int = 95) -> Path:
     """Write a PIL image atomically (removing what a killed write of it left), with `metadata` and `dpi` as
-    `write_raster` stores them in its format; JPEG and WebP at `quality`."""
+    `write_raster` stores them in its format; JPEG and WebP at `quality`. Renamed into place with the folder's
+    commit lock held, as `export`'s files are."""
     path = check_target(Path(path), overwrite)
     check_size(path, image.width, image.height)
     fmt = FORMATS[path.suffix.lower()]
     remove_temporaries(path.parent, {path.name})
     tmp = write_temp(path.parent, path.name, lambda f: write_raster(image, f, fmt, dpi, metadata, quality))
     try:
-        move_into_place(tmp, path, overwrite)
+        with _commit_lock(path.parent):
+            if overwrite:
+                _keep_mode(tmp, path)
+            move_into_place(tmp, path, overwrite)
     except BaseException:
         tmp.unlink(missing_ok=True)  # only unless renamed: a thread here may have made a file of that name since
         raise
@@ -839,10 +859,11 @@ def _is(path: Path, stat: os.stat_result | None) -> bool:
 
 def _commit(folder: Path, moves: list[tuple[Path, Path]], overwrite: bool) -> None:
     """Rename each (temporary, path) of `moves` into place, all or none: a journal first (`_write_journal`), and with
-    overwrite each replaced file kept until all are in place. On failure removes the files it placed and restores
-    those it replaced, unless another process has put a file of its own there since; in any case removes the
-    temporary files it did not rename. With the folder's commit lock held: the paths are checked again, since
-    another run may have written them while this one encoded."""
+    overwrite each replaced file kept until all are in place, its permission bits given to its replacement
+    (`_keep_mode`). On failure removes the files it placed and restores those it replaced, unless another
+    process has put a file of its own there since; in any case removes the temporary files it did not rename.
+    With the folder's commit lock held: the paths are checked again, since another run may have written them
+    while this one encoded."""
     backups, placed, journal = {}, {}, None  # placed: path -> what this run put there
     try:
         if not overwrite:
@@ -851,6 +872,8 @@ def _commit(folder: Path, moves: list[tuple[Path, Path]], overwrite: bool) -> No
                     raise InputError(f"{path}: file appeared while writing (not replaced)")
         journal = _write_journal(folder, moves, overwrite)
         for tmp, path in moves:
+            if overwrite:  # before `_keep_old`, which may rename it away
+                _keep_mode(tmp, path)
             if overwrite and os.path.lexists(path):  # kept until every file is in place, to restore on failure
                 backup = tmp.with_name(tmp.name + ".old")
                 _keep_old(path, backup)

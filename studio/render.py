@@ -1,9 +1,9 @@
 """Plan -> pixels -> files: run every generation of a planned layout, compose, export.
 
-`render(layout, out_dir, ...)` plans (failing early on budgets, samplers, models and existing outputs),
-generates every `generate` layer at its planned size one model at a time (each loaded once and released
-after its last layer, so that one model's weights are resident, as the plan counts), makes a generation
-that two layers share once, composes the canvas and exports it in the layout's formats (for spans also
+`render(layout, out_dir, ...)` plans (failing early on budgets, samplers, models, existing outputs and a tiled
+decode's temporary disk), generates every `generate` layer at its planned size one model at a time (each loaded
+once and released after its last layer, so that one model's weights are resident, as the plan counts), makes a
+generation that two layers share once, composes the canvas and exports it in the layout's formats (for spans also
 each monitor's cut, at the monitor's pixel density). Each generation's picture is kept in the output
 folder's `.studio-art/` until the files are written, so that a render that fails or is stopped after some
 layers takes their art up again the next time, not minutes of generation (`art_key`). `proof(layout, path)`
@@ -232,6 +232,29 @@ def check_loadable(model_id) -> None:
     check_folder(resolve_model_dir(model_id), warn=False)
 
 
+def check_map_disks(layout: Layout, plan: Plan, by_model: dict, loaded: dict) -> None:
+    """The temporary disk of every generation in `by_model` (model -> its jobs) whose decode keeps its tiles'
+    maps in files, checked before any model loads, as `studio generate` checks its own, not when the layer
+    comes after minutes of others (`vae_tiling.check_map_disk`: $STUDIO_TMPDIR missing, unwritable or too
+    small); the error at the layer. A pipeline in `loaded` tiles as it plans (its dtype), one render loads
+    as the layout's plan does, with the VAE config read from the model's files (`plan.model_configs`)."""
+    from studio.plan import model_configs
+    from studio.vae_tiling import check_map_disk
+
+    for model_id, jobs in by_model.items():
+        pipe = loaded.get(model_key(model_id))
+        vae = model_configs(model_id)[2] if pipe is None else pipe.vae.config
+        for job in jobs:
+            layer = layout.layers[job.layer]
+            try:  # a loaded pipeline's plan fails as its call would: at the layer too
+                memory = job.memory if pipe is None else pipe.generation_plan(job.gen_height, job.gen_width, 1,
+                                                                               plan.budget, layer.guided)
+                _, _, decode = memory.phases
+                check_map_disk(vae, decode.tiles)
+            except StudioError as e:
+                raise placed(e, f"{layout.where(f'layers[{job.layer}]')}: {layer_label(job.layer, layer)}") from None
+
+
 ART_FOLDER = ".studio-art"  # in the output folder: generated pictures, until the render's files are written
 ART_KEY_DIGITS = 32  # hex digits of `art_key`
 
@@ -428,6 +451,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     for model_id in list(by_model)[1:]:  # the first loads before any generation anyway
         if model_key(model_id) not in loaded:
             check_loadable(model_id)
+    check_map_disks(layout, plan, by_model, loaded)
     n, runs = 0, sum(map(len, by_model.values()))
     for model_id, jobs in by_model.items():
         pipe = loaded.get(model_key(model_id))

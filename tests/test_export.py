@@ -391,6 +391,75 @@ def test_a_run_killed_while_placing_its_files_is_finished_by_the_next_one(tmp_pa
         assert np.abs(np.asarray(im, float) - np.asarray(raster(seed=2), float)).mean() < 8  # the new JPEG
 
 
+def mode(path) -> int:
+    return os.lstat(path).st_mode & 0o7777
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_overwrite_keeps_the_replaced_file_s_mode(tmp_path, monkeypatch, links):
+    """A private 600 file replaced with overwrite became 644 (the temporary's mode, from the umask): its
+    replacement now keeps its mode, as cp and a shell's redirect do (also where a replaced file is kept by a
+    rename, no hard links); a new file still follows the umask."""
+    if not links:
+        monkeypatch.setattr(E.os, "link", lambda src, dst: (_ for _ in ()).throw(PermissionError(errno.EPERM, "no")))
+    monkeypatch.setattr(E, "_UMASK", 0o022)
+    E.export(raster(seed=1), poster(("png", "pdf")), tmp_path, "p")
+    E.save_image(raster(seed=1), tmp_path / "s.png")
+    assert [mode(tmp_path / n) for n in ("p.png", "p.pdf", "s.png")] == [0o644] * 3
+    (tmp_path / "p.png").chmod(0o600)
+    (tmp_path / "p.pdf").chmod(0o750)
+    (tmp_path / "s.png").chmod(0o600)
+    E.export(raster(seed=2), poster(("png", "pdf", "jpeg")), tmp_path, "p", overwrite=True)
+    E.save_image(raster(seed=2), tmp_path / "s.png", overwrite=True)
+    assert {p.name: mode(p) for p in tmp_path.iterdir()} == {"p.png": 0o600, "p.pdf": 0o750, "p.jpg": 0o644,
+                                                              "s.png": 0o600}
+    with Image.open(tmp_path / "p.png") as im, Image.open(tmp_path / "s.png") as s:
+        assert im.tobytes() == s.tobytes() == raster(seed=2).tobytes()
+
+
+def test_overwrite_replaces_a_link_by_a_file_of_the_umask_s_mode(tmp_path, monkeypatch):
+    """A link at a target name is replaced itself (its target left alone): a new file, of the umask's mode."""
+    monkeypatch.setattr(E, "_UMASK", 0o022)
+    target = tmp_path / "target.png"
+    target.write_bytes(b"theirs")
+    target.chmod(0o600)
+    (tmp_path / "p.png").symlink_to(target)
+    E.export(raster(), poster(("png",)), tmp_path, "p", overwrite=True)
+    assert not (tmp_path / "p.png").is_symlink() and mode(tmp_path / "p.png") == 0o644
+    assert (target.read_bytes(), mode(target)) == (b"theirs", 0o600)
+
+
+def test_a_killed_run_s_renames_keep_the_replaced_files_modes(tmp_path):
+    """The renames a killed run left to its journal give each temporary the mode of the file it replaces, read
+    when it is replaced (here changed since the kill)."""
+    E.export(raster(seed=1), poster(("png", "jpeg")), tmp_path, "p")
+    (tmp_path / "p.png").chmod(0o600)
+    (tmp_path / "p.jpg").chmod(0o600)
+    script = ("import os, sys; os.umask(0o022); from tests.test_export import E, poster, raster; "
+              "E.export(raster(seed=2), poster(('png', 'jpeg')), sys.argv[1], 'p', overwrite=True)")
+    with paused(script, tmp_path, "place", "p.png", 60) as run:
+        run.send_signal(signal.SIGKILL)
+    (tmp_path / "p.jpg").chmod(0o640)
+    assert E.remove_temporaries(tmp_path, {"p.png", "p.jpg"}) == {"p.png"}
+    assert {p.name: mode(p) for p in tmp_path.iterdir()} == {"p.png": 0o600, "p.jpg": 0o640}
+    with Image.open(tmp_path / "p.jpg") as im:
+        assert np.abs(np.asarray(im, float) - np.asarray(raster(seed=2), float)).mean() < 8  # the new JPEG
+
+
+def test_a_killed_run_s_rename_takes_the_mode_of_the_backup_it_renamed_its_file_to(tmp_path):
+    """Without hard links a replaced file is kept by a rename (`_keep_old`): a run killed right after it leaves
+    only the backup, whose mode the journal's rename gives the new file."""
+    path = tmp_path / "p.png"
+    path.write_bytes(b"old")
+    path.chmod(0o600)
+    tmp = E.write_temp(tmp_path, "p.png", lambda f: f.write(b"new"))
+    tmp.chmod(0o644)
+    journal = E._write_journal(tmp_path, [(tmp, path)], True)
+    path.rename(tmp.with_name(tmp.name + ".old"))
+    E._finish_journal(tmp_path, journal)
+    assert (path.read_bytes(), mode(path)) == (b"new", 0o600)
+
+
 def exporting(name, seed, tmp_path, overwrite, errors) -> threading.Thread:
     """A thread `name` exporting raster(seed) as p.png and p.jpg into tmp_path; its exception into `errors`."""
     def run():

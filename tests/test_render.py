@@ -572,6 +572,42 @@ output: {{formats: [png, jpeg]}}
     assert calls == [] and list((tmp_path / "out").iterdir()) == []
 
 
+def test_a_tiled_decodes_missing_temporary_disk_fails_before_any_model_loads(tiny_dir, tmp_path, watched,
+                                                                            monkeypatch):
+    """The second layer's decode keeps its tiles' maps in files ($STUDIO_TMPDIR, here missing): found, at that
+    layer, before the model loads, as `studio generate` finds it, not after the first layer was generated and
+    kept; a pipeline the caller passes is checked as it plans."""
+    from studio.errors import PlanError
+    from studio.pipeline import PixArtSigmaPipeline
+
+    loads, calls = watched
+    (tmp_path / "big.yaml").write_text(f"""\
+canvas: {{width: 1088, height: 1024}}
+layers:
+  - generate: {{prompt: a fox, seed: 1, steps: 1, strategy: direct, region: {{x: 0, y: 0, w: 64, h: 64}}}}
+  - generate: {{prompt: an owl, seed: 2, steps: 1, strategy: direct, region: {{x: 64, y: 0, w: 1024, h: 1024}}, name: sky}}
+output: {{formats: [png]}}
+""")
+    layout = load_layout(tmp_path / "big.yaml")
+    [fox, owl] = plan_layout(layout, str(tiny_dir), "59MiB").jobs
+    assert (fox.memory.phases[2].tiles, owl.memory.phases[2].tiles.describe()) == (
+        None, "4x4 tiles of <= 256x256 px, layer by layer, maps in temporary files")
+    nowhere = tmp_path / "nowhere"
+    monkeypatch.setenv("STUDIO_TMPDIR", str(nowhere))
+    message = (f"{tmp_path / 'big.yaml'}:4: layers[1] (sky): STUDIO_TMPDIR={nowhere}: no such folder (tiled VAE "
+               f"decoding keeps its feature maps there)")
+    reports = []
+    with pytest.raises(PlanError) as e:
+        render(layout, tmp_path / "out", str(tiny_dir), "59MiB", progress=lambda *report: reports.append(report))
+    assert str(e.value) == message
+    assert (loads, calls, reports, list((tmp_path / "out").iterdir())) == ([], [], [], [])
+    pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir)
+    with pytest.raises(PlanError) as e:
+        render(layout, tmp_path / "out", str(tiny_dir), "59MiB", pipelines={tiny_dir: pipe})
+    assert str(e.value) == message
+    assert (calls, list((tmp_path / "out").iterdir())) == ([], [])
+
+
 def test_a_killed_renders_temporaries_go_in_every_format_of_its_own_names(tmp_path):
     """Killed while writing x.pdf, the layout then edited to write PNG only: the PDF's temporary goes too;
     those of other names (another render's, writing now) stay."""

@@ -17,7 +17,7 @@ import numpy as np
 from mindspore import nn, ops
 
 from studio import backend, memory
-from studio.checkpoint import config_kwargs
+from studio.checkpoint import EMA_KEYS, config_kwargs
 from studio.errors import ConfigError
 from studio.models.attention import attention
 from studio.models.layers import Conv2d, LayerNorm, Linear, param
@@ -64,9 +64,9 @@ class PixArtTransformerConfig:
     dropout: float = 0.0
     norm_num_groups: int = 32
 
-    # keys written by diffusers that do not change PixArt's function
+    # keys written by diffusers that do not change PixArt's function (EMAModel's training state too)
     IGNORED = frozenset({"double_self_attention", "num_vector_embeds", "only_cross_attention",
-                         "use_linear_projection"})
+                         "use_linear_projection"}) | EMA_KEYS
     REQUIRED_VALUES = {"norm_type": "ada_norm_single", "activation_fn": "gelu-approximate",
                        "attention_type": "default"}
     # keys of the original PixArt-sigma repository's model config, which studio doesn't take, each with the note
