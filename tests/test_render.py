@@ -581,12 +581,12 @@ def test_a_tiled_decodes_missing_temporary_disk_fails_before_any_model_loads(tin
     from studio.pipeline import PixArtSigmaPipeline
 
     loads, calls = watched
-    (tmp_path / "big.yaml").write_text(f"""\
-canvas: {{width: 1088, height: 1024}}
+    (tmp_path / "big.yaml").write_text("""\
+canvas: {width: 1088, height: 1024}
 layers:
-  - generate: {{prompt: a fox, seed: 1, steps: 1, strategy: direct, region: {{x: 0, y: 0, w: 64, h: 64}}}}
-  - generate: {{prompt: an owl, seed: 2, steps: 1, strategy: direct, region: {{x: 64, y: 0, w: 1024, h: 1024}}, name: sky}}
-output: {{formats: [png]}}
+  - generate: {prompt: a fox, seed: 1, steps: 1, strategy: direct, region: {x: 0, y: 0, w: 64, h: 64}}
+  - generate: {prompt: an owl, seed: 2, steps: 1, strategy: direct, region: {x: 64, y: 0, w: 1024, h: 1024}, name: sky}
+output: {formats: [png]}
 """)
     layout = load_layout(tmp_path / "big.yaml")
     [fox, owl] = plan_layout(layout, str(tiny_dir), "59MiB").jobs
