@@ -39,6 +39,9 @@ from studio.spec import user_path
 
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
 WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
+# the stems whose reader looks for a shard index before a single file: diffusers' ModelMixin (transformer, VAE)
+# does for its diffusion_pytorch_model files; transformers (text encoder) takes model.safetensors first
+INDEX_FIRST = ("diffusion_pytorch_model",)
 WEIGHTED_COMPONENTS = ("transformer", "vae", "text_encoder")
 PIPELINE_FOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")  # a pipeline's components
 # the training state diffusers' EMAModel.save_pretrained writes into the config.json of the model it saves (no
@@ -79,7 +82,7 @@ def resolve_model_dir(path_or_id: str | os.PathLike, weights: bool = True, varia
     $HF_HUB_CACHE, $HF_HOME/hub, ...). A `HubId` (a layout's hub id) is looked up on the hub only, whatever folder
     of that name the working folder holds.
 
-    A transformer-only model (transformer/ and no model_index.json) is completed with the base pipeline
+    A transformer-only model (transformer/ alone, no model_index.json) is completed with the base pipeline
     ($STUDIO_BASE_PIPELINE, else BASE_PIPELINE; found the same way, at its own default revision): the folder
     returned is `compose`d of both, with a warning saying so once.
 
@@ -281,16 +284,16 @@ def _pipeline_folder(folder: Path) -> Path:
     problem = not_a_file(folder / "model_index.json")
     if problem is None or problem == "missing file" and transformer_only(folder):
         return folder
-    found = [c for c in PIPELINE_FOLDERS if os.path.lexists(folder / c)]
-    raise CheckpointError(f"{folder}: {_no_index(found, '' if problem == 'missing file' else problem)}")
+    if problem != "missing file":
+        raise CheckpointError(f"{folder}: no model_index.json ({problem}); expected a pipeline folder in the "
+                              "diffusers layout")
+    raise CheckpointError(f"{folder}: {_no_index([c for c in PIPELINE_FOLDERS if os.path.lexists(folder / c)])}")
 
 
-def _no_index(found: list[str], problem: str = "") -> str:
-    """What a model without model_index.json (`problem`: what is there instead, '' for nothing) is told; `found`:
-    the component folders it holds."""
-    what = f" ({problem})" if problem else ""
+def _no_index(found: list[str]) -> str:
+    """What a model without model_index.json is told; `found`: the component folders it holds."""
     holds = f" (it holds {', '.join(f'{c}/' for c in found)}; a transformer-only model holds transformer/ alone)"
-    return f"no model_index.json{what}; expected a pipeline folder in the diffusers layout{holds if found else ''}"
+    return f"no model_index.json; expected a pipeline folder in the diffusers layout{holds if found else ''}"
 
 
 def _snapshot(path_or_id: str, revision: str | None, weights: bool, variant: str | None, cache_dir,
@@ -452,8 +455,8 @@ def _cached_revisions_hint(name: str, cache_dir, rejected: Path | None = None) -
 
 # a weight file's name: stem, optional variant ('model.fp16.safetensors', 'model.fp16-00001-of-00002.safetensors',
 # the older 'model-00001-of-00002.fp16.safetensors'), optional shard number
-_WEIGHT_NAME = re.compile(r"(?:diffusion_pytorch_model|model)(?:\.(?P<a>\w+))?(?:-\d+-of-\d+)?(?:\.(?P<b>\w+))?"
-                          r"\.safetensors")
+_WEIGHT_NAME = re.compile(r"(?P<stem>diffusion_pytorch_model|model)(?:\.(?P<a>\w+))?(?P<shard>-\d+-of-\d+)?"
+                          r"(?:\.(?P<b>\w+))?\.safetensors")
 
 
 def _weight_variant(name: str) -> tuple[bool, str | None]:
@@ -462,22 +465,52 @@ def _weight_variant(name: str) -> tuple[bool, str | None]:
     return (m is not None, m and (m["a"] or m["b"]))
 
 
+def _weight_names(stem: str, variant: str | None) -> list[str]:
+    """The names a component's weights of `stem` and `variant` are looked for under, in its reader's order
+    (`INDEX_FIRST`): the single file and the shard index (two spellings with a variant)."""
+    infix = f".{variant}" if variant else ""
+    single = f"{stem}{infix}.safetensors"
+    indexes = list(dict.fromkeys([f"{stem}.safetensors.index{infix}.json", f"{stem}{infix}.safetensors.index.json"]))
+    return [*indexes, single] if stem in INDEX_FIRST else [single, *indexes]
+
+
 def download_weight_names(repo_files: list[str], variant: str | None,
                           components: tuple[str, ...] = WEIGHTED_COMPONENTS) -> list[str]:
-    """The weight files of a repository's file list that a load of `variant` reads: per folder its variant's
-    safetensors when it has them, else its plain ones, as diffusers picks what to download. One of `components`
-    with neither, but files of other variants, is a CheckpointError naming them, as for a local folder (what
-    would be downloaded could not load)."""
-    by_folder: dict[str, dict] = {}
-    for file in repo_files:
-        folder, _, name = file.rpartition("/")
-        is_weight, file_variant = _weight_variant(name)
-        if is_weight:
-            by_folder.setdefault(folder, {}).setdefault(file_variant, []).append(file)
+    """The weight files of a repository's file list that a load of `variant` reads, as diffusers downloads only
+    the components it loads: those of `components` (of a transformer-only repository, its transformer alone),
+    each component's as `weight_files` picks them: its variant's single file or shards when it has them, else its
+    plain ones. A repository without model_index.json that is not transformer-only, or one of `components` with
+    weight files of other variants only, is a CheckpointError, as for a local folder (what would be downloaded
+    could not load)."""
+    files = set(repo_files)
+    if "model_index.json" not in files:
+        found = [c for c in PIPELINE_FOLDERS if any(f.startswith(f"{c}/") for f in files)]
+        if found != ["transformer"] or "transformer/config.json" not in files:
+            raise CheckpointError(_no_index(found))
+        components = ("transformer",)
+    names = []
     for folder in components:
-        if folder in by_folder and not by_folder[folder].keys() & {variant, None}:
-            raise _no_weight_file(folder, variant, set(by_folder[folder]))
-    return [f for found in by_folder.values() for f in (found.get(variant) or found.get(None, []))]
+        held = {f.removeprefix(f"{folder}/") for f in files if f.rpartition("/")[0] == folder}
+        variants = {_weight_variant(n)[1] for n in held if _weight_variant(n)[0]}
+        if variants and not variants & {variant, None}:
+            raise _no_weight_file(folder, variant, variants)
+        names += [f"{folder}/{n}" for n in _read_names(held, variant)]
+    return names
+
+
+def _read_names(held: set[str], variant: str | None) -> list[str]:
+    """Of the file names a component folder holds, the weight files a load of `variant` reads, as `weight_files`
+    picks them (the shards of an index by their names: 'model.fp16-00001-of-00002.safetensors' and the like)."""
+    for each in dict.fromkeys([variant, None]):
+        for stem in WEIGHT_STEMS:
+            chosen = next((n for n in _weight_names(stem, each) if n in held), None)
+            if chosen is None:
+                continue
+            if not chosen.endswith(".json"):
+                return [chosen]
+            matches = [_WEIGHT_NAME.fullmatch(n) for n in sorted(held)]
+            return [m[0] for m in matches if m and m["shard"] and m["stem"] == stem and (m["a"] or m["b"]) == each]
+    return []
 
 
 def describe_path(path: Path) -> str:
@@ -598,25 +631,21 @@ def _describe(hint, min_int: int | None, plural: bool = False) -> str:
 def weight_files(component_dir: Path, variant: str | None = None) -> list[Path]:
     """The safetensors files of one component (single file or shards listed by an index), for a
     variant such as 'fp16' (`*.fp16.safetensors`), else the plain names: like the reference, a component
-    that has no files of the variant loads its plain ones (`falls_back` tells). A shard holding a key that its
-    index maps to another shard is an error."""
+    that has no files of the variant loads its plain ones (`falls_back` tells). Of a single file and a shard
+    index both there, the one its reader takes (`INDEX_FIRST`): a transformer's or VAE's index, as diffusers; a
+    text encoder's single file, as transformers. A shard holding a key that its index maps to another shard is
+    an error."""
     what = describe_path(component_dir)
     if what != "a folder":
         raise CheckpointError(f"{component_dir}: " + ("missing folder" if what == "missing" else f"is {what}, "
                                                                                                 "not a folder"))
-    infix = f".{variant}" if variant else ""
     for stem in WEIGHT_STEMS:
-        single = component_dir / f"{stem}{infix}.safetensors"
-        indexes = [component_dir / f"{stem}.safetensors.index{infix}.json",
-                   component_dir / f"{stem}{infix}.safetensors.index.json"]
-        for candidate in [single, *indexes]:
-            if os.path.lexists(candidate) and not_a_file(candidate):
+        for candidate in [component_dir / name for name in _weight_names(stem, variant)]:
+            if not os.path.lexists(candidate):
+                continue
+            if not_a_file(candidate):  # a broken link (a blob lost from the hub cache), a folder, ...
                 raise CheckpointError(f"{candidate}: {not_a_file(candidate)}")
-        if single.is_file():
-            return [single]
-        index = next((i for i in indexes if i.is_file()), None)
-        if index is not None:
-            return _shards(index)
+            return _shards(candidate) if candidate.name.endswith(".json") else [candidate]
     if variant:
         try:
             return weight_files(component_dir)

@@ -610,8 +610,9 @@ def test_a_repository_with_variant_weights_only_names_the_variant_before_downloa
                                "model.bf16.safetensors or model.bf16.safetensors, or a .safetensors.index.json) "
                                "(found fp16 variant files: pass variant='fp16' / --variant fp16)")
     # a base pipeline needs no transformer: its variant files alone are no error
-    assert download_weight_names(["transformer/config.json", "transformer/diffusion_pytorch_model.fp16.safetensors",
-                                  f"vae/{WEIGHTS}"], None, ("text_encoder", "vae")) == [f"vae/{WEIGHTS}"]
+    assert download_weight_names(["model_index.json", "transformer/config.json",
+                                  "transformer/diffusion_pytorch_model.fp16.safetensors", f"vae/{WEIGHTS}"], None,
+                                 ("text_encoder", "vae")) == [f"vae/{WEIGHTS}"]
     assert resolve_model_dir("someone/tiny-pixart", variant="fp16") == tmp_path / "snapshot"
 
 
@@ -657,6 +658,77 @@ def test_download_takes_each_components_variant_files_or_else_its_plain_ones():
     assert download_weight_names(files, None) == [
         "transformer/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
         "text_encoder/model-00001-of-00002.safetensors", "text_encoder/model-00002-of-00002.safetensors"]
+
+
+def test_download_takes_only_the_files_the_load_reads():
+    """As diffusers downloads only the components model_index.json names: no other folder's weights (an EMA copy,
+    a UNet, a root model.safetensors), and per component the files it loads of a single file and a shard index
+    (`weight_files`: the index for the transformer and VAE, as diffusers, the single file for the text encoder,
+    as transformers)."""
+    sharded = ["diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model-00001-of-00002.safetensors",
+               "diffusion_pytorch_model-00002-of-00002.safetensors"]
+    files = ["model_index.json", "model.safetensors", "transformer/config.json", f"transformer/{WEIGHTS}",
+             *(f"transformer/{name}" for name in sharded), "transformer_ema/config.json", f"transformer_ema/{WEIGHTS}",
+             f"unet/{WEIGHTS}", f"vae/{WEIGHTS}", *(f"vae/{name}" for name in sharded),
+             "text_encoder/model.safetensors", "text_encoder/model.safetensors.index.json",
+             "text_encoder/model-00001-of-00002.safetensors", "text_encoder/model-00002-of-00002.safetensors",
+             f"text_encoder/nested/{WEIGHTS}"]
+    assert download_weight_names(files, None) == [
+        "transformer/diffusion_pytorch_model-00001-of-00002.safetensors",
+        "transformer/diffusion_pytorch_model-00002-of-00002.safetensors",
+        "vae/diffusion_pytorch_model-00001-of-00002.safetensors",
+        "vae/diffusion_pytorch_model-00002-of-00002.safetensors", "text_encoder/model.safetensors"]
+    assert download_weight_names(files, None, ("text_encoder", "vae")) == [  # a base, for from_pretrained(transformer=)
+        "text_encoder/model.safetensors", "vae/diffusion_pytorch_model-00001-of-00002.safetensors",
+        "vae/diffusion_pytorch_model-00002-of-00002.safetensors"]
+    # a transformer-only repository: its transformer alone, whatever else it holds
+    assert download_weight_names(["model.safetensors", "transformer/config.json", f"transformer/{WEIGHTS}",
+                                  "transformer_ema/config.json", f"transformer_ema/{WEIGHTS}"], None) == [
+        f"transformer/{WEIGHTS}"]
+    # a pipeline without model_index.json: refused before anything is downloaded, as diffusers refuses it
+    with pytest.raises(CheckpointError) as info:
+        download_weight_names(files[1:] + ["scheduler/scheduler_config.json"], None)
+    assert str(info.value) == ("no model_index.json; expected a pipeline folder in the diffusers layout (it holds "
+                               "transformer/, vae/, text_encoder/, scheduler/; a transformer-only model holds "
+                               "transformer/ alone)")
+
+
+def test_a_folder_with_a_single_weight_file_and_a_shard_index_loads_what_the_reference_does(broken):
+    """diffusers' ModelMixin (transformer, VAE) reads a shard index before a single file, transformers (the text
+    encoder) a single file first: studio loads the same weights as they do (the files it doesn't read hold zeros),
+    and its header checks and streamed text encoder read the same files."""
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    transformers = pytest.importorskip("transformers")
+    from studio.models.t5 import StreamedT5Encoder, T5EncoderModel
+
+    shard = "diffusion_pytorch_model-00001-of-00001.safetensors"
+    for component in ("transformer", "vae"):
+        folder = broken / component
+        tensors = load_file(str(folder / WEIGHTS))
+        save_file(tensors, str(folder / shard), metadata={"format": "pt"})
+        save_file({k: v * 0 for k, v in tensors.items()}, str(folder / WEIGHTS), metadata={"format": "pt"})
+        (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {}, "weight_map": {k: shard for k in tensors}}))
+        assert weight_files(folder) == [folder / shard]
+    encoder = broken / "text_encoder"
+    tensors = {k: v for f in weight_files(encoder) for k, v in load_file(str(f)).items()}
+    save_file(tensors, str(encoder / "model.safetensors"), metadata={"format": "pt"})
+    for f in (SHARD_1, SHARD_2):
+        save_file({k: v * 0 for k, v in load_file(str(encoder / f)).items()}, str(encoder / f),
+                  metadata={"format": "pt"})
+    assert weight_files(encoder) == [encoder / "model.safetensors"]
+    assert [f.path for f in StreamedT5Encoder(encoder).files] == [encoder / "model.safetensors"]
+    pipe = PixArtSigmaPipeline.from_pretrained(broken)
+    with torch.no_grad():
+        references = [(pipe.transformer, diffusers.PixArtTransformer2DModel.from_pretrained(broken / "transformer")),
+                      (pipe.vae, diffusers.AutoencoderKL.from_pretrained(broken / "vae")),
+                      (T5EncoderModel.from_pretrained(encoder), transformers.T5EncoderModel.from_pretrained(encoder))]
+    for model, reference in references:
+        expected = reference.state_dict()
+        for name, p in model.parameters_and_names():
+            assert np.abs(p.asnumpy()).max() > 0, name
+            np.testing.assert_array_equal(p.asnumpy(), expected[name].numpy(), err_msg=name)
 
 
 def test_fp16_variant_loads_into_fp32(broken):
@@ -818,6 +890,30 @@ def test_a_cached_snapshot_of_a_transformer_only_repository_resolves_offline_wit
         resolve_model_dir("someone/tiny-pixart", local_files_only=True)
 
 
+def test_a_hub_pipeline_without_model_index_json_is_refused_not_completed_with_the_base(tiny_dir, tmp_path,
+                                                                                      monkeypatch):
+    """A repository (or its cached snapshot) holding a whole pipeline but no model_index.json was taken for a
+    transformer-only one: its VAE and text encoder replaced by the base's. Refused, as diffusers refuses it: a
+    cached snapshot naming its folders, a repository before any file is downloaded."""
+    _split(tiny_dir, tmp_path, monkeypatch)
+    folders = "transformer/, vae/, text_encoder/, tokenizer/, scheduler/"
+    snapshot = _hub_cache(tiny_dir, tmp_path / "hub", ["a" * 40], {"main": "a" * 40}) / ("a" * 40)
+    (snapshot / "model_index.json").unlink()
+    offline(monkeypatch, tmp_path / "hub")
+    assert offline_error() == (f"{snapshot}: no model_index.json; expected a pipeline folder in the diffusers layout "
+                               f"(it holds {folders}; a transformer-only model holds transformer/ alone)")
+    hub = shutil.copytree(snapshot, tmp_path / "repo")
+    calls = fake_hub(monkeypatch, hub, tmp_path / "snapshot")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(CheckpointError) as info:
+        resolve_model_dir("someone/tiny-pixart")
+    assert str(info.value) == (f"someone/tiny-pixart: no model_index.json; expected a pipeline folder in the "
+                               f"diffusers layout (it holds {folders}; a transformer-only model holds transformer/ "
+                               "alone)")
+    assert calls == [None]  # the cache looked at, nothing downloaded
+
+
 def test_the_published_base_from_the_hub_cache_has_no_transformer_and_is_complete(tiny_dir, tmp_path, monkeypatch):
     """PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers holds no transformer: cached, offline, it completes a
     transformer-only model (its snapshot was taken as lacking the transformer's weights)."""
@@ -900,10 +996,12 @@ def test_a_failed_compose_leaves_no_temporary_folder(tiny_dir, tmp_path, monkeyp
 
 def test_a_transformer_only_repository_downloads_its_transformer(tiny_dir, tmp_path, monkeypatch):
     """Planned: its configs fetched; loaded: its transformer's weights, the configs-only snapshot not taken for
-    complete (it was taken as lacking the text encoder's and VAE's weights, which it never has)."""
+    complete (it was taken as lacking the text encoder's and VAE's weights, which it never has), and no other
+    folder's (an EMA copy: its weights were downloaded too)."""
     base = _split(tiny_dir, tmp_path, monkeypatch)
     hub, snapshot = tmp_path / "repo", tmp_path / "snapshot"
     shutil.copytree(tiny_dir / "transformer", hub / "transformer")
+    shutil.copytree(tiny_dir / "transformer", hub / "transformer_ema")
     calls = fake_hub(monkeypatch, hub, snapshot)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.warns(UserWarning, match=f"comes from {re.escape(str(base))}"):

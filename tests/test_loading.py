@@ -84,6 +84,26 @@ def test_a_load_error_names_the_model_only_when_the_model_is_what_is_missing(bro
     assert str(info.value).startswith(f"{broken}: no model_index.json") and info.value.model == str(broken)
 
 
+def test_a_transformer_saved_by_diffusers_ema_model_loads(tiny_dir, tmp_path):
+    """EMAModel.save_pretrained writes its training state (decay, optimization_step, ...) into the transformer's
+    config.json, which diffusers loads: so does studio, those keys ignored (they were 'unknown keys')."""
+    pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    from diffusers.training_utils import EMAModel
+
+    folder = shutil.copytree(tiny_dir, tmp_path / "copy")
+    model = diffusers.PixArtTransformer2DModel.from_pretrained(folder / "transformer")
+    EMAModel(model.parameters(), model_cls=diffusers.PixArtTransformer2DModel,
+             model_config=model.config).save_pretrained(folder / "transformer")
+    written = json.loads((folder / CONFIGS["transformer"]).read_text())
+    assert checkpoint.EMA_KEYS <= written.keys() and written["decay"] == 0.9999
+    pipe = PixArtSigmaPipeline.from_pretrained(folder)
+    assert pipe.transformer.config == PixArtSigmaPipeline.from_pretrained(tiny_dir).transformer.config
+    tensors = load_file(str(tiny_dir / "transformer" / "diffusion_pytorch_model.safetensors"))
+    for name, p in pipe.transformer.parameters_and_names():
+        np.testing.assert_array_equal(p.asnumpy(), tensors[name], err_msg=name)
+
+
 @pytest.mark.parametrize("component,key,value,expected", [
     ("transformer", "norm_eps", -1.0, "norm_eps=-1.0 must be > 0"),
     ("transformer", "norm_eps", 0, "norm_eps=0 must be > 0"),
@@ -502,6 +522,7 @@ def test_two_threads_downloading_at_once_leave_huggingface_hubs_log_level_as_it_
         return str(tmp_path)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    (tmp_path / "model_index.json").write_text("{}")  # a pipeline's snapshot
     threads = [threading.Thread(target=lambda: resolved.append(checkpoint.resolve_model_dir("someone/model",
                                                                                              weights=False)))
                for _ in range(2)]
@@ -555,6 +576,22 @@ def test_a_transformer_only_model_loads_with_the_base_and_generates_as_the_whole
         "transformer"] == ["diffusers", "Transformer2DModel"]  # as the base names it
     # the same contents: the same folder, reused; and the warning said once per process
     assert checkpoint.resolve_model_dir(only) == folder
+
+
+@pytest.mark.parametrize("others", [("vae", "text_encoder", "tokenizer", "scheduler"), ("vae",), ("scheduler",)])
+def test_a_pipeline_folder_without_model_index_json_is_refused_not_completed_with_the_base(tiny_dir, split_tiny,
+                                                                                         tmp_path, others):
+    """transformer/ beside any other component's folder is a pipeline that lost its model_index.json, not a
+    transformer-only model: its own VAE and text encoder were silently replaced by the base's (warned as 'holds a
+    transformer only'). Refused, as diffusers refuses it, naming the folders it holds."""
+    folder = tmp_path / "pipeline"
+    for component in ("transformer", *others):
+        shutil.copytree(tiny_dir / component, folder / component)
+    message = load_error(folder)  # no warning: any fails the test
+    found = ", ".join(f"{c}/" for c in checkpoint.PIPELINE_FOLDERS if c in ("transformer", *others))
+    assert message == (f"{folder}: no model_index.json; expected a pipeline folder in the diffusers layout (it holds "
+                       f"{found}; a transformer-only model holds transformer/ alone)")
+    assert not (tmp_path / "cache").exists()  # nothing composed
 
 
 def test_transformer_keyword_replaces_the_pipelines_transformer(tiny_dir, split_tiny, tmp_path):

@@ -13,7 +13,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from studio import backend
-from studio.checkpoint import config_kwargs, load_component
+from studio.checkpoint import EMA_KEYS, config_kwargs, load_component
 from studio.errors import ConfigError
 from studio.models.attention import attention
 from studio.models.layers import Conv2d, GroupNorm, Linear
@@ -21,9 +21,10 @@ from studio.models.layers import Conv2d, GroupNorm, Linear
 EPS = 1e-6  # every GroupNorm of this VAE
 LOGVAR_RANGE = (-30.0, 20.0)  # the reference clamps the log-variance to this range
 
-# config.json keys that are neither fields nor private ("_class_name", ...) but safe to ignore: none
-# known; every key diffusers has written for AutoencoderKL is a field.
-_IGNORED_KEYS = frozenset()
+# config.json keys that are neither fields nor private ("_class_name", ...) but safe to ignore: the training state
+# diffusers' EMAModel writes into the config of a model it saves (every other key diffusers has written for
+# AutoencoderKL is a field)
+_IGNORED_KEYS = EMA_KEYS
 
 # diffusers' AutoencoderKL switches (PixArt users call pipe.vae.enable_tiling(); the pipeline's enable_vae_tiling()
 # names them too): an AttributeError saying what studio does instead
