@@ -14,7 +14,6 @@ it stopped. `rerender` renders one item again from its manifest and compares the
 
 import csv
 import dataclasses
-import gc
 import io
 import itertools
 import json
@@ -1591,8 +1590,7 @@ def _hold(task, pipelines: dict, keep_all: bool) -> None:
         else:
             del pipelines[model_id]
     if unused and not keep_all:
-        gc.collect()  # their memory is free before the next model loads
-        backend.give_back_memory()
+        backend.give_back_memory()  # their memory is free before the next model loads
 
 
 def _generations(task, pipelines, default_model, weights: dict):
@@ -1780,9 +1778,10 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
         check_outputs(layout, output_paths(layout, out_dir, stem), overwrite)
     hashes = manifest.FileHashes(None)
     inputs = _inputs(layout, layout_file.parent, hashes)
-    for name, digest in record["inputs"].items():
-        if inputs.get(name) != digest:
-            raise InputError(f"{manifest_file}: input {name} changed since the item was rendered")
+    if not manifest.same_inputs(record["inputs"], inputs):
+        name = next((n for n, digest in record["inputs"].items() if inputs.get(n) != digest), None)
+        raise InputError(f"{manifest_file}: {f'input {name}' if name else 'its inputs'} changed since the item was "
+                         f"rendered")
     pipelines = {}
     # a hub id the layout names is one (a HubId) whatever folder of that name the working folder holds
     hub_ids = {m: m for m in [layout.model, *(getattr(layer, "model", None) for layer in layout.layers)]

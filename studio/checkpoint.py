@@ -187,7 +187,7 @@ def transformer_folder(transformer: str | os.PathLike, weights: bool = True, var
             and not (path / "transformer").exists()):
         return path
     folder = _resolve_one(transformer, weights=weights, variant=variant, cache_dir=cache_dir,
-                          local_files_only=local_files_only)
+                          local_files_only=local_files_only, components=("transformer",))  # its weights alone
     return folder / "transformer"
 
 

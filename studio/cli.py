@@ -537,10 +537,12 @@ def _silence_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    on_main_thread = threading.current_thread() is threading.main_thread()
     streams = sys.stdout, sys.stderr
-    sys.stderr = _Messages(sys.stderr)
-    if sys.stdout is not None:
-        sys.stdout = _Output(sys.stdout)
+    if on_main_thread:  # the process's streams are the command's (not when a caller runs main in its threads)
+        sys.stderr = _Messages(sys.stderr)
+        if sys.stdout is not None:
+            sys.stdout = _Output(sys.stdout)
     try:
         problem = not_utf8(argv)
         if problem:
@@ -549,7 +551,6 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         warnings.formatwarning = _one_line_warning
         shown, warnings.showwarning = warnings.showwarning, warnings_above_bars(warnings.showwarning)
-        on_main_thread = threading.current_thread() is threading.main_thread()
         before = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
         try:
             return _run(args)
@@ -558,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
             if on_main_thread:
                 signal.signal(signal.SIGTERM, before)
     finally:
-        sys.stdout, sys.stderr = streams
+        if on_main_thread:
+            sys.stdout, sys.stderr = streams
 
 
 def _said_of_env_model(e: StudioError, line: str, args) -> str:

@@ -354,8 +354,12 @@ def _temporary(folder: Path, name: str) -> tuple[int, str]:
     process's pid (6 hex digits) and 2 random ones, so that `remove_temporaries` leaves alone the files a
     running process is writing (another render into the same folder); one a thread of this process is writing
     is in `_LIVE` until renamed or removed."""
-    return _make_temporary(folder, name, lambda path: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                                                              0o666 & ~_UMASK))
+    mode = 0o666 & ~_UMASK
+    with contextlib.suppress(OSError):
+        st = os.lstat(os.path.join(folder, name))
+        if stat.S_ISREG(st.st_mode):  # the file it may replace: readable by no more than that one while written
+            mode = stat.S_IMODE(st.st_mode)
+    return _make_temporary(folder, name, lambda path: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
 
 
 def temporary_folder(folder: Path, name: str) -> Path:
@@ -579,15 +583,16 @@ def move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
 
 def _keep_mode(tmp: Path, old: Path) -> None:
     """Give `tmp` the permission bits of the regular file `old` it is about to replace, as cp, a shell's redirect
-    and Pillow's save keep them (a private 600 file stays private); called just before the rename, with the
-    folder's commit lock held. A new file keeps the umask's, and so does one replacing a link (the link itself
-    is replaced, its target left alone) or a file of another kind."""
+    and Pillow's save keep them (a private 600 file stays private: `_temporary` made it with that mode, within
+    the umask); called just before the rename, with the folder's commit lock held, as the file may have changed
+    since. A new file keeps the umask's, and so does one replacing a link (the link itself is replaced, its
+    target left alone) or a file of another kind."""
     try:
         st = os.lstat(old)
-    except FileNotFoundError:
-        return
-    if stat.S_ISREG(st.st_mode):
-        os.chmod(tmp, stat.S_IMODE(st.st_mode))
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(os.lstat(tmp).st_mode) != stat.S_IMODE(st.st_mode):
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
+    except OSError:  # gone; or a file system that takes no chmod (some FUSE, SMB mounts): the file as written
+        pass
 
 
 def _keep_old(path: Path, backup: Path) -> None:

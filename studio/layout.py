@@ -1657,15 +1657,15 @@ class MonitorKind:
 
 def density_problem(width: int, width_mm: float) -> str | None:
     """Why a monitor `width` px across `width_mm` mm has a density studio can't use, or None: its dpi, rounded, is
-    the span's (when it is the densest) and its files' (1 to MAX_DPI; below 0.5, lengths would be off by more
+    the span's (when it is the densest) and its files' (1 to MAX_DPI; rounded to 0, lengths would be off by more
     than their own size)."""
     dpi = width * 25.4 / width_mm
     if dpi > MAX_DPI:
         return f"{width} px across {width_mm:g} mm is {dpi:.0f} dpi: at most {MAX_DPI} (a picture at least " \
                f"{width * 25.4 / MAX_DPI:g} mm wide)"
-    if dpi < 0.5:
-        return f"{width} px across {width_mm:g} mm is {dpi:.2g} dpi: at least 1 (a picture at most " \
-               f"{width * 25.4 / 0.5:g} mm wide)"
+    if round(dpi) < 1:
+        return f"{width} px across {width_mm:g} mm is {dpi:.2g} dpi, which rounds to 0: at least 1 (a picture " \
+               f"narrower than {width * 25.4 / 0.5:g} mm)"
     return None
 
 

@@ -355,6 +355,16 @@ def record_problem(record) -> str | None:
     return None
 
 
+def same_inputs(recorded: dict, now: dict) -> bool:
+    """Whether a manifest's `inputs` ({'image:logo.png': sha256}) are the files a layout reads `now`: the same
+    names and files; for a manifest from before files in the layout's folder were named relative to it (2026-11-28:
+    every name then an absolute path), the same files."""
+    if recorded == now:
+        return True
+    legacy = all(os.path.isabs(name.partition(":")[2]) for name in recorded)
+    return legacy and sorted(map(str, recorded.values())) == sorted(map(str, now.values()))
+
+
 def check(record: dict | None, folder: Path, expect: dict, hashes=sha256_file) -> str | None:
     """Why the item whose sidecar holds `record` is not done, or None when it is.
 
@@ -371,6 +381,8 @@ def check(record: dict | None, folder: Path, expect: dict, hashes=sha256_file) -
     for key, value in expect.items():
         if key == "models":  # compared by their files' hashes: 'm', './m' and '/abs/m' are the same model
             same = sorted(map(sha256_json, record[key].values())) == sorted(map(sha256_json, value.values()))
+        elif key == "inputs":
+            same = same_inputs(record[key], value)
         else:
             same = record.get(key) == value
         if not same:

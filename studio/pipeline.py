@@ -8,7 +8,6 @@ import contextlib
 import contextvars
 import copy
 import functools
-import gc
 import json
 import os
 import sys
@@ -528,7 +527,7 @@ class PixArtSigmaPipeline:
         # process-wide state (the device, the libraries' log levels) that two loads overlapping would leave changed
         with LOADING:
             backend.setup(device)
-            backend.give_back_memory()  # a model released before (`del pipe`) no longer resident as this one loads
+            backend.give_back_memory(collect=False)  # a model released before (`del pipe`): not resident now
             asked = as_dtype(next((d for d in (dtype, torch_dtype) if d is not None), "float32"))
             dtype = backend.widened(asked, stacklevel=2)
             if dtype == ms.float16 and backend.on_cpu():  # said: a user picks fp16 for speed as on a GPU
@@ -611,7 +610,6 @@ class PixArtSigmaPipeline:
         if self._text_encoder is None:  # not loaded (every prompt from the embedding cache): skip a ~0.2 s gc
             return
         self._text_encoder = None
-        gc.collect()
         backend.give_back_memory()
 
     @_one_at_a_time
@@ -838,8 +836,7 @@ class PixArtSigmaPipeline:
         text_phase, denoise_phase, decode_phase = self.generation_plan(
             height, width, n_images, budget, cfg, vae_tiling, stream_text_encoder, output=(out_height, out_width),
             output_type=output_type).phases
-        if output_type != "latent":
-            tiling.check_map_disk(self.vae.config, decode_phase.tiles)  # not after minutes of denoising
+        tiling.check_map_disk(self.vae.config, decode_phase.tiles)  # not after minutes of denoising (latents: none)
 
         report = progress or (lambda phase, done, total: None)
 

@@ -11,7 +11,6 @@ composes with labelled placeholders instead of generated art: no model, seconds.
 """
 
 import contextlib
-import gc
 import hashlib
 import os
 import re
@@ -75,7 +74,7 @@ def layout_inputs(layout: Layout, base_dir: Path | None) -> list[tuple[str, str,
     from studio import fonts
     from studio.spec import ImageLayer, input_path
 
-    folder = os.path.abspath(base_dir or ".")
+    folder = os.path.realpath(base_dir or ".")  # as the loader resolves an image's path
 
     def name(kind, path):
         inside = os.path.commonpath([folder, os.path.abspath(path)]) == folder
@@ -243,14 +242,14 @@ def check_map_disks(layout: Layout, plan: Plan, by_model: dict, loaded: dict) ->
 
     for model_id, jobs in by_model.items():
         pipe = loaded.get(model_key(model_id))
-        vae = model_configs(model_id)[2] if pipe is None else pipe.vae.config
         for job in jobs:
             layer = layout.layers[job.layer]
             try:  # a loaded pipeline's plan fails as its call would: at the layer too
                 memory = job.memory if pipe is None else pipe.generation_plan(job.gen_height, job.gen_width, 1,
                                                                                plan.budget, layer.guided)
-                _, _, decode = memory.phases
-                check_map_disk(vae, decode.tiles)
+                tiles = memory.phases[2].tiles
+                if tiles is not None and not tiles.maps_in_memory:  # the VAE's config read only then
+                    check_map_disk(model_configs(model_id)[2] if pipe is None else pipe.vae.config, tiles)
             except StudioError as e:
                 raise placed(e, f"{layout.where(f'layers[{job.layer}]')}: {layer_label(job.layer, layer)}") from None
 
@@ -483,7 +482,6 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                 _keep_art(kept_at[job.layer], *made[job.layer])
         if model_key(model_id) not in loaded:  # released before the next model loads
             del pipe
-            gc.collect()
             backend.give_back_memory()
     art, jobs_meta = {}, []
     for job in plan.jobs:

@@ -1013,6 +1013,17 @@ def test_a_transformer_only_repository_downloads_its_transformer(tiny_dir, tmp_p
     assert (folder / "transformer" / WEIGHTS).is_file() and (folder / "vae" / WEIGHTS).is_file()
 
 
+def test_the_transformer_keyword_downloads_a_pipelines_transformer_alone(tiny_dir, tmp_path, monkeypatch):
+    """transformer="owner/pipeline" names a whole pipeline on the hub: of its weights, only its transformer's are
+    fetched (its text encoder's and VAE's were too, never read)."""
+    from studio.checkpoint import transformer_folder
+
+    calls = fake_hub(monkeypatch, tiny_dir, tmp_path / "snapshot")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert transformer_folder("someone/tiny-pixart") == tmp_path / "snapshot" / "transformer"
+    assert calls[-1] == ["*.json", "*.model", "*.txt", f"transformer/{WEIGHTS}"]
+
+
 def _published_pair(tiny_dir, cache: Path) -> tuple[Path, Path]:
     """A Hugging Face cache holding the tiny pipeline split as the published checkpoints are: BASE_PIPELINE
     without a transformer (its model_index.json naming none), and someone/tiny-2k holding transformer/ alone.

@@ -395,14 +395,22 @@ def mode(path) -> int:
     return os.lstat(path).st_mode & 0o7777
 
 
+@pytest.fixture
+def umask_022(monkeypatch):
+    """The process's umask 022 for the test (the kernel applies the real one, whatever export reads)."""
+    monkeypatch.setattr(E, "_UMASK", 0o022)
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
 @pytest.mark.parametrize("links", [True, False])
-def test_overwrite_keeps_the_replaced_file_s_mode(tmp_path, monkeypatch, links):
+def test_overwrite_keeps_the_replaced_file_s_mode(tmp_path, monkeypatch, links, umask_022):
     """A private 600 file replaced with overwrite became 644 (the temporary's mode, from the umask): its
     replacement now keeps its mode, as cp and a shell's redirect do (also where a replaced file is kept by a
     rename, no hard links); a new file still follows the umask."""
     if not links:
         monkeypatch.setattr(E.os, "link", lambda src, dst: (_ for _ in ()).throw(PermissionError(errno.EPERM, "no")))
-    monkeypatch.setattr(E, "_UMASK", 0o022)
     E.export(raster(seed=1), poster(("png", "pdf")), tmp_path, "p")
     E.save_image(raster(seed=1), tmp_path / "s.png")
     assert [mode(tmp_path / n) for n in ("p.png", "p.pdf", "s.png")] == [0o644] * 3
@@ -417,9 +425,8 @@ def test_overwrite_keeps_the_replaced_file_s_mode(tmp_path, monkeypatch, links):
         assert im.tobytes() == s.tobytes() == raster(seed=2).tobytes()
 
 
-def test_overwrite_replaces_a_link_by_a_file_of_the_umask_s_mode(tmp_path, monkeypatch):
+def test_overwrite_replaces_a_link_by_a_file_of_the_umask_s_mode(tmp_path, umask_022):
     """A link at a target name is replaced itself (its target left alone): a new file, of the umask's mode."""
-    monkeypatch.setattr(E, "_UMASK", 0o022)
     target = tmp_path / "target.png"
     target.write_bytes(b"theirs")
     target.chmod(0o600)

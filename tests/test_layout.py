@@ -1141,8 +1141,8 @@ BROKEN = [
      "poster.yaml:3: span.monitors[0].size: 1920 px across 1e-07 mm is 487680000000 dpi: at most 10000 (a picture "
      "at least 4.8768 mm wide)"),
     ("span:\n  monitors:\n    - {name: wall, width: 192, height: 108, size: [1600cm, 900cm]}\n" + FILL,
-     "poster.yaml:3: span.monitors[0].size: 192 px across 16000 mm is 0.3 dpi: at least 1 (a picture at most "
-     "9753.6 mm wide)"),
+     "poster.yaml:3: span.monitors[0].size: 192 px across 16000 mm is 0.3 dpi, which rounds to 0: at least 1 (a "
+     "picture narrower than 9753.6 mm)"),
     # text YAML would drop: a hashtag read as a comment (a '# note' is one: test_a_comment_after_a_value_is_one)
     ("canvas: {preset: fhd}\nlayers:\n  - text:\n      text: Summer Sale #SummerSale #2024\n",
      "poster.yaml:4: layers[0].text.text: text after ' #' is a YAML comment, which would be dropped: quote the whole "

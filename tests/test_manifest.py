@@ -73,3 +73,13 @@ def test_the_memo_forgets_deleted_files(tmp_path):
     again(other)
     assert again.save() is None
     assert sorted(manifest._read_memo(memo)) == [str(kept.resolve()), str(other.resolve())]
+
+
+def test_inputs_named_by_absolute_paths_before_match_the_same_files_named_now():
+    """Manifests before 2026-11-28 named every input by its absolute path; they still check out (a batch's items
+    done, a rerender's inputs unchanged) when the files are the same, and not when one differs."""
+    now = {"image:logo.png": "a" * 64, "font:/usr/share/fonts/x.ttf": "b" * 64}
+    legacy = {"image:/work/posters/logo.png": "a" * 64, "font:/usr/share/fonts/x.ttf": "b" * 64}
+    assert manifest.same_inputs(now, now) and manifest.same_inputs(legacy, now)
+    assert not manifest.same_inputs(legacy, {**now, "image:logo.png": "c" * 64})
+    assert not manifest.same_inputs({"image:logo.png": "b" * 64, "font:/usr/share/fonts/x.ttf": "a" * 64}, now)
