@@ -17,6 +17,7 @@ unnamed temporary files (`map_disk_bytes`), which the system frees even when the
 
 import contextlib
 import errno
+import functools
 import math
 import mmap
 import numbers
@@ -358,8 +359,10 @@ class _Steps:
 
     def map(self, fn, src: _Map, r_in: int, r_out: int, channels: int, before: int = 1, after: int = 1,
             out: _Map | None = None, record: bool = True, shift: ms.Tensor | None = None) -> _Map:
-        """out[core] = fn(src crop, core) for every tile: src at r_in px per latent px, out at r_out; the crop
-        is the core at r_in grown by before/after px. shift: the bias fn leaves out, for the sums."""
+        """out[core] = fn(read, origin, core) for every tile, `read()` giving the src crop: src at r_in px per latent
+        px, out at r_out; the crop is the core at r_in grown by before/after px. fn reads the crop when it needs it,
+        and it is freed once fn is done with it (a numpy array, on top of MindSpore's pool: passed in, the call
+        kept it alive to the end). shift: the bias fn leaves out, for the sums."""
         if out is None:
             b, _, h, w = src.shape
             out = _Map((b, channels, h * r_out // r_in, w * r_out // r_in), self.groups, self.folder, shift=shift)
@@ -367,7 +370,8 @@ class _Steps:
         for tile in self.plan.tiles:
             crop = _grow(_scale(tile.core, r_in), before, after, src.shape[2], src.shape[3])
             core = _scale(tile.core, r_out)
-            out.write(core, fn(src.read(crop, self.dtype), _scale(crop, r_out, r_in), core), record)
+            out.write(core, fn(functools.partial(src.read, crop, self.dtype), _scale(crop, r_out, r_in), core),
+                      record)
             self.done += 1
             self._report()
         return out
@@ -377,9 +381,8 @@ class _Steps:
         `fuse_bias` the conv's bias is left for the next norm to add in its own pass (the map's shift)."""
         stats = src.moments() if norm is not None else None
 
-        def fn(x, origin, core):
-            if norm is not None:
-                x = self.normalize(x, stats, norm, src.shift)
+        def fn(read, origin, core):
+            x = read() if norm is None else self.normalize(read(), stats, norm, src.shift)
             return _trim(conv.without_bias(x) if fuse_bias else conv(x), origin, core)
         return self.map(fn, src, r, r, conv.weight.shape[0], shift=conv.bias if fuse_bias else None)
 
@@ -393,8 +396,8 @@ class _Steps:
         h = self.conv(resnet.conv1, src, r, resnet.norm1, fuse_bias=True)
         stats = h.moments()
 
-        def fn(x, origin, core):
-            y = _trim(resnet.conv2.without_bias(self.normalize(x, stats, resnet.norm2, h.shift)), origin, core)
+        def fn(read, origin, core):  # the crop freed once normalized, before the skip's is read
+            y = _trim(resnet.conv2.without_bias(self.normalize(read(), stats, resnet.norm2, h.shift)), origin, core)
             skip = src.read(core, self.dtype)
             if resnet.conv_shortcut is not None:
                 skip = resnet.conv_shortcut(skip)
@@ -419,14 +422,14 @@ class _Steps:
 
     def upsample(self, upsampler, src: _Map, r: int) -> _Map:
         conv = upsampler.conv
-        return self.map(lambda x, origin, core: _trim(backend.upsample2x_conv3x3(x, conv.weight, conv.bias),
-                                                      origin, core), src, r, 2 * r, conv.weight.shape[0])
+        return self.map(lambda read, origin, core: _trim(backend.upsample2x_conv3x3(read(), conv.weight, conv.bias),
+                                                         origin, core), src, r, 2 * r, conv.weight.shape[0])
 
     def downsample(self, downsampler, src: _Map, r: int) -> _Map:
         """The stride-2 conv padded only after: output px i reads input px 2i..2i+2, so crops grow 1 px
         down/right and start on even px (cores scaled by r, which is even here)."""
         conv = downsampler.conv
-        return self.map(lambda x, origin, core: _trim(conv(x), origin, core), src, r, r // 2,
+        return self.map(lambda read, origin, core: _trim(conv(read()), origin, core), src, r, r // 2,
                         conv.weight.shape[0], before=0, after=1)
 
 
@@ -535,8 +538,8 @@ def decode_tiled(vae: AutoencoderKL, z: ms.Tensor, plan: TilePlan,
         image = _Map(shape, 1, array=np.empty(shape, np.float32) if out is None else out)
         norm = dec.conv_norm_out
         stats = src.moments()
-        steps.map(lambda t, origin, core: _trim(dec.conv_out(steps.normalize(t, stats, norm, src.shift)), origin,
-                                                core), src, r, r, cfg.out_channels, out=image, record=False)
+        steps.map(lambda read, origin, core: _trim(dec.conv_out(steps.normalize(read(), stats, norm, src.shift)),
+                                                   origin, core), src, r, r, cfg.out_channels, out=image, record=False)
     result = ms.from_numpy(image.array)  # shares the array: no copy
     return result if z.dtype == ms.float32 else result.astype(z.dtype)
 
