@@ -85,8 +85,7 @@ def check_free(path: Path, overwrite: bool) -> Path:
 def check_writable(folder: Path) -> None:
     """InputError unless `folder` is a folder that files can be made in."""
     if not folder.is_dir():
-        what = "is a file, not a folder" if folder.is_file() else "no such folder"
-        raise InputError(f"{folder}: {what}")
+        raise InputError(f"{folder}: {not_a_folder(folder)}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{folder}: cannot write in this folder (read-only, or no permission)")
     try:  # access() answers for root from the mode bits alone: /sys and /proc say yes and create nothing
@@ -94,6 +93,17 @@ def check_writable(folder: Path) -> None:
             pass
     except OSError as e:
         raise InputError(f"{folder}: cannot write in this folder ({e.strerror or e})") from None
+
+
+def not_a_folder(path: Path) -> str:
+    """Why `path`, no folder, is none: a file, a symbolic link that loops or leads nowhere, or nothing there."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a loop of symbolic links"
+        return "a symbolic link that leads nowhere" if os.path.islink(path) else "no such folder"
+    return "is a file, not a folder"
 
 
 def check_size(path: Path, width: int, height: int) -> None:

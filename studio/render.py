@@ -21,7 +21,7 @@ from studio import __version__, backend
 from studio.check import check_arguments, check_layout, path_str
 from studio.compose import compose, cut_span, draw_guides, hidden_problems, layout_dir, text_problems
 from studio.errors import OUT_OF_MEMORY, InputError, StudioError, check_flag, out_of_memory
-from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
+from studio.export import (EXPORT_SUFFIXES, not_a_folder, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
                            remove_temporaries, save_image, write_temp)
 from studio.geometry import monitor_dpi, resolve
 from studio.hub import HubId, split_revision
@@ -417,8 +417,9 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                 resolve_model_dir(model_id)
     try:  # created when missing, as a designer expects of `-o out/posters`
         out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"{out_dir}: cannot be the output folder ({e.strerror or e})") from None
+    except OSError as e:  # a file there, a link that loops or leads nowhere: said as such, not 'File exists'
+        why = not_a_folder(out_dir) if os.path.lexists(out_dir) else e.strerror or e
+        raise InputError(f"{out_dir}: cannot be the output folder ({why})") from None
     # what a killed run of this layout left: its temporary files, or renames to finish; an output whose renames
     # are finished is written, so the art kept for it goes (as when that run ends)
     for name in remove_temporaries(out_dir, temporary_targets(layout, stem)):

@@ -1032,8 +1032,13 @@ def test_proof_warns_about_clipped_text(tmp_path, capsys):
 
 
 def test_an_output_whose_folder_is_a_file_says_so(tmp_path):
+    """A file, nothing, and symbolic links that loop or lead nowhere, each said as what it is (a link was 'no such
+    folder')."""
     (tmp_path / "cover.png").write_bytes(b"")
-    for parent, what in [("cover.png", "is a file, not a folder"), ("nowhere", "no such folder")]:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for parent, what in [("cover.png", "is a file, not a folder"), ("nowhere", "no such folder"),
+                         ("loop", "a loop of symbolic links"), ("dangling", "a symbolic link that leads nowhere")]:
         with pytest.raises(InputError) as info:
             E.check_free(tmp_path / parent / "a.png", overwrite=False)
         assert str(info.value) == f"{tmp_path / parent}: {what}"

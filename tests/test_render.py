@@ -876,3 +876,18 @@ def test_art_that_cannot_be_kept_leaves_no_empty_folder(tmp_path, monkeypatch, c
     monkeypatch.setattr(studio.render, "write_temp", full_disk)
     studio.render._keep_art(tmp_path / ".studio-art" / "x.png", Image.new("RGB", (4, 4)), "dpm")
     assert list(tmp_path.iterdir()) == [] and "cannot keep the art of a layer" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_cant_be_one_says_what_it_is(tmp_path):
+    """-o a file, or a symbolic link that loops or leads nowhere: said as such (each was 'File exists')."""
+    from studio.layout import parse_layout
+
+    layout = parse_layout("canvas: {width: 8, height: 8}\nlayers: [fill: {color: red}]\n")
+    (tmp_path / "afile").write_bytes(b"")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for name, why in [("afile", "is a file, not a folder"), ("loop", "a loop of symbolic links"),
+                      ("dangling", "a symbolic link that leads nowhere")]:
+        with pytest.raises(InputError) as info:
+            render(layout, tmp_path / name)
+        assert str(info.value) == f"{tmp_path / name}: cannot be the output folder ({why})"
