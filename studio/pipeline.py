@@ -699,12 +699,18 @@ class PixArtSigmaPipeline:
 
     def _encode_misses(self, misses: list, rows: list, stream: bool, cache) -> None:
         """Encode the prompts `cache` lacks (all, without a cache: None), misses = [(index in rows, ids, mask,
-        key)], each alone, in one pass over T5: into `rows`, and the cache when there is one."""
-        encoded = self._encoder(stream).encode_each([(ms.Tensor(ids), ms.Tensor(mask)) for _, ids, mask, _ in misses])
-        for (i, _, mask, key), features in zip(misses, encoded):
-            rows[i] = (features.astype(ms.float32).asnumpy(), mask)
+        key)], each alone, in one pass over T5: into `rows`, and the cache when there is one. Prompts of the same
+        ids (one given for several images, the default negative "" of each, 'a dog' and 'A  Dog') are encoded
+        once: each is a pass over all of T5's weights."""
+        firsts = list(_first_of_each_ids(misses, 1))
+        encoded = self._encoder(stream).encode_each([(ms.Tensor(ids), ms.Tensor(mask)) for _, ids, mask, _ in firsts])
+        features = {}
+        for (_, ids, mask, key), out in zip(firsts, encoded):
+            features[ids.tobytes()] = out.astype(ms.float32).asnumpy()
             if cache is not None:
-                cache.put(key, *rows[i])
+                cache.put(key, features[ids.tobytes()], mask)
+        for i, ids, mask, _ in misses:
+            rows[i] = (features[ids.tobytes()], mask)
 
     @_one_at_a_time
     def encode_ahead(self, prompts: str | list[str], room: int | None = None, stream: bool = True,
@@ -720,8 +726,8 @@ class PixArtSigmaPipeline:
         cache = self._embedding_cache()  # read once: another thread may set pipe.embedding_cache meanwhile
         if cache is None:
             raise InputError("encode_ahead puts features into an embedding cache: set pipe.embedding_cache first")
-        entries = [e for e in self._prompt_keys(list(dict.fromkeys(prompts)), max_sequence_length)
-                   if e[2] not in cache]  # a file test: cached features are not read
+        keyed = self._prompt_keys(list(dict.fromkeys(prompts)), max_sequence_length)
+        entries = [e for e in _first_of_each_ids(keyed, 0) if e[2] not in cache]  # a file test: features not read
         if not entries:
             return 0
         rows, misses = [None] * len(entries), [(i, *entry) for i, entry in enumerate(entries)]
@@ -1131,6 +1137,16 @@ class Captions(NamedTuple):
                                    for p in parts])
         mask = np.concatenate([np.pad(p.mask, ((0, 0), (0, length - p.mask.shape[1]))) for p in parts])
         return ms.Tensor(features).astype(dtype), ms.Tensor(mask)
+
+
+def _first_of_each_ids(entries, at: int):
+    """The first of `entries` (tuples holding a prompt's token ids (1, L) at index `at`) with each token ids, in
+    order."""
+    seen = set()
+    for entry in entries:
+        if entry[at].tobytes() not in seen:
+            seen.add(entry[at].tobytes())
+            yield entry
 
 
 def _excerpt(text: str, n: int) -> str:

@@ -859,6 +859,25 @@ def test_memory_plan_streams_t5_unless_it_is_kept():
         plan_generation(tr, t5, SDXL_VAE, 1024, 1024, budget=8 * GiB, keep_text_encoder=True)
 
 
+def test_prompts_of_the_same_tokens_are_encoded_once(tiny_dir, monkeypatch):
+    """Four images of one prompt and the default negative "" each (a list of prompts), or texts that tokenize
+    alike: one pass over T5 per distinct token ids (each was encoded again, a pass over all T5's weights), and the
+    same features as encoding each alone."""
+    from studio.models.t5 import StreamedT5Encoder
+
+    pipe = PixArtSigmaPipeline.from_pretrained(tiny_dir)
+    given, encode_each = [], StreamedT5Encoder.encode_each
+    monkeypatch.setattr(StreamedT5Encoder, "encode_each", lambda self, inputs: given.append(len(inputs)) or
+                        encode_each(self, inputs))
+    pipe(["a cat"] * 4, height=64, width=64, num_inference_steps=1, seed=1, output_type="latent")
+    assert given == [2]  # "a cat" and ""
+    given.clear()
+    features, _ = pipe.encode_prompt(["a cat", "A Cat", "a  cat", "a dog"])
+    assert given == [2]
+    np.testing.assert_array_equal(features.asnumpy()[:3], np.repeat(features.asnumpy()[:1], 3, axis=0))
+    np.testing.assert_array_equal(features.asnumpy()[:1], pipe.encode_prompt("a cat")[0].asnumpy())
+
+
 def test_encode_prompt_encodes_real_tokens_only(tiny_dir):
     """Features cut after the longest prompt's tokens equal the real positions of a full-length encoding."""
     import mindspore as ms
