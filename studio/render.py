@@ -21,8 +21,8 @@ from studio import __version__, backend
 from studio.check import check_arguments, check_layout, path_str
 from studio.compose import compose, cut_span, draw_guides, hidden_problems, layout_dir, text_problems
 from studio.errors import OUT_OF_MEMORY, InputError, StudioError, check_flag, out_of_memory
-from studio.export import (EXPORT_SUFFIXES, not_a_folder, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
-                           remove_temporaries, save_image, write_temp)
+from studio.export import (EXPORT_SUFFIXES, MAX_NAME_BYTES, Picture, check_free, check_size, check_target, export,
+                           not_a_folder, remove_temporaries, save_image, write_temp)
 from studio.geometry import monitor_dpi, resolve
 from studio.hub import HubId, split_revision
 from studio.layout import file_stems, first_seed, stem_problems
