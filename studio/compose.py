@@ -790,10 +790,11 @@ def hidden_problems(layout: Layout) -> list[TextProblem]:
     boxes = [resolve(layer.region, canvas, layout.grids) for layer in layers]
     opaque = {}  # layer index -> paints_box_opaque, asked when first needed (an image is decoded)
     problems = []
+    covering = [j for j, layer in enumerate(layers) if paints_box_opaque(layer, j, base_dir, look=False)]
     for i, layer in enumerate(layers):
         if not isinstance(layer, (TextLayer, ImageLayer)) or boxes[i].w <= 0 or boxes[i].h <= 0:
             continue
-        later = [j for j in range(i + 1, len(layers)) if paints_box_opaque(layers[j], j, base_dir, look=False)]
+        later = [j for j in covering if j > i]
         if not later:
             continue
         if isinstance(layer, ImageLayer):

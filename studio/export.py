@@ -39,6 +39,7 @@ import numpy as np
 
 from studio.errors import InputError, signals_held
 from studio.progress import write_line
+from studio.spec import link_problem
 
 try:
     import fcntl  # flock, for `FileLock`
@@ -96,14 +97,11 @@ def check_writable(folder: Path) -> None:
 
 
 def not_a_folder(path: Path) -> str:
-    """Why `path`, no folder, is none: a file, a symbolic link that loops or leads nowhere, or nothing there."""
-    try:
-        os.stat(path)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return "a loop of symbolic links"
-        return "a symbolic link that leads nowhere" if os.path.islink(path) else "no such folder"
-    return "is a file, not a folder"
+    """Why `path`, no folder, is none: a file, a symbolic link that loops or leads nowhere (`link_problem`), or
+    nothing there."""
+    if problem := link_problem(path):
+        return f"is {problem}"
+    return "is a file, not a folder" if os.path.lexists(path) else "no such folder"
 
 
 def check_size(path: Path, width: int, height: int) -> None:

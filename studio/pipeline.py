@@ -657,16 +657,23 @@ class PixArtSigmaPipeline:
         encoded again and put back in its place."""
         entries = self._prompt_keys(prompts, max_sequence_length)
         cache, channels = self._embedding_cache(), self._t5_config.d_model
-        rows = []
-        for ids, mask, key in entries:
+        # prompts of the same ids (one given for several images, the default negative "" of each, 'a dog' and
+        # 'A  Dog') are looked up and encoded once, at the first of them: each encoding is a pass over all of T5
+        first = {}
+        for i, (ids, _, _) in enumerate(entries):
+            first.setdefault(ids.tobytes(), i)
+        rows = [None] * len(entries)
+        for i in first.values():
+            ids, mask, key = entries[i]
             cached = None if cache is None else cache.get(key)
             fits = cached is not None and cached[0].shape == (1, ids.shape[1], channels) \
                 and np.array_equal(cached[1], mask)
-            rows.append((cached[0].astype(np.float32, copy=False), mask) if fits else None)  # the tokenizer's mask
-        misses = [(i, *entry) for i, (entry, row) in enumerate(zip(entries, rows)) if row is None]
+            if fits:
+                rows[i] = (cached[0].astype(np.float32, copy=False), mask)  # the tokenizer's mask
+        misses = [(i, *entries[i]) for i in first.values() if rows[i] is None]
         if misses:
             self._encode_misses(misses, rows, stream, cache)
-        return [Captions(*row) for row in rows]
+        return [Captions(*rows[first[ids.tobytes()]]) for ids, _, _ in entries]
 
     def _embedding_cache(self):
         """The embedding cache of this thread's calls: the one lent to it (`lent_embedding_cache`), else the
@@ -699,18 +706,12 @@ class PixArtSigmaPipeline:
 
     def _encode_misses(self, misses: list, rows: list, stream: bool, cache) -> None:
         """Encode the prompts `cache` lacks (all, without a cache: None), misses = [(index in rows, ids, mask,
-        key)], each alone, in one pass over T5: into `rows`, and the cache when there is one. Prompts of the same
-        ids (one given for several images, the default negative "" of each, 'a dog' and 'A  Dog') are encoded
-        once: each is a pass over all of T5's weights."""
-        firsts = list(_first_of_each_ids(misses, 1))
-        encoded = self._encoder(stream).encode_each([(ms.Tensor(ids), ms.Tensor(mask)) for _, ids, mask, _ in firsts])
-        features = {}
-        for (_, ids, mask, key), out in zip(firsts, encoded):
-            features[ids.tobytes()] = out.astype(ms.float32).asnumpy()
+        key)], each alone, in one pass over T5: into `rows`, and the cache when there is one."""
+        encoded = self._encoder(stream).encode_each([(ms.Tensor(ids), ms.Tensor(mask)) for _, ids, mask, _ in misses])
+        for (i, _, mask, key), features in zip(misses, encoded):
+            rows[i] = (features.astype(ms.float32).asnumpy(), mask)
             if cache is not None:
-                cache.put(key, features[ids.tobytes()], mask)
-        for i, ids, mask, _ in misses:
-            rows[i] = (features[ids.tobytes()], mask)
+                cache.put(key, *rows[i])
 
     @_one_at_a_time
     def encode_ahead(self, prompts: str | list[str], room: int | None = None, stream: bool = True,
@@ -726,8 +727,9 @@ class PixArtSigmaPipeline:
         cache = self._embedding_cache()  # read once: another thread may set pipe.embedding_cache meanwhile
         if cache is None:
             raise InputError("encode_ahead puts features into an embedding cache: set pipe.embedding_cache first")
-        keyed = self._prompt_keys(list(dict.fromkeys(prompts)), max_sequence_length)
-        entries = [e for e in _first_of_each_ids(keyed, 0) if e[2] not in cache]  # a file test: features not read
+        keyed = {ids.tobytes(): (ids, mask, key) for ids, mask, key in  # texts of the same ids: one entry
+                 self._prompt_keys(list(dict.fromkeys(prompts)), max_sequence_length)}
+        entries = [e for e in keyed.values() if e[2] not in cache]  # a file test: cached features are not read
         if not entries:
             return 0
         rows, misses = [None] * len(entries), [(i, *entry) for i, entry in enumerate(entries)]
@@ -1137,16 +1139,6 @@ class Captions(NamedTuple):
                                    for p in parts])
         mask = np.concatenate([np.pad(p.mask, ((0, 0), (0, length - p.mask.shape[1]))) for p in parts])
         return ms.Tensor(features).astype(dtype), ms.Tensor(mask)
-
-
-def _first_of_each_ids(entries, at: int):
-    """The first of `entries` (tuples holding a prompt's token ids (1, L) at index `at`) with each token ids, in
-    order."""
-    seen = set()
-    for entry in entries:
-        if entry[at].tobytes() not in seen:
-            seen.add(entry[at].tobytes())
-            yield entry
 
 
 def _excerpt(text: str, n: int) -> str:

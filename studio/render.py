@@ -251,7 +251,12 @@ def check_map_disks(layout: Layout, plan: Plan, by_model: dict, loaded: dict) ->
                 if tiles is not None and not tiles.maps_in_memory:  # the VAE's config read only then
                     check_map_disk(model_configs(model_id)[2] if pipe is None else pipe.vae.config, tiles)
             except StudioError as e:
-                raise placed(e, f"{layout.where(f'layers[{job.layer}]')}: {layer_label(job.layer, layer)}") from None
+                raise placed(e, _layer_at(layout, job.layer)) from None
+
+
+def _layer_at(layout: Layout, index: int) -> str:
+    """Where layer `index` is, for messages: 'poster.yaml:4: layers[1] (sky)'."""
+    return f"{layout.where(f'layers[{index}]')}: {layer_label(index, layout.layers[index])}"
 
 
 ART_FOLDER = ".studio-art"  # in the output folder: generated pictures, until the render's files are written
@@ -471,14 +476,13 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                                seed=layer.seed, use_resolution_binning=False, sampler=layer.sampler,
                                memory_budget=plan.budget,
                                progress=lambda phase, done, total, label=label: report(label, phase, done, total))
-                except (StudioError, RuntimeError) as e:  # an overflow, memory: at the layer, as a plan's errors are
-                    if not isinstance(e, StudioError) and not out_of_memory(e):
+                except StudioError as e:  # an overflow: at the layer, as a plan's errors are
+                    raise placed(e, _layer_at(layout, job.layer)) from None
+                except RuntimeError as e:
+                    if not out_of_memory(e):
                         raise
-                    at = f"{layout.where(f'layers[{job.layer}]')}: {layer_label(job.layer, layer)}"
-                    if isinstance(e, StudioError):
-                        raise placed(e, at) from None
                     # MindSpore's allocation failure, with its C++ trace: in one line, as the CLI and batch say it
-                    raise StudioError(f"{at}: {OUT_OF_MEMORY}") from e
+                    raise StudioError(f"{_layer_at(layout, job.layer)}: {OUT_OF_MEMORY}") from e
                 made[job.layer] = out.images[0], layer.sampler or pipe.sampler.sampler
                 _keep_art(kept_at[job.layer], *made[job.layer])
         if model_key(model_id) not in loaded:  # released before the next model loads

@@ -38,18 +38,26 @@ def input_path(name: str, base_dir: Path | str | None) -> Path:
     return Path(base_dir or ".") / user_path(name)
 
 
+def link_problem(path: Path) -> str | None:
+    """'a symbolic link loop' or 'a broken symbolic link (to X)' when `path` is a link that leads to nothing;
+    else None."""
+    if not os.path.islink(path) or os.path.exists(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+    return f"a broken symbolic link (to {os.readlink(path)})"
+
+
 def file_problem(name: str, file: Path, kind: str, relative_to: str) -> str | None:
     """Why `file`, which a layout names `name`, is no `kind` ('image file') to read: a folder, a device, a
     symbolic link that leads nowhere, or missing (`relative_to`: where relative paths are read, in words); None
     for a regular file."""
     article = "an" if kind[0] in "aeiou" else "a"
-    if os.path.islink(file) and not file.exists():
-        try:
-            os.stat(file)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                return f"'{name}' is a symbolic link loop"
-        return f"'{name}' is a broken symbolic link (to {os.readlink(file)})"
+    if problem := link_problem(file):
+        return f"'{name}' is {problem}"
     if file.is_dir():
         return f"'{name}' is a folder, not {article} {kind}"
     if file.exists() and not file.is_file():

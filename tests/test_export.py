@@ -1038,7 +1038,8 @@ def test_an_output_whose_folder_is_a_file_says_so(tmp_path):
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     for parent, what in [("cover.png", "is a file, not a folder"), ("nowhere", "no such folder"),
-                         ("loop", "a loop of symbolic links"), ("dangling", "a symbolic link that leads nowhere")]:
+                         ("loop", "is a symbolic link loop"),
+                         ("dangling", f"is a broken symbolic link (to {tmp_path / 'nowhere'})")]:
         with pytest.raises(InputError) as info:
             E.check_free(tmp_path / parent / "a.png", overwrite=False)
         assert str(info.value) == f"{tmp_path / parent}: {what}"

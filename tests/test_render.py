@@ -886,8 +886,8 @@ def test_an_output_folder_that_cant_be_one_says_what_it_is(tmp_path):
     (tmp_path / "afile").write_bytes(b"")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
-    for name, why in [("afile", "is a file, not a folder"), ("loop", "a loop of symbolic links"),
-                      ("dangling", "a symbolic link that leads nowhere")]:
+    for name, why in [("afile", "is a file, not a folder"), ("loop", "is a symbolic link loop"),
+                      ("dangling", f"is a broken symbolic link (to {tmp_path / 'nowhere'})")]:
         with pytest.raises(InputError) as info:
             render(layout, tmp_path / name)
         assert str(info.value) == f"{tmp_path / name}: cannot be the output folder ({why})"
