@@ -8,6 +8,7 @@ tokenizer/ with spiece.model; scheduler/scheduler_config.json), so diffusers loa
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -178,15 +179,8 @@ def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = F
     tmp = temporary_folder(folder.parent, folder.name)  # this thread's: another's clean-up leaves it
     try:
         _write_tiny(tmp, sample_size, seed)
-        if folder.is_dir() and any(folder.iterdir()):
-            old = tmp.with_name(tmp.name + ".old")
-            os.rename(folder, old)
-            os.rename(tmp, folder)
-            _remove_tree(old)
-        else:
-            if folder.is_dir():
-                folder.rmdir()
-            os.rename(tmp, folder)
+        with _SWAP:  # another thread's swap between the test and the renames would leave this one no folder
+            _swap_in(tmp, folder)
     except OSError as e:  # said of the file in the folder asked for, not in the hidden one (a full disk's: the folder)
         where = Path(e.filename) if isinstance(e.filename, str) else tmp
         if e.errno is None or not where.is_relative_to(tmp):
@@ -195,6 +189,23 @@ def make_tiny(folder, sample_size: int = 128, seed: int = 0, overwrite: bool = F
     finally:
         _remove_tree(tmp)
     return folder
+
+
+_SWAP = threading.Lock()  # make_tiny's renames into place, one thread at a time
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    """Put the written pipeline `tmp` in place of `folder`: an old pipeline there is moved aside first and removed
+    after, an empty folder removed."""
+    if folder.is_dir() and any(folder.iterdir()):
+        old = tmp.with_name(tmp.name + ".old")
+        os.rename(folder, old)
+        os.rename(tmp, folder)
+        _remove_tree(old)
+    else:
+        if folder.is_dir():
+            folder.rmdir()
+        os.rename(tmp, folder)
 
 
 def _write_tiny(tmp: Path, sample_size: int, seed: int) -> None:
