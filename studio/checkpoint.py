@@ -453,10 +453,11 @@ def _cached_revisions_hint(name: str, cache_dir, rejected: Path | None = None) -
     return f"; the cache holds it at {', '.join(said)}" if said else ""
 
 
-# a weight file's name: stem, optional variant ('model.fp16.safetensors', 'model.fp16-00001-of-00002.safetensors',
-# the older 'model-00001-of-00002.fp16.safetensors'), optional shard number
-_WEIGHT_NAME = re.compile(r"(?P<stem>diffusion_pytorch_model|model)(?:\.(?P<a>\w+))?(?P<shard>-\d+-of-\d+)?"
-                          r"(?:\.(?P<b>\w+))?\.safetensors")
+# a weight file's name: stem, optional variant, optional shard number ('model.fp16.safetensors',
+# 'model.fp16-00001-of-00002.safetensors', the older 'model-00001-of-00002.fp16.safetensors'). A variant is any
+# name diffusers takes ('fp16-ema', 'ema.v2'): it puts the variant before '.safetensors' as it is written
+_WEIGHT_NAME = re.compile(r"(?P<stem>diffusion_pytorch_model|model)(?:(?:\.(?P<a>.+?))?(?P<shard>-\d+-of-\d+)?"
+                          r"|(?P<older_shard>-\d+-of-\d+)\.(?P<b>.+))\.safetensors")
 
 
 def _weight_variant(name: str) -> tuple[bool, str | None]:
@@ -509,7 +510,8 @@ def _read_names(held: set[str], variant: str | None) -> list[str]:
             if not chosen.endswith(".json"):
                 return [chosen]
             matches = [_WEIGHT_NAME.fullmatch(n) for n in sorted(held)]
-            return [m[0] for m in matches if m and m["shard"] and m["stem"] == stem and (m["a"] or m["b"]) == each]
+            return [m[0] for m in matches if m and (m["shard"] or m["older_shard"]) and m["stem"] == stem
+                    and (m["a"] or m["b"]) == each]
     return []
 
 

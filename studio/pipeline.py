@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -44,30 +45,48 @@ FLOAT16_ON_CPU = ("studio: float16 on the CPU is about 4x slower than float32 (M
 
 
 @dataclass
-class PipelineOutput:
-    """`images`: PIL images ("pil"), float array (N, H, W, 3) in [0, 1] ("np"), or latents (N, 4, h, w)."""
+class PipelineOutput(Mapping):
+    """`images`: PIL images ("pil"), float array (N, H, W, 3) in [0, 1] ("np"), or latents (N, 4, h, w).
+
+    As diffusers' output, an ordered mapping of its fields ({"images": ...}) that an integer also indexes:
+    out["images"], out[0], out.to_tuple(), dict(out), "images" in out. `seed` is an attribute only, studio's
+    own: the mapping and the tuple stay the reference's, as return_dict=False's (images,)."""
 
     images: list | np.ndarray
     seed: int | None = None  # the seed that drew the initial noise; None when `latents` or a generator did
 
-    def __getitem__(self, index):  # out[0] and out["images"] are the images, as the reference's output indexes
-        return {"images": self.images}[index] if isinstance(index, str) else self.to_tuple()[index]
+    def _fields(self) -> dict:
+        return {"images": self.images}
 
-    def keys(self) -> list[str]:
-        return ["images"]
+    def __getitem__(self, key):
+        return self._fields()[key] if isinstance(key, str) else self.to_tuple()[key]
+
+    def __iter__(self):
+        return iter(self._fields())
+
+    def __len__(self) -> int:
+        return len(self._fields())
+
+    def __contains__(self, key) -> bool:  # a key, not an index: Mapping's would take out[0] as one
+        return key in self._fields()
 
     def to_tuple(self) -> tuple:
-        return (self.images,)
+        return tuple(self._fields().values())
 
 
 def as_dtype(dtype) -> ms.Type:
-    """A MindSpore type from one, or from a name ("float16", "fp16") or a torch/numpy dtype (torch.float16)."""
+    """A MindSpore type from one (mindspore.float16), or from a name ("float16", "fp16") or a torch/numpy dtype
+    (torch.float16); InputError unless float32, float16 or bfloat16, here rather than at the first call."""
     if isinstance(dtype, ms.dtype.Type):
-        return dtype
-    name = dtype if isinstance(dtype, str) else getattr(dtype, "__name__", None) or str(dtype).removeprefix("torch.")
-    if name not in DTYPES:
-        raise InputError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    return DTYPES[name]
+        found = dtype if dtype in DTYPES.values() else None
+    else:
+        name = dtype if isinstance(dtype, str) else (getattr(dtype, "__name__", None)  # np.float16
+                                                     or str(dtype).removeprefix("torch."))  # torch.float16
+        found = DTYPES.get(name)
+    if found is None:
+        raise InputError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)} (or mindspore.float32, float16, "
+                         "bfloat16)")
+    return found
 
 
 def as_prompts(value, name: str) -> list[str]:
@@ -132,6 +151,16 @@ def numbers_array(value, what: str) -> np.ndarray:
     if array is None or array.dtype.kind not in "biuf":  # None, text, objects
         raise InputError(f"{what}, got {value!r:.80}")
     return array
+
+
+def check_binary_mask(mask: np.ndarray, name: str) -> None:
+    """InputError unless every value of `mask` is 0 or 1 (False or True): the reference adds a fractional
+    mask to the attention scores as a bias, which studio's keep-or-drop masks can't do."""
+    bad = ~np.isin(mask, (0, 1))
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(f"{name} must hold only 0 and 1 (or False and True; 1 for tokens, 0 for padding): "
+                         f"{name}[{', '.join(map(str, first))}] is {mask[first]:g}")
 
 
 def as_latents(latents, shape: tuple) -> np.ndarray:
@@ -1117,6 +1146,7 @@ class Captions(NamedTuple):
                              f"(B, L, C) and (B, L)")
         if 0 in features.shape[:2]:
             raise InputError(f"{name}_embeds {features.shape}: needs at least one row and one token position")
+        check_binary_mask(mask, f"{name}_attention_mask")
         mask = mask.astype(np.int32)  # as `tokenize` gives masks (a copy: the caller's is not changed)
         # a row that attends to no token attends to all its L positions in the reference: its -10000 bias is the
         # same for every key, so softmax cancels it, as for a row of ones; here masked keys weigh exactly 0 (and
@@ -1153,11 +1183,15 @@ def _scalar(value):
 
 
 def _numpy(a) -> np.ndarray:
-    """A numpy array of a numpy, torch or MindSpore array."""
+    """A numpy array of a numpy, torch or MindSpore array; bfloat16 as float32 (numpy has no bfloat16: MindSpore's
+    asnumpy() gives ml_dtypes' one, of kind 'V', which no check of a float kind takes)."""
     if hasattr(a, "detach"):  # torch
         a = a.detach().cpu()
         return (a.float() if a.is_floating_point() else a).numpy()
-    return a.asnumpy() if isinstance(a, ms.Tensor) else np.asarray(a)
+    if isinstance(a, ms.Tensor):
+        return (a.astype(ms.float32) if a.dtype == ms.bfloat16 else a).asnumpy()
+    a = np.asarray(a)
+    return a.astype(np.float32) if a.dtype.name == "bfloat16" else a
 
 
 class MemoryCache:

@@ -731,6 +731,48 @@ def test_a_folder_with_a_single_weight_file_and_a_shard_index_loads_what_the_ref
             np.testing.assert_array_equal(p.asnumpy(), expected[name].numpy(), err_msg=name)
 
 
+def test_a_variant_named_with_dashes_or_dots_loads_as_in_diffusers(broken):
+    """diffusers takes any variant name ('fp16-ema', 'ema.v2') and puts it before '.safetensors' as written: its
+    files load, and only the components without them fall back to their plain ones (it was 'no component has
+    fp16-ema weights')."""
+    for variant in ("fp16-ema", "ema.v2"):
+        folder = shutil.copytree(broken, broken.parent / variant)
+        original = _rewrite(folder, f"diffusion_pytorch_model.{variant}.safetensors", lambda a: a * 2)
+        with pytest.warns(UserWarning) as warned:
+            pipe = PixArtSigmaPipeline.from_pretrained(folder, variant=variant)
+        assert [str(w.message).split(" has no ")[0] for w in warned] == [f"studio: {folder / c}"
+                                                                         for c in ("vae", "text_encoder")]
+        got = dict(pipe.transformer.parameters_and_names())["proj_out.weight"].asnumpy()
+        np.testing.assert_array_equal(got, original["proj_out.weight"] * 2)
+
+
+def test_download_and_the_cache_check_read_variants_named_with_dashes():
+    """A sharded 'fp16-ema' variant's files are downloaded (the shard names were not read as weight files), and
+    a cached snapshot holding them is complete for variant='fp16-ema'."""
+    files = ["model_index.json", f"transformer/{WEIGHTS}", "transformer/diffusion_pytorch_model.fp16-ema.safetensors",
+             f"vae/{WEIGHTS}", "text_encoder/model.safetensors.index.fp16-ema.json",
+             "text_encoder/model.fp16-ema-00001-of-00002.safetensors",
+             "text_encoder/model.fp16-ema-00002-of-00002.safetensors", "text_encoder/model.safetensors"]
+    assert download_weight_names(files, "fp16-ema") == [
+        "transformer/diffusion_pytorch_model.fp16-ema.safetensors", f"vae/{WEIGHTS}",
+        "text_encoder/model.fp16-ema-00001-of-00002.safetensors",
+        "text_encoder/model.fp16-ema-00002-of-00002.safetensors"]
+    assert download_weight_names(files, "fp16") == [f"transformer/{WEIGHTS}", f"vae/{WEIGHTS}",
+                                                    "text_encoder/model.safetensors"]
+
+
+def test_a_cached_snapshot_with_a_dashed_variant_loads_without_going_online(tiny_dir, tmp_path, monkeypatch):
+    """Online, a snapshot holding a variant's files is loaded as cached (its 'fp16-ema' files were not seen, so
+    the hub was asked for them)."""
+    revision = "a" * 40
+    snapshot = _hub_cache(tiny_dir, tmp_path, [revision], {"main": revision}) / revision
+    _rewrite(snapshot, "diffusion_pytorch_model.fp16-ema.safetensors", lambda a: a)
+    calls = fake_hub(monkeypatch, tmp_path / "no-repository", snapshot)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert resolve_model_dir("someone/tiny-pixart", variant="fp16-ema", cache_dir=tmp_path) == snapshot
+    assert calls == [None]  # the cache looked at, not the hub
+
+
 def test_fp16_variant_loads_into_fp32(broken):
     original = _rewrite(broken, "diffusion_pytorch_model.fp16.safetensors", lambda a: a.astype(np.float16))
     with pytest.raises(CheckpointError, match="no weight file"):

@@ -4,13 +4,14 @@ everything checked before any weight is read, each problem one line naming the f
 import json
 import shutil
 
+import mindspore as ms
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
 from studio import checkpoint
 from studio.errors import CheckpointError, ConfigError, InputError
-from studio.pipeline import PixArtSigmaPipeline
+from studio.pipeline import PixArtSigmaPipeline, as_dtype
 from studio.tiny import SCHEDULER
 from tests.util import rel_l2
 
@@ -102,6 +103,19 @@ def test_a_transformer_saved_by_diffusers_ema_model_loads(tiny_dir, tmp_path):
     tensors = load_file(str(tiny_dir / "transformer" / "diffusion_pytorch_model.safetensors"))
     for name, p in pipe.transformer.parameters_and_names():
         np.testing.assert_array_equal(p.asnumpy(), tensors[name], err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int32"])
+def test_a_mindspore_type_studio_cant_compute_in_is_refused_at_load(broken, dtype):
+    """dtype=mindspore.float64 or int32 is one line at load, as the name 'float64' is, not a MindSpore error at
+    the first call; the types studio computes in are taken."""
+    with pytest.raises(InputError) as info:
+        PixArtSigmaPipeline.from_pretrained(broken, dtype=getattr(ms, dtype))
+    assert str(info.value) == (f"dtype mindspore.{dtype} is not one of float32, fp32, float16, fp16, bfloat16, bf16 "
+                               "(or mindspore.float32, float16, bfloat16)")
+    with pytest.raises(InputError, match=f"^dtype '{dtype}' is not one of float32"):
+        PixArtSigmaPipeline.from_pretrained(broken, dtype=dtype)
+    assert [as_dtype(t) for t in (ms.float32, ms.float16, ms.bfloat16)] == [ms.float32, ms.float16, ms.bfloat16]
 
 
 @pytest.mark.parametrize("component,key,value,expected", [

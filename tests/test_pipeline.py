@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from studio.pipeline import PixArtSigmaPipeline, as_latents
+from studio.pipeline import PipelineOutput, PixArtSigmaPipeline, as_latents
 from tests.util import rel_l2
 
 torch = pytest.importorskip("torch")
@@ -484,7 +484,7 @@ def test_the_references_output_mapping_and_attributes(pipes):
     reference's offload and progress-bar switches say what studio does instead."""
     ours, ref = pipes
     out = ours("a cat", height=256, width=256, num_inference_steps=1, output_type="latent", seed=1)
-    assert out["images"] is out.images and out.to_tuple()[0] is out.images and out.keys() == ["images"]
+    assert out["images"] is out.images and out.to_tuple()[0] is out.images and list(out.keys()) == ["images"]
     assert ours.vae_scale_factor == ref.vae_scale_factor == 8
     assert ours.to("cpu") is ours and ours.to(torch.device("cpu")) is ours
     assert ours.to("cpu:0") is ours and ours.to(torch.device("cpu", 0)) is ours  # torch's names of the CPU too
@@ -499,6 +499,24 @@ def test_the_references_output_mapping_and_attributes(pipes):
         ours.disable_attention_slicing()
     with pytest.raises(AttributeError, match="has no attribute 'unet'"):
         ours.unet
+
+
+def test_the_output_is_a_mapping_of_its_fields_as_the_references():
+    """As diffusers' BaseOutput: iterating, len, `in`, keys/values/items and dict() see the field names; an
+    integer indexes the values (`"images" in out` compared the name with the array, and list(out) gave the
+    images). The seed is studio's attribute, not a field of the reference's mapping."""
+    from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+
+    images = np.zeros((1, 4, 4, 3), np.float32)
+    reference, out = ImagePipelineOutput(images=images), PipelineOutput(images=images, seed=7)
+    for o in (reference, out):
+        assert "images" in o and "seed" not in o and 0 not in o and len(o) == 1 and list(o) == ["images"]
+        assert list(o.keys()) == ["images"] and list(o.values())[0] is images
+        assert list(o.items()) == [("images", images)]
+        assert o[0] is o["images"] is images and o.to_tuple() == (images,) and dict(o).keys() == {"images"}
+    assert out.seed == 7
+    with pytest.raises(KeyError):
+        out["seed"]
 
 
 @pytest.mark.parametrize("name,instead", [
@@ -617,6 +635,47 @@ def test_a_given_mask_row_of_zeros_attends_to_every_position_as_in_the_reference
     assert rel_l2(ours(latents=latents, **given, **kwargs).images, expected) <= 1e-3
     with pytest.raises(ValueError, match="attends to position 302: at most 300 .*; a row of zeros attends to all"):
         ours(prompt_embeds=np.zeros((1, 302, 32)), prompt_attention_mask=np.zeros((1, 302)), **kwargs)
+
+
+def test_bfloat16_features_masks_and_latents_are_taken_as_float32(pipes):
+    """encode_prompt's features in bfloat16 (as a GPU or Ascend gives them) passed back as a MindSpore tensor or
+    as its asnumpy() (numpy's bfloat16 from ml_dtypes, of kind 'V'): the latents of the same values in float32
+    (they were refused as 'not a MindSpore array')."""
+    import mindspore as ms
+
+    ours, _ = pipes
+    features, mask = ours.encode_prompt("a cat")
+    latents = np.random.default_rng(5).standard_normal((1, 4, 32, 32)).astype(np.float32)
+    as_bf16 = [ms.Tensor(a).astype(ms.bfloat16) for a in (features, mask.astype(np.float32), latents)]
+    kwargs = dict(height=256, width=256, num_inference_steps=1, output_type="latent")
+    expected = ours(prompt_embeds=as_bf16[0].astype(ms.float32).asnumpy(), prompt_attention_mask=mask,
+                    latents=as_bf16[2].astype(ms.float32).asnumpy(), **kwargs).images
+    assert as_bf16[0].asnumpy().dtype.kind == "V"  # not a kind of number numpy knows: what was refused
+    for given in (as_bf16, [t.asnumpy() for t in as_bf16]):
+        actual = ours(prompt_embeds=given[0], prompt_attention_mask=given[1], latents=given[2], **kwargs).images
+        np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("name,value,dtype,shown", [("prompt_attention_mask", 0.5, np.float32, "0.5"),
+                                                    ("negative_prompt_attention_mask", 2, np.int64, "2"),
+                                                    ("negative_prompt_attention_mask", np.nan, np.float64, "nan")])
+def test_a_mask_of_values_other_than_0_and_1_is_refused(pipes, name, value, dtype, shown):
+    """The reference adds a fractional mask to the attention scores as a bias; studio's masks keep or drop a
+    token, and cut 0.5 to 0 without a word. 0/1 as bool, int or float are taken."""
+    ours, _ = pipes
+    features, mask = ours.encode_prompt("a cat")
+    bad = mask.astype(dtype)
+    bad[0, 1] = value
+    given = dict(prompt_embeds=features, prompt_attention_mask=mask, negative_prompt_embeds=features,
+                 negative_prompt_attention_mask=mask)
+    kwargs = dict(height=256, width=256, num_inference_steps=1, output_type="latent", seed=0)
+    with pytest.raises(ValueError) as info:
+        ours(**{**given, name: bad}, **kwargs)
+    assert str(info.value) == (f"{name} must hold only 0 and 1 (or False and True; 1 for tokens, 0 for padding): "
+                               f"{name}[0, 1] is {shown}")
+    expected = ours(**given, **kwargs).images
+    for ok in (mask.astype(bool), mask.astype(np.float64)):
+        np.testing.assert_array_equal(ours(**{**given, name: ok}, **kwargs).images, expected)
 
 
 def test_encode_prompt_checks_its_length_and_takes_it_by_keyword_only(pipes):
