@@ -325,9 +325,9 @@ class _Reader:
         value = _scalar_value(node)
         if isinstance(value, str) and ("{" in value or "}" in value):
             text = self.substitute(value)
-            if text == value:
-                return text
-            value = _plain_12(text)  # read again, as if the value had been written there
+            # read again, as if the value had been written there; unchanged, as written (a variable whose value is
+            # its own '{name}' too: noted, for the messages)
+            value = text if text == value else _plain_12(text)
             self._note_origin(node, value)
         return value
 
@@ -1748,11 +1748,14 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
             r.error(nodes[name], f"variables.{name}", "is given no value (null, None): give it text or a number, or "
                                                       "leave it out for the file's default")
             r.unset.add(name)
+        elif name in defaults and surrogate_problem(overrides[name]):  # as the file's own values are checked
+            r.error(nodes[name], f"variables.{name}", f"the value given (--set, or a batch job's variables): "
+                                                      f"{surrogate_problem(overrides[name])}")
         elif name not in defaults:
             r.error(node, f"variables.{name}",
                     f"given a value (--set, or a batch job's variables) but not defined in the file"
                     f"{_closest(name, defaults)}")
-    resolved = {k: v if overrides.get(k) is None else overrides[k] for k, v in defaults.items()}
+    resolved = {k: v if overrides.get(k) is None else _without_surrogates(overrides[k]) for k, v in defaults.items()}
     for name, value in resolved.items():
         if value is None and name not in overrides:  # given None: said above
             r.error(nodes[name], f"variables.{name}", f"has no default; set it: --set {name}=... (or a batch job's "
@@ -1790,7 +1793,7 @@ def _canvas(r: _Reader, node, where, span: Span | None) -> Canvas | None:
     elif node is None:
         r.error(where, "canvas", "missing: give canvas (preset or width and height) or a span")
         return None
-    elif bad & SIZE_KEYS:
+    elif bad & (SIZE_KEYS - {"bleed"}):  # a bad bleed leaves the trim size, which the safe margin is checked in
         return None  # reported where it is wrong
     elif "preset" in values:
         for key in ("width", "height"):
@@ -1826,7 +1829,7 @@ def _canvas(r: _Reader, node, where, span: Span | None) -> Canvas | None:
         r.error(_node_at(node, "safe_margin"), "canvas.safe_margin",
                 f"{safe} px on each side leaves no safe area in {width} x {height} px")
         canvas = Canvas(width, height, dpi, bleed, 0, canvas.background, canvas.preset)
-    return canvas
+    return None if "bleed" in bad else canvas
 
 
 def _size_problem(canvas: Canvas) -> str | None:
@@ -1975,6 +1978,11 @@ def _plain_number(value: numbers.Real) -> int | float:
     return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
+def _without_surrogates(text: str) -> str:
+    """`text` with each lone surrogate, reported already, as U+FFFD: no follow-up error holds one."""
+    return re.sub("[\ud800-\udfff]", "\ufffd", text)
+
+
 def _variable_text(name: str, value) -> str:
     """A variable's value given in Python as the text --set would give: a str as is, a number (numpy's too)
     written out; None (a batch job's null) stays, for the loader to report."""
@@ -2054,7 +2062,7 @@ def parse_layout(text: str | dict, source: str | os.PathLike = "<string>", varia
     for node in _nodes(root):
         if isinstance(node, yaml.ScalarNode) and surrogate_problem(node.value):
             r.error(node, "", surrogate_problem(node.value))
-            node.value = re.sub("[\ud800-\udfff]", "\ufffd", node.value)  # reported: not again, as a value
+            node.value = _without_surrogates(node.value)  # reported: not again, as a value
     layout = _read(r, root, variables)
     if r.errors:
         raise LayoutError([message for _, message in sorted(r.errors, key=lambda e: e[0])])
@@ -2158,6 +2166,9 @@ def yaml_problem(text: str, e: yaml.YAMLError, what: str = "layout") -> tuple[in
                                                       f"(control characters other than tab and line breaks)")
     mark = getattr(e, "problem_mark", None)
     line = mark.line + 1 if mark is not None else 1
+    if getattr(e, "context", None) == "while scanning a quoted scalar" and getattr(e, "problem", None) in (
+            "found unexpected end of stream", "found unexpected document separator"):  # not a bad escape
+        return _unclosed_quote(text, e.context_mark)
     comment = _flow_comment(text, line)
     if comment:
         n, word, value = comment
@@ -2177,8 +2188,67 @@ def yaml_problem(text: str, e: yaml.YAMLError, what: str = "layout") -> tuple[in
         value = (written[braces.start(1):mark.column] + re.match(r"[^#,\]}]*", written[mark.column:])[0]).rstrip()
         return line, (f"'{value}' starts with a mapping, {braces[1]}, and goes on; quote text that starts with "
                       f"'{{': \"{value}\"")
-    return line, (_punctuation_problem(written, e) if mark is not None else None) or getattr(e, "problem", None) \
-        or first_line(e)
+    plain = None
+    if mark is not None:
+        plain = _flow_problem(text, written, e) or _punctuation_problem(written, e)
+    return line, plain or getattr(e, "problem", None) or first_line(e)
+
+
+def _unclosed_quote(text: str, opening: yaml.Mark) -> tuple[int, str]:
+    """(line, message) for a quoted value that runs to the end of the file, at the line of its opening quote
+    (PyYAML says 'found unexpected end of stream' past the last line)."""
+    written = text.split("\n")[opening.line]
+    quote, value = written[opening.column], _written_value(written, opening.column)
+    return opening.line + 1, f"this quote is never closed: {value}; close it where the value ends: {value}{quote}"
+
+
+def _flow_problem(text: str, written: str, e: yaml.YAMLError) -> str | None:
+    """The plain message for a value in brackets where PyYAML expected a ',' or the closing bracket (`{text: a: b}`,
+    `["Summer" Sale]`): as `_punctuation_problem`'s for the same value in block style, when the line shows the
+    mistake: ': ' inside a value, or text after a closing quote. None for anything else."""
+    problem = getattr(e, "problem", None) or ""
+    if not problem.startswith("expected ',' or "):
+        return None
+    value = _scalar_before(text, e.problem_mark)  # the value it stopped in: the scalar before where it stopped
+    if value is None or value.start_mark.line != e.problem_mark.line:
+        return None
+    start, end = value.start_mark.column, value.end_mark.column
+    written_value = (written[start:end] + re.split(r"[,\]}]|[ \t]#", written[end:], maxsplit=1)[0]).rstrip()
+    if problem.endswith("but got ':'"):
+        return _colon_hint(written_value)
+    if problem.endswith("but got '<scalar>'") and value.style in ("'", '"'):
+        return _closing_quote_hint(written_value)
+    return None
+
+
+def _scalar_before(text: str, mark: yaml.Mark) -> yaml.ScalarToken | None:
+    """The last scalar PyYAML scans in `text` before `mark`, or None."""
+    last = None
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if token.start_mark.index >= mark.index:
+                break
+            if isinstance(token, yaml.ScalarToken):
+                last = token
+    except yaml.YAMLError:  # past the mark, or just where it stopped
+        pass
+    return last
+
+
+def _colon_hint(value: str) -> str:
+    return f"': ' inside a value starts a mapping; quote the whole value: {yaml_quoted(value)}"
+
+
+def _closing_quote_hint(value: str) -> str:
+    """The hint for `value`, as written, going on after its closing quote. A value in quotes that holds the same
+    quote ('Don't stop': the apostrophe closes it) is text meant in quotes: the text written in the other quote or
+    with the quote doubled, so that no quote mark is drawn; else the whole value, its quotes drawn as written."""
+    quote = value[0]
+    if len(value) > 2 and value.endswith(quote):
+        inner = value[1:-1]
+        ways = dict.fromkeys([yaml_quoted(inner), "'" + inner.replace("'", "''") + "'"])
+        return f"text after a closing quote: the {quote} inside {value} closes it; write {' or '.join(ways)}"
+    return f"text after a closing quote: quote the whole value: {yaml_quoted(value)}"
 
 
 # a line's indentation, list marks and key: `  - text: `; group 1 the key
@@ -2199,8 +2269,7 @@ def _punctuation_problem(written: str, e: yaml.YAMLError) -> str | None:
     if context is not None and context.line == e.problem_mark.line and "while scanning" in (e.context or ""):
         column = context.column
     if problem == "mapping values are not allowed here" and column > start:
-        value = _written_value(written, start)
-        return f"': ' inside a value starts a mapping; quote the whole value: {yaml_quoted(value)}"
+        return _colon_hint(_written_value(written, start))
     first, value = written[column:column + 1], _written_value(written, column)
     an_alias = problem.startswith("found undefined alias") and len(value.split()) == 1  # `*name` meant as one
     if first in _STARTS and not an_alias:
@@ -2209,7 +2278,7 @@ def _punctuation_problem(written: str, e: yaml.YAMLError) -> str | None:
     if problem == "expected <block end>, but found '<scalar>'":  # more after a quoted value or a list
         value = _written_value(written, start)
         if value[:1] in ("'", '"'):
-            return f"text after a closing quote: quote the whole value: {yaml_quoted(value)}"
+            return _closing_quote_hint(value)
         return f"'{value}' starts with a list and goes on; quote the whole value: {yaml_quoted(value)}" \
             if value[:1] == "[" else None
     if problem == "mapping values are not allowed here" or \
@@ -2330,16 +2399,20 @@ def _read(r: _Reader, root, overrides: dict[str, str]) -> Layout | None:
     return layout
 
 
+PLANNED_KEYS = ("model", "steps", "strategy")  # the generate keys the planner reports problems at (`plan.key_at`)
+
+
 def _lines(r: _Reader, found: dict, items: list) -> dict[str, int]:
     """`Layout.lines`: the line of each top-level key, of each layer where it is written in `layers` (an alias
-    item at the alias), and of each generate layer's model key (a merged one where the merged mapping has it)."""
+    item at the alias), and of each generate layer's keys the planner reports problems at (`PLANNED_KEYS`; a
+    merged one where the merged mapping has it)."""
     lines = {key: key_node.start_mark.line + 1 for key, (key_node, _) in found.items()}
     for i, item in enumerate(items):
         lines[f"layers[{i}]"] = r.alias_lines.get((id(found["layers"][1]), i), item.start_mark.line + 1)
-        body = _layer_body(item)
-        model = [k for k, _ in body.value if k.value == "model"] if _layer_type(item) == "generate" else []
-        if model:
-            lines[f"layers[{i}].generate.model"] = model[-1].start_mark.line + 1
+        if _layer_type(item) == "generate":
+            for key_node, _ in _layer_body(item).value:  # the last of a repeated key is the one taken
+                if key_node.value in PLANNED_KEYS:
+                    lines[f"layers[{i}].generate.{key_node.value}"] = key_node.start_mark.line + 1
     return lines
 
 

@@ -271,7 +271,8 @@ def relative_cost(cfg: PixArtTransformerConfig, gen_w: int, gen_h: int, steps: i
 def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=None, device: str | None = None) -> Plan:
     """Resolve every layer's box and plan every generation. `configs` (transformer, t5, vae) skip the
     model lookup and the sampler check (tests); otherwise the layer's model, the layout's, or `model` gives
-    them. The layout is checked first (`check.check_layout`: a Layout built in code gets the loader's checks).
+    them. The layout is checked first (`check.check_layout`: a Layout built in code gets the loader's checks);
+    then every layer is planned, and the problems of all of them raised together (`together`), a line each.
     device: as `PixArtSigmaPipeline.from_pretrained`'s (the automatic budget is its free memory); MindSpore's
     device is set once per process, so a plan made before loading chooses it."""
     check_arguments("plan_layout", model)
@@ -283,6 +284,7 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
     max_tensor = tensor_cap()  # the device's, as the pipeline plans the generation when it runs
     boxes = tuple(resolve(layer.region, layout.canvas, layout.grids) for layer in layout.layers)
     jobs, models, generations = [], {}, {}
+    problems = []  # each layer's errors, placed in the layout: all of them are reported at once
     short = []  # (PlanError, layer label, where) of each layer the budget is too small for
     for i, (layer, box) in enumerate(zip(layout.layers, boxes)):
         if not isinstance(layer, GenerateLayer):
@@ -301,28 +303,28 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
             if model_id not in models:
                 try:
                     models[model_id] = model_configs(model_id), model_sampler(model_id)
-                except StudioError as e:  # a model the file names: at its key (the command line's: as it is)
-                    if layer.model:
-                        key = f"layers[{i}].generate.model"
-                        raise placed(e, f"{layout.where(key)}: {label}.generate.model") from None
-                    if layout.model:
-                        raise placed(e, f"{layout.where('model')}: model") from None
-                    raise
+                except StudioError as e:
+                    models[model_id] = None  # said once, at the first layer that names it
+                    problems.append(model_problem(e, layout, i, label))
+            if models[model_id] is None:
+                continue
             (tr, t5, vae), sampler = models[model_id]
         steps = layer.steps
         if sampler is not None:
             try:
                 steps = check_schedule(sampler, layer)
             except (ConfigError, InputError) as e:
-                raise placed(e, at) from None
+                problems.append(schedule_problem(e, layout, i, label))
         try:
             strategy, gen_w, gen_h, memory = plan_region(box, layer, (tr, t5, vae), budget_bytes, max_tensor)
-        except ConfigError as e:
-            raise placed(e, at) from None
+        except ConfigError as e:  # `strategy: upscale` with a model without bins
+            problems.append(placed(e, key_at(layout, i, label, "strategy")))
+            continue
         except PlanError as e:
             if e.minimum is None:
-                raise placed(e, at) from None
-            short.append((e, label, where))  # the other layers are planned too: the error names all their needs
+                problems.append(placed(e, at))
+            else:
+                short.append((e, label, where))  # the other layers are planned too: the error names all their needs
             continue
         f = vae.downsample_factor
         # what decides the pixels (the budget, and so the attention blocks, is the layout's for every layer);
@@ -337,7 +339,9 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
                                 None if reuses == i else reuses))
     if short:
         from_file = budget is None and layout.memory_budget is not None
-        raise too_small(budget_bytes, short, layout.where("memory_budget") if from_file else None)
+        problems.append(too_small(budget_bytes, short, layout.where("memory_budget") if from_file else None))
+    if problems:
+        raise together(problems)
     return Plan(layout.source, layout.canvas.full_width, layout.canvas.full_height, boxes, tuple(jobs), budget_bytes,
                 layout.canvas, layer_kinds(layout), parse_bytes(given) is None, layout.span)
 
@@ -362,6 +366,46 @@ def placed(e: StudioError, at: str) -> StudioError:
     class and attributes (a PlanError's minimum, a MissingBase's folder) kept."""
     e.args = (f"{at}: {e}",)
     return e
+
+
+def model_problem(e: StudioError, layout: Layout, index: int, label: str) -> StudioError:
+    """`e`, the error reading the model of layers[index] (labelled `label`), placed at the key of the file that
+    names the model: the layer's `model:`, else the layout's; the command line's model's as it is."""
+    if layout.layers[index].model:
+        return placed(e, key_at(layout, index, label, "model"))
+    if layout.model:
+        return placed(e, f"{layout.where('model')}: model")
+    return e
+
+
+def schedule_problem(e: StudioError, layout: Layout, index: int, label: str) -> StudioError:
+    """`e`, `check_schedule`'s error for layers[index] (labelled `label`), placed: a step count the schedule
+    can't run at the layer's `steps:` (its line, or the layer's when it takes the default), in a layout's words
+    ('20 must be ...', not the API's 'num_steps=20 ...'); a scheduler studio can't run, at the layer."""
+    from studio.sampling import StepsError
+
+    if not isinstance(e, StepsError):
+        return placed(e, f"{layout.where(f'layers[{index}]')}: {label}")
+    problem = e.reason
+    if e.limit is not None:
+        problem = f"{layout.layers[index].steps} {e.reason} (the model's scheduler has {e.limit} training steps)"
+    e.args = (f"{key_at(layout, index, label, 'steps')}: {problem}",)
+    return e
+
+
+def key_at(layout: Layout, index: int, label: str, key: str) -> str:
+    """Generate layer `index`'s `key` as messages name it: 'poster.yaml:14: layers[2] (sky).generate.steps', at
+    the key's line, or the layer's when the key is not written (its default)."""
+    path = f"layers[{index}].generate.{key}"
+    return f"{layout.where(path if path in layout.lines else f'layers[{index}]')}: {label}.generate.{key}"
+
+
+def together(problems: list[StudioError]) -> StudioError:
+    """One error for `problems` (each a line placed in the layout: the layers' in layer order, then the budget's
+    shortfall): the first, its class and attributes kept, its message all their lines."""
+    first = problems[0]
+    first.args = ("\n".join(map(str, problems)),)
+    return first
 
 
 def too_small(budget: int, short: list[tuple[PlanError, str, str]], budget_where: str | None) -> PlanError:

@@ -491,11 +491,13 @@ def _euler_schedule(config: SamplerConfig, n: int, alphas_cumprod: np.ndarray) -
 class StepsError(InputError):
     """A step count the schedule can't run: '<subject> <reason>', the subject the argument as the API names it
     ('num_steps=5'; none when the reason names the steps); `reason` alone is for a caller that names the
-    argument in its own words (the CLI: '--steps 5: <reason>')."""
+    argument in its own words (the CLI: '--steps 5: <reason>'). `limit`: the scheduler's training steps when the
+    count is past them (a layout says so: its reader sees no scheduler_config.json), else None."""
 
-    def __init__(self, reason: str, subject: str | None = None):
+    def __init__(self, reason: str, subject: str | None = None, limit: int | None = None):
         super().__init__(f"{subject} {reason}" if subject else reason)
         self.reason = reason
+        self.limit = limit
 
 
 def _same_float32(a: float, b: float) -> bool:
@@ -516,7 +518,7 @@ def timesteps_and_sigmas(config: SamplerConfig, num_steps: int) -> Schedule:
         if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
             raise StepsError("must be an integer >= 1", f"num_steps={num_steps!r}")
     elif not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= T:
-        raise StepsError(f"must be an integer in 1..{T}", f"num_steps={num_steps!r}")
+        raise StepsError(f"must be an integer in 1..{T}", f"num_steps={num_steps!r}", limit=T)
     n = int(num_steps)
     make = {"dpm++": _dpm_schedule, "ddim": _ddim_schedule, "euler": _euler_schedule}[config.sampler]
     schedule = make(config, n, _alphas_cumprod(config))

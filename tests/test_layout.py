@@ -634,6 +634,30 @@ BROKEN = [
      "poster.yaml:4: YAML syntax: text after a closing quote: quote the whole value: '\"Summer\" Sale'"),
     ("canvas: {preset: fhd}\nlayers:\n  - text:\n      text: 'Summer' Sale  # a note\n",
      "poster.yaml:4: YAML syntax: text after a closing quote: quote the whole value: \"'Summer' Sale\""),
+    # an apostrophe inside single quotes closes them: the text quoted so that no quote mark is drawn
+    ("canvas: {preset: fhd}\nlayers:\n  - text:\n      text: 'Don't stop'\n",
+     "poster.yaml:4: YAML syntax: text after a closing quote: the ' inside 'Don't stop' closes it; write "
+     "\"Don't stop\" or 'Don''t stop'"),
+    ("canvas: {preset: fhd}\nlayers:\n  - text:\n      text: \"say \"hi\"\"\n",
+     "poster.yaml:4: YAML syntax: text after a closing quote: the \" inside \"say \"hi\"\" closes it; write "
+     "'say \"hi\"'"),
+    # the same mistakes in brackets: the same hints, not "expected ',' or '}'"
+    ("canvas: {preset: fhd}\nlayers:\n  - text: {text: a: b, size: 20}\n",
+     "poster.yaml:3: YAML syntax: ': ' inside a value starts a mapping; quote the whole value: \"a: b\""),
+    ("canvas: {preset: fhd}\nlayers:\n  - text: {text: \"Summer, 2024\" Sale}\n",  # the ',' in quotes
+     "poster.yaml:3: YAML syntax: text after a closing quote: quote the whole value: '\"Summer, 2024\" Sale'"),
+    ("canvas: {preset: fhd}\nlayers:\n  - text: {text: 'Don't stop', size: 20}\n",
+     "poster.yaml:3: YAML syntax: text after a closing quote: the ' inside 'Don't stop' closes it; write "
+     "\"Don't stop\" or 'Don''t stop'"),
+    ("canvas: {preset: fhd}\nlayers:\n  - fill: {color: [\"Summer\" Sale]}\n",
+     "poster.yaml:3: YAML syntax: text after a closing quote: quote the whole value: '\"Summer\" Sale'"),
+    ("canvas: {preset: fhd}\nlayers:\n  - fill: {color: [a b c]}\n  - fill: {color: [a, b}\n",  # no such mistake
+     "poster.yaml:4: YAML syntax: expected ',' or ']', but got '}'"),
+    # a quote never closed: at its line, not past the file's last
+    ("canvas: {preset: fhd}\nlayers:\n  - text:\n      text: \"Night\n  - fill: {color: red}\n  - fill: {color: blue}\n",
+     "poster.yaml:4: YAML syntax: this quote is never closed: \"Night; close it where the value ends: \"Night\""),
+    ("canvas: {preset: fhd}\nlayers:\n  - text: {text: 'Night, size: 20}\n  - fill: {color: red}\n",
+     "poster.yaml:3: YAML syntax: this quote is never closed: 'Night; close it where the value ends: 'Night'"),
     ("canvas: {preset: fhd}\nlayers:\n  - text:\n      text: [NEW] arrivals\n",
      "poster.yaml:4: YAML syntax: '[NEW] arrivals' starts with a list and goes on; quote the whole value: "
      "\"[NEW] arrivals\""),
@@ -1416,6 +1440,9 @@ def test_region_of_numbers_beyond_floats():
      [("poster.yaml:4", "canvas.safe_margin"), ("poster.yaml:5", "grids.g"), ("poster.yaml:6", "layers[0].fill.region")]),
     ("canvas: {width: 256, height: 256, safe_margin: 1 inch}\nlayers: [{text: {text: hi, size: 5000px}}]\n",
      [("poster.yaml:1", "canvas.safe_margin"), ("poster.yaml:2", "layers[0].text.size")]),
+    # a bad bleed leaves the trim size: the safe margin is checked in it
+    ("canvas:\n  preset: fhd\n  bleed: abc\n  safe_margin: 2000px\n" + FILL,
+     [("poster.yaml:3", "canvas.bleed"), ("poster.yaml:4", "canvas.safe_margin")]),
     # a bad size still lets everything that does not need it be checked: keys, names, types
     ("canvas: {width: 40000, height: 100, backgrund: red}\nlayers:\n  - text: {text: a, name: t, align: centre}\n"
      "  - text: {text: b, name: t}\n  - shape: {shape: oval, region: safe}\noutput: {name: '{layout}.png'}\n",
@@ -1446,6 +1473,22 @@ def test_set_values_are_named_in_messages():
         "poster.yaml:3: layers[0].text.align: 'centre' (from {a}) is not one of left, center, right (did you mean "
         "'center'?)",
         "poster.yaml:3: layers[0].text.line_height: must be greater than 0, got -2 (from {n})"]
+    # a value that is its own variable's '{name}' is named too
+    with pytest.raises(LayoutError) as info:
+        parse_layout("canvas: {preset: fhd}\nvariables: {seed: 1}\nlayers: [{generate: {prompt: a, seed: '{seed}'}}]\n",
+                     "poster.yaml", {"seed": "{seed}"})
+    assert info.value.errors == [
+        "poster.yaml:3: layers[0].generate.seed: expected a whole number, got '{seed}' (from {seed}) (text)"]
+
+
+def test_a_set_value_with_a_lone_surrogate_is_an_error_at_its_variable():
+    """As the file's own values: at the variable's line, and not again where it is used (as a file name)."""
+    with pytest.raises(LayoutError) as info:
+        parse_layout("canvas: {preset: fhd}\nvariables: {v: x}\nlayers: [{text: {text: '{v}'}}]\n"
+                     "output: {name: 'a{v}'}\n", "poster.yaml", {"v": "a\ud800"})
+    assert info.value.errors == [
+        "poster.yaml:2: variables.v: the value given (--set, or a batch job's variables): \\ud800 is half of a "
+        "UTF-16 surrogate pair, not a character; write the character itself"]
 
 
 @pytest.mark.parametrize("value, expected", [("1e1", 10.0), ("1E-1", 0.1), ("+2.5e+1", 25.0), ("'{v}'", 1000.0)])

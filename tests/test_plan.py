@@ -433,7 +433,7 @@ def test_a_model_without_bins_cannot_upscale():
         choose_generation(1000, 700, NO_BINS, TINY_VAE, "upscale")
     configs = (NO_BINS, T5_TINY, AutoencoderKLConfig.from_dict(vae_config()))
     layout = Layout("bins.yaml", CANVAS, (GenerateLayer("a"), GenerateLayer("b", strategy="upscale", name="sky")))
-    with pytest.raises(ConfigError, match=f"^bins.yaml: layers\\[1\\] \\(sky\\): {re.escape(UPSCALE_WITHOUT_BINS)}$"):
+    with pytest.raises(ConfigError, match=f"^bins.yaml: layers\\[1\\] \\(sky\\).generate.strategy: {re.escape(UPSCALE_WITHOUT_BINS)}$"):
         plan_layout(layout, budget="1GiB", configs=configs)
     # auto: direct; a budget too small for it names direct's need (there is no other way to try)
     auto = Layout("bins.yaml", CANVAS, (GenerateLayer("a", name="sky"),))
@@ -462,7 +462,7 @@ def test_a_checkpoint_without_bins_plans_from_its_folder(tiny_dir, tmp_path):
     [job] = plan_layout(load_layout(layout_file), str(folder), "8GiB").jobs
     assert (job.strategy, job.gen_width, job.gen_height) == ("direct", 3840, 2160)
     layout_file.write_text("canvas: {preset: 4k}\nlayers:\n  - generate: {prompt: x, name: sky, strategy: upscale}\n")
-    with pytest.raises(ConfigError, match=f"^{re.escape(str(layout_file))}:3: layers\\[0\\] \\(sky\\): "
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(layout_file))}:3: layers\\[0\\] \\(sky\\).generate.strategy: "
                                           f"{re.escape(UPSCALE_WITHOUT_BINS)}$"):
         plan_layout(load_layout(layout_file), str(folder), "8GiB")
 
@@ -630,9 +630,60 @@ def test_a_sampler_the_model_cannot_run_fails_at_planning(tiny_dir, tmp_path):
     # dpm++ with linspace spacing visits a timestep twice at 1000 steps
     with pytest.raises(InputError) as e:
         plan(["{prompt: a}", "{prompt: a, steps: 1000}"])
-    assert str(e.value) == (f"{layout_file}:4: layers[1]: dpm++ with timestep_spacing 'linspace' visits timestep "
+    assert str(e.value) == (f"{layout_file}:4: layers[1].generate.steps: dpm++ with timestep_spacing 'linspace' visits timestep "
                             f"500 twice at 1000 steps; use fewer steps")
     assert plan(["{prompt: a, steps: 1000, sampler: ddim}"]).jobs[0].cost > 0
+
+
+def test_every_layers_problem_is_reported_at_once_at_its_key(tiny_dir, tmp_path, monkeypatch):
+    """A step count past the scheduler's training steps, an upscale without bins, a model that can't be read
+    and a budget too small: each layer's at once, each at the layout key it is about (the steps in the layout's
+    words, not the API's num_steps=; a default step count at the layer's line), in the first one's class."""
+    import shutil
+    from studio.errors import ConfigError
+    from studio.layout import load_layout
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tiny10 = shutil.copytree(tiny_dir, tmp_path / "tiny10")
+    _scheduler(tiny10, num_train_timesteps=10)
+    tiny48 = shutil.copytree(tiny_dir, tmp_path / "tiny48")
+    config = tiny48 / "transformer" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "sample_size": 48}))
+    layout_file = tmp_path / "st.yaml"
+    layout_file.write_text(f"canvas: {{width: 64, height: 64}}\nmodel: {tiny10}\nlayers:\n"
+                           "  - generate: {prompt: a, steps: 5}\n"
+                           "  - generate:\n      prompt: b\n      name: sky\n      steps: 30\n"
+                           "  - generate: {prompt: c}\n"
+                           f"  - generate:\n      prompt: d\n      model: {tiny48}\n      strategy: upscale\n"
+                           "  - generate: {prompt: e, model: nobody/nothing-here}\n"
+                           "  - generate: {prompt: f, model: nobody/nothing-here, steps: 40}\n")
+    layout = load_layout(layout_file)
+    with pytest.raises(InputError) as e:
+        plan_layout(layout, budget="1GiB")
+    past = "must be an integer in 1..10 (the model's scheduler has 10 training steps)"
+    *problems, unread = str(e.value).splitlines()
+    assert problems == [
+        f"{layout_file}:8: layers[1] (sky).generate.steps: 30 {past}",
+        f"{layout_file}:9: layers[2].generate.steps: 20 {past}",  # the default: at the layer
+        f"{layout_file}:13: layers[3].generate.strategy: `strategy: upscale` generates at the model's aspect-ratio "
+        f"bins, and a transformer of sample_size 48 has none (there are bins for sample_size 32, 64, 128, 256); "
+        f"give the layer `strategy: direct`",
+    ]
+    # once, for both layers that name it
+    assert unread.startswith(f"{layout_file}:14: layers[4].generate.model: nobody/nothing-here: not a local folder")
+    with pytest.raises(InputError) as e:  # the budget's shortfall too, after the layers' own problems
+        plan_layout(layout, budget="1KiB")
+    assert len(str(e.value).splitlines()) == 5
+    assert str(e.value).splitlines()[-1] == (f"{layout_file}:4: memory budget 1.00 KiB is too small for 3 generate "
+                                             f"layers: layers[0] needs 4.25 MiB, layers[1] (sky) 4.25 MiB, layers[2] "
+                                             f"4.25 MiB; the smallest budget that works is 4.25 MiB")
+    layout_file.write_text(f"canvas: {{width: 64, height: 64}}\nmodel: {tiny48}\nlayers:\n"
+                           "  - generate: {prompt: a, strategy: upscale}\n  - generate: {prompt: a, steps: 1000}\n")
+    with pytest.raises(ConfigError) as e:  # the class of the first; dpm++ visits a timestep twice at 1000 steps
+        plan_layout(load_layout(layout_file), budget="1KiB")
+    assert [line.split(": ")[1] for line in str(e.value).splitlines()] == [
+        "layers[0].generate.strategy", "layers[1].generate.steps", "layers[1]"]  # the last: its budget
 
 
 def test_a_region_that_rounds_to_nothing_is_refused_before_planning():
