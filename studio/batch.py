@@ -42,7 +42,7 @@ from studio import backend, manifest
 from studio.errors import (OUT_OF_MEMORY, CheckpointError, InputError, StudioError, control_problem, one_line,
                            out_of_memory)
 from studio.layout import ShallowLoader, compose_yaml, hash_comment_hint, yaml_problem
-from studio.export import FileLock, pause_point, read_pixels, remove_temporaries, write_temp
+from studio.export import MAX_NAME_BYTES, FileLock, pause_point, read_pixels, remove_temporaries, write_temp
 from studio.hub import HubId
 from studio.progress import PhaseBars, above_bars, progress_bar, write_line
 from studio.text import surrogate_problem
@@ -716,10 +716,15 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str | None, errors
         outputs = _outputs(name, spec)
         longest = max(outputs, key=lambda p: len(p.encode()))
         if len(longest.encode()) > MAX_NAME_PATH:
-            shown = f"'{name}'" if len(name) <= 40 else f"'{name[:40]}...' ({len(name.encode())} bytes)"
-            errors.append(f"{where}: output name {shown} is too long: its file <name>{longest[len(name):]} has "
-                          f"{len(longest.encode())} bytes inside OUTDIR, at most {MAX_NAME_PATH} (Windows' paths "
-                          f"stop at 260 characters, OUTDIR's included)")
+            errors.append(f"{where}: output name {_shown_name(name)} is too long: its file <name>{longest[len(name):]} "
+                          f"has {len(longest.encode())} bytes inside OUTDIR, at most {MAX_NAME_PATH} (Windows' "
+                          f"paths stop at 260 characters, OUTDIR's included)")
+            continue
+        file = max((p.rpartition("/")[2] for p in outputs), key=lambda f: len(f.encode()))
+        if len(file.encode()) > MAX_NAME_BYTES:  # `export.check_free` would refuse it at every render
+            errors.append(f"{where}: output name {_shown_name(name)} is too long: its file <name>"
+                          f"{file[len(name.rpartition('/')[2]):]} has {len(file.encode())} bytes in its name, at "
+                          f"most {MAX_NAME_BYTES} (255 a file system allows, less 19 for its temporary names)")
             continue
         clash = _claim(taken, outputs, name, where)
         if clash:
@@ -728,6 +733,11 @@ def _items(path: Path, rows: list, doc: dict, model_identity: str | None, errors
         items.append(Item(index, layout, layout_file, text, variables, name, key, where, spec, problem,
                           tuple(outputs)))
     return items
+
+
+def _shown_name(name: str) -> str:
+    """An output name as messages quote it: whole up to 40 characters, else its start and its size."""
+    return f"'{name}'" if len(name) <= 40 else f"'{name[:40]}...' ({len(name.encode())} bytes)"
 
 
 def _read_layout(path: Path) -> tuple[str | None, str | None]:
@@ -1301,7 +1311,8 @@ def _recorded(task, outputs) -> tuple[dict | None, str | None]:
     try:
         record = manifest.load_sidecar(manifest.sidecar_path(task.folder, task.stem))
         return record, manifest.check(record, task.folder, {"item": task.item.key, "inputs": task.inputs,
-                                                            "models": task.models}, outputs)
+                                                            "models": task.models}, outputs,
+                                      task.item.layout_file.parent)
     except (FileNotFoundError, NotADirectoryError):  # none (its folder may be a file: the item fails)
         return None, None
     except (OSError, ValueError) as e:
@@ -1778,10 +1789,9 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
         check_outputs(layout, output_paths(layout, out_dir, stem), overwrite)
     hashes = manifest.FileHashes(None)
     inputs = _inputs(layout, layout_file.parent, hashes)
-    if not manifest.same_inputs(record["inputs"], inputs):
-        name = next((n for n, digest in record["inputs"].items() if inputs.get(n) != digest), None)
-        raise InputError(f"{manifest_file}: {f'input {name}' if name else 'its inputs'} changed since the item was "
-                         f"rendered")
+    changed = manifest.changed_input(record["inputs"], inputs, layout_file.parent)
+    if changed is not None:
+        raise InputError(f"{manifest_file}: input {changed} changed since the item was rendered")
     pipelines = {}
     # a hub id the layout names is one (a HubId) whatever folder of that name the working folder holds
     hub_ids = {m: m for m in [layout.model, *(getattr(layer, "model", None) for layer in layout.layers)]

@@ -147,11 +147,19 @@ def model_files(folder: Path) -> list[Path]:
     return files
 
 
-def model_identity(model: str) -> str:
+def model_identity(model: str, cwd: str | None = None) -> str:
     """The model as an item key names it: a local folder by its resolved absolute path, however it is spelled
-    ('m', './m', a symbolic link), anything else (a hub id) as given."""
-    path = user_path(model)
+    ('m', './m', a symbolic link), anything else (a hub id) as given. A relative name is read from `cwd` (None:
+    the working folder)."""
+    path = Path(cwd or ".") / user_path(model)
     return str(path.resolve()) if path.is_dir() else str(model)
+
+
+def models_by_identity(models: dict, cwd: str | None = None) -> dict:
+    """{`model_identity`: files} of a record's `models` ({model as spelled: {file: sha256}}), its names read from
+    `cwd`: 'm', './m' and '/abs/m' are one model, and each model keeps its own files (a layout's layers name
+    their models, so two models' folders swapped are other models for its layers)."""
+    return {model_identity(name, cwd): files for name, files in models.items()}
 
 
 def item_key(layout_sha256: str | None, variables: dict, model_identity: str | None) -> str:
@@ -355,23 +363,53 @@ def record_problem(record) -> str | None:
     return None
 
 
-def same_inputs(recorded: dict, now: dict) -> bool:
-    """Whether a manifest's `inputs` ({'image:logo.png': sha256}) are the files a layout reads `now`: the same
-    names and files; for a manifest from before files in the layout's folder were named relative to it (2026-11-28:
-    every name then an absolute path), the same files."""
-    if recorded == now:
-        return True
-    legacy = all(os.path.isabs(name.partition(":")[2]) for name in recorded)
-    return legacy and sorted(map(str, recorded.values())) == sorted(map(str, now.values()))
+def changed_input(recorded: dict, now: dict, layout_folder: Path | str | None) -> str | None:
+    """The first name (in order) whose file differs between a manifest's `inputs` ({'image:logo.png': sha256})
+    and those the layout reads `now` (names relative to `layout_folder`, `render.layout_inputs`), or one only
+    one side has; None when each name has its recorded file.
+
+    Before 2026-11-28 manifests named every input by its absolute path, a font's with '#index' for another
+    face; a record whose names are all absolute (so also one whose files all lie outside the layout's folder)
+    is compared with `now`'s names made absolute as that folder resolves. A legacy project moved since has
+    other absolute paths: its inputs changed, and its items render again, never matched by hashes alone
+    (which would take two files swapped for the same inputs)."""
+    if all(os.path.isabs(name.partition(":")[2]) for name in recorded):
+        recorded = {_without_face(name): digest for name, digest in recorded.items()}
+        now = _absolute_names(now, layout_folder)
+    names = sorted(recorded.keys() | now.keys())
+    return next((n for n in names if n not in recorded or n not in now or recorded[n] != now[n]), None)
 
 
-def check(record: dict | None, folder: Path, expect: dict, hashes=sha256_file) -> str | None:
+def _without_face(name: str) -> str:
+    """'font:/fonts/x.ttc#2' -> 'font:/fonts/x.ttc': a legacy font's name as the file alone, as inputs name it
+    now (the layout's text says which face); other names as they are."""
+    from studio.fonts import _INDEXED_RE  # how a font value names a face: 'x.ttc#2'
+
+    kind, _, path = name.partition(":")
+    indexed = _INDEXED_RE.fullmatch(path) if kind == "font" else None
+    return f"{kind}:{indexed[1]}" if indexed else name
+
+
+def _absolute_names(inputs: dict, layout_folder: Path | str | None) -> dict:
+    """`inputs` with the names relative to the layout's folder made absolute, against the folder as
+    `render.layout_inputs` resolves it (realpath) when it makes them relative."""
+    folder = os.path.realpath(layout_folder or ".")
+    absolute = {}
+    for name, digest in inputs.items():
+        kind, _, path = name.partition(":")
+        absolute[f"{kind}:{os.path.join(folder, path)}"] = digest  # an absolute path stays as it is
+    return absolute
+
+
+def check(record: dict | None, folder: Path, expect: dict, hashes=sha256_file,
+          layout_folder: Path | None = None) -> str | None:
     """Why the item whose sidecar holds `record` is not done, or None when it is.
 
-    The record must be whole and unedited (`record_problem`) and hold the `expect`ed values (item key,
-    inputs, and models: {model: {file: sha256}}, compared by the files whatever the models' names); then
-    every listed file must exist with its recorded size and sha256, as `hashes` gives it (a `FileHashes`
-    reads only the files its memo lacks at their stamp).
+    The record must be whole and unedited (`record_problem`) and hold the `expect`ed values: the item key;
+    the inputs, named relative to `layout_folder` (`changed_input`); the models, {model: {file: sha256}},
+    each model's files its own whatever its name's spelling (`models_by_identity`; the record's names read
+    from its `cwd`). Then every listed file must exist with its recorded size and sha256, as `hashes` gives
+    it (a `FileHashes` reads only the files its memo lacks at their stamp).
     """
     if record is None:
         return "no manifest"
@@ -379,10 +417,10 @@ def check(record: dict | None, folder: Path, expect: dict, hashes=sha256_file) -
     if problem:
         return f"damaged manifest: {problem}"
     for key, value in expect.items():
-        if key == "models":  # compared by their files' hashes: 'm', './m' and '/abs/m' are the same model
-            same = sorted(map(sha256_json, record[key].values())) == sorted(map(sha256_json, value.values()))
+        if key == "models":
+            same = models_by_identity(record[key], record["cwd"]) == models_by_identity(value)
         elif key == "inputs":
-            same = same_inputs(record[key], value)
+            same = changed_input(record[key], value, layout_folder) is None
         else:
             same = record.get(key) == value
         if not same:

@@ -479,6 +479,21 @@ def test_a_name_whose_files_windows_could_not_hold_is_refused(tmp_path):
         f"bytes inside OUTDIR, at most 240 (Windows' paths stop at 260 characters, OUTDIR's included)"]
 
 
+def test_a_span_file_name_longer_than_a_file_system_takes_is_refused(tmp_path):
+    """Within 240 bytes inside OUTDIR, a span's file '<name>-<monitor>.png' with no folder can still be longer
+    than a file name may be (export.MAX_NAME_BYTES: 255 less the temporary names' 19): --list showed no problem
+    and every render failed 'file name too long (239 bytes, at most 236)'."""
+    span = ("span:\n  monitors:\n    - {name: " + "m" * 34 + ", width: 64, height: 64, size: [100mm, 100mm]}\n"
+            "    - {name: b, width: 64, height: 64, size: [100mm, 100mm]}\n  bezels: 0mm\nlayers:\n"
+            "  - fill: {color: '#ff0000'}\noutput: {formats: [png], per_monitor: true}\n")
+    job = write_job(tmp_path, f"layout: card.yaml\nname: {'x' * 200}\n", span)
+    assert job_errors(job, "m") == [
+        f"{job}:1: output name '{'x' * 40}...' (200 bytes) is too long: its file <name>-{'m' * 34}.png has 239 "
+        f"bytes in its name, at most 236 (255 a file system allows, less 19 for its temporary names)"]
+    write_job(tmp_path, f"layout: card.yaml\nname: {'x' * 197}\n", span)  # 236 bytes: the longest name taken
+    assert [len(f) for f in load_job(job, "m").items[0].outputs] == [201, 236, 203, 211]
+
+
 def test_a_colon_in_a_name_is_refused_for_what_it_is(tmp_path):
     job = write_job(tmp_path, "layout: card.yaml\nname: '{prompt}'\nitems: [{prompt: 'a:b'}]\n")
     errors = job_errors(job, "m")
@@ -2287,6 +2302,52 @@ def test_a_project_moved_whole_is_done_already(tmp_path):
     moved = project.rename(tmp_path / "moved")
     summary, _ = run(moved / "job.yaml", moved / "out", "m")
     assert (summary.rendered, summary.skipped) == ([], ["card-1"])
+
+
+def test_two_input_files_outside_the_layouts_folder_swapped_are_changed_inputs(tmp_path):
+    """Images outside the layout's folder are named by their absolute paths, as every input was before
+    2026-11-28; two of them swapped were the same inputs (such names compared by their hashes alone): the item
+    was done, and a rerender drew other pixels and said DIFFERENT."""
+    from PIL import Image
+
+    assets, project, out = tmp_path / "assets", tmp_path / "project", tmp_path / "out"
+    assets.mkdir()
+    project.mkdir()
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(assets / "a.png")
+    Image.new("RGB", (4, 4), (0, 0, 255)).save(assets / "b.png")
+    layout = (f"canvas: {{width: 32, height: 16}}\nlayers:\n"
+              f"  - image: {{path: {assets / 'a.png'}, region: {{x: 0%, y: 0%, w: 50%, h: 100%}}}}\n"
+              f"  - image: {{path: {assets / 'b.png'}, region: {{x: 50%, y: 0%, w: 50%, h: 100%}}}}\n")
+    job = write_job(project, "layout: card.yaml\nitems: [{}]\n", layout)
+    assert run(job, out, "m")[0].rendered == ["card-1"]
+    (assets / "a.png").rename(assets / "t.png")
+    (assets / "b.png").rename(assets / "a.png")
+    (assets / "t.png").rename(assets / "b.png")
+    with pytest.raises(InputError, match=f"input image:{re.escape(str((assets / 'a.png').resolve()))} changed "):
+        rerender(out / "card-1.manifest.json")
+    summary, text = run(job, out, "m")
+    assert summary.rendered == ["card-1"] and "card-1: rendering again (inputs changed)" in text
+
+
+def test_two_models_folders_swapped_are_changed_models(tiny_dir, other_tiny, tmp_path, monkeypatch):
+    """A layout whose layers use two models: their folders swapped, each layer's model has the other's files.
+    Compared as a sorted list of the models' files they were the same, and the item was done. The spelling of
+    a model still does not count: the job's model given as 'mB' or './mB' is one."""
+    shutil.copytree(tiny_dir, tmp_path / "mA")
+    shutil.copytree(other_tiny, tmp_path / "mB")
+    monkeypatch.chdir(tmp_path)
+    half = "{y: 0%, w: 50%, h: 100%, x: "
+    layout = ("canvas: {width: 64, height: 64}\nlayers:\n"
+              f"  - generate: {{prompt: a fox, seed: 1, steps: 1, model: ./mA, region: {half}0%}}}}\n"
+              f"  - generate: {{prompt: a fox, seed: 1, steps: 1, region: {half}50%}}}}\n")
+    job, out = write_job(tmp_path, "layout: card.yaml\nitems: [{}]\n", layout), tmp_path / "out"
+    assert run(job, out, "mB")[0].rendered == ["card-1"]
+    assert run(job, out, "./mB")[0].skipped == ["card-1"]
+    (tmp_path / "mA").rename(tmp_path / "t")
+    (tmp_path / "mB").rename(tmp_path / "mA")
+    (tmp_path / "t").rename(tmp_path / "mB")
+    summary, text = run(job, out, "mB")
+    assert summary.rendered == ["card-1"] and "card-1: rendering again (models changed)" in text
 
 
 def test_rerender_takes_a_layouts_hub_id_from_the_hub_whatever_the_working_folder_holds(tiny_dir, other_tiny,

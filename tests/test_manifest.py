@@ -75,11 +75,46 @@ def test_the_memo_forgets_deleted_files(tmp_path):
     assert sorted(manifest._read_memo(memo)) == [str(kept.resolve()), str(other.resolve())]
 
 
-def test_inputs_named_by_absolute_paths_before_match_the_same_files_named_now():
-    """Manifests before 2026-11-28 named every input by its absolute path; they still check out (a batch's items
-    done, a rerender's inputs unchanged) when the files are the same, and not when one differs."""
-    now = {"image:logo.png": "a" * 64, "font:/usr/share/fonts/x.ttf": "b" * 64}
-    legacy = {"image:/work/posters/logo.png": "a" * 64, "font:/usr/share/fonts/x.ttf": "b" * 64}
-    assert manifest.same_inputs(now, now) and manifest.same_inputs(legacy, now)
-    assert not manifest.same_inputs(legacy, {**now, "image:logo.png": "c" * 64})
-    assert not manifest.same_inputs({"image:logo.png": "b" * 64, "font:/usr/share/fonts/x.ttf": "a" * 64}, now)
+A, B, C = "a" * 64, "b" * 64, "c" * 64  # three files' sha256
+
+
+def test_inputs_named_by_absolute_paths_before_match_the_same_files_named_now(tmp_path):
+    """Manifests before 2026-11-28 named every input by its absolute path (a font's with '#index' for another
+    face); they still check out (a batch's items done, a rerender's inputs unchanged) when each name has its
+    file, and not when one differs, two are swapped or the project moved (other paths)."""
+    folder = tmp_path.resolve()  # as the recorder named them: the layout's folder resolved
+    now = {"image:logo.png": A, "font:/usr/share/fonts/x.ttc": B}
+    legacy = {f"image:{folder}/logo.png": A, "font:/usr/share/fonts/x.ttc#1": B}
+    assert manifest.changed_input(now, now, tmp_path) is None
+    assert manifest.changed_input(legacy, now, tmp_path) is None
+    assert manifest.changed_input(legacy, {**now, "image:logo.png": C}, tmp_path) == f"image:{folder}/logo.png"
+    swapped = {f"image:{folder}/logo.png": B, "font:/usr/share/fonts/x.ttc": A}
+    assert manifest.changed_input(swapped, now, tmp_path) == "font:/usr/share/fonts/x.ttc"
+    assert manifest.changed_input(legacy, now, tmp_path / "moved") == f"image:{folder}/logo.png"
+    assert manifest.changed_input({"image:logo.png": B, "font:/usr/share/fonts/x.ttc": A}, now, tmp_path) == \
+        "font:/usr/share/fonts/x.ttc"
+
+
+def test_inputs_outside_the_layouts_folder_keep_which_file_is_which(tmp_path):
+    """Files outside the layout's folder are named by their absolute paths now too; two swapped were the same
+    inputs (every name absolute, as a legacy manifest's: compared by the sorted hashes alone)."""
+    now = {"image:/assets/a.png": A, "image:/assets/b.png": B}
+    assert manifest.changed_input(now, now, tmp_path) is None
+    assert manifest.changed_input({"image:/assets/a.png": B, "image:/assets/b.png": A}, now, tmp_path) == \
+        "image:/assets/a.png"
+    assert manifest.changed_input(now, {"image:/assets/a.png": A}, tmp_path) == "image:/assets/b.png"
+
+
+def test_models_keep_which_is_which_whatever_their_spelling(tmp_path, monkeypatch):
+    """'m', './m' and '/abs/m' are one model (a record's names read from its working folder), but each keeps its
+    own files: two models' files swapped were the same sorted list."""
+    root = tmp_path.resolve()
+    for name in ("mA", "mB", "work"):
+        (root / name).mkdir()
+    monkeypatch.chdir(root / "work")
+    files_a, files_b = {"transformer/w": A}, {"transformer/w": B}
+    recorded = manifest.models_by_identity({"mA": files_a, "./mB": files_b}, str(root))
+    assert recorded == {str(root / "mA"): files_a, str(root / "mB"): files_b}
+    assert manifest.models_by_identity({str(root / "mA"): files_a, "../mB/": files_b}) == recorded
+    assert manifest.models_by_identity({"../mA": files_b, "../mB": files_a}) != recorded
+    assert manifest.models_by_identity({"someone/model": files_a}, str(root)) == {"someone/model": files_a}
