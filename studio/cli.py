@@ -99,6 +99,16 @@ class _Parser(argparse.ArgumentParser):
             message += " (a prompt that starts with '-' goes last, after '--': -o x.png -- \"-cat\")"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def _print_message(self, message, file=None):
+        """As argparse's, which ignores any failed write, but --help or --version to a stdout that can't take it (a
+        full disk) is an error, `_Output`'s naming it, as a command's; a reader gone (`studio --help | head`) is
+        not."""
+        if message:
+            try:
+                (file or sys.stderr).write(message)
+            except BrokenPipeError:
+                pass
+
     def parse_known_args(self, args=None, namespace=None):
         """As argparse's, but an unknown argument is an error of the command it follows (its --help named),
         not only of the top-level parser."""
@@ -154,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = layout_command("plan", "print what rendering a layout will do, without loading a model")
     plan.add_argument("--model", type=MODEL, default=None,
-                      help="model for layers that name none (its config is read)")
+                      help=f"model for layers that name none (its config is read; default: $STUDIO_MODEL or "
+                           f"{PUBLISHED_MODEL})")
     plan.add_argument("--memory-budget", type=BUDGET, default=None, help=BUDGET_HELP)
     plan.add_argument("--device", type=DEVICE, default=None,
                       help=DEVICE_HELP + "; its free memory is the automatic budget")
@@ -535,6 +546,15 @@ def _silence_stdout() -> None:
         pass
 
 
+def _write_failed(e: OSError) -> int:
+    """Say a failed read or write (the disk, not the program: full, read-only, gone) in one line; status 2."""
+    if e.filename == "standard output":
+        _silence_stdout()
+    where = f"{e.filename}: " if e.filename else ""
+    print(f"studio: error: {where}{e.strerror or e}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     on_main_thread = threading.current_thread() is threading.main_thread()
@@ -548,7 +568,10 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             print(f"studio: error: {problem}", file=sys.stderr)
             return 2
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except OSError as e:  # --help or --version's text not written (`_Parser._print_message`)
+            return _write_failed(e)
         warnings.formatwarning = _one_line_warning
         shown, warnings.showwarning = warnings.showwarning, warnings_above_bars(warnings.showwarning)
         before = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
@@ -629,12 +652,8 @@ def _run(args) -> int:
     except BrokenPipeError:  # whoever read our output stopped (`studio plan --json | head`): no traceback
         _silence_stdout()
         return 1
-    except OSError as e:  # the disk, not the program: full, read-only, gone
-        if e.filename == "standard output":
-            _silence_stdout()
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"studio: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
+    except OSError as e:
+        return _write_failed(e)
     except RuntimeError as e:
         if not out_of_memory(e):
             raise

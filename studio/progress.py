@@ -23,6 +23,7 @@ LINE_SECONDS = 10.0  # a log's progress lines between a phase's first and last: 
 LINE_STEP = 0.1  # ... and per 10% of the phase
 NUMBERS = 60  # a terminal's columns a bar keeps for ': 100%|', a bar and '| 1.21G/4.47G [1:23:20<15:45:00, 108MB/s]'
 SHORTEST = 17  # columns a shortened part of a bar's description keeps: 'a-red-f...w/512-1'
+ROWS = 24  # a terminal's rows when neither it nor $LINES says (a VT100's)
 
 PHASES = {"text": ("encoding prompt", "prompt"), "denoise": ("denoising", "step"), "decode": ("decoding", "step"),
           "compose": ("composing", "canvas"), "export": ("writing files", "file"),
@@ -38,19 +39,32 @@ def progress_bar(total: int, desc: str, unit: str, file, position: int | None = 
     width = terminal_width(file)
     if width is not None:
         desc = fitted(desc, width - NUMBERS)
+    # nrows given: tqdm hides the bars at or below the screen's last row, which it takes from the terminal: on one
+    # that says it has 0 rows (`script`, some CI ptys), -1, hiding them all. Less one as tqdm counts (the cursor's).
     return tqdm(total=total, desc=desc, unit=unit, file=file, position=position, leave=leave, unit_scale=unit == "B",
-                unit_divisor=1024 if unit == "B" else 1000, ncols=width)
+                unit_divisor=1024 if unit == "B" else 1000, ncols=width, nrows=(terminal_height(file) or ROWS) - 1)
 
 
 def terminal_width(file) -> int | None:
     """Columns of the terminal `file` writes to, else $COLUMNS's, else None (unknown)."""
+    return _terminal_size(file, "columns", "COLUMNS")
+
+
+def terminal_height(file) -> int | None:
+    """Rows of the terminal `file` writes to, else $LINES's, else None (unknown)."""
+    return _terminal_size(file, "lines", "LINES")
+
+
+def _terminal_size(file, dimension: str, variable: str) -> int | None:
+    """`dimension` ("columns" or "lines") of the terminal `file` writes to, else the environment `variable`'s, else
+    None."""
     try:
-        columns = os.get_terminal_size(file.fileno()).columns
+        size = getattr(os.get_terminal_size(file.fileno()), dimension)
     except (AttributeError, OSError, ValueError):  # not a file descriptor (io.UnsupportedOperation), or closed
-        columns = 0
-    if columns <= 0:  # or a terminal that does not say its size (0x0)
-        columns = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 0
-    return columns or None
+        size = 0
+    if size <= 0:  # or a terminal that does not say its size (0x0)
+        size = int(os.environ[variable]) if os.environ.get(variable, "").isdigit() else 0
+    return size or None
 
 
 def fitted(desc: str, width: int) -> str:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -355,6 +356,27 @@ def test_every_default_is_stated(capsys):
     assert "(default 128," in " ".join(capsys.readouterr().out.split())
 
 
+@pytest.mark.parametrize("command", ["generate", "plan", "render", "batch"])
+def test_the_default_model_is_stated(command, capsys, monkeypatch):
+    """Every command that falls back to the published model says so in its --help (plan's did not)."""
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps help at a hyphen, in the model's name
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "$STUDIO_MODEL or PixArt-alpha/PixArt-Sigma-XL-2-1024-MS)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_readmes_format_at_a_glance_plans_as_it_says(tmp_path, capsys):
+    """layouts/README.md's whole-format example, given the --set its comment asks for, plans without a warning
+    (it declared {date} and used it nowhere: a --set date=... was demanded, then said to be unused)."""
+    readme = (Path(__file__).parents[1] / "layouts" / "README.md").read_text()
+    [example] = re.findall(r"^## The whole format at a glance\n\n```yaml\n(.*?)^```", readme, re.M | re.S)
+    assert "--set date=..." in example
+    (tmp_path / "glance.yaml").write_text(example)
+    Image.new("RGBA", (40, 20), "white").save(tmp_path / "logo.png")  # the example's image layer
+    assert main(["plan", str(tmp_path / "glance.yaml"), "--set", "date=2024"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_progress_is_a_bar_on_a_terminal_and_a_few_plain_lines_in_a_log(monkeypatch):
     """A log (stderr not a terminal) gets no escape sequences: a line when a phase starts and ends, and between
     them at most one per 10 s and per 10% of the phase, with the time left at the rate so far."""
@@ -422,6 +444,17 @@ def test_version(capsys):
     assert exit_.value.code == 0
     line = capsys.readouterr().out.strip()
     assert line == f"studio {__version__} (mindspore {metadata.version('mindspore')}, numpy {metadata.version('numpy')})"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+@pytest.mark.parametrize("args", [["--help"], ["plan", "--help"], ["--version"]])
+def test_help_and_version_to_a_full_stdout_are_an_error(args, tmp_path):
+    """argparse ignores a failed write of --help or --version (status 0, nothing said): it is an error as any
+    command's stdout's."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "studio", *args], cwd=tmp_path, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    assert (done.returncode, done.stderr) == (2, "studio: error: standard output: No space left on device\n")
 
 
 # What README states for a whole run: peak RSS <= budget + RUNTIME_OVERHEAD (MindSpore and Python loaded, about

@@ -1,7 +1,9 @@
 """progress: a terminal's bars keep their numbers in view, and lines written while they are drawn go above them."""
 
 import io
+import os
 import re
+import struct
 import sys
 import warnings
 
@@ -91,3 +93,21 @@ def test_a_warning_shown_while_bars_are_drawn_goes_above_them(monkeypatch):
     assert re.fullmatch(r"\r +\rstudio: warning: a prompt is cut\n\rencoding prompt:   0%\|[^\r\n]*",
                         shown.getvalue()[before:])
     bars.close()
+
+
+def test_bars_show_on_a_terminal_that_says_it_has_no_rows(monkeypatch):
+    """A terminal that reports 0 rows (`script`, some CI ptys): tqdm takes the screen to have -1 rows and hides
+    every bar at or beyond it, all of them; the bars must still be drawn."""
+    pty, fcntl, termios = (pytest.importorskip(name) for name in ("pty", "fcntl", "termios"))
+    reader, writer = pty.openpty()
+    fcntl.ioctl(writer, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 80, 0, 0))  # rows, columns, (pixels)
+    monkeypatch.delenv("LINES", raising=False)
+    with os.fdopen(writer, "w") as shown:
+        monkeypatch.setattr(sys, "stderr", shown)  # tqdm asks the terminal its size only for stderr and stdout
+        bars = PhaseBars()
+        for done in range(4):
+            bars("", "denoise", done, 3)
+        shown.flush()
+        drawn = os.read(reader, 65536).decode()
+    os.close(reader)
+    assert "denoising: 100%|" in drawn and "| 3/3 [" in drawn
