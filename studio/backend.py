@@ -329,6 +329,22 @@ def crop(x: ms.Tensor, y0: int, x0: int, h: int, w: int) -> ms.Tensor:
     return ms.from_numpy(np.ascontiguousarray(x.asnumpy()[:, :, y0:y0 + h, x0:x0 + w]))
 
 
+def filled_on_host(shape: tuple[int, ...]) -> tuple[ms.Tensor, np.ndarray]:
+    """A float32 tensor of `shape` and a writable numpy array whose values it takes: fill the array, then use
+    the tensor. On the CPU the tensor is one of MindSpore's pool and the array a view of it (`asnumpy` shares
+    there), so data read from the host (a tiled decode's crops) lands where the pool already keeps its
+    high-water mark from earlier phases, not in numpy memory on top of it (a 256-channel crop of a 512 px
+    tile is 270 MB). Elsewhere, and should `asnumpy` ever copy, the tensor shares a numpy array, which the
+    device copies in when the tensor is used."""
+    if on_cpu():
+        tensor = mint.empty(shape, dtype=ms.float32)
+        view = tensor.asnumpy()
+        if not view.flags.owndata and view.flags.writeable:
+            return tensor, view
+    array = np.empty(shape, np.float32)
+    return ms.from_numpy(array), array
+
+
 def row_mean(x: ms.Tensor) -> ms.Tensor:
     """Mean over the last axis of (..., D), keeping it: (..., 1). On the CPU as a product with a 1/D column
     (reductions along the last axis ran ~5x slower than the matmul there)."""

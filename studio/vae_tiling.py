@@ -251,13 +251,12 @@ class _Map:
             mapping.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
     def read(self, box: Box, dtype=ms.float32) -> ms.Tensor:
-        crop = np.empty(self.shape[:2] + (box.h, box.w), np.float32)  # one copy, which the tensor then owns
+        t, crop = backend.filled_on_host(self.shape[:2] + (box.h, box.w))  # one copy, in MindSpore's pool on the CPU
 
         def take(channels, part):
             crop[:, channels] = part
 
         self._crops("r", box, take)
-        t = ms.from_numpy(crop)
         return t if dtype == ms.float32 else t.astype(dtype)
 
     def write(self, box: Box, y: ms.Tensor, record: bool = True) -> None:
@@ -361,8 +360,8 @@ class _Steps:
             out: _Map | None = None, record: bool = True, shift: ms.Tensor | None = None) -> _Map:
         """out[core] = fn(read, origin, core) for every tile, `read()` giving the src crop: src at r_in px per latent
         px, out at r_out; the crop is the core at r_in grown by before/after px. fn reads the crop when it needs it,
-        and it is freed once fn is done with it (a numpy array, on top of MindSpore's pool: passed in, the call
-        kept it alive to the end). shift: the bias fn leaves out, for the sums."""
+        and it is freed once fn is done with it (passed in, the call kept it alive to the end). shift: the bias fn
+        leaves out, for the sums."""
         if out is None:
             b, _, h, w = src.shape
             out = _Map((b, channels, h * r_out // r_in, w * r_out // r_in), self.groups, self.folder, shift=shift)

@@ -485,3 +485,27 @@ def test_a_tiles_crop_of_a_map_in_a_file_holds_the_pages_of_a_few_channels_at_a_
     step = vae_tiling.CHANNEL_STEP * 256 * 4096  # a page per channel and row
     assert step <= max(held) < step + 4 * MiB
     feature_map.delete()
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's /proc/self/status")
+def test_a_crop_is_read_into_memory_mindspores_pool_already_holds():
+    """A tile's crop lands in MindSpore's pool on the CPU (`backend.filled_on_host`), where the pool's high-water
+    mark from denoising is already resident, not in new numpy memory on top of it: a 64 MiB crop read after a
+    64 MiB tensor was freed grows the process by far less than 64 MiB (a numpy crop grew it by all of it). The
+    values are the map's."""
+    shape, box = (1, 64, 512, 512), Box(0, 0, 512, 512)
+    values = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    feature_map = vae_tiling._Map(shape, 32, array=values)
+    warm = ms.Tensor(values) * 2  # the pool's high-water mark: one crop's bytes, freed
+    warm.asnumpy()
+    del warm
+    before = _resident_bytes()
+    crop = feature_map.read(box)
+    grown = _resident_bytes() - before
+    np.testing.assert_array_equal((crop * 1).asnumpy(), values)
+    assert grown < 16 * MiB
