@@ -586,14 +586,23 @@ def free_memory() -> int:
 def cgroup_room(proc: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> float:
     """Bytes this process's memory cgroups still allow (a container's, a Kubernetes pod's, a Slurm job's; v2 and
     v1, at every level from its own up): the least of limit - working set, the working set being the usage
-    less the inactive file cache the kernel reclaims first (as container runtimes count it); inf when no
-    level sets a limit or none can be read."""
+    less the inactive file cache the kernel reclaims first (as container runtimes count it; none when memory.stat
+    can't be read: the limit still holds); inf when no level sets a limit or none can be read."""
+    def reclaimable(stat: Path, key: str) -> int:
+        try:
+            rows = stat.read_text().splitlines()
+            return next((int(row.split()[1]) for row in rows if row.split()[:1] == [key]), 0)
+        except (OSError, ValueError, IndexError):  # unreadable, or a malformed row: nothing counted reclaimable
+            return 0
+
     try:
         lines = Path(proc).read_text().splitlines()
     except OSError:
         return math.inf
     room = math.inf
     for line in lines:
+        if line.count(":") < 2:  # a blank or malformed line: no hierarchy named
+            continue
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # v2: one hierarchy (beside v1 ones, it is mounted at unified/)
             base = Path(root) / "unified" if (Path(root) / "unified").is_dir() else Path(root)
@@ -606,11 +615,11 @@ def cgroup_room(proc: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -
         folder = base / path.lstrip("/")
         for level in [folder, *folder.parents[:len(folder.parents) - len(base.parents)]]:
             try:
-                limit = (level / names[0]).read_text().strip()
+                text = (level / names[0]).read_text().strip()
+                limit = math.inf if text == "max" else int(text)
                 usage = int((level / names[1]).read_text())
-                stat = dict(row.split() for row in (level / "memory.stat").read_text().splitlines())
-            except (OSError, ValueError):
+            except (OSError, ValueError):  # no memory controller at this level
                 continue
-            if limit != "max" and int(limit) < 2 ** 60:  # v1 writes 'no limit' as a huge number
-                room = min(room, int(limit) - usage + int(stat.get(names[2], 0)))
+            if limit < 2 ** 60:  # v1 writes 'no limit' as a huge number
+                room = min(room, limit - usage + reclaimable(level / "memory.stat", names[2]))
     return max(room, 0)

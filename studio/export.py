@@ -480,6 +480,7 @@ def write_temps(folder: Path, writes: Sequence[tuple[str, Any]],
         for done, future in enumerate(as_completed(futures), 1):
             future.result()  # raises the first failure
             report(done, len(writes))
+        pool.shutdown()  # here, not in a `finally`: a Ctrl-C while it joins the threads removes the files too
         return [future.result() for future in futures]
     except BaseException as e:
         abandoned.set()  # a write that ends after all removes its own file (one whose future was lost too)
@@ -493,9 +494,6 @@ def write_temps(folder: Path, writes: Sequence[tuple[str, Any]],
                 if not future.cancelled() and future.exception() is None:
                     future.result().unlink(missing_ok=True)
         raise
-    finally:
-        if pool is not None:
-            pool.shutdown()
 
 
 def remove_temporaries(folder: Path, names: set[str], remove: Callable[[Path], None] | None = None) -> set[str]:
@@ -743,11 +741,12 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
         return save
 
     order = sorted(range(len(targets)), key=lambda i: targets[i][0] != "pdf")  # PDFs first: they wait for no lock
+    written, committing = [], False  # the temporary files, this call's to remove until `_commit` takes them over
     try:
-        written = write_temps(out_dir, [(targets[i][1].name, writer(targets[i][0], targets[i][2])) for i in order],
-                              progress)
-        temps, committing = [tmp for _, tmp in sorted(zip(order, written))], False
-        try:
+        try:  # assigned within: a Ctrl-C just after write_temps returned removes them too
+            written = write_temps(out_dir, [(targets[i][1].name, writer(targets[i][0], targets[i][2]))
+                                            for i in order], progress)
+            temps = [tmp for _, tmp in sorted(zip(order, written))]
             with _commit_lock(out_dir), signals_held() as held:  # waiting for another run's commit can be interrupted
                 committing = True  # from here `_commit` removes the temporary files it has not renamed
                 _commit(out_dir, [(tmp, path) for tmp, (_, path, _) in zip(temps, targets)], overwrite)
@@ -759,7 +758,7 @@ def export(image, layout, out_dir, stem: str, overwrite: bool = False, metadata:
         except BaseException:
             if not committing:
                 with signals_held():
-                    for tmp in temps:
+                    for tmp in written:
                         tmp.unlink(missing_ok=True)
             raise
     except FileNotFoundError:

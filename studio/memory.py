@@ -12,6 +12,7 @@ import math
 import numbers
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 from studio.errors import InputError, PlanError
 
@@ -39,6 +40,8 @@ MIN_Q_ROWS = 64
 # every device; a VAE feature map on the CPU only, `tensor_cap`): MindSpore's CPU allocator refuses single
 # tensors above ~5.5 GiB (measured: 5 GiB allocates, 6 GiB fails with 22 GiB free).
 MAX_TENSOR = 4 * GiB
+# The largest memory budget taken: 16 EiB, all a 64-bit address space can hold.
+MAX_BUDGET = 2 ** 64
 
 
 def parse_bytes(value) -> int | None:
@@ -60,7 +63,7 @@ def _read_bytes(value) -> tuple[int | None, str | None]:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto", "none")):
         return None, None
     if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy's numbers too
-        if not math.isfinite(value):
+        if not _finite(value):
             return None, f"must be a finite number of bytes, got {value!r}"
         n = int(value)
     else:
@@ -69,10 +72,20 @@ def _read_bytes(value) -> tuple[int | None, str | None]:
             return None, f"'{value}' has no unit: give one, e.g. 6GiB, 512MiB or 2GB"
         if not m or m[2] and m[2].lower() not in _UNITS:
             return None, f"'{value}' is not a size like 6GiB, 512MiB or 2GB"
-        n = int(float(m[1]) * _UNITS[m[2].lower()]) if m[2] else 0
+        n = int(Fraction(m[1]) * _UNITS[m[2].lower()]) if m[2] else 0  # exact: '1.1GB' is 1,100,000,000 bytes
     if n <= 0:
         return None, f"must be positive, got {value!r}"
+    if n > MAX_BUDGET:  # no memory is larger; past a float's range it could not be printed or planned with
+        return None, f"must be at most 16 EiB ({MAX_BUDGET} bytes), got {value!r}"
     return n, None
+
+
+def _finite(number: numbers.Real) -> bool:
+    """Whether `number` is finite: an int or a Fraction too large for a float is."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return True
 
 
 def auto_budget(free: int) -> int:

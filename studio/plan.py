@@ -19,7 +19,8 @@ from studio import binning
 from studio.check import check_arguments, check_layout
 from studio.errors import CheckpointError, ConfigError, InputError, PlanError, StudioError
 from studio.geometry import Box, monitor_dpi, resolve, span_canvas
-from studio.hub import split_revision
+from studio.hub import HubId, split_revision
+from studio.manifest import model_identity
 from studio.memory import format_bytes, parse_bytes, resolve_budget, tensor_cap
 from studio.memory_plan import GenerationPlan, plan_generation
 from studio.models.t5 import T5Config
@@ -292,6 +293,7 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
         model_id = layer.model or layout.model or model
         if isinstance(model_id, os.PathLike):  # a Path or any os.PathLike as its text (a HubId stays one)
             model_id = os.fspath(model_id)
+        key = None if model_id is None else model_key(model_id)  # the model, however the layer spells it
         label = layer_label(i, layer)
         where = layout.where(f"layers[{i}]")  # 'poster.yaml:14', the layer's line (its source alone in code)
         at = f"{where}: {label}"
@@ -300,15 +302,15 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
         if configs:
             (tr, t5, vae), sampler = configs, None
         else:
-            if model_id not in models:
+            if key not in models:
                 try:
-                    models[model_id] = model_configs(model_id), model_sampler(model_id)
+                    models[key] = model_configs(model_id), model_sampler(model_id)
                 except StudioError as e:
-                    models[model_id] = None  # said once, at the first layer that names it
+                    models[key] = None  # said once, at the first layer that names it
                     problems.append(model_problem(e, layout, i, label))
-            if models[model_id] is None:
+            if models[key] is None:
                 continue
-            (tr, t5, vae), sampler = models[model_id]
+            (tr, t5, vae), sampler = models[key]
         steps = layer.steps
         if sampler is not None:
             try:
@@ -329,7 +331,7 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
         f = vae.downsample_factor
         # what decides the pixels (the budget, and so the attention blocks, is the layout's for every layer);
         # the negative prompt and the guidance scale only count when guided
-        same = (model_id, layer.prompt, layer.negative_prompt if layer.guided else None, layer.seed, layer.steps,
+        same = (key, layer.prompt, layer.negative_prompt if layer.guided else None, layer.seed, layer.steps,
                 layer.guidance if layer.guided else None, layer.sampler, gen_w, gen_h)
         reuses = generations.setdefault(same, i)
         cost = relative_cost(tr, gen_w, gen_h, steps, layer.guided, vae) if reuses == i else 0.0
@@ -344,6 +346,19 @@ def plan_layout(layout: Layout, model: str | None = None, budget=None, configs=N
         raise together(problems)
     return Plan(layout.source, layout.canvas.full_width, layout.canvas.full_height, boxes, tuple(jobs), budget_bytes,
                 layout.canvas, layer_kinds(layout), parse_bytes(given) is None, layout.span)
+
+
+def model_key(model) -> str:
+    """The model `model` names, which its generations are grouped and shared by and render's pipelines= matched
+    with: a folder by its resolved path, however spelled ('tiny', '/work/tiny', a symbolic link:
+    `manifest.model_identity`); a hub id, and a layout's `HubId` whatever the working folder holds, as written
+    (never a folder's key: that path is absolute, an 'owner/name' is not)."""
+    if isinstance(model, HubId):
+        return model
+    try:
+        return model_identity(os.fspath(model))
+    except OSError:  # a name no folder can have (too long): as written, for loading it to say what is wrong
+        return os.fspath(model)
 
 
 def layer_kinds(layout: Layout) -> tuple[tuple[str, str], ...]:

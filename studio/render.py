@@ -27,7 +27,7 @@ from studio.geometry import monitor_dpi, resolve
 from studio.hub import HubId, split_revision
 from studio.layout import file_stems, first_seed, stem_problems
 from studio.memory import format_bytes
-from studio.plan import GenerateJob, Plan, file_dpi, layer_kinds, placed, plan_layout
+from studio.plan import GenerateJob, Plan, file_dpi, layer_kinds, model_key, placed, plan_layout
 from studio.progress import write_line
 from studio.spec import GenerateLayer, Layout, TextLayer, layer_label, user_path
 from studio.text import surrogates_escaped
@@ -115,14 +115,6 @@ def model_name(model: str, revision: str | None = None) -> str:
 def _plain(number):
     """A number as JSON writes it: a numpy number (a layout built in code may hold one) as Python's."""
     return number.item() if hasattr(number, "item") else number
-
-
-def model_key(model) -> str:
-    """How `render`'s pipelines= are matched to the plan's models: as an item key names a model
-    (`manifest.model_identity`: a folder by its resolved path, however spelled; a hub id, and a layout's `HubId`
-    whatever the working folder holds, as written)."""
-    from studio.manifest import model_identity
-    return model if isinstance(model, HubId) else model_identity(os.fspath(model))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -232,7 +224,7 @@ def check_loadable(model_id) -> None:
 
 
 def check_map_disks(layout: Layout, plan: Plan, by_model: dict, loaded: dict) -> None:
-    """The temporary disk of every generation in `by_model` (model -> its jobs) whose decode keeps its tiles'
+    """The temporary disk of every generation in `by_model` (`model_key` -> its jobs) whose decode keeps its tiles'
     maps in files, checked before any model loads, as `studio generate` checks its own, not when the layer
     comes after minutes of others (`vae_tiling.check_map_disk`: $STUDIO_TMPDIR missing, unwritable or too
     small); the error at the layer. A pipeline in `loaded` tiles as it plans (its dtype), one render loads
@@ -240,8 +232,8 @@ def check_map_disks(layout: Layout, plan: Plan, by_model: dict, loaded: dict) ->
     from studio.plan import model_configs
     from studio.vae_tiling import check_map_disk
 
-    for model_id, jobs in by_model.items():
-        pipe = loaded.get(model_key(model_id))
+    for model, jobs in by_model.items():
+        pipe = loaded.get(model)
         for job in jobs:
             layer = layout.layers[job.layer]
             try:  # a loaded pipeline's plan fails as its call would: at the layer too
@@ -249,7 +241,7 @@ def check_map_disks(layout: Layout, plan: Plan, by_model: dict, loaded: dict) ->
                                                                                plan.budget, layer.guided)
                 tiles = memory.phases[2].tiles
                 if tiles is not None and not tiles.maps_in_memory:  # the VAE's config read only then
-                    check_map_disk(model_configs(model_id)[2] if pipe is None else pipe.vae.config, tiles)
+                    check_map_disk(model_configs(job.model)[2] if pipe is None else pipe.vae.config, tiles)
             except StudioError as e:
                 raise placed(e, _layer_at(layout, job.layer)) from None
 
@@ -436,12 +428,14 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
     main_stem, *monitor_stems = output_stems(layout, stem)
     art_dir, stamps, kept_at = out_dir / ART_FOLDER, {}, {}  # kept_at: layer -> where its picture is kept
     made = {}  # layer -> (picture, sampler)
-    by_model: dict = {}  # model -> its generations to run, models in the order of their first layer
+    # model_key -> its generations to run, models in the order of their first layer: one model however spelled
+    by_model: dict = {}
     for job in plan.jobs:
         if job.reuses is None:
-            if job.model not in stamps:
-                stamps[job.model] = model_stamp(job.model)
-            key = art_key(job, layout.layers[job.layer], stamps[job.model], loaded.get(model_key(job.model)))
+            model = model_key(job.model)
+            if model not in stamps:
+                stamps[model] = model_stamp(job.model)
+            key = art_key(job, layout.layers[job.layer], stamps[model], loaded.get(model))
             kept_at[job.layer] = art_dir / f"{art_stem(main_stem)}.{key}.png"
     remove_temporaries(art_dir, {path.name for path in kept_at.values()})  # of a kill while keeping art
     for job in plan.jobs:
@@ -452,14 +446,14 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
             write_line(f"note: layer {job.layer}: its art from an earlier render that stopped before writing its "
                        f"files")
         elif job.reuses is None:
-            by_model.setdefault(job.model, []).append(job)
-    for model_id in list(by_model)[1:]:  # the first loads before any generation anyway
-        if model_key(model_id) not in loaded:
-            check_loadable(model_id)
+            by_model.setdefault(model_key(job.model), []).append(job)
+    for model, jobs in list(by_model.items())[1:]:  # the first loads before any generation anyway
+        if model not in loaded:
+            check_loadable(jobs[0].model)
     check_map_disks(layout, plan, by_model, loaded)
     n, runs = 0, sum(map(len, by_model.values()))
-    for model_id, jobs in by_model.items():
-        pipe = loaded.get(model_key(model_id))
+    for model, jobs in by_model.items():
+        model_id, pipe = jobs[0].model, loaded.get(model)  # the model as its first layer to generate names it
         if pipe is None:
             pipe = PixArtSigmaPipeline.from_pretrained(model_id, progress=lambda done, total: report(
                 str(model_id), "load", done, total))  # named: a layout's models load one after another
@@ -485,7 +479,7 @@ def render(layout: Layout, out_dir, model: str | None = None, memory_budget=None
                     raise StudioError(f"{_layer_at(layout, job.layer)}: {OUT_OF_MEMORY}") from e
                 made[job.layer] = out.images[0], layer.sampler or pipe.sampler.sampler
                 _keep_art(kept_at[job.layer], *made[job.layer])
-        if model_key(model_id) not in loaded:  # released before the next model loads
+        if model not in loaded:  # released before the next model loads
             del pipe
             backend.give_back_memory()
     art, jobs_meta = {}, []

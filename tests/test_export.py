@@ -577,6 +577,25 @@ def test_a_ctrl_c_while_the_encoders_start_leaves_no_temporary_file(tmp_path, mo
     assert written.wait(10) and list(tmp_path.iterdir()) == []
 
 
+def test_a_ctrl_c_while_the_finished_encoders_are_joined_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """Ctrl-C once every file is written, while the pool's threads are joined: all of them are removed."""
+    interrupted = []
+
+    class Pool(E.ThreadPoolExecutor):
+        def shutdown(self, *args, **kwargs):
+            super().shutdown(*args, **kwargs)  # the workers are done, their files written
+            if not interrupted:
+                interrupted.append(sorted(p.name for p in tmp_path.iterdir()))
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(E, "ThreadPoolExecutor", Pool)
+    with pytest.raises(KeyboardInterrupt):
+        E.export(raster(), poster(), tmp_path, "p")
+    assert [re.sub(r"\.[0-9a-f]{8}\.part$", ".part", name) for name in interrupted[0]] == [
+        ".p.jpg.part", ".p.pdf.part", ".p.png.part", ".p.tif.part"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_write_its_caller_stopped_waiting_for_removes_its_file(tmp_path):
     abandoned = threading.Event()
     abandoned.set()

@@ -2,6 +2,7 @@
 
 import math
 import re
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -30,6 +31,24 @@ def test_parse_bytes_rejects(bad):
     ("0", "memory budget must be positive, got '0'"), ("0GiB", "memory budget must be positive, got '0GiB'")])
 def test_parse_bytes_says_why(value, message):
     with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+        parse_bytes(value)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("8.2GB", 8_200_000_000), ("1.005KB", 1005), ("0.1KiB", 102), ("16TiB", 16 * 1024 ** 4),
+    (2 ** 64, 2 ** 64), (f"{2 ** 64}B", 2 ** 64), ("18446744073.709551616GB", 2 ** 64)])
+def test_parse_bytes_reads_decimals_exactly_up_to_16_eib(value, expected):
+    """As written, not through a float ('8.2GB' was 8,199,999,999 bytes), up to all a 64-bit address space holds."""
+    assert parse_bytes(value) == expected
+
+
+@pytest.mark.parametrize("value", [
+    "1" * 310 + "B", "1" * 400 + ".5GiB", f"{2 ** 64 + 1}B", "18446744073.709551617GB", 2 ** 64 + 1, 10 ** 400,
+    1e300, Fraction(10 ** 400, 3)])
+def test_a_budget_beyond_16_eib_is_refused_in_a_line(value):
+    """Past any memory (past a float's range too: it raised OverflowError) is a user's mistake, said as such."""
+    with pytest.raises(InputError, match=r"^memory budget must be at most 16 EiB \(18446744073709551616 bytes\), "
+                                         r"got .{1,500}$"):
         parse_bytes(value)
 
 
@@ -65,6 +84,30 @@ def test_the_automatic_budget_stays_inside_the_memory_cgroups(tmp_path):
     _cgroup(root / "memory" / "pod", 8 * GiB, 6 * GiB, 0, v1=True)
     assert cgroup_room(str(proc), str(root)) == 2 * GiB
     assert cgroup_room(str(tmp_path / "none"), str(root)) == float("inf")
+
+
+@pytest.mark.parametrize("stat", [None, "anon 5\ninactive_file\nfile 9\n", "anon\ninactive_file 1x\n", "garbage\n\n"])
+def test_a_cgroup_limit_holds_whatever_its_memory_stat(tmp_path, stat):
+    """memory.stat missing or malformed: the level's limit still bounds the room, nothing counted reclaimable."""
+    from studio.backend import cgroup_room
+    proc, root = tmp_path / "cgroup", tmp_path / "fs"
+    proc.write_text("0::/job\n")
+    _cgroup(root / "job", 2 * GiB, 1 * GiB, 512 * MiB)
+    if stat is None:
+        (root / "job" / "memory.stat").unlink()
+    else:
+        (root / "job" / "memory.stat").write_text(stat)
+    assert cgroup_room(str(proc), str(root)) == 1 * GiB
+    _cgroup(root / "job", 2 * GiB, 1 * GiB, 512 * MiB)  # readable: its inactive file cache counts
+    assert cgroup_room(str(proc), str(root)) == 1 * GiB + 512 * MiB
+
+
+def test_blank_and_malformed_lines_of_the_process_cgroup_file_name_no_hierarchy(tmp_path):
+    from studio.backend import cgroup_room
+    proc, root = tmp_path / "cgroup", tmp_path / "fs"
+    proc.write_text("\n0::/job\nnonsense\n4:pids\n")
+    _cgroup(root / "job", 2 * GiB, 1 * GiB, 0)
+    assert cgroup_room(str(proc), str(root)) == 1 * GiB
 
 
 # (batch*heads, Nq, Nk, head_dim, budget) -> (q block, k block); workspace = bh*q*(k*16 + d*12)

@@ -530,6 +530,20 @@ def test_the_same_generation_in_two_layers_is_planned_once():
     assert text[-1] == f"peak memory {format_bytes(plan.peak)}, cost {plan.cost:.2f}"
 
 
+def test_a_model_spelled_two_ways_is_one_model_and_its_names_stay_as_written(tiny_dir, monkeypatch):
+    """A layer naming the model folder by its absolute path makes the same generation as one taking the same
+    folder relative to the working folder: planned once; the plan names each as its layer spells it."""
+    monkeypatch.chdir(tiny_dir.parent)
+    layout = Layout("two.yaml", Canvas(64, 32), (
+        GenerateLayer("fox", seed=1, steps=1, region=Region("px", 0, 0, 32, 32)),
+        GenerateLayer("fox", seed=1, steps=1, region=Region("px", 32, 0, 32, 32), model=str(tiny_dir)),
+    ))
+    plan = plan_layout(layout, tiny_dir.name, "1GiB")
+    assert [(job.model, job.reuses) for job in plan.jobs] == [(tiny_dir.name, None), (str(tiny_dir), 0)]
+    assert [(job["model"], job["reuses"]) for job in json.loads(plan.to_json())["jobs"]] == [
+        (tiny_dir.name, None), (str(tiny_dir), 0)]
+
+
 def test_plan_json_carries_what_the_text_shows():
     """Trim, bleed, dpi, each layer's type and name, whether the budget was automatic, each generation's model
     and reuse, and the total cost: in the JSON as in the text."""

@@ -528,6 +528,46 @@ def test_a_layouts_hub_id_means_the_hub_model_whatever_the_working_folder_holds(
     assert resolve_model_dir("someone/tiny-pixart").resolve() == tmp_path / "work" / "someone" / "tiny-pixart"
 
 
+def test_generations_are_shared_by_model_not_by_its_spelling(tiny_dir, other_tiny, tmp_path, monkeypatch, watched):
+    """model='someone/tiny-pixart', the working folder's, and a layer's absolute path to that folder are one model:
+    loaded once, one generation for two layers that make the same; a layer's hub id of the same spelling (no such
+    folder beside the layout) is the hub's model: loaded and generated on its own, not taken from the folder's."""
+    from tests.test_checkpoint import _hub_cache
+
+    loads, calls = watched
+    snapshot = _hub_cache(tiny_dir, tmp_path / "hub", ["a" * 40], {"main": "a" * 40}) / ("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = shutil.copytree(other_tiny, tmp_path / "work" / "someone" / "tiny-pixart")
+    (tmp_path / "layouts").mkdir()
+    (tmp_path / "layouts" / "three.yaml").write_text(f"""\
+canvas: {{width: 128, height: 32}}
+grids: {{g: {{rows: 1, columns: 4}}}}
+layers:
+  - generate: {{prompt: a fox, seed: 1, steps: 1, strategy: direct, region: {{cell: [g, 0, 0]}}}}
+  - generate: {{prompt: a fox, seed: 1, steps: 1, strategy: direct, model: {folder}, region: {{cell: [g, 0, 1]}}}}
+  - generate: {{prompt: a fox, seed: 1, steps: 1, strategy: direct, model: someone/tiny-pixart,
+                region: {{cell: [g, 0, 2]}}}}
+  - generate: {{prompt: an owl, seed: 2, steps: 1, strategy: direct, model: {folder}, region: {{cell: [g, 0, 3]}}}}
+output: {{formats: [png]}}
+""")
+    monkeypatch.chdir(tmp_path / "work")
+    layout = load_layout(tmp_path / "layouts" / "three.yaml")
+    plan = plan_layout(layout, "someone/tiny-pixart", "1GiB")
+    assert [(job.model, job.reuses) for job in plan.jobs] == [  # each model as its layer names it
+        ("someone/tiny-pixart", None), (str(folder), 0), ("someone/tiny-pixart", None), (str(folder), None)]
+    [file] = render(layout, tmp_path / "out", "someone/tiny-pixart", "1GiB")
+    assert [path for path, _ in loads] == ["someone/tiny-pixart", "someone/tiny-pixart"]
+    assert [(Path(c[0]).resolve(), c[1]) for c in calls] == [
+        (folder, "a fox"), (folder, "an owl"), (snapshot.resolve(), "a fox")]
+    with Image.open(file) as image:
+        pixels = np.asarray(image.convert("RGB"))
+        generations = json.loads(image.text["generations"])
+    assert np.array_equal(pixels[:, :32], calls[0][3]) and np.array_equal(pixels[:, 32:64], calls[0][3])
+    assert np.array_equal(pixels[:, 64:96], calls[2][3]) and not np.array_equal(calls[0][3], calls[2][3])
+    assert [g["model"] for g in generations] == ["tiny-pixart", "tiny-pixart", "someone/tiny-pixart", "tiny-pixart"]
+
+
 @contextlib.contextmanager
 def render_paused_placing(tiny_dir, tmp_path, seconds: int):
     """`studio render` of a 32 px card as PNG and JPEG into tmp_path/out, in a subprocess paused for `seconds` as
