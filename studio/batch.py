@@ -39,8 +39,8 @@ import numpy as np
 import yaml
 
 from studio import backend, manifest
-from studio.errors import (OUT_OF_MEMORY, CheckpointError, InputError, StudioError, control_problem, one_line,
-                           out_of_memory)
+from studio.errors import (OUT_OF_MEMORY, CheckpointError, InputError, StudioError, control_problem, headline,
+                           one_line, out_of_memory)
 from studio.layout import ShallowLoader, compose_yaml, hash_comment_hint, yaml_problem
 from studio.export import MAX_NAME_BYTES, FileLock, pause_point, read_pixels, remove_temporaries, write_temp
 from studio.hub import HubId
@@ -1226,7 +1226,7 @@ def _scan(job, items, root, hashes, outputs, memory_budget, log, logged, summary
         except Exception as e:  # a bad item (layout, budget, model, unreadable file) must not stop the batch
             message = _failure(e)
             summary.failed.append((item.name, message))
-            print(f"failed {item.name} (item {item.index + 1}, {item.where}): {_first_line(message)}", file=out,
+            print(f"failed {item.name} (item {item.index + 1}, {item.where}): {headline(message)}", file=out,
                   flush=True)
             continue
         if reason is not None:
@@ -1497,7 +1497,7 @@ def _render_all(job, todo, root, hashes, outputs, embeddings, store, quiet, log,
             _remove_empty(new)  # the folders made for the item: a failed item leaves none behind
             message = _failure(e, err)
             summary.failed.append((item.name, message))
-            write_line(f"{head} failed {item.name}: {_first_line(message)}", out)
+            write_line(f"{head} failed {item.name}: {headline(message)}", out)
             if bar is not None:
                 bar.update(1)
             continue
@@ -1667,7 +1667,7 @@ def _encode_ahead(todo, pipelines, default_model, weights: dict, bars, say, err)
         encoded = encode_all_ahead(requests, progress=lambda done, total: bars("", "ahead", done, total))
     except Exception as e:  # the items encode (or fail) on their own
         message = _failure(e, err)
-        write_line(f"studio: batch: warning: encoding the prompts ahead failed: {_first_line(message)}", err)
+        write_line(f"studio: batch: warning: encoding the prompts ahead failed: {headline(message)}", err)
         return
     finally:
         bars.close()
@@ -1705,11 +1705,6 @@ def _failure(e: Exception, err=None) -> str:
     with above_bars(err):
         traceback.print_exception(e, file=err or sys.stderr)
     return f"{type(e).__name__}: {e}"
-
-
-def _first_line(e) -> str:
-    lines = str(e).splitlines()
-    return lines[0] + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "") if lines else type(e).__name__
 
 
 def _print_summary(job, summary: Summary, out, where: str) -> None:
@@ -1802,7 +1797,7 @@ def _rerender(record: dict, manifest_file: Path, out_dir: Path | None, overwrite
             now = manifest.model_record(model_id, hashes)
         except StudioError as e:
             used = record["model_folders"].get(model_id)
-            raise InputError(f"{manifest_file}: model {model_id}: {_first_line(e)}"
+            raise InputError(f"{manifest_file}: model {model_id}: {headline(e)}"
                              + (f" (the batch read {used}, from {record.get('cwd')})" if used else "")) from None
         changed = sorted(set(files.items()) ^ set(now["files"].items()))
         if changed:

@@ -16,8 +16,8 @@ import time
 import warnings
 from pathlib import Path
 
-from studio.errors import (CheckpointError, InputError, StudioError, control_problem, interrupt_in, one_line,
-                           out_of_memory, signals_held)
+from studio.errors import (CheckpointError, InputError, StudioError, control_problem, headline, interrupt_in,
+                           one_line, out_of_memory, signals_held)
 from studio.hub import split_revision
 from studio.layout import MAX_PIXELS, MAX_SEED, MAX_SIDE, SAMPLERS
 from studio.progress import PhaseBars, warnings_above_bars
@@ -367,7 +367,7 @@ def cmd_proof(args) -> None:
         the_plan = plan_layout(layout, args.model or default_model())
     except StudioError as e:  # a proof needs no model: label without generation sizes
         if model:
-            print(f"note: placeholders without generation sizes ({_said_of_env_model(e, one_line(str(e)), args)})",
+            print(f"note: placeholders without generation sizes ({_said_of_env_model(e, one_line(headline(e)), args)})",
                   file=sys.stderr)
         the_plan = None
     path = proof(layout, args.output, the_plan, overwrite=args.overwrite, guides=not args.no_guides)

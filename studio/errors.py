@@ -85,6 +85,13 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     return one_line(lines[0].strip()[:limit]) if lines else type(e).__name__
 
 
+def headline(e) -> str:
+    """The first line of `e`'s message (an error or its text), with '(and N more)' for the lines after it: an
+    error that reports several problems at once, said in one line; the type's name when it says nothing."""
+    lines = str(e).splitlines()
+    return lines[0] + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "") if lines else type(e).__name__
+
+
 def refuses(function, *arguments) -> bool:
     """Whether `function` cannot be called with `arguments`: not callable, or of another signature (a user's
     callback, checked before any work). A callable whose signature can't be read is taken."""

@@ -162,6 +162,17 @@ def models_by_identity(models: dict, cwd: str | None = None) -> dict:
     return {model_identity(name, cwd): files for name, files in models.items()}
 
 
+def same_models(recorded: dict, cwd: str | None, now: dict) -> bool:
+    """Whether a record's `models` (its names read from its `cwd`) are the models an item uses `now`: model by
+    model while they are the same models (`models_by_identity`), so two folders swapped differ; when the names
+    are others (a project moved whole, its models inside it: a layout names them by absolute path), by their
+    files alone, as a moved project's images are found by their names relative to the layout."""
+    before, after = models_by_identity(recorded, cwd), models_by_identity(now)
+    if before.keys() == after.keys():
+        return before == after
+    return sorted(map(sha256_json, before.values())) == sorted(map(sha256_json, after.values()))
+
+
 def item_key(layout_sha256: str | None, variables: dict, model_identity: str | None) -> str:
     """An item's identity: the hash of its layout file's bytes, its variables and the job's model (None for an
     item whose layout names its models: the job's does not make it)."""
@@ -418,7 +429,7 @@ def check(record: dict | None, folder: Path, expect: dict, hashes=sha256_file,
         return f"damaged manifest: {problem}"
     for key, value in expect.items():
         if key == "models":
-            same = models_by_identity(record[key], record["cwd"]) == models_by_identity(value)
+            same = same_models(record[key], record["cwd"], value)
         elif key == "inputs":
             same = changed_input(record[key], value, layout_folder) is None
         else:

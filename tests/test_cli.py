@@ -1124,3 +1124,18 @@ def test_the_process_ends_with_the_commands_status_without_the_interpreters_tear
                                                       "--size", "64x64", "--dry-run"], tmp_path)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.startswith("generation ") and done.stdout.splitlines()[-1].startswith("peak ")
+
+
+def test_a_proofs_note_says_a_plan_of_several_problems_in_one_line(tiny_dir, tmp_path, monkeypatch, capsys):
+    """The planner reports every layer's problem at once, a line each; a proof, which needs no plan, says the
+    first and how many more on its one note line (not the lines joined with an escaped '\\n')."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_dir, "m")
+    config = json.loads(Path("m/scheduler/scheduler_config.json").read_text())
+    Path("m/scheduler/scheduler_config.json").write_text(json.dumps(config | {"num_train_timesteps": 10}))
+    Path("l.yaml").write_text("canvas: {width: 64, height: 64}\nlayers:\n  - generate: {prompt: a, steps: 20}\n"
+                              "  - generate: {prompt: b, steps: 30}\n")
+    assert main(["proof", "l.yaml", "--model", "m", "-o", "p.png"]) == 0
+    note = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: placeholders")]
+    assert note == ["note: placeholders without generation sizes (l.yaml:3: layers[0].generate.steps: 20 must be an "
+                    "integer in 1..10 (the model's scheduler has 10 training steps) (and 1 more))"]

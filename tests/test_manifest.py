@@ -118,3 +118,19 @@ def test_models_keep_which_is_which_whatever_their_spelling(tmp_path, monkeypatc
     assert manifest.models_by_identity({str(root / "mA"): files_a, "../mB/": files_b}) == recorded
     assert manifest.models_by_identity({"../mA": files_b, "../mB": files_a}) != recorded
     assert manifest.models_by_identity({"someone/model": files_a}, str(root)) == {"someone/model": files_a}
+
+
+def test_models_swapped_differ_and_models_moved_with_their_project_are_the_same(tmp_path, monkeypatch):
+    """The same model folders with each other's files are other models; a project moved whole, its models
+    inside it (the layout names them by absolute path, so the record's paths are gone), has the same models
+    when their files are the same."""
+    root = tmp_path.resolve()
+    for name in ("old/mA", "old/mB", "new/mA", "new/mB"):
+        (root / name).mkdir(parents=True)
+    monkeypatch.chdir(root)
+    files_a, files_b = {"transformer/w": A}, {"transformer/w": B}
+    recorded = {str(root / "old/mA"): files_a, str(root / "old/mB"): files_b}
+    assert manifest.same_models(recorded, str(root), {"old/mA": files_a, "./old/mB": files_b})
+    assert not manifest.same_models(recorded, str(root), {"old/mA": files_b, "old/mB": files_a})
+    assert manifest.same_models(recorded, str(root), {str(root / "new/mA"): files_a, str(root / "new/mB"): files_b})
+    assert not manifest.same_models(recorded, str(root), {str(root / "new/mA"): files_a, str(root / "new/mB"): files_a})
