@@ -2,14 +2,15 @@
 
 Usage: python benchmarks/decode_memory.py [--cases tiny:1024:untiled tiny:2048:16:file ...] [--sdxl]
 
-Each case decodes one random latent in its own fresh process, as PixArtSigmaPipeline.decode does (the
-images array allocated first; untiled, or `decode_tiled` with the plan's tiles of the given side in latent px,
-the maps in files or in memory), and measures the decode's own growth: peak RSS during it (VmHWM, reset just
-before by /proc/self/clear_refs) less RSS just before, less the attention workspace the mid-block used (the
-plan adds that apart). Beside it the plan's activation estimate (memory_plan: `vae_decode_activations` +
-UNTILED_DECODE_EXTRA untiled, `tiled_decode_activations` tiled) and measured / plan: at most 1 means the plan
-covers the decode. Linux only. `tiny`: the VAE of `studio make-tiny` (written to a temporary folder);
-`sdxl`: the SDXL VAE's architecture with random weights (--sdxl adds its cases: minutes, ~6 GB).
+Each case decodes one random latent in its own fresh process, as PixArtSigmaPipeline.decode does (the images
+array allocated first; untiled, or `decode_tiled` with the plan's tiles of the given side in latent px, the
+maps in files or in memory), and measures the decode's own growth: peak RSS during it (VmHWM, reset just before
+by /proc/self/clear_refs) less RSS just before, less the attention workspace the mid-block used (the plan adds
+that apart; the images array too, so it is made resident before that RSS is read). Beside it the plan's
+activation estimate (memory_plan: `vae_decode_activations` + UNTILED_DECODE_EXTRA untiled,
+`tiled_decode_activations` tiled) and measured / plan: at most 1 means the plan covers the decode. Linux only.
+`tiny`: the VAE of `studio make-tiny` (written to a temporary folder); `sdxl`: the SDXL VAE's architecture with
+random weights (--sdxl adds its cases: minutes, ~6 GB).
 """
 
 import argparse
@@ -28,7 +29,8 @@ WORKSPACE = 64 * 2 ** 20
 MiB = 2 ** 20
 
 
-def _status() -> dict:
+def rss_status() -> dict:
+    """This process's VmRSS (resident now) and VmHWM (peak since start or the last clear_refs "5"), bytes."""
     text = Path("/proc/self/status").read_text()
     return {key: int(re.search(rf"{key}:\s+(\d+)", text)[1]) * 1024 for key in ("VmHWM", "VmRSS")}
 
@@ -71,16 +73,19 @@ def one(case: str, tiny_folder: str) -> dict:
         chunks = memory.attention_chunks(1, h * w, h * w, cfg.block_out_channels[-1], WORKSPACE)
         workspace = memory.attention_workspace(1, chunks.q, chunks.k, cfg.block_out_channels[-1])
     z = ms.Tensor(np.random.default_rng(0).standard_normal((1, cfg.latent_channels, h, w)).astype(np.float32))
-    images = np.zeros((1, cfg.out_channels, height, width), np.float32)  # counted apart by the plan
+    # Counted apart by the plan, so made resident before `before`: np.zeros would map its pages lazily, and
+    # the decode writing them would count them as its own growth.
+    images = np.empty((1, cfg.out_channels, height, width), np.float32)  # (1, 3, H, W)
+    images.fill(0)
     gc.collect()
-    before = _status()["VmRSS"]
+    before = rss_status()["VmRSS"]
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here
     with memory.attention_budget(WORKSPACE):
         if plan is None:
             images[:] = vae.decode(z).asnumpy()
         else:
             decode_tiled(vae, z, plan, None, out=images)
-    growth = _status()["VmHWM"] - before - workspace
+    growth = rss_status()["VmHWM"] - before - workspace
     return {"case": case, "estimate": estimate, "measured": growth}
 
 
