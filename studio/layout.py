@@ -1748,9 +1748,8 @@ def _variables(r: _Reader, node, overrides: dict[str, str]) -> dict[str, str]:
             r.error(nodes[name], f"variables.{name}", "is given no value (null, None): give it text or a number, or "
                                                       "leave it out for the file's default")
             r.unset.add(name)
-        elif name in defaults and surrogate_problem(overrides[name]):  # as the file's own values are checked
-            r.error(nodes[name], f"variables.{name}", f"the value given (--set, or a batch job's variables): "
-                                                      f"{surrogate_problem(overrides[name])}")
+        elif name in defaults and (problem := surrogate_problem(overrides[name])):  # as the file's values are
+            r.error(nodes[name], f"variables.{name}", f"the value given (--set, or a batch job's variables): {problem}")
         elif name not in defaults:
             r.error(node, f"variables.{name}",
                     f"given a value (--set, or a batch job's variables) but not defined in the file"
